@@ -1,11 +1,10 @@
-"""The feed's connection caps and one file budget for all of a node's ports, on a real node.
+"""One file budget for all of a node's guarded ports, on a real node.
 
-The feed (``pub_port``) had no guard, only the handshake interval, and each guarded port's cap
-was its own, up to the file limit less 256, while the file limit is the process's: silent
-connections to the request port and the feed together could hold every file of the node,
-and then its accepts and its store's opens failed (r8). Here the node runs with 512 files, so
-its ports share a budget of 256 connections, and the handshake interval is long enough that
-only the guards can be what closes a silent connection.
+Each guarded port's cap was its own, up to the file limit less 256, while the file limit is the
+process's: silent connections to the request port and the HTTP port together could hold every
+file of the node, and then its accepts and its store's opens failed (r8). Here the node runs
+with 512 files, so its ports share a budget of 256 connections, and the handshake interval is
+long enough that only the guards can be what closes a silent connection.
 """
 
 from __future__ import annotations
@@ -52,17 +51,7 @@ def silent(port: int, sources: list[str], each: int) -> Iterator[list[socket.soc
             sock.close()
 
 
-def test_silent_connections_to_the_feed_past_the_cap_are_cut(cluster: LocalCluster) -> None:
-    node = cluster.node()
-    assert node.process is not None
-    files_before = open_files(node.process.pid)
-    with silent(node.pub_port, ["127.0.0.2"], CAP + 10) as flood:
-        wait_until(lambda: sum(closed(s) for s in flood) >= 10, 10.0, "the feed's connections past the cap cut")
-        assert sum(closed(s) for s in flood) == 10  # the others are held until the handshake interval
-    wait_until(lambda: open_files(node.process.pid) <= files_before + 2, 10.0, "the node's files given back")
-
-
-def test_the_request_port_and_the_feed_share_one_budget_of_files(cluster: LocalCluster) -> None:
+def test_the_request_port_and_the_http_port_share_one_budget_of_files(cluster: LocalCluster) -> None:
     node = cluster.node()
     assert node.process is not None
     pid = node.process.pid
@@ -72,8 +61,8 @@ def test_the_request_port_and_the_feed_share_one_budget_of_files(cluster: LocalC
     writer.put(entry(LEDGER, "note", {"n": 0}, "writer1"))
     sources = [f"127.0.0.{i}" for i in range(2, 6)]
     each = CAP - 14  # under each port's cap per address: only the budget can cut them
-    with silent(node.port, sources, each) as requests, silent(node.pub_port, sources, each) as feed:
-        flood = requests + feed
+    with silent(node.port, sources, each) as requests, silent(node.http_port, sources, each) as http:
+        flood = requests + http
         assert len(flood) > BUDGET + 100
         wait_until(lambda: sum(closed(s) for s in flood) >= len(flood) - BUDGET, 10.0, "the flood cut to the budget")
         assert open_files(pid) < FILE_LIMIT - 64, "the node's own files were not left to it"
