@@ -309,7 +309,7 @@ def test_a_gateway_listing_a_stolen_key_s_body_twice_beside_the_honest_one_is_a_
     ]
 
     def twice(path: str, body: Any) -> Any:
-        if not path.split("?")[0].endswith("/tally"):
+        if not path.partition("?")[0].endswith("/tally"):
             return None
         first = next(o for o in body["observers"] if o["observer"] == "observer-1")
         return body | {"observers": [first, *body["observers"]]}
