@@ -296,6 +296,48 @@ def test_the_tally_page_judges_an_observer_claiming_records_no_checkpoint_shows_
     wait_text(browser, "#verdict", "The 2 observers agree", "the observers' agreement once the lie is gone")
 
 
+def test_a_gateway_listing_a_stolen_key_s_body_twice_beside_the_honest_one_is_a_mismatch_on_both_pages(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """outsider24 G1, as found: observer-1's stolen key signs other figures at the height observer-2
+    signed, and the gateway lists observer-1's body twice beside observer-2's. tally.html said
+    "Still counting…" over both rows and charity.html showed the forged balance as "observer-1's
+    word alone": a mismatch must never turn calm by adding rows."""
+    tallies = TallyBoard(connect(cluster.cluster_redis_url))
+    gateway = cluster.gateway_url("replica-1")
+    for ledger in (ELECTION, FUND):  # forged beside the honest latest, not before a newer one is signed
+        wait_until(functools.partial(_settled, tallies, gateway, ledger), WAIT, f"both observers at {ledger}'s head")
+    forged = [
+        forge(cluster, tallies, ELECTION, tally={"counts": {"mallory": 999_999}}),
+        forge(cluster, tallies, FUND, tally={"balance": 99_999_999}),
+    ]
+    # The forged entries leave the stream afterwards: at the head's height, `vledger tally` would
+    # find them in observer-1's history and the later tests a mismatch there.
+    lies = {ledger: tallies.latest_ids([ledger], ["observer-1"])[ledger]["observer-1"] for ledger in (ELECTION, FUND)}
+
+    def twice(path: str, body: Any) -> Any:
+        if not path.partition("?")[0].endswith("/tally"):
+            return None
+        first = next(o for o in body["observers"] if o["observer"] == "observer-1")
+        return body | {"observers": [first, *body["observers"]]}
+
+    try:
+        with Lying(gateway, twice) as lying:
+            fresh(browser, f"{lying.url}tally.html?ledger={ELECTION}#anchors={anchors}")
+            verdict = wait_text(browser, "#verdict", "MISMATCH", "the forged count beside the honest one")
+            assert "Still counting" not in verdict and "The gateway listed observer-1 twice" in verdict, verdict
+            assert browser.execute_script("return document.getElementById('verdict').className") == "bad"
+            fresh(browser, f"{lying.url}charity.html?ledger={FUND}#anchors={anchors}")
+            summary = wait_text(browser, "#summary", "DISAGREE", "the forged balance beside the honest one")
+            assert "The gateway listed observer-1 twice" in summary, summary
+            assert amount_text(99_999_999, "SAR") not in text_of(browser, "body"), summary
+            assert browser.execute_script("return document.getElementById('summary').className") == "bad"
+    finally:
+        for ledger, (original, _) in zip((ELECTION, FUND), forged, strict=True):
+            tallies.client.set(tallies.latest_key(ledger, "observer-1"), original.entry_id)
+            tallies.client.xdel(tallies.stream_key(ledger, "observer-1"), lies[ledger])
+
+
 OBSERVERS = ("observer-1", "observer-2")
 
 
@@ -1506,7 +1548,9 @@ def test_the_tally_and_charity_pages_judge_an_observer_s_rotated_keys_as_vledger
         verdict = wait_text(browser, "#verdict", f"The 2 observers agree at height {head}.", "observer-2's proven key")
         assert "NOT" not in verdict, verdict
         assert browser.execute_script("return document.getElementById('verdict').className") == "ok"
-        assert "✓ Ed25519 valid" in text_of(browser, "tr[data-observer='observer-2']")
+        row = text_of(browser, "tr[data-observer='observer-2']")
+        # The key shown is the one that verified the body, not the anchored one it replaced (outsider24 G6).
+        assert "✓ Ed25519 valid" in row and newest[:16] in row, row
         browser.get(f"{gateway}charity.html?ledger={FUND}#anchors={anchored}")
         summary = wait_text(browser, "#summary", "Balance 120.25 SAR", "the fund's balance by both observers")
         assert "signed alike by 2 observer(s)" in summary and "NOT" not in summary, summary

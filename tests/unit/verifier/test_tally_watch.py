@@ -157,6 +157,34 @@ def test_a_thief_signing_the_honest_count_once_then_a_forged_one_lower_is_named(
     assert "observer-1 at 8, observer-2 at 9" in alert.detail
 
 
+def test_a_thief_keeping_the_observer_s_genuine_history_and_forging_one_below_the_head_is_named(
+    config: ClusterConfig, watched: tuple[TallyWatch, Clock]
+) -> None:
+    """outsider24 G7, as found: both observers had met at the quiet head (25) at earlier looks, the
+    thief's stream keeps its genuine entries (at the head among them) and it makes a forged count at
+    24, where observer-2 never signed, its latest. The history's common height 25 kept the verifier
+    silent for good (no tally_uncompared, no tally_mismatch); the forged latest is named now."""
+    watch, clock = watched
+    board = watch.board
+    for height in (20, 23, 25):
+        publish(config, board, "observer-1", height)
+    for height in (21, 25):
+        publish(config, board, "observer-2", height)
+    assert watch(LEDGER, 26) == []  # met at the head
+    clock.now = 60.0
+    assert watch(LEDGER, 26) == []
+    publish(config, board, "observer-1", 24, records=5_025)  # the thief's latest: forged, below the head
+    looks = []
+    for step in range(1, 12):  # the verifier keeps looking at a quiet ledger
+        clock.now = 60.0 + step * 30.0
+        looks.append(watch(LEDGER, 26))
+    # Silent while the bound (from the last look at which they met, 60 s) runs, then named.
+    assert looks[:9] == [[]] * 9 and all(len(look) == 1 for look in looks[9:]), looks
+    alert = looks[-1][0]
+    assert (alert.what, alert.height, alert.source) == ("tally_uncompared", 24, "observer-1, observer-2")
+    assert "observer-1 at 24, observer-2 at 25" in alert.detail
+
+
 def test_a_thief_naming_no_entry_for_a_look_pauses_the_clock_never_restarts_it(
     config: ClusterConfig, watched: tuple[TallyWatch, Clock], redis_client: Any
 ) -> None:

@@ -671,10 +671,11 @@ async function checkTallies(ledger, answer, anchors, rotations = { proven: false
   for (const o of answer.observers) {
     const anchored = anchors && anchors.observers.get(o.observer);
     const publicKey = anchors ? (anchored ? hexOf(anchored.publicKey) : null) : o.public_key;
-    const c = { observer: o.observer, publicKey, ok: null, problem: "", snapshot: null, unproven: "" };
+    const c = { observer: o.observer, publicKey, ok: null, problem: "", snapshot: null, unproven: "", twice: false };
     checked.push(c);
     if (listed.has(o.observer)) {
       c.ok = false;
+      c.twice = true;
       c.problem = "listed twice by the gateway: not counted";
       continue;
     }
@@ -693,6 +694,9 @@ async function checkTallies(ledger, answer, anchors, rotations = { proven: false
         c.problem = "INVALID";
         continue;
       }
+      // The key shown is the one that verified the body, not the anchored generation 0 a
+      // rotation replaced (outsider24 G6): a visitor compares it with the publisher's list.
+      c.publicKey = hexOf(keys[signers[0]]);
       if (rotated.length && !rotations.proven) {
         c.unproven = signers[0] === 0
           ? `signed by its anchored key, which its rotation at admin record ${rotated[0].index} replaced; this page ` +
@@ -711,6 +715,7 @@ async function checkTallies(ledger, answer, anchors, rotations = { proven: false
           continue;
         }
         c.ok = true;
+        c.publicKey = hexOf(keys[signers[why.findIndex((w) => !w)]]);
         c.snapshot = s;
       } catch (e) {
         c.ok = false;
