@@ -340,9 +340,9 @@ def _verified_head(
     chain: _RedisChain | None = None,
 ) -> tuple[LedgerHead, dict[str, int]] | None:
     """``note``'s size when one of ``signers`` signed it (the standby only with an epoch line
-    >= 2, PROTOCOL 10.9: its key alone proves no handover), with the time by which a majority
-    of the ``witnesses`` that cosigned it had, and each one's time (ms) by name; else None,
-    the reasons added to ``problems``."""
+    >= 2, PROTOCOL 10.9: its key alone proves no handover), and the cosignature time (ms) of each
+    of the ``witnesses`` that cosigned it, by name (the caller takes the majority's time over every
+    note at least as large); else None, the reasons added to ``problems``."""
     for i, name in enumerate(signers):
         try:
             key = home_key(config.name, ledger, load_verify_key(signing_key_paths(config.keys_dir, name)[1]).raw)
@@ -352,8 +352,7 @@ def _verified_head(
             if standby is not None and name == standby.name and epoch_claim(checkpoint)[0] < 2:
                 raise BadEpochError("signed by the standby's key without an epoch line >= 2")
             cosigned = gather([note], key, key.name, witnesses)
-            times = cosigned[0].cosigned_ms if cosigned else {}
-            return LedgerHead(checkpoint.size, name, since_ms=quorum_since_ms(times.values())), times
+            return LedgerHead(checkpoint.size, name), cosigned[0].cosigned_ms if cosigned else {}
         except VledgerError as e:
             problems.append(f"{name}'s key: {e.code}")
     return None
