@@ -20,6 +20,7 @@ from vledger.broker.tallies import HISTORY_PAGE, Published, TallyBoard
 from vledger.config.cluster import ClusterConfig, load_cluster
 from vledger.node.tally_body import Snapshot
 from vledger.tools.node_commands import ensure_cluster_keys
+from vledger.verifier import tally_watch
 from vledger.verifier.tally import STILL_COUNTING, Checked, ObserverTally, TallyReport, Verdict
 from vledger.verifier.tally_uncompared import UncomparedClock
 from vledger.verifier.tally_watch import KEY_LAG_S, LOOK_PAGE, LOOK_PAGES, TallyWatch
@@ -265,6 +266,68 @@ def test_an_entry_whose_signature_fails_is_a_bad_signature_alert_naming_its_obse
     assert "does not verify" in alert.detail
     publish(config, board, "observer-1", 9)  # its own key signs the honest count: no alert any more
     assert watch(LEDGER, 10) == []
+
+
+def test_a_junk_entry_replaced_before_each_look_is_raised_a_look_after_the_first(
+    config: ClusterConfig, watched: tuple[TallyWatch, Clock]
+) -> None:
+    """Review r10 #3: the wait was each entry's, so whoever holds an observer's Redis password
+    (no key) adding a new junk entry before each look started a new wait at each, and with no
+    valid latest of that observer nothing else was raised either, for ever. The wait is the
+    observer's, until its entries read all verify again."""
+    watch, clock = watched
+    board = watch.board
+    publish(config, board, "observer-2", 9)
+    other = load_signing_key(signing_key_paths(config.keys_dir, "observer-2")[0])
+    raised: list[list[tuple[str, str, str]]] = []
+    for look in range(3):
+        forged = dataclasses.replace(
+            SNAPSHOT, height=9, head=bytes([9]) * 32, tally={"type": "plain", "records": 100 + look}
+        )
+        board.publish(LEDGER, "observer-1", 9, forged.body(), other.sign(forged.body()))
+        found = "sha256:" + hashlib.sha256(forged.body()).hexdigest()
+        raised.append([(a.what, a.node, a.found) for a in watch(LEDGER, 10) if a.what == "bad_signature"])
+        assert raised[-1] in ([], [("bad_signature", "observer-1", found)])
+        clock.now += KEY_LAG_S
+    assert [bool(r) for r in raised] == [False, True, True]
+    publish(config, board, "observer-1", 9)  # its own key again: its wait ends, a later failure waits anew
+    assert watch(LEDGER, 10) == []
+    forged = dataclasses.replace(SNAPSHOT, height=10, head=bytes([10]) * 32, tally={"type": "plain", "records": 5})
+    board.publish(LEDGER, "observer-1", 10, forged.body(), other.sign(forged.body()))
+    clock.now += KEY_LAG_S
+    assert [a for a in watch(LEDGER, 11) if a.what == "bad_signature"] == []
+
+
+def test_keys_read_again_for_a_failing_entry_leave_other_ledgers_reports_standing(
+    config: ClusterConfig, watched: tuple[TallyWatch, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review r10 #3: a failing entry re-reads the keys at each look until confirmed, and the
+    same keys read again threw away every ledger's report, so each ledger was read again."""
+    watch, clock = watched
+    board = watch.board
+    for observer in ("observer-1", "observer-2"):
+        snapshot = dataclasses.replace(SNAPSHOT, observer=observer, ledger="other", height=3)
+        key = load_signing_key(signing_key_paths(config.keys_dir, observer)[0])
+        board.publish("other", observer, 3, snapshot.body(), key.sign(snapshot.body()))
+    publish(config, board, "observer-2", 9)
+    forged = dataclasses.replace(SNAPSHOT, height=9, head=bytes([9]) * 32, tally={"type": "plain", "records": 104})
+    other = load_signing_key(signing_key_paths(config.keys_dir, "observer-2")[0])
+    board.publish(LEDGER, "observer-1", 9, forged.body(), other.sign(forged.body()))
+    read: list[str] = []
+    real = tally_watch.read_tallies
+
+    def counted(board: TallyBoard, ledger: str, *args: Any, **kwargs: Any) -> Any:
+        read.append(ledger)
+        return real(board, ledger, *args, **kwargs)
+
+    monkeypatch.setattr(tally_watch, "read_tallies", counted)
+    assert watch("other", 4) == [] and watch(LEDGER, 10) == []
+    for _ in range(3):  # looks a second apart: each re-reads the keys for the unconfirmed entry
+        clock.now += 1.5
+        keys_read = watch._keys_read()
+        assert watch(LEDGER, 10) == [] and watch("other", 4) == []
+        assert watch._keys_read() > keys_read
+    assert read == ["other", LEDGER]  # the same keys and latest ids: neither report was read again
 
 
 def test_an_honest_rotation_s_first_tallies_raise_nothing_though_the_look_s_keys_predate_it(
