@@ -472,9 +472,12 @@ def test_flush_completes_a_group_before_on_commit_and_the_committer_after_it(ope
     assert seen == [("done", 2, 1), ("on_commit", 2, 2)]
     assert store.size(LEDGER) == 2 and store.head(LEDGER) is not None  # what the loop's next request reads
     seen.clear()
+    called = threading.Event()
     committed = store.submit_entry(kit.entry(2))
-    committed.add_done_callback(done_then)
+    committed.add_done_callback(lambda future: (done_then(future), called.set()))
     assert committed.result(DEADLINE).height == 2
+    # result() returns once the future is done, which wakes its waiters before its callbacks run.
+    assert called.wait(DEADLINE)
     assert seen == [("on_commit", 3, 3), ("done", 3, 3)]
 
 
