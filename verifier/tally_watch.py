@@ -49,7 +49,9 @@ KEYS_FOR_S = 60.0  # how long the observers' keys (files and proven rotations) a
 # admin ledger's checkpoint proving it may be in Redis (outsider24 G4: an honest `key rotate`
 # raised bad_signature, operator-only, on every ledger). An entry whose signature fails is raised
 # only once keys read at least this long after its observer's entries were first seen failing
-# still reject it: a look (TALLY_LOOK_SECONDS) later, with the keys re-read meanwhile. The time
+# still reject it: a look (TALLY_LOOK_SECONDS) later, with the keys re-read meanwhile; and as much
+# longer as a home may hold a checkpoint back ([replication] checkpoint_interval_ms, key_lag_s):
+# the proof waits for the admin ledger's. The time
 # is the observer's, not the entry's: a Redis user adding a new junk entry before each look
 # restarted an entry's time at each, and was never raised (reviewer r10 #3).
 KEY_LAG_S = 5.0
@@ -59,6 +61,13 @@ RECHECK_S = 1.0  # a failing signature re-reads the keys at most this often
 # page is small: its entries' sizes are an observer's Redis user's to choose.
 LOOK_PAGES = 2
 LOOK_PAGE = 32
+
+
+def key_lag_s(config: ClusterConfig) -> float:
+    """How long after an observer's entries were first seen failing keys read still rejecting
+    one raise it (see KEY_LAG_S): a fixed 5 s raised an honest rotation whenever the admin
+    ledger's checkpoint proving it came later than that (reviewer r10 #6)."""
+    return KEY_LAG_S + config.replication.checkpoint_interval_ms / 1000
 
 
 class TallyWatch:
@@ -81,6 +90,7 @@ class TallyWatch:
         # (ledger, observer) -> when an entry of it was first seen failing its signature since
         # its entries last all verified (see KEY_LAG_S)
         self._failing: dict[tuple[str, str], float] = {}
+        self._key_lag_s = key_lag_s(config)
         self.board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)
         self._clock = clock
         self._keys: tuple[float, dict[str, VerifyKey | None], Mapping[str, KeyHistory]] | None = None
@@ -133,17 +143,17 @@ class TallyWatch:
 
     def _confirmed_bad_signatures(self, ledger: str, report: TallyReport) -> tuple[TallyReport, list[Alert]]:
         """``report``, read again if the keys were, and its ``bad_signature`` alerts whose
-        observer's entries keys read KEY_LAG_S or more after they were first seen failing still
+        observer's entries keys read key_lag_s or more after they were first seen failing still
         reject: the keys are re-read (at most every RECHECK_S) while one is unconfirmed, so an
         honest rotation's first tallies are checked with its new key before anything is raised."""
         now = self._clock()
         alerts = self._note_failing(ledger, report, now)
-        if any(self._keys_read() < self._failing[(ledger, a.node)] + KEY_LAG_S for a in alerts):
+        if any(self._keys_read() < self._failing[(ledger, a.node)] + self._key_lag_s for a in alerts):
             keys, histories = self.keys(max_age_s=RECHECK_S)
             report = self._report(ledger, keys, histories)
             alerts = self._note_failing(ledger, report, now)
         read = self._keys_read()
-        return report, [a for a in alerts if read >= self._failing[(ledger, a.node)] + KEY_LAG_S]
+        return report, [a for a in alerts if read >= self._failing[(ledger, a.node)] + self._key_lag_s]
 
     def _note_failing(self, ledger: str, report: TallyReport, now: float) -> list[Alert]:
         """``report``'s ``bad_signature`` alerts, having started the time of each observer they

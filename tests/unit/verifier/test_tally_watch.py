@@ -23,7 +23,7 @@ from vledger.tools.node_commands import ensure_cluster_keys
 from vledger.verifier import tally_watch
 from vledger.verifier.tally import STILL_COUNTING, Checked, ObserverTally, TallyReport, Verdict
 from vledger.verifier.tally_uncompared import UncomparedClock
-from vledger.verifier.tally_watch import KEY_LAG_S, LOOK_PAGE, LOOK_PAGES, TallyWatch
+from vledger.verifier.tally_watch import KEY_LAG_S, LOOK_PAGE, LOOK_PAGES, TallyWatch, key_lag_s
 
 LEDGER = "fund"
 AFTER_S = 300.0  # the default tally_uncompared_ms
@@ -357,6 +357,45 @@ def test_an_honest_rotation_s_first_tallies_raise_nothing_though_the_look_s_keys
     assert watch(LEDGER, 11) == []
     clock.now += KEY_LAG_S
     assert watch(LEDGER, 11) == []
+
+
+def test_a_rotation_proven_a_checkpoint_interval_later_raises_nothing_and_a_forgery_waits_as_long(
+    config: ClusterConfig, redis_client: Any
+) -> None:
+    """Review r10 #6: the wait was a fixed 5 s, while a home may hold the admin ledger's checkpoint
+    proving a rotation back for checkpoint_interval_ms: with 10 s an honest `key rotate` raised
+    bad_signature. The wait grows by the interval, for forgeries too."""
+    slow = dataclasses.replace(
+        config, replication=dataclasses.replace(config.replication, checkpoint_interval_ms=10_000)
+    )
+    assert key_lag_s(slow) == KEY_LAG_S + 10 and key_lag_s(config) == KEY_LAG_S
+    clock = Clock()
+    clock.now = 1000.0
+    proven: list[dict[str, Any]] = []
+    watch = TallyWatch(slow, redis_client, clock=clock, rotations=lambda: list(proven))
+    publish(slow, watch.board, "observer-1", 9)
+    publish(slow, watch.board, "observer-2", 9)
+    assert watch(LEDGER, 10) == []
+    new = new_signing_key()
+    at_ms = 1_796_588_311_000
+    rotated = dataclasses.replace(SNAPSHOT, height=10, head=bytes([10]) * 32, tally={"type": "plain", "records": 11})
+    rotated = dataclasses.replace(rotated, at_ms=at_ms)
+    watch.board.publish(LEDGER, "observer-1", 10, rotated.body(), new.sign(rotated.body()))
+    for _ in range(2):  # looks while the admin home has not signed the rotation's checkpoint yet
+        clock.now += 5
+        assert watch(LEDGER, 11) == []
+    rotation = {"node": "observer-1", "curve": "", "sign": new.public.public_hex, "accepted": at_ms - 500}
+    proven.append({**rotation, "until": at_ms + 20_000})  # a checkpoint interval after the record
+    clock.now += 5
+    assert watch(LEDGER, 11) == []
+    other = load_signing_key(signing_key_paths(slow.keys_dir, "observer-2")[0])
+    forged = dataclasses.replace(SNAPSHOT, height=11, head=bytes([11]) * 32, tally={"type": "plain", "records": 99})
+    watch.board.publish(LEDGER, "observer-1", 11, forged.body(), other.sign(forged.body()))
+    raised = []
+    for _ in range(4):
+        clock.now += 5
+        raised.append([a.node for a in watch(LEDGER, 12) if a.what == "bad_signature"])
+    assert raised == [[], [], [], ["observer-1"]]  # 15 s after it was first seen failing
 
 
 def test_observers_met_only_when_every_configured_one_has_a_valid_latest_at_that_height() -> None:
