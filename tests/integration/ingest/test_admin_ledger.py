@@ -61,6 +61,27 @@ def test_changes_are_cached_and_a_flushed_redis_is_rebuilt_from_the_chain(
     assert registry.admin_records() == [data for _, data in store.range_raw(ADMIN_LEDGER)]
 
 
+def test_a_bootstrap_on_a_flushed_redis_is_undone_by_the_ledger(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any
+) -> None:
+    """Review r10 #1: after Redis lost its data, compose's bootstrap job (or supervise start)
+    found no admin ledger in it and made an admin; the home's sync then saw accounts and rebuilt
+    nothing: an admin the ledger disabled was enabled again, and every other account was gone."""
+    registry, store, admin = home
+    deputy_key = new_keypair().public
+    admin.apply("account.add", Args({"account": "deputy", "role": "admin"}), ROOT)
+    admin.apply("key.add", Args({"account": "deputy", "key": deputy_key}), ROOT)
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    admin.apply("account.disable", Args({"account": "deputy"}), ROOT)  # e.g. its key was stolen
+    before = {a.name: a for a in registry.list_accounts()}
+    redis_client.flushall()  # a lost Redis volume
+    registry.bootstrap_admin("deputy", deputy_key)
+    registry.bootstrap_admin("mallory", new_keypair().public)
+    AdminLedger(store, registry).sync()
+    assert {a.name: a for a in registry.list_accounts()} == before
+    assert registry.admin_records() == [data for _, data in store.range_raw(ADMIN_LEDGER)]
+
+
 def test_another_node_reads_its_grants_from_the_cache(
     home: tuple[AccountRegistry, ChainStore, RegistryAdmin], tmp_path: Path
 ) -> None:
