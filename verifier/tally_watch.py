@@ -50,10 +50,10 @@ KEYS_FOR_S = 60.0  # how long the observers' keys (files and proven rotations) a
 # raised bad_signature, operator-only, on every ledger). An entry whose signature fails is raised
 # only once keys read at least this long after its observer's entries were first seen failing
 # still reject it: a look (TALLY_LOOK_SECONDS) later, with the keys re-read meanwhile; and as much
-# longer as a home may hold a checkpoint back ([replication] checkpoint_interval_ms, key_lag_s):
-# the proof waits for the admin ledger's. The time
-# is the observer's, not the entry's: a Redis user adding a new junk entry before each look
-# restarted an entry's time at each, and was never raised (reviewer r10 #3).
+# longer as a home may hold the admin ledger's checkpoint that proves it back ([replication]
+# checkpoint_interval_ms: key_lag_s). The time is the observer's, not the entry's: a Redis user
+# adding a new junk entry before each look restarted an entry's time at each, and was never
+# raised (reviewer r10 #3).
 KEY_LAG_S = 5.0
 RECHECK_S = 1.0  # a failing signature re-reads the keys at most this often
 # Pages (LOOK_PAGE entries) of each observer's stream read back for a common height: honest
