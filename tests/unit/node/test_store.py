@@ -496,14 +496,21 @@ def test_flush_answers_early_only_its_callers_puts_not_those_other_threads_queue
         # A done callback runs where the future is completed: what a waiter woken then reads.
         seen["theirs"] = (store.size(LEDGER), store.tree_size(LEDGER))
 
-    # Queued just before the flush took the lock: its committer thread had not run yet.
+    class Unheard(threading.Event):
+        def set(self) -> None:
+            """Its committer thread had not run yet when the flush took the lock."""
+
+    # Queued just before the flush took the lock. The committer thread, if it goes back to sleep
+    # on this event meanwhile (create_ledger's group), is woken once the flush is done.
+    unheard = Unheard()
     with monkeypatch.context() as m:
-        m.setattr(store, "_work", threading.Event())
+        m.setattr(store, "_work", unheard)
         theirs = store.submit_entry(kit.entry(1), wake=True)
     theirs.add_done_callback(theirs_done)
     ours = store.submit_entry(kit.entry(2), wake=False)
     ours.add_done_callback(lambda _: seen.setdefault("ours", (store.size(LEDGER), theirs.done())))
     store.flush()
+    threading.Event.set(unheard)
     assert [theirs.result(0).height, ours.result(0).height] == [1, 2]  # one group, in queue order
     assert seen["ours"] == (1, False)  # the caller's own put: answered before the bookkeeping
     assert seen["theirs"] == (3, 3)  # the other thread's: once the heads and trees moved
