@@ -50,7 +50,9 @@ class GatheredCheckpoint:
     witnesses: tuple[str, ...]
 
     def _times(self) -> list[tuple[str, int]]:
-        return [(s.name, Cosignature.from_note_signature(s).timestamp * 1000) for s in parse_note(self.note).signatures[1:]]
+        return [
+            (s.name, Cosignature.from_note_signature(s).timestamp * 1000) for s in parse_note(self.note).signatures[1:]
+        ]
 
     @property
     def cosigned_ms(self) -> dict[str, int]:

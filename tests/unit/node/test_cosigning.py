@@ -132,7 +132,9 @@ def test_a_witness_s_first_and_newest_lines_give_since_and_fresh_and_a_re_cosign
     body = Checkpoint(ORIGIN, 5, hashlib.sha256(b"5").digest()).body()
     # Witness 0 cosigned again twice, witness 1 once; their fresh notes come before the first ones.
     recosigned = [
-        Note(body, (sign(body, HOME), *(cosign(body, WITNESSES[0], t).note_signature() for t in (later, first, again)))),
+        Note(
+            body, (sign(body, HOME), *(cosign(body, WITNESSES[0], t).note_signature() for t in (later, first, again)))
+        ),
         Note(body, (sign(body, HOME), cosign(body, WITNESSES[1], again).note_signature())),
     ]
     (found,) = gather([*(n.encode() for n in recosigned), *notes], HOME.verifier(), ORIGIN, KEYS)
