@@ -402,6 +402,16 @@ class Note:
         return Note(self.text, kept + tuple(added))
 
 
+def with_newest(first: bytes, newest: bytes) -> bytes:
+    """The note ``first`` with the signature lines of ``newest`` (a note of the same text) that
+    it lacks appended: a witness's first cosignature of a checkpoint, then its newest (PROTOCOL
+    10.7, 13.9). Raises NoteError when either is no note or their texts differ."""
+    old, new = parse_note(first), parse_note(newest)
+    if old.text != new.text:
+        raise NoteError("two notes of different texts")
+    return Note(old.text, (*old.signatures, *(s for s in new.signatures if s not in old.signatures))).encode()
+
+
 def parse_note(data: bytes) -> Note:
     """Split a signed note into its text and signature lines, checking syntax only.
 
