@@ -49,26 +49,23 @@ class GatheredCheckpoint:
     note: bytes
     witnesses: tuple[str, ...]
 
-    def _times(self) -> list[tuple[str, int]]:
-        return [
-            (s.name, Cosignature.from_note_signature(s).timestamp * 1000) for s in parse_note(self.note).signatures[1:]
-        ]
+    def _by_witness(self, pick: Callable[[int, int], int]) -> dict[str, int]:
+        """Each witness's cosignature time (ms) on this checkpoint that ``pick`` (min, max) keeps."""
+        found: dict[str, int] = {}
+        for line in parse_note(self.note).signatures[1:]:
+            at_ms = Cosignature.from_note_signature(line).timestamp * 1000
+            found[line.name] = pick(at_ms, found.get(line.name, at_ms))
+        return found
 
     @property
     def cosigned_ms(self) -> dict[str, int]:
         """Each witness's first cosignature time (ms) on this checkpoint, by witness name."""
-        first: dict[str, int] = {}
-        for name, at_ms in self._times():
-            first[name] = min(at_ms, first.get(name, at_ms))
-        return first
+        return self._by_witness(min)
 
     @property
     def vouched_ms(self) -> dict[str, int]:
         """Each witness's newest cosignature time (ms) on this checkpoint, by witness name."""
-        newest: dict[str, int] = {}
-        for name, at_ms in self._times():
-            newest[name] = max(at_ms, newest.get(name, at_ms))
-        return newest
+        return self._by_witness(max)
 
     @property
     def since_ms(self) -> int | None:

@@ -155,6 +155,14 @@ def _timed_witness(copy: Copy, clock: list[float]) -> Witness:
     return witness
 
 
+def _cosigned_once(copy: Copy, clock: list[float]) -> tuple[Witness, bytes]:
+    """A witness on ``clock`` that cosigned ``copy``'s checkpoint of 9 records, and its note in Redis."""
+    witness = _timed_witness(copy, clock)
+    witness.verified(copy.checkpoint(9))
+    witness.turn()
+    return witness, copy.repl.cosignatures(LEDGER)["replica-1"]
+
+
 def _own_times(note: bytes) -> list[int]:
     return [Cosignature.from_note_signature(s).timestamp for s in parse_note(note).signatures if s.name == NAME]
 
@@ -165,10 +173,7 @@ def test_a_quiet_ledger_s_checkpoint_is_cosigned_again_past_the_interval_keeping
     # (since when it vouches, 11.4's since_ms) and the new one (that it still does).
     copy = copies(10)
     clock = [1_800_000_000.0]
-    witness = _timed_witness(copy, clock)
-    witness.verified(copy.checkpoint(9))
-    witness.turn()
-    first = copy.repl.cosignatures(LEDGER)["replica-1"]
+    witness, first = _cosigned_once(copy, clock)
     assert _own_times(first) == [1_800_000_000]
     clock[0] += 299
     witness.verified(copy.checkpoint(9))
@@ -194,10 +199,7 @@ def test_a_quiet_ledger_s_checkpoint_is_cosigned_again_past_the_interval_keeping
 def test_a_witness_never_cosigns_another_root_at_the_size_it_cosigned_however_quiet(copies: Any) -> None:
     copy = copies(10)
     clock = [1_800_000_000.0]
-    witness = _timed_witness(copy, clock)
-    witness.verified(copy.checkpoint(9))
-    witness.turn()
-    first = copy.repl.cosignatures(LEDGER)["replica-1"]
+    witness, first = _cosigned_once(copy, clock)
     clock[0] += 3600
     other = HOME.sign(LEDGER, 9, bytes(32))  # the home's key over another tree of 9 records: equivocation
     witness.verified(other)
