@@ -265,7 +265,8 @@ def _head_lines(report: TallyReport) -> list[str]:
         return [f"ledger head not checked: {head.problem}; the agreement may be at a height the ledger left behind"]
     lines = [f"ledger head: a checkpoint of {head.size:,} records, signed by {head.signer} (verified)"]
     if head.fresh_ms is not None:
-        lines.append(f"  a majority of its witnesses last vouched for it at {time_text(head.fresh_ms)}")
+        ago = "" if report.judged_at_ms is None else f", {(report.judged_at_ms - head.fresh_ms) // 1000:,} s ago"
+        lines.append(f"  a majority of its witnesses last vouched for it at {time_text(head.fresh_ms)}{ago}")
     if report.head_stale:
         lines.append(
             "STALE: no majority of the witnesses vouched for this head within the cluster's recosign interval "
@@ -479,6 +480,7 @@ def tally_report(
         ahead=ahead_observers(report.observers, head),
         behind=agreement_behind(report.verdict, report.compared, report.observers, head, now, stale_after_ms),
         head_stale=head_stale(head, now, stale_after_ms, config.replication.recosign_interval_ms),
+        judged_at_ms=now,
     )
 
 

@@ -430,6 +430,7 @@ class TallyReport:
     ahead: tuple[str, ...] = ()  # observers claiming records ``head`` does not hold (ahead_observers)
     behind: bool = False  # the agreement is at a height ``head`` left behind, and old (agreement_behind)
     head_stale: bool = False  # no majority of witnesses vouched for ``head`` lately (head_stale)
+    judged_at_ms: int | None = None  # the clock ``head`` was judged by (None: not judged)
 
     @property
     def problems(self) -> list[Checked]:

@@ -20,6 +20,7 @@ from vledger.node.note import ALG_ED25519, SignerKey
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
+from vledger.tools.client_payloads import time_text
 from vledger.tools.tally_command import ledger_head, report_json, report_lines, snapshot_json, tally_lines
 from vledger.verifier.tally import (
     AGREE,
@@ -394,6 +395,8 @@ def test_re_cosignings_keep_the_head_fresh_and_an_observer_behind_it_stale(tmp_p
     assert report.exit_code == EXIT_STALE
     assert report_json(report)["head_stale"] is True and report_json(report)["head"]["fresh_ms"] == first * 1000
     assert any(line.startswith("STALE: no majority of the witnesses vouched") for line in report_lines(report))
+    ago = report_lines(replace(report, judged_at_ms=NOW))
+    assert any(line.strip().endswith(f"vouched for it at {time_text(first * 1000)}, 3,600 s ago") for line in ago)
     # Two of three cosigned it again a moment ago (a fast clock alone would not do).
     for name in ("replica-1", "replica-2"):
         note = replication.cosignatures("council", [name])[name]
