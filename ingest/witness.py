@@ -7,7 +7,10 @@ per ledger in flight), and only when it is consistent with the last checkpoint i
 its store holds that one's size, and the tree there still has that one's root, so the
 store itself proves the old tree is a prefix of the new one. It keeps every cosignature in
 its store and publishes the latest in Redis (``vledger:{<ledger>}:cosig``, docs/PROTOCOL.md
-section 10.7), where the ingest nodes count them for ``w``.
+section 10.7), where the ingest nodes count them for ``w``. The follower reports the home's
+checkpoint again at each heartbeat: on a quiet ledger the witness cosigns the one it cosigned
+last again once its newest line there is ``recosign_interval_ms`` old, its first line kept, so
+that a live view's head stays fresh and a frozen one's ages (11.4).
 
 On start, and before each cosignature, a store that no longer holds the last checkpoint it
 cosigned (shorter, or another root) is reported naming this node
