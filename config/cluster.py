@@ -85,6 +85,10 @@ class ReplicationSettings:
     # take, and the longest wait between tries at a witness that failed (doubling from 1 s).
     witness_timeout_ms: int = 5000
     witness_backoff_max_ms: int = 60_000
+    # A quiet ledger's checkpoint is cosigned again this long after a witness last cosigned it
+    # (PROTOCOL 10.7, 13.9): how old the newest majority of cosignatures may be on a live view,
+    # so that a frozen gateway's old head turns STALE (11.4) even while nothing is written.
+    recosign_interval_ms: int = 300_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -376,20 +376,28 @@ def test_funds_are_shown_in_the_currency_s_own_decimals(currency: str, decimals:
 
 
 @pytest.mark.parametrize(
-    ("verdict", "stale", "behind", "status"),
+    ("verdict", "stale", "behind", "head_stale", "status"),
     [
-        (Verdict(AGREE, 14), (), False, "agree"),
-        (Verdict(AGREE, 14), ("observer-1", "observer-2"), False, "stale"),
-        (Verdict(AGREE, 14), (), True, "stale"),
-        (Verdict(STILL_COUNTING, 14), ("observer-2",), False, "stale"),
-        (Verdict(MISMATCH, 14, ("observer-2",)), ("observer-1",), False, "mismatch"),  # a failure first, as exit 1
+        (Verdict(AGREE, 14), (), False, False, "agree"),
+        (Verdict(AGREE, 14), ("observer-1", "observer-2"), False, False, "stale"),
+        (Verdict(AGREE, 14), (), True, False, "stale"),
+        (Verdict(STILL_COUNTING, 14), ("observer-2",), False, False, "stale"),
+        (Verdict(AGREE, 14), (), False, True, "stale"),  # a head no majority of witnesses vouched for lately
+        (
+            Verdict(MISMATCH, 14, ("observer-2",)),
+            ("observer-1",),
+            False,
+            True,
+            "mismatch",
+        ),  # a failure first, as exit 1
     ],
 )
 def test_the_gateway_s_verdict_says_stale_where_vledger_tally_exits_4(
-    verdict: Verdict, stale: tuple[str, ...], behind: bool, status: str
+    verdict: Verdict, stale: tuple[str, ...], behind: bool, head_stale: bool, status: str
 ) -> None:
     # Observers agreeing at height 14 while the checkpoint held 19 records: "agree" (outsider21 F3).
-    report = TallyReport("e", (), verdict, {}, head=LedgerHead(19, "ingest-1"), stale=stale, behind=behind)
+    head = LedgerHead(19, "ingest-1", fresh_ms=1_790_000_000_000)
+    report = TallyReport("e", (), verdict, {}, head=head, stale=stale, behind=behind, head_stale=head_stale)
     shown = verdict_json(report)
     assert shown == {
         "status": status,
@@ -399,7 +407,10 @@ def test_the_gateway_s_verdict_says_stale_where_vledger_tally_exits_4(
         "stale": list(stale),
         "ahead": [],
         "behind": behind,
+        "fresh_ms": 1_790_000_000_000,
+        "head_stale": head_stale,
     }
+    assert report.exit_code == {"agree": 0, "stale": 4, "mismatch": 1}[status]
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
