@@ -7,9 +7,10 @@ its size without reading it (``MEMORY USAGE`` is the whole key's, and an entry a
 and the read escapes it). But RESP announces each string's length before its bytes: the reply is
 read here as it arrives, and the read stops before the first field that would take the fields
 read past the budget, then drops the connection, the rest of the reply still in flight.
-What this process receives is then at most the budget, the ids and headers, and one socket read
-(READ_SIZE); Redis still copies the entry into its reply buffer and writes what the socket
-buffers take before the close reaches it (the scripted read, broker/tallies.py, spares it that).
+What this process receives is then at most the budget, the entries' ids and headers (COUNT
+bounds them) and one socket read (READ_SIZE); Redis still copies the entry into its reply
+buffer and writes what the socket buffers take before the close reaches it (the scripted read,
+broker/tallies.py, spares it that).
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ class _Reply:
 
 
 def _entries(reply: _Reply, budget: int) -> list[list[Any]]:
-    """The entries of an XRANGE / XREVRANGE reply as [id, [field, value, ...]] until their fields'
-    bytes would pass ``budget``; the first entry larger alone as [id, []]. _Cut carries them when
-    the reply is left unread from there."""
+    """The entries of an XRANGE / XREVRANGE reply as [id, [field, value, ...]] until their fields
+    as sent (each string with its framing) would pass ``budget``; the first entry larger alone
+    as [id, []]. _Cut carries them when the reply is left unread from there."""
     kept: list[list[Any]] = []
     total = 0
     for _ in range(reply.header(b"*")):
@@ -87,11 +88,12 @@ def _entries(reply: _Reply, budget: int) -> list[list[Any]]:
         fields: list[bytes] = []
         for _ in range(reply.header(b"*")):
             length = reply.header(b"$")
-            if total + length > budget:
+            sent = length + len(str(length)) + 5  # as RESP sends it, as the script counts it
+            if total + sent > budget:
                 # As the script's read: a larger entry alone is taken without its fields, so
                 # that a reader moves past it; one that would pass what others took waits for the next read.
                 raise _Cut(kept or [[entry_id, []]])
-            total += length
+            total += sent
             fields.append(reply.string(length))
         kept.append([entry_id, fields])
     return kept

@@ -61,15 +61,16 @@ return id
 
 
 # A range of a stream, cut short once its entries' fields reach ARGV[5] bytes (a command's COUNT
-# bounds entries, not bytes); an entry larger alone is returned without its fields (oversized),
-# so that a reader still moves past it. Those bytes never leave Redis. A user that may run no
-# script reads the same way through broker/bounded_range.py, the entry's bytes left unread.
+# bounds entries, not bytes), each field counted as RESP sends it, "$<length>\r\n...\r\n": an
+# entry of a million empty fields is no small one. An entry larger alone is returned without its
+# fields (oversized), so that a reader still moves past it; those bytes never leave Redis. A user
+# that may run no script reads the same way through broker/bounded_range.py.
 _READ = """
 local got = redis.call(ARGV[1], KEYS[1], ARGV[2], ARGV[3], 'COUNT', ARGV[4])
 local budget, total, kept = tonumber(ARGV[5]), 0, {}
 for _, entry in ipairs(got) do
   local size = 0
-  for _, value in ipairs(entry[2]) do size = size + #value end
+  for _, value in ipairs(entry[2]) do size = size + #value + #tostring(#value) + 5 end
   if size > budget then
     entry[2], size = {}, 0
   end

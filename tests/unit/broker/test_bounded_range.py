@@ -10,7 +10,8 @@ import redis
 from vledger.broker.bounded_range import bounded_range
 
 STREAM = "vledger:{t}:tallies:observer-1"
-ENTRY = len(b"height1body") + 10  # the bytes of one entry's fields below
+# The bytes of one entry's fields below as RESP sends them: "$6\r\nheight\r\n" and so on.
+ENTRY = sum(len(field) + len(str(len(field))) + 5 for field in (b"height", b"1", b"body", b"a" * 10))
 
 
 def test_entries_come_as_the_scripted_read_gives_them_cut_before_the_budget(redis_client: Any) -> None:
