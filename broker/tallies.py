@@ -6,7 +6,7 @@ name, which only that observer's Redis user writes (broker/redis_acl.py):
 * ``vledger:{<ledger>}:tallies:<observer>``: a stream with one entry per snapshot the
   observer published, fields ``height`` (decimal), ``body`` (the canonical msgpack body
   that is signed) and ``signature`` (64 bytes, Ed25519). Trimmed to about
-  ``stream_max_len`` entries.
+  ``stream_max_len`` entries, fewer for large bodies (``stream_max_bytes``).
 * ``vledger:{<ledger>}:tally:latest:<observer>``: a string, the stream id of its latest
   entry (what a reader polls to see a new one without reading its body).
 
@@ -42,6 +42,9 @@ HISTORY_PAGE = 500
 # in Redis; an honest body is far smaller (a resources ledger's, the largest, names every account
 # holding units: some 30 bytes each).
 MAX_READ_BYTES = 4 * 1024 * 1024
+# The fewest snapshots a stream keeps, however large each: readers compare observers at a common
+# height among their recent snapshots (PROTOCOL 10.6), which a stream of one would rarely give.
+MIN_KEPT = 16
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _ID_PART_MAX = 2**64 - 1  # Redis refuses a larger part ("Invalid stream ID"), failing the whole pipeline
 
@@ -123,7 +126,13 @@ class TallyBoard:
     """The tally streams on one Redis (``client`` from ``redis_server.connect``: bytes replies)."""
 
     def __init__(
-        self, client: Any, namespace: str = NAMESPACE, *, stream_max_len: int = 10_000, scripts: bool = True
+        self,
+        client: Any,
+        namespace: str = NAMESPACE,
+        *,
+        stream_max_len: int = 10_000,
+        stream_max_bytes: int = 64 * 1024 * 1024,
+        scripts: bool = True,
     ) -> None:
         """Entries are read at most MAX_READ_BYTES a read, a larger one alone without its fields:
         through _READ, or with ``scripts`` False, for a user that may run no script (the
@@ -131,6 +140,7 @@ class TallyBoard:
         self.client = client
         self.namespace = namespace
         self.stream_max_len = stream_max_len
+        self.stream_max_bytes = stream_max_bytes
         self.scripts = scripts
         self._publish = client.register_script(_PUBLISH)
         self._read = ReadOnlyScript(client, _READ)  # EVALSHA_RO: the readers' users only read these keys
@@ -146,7 +156,12 @@ class TallyBoard:
     def publish(self, ledger: str, observer: str, height: int, body: bytes, signature: bytes) -> str:
         """Add a snapshot to ``observer``'s stream of ``ledger`` and make it its latest; its entry id."""
         keys = [self.stream_key(ledger, observer), self.latest_key(ledger, observer)]
-        return _text(self._publish(keys=keys, args=[self.stream_max_len, height, body, signature]))
+        return _text(self._publish(keys=keys, args=[self.kept(len(body)), height, body, signature]))
+
+    def kept(self, body_bytes: int) -> int:
+        """The snapshots a stream keeps once one of ``body_bytes`` is added: ``stream_max_len``, fewer
+        when that many bodies of this size would pass ``stream_max_bytes``, never below MIN_KEPT."""
+        return max(MIN_KEPT, min(self.stream_max_len, self.stream_max_bytes // max(1, body_bytes)))
 
     def latest_ids(self, ledgers: Iterable[str], observers: Iterable[str]) -> dict[str, dict[str, str]]:
         """ledger -> observer -> the id of its latest entry (observers that published none left out):

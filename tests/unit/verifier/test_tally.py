@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vledger.broker.signing import SigningKey, new_signing_key
-from vledger.broker.tallies import HISTORY_PAGE, MAX_READ_BYTES, Published, TallyBoard
+from vledger.broker.tallies import HISTORY_PAGE, MAX_READ_BYTES, MIN_KEPT, Published, TallyBoard
 from vledger.ingest import cosignatures
 from vledger.ingest.cosignatures import tallied_heights
 from vledger.node.errors import FieldError, NonCanonicalError, SignatureError
@@ -609,3 +609,17 @@ def test_a_mismatch_alert_holds_the_majoritys_count_or_none() -> None:
     alert = mismatch_alert("poll", judge(two, ["a", "b"]), two)
     assert (alert.expected, alert.found) == ("", f"{'07' * 32}, {SNAPSHOT.counted.hex()}")
     assert alert.detail == "at height 7, a, b signed different tallies, none agreed by more observers"
+
+
+def test_a_stream_of_large_bodies_keeps_fewer_of_them_so_its_bytes_stay_bounded(redis_client: Any) -> None:
+    """o6 H9: 10,000 snapshots of a big balance map were gigabytes of the Redis every node shares."""
+    board = TallyBoard(redis_client, stream_max_len=10_000, stream_max_bytes=1024 * 1024)
+    stream = board.stream_key(LEDGER, "observer-1")
+    for height in range(40):
+        board.publish(LEDGER, "observer-1", height, bytes([height]) * 100_000, b"s" * 64)
+    assert MIN_KEPT <= redis_client.xlen(stream) <= MIN_KEPT + 2  # 1 MiB / 100 kB is below the floor
+    assert int(redis_client.memory_usage(stream)) < 3 * 1024 * 1024
+    small = board.stream_key(LEDGER, "observer-2")
+    for height in range(40):  # small bodies: only stream_max_len trims them
+        board.publish(LEDGER, "observer-2", height, b"b" * 100, b"s" * 64)
+    assert redis_client.xlen(small) == 40
