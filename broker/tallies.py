@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from .accounts import ReadOnlyScript
+from .bounded_range import bounded_range
 from .redis_keys import NAMESPACE, ledger_key
 
 HISTORY_PAGE = 500
@@ -63,14 +64,16 @@ return id
 
 
 # A range of a stream, cut short once its entries' fields reach ARGV[5] bytes (a command's COUNT
-# bounds entries, not bytes); an entry larger alone is returned without its fields (oversized),
-# so that a reader still moves past it. Those bytes never leave Redis.
+# bounds entries, not bytes), each field counted as RESP sends it, "$<length>\r\n...\r\n": an
+# entry of a million empty fields is no small one. An entry larger alone is returned without its
+# fields (oversized), so that a reader still moves past it; those bytes never leave Redis. A user
+# that may run no script reads the same way through broker/bounded_range.py.
 _READ = """
 local got = redis.call(ARGV[1], KEYS[1], ARGV[2], ARGV[3], 'COUNT', ARGV[4])
 local budget, total, kept = tonumber(ARGV[5]), 0, {}
 for _, entry in ipairs(got) do
   local size = 0
-  for _, value in ipairs(entry[2]) do size = size + #value end
+  for _, value in ipairs(entry[2]) do size = size + #value + #tostring(#value) + 5 end
   if size > budget then
     entry[2], size = {}, 0
   end
@@ -129,15 +132,16 @@ class TallyBoard:
         *,
         stream_max_len: int = 10_000,
         stream_max_bytes: int = 64 * 1024 * 1024,
-        capped: bool = True,
+        scripts: bool = True,
     ) -> None:
-        """``capped``: entries read through _READ (at most MAX_READ_BYTES a read, larger entries left in Redis);
-        False for a user that may run no script (the gateway's): plain XRANGE, whole entries."""
+        """Entries are read at most MAX_READ_BYTES a read, a larger one alone without its fields:
+        through _READ, or with ``scripts`` False, for a user that may run no script (the
+        gateway's), by a reply read that stops there (broker/bounded_range.py)."""
         self.client = client
         self.namespace = namespace
         self.stream_max_len = stream_max_len
         self.stream_max_bytes = stream_max_bytes
-        self.capped = capped
+        self.scripts = scripts
         self._publish = client.register_script(_PUBLISH)
         self._read = ReadOnlyScript(client, _READ)  # EVALSHA_RO: the readers' users only read these keys
 
@@ -189,7 +193,7 @@ class TallyBoard:
         if not readable:
             return found
         replies = self._latest_entries(ledger, readable)
-        if self.capped and any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+        if self.scripts and any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
             self.client.script_load(_READ)  # Redis lost it
             replies = self._latest_entries(ledger, readable)
         for observer, entries in zip(readable, replies, strict=True):
@@ -219,17 +223,24 @@ class TallyBoard:
     def _range(self, ledger: str, observer: str, command: str, start: str, end: str, count: int) -> Any:
         """``command`` (XRANGE or XREVRANGE) of ``observer``'s stream, from ``start`` to ``end``."""
         key = self.stream_key(ledger, observer)
-        if self.capped:
+        if self.scripts:
             return self._read(keys=[key], args=_range(command, start, end, count))
-        return self.client.execute_command(command, key, start, end, "COUNT", count)
+        return bounded_range(self.client, command, key, start, end, count, MAX_READ_BYTES)
 
     def _latest_entries(self, ledger: str, ids: dict[str, str]) -> list[Any]:
-        """The entry of each observer's id in ``ids`` as _READ gives it (or the error), in one round trip."""
+        """The entry of each observer's id in ``ids`` as _READ gives it (or the error), in one round
+        trip with scripts, else one each."""
+        if not self.scripts:
+            return [self._bounded_or_error(ledger, observer, entry_id) for observer, entry_id in ids.items()]
         pipe = self.client.pipeline(transaction=False)
         for observer, entry_id in ids.items():
             key = self.stream_key(ledger, observer)
-            if self.capped:
-                pipe.evalsha_ro(self._read.sha, 1, key, *_range("XRANGE", entry_id, entry_id, 1))
-            else:
-                pipe.xrange(key, min=entry_id, max=entry_id, count=1)
+            pipe.evalsha_ro(self._read.sha, 1, key, *_range("XRANGE", entry_id, entry_id, 1))
         return list(pipe.execute(raise_on_error=False))
+
+    def _bounded_or_error(self, ledger: str, observer: str, entry_id: str) -> Any:
+        """As one answer of _latest_entries' pipeline: the entry, or the error Redis answered."""
+        try:
+            return self._range(ledger, observer, "XRANGE", entry_id, entry_id, 1)
+        except redis.exceptions.ResponseError as e:
+            return e

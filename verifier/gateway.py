@@ -820,8 +820,8 @@ class Gateway:
         return self.redis
 
     def _tally_report(self, ledger: str) -> tuple[TallyReport, dict[str, KeyHistory]]:
-        # Its user runs no script (broker/redis_acl.py): whole entries, as many as the answer reads.
-        board = TallyBoard(self._redis(), stream_max_len=self.config.observers.tally_stream_max_len, capped=False)
+        # Its user runs no script (broker/redis_acl.py): each read stops at the bytes a scripted one takes.
+        board = TallyBoard(self._redis(), stream_max_len=self.config.observers.tally_stream_max_len, scripts=False)
         histories = self.node_keys()[1]  # an observer whose key rotated (16.6)
         report = read_tallies(board, ledger, self.observer_keys, histories)
         if all(t.checked is None for t in report.observers) and ledger not in self.reader.ledgers():
