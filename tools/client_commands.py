@@ -13,6 +13,7 @@ parsers are in client_parsers.py, which names each verb here with a ``Verb``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import os
 import sys
@@ -28,6 +29,7 @@ from ..node import identifiers
 from ..node.errors import (
     AlreadyGrantedError,
     BadPublicKeyError,
+    NameHoldsUnitsError,
     NodeUnavailableError,
     NoSuchLedgerError,
     NoteKeyError,
@@ -68,6 +70,7 @@ from .client_session import (
 )
 from .file_transfer import download_file, upload_file
 from .moving_kinds import grant_moving_kinds, moving_kinds
+from .name_holdings import checked_holdings, holdings_text
 from .paths import input_file, output_file
 from .progress import Progress
 from .shell import Shell
@@ -462,8 +465,33 @@ def cmd_file_get(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(session: Session, args: argparse.Namespace) -> int:
+    held = checked_holdings(session, args.account)
+    if held and not args.reuse_name:
+        raise NameHoldsUnitsError(
+            f"{holdings_text(args.account, held)}: a new account of that name would take them over "
+            "(PROTOCOL 7.3); choose another name, or give --reuse-name if it is the same holder"
+        )
     result = session.call("account.add", {"account": args.account, "role": args.role})
+    if held is not None:
+        result["holdings"] = [dataclasses.asdict(h) for h in held]
     print_account_change(result, f"added as {args.role}", as_json=args.json)
+    if held and not args.json:
+        print(f"{holdings_text(args.account, held)}: the new account moves those units (--reuse-name)")
+    return EXIT_OK
+
+
+def cmd_user_remove(session: Session, args: argparse.Namespace) -> int:
+    result = session.call("account.remove", {"account": args.account})
+    held = checked_holdings(session, args.account)
+    if held is not None:
+        result["holdings"] = [dataclasses.asdict(h) for h in held]
+    print_account_change(result, "removed", as_json=args.json)
+    if held and not args.json:
+        print(
+            f"{holdings_text(args.account, held)} still: units and issuer rights are the name's, not the "
+            "account's, and an account added again under it takes them (vledger user add refuses that "
+            "without --reuse-name)"
+        )
     return EXIT_OK
 
 

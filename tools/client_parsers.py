@@ -509,8 +509,22 @@ def _add_user_verbs(commands: Subparsers) -> None:
     )
     add.add_argument("account", type=account_name, metavar="NAME")
     add.add_argument("--role", choices=ROLES, required=True)
+    add.add_argument(
+        "--reuse-name",
+        action="store_true",
+        help="add the account even if the name holds units or may issue on a resources ledger (a removed "
+        "account's, or units sent to the name before): the new account takes them; without it that is "
+        "refused (name_holds_units)",
+    )
+    remove = _verb(
+        users,
+        "remove",
+        Verb("client_commands", "cmd_user_remove"),
+        "delete an account, its keys and its grants",
+        "Delete an account, its keys and its grants; say what units and issuer rights its name keeps.",
+    )
+    remove.add_argument("account", type=account_name, metavar="NAME")
     for action, done, summary in (
-        ("remove", "removed", "delete an account, its keys and its grants"),
         ("enable", "enabled", "let an account's keys in again"),
         ("disable", "disabled", "refuse an account's keys from their next request"),
     ):
