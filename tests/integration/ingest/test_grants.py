@@ -155,25 +155,27 @@ def test_units_and_issuer_rights_a_name_keeps_are_told_at_removal_and_guard_its_
     what the name keeps, and `user add` of such a name (or one units were sent to before any
     account had it) is refused (name_holds_units) unless --reuse-name."""
     common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
-    cluster.add_account("alice", "writer")
+    cluster.add_account("holder", "writer")
     cluster.add_account("mint", "writer")
     rules = {"type": "resources", "unit": "credits", "issuers": [ADMIN, "mint"]}
     cluster.admin().create_ledger(genesis("lab", ADMIN, ["issue", "transfer"], rules))
-    cluster.admin().put(entry("lab", "issue", {"account": "alice", "amount": 1234}, ADMIN))
+    cluster.admin().put(entry("lab", "issue", {"account": "holder", "amount": 1234}, ADMIN))
     cluster.admin().put(entry("lab", "issue", {"account": "not-yet", "amount": 5}, ADMIN))
 
-    removed = cluster.cli("user", "remove", "alice", *common).stdout
-    assert "account alice: removed" in removed and "the name alice holds 1,234 credits on lab still" in removed, removed
+    removed = cluster.cli("user", "remove", "holder", *common).stdout
+    assert "account holder: removed" in removed and "the name holder holds 1,234 credits on lab still" in removed, (
+        removed
+    )
     issuer = json.loads(cluster.cli("user", "remove", "mint", "--json", *common).stdout)
     assert issuer["holdings"] == [{"ledger": "lab", "unit": "credits", "units": 0, "issuer": True}]
 
-    for name, held in (("alice", "1,234 credits on lab"), ("mint", "the right to issue on lab"), ("not-yet", "5 ")):
+    for name, held in (("holder", "1,234 credits on lab"), ("mint", "the right to issue on lab"), ("not-yet", "5 ")):
         refused = cluster.cli("user", "add", name, "--role", "writer", *common, check=False)
         assert refused.returncode == 1 and "name_holds_units" in refused.stderr, refused
         assert held in refused.stderr and "--reuse-name" in refused.stderr, refused.stderr
     accounts = {a["account"] for a in cluster.admin().call("account.list")["accounts"]}
-    assert not accounts & {"alice", "mint", "not-yet"}  # nothing was added
+    assert not accounts & {"holder", "mint", "not-yet"}  # nothing was added
 
     assert json.loads(cluster.cli("user", "add", "bob", "--role", "writer", "--json", *common).stdout)["holdings"] == []
-    reused = cluster.cli("user", "add", "alice", "--role", "writer", "--reuse-name", *common).stdout
-    assert "account alice: added as writer" in reused and "1,234 credits on lab" in reused, reused
+    reused = cluster.cli("user", "add", "holder", "--role", "writer", "--reuse-name", *common).stdout
+    assert "account holder: added as writer" in reused and "1,234 credits on lab" in reused, reused
