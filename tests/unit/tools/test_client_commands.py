@@ -1424,3 +1424,29 @@ def test_hello_of_a_standby_shows_its_follow_restarts(capsys: pytest.CaptureFixt
     assert "standby" not in capsys.readouterr().out
     print_hello({**hello, "standby": {"ledgers": ["votes", "x"], "follow_restarts": 2}}, as_json=False)
     assert capsys.readouterr().out.endswith("home to: none yet\nstandby of: votes, x (follow restarts: 2)\n")
+
+
+def test_a_grant_on_a_ledger_that_does_not_exist_needs_before_create(vledger: Run, node: SimulatedNode) -> None:
+    code, _, err = vledger("grant", "add", "nosuchledger", "donation", "bob")
+    assert code == 1 and "no_such_ledger" in err and "--before-create" in err
+    assert node.grants == []  # nothing sent
+    assert vledger("grant", "add", "nosuchledger", "donation", "bob", "--before-create")[0] == 0
+    create(vledger, "notes")
+    assert vledger("grant", "add", "notes", "note", "bob")[0] == 0
+    assert node.grants == [("nosuchledger", "donation", "bob"), ("notes", "note", "bob")]
+
+
+def test_user_add_of_a_name_that_holds_units_or_issues_is_refused_unless_reused(
+    vledger: Run, node: SimulatedNode
+) -> None:
+    create(vledger, "credits", "note", RESOURCES_RULES)  # alice issues
+    assert vledger("issue", "credits", "--account", "bob", "--amount", "7")[0] == 0
+    for name, held in (("bob", "the name bob holds 7 credits on credits"), ("alice", "the right to issue on credits")):
+        code, _, err = vledger("user", "add", name, "--role", "writer")
+        assert code == 1 and "name_holds_units" in err and held in err, err
+    assert node.sent("account.add") == []
+    code, out, _ = vledger("user", "remove", "bob")
+    assert code == 0 and "the name bob holds 7 credits on credits still" in out
+    code, out, _ = vledger("user", "add", "bob", "--role", "writer", "--reuse-name")
+    assert code == 0 and node.sent("account.add") == [{"account": "bob", "role": "writer"}]
+    assert vledger("user", "add", "carol", "--role", "writer")[0] == 0  # a name that holds nothing
