@@ -201,6 +201,11 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
     assert served["size"] == after["height"] + 1 and "vledger-epoch 2 ingest-2" in served["note"]
     assert served["log_key"] == _vkey(cluster, "ingest-2")
     assert _gateway_json(cluster, f"api/ledgers/{LEDGER}/receipts/{after['height']}") is not None
+    # And it names the proven epoch's home, not the cluster file's (outsider o6 H8).
+    info = _gateway_json(cluster, f"api/ledgers/{LEDGER}")
+    assert (info["home"], info["epoch"]) == ("ingest-2", 2), info
+    listed = _gateway_json(cluster, "api/cluster")["ledgers"][LEDGER]
+    assert (listed["home"], listed["epoch"]) == ("ingest-2", 2), listed
     # The verifier takes the new home as the home and the old one as no copy: no alert of it stays open.
     verifier = cluster.admin("verifier-1")
 
