@@ -33,7 +33,7 @@ at each connection of a listener it saw closed, and gives back those whose descr
 names them.
 
 Every connection counted also takes a place of the process's :func:`~.file_budget.process_budget`,
-shared with its other guarded ports (the request port, the HTTP ports): one past it
+shared with its other guarded ports (the request port, the feed, the HTTP ports): one past it
 is cut like one past a cap, so that together they never hold the process's last files.
 """
 
@@ -303,9 +303,9 @@ class ConnectionGuard:
 class CurveGuardMetrics(Collector):
     """``vledger_curve_connections{port}`` (open now, handshake done or not) and
     ``vledger_curve_connections_cut_total{port}`` (cut past a cap) of a process's guarded CURVE
-    ports, by their name in ``guards`` ("request"; the feed has no guard), read at each scrape: a port bound
+    ports, by their name in ``guards`` ("request", "feed"), read at each scrape: a port bound
     after this was registered is counted from then on. A cut was only logged, at most every
-    10 s, so a flood showed nowhere an operator watches."""
+    10 s, so a flood showed nowhere an operator watches; a feed's cuts showed nowhere at all."""
 
     def __init__(self, guards: Mapping[str, ConnectionGuard]) -> None:
         self.guards = guards
@@ -313,7 +313,7 @@ class CurveGuardMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         guards = list(self.guards.items())  # copied: a port may be added while a scrape runs
         open_now = GaugeMetricFamily(
-            "vledger_curve_connections", "open connections of a CURVE port (request)", labels=["port"]
+            "vledger_curve_connections", "open connections of a CURVE port (request, feed)", labels=["port"]
         )
         cut = CounterMetricFamily(
             "vledger_curve_connections_cut",
