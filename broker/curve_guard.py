@@ -222,10 +222,13 @@ class ConnectionGuard:
                     self._on(event)
                 except Exception:  # one odd event must not end the reader: libzmq would block on the next
                     log.exception("%s guard: monitor event %r not handled", self.name, event)
-        except zmq.ZMQError as e:  # the Context ended under it: nothing left to guard
+        except zmq.ContextTerminated as e:  # nothing left to guard; libzmq stopped the monitor itself
             log.debug("%s guard stopped: %s", self.name, e)
+        except BaseException:
+            log.exception("%s guard: its reader ends, its socket unguarded", self.name)
+            self._unmonitor()  # before the reader closes, as stop() does
+            raise
         finally:
-            self._unmonitor()  # (done already unless the Context ended)
             monitor.close(linger=0)
             # Its socket's connections are gone with the Context: the places they held in the
             # process's budget, kept, would cut the process's other ports' connections for ever.
