@@ -159,6 +159,7 @@ class ConnectionGuard:
         self.by_address: Counter[str] = Counter()
         self.refused = 0  # connections cut past a cap since the start
         self._logged = -_LOG_EVERY_S  # when a cut was last logged
+        self._failed_logged = -_LOG_EVERY_S  # when an event not handled was
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._endpoint = ""
@@ -221,7 +222,10 @@ class ConnectionGuard:
                 try:
                     self._on(event)
                 except Exception:  # one odd event must not end the reader: libzmq would block on the next
-                    log.exception("%s guard: monitor event %r not handled", self.name, event)
+                    now = time.monotonic()
+                    if now - self._failed_logged >= _LOG_EVERY_S:  # a client may cause them
+                        self._failed_logged = now
+                        log.exception("%s guard: monitor event %r not handled", self.name, event)
         except zmq.ContextTerminated as e:  # nothing left to guard; libzmq stopped the monitor itself
             log.debug("%s guard stopped: %s", self.name, e)
         except BaseException:
