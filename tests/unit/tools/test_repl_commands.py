@@ -253,6 +253,39 @@ def test_a_replica_whose_heartbeat_stopped_is_down_not_current_and_exits_3(
     assert zakat["lagging"] == []  # it holds the head as far as anyone knows: down, not behind
 
 
+def test_a_home_whose_heartbeat_stopped_is_down_and_exits_3(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """outsider 25, H4: a ledger's home shown down, every replica current, exited 0 with "Every
+    replica and observer holds every ledger up to its head": the home is the one node whose
+    loss stops the ledger's writes, and README's table says exit 3 on down."""
+    stream(repl, ZAKAT, "ingest-2", 5)
+    for name in ("ingest-2", "replica-1", "replica-2"):
+        repl.advance(name, ZAKAT, 4)
+    registry = AccountRegistry(repl.client)
+    for name in ("ingest-1", "ingest-2", "replica-1", "replica-2"):
+        registry.record_applied(name, 1)
+    seconds, _ = repl.client.time()
+    silent_ms = int(seconds - heartbeat_window(5.0) - 1) * 1000
+    repl.client.hset(registry.applied_key("ingest-2"), "seen", silent_ms)  # the home stopped
+
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_LAGGING, out + err
+    (row,) = [line for line in out.splitlines() if line.split()[:5] == ["zakat", "4", "4", "ingest-2", "home"]]
+    assert row.split()[-1] == "down"
+    assert "Down (their held heights are what they last said): zakat (ingest-2)" in out
+    assert "Every replica and observer holds" not in out
+    code, out, err = run(capsys, "repl", "status", "--config", config, "--json")
+    report = json.loads(out)
+    assert code == EXIT_LAGGING and report["current"] is False
+    assert node(ledger(report, ZAKAT), "ingest-2")["down"] is True
+    # An ingest node that is no ledger's home being down is not the command's business.
+    repl.client.hset(registry.applied_key("ingest-2"), "seen", seconds * 1000)
+    repl.client.hset(registry.applied_key("ingest-1"), "seen", silent_ms)
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_OK, out + err
+
+
 def test_a_claim_above_the_head_is_named_not_taken_for_every_replica_holding(
     capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
 ) -> None:
@@ -445,6 +478,7 @@ def test_help_documents_the_json_shape_and_exit_codes(capsys: pytest.CaptureFixt
         '"counts"',
         "Exit codes",
         "3 some replica or observer lags",
+        "or a ledger's home is down",
     ):
         assert words in out
     code, out, _ = run(capsys, "--help")
