@@ -147,6 +147,16 @@ def marked_down(status: LedgerStatus, down: Collection[str]) -> LedgerStatus:
     return replace(status, nodes=nodes)
 
 
+def marked_behind(status: LedgerStatus, behind: Collection[str]) -> LedgerStatus:
+    """``status`` with its replicas and observers in ``behind`` shown lagging: each said itself
+    (its ``hello``, read from its store: PROTOCOL 10.4) that it lacks records of the ledger, and
+    what Redis last heard of it (a held key up to a heartbeat old) does not outweigh that."""
+    nodes = tuple(
+        replace(n, lagging=True) if n.node in behind and n.role in FOLLOWER_ROLES else n for n in status.nodes
+    )
+    return replace(status, nodes=nodes)
+
+
 def ledger_status(
     ledger: str,
     home: str,
