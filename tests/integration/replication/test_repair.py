@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from vledger.node.storefile import DB_NAME
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis, wait_until
 from vledger.tests.integration.replication.test_witnessed import (
     LEDGER,
+    WAIT,
     _rewrite_tail,
     put,
+    repl,
     size,
     wait_cosigned,
 )
@@ -132,3 +134,37 @@ def test_repair_refuses_without_a_checkpoint_cosigned_by_a_quorum(start_cluster:
     # The admin ledger is rebuilt too: every witness cosigned it before two were stopped.
     [ledger] = [r for r in json.loads(done.stdout)["ledgers"] if r["ledger"] == LEDGER]
     assert ledger["witnesses"] == ["replica-1"]
+
+
+def test_a_replica_that_blamed_itself_resolves_its_alert_once_repaired_and_started_again(start_cluster: Any) -> None:
+    """outsider 25, H1: after `vledger repair NODE --restart` the replica's own
+    store_contradicts_checkpoint stayed open for good (status exit 3 on a healthy cluster):
+    README says the node that opens the repaired store resolves it. And the verifier, which puts
+    back an operator's alert that vanished unresolved, must leave a follower's self-blame alone."""
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2, verifiers=1)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 30)
+    wait_cosigned(cluster, cluster.replica_names, size(cluster))
+    key = f"replica-2|{LEDGER}|store_contradicts_checkpoint"
+    assert cluster.stop_node("replica-2") == 0
+    _rewrite_tail(cluster, "replica-2", 20, forget_checkpoints=True)
+    cluster.start_node("replica-2")
+    blamed = wait_until(lambda: repl(cluster).open_alerts().get(key), WAIT, "replica-2 naming itself")
+    assert (blamed["raised_by"], blamed["source"]) == ("replica-2", "replica-2")
+
+    assert cluster.stop_node("replica-2") == 0
+    done = repair(cluster, "replica-2")
+    assert done.returncode == 0, done.stderr
+    cluster.start_node("replica-2")
+    wait_until(lambda: key not in repl(cluster).open_alerts(), WAIT, "replica-2 resolving its own alert")
+    put(cluster, 5, phase="after")
+    wait_cosigned(cluster, cluster.replica_names, size(cluster))
+    verifier = cluster.admin("verifier-1")
+
+    def sweeps() -> dict[str, int]:
+        copies = verifier.call("status")["copies"]
+        return {k: int(c["sweeps"]) for k, c in copies.items() if k.endswith(f"|{LEDGER}")}
+
+    before = sweeps()
+    wait_until(lambda: all(n >= before[k] + 1 for k, n in sweeps().items()), WAIT, "a sweep of every copy after")
+    assert key not in repl(cluster).open_alerts()  # not put back: it is replica-2's to resolve
