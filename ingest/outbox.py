@@ -71,6 +71,8 @@ class OutboxStore(Protocol):
 
     def size(self, ledger: str) -> int: ...
 
+    def stored_size(self, ledger: str) -> int: ...
+
     def get(self, ledger: str, height: int) -> Record | None: ...
 
     def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]: ...
@@ -631,12 +633,15 @@ class Outbox:
                 checkpoints = {ledger: c.note for ledger, c in self.checkpoints.items() if ledger not in self._left}
                 for ledger, refusal in self.replication.set_checkpoints(checkpoints).items():
                     self._refused(ledger, refusal)
-            # Each store head as it is, not only if it grew: a height written in Redis by hand
-            # (the node's own Redis user may write any), or left by a store since repaired to
-            # fewer records, is put right within a heartbeat. The heads were read after every
-            # height this thread reported, so none goes back below what was reported.
+            # Each store head as its file holds it now, not only if it grew: a height written in
+            # Redis by hand (the node's own Redis user may write any), left by a store since
+            # repaired to fewer records, or a tail cut behind the store's back (the head it
+            # placed last, in memory, is then no record it holds: PROTOCOL 10.4), is put right
+            # within a heartbeat. Read after every height this thread reported, so a sound
+            # store's never goes back below what was reported.
             self._reported = {
-                ledger: self.replication.set_held(self.name, ledger, height) for ledger, (height, _) in heads.items()
+                ledger: self.replication.set_held(self.name, ledger, self.store.stored_size(ledger) - 1)
+                for ledger in heads
             }
         except REDIS_ERRORS as e:
             self._redis_failed(e)

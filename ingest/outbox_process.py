@@ -189,6 +189,8 @@ class StoreView:
     def size(self, ledger: str) -> int:
         return self._reader().size(ledger)
 
+    stored_size = size  # it reads the file: what the file holds now
+
     def get(self, ledger: str, height: int) -> Record | None:
         data = self._reader().get(ledger, height, self.damaged_cell)
         return decode_record(data, PROTOCOL_LIMITS) if data is not None else None

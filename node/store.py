@@ -1628,7 +1628,12 @@ class ChainStore:
 
     def stored_size(self, ledger: str) -> int:
         """The ledger's highest height the file holds, plus one (0: none); see :meth:`stored_head`."""
-        row = self._reader().execute("SELECT MAX(height) FROM records WHERE ledger = ?", (ledger,)).fetchone()
+        # A height tampered into TEXT or a BLOB sorts after every number: no height (as StoreReader.size).
+        row = (
+            self._reader()
+            .execute("SELECT MAX(height) FROM records WHERE ledger = ? AND height <= ?", (ledger, MAX_HEIGHT))
+            .fetchone()
+        )
         return 0 if row is None or row[0] is None else int(row[0]) + 1
 
     def find_request(self, ledger: str, author: str, request_id: str) -> Record | None:

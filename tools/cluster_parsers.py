@@ -276,9 +276,10 @@ read Redis prints its error on stderr instead, and the watch goes on):
 records are held by that many nodes (the home included), fewest holders first; only the
 configuration's ingest, replica and observer nodes count (a held height is still a claim).
 
-Exit codes: 0 every replica and observer holds every ledger up to its head; 1 Redis
-unreachable or an invalid configuration; 2 usage; 3 some replica or observer lags (one
-that never reported counts as lagging) or is down.
+Exit codes: 0 every replica and observer holds every ledger up to its head and every
+ledger's home is up; 1 Redis unreachable or an invalid configuration; 2 usage;
+3 some replica or observer lags (one that never reported counts as lagging) or is down,
+or a ledger's home is down (its writes stop).
 With --watch the command runs until interrupted and exits with the last round's code."""
 
 

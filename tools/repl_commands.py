@@ -36,9 +36,10 @@ heartbeat in Redis (the accounts cache's ``seen``, every ``accounts_poll_ms``) i
 :func:`~vledger.broker.accounts.heartbeat_window` is shown **down** (STATE column, ``"down"``
 in JSON), never current; ``vledger status`` marks down the nodes that do not answer its hello.
 
-Exit codes: 0 every replica and observer holds every ledger up to its head; 1 Redis cannot
-be reached or answers with an error (``vledger: error: redis_server: ...``), or the
-configuration is invalid; 2 usage; 3 some replica or observer lags or is down (the code
+Exit codes: 0 every replica and observer holds every ledger up to its head, and every
+ledger's home is up; 1 Redis cannot be reached or answers with an error (``vledger: error:
+redis_server: ...``), or the configuration is invalid; 2 usage; 3 some replica or observer
+lags or is down, or a ledger's home is down (the code
 `vledger supervise status` gives for a process that is not running), so that a script can
 wait with ``until vledger repl status --config F >/dev/null; do sleep 1; done``.
 """
@@ -131,8 +132,9 @@ class LedgerStatus:
 
     @property
     def down(self) -> list[str]:
-        """The replicas and observers that are down: not current, whatever they last held."""
-        return [n.node for n in self.nodes if n.down and n.role in FOLLOWER_ROLES]
+        """The home, replicas and observers that are down: not current, whatever they last held.
+        The home counts first: it is the one node whose loss stops the ledger's writes."""
+        return [n.node for n in self.nodes if n.down and (n.role in FOLLOWER_ROLES or n.node == self.home)]
 
     @property
     def cosigned(self) -> dict[str, int]:
@@ -142,6 +144,16 @@ class LedgerStatus:
 def marked_down(status: LedgerStatus, down: Collection[str]) -> LedgerStatus:
     """``status`` with its nodes in ``down`` (and only those) shown down."""
     nodes = tuple(replace(n, down=n.node in down) for n in status.nodes)
+    return replace(status, nodes=nodes)
+
+
+def marked_behind(status: LedgerStatus, behind: Collection[str]) -> LedgerStatus:
+    """``status`` with its replicas and observers in ``behind`` shown lagging: each said itself
+    (its ``hello``, read from its store: PROTOCOL 10.4) that it lacks records of the ledger, and
+    what Redis last heard of it (a held key up to a heartbeat old) does not outweigh that."""
+    nodes = tuple(
+        replace(n, lagging=True) if n.node in behind and n.role in FOLLOWER_ROLES else n for n in status.nodes
+    )
     return replace(status, nodes=nodes)
 
 
@@ -423,7 +435,8 @@ def _number(value: int | None) -> str:
 
 
 def current(statuses: list[LedgerStatus]) -> bool:
-    """Whether every replica and observer holds every ledger up to its head and is up."""
+    """Whether every replica and observer holds every ledger up to its head, and they and each
+    ledger's home are up."""
     return not any(s.lagging or s.down for s in statuses)
 
 

@@ -220,37 +220,71 @@ def test_every_replica_current_exits_0(
     assert out.rstrip().endswith("Every replica and observer holds every ledger up to its head.")
 
 
+def zakat_held_by_nodes_alive(repl: ReplicationLedger) -> tuple[AccountRegistry, int, int]:
+    """zakat's 5 records held by its home and both replicas, every node alive now by the Redis
+    clock; returns the registry, a heartbeat time older than the window (the configuration's
+    accounts_poll_ms: 5 s) and the Redis clock's seconds."""
+    stream(repl, ZAKAT, "ingest-2", 5)
+    for name in ("ingest-2", "replica-1", "replica-2"):
+        repl.advance(name, ZAKAT, 4)
+    registry = AccountRegistry(repl.client)
+    for name in ROLES:
+        registry.record_applied(name, 1)
+    seconds, _ = repl.client.time()
+    return registry, int(seconds - heartbeat_window(5.0) - 1) * 1000, seconds
+
+
+def shown_down(capsys: pytest.CaptureFixture[str], config: Path, name: str) -> tuple[str, dict[str, Any]]:
+    """`repl status` with ``name`` down (zakat's only): exit 3, in the text and the JSON; the
+    text, and zakat's JSON entry."""
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_LAGGING, out + err
+    assert f"Down (their held heights are what they last said): zakat ({name})" in out
+    assert "Every replica and observer holds" not in out
+    code, shown, err = run(capsys, "repl", "status", "--config", config, "--json")
+    report = json.loads(shown)
+    assert code == EXIT_LAGGING and report["current"] is False
+    zakat = ledger(report, ZAKAT)
+    assert node(zakat, name)["down"] is True
+    return out, zakat
+
+
 def test_a_replica_whose_heartbeat_stopped_is_down_not_current_and_exits_3(
     capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
 ) -> None:
     """A stopped replica's last held height was shown "current" (the outsider's finding): what
     Redis last heard of a node with no heartbeat for longer than the window is no state now."""
-    stream(repl, ZAKAT, "ingest-2", 5)
-    for name in ("ingest-2", "replica-1", "replica-2"):
-        repl.advance(name, ZAKAT, 4)
-    registry = AccountRegistry(repl.client)
-    for name in ("ingest-2", "replica-1", "replica-2"):
-        registry.record_applied(name, 1)  # alive now, by the Redis clock
+    registry, silent_ms, _ = zakat_held_by_nodes_alive(repl)
     code, out, err = run(capsys, "repl", "status", "--config", config)
     assert code == EXIT_OK, err
-    seconds, _ = repl.client.time()
-    silent_ms = int(seconds - heartbeat_window(5.0) - 1) * 1000  # the configuration's accounts_poll_ms: 5 s
     repl.client.hset(registry.applied_key("replica-2"), "seen", silent_ms)  # its last heartbeat, then it stopped
 
-    code, out, err = run(capsys, "repl", "status", "--config", config)
-    assert code == EXIT_LAGGING, err
+    out, zakat = shown_down(capsys, config, "replica-2")
     (row,) = [line for line in out.splitlines() if line.split()[:1] == ["replica-2"]]
     assert row.split() == ["replica-2", "replica", "4", "0", "-", "down"]
     (row,) = [line for line in out.splitlines() if line.split()[:1] == ["replica-1"]]
     assert row.split()[-1] == "current"
-    assert "Down (their held heights are what they last said): zakat (replica-2)" in out
-    assert "Every replica and observer holds" not in out
-    code, out, err = run(capsys, "repl", "status", "--config", config, "--json")
-    report = json.loads(out)
-    assert code == EXIT_LAGGING and report["current"] is False
-    zakat = ledger(report, ZAKAT)
-    assert (node(zakat, "replica-2")["down"], node(zakat, "replica-1")["down"]) == (True, False)
+    assert node(zakat, "replica-1")["down"] is False
     assert zakat["lagging"] == []  # it holds the head as far as anyone knows: down, not behind
+
+
+def test_a_home_whose_heartbeat_stopped_is_down_and_exits_3(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """outsider 25, H4: a ledger's home shown down, every replica current, exited 0 with "Every
+    replica and observer holds every ledger up to its head": the home is the one node whose
+    loss stops the ledger's writes, and README's table says exit 3 on down."""
+    registry, silent_ms, seconds = zakat_held_by_nodes_alive(repl)
+    repl.client.hset(registry.applied_key("ingest-2"), "seen", silent_ms)  # the home stopped
+
+    out, _ = shown_down(capsys, config, "ingest-2")
+    (row,) = [line for line in out.splitlines() if line.split()[:5] == ["zakat", "4", "4", "ingest-2", "home"]]
+    assert row.split()[-1] == "down"
+    # An ingest node that is no ledger's home being down is not the command's business.
+    repl.client.hset(registry.applied_key("ingest-2"), "seen", seconds * 1000)
+    repl.client.hset(registry.applied_key("ingest-1"), "seen", silent_ms)
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_OK, out + err
 
 
 def test_a_claim_above_the_head_is_named_not_taken_for_every_replica_holding(
@@ -445,6 +479,7 @@ def test_help_documents_the_json_shape_and_exit_codes(capsys: pytest.CaptureFixt
         '"counts"',
         "Exit codes",
         "3 some replica or observer lags",
+        "or a ledger's home is down",
     ):
         assert words in out
     code, out, _ = run(capsys, "--help")
