@@ -179,11 +179,13 @@ class Outbox:
         self._queue.append((rows, hops, list(checkpoints)))
         self._wake.set()
 
-    def sign(self, ledger: str, size: int) -> SignedCheckpoint | None:
+    def sign(self, ledger: str, size: int, *, with_commit: bool = False) -> SignedCheckpoint | None:
         """A home's checkpoint of the first ``size`` records of ``ledger``, kept in the store
         (an equal one kept before is reused); None without a signer, for a refused ledger, and
-        for a size of another home's epoch (10.9).
-        Raises VledgerError when the store cannot give the root or keep the checkpoint."""
+        for a size of another home's epoch (10.9). ``with_commit``: group commits are likely
+        to follow (a batch's): the row may wait a moment for one to write it
+        (CheckpointLog.keep). Raises VledgerError when the store cannot give the root or keep
+        the checkpoint."""
         if self.signer is None or ledger in self.refused or size <= 0:
             return None
         extensions = self.epochs(ledger, size)
@@ -202,7 +204,7 @@ class Outbox:
                     self._signed_max[ledger] = max(size, signed or 0)
                     return SignedCheckpoint(ledger, size, root, kept[0].note)
             checkpoint = self.signer.sign(ledger, size, root, extensions)
-            self.store.checkpoints.keep(ledger, SIGNED, size, root, checkpoint.note)
+            self.store.checkpoints.keep(ledger, SIGNED, size, root, checkpoint.note, with_commit=with_commit)
             self._signed_max[ledger] = max(size, signed or 0)
             return checkpoint
 
@@ -347,7 +349,7 @@ class Outbox:
             if now < ready:
                 self._due.setdefault(ledger, ready)
                 continue
-            checkpoint = self.sign(ledger, size)
+            checkpoint = self.sign(ledger, size, with_commit=True)
             if checkpoint is not None:
                 self._signed_at[ledger] = now
                 self._due.pop(ledger, None)
