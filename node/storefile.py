@@ -229,7 +229,8 @@ class StoreReader:
     """Read-only access to a store's raw records, for tools that must trust nothing."""
 
     def __init__(self, directory: Path, page_size: int = 1000, *, still: bool = False) -> None:
-        """``still``: a copy no process writes, opened as :func:`connect` says (never a running node's)."""
+        """``still``: read without a byte written beside it, as :func:`connect` says (a copy kept as
+        evidence; a running node's store is read through its node's -shm)."""
         path = directory / DB_NAME
         if not path.is_file():
             raise StoreError(f"{directory}: no vledger store here (no {DB_NAME})")
