@@ -351,6 +351,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "cosigned": None,
         "unverified": False,
         "down": False,
+        "fenced": False,
     }
     assert node(election, "ingest-2") == {
         "node": "ingest-2",
@@ -361,6 +362,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "cosigned": None,
         "unverified": False,
         "down": False,
+        "fenced": False,
     }
     assert node(election, "observer-9")["role"] == "unknown"
     assert election["counts"] == [  # observer-9, a name the configuration lacks, is counted nowhere
@@ -560,15 +562,9 @@ def test_show_status_turns_redis_errors_into_redis_server_errors(redis_server: R
         client.close()
 
 
-def test_a_home_or_epoch_only_redis_names_is_shown_as_a_claim_until_a_cosigned_note_proves_it(
-    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
-) -> None:
-    """PROTOCOL 10.9: every ingest node's Redis user writes vledger:{ledgers} and its epochs
-    hash. Redis naming ingest-2 the home of epoch 2 (as a promotion writes it) is a claim: the
-    cluster file's home stays the home and its checkpoints count, while neither the standby's
-    note alone nor one with a forged cosignature proves the handover. Once a witness cosigned
-    the standby's checkpoint of epoch 2, ingest-2 is the home and the fenced home's epoch-1
-    notes no longer count (a fenced home's may lie past the handover)."""
+def with_standby(config: Path) -> tuple[HomeSigner, HomeSigner, WitnessSigner, WitnessSigner]:
+    """election-2026 homed on ingest-1 with ingest-2 its standby, and every node's key file: the
+    signers of ingest-1, ingest-2 (checkpoints) and of replica-1, replica-2 (cosignatures)."""
     config.write_text(
         config.read_text() + '\n[ledgers.election-2026]\nhome = "ingest-1"\nstandby = "ingest-2"\n', encoding="utf-8"
     )
@@ -582,6 +578,19 @@ def test_a_home_or_epoch_only_redis_names_is_shown_as_a_claim_until_a_cosigned_n
         WitnessSigner(witness_name("test", n), load_signing_key(signing_key_paths(keys, n)[0]).seed)
         for n in ("replica-1", "replica-2")
     )
+    return old, new, replica_1, replica_2
+
+
+def test_a_home_or_epoch_only_redis_names_is_shown_as_a_claim_until_a_cosigned_note_proves_it(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """PROTOCOL 10.9: every ingest node's Redis user writes vledger:{ledgers} and its epochs
+    hash. Redis naming ingest-2 the home of epoch 2 (as a promotion writes it) is a claim: the
+    cluster file's home stays the home and its checkpoints count, while neither the standby's
+    note alone nor one with a forged cosignature proves the handover. Once a witness cosigned
+    the standby's checkpoint of epoch 2, ingest-2 is the home and the fenced home's epoch-1
+    notes no longer count (a fenced home's may lie past the handover)."""
+    old, new, replica_1, replica_2 = with_standby(config)
     stream(repl, ELECTION, "ingest-1", 12)
     epoch_1 = old.sign(ELECTION, 10, bytes(range(32)))
     repl.set_checkpoints({ELECTION: epoch_1.note})
@@ -631,3 +640,37 @@ def test_a_home_map_entry_only_redis_writes_names_no_home(
         10,
     )
     assert node(election, "replica-1")["role"] == "replica"
+
+
+def test_a_fenced_home_is_shown_fenced_and_counted_in_no_replication_count(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """Outsider 25 H8: after a proven promotion, the old home's held height counted it a holder
+    ("712 on 7 nodes"), though its record at the handover's height was its own orphan, not the
+    chain's (PROTOCOL 10.9: a replaced home is no copy of the ledger)."""
+    _, new, replica_1, replica_2 = with_standby(config)
+    stream(repl, ELECTION, "ingest-2", 14)
+    epoch_2 = new.sign(ELECTION, 14, bytes(range(2, 34)), ("vledger-epoch 2 ingest-2",))
+    repl.set_checkpoints({ELECTION: epoch_2.note})
+    for witness, signer in (("replica-1", replica_1), ("replica-2", replica_2)):
+        repl.publish_cosignature(ELECTION, witness, 14, signer.cosign(epoch_2, 1_790_000_000))
+    assert repl.promote(ELECTION, 2, "ingest-2") is None
+    # The handover record is at 11: ingest-1 holds records 0..11, its 11 the orphan it placed.
+    for node_name, height in (("ingest-1", 11), ("ingest-2", 13), ("replica-1", 13), ("replica-2", 13)):
+        repl.set_held(node_name, ELECTION, height)
+    code, out, _ = run(capsys, "repl", "status", "--config", config, "--json")
+    election = ledger(json.loads(out), ELECTION)
+    assert (code, election["home"], election["epoch"], election["head"]) == (EXIT_OK, "ingest-2", 2, 13)
+    assert election["counts"] == [{"holders": 3, "records": 14}]  # not 12 on 4 nodes and 2 on 3
+    fenced = node(election, "ingest-1")
+    assert (fenced["fenced"], fenced["held"], fenced["lag"], fenced["lagging"]) == (True, 11, None, False)
+    assert not any(n["fenced"] for n in election["nodes"] if n["node"] != "ingest-1")
+    code, out, _ = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_OK
+    assert [ELECTION, "13", "13", "ingest-2", "home"] in [line.split()[:5] for line in out.splitlines()]
+    assert ["ingest-1", "ingest", "11", "-", "-", "fenced"] in [line.split() for line in out.splitlines()]
+    assert f"  {ELECTION}  14 on 3 nodes" in out
+    assert (
+        f"Fenced (a proven handover replaced them as home; their copies are not counted): {ELECTION} (ingest-1)" in out
+    )
+    assert "Every replica and observer holds every ledger up to its head." in out
