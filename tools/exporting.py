@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from ..config.settings import Limits
 from ..node.export import encode_checkpoint_line, encode_line
+from ..node.still_store import still_store
 from ..node.storefile import StoreReader
 from .paths import output_file, store_dir
 from .progress import Progress
@@ -39,7 +40,9 @@ def export_store(store: Path, wanted: str | None, output: Path | None, limits: L
     directory = store_dir(store)
     if output is not None:
         output_file(output)
-    with contextlib.closing(StoreReader(directory)) as reader:
+    # As `vledger verify` reads it (node/still_store.py): a copy kept as evidence, with its -wal,
+    # is exported without a byte written beside it (outsider o6 H10: its -shm was rewritten or made).
+    with still_store(directory) as still, contextlib.closing(StoreReader(still.directory, still=True)) as reader:
         ledgers = select_ledgers(reader.ledgers(), wanted)
         total = sum(reader.count(ledger) for ledger in ledgers)
         with _open_output(output) as out, Progress("exporting", total) as progress:

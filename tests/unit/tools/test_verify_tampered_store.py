@@ -16,6 +16,7 @@ from vledger.node.errors import StoreError, TreeMismatchError
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 from vledger.tests.unit.ingest.note_chain import append as append_notes
+from vledger.tools.exporting import export_store
 from vledger.tools.report import verification_json
 from vledger.tools.verification import verify_store
 
@@ -164,6 +165,18 @@ def test_verify_leaves_a_copy_with_its_wal_as_it_was_and_says_it_read_the_wal(tm
     wal = (copy / f"{DB_NAME}-wal").stat().st_size
     assert result.wal_read == (f"{DB_NAME}-wal", wal)
     assert verification_json(result)["wal"] == {"file": f"{DB_NAME}-wal", "bytes": wal}
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["with-its-shm", "without-a-shm"])
+def test_export_leaves_a_copy_with_its_wal_as_it_was(tmp_path: Path, shm: bool) -> None:
+    # As verify (outsider 25, H10): exporting a forensic copy rewrote its -shm, or made one.
+    _, copy = _copy_while_open(tmp_path)
+    if not shm:
+        (copy / f"{DB_NAME}-shm").unlink()
+    before = _files(copy)
+    summary = export_store(copy, None, tmp_path / "out.jsonl", LIMITS)
+    assert summary.records == 40  # every record is in the -wal
+    assert _files(copy) == before
 
 
 def test_verify_writes_nothing_into_a_closed_store(tmp_path: Path) -> None:
