@@ -53,9 +53,10 @@ from ..node.errors import (
     NoSuchKeyError,
     RoleError,
 )
-from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN, decode_record
+from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN
 from ..node.rules.admin import Grants
 from ..node.rules.engine import RulesEngine
+from .admin_copy import NO_ADMIN_LEDGER, AdminSource
 from .keys import check_public_key, fingerprint
 from .redis_keys import group_key
 
@@ -65,6 +66,7 @@ ACCOUNTS_TAG = "accounts"
 _SUBSCRIBE_TIMEOUT = 5.0
 _LISTEN_SLICE = 0.25  # how long a background wait lasts before it looks at its stop flag
 _RETRY_PAUSE = 1.0
+_BEHIND_POLL = 0.05  # how soon a node looks again for the checkpoint of an admin record it cannot prove yet
 # How long stop() waits for the thread. A call of its to a Redis that stopped answering (its host
 # cut off) waits on the client's socket timeout, for ever on a client made without one: the
 # process's stop waited with it, past supervisor's stop time. The thread is a daemon: left behind.
@@ -285,6 +287,44 @@ def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
         )
     owners = {key: name for key, name in owners.items() if name in accounts}
     return AccountsSnapshot(int(_text(version_text)), MappingProxyType(accounts), MappingProxyType(owners))
+
+
+def ledger_snapshot(version: int, stated: Mapping[str, Mapping[str, Any]]) -> AccountsSnapshot:
+    """The accounts an admin ledger states (RulesEngine.admin_accounts: name -> role, enabled,
+    keys), at accounts ``version``: what a node enforces once the admin ledger exists. An
+    account of no known role grants nothing; a key two accounts state goes to neither (one key,
+    one account: the ledger's home never writes that, so it is nobody's)."""
+    accounts: dict[str, Account] = {}
+    seen: dict[str, str] = {}
+    shared: set[str] = set()
+    for name, state in stated.items():
+        try:
+            role = Role(state["role"])
+        except ValueError:
+            if state["role"]:
+                logger.warning(
+                    "account %r has the role %r on the admin ledger, which is none: ignored", name, state["role"]
+                )
+            continue
+        keys = tuple(sorted(set(state["keys"])))
+        accounts[name] = Account(name, role, state["enabled"] is True, keys)
+        for key in keys:
+            if seen.setdefault(key, name) != name:
+                shared.add(key)
+    owners = {key: name for key, name in seen.items() if key not in shared}
+    return AccountsSnapshot(version, MappingProxyType(accounts), MappingProxyType(owners))
+
+
+def unbacked(cached: AccountsSnapshot, enforced: AccountsSnapshot) -> list[str]:
+    """The keys Redis's accounts let in that the admin ledger does not, or with another account
+    or role (``account (key fingerprint)``, sorted): entries written into Redis by hand, which
+    grant nothing but say that someone who may write Redis tried."""
+    found = []
+    for key in cached.allowed_keys():
+        owner, stated = cached.lookup(key), enforced.lookup(key)
+        if owner is not None and (stated is None or not stated.enabled or stated[:2] != owner[:2]):
+            found.append(f"{owner.account} ({fingerprint(key)})")
+    return sorted(found)
 
 
 class ReadOnlyScript:
@@ -571,11 +611,18 @@ class AccountCache:
         *,
         on_change: Callable[[frozenset[str]], None] | None = None,
         poll_interval: float = 5.0,
+        admin: AdminSource | None = None,
     ) -> None:
         self.registry = registry
         self.node = _check_node(node)
         self.on_change = on_change
         self.poll_interval = poll_interval
+        # Where the admin ledger comes from (broker/admin_copy.py); None: nowhere (a tool's or a
+        # test's cache of a Redis without one), so Redis's accounts are all there is.
+        self.admin = admin
+        self._behind = False  # Redis's copy of the admin ledger is ahead of what this node proved
+        self._stated: dict[str, dict[str, Any]] | None = None  # the admin ledger's accounts
+        self._unbacked: list[str] = []  # what was last logged of Redis's entries the ledger lacks
         self._snapshot = AccountsSnapshot.empty()
         self._unapplied = True  # on_change has not yet seen the snapshot we hold
         self._changed = threading.Condition()
@@ -630,11 +677,25 @@ class AccountCache:
 
     # --- loading -------------------------------------------------------------------------------
 
+    @property
+    def behind(self) -> bool:
+        """Whether Redis's copy of the admin ledger holds records this node has not proven yet."""
+        return self._behind
+
     def refresh(self) -> int:
-        """Load the accounts now (the node that made a change calls this before answering)."""
+        """Load the accounts now (the node that made a change calls this before answering).
+
+        Once an admin ledger exists, the accounts are the ones its records state, and Redis's
+        (its hashes and key owners) only announce a change: an entry there that no record
+        backs grants nothing, and is logged. The version counts as applied only once every
+        record Redis's copy holds is proven here, so an admin's command answers once each node
+        enforces it."""
         with self._reload_lock:
-            snapshot = self.registry.snapshot()
-            self._load_grants()
+            cached = self.registry.snapshot()
+            self._load_admin()
+            snapshot = cached if self._stated is None else ledger_snapshot(cached.version, self._stated)
+            if self._stated is not None:
+                self._report_unbacked(unbacked(cached, snapshot))
             with self._changed:
                 previous, self._snapshot = self._snapshot, snapshot
             try:
@@ -643,21 +704,40 @@ class AccountCache:
             finally:
                 with self._changed:
                     self._changed.notify_all()
-            self.registry.record_applied(self.node, snapshot.version)
+            if not self._behind:
+                self.registry.record_applied(self.node, snapshot.version)
             return snapshot.version
 
-    def _load_grants(self) -> None:
-        """Rebuild the grants when the cached admin ledger changed (it is small, changes are rare)."""
-        size = self.registry.admin_size()
-        if size == self._admin_size:
+    def _load_admin(self) -> None:
+        """Replay the admin ledger again when it grew (it is small, changes are rare)."""
+        copy = self.admin.load() if self.admin is not None else NO_ADMIN_LEDGER
+        self._behind = copy.behind
+        records = copy.records
+        if records is None:
+            self._grants, self._key_rotations, self._stated, self._admin_size = None, (), None, 0
+            return
+        if len(records) == self._admin_size and self._stated is not None:
             return
         engine = RulesEngine()
-        violations = engine.replay(decode_record(data, PROTOCOL_LIMITS) for data in self.registry.admin_records())
+        violations = engine.replay(records)
         if violations:
-            logger.warning("node %s: the cached admin ledger holds %d refused records", self.node, len(violations))
+            logger.warning("node %s: the admin ledger holds %d refused records", self.node, len(violations))
         self._grants = engine.grants()
         self._key_rotations = tuple(engine.key_rotations())
-        self._admin_size = size
+        self._stated = engine.admin_accounts() or {}
+        self._admin_size = len(records)
+
+    def _report_unbacked(self, found: list[str]) -> None:
+        """Log, once for each new set, the accounts Redis lets in that the admin ledger does not
+        (public keys' fingerprints only: nothing secret)."""
+        if found and found != self._unbacked:
+            logger.warning(
+                "node %s: Redis's accounts let in %d key(s) that no admin record does, refused: %s",
+                self.node,
+                len(found),
+                ", ".join(found),
+            )
+        self._unbacked = found
 
     def _hand_over(self, snapshot: AccountsSnapshot) -> bool:
         """Give the new allow-list to ``on_change``; False if that failed."""
@@ -675,8 +755,9 @@ class AccountCache:
         return True
 
     def _heartbeat(self) -> None:
-        """The safety net: reload if the version moved unannounced, else say we are alive."""
-        if self._unapplied or self.registry.version() != self.version:
+        """The safety net: reload if the version moved unannounced (or the admin ledger's
+        newest records await their checkpoint), else say we are alive."""
+        if self._unapplied or self._behind or self.registry.version() != self.version:
             self.refresh()
         else:
             self.registry.record_applied(self.node, self.version)
@@ -721,7 +802,12 @@ class AccountCache:
                 if self._pubsub is None:
                     self._pubsub = _subscribe(self.registry.client, self.registry.channel)
                     self.refresh()  # whatever was announced while we were away
-                message = self._pubsub.get_message(timeout=min(_LISTEN_SLICE, self.poll_interval))
+                # Soon again while the checkpoint of an admin record is on its way: an admin's
+                # command waits for this node to enforce its record.
+                pause = min(self.poll_interval, _BEHIND_POLL) if self._behind else self.poll_interval
+                next_poll = min(next_poll, time.monotonic() + pause)
+                wait = max(0.0, min(_LISTEN_SLICE, next_poll - time.monotonic()))
+                message = self._pubsub.get_message(timeout=wait)
                 announced = message is not None and message["type"] in ("message", b"message")
                 if announced and _announced_version(message["data"]) not in (None, self.version):
                     self.refresh()

@@ -28,6 +28,7 @@ from typing import Any, Protocol, Self, TypeVar
 import zmq
 
 from ..broker.accounts import AccountCache, AccountRegistry
+from ..broker.admin_copy import AdminSource, SignedAdminSource
 from ..broker.curve import CurveServer, process_context, stop_authenticator
 from ..broker.curve_guard import ConnectionGuard, CurveGuardMetrics, raise_file_limit
 from ..broker.feed import Publisher
@@ -41,6 +42,7 @@ from ..broker.replication import (
     raise_alert,
     store_damaged_alert,
 )
+from ..broker.signing import admin_checkpoint_key
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
@@ -269,11 +271,18 @@ class NodeRuntime:
         for callback in self._on_stop:
             callback()
 
-    def accounts(self, registry: AccountRegistry) -> AccountCache:
-        """The accounts cache, started: it keeps ``gates`` (the request and feed allow-lists) current."""
+    def accounts(self, registry: AccountRegistry, admin: AdminSource | None = None) -> AccountCache:
+        """The accounts cache, started: it keeps ``gates`` (the request and feed allow-lists)
+        current with the accounts of the admin ledger ``admin`` gives (by default Redis's copy,
+        as far as the admin ledger's signed checkpoint proves it: :meth:`signed_admin`)."""
         poll = self.config.settings.broker.accounts_poll_ms / 1000
         self.stack.callback(self.gates.stop)  # its timer of key rotations, after the cache stopped
-        return self.started(self.gates.account_cache(registry, self.name, poll))
+        source = admin if admin is not None else self.signed_admin(registry)
+        return self.started(self.gates.account_cache(registry, self.name, poll, source))
+
+    def signed_admin(self, registry: AccountRegistry) -> SignedAdminSource:
+        """Redis's copy of the admin ledger as far as its home's checkpoint proves it (PROTOCOL 16.4)."""
+        return SignedAdminSource(registry.client, admin_checkpoint_key(self.config), registry.namespace)
 
     def request_server(self, settings: BrokerSettings, metrics: NodeMetrics | None = None) -> CurveServer:
         """The node's CURVE request socket on its endpoint, admitting ``gates.requests``, once

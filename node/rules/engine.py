@@ -185,6 +185,15 @@ class RulesEngine:
             return []
         return [dict(r) for rotations in held.domain.rotations.values() for r in rotations]
 
+    def admin_accounts(self) -> dict[str, dict[str, Any]] | None:
+        """The accounts this engine's admin ledger states (name -> its ``role``, ``enabled`` and
+        ``keys`` after the last ``account`` or ``key`` record of it, PROTOCOL 16.1), or None
+        without an admin ledger."""
+        held = self._ledgers.get(ADMIN_LEDGER)
+        if held is None or not isinstance(held.domain, AdminState):
+            return None
+        return {name: dict(state, keys=list(state["keys"])) for name, state in held.domain.accounts.items()}
+
     def check(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """Raise the first rule ``record`` breaks as the ledger's next record; change nothing.
 

@@ -17,8 +17,8 @@ import zmq
 
 from vledger.broker.accounts import AccountRegistry
 from vledger.broker.keys import KeyPair, new_keypair
-from vledger.broker.redis_server import connect
 from vledger.broker.redis_keys import group_key
+from vledger.broker.redis_server import connect
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis
 
 from .conftest import REMOTE_LEDGERS
