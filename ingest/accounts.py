@@ -347,8 +347,18 @@ class RegistryAdmin:
         account the enrolled admin, ``via`` empty."""
         if self.factors is None or self.ledger is None:
             return
+        accounts = self._accounts().accounts
         for account in self.factors.store.unrecorded():
-            self.ledger.append("totp", {"account": account, "op": "enroll", "via": ""}, account)
+            held = accounts.get(account)
+            # Anyone who writes Redis can name any account there: a record would then be authored
+            # by an account that never ran anything. Only an enabled admin holding a factor is
+            # what a host's bootstrap --totp enrolls.
+            if held is None or held.role is not Role.ADMIN or not held.enabled or not self.factors.store.state(account):
+                log.warning(
+                    "an enrollment on a host of %.80r, no enabled admin with a second factor: not recorded", account
+                )
+            else:
+                self.ledger.append("totp", {"account": account, "op": "enroll", "via": ""}, account)
             self.factors.store.recorded(account)
 
     def _account_change(self, command: str, args: Args, author: str, via: str) -> tuple[dict[str, Any], int]:

@@ -15,9 +15,11 @@ from vledger.broker.accounts import AccountCache, AccountRegistry
 from vledger.broker.admin_copy import SignedAdminSource
 from vledger.broker.keys import new_keypair
 from vledger.broker.redis_keys import ledger_key
+from vledger.broker.second_factor import REPLACE, SecondFactorStore
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.accounts import RegistryAdmin
 from vledger.ingest.admin_ledger import AdminLedger, StoreAdminSource
+from vledger.ingest.second_factor import SecondFactors
 from vledger.ingest.service import Caller
 from vledger.node.errors import AdminLedgerExistsError, LastAdminError, NotGrantedError
 from vledger.node.ledger import LedgerRules
@@ -161,3 +163,31 @@ def test_the_last_admin_able_to_send_a_command_is_kept(
     admin.apply("key.add", Args({"account": "keyless", "key": new_keypair().public}), ROOT)
     admin.apply("account.disable", Args({"account": "root"}), ROOT)
     assert {a.name: a for a in registry.list_accounts()}["root"].enabled is False
+
+
+def test_a_host_enrollment_is_recorded_only_for_an_enabled_admin_with_a_factor(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """``{totp}:unrecorded`` is Redis's: whoever writes it could have the home write admin
+    records in any account's name. The home records only the enabled admins holding a factor."""
+    registry = AccountRegistry(redis_client)
+    registry.bootstrap_admin("root", new_keypair().public)
+    store = ChainStore(tmp_path / "ingest-1", origin="ingest-1", domain=RulesEngine())
+    cache = AccountCache(registry, "ingest-1", admin=StoreAdminSource(store)).start()
+    factors = SecondFactors(SecondFactorStore(redis_client), bytes(64), production=False, issuer="vledger test")
+    admin = RegistryAdmin(registry, cache, ["ingest-1"], 2000, AdminLedger(store, registry), factors)
+    try:
+        admin.apply("account.add", Args({"account": "clerk", "role": "writer"}), ROOT)
+        factors.store.enroll("root", b"sealed", (), REPLACE)  # what a host's bootstrap --totp does
+        redis_client.sadd("vledger:{totp}:unrecorded", "clerk", "mallory")  # written by hand
+        admin.apply("account.add", Args({"account": "auditor", "role": "observer"}), ROOT)
+        totp = [
+            (r.content.author, r.content.payload["account"])
+            for r in store.range(ADMIN_LEDGER)
+            if r.content.kind == "totp"
+        ]
+        assert totp == [("root", "root")]
+        assert factors.store.unrecorded() == []
+    finally:
+        cache.stop()
+        store.close()
