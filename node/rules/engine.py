@@ -38,6 +38,7 @@ from ..errors import (
     BadDomainRulesError,
     BadEpochError,
     BadGenesisError,
+    NotAdminAuthorError,
     NotGrantedError,
     RuleError,
     RulesOutOfSyncError,
@@ -228,6 +229,17 @@ class RulesEngine:
                 f"{content.author!r} holds no grant to write {content.kind!r} records on {content.ledger!r}",
             )
 
+    def _check_admin_author(self, record: Record) -> None:
+        """Raise NotAdminAuthorError when an admin-ledger record's author was no enabled admin by
+        the records before it (PROTOCOL 16.7): what a node that took accounts from elsewhere
+        than the admin ledger would have let happen."""
+        held = self._ledgers.get(record.content.ledger) if record.height > 0 else None
+        if held is None or not isinstance(held.domain, AdminState):
+            return
+        problem = held.domain.author_problem(record)
+        if problem is not None:
+            refuse(NotAdminAuthorError, record, problem)
+
     def values_of(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """The receipt values of a record already on the chain (a retried request), unchecked.
 
@@ -265,6 +277,7 @@ class RulesEngine:
             try:
                 if self.audit_grants:
                     self._check_grant(record)
+                    self._check_admin_author(record)
                 plan = self._plan(record, rules)
             except RuleError as e:
                 violations.append(Violation(record.height, e))
