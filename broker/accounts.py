@@ -692,14 +692,15 @@ class AccountCache:
         enforces it."""
         with self._reload_lock:
             cached = self.registry.snapshot()
-            self._load_admin()
+            # Its key rotations change the members (on_change) without changing any account.
+            grown = self._load_admin()
             snapshot = cached if self._stated is None else ledger_snapshot(cached.version, self._stated)
             if self._stated is not None:
                 self._report_unbacked(unbacked(cached, snapshot))
             with self._changed:
                 previous, self._snapshot = self._snapshot, snapshot
             try:
-                if (self._unapplied or snapshot != previous) and not self._hand_over(snapshot):
+                if (self._unapplied or grown or snapshot != previous) and not self._hand_over(snapshot):
                     return snapshot.version
             finally:
                 with self._changed:
@@ -708,16 +709,16 @@ class AccountCache:
                 self.registry.record_applied(self.node, snapshot.version)
             return snapshot.version
 
-    def _load_admin(self) -> None:
-        """Replay the admin ledger again when it grew (it is small, changes are rare)."""
+    def _load_admin(self) -> bool:
+        """Replay the admin ledger again when it grew (it is small, changes are rare); whether it did."""
         copy = self.admin.load() if self.admin is not None else NO_ADMIN_LEDGER
         self._behind = copy.behind
         records = copy.records
         if records is None:
             self._grants, self._key_rotations, self._stated, self._admin_size = None, (), None, 0
-            return
+            return False
         if len(records) == self._admin_size and self._stated is not None:
-            return
+            return False
         engine = RulesEngine()
         violations = engine.replay(records)
         if violations:
@@ -726,6 +727,7 @@ class AccountCache:
         self._key_rotations = tuple(engine.key_rotations())
         self._stated = engine.admin_accounts() or {}
         self._admin_size = len(records)
+        return True
 
     def _report_unbacked(self, found: list[str]) -> None:
         """Log, once for each new set, the accounts Redis lets in that the admin ledger does not
