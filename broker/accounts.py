@@ -67,6 +67,10 @@ _SUBSCRIBE_TIMEOUT = 5.0
 _LISTEN_SLICE = 0.25  # how long a background wait lasts before it looks at its stop flag
 _RETRY_PAUSE = 1.0
 _BEHIND_POLL = 0.05  # how soon a node looks again for the checkpoint of an admin record it cannot prove yet
+# How long it looks that often: the home signs right after its commit. Past it, Redis's copy holds
+# what no checkpoint proves (a home down since, or records written there by hand): logged, and
+# looked at again at each poll only, so a list made longer by hand costs the nodes nothing.
+_BEHIND_FAST_FOR = 10.0
 # How long stop() waits for the thread. A call of its to a Redis that stopped answering (its host
 # cut off) waits on the client's socket timeout, for ever on a client made without one: the
 # process's stop waited with it, past supervisor's stop time. The thread is a daemon: left behind.
@@ -612,6 +616,7 @@ class AccountCache:
         on_change: Callable[[frozenset[str]], None] | None = None,
         poll_interval: float = 5.0,
         admin: AdminSource | None = None,
+        on_unbacked: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.registry = registry
         self.node = _check_node(node)
@@ -620,9 +625,13 @@ class AccountCache:
         # Where the admin ledger comes from (broker/admin_copy.py); None: nowhere (a tool's or a
         # test's cache of a Redis without one), so Redis's accounts are all there is.
         self.admin = admin
-        self._behind = False  # Redis's copy of the admin ledger is ahead of what this node proved
+        self._behind = False  # Redis's copy of the admin ledger is ahead of what this node enforces
+        self._unproven_since: float | None = None  # since when Redis's copy holds records not proven here
+        # Told, at each change, which of Redis's entries let a key in that the admin ledger does not
+        # (:func:`unbacked`; empty once none is left): a node raises or resolves its alert.
+        self.on_unbacked = on_unbacked
         self._stated: dict[str, dict[str, Any]] | None = None  # the admin ledger's accounts
-        self._unbacked: list[str] = []  # what was last logged of Redis's entries the ledger lacks
+        self._unbacked: list[str] | None = None  # what was last reported of Redis's entries the ledger lacks
         self._snapshot = AccountsSnapshot.empty()
         self._unapplied = True  # on_change has not yet seen the snapshot we hold
         self._changed = threading.Condition()
@@ -712,7 +721,13 @@ class AccountCache:
     def _load_admin(self) -> bool:
         """Replay the admin ledger again when it grew (it is small, changes are rare); whether it did."""
         copy = self.admin.load() if self.admin is not None else NO_ADMIN_LEDGER
-        self._behind = copy.behind
+        # Before any admin ledger is proven, the bootstrap's accounts are enforced (and applied)
+        # while the first checkpoint is awaited.
+        self._behind = copy.unproven and copy.records is not None
+        if not copy.unproven:
+            self._unproven_since = None
+        elif self._unproven_since is None:
+            self._unproven_since = time.monotonic()
         records = copy.records
         if records is None:
             self._grants, self._key_rotations, self._stated, self._admin_size = None, (), None, 0
@@ -731,8 +746,10 @@ class AccountCache:
 
     def _report_unbacked(self, found: list[str]) -> None:
         """Log, once for each new set, the accounts Redis lets in that the admin ledger does not
-        (public keys' fingerprints only: nothing secret)."""
-        if found and found != self._unbacked:
+        (public keys' fingerprints only: nothing secret), and tell ``on_unbacked``."""
+        if found == self._unbacked:
+            return
+        if found:
             logger.warning(
                 "node %s: Redis's accounts let in %d key(s) that no admin record does, refused: %s",
                 self.node,
@@ -740,6 +757,8 @@ class AccountCache:
                 ", ".join(found),
             )
         self._unbacked = found
+        if self.on_unbacked is not None:
+            self.on_unbacked(found)
 
     def _hand_over(self, snapshot: AccountsSnapshot) -> bool:
         """Give the new allow-list to ``on_change``; False if that failed."""
@@ -756,10 +775,27 @@ class AccountCache:
         self._unapplied = False
         return True
 
+    def _looking_again(self) -> bool:
+        """Whether the checkpoint of an admin record Redis holds is awaited soon (see _BEHIND_FAST_FOR)."""
+        since = self._unproven_since
+        if since is None:
+            return False
+        if time.monotonic() - since < _BEHIND_FAST_FOR:
+            return True
+        if since > 0:  # once per stretch
+            logger.warning(
+                "node %s: Redis's copy of the admin ledger holds records no checkpoint of its home proves "
+                "after %g s; their accounts are not enforced here",
+                self.node,
+                _BEHIND_FAST_FOR,
+            )
+            self._unproven_since = -1.0
+        return False
+
     def _heartbeat(self) -> None:
         """The safety net: reload if the version moved unannounced (or the admin ledger's
         newest records await their checkpoint), else say we are alive."""
-        if self._unapplied or self._behind or self.registry.version() != self.version:
+        if self._unapplied or self._unproven_since is not None or self.registry.version() != self.version:
             self.refresh()
         else:
             self.registry.record_applied(self.node, self.version)
@@ -806,7 +842,7 @@ class AccountCache:
                     self.refresh()  # whatever was announced while we were away
                 # Soon again while the checkpoint of an admin record is on its way: an admin's
                 # command waits for this node to enforce its record.
-                pause = min(self.poll_interval, _BEHIND_POLL) if self._behind else self.poll_interval
+                pause = min(self.poll_interval, _BEHIND_POLL) if self._looking_again() else self.poll_interval
                 next_poll = min(next_poll, time.monotonic() + pause)
                 wait = max(0.0, min(_LISTEN_SLICE, next_poll - time.monotonic()))
                 message = self._pubsub.get_message(timeout=wait)

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 class AdminCopy(NamedTuple):
     records: tuple[Record, ...] | None  # None: no admin ledger is known here (the bootstrap)
-    behind: bool  # Redis's copy holds records this node cannot prove yet (their checkpoint is on its way)
+    unproven: bool  # Redis's copy holds records this node cannot prove yet (their checkpoint is on its way)
 
 
 NO_ADMIN_LEDGER = AdminCopy(None, False)
@@ -65,8 +65,11 @@ class SignedAdminSource:
         if (size, note) == self._seen:
             return self._last
         self._seen = (size, note)
-        if size == 0 and note is None and not self._held:
-            self._last = NO_ADMIN_LEDGER
+        if note is None and not self._held:
+            # No checkpoint of admin yet (the first admin command made the ledger a moment ago:
+            # a new ledger's first checkpoint takes its home's outbox a heartbeat, or there is no
+            # ledger): the bootstrap's accounts, until its home signs one.
+            self._last = AdminCopy(None, size > 0)
             return self._last
         if self.admin_key is None:
             self._warn("the admin ledger's checkpoint key is unknown here: no record of it counts")

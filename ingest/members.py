@@ -145,15 +145,23 @@ class MemberGates:
             self._clients.append((client, name))
 
     def account_cache(
-        self, registry: AccountRegistry, node: str, poll_interval: float, admin: AdminSource
+        self,
+        registry: AccountRegistry,
+        node: str,
+        poll_interval: float,
+        admin: AdminSource,
+        on_unbacked: Callable[[list[str]], None] | None = None,
     ) -> AccountCache:
         """The node's AccountCache, enforcing the accounts of the admin ledger ``admin`` gives,
-        wired to replace both lists at each change of the accounts."""
+        wired to replace both lists at each change of the accounts (``on_unbacked``: see AccountCache)."""
 
         def changed(keys: frozenset[str]) -> None:
             self.apply()
 
-        return self.follow(AccountCache(registry, node, on_change=changed, poll_interval=poll_interval, admin=admin))
+        cache = AccountCache(
+            registry, node, on_change=changed, poll_interval=poll_interval, admin=admin, on_unbacked=on_unbacked
+        )
+        return self.follow(cache)
 
     def follow(self, cache: AccountCache) -> AccountCache:
         """Take the accounts and key rotations from ``cache`` (whose changes call :meth:`apply`)."""

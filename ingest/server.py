@@ -123,11 +123,8 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # The accounts cache, started below once the admin ledger filled Redis. It enforces the
     # accounts of the admin ledger: its home's own store, or Redis's copy as far as the home's
     # signed checkpoint proves it (PROTOCOL 16.4), never Redis's account entries alone.
-    cache = runtime.gates.account_cache(
-        registry,
-        name,
-        config.settings.broker.accounts_poll_ms / 1000,
-        StoreAdminSource(store) if homes_admin else runtime.signed_admin(registry),
+    cache = runtime.account_cache(
+        registry, StoreAdminSource(store) if homes_admin else runtime.signed_admin(registry), replication
     )
     # A store that no longer holds a checkpoint this home signed is refused writes, ledger by
     # ledger, and said so at once: it is never "fixed" by signing what it holds now.
