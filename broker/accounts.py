@@ -34,7 +34,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple, NoReturn, Self
@@ -53,7 +53,7 @@ from ..node.errors import (
     NoSuchKeyError,
     RoleError,
 )
-from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN
+from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN, Record
 from ..node.rules.admin import Grants
 from ..node.rules.engine import RulesEngine
 from .admin_copy import NO_ADMIN_LEDGER, AdminSource
@@ -730,14 +730,13 @@ class AccountCache:
             self._unproven_since = time.monotonic()
         records = copy.records
         if records is None:
-            self._grants, self._key_rotations, self._stated, self._admin_size = None, (), None, 0
+            # The bootstrap: Redis's accounts, and the grants of Redis's copy if there is one.
+            self._grants = _replayed(copy.unchecked, self.node).grants() if copy.unchecked else None
+            self._key_rotations, self._stated, self._admin_size = (), None, 0
             return False
         if len(records) == self._admin_size and self._stated is not None:
             return False
-        engine = RulesEngine()
-        violations = engine.replay(records)
-        if violations:
-            logger.warning("node %s: the admin ledger holds %d refused records", self.node, len(violations))
+        engine = _replayed(records, self.node)
         self._grants = engine.grants()
         self._key_rotations = tuple(engine.key_rotations())
         self._stated = engine.admin_accounts() or {}
@@ -869,6 +868,15 @@ class AccountCache:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _replayed(records: Iterable[Record], node: str) -> RulesEngine:
+    """A rules engine that replayed the admin ledger's ``records``."""
+    engine = RulesEngine()
+    violations = engine.replay(records)
+    if violations:
+        logger.warning("node %s: the admin ledger holds %d refused records", node, len(violations))
+    return engine
 
 
 def _announced_version(data: Any) -> int | None:

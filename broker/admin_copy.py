@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple, Protocol
 
+from ..config.settings import PROTOCOL_LIMITS
 from ..node.admin_copy import proven_admin_records
 from ..node.errors import VledgerError
 from ..node.note import VerifierKey
-from ..node.record import Record
+from ..node.record import Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
 from .redis_keys import ledger_key
 
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 class AdminCopy(NamedTuple):
     records: tuple[Record, ...] | None  # None: no admin ledger is known here (the bootstrap)
     unproven: bool  # Redis's copy holds records this node cannot prove yet (their checkpoint is on its way)
+    # While no admin ledger is known: Redis's copy as it is, of which the grants alone are taken
+    # (as the bootstrap's accounts are), until the home's first checkpoint of it.
+    unchecked: tuple[Record, ...] = ()
 
 
 NO_ADMIN_LEDGER = AdminCopy(None, False)
@@ -69,7 +73,8 @@ class SignedAdminSource:
             # No checkpoint of admin yet (the first admin command made the ledger a moment ago:
             # a new ledger's first checkpoint takes its home's outbox a heartbeat, or there is no
             # ledger): the bootstrap's accounts, until its home signs one.
-            self._last = AdminCopy(None, size > 0)
+            unchecked = tuple(decode_record(data, PROTOCOL_LIMITS) for data in self.registry.admin_records())
+            self._last = AdminCopy(None, size > 0, unchecked)
             return self._last
         if self.admin_key is None:
             self._warn("the admin ledger's checkpoint key is unknown here: no record of it counts")
