@@ -556,6 +556,11 @@ class AccountRegistry:
             pubsub.close()
 
 
+# The admin's commands that change an account once the admin ledger exists (not bootstrap): the
+# refusals name them (tools/supervise.py too).
+ACCOUNT_COMMANDS = "vledger user add/enable, vledger user key add"
+
+
 def _raise(code: str, account: str, key: str) -> NoReturn:
     if code == "account_exists":
         raise AccountExistsError(f"account {account!r} already exists")
@@ -570,7 +575,7 @@ def _raise(code: str, account: str, key: str) -> NoReturn:
     if code == "admin_ledger_exists":
         raise AdminLedgerExistsError(
             f"the admin ledger exists: account {account!r} is changed by an admin's command "
-            "(vledger user add/enable, vledger key add), which the admin ledger records; "
+            f"({ACCOUNT_COMMANDS}), which the admin ledger records; "
             "admin bootstrap only makes the first admin"
         )
     raise AccountError(f"unexpected answer from Redis: {code!r}")

@@ -6,7 +6,7 @@ name, which only that observer's Redis user writes (broker/redis_acl.py):
 * ``vledger:{<ledger>}:tallies:<observer>``: a stream with one entry per snapshot the
   observer published, fields ``height`` (decimal), ``body`` (the canonical msgpack body
   that is signed) and ``signature`` (64 bytes, Ed25519). Trimmed to about
-  ``stream_max_len`` entries.
+  ``stream_max_len`` entries, fewer for large bodies (``stream_max_bytes``).
 * ``vledger:{<ledger>}:tally:latest:<observer>``: a string, the stream id of its latest
   entry (what a reader polls to see a new one without reading its body).
 
@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from .accounts import ReadOnlyScript
+from .bounded_range import bounded_range
 from .redis_keys import NAMESPACE, ledger_key
 
 HISTORY_PAGE = 500
@@ -41,6 +42,9 @@ HISTORY_PAGE = 500
 # in Redis; an honest body is far smaller (a resources ledger's, the largest, names every account
 # holding units: some 30 bytes each).
 MAX_READ_BYTES = 4 * 1024 * 1024
+# The fewest snapshots a stream keeps, however large each: readers compare observers at a common
+# height among their recent snapshots (PROTOCOL 10.6), which a stream of one would rarely give.
+MIN_KEPT = 16
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _ID_PART_MAX = 2**64 - 1  # Redis refuses a larger part ("Invalid stream ID"), failing the whole pipeline
 
@@ -60,14 +64,16 @@ return id
 
 
 # A range of a stream, cut short once its entries' fields reach ARGV[5] bytes (a command's COUNT
-# bounds entries, not bytes); an entry larger alone is returned without its fields (oversized),
-# so that a reader still moves past it. Those bytes never leave Redis.
+# bounds entries, not bytes), each field counted as RESP sends it, "$<length>\r\n...\r\n": an
+# entry of a million empty fields is no small one. An entry larger alone is returned without its
+# fields (oversized), so that a reader still moves past it; those bytes never leave Redis. A user
+# that may run no script reads the same way through broker/bounded_range.py.
 _READ = """
 local got = redis.call(ARGV[1], KEYS[1], ARGV[2], ARGV[3], 'COUNT', ARGV[4])
 local budget, total, kept = tonumber(ARGV[5]), 0, {}
 for _, entry in ipairs(got) do
   local size = 0
-  for _, value in ipairs(entry[2]) do size = size + #value end
+  for _, value in ipairs(entry[2]) do size = size + #value + #tostring(#value) + 5 end
   if size > budget then
     entry[2], size = {}, 0
   end
@@ -120,14 +126,22 @@ class TallyBoard:
     """The tally streams on one Redis (``client`` from ``redis_server.connect``: bytes replies)."""
 
     def __init__(
-        self, client: Any, namespace: str = NAMESPACE, *, stream_max_len: int = 10_000, capped: bool = True
+        self,
+        client: Any,
+        namespace: str = NAMESPACE,
+        *,
+        stream_max_len: int = 10_000,
+        stream_max_bytes: int = 64 * 1024 * 1024,
+        scripts: bool = True,
     ) -> None:
-        """``capped``: entries read through _READ (at most MAX_READ_BYTES a read, larger entries left in Redis);
-        False for a user that may run no script (the gateway's): plain XRANGE, whole entries."""
+        """Entries are read at most MAX_READ_BYTES a read, a larger one alone without its fields:
+        through _READ, or with ``scripts`` False, for a user that may run no script (the
+        gateway's), by a reply read that stops there (broker/bounded_range.py)."""
         self.client = client
         self.namespace = namespace
         self.stream_max_len = stream_max_len
-        self.capped = capped
+        self.stream_max_bytes = stream_max_bytes
+        self.scripts = scripts
         self._publish = client.register_script(_PUBLISH)
         self._read = ReadOnlyScript(client, _READ)  # EVALSHA_RO: the readers' users only read these keys
 
@@ -142,7 +156,12 @@ class TallyBoard:
     def publish(self, ledger: str, observer: str, height: int, body: bytes, signature: bytes) -> str:
         """Add a snapshot to ``observer``'s stream of ``ledger`` and make it its latest; its entry id."""
         keys = [self.stream_key(ledger, observer), self.latest_key(ledger, observer)]
-        return _text(self._publish(keys=keys, args=[self.stream_max_len, height, body, signature]))
+        return _text(self._publish(keys=keys, args=[self.kept(len(body)), height, body, signature]))
+
+    def kept(self, body_bytes: int) -> int:
+        """The snapshots a stream keeps once one of ``body_bytes`` is added: ``stream_max_len``, fewer
+        when that many bodies of this size would pass ``stream_max_bytes``, never below MIN_KEPT."""
+        return max(MIN_KEPT, min(self.stream_max_len, self.stream_max_bytes // max(1, body_bytes)))
 
     def latest_ids(self, ledgers: Iterable[str], observers: Iterable[str]) -> dict[str, dict[str, str]]:
         """ledger -> observer -> the id of its latest entry (observers that published none left out):
@@ -174,7 +193,7 @@ class TallyBoard:
         if not readable:
             return found
         replies = self._latest_entries(ledger, readable)
-        if self.capped and any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+        if self.scripts and any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
             self.client.script_load(_READ)  # Redis lost it
             replies = self._latest_entries(ledger, readable)
         for observer, entries in zip(readable, replies, strict=True):
@@ -204,17 +223,24 @@ class TallyBoard:
     def _range(self, ledger: str, observer: str, command: str, start: str, end: str, count: int) -> Any:
         """``command`` (XRANGE or XREVRANGE) of ``observer``'s stream, from ``start`` to ``end``."""
         key = self.stream_key(ledger, observer)
-        if self.capped:
+        if self.scripts:
             return self._read(keys=[key], args=_range(command, start, end, count))
-        return self.client.execute_command(command, key, start, end, "COUNT", count)
+        return bounded_range(self.client, command, key, start, end, count, MAX_READ_BYTES)
 
     def _latest_entries(self, ledger: str, ids: dict[str, str]) -> list[Any]:
-        """The entry of each observer's id in ``ids`` as _READ gives it (or the error), in one round trip."""
+        """The entry of each observer's id in ``ids`` as _READ gives it (or the error), in one round
+        trip with scripts, else one each."""
+        if not self.scripts:
+            return [self._bounded_or_error(ledger, observer, entry_id) for observer, entry_id in ids.items()]
         pipe = self.client.pipeline(transaction=False)
         for observer, entry_id in ids.items():
             key = self.stream_key(ledger, observer)
-            if self.capped:
-                pipe.evalsha_ro(self._read.sha, 1, key, *_range("XRANGE", entry_id, entry_id, 1))
-            else:
-                pipe.xrange(key, min=entry_id, max=entry_id, count=1)
+            pipe.evalsha_ro(self._read.sha, 1, key, *_range("XRANGE", entry_id, entry_id, 1))
         return list(pipe.execute(raise_on_error=False))
+
+    def _bounded_or_error(self, ledger: str, observer: str, entry_id: str) -> Any:
+        """As one answer of _latest_entries' pipeline: the entry, or the error Redis answered."""
+        try:
+            return self._range(ledger, observer, "XRANGE", entry_id, entry_id, 1)
+        except redis.exceptions.ResponseError as e:
+            return e

@@ -26,7 +26,7 @@ from ..broker.keys import load_secret
 from ..broker.signing import VerifyKey
 from ..broker.tallies import Published
 from ..config.cluster import load_cluster
-from ..node.anchors import MAX_ANCHORS_BYTES, Anchors, parse_anchors
+from ..node.anchors import Anchors
 from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import (
     BadEpochError,
@@ -40,7 +40,6 @@ from ..node.errors import (
     ProofError,
     RemoteError,
     RollbackError,
-    SettingsError,
     UsageError,
     VledgerError,
 )
@@ -51,6 +50,7 @@ from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_recei
 from ..node.record import Record
 from ..node.tally_body import Snapshot
 from ..verifier.tally import AGREE, STILL_COUNTING, Verdict, check_published, judge, observer_histories
+from .anchors_file import read_anchors
 from .http import GatewayConnection
 from .session import Reader, Session, open_session
 from .state import Seen, TrustedState
@@ -261,7 +261,7 @@ class Client:
             admin_key=None if admin_key is None else _verifier_key(admin_key),
         )
         if anchors is not None:
-            trust = _anchored(trust, _read_anchors(anchors))
+            trust = _anchored(trust, read_anchors(anchors))
             if trust.quorum == 0 and trust.witnesses:
                 # The pages ask a majority of these (15.5); a quorum of 0 takes a checkpoint the home's
                 # key alone signed, so one key shows a forked view as verified (outsider23 F6).
@@ -641,19 +641,6 @@ class Client:
         if self.gateway is None:
             return _ticks()
         return _gateway_wakeups(self.gateway, ledger)
-
-
-def _read_anchors(path: Path) -> Anchors:
-    """The trust anchors in the file ``path`` (15.5). Raises SettingsError [bad_settings]."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_ANCHORS_BYTES + 1)
-    except OSError as e:
-        raise SettingsError(f"{path}: cannot read the trust anchors: {e.strerror}") from None
-    try:
-        return parse_anchors(data)
-    except SettingsError as e:
-        raise SettingsError(f"{path}: {e.message}") from None
 
 
 def _anchored(trust: Trust, anchors: Anchors) -> Trust:

@@ -948,7 +948,12 @@ class Session(Reader):
             receipt = self._write(cmd, args, node, entry.content.ledger)
         except NodeUnavailableError as e:
             # Written or not: the same content under the same request id is written at most once.
-            e.add_note(f"to retry safely, repeat it with --request-id {request_id} --ts {entry.content.ts}")
+            e.add_note(_retry_note(request_id, entry.content.ts))
+            raise
+        except RemoteError as e:
+            if e.code == "replication_timeout":  # durable on the home: the same request waits again (10.3)
+                e.add_note(_retry_note(request_id, entry.content.ts))
+                e.details = {**e.details, "request_id": request_id, "ts": entry.content.ts}
             raise
         if receipt.get("ledger") != entry.content.ledger or receipt.get("checksum") != entry.checksum:
             raise NodeUnavailableError(f"{cmd}: the receipt is not for the record sent (request id {request_id})")
@@ -1105,3 +1110,7 @@ def open_session(
     # The session follows not_home itself (Session.call), to keep a verified new home.
     client = Client(address, keys, timeout=timeout, max_message_bytes=config.ingest.max_message_bytes, follow=False)
     return Session(config, chosen, client, pinned=node is not None, homes=homes)
+
+
+def _retry_note(request_id: str, ts: int) -> str:
+    return f"to retry safely, repeat it with --request-id {request_id} --ts {ts}"

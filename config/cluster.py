@@ -85,6 +85,10 @@ class ReplicationSettings:
     # take, and the longest wait between tries at a witness that failed (doubling from 1 s).
     witness_timeout_ms: int = 5000
     witness_backoff_max_ms: int = 60_000
+    # A quiet ledger's checkpoint is cosigned again this long after a witness last cosigned it
+    # (PROTOCOL 10.7, 13.9): how old the newest majority of cosignatures may be on a live view,
+    # so that a frozen gateway's old head turns STALE (11.4) even while nothing is written.
+    recosign_interval_ms: int = 300_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -108,6 +112,9 @@ class ObserverSettings:
 
     tally_interval_ms: int = 1000  # at most one snapshot per ledger and observer this often
     tally_stream_max_len: int = 10_000  # snapshots kept in each observer's stream of a ledger (approximate trim)
+    # And at most about this many bytes of them: a resources ledger's body names every holder (up to
+    # 40,000), so 10,000 snapshots of a big map were gigabytes of the Redis every node shares.
+    tally_stream_max_bytes: int = 64 * 1024 * 1024
     # How often an observer reads back which of its snapshots Redis names its latest, and
     # publishes its own again if another was named there (PROTOCOL 11.1).
     latest_check_ms: int = 5000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -132,23 +133,31 @@ class RegistryAdmin:
         self.wait_seconds = wait_ms / 1000
         self.ledger = ledger
         self.factors = factors
+        # One command's check, record and change at a time: admin commands run on the node's
+        # executor threads, and two admins disabling each other at once both passed the
+        # last-admin check on the same snapshot, leaving no admin (reviewer r10 #5).
+        self._changing = threading.Lock()
 
     def apply(self, command: str, args: Args, caller: Caller | None = None) -> dict[str, Any]:
         """Raises the precise account errors (no_such_account, key_in_use, ...), BadRequestError
         for bad arguments, and the admin ledger's RuleErrors (already_granted, no_such_grant)."""
         author, via = (caller.account, caller.key) if caller is not None else ("", "")
-        self._record_host_enrollments()
-        if command in ("grant.add", "grant.revoke"):
-            result = self._grant(command, args, author, via)
-            version = self.registry.version()
-        elif command in ("totp.enroll", "totp.reset"):
-            result = self._second_factor(command, args, author, via)
-            version = self.registry.version()
-        elif command == "node.rotate":
-            result = self._rotate(args, author, via)
-            version = self.registry.version()
-        else:
-            result, version = self._account_change(command, args, author, via)
+        with self._changing:  # not the wait for the nodes below: it takes up to wait_ms
+            # The accounts as the command before this one left them (its refresh below runs
+            # unlocked): checked on an older snapshot, two admins disabling each other would pass.
+            self.cache.refresh()
+            self._record_host_enrollments()
+            if command in ("grant.add", "grant.revoke"):
+                result = self._grant(command, args, author, via)
+                version = self.registry.version()
+            elif command in ("totp.enroll", "totp.reset"):
+                result = self._second_factor(command, args, author, via)
+                version = self.registry.version()
+            elif command == "node.rotate":
+                result = self._rotate(args, author, via)
+                version = self.registry.version()
+            else:
+                result, version = self._account_change(command, args, author, via)
         self.cache.refresh()
         live = self.registry.live_nodes(self.nodes, within=heartbeat_window(self.cache.poll_interval))
         try:

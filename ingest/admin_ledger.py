@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from ..broker.accounts import Account, AccountRegistry
+from ..broker.accounts import Account, AccountRegistry, Role
 from ..broker.admin_copy import NO_ADMIN_LEDGER, AdminCopy
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import AccountError, VledgerError
@@ -93,17 +93,20 @@ class AdminLedger:
 
     def sync(self) -> None:
         """On start: fill the cache from the store, and rebuild every account from the chain
-        when Redis holds none (a new or flushed Redis). Redis errors are the caller's."""
+        when Redis holds none, or no record of the admin ledger (a new or flushed Redis: the
+        accounts it holds were made since, by a bootstrap that found no admin ledger in it, and
+        the ledger's word stands, PROTOCOL 16.3). Redis errors are the caller's."""
         with self._lock:
             if self.store.size(ADMIN_LEDGER) == 0:
                 return
-            if self.registry.admin_size() > self.store.size(ADMIN_LEDGER):
+            cached = self.registry.admin_size()
+            if cached > self.store.size(ADMIN_LEDGER):
                 raise AccountError("Redis caches a longer admin ledger than this node's store holds")
             self._cache()
-            if self.registry.list_accounts():
+            if cached and self.registry.list_accounts():
                 return
             rebuilt = rebuild_accounts(self.registry, self.store.range(ADMIN_LEDGER))
-            log.warning("Redis held no accounts: %d rebuilt from the admin ledger", rebuilt)
+            log.warning("Redis held no admin ledger or no accounts: %d rebuilt from the admin ledger", rebuilt)
 
 
 class StoreAdminSource:
@@ -125,7 +128,9 @@ class StoreAdminSource:
 
 
 def rebuild_accounts(registry: AccountRegistry, records: Any) -> int:
-    """Set every account to its state in the last ``account`` / ``key`` record of it; how many."""
+    """Set every account to its state in the last ``account`` / ``key`` record of it, having
+    removed each account Redis holds otherwise (reviewer r10 #1: a bootstrap on a flushed Redis
+    made an admin that the ledger disabled, or does not show, and it stayed); how many."""
     final: dict[str, dict[str, Any]] = {}
     for record in records:
         if record.height == 0 or record.content.kind not in ("account", "key"):
@@ -135,16 +140,25 @@ def rebuild_accounts(registry: AccountRegistry, records: Any) -> int:
         if record.content.kind == "account":
             state.update(role=payload["role"], enabled=payload["enabled"])
         state["keys"] = list(payload["keys"])
+    standing = {
+        name: Account(name, Role(state["role"]), state["enabled"], tuple(sorted(state["keys"])))
+        for name, state in final.items()
+        if state["role"]  # else removed
+    }
+    held = {account.name: account for account in registry.list_accounts()}
+    for name, account in held.items():
+        if standing.get(name) != account:
+            log.warning("account %s is not as the admin ledger states it: removed, then rebuilt from the ledger", name)
+            registry.remove_account(name)
     count = 0
-    for name, state in sorted(final.items()):
-        if not state["role"]:
-            continue  # removed
+    for name, account in sorted(standing.items()):
         try:
-            registry.add_account(name, state["role"])
-            for key in state["keys"]:
-                registry.add_key(name, key)
-            if not state["enabled"]:
-                registry.disable(name)
+            if held.get(name) != account:
+                registry.add_account(name, account.role.value)
+                for key in account.keys:
+                    registry.add_key(name, key)
+                if not account.enabled:
+                    registry.disable(name)
             count += 1
         except VledgerError as e:
             log.error("account %s not rebuilt: %s", name, e)

@@ -4,7 +4,9 @@ After each checkpoint the outbox signs, for each outside witness a ledger's gene
 (``rules.witnesses``) and the cluster file gives a URL for (``[outside_witnesses]``), one
 thread POSTs a c2sp.org/tlog-witness add-checkpoint: ``old <size>`` (the size this home last
 saw the witness cosign, 0 at first), the consistency proof from there, and the checkpoint.
-A 409 names the witness's own size: the request is made again once from that size. A 200's
+A 409 names the witness's own size: the request is made again once from that size. A ledger
+that stays quiet is fed its checkpoint again (``old <size>``, no proof) every
+``recosign_interval_ms``, and the witness cosigns it at a fresh time. A 200's
 cosignature is believed only when it verifies with the key the genesis lists; it is then
 kept in the store (checkpoint log kind ``outside:<witness>``) and published like a cluster
 witness's (``vledger:{<ledger>}:outside`` under the witness's key name, and the
@@ -27,7 +29,7 @@ from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..broker.witness_http import post_add_checkpoint
 from ..config.cluster import ReplicationSettings
 from ..node.errors import VledgerError, WitnessRefusedError
-from ..node.note import VerifierKey, add_checkpoint_request
+from ..node.note import VerifierKey, add_checkpoint_request, with_newest
 from ..node.outside import (
     Conflict,
     Cosigned,
@@ -53,6 +55,7 @@ MAX_TRIES = 2  # per checkpoint and witness: the request, and once more after a 
 class _WitnessState:
     size: int  # the size this home last saw the witness cosign (0: none; a 409 corrects it)
     retry_at: float = 0.0
+    recosign_at: float = 0.0  # when to ask for that size again, if the ledger is still quiet (13.9)
     backoff: float = 0.0
     alerted: set[int] = field(default_factory=set)  # statuses already reported
 
@@ -98,6 +101,7 @@ class WitnessFeeder:
         self.replication = replication
         self.timeout = settings.witness_timeout_ms / 1000
         self.max_backoff = settings.witness_backoff_max_ms / 1000
+        self.recosign = settings.recosign_interval_ms / 1000
         self.on_alert = on_alert
         self.post = post
         self._clock = clock
@@ -168,8 +172,10 @@ class WitnessFeeder:
     def _feed(self, checkpoint: SignedCheckpoint, key: VerifierKey, url: str) -> None:
         ledger, size = checkpoint.ledger, checkpoint.size
         state = self._state_of(ledger, key.name)
-        if state.size >= size or self._clock() < state.retry_at:
-            return  # cosigned already (or it is ahead: a newer checkpoint will come), or waiting
+        if state.size > size or self._clock() < state.retry_at:
+            return  # it is ahead (a newer checkpoint will come), or waiting
+        if state.size == size and self._clock() < state.recosign_at:
+            return  # cosigned already, and not long ago: a quiet ledger is asked again after recosign_interval
         old = state.size
         for _ in range(MAX_TRIES):
             if old > size:
@@ -197,11 +203,20 @@ class WitnessFeeder:
 
     def _cosigned(self, checkpoint: SignedCheckpoint, key: VerifierKey, state: _WitnessState, got: Cosigned) -> None:
         ledger = checkpoint.ledger
-        self.store.checkpoints.keep(ledger, outside_kind(key.name), checkpoint.size, checkpoint.root, got.note)
+        kind = outside_kind(key.name)
+        # The store keeps the witness's first cosignature of a checkpoint (a row per size and root);
+        # the note published carries it beside the newest: since_ms and fresh_ms (11.4).
+        first = self.store.checkpoints.latest(ledger, kind)
+        note = got.note
+        if first is not None and (first.size, first.root) == (checkpoint.size, checkpoint.root):
+            note = with_newest(first.note, got.note)
+        else:
+            self.store.checkpoints.keep(ledger, kind, checkpoint.size, checkpoint.root, got.note)
         state.size = checkpoint.size
         state.backoff = 0.0
         state.retry_at = 0.0
-        self._unpublished[(ledger, key.name)] = (checkpoint.size, got.note)
+        state.recosign_at = self._clock() + self.recosign
+        self._unpublished[(ledger, key.name)] = (checkpoint.size, note)
         self.counts.cosigned += 1
         log.info("witness feeder: %s cosigned %s at size %d", key.name, ledger, checkpoint.size)
 

@@ -7,7 +7,10 @@ per ledger in flight), and only when it is consistent with the last checkpoint i
 its store holds that one's size, and the tree there still has that one's root, so the
 store itself proves the old tree is a prefix of the new one. It keeps every cosignature in
 its store and publishes the latest in Redis (``vledger:{<ledger>}:cosig``, docs/PROTOCOL.md
-section 10.7), where the ingest nodes count them for ``w``.
+section 10.7), where the ingest nodes count them for ``w``. The follower reports the home's
+checkpoint again at each heartbeat: on a quiet ledger the witness cosigns the one it cosigned
+last again once its newest line there is ``recosign_interval_ms`` old, its first line kept, so
+that a live view's head stays fresh and a frozen one's ages (11.4).
 
 On start, and before each cosignature, a store that no longer holds the last checkpoint it
 cosigned (shorter, or another root) is reported naming this node
@@ -26,14 +29,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
+from ..config.cluster import ReplicationSettings
 from ..node.checkpoint_log import COSIGNED, SIGNED, KeptCheckpoint
 from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
 from ..node.note import open_note, parse_checkpoint, parse_note
 from ..node.store import ChainStore
-from ..node.witness import CheckpointKeys, Contradiction, SignedCheckpoint, WitnessSigner, check_extends
+from ..node.witness import (
+    CheckpointKeys,
+    Contradiction,
+    SignedCheckpoint,
+    WitnessSigner,
+    check_extends,
+    newest_cosignature_ms,
+)
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -128,8 +140,13 @@ class Witness:
         *,
         clock: Callable[[], float] = time.time,
         epochs_of: Callable[[str], EpochHistory | None] = lambda ledger: None,
+        recosign_ms: int = ReplicationSettings().recosign_interval_ms,
     ) -> None:
         self.name = name
+        # A quiet ledger's last checkpoint is cosigned again once this witness's newest line on
+        # it is this old (PROTOCOL 10.7): the home sends it every heartbeat, and its head stays
+        # fresh on a live view while a frozen one turns STALE (11.4).
+        self.recosign_ms = recosign_ms
         # A ledger's epochs by the store's records (ingest/epochs.py EpochBook.history; None:
         # no handover is possible, one home's key for ever).
         self.epochs_of = epochs_of
@@ -248,8 +265,11 @@ class Witness:
         ledger = checkpoint.ledger
         last = self._last.get(ledger)
         if last is not None:
-            if checkpoint.size <= last.size:
-                return  # not newer than what this witness vouched for already
+            if checkpoint.size == last.size:
+                self._cosign_quiet(checkpoint, last)
+                return
+            if checkpoint.size < last.size:
+                return  # older than what this witness vouched for already
             if not self._holds(last):
                 return
         if self.store.size(ledger) < checkpoint.size or self.store.root(ledger, checkpoint.size) != checkpoint.root:
@@ -258,6 +278,27 @@ class Witness:
         self.store.checkpoints.keep(ledger, COSIGNED, checkpoint.size, checkpoint.root, note)
         kept = KeptCheckpoint(ledger, COSIGNED, checkpoint.size, checkpoint.root, note, int(self._clock() * 1000))
         self._last[ledger] = self._unpublished[ledger] = kept
+        self.cosigned += 1
+
+    def _cosign_quiet(self, checkpoint: SignedCheckpoint, last: KeptCheckpoint) -> None:
+        """The home's checkpoint again at the size this witness cosigned last: cosigned once more,
+        at a fresh time, when its newest line there is ``recosign_ms`` old and the root is the one
+        it cosigned (another root at that size is the home signing two trees: never cosigned,
+        the follower keeps the evidence, 10.7). The store keeps the first cosignature (its row's
+        note); the fresh one lives here and in Redis, and a restart cosigns again at once."""
+        ledger = checkpoint.ledger
+        if checkpoint.root != last.root:
+            log.error("%s: %s at size %d has another root than the checkpoint cosigned there: not cosigned",
+                      self.name, ledger, checkpoint.size)  # fmt: skip
+            return
+        now = self._clock()
+        newest = newest_cosignature_ms(last.note, self.signer.name)
+        if newest is not None and now * 1000 - newest < self.recosign_ms:
+            return
+        if ledger in self._blocked or not self._holds(last):
+            return
+        again = self.signer.cosign_again(last.note, int(now))
+        self._last[ledger] = self._unpublished[ledger] = replace(last, note=again, at_ms=int(now * 1000))
         self.cosigned += 1
 
     def _cosign_again(self) -> None:

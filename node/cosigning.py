@@ -39,25 +39,45 @@ Counts = Callable[[NoteSignature, VerifierKey, Checkpoint], bool]
 class GatheredCheckpoint:
     """A checkpoint whose log signature verified, with the cosignatures that verified one by one.
 
-    ``note`` holds the log's signature line, then one cosignature line per ``witnesses`` name
-    (in name order): a note that ``verify_checkpoint`` accepts with those witnesses' keys.
+    ``note`` holds the log's signature line, then per ``witnesses`` name (in name order) its
+    oldest cosignature line and, when it cosigned again later (a quiet ledger, PROTOCOL 10.7),
+    its newest: a note that ``verify_checkpoint`` accepts with those witnesses' keys, which
+    reads the first line of each (the oldest).
     """
 
     checkpoint: Checkpoint
     note: bytes
     witnesses: tuple[str, ...]
 
+    def _by_witness(self, pick: Callable[[int, int], int]) -> dict[str, int]:
+        """Each witness's cosignature time (ms) on this checkpoint that ``pick`` (min, max) keeps."""
+        found: dict[str, int] = {}
+        for line in parse_note(self.note).signatures[1:]:
+            at_ms = Cosignature.from_note_signature(line).timestamp * 1000
+            found[line.name] = pick(at_ms, found.get(line.name, at_ms))
+        return found
+
     @property
     def cosigned_ms(self) -> dict[str, int]:
-        """Each witness's cosignature time (ms) on this checkpoint, by witness name."""
-        lines = parse_note(self.note).signatures[1:]
-        return {line.name: Cosignature.from_note_signature(line).timestamp * 1000 for line in lines}
+        """Each witness's first cosignature time (ms) on this checkpoint, by witness name."""
+        return self._by_witness(min)
+
+    @property
+    def vouched_ms(self) -> dict[str, int]:
+        """Each witness's newest cosignature time (ms) on this checkpoint, by witness name."""
+        return self._by_witness(max)
 
     @property
     def since_ms(self) -> int | None:
         """When a majority of the witnesses that cosigned this checkpoint had cosigned it
         (:func:`quorum_since_ms`; None: none did)."""
         return quorum_since_ms(self.cosigned_ms.values())
+
+    @property
+    def fresh_ms(self) -> int | None:
+        """Since when a majority of the witnesses that cosigned this checkpoint have vouched
+        for it (:func:`quorum_fresh_ms`; None: none did)."""
+        return quorum_fresh_ms(self.vouched_ms.values())
 
 
 def quorum_since_ms(times: Iterable[int]) -> int | None:
@@ -68,6 +88,16 @@ def quorum_since_ms(times: Iterable[int]) -> int | None:
     would shield a stuck observer) never decides where another cosigned."""
     ordered = sorted(times)
     return ordered[len(ordered) // 2] if ordered else None
+
+
+def quorum_fresh_ms(times: Iterable[int]) -> int | None:
+    """The time (ms) since which a majority of the witnesses whose newest cosignature times (one
+    each, ms) are ``times`` have vouched for a checkpoint (PROTOCOL 11.4): the ``n // 2 + 1``-th
+    newest of ``n``; None for none. A view whose witnesses cosign a quiet ledger again every
+    ``recosign_interval_ms`` keeps it that recent; a frozen one's grows old, and no one witness's
+    clock run fast keeps it young."""
+    ordered = sorted(times)
+    return ordered[(len(ordered) - 1) // 2] if ordered else None
 
 
 def gather(
@@ -128,21 +158,24 @@ def _gather_text(
     log_line = next((s for s in signatures if verify_signature(text, s, log_key)), None)
     if log_line is None:
         return None
-    # One cosignature per witness: names sharing a public key are one (13.4), the first kept.
-    cosigned: dict[str, NoteSignature] = {}
-    counted: set[str] = set()
-    for sig in signatures:
+    # Per witness (names sharing a public key are one, 13.4: the first name that verified) its
+    # oldest line and its newest: since when it vouches for the checkpoint, and until when.
+    lines: dict[str, list[NoteSignature]] = {}  # witness group -> verified lines of its one name
+    for sig in dict.fromkeys(signatures):
         key = keys.get((sig.name, sig.key_id))
-        if (
-            key is not None
-            and groups[sig.name] not in counted
-            and verify_signature(text, sig, key)
-            and (counts is None or counts(sig, key, checkpoint))
-        ):
-            counted.add(groups[sig.name])
-            cosigned[sig.name] = sig
+        if key is None:
+            continue
+        held = lines.get(groups[sig.name])
+        if held is not None and held[0].name != sig.name:
+            continue
+        if verify_signature(text, sig, key) and (counts is None or counts(sig, key, checkpoint)):
+            lines.setdefault(groups[sig.name], []).append(sig)
+    cosigned = {}
+    for held in lines.values():
+        by_time = sorted(held, key=lambda s: Cosignature.from_note_signature(s).timestamp)
+        cosigned[held[0].name] = [by_time[0]] if by_time[0] == by_time[-1] else [by_time[0], by_time[-1]]
     names = tuple(sorted(cosigned))
-    note = Note(text, (log_line, *(cosigned[n] for n in names))).encode()
+    note = Note(text, (log_line, *(line for n in names for line in cosigned[n]))).encode()
     return GatheredCheckpoint(checkpoint, note, names)
 
 

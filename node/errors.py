@@ -607,6 +607,12 @@ class InsufficientFundsError(RuleError):
     code = "insufficient_funds"
 
 
+class TooManyHoldersError(RuleError):
+    """An issue or transfer that would make an account a holder beyond the ledger's ``max_holders``."""
+
+    code = "too_many_holders"
+
+
 class NotIssuerError(RuleError):
     code = "not_issuer"
 

@@ -402,6 +402,16 @@ class Note:
         return Note(self.text, kept + tuple(added))
 
 
+def with_newest(first: bytes, newest: bytes) -> bytes:
+    """The note ``first`` with the signature lines of ``newest`` (a note of the same text) that
+    it lacks appended: a witness's first cosignature of a checkpoint, then its newest (PROTOCOL
+    10.7, 13.9). Raises NoteError when either is no note or their texts differ."""
+    old, new = parse_note(first), parse_note(newest)
+    if old.text != new.text:
+        raise NoteError("two notes of different texts")
+    return Note(old.text, (*old.signatures, *(s for s in new.signatures if s not in old.signatures))).encode()
+
+
 def parse_note(data: bytes) -> Note:
     """Split a signed note into its text and signature lines, checking syntax only.
 
@@ -633,6 +643,9 @@ class VerifiedCheckpoint:
     note: Note
     log_signature: NoteSignature
     cosignatures: tuple[Cosignature, ...]
+    # Each counted witness's newest verified line of that key, in the order of ``cosignatures``
+    # (the same one when it has one line): a quiet ledger's witnesses cosign it again (10.7).
+    newest: tuple[Cosignature, ...] = ()
 
     @property
     def witnesses(self) -> tuple[str, ...]:
@@ -711,18 +724,33 @@ def verify_checkpoint(
     if checkpoint.origin != expected:
         raise WrongOriginError(f"the checkpoint's origin is {checkpoint.origin!r:.80}, not {expected!r}")
     cosignatures: list[Cosignature] = []
+    newest: list[Cosignature] = []
     counted: set[str] = set()
     for key, sig in opened.verified:
         if key.alg == ALG_COSIGNATURE_V1 and groups[key.name] not in counted:
             counted.add(groups[key.name])
             cosignatures.append(Cosignature.from_note_signature(sig))
+            newest.append(_newest_line(opened.note, key, cosignatures[-1]))
     if len(cosignatures) < quorum:
         missing = sorted(name for name, group in groups.items() if group not in counted)
         raise QuorumError(
             f"checkpoint {checkpoint.origin} at size {checkpoint.size}: {len(cosignatures)} of the "
             f"{quorum} witness cosignatures needed (none from {', '.join(missing)})"
         )
-    return VerifiedCheckpoint(checkpoint, opened.note, log_signature, tuple(cosignatures))
+    return VerifiedCheckpoint(checkpoint, opened.note, log_signature, tuple(cosignatures), tuple(newest))
+
+
+def _newest_line(note: Note, key: VerifierKey, first: Cosignature) -> Cosignature:
+    """The newest cosignature by ``key`` on ``note`` whose line verifies (``first`` did): opening a
+    note checks only a key's first line (13.2); a later one that does not verify is not counted."""
+    newest = first
+    for sig in note.signatures:
+        if (sig.name, sig.key_id) != (key.name, key.key_id) or len(sig.signature) != COSIGNATURE_BYTES:
+            continue
+        later = Cosignature.from_note_signature(sig)
+        if later.timestamp > newest.timestamp and verify_signature(note.text, sig, key):
+            newest = later
+    return newest
 
 
 # --- tlog-witness messages ---------------------------------------------------------------------

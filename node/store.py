@@ -353,6 +353,7 @@ class _Job:
     entries: Sequence[Entry] = ()
     grown: GrownTree | None = None
     receipts: bool = True  # False: a run taken whole on its head answers [] (see submit_records)
+    early: bool = False  # queued by flush's own caller (wake=False): answered before the bookkeeping
 
     @property
     def size(self) -> int:
@@ -915,9 +916,10 @@ class ChainStore:
         """Queue a client's entry for placement on its ledger; the future resolves when durable.
 
         ``wake=False`` leaves the committer thread asleep: the caller must call :meth:`flush`
-        once it has queued what it has. Raises StoreClosedError once the store is closed.
+        once it has queued what it has, and is answered before the store's bookkeeping (see
+        flush). Raises StoreClosedError once the store is closed.
         """
-        return self._submit(_Job(entry, (), Future()), wake)
+        return self._submit(_Job(entry, (), Future(), early=not wake), wake)
 
     def submit_entries(
         self,
@@ -939,7 +941,7 @@ class ChainStore:
         request loop that handed it to its replies before the round was queued). Raises
         StoreClosedError once the store is closed.
         """
-        return self._submit(_Job(None, (), future or Future(), entries=tuple(entries)), wake)
+        return self._submit(_Job(None, (), future or Future(), entries=tuple(entries), early=not wake), wake)
 
     def submit_record(self, record: Record) -> Future[Receipt]:
         """Queue a placed record (replication, import) that must extend its ledger's head.
@@ -1005,13 +1007,15 @@ class ChainStore:
         take what is queued after it, and this returns at once: a caller never waits for
         someone else's fsync. Never raises for an append; errors go to its future.
 
-        Here each group's futures are completed as soon as its COMMIT returned, before the
-        store's own bookkeeping (its heads, trees and lookups move to the group) and before
-        ``on_commit``: their callbacks run on this thread, so a caller that answers its clients
-        from them (the request loop) sends the answers first, and whatever it does next, it
-        does once both are done (a callback that reads the store sees it before the group).
-        A group committed by the committer thread does both first: a thread that waits on a
-        future may act, and read the store, at once.
+        Here the futures of the appends queued with ``wake=False`` (this caller's own) are
+        completed as soon as their group's COMMIT returned, before the store's own bookkeeping
+        (its heads, trees and lookups move to the group) and before ``on_commit``: their
+        callbacks run on this thread, so a caller that answers its clients from them (the
+        request loop) sends the answers first, and whatever it does next, it does once both
+        are done (a callback that reads the store sees it before the group). Any other append
+        in the group (queued with ``wake=True`` by another thread, which flush took first) is
+        completed after both, as the committer thread completes each: a thread that waits on
+        a future may act, and read the store, at once.
 
         A home's signed checkpoint row (CheckpointLog.keep, no fsync) that holds the lock is
         waited for, up to BRIEF_WAIT_SECONDS: its INSERT takes microseconds, while handing a lone
@@ -1258,9 +1262,11 @@ class ChainStore:
             # Durable: flush's caller (the request loop) sends its answers from these callbacks
             # now, and does the bookkeeping below after them, off the put's round trip. No read
             # can miss an answered record meanwhile: the client's next request is read by that
-            # same thread once flush has returned (see flush).
+            # same thread once flush has returned (see flush). Another thread's append waits for
+            # the bookkeeping: its waiter reads the store at once (reviewer r10 #2).
             for job, result in done:
-                job.future.set_result(result)
+                if job.early:
+                    job.future.set_result(result)
         if later:
             grown = self._grow_trees(staged.records, encoded, staged.leaves)[0]
         # The trees before the heads: a reader that sees a new size (size(), on another thread)
@@ -1286,8 +1292,8 @@ class ChainStore:
                 self.on_commit(staged.records)
             except Exception:  # the records are durable: a failing listener must not undo that
                 log.exception("on_commit listener failed")
-        if not answer_first:
-            for job, result in done:
+        for job, result in done:
+            if not (answer_first and job.early):
                 job.future.set_result(result)
 
     def _fill_hashes(self, heads: Mapping[str, _Head]) -> dict[str, int]:

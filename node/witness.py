@@ -32,6 +32,7 @@ from .node_key_rotation import KeyHistory
 from .note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
+    COSIGNATURE_BYTES,
     MAX_NOTE_BYTES,
     Checkpoint,
     Cosignature,
@@ -165,6 +166,29 @@ class WitnessSigner:
         note = parse_note(checkpoint.note)
         line = cosign(note.text, self.key, timestamp).note_signature()
         return note.with_signatures(line).encode()
+
+    def cosign_again(self, cosigned: bytes, timestamp: int) -> bytes:
+        """``cosigned`` (a note this witness cosigned) cosigned again at POSIX ``timestamp``: its
+        first line by this key kept, then the new one, the lines between dropped (PROTOCOL 10.7).
+        The first says since when the witness vouches for the checkpoint (``since_ms``, 11.4),
+        the new one that it still does (``vouched_ms``): re-cosigning a quiet ledger must not
+        reset the clock of an observer stuck behind it."""
+        note = parse_note(cosigned)
+        mine = [s for s in note.signatures if (s.name, s.key_id) == (self.key.name, self.key.key_id)]
+        others = tuple(s for s in note.signatures if (s.name, s.key_id) != (self.key.name, self.key.key_id))
+        line = cosign(note.text, self.key, timestamp).note_signature()
+        return Note(note.text, (*others, *mine[:1], line)).encode()
+
+
+def newest_cosignature_ms(note: bytes, name: str) -> int | None:
+    """The newest time (ms) at which witness ``name`` cosigned ``note`` (its lines unverified: a
+    witness reading its own note back), None when it has no such line."""
+    times = [
+        Cosignature.from_note_signature(s).timestamp * 1000
+        for s in parse_note(note).signatures
+        if s.name == name and len(s.signature) == COSIGNATURE_BYTES
+    ]
+    return max(times, default=None)
 
 
 def witness_key(name: str, public_key: bytes) -> VerifierKey:

@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -113,8 +114,9 @@ class TlogWitness:
     """An add-checkpoint witness named ``name`` with the Ed25519 ``seed``, trusting ``logs``
     (origin -> the log's note vkey). :meth:`start` serves it on 127.0.0.1 in a thread."""
 
-    def __init__(self, name: str, seed: bytes, logs: dict[str, str]) -> None:
+    def __init__(self, name: str, seed: bytes, logs: dict[str, str], clock: Callable[[], float] = time.time) -> None:
         self.name = name
+        self.clock = clock  # the POSIX time it cosigns at
         self._private = eddsa.import_private_key(seed)
         self.public = bytes(self._private.public_key().export_key(format="raw"))
         self.logs = {origin: parse_vkey(vkey) for origin, vkey in logs.items()}
@@ -202,7 +204,7 @@ class TlogWitness:
             if old > 0 and not consistency_ok(old, size, held_root, root, proof):
                 raise Refusal(422, "the consistency proof does not verify\n")
             self.latest[origin] = (size, root)
-        timestamp = int(time.time())
+        timestamp = int(self.clock())
         message = f"cosignature/v1\ntime {timestamp}\n".encode() + text.encode()
         signature = eddsa.new(self._private, "rfc8032").sign(message)
         key_id = _key_id(self.name, 0x04, self.public)

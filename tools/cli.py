@@ -380,8 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     as_json = bool(getattr(args, "json", False))
     out: EscapingWriter | None = None
 
-    def error(message: str, code: str | None = None, text: str = "") -> None:
-        _error(message, code, text, as_json=as_json and not (out is not None and out.written))
+    def error(message: str, code: str | None = None, text: str = "", details: dict[str, object] | None = None) -> None:
+        _error(message, code, text, details, as_json=as_json and not (out is not None and out.written))
 
     try:
         with escaped_stdout() as out:
@@ -402,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"vledger: {escape(note)}", file=sys.stderr)
         # A node's refusal already starts with its code; a local failure gets it here.
         if isinstance(e, RemoteError):
-            error(e.message, e.code, e.reason)
+            error(e.message, e.code, e.reason, e.details)
         else:
             error(f"{e.code}: {e.message}", e.code, e.message)
         return EXIT_FAILED
@@ -433,15 +433,35 @@ def _command_word(words: Sequence[str]) -> str | None:
     return None
 
 
-def _error(message: str, code: str | None = None, text: str = "", *, as_json: bool = False) -> None:
-    """``message`` on stderr; with ``as_json``, also ``{"error": {"code", "message"}}`` (``code``
-    and ``text``) on stdout, one line."""
+def _error(
+    message: str,
+    code: str | None = None,
+    text: str = "",
+    details: dict[str, object] | None = None,
+    *,
+    as_json: bool = False,
+) -> None:
+    """``message`` on stderr; with ``as_json``, also ``{"error": {"code", "message", ...}}`` (``code``
+    and ``text``, and a node's refusal's own fields, ``details``: PROTOCOL 6.2) on stdout, one line."""
     # A node's message may quote what it was sent: escape it as stdout is (safe_output.py).
     print(f"vledger: error: {escape(message)}", file=sys.stderr)
     if as_json and code is not None:
+        fields = {key: _json_value(value) for key, value in (details or {}).items() if key not in ("code", "message")}
         # ensure_ascii: every control or non-ASCII character is a \u escape, nothing for a terminal to run.
         with contextlib.suppress(OSError):
-            print(json.dumps({"error": {"code": code, "message": text}}, ensure_ascii=True), flush=True)
+            refusal = {"error": {"code": code, "message": text, **fields}}
+            print(json.dumps(refusal, ensure_ascii=True, default=str), flush=True)
+
+
+def _json_value(value: object) -> object:
+    """A refusal's field as JSON: bytes (a record's hash) as hex, containers item by item."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    return value
 
 
 def _os_message(error: OSError) -> str:

@@ -16,6 +16,7 @@ import argparse
 import getpass
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,7 +70,7 @@ from .moving_kinds import grant_moving_kinds, moving_kinds
 from .paths import input_file, output_file
 from .progress import Progress
 from .shell import Shell
-from .vote_check import print_vote_check
+from .vote_check import Freshness, print_vote_check
 
 EXIT_OK = 0
 
@@ -285,7 +286,8 @@ def _vote_check(session: Session, args: argparse.Namespace) -> int:
     found = [check for check in checks if check.records]
     if not found:
         raise NotFoundError(f"no records of electronic id {args.electronic_id}")
-    print_vote_check(found, session.node.name, args.electronic_id, as_json=args.json)
+    freshness = Freshness(time.time_ns() // 1_000_000, session.config.replication.recosign_interval_ms)
+    print_vote_check(found, session.node.name, args.electronic_id, as_json=args.json, freshness=freshness)
     return EXIT_OK
 
 

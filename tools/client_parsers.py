@@ -692,7 +692,8 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
         "check a receipt offline (exit 0 valid, 1 refused)",
         "Check a receipt file with no cluster: the record, its inclusion proof, the home's signature on "
         "the checkpoint (the key the --genesis record pins, or --key) and a --quorum of --witness keys "
-        "(with --admin-key, also their rotated keys the receipt proves).",
+        "(with --admin-key, also their rotated keys the receipt proves). With --anchors, the genesis must be "
+        "the one the publisher anchored, and a majority of its witnesses must have cosigned.",
     )
     verify.add_argument("file", type=Path, metavar="FILE")
     verify.add_argument(
@@ -702,7 +703,19 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
     verify.add_argument(
         "--witness", type=vkey_arg, action="append", metavar="VKEY", help="a trusted witness key (repeatable)"
     )
-    verify.add_argument("--quorum", type=count_arg, default=0, metavar="N", help="cosignatures needed (0)")
+    verify.add_argument(
+        "--quorum",
+        type=count_arg,
+        metavar="N",
+        help="cosignatures needed (0; with --anchors, a majority of the anchored witnesses)",
+    )
+    verify.add_argument(
+        "--anchors",
+        type=Path,
+        metavar="FILE",
+        help="the publisher's trust anchors (vledger anchors, PROTOCOL 15.5): the --genesis must be the ledger's "
+        "anchored genesis, the anchors' witness keys join --witness and their admin key is --admin-key",
+    )
     verify.add_argument(
         "--admin-key",
         type=vkey_arg,

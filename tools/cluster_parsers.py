@@ -215,7 +215,9 @@ def add_tally_command(commands: Subparsers) -> None:
         "checkpoint its home signed. Exit 0 all verified and in agreement; 1 a bad signature or a "
         "disagreement (added to the alerts), or no such ledger; 3 still counting; 4 an observer is stale "
         "(behind the checkpoint, signing nothing newer for --stale-after seconds) or ahead of it (claiming "
-        "records no checkpoint holds), the agreement is old and behind the checkpoint, or no checkpoint verified.",
+        "records no checkpoint holds), the agreement is old and behind the checkpoint, no checkpoint verified, "
+        "or the checkpoint is stale (no majority of its witnesses vouched for it within the cluster's "
+        "recosign_interval_ms plus --stale-after: an old view of a quiet ledger).",
     )
     tally.add_argument("ledger", type=ledger_name, metavar="LEDGER")
     tally.add_argument(
@@ -223,7 +225,8 @@ def add_tally_command(commands: Subparsers) -> None:
         type=_seconds,
         default=STALE_AFTER_MS / 1000,
         metavar="SECONDS",
-        help=f"how long an observer behind the checkpoint may sign nothing newer ({STALE_AFTER_MS // 1000})",
+        help=f"how long an observer behind the checkpoint may sign nothing newer, and the checkpoint go "
+        f"unvouched for past the recosign interval ({STALE_AFTER_MS // 1000})",
     )
     add_config_option(tally)
     add_json_option(tally)

@@ -26,10 +26,12 @@ from pathlib import Path
 
 from ..broker.keys import newest_generation
 from ..broker.signing import PUBLIC_SUFFIX, admin_checkpoint_key, newest_witness_keys, witness_keys
+from ..client.anchors_file import read_anchors
 from ..client.session import Session
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.errors import RecordError, UsageError
+from ..node.anchors import Anchors
+from ..node.errors import BadGenesisError, RecordError, UsageError
 from ..node.node_keys import ROTATION_RECORD_KIND, NodeKeys, encode_node_keys, node_keys_of
 from ..node.note import VerifierKey, parse_checkpoint, parse_note, witness_groups
 from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
@@ -85,26 +87,43 @@ def _genesis_bytes(data: bytes) -> bytes:
 def cmd_receipt_verify(args: argparse.Namespace) -> int:
     receipt = parse_receipt(_read(args.file))
     witnesses = tuple(args.witness or ())
+    anchors = None if args.anchors is None else read_anchors(args.anchors)
+    admin_key = args.admin_key
+    if anchors is not None:
+        if args.genesis is None:
+            raise UsageError("--anchors checks the ledger's genesis: give it with --genesis FILE (not --key)")
+        witnesses += tuple(key for key in anchors.witnesses.values() if key not in witnesses)
+        if admin_key is not None and anchors.admin is not None:
+            raise UsageError("given both in the trust anchors and as an argument: the admin key")
+        admin_key = admin_key or anchors.admin
+    groups = len(set(witness_groups(witnesses).values()))
+    # Without a quorum, anchors ask a majority of their witnesses, as the pages do (15.5): a
+    # checkpoint the home's key alone signed would show its fork of the ledger as valid.
+    quorum = args.quorum if args.quorum is not None else (groups // 2 + 1 if anchors and groups else 0)
     # Names that share a public key are one witness (PROTOCOL 13.4): they count once.
-    if args.quorum > len(set(witness_groups(witnesses).values())):
-        raise UsageError(f"--quorum {args.quorum} needs as many --witness keys, each of its own public key")
+    if quorum > groups:
+        raise UsageError(f"--quorum {quorum} needs as many --witness keys, each of its own public key")
+    genesis_link: bytes | None = None
     if args.genesis is not None:
         if args.key:
             raise UsageError("give --genesis or --key, not both")
         genesis = _genesis_bytes(_read(args.genesis))
         try:
-            keys = keys_from_genesis(genesis, receipt.ledger, witnesses, args.quorum)
+            keys = keys_from_genesis(genesis, receipt.ledger, witnesses, quorum)
         except RecordError as e:  # name the file: a gateway's 404 answer saved read only "trailing bytes..."
             e.message = f"--genesis {args.genesis}: {e.message}"
             raise
+        genesis_link = decode_record(genesis, PROTOCOL_LIMITS).link
+        if anchors is not None:
+            _check_anchored(anchors, receipt.ledger, genesis_link, args)
     elif args.key:
-        keys = ReceiptKeys(args.key, witnesses, args.quorum)
+        keys = ReceiptKeys(args.key, witnesses, quorum)
     else:
         raise UsageError("give the ledger's --genesis FILE or its checkpoint --key VKEY")
-    if args.node_keys is not None and args.admin_key is None:
+    if args.node_keys is not None and admin_key is None:
         raise UsageError("--node-keys needs --admin-key: its rotations are proven under the admin ledger's checkpoint")
-    if args.admin_key is not None:
-        keys = replace(keys, admin_key=args.admin_key, node_keys=args.node_keys)
+    if admin_key is not None:
+        keys = replace(keys, admin_key=admin_key, node_keys=args.node_keys)
     verified = verify_receipt(receipt, keys)
     checkpoint = verified.checkpoint.checkpoint
     record = decode_record(receipt.record, PROTOCOL_LIMITS)
@@ -118,12 +137,18 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
                 "checkpoint": {"origin": checkpoint.origin, "size": checkpoint.size, "root": checkpoint.root.hex()},
                 "witnesses": list(verified.checkpoint.witnesses),
                 "outside_witnesses": list(verified.outside),
+                "genesis": None if genesis_link is None else genesis_link.hex(),
+                "anchored": anchors is not None,
+                "quorum": quorum,
             }
         )
         return EXIT_OK
     cosigned = verified.checkpoint.witnesses
+    # The genesis is the ledger's identity (15.5): a reader compares it with what the publisher
+    # published, unless the anchors already did.
+    of = "" if genesis_link is None else f" (genesis {genesis_link.hex()}{', anchored' if anchors else ''})"
     print(
-        f"valid: record {record.link.hex()} stands at height {receipt.index} of {receipt.ledger}, in the tree of "
+        f"valid: record {record.link.hex()} stands at height {receipt.index} of {receipt.ledger}{of}, in the tree of "
         f"size {checkpoint.size} that {checkpoint.origin} signed"
         + (f" and {_witnesses(len(cosigned))} cosigned ({', '.join(cosigned)})" if cosigned else "")
         + (
@@ -135,6 +160,21 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
         )
     )
     return EXIT_OK
+
+
+def _check_anchored(anchors: Anchors, ledger: str, link: bytes, args: argparse.Namespace) -> None:
+    """Refuse a genesis that is not the one ``anchors`` name for ``ledger`` [bad_genesis]: a server
+    that serves its own genesis pins its own checkpoint key, and every receipt it forges verifies."""
+    anchored = anchors.ledgers.get(ledger)
+    if anchored is None:
+        raise BadGenesisError(f"--anchors {args.anchors} names no ledger {ledger!r}", ledger=ledger, height=0)
+    if link != anchored:
+        raise BadGenesisError(
+            f"--genesis {args.genesis} (link {link.hex()}) is not the genesis the anchors name for {ledger!r} "
+            f"({anchored.hex()})",
+            ledger=ledger,
+            height=0,
+        )
 
 
 def _witnesses(count: int, kind: str = "") -> str:

@@ -41,7 +41,7 @@ from typing import Any
 import redis
 from supervisor.xmlrpc import SupervisorTransport
 
-from ..broker.accounts import AccountRegistry, Role, bootstrap_admin
+from ..broker.accounts import ACCOUNT_COMMANDS, AccountRegistry, Role, bootstrap_admin
 from ..broker.client import Client
 from ..broker.keys import load_public
 from ..broker.redis_keys import migrate
@@ -288,7 +288,7 @@ class Starter:
                 # The admin ledger said otherwise (the key revoked, the account disabled): the
                 # cluster starts all the same, and the ledger's word stands.
                 print(f"  admin account {account!r} does not hold {self.config.public_key_path(ADMIN_KEY)}")
-                print("  (the admin ledger says so; another admin can change it: vledger user enable, vledger key add)")
+                print(f"  (the admin ledger says so; another admin can change it: {ACCOUNT_COMMANDS})")
                 return
         finally:
             client.close()

@@ -45,7 +45,7 @@ from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..ingest.key_chains import KeyChains
-from ..node.cosigning import gather, quorum_since_ms
+from ..node.cosigning import GatheredCheckpoint, gather, quorum_fresh_ms, quorum_since_ms
 from ..node.currency import minor_unit_digits
 from ..node.epoch import epoch_claim
 from ..node.errors import (
@@ -74,6 +74,7 @@ from ..verifier.tally import (
     agreeing_groups,
     agreement_behind,
     ahead_observers,
+    head_stale,
     majority,
     mismatch_alert,
     observer_histories,
@@ -120,7 +121,13 @@ def _signature(checked: Checked | None) -> str:
 def head_json(head: LedgerHead | None) -> dict[str, Any] | None:
     if head is None:
         return None
-    return {"size": head.size, "signer": head.signer, "problem": head.problem, "since_ms": head.since_ms}
+    return {
+        "size": head.size,
+        "signer": head.signer,
+        "problem": head.problem,
+        "since_ms": head.since_ms,
+        "fresh_ms": head.fresh_ms,
+    }
 
 
 def report_json(report: TallyReport) -> dict[str, Any]:
@@ -144,6 +151,7 @@ def report_json(report: TallyReport) -> dict[str, Any]:
         "stale": list(report.stale),
         "ahead": list(report.ahead),
         "behind": report.behind,
+        "head_stale": report.head_stale,
         "verdict": report.verdict.json(),
         "compared": {name: snapshot_json(snapshot) for name, snapshot in report.compared.items()},
         "problems": [
@@ -256,6 +264,15 @@ def _head_lines(report: TallyReport) -> list[str]:
     if head.size is None:
         return [f"ledger head not checked: {head.problem}; the agreement may be at a height the ledger left behind"]
     lines = [f"ledger head: a checkpoint of {head.size:,} records, signed by {head.signer} (verified)"]
+    if head.fresh_ms is not None:
+        ago = "" if report.judged_at_ms is None else f", {(report.judged_at_ms - head.fresh_ms) // 1000:,} s ago"
+        lines.append(f"  a majority of its witnesses last vouched for it at {time_text(head.fresh_ms)}{ago}")
+    if report.head_stale:
+        lines.append(
+            "STALE: no majority of the witnesses vouched for this head within the cluster's recosign interval "
+            "and --stale-after (they cosign even a quiet ledger's checkpoint again): this is an old view, and "
+            "the ledger may have moved on"
+        )
     for name in report.stale:
         lines.append(
             f"STALE: {name} has signed nothing past the checkpoint's {head.size:,} records for a while: "
@@ -306,12 +323,17 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
         best = max((head for head, _ in verified), key=lambda head: head.size or 0)
         # A witness that cosigned a tree at least this large at T saw this one by T (append-only):
         # each witness's oldest such T, and the time by which a majority of them had cosigned.
+        # Each one's newest such T too, and since when a majority of them have vouched (a quiet
+        # ledger's witnesses cosign it again, PROTOCOL 10.7: a frozen view's time ages).
         times: dict[str, int] = {}
-        for head, cosigned in verified:
-            if (head.size or 0) >= (best.size or 0):
-                for witness, at_ms in cosigned.items():
+        newest: dict[str, int] = {}
+        for head, gathered in verified:
+            if gathered is not None and (head.size or 0) >= (best.size or 0):
+                for witness, at_ms in gathered.cosigned_ms.items():
                     times[witness] = min(at_ms, times.get(witness, at_ms))
-        best = replace(best, since_ms=quorum_since_ms(times.values()))
+                for witness, at_ms in gathered.vouched_ms.items():
+                    newest[witness] = max(at_ms, newest.get(witness, at_ms))
+        best = replace(best, since_ms=quorum_since_ms(times.values()), fresh_ms=quorum_fresh_ms(newest.values()))
         # A larger note that no key file verifies (the home's newer key after a ledger.rekey, or
         # junk) leaves the head uncertain upward: an observer counting past it may be right.
         larger = any(
@@ -338,11 +360,11 @@ def _verified_head(
     witnesses: list[VerifierKey],
     problems: list[str],
     chain: _RedisChain | None = None,
-) -> tuple[LedgerHead, dict[str, int]] | None:
+) -> tuple[LedgerHead, GatheredCheckpoint | None] | None:
     """``note``'s size when one of ``signers`` signed it (the standby only with an epoch line
-    >= 2, PROTOCOL 10.9: its key alone proves no handover), and the cosignature time (ms) of each
-    of the ``witnesses`` that cosigned it, by name (the caller takes the majority's time over every
-    note at least as large); else None, the reasons added to ``problems``."""
+    >= 2, PROTOCOL 10.9: its key alone proves no handover), and the note with the cosignatures of
+    the ``witnesses`` that verified (None: no line verified; the caller takes the majority's times
+    over every note at least as large); else None, the reasons added to ``problems``."""
     for i, name in enumerate(signers):
         try:
             key = home_key(config.name, ledger, load_verify_key(signing_key_paths(config.keys_dir, name)[1]).raw)
@@ -352,7 +374,7 @@ def _verified_head(
             if standby is not None and name == standby.name and epoch_claim(checkpoint)[0] < 2:
                 raise BadEpochError("signed by the standby's key without an epoch line >= 2")
             cosigned = gather([note], key, key.name, witnesses)
-            return LedgerHead(checkpoint.size, name), cosigned[0].cosigned_ms if cosigned else {}
+            return LedgerHead(checkpoint.size, name), cosigned[0] if cosigned else None
         except VledgerError as e:
             problems.append(f"{name}'s key: {e.code}")
     return None
@@ -457,6 +479,8 @@ def tally_report(
         stale=stale_observers(report.observers, head, now, stale_after_ms),
         ahead=ahead_observers(report.observers, head),
         behind=agreement_behind(report.verdict, report.compared, report.observers, head, now, stale_after_ms),
+        head_stale=head_stale(head, now, stale_after_ms, config.replication.recosign_interval_ms),
+        judged_at_ms=now,
     )
 
 

@@ -12,7 +12,9 @@ ChainVerifier: checksum, proof of work, link), and replayed through the election
 as an observer counts it. What it shows: the records that name the electronic id
 (the registration whose id it is, and the casts, uncasts and withdrawal that carry it),
 their heights, hashes and authors (the account that wrote each: a vote moved by another
-account than the election's authority shows here), whether the vote counts, and the head that was verified.
+account than the election's authority shows here), whether the vote counts, and the head that was verified,
+and since when a majority of the checkpoint's witnesses vouch for it: STALE past the cluster's
+``recosign_interval_ms`` plus 10 s (PROTOCOL 11.4), an old view that may lack later records.
 
 Either way the tree of the records read up to the node's latest signed checkpoint must be
 that checkpoint's (``bad_proof``): a node serving a forked chain, valid record by record, is
@@ -23,18 +25,43 @@ the error of its first bad record (exit 1).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..client.voters import VoterCheck
+from ..node.cosigning import quorum_fresh_ms
 from ..node.note import VerifiedCheckpoint
 from ..node.rules import Ref
 from ..node.rules.votes import Voter
+from ..node.tally_body import STALE_AFTER_MS
 from .client_output import print_json
+from .client_payloads import time_text
 
 
-def print_vote_check(checks: list[VoterCheck], node: str, eid: str, *, as_json: bool) -> None:
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """How a checkpoint's freshness is judged (PROTOCOL 11.4): against ``now_ms``, with the
+    cluster's ``recosign_ms`` and the default --stale-after of ``vledger tally``."""
+
+    now_ms: int
+    recosign_ms: int
+    after_ms: int = STALE_AFTER_MS
+
+    def fresh_ms(self, proven: VerifiedCheckpoint) -> int | None:
+        """Since when a majority of the witnesses that cosigned ``proven`` vouch for it."""
+        return quorum_fresh_ms(c.timestamp * 1000 for c in proven.newest)
+
+    def stale(self, proven: VerifiedCheckpoint) -> bool:
+        fresh = self.fresh_ms(proven)
+        return fresh is not None and self.now_ms - fresh > self.recosign_ms + self.after_ms
+
+
+def print_vote_check(
+    checks: list[VoterCheck], node: str, eid: str, *, as_json: bool, freshness: Freshness | None = None
+) -> None:
     if as_json:
-        print_json({"electronic_id": eid, "node": node, "ledgers": [_check_map(c) for c in checks], "verified": True})
+        ledgers = [_check_map(c, freshness) for c in checks]
+        print_json({"electronic_id": eid, "node": node, "ledgers": ledgers, "verified": True})
         return
     for check in checks:
         print(f"{check.ledger} on {node}: electronic id {eid}")
@@ -53,6 +80,8 @@ def print_vote_check(checks: list[VoterCheck], node: str, eid: str, *, as_json: 
         print(f"  head: height {check.head.height}, hash {check.head.hash.hex()}")
         if check.proven is not None:
             print(f"  {_proof_sentence(check.proven)}")
+            if freshness is not None:
+                print(f"  {_fresh_sentence(check.proven, freshness)}")
     if all(check.proven is not None for check in checks):
         print("each record proven by inclusion in a signed checkpoint (--full verifies the whole chain)")
     else:
@@ -63,6 +92,19 @@ def _proof_sentence(proven: VerifiedCheckpoint) -> str:
     checkpoint = proven.checkpoint
     witnesses = f", cosigned by {', '.join(proven.witnesses)}" if proven.witnesses else ""
     return f"proven in the checkpoint of {checkpoint.origin} at size {checkpoint.size}{witnesses}"
+
+
+def _fresh_sentence(proven: VerifiedCheckpoint, freshness: Freshness) -> str:
+    """Since when a majority of its witnesses vouch for the checkpoint, and STALE past the rule:
+    a copy no longer updated (or lying by omission) may lack the voter's later records."""
+    fresh = freshness.fresh_ms(proven)
+    if fresh is None:
+        return "no witness vouched for this checkpoint"
+    said = f"a majority of its witnesses last vouched for it at {time_text(fresh)}"
+    said += f", {(freshness.now_ms - fresh) // 1000:,} s ago"
+    if freshness.stale(proven):
+        return f"STALE: {said}: an old view, which may lack later records of this id"
+    return said
 
 
 def _standing(voter: Voter | None) -> str:
@@ -87,7 +129,7 @@ def _vote(voter: Voter | None) -> dict[str, Any] | None:
     return {"choice": voter.vote.choice, "height": ref.height, "hash": ref.hash.hex()}
 
 
-def _check_map(check: VoterCheck) -> dict[str, Any]:
+def _check_map(check: VoterCheck, freshness: Freshness | None = None) -> dict[str, Any]:
     voter = check.voter
     return {
         "ledger": check.ledger,
@@ -114,5 +156,7 @@ def _check_map(check: VoterCheck) -> dict[str, Any]:
             "size": check.proven.checkpoint.size,
             "root": check.proven.checkpoint.root.hex(),
             "witnesses": list(check.proven.witnesses),
+            "fresh_ms": None if freshness is None else freshness.fresh_ms(check.proven),
+            "stale": freshness is not None and freshness.stale(check.proven),
         },
     }

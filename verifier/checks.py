@@ -408,6 +408,8 @@ class ClusterChecks:
         self.checked = 0  # stream entries checked
         self.swept = 0  # records re-verified by sweeps
         self.alerts = 0
+        # Looks at the observers' tallies done: when a look read the observers' keys can be told from outside.
+        self.tally_looks = 0
         self._claims_logged: set[tuple[str, str, int]] = set()  # Redis heights a node denied, logged once
         self._homes_logged: set[tuple[str, str, str]] = set()  # Redis's unproven homes and epochs, logged once
         self._notes: dict[str, bytes] | None = None  # the checkpoint notes of this heads round
@@ -1527,6 +1529,7 @@ class ClusterChecks:
             size = (state.checkpoint.size or None) if state.checkpoint is not None else None
             for alert in self._tallies(ledger, size):
                 self.raise_alert(alert)
+        self.tally_looks += 1
 
     # --- alerts ---------------------------------------------------------------------------
 
@@ -1562,6 +1565,7 @@ class ClusterChecks:
         return {
             "checked": self.checked,
             "swept": self.swept,
+            "tally_looks": self.tally_looks,
             "open_alerts": sorted(self.open),
             "copies": {
                 f"{node}|{ledger}": {

@@ -93,11 +93,13 @@ from .pages import PAGES, WEB_DIR, render
 from .tally import (
     AGREE,
     MISMATCH,
+    RECOSIGN_MS,
     STILL_COUNTING,
     LedgerHead,
     TallyReport,
     agreement_behind,
     ahead_observers,
+    head_stale,
     observer_keys,
     read_tallies,
     snapshot_fields,
@@ -221,6 +223,7 @@ class ServedCheckpoint:
     outside: OutsideWitnesses | None = None  # the outside witnesses the genesis lists (13.9)
     rotations: tuple[RotationProof, ...] = ()  # the key chain from the genesis key to log_key, proven
     node_keys: NodeKeys | None = None  # the witnesses' rotated keys, proven on the admin ledger (16.6)
+    recosign_ms: int = RECOSIGN_MS  # how often the witnesses cosign a quiet ledger again (10.7)
 
     def json(self) -> dict[str, Any]:
         checkpoint = self.gathered.checkpoint
@@ -239,6 +242,9 @@ class ServedCheckpoint:
                 {"index": r.index, "record": base64.b64encode(r.record).decode("ascii")} for r in self.rotations
             ],
             "node_keys": None if self.node_keys is None else self.node_keys.json(),
+            "since_ms": self.gathered.since_ms,
+            "fresh_ms": self.gathered.fresh_ms,
+            "recosign_interval_ms": self.recosign_ms,
         }
 
 
@@ -358,6 +364,8 @@ class Gateway:
         self._chains = KeyChains(_GatewayRows(self), lambda ledger: None)  # a genesis that pins none: no key
         self._epochs = ReadEpochs(config.name, _GatewayRows(self))  # a ledger with a standby's epochs (10.9)
         self._checkpoints: dict[tuple[str, int | None], tuple[float, ServedCheckpoint]] = {}
+        # ledger -> when its tallies were read, under which latest ids and key histories, and the report
+        self._tally_reports: dict[str, tuple[float, tuple[object, ...], TallyReport]] = {}
         self._voters: dict[str, VoterIndex] = {}
         self._clients: set[EventStream] = set()
         self._cluster_cache: tuple[float, dict[str, Any]] | None = None
@@ -725,7 +733,9 @@ class Gateway:
                 shown[node] = witness_key(shown[node].name, bytes.fromhex(history.newest.sign))
         # The key of the checkpoint's epoch (a history is kept only of a genesis that pins both keys).
         log_key = (epochs.epoch_at(size).key if epochs is not None else None) or chain.key_for_size(size)
-        served = ServedCheckpoint(ledger, best, log_key, shown, outside, rotations, node_keys)
+        served = ServedCheckpoint(
+            ledger, best, log_key, shown, outside, rotations, node_keys, self.config.replication.recosign_interval_ms
+        )
         with self._voters_lock:
             if generation == self._generation:
                 self._checkpoints[(ledger, witnesses)] = (time.monotonic(), served)
@@ -812,12 +822,25 @@ class Gateway:
         return self.redis
 
     def _tally_report(self, ledger: str) -> tuple[TallyReport, dict[str, KeyHistory]]:
-        # Its user runs no script (broker/redis_acl.py): whole entries, as many as the answer reads.
-        board = TallyBoard(self._redis(), stream_max_len=self.config.observers.tally_stream_max_len, capped=False)
+        """The observers' signed tallies of ``ledger`` as read at most CHECKPOINT_SECONDS ago: each
+        read takes up to 4 MiB an observer from Redis and checks every signature, and anyone may
+        ask /tally or /funds as fast as they like (outsider o6 H9: 0.5 s of the gateway's CPU an
+        anonymous request). The verdict is judged anew each time (_judged)."""
+        # Its user runs no script (broker/redis_acl.py): each read stops at the bytes a scripted one takes.
+        board = TallyBoard(self._redis(), stream_max_len=self.config.observers.tally_stream_max_len, scripts=False)
         histories = self.node_keys()[1]  # an observer whose key rotated (16.6)
+        at = time.monotonic()
+        # What the report was read under: a new entry (or a latest id moved back) reads it anew at once.
+        under = (tuple(sorted(board.latest_ids([ledger], self.observer_keys)[ledger].items())), id(histories))
+        cached = self._tally_reports.get(ledger)
+        if cached is not None and cached[1] == under and at - cached[0] < CHECKPOINT_SECONDS:
+            return cached[2], histories
         report = read_tallies(board, ledger, self.observer_keys, histories)
         if all(t.checked is None for t in report.observers) and ledger not in self.reader.ledgers():
             raise NoSuchLedgerError(f"no ledger {ledger!r} on {self.node.name}")
+        if len(self._tally_reports) > len(self.reader.ledgers()):
+            self._tally_reports.clear()  # ledgers gone: never more entries than there are ledgers
+        self._tally_reports[ledger] = (at, under, report)
         return report, histories
 
     def tally(self, ledger: str) -> dict[str, Any]:
@@ -838,7 +861,10 @@ class Gateway:
         behind were answered "agree" while the command said STALE (outsider21 F3, F9)."""
         try:
             served = self.checkpoint(ledger)
-            head = LedgerHead(served.gathered.checkpoint.size, served.log_key.name, since_ms=served.gathered.since_ms)
+            gathered = served.gathered
+            head = LedgerHead(
+                gathered.checkpoint.size, served.log_key.name, since_ms=gathered.since_ms, fresh_ms=gathered.fresh_ms
+            )
         except VledgerError as e:  # none served (yet): nobody is judged, as the command does
             head = LedgerHead(None, problem=e.message)
         now = time.time_ns() // 1_000_000
@@ -848,6 +874,7 @@ class Gateway:
             stale=stale_observers(report.observers, head, now),
             ahead=ahead_observers(report.observers, head),
             behind=agreement_behind(report.verdict, report.compared, report.observers, head, now),
+            head_stale=head_stale(head, now, recosign_ms=self.config.replication.recosign_interval_ms),
         )
 
     def _head_ok(self, ledger: str, snapshot: Snapshot) -> bool | None:
@@ -1000,7 +1027,7 @@ def verdict_json(report: TallyReport) -> dict[str, Any]:
     while an observer is stale or the agreement is behind (the command exits 4), the height and
     differing observers kept; the stale and ahead observers named, whether the agreement is behind."""
     shown = report.verdict.json()
-    if shown["status"] in (AGREE, STILL_COUNTING) and (report.stale or report.behind):
+    if shown["status"] in (AGREE, STILL_COUNTING) and (report.stale or report.behind or report.head_stale):
         shown["status"] = STALE
     head = report.head
     return shown | {
@@ -1008,6 +1035,8 @@ def verdict_json(report: TallyReport) -> dict[str, Any]:
         "stale": list(report.stale),
         "ahead": list(report.ahead),
         "behind": report.behind,
+        "fresh_ms": None if head is None else head.fresh_ms,
+        "head_stale": report.head_stale,
     }
 
 

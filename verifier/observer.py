@@ -220,7 +220,10 @@ def run_observer(config: ClusterConfig, name: str, passphrase: str | None = None
     def observe(store: ChainStore, replication: ReplicationLedger) -> StoreWatcher:
         signer = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
         board = TallyBoard(
-            replication.client, replication.namespace, stream_max_len=config.observers.tally_stream_max_len
+            replication.client,
+            replication.namespace,
+            stream_max_len=config.observers.tally_stream_max_len,
+            stream_max_bytes=config.observers.tally_stream_max_bytes,
         )
         admin_home = config.home_of(ADMIN_LEDGER).name
 

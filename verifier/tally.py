@@ -30,7 +30,7 @@ from typing import Any
 from ..broker.replication import Alert
 from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
 from ..broker.tallies import HISTORY_PAGE, MAX_READ_BYTES, Published, TallyBoard
-from ..config.cluster import ClusterConfig
+from ..config.cluster import ClusterConfig, ReplicationSettings
 from ..node.errors import FieldError, KeyMaterialError, SignatureError, TallyMismatchError, VledgerError
 from ..node.json_values import jsonable
 from ..node.node_key_rotation import KeyHistory, key_histories
@@ -43,6 +43,8 @@ from ..node.rules.files import FilesState
 from ..node.rules.resources import ResourcesState
 from ..node.rules.votes import ElectionState
 from ..node.tally_body import STALE_AFTER_MS, Snapshot
+
+RECOSIGN_MS = ReplicationSettings().recosign_interval_ms  # the default recosign_interval_ms (PROTOCOL 10.7)
 
 AGREE, MISMATCH, STILL_COUNTING = "agree", "mismatch", "still_counting"
 # A report's outcome as a process's exit code (``vledger tally``): agree, a problem, still counting,
@@ -409,6 +411,10 @@ class LedgerHead:
     # quorum_since_ms, ms; None: none did): a count behind it for longer than the grace is old
     # whatever at_ms it claims, since at_ms is the observer's word only.
     since_ms: int | None = None
+    # Since when a majority of those witnesses have vouched for it (quorum_fresh_ms of each one's
+    # newest cosignature, ms): witnesses cosign a quiet ledger's checkpoint again every
+    # recosign_interval_ms (PROTOCOL 10.7), so a view older than that is frozen (head_stale).
+    fresh_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +429,8 @@ class TallyReport:
     stale: tuple[str, ...] = ()  # observers behind ``head`` for longer than the grace (stale_observers)
     ahead: tuple[str, ...] = ()  # observers claiming records ``head`` does not hold (ahead_observers)
     behind: bool = False  # the agreement is at a height ``head`` left behind, and old (agreement_behind)
+    head_stale: bool = False  # no majority of witnesses vouched for ``head`` lately (head_stale)
+    judged_at_ms: int | None = None  # the clock ``head`` was judged by (None: not judged)
 
     @property
     def problems(self) -> list[Checked]:
@@ -434,7 +442,9 @@ class TallyReport:
     def exit_code(self) -> int:
         if self.problems or self.verdict.status == MISMATCH:
             return EXIT_FAILED
-        if self.stale or self.ahead or self.behind:  # an agreement at a height the ledger left behind is no answer
+        # An agreement at a height the ledger left behind is no answer, nor one on a view no
+        # majority of witnesses vouched for lately: a frozen gateway or Redis shows an old head.
+        if self.stale or self.ahead or self.behind or self.head_stale:
             return EXIT_STALE
         if self.verdict.status == AGREE and self.head is not None and self.head.size is None:
             # Nor one whose currency nobody could judge: junk at the checkpoint key must not pass a stuck observer.
@@ -452,6 +462,17 @@ def _silent_too_long(at_ms: int, height: int, head: LedgerHead, now_ms: int, aft
     if now_ms - at_ms > after_ms or at_ms - now_ms > MAX_CLOCK_SKEW_MS:
         return True
     return head.since_ms is not None and now_ms - head.since_ms > after_ms
+
+
+def head_stale(head: LedgerHead, now_ms: int, after_ms: int = STALE_AFTER_MS, recosign_ms: int = RECOSIGN_MS) -> bool:
+    """Whether ``head`` is **stale** (PROTOCOL 11.4): a majority of the witnesses that cosigned it
+    last vouched for it (``head.fresh_ms``) more than ``recosign_ms`` (the cluster's
+    recosign_interval_ms, how often they cosign a quiet ledger again) plus ``after_ms`` before
+    ``now_ms``. Witnesses cosign a growing ledger's new checkpoints and a quiet one's again, so on
+    a live view that time is never older; a frozen view (a gateway or Redis copy no longer
+    updated, or one lying by omission) keeps serving it, and it ages. A head no witness cosigned
+    (or none verified) is not judged here."""
+    return head.size is not None and head.fresh_ms is not None and now_ms - head.fresh_ms > recosign_ms + after_ms
 
 
 def stale_observers(

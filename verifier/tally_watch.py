@@ -48,8 +48,12 @@ KEYS_FOR_S = 60.0  # how long the observers' keys (files and proven rotations) a
 # A rotated observer signs with its new key within a second of the rotation record, before the
 # admin ledger's checkpoint proving it may be in Redis (outsider24 G4: an honest `key rotate`
 # raised bad_signature, operator-only, on every ledger). An entry whose signature fails is raised
-# only once keys read at least this long after it was first seen failing still reject it: a look
-# (TALLY_LOOK_SECONDS) later, with the keys re-read meanwhile.
+# only once keys read at least this long after its observer's entries were first seen failing
+# still reject it: a look (TALLY_LOOK_SECONDS) later, with the keys re-read meanwhile; and as much
+# longer as a home may hold the admin ledger's checkpoint that proves it back ([replication]
+# checkpoint_interval_ms: key_lag_s). The time is the observer's, not the entry's: a Redis user
+# adding a new junk entry before each look restarted an entry's time at each, and was never
+# raised (reviewer r10 #3).
 KEY_LAG_S = 5.0
 RECHECK_S = 1.0  # a failing signature re-reads the keys at most this often
 # Pages (LOOK_PAGE entries) of each observer's stream read back for a common height: honest
@@ -57,6 +61,13 @@ RECHECK_S = 1.0  # a failing signature re-reads the keys at most this often
 # page is small: its entries' sizes are an observer's Redis user's to choose.
 LOOK_PAGES = 2
 LOOK_PAGE = 32
+
+
+def key_lag_s(config: ClusterConfig) -> float:
+    """How long after an observer's entries were first seen failing keys read still rejecting
+    one raise it (see KEY_LAG_S): a fixed 5 s raised an honest rotation whenever the admin
+    ledger's checkpoint proving it came later than that (reviewer r10 #6)."""
+    return KEY_LAG_S + config.replication.checkpoint_interval_ms / 1000
 
 
 class TallyWatch:
@@ -76,11 +87,14 @@ class TallyWatch:
         self.client = client
         # The observers' key rotations the admin ledger proves (its cache in Redis by default).
         self._rotations = rotations or (lambda: follow_redis(config, client))
-        # (ledger, observer, height, body's sha256) -> when its signature was first seen failing (see KEY_LAG_S)
-        self._failing: dict[tuple[str, str, int, str], float] = {}
+        # (ledger, observer) -> when an entry of it was first seen failing its signature since
+        # its entries last all verified (see KEY_LAG_S)
+        self._failing: dict[tuple[str, str], float] = {}
+        self._key_lag_s = key_lag_s(config)
         self.board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)
         self._clock = clock
         self._keys: tuple[float, dict[str, VerifyKey | None], Mapping[str, KeyHistory]] | None = None
+        self._key_set = 0  # counts the key sets read that differ from the one before
         self._refused = False  # a redis.acl written before the verifier read tallies: said once
         self._uncompared_s = config.verifier.tally_uncompared_ms / 1000
         self._clocks: dict[str, UncomparedClock] = {}
@@ -98,6 +112,8 @@ class TallyWatch:
             except (*REDIS_ERRORS, VledgerError) as e:
                 log.info("the observers' rotated keys cannot be read (%s): their key files alone", e)
                 histories = {} if self._keys is None else self._keys[2]
+            if self._keys is not None and (keys, histories) != self._keys[1:]:
+                self._key_set += 1
             self._keys = (now, keys, histories)
         return self._keys[1], self._keys[2]
 
@@ -126,24 +142,31 @@ class TallyWatch:
         return [*bad, *([verdict] if verdict is not None else [])]
 
     def _confirmed_bad_signatures(self, ledger: str, report: TallyReport) -> tuple[TallyReport, list[Alert]]:
-        """``report``, read again if the keys were, and its ``bad_signature`` alerts whose entry
-        keys read KEY_LAG_S or more after it was first seen failing still reject: the keys are
-        re-read (at most every RECHECK_S) while one is unconfirmed, so an honest rotation's first
-        tallies are checked with its new key before anything is raised."""
+        """``report``, read again if the keys were, and its ``bad_signature`` alerts whose
+        observer's entries keys read key_lag_s or more after they were first seen failing still
+        reject: the keys are re-read (at most every RECHECK_S) while one is unconfirmed, so an
+        honest rotation's first tallies are checked with its new key before anything is raised."""
         now = self._clock()
-        alerts = bad_signature_alerts(report)
-        seen = {(ledger, a.node, a.height, a.found): a for a in alerts}
-        for key in [k for k in self._failing if k[0] == ledger and k not in seen]:
-            del self._failing[key]  # verifies now, or is no longer read
-        for key in seen:
-            self._failing.setdefault(key, now)
-        if any(self._keys_read() < self._failing[key] + KEY_LAG_S for key in seen):
+        alerts = self._note_failing(ledger, report, now)
+        if any(self._keys_read() < self._failing[(ledger, a.node)] + self._key_lag_s for a in alerts):
             keys, histories = self.keys(max_age_s=RECHECK_S)
             report = self._report(ledger, keys, histories)
-            alerts = bad_signature_alerts(report)
-            seen = {(ledger, a.node, a.height, a.found): a for a in alerts}
+            alerts = self._note_failing(ledger, report, now)
         read = self._keys_read()
-        return report, [a for key, a in seen.items() if key in self._failing and read >= self._failing[key] + KEY_LAG_S]
+        return report, [a for a in alerts if read >= self._failing[(ledger, a.node)] + self._key_lag_s]
+
+    def _note_failing(self, ledger: str, report: TallyReport, now: float) -> list[Alert]:
+        """``report``'s ``bad_signature`` alerts, having started the time of each observer they
+        name (unless running) and stopped that of each whose entries read all verify (its latest
+        among them: an observer nothing was read of has shown nothing honest)."""
+        alerts = bad_signature_alerts(report)
+        failing = {a.node for a in alerts}
+        for tally in report.observers:
+            if tally.observer in failing:
+                self._failing.setdefault((ledger, tally.observer), now)
+            elif tally.checked is not None:
+                self._failing.pop((ledger, tally.observer), None)
+        return alerts
 
     def _keys_read(self) -> float:
         return self._keys[0] if self._keys is not None else float("-inf")
@@ -153,8 +176,9 @@ class TallyWatch:
     ) -> TallyReport:
         """The observers' tallies of ``ledger``, read again only when a latest id or a key changed."""
         ids = self.board.latest_ids([ledger], keys)[ledger]
-        keys_read = self._keys[0] if self._keys is not None else 0.0  # keys read anew: entries checked anew
-        mark = (tuple(sorted(ids.items())), keys_read)
+        # Other keys: entries checked anew. The same keys read again change nothing: every ledger's
+        # report was read again each time a failing entry re-read them (reviewer r10 #3).
+        mark = (tuple(sorted(ids.items())), self._key_set)
         cached = self._reports.get(ledger)
         if cached is not None and cached[0] == mark:
             return cached[1]

@@ -2,12 +2,16 @@
 
 Genesis rules::
 
-    {"type": "resources", "unit": str, "issuers": [account, ...]}
+    {"type": "resources", "unit": str, "issuers": [account, ...], "max_holders": int}
 
 ``unit`` names what is counted (``"credits"``, ``"cpu-hours"``); ``issuers`` (non-empty,
 distinct account names) are the only authors whose ``issue`` records create units. The
 genesis ``kinds`` must include ``issue`` and ``transfer``; other kinds are ignored here.
 The issuers are part of the chain, so observers judge issues exactly as ingest does.
+``max_holders`` (optional, 1..MAX_HOLDERS_LIMIT, DEFAULT_MAX_HOLDERS when left out) bounds the
+accounts holding units at once: each observer signs and publishes the whole balance map after
+every write, so without a bound any holder of one unit could grow it (and every copy of it in
+Redis) by a name per transfer until no reader takes it (outsider o6 H9).
 
 **Records**, each payload with exactly the fields shown (else ``bad_payload``), amounts
 integers >= 1 (a bool or float refused), checked in this order:
@@ -20,6 +24,10 @@ integers >= 1 (a bool or float refused), checked in this order:
   record's author, as only an owner moves its balance [``not_owner``]; ``from`` and ``to``
   differ [``self_transfer``]; ``from`` holds at least ``amount`` [``insufficient_funds``].
 
+An ``issue`` or ``transfer`` that would make ``to`` (``account``) a holder beyond ``max_holders``
+accounts holding units, counted after the record (a transfer of a whole balance frees its
+source's place), is refused [``too_many_holders``], after the checks above.
+
 State: one balance per account holding units (accounts at zero are dropped).
 """
 
@@ -28,10 +36,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..canonical import INT_MAX
-from ..errors import InsufficientFundsError, NotIssuerError, NotOwnerError, SelfTransferError
+from ..errors import (
+    InsufficientFundsError,
+    NotIssuerError,
+    NotOwnerError,
+    SelfTransferError,
+    TooManyHoldersError,
+)
 from ..ledger import LedgerRules
 from ..record import ACCOUNT_PATTERN, Record
 from . import Domain, GenesisReader, Plan, refuse
+
+DEFAULT_MAX_HOLDERS = 10_000
+# The largest bound a genesis may set: a balance map of that many entries, each a name of at most
+# 64 bytes (2 of msgpack header) and an amount of at most 9, is some 3 MB, under the 4 MiB a
+# reader takes of one tally entry (PROTOCOL 11.1), so the signed tally stays readable.
+MAX_HOLDERS_LIMIT = 40_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +70,14 @@ class ResourcesState(Domain):
     def __init__(self, genesis: Record, rules: LedgerRules) -> None:
         reader = GenesisReader(genesis, rules, type(self))
         self.identifiers = reader.identifiers
-        reader.keys(("unit", "issuers"))
+        reader.keys(("unit", "issuers"), ("max_holders",))
         self.unit = reader.text("unit")
         self.issuers = frozenset(reader.names("issuers", ACCOUNT_PATTERN))
+        self.max_holders = DEFAULT_MAX_HOLDERS
+        if "max_holders" in reader.rules:
+            self.max_holders = reader.integer("max_holders", 1)
+            if self.max_holders > MAX_HOLDERS_LIMIT:
+                reader.fail(f"max_holders must be at most {MAX_HOLDERS_LIMIT}, not {self.max_holders}")
         self._balances: dict[str, int] = {}
         self._issued = 0
         self._issues = 0
@@ -74,6 +99,7 @@ class ResourcesState(Domain):
             refuse(NotIssuerError, record, f"{author!r} is not an issuer ({sorted(self.issuers)})")
         if amount > INT_MAX - self._issued:
             fields.fail(f"amount {amount} would take the units issued past 2**64 - 1 (now {self._issued})")
+        self._check_room(record, account, len(self._balances))
 
         def commit() -> None:
             self._balances[account] = self.balance(account) + amount
@@ -93,6 +119,7 @@ class ResourcesState(Domain):
         held = self.balance(source)
         if amount > held:
             refuse(InsufficientFundsError, record, f"{source!r} holds {held} {self.unit}, not {amount}")
+        self._check_room(record, target, len(self._balances) - (held == amount))
 
         def commit() -> None:
             if held == amount:
@@ -103,6 +130,16 @@ class ResourcesState(Domain):
             self._transfers += 1
 
         return Plan(commit)
+
+    def _check_room(self, record: Record, account: str, holders: int) -> None:
+        """Refuse a record that makes ``account`` a new holder where ``holders`` (the count once
+        the record's source let go, if it does) already reach the bound."""
+        if account not in self._balances and holders >= self.max_holders:
+            refuse(
+                TooManyHoldersError,
+                record,
+                f"{account!r} would be a holder beyond the ledger's {self.max_holders} (max_holders)",
+            )
 
     def balance(self, account: str) -> int:
         return self._balances.get(account, 0)

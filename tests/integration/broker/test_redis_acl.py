@@ -475,7 +475,7 @@ def test_an_observer_cannot_point_back_trim_or_add_to_another_observer_s_tallies
             client.execute_command(*command)
     intruder.publish("votes", "observer-1", 4, b"its own", bytes(64))  # its own keys it writes
     for reader in ("admin", "gateway"):
-        board = TallyBoard(acl.client(reader), capped=reader != "gateway")  # its user runs no script
+        board = TallyBoard(acl.client(reader), scripts=reader != "gateway")  # its user runs no script
         shown = board.latest("votes", ["observer-1", "observer-2"])
         assert {name: (p.height, p.body) for name, p in shown.items() if p is not None} == {
             "observer-1": (4, b"its own"),
@@ -496,7 +496,7 @@ def test_the_gateway_reads_what_it_shows_and_cannot_write_anything(acl: AclServe
     SecondFactorStore(acl.client("ingest")).enroll("root", b"sealed secret", ("digest-1",), ENROLL)
     gateway = acl.client("gateway")
     # Everything verifier/gateway.py reads from Redis, through the same calls.
-    board = TallyBoard(gateway, capped=False)
+    board = TallyBoard(gateway, scripts=False)
     assert [p.height for p in board.history("votes", "observer-1")] == [3]
     published = board.latest("votes", ["observer-1", "observer-2"])["observer-1"]
     assert published is not None and published.height == 3

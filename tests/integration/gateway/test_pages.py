@@ -38,7 +38,7 @@ from vledger.broker.signing import load_signing_key, load_verify_key, signing_ke
 from vledger.broker.tallies import Published, TallyBoard
 from vledger.config.settings import Limits
 from vledger.node.anchors import parse_anchors
-from vledger.node.cosigning import quorum_since_ms
+from vledger.node.cosigning import quorum_fresh_ms, quorum_since_ms
 from vledger.node.currency import amount_text
 from vledger.node.errors import SettingsError, VledgerError
 from vledger.node.ledger import LedgerRules
@@ -416,11 +416,19 @@ def test_the_tally_and_charity_pages_and_the_gateway_say_a_count_the_checkpoint_
     )
 
 
+def _witness_times(note: str) -> dict[str, list[int]]:
+    """Each witness's cosignature times (ms) on a served note: its first and, once it cosigned a
+    quiet ledger again (10.7), its newest."""
+    times: dict[str, list[int]] = {}
+    for line in parse_note(note.encode()).signatures[1:]:
+        times.setdefault(line.name, []).append(Cosignature.from_note_signature(line).timestamp * 1000)
+    return times
+
+
 def _cosigned_since(gateway: str, ledger: str) -> tuple[int, int]:
     """The served checkpoint's size and the time (ms) by which a majority of its witnesses had cosigned it (11.4)."""
     shown = _json(f"{gateway}api/ledgers/{ledger}/checkpoint")
-    lines = parse_note(shown["note"].encode()).signatures[1:]
-    since = quorum_since_ms(Cosignature.from_note_signature(line).timestamp * 1000 for line in lines)
+    since = quorum_since_ms(min(t) for t in _witness_times(shown["note"]).values())
     assert since is not None, shown
     return int(shown["size"]), since
 
@@ -473,13 +481,18 @@ def test_a_count_dated_ahead_or_behind_a_long_cosigned_checkpoint_is_stale_on_th
                 for times in ([], [7], [9, 3], [4, 1, 3, 2], [100, 85, 99]):
                     shown_since = browser.execute_script(f"return window.vledger.quorumSinceMs({times})")
                     assert shown_since == quorum_since_ms(times), times
-                # outsider23 F2: the page showed no time at all; the newest cosignature's now.
+                    assert browser.execute_script(f"return window.vledger.quorumFreshMs({times})") == (
+                        quorum_fresh_ms(times)
+                    ), times
+                # outsider23 F2: the page showed no time at all; since when a majority vouch for it now (o4 F2).
                 shown = _json(f"{gateway}api/ledgers/{ELECTION}/checkpoint")
-                lines = parse_note(shown["note"].encode()).signatures[1:]
-                newest = max(Cosignature.from_note_signature(line).timestamp for line in lines)
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(newest))
+                vouched = quorum_fresh_ms(max(t) for t in _witness_times(shown["note"]).values())
+                assert vouched is not None and vouched == shown["fresh_ms"], shown
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(vouched // 1000))
                 cosigned = text_of(browser, "#cosigned")
-                assert f"holds {shown['size']} records; its newest witness cosignature is from {stamp}" in cosigned
+                assert f"holds {shown['size']} records; a majority of its witnesses last vouched for it at {stamp}" in (
+                    cosigned
+                ), cosigned
             else:
                 fresh(browser, f"{gateway}charity.html?ledger={FUND}#anchors={anchors}")
                 wait_text(browser, "#summary", "STALE: observer-1", "the count behind, stale on the charity page")
@@ -880,6 +893,71 @@ class Lying:
     def __exit__(self, *_: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _frozen(cluster: LocalCluster, note: str, then: int) -> str:
+    """``note`` as a gateway frozen since ``then`` (POSIX s) serves it: the home's line, and each of
+    its witnesses' cosignature made at ``then`` (with the witness's own key), none since."""
+    parsed = parse_note(note.encode())
+    origin = parsed.text.split("\n", 1)[0]
+    home = [line for line in parsed.signatures if line.name == origin]
+    lines = []
+    for name in dict.fromkeys(line.name for line in parsed.signatures if line.name != origin):
+        seed = load_signing_key(signing_key_paths(cluster.directory / "keys", name.rsplit("/", 1)[1])[0]).seed
+        lines.append(cosign(parsed.text, SignerKey(name, ALG_COSIGNATURE_V1, seed), then).note_signature())
+    return Note(parsed.text, (*home, *lines)).encode().decode()
+
+
+def test_a_frozen_gateway_s_checkpoint_turns_stale_on_the_tally_and_voter_pages(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """o4 F2: witnesses cosigned only as the ledger grew, so on a quiet ledger a gateway frozen
+    (or lying by omission) kept serving its old checkpoint, counts and voter records, and nobody
+    could tell it from a live one. They cosign a quiet ledger's checkpoint again every
+    recosign_interval_ms (PROTOCOL 10.7): a view whose majority of witnesses last vouched more
+    than that plus 10 s ago is STALE on the pages; the live gateway's is not."""
+    eid = election.eids[3]
+    receipt(cluster, eid)
+    then = int(time.time()) - 400  # its witnesses vouched last 400 s ago: past 300 s + 10 s
+
+    def frozen(path: str, body: Any) -> Any:
+        if path.startswith(f"/api/ledgers/{ELECTION}/checkpoint"):
+            return dict(body, note=_frozen(cluster, body["note"], then))
+        if path.startswith(f"/api/ledgers/{ELECTION}/voters/"):
+            records = []
+            for r in body["records"]:
+                made = json.loads(r["receipt"]) if r["receipt"] else None
+                if made is not None:
+                    made["checkpoint"] = _frozen(cluster, made["checkpoint"], then)
+                records.append(dict(r, receipt=None if made is None else json.dumps(made)))
+            return dict(body, records=records)
+        return None
+
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(then))
+    with Lying(cluster.gateway_url("replica-1"), frozen) as lying:
+        fresh(browser, f"{lying.url}tally.html?ledger={ELECTION}#anchors={anchors}")
+        verdict = wait_text(browser, "#verdict", "no majority of the witnesses vouched", "the frozen view, stale")
+        assert "this gateway shows an old view" in verdict, verdict
+        assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+        cosigned = text_of(browser, "#cosigned")
+        assert (
+            cosigned.startswith("STALE:") and f"a majority of its witnesses last vouched for it at {stamp}" in cosigned
+        )
+        shot(browser, "tally-frozen-gateway")
+
+        fresh(browser, f"{lying.url}vote.html?eid={eid}#anchors={anchors}")
+        verdict = wait_text(browser, "#verdict", f"records of {eid}", "the voter's records from the frozen view")
+        assert verdict.startswith("Verified") and "STALE: no majority of the witnesses vouched" in verdict, verdict
+        assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+        assert "STALE: The checkpoint verified here" in text_of(browser, "#checks")
+
+    live = cluster.gateway_url("replica-1")
+    fresh(browser, f"{live}tally.html?ledger={ELECTION}#anchors={anchors}")
+    cosigned = wait_text(browser, "#cosigned", "last vouched for it at", "the live view's witnesses")
+    assert "STALE" not in cosigned and "no majority" not in text_of(browser, "#verdict"), cosigned
+    fresh(browser, f"{live}vote.html?eid={eid}#anchors={anchors}")
+    verdict = wait_text(browser, "#verdict", "Verified", "the voter's records from the live view")
+    assert "STALE" not in verdict and "last vouched for it at" in text_of(browser, "#checks"), verdict
 
 
 def test_the_voter_page_checks_every_record_against_the_id_the_voter_typed(

@@ -3,6 +3,7 @@ every change reaches Redis from the chain, and a flushed Redis is rebuilt from i
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,7 @@ ROOT = Caller("root", "admin", new_keypair().public)
 CLUSTER = "test"
 HOME_SEED = bytes(range(32))
 ADMIN_KEY = VerifierKey(origin_for(CLUSTER, ADMIN_LEDGER), ALG_ED25519, bytes(SigningKey(HOME_SEED).verify_key))
+DEADLINE = 30.0  # seconds; every wait on another thread is bounded
 
 
 def test_changes_are_cached_and_a_flushed_redis_is_rebuilt_from_the_chain(
@@ -68,6 +70,27 @@ def test_changes_are_cached_and_a_flushed_redis_is_rebuilt_from_the_chain(
     AdminLedger(store, registry).sync()
     after = {a.name: (a.role, a.enabled, a.keys) for a in registry.list_accounts()}
     assert after == before and "gone" not in after and after["treasurer"][1] is False
+    assert registry.admin_records() == [data for _, data in store.range_raw(ADMIN_LEDGER)]
+
+
+def test_a_bootstrap_on_a_flushed_redis_is_undone_by_the_ledger(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any
+) -> None:
+    """Review r10 #1: after Redis lost its data, compose's bootstrap job (or supervise start)
+    found no admin ledger in it and made an admin; the home's sync then saw accounts and rebuilt
+    nothing: an admin the ledger disabled was enabled again, and every other account was gone."""
+    registry, store, admin = home
+    deputy_key = new_keypair().public
+    admin.apply("account.add", Args({"account": "deputy", "role": "admin"}), ROOT)
+    admin.apply("key.add", Args({"account": "deputy", "key": deputy_key}), ROOT)
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    admin.apply("account.disable", Args({"account": "deputy"}), ROOT)  # e.g. its key was stolen
+    before = {a.name: a for a in registry.list_accounts()}
+    redis_client.flushall()  # a lost Redis volume
+    registry.bootstrap_admin("deputy", deputy_key)
+    registry.bootstrap_admin("mallory", new_keypair().public)
+    AdminLedger(store, registry).sync()
+    assert {a.name: a for a in registry.list_accounts()} == before
     assert registry.admin_records() == [data for _, data in store.range_raw(ADMIN_LEDGER)]
 
 
@@ -191,3 +214,50 @@ def test_a_host_enrollment_is_recorded_only_for_an_enabled_admin_with_a_factor(
     finally:
         cache.stop()
         store.close()
+
+
+def test_two_admins_disabling_each_other_at_once_leave_one_able_to_act(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review r10 #5: admin commands run on 4 executor threads, and each checked the last-admin
+    rule on its own snapshot: two admins disabling each other at once both passed, and the
+    cluster was left with no admin. The second one's check now sees the first's change."""
+    registry, _, admin = home
+    admin.apply("account.add", Args({"account": "deputy", "role": "admin"}), ROOT)
+    admin.apply("key.add", Args({"account": "deputy", "key": new_keypair().public}), ROOT)
+    deputy = Caller("deputy", "admin", new_keypair().public)
+    first_changing, second_read = threading.Event(), threading.Event()
+    snapshot, disable = registry.snapshot, registry.disable
+
+    def read(*args: Any) -> Any:
+        if threading.current_thread().name == "deputy":  # not the node's account cache, which polls
+            second_read.set()
+        return snapshot(*args)
+
+    def disabled(account: str) -> int:
+        if not first_changing.is_set():  # the first: checked and recorded, about to change
+            first_changing.set()
+            # Long enough for the second to read its snapshot, had nothing kept it from it.
+            second_read.wait(2.0)
+        return disable(account)
+
+    monkeypatch.setattr(registry, "snapshot", read)
+    monkeypatch.setattr(registry, "disable", disabled)
+    outcomes: dict[str, object] = {}
+
+    def run(name: str, caller: Caller, target: str) -> None:
+        try:
+            outcomes[name] = admin.apply("account.disable", Args({"account": target}), caller)
+        except LastAdminError as e:
+            outcomes[name] = e
+
+    first = threading.Thread(target=run, args=("root", ROOT, "deputy"), name="root")
+    first.start()
+    assert first_changing.wait(DEADLINE)
+    second = threading.Thread(target=run, args=("deputy", deputy, "root"), name="deputy")
+    second.start()
+    first.join(DEADLINE)
+    second.join(DEADLINE)
+    assert isinstance(outcomes["root"], dict) and isinstance(outcomes["deputy"], LastAdminError)
+    accounts = {a.name: a for a in registry.list_accounts()}
+    assert accounts["root"].enabled and not accounts["deputy"].enabled

@@ -115,6 +115,16 @@ def test_an_observer_s_rotated_key_verifies_offline(start_cluster: Any, tmp_path
     old_receipt_file = tmp_path / "old.receipt"
     cluster.cli("receipt", "get", LEDGER, str(before - 1), "--quorum", "2", "-o", str(old_receipt_file), *common)
     assert b'"node_keys"' not in old_receipt_file.read_bytes()
+    # The verifier reads the observers' keys at a look at their tallies and keeps them a minute: a
+    # look at this ledger before the rotation, so that the observer's first tallies by its new key
+    # meet keys read before it (outsider24 G4). A first look after the rotation read the rotated
+    # key already, and this test passed without the fix.
+    verifier = cluster.admin("verifier-1")
+    wait_until(
+        lambda: f"{OBSERVER}|{LEDGER}" in verifier.call("status")["copies"], WAIT, "the verifier checking the ledger"
+    )
+    looks = verifier.call("status")["tally_looks"]
+    wait_until(lambda: verifier.call("status")["tally_looks"] > looks, WAIT, "a look at the ledger's tallies")
 
     rotated = json.loads(
         cluster.cli("key", "rotate", OBSERVER, "--window", str(WINDOW_SECONDS), "--json", *common).stdout

@@ -7,16 +7,24 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from vledger.broker.replication import Alert
+from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import Limits
 from vledger.ingest.outside_feeder import WitnessFeeder
 from vledger.node.checkpoint_log import SIGNED
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import VerifierKey, add_checkpoint_request, parse_verifier_key, verify_checkpoint
+from vledger.node.note import (
+    Cosignature,
+    VerifierKey,
+    add_checkpoint_request,
+    parse_note,
+    parse_verifier_key,
+    verify_checkpoint,
+)
 from vledger.node.outside import WitnessReply, outside_kind
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
@@ -43,7 +51,7 @@ class Clock:
 class Home:
     """A home store whose genesis lists ``witness``; its feeder posts through ``post``."""
 
-    def __init__(self, directory: Path, witness: TlogWitness) -> None:
+    def __init__(self, directory: Path, witness: TlogWitness, replication: ReplicationLedger | None = None) -> None:
         self.store = ChainStore(directory, origin="home", clock=lambda: T0)
         rules = {"checkpoint_key": LOG_KEY.encode(), "witnesses": [witness.vkey], "quorum": 1}
         self.store.create_ledger(
@@ -60,7 +68,7 @@ class Home:
             self.store,
             lambda: self.latest,
             {witness.name: URL},
-            None,
+            replication,
             ReplicationSettings(),
             self.alerts.append,
             post=self.post,
@@ -113,6 +121,40 @@ def test_the_home_feeds_each_checkpoint_with_a_proof_from_the_last_cosigned(home
     assert kept is not None
     assert verify_checkpoint(kept.note, LOG_KEY, (home.witness_key(),), 1).checkpoint.size == 11
     assert home.feeder.counts.cosigned == 2 and not home.alerts
+
+
+def test_a_quiet_ledger_is_fed_again_after_the_interval_its_first_cosignature_kept(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    # PROTOCOL 13.9: the home asks its outside witnesses to cosign a quiet ledger's checkpoint
+    # again (old = its size, no proof) every recosign_interval_ms; the note published keeps the
+    # witness's first line (since_ms) beside the newest (fresh_ms), the store the first.
+    at = [1_800_000_000.0]
+    witness = TlogWitness("witness.example/w1", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()}, lambda: at[0])
+    replication = ReplicationLedger(redis_client)
+    home = Home(tmp_path / "home", witness, replication)
+    try:
+        home.grow(3)
+        home.feeder.turn()
+        home.clock.now += 299
+        at[0] += 299
+        home.feeder.turn()
+        assert len(home.posted) == 1  # not yet
+        for later in (1_800_000_301, 1_800_000_700):
+            home.clock.now += later - at[0]
+            at[0] = later
+            home.feeder.turn()
+            assert home.posted[-1].startswith(b"old 3\n\n")  # the same size, no proof
+            note = replication.outside_cosignatures(LEDGER)[witness.name]
+            times = [Cosignature.from_note_signature(s).timestamp for s in parse_note(note).signatures[1:]]
+            assert times == [1_800_000_000, later]
+            assert verify_checkpoint(note, LOG_KEY, (home.witness_key(),), 1).checkpoint.size == 3
+        assert len(home.posted) == 3 and witness.answers == [200, 200, 200] and home.kept() == [3]
+        home.grow(5)  # it grows: fed at once, from size 3
+        home.feeder.turn()
+        assert home.posted[-1].startswith(b"old 3\n") and home.kept() == [3, 5] and not home.alerts
+    finally:
+        home.store.close()
 
 
 def test_a_409_is_answered_from_the_size_the_witness_names(home: Home) -> None:

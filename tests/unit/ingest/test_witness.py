@@ -23,7 +23,7 @@ from vledger.ingest.witness import Cosigner, Witness, check_published, self_chec
 from vledger.node.checkpoint_log import COSIGNED, SIGNED
 from vledger.node.epoch import EPOCH_LINE, Epoch, EpochHistory
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import parse_note
+from vledger.node.note import Cosignature, parse_note
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
@@ -143,6 +143,72 @@ def test_a_new_key_cosigns_the_last_checkpoint_again_in_place_of_the_replaced_ke
     copy.witness.turn()
     note = copy.repl.cosignatures(LEDGER)["replica-1"]
     assert check_cosigned(note, LEDGER, CLUSTER, log_key, witness_key(NAME, new.public.raw)).size == 10
+
+
+def _timed_witness(copy: Copy, clock: list[float]) -> Witness:
+    """``copy``'s store with a witness on ``clock`` (seconds) that cosigns a quiet ledger again after 300 s."""
+    witness = Witness(
+        "replica-1", copy.store, WitnessSigner(NAME, WITNESS_KEY.seed), copy.repl, copy.alerts.append,
+        clock=lambda: clock[0], recosign_ms=300_000,
+    )  # fmt: skip
+    witness.start()
+    return witness
+
+
+def _cosigned_once(copy: Copy, clock: list[float]) -> tuple[Witness, bytes]:
+    """A witness on ``clock`` that cosigned ``copy``'s checkpoint of 9 records, and its note in Redis."""
+    witness = _timed_witness(copy, clock)
+    witness.verified(copy.checkpoint(9))
+    witness.turn()
+    return witness, copy.repl.cosignatures(LEDGER)["replica-1"]
+
+
+def _own_times(note: bytes) -> list[int]:
+    return [Cosignature.from_note_signature(s).timestamp for s in parse_note(note).signatures if s.name == NAME]
+
+
+def test_a_quiet_ledger_s_checkpoint_is_cosigned_again_past_the_interval_keeping_the_first_line(copies: Any) -> None:
+    # PROTOCOL 10.7: the home sends its checkpoint every heartbeat; a witness cosigns the one it
+    # cosigned last again once its newest line there is recosign_interval old, keeping its first
+    # (since when it vouches, 11.4's since_ms) and the new one (that it still does).
+    copy = copies(10)
+    clock = [1_800_000_000.0]
+    witness, first = _cosigned_once(copy, clock)
+    assert _own_times(first) == [1_800_000_000]
+    clock[0] += 299
+    witness.verified(copy.checkpoint(9))
+    witness.turn()
+    assert copy.repl.cosignatures(LEDGER)["replica-1"] == first and witness.cosigned == 1
+    for later in (1_800_000_300, 1_800_000_700):
+        clock[0] = later
+        witness.verified(copy.checkpoint(9))
+        witness.turn()
+        note = copy.repl.cosignatures(LEDGER)["replica-1"]
+        assert _own_times(note) == [1_800_000_000, later]  # the first line, then the newest only
+        log_key = home_key(CLUSTER, LEDGER, HOME_KEY.public.raw)
+        cosigned = check_cosigned(note, LEDGER, CLUSTER, log_key, witness_key(NAME, WITNESS_KEY.public.raw))
+        assert (cosigned.size, cosigned.cosignature.timestamp) == (9, 1_800_000_000)  # a standard reader: the first
+    assert witness.cosigned == 3 and copy.alerts == []
+    (kept,) = copy.store.checkpoints.all(LEDGER, COSIGNED)
+    assert kept.note == first  # the store keeps the first cosignature
+    witness.verified(copy.checkpoint(10))  # the ledger grows: one line, the new checkpoint's
+    witness.turn()
+    assert _own_times(copy.repl.cosignatures(LEDGER)["replica-1"]) == [1_800_000_700]
+
+
+def test_a_witness_never_cosigns_another_root_at_the_size_it_cosigned_however_quiet(copies: Any) -> None:
+    copy = copies(10)
+    clock = [1_800_000_000.0]
+    witness, first = _cosigned_once(copy, clock)
+    clock[0] += 3600
+    other = HOME.sign(LEDGER, 9, bytes(32))  # the home's key over another tree of 9 records: equivocation
+    witness.verified(other)
+    witness.turn()
+    assert copy.repl.cosignatures(LEDGER)["replica-1"] == first and witness.cosigned == 1
+    assert [k.note for k in copy.store.checkpoints.all(LEDGER, COSIGNED)] == [first]
+    witness.verified(copy.checkpoint(9))  # the true one is still cosigned again
+    witness.turn()
+    assert _own_times(copy.repl.cosignatures(LEDGER)["replica-1"]) == [1_800_000_000, 1_800_003_600]
 
 
 def test_a_cosigner_cosigns_each_verified_checkpoint_on_its_own_thread(copies: Any) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vledger.node.cosigning import gather, newest, quorum_since_ms
+from vledger.node.cosigning import gather, newest, quorum_fresh_ms, quorum_since_ms
 from vledger.node.errors import NoteError
 from vledger.node.node_key_rotation import key_histories
 from vledger.node.note import (
@@ -121,3 +121,32 @@ def test_since_when_a_checkpoint_was_vouched_for_is_a_majority_s_time_not_one_wi
     assert quorum_since_ms([7]) == 7
     assert quorum_since_ms([9, 3]) == 9  # of two, both: neither alone
     assert quorum_since_ms([4, 1, 3, 2]) == 3
+
+
+def test_a_witness_s_first_and_newest_lines_give_since_and_fresh_and_a_re_cosigning_never_moves_since() -> None:
+    """PROTOCOL 11.4: a quiet ledger's witnesses cosign its checkpoint again (10.7); since_ms is
+    a majority's first time (an observer stuck behind it stays stale), fresh_ms a majority's
+    newest (how recently the view was vouched for), whichever notes and lines come in what order."""
+    first, again, later = 1_790_000_000, 1_790_000_300, 1_790_000_600
+    notes = [_cosigned(5, w, at=first) for w in WITNESSES]
+    body = Checkpoint(ORIGIN, 5, hashlib.sha256(b"5").digest()).body()
+    # Witness 0 cosigned again twice, witness 1 once; their fresh notes come before the first ones.
+    recosigned = [
+        Note(
+            body, (sign(body, HOME), *(cosign(body, WITNESSES[0], t).note_signature() for t in (later, first, again)))
+        ),
+        Note(body, (sign(body, HOME), cosign(body, WITNESSES[1], again).note_signature())),
+    ]
+    (found,) = gather([*(n.encode() for n in recosigned), *notes], HOME.verifier(), ORIGIN, KEYS)
+    assert found.cosigned_ms == {w.name: first * 1000 for w in WITNESSES}
+    assert found.vouched_ms == {KEYS[0].name: later * 1000, KEYS[1].name: again * 1000, KEYS[2].name: first * 1000}
+    assert found.since_ms == first * 1000  # the re-cosignings never reset it
+    assert found.fresh_ms == again * 1000  # two of three vouched at `again` or later
+    # The gathered note reads as any checker reads it: each witness's first line, its oldest.
+    verified = verify_checkpoint(found.note, HOME.verifier(), KEYS, 3)
+    assert {c.timestamp for c in verified.cosignatures} == {first}
+    assert gather([found.note], HOME.verifier(), ORIGIN, KEYS)[0].note == found.note  # served and read again
+    assert quorum_fresh_ms([]) is None
+    assert quorum_fresh_ms([7]) == 7
+    assert quorum_fresh_ms([9, 3]) == 3  # of two, both: the older
+    assert quorum_fresh_ms([4, 1, 3, 2]) == 2

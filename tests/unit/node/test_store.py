@@ -472,10 +472,48 @@ def test_flush_completes_a_group_before_on_commit_and_the_committer_after_it(ope
     assert seen == [("done", 2, 1), ("on_commit", 2, 2)]
     assert store.size(LEDGER) == 2 and store.head(LEDGER) is not None  # what the loop's next request reads
     seen.clear()
+    called = threading.Event()
     committed = store.submit_entry(kit.entry(2))
-    committed.add_done_callback(done_then)
+    committed.add_done_callback(lambda future: (done_then(future), called.set()))
     assert committed.result(DEADLINE).height == 2
+    # result() returns once the future is done, which wakes its waiters before its callbacks run.
+    assert called.wait(DEADLINE)
     assert seen == [("on_commit", 3, 3), ("done", 3, 3)]
+
+
+def test_flush_answers_early_only_its_callers_puts_not_those_other_threads_queued(
+    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put another thread queued (wake=True: a standby's follower, the admin ledger) that the
+    loop's flush happens to take is answered only once the heads and trees moved: its waiter
+    acts at once, on another thread, and reads the store (r10 #2: it found size 1 and no tree at
+    size 2, and raised a false alert against its own copy)."""
+    store = open_store()
+    store.create_ledger(kit.genesis_entry(0))
+    seen: dict[str, Any] = {}
+
+    def theirs_done(_: Future[Any]) -> None:
+        # A done callback runs where the future is completed: what a waiter woken then reads.
+        seen["theirs"] = (store.size(LEDGER), store.tree_size(LEDGER))
+
+    class Unheard(threading.Event):
+        def set(self) -> None:
+            """Its committer thread had not run yet when the flush took the lock."""
+
+    # Queued just before the flush took the lock. The committer thread, if it goes back to sleep
+    # on this event meanwhile (create_ledger's group), is woken once the flush is done.
+    unheard = Unheard()
+    with monkeypatch.context() as m:
+        m.setattr(store, "_work", unheard)
+        theirs = store.submit_entry(kit.entry(1), wake=True)
+    theirs.add_done_callback(theirs_done)
+    ours = store.submit_entry(kit.entry(2), wake=False)
+    ours.add_done_callback(lambda _: seen.setdefault("ours", (store.size(LEDGER), theirs.done())))
+    store.flush()
+    threading.Event.set(unheard)
+    assert [theirs.result(0).height, ours.result(0).height] == [1, 2]  # one group, in queue order
+    assert seen["ours"] == (1, False)  # the caller's own put: answered before the bookkeeping
+    assert seen["theirs"] == (3, 3)  # the other thread's: once the heads and trees moved
 
 
 def test_flush_answers_a_put_that_writes_no_tree_row_before_its_tree_grows(

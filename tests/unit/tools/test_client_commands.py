@@ -725,6 +725,24 @@ def test_a_write_that_gets_no_answer_says_how_to_retry(vledger: Run, node: Simul
     assert f"--request-id r-7 --ts {T0}" in err and "no answer within 10 s" in err
 
 
+def test_a_write_that_timed_out_waiting_for_replicas_says_how_to_wait_again(vledger: Run, node: SimulatedNode) -> None:
+    """o6 H7: README says to repeat the same request; the CLI made its id and time and printed neither."""
+    create(vledger, "notes")
+    fields = {"ledger": "notes", "height": 1, "hash": b"\x01" * 32, "replicas": ["replica-1"]}
+
+    def short(args: dict[str, Any]) -> Any:
+        raise RemoteError("replication_timeout", "the record is durable on ingest-1, but 1 of the 3 ...", fields)
+
+    node.override["put"] = short
+    code, out, err = vledger("put", "notes", "note", "--payload", "{}", "--request-id", "r-8", "-w", "3", "--json")
+    assert code == 1
+    assert f"--request-id r-8 --ts {T0}" in err
+    refusal = json.loads(out)["error"]
+    assert refusal["code"] == "replication_timeout"
+    assert (refusal["height"], refusal["hash"], refusal["replicas"]) == (1, "01" * 32, ["replica-1"])
+    assert (refusal["request_id"], refusal["ts"]) == ("r-8", T0)
+
+
 def test_hello_whoami_and_the_default_options(vledger: Run, tmp_path: Path) -> None:
     code, out, _ = vledger("hello")
     assert code == 0 and "you are alice (admin)" in out

@@ -12,8 +12,14 @@ import pytest
 
 from vledger.broker.signing import generate_signing_key, load_verify_key, signing_key_paths
 from vledger.config.cluster import load_cluster
+from vledger.node import tree
+from vledger.node.anchors import Anchors
 from vledger.node.node_keys import decode_node_keys, encode_node_keys, parse_node_keys
-from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, SignerKey, parse_verifier_key
+from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, parse_verifier_key, sign
+from vledger.node.receipt import Receipt
+from vledger.tests.unit.node.conftest import ChainKit
+from vledger.tests.unit.node.test_receipt import LEDGER, ORIGIN, OTHER_HOME, WITNESSES, _chain, _receipt
+from vledger.tests.unit.node.tree_oracle import hash_at_of
 from vledger.tools import cli
 from vledger.tools.args import vkey_arg
 from vledger.tools.node_commands import ensure_cluster_keys
@@ -188,3 +194,53 @@ def test_node_keys_given_bind_a_replaced_key_whatever_the_receipt_carries(
     assert "--node-keys needs --admin-key" in capsys.readouterr().err
     assert cli.main([*verify, "--node-keys", "bm90IGpzb24=", str(old)]) == 2  # base64 of "not json"
     assert "not node keys" in capsys.readouterr().err
+
+
+# --- --anchors: what a donor with no account holds (o6 H5) -------------------------------------
+
+
+def _files(tmp_path: Path, records: list[Any], receipt: Any, name: str) -> tuple[Path, Path]:
+    receipt_file, genesis_file = tmp_path / f"{name}.json", tmp_path / f"{name}-genesis.bin"
+    receipt_file.write_bytes(receipt.encode())
+    genesis_file.write_bytes(records[0].encode())
+    return receipt_file, genesis_file
+
+
+def _anchors(tmp_path: Path, genesis_link: bytes) -> Path:
+    witnesses = {w.name: w.verifier() for w in WITNESSES}
+    path = tmp_path / "anchors.txt"
+    path.write_text(Anchors({LEDGER: genesis_link}, witnesses, {}).encode(), encoding="utf-8")
+    return path
+
+
+def test_anchors_refuse_a_gateway_s_own_genesis_and_ask_a_majority_of_their_witnesses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gateway that serves its own genesis (pinning its own key) and a receipt its key signed
+    got `valid` from receipt verify --genesis: the donor had no way to refuse it but the cluster's
+    key directory."""
+    kit = ChainKit()
+    honest = _chain(kit, 4)
+    forged = _chain(kit, 4, OTHER_HOME)
+    anchors = _anchors(tmp_path, honest[0].link)
+    receipt, genesis = _files(tmp_path, honest, _receipt(honest, 2), "gift")
+    assert cli.main(["receipt", "verify", str(receipt), "--genesis", str(genesis), "--anchors", str(anchors)]) == 0
+    out = capsys.readouterr().out
+    assert f"(genesis {honest[0].link.hex()}, anchored)" in out and "3 witnesses cosigned" in out
+    fake, fake_genesis = _files(tmp_path, forged, _receipt_without_witnesses(forged, 2), "forged")
+    assert cli.main(["receipt", "verify", str(fake), "--genesis", str(fake_genesis)]) == 0  # what --anchors is for
+    capsys.readouterr()
+    argv = ["receipt", "verify", str(fake), "--genesis", str(fake_genesis), "--json"]
+    assert cli.main([*argv, "--anchors", str(anchors)]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "bad_genesis"
+    # Anchors of that genesis (which a publisher never hands out) still ask for the witnesses.
+    assert cli.main([*argv, "--anchors", str(_anchors(tmp_path, forged[0].link))]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "no_quorum"
+
+
+def _receipt_without_witnesses(records: list[Any], index: int) -> Any:
+    leaves = [tree.leaf_hash(r.encode()) for r in records]
+    size = len(records)
+    body = Checkpoint(ORIGIN, size, tree.root_at(size, hash_at_of(leaves)), ()).body()
+    note = Note(body, (sign(body, OTHER_HOME),)).encode()
+    return Receipt.of(records[index].encode(), tree.inclusion_proof(index, size, hash_at_of(leaves)), note)

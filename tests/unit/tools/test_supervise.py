@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import socket
 import subprocess
 import tempfile
@@ -9,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from vledger.broker.accounts import ACCOUNT_COMMANDS, _raise
 from vledger.broker.redis_server import find_redis_server, free_ports
 from vledger.config.cluster import load_cluster
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
-from vledger.node.errors import RedisServerError
+from vledger.node.errors import AdminLedgerExistsError, RedisServerError
 from vledger.tools import cli, supervise
 from vledger.tools.supervise import EXIT_NOT_RUNNING, EXIT_OK, status_code
 
@@ -114,3 +117,20 @@ def find_redis_server_or_none() -> Path | None:
         return find_redis_server()
     except RedisServerError:
         return None
+
+
+def test_the_refusals_of_a_bootstrap_name_commands_that_exist() -> None:
+    """Review r10 #7: they named `vledger key add`, which is no command (`vledger user key add` is)."""
+    with pytest.raises(AdminLedgerExistsError, match=re.escape(ACCOUNT_COMMANDS)):
+        _raise("admin_ledger_exists", "root", "")
+    parser = cli.build_parser()
+    for named in ACCOUNT_COMMANDS.split(", "):
+        words = named.split()
+        assert words[0] == "vledger"
+        *path, last = words[1:]
+        for action in last.split("/"):
+            found = parser
+            for word in [*path, action]:
+                [commands] = [a for a in found._actions if isinstance(a, argparse._SubParsersAction)]
+                assert word in commands.choices, f"{named}: no {word!r} in {found.prog}"
+                found = commands.choices[word]

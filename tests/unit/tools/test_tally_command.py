@@ -20,6 +20,7 @@ from vledger.node.note import ALG_ED25519, SignerKey
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
+from vledger.tools.client_payloads import time_text
 from vledger.tools.tally_command import ledger_head, report_json, report_lines, snapshot_json, tally_lines
 from vledger.verifier.tally import (
     AGREE,
@@ -34,6 +35,7 @@ from vledger.verifier.tally import (
     Verdict,
     agreement_behind,
     ahead_observers,
+    head_stale,
     stale_observers,
 )
 
@@ -119,6 +121,7 @@ def test_an_observer_behind_the_checkpoint_and_silent_is_stale_and_the_command_e
         "signer": "ingest-1",
         "problem": None,
         "since_ms": None,
+        "fresh_ms": None,
     }
     assert [o["stale"] for o in shown["observers"]] == [False, True]
     assert shown["ok"] is False
@@ -289,7 +292,7 @@ def test_the_head_says_since_when_a_witness_vouched_for_it(tmp_path: Path, redis
     )
     redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
     head = ledger_head(config, redis_client, "council")
-    assert head == LedgerHead(100, "ingest-1", since_ms=NOW - 60_000)
+    assert head == LedgerHead(100, "ingest-1", since_ms=NOW - 60_000, fresh_ms=NOW - 60_000)
     stuck = _observer("observer-1", 40, NOW - 100)  # dated a moment ago, 60 records behind for a minute
     assert stale_observers((stuck,), head, NOW) == ("observer-1",)
     assert report_json(TallyReport("council", (stuck,), Verdict(AGREE, 40), {}, head=head))["head"]["since_ms"] == (
@@ -313,7 +316,7 @@ def test_one_witness_with_a_slow_clock_never_makes_current_observers_stale(tmp_p
         cosignature = _witness(tmp_path, name).cosign(checkpoint, NOW // 1000 - behind_s)
         replication.publish_cosignature("council", name, 100, cosignature)
     head = ledger_head(config, redis_client, "council")
-    assert head == LedgerHead(100, "ingest-1", since_ms=NOW - 1_000)
+    assert head == LedgerHead(100, "ingest-1", since_ms=NOW - 1_000, fresh_ms=NOW - 1_000)
     current = _observer("observer-1", 97, NOW - 100)  # signed a moment ago, a few records behind
     assert stale_observers((current,), head, NOW) == ()
     # Two of three cosigned long ago: the count behind it is stale whatever its date.
@@ -365,3 +368,45 @@ def test_a_note_signed_by_the_standby_counts_only_with_an_epoch_line(tmp_path: P
     assert refused.size is None and refused.problem is not None and "ingest-2's key: bad_epoch" in refused.problem
     redis_client.set(checkpoint_key, standby.sign("council", 100, bytes(32), ("vledger-epoch 2 ingest-2",)).note)
     assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-2")
+
+
+def test_re_cosignings_keep_the_head_fresh_and_an_observer_behind_it_stale(tmp_path: Path, redis_client: Any) -> None:
+    # o4 F2: witnesses cosign a quiet ledger's checkpoint again (PROTOCOL 10.7), each note keeping
+    # its first line beside the fresh one. The head is fresh while a majority's newest line is
+    # within recosign_interval + --stale-after; since_ms stays the first time, so an observer
+    # stuck behind it for an hour stays STALE across every re-cosigning.
+    config, signers = _cluster(tmp_path, replicas=3)
+    replication = ReplicationLedger(redis_client)
+    checkpoint = signers["ingest-1"].sign("council", 100, bytes(32))
+    redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
+    first = NOW // 1000 - 3600
+    for name in ("replica-1", "replica-2", "replica-3"):
+        cosigned = _witness(tmp_path, name).cosign(checkpoint, first)
+        replication.publish_cosignature("council", name, 100, cosigned)
+    quiet = ledger_head(config, redis_client, "council")
+    assert quiet == LedgerHead(100, "ingest-1", since_ms=first * 1000, fresh_ms=first * 1000)
+    assert head_stale(quiet, NOW, 10_000, 300_000)  # nobody vouched for an hour: a frozen view
+    agreeing = _observer("observer-1", 99, NOW - 100)
+    assert agreeing.checked is not None and agreeing.checked.snapshot is not None
+    report = TallyReport(
+        "council", (agreeing,), Verdict(AGREE, 99), {"observer-1": agreeing.checked.snapshot}, head=quiet,
+        head_stale=True,
+    )  # fmt: skip
+    assert report.exit_code == EXIT_STALE
+    assert report_json(report)["head_stale"] is True and report_json(report)["head"]["fresh_ms"] == first * 1000
+    assert any(line.startswith("STALE: no majority of the witnesses vouched") for line in report_lines(report))
+    ago = report_lines(replace(report, judged_at_ms=NOW))
+    assert any(line.strip().endswith(f"vouched for it at {time_text(first * 1000)}, 3,600 s ago") for line in ago)
+    # Two of three cosigned it again a moment ago (a fast clock alone would not do).
+    for name in ("replica-1", "replica-2"):
+        note = replication.cosignatures("council", [name])[name]
+        replication.publish_cosignature(
+            "council", name, 100, _witness(tmp_path, name).cosign_again(note, NOW // 1000 - 5)
+        )
+    head = ledger_head(config, redis_client, "council")
+    assert head == LedgerHead(100, "ingest-1", since_ms=first * 1000, fresh_ms=NOW - 5_000)
+    assert not head_stale(head, NOW, 10_000, 300_000)
+    assert head_stale(head, NOW + 306_000, 10_000, 300_000)  # past the interval and the grace
+    stuck = _observer("observer-2", 40, NOW - 100)  # dated a moment ago, behind for an hour
+    assert stale_observers((stuck,), head, NOW) == ("observer-2",)
+    assert replace(report, head=head, head_stale=False).exit_code == 0

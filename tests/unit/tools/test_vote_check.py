@@ -7,11 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from vledger.client.voters import check_voter
+from vledger.client.voters import VoterCheck, check_voter
+from vledger.node.note import (
+    ALG_COSIGNATURE_V1,
+    ALG_ED25519,
+    Checkpoint,
+    Note,
+    NoteSignature,
+    SignerKey,
+    cosign,
+    sign,
+    verify_checkpoint,
+)
 from vledger.node.record import Content, Entry
+from vledger.node.rules import Ref
 from vledger.node.store import ChainStore
 from vledger.tests.unit.verifier.chains import LIMITS, election_rules, electronic_id
-from vledger.tools.vote_check import print_vote_check
+from vledger.tools.client_payloads import time_text
+from vledger.tools.vote_check import Freshness, print_vote_check
 
 LEDGER = "council"
 
@@ -55,3 +68,40 @@ def test_each_record_shows_its_author_so_a_voter_sees_who_moved_their_vote(
     lines = [line for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("height")]
     assert [("by mallory" in line) for line in lines] == [False, False, True, True]
     assert all("by clerk" in line for line in lines[:2])
+
+
+def test_a_proven_check_says_since_when_its_witnesses_vouch_and_stale_past_the_interval(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # o4 F2: a copy no longer updated keeps serving an old checkpoint (a voter's later records
+    # missing); witnesses cosign a quiet ledger again (PROTOCOL 10.7), so a majority's newest
+    # line older than recosign_interval + 10 s is an old view. A forged later line never counts.
+    origin = f"local/{LEDGER}"
+    home = SignerKey(origin, ALG_ED25519, bytes(range(32)))
+    witnesses = [SignerKey(f"local/witness/r{i}", ALG_COSIGNATURE_V1, bytes([i + 40]) * 32) for i in range(3)]
+    body = Checkpoint(origin, 5, bytes(32)).body()
+    first, again = 1_790_000_000, 1_790_000_300
+    forged = cosign(body, witnesses[2], again).note_signature()
+    lines = [
+        *(cosign(body, w, first).note_signature() for w in witnesses),
+        *(cosign(body, w, again).note_signature() for w in witnesses[:2]),
+        NoteSignature(forged.name, forged.key_id, forged.signature[:8] + bytes(64)),  # r2's, not verifying
+    ]
+    note = Note(body, (sign(body, home), *lines)).encode()
+    proven = verify_checkpoint(note, home.verifier(), [w.verifier() for w in witnesses], 3)
+    assert [c.timestamp for c in proven.cosignatures] == [first] * 3
+    assert [c.timestamp for c in proven.newest] == [again, again, first]
+    check = VoterCheck(LEDGER, Ref(4, bytes(32)), (), None, proven)
+    for now_s, stale in ((again + 309, False), (again + 311, True)):
+        freshness = Freshness(now_s * 1000, 300_000)
+        assert freshness.fresh_ms(proven) == again * 1000 and freshness.stale(proven) is stale
+        print_vote_check([check], "replica-1", "E-0", as_json=True, freshness=freshness)
+        shown = json.loads(capsys.readouterr().out)["ledgers"][0]["checkpoint"]
+        assert (shown["fresh_ms"], shown["stale"]) == (again * 1000, stale)
+        print_vote_check([check], "replica-1", "E-0", as_json=False, freshness=freshness)
+        said = [line.strip() for line in capsys.readouterr().out.splitlines() if "last vouched" in line]
+        assert said == [
+            ("STALE: " if stale else "")
+            + f"a majority of its witnesses last vouched for it at {time_text(again * 1000)}, {now_s - again} s ago"
+            + (": an old view, which may lack later records of this id" if stale else "")
+        ]

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vledger.broker.signing import SigningKey, new_signing_key
-from vledger.broker.tallies import HISTORY_PAGE, MAX_READ_BYTES, Published, TallyBoard
+from vledger.broker.tallies import HISTORY_PAGE, MAX_READ_BYTES, MIN_KEPT, Published, TallyBoard
 from vledger.ingest import cosignatures
 from vledger.ingest.cosignatures import tallied_heights
 from vledger.node.errors import FieldError, NonCanonicalError, SignatureError
@@ -484,6 +484,60 @@ def test_a_read_of_a_stream_takes_at_most_its_bytes_and_an_entry_over_them_stays
     assert report.problems == []  # the junk passed over, never a count
 
 
+def test_a_reader_that_may_run_no_script_leaves_an_entry_over_a_read_s_bytes_unread(redis_client: Any) -> None:
+    """The gateway's Redis user runs no script, and it read entries whole: one of 64 MiB that an
+    observer's user added went out of Redis on every request for the ledger's tally. Its reads
+    stop before the field that would pass MAX_READ_BYTES and drop the connection: Redis writes
+    what the socket buffers take (about 4 MiB here), not the entry; the search for a common
+    height goes on past it as the scripted read's does."""
+    board = TallyBoard(redis_client, scripts=False)
+    _publish(board, "observer-2", 3)
+    _publish(board, "observer-1", 3)
+    stream = board.stream_key(LEDGER, "observer-1")
+    third = b"\x00" * (MAX_READ_BYTES // 3)
+    for _ in range(6):  # older junk, two of them a read (with their field names, three pass it)
+        redis_client.xadd(stream, {"height": 4, "body": third, "signature": b"s"})
+    huge = b"\x00" * (64 * 1024 * 1024)
+    redis_client.xadd(stream, {"height": 5, "body": huge, "signature": b"s"})
+    latest = redis_client.xadd(stream, {"height": 6, "body": huge, "signature": b""})
+    redis_client.set(board.latest_key(LEDGER, "observer-1"), latest)
+
+    def sent() -> int:
+        return int(redis_client.info("stats")["total_net_output_bytes"])
+
+    before = sent()
+    report = read_tallies(board, LEDGER, KEYS)
+    assert sent() - before < len(huge) // 4  # the latest, huge, left unread
+    [problem] = report.problems
+    assert isinstance(problem.problem, FieldError) and f"over {MAX_READ_BYTES} bytes" in problem.problem.message
+    assert problem.published.observer == "observer-1" and problem.published.oversized
+    pages, before_id = [], None
+    while page := board.history(LEDGER, "observer-1", before_id, count=100):
+        read = sent()
+        pages.append([p.height for p in page])
+        assert sent() - read < len(huge) // 4
+        before_id = page[-1].entry_id
+    assert pages == [[-1], [-1], [4, 4], [4, 4], [4, 4, 3]]  # each huge one alone, unread
+    _publish(board, "observer-1", 7)  # a valid latest: the common height 3, read past all of them
+    report = read_tallies(board, LEDGER, KEYS)
+    assert report.verdict.status == AGREE and report.verdict.height == 3
+    assert report.problems == []
+
+
+@pytest.mark.parametrize("scripts", [True, False])
+def test_an_entry_of_many_empty_fields_counts_the_bytes_redis_sends_for_them(redis_client: Any, scripts: bool) -> None:
+    """Empty strings counted as nothing: an entry of 3 million empty fields (18 MB as sent) was no
+    larger than an empty one to either read, and went out of Redis whole. Without a script Redis
+    still writes what the socket buffers take (about 4 MB here) before the dropped connection stops it."""
+    board = TallyBoard(redis_client, scripts=scripts)
+    _publish(board, "observer-1", 3)
+    fields = 3_000_000
+    redis_client.execute_command("XADD", board.stream_key(LEDGER, "observer-1"), "*", *[b""] * fields)
+    before = int(redis_client.info("stats")["total_net_output_bytes"])
+    assert board.history(LEDGER, "observer-1")[0].oversized  # read alone, without its fields
+    assert int(redis_client.info("stats")["total_net_output_bytes"]) - before < fields * len(b"$0\r\n\r\n") // 2
+
+
 @pytest.mark.parametrize("junk", ["not an id", "99999999999999999999-0", "1-18446744073709551616"])
 def test_a_latest_id_that_is_no_stream_id_fails_only_its_observer(redis_client: Any, junk: str) -> None:
     # The two larger ones match the id's pattern but pass 2**64 - 1: Redis's "Invalid stream ID"
@@ -555,3 +609,17 @@ def test_a_mismatch_alert_holds_the_majoritys_count_or_none() -> None:
     alert = mismatch_alert("poll", judge(two, ["a", "b"]), two)
     assert (alert.expected, alert.found) == ("", f"{'07' * 32}, {SNAPSHOT.counted.hex()}")
     assert alert.detail == "at height 7, a, b signed different tallies, none agreed by more observers"
+
+
+def test_a_stream_of_large_bodies_keeps_fewer_of_them_so_its_bytes_stay_bounded(redis_client: Any) -> None:
+    """o6 H9: 10,000 snapshots of a big balance map were gigabytes of the Redis every node shares."""
+    board = TallyBoard(redis_client, stream_max_len=10_000, stream_max_bytes=1024 * 1024)
+    stream = board.stream_key(LEDGER, "observer-1")
+    for height in range(40):
+        board.publish(LEDGER, "observer-1", height, bytes([height]) * 100_000, b"s" * 64)
+    assert MIN_KEPT <= redis_client.xlen(stream) <= MIN_KEPT + 2  # 1 MiB / 100 kB is below the floor
+    assert int(redis_client.memory_usage(stream)) < 3 * 1024 * 1024
+    small = board.stream_key(LEDGER, "observer-2")
+    for height in range(40):  # small bodies: only stream_max_len trims them
+        board.publish(LEDGER, "observer-2", height, b"b" * 100, b"s" * 64)
+    assert redis_client.xlen(small) == 40

@@ -20,9 +20,10 @@ from vledger.broker.tallies import HISTORY_PAGE, Published, TallyBoard
 from vledger.config.cluster import ClusterConfig, load_cluster
 from vledger.node.tally_body import Snapshot
 from vledger.tools.node_commands import ensure_cluster_keys
+from vledger.verifier import tally_watch
 from vledger.verifier.tally import STILL_COUNTING, Checked, ObserverTally, TallyReport, Verdict
 from vledger.verifier.tally_uncompared import UncomparedClock
-from vledger.verifier.tally_watch import KEY_LAG_S, LOOK_PAGE, LOOK_PAGES, TallyWatch
+from vledger.verifier.tally_watch import KEY_LAG_S, LOOK_PAGE, LOOK_PAGES, TallyWatch, key_lag_s
 
 LEDGER = "fund"
 AFTER_S = 300.0  # the default tally_uncompared_ms
@@ -267,6 +268,68 @@ def test_an_entry_whose_signature_fails_is_a_bad_signature_alert_naming_its_obse
     assert watch(LEDGER, 10) == []
 
 
+def test_a_junk_entry_replaced_before_each_look_is_raised_a_look_after_the_first(
+    config: ClusterConfig, watched: tuple[TallyWatch, Clock]
+) -> None:
+    """Review r10 #3: the wait was each entry's, so whoever holds an observer's Redis password
+    (no key) adding a new junk entry before each look started a new wait at each, and with no
+    valid latest of that observer nothing else was raised either, for ever. The wait is the
+    observer's, until its entries read all verify again."""
+    watch, clock = watched
+    board = watch.board
+    publish(config, board, "observer-2", 9)
+    other = load_signing_key(signing_key_paths(config.keys_dir, "observer-2")[0])
+    raised: list[list[tuple[str, str, str]]] = []
+    for look in range(3):
+        forged = dataclasses.replace(
+            SNAPSHOT, height=9, head=bytes([9]) * 32, tally={"type": "plain", "records": 100 + look}
+        )
+        board.publish(LEDGER, "observer-1", 9, forged.body(), other.sign(forged.body()))
+        found = "sha256:" + hashlib.sha256(forged.body()).hexdigest()
+        raised.append([(a.what, a.node, a.found) for a in watch(LEDGER, 10) if a.what == "bad_signature"])
+        assert raised[-1] in ([], [("bad_signature", "observer-1", found)])
+        clock.now += KEY_LAG_S
+    assert [bool(r) for r in raised] == [False, True, True]
+    publish(config, board, "observer-1", 9)  # its own key again: its wait ends, a later failure waits anew
+    assert watch(LEDGER, 10) == []
+    forged = dataclasses.replace(SNAPSHOT, height=10, head=bytes([10]) * 32, tally={"type": "plain", "records": 5})
+    board.publish(LEDGER, "observer-1", 10, forged.body(), other.sign(forged.body()))
+    clock.now += KEY_LAG_S
+    assert [a for a in watch(LEDGER, 11) if a.what == "bad_signature"] == []
+
+
+def test_keys_read_again_for_a_failing_entry_leave_other_ledgers_reports_standing(
+    config: ClusterConfig, watched: tuple[TallyWatch, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review r10 #3: a failing entry re-reads the keys at each look until confirmed, and the
+    same keys read again threw away every ledger's report, so each ledger was read again."""
+    watch, clock = watched
+    board = watch.board
+    for observer in ("observer-1", "observer-2"):
+        snapshot = dataclasses.replace(SNAPSHOT, observer=observer, ledger="other", height=3)
+        key = load_signing_key(signing_key_paths(config.keys_dir, observer)[0])
+        board.publish("other", observer, 3, snapshot.body(), key.sign(snapshot.body()))
+    publish(config, board, "observer-2", 9)
+    forged = dataclasses.replace(SNAPSHOT, height=9, head=bytes([9]) * 32, tally={"type": "plain", "records": 104})
+    other = load_signing_key(signing_key_paths(config.keys_dir, "observer-2")[0])
+    board.publish(LEDGER, "observer-1", 9, forged.body(), other.sign(forged.body()))
+    read: list[str] = []
+    real = tally_watch.read_tallies
+
+    def counted(board: TallyBoard, ledger: str, *args: Any, **kwargs: Any) -> Any:
+        read.append(ledger)
+        return real(board, ledger, *args, **kwargs)
+
+    monkeypatch.setattr(tally_watch, "read_tallies", counted)
+    assert watch("other", 4) == [] and watch(LEDGER, 10) == []
+    for _ in range(3):  # looks a second apart: each re-reads the keys for the unconfirmed entry
+        clock.now += 1.5
+        keys_read = watch._keys_read()
+        assert watch(LEDGER, 10) == [] and watch("other", 4) == []
+        assert watch._keys_read() > keys_read
+    assert read == ["other", LEDGER]  # the same keys and latest ids: neither report was read again
+
+
 def test_an_honest_rotation_s_first_tallies_raise_nothing_though_the_look_s_keys_predate_it(
     config: ClusterConfig, redis_client: Any
 ) -> None:
@@ -294,6 +357,45 @@ def test_an_honest_rotation_s_first_tallies_raise_nothing_though_the_look_s_keys
     assert watch(LEDGER, 11) == []
     clock.now += KEY_LAG_S
     assert watch(LEDGER, 11) == []
+
+
+def test_a_rotation_proven_a_checkpoint_interval_later_raises_nothing_and_a_forgery_waits_as_long(
+    config: ClusterConfig, redis_client: Any
+) -> None:
+    """Review r10 #6: the wait was a fixed 5 s, while a home may hold the admin ledger's checkpoint
+    proving a rotation back for checkpoint_interval_ms: with 10 s an honest `key rotate` raised
+    bad_signature. The wait grows by the interval, for forgeries too."""
+    slow = dataclasses.replace(
+        config, replication=dataclasses.replace(config.replication, checkpoint_interval_ms=10_000)
+    )
+    assert key_lag_s(slow) == KEY_LAG_S + 10 and key_lag_s(config) == KEY_LAG_S
+    clock = Clock()
+    clock.now = 1000.0
+    proven: list[dict[str, Any]] = []
+    watch = TallyWatch(slow, redis_client, clock=clock, rotations=lambda: list(proven))
+    publish(slow, watch.board, "observer-1", 9)
+    publish(slow, watch.board, "observer-2", 9)
+    assert watch(LEDGER, 10) == []
+    new = new_signing_key()
+    at_ms = 1_796_588_311_000
+    rotated = dataclasses.replace(SNAPSHOT, height=10, head=bytes([10]) * 32, tally={"type": "plain", "records": 11})
+    rotated = dataclasses.replace(rotated, at_ms=at_ms)
+    watch.board.publish(LEDGER, "observer-1", 10, rotated.body(), new.sign(rotated.body()))
+    for _ in range(2):  # looks while the admin home has not signed the rotation's checkpoint yet
+        clock.now += 5
+        assert watch(LEDGER, 11) == []
+    rotation = {"node": "observer-1", "curve": "", "sign": new.public.public_hex, "accepted": at_ms - 500}
+    proven.append({**rotation, "until": at_ms + 20_000})  # a checkpoint interval after the record
+    clock.now += 5
+    assert watch(LEDGER, 11) == []
+    other = load_signing_key(signing_key_paths(slow.keys_dir, "observer-2")[0])
+    forged = dataclasses.replace(SNAPSHOT, height=11, head=bytes([11]) * 32, tally={"type": "plain", "records": 99})
+    watch.board.publish(LEDGER, "observer-1", 11, forged.body(), other.sign(forged.body()))
+    raised = []
+    for _ in range(4):
+        clock.now += 5
+        raised.append([a.node for a in watch(LEDGER, 12) if a.what == "bad_signature"])
+    assert raised == [[], [], [], ["observer-1"]]  # 15 s after it was first seen failing
 
 
 def test_observers_met_only_when_every_configured_one_has_a_valid_latest_at_that_height() -> None:

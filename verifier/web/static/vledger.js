@@ -85,7 +85,11 @@ function parseCheckpoint(text) {
 }
 
 // 13.5: the log key's Ed25519 signature over the text, and each witness's cosignature/v1 over
-// "cosignature/v1\ntime <T>\n" || text. Returns {checkpoint, logOk, cosigned: [{name, key, time, ok}]}.
+// "cosignature/v1\ntime <T>\n" || text. Returns {checkpoint, logOk, cosigned: [{name, key, time, ok,
+// oldest, newest}]}: one entry per witness key, its first line's (`time`, `ok`); a witness that
+// cosigned a quiet ledger again (10.7) has more lines, and `oldest` and `newest` are the times of
+// its lines that verified (11.4's since_ms and fresh_ms); a later line that does not verify is
+// not counted (13.2 skips it), never a reason to refuse the note.
 async function verifyCheckpointNote(note, logKey, witnessKeys) {
   const { text, lines } = parseNote(note);
   const body = utf8.encode(text);
@@ -102,7 +106,13 @@ async function verifyCheckpointNote(note, logKey, witnessKeys) {
     if (!key || line.signature.length !== 72) continue;
     const time = new DataView(line.signature.buffer, line.signature.byteOffset).getBigUint64(0);
     const message = concat(utf8.encode(`cosignature/v1\ntime ${time}\n`), body);
-    cosigned.push({ name: key.name, key, time, ok: await verifyEd25519(key.publicKey, line.signature.slice(8), message) });
+    const ok = await verifyEd25519(key.publicKey, line.signature.slice(8), message);
+    const first = cosigned.find((c) => c.key === key);
+    if (!first) cosigned.push({ name: key.name, key, time, ok, oldest: ok ? time : null, newest: ok ? time : null });
+    else if (ok) {
+      first.oldest = first.oldest === null || time < first.oldest ? time : first.oldest;
+      first.newest = first.newest === null || time > first.newest ? time : first.newest;
+    }
   }
   return { checkpoint, logOk, cosigned };
 }
@@ -598,7 +608,9 @@ async function checkedCheckpoint(ledger, keys) {
   if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
   const n = shown.node_keys;
   const nodeKeys = n && typeof n.checkpoint === "string" ? { checkpoint: n.checkpoint, rotations: parseProven(n.rotations, "node keys") } : null;
-  return { ...seen, nodeKeys };
+  const stated = Number(shown.recosign_interval_ms);
+  const recosign = Number.isSafeInteger(stated) && stated > 0 ? Math.min(stated, RECOSIGN_INTERVAL_MS) : RECOSIGN_INTERVAL_MS;
+  return { ...seen, nodeKeys, recosign };
 }
 
 // The rotations of `ledger`'s witnesses and observers that the node keys of its checkpoint
@@ -734,6 +746,14 @@ function quorumSinceMs(times) {
   return ordered.length ? ordered[Math.floor(ordered.length / 2)] : null;
 }
 
+// The time (ms) since which a majority of the witnesses whose newest cosignature times are
+// `times` have vouched (11.4, node/cosigning.py's quorum_fresh_ms): the n // 2 + 1-th newest of n;
+// null for none.
+function quorumFreshMs(times) {
+  const ordered = [...times].sort((a, b) => a - b);
+  return ordered.length ? ordered[Math.floor((ordered.length - 1) / 2)] : null;
+}
+
 // The ledger's checkpoint the gateway serves, checked here as vote.html checks one (with the
 // anchors' keys when given), read after the tallies: an honest observer counts only records a
 // signed checkpoint covers (PROTOCOL 10.7), so a body past it claims records nobody can check,
@@ -750,11 +770,14 @@ async function checkedHead(ledger, anchors) {
     // When a majority of the witnesses that cosigned had vouched for this size (ms, 11.4: the
     // n // 2 + 1-th oldest of n times, so that no one witness's clock decides): a count behind
     // it for longer is stale whatever at_ms its observer claims.
-    const times = seen.cosigned.map((c) => Number(c.time) * 1000);
-    return { size: seen.checkpoint.size, since: quorumSinceMs(times),
-      newest: times.length ? Math.max(...times) : null, rotations };
+    // Since when a majority of them vouch for it still (11.4's fresh_ms, of each one's newest
+    // line): witnesses cosign a quiet ledger's checkpoint again (10.7), so an old one is an old view.
+    const times = seen.cosigned.map((c) => Number(c.oldest) * 1000);
+    const newest = seen.cosigned.map((c) => Number(c.newest) * 1000);
+    return { size: seen.checkpoint.size, since: quorumSinceMs(times), fresh: quorumFreshMs(newest),
+      recosign: seen.recosign, rotations };
   } catch (e) {
-    return { size: null, since: null, newest: null, problem: e.message, rotations };
+    return { size: null, since: null, fresh: null, recosign: RECOSIGN_INTERVAL_MS, problem: e.message, rotations };
   }
 }
 
@@ -763,15 +786,31 @@ const STALE_AFTER_MS = 10000;
 // How far an at_ms may run ahead of this computer's clock and still be taken at its word (11.4).
 const MAX_CLOCK_SKEW_MS = 60000;
 
-// What a visitor can tell of the checkpoint's age (checkedHead's `head`): the newest witness
-// cosignature time against this computer's clock. Witnesses cosign when the ledger grows, not
-// while it is quiet, so an old time is no proof of a stale view; on a busy ledger it is one.
+// The cluster's recosign_interval_ms default (10.7): how often witnesses cosign a quiet ledger's
+// checkpoint again. A page takes the gateway's stated interval only when it is shorter: a gateway
+// claiming a longer one cannot keep a frozen view fresh for longer.
+const RECOSIGN_INTERVAL_MS = 300000;
+
+// Whether the checkpoint verified here (checkedHead's `head`) is **stale** (11.4): a majority of
+// its witnesses last vouched for it (`fresh`) more than the recosign interval plus STALE_AFTER_MS
+// before `nowMs` (this computer's clock). Witnesses cosign a growing ledger's new checkpoints and
+// a quiet one's again, so a live gateway's never gets that old; a frozen one's does. A head no
+// witness cosigned is not judged here (the page warns of it anyway).
+function headStale(head, nowMs = Date.now()) {
+  if (head.size === null || head.fresh === null || head.fresh === undefined) return false;
+  return nowMs - head.fresh > head.recosign + STALE_AFTER_MS;
+}
+
+// What a visitor can tell of the checkpoint's age (checkedHead's `head`): since when a majority
+// of its witnesses vouch for it, against this computer's clock, and STALE past headStale's limit.
 function cosignedText(head, nowMs = Date.now()) {
-  if (head.size === null || head.newest === null) return "";
-  const ago = Math.max(0, Math.round((nowMs - head.newest) / 1000));
-  return `The checkpoint verified here holds ${head.size} records; its newest witness cosignature is from ` +
-    `${new Date(head.newest).toISOString()}, ${ago} s before this computer's clock (witnesses cosign as the ledger grows: ` +
-    "on a ledger still being written, an old time means this gateway shows an old view).";
+  if (head.size === null || head.fresh === null) return "";
+  const ago = Math.max(0, Math.round((nowMs - head.fresh) / 1000));
+  const text = `The checkpoint verified here holds ${head.size} records; a majority of its witnesses last vouched for it at ` +
+    `${new Date(head.fresh).toISOString()}, ${ago} s before this computer's clock.`;
+  if (!headStale(head, nowMs)) return text;
+  return `STALE: ${text} Witnesses vouch again every ${Math.round(head.recosign / 1000)} s even while nothing is ` +
+    "written: this gateway shows an old view, and the ledger may have moved on.";
 }
 
 // The observers whose verified body (checkTallies' ok ones) is **stale** as 11.4 says: it counts
@@ -886,4 +925,5 @@ window.vledger = {
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, checkedVerdict, statedLaterKeys,
   heldWitnessRotations,
   provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, quorumSinceMs, STALE_AFTER_MS,
+  quorumFreshMs, headStale, RECOSIGN_INTERVAL_MS,
 };

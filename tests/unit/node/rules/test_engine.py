@@ -412,6 +412,7 @@ CODES = {
     "NotIssuerError": "not_issuer",
     "NotOwnerError": "not_owner",
     "SelfTransferError": "self_transfer",
+    "TooManyHoldersError": "too_many_holders",
     "FileTooLargeError": "file_too_large",
     "FileConflictError": "file_conflict",
     "NotGrantedError": "not_granted",

@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 
 from vledger.node.canonical import encode
 from vledger.node.errors import (
+    BadDomainRulesError,
     BadPayloadError,
     InsufficientFundsError,
     NotIssuerError,
     NotOwnerError,
     RuleError,
     SelfTransferError,
+    TooManyHoldersError,
 )
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.rules.resources import ResourcesState
@@ -180,3 +182,35 @@ def test_issues_never_take_the_total_past_a_canonical_integer(credits: Any) -> N
     assert credits.domain.tally().balances == {"lab.a": 2**64 - 1}
     tally_body, _ = tally_map(credits.domain)
     encode(tally_body)
+
+
+# --- how many accounts hold units (o6 H9: each observer signs and publishes the whole map) -----
+
+
+def test_max_holders_bounds_the_accounts_holding_units(rules_kit: Any) -> None:
+    bench = rules_kit.resources(max_holders=2)
+    bench.submit("issue", {"account": "lab.a", "amount": 10}, author="treasury")
+    bench.submit("transfer", transfer("lab.a", "lab.b", 4), author="lab.a")
+    error = bench.refuse("transfer", transfer("lab.a", "lab.c", 1), TooManyHoldersError, author="lab.a")
+    assert error.code == "too_many_holders"
+    bench.refuse("issue", {"account": "lab.c", "amount": 1}, TooManyHoldersError, author="treasury")
+    bench.submit("issue", {"account": "lab.b", "amount": 1}, author="treasury")  # a holder already
+    bench.submit("transfer", transfer("lab.a", "lab.b", 1), author="lab.a")  # between holders
+    # A source that hands over its whole balance frees its place for the target.
+    bench.submit("transfer", transfer("lab.b", "lab.c", 6), author="lab.b")
+    assert bench.domain.tally().balances == {"lab.a": 5, "lab.c": 6}
+
+
+def test_without_max_holders_ten_thousand_accounts_hold_units(rules_kit: Any) -> None:
+    bench = rules_kit.resources()
+    bench.submit("issue", {"account": "lab.a", "amount": 20_000}, author="treasury")
+    for n in range(1, 10_000):
+        bench.submit("transfer", transfer("lab.a", f"h{n}", 1), author="lab.a")
+    assert len(bench.domain.tally().balances) == 10_000
+    bench.refuse("transfer", transfer("lab.a", "h10000", 1), TooManyHoldersError, author="lab.a")
+
+
+@pytest.mark.parametrize("bound", [0, 40_001, True, "5", None])
+def test_max_holders_is_an_integer_up_to_the_readable_bound(rules_kit: Any, bound: Any) -> None:
+    with pytest.raises(BadDomainRulesError, match="max_holders"):
+        rules_kit.resources(max_holders=bound)
