@@ -20,13 +20,26 @@ and peer addresses): libzmq may have closed it, and the number been given to ano
 before this thread read the event; counting, and at the cap cutting, one of the node's own
 outgoing sockets (Redis, a range source) that took the number would break it.
 
+Two facts of libzmq's monitor (4.3.5) shape the rest. It sends each event from the Context's
+I/O thread with a blocking send into a PAIR of its own: once nothing reads that PAIR's peer any
+more (a guard's reader closed, or its thread ended, while the socket was still monitored), the
+next event blocks the I/O thread for good, and no socket of the Context accepts, shakes hands or
+delivers again (python -m bench.monitor_hang shows it; it was what broke the feed's rotation
+tests when the feed was first guarded). So :meth:`ConnectionGuard.stop` stops the monitor
+before its reader, and the reader's thread outlives anything one event can raise. And a
+connection libzmq closes itself, because its listener was unbound (a key rotation's re-bind,
+PROTOCOL 16.6) or its number was taken again, gets no EVENT_DISCONNECTED: the guard looks again
+at each connection of a listener it saw closed, and gives back those whose descriptor no longer
+names them.
+
 Every connection counted also takes a place of the process's :func:`~.file_budget.process_budget`,
-shared with its other guarded ports (the request port, the HTTP ports): one past it
+shared with its other guarded ports (the request port, the feed, the HTTP ports): one past it
 is cut like one past a cap, so that together they never hold the process's last files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import resource
@@ -48,8 +61,8 @@ from .http import address_key
 
 log = logging.getLogger(__name__)
 
-_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
-_POLL_MS = 200  # how soon the thread sees stop()
+_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+_POLL_MS = 200  # how soon the thread sees stop(), and how often it looks again at a closed listener's connections
 _LOG_EVERY_S = 10.0  # refusals are logged at most this often (anyone can cause them)
 
 Names = tuple[Any, Any]  # a connection's (local, peer) socket addresses
@@ -139,9 +152,14 @@ class ConnectionGuard:
         self.budget = budget if budget is not None else process_budget()
         self._lock = threading.Lock()  # the counts: the guard's thread writes, others may read
         self._open: dict[int, tuple[Names, str]] = {}  # descriptor -> its names and address key
+        # Descriptors counted on a listener since closed: libzmq closes them with no event.
+        self._orphans: set[int] = set()
+        self._looked = 0.0  # when the orphans were last looked at (time.monotonic)
+        self._socket: zmq.Socket[Any] | None = None
         self.by_address: Counter[str] = Counter()
         self.refused = 0  # connections cut past a cap since the start
         self._logged = -_LOG_EVERY_S  # when a cut was last logged
+        self._failed_logged = -_LOG_EVERY_S  # when an event not handled was
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._endpoint = ""
@@ -161,6 +179,7 @@ class ConnectionGuard:
         # of both ends', none if either is 0).
         monitor.rcvhwm = 0
         sock.monitor(self._endpoint, _EVENTS)
+        self._socket = sock
         monitor.connect(self._endpoint)
         self._thread = threading.Thread(target=self._run, args=(monitor,), name=f"{self.name}-guard", daemon=True)
         self._thread.start()
@@ -169,10 +188,19 @@ class ConnectionGuard:
         """Stop watching; the connections still counted give their places of the budget back
         (the socket, closed next, closes them)."""
         self._stopping.set()
+        self._unmonitor()  # before the reader goes (the module says why)
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         self._give_back()
+
+    def _unmonitor(self) -> None:
+        """Stop libzmq's monitor of the socket: no event goes to the reader from now on.
+        libzmq takes the monitor's own lock for it, so the guard's thread may call it too."""
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            with contextlib.suppress(zmq.ZMQError):  # closed with its Context: its monitor went with it
+                sock.disable_monitor()
 
     def _give_back(self) -> None:
         """Give back the budget's places of every connection still counted (once)."""
@@ -180,31 +208,52 @@ class ConnectionGuard:
             for _ in self._open:
                 self.budget.give()
             self._open.clear()
+            self._orphans.clear()
             self.by_address.clear()
 
     def _run(self, monitor: zmq.Socket[Any]) -> None:
         try:
             while not self._stopping.is_set():
+                if self._orphans and time.monotonic() - self._looked >= _POLL_MS / 1000:
+                    self._look_at_orphans()
                 if not monitor.poll(_POLL_MS, zmq.POLLIN):
                     continue
                 event = recv_monitor_message(monitor)
-                fd = int(event["value"])
-                if event["event"] == zmq.EVENT_ACCEPTED:
-                    self._accepted(fd, event["endpoint"])
-                elif event["event"] == zmq.EVENT_DISCONNECTED:
-                    self._disconnected(fd)
-        except zmq.ZMQError as e:  # the Context ended under it: nothing left to guard
+                try:
+                    self._on(event)
+                except Exception:  # one odd event must not end the reader: libzmq would block on the next
+                    now = time.monotonic()
+                    if now - self._failed_logged >= _LOG_EVERY_S:  # a client may cause them
+                        self._failed_logged = now
+                        log.exception("%s guard: monitor event %r not handled", self.name, event)
+        except zmq.ContextTerminated as e:  # nothing left to guard; libzmq stopped the monitor itself
             log.debug("%s guard stopped: %s", self.name, e)
+        except BaseException:
+            log.exception("%s guard: its reader ends, its socket unguarded", self.name)
+            self._unmonitor()  # before the reader closes, as stop() does
+            raise
         finally:
             monitor.close(linger=0)
             # Its socket's connections are gone with the Context: the places they held in the
             # process's budget, kept, would cut the process's other ports' connections for ever.
             self._give_back()
 
+    def _on(self, event: Mapping[str, Any]) -> None:
+        fd = int(event["value"])
+        if event["event"] == zmq.EVENT_ACCEPTED:
+            self._accepted(fd, event["endpoint"])
+        elif event["event"] == zmq.EVENT_DISCONNECTED:
+            self._disconnected(fd)
+        elif event["event"] == zmq.EVENT_CLOSED:
+            self._listener_closed(event["endpoint"])
+
     def _accepted(self, fd: int, endpoint: bytes) -> None:
         names = _names(fd)
         if names is None or not _accepted_here(names[0], endpoint):
             return  # gone, or its number another file's now: its EVENT_DISCONNECTED comes next, for nothing
+        # Still counted under this number: that connection was closed with no event (an orphan
+        # not yet looked at again), and the number given to this one.
+        self._disconnected(fd)
         address = address_key(names[1])
         with self._lock:
             self._open[fd] = (names, address)
@@ -223,8 +272,25 @@ class ConnectionGuard:
         _shutdown(fd, names)
         self._say(reason)
 
+    def _listener_closed(self, endpoint: bytes) -> None:
+        """A listener of the socket closed (unbound): libzmq closes the connections it accepted,
+        with no EVENT_DISCONNECTED, so each is looked at again until it is seen gone."""
+        with self._lock:
+            self._orphans.update(fd for fd, (names, _) in self._open.items() if _accepted_here(names[0], endpoint))
+
+    def _look_at_orphans(self) -> None:
+        """Forget each orphan whose descriptor no longer names its connection (closed, or its
+        number given to another file)."""
+        self._looked = time.monotonic()
+        with self._lock:
+            orphans = [(fd, self._open[fd][0]) for fd in self._orphans]
+        for fd, names in orphans:
+            if _names(fd) != names:
+                self._disconnected(fd)
+
     def _disconnected(self, fd: int) -> None:
         with self._lock:
+            self._orphans.discard(fd)
             known = self._open.pop(fd, None)
             if known is None:
                 return
@@ -244,9 +310,9 @@ class ConnectionGuard:
 class CurveGuardMetrics(Collector):
     """``vledger_curve_connections{port}`` (open now, handshake done or not) and
     ``vledger_curve_connections_cut_total{port}`` (cut past a cap) of a process's guarded CURVE
-    ports, by their name in ``guards`` ("request"; the feed has no guard), read at each scrape: a port bound
+    ports, by their name in ``guards`` ("request", "feed"), read at each scrape: a port bound
     after this was registered is counted from then on. A cut was only logged, at most every
-    10 s, so a flood showed nowhere an operator watches."""
+    10 s, so a flood showed nowhere an operator watches; a feed's cuts showed nowhere at all."""
 
     def __init__(self, guards: Mapping[str, ConnectionGuard]) -> None:
         self.guards = guards
@@ -254,7 +320,7 @@ class CurveGuardMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         guards = list(self.guards.items())  # copied: a port may be added while a scrape runs
         open_now = GaugeMetricFamily(
-            "vledger_curve_connections", "open connections of a CURVE port (request)", labels=["port"]
+            "vledger_curve_connections", "open connections of a CURVE port (request, feed)", labels=["port"]
         )
         cut = CounterMetricFamily(
             "vledger_curve_connections_cut",

@@ -161,11 +161,8 @@ class Publisher:
     ) -> None:
         self.name = name
         # The high-water mark is set before the bind: libzmq copies it to each subscriber's pipe then.
-        # Not guarded as a request port is (curve_guard.py): a socket monitor on this PUB, which
-        # the guard reads, kept an ingest node's feed proxy (zmq.proxy_steerable, outbox_process.py)
-        # from serving a rotation port it had just bound, in half the runs of
-        # tests/unit/ingest/test_node_key_rotation.py; the cause is not known yet. The feed keeps
-        # the handshake interval alone, as before (PROTOCOL 6).
+        # Guarded as a request port is: silent connections to an unguarded feed held the node's
+        # files until accepts and its store's opens failed (r8).
         self.server = CurveServer(
             keys,
             endpoint,
@@ -174,6 +171,7 @@ class Publisher:
             settings=settings,
             domain=FEED_DOMAIN,
             options={zmq.SNDHWM: send_hwm},
+            guarded=True,
         )
         self.socket = self.server.socket
         self.sent = 0

@@ -1,7 +1,7 @@
 """One budget of connections for all the guarded ports of a process.
 
 Each port's guard caps its own connections (``max_connections``, lowered to the file limit less
-:data:`FILES_KEPT`), but the file limit is the process's: a node's request port and HTTP
+:data:`FILES_KEPT`), but the file limit is the process's: a node's request port, feed and HTTP
 port could each have held nearly all of it, and silent connections to two of them then left
 nothing for accept() or the store's next SQLite open (EMFILE). Every guard of a process (the
 CURVE guards of broker/curve_guard.py, the HTTP guards of broker/http.py) also takes a place

@@ -63,7 +63,8 @@ is not), and delete or trim its own. Readers show each alert's raiser (``raised_
 the admin's user writes ``{alerts}:resolved``, where ``vledger alerts resolve`` notes each
 alert it resolves (and deletes it from every raiser's keys), and the verifier (reading it)
 opens again, in its own keys, an alert only an operator resolves (broker/replication.py
-OPERATOR_RESOLVED: ``equivocation``, ``store_contradicts_checkpoint``, ...) that left its
+OPERATOR_RESOLVED: ``equivocation``, ``store_contradicts_checkpoint`` but a follower's about
+itself, ...: operator_resolves) that left its
 raiser's open hash without that note; its own findings it raises again while their cause
 remains (docs/PROTOCOL.md 10.5). A witness's evidence is likewise in a hash of its own,
 ``{evidence}:<node>``.

@@ -46,7 +46,8 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   grant keys, not fields, so the keys are per raiser); ``vledger:{alerts}`` and
   ``vledger:{alerts}:open`` are the admin's (``vledger tally``, and the older layout's).
   Readers take the union and name each alert's raiser. Who resolves which
-  (docs/PROTOCOL.md 10.5): a follower its own refusals once the true records are stored, a
+  (docs/PROTOCOL.md 10.5): a follower its own refusals once the true records are stored, and its
+  alerts about its own copy (also an earlier run's) once a checkpoint vouches for it, a
   home its alert against the stream once it rewrote it, the verifier a copy's chain alerts
   after a clean sweep and the stream's after a clean re-check; an operator the rest
   (``vledger alerts resolve``, from every raiser's hash), noting each one's stream id in
@@ -61,7 +62,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,7 @@ MAX_HEIGHT = 2**63 - 1  # the largest height a record may have (a store's intege
 log = logging.getLogger(__name__)
 
 ALERTS_MAX_LEN = 100_000
+STORE_CONTRADICTS = "store_contradicts_checkpoint"
 # The alerts only an operator resolves (PROTOCOL 10.5): a signed contradiction, a node that
 # accused itself of a store its own checkpoints contradict, a witness's cosignature or a file
 # that is not what it should be, observers that disagree or are never compared.
@@ -84,7 +86,7 @@ OPERATOR_RESOLVED = frozenset(
         "equivocation",
         "signed_fork",
         "retired_key",
-        "store_contradicts_checkpoint",
+        STORE_CONTRADICTS,  # but a follower's about its own copy: see operator_resolves
         "bad_cosignature",
         "witness_refused",
         "bad_blob",
@@ -92,6 +94,21 @@ OPERATOR_RESOLVED = frozenset(
         "tally_uncompared",
     )
 )
+
+
+def operator_resolves(raiser: str | None, key: str, followers: Collection[str]) -> bool:
+    """Whether only an operator resolves ``raiser``'s open alert ``key`` (``<node>|<ledger>|<what>``,
+    PROTOCOL 10.5): its kind is of OPERATOR_RESOLVED, and it is not a follower's (a node of
+    ``followers``) ``store_contradicts_checkpoint`` about its own copy, which that follower
+    resolves, also in a later run, once a checkpoint of the home vouches for the copy again
+    (repaired or restored): a follower that hid it would only hide its own blame, which it
+    could as well never have raised."""
+    node, what = key.partition("|")[0], key.rpartition("|")[2]
+    if what not in OPERATOR_RESOLVED:
+        return False
+    return not (what == STORE_CONTRADICTS and raiser is not None and raiser == node and raiser in followers)
+
+
 # What the replication paths survive and retry: Redis away, and Redis refusing (an error
 # reply: out of memory at maxmemory, READONLY, NOPERM). The store has everything meanwhile.
 REDIS_ERRORS = (
@@ -127,6 +144,27 @@ if redis.call('GET', KEYS[1]) ~= ARGV[2] then
   redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[2])
 end
 return tonumber(ARGV[2])
+"""
+
+# Close a raiser's open alerts raised at heights up to ARGV[1] (PROTOCOL 10.5): an alert of one
+# of these keys raised since at a greater height (its cause past what resolved the older one:
+# another part of the node, or an earlier run, raised it) stays open. A value that is no JSON
+# object with a height, which the raiser's own user wrote, is closed.
+# KEYS: the open hash    ARGV: upto, fields...
+_RESOLVE_UP_TO = """
+local upto = tonumber(ARGV[1])
+local closed = 0
+for i = 2, #ARGV do
+  local raw = redis.call('HGET', KEYS[1], ARGV[i])
+  if raw then
+    local ok, alert = pcall(cjson.decode, raw)
+    local height = ok and type(alert) == 'table' and tonumber(alert['height']) or nil
+    if height == nil or height <= upto then
+      closed = closed + redis.call('HDEL', KEYS[1], ARGV[i])
+    end
+  end
+end
+return closed
 """
 
 # Append a run of heights to a ledger's stream only where it continues the stream: heights
@@ -364,6 +402,7 @@ class ReplicationLedger:
         self._raisers = None if raisers is None else tuple(dict.fromkeys(raisers))
         self._advance = client.register_script(_ADVANCE)
         self._set_held = client.register_script(_SET_HELD)
+        self._resolve_up_to = client.register_script(_RESOLVE_UP_TO)
         self._append = client.register_script(_APPEND)
         self._rewind = client.register_script(_REWIND)
         self._promote = client.register_script(_PROMOTE)
@@ -843,6 +882,10 @@ class ReplicationLedger:
             found.append((node, alerts))
         return found
 
+    def own_open_alerts(self) -> dict[str, dict[str, Any]]:
+        """This client's node's open alerts, as its own hash holds them (key -> the alert's fields)."""
+        return {_text(k): _json_map(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+
     def open_alerts(self) -> dict[str, dict[str, str]]:
         """The alerts not resolved yet, by ``<node>|<ledger>|<what>``, from every raiser's open
         alerts, a node's with ``raised_by``: the node in whose keys it is, the one thing about
@@ -864,6 +907,15 @@ class ReplicationLedger:
         node's are not this client's to close (its Redis user may not write them)."""
         names = list(keys)
         return int(self.client.hdel(self.open_alerts_key, *names)) if names else 0
+
+    def resolve_up_to(self, keys: Iterable[str], upto: int) -> int:
+        """Close these of this client's open alerts that were raised at heights up to ``upto``
+        (a follower's, PROTOCOL 10.5: its cause is gone up to there); one of these keys raised
+        since at a greater height stays open. Returns how many were closed."""
+        names = list(keys)
+        if not names:
+            return 0
+        return int(self._resolve_up_to(keys=[self.open_alerts_key], args=[min(upto, MAX_HEIGHT), *names]))
 
     @staticmethod
     def resolved_field(raiser: str | None, key: str) -> str:

@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
-from ..broker.replication import Alert
+from ..broker.replication import STORE_DAMAGED, Alert
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, IMPORTED_COSIGNED, IMPORTED_SIGNED
 from ..node.epoch import EPOCH_KIND, epoch_claim
@@ -108,9 +108,11 @@ CHAIN_FAULTS = frozenset(("bad_link", "height_gap"))  # a row that does not foll
 ANY_HEIGHT = 1 << 63
 # Who resolves an alert this follower raised (PROTOCOL 10.5): a refused record once the home's
 # record is stored at its height; a checkpoint that did not verify once one by the home does;
-# a fault of this node's own copy once a verified checkpoint at or above it has the copy's root;
-# evidence against the home (equivocation), and a copy that contradicts the home with nothing
-# to prove the home wrong (store_contradicts_checkpoint), never: the operator's.
+# a fault of this node's own copy (a store that cannot give its root, or a copy that contradicts
+# the home with nothing to prove the home wrong: store_contradicts_checkpoint), also one an
+# earlier run raised (Follower.carry_over: the copy repaired or restored meanwhile), once a
+# verified checkpoint at or above it has the copy's root; evidence against the home
+# (equivocation), never: the operator's.
 BY_RECORD, BY_CHECKPOINT, BY_COPY, BY_OPERATOR = "record", "checkpoint", "copy", "operator"
 OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run came to
 # Kinds whose records change how the next checkpoint is checked (the key chain, 13.8; the
@@ -235,7 +237,7 @@ class Follower:
         home_of: Callable[[str], str],
         on_stored: Callable[[list[Record], int], None],
         on_alert: Callable[[Alert], None],
-        on_resolve: Callable[[list[str]], None] = lambda keys: None,
+        on_resolve: Callable[[list[str], int], None] = lambda keys, upto: None,
         on_evidence: Callable[[SignedCheckpoint, str, Contradiction | None], None] = lambda c, source, proof: None,
         on_verified: Callable[[SignedCheckpoint], None] = lambda checkpoint: None,
         batch: int = 1000,
@@ -249,7 +251,9 @@ class Follower:
         self.home_of = home_of
         self.on_stored = on_stored
         self.on_alert = on_alert
-        self.on_resolve = on_resolve  # closes open alerts (their keys) whose cause is gone (PROTOCOL 10.5)
+        # Closes open alerts (their keys) whose cause is gone up to a height (PROTOCOL 10.5): one of
+        # those keys raised at a greater height since (another part of the node may) stays open.
+        self.on_resolve = on_resolve
         # The alerts this run raised and left open: key -> (highest height, who resolves it).
         self._open: dict[str, tuple[int, str]] = {}
         self.on_evidence = on_evidence  # the note, who sent it and what proves it wrong: kept by the caller
@@ -295,6 +299,17 @@ class Follower:
     def checkpoint_of(self, ledger: str) -> SignedCheckpoint | None:
         state = self.ledgers.get(ledger)
         return state.best if state is not None else None
+
+    def carry_over(self, alerts: Mapping[str, int]) -> None:
+        """Take as this run's the open alerts an earlier run of this node raised about its own
+        copy (key -> height: :func:`own_copy_alerts`), so that the first verified checkpoint at
+        or above each whose root the copy has resolves it. Called before :meth:`start`: a
+        store repaired or restored while the node was stopped (`vledger repair`) is vouched for
+        by the home as soon as this run compares it, and its blame was never resolved, since
+        no earlier run is left to see it vouched for (outsider 25, H1)."""
+        for key, height in alerts.items():
+            if key.startswith(f"{self.name}|"):
+                self._open[key] = (max(height, self._open.get(key, (-1, ""))[0]), BY_COPY)
 
     # --- catching up ----------------------------------------------------------------
 
@@ -852,7 +867,7 @@ class Follower:
             b"",
             expected=checkpoint.root.hex(),
             found=held_root.hex(),
-            resolved_by=BY_OPERATOR,
+            resolved_by=BY_COPY,
         )
 
     def _equivocation(self, checkpoint: SignedCheckpoint, source: str, held_root: bytes, proof: Contradiction) -> None:
@@ -1347,7 +1362,7 @@ class Follower:
             for key in keys:
                 del self._open[key]
             log.info("%s: resolved %s", self.name, ", ".join(keys))
-            self.on_resolve(keys)
+            self.on_resolve(keys, upto)
 
     def _summary(self) -> str:
         return ", ".join(f"{ledger} at {self._head(ledger)}" for ledger in sorted(self.ledgers)) or "no ledgers"
@@ -1445,6 +1460,25 @@ def _on_chain(chain: ChainVerifier, height: int, data: bytes) -> Record | None:
         return None
     chain.advance(record, chain.rules)
     return record
+
+
+def own_copy_alerts(name: str, alerts: Mapping[str, Mapping[str, object]]) -> dict[str, int]:
+    """Of node ``name``'s open alerts (its own hash: key -> the alert's fields), those it raised
+    about its own copy of a ledger, by key -> height: ``node`` and ``source`` itself and a ledger
+    named (``store_damaged``, of the whole store, is resolved by the store's opening:
+    ingest/runtime.py). A height that is no integer leaves the alert the operator's."""
+    found = {}
+    for key, alert in alerts.items():
+        node, _, rest = key.partition("|")
+        ledger, _, what = rest.rpartition("|")
+        height = alert.get("height")
+        if node != name or not ledger or what in ("", STORE_DAMAGED) or alert.get("source") != name:
+            continue
+        try:
+            found[key] = int(str(height))
+        except ValueError:
+            continue
+    return found
 
 
 def hash_of(data: bytes) -> str:

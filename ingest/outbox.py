@@ -71,6 +71,8 @@ class OutboxStore(Protocol):
 
     def size(self, ledger: str) -> int: ...
 
+    def stored_size(self, ledger: str) -> int: ...
+
     def get(self, ledger: str, height: int) -> Record | None: ...
 
     def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]: ...
@@ -177,11 +179,13 @@ class Outbox:
         self._queue.append((rows, hops, list(checkpoints)))
         self._wake.set()
 
-    def sign(self, ledger: str, size: int) -> SignedCheckpoint | None:
+    def sign(self, ledger: str, size: int, *, with_commit: bool = False) -> SignedCheckpoint | None:
         """A home's checkpoint of the first ``size`` records of ``ledger``, kept in the store
         (an equal one kept before is reused); None without a signer, for a refused ledger, and
-        for a size of another home's epoch (10.9).
-        Raises VledgerError when the store cannot give the root or keep the checkpoint."""
+        for a size of another home's epoch (10.9). ``with_commit``: group commits are likely
+        to follow (a batch's): the row may wait a moment for one to write it
+        (CheckpointLog.keep). Raises VledgerError when the store cannot give the root or keep
+        the checkpoint."""
         if self.signer is None or ledger in self.refused or size <= 0:
             return None
         extensions = self.epochs(ledger, size)
@@ -200,7 +204,7 @@ class Outbox:
                     self._signed_max[ledger] = max(size, signed or 0)
                     return SignedCheckpoint(ledger, size, root, kept[0].note)
             checkpoint = self.signer.sign(ledger, size, root, extensions)
-            self.store.checkpoints.keep(ledger, SIGNED, size, root, checkpoint.note)
+            self.store.checkpoints.keep(ledger, SIGNED, size, root, checkpoint.note, with_commit=with_commit)
             self._signed_max[ledger] = max(size, signed or 0)
             return checkpoint
 
@@ -345,7 +349,7 @@ class Outbox:
             if now < ready:
                 self._due.setdefault(ledger, ready)
                 continue
-            checkpoint = self.sign(ledger, size)
+            checkpoint = self.sign(ledger, size, with_commit=True)
             if checkpoint is not None:
                 self._signed_at[ledger] = now
                 self._due.pop(ledger, None)
@@ -631,12 +635,15 @@ class Outbox:
                 checkpoints = {ledger: c.note for ledger, c in self.checkpoints.items() if ledger not in self._left}
                 for ledger, refusal in self.replication.set_checkpoints(checkpoints).items():
                     self._refused(ledger, refusal)
-            # Each store head as it is, not only if it grew: a height written in Redis by hand
-            # (the node's own Redis user may write any), or left by a store since repaired to
-            # fewer records, is put right within a heartbeat. The heads were read after every
-            # height this thread reported, so none goes back below what was reported.
+            # Each store head as its file holds it now, not only if it grew: a height written in
+            # Redis by hand (the node's own Redis user may write any), left by a store since
+            # repaired to fewer records, or a tail cut behind the store's back (the head it
+            # placed last, in memory, is then no record it holds: PROTOCOL 10.4), is put right
+            # within a heartbeat. Read after every height this thread reported, so a sound
+            # store's never goes back below what was reported.
             self._reported = {
-                ledger: self.replication.set_held(self.name, ledger, height) for ledger, (height, _) in heads.items()
+                ledger: self.replication.set_held(self.name, ledger, self.store.stored_size(ledger) - 1)
+                for ledger in heads
             }
         except REDIS_ERRORS as e:
             self._redis_failed(e)

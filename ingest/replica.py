@@ -52,7 +52,7 @@ from .accounts import CachedAccounts
 from .blob_copy import BlobFetcher, FileRules
 from .cosignatures import KnownCosignatures
 from .epochs import EpochBook
-from .follow import NOT_RELAYED, Follower, Page
+from .follow import NOT_RELAYED, Follower, Page, own_copy_alerts
 from .key_chains import KeyChains
 from .members import EndpointKeys, now_ms
 from .metrics import (
@@ -390,7 +390,7 @@ def _run_follower(
         home_of=lambda ledger: config.home_of(ledger).name,
         on_stored=stored,
         on_alert=lambda alert: raise_alert(replication, alert),
-        on_resolve=lambda keys: resolve_alerts(replication, keys),
+        on_resolve=lambda keys, upto: resolve_alerts(replication, keys, upto),
         on_evidence=witness.evidence,
         on_verified=witness.verified,
         batch=config.replication.catch_up_batch,
@@ -398,6 +398,7 @@ def _run_follower(
         checker=checker,
     )
     chains.pending = follower.pending  # a rotation not stored yet names the key of the checkpoint over it
+    follower.carry_over(own_copy_alerts_of(replication, name))
     metrics = NodeMetrics(node)
     metrics.collect_with(store_collector(store, config, name, replication))
     metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", relay.backlog))
@@ -562,9 +563,20 @@ def _refresh_checkpoints(follower: Follower) -> None:
             log.debug("checkpoints from Redis unavailable: %s", e)
 
 
-def resolve_alerts(replication: ReplicationLedger, keys: list[str]) -> None:
-    """Close open alerts whose cause is gone; if Redis is down they stay open (an operator resolves them)."""
+def own_copy_alerts_of(replication: ReplicationLedger, name: str) -> dict[str, int]:
+    """The open alerts an earlier run of this node raised about its own copy (follow.own_copy_alerts);
+    if Redis is down, none: they stay open, and are the operator's."""
     try:
-        replication.resolve(keys)
+        return own_copy_alerts(name, replication.own_open_alerts())
+    except REDIS_ERRORS as e:
+        log.warning("%s: its open alerts could not be read (%s): those about its own copy stay open", name, e)
+        return {}
+
+
+def resolve_alerts(replication: ReplicationLedger, keys: list[str], upto: int) -> None:
+    """Close open alerts whose cause is gone up to height ``upto``; if Redis is down they stay
+    open (an operator resolves them)."""
+    try:
+        replication.resolve_up_to(keys, upto)
     except REDIS_ERRORS as e:
         log.warning("alerts not resolved in Redis (%s): %s", e, ", ".join(keys))

@@ -195,7 +195,7 @@ class NodeRuntime:
         self.ctx = process_context()
         self.stopping = threading.Event()  # set by SIGTERM or SIGINT while serving
         self.gates = MemberGates(config, node.name)
-        # The guards of its CURVE ports by name ("request"), as /metrics reports them.
+        # The guards of its CURVE ports by name ("request", "feed"), as /metrics reports them.
         self.curve_guards: dict[str, ConnectionGuard] = {}
         # The key pair it connects to other nodes with: its newest CURVE generation (PROTOCOL 16.6).
         self.client_keys = ClientKeys(node.name, config.keys_dir, passphrase, keys)
@@ -356,6 +356,8 @@ class NodeRuntime:
         rotation, keys = self._rotating((node.bind_feed_endpoint, node.bind_feed_rotation_endpoint))
         self.feed_rotation = rotation
         publisher = Publisher(self.name, keys, node.bind_feed_endpoint, self.gates.feed, settings, send_hwm)
+        if publisher.server.guard is not None:  # on /metrics with the request port's (PROTOCOL 15.3)
+            self.curve_guards["feed"] = publisher.server.guard
         # Closed after what publishes stopped (added before it): what was made durable goes out.
         self.closing(lambda: publisher.close(linger_ms=SHUTDOWN_LINGER_MS))
         publisher.self_test()

@@ -111,7 +111,7 @@ class StandbyFollow:
             on_alert=lambda alert: raise_alert(replication, alert),
             # Its refusals close once the home's records are stored at their heights, as a
             # replica's do (PROTOCOL 10.5); without this they stayed open for ever.
-            on_resolve=lambda keys: resolve_alerts(replication, keys),
+            on_resolve=lambda keys, upto: resolve_alerts(replication, keys, upto),
             batch=config.replication.catch_up_batch,
             stopping=self.stopping.is_set,
         )

@@ -14,7 +14,8 @@ that a live view's head stays fresh and a frozen one's ages (11.4).
 
 On start, and before each cosignature, a store that no longer holds the last checkpoint it
 cosigned (shorter, or another root) is reported naming this node
-(``store_contradicts_checkpoint``) and the ledger is cosigned no more until it does again.
+(``store_contradicts_checkpoint``) and the ledger is cosigned no more until it does again,
+which resolves the alert.
 
 A follower node runs the witness's turns on a thread of its own (:class:`Cosigner`): a
 cosignature costs a signature, an fsync of its row and a Redis round trip, which the follow
@@ -258,8 +259,21 @@ class Witness:
                 log.error("%s: %s; cosigning no more of %s", self.name, e, last.ledger)
                 self.on_alert(contradiction_alert(self.name, last.root, e))
             return False
-        self._blocked.discard(last.ledger)
+        if last.ledger in self._blocked:
+            self._blocked.discard(last.ledger)
+            self._resolve_contradiction(last)
         return True
+
+    def _resolve_contradiction(self, last: KeptCheckpoint) -> None:
+        """The store holds ``last`` again (refilled with the home's records): the alert that said it
+        did not is resolved (PROTOCOL 10.5: a follower's about its own copy), unless raised since at
+        a greater height (the follower's, about a later checkpoint)."""
+        key = f"{self.name}|{last.ledger}|{StoreContradictsCheckpointError.code}"
+        try:
+            if self.replication.resolve_up_to([key], last.size - 1):
+                log.info("%s: its store holds what it cosigned of %s again: %s resolved", self.name, last.ledger, key)
+        except REDIS_ERRORS as e:
+            log.warning("%s: alert not resolved in Redis (%s): %s", self.name, e, key)
 
     def _cosign(self, checkpoint: SignedCheckpoint) -> None:
         ledger = checkpoint.ledger

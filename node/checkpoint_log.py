@@ -41,6 +41,10 @@ _INSERT = "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at
 # (see CheckpointLog.keep): a note over records the store already made durable.
 UNSYNCED_KINDS = frozenset((SIGNED, COSIGNED))
 GIVE_WAY_SECONDS = 1.0  # the most a store's committer waits between two groups for rows to be written
+# The most a signed row handed to the store's next group commit waits to be taken (see keep,
+# with_commit): a lone writer's puts commit every half millisecond or so; past this no commit
+# comes soon, and the row is written on its own (the file is then free).
+HANDOVER_SECONDS = 0.003
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,19 @@ def row_disagrees(row: KeptCheckpoint) -> str | None:
     return None
 
 
+class HandedRow:
+    """A SIGNED row handed to the store's next group commit (CheckpointLog.keep, with_commit).
+    ``state``: waiting (to be taken), taken (by a group commit under way), written (``added``:
+    whether its INSERT added it), or failed (its group rolled back: the row is written on its own)."""
+
+    __slots__ = ("added", "state", "values")
+
+    def __init__(self, values: tuple[str, str, int, bytes, bytes, int]) -> None:
+        self.values = values
+        self.state = "waiting"
+        self.added = False
+
+
 class CheckpointLog:
     """The ``checkpoints`` table of a store (any thread: one connection behind a lock).
 
@@ -124,6 +141,7 @@ class CheckpointLog:
         self._turns = threading.Condition()  # wakes a committer that gave way (see give_way)
         self._waiting = 0  # keep calls waiting for (or holding) the writer lock
         self._brief = 0  # UNSYNCED_KINDS rows' keep calls waiting for (or holding) the writer lock (see holds_briefly)
+        self._handed: list[HandedRow] = []  # signed rows waiting for a group commit to take them (see keep)
         # Set by the ChainStore that owns the log (its found_damaged): a row read whose columns its
         # note contradicts stops the node as a damaged store, not as a contradicted checkpoint.
         self.found_damaged: Callable[[str], StoreDamagedError] | None = None
@@ -134,7 +152,7 @@ class CheckpointLog:
             if self._unsynced is not None:
                 self._unsynced.close()
 
-    def keep(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> bool:
+    def keep(self, ledger: str, kind: str, size: int, root: bytes, note: bytes, *, with_commit: bool = False) -> bool:
         """Add a row; the same checkpoint kept twice is one row: True when this call added it.
         Raises ValueError for an unknown ``kind``, StoreError when the row cannot be written.
 
@@ -154,11 +172,24 @@ class CheckpointLog:
         set to NORMAL for the row's statement and back to FULL before the writer lock is let go;
         COSIGNED rows (and SIGNED ones of a log without it) through a connection of their own,
         set so once: one statement per row (each call into SQLite lets a home's request thread
-        take the GIL from its signing thread)."""
+        take the GIL from its signing thread).
+
+        ``with_commit`` (a SIGNED row of a store's log: a home's outbox signing a batch that
+        group commits just made durable, while more are likely to follow): the row is handed to
+        the store's next group commit, which writes it in its own transaction (fsynced with it)
+        and returns, and only past HANDOVER_SECONDS without one is it written as above. Written
+        on its own, the row held the store's lock right when a lone writer's next put came
+        (the outbox signs as a commit ends), and that put waited for its three statements and
+        for the signing thread's turns at the GIL, a quarter of a millisecond; in the put's own
+        transaction it costs that put one INSERT."""
         if not is_kind(kind):
             raise ValueError(f"not a kind of kept checkpoint: {kind!r}")
         if self._writer is None:
             return self._insert(ledger, kind, size, root, note)
+        if with_commit and kind == SIGNED and self._shared is not None:
+            added = self._hand_over((ledger, SIGNED, size, root, note, time.time_ns() // 1_000_000))
+            if added is not None:
+                return added
         brief = kind in UNSYNCED_KINDS
         with self._turns:
             self._waiting += 1
@@ -172,6 +203,49 @@ class CheckpointLog:
                 self._waiting -= 1
                 self._brief -= brief
                 self._turns.notify_all()
+
+    def _hand_over(self, values: tuple[str, str, int, bytes, bytes, int]) -> bool | None:
+        """Whether a group commit added the row (False: it was there already), or None when
+        none took it within HANDOVER_SECONDS, or its group failed: the caller writes it."""
+        handed = HandedRow(values)
+        with self._turns:
+            self._handed.append(handed)
+            if not self._turns.wait_for(lambda: handed.state != "waiting", HANDOVER_SECONDS):
+                self._handed.remove(handed)  # still waiting, so still listed: withdrawn
+                return None
+            # Taken: its group commit is under way. Past GIVE_WAY_SECONDS (a bug that stopped
+            # it before it said how it ended) the row is written here: INSERT OR IGNORE.
+            self._turns.wait_for(lambda: handed.state != "taken", GIVE_WAY_SECONDS)
+        return handed.added if handed.state == "written" else None
+
+    def take_handed(self) -> list[HandedRow]:
+        """For the store's group commit, holding the writer lock: the signed rows handed to it
+        (:meth:`keep` with ``with_commit``), to write with :meth:`write_handed` in its
+        transaction and to report with :meth:`handed_done`. Never raises."""
+        if not self._handed:  # read without the condition: a row handed just now goes with the next group
+            return []
+        with self._turns:
+            taken, self._handed = self._handed, []
+            for handed in taken:
+                handed.state = "taken"
+        return taken
+
+    @staticmethod
+    def write_handed(conn: sqlite3.Connection, rows: list[HandedRow]) -> None:
+        """INSERT ``rows`` through ``conn`` (the store's write connection, inside its group
+        commit's transaction). Raises sqlite3.Error."""
+        for row in rows:
+            row.added = conn.execute(_INSERT, row.values).rowcount > 0
+
+    def handed_done(self, rows: list[HandedRow], committed: bool) -> None:
+        """Tell the keep calls of ``rows`` their group's outcome: written (``committed``), else
+        rolled back, and each writes its row on its own. Never raises."""
+        if not rows:
+            return
+        with self._turns:
+            for row in rows:
+                row.state = "written" if committed else "failed"
+            self._turns.notify_all()
 
     def holds_briefly(self) -> bool:
         """Whether a SIGNED or COSIGNED row's keep waits for or holds the writer lock: an INSERT without an

@@ -444,6 +444,13 @@ class AccountExistsError(AccountError):
     code = "account_exists"
 
 
+class NameHoldsUnitsError(AccountError):
+    """``vledger user add`` of a name that holds units or may issue on a resources ledger (7.3):
+    the new account would take them over; refused unless ``--reuse-name``."""
+
+    code = "name_holds_units"
+
+
 class NoSuchAccountError(AccountError):
     code = "no_such_account"
 

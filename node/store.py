@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from ..config.settings import PROTOCOL_LIMITS, Limits, StoreSettings
 from .blobs import BlobStore
-from .checkpoint_log import CheckpointLog
+from .checkpoint_log import CheckpointLog, HandedRow
 from .errors import (
     BadGenesisError,
     BadLinkError,
@@ -1172,6 +1172,7 @@ class ChainStore:
         filled: dict[str, int] | None = None  # the new filled marks, if this group fills record_hashes
         later = False  # the group's trees are grown after its answers (see _writes_no_tree)
         followed: list[Record] = []  # stored as a follower's (a standby's): the domain rules see them after
+        handed: list[HandedRow] = []  # signed checkpoint rows this group writes (CheckpointLog.keep, with_commit)
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
                 continue
@@ -1225,7 +1226,15 @@ class ChainStore:
                     grown, tree_rows = taken or self._grow_trees(records, encoded, staged.leaves)
                     edges = [(ledger, f.encode()) for ledger, f in grown.items() if self._edge_due(ledger, f)]
                 fill = self.hash_fill_at is not None and len(self._tail) + len(records) >= self._fill_due
-                if len(records) == 1 and not tree_rows and not edges and not fill and not self._merge_due(1):
+                handed = self.checkpoints.take_handed()
+                if (
+                    len(records) == 1
+                    and not tree_rows
+                    and not edges
+                    and not fill
+                    and not handed
+                    and not self._merge_due(1)
+                ):
                     # A lone record and nothing else to write (15 lone puts of 16): its INSERT is
                     # a transaction of its own, committed (and fsynced, synchronous=FULL) by SQLite
                     # as it ends, so BEGIN and COMMIT cost it no statements. Still all or nothing:
@@ -1240,6 +1249,8 @@ class ChainStore:
                         _insert_tree_rows(self._write, tree_rows)
                     if edges:  # 15 lone puts of 16 move no edge: a page fewer to write and fsync
                         self._write.executemany(PUT_EDGE, edges)
+                    if handed:
+                        self.checkpoints.write_handed(self._write, handed)
                     if self.hash_fill_at is not None:
                         if fill:
                             # With the records that bring it there: durable together (see storefile).
@@ -1257,6 +1268,7 @@ class ChainStore:
             error = self.damaged(e) or StoreError(f"{self.path}: write failed: {e}")
             for job, _ in done:
                 job.future.set_exception(error)
+            self.checkpoints.handed_done(handed, committed=False)
             return
         if answer_first:
             # Durable: flush's caller (the request loop) sends its answers from these callbacks
@@ -1285,6 +1297,7 @@ class ChainStore:
             )
         if followed and self._domain is not None:
             self._follow_domain(followed)
+        self.checkpoints.handed_done(handed, committed=True)  # after the answers: it wakes the signing thread
         self.stats.groups += 1
         self.stats.appends += appends
         if staged and self.on_commit is not None:
@@ -1628,7 +1641,12 @@ class ChainStore:
 
     def stored_size(self, ledger: str) -> int:
         """The ledger's highest height the file holds, plus one (0: none); see :meth:`stored_head`."""
-        row = self._reader().execute("SELECT MAX(height) FROM records WHERE ledger = ?", (ledger,)).fetchone()
+        # A height tampered into TEXT or a BLOB sorts after every number: no height (as StoreReader.size).
+        row = (
+            self._reader()
+            .execute("SELECT MAX(height) FROM records WHERE ledger = ? AND height <= ?", (ledger, MAX_HEIGHT))
+            .fetchone()
+        )
         return 0 if row is None or row[0] is None else int(row[0]) + 1
 
     def find_request(self, ledger: str, author: str, request_id: str) -> Record | None:

@@ -196,19 +196,25 @@ def wal_of(path: Path) -> Path:
     return path.with_name(path.name + "-wal")
 
 
+def shm_of(path: Path) -> Path:
+    """The index of its write-ahead log that SQLite's readers share (and write)."""
+    return path.with_name(path.name + "-shm")
+
+
 def connect(path: Path, *, readonly: bool = False, shared: bool = False, still: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN ourselves), WAL and full fsync.
 
     ``shared`` lets another thread use it: the store opens its write connection, then hands
     it to the committer thread, the only one that uses it from then on. ``still`` (with
-    ``readonly``): a copy no process writes (``vledger verify`` of a forensic copy): without a
-    -wal beside it, opened immutable, so that reading it creates no -wal or -shm file there.
-    With a -wal, never immutable (SQLite would ignore the -wal's commits).
+    ``readonly``): read without a byte written beside it (``vledger verify`` of a forensic
+    copy): without a -wal, immutable; with one, never immutable (SQLite would ignore the -wal's
+    commits) but through its -shm opened read-only, which must exist (node/still_store.py says
+    why, and opens a copy without one); a running node's store is read through its node's -shm.
     """
     try:
         if readonly:
-            immutable = "&immutable=1" if still and not wal_of(path).exists() else ""
-            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True, isolation_level=None)
+            still_mode = ("&readonly_shm=1" if wal_of(path).exists() else "&immutable=1") if still else ""
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{still_mode}", uri=True, isolation_level=None)
         else:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not shared, factory=NodeConnection)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -223,7 +229,8 @@ class StoreReader:
     """Read-only access to a store's raw records, for tools that must trust nothing."""
 
     def __init__(self, directory: Path, page_size: int = 1000, *, still: bool = False) -> None:
-        """``still``: a copy no process writes, opened as :func:`connect` says (never a running node's)."""
+        """``still``: read without a byte written beside it, as :func:`connect` says (a copy kept as
+        evidence; a running node's store is read through its node's -shm)."""
         path = directory / DB_NAME
         if not path.is_file():
             raise StoreError(f"{directory}: no vledger store here (no {DB_NAME})")

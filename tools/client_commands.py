@@ -13,6 +13,7 @@ parsers are in client_parsers.py, which names each verb here with a ``Verb``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import os
 import sys
@@ -27,8 +28,11 @@ from ..client.write import Write
 from ..config.cluster import load_cluster
 from ..node import identifiers
 from ..node.errors import (
+    AlreadyGrantedError,
     BadPublicKeyError,
+    NameHoldsUnitsError,
     NodeUnavailableError,
+    NoSuchLedgerError,
     NoteKeyError,
     NotFoundError,
     RemoteError,
@@ -44,7 +48,7 @@ from ..node.rules.engine import DOMAINS, PLAIN
 from ..node.rules.votes import ElectionState
 from ..node.sealed import is_sealed, seal, unseal
 from . import client_payloads as build
-from .admin_log import grant_table, print_grants, print_log
+from .admin_log import grant_table, kind_holders, print_grants, print_log
 from .args import (
     OTP_ENV,
 )
@@ -67,6 +71,7 @@ from .client_session import (
 )
 from .file_transfer import download_file, upload_file
 from .moving_kinds import grant_moving_kinds, moving_kinds
+from .name_holdings import checked_holdings, holdings_text
 from .paths import input_file, output_file
 from .progress import Progress
 from .shell import Shell
@@ -154,21 +159,49 @@ def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:
     closing = () if args.open else moving_kinds(rules.rules)
     granted: list[str] = []
     if closing and not _exists(session, args.ledger):  # a retry or a taken name changes no grant
+        # Grants may name a ledger before it exists (this very command's do): the ones another
+        # account holds already would let it write beside the creator, who must know before.
+        others = _held_by_others(kind_holders(grant_table(_admin_records(session)), args.ledger, closing), session)
+        if others and not args.keep_grants:
+            raise AlreadyGrantedError(
+                f"{_holders_text(others)} on {args.ledger}, granted before the ledger exists: revoke them "
+                f"(vledger grant revoke {args.ledger} KIND ACCOUNT) or give --keep-grants to create it with them"
+            )
         # The grants and the genesis are admin commands each: one code for them all (PROTOCOL 16.5).
         session.second_factor_session()
         # Before the genesis (16.2 judges each record by the grants before it): never open for a moment.
         granted = grant_moving_kinds(session, args.ledger, closing, session.account)
     receipt = session.create_ledger(args.ledger, rules, args.request_id, args.ts)
+    # Said as the admin ledger has it after the genesis, not as this command meant it to be.
+    holders = kind_holders(grant_table(_admin_records(session)), args.ledger, closing) if closing else {}
     if args.json:
-        print_receipt(receipt, as_json=True, granted={"account": session.account, "kinds": granted})
+        print_receipt(receipt, as_json=True, granted={"account": session.account, "kinds": granted}, holders=holders)
         return EXIT_OK
     print_receipt(receipt, as_json=False)
-    if granted:
+    if not holders:
+        return EXIT_OK
+    if not _held_by_others(holders, session):
         print(
-            f"only {session.account} may write {', '.join(granted)} on {args.ledger} (granted; vledger grant add "
+            f"only {session.account} may write {', '.join(holders)} on {args.ledger} (granted; vledger grant add "
             "gives another account a kind, --open leaves them open to every writer)"
         )
+    else:
+        print(f"who may write the kinds that move votes or money on {args.ledger}:")
+        for kind, accounts in holders.items():
+            print(f"  {kind}: {', '.join(accounts) or 'every writer (open)'}")
     return EXIT_OK
+
+
+def _held_by_others(holders: dict[str, list[str]], session: Session) -> dict[str, list[str]]:
+    """The kinds of ``holders`` that an account other than the session's holds, with those accounts."""
+    others = {kind: [a for a in accounts if a != session.account] for kind, accounts in holders.items()}
+    return {kind: accounts for kind, accounts in others.items() if accounts}
+
+
+def _holders_text(held: dict[str, list[str]]) -> str:
+    return "; ".join(
+        f"{', '.join(accounts)} {'holds' if len(accounts) == 1 else 'hold'} {kind!r}" for kind, accounts in held.items()
+    )
 
 
 def _exists(session: Session, ledger: str) -> bool:
@@ -434,8 +467,33 @@ def cmd_file_get(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(session: Session, args: argparse.Namespace) -> int:
+    held = checked_holdings(session, args.account)
+    if held and not args.reuse_name:
+        raise NameHoldsUnitsError(
+            f"{holdings_text(args.account, held)}: a new account of that name would take them over "
+            "(PROTOCOL 7.3); choose another name, or give --reuse-name if it is the same holder"
+        )
     result = session.call("account.add", {"account": args.account, "role": args.role})
+    if held is not None:
+        result["holdings"] = [dataclasses.asdict(h) for h in held]
     print_account_change(result, f"added as {args.role}", as_json=args.json)
+    if held and not args.json:
+        print(f"{holdings_text(args.account, held)}: the new account moves those units (--reuse-name)")
+    return EXIT_OK
+
+
+def cmd_user_remove(session: Session, args: argparse.Namespace) -> int:
+    result = session.call("account.remove", {"account": args.account})
+    held = checked_holdings(session, args.account)
+    if held is not None:
+        result["holdings"] = [dataclasses.asdict(h) for h in held]
+    print_account_change(result, "removed", as_json=args.json)
+    if held and not args.json:
+        print(
+            f"{holdings_text(args.account, held)} still: units and issuer rights are the name's, not the "
+            "account's, and an account added again under it takes them (vledger user add refuses that "
+            "without --reuse-name)"
+        )
     return EXIT_OK
 
 
@@ -484,6 +542,8 @@ def cmd_user_list(session: Session, args: argparse.Namespace) -> int:
 
 def _grant_action(cmd: str) -> SessionVerb:
     def run(session: Session, args: argparse.Namespace) -> int:
+        if cmd == "grant.add" and not args.before_create:
+            _refuse_missing_ledger(session, args.ledger)
         result = session.call(cmd, {"ledger": args.ledger, "kind": args.kind, "account": args.account})
         if args.json:
             print_json(result)
@@ -498,6 +558,21 @@ def _grant_action(cmd: str) -> SessionVerb:
         return EXIT_OK
 
     return run
+
+
+def _refuse_missing_ledger(session: Session, ledger: str) -> None:
+    """A grant on a ledger that does not exist is a typo more often than a plan: the node takes it
+    (ledger create closes kinds that way), so the command asks for --before-create to mean it."""
+    try:
+        exists = _exists(session, ledger)
+    except NodeUnavailableError as e:  # a home down must not stop an admin granting
+        print(f"vledger: warning: could not check that ledger {ledger} exists ({e.message})", file=sys.stderr)
+        return
+    if not exists:
+        raise NoSuchLedgerError(
+            f"no ledger {ledger!r}: a grant on it would close the kind for whatever ledger is later created "
+            "under that name; give --before-create to grant it ahead of vledger ledger create"
+        )
 
 
 def cmd_grant_list(session: Session, args: argparse.Namespace) -> int:

@@ -204,6 +204,12 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
         "you before the genesis (PROTOCOL 16.2)",
     )
     create.add_argument(
+        "--keep-grants",
+        action="store_true",
+        help="create the ledger even if another account already holds one of those kinds (granted before "
+        "the ledger existed: vledger grant add --before-create); without it that is refused (already_granted)",
+    )
+    create.add_argument(
         "--outside-witness",
         type=vkey_arg,
         action="append",
@@ -503,8 +509,22 @@ def _add_user_verbs(commands: Subparsers) -> None:
     )
     add.add_argument("account", type=account_name, metavar="NAME")
     add.add_argument("--role", choices=ROLES, required=True)
+    add.add_argument(
+        "--reuse-name",
+        action="store_true",
+        help="add the account even if the name holds units or may issue on a resources ledger (a removed "
+        "account's, or units sent to the name before): the new account takes them; without it that is "
+        "refused (name_holds_units)",
+    )
+    remove = _verb(
+        users,
+        "remove",
+        Verb("client_commands", "cmd_user_remove"),
+        "delete an account, its keys and its grants",
+        "Delete an account, its keys and its grants; say what units and issuer rights its name keeps.",
+    )
+    remove.add_argument("account", type=account_name, metavar="NAME")
     for action, done, summary in (
-        ("remove", "removed", "delete an account, its keys and its grants"),
         ("enable", "enabled", "let an account's keys in again"),
         ("disable", "disabled", "refuse an account's keys from their next request"),
     ):
@@ -565,6 +585,13 @@ def _add_grant_verbs(commands: Subparsers) -> None:
         command.add_argument("ledger", type=ledger_name, metavar="LEDGER")
         command.add_argument("kind", metavar="KIND", help="a record kind, or * for every kind of the ledger")
         command.add_argument("account", type=account_name, metavar="ACCOUNT")
+        if action == "add":
+            command.add_argument(
+                "--before-create",
+                action="store_true",
+                help="grant on a ledger that does not exist yet (without it that is refused: no_such_ledger); "
+                "vledger ledger create then names every holder and refuses other accounts' without --keep-grants",
+            )
     _verb(
         grants,
         "list",

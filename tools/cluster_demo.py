@@ -400,6 +400,7 @@ class ClusterDemo:
             self.clients[node.name] = client
             self.sessions[node.name] = Session(config, node, client, pinned=True)
         self.notes: list[str] = []
+        self.homes: dict[str, str] = {}  # ledger -> its home, once a handover made it another than the file's
 
     def close(self) -> None:
         for session in self.sessions.values():
@@ -413,11 +414,16 @@ class ClusterDemo:
     ) -> None:
         self.close()
 
+    def home(self, ledger: str) -> str:
+        """The node that is ``ledger``'s home: the cluster file's, or the standby a proven handover made home."""
+        return self.homes.get(ledger) or self.config.home_of(ledger).name
+
     def session(self, ledger: str) -> Session:
-        return self.sessions[self.config.home_of(ledger).name]
+        return self.sessions[self.home(ledger)]
 
     def run(self, voters: int, say: Callable[[str], None] = print) -> ClusterDemoRun:
         """The whole demo; ``say`` tells what is about to happen before the long part."""
+        self.homes = self._proven_homes()
         account = self.session(ELECTION).account
         created = self._create_missing(account)
         for line in self._roles(account):
@@ -537,7 +543,7 @@ class ClusterDemo:
             f"and disburse from {ZAKAT}, beside a registrar who may register and a treasurer who may "
             "disburse; an auditor reads (see: vledger grant list, vledger admin log)."
         ]
-        node = self.config.home_of(ELECTION)
+        node = self.config.nodes[self.home(ELECTION)]
         client = Client(node_address(self.config, node.name), keys["registrar"], timeout=TIMEOUT)
         registrar = Session(self.config, node, client)
         try:
@@ -594,7 +600,7 @@ class ClusterDemo:
         pending: dict[str, list[Entry]] = {}
         with Progress("records", len(jobs), lines_every=PROGRESS_LINES_EVERY) as progress:
             for index, entry in enumerate(prepare_entries(jobs, progress), 1):
-                node = self.config.home_of(entry.content.ledger).name
+                node = self.home(entry.content.ledger)
                 chunk = pending.setdefault(node, [])
                 chunk.append(entry)
                 if len(chunk) >= CHUNK:
@@ -665,8 +671,22 @@ class ClusterDemo:
             repl.client.close()
         return views
 
+    def _proven_homes(self) -> dict[str, str]:
+        """The demo ledgers whose home a proven handover moved (PROTOCOL 10.9, as ``vledger repl
+        status`` proves it), and that home; none when Redis cannot say (the cluster file's then)."""
+        client = connect(self.config.redis_access("admin"), timeout=TIMEOUT)
+        repl, checker = ReplicationLedger(client), Checker(self.config, client)
+        try:
+            seen = {ledger: checker.witnessed(repl, ledger, sorted(self.config.nodes), None) for ledger in LEDGERS}
+        except REDIS_ERRORS:
+            return {}
+        finally:
+            client.close()
+        return {ledger: witnessed.home for ledger, witnessed in seen.items() if witnessed.replaced is not None}
+
     def _replication(self, sizes: dict[str, int]) -> list[Replication]:
-        """Each ledger's holder heights once every replica holds it all, or at the deadline."""
+        """Each ledger's holder heights once every replica holds it all, or at the deadline: its
+        checkpoints and cosignatures those of its newest proven epoch, its fenced home no holder."""
         replicas = tuple(node.name for node in self.config.nodes_of("replica"))
         client = connect(self.config.redis_access("admin"), timeout=TIMEOUT)
         repl = ReplicationLedger(client)
@@ -677,12 +697,15 @@ class ClusterDemo:
                 views = []
                 for ledger, size in sizes.items():
                     held = self._held(repl, ledger)
-                    home = self.config.home_of(ledger).name
+                    checkpoint, cosigned = None, {}
                     try:
-                        checkpoint = checker.checkpoint(ledger, home, repl.checkpoints().get(ledger))
-                        cosigned = checker.cosigned(ledger, home, repl.cosignatures(ledger, sorted(self.config.nodes)))
+                        note = repl.checkpoints().get(ledger)
+                        seen = checker.witnessed(repl, ledger, sorted(self.config.nodes), note)
+                        checkpoint, cosigned = seen.checkpoint, seen.cosigned
+                        if seen.replaced is not None:
+                            held.pop(seen.replaced, None)  # no copy of the ledger (10.9)
                     except REDIS_ERRORS:
-                        checkpoint, cosigned = None, {}
+                        pass
                     views.append(
                         Replication(ledger, size, held, count_distribution(held, size), replicas, checkpoint, cosigned)
                     )

@@ -266,7 +266,10 @@ read Redis prints its error on stderr instead, and the watch goes on):
                            "unverified": bool (held above the head: a claim nothing signed
                                            confirms; anyone who reaches Redis can write it),
                            "down": bool (its heartbeat in Redis is older than 30 s, or
-                                    6 accounts polls: "held" is what it last said)}],
+                                    6 accounts polls: "held" is what it last said),
+                           "fenced": bool (the home a proven handover replaced: its copy,
+                                     whose records past the handover are not the ledger's,
+                                     is not counted; no lag)}],
                 "counts": [{"holders": int, "records": int}],
                 "lagging": [node names],
                 "checkpoint": int or null (the size of the latest checkpoint that verifies),
@@ -274,11 +277,13 @@ read Redis prints its error on stderr instead, and the watch goes on):
 
 "counts" is the distribution of replication counts over the records 0..head: how many
 records are held by that many nodes (the home included), fewest holders first; only the
-configuration's ingest, replica and observer nodes count (a held height is still a claim).
+configuration's ingest, replica and observer nodes count (a held height is still a claim),
+never a fenced home.
 
-Exit codes: 0 every replica and observer holds every ledger up to its head; 1 Redis
-unreachable or an invalid configuration; 2 usage; 3 some replica or observer lags (one
-that never reported counts as lagging) or is down.
+Exit codes: 0 every replica and observer holds every ledger up to its head and every
+ledger's home is up; 1 Redis unreachable or an invalid configuration; 2 usage;
+3 some replica or observer lags (one that never reported counts as lagging) or is down,
+or a ledger's home is down (its writes stop).
 With --watch the command runs until interrupted and exits with the last round's code."""
 
 
@@ -404,7 +409,7 @@ alerts (read from Redis) are empty:
    "ledgers": [as in `vledger repl status --json`: {"ledger", "home", "epoch", "claimed", "head", "head_from",
                "stream_head", "home_held", "nodes": [{"node", "role", "held", "lag", "lagging",
                "cosigned", "unverified", "down" (here: it does not answer hello; "held" is what
-               it last said)}], "counts": [{"holders", "records"}], "lagging": [node],
+               it last said), "fenced"}], "counts": [{"holders", "records"}], "lagging": [node],
                "checkpoint", "cosigned"}],
    "verifiers": [{"node": str, "up": bool, "checked": int or null (stream entries checked),
                   "swept": int or null (records re-verified by sweeps),

@@ -36,9 +36,10 @@ heartbeat in Redis (the accounts cache's ``seen``, every ``accounts_poll_ms``) i
 :func:`~vledger.broker.accounts.heartbeat_window` is shown **down** (STATE column, ``"down"``
 in JSON), never current; ``vledger status`` marks down the nodes that do not answer its hello.
 
-Exit codes: 0 every replica and observer holds every ledger up to its head; 1 Redis cannot
-be reached or answers with an error (``vledger: error: redis_server: ...``), or the
-configuration is invalid; 2 usage; 3 some replica or observer lags or is down (the code
+Exit codes: 0 every replica and observer holds every ledger up to its head, and every
+ledger's home is up; 1 Redis cannot be reached or answers with an error (``vledger: error:
+redis_server: ...``), or the configuration is invalid; 2 usage; 3 some replica or observer
+lags or is down, or a ledger's home is down (the code
 `vledger supervise status` gives for a process that is not running), so that a script can
 wait with ``until vledger repl status --config F >/dev/null; do sleep 1; done``.
 """
@@ -49,7 +50,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -102,6 +103,7 @@ class NodeHeight:
     cosigned: int | None = None  # the size of this witness's cosignature that verifies
     unverified: bool = False  # it claims more than the head: nothing signed shows those records exist
     down: bool = False  # no sign of life: ``held`` is what it said before it stopped
+    fenced: bool = False  # the home a proven handover replaced: its copy is no copy of the ledger (10.9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,17 +133,32 @@ class LedgerStatus:
 
     @property
     def down(self) -> list[str]:
-        """The replicas and observers that are down: not current, whatever they last held."""
-        return [n.node for n in self.nodes if n.down and n.role in FOLLOWER_ROLES]
+        """The home, replicas and observers that are down: not current, whatever they last held.
+        The home counts first: it is the one node whose loss stops the ledger's writes."""
+        return [n.node for n in self.nodes if n.down and (n.role in FOLLOWER_ROLES or n.node == self.home)]
 
     @property
     def cosigned(self) -> dict[str, int]:
         return {n.node: n.cosigned for n in self.nodes if n.cosigned is not None}
 
+    @property
+    def fenced(self) -> bool:
+        return any(n.fenced for n in self.nodes)
+
 
 def marked_down(status: LedgerStatus, down: Collection[str]) -> LedgerStatus:
     """``status`` with its nodes in ``down`` (and only those) shown down."""
     nodes = tuple(replace(n, down=n.node in down) for n in status.nodes)
+    return replace(status, nodes=nodes)
+
+
+def marked_behind(status: LedgerStatus, behind: Collection[str]) -> LedgerStatus:
+    """``status`` with its replicas and observers in ``behind`` shown lagging: each said itself
+    (its ``hello``, read from its store: PROTOCOL 10.4) that it lacks records of the ledger, and
+    what Redis last heard of it (a held key up to a heartbeat old) does not outweigh that."""
+    nodes = tuple(
+        replace(n, lagging=True) if n.node in behind and n.role in FOLLOWER_ROLES else n for n in status.nodes
+    )
     return replace(status, nodes=nodes)
 
 
@@ -155,13 +172,16 @@ def ledger_status(
     cosigned: Mapping[str, int] | None = None,
     epoch: int = 1,
     claimed: Epoch | None = None,
+    replaced: str | None = None,
 ) -> LedgerStatus:
     """The status of one ledger from what Redis holds (pure: the tests feed it directly).
 
     ``stream_last`` is the stream's last height (-1: empty); ``held`` node -> held height;
     ``roles`` node -> role, for every node of the configuration; ``checkpoint`` the size of
     the latest verified checkpoint and ``cosigned`` witness -> the size it verifiably cosigned;
-    ``epoch`` the newest proven epoch, ``claimed`` Redis's epoch and home when they are not it.
+    ``epoch`` the newest proven epoch, ``claimed`` Redis's epoch and home when they are not it,
+    ``replaced`` the home that epoch's handover fenced: shown, never counted (its records past the
+    handover are not the ledger's, and this command cannot tell where that is).
     The head is the largest of those checkpoints' size - 1, else the home's held height or the
     stream's last.
     """
@@ -180,16 +200,18 @@ def ledger_status(
     for name in sorted(names, key=order):
         role = roles.get(name, UNKNOWN_ROLE)
         height = held.get(name)
-        unverified = height is not None and height > head
-        lag = None if height is None or unverified else head - height
+        fenced = name == replaced
+        unverified = height is not None and height > head and not fenced
+        lag = None if height is None or unverified or fenced else head - height
         lagging = role in FOLLOWER_ROLES and head >= 0 and (height is None or height < head)
-        nodes.append(NodeHeight(name, role, height, lag, lagging, cosigned.get(name), unverified))
+        nodes.append(NodeHeight(name, role, height, lag, lagging, cosigned.get(name), unverified, fenced=fenced))
     # Only the configuration's nodes that hold ledgers count: a name no node of it wrote holds nothing;
-    # nor a follower's claim above the head (unverified: its own Redis user may write any number there).
+    # nor a follower's claim above the head (unverified: its own Redis user may write any number there),
+    # nor a fenced home's (PROTOCOL 10.9: no copy of the ledger, as for the verifier).
     holders = {
         name: height
         for name, height in held.items()
-        if name == home or (roles.get(name) in SHOWN_ROLES and height <= head)
+        if name == home or (roles.get(name) in SHOWN_ROLES and height <= head and name != replaced)
     }
     return LedgerStatus(
         ledger=ledger,
@@ -205,6 +227,18 @@ def ledger_status(
 
 
 HISTORIES_FOR_S = 1.0  # how long Checker keeps the witnesses' key histories it read
+
+
+@dataclass(frozen=True, slots=True)
+class Witnessed:
+    """What Redis proves of a ledger, checked with the cluster's key files (:meth:`Checker.witnessed`)."""
+
+    epoch: int  # the newest proven epoch (1 until a handover is)
+    home: str  # its home: the cluster file's, or the standby a proven handover made home
+    proven: Epoch | None  # the epoch past the first that a witness's note proves; None: none
+    checkpoint: int | None  # the size of the latest checkpoint of that epoch that verifies
+    cosigned: dict[str, int]  # witness -> the size of its cosignature of that epoch that verifies
+    replaced: str | None  # the cluster file's home once a handover to another is proven: fenced
 
 
 class Checker:
@@ -254,6 +288,26 @@ class Checker:
         except VledgerError:
             return []
         return [home_key(self.config.name, ledger, public) for public in publics]
+
+    def witnessed(
+        self, replication: ReplicationLedger, ledger: str, nodes: Sequence[str], note: bytes | None
+    ) -> Witnessed:
+        """``ledger``'s newest proven epoch and home, by the witnesses' notes of ``nodes`` (the
+        configuration's: no SCAN) and the new home's kept proof, and what of ``note`` (its latest
+        checkpoint in Redis) and the witnesses' notes counts in that epoch. Redis's errors pass through."""
+        witnessed = replication.cosignatures(ledger, nodes)
+        kept = replication.epoch_proof(ledger)  # the new home's copy, which no witness's user can delete (10.9)
+        proven = self.proven_epoch(ledger, {**witnessed, **({"": kept} if kept is not None else {})})
+        first = self.config.home_of(ledger).name
+        epoch, home = proven or (1, first)
+        return Witnessed(
+            epoch,
+            home,
+            proven,
+            self.checkpoint(ledger, home, note, proven),
+            self.cosigned(ledger, home, witnessed, proven),
+            first if home != first else None,
+        )
 
     def checkpoint(self, ledger: str, home: str, note: bytes | None, epoch: Epoch | None = None) -> int | None:
         """The size of ``note`` if ``home``'s key signed it and it is of the newest epoch
@@ -360,19 +414,24 @@ def read_status(
     epochs = replication.epochs() if checker is not None else {}
     statuses = []
     for name in names:
-        home, epoch, claimed = homes[name], 1, None
-        checkpoint, cosigned = None, {}
-        if checker is not None:
-            witnessed = replication.cosignatures(name, sorted(roles))  # the configuration's nodes, no SCAN
-            kept = replication.epoch_proof(name)  # the new home's copy, which no witness's user can delete (10.9)
-            proven = checker.proven_epoch(name, {**witnessed, **({"": kept} if kept is not None else {})})
-            epoch, home = proven or (1, checker.config.home_of(name).name)
-            named = epochs.get(name) or (1, homes[name])
-            claimed = None if named == (epoch, home) or (named[0] == 1 and homes[name] == home) else named
-            checkpoint = checker.checkpoint(name, home, notes.get(name), proven)
-            cosigned = checker.cosigned(name, home, witnessed, proven)
+        if checker is None:
+            seen = Witnessed(1, homes[name], None, None, {}, None)
+        else:
+            seen = checker.witnessed(replication, name, sorted(roles), notes.get(name))
+        named = epochs.get(name) or (1, homes[name])
+        claimed = None if named == (seen.epoch, seen.home) or (named[0] == 1 and homes[name] == seen.home) else named
+        held = replication.held(name)
         status = ledger_status(
-            name, home, lasts[name], replication.held(name), roles, checkpoint, cosigned, epoch, claimed
+            name,
+            seen.home,
+            lasts[name],
+            held,
+            roles,
+            seen.checkpoint,
+            seen.cosigned,
+            seen.epoch,
+            claimed,
+            seen.replaced,
         )
         statuses.append(marked_down(status, down))
     return statuses
@@ -405,6 +464,7 @@ def status_json(statuses: list[LedgerStatus], url: str) -> dict[str, Any]:
                         "cosigned": n.cosigned,
                         "unverified": n.unverified,
                         "down": n.down,
+                        "fenced": n.fenced,
                     }
                     for n in s.nodes
                 ],
@@ -423,11 +483,14 @@ def _number(value: int | None) -> str:
 
 
 def current(statuses: list[LedgerStatus]) -> bool:
-    """Whether every replica and observer holds every ledger up to its head and is up."""
+    """Whether every replica and observer holds every ledger up to its head, and they and each
+    ledger's home are up."""
     return not any(s.lagging or s.down for s in statuses)
 
 
 def _state(node: NodeHeight) -> str:
+    if node.fenced:  # what it holds past the handover is not the ledger's, whatever the height
+        return "fenced"
     if node.down:  # what it held when it stopped is no longer current, whatever it was
         return "down"
     if node.unverified:
@@ -506,6 +569,9 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
         if any(n.unverified for n in s.nodes)
     ]
     down = [f"{s.ledger} ({', '.join(s.down)})" for s in statuses if s.down]
+    fenced = [f"{s.ledger} ({', '.join(n.node for n in s.nodes if n.fenced)})" for s in statuses if s.fenced]
+    if fenced:
+        print(f"Fenced (a proven handover replaced them as home; their copies are not counted): {'; '.join(fenced)}")
     if down:
         print(f"Down (their held heights are what they last said): {'; '.join(down)}")
     if behind:

@@ -181,6 +181,8 @@ def verification_json(result: Verification) -> dict[str, Any]:
         "ok": result.ok,
         "error": _error_json(result.error, None, result.error_line) if result.error is not None else None,
         "tree_unchecked": result.tree_unchecked,  # (store) why its Merkle tree was not checked, or null
+        # (store) the -wal whose commits were read with the file (a copy taken with it), or null.
+        "wal": None if result.wal_read is None else {"file": result.wal_read[0], "bytes": result.wal_read[1]},
         # Whether the checkpoints' cosignatures were checked at all (with --witness keys), and how many.
         "cosignatures": {
             "witness_keys": result.witness_keys,
@@ -225,6 +227,11 @@ def _report_lines(source: str, result: Verification) -> list[str]:
             lines.append(f"{report.ledger}: OK, {report.records} records{checked}, head {_head(report)}")
         else:
             lines.append(_failure_line(report))
+    if result.wal_read is not None:
+        lines.append(
+            f"{source}: its {result.wal_read[0]} ({result.wal_read[1]:,} bytes) was read: the commits in it"
+            " were verified with the file's, and nothing was written beside them"
+        )
     if result.tree_unchecked is not None:
         lines.append(f"{source}: Merkle tree NOT checked: {result.tree_unchecked}")
     if result.error is not None:

@@ -47,7 +47,7 @@ from .client_output import table
 from .client_session import load_client_keys
 from .cluster_parsers import HELLO_TIMEOUT
 from .paths import input_file
-from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, Checker, LedgerStatus, marked_down, read_status
+from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, Checker, LedgerStatus, marked_behind, marked_down, read_status
 from .repl_commands import print_status as print_ledgers
 from .repl_commands import status_json as ledgers_json
 from .supervise import Supervisor, layout_for
@@ -189,6 +189,10 @@ def cluster_status(
     down = {node.node for node in nodes if not node.up}
     ledgers = [marked_down(ledger, down) for ledger in ledgers]
     problems = _problems(nodes, ledgers, open_alerts, supervisord)
+    # A follower that says it lacks records of a ledger is behind in the ledger table too (after
+    # the problems: its own line there says so), so that one output never says both "behind" and
+    # "current" of it (outsider 25, H2: its held key, set each heartbeat, lags the cut it saw).
+    ledgers = [marked_behind(ledger, {n.node for n in nodes if ledger.ledger in n.behind}) for ledger in ledgers]
     if redis_error is not None:
         problems.insert(0, f"Redis is down: {redis_error}")
     return ClusterStatus(

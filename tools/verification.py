@@ -73,6 +73,7 @@ from ..node.key_rotation import ROTATION_KIND, KeyChain, chain_of, pinned_checkp
 from ..node.ledger import LedgerRules
 from ..node.note import Checkpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint, verify_signature
 from ..node.record import ZERO_LINK, Record, decode_record
+from ..node.still_store import still_store
 
 # level_rows: the node's own reader of a tree level (its open check, check_tree): shared, not copied.
 from ..node.storefile import (
@@ -147,6 +148,7 @@ class Verification:
     worker_cpu: float = 0.0  # CPU seconds the worker processes spent on their chunks (not printed)
     worker_rss: int = 0  # the largest resident size of a worker process, KiB (not printed)
     tree_unchecked: str | None = None  # (store) why its Merkle tree was not checked, printed: None when it was
+    wal_read: tuple[str, int] | None = None  # (store) the -wal whose commits were read: its name and size, printed
 
     @property
     def ok(self) -> bool:
@@ -230,7 +232,24 @@ def verify_store(
     """
     if chunk < 1 or chunk & (chunk - 1):
         raise UsageError(f"a chunk of heights is a power of two, not {chunk}")
-    result = Verification(witness_keys=len({key.name for key in witnesses}))
+    with still_store(directory) as still:
+        result = Verification(witness_keys=len({key.name for key in witnesses}), wal_read=still.wal_read)
+        _verify_still_store(still.directory, wanted, limits, workers, chunk, executor, fork, witnesses, result)
+    return result
+
+
+def _verify_still_store(
+    directory: Path,
+    wanted: str | None,
+    limits: Limits,
+    workers: int | None,
+    chunk: int,
+    executor: Executor | None,
+    fork: bool,
+    witnesses: Sequence[VerifierKey],
+    result: Verification,
+) -> None:
+    """:func:`verify_store` of the folder to open the store from (node/still_store.py), into ``result``."""
     witness_table = witness_keys_table(witnesses)
     workers = usable_cores() if workers is None else workers
     # SQLite forbids carrying a connection into a forked child: the workers start before the
@@ -288,7 +307,6 @@ def verify_store(
         if not kept:
             _no_tree_kept(tree_rows, result)
         _check_checkpoint_rows(tree_rows, result, counts, wanted)
-    return result
 
 
 def _gap_named(conn: sqlite3.Connection, error: RecordError) -> RecordError:

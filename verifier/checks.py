@@ -46,8 +46,15 @@ import zmq
 
 from ..broker.client import Client
 from ..broker.redis_keys import group_key, is_ledger_name
-from ..broker.replication import OPERATOR_RESOLVED, REDIS_ERRORS, Alert, ReplicationLedger, entry_height, stream_order
-from ..config.cluster import ClusterConfig, NodeConfig, VerifierSettings
+from ..broker.replication import (
+    REDIS_ERRORS,
+    Alert,
+    ReplicationLedger,
+    entry_height,
+    operator_resolves,
+    stream_order,
+)
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, VledgerError
 from ..node.note import VerifierKey
@@ -401,6 +408,8 @@ class ClusterChecks:
         # The open alerts only an operator resolves, by raiser and key, as last seen in the open
         # hashes: one that vanishes without the operator's note is put back (see _reopen_vanished).
         self._operator_open: dict[tuple[str | None, str], dict[str, Any]] = {}
+        # The replicas and observers: each resolves its own store_contradicts_checkpoint (operator_resolves).
+        self._followers = frozenset(name for name, node in config.nodes.items() if node.role in FOLLOWER_ROLES)
         self._read_pending = True  # after a start: our own pending entries come first
         self._next_heads = 0.0
         self._next_claim = 0.0
@@ -474,7 +483,7 @@ class ClusterChecks:
             self.replication.reopen(key, alert)
             found[(self.replication.node, key)] = own[key] = alert
         for name, alert in found.items():
-            if name[1].rpartition("|")[2] in OPERATOR_RESOLVED:
+            if operator_resolves(*name, self._followers):
                 self._operator_open[name] = alert
         return own
 

@@ -515,10 +515,20 @@ class Gateway:
             "ledger": ledger,
             "size": size,
             "root": self.reader.tree(ledger).root(size).hex(),
-            "home": self.config.home_of(ledger).name,
+            **self.home(ledger),
             "node": self.node.name,
             "genesis": jsonable(genesis.content.payload),
         }
+
+    def home(self, ledger: str) -> dict[str, Any]:
+        """``{"home", "epoch"}``: the node that places the ledger's records now, as the node's copy
+        proves it: the home of the last epoch a handover record there opened (10.9; a follower
+        stores a record only under a checkpoint it verified, 10.7), else the cluster file's home
+        (epoch 1). The cluster file's home stayed served after a promotion (outsider o6 H8)."""
+        history = self._epochs.history(ledger)
+        if history is None or history.current.number == 1:
+            return {"home": self.config.home_of(ledger).name, "epoch": 1}
+        return {"home": history.current.home, "epoch": history.current.number}
 
     def record_page(self, ledger: str, start: int, limit: int) -> bytes:
         """The JSON of at most ``limit`` records from ``start``, fewer where their JSON would pass
@@ -931,7 +941,7 @@ class Gateway:
         alerts = replication.open_alerts()
         return {
             "cluster": self.config.name,
-            "ledgers": {ledger: {"home": self.config.home_of(ledger).name, "held": held[ledger]} for ledger in ledgers},
+            "ledgers": {ledger: {**self.home(ledger), "held": held[ledger]} for ledger in ledgers},
             "alerts": [{"key": key, **value} for key, value in sorted(alerts.items())],
             "logs": {name: self._log_tail(name) for name in sorted(self.config.nodes)},
         }

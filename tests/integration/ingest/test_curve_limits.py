@@ -35,6 +35,7 @@ LEDGER = "wide"
 RECORD_TEXT = 60_000  # bytes of each record's payload: a page of range is about 1 MiB
 MIB = 1024 * 1024
 REQUEST_CUT = 'vledger_curve_connections_cut_total{port="request"} '
+FEED_CUT = 'vledger_curve_connections_cut_total{port="feed"} '
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +125,23 @@ def test_silent_connections_past_the_cap_are_cut_and_another_address_is_answered
             sock.close()
     # Their places are given back: a client from the flooded address is answered again.
     assert cluster.client("writer1").hello()["node"] == node.name
+
+
+def test_the_feeds_cuts_are_counted_apart_from_the_request_ports(cluster: LocalCluster) -> None:
+    # The feed is guarded as the request port is, but its cuts once showed nowhere on /metrics.
+    node = cluster.node()
+    assert node.pub_port
+    feed_before, request_before = cluster.metric(node.name, FEED_CUT), cluster.metric(node.name, REQUEST_CUT)
+    flood = [socket.create_connection(("127.0.0.1", node.pub_port), timeout=5) for _ in range(CAP + 10)]
+    try:
+        for sock in flood:
+            sock.setblocking(False)
+        wait_until(lambda: sum(closed(s) for s in flood) >= 10, 5.0, "the feed's connections past the cap cut")
+        assert cluster.metric(node.name, FEED_CUT) - feed_before >= 10
+        assert cluster.metric(node.name, REQUEST_CUT) == request_before
+    finally:
+        for sock in flood:
+            sock.close()
 
 
 def test_a_client_that_never_reads_its_ranges_holds_little_of_the_node(

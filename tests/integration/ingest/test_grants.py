@@ -118,3 +118,64 @@ def test_a_removed_account_s_grants_do_not_pass_to_a_new_account_of_its_name(clu
     assert "account w9 removed; its grants end: 'register' on polls" in log, log
     twice = remote_error(cluster.admin().call, "grant.revoke", {"ledger": "polls", "kind": "register", "account": "w9"})
     assert twice.code == "no_such_grant"
+
+
+def test_a_grant_before_the_ledger_exists_is_meant_and_ledger_create_names_every_holder(cluster: LocalCluster) -> None:
+    """The outsider's o6 H3: a grant on a ledger that did not exist went through silently, and the
+    charity created later under that name said "only admin may write donation" while another
+    account held it. Now grant add refuses a missing ledger unless --before-create, and ledger
+    create refuses another account's grant unless --keep-grants, then names every holder."""
+    common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
+    charity = ["--rules", json.dumps({"type": "charity", "currency": "SAR"})]
+    cluster.add_account("alice", "writer")
+    typo = cluster.cli("grant", "add", "nosuchledger", "donation", "alice", *common, check=False)
+    assert typo.returncode == 1 and "no_such_ledger" in typo.stderr and "--before-create" in typo.stderr, typo
+    assert "nosuchledger" not in cluster.cli("grant", "list", *common).stdout  # nothing recorded
+
+    cluster.cli("grant", "add", "fund", "donation", "alice", "--before-create", *common)
+    refused = cluster.cli("ledger", "create", "fund", *charity, *common, check=False)
+    assert refused.returncode == 1 and "already_granted" in refused.stderr, refused
+    assert "alice holds 'donation' on fund" in refused.stderr and "--keep-grants" in refused.stderr
+    assert remote_error(cluster.admin().call, "size", {"ledger": "fund"}).code == "no_such_ledger"  # nothing made
+
+    created = json.loads(cluster.cli("ledger", "create", "fund", *charity, "--keep-grants", "--json", *common).stdout)
+    assert created["holders"] == {"donation": [ADMIN, "alice"], "disbursement": [ADMIN]}
+    # A `*` grant is a holder of every kind too, and the text names each holder, never "only admin".
+    cluster.cli("grant", "add", "fund2", "*", "alice", "--before-create", *common)
+    told = cluster.cli("ledger", "create", "fund2", *charity, "--keep-grants", *common).stdout
+    assert "only" not in told and "donation: admin, alice" in told and "disbursement: admin, alice" in told, told
+
+    alone = cluster.cli("ledger", "create", "fund3", *charity, *common).stdout
+    assert "only admin may write donation, disbursement on fund3" in alone, alone
+
+
+def test_units_and_issuer_rights_a_name_keeps_are_told_at_removal_and_guard_its_reuse(cluster: LocalCluster) -> None:
+    """The outsider's o6 H6: units and a genesis's issuers are keyed by name, so a removed
+    account's balance passed silently to a new account given its name. `user remove` now says
+    what the name keeps, and `user add` of such a name (or one units were sent to before any
+    account had it) is refused (name_holds_units) unless --reuse-name."""
+    common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
+    cluster.add_account("holder", "writer")
+    cluster.add_account("mint", "writer")
+    rules = {"type": "resources", "unit": "credits", "issuers": [ADMIN, "mint"]}
+    cluster.admin().create_ledger(genesis("lab", ADMIN, ["issue", "transfer"], rules))
+    cluster.admin().put(entry("lab", "issue", {"account": "holder", "amount": 1234}, ADMIN))
+    cluster.admin().put(entry("lab", "issue", {"account": "not-yet", "amount": 5}, ADMIN))
+
+    removed = cluster.cli("user", "remove", "holder", *common).stdout
+    assert "account holder: removed" in removed and "the name holder holds 1,234 credits on lab still" in removed, (
+        removed
+    )
+    issuer = json.loads(cluster.cli("user", "remove", "mint", "--json", *common).stdout)
+    assert issuer["holdings"] == [{"ledger": "lab", "unit": "credits", "units": 0, "issuer": True}]
+
+    for name, held in (("holder", "1,234 credits on lab"), ("mint", "the right to issue on lab"), ("not-yet", "5 ")):
+        refused = cluster.cli("user", "add", name, "--role", "writer", *common, check=False)
+        assert refused.returncode == 1 and "name_holds_units" in refused.stderr, refused
+        assert held in refused.stderr and "--reuse-name" in refused.stderr, refused.stderr
+    accounts = {a["account"] for a in cluster.admin().call("account.list")["accounts"]}
+    assert not accounts & {"holder", "mint", "not-yet"}  # nothing was added
+
+    assert json.loads(cluster.cli("user", "add", "bob", "--role", "writer", "--json", *common).stdout)["holdings"] == []
+    reused = cluster.cli("user", "add", "holder", "--role", "writer", "--reuse-name", *common).stdout
+    assert "account holder: added as writer" in reused and "1,234 credits on lab" in reused, reused

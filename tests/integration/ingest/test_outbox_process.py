@@ -25,7 +25,7 @@ from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import RedisAccess, ReplicationSettings
 from vledger.config.settings import BrokerSettings
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
-from vledger.ingest.outbox_process import OutboxProcess
+from vledger.ingest.outbox_process import OUTBOX_NICENESS, OutboxProcess
 from vledger.node.errors import StoreDamagedError
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
@@ -177,6 +177,16 @@ def test_a_killed_outbox_process_is_replaced_and_the_stream_filled_from_the_stor
     assert home.outbox.pid != killed
     wait_until(lambda: streamed(replication) == stored(home.store), "the stream filled from the store")
     assert redis_client.xlen(replication.stream_key(LEDGER)) == home.store.size(LEDGER)  # each height once
+
+
+def test_the_outbox_process_runs_nicer_than_its_node(home: Home, redis_client: Any) -> None:
+    """Its passes must not take the core from the node's request thread (OUTBOX_NICENESS)."""
+    replication = ReplicationLedger(redis_client)
+    append(home.store, 1)
+    wait_until(lambda: streamed(replication) == stored(home.store), "the stream holds the store")  # it ships
+    assert home.outbox.pid is not None
+    node = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, home.outbox.pid) == min(19, node + OUTBOX_NICENESS) > node
 
 
 def test_a_stop_ships_what_was_committed_then_ends_the_process(home: Home, redis_client: Any) -> None:

@@ -201,6 +201,11 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
     assert served["size"] == after["height"] + 1 and "vledger-epoch 2 ingest-2" in served["note"]
     assert served["log_key"] == _vkey(cluster, "ingest-2")
     assert _gateway_json(cluster, f"api/ledgers/{LEDGER}/receipts/{after['height']}") is not None
+    # And it names the proven epoch's home, not the cluster file's (outsider o6 H8).
+    info = _gateway_json(cluster, f"api/ledgers/{LEDGER}")
+    assert (info["home"], info["epoch"]) == ("ingest-2", 2), info
+    listed = _gateway_json(cluster, "api/cluster")["ledgers"][LEDGER]
+    assert (listed["home"], listed["epoch"]) == ("ingest-2", 2), listed
     # The verifier takes the new home as the home and the old one as no copy: no alert of it stays open.
     verifier = cluster.admin("verifier-1")
 
@@ -484,3 +489,41 @@ def test_a_witness_repaired_after_a_promotion_is_not_taken_for_a_forger(start_cl
     wait_until(lambda: said in log.read_text(), WAIT, "the old note read")
     put("ingest-2", 9)
     assert not [key for key in redis.open_alerts() if key.endswith("|bad_cosignature")], redis.open_alerts()
+
+
+def test_after_a_proven_promotion_repl_status_and_the_demo_take_the_new_home(start_cluster: Any) -> None:
+    """Outsider 25 H8: once ``vledger ledger promote`` proved ingest-2 the home of the demo's
+    election, ``repl status`` still counted the fenced ingest-1 a holder ("712 on 7 nodes", its
+    record at the handover's height its own orphan), and ``vledger demo`` judged the replicas by
+    ingest-1's key, whose checkpoints the witnesses no longer take: "FAILED: a ledger is not on
+    every replica" though every copy held every ledger."""
+    election = "election-2026"
+    cluster: LocalCluster = start_cluster(
+        nodes=2, replicas=2, standbys={election: "ingest-2"}, replication={"write_timeout_ms": 5000}
+    )
+    config = str(cluster.config_path)
+    demo = ("demo", "--cluster", config, "--voters", "3", "--difficulty", "0")
+    assert "All OK." in cluster.cli(*demo, timeout=300).stdout
+    key = str(cluster.directory / "keys" / f"{ADMIN}.key_secret")
+    cluster.cli("ledger", "promote", election, "ingest-2", "--config", config, "--key", key, "--node", "ingest-2")
+
+    def proven() -> dict[str, Any] | None:
+        shown = cluster.cli("repl", "status", "--config", config, "--json", check=False)
+        (status,) = [s for s in json.loads(shown.stdout)["ledgers"] if s["ledger"] == election]
+        return status if status["home"] == "ingest-2" and status["cosigned"] else None
+
+    wait_until(proven, WAIT, "the handover proven to repl status")
+    ran = cluster.cli(*demo, check=False, timeout=300)
+    assert ran.returncode == 0 and "All OK." in ran.stdout, ran.stdout + ran.stderr
+    (read_back,) = [
+        line.split() for line in ran.stdout.splitlines() if line.startswith(f"  {election}  ") and " head " in line
+    ]
+    assert read_back[1] == "ingest-2"  # read back from the new home, not through the old one's not_home
+    status = wait_until(
+        lambda: (s := proven()) is not None and len(s["counts"]) == 1 and s,
+        WAIT,
+        "every copy of the election at its head",
+    )
+    assert status["counts"] == [{"holders": 3, "records": status["head"] + 1}]  # ingest-2 and the replicas
+    (old_home,) = [n for n in status["nodes"] if n["node"] == "ingest-1"]
+    assert old_home["fenced"] and old_home["lag"] is None, old_home

@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -120,3 +120,102 @@ def test_a_guard_whose_context_ended_gives_its_connections_places_back(ctx: zmq.
             assert time.monotonic() < deadline, f"{budget.held} places kept after the Context ended"
             time.sleep(0.01)
     assert guard.open == 0
+
+
+def _port(sock: zmq.Socket[Any]) -> int:
+    return int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+
+def _wait(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        time.sleep(0.01)
+
+
+def _delivers(ctx: zmq.Context[Any]) -> bool:
+    """Whether a fresh PUB and SUB of ``ctx`` still connect over TCP and deliver (its I/O thread runs)."""
+    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+    try:
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        sub.subscribe(b"")
+        sub.connect(f"tcp://127.0.0.1:{port}")
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            pub.send(b"beat")
+            if sub.poll(50, zmq.POLLIN):
+                return True
+        return False
+    finally:
+        pub.close(linger=0)
+        sub.close(linger=0)
+
+
+def test_a_stopped_guard_leaves_its_context_working_while_its_socket_still_takes_connections(
+    ctx: zmq.Context[Any],
+) -> None:
+    """libzmq sends a monitor's events from the Context's I/O thread with a blocking send: with
+    the guard's reader closed and the socket still monitored, the next connection blocked that
+    thread for good, and every socket of the Context with it (the feed's rotation tests, and
+    each later test of their worker, failed so)."""
+    guard = ConnectionGuard(ctx, BrokerSettings(), "test", budget=FileBudget(10))
+    server = ctx.socket(zmq.PUB)
+    guard.attach(server)
+    server.bind("tcp://127.0.0.1:0")
+    try:
+        guard.stop()  # a server closes its guard, then its socket: connections may come between
+        with socket.create_connection(("127.0.0.1", _port(server)), timeout=TIMEOUT):
+            assert _delivers(ctx), "the Context's I/O thread is blocked"
+    finally:
+        server.close(linger=0)
+
+
+def test_connections_closed_by_an_unbind_give_their_places_back(ctx: zmq.Context[Any]) -> None:
+    """A key rotation unbinds an endpoint (PROTOCOL 16.6): libzmq closes its connections with no
+    EVENT_DISCONNECTED, and they stayed counted, against the caps and the budget, for ever."""
+    budget = FileBudget(10)
+    guard = ConnectionGuard(ctx, BrokerSettings(), "test", budget=budget)
+    server = ctx.socket(zmq.PUB)
+    guard.attach(server)
+    server.bind("tcp://127.0.0.1:0")
+    endpoint = server.getsockopt_string(zmq.LAST_ENDPOINT)
+    try:
+        with contextlib.ExitStack() as stack:
+            for _ in range(3):
+                stack.enter_context(socket.create_connection(("127.0.0.1", _port(server)), timeout=TIMEOUT))
+            _wait(lambda: guard.open == 3, "the connections counted")
+            server.unbind(endpoint)
+            _wait(lambda: guard.open == 0, "the unbound endpoint's connections given back")
+        assert budget.held == 0 and not guard.by_address
+        server.bind(endpoint)  # as a rotation binds it again: its connections are counted as before
+        with socket.create_connection(("127.0.0.1", _port(server)), timeout=TIMEOUT):
+            _wait(lambda: guard.open == 1, "a connection to the endpoint bound again counted")
+    finally:
+        guard.stop()
+        server.close(linger=0)
+    assert budget.held == 0
+
+
+def test_an_event_the_guard_cannot_handle_does_not_end_its_reader(
+    ctx: zmq.Context[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures = iter([True])
+
+    def address_key(peer: Any) -> str:
+        if next(failures, False):
+            raise ValueError("an address the guard cannot read")
+        return str(peer[0])
+
+    monkeypatch.setattr("vledger.broker.curve_guard.address_key", address_key)
+    guard = ConnectionGuard(ctx, BrokerSettings(), "test", budget=FileBudget(10))
+    server = ctx.socket(zmq.PUB)
+    guard.attach(server)
+    server.bind("tcp://127.0.0.1:0")
+    try:
+        with socket.create_connection(("127.0.0.1", _port(server)), timeout=TIMEOUT):
+            with socket.create_connection(("127.0.0.1", _port(server)), timeout=TIMEOUT):
+                _wait(lambda: guard.open == 1, "the second connection counted")
+            assert _delivers(ctx)
+    finally:
+        guard.stop()
+        server.close(linger=0)

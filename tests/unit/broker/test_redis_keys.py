@@ -127,6 +127,7 @@ def _exercise(client: Any) -> None:
     repl.set_held("replica-1", LEDGER, 0)
     repl.publish_cosignature(LEDGER, "replica-1", 1, b"note")
     repl.alert(Alert("replica-1", LEDGER, 1, "bad_link", "detail"))
+    assert repl.resolve_up_to([f"replica-1|{LEDGER}|bad_link"], 1) == 1
     assert repl.checkpoints() == {LEDGER: b"checkpoint 2"}
     repl.add([StreamRecord("other", 0, b"x", "ingest-2")])
     assert repl.promote(LEDGER, 2, "ingest-2") is None  # the epochs and homes hashes, one script

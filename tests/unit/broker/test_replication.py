@@ -531,3 +531,19 @@ def test_an_open_alerts_id_of_digits_int_refuses_is_no_stream_id_not_a_crash(red
     assert (shown["raised_by"], shown["id"], shown["what"]) == ("replica-1", raised, "equivocation")
     assert dict(reader.open_by_raiser())["replica-3"][alert.key]["what"] == "lag"
     assert [a["what"] for a in reader.alerts()] == ["equivocation"]
+
+
+def test_a_follower_closes_only_the_alerts_raised_up_to_the_height_whose_cause_is_gone(redis_client: Any) -> None:
+    """A follower resolves its own copy's alert once a checkpoint at or above it vouches for the
+    copy, also one an earlier run raised (outsider 25, H1); the same key raised since at a greater
+    height (the witness, another part of the node, may) must stay open, its cause past that."""
+    replica = ReplicationLedger(redis_client, node="replica-1")
+    copy = Alert("replica-1", "votes", 9, "store_contradicts_checkpoint", "its copy", source="replica-1")
+    replica.alert(copy)
+    assert replica.resolve_up_to([copy.key], 5) == 0 and copy.key in replica.own_open_alerts()
+    assert replica.resolve_up_to([copy.key, "replica-1|votes|bad_link"], 9) == 1
+    assert replica.own_open_alerts() == {}
+    redis_client.hset(replica.open_alerts_key, copy.key, "[1]")  # no alert: its own user's junk
+    assert replica.resolve_up_to([copy.key], 0) == 1 and replica.own_open_alerts() == {}
+    replica.alert(copy)
+    assert replica.resolve_up_to([copy.key], 2**63) == 1  # past the largest height: every one

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import dataclasses
 import gc
+import shutil
 import sqlite3
 import threading
 import time
@@ -223,7 +224,7 @@ def make_replica(tmp_path: Path, checker: PageChecker | None) -> Iterator[MakeRe
             home_of=lambda ledger: HOME,
             on_stored=lambda records, hops: stored.append(([r.height for r in records], hops)),
             on_alert=alerts.append,
-            on_resolve=resolved.extend,
+            on_resolve=lambda keys, upto: resolved.extend(keys),
             on_verified=verified.append,
             batch=batch,
             stopping=stopping,
@@ -859,7 +860,7 @@ def restarted(replica: Replica, *sources: MemorySource, change: Callable[[Path],
         home_of=lambda ledger: HOME,
         on_stored=lambda records, hops: again.stored.append(([r.height for r in records], hops)),
         on_alert=again.alerts.append,
-        on_resolve=again.resolved.extend,
+        on_resolve=lambda keys, upto: again.resolved.extend(keys),
         on_evidence=lambda checkpoint, source, proof: proofs.append(proof),
         on_verified=again.verified.append,
     )
@@ -916,6 +917,77 @@ def test_a_copy_whose_tail_was_rewritten_blames_itself_never_the_home_and_takes_
     assert replica.follower.catch_up(LEDGER, 10) is False
     assert len(replica.alerts) == 1 and source.fetches == [] and replica.heights() == list(range(8))
     assert replica.follower.status() == {"current": False, "behind": {LEDGER: 2}}
+
+
+def copied(frm: Path, to: Path) -> Callable[[Path], None]:
+    """A change that copies a stopped store's file (with its -wal and -shm) from ``frm`` to ``to``
+    (``cp -a``: a backup kept, or one put back)."""
+
+    def change(path: Path) -> None:
+        to.mkdir(exist_ok=True)
+        for file in to.glob(f"{DB_NAME}*"):  # a -wal left there would be replayed over the copy
+            file.unlink()
+        for file in frm.glob(f"{DB_NAME}*"):
+            shutil.copy2(file, to / file.name)
+
+    return change
+
+
+def test_a_copy_that_blamed_itself_resolves_its_alert_once_repaired_and_started_again(
+    make_replica: MakeReplica, chain: list[Record], tmp_path: Path
+) -> None:
+    """outsider 25, H1: README's repair ("Started again, the node catches up past the checkpoint
+    like any follower, and the next clean sweep resolves the alert") left the replica's own
+    store_contradicts_checkpoint open for good: an earlier run raised it, and a follower resolved
+    only its own run's. The run that opens the repaired store finds it in its open hash."""
+    source = MemorySource(HOME, {LEDGER: chain}, signed=[signed(chain[9])])
+    replica = make_replica()
+    held_up_to(replica, chain, 7)
+    directory, backup = replica.store.directory, tmp_path / "backup"
+    replica = restarted(replica, change=copied(directory, backup))
+    replica = restarted(replica, change=rewrite_tail(6, forget_checkpoints=True))
+    replica.follower.receive([heads(signed(chain[7]))])
+    (alert,) = replica.alerts
+    assert (alert.what, alert.source) == ("store_contradicts_checkpoint", REPLICA)
+    open_hash = {alert.key: {"id": "1-0", **alert.fields()}}
+
+    still = restarted(replica)  # not repaired: its copy still contradicts the home, nothing resolves
+    still.follower.carry_over(follow.own_copy_alerts(REPLICA, open_hash))
+    still.follower.receive([heads(signed(chain[7]))])
+    assert still.resolved == [] and still.found() == [(7, "store_contradicts_checkpoint", REPLICA)]
+
+    repaired = restarted(still, source, change=copied(backup, directory))  # put back from a sound copy
+    repaired.follower.carry_over(follow.own_copy_alerts(REPLICA, open_hash))
+    repaired.follower.start()  # the home's checkpoint of 10 records vouches for the copy up to 7 and past it
+    assert repaired.resolved == [alert.key] and repaired.alerts == []
+    assert repaired.heights() == list(range(10))
+    repaired.store.close()
+
+
+def test_only_a_nodes_own_alerts_about_its_own_copy_are_carried_over() -> None:
+    def alert(node: str, ledger: str, what: str, source: str, height: object = "4") -> tuple[str, dict[str, object]]:
+        return f"{node}|{ledger}|{what}", {
+            "node": node,
+            "ledger": ledger,
+            "what": what,
+            "source": source,
+            "height": height,
+        }
+
+    alerts = dict(
+        [
+            alert(REPLICA, LEDGER, "store_contradicts_checkpoint", REPLICA, "7"),
+            alert(REPLICA, OTHER, "tree_mismatch", REPLICA),
+            alert(REPLICA, LEDGER, "bad_link", EVIL),  # a record it refused: resolved by the true one
+            alert(REPLICA, "", "store_damaged", REPLICA),  # the whole store: its opening resolves it
+            alert(HOME, LEDGER, "equivocation", HOME),  # about the home
+            alert(REPLICA, "zakat", "tree_mismatch", REPLICA, "four"),  # no height: the operator's
+        ]
+    )
+    assert follow.own_copy_alerts(REPLICA, alerts) == {
+        f"{REPLICA}|{LEDGER}|store_contradicts_checkpoint": 7,
+        f"{REPLICA}|{OTHER}|tree_mismatch": 4,
+    }
 
 
 def test_a_checkpoint_that_contradicts_a_copy_the_store_proves_is_equivocation_even_after_a_restart(

@@ -10,6 +10,7 @@ import zmq
 
 from vledger.broker.curve import AllowList
 from vledger.broker.feed import FeedRecord, FeedSource, Publisher, Subscriber
+from vledger.broker.file_budget import process_budget
 from vledger.broker.keys import KeyPair, generate, new_keypair
 from vledger.broker.redis_server import free_port
 from vledger.config.cluster import NodeConfig
@@ -138,7 +139,9 @@ def _wait(condition: Any, what: str) -> None:
 
 def test_an_ingest_node_s_feed_proxy_re_binds_its_rotation_while_nothing_is_sent(tmp_path: Path) -> None:
     """An ingest node publishes through its outbox's feed proxy: that thread owns the PUB
-    socket and runs the rotation's re-binds at once, even when no message flows."""
+    socket and runs the rotation's re-binds at once, even when no message flows. The feed's
+    guard counts what stays open: the re-bind closed the old key's connections with no event."""
+    held_before = process_budget().held
     node, keys_dir = _feed_node(tmp_path)
     old, new = generate(keys_dir, "ingest-1"), generate(keys_dir, "ingest-1@1")
     member = new_keypair()
@@ -153,7 +156,11 @@ def test_an_ingest_node_s_feed_proxy_re_binds_its_rotation_while_nothing_is_sent
     pusher = FeedPusher(ctx, "ingest-1", proxy.endpoint, 10_000)
     feed, side = node.bind_feed_endpoint, node.bind_feed_rotation_endpoint
     holds_new = _subscriber(ctx, member, new.public, side)
+    holds_old = _subscriber(ctx, member, old.public, feed)
     try:
+        deadline = time.monotonic() + DEADLINE
+        while not _heard(pusher, holds_old, 0.2):
+            assert time.monotonic() < deadline, "nothing arrived on the port"
         until = now_ms() + 1000
         rotation.update(_history("ingest-1", old, new, until))
         _wait(lambda: rotation.rotation_serving == 1, "the rotation port bound, nothing sent")
@@ -168,14 +175,20 @@ def test_an_ingest_node_s_feed_proxy_re_binds_its_rotation_while_nothing_is_sent
         deadline = time.monotonic() + DEADLINE
         while not _heard(pusher, main_only, 0.2):
             assert time.monotonic() < deadline, "the new key is not served on the port"
+        holds_old.close()  # refused since the re-bind: it would keep connecting again
+        guard = publisher.server.guard
+        assert guard is not None
+        _wait(lambda: guard.open == 2, "the guard counting the two connections open (main_only, holds_new)")
         main_only.close()
     finally:
+        holds_old.close()
         holds_new.close()
         pusher.close(0)
         proxy.stop()
         proxy.call_soon(lambda: None)  # a rotation's timer at shutdown: dropped, no error
         publisher.close()
         ctx.destroy(linger=0)
+    assert process_budget().held == held_before, "places of the process's budget kept by connections gone"
 
 
 def test_a_retargeted_subscriber_connects_with_its_new_key_and_the_feed_s() -> None:

@@ -8,6 +8,7 @@ servers of the tests' own that they stop and start.
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,7 @@ from vledger.node.errors import StoreContradictsCheckpointError, StoreDamagedErr
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
 from vledger.node.witness import (
     CheckpointKeys,
     HomeSigner,
@@ -212,6 +214,27 @@ def test_a_held_height_written_by_hand_is_put_right_at_the_next_heartbeat(
     wait_until(caught_up(home.repl, home.store), "the stream holds the store")
     redis_client.set(home.repl.held_key(LEDGER, HOME), "99999")
     wait_until(lambda: home.repl.held(LEDGER) == {HOME: 2}, "the home's held height is its store's head again")
+
+
+def test_a_followers_held_height_follows_a_tail_cut_behind_its_store(redis_client: Any, tmp_path: Path) -> None:
+    """outsider 25, H2: a replica's tail cut with sqlite behind its node's back stayed "current,
+    HELD = head" in `vledger repl status` for minutes, while the node itself (hello, size) said
+    it lacked the records: the heartbeat set the held key to the head the store last placed,
+    kept in memory, not the one its file holds (PROTOCOL 10.3, 10.4)."""
+    with ChainStore(tmp_path / "replica", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 12)
+        repl = ReplicationLedger(redis_client, node="replica-1")
+        follower = Outbox("replica-1", store, None, repl, SETTINGS, stream=False)
+        store.on_commit = follower.committed
+        follower.start()
+        try:
+            wait_until(lambda: repl.held(LEDGER) == {"replica-1": 11}, "the replica reported its head")
+            with sqlite3.connect(tmp_path / "replica" / DB_NAME) as cut:
+                cut.execute("DELETE FROM records WHERE ledger = ? AND height > 6", (LEDGER,))
+            wait_until(lambda: repl.held(LEDGER) == {"replica-1": 6}, "the held key is the file's head again")
+            assert store.size(LEDGER) == 12  # what the store placed last: not what it holds now
+        finally:
+            follower.stop()
 
 
 def test_a_ledger_redis_refuses_this_node_leaves_the_others_streaming(

@@ -174,7 +174,7 @@ def test_the_standby_s_follower_closes_in_redis_the_alerts_it_resolves() -> None
     resolved: list[list[str]] = []
 
     class Replication:
-        def resolve(self, keys: list[str]) -> int:
+        def resolve_up_to(self, keys: list[str], upto: int) -> int:
             resolved.append(keys)
             return len(keys)
 
@@ -189,5 +189,5 @@ def test_the_standby_s_follower_closes_in_redis_the_alerts_it_resolves() -> None
     ):
         standby.StandbyFollow(runtime, mock.MagicMock(), Replication(), mock.MagicMock(), mock.MagicMock(), ["votes"])  # type: ignore[arg-type]
     on_resolve = follower.call_args.kwargs["on_resolve"]
-    on_resolve(["ingest-2|votes|record_conflict"])
+    on_resolve(["ingest-2|votes|record_conflict"], 7)
     assert resolved == [["ingest-2|votes|record_conflict"]]

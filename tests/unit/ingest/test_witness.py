@@ -309,14 +309,18 @@ def test_a_store_that_lost_what_it_cosigned_is_reported_and_cosigns_no_more(copi
         "store_contradicts_checkpoint",
         9,
     )
+    restarted.repl.alert(alert)  # as the node's raise_alert does
     assert list(self_check(restarted.store, COSIGNED)) == [LEDGER]
     restarted.witness.verified(HOME.sign(LEDGER, 6, restarted.store.root(LEDGER, 6)))
     restarted.witness.turn()
     assert restarted.published() == 10  # what it cosigned before stays; nothing smaller or new
+    assert alert.key in restarted.repl.open_alerts()
     restarted.store.append_records(chain[6:12])  # refilled with the true records
     restarted.witness.verified(HOME.sign(LEDGER, 12, restarted.store.root(LEDGER, 12)))
     restarted.witness.turn()
     assert restarted.published() == 12 and len(restarted.alerts) == 1
+    # It holds what it cosigned again: its own alert is resolved (outsider 25, H1: it stayed open).
+    assert restarted.repl.open_alerts() == {}
     assert self_check(restarted.store, COSIGNED) == {} and self_check(restarted.store, SIGNED) == {}
     restarted.store.close()
 

@@ -1469,6 +1469,87 @@ def test_flush_waits_for_a_signed_row_rather_than_hand_its_put_to_the_committer(
     assert committed_on[1] != threading.get_ident()  # the committer thread committed it
 
 
+class HandedRow:
+    """A home's signed row kept ``with_commit`` on a thread of its own, as its outbox keeps the
+    checkpoint of a batch: handed to the store's next group commit."""
+
+    def __init__(self, store: ChainStore) -> None:
+        self.store = store
+        self.added: list[bool] = []
+        self.thread = threading.Thread(target=self._keep)
+        self.thread.start()
+
+    def _keep(self) -> None:
+        self.added.append(self.store.checkpoints.keep(LEDGER, SIGNED, 2, bytes(32), b"note", with_commit=True))
+
+    def wait_handed(self) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while not self.store.checkpoints._handed:  # not yet handed over
+            assert time.monotonic() < deadline and self.thread.is_alive()
+            time.sleep(0.001)
+
+    def join(self) -> bool:
+        self.thread.join(DEADLINE)
+        assert not self.thread.is_alive()
+        return self.added == [True]
+
+
+def _signed_rows(store: ChainStore) -> list[bytes]:
+    """The signed rows in the file, read behind the store's back."""
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        return [bytes(note) for (note,) in conn.execute("SELECT note FROM checkpoints WHERE kind = 'signed'")]
+
+
+def test_a_signed_row_kept_with_commit_goes_in_the_next_lone_puts_transaction(
+    store: ChainStore, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone put's flush neither waits for the outbox's signed row nor lets it hold the lock
+    first: its own transaction writes the row (fsynced with it), and the keep returns."""
+    monkeypatch.setattr(checkpoint_log, "HANDOVER_SECONDS", DEADLINE)
+    row = HandedRow(store)
+    row.wait_handed()
+    statements: list[str] = []
+    store._write.set_trace_callback(statements.append)
+    put = store.submit_entry(kit.entry(1), wake=False)
+    store.flush()
+    store._write.set_trace_callback(None)
+    assert put.done() and put.result().height == 1
+    assert row.join()
+    writes = [s for s in statements if not s.startswith("SELECT")]  # the put's look-up of its request id
+    assert [s.split()[0] for s in writes] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    assert "INTO checkpoints" in writes[2]  # no PRAGMA: no commit of its own without an fsync
+    assert _signed_rows(store) == [b"note"]
+
+
+def test_a_signed_row_no_commit_takes_is_written_on_its_own(store: ChainStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No put comes within HANDOVER_SECONDS: the keep writes its row itself, as without a handover."""
+    monkeypatch.setattr(checkpoint_log, "HANDOVER_SECONDS", 0.01)
+    row = HandedRow(store)
+    assert row.join()
+    assert _signed_rows(store) == [b"note"] and not store.checkpoints._handed
+
+
+def test_a_signed_row_whose_group_commit_fails_is_written_on_its_own(
+    store: ChainStore, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group commit that took the row rolls back: its put is refused, and the row is kept
+    all the same, written on its own."""
+    monkeypatch.setattr(checkpoint_log, "HANDOVER_SECONDS", DEADLINE)
+
+    def failing(*args: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store_module, "_insert_records", failing)
+    row = HandedRow(store)
+    row.wait_handed()
+    put = store.submit_entry(kit.entry(1), wake=False)
+    store.flush()
+    with pytest.raises(StoreError, match="write failed"):
+        put.result(DEADLINE)
+    assert row.join()
+    assert _signed_rows(store) == [b"note"]
+
+
 def test_a_bug_in_a_group_commit_answers_its_appends_and_the_committer_goes_on(
     store: ChainStore, kit: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,7 +10,7 @@ from vledger.node.record import Content, Entry
 from vledger.node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS, admin_genesis_rules
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.store import ChainStore
-from vledger.tools.admin_log import log_rows
+from vledger.tools.admin_log import kind_holders, log_rows
 
 LIMITS = Limits()
 
@@ -34,3 +34,14 @@ def test_the_log_names_the_grants_a_removal_ends_or_keeps(tmp_path: Path) -> Non
         f"account alice removed; its grants stay (no {ENDS_GRANTS}): 'donation' on relief",
         "account w9 removed; its grants end: 'register' on polls",
     ]
+
+
+def test_kind_holders_name_each_kind_s_holders_and_those_of_every_kind() -> None:
+    rows = [
+        ("fund", "donation", ["admin", "alice"]),
+        ("fund", "*", ["bob"]),
+        ("other", "disbursement", ["carol"]),
+    ]
+    held = kind_holders(rows, "fund", ("donation", "disbursement"))
+    assert held == {"donation": ["admin", "alice", "bob"], "disbursement": ["bob"]}
+    assert kind_holders(rows, "new", ("donation",)) == {"donation": []}

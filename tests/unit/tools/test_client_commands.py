@@ -1126,7 +1126,8 @@ def test_user_verbs_send_the_account_commands(vledger: Run, node: SimulatedNode,
     code, out, _ = vledger("user", "key", "revoke", "--", pair.public)  # a Z85 key may start with "-"
     assert code == 0 and out == f"key {pair.public}: revoked\n"
     assert vledger.json("user", "list")["accounts"][0]["account"] == "alice"
-    assert [(cmd, args) for cmd, args, _ in node.calls] == [
+    # (ledger.list: add and remove read what the name holds on the resources ledgers; none here)
+    assert [(cmd, args) for cmd, args, _ in node.calls if cmd != "ledger.list"] == [
         ("account.add", {"account": "bob", "role": "writer"}),
         ("account.remove", {"account": "bob"}),
         ("account.enable", {"account": "bob"}),
@@ -1179,7 +1180,8 @@ def test_the_one_time_code_goes_with_the_verb_s_requests(
     assert vledger("user", "disable", "bob", "--otp", "111111")[0] == 0  # the option wins
     monkeypatch.delenv("VLEDGER_OTP")
     assert vledger("user", "remove", "bob")[0] == 0
-    assert [args.get("otp") for _, args, _ in node.calls] == ["123456", "654321", "111111", None]
+    accounts = [args.get("otp") for cmd, args, _ in node.calls if cmd.startswith("account.")]
+    assert accounts == ["123456", "654321", "111111", None]
 
 
 def test_creating_an_election_needs_one_code_for_its_grants_and_genesis(vledger: Run, node: SimulatedNode) -> None:
@@ -1440,3 +1442,29 @@ def test_hello_of_a_standby_shows_its_follow_restarts(capsys: pytest.CaptureFixt
     assert "standby" not in capsys.readouterr().out
     print_hello({**hello, "standby": {"ledgers": ["votes", "x"], "follow_restarts": 2}}, as_json=False)
     assert capsys.readouterr().out.endswith("home to: none yet\nstandby of: votes, x (follow restarts: 2)\n")
+
+
+def test_a_grant_on_a_ledger_that_does_not_exist_needs_before_create(vledger: Run, node: SimulatedNode) -> None:
+    code, _, err = vledger("grant", "add", "nosuchledger", "donation", "bob")
+    assert code == 1 and "no_such_ledger" in err and "--before-create" in err
+    assert node.grants == []  # nothing sent
+    assert vledger("grant", "add", "nosuchledger", "donation", "bob", "--before-create")[0] == 0
+    create(vledger, "notes")
+    assert vledger("grant", "add", "notes", "note", "bob")[0] == 0
+    assert node.grants == [("nosuchledger", "donation", "bob"), ("notes", "note", "bob")]
+
+
+def test_user_add_of_a_name_that_holds_units_or_issues_is_refused_unless_reused(
+    vledger: Run, node: SimulatedNode
+) -> None:
+    create(vledger, "credits", "note", RESOURCES_RULES)  # alice issues
+    assert vledger("issue", "credits", "--account", "bob", "--amount", "7")[0] == 0
+    for name, held in (("bob", "the name bob holds 7 credits on credits"), ("alice", "the right to issue on credits")):
+        code, _, err = vledger("user", "add", name, "--role", "writer")
+        assert code == 1 and "name_holds_units" in err and held in err, err
+    assert node.sent("account.add") == []
+    code, out, _ = vledger("user", "remove", "bob")
+    assert code == 0 and "the name bob holds 7 credits on credits still" in out
+    code, out, _ = vledger("user", "add", "bob", "--role", "writer", "--reuse-name")
+    assert code == 0 and node.sent("account.add") == [{"account": "bob", "role": "writer"}]
+    assert vledger("user", "add", "carol", "--role", "writer")[0] == 0  # a name that holds nothing

@@ -220,37 +220,71 @@ def test_every_replica_current_exits_0(
     assert out.rstrip().endswith("Every replica and observer holds every ledger up to its head.")
 
 
+def zakat_held_by_nodes_alive(repl: ReplicationLedger) -> tuple[AccountRegistry, int, int]:
+    """zakat's 5 records held by its home and both replicas, every node alive now by the Redis
+    clock; returns the registry, a heartbeat time older than the window (the configuration's
+    accounts_poll_ms: 5 s) and the Redis clock's seconds."""
+    stream(repl, ZAKAT, "ingest-2", 5)
+    for name in ("ingest-2", "replica-1", "replica-2"):
+        repl.advance(name, ZAKAT, 4)
+    registry = AccountRegistry(repl.client)
+    for name in ROLES:
+        registry.record_applied(name, 1)
+    seconds, _ = repl.client.time()
+    return registry, int(seconds - heartbeat_window(5.0) - 1) * 1000, seconds
+
+
+def shown_down(capsys: pytest.CaptureFixture[str], config: Path, name: str) -> tuple[str, dict[str, Any]]:
+    """`repl status` with ``name`` down (zakat's only): exit 3, in the text and the JSON; the
+    text, and zakat's JSON entry."""
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_LAGGING, out + err
+    assert f"Down (their held heights are what they last said): zakat ({name})" in out
+    assert "Every replica and observer holds" not in out
+    code, shown, err = run(capsys, "repl", "status", "--config", config, "--json")
+    report = json.loads(shown)
+    assert code == EXIT_LAGGING and report["current"] is False
+    zakat = ledger(report, ZAKAT)
+    assert node(zakat, name)["down"] is True
+    return out, zakat
+
+
 def test_a_replica_whose_heartbeat_stopped_is_down_not_current_and_exits_3(
     capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
 ) -> None:
     """A stopped replica's last held height was shown "current" (the outsider's finding): what
     Redis last heard of a node with no heartbeat for longer than the window is no state now."""
-    stream(repl, ZAKAT, "ingest-2", 5)
-    for name in ("ingest-2", "replica-1", "replica-2"):
-        repl.advance(name, ZAKAT, 4)
-    registry = AccountRegistry(repl.client)
-    for name in ("ingest-2", "replica-1", "replica-2"):
-        registry.record_applied(name, 1)  # alive now, by the Redis clock
+    registry, silent_ms, _ = zakat_held_by_nodes_alive(repl)
     code, out, err = run(capsys, "repl", "status", "--config", config)
     assert code == EXIT_OK, err
-    seconds, _ = repl.client.time()
-    silent_ms = int(seconds - heartbeat_window(5.0) - 1) * 1000  # the configuration's accounts_poll_ms: 5 s
     repl.client.hset(registry.applied_key("replica-2"), "seen", silent_ms)  # its last heartbeat, then it stopped
 
-    code, out, err = run(capsys, "repl", "status", "--config", config)
-    assert code == EXIT_LAGGING, err
+    out, zakat = shown_down(capsys, config, "replica-2")
     (row,) = [line for line in out.splitlines() if line.split()[:1] == ["replica-2"]]
     assert row.split() == ["replica-2", "replica", "4", "0", "-", "down"]
     (row,) = [line for line in out.splitlines() if line.split()[:1] == ["replica-1"]]
     assert row.split()[-1] == "current"
-    assert "Down (their held heights are what they last said): zakat (replica-2)" in out
-    assert "Every replica and observer holds" not in out
-    code, out, err = run(capsys, "repl", "status", "--config", config, "--json")
-    report = json.loads(out)
-    assert code == EXIT_LAGGING and report["current"] is False
-    zakat = ledger(report, ZAKAT)
-    assert (node(zakat, "replica-2")["down"], node(zakat, "replica-1")["down"]) == (True, False)
+    assert node(zakat, "replica-1")["down"] is False
     assert zakat["lagging"] == []  # it holds the head as far as anyone knows: down, not behind
+
+
+def test_a_home_whose_heartbeat_stopped_is_down_and_exits_3(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """outsider 25, H4: a ledger's home shown down, every replica current, exited 0 with "Every
+    replica and observer holds every ledger up to its head": the home is the one node whose
+    loss stops the ledger's writes, and README's table says exit 3 on down."""
+    registry, silent_ms, seconds = zakat_held_by_nodes_alive(repl)
+    repl.client.hset(registry.applied_key("ingest-2"), "seen", silent_ms)  # the home stopped
+
+    out, _ = shown_down(capsys, config, "ingest-2")
+    (row,) = [line for line in out.splitlines() if line.split()[:5] == ["zakat", "4", "4", "ingest-2", "home"]]
+    assert row.split()[-1] == "down"
+    # An ingest node that is no ledger's home being down is not the command's business.
+    repl.client.hset(registry.applied_key("ingest-2"), "seen", seconds * 1000)
+    repl.client.hset(registry.applied_key("ingest-1"), "seen", silent_ms)
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_OK, out + err
 
 
 def test_a_claim_above_the_head_is_named_not_taken_for_every_replica_holding(
@@ -317,6 +351,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "cosigned": None,
         "unverified": False,
         "down": False,
+        "fenced": False,
     }
     assert node(election, "ingest-2") == {
         "node": "ingest-2",
@@ -327,6 +362,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "cosigned": None,
         "unverified": False,
         "down": False,
+        "fenced": False,
     }
     assert node(election, "observer-9")["role"] == "unknown"
     assert election["counts"] == [  # observer-9, a name the configuration lacks, is counted nowhere
@@ -445,6 +481,7 @@ def test_help_documents_the_json_shape_and_exit_codes(capsys: pytest.CaptureFixt
         '"counts"',
         "Exit codes",
         "3 some replica or observer lags",
+        "or a ledger's home is down",
     ):
         assert words in out
     code, out, _ = run(capsys, "--help")
@@ -525,15 +562,9 @@ def test_show_status_turns_redis_errors_into_redis_server_errors(redis_server: R
         client.close()
 
 
-def test_a_home_or_epoch_only_redis_names_is_shown_as_a_claim_until_a_cosigned_note_proves_it(
-    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
-) -> None:
-    """PROTOCOL 10.9: every ingest node's Redis user writes vledger:{ledgers} and its epochs
-    hash. Redis naming ingest-2 the home of epoch 2 (as a promotion writes it) is a claim: the
-    cluster file's home stays the home and its checkpoints count, while neither the standby's
-    note alone nor one with a forged cosignature proves the handover. Once a witness cosigned
-    the standby's checkpoint of epoch 2, ingest-2 is the home and the fenced home's epoch-1
-    notes no longer count (a fenced home's may lie past the handover)."""
+def with_standby(config: Path) -> tuple[HomeSigner, HomeSigner, WitnessSigner, WitnessSigner]:
+    """election-2026 homed on ingest-1 with ingest-2 its standby, and every node's key file: the
+    signers of ingest-1, ingest-2 (checkpoints) and of replica-1, replica-2 (cosignatures)."""
     config.write_text(
         config.read_text() + '\n[ledgers.election-2026]\nhome = "ingest-1"\nstandby = "ingest-2"\n', encoding="utf-8"
     )
@@ -547,6 +578,19 @@ def test_a_home_or_epoch_only_redis_names_is_shown_as_a_claim_until_a_cosigned_n
         WitnessSigner(witness_name("test", n), load_signing_key(signing_key_paths(keys, n)[0]).seed)
         for n in ("replica-1", "replica-2")
     )
+    return old, new, replica_1, replica_2
+
+
+def test_a_home_or_epoch_only_redis_names_is_shown_as_a_claim_until_a_cosigned_note_proves_it(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """PROTOCOL 10.9: every ingest node's Redis user writes vledger:{ledgers} and its epochs
+    hash. Redis naming ingest-2 the home of epoch 2 (as a promotion writes it) is a claim: the
+    cluster file's home stays the home and its checkpoints count, while neither the standby's
+    note alone nor one with a forged cosignature proves the handover. Once a witness cosigned
+    the standby's checkpoint of epoch 2, ingest-2 is the home and the fenced home's epoch-1
+    notes no longer count (a fenced home's may lie past the handover)."""
+    old, new, replica_1, replica_2 = with_standby(config)
     stream(repl, ELECTION, "ingest-1", 12)
     epoch_1 = old.sign(ELECTION, 10, bytes(range(32)))
     repl.set_checkpoints({ELECTION: epoch_1.note})
@@ -596,3 +640,37 @@ def test_a_home_map_entry_only_redis_writes_names_no_home(
         10,
     )
     assert node(election, "replica-1")["role"] == "replica"
+
+
+def test_a_fenced_home_is_shown_fenced_and_counted_in_no_replication_count(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """Outsider 25 H8: after a proven promotion, the old home's held height counted it a holder
+    ("712 on 7 nodes"), though its record at the handover's height was its own orphan, not the
+    chain's (PROTOCOL 10.9: a replaced home is no copy of the ledger)."""
+    _, new, replica_1, replica_2 = with_standby(config)
+    stream(repl, ELECTION, "ingest-2", 14)
+    epoch_2 = new.sign(ELECTION, 14, bytes(range(2, 34)), ("vledger-epoch 2 ingest-2",))
+    repl.set_checkpoints({ELECTION: epoch_2.note})
+    for witness, signer in (("replica-1", replica_1), ("replica-2", replica_2)):
+        repl.publish_cosignature(ELECTION, witness, 14, signer.cosign(epoch_2, 1_790_000_000))
+    assert repl.promote(ELECTION, 2, "ingest-2") is None
+    # The handover record is at 11: ingest-1 holds records 0..11, its 11 the orphan it placed.
+    for node_name, height in (("ingest-1", 11), ("ingest-2", 13), ("replica-1", 13), ("replica-2", 13)):
+        repl.set_held(node_name, ELECTION, height)
+    code, out, _ = run(capsys, "repl", "status", "--config", config, "--json")
+    election = ledger(json.loads(out), ELECTION)
+    assert (code, election["home"], election["epoch"], election["head"]) == (EXIT_OK, "ingest-2", 2, 13)
+    assert election["counts"] == [{"holders": 3, "records": 14}]  # not 12 on 4 nodes and 2 on 3
+    fenced = node(election, "ingest-1")
+    assert (fenced["fenced"], fenced["held"], fenced["lag"], fenced["lagging"]) == (True, 11, None, False)
+    assert not any(n["fenced"] for n in election["nodes"] if n["node"] != "ingest-1")
+    code, out, _ = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_OK
+    assert [ELECTION, "13", "13", "ingest-2", "home"] in [line.split()[:5] for line in out.splitlines()]
+    assert ["ingest-1", "ingest", "11", "-", "-", "fenced"] in [line.split() for line in out.splitlines()]
+    assert f"  {ELECTION}  14 on 3 nodes" in out
+    assert (
+        f"Fenced (a proven handover replaced them as home; their copies are not counted): {ELECTION} (ingest-1)" in out
+    )
+    assert "Every replica and observer holds every ledger up to its head." in out

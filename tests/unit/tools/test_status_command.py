@@ -215,6 +215,27 @@ def test_a_follower_that_is_behind_or_still_catching_up_is_a_problem() -> None:
     assert status.nodes[1].behind == {ELECTION: 1_200}
 
 
+def test_a_follower_that_says_it_is_behind_is_not_current_in_the_ledger_table(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """outsider 25, H2: a replica whose tail was cut said "behind: load1 5" in the same output
+    whose ledger table showed it "current" and "Every replica and observer holds every ledger up
+    to its head", its held key in Redis being the head it had before the cut."""
+    behind = NodeAnswer("replica-1", hello("replica-1", "replica", current=False, behind={ELECTION: 5}))
+    status = status_of(answers(replica_1=behind))
+    (ledger,) = status.ledgers
+    assert ledger.lagging == ["replica-1"]
+    assert status.problems == ("replica-1 is behind: election-2026 by 5",)  # said once
+    assert status_json(status)["ledgers"][0]["lagging"] == ["replica-1"]
+    print_status(status)
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.split()[:2] == ["replica-1", "replica"] and "42" in line]
+    assert row.split()[-1] == "behind"
+    assert "Every replica and observer holds" not in out and "Behind: election-2026 (replica-1)" in out
+    other = NodeAnswer("replica-1", hello("replica-1", "replica", current=False, behind={"zakat": 5}))
+    assert status_of(answers(replica_1=other)).ledgers[0].lagging == []  # another ledger's lag is its own
+
+
 def test_a_ledger_behind_in_redis_is_a_problem_even_if_every_node_answers() -> None:
     status = status_of(held=30)
     assert status.problems == ("election-2026: replica-1 behind the head 42 (as Redis last heard)",)

@@ -143,16 +143,47 @@ def _copy_while_open(tmp_path: Path) -> tuple[Path, Path]:
     return live, copy
 
 
-def test_verify_writes_nothing_into_the_copy_it_checks(tmp_path: Path) -> None:
+def _files(directory: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Each entry of a folder: its size, mtime and (a file's) bytes: what evidence kept aside must keep."""
+    return {
+        p.name: (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
+        for p in directory.iterdir()
+    }
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["with-its-shm", "without-a-shm"])
+def test_verify_leaves_a_copy_with_its_wal_as_it_was_and_says_it_read_the_wal(tmp_path: Path, shm: bool) -> None:
+    # A forensic copy (outsider 25, H10): verifying it rewrote its -shm, or made one.
     _, copy = _copy_while_open(tmp_path)
-    # The database and its -wal (the -shm is SQLite's index of the -wal, which any reader rebuilds).
-    kept = (DB_NAME, f"{DB_NAME}-wal")
-    before = [(copy / name).read_bytes() for name in kept]
-    assert verify_store(copy, None, LIMITS, workers=1).ok
-    assert [(copy / name).read_bytes() for name in kept] == before
-    closed = tmp_path / "live"  # closed: no -wal left; reading it creates none
-    assert verify_store(closed, None, LIMITS, workers=1).ok
-    assert sorted(p.name for p in closed.iterdir() if p.is_file()) == [DB_NAME]
+    if not shm:
+        (copy / f"{DB_NAME}-shm").unlink()
+    before = _files(copy)
+    result = verify_store(copy, None, LIMITS, workers=2, chunk=8)  # the workers open it too
+    assert result.ok and [r.records for r in result.reports] == [40]  # every record is in the -wal
+    assert _files(copy) == before
+    wal = (copy / f"{DB_NAME}-wal").stat().st_size
+    assert result.wal_read == (f"{DB_NAME}-wal", wal)
+    assert verification_json(result)["wal"] == {"file": f"{DB_NAME}-wal", "bytes": wal}
+
+
+def test_verify_writes_nothing_into_a_closed_store(tmp_path: Path) -> None:
+    live, _ = _copy_while_open(tmp_path)  # closed: no -wal left; reading it creates none
+    result = verify_store(live, None, LIMITS, workers=1)
+    assert result.ok and result.wal_read is None
+    assert sorted(p.name for p in live.iterdir() if p.is_file()) == [DB_NAME]
+
+
+def test_verify_reads_a_running_stores_newest_commits(tmp_path: Path) -> None:
+    # What the cluster demo does: the node's own -shm is live, and read as a reader does.
+    with ChainStore(tmp_path / "live", origin="home") as store:
+        append_notes(store, LEDGER, 40)
+        store.flush()
+        first = verify_store(tmp_path / "live", None, LIMITS, workers=1)
+        append_notes(store, LEDGER, 10)
+        store.flush()
+        second = verify_store(tmp_path / "live", None, LIMITS, workers=1)
+    assert first.ok and second.ok
+    assert [r.records for r in first.reports] == [40] and [r.records for r in second.reports] == [50]
 
 
 def test_a_copy_without_its_wal_says_so(tmp_path: Path) -> None:

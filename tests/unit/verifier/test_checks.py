@@ -453,6 +453,30 @@ def test_an_alert_put_back_from_another_raisers_hash_holds_back_none_of_the_veri
     assert found.open == {key: 4} and repl.open_alerts()[key]["height"] == "4"
 
 
+def test_a_followers_own_store_contradicts_checkpoint_it_resolves_is_not_put_back_but_a_homes_is(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    """outsider 25, H1: a replica resolves its own store_contradicts_checkpoint once its repaired
+    copy is vouched for (PROTOCOL 10.5); put back by the verifier, it stayed open for good. A
+    home's own, or one a follower raised about another node, is still the operator's."""
+    found, _, _ = checks
+    repl = found.replication
+    replica = ReplicationLedger(repl.client, node="replica-1")
+    home = ReplicationLedger(repl.client, node="ingest-1")
+    own = Alert("replica-1", LEDGER, 7, "store_contradicts_checkpoint", "its copy", source="replica-1")
+    homes = Alert("ingest-1", LEDGER, 9, "store_contradicts_checkpoint", "its store", source="ingest-1")
+    about_another = Alert("ingest-1", "zakat", 2, "store_contradicts_checkpoint", "says it", source="ingest-1")
+    replica.alert(own)
+    replica.alert(about_another)
+    home.alert(homes)
+    found.refresh_open()
+    replica.resolve([own.key, about_another.key])
+    home.resolve([homes.key])
+    found.refresh_open()
+    assert sorted(repl.open_alerts()) == sorted([homes.key, about_another.key])
+    assert repl.open_alerts()[about_another.key]["reopened_from"] == "replica-1"
+
+
 def test_an_open_alert_whose_what_is_no_text_does_not_stop_the_verifier(
     checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
 ) -> None:

@@ -96,5 +96,8 @@ def test_the_gateway_serves_the_new_epoch_and_never_the_fenced_home(tmp_path: Pa
         trusted = [ov.parse_vkey(witness.verifier().encode())]
         got = ov.verify_receipt(receipt, ov.genesis_key(data, LEDGER), trusted, 0, data, ov.genesis_key_text(data))
         assert got["size"] == SIZE
+        # The home served is the proven epoch's, not the cluster file's (outsider o6 H8).
+        info = gateway.ledger_info(LEDGER)
+        assert info["home"] == "ingest-2" and info.get("epoch") == 2, info
     finally:
         gateway.close()
