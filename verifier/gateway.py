@@ -18,7 +18,8 @@ serves no write verb. Routes (docs/PROTOCOL.md section 15 gives the bytes):
   in currency units, and the cluster's state for the operators' dashboard.
 * ``/api/events``: Server-Sent Events: ``head`` when a ledger grows (with its new records,
   up to ``EVENT_RECORDS``), ``checkpoint`` when the checkpoint served for a ledger changes
-  (a larger one, or more cosignatures), ``tally`` when an observer signs a new tally.
+  (a larger one, more cosignatures, or a quiet ledger's cosigned again), ``tally`` when an
+  observer signs a new tally.
 * the web pages (verifier/pages.py: one layout around each page of ``verifier/web/``) and
   ``/healthz``, ``/readyz``, ``/metrics``.
 
@@ -1359,6 +1360,10 @@ def _event(kind: str, value: Any) -> bytes:
     return f"event: {kind}\ndata: {json.dumps(value, separators=(',', ':'))}\n\n".encode()
 
 
+# What tells a served checkpoint from the one before: its size, its cosigners and its fresh_ms.
+Served = tuple[int, tuple[str, ...], int | None]
+
+
 def _watcher(gateway: Gateway) -> Callable[[web.Application], AsyncIterator[None]]:
     """The background task that turns new heads and new tallies into events for every open stream."""
 
@@ -1376,7 +1381,7 @@ async def _watch(gateway: Gateway) -> None:
     loop = asyncio.get_running_loop()
     heads: dict[str, int] | None = None
     tallies: dict[str, dict[str, str]] | None = None
-    checkpoints: dict[str, tuple[tuple[int, tuple[str, ...]], dict[str, Any]]] | None = None
+    checkpoints: dict[str, tuple[Served, dict[str, Any]]] | None = None
     last_tally = 0.0
     while True:
         await asyncio.sleep(POLL_SECONDS)
@@ -1411,11 +1416,11 @@ async def _watch(gateway: Gateway) -> None:
             tallies = latest
 
 
-def _served_checkpoints(
-    gateway: Gateway, ledgers: list[str]
-) -> dict[str, tuple[tuple[int, tuple[str, ...]], dict[str, Any]]]:
-    """Each ledger's served checkpoint: its (size, cosigners), what tells a new one, and its JSON.
-    A ledger without one (no pinned key, none verified yet, a store error) is left out."""
+def _served_checkpoints(gateway: Gateway, ledgers: list[str]) -> dict[str, tuple[Served, dict[str, Any]]]:
+    """Each ledger's served checkpoint: its (size, cosigners, fresh_ms), what tells a new one, and
+    its JSON. A quiet ledger's witnesses cosign it again (PROTOCOL 10.7): its fresh_ms moves, and
+    a page or a client following the stream hears that the head is still vouched for. A ledger
+    without one (no pinned key, none verified yet, a store error) is left out."""
     served = {}
     for ledger in ledgers:
         try:
@@ -1423,7 +1428,7 @@ def _served_checkpoints(
         except VledgerError:
             continue
         gathered = checkpoint.gathered
-        served[ledger] = ((gathered.checkpoint.size, tuple(gathered.witnesses)), checkpoint.json())
+        served[ledger] = ((gathered.checkpoint.size, tuple(gathered.witnesses), gathered.fresh_ms), checkpoint.json())
     return served
 
 
