@@ -19,6 +19,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import struct
 import threading
@@ -764,7 +765,8 @@ def test_a_checkpoint_no_witness_cosigned_is_a_warning_never_shown_as_checked(
         browser.get(f"{real}dashboard.html{named}")
         wait_text(browser, f"tr[data-ledger='{FUND}']", "none", "the fund's checkpoint with no cosignature")
         script = "return Array.from(document.querySelectorAll(arguments[0]), (e) => e.className)"
-        assert browser.execute_script(script, f"tr[data-ledger='{FUND}'] td")[-1] == "warn"
+        cells = browser.execute_script(script, f"tr[data-ledger='{FUND}'] td")
+        assert cells[4] == "warn"  # ledger, size, root, signature, then the cosignatures
         browser.get(f"{real}charity.html?ledger={FUND}{named}")
         proven = wait_text(browser, "#proven", "cosigned by NO witness", "the fund's checkpoint with no cosignature")
         assert "with the publisher's anchors" in proven
@@ -987,7 +989,7 @@ def test_a_frozen_gateway_s_checkpoint_is_stale_on_the_charity_page_and_the_dash
         shot(browser, "charity-frozen-gateway")
         fresh(browser, f"{lying.url}dashboard.html#anchors={anchors}")
         stale = wait_text(browser, row, "STALE:", "the frozen checkpoint on the dashboard")
-        assert "400 s ago" in stale or "401 s ago" in stale, stale
+        assert re.search(r"\b4[0-9]{2} s ago: no majority of the witnesses vouched for it within 310 s", stale), stale
 
         fresh(browser, f"{lying.url}charity.html?ledger={FUND}#anchors={longer}")
         summary = wait_text(browser, "#summary", "Balance", "the same view under the anchors' 600 s")
