@@ -35,6 +35,16 @@ names them.
 Every connection counted also takes a place of the process's :func:`~.file_budget.process_budget`,
 shared with its other guarded ports (the request port, the feed, the HTTP ports): one past it
 is cut like one past a cap, so that together they never hold the process's last files.
+
+The caps count a connection from its accept, before its CURVE handshake: cutting the newest
+past a cap let anyone who shares a client's address (a NAT, the host itself) keep that client
+out with silent TCP connections, each renewed as the handshake interval closes it, and anyone
+with many addresses do so to every new client. So a connection past a cap takes the place of
+the oldest connection in the cap's scope (its address; any, for the others) that has **sent
+nothing yet** (the kernel's TCP_INFO: no byte received), which is cut instead; only when there
+is none is the new one cut. libzmq sends its greeting the moment it connects, so an honest
+client is silent for a round trip at most: a flood only cycles through its own connections.
+One that speaks ZMTP and stalls in the handshake still holds its place until the interval.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import ipaddress
 import logging
 import resource
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -66,6 +77,9 @@ _POLL_MS = 200  # how soon the thread sees stop(), and how often it looks again 
 _LOG_EVERY_S = 10.0  # refusals are logged at most this often (anyone can cause them)
 
 Names = tuple[Any, Any]  # a connection's (local, peer) socket addresses
+# struct tcp_info (linux/tcp.h, since Linux 4.1): tcpi_bytes_received, a u64 at this offset.
+_BYTES_RECEIVED = 128
+_TCP_INFO_LENGTH = 256  # more than the struct has ever been: the kernel gives what it has
 
 
 def raise_file_limit() -> int:
@@ -116,6 +130,25 @@ def _accepted_here(local: Any, endpoint: bytes) -> bool:
         return bound.is_unspecified or bound == ipaddress.ip_address(local[0])
     except (ValueError, IndexError, TypeError):
         return False
+
+
+def _silent(fd: int, names: Names) -> bool:
+    """Whether connection ``fd`` (still with ``names``) has received no byte: never, where the kernel does not say."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return False
+    try:
+        if (sock.getsockname(), sock.getpeername()) != names:
+            return False
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LENGTH)
+    except OSError:
+        return False
+    finally:
+        sock.detach()
+    if len(info) < _BYTES_RECEIVED + 8:
+        return False
+    return bool(struct.unpack_from("=Q", info, _BYTES_RECEIVED)[0] == 0)
 
 
 def _shutdown(fd: int, names: Names) -> bool:
@@ -259,8 +292,9 @@ class ConnectionGuard:
             self._open[fd] = (names, address)
             self.by_address[address] += 1
             within = self.budget.add()
+            scope: str | None = None  # the address whose connections may make room; None: any
             if self.by_address[address] > self.per_address:
-                reason = f"more than {self.per_address} connections from {address}"
+                reason, scope = f"more than {self.per_address} connections from {address}", address
             elif len(self._open) > self.most:
                 reason = f"more than {self.most} connections"
             elif not within:
@@ -268,9 +302,24 @@ class ConnectionGuard:
             else:
                 return
             self.refused += 1
-        # Counted until libzmq says it let the descriptor go: it holds it until then.
-        _shutdown(fd, names)
+            cut = self._oldest_silent(scope, fd)
+            if cut is None:
+                cut = fd, names  # counted until libzmq says it let the descriptor go: it holds it until then
+            else:
+                reason += ": the oldest that had sent nothing cut"
+                # No longer counted from now: its EVENT_DISCONNECTED comes before its number can be
+                # accepted again (libzmq sends the event, then closes), and finds nothing.
+                self._forget(cut[0])
+        _shutdown(*cut)
         self._say(reason)
+
+    def _oldest_silent(self, scope: str | None, new: int) -> tuple[int, Names] | None:
+        """The connection accepted first (``scope``'s address, or any) that has received nothing,
+        but ``new``; None if there is none. Called with the lock held."""
+        for fd, (names, address) in self._open.items():  # in the order they were accepted
+            if fd != new and (scope is None or address == scope) and _silent(fd, names):
+                return fd, names
+        return None
 
     def _listener_closed(self, endpoint: bytes) -> None:
         """A listener of the socket closed (unbound): libzmq closes the connections it accepted,
@@ -290,15 +339,19 @@ class ConnectionGuard:
 
     def _disconnected(self, fd: int) -> None:
         with self._lock:
-            self._orphans.discard(fd)
-            known = self._open.pop(fd, None)
-            if known is None:
-                return
-            self.budget.give()
-            address = known[1]
-            self.by_address[address] -= 1
-            if not self.by_address[address]:
-                del self.by_address[address]
+            self._forget(fd)
+
+    def _forget(self, fd: int) -> None:
+        """Stop counting connection ``fd`` (if counted) and give its place back. Called with the lock held."""
+        self._orphans.discard(fd)
+        known = self._open.pop(fd, None)
+        if known is None:
+            return
+        self.budget.give()
+        address = known[1]
+        self.by_address[address] -= 1
+        if not self.by_address[address]:
+            del self.by_address[address]
 
     def _say(self, reason: str) -> None:
         now = time.monotonic()
