@@ -98,18 +98,23 @@ def raise_file_limit() -> int:
     return hard
 
 
+@contextlib.contextmanager
+def _borrowed(fd: int) -> Iterator[socket.socket]:
+    """Descriptor ``fd`` as a socket for a few calls, left open (it stays libzmq's); OSError if it is none."""
+    sock = socket.socket(fileno=fd)
+    try:
+        yield sock
+    finally:
+        sock.detach()
+
+
 def _names(fd: int) -> Names | None:
     """The local and peer addresses of descriptor ``fd`` if it is a connected socket, else None."""
     try:
-        sock = socket.socket(fileno=fd)
+        with _borrowed(fd) as sock:
+            return sock.getsockname(), sock.getpeername()
     except OSError:
         return None
-    try:
-        return sock.getsockname(), sock.getpeername()
-    except OSError:
-        return None
-    finally:
-        sock.detach()  # the descriptor stays libzmq's
 
 
 def _accepted_here(local: Any, endpoint: bytes) -> bool:
@@ -135,37 +140,25 @@ def _accepted_here(local: Any, endpoint: bytes) -> bool:
 def _silent(fd: int, names: Names) -> bool:
     """Whether connection ``fd`` (still with ``names``) has received no byte: never, where the kernel does not say."""
     try:
-        sock = socket.socket(fileno=fd)
+        with _borrowed(fd) as sock:
+            if (sock.getsockname(), sock.getpeername()) != names:
+                return False
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LENGTH)
     except OSError:
         return False
-    try:
-        if (sock.getsockname(), sock.getpeername()) != names:
-            return False
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LENGTH)
-    except OSError:
-        return False
-    finally:
-        sock.detach()
-    if len(info) < _BYTES_RECEIVED + 8:
-        return False
-    return bool(struct.unpack_from("=Q", info, _BYTES_RECEIVED)[0] == 0)
+    return len(info) >= _BYTES_RECEIVED + 8 and struct.unpack_from("=Q", info, _BYTES_RECEIVED)[0] == 0
 
 
 def _shutdown(fd: int, names: Names) -> bool:
     """Shut connection ``fd`` down if it still has ``names``; whether it did."""
     try:
-        sock = socket.socket(fileno=fd)
+        with _borrowed(fd) as sock:
+            if (sock.getsockname(), sock.getpeername()) != names:
+                return False
+            sock.shutdown(socket.SHUT_RDWR)
+            return True
     except OSError:
         return False
-    try:
-        if (sock.getsockname(), sock.getpeername()) != names:
-            return False
-        sock.shutdown(socket.SHUT_RDWR)
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.detach()
 
 
 class ConnectionGuard:

@@ -219,3 +219,54 @@ def test_an_event_the_guard_cannot_handle_does_not_end_its_reader(
     finally:
         guard.stop()
         server.close(linger=0)
+
+
+def _ended(sock: socket.socket, wait: float) -> bool:
+    """Whether the server ended ``sock`` within ``wait`` s (its greeting read and dropped)."""
+    sock.settimeout(wait)
+    deadline = time.monotonic() + wait
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(4096):
+                return True
+    except TimeoutError:
+        return False
+    except OSError:  # reset
+        return True
+    return False
+
+
+def test_a_connection_past_the_cap_takes_the_place_of_the_oldest_that_sent_nothing(ctx: zmq.Context[Any]) -> None:
+    """Counted before their handshake, silent connections from a client's address kept its new
+    ones out: each past the cap was cut. The oldest silent one is cut instead; a connection
+    that sent a byte (a ZeroMQ peer sends its greeting at once) keeps its place, and only when
+    every other has sent one is the new one cut."""
+    settings = BrokerSettings(max_connections_per_address=2, max_connections=100)
+    guard = ConnectionGuard(ctx, settings, "test", budget=FileBudget(100))
+    server = ctx.socket(zmq.ROUTER)
+    with contextlib.ExitStack() as stack:
+        stack.callback(server.close, 0)
+        guard.attach(server)
+        stack.callback(guard.stop)
+        server.bind("tcp://127.0.0.1:0")
+        port = int(server.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+        def connect(speaks: bool) -> socket.socket:
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT))
+            if speaks:
+                sock.sendall(b"\xff")  # a ZMTP signature's first byte: libzmq waits for the rest
+            return sock
+
+        first, second = connect(False), connect(False)
+        deadline = time.monotonic() + TIMEOUT
+        while guard.open < 2:  # both counted before the next comes
+            assert time.monotonic() < deadline, "the guard never saw them"
+            time.sleep(0.01)
+        speaking = connect(True)
+        assert _ended(first, TIMEOUT) and not _ended(second, 0.3) and not _ended(speaking, 0.3)
+        assert guard.refused == 1 and guard.by_address["127.0.0.1"] == 2
+        late = connect(True)
+        assert _ended(second, TIMEOUT) and not _ended(late, 0.3) and not _ended(speaking, 0.3)
+        silent = connect(False)  # none left that sent nothing: the new one is cut
+        assert _ended(silent, TIMEOUT) and not _ended(late, 0.3) and not _ended(speaking, 0.3)
+        assert guard.refused == 3
