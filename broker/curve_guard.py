@@ -40,11 +40,13 @@ The caps count a connection from its accept, before its CURVE handshake: cutting
 past a cap let anyone who shares a client's address (a NAT, the host itself) keep that client
 out with silent TCP connections, each renewed as the handshake interval closes it, and anyone
 with many addresses do so to every new client. So a connection past a cap takes the place of
-the oldest connection in the cap's scope (its address; any, for the others) that has **sent
-nothing yet** (the kernel's TCP_INFO: no byte received), which is cut instead; only when there
-is none is the new one cut. libzmq sends its greeting the moment it connects, so an honest
-client is silent for a round trip at most: a flood only cycles through its own connections.
-One that speaks ZMTP and stalls in the handshake still holds its place until the interval.
+the oldest connection in the cap's scope (its address; any, for the others) whose handshake
+is **not done**, which is cut instead; only when there is none is the new one cut. Done is read
+from the kernel (TCP_INFO's bytes acknowledged): a node sends a peer whose handshake is not
+done at most the greeting (64 bytes, ZMTP 3) and a WELCOME (170, CurveZMQ), then, past the
+check of its key, a READY; a peer refused gets an ERROR and is closed. An honest client's
+handshake takes a few round trips, during which the flood must bring a cap's worth of new
+connections to cut it: a flood only cycles through its own connections.
 """
 
 from __future__ import annotations
@@ -77,9 +79,12 @@ _POLL_MS = 200  # how soon the thread sees stop(), and how often it looks again 
 _LOG_EVERY_S = 10.0  # refusals are logged at most this often (anyone can cause them)
 
 Names = tuple[Any, Any]  # a connection's (local, peer) socket addresses
-# struct tcp_info (linux/tcp.h, since Linux 4.1): tcpi_bytes_received, a u64 at this offset.
-_BYTES_RECEIVED = 128
+# struct tcp_info (linux/tcp.h, since Linux 4.1): tcpi_bytes_acked, a u64 at this offset.
+_BYTES_ACKED = 120
 _TCP_INFO_LENGTH = 256  # more than the struct has ever been: the kernel gives what it has
+# The most a CURVE server sends a peer whose handshake is not done: its greeting and a WELCOME
+# (a short frame of the 168-byte command). Its READY, sent once the peer's key is let in, passes it.
+_BEFORE_READY = 64 + 2 + 168
 
 
 def raise_file_limit() -> int:
@@ -137,8 +142,9 @@ def _accepted_here(local: Any, endpoint: bytes) -> bool:
         return False
 
 
-def _silent(fd: int, names: Names) -> bool:
-    """Whether connection ``fd`` (still with ``names``) has received no byte: never, where the kernel does not say."""
+def _shaking_hands(fd: int, names: Names) -> bool:
+    """Whether connection ``fd`` (still with ``names``) has not finished its CURVE handshake: the
+    peer acknowledged no byte past a WELCOME. Never, where the kernel does not say."""
     try:
         with _borrowed(fd) as sock:
             if (sock.getsockname(), sock.getpeername()) != names:
@@ -146,7 +152,7 @@ def _silent(fd: int, names: Names) -> bool:
             info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LENGTH)
     except OSError:
         return False
-    return len(info) >= _BYTES_RECEIVED + 8 and struct.unpack_from("=Q", info, _BYTES_RECEIVED)[0] == 0
+    return len(info) >= _BYTES_ACKED + 8 and struct.unpack_from("=Q", info, _BYTES_ACKED)[0] <= _BEFORE_READY
 
 
 def _shutdown(fd: int, names: Names) -> bool:
@@ -295,22 +301,22 @@ class ConnectionGuard:
             else:
                 return
             self.refused += 1
-            cut = self._oldest_silent(scope, fd)
+            cut = self._oldest_shaking_hands(scope, fd)
             if cut is None:
                 cut = fd, names  # counted until libzmq says it let the descriptor go: it holds it until then
             else:
-                reason += ": the oldest that had sent nothing cut"
+                reason += ": the oldest whose handshake was not done cut"
                 # No longer counted from now: its EVENT_DISCONNECTED comes before its number can be
                 # accepted again (libzmq sends the event, then closes), and finds nothing.
                 self._forget(cut[0])
         _shutdown(*cut)
         self._say(reason)
 
-    def _oldest_silent(self, scope: str | None, new: int) -> tuple[int, Names] | None:
-        """The connection accepted first (``scope``'s address, or any) that has received nothing,
+    def _oldest_shaking_hands(self, scope: str | None, new: int) -> tuple[int, Names] | None:
+        """The connection accepted first (``scope``'s address, or any) whose handshake is not done,
         but ``new``; None if there is none. Called with the lock held."""
         for fd, (names, address) in self._open.items():  # in the order they were accepted
-            if fd != new and (scope is None or address == scope) and _silent(fd, names):
+            if fd != new and (scope is None or address == scope) and _shaking_hands(fd, names):
                 return fd, names
         return None
 
