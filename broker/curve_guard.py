@@ -186,6 +186,8 @@ class ConnectionGuard:
         self._open: dict[int, tuple[Names, str]] = {}  # descriptor -> its names and address key
         # Descriptors counted on a listener since closed: libzmq closes them with no event.
         self._orphans: set[int] = set()
+        # Connections seen with their handshake done: it stays done, so they are not looked at again.
+        self._done: set[int] = set()
         self._looked = 0.0  # when the orphans were last looked at (time.monotonic)
         self._socket: zmq.Socket[Any] | None = None
         self.by_address: Counter[str] = Counter()
@@ -241,6 +243,7 @@ class ConnectionGuard:
                 self.budget.give()
             self._open.clear()
             self._orphans.clear()
+            self._done.clear()
             self.by_address.clear()
 
     def _run(self, monitor: zmq.Socket[Any]) -> None:
@@ -316,8 +319,11 @@ class ConnectionGuard:
         """The connection accepted first (``scope``'s address, or any) whose handshake is not done,
         but ``new``; None if there is none. Called with the lock held."""
         for fd, (names, address) in self._open.items():  # in the order they were accepted
-            if fd != new and (scope is None or address == scope) and _shaking_hands(fd, names):
+            if fd == new or fd in self._done or (scope is not None and address != scope):
+                continue
+            if _shaking_hands(fd, names):
                 return fd, names
+            self._done.add(fd)
         return None
 
     def _listener_closed(self, endpoint: bytes) -> None:
@@ -343,6 +349,7 @@ class ConnectionGuard:
     def _forget(self, fd: int) -> None:
         """Stop counting connection ``fd`` (if counted) and give its place back. Called with the lock held."""
         self._orphans.discard(fd)
+        self._done.discard(fd)
         known = self._open.pop(fd, None)
         if known is None:
             return
