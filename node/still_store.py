@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StoreError
+from .owners import runs
 from .storefile import DB_NAME, shm_of, wal_of
 
 log = logging.getLogger(__name__)
@@ -91,24 +92,13 @@ def _remove_leftovers() -> None:
         return
     for entry in entries:
         found = _LEFTOVER.match(entry.name)
-        if found is None or not entry.is_dir(follow_symlinks=False) or _alive(int(found.group(1))):
+        if found is None or not entry.is_dir(follow_symlinks=False) or runs(int(found.group(1))):
             continue
         with contextlib.suppress(OSError):
             if entry.stat(follow_symlinks=False).st_uid != os.geteuid():
                 continue
             shutil.rmtree(entry.path)  # names only: the evidence keeps its own
             log.info("removed %s, left by a process that is gone", entry.path)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (another user's counts as running: its folder is not ours)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
