@@ -541,6 +541,14 @@ def observer_keys(config: ClusterConfig) -> dict[str, VerifyKey | None]:
     return keys
 
 
+# Pages (LOOK_PAGE entries) of each observer's stream read back for a common height by a reader
+# that must not read a stream whole (the verifier's look, the gateway's anonymous /tally): honest
+# observers meet within seconds once a ledger is quiet, inside one page signed once a second. A
+# page is small: its entries' sizes are an observer's Redis user's to choose.
+LOOK_PAGES = 2
+LOOK_PAGE = 32
+
+
 def read_tallies(
     board: TallyBoard,
     ledger: str,
