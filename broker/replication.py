@@ -48,6 +48,7 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   Readers take the union and name each alert's raiser. Who resolves which
   (docs/PROTOCOL.md 10.5): a follower its own refusals once the true records are stored, and its
   alerts about its own copy (also an earlier run's) once a checkpoint vouches for it, a
+  witness its ``cosigned_not_held`` once its store holds that checkpoint again, a
   home its alert against the stream once it rewrote it, the verifier a copy's chain alerts
   after a clean sweep and the stream's after a clean re-check; an operator the rest
   (``vledger alerts resolve``, from every raiser's hash), noting each one's stream id in
@@ -78,6 +79,12 @@ log = logging.getLogger(__name__)
 
 ALERTS_MAX_LEN = 100_000
 STORE_CONTRADICTS = "store_contradicts_checkpoint"
+# A witness's store no longer holds a checkpoint it cosigned. Not the follower's
+# store_contradicts_checkpoint: a home checkpoint that vouches for the copy (what resolves the
+# follower's) says nothing of the tree this witness cosigned, and a copy refilled from a home
+# that signed another tree at that size is vouched for while the witness still holds the
+# home's signature on the first (review 11 C). Only the witness resolves it (ingest/witness.py).
+COSIGNED_NOT_HELD = "cosigned_not_held"
 # The alerts only an operator resolves (PROTOCOL 10.5): a signed contradiction, a node that
 # accused itself of a store its own checkpoints contradict, a witness's cosignature or a file
 # that is not what it should be, observers that disagree or are never compared.
