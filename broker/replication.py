@@ -63,7 +63,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,17 +103,19 @@ OPERATOR_RESOLVED = frozenset(
 )
 
 
-def operator_resolves(raiser: str | None, key: str, followers: Collection[str]) -> bool:
+def operator_resolves(raiser: str | None, key: str, follows: Callable[[str, str], bool]) -> bool:
     """Whether only an operator resolves ``raiser``'s open alert ``key`` (``<node>|<ledger>|<what>``,
-    PROTOCOL 10.5): its kind is of OPERATOR_RESOLVED, and it is not a follower's (a node of
-    ``followers``) ``store_contradicts_checkpoint`` about its own copy, which that follower
-    resolves, also in a later run, once a checkpoint of the home vouches for the copy again
-    (repaired or restored): a follower that hid it would only hide its own blame, which it
-    could as well never have raised."""
-    node, what = key.partition("|")[0], key.rpartition("|")[2]
+    PROTOCOL 10.5): its kind is of OPERATOR_RESOLVED, and it is not a follower's
+    ``store_contradicts_checkpoint`` about its own copy of the ledger (``follows(node, ledger)``:
+    a replica or observer, or the ledger's standby while another node is its home), which that
+    follower resolves once a checkpoint of the home vouches for the copy again (repaired or
+    restored): a follower that hid it would only hide its own blame, which it could as well
+    never have raised."""
+    node, _, rest = key.partition("|")
+    ledger, what = rest.rpartition("|")[0], key.rpartition("|")[2]
     if what not in OPERATOR_RESOLVED:
         return False
-    return not (what == STORE_CONTRADICTS and raiser is not None and raiser == node and raiser in followers)
+    return not (what == STORE_CONTRADICTS and raiser is not None and raiser == node and follows(node, ledger))
 
 
 # What the replication paths survive and retry: Redis away, and Redis refusing (an error
