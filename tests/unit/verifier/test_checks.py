@@ -291,14 +291,9 @@ class StoppedNode(FakeNode):
         return False
 
 
-def test_after_a_handover_the_replaced_home_is_no_copy_and_its_lag_alert_closes(
-    redis_client: Any, tmp_path: Path
-) -> None:
-    """PROTOCOL 10.9: ingest-1 stopped, its standby ingest-2 promoted and writing on. The old
-    home's copy is no longer the ledger's (it answers reads not_home): the verifier neither
-    holds it lagging ("it does not answer") nor keeps the alert it raised before open, while
-    a replica behind the new home still is."""
-    config = cluster_from_mapping(
+def _with_standby(tmp_path: Path, ledger: str) -> Any:
+    """ingest-1 the default home, ingest-2 the standby of ``ledger`` only, and a replica."""
+    return cluster_from_mapping(
         {
             "cluster": {"default_home": "ingest-1"},
             "nodes": {
@@ -306,10 +301,20 @@ def test_after_a_handover_the_replaced_home_is_no_copy_and_its_lag_alert_closes(
                 "ingest-2": {"role": "ingest", "port": 7002, "pub_port": 7102},
                 "replica-1": {"role": "replica", "port": 7011},
             },
-            "ledgers": {LEDGER: {"home": "ingest-1", "standby": "ingest-2"}},
+            "ledgers": {ledger: {"home": "ingest-1", "standby": "ingest-2"}},
         },
         tmp_path / "cluster.toml",
     )
+
+
+def test_after_a_handover_the_replaced_home_is_no_copy_and_its_lag_alert_closes(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """PROTOCOL 10.9: ingest-1 stopped, its standby ingest-2 promoted and writing on. The old
+    home's copy is no longer the ledger's (it answers reads not_home): the verifier neither
+    holds it lagging ("it does not answer") nor keeps the alert it raised before open, while
+    a replica behind the new home still is."""
+    config = _with_standby(tmp_path, LEDGER)
     chain = [bytes([i]) * 32 for i in range(16)]
     nodes: dict[str, FakeNode] = {
         "ingest-1": StoppedNode("ingest-1", chain[:11]),
@@ -356,18 +361,7 @@ def test_a_standbys_own_store_contradicts_checkpoint_is_its_to_resolve_until_it_
     exempted only replicas and observers and put it back, as if someone had hidden a home's
     self-accusation. Its own about a ledger it is not the standby of, or once promoted (then it
     is that ledger's home), stays the operator's."""
-    config = cluster_from_mapping(
-        {
-            "cluster": {"default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
-                "ingest-2": {"role": "ingest", "port": 7002, "pub_port": 7102},
-                "replica-1": {"role": "replica", "port": 7011},
-            },
-            "ledgers": {LEDGER: {"home": "ingest-1", "standby": "ingest-2"}},
-        },
-        tmp_path / "cluster.toml",
-    )
+    config = _with_standby(tmp_path, LEDGER)
     chain = [bytes([i]) * 32 for i in range(16)]
     nodes = {name: FakeNode(name, chain[:11]) for name in ("ingest-1", "ingest-2", "replica-1")}
     repl = ReplicationLedger(redis_client)
@@ -597,18 +591,7 @@ def test_a_ledger_deleted_from_redis_s_ledgers_hash_is_checked_anyway_and_alerte
 
 def _three_nodes(tmp_path: Path) -> Any:
     """ingest-1 the default home, ingest-2 the standby of ``ballots`` only, and a replica."""
-    return cluster_from_mapping(
-        {
-            "cluster": {"default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
-                "ingest-2": {"role": "ingest", "port": 7002, "pub_port": 7102},
-                "replica-1": {"role": "replica", "port": 7011},
-            },
-            "ledgers": {"ballots": {"home": "ingest-1", "standby": "ingest-2"}},
-        },
-        tmp_path / "cluster.toml",
-    )
+    return _with_standby(tmp_path, "ballots")
 
 
 def test_a_ledger_list_counts_only_from_the_ledger_s_home_or_standby_and_makes_no_stream(
