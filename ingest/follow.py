@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
-from ..broker.replication import STORE_DAMAGED, Alert
+from ..broker.replication import COSIGNED_NOT_HELD, STORE_DAMAGED, Alert
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, IMPORTED_COSIGNED, IMPORTED_SIGNED
 from ..node.epoch import EPOCH_KIND, epoch_claim
@@ -1466,13 +1466,14 @@ def own_copy_alerts(name: str, alerts: Mapping[str, Mapping[str, object]]) -> di
     """Of node ``name``'s open alerts (its own hash: key -> the alert's fields), those it raised
     about its own copy of a ledger, by key -> height: ``node`` and ``source`` itself and a ledger
     named (``store_damaged``, of the whole store, is resolved by the store's opening:
-    ingest/runtime.py). A height that is no integer leaves the alert the operator's."""
+    ingest/runtime.py; ``cosigned_not_held``, of the tree its witness cosigned, by the witness:
+    Witness.carry_over). A height that is no integer leaves the alert the operator's."""
     found = {}
     for key, alert in alerts.items():
         node, _, rest = key.partition("|")
         ledger, _, what = rest.rpartition("|")
         height = alert.get("height")
-        if node != name or not ledger or what in ("", STORE_DAMAGED) or alert.get("source") != name:
+        if node != name or not ledger or what in ("", STORE_DAMAGED, COSIGNED_NOT_HELD) or alert.get("source") != name:
             continue
         try:
             found[key] = int(str(height))

@@ -398,7 +398,9 @@ def _run_follower(
         checker=checker,
     )
     chains.pending = follower.pending  # a rotation not stored yet names the key of the checkpoint over it
-    follower.carry_over(own_copy_alerts_of(replication, name))
+    earlier = own_open_alerts_of(replication, name)
+    follower.carry_over(own_copy_alerts(name, earlier))
+    witness.carry_over(earlier)
     metrics = NodeMetrics(node)
     metrics.collect_with(store_collector(store, config, name, replication))
     metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", relay.backlog))
@@ -563,11 +565,12 @@ def _refresh_checkpoints(follower: Follower) -> None:
             log.debug("checkpoints from Redis unavailable: %s", e)
 
 
-def own_copy_alerts_of(replication: ReplicationLedger, name: str) -> dict[str, int]:
-    """The open alerts an earlier run of this node raised about its own copy (follow.own_copy_alerts);
-    if Redis is down, none: they stay open, and are the operator's."""
+def own_open_alerts_of(replication: ReplicationLedger, name: str) -> dict[str, dict[str, Any]]:
+    """This node's open alerts, an earlier run's among them, of which the follower and the witness
+    take those about its own copy (follow.own_copy_alerts, Witness.carry_over); if Redis is
+    down, none: they stay open, and are the operator's."""
     try:
-        return own_copy_alerts(name, replication.own_open_alerts())
+        return replication.own_open_alerts()
     except REDIS_ERRORS as e:
         log.warning("%s: its open alerts could not be read (%s): those about its own copy stay open", name, e)
         return {}

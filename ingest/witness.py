@@ -13,9 +13,9 @@ last again once its newest line there is ``recosign_interval_ms`` old, its first
 that a live view's head stays fresh and a frozen one's ages (11.4).
 
 On start, and before each cosignature, a store that no longer holds the last checkpoint it
-cosigned (shorter, or another root) is reported naming this node
-(``store_contradicts_checkpoint``) and the ledger is cosigned no more until it does again,
-which resolves the alert.
+cosigned (shorter, or another root) is reported naming this node (``cosigned_not_held``) and
+the ledger is cosigned no more until it does again, which resolves the alert; one an earlier
+run raised is resolved once the store holds the checkpoint it names (:meth:`Witness.carry_over`).
 
 A follower node runs the witness's turns on a thread of its own (:class:`Cosigner`): a
 cosignature costs a signature, an fsync of its row and a Redis round trip, which the follow
@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
-from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
+from ..broker.replication import COSIGNED_NOT_HELD, REDIS_ERRORS, Alert, ReplicationLedger
 from ..config.cluster import ReplicationSettings
 from ..node.checkpoint_log import COSIGNED, SIGNED, KeptCheckpoint
 from ..node.epoch import EpochHistory, epoch_claim
@@ -114,13 +114,16 @@ def _check_holds(store: ChainStore, kept: KeptCheckpoint) -> None:
     check_extends(kept.ledger, kept.size, kept.root, held, held_root)
 
 
-def contradiction_alert(node: str, expected: bytes | None, error: StoreContradictsCheckpointError) -> Alert:
-    """The alert that names ``node`` as holding a store its own checkpoint contradicts."""
+def contradiction_alert(
+    node: str, expected: bytes | None, error: StoreContradictsCheckpointError, what: str | None = None
+) -> Alert:
+    """The alert that names ``node`` as holding a store its own checkpoint contradicts, of kind
+    ``what`` (the error's code unless given)."""
     return Alert(
         node=node,
         ledger=error.ledger or "",
         height=error.height if error.height is not None else 0,
-        what=error.code,
+        what=what or error.code,
         detail=f"{node}: {error.reason}",
         source=node,
         expected=expected.hex() if expected is not None else "",
@@ -162,8 +165,33 @@ class Witness:
         self._last: dict[str, KeptCheckpoint] = {}  # the last checkpoint cosigned, per ledger
         self._unpublished: dict[str, KeptCheckpoint] = {}  # cosigned, not in Redis yet
         self._blocked: set[str] = set()  # ledgers whose store contradicts the last cosignature
+        # An earlier run's open cosigned_not_held per ledger, as (size, root) of the checkpoint it
+        # names: resolved once the store holds that one (carry_over).
+        self._carried: dict[str, tuple[int, bytes]] = {}
         self._signer_changed = False  # a new key to cosign the last checkpoints with again (16.6)
         self.cosigned = 0
+
+    def carry_over(self, alerts: Mapping[str, Mapping[str, object]]) -> None:
+        """Take as this run's the open ``cosigned_not_held`` alerts an earlier run of this witness
+        raised (``alerts``: its own open hash, key -> the alert's fields), each resolved once the
+        store holds the checkpoint it names (``height`` + 1 records, tree root ``expected``): a
+        store repaired or restored while the node was stopped. Called before :meth:`start`.
+
+        The store's last cosigned row is no criterion: a repair drops one its new copy does not
+        prove, and a copy refilled from a home that signed another tree at that size is vouched
+        for by that home, but holds no more what this witness cosigned (review 11 C). An alert
+        whose height or root is not one stays the operator's."""
+        for key, alert in alerts.items():
+            node, _, rest = key.partition("|")
+            ledger, _, what = rest.rpartition("|")
+            if node != self.name or not ledger or what != COSIGNED_NOT_HELD or alert.get("source") != self.name:
+                continue
+            try:
+                size, root = int(str(alert.get("height"))) + 1, bytes.fromhex(str(alert.get("expected")))
+            except ValueError:
+                continue
+            if size > 0 and len(root) == 32:
+                self._carried[ledger] = (size, root)
 
     def start(self) -> None:
         """Check the store against the last checkpoint cosigned of each ledger; republish those
@@ -181,6 +209,7 @@ class Witness:
                 log.info("%s: the last cosignature of %s (size %d) is of a replaced home: not republished",
                          self.name, ledger, last.size)  # fmt: skip
             self._holds(last)
+        self._settle_carried()
         self._publish()
 
     def _of_current_epoch(self, kept: KeptCheckpoint) -> bool:
@@ -228,6 +257,7 @@ class Witness:
                 self._cosign(checkpoint)
             except VledgerError as e:
                 log.error("%s: cannot cosign %s at %d: %s", self.name, checkpoint.ledger, checkpoint.size, e)
+        self._settle_carried()
         self._publish()
 
     def evidence(self, checkpoint: SignedCheckpoint, source: str, proof: Contradiction | None = None) -> None:
@@ -256,8 +286,9 @@ class Witness:
         except StoreContradictsCheckpointError as e:
             if last.ledger not in self._blocked:
                 self._blocked.add(last.ledger)
+                self._carried.pop(last.ledger, None)  # its field now holds this one, resolved as below
                 log.error("%s: %s; cosigning no more of %s", self.name, e, last.ledger)
-                self.on_alert(contradiction_alert(self.name, last.root, e))
+                self.on_alert(contradiction_alert(self.name, last.root, e, COSIGNED_NOT_HELD))
             return False
         if last.ledger in self._blocked:
             self._blocked.discard(last.ledger)
@@ -266,14 +297,28 @@ class Witness:
 
     def _resolve_contradiction(self, last: KeptCheckpoint) -> None:
         """The store holds ``last`` again (refilled with the home's records): the alert that said it
-        did not is resolved (PROTOCOL 10.5: a follower's about its own copy), unless raised since at
-        a greater height (the follower's, about a later checkpoint)."""
-        key = f"{self.name}|{last.ledger}|{StoreContradictsCheckpointError.code}"
+        did not is resolved (PROTOCOL 10.5), unless raised since at a greater height."""
+        self._resolve_held(last.ledger, last.size)
+
+    def _resolve_held(self, ledger: str, size: int) -> bool:
+        """Resolve this witness's ``cosigned_not_held`` of ``ledger`` raised at heights below
+        ``size``; False if Redis did not answer (it stays open)."""
+        key = f"{self.name}|{ledger}|{COSIGNED_NOT_HELD}"
         try:
-            if self.replication.resolve_up_to([key], last.size - 1):
-                log.info("%s: its store holds what it cosigned of %s again: %s resolved", self.name, last.ledger, key)
+            if self.replication.resolve_up_to([key], size - 1):
+                log.info("%s: its store holds what it cosigned of %s again: %s resolved", self.name, ledger, key)
         except REDIS_ERRORS as e:
             log.warning("%s: alert not resolved in Redis (%s): %s", self.name, e, key)
+            return False
+        return True
+
+    def _settle_carried(self) -> None:
+        """Resolve each alert :meth:`carry_over` took whose checkpoint the store now holds."""
+        for ledger, (size, root) in list(self._carried.items()):
+            if self.store.size(ledger) < size or _root_or_error(self.store, ledger, size) != root.hex():
+                continue
+            if self._resolve_held(ledger, size):
+                del self._carried[ledger]
 
     def _cosign(self, checkpoint: SignedCheckpoint) -> None:
         ledger = checkpoint.ledger
