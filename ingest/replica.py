@@ -348,6 +348,7 @@ def _run_follower(
         lambda alert: raise_alert(replication, alert),
         epochs_of=epochs.history,
         recosign_ms=config.replication.recosign_interval_ms,
+        heartbeat_ms=config.replication.heartbeat_ms,
     )
     # A replica keeps the files its ledgers record (PROTOCOL 7.4, 10.8); an observer keeps records only.
     files = FileRules(store) if observe is None else None

@@ -35,6 +35,7 @@ from dataclasses import replace
 from ..broker.replication import COSIGNED_NOT_HELD, REDIS_ERRORS, Alert, ReplicationLedger
 from ..config.cluster import ReplicationSettings
 from ..node.checkpoint_log import COSIGNED, SIGNED, KeptCheckpoint
+from ..node.cosigning import recosign_due_ms
 from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
 from ..node.note import open_note, parse_checkpoint, parse_note
@@ -145,12 +146,15 @@ class Witness:
         clock: Callable[[], float] = time.time,
         epochs_of: Callable[[str], EpochHistory | None] = lambda ledger: None,
         recosign_ms: int = ReplicationSettings().recosign_interval_ms,
+        heartbeat_ms: int = ReplicationSettings().heartbeat_ms,
     ) -> None:
         self.name = name
         # A quiet ledger's last checkpoint is cosigned again once this witness's newest line on
         # it is this old (PROTOCOL 10.7): the home sends it every heartbeat, and its head stays
-        # fresh on a live view while a frozen one turns STALE (11.4).
+        # fresh on a live view while a frozen one turns STALE (11.4). Asked once a heartbeat, it
+        # cosigns a little early (recosign_due_ms) so that no live line is older than the interval.
         self.recosign_ms = recosign_ms
+        self.recosign_due_ms = recosign_due_ms(recosign_ms, heartbeat_ms)
         # A ledger's epochs by the store's records (ingest/epochs.py EpochBook.history; None:
         # no handover is possible, one home's key for ever).
         self.epochs_of = epochs_of
@@ -352,7 +356,7 @@ class Witness:
             return
         now = self._clock()
         newest = newest_cosignature_ms(last.note, self.signer.name)
-        if newest is not None and now * 1000 - newest < self.recosign_ms:
+        if newest is not None and now * 1000 - newest < self.recosign_due_ms:
             return
         if ledger in self._blocked or not self._holds(last):
             return

@@ -163,10 +163,11 @@ def test_a_new_key_cosigns_the_last_checkpoint_again_in_place_of_the_replaced_ke
 
 
 def _timed_witness(copy: Copy, clock: list[float]) -> Witness:
-    """``copy``'s store with a witness on ``clock`` (seconds) that cosigns a quiet ledger again after 300 s."""
+    """``copy``'s store with a witness on ``clock`` (seconds) that cosigns a quiet ledger again
+    after 300 s (less its lead: 3 s at a heartbeat of 1 s, recosign_due_ms)."""
     witness = Witness(
         "replica-1", copy.store, WitnessSigner(NAME, WITNESS_KEY.seed), copy.repl, copy.alerts.append,
-        clock=lambda: clock[0], recosign_ms=300_000,
+        clock=lambda: clock[0], recosign_ms=300_000, heartbeat_ms=1000,
     )  # fmt: skip
     witness.start()
     return witness
@@ -192,11 +193,11 @@ def test_a_quiet_ledger_s_checkpoint_is_cosigned_again_past_the_interval_keeping
     clock = [1_800_000_000.0]
     witness, first = _cosigned_once(copy, clock)
     assert _own_times(first) == [1_800_000_000]
-    clock[0] += 299
+    clock[0] += 296
     witness.verified(copy.checkpoint(9))
     witness.turn()
     assert copy.repl.cosignatures(LEDGER)["replica-1"] == first and witness.cosigned == 1
-    for later in (1_800_000_300, 1_800_000_700):
+    for later in (1_800_000_297, 1_800_000_700):
         clock[0] = later
         witness.verified(copy.checkpoint(9))
         witness.turn()
@@ -220,22 +221,40 @@ def test_a_witness_started_again_goes_on_from_its_newest_line_of_a_quiet_ledger(
     copy = copies(10)
     clock = [1_800_000_000.0]
     witness, _ = _cosigned_once(copy, clock)
-    clock[0] += 300
+    clock[0] += 297
     witness.verified(copy.checkpoint(9))
     witness.turn()
     published = copy.repl.cosignatures(LEDGER)["replica-1"]
-    assert _own_times(published) == [1_800_000_000, 1_800_000_300]
+    assert _own_times(published) == [1_800_000_000, 1_800_000_297]
     copy.repl.client.delete(copy.repl.cosig_key(LEDGER, "replica-1"))  # what it republishes at start is its store's
-    clock[0] += 10  # started again 10 s later: its newest line is 10 s old, not 310
+    clock[0] += 10  # started again 10 s later: its newest line is 10 s old, not 307
     again = _timed_witness(copy, clock)
     assert copy.repl.cosignatures(LEDGER)["replica-1"] == published
     again.verified(copy.checkpoint(9))
     again.turn()
     assert again.cosigned == 0 and copy.repl.cosignatures(LEDGER)["replica-1"] == published
-    clock[0] += 290  # the interval since its newest line: cosigned again, its first line kept
+    clock[0] += 287  # the interval (less its lead) since its newest line: cosigned again, its first line kept
     again.verified(copy.checkpoint(9))
     again.turn()
-    assert _own_times(copy.repl.cosignatures(LEDGER)["replica-1"]) == [1_800_000_000, 1_800_000_600]
+    assert _own_times(copy.repl.cosignatures(LEDGER)["replica-1"]) == [1_800_000_000, 1_800_000_594]
+
+
+def test_a_live_quiet_ledger_s_newest_line_is_never_older_than_the_interval(copies: Any) -> None:
+    """Review r11 F: asked once a heartbeat, a witness that cosigned again only once its newest
+    line was the full interval old (T floored to the second) left readers a line up to ~2 s
+    older than the interval: `vledger tally --stale-after 1` flapped STALE on an honest ledger."""
+    copy = copies(10)
+    clock = [1_800_000_000.7]
+    witness, _ = _cosigned_once(copy, clock)
+    oldest_seen = 0.0
+    for _ in range(700):  # 700 heartbeats of 1 s, each read by a reader the moment before
+        clock[0] += 1.0
+        note = copy.repl.cosignatures(LEDGER)["replica-1"]
+        oldest_seen = max(oldest_seen, clock[0] - max(_own_times(note)))
+        witness.verified(copy.checkpoint(9))
+        witness.turn()
+    assert witness.cosigned >= 3 and copy.alerts == []
+    assert oldest_seen <= 300.0
 
 
 def test_a_witness_never_cosigns_another_root_at_the_size_it_cosigned_however_quiet(copies: Any) -> None:
