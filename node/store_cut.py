@@ -16,6 +16,7 @@ may be healed: a home's store is never cut back (its records are the ledger), on
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass
 
@@ -63,10 +64,8 @@ def _tree_reach(conn: sqlite3.Connection, ledger: str) -> int:
     reach = 0
     row = conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (ledger,)).fetchone()
     if row is not None and isinstance(row[0], bytes):
-        try:
+        with contextlib.suppress(ProofError):  # a damaged edge: the store's check names it
             reach = tree.Frontier.decode(row[0]).size
-        except ProofError:
-            pass  # a damaged edge: the store's check names it
     level = STORED_LEVEL
     while True:  # one seek a level of the primary key (ledger, level, idx)
         (top,) = conn.execute("SELECT MAX(idx) FROM tree WHERE ledger = ? AND level = ?", (ledger, level)).fetchone()
