@@ -462,6 +462,7 @@ def _run_follower(
             runtime.stopping,
             watcher,
             relay,
+            config.replication.cut_check_ms / 1000,
             config.replication.hole_check_ms / 1000,
         ),
     )
@@ -523,6 +524,7 @@ def _follow(
     stopping: threading.Event,
     watcher: StoreWatcher | None,
     relay: Outbox,
+    cut_every: float,
     hole_every: float,
 ) -> None:
     witness.start()
@@ -540,6 +542,7 @@ def _follow(
         follower.start()
         relay.committed([], NOT_RELAYED, follower.checkpoints())  # a relay's heartbeat forwards them
         next_check = time.monotonic() + HEADS_EVERY
+        next_cuts = time.monotonic() + cut_every
         next_holes = time.monotonic() + hole_every
         owed: dict[str, int] = {}  # each ledger's target at the last check: the feed had a check's time to bring it
         while not stopping.is_set():
@@ -555,10 +558,12 @@ def _follow(
                 follower.reap()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + HEADS_EVERY
-                holes = next_check >= next_holes
-                if holes:
-                    next_holes = time.monotonic() + hole_every
-                follower.heal_cuts(holes=holes)  # records deleted from its file: fetched again
+                if next_check >= next_cuts:  # records deleted from its file: fetched again
+                    next_cuts = time.monotonic() + cut_every
+                    holes = next_check >= next_holes
+                    if holes:
+                        next_holes = time.monotonic() + hole_every
+                    follower.heal_cuts(holes=holes)
                 # No settle() here: the runs under way are reaped as their commits are done. Waiting
                 # for them each second held the feed up to a commit's time (the slowest lags).
                 _refresh_checkpoints(follower)

@@ -71,7 +71,7 @@ def test_records_deleted_from_a_running_replica_are_fetched_again_by_itself(
     put(cluster, 5, phase="after")  # and it follows on
     wait_cosigned(cluster, cluster.replica_names, size(cluster))
     assert hashes(cluster, CUT) == hashes(cluster, "ingest-1")
-    code, nodes = wait_until(lambda: (found := repl_status(cluster))[0] == 0 and found, WAIT, "every replica current")
+    _, nodes = wait_until(lambda: (found := repl_status(cluster))[0] == 0 and found, WAIT, "every replica current")
     assert nodes[CUT]["held"] == size(cluster) - 1
     # Whatever the verifier found in the copy while it was cut resolves once it is whole: nothing stays open.
     wait_until(
