@@ -91,7 +91,7 @@ class ReplicationSettings:
     recosign_interval_ms: int = 300_000
     # A follower finds records deleted from its store's file behind its back and fetches them again
     # (ingest/follow.py, heal_cuts): its last ones this often (one seek a ledger), a hole below its
-    # head this often (a count of each ledger's rows: a scan, ~10 ms of 100,000 records).
+    # head this often (a count of each ledger's rows: a scan, ~7 ms CPU for 100,000 records).
     cut_check_ms: int = 1000
     hole_check_ms: int = 30_000
 
