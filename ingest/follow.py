@@ -359,7 +359,7 @@ class Follower:
 
     def start(self) -> None:
         """The start-up catch-up: the checkpoints the sources hold, then every record up to them
-        (and up to what a ledger cut back as the store opened had held: see :meth:`_cut_back`)."""
+        (a ledger the store cut back as it opened is named in an alert first: :meth:`_cut_back`)."""
         for ledger in self.store.ledgers():
             self._state(ledger)
         for cut in self.store.cuts:
