@@ -74,6 +74,7 @@ from .content_check import ContentChecker
 from .epochs import Promotion
 from .key_chains import HomeKeys
 from .loop import Waiting
+from .round_future import RoundFuture
 from .throttle import Throttle
 from .uploads import Uploads
 
@@ -299,7 +300,9 @@ class _Round:
     that each of their replies waits on (it gets each entry's receipt or error, in order)."""
 
     entries: list[Entry] = field(default_factory=list)
-    future: Future[list[Receipt | Exception]] = field(default_factory=Future)
+    # Made, completed and read by the request loop's thread but for a round it hands to the store's
+    # committer thread: no Condition of its own (ingest/round_future.py).
+    future: Future[list[Receipt | Exception]] = field(default_factory=RoundFuture)
 
 
 class _InRound:
