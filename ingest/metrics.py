@@ -211,6 +211,8 @@ class MeteredService:
         """The service's replies to ``waiting`` (what :meth:`handle` returned), counted by
         :meth:`sent` once they went out: off a lone put's way to its client."""
         # No cast() (a Python call each time): what handle returned for a waiting request is a _MeteredReply.
+        if len(waiting) == 1:  # a lone put's: no comprehension (a call) for one
+            return self.service.replies([waiting[0]._pending])  # type: ignore[attr-defined]
         return self.service.replies([each._pending for each in waiting])  # type: ignore[attr-defined]
 
     def sent(self, waiting: list[Waiting], replies: list[bytes]) -> None:
@@ -218,10 +220,10 @@ class MeteredService:
         reading and one update of the counts, not one of each a reply (they cost a pipelined put
         as much as making its reply)."""
         metered: list[_MeteredReply] = waiting  # type: ignore[assignment]  # what handle returned (no cast(): a call)
-        self.service.sent([each._pending for each in metered], replies)
         now = _monotonic()
         if len(metered) == 1:  # a lone writer's put: its count and time straight in, no round's tallies
             each, reply = metered[0], replies[0]
+            self.service.sent([each._pending], replies)
             if each._command == "put":
                 self._requests.observe_put(now - each._started)
             if _ERROR_KEY not in reply:  # _code's own first test
@@ -229,6 +231,7 @@ class MeteredService:
             else:
                 self._count(each._command, reply)
             return
+        self.service.sent([each._pending for each in metered], replies)
         # The replies without an error, counted by command (no key tuple a reply: a round of
         # puts is all "ok"); the others by (command, code), as _count would.
         ok: dict[str, int] = {}

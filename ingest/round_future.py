@@ -78,21 +78,21 @@ class RoundFuture(Future[T]):
             event = self._event
         if event is not None:
             event.set()
-        for callback in callbacks:
-            self._call(callback)
+        self._call(callbacks)
 
-    def _call(self, callback: Callable[[Future[T]], object]) -> None:
-        try:
-            callback(self)
-        except Exception:  # as Future does: one failing callback must not keep the others from running
-            log.exception("exception calling callback for %r", self)
+    def _call(self, callbacks: list[Callable[[Future[T]], object]]) -> None:
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:  # as Future does: one failing callback must not keep the others from running
+                log.exception("exception calling callback for %r", self)
 
     def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
         with _LOCK:
             if self._state_ != _FINISHED:
                 self._callbacks.append(fn)
                 return
-        self._call(fn)
+        self._call([fn])
 
     def _wait(self, timeout: float | None) -> None:
         with _LOCK:
