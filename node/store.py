@@ -515,7 +515,8 @@ class _Requests:
 
     def placed(self, record: Record) -> None:
         """``record`` was placed in this group (after :meth:`earlier` found no record of its request)."""
-        self._known[(record.ledger, record.content.author)][record.content.request_id] = record
+        content = record.content  # not record.ledger: a property, a call
+        self._known[(content.ledger, content.author)][content.request_id] = record
 
 
 class NewestRequests:
@@ -1163,13 +1164,14 @@ class ChainStore:
             if stopping:  # nothing can be queued once closed: the queue was emptied above
                 return
 
-    def _commit_queued(self, between: Callable[[], None] = lambda: None, answer_first: bool = False) -> None:
+    def _commit_queued(self, between: Callable[[], None] | None = None, answer_first: bool = False) -> None:
         """Commit the queue in groups of at most ``group_commit_max``, calling ``between`` before
         each (the committer thread lets a checkpoint row waiting for the file go first); the
         caller holds ``_committing``. ``answer_first``: see :meth:`flush`."""
         queued, most = self._queue, self.settings.group_commit_max
         while queued:
-            between()
+            if between is not None:  # None, not a no-op lambda: flush's lone put makes no call for it
+                between()
             if not queued:  # a flush on another thread took the lock meanwhile and committed them
                 return
             batch = [queued.popleft()]
@@ -1257,7 +1259,10 @@ class ChainStore:
         staged = _Staged()
         requests = _Requests(
             self._write,
-            [entry for job in batch for entry in (job.entries or ((job.entry,) if job.entry is not None else ()))],
+            # A lone round's entries as they are: a comprehension is a call of its own.
+            batch[0].entries
+            if len(batch) == 1 and batch[0].entries
+            else [entry for job in batch for entry in (job.entries or ((job.entry,) if job.entry is not None else ()))],
             self._newest_requests,
         )
         done: list[tuple[_Job, Any]] = []
@@ -1306,7 +1311,8 @@ class ChainStore:
                     staged.add(record, next(pair for r, pair in pairs if r is record))
             done.append((job, result))
         try:
-            if staged:
+            # staged.records, not staged: its truth is _Staged.__len__, a Python call (three a put).
+            if staged.records:
                 records = staged.records
                 encoded = [d if d is not None else r.encode() for r, d in zip(records, staged.data, strict=True)]
                 tree_rows: list[tuple[str, int, int, bytes]] = []
@@ -1382,17 +1388,21 @@ class ChainStore:
         if filled is not None:
             self._filled, self._tail = filled, {}
             self._fill_due = self.hash_fill_at or 0
-        elif staged and self.hash_fill_at is not None:
+        elif staged.records and self.hash_fill_at is not None:
             records = staged.records
-            self._tail.update(
-                zip([r.link for r in records], [(r.content.ledger, r.height) for r in records], strict=True)
-            )
+            if len(records) == 1:  # a lone put's: no two comprehensions (a call each) for one row
+                record = records[0]
+                self._tail[record.link] = (record.content.ledger, record.height)
+            else:
+                self._tail.update(
+                    zip([r.link for r in records], [(r.content.ledger, r.height) for r in records], strict=True)
+                )
         if followed and self._domain is not None:
             self._follow_domain(followed)
         self.checkpoints.handed_done(handed, committed=True)  # after the answers: it wakes the signing thread
         self.stats.groups += 1
         self.stats.appends += appends
-        if staged and self.on_commit is not None:
+        if staged.records and self.on_commit is not None:
             try:
                 self.on_commit(staged.records)
             except Exception:  # the records are durable: a failing listener must not undo that
