@@ -922,6 +922,8 @@ def test_donate_and_disburse(vledger: Run, node: SimulatedNode, tmp_path: Path) 
 
 def test_issue_and_transfer_from_the_callers_account(vledger: Run, node: SimulatedNode) -> None:
     create(vledger, "credits", "note", RESOURCES_RULES)
+    # The bound written out (PROTOCOL 7.3): a genesis without it is unbounded, as before the bound.
+    assert node.contents()[0].payload["rules"]["max_holders"] == 10_000
     assert vledger("issue", "credits", "--account", "alice", "--amount", "10")[0] == 0
     assert vledger("transfer", "credits", "--to", "bob", "--amount", "4")[0] == 0
     issued, moved = node.contents()[1:]
