@@ -483,8 +483,10 @@ def cmd_user_add(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_user_remove(session: Session, args: argparse.Namespace) -> int:
-    result = session.call("account.remove", {"account": args.account})
+    # Read first (a name's units and issues are the same before and after): read after, a read
+    # that failed made a removal done already exit as failed.
     held = checked_holdings(session, args.account)
+    result = session.call("account.remove", {"account": args.account})
     if held is not None:
         result["holdings"] = [dataclasses.asdict(h) for h in held]
     print_account_change(result, "removed", as_json=args.json)
