@@ -104,7 +104,8 @@ def agreed_counts(config: ClusterConfig, ledgers: Iterable[str]) -> dict[str, Sn
     from Redis as ``vledger tally`` reads it (the signatures checked with the key directory's keys
     and the rotations the admin ledger proves); a ledger without one is left out, and all are when
     Redis cannot be read: the caller replays them."""
-    if not config.nodes_of("observer"):
+    ledgers = list(ledgers)
+    if not ledgers or not config.nodes_of("observer"):  # Redis is not even asked
         return {}
     # Redis's modules are imported here, by what reads Redis: the other client commands need none.
     import redis  # noqa: PLC0415
@@ -116,6 +117,8 @@ def agreed_counts(config: ClusterConfig, ledgers: Iterable[str]) -> dict[str, Sn
     from ..verifier.tally_watch import LOOK_PAGE, LOOK_PAGES  # noqa: PLC0415
 
     keys = observer_keys(config)
+    if not any(keys.values()):  # no key to check a count with (an admin away from the key directory)
+        return {}
     counts: dict[str, Snapshot] = {}
     try:
         client = connect(config.redis_access("admin"), timeout=REDIS_TIMEOUT)
