@@ -27,6 +27,7 @@ from ..broker.signing import VerifyKey
 from ..broker.tallies import Published
 from ..config.cluster import load_cluster
 from ..node.anchors import Anchors
+from ..node.cosigning import stale_since, verified_fresh_ms
 from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import (
     BadEpochError,
@@ -40,6 +41,8 @@ from ..node.errors import (
     ProofError,
     RemoteError,
     RollbackError,
+    SettingsError,
+    StaleCheckpointError,
     UsageError,
     VledgerError,
 )
@@ -48,8 +51,8 @@ from ..node.node_keys import parse_node_keys, proven_rotations
 from ..node.note import VerifiedCheckpoint, VerifierKey, parse_verifier_key
 from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt, verify_witnessed
 from ..node.record import Record
-from ..node.tally_body import Snapshot
-from ..verifier.tally import AGREE, STILL_COUNTING, Verdict, check_published, judge, observer_histories
+from ..node.tally_body import STALE_AFTER_MS, Snapshot
+from ..verifier.tally import AGREE, RECOSIGN_MS, STILL_COUNTING, Verdict, check_published, judge, observer_histories
 from .anchors_file import read_anchors
 from .http import GatewayConnection
 from .session import Reader, Session, open_session
@@ -64,6 +67,7 @@ FOLLOW_POLL_SECONDS = (
     1.0  # over CURVE, how often follow() asks for a new checkpoint (one is signed at most each second)
 )
 ELECTION = "election"
+STALE_AFTER = STALE_AFTER_MS / 1000  # seconds: `vledger tally --stale-after`'s default (PROTOCOL 11.4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,8 @@ class Trust:
     admin_key: VerifierKey | None = None  # the admin ledger's checkpoint key: follows rotated keys (16.6)
     # Per ledger the link of its genesis (trust anchors, 15.5): the server's genesis must hash to it.
     anchored: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+    # The cluster's recosign_interval_ms (10.7): a head older than it (plus a grace) is stale (11.4).
+    recosign_ms: int = RECOSIGN_MS
 
 
 def observer_key(raw: bytes | str) -> VerifyKey:
@@ -181,6 +187,8 @@ class Client:
         quorum: int = 0,
         state: TrustedState | None = None,
         gateway: GatewayConnection | None = None,
+        recosign_ms: int = RECOSIGN_MS,
+        stale_after: float | None = STALE_AFTER,
     ) -> None:
         self.reader = reader
         self.trust = trust  # None: a CURVE session, which finds keys in its cluster's configuration
@@ -188,6 +196,9 @@ class Client:
         self.state = state or TrustedState()
         self.gateway = gateway
         self._keys: dict[str, ReceiptKeys] = {}
+        # A head is judged stale (11.4) past the interval plus this grace (ms); None: not judged.
+        self.recosign_ms = recosign_ms if trust is None else trust.recosign_ms
+        self.stale_after_ms = None if stale_after is None else round(stale_after * 1000)
 
     @classmethod
     def curve(
@@ -200,6 +211,7 @@ class Client:
         quorum: int = 0,
         state_file: Path | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        stale_after: float | None = STALE_AFTER,
     ) -> Client:
         """A client over CURVE, as the caller whose secret key is ``key_file`` (an account the
         cluster's admin created), to ``node`` (default: each ledger's home node).
@@ -207,12 +219,20 @@ class Client:
         Checkpoint keys are the ones each ledger's genesis pins (else its home's ``hello``);
         witness keys are the cluster file's key directory's; ``quorum`` of them must have
         cosigned each checkpoint. ``state_file`` keeps the largest checkpoint verified per
-        ledger across runs. Raises SettingsError for a bad cluster file or node name,
-        KeyMaterialError (PassphraseError) for a key that cannot be read.
+        ledger across runs. A checkpoint no majority of its witnesses vouched for within the
+        cluster file's ``recosign_interval_ms`` plus ``stale_after`` seconds is stale (see
+        :meth:`checkpoint`; None: never judged). Raises SettingsError for a bad cluster file or
+        node name, KeyMaterialError (PassphraseError) for a key that cannot be read.
         """
         config = load_cluster(cluster_file)
         session = open_session(config, load_secret(key_file, passphrase), node, timeout)
-        return cls(session, quorum=quorum, state=TrustedState(state_file))
+        return cls(
+            session,
+            quorum=quorum,
+            state=TrustedState(state_file),
+            recosign_ms=config.replication.recosign_interval_ms,
+            stale_after=stale_after,
+        )
 
     @classmethod
     def http(
@@ -228,6 +248,8 @@ class Client:
         anchors: Path | None = None,
         state_file: Path | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        recosign_interval_ms: int | None = None,
+        stale_after: float | None = STALE_AFTER,
     ) -> Client:
         """A client of a public gateway (``http://host:port/``); it needs no account.
 
@@ -243,12 +265,18 @@ class Client:
         each ledger it names is read only if the gateway's genesis record hashes to the anchored
         link (its pinned checkpoint key and outside witnesses are then taken from those bytes,
         never from what the gateway states), its witness keys join ``witnesses``, its observer
-        keys ``observers`` and its admin key, when it has one, is ``admin_key``. Raises
-        UsageError for a URL that is not http(s) or a ledger, an observer or the admin key given
-        both in the anchors and by argument, NoteKeyError or KeyMaterialError for
-        a key that is not one, SettingsError [bad_settings] for anchors that cannot be read or
-        parsed.
+        keys ``observers`` and its admin key, when it has one, is ``admin_key``.
+
+        A checkpoint no majority of its witnesses vouched for within the cluster's
+        ``recosign_interval_ms`` (the anchors' line, else the argument, else the default 300000;
+        never the gateway's word) plus ``stale_after`` seconds is stale (see :meth:`checkpoint`;
+        None: never judged). Raises UsageError for a URL that is not http(s) or a ledger, an
+        observer, the admin key or the interval given both in the anchors and by argument,
+        NoteKeyError or KeyMaterialError for a key that is not one, SettingsError [bad_settings]
+        for anchors that cannot be read or parsed, or an interval that is not positive.
         """
+        if recosign_interval_ms is not None and recosign_interval_ms <= 0:
+            raise SettingsError(f"recosign_interval_ms must be positive, not {recosign_interval_ms}")
         trust = Trust(
             genesis=dict(genesis or {}),
             log_keys={ledger: _verifier_key(key) for ledger, key in (log_keys or {}).items()},
@@ -259,9 +287,13 @@ class Client:
                 for name, key in (observers or {}).items()
             },
             admin_key=None if admin_key is None else _verifier_key(admin_key),
+            recosign_ms=RECOSIGN_MS if recosign_interval_ms is None else recosign_interval_ms,
         )
         if anchors is not None:
-            trust = _anchored(trust, read_anchors(anchors))
+            anchored = read_anchors(anchors)
+            if recosign_interval_ms is not None and anchored.recosign_ms is not None:
+                raise UsageError("given both in the trust anchors and as arguments: recosign_interval_ms")
+            trust = _anchored(trust, anchored)
             if trust.quorum == 0 and trust.witnesses:
                 # The pages ask a majority of these (15.5); a quorum of 0 takes a checkpoint the home's
                 # key alone signed, so one key shows a forked view as verified (outsider23 F6).
@@ -272,7 +304,9 @@ class Client:
                     len(trust.witnesses) // 2 + 1,
                 )
         gateway = GatewayConnection(gateway_url, timeout=timeout)
-        return cls(Reader(gateway), trust=trust, state=TrustedState(state_file), gateway=gateway)
+        return cls(
+            Reader(gateway), trust=trust, state=TrustedState(state_file), gateway=gateway, stale_after=stale_after
+        )
 
     def close(self) -> None:
         self.reader.close()
@@ -327,10 +361,20 @@ class Client:
         """The server's latest checkpoint of ``ledger`` with this client's quorum of cosignatures,
         verified with the trusted keys and against the largest one verified before.
 
+        A checkpoint whose witnesses' ``fresh_ms`` (PROTOCOL 11.4: since when a majority of
+        those that cosigned it vouch for it, by their newest lines) is more than the cluster's
+        recosign_interval_ms plus ``stale_after`` before this computer's clock is **stale**:
+        witnesses cosign a quiet ledger's checkpoint again every interval (10.7), so a live
+        server's never gets that old, while a frozen or lying one keeps serving an old view. It
+        raises StaleCheckpointError [stale_checkpoint], here and in every read that checks the
+        latest checkpoint (:meth:`record`, :meth:`records`, the voter checks, :meth:`tally`,
+        :meth:`follow`; not :meth:`receipt`, a proof valid at any age). One no witness
+        cosigned (quorum 0) is not judged.
+
         Raises the note's error (NoteSignatureError, UnverifiedNoteError for a note no trusted
         key signed, QuorumError, WrongOriginError, CheckpointError), RollbackError for a
         checkpoint smaller than one verified before, ProofError when it does not extend it,
-        RemoteError ``not_found`` when the server has none yet.
+        StaleCheckpointError, RemoteError ``not_found`` when the server has none yet.
         """
         keys = self.keys(ledger)
         return self._accept(ledger, self.reader.checkpoint(ledger, keys))
@@ -374,16 +418,32 @@ class Client:
                 f"ledger {ledger!r}: two checkpoints of size {new.size} with different roots (a forked log)"
             )
 
-    def _accept(self, ledger: str, verified: VerifiedCheckpoint) -> VerifiedCheckpoint:
+    def _accept(self, ledger: str, verified: VerifiedCheckpoint, *, current: bool = True) -> VerifiedCheckpoint:
         """``verified`` once it extends the largest checkpoint seen for ``ledger`` (and is of its
-        epoch or a later one); remembered."""
+        epoch or a later one); remembered. With ``current`` (the server's latest, not a
+        receipt's), then refused if it is stale (:meth:`_fresh`)."""
         new = verified.checkpoint
         seen = self.state.get(ledger)
         self._not_behind(ledger, verified)
         if seen is not None and 0 < seen.size < new.size:
             self.reader.consistency_proof(ledger, seen.size, seen.root, verified)
         self.state.put(ledger, Seen(new.size, new.root, *epoch_claim(new)))
-        return verified
+        return self._fresh(ledger, verified) if current else verified
+
+    def _fresh(self, ledger: str, verified: VerifiedCheckpoint) -> VerifiedCheckpoint:
+        """``verified`` unless it is stale (:meth:`checkpoint`): StaleCheckpointError. It is kept
+        as the largest seen all the same (it is validly signed and extends the one before)."""
+        if self.stale_after_ms is None:
+            return verified
+        fresh_ms, now_ms = verified_fresh_ms(verified), time.time_ns() // 1_000_000
+        if not stale_since(fresh_ms, now_ms, self.recosign_ms, self.stale_after_ms):
+            return verified
+        assert fresh_ms is not None
+        raise StaleCheckpointError(
+            f"ledger {ledger!r}: no majority of the witnesses of the checkpoint of {verified.checkpoint.size} records "
+            f"vouched for it within {(self.recosign_ms + self.stale_after_ms) / 1000:g} s: they last did "
+            f"{(now_ms - fresh_ms) / 1000:.0f} s ago, so the server shows an old view (PROTOCOL 11.4)"
+        )
 
     # --- records ---------------------------------------------------------------------------------
 
@@ -441,7 +501,7 @@ class Client:
         """
         keys = self.keys(ledger)
         receipt = self.reader.receipt(ledger, height, keys, time.monotonic() + wait)
-        self._accept(ledger, verify_receipt(receipt, keys).checkpoint)
+        self._accept(ledger, verify_receipt(receipt, keys).checkpoint, current=False)
         return receipt
 
     def voter_records(self, election: str, electronic_id: str) -> VoterCheck:
@@ -627,6 +687,8 @@ class Client:
                     continue
             a, b = last.checkpoint, current.checkpoint
             if (b.size, current.witnesses) == (a.size, last.witnesses):
+                # The same checkpoint, cosigned again or not (a quiet ledger, 10.7): its age is judged.
+                self._fresh(ledger, current)
                 continue
             records = tuple(self._records(ledger, a.size, b.size, current))
             if epochs is not None:  # the handover records it adds count for it, and for the next
@@ -644,7 +706,8 @@ class Client:
 
 
 def _anchored(trust: Trust, anchors: Anchors) -> Trust:
-    """``trust`` with the anchors' ledgers, witness keys, observer keys and admin key. Raises
+    """``trust`` with the anchors' ledgers, witness keys, observer keys, admin key and recosign
+    interval (when they state one). Raises
     UsageError for a ledger, an observer or the admin key it names already (two sources of
     trust: which would be meant?)."""
     given = sorted((set(trust.genesis) | set(trust.log_keys)) & set(anchors.ledgers))
@@ -655,8 +718,14 @@ def _anchored(trust: Trust, anchors: Anchors) -> Trust:
     witnesses = trust.witnesses + tuple(k for k in anchors.witnesses.values() if k not in trust.witnesses)
     observers = {**trust.observers, **{n: VerifyKey(k.public_key) for n, k in anchors.observers.items()}}
     admin_key = trust.admin_key if anchors.admin is None else anchors.admin
+    recosign_ms = trust.recosign_ms if anchors.recosign_ms is None else anchors.recosign_ms
     return dataclasses.replace(
-        trust, anchored=dict(anchors.ledgers), witnesses=witnesses, observers=observers, admin_key=admin_key
+        trust,
+        anchored=dict(anchors.ledgers),
+        witnesses=witnesses,
+        observers=observers,
+        admin_key=admin_key,
+        recosign_ms=recosign_ms,
     )
 
 
@@ -701,6 +770,9 @@ def _gateway_wakeups(gateway: GatewayConnection, ledger: str) -> Iterator[bytes 
 def _announced(
     gateway: GatewayConnection, ledger: str, stream: Iterator[tuple[str, Any]] | None
 ) -> Iterator[bytes | None]:
+    # A stream busy with other events still wakes the follower this often to ask: the followed
+    # checkpoint's age is judged then (a frozen view announces nothing of it, 11.4).
+    looked = time.monotonic()
     while True:
         if stream is None:
             try:
@@ -718,4 +790,8 @@ def _announced(
             continue
         if kind == "checkpoint" and isinstance(data, dict) and data.get("ledger") == ledger:
             note = data.get("note")
+            looked = time.monotonic()
             yield note.encode("utf-8") if isinstance(note, str) else None
+        elif time.monotonic() - looked > 2 * gateway.timeout:
+            looked = time.monotonic()
+            yield None

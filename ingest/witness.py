@@ -298,8 +298,8 @@ class Witness:
         """The home's checkpoint again at the size this witness cosigned last: cosigned once more,
         at a fresh time, when its newest line there is ``recosign_ms`` old and the root is the one
         it cosigned (another root at that size is the home signing two trees: never cosigned,
-        the follower keeps the evidence, 10.7). The store keeps the first cosignature (its row's
-        note); the fresh one lives here and in Redis, and a restart cosigns again at once."""
+        the follower keeps the evidence, 10.7). The store's row of that checkpoint keeps the
+        note as published: the first line, then the newest (:meth:`CheckpointLog.renew`)."""
         ledger = checkpoint.ledger
         if checkpoint.root != last.root:
             log.error("%s: %s at size %d has another root than the checkpoint cosigned there: not cosigned",
@@ -312,6 +312,9 @@ class Witness:
         if ledger in self._blocked or not self._holds(last):
             return
         again = self.signer.cosign_again(last.note, int(now))
+        # Kept before it is published, as a first cosignature is: started again, the witness goes
+        # on from this line (no re-cosigning at once) and publishes what readers saw.
+        self.store.checkpoints.renew(ledger, last.size, last.root, again)
         self._last[ledger] = self._unpublished[ledger] = replace(last, note=again, at_ms=int(now * 1000))
         self.cosigned += 1
 

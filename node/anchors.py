@@ -4,8 +4,10 @@ can verify a cluster with no account and nothing taken from the server being che
 The anchors text names, per ledger, the link of its genesis record (the genesis pins the
 checkpoint key and lists the outside witnesses, so its hash is the ledger's identity), the
 cluster's witness keys and its observers' tally keys, as vkeys, and optionally the admin
-ledger's checkpoint key, with which a holder proves the node keys' rotations (16.6). Pure:
-text in, values out.
+ledger's checkpoint key, with which a holder proves the node keys' rotations (16.6), and the
+cluster's recosign_interval_ms when it is not the default (how old a head may grow, 11.4: a
+frozen gateway must not state a longer one to keep its old view fresh). Pure: text in, values
+out.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ HEADER = "vledger-anchors v1"
 ADMIN_KEY_SUFFIX = "/admin"  # the admin ledger's checkpoint key is named <cluster>/admin (16.6)
 MAX_ANCHORS_BYTES = 65_536  # a cluster's anchors are a few kilobytes: refuse before parsing more
 MAX_NAME_LENGTH = 64  # names, PROTOCOL section 2
+RECOSIGN_LINE = "recosign_interval_ms"
+# The largest interval a line may state: 2**53 - 1, exact in a page's JavaScript numbers too.
+MAX_RECOSIGN_MS = 2**53 - 1
 
 
 def is_valid_name(name: str) -> bool:
@@ -32,21 +37,26 @@ class Anchors:
     """``ledgers``: ledger name to its genesis link (32 bytes); ``witnesses``: the cluster's
     witness keys (type 0x04) by key name; ``observers``: observer name to its key (type 0x04,
     whose public key checks the observer's signed tallies); ``admin``: the admin ledger's
-    checkpoint key (type 0x01, named ``<cluster>/admin``), None when the anchors carry none."""
+    checkpoint key (type 0x01, named ``<cluster>/admin``), None when the anchors carry none;
+    ``recosign_ms``: the cluster's recosign_interval_ms (10.7), None when they state none (the
+    default, 300000, then holds)."""
 
     ledgers: Mapping[str, bytes]
     witnesses: Mapping[str, VerifierKey]
     observers: Mapping[str, VerifierKey]
     admin: VerifierKey | None = None
+    recosign_ms: int | None = None
 
     def encode(self) -> str:
         """The anchors text: the header, then ledger, witness and observer lines, each sorted by
-        name, then the admin line when there is an admin key."""
+        name, then the admin line when there is an admin key, then the recosign_interval_ms line
+        when one is stated."""
         lines = [HEADER]
         lines += [f"ledger {name} {self.ledgers[name].hex()}" for name in sorted(self.ledgers)]
         lines += [f"witness {self.witnesses[name].encode()}" for name in sorted(self.witnesses)]
         lines += [f"observer {name} {self.observers[name].encode()}" for name in sorted(self.observers)]
         lines += [] if self.admin is None else [f"admin {self.admin.encode()}"]
+        lines += [] if self.recosign_ms is None else [f"{RECOSIGN_LINE} {self.recosign_ms}"]
         return "".join(line + "\n" for line in lines)
 
     def to_json(self) -> dict[str, object]:
@@ -55,6 +65,7 @@ class Anchors:
             "witnesses": [self.witnesses[name].encode() for name in sorted(self.witnesses)],
             "observers": {name: self.observers[name].encode() for name in sorted(self.observers)},
             "admin": None if self.admin is None else self.admin.encode(),
+            "recosign_interval_ms": self.recosign_ms,
         }
 
 
@@ -89,7 +100,8 @@ def parse_anchors(data: bytes) -> Anchors:
 
     Raises SettingsError [bad_settings] for anything else: over 65,536 bytes, not UTF-8, a
     missing header, a line not ending in a newline, an unknown line, a bad name, hash or vkey,
-    a ledger, witness or observer named twice, or two admin lines.
+    a ledger, witness or observer named twice, two admin lines, or a recosign_interval_ms line
+    that is not one decimal from 1 to 2**53 - 1 without leading zeros, or is there twice.
     """
     if len(data) > MAX_ANCHORS_BYTES:
         raise SettingsError(f"anchors: over {MAX_ANCHORS_BYTES} bytes")
@@ -106,6 +118,7 @@ def parse_anchors(data: bytes) -> Anchors:
     witnesses: dict[str, VerifierKey] = {}
     observers: dict[str, VerifierKey] = {}
     admin: VerifierKey | None = None
+    recosign_ms: int | None = None
     for number, line in enumerate(lines[1:], start=2):
         where = f"anchors line {number}"
         fields = line.split(" ")
@@ -130,6 +143,16 @@ def parse_anchors(data: bytes) -> Anchors:
             if admin is not None:
                 raise SettingsError(f"{where}: a second admin line")
             admin = _admin_key(fields[1], where)
+        elif fields[0] == RECOSIGN_LINE and len(fields) == 2:
+            if recosign_ms is not None:
+                raise SettingsError(f"{where}: a second {RECOSIGN_LINE} line")
+            recosign_ms = _interval(fields[1], where)
         else:
-            raise SettingsError(f"{where}: not a ledger, witness, observer or admin line")
-    return Anchors(ledgers, witnesses, observers, admin)
+            raise SettingsError(f"{where}: not a ledger, witness, observer, admin or {RECOSIGN_LINE} line")
+    return Anchors(ledgers, witnesses, observers, admin, recosign_ms)
+
+
+def _interval(text: str, where: str) -> int:
+    if not text.isascii() or not text.isdigit() or text.startswith("0") or int(text) > MAX_RECOSIGN_MS:
+        raise SettingsError(f"{where}: {RECOSIGN_LINE} is a decimal from 1 to {MAX_RECOSIGN_MS} (ms)")
+    return int(text)

@@ -37,6 +37,7 @@ SIGNED, COSIGNED, EVIDENCE = "signed", "cosigned", "evidence"
 IMPORTED_SIGNED, IMPORTED_COSIGNED = "imported:signed", "imported:cosigned"
 KINDS = (SIGNED, COSIGNED, EVIDENCE, IMPORTED_SIGNED, IMPORTED_COSIGNED)
 _INSERT = "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) VALUES (?, ?, ?, ?, ?, ?)"
+_RENEW = "UPDATE checkpoints SET note = ? WHERE ledger = ? AND kind = ? AND size = ? AND root = ?"
 # Rows written without an fsync of their own, made durable by the store's next group commit
 # (see CheckpointLog.keep): a note over records the store already made durable.
 UNSYNCED_KINDS = frozenset((SIGNED, COSIGNED))
@@ -209,14 +210,31 @@ class CheckpointLog:
         """:meth:`keep` without a handover: the row written now, in a transaction of its own."""
         if self._writer is None:
             return self._insert(ledger, kind, size, root, note)
-        brief = kind in UNSYNCED_KINDS
+        return self._turn(kind in UNSYNCED_KINDS, lambda: self._insert(ledger, kind, size, root, note))
+
+    def renew(self, ledger: str, size: int, root: bytes, note: bytes) -> bool:
+        """Replace the note of the COSIGNED row of ``ledger`` at ``size`` and ``root`` by
+        ``note``: the same checkpoint cosigned again on a quiet ledger (PROTOCOL 10.7), its first
+        line kept and its newest after it, so that a witness started again goes on from its
+        newest line (not cosigning again at once) and publishes what readers saw before. The
+        row's other columns stay (``at_ms`` still orders it as the first cosignature). Durable
+        as a COSIGNED row :meth:`keep` writes. True when the row was there (none: nothing
+        written). Raises StoreError when it cannot be written."""
+        if self._writer is None:
+            return self._renew(ledger, size, root, note)
+        return self._turn(True, lambda: self._renew(ledger, size, root, note))
+
+    def _turn(self, brief: bool, write: Callable[[], bool]) -> bool:
+        """``write()``, holding the store's writer lock, counted as a row waiting for it (see
+        :meth:`give_way`) and, when ``brief`` (no fsync), as one :meth:`holds_briefly` reports."""
+        assert self._writer is not None
         with self._turns:
             self._waiting += 1
             self._brief += brief
         try:
             # The store's lock first, as its committer takes them (it may read rows while it holds it).
             with self._writer:
-                return self._insert(ledger, kind, size, root, note)
+                return write()
         finally:
             with self._turns:
                 self._waiting -= 1
@@ -292,18 +310,26 @@ class CheckpointLog:
     def _insert(self, ledger: str, kind: str, size: int, root: bytes, note: bytes) -> bool:
         if kind == SIGNED and self._shared is not None:
             return self._insert_shared(self._shared, ledger, size, root, note)
+        values = (ledger, kind, size, root, note, time.time_ns() // 1_000_000)
+        return self._execute(kind in UNSYNCED_KINDS, _INSERT, values) > 0
+
+    def _renew(self, ledger: str, size: int, root: bytes, note: bytes) -> bool:
+        return self._execute(True, _RENEW, (note, ledger, COSIGNED, size, root)) > 0
+
+    def _execute(self, unsynced: bool, sql: str, values: tuple[object, ...]) -> int:
+        """``sql`` run with ``values`` (committed: autocommit), through the connection of rows
+        written without an fsync of their own when ``unsynced``; its rowcount."""
         try:
             with self._lock:
                 conn = self._conn
-                if kind in UNSYNCED_KINDS:
+                if unsynced:
                     if self._unsynced is None:
                         self._unsynced = connect(self.path, shared=True)
                         self._unsynced.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync at its commits
                     conn = self._unsynced
-                added = conn.execute(_INSERT, (ledger, kind, size, root, note, time.time_ns() // 1_000_000)).rowcount
+                return conn.execute(sql, values).rowcount
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
-        return added > 0
 
     def _insert_shared(self, conn: sqlite3.Connection, ledger: str, size: int, root: bytes, note: bytes) -> bool:
         """A SIGNED row through the store's write connection, whose writer lock the caller holds:

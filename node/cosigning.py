@@ -23,6 +23,7 @@ from .note import (
     Cosignature,
     Note,
     NoteSignature,
+    VerifiedCheckpoint,
     VerifierKey,
     parse_checkpoint,
     parse_note,
@@ -98,6 +99,20 @@ def quorum_fresh_ms(times: Iterable[int]) -> int | None:
     clock run fast keeps it young."""
     ordered = sorted(times)
     return ordered[(len(ordered) - 1) // 2] if ordered else None
+
+
+def verified_fresh_ms(verified: VerifiedCheckpoint) -> int | None:
+    """:func:`quorum_fresh_ms` of a checkpoint a client verified (13.5): over each counted
+    witness's newest verified line (``verified.newest``); None when no witness counted."""
+    return quorum_fresh_ms(c.timestamp * 1000 for c in verified.newest)
+
+
+def stale_since(fresh_ms: int | None, now_ms: int, recosign_ms: int, after_ms: int) -> bool:
+    """Whether a head whose ``fresh_ms`` (:func:`quorum_fresh_ms`) it is is **stale** at
+    ``now_ms`` (PROTOCOL 11.4): more than ``recosign_ms`` (how often witnesses cosign a quiet
+    ledger again, 10.7) plus ``after_ms`` before it. A head no witness cosigned (None) is not
+    judged: the quorum asked decides whether one is taken at all."""
+    return fresh_ms is not None and now_ms - fresh_ms > recosign_ms + after_ms
 
 
 def gather(

@@ -726,6 +726,15 @@ class QuorumError(NoteError):
     past_replaced_key = False
 
 
+class StaleCheckpointError(NoteError):
+    """A verified checkpoint no majority of its witnesses vouched for lately (docs/PROTOCOL.md
+    11.4's stale head): its ``fresh_ms`` is more than the cluster's recosign_interval_ms plus a
+    grace before the client's clock. Witnesses cosign a quiet ledger's checkpoint again (10.7),
+    so a live server's never gets that old: a frozen or lying one shows an old view."""
+
+    code = "stale_checkpoint"
+
+
 class RollbackError(NoteError):
     """A verified checkpoint smaller than one the client already verified for the same ledger:
     a log only grows, so a server that shows an older tree is rolling it back (or is behind and

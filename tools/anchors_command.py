@@ -15,7 +15,7 @@ import hashlib
 from pathlib import Path
 
 from ..broker.signing import witness_keys
-from ..config.cluster import ClusterConfig, load_cluster
+from ..config.cluster import ClusterConfig, ReplicationSettings, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.anchors import Anchors
 from ..node.errors import BadGenesisError, UsageError
@@ -72,7 +72,12 @@ def cluster_anchors(config: ClusterConfig, store: Path | None = None) -> Anchors
             observers[node.name] = key
     # The admin home's key proves the node keys' rotations (16.6); a key directory without its
     # file (logged) gives anchors without it, with which a rotated observer stays unproven.
-    return Anchors(genesis_links(_stores(config, store)), witnesses, observers, admin_checkpoint_key(config))
+    # The interval readers judge a head's freshness by (11.4), stated only when it is not the
+    # default they assume: a cluster's anchors read as before unless it set another.
+    interval = config.replication.recosign_interval_ms
+    recosign_ms = None if interval == ReplicationSettings().recosign_interval_ms else interval
+    links = genesis_links(_stores(config, store))
+    return Anchors(links, witnesses, observers, admin_checkpoint_key(config), recosign_ms)
 
 
 def cmd_anchors(args: argparse.Namespace) -> int:

@@ -113,8 +113,14 @@ def agreed_counts(config: ClusterConfig, ledgers: Iterable[str]) -> dict[str, Sn
     from ..broker.redis_server import connect  # noqa: PLC0415
     from ..broker.tallies import TallyBoard  # noqa: PLC0415
     from ..verifier.node_keys import follow_redis  # noqa: PLC0415
-    from ..verifier.tally import AGREE, observer_histories, observer_keys, read_tallies  # noqa: PLC0415
-    from ..verifier.tally_watch import LOOK_PAGE, LOOK_PAGES  # noqa: PLC0415
+    from ..verifier.tally import (  # noqa: PLC0415
+        AGREE,
+        LOOK_PAGE,
+        LOOK_PAGES,
+        observer_histories,
+        observer_keys,
+        read_tallies,
+    )
 
     keys = observer_keys(config)
     if not any(keys.values()):  # no key to check a count with (an admin away from the key directory)

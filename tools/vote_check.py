@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..client.voters import VoterCheck
-from ..node.cosigning import quorum_fresh_ms
+from ..node.cosigning import stale_since, verified_fresh_ms
 from ..node.note import VerifiedCheckpoint
 from ..node.rules import Ref
 from ..node.rules.votes import Voter
@@ -49,11 +49,10 @@ class Freshness:
 
     def fresh_ms(self, proven: VerifiedCheckpoint) -> int | None:
         """Since when a majority of the witnesses that cosigned ``proven`` vouch for it."""
-        return quorum_fresh_ms(c.timestamp * 1000 for c in proven.newest)
+        return verified_fresh_ms(proven)
 
     def stale(self, proven: VerifiedCheckpoint) -> bool:
-        fresh = self.fresh_ms(proven)
-        return fresh is not None and self.now_ms - fresh > self.recosign_ms + self.after_ms
+        return stale_since(self.fresh_ms(proven), self.now_ms, self.recosign_ms, self.after_ms)
 
 
 def print_vote_check(

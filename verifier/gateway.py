@@ -18,7 +18,8 @@ serves no write verb. Routes (docs/PROTOCOL.md section 15 gives the bytes):
   in currency units, and the cluster's state for the operators' dashboard.
 * ``/api/events``: Server-Sent Events: ``head`` when a ledger grows (with its new records,
   up to ``EVENT_RECORDS``), ``checkpoint`` when the checkpoint served for a ledger changes
-  (a larger one, or more cosignatures), ``tally`` when an observer signs a new tally.
+  (a larger one, more cosignatures, or a quiet ledger's cosigned again), ``tally`` when an
+  observer signs a new tally.
 * the web pages (verifier/pages.py: one layout around each page of ``verifier/web/``) and
   ``/healthz``, ``/readyz``, ``/metrics``.
 
@@ -92,6 +93,8 @@ from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
 from .tally import (
     AGREE,
+    LOOK_PAGE,
+    LOOK_PAGES,
     MISMATCH,
     RECOSIGN_MS,
     STILL_COUNTING,
@@ -833,7 +836,8 @@ class Gateway:
 
     def _tally_report(self, ledger: str) -> tuple[TallyReport, dict[str, KeyHistory]]:
         """The observers' signed tallies of ``ledger`` as read at most CHECKPOINT_SECONDS ago: each
-        read takes up to 4 MiB an observer from Redis and checks every signature, and anyone may
+        read takes up to 4 MiB an observer from Redis (its latest entry, then each page back for a
+        common height) and checks every signature, and anyone may
         ask /tally or /funds as fast as they like (outsider o6 H9: 0.5 s of the gateway's CPU an
         anonymous request). The verdict is judged anew each time (_judged)."""
         # Its user runs no script (broker/redis_acl.py): each read stops at the bytes a scripted one takes.
@@ -845,7 +849,9 @@ class Gateway:
         cached = self._tally_reports.get(ledger)
         if cached is not None and cached[1] == under and at - cached[0] < CHECKPOINT_SECONDS:
             return cached[2], histories
-        report = read_tallies(board, ledger, self.observer_keys, histories)
+        # Back at most LOOK_PAGES small pages an observer, as the verifier's look: with no common
+        # height near the streams' heads (one observer long behind), each request read every page.
+        report = read_tallies(board, ledger, self.observer_keys, histories, pages=LOOK_PAGES, page=LOOK_PAGE)
         if all(t.checked is None for t in report.observers) and ledger not in self.reader.ledgers():
             raise NoSuchLedgerError(f"no ledger {ledger!r} on {self.node.name}")
         if len(self._tally_reports) > len(self.reader.ledgers()):
@@ -1359,6 +1365,10 @@ def _event(kind: str, value: Any) -> bytes:
     return f"event: {kind}\ndata: {json.dumps(value, separators=(',', ':'))}\n\n".encode()
 
 
+# What tells a served checkpoint from the one before: its size, its cosigners and its fresh_ms.
+Served = tuple[int, tuple[str, ...], int | None]
+
+
 def _watcher(gateway: Gateway) -> Callable[[web.Application], AsyncIterator[None]]:
     """The background task that turns new heads and new tallies into events for every open stream."""
 
@@ -1376,7 +1386,7 @@ async def _watch(gateway: Gateway) -> None:
     loop = asyncio.get_running_loop()
     heads: dict[str, int] | None = None
     tallies: dict[str, dict[str, str]] | None = None
-    checkpoints: dict[str, tuple[tuple[int, tuple[str, ...]], dict[str, Any]]] | None = None
+    checkpoints: dict[str, tuple[Served, dict[str, Any]]] | None = None
     last_tally = 0.0
     while True:
         await asyncio.sleep(POLL_SECONDS)
@@ -1411,11 +1421,11 @@ async def _watch(gateway: Gateway) -> None:
             tallies = latest
 
 
-def _served_checkpoints(
-    gateway: Gateway, ledgers: list[str]
-) -> dict[str, tuple[tuple[int, tuple[str, ...]], dict[str, Any]]]:
-    """Each ledger's served checkpoint: its (size, cosigners), what tells a new one, and its JSON.
-    A ledger without one (no pinned key, none verified yet, a store error) is left out."""
+def _served_checkpoints(gateway: Gateway, ledgers: list[str]) -> dict[str, tuple[Served, dict[str, Any]]]:
+    """Each ledger's served checkpoint: its (size, cosigners, fresh_ms), what tells a new one, and
+    its JSON. A quiet ledger's witnesses cosign it again (PROTOCOL 10.7): its fresh_ms moves, and
+    a page or a client following the stream hears that the head is still vouched for. A ledger
+    without one (no pinned key, none verified yet, a store error) is left out."""
     served = {}
     for ledger in ledgers:
         try:
@@ -1423,7 +1433,7 @@ def _served_checkpoints(
         except VledgerError:
             continue
         gathered = checkpoint.gathered
-        served[ledger] = ((gathered.checkpoint.size, tuple(gathered.witnesses)), checkpoint.json())
+        served[ledger] = ((gathered.checkpoint.size, tuple(gathered.witnesses), gathered.fresh_ms), checkpoint.json())
     return served
 
 

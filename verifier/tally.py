@@ -31,6 +31,7 @@ from ..broker.replication import Alert
 from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
 from ..broker.tallies import HISTORY_PAGE, MAX_READ_BYTES, Published, TallyBoard
 from ..config.cluster import ClusterConfig, ReplicationSettings
+from ..node.cosigning import stale_since
 from ..node.errors import FieldError, KeyMaterialError, SignatureError, TallyMismatchError, VledgerError
 from ..node.json_values import jsonable
 from ..node.node_key_rotation import KeyHistory, key_histories
@@ -472,7 +473,7 @@ def head_stale(head: LedgerHead, now_ms: int, after_ms: int = STALE_AFTER_MS, re
     a live view that time is never older; a frozen view (a gateway or Redis copy no longer
     updated, or one lying by omission) keeps serving it, and it ages. A head no witness cosigned
     (or none verified) is not judged here."""
-    return head.size is not None and head.fresh_ms is not None and now_ms - head.fresh_ms > recosign_ms + after_ms
+    return head.size is not None and stale_since(head.fresh_ms, now_ms, recosign_ms, after_ms)
 
 
 def stale_observers(
@@ -538,6 +539,14 @@ def observer_keys(config: ClusterConfig) -> dict[str, VerifyKey | None]:
         except KeyMaterialError:
             keys[node.name] = None
     return keys
+
+
+# Pages (LOOK_PAGE entries) of each observer's stream read back for a common height by a reader
+# that must not read a stream whole (the verifier's look, the gateway's anonymous /tally): honest
+# observers meet within seconds once a ledger is quiet, inside one page signed once a second. A
+# page is small: its entries' sizes are an observer's Redis user's to choose.
+LOOK_PAGES = 2
+LOOK_PAGE = 32
 
 
 def read_tallies(

@@ -32,6 +32,8 @@ from ..node.errors import VledgerError
 from ..node.node_key_rotation import KeyHistory
 from .node_keys import follow_redis
 from .tally import (
+    LOOK_PAGE,
+    LOOK_PAGES,
     MISMATCH,
     TallyReport,
     bad_signature_alerts,
@@ -56,11 +58,6 @@ KEYS_FOR_S = 60.0  # how long the observers' keys (files and proven rotations) a
 # raised (reviewer r10 #3).
 KEY_LAG_S = 5.0
 RECHECK_S = 1.0  # a failing signature re-reads the keys at most this often
-# Pages (LOOK_PAGE entries) of each observer's stream read back for a common height: honest
-# observers meet within seconds once a ledger is quiet, inside one page signed once a second. A
-# page is small: its entries' sizes are an observer's Redis user's to choose.
-LOOK_PAGES = 2
-LOOK_PAGE = 32
 
 
 def key_lag_s(config: ClusterConfig) -> float:

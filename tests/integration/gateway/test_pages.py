@@ -19,6 +19,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import struct
 import threading
@@ -764,7 +765,8 @@ def test_a_checkpoint_no_witness_cosigned_is_a_warning_never_shown_as_checked(
         browser.get(f"{real}dashboard.html{named}")
         wait_text(browser, f"tr[data-ledger='{FUND}']", "none", "the fund's checkpoint with no cosignature")
         script = "return Array.from(document.querySelectorAll(arguments[0]), (e) => e.className)"
-        assert browser.execute_script(script, f"tr[data-ledger='{FUND}'] td")[-1] == "warn"
+        cells = browser.execute_script(script, f"tr[data-ledger='{FUND}'] td")
+        assert cells[4] == "warn"  # ledger, size, root, signature, then the cosignatures
         browser.get(f"{real}charity.html?ledger={FUND}{named}")
         proven = wait_text(browser, "#proven", "cosigned by NO witness", "the fund's checkpoint with no cosignature")
         assert "with the publisher's anchors" in proven
@@ -960,6 +962,50 @@ def test_a_frozen_gateway_s_checkpoint_turns_stale_on_the_tally_and_voter_pages(
     assert "STALE" not in verdict and "last vouched for it at" in text_of(browser, "#checks"), verdict
 
 
+def test_a_frozen_gateway_s_checkpoint_is_stale_on_the_charity_page_and_the_dashboard_by_the_anchors_interval(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """fresh25 left charity.html and the dashboard without a judgement of the head: a frozen (or
+    lying) gateway's balance and checkpoints showed as current. They judge it as tally.html does
+    (PROTOCOL 11.4), by the interval the anchors state (their recosign_interval_ms line, else the
+    default 300 s): the gateway stating a longer one keeps nothing fresh, while anchors stating a
+    longer one make the same 400 s-old view current (before, pages hard-coded 300 s, so a cluster
+    with a longer interval showed honest heads STALE)."""
+    then = int(time.time()) - 400
+
+    def frozen(path: str, body: Any) -> Any:
+        if path.startswith(f"/api/ledgers/{FUND}/checkpoint"):
+            return dict(body, note=_frozen(cluster, body["note"], then), recosign_interval_ms=10**9)
+        return None
+
+    text = base64.urlsafe_b64decode(anchors + "=" * (-len(anchors) % 4)).decode()
+    longer = base64.urlsafe_b64encode((text + "recosign_interval_ms 600000\n").encode()).decode().rstrip("=")
+    row = f"#checkpoints tr[data-ledger='{FUND}']"
+    with Lying(cluster.gateway_url("replica-1"), frozen) as lying:
+        fresh(browser, f"{lying.url}charity.html?ledger={FUND}#anchors={anchors}")
+        summary = wait_text(browser, "#summary", "no majority of the witnesses vouched", "the frozen fund, stale")
+        assert summary.startswith("Balance") and "within 310 s" in summary and "old view" in summary, summary
+        assert browser.execute_script("return document.getElementById('summary').className") == "warn"
+        shot(browser, "charity-frozen-gateway")
+        fresh(browser, f"{lying.url}dashboard.html#anchors={anchors}")
+        stale = wait_text(browser, row, "STALE:", "the frozen checkpoint on the dashboard")
+        assert re.search(r"\b4[0-9]{2} s ago: no majority of the witnesses vouched for it within 310 s", stale), stale
+
+        fresh(browser, f"{lying.url}charity.html?ledger={FUND}#anchors={longer}")
+        summary = wait_text(browser, "#summary", "Balance", "the same view under the anchors' 600 s")
+        assert "no majority" not in summary and "old view" not in summary, summary
+        fresh(browser, f"{lying.url}dashboard.html#anchors={longer}")
+        current = wait_text(browser, row, " s ago", "the same checkpoint under the anchors' 600 s")
+        assert "STALE" not in current, current
+
+    live = cluster.gateway_url("replica-1")
+    fresh(browser, f"{live}charity.html?ledger={FUND}#anchors={anchors}")
+    summary = wait_text(browser, "#summary", "Balance", "the live fund")
+    assert "no majority" not in summary, summary
+    fresh(browser, f"{live}dashboard.html#anchors={anchors}")
+    assert "STALE" not in wait_text(browser, row, " s ago", "the live checkpoint on the dashboard")
+
+
 def test_the_voter_page_checks_every_record_against_the_id_the_voter_typed(
     browser: Any, cluster: LocalCluster, election: Election, anchors: str
 ) -> None:
@@ -1069,7 +1115,8 @@ def test_the_pages_parse_anchors_as_vledger_does(
     node/anchors.py does (PROTOCOL 15.5): the printed anchors and each refused case of its tests."""
     printed = base64.urlsafe_b64decode(anchors + "=" * (-len(anchors) % 4)).decode()
     lines = printed.splitlines(keepends=True)
-    texts = [printed, lines[0] + "".join(reversed(lines[1:])), *REFUSED]
+    timed = printed + "recosign_interval_ms 600000\n"
+    texts = [printed, lines[0] + "".join(reversed(lines[1:])), timed, *REFUSED]
     browser.get(f"{cluster.gateway_url('replica-1')}vote.html")
     got = browser.execute_async_script(
         "const done = arguments[arguments.length - 1];"
@@ -1084,7 +1131,12 @@ def test_the_pages_parse_anchors_as_vledger_does(
             wanted.append(True)
         except SettingsError:
             wanted.append(False)
-    assert got == wanted and wanted[:2] == [True, True] and not any(wanted[2:])
+    assert got == wanted and wanted[:3] == [True, True, True] and not any(wanted[3:])
+    script = (
+        "const done = arguments[arguments.length - 1];"
+        "window.vledger.parseAnchors(arguments[0]).then((a) => done(a.recosign));"
+    )
+    assert browser.execute_async_script(script, timed) == 600_000
 
 
 # (rotations of observer "o" as (until, tallied), the generation whose key signed, at_ms, ledger, height):

@@ -4,9 +4,12 @@ ledger grew, so an old head could not be told from a live one.
 A cluster whose witnesses cosign a quiet ledger's checkpoint again every 2 s
 (``recosign_interval_ms``, PROTOCOL 10.7): each witness's note in Redis keeps its first line and
 its newest; the head's ``fresh_ms`` moves on while ``since_ms`` stays, so an observer stuck behind
-stays STALE across every re-cosigning; once every witness stops (a frozen view), the gateway's
-verdict and ``vledger tally`` call the head STALE. Every time is read from signature lines this
-test verifies itself, with the keys of the cluster's key directory.
+stays STALE across every re-cosigning; the gateway's event stream announces each re-cosigning
+(a page or a script following it hears the head is still vouched for), and a vledger.client with
+the cluster's anchors (which state its 2 s interval) takes the head; once every witness stops (a
+frozen view), the gateway's verdict, ``vledger tally`` and the client call the head STALE. Every
+time is read from signature lines this test verifies itself, with the keys of the cluster's key
+directory.
 """
 
 from __future__ import annotations
@@ -17,12 +20,17 @@ import time
 import urllib.request
 from typing import Any
 
+import pytest
+
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.broker.tallies import TallyBoard
+from vledger.client import Client
+from vledger.client.http import GatewayConnection
 from vledger.config.cluster import load_cluster
 from vledger.node.cosigning import GatheredCheckpoint, gather, quorum_since_ms
+from vledger.node.errors import StaleCheckpointError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import Cosignature, parse_note
 from vledger.node.record import Entry
@@ -99,6 +107,26 @@ def test_a_quiet_ledger_is_cosigned_again_an_observer_behind_stays_stale_and_a_f
         )
 
     wait_until(again, WAIT, "every witness's cosignature of the quiet ledger again, its first line kept")
+
+    # The gateway announces a re-cosigning (the same size and cosigners, a newer fresh_ms): before,
+    # only a larger checkpoint or other cosigners made an event, so a follower heard nothing.
+    gateway = cluster.gateway_url("replica-1")
+    shown = _json(f"{gateway}api/ledgers/{LEDGER}/checkpoint")
+    events = GatewayConnection(gateway).open_events(WAIT)
+    deadline = time.monotonic() + WAIT
+    while True:
+        assert time.monotonic() < deadline, "no checkpoint event of the quiet ledger cosigned again"
+        kind, data = next(events)
+        if kind == "checkpoint" and data["ledger"] == LEDGER and data["fresh_ms"] > shown["fresh_ms"]:
+            assert data["size"] == size and data["since_ms"] == shown["since_ms"], data
+            break
+
+    # A script holding the cluster's anchors judges the head by the interval they state.
+    anchors = cluster.cli("anchors", "--config", str(cluster.config_path)).stdout
+    assert f"\nrecosign_interval_ms {RECOSIGN_MS}\n" in anchors, anchors
+    (cluster.directory / "anchors.txt").write_text(anchors)
+    reader = Client.http(gateway, anchors=cluster.directory / "anchors.txt", quorum=2)
+    assert reader.recosign_ms == RECOSIGN_MS and reader.checkpoint(LEDGER).checkpoint.size == size
     since = quorum_since_ms(t * 1000 for t in first.values())
     found = head(cluster)
     assert found.checkpoint.size == size and found.since_ms == since
@@ -129,8 +157,7 @@ def test_a_quiet_ledger_is_cosigned_again_an_observer_behind_stays_stale_and_a_f
         time.sleep(0.2)  # a look every 0.2 s: the test's pace, no race waited out
 
     # The live gateway serves both times; stopping every witness freezes the view, which ages
-    # past the interval and the 10 s grace: the gateway's verdict and the command say STALE.
-    gateway = cluster.gateway_url("replica-1")
+    # past the interval and the 10 s grace: the gateway's verdict, the command and the client say STALE.
     shown = _json(f"{gateway}api/ledgers/{LEDGER}/checkpoint")
     assert shown["since_ms"] == since and shown["fresh_ms"] > since and shown["recosign_interval_ms"] == RECOSIGN_MS
     assert _json(f"{gateway}api/ledgers/{LEDGER}/tally")["verdict"]["head_stale"] is False
@@ -146,3 +173,6 @@ def test_a_quiet_ledger_is_cosigned_again_an_observer_behind_stays_stale_and_a_f
     report_json = json.loads(done.stdout)
     assert done.returncode == 4 and report_json["head_stale"] is True, done.stdout + done.stderr
     assert report_json["head"]["since_ms"] == since
+    with pytest.raises(StaleCheckpointError, match=f"checkpoint of {size} records"):
+        reader.checkpoint(LEDGER)
+    reader.close()

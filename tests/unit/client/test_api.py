@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from vledger.node.errors import (
     RemoteError,
     RollbackError,
     SettingsError,
+    StaleCheckpointError,
     UnverifiedNoteError,
     UsageError,
 )
@@ -100,7 +102,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         signed = home.sign(LEDGER, SIGNED_AT, store.root(LEDGER, SIGNED_AT))
         store.checkpoints.keep(LEDGER, "signed", SIGNED_AT, signed.root, signed.note)
         older = home.sign(LEDGER, COSIGNED_AT, store.root(LEDGER, COSIGNED_AT))
-        store.checkpoints.keep(LEDGER, "cosigned", COSIGNED_AT, older.root, witness.cosign(older, 1_790_000_000))
+        # Cosigned now: a checkpoint its witnesses last vouched for long ago is stale (11.4).
+        store.checkpoints.keep(LEDGER, "cosigned", COSIGNED_AT, older.root, witness.cosign(older, int(time.time())))
         stored_genesis = store.get(LEDGER, 0)
         assert stored_genesis is not None
         genesis_bytes = stored_genesis.encode()
@@ -112,6 +115,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             "genesis": genesis_bytes,
             "home": home,
             "roots": {SIGNED_AT: signed.root, COSIGNED_AT: older.root},
+            "witness": witness,
         }
     gateway.close()
 
@@ -358,3 +362,66 @@ def test_the_anchors_admin_key_is_the_client_s_unless_given_as_an_argument_too(
         assert client.trust is not None and client.trust.admin_key == admin
     with pytest.raises(UsageError, match="both in the trust anchors and as arguments: the admin key"):
         Client.http(served["url"], anchors=carried, admin_key=admin)
+
+
+def _vouched(served: dict[str, Any], *ages: int) -> Callable[[dict[str, Any]], None]:
+    """The served checkpoint answer rewritten as a gateway shows it whose witness cosigned it
+    ``ages[0]`` seconds ago and, for a quiet ledger, again ``ages[1]`` seconds ago (10.7)."""
+
+    def change(answer: dict[str, Any]) -> None:
+        signed = served["home"].sign(LEDGER, answer["size"], bytes.fromhex(answer["root"]))
+        note = served["witness"].cosign(signed, int(time.time()) - ages[0])
+        for age in ages[1:]:
+            note = served["witness"].cosign_again(note, int(time.time()) - age)
+        answer.update(note=note.decode(), recosign_interval_ms=10**12)  # a gateway's word counts for nothing
+
+    return change
+
+
+def test_a_checkpoint_no_majority_of_witnesses_vouched_for_lately_is_stale(
+    served: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """o4 F2 for scripts: a frozen (or lying) gateway kept serving a quiet ledger's old checkpoint,
+    and a client took it as current. Its witnesses' newest lines 400 s old are past the default
+    300 s interval and 10 s of grace: every read of the latest checkpoint refuses it, whatever
+    interval the gateway states; one cosigned again since (its first line as old) is fresh."""
+    tamper(monkeypatch, "/checkpoint", _vouched(served, 400))
+    with http_client(served, quorum=1) as client:
+        reads: list[Callable[[], object]] = [
+            lambda: client.checkpoint(LEDGER),
+            lambda: client.record(LEDGER, 3),
+            lambda: list(client.records(LEDGER, 3)),
+            lambda: client.voter_receipts(LEDGER, "E-0123456789abcdef"),
+        ]
+        for read in reads:
+            with pytest.raises(StaleCheckpointError, match=r"within 310 s: they last did 40[0-9] s ago") as e:
+                read()
+            assert e.value.code == "stale_checkpoint"
+    # Judged by the caller's interval (or not at all), never by the gateway's.
+    config: ClusterConfig = served["config"]
+    witnesses = list(witness_keys(config).values())
+    trusted = {"genesis": {LEDGER: served["genesis"]}, "witnesses": witnesses, "quorum": 1}
+    with Client.http(served["url"], **trusted, recosign_interval_ms=600_000) as longer:
+        assert longer.checkpoint(LEDGER).checkpoint.size == COSIGNED_AT
+    with Client.http(served["url"], **trusted, stale_after=None) as unjudged:
+        assert unjudged.checkpoint(LEDGER).checkpoint.size == COSIGNED_AT
+    tamper(monkeypatch, "/checkpoint", _vouched(served, 400, 5))
+    with http_client(served, quorum=1) as client:
+        assert client.checkpoint(LEDGER).checkpoint.size == COSIGNED_AT
+
+
+def test_the_anchors_recosign_interval_is_the_one_a_head_is_judged_by(
+    served: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tamper(monkeypatch, "/checkpoint", _vouched(served, 400))
+    plain = anchors_file(served, tmp_path / "plain.txt")
+    with Client.http(served["url"], anchors=plain, quorum=1) as client, pytest.raises(StaleCheckpointError):
+        client.checkpoint(LEDGER)
+    timed = tmp_path / "timed.txt"
+    timed.write_text(plain.read_text() + "recosign_interval_ms 600000\n")
+    with Client.http(served["url"], anchors=timed, quorum=1) as client:
+        assert client.recosign_ms == 600_000 and client.checkpoint(LEDGER).checkpoint.size == COSIGNED_AT
+    with pytest.raises(UsageError, match="recosign_interval_ms"):
+        Client.http(served["url"], anchors=timed, recosign_interval_ms=600_000)
+    with pytest.raises(SettingsError, match="positive"):
+        Client.http(served["url"], anchors=plain, recosign_interval_ms=0)

@@ -12,6 +12,7 @@ receipt), nor in a later run that keeps its trusted state in a file.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from vledger.client.session import Reader
 from vledger.client.state import TrustedState
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
-from vledger.node.errors import BadEpochError, FencedError, QuorumError, RollbackError
+from vledger.node.errors import BadEpochError, FencedError, QuorumError, RollbackError, StaleCheckpointError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_COSIGNATURE_V1, Note, SignerKey, cosign, parse_note
 from vledger.node.record import Content, Entry
@@ -40,10 +41,10 @@ WITNESS = SignerKey("t/witness/replica-1", ALG_COSIGNATURE_V1, bytes([7]) * 32)
 
 
 def _witnessed(note: bytes) -> bytes:
-    """``note`` with WITNESS's cosignature."""
+    """``note`` with WITNESS's cosignature, made now (an old one is a stale head, PROTOCOL 11.4)."""
     parsed = parse_note(note)
     return Note(
-        parsed.text, (*parsed.signatures, cosign(parsed.text, WITNESS, 1_700_000_000).note_signature())
+        parsed.text, (*parsed.signatures, cosign(parsed.text, WITNESS, int(time.time())).note_signature())
     ).encode()
 
 
@@ -127,6 +128,29 @@ def test_the_standby_s_epoch_is_followed(node: Followed, monkeypatch: pytest.Mon
     node.standby_signs(4)
     event = next(events)
     assert event.checkpoint.checkpoint.size == 4 and [r.height for r in event.records] == [2, 3]
+
+
+def test_a_followed_checkpoint_nobody_vouches_for_again_turns_stale(
+    node: Followed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen server keeps answering with the checkpoint it had: nothing new to yield, and
+    before, follow() waited on it for ever. Past the interval and the grace (PROTOCOL 11.4) with
+    no witness vouching for it again, the same checkpoint is stale: follow() raises."""
+    node.standby_signs(4)
+    events = _follow(node, monkeypatch)
+    assert next(events).checkpoint.checkpoint.size == 4
+    real, asked = time.time_ns, node.call
+    monkeypatch.setattr(api.time, "time_ns", lambda: real() + 311 * 10**9)
+    looks = iter(range(5))
+
+    def bounded(cmd: str, args: dict[str, Any] | None = None, **how: Any) -> Any:
+        if cmd == "checkpoint" and next(looks, None) is None:
+            raise AssertionError("follow() asked 5 times and never judged the checkpoint stale")
+        return asked(cmd, args, **how)
+
+    monkeypatch.setattr(node, "call", bounded)
+    with pytest.raises(StaleCheckpointError, match="checkpoint of 4 records"):
+        next(events)
 
 
 def test_a_replaced_home_s_checkpoint_over_the_handover_it_brings_is_fenced(

@@ -190,10 +190,35 @@ def test_a_quiet_ledger_s_checkpoint_is_cosigned_again_past_the_interval_keeping
         assert (cosigned.size, cosigned.cosignature.timestamp) == (9, 1_800_000_000)  # a standard reader: the first
     assert witness.cosigned == 3 and copy.alerts == []
     (kept,) = copy.store.checkpoints.all(LEDGER, COSIGNED)
-    assert kept.note == first  # the store keeps the first cosignature
+    assert kept.note == note  # one row: the note as published, its first line and its newest
     witness.verified(copy.checkpoint(10))  # the ledger grows: one line, the new checkpoint's
     witness.turn()
     assert _own_times(copy.repl.cosignatures(LEDGER)["replica-1"]) == [1_800_000_700]
+
+
+def test_a_witness_started_again_goes_on_from_its_newest_line_of_a_quiet_ledger(copies: Any) -> None:
+    """fresh25 kept a re-cosignature in memory and Redis only: a witness started again read its
+    first line back from its store, cosigned at once, and until then republished the first line
+    alone, so readers saw the head's fresh_ms jump back by up to the interval on each restart."""
+    copy = copies(10)
+    clock = [1_800_000_000.0]
+    witness, _ = _cosigned_once(copy, clock)
+    clock[0] += 300
+    witness.verified(copy.checkpoint(9))
+    witness.turn()
+    published = copy.repl.cosignatures(LEDGER)["replica-1"]
+    assert _own_times(published) == [1_800_000_000, 1_800_000_300]
+    copy.repl.client.delete(copy.repl.cosig_key(LEDGER, "replica-1"))  # what it republishes at start is its store's
+    clock[0] += 10  # started again 10 s later: its newest line is 10 s old, not 310
+    again = _timed_witness(copy, clock)
+    assert copy.repl.cosignatures(LEDGER)["replica-1"] == published
+    again.verified(copy.checkpoint(9))
+    again.turn()
+    assert again.cosigned == 0 and copy.repl.cosignatures(LEDGER)["replica-1"] == published
+    clock[0] += 290  # the interval since its newest line: cosigned again, its first line kept
+    again.verified(copy.checkpoint(9))
+    again.turn()
+    assert _own_times(copy.repl.cosignatures(LEDGER)["replica-1"]) == [1_800_000_000, 1_800_000_600]
 
 
 def test_a_witness_never_cosigns_another_root_at_the_size_it_cosigned_however_quiet(copies: Any) -> None:

@@ -82,6 +82,21 @@ def test_a_cosigned_row_skips_its_own_fsync_too_and_evidence_does_not(tmp_path: 
         assert [r.note for r in log.at("l", COSIGNED, 1)] == [_note(1, "cosigned")]
 
 
+def test_a_cosigned_row_is_renewed_in_place_by_the_same_checkpoint_cosigned_again(tmp_path: Path) -> None:
+    """A quiet ledger's re-cosignature (PROTOCOL 10.7) replaces the note of its checkpoint's row,
+    one row still, ordered by its first time; no row of another root or size is touched."""
+    with ChainStore(tmp_path, origin="replica-1") as store:
+        log = store.checkpoints
+        log.keep("l", COSIGNED, 5, ROOT, _note(5, "cosigned"))
+        (first,) = log.at("l", COSIGNED, 5)
+        again = _note(5, "cosigned again", signatures=2)  # another note of (5, ROOT): the renewed one
+        assert log.renew("l", 5, ROOT, again) and not log.renew("l", 5, bytes(32), again)
+        assert not log.renew("l", 6, ROOT, _note(6, "cosigned"))
+        (renewed,) = log.at("l", COSIGNED, 5)
+        assert (renewed.note, renewed.at_ms, renewed.kind) == (again, first.at_ms, COSIGNED)
+        assert log.at("l", COSIGNED, 6) == [] and log._unsynced is not None
+
+
 @pytest.mark.parametrize("kind", [SIGNED, COSIGNED])
 def test_an_unsynced_row_outlives_a_kill_of_its_process(tmp_path: Path, kind: str) -> None:
     """SIGKILL right after keep returns: the row is in the WAL, which the next open reads."""

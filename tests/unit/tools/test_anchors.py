@@ -74,6 +74,11 @@ def test_the_text_is_sorted_and_parses_back() -> None:
     assert with_admin.to_json()["admin"] == ADMIN_KEY.encode()
     lines = with_admin.encode().splitlines(keepends=True)
     assert parse_anchors(("".join([lines[0], *reversed(lines[1:])])).encode()) == with_admin
+    # A cluster's recosign_interval_ms other than the default comes last (11.4's stale head).
+    timed = Anchors(anchors.ledgers, anchors.witnesses, anchors.observers, ADMIN_KEY, 900_000)
+    assert timed.encode() == with_admin.encode() + "recosign_interval_ms 900000\n"
+    assert parse_anchors(timed.encode().encode()) == timed and timed.to_json()["recosign_interval_ms"] == 900_000
+    assert parse_anchors(text.encode()).recosign_ms is None
 
 
 # Refused by node/anchors.py, and by the pages' parseAnchors (tests/integration/gateway/test_pages.py).
@@ -102,6 +107,14 @@ REFUSED = [
     f"{HEADER}\nadmin {VerifierKey('local/zakat', ALG_ED25519, KEY.public_key).encode()}\n",
     f"{HEADER}\nadmin {ADMIN_KEY.encode()[:-2]}AA\n",
     f"{HEADER}\nadmin local {ADMIN_KEY.encode()}\n",
+    f"{HEADER}\nrecosign_interval_ms 0\n",
+    f"{HEADER}\nrecosign_interval_ms 0300000\n",
+    f"{HEADER}\nrecosign_interval_ms -5\n",
+    f"{HEADER}\nrecosign_interval_ms 1e6\n",
+    f"{HEADER}\nrecosign_interval_ms 9007199254740992\n",
+    f"{HEADER}\nrecosign_interval_ms \n",
+    f"{HEADER}\nrecosign_interval_ms 300000 ms\n",
+    f"{HEADER}\nrecosign_interval_ms 300000\nrecosign_interval_ms 300000\n",
 ]
 
 
@@ -173,3 +186,21 @@ def test_anchors_without_the_admin_home_s_key_file_carry_no_admin_line(
     assert main(["anchors", "--config", str(config), "--store", str(tmp_path / "data" / "ingest-1")]) == 0
     printed = capsys.readouterr().out
     assert "\nadmin " not in printed and parse_anchors(printed.encode()).admin is None
+
+
+def test_anchors_state_a_recosign_interval_other_than_the_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reader judges a head STALE past recosign_interval_ms + 10 s (11.4): a cluster that set a
+    longer one must hand it out with its keys, not leave each reader to believe a gateway."""
+    config = _cluster(tmp_path)
+    _genesis(tmp_path / "data" / "ingest-1", "votes")
+    store = ["--store", str(tmp_path / "data" / "ingest-1")]
+    assert main(["anchors", "--config", str(config), *store]) == 0
+    assert "recosign_interval_ms" not in capsys.readouterr().out  # the default: as before
+    config.write_text(CONFIG + "[replication]\nrecosign_interval_ms = 900000\n")
+    assert main(["anchors", "--config", str(config), *store]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        printed.endswith("\nrecosign_interval_ms 900000\n") and parse_anchors(printed.encode()).recosign_ms == 900_000
+    )

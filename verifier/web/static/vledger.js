@@ -385,7 +385,7 @@ async function parseAnchors(text) {
   const lines = text.slice(0, -1).split("\n");
   if (lines[0] !== "vledger-anchors v1") throw new Error("not an anchors text (no vledger-anchors v1 line)");
   const ledgers = new Map(), witnesses = new Map(), observers = new Map();
-  let admin = null;
+  let admin = null, recosign = null;
   for (const [i, line] of lines.slice(1).entries()) {
     const where = `anchors line ${i + 2}`, f = line.split(" ");
     if (f[0] === "ledger" && f.length === 3 && NAME.test(f[1]) && /^[0-9a-f]{64}$/.test(f[2]) && !ledgers.has(f[1])) {
@@ -401,11 +401,17 @@ async function parseAnchors(text) {
       if (admin.alg !== 1 || !/^.+\/admin$/.test(admin.name)) {
         throw new Error(`${where}: not an admin ledger's checkpoint key (type 0x01, named <cluster>/admin)`);
       }
+    } else if (f[0] === "recosign_interval_ms" && f.length === 2 && recosign === null) {
+      // The cluster's interval when not the default (10.7), how old a head may grow (11.4).
+      if (!/^[1-9][0-9]{0,15}$/.test(f[1]) || !Number.isSafeInteger(Number(f[1]))) {
+        throw new Error(`${where}: recosign_interval_ms is a decimal from 1 to 2**53 - 1 (ms)`);
+      }
+      recosign = Number(f[1]);
     } else {
-      throw new Error(`${where}: not a ledger, witness, observer or admin line`);
+      throw new Error(`${where}: not a ledger, witness, observer, admin or recosign_interval_ms line`);
     }
   }
-  return { ledgers, witnesses: [...witnesses.values()], observers, admin };
+  return { ledgers, witnesses: [...witnesses.values()], observers, admin, recosign };
 }
 
 // The anchors in force: {anchors, source, sha256} or {error, source}, or null when none were given.
@@ -516,7 +522,8 @@ async function anchoredGenesis(ledger, anchors) {
 // checkpoint key and the outside witnesses (rules.witnesses, 13.9) from the genesis bytes the
 // anchors name, the cluster's witness keys from the anchors. Without (`anchors` null), the same
 // keys as the gateway states them: its own word ({anchored: false}), which a page must say.
-// `outside` is {names, quorum} of the outside witnesses the genesis lists (null: none).
+// `outside` is {names, quorum} of the outside witnesses the genesis lists (null: none);
+// `recosign` the recosign_interval_ms a head's freshness is judged by (11.4), from the same source.
 async function ledgerKeys(ledger, anchors) {
   if (anchors) {
     const genesis = await anchoredGenesis(ledger, anchors);
@@ -524,7 +531,8 @@ async function ledgerKeys(ledger, anchors) {
     if (typeof rules.checkpoint_key !== "string") throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
     const listed = await Promise.all((Array.isArray(rules.witnesses) ? rules.witnesses : []).map(parseVkey));
     return { log: await parseVkey(rules.checkpoint_key), anchored: true, standby: await standbyKey(rules),
-             witnesses: [...anchors.witnesses, ...listed], outside: outsideOf(ledger, rules, listed) };
+             witnesses: [...anchors.witnesses, ...listed], outside: outsideOf(ledger, rules, listed),
+             recosign: anchors.recosign === null || anchors.recosign === undefined ? RECOSIGN_INTERVAL_MS : anchors.recosign };
   }
   const info = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}`);
   const pinned = info.genesis && info.genesis.rules && info.genesis.rules.checkpoint_key;
@@ -532,8 +540,12 @@ async function ledgerKeys(ledger, anchors) {
   const listed = await Promise.all((Array.isArray(info.genesis.rules.witnesses) ? info.genesis.rules.witnesses : []).map(parseVkey));
   const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
   const cluster = await Promise.all(Object.values(shown.witness_keys).map(parseVkey));
+  // Without anchors every key here is the gateway's word, so is its interval: one lying could as
+  // well cosign its old view anew with a witness key it states; one frozen states the true one.
+  const stated = Number(shown.recosign_interval_ms);
   return { log: await parseVkey(pinned), witnesses: [...cluster, ...listed], anchored: false,
-           standby: await standbyKey(info.genesis.rules), outside: outsideOf(ledger, info.genesis.rules, listed) };
+           standby: await standbyKey(info.genesis.rules), outside: outsideOf(ledger, info.genesis.rules, listed),
+           recosign: Number.isSafeInteger(stated) && stated > 0 ? stated : RECOSIGN_INTERVAL_MS };
 }
 
 // The standby's checkpoint key a genesis pins (rules.standby_key, PROTOCOL 10.9), or null.
@@ -608,9 +620,7 @@ async function checkedCheckpoint(ledger, keys) {
   if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
   const n = shown.node_keys;
   const nodeKeys = n && typeof n.checkpoint === "string" ? { checkpoint: n.checkpoint, rotations: parseProven(n.rotations, "node keys") } : null;
-  const stated = Number(shown.recosign_interval_ms);
-  const recosign = Number.isSafeInteger(stated) && stated > 0 ? Math.min(stated, RECOSIGN_INTERVAL_MS) : RECOSIGN_INTERVAL_MS;
-  return { ...seen, nodeKeys, recosign };
+  return { ...seen, nodeKeys, recosign: keys.recosign };
 }
 
 // The rotations of `ledger`'s witnesses and observers that the node keys of its checkpoint
@@ -754,6 +764,19 @@ function quorumFreshMs(times) {
   return ordered.length ? ordered[Math.floor((ordered.length - 1) / 2)] : null;
 }
 
+// What a checkpoint checkedCheckpoint verified (`seen`) says of its age, over the witnesses whose
+// lines verified: its size; `since`, when a majority of them had vouched for it (ms, 11.4's
+// since_ms: the n // 2 + 1-th oldest of their first times, so that no one witness's clock decides;
+// a count behind it for longer is stale whatever at_ms its observer claims); `fresh`, since when a
+// majority of them vouch for it still (11.4's fresh_ms, of each one's newest line: witnesses cosign
+// a quiet ledger's checkpoint again, 10.7, so an old one is an old view); and `recosign`, the
+// interval it is judged by (ledgerKeys).
+function vouched(seen) {
+  const ok = seen.cosigned.filter((c) => c.ok);
+  return { size: seen.checkpoint.size, since: quorumSinceMs(ok.map((c) => Number(c.oldest) * 1000)),
+    fresh: quorumFreshMs(ok.map((c) => Number(c.newest) * 1000)), recosign: seen.recosign };
+}
+
 // The ledger's checkpoint the gateway serves, checked here as vote.html checks one (with the
 // anchors' keys when given), read after the tallies: an honest observer counts only records a
 // signed checkpoint covers (PROTOCOL 10.7), so a body past it claims records nobody can check,
@@ -767,15 +790,7 @@ async function checkedHead(ledger, anchors) {
     const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors));
     if (seen.logOk) rotations = await provenRotations(seen, anchors);
     if (!seen.logOk || seen.cosigned.some((c) => !c.ok)) throw new Error("its signatures did NOT verify");
-    // When a majority of the witnesses that cosigned had vouched for this size (ms, 11.4: the
-    // n // 2 + 1-th oldest of n times, so that no one witness's clock decides): a count behind
-    // it for longer is stale whatever at_ms its observer claims.
-    // Since when a majority of them vouch for it still (11.4's fresh_ms, of each one's newest
-    // line): witnesses cosign a quiet ledger's checkpoint again (10.7), so an old one is an old view.
-    const times = seen.cosigned.map((c) => Number(c.oldest) * 1000);
-    const newest = seen.cosigned.map((c) => Number(c.newest) * 1000);
-    return { size: seen.checkpoint.size, since: quorumSinceMs(times), fresh: quorumFreshMs(newest),
-      recosign: seen.recosign, rotations };
+    return { ...vouched(seen), rotations };
   } catch (e) {
     return { size: null, since: null, fresh: null, recosign: RECOSIGN_INTERVAL_MS, problem: e.message, rotations };
   }
@@ -787,8 +802,8 @@ const STALE_AFTER_MS = 10000;
 const MAX_CLOCK_SKEW_MS = 60000;
 
 // The cluster's recosign_interval_ms default (10.7): how often witnesses cosign a quiet ledger's
-// checkpoint again. A page takes the gateway's stated interval only when it is shorter: a gateway
-// claiming a longer one cannot keep a frozen view fresh for longer.
+// checkpoint again. With anchors, the interval is theirs (their recosign_interval_ms line, else
+// this): a gateway stating a longer one would keep a frozen view fresh for longer (ledgerKeys).
 const RECOSIGN_INTERVAL_MS = 300000;
 
 // Whether the checkpoint verified here (checkedHead's `head`) is **stale** (11.4): a majority of
@@ -799,6 +814,20 @@ const RECOSIGN_INTERVAL_MS = 300000;
 function headStale(head, nowMs = Date.now()) {
   if (head.size === null || head.fresh === null || head.fresh === undefined) return false;
   return nowMs - head.fresh > head.recosign + STALE_AFTER_MS;
+}
+
+// The warning a page adds to its verdict for a stale head (headStale), "" for one that is not.
+function staleHeadText(head, nowMs = Date.now()) {
+  if (!headStale(head, nowMs)) return "";
+  return ` STALE: no majority of the witnesses vouched for the checkpoint verified here within ` +
+    `${(head.recosign + STALE_AFTER_MS) / 1000} s (by this computer's clock): this gateway shows an old view.`;
+}
+
+// When a page showing a head that is not stale must look again: when it would turn stale (ms
+// from now), null for one not judged (headStale) or stale already.
+function headRecheck(head, nowMs = Date.now()) {
+  if (head.size === null || head.fresh === null || headStale(head, nowMs)) return null;
+  return head.fresh + head.recosign + STALE_AFTER_MS - nowMs + 1;
 }
 
 // What a visitor can tell of the checkpoint's age (checkedHead's `head`): since when a majority
@@ -925,5 +954,5 @@ window.vledger = {
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, checkedVerdict, statedLaterKeys,
   heldWitnessRotations,
   provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, quorumSinceMs, STALE_AFTER_MS,
-  quorumFreshMs, headStale, RECOSIGN_INTERVAL_MS,
+  quorumFreshMs, headStale, RECOSIGN_INTERVAL_MS, vouched, staleHeadText, headRecheck,
 };
