@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, NoReturn
 
@@ -85,6 +85,12 @@ class Domain(ABC):
     @abstractmethod
     def __init__(self, genesis: Record, rules: LedgerRules) -> None:
         """Read and check the genesis' domain rules; raises BadDomainRulesError."""
+
+    @classmethod
+    def new_rules(cls, rules: Mapping[str, Any]) -> dict[str, Any]:
+        """``rules`` for a new ledger of this domain, each default it has written out: a genesis
+        keeps the rule it was created under when a later version changes the default."""
+        return dict(rules)
 
     @classmethod
     def receipt_values(cls, record: Record) -> dict[str, Any]:
