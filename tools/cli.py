@@ -71,7 +71,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     # One thread: the workers start at once.
     from .verification import verify_path  # noqa: PLC0415 - see COMMANDS
 
-    result = verify_path(args.path, args.ledger, Limits(), fork=True, witnesses=args.witness)
+    # Witness keys ask for what is witnessed: records no checkpoint covers are not.
+    required = args.require_checkpoint or bool(args.witness)
+    result = verify_path(
+        args.path, args.ledger, Limits(), fork=True, witnesses=args.witness, require_checkpoint=required
+    )
     print_verification(str(args.path), result, as_json=args.json)
     return _exit_code(result.ok)
 
@@ -236,7 +240,9 @@ def _add_verify(commands: Subparsers) -> None:
         cmd_verify,
         SUMMARIES["verify"],
         "Verify every record of a store directory or an export (.jsonl) file, from each "
-        "ledger's genesis. Exit 0 if all is valid, 1 naming the ledger, height and failure otherwise. "
+        "ledger's genesis. Exit 0 if all is valid, 1 naming the ledger, height and failure otherwise; "
+        "with --require-checkpoint or a --witness key, also 1 when a ledger has records past its largest "
+        "checkpoint that verified (a copy whose tail was cut with its checkpoint lines looks whole). "
         "With --cluster, report the running cluster's open alerts (the verifier's findings) instead: "
         "exit 1 while there is one.",
     )
@@ -251,6 +257,12 @@ def _add_verify(commands: Subparsers) -> None:
     )
     add_ledger_option(verify, "verify")
     add_witness_option(verify, "check")
+    verify.add_argument(
+        "--require-checkpoint",
+        action="store_true",
+        help="exit 1 when a ledger has records past its largest checkpoint that verified "
+        "(implied by --witness); without it they are only reported",
+    )
     add_json_option(verify)
 
 
