@@ -18,8 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..broker.redis_server import connect, shown_url
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..broker.redis_server import connect
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, redis_failed
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import NotFoundError, RedisServerError, UsageError
 from .args import config_file
@@ -38,7 +38,7 @@ def _replication(config: ClusterConfig) -> ReplicationLedger:
 
 
 def _redis_failed(config: ClusterConfig, error: Exception) -> RedisServerError:
-    return RedisServerError(f"Redis at {shown_url(_url(config))} does not answer: {error}")
+    return redis_failed(_url(config), error)
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
