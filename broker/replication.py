@@ -125,6 +125,7 @@ def redis_failed(url: str, error: Exception) -> RedisServerError:
     with its password hidden: a traceback is no answer a script can read."""
     return RedisServerError(f"Redis at {shown_url(url)} does not answer: {error}")
 
+
 # SET the node's height only if it grows: a late or repeated report never lowers it. A value
 # that is no height (not a number, or past 2**63 - 1: written by hand with the node's Redis
 # password) counts as none, so it cannot hold the node's reports back for ever.

@@ -34,8 +34,10 @@ def print_json_list(head: dict[str, Any], key: str, items: Iterable[Any]) -> Non
             print(before + json.dumps(jsonable(item), ensure_ascii=False), end="", flush=True)
             before = ",\n"
     except VledgerError as e:
-        code, message, details = (e.code, e.reason, e.details) if isinstance(e, RemoteError) else (e.code, e.message, None)
-        print("\n], " + json.dumps(error_json(code, message, details), ensure_ascii=False, default=str)[1:], flush=True)
+        failed = (
+            error_json(e.code, e.reason, e.details) if isinstance(e, RemoteError) else error_json(e.code, e.message)
+        )
+        print("\n], " + json.dumps(failed, ensure_ascii=False, default=str)[1:], flush=True)
         raise
     print("\n]}", flush=True)
 

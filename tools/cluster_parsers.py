@@ -392,6 +392,7 @@ hide the nodes: they are still asked over CURVE, and "redis_error" says why the 
 alerts (read from Redis) are empty:
 
   {"cluster": str, "redis": URL (password hidden), "redis_error": str or null (Redis down),
+   "error": {"code": "redis_server", "message": str} (only with Redis down: exit 1),
    "ok": bool (exit code 0),
    "problems": [str]: one sentence for each thing down, behind or alerted,
    "supervisord": null (no --run-dir)

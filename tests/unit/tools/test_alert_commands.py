@@ -135,6 +135,6 @@ def test_following_with_json_prints_one_object_a_line_for_each_batch_of_new_aler
     monkeypatch.delenv("REDIS_URL", raising=False)
     assert cli.main(["alerts", "--config", str(config), "--json", "--follow"]) == 130
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [[a["what"] for a in line["alerts"]] for line in lines][0] == ["bad_checksum"]
+    assert [a["what"] for a in lines[0]["alerts"]] == ["bad_checksum"]
     followed = [(a["node"], a["height"], a["open"]) for line in lines[1:] for a in line["alerts"]]
     assert followed == [("replica-1", 7, True), ("replica-2", 8, True)]
