@@ -22,10 +22,11 @@ from vledger.broker.keys import generate
 from vledger.broker.redis_server import free_ports
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
+from vledger.node.errors import RemoteError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Entry
 from vledger.node.store import ChainStore
-from vledger.tests.unit.tools.test_client_commands import Run, create, node, session, vledger
+from vledger.tests.unit.tools.test_client_commands import Run, SimulatedNode, create, node, session, vledger
 from vledger.tools import cli
 from vledger.tools.node_commands import ensure_cluster_keys
 
@@ -175,6 +176,7 @@ def filled(argv: list[str], **values: Path) -> list[str]:
 @pytest.mark.parametrize("command", sorted(CLIENT))
 def test_each_client_verb_prints_one_object(command: str, vledger: Run, tmp_path: Path) -> None:
     create(vledger, "notes")
+    assert vledger("put", "notes", "note", "--payload", "{}")[0] == 0  # two records: range's list has more than one
     generate(tmp_path, "bob")
     argv, status = CLIENT[command]
     code, out, err = vledger(*filled(argv, tmp=tmp_path), "--json")
@@ -223,3 +225,24 @@ def test_verify_cluster_prints_one_object(files: dict[str, Path], capsys: pytest
     code = cli.main(["verify", "--cluster", str(files["config"]), "--json"])
     out, err = capsys.readouterr()
     assert code == 1 and one_object(out, code, err)["error"]["code"] == "redis_server"
+
+
+def test_a_range_failing_part_way_ends_its_object_with_the_error(vledger: Run, node: SimulatedNode) -> None:
+    """The records checked before the failure stay in the one object, the error beside them."""
+    create(vledger, "notes")
+    for i in range(4):
+        assert vledger("put", "notes", "note", "--payload", json.dumps({"i": i}))[0] == 0
+    node.page_size = 2
+    served = node._range
+
+    def failing(args: dict[str, Any]) -> Any:
+        if args["start"] >= 2:
+            raise RemoteError("busy", "the node is busy", {"retry_ms": 50})
+        return served(args)
+
+    node.override["range"] = failing
+    code, out, err = vledger("range", "notes", "--json")
+    shown = json.loads(out)
+    assert code == 1 and [r["height"] for r in shown["records"]] == [0, 1]
+    assert shown["error"] == {"code": "busy", "message": "the node is busy", "retry_ms": 50}
+    assert err.count("busy: the node is busy") == 1 and out.count('"error"') == 1  # one object, not a second
