@@ -121,7 +121,7 @@ REDIS_ERRORS = (
 
 
 def redis_failed(url: str, error: Exception) -> RedisServerError:
-    """One of REDIS_ERRORS as a command's documented failure (``redis_error``), the server named
+    """One of REDIS_ERRORS as a command's documented failure (``redis_server``), the server named
     with its password hidden: a traceback is no answer a script can read."""
     return RedisServerError(f"Redis at {shown_url(url)} does not answer: {error}")
 
