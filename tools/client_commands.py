@@ -57,6 +57,7 @@ from .client_output import (
     print_enrollment,
     print_hello,
     print_json,
+    print_json_list,
     print_ledgers,
     print_receipt,
     print_record,
@@ -250,11 +251,12 @@ def cmd_range(session: Session, args: argparse.Namespace) -> int:
     # Below the node's signed checkpoint each run of records is proven in it before it is shown:
     # a chain anyone could compute, served by a node in place of the signed one, is refused.
     proven = _signed_checkpoint(session, args.ledger, 0)
-    for record in session.proven_records(args.ledger, args.start, proven):
-        if args.json:
-            print_json(build.record_map(record))
-        else:
-            print(record_line(record))
+    records = session.proven_records(args.ledger, args.start, proven)
+    if args.json:
+        print_json_list({"ledger": args.ledger, "start": args.start}, "records", map(build.record_map, records))
+        return EXIT_OK
+    for record in records:
+        print(record_line(record))
     return EXIT_OK
 
 

@@ -160,10 +160,11 @@ class GenesisReader:
         self._check_identifier(key, value)
         return value
 
-    def integer(self, key: str, minimum: int = 0) -> int:
+    def integer(self, key: str, minimum: int = 0, maximum: int = UINT64_MAX) -> int:
+        """An exact integer in ``minimum..maximum``, the range the message names whichever end failed."""
         value = self.rules[key]
-        if not _is_int(value) or not minimum <= value <= UINT64_MAX:
-            self.fail(f"{key} must be an integer in {minimum}..{UINT64_MAX}")
+        if not _is_int(value) or not minimum <= value <= maximum:
+            self.fail(f"{key} must be an integer in {minimum}..{maximum}")
         return int(value)
 
     def names(self, key: str, pattern: re.Pattern[str] | None = None) -> tuple[str, ...]:

@@ -81,9 +81,7 @@ class ResourcesState(Domain):
         self.issuers = frozenset(reader.names("issuers", ACCOUNT_PATTERN))
         self.max_holders: int | None = None
         if "max_holders" in reader.rules:
-            self.max_holders = reader.integer("max_holders", 1)
-            if self.max_holders > MAX_HOLDERS_LIMIT:
-                reader.fail(f"max_holders must be at most {MAX_HOLDERS_LIMIT}, not {self.max_holders}")
+            self.max_holders = reader.integer("max_holders", 1, MAX_HOLDERS_LIMIT)
         self._balances: dict[str, int] = {}
         self._issued = 0
         self._issues = 0

@@ -666,8 +666,9 @@ def test_range_streams_pages_and_checks_the_chain(vledger: Run, node: SimulatedN
         vledger.json("put", "notes", "note", "--payload", json.dumps({"i": i}))
     node.page_size = 2
     code, out, _ = vledger("range", "notes", "--json")
-    lines = [json.loads(line) for line in out.splitlines()]
-    assert code == 0 and [line["height"] for line in lines] == list(range(7))
+    shown = json.loads(out)  # one object, its records a line each as they came (outsider26 I2)
+    assert code == 0 and [line["height"] for line in shown["records"]] == list(range(7))
+    assert (shown["ledger"], shown["start"], len(out.splitlines())) == ("notes", 0, 7 + 2)
     assert len(node.sent("range")) == 4
     code, out, _ = vledger("range", "notes", "--start", "5")
     assert code == 0 and [line.split("\t")[0] for line in out.splitlines()] == ["5", "6"]
