@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from ..broker.accounts import Account, AccountRegistry, Role
+from ..broker.admin_copy import NO_ADMIN_LEDGER, AdminCopy
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import AccountError, VledgerError
 from ..node.record import Content, Entry, Record
@@ -106,6 +107,24 @@ class AdminLedger:
                 return
             rebuilt = rebuild_accounts(self.registry, self.store.range(ADMIN_LEDGER))
             log.warning("Redis held no admin ledger or no accounts: %d rebuilt from the admin ledger", rebuilt)
+
+
+class StoreAdminSource:
+    """The admin ledger as its home holds it: its own store's records, checked as they were
+    written and again when the store opened (an AdminSource, broker/admin_copy.py)."""
+
+    def __init__(self, store: ChainStore) -> None:
+        self.store = store
+        self._records: tuple[Record, ...] = ()
+
+    def load(self) -> AdminCopy:
+        size = self.store.size(ADMIN_LEDGER)
+        if size == 0:
+            return NO_ADMIN_LEDGER
+        if size != len(self._records):
+            held = self._records
+            self._records = held + tuple(self.store.range(ADMIN_LEDGER, len(held), size))
+        return AdminCopy(self._records, False)
 
 
 def rebuild_accounts(registry: AccountRegistry, records: Any) -> int:

@@ -314,7 +314,7 @@ def _run_follower(
     # Every follower is a witness: it cosigns with its own Ed25519 key, made by keygen --cluster.
     signing = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
     store = runtime.store(replication, limits=config.settings.limits, settings=config.settings.store)
-    cache = runtime.accounts(registry)
+    cache = runtime.accounts(registry, replication)
     epochs = EpochBook(config.name, store)
     # It connects to the others with its newest CURVE key from the record on (PROTOCOL 16.6).
     keys = runtime.client_keys.current

@@ -38,6 +38,7 @@ from ..errors import (
     BadDomainRulesError,
     BadEpochError,
     BadGenesisError,
+    NotAdminAuthorError,
     NotGrantedError,
     RuleError,
     RulesOutOfSyncError,
@@ -185,6 +186,15 @@ class RulesEngine:
             return []
         return [dict(r) for rotations in held.domain.rotations.values() for r in rotations]
 
+    def admin_accounts(self) -> dict[str, dict[str, Any]] | None:
+        """The accounts this engine's admin ledger states (name -> its ``role``, ``enabled`` and
+        ``keys`` after the last ``account`` or ``key`` record of it, PROTOCOL 16.1), or None
+        without an admin ledger."""
+        held = self._ledgers.get(ADMIN_LEDGER)
+        if held is None or not isinstance(held.domain, AdminState):
+            return None
+        return {name: dict(state, keys=list(state["keys"])) for name, state in held.domain.accounts.items()}
+
     def check(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """Raise the first rule ``record`` breaks as the ledger's next record; change nothing.
 
@@ -218,6 +228,17 @@ class RulesEngine:
                 record,
                 f"{content.author!r} holds no grant to write {content.kind!r} records on {content.ledger!r}",
             )
+
+    def _check_admin_author(self, record: Record) -> None:
+        """Raise NotAdminAuthorError when an admin-ledger record's author was no enabled admin by
+        the records before it (PROTOCOL 16.7): what a node that took accounts from elsewhere
+        than the admin ledger would have let happen."""
+        held = self._ledgers.get(record.content.ledger) if record.height > 0 else None
+        if held is None or not isinstance(held.domain, AdminState):
+            return
+        problem = held.domain.author_problem(record)
+        if problem is not None:
+            refuse(NotAdminAuthorError, record, problem)
 
     def values_of(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """The receipt values of a record already on the chain (a retried request), unchecked.
@@ -256,6 +277,7 @@ class RulesEngine:
             try:
                 if self.audit_grants:
                     self._check_grant(record)
+                    self._check_admin_author(record)
                 plan = self._plan(record, rules)
             except RuleError as e:
                 violations.append(Violation(record.height, e))

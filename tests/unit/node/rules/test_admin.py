@@ -48,6 +48,9 @@ class Writer:
     def create(self, ledger: str, rules: LedgerRules, author: str = "root") -> None:
         self.serial += 1
         self.store.create_ledger(Entry.prepare(rules.genesis_content(ledger, author, f"g{self.serial}", 0), 0, LIMITS))
+        if ledger == ADMIN_LEDGER:  # its creator, an admin, imported as the home does (16.3)
+            payload = {"account": author, "op": "import", "role": "admin", "enabled": True, "keys": [], "via": ""}
+            self.put(ADMIN_LEDGER, "account", payload, author)
 
     def grant(self, ledger: str, kind: str, account: str, *, revoke: bool = False) -> Any:
         payload = {"ledger": ledger, "kind": kind, "account": account, "via": ""}
@@ -429,3 +432,29 @@ def test_ends_grants_is_true_on_a_removal_only(writer: Writer) -> None:
         with pytest.raises(BadPayloadError):
             writer.put(ADMIN_LEDGER, "account", payload, "root")
     assert _account(writer, "w9", "remove").height >= 1
+
+
+def test_a_replay_flags_admin_records_whose_author_the_admin_ledger_never_made_an_admin(writer: Writer) -> None:
+    """PROTOCOL 16.7: every admin record but the creator's imports and a host's enrollment is by an
+    enabled admin by the records before it; the committer writes them all (its caller was checked
+    where the command came in), an observer's replay flags the others."""
+
+    def account(name: str, op: str, role: str = "admin", enabled: bool = True) -> dict[str, Any]:
+        return {"account": name, "op": op, "role": role, "enabled": enabled, "keys": [], "via": ""}
+
+    def totp(name: str) -> dict[str, Any]:
+        return {"account": name, "op": "enroll", "via": ""}
+
+    writer.put(ADMIN_LEDGER, "account", account("ops", "import"), "root")  # 2: the creator's import run
+    writer.put(ADMIN_LEDGER, "account", account("clerk", "add", "writer"), "root")  # 3
+    writer.put(ADMIN_LEDGER, "grant", {"ledger": "notes", "kind": "note", "account": "clerk", "via": ""}, "clerk")  # 4
+    writer.put(ADMIN_LEDGER, "account", account("mallory", "add"), "mallory")  # 5: no account of that name
+    writer.put(ADMIN_LEDGER, "account", account("late", "import"), "root")  # 6: an import after the run
+    writer.put(ADMIN_LEDGER, "totp", totp("ops"), "root")  # 7: ops's host enrollment, authored by root
+    writer.put(ADMIN_LEDGER, "totp", totp("ops"), "ops")  # 8: as the home writes it
+    writer.put(ADMIN_LEDGER, "account", account("ops", "disable", enabled=False), "root")  # 9
+    writer.put(ADMIN_LEDGER, "account", account("x", "add", "writer"), "ops")  # 10: ops is disabled now
+    records = list(writer.store.range(ADMIN_LEDGER))
+    violations = RulesEngine(audit_grants=True).replay(records)
+    assert [(v.height, v.error.code) for v in violations] == [(h, "not_admin_author") for h in (4, 5, 6, 7, 10)]
+    assert RulesEngine().replay(records) == []  # the committer's own replay judges no author
