@@ -709,7 +709,7 @@ class AccountCache:
             # Its key rotations change the members (on_change) without changing any account.
             grown = self._load_admin()
             snapshot = cached if self._stated is None else ledger_snapshot(cached.version, self._stated)
-            if self._stated is not None:
+            if self._stated is not None and not self._awaiting_proof():
                 self._report_unbacked(unbacked(cached, snapshot))
             with self._changed:
                 previous, self._snapshot = self._snapshot, snapshot
@@ -747,6 +747,14 @@ class AccountCache:
         self._stated = engine.admin_accounts() or {}
         self._admin_size = len(records)
         return True
+
+    def _awaiting_proof(self) -> bool:
+        """Whether Redis's copy holds admin records whose checkpoint is still on its way
+        (_BEHIND_FAST_FOR): the accounts they add are in Redis's entries before they are proven
+        here, so every honest ``account.add`` would raise ``unbacked_account`` for that second
+        (they are refused meanwhile all the same). Past it they are reported."""
+        since = self._unproven_since
+        return self._behind and since is not None and since > 0 and time.monotonic() - since < _BEHIND_FAST_FOR
 
     def _report_unbacked(self, found: list[str]) -> None:
         """Log, once for each new set, the accounts Redis lets in that the admin ledger does not

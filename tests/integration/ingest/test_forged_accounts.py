@@ -129,3 +129,18 @@ def test_a_key_written_into_redis_for_a_real_admin_grants_nothing(
     _unforge(redis_as_attacker, ADMIN, stolen.public, new_account=False)
     # The admin's own key (on the ledger) still runs admin commands.
     assert "accounts" in cluster.admin().call("account.list")
+
+
+def test_an_account_the_admin_adds_raises_no_unbacked_account_while_its_checkpoint_comes(
+    cluster: LocalCluster, redis_as_attacker: Any
+) -> None:
+    # Redis's account entries hold an added account a second or so before the home's checkpoint
+    # proves its record on the other nodes: each of them raised unbacked_account for every
+    # honest `user add` (four cluster tests that expect no alert failed on it).
+    replication = ReplicationLedger(redis_as_attacker, raisers=cluster.node_names)
+    before = {entry["id"] for entry in replication.alerts(1000)}
+    for n in range(3):  # each returns once every node applied it: proved its record, after the window
+        cluster.add_account(f"honest{n}", "writer")
+        assert cluster.client(f"honest{n}", "ingest-2").hello()["account"] == f"honest{n}"
+    raised = [a for a in replication.alerts(1000) if a["id"] not in before and a["what"] == "unbacked_account"]
+    assert raised == []
