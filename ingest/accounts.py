@@ -160,8 +160,11 @@ class RegistryAdmin:
                 result, version = self._account_change(command, args, author, via)
         self.cache.refresh()
         live = self.registry.live_nodes(self.nodes, within=heartbeat_window(self.cache.poll_interval))
+        deadline = time.monotonic() + self.wait_seconds
+        if self.ledger is not None and not self.ledger.wait_proven(deadline):
+            log.warning("the admin ledger's checkpoint in Redis does not cover its records after %g s", self.wait_seconds)
         try:
-            self.registry.wait_applied(version, sorted(live), self.wait_seconds)
+            self.registry.wait_applied(version, sorted(live), max(0.0, deadline - time.monotonic()))
             result["pending"] = []
         except ApplyTimeoutError as e:
             # The change is made; say which nodes have not confirmed it yet rather than fail.

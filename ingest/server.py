@@ -156,7 +156,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     book = EpochBook(config.name, store)
     homes = Homes(config, book, replication, witnesses=witness_keys_now)
     refused = self_check(store, SIGNED)
-    admin_ledger = AdminLedger(store, registry) if homes_admin else None
+    admin_ledger = AdminLedger(store, registry, checkpoints=True) if homes_admin else None
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
     runtime.closing(lambda: executor.shutdown(wait=True))
     if admin_ledger is not None:

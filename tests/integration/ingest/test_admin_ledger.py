@@ -24,7 +24,7 @@ from vledger.ingest.second_factor import SecondFactors
 from vledger.ingest.service import Caller
 from vledger.node.errors import AdminLedgerExistsError, LastAdminError, NotGrantedError
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import ALG_ED25519, VerifierKey, origin_for
+from vledger.node.note import ALG_ED25519, VerifierKey, origin_for, parse_checkpoint, parse_note
 from vledger.node.record import Content, Entry
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.rules.engine import RulesEngine
@@ -139,6 +139,31 @@ def test_a_node_on_the_bootstrap_s_accounts_keeps_them_until_a_checkpoint_proves
         assert other.grants is not None and other.grants.holds("x", "y", "writer")
     finally:
         other.stop()
+
+
+def test_an_admin_command_answers_once_redis_s_checkpoint_covers_its_record(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """Only the ingest nodes confirm an admin change; a replica takes it once the home's checkpoint
+    in Redis proves its record. The home's outbox process sets it a pass after the commit, later
+    when it waits for the CPU: a replica's rotation answered before it, and the replica's new key
+    got no answer within the test's 5 s. The command now answers once the checkpoint is there."""
+    registry = AccountRegistry(redis_client)
+    registry.bootstrap_admin("root", new_keypair().public)
+    store = ChainStore(tmp_path / "ingest-1", origin="ingest-1", domain=RulesEngine())
+    cache = AccountCache(registry, "ingest-1", admin=StoreAdminSource(store)).start()
+    admin = RegistryAdmin(registry, cache, ["ingest-1"], 5000, AdminLedger(store, registry, checkpoints=True))
+    outbox = threading.Timer(0.3, publish_admin_checkpoint, (redis_client, store))  # a slow outbox pass
+    try:
+        outbox.start()
+        added = admin.apply("account.add", Args({"account": "clerk", "role": "writer"}), ROOT)
+        note = redis_client.get(ledger_key("vledger", ADMIN_LEDGER, "checkpoint"))
+        assert note is not None and parse_checkpoint(parse_note(note).text).size == added["height"] + 1
+        assert added["pending"] == []
+    finally:
+        outbox.cancel()
+        cache.stop()
+        store.close()
 
 
 def test_a_copy_never_proven_whole_is_left_for_its_proven_records_after_a_while(
