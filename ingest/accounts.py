@@ -162,7 +162,7 @@ class RegistryAdmin:
         live = self.registry.live_nodes(self.nodes, within=heartbeat_window(self.cache.poll_interval))
         deadline = time.monotonic() + self.wait_seconds
         if self.ledger is not None and not self.ledger.wait_proven(deadline):
-            log.warning("the admin ledger's checkpoint in Redis does not cover its records after %g s", self.wait_seconds)
+            log.warning("Redis's checkpoint of the admin ledger lacks its newest records after %g s", self.wait_seconds)
         try:
             self.registry.wait_applied(version, sorted(live), max(0.0, deadline - time.monotonic()))
             result["pending"] = []

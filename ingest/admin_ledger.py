@@ -18,9 +18,9 @@ from typing import Any
 
 from ..broker.accounts import Account, AccountRegistry, Role
 from ..broker.admin_copy import NO_ADMIN_LEDGER, AdminCopy
-from ..config.settings import PROTOCOL_LIMITS
 from ..broker.redis_keys import ledger_key
 from ..broker.replication import REDIS_ERRORS
+from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import AccountError, VledgerError
 from ..node.note import parse_checkpoint, parse_note
 from ..node.record import Content, Entry, Record

@@ -128,7 +128,8 @@ def test_a_node_on_the_bootstrap_s_accounts_keeps_them_until_a_checkpoint_proves
         other.refresh()
         assert other.lookup(key) is not None and other.grants is not None and not other.behind
         # One of a record the home has not copied to Redis yet (it proves nothing of the copy): the same.
-        AdminLedger(home_store, registry)._write("grant", {"ledger": "x", "kind": "y", "account": "writer", "via": ""}, "root")
+        grant = {"ledger": "x", "kind": "y", "account": "writer", "via": ""}
+        AdminLedger(home_store, registry)._write("grant", grant, "root")
         publish_admin_checkpoint(redis_client, home_store)
         other.refresh()
         assert other.lookup(key) is not None
@@ -141,9 +142,7 @@ def test_a_node_on_the_bootstrap_s_accounts_keeps_them_until_a_checkpoint_proves
         other.stop()
 
 
-def test_an_admin_command_answers_once_redis_s_checkpoint_covers_its_record(
-    redis_client: Any, tmp_path: Path
-) -> None:
+def test_an_admin_command_answers_once_redis_s_checkpoint_covers_its_record(redis_client: Any, tmp_path: Path) -> None:
     """Only the ingest nodes confirm an admin change; a replica takes it once the home's checkpoint
     in Redis proves its record. The home's outbox process sets it a pass after the commit, later
     when it waits for the CPU: a replica's rotation answered before it, and the replica's new key
