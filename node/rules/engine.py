@@ -199,14 +199,18 @@ class RulesEngine:
         """Raise the first rule ``record`` breaks as the ledger's next record; change nothing.
 
         Returns the values its receipt would carry (``{"electronic_id": ...}`` for a
-        registration, usually ``{}``). The grant rule comes first: NotGrantedError.
+        registration, usually ``{}``). The grant rule comes first: NotGrantedError; on the
+        admin ledger, its author's: NotAdminAuthorError (16.7, which observers judge in their
+        replay: the home refuses to write what they would flag).
         """
         self._check_grant(record)
+        self._check_admin_author(record)
         return dict(self._plan(record, rules).values)
 
     def check_and_apply(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """:meth:`check`, then apply ``record``: the next call expects the height after it."""
         self._check_grant(record)
+        self._check_admin_author(record)
         held = self._ledgers.get(record.content.ledger)
         # Most puts are of plain ledgers, and the committer runs this once a put. A rules object
         # other than the held one takes the full way.
