@@ -45,7 +45,7 @@ from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, counter_collector, gauge_collector, redis_check, store_collector
 from .outbox_process import OutboxProcess
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
-from .runtime import NodeRuntime
+from .runtime import NodeRuntime, redis_lost_alert
 from .second_factor import cluster_second_factors
 from .service import IngestService
 from .standby import StandbyFollow, standby_report
@@ -156,11 +156,16 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     book = EpochBook(config.name, store)
     homes = Homes(config, book, replication, witnesses=witness_keys_now)
     refused = self_check(store, SIGNED)
-    admin_ledger = AdminLedger(store, registry, checkpoints=True) if homes_admin else None
+    admin_ledger = (
+        AdminLedger(store, registry, checkpoints=True, on_lost=redis_lost_alert(name, replication))
+        if homes_admin
+        else None
+    )
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
     runtime.closing(lambda: executor.shutdown(wait=True))
     if admin_ledger is not None:
         admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
+        cache.upkeep = admin_ledger.refill  # and again whenever Redis loses it while this node runs
     runtime.started(cache)
     # Only once the cache started: it loads the key rotations, and a witness's rotated key
     # (witness_keys_now) may be what cosigned the note proving this home was replaced.
