@@ -62,6 +62,10 @@ def test_redis_losing_its_data_refuses_no_account_and_the_admin_home_refills_it(
     )
     assert alert["raised_by"] == "ingest-1" and f"{held} of the admin ledger's {held} records" in alert["detail"]
     wait_until(lambda: replication.last_heights([LEDGER]).get(LEDGER) == 1, REFILL_S, "the home to refill the stream")
+    # The outsider's `vledger status` said "0 of 8 nodes up" (every key refused) and named no cause.
+    key = cluster.directory / "keys" / f"{ADMIN}.key_secret"
+    shown = cluster.cli("status", "--config", str(cluster.config_path), "--key", str(key), check=False).stdout
+    assert "3 of 3 nodes up" in shown and f"redis|{ADMIN_LEDGER}|redis_lost" in shown, shown
     # And the ledger goes on: an account made after the loss is proven and enforced everywhere.
     cluster.add_account("latecomer", "writer")
     for node in NODES:
