@@ -68,6 +68,7 @@ class AdminSource(Protocol):
         ...
 
 
+REDIS_COPY = "Redis's copy of the admin ledger"
 # The file, in the node's data directory (run/data/<node>/), where it keeps what it proved.
 KEPT_ADMIN_COPY = "admin_copy.json"
 
@@ -209,26 +210,27 @@ class SignedAdminSource:
         if self.admin_key is None:
             self._warn("the admin ledger's checkpoint key is unknown here: no record of it counts")
             return
-        self._take(*kept, self.admin_key, where=f"the copy kept in {self.kept.path}")
+        where = f"the copy of the admin ledger kept in {self.kept.path}"
+        self._take(*kept, self.admin_key, where=where)
         if self._held:
-            logger.info("node's kept copy of the admin ledger: %d records proven", len(self._held))
+            logger.info("%s: %d records proven", where, len(self._held))
 
-    def _take(self, records: list[bytes], note: bytes, admin_key: VerifierKey, where: str = "Redis's copy") -> None:
+    def _take(self, records: list[bytes], note: bytes, admin_key: VerifierKey, where: str = REDIS_COPY) -> None:
         try:
             proven = proven_admin_records(records, note, admin_key)
         except VledgerError as e:
-            self._warn(f"{where} of the admin ledger is not proven by its checkpoint ({e.code}: {e.message})")
+            self._warn(f"{where} is not proven by its checkpoint ({e.code}: {e.message})")
             return
         held = self._held
         common = min(len(proven), len(held))
         if common and proven[common - 1].link != held[common - 1].link:
-            self._warn(f"{where} of the admin ledger differs from the one proven before at height {common - 1}")
+            self._warn(f"{where} differs from the one proven before at height {common - 1}")
         elif len(proven) < len(held):
-            self._warn(f"{where} of the admin ledger is proven to {len(proven)} records, {len(held)} were before")
+            self._warn(f"{where} is proven to {len(proven)} records, {len(held)} were before")
         elif len(proven) > len(held):
             self._held = proven
             self._warned = None
-            if self.kept is not None and where == "Redis's copy":
+            if self.kept is not None and where == REDIS_COPY:
                 self._keep(records[: len(proven)], note)
 
     def _keep(self, records: list[bytes], note: bytes) -> None:

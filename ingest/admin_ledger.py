@@ -187,11 +187,13 @@ class AdminLedger:
             self._longer_logged = False
             if cached == size and self.registry.version() > 0:
                 return
+            accounts_lost = not self.registry.list_accounts()
             rebuilt = self._fill(cached)
             if cached == size and rebuilt is None:
                 return  # a version key alone was missing: nothing to put back
-        lost = f"{size - cached} of the admin ledger's {size} records" + (
-            f" and the accounts ({rebuilt} rebuilt from the ledger)" if rebuilt is not None else ""
+        lost = " and ".join(
+            [f"{size - cached} of the admin ledger's {size} records"] * (cached < size)
+            + [f"the accounts ({rebuilt} rebuilt from the ledger)"] * accounts_lost
         )
         detail = f"Redis lost {lost} while the node ran: refilled from its store; the homes refill their streams"
         log.warning("%s", detail)
