@@ -39,6 +39,11 @@ def _whoami(cluster: LocalCluster, key_name: str, node: str) -> str:
     return str(answer["account"])
 
 
+def _status(cluster: LocalCluster) -> str:
+    key = cluster.directory / "keys" / f"{ADMIN}.key_secret"
+    return cluster.cli("status", "--config", str(cluster.config_path), "--key", str(key), check=False).stdout
+
+
 def test_redis_losing_its_data_refuses_no_account_and_the_admin_home_refills_it(
     start_cluster: StartCluster,
 ) -> None:
@@ -63,9 +68,9 @@ def test_redis_losing_its_data_refuses_no_account_and_the_admin_home_refills_it(
     assert alert["raised_by"] == "ingest-1" and f"{held} of the admin ledger's {held} records" in alert["detail"]
     wait_until(lambda: replication.last_heights([LEDGER]).get(LEDGER) == 1, REFILL_S, "the home to refill the stream")
     # The outsider's `vledger status` said "0 of 8 nodes up" (every key refused) and named no cause.
-    key = cluster.directory / "keys" / f"{ADMIN}.key_secret"
-    shown = cluster.cli("status", "--config", str(cluster.config_path), "--key", str(key), check=False).stdout
+    shown = _status(cluster)
     assert "3 of 3 nodes up" in shown and f"redis|{ADMIN_LEDGER}|redis_lost" in shown, shown
+    assert "Redis holds no account" not in shown, shown
     # And the ledger goes on: an account made after the loss is proven and enforced everywhere.
     cluster.add_account("latecomer", "writer")
     for node in NODES:
@@ -87,6 +92,8 @@ def test_a_node_restarted_while_redis_lost_its_data_and_the_admin_home_is_down_k
         assert _whoami(cluster, "writer1", node) == "writer1"
     with pytest.raises(NodeUnavailableError):  # what was kept lets in its accounts, not anyone
         cluster.client(STRANGER, "replica-1", timeout=1.0, follow=False).call("whoami")
+    shown = _status(cluster)
+    assert "2 of 3 nodes up" in shown and "Redis holds no account" in shown, shown
     cluster.start_node("ingest-1")
     wait_until(lambda: AccountRegistry(redis).admin_size() > 0, REFILL_S, "the admin home to refill Redis")
     redis.close()
