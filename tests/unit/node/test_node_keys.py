@@ -16,7 +16,14 @@ from vledger.node.errors import VledgerError
 from vledger.node.ledger import LedgerRules
 from vledger.node.node_keys import NodeKeys, node_keys_of, proven_rotations, witness_histories
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign
-from vledger.node.receipt import Receipt, ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt, verify_witnessed
+from vledger.node.receipt import (
+    Receipt,
+    ReceiptKeys,
+    keys_from_genesis,
+    parse_receipt,
+    verify_receipt,
+    verify_witnessed,
+)
 from vledger.node.record import ZERO_LINK, Content, Entry, Record
 from vledger.node.rules.admin import admin_genesis_rules
 from vledger.tests.unit.node.tree_oracle import hash_at_of
