@@ -1606,7 +1606,8 @@ def test_a_replaced_witness_key_s_later_line_never_keeps_a_frozen_view_fresh_on_
     frozen gateway's old checkpoint, replica-1's replaced key's first line is inside its window on
     a size the rotation says it had cosigned (it counts), and whoever holds that key adds a line
     stamped after the rotation's until: the pages took it as replica-1's newest, so with
-    observer-1 still vouching the view looked fresh. It is not counted (11.4): STALE."""
+    observer-1 still vouching the view looked fresh. It is not counted (11.4): STALE, on the
+    dashboard too."""
     with LocalCluster(
         redis_server.url, nodes=1, replicas=1, observers=1, gateways=["replica-1"], observing=FORGING_OBSERVERS
     ) as rotated:
@@ -1677,6 +1678,11 @@ def test_a_replaced_witness_key_s_later_line_never_keeps_a_frozen_view_fresh_on_
             fresh(browser, f"{lying.url}tally.html?ledger={ELECTION}#anchors={anchored}")
             cosigned = wait_text(browser, "#cosigned", "last vouched for it at", "the frozen view's witnesses")
             assert cosigned.startswith("STALE:") and f"last vouched for it at {stamp}" in cosigned, cosigned
+            fresh(browser, f"{lying.url}dashboard.html#anchors={anchored}")
+            row = f"#checkpoints tr[data-ledger='{ELECTION}']"
+            assert "no majority of the witnesses vouched" in wait_text(
+                browser, row, "STALE:", "the frozen dashboard row"
+            )
 
             fresh(browser, f"{lying.url}vote.html?eid={eid}#anchors={anchored}")
             verdict = wait_text(browser, "#verdict", f"records of {eid}", "the voter's records from the frozen view")
