@@ -1470,6 +1470,31 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
     assert wanted == shown.split()
 
 
+@contextlib.contextmanager
+def _election_of_its_own(redis_server: RedisServer, seed: int) -> Iterator[tuple[LocalCluster, Election, Any]]:
+    """A cluster of its own (a home, replica-1, observer-1, a gateway on replica-1), holding an
+    election of 4 voters: for a test that rotates a witness's key, which the module's cluster
+    must not see. Yields it, the election planned and its writer's client."""
+    with LocalCluster(
+        redis_server.url, nodes=1, replicas=1, observers=1, gateways=["replica-1"], observing=FORGING_OBSERVERS
+    ) as rotated:
+        planned = plan_election(ELECTION, 4, now_ms(), seed=seed, author="writer1")
+        rules = rotated.pinned(ELECTION, planned.rules)
+        rotated.admin().create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
+        writer = rotated.client("writer1")
+        for phase in planned.phases:
+            writer.put_many(phase)
+        yield rotated, planned, writer
+
+
+def _rotate_replica(rotated: LocalCluster) -> Path:
+    """`vledger key rotate replica-1 --window 2`; the cluster's key directory."""
+    keys = Path(rotated.directory) / "keys"
+    common = ["--config", str(rotated.config_path), "--key", str(keys / "admin.key_secret")]
+    rotated.cli("key", "rotate", "replica-1", "--window", "2", *common)
+    return keys
+
+
 def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature_it_cannot_count(
     browser: Any, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -1481,23 +1506,8 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
     counted, counting the others; without anchors, the later key is the gateway's word."""
     from selenium.webdriver.common.by import By
 
-    with LocalCluster(
-        redis_server.url,
-        nodes=1,
-        replicas=1,
-        observers=1,
-        gateways=["replica-1"],
-        observing=FORGING_OBSERVERS,
-    ) as rotated:
-        planned = plan_election(ELECTION, 4, now_ms(), seed=3, author="writer1")
-        rules = rotated.pinned(ELECTION, planned.rules)
-        rotated.admin().create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
-        writer = rotated.client("writer1")
-        for phase in planned.phases:
-            writer.put_many(phase)
-        keys = rotated.directory / "keys"
-        common = ["--config", str(rotated.config_path), "--key", str(keys / "admin.key_secret")]
-        rotated.cli("key", "rotate", "replica-1", "--window", "2", *common)
+    with _election_of_its_own(redis_server, seed=3) as (rotated, planned, writer):
+        keys = _rotate_replica(rotated)
         writer.put(entry(ELECTION, "register", {"voter_id": "after-the-rotation"}, "writer1"))  # a checkpoint to cosign
         size = int(rotated.admin().call("size", {"ledger": ELECTION})["size"])
         eid = planned.eids[0]
@@ -1608,15 +1618,7 @@ def test_a_replaced_witness_key_s_later_line_never_keeps_a_frozen_view_fresh_on_
     stamped after the rotation's until: the pages took it as replica-1's newest, so with
     observer-1 still vouching the view looked fresh. It is not counted (11.4): STALE, on the
     dashboard too."""
-    with LocalCluster(
-        redis_server.url, nodes=1, replicas=1, observers=1, gateways=["replica-1"], observing=FORGING_OBSERVERS
-    ) as rotated:
-        planned = plan_election(ELECTION, 4, now_ms(), seed=5, author="writer1")
-        rules = rotated.pinned(ELECTION, planned.rules)
-        rotated.admin().create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
-        writer = rotated.client("writer1")
-        for phase in planned.phases:
-            writer.put_many(phase)
+    with _election_of_its_own(redis_server, seed=5) as (rotated, planned, writer):
         eid, gateway, replica = planned.eids[0], rotated.gateway_url("replica-1"), "test/witness/replica-1"
 
         def receipts(rotated_too: bool) -> dict[str, Any] | None:
@@ -1633,9 +1635,7 @@ def test_a_replaced_witness_key_s_later_line_never_keeps_a_frozen_view_fresh_on_
         # The view a gateway freezes: receipts under a checkpoint both witnesses cosigned, before
         # replica-1's key rotates (the rotation then says that key had cosigned this size).
         before = wait_until(lambda: receipts(False), WAIT, "receipts under a checkpoint both witnesses cosigned")
-        keys = rotated.directory / "keys"
-        common = ["--config", str(rotated.config_path), "--key", str(keys / "admin.key_secret")]
-        rotated.cli("key", "rotate", "replica-1", "--window", "2", *common)
+        keys = _rotate_replica(rotated)
         writer.put(entry(ELECTION, "register", {"voter_id": "after-the-rotation"}, "writer1"))
         after = wait_until(lambda: receipts(True), WAIT, "receipts with the node keys of replica-1's rotation")
         node_keys = json.loads(after["records"][0]["receipt"])["node_keys"]
