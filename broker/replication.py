@@ -69,9 +69,10 @@ from typing import Any
 
 import redis
 
-from ..node.errors import RecordError, StoreDamagedError, StoreError
+from ..node.errors import RecordError, RedisServerError, StoreDamagedError, StoreError
 from ..node.json_values import parse_json
 from .redis_keys import NAMESPACE, group_key, ledger_key
+from .redis_server import shown_url
 
 MAX_HEIGHT = 2**63 - 1  # the largest height a record may have (a store's integer)
 
@@ -126,6 +127,13 @@ REDIS_ERRORS = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ResponseError,
 )
+
+
+def redis_failed(url: str, error: Exception) -> RedisServerError:
+    """One of REDIS_ERRORS as a command's documented failure (``redis_server``), the server named
+    with its password hidden: a traceback is no answer a script can read."""
+    return RedisServerError(f"Redis at {shown_url(url)} does not answer: {error}")
+
 
 # SET the node's height only if it grows: a late or repeated report never lowers it. A value
 # that is no height (not a number, or past 2**63 - 1: written by hand with the node's Redis

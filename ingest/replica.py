@@ -313,7 +313,9 @@ def _run_follower(
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
     # Every follower is a witness: it cosigns with its own Ed25519 key, made by keygen --cluster.
     signing = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
-    store = runtime.store(replication, limits=config.settings.limits, settings=config.settings.store)
+    # A ledger whose file lost records while the node was down opens cut back to what it holds
+    # whole, and is fetched again (Follower.start); a home's store is never cut back.
+    store = runtime.store(replication, limits=config.settings.limits, settings=config.settings.store, cut_back=True)
     cache = runtime.accounts(registry)
     epochs = EpochBook(config.name, store)
     # It connects to the others with its newest CURVE key from the record on (PROTOCOL 16.6).
@@ -455,7 +457,17 @@ def _run_follower(
     runtime.serve(
         server,
         MeteredService(service, metrics),
-        main=partial(_follow, follower, witness, subscriber, runtime.stopping, watcher, relay),
+        main=partial(
+            _follow,
+            follower,
+            witness,
+            subscriber,
+            runtime.stopping,
+            watcher,
+            relay,
+            config.replication.cut_check_ms / 1000,
+            config.replication.hole_check_ms / 1000,
+        ),
     )
 
 
@@ -515,6 +527,8 @@ def _follow(
     stopping: threading.Event,
     watcher: StoreWatcher | None,
     relay: Outbox,
+    cut_every: float,
+    hole_every: float,
 ) -> None:
     witness.start()
     cosigner = Cosigner(witness).start()  # cosigns beside this loop, which goes on receiving
@@ -531,6 +545,8 @@ def _follow(
         follower.start()
         relay.committed([], NOT_RELAYED, follower.checkpoints())  # a relay's heartbeat forwards them
         next_check = time.monotonic() + HEADS_EVERY
+        next_cuts = time.monotonic() + cut_every
+        next_holes = time.monotonic() + hole_every
         owed: dict[str, int] = {}  # each ledger's target at the last check: the feed had a check's time to bring it
         while not stopping.is_set():
             if watcher is not None:
@@ -545,6 +561,12 @@ def _follow(
                 follower.reap()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + HEADS_EVERY
+                if next_check >= next_cuts:  # records deleted from its file: fetched again
+                    next_cuts = time.monotonic() + cut_every
+                    holes = next_check >= next_holes
+                    if holes:
+                        next_holes = time.monotonic() + hole_every
+                    follower.heal_cuts(holes=holes)
                 # No settle() here: the runs under way are reaped as their commits are done. Waiting
                 # for them each second held the feed up to a commit's time (the slowest lags).
                 _refresh_checkpoints(follower)

@@ -782,6 +782,14 @@ class WitnessRefusedError(NoteError):
     code = "witness_refused"
 
 
+class WitnessUnreachableError(NoteError):
+    """An outside witness gave its home no cosignature twice in a row (an alert, 13.9): it could
+    not be reached, did not answer in full within ``witness_timeout_ms``, or answered what is
+    not a cosignature by its listed key."""
+
+    code = "witness_unreachable"
+
+
 class SealError(VledgerError):
     """A sealed id that does not unseal: malformed, tampered with, another key or another context."""
 

@@ -28,11 +28,12 @@ rules; never anything per record.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ...config.settings import PROTOCOL_LIMITS, Limits
+from .. import identifiers
 from ..epoch import EPOCH_KIND, EpochHistory
 from ..errors import (
     BadDomainRulesError,
@@ -127,6 +128,15 @@ def domain_type(rules: LedgerRules) -> type[Domain] | None:
     """The domain a ledger's genesis rules name (no ``"type"``: plain), or None if it names none."""
     name = rules.rules.get("type", PLAIN)
     return DOMAINS.get(name) if isinstance(name, str) else None
+
+
+def new_ledger_rules(rules: Mapping[str, Any]) -> dict[str, Any]:
+    """``rules`` for a new ledger: the identifier rule (7.5) and its domain's defaults written out
+    (:meth:`Domain.new_rules`); a type no domain has is left for the genesis check to refuse."""
+    named = rules.get("type", PLAIN)
+    domain = DOMAINS.get(named) if isinstance(named, str) else None
+    ruled = identifiers.with_rule(rules)
+    return ruled if domain is None else domain.new_rules(ruled)
 
 
 @dataclass(slots=True)

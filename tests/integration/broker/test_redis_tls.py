@@ -118,6 +118,21 @@ def test_a_client_with_the_clusters_ca_speaks_tls_and_one_without_it_is_refused(
     plain.close()
 
 
+def test_a_server_whose_certificate_names_another_host_is_refused(tls_server: tuple[RedisServer, TlsFiles]) -> None:
+    """The certificate names 127.0.0.1, reached here as localhost: refused however the client's
+    redis-py defaults (before 6.0 it checked the chain only, so any certificate of the cluster's
+    CA passed for any of its servers)."""
+    server, files = tls_server
+    elsewhere = server.tls_url.replace("127.0.0.1", "localhost")
+    assert elsewhere != server.tls_url
+    refused = connect(RedisAccess(elsewhere, ca_file=files.server.ca_file), timeout=5.0)
+    with pytest.raises(redis.exceptions.ConnectionError, match="certificate verify failed"):
+        refused.ping()
+    with pytest.raises(redis.exceptions.ConnectionError, match="certificate verify failed"):
+        bounded_range(refused, "XRANGE", "vledger:{tls}:x", "-", "+", 1, 1000)
+    refused.close()
+
+
 def test_a_bounded_stream_read_speaks_tls_with_the_client_s_ca_on_a_connection_of_its_own(
     tls_server: tuple[RedisServer, TlsFiles],
 ) -> None:

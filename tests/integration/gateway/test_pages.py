@@ -962,6 +962,44 @@ def test_a_frozen_gateway_s_checkpoint_turns_stale_on_the_tally_and_voter_pages(
     assert "STALE" not in verdict and "last vouched for it at" in text_of(browser, "#checks"), verdict
 
 
+def test_an_anchored_observer_the_gateway_withholds_is_named_on_the_tally_and_charity_pages(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """outsider26 I3: a gateway leaving observer-2 out of both ledgers' tallies (and stating
+    "agree") had tally.html say "Still counting…" and charity.html "observer-1's word alone" for
+    ever, with no word that an observer the anchors require signed nothing there (PROTOCOL 15.5).
+    Both name it now, as a warning, never green; the live gateway's pages do not."""
+
+    def withhold(path: str, body: Any) -> Any:
+        if path.split("?", maxsplit=1)[0] not in (f"/api/ledgers/{ELECTION}/tally", f"/api/ledgers/{FUND}/tally"):
+            return None
+        kept = [o for o in body["observers"] if o["observer"] != "observer-2"]
+        assert len(kept) == len(body["observers"]) - 1, body  # observer-2 was there to withhold
+        return dict(body, observers=kept, verdict=dict(body["verdict"], status="agree"))
+
+    said = "observer-2 (anchored) signed no tally here: the gateway withheld it or it is behind."
+    with Lying(cluster.gateway_url("replica-1"), withhold) as lying:
+        fresh(browser, f"{lying.url}tally.html?ledger={ELECTION}#anchors={anchors}")
+        verdict = wait_text(browser, "#verdict", said, "the withheld observer named on the tally page")
+        assert verdict.startswith("Still counting"), verdict
+        assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+        assert "observer-2" not in text_of(browser, "#observers tbody")  # the gateway's answer, as it came
+        shot(browser, "tally-observer-withheld")
+
+        fresh(browser, f"{lying.url}charity.html?ledger={FUND}#anchors={anchors}")
+        summary = wait_text(browser, "#summary", said, "the withheld observer named on the charity page")
+        assert "observer-1's word alone" in summary, summary
+        assert browser.execute_script("return document.getElementById('summary').className") == "warn"
+
+    live = cluster.gateway_url("replica-1")
+    fresh(browser, f"{live}tally.html?ledger={ELECTION}#anchors={anchors}")
+    verdict = wait_text(browser, "#verdict", "observers agree", "the live gateway's tally")
+    assert "signed no tally here" not in verdict, verdict
+    fresh(browser, f"{live}charity.html?ledger={FUND}#anchors={anchors}")
+    summary = wait_text(browser, "#summary", "signed alike by 2 observer(s)", "the live gateway's balance")
+    assert "signed no tally here" not in summary, summary
+
+
 def test_a_frozen_gateway_s_checkpoint_is_stale_on_the_charity_page_and_the_dashboard_by_the_anchors_interval(
     browser: Any, cluster: LocalCluster, election: Election, anchors: str
 ) -> None:

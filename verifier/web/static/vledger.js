@@ -927,6 +927,23 @@ function checkedVerdict(checked, listed, isAhead) {
   return tallyVerdict(signed, listed - apart, apart);
 }
 
+// The observers the anchors list that signed no tally the gateway served: left out of its answer,
+// or listed without a body. With anchors every one must have signed (15.5), so the others never
+// agree meanwhile; said by name, else a gateway hiding the dissenting observer kept "still
+// counting" on screen for ever with no word of why (outsider26 I3).
+function withheldObservers(answer, anchors) {
+  if (!anchors) return [];
+  const signed = new Set(answer.observers.filter((o) => o.body).map((o) => o.observer));
+  return [...anchors.observers.keys()].filter((name) => !signed.has(name)).sort();
+}
+
+function withheldText(names) {
+  if (!names.length) return "";
+  const one = names.length === 1;
+  return ` ${names.join(", ")} (anchored) signed no tally here: the gateway withheld ${one ? "it" : "them"} or ` +
+    `${one ? "it is" : "they are"} behind.`;
+}
+
 async function getJSON(path) {
   const answer = await fetch(apiURL(path), { headers: { Accept: "application/json" } });
   const body = await answer.json();
@@ -979,6 +996,7 @@ window.vledger = {
   getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, checkedVerdict, statedLaterKeys,
+  withheldObservers, withheldText,
   heldWitnessRotations, witnessEntry, linesInForce,
   provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, quorumSinceMs, STALE_AFTER_MS,
   quorumFreshMs, headStale, RECOSIGN_INTERVAL_MS, vouched, staleHeadText, headRecheck,
