@@ -61,7 +61,7 @@ from ..node.receipt import (
 )
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
-from ..node.rules.engine import PLAIN
+from ..node.rules.engine import PLAIN, domain_defaults
 from ..node.tree import Frontier, leaf_hash, verify_consistency, verify_inclusion
 from ..node.verify import ChainVerifier, verify_record
 from ..node.witness import PINNED_KEY_FIELD, home_key
@@ -879,7 +879,10 @@ class Session(Reader):
         self, ledger: str, rules: LedgerRules, request_id: str | None = None, ts: int | None = None
     ) -> dict[str, Any]:
         """Start ``ledger``; its genesis pins the home's checkpoint key (PROTOCOL 10.7) unless the
-        rules name one, or the home says none (a node from before checkpoints)."""
+        rules name one, or the home says none (a node from before checkpoints), and writes out
+        each default of its domain the rules leave out (a resources ledger's ``max_holders``,
+        7.3: the home refuses a new genesis without)."""
+        rules = LedgerRules(rules.kinds, rules.difficulty, domain_defaults(rules.rules))
         rules = self._pin_checkpoint_key(ledger, rules)
         genesis = rules.genesis_content(ledger, self.account, *self._request(request_id, ts))
         LedgerRules.from_genesis(genesis, self.config.settings.limits)  # refuse bad rules before the work
