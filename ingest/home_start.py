@@ -53,7 +53,15 @@ from ..node.store import ChainStore
 from ..node.storefile import DB_NAME
 from ..node.tree import Frontier, leaf_hash
 from ..node.witness import CheckpointKeys, SignedCheckpoint
-from .store_sources import Sources, choose_source, default_quorum, epoch_log_keys, fetch, quorum_checkpoint
+from .store_sources import (
+    Sources,
+    choose_source,
+    default_quorum,
+    epoch_log_keys,
+    fetch,
+    listening,
+    quorum_checkpoint,
+)
 from .witness import check_holds
 
 log = logging.getLogger(__name__)
@@ -89,6 +97,10 @@ def _ask_one(
     if timeout <= 0:
         return None
     notes: list[bytes] = []
+    # A port nobody holds refuses at once (a whole cluster starting: the others are not up yet),
+    # where a CURVE request would wait out the deadline.
+    if not listening(config.node(node).endpoint, min(timeout, 1.0)):
+        return None
     try:
         address = node_address(config, node)
     except (OSError, VledgerError):  # no key file of it here: nobody to ask
@@ -230,14 +242,14 @@ def start_check(
     ledgers = homed_ledgers(config, name, store, announced)
     check = ask_cluster(config, name, keys, ledgers, replication, config.ingest.start_check_ms / 1000)
     outcome = StartOutcome()
-    if check.asked and not check.answered:
+    if ledgers and check.asked and not check.answered:
         log.warning(
             "ingest node %s: no other node answered within %d ms: it starts on its store and Redis alone "
             "(a store put back from a backup is not checked against the cluster)",
             name,
             check.elapsed_ms,
         )
-    else:
+    elif ledgers:
         log.info(
             "ingest node %s: start check of %d ledgers: %d of %d nodes answered in %d ms",
             name,

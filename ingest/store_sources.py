@@ -8,6 +8,7 @@ a key of the home signed it, a source when its inclusion proof gives the checkpo
 from __future__ import annotations
 
 import contextlib
+import socket
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,20 @@ from ..node.witness import home_key
 def default_quorum(witnesses: int) -> int:
     """A majority of the cluster's witnesses (at least one)."""
     return witnesses // 2 + 1
+
+
+ANSWER_TIMEOUT = 1.0  # seconds: how long a node may take to answer before it counts as stopped
+
+
+def listening(endpoint: str, timeout: float = ANSWER_TIMEOUT) -> bool:
+    """Whether a TCP connection to ``tcp://host:port`` is accepted: a process still holds the port,
+    whatever key it would take (a node may refuse a key the handshake never tells us about)."""
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 class Sources:

@@ -42,7 +42,6 @@ import fcntl
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -59,11 +58,13 @@ from ..client.session import node_address
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..ingest.store_sources import (
+    ANSWER_TIMEOUT,
     Sources,
     choose_source,
     default_quorum,
     epoch_log_keys,
     fetch,
+    listening,
     log_key_of,
     quorum_checkpoint,
     stored_ledgers,
@@ -88,7 +89,6 @@ from .paths import input_file
 from .progress import Progress
 from .supervise import Supervisor, layout_for
 
-ANSWER_TIMEOUT = 1.0  # seconds: how long NODE may take to answer before it counts as stopped
 REDIS_TIMEOUT = 2.0
 APPEND_BATCH = 512  # records handed to the new store at once (they share group commits)
 
@@ -144,17 +144,6 @@ class RepairResult:
 
 
 # --- is NODE stopped ----------------------------------------------------------------------------------
-
-
-def listening(endpoint: str, timeout: float = ANSWER_TIMEOUT) -> bool:
-    """Whether a TCP connection to ``tcp://host:port`` is accepted: a process still holds the port,
-    whatever key it would take (a node may refuse a key the handshake never tells us about)."""
-    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
 
 
 def answers(config: ClusterConfig, name: str, keys: KeyPair, timeout: float = ANSWER_TIMEOUT) -> bool:
