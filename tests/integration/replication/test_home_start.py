@@ -176,3 +176,35 @@ def test_a_home_nobody_answers_starts_within_the_check_s_deadline(start_cluster:
     put(cluster, 1, phase="alone")
     assert size(cluster) == before + 1
     cluster.start_nodes(cluster.replica_names)
+
+
+def test_a_home_put_back_with_nobody_to_heal_from_refuses_the_ledger_keeps_the_stream_then_heals(
+    start_cluster: Any,
+) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 10)
+    copy = _backup(cluster)
+    put(cluster, 5, phase="after the copy")
+    total = size(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total)
+    for replica in cluster.replica_names:
+        assert cluster.stop_node(replica) == 0
+
+    _put_back(cluster, copy, lose_redis=False)
+    cluster.start_node(HOME)  # Redis's note proves it behind; no node to fetch from
+    try:
+        put(cluster, 1, phase="refused")
+    except RemoteError as e:
+        assert e.code == "store_contradicts_checkpoint" and f"vledger repair {HOME} --restart" in e.message
+    else:
+        raise AssertionError("a home behind its own checkpoint placed a record")
+    ledger = repl(cluster)
+    wait_until(lambda: ledger.held(LEDGER).get(HOME) == total - 6, WAIT, "the home's held height reported")
+    assert len(ledger.read(LEDGER, 0, 1_000_000)) == total  # the records it lost stay in the stream
+
+    cluster.start_nodes(cluster.replica_names)
+    assert cluster.stop_node(HOME) == 0
+    cluster.start_node(HOME)  # now healed from a replica
+    put(cluster, 1, phase="healed")
+    assert size(cluster) == total + 1
