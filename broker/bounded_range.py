@@ -11,14 +11,25 @@ What this process receives is then at most the budget, the entries' ids and head
 bounds them) and one socket read (READ_SIZE); Redis still copies the entry into its reply
 buffer and writes what the socket buffers take before the close reaches it (the scripted read,
 broker/tallies.py, spares it that).
+
+redis-py reads a reply whole and keeps its socket private, so the read goes over a connection
+of its own (:func:`_dedicated`), opened with the client's public settings (its pool's
+``connection_kwargs``: address or Unix path, TLS files, user and password, database; a
+Sentinel pool's primary through ``get_master_address``) and closed after the one command: a
+reply left unread never reaches a connection the client's other calls share. It once read the
+pool connection's ``_sock``, which any redis-py release may rename or wrap.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from typing import Any
 
 import redis
+from redis.sentinel import SentinelConnectionPool
 
 READ_SIZE = 64 * 1024  # bytes asked of the socket at a time
 
@@ -67,6 +78,16 @@ class _Reply:
             raise redis.exceptions.InvalidResponse(f"a stream range's reply has {line[:40]!r} for a {kind!r} header")
         return int(line[1:])
 
+    def simple(self) -> None:
+        """A status reply (+OK); an error is raised: AuthenticationError for a sign-in refused, else ResponseError."""
+        line = self.line()
+        if line.startswith(b"-"):
+            message = line[1:].decode("utf-8", "replace")
+            wrong = message.startswith(("WRONGPASS", "NOAUTH", "ERR AUTH"))
+            raise (redis.exceptions.AuthenticationError if wrong else redis.exceptions.ResponseError)(message)
+        if not line.startswith(b"+"):
+            raise redis.exceptions.InvalidResponse(f"a status reply is {line[:40]!r}")
+
     def string(self, length: int) -> bytes:
         while len(self.buffer) < length + 2:
             self._fill()
@@ -99,30 +120,93 @@ def _entries(reply: _Reply, budget: int) -> list[list[Any]]:
     return kept
 
 
+def _command(*args: Any) -> bytes:
+    """``args`` as a RESP array of bulk strings, as every Redis client sends a command."""
+    parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def _tls(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS context of redis-py's SSLConnection for ``options`` (its ``ssl_*`` arguments we set:
+    the CA, a client certificate, the check of the server's name, on by default as there)."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"), capath=options.get("ssl_ca_path"))
+    reqs = options.get("ssl_cert_reqs", "required")
+    mode: ssl.VerifyMode = ssl.CERT_NONE if reqs is None else _CERT_REQS[reqs] if isinstance(reqs, str) else reqs
+    context.check_hostname = bool(options.get("ssl_check_hostname", True)) and mode != ssl.CERT_NONE
+    context.verify_mode = mode
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"), options.get("ssl_password"))
+    return context
+
+
+def _connect(pool: Any, options: dict[str, Any]) -> socket.socket:
+    """A socket connected to ``pool``'s server (its primary's, for a Sentinel pool), TLS as its connections."""
+    if options.get("path"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(options.get("socket_connect_timeout"))
+            sock.connect(options["path"])
+        except OSError:
+            sock.close()
+            raise
+    else:
+        if isinstance(pool, SentinelConnectionPool):
+            host, port = pool.get_master_address()  # type: ignore[no-untyped-call]
+        else:
+            host, port = options.get("host", "localhost"), int(options.get("port", 6379))
+        sock = socket.create_connection((host, port), options.get("socket_connect_timeout"))
+        if issubclass(pool.connection_class, redis.SSLConnection):
+            try:
+                sock = _tls(options).wrap_socket(sock, server_hostname=host)
+            except (OSError, ssl.SSLError):
+                sock.close()
+                raise
+    sock.settimeout(options.get("socket_timeout"))
+    return sock
+
+
+@contextmanager
+def _dedicated(client: Any) -> Iterator[_Reply]:
+    """A connection of its own to ``client``'s server, signed in as the client signs in, for one
+    command (the module says why); closed at the end, whatever was left unread."""
+    pool = client.connection_pool
+    options: dict[str, Any] = pool.connection_kwargs
+    try:
+        sock = _connect(pool, options)
+    except (OSError, ssl.SSLError) as e:
+        raise redis.exceptions.ConnectionError(f"cannot reach Redis for a bounded read: {e}") from e
+    with closing(sock):
+        reply = _Reply(sock)
+        password, username = options.get("password"), options.get("username")
+        if password is not None:
+            _send(sock, _command("AUTH", *([username] if username else []), password))
+            reply.simple()
+        if options.get("db"):
+            _send(sock, _command("SELECT", options["db"]))
+            reply.simple()
+        yield reply
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError as e:
+        raise redis.exceptions.ConnectionError(f"cannot send to Redis: {e}") from e
+
+
 def bounded_range(client: Any, command: str, key: str, start: str, end: str, count: int, budget: int) -> list[Any]:
     """``command`` (XRANGE or XREVRANGE) of the stream ``key`` from ``start`` to ``end``, at most
     ``count`` entries, as broker/tallies.py's script reads it: [id, [field, value, ...]] each, cut
     short before the entry whose fields would pass ``budget`` bytes, an entry larger alone given
-    as [id, []]. ``client`` is a ``redis.Redis`` of bytes replies; the connection is dropped when
-    the reply is left unread. Raises Redis errors (NoPermissionError for NOPERM)."""
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    done = False
-    try:
-        connection.send_command(command, key, start, end, "COUNT", count)
-        # The parser of redis-py would read the reply whole: it is read from the socket itself.
-        reply = _Reply(connection._sock)
+    as [id, []]. ``client`` is a ``redis.Redis``, whose server and user are read over a connection
+    of this call's own (its connections are never used). Raises Redis errors (NoPermissionError
+    for NOPERM, AuthenticationError when its sign-in is refused, ConnectionError)."""
+    with _dedicated(client) as reply:
+        _send(reply.sock, _command(command, key, start, end, "COUNT", count))
         try:
-            entries = _entries(reply, budget)
+            return _entries(reply, budget)
         except _Cut as cut:
-            entries = cut.args[0]
-        except redis.exceptions.ResponseError:
-            done = not reply.buffer  # an error reply ends the reply: the connection serves on
-            raise
-        else:
-            done = not reply.buffer
-        return entries
-    finally:
-        if not done:
-            connection.disconnect()
-        pool.release(connection)
+            return list(cut.args[0])

@@ -35,6 +35,18 @@ names them.
 Every connection counted also takes a place of the process's :func:`~.file_budget.process_budget`,
 shared with its other guarded ports (the request port, the feed, the HTTP ports): one past it
 is cut like one past a cap, so that together they never hold the process's last files.
+
+The caps count a connection from its accept, before its CURVE handshake: cutting the newest
+past a cap let anyone who shares a client's address (a NAT, the host itself) keep that client
+out with silent TCP connections, each renewed as the handshake interval closes it, and anyone
+with many addresses do so to every new client. So a connection past a cap takes the place of
+the oldest connection in the cap's scope (its address; any, for the others) whose handshake
+is **not done**, which is cut instead; only when there is none is the new one cut. Done is read
+from the kernel (TCP_INFO's bytes acknowledged): a node sends a peer whose handshake is not
+done at most the greeting (64 bytes, ZMTP 3) and a WELCOME (170, CurveZMQ), then, past the
+check of its key, a READY; a peer refused gets an ERROR and is closed. An honest client's
+handshake takes a few round trips, during which the flood must bring a cap's worth of new
+connections to cut it: a flood only cycles through its own connections.
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ import ipaddress
 import logging
 import resource
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -66,6 +79,12 @@ _POLL_MS = 200  # how soon the thread sees stop(), and how often it looks again 
 _LOG_EVERY_S = 10.0  # refusals are logged at most this often (anyone can cause them)
 
 Names = tuple[Any, Any]  # a connection's (local, peer) socket addresses
+# struct tcp_info (linux/tcp.h, since Linux 4.1): tcpi_bytes_acked, a u64 at this offset.
+_BYTES_ACKED = 120
+_TCP_INFO_LENGTH = 256  # more than the struct has ever been: the kernel gives what it has
+# The most a CURVE server sends a peer whose handshake is not done: its greeting and a WELCOME
+# (a short frame of the 168-byte command). Its READY, sent once the peer's key is let in, passes it.
+_BEFORE_READY = 64 + 2 + 168
 
 
 def raise_file_limit() -> int:
@@ -84,18 +103,23 @@ def raise_file_limit() -> int:
     return hard
 
 
+@contextlib.contextmanager
+def _borrowed(fd: int) -> Iterator[socket.socket]:
+    """Descriptor ``fd`` as a socket for a few calls, left open (it stays libzmq's); OSError if it is none."""
+    sock = socket.socket(fileno=fd)
+    try:
+        yield sock
+    finally:
+        sock.detach()
+
+
 def _names(fd: int) -> Names | None:
     """The local and peer addresses of descriptor ``fd`` if it is a connected socket, else None."""
     try:
-        sock = socket.socket(fileno=fd)
+        with _borrowed(fd) as sock:
+            return sock.getsockname(), sock.getpeername()
     except OSError:
         return None
-    try:
-        return sock.getsockname(), sock.getpeername()
-    except OSError:
-        return None
-    finally:
-        sock.detach()  # the descriptor stays libzmq's
 
 
 def _accepted_here(local: Any, endpoint: bytes) -> bool:
@@ -118,21 +142,29 @@ def _accepted_here(local: Any, endpoint: bytes) -> bool:
         return False
 
 
+def _shaking_hands(fd: int, names: Names) -> bool:
+    """Whether connection ``fd`` (still with ``names``) has not finished its CURVE handshake: the
+    peer acknowledged no byte past a WELCOME. Never, where the kernel does not say."""
+    try:
+        with _borrowed(fd) as sock:
+            if (sock.getsockname(), sock.getpeername()) != names:
+                return False
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LENGTH)
+    except OSError:
+        return False
+    return len(info) >= _BYTES_ACKED + 8 and struct.unpack_from("=Q", info, _BYTES_ACKED)[0] <= _BEFORE_READY
+
+
 def _shutdown(fd: int, names: Names) -> bool:
     """Shut connection ``fd`` down if it still has ``names``; whether it did."""
     try:
-        sock = socket.socket(fileno=fd)
+        with _borrowed(fd) as sock:
+            if (sock.getsockname(), sock.getpeername()) != names:
+                return False
+            sock.shutdown(socket.SHUT_RDWR)
+            return True
     except OSError:
         return False
-    try:
-        if (sock.getsockname(), sock.getpeername()) != names:
-            return False
-        sock.shutdown(socket.SHUT_RDWR)
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.detach()
 
 
 class ConnectionGuard:
@@ -154,6 +186,8 @@ class ConnectionGuard:
         self._open: dict[int, tuple[Names, str]] = {}  # descriptor -> its names and address key
         # Descriptors counted on a listener since closed: libzmq closes them with no event.
         self._orphans: set[int] = set()
+        # Connections seen with their handshake done: it stays done, so they are not looked at again.
+        self._done: set[int] = set()
         self._looked = 0.0  # when the orphans were last looked at (time.monotonic)
         self._socket: zmq.Socket[Any] | None = None
         self.by_address: Counter[str] = Counter()
@@ -209,6 +243,7 @@ class ConnectionGuard:
                 self.budget.give()
             self._open.clear()
             self._orphans.clear()
+            self._done.clear()
             self.by_address.clear()
 
     def _run(self, monitor: zmq.Socket[Any]) -> None:
@@ -259,8 +294,9 @@ class ConnectionGuard:
             self._open[fd] = (names, address)
             self.by_address[address] += 1
             within = self.budget.add()
+            scope: str | None = None  # the address whose connections may make room; None: any
             if self.by_address[address] > self.per_address:
-                reason = f"more than {self.per_address} connections from {address}"
+                reason, scope = f"more than {self.per_address} connections from {address}", address
             elif len(self._open) > self.most:
                 reason = f"more than {self.most} connections"
             elif not within:
@@ -268,9 +304,27 @@ class ConnectionGuard:
             else:
                 return
             self.refused += 1
-        # Counted until libzmq says it let the descriptor go: it holds it until then.
-        _shutdown(fd, names)
+            cut = self._oldest_shaking_hands(scope, fd)
+            if cut is None:
+                cut = fd, names  # counted until libzmq says it let the descriptor go: it holds it until then
+            else:
+                reason += ": the oldest whose handshake was not done cut"
+                # No longer counted from now: its EVENT_DISCONNECTED comes before its number can be
+                # accepted again (libzmq sends the event, then closes), and finds nothing.
+                self._forget(cut[0])
+        _shutdown(*cut)
         self._say(reason)
+
+    def _oldest_shaking_hands(self, scope: str | None, new: int) -> tuple[int, Names] | None:
+        """The connection accepted first (``scope``'s address, or any) whose handshake is not done,
+        but ``new``; None if there is none. Called with the lock held."""
+        for fd, (names, address) in self._open.items():  # in the order they were accepted
+            if fd == new or fd in self._done or (scope is not None and address != scope):
+                continue
+            if _shaking_hands(fd, names):
+                return fd, names
+            self._done.add(fd)
+        return None
 
     def _listener_closed(self, endpoint: bytes) -> None:
         """A listener of the socket closed (unbound): libzmq closes the connections it accepted,
@@ -290,15 +344,20 @@ class ConnectionGuard:
 
     def _disconnected(self, fd: int) -> None:
         with self._lock:
-            self._orphans.discard(fd)
-            known = self._open.pop(fd, None)
-            if known is None:
-                return
-            self.budget.give()
-            address = known[1]
-            self.by_address[address] -= 1
-            if not self.by_address[address]:
-                del self.by_address[address]
+            self._forget(fd)
+
+    def _forget(self, fd: int) -> None:
+        """Stop counting connection ``fd`` (if counted) and give its place back. Called with the lock held."""
+        self._orphans.discard(fd)
+        self._done.discard(fd)
+        known = self._open.pop(fd, None)
+        if known is None:
+            return
+        self.budget.give()
+        address = known[1]
+        self.by_address[address] -= 1
+        if not self.by_address[address]:
+            del self.by_address[address]
 
     def _say(self, reason: str) -> None:
         now = time.monotonic()

@@ -65,7 +65,8 @@ def connect(
 
     ``url`` may be a :class:`RedisAccess` (ClusterConfig.redis_access): then the client signs
     in as its user, with the password read now from its file (SettingsError if that file is
-    missing or not private), and a ``rediss://`` URL verifies the server with its CA file.
+    missing or not private), and a ``rediss://`` URL verifies the server with its CA file; the
+    server's certificate must name the URL's host, whatever redis-py's default.
     With ``timeout`` (seconds), a call to a server that stopped answering fails after that
     long instead of waiting for ever: for the replication paths, which must go on without it.
     A ``sentinel://`` URL gives a client of the service's current primary: it asks the
@@ -85,6 +86,10 @@ def connect(
         if access.ca_file is not None and url.startswith("rediss://"):
             options["ssl_ca_certs"] = str(access.ca_file)
     url = redis_url(url)
+    if url.startswith("rediss://"):
+        # redis-py before 6.0 checks the certificate's chain but not its name: any certificate
+        # the CA signed (another host's of the cluster) would pass for this server.
+        options["ssl_check_hostname"] = True
     target = check_redis_url(url)
     if target is not None:
         # The role's user signs in to the data nodes; a user in the URL is the fallback.

@@ -48,6 +48,7 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   Readers take the union and name each alert's raiser. Who resolves which
   (docs/PROTOCOL.md 10.5): a follower its own refusals once the true records are stored, and its
   alerts about its own copy (also an earlier run's) once a checkpoint vouches for it, a
+  witness its ``cosigned_not_held`` once its store holds that checkpoint again, a
   home its alert against the stream once it rewrote it, the verifier a copy's chain alerts
   after a clean sweep and the stream's after a clean re-check; an operator the rest
   (``vledger alerts resolve``, from every raiser's hash), noting each one's stream id in
@@ -62,15 +63,16 @@ import json
 import logging
 import re
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from ..node.errors import RecordError, StoreDamagedError, StoreError
+from ..node.errors import RecordError, RedisServerError, StoreDamagedError, StoreError
 from ..node.json_values import parse_json
 from .redis_keys import NAMESPACE, group_key, ledger_key
+from .redis_server import shown_url
 
 MAX_HEIGHT = 2**63 - 1  # the largest height a record may have (a store's integer)
 
@@ -78,6 +80,12 @@ log = logging.getLogger(__name__)
 
 ALERTS_MAX_LEN = 100_000
 STORE_CONTRADICTS = "store_contradicts_checkpoint"
+# A witness's store no longer holds a checkpoint it cosigned. Not the follower's
+# store_contradicts_checkpoint: a home checkpoint that vouches for the copy (what resolves the
+# follower's) says nothing of the tree this witness cosigned, and a copy refilled from a home
+# that signed another tree at that size is vouched for while the witness still holds the
+# home's signature on the first (review 11 C). Only the witness resolves it (ingest/witness.py).
+COSIGNED_NOT_HELD = "cosigned_not_held"
 # The alerts only an operator resolves (PROTOCOL 10.5): a signed contradiction, a node that
 # accused itself of a store its own checkpoints contradict, a witness's cosignature or a file
 # that is not what it should be, observers that disagree or are never compared.
@@ -96,17 +104,19 @@ OPERATOR_RESOLVED = frozenset(
 )
 
 
-def operator_resolves(raiser: str | None, key: str, followers: Collection[str]) -> bool:
+def operator_resolves(raiser: str | None, key: str, follows: Callable[[str, str], bool]) -> bool:
     """Whether only an operator resolves ``raiser``'s open alert ``key`` (``<node>|<ledger>|<what>``,
-    PROTOCOL 10.5): its kind is of OPERATOR_RESOLVED, and it is not a follower's (a node of
-    ``followers``) ``store_contradicts_checkpoint`` about its own copy, which that follower
-    resolves, also in a later run, once a checkpoint of the home vouches for the copy again
-    (repaired or restored): a follower that hid it would only hide its own blame, which it
-    could as well never have raised."""
-    node, what = key.partition("|")[0], key.rpartition("|")[2]
+    PROTOCOL 10.5): its kind is of OPERATOR_RESOLVED, and it is not a follower's
+    ``store_contradicts_checkpoint`` about its own copy of the ledger (``follows(node, ledger)``:
+    a replica or observer, or the ledger's standby while another node is its home), which that
+    follower resolves once a checkpoint of the home vouches for the copy again (repaired or
+    restored): a follower that hid it would only hide its own blame, which it could as well
+    never have raised."""
+    node, _, rest = key.partition("|")
+    ledger, what = rest.rpartition("|")[0], key.rpartition("|")[2]
     if what not in OPERATOR_RESOLVED:
         return False
-    return not (what == STORE_CONTRADICTS and raiser is not None and raiser == node and raiser in followers)
+    return not (what == STORE_CONTRADICTS and raiser is not None and raiser == node and follows(node, ledger))
 
 
 # What the replication paths survive and retry: Redis away, and Redis refusing (an error
@@ -117,6 +127,13 @@ REDIS_ERRORS = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ResponseError,
 )
+
+
+def redis_failed(url: str, error: Exception) -> RedisServerError:
+    """One of REDIS_ERRORS as a command's documented failure (``redis_server``), the server named
+    with its password hidden: a traceback is no answer a script can read."""
+    return RedisServerError(f"Redis at {shown_url(url)} does not answer: {error}")
+
 
 # SET the node's height only if it grows: a late or repeated report never lowers it. A value
 # that is no height (not a number, or past 2**63 - 1: written by hand with the node's Redis

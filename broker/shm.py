@@ -21,6 +21,8 @@ import secrets
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
+from ..node.owners import runs
+
 log = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")  # noqa: S108 - where Linux keeps POSIX shared memory and named semaphores (we only list and unlink)
@@ -72,7 +74,7 @@ def remove_stale(directory: Path = SHM_DIR) -> list[str]:
     removed = []
     for name in names:
         found = _OURS.fullmatch(name)
-        if found is None or _runs(int(found.group(1))):
+        if found is None or runs(int(found.group(1))):
             continue
         try:
             (directory / name).unlink()
@@ -85,16 +87,3 @@ def remove_stale(directory: Path = SHM_DIR) -> list[str]:
     if removed:
         log.info("removed %d shared memory files of processes that no longer run from %s", len(removed), directory)
     return removed
-
-
-def _runs(pid: int) -> bool:
-    """Whether ``pid`` is a process (a zombie counts: its parent may not have reaped it yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    except OverflowError:
-        return False
-    return True

@@ -1,15 +1,21 @@
 """The HTTP side of feeding an outside witness: one add-checkpoint POST (c2sp.org/tlog-witness).
 
-A plain ``http.client`` request with a deadline on connecting and on each read, no
-redirects followed (a witness's URL is the operator's, from the cluster file, never a
-client's), and a body read only up to ``max_bytes``: a witness that sends more is not one.
+A plain ``http.client`` request with one deadline for the whole of it: connecting, sending,
+the status line, the headers and the body must all be done within ``timeout`` seconds, however
+the witness spaces its bytes (a byte every few seconds keeps a per-read timeout from ever
+firing). No redirects followed (a witness's URL is the operator's, from the cluster file,
+never a client's), and a body read only up to ``max_bytes``: a witness that sends more is not one.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
+import socket
 import ssl
+import time
 import urllib.parse
+from typing import Any
 
 from ..node.errors import WitnessRequestError
 from ..node.outside import MAX_REPLY_BYTES, WitnessReply
@@ -18,13 +24,43 @@ ADD_CHECKPOINT = "/add-checkpoint"
 USER_AGENT = "vledger-witness-feeder"
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The socket's bytes, each receive given only what is left until the deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float, host: str) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._host = host
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{self._host}: no whole answer within the deadline")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineSocket:
+    """What ``http.client.HTTPResponse`` reads from: ``makefile`` over a :class:`_DeadlineReader`."""
+
+    def __init__(self, sock: socket.socket, deadline: float, host: str) -> None:
+        self._reader = _DeadlineReader(sock, deadline, host)
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(self._reader)
+
+
 def post_add_checkpoint(prefix: str, body: bytes, timeout: float, max_bytes: int = MAX_REPLY_BYTES) -> WitnessReply:
     """POST ``body`` to ``<prefix>/add-checkpoint`` and return the witness's answer.
 
-    Raises OSError (http.client.HTTPException included) when the witness cannot be reached
-    or does not answer within ``timeout`` seconds per step, and WitnessRequestError
-    [bad_witness_message] when its body is over ``max_bytes``.
+    Raises OSError (http.client.HTTPException and TimeoutError included) when the witness
+    cannot be reached or has not answered in full within ``timeout`` seconds of the start, and
+    WitnessRequestError [bad_witness_message] when its body is over ``max_bytes``.
     """
+    deadline = time.monotonic() + timeout
     url = urllib.parse.urlsplit(prefix + ADD_CHECKPOINT)
     host = url.hostname or ""
     conn: http.client.HTTPConnection
@@ -33,9 +69,16 @@ def post_add_checkpoint(prefix: str, body: bytes, timeout: float, max_bytes: int
     else:
         conn = http.client.HTTPConnection(host, url.port, timeout=timeout)
     try:
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))
         conn.request("POST", url.path, body, {"Content-Type": "text/plain", "User-Agent": USER_AGENT})
-        response = conn.getresponse()
-        data = response.read(max_bytes + 1)
+        response = http.client.HTTPResponse(_DeadlineSocket(conn.sock, deadline, host), method="POST")  # type: ignore[arg-type]
+        try:
+            response.begin()
+            data = response.read(max_bytes + 1)
+        finally:
+            response.close()
         content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
         status = response.status
     except http.client.HTTPException as e:

@@ -92,6 +92,11 @@ class ReplicationSettings:
     # (PROTOCOL 10.7, 13.9): how old the newest majority of cosignatures may be on a live view,
     # so that a frozen gateway's old head turns STALE (11.4) even while nothing is written.
     recosign_interval_ms: int = 300_000
+    # A follower finds records deleted from its store's file behind its back and fetches them again
+    # (ingest/follow.py, heal_cuts): its last ones this often (one seek a ledger), a hole below its
+    # head this often (a count of each ledger's rows: a scan, ~7 ms CPU for 100,000 records).
+    cut_check_ms: int = 1000
+    hole_check_ms: int = 30_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

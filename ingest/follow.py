@@ -65,6 +65,7 @@ import gc
 import hashlib
 import logging
 import operator
+import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent import futures
@@ -73,7 +74,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
-from ..broker.replication import STORE_DAMAGED, Alert
+from ..broker.replication import COSIGNED_NOT_HELD, STORE_DAMAGED, Alert
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, IMPORTED_COSIGNED, IMPORTED_SIGNED
 from ..node.epoch import EPOCH_KIND, epoch_claim
@@ -86,6 +87,7 @@ from ..node.errors import (
     RetiredKeyError,
     RotationError,
     StoreContradictsCheckpointError,
+    TreeMismatchError,
     UnverifiedNoteError,
     VledgerError,
 )
@@ -93,6 +95,7 @@ from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
 from ..node.note import origin_for, parse_checkpoint, parse_note
 from ..node.record import Record, RecordColumns, decode_record, record_of_checked, records_of_columns
 from ..node.store import KEPT_LEAVES, ChainStore, GrownTree, Receipt, grow_kept_by
+from ..node.store_cut import Cut
 from ..node.tree import Frontier, leaf_hash, verify_consistency
 from ..node.verify import ChainVerifier
 from ..node.witness import CheckpointKeys, Contradiction, SignedCheckpoint
@@ -311,12 +314,56 @@ class Follower:
             if key.startswith(f"{self.name}|"):
                 self._open[key] = (max(height, self._open.get(key, (-1, ""))[0]), BY_COPY)
 
+    # --- a store cut behind this follower's back ---------------------------------------
+
+    def heal_cuts(self, *, holes: bool = False) -> None:
+        """Fetch again what this copy's file lost behind its back: each ledger whose last records
+        (or, with ``holes``, any below its head: a count of its rows) were deleted is cut back to
+        those it still holds whole (ChainStore.roll_back: checked as an open checks them), and
+        caught up from there like a follower that was down: every record verified again and
+        stored only under the home's checkpoint, which proves the records kept too. The other
+        ledgers wait meanwhile, as for any catch-up. What is left failing the checks is a
+        damaged store: the node stops (ChainStore.found_damaged), as when it does not open."""
+        for ledger in sorted(self.ledgers):
+            try:
+                lost = self.store.lost_records(ledger, holes=holes)
+            except (VledgerError, sqlite3.Error) as e:
+                log.warning("%s: cannot look for records lost from %s: %s", self.name, ledger, e)
+                continue
+            if not lost:
+                continue
+            self._settle(ledger)  # its runs in flight first: the store is rolled back between runs
+            try:
+                cut = self.store.roll_back(ledger)
+            except VledgerError as e:
+                self.store.found_damaged(f"{self.store.path}: the store's file is damaged: [{e.code}] {e.message}")
+                return
+            if cut is not None:
+                self._cut_back(cut)
+                self.catch_up(ledger, self.target(ledger) + 1)
+
+    def _cut_back(self, cut: Cut) -> None:
+        """``cut.ledger`` holds only ``cut.kept`` records now: what this follower built on the
+        lost ones goes, the largest checkpoint heard of waits again for its records, and an
+        alert names this copy (resolved once a verified checkpoint at or above what it held
+        vouches for the copy again: healed)."""
+        state = self._state(cut.ledger)
+        self._drop_pending(state)
+        state.vouched = None
+        if state.best is not None and state.best.size > cut.kept:
+            state.waiting.setdefault(state.best.size, state.best)
+        error = TreeMismatchError(f"{self.name}: {cut.describe()}")
+        self._alert(cut.ledger, cut.held - 1, error, self.name, b"", expected="", resolved_by=BY_COPY)
+
     # --- catching up ----------------------------------------------------------------
 
     def start(self) -> None:
-        """The start-up catch-up: the checkpoints the sources hold, then every record up to them."""
+        """The start-up catch-up: the checkpoints the sources hold, then every record up to them
+        (a ledger the store cut back as it opened is named in an alert first: :meth:`_cut_back`)."""
         for ledger in self.store.ledgers():
             self._state(ledger)
+        for cut in self.store.cuts:
+            self._cut_back(cut)
         for source in self.sources:
             if self.stopping():
                 return  # a stop while starting: no source more is asked, each maybe its whole timeout
@@ -1466,13 +1513,14 @@ def own_copy_alerts(name: str, alerts: Mapping[str, Mapping[str, object]]) -> di
     """Of node ``name``'s open alerts (its own hash: key -> the alert's fields), those it raised
     about its own copy of a ledger, by key -> height: ``node`` and ``source`` itself and a ledger
     named (``store_damaged``, of the whole store, is resolved by the store's opening:
-    ingest/runtime.py). A height that is no integer leaves the alert the operator's."""
+    ingest/runtime.py; ``cosigned_not_held``, of the tree its witness cosigned, by the witness:
+    Witness.carry_over). A height that is no integer leaves the alert the operator's."""
     found = {}
     for key, alert in alerts.items():
         node, _, rest = key.partition("|")
         ledger, _, what = rest.rpartition("|")
         height = alert.get("height")
-        if node != name or not ledger or what in ("", STORE_DAMAGED) or alert.get("source") != name:
+        if node != name or not ledger or what in ("", STORE_DAMAGED, COSIGNED_NOT_HELD) or alert.get("source") != name:
             continue
         try:
             found[key] = int(str(height))

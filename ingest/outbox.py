@@ -186,27 +186,42 @@ class Outbox:
         to follow (a batch's): the row may wait a moment for one to write it
         (CheckpointLog.keep). Raises VledgerError when the store cannot give the root or keep
         the checkpoint."""
-        if self.signer is None or ledger in self.refused or size <= 0:
-            return None
-        extensions = self.epochs(ledger, size)
-        if extensions is None:
-            return None
+        return self._sign_each({ledger: size}, with_commit=with_commit).get(ledger)
+
+    def _sign_each(self, sizes: Mapping[str, int], *, with_commit: bool = False) -> dict[str, SignedCheckpoint]:
+        """:meth:`sign` of each ledger at its size in ``sizes``, those it gives None left out; the
+        new rows kept together, so that a batch's ledgers wait for one group commit, not one each
+        (CheckpointLog.keep_signed)."""
+        if self.signer is None:
+            return {}
+        due: dict[str, tuple[int, tuple[str, ...]]] = {}
+        for ledger, size in sizes.items():
+            extensions = self.epochs(ledger, size) if ledger not in self.refused and size > 0 else None
+            if extensions is not None:
+                due[ledger] = (size, extensions)
+        signed: dict[str, SignedCheckpoint] = {}
         with self._sign_lock:
-            frontier = self.store.frontier(ledger)  # at the head (the usual case) its root costs no read
-            root = frontier.root() if frontier.size == size else self.store.root(ledger, size)
-            # Past every size this outbox signed, no row can be kept yet (only this outbox keeps
-            # signed rows, and its first signature of a ledger looks): the look-up, a read that
-            # also let the request thread take the GIL, is spared on each batch's checkpoint.
-            signed = self._signed_max.get(ledger)
-            if signed is None or size <= signed:
-                kept = [c for c in self.store.checkpoints.at(ledger, SIGNED, size) if c.root == root]
-                if kept:
-                    self._signed_max[ledger] = max(size, signed or 0)
-                    return SignedCheckpoint(ledger, size, root, kept[0].note)
-            checkpoint = self.signer.sign(ledger, size, root, extensions)
-            self.store.checkpoints.keep(ledger, SIGNED, size, root, checkpoint.note, with_commit=with_commit)
-            self._signed_max[ledger] = max(size, signed or 0)
-            return checkpoint
+            fresh: list[SignedCheckpoint] = []
+            for ledger, (size, extensions) in due.items():
+                frontier = self.store.frontier(ledger)  # at the head (the usual case) its root costs no read
+                root = frontier.root() if frontier.size == size else self.store.root(ledger, size)
+                # Past every size this outbox signed, no row can be kept yet (only this outbox keeps
+                # signed rows, and its first signature of a ledger looks): the look-up, a read that
+                # also let the request thread take the GIL, is spared on each batch's checkpoint.
+                most = self._signed_max.get(ledger)
+                if most is None or size <= most:
+                    kept = [c for c in self.store.checkpoints.at(ledger, SIGNED, size) if c.root == root]
+                    if kept:
+                        self._signed_max[ledger] = max(size, most or 0)
+                        signed[ledger] = SignedCheckpoint(ledger, size, root, kept[0].note)
+                        continue
+                signed[ledger] = self.signer.sign(ledger, size, root, extensions)
+                fresh.append(signed[ledger])
+            rows = [(c.ledger, c.size, c.root, c.note) for c in fresh]
+            self.store.checkpoints.keep_signed(rows, with_commit=with_commit)
+            for checkpoint in fresh:
+                self._signed_max[checkpoint.ledger] = max(checkpoint.size, self._signed_max.get(checkpoint.ledger, 0))
+        return signed
 
     def latest(self, ledger: str) -> bytes | None:
         """The latest checkpoint of ``ledger`` this outbox sends (a home signed it)."""
@@ -343,18 +358,18 @@ class Outbox:
         """A home's checkpoint of each ledger at its size in ``sizes`` (a batch's last record
         + 1), for the ledgers not signed within ``checkpoint_interval_ms`` (the others are due later)."""
         now = self._clock()
-        signed = []
+        due: dict[str, int] = {}
         for ledger, size in sizes.items():
             ready = self._signed_at.get(ledger, -math.inf) + self._interval
             if now < ready:
                 self._due.setdefault(ledger, ready)
-                continue
-            checkpoint = self.sign(ledger, size, with_commit=True)
-            if checkpoint is not None:
-                self._signed_at[ledger] = now
-                self._due.pop(ledger, None)
-                signed.append(checkpoint)
-        return signed
+            else:
+                due[ledger] = size
+        signed = self._sign_each(due, with_commit=True)
+        for ledger in signed:
+            self._signed_at[ledger] = now
+            self._due.pop(ledger, None)
+        return list(signed.values())
 
     def _sign_due(self) -> list[SignedCheckpoint]:
         """Sign the ledgers whose records waited ``checkpoint_interval_ms`` for a checkpoint."""

@@ -14,7 +14,9 @@ witness's (``vledger:{<ledger>}:outside`` under the witness's key name, and the
 extend, a fork fed to it or a rewritten tail here): an alert ``witness_refused`` names the
 witness, once per ledger, witness and status. Failures wait before the next try, doubling
 from one second up to ``witness_backoff_max_ms``; each request ends within
-``witness_timeout_ms`` per step.
+``witness_timeout_ms``, all of it. Each witness is fed by a thread of its own, so one that is
+slow or silent holds back only its own cosignatures; two failures in a row at a ledger raise
+``witness_unreachable``, which this home resolves once that witness cosigns that ledger again.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..broker.witness_http import post_add_checkpoint
 from ..config.cluster import ReplicationSettings
-from ..node.errors import VledgerError, WitnessRefusedError
+from ..node.errors import VledgerError, WitnessRefusedError, WitnessUnreachableError
 from ..node.note import VerifierKey, add_checkpoint_request, with_newest
 from ..node.outside import (
     Conflict,
@@ -49,6 +51,8 @@ Post = Callable[[str, bytes, float], WitnessReply]
 FIRST_BACKOFF_SECONDS = 1.0
 POLL_SECONDS = 0.2  # how often the thread looks for a newer signed checkpoint
 MAX_TRIES = 2  # per checkpoint and witness: the request, and once more after a 409
+UNREACHABLE_AFTER = 2  # failures in a row at a ledger before the alert: one blip is no news
+UNREACHABLE = WitnessUnreachableError.code
 
 
 @dataclass(slots=True)
@@ -57,6 +61,7 @@ class _WitnessState:
     retry_at: float = 0.0
     recosign_at: float = 0.0  # when to ask for that size again, if the ledger is still quiet (13.9)
     backoff: float = 0.0
+    failures: int = 0  # failed requests in a row (unreachable, past the deadline, garbage)
     alerted: set[int] = field(default_factory=set)  # statuses already reported
 
 
@@ -110,33 +115,50 @@ class WitnessFeeder:
         self._state: dict[tuple[str, str], _WitnessState] = {}
         self._unpublished: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._unlisted: set[str] = set()  # witnesses with no URL, logged once
+        # (ledger, witness) whose witness_unreachable this home raised and has not resolved:
+        # the alert's key names no witness, so it stays open while any of a ledger's is down.
+        self._unreachable: dict[tuple[str, str], Alert] = {}
+        self._lock = threading.Lock()  # the state the witnesses' threads share: all but _state
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def count(self, what: str) -> int:
         """One of the counts (a FEEDER_METRICS name), for the metrics (any thread)."""
         return int(getattr(self.counts, what))
 
+    def _add(self, what: str) -> None:
+        with self._lock:
+            setattr(self.counts, what, getattr(self.counts, what) + 1)
+
     def start(self) -> WitnessFeeder:
-        self._thread = threading.Thread(target=self._run, name=f"witness-feeder-{self.home}", daemon=True)
-        self._thread.start()
+        """One thread per witness the cluster file gives a URL for (one to log unlisted ones when
+        it gives none): a witness's slowness holds back its own cosignatures, never another's."""
+        self._adopt_open_alerts()
+        groups: list[tuple[str, ...]] = [(name,) for name in sorted(self.urls)]
+        for names in groups or [()]:
+            thread = threading.Thread(
+                target=self._run, args=(names,), name=f"witness-feeder-{self.home}-{len(self._threads)}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
 
-    def _run(self) -> None:
+    def _run(self, names: tuple[str, ...]) -> None:
         while not self._stop.wait(POLL_SECONDS):
             try:
-                self.turn()
+                self.turn(names)
             except Exception:  # the feeder must outlive any one failure; the next turn tries again
                 log.exception("witness feeder: a turn failed")
 
-    def turn(self) -> None:
-        """Feed each ledger's latest checkpoint to each of its outside witnesses not yet past it."""
+    def turn(self, names: tuple[str, ...] | None = None) -> None:
+        """Feed each ledger's latest checkpoint to each of its outside witnesses named in
+        ``names`` (default: all, one after the other) not yet past it."""
         for ledger, checkpoint in sorted(self.latest().items()):
             if self._stop.is_set():
                 return
@@ -146,23 +168,32 @@ class WitnessFeeder:
             for key in outside.keys:
                 url = self.urls.get(key.name)
                 if url is None:
-                    if key.name not in self._unlisted:
-                        self._unlisted.add(key.name)
-                        log.warning("witness feeder: no URL for outside witness %s in [outside_witnesses]", key.name)
-                    continue
-                self._feed(checkpoint, key, url)
+                    self._note_unlisted(key.name)
+                elif names is None or key.name in names:
+                    self._feed(checkpoint, key, url)
         self._publish()
 
+    def _note_unlisted(self, witness: str) -> None:
+        with self._lock:
+            if witness in self._unlisted:
+                return
+            self._unlisted.add(witness)
+        log.warning("witness feeder: no URL for outside witness %s in [outside_witnesses]", witness)
+
     def _witnesses(self, ledger: str) -> OutsideWitnesses | None:
-        if ledger not in self._outside:
-            try:
-                self._outside[ledger] = outside_witnesses(ledger, self.store.rules(ledger).rules)
-            except VledgerError as e:  # the genesis was checked when stored: a ledger from before the rule
-                log.error("witness feeder: %s lists no usable outside witnesses: %s", ledger, e)
-                self._outside[ledger] = None
-        return self._outside[ledger]
+        with self._lock:
+            if ledger in self._outside:
+                return self._outside[ledger]
+        try:
+            found = outside_witnesses(ledger, self.store.rules(ledger).rules)
+        except VledgerError as e:  # the genesis was checked when stored: a ledger from before the rule
+            log.error("witness feeder: %s lists no usable outside witnesses: %s", ledger, e)
+            found = None
+        with self._lock:
+            return self._outside.setdefault(ledger, found)
 
     def _state_of(self, ledger: str, witness: str) -> _WitnessState:
+        # Only the witness's own thread reads or writes its states (and turn() in tests).
         state = self._state.get((ledger, witness))
         if state is None:
             kept = self.store.checkpoints.latest(ledger, outside_kind(witness))
@@ -186,12 +217,10 @@ class WitnessFeeder:
             try:
                 outcome = read_reply(self.post(url, body, self.timeout), checkpoint.note, key)
             except (OSError, VledgerError) as e:
-                self.counts.failed += 1
-                self._back_off(state)
-                log.warning("witness feeder: %s at %s, %s size %d: %s", key.name, url, ledger, size, e)
+                self._failed(checkpoint, key, url, state, e)
                 return
             if isinstance(outcome, Conflict):
-                self.counts.conflicts += 1
+                self._add("conflicts")
                 old = state.size = outcome.size
                 continue
             if isinstance(outcome, Refused):
@@ -215,14 +244,74 @@ class WitnessFeeder:
         state.size = checkpoint.size
         state.backoff = 0.0
         state.retry_at = 0.0
+        state.failures = 0
         state.recosign_at = self._clock() + self.recosign
-        self._unpublished[(ledger, key.name)] = (checkpoint.size, note)
-        self.counts.cosigned += 1
+        with self._lock:
+            self._unpublished[(ledger, key.name)] = (checkpoint.size, note)
+        self._add("cosigned")
         log.info("witness feeder: %s cosigned %s at size %d", key.name, ledger, checkpoint.size)
+        self._reachable(ledger, key.name)
+
+    def _failed(self, checkpoint: SignedCheckpoint, key: VerifierKey, url: str, state: _WitnessState,
+                error: OSError | VledgerError) -> None:  # fmt: skip
+        ledger, size = checkpoint.ledger, checkpoint.size
+        self._add("failed")
+        self._back_off(state)
+        state.failures += 1
+        reason = error.message if isinstance(error, VledgerError) else f"{type(error).__name__}: {error}"
+        log.warning("witness feeder: %s at %s, %s size %d: %s", key.name, url, ledger, size, reason)
+        if state.failures != UNREACHABLE_AFTER:
+            return
+        problem = WitnessUnreachableError(
+            f"outside witness {key.name} gave no cosignature of {ledger} at size {size} "
+            f"({state.failures} tries in a row; the last: {reason[:200]})"
+        )
+        log.error("witness feeder: %s", problem.message)
+        alert = Alert(self.home, ledger, checkpoint.height, problem.code, problem.message, key.name,
+                      checkpoint.root.hex())  # fmt: skip
+        with self._lock:
+            self._unreachable[(ledger, key.name)] = alert
+        self.on_alert(alert)
+
+    def _reachable(self, ledger: str, witness: str) -> None:
+        """``witness`` cosigned ``ledger``: its witness_unreachable is over. The alert's key is the
+        ledger's, so it closes once no other witness of that ledger is still unreachable; until
+        then the open one is raised again naming one that is (it may have named this one)."""
+        with self._lock:
+            if self._unreachable.pop((ledger, witness), None) is None:
+                return
+            still = [alert for (of, _), alert in sorted(self._unreachable.items()) if of == ledger]
+        log.info("witness feeder: %s cosigns %s again", witness, ledger)
+        if self.replication is None:
+            return
+        try:
+            if still:
+                self.replication.alert(still[0])
+            else:
+                self.replication.resolve([f"{self.home}|{ledger}|{UNREACHABLE}"])
+        except REDIS_ERRORS as e:
+            log.warning("witness feeder: %s of %s not resolved, Redis unavailable (%s)", UNREACHABLE, ledger, e)
+
+    def _adopt_open_alerts(self) -> None:
+        """A witness_unreachable an earlier run of this home left open is this run's to resolve."""
+        if self.replication is None:
+            return
+        try:
+            open_alerts = self.replication.own_open_alerts()
+        except REDIS_ERRORS as e:
+            log.warning("witness feeder: open alerts not read, Redis unavailable (%s)", e)
+            return
+        for fields in open_alerts.values():
+            if fields.get("what") == UNREACHABLE and fields.get("node") == self.home and fields.get("source"):
+                ledger, witness = str(fields.get("ledger", "")), str(fields["source"])
+                self._unreachable[(ledger, witness)] = Alert(
+                    self.home, ledger, int(fields.get("height", 0)), UNREACHABLE, str(fields.get("detail", "")),
+                    witness, str(fields.get("expected", "")),
+                )  # fmt: skip
 
     def _refused(self, checkpoint: SignedCheckpoint, key: VerifierKey, state: _WitnessState, status: int,
                  reason: str) -> None:  # fmt: skip
-        self.counts.refused += 1
+        self._add("refused")
         self._back_off(state)
         if status in state.alerted:
             return
@@ -249,14 +338,18 @@ class WitnessFeeder:
         state.retry_at = self._clock() + state.backoff
 
     def _publish(self) -> None:
-        if self.replication is None:
-            self._unpublished.clear()
-            return
-        for (ledger, witness), (size, note) in list(self._unpublished.items()):
+        with self._lock:
+            waiting = list(self._unpublished.items())
+            if self.replication is None:
+                self._unpublished.clear()
+                return
+        for (ledger, witness), (size, note) in waiting:
             try:
                 self.replication.publish_outside_cosignature(ledger, witness, size, note)
             except REDIS_ERRORS as e:
                 log.warning("witness feeder: cosignature of %s by %s not published, Redis unavailable (%s)",
                             ledger, witness, e)  # fmt: skip
                 return
-            del self._unpublished[(ledger, witness)]
+            with self._lock:  # a newer one of that witness and ledger, set meanwhile, waits its turn
+                if self._unpublished.get((ledger, witness)) == (size, note):
+                    del self._unpublished[(ledger, witness)]

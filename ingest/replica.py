@@ -313,8 +313,10 @@ def _run_follower(
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
     # Every follower is a witness: it cosigns with its own Ed25519 key, made by keygen --cluster.
     signing = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
-    store = runtime.store(replication, limits=config.settings.limits, settings=config.settings.store)
-    cache = runtime.accounts(registry)
+    # A ledger whose file lost records while the node was down opens cut back to what it holds
+    # whole, and is fetched again (Follower.start); a home's store is never cut back.
+    store = runtime.store(replication, limits=config.settings.limits, settings=config.settings.store, cut_back=True)
+    cache = runtime.accounts(registry, replication)
     epochs = EpochBook(config.name, store)
     # It connects to the others with its newest CURVE key from the record on (PROTOCOL 16.6).
     keys = runtime.client_keys.current
@@ -348,6 +350,7 @@ def _run_follower(
         lambda alert: raise_alert(replication, alert),
         epochs_of=epochs.history,
         recosign_ms=config.replication.recosign_interval_ms,
+        heartbeat_ms=config.replication.heartbeat_ms,
     )
     # A replica keeps the files its ledgers record (PROTOCOL 7.4, 10.8); an observer keeps records only.
     files = FileRules(store) if observe is None else None
@@ -398,7 +401,9 @@ def _run_follower(
         checker=checker,
     )
     chains.pending = follower.pending  # a rotation not stored yet names the key of the checkpoint over it
-    follower.carry_over(own_copy_alerts_of(replication, name))
+    earlier = own_open_alerts_of(replication, name)
+    follower.carry_over(own_copy_alerts(name, earlier))
+    witness.carry_over(earlier)
     metrics = NodeMetrics(node)
     metrics.collect_with(store_collector(store, config, name, replication))
     metrics.collect_with(gauge_collector("vledger_outbox_backlog", "commits not yet published", relay.backlog))
@@ -452,7 +457,17 @@ def _run_follower(
     runtime.serve(
         server,
         MeteredService(service, metrics),
-        main=partial(_follow, follower, witness, subscriber, runtime.stopping, watcher, relay),
+        main=partial(
+            _follow,
+            follower,
+            witness,
+            subscriber,
+            runtime.stopping,
+            watcher,
+            relay,
+            config.replication.cut_check_ms / 1000,
+            config.replication.hole_check_ms / 1000,
+        ),
     )
 
 
@@ -512,6 +527,8 @@ def _follow(
     stopping: threading.Event,
     watcher: StoreWatcher | None,
     relay: Outbox,
+    cut_every: float,
+    hole_every: float,
 ) -> None:
     witness.start()
     cosigner = Cosigner(witness).start()  # cosigns beside this loop, which goes on receiving
@@ -528,6 +545,8 @@ def _follow(
         follower.start()
         relay.committed([], NOT_RELAYED, follower.checkpoints())  # a relay's heartbeat forwards them
         next_check = time.monotonic() + HEADS_EVERY
+        next_cuts = time.monotonic() + cut_every
+        next_holes = time.monotonic() + hole_every
         owed: dict[str, int] = {}  # each ledger's target at the last check: the feed had a check's time to bring it
         while not stopping.is_set():
             if watcher is not None:
@@ -542,6 +561,12 @@ def _follow(
                 follower.reap()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + HEADS_EVERY
+                if next_check >= next_cuts:  # records deleted from its file: fetched again
+                    next_cuts = time.monotonic() + cut_every
+                    holes = next_check >= next_holes
+                    if holes:
+                        next_holes = time.monotonic() + hole_every
+                    follower.heal_cuts(holes=holes)
                 # No settle() here: the runs under way are reaped as their commits are done. Waiting
                 # for them each second held the feed up to a commit's time (the slowest lags).
                 _refresh_checkpoints(follower)
@@ -563,11 +588,12 @@ def _refresh_checkpoints(follower: Follower) -> None:
             log.debug("checkpoints from Redis unavailable: %s", e)
 
 
-def own_copy_alerts_of(replication: ReplicationLedger, name: str) -> dict[str, int]:
-    """The open alerts an earlier run of this node raised about its own copy (follow.own_copy_alerts);
-    if Redis is down, none: they stay open, and are the operator's."""
+def own_open_alerts_of(replication: ReplicationLedger, name: str) -> dict[str, dict[str, Any]]:
+    """This node's open alerts, an earlier run's among them, of which the follower and the witness
+    take those about its own copy (follow.own_copy_alerts, Witness.carry_over); if Redis is
+    down, none: they stay open, and are the operator's."""
     try:
-        return own_copy_alerts(name, replication.own_open_alerts())
+        return replication.own_open_alerts()
     except REDIS_ERRORS as e:
         log.warning("%s: its open alerts could not be read (%s): those about its own copy stay open", name, e)
         return {}

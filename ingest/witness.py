@@ -13,9 +13,9 @@ last again once its newest line there is ``recosign_interval_ms`` old, its first
 that a live view's head stays fresh and a frozen one's ages (11.4).
 
 On start, and before each cosignature, a store that no longer holds the last checkpoint it
-cosigned (shorter, or another root) is reported naming this node
-(``store_contradicts_checkpoint``) and the ledger is cosigned no more until it does again,
-which resolves the alert.
+cosigned (shorter, or another root) is reported naming this node (``cosigned_not_held``) and
+the ledger is cosigned no more until it does again, which resolves the alert; one an earlier
+run raised is resolved once the store holds the checkpoint it names (:meth:`Witness.carry_over`).
 
 A follower node runs the witness's turns on a thread of its own (:class:`Cosigner`): a
 cosignature costs a signature, an fsync of its row and a Redis round trip, which the follow
@@ -32,9 +32,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
-from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
+from ..broker.replication import COSIGNED_NOT_HELD, REDIS_ERRORS, Alert, ReplicationLedger
 from ..config.cluster import ReplicationSettings
 from ..node.checkpoint_log import COSIGNED, SIGNED, KeptCheckpoint
+from ..node.cosigning import recosign_due_ms
 from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
 from ..node.note import open_note, parse_checkpoint, parse_note
@@ -114,13 +115,16 @@ def check_holds(store: ChainStore, kept: KeptCheckpoint) -> None:
     check_extends(kept.ledger, kept.size, kept.root, held, held_root)
 
 
-def contradiction_alert(node: str, expected: bytes | None, error: StoreContradictsCheckpointError) -> Alert:
-    """The alert that names ``node`` as holding a store its own checkpoint contradicts."""
+def contradiction_alert(
+    node: str, expected: bytes | None, error: StoreContradictsCheckpointError, what: str | None = None
+) -> Alert:
+    """The alert that names ``node`` as holding a store its own checkpoint contradicts, of kind
+    ``what`` (the error's code unless given)."""
     return Alert(
         node=node,
         ledger=error.ledger or "",
         height=error.height if error.height is not None else 0,
-        what=error.code,
+        what=what or error.code,
         detail=f"{node}: {error.reason}",
         source=node,
         expected=expected.hex() if expected is not None else "",
@@ -142,12 +146,15 @@ class Witness:
         clock: Callable[[], float] = time.time,
         epochs_of: Callable[[str], EpochHistory | None] = lambda ledger: None,
         recosign_ms: int = ReplicationSettings().recosign_interval_ms,
+        heartbeat_ms: int = ReplicationSettings().heartbeat_ms,
     ) -> None:
         self.name = name
         # A quiet ledger's last checkpoint is cosigned again once this witness's newest line on
         # it is this old (PROTOCOL 10.7): the home sends it every heartbeat, and its head stays
-        # fresh on a live view while a frozen one turns STALE (11.4).
+        # fresh on a live view while a frozen one turns STALE (11.4). Asked once a heartbeat, it
+        # cosigns a little early (recosign_due_ms) so that no live line is older than the interval.
         self.recosign_ms = recosign_ms
+        self.recosign_due_ms = recosign_due_ms(recosign_ms, heartbeat_ms)
         # A ledger's epochs by the store's records (ingest/epochs.py EpochBook.history; None:
         # no handover is possible, one home's key for ever).
         self.epochs_of = epochs_of
@@ -162,8 +169,33 @@ class Witness:
         self._last: dict[str, KeptCheckpoint] = {}  # the last checkpoint cosigned, per ledger
         self._unpublished: dict[str, KeptCheckpoint] = {}  # cosigned, not in Redis yet
         self._blocked: set[str] = set()  # ledgers whose store contradicts the last cosignature
+        # An earlier run's open cosigned_not_held per ledger, as (size, root) of the checkpoint it
+        # names: resolved once the store holds that one (carry_over).
+        self._carried: dict[str, tuple[int, bytes]] = {}
         self._signer_changed = False  # a new key to cosign the last checkpoints with again (16.6)
         self.cosigned = 0
+
+    def carry_over(self, alerts: Mapping[str, Mapping[str, object]]) -> None:
+        """Take as this run's the open ``cosigned_not_held`` alerts an earlier run of this witness
+        raised (``alerts``: its own open hash, key -> the alert's fields), each resolved once the
+        store holds the checkpoint it names (``height`` + 1 records, tree root ``expected``): a
+        store repaired or restored while the node was stopped. Called before :meth:`start`.
+
+        The store's last cosigned row is no criterion: a repair drops one its new copy does not
+        prove, and a copy refilled from a home that signed another tree at that size is vouched
+        for by that home, but holds no more what this witness cosigned (review 11 C). An alert
+        whose height or root is not one stays the operator's."""
+        for key, alert in alerts.items():
+            node, _, rest = key.partition("|")
+            ledger, _, what = rest.rpartition("|")
+            if node != self.name or not ledger or what != COSIGNED_NOT_HELD or alert.get("source") != self.name:
+                continue
+            try:
+                size, root = int(str(alert.get("height"))) + 1, bytes.fromhex(str(alert.get("expected")))
+            except ValueError:
+                continue
+            if size > 0 and len(root) == 32:
+                self._carried[ledger] = (size, root)
 
     def start(self) -> None:
         """Check the store against the last checkpoint cosigned of each ledger; republish those
@@ -181,6 +213,7 @@ class Witness:
                 log.info("%s: the last cosignature of %s (size %d) is of a replaced home: not republished",
                          self.name, ledger, last.size)  # fmt: skip
             self._holds(last)
+        self._settle_carried()
         self._publish()
 
     def _of_current_epoch(self, kept: KeptCheckpoint) -> bool:
@@ -228,6 +261,7 @@ class Witness:
                 self._cosign(checkpoint)
             except VledgerError as e:
                 log.error("%s: cannot cosign %s at %d: %s", self.name, checkpoint.ledger, checkpoint.size, e)
+        self._settle_carried()
         self._publish()
 
     def evidence(self, checkpoint: SignedCheckpoint, source: str, proof: Contradiction | None = None) -> None:
@@ -256,8 +290,9 @@ class Witness:
         except StoreContradictsCheckpointError as e:
             if last.ledger not in self._blocked:
                 self._blocked.add(last.ledger)
+                self._carried.pop(last.ledger, None)  # its field now holds this one, resolved as below
                 log.error("%s: %s; cosigning no more of %s", self.name, e, last.ledger)
-                self.on_alert(contradiction_alert(self.name, last.root, e))
+                self.on_alert(contradiction_alert(self.name, last.root, e, COSIGNED_NOT_HELD))
             return False
         if last.ledger in self._blocked:
             self._blocked.discard(last.ledger)
@@ -266,14 +301,28 @@ class Witness:
 
     def _resolve_contradiction(self, last: KeptCheckpoint) -> None:
         """The store holds ``last`` again (refilled with the home's records): the alert that said it
-        did not is resolved (PROTOCOL 10.5: a follower's about its own copy), unless raised since at
-        a greater height (the follower's, about a later checkpoint)."""
-        key = f"{self.name}|{last.ledger}|{StoreContradictsCheckpointError.code}"
+        did not is resolved (PROTOCOL 10.5), unless raised since at a greater height."""
+        self._resolve_held(last.ledger, last.size)
+
+    def _resolve_held(self, ledger: str, size: int) -> bool:
+        """Resolve this witness's ``cosigned_not_held`` of ``ledger`` raised at heights below
+        ``size``; False if Redis did not answer (it stays open)."""
+        key = f"{self.name}|{ledger}|{COSIGNED_NOT_HELD}"
         try:
-            if self.replication.resolve_up_to([key], last.size - 1):
-                log.info("%s: its store holds what it cosigned of %s again: %s resolved", self.name, last.ledger, key)
+            if self.replication.resolve_up_to([key], size - 1):
+                log.info("%s: its store holds what it cosigned of %s again: %s resolved", self.name, ledger, key)
         except REDIS_ERRORS as e:
             log.warning("%s: alert not resolved in Redis (%s): %s", self.name, e, key)
+            return False
+        return True
+
+    def _settle_carried(self) -> None:
+        """Resolve each alert :meth:`carry_over` took whose checkpoint the store now holds."""
+        for ledger, (size, root) in list(self._carried.items()):
+            if self.store.size(ledger) < size or _root_or_error(self.store, ledger, size) != root.hex():
+                continue
+            if self._resolve_held(ledger, size):
+                del self._carried[ledger]
 
     def _cosign(self, checkpoint: SignedCheckpoint) -> None:
         ledger = checkpoint.ledger
@@ -307,7 +356,7 @@ class Witness:
             return
         now = self._clock()
         newest = newest_cosignature_ms(last.note, self.signer.name)
-        if newest is not None and now * 1000 - newest < self.recosign_ms:
+        if newest is not None and now * 1000 - newest < self.recosign_due_ms:
             return
         if ledger in self._blocked or not self._holds(last):
             return

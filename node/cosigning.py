@@ -107,6 +107,15 @@ def verified_fresh_ms(verified: VerifiedCheckpoint) -> int | None:
     return quorum_fresh_ms(c.timestamp * 1000 for c in verified.newest)
 
 
+def recosign_due_ms(recosign_ms: int, heartbeat_ms: int) -> int:
+    """How old a witness's newest line on a quiet ledger's checkpoint is when it cosigns it again
+    (PROTOCOL 10.7): ``recosign_ms`` less a heartbeat and 2 s (at most half the interval). The
+    home asks once a heartbeat and a line's ``T`` is whole seconds, so a witness that waited the
+    full interval left readers a live line up to ~2 s older than it, and ``vledger tally
+    --stale-after 1`` flapped STALE on an honest quiet ledger (review r11 F)."""
+    return recosign_ms - min(recosign_ms // 2, heartbeat_ms + 2000)
+
+
 def stale_since(fresh_ms: int | None, now_ms: int, recosign_ms: int, after_ms: int) -> bool:
     """Whether a head whose ``fresh_ms`` (:func:`quorum_fresh_ms`) it is is **stale** at
     ``now_ms`` (PROTOCOL 11.4): more than ``recosign_ms`` (how often witnesses cosign a quiet

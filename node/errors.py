@@ -639,6 +639,14 @@ class NotGrantedError(RuleError):
     code = "not_granted"
 
 
+class NotAdminAuthorError(RuleError):
+    """An admin-ledger record whose author is not an enabled admin by the admin records before
+    it, nor one of the exceptions PROTOCOL 16.7 lists (what an observer's replay flags: the
+    home wrote a change for someone the ledger never made an admin)."""
+
+    code = "not_admin_author"
+
+
 class AlreadyGrantedError(RuleError):
     code = "already_granted"
 
@@ -780,6 +788,14 @@ class WitnessRefusedError(NoteError):
     key or know the origin), or named a size past what the home signed."""
 
     code = "witness_refused"
+
+
+class WitnessUnreachableError(NoteError):
+    """An outside witness gave its home no cosignature twice in a row (an alert, 13.9): it could
+    not be reached, did not answer in full within ``witness_timeout_ms``, or answered what is
+    not a cosignature by its listed key."""
+
+    code = "witness_unreachable"
 
 
 class SealError(VledgerError):

@@ -32,3 +32,10 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(item) for item in value]
     return value
+
+
+def error_json(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A failure as every ``--json`` output states it (README, PROTOCOL 6.2's refusal): ``{"error":
+    {"code", "message", ...}}``, a node's refusal's own fields (``details``) beside the two, as JSON values."""
+    fields = {key: jsonable(value) for key, value in (details or {}).items() if key not in ("code", "message")}
+    return {"error": {"code": code, "message": message, **fields}}

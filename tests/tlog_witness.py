@@ -122,6 +122,10 @@ class TlogWitness:
         self.logs = {origin: parse_vkey(vkey) for origin, vkey in logs.items()}
         self.latest: dict[str, tuple[int, bytes]] = {}  # origin -> (size, root) last cosigned
         self.answers: list[int] = []  # every status it answered, in order
+        # Seconds between the bytes of a hostile answer (None: honest): a 200 whose headers say
+        # 100000 bytes, then one byte at a time, for as long as the client listens.
+        self.trickle: float | None = None
+        self.trickled = 0  # requests it answered so
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -213,12 +217,27 @@ class TlogWitness:
 
     # --- serving --------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.content.read(MAX_BODY + 1)
+        if self.trickle is not None:
+            return await self._trickle(request, self.trickle)
         if len(body) > MAX_BODY:
             return web.Response(status=400, text="too large\n")
         status, content_type, answer = self.add_checkpoint(body)
         return web.Response(status=status, body=answer, headers={"Content-Type": content_type})
+
+    async def _trickle(self, request: web.Request, every: float) -> web.StreamResponse:
+        self.trickled += 1
+        response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        response.content_length = 100_000
+        await response.prepare(request)
+        try:
+            for _ in range(100_000):
+                await response.write(b"x")
+                await asyncio.sleep(every)
+        except (ConnectionError, RuntimeError):
+            pass  # the client hung up: what a client with a deadline does
+        return response
 
     def start(self) -> TlogWitness:
         ready = threading.Event()

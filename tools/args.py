@@ -214,5 +214,7 @@ def add_config_option(command: argparse.ArgumentParser) -> None:
     command.add_argument("--config", type=Path, metavar="FILE", help=CONFIG_HELP)
 
 
-def add_json_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+def add_json_option(command: argparse.ArgumentParser, shape: str = "") -> None:
+    """``--json``: one JSON object on stdout (``shape`` says which, when --help should), and a
+    failure's ``{"error": {"code", "message"}}`` (cli.main)."""
+    command.add_argument("--json", action="store_true", help=f"print one JSON object{shape} for scripts")

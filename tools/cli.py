@@ -19,8 +19,9 @@ from pathlib import Path
 
 from ..broker.logs import LEVELS, configure_logging
 from ..config.settings import DEFAULT_DIFFICULTY, Limits
-from ..node.errors import RemoteError, StoreDamagedError, UsageError, VledgerError
+from ..node.errors import RedisServerError, RemoteError, StoreDamagedError, UsageError, VledgerError
 from ..node.identifiers import escape
+from ..node.json_values import error_json
 from .args import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -71,7 +72,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     # One thread: the workers start at once.
     from .verification import verify_path  # noqa: PLC0415 - see COMMANDS
 
-    result = verify_path(args.path, args.ledger, Limits(), fork=True, witnesses=args.witness)
+    # Witness keys ask for what is witnessed: records no checkpoint covers are not.
+    required = args.require_checkpoint or bool(args.witness)
+    result = verify_path(
+        args.path, args.ledger, Limits(), fork=True, witnesses=args.witness, require_checkpoint=required
+    )
     print_verification(str(args.path), result, as_json=args.json)
     return _exit_code(result.ok)
 
@@ -236,7 +241,9 @@ def _add_verify(commands: Subparsers) -> None:
         cmd_verify,
         SUMMARIES["verify"],
         "Verify every record of a store directory or an export (.jsonl) file, from each "
-        "ledger's genesis. Exit 0 if all is valid, 1 naming the ledger, height and failure otherwise. "
+        "ledger's genesis. Exit 0 if all is valid, 1 naming the ledger, height and failure otherwise; "
+        "with --require-checkpoint or a --witness key, also 1 when a ledger has records past its largest "
+        "checkpoint that verified (a copy whose tail was cut with its checkpoint lines looks whole). "
         "With --cluster, report the running cluster's open alerts (the verifier's findings) instead: "
         "exit 1 while there is one.",
     )
@@ -251,6 +258,12 @@ def _add_verify(commands: Subparsers) -> None:
     )
     add_ledger_option(verify, "verify")
     add_witness_option(verify, "check")
+    verify.add_argument(
+        "--require-checkpoint",
+        action="store_true",
+        help="exit 1 when a ledger has records past its largest checkpoint that verified "
+        "(implied by --witness); without it they are only reported",
+    )
     add_json_option(verify)
 
 
@@ -415,6 +428,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_INTERRUPTED
+    except Exception as e:
+        # A command that reads Redis without wrapping its errors (admin bootstrap did) still
+        # fails with the documented code and object, not a traceback a script cannot read.
+        failed = _redis_failure(e)
+        if failed is None:
+            raise
+        error(f"{failed.code}: {failed.message}", failed.code, failed.message)
+        return EXIT_FAILED
 
 
 def _command_word(words: Sequence[str]) -> str | None:
@@ -446,22 +467,19 @@ def _error(
     # A node's message may quote what it was sent: escape it as stdout is (safe_output.py).
     print(f"vledger: error: {escape(message)}", file=sys.stderr)
     if as_json and code is not None:
-        fields = {key: _json_value(value) for key, value in (details or {}).items() if key not in ("code", "message")}
         # ensure_ascii: every control or non-ASCII character is a \u escape, nothing for a terminal to run.
         with contextlib.suppress(OSError):
-            refusal = {"error": {"code": code, "message": text, **fields}}
-            print(json.dumps(refusal, ensure_ascii=True, default=str), flush=True)
+            print(json.dumps(error_json(code, text, details), ensure_ascii=True, default=str), flush=True)
 
 
-def _json_value(value: object) -> object:
-    """A refusal's field as JSON: bytes (a record's hash) as hex, containers item by item."""
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, (list, tuple)):
-        return [_json_value(item) for item in value]
-    if isinstance(value, dict):
-        return {str(key): _json_value(item) for key, item in value.items()}
-    return value
+def _redis_failure(error: Exception) -> RedisServerError | None:
+    """``error`` as ``redis_server`` when it is the Redis client's; redis is looked up, not
+    imported: a command that never loaded it cannot have raised its errors."""
+    client = sys.modules.get("redis.exceptions")
+    if client is None or not isinstance(error, client.RedisError):
+        return None
+    unanswered = isinstance(error, (client.ConnectionError, client.TimeoutError))
+    return RedisServerError(f"Redis {'does not answer' if unanswered else 'refused'}: {error}")
 
 
 def _os_message(error: OSError) -> str:

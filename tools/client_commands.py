@@ -26,7 +26,6 @@ from ..broker.seal_keys import read_seal_key, write_seal_key
 from ..client.session import Session, reply_field
 from ..client.write import Write
 from ..config.cluster import load_cluster
-from ..node import identifiers
 from ..node.errors import (
     AlreadyGrantedError,
     BadPublicKeyError,
@@ -44,7 +43,7 @@ from ..node.note import VerifiedCheckpoint
 from ..node.outside import QUORUM_FIELD, WITNESSES_FIELD
 from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
-from ..node.rules.engine import DOMAINS, PLAIN
+from ..node.rules.engine import DOMAINS, PLAIN, new_ledger_rules
 from ..node.rules.votes import ElectionState
 from ..node.sealed import is_sealed, seal, unseal
 from . import client_payloads as build
@@ -58,6 +57,7 @@ from .client_output import (
     print_enrollment,
     print_hello,
     print_json,
+    print_json_list,
     print_ledgers,
     print_receipt,
     print_record,
@@ -137,14 +137,15 @@ def cmd_ledger_list(session: Session, args: argparse.Namespace) -> int:
 def ledger_rules(kinds: tuple[str, ...] | None, difficulty: int, rules: build.Payload) -> LedgerRules:
     """A new ledger's rules; the kinds its domain (``rules["type"]``) reads are added to ``kinds``.
 
-    A domain ledger gets the identifier rule (docs/PROTOCOL.md 7.5): every ledger created now has it.
+    A domain ledger gets the identifier rule (docs/PROTOCOL.md 7.5) and its domain's defaults written
+    out (a resources ledger's ``max_holders``, 7.3): every ledger created now has them.
     """
     domain = DOMAINS.get(rules["type"]) if isinstance(rules.get("type"), str) else None
     allowed = set(kinds or ()) | (domain.kinds if domain is not None else set())
     if not allowed:
         raise UsageError("name the record kinds the ledger allows with --kinds a,b,c")
     if domain is not None and domain.type_name != PLAIN:
-        rules = build.typed_rules(identifiers.with_rule(rules))
+        rules = build.typed_rules(new_ledger_rules(rules))
     return LedgerRules(tuple(allowed), difficulty, rules)
 
 
@@ -250,11 +251,12 @@ def cmd_range(session: Session, args: argparse.Namespace) -> int:
     # Below the node's signed checkpoint each run of records is proven in it before it is shown:
     # a chain anyone could compute, served by a node in place of the signed one, is refused.
     proven = _signed_checkpoint(session, args.ledger, 0)
-    for record in session.proven_records(args.ledger, args.start, proven):
-        if args.json:
-            print_json(build.record_map(record))
-        else:
-            print(record_line(record))
+    records = session.proven_records(args.ledger, args.start, proven)
+    if args.json:
+        print_json_list({"ledger": args.ledger, "start": args.start}, "records", map(build.record_map, records))
+        return EXIT_OK
+    for record in records:
+        print(record_line(record))
     return EXIT_OK
 
 
@@ -483,8 +485,10 @@ def cmd_user_add(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_user_remove(session: Session, args: argparse.Namespace) -> int:
-    result = session.call("account.remove", {"account": args.account})
+    # Read first (a name's units and issues are the same before and after): read after, a read
+    # that failed made a removal done already exit as failed.
     held = checked_holdings(session, args.account)
+    result = session.call("account.remove", {"account": args.account})
     if held is not None:
         result["holdings"] = [dataclasses.asdict(h) for h in held]
     print_account_change(result, "removed", as_json=args.json)

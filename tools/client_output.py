@@ -1,24 +1,45 @@
 """What the client verbs print on stdout: lines for people, one JSON value for scripts.
 
-With ``--json`` each verb prints one JSON object (``range`` prints one per record, JSON Lines),
-binary values as lower-case hex. Errors never go to stdout: ``cli.main`` prints them on stderr.
+With ``--json`` each verb prints one JSON object (``range`` its records in a list of it, a line
+each as they are checked), binary values as lower-case hex. Errors go to stderr, and with
+``--json`` as ``{"error": {"code", "message"}}`` on stdout too (``cli.main``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..broker.keys import fingerprint
-from ..node.errors import BadPublicKeyError
-from ..node.json_values import jsonable
+from ..node.errors import BadPublicKeyError, RemoteError, VledgerError
+from ..node.json_values import error_json, jsonable
 from ..node.record import Record
 from .client_payloads import receipt_map, record_map, time_text
 
 
 def print_json(value: Any) -> None:
     print(json.dumps(jsonable(value), ensure_ascii=False))
+
+
+def print_json_list(head: dict[str, Any], key: str, items: Iterable[Any]) -> None:
+    """One JSON object, ``head`` with ``items`` in a list under ``key``, printed an item a line as
+    they come: a long ledger's records are never held whole, and a script still reads one object
+    (JSON Lines failed ``json.load``, outsider26 I2). A failure part-way ends the list and the
+    object with the failure's ``"error"`` beside what came before it, then is raised."""
+    print(json.dumps(jsonable(head), ensure_ascii=False)[:-1] + (", " if head else "") + f'"{key}": [', flush=True)
+    before = ""
+    try:
+        for item in items:
+            print(before + json.dumps(jsonable(item), ensure_ascii=False), end="", flush=True)
+            before = ",\n"
+    except VledgerError as e:
+        failed = (
+            error_json(e.code, e.reason, e.details) if isinstance(e, RemoteError) else error_json(e.code, e.message)
+        )
+        print("\n], " + json.dumps(failed, ensure_ascii=False, default=str)[1:], flush=True)
+        raise
+    print("\n]}", flush=True)
 
 
 def _compact(value: Any) -> str:

@@ -278,7 +278,8 @@ def _add_record_verbs(commands: Subparsers) -> None:
         "List a ledger's records from a height to its head, a page at a time, checking each one as the "
         "next of the chain and, below the node's latest signed checkpoint, each run of 256 by an inclusion "
         "proof in it (bad_proof: the node serves another chain) before it is shown (with --json: one JSON "
-        "object per line).",
+        'object {"ledger", "start", "records": [...]}, a record a line as each is checked; a failure part-way '
+        'ends it with its "error" beside the records before it).',
     )
     ranged.add_argument("ledger", type=ledger_name, metavar="LEDGER")
     ranged.add_argument("--start", type=height, default=0, metavar="N", help="the first height (0)")

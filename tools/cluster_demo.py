@@ -46,14 +46,13 @@ from ..client.session import Session, new_request_id, node_address, now_ms, repl
 from ..client.write import Write
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import Limits
-from ..node import identifiers
 from ..node.errors import KeyExistsError, NodeUnavailableError, RemoteError, UsageError, VledgerError
 from ..node.ledger import LedgerRules
 from ..node.receipt import keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import Content, Entry, checksum_of
 from ..node.rules import Domain, Ref
 from ..node.rules.charity import CharityState, CharityTally
-from ..node.rules.engine import RulesEngine, Violation
+from ..node.rules.engine import RulesEngine, Violation, new_ledger_rules
 from ..node.rules.resources import ResourcesState, ResourcesTally
 from ..node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX, ElectionState, ElectionTally
 from ..node.sealed import seal
@@ -219,12 +218,12 @@ def ledger_rules(ledger: str, account: str, difficulty: int, ts: int) -> LedgerR
             "opens": ts - OPENS_BEFORE_MS,
             "closes": ts + ELECTION_DAYS * 86_400_000,
         }
-        return LedgerRules(tuple(sorted(ElectionState.kinds)), difficulty, identifiers.with_rule(rules))
+        return LedgerRules(tuple(sorted(ElectionState.kinds)), difficulty, new_ledger_rules(rules))
     if ledger == ZAKAT:
         rules = {"type": CharityState.type_name, "currency": CURRENCY}
-        return LedgerRules(tuple(sorted(CharityState.kinds)), difficulty, identifiers.with_rule(rules))
+        return LedgerRules(tuple(sorted(CharityState.kinds)), difficulty, new_ledger_rules(rules))
     rules = {"type": ResourcesState.type_name, "unit": UNIT, "issuers": [account]}
-    return LedgerRules(tuple(sorted(ResourcesState.kinds)), difficulty, identifiers.with_rule(rules))
+    return LedgerRules(tuple(sorted(ResourcesState.kinds)), difficulty, new_ledger_rules(rules))
 
 
 # --- what a run found ------------------------------------------------------------------------------

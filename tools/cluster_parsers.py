@@ -377,7 +377,7 @@ def add_alert_commands(commands: Subparsers) -> None:
     alerts.add_argument("--follow", action="store_true", help="wait for new alerts and print them")
     alerts.add_argument("--count", type=positive, default=100, metavar="N", help="how many past alerts (100)")
     alerts.add_argument("--all", action="store_true", help="resolve: every open alert")
-    add_json_option(alerts)
+    add_json_option(alerts, ', {"alerts": [...]} (with --follow, then one more a line for each batch of new ones)')
 
 
 # --- status_command.py ------------------------------------------------------------------
@@ -392,6 +392,7 @@ hide the nodes: they are still asked over CURVE, and "redis_error" says why the 
 alerts (read from Redis) are empty:
 
   {"cluster": str, "redis": URL (password hidden), "redis_error": str or null (Redis down),
+   "error": {"code": "redis_server", "message": str} (only with Redis down: exit 1),
    "ok": bool (exit code 0),
    "problems": [str]: one sentence for each thing down, behind or alerted,
    "supervisord": null (no --run-dir)

@@ -14,6 +14,7 @@ from ..broker.accounts import AccountRegistry, bootstrap_admin
 from ..broker.keys import generate, load_public
 from ..broker.redis_keys import migrate
 from ..broker.redis_server import connect
+from ..broker.replication import REDIS_ERRORS, redis_failed
 from ..broker.seal_keys import read_seal_key, write_seal_key
 from ..broker.second_factor import REPLACE, SecondFactorStore
 from ..broker.signing import generate_signing_key, load_verify_key, signing_key_paths
@@ -189,9 +190,12 @@ def cmd_admin_migrate_keys(args: argparse.Namespace) -> int:
     """Move the cluster's Redis to the tagged key names (broker/redis_keys.py); 1 when an old
     key had to be kept because its new name holds other data."""
     config = load_cluster(config_file(args.config))
-    client = connect(config.redis_access("admin"))
+    access = config.redis_access("admin")
+    client = connect(access)
     try:
         done = migrate(client)
+    except REDIS_ERRORS as e:
+        raise redis_failed(access.url, e) from None
     finally:
         client.close()
     if args.json:

@@ -52,7 +52,7 @@ from typing import Any
 from ..broker.client import Client
 from ..broker.keys import KeyPair, generation_name, key_paths, newest_generation
 from ..broker.redis_server import connect
-from ..broker.replication import ReplicationLedger
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, redis_failed
 from ..broker.signing import witness_keys
 from ..client.session import node_address
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
@@ -74,6 +74,7 @@ from ..node.blobs import BlobStore
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
 from ..node.epoch import EpochHistory
 from ..node.errors import RepairRefusedError, SupervisorError, VledgerError
+from ..node.json_values import error_json
 from ..node.note import VerifierKey, origin_for
 from ..node.record import Record
 from ..node.store import ChainStore
@@ -450,9 +451,13 @@ class Repair:
             )
         store = config.store_dir(name)
         sources = Sources(config, self.keys, self.timeout)
-        redis = connect(config.redis_access("admin"), timeout=REDIS_TIMEOUT)
+        access = config.redis_access("admin")
+        redis = connect(access, timeout=REDIS_TIMEOUT)
         try:
-            targets = self.plan(sources, ReplicationLedger(redis))
+            try:
+                targets = self.plan(sources, ReplicationLedger(redis))
+            except REDIS_ERRORS as e:
+                raise redis_failed(access.url, e) from None
             if not self.force and already_holds(store, targets):
                 raise RepairRefusedError(
                     f"{name}'s store already holds every quorum-cosigned checkpoint "
@@ -615,7 +620,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
             result = _repair_restarting(config, name, keys, args)
     except VledgerError as e:
         if args.json:
-            print_json({"ok": False, "node": name, "error": e.code, "message": e.message})
+            # README's failure object (a script reads ["error"]["code"]), beside the success's "ok" and "node".
+            print_json({"ok": False, "node": name, **error_json(e.code, e.message)})
         raise
     result.cleared = cleared
     if args.json:

@@ -22,7 +22,8 @@ def print_verification(source: str, result: Verification, *, as_json: bool) -> N
     if as_json:
         _print_json(verification_json(result))
         return
-    for line in [*_report_lines(source, result), *_cosignature_lines(result), _verdict(result)]:
+    for line in [*_report_lines(source, result), *_cosignature_lines(result), *_unvouched_lines(result),
+                 _verdict(result)]:  # fmt: skip
         print(line)
 
 
@@ -180,6 +181,8 @@ def verification_json(result: Verification) -> dict[str, Any]:
         "ledgers": [_ledger_json(r) for r in result.reports],
         "ok": result.ok,
         "error": _error_json(result.error, None, result.error_line) if result.error is not None else None,
+        # Whether records past a ledger's largest checkpoint fail the whole (--require-checkpoint, --witness).
+        "require_checkpoint": result.require_checkpoint,
         "tree_unchecked": result.tree_unchecked,  # (store) why its Merkle tree was not checked, or null
         # (store) the -wal whose commits were read with the file (a copy taken with it), or null.
         "wal": None if result.wal_read is None else {"file": result.wal_read[0], "bytes": result.wal_read[1]},
@@ -198,6 +201,10 @@ def _ledger_json(report: LedgerReport) -> dict[str, Any]:
         "records": report.records,
         "head": report.head.hex() if report.head is not None else None,
         "checkpoints": report.checkpoints,
+        # The size of its largest checkpoint that verified (0: none), and its records past it,
+        # which nothing in the copy vouches for: a tail cut with its checkpoint lines looks whole.
+        "vouched": report.vouched,
+        "unvouched": report.unvouched,
         "cosignatures": {"checked": report.cosigned, "unchecked": report.unchecked},
         "ok": report.ok,
         "error": (
@@ -254,6 +261,27 @@ def _cosignature_lines(result: Verification) -> list[str]:
     return [f"cosignatures: {unchecked} {lines} by witnesses no --witness key names, NOT checked"]
 
 
+def _unvouched_lines(result: Verification) -> list[str]:
+    """The ledgers whose newest records no checkpoint vouches for: "OK" says their chain is
+    sound, not that it is whole (a backup cut together with its checkpoint lines verifies)."""
+    lines = []
+    for report in result.reports:
+        if not report.unvouched:
+            continue
+        if report.vouched == 0:
+            what = f"no checkpoint: its {report.records} records are vouched for by nothing"
+        else:
+            plural = "" if report.unvouched == 1 else "s"
+            what = (
+                f"{report.unvouched} record{plural} past its largest checkpoint (size {report.vouched}):"
+                " vouched for by nothing"
+            )
+        lines.append(f"{report.ledger}: {what}; its newest records may be missing unseen")
+    if lines and not result.require_checkpoint:
+        lines.append("(with --require-checkpoint or a --witness key, that fails the verification)")
+    return lines
+
+
 def _failure_line(report: LedgerReport) -> str:
     assert report.error is not None
     return (
@@ -266,6 +294,11 @@ def _verdict(result: Verification) -> str:
     if not result.reports and result.error is None:
         return "no ledgers to verify"
     failed = sum(not r.ok for r in result.reports)
+    if failed == 0 and result.error is None and (unvouched := result.unvouched()):
+        return (
+            f"verification FAILED: {len(unvouched)} of {len(result.reports)} ledgers with records past their"
+            " largest checkpoint"
+        )
     if result.ok:
         return f"verified: OK ({len(result.reports)} ledgers, {sum(r.records for r in result.reports)} records)"
     if result.error is not None:

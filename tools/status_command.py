@@ -41,7 +41,15 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger
 from ..client.session import node_address, now_ms
 from ..config.cluster import FOLLOWER_ROLES, ROLES, ClusterConfig, load_cluster
-from ..node.errors import NodeUnavailableError, RemoteError, StoreDamagedError, UsageError, VledgerError
+from ..node.errors import (
+    NodeUnavailableError,
+    RedisServerError,
+    RemoteError,
+    StoreDamagedError,
+    UsageError,
+    VledgerError,
+)
+from ..node.json_values import error_json
 from .args import KEY_ENV, config_file
 from .client_output import table
 from .client_session import load_client_keys
@@ -370,6 +378,8 @@ def status_json(status: ClusterStatus) -> dict[str, Any]:
             for v in status.verifiers
         ],
         "open_alerts": status.open_alerts,
+        # Exit 1 is a failure: README's error object too, where a script reads ["error"]["code"].
+        **(error_json(RedisServerError.code, status.redis_error) if status.redis_error is not None else {}),
     }
 
 

@@ -109,6 +109,7 @@ class LedgerReport:
     imported: int = 0
     present: int = 0
     checkpoints: int = 0  # checkpoint lines whose root is the records' (and signature, when pinned)
+    vouched: int = 0  # the size of the largest of those: its records are vouched for, any past it not
     kept: int = 0  # (import) checkpoint rows its lines added to the store: none for one held already
     cosigned: int = 0  # cosignature lines of its checkpoints that verified with a witness key given
     unchecked: int = 0  # cosignature lines by a witness no key given names: not checked
@@ -117,6 +118,16 @@ class LedgerReport:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def unvouched(self) -> int:
+        """Its records past its largest checkpoint that verified: a copy cut there, checkpoint
+        lines and all, would verify as well (outsider26 I4). 0 for a ledger that failed."""
+        return max(self.records - self.vouched, 0) if self.ok else 0
+
+    def vouch(self, size: int) -> None:
+        self.checkpoints += 1
+        self.vouched = max(self.vouched, size)
 
     def accept(self, record: Record) -> None:
         self.records += 1
@@ -148,25 +159,40 @@ class Verification:
     worker_cpu: float = 0.0  # CPU seconds the worker processes spent on their chunks (not printed)
     worker_rss: int = 0  # the largest resident size of a worker process, KiB (not printed)
     tree_unchecked: str | None = None  # (store) why its Merkle tree was not checked, printed: None when it was
+    # (vledger verify --require-checkpoint, or --witness) a ledger with records past its largest
+    # checkpoint that verified fails the whole: the tail of a backup may be gone, lines and all.
+    require_checkpoint: bool = False
     wal_read: tuple[str, int] | None = None  # (store) the -wal whose commits were read: its name and size, printed
 
     @property
     def ok(self) -> bool:
-        return self.error is None and all(r.ok for r in self.reports)
+        return self.error is None and all(r.ok for r in self.reports) and not self.unvouched()
+
+    def unvouched(self) -> list[LedgerReport]:
+        """The ledgers with records past their largest checkpoint, when that fails the whole."""
+        return [r for r in self.reports if r.unvouched] if self.require_checkpoint else []
 
 
 def verify_path(
-    path: Path, wanted: str | None, limits: Limits, *, fork: bool = False, witnesses: Sequence[VerifierKey] = ()
+    path: Path,
+    wanted: str | None,
+    limits: Limits,
+    *,
+    fork: bool = False,
+    witnesses: Sequence[VerifierKey] = (),
+    require_checkpoint: bool = False,
 ) -> Verification:
     """``vledger verify PATH``: a store directory or an export file, checked from every genesis.
-    ``fork``: see :func:`verify_store`; ``witnesses``: see :func:`check_cosignatures`. Raises
-    UsageError for a path that is neither."""
+    ``fork``: see :func:`verify_store`; ``witnesses``: see :func:`check_cosignatures`;
+    ``require_checkpoint``: a ledger with records past its largest checkpoint that verified
+    fails the result. Raises UsageError for a path that is neither."""
     if not path.exists():
         raise UsageError(f"{path}: no such store directory or export file")
     if path.is_dir():
         result = verify_store(store_dir(path), wanted, limits, fork=fork, witnesses=witnesses)
     else:
         result = verify_file(export_file(path), wanted, limits, witnesses)
+    result.require_checkpoint = require_checkpoint
     log.info("verified %s: ok=%s", path, result.ok)
     return result
 
@@ -752,7 +778,7 @@ class _StoreTree(_Growth):
                 check_cosignatures(note, checkpoint.origin, self.witnesses, self.report)
             except VledgerError as e:
                 raise _TreeFailure(e, size - 1) from e
-            self.report.checkpoints += 1
+            self.report.vouch(size)
 
     def _check_signature(self, note: bytes, size: int) -> None:
         """The note signed by the key the genesis pins; for a ledger that may rotate it (13.8) or
@@ -1361,7 +1387,7 @@ class ExportChecker:
             return
         if (ledger, line.note) not in self._counted:  # a line given twice is one checkpoint
             self._counted.add((ledger, line.note))
-            report.checkpoints += 1
+            report.vouch(checkpoint.size)
 
     def _report(self, ledger: str) -> LedgerReport | None:
         if self.wanted is not None and ledger != self.wanted:

@@ -408,7 +408,8 @@ class ClusterChecks:
         # The open alerts only an operator resolves, by raiser and key, as last seen in the open
         # hashes: one that vanishes without the operator's note is put back (see _reopen_vanished).
         self._operator_open: dict[tuple[str | None, str], dict[str, Any]] = {}
-        # The replicas and observers: each resolves its own store_contradicts_checkpoint (operator_resolves).
+        # The replicas and observers: each resolves its own store_contradicts_checkpoint (operator_resolves),
+        # as a ledger's standby does of its copy of that ledger (_follows).
         self._followers = frozenset(name for name, node in config.nodes.items() if node.role in FOLLOWER_ROLES)
         self._read_pending = True  # after a start: our own pending entries come first
         self._next_heads = 0.0
@@ -483,9 +484,22 @@ class ClusterChecks:
             self.replication.reopen(key, alert)
             found[(self.replication.node, key)] = own[key] = alert
         for name, alert in found.items():
-            if operator_resolves(*name, self._followers):
+            if operator_resolves(*name, self._follows):
                 self._operator_open[name] = alert
         return own
+
+    def _follows(self, node: str, ledger: str) -> bool:
+        """Whether ``node`` follows ``ledger`` into a copy of its own, whose faults it resolves
+        itself (PROTOCOL 10.5): a replica or observer, or the ledger's standby while another node
+        is its home (its StandbyFollow is a Follower; once promoted, its own
+        store_contradicts_checkpoint is a home's, the operator's)."""
+        if node in self._followers:
+            return True
+        standby = self.config.standby_of(ledger)
+        if standby is None or standby.name != node:
+            return False
+        state = self.ledgers.get(ledger)
+        return (state.home if state is not None else self.config.home_of(ledger).name) != node
 
     def refresh_ledgers(self) -> None:
         """Pick up ledgers announced since, with a consumer group and saved sweep checkpoints,

@@ -55,7 +55,7 @@ from prometheus_client.registry import Collector
 from ..broker.http import HttpThread, add_health_routes, from_this_host, json_errors, json_response
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
-from ..broker.signing import witness_keys
+from ..broker.signing import admin_checkpoint_key, witness_keys
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig
 from ..config.settings import PROTOCOL_LIMITS
@@ -89,10 +89,12 @@ from ..node.storefile import DB_NAME, StoredTree, StoreReader, damaged_file
 from ..node.tally_body import Snapshot
 from ..node.verify import ChainVerifier
 from ..node.witness import cosignatures_in_force, witness_key, witness_keys_in_force
-from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
+from .node_keys import follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
 from .tally import (
     AGREE,
+    LOOK_PAGE,
+    LOOK_PAGES,
     MISMATCH,
     RECOSIGN_MS,
     STILL_COUNTING,
@@ -834,7 +836,8 @@ class Gateway:
 
     def _tally_report(self, ledger: str) -> tuple[TallyReport, dict[str, KeyHistory]]:
         """The observers' signed tallies of ``ledger`` as read at most CHECKPOINT_SECONDS ago: each
-        read takes up to 4 MiB an observer from Redis and checks every signature, and anyone may
+        read takes up to 4 MiB an observer from Redis (its latest entry, then each page back for a
+        common height) and checks every signature, and anyone may
         ask /tally or /funds as fast as they like (outsider o6 H9: 0.5 s of the gateway's CPU an
         anonymous request). The verdict is judged anew each time (_judged)."""
         # Its user runs no script (broker/redis_acl.py): each read stops at the bytes a scripted one takes.
@@ -846,7 +849,9 @@ class Gateway:
         cached = self._tally_reports.get(ledger)
         if cached is not None and cached[1] == under and at - cached[0] < CHECKPOINT_SECONDS:
             return cached[2], histories
-        report = read_tallies(board, ledger, self.observer_keys, histories)
+        # Back at most LOOK_PAGES small pages an observer, as the verifier's look: with no common
+        # height near the streams' heads (one observer long behind), each request read every page.
+        report = read_tallies(board, ledger, self.observer_keys, histories, pages=LOOK_PAGES, page=LOOK_PAGE)
         if all(t.checked is None for t in report.observers) and ledger not in self.reader.ledgers():
             raise NoSuchLedgerError(f"no ledger {ledger!r} on {self.node.name}")
         if len(self._tally_reports) > len(self.reader.ledgers()):

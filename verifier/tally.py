@@ -350,6 +350,12 @@ def mismatch_alert(ledger: str, verdict: Verdict, compared: Mapping[str, Snapsho
     )
 
 
+def signature_failures(report: TallyReport) -> list[Checked]:
+    """The entries ``report`` read (the latest and the older ones read for a common height) whose
+    signature verifies with none of their observer's keys, or with one out of force for it (16.6)."""
+    return [checked for checked in report.problems if isinstance(checked.problem, SignatureError)]
+
+
 def bad_signature_alerts(report: TallyReport) -> list[Alert]:
     """The ``bad_signature`` alert (PROTOCOL 11.4) of each entry ``report`` read (the latest and
     the older ones read for a common height) whose signature verifies with none of its
@@ -366,8 +372,7 @@ def bad_signature_alerts(report: TallyReport) -> list[Alert]:
             source=checked.published.observer,
             found=f"sha256:{hashlib.sha256(checked.published.body).hexdigest()}",
         )
-        for checked in report.problems
-        if isinstance(checked.problem, SignatureError)
+        for checked in signature_failures(report)
     ]
 
 
@@ -539,6 +544,14 @@ def observer_keys(config: ClusterConfig) -> dict[str, VerifyKey | None]:
         except KeyMaterialError:
             keys[node.name] = None
     return keys
+
+
+# Pages (LOOK_PAGE entries) of each observer's stream read back for a common height by a reader
+# that must not read a stream whole (the verifier's look, the gateway's anonymous /tally): honest
+# observers meet within seconds once a ledger is quiet, inside one page signed once a second. A
+# page is small: its entries' sizes are an observer's Redis user's to choose.
+LOOK_PAGES = 2
+LOOK_PAGE = 32
 
 
 def read_tallies(

@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from ..broker.replication import REDIS_ERRORS, Alert
+from ..broker.replication import REDIS_ERRORS, Alert, stream_order
 from ..broker.signing import VerifyKey
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig
@@ -32,6 +33,8 @@ from ..node.errors import VledgerError
 from ..node.node_key_rotation import KeyHistory
 from .node_keys import follow_redis
 from .tally import (
+    LOOK_PAGE,
+    LOOK_PAGES,
     MISMATCH,
     TallyReport,
     bad_signature_alerts,
@@ -39,6 +42,7 @@ from .tally import (
     observer_histories,
     observer_keys,
     read_tallies,
+    signature_failures,
 )
 from .tally_uncompared import UncomparedClock
 
@@ -53,14 +57,24 @@ KEYS_FOR_S = 60.0  # how long the observers' keys (files and proven rotations) a
 # longer as a home may hold the admin ledger's checkpoint that proves it back ([replication]
 # checkpoint_interval_ms: key_lag_s). The time is the observer's, not the entry's: a Redis user
 # adding a new junk entry before each look restarted an entry's time at each, and was never
-# raised (reviewer r10 #3).
+# raised (reviewer r10 #3). It starts anew only for an entry failing past one of that observer
+# that verified at or past its newest failing one (_Failing): that user pointing its latest at an
+# older valid entry on every other look, or back at an old junk entry after the observer's next
+# honest one, restarted it too (review 11 G).
 KEY_LAG_S = 5.0
 RECHECK_S = 1.0  # a failing signature re-reads the keys at most this often
-# Pages (LOOK_PAGE entries) of each observer's stream read back for a common height: honest
-# observers meet within seconds once a ledger is quiet, inside one page signed once a second. A
-# page is small: its entries' sizes are an observer's Redis user's to choose.
-LOOK_PAGES = 2
-LOOK_PAGE = 32
+
+
+@dataclass(slots=True)
+class _Failing:
+    """Since when an observer's entries of a ledger were first seen failing their signature."""
+
+    since: float
+    newest: tuple[int, int]  # the stream id of the newest entry of it seen failing
+    # The stream id of an entry of it read verifying at or past ``newest`` since (None: none):
+    # the observer is honest again, and an entry failing past this one waits anew (a rotation
+    # its keys do not show yet); an older one re-shown (its latest set back) does not.
+    cleared: tuple[int, int] | None = None
 
 
 def key_lag_s(config: ClusterConfig) -> float:
@@ -87,9 +101,9 @@ class TallyWatch:
         self.client = client
         # The observers' key rotations the admin ledger proves (its cache in Redis by default).
         self._rotations = rotations or (lambda: follow_redis(config, client))
-        # (ledger, observer) -> when an entry of it was first seen failing its signature since
-        # its entries last all verified (see KEY_LAG_S)
-        self._failing: dict[tuple[str, str], float] = {}
+        # (ledger, observer) -> when an entry of it was first seen failing its signature, until
+        # one at or past it verifies (see KEY_LAG_S)
+        self._failing: dict[tuple[str, str], _Failing] = {}
         self._key_lag_s = key_lag_s(config)
         self.board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)
         self._clock = clock
@@ -148,25 +162,36 @@ class TallyWatch:
         honest rotation's first tallies are checked with its new key before anything is raised."""
         now = self._clock()
         alerts = self._note_failing(ledger, report, now)
-        if any(self._keys_read() < self._failing[(ledger, a.node)] + self._key_lag_s for a in alerts):
+        if any(self._keys_read() < self._failing[(ledger, a.node)].since + self._key_lag_s for a in alerts):
             keys, histories = self.keys(max_age_s=RECHECK_S)
             report = self._report(ledger, keys, histories)
             alerts = self._note_failing(ledger, report, now)
         read = self._keys_read()
-        return report, [a for a in alerts if read >= self._failing[(ledger, a.node)] + self._key_lag_s]
+        return report, [a for a in alerts if read >= self._failing[(ledger, a.node)].since + self._key_lag_s]
 
     def _note_failing(self, ledger: str, report: TallyReport, now: float) -> list[Alert]:
         """``report``'s ``bad_signature`` alerts, having started the time of each observer they
-        name (unless running) and stopped that of each whose entries read all verify (its latest
-        among them: an observer nothing was read of has shown nothing honest)."""
-        alerts = bad_signature_alerts(report)
-        failing = {a.node for a in alerts}
+        name (unless running, see _Failing) and noted, of each whose entries read all verify,
+        its latest when it is at or past the newest seen failing (an older valid one, or an
+        observer nothing was read of, has shown nothing honest since)."""
+        newest: dict[str, tuple[int, int]] = {}
+        for checked in signature_failures(report):
+            name, at = checked.published.observer, stream_order(checked.published.entry_id)
+            newest[name] = max(at, newest.get(name, at))
         for tally in report.observers:
-            if tally.observer in failing:
-                self._failing.setdefault((ledger, tally.observer), now)
-            elif tally.checked is not None:
-                self._failing.pop((ledger, tally.observer), None)
-        return alerts
+            key = (ledger, tally.observer)
+            failing = self._failing.get(key)
+            failed = newest.get(tally.observer)
+            if failed is not None:
+                if failing is None or (failing.cleared is not None and failed > failing.cleared):
+                    self._failing[key] = _Failing(now, failed)
+                else:
+                    failing.newest, failing.cleared = max(failing.newest, failed), None
+            elif tally.checked is not None and failing is not None:
+                verified = stream_order(tally.checked.published.entry_id)
+                if verified >= failing.newest:
+                    failing.cleared = max(verified, failing.cleared or verified)
+        return bad_signature_alerts(report)
 
     def _keys_read(self) -> float:
         return self._keys[0] if self._keys is not None else float("-inf")

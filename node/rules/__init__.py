@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, NoReturn
 
@@ -87,6 +87,12 @@ class Domain(ABC):
         """Read and check the genesis' domain rules; raises BadDomainRulesError."""
 
     @classmethod
+    def new_rules(cls, rules: Mapping[str, Any]) -> dict[str, Any]:
+        """``rules`` for a new ledger of this domain, each default it has written out: a genesis
+        keeps the rule it was created under when a later version changes the default."""
+        return dict(rules)
+
+    @classmethod
     def receipt_values(cls, record: Record) -> dict[str, Any]:
         """The values a receipt for ``record`` carries, from the record alone.
 
@@ -154,10 +160,11 @@ class GenesisReader:
         self._check_identifier(key, value)
         return value
 
-    def integer(self, key: str, minimum: int = 0) -> int:
+    def integer(self, key: str, minimum: int = 0, maximum: int = UINT64_MAX) -> int:
+        """An exact integer in ``minimum..maximum``, the range the message names whichever end failed."""
         value = self.rules[key]
-        if not _is_int(value) or not minimum <= value <= UINT64_MAX:
-            self.fail(f"{key} must be an integer in {minimum}..{UINT64_MAX}")
+        if not _is_int(value) or not minimum <= value <= maximum:
+            self.fail(f"{key} must be an integer in {minimum}..{maximum}")
         return int(value)
 
     def names(self, key: str, pattern: re.Pattern[str] | None = None) -> tuple[str, ...]:

@@ -8,10 +8,12 @@ Genesis rules::
 distinct account names) are the only authors whose ``issue`` records create units. The
 genesis ``kinds`` must include ``issue`` and ``transfer``; other kinds are ignored here.
 The issuers are part of the chain, so observers judge issues exactly as ingest does.
-``max_holders`` (optional, 1..MAX_HOLDERS_LIMIT, DEFAULT_MAX_HOLDERS when left out) bounds the
-accounts holding units at once: each observer signs and publishes the whole balance map after
-every write, so without a bound any holder of one unit could grow it (and every copy of it in
-Redis) by a name per transfer until no reader takes it (outsider o6 H9).
+``max_holders`` (optional, 1..MAX_HOLDERS_LIMIT) bounds the accounts holding units at once: each
+observer signs and publishes the whole balance map after every write, so without a bound any
+holder of one unit could grow it (and every copy of it in Redis) by a name per transfer until no
+reader takes it (outsider o6 H9). A genesis without it sets no bound: ledgers created before the
+bound existed hold records it would refuse, and a replay must accept what was acknowledged then
+(review r11 A). New ledgers get ``DEFAULT_MAX_HOLDERS`` written out (:meth:`ResourcesState.new_rules`).
 
 **Records**, each payload with exactly the fields shown (else ``bad_payload``), amounts
 integers >= 1 (a bool or float refused), checked in this order:
@@ -33,7 +35,9 @@ State: one balance per account holding units (accounts at zero are dropped).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..canonical import INT_MAX
 from ..errors import (
@@ -47,6 +51,8 @@ from ..ledger import LedgerRules
 from ..record import ACCOUNT_PATTERN, Record
 from . import Domain, GenesisReader, Plan, refuse
 
+# What `vledger ledger create` writes into a resources genesis that names no bound: written out,
+# never implied, so a later change of this default judges no existing ledger anew.
 DEFAULT_MAX_HOLDERS = 10_000
 # The largest bound a genesis may set: a balance map of that many entries, each a name of at most
 # 64 bytes (2 of msgpack header) and an amount of at most 9, is some 3 MB, under the 4 MiB a
@@ -73,15 +79,17 @@ class ResourcesState(Domain):
         reader.keys(("unit", "issuers"), ("max_holders",))
         self.unit = reader.text("unit")
         self.issuers = frozenset(reader.names("issuers", ACCOUNT_PATTERN))
-        self.max_holders = DEFAULT_MAX_HOLDERS
+        self.max_holders: int | None = None
         if "max_holders" in reader.rules:
-            self.max_holders = reader.integer("max_holders", 1)
-            if self.max_holders > MAX_HOLDERS_LIMIT:
-                reader.fail(f"max_holders must be at most {MAX_HOLDERS_LIMIT}, not {self.max_holders}")
+            self.max_holders = reader.integer("max_holders", 1, MAX_HOLDERS_LIMIT)
         self._balances: dict[str, int] = {}
         self._issued = 0
         self._issues = 0
         self._transfers = 0
+
+    @classmethod
+    def new_rules(cls, rules: Mapping[str, Any]) -> dict[str, Any]:
+        return {"max_holders": DEFAULT_MAX_HOLDERS, **rules}
 
     def plan(self, record: Record) -> Plan:
         match record.content.kind:
@@ -134,7 +142,7 @@ class ResourcesState(Domain):
     def _check_room(self, record: Record, account: str, holders: int) -> None:
         """Refuse a record that makes ``account`` a new holder where ``holders`` (the count once
         the record's source let go, if it does) already reach the bound."""
-        if account not in self._balances and holders >= self.max_holders:
+        if self.max_holders is not None and account not in self._balances and holders >= self.max_holders:
             refuse(
                 TooManyHoldersError,
                 record,

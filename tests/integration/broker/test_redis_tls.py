@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+from vledger.broker.bounded_range import bounded_range
 from vledger.broker.redis_server import RedisServer, ServerTls, connect, find_redis_server
 from vledger.config.cluster import RedisAccess
 from vledger.node.errors import RedisServerError
@@ -115,6 +116,41 @@ def test_a_client_with_the_clusters_ca_speaks_tls_and_one_without_it_is_refused(
     with pytest.raises(redis.exceptions.ConnectionError):
         plain.ping()
     plain.close()
+
+
+def test_a_server_whose_certificate_names_another_host_is_refused(tls_server: tuple[RedisServer, TlsFiles]) -> None:
+    """The certificate names 127.0.0.1, reached here as localhost: refused however the client's
+    redis-py defaults (before 6.0 it checked the chain only, so any certificate of the cluster's
+    CA passed for any of its servers)."""
+    server, files = tls_server
+    elsewhere = server.tls_url.replace("127.0.0.1", "localhost")
+    assert elsewhere != server.tls_url
+    refused = connect(RedisAccess(elsewhere, ca_file=files.server.ca_file), timeout=5.0)
+    with pytest.raises(redis.exceptions.ConnectionError, match="certificate verify failed"):
+        refused.ping()
+    with pytest.raises(redis.exceptions.ConnectionError, match="certificate verify failed"):
+        bounded_range(refused, "XRANGE", "vledger:{tls}:x", "-", "+", 1, 1000)
+    refused.close()
+
+
+def test_a_bounded_stream_read_speaks_tls_with_the_client_s_ca_on_a_connection_of_its_own(
+    tls_server: tuple[RedisServer, TlsFiles],
+) -> None:
+    """The gateway's tally read (broker/bounded_range.py) opens its own connection from the
+    client's settings: over TLS with the cluster's CA, refused by a client that does not trust it."""
+    server, files = tls_server
+    trusted = connect(RedisAccess(server.tls_url, ca_file=files.server.ca_file), timeout=5.0)
+    stream = "vledger:{tls}:tallies:observer-1"
+    entry_id = trusted.xadd(stream, {"height": 1, "body": b"x" * 100})
+    assert bounded_range(trusted, "XRANGE", stream, "-", "+", 1, 1000) == [
+        [entry_id, [b"height", b"1", b"body", b"x" * 100]]
+    ]
+    assert bounded_range(trusted, "XRANGE", stream, "-", "+", 1, 10) == [[entry_id, []]]
+    trusted.close()
+    refused = connect(RedisAccess(server.tls_url, ca_file=files.other_ca), timeout=5.0)
+    with pytest.raises(redis.exceptions.ConnectionError, match="certificate verify failed"):
+        bounded_range(refused, "XRANGE", stream, "-", "+", 1, 1000)
+    refused.close()
 
 
 def test_nodes_and_the_cli_reach_redis_over_tls_with_the_ca_of_the_cluster_file(

@@ -139,6 +139,8 @@ def test_the_feeds_cuts_are_counted_apart_from_the_request_ports(cluster: LocalC
         wait_until(lambda: sum(closed(s) for s in flood) >= 10, 5.0, "the feed's connections past the cap cut")
         assert cluster.metric(node.name, FEED_CUT) - feed_before >= 10
         assert cluster.metric(node.name, REQUEST_CUT) == request_before
+        # Before their handshake, the feed's connections are bounded by time too, as the request port's.
+        wait_until(lambda: all(closed(s) for s in flood), HANDSHAKE_MS / 1000 + 5.0, "the feed's silent ones closed")
     finally:
         for sock in flood:
             sock.close()

@@ -20,6 +20,7 @@ import pytest
 from vledger.broker.file_budget import FILES_KEPT
 from vledger.broker.redis_server import RedisServer
 from vledger.tests.integration.cluster import FeedTap, LocalCluster, entry, genesis, wait_until
+from vledger.tests.unit.broker.test_curve_guard import GREETING
 
 from .test_curve_limits import FEED_CUT, closed, open_files
 
@@ -98,5 +99,35 @@ def test_the_request_port_and_the_feed_share_one_budget_of_files(cluster: LocalC
         assert open_files(pid) < FILE_LIMIT - 64, "the node's own files were not left to it"
         receipt = writer.put(entry(LEDGER, "note", {"n": 1}, "writer1"))  # its store still opens and writes
         assert receipt["height"] == first + 1
+        # A new subscriber still gets in, in the place of a silent connection: the flood's
+        # addresses need not be its own to keep it out of a budget they filled.
+        cluster.tap(node.name).wait_beats(1, timeout=10.0)
+        assert sum(closed(s) for s in flood) >= len(flood) - BUDGET + 1
     wait_until(lambda: open_files(pid) <= files_before + 8, 10.0, "the node's files given back")
     assert cluster.client("writer2").hello()["node"] == node.name  # and its places
+
+
+def test_connections_that_never_shake_hands_from_a_subscriber_s_address_never_keep_it_off_the_feed(
+    cluster: LocalCluster,
+) -> None:
+    """The caps counted connections before their CURVE handshake: anyone sharing a replica's
+    address (a NAT, the host itself) who held max_connections_per_address TCP connections that
+    never finish it (silent, or stalled after a greeting), each as long as the handshake
+    interval, had every new connection of the replica cut, a reconnect after a restart or a
+    network cut among them. A connection past a cap now takes the place of the oldest whose
+    handshake is not done."""
+    node = cluster.node()
+    writer = cluster.client("writer1")
+    cut_before = cluster.metric(node.name, FEED_CUT)
+    with silent(node.pub_port, ["127.0.0.1"], CAP + 10) as flood:
+        for sock in flood:  # they speak ZMTP, and stall there: not silent, never done
+            with contextlib.suppress(OSError):  # one already cut
+                sock.sendall(GREETING)
+        wait_until(lambda: sum(closed(s) for s in flood) >= 10, 10.0, "the flood cut to the cap")
+        tap = cluster.tap(node.name)  # from the flood's address, the replicas' own Subscriber
+        tap.wait_beats(1, timeout=10.0)
+        during = writer.put(entry(LEDGER, "note", {"n": "shared address"}, "writer1"))["height"]
+        wait_until(lambda: published(tap, during), 10.0, "the record published to the new subscriber")
+        wait_until(lambda: cluster.own_size("replica-1", LEDGER) > during, 20.0, "the replica still following")
+        assert not closed(flood[-1])  # the newest of the flood holds its place: the oldest made room
+    assert cluster.metric(node.name, FEED_CUT) - cut_before >= 11

@@ -120,3 +120,43 @@ def test_a_home_feeds_outside_witnesses_and_receipts_need_their_quorum(
     assert "1 outside witness cosigned (witness.example/honest), the genesis asks 1" in done.stdout
     failed = cluster.cli("receipt", "verify", str(short), "--genesis", str(tmp_path / "audit.genesis"), check=False)
     assert failed.returncode == 1 and "no_quorum" in failed.stderr and forked.name in failed.stderr
+
+
+def test_a_witness_that_trickles_its_answers_holds_back_only_itself_and_is_named(
+    start_cluster: Callable[..., LocalCluster], witnesses: tuple[TlogWitness, TlogWitness], tmp_path: Path
+) -> None:
+    # outsider26 I1: a listed witness answering a byte at a time (each within a read's timeout)
+    # held the home's one feeding thread: no other witness was fed, no receipt, no alert.
+    honest, slow = witnesses
+    slow.trickle = 0.5  # a byte every 0.5 s: each read well within witness_timeout_ms
+    cluster = start_cluster(
+        nodes=1,
+        outside_witnesses={honest.name: honest.url, slow.name: slow.url},
+        replication={"witness_timeout_ms": 2000, "witness_backoff_max_ms": 2000},
+    )
+    public = load_verify_key(signing_key_paths(cluster.directory / "keys", "ingest-1")[1]).raw
+    vkey = home_key(CLUSTER, VOTES, public).encode()
+    for witness in (honest, slow):
+        witness.trust(f"{CLUSTER}/{VOTES}", vkey)
+    admin = cluster.admin()
+    outside = {"witnesses": [slow.vkey, honest.vkey], "quorum": 1}  # the slow one listed first
+    admin.create_ledger(genesis(VOTES, ADMIN, ["vote"], {"checkpoint_key": vkey, **outside}))
+    repl = ReplicationLedger(connect(cluster.cluster_redis_url))
+
+    def unreachable() -> dict[str, str] | None:
+        return next((a for a in repl.open_alerts().values() if a["what"] == "witness_unreachable"), None)
+
+    for height in range(1, 9):
+        admin.put(entry(VOTES, "vote", {"n": height}, ADMIN))
+        # The honest witness cosigns each new record while the slow one holds a request open.
+        _cli(cluster, "receipt", "get", VOTES, str(height), "--wait", "20", "-o", str(tmp_path / f"{height}.receipt"))
+        if height == 1:
+            wait_until(lambda: slow.trickled >= 1, WAIT, "the slow witness holds a request")
+    alert = wait_until(unreachable, WAIT, "the home names the witness that does not answer")
+    assert (alert["node"], alert["source"], alert["ledger"]) == ("ingest-1", slow.name, VOTES)
+    assert "within the deadline" in alert["detail"] or "timed out" in alert["detail"]
+    assert slow.latest.get(f"{CLUSTER}/{VOTES}") is None and honest.latest[f"{CLUSTER}/{VOTES}"][0] == 9
+    slow.trickle = None  # it answers again: it cosigns, and the home closes the alert
+    wait_until(lambda: slow.latest.get(f"{CLUSTER}/{VOTES}", (0, b""))[0] == 9, WAIT, "the slow witness cosigns")
+    wait_until(lambda: unreachable() is None, WAIT, "the alert closes")
+    assert set(repl.outside_cosignatures(VOTES)) == {honest.name, slow.name}

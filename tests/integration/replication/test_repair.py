@@ -101,9 +101,10 @@ def test_repair_refuses_to_copy_from_a_home_whose_tail_was_rewritten(start_clust
     refused = repair(cluster, "replica-1", "--force", "--timeout", "4")
     assert refused.returncode == 1
     answer = json.loads(refused.stdout)
-    assert answer["ok"] is False and answer["error"] == "repair_refused"
-    assert "no source is consistent" in answer["message"] and "ingest-1" in answer["message"]
-    assert "another root" in answer["message"]
+    # README's failure object: "error" a string made a script's ["error"]["code"] crash (outsider26 I2).
+    assert answer["ok"] is False and answer["error"]["code"] == "repair_refused"
+    message = answer["error"]["message"]
+    assert "no source is consistent" in message and "ingest-1" in message and "another root" in message
     # The honest copies are untouched: no record of the forgery, nothing moved or left beside them.
     assert {name: fingerprint(cluster, name) for name in cluster.replica_names} == before
     for name in cluster.replica_names:
@@ -168,39 +169,3 @@ def test_a_replica_that_blamed_itself_resolves_its_alert_once_repaired_and_start
     before = sweeps()
     wait_until(lambda: all(n >= before[k] + 1 for k, n in sweeps().items()), WAIT, "a sweep of every copy after")
     assert key not in repl(cluster).open_alerts()  # not put back: it is replica-2's to resolve
-
-
-def test_a_replica_whose_tail_was_cut_while_it_runs_is_behind_in_repl_status_until_repaired(
-    start_cluster: Any,
-) -> None:
-    """outsider 25, H2: a replica's last records deleted with sqlite while it ran stayed "current,
-    HELD = head" in `vledger repl status` (exit 0) for minutes, while the node said itself it
-    lacked them: its heartbeat set its held key to the head its store placed last, not the file's."""
-    cluster: LocalCluster = start_cluster(nodes=1, replicas=2, replication={"heartbeat_ms": 200})
-    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
-    put(cluster, 30)
-    total = size(cluster)
-    wait_cosigned(cluster, cluster.replica_names, total)
-
-    def repl_status() -> tuple[int, dict[str, Any]]:
-        done = cluster.cli("repl", "status", "--config", str(cluster.config_path), "--json", check=False)
-        assert done.returncode in (0, 3), done.stdout + done.stderr
-        [ledger] = [entry for entry in json.loads(done.stdout)["ledgers"] if entry["ledger"] == LEDGER]
-        return done.returncode, {node["node"]: node for node in ledger["nodes"]}
-
-    wait_until(lambda: repl_status()[0] == 0, WAIT, "every replica current")
-    with sqlite3.connect(cluster.store_dir("replica-2") / DB_NAME, timeout=30) as db:
-        db.execute("DELETE FROM records WHERE ledger = ? AND height >= ?", (LEDGER, total - 5))
-    assert int(cluster.admin("replica-2").call("size", {"ledger": LEDGER})["size"]) == total - 5  # its own word
-    code, nodes = wait_until(
-        lambda: (found := repl_status())[1]["replica-2"]["held"] == total - 6 and found,
-        WAIT,
-        "replica-2's held key at the head its file holds",
-    )
-    assert code == 3 and nodes["replica-2"]["lagging"] and nodes["replica-2"]["lag"] == 5
-    assert nodes["replica-1"]["held"] == total - 1 and not nodes["replica-1"]["lagging"]
-
-    assert cluster.stop_node("replica-2") == 0
-    assert repair(cluster, "replica-2").returncode == 0
-    cluster.start_node("replica-2")
-    wait_until(lambda: repl_status()[0] == 0, WAIT, "replica-2 current again once repaired")

@@ -180,7 +180,7 @@ def test_a_witness_that_restarts_falls_behind_or_loses_its_tail_cosigns_only_wha
     _truncate(cluster, "replica-2", 10)
     cluster.start_node("replica-2")
     contradiction = wait_until(
-        lambda: [a for a in alerts(cluster) if a["what"] == "store_contradicts_checkpoint"],
+        lambda: [a for a in alerts(cluster) if a["what"] == "cosigned_not_held"],
         WAIT,
         "replica-2 reports that its store no longer holds what it cosigned",
     )

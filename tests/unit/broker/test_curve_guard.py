@@ -219,3 +219,74 @@ def test_an_event_the_guard_cannot_handle_does_not_end_its_reader(
     finally:
         guard.stop()
         server.close(linger=0)
+
+
+def _ended(sock: socket.socket, wait: float) -> bool:
+    """Whether the server ended ``sock`` within ``wait`` s (its greeting read and dropped)."""
+    sock.settimeout(wait)
+    deadline = time.monotonic() + wait
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(4096):
+                return True
+    except TimeoutError:
+        return False
+    except OSError:  # reset
+        return True
+    return False
+
+
+# A ZMTP 3.0 greeting asking for CURVE as a client (RFC 23): then nothing more, the handshake stalled.
+GREETING = b"\xff" + bytes(8) + b"\x7f" + b"\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x00" + bytes(31)
+
+
+def test_a_connection_past_the_cap_takes_the_place_of_the_oldest_whose_handshake_is_not_done(
+    ctx: zmq.Context[Any],
+) -> None:
+    """Counted before their handshake, connections from a client's address that never finish it
+    (silent, or stalled after a greeting) kept its new ones out: each past the cap was cut. The
+    oldest whose handshake is not done is cut instead; one whose handshake is done keeps its
+    place, and only when every other's is done is the new one cut."""
+    settings = BrokerSettings(max_connections_per_address=2, max_connections=100)
+    guard = ConnectionGuard(ctx, settings, "test", budget=FileBudget(100))
+    server_public, server_secret = zmq.curve_keypair()
+    server = ctx.socket(zmq.ROUTER)
+    server.curve_server = True
+    server.curve_secretkey = server_secret
+    with contextlib.ExitStack() as stack:
+        stack.callback(server.close, 0)
+        guard.attach(server)
+        stack.callback(guard.stop)
+        server.bind("tcp://127.0.0.1:0")
+        port = int(server.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+        def raw(sent: bytes) -> socket.socket:
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT))
+            sock.sendall(sent)
+            return sock
+
+        def client() -> zmq.Socket[Any]:
+            """A CURVE client whose handshake is done once a message of it reached the server."""
+            dealer = ctx.socket(zmq.DEALER)
+            stack.callback(dealer.close, 0)
+            dealer.curve_serverkey = server_public
+            dealer.curve_publickey, dealer.curve_secretkey = zmq.curve_keypair()
+            dealer.connect(f"tcp://127.0.0.1:{port}")
+            dealer.send(b"here")
+            assert server.poll(int(TIMEOUT * 1000)) and server.recv_multipart()[1] == b"here"
+            return dealer
+
+        silent, stalled = raw(b""), raw(GREETING)
+        deadline = time.monotonic() + TIMEOUT
+        while guard.open < 2:  # both counted before the next comes
+            assert time.monotonic() < deadline, "the guard never saw them"
+            time.sleep(0.01)
+        first = client()
+        assert _ended(silent, TIMEOUT) and not _ended(stalled, 0.3)
+        client()
+        assert _ended(stalled, TIMEOUT)
+        assert guard.refused == 2 and guard.by_address["127.0.0.1"] == 2
+        late = raw(GREETING)  # every other handshake done: the new one is cut
+        assert _ended(late, TIMEOUT) and guard.refused == 3
+        first.send(b"still")
+        assert server.poll(int(TIMEOUT * 1000)) and server.recv_multipart()[1] == b"still"

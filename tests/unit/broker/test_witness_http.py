@@ -68,6 +68,48 @@ def test_a_witness_that_never_answers_times_out() -> None:
     server.done.set()
 
 
+class Trickle(Silent):
+    """A TCP server that reads the request, then sends ``answer`` and after it one byte every
+    ``every`` seconds, each well within a read's timeout, until told to stop."""
+
+    def __init__(self, answer: bytes, every: float) -> None:
+        self.every = every
+        self.sent = 0
+        super().__init__(answer)
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        conn.recv(65536)
+        try:
+            conn.sendall(self.answer)
+            while not self.done.wait(self.every):
+                conn.sendall(b"x")
+                self.sent += 1
+        except OSError:
+            pass  # the client gave up and closed
+        conn.close()
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n",  # the body trickles
+        b"HTTP/1.1 200 OK\r\nX-Slow: ",  # a header line trickles
+        b"",  # the status line trickles
+    ],
+)
+def test_a_witness_that_trickles_its_answer_is_cut_off_at_the_deadline(head: bytes) -> None:
+    # outsider26 I1: each byte came within the timeout of one read, so the home waited for ever.
+    slow = Trickle(head, 0.1)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"deadline|timed out"):
+        post_add_checkpoint(slow.url, b"old 0\n\n", 1.0)
+    took = time.monotonic() - started
+    slow.done.set()
+    assert 0.9 < took < 3 and slow.sent >= 3  # it did trickle, and the whole request ended at its deadline
+
+
 def test_a_witness_that_says_too_much_is_refused() -> None:
     body = b"x" * 70_000
     server = Silent(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)

@@ -849,7 +849,7 @@ def restarted(replica: Replica, *sources: MemorySource, change: Callable[[Path],
     directory = replica.store.directory
     replica.store.close()
     change(directory / DB_NAME)
-    store = ChainStore(directory)
+    store = ChainStore(directory, cut_back=True)  # as a follower's node opens it (ingest/replica.py)
     again = Replica(store, replica.follower, [], [], [])
     proofs: list[Contradiction | None] = []
     again.follower = Follower(
@@ -1731,3 +1731,75 @@ def test_an_older_checkpoint_that_comes_before_its_records_and_contradicts_the_r
     assert replica.follower.ledgers[LEDGER].waiting == {}
     replica.follower.receive([heads(lie), heads(signed(chain[6]))])  # again: told once, nothing dropped
     assert len(replica.alerts) == 1 and replica.heights() == list(range(7))
+
+
+# --- records deleted from the copy's file behind its back (outsider 25, H2) ---------------------------------
+
+CUT_CHAIN = 40  # long_chain's records: two stored subtrees of 16, and records past them
+
+
+def deleted(where: str) -> Callable[[Path], None]:
+    """A change that deletes records of LEDGER from a store's file, as an outsider with sqlite3 would."""
+
+    def change(path: Path) -> None:
+        with sqlite3.connect(path, timeout=30) as db:
+            db.execute(f"DELETE FROM records WHERE ledger = ? AND {where}", (LEDGER,))
+
+    return change
+
+
+def healed(replica: Replica, chain: list[Record]) -> None:
+    """``replica`` holds ``chain`` again, the home's records, and said what it lost until then."""
+    assert [r.hash for r in replica.store.range(LEDGER)] == [r.hash for r in chain]
+    assert replica.store.root(LEDGER) == signed(chain[-1]).root
+    assert replica.found() == [(len(chain) - 1, "tree_mismatch", REPLICA)]
+    assert replica.resolved == [f"{REPLICA}|{LEDGER}|tree_mismatch"]
+    assert replica.follower.status() == {"current": replica.follower.caught_up, "behind": {}}
+
+
+@pytest.mark.parametrize("where", ["height >= 30", "height >= 5", "height IN (20, 21)"], ids=["tail", "most", "hole"])
+def test_records_deleted_while_it_runs_are_fetched_again_and_the_alert_resolves_once_healed(
+    make_replica: MakeReplica, long_chain: list[Record], where: str
+) -> None:
+    source = MemorySource("redis", {LEDGER: long_chain}, signed=[signed(long_chain[-1])])
+    replica = make_replica(source)
+    held_up_to(replica, long_chain, CUT_CHAIN - 1)
+    deleted(where)(replica.store.path)
+    hole = "IN" in where
+    replica.follower.heal_cuts()  # the check every second: the head, one seek a ledger
+    assert replica.alerts == [] if hole else replica.alerts != []
+    if hole:
+        assert replica.follower.behind() == {}  # the hole is below the head: only a count finds it
+        replica.follower.heal_cuts(holes=True)
+    healed(replica, long_chain)
+    replica.follower.heal_cuts(holes=True)  # healed: nothing more to find
+    assert len(replica.alerts) == 1 and len(replica.resolved) == 1
+
+
+@pytest.mark.parametrize("where", ["height >= 30", "height IN (20, 21)"], ids=["tail", "hole"])
+def test_records_deleted_while_it_was_stopped_are_fetched_again_at_its_start(
+    make_replica: MakeReplica, long_chain: list[Record], where: str
+) -> None:
+    source = MemorySource("redis", {LEDGER: long_chain}, signed=[signed(long_chain[-1])])
+    replica = make_replica()
+    held_up_to(replica, long_chain, CUT_CHAIN - 1)
+    replica = restarted(replica, source, change=deleted(where))
+    assert replica.store.size(LEDGER) in (20, 30)  # cut back as it opened
+    replica.follower.start()
+    healed(replica, long_chain)
+
+
+def test_a_copy_cut_and_changed_below_the_cut_stops_the_node_as_damaged(
+    make_replica: MakeReplica, long_chain: list[Record]
+) -> None:
+    replica = make_replica(MemorySource("redis", {LEDGER: long_chain}, signed=[signed(long_chain[-1])]))
+    held_up_to(replica, long_chain, CUT_CHAIN - 1)
+    damage: list[str] = []
+    replica.store.on_damaged = lambda error: damage.append(error.message)
+    forged_record = forged(long_chain[3])  # well formed, on another chain
+    with sqlite3.connect(replica.store.path, timeout=30) as db:
+        db.execute("UPDATE records SET data = ? WHERE ledger = ? AND height = 3", (forged_record.encode(), LEDGER))
+    deleted("height >= 30")(replica.store.path)
+    replica.follower.heal_cuts()
+    assert len(damage) == 1 and "[tree_mismatch]" in damage[0]
+    assert replica.store.size(LEDGER) == 30  # nothing fetched onto a prefix that fails its checks

@@ -154,6 +154,31 @@ def test_a_round_of_waiting_replies_is_counted_and_timed_as_each_reply_would_be(
         assert _sample(metrics, "vledger_put_seconds_count", {}) == 2
 
 
+def test_a_lone_waiting_reply_sent_is_counted_and_timed_as_its_reply_alone_would_be() -> None:
+    # A lone writer's put goes out alone (MeteredService.sent's own way for one reply): it is
+    # counted by its code and, a put, timed once, as answer.reply() counts it; an error too.
+    done: Future[Any] = Future()
+    refused: Future[Any] = Future()
+    sent, alone = _metrics(), _metrics()
+    for metrics in (sent, alone):
+        metered = MeteredService(_Service(), metrics)
+        for request_id, command, future in ((1, "put", done), (2, "put", refused), (3, "get", done)):
+            metered.service = _Pending(Pending(request_id, future, lambda r: r))
+            answer = metered.handle("key", encode_request(request_id, command, {}))
+            assert not isinstance(answer, bytes)
+            if not future.done():
+                future.set_result({"height": 3}) if future is done else future.set_exception(NoSuchLedgerError("x"))
+            if metrics is sent:
+                metered.sent([answer], metered.replies([answer]))
+            else:
+                answer.reply()
+    for metrics in (sent, alone):
+        assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "ok"}) == 1
+        assert _sample(metrics, "vledger_requests_total", {"command": "put", "code": "no_such_ledger"}) == 1
+        assert _sample(metrics, "vledger_requests_total", {"command": "get", "code": "ok"}) == 1
+        assert _sample(metrics, "vledger_put_seconds_count", {}) == 2
+
+
 def test_a_prepared_round_s_puts_are_timed_from_before_its_prepare(monkeypatch: pytest.MonkeyPatch) -> None:
     """The wait on the content-check process (prepare) is part of each put of its round: the
     histogram started after it, so a slow or restarting process never showed in put times."""

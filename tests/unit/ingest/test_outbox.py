@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import PROTOCOL_LIMITS as LIMITS
 from vledger.ingest.outbox import Outbox
+from vledger.node import checkpoint_log
 from vledger.node.checkpoint_log import SIGNED
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
 from vledger.node.errors import StoreContradictsCheckpointError, StoreDamagedError, VledgerError
@@ -884,6 +886,41 @@ def test_a_checkpoint_kept_before_is_reused_and_a_new_size_is_signed_once(tmp_pa
             (10, before.note),
             (15, fresh.note),
         ]
+
+
+def test_a_batch_over_many_ledgers_hands_its_signed_rows_to_one_group_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review r11 H: a batch's checkpoint rows were handed over one ledger at a time, each waiting
+    for a group commit of its own (or HANDOVER_SECONDS): 50 ledgers, 50 waits. Handed together,
+    one put's group commit writes them all, and the batch's checkpoints are returned only then."""
+    monkeypatch.setattr(checkpoint_log, "HANDOVER_SECONDS", DEADLINE)  # only a group commit ends a wait
+    ledgers = [f"ledger-{n:02d}" for n in range(50)]
+    with ChainStore(tmp_path / "home", origin=HOME, clock=lambda: T0) as store:
+        for ledger in ledgers:
+            append(store, ledger, 2)
+        taken: list[int] = []  # the rows each group commit took
+        take = store.checkpoints.take_handed
+        monkeypatch.setattr(store.checkpoints, "take_handed", lambda: _noted(take(), taken))
+        outbox = Outbox(HOME, store, None, None, SETTINGS, signer=HomeSigner(CLUSTER, SIGNER.seed))
+        signed: list[SignedCheckpoint] = []
+        batch = threading.Thread(target=lambda: signed.extend(outbox._sign_batch(dict.fromkeys(ledgers, 2))))
+        batch.start()
+        wait_until(lambda: bool(store.checkpoints._handed), "the batch's rows handed over")
+        assert len(store.checkpoints._handed) == len(ledgers)  # all at once, not the first alone
+        assert not signed
+        append(store, ledgers[0], 1)  # one put: its group commit takes them
+        batch.join(DEADLINE)
+        assert not batch.is_alive()
+        assert [n for n in taken if n] == [len(ledgers)]
+        assert sorted(c.ledger for c in signed) == ledgers
+        for checkpoint in signed:  # each kept (in that put's fsynced transaction) before it was returned
+            assert [c.note for c in store.checkpoints.all(checkpoint.ledger, SIGNED)] == [checkpoint.note]
+
+
+def _noted(rows: list[Any], counts: list[int]) -> list[Any]:
+    counts.append(len(rows))
+    return rows
 
 
 def test_group_commits_within_outbox_interval_go_out_in_one_pass(redis_client: Any, tmp_path: Path) -> None:

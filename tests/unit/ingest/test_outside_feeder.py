@@ -5,6 +5,7 @@ no witness should give (409 storms, 422, garbage, timeouts)."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,16 @@ class Clock:
 class Home:
     """A home store whose genesis lists ``witness``; its feeder posts through ``post``."""
 
-    def __init__(self, directory: Path, witness: TlogWitness, replication: ReplicationLedger | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        witness: TlogWitness,
+        replication: ReplicationLedger | None = None,
+        others: tuple[TlogWitness, ...] = (),
+    ) -> None:
         self.store = ChainStore(directory, origin="home", clock=lambda: T0)
-        rules = {"checkpoint_key": LOG_KEY.encode(), "witnesses": [witness.vkey], "quorum": 1}
+        listed = [witness.vkey, *(other.vkey for other in others)]
+        rules = {"checkpoint_key": LOG_KEY.encode(), "witnesses": listed, "quorum": 1}
         self.store.create_ledger(
             Entry.prepare(LedgerRules(("note",), 0, rules).genesis_content(LEDGER, "a", "g", T0), 0, LIMITS)
         )
@@ -63,11 +71,13 @@ class Home:
         self.posted: list[bytes] = []
         self.clock = Clock()
         self.answer = self.spec_witness
+        self.others = {f"http://{other.name}": other for other in others}
+        self.down: set[str] = set()  # the names of the other witnesses that do not answer
         self.feeder = WitnessFeeder(
             "ingest-1",
             self.store,
             lambda: self.latest,
-            {witness.name: URL},
+            {witness.name: URL, **{other.name: url for url, other in self.others.items()}},
             replication,
             ReplicationSettings(),
             self.alerts.append,
@@ -80,7 +90,14 @@ class Home:
         return WitnessReply(status, content_type.split(";")[0], answer)
 
     def post(self, url: str, body: bytes, timeout: float) -> WitnessReply:
-        assert url == URL and timeout == 5.0
+        assert timeout == 5.0
+        other = self.others.get(url)
+        if other is not None:
+            if other.name in self.down:
+                raise TimeoutError(f"{other.name}: no whole answer within the deadline")
+            status, content_type, answer = other.add_checkpoint(body)
+            return WitnessReply(status, content_type.split(";")[0], answer)
+        assert url == URL
         self.posted.append(body)
         return self.answer(body)
 
@@ -215,16 +232,24 @@ def test_garbage_or_silence_backs_off_and_is_never_kept(home: Home, answer: Witn
     assert len(home.posted) == 1 and home.feeder.counts.failed == 1 and home.kept() == []
     home.feeder.turn()  # within the backoff: not sent again
     assert len(home.posted) == 1
+    assert not home.alerts  # one failure is no news
     home.clock.now += 1.5
     home.feeder.turn()
     assert len(home.posted) == 2 and home.feeder.counts.failed == 2
+    [alert] = home.alerts  # two in a row: the witness is named
+    assert (alert.what, alert.source, alert.ledger, alert.height) == (
+        "witness_unreachable",
+        home.witness.name,
+        LEDGER,
+        2,
+    )
     home.clock.now += 1.5  # the wait doubled to 2 s
     home.feeder.turn()
     assert len(home.posted) == 2
     home.answer = home.spec_witness
     home.clock.now += 1
     home.feeder.turn()
-    assert home.kept() == [3] and not home.alerts
+    assert home.kept() == [3] and len(home.alerts) == 1
 
 
 def test_a_cosignature_by_another_key_under_the_witness_name_is_not_kept(home: Home) -> None:
@@ -238,3 +263,53 @@ def test_a_cosignature_by_another_key_under_the_witness_name_is_not_kept(home: H
     home.grow(3)
     home.feeder.turn()
     assert impostor.answers == [200] and home.kept() == [] and home.feeder.counts.failed == 1
+
+
+def test_an_unreachable_witness_is_named_until_it_cosigns_again_and_the_others_go_on(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    # outsider26 I1: a witness that does not answer got no alert; the alert's key is the ledger's
+    # (node|ledger|what), so it stays open while any of the ledger's witnesses is unreachable.
+    def made(name: str) -> TlogWitness:
+        return TlogWitness(f"witness.example/{name}", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()})
+
+    honest, second, third = made("w1"), made("w2"), made("w3")
+    replication = ReplicationLedger(redis_client)
+    home = Home(tmp_path / "home", honest, replication, (second, third))
+    key = f"ingest-1|{LEDGER}|witness_unreachable"
+
+    def raised(alert: Alert) -> None:  # as the node does: into Redis
+        home.alerts.append(alert)
+        replication.alert(alert)
+
+    home.feeder.on_alert = raised
+    try:
+        home.down = {second.name, third.name}
+        home.grow(3)
+        home.feeder.turn()
+        home.clock.now += 1.5
+        home.grow(4)
+        home.feeder.turn()
+        assert honest.latest[ORIGIN][0] == 4 and home.kept() == [3, 4]  # the honest one goes on
+        assert {a.source for a in home.alerts} == {second.name, third.name}
+        assert replication.open_alerts()[key]["source"] in (second.name, third.name)
+        home.down = {third.name}
+        home.clock.now += 2.5
+        home.feeder.turn()
+        assert second.latest[ORIGIN][0] == 4
+        assert replication.open_alerts()[key]["source"] == third.name  # still one down: named
+        home.feeder.stop()
+        # A new run of the home takes the open alert as its own, and closes it once w3 cosigns.
+        home.feeder = WitnessFeeder(
+            "ingest-1", home.store, lambda: home.latest, home.feeder.urls, replication, ReplicationSettings(),
+            raised, post=home.post, clock=home.clock,
+        )  # fmt: skip
+        home.down = set()
+        home.feeder.start()  # its threads, one per witness
+        deadline = time.monotonic() + 10
+        while key in replication.open_alerts() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        home.feeder.stop()
+        assert third.latest[ORIGIN][0] == 4 and key not in replication.open_alerts()
+    finally:
+        home.store.close()

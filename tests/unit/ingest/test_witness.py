@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from vledger.broker.feed import FeedCheckpoints
 from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.settings import Limits
+from vledger.ingest.follow import Follower, own_copy_alerts
 from vledger.ingest.witness import Cosigner, Witness, check_published, self_check
 from vledger.node.checkpoint_log import COSIGNED, SIGNED
 from vledger.node.epoch import EPOCH_LINE, Epoch, EpochHistory
@@ -60,6 +62,17 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> list[Record]:
         return list(store.range(LEDGER))
 
 
+@pytest.fixture(scope="module")
+def forked(tmp_path_factory: pytest.TempPathFactory, chain: list[Record]) -> list[Record]:
+    """``chain``'s first 6 records, then 6 others: the tree a home that rewrote its tail from
+    height 6 signs (with the same key) at every size past 6."""
+    with ChainStore(tmp_path_factory.mktemp("forked"), origin="home", clock=lambda: T0) as store:
+        store.append_records(chain[:6])
+        for i in range(6, 12):
+            store.append(Entry.prepare(Content(LEDGER, "note", {"other": i}, "Zoe.1", f"f-{i}", T0 + i), 0, LIMITS))
+        return list(store.range(LEDGER))
+
+
 class Copy:
     """A witness's store holding a prefix of ``chain``, and its Witness."""
 
@@ -70,6 +83,8 @@ class Copy:
         held: int,
         client: Any,
         epochs_of: Callable[[str], EpochHistory | None] = lambda ledger: None,
+        *,
+        carry_over: bool = False,
     ) -> None:
         self.directory = directory
         self.store = ChainStore(directory)
@@ -84,6 +99,8 @@ class Copy:
             self.alerts.append,
             epochs_of=epochs_of,
         )
+        if carry_over:  # the open alerts an earlier run raised, as the node hands them (ingest/replica.py)
+            self.witness.carry_over(self.repl.own_open_alerts())
         self.witness.start()
 
     def checkpoint(self, size: int) -> SignedCheckpoint:
@@ -146,10 +163,11 @@ def test_a_new_key_cosigns_the_last_checkpoint_again_in_place_of_the_replaced_ke
 
 
 def _timed_witness(copy: Copy, clock: list[float]) -> Witness:
-    """``copy``'s store with a witness on ``clock`` (seconds) that cosigns a quiet ledger again after 300 s."""
+    """``copy``'s store with a witness on ``clock`` (seconds) that cosigns a quiet ledger again
+    after 300 s (less its lead: 3 s at a heartbeat of 1 s, recosign_due_ms)."""
     witness = Witness(
         "replica-1", copy.store, WitnessSigner(NAME, WITNESS_KEY.seed), copy.repl, copy.alerts.append,
-        clock=lambda: clock[0], recosign_ms=300_000,
+        clock=lambda: clock[0], recosign_ms=300_000, heartbeat_ms=1000,
     )  # fmt: skip
     witness.start()
     return witness
@@ -175,11 +193,11 @@ def test_a_quiet_ledger_s_checkpoint_is_cosigned_again_past_the_interval_keeping
     clock = [1_800_000_000.0]
     witness, first = _cosigned_once(copy, clock)
     assert _own_times(first) == [1_800_000_000]
-    clock[0] += 299
+    clock[0] += 296
     witness.verified(copy.checkpoint(9))
     witness.turn()
     assert copy.repl.cosignatures(LEDGER)["replica-1"] == first and witness.cosigned == 1
-    for later in (1_800_000_300, 1_800_000_700):
+    for later in (1_800_000_297, 1_800_000_700):
         clock[0] = later
         witness.verified(copy.checkpoint(9))
         witness.turn()
@@ -203,22 +221,40 @@ def test_a_witness_started_again_goes_on_from_its_newest_line_of_a_quiet_ledger(
     copy = copies(10)
     clock = [1_800_000_000.0]
     witness, _ = _cosigned_once(copy, clock)
-    clock[0] += 300
+    clock[0] += 297
     witness.verified(copy.checkpoint(9))
     witness.turn()
     published = copy.repl.cosignatures(LEDGER)["replica-1"]
-    assert _own_times(published) == [1_800_000_000, 1_800_000_300]
+    assert _own_times(published) == [1_800_000_000, 1_800_000_297]
     copy.repl.client.delete(copy.repl.cosig_key(LEDGER, "replica-1"))  # what it republishes at start is its store's
-    clock[0] += 10  # started again 10 s later: its newest line is 10 s old, not 310
+    clock[0] += 10  # started again 10 s later: its newest line is 10 s old, not 307
     again = _timed_witness(copy, clock)
     assert copy.repl.cosignatures(LEDGER)["replica-1"] == published
     again.verified(copy.checkpoint(9))
     again.turn()
     assert again.cosigned == 0 and copy.repl.cosignatures(LEDGER)["replica-1"] == published
-    clock[0] += 290  # the interval since its newest line: cosigned again, its first line kept
+    clock[0] += 287  # the interval (less its lead) since its newest line: cosigned again, its first line kept
     again.verified(copy.checkpoint(9))
     again.turn()
-    assert _own_times(copy.repl.cosignatures(LEDGER)["replica-1"]) == [1_800_000_000, 1_800_000_600]
+    assert _own_times(copy.repl.cosignatures(LEDGER)["replica-1"]) == [1_800_000_000, 1_800_000_594]
+
+
+def test_a_live_quiet_ledger_s_newest_line_is_never_older_than_the_interval(copies: Any) -> None:
+    """Review r11 F: asked once a heartbeat, a witness that cosigned again only once its newest
+    line was the full interval old (T floored to the second) left readers a line up to ~2 s
+    older than the interval: `vledger tally --stale-after 1` flapped STALE on an honest ledger."""
+    copy = copies(10)
+    clock = [1_800_000_000.7]
+    witness, _ = _cosigned_once(copy, clock)
+    oldest_seen = 0.0
+    for _ in range(700):  # 700 heartbeats of 1 s, each read by a reader the moment before
+        clock[0] += 1.0
+        note = copy.repl.cosignatures(LEDGER)["replica-1"]
+        oldest_seen = max(oldest_seen, clock[0] - max(_own_times(note)))
+        witness.verified(copy.checkpoint(9))
+        witness.turn()
+    assert witness.cosigned >= 3 and copy.alerts == []
+    assert oldest_seen <= 300.0
 
 
 def test_a_witness_never_cosigns_another_root_at_the_size_it_cosigned_however_quiet(copies: Any) -> None:
@@ -320,7 +356,8 @@ def test_after_a_promotion_a_restart_republishes_no_cosignature_of_the_replaced_
 
 def test_a_store_that_lost_what_it_cosigned_is_reported_and_cosigns_no_more(copies: Any, chain: list[Record]) -> None:
     copy = copies(10)
-    copy.witness.verified(copy.checkpoint(10))
+    cosigned = copy.checkpoint(10)
+    copy.witness.verified(cosigned)
     copy.witness.turn()
     copy.store.close()
     with sqlite3.connect(copy.directory / DB_NAME) as db:  # restored from an older backup
@@ -328,12 +365,8 @@ def test_a_store_that_lost_what_it_cosigned_is_reported_and_cosigns_no_more(copi
         db.execute("DELETE FROM meta WHERE key = 'tree'")
     restarted = Copy(copy.directory, [], 0, copy.repl.client)
     (alert,) = restarted.alerts
-    assert (alert.node, alert.source, alert.what, alert.height) == (
-        "replica-1",
-        "replica-1",
-        "store_contradicts_checkpoint",
-        9,
-    )
+    assert (alert.node, alert.source, alert.what, alert.height) == ("replica-1", "replica-1", "cosigned_not_held", 9)
+    assert alert.expected == cosigned.root.hex()
     restarted.repl.alert(alert)  # as the node's raise_alert does
     assert list(self_check(restarted.store, COSIGNED)) == [LEDGER]
     restarted.witness.verified(HOME.sign(LEDGER, 6, restarted.store.root(LEDGER, 6)))
@@ -348,6 +381,93 @@ def test_a_store_that_lost_what_it_cosigned_is_reported_and_cosigns_no_more(copi
     assert restarted.repl.open_alerts() == {}
     assert self_check(restarted.store, COSIGNED) == {} and self_check(restarted.store, SIGNED) == {}
     restarted.store.close()
+
+
+def _refilled(copy: Copy, records: list[Record]) -> Copy:
+    """``copy``'s node stopped, its records from height 6 on replaced by ``records``'s (its
+    checkpoint rows kept), then started again: a new witness on the same store."""
+    copy.store.close()
+    with sqlite3.connect(copy.directory / DB_NAME) as db:
+        db.execute("DELETE FROM records WHERE height >= 6")
+        db.execute("DELETE FROM meta WHERE key = 'tree'")
+    with ChainStore(copy.directory) as store:
+        store.append_records(records[6:])
+    return Copy(copy.directory, [], 0, copy.repl.client)
+
+
+def _follower(copy: Copy) -> Follower:
+    """A follower on ``copy``'s store that resolves its alerts in Redis, as the node's does, and
+    takes over the open ones an earlier run raised about its copy (ingest/replica.py)."""
+    follower = Follower(
+        "replica-1",
+        copy.store,
+        [],
+        keys=CheckpointKeys(CLUSTER, lambda ledger: home_key(CLUSTER, ledger, HOME_KEY.public.raw)),
+        home_of=lambda ledger: "home",
+        on_stored=lambda records, hops: None,
+        on_alert=copy.alerts.append,
+        on_resolve=lambda keys, upto: copy.repl.resolve_up_to(keys, upto) and None,
+        on_verified=copy.witness.verified,
+    )
+    follower.carry_over(own_copy_alerts("replica-1", copy.repl.own_open_alerts()))
+    return follower
+
+
+def test_a_copy_refilled_from_a_home_that_signed_another_tree_leaves_the_witness_s_alert_open(
+    copies: Any, forked: list[Record]
+) -> None:
+    """Review 11 C: the witness's alert and the follower's self-blame shared the key
+    <node>|<ledger>|store_contradicts_checkpoint, and the follower closes its own once a home
+    checkpoint vouches for its copy: a copy refilled from a home that signed another tree at the
+    size this witness cosigned is vouched for by that home, so the follower deleted the one
+    alert saying the home signed two trees, while the witness stayed blocked with none open."""
+    copy = copies(10)
+    cosigned = copy.checkpoint(10)
+    copy.witness.verified(cosigned)
+    copy.witness.turn()
+    restarted = _refilled(copy, forked)
+    (alert,) = restarted.alerts
+    assert (alert.what, alert.height, alert.expected) == ("cosigned_not_held", 9, cosigned.root.hex())
+    restarted.repl.alert(alert)  # as the node's raise_alert does, before its follower starts
+
+    follower = _follower(restarted)
+    vouching = HOME.sign(LEDGER, 12, restarted.store.root(LEDGER, 12))  # the home's key on its other tree
+    follower.receive([FeedCheckpoints("home", {LEDGER: vouching.note})])
+    assert follower.checkpoint_of(LEDGER) == vouching  # the home vouches for the copy it sent
+    restarted.witness.turn()
+    assert alert.key in restarted.repl.open_alerts()  # still said: it cosigned another tree at 10
+    assert restarted.published() == 10 and restarted.witness.cosigned == 0  # and cosigns no more of it
+    restarted.store.close()
+
+
+def test_an_earlier_run_s_alert_is_resolved_once_the_store_holds_what_it_names_and_never_otherwise(
+    copies: Any, chain: list[Record], forked: list[Record]
+) -> None:
+    """The witness's alert is no longer the follower's to carry over. The run after a repair
+    (whose new store keeps only the cosigned rows its copy proves: the witness is not blocked)
+    resolves an earlier run's once the store holds the checkpoint the alert names, also when it
+    is refilled after the start; a copy of the home's other tree never does."""
+    copy = copies(10)
+    copy.witness.verified(copy.checkpoint(5))
+    copy.witness.turn()
+    copy.witness.verified(copy.checkpoint(10))
+    copy.witness.turn()
+    earlier = _refilled(copy, forked)
+    (alert,) = earlier.alerts
+    earlier.repl.alert(alert)
+    assert own_copy_alerts("replica-1", earlier.repl.own_open_alerts()) == {}  # not the follower's
+    earlier.store.close()
+    for records, resolved in ((forked, False), (chain, True)):
+        with sqlite3.connect(copy.directory / DB_NAME) as db:  # repaired up to 6 records: the row of 10 dropped
+            db.execute("DELETE FROM records WHERE height >= 6")
+            db.execute("DELETE FROM meta WHERE key = 'tree'")
+            db.execute("DELETE FROM checkpoints WHERE size > 6")
+        run = Copy(copy.directory, [], 0, copy.repl.client, carry_over=True)
+        assert run.alerts == [] and alert.key in run.repl.open_alerts()  # it holds its last (5); 6 records
+        run.store.append_records(records[6:11])  # the follower refills it
+        run.witness.turn()
+        assert (alert.key not in run.repl.open_alerts()) is resolved and run.alerts == []
+        run.store.close()
 
 
 def test_a_home_s_store_is_checked_against_the_checkpoints_published_elsewhere(copies: Any) -> None:

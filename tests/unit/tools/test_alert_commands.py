@@ -46,7 +46,7 @@ def test_no_alert_is_said_not_left_silent(
     )
     assert all(len(set(streams.values())) == 1 and "$" not in streams.values() for streams in followed)
     assert cli.main(["alerts", "--config", str(config), "--json", *follow]) == 0
-    assert capsys.readouterr().out == ""  # JSON lines stay JSON lines
+    assert json.loads(capsys.readouterr().out) == {"alerts": []}  # one object, as --help says
 
 
 def test_each_listed_alert_says_whether_it_is_still_open(
@@ -67,7 +67,8 @@ def test_each_listed_alert_says_whether_it_is_still_open(
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1:3] for line in lines] == [["closed", "record_conflict"], ["open", "bad_checksum"]]
     assert cli.main(["alerts", "--config", str(config), "--json"]) == 0
-    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # One JSON object, as --help says (outsider26 I2: a line per alert failed json.load).
+    shown = json.loads(capsys.readouterr().out)["alerts"]
     assert [(a["what"], a["open"]) for a in shown] == [("record_conflict", False), ("bad_checksum", True)]
     # Numbers as numbers, as every other --json output gives them (outsider23: "height": "7").
     assert [a["height"] for a in shown] == [7, 100] and all(isinstance(a["at_ms"], int) for a in shown)
@@ -95,3 +96,45 @@ def test_resolving_a_key_that_is_not_open_fails_and_closes_nothing(
     assert repl.open_alerts() == {}
     assert cli.main(["alerts", "list", "--config", str(config), typo]) == 2  # a key means resolve was meant
     assert "keys are for resolve" in capsys.readouterr().err
+
+
+def test_following_with_json_prints_one_object_a_line_for_each_batch_of_new_alerts(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    redis_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each line a script reads is one JSON object of the listing's shape, ``{"alerts": [...]}``:
+    a line per alert was not the object --help promises (outsider26 I2)."""
+    repl = ReplicationLedger(redis_client)
+    repl.alert(Alert("replica-3", "votes", 100, "bad_checksum", "checksum does not match the content"))
+    real = alert_commands._replication
+    reads = 0
+
+    def replication(config: Any) -> ReplicationLedger:
+        followed = real(config)
+        xread = followed.client.xread
+
+        def read(*args: Any, **kwargs: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            if reads == 1:  # two alerts raised while it follows
+                repl.alert(Alert("replica-1", "votes", 7, "lagging", "behind"))
+                repl.alert(Alert("replica-2", "votes", 8, "lagging", "behind"))
+            got = xread(*args, **kwargs)
+            if not got and reads > 1:
+                raise KeyboardInterrupt  # the operator's ^C once both were printed
+            return got
+
+        monkeypatch.setattr(followed.client, "xread", read)
+        return followed
+
+    monkeypatch.setattr(alert_commands, "_replication", replication)
+    config = write_config(tmp_path, redis_server.url)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert cli.main(["alerts", "--config", str(config), "--json", "--follow"]) == 130
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [a["what"] for a in lines[0]["alerts"]] == ["bad_checksum"]
+    followed = [(a["node"], a["height"], a["open"]) for line in lines[1:] for a in line["alerts"]]
+    assert followed == [("replica-1", 7, True), ("replica-2", 8, True)]

@@ -139,7 +139,17 @@ def test_verify_json_has_the_documented_shape(tmp_path: Path, capsys: pytest.Cap
     assert report["cosignatures"] == {"witness_keys": 0, "checked": 0, "unchecked": 0}
     assert [e["ledger"] for e in report["ledgers"]] == ["alpha", "beta"]
     entry = ledger_entry(report, "alpha")
-    assert set(entry) == {"ledger", "records", "head", "checkpoints", "cosignatures", "ok", "error"}
+    assert set(entry) == {
+        "ledger",
+        "records",
+        "head",
+        "checkpoints",
+        "vouched",
+        "unvouched",
+        "cosignatures",
+        "ok",
+        "error",
+    }
     assert entry["records"] == 5 and entry["ok"] is True and entry["error"] is None
     assert len(entry["head"]) == 64
 

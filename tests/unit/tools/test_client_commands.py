@@ -26,8 +26,10 @@ import pytest
 from vledger.broker.client import NodeAddress
 from vledger.broker.keys import generate, load_public
 from vledger.broker.seal_keys import read_seal_key, write_seal_key
+from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
+from vledger.broker.tallies import TallyBoard
 from vledger.client.session import Session
-from vledger.config.cluster import IngestSettings, load_cluster
+from vledger.config.cluster import REDIS_URL_ENV, IngestSettings, load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import (
     BadChecksumError,
@@ -56,10 +58,13 @@ from vledger.tools.client_output import print_hello
 from vledger.tools.client_payloads import Write, parse_json_map
 from vledger.tools.client_session import ClientOptions, SessionPool, load_client_keys
 from vledger.tools.file_transfer import chunk_size, chunks, destination, download_file, upload_file
+from vledger.tools.name_holdings import Holding, holdings
 from vledger.tools.progress import Progress
 from vledger.tools.shell import Shell, completions, error_line
+from vledger.verifier.tally import TallyKeeper
 
 T0 = 1_790_000_000_000
+OBSERVER_PORTS = {"observer-1": 7394, "observer-2": 7395}
 DAY = 86_400_000
 ELECTION_RULES = {"type": "election", "choices": ["yes", "no"], "opens": T0 - DAY, "closes": T0 + DAY}
 CHARITY_RULES = {"type": "charity", "currency": "SAR", "funds": ["zakat"]}
@@ -661,8 +666,9 @@ def test_range_streams_pages_and_checks_the_chain(vledger: Run, node: SimulatedN
         vledger.json("put", "notes", "note", "--payload", json.dumps({"i": i}))
     node.page_size = 2
     code, out, _ = vledger("range", "notes", "--json")
-    lines = [json.loads(line) for line in out.splitlines()]
-    assert code == 0 and [line["height"] for line in lines] == list(range(7))
+    shown = json.loads(out)  # one object, its records a line each as they came (outsider26 I2)
+    assert code == 0 and [line["height"] for line in shown["records"]] == list(range(7))
+    assert (shown["ledger"], shown["start"], len(out.splitlines())) == ("notes", 0, 7 + 2)
     assert len(node.sent("range")) == 4
     code, out, _ = vledger("range", "notes", "--start", "5")
     assert code == 0 and [line.split("\t")[0] for line in out.splitlines()] == ["5", "6"]
@@ -922,6 +928,8 @@ def test_donate_and_disburse(vledger: Run, node: SimulatedNode, tmp_path: Path) 
 
 def test_issue_and_transfer_from_the_callers_account(vledger: Run, node: SimulatedNode) -> None:
     create(vledger, "credits", "note", RESOURCES_RULES)
+    # The bound written out (PROTOCOL 7.3): a genesis without it is unbounded, as before the bound.
+    assert node.contents()[0].payload["rules"]["max_holders"] == 10_000
     assert vledger("issue", "credits", "--account", "alice", "--amount", "10")[0] == 0
     assert vledger("transfer", "credits", "--to", "bob", "--amount", "4")[0] == 0
     issued, moved = node.contents()[1:]
@@ -1468,3 +1476,65 @@ def test_user_add_of_a_name_that_holds_units_or_issues_is_refused_unless_reused(
     code, out, _ = vledger("user", "add", "bob", "--role", "writer", "--reuse-name")
     assert code == 0 and node.sent("account.add") == [{"account": "bob", "role": "writer"}]
     assert vledger("user", "add", "carol", "--role", "writer")[0] == 0  # a name that holds nothing
+
+
+def test_user_remove_reads_the_holdings_first_and_a_failed_read_leaves_the_removal_done(
+    vledger: Run, node: SimulatedNode
+) -> None:
+    """Review r11 E: the holdings were read after the removal, and a read that failed its checks
+    made a removal already done exit 1."""
+    create(vledger, "credits", "note", RESOURCES_RULES)
+    assert vledger("issue", "credits", "--account", "bob", "--amount", "7")[0] == 0
+    not_the_chain = {"records": [node.store.get("credits", 1).encode()], "next": None}  # no genesis first
+    node.override["range"] = lambda args: not_the_chain
+    node.calls.clear()
+    code, out, err = vledger("user", "remove", "bob")
+    assert code == 0, err
+    assert "bob" in out and "removed" in out
+    assert "warning: could not read what the name bob holds" in err
+    assert [cmd for cmd, _, _ in node.calls if cmd in ("range", "account.remove")] == ["range", "account.remove"]
+
+
+OBSERVERS = "".join(f'[nodes.{name}]\nrole = "observer"\nport = {port}\n' for name, port in OBSERVER_PORTS.items())
+
+
+def test_holdings_come_from_the_observers_agreed_count_and_a_replay_only_without_one(
+    tmp_path: Path,
+    vledger: Run,
+    node: SimulatedNode,
+    redis_server: Any,
+    redis_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review r11 E: every resources ledger was downloaded and replayed in full on each account
+    command. With a count every observer signed alike, only the records after it are read."""
+    create(vledger, "credits", "note", RESOURCES_RULES)  # alice issues
+    assert vledger("issue", "credits", "--account", "bob", "--amount", "7")[0] == 0
+    monkeypatch.setenv(REDIS_URL_ENV, redis_server.url)
+    (tmp_path / "observed").mkdir()
+    config = load_cluster(write_config(tmp_path / "observed", OBSERVERS))
+    generate(config.keys_dir, "ingest-2")
+    session = Session(config, config.node("ingest-1"), node, clock=lambda: T0, request_ids=lambda: "r")
+    board = TallyBoard(redis_client)
+    for name in OBSERVER_PORTS:
+        generate_signing_key(config.keys_dir, name)
+        key = load_signing_key(signing_key_paths(config.keys_dir, name)[0])
+        keeper = TallyKeeper()
+        for record in node.store.range("credits"):
+            keeper.feed(record)
+        snapshot = keeper.snapshot(name, "credits", T0)
+        board.publish("credits", name, snapshot.height, snapshot.body(), key.sign(snapshot.body()))
+    counted = node.store.size("credits")
+
+    def read(account: str) -> tuple[list[Holding], list[int]]:
+        node.calls.clear()
+        return holdings(session, account), [args["start"] for args in node.sent("range")]
+
+    assert read("bob") == ([Holding("credits", "credits", 7, False)], [counted])  # the count, and no record after it
+    assert read("alice") == ([Holding("credits", "credits", 0, True)], [counted])  # issuers from the genesis
+    assert vledger("issue", "credits", "--account", "carol", "--amount", "1")[0] == 0
+    assert read("bob") == ([Holding("credits", "credits", 7, False)], [counted])  # a record naming another
+    assert vledger("issue", "credits", "--account", "bob", "--amount", "1")[0] == 0
+    assert read("bob") == ([Holding("credits", "credits", 8, False)], [counted, 0])  # named after the count: replayed
+    board.publish("credits", "observer-2", counted - 1, b"junk", b"")  # they no longer agree: replayed
+    assert read("carol") == ([Holding("credits", "credits", 1, False)], [0])

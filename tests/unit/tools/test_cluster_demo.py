@@ -140,7 +140,8 @@ def test_a_new_election_is_open_now_and_for_thirty_days() -> None:
     rules = ledger_rules(ELECTION, ADMIN, 16, T0)
     assert rules.difficulty == 16 and set(rules.kinds) == ElectionState.kinds
     assert rules.rules["opens"] < T0 < rules.rules["closes"] == T0 + 30 * 86_400_000
-    assert ledger_rules(RESOURCES, ADMIN, 16, T0).rules["issuers"] == [ADMIN]
+    resources = ledger_rules(RESOURCES, ADMIN, 16, T0).rules
+    assert resources["issuers"] == [ADMIN] and resources["max_holders"] == 10_000
 
 
 @pytest.mark.parametrize(

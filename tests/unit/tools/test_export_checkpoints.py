@@ -11,7 +11,7 @@ import pytest
 
 from vledger.config.settings import Limits
 from vledger.node.checkpoint_log import COSIGNED, IMPORTED_COSIGNED, IMPORTED_SIGNED, SIGNED
-from vledger.node.export import decode_export_line, encode_checkpoint_line
+from vledger.node.export import ExportedCheckpoint, decode_export_line, encode_checkpoint_line
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
@@ -189,11 +189,11 @@ WITNESS = WitnessSigner("local/witness/replica-1", SEED[::-1])
 
 
 def _cosigned_store(directory: Path, *, forged: bool = False) -> Path:
-    """A store whose latest cosigned checkpoint (size 5) carries replica-1's cosignature line;
+    """A store whose latest cosigned checkpoint (size 6, its head) carries replica-1's cosignature line;
     ``forged``: that line's signature changed (its name and key id still the witness's)."""
     _store(directory, 6)
     with ChainStore(directory) as store:
-        signed = HomeSigner("local", SEED).sign(LEDGER, 5, store.root(LEDGER, 5))
+        signed = HomeSigner("local", SEED).sign(LEDGER, 6, store.root(LEDGER, 6))
         note = WITNESS.cosign(signed, 1_790_000_000)
         if forged:
             head, line = note.rstrip(b"\n").rsplit(b"\n", 1)
@@ -201,7 +201,7 @@ def _cosigned_store(directory: Path, *, forged: bool = False) -> Path:
             raw = bytearray(base64.b64decode(blob))
             raw[-1] ^= 1
             note = head + b"\n" + b" ".join([dash, name, base64.b64encode(bytes(raw))]) + b"\n"
-        store.checkpoints.keep(LEDGER, COSIGNED, 5, signed.root, note)
+        store.checkpoints.keep(LEDGER, COSIGNED, 6, signed.root, note)
     return directory
 
 
@@ -245,10 +245,10 @@ def test_a_forged_cosignature_fails_verify_and_import_given_its_witness_key(
     assert verify_file(export, None, LIMITS).ok  # without the key it cannot be told
     assert cli.main(["verify", str(export), "--witness", _witness_vkey()]) == 1
     out = capsys.readouterr().out
-    assert "votes: FAILED at height 4 [bad_cosignature]: line 7: the cosignature by witness " in out
+    assert "votes: FAILED at height 5 [bad_cosignature]: line 8: the cosignature by witness " in out
     result = import_file(export, tmp_path / "copy", None, LIMITS, [witness_key(WITNESS.name, WITNESS.key.public_key)])
     report = result.reports[0]
-    assert report.error is not None and report.error.code == "bad_cosignature" and report.error_line == 7
+    assert report.error is not None and report.error.code == "bad_cosignature" and report.error_line == 8
     assert not (tmp_path / "copy").exists()
     assert cli.main(["verify", str(tmp_path / "s"), "--witness", _witness_vkey()]) == 1
     assert "[bad_cosignature]" in capsys.readouterr().out
@@ -258,3 +258,43 @@ def test_a_witness_option_takes_a_cosignature_key_only(capsys: pytest.CaptureFix
     log_key = home_key("local", LEDGER, PUBLIC).encode()  # a note key (type 0x01)
     assert cli.main(["verify", "x.jsonl", "--witness", log_key]) == 2
     assert "a witness key is a cosignature key (type 0x04)" in capsys.readouterr().err
+
+
+def test_a_tail_cut_with_its_checkpoint_lines_is_reported_and_fails_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # outsider26 I4: an export without a ledger's last records and its checkpoint line (or
+    # without any checkpoint line) verified "OK", exit 0, even with every --witness key.
+    lines = _export(_cosigned_store(tmp_path / "s"), tmp_path / "e.jsonl")
+    checkpoints = [
+        n for n, line in enumerate(lines) if isinstance(decode_export_line(line, n + 1, LIMITS), ExportedCheckpoint)
+    ]
+    assert checkpoints == [3, 7]  # after heights 2 and 5: the file is whole
+    whole, cut, bare = tmp_path / "e.jsonl", tmp_path / "cut.jsonl", tmp_path / "bare.jsonl"
+    cut.write_bytes(b"".join(lines[:6]))  # heights 0..4 and the checkpoint line of size 3
+    bare.write_bytes(b"".join(line for n, line in enumerate(lines) if n not in checkpoints))
+    vkey = _witness_vkey()
+    assert cli.main(["verify", str(whole), "--witness", vkey]) == 0
+    assert "vouched for by nothing" not in capsys.readouterr().out
+
+    assert cli.main(["verify", str(cut)]) == 0  # reported, not failed: nothing asked for a checkpoint
+    out = capsys.readouterr().out
+    assert "votes: OK, 5 records, 1 checkpoint" in out
+    assert "votes: 2 records past its largest checkpoint (size 3): vouched for by nothing" in out
+    assert "with --require-checkpoint or a --witness key, that fails" in out
+    for asked in (["--witness", vkey], ["--require-checkpoint"]):
+        assert cli.main(["verify", str(cut), *asked]) == 1
+        out = capsys.readouterr().out
+        assert "verification FAILED: 1 of 1 ledgers with records past their largest checkpoint" in out
+    assert cli.main(["verify", str(bare), "--witness", vkey, "--json"]) == 1
+    value = json.loads(capsys.readouterr().out)
+    assert value["ok"] is False and value["require_checkpoint"] is True
+    [ledger] = value["ledgers"]
+    assert (ledger["ok"], ledger["records"], ledger["vouched"], ledger["unvouched"]) == (True, 6, 0, 6)
+    assert cli.main(["verify", str(bare)]) == 0
+    assert "votes: no checkpoint: its 6 records are vouched for by nothing" in capsys.readouterr().out
+    # A store's records past its latest checkpoint row, the same (its signed row is of size 3).
+    store = str(_store(tmp_path / "s2", 6))
+    assert cli.main(["verify", store]) == 0
+    assert "votes: 3 records past its largest checkpoint (size 3)" in capsys.readouterr().out
+    assert cli.main(["verify", store, "--require-checkpoint"]) == 1

@@ -291,14 +291,9 @@ class StoppedNode(FakeNode):
         return False
 
 
-def test_after_a_handover_the_replaced_home_is_no_copy_and_its_lag_alert_closes(
-    redis_client: Any, tmp_path: Path
-) -> None:
-    """PROTOCOL 10.9: ingest-1 stopped, its standby ingest-2 promoted and writing on. The old
-    home's copy is no longer the ledger's (it answers reads not_home): the verifier neither
-    holds it lagging ("it does not answer") nor keeps the alert it raised before open, while
-    a replica behind the new home still is."""
-    config = cluster_from_mapping(
+def _with_standby(tmp_path: Path, ledger: str) -> Any:
+    """ingest-1 the default home, ingest-2 the standby of ``ledger`` only, and a replica."""
+    return cluster_from_mapping(
         {
             "cluster": {"default_home": "ingest-1"},
             "nodes": {
@@ -306,10 +301,20 @@ def test_after_a_handover_the_replaced_home_is_no_copy_and_its_lag_alert_closes(
                 "ingest-2": {"role": "ingest", "port": 7002, "pub_port": 7102},
                 "replica-1": {"role": "replica", "port": 7011},
             },
-            "ledgers": {LEDGER: {"home": "ingest-1", "standby": "ingest-2"}},
+            "ledgers": {ledger: {"home": "ingest-1", "standby": "ingest-2"}},
         },
         tmp_path / "cluster.toml",
     )
+
+
+def test_after_a_handover_the_replaced_home_is_no_copy_and_its_lag_alert_closes(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """PROTOCOL 10.9: ingest-1 stopped, its standby ingest-2 promoted and writing on. The old
+    home's copy is no longer the ledger's (it answers reads not_home): the verifier neither
+    holds it lagging ("it does not answer") nor keeps the alert it raised before open, while
+    a replica behind the new home still is."""
+    config = _with_standby(tmp_path, LEDGER)
     chain = [bytes([i]) * 32 for i in range(16)]
     nodes: dict[str, FakeNode] = {
         "ingest-1": StoppedNode("ingest-1", chain[:11]),
@@ -346,6 +351,43 @@ def test_after_a_handover_the_replaced_home_is_no_copy_and_its_lag_alert_closes(
     again = ClusterChecks("verifier-2", config, repl, nodes, settings=settings, clock=clock, witness_keys=witnesses)  # type: ignore[arg-type]
     again.start()
     assert set(again.ledgers[LEDGER].copies) == {"ingest-2", "replica-1"}
+
+
+def test_a_standbys_own_store_contradicts_checkpoint_is_its_to_resolve_until_it_is_promoted(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """Review 11 I: a standby's follower resolves its own store_contradicts_checkpoint about its
+    copy once the home vouches for it (ingest/standby.py, as a replica's), but the verifier
+    exempted only replicas and observers and put it back, as if someone had hidden a home's
+    self-accusation. Its own about a ledger it is not the standby of, or once promoted (then it
+    is that ledger's home), stays the operator's."""
+    config = _with_standby(tmp_path, LEDGER)
+    chain = [bytes([i]) * 32 for i in range(16)]
+    nodes = {name: FakeNode(name, chain[:11]) for name in ("ingest-1", "ingest-2", "replica-1")}
+    repl = ReplicationLedger(redis_client)
+    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    repl.add([StreamRecord(LEDGER, 0, _genesis(tmp_path), "ingest-1")])  # pins the home's and the standby's keys
+    witnesses = lambda: (WITNESS.verifier(),)  # noqa: E731
+    found = ClusterChecks("verifier-1", config, repl, nodes, clock=Clock(), witness_keys=witnesses)  # type: ignore[arg-type]
+    found.start()
+    standby = ReplicationLedger(redis_client, node="ingest-2")
+    own = Alert("ingest-2", LEDGER, 7, "store_contradicts_checkpoint", "its copy", source="ingest-2")
+    not_its = Alert("ingest-2", "zakat", 2, "store_contradicts_checkpoint", "its store", source="ingest-2")
+
+    def raised_then_resolved_by_the_standby() -> set[str]:
+        standby.alert(own)
+        standby.alert(not_its)
+        found.refresh_open()
+        standby.resolve([own.key, not_its.key])
+        found.refresh_open()
+        return set(repl.open_alerts())
+
+    assert raised_then_resolved_by_the_standby() == {not_its.key}  # its own copy's: not put back
+    assert repl.promote(LEDGER, 2, "ingest-2") is None
+    repl.publish_cosignature(LEDGER, "replica-1", 16, _epoch_2_note(16))  # epoch 2 proven: ingest-2 is home
+    found.refresh_ledgers()
+    assert found.ledgers[LEDGER].home == "ingest-2"
+    assert raised_then_resolved_by_the_standby() == {own.key, not_its.key}
 
 
 def test_an_alert_only_an_operator_resolves_is_opened_again_when_another_user_deletes_it(
@@ -549,18 +591,7 @@ def test_a_ledger_deleted_from_redis_s_ledgers_hash_is_checked_anyway_and_alerte
 
 def _three_nodes(tmp_path: Path) -> Any:
     """ingest-1 the default home, ingest-2 the standby of ``ballots`` only, and a replica."""
-    return cluster_from_mapping(
-        {
-            "cluster": {"default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
-                "ingest-2": {"role": "ingest", "port": 7002, "pub_port": 7102},
-                "replica-1": {"role": "replica", "port": 7011},
-            },
-            "ledgers": {"ballots": {"home": "ingest-1", "standby": "ingest-2"}},
-        },
-        tmp_path / "cluster.toml",
-    )
+    return _with_standby(tmp_path, "ballots")
 
 
 def test_a_ledger_list_counts_only_from_the_ledger_s_home_or_standby_and_makes_no_stream(

@@ -698,7 +698,7 @@ def test_tallies_are_read_once_a_second_unless_an_observer_published(
     latest = {"observer-1": "5-0"}
     reads: list[str] = []
 
-    def read_tallies(board: Any, ledger: str, *args: Any) -> TallyReport:
+    def read_tallies(board: Any, ledger: str, *args: Any, **options: Any) -> TallyReport:
         reads.append(ledger)
         return TallyReport(ledger, (), Verdict(STILL_COUNTING, None), {})
 

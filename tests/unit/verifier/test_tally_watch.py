@@ -298,6 +298,46 @@ def test_a_junk_entry_replaced_before_each_look_is_raised_a_look_after_the_first
     assert [a for a in watch(LEDGER, 11) if a.what == "bad_signature"] == []
 
 
+def test_a_latest_set_back_to_an_older_valid_entry_on_every_other_look_does_not_restart_the_wait(
+    config: ClusterConfig, watched: tuple[TallyWatch, Clock]
+) -> None:
+    """Review 11 G: the wait stopped as soon as one look read the observer's entries all
+    verifying, so its Redis user (no key) pointing its latest at an old valid entry on one look
+    and at a junk entry on the next restarted the wait at every other look, and bad_signature was
+    never raised. Only an entry verifying at or past the failing one ends the wait; an old junk
+    entry shown again after the observer's next honest one gets none anew, a newer one does."""
+    watch, clock = watched
+    board = watch.board
+    publish(config, board, "observer-2", 9)
+    own, other = (
+        load_signing_key(signing_key_paths(config.keys_dir, name)[0]) for name in ("observer-1", "observer-2")
+    )
+    honest = dataclasses.replace(SNAPSHOT, height=9, head=bytes([9]) * 32, tally={"type": "plain", "records": 10})
+    valid = board.publish(LEDGER, "observer-1", 9, honest.body(), own.sign(honest.body()))
+    forged = dataclasses.replace(honest, tally={"type": "plain", "records": 104})
+    junk = board.publish(LEDGER, "observer-1", 9, forged.body(), other.sign(forged.body()))
+
+    def look(latest: str) -> bool:
+        watch.client.set(board.latest_key(LEDGER, "observer-1"), latest)
+        raised = any(a.what == "bad_signature" for a in watch(LEDGER, 10))
+        clock.now += 2
+        return raised
+
+    # Junk first seen at 0 s; keys read at 8 s, past KEY_LAG_S (5 s) after it, still reject it.
+    assert [look(junk if i % 2 == 0 else valid) for i in range(8)] == [False] * 4 + [True, False, True, False]
+    for observer in ("observer-2", "observer-1"):  # their next honest entries, past the junk one
+        publish(config, board, observer, 10)
+    assert watch(LEDGER, 11) == []
+    assert look(junk)  # set back to the old junk entry: raised at once, its wait long over
+    newer = board.publish(LEDGER, "observer-1", 11, forged.body(), other.sign(forged.body()))
+    assert look(newer)  # junk past it, with no honest entry read in between: no wait anew
+    for observer in ("observer-2", "observer-1"):
+        publish(config, board, observer, 12)
+    assert watch(LEDGER, 13) == []
+    later = board.publish(LEDGER, "observer-1", 13, forged.body(), other.sign(forged.body()))
+    assert not look(later)  # failing past an entry that verified: a rotation not shown yet, waits anew
+
+
 def test_keys_read_again_for_a_failing_entry_leave_other_ledgers_reports_standing(
     config: ClusterConfig, watched: tuple[TallyWatch, Clock], monkeypatch: pytest.MonkeyPatch
 ) -> None:
