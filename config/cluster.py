@@ -45,6 +45,9 @@ class IngestSettings:
     max_partial_upload_bytes: int = 128 * 1024 * 1024
     partial_upload_expiry_ms: int = 3_600_000
     account_wait_ms: int = 2000  # how long an admin change waits for every node to apply it
+    # How long a home's start waits, at most, for the other nodes' checkpoints of the ledgers it
+    # homes (ingest/home_start.py): a store put back from a copy is healed before it serves.
+    start_check_ms: int = 2000
     # A round of at most this many puts (what the request loop read between two flushes) is
     # committed on the loop's own thread: a lone writer's put crosses no thread. A larger round,
     # which pipelined clients make, goes to the store's committer thread, so that the loop reads
