@@ -427,9 +427,10 @@ def _witness_times(note: str) -> dict[str, list[int]]:
 
 
 def _cosigned_since(gateway: str, ledger: str) -> tuple[int, int]:
-    """The served checkpoint's size and the time (ms) by which a majority of its witnesses had cosigned it (11.4)."""
+    """The served checkpoint's size and when a majority of the trusted witnesses had cosigned it (11.4)."""
     shown = _json(f"{gateway}api/ledgers/{ledger}/checkpoint")
-    since = quorum_since_ms(min(t) for t in _witness_times(shown["note"]).values())
+    needed = needed_witnesses(len(shown["witness_keys"]))
+    since = quorum_since_ms((min(t) for t in _witness_times(shown["note"]).values()), needed)
     assert since is not None, shown
     return int(shown["size"]), since
 
