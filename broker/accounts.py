@@ -34,7 +34,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple, NoReturn, Self
@@ -53,9 +53,10 @@ from ..node.errors import (
     NoSuchKeyError,
     RoleError,
 )
-from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN, decode_record
+from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN, Record
 from ..node.rules.admin import Grants
 from ..node.rules.engine import RulesEngine
+from .admin_copy import NO_ADMIN_LEDGER, AdminSource
 from .keys import check_public_key, fingerprint
 from .redis_keys import group_key
 
@@ -65,6 +66,11 @@ ACCOUNTS_TAG = "accounts"
 _SUBSCRIBE_TIMEOUT = 5.0
 _LISTEN_SLICE = 0.25  # how long a background wait lasts before it looks at its stop flag
 _RETRY_PAUSE = 1.0
+_BEHIND_POLL = 0.05  # how soon a node looks again for the checkpoint of an admin record it cannot prove yet
+# How long it looks that often: the home signs right after its commit. Past it, Redis's copy holds
+# what no checkpoint proves (a home down since, or records written there by hand): logged, and
+# looked at again at each poll only, so a list made longer by hand costs the nodes nothing.
+_BEHIND_FAST_FOR = 10.0
 # How long stop() waits for the thread. A call of its to a Redis that stopped answering (its host
 # cut off) waits on the client's socket timeout, for ever on a client made without one: the
 # process's stop waited with it, past supervisor's stop time. The thread is a daemon: left behind.
@@ -285,6 +291,44 @@ def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
         )
     owners = {key: name for key, name in owners.items() if name in accounts}
     return AccountsSnapshot(int(_text(version_text)), MappingProxyType(accounts), MappingProxyType(owners))
+
+
+def ledger_snapshot(version: int, stated: Mapping[str, Mapping[str, Any]]) -> AccountsSnapshot:
+    """The accounts an admin ledger states (RulesEngine.admin_accounts: name -> role, enabled,
+    keys), at accounts ``version``: what a node enforces once the admin ledger exists. An
+    account of no known role grants nothing; a key two accounts state goes to neither (one key,
+    one account: the ledger's home never writes that, so it is nobody's)."""
+    accounts: dict[str, Account] = {}
+    seen: dict[str, str] = {}
+    shared: set[str] = set()
+    for name, state in stated.items():
+        try:
+            role = Role(state["role"])
+        except ValueError:
+            if state["role"]:
+                logger.warning(
+                    "account %r has the role %r on the admin ledger, which is none: ignored", name, state["role"]
+                )
+            continue
+        keys = tuple(sorted(set(state["keys"])))
+        accounts[name] = Account(name, role, state["enabled"] is True, keys)
+        for key in keys:
+            if seen.setdefault(key, name) != name:
+                shared.add(key)
+    owners = {key: name for key, name in seen.items() if key not in shared}
+    return AccountsSnapshot(version, MappingProxyType(accounts), MappingProxyType(owners))
+
+
+def unbacked(cached: AccountsSnapshot, enforced: AccountsSnapshot) -> list[str]:
+    """The keys Redis's accounts let in that the admin ledger does not, or with another account
+    or role (``account (key fingerprint)``, sorted): entries written into Redis by hand, which
+    grant nothing but say that someone who may write Redis tried."""
+    found = []
+    for key in cached.allowed_keys():
+        owner, stated = cached.lookup(key), enforced.lookup(key)
+        if owner is not None and (stated is None or not stated.enabled or stated[:2] != owner[:2]):
+            found.append(f"{owner.account} ({fingerprint(key)})")
+    return sorted(found)
 
 
 class ReadOnlyScript:
@@ -576,11 +620,23 @@ class AccountCache:
         *,
         on_change: Callable[[frozenset[str]], None] | None = None,
         poll_interval: float = 5.0,
+        admin: AdminSource | None = None,
+        on_unbacked: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.registry = registry
         self.node = _check_node(node)
         self.on_change = on_change
         self.poll_interval = poll_interval
+        # Where the admin ledger comes from (broker/admin_copy.py); None: nowhere (a tool's or a
+        # test's cache of a Redis without one), so Redis's accounts are all there is.
+        self.admin = admin
+        self._behind = False  # Redis's copy of the admin ledger is ahead of what this node enforces
+        self._unproven_since: float | None = None  # since when Redis's copy holds records not proven here
+        # Told, at each change, which of Redis's entries let a key in that the admin ledger does not
+        # (:func:`unbacked`; empty once none is left): a node raises or resolves its alert.
+        self.on_unbacked = on_unbacked
+        self._stated: dict[str, dict[str, Any]] | None = None  # the admin ledger's accounts
+        self._unbacked: list[str] | None = None  # what was last reported of Redis's entries the ledger lacks
         self._snapshot = AccountsSnapshot.empty()
         self._unapplied = True  # on_change has not yet seen the snapshot we hold
         self._changed = threading.Condition()
@@ -635,34 +691,86 @@ class AccountCache:
 
     # --- loading -------------------------------------------------------------------------------
 
+    @property
+    def behind(self) -> bool:
+        """Whether Redis's copy of the admin ledger holds records this node has not proven yet."""
+        return self._behind
+
     def refresh(self) -> int:
-        """Load the accounts now (the node that made a change calls this before answering)."""
+        """Load the accounts now (the node that made a change calls this before answering).
+
+        Once an admin ledger exists, the accounts are the ones its records state, and Redis's
+        (its hashes and key owners) only announce a change: an entry there that no record
+        backs grants nothing, and is logged. The version counts as applied only once every
+        record Redis's copy holds is proven here, so an admin's command answers once each node
+        enforces it."""
         with self._reload_lock:
-            snapshot = self.registry.snapshot()
-            self._load_grants()
+            cached = self.registry.snapshot()
+            # Its key rotations change the members (on_change) without changing any account.
+            grown = self._load_admin()
+            snapshot = cached if self._stated is None else ledger_snapshot(cached.version, self._stated)
+            if self._stated is not None and not self._awaiting_proof():
+                self._report_unbacked(unbacked(cached, snapshot))
             with self._changed:
                 previous, self._snapshot = self._snapshot, snapshot
             try:
-                if (self._unapplied or snapshot != previous) and not self._hand_over(snapshot):
+                if (self._unapplied or grown or snapshot != previous) and not self._hand_over(snapshot):
                     return snapshot.version
             finally:
                 with self._changed:
                     self._changed.notify_all()
-            self.registry.record_applied(self.node, snapshot.version)
+            if not self._behind:
+                self.registry.record_applied(self.node, snapshot.version)
             return snapshot.version
 
-    def _load_grants(self) -> None:
-        """Rebuild the grants when the cached admin ledger changed (it is small, changes are rare)."""
-        size = self.registry.admin_size()
-        if size == self._admin_size:
-            return
-        engine = RulesEngine()
-        violations = engine.replay(decode_record(data, PROTOCOL_LIMITS) for data in self.registry.admin_records())
-        if violations:
-            logger.warning("node %s: the cached admin ledger holds %d refused records", self.node, len(violations))
+    def _load_admin(self) -> bool:
+        """Replay the admin ledger again when it grew (it is small, changes are rare); whether it did."""
+        copy = self.admin.load() if self.admin is not None else NO_ADMIN_LEDGER
+        # Before any admin ledger is proven, the bootstrap's accounts are enforced (and applied)
+        # while the first checkpoint is awaited.
+        self._behind = copy.unproven and copy.records is not None
+        if not copy.unproven:
+            self._unproven_since = None
+        elif self._unproven_since is None:
+            self._unproven_since = time.monotonic()
+        records = copy.records
+        if records is None:
+            # The bootstrap: Redis's accounts, and the grants of Redis's copy if there is one.
+            self._grants = _replayed(copy.unchecked, self.node).grants() if copy.unchecked else None
+            self._key_rotations, self._stated, self._admin_size = (), None, 0
+            return False
+        if len(records) == self._admin_size and self._stated is not None:
+            return False
+        engine = _replayed(records, self.node)
         self._grants = engine.grants()
         self._key_rotations = tuple(engine.key_rotations())
-        self._admin_size = size
+        self._stated = engine.admin_accounts() or {}
+        self._admin_size = len(records)
+        return True
+
+    def _awaiting_proof(self) -> bool:
+        """Whether Redis's copy holds admin records whose checkpoint is still on its way
+        (_BEHIND_FAST_FOR): the accounts they add are in Redis's entries before they are proven
+        here, so every honest ``account.add`` would raise ``unbacked_account`` for that second
+        (they are refused meanwhile all the same). Past it they are reported."""
+        since = self._unproven_since
+        return self._behind and since is not None and since > 0 and time.monotonic() - since < _BEHIND_FAST_FOR
+
+    def _report_unbacked(self, found: list[str]) -> None:
+        """Log, once for each new set, the accounts Redis lets in that the admin ledger does not
+        (public keys' fingerprints only: nothing secret), and tell ``on_unbacked``."""
+        if found == self._unbacked:
+            return
+        if found:
+            logger.warning(
+                "node %s: Redis's accounts let in %d key(s) that no admin record does, refused: %s",
+                self.node,
+                len(found),
+                ", ".join(found),
+            )
+        self._unbacked = found
+        if self.on_unbacked is not None:
+            self.on_unbacked(found)
 
     def _hand_over(self, snapshot: AccountsSnapshot) -> bool:
         """Give the new allow-list to ``on_change``; False if that failed."""
@@ -679,9 +787,27 @@ class AccountCache:
         self._unapplied = False
         return True
 
+    def _looking_again(self) -> bool:
+        """Whether the checkpoint of an admin record Redis holds is awaited soon (see _BEHIND_FAST_FOR)."""
+        since = self._unproven_since
+        if since is None:
+            return False
+        if time.monotonic() - since < _BEHIND_FAST_FOR:
+            return True
+        if since > 0:  # once per stretch
+            logger.warning(
+                "node %s: Redis's copy of the admin ledger holds records no checkpoint of its home proves "
+                "after %g s; their accounts are not enforced here",
+                self.node,
+                _BEHIND_FAST_FOR,
+            )
+            self._unproven_since = -1.0
+        return False
+
     def _heartbeat(self) -> None:
-        """The safety net: reload if the version moved unannounced, else say we are alive."""
-        if self._unapplied or self.registry.version() != self.version:
+        """The safety net: reload if the version moved unannounced (or the admin ledger's
+        newest records await their checkpoint), else say we are alive."""
+        if self._unapplied or self._unproven_since is not None or self.registry.version() != self.version:
             self.refresh()
         else:
             self.registry.record_applied(self.node, self.version)
@@ -726,7 +852,12 @@ class AccountCache:
                 if self._pubsub is None:
                     self._pubsub = _subscribe(self.registry.client, self.registry.channel)
                     self.refresh()  # whatever was announced while we were away
-                message = self._pubsub.get_message(timeout=min(_LISTEN_SLICE, self.poll_interval))
+                # Soon again while the checkpoint of an admin record is on its way: an admin's
+                # command waits for this node to enforce its record.
+                pause = min(self.poll_interval, _BEHIND_POLL) if self._looking_again() else self.poll_interval
+                next_poll = min(next_poll, time.monotonic() + pause)
+                wait = max(0.0, min(_LISTEN_SLICE, next_poll - time.monotonic()))
+                message = self._pubsub.get_message(timeout=wait)
                 announced = message is not None and message["type"] in ("message", b"message")
                 if announced and _announced_version(message["data"]) not in (None, self.version):
                     self.refresh()
@@ -750,6 +881,15 @@ class AccountCache:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _replayed(records: Iterable[Record], node: str) -> RulesEngine:
+    """A rules engine that replayed the admin ledger's ``records``."""
+    engine = RulesEngine()
+    violations = engine.replay(records)
+    if violations:
+        logger.warning("node %s: the admin ledger holds %d refused records", node, len(violations))
+    return engine
 
 
 def _announced_version(data: Any) -> int | None:

@@ -30,7 +30,8 @@ from Crypto.Signature import eddsa
 
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.errors import KeyExistsError, KeyMaterialError, NoteKeyError, PassphraseError, SignatureError
-from ..node.note import ED25519_KEY_BYTES, VerifierKey, ed25519_public_key, ed25519_verify
+from ..node.note import ALG_ED25519, ED25519_KEY_BYTES, VerifierKey, ed25519_public_key, ed25519_verify, origin_for
+from ..node.rules.admin import ADMIN_LEDGER
 from ..node.witness import witness_key, witness_name
 from .keys import check_name, generation_name, install_file, newest_generation, read_key_text, read_private_text
 
@@ -209,6 +210,19 @@ def load_verify_key(path: Path) -> VerifyKey:
     if key.curve != CURVE or key.has_private():
         raise KeyMaterialError(f"{path}: not an Ed25519 public key (a {key.curve} key)")
     return VerifyKey(bytes(key.export_key(format="raw")))
+
+
+def admin_checkpoint_key(config: ClusterConfig) -> VerifierKey | None:
+    """The admin ledger's checkpoint key: its home's public key file, named ``<cluster>/admin``
+    (the admin genesis pins none, PROTOCOL 16.1); None when the file is missing or unreadable
+    (logged): nothing of the admin ledger can then be proven to this reader."""
+    home = config.home_of(ADMIN_LEDGER).name
+    try:
+        raw = load_verify_key(signing_key_paths(config.keys_dir, home)[1]).raw
+    except KeyMaterialError as e:
+        logger.warning("the admin ledger's checkpoint key (%s) cannot be read: %s", home, e)
+        return None
+    return VerifierKey(origin_for(config.name, ADMIN_LEDGER), ALG_ED25519, raw)
 
 
 def witness_keys(config: ClusterConfig) -> dict[str, VerifierKey]:

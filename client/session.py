@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ..broker.client import Client, NodeAddress, named_home
 from ..broker.keys import PUBLIC_SUFFIX, KeyPair, generation_name, load_public, newest_generation
-from ..broker.signing import witness_keys
+from ..broker.signing import admin_checkpoint_key, witness_keys
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
 from ..node import totp
@@ -65,7 +65,6 @@ from ..node.rules.engine import PLAIN
 from ..node.tree import Frontier, leaf_hash, verify_consistency, verify_inclusion
 from ..node.verify import ChainVerifier, verify_record
 from ..node.witness import PINNED_KEY_FIELD, home_key
-from ..verifier.node_keys import admin_checkpoint_key
 from .home_cache import HomeCache
 from .voters import VoterCheck, check_voter
 from .write import Write

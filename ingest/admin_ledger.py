@@ -17,13 +17,30 @@ import uuid
 from typing import Any
 
 from ..broker.accounts import Account, AccountRegistry, Role
+from ..broker.admin_copy import NO_ADMIN_LEDGER, AdminCopy
+from ..broker.redis_keys import ledger_key
+from ..broker.replication import REDIS_ERRORS
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import AccountError, VledgerError
+from ..node.note import parse_checkpoint, parse_note
 from ..node.record import Content, Entry, Record
 from ..node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS, admin_genesis_rules
 from ..node.store import ChainStore
 
 log = logging.getLogger(__name__)
+
+_PROOF_POLL = 0.01  # how often the home looks for its outbox's checkpoint of an admin record
+
+
+def _note_size(note: bytes | None) -> int:
+    """The tree size a checkpoint note in Redis states (-1 without one or for one unreadable):
+    only compared with what the home holds, never believed (its readers verify it)."""
+    if note is None:
+        return -1
+    try:
+        return parse_checkpoint(parse_note(note).text).size
+    except VledgerError:
+        return -1
 
 
 def _now_ms() -> int:
@@ -46,12 +63,37 @@ def account_payload(op: str, account: Account | None, name: str, via: str) -> di
 
 
 class AdminLedger:
-    """The admin ledger of the node that homes it. Thread-safe: one command at a time."""
+    """The admin ledger of the node that homes it. Thread-safe: one command at a time.
 
-    def __init__(self, store: ChainStore, registry: AccountRegistry) -> None:
+    ``checkpoints``: its home's outbox sets Redis's ``{admin}:checkpoint`` (the node; not a
+    test's bare store), so :meth:`wait_proven` waits for it."""
+
+    def __init__(self, store: ChainStore, registry: AccountRegistry, *, checkpoints: bool = False) -> None:
         self.store = store
         self.registry = registry
+        self.checkpoints = checkpoints
+        self.note_key = ledger_key(registry.namespace, ADMIN_LEDGER, "checkpoint")
         self._lock = threading.Lock()
+
+    def wait_proven(self, deadline: float) -> bool:
+        """Wait, until ``deadline`` (time.monotonic), for Redis's checkpoint of the admin ledger
+        to cover every record the store holds now: only then can the other nodes prove them
+        (broker/admin_copy.py). The home's outbox process sets it a pass after the commit, and
+        later when it waits for the CPU (its niceness): an admin's command that answered before
+        left a replica a rotation it could not take yet (test_node_key_rotation's new key
+        served no answer within 5 s). True once covered (at once without ``checkpoints``)."""
+        size = self.store.size(ADMIN_LEDGER)
+        if not self.checkpoints or size == 0:
+            return True
+        while True:
+            try:
+                if _note_size(self.registry.client.get(self.note_key)) >= size:
+                    return True
+            except REDIS_ERRORS:
+                return False  # the change is made: the nodes' wait that follows says who lacks it
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_PROOF_POLL)
 
     def append(self, kind: str, payload: dict[str, Any], author: str) -> Record:
         """Append one admin record (creating the ledger first if need be) and cache it.
@@ -106,6 +148,24 @@ class AdminLedger:
                 return
             rebuilt = rebuild_accounts(self.registry, self.store.range(ADMIN_LEDGER))
             log.warning("Redis held no admin ledger or no accounts: %d rebuilt from the admin ledger", rebuilt)
+
+
+class StoreAdminSource:
+    """The admin ledger as its home holds it: its own store's records, checked as they were
+    written and again when the store opened (an AdminSource, broker/admin_copy.py)."""
+
+    def __init__(self, store: ChainStore) -> None:
+        self.store = store
+        self._records: tuple[Record, ...] = ()
+
+    def load(self) -> AdminCopy:
+        size = self.store.size(ADMIN_LEDGER)
+        if size == 0:
+            return NO_ADMIN_LEDGER
+        if size != len(self._records):
+            held = self._records
+            self._records = held + tuple(self.store.range(ADMIN_LEDGER, len(held), size))
+        return AdminCopy(self._records, False)
 
 
 def rebuild_accounts(registry: AccountRegistry, records: Any) -> int:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from ..broker.accounts import AccountCache, AccountRegistry, AccountsSnapshot, Role
+from ..broker.admin_copy import AdminSource
 from ..broker.client import Client, NodeAddress
 from ..broker.curve import AllowList
 from ..broker.keys import load_public
@@ -143,13 +144,24 @@ class MemberGates:
         with self._lock:
             self._clients.append((client, name))
 
-    def account_cache(self, registry: AccountRegistry, node: str, poll_interval: float) -> AccountCache:
-        """The node's AccountCache, wired to replace both lists at each change of the accounts."""
+    def account_cache(
+        self,
+        registry: AccountRegistry,
+        node: str,
+        poll_interval: float,
+        admin: AdminSource,
+        on_unbacked: Callable[[list[str]], None] | None = None,
+    ) -> AccountCache:
+        """The node's AccountCache, enforcing the accounts of the admin ledger ``admin`` gives,
+        wired to replace both lists at each change of the accounts (``on_unbacked``: see AccountCache)."""
 
         def changed(keys: frozenset[str]) -> None:
             self.apply()
 
-        return self.follow(AccountCache(registry, node, on_change=changed, poll_interval=poll_interval))
+        cache = AccountCache(
+            registry, node, on_change=changed, poll_interval=poll_interval, admin=admin, on_unbacked=on_unbacked
+        )
+        return self.follow(cache)
 
     def follow(self, cache: AccountCache) -> AccountCache:
         """Take the accounts and key rotations from ``cache`` (whose changes call :meth:`apply`)."""

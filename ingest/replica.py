@@ -316,7 +316,7 @@ def _run_follower(
     # A ledger whose file lost records while the node was down opens cut back to what it holds
     # whole, and is fetched again (Follower.start); a home's store is never cut back.
     store = runtime.store(replication, limits=config.settings.limits, settings=config.settings.store, cut_back=True)
-    cache = runtime.accounts(registry)
+    cache = runtime.accounts(registry, replication)
     epochs = EpochBook(config.name, store)
     # It connects to the others with its newest CURVE key from the record on (PROTOCOL 16.6).
     keys = runtime.client_keys.current

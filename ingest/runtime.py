@@ -28,6 +28,7 @@ from typing import Any, Protocol, Self, TypeVar
 import zmq
 
 from ..broker.accounts import AccountCache, AccountRegistry
+from ..broker.admin_copy import AdminSource, SignedAdminSource
 from ..broker.curve import CurveServer, process_context, stop_authenticator
 from ..broker.curve_guard import ConnectionGuard, CurveGuardMetrics, raise_file_limit
 from ..broker.feed import Publisher
@@ -37,10 +38,12 @@ from ..broker.redis_server import connect
 from ..broker.replication import (
     REDIS_ERRORS,
     STORE_DAMAGED,
+    Alert,
     ReplicationLedger,
     raise_alert,
     store_damaged_alert,
 )
+from ..broker.signing import admin_checkpoint_key
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
@@ -95,6 +98,30 @@ def open_node_store(node: str, directory: Path, replication: ReplicationLedger, 
     except REDIS_ERRORS as e:
         log.warning("node %s: Redis unavailable (%s): an open %s alert of it stays open", node, e, STORE_DAMAGED)
     return store
+
+
+UNBACKED_ACCOUNT = "unbacked_account"  # the alert of Redis's account entries no admin record backs (10.5)
+_UNBACKED_NAMED = 20  # how many of them an alert names
+
+
+def unbacked_alerts(node: str, replication: ReplicationLedger) -> Callable[[list[str]], None]:
+    """What node ``node`` does with the keys Redis's accounts let in that no admin record does
+    (``account (fingerprint)``, broker/accounts.py ``unbacked``): raise ``unbacked_account``
+    naming them (PROTOCOL 10.5), or resolve it once none is left. Redis down costs the alert
+    (the node's log keeps the finding)."""
+
+    def report(found: list[str]) -> None:
+        if not found:
+            try:
+                replication.resolve_node(node, "", [UNBACKED_ACCOUNT])
+            except REDIS_ERRORS as e:
+                log.warning("node %s: its %s alert is not resolved, Redis unavailable (%s)", node, UNBACKED_ACCOUNT, e)
+            return
+        named = ", ".join(found[:_UNBACKED_NAMED]) + (", ..." if len(found) > _UNBACKED_NAMED else "")
+        detail = f"Redis's accounts let in {len(found)} key(s) that no admin record does (refused): {named}"
+        raise_alert(replication, Alert(node, "", 0, UNBACKED_ACCOUNT, detail, source="redis"))
+
+    return report
 
 
 class Startable(Protocol):
@@ -269,11 +296,26 @@ class NodeRuntime:
         for callback in self._on_stop:
             callback()
 
-    def accounts(self, registry: AccountRegistry) -> AccountCache:
-        """The accounts cache, started: it keeps ``gates`` (the request and feed allow-lists) current."""
-        poll = self.config.settings.broker.accounts_poll_ms / 1000
+    def accounts(self, registry: AccountRegistry, replication: ReplicationLedger) -> AccountCache:
+        """The accounts cache, started: it keeps ``gates`` (the request and feed allow-lists)
+        current with the accounts of Redis's copy of the admin ledger, as far as its home's
+        signed checkpoint proves it (:meth:`signed_admin`), and raises in ``replication`` the
+        alert of Redis's entries no admin record backs (:meth:`account_cache`)."""
         self.stack.callback(self.gates.stop)  # its timer of key rotations, after the cache stopped
-        return self.started(self.gates.account_cache(registry, self.name, poll))
+        return self.started(self.account_cache(registry, self.signed_admin(registry), replication))
+
+    def account_cache(
+        self, registry: AccountRegistry, admin: AdminSource, replication: ReplicationLedger
+    ) -> AccountCache:
+        """The node's accounts cache (not started), enforcing the accounts of the admin ledger
+        ``admin`` gives; it raises ``unbacked_account`` (PROTOCOL 10.5) while Redis's accounts let
+        in a key that no admin record does, and resolves it once none is left."""
+        poll = self.config.settings.broker.accounts_poll_ms / 1000
+        return self.gates.account_cache(registry, self.name, poll, admin, unbacked_alerts(self.name, replication))
+
+    def signed_admin(self, registry: AccountRegistry) -> SignedAdminSource:
+        """Redis's copy of the admin ledger as far as its home's checkpoint proves it (PROTOCOL 16.4)."""
+        return SignedAdminSource(registry.client, admin_checkpoint_key(self.config), registry.namespace)
 
     def request_server(self, settings: BrokerSettings, metrics: NodeMetrics | None = None) -> CurveServer:
         """The node's CURVE request socket on its endpoint, admitting ``gates.requests``, once

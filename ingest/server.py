@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import __version__
+from ..broker.accounts import AccountCache
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import (
     generate_checkpoint_key,
@@ -35,7 +36,7 @@ from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
 from ..node.witness import home_key, witness_keys_in_force
 from .accounts import CachedAccounts, RegistryAdmin
-from .admin_ledger import AdminLedger
+from .admin_ledger import AdminLedger, StoreAdminSource
 from .content_check import ContentChecker
 from .cosignatures import KnownCosignatures, largest_cosigned, tallied_heights
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, earlier_epoch, handed_over, standby_ledgers
@@ -105,10 +106,9 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # The cluster file's [settings.broker], with ZMQ_MAXMSGSIZE at twice the protocol's message
     # limit: requests in between get a message_too_large answer rather than a cut connection.
     broker = dataclasses.replace(config.settings.broker, max_message_bytes=2 * config.ingest.max_message_bytes)
-    # The accounts cache, started below once the admin ledger filled Redis (it reads grants there).
-    cache = runtime.gates.account_cache(registry, name, config.settings.broker.accounts_poll_ms / 1000)
+    cache: AccountCache  # made once the store is (its home reads the admin ledger there)
     # Grants: the engine judges by the admin ledger it holds (on its home), else by the
-    # cache's copy of it; records placed here come after the last admin record applied.
+    # cache's proven copy of it; records placed here come after the last admin record applied.
     domain = RulesEngine(grants=lambda: cache.grants)
     # Closed last of what follows: the queue committed once nothing else writes.
     store = runtime.store(
@@ -117,7 +117,14 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         limits=config.settings.limits,
         settings=config.settings.store,
         domain=domain,
-        accepted_floor=cache.accepted_floor,
+        accepted_floor=lambda: cache.accepted_floor(),  # noqa: PLW0108 (cache is made below)
+    )
+    homes_admin = config.home_of(ADMIN_LEDGER).name == name
+    # The accounts cache, started below once the admin ledger filled Redis. It enforces the
+    # accounts of the admin ledger: its home's own store, or Redis's copy as far as the home's
+    # signed checkpoint proves it (PROTOCOL 16.4), never Redis's account entries alone.
+    cache = runtime.account_cache(
+        registry, StoreAdminSource(store) if homes_admin else runtime.signed_admin(registry), replication
     )
     # A store that no longer holds a checkpoint this home signed is refused writes, ledger by
     # ledger, and said so at once: it is never "fixed" by signing what it holds now.
@@ -149,7 +156,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     book = EpochBook(config.name, store)
     homes = Homes(config, book, replication, witnesses=witness_keys_now)
     refused = self_check(store, SIGNED)
-    admin_ledger = AdminLedger(store, registry) if config.home_of(ADMIN_LEDGER).name == name else None
+    admin_ledger = AdminLedger(store, registry, checkpoints=True) if homes_admin else None
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
     runtime.closing(lambda: executor.shutdown(wait=True))
     if admin_ledger is not None:

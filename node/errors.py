@@ -639,6 +639,14 @@ class NotGrantedError(RuleError):
     code = "not_granted"
 
 
+class NotAdminAuthorError(RuleError):
+    """An admin-ledger record whose author is not an enabled admin by the admin records before
+    it, nor one of the exceptions PROTOCOL 16.7 lists (what an observer's replay flags: the
+    home wrote a change for someone the ledger never made an admin)."""
+
+    code = "not_admin_author"
+
+
 class AlreadyGrantedError(RuleError):
     code = "already_granted"
 

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 from pathlib import Path
 
-from ..broker.signing import witness_keys
+from ..broker.signing import admin_checkpoint_key, witness_keys
 from ..config.cluster import ClusterConfig, ReplicationSettings, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.anchors import Anchors
@@ -24,7 +24,6 @@ from ..node.record import decode_record
 from ..node.storefile import StoreReader
 from ..node.verify import ChainVerifier
 from ..node.witness import witness_name
-from ..verifier.node_keys import admin_checkpoint_key
 from .args import config_file
 from .client_output import print_json
 from .paths import is_store

@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..broker.keys import newest_generation
-from ..broker.signing import PUBLIC_SUFFIX, newest_witness_keys, witness_keys
+from ..broker.signing import PUBLIC_SUFFIX, admin_checkpoint_key, newest_witness_keys, witness_keys
 from ..client.anchors_file import read_anchors
 from ..client.session import Session
 from ..config.cluster import ClusterConfig, load_cluster
@@ -38,7 +38,7 @@ from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify
 from ..node.record import decode_record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.storefile import StoreReader
-from ..verifier.node_keys import admin_checkpoint_key, follow_copy
+from ..verifier.node_keys import follow_copy
 from .args import config_file
 from .client_output import print_json
 from .paths import is_store, output_file

@@ -55,7 +55,7 @@ from prometheus_client.registry import Collector
 from ..broker.http import HttpThread, add_health_routes, from_this_host, json_errors, json_response
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
-from ..broker.signing import witness_keys
+from ..broker.signing import admin_checkpoint_key, witness_keys
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig
 from ..config.settings import PROTOCOL_LIMITS
@@ -89,7 +89,7 @@ from ..node.storefile import DB_NAME, StoredTree, StoreReader, damaged_file
 from ..node.tally_body import Snapshot
 from ..node.verify import ChainVerifier
 from ..node.witness import cosignatures_in_force, witness_key, witness_keys_in_force
-from .node_keys import admin_checkpoint_key, follow_copy, witness_histories_of
+from .node_keys import follow_copy, witness_histories_of
 from .pages import PAGES, WEB_DIR, render
 from .tally import (
     AGREE,

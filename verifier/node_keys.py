@@ -14,28 +14,16 @@ import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from ..broker.signing import load_verify_key, signing_key_paths, witness_keys
+from ..broker.signing import admin_checkpoint_key, witness_keys
 from ..config.cluster import ClusterConfig
-from ..node.errors import KeyMaterialError, VledgerError
+from ..node.errors import VledgerError
 from ..node.node_key_rotation import KeyHistory, key_histories
 from ..node.node_keys import NodeKeys, node_keys_of, proven_rotations
-from ..node.note import ALG_ED25519, VerifierKey, origin_for, verify_checkpoint
+from ..node.note import VerifierKey, verify_checkpoint
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.witness import witness_keys_in_force
 
 log = logging.getLogger(__name__)
-
-
-def admin_checkpoint_key(config: ClusterConfig) -> VerifierKey | None:
-    """The admin ledger's checkpoint key: its home's public key file, named ``<cluster>/admin``;
-    None when the file is missing or unreadable (logged)."""
-    home = config.home_of(ADMIN_LEDGER).name
-    try:
-        raw = load_verify_key(signing_key_paths(config.keys_dir, home)[1]).raw
-    except KeyMaterialError as e:
-        log.warning("the admin ledger's checkpoint key (%s) cannot be read: %s; rotated keys are not followed", home, e)
-        return None
-    return VerifierKey(origin_for(config.name, ADMIN_LEDGER), ALG_ED25519, raw)
 
 
 def follow_copy(

@@ -202,7 +202,7 @@ class WitnessKeys:
 def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
     with NodeRuntime.open(config, name, ("verifier",), passphrase) as runtime:
         replication = runtime.replication()
-        cache = runtime.accounts(runtime.registry())  # the verifier has no feed: only its request list
+        cache = runtime.accounts(runtime.registry(), replication)  # the verifier has no feed: only its request list
         reading = ReadersContext()
         runtime.closing(reading.close)  # after the readers' clients closed their sockets
         runtime.on_stop(reading.interrupt)

@@ -253,6 +253,12 @@ def check_admin_payload(record: Record) -> Fields:
     return fields
 
 
+def is_import(record: Record) -> bool:
+    """Whether ``record`` is an ``account`` ``import`` (an account Redis held when the admin ledger was made)."""
+    payload = record.content.payload
+    return record.content.kind == "account" and isinstance(payload, dict) and payload.get("op") == "import"
+
+
 def removal_ends_grants(payload: Mapping[str, Any]) -> bool:
     """Whether an ``account`` payload is a removal that ends the account's grants (16.2)."""
     return payload.get("op") == "remove" and payload.get(ENDS_GRANTS) is True
@@ -281,6 +287,8 @@ class AdminState(Domain):
         self.accounts: dict[str, dict[str, Any]] = {}
         self.rotations: dict[str, list[Mapping[str, Any]]] = {}
         self.changes = 0
+        self.creator = genesis.content.author
+        self.importing = True  # only imports since the genesis (16.7)
         initial = reader.rules.get("grants", [])
         if not isinstance(initial, list):
             reader.fail("grants must be a list of [ledger, kind, account]")
@@ -311,6 +319,7 @@ class AdminState(Domain):
 
         def commit() -> None:
             self.changes += 1
+            self.importing = self.importing and is_import(record)
             if kind in ("grant", "revoke"):
                 self.grants.add(
                     payload["ledger"], payload["kind"], payload["account"], kind == "grant", record.accepted
@@ -333,6 +342,26 @@ class AdminState(Domain):
                 self.rotations.setdefault(payload["node"], []).append(dict(payload, accepted=record.accepted))
 
         return Plan(commit)
+
+    def author_problem(self, record: Record) -> str | None:
+        """Why ``record``'s author may not have written it by the admin records before it (16.7),
+        or None: an enabled ``admin`` account by then; else one of the records the node writes
+        on its own: an ``import`` in the run right after the genesis, by the genesis' author,
+        or a host's ``totp`` ``enroll`` (``via`` empty), by the account it enrolled."""
+        content = record.content
+        author, payload = content.author, content.payload
+        if is_import(record):
+            if not self.importing:
+                return "an import after the admin ledger's first records: imports follow the genesis only"
+            if author != self.creator:
+                return f"an import by {author!r}, not by the admin ledger's creator {self.creator!r}"
+            return None
+        state = self.accounts.get(author)
+        if state is None or state["role"] != "admin" or state["enabled"] is not True:
+            return f"{author!r} is not an enabled admin by the admin records before this one"
+        if content.kind == "totp" and payload.get("via") == "" and payload.get("account") != author:
+            return f"a host's enrollment of {payload.get('account')!r} authored by {author!r}"
+        return None
 
     def _check_unbound(self, record: Record, payload: Mapping[str, Any]) -> None:
         """A node's new keys are bound to no other node by a rotation before (16.1): else the

@@ -39,6 +39,7 @@ from ..errors import (
     BadDomainRulesError,
     BadEpochError,
     BadGenesisError,
+    NotAdminAuthorError,
     NotGrantedError,
     RuleError,
     RulesOutOfSyncError,
@@ -195,18 +196,31 @@ class RulesEngine:
             return []
         return [dict(r) for rotations in held.domain.rotations.values() for r in rotations]
 
+    def admin_accounts(self) -> dict[str, dict[str, Any]] | None:
+        """The accounts this engine's admin ledger states (name -> its ``role``, ``enabled`` and
+        ``keys`` after the last ``account`` or ``key`` record of it, PROTOCOL 16.1), or None
+        without an admin ledger."""
+        held = self._ledgers.get(ADMIN_LEDGER)
+        if held is None or not isinstance(held.domain, AdminState):
+            return None
+        return {name: dict(state, keys=list(state["keys"])) for name, state in held.domain.accounts.items()}
+
     def check(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """Raise the first rule ``record`` breaks as the ledger's next record; change nothing.
 
         Returns the values its receipt would carry (``{"electronic_id": ...}`` for a
-        registration, usually ``{}``). The grant rule comes first: NotGrantedError.
+        registration, usually ``{}``). The grant rule comes first: NotGrantedError; on the
+        admin ledger, its author's: NotAdminAuthorError (16.7, which observers judge in their
+        replay: the home refuses to write what they would flag).
         """
         self._check_grant(record)
+        self._check_admin_author(record)
         return dict(self._plan(record, rules).values)
 
     def check_and_apply(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """:meth:`check`, then apply ``record``: the next call expects the height after it."""
         self._check_grant(record)
+        self._check_admin_author(record)
         held = self._ledgers.get(record.content.ledger)
         # Most puts are of plain ledgers, and the committer runs this once a put. A rules object
         # other than the held one takes the full way.
@@ -228,6 +242,17 @@ class RulesEngine:
                 record,
                 f"{content.author!r} holds no grant to write {content.kind!r} records on {content.ledger!r}",
             )
+
+    def _check_admin_author(self, record: Record) -> None:
+        """Raise NotAdminAuthorError when an admin-ledger record's author was no enabled admin by
+        the records before it (PROTOCOL 16.7): what a node that took accounts from elsewhere
+        than the admin ledger would have let happen."""
+        held = self._ledgers.get(record.content.ledger) if record.height > 0 else None
+        if held is None or not isinstance(held.domain, AdminState):
+            return
+        problem = held.domain.author_problem(record)
+        if problem is not None:
+            refuse(NotAdminAuthorError, record, problem)
 
     def values_of(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """The receipt values of a record already on the chain (a retried request), unchecked.
@@ -266,6 +291,7 @@ class RulesEngine:
             try:
                 if self.audit_grants:
                     self._check_grant(record)
+                    self._check_admin_author(record)
                 plan = self._plan(record, rules)
             except RuleError as e:
                 violations.append(Violation(record.height, e))

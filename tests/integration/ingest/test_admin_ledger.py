@@ -4,25 +4,34 @@ every change reaches Redis from the chain, and a flushed Redis is rebuilt from i
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nacl.signing import SigningKey
 
 from vledger.broker.accounts import AccountCache, AccountRegistry
+from vledger.broker.admin_copy import FIRST_PROOF_WAIT, SignedAdminSource
 from vledger.broker.keys import new_keypair
+from vledger.broker.redis_keys import ledger_key
+from vledger.broker.second_factor import REPLACE, SecondFactorStore
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.accounts import RegistryAdmin
-from vledger.ingest.admin_ledger import AdminLedger
+from vledger.ingest.admin_ledger import AdminLedger, StoreAdminSource
+from vledger.ingest.second_factor import SecondFactors
 from vledger.ingest.service import Caller
 from vledger.node.errors import AdminLedgerExistsError, LastAdminError, NotGrantedError
 from vledger.node.ledger import LedgerRules
+from vledger.node.note import ALG_ED25519, VerifierKey, origin_for, parse_checkpoint, parse_note
 from vledger.node.record import Content, Entry
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.store import ChainStore
+from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.wire import Args
+from vledger.node.witness import HomeSigner
 
 
 @pytest.fixture
@@ -30,13 +39,16 @@ def home(redis_client: Any, tmp_path: Path) -> Iterator[tuple[AccountRegistry, C
     registry = AccountRegistry(redis_client)
     registry.bootstrap_admin("root", new_keypair().public)
     store = ChainStore(tmp_path / "ingest-1", origin="ingest-1", domain=RulesEngine())
-    cache = AccountCache(registry, "ingest-1").start()
+    cache = AccountCache(registry, "ingest-1", admin=StoreAdminSource(store)).start()
     yield registry, store, RegistryAdmin(registry, cache, ["ingest-1"], 2000, AdminLedger(store, registry))
     cache.stop()
     store.close()
 
 
 ROOT = Caller("root", "admin", new_keypair().public)
+CLUSTER = "test"
+HOME_SEED = bytes(range(32))
+ADMIN_KEY = VerifierKey(origin_for(CLUSTER, ADMIN_LEDGER), ALG_ED25519, bytes(SigningKey(HOME_SEED).verify_key))
 DEADLINE = 30.0  # seconds; every wait on another thread is bounded
 
 
@@ -82,12 +94,110 @@ def test_a_bootstrap_on_a_flushed_redis_is_undone_by_the_ledger(
     assert registry.admin_records() == [data for _, data in store.range_raw(ADMIN_LEDGER)]
 
 
-def test_another_node_reads_its_grants_from_the_cache(
-    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], tmp_path: Path
+def publish_admin_checkpoint(redis_client: Any, store: ChainStore, size: int | None = None) -> None:
+    """What the home's outbox does after each commit: its signed checkpoint of the admin ledger
+    (of its first ``size`` records, all by default) in Redis (vledger:{admin}:checkpoint), with
+    HOME_SEED's key."""
+    tree = Frontier()
+    for _, data in store.range_raw(ADMIN_LEDGER, 0, size):
+        tree.append(leaf_hash(data))
+    signed = HomeSigner(CLUSTER, HOME_SEED).sign(ADMIN_LEDGER, tree.size, tree.root())
+    redis_client.set(ledger_key("vledger", ADMIN_LEDGER, "checkpoint"), signed.note)
+
+
+def test_a_node_on_the_bootstrap_s_accounts_keeps_them_until_a_checkpoint_proves_all_it_saw(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any
 ) -> None:
-    registry, _, admin = home
+    """The admin's first commands answer before the home's outbox set any checkpoint of the new
+    admin ledger (its process was still starting): the other nodes let the new writer in from
+    Redis's accounts. The first checkpoint then came for a prefix of the copy (a pass before the
+    writer's key record), or before the home had copied the record it covers: the writer was
+    refused until the next one (the e2e drill's "writer of notes stopped: forbidden")."""
+    registry, home_store, admin = home
+    clock = [100.0]
+    source = SignedAdminSource(redis_client, ADMIN_KEY, clock=lambda: clock[0])
+    other = AccountCache(registry, "ingest-2", poll_interval=0.2, admin=source).start()
+    try:
+        admin.apply("account.add", Args({"account": "writer", "role": "writer"}), ROOT)
+        key = new_keypair().public
+        added = admin.apply("key.add", Args({"account": "writer", "key": key}), ROOT)
+        other.refresh()
+        assert other.version >= added["version"] and other.lookup(key) is not None  # the bootstrap's accounts
+        # A checkpoint of every record but the key's: the writer stays in.
+        publish_admin_checkpoint(redis_client, home_store, home_store.size(ADMIN_LEDGER) - 1)
+        other.refresh()
+        assert other.lookup(key) is not None and other.grants is not None and not other.behind
+        # One of a record the home has not copied to Redis yet (it proves nothing of the copy): the same.
+        grant = {"ledger": "x", "kind": "y", "account": "writer", "via": ""}
+        AdminLedger(home_store, registry)._write("grant", grant, "root")
+        publish_admin_checkpoint(redis_client, home_store)
+        other.refresh()
+        assert other.lookup(key) is not None
+        # Once one proves the whole copy, the accounts are the ledger's, and stay so.
+        AdminLedger(home_store, registry)._cache()
+        other.refresh()
+        assert other.lookup(key) is not None and source.load().records is not None
+        assert other.grants is not None and other.grants.holds("x", "y", "writer")
+    finally:
+        other.stop()
+
+
+def test_an_admin_command_answers_once_redis_s_checkpoint_covers_its_record(redis_client: Any, tmp_path: Path) -> None:
+    """Only the ingest nodes confirm an admin change; a replica takes it once the home's checkpoint
+    in Redis proves its record. The home's outbox process sets it a pass after the commit, later
+    when it waits for the CPU: a replica's rotation answered before it, and the replica's new key
+    got no answer within the test's 5 s. The command now answers once the checkpoint is there."""
+    registry = AccountRegistry(redis_client)
+    registry.bootstrap_admin("root", new_keypair().public)
+    store = ChainStore(tmp_path / "ingest-1", origin="ingest-1", domain=RulesEngine())
+    cache = AccountCache(registry, "ingest-1", admin=StoreAdminSource(store)).start()
+    admin = RegistryAdmin(registry, cache, ["ingest-1"], 5000, AdminLedger(store, registry, checkpoints=True))
+    outbox = threading.Timer(0.3, publish_admin_checkpoint, (redis_client, store))  # a slow outbox pass
+    try:
+        outbox.start()
+        added = admin.apply("account.add", Args({"account": "clerk", "role": "writer"}), ROOT)
+        note = redis_client.get(ledger_key("vledger", ADMIN_LEDGER, "checkpoint"))
+        assert note is not None and parse_checkpoint(parse_note(note).text).size == added["height"] + 1
+        assert added["pending"] == []
+    finally:
+        outbox.cancel()
+        cache.stop()
+        store.close()
+
+
+def test_a_copy_never_proven_whole_is_left_for_its_proven_records_after_a_while(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any
+) -> None:
+    """Records written into Redis's copy by hand keep a node on Redis's accounts FIRST_PROOF_WAIT at most."""
+    registry, home_store, admin = home
+    clock = [100.0]
+    source = SignedAdminSource(redis_client, ADMIN_KEY, clock=lambda: clock[0])
+    admin.apply("account.add", Args({"account": "writer", "role": "writer"}), ROOT)
+    key = new_keypair().public
+    admin.apply("key.add", Args({"account": "writer", "key": key}), ROOT)
+    other = AccountCache(registry, "ingest-2", poll_interval=0.2, admin=source).start()
+    try:
+        assert other.lookup(key) is not None and source.load().records is None
+        publish_admin_checkpoint(redis_client, home_store, home_store.size(ADMIN_LEDGER) - 1)
+        other.refresh()
+        assert source.load().records is None
+        clock[0] += FIRST_PROOF_WAIT
+        other.refresh()
+        proven = source.load().records
+        assert proven is not None and len(proven) == home_store.size(ADMIN_LEDGER) - 1
+        assert other.lookup(key) is None and other.behind  # its key record awaits its checkpoint
+    finally:
+        other.stop()
+
+
+def test_another_node_reads_its_grants_from_the_cache_once_the_home_s_checkpoint_proves_them(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], tmp_path: Path, redis_client: Any
+) -> None:
+    registry, home_store, admin = home
     admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
-    other = AccountCache(registry, "ingest-2").start()
+    publish_admin_checkpoint(redis_client, home_store)
+    other = AccountCache(registry, "ingest-2", poll_interval=0.2, admin=SignedAdminSource(redis_client, ADMIN_KEY))
+    other.start()
     try:
         store = ChainStore(
             tmp_path / "ingest-2",
@@ -98,8 +208,14 @@ def test_another_node_reads_its_grants_from_the_cache(
         rules = LedgerRules(("note",), 0, {})
         store.create_ledger(Entry.prepare(rules.genesis_content("fund", "root", "g", 0), 0, PROTOCOL_LIMITS))
         granted = admin.apply("grant.add", Args({"ledger": "fund", "kind": "note", "account": "treasurer"}), ROOT)
-        # ingest-2 is not among the nodes the admin waits for: it learns the change from its announcement.
+        # ingest-2 is not among the nodes the admin waits for: it learns the change from its announcement,
+        # but takes the record only once a checkpoint its home signed proves it.
         assert other.wait_for_version(granted["version"], 10.0)
+        assert other.behind and other.grants is not None and not other.grants.holds("fund", "note", "treasurer")
+        publish_admin_checkpoint(redis_client, home_store)
+        deadline = time.monotonic() + 10.0
+        while other.behind and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert other.grants is not None and other.grants.holds("fund", "note", "treasurer")
         with pytest.raises(NotGrantedError):
             store.append(Entry.prepare(Content("fund", "note", {}, "mallory", "m1", 0), 0, PROTOCOL_LIMITS))
@@ -156,6 +272,34 @@ def test_the_last_admin_able_to_send_a_command_is_kept(
     admin.apply("key.add", Args({"account": "keyless", "key": new_keypair().public}), ROOT)
     admin.apply("account.disable", Args({"account": "root"}), ROOT)
     assert {a.name: a for a in registry.list_accounts()}["root"].enabled is False
+
+
+def test_a_host_enrollment_is_recorded_only_for_an_enabled_admin_with_a_factor(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """``{totp}:unrecorded`` is Redis's: whoever writes it could have the home write admin
+    records in any account's name. The home records only the enabled admins holding a factor."""
+    registry = AccountRegistry(redis_client)
+    registry.bootstrap_admin("root", new_keypair().public)
+    store = ChainStore(tmp_path / "ingest-1", origin="ingest-1", domain=RulesEngine())
+    cache = AccountCache(registry, "ingest-1", admin=StoreAdminSource(store)).start()
+    factors = SecondFactors(SecondFactorStore(redis_client), bytes(64), production=False, issuer="vledger test")
+    admin = RegistryAdmin(registry, cache, ["ingest-1"], 2000, AdminLedger(store, registry), factors)
+    try:
+        admin.apply("account.add", Args({"account": "clerk", "role": "writer"}), ROOT)
+        factors.store.enroll("root", b"sealed", (), REPLACE)  # what a host's bootstrap --totp does
+        redis_client.sadd("vledger:{totp}:unrecorded", "clerk", "mallory")  # written by hand
+        admin.apply("account.add", Args({"account": "auditor", "role": "observer"}), ROOT)
+        totp = [
+            (r.content.author, r.content.payload["account"])
+            for r in store.range(ADMIN_LEDGER)
+            if r.content.kind == "totp"
+        ]
+        assert totp == [("root", "root")]
+        assert factors.store.unrecorded() == []
+    finally:
+        cache.stop()
+        store.close()
 
 
 def test_two_admins_disabling_each_other_at_once_leave_one_able_to_act(

@@ -11,7 +11,9 @@ from vledger.broker.accounts import (
     Role,
     check_account_name,
     check_role,
+    ledger_snapshot,
     snapshot_from_reply,
+    unbacked,
 )
 from vledger.broker.keys import fingerprint, new_keypair
 from vledger.node.errors import AccountNameError, RoleError
@@ -71,3 +73,43 @@ def test_roles() -> None:
     assert [check_role(r) for r in ("admin", "writer", "observer", "replica")] == list(Role)
     with pytest.raises(RoleError, match="not one of admin, writer, observer, replica"):
         check_role("root")
+
+
+def _stated(role: str, enabled: bool, *keys: str) -> dict[str, object]:
+    return {"role": role, "enabled": enabled, "keys": list(keys)}
+
+
+def test_the_enforced_accounts_are_the_ones_the_admin_ledger_states() -> None:
+    snapshot = ledger_snapshot(
+        9,
+        {
+            "alice": _stated("writer", True, K2, K1),
+            "bob": _stated("observer", False, K3),
+            "odd": _stated("superuser", True),  # no role the protocol knows: grants nothing
+        },
+    )
+    assert snapshot.version == 9 and sorted(snapshot.accounts) == ["alice", "bob"]
+    assert snapshot.accounts["alice"] == Account("alice", Role.WRITER, True, (K1, K2))
+    assert snapshot.lookup(K3) == KeyOwner("bob", Role.OBSERVER, False)
+    assert snapshot.allowed_keys() == {K1, K2}
+
+
+def test_a_key_two_accounts_state_is_neither_s() -> None:
+    snapshot = ledger_snapshot(1, {"a": _stated("writer", True, K1), "b": _stated("admin", True, K1, K2)})
+    assert snapshot.lookup(K1) is None and snapshot.allowed_keys() == {K2}
+
+
+def test_redis_entries_the_admin_ledger_does_not_back_are_named_by_fingerprint() -> None:
+    enforced = ledger_snapshot(3, {"alice": _stated("writer", True, K1), "bob": _stated("writer", False, K2)})
+    cached = snapshot_from_reply(
+        [
+            "3",
+            [["alice", "admin", "1"], ["bob", "writer", "1"], ["mallory", "admin", "1"]],
+            [K1, "alice", K2, "bob", K3, "mallory"],
+        ]
+    )
+    # alice's role raised, bob enabled, mallory made: each is a key Redis lets in that the ledger does not.
+    assert unbacked(cached, enforced) == sorted(
+        [f"alice ({fingerprint(K1)})", f"bob ({fingerprint(K2)})", f"mallory ({fingerprint(K3)})"]
+    )
+    assert unbacked(enforced, enforced) == []

@@ -25,14 +25,16 @@ KEYS = {
 
 
 class FakeRegistry:
-    def snapshot(self) -> AccountsSnapshot:
-        accounts = {"w": Account("w", Role.WRITER, True, (WRITER_KEY,))}
-        return AccountsSnapshot(1, MappingProxyType(accounts), MappingProxyType({WRITER_KEY: "w"}))
+    pass
 
 
 class FakeCache:
+    """The accounts as the node enforces them (the admin ledger's), and its key rotations."""
+
     def __init__(self) -> None:
         self.key_rotations: tuple[dict[str, Any], ...] = ()
+        accounts = {"w": Account("w", Role.WRITER, True, (WRITER_KEY,))}
+        self.snapshot = AccountsSnapshot(1, MappingProxyType(accounts), MappingProxyType({WRITER_KEY: "w"}))
 
 
 class Appended:

@@ -25,12 +25,15 @@ def test_the_log_names_the_grants_a_removal_ends_or_keeps(tmp_path: Path) -> Non
     store = ChainStore(tmp_path / "store", origin="ingest-1", domain=RulesEngine())
     genesis = admin_genesis_rules([("relief", "donation", "alice"), ("polls", "register", "w9")])
     store.create_ledger(Entry.prepare(genesis.genesis_content(ADMIN_LEDGER, "root", "g", 0), 0, LIMITS))
+    # Its creator, an admin, imported as the home does (16.3): the home writes admin records by admins only (16.7).
+    root = {"account": "root", "op": "import", "role": "admin", "enabled": True, "keys": [], "via": ""}
+    store.append(Entry.prepare(Content(ADMIN_LEDGER, "account", root, "root", "import", 0), 0, LIMITS))
     for serial, payload in enumerate((_removal("alice", ends_grants=False), _removal("w9", ends_grants=True))):
         content = Content(ADMIN_LEDGER, "account", payload, "root", f"r{serial}", 0)
         store.append(Entry.prepare(content, 0, LIMITS))
     rows = log_rows(store.range(ADMIN_LEDGER))
     store.close()
-    assert [row["what"] for row in rows[1:]] == [
+    assert [row["what"] for row in rows[2:]] == [
         f"account alice removed; its grants stay (no {ENDS_GRANTS}): 'donation' on relief",
         "account w9 removed; its grants end: 'register' on polls",
     ]

@@ -234,6 +234,9 @@ def test_a_record_written_without_a_grant_is_flagged_once_the_admin_ledger_is_cu
     """The store has no rules engine: the ungranted record gets past ingest, as an attacker's would."""
     admin_genesis = admin_genesis_rules().genesis_content(ADMIN_LEDGER, "root", "admin-0", 0)
     store.create_ledger(Entry.prepare(admin_genesis, 0, LIMITS))
+    store.append(
+        _admin_entry("account", {"account": "root", "op": "import", "role": "admin", "enabled": True, "keys": []}, 9)
+    )
     election = plan_election(LEDGER, 5, now_ms())
     write_election(store, election, now_ms())  # written by the clerk while register is open
     store.append(_admin_entry("grant", {"ledger": LEDGER, "kind": "register", "account": "registrar"}, 1))
@@ -248,7 +251,7 @@ def test_a_record_written_without_a_grant_is_flagged_once_the_admin_ledger_is_cu
         "observer-1", store, board, SIGNER, settings, alerts.append, clock=clock, admin_current=lambda: current[0]
     )  # type: ignore[arg-type]
     watcher.turn()
-    assert alerts == [] and board.heights() == [] and board.heights(ADMIN_LEDGER) == [1]  # admin only, for now
+    assert alerts == [] and board.heights() == [] and board.heights(ADMIN_LEDGER) == [2]  # admin only, for now
     current[0] = True
     watcher.turn()
     size = store.size(LEDGER)

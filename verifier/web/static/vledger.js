@@ -86,10 +86,10 @@ function parseCheckpoint(text) {
 
 // 13.5: the log key's Ed25519 signature over the text, and each witness's cosignature/v1 over
 // "cosignature/v1\ntime <T>\n" || text. Returns {checkpoint, logOk, cosigned: [{name, key, time, ok,
-// oldest, newest}]}: one entry per witness key, its first line's (`time`, `ok`); a witness that
-// cosigned a quiet ledger again (10.7) has more lines, and `oldest` and `newest` are the times of
-// its lines that verified (11.4's since_ms and fresh_ms); a later line that does not verify is
-// not counted (13.2 skips it), never a reason to refuse the note.
+// times}]}: one entry per witness key, its first line's (`time`, `ok`); a witness that cosigned a
+// quiet ledger again (10.7) has more lines, and `times` are those of its lines that verified
+// (11.4's since_ms and fresh_ms, once linesInForce judged each); a later line that does not verify
+// is not counted (13.2 skips it), never a reason to refuse the note.
 async function verifyCheckpointNote(note, logKey, witnessKeys) {
   const { text, lines } = parseNote(note);
   const body = utf8.encode(text);
@@ -108,11 +108,8 @@ async function verifyCheckpointNote(note, logKey, witnessKeys) {
     const message = concat(utf8.encode(`cosignature/v1\ntime ${time}\n`), body);
     const ok = await verifyEd25519(key.publicKey, line.signature.slice(8), message);
     const first = cosigned.find((c) => c.key === key);
-    if (!first) cosigned.push({ name: key.name, key, time, ok, oldest: ok ? time : null, newest: ok ? time : null });
-    else if (ok) {
-      first.oldest = first.oldest === null || time < first.oldest ? time : first.oldest;
-      first.newest = first.newest === null || time > first.newest ? time : first.newest;
-    }
+    if (!first) cosigned.push({ name: key.name, key, time, ok, times: ok ? [time] : [] });
+    else if (ok) first.times.push(time);
   }
   return { checkpoint, logOk, cosigned };
 }
@@ -673,6 +670,33 @@ function cosignatureOutOfForce(time, size, ledger, rotated, i) {
   return {};
 }
 
+// A verified cosignature entry `c` (verifyCheckpointNote's) with what judges its lines (16.6):
+// `rotated`, the proven later generations of its witness (provenRotations' `later`, none when
+// not proven), and `i`, the generation of its key (a held key is generation 0 unless they name it).
+function witnessEntry(c, rotations) {
+  const rotated = rotations.proven ? rotations.later.filter((l) => l.key.name === c.name) : [];
+  return { c, rotated, i: rotated.findIndex((l) => hexOf(l.key.publicKey) === hexOf(c.key.publicKey)) + 1 };
+}
+
+// Per witness name, the oldest and newest times (POSIX seconds) of its lines that count on a
+// checkpoint of `size` records of `ledger`: each line of every one of `entries` (witnessEntry's)
+// judged by cosignatureOutOfForce as a first line is (14.3 step 7, 16.6), so that a line its
+// replaced key stamped at or after its rotation's until, or on a checkpoint past what that key
+// had cosigned, is never its oldest nor its newest (11.4: whoever holds the replaced keys of a
+// majority kept a frozen view fresh, review r11 D). A witness with no such line is left out.
+function linesInForce(entries, size, ledger) {
+  const by = new Map();
+  for (const { c, rotated, i } of entries) {
+    for (const t of c.times) {
+      const out = cosignatureOutOfForce(t, size, ledger, rotated, i);
+      if (out.refused || out.skipped) continue;
+      const had = by.get(c.name) || { oldest: t, newest: t };
+      by.set(c.name, { oldest: t < had.oldest ? t : had.oldest, newest: t > had.newest ? t : had.newest });
+    }
+  }
+  return by;
+}
+
 // Each observer's latest signed tally in the gateway's /api/ledgers/<ledger>/tally answer,
 // checked here (section 11): its Ed25519 signature over the exact body with the anchors' key of
 // that observer (never the public_key the gateway serves beside it; an observer the anchors do
@@ -787,31 +811,23 @@ function quorumFreshMs(times, needed) {
   return needed > 0 && needed <= ordered.length ? ordered[needed - 1] : null;
 }
 
-// Each witness's (by name) oldest and newest verified time (ms) among `cosigned` lines: a name
-// whose key rotated has a line per key, and counts once.
-function witnessTimes(cosigned) {
-  const by = new Map();
-  for (const c of cosigned.filter((x) => x.ok)) {
-    const [oldest, newest] = [Number(c.oldest) * 1000, Number(c.newest) * 1000];
-    const had = by.get(c.name);
-    by.set(c.name, had ? [Math.min(had[0], oldest), Math.max(had[1], newest)] : [oldest, newest]);
-  }
-  return [...by.values()];
-}
-
 // What a checkpoint checkedCheckpoint verified (`seen`) says of its age, over a majority of the
-// witnesses the page trusts (`needed`, neededWitnesses of the keys it checked with: the anchors'
-// and the genesis', else the gateway's), never over the lines the gateway chose to show: its
-// size; `since`, when that many had cosigned it (ms, 11.4's since_ms: the needed-th oldest of
-// their first times, so that fewer clocks never decide; a count behind it for longer is stale
-// whatever at_ms its observer claims); `fresh`, since when that many vouch for it still (11.4's
-// fresh_ms, of each one's newest line: witnesses cosign a quiet ledger's checkpoint again, 10.7,
-// so an old one is an old view; null, fewer vouched: stale); `needed`; and `recosign`, the
-// interval it is judged by (ledgerKeys).
-function vouched(seen) {
-  const times = witnessTimes(seen.cosigned);
-  return { size: seen.checkpoint.size, since: quorumSinceMs(times.map((t) => t[0]), seen.needed),
-    fresh: quorumFreshMs(times.map((t) => t[1]), seen.needed), needed: seen.needed, recosign: seen.recosign };
+// witnesses the page trusts (`seen.needed`, neededWitnesses of the keys it checked with: the
+// anchors' and the genesis', else the gateway's), never over the lines the gateway chose to
+// show, each by its lines that verified and count (linesInForce, with the witness key rotations
+// `rotations` proves, provenRotations'): its size; `since`, when that many had vouched for it
+// (ms, 11.4's since_ms: the needed-th oldest of their first times, so that fewer clocks never
+// decide; a count behind it for longer is stale whatever at_ms its observer claims); `fresh`,
+// since when that many vouch for it still (11.4's fresh_ms, of each one's newest line:
+// witnesses cosign a quiet ledger's checkpoint again, 10.7, so an old one is an old view; null,
+// fewer vouched: stale); `needed`; and `recosign`, the interval it is judged by (ledgerKeys).
+function vouched(seen, rotations = { proven: false, later: [] }) {
+  const { origin, size } = seen.checkpoint;
+  const entries = seen.cosigned.filter((c) => c.ok).map((c) => witnessEntry(c, rotations));
+  const times = [...linesInForce(entries, size, origin.slice(origin.lastIndexOf("/") + 1)).values()];
+  return { size, since: quorumSinceMs(times.map((t) => Number(t.oldest) * 1000), seen.needed),
+    fresh: quorumFreshMs(times.map((t) => Number(t.newest) * 1000), seen.needed), needed: seen.needed,
+    recosign: seen.recosign };
 }
 
 // The ledger's checkpoint the gateway serves, checked here as vote.html checks one (with the
@@ -827,7 +843,7 @@ async function checkedHead(ledger, anchors) {
     const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors));
     if (seen.logOk) rotations = await provenRotations(seen, anchors);
     if (!seen.logOk || seen.cosigned.some((c) => !c.ok)) throw new Error("its signatures did NOT verify");
-    return { ...vouched(seen), rotations };
+    return { ...vouched(seen, rotations), rotations };
   } catch (e) {
     return { size: null, since: null, fresh: null, needed: 0, recosign: RECOSIGN_INTERVAL_MS, problem: e.message, rotations };
   }
@@ -1013,8 +1029,7 @@ window.vledger = {
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, checkedVerdict, statedLaterKeys,
   withheldObservers, withheldText,
-  heldWitnessRotations,
+  heldWitnessRotations, witnessEntry, linesInForce,
   provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, quorumSinceMs, STALE_AFTER_MS,
   quorumFreshMs, headStale, RECOSIGN_INTERVAL_MS, vouched, staleHeadText, headRecheck, distinctWitnesses, neededWitnesses,
-  witnessTimes,
 };

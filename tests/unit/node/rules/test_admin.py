@@ -16,6 +16,7 @@ from vledger.node.errors import (
     BadPayloadError,
     NodeKeyInUseError,
     NoSuchGrantError,
+    NotAdminAuthorError,
     NotGrantedError,
 )
 from vledger.node.ledger import LedgerRules
@@ -48,6 +49,9 @@ class Writer:
     def create(self, ledger: str, rules: LedgerRules, author: str = "root") -> None:
         self.serial += 1
         self.store.create_ledger(Entry.prepare(rules.genesis_content(ledger, author, f"g{self.serial}", 0), 0, LIMITS))
+        if ledger == ADMIN_LEDGER:  # its creator, an admin, imported as the home does (16.3)
+            payload = {"account": author, "op": "import", "role": "admin", "enabled": True, "keys": [], "via": ""}
+            self.put(ADMIN_LEDGER, "account", payload, author)
 
     def grant(self, ledger: str, kind: str, account: str, *, revoke: bool = False) -> Any:
         payload = {"ledger": ledger, "kind": kind, "account": account, "via": ""}
@@ -429,3 +433,46 @@ def test_ends_grants_is_true_on_a_removal_only(writer: Writer) -> None:
         with pytest.raises(BadPayloadError):
             writer.put(ADMIN_LEDGER, "account", payload, "root")
     assert _account(writer, "w9", "remove").height >= 1
+
+
+def test_a_replay_flags_admin_records_whose_author_the_admin_ledger_never_made_an_admin(
+    writer: Writer, tmp_path: Path
+) -> None:
+    """PROTOCOL 16.7: every admin record but the creator's imports and a host's enrollment is by an
+    enabled admin by the records before it. The home refuses the others (not_admin_author); a
+    home that wrote them anyway (its store without rules here) has them flagged by an observer's
+    replay."""
+
+    def account(name: str, op: str, role: str = "admin", enabled: bool = True) -> dict[str, Any]:
+        return {"account": name, "op": op, "role": role, "enabled": enabled, "keys": [], "via": ""}
+
+    def totp(name: str) -> dict[str, Any]:
+        return {"account": name, "op": "enroll", "via": ""}
+
+    puts = [
+        ("account", account("ops", "import"), "root", True),  # 2: the creator's import run
+        ("account", account("clerk", "add", "writer"), "root", True),  # 3
+        ("grant", {"ledger": "notes", "kind": "note", "account": "clerk", "via": ""}, "clerk", False),  # 4
+        ("account", account("mallory", "add"), "mallory", False),  # 5: no account of that name
+        ("account", account("late", "import"), "root", False),  # 6: an import after the run
+        ("totp", totp("ops"), "root", False),  # 7: ops's host enrollment, authored by root
+        ("totp", totp("ops"), "ops", True),  # 8: as the home writes it
+        ("account", account("ops", "disable", enabled=False), "root", True),  # 9
+        ("account", account("x", "add", "writer"), "ops", False),  # 10: ops is disabled now
+    ]
+    forged = Writer(ChainStore(tmp_path / "forged", origin="ingest-1"))
+    forged.create(ADMIN_LEDGER, admin_genesis_rules())
+    for kind, payload, author, honest in puts:
+        forged.put(ADMIN_LEDGER, kind, payload, author)
+        if honest:
+            writer.put(ADMIN_LEDGER, kind, payload, author)
+        else:
+            size = writer.store.size(ADMIN_LEDGER)
+            with pytest.raises(NotAdminAuthorError):
+                writer.put(ADMIN_LEDGER, kind, payload, author)
+            assert writer.store.size(ADMIN_LEDGER) == size
+    records = list(forged.store.range(ADMIN_LEDGER))
+    forged.store.close()
+    violations = RulesEngine(audit_grants=True).replay(records)
+    assert [(v.height, v.error.code) for v in violations] == [(h, "not_admin_author") for h in (4, 5, 6, 7, 10)]
+    assert RulesEngine().replay(records) == []  # the committer's own replay judges no author

@@ -416,6 +416,7 @@ CODES = {
     "FileTooLargeError": "file_too_large",
     "FileConflictError": "file_conflict",
     "NotGrantedError": "not_granted",
+    "NotAdminAuthorError": "not_admin_author",
     "AlreadyGrantedError": "already_granted",
     "NoSuchGrantError": "no_such_grant",
     "NodeKeyInUseError": "node_key_in_use",
