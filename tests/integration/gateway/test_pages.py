@@ -39,7 +39,7 @@ from vledger.broker.signing import load_signing_key, load_verify_key, signing_ke
 from vledger.broker.tallies import Published, TallyBoard
 from vledger.config.settings import Limits
 from vledger.node.anchors import parse_anchors
-from vledger.node.cosigning import quorum_fresh_ms, quorum_since_ms
+from vledger.node.cosigning import needed_witnesses, quorum_fresh_ms, quorum_since_ms
 from vledger.node.currency import amount_text
 from vledger.node.errors import SettingsError, VledgerError
 from vledger.node.ledger import LedgerRules
@@ -427,9 +427,10 @@ def _witness_times(note: str) -> dict[str, list[int]]:
 
 
 def _cosigned_since(gateway: str, ledger: str) -> tuple[int, int]:
-    """The served checkpoint's size and the time (ms) by which a majority of its witnesses had cosigned it (11.4)."""
+    """The served checkpoint's size and when a majority of the trusted witnesses had cosigned it (11.4)."""
     shown = _json(f"{gateway}api/ledgers/{ledger}/checkpoint")
-    since = quorum_since_ms(min(t) for t in _witness_times(shown["note"]).values())
+    needed = needed_witnesses(len(shown["witness_keys"]))
+    since = quorum_since_ms((min(t) for t in _witness_times(shown["note"]).values()), needed)
     assert since is not None, shown
     return int(shown["size"]), since
 
@@ -479,15 +480,22 @@ def test_a_count_dated_ahead_or_behind_a_long_cosigned_checkpoint_is_stale_on_th
                 wait_text(browser, "#verdict", "STALE: observer-1", "the count dated ahead, stale on the tally page")
                 assert "STALE" in text_of(browser, "tr[data-observer='observer-1']")
                 # outsider24 G5: the pages' since is a majority's time, as the CLI's and the gateway's.
+                # Review r12: over `needed` of the trusted witnesses, not over the lines shown.
                 for times in ([], [7], [9, 3], [4, 1, 3, 2], [100, 85, 99]):
-                    shown_since = browser.execute_script(f"return window.vledger.quorumSinceMs({times})")
-                    assert shown_since == quorum_since_ms(times), times
-                    assert browser.execute_script(f"return window.vledger.quorumFreshMs({times})") == (
-                        quorum_fresh_ms(times)
-                    ), times
+                    for needed in range(len(times) + 2):
+                        shown_since = browser.execute_script(f"return window.vledger.quorumSinceMs({times}, {needed})")
+                        assert shown_since == quorum_since_ms(times, needed), times
+                        assert browser.execute_script(f"return window.vledger.quorumFreshMs({times}, {needed})") == (
+                            quorum_fresh_ms(times, needed)
+                        ), times
+                for trusted, quorum in ((0, 0), (1, 0), (2, 0), (5, 0), (5, 4), (4, 1)):
+                    assert browser.execute_script(
+                        f"return window.vledger.neededWitnesses({trusted}, {quorum})"
+                    ) == needed_witnesses(trusted, quorum)
                 # outsider23 F2: the page showed no time at all; since when a majority vouch for it now (o4 F2).
                 shown = _json(f"{gateway}api/ledgers/{ELECTION}/checkpoint")
-                vouched = quorum_fresh_ms(max(t) for t in _witness_times(shown["note"]).values())
+                needed = needed_witnesses(len(shown["witness_keys"]))
+                vouched = quorum_fresh_ms((max(t) for t in _witness_times(shown["note"]).values()), needed)
                 assert vouched is not None and vouched == shown["fresh_ms"], shown
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(vouched // 1000))
                 cosigned = text_of(browser, "#cosigned")
@@ -960,6 +968,42 @@ def test_a_frozen_gateway_s_checkpoint_turns_stale_on_the_tally_and_voter_pages(
     fresh(browser, f"{live}vote.html?eid={eid}#anchors={anchors}")
     verdict = wait_text(browser, "#verdict", "Verified", "the voter's records from the live view")
     assert "STALE" not in verdict and "last vouched for it at" in text_of(browser, "#checks"), verdict
+
+
+def test_a_head_is_judged_over_a_majority_of_the_trusted_witnesses_not_the_lines_a_gateway_shows(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """Review r12 finding 2: fresh_ms was the median of the lines shown, so with 5 witnesses a
+    gateway showing 2 colluders' fresh lines and 1 honest old one was fresh, and one stripping
+    every line was never judged. Now a majority of the trusted witnesses (the anchors') must
+    vouch: the stripped view is STALE on the tally page, and the 2-of-5 view is too."""
+    now = int(time.time())
+    seen = {
+        "checkpoint": {"origin": f"local/{ELECTION}", "size": 9},
+        "needed": 3,
+        "recosign": 300_000,
+        "cosigned": [
+            *({"name": f"w{i}", "ok": True, "key": {}, "times": [now - 400, now]} for i in range(2)),
+            {"name": "w2", "ok": True, "key": {}, "times": [now - 400]},
+        ],
+    }
+    head = browser.execute_script("return window.vledger.vouched(arguments[0])", seen)
+    assert head["fresh"] == (now - 400) * 1000, head  # the median of the 3 shown was `now`
+    assert browser.execute_script("return window.vledger.headStale(arguments[0])", head) is True
+
+    def strip(path: str, body: Any) -> Any:
+        if not path.startswith(f"/api/ledgers/{ELECTION}/checkpoint"):
+            return None
+        parsed = parse_note(body["note"].encode())
+        return dict(body, note=Note(parsed.text, parsed.signatures[:1]).encode().decode())
+
+    with Lying(cluster.gateway_url("replica-1"), strip) as lying:
+        fresh(browser, f"{lying.url}tally.html?ledger={ELECTION}#anchors={anchors}")
+        cosigned = wait_text(browser, "#cosigned", "STALE: fewer than", "the stripped view, stale")
+        assert "of the trusted witnesses vouched for the checkpoint verified here" in cosigned, cosigned
+        verdict = text_of(browser, "#verdict")
+        assert "no majority of the witnesses vouched" in verdict, verdict
+        assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
 
 
 def test_an_anchored_observer_the_gateway_withholds_is_named_on_the_tally_and_charity_pages(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from vledger.node import tree
-from vledger.node.cosigning import verified_fresh_ms
+from vledger.node.cosigning import needed_witnesses, verified_fresh_ms
 from vledger.node.errors import VledgerError
 from vledger.node.ledger import LedgerRules
 from vledger.node.node_keys import NodeKeys, node_keys_of, proven_rotations, witness_histories
@@ -245,9 +245,9 @@ def test_a_replaced_key_s_later_line_past_until_never_makes_the_head_fresh(
     verified = verify_witnessed(note, _keys(ledger), node_keys=evidence)
     assert verified.witnesses == ("local/witness/r0", "local/witness/r1", "local/witness/r2")
     assert [c.timestamp for c in verified.newest] == [inside, late, inside]
-    assert verified_fresh_ms(verified) == inside * 1000
+    assert verified_fresh_ms(verified, needed_witnesses(3)) == inside * 1000
     # A later line by r0's new key is in force whatever its time: it is r0's newest.
     renewed = _note(ledger, [(WITNESSES[0], inside), (R0_NEW, late), (WITNESSES[1], late), (WITNESSES[2], inside)])
     verified = verify_witnessed(renewed, _keys(ledger), node_keys=evidence)
     assert [c.timestamp for c in verified.newest] == [late, late, inside]
-    assert verified_fresh_ms(verified) == late * 1000
+    assert verified_fresh_ms(verified, needed_witnesses(3)) == late * 1000

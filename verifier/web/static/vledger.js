@@ -617,7 +617,7 @@ async function checkedCheckpoint(ledger, keys) {
   if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
   const n = shown.node_keys;
   const nodeKeys = n && typeof n.checkpoint === "string" ? { checkpoint: n.checkpoint, rotations: parseProven(n.rotations, "node keys") } : null;
-  return { ...seen, nodeKeys, recosign: keys.recosign };
+  return { ...seen, nodeKeys, recosign: keys.recosign, needed: neededWitnesses(distinctWitnesses(keys.witnesses)) };
 }
 
 // The rotations of `ledger`'s witnesses and observers that the node keys of its checkpoint
@@ -772,36 +772,62 @@ async function checkTallies(ledger, answer, anchors, rotations = { proven: false
   return checked;
 }
 
-// The time (ms) by which a majority of the witnesses whose cosignature times are `times` had
-// cosigned (PROTOCOL 11.4, node/cosigning.py's quorum_since_ms): the n // 2 + 1-th oldest of n;
-// null for none.
-function quorumSinceMs(times) {
-  const ordered = [...times].sort((a, b) => a - b);
-  return ordered.length ? ordered[Math.floor(ordered.length / 2)] : null;
+// How many witnesses the keys `keys` are (13.5 step 1): names whose keys share a public key
+// (directly or through a chain of them) are one, and one name's generations are one.
+function distinctWitnesses(keys) {
+  const parent = new Map(), owner = new Map();
+  const root = (name) => { while (parent.get(name) !== name) name = parent.get(name); return name; };
+  for (const key of keys) {
+    if (!parent.has(key.name)) parent.set(key.name, key.name);
+    const hex = hexOf(key.publicKey);
+    if (!owner.has(hex)) owner.set(hex, key.name);
+    const [low, high] = [root(key.name), root(owner.get(hex))].sort();
+    parent.set(high, low);
+  }
+  return new Set([...parent.keys()].map(root)).size;
 }
 
-// The time (ms) since which a majority of the witnesses whose newest cosignature times are
-// `times` have vouched (11.4, node/cosigning.py's quorum_fresh_ms): the n // 2 + 1-th newest of n;
-// null for none.
-function quorumFreshMs(times) {
-  const ordered = [...times].sort((a, b) => a - b);
-  return ordered.length ? ordered[Math.floor((ordered.length - 1) / 2)] : null;
+// How many of `trusted` distinct witnesses a head's age is judged over (11.4, node/cosigning.py's
+// needed_witnesses): `quorum` or a majority of them, the larger; 0 when none is trusted. Counting
+// the lines a note carries let a gateway pick them: 2 colluders' fresh lines and 1 honest old one
+// of 5 witnesses had a fresh median (review r12).
+function neededWitnesses(trusted, quorum = 0) {
+  return trusted > 0 ? Math.max(quorum, Math.floor(trusted / 2) + 1) : 0;
 }
 
-// What a checkpoint checkedCheckpoint verified (`seen`) says of its age, over the witnesses whose
-// lines verified and count (linesInForce, with the witness key rotations `rotations` proves,
-// provenRotations'): its size; `since`, when a majority of them had vouched for it (ms, 11.4's
-// since_ms: the n // 2 + 1-th oldest of their first times, so that no one witness's clock decides;
-// a count behind it for longer is stale whatever at_ms its observer claims); `fresh`, since when a
-// majority of them vouch for it still (11.4's fresh_ms, of each one's newest line: witnesses cosign
-// a quiet ledger's checkpoint again, 10.7, so an old one is an old view); and `recosign`, the
-// interval it is judged by (ledgerKeys).
+// The time (ms) by which `needed` trusted witnesses, whose cosignature times are `times`, had
+// cosigned (PROTOCOL 11.4, node/cosigning.py's quorum_since_ms): the needed-th oldest; null for
+// fewer times (or `needed` 0).
+function quorumSinceMs(times, needed) {
+  const ordered = [...times].sort((a, b) => a - b);
+  return needed > 0 && needed <= ordered.length ? ordered[needed - 1] : null;
+}
+
+// The time (ms) since which `needed` trusted witnesses, whose newest cosignature times are
+// `times`, have vouched (11.4, node/cosigning.py's quorum_fresh_ms): the needed-th newest; null
+// for fewer times (or `needed` 0).
+function quorumFreshMs(times, needed) {
+  const ordered = [...times].sort((a, b) => b - a);
+  return needed > 0 && needed <= ordered.length ? ordered[needed - 1] : null;
+}
+
+// What a checkpoint checkedCheckpoint verified (`seen`) says of its age, over a majority of the
+// witnesses the page trusts (`seen.needed`, neededWitnesses of the keys it checked with: the
+// anchors' and the genesis', else the gateway's), never over the lines the gateway chose to
+// show, each by its lines that verified and count (linesInForce, with the witness key rotations
+// `rotations` proves, provenRotations'): its size; `since`, when that many had vouched for it
+// (ms, 11.4's since_ms: the needed-th oldest of their first times, so that fewer clocks never
+// decide; a count behind it for longer is stale whatever at_ms its observer claims); `fresh`,
+// since when that many vouch for it still (11.4's fresh_ms, of each one's newest line:
+// witnesses cosign a quiet ledger's checkpoint again, 10.7, so an old one is an old view; null,
+// fewer vouched: stale); `needed`; and `recosign`, the interval it is judged by (ledgerKeys).
 function vouched(seen, rotations = { proven: false, later: [] }) {
   const { origin, size } = seen.checkpoint;
   const entries = seen.cosigned.filter((c) => c.ok).map((c) => witnessEntry(c, rotations));
   const times = [...linesInForce(entries, size, origin.slice(origin.lastIndexOf("/") + 1)).values()];
-  return { size, since: quorumSinceMs(times.map((t) => Number(t.oldest) * 1000)),
-    fresh: quorumFreshMs(times.map((t) => Number(t.newest) * 1000)), recosign: seen.recosign };
+  return { size, since: quorumSinceMs(times.map((t) => Number(t.oldest) * 1000), seen.needed),
+    fresh: quorumFreshMs(times.map((t) => Number(t.newest) * 1000), seen.needed), needed: seen.needed,
+    recosign: seen.recosign };
 }
 
 // The ledger's checkpoint the gateway serves, checked here as vote.html checks one (with the
@@ -819,7 +845,7 @@ async function checkedHead(ledger, anchors) {
     if (!seen.logOk || seen.cosigned.some((c) => !c.ok)) throw new Error("its signatures did NOT verify");
     return { ...vouched(seen, rotations), rotations };
   } catch (e) {
-    return { size: null, since: null, fresh: null, recosign: RECOSIGN_INTERVAL_MS, problem: e.message, rotations };
+    return { size: null, since: null, fresh: null, needed: 0, recosign: RECOSIGN_INTERVAL_MS, problem: e.message, rotations };
   }
 }
 
@@ -834,12 +860,14 @@ const MAX_CLOCK_SKEW_MS = 60000;
 const RECOSIGN_INTERVAL_MS = 300000;
 
 // Whether the checkpoint verified here (checkedHead's `head`) is **stale** (11.4): a majority of
-// its witnesses last vouched for it (`fresh`) more than the recosign interval plus STALE_AFTER_MS
-// before `nowMs` (this computer's clock). Witnesses cosign a growing ledger's new checkpoints and
-// a quiet one's again, so a live gateway's never gets that old; a frozen one's does. A head no
-// witness cosigned is not judged here (the page warns of it anyway).
+// the trusted witnesses last vouched for it (`fresh`) more than the recosign interval plus
+// STALE_AFTER_MS before `nowMs` (this computer's clock), or fewer of them vouched at all (`fresh`
+// null while `needed` is not 0: a gateway stripping lines). Witnesses cosign a growing ledger's
+// new checkpoints and a quiet one's again, so a live gateway's never gets that old; a frozen
+// one's does. With no witness trusted, nothing is judged (the page warns of it anyway).
 function headStale(head, nowMs = Date.now()) {
-  if (head.size === null || head.fresh === null || head.fresh === undefined) return false;
+  if (head.size === null || !head.needed) return false;
+  if (head.fresh === null || head.fresh === undefined) return true;
   return nowMs - head.fresh > head.recosign + STALE_AFTER_MS;
 }
 
@@ -860,7 +888,11 @@ function headRecheck(head, nowMs = Date.now()) {
 // What a visitor can tell of the checkpoint's age (checkedHead's `head`): since when a majority
 // of its witnesses vouch for it, against this computer's clock, and STALE past headStale's limit.
 function cosignedText(head, nowMs = Date.now()) {
-  if (head.size === null || head.fresh === null) return "";
+  if (head.size === null) return "";
+  if (head.fresh === null) {
+    return headStale(head, nowMs) ? `STALE: fewer than ${head.needed} of the trusted witnesses vouched for the ` +
+      `checkpoint verified here (${head.size} records): this gateway shows an old view, or strips their lines.` : "";
+  }
   const ago = Math.max(0, Math.round((nowMs - head.fresh) / 1000));
   const text = `The checkpoint verified here holds ${head.size} records; a majority of its witnesses last vouched for it at ` +
     `${new Date(head.fresh).toISOString()}, ${ago} s before this computer's clock.`;
@@ -999,5 +1031,5 @@ window.vledger = {
   withheldObservers, withheldText,
   heldWitnessRotations, witnessEntry, linesInForce,
   provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, quorumSinceMs, STALE_AFTER_MS,
-  quorumFreshMs, headStale, RECOSIGN_INTERVAL_MS, vouched, staleHeadText, headRecheck,
+  quorumFreshMs, headStale, RECOSIGN_INTERVAL_MS, vouched, staleHeadText, headRecheck, distinctWitnesses, neededWitnesses,
 };
