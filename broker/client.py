@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import zmq
@@ -27,7 +27,10 @@ from ..node.errors import BadRequestError, NodeUnavailableError, RemoteError
 from ..node.record import Entry
 from ..node.wire import encode_request
 from .curve import curve_client, process_context
-from .keys import KeyPair
+from .keys import PUBLIC_SUFFIX, KeyPair, generation_name, load_public, newest_generation
+
+if TYPE_CHECKING:
+    from ..config.cluster import ClusterConfig
 
 log = logging.getLogger(__name__)
 # pyzmq's compiled send, without the Python wrapper of zmq.Socket.send (which only adds the
@@ -257,3 +260,14 @@ def named_home(error: Any) -> NodeAddress | None:
     if not isinstance(home, dict) or not isinstance(home.get("endpoint"), str) or not isinstance(home.get("key"), str):
         return None
     return NodeAddress(home["endpoint"], home["key"])
+
+
+def node_address(config: ClusterConfig, name: str) -> NodeAddress:
+    """How a client reaches node ``name``: its newest key in the key directory (PROTOCOL 16.6),
+    on its endpoint and, once its keys rotated, its rotation endpoint too (which serves the new
+    key while the endpoint still serves the old one, until the window ends)."""
+    node = config.node(name)
+    generation = newest_generation(config.keys_dir, node.name)
+    key = load_public(config.keys_dir / f"{generation_name(node.name, generation)}{PUBLIC_SUFFIX}")
+    also = (node.rotation_endpoint,) if generation > 0 and node.rotation_endpoint is not None else ()
+    return NodeAddress(node.endpoint, key, also)

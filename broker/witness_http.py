@@ -36,11 +36,32 @@ class _DeadlineReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"{self._host}: no whole answer within the deadline")
-        self._sock.settimeout(left)
+        self._sock.settimeout(_left(self._deadline, self._host))
         return self._sock.recv_into(buffer)
+
+
+def _left(deadline: float, host: str) -> float:
+    """The seconds left until ``deadline``; TimeoutError once none are."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"{host}: no whole answer within the deadline")
+    return left
+
+
+def _connect(host: str, port: int, context: ssl.SSLContext | None, deadline: float) -> socket.socket:
+    """A socket connected to the witness, its TLS handshake done with ``context``, all by
+    ``deadline``: http.client gives the connection and then the handshake a timeout each, so
+    a witness slow to accept (a full accept queue: the SYN sent again a second later) had the
+    whole timeout again for its handshake."""
+    sock = socket.create_connection((host, port), timeout=_left(deadline, host))
+    if context is None:
+        return sock
+    try:
+        sock.settimeout(_left(deadline, host))  # CPython bounds a whole handshake by the socket's timeout
+        return context.wrap_socket(sock, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
 
 
 class _DeadlineSocket:
@@ -64,14 +85,15 @@ def post_add_checkpoint(prefix: str, body: bytes, timeout: float, max_bytes: int
     url = urllib.parse.urlsplit(prefix + ADD_CHECKPOINT)
     host = url.hostname or ""
     conn: http.client.HTTPConnection
+    context: ssl.SSLContext | None = None
     if url.scheme == "https":
-        conn = http.client.HTTPSConnection(host, url.port, timeout=timeout, context=ssl.create_default_context())
+        context = ssl.create_default_context()
+        conn = http.client.HTTPSConnection(host, url.port, timeout=timeout, context=context)
     else:
         conn = http.client.HTTPConnection(host, url.port, timeout=timeout)
     try:
-        conn.connect()
-        assert conn.sock is not None
-        conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        conn.sock = _connect(host, conn.port, context, deadline)  # http.client sends over it: no connect() of its own
+        conn.sock.settimeout(_left(deadline, host))  # sendall's timeout is for all of it
         conn.request("POST", url.path, body, {"Content-Type": "text/plain", "User-Agent": USER_AGENT})
         response = http.client.HTTPResponse(_DeadlineSocket(conn.sock, deadline, host), method="POST")  # type: ignore[arg-type]
         try:

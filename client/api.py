@@ -27,7 +27,7 @@ from ..broker.signing import VerifyKey
 from ..broker.tallies import Published
 from ..config.cluster import load_cluster
 from ..node.anchors import Anchors
-from ..node.cosigning import stale_since, verified_fresh_ms
+from ..node.cosigning import distinct_witnesses, needed_witnesses, stale_since, verified_fresh_ms
 from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import (
     BadEpochError,
@@ -435,15 +435,42 @@ class Client:
         as the largest seen all the same (it is validly signed and extends the one before)."""
         if self.stale_after_ms is None:
             return verified
-        fresh_ms, now_ms = verified_fresh_ms(verified), time.time_ns() // 1_000_000
-        if not stale_since(fresh_ms, now_ms, self.recosign_ms, self.stale_after_ms):
+        keys = self.keys(ledger)
+        needed = needed_witnesses(distinct_witnesses(keys.witnesses), keys.quorum)
+        fresh_ms = self._vouched_ms(ledger, verified, keys, needed)
+        now_ms = time.time_ns() // 1_000_000
+        if not stale_since(fresh_ms, now_ms, self.recosign_ms, self.stale_after_ms, needed):
             return verified
-        assert fresh_ms is not None
+        within = f"within {(self.recosign_ms + self.stale_after_ms) / 1000:g} s"
+        last = "none did" if fresh_ms is None else f"they last did {(now_ms - fresh_ms) / 1000:.0f} s ago"
         raise StaleCheckpointError(
-            f"ledger {ledger!r}: no majority of the witnesses of the checkpoint of {verified.checkpoint.size} records "
-            f"vouched for it within {(self.recosign_ms + self.stale_after_ms) / 1000:g} s: they last did "
-            f"{(now_ms - fresh_ms) / 1000:.0f} s ago, so the server shows an old view (PROTOCOL 11.4)"
+            f"ledger {ledger!r}: no {needed} of the {distinct_witnesses(keys.witnesses)} trusted witnesses vouched "
+            f"for the checkpoint of {verified.checkpoint.size} records {within}: {last}, so the server shows an "
+            "old view (PROTOCOL 11.4)"
         )
+
+    def _vouched_ms(self, ledger: str, verified: VerifiedCheckpoint, keys: ReceiptKeys, needed: int) -> int | None:
+        """Since when ``needed`` trusted witnesses vouch for ``verified`` or for the checkpoint
+        before it they cosigned (15.4 step 8): a checkpoint just signed carries fewer lines than
+        that for a moment, so the server's largest one with ``needed`` cosignatures is asked for
+        and proven to be of the same tree (a consistency proof either way: a newer one may have
+        been cosigned meanwhile). None when there is none, or it does not verify."""
+        fresh_ms = verified_fresh_ms(verified, needed)
+        if fresh_ms is not None or needed == 0:
+            return fresh_ms
+        try:
+            vouched = self.reader.checkpoint(ledger, dataclasses.replace(keys, quorum=needed))
+        except VledgerError:  # none that many witnesses cosigned, or a server that will not say
+            return None
+        older, newer = sorted((vouched, verified), key=lambda v: v.checkpoint.size)
+        if older.checkpoint.size == newer.checkpoint.size:
+            if older.checkpoint.root != newer.checkpoint.root:
+                raise ProofError(
+                    f"ledger {ledger!r}: two checkpoints of size {older.checkpoint.size} with different roots"
+                )
+        else:
+            self.reader.consistency_proof(ledger, older.checkpoint.size, older.checkpoint.root, newer)
+        return verified_fresh_ms(vouched, needed)
 
     # --- records ---------------------------------------------------------------------------------
 

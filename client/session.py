@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, Protocol
 
 from ..broker.client import Client, NodeAddress, named_home
-from ..broker.keys import PUBLIC_SUFFIX, KeyPair, generation_name, load_public, newest_generation
+from ..broker.client import node_address as node_address  # noqa: PLC0414 - moved to broker for the nodes
+from ..broker.keys import KeyPair
 from ..broker.signing import admin_checkpoint_key, witness_keys
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
@@ -61,7 +62,7 @@ from ..node.receipt import (
 )
 from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
-from ..node.rules.engine import PLAIN
+from ..node.rules.engine import PLAIN, domain_defaults
 from ..node.tree import Frontier, leaf_hash, verify_consistency, verify_inclusion
 from ..node.verify import ChainVerifier, verify_record
 from ..node.witness import PINNED_KEY_FIELD, home_key
@@ -132,17 +133,6 @@ class Connection(Protocol):
     def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> Any: ...
 
     def close(self) -> None: ...
-
-
-def node_address(config: ClusterConfig, name: str) -> NodeAddress:
-    """How a client reaches node ``name``: its newest key in the key directory (PROTOCOL 16.6),
-    on its endpoint and, once its keys rotated, its rotation endpoint too (which serves the new
-    key while the endpoint still serves the old one, until the window ends)."""
-    node = config.node(name)
-    generation = newest_generation(config.keys_dir, node.name)
-    key = load_public(config.keys_dir / f"{generation_name(node.name, generation)}{PUBLIC_SUFFIX}")
-    also = (node.rotation_endpoint,) if generation > 0 and node.rotation_endpoint is not None else ()
-    return NodeAddress(node.endpoint, key, also)
 
 
 def reply_field(result: dict[str, Any], key: str, kind: type[Any]) -> Any:
@@ -879,7 +869,10 @@ class Session(Reader):
         self, ledger: str, rules: LedgerRules, request_id: str | None = None, ts: int | None = None
     ) -> dict[str, Any]:
         """Start ``ledger``; its genesis pins the home's checkpoint key (PROTOCOL 10.7) unless the
-        rules name one, or the home says none (a node from before checkpoints)."""
+        rules name one, or the home says none (a node from before checkpoints), and writes out
+        each default of its domain the rules leave out (a resources ledger's ``max_holders``,
+        7.3: the home refuses a new genesis without)."""
+        rules = LedgerRules(rules.kinds, rules.difficulty, domain_defaults(rules.rules))
         rules = self._pin_checkpoint_key(ledger, rules)
         genesis = rules.genesis_content(ledger, self.account, *self._request(request_id, ts))
         LedgerRules.from_genesis(genesis, self.config.settings.limits)  # refuse bad rules before the work

@@ -24,7 +24,7 @@ from ..broker.admin_copy import NO_ADMIN_LEDGER, AdminCopy
 from ..broker.redis_keys import ledger_key
 from ..broker.replication import REDIS_ERRORS
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.errors import AccountError, VledgerError
+from ..node.errors import StoreDamagedError, VledgerError
 from ..node.note import parse_checkpoint, parse_note
 from ..node.record import Content, Entry, Record
 from ..node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS, admin_genesis_rules
@@ -155,7 +155,13 @@ class AdminLedger:
                 return
             cached = self.registry.admin_size()
             if cached > self.store.size(ADMIN_LEDGER):
-                raise AccountError("Redis caches a longer admin ledger than this node's store holds")
+                # Its store is behind (put back from a copy) and the start check could not heal it
+                # (ingest/home_start.py): the node stops as one whose store fails its checks.
+                raise StoreDamagedError(
+                    f"Redis caches {cached} records of the admin ledger, this node's store holds "
+                    f"{self.store.size(ADMIN_LEDGER)}: its store is behind; rebuild it with `vledger repair "
+                    f"{self.store.origin} --restart`"
+                )
             self._fill(cached)
 
     def _fill(self, cached: int) -> int | None:
@@ -173,7 +179,7 @@ class AdminLedger:
         admin ledger's cache or of the accounts (a restart without its append-only file, a
         failover to an empty replica, a FLUSHALL, a key deleted), as :meth:`sync` does at start,
         and tell ``on_lost``. Two cheap reads when nothing was lost. A cache longer than the
-        store is left as it is (logged once): this node's start refuses it. Raises Redis errors."""
+        store is left as it is (logged once): its next start judges it. Raises Redis errors."""
         with self._lock:
             size = self.store.size(ADMIN_LEDGER)
             if size == 0:

@@ -353,6 +353,9 @@ class Follower:
         if state.best is not None and state.best.size > cut.kept:
             state.waiting.setdefault(state.best.size, state.best)
         error = TreeMismatchError(f"{self.name}: {cut.describe()}")
+        # Each cut is a new loss, never a repeat of one already told: a quiet ledger loses the
+        # same tail again under the same key, which would otherwise be healed with no alert.
+        self._alerted.discard((cut.ledger, cut.held - 1, error.code, self.name))
         self._alert(cut.ledger, cut.held - 1, error, self.name, b"", expected="", resolved_by=BY_COPY)
 
     # --- catching up ----------------------------------------------------------------

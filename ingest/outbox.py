@@ -636,6 +636,10 @@ class Outbox:
                     try:
                         last = streamed
                         if streamed > heads[ledger][0]:  # only this node adds to it: the rest is not its chain
+                            if ledger in self.refused:
+                                # Its store is behind (or off) a checkpoint it signed: what the stream
+                                # holds past it may be the records it acknowledged and lost (outsider 26).
+                                continue
                             last = self._repair(ledger, heads[ledger][0] + 1)
                         if last < heads[ledger][0]:
                             self._fill(ledger, last, heads[ledger][0])

@@ -54,7 +54,7 @@ from ..config.cluster import RedisAccess, ReplicationSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..config.supervisor import EXIT_STORE_DAMAGED
 from ..node.checkpoint_log import CheckpointLog
-from ..node.errors import StoreDamagedError, StoreError, VledgerError
+from ..node.errors import StoreContradictsCheckpointError, StoreDamagedError, StoreError, VledgerError
 from ..node.ledger import LedgerRules
 from ..node.note import VerifierKey, parse_verifier_key
 from ..node.record import Record, decode_record
@@ -122,6 +122,7 @@ class ShipperSetup:
     send_hwm: int
     log_level: int
     witnesses: tuple[str, ...] = ()  # the witness keys in force (vkeys), until a heartbeat brings newer ones
+    refused: tuple[str, ...] = ()  # the ledgers the node refuses: their longer streams are left alone
 
 
 class StoreView:
@@ -440,6 +441,7 @@ class OutboxProcess(Outbox):
             self.settings.send_hwm,
             logging.getLogger("vledger").getEffectiveLevel(),
             self._witness_vkeys(),
+            tuple(sorted(self.refused)),
         )
         context = multiprocessing.get_context("spawn")  # never fork a process with threads and sockets
         ours, theirs = context.Pipe(duplex=False)
@@ -634,7 +636,12 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
     # The node's outbox thread already sends at most once per outbox_interval_ms: a second wait
     # here would only add to the replication lag.
     settings = dataclasses.replace(setup.settings, outbox_interval_ms=0)
-    outbox = ShippingOutbox(pipe, setup.name, view, pusher, replication, settings, witness_keys=setup.witnesses)
+    refused = {
+        ledger: StoreContradictsCheckpointError("refused by its node", ledger=ledger) for ledger in setup.refused
+    }
+    outbox = ShippingOutbox(
+        pipe, setup.name, view, pusher, replication, settings, witness_keys=setup.witnesses, refused=refused
+    )
     # A damaged file is the node's store_damaged, raised here as the node raises it (PROTOCOL 10.5).
     view.on_damaged = lambda error: raise_alert(replication, store_damaged_alert(setup.name, StoreError(error.message)))
     try:

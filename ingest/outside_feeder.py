@@ -171,7 +171,7 @@ class WitnessFeeder:
                     self._note_unlisted(key.name)
                 elif names is None or key.name in names:
                     self._feed(checkpoint, key, url)
-        self._publish()
+        self._publish(names)
 
     def _note_unlisted(self, witness: str) -> None:
         with self._lock:
@@ -337,11 +337,16 @@ class WitnessFeeder:
         state.backoff = min(self.max_backoff, max(FIRST_BACKOFF_SECONDS, 2 * state.backoff))
         state.retry_at = self._clock() + state.backoff
 
-    def _publish(self) -> None:
+    def _publish(self, names: tuple[str, ...] | None) -> None:
+        """Publish the cosignatures of ``names`` (default: all) not published yet. A thread
+        publishes only its own witnesses': each witness's notes then reach Redis in the order
+        it cosigned them, where another thread's HSET of a note taken before could land after
+        a newer one and set the witness back until it cosigns again."""
         with self._lock:
-            waiting = list(self._unpublished.items())
+            waiting = [(at, got) for at, got in self._unpublished.items() if names is None or at[1] in names]
             if self.replication is None:
-                self._unpublished.clear()
+                for at, _ in waiting:
+                    del self._unpublished[at]
                 return
         for (ledger, witness), (size, note) in waiting:
             try:

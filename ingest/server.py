@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import __version__
 from ..broker.accounts import AccountCache
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert, store_damaged_alert
 from ..broker.signing import (
     generate_checkpoint_key,
     load_checkpoint_keys,
@@ -29,6 +29,7 @@ from ..broker.tallies import TallyBoard
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.checkpoint_log import SIGNED
 from ..node.epoch import EPOCH_LINE
+from ..node.errors import StoreContradictsCheckpointError, StoreDamagedError, StoreError
 from ..node.key_rotation import ChainedCheckpointKeys
 from ..node.note import VerifierKey
 from ..node.record import Record
@@ -40,6 +41,7 @@ from .admin_ledger import AdminLedger, StoreAdminSource
 from .content_check import ContentChecker
 from .cosignatures import KnownCosignatures, largest_cosigned, tallied_heights
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, earlier_epoch, handed_over, standby_ledgers
+from .home_start import published_without, start_check
 from .key_chains import HomeKeys, KeyChains
 from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, counter_collector, gauge_collector, redis_check, store_collector
@@ -155,17 +157,27 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # witnessed note proves (never Redis's word, nor the standby key's alone).
     book = EpochBook(config.name, store)
     homes = Homes(config, book, replication, witnesses=witness_keys_now)
-    refused = self_check(store, SIGNED)
     admin_ledger = (
         AdminLedger(store, registry, checkpoints=True, on_lost=redis_lost_alert(name, replication))
         if homes_admin
         else None
     )
+    try:
+        # Before accounts are rebuilt or a record placed: how far the cluster says its ledgers
+        # went, a store put back from a copy healed (or refused), never a second tree signed.
+        check, start = start_check(config, name, runtime.keys, store, own, replication)
+        if admin_ledger is not None:
+            admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
+            cache.upkeep = admin_ledger.refill  # and again whenever Redis loses it while this node runs
+    except StoreDamagedError as e:
+        log.error("ingest node %s: its store is behind the cluster and not healed, the node stops: %s", name, e.message)
+        raise_alert(replication, store_damaged_alert(name, StoreError(e.message)))
+        raise
+    refused: dict[str, StoreContradictsCheckpointError] = dict(start.refused)
+    for ledger, error in self_check(store, SIGNED).items():
+        refused.setdefault(ledger, error)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
     runtime.closing(lambda: executor.shutdown(wait=True))
-    if admin_ledger is not None:
-        admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
-        cache.upkeep = admin_ledger.refill  # and again whenever Redis loses it while this node runs
     runtime.started(cache)
     # Only once the cache started: it loads the key rotations, and a witness's rotated key
     # (witness_keys_now) may be what cosigned the note proving this home was replaced.
@@ -174,11 +186,13 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # signed with the home's key (which its chain names), and catches up; refused, it could
     # never take over.
     homed = [ledger for ledger in store.ledgers() if homes.home_of(ledger).name == name]
+    # The other nodes' notes too (a Redis that lost its data holds none); not a note of a fork the start check replaced.
+    answered = published_without(check.notes, start.replaced)
     try:
-        published = {ledger: _published(replication, ledger) for ledger in homed}
+        published = {ledger: [*_published(replication, ledger), *answered.get(ledger, ())] for ledger in homed}
     except REDIS_ERRORS as e:
         log.warning("ingest node %s: Redis unavailable (%s): its store is checked against its own table only", name, e)
-        published = {}
+        published = {ledger: list(answered.get(ledger, ())) for ledger in homed}
     for ledger, error in check_published(store, own, published).items():
         refused.setdefault(ledger, error)
     for ledger, error in refused.items():

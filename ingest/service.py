@@ -54,7 +54,7 @@ from ..node.note import MAX_SIGNATURES, parse_checkpoint, parse_note
 from ..node.outside import MAX_OUTSIDE_WITNESSES, outside_witnesses
 from ..node.record import GENESIS_KIND, Checked, Entry, Record
 from ..node.rules.admin import ADMIN_LEDGER
-from ..node.rules.engine import RulesEngine
+from ..node.rules.engine import RulesEngine, check_new_rules
 from ..node.rules.files import FilesState, may_read
 from ..node.store import ChainStore, Receipt
 from ..node.storefile import MAX_HEIGHT
@@ -798,6 +798,7 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
             f"no ledger may be named {ledger!r}: it is the hash tag of cluster-wide Redis keys", ledger=ledger, height=0
         )
     rules = LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS)
+    check_new_rules(ledger, rules.rules)  # its domain's defaults written out (a resources ledger's bound, 7.3)
     pinned_key(ledger, rules, service.config.name, STANDBY_KEY_FIELD)  # a standby's key of this cluster (10.9)
     if service.checkpoint_key is not None:  # a genesis may pin only this home's checkpoint key
         pinned = pinned_key(ledger, rules, service.config.name)

@@ -64,7 +64,7 @@ def self_check(store: ChainStore, kind: str) -> dict[str, StoreContradictsCheckp
         if latest is None:
             continue
         try:
-            _check_holds(store, latest)
+            check_holds(store, latest)
         except StoreContradictsCheckpointError as e:
             found[ledger] = e
     return found
@@ -86,7 +86,7 @@ def check_published(
                 continue
             kept = KeptCheckpoint(ledger, SIGNED, checkpoint.size, checkpoint.root, note, 0)
             try:
-                _check_holds(store, kept)
+                check_holds(store, kept)
             except StoreContradictsCheckpointError as e:
                 found[ledger] = e
                 break
@@ -100,7 +100,7 @@ def _root_or_error(store: ChainStore, ledger: str, size: int) -> str:
         return f"{e.code}: {e.message}"
 
 
-def _check_holds(store: ChainStore, kept: KeptCheckpoint) -> None:
+def check_holds(store: ChainStore, kept: KeptCheckpoint) -> None:
     """Raise StoreContradictsCheckpointError unless ``store`` holds ``kept``; a store that cannot
     even give its root there (rows gone under it) holds nothing."""
     held = store.size(kept.ledger)
@@ -286,7 +286,7 @@ class Witness:
     def _holds(self, last: KeptCheckpoint) -> bool:
         """Whether the store still holds ``last``; if not, the ledger is blocked and reported once."""
         try:
-            _check_holds(self.store, last)
+            check_holds(self.store, last)
         except StoreContradictsCheckpointError as e:
             if last.ledger not in self._blocked:
                 self._blocked.add(last.ledger)

@@ -218,11 +218,15 @@ class CheckpointLog:
         line kept and its newest after it, so that a witness started again goes on from its
         newest line (not cosigning again at once) and publishes what readers saw before. The
         row's other columns stay (``at_ms`` still orders it as the first cosignature). Durable
-        as a COSIGNED row :meth:`keep` writes. True when the row was there (none: nothing
-        written). Raises StoreError when it cannot be written."""
+        on return (its own fsync), unlike a first COSIGNED row: the witness publishes the newest
+        line once this returns, and a row lost with the machine brought the older line back, so
+        readers' ``fresh_ms`` jumped back after a restart (review r12, 9). It comes once per
+        ``recosign_interval_ms`` per quiet ledger, so its fsync under the writer lock is rare.
+        True when the row was there (none: nothing written). Raises StoreError when it cannot
+        be written."""
         if self._writer is None:
             return self._renew(ledger, size, root, note)
-        return self._turn(True, lambda: self._renew(ledger, size, root, note))
+        return self._turn(False, lambda: self._renew(ledger, size, root, note))
 
     def _turn(self, brief: bool, write: Callable[[], bool]) -> bool:
         """``write()``, holding the store's writer lock, counted as a row waiting for it (see
@@ -314,7 +318,7 @@ class CheckpointLog:
         return self._execute(kind in UNSYNCED_KINDS, _INSERT, values) > 0
 
     def _renew(self, ledger: str, size: int, root: bytes, note: bytes) -> bool:
-        return self._execute(True, _RENEW, (note, ledger, COSIGNED, size, root)) > 0
+        return self._execute(False, _RENEW, (note, ledger, COSIGNED, size, root)) > 0
 
     def _execute(self, unsynced: bool, sql: str, values: tuple[object, ...]) -> int:
         """``sql`` run with ``values`` (committed: autocommit), through the connection of rows

@@ -49,6 +49,9 @@ class GatheredCheckpoint:
     checkpoint: Checkpoint
     note: bytes
     witnesses: tuple[str, ...]
+    # How many distinct witnesses the gatherer trusts (keys it holds): a head's age is judged
+    # over a majority of these, never over the lines a note happens to carry (11.4).
+    trusted: int = 0
 
     def _by_witness(self, pick: Callable[[int, int], int]) -> dict[str, int]:
         """Each witness's cosignature time (ms) on this checkpoint that ``pick`` (min, max) keeps."""
@@ -70,41 +73,56 @@ class GatheredCheckpoint:
 
     @property
     def since_ms(self) -> int | None:
-        """When a majority of the witnesses that cosigned this checkpoint had cosigned it
-        (:func:`quorum_since_ms`; None: none did)."""
-        return quorum_since_ms(self.cosigned_ms.values())
+        """When a majority of the trusted witnesses had cosigned this checkpoint
+        (:func:`quorum_since_ms`; None: fewer did)."""
+        return quorum_since_ms(self.cosigned_ms.values(), needed_witnesses(self.trusted))
 
     @property
     def fresh_ms(self) -> int | None:
-        """Since when a majority of the witnesses that cosigned this checkpoint have vouched
-        for it (:func:`quorum_fresh_ms`; None: none did)."""
-        return quorum_fresh_ms(self.vouched_ms.values())
+        """Since when a majority of the trusted witnesses have vouched for this checkpoint
+        (:func:`quorum_fresh_ms`; None: fewer did)."""
+        return quorum_fresh_ms(self.vouched_ms.values(), needed_witnesses(self.trusted))
 
 
-def quorum_since_ms(times: Iterable[int]) -> int | None:
-    """The time (ms) by which a majority of the witnesses whose cosignature times (one each, ms)
-    are ``times`` had cosigned a checkpoint (PROTOCOL 11.4): the ``n // 2 + 1``-th oldest of
-    ``n``; None for none. The tree had its records by then, as that many witnesses say: one
-    witness's clock (a slow one made honest, current observers STALE, outsider24 G5; a fast one
-    would shield a stuck observer) never decides where another cosigned."""
+def distinct_witnesses(keys: Iterable[VerifierKey]) -> int:
+    """How many witnesses ``keys`` are (13.5 step 1: names sharing a public key are one, and a
+    name's generations one)."""
+    return len(set(witness_groups(keys).values()))
+
+
+def needed_witnesses(trusted: int, quorum: int = 0) -> int:
+    """How many of ``trusted`` distinct witnesses a head's age is judged over (PROTOCOL 11.4):
+    ``quorum`` or a majority of them, the larger; 0 when none is trusted (nothing is judged).
+    Counting the lines a note carries instead let a server pick them: 5 witnesses, a note with
+    2 colluders' fresh lines and 1 honest old one had a fresh median (review r12, 2)."""
+    return max(quorum, trusted // 2 + 1) if trusted > 0 else 0
+
+
+def quorum_since_ms(times: Iterable[int], needed: int) -> int | None:
+    """The time (ms) by which ``needed`` (:func:`needed_witnesses`) trusted witnesses, whose
+    cosignature times (one each, ms) are ``times``, had cosigned a checkpoint (PROTOCOL 11.4):
+    the ``needed``-th oldest; None for fewer times (or ``needed`` 0). The tree had its records by
+    then, as that many witnesses say: fewer than ``needed`` clocks (a slow one made honest,
+    current observers STALE, outsider24 G5) never decide where the others cosigned."""
     ordered = sorted(times)
-    return ordered[len(ordered) // 2] if ordered else None
+    return ordered[needed - 1] if 0 < needed <= len(ordered) else None
 
 
-def quorum_fresh_ms(times: Iterable[int]) -> int | None:
-    """The time (ms) since which a majority of the witnesses whose newest cosignature times (one
-    each, ms) are ``times`` have vouched for a checkpoint (PROTOCOL 11.4): the ``n // 2 + 1``-th
-    newest of ``n``; None for none. A view whose witnesses cosign a quiet ledger again every
-    ``recosign_interval_ms`` keeps it that recent; a frozen one's grows old, and no one witness's
-    clock run fast keeps it young."""
-    ordered = sorted(times)
-    return ordered[(len(ordered) - 1) // 2] if ordered else None
+def quorum_fresh_ms(times: Iterable[int], needed: int) -> int | None:
+    """The time (ms) since which ``needed`` (:func:`needed_witnesses`) trusted witnesses, whose
+    newest cosignature times (one each, ms) are ``times``, have vouched for a checkpoint
+    (PROTOCOL 11.4): the ``needed``-th newest; None for fewer times (or ``needed`` 0). A view
+    whose witnesses cosign a quiet ledger again every ``recosign_interval_ms`` keeps it that
+    recent; a frozen one's grows old, and fewer than ``needed`` colluding clocks never keep it
+    young, whatever lines the server leaves out."""
+    ordered = sorted(times, reverse=True)
+    return ordered[needed - 1] if 0 < needed <= len(ordered) else None
 
 
-def verified_fresh_ms(verified: VerifiedCheckpoint) -> int | None:
+def verified_fresh_ms(verified: VerifiedCheckpoint, needed: int) -> int | None:
     """:func:`quorum_fresh_ms` of a checkpoint a client verified (13.5): over each counted
-    witness's newest verified line (``verified.newest``); None when no witness counted."""
-    return quorum_fresh_ms(c.timestamp * 1000 for c in verified.newest)
+    witness's newest verified line (``verified.newest``); None when fewer than ``needed`` counted."""
+    return quorum_fresh_ms((c.timestamp * 1000 for c in verified.newest), needed)
 
 
 def recosign_due_ms(recosign_ms: int, heartbeat_ms: int) -> int:
@@ -116,12 +134,15 @@ def recosign_due_ms(recosign_ms: int, heartbeat_ms: int) -> int:
     return recosign_ms - min(recosign_ms // 2, heartbeat_ms + 2000)
 
 
-def stale_since(fresh_ms: int | None, now_ms: int, recosign_ms: int, after_ms: int) -> bool:
-    """Whether a head whose ``fresh_ms`` (:func:`quorum_fresh_ms`) it is is **stale** at
-    ``now_ms`` (PROTOCOL 11.4): more than ``recosign_ms`` (how often witnesses cosign a quiet
-    ledger again, 10.7) plus ``after_ms`` before it. A head no witness cosigned (None) is not
-    judged: the quorum asked decides whether one is taken at all."""
-    return fresh_ms is not None and now_ms - fresh_ms > recosign_ms + after_ms
+def stale_since(fresh_ms: int | None, now_ms: int, recosign_ms: int, after_ms: int, needed: int) -> bool:
+    """Whether a head whose ``fresh_ms`` (:func:`quorum_fresh_ms` over ``needed`` witnesses) it
+    is is **stale** at ``now_ms`` (PROTOCOL 11.4): more than ``recosign_ms`` (how often witnesses
+    cosign a quiet ledger again, 10.7) plus ``after_ms`` before it, or None while ``needed`` is
+    not 0: fewer trusted witnesses vouched for it than are needed, so a server stripping lines
+    is judged too. With no witness trusted (``needed`` 0) nothing is judged."""
+    if needed == 0:
+        return False
+    return fresh_ms is None or now_ms - fresh_ms > recosign_ms + after_ms
 
 
 def gather(
@@ -200,7 +221,7 @@ def _gather_text(
         cosigned[held[0].name] = [by_time[0]] if by_time[0] == by_time[-1] else [by_time[0], by_time[-1]]
     names = tuple(sorted(cosigned))
     note = Note(text, (log_line, *(line for n in names for line in cosigned[n]))).encode()
-    return GatheredCheckpoint(checkpoint, note, names)
+    return GatheredCheckpoint(checkpoint, note, names, len(set(groups.values())))
 
 
 def newest(gathered: Iterable[GatheredCheckpoint], min_witnesses: int = 0) -> GatheredCheckpoint | None:

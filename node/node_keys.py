@@ -324,47 +324,58 @@ def check_cosignatures_in_force(
     always; by a replaced one's only when ``T`` x 1000 is before the ``until`` of the rotation
     that replaced it and, when that rotation states what the key had ``cosigned``, only on a
     checkpoint of a ledger listed there no larger than its size. A witness whose counted line
-    is not in force is counted by another of its lines that is, or not at all.
+    is not in force is counted by another of its lines that is, or not at all. Each witness's
+    ``newest`` is its newest line in force (11.4's fresh_ms): a later line by a replaced key,
+    stamped past its ``until`` or on a checkpoint past what it had cosigned, is not counted.
 
     Raises CosignatureError [bad_cosignature] for a line by a replaced key stamped at or after
-    its ``until``, QuorumError [no_quorum] when fewer than ``quorum`` witnesses are left.
+    its ``until`` before the witness's first line in force, QuorumError [no_quorum] when fewer
+    than ``quorum`` witnesses are left.
     """
     checkpoint = verified.checkpoint
     ledger = checkpoint.origin.rpartition("/")[2]
-    kept = []
+    newest = dict(zip((c.name for c in verified.cosignatures), verified.newest, strict=False))
+    kept: list[tuple[Cosignature, Cosignature]] = []
     for cosignature in verified.cosignatures:
         history = histories.get(cosignature.name)
         if history is None:
-            kept.append(cosignature)
+            kept.append((cosignature, newest.get(cosignature.name, cosignature)))
             continue
-        found = _line_in_force(verified, cosignature.name, history, ledger)
+        found = _lines_in_force(verified, cosignature.name, history, ledger)
         if found is not None:
             kept.append(found)
     if len(kept) < quorum:
-        dropped = sorted({c.name for c in verified.cosignatures} - {c.name for c in kept})
+        dropped = sorted({c.name for c in verified.cosignatures} - {c.name for c, _ in kept})
         raise QuorumError(
             f"checkpoint {checkpoint.origin} at size {checkpoint.size}: {len(kept)} of the {quorum} witness "
             f"cosignatures needed (by a replaced key past what its rotation says it cosigned: {', '.join(dropped)})"
         )
-    return replace(verified, cosignatures=tuple(kept))
+    return replace(verified, cosignatures=tuple(c for c, _ in kept), newest=tuple(n for _, n in kept))
 
 
-def _line_in_force(verified: VerifiedCheckpoint, name: str, history: KeyHistory, ledger: str) -> Cosignature | None:
+def _lines_in_force(
+    verified: VerifiedCheckpoint, name: str, history: KeyHistory, ledger: str
+) -> tuple[Cosignature, Cosignature] | None:
     """The first cosignature line of witness ``name`` on ``verified``'s note, in note order,
-    that verifies with a key of ``history`` in force for this checkpoint, or None. Raises
-    CosignatureError for one by a replaced key stamped at or after its ``until``."""
+    that verifies with a key of ``history`` in force for this checkpoint, and its newest such
+    line (by ``T``), or None. Raises CosignatureError for one by a replaced key stamped at or
+    after its ``until`` before the first in force; past it, such a line is only not counted:
+    whoever holds a replaced key must not keep an old checkpoint looking fresh (review r11 D)."""
     keys = {witness_key(name, bytes.fromhex(sign)).key_id: sign for sign in history.sign_keys()}
-    text = verified.note.text
+    text, size = verified.note.text, verified.checkpoint.size
+    first: Cosignature | None = None
+    newest: Cosignature | None = None
     for line in verified.note.signatures:
         sign = keys.get(line.key_id) if line.name == name else None
         if sign is None or not verify_signature(text, line, witness_key(name, bytes.fromhex(sign))):
             continue
         cosignature = Cosignature.from_note_signature(line)
-        if not history.signs_at(sign, cosignature.timestamp * 1000):
+        if first is None and not history.signs_at(sign, cosignature.timestamp * 1000):
             raise CosignatureError(
                 f"the cosignature of {name} is by its key {sign[:16]}..., replaced before its timestamp "
                 f"{cosignature.timestamp}"
             )
-        if history.cosigns(sign, cosignature.timestamp * 1000, ledger, verified.checkpoint.size):
-            return cosignature
-    return None
+        if history.cosigns(sign, cosignature.timestamp * 1000, ledger, size):
+            first = first or cosignature
+            newest = cosignature if newest is None or cosignature.timestamp > newest.timestamp else newest
+    return None if first is None or newest is None else (first, newest)

@@ -23,9 +23,11 @@ from pathlib import Path
 
 from ..broker.keys import check_public_key, load_public
 from ..broker.seal_keys import read_seal_key, write_seal_key
+from ..broker.signing import witness_keys
 from ..client.session import Session, reply_field
 from ..client.write import Write
 from ..config.cluster import load_cluster
+from ..node.cosigning import distinct_witnesses, needed_witnesses
 from ..node.errors import (
     AlreadyGrantedError,
     BadPublicKeyError,
@@ -321,7 +323,8 @@ def _vote_check(session: Session, args: argparse.Namespace) -> int:
     found = [check for check in checks if check.records]
     if not found:
         raise NotFoundError(f"no records of electronic id {args.electronic_id}")
-    freshness = Freshness(time.time_ns() // 1_000_000, session.config.replication.recosign_interval_ms)
+    needed = needed_witnesses(distinct_witnesses(witness_keys(session.config).values()), args.quorum)
+    freshness = Freshness(time.time_ns() // 1_000_000, session.config.replication.recosign_interval_ms, needed)
     print_vote_check(found, session.node.name, args.electronic_id, as_json=args.json, freshness=freshness)
     return EXIT_OK
 

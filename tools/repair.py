@@ -42,7 +42,6 @@ import fcntl
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -54,23 +53,35 @@ from ..broker.client import Client
 from ..broker.keys import KeyPair, generation_name, key_paths, newest_generation
 from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, redis_failed
-from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
+from ..broker.signing import witness_keys
 from ..client.session import node_address
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
+from ..ingest.store_sources import (
+    ANSWER_TIMEOUT,
+    Sources,
+    choose_source,
+    default_quorum,
+    epoch_log_keys,
+    fetch,
+    listening,
+    log_key_of,
+    quorum_checkpoint,
+    stored_ledgers,
+    verified_by_any,
+)
 from ..node.blobs import BlobStore
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
-from ..node.cosigning import Counts, GatheredCheckpoint, gather, newest
 from ..node.epoch import EpochHistory
-from ..node.errors import NodeUnavailableError, RepairRefusedError, SupervisorError, VledgerError
+from ..node.errors import RepairRefusedError, SupervisorError, VledgerError
 from ..node.json_values import error_json
-from ..node.note import Checkpoint, VerifierKey, origin_for, verify_checkpoint
-from ..node.record import Record, decode_record
+from ..node.note import VerifierKey, origin_for
+from ..node.record import Record
 from ..node.store import ChainStore
 from ..node.storefile import DB_NAME
-from ..node.tree import Frontier, leaf_hash, root_from_inclusion
+from ..node.tree import Frontier, leaf_hash
 from ..node.verify import ChainVerifier
-from ..node.witness import cosignatures_in_force, home_key, pinned_key, witness_keys_in_force
+from ..node.witness import cosignatures_in_force, pinned_key, witness_keys_in_force
 from ..verifier.node_keys import witness_histories_now
 from .args import config_file
 from .client_output import print_json
@@ -79,14 +90,8 @@ from .paths import input_file
 from .progress import Progress
 from .supervise import Supervisor, layout_for
 
-ANSWER_TIMEOUT = 1.0  # seconds: how long NODE may take to answer before it counts as stopped
 REDIS_TIMEOUT = 2.0
 APPEND_BATCH = 512  # records handed to the new store at once (they share group commits)
-
-
-def default_quorum(witnesses: int) -> int:
-    """A majority of the cluster's witnesses (at least one)."""
-    return witnesses // 2 + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,58 +144,7 @@ class RepairResult:
         }
 
 
-class Sources:
-    """One client per other node of the cluster, opened when first asked. A node that did not
-    answer once is not asked again in this run: each ledger (the admin ledger too) would
-    otherwise wait the whole timeout on each node that is down, several times over."""
-
-    def __init__(self, config: ClusterConfig, keys: KeyPair, timeout: float) -> None:
-        self.config = config
-        self.keys = keys
-        self.timeout = timeout
-        self._clients: dict[str, Client] = {}
-        self._down: set[str] = set()
-
-    def client(self, name: str) -> Client:
-        client = self._clients.get(name)
-        if client is None:
-            address = node_address(self.config, name)  # its newest key (PROTOCOL 16.6)
-            client = Client(
-                address, self.keys, timeout=self.timeout, max_message_bytes=self.config.ingest.max_message_bytes
-            )
-            self._clients[name] = client
-        return client
-
-    def call(self, name: str, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
-        if name in self._down:
-            raise NodeUnavailableError(f"{name} did not answer earlier in this repair")
-        try:
-            result = self.client(name).call(cmd, args)
-        except NodeUnavailableError:
-            self._down.add(name)
-            raise
-        if not isinstance(result, dict):
-            raise RepairRefusedError(f"{name}: {cmd}: the reply is not a map")
-        return result
-
-    def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
-
-
 # --- is NODE stopped ----------------------------------------------------------------------------------
-
-
-def listening(endpoint: str, timeout: float = ANSWER_TIMEOUT) -> bool:
-    """Whether a TCP connection to ``tcp://host:port`` is accepted: a process still holds the port,
-    whatever key it would take (a node may refuse a key the handshake never tells us about)."""
-    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
 
 
 def answers(config: ClusterConfig, name: str, keys: KeyPair, timeout: float = ANSWER_TIMEOUT) -> bool:
@@ -206,18 +160,6 @@ def answers(config: ClusterConfig, name: str, keys: KeyPair, timeout: float = AN
 # --- which ledgers, which checkpoint -------------------------------------------------------------------
 
 
-def stored_ledgers(store: Path) -> set[str]:
-    """The ledgers a store's file holds, read without writing to it (the store may be evidence)."""
-    path = store / DB_NAME
-    if not path.is_file():
-        return set()
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            return {row[0] for row in db.execute("SELECT DISTINCT ledger FROM records")}
-    except sqlite3.Error:
-        return set()  # a file too damaged to list: the cluster's list is what counts
-
-
 def ledgers_of(config: ClusterConfig, name: str, announced: Mapping[str, str], stored: set[str]) -> dict[str, str]:
     """ledger -> its home for every ledger NODE should hold: the home Redis announces (after a
     handover, PROTOCOL 10.9, the promoted standby), else the configuration's. An ingest node
@@ -231,115 +173,7 @@ def ledgers_of(config: ClusterConfig, name: str, announced: Mapping[str, str], s
     return {ledger: announced.get(ledger) or config.home_of(ledger).name for ledger in sorted(wanted)}
 
 
-def epoch_log_keys(config: ClusterConfig, ledger: str, home: str) -> list[VerifierKey]:
-    """The checkpoint keys of ``ledger``'s checkpoints: its home's (log_keys_of) and, for a
-    ledger with a standby (10.9), those of the other of the configured home and the standby:
-    either may have signed the largest checkpoint a quorum cosigned, and the records fetched
-    under it decide which epoch it is (copy_ledger). A key file missing is no key."""
-    keys = log_keys_of(config, ledger, home)
-    standby = config.standby_of(ledger)
-    if standby is not None:
-        for other in {config.home_of(ledger).name, standby.name} - {home}:
-            with contextlib.suppress(RepairRefusedError):
-                keys.extend(log_keys_of(config, ledger, other))
-    return keys
-
-
-def log_key_of(config: ClusterConfig, ledger: str, home: str) -> VerifierKey:
-    """The checkpoint key of ``ledger``: its home's key file in the cluster's key directory."""
-    path = signing_key_paths(config.keys_dir, home)[1]
-    if not path.is_file():
-        raise RepairRefusedError(f"ledger {ledger!r}: no {path} to check its home's checkpoints with")
-    return home_key(config.name, ledger, load_verify_key(path).raw)
-
-
-def log_keys_of(config: ClusterConfig, ledger: str, home: str) -> list[VerifierKey]:
-    """Every checkpoint key of ``ledger``'s home: its node key's, then each rotated key's (13.8).
-    A checkpoint a quorum of witnesses cosigned was the key in force's: they checked that."""
-    first = log_key_of(config, ledger, home)
-    return [first, *(home_key(config.name, ledger, p) for p in home_checkpoint_publics(config.keys_dir, home)[1:])]
-
-
-def quorum_checkpoint(
-    ledger: str,
-    notes: list[bytes],
-    log_key: VerifierKey | Sequence[VerifierKey],
-    origin: str,
-    witnesses: Mapping[str, VerifierKey],
-    quorum: int,
-    rotated: Sequence[VerifierKey] = (),
-    counts: Counts | None = None,
-) -> GatheredCheckpoint:
-    """The largest checkpoint among ``notes`` with ``quorum`` verified cosignatures (by the
-    ``witnesses``' keys, or the ``rotated`` keys in force of those whose key rotated, each line as
-    ``counts`` allows: node/cosigning.py), signed
-    by ``log_key`` (or one of those keys) (RepairRefusedError if none)."""
-    keys = [log_key] if isinstance(log_key, VerifierKey) else list(log_key)
-    gathered = [g for key in keys for g in gather(notes, key, origin, (*witnesses.values(), *rotated), counts)]
-    gathered.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)
-    chosen = newest(gathered, quorum)
-    if chosen is None:
-        best = max(gathered, key=lambda g: len(g.witnesses), default=None)
-        seen = (
-            "no checkpoint that verifies"
-            if best is None
-            else f"at most {len(best.witnesses)} ({', '.join(best.witnesses) or 'none'}, size {best.checkpoint.size})"
-        )
-        raise RepairRefusedError(
-            f"ledger {ledger!r}: no checkpoint cosigned by a quorum of {quorum} of the cluster's "
-            f"{len(witnesses)} witnesses ({seen}); nothing to rebuild from"
-        )
-    return chosen
-
-
 # --- the source and the copy ----------------------------------------------------------------------------
-
-
-def source_root(sources: Sources, node: str, ledger: str, size: int) -> bytes:
-    """``node``'s tree root at ``size``: from its record ``size - 1`` and that record's inclusion proof."""
-    last = sources.call(node, "get", {"ledger": ledger, "height": size - 1}).get("record")
-    if not isinstance(last, bytes):
-        raise RepairRefusedError(f"{node}: get: no record bytes")
-    reply = sources.call(node, "proof.inclusion", {"ledger": ledger, "index": size - 1, "size": size})
-    proof = reply.get("proof")
-    if not isinstance(proof, list):
-        raise RepairRefusedError(f"{node}: proof.inclusion: no proof")
-    return root_from_inclusion(leaf_hash(last), size - 1, size, proof)
-
-
-def choose_source(sources: Sources, candidates: list[str], ledger: str, size: int, root: bytes) -> str:
-    """The first of ``candidates`` whose tree at ``size`` has ``root``; RepairRefusedError naming why each failed."""
-    reasons = []
-    for node in candidates:
-        try:
-            found = source_root(sources, node, ledger, size)
-        except VledgerError as e:
-            reasons.append(f"{node}: {e.code}: {e.message}")
-            continue
-        if found == root:
-            return node
-        reasons.append(f"{node}: its tree of size {size} has another root ({found.hex()[:16]}...)")
-    raise RepairRefusedError(
-        f"ledger {ledger!r}: no source is consistent with the checkpoint of size {size} "
-        f"(root {root.hex()[:16]}...): " + ("; ".join(reasons) or "no other node holds it")
-    )
-
-
-def fetch(sources: Sources, node: str, ledger: str, size: int, page: int) -> Iterator[tuple[bytes, Record]]:
-    """Records ``0 .. size - 1`` of ``ledger`` from ``node``, by ``range`` pages, each decoded (unverified)."""
-    start = 0
-    while start < size:
-        reply = sources.call(node, "range", {"ledger": ledger, "start": start, "limit": min(page, size - start)})
-        records = reply.get("records")
-        if not isinstance(records, list) or not records:
-            raise RepairRefusedError(f"{node}: range from {start} of {ledger!r} sent no records")
-        for data in records:
-            if start >= size:
-                break
-            if not isinstance(data, bytes):
-                raise RepairRefusedError(f"{node}: range: a record that is not bytes")
-            yield data, decode_record(data, PROTOCOL_LIMITS)
-            start += 1
 
 
 def copy_ledger(
@@ -485,7 +319,7 @@ def carry_checkpoints(old: Path, new: ChainStore, keys: Mapping[str, Sequence[Ve
         return 0  # a store from before checkpoints, or too damaged: it stays aside as it is
     carried = 0
     for ledger, kind, size, root, note in rows:
-        checkpoint = _verified_by_any(bytes(note), keys.get(ledger, ()), origin_for(cluster, ledger))
+        checkpoint = verified_by_any(bytes(note), keys.get(ledger, ()), origin_for(cluster, ledger))
         if checkpoint is None:
             continue
         if (checkpoint.size, checkpoint.root) != (size, bytes(root)):
@@ -500,14 +334,6 @@ def carry_checkpoints(old: Path, new: ChainStore, keys: Mapping[str, Sequence[Ve
         new.checkpoints.keep(ledger, kind, size, checkpoint.root, bytes(note))
         carried += 1
     return carried
-
-
-def _verified_by_any(note: bytes, keys: Sequence[VerifierKey], origin: str) -> Checkpoint | None:
-    """The checkpoint of ``note`` when one of ``keys`` signed it, else None."""
-    for key in keys:
-        with contextlib.suppress(VledgerError):
-            return verify_checkpoint(note, key, origin=origin).checkpoint
-    return None
 
 
 def carry_blobs(old: Path, new: Path) -> int:

@@ -45,7 +45,14 @@ from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..ingest.key_chains import KeyChains
-from ..node.cosigning import GatheredCheckpoint, gather, quorum_fresh_ms, quorum_since_ms
+from ..node.cosigning import (
+    GatheredCheckpoint,
+    distinct_witnesses,
+    gather,
+    needed_witnesses,
+    quorum_fresh_ms,
+    quorum_since_ms,
+)
 from ..node.currency import minor_unit_digits
 from ..node.epoch import epoch_claim
 from ..node.errors import (
@@ -267,6 +274,8 @@ def _head_lines(report: TallyReport) -> list[str]:
     if head.fresh_ms is not None:
         ago = "" if report.judged_at_ms is None else f", {(report.judged_at_ms - head.fresh_ms) // 1000:,} s ago"
         lines.append(f"  a majority of its witnesses last vouched for it at {time_text(head.fresh_ms)}{ago}")
+    elif head.needed:
+        lines.append(f"  fewer than {head.needed} of the trusted witnesses vouched for it")
     if report.head_stale:
         lines.append(
             "STALE: no majority of the witnesses vouched for this head within the cluster's recosign interval "
@@ -322,18 +331,28 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
     if verified:
         best = max((head for head, _ in verified), key=lambda head: head.size or 0)
         # A witness that cosigned a tree at least this large at T saw this one by T (append-only):
-        # each witness's oldest such T, and the time by which a majority of them had cosigned.
-        # Each one's newest such T too, and since when a majority of them have vouched (a quiet
-        # ledger's witnesses cosign it again, PROTOCOL 10.7: a frozen view's time ages).
+        # each witness's oldest such T, and the time by which a majority of the trusted witnesses
+        # had cosigned. Each one's newest T on any checkpoint of this view (none is larger), and
+        # since when a majority of them have vouched for it (a quiet ledger's witnesses cosign it
+        # again, PROTOCOL 10.7: a frozen view's time ages; a head just signed is judged by the
+        # checkpoint before it, which they cosigned, so an honest busy ledger is never stale).
         times: dict[str, int] = {}
         newest: dict[str, int] = {}
         for head, gathered in verified:
-            if gathered is not None and (head.size or 0) >= (best.size or 0):
+            if gathered is None:
+                continue
+            if (head.size or 0) >= (best.size or 0):
                 for witness, at_ms in gathered.cosigned_ms.items():
                     times[witness] = min(at_ms, times.get(witness, at_ms))
-                for witness, at_ms in gathered.vouched_ms.items():
-                    newest[witness] = max(at_ms, newest.get(witness, at_ms))
-        best = replace(best, since_ms=quorum_since_ms(times.values()), fresh_ms=quorum_fresh_ms(newest.values()))
+            for witness, at_ms in gathered.vouched_ms.items():
+                newest[witness] = max(at_ms, newest.get(witness, at_ms))
+        needed = needed_witnesses(distinct_witnesses(witnesses))
+        best = replace(
+            best,
+            since_ms=quorum_since_ms(times.values(), needed),
+            fresh_ms=quorum_fresh_ms(newest.values(), needed),
+            needed=needed,
+        )
         # A larger note that no key file verifies (the home's newer key after a ledger.rekey, or
         # junk) leaves the head uncertain upward: an observer counting past it may be right.
         larger = any(

@@ -41,18 +41,21 @@ from .client_payloads import time_text
 @dataclass(frozen=True, slots=True)
 class Freshness:
     """How a checkpoint's freshness is judged (PROTOCOL 11.4): against ``now_ms``, with the
-    cluster's ``recosign_ms`` and the default --stale-after of ``vledger tally``."""
+    cluster's ``recosign_ms``, over ``needed`` of the trusted witnesses (needed_witnesses: the
+    quorum asked or a majority of the key directory's, 0 for none) and the default
+    --stale-after of ``vledger tally``."""
 
     now_ms: int
     recosign_ms: int
+    needed: int
     after_ms: int = STALE_AFTER_MS
 
     def fresh_ms(self, proven: VerifiedCheckpoint) -> int | None:
-        """Since when a majority of the witnesses that cosigned ``proven`` vouch for it."""
-        return verified_fresh_ms(proven)
+        """Since when ``needed`` trusted witnesses vouch for ``proven`` (None: fewer do)."""
+        return verified_fresh_ms(proven, self.needed)
 
     def stale(self, proven: VerifiedCheckpoint) -> bool:
-        return stale_since(self.fresh_ms(proven), self.now_ms, self.recosign_ms, self.after_ms)
+        return stale_since(self.fresh_ms(proven), self.now_ms, self.recosign_ms, self.after_ms, self.needed)
 
 
 def print_vote_check(
@@ -97,6 +100,8 @@ def _fresh_sentence(proven: VerifiedCheckpoint, freshness: Freshness) -> str:
     """Since when a majority of its witnesses vouch for the checkpoint, and STALE past the rule:
     a copy no longer updated (or lying by omission) may lack the voter's later records."""
     fresh = freshness.fresh_ms(proven)
+    if fresh is None and freshness.needed:
+        return f"STALE: fewer than {freshness.needed} of the trusted witnesses vouched for this checkpoint"
     if fresh is None:
         return "no witness vouched for this checkpoint"
     said = f"a majority of its witnesses last vouched for it at {time_text(fresh)}"

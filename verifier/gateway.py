@@ -62,7 +62,7 @@ from ..config.settings import PROTOCOL_LIMITS
 from ..ingest.epochs import ReadEpochs
 from ..ingest.key_chains import KeyChains
 from ..node import tree
-from ..node.cosigning import GatheredCheckpoint, gather
+from ..node.cosigning import GatheredCheckpoint, gather, needed_witnesses
 from ..node.currency import amount_text, minor_unit_digits
 from ..node.epoch import gather_in_epochs
 from ..node.errors import (
@@ -879,7 +879,11 @@ class Gateway:
             served = self.checkpoint(ledger)
             gathered = served.gathered
             head = LedgerHead(
-                gathered.checkpoint.size, served.log_key.name, since_ms=gathered.since_ms, fresh_ms=gathered.fresh_ms
+                gathered.checkpoint.size,
+                served.log_key.name,
+                since_ms=gathered.since_ms,
+                fresh_ms=gathered.fresh_ms,
+                needed=needed_witnesses(gathered.trusted),
             )
         except VledgerError as e:  # none served (yet): nobody is judged, as the command does
             head = LedgerHead(None, problem=e.message)

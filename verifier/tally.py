@@ -417,10 +417,13 @@ class LedgerHead:
     # quorum_since_ms, ms; None: none did): a count behind it for longer than the grace is old
     # whatever at_ms it claims, since at_ms is the observer's word only.
     since_ms: int | None = None
-    # Since when a majority of those witnesses have vouched for it (quorum_fresh_ms of each one's
-    # newest cosignature, ms): witnesses cosign a quiet ledger's checkpoint again every
+    # Since when a majority of the trusted witnesses have vouched for it (quorum_fresh_ms of each
+    # one's newest cosignature, ms): witnesses cosign a quiet ledger's checkpoint again every
     # recosign_interval_ms (PROTOCOL 10.7), so a view older than that is frozen (head_stale).
     fresh_ms: int | None = None
+    # How many trusted witnesses those times are over (needed_witnesses); 0: none is trusted,
+    # the head is not judged. With some trusted, a fresh_ms of None (fewer vouched) is stale.
+    needed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,9 +479,9 @@ def head_stale(head: LedgerHead, now_ms: int, after_ms: int = STALE_AFTER_MS, re
     recosign_interval_ms, how often they cosign a quiet ledger again) plus ``after_ms`` before
     ``now_ms``. Witnesses cosign a growing ledger's new checkpoints and a quiet one's again, so on
     a live view that time is never older; a frozen view (a gateway or Redis copy no longer
-    updated, or one lying by omission) keeps serving it, and it ages. A head no witness cosigned
-    (or none verified) is not judged here."""
-    return head.size is not None and stale_since(head.fresh_ms, now_ms, recosign_ms, after_ms)
+    updated, or one lying by omission) keeps serving it, and it ages. A head fewer than
+    ``head.needed`` trusted witnesses vouched for is stale too; with none trusted, none is judged."""
+    return head.size is not None and stale_since(head.fresh_ms, now_ms, recosign_ms, after_ms, head.needed)
 
 
 def stale_observers(

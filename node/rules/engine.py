@@ -131,13 +131,36 @@ def domain_type(rules: LedgerRules) -> type[Domain] | None:
     return DOMAINS.get(name) if isinstance(name, str) else None
 
 
-def new_ledger_rules(rules: Mapping[str, Any]) -> dict[str, Any]:
-    """``rules`` for a new ledger: the identifier rule (7.5) and its domain's defaults written out
-    (:meth:`Domain.new_rules`); a type no domain has is left for the genesis check to refuse."""
+def domain_defaults(rules: Mapping[str, Any]) -> dict[str, Any]:
+    """``rules`` with the defaults of the domain they name written out (:meth:`Domain.new_rules`);
+    a type no domain has is left for the genesis check to refuse."""
     named = rules.get("type", PLAIN)
     domain = DOMAINS.get(named) if isinstance(named, str) else None
-    ruled = identifiers.with_rule(rules)
-    return ruled if domain is None else domain.new_rules(ruled)
+    return dict(rules) if domain is None else domain.new_rules(rules)
+
+
+def new_ledger_rules(rules: Mapping[str, Any]) -> dict[str, Any]:
+    """``rules`` for a new ledger: the identifier rule (7.5) and its domain's defaults written out."""
+    return domain_defaults(identifiers.with_rule(rules))
+
+
+def check_new_rules(ledger: str, rules: Mapping[str, Any]) -> None:
+    """A home's check of the rules of a genesis it is asked to start a ledger with: each default
+    of their domain written out (a resources ledger's ``max_holders``, 7.3). Never a replay rule:
+    a ledger created before a default existed is read without it, as acknowledged then.
+
+    Raises BadGenesisError [bad_genesis] naming each field left out and its default.
+    """
+    defaults = domain_defaults(rules)
+    unwritten = sorted(defaults.keys() - rules.keys())
+    if unwritten:
+        fields = ", ".join(f"rules.{key} ({defaults[key]!r} by default)" for key in unwritten)
+        raise BadGenesisError(
+            f"a new {rules['type']} ledger's genesis sets {fields}, as `vledger ledger create` and the Python "
+            "client write it: only ledgers created before it existed go without",
+            ledger=ledger,
+            height=0,
+        )
 
 
 @dataclass(slots=True)

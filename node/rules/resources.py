@@ -13,7 +13,9 @@ observer signs and publishes the whole balance map after every write, so without
 holder of one unit could grow it (and every copy of it in Redis) by a name per transfer until no
 reader takes it (outsider o6 H9). A genesis without it sets no bound: ledgers created before the
 bound existed hold records it would refuse, and a replay must accept what was acknowledged then
-(review r11 A). New ledgers get ``DEFAULT_MAX_HOLDERS`` written out (:meth:`ResourcesState.new_rules`).
+(review r11 A). New ledgers get ``DEFAULT_MAX_HOLDERS`` written out (:meth:`ResourcesState.new_rules`)
+by the CLI and the Python client, and a home refuses to start one without a bound (a check at
+creation only: engine.check_new_rules).
 
 **Records**, each payload with exactly the fields shown (else ``bad_payload``), amounts
 integers >= 1 (a bool or float refused), checked in this order:
@@ -51,7 +53,7 @@ from ..ledger import LedgerRules
 from ..record import ACCOUNT_PATTERN, Record
 from . import Domain, GenesisReader, Plan, refuse
 
-# What `vledger ledger create` writes into a resources genesis that names no bound: written out,
+# What `vledger ledger create` and the Python client write into a resources genesis that names no bound: written out,
 # never implied, so a later change of this default judges no existing ledger anew.
 DEFAULT_MAX_HOLDERS = 10_000
 # The largest bound a genesis may set: a balance map of that many entries, each a name of at most

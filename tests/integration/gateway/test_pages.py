@@ -39,7 +39,7 @@ from vledger.broker.signing import load_signing_key, load_verify_key, signing_ke
 from vledger.broker.tallies import Published, TallyBoard
 from vledger.config.settings import Limits
 from vledger.node.anchors import parse_anchors
-from vledger.node.cosigning import quorum_fresh_ms, quorum_since_ms
+from vledger.node.cosigning import needed_witnesses, quorum_fresh_ms, quorum_since_ms
 from vledger.node.currency import amount_text
 from vledger.node.errors import SettingsError, VledgerError
 from vledger.node.ledger import LedgerRules
@@ -427,9 +427,10 @@ def _witness_times(note: str) -> dict[str, list[int]]:
 
 
 def _cosigned_since(gateway: str, ledger: str) -> tuple[int, int]:
-    """The served checkpoint's size and the time (ms) by which a majority of its witnesses had cosigned it (11.4)."""
+    """The served checkpoint's size and when a majority of the trusted witnesses had cosigned it (11.4)."""
     shown = _json(f"{gateway}api/ledgers/{ledger}/checkpoint")
-    since = quorum_since_ms(min(t) for t in _witness_times(shown["note"]).values())
+    needed = needed_witnesses(len(shown["witness_keys"]))
+    since = quorum_since_ms((min(t) for t in _witness_times(shown["note"]).values()), needed)
     assert since is not None, shown
     return int(shown["size"]), since
 
@@ -479,15 +480,22 @@ def test_a_count_dated_ahead_or_behind_a_long_cosigned_checkpoint_is_stale_on_th
                 wait_text(browser, "#verdict", "STALE: observer-1", "the count dated ahead, stale on the tally page")
                 assert "STALE" in text_of(browser, "tr[data-observer='observer-1']")
                 # outsider24 G5: the pages' since is a majority's time, as the CLI's and the gateway's.
+                # Review r12: over `needed` of the trusted witnesses, not over the lines shown.
                 for times in ([], [7], [9, 3], [4, 1, 3, 2], [100, 85, 99]):
-                    shown_since = browser.execute_script(f"return window.vledger.quorumSinceMs({times})")
-                    assert shown_since == quorum_since_ms(times), times
-                    assert browser.execute_script(f"return window.vledger.quorumFreshMs({times})") == (
-                        quorum_fresh_ms(times)
-                    ), times
+                    for needed in range(len(times) + 2):
+                        shown_since = browser.execute_script(f"return window.vledger.quorumSinceMs({times}, {needed})")
+                        assert shown_since == quorum_since_ms(times, needed), times
+                        assert browser.execute_script(f"return window.vledger.quorumFreshMs({times}, {needed})") == (
+                            quorum_fresh_ms(times, needed)
+                        ), times
+                for trusted, quorum in ((0, 0), (1, 0), (2, 0), (5, 0), (5, 4), (4, 1)):
+                    assert browser.execute_script(
+                        f"return window.vledger.neededWitnesses({trusted}, {quorum})"
+                    ) == needed_witnesses(trusted, quorum)
                 # outsider23 F2: the page showed no time at all; since when a majority vouch for it now (o4 F2).
                 shown = _json(f"{gateway}api/ledgers/{ELECTION}/checkpoint")
-                vouched = quorum_fresh_ms(max(t) for t in _witness_times(shown["note"]).values())
+                needed = needed_witnesses(len(shown["witness_keys"]))
+                vouched = quorum_fresh_ms((max(t) for t in _witness_times(shown["note"]).values()), needed)
                 assert vouched is not None and vouched == shown["fresh_ms"], shown
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(vouched // 1000))
                 cosigned = text_of(browser, "#cosigned")
@@ -960,6 +968,42 @@ def test_a_frozen_gateway_s_checkpoint_turns_stale_on_the_tally_and_voter_pages(
     fresh(browser, f"{live}vote.html?eid={eid}#anchors={anchors}")
     verdict = wait_text(browser, "#verdict", "Verified", "the voter's records from the live view")
     assert "STALE" not in verdict and "last vouched for it at" in text_of(browser, "#checks"), verdict
+
+
+def test_a_head_is_judged_over_a_majority_of_the_trusted_witnesses_not_the_lines_a_gateway_shows(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """Review r12 finding 2: fresh_ms was the median of the lines shown, so with 5 witnesses a
+    gateway showing 2 colluders' fresh lines and 1 honest old one was fresh, and one stripping
+    every line was never judged. Now a majority of the trusted witnesses (the anchors') must
+    vouch: the stripped view is STALE on the tally page, and the 2-of-5 view is too."""
+    now = int(time.time())
+    seen = {
+        "checkpoint": {"origin": f"local/{ELECTION}", "size": 9},
+        "needed": 3,
+        "recosign": 300_000,
+        "cosigned": [
+            *({"name": f"w{i}", "ok": True, "key": {}, "times": [now - 400, now]} for i in range(2)),
+            {"name": "w2", "ok": True, "key": {}, "times": [now - 400]},
+        ],
+    }
+    head = browser.execute_script("return window.vledger.vouched(arguments[0])", seen)
+    assert head["fresh"] == (now - 400) * 1000, head  # the median of the 3 shown was `now`
+    assert browser.execute_script("return window.vledger.headStale(arguments[0])", head) is True
+
+    def strip(path: str, body: Any) -> Any:
+        if not path.startswith(f"/api/ledgers/{ELECTION}/checkpoint"):
+            return None
+        parsed = parse_note(body["note"].encode())
+        return dict(body, note=Note(parsed.text, parsed.signatures[:1]).encode().decode())
+
+    with Lying(cluster.gateway_url("replica-1"), strip) as lying:
+        fresh(browser, f"{lying.url}tally.html?ledger={ELECTION}#anchors={anchors}")
+        cosigned = wait_text(browser, "#cosigned", "STALE: fewer than", "the stripped view, stale")
+        assert "of the trusted witnesses vouched for the checkpoint verified here" in cosigned, cosigned
+        verdict = text_of(browser, "#verdict")
+        assert "no majority of the witnesses vouched" in verdict, verdict
+        assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
 
 
 def test_an_anchored_observer_the_gateway_withholds_is_named_on_the_tally_and_charity_pages(
@@ -1508,6 +1552,31 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
     assert wanted == shown.split()
 
 
+@contextlib.contextmanager
+def _election_of_its_own(redis_server: RedisServer, seed: int) -> Iterator[tuple[LocalCluster, Election, Any]]:
+    """A cluster of its own (a home, replica-1, observer-1, a gateway on replica-1), holding an
+    election of 4 voters: for a test that rotates a witness's key, which the module's cluster
+    must not see. Yields it, the election planned and its writer's client."""
+    with LocalCluster(
+        redis_server.url, nodes=1, replicas=1, observers=1, gateways=["replica-1"], observing=FORGING_OBSERVERS
+    ) as rotated:
+        planned = plan_election(ELECTION, 4, now_ms(), seed=seed, author="writer1")
+        rules = rotated.pinned(ELECTION, planned.rules)
+        rotated.admin().create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
+        writer = rotated.client("writer1")
+        for phase in planned.phases:
+            writer.put_many(phase)
+        yield rotated, planned, writer
+
+
+def _rotate_replica(rotated: LocalCluster) -> Path:
+    """`vledger key rotate replica-1 --window 2`; the cluster's key directory."""
+    keys = Path(rotated.directory) / "keys"
+    common = ["--config", str(rotated.config_path), "--key", str(keys / "admin.key_secret")]
+    rotated.cli("key", "rotate", "replica-1", "--window", "2", *common)
+    return keys
+
+
 def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature_it_cannot_count(
     browser: Any, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -1519,23 +1588,8 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
     counted, counting the others; without anchors, the later key is the gateway's word."""
     from selenium.webdriver.common.by import By
 
-    with LocalCluster(
-        redis_server.url,
-        nodes=1,
-        replicas=1,
-        observers=1,
-        gateways=["replica-1"],
-        observing=FORGING_OBSERVERS,
-    ) as rotated:
-        planned = plan_election(ELECTION, 4, now_ms(), seed=3, author="writer1")
-        rules = rotated.pinned(ELECTION, planned.rules)
-        rotated.admin().create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
-        writer = rotated.client("writer1")
-        for phase in planned.phases:
-            writer.put_many(phase)
-        keys = rotated.directory / "keys"
-        common = ["--config", str(rotated.config_path), "--key", str(keys / "admin.key_secret")]
-        rotated.cli("key", "rotate", "replica-1", "--window", "2", *common)
+    with _election_of_its_own(redis_server, seed=3) as (rotated, planned, writer):
+        keys = _rotate_replica(rotated)
         writer.put(entry(ELECTION, "register", {"voter_id": "after-the-rotation"}, "writer1"))  # a checkpoint to cosign
         size = int(rotated.admin().call("size", {"ledger": ELECTION})["size"])
         eid = planned.eids[0]
@@ -1634,6 +1688,90 @@ def test_the_voter_page_takes_receipts_with_node_keys_and_says_which_cosignature
             verdict = wait_text(browser, "#verdict", "FAILED" if fails else "Verified", f"the line stamped {stamp}")
             assert shown in text_of(browser, "#checks")
             assert fails or "1 cosignature(s) by a rotated witness key NOT counted" in verdict, verdict
+
+
+def test_a_replaced_witness_key_s_later_line_never_keeps_a_frozen_view_fresh_on_the_tally_and_voter_pages(
+    browser: Any, redis_server: RedisServer
+) -> None:
+    """Review r11 D: a witness that cosigns a quiet ledger again leaves its first and its newest
+    line on a note, and only the first was held to its key's rotation (16.6, 14.3 step 7). On a
+    frozen gateway's old checkpoint, replica-1's replaced key's first line is inside its window on
+    a size the rotation says it had cosigned (it counts), and whoever holds that key adds a line
+    stamped after the rotation's until: the pages took it as replica-1's newest, so with
+    observer-1 still vouching the view looked fresh. It is not counted (11.4): STALE, on the
+    dashboard too."""
+    with _election_of_its_own(redis_server, seed=5) as (rotated, planned, writer):
+        eid, gateway, replica = planned.eids[0], rotated.gateway_url("replica-1"), "test/witness/replica-1"
+
+        def receipts(rotated_too: bool) -> dict[str, Any] | None:
+            try:
+                shown: dict[str, Any] = _json(f"{gateway}api/ledgers/{ELECTION}/voters/{eid}")
+            except urllib.error.HTTPError as e:  # not_found until the replica holds the voter's records
+                if e.code == 404:
+                    return None
+                raise
+            made = [r["receipt"] for r in shown["records"]]
+            done = len(shown["checkpoint"]["cosigned_by"]) == 2 and all(made)
+            return shown if done and all(('"node_keys":' in r) == rotated_too for r in made) else None
+
+        # The view a gateway freezes: receipts under a checkpoint both witnesses cosigned, before
+        # replica-1's key rotates (the rotation then says that key had cosigned this size).
+        before = wait_until(lambda: receipts(False), WAIT, "receipts under a checkpoint both witnesses cosigned")
+        keys = _rotate_replica(rotated)
+        writer.put(entry(ELECTION, "register", {"voter_id": "after-the-rotation"}, "writer1"))
+        after = wait_until(lambda: receipts(True), WAIT, "receipts with the node keys of replica-1's rotation")
+        node_keys = json.loads(after["records"][0]["receipt"])["node_keys"]
+        carried = [
+            decode_record(base64.b64decode(r["record"]), Limits()).content.payload for r in node_keys["rotations"]
+        ]
+        rotation = next(p for p in carried if p["node"] == "replica-1")
+        checkpoint = parse_note(json.loads(before["records"][0]["receipt"])["checkpoint"].encode())
+        assert int(checkpoint.text.split("\n")[1]) <= rotation["cosigned"][ELECTION]
+
+        def signer(name: str, node: str) -> SignerKey:
+            return SignerKey(name, ALG_COSIGNATURE_V1, load_signing_key(signing_key_paths(keys, node)[0]).seed)
+
+        # Each witness vouched 400 s ago (past 300 s + 10 s); observer-1 vouches again now, and the
+        # replaced key's holder stamps replica-1's line after until: were it counted, a majority
+        # (both) would vouch now.
+        then, late = int(time.time()) - 400, max(rotation["until"] // 1000 + 1, int(time.time()))
+        old, observer = signer(replica, "replica-1"), signer("test/witness/observer-1", "observer-1")
+        home = [line for line in checkpoint.signatures if line.name == checkpoint.text.split("\n", 1)[0]]
+        stamped = [(old, then), (old, late), (observer, then), (observer, int(time.time()))]
+        lines = [cosign(checkpoint.text, key, at).note_signature() for key, at in stamped]
+        forged = Note(checkpoint.text, (*home, *lines)).encode().decode()
+
+        served = [
+            dict(r, receipt=json.dumps(dict(json.loads(r["receipt"]), checkpoint=forged, node_keys=node_keys)))
+            for r in before["records"]
+        ]
+
+        def frozen(path: str, body: Any) -> Any:
+            if path.startswith(f"/api/ledgers/{ELECTION}/checkpoint"):
+                return dict(body, note=forged)
+            return dict(before, records=served) if path.startswith(f"/api/ledgers/{ELECTION}/voters/") else None
+
+        printed = rotated.cli(
+            "anchors", "--config", str(rotated.config_path), "--store", str(rotated.store_dir("ingest-1"))
+        ).stdout
+        anchored = base64.urlsafe_b64encode(printed.encode()).decode().rstrip("=")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(then))
+        with Lying(gateway, frozen) as lying:
+            fresh(browser, f"{lying.url}tally.html?ledger={ELECTION}#anchors={anchored}")
+            cosigned = wait_text(browser, "#cosigned", "last vouched for it at", "the frozen view's witnesses")
+            assert cosigned.startswith("STALE:") and f"last vouched for it at {stamp}" in cosigned, cosigned
+            fresh(browser, f"{lying.url}dashboard.html#anchors={anchored}")
+            row = f"#checkpoints tr[data-ledger='{ELECTION}']"
+            assert "no majority of the witnesses vouched" in wait_text(
+                browser, row, "STALE:", "the frozen dashboard row"
+            )
+
+            fresh(browser, f"{lying.url}vote.html?eid={eid}#anchors={anchored}")
+            verdict = wait_text(browser, "#verdict", f"records of {eid}", "the voter's records from the frozen view")
+            assert verdict.startswith("Verified") and "STALE: no majority of the witnesses vouched" in verdict, verdict
+            checks = text_of(browser, "#checks")
+            assert f"cosigned by {replica} at {stamp}: valid" in checks and "✗" not in checks, checks
+            assert "STALE: The checkpoint verified here holds" in checks and f"at {stamp}" in checks, checks
 
 
 def test_the_tally_and_charity_pages_judge_an_observer_s_rotated_keys_as_vledger_tally_does(

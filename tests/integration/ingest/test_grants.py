@@ -157,7 +157,7 @@ def test_units_and_issuer_rights_a_name_keeps_are_told_at_removal_and_guard_its_
     common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
     cluster.add_account("holder", "writer")
     cluster.add_account("mint", "writer")
-    rules = {"type": "resources", "unit": "credits", "issuers": [ADMIN, "mint"]}
+    rules = {"type": "resources", "unit": "credits", "issuers": [ADMIN, "mint"], "max_holders": 100}
     cluster.admin().create_ledger(genesis("lab", ADMIN, ["issue", "transfer"], rules))
     cluster.admin().put(entry("lab", "issue", {"account": "holder", "amount": 1234}, ADMIN))
     cluster.admin().put(entry("lab", "issue", {"account": "not-yet", "amount": 5}, ADMIN))

@@ -140,7 +140,12 @@ def test_concurrent_writes_see_the_domain_rules_in_one_order(cluster: LocalClust
     assert sorted(outcomes.values()) == ["already_registered"] * (CLIENTS - 1) + ["ok"], outcomes
 
     admin.create_ledger(
-        genesis("race-coins", ADMIN, ["issue", "transfer"], {"type": "resources", "unit": "coin", "issuers": [ADMIN]})
+        genesis(
+            "race-coins",
+            ADMIN,
+            ["issue", "transfer"],
+            {"type": "resources", "unit": "coin", "issuers": [ADMIN], "max_holders": 100},
+        )
     )
     admin.put(entry("race-coins", "issue", {"account": WRITERS[0], "amount": 100}, ADMIN))
     spender = cluster.wire(WRITERS[0])

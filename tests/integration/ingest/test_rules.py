@@ -61,7 +61,12 @@ def ledgers(cluster: LocalCluster) -> None:
         )
     )
     admin.create_ledger(
-        genesis(RESOURCES, ADMIN, ["issue", "transfer"], {"type": "resources", "unit": "credits", "issuers": [ADMIN]})
+        genesis(
+            RESOURCES,
+            ADMIN,
+            ["issue", "transfer"],
+            {"type": "resources", "unit": "credits", "issuers": [ADMIN], "max_holders": 100},
+        )
     )
 
 

@@ -29,7 +29,7 @@ from vledger.broker.tallies import TallyBoard
 from vledger.client import Client
 from vledger.client.http import GatewayConnection
 from vledger.config.cluster import load_cluster
-from vledger.node.cosigning import GatheredCheckpoint, gather, quorum_since_ms
+from vledger.node.cosigning import GatheredCheckpoint, gather, needed_witnesses, quorum_since_ms
 from vledger.node.errors import StaleCheckpointError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import Cosignature, parse_note
@@ -127,7 +127,7 @@ def test_a_quiet_ledger_is_cosigned_again_an_observer_behind_stays_stale_and_a_f
     (cluster.directory / "anchors.txt").write_text(anchors)
     reader = Client.http(gateway, anchors=cluster.directory / "anchors.txt", quorum=2)
     assert reader.recosign_ms == RECOSIGN_MS and reader.checkpoint(LEDGER).checkpoint.size == size
-    since = quorum_since_ms(t * 1000 for t in first.values())
+    since = quorum_since_ms((t * 1000 for t in first.values()), needed_witnesses(len(WITNESSES)))
     found = head(cluster)
     assert found.checkpoint.size == size and found.since_ms == since
     assert found.fresh_ms is not None and since is not None and found.fresh_ms >= since + RECOSIGN_MS

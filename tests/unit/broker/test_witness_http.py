@@ -3,6 +3,7 @@ that is not there, says nothing, or says too much, ending in a bounded time."""
 
 from __future__ import annotations
 
+import errno
 import secrets
 import socket
 import threading
@@ -124,3 +125,56 @@ def test_a_witness_that_is_not_there_is_an_os_error() -> None:
         port = probe.getsockname()[1]
     with pytest.raises(OSError):
         post_add_checkpoint(f"http://127.0.0.1:{port}", b"old 0\n\n", 2.0)
+
+
+class Crowded:
+    """A port whose accept queue is kept full by connections it does not accept at first: a new
+    connection's SYN is dropped and sent again by the kernel a second later. After ``after``
+    seconds it accepts every connection, and answers none (no TLS handshake either)."""
+
+    def __init__(self, after: float) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.crowd = [self._knock() for _ in range(2)]  # the queue's one place, and one waiting for it
+        self.after = after
+        self.accepted: dict[int, float] = {}  # peer port -> when accepted (time.monotonic)
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _knock(self) -> socket.socket:
+        sock = socket.socket()
+        sock.setblocking(False)
+        assert sock.connect_ex(("127.0.0.1", self.port)) in (0, errno.EINPROGRESS)
+        return sock
+
+    def _serve(self) -> None:
+        time.sleep(self.after)  # the SYN the client sends first finds the queue full
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.accepted[peer[1]] = time.monotonic()
+            self.held.append(conn)
+
+    def close(self) -> None:
+        for sock in [*self.crowd, *self.held, self.sock]:
+            sock.close()
+
+
+def test_a_witness_slow_to_accept_has_only_what_is_left_for_its_tls_handshake() -> None:
+    # review r12, 8: the connection and then the handshake had the whole timeout each.
+    crowded = Crowded(after=0.2)
+    crowd = {sock.getsockname()[1] for sock in crowded.crowd}
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            post_add_checkpoint(f"https://127.0.0.1:{crowded.port}", b"old 0\n\n", 2.0)
+        took = time.monotonic() - started
+        [at] = [at for port, at in dict(crowded.accepted).items() if port not in crowd]
+        assert at - started > 0.8  # it did take the client's connection late: its SYN was sent again
+        assert took < 2.5
+    finally:
+        crowded.close()

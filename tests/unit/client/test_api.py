@@ -45,6 +45,7 @@ from vledger.node.errors import (
     UsageError,
 )
 from vledger.node.ledger import LedgerRules
+from vledger.node.note import Note, parse_note
 from vledger.node.record import ZERO_LINK, Content, Entry, decode_record
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
@@ -408,6 +409,28 @@ def test_a_checkpoint_no_majority_of_witnesses_vouched_for_lately_is_stale(
     tamper(monkeypatch, "/checkpoint", _vouched(served, 400, 5))
     with http_client(served, quorum=1) as client:
         assert client.checkpoint(LEDGER).checkpoint.size == COSIGNED_AT
+
+
+def test_a_gateway_stripping_every_cosignature_is_stale_when_witnesses_are_trusted(
+    served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review r12 finding 2: with quorum 0 (the default) a head no witness cosigned was never
+    judged, so a frozen gateway stripping every cosignature line served an old view as current.
+    With witnesses trusted, a majority of them must vouch for the head (or for the checkpoint
+    before it, proven of its tree); a client trusting none judges nothing, as before."""
+
+    def strip(answer: dict[str, Any]) -> None:
+        note = parse_note(answer["note"].encode())
+        answer["note"] = Note(note.text, note.signatures[:1]).encode().decode()
+
+    with http_client(served) as honest:  # the latest is uncosigned; the one before it is vouched for now
+        assert honest.checkpoint(LEDGER).checkpoint.size == SIGNED_AT
+    tamper(monkeypatch, "/checkpoint", strip)
+    with http_client(served) as client, pytest.raises(StaleCheckpointError, match="none did") as e:
+        client.checkpoint(LEDGER)
+    assert e.value.code == "stale_checkpoint"
+    with Client.http(served["url"], genesis={LEDGER: served["genesis"]}) as trusting_none:
+        assert trusting_none.checkpoint(LEDGER).checkpoint.size == SIGNED_AT
 
 
 def test_the_anchors_recosign_interval_is_the_one_a_head_is_judged_by(

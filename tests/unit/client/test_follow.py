@@ -78,8 +78,9 @@ class Followed:
         return None
 
     def home_signs(self, size: int) -> None:
-        """The genesis home's checkpoint of ``size`` records: epoch 1's, no epoch line."""
-        self.note = HOME.sign(LEDGER, size, self.store.root(LEDGER, size)).note
+        """The genesis home's checkpoint of ``size`` records: epoch 1's, no epoch line, cosigned
+        by the witness the client trusts (one it does not vouch for is a stale head, 11.4)."""
+        self.note = _witnessed(HOME.sign(LEDGER, size, self.store.root(LEDGER, size)).note)
 
     def standby_signs(self, size: int) -> None:
         """Epoch 2's checkpoint of ``size`` records, as its home ingest-2 signs it."""

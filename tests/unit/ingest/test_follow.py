@@ -1777,6 +1777,23 @@ def test_records_deleted_while_it_runs_are_fetched_again_and_the_alert_resolves_
 
 
 @pytest.mark.parametrize("where", ["height >= 30", "height IN (20, 21)"], ids=["tail", "hole"])
+def test_the_same_records_lost_again_are_told_again(
+    make_replica: MakeReplica, long_chain: list[Record], where: str
+) -> None:
+    """A quiet ledger's second loss is cut at the same height as its first: told again, not
+    healed silently as a repeat of an alert already resolved (review r12, 1)."""
+    source = MemorySource("redis", {LEDGER: long_chain}, signed=[signed(long_chain[-1])])
+    replica = make_replica(source)
+    held_up_to(replica, long_chain, CUT_CHAIN - 1)
+    for times in (1, 2):
+        deleted(where)(replica.store.path)
+        replica.follower.heal_cuts(holes=True)
+        assert [r.hash for r in replica.store.range(LEDGER)] == [r.hash for r in long_chain]
+        assert replica.found() == [(CUT_CHAIN - 1, "tree_mismatch", REPLICA)] * times
+        assert replica.resolved == [f"{REPLICA}|{LEDGER}|tree_mismatch"] * times
+
+
+@pytest.mark.parametrize("where", ["height >= 30", "height IN (20, 21)"], ids=["tail", "hole"])
 def test_records_deleted_while_it_was_stopped_are_fetched_again_at_its_start(
     make_replica: MakeReplica, long_chain: list[Record], where: str
 ) -> None:

@@ -12,7 +12,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from vledger.ingest.outbox import Outbox
 from vledger.node import checkpoint_log
 from vledger.node.checkpoint_log import SIGNED
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
-from vledger.node.errors import StoreContradictsCheckpointError, StoreDamagedError
+from vledger.node.errors import StoreContradictsCheckpointError, StoreDamagedError, VledgerError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
@@ -119,7 +119,12 @@ class Home:
     """A home node's store with its outbox, started; closed by the fixture."""
 
     def __init__(
-        self, directory: Path, client: Any, signer: SigningKey | None = None, feed: FeedLog | None = None
+        self,
+        directory: Path,
+        client: Any,
+        signer: SigningKey | None = None,
+        feed: FeedLog | None = None,
+        refused: Mapping[str, VledgerError] | None = None,
     ) -> None:
         self.store = ChainStore(directory, origin=HOME, clock=lambda: T0)
         self.repl = LoggedReplication(client, node=HOME)  # its alerts in its own keys, as a node's
@@ -132,6 +137,7 @@ class Home:
             SETTINGS,
             signer=home_signer,
             witnesses=lambda: [WITNESS.key.verifier()],
+            refused=refused,
         )
         self.store.on_commit = self.outbox.committed
         self.outbox.start()
@@ -145,8 +151,13 @@ class Home:
 def homes(tmp_path: Path) -> Iterator[Callable[..., Home]]:
     made: list[Home] = []
 
-    def make(client: Any, signer: SigningKey | None = None, feed: FeedLog | None = None) -> Home:
-        home = Home(tmp_path / f"home-{len(made)}", client, signer, feed)
+    def make(
+        client: Any,
+        signer: SigningKey | None = None,
+        feed: FeedLog | None = None,
+        refused: Mapping[str, VledgerError] | None = None,
+    ) -> Home:
+        home = Home(tmp_path / f"home-{len(made)}", client, signer, feed, refused)
         made.append(home)
         return home
 
@@ -316,6 +327,27 @@ def test_a_stream_whose_tail_was_deleted_is_rewound_filled_and_alerted(
     assert [(a["node"], a["ledger"], a["height"], a["found"]) for a in alerts] == [("redis", LEDGER, "7", "missing")]
     assert alerts[0]["raised_by"] == home.repl.node
     wait_until(lambda: not home.repl.open_alerts(), "the home's alert resolved by the home")
+
+
+def test_a_home_refused_a_ledger_leaves_the_longer_stream_of_it_alone(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    """A home put back from an older copy of its store, refused the ledger (it is behind a
+    checkpoint it signed): the stream's records past its store are what it acknowledged and
+    lost, the ones a follower catches up from; it does not rewind them (outsider 26 I6)."""
+    with ChainStore(tmp_path / "before", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 7)
+    shutil.copytree(tmp_path / "before", tmp_path / "home-0")  # the copy put back later
+    with ChainStore(tmp_path / "before", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 3)
+        repl = ReplicationLedger(redis_client)
+        repl.add([StreamRecord(LEDGER, h, data, HOME) for h, data in store.range_raw(LEDGER, 0, 10)])
+    behind = StoreContradictsCheckpointError("behind a checkpoint it signed", ledger=LEDGER, height=9)
+    home = homes(redis_client, refused={LEDGER: behind})
+    # Its held height is reported after the streams are looked at, in the same pass.
+    wait_until(lambda: home.repl.held(LEDGER).get(HOME) == 6, "the home's held height reported")
+    assert len(streamed(home.repl, LEDGER)) == 10
+    assert not [a for a in home.repl.alerts() if a["what"] == "record_conflict"]
 
 
 STANDBY = "standby"

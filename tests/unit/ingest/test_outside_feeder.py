@@ -5,12 +5,14 @@ no witness should give (409 storms, 422, garbage, timeouts)."""
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.config.cluster import ReplicationSettings
@@ -311,5 +313,58 @@ def test_an_unreachable_witness_is_named_until_it_cosigns_again_and_the_others_g
             time.sleep(0.05)
         home.feeder.stop()
         assert third.latest[ORIGIN][0] == 4 and key not in replication.open_alerts()
+    finally:
+        home.store.close()
+
+
+class HeldReplication(ReplicationLedger):
+    """Real Redis; the feeder thread named ``held`` waits in its first publish until let go, and
+    the first publish from any other thread finds Redis unavailable."""
+
+    def __init__(self, client: Any, held: str) -> None:
+        super().__init__(client)
+        self.held = held
+        self.waiting, self.go = threading.Event(), threading.Event()
+        self.refused_once = False
+
+    def publish_outside_cosignature(self, ledger: str, witness: str, size: int, note: bytes) -> None:
+        if threading.current_thread().name == self.held and not self.waiting.is_set():
+            self.waiting.set()
+            assert self.go.wait(10)
+        elif threading.current_thread().name != self.held and not self.refused_once:
+            self.refused_once = True
+            raise redis.exceptions.ConnectionError("Redis restarting")
+        super().publish_outside_cosignature(ledger, witness, size, note)
+
+
+def test_a_witness_thread_never_sets_another_witness_cosignature_back(tmp_path: Path, redis_client: Any) -> None:
+    # review r12, 4: every witness's thread published every witness's pending cosignature, so a
+    # thread holding an older note of w1 could HSET it after w1's own thread published a newer.
+    def made(name: str) -> TlogWitness:
+        return TlogWitness(f"witness.example/{name}", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()})
+
+    first, second = made("w1"), made("w2")
+    replication = HeldReplication(redis_client, held="w2's thread")
+    home = Home(tmp_path / "home", first, replication, (second,))
+    try:
+        home.grow(3)
+        home.feeder.turn((first.name,))  # cosigned at 3, not published: Redis unavailable
+        assert first.name not in replication.outside_cosignatures(LEDGER)
+        turn = threading.Thread(target=home.feeder.turn, args=((second.name,),), name="w2's thread")
+        turn.start()
+        assert replication.waiting.wait(10)  # w2's thread publishing
+        home.grow(5)
+        home.feeder.turn((first.name,))  # w1's thread cosigns 5 and publishes it
+        replication.go.set()
+        turn.join(10)
+        assert not turn.is_alive()
+        published = replication.outside_cosignatures(LEDGER)
+        sizes = {
+            witness.name: verify_checkpoint(
+                published[witness.name], LOG_KEY, (parse_verifier_key(witness.vkey),), 1
+            ).checkpoint.size
+            for witness in (first, second)
+        }
+        assert sizes == {first.name: 5, second.name: 3}
     finally:
         home.store.close()

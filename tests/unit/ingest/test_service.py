@@ -358,6 +358,30 @@ def test_a_ledger_named_as_a_redis_group_tag_is_refused_at_create(tmp_path: Path
     assert store.size(name) == 0
 
 
+@pytest.mark.parametrize("bound", [{}, {"max_holders": 3}], ids=["unbounded", "bounded"])
+def test_a_new_resources_ledger_must_write_out_its_holders_bound(
+    tmp_path: Path, store: ChainStore, bound: dict[str, Any]
+) -> None:
+    # Review r12, 5: without max_holders a resources ledger has no bound (kept for the ledgers of
+    # before it), so a raw ledger.create brought back outsider o6 H9's flood of holders.
+    config = _config(tmp_path, 1)
+    service = IngestService(config, config.nodes[NODE], store, OneAdmin(), NoAdmin(), {})
+    rules = {"type": "resources", "unit": "credits", "issuers": ["root"], **bound}
+    genesis = Entry.prepare(
+        LedgerRules(("issue", "transfer"), 0, rules).genesis_content("credits", "root", "g", 0), 0, PROTOCOL_LIMITS
+    )
+    sent = encode_request(3, "ledger.create", {"content": genesis.content_bytes, "nonce": genesis.nonce})
+    handled = service.handle(KEY, sent)
+    if bound:
+        assert "error" not in _answer(_pending(handled))
+        assert store.rules("credits").rules["max_holders"] == 3
+        return
+    reply = msgpack.unpackb(handled, raw=False)  # type: ignore[arg-type]
+    assert reply["error"]["code"] == "bad_genesis", reply
+    assert "rules.max_holders (10000 by default)" in reply["error"]["message"], reply
+    assert store.size("credits") == 0
+
+
 @pytest.mark.parametrize(
     ("cmd", "args"),
     [

@@ -97,6 +97,23 @@ def test_a_cosigned_row_is_renewed_in_place_by_the_same_checkpoint_cosigned_agai
         assert log.at("l", COSIGNED, 6) == [] and log._unsynced is not None
 
 
+def test_a_renewed_row_is_written_through_the_fsynced_connection(tmp_path: Path) -> None:
+    """Review r12 finding 9: renew went through the connection without fsyncs, and the witness
+    publishes the newest line once it returns: a power loss brought the older line back, and
+    readers' fresh_ms jumped back. The UPDATE is made on the synchronous=FULL connection now."""
+    with ChainStore(tmp_path, origin="replica-1") as store:
+        log = store.checkpoints
+        log.keep("l", COSIGNED, 5, ROOT, _note(5, "cosigned"))  # a first row: unsynced, as before
+        assert log._unsynced is not None
+        made: dict[str, list[str]] = {"synced": [], "unsynced": []}
+        log._conn.set_trace_callback(made["synced"].append)
+        log._unsynced.set_trace_callback(made["unsynced"].append)
+        assert log.renew("l", 5, ROOT, _note(5, "cosigned again", signatures=2))
+        assert any(sql.startswith("UPDATE checkpoints") for sql in made["synced"]), made
+        assert not any(sql.startswith("UPDATE") for sql in made["unsynced"]), made
+        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
 @pytest.mark.parametrize("kind", [SIGNED, COSIGNED])
 def test_an_unsynced_row_outlives_a_kill_of_its_process(tmp_path: Path, kind: str) -> None:
     """SIGKILL right after keep returns: the row is in the WAL, which the next open reads."""

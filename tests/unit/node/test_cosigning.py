@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vledger.node.cosigning import gather, newest, quorum_fresh_ms, quorum_since_ms
+from vledger.node.cosigning import (
+    gather,
+    needed_witnesses,
+    newest,
+    quorum_fresh_ms,
+    quorum_since_ms,
+    stale_since,
+    verified_fresh_ms,
+)
 from vledger.node.errors import NoteError
 from vledger.node.node_key_rotation import key_histories
 from vledger.node.note import (
@@ -117,10 +125,11 @@ def test_since_when_a_checkpoint_was_vouched_for_is_a_majority_s_time_not_one_wi
                    HOME.verifier(), ORIGIN, KEYS)  # fmt: skip
     assert found[0].cosigned_ms == {w.name: t * 1000 for w, t in zip(WITNESSES, (now - 15, now - 1, now), strict=True)}
     assert found[0].since_ms == (now - 1) * 1000
-    assert quorum_since_ms([]) is None
-    assert quorum_since_ms([7]) == 7
-    assert quorum_since_ms([9, 3]) == 9  # of two, both: neither alone
-    assert quorum_since_ms([4, 1, 3, 2]) == 3
+    assert quorum_since_ms([], 1) is None
+    assert quorum_since_ms([7], 1) == 7
+    assert quorum_since_ms([9, 3], 2) == 9  # of two, both: neither alone
+    assert quorum_since_ms([4, 1, 3, 2], 3) == 3
+    assert quorum_since_ms([4, 1], 3) is None and quorum_since_ms([4, 1], 0) is None  # too few; none trusted
 
 
 def test_a_witness_s_first_and_newest_lines_give_since_and_fresh_and_a_re_cosigning_never_moves_since() -> None:
@@ -146,7 +155,49 @@ def test_a_witness_s_first_and_newest_lines_give_since_and_fresh_and_a_re_cosign
     verified = verify_checkpoint(found.note, HOME.verifier(), KEYS, 3)
     assert {c.timestamp for c in verified.cosignatures} == {first}
     assert gather([found.note], HOME.verifier(), ORIGIN, KEYS)[0].note == found.note  # served and read again
-    assert quorum_fresh_ms([]) is None
-    assert quorum_fresh_ms([7]) == 7
-    assert quorum_fresh_ms([9, 3]) == 3  # of two, both: the older
-    assert quorum_fresh_ms([4, 1, 3, 2]) == 2
+    assert quorum_fresh_ms([], 1) is None
+    assert quorum_fresh_ms([7], 1) == 7
+    assert quorum_fresh_ms([9, 3], 2) == 3  # of two, both: the older
+    assert quorum_fresh_ms([4, 1, 3, 2], 3) == 2
+    assert quorum_fresh_ms([4, 1], 3) is None and quorum_fresh_ms([4, 1], 0) is None  # too few; none trusted
+
+
+FIVE = [SignerKey(f"local/witness/w{i}", ALG_COSIGNATURE_V1, bytes([i + 90]) * 32) for i in range(5)]
+
+
+def test_freshness_is_over_a_majority_of_the_trusted_witnesses_not_of_the_lines_shown() -> None:
+    """Review r12 finding 2: 5 trusted witnesses, quorum 3; a frozen gateway shows 2 colluders'
+    fresh re-cosignatures and 1 honest old line. The median of the lines shown was fresh: 2
+    keys, fewer than the quorum, kept an old view alive. Over the trusted 5, 3 must vouch."""
+    old, now = 1_790_000_000, 1_790_010_000
+    body = Checkpoint(ORIGIN, 5, hashlib.sha256(b"5").digest()).body()
+    lines = [cosign(body, w, old).note_signature() for w in FIVE[:3]]
+    lines += [cosign(body, w, now).note_signature() for w in FIVE[:2]]  # the colluders' re-cosignatures
+    note = Note(body, (sign(body, HOME), *lines)).encode()
+    keys = [w.verifier() for w in FIVE]
+    needed = needed_witnesses(5, 3)
+    assert needed == 3 and needed_witnesses(5) == 3 and needed_witnesses(4) == 3 and needed_witnesses(5, 4) == 4
+    verified = verify_checkpoint(note, HOME.verifier(), keys, 3)
+    assert verified_fresh_ms(verified, needed) == old * 1000
+    assert stale_since(verified_fresh_ms(verified, needed), now * 1000, 300_000, 10_000, needed)
+    (found,) = gather([note], HOME.verifier(), ORIGIN, keys)
+    assert found.trusted == 5 and found.fresh_ms == old * 1000
+    # 2 lines of 5 trusted: fewer than a majority vouch at all: stale, not "not judged".
+    two = Note(body, (sign(body, HOME), *(cosign(body, w, now).note_signature() for w in FIVE[:2]))).encode()
+    (found,) = gather([two], HOME.verifier(), ORIGIN, keys)
+    assert found.fresh_ms is None and found.since_ms is None
+    assert stale_since(found.fresh_ms, now * 1000, 300_000, 10_000, needed_witnesses(found.trusted))
+    # A note stripped of every line, with witnesses trusted, is stale; with none trusted, not judged.
+    stripped = verify_checkpoint(Note(body, (sign(body, HOME),)).encode(), HOME.verifier(), keys)
+    assert stale_since(verified_fresh_ms(stripped, needed_witnesses(5)), now * 1000, 300_000, 10_000, 3)
+    assert not stale_since(None, now * 1000, 300_000, 10_000, needed_witnesses(0))
+
+
+def test_since_is_not_made_old_by_fewer_than_a_majority_of_the_trusted_witnesses() -> None:
+    """The same weakness in since_ms (11.4): 1 colluder of 5 backdating its line while the server
+    withholds the honest ones made honest, current observers STALE; now 3 of 5 must say so."""
+    now = 1_790_000_100
+    body = Checkpoint(ORIGIN, 5, hashlib.sha256(b"5").digest()).body()
+    backdated = Note(body, (sign(body, HOME), cosign(body, FIVE[0], now - 3600).note_signature())).encode()
+    (found,) = gather([backdated], HOME.verifier(), ORIGIN, [w.verifier() for w in FIVE])
+    assert found.since_ms is None  # was now - 3600: a majority of the one line shown

@@ -11,11 +11,19 @@ from typing import Any
 import pytest
 
 from vledger.node import tree
+from vledger.node.cosigning import needed_witnesses, verified_fresh_ms
 from vledger.node.errors import VledgerError
 from vledger.node.ledger import LedgerRules
 from vledger.node.node_keys import NodeKeys, node_keys_of, proven_rotations, witness_histories
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign
-from vledger.node.receipt import Receipt, ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
+from vledger.node.receipt import (
+    Receipt,
+    ReceiptKeys,
+    keys_from_genesis,
+    parse_receipt,
+    verify_receipt,
+    verify_witnessed,
+)
 from vledger.node.record import ZERO_LINK, Content, Entry, Record
 from vledger.node.rules.admin import admin_genesis_rules
 from vledger.tests.unit.node.tree_oracle import hash_at_of
@@ -75,12 +83,16 @@ def _ledger(kit: Any) -> list[Record]:
     return records
 
 
-def _receipt(records: list[Record], cosigners: list[tuple[SignerKey, int]], node_keys: NodeKeys | None) -> bytes:
+def _note(records: list[Record], cosigners: list[tuple[SignerKey, int]]) -> bytes:
     data = [r.encode() for r in records]
     body = Checkpoint(ORIGIN, len(data), _root(data)).body()
-    note = Note(body, (sign(body, HOME), *(cosign(body, w, t).note_signature() for w, t in cosigners))).encode()
+    return Note(body, (sign(body, HOME), *(cosign(body, w, t).note_signature() for w, t in cosigners))).encode()
+
+
+def _receipt(records: list[Record], cosigners: list[tuple[SignerKey, int]], node_keys: NodeKeys | None) -> bytes:
+    data = [r.encode() for r in records]
     proof = tree.inclusion_proof(2, len(data), hash_at_of([tree.leaf_hash(r) for r in data]))
-    return Receipt.of(data[2], proof, note, node_keys=node_keys).encode()
+    return Receipt.of(data[2], proof, _note(records, cosigners), node_keys=node_keys).encode()
 
 
 def _keys(records: list[Record], admin: SignerKey | None = ADMIN_HOME) -> ReceiptKeys:
@@ -218,3 +230,24 @@ def test_histories_follow_only_the_witnesses_given(admin: list[bytes]) -> None:
 def test_node_keys_leave_out_other_nodes_and_records_past_the_checkpoint(admin: list[bytes]) -> None:
     assert node_keys_of(admin, _admin_note(admin), nodes={"r1"}) is None
     assert node_keys_of(admin, _admin_note(admin[:2])) is None
+
+
+@pytest.mark.parametrize("cosigned", [{LEDGER: 4}, None])
+def test_a_replaced_key_s_later_line_past_until_never_makes_the_head_fresh(
+    kit: Any, ledger: list[Record], cosigned: dict[str, int] | None
+) -> None:
+    # r0's old key cosigned the checkpoint inside its window (counted), then its holder stamped
+    # a line after until: r0's newest, and so fresh_ms (PROTOCOL 11.4), must stay the first line.
+    admin = _admin(kit, R0_NEW.verifier().public_key.hex(), cosigned=cosigned)
+    evidence = node_keys_of(admin, _admin_note(admin))
+    inside, late = UNTIL // 1000 - 1, _after(600)
+    note = _note(ledger, [(WITNESSES[0], inside), (WITNESSES[0], late), (WITNESSES[1], late), (WITNESSES[2], inside)])
+    verified = verify_witnessed(note, _keys(ledger), node_keys=evidence)
+    assert verified.witnesses == ("local/witness/r0", "local/witness/r1", "local/witness/r2")
+    assert [c.timestamp for c in verified.newest] == [inside, late, inside]
+    assert verified_fresh_ms(verified, needed_witnesses(3)) == inside * 1000
+    # A later line by r0's new key is in force whatever its time: it is r0's newest.
+    renewed = _note(ledger, [(WITNESSES[0], inside), (R0_NEW, late), (WITNESSES[1], late), (WITNESSES[2], inside)])
+    verified = verify_witnessed(renewed, _keys(ledger), node_keys=evidence)
+    assert [c.timestamp for c in verified.newest] == [late, late, inside]
+    assert verified_fresh_ms(verified, needed_witnesses(3)) == late * 1000

@@ -47,7 +47,7 @@ from vledger.node.errors import (
 )
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, Record, decode_content, decode_record
-from vledger.node.rules.engine import RulesEngine
+from vledger.node.rules.engine import RulesEngine, check_new_rules
 from vledger.node.sealed import MAX_INFO_BYTES, is_sealed, seal, siv_encrypt, unseal
 from vledger.node.store import ChainStore
 from vledger.tools import cli, client_commands
@@ -147,7 +147,11 @@ class SimulatedNode:
         return {"commands": [{"name": "put", "args": "content nonce", "roles": ["admin"], "summary": "append"}]}
 
     def _ledger_create(self, args: dict[str, Any]) -> Any:
-        return self._receipt(self.store.create_ledger(self._entry(args)))
+        entry = self._entry(args)
+        check_new_rules(
+            entry.content.ledger, LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS).rules
+        )  # as a home
+        return self._receipt(self.store.create_ledger(entry))
 
     def _put(self, args: dict[str, Any]) -> Any:
         return self._receipt(self.store.append(self._entry(args)))
@@ -924,6 +928,15 @@ def test_donate_and_disburse(vledger: Run, node: SimulatedNode, tmp_path: Path) 
     code, _, err = vledger("donate", "zakat", "--donor-info", "x" * 1024, "--seal-key", str(key), *argv)
     assert code == 1 and "bad_seal" in err and "at most 1023" in err
     assert len(node.sent("put")) == sent
+
+
+@pytest.mark.parametrize(("given", "written"), [({}, 10_000), ({"max_holders": 3}, 3)])
+def test_the_python_client_writes_out_a_resources_ledgers_bound(
+    session: Session, node: SimulatedNode, given: dict[str, Any], written: int
+) -> None:
+    # Review r12, 5: only the CLI wrote the bound; a home now refuses a new genesis without it.
+    session.create_ledger("credits", LedgerRules(("issue", "transfer"), 0, {**RESOURCES_RULES, **given}))
+    assert node.contents()[0].payload["rules"]["max_holders"] == written
 
 
 def test_issue_and_transfer_from_the_callers_account(vledger: Run, node: SimulatedNode) -> None:

@@ -252,7 +252,7 @@ def test_the_head_is_the_largest_verified_note_and_junk_or_an_older_note_does_no
     checkpoint_key = replication.checkpoint_key("council")
     home = signers["ingest-1"]
     redis_client.set(checkpoint_key, home.sign("council", 100, bytes(32)).note)
-    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1")
+    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1", needed=1)
 
     # An ingest user writes junk there: no head, and an agreement is no longer "ok".
     redis_client.set(checkpoint_key, b"junk")
@@ -268,10 +268,10 @@ def test_the_head_is_the_largest_verified_note_and_junk_or_an_older_note_does_no
     redis_client.set(checkpoint_key, home.sign("council", 41, bytes(32)).note)
     replication.publish_cosignature("council", "replica-1", 100, home.sign("council", 100, bytes(32)).note)
     head = ledger_head(config, redis_client, "council")
-    assert head == LedgerHead(100, "ingest-1")
+    assert head == LedgerHead(100, "ingest-1", needed=1)
     # A larger note signed by a key no key file holds (a rekeyed ledger's) leaves the head uncertain upward.
     redis_client.set(checkpoint_key, signers["ingest-2"].sign("council", 120, bytes(32)).note)
-    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1", larger_unverified=True)
+    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1", larger_unverified=True, needed=1)
     assert stale_observers((stuck,), head, NOW) == ("observer-1",)
 
 
@@ -292,7 +292,7 @@ def test_the_head_says_since_when_a_witness_vouched_for_it(tmp_path: Path, redis
     )
     redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
     head = ledger_head(config, redis_client, "council")
-    assert head == LedgerHead(100, "ingest-1", since_ms=NOW - 60_000, fresh_ms=NOW - 60_000)
+    assert head == LedgerHead(100, "ingest-1", since_ms=NOW - 60_000, fresh_ms=NOW - 60_000, needed=1)
     stuck = _observer("observer-1", 40, NOW - 100)  # dated a moment ago, 60 records behind for a minute
     assert stale_observers((stuck,), head, NOW) == ("observer-1",)
     assert report_json(TallyReport("council", (stuck,), Verdict(AGREE, 40), {}, head=head))["head"]["since_ms"] == (
@@ -301,7 +301,7 @@ def test_the_head_says_since_when_a_witness_vouched_for_it(tmp_path: Path, redis
     # A line another key signed under replica-1's name is not the witness's time.
     forger = WitnessSigner(witness_name("local", "replica-1"), bytes(range(32)))
     replication.publish_cosignature("council", "replica-1", 100, forger.cosign(checkpoint, 0))
-    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1")
+    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1", needed=1)
 
 
 def test_one_witness_with_a_slow_clock_never_makes_current_observers_stale(tmp_path: Path, redis_client: Any) -> None:
@@ -316,7 +316,7 @@ def test_one_witness_with_a_slow_clock_never_makes_current_observers_stale(tmp_p
         cosignature = _witness(tmp_path, name).cosign(checkpoint, NOW // 1000 - behind_s)
         replication.publish_cosignature("council", name, 100, cosignature)
     head = ledger_head(config, redis_client, "council")
-    assert head == LedgerHead(100, "ingest-1", since_ms=NOW - 1_000, fresh_ms=NOW - 1_000)
+    assert head == LedgerHead(100, "ingest-1", since_ms=NOW - 1_000, fresh_ms=NOW - 1_000, needed=2)
     current = _observer("observer-1", 97, NOW - 100)  # signed a moment ago, a few records behind
     assert stale_observers((current,), head, NOW) == ()
     # Two of three cosigned long ago: the count behind it is stale whatever its date.
@@ -347,7 +347,7 @@ def test_the_head_follows_the_rotated_key_the_stream_s_rotation_proves(tmp_path:
     unproven = ledger_head(config, redis_client, "council")  # the stream holds no records yet
     assert unproven.size is None and unproven.problem is not None and "unverified_note" in unproven.problem
     replication.append("council", "ingest-1", 0, [data for _, data in store.range_raw("council")])
-    assert ledger_head(config, redis_client, "council") == LedgerHead(size, "ingest-1")
+    assert ledger_head(config, redis_client, "council") == LedgerHead(size, "ingest-1", needed=1)
     # The retired key signs past the rotation: not the key in force there.
     retired = HomeSigner("local", seed).sign("council", size, store.root("council", size)).note
     redis_client.set(checkpoint_key, retired)
@@ -367,7 +367,7 @@ def test_a_note_signed_by_the_standby_counts_only_with_an_epoch_line(tmp_path: P
     refused = ledger_head(config, redis_client, "council")
     assert refused.size is None and refused.problem is not None and "ingest-2's key: bad_epoch" in refused.problem
     redis_client.set(checkpoint_key, standby.sign("council", 100, bytes(32), ("vledger-epoch 2 ingest-2",)).note)
-    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-2")
+    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-2", needed=1)
 
 
 def test_re_cosignings_keep_the_head_fresh_and_an_observer_behind_it_stale(tmp_path: Path, redis_client: Any) -> None:
@@ -384,7 +384,7 @@ def test_re_cosignings_keep_the_head_fresh_and_an_observer_behind_it_stale(tmp_p
         cosigned = _witness(tmp_path, name).cosign(checkpoint, first)
         replication.publish_cosignature("council", name, 100, cosigned)
     quiet = ledger_head(config, redis_client, "council")
-    assert quiet == LedgerHead(100, "ingest-1", since_ms=first * 1000, fresh_ms=first * 1000)
+    assert quiet == LedgerHead(100, "ingest-1", since_ms=first * 1000, fresh_ms=first * 1000, needed=2)
     assert head_stale(quiet, NOW, 10_000, 300_000)  # nobody vouched for an hour: a frozen view
     agreeing = _observer("observer-1", 99, NOW - 100)
     assert agreeing.checked is not None and agreeing.checked.snapshot is not None
@@ -404,7 +404,7 @@ def test_re_cosignings_keep_the_head_fresh_and_an_observer_behind_it_stale(tmp_p
             "council", name, 100, _witness(tmp_path, name).cosign_again(note, NOW // 1000 - 5)
         )
     head = ledger_head(config, redis_client, "council")
-    assert head == LedgerHead(100, "ingest-1", since_ms=first * 1000, fresh_ms=NOW - 5_000)
+    assert head == LedgerHead(100, "ingest-1", since_ms=first * 1000, fresh_ms=NOW - 5_000, needed=2)
     assert not head_stale(head, NOW, 10_000, 300_000)
     assert head_stale(head, NOW + 306_000, 10_000, 300_000)  # past the interval and the grace
     stuck = _observer("observer-2", 40, NOW - 100)  # dated a moment ago, behind for an hour

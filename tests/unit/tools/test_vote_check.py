@@ -93,7 +93,7 @@ def test_a_proven_check_says_since_when_its_witnesses_vouch_and_stale_past_the_i
     assert [c.timestamp for c in proven.newest] == [again, again, first]
     check = VoterCheck(LEDGER, Ref(4, bytes(32)), (), None, proven)
     for now_s, stale in ((again + 309, False), (again + 311, True)):
-        freshness = Freshness(now_s * 1000, 300_000)
+        freshness = Freshness(now_s * 1000, 300_000, 2)
         assert freshness.fresh_ms(proven) == again * 1000 and freshness.stale(proven) is stale
         print_vote_check([check], "replica-1", "E-0", as_json=True, freshness=freshness)
         shown = json.loads(capsys.readouterr().out)["ledgers"][0]["checkpoint"]

@@ -86,10 +86,10 @@ function parseCheckpoint(text) {
 
 // 13.5: the log key's Ed25519 signature over the text, and each witness's cosignature/v1 over
 // "cosignature/v1\ntime <T>\n" || text. Returns {checkpoint, logOk, cosigned: [{name, key, time, ok,
-// oldest, newest}]}: one entry per witness key, its first line's (`time`, `ok`); a witness that
-// cosigned a quiet ledger again (10.7) has more lines, and `oldest` and `newest` are the times of
-// its lines that verified (11.4's since_ms and fresh_ms); a later line that does not verify is
-// not counted (13.2 skips it), never a reason to refuse the note.
+// times}]}: one entry per witness key, its first line's (`time`, `ok`); a witness that cosigned a
+// quiet ledger again (10.7) has more lines, and `times` are those of its lines that verified
+// (11.4's since_ms and fresh_ms, once linesInForce judged each); a later line that does not verify
+// is not counted (13.2 skips it), never a reason to refuse the note.
 async function verifyCheckpointNote(note, logKey, witnessKeys) {
   const { text, lines } = parseNote(note);
   const body = utf8.encode(text);
@@ -108,11 +108,8 @@ async function verifyCheckpointNote(note, logKey, witnessKeys) {
     const message = concat(utf8.encode(`cosignature/v1\ntime ${time}\n`), body);
     const ok = await verifyEd25519(key.publicKey, line.signature.slice(8), message);
     const first = cosigned.find((c) => c.key === key);
-    if (!first) cosigned.push({ name: key.name, key, time, ok, oldest: ok ? time : null, newest: ok ? time : null });
-    else if (ok) {
-      first.oldest = first.oldest === null || time < first.oldest ? time : first.oldest;
-      first.newest = first.newest === null || time > first.newest ? time : first.newest;
-    }
+    if (!first) cosigned.push({ name: key.name, key, time, ok, times: ok ? [time] : [] });
+    else if (ok) first.times.push(time);
   }
   return { checkpoint, logOk, cosigned };
 }
@@ -620,7 +617,7 @@ async function checkedCheckpoint(ledger, keys) {
   if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
   const n = shown.node_keys;
   const nodeKeys = n && typeof n.checkpoint === "string" ? { checkpoint: n.checkpoint, rotations: parseProven(n.rotations, "node keys") } : null;
-  return { ...seen, nodeKeys, recosign: keys.recosign };
+  return { ...seen, nodeKeys, recosign: keys.recosign, needed: neededWitnesses(distinctWitnesses(keys.witnesses)) };
 }
 
 // The rotations of `ledger`'s witnesses and observers that the node keys of its checkpoint
@@ -671,6 +668,33 @@ function cosignatureOutOfForce(time, size, ledger, rotated, i) {
     return { skipped: `${why}, on ${size} records, past the ${replacing.cosigned.get(ledger)} its rotation says that key had cosigned` };
   }
   return {};
+}
+
+// A verified cosignature entry `c` (verifyCheckpointNote's) with what judges its lines (16.6):
+// `rotated`, the proven later generations of its witness (provenRotations' `later`, none when
+// not proven), and `i`, the generation of its key (a held key is generation 0 unless they name it).
+function witnessEntry(c, rotations) {
+  const rotated = rotations.proven ? rotations.later.filter((l) => l.key.name === c.name) : [];
+  return { c, rotated, i: rotated.findIndex((l) => hexOf(l.key.publicKey) === hexOf(c.key.publicKey)) + 1 };
+}
+
+// Per witness name, the oldest and newest times (POSIX seconds) of its lines that count on a
+// checkpoint of `size` records of `ledger`: each line of every one of `entries` (witnessEntry's)
+// judged by cosignatureOutOfForce as a first line is (14.3 step 7, 16.6), so that a line its
+// replaced key stamped at or after its rotation's until, or on a checkpoint past what that key
+// had cosigned, is never its oldest nor its newest (11.4: whoever holds the replaced keys of a
+// majority kept a frozen view fresh, review r11 D). A witness with no such line is left out.
+function linesInForce(entries, size, ledger) {
+  const by = new Map();
+  for (const { c, rotated, i } of entries) {
+    for (const t of c.times) {
+      const out = cosignatureOutOfForce(t, size, ledger, rotated, i);
+      if (out.refused || out.skipped) continue;
+      const had = by.get(c.name) || { oldest: t, newest: t };
+      by.set(c.name, { oldest: t < had.oldest ? t : had.oldest, newest: t > had.newest ? t : had.newest });
+    }
+  }
+  return by;
 }
 
 // Each observer's latest signed tally in the gateway's /api/ledgers/<ledger>/tally answer,
@@ -748,33 +772,62 @@ async function checkTallies(ledger, answer, anchors, rotations = { proven: false
   return checked;
 }
 
-// The time (ms) by which a majority of the witnesses whose cosignature times are `times` had
-// cosigned (PROTOCOL 11.4, node/cosigning.py's quorum_since_ms): the n // 2 + 1-th oldest of n;
-// null for none.
-function quorumSinceMs(times) {
-  const ordered = [...times].sort((a, b) => a - b);
-  return ordered.length ? ordered[Math.floor(ordered.length / 2)] : null;
+// How many witnesses the keys `keys` are (13.5 step 1): names whose keys share a public key
+// (directly or through a chain of them) are one, and one name's generations are one.
+function distinctWitnesses(keys) {
+  const parent = new Map(), owner = new Map();
+  const root = (name) => { while (parent.get(name) !== name) name = parent.get(name); return name; };
+  for (const key of keys) {
+    if (!parent.has(key.name)) parent.set(key.name, key.name);
+    const hex = hexOf(key.publicKey);
+    if (!owner.has(hex)) owner.set(hex, key.name);
+    const [low, high] = [root(key.name), root(owner.get(hex))].sort();
+    parent.set(high, low);
+  }
+  return new Set([...parent.keys()].map(root)).size;
 }
 
-// The time (ms) since which a majority of the witnesses whose newest cosignature times are
-// `times` have vouched (11.4, node/cosigning.py's quorum_fresh_ms): the n // 2 + 1-th newest of n;
-// null for none.
-function quorumFreshMs(times) {
-  const ordered = [...times].sort((a, b) => a - b);
-  return ordered.length ? ordered[Math.floor((ordered.length - 1) / 2)] : null;
+// How many of `trusted` distinct witnesses a head's age is judged over (11.4, node/cosigning.py's
+// needed_witnesses): `quorum` or a majority of them, the larger; 0 when none is trusted. Counting
+// the lines a note carries let a gateway pick them: 2 colluders' fresh lines and 1 honest old one
+// of 5 witnesses had a fresh median (review r12).
+function neededWitnesses(trusted, quorum = 0) {
+  return trusted > 0 ? Math.max(quorum, Math.floor(trusted / 2) + 1) : 0;
 }
 
-// What a checkpoint checkedCheckpoint verified (`seen`) says of its age, over the witnesses whose
-// lines verified: its size; `since`, when a majority of them had vouched for it (ms, 11.4's
-// since_ms: the n // 2 + 1-th oldest of their first times, so that no one witness's clock decides;
-// a count behind it for longer is stale whatever at_ms its observer claims); `fresh`, since when a
-// majority of them vouch for it still (11.4's fresh_ms, of each one's newest line: witnesses cosign
-// a quiet ledger's checkpoint again, 10.7, so an old one is an old view); and `recosign`, the
-// interval it is judged by (ledgerKeys).
-function vouched(seen) {
-  const ok = seen.cosigned.filter((c) => c.ok);
-  return { size: seen.checkpoint.size, since: quorumSinceMs(ok.map((c) => Number(c.oldest) * 1000)),
-    fresh: quorumFreshMs(ok.map((c) => Number(c.newest) * 1000)), recosign: seen.recosign };
+// The time (ms) by which `needed` trusted witnesses, whose cosignature times are `times`, had
+// cosigned (PROTOCOL 11.4, node/cosigning.py's quorum_since_ms): the needed-th oldest; null for
+// fewer times (or `needed` 0).
+function quorumSinceMs(times, needed) {
+  const ordered = [...times].sort((a, b) => a - b);
+  return needed > 0 && needed <= ordered.length ? ordered[needed - 1] : null;
+}
+
+// The time (ms) since which `needed` trusted witnesses, whose newest cosignature times are
+// `times`, have vouched (11.4, node/cosigning.py's quorum_fresh_ms): the needed-th newest; null
+// for fewer times (or `needed` 0).
+function quorumFreshMs(times, needed) {
+  const ordered = [...times].sort((a, b) => b - a);
+  return needed > 0 && needed <= ordered.length ? ordered[needed - 1] : null;
+}
+
+// What a checkpoint checkedCheckpoint verified (`seen`) says of its age, over a majority of the
+// witnesses the page trusts (`seen.needed`, neededWitnesses of the keys it checked with: the
+// anchors' and the genesis', else the gateway's), never over the lines the gateway chose to
+// show, each by its lines that verified and count (linesInForce, with the witness key rotations
+// `rotations` proves, provenRotations'): its size; `since`, when that many had vouched for it
+// (ms, 11.4's since_ms: the needed-th oldest of their first times, so that fewer clocks never
+// decide; a count behind it for longer is stale whatever at_ms its observer claims); `fresh`,
+// since when that many vouch for it still (11.4's fresh_ms, of each one's newest line:
+// witnesses cosign a quiet ledger's checkpoint again, 10.7, so an old one is an old view; null,
+// fewer vouched: stale); `needed`; and `recosign`, the interval it is judged by (ledgerKeys).
+function vouched(seen, rotations = { proven: false, later: [] }) {
+  const { origin, size } = seen.checkpoint;
+  const entries = seen.cosigned.filter((c) => c.ok).map((c) => witnessEntry(c, rotations));
+  const times = [...linesInForce(entries, size, origin.slice(origin.lastIndexOf("/") + 1)).values()];
+  return { size, since: quorumSinceMs(times.map((t) => Number(t.oldest) * 1000), seen.needed),
+    fresh: quorumFreshMs(times.map((t) => Number(t.newest) * 1000), seen.needed), needed: seen.needed,
+    recosign: seen.recosign };
 }
 
 // The ledger's checkpoint the gateway serves, checked here as vote.html checks one (with the
@@ -790,9 +843,9 @@ async function checkedHead(ledger, anchors) {
     const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors));
     if (seen.logOk) rotations = await provenRotations(seen, anchors);
     if (!seen.logOk || seen.cosigned.some((c) => !c.ok)) throw new Error("its signatures did NOT verify");
-    return { ...vouched(seen), rotations };
+    return { ...vouched(seen, rotations), rotations };
   } catch (e) {
-    return { size: null, since: null, fresh: null, recosign: RECOSIGN_INTERVAL_MS, problem: e.message, rotations };
+    return { size: null, since: null, fresh: null, needed: 0, recosign: RECOSIGN_INTERVAL_MS, problem: e.message, rotations };
   }
 }
 
@@ -807,12 +860,14 @@ const MAX_CLOCK_SKEW_MS = 60000;
 const RECOSIGN_INTERVAL_MS = 300000;
 
 // Whether the checkpoint verified here (checkedHead's `head`) is **stale** (11.4): a majority of
-// its witnesses last vouched for it (`fresh`) more than the recosign interval plus STALE_AFTER_MS
-// before `nowMs` (this computer's clock). Witnesses cosign a growing ledger's new checkpoints and
-// a quiet one's again, so a live gateway's never gets that old; a frozen one's does. A head no
-// witness cosigned is not judged here (the page warns of it anyway).
+// the trusted witnesses last vouched for it (`fresh`) more than the recosign interval plus
+// STALE_AFTER_MS before `nowMs` (this computer's clock), or fewer of them vouched at all (`fresh`
+// null while `needed` is not 0: a gateway stripping lines). Witnesses cosign a growing ledger's
+// new checkpoints and a quiet one's again, so a live gateway's never gets that old; a frozen
+// one's does. With no witness trusted, nothing is judged (the page warns of it anyway).
 function headStale(head, nowMs = Date.now()) {
-  if (head.size === null || head.fresh === null || head.fresh === undefined) return false;
+  if (head.size === null || !head.needed) return false;
+  if (head.fresh === null || head.fresh === undefined) return true;
   return nowMs - head.fresh > head.recosign + STALE_AFTER_MS;
 }
 
@@ -833,7 +888,11 @@ function headRecheck(head, nowMs = Date.now()) {
 // What a visitor can tell of the checkpoint's age (checkedHead's `head`): since when a majority
 // of its witnesses vouch for it, against this computer's clock, and STALE past headStale's limit.
 function cosignedText(head, nowMs = Date.now()) {
-  if (head.size === null || head.fresh === null) return "";
+  if (head.size === null) return "";
+  if (head.fresh === null) {
+    return headStale(head, nowMs) ? `STALE: fewer than ${head.needed} of the trusted witnesses vouched for the ` +
+      `checkpoint verified here (${head.size} records): this gateway shows an old view, or strips their lines.` : "";
+  }
   const ago = Math.max(0, Math.round((nowMs - head.fresh) / 1000));
   const text = `The checkpoint verified here holds ${head.size} records; a majority of its witnesses last vouched for it at ` +
     `${new Date(head.fresh).toISOString()}, ${ago} s before this computer's clock.`;
@@ -970,7 +1029,7 @@ window.vledger = {
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, checkedVerdict, statedLaterKeys,
   withheldObservers, withheldText,
-  heldWitnessRotations,
+  heldWitnessRotations, witnessEntry, linesInForce,
   provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, quorumSinceMs, STALE_AFTER_MS,
-  quorumFreshMs, headStale, RECOSIGN_INTERVAL_MS, vouched, staleHeadText, headRecheck,
+  quorumFreshMs, headStale, RECOSIGN_INTERVAL_MS, vouched, staleHeadText, headRecheck, distinctWitnesses, neededWitnesses,
 };

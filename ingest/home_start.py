@@ -1,0 +1,370 @@
+"""A home's start-up check: how far each ledger it homes went, asked of the cluster, not only of Redis.
+
+A home put back from an older copy of its store (README's ``cp -a`` backup), while Redis lost
+its data too, once signed a second tree of a size it had already signed (outsider 26 I6, I8:
+a fork, and a revoked key writing again). Nothing trusted where the answer came from: the
+cure is the transparency log's rule that a log never signs two trees. Before the node rebuilds
+accounts or takes a write, :func:`start_check` asks every other node (replicas, standbys,
+observers: the ``checkpoint`` command, PROTOCOL 6.1, over CURVE with this node's key) for its
+newest checkpoint of each ledger this node homes, within one short overall deadline. A note
+counts only when this home's key signed it (its key chain's: ``CheckpointKeys``); Redis's
+latest note and the witnesses' are read too.
+
+- A note proves a larger tree than the store holds: the store is behind. :func:`heal` fetches
+  the missing records from a node whose tree at that size has that root (its inclusion proof),
+  checks their tree against the signed root before the store takes them (which checks each as
+  the chain's next), and keeps a copy of the file as it was (``<store>.broken-<time>``). When it
+  cannot, the ledger is refused with an alert naming ``vledger repair``; the admin ledger
+  (whose accounts every node takes) stops the node with exit 65 instead.
+- Redis's latest note contradicts a checkpoint this home signed and a quorum of the cluster's
+  witnesses cosigned, which the store holds (a note of a fork, left in Redis by a home that was
+  then repaired): that checkpoint replaces it and the note is kept as evidence (PROTOCOL 10.7).
+- Nobody answers (a one-node cluster, or the whole cluster starting): the node starts on its
+  store and Redis alone, with a warning; README's backup section says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..broker.client import Client, node_address
+from ..broker.keys import KeyPair
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..broker.signing import witness_keys
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
+from ..node.checkpoint_log import EVIDENCE, SIGNED, KeptCheckpoint
+from ..node.errors import (
+    NodeUnavailableError,
+    NoteError,
+    StoreContradictsCheckpointError,
+    StoreDamagedError,
+    VledgerError,
+)
+from ..node.note import origin_for
+from ..node.rules.admin import ADMIN_LEDGER
+from ..node.store import ChainStore
+from ..node.storefile import DB_NAME
+from ..node.tree import Frontier, leaf_hash
+from ..node.witness import CheckpointKeys, SignedCheckpoint
+from .store_sources import (
+    Sources,
+    choose_source,
+    default_quorum,
+    epoch_log_keys,
+    fetch,
+    listening,
+    quorum_checkpoint,
+)
+from .witness import check_holds
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT = 10.0  # seconds a source may take per page once it proved the tree (it answered the check)
+
+
+@dataclass(slots=True)
+class StartCheck:
+    """What the cluster said of the ledgers a home starts with."""
+
+    asked: list[str]
+    answered: list[str] = field(default_factory=list)
+    notes: dict[str, list[bytes]] = field(default_factory=dict)  # ledger -> notes, the nodes' then Redis's
+    redis_latest: dict[str, bytes] = field(default_factory=dict)  # ledger -> Redis's latest checkpoint note
+    elapsed_ms: int = 0
+
+
+def homed_ledgers(config: ClusterConfig, name: str, store: ChainStore, announced: Iterable[str]) -> list[str]:
+    """The ledgers ``name`` homes by the cluster file: those its store holds or Redis announces,
+    and the admin ledger if it is its home (a store put back from before the admin ledger)."""
+    wanted = {*store.ledgers(), *announced}
+    if config.home_of(ADMIN_LEDGER).name == name:
+        wanted.add(ADMIN_LEDGER)
+    return sorted(ledger for ledger in wanted if config.home_of(ledger).name == name)
+
+
+def _ask_one(
+    config: ClusterConfig, keys: KeyPair, node: str, ledgers: list[str], deadline: float
+) -> list[bytes] | None:
+    """``node``'s newest checkpoint note of each of ``ledgers`` it has one of; None when it did not answer."""
+    timeout = deadline - time.monotonic()
+    if timeout <= 0:
+        return None
+    notes: list[bytes] = []
+    # A port nobody holds refuses at once (a whole cluster starting: the others are not up yet),
+    # where a CURVE request would wait out the deadline.
+    if not listening(config.node(node).endpoint, min(timeout, 1.0)):
+        return None
+    try:
+        address = node_address(config, node)
+    except (OSError, VledgerError):  # no key file of it here: nobody to ask
+        return None
+    with Client(address, keys, timeout=timeout, max_message_bytes=config.ingest.max_message_bytes) as client:
+        for ledger in ledgers:
+            if time.monotonic() >= deadline:
+                break
+            try:
+                answer = client.call("checkpoint", {"ledger": ledger})
+            except NodeUnavailableError:
+                return notes or None
+            except VledgerError:  # not_found, or a refusal: it answered, with no note
+                continue
+            note = answer.get("checkpoint") if isinstance(answer, dict) else None
+            if isinstance(note, bytes):
+                notes.append(note)
+    return notes
+
+
+def ask_cluster(
+    config: ClusterConfig,
+    name: str,
+    keys: KeyPair,
+    ledgers: list[str],
+    replication: ReplicationLedger,
+    deadline_s: float,
+) -> StartCheck:
+    """Every other node's newest checkpoints of ``ledgers``, each node asked at once on a thread
+    of its own, all within ``deadline_s`` seconds; then Redis's (a Redis down adds none)."""
+    others = [n.name for n in config.nodes.values() if n.name != name and n.role != "verifier"]
+    check = StartCheck(asked=others, notes={ledger: [] for ledger in ledgers})
+    started = time.monotonic()
+    if others and ledgers:
+        deadline = started + deadline_s
+        with ThreadPoolExecutor(max_workers=len(others), thread_name_prefix=f"{name}-start-check") as pool:
+            answers = dict(
+                zip(others, pool.map(lambda n: _ask_one(config, keys, n, ledgers, deadline), others), strict=True)
+            )
+        for node, notes in answers.items():
+            if notes is None:
+                continue
+            check.answered.append(node)
+            for note in notes:
+                for ledger in ledgers:  # which ledger a note is of: its origin line says
+                    if note.startswith(origin_for(config.name, ledger).encode() + b"\n"):
+                        check.notes[ledger].append(note)
+    try:
+        check.redis_latest = {ledger: note for ledger, note in replication.checkpoints().items() if ledger in ledgers}
+        for ledger in ledgers:
+            check.notes[ledger].extend(replication.cosignatures(ledger).values())
+    except REDIS_ERRORS as e:
+        log.warning("start check: Redis unavailable (%s): only the other nodes' checkpoints count", e)
+    for ledger, note in check.redis_latest.items():
+        check.notes[ledger].append(note)
+    check.elapsed_ms = int((time.monotonic() - started) * 1000)
+    return check
+
+
+def largest_signed(keys: CheckpointKeys, ledger: str, notes: Iterable[bytes]) -> SignedCheckpoint | None:
+    """The largest checkpoint among ``notes`` that this home's key chain verifies; None if none does."""
+    best: SignedCheckpoint | None = None
+    for note in notes:
+        try:
+            checkpoint = keys.check(ledger, note)
+        except NoteError:
+            continue
+        if best is None or checkpoint.size > best.size:
+            best = checkpoint
+    return best
+
+
+def keep_evidence_copy(store: ChainStore, stamp: str) -> Path:
+    """A copy of the store's file as it is now, beside it as ``<store>.broken-<stamp>`` (SQLite's
+    online backup: the store is open), before a heal adds to it."""
+    directory = store.directory
+    kept = directory.with_name(f"{directory.name}.broken-{stamp}")
+    kept.mkdir()
+    with (
+        contextlib.closing(sqlite3.connect(f"file:{directory / DB_NAME}?mode=ro", uri=True)) as source,
+        contextlib.closing(sqlite3.connect(kept / DB_NAME)) as target,
+    ):
+        source.backup(target)
+    return kept
+
+
+def heal(store: ChainStore, sources: Sources, candidates: list[str], target: SignedCheckpoint, page: int) -> str:
+    """Bring ``target.ledger`` in ``store`` up to ``target`` (a checkpoint this home signed) from the
+    first of ``candidates`` whose tree at its size has its root; the source's name. The records
+    make the signed root with the store's own tree before the store takes them, and the store
+    takes each only as the chain's next. Raises VledgerError (nothing added) otherwise."""
+    ledger = target.ledger
+    source = choose_source(sources, candidates, ledger, target.size, target.root)
+    held = store.size(ledger)
+    frontier = Frontier()
+    with contextlib.suppress(VledgerError):  # a ledger the store does not hold yet starts empty
+        frontier = store.frontier(ledger)
+    records = []
+    for data, record in fetch(sources, source, ledger, target.size, page, start=held):
+        frontier.append(leaf_hash(data))
+        records.append(record)
+    if frontier.size != target.size or frontier.root() != target.root:
+        raise StoreContradictsCheckpointError(
+            f"the {len(records)} records {source} sent after this store's {held} do not make the tree of "
+            f"the checkpoint of size {target.size} this home signed (its store's tail is not that tree's)",
+            ledger=ledger,
+            height=target.size - 1,
+        )
+    store.append_records(records)
+    return source
+
+
+@dataclass(slots=True)
+class StartOutcome:
+    """What the start check did: ledgers healed (ledger -> source), refused (ledger -> why),
+    Redis notes replaced (ledger -> the contradicted note), and the evidence copy if one was made."""
+
+    healed: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, StoreContradictsCheckpointError] = field(default_factory=dict)
+    replaced: dict[str, bytes] = field(default_factory=dict)
+    kept: Path | None = None
+
+
+def start_check(
+    config: ClusterConfig,
+    name: str,
+    keys: KeyPair,
+    store: ChainStore,
+    own: CheckpointKeys,
+    replication: ReplicationLedger,
+    clock: float | None = None,
+) -> tuple[StartCheck, StartOutcome]:
+    """The home's start-up check (see the module's docstring). Raises StoreDamagedError when
+    the admin ledger is behind a checkpoint this home signed and cannot be healed."""
+    try:
+        announced = replication.ledgers()
+    except REDIS_ERRORS:
+        announced = {}
+    ledgers = homed_ledgers(config, name, store, announced)
+    check = ask_cluster(config, name, keys, ledgers, replication, config.ingest.start_check_ms / 1000)
+    outcome = StartOutcome()
+    if ledgers and check.asked and not check.answered:
+        log.warning(
+            "ingest node %s: no other node answered within %d ms: it starts on its store and Redis alone "
+            "(a store put back from a backup is not checked against the cluster)",
+            name,
+            check.elapsed_ms,
+        )
+    elif ledgers:
+        log.info(
+            "ingest node %s: start check of %d ledgers: %d of %d nodes answered in %d ms",
+            name,
+            len(ledgers),
+            len(check.answered),
+            len(check.asked),
+            check.elapsed_ms,
+        )
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock if clock is not None else time.time()))
+    followers_first = sorted(check.answered, key=lambda n: config.node(n).role not in FOLLOWER_ROLES)
+    sources = Sources(config, keys, FETCH_TIMEOUT)
+    try:
+        for ledger in ledgers:
+            target = largest_signed(own, ledger, check.notes[ledger])
+            held = store.size(ledger)
+            if target is None or target.size <= held:
+                continue
+            log.warning(
+                "ingest node %s: its store holds %d records of %s, but a checkpoint of size %d signed with its key "
+                "is in the cluster: its store is behind (put back from a copy?), healed before it serves",
+                name,
+                held,
+                ledger,
+                target.size,
+            )
+            try:
+                if outcome.kept is None:
+                    outcome.kept = keep_evidence_copy(store, stamp)
+                outcome.healed[ledger] = heal(store, sources, followers_first, target, config.ingest.page_size)
+            except (VledgerError, OSError, sqlite3.Error) as e:
+                why = e.message if isinstance(e, VledgerError) else str(e)
+                outcome.refused[ledger] = StoreContradictsCheckpointError(
+                    f"the store holds {held} records, but a checkpoint of size {target.size} signed with this "
+                    f"home's key is in the cluster, and it could not be healed ({why}): rebuild it with "
+                    f"`vledger repair {name} --restart`",
+                    ledger=ledger,
+                    height=target.size - 1,
+                )
+                continue
+            log.warning(
+                "ingest node %s: %s healed to %d records from %s (its store as it was is kept at %s)",
+                name,
+                ledger,
+                target.size,
+                outcome.healed[ledger],
+                outcome.kept,
+            )
+    finally:
+        sources.close()
+    if ADMIN_LEDGER in outcome.refused:
+        raise StoreDamagedError(f"{name}: {outcome.refused[ADMIN_LEDGER].message}")
+    _replace_forked_notes(config, name, store, own, replication, check, outcome)
+    return check, outcome
+
+
+def _replace_forked_notes(
+    config: ClusterConfig,
+    name: str,
+    store: ChainStore,
+    own: CheckpointKeys,
+    replication: ReplicationLedger,
+    check: StartCheck,
+    outcome: StartOutcome,
+) -> None:
+    """Replace Redis's latest note of a ledger when a checkpoint this home signed and a quorum of the
+    cluster's witnesses cosigned, held by the store, contradicts it (PROTOCOL 10.7): a note of a
+    fork, which else would keep the repaired home refusing the ledger for ever (outsider 26 I6)."""
+    witnesses = witness_keys(config)
+    if not witnesses:
+        return
+    quorum = default_quorum(len(witnesses))
+    for ledger, note in check.redis_latest.items():
+        if ledger in outcome.refused:
+            continue
+        try:
+            latest = own.check(ledger, note)
+        except NoteError:
+            continue  # proves nothing: the outbox's next checkpoint overwrites it
+        try:
+            check_holds(store, KeptCheckpoint(ledger, SIGNED, latest.size, latest.root, note, 0))
+            continue  # the store holds it: no contradiction
+        except StoreContradictsCheckpointError:
+            pass
+        try:
+            proven = quorum_checkpoint(
+                ledger,
+                check.notes[ledger],
+                epoch_log_keys(config, ledger, name),
+                origin_for(config.name, ledger),
+                witnesses,
+                quorum,
+            )
+            check_holds(store, KeptCheckpoint(ledger, SIGNED, proven.checkpoint.size, proven.checkpoint.root, b"", 0))
+        except VledgerError:
+            continue  # no proof the note is the fork's: the store stays refused
+        if proven.checkpoint.size < latest.size:
+            continue  # a larger note than the proven one: the store is behind it, not past a fork
+        store.checkpoints.keep(ledger, EVIDENCE, latest.size, latest.root, note)
+        try:
+            replication.set_checkpoints({ledger: proven.note})
+        except REDIS_ERRORS as e:
+            log.warning("ingest node %s: Redis unavailable (%s): its forked note of %s stays there", name, e, ledger)
+            continue
+        outcome.replaced[ledger] = note
+        log.warning(
+            "ingest node %s: Redis's latest checkpoint of %s (size %d) contradicts the checkpoint of size %d "
+            "%d witnesses cosigned, which its store holds: replaced by it, the other note kept as evidence",
+            name,
+            ledger,
+            latest.size,
+            proven.checkpoint.size,
+            len(proven.witnesses),
+        )
+
+
+def published_without(notes: Mapping[str, list[bytes]], replaced: Mapping[str, bytes]) -> dict[str, list[bytes]]:
+    """``notes`` without each ledger's note the start check replaced in Redis."""
+    return {ledger: [n for n in published if n != replaced.get(ledger)] for ledger, published in notes.items()}

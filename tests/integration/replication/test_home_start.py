@@ -1,0 +1,210 @@
+"""A home put back from a copy of its store (README's ``cp -a`` backup) on real processes and a
+real Redis: at start it asks the cluster how far its ledgers went and heals before it serves,
+so it never signs a second tree (outsider 26 I6, I7, I8); a Redis note of a fork does not keep
+a repaired home refused; and a home nobody answers starts within the check's deadline.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from vledger.broker.redis_server import connect
+from vledger.broker.signing import load_signing_key, signing_key_paths
+from vledger.node.errors import NodeUnavailableError, RemoteError
+from vledger.node.witness import HomeSigner
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis, wait_until
+from vledger.tests.integration.replication.test_witnessed import (
+    CLUSTER,
+    LEDGER,
+    WAIT,
+    alerts,
+    put,
+    repl,
+    size,
+    wait_cosigned,
+)
+
+HOME = "ingest-1"  # the home of LEDGER and of the admin ledger
+
+
+def _backup(cluster: LocalCluster) -> Path:
+    """A copy of the home's store taken while it is stopped (README's backup), the home started again."""
+    assert cluster.stop_node(HOME) == 0
+    copy = cluster.directory / "backup"
+    shutil.copytree(cluster.store_dir(HOME), copy, symlinks=True)
+    cluster.start_node(HOME)
+    return copy
+
+
+def _put_back(cluster: LocalCluster, copy: Path, *, lose_redis: bool) -> None:
+    """Stop the home, put the copy back in place of its store (and empty Redis's database)."""
+    assert cluster.stop_node(HOME) == 0
+    shutil.rmtree(cluster.store_dir(HOME))
+    shutil.copytree(copy, cluster.store_dir(HOME), symlinks=True)
+    if lose_redis:
+        client = connect(cluster.cluster_redis_url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+
+
+def _admin_size(cluster: LocalCluster, node: str = HOME) -> int:
+    return int(cluster.admin(node).call("size", {"ledger": "admin"})["size"])
+
+
+def _wait_replicas_hold_admin(cluster: LocalCluster) -> int:
+    total = _admin_size(cluster)
+    for replica in cluster.replica_names:
+        wait_until(lambda r=replica: _admin_size(cluster, r) >= total, WAIT, f"{replica} holds admin at {total}")
+    return total
+
+
+def test_a_home_put_back_from_a_copy_while_redis_lost_its_data_heals_and_never_forks(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 10)
+    copy = _backup(cluster)
+    put(cluster, 5, phase="after the copy")  # acknowledged, and held and cosigned by both replicas
+    total = size(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total)
+    honest = list(cluster.admin().records(LEDGER))
+
+    _put_back(cluster, copy, lose_redis=True)
+    cluster.start_node(HOME)
+    # Before it serves, its store holds every record the cluster saw: none is placed twice at a height.
+    assert size(cluster) == total
+    assert list(cluster.admin().records(LEDGER)) == honest
+    put(cluster, 1, phase="after the restore")
+    assert size(cluster) == total + 1
+    wait_cosigned(cluster, cluster.replica_names, total + 1)  # the witnesses cosign it: no fork
+    log = cluster.log_text(HOME)
+    assert f"{LEDGER} healed to {total} records from replica-" in log
+    kept = [p for p in cluster.store_dir(HOME).parent.iterdir() if p.name.startswith(f"{HOME}.broken-")]
+    assert len(kept) == 1  # the store as it was put back, kept as evidence
+    assert not [a for a in alerts(cluster) if a["what"] in ("signed_fork", "equivocation", "record_conflict")]
+
+
+def test_the_admin_home_put_back_from_a_copy_heals_its_admin_ledger_or_stops_with_65(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    copy = _backup(cluster)
+    cluster.add_account("carol", "writer")  # after the copy: only the cluster knows carol
+    total = _wait_replicas_hold_admin(cluster)
+
+    # Redis intact (it caches the longer admin ledger): it heals rather than exit 1 for ever.
+    _put_back(cluster, copy, lose_redis=False)
+    cluster.start_node(HOME)
+    assert _admin_size(cluster) == total
+    assert cluster.client("carol").call("whoami", {})["account"] == "carol"
+
+    # With no node to heal from, it stops for good (65), raises store_damaged and names the fix.
+    _put_back(cluster, copy, lose_redis=False)
+    for replica in cluster.replica_names:
+        assert cluster.stop_node(replica) == 0
+    cluster._launch(HOME)
+    process = cluster.node(HOME).process
+    assert process is not None
+    assert process.wait(timeout=60) == 65
+    tail = cluster.log_text(HOME).rsplit("--- start", 1)[-1]
+    assert f"vledger repair {HOME} --restart" in tail
+    damaged = [a for a in alerts(cluster) if a["what"] == "store_damaged" and a["node"] == HOME]
+    assert damaged and f"vledger repair {HOME} --restart" in damaged[-1]["detail"]
+
+
+def test_a_revoked_key_stays_revoked_when_the_admin_home_is_put_back_while_redis_lost_its_data(
+    start_cluster: Any,
+) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    carol = cluster.add_account("carol", "writer")
+    copy = _backup(cluster)  # carol's key active in the copy
+    revoked = cluster.admin().call("key.revoke", {"account": "carol", "key": carol.public})
+    assert revoked["pending"] == []
+    total = _wait_replicas_hold_admin(cluster)
+
+    _put_back(cluster, copy, lose_redis=True)
+    cluster.start_node(HOME)
+    assert _admin_size(cluster) == total
+    # The accounts are rebuilt from the healed admin ledger: the revocation stands.
+    try:
+        cluster.client("carol", timeout=2).call("whoami", {})
+    except (NodeUnavailableError, RemoteError):
+        pass
+    else:
+        raise AssertionError("carol's revoked key was admitted again")
+    assert cluster.client(ADMIN).call("whoami", {})["account"] == ADMIN
+
+
+def test_a_forked_note_left_in_redis_gives_way_to_the_checkpoint_a_quorum_cosigned(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 15)
+    total = size(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total)
+    assert cluster.stop_node(HOME) == 0
+    # What a fork left behind: a checkpoint of a smaller, other tree, signed with the home's key.
+    seed = load_signing_key(signing_key_paths(cluster.directory / "keys", HOME)[0], None).seed
+    forked = HomeSigner(CLUSTER, seed).sign(LEDGER, total - 3, bytes(range(32))).note
+    repl(cluster).set_checkpoints({LEDGER: forked})
+
+    cluster.start_node(HOME)
+    put(cluster, 1, phase="after")  # main: store_contradicts_checkpoint, for ever
+    assert size(cluster) == total + 1
+    wait_until(lambda: repl(cluster).checkpoints().get(LEDGER) != forked, WAIT, "Redis's note replaced")
+    assert "kept as evidence" in cluster.log_text(HOME)
+
+
+def test_a_home_nobody_answers_starts_within_the_check_s_deadline(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2, ingest={"start_check_ms": 1500})
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 3)
+    before = size(cluster)
+    for name in (*cluster.replica_names, HOME):
+        assert cluster.stop_node(name) == 0
+    # The whole cluster starting: the home first, its witnesses not up yet (they do not answer).
+    began = time.monotonic()
+    cluster.start_node(HOME)
+    took = time.monotonic() - began
+    log = cluster.log_text(HOME).rsplit("--- start", 1)[-1]
+    found = re.search(r"no other node answered within (\d+) ms", log)
+    assert found is not None, log[-2000:]
+    assert int(found[1]) <= 1500 + 1000  # the deadline, and a loaded host's scheduling
+    assert took < 30
+    put(cluster, 1, phase="alone")
+    assert size(cluster) == before + 1
+    cluster.start_nodes(cluster.replica_names)
+
+
+def test_a_home_put_back_with_nobody_to_heal_from_refuses_the_ledger_keeps_the_stream_then_heals(
+    start_cluster: Any,
+) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 10)
+    copy = _backup(cluster)
+    put(cluster, 5, phase="after the copy")
+    total = size(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total)
+    for replica in cluster.replica_names:
+        assert cluster.stop_node(replica) == 0
+
+    _put_back(cluster, copy, lose_redis=False)
+    cluster.start_node(HOME)  # Redis's note proves it behind; no node to fetch from
+    try:
+        put(cluster, 1, phase="refused")
+    except RemoteError as e:
+        assert e.code == "store_contradicts_checkpoint" and f"vledger repair {HOME} --restart" in e.message
+    else:
+        raise AssertionError("a home behind its own checkpoint placed a record")
+    ledger = repl(cluster)
+    wait_until(lambda: ledger.held(LEDGER).get(HOME) == total - 6, WAIT, "the home's held height reported")
+    assert len(ledger.read(LEDGER, 0, 1_000_000)) == total  # the records it lost stay in the stream
+
+    cluster.start_nodes(cluster.replica_names)
+    assert cluster.stop_node(HOME) == 0
+    cluster.start_node(HOME)  # now healed from a replica
+    put(cluster, 1, phase="healed")
+    assert size(cluster) == total + 1
