@@ -722,6 +722,8 @@ class AccountCache:
             finally:
                 with self._changed:
                     self._changed.notify_all()
+                if self.admin is not None:
+                    self.admin.keep()  # once enforced
             if not self._behind:
                 self.registry.record_applied(self.node, snapshot.version)
             return snapshot.version

@@ -67,6 +67,11 @@ class AdminSource(Protocol):
         """The admin ledger as this node believes it now; raises Redis errors."""
         ...
 
+    def keep(self) -> None:
+        """Write down what the last load proved, once the node enforces it (a file's fsync, kept
+        out of the way of the accounts it proves: a client's handshake is not retried)."""
+        ...
+
 
 REDIS_COPY = "Redis's copy of the admin ledger"
 # The file, in the node's data directory (run/data/<node>/), where it keeps what it proved.
@@ -143,6 +148,7 @@ class SignedAdminSource:
         self._first_proof_since: float | None = None
         self.kept = kept
         self._unread = kept is not None  # the kept copy is read at the first load
+        self._unkept: tuple[list[bytes], bytes] | None = None  # proven, not yet written to ``kept``
 
     def load(self) -> AdminCopy:
         if self._unread:
@@ -231,13 +237,16 @@ class SignedAdminSource:
             self._held = proven
             self._warned = None
             if self.kept is not None and where == REDIS_COPY:
-                self._keep(records[: len(proven)], note)
+                self._unkept = (records[: len(proven)], note)
 
-    def _keep(self, records: list[bytes], note: bytes) -> None:
-        """Write what was just proven to the kept copy; a failure only costs the next start's fallback."""
-        assert self.kept is not None
+    def keep(self) -> None:
+        """Write what was proven since the last keep to the kept copy; a failure only costs the
+        next start's fallback (logged)."""
+        unkept, self._unkept = self._unkept, None
+        if unkept is None or self.kept is None:
+            return
         try:
-            self.kept.save(records, note)
+            self.kept.save(*unkept)
         except OSError as e:
             logger.warning("the proven admin ledger is not kept in %s: %s", self.kept.path, e)
 

@@ -127,8 +127,10 @@ def test_a_node_keeps_what_it_proved_and_takes_it_back_at_a_start_while_redis_lo
     admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
     publish_admin_checkpoint(redis_client, home_store)
     kept = KeptAdminCopy(tmp_path / "replica-1" / KEPT_ADMIN_COPY)
-    proven = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load().records
-    assert proven is not None and len(proven) == home_store.size(ADMIN_LEDGER)
+    source = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept)
+    proven = source.load().records
+    assert proven is not None and len(proven) == home_store.size(ADMIN_LEDGER) and not kept.path.exists()
+    source.keep()  # once the node enforces them
     assert stat.S_IMODE(kept.path.stat().st_mode) == 0o600
     redis_client.flushall()
     restarted = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load()
