@@ -56,6 +56,11 @@ class AdminSource(Protocol):
         """The admin ledger as this node believes it now; raises Redis errors."""
         ...
 
+    def moved(self) -> bool:
+        """Whether :meth:`load` may now give more than it last did (cheap: asked for a key the
+        node does not know); raises Redis errors."""
+        ...
+
 
 class SignedAdminSource:
     """Redis's copy of the admin ledger, as far as its home's latest checkpoint there proves it.
@@ -88,6 +93,10 @@ class SignedAdminSource:
         # Since when a checkpoint is there that does not prove all of the copy a node on the
         # bootstrap's accounts saw (None: no such wait).
         self._first_proof_since: float | None = None
+
+    def moved(self) -> bool:
+        # One GET: only a new checkpoint proves more (the copy growing alone proves nothing).
+        return self._seen is None or self.client.get(self.note_key) != self._seen[1]
 
     def load(self) -> AdminCopy:
         size = self.registry.admin_size()

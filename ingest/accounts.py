@@ -103,8 +103,9 @@ class CachedAccounts:
 class RegistryAdmin:
     """Runs an admin command: checks it against the current accounts, records it on the admin
     ledger (when this node homes it, docs/PROTOCOL.md 16.3), applies it to the registry, and
-    answers once every live ingest node applied it, so that a revoked key is refused on every
-    node from its next request."""
+    answers once every live node of ``nodes`` (the cluster's: replicas, observers and the
+    verifier enforce accounts too) applied it, so that a revoked key is refused, and a key
+    added is let in, by every node from its next request."""
 
     def __init__(
         self,
