@@ -168,8 +168,8 @@ class RegistryAdmin:
         except ApplyTimeoutError as e:
             # The change is made; say which nodes have not confirmed it yet rather than fail.
             result["pending"] = sorted(e.lagging)
-        # Then what the wait left for the checkpoint the nodes nobody waits for prove the record
-        # by (the other ingest nodes applied it only once proven: then it is there already).
+        # Then what the wait left for the checkpoint the nodes not live now prove the record by
+        # (the live ones applied it only once proven: then it is there already).
         if self.ledger is not None and not self.ledger.wait_proven(deadline):
             log.warning("Redis's checkpoint of the admin ledger lacks its newest records after %g s", self.wait_seconds)
         result["version"] = version
