@@ -71,6 +71,9 @@ _BEHIND_POLL = 0.05  # how soon a node looks again for the checkpoint of an admi
 # what no checkpoint proves (a home down since, or records written there by hand): logged, and
 # looked at again at each poll only, so a list made longer by hand costs the nodes nothing.
 _BEHIND_FAST_FOR = 10.0
+# How often at most a key this node does not know makes it look whether the accounts moved
+# (AccountCache.catch_up: two GETs): a flood of unknown keys costs Redis no more than that.
+_CATCH_UP_INTERVAL = 0.1
 # How long stop() waits for the thread. A call of its to a Redis that stopped answering (its host
 # cut off) waits on the client's socket timeout, for ever on a client made without one: the
 # process's stop waited with it, past supervisor's stop time. The thread is a daemon: left behind.
@@ -650,6 +653,8 @@ class AccountCache:
         self._grants: Grants | None = None
         self._key_rotations: tuple[dict[str, Any], ...] = ()
         self._admin_size = 0
+        self._catch_up_lock = threading.Lock()
+        self._next_catch_up = 0.0
 
     # --- reads (any thread) ----------------------------------------------------------------------
 
@@ -727,6 +732,27 @@ class AccountCache:
             if not self._behind:
                 self.registry.record_applied(self.node, snapshot.version)
             return snapshot.version
+
+    def catch_up(self) -> bool:
+        """Reload now if Redis's accounts version or the admin ledger's checkpoint moved since the
+        last load; whether it reloaded. Called (on the ZAP thread) for a key the node does not let
+        in, before it is refused: a key an admin has just added was refused, silently, while this
+        node's announcement, poll or proof of the new checkpoint lagged on a loaded host (acct27).
+        At most once per _CATCH_UP_INTERVAL, and never raises: anyone can offer unknown keys, and
+        a refusal must look the same whether it looked or not."""
+        now = time.monotonic()
+        with self._catch_up_lock:
+            if now < self._next_catch_up:
+                return False
+            self._next_catch_up = now + _CATCH_UP_INTERVAL
+        try:
+            if self.registry.version() == self.version and (self.admin is None or not self.admin.moved()):
+                return False
+            self.refresh()
+        except Exception as e:  # the authenticator's thread must live on: it judges every handshake
+            logger.warning("node %s: looking for newer accounts failed (%s)", self.node, e)
+            return False
+        return True
 
     def _load_admin(self) -> bool:
         """Replay the admin ledger again when it grew (it is small, changes are rare); whether it did."""

@@ -72,6 +72,11 @@ class AdminSource(Protocol):
         out of the way of the accounts it proves: a client's handshake is not retried)."""
         ...
 
+    def moved(self) -> bool:
+        """Whether :meth:`load` may now give more than it last did (cheap: asked for a key the
+        node does not know); raises Redis errors."""
+        ...
+
 
 REDIS_COPY = "Redis's copy of the admin ledger"
 # The file, in the node's data directory (run/data/<node>/), where it keeps what it proved.
@@ -149,6 +154,10 @@ class SignedAdminSource:
         self.kept = kept
         self._unread = kept is not None  # the kept copy is read at the first load
         self._unkept: tuple[list[bytes], bytes] | None = None  # proven, not yet written to ``kept``
+
+    def moved(self) -> bool:
+        # One GET: only a new checkpoint proves more (the copy growing alone proves nothing).
+        return self._seen is None or self.client.get(self.note_key) != self._seen[1]
 
     def load(self) -> AdminCopy:
         if self._unread:

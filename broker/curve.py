@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -94,6 +94,13 @@ class AllowList:
     def __init__(self, keys: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._keys = frozenset(check_public_key(k) for k in keys)
+        self._catch_up: Callable[[], bool] | None = None
+
+    def on_unknown(self, catch_up: Callable[[], bool]) -> None:
+        """Call ``catch_up`` (on the authenticator's thread) for a key not on the list before it
+        is refused; True means it brought the list up to date, and the key is looked up again.
+        It must not raise, and must bound its own cost: anyone can offer unknown keys."""
+        self._catch_up = catch_up
 
     def replace(self, keys: Iterable[str]) -> None:
         new = frozenset(check_public_key(k) for k in keys)
@@ -114,6 +121,8 @@ class AllowList:
     def callback(self, domain: str, key: bytes) -> bool:
         """What ``configure_curve_callback`` calls: is this Z85 key (bytes) allowed?"""
         allowed = key in self
+        if not allowed and self._catch_up is not None and self._catch_up():
+            allowed = key in self
         if not allowed:
             # At debug level: anyone can make handshakes, and so lines of this log.
             logger.debug("refused CURVE client %s (domain %s)", key.decode("ascii", "replace"), domain)

@@ -103,8 +103,9 @@ class CachedAccounts:
 class RegistryAdmin:
     """Runs an admin command: checks it against the current accounts, records it on the admin
     ledger (when this node homes it, docs/PROTOCOL.md 16.3), applies it to the registry, and
-    answers once every live ingest node applied it, so that a revoked key is refused on every
-    node from its next request."""
+    answers once every live node of ``nodes`` (the cluster's: replicas, observers and the
+    verifier enforce accounts too) applied it, so that a revoked key is refused, and a key
+    added is let in, by every node from its next request."""
 
     def __init__(
         self,
@@ -167,8 +168,8 @@ class RegistryAdmin:
         except ApplyTimeoutError as e:
             # The change is made; say which nodes have not confirmed it yet rather than fail.
             result["pending"] = sorted(e.lagging)
-        # Then what the wait left for the checkpoint the nodes nobody waits for prove the record
-        # by (the other ingest nodes applied it only once proven: then it is there already).
+        # Then what the wait left for the checkpoint the nodes not live now prove the record by
+        # (the live ones applied it only once proven: then it is there already).
         if self.ledger is not None and not self.ledger.wait_proven(deadline):
             log.warning("Redis's checkpoint of the admin ledger lacks its newest records after %g s", self.wait_seconds)
         result["version"] = version

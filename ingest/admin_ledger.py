@@ -215,6 +215,9 @@ class StoreAdminSource:
         self.store = store
         self._records: tuple[Record, ...] = ()
 
+    def moved(self) -> bool:
+        return self.store.size(ADMIN_LEDGER) != len(self._records)
+
     def load(self) -> AdminCopy:
         size = self.store.size(ADMIN_LEDGER)
         if size == 0:

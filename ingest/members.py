@@ -161,6 +161,7 @@ class MemberGates:
         cache = AccountCache(
             registry, node, on_change=changed, poll_interval=poll_interval, admin=admin, on_unbacked=on_unbacked
         )
+        self.requests.on_unknown(cache.catch_up)
         return self.follow(cache)
 
     def follow(self, cache: AccountCache) -> AccountCache:

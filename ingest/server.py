@@ -293,7 +293,10 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     admin = RegistryAdmin(
         registry,
         cache,
-        [n.name for n in config.ingest_nodes()],
+        # Every node that enforces accounts, not only the ingest nodes: a key an admin has just
+        # added was refused by a replica still proving its record, silently (a refused key gets
+        # no answer), after `user add` had answered (acct27).
+        list(config.nodes),
         config.ingest.account_wait_ms,
         admin_ledger,
         factors,

@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
+from vledger.broker.client import Client
+from vledger.broker.keys import new_keypair
+from vledger.broker.redis_server import RedisServer
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, remote_error
 
 
@@ -31,3 +35,23 @@ def test_the_last_admin_cannot_lock_every_admin_out(cluster: LocalCluster) -> No
     assert admin.call("whoami")["account"] == ADMIN
     listed = {a["account"]: a for a in admin.call("account.list")["accounts"]}
     assert listed[ADMIN]["enabled"] is True
+
+
+def test_an_admin_command_answers_once_every_live_node_replicas_too_enforces_it(redis_server: RedisServer) -> None:
+    """`user add` answered once the ingest nodes had applied it; a replica still proving the record
+    refused the new key's first handshake, which ZeroMQ never retries (test_node_key_rotation's
+    replica gave writer1 no answer within 5 s). A live replica that cannot apply it is now named
+    pending, and one that can is waited for: the key's first request to it is answered."""
+    with LocalCluster(redis_server.url, nodes=1, replicas=1, accounts={}, ingest={"account_wait_ms": 5000}) as cluster:
+        admin = cluster.admin()
+        cluster.signal_node("replica-1", signal.SIGSTOP)  # frozen, yet its last heartbeat is recent: live
+        try:
+            added = admin.call("account.add", {"account": "bob", "role": "writer"})
+        finally:
+            cluster.signal_node("replica-1", signal.SIGCONT)
+        assert added["pending"] == ["replica-1"]
+        bob = new_keypair()
+        bound = admin.call("key.add", {"account": "bob", "key": bob.public})
+        assert bound["pending"] == []
+        with Client(cluster.address("replica-1"), bob, timeout=5.0) as client:
+            assert client.call("hello")

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
+from vledger.broker import accounts as accounts_module
 from vledger.broker.accounts import AccountCache, AccountRegistry
 from vledger.broker.admin_copy import FIRST_PROOF_WAIT, KEPT_ADMIN_COPY, KeptAdminCopy, SignedAdminSource
+from vledger.broker.curve import AllowList
 from vledger.broker.keys import new_keypair
 from vledger.broker.redis_keys import ledger_key
 from vledger.broker.second_factor import REPLACE, SecondFactorStore
@@ -212,6 +214,43 @@ def test_an_admin_command_answers_once_redis_s_checkpoint_covers_its_record(redi
         outbox.cancel()
         cache.stop()
         store.close()
+
+
+def test_a_node_whose_proof_is_behind_redis_s_checkpoint_lets_in_a_key_just_added_at_its_first_handshake(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin's command answered once Redis's checkpoint covered the writer's key record; the
+    replica, polling every 50 ms while behind, took it 17 ms after the writer's first handshake,
+    which it refused, and ZeroMQ never retries a refused handshake: writer1 heard nothing for 5 s
+    (test_node_key_rotation, under load). A key it does not know now makes a node look whether
+    the checkpoint moved, and take it, before it decides; a stranger is refused all the same,
+    and a flood of them reaches Redis once per _CATCH_UP_INTERVAL at most."""
+    registry, home_store, admin = home
+    # The flood's bound, made long enough to be seen.
+    monkeypatch.setattr(accounts_module, "_CATCH_UP_INTERVAL", 3600.0, raising=False)
+    admin.apply("account.add", Args({"account": "writer", "role": "writer"}), ROOT)
+    publish_admin_checkpoint(redis_client, home_store)
+    requests = AllowList()
+    # Never started: no announcement nor poll reaches it, its proof stays where refresh() left it.
+    replica = AccountCache(
+        registry, "replica-1", poll_interval=3600, admin=SignedAdminSource(redis_client, ADMIN_KEY),
+        on_change=requests.replace,
+    )  # fmt: skip
+    requests.on_unknown(replica.catch_up)
+    replica.refresh()
+    assert replica.snapshot.accounts["writer"].keys == () and not replica.behind  # proven, no key yet
+    key = new_keypair().public
+    admin.apply("key.add", Args({"account": "writer", "key": key}), ROOT)
+    publish_admin_checkpoint(redis_client, home_store)
+    assert key not in requests  # what the replica enforced before the writer's first request
+    assert requests.callback("global", key.encode())
+    assert replica.lookup(key) is not None and not replica.behind
+    assert not requests.callback("global", new_keypair().public.encode())  # a stranger: refused
+    # Within the interval, unknown keys do not make it look again, even once something moved.
+    later = new_keypair().public
+    admin.apply("key.add", Args({"account": "writer", "key": later}), ROOT)
+    publish_admin_checkpoint(redis_client, home_store)
+    assert not requests.callback("global", later.encode()) and replica.lookup(later) is None
 
 
 def test_a_copy_never_proven_whole_is_left_for_its_proven_records_after_a_while(

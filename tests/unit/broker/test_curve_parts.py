@@ -33,6 +33,22 @@ def test_the_callback_answers_from_the_current_set() -> None:
     assert b in allow and a not in allow
 
 
+def test_an_unknown_key_is_looked_up_again_only_after_a_catch_up_that_brought_the_list_up_to_date() -> None:
+    known, added, stranger = (new_keypair().public for _ in range(3))
+    allow = AllowList([known])
+    calls: list[str] = []
+
+    def catch_up() -> bool:  # what the accounts cache does: it reloads, and on_change replaces the set
+        calls.append("looked")
+        allow.replace([known, added])
+        return True
+
+    allow.on_unknown(catch_up)
+    assert allow.callback("global", known.encode()) and calls == []  # a known key costs no look
+    assert allow.callback("global", added.encode()) and calls == ["looked"]
+    assert not allow.callback("global", stranger.encode()) and calls == ["looked", "looked"]
+
+
 def test_the_allow_list_takes_only_public_keys() -> None:
     with pytest.raises(BadPublicKeyError):
         AllowList(["not a key"])
