@@ -28,8 +28,8 @@ from vledger.broker.signing import load_signing_key, load_verify_key, signing_ke
 from vledger.broker.tallies import TallyBoard
 from vledger.client import Client
 from vledger.client.http import GatewayConnection
-from vledger.config.cluster import load_cluster
-from vledger.node.cosigning import GatheredCheckpoint, gather, needed_witnesses, quorum_since_ms
+from vledger.config.cluster import ReplicationSettings, load_cluster
+from vledger.node.cosigning import GatheredCheckpoint, gather, needed_witnesses, quorum_since_ms, recosign_due_ms
 from vledger.node.errors import StaleCheckpointError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import Cosignature, parse_note
@@ -130,7 +130,11 @@ def test_a_quiet_ledger_is_cosigned_again_an_observer_behind_stays_stale_and_a_f
     since = quorum_since_ms((t * 1000 for t in first.values()), needed_witnesses(len(WITNESSES)))
     found = head(cluster)
     assert found.checkpoint.size == size and found.since_ms == since
-    assert found.fresh_ms is not None and since is not None and found.fresh_ms >= since + RECOSIGN_MS
+    assert (
+        found.fresh_ms is not None
+        and since is not None
+        and found.fresh_ms >= since + recosign_due_ms(RECOSIGN_MS, ReplicationSettings().heartbeat_ms)
+    )
 
     # Observer-1 stopped behind: its key re-signs the old count with a fresh date (a stuck observer
     # re-signing, or a thief). Its date is its word; the witnesses' first times are not, and the
