@@ -30,6 +30,7 @@ from ..node.errors import VledgerError
 from ..node.note import VerifierKey
 from ..node.record import Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
+from ..node.rules.engine import RulesEngine
 from .redis_keys import ledger_key
 
 logger = logging.getLogger(__name__)
@@ -103,8 +104,11 @@ class SignedAdminSource:
         note = self.client.get(self.note_key)
         if (size, note) == self._seen and self._first_proof_since is None:
             return self._last
+        # On the bootstrap's accounts: a load before this one let them in, even one that saw no
+        # copy yet (the ledger's first records and checkpoint came between two loads). A node's
+        # first load let nothing in: it takes what a checkpoint proves at once.
+        bootstrap = self._seen is not None and not self._held and self._last.records is None
         self._seen = (size, note)
-        bootstrap = not self._held and (self._last.records is None and self._last.unchecked)
         if note is None and not self._held:
             # No checkpoint of admin yet (the first admin command made the ledger a moment ago,
             # before its home's outbox process ran, or there is no ledger): the bootstrap's
@@ -129,9 +133,11 @@ class SignedAdminSource:
 
     def _proves_all(self, records: list[bytes], note: bytes, admin_key: VerifierKey) -> bool:
         """Whether a node on the bootstrap's accounts leaves them now: ``note`` proves every one
-        of ``records``, or FIRST_PROOF_WAIT passed since a checkpoint first came (then logged)."""
+        of ``records`` and they back every key Redis's accounts let in, or FIRST_PROOF_WAIT
+        passed since a checkpoint first came (then logged)."""
         try:
-            if len(proven_admin_records(records, note, admin_key)) == len(records):
+            proven = proven_admin_records(records, note, admin_key)
+            if len(proven) == len(records) and self._backs_redis_accounts(proven):
                 return True
         except VledgerError:
             pass  # judged, and logged, by _take once the wait is over
@@ -147,6 +153,21 @@ class SignedAdminSource:
             FIRST_PROOF_WAIT,
         )
         return True
+
+    def _backs_redis_accounts(self, proven: tuple[Record, ...]) -> bool:
+        """Whether the accounts ``proven`` states let in every key Redis's accounts do. The home
+        makes the ledger as a genesis then one import record per account, each its own commit,
+        and copies them to Redis one at a time: its outbox signed the genesis alone, a node
+        loaded at the copy's first record, and that proof of all it saw stated no account, so
+        the bootstrap admin's own key was refused (and alerted as unbacked) until the next
+        (fl28a). Redis's accounts are read after the records: the home changes them after it
+        copies the record, so an honest change is backed, or this looks again at the next load."""
+        # Imported here: broker/accounts.py imports this module for its AdminCopy.
+        from .accounts import ledger_snapshot, unbacked  # noqa: PLC0415
+
+        engine = RulesEngine()
+        engine.replay(proven)  # proven: its refused records are logged once taken
+        return not unbacked(self.registry.snapshot(), ledger_snapshot(0, engine.admin_accounts()))
 
     def _take(self, records: list[bytes], note: bytes, admin_key: VerifierKey) -> None:
         try:
