@@ -10,11 +10,12 @@ proves (node/admin_copy.py) and never goes back: a shorter or different copy in 
 
 Nor does it go back from the bootstrap: a node that let in Redis's accounts while no checkpoint
 of the admin ledger existed (and said so: the admin's commands answered) leaves them for the
-ledger's only once a checkpoint proves every record it saw, or FIRST_PROOF_WAIT after the first
-one came. The home's outbox sets a checkpoint in Redis a pass after the records it covers, or
-before the home has copied them there: its first one proved a prefix, or nothing, and a writer
-the admin had just added was refused until the next (the e2e fault drill's "writer of notes
-stopped: forbidden").
+ledger's only once a checkpoint proves every record it saw and those records back every key
+Redis's accounts let in, or FIRST_PROOF_WAIT after the first one came. The home's outbox sets a
+checkpoint in Redis a pass after the records it covers, or before the home has copied them
+there: its first one proved a prefix, or nothing, and a writer the admin had just added was
+refused until the next (the e2e fault drill's "writer of notes stopped: forbidden"); or it
+signed the ledger's genesis alone, a proof of all of a one-record copy that states no account.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class SignedAdminSource:
 
         engine = RulesEngine()
         engine.replay(proven)  # proven: its refused records are logged once taken
-        return not unbacked(self.registry.snapshot(), ledger_snapshot(0, engine.admin_accounts()))
+        return not unbacked(self.registry.snapshot(), ledger_snapshot(0, engine.admin_accounts() or {}))
 
     def _take(self, records: list[bytes], note: bytes, admin_key: VerifierKey) -> None:
         try:
