@@ -10,12 +10,13 @@ proves (node/admin_copy.py) and never goes back: a shorter or different copy in 
 
 Nor does it go back from the bootstrap: a node that let in Redis's accounts while no checkpoint
 of the admin ledger existed (and said so: the admin's commands answered) leaves them for the
-ledger's only once a checkpoint proves every record it saw and those records back every key
-Redis's accounts let in, or FIRST_PROOF_WAIT after the first one came. The home's outbox sets a
-checkpoint in Redis a pass after the records it covers, or before the home has copied them
-there: its first one proved a prefix, or nothing, and a writer the admin had just added was
-refused until the next (the e2e fault drill's "writer of notes stopped: forbidden"); or it
-signed the ledger's genesis alone, a proof of all of a one-record copy that states no account.
+ledger's only once a checkpoint proves every record it saw, or FIRST_PROOF_WAIT after the first
+one came. The home's outbox sets a checkpoint in Redis a pass after the records it covers, or
+before the home has copied them there: its first one proved a prefix, or nothing, and a writer
+the admin had just added was refused until the next (the e2e fault drill's "writer of notes
+stopped: forbidden"). "Every record it saw" is a whole command's: the home copies them in one
+step (the ledger's genesis with its import records), so a checkpoint of the genesis alone never
+proves all of a copy (it did of a one-record copy: the admin's own key was refused, fl28a).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from ..node.errors import VledgerError
 from ..node.note import VerifierKey
 from ..node.record import Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
-from ..node.rules.engine import RulesEngine
 from .redis_keys import ledger_key
 
 logger = logging.getLogger(__name__)
@@ -134,11 +134,9 @@ class SignedAdminSource:
 
     def _proves_all(self, records: list[bytes], note: bytes, admin_key: VerifierKey) -> bool:
         """Whether a node on the bootstrap's accounts leaves them now: ``note`` proves every one
-        of ``records`` and they back every key Redis's accounts let in, or FIRST_PROOF_WAIT
-        passed since a checkpoint first came (then logged)."""
+        of ``records``, or FIRST_PROOF_WAIT passed since a checkpoint first came (then logged)."""
         try:
-            proven = proven_admin_records(records, note, admin_key)
-            if len(proven) == len(records) and self._backs_redis_accounts(proven):
+            if len(proven_admin_records(records, note, admin_key)) == len(records):
                 return True
         except VledgerError:
             pass  # judged, and logged, by _take once the wait is over
@@ -154,21 +152,6 @@ class SignedAdminSource:
             FIRST_PROOF_WAIT,
         )
         return True
-
-    def _backs_redis_accounts(self, proven: tuple[Record, ...]) -> bool:
-        """Whether the accounts ``proven`` states let in every key Redis's accounts do. The home
-        makes the ledger as a genesis then one import record per account, each its own commit,
-        and copies them to Redis one at a time: its outbox signed the genesis alone, a node
-        loaded at the copy's first record, and that proof of all it saw stated no account, so
-        the bootstrap admin's own key was refused (and alerted as unbacked) until the next
-        (fl28a). Redis's accounts are read after the records: the home changes them after it
-        copies the record, so an honest change is backed, or this looks again at the next load."""
-        # Imported here: broker/accounts.py imports this module for its AdminCopy.
-        from .accounts import ledger_snapshot, unbacked  # noqa: PLC0415
-
-        engine = RulesEngine()
-        engine.replay(proven)  # proven: its refused records are logged once taken
-        return not unbacked(self.registry.snapshot(), ledger_snapshot(0, engine.admin_accounts() or {}))
 
     def _take(self, records: list[bytes], note: bytes, admin_key: VerifierKey) -> None:
         try:

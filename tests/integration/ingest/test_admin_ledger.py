@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from vledger.broker import accounts as accounts_module
-from vledger.broker.accounts import AccountCache, AccountRegistry
+from vledger.broker.accounts import AccountCache, AccountError, AccountRegistry
 from vledger.broker.admin_copy import FIRST_PROOF_WAIT, SignedAdminSource
 from vledger.broker.curve import AllowList
 from vledger.broker.keys import fingerprint, new_keypair
@@ -144,87 +144,81 @@ def test_a_node_on_the_bootstrap_s_accounts_keeps_them_until_a_checkpoint_proves
         other.stop()
 
 
-@pytest.mark.parametrize(
-    ("copied", "signed"),
-    [(1, 1), (0, None)],
-    ids=["a checkpoint of the genesis alone, copied alone", "a checkpoint of it all, nothing copied yet"],
-)
+class LoadsAtEachCopy(AccountRegistry):
+    """The home's registry, with ``node`` loading right after each change of Redis's copy of the
+    admin ledger, as that change's announcement makes it: a scripted interleaving."""
+
+    def __init__(self, client: Any, node: AccountCache) -> None:
+        super().__init__(client)
+        self.node = node
+        self.loads = 0
+
+    def push_admin_records(self, height: int, records: Sequence[bytes]) -> int:
+        version = super().push_admin_records(height, records)
+        self.node.refresh()
+        self.loads += 1
+        return version
+
+
+@pytest.mark.parametrize("signed", [1, None], ids=["the genesis signed alone", "all signed before any is copied"])
 def test_a_node_on_the_bootstrap_s_accounts_keeps_the_admin_s_key_while_the_ledger_s_creation_comes(
-    redis_client: Any, tmp_path: Path, copied: int, signed: int | None
+    redis_client: Any, tmp_path: Path, signed: int | None
 ) -> None:
-    """The fresh-clone CIs (fl28a): the first admin command made the ledger (its genesis, then one
-    import record per account of Redis's, each its own commit), and a replica and the verifier
-    refused the bootstrap admin's own key and raised ``unbacked_account`` for it: the home's
-    outbox had signed a checkpoint of the genesis alone, and the replica loaded when the home had
-    copied only that record to Redis (its push's announcement), so the checkpoint proved all of
-    a copy that stated no account; or it came before the home copied any record, and the node,
-    which had seen no copy before, took the empty proof. A node on the bootstrap's accounts now
-    leaves them only for a proof that also backs every key they let in; a key Redis lets in that
-    the proven ledger does not is refused and reported once it does."""
-    registry = AccountRegistry(redis_client)
+    """The fresh-clone CIs (fl28a): the first admin command made the ledger, its genesis then one
+    import record per account Redis held, each its own commit, and a replica and the verifier
+    refused the bootstrap admin's own key and raised ``unbacked_account`` for it. The home's
+    outbox had signed the genesis alone; the home then copied the records to Redis one at a
+    time, and the replica, loading at the first one's announcement, proved all of a one-record
+    copy that states no account. Or the checkpoint came before the home copied any record, and
+    the node, whose last load had seen no copy, was not counted as on the bootstrap: it took the
+    empty proof. The home now copies a command's records in one step, and a node whose earlier
+    load let the bootstrap's accounts in waits for a proof of all it sees, whatever it saw then.
+    A key Redis lets in that the proven ledger does not back is still refused, and reported."""
+    reported: list[list[str]] = []
+    source = SignedAdminSource(redis_client, ADMIN_KEY)
+    # Never started: it loads exactly where the script below says.
+    replica = AccountCache(
+        AccountRegistry(redis_client), "replica-2", poll_interval=3600, admin=source, on_unbacked=reported.append
+    )
+    registry = LoadsAtEachCopy(redis_client, replica)
     root = new_keypair().public
     registry.bootstrap_admin("root", root)
     store = ChainStore(tmp_path / "ingest-1", origin="ingest-1", domain=RulesEngine())
-    reported: list[list[str]] = []
-    source = SignedAdminSource(redis_client, ADMIN_KEY)
-    # Never started: it loads exactly where the script below says (each push's announcement).
-    replica = AccountCache(registry, "replica-2", poll_interval=3600, admin=source, on_unbacked=reported.append)
     try:
         replica.refresh()  # the first run: no admin ledger anywhere, Redis's accounts as they are
-        assert replica.lookup(root) is not None
         home = AdminLedger(store, registry)
-        home._create("root")  # the genesis and root's import record
+        home._create("root")  # the genesis, then root's import record
         publish_admin_checkpoint(redis_client, store, signed)  # the outbox's pass
-        for height, data in store.range_raw(ADMIN_LEDGER, 0, copied):
-            registry.push_admin_record(height, data)
-        replica.refresh()
+        replica.refresh()  # a poll: the checkpoint proves nothing of an empty copy
         assert replica.lookup(root) is not None and reported == []
-        home._cache()
+        home._cache()  # the replica loads at each change of the copy
+        assert registry.loads >= 1 and replica.lookup(root) is not None and reported in ([], [[]])
         publish_admin_checkpoint(redis_client, store)
         replica.refresh()
         proven = source.load().records
         assert proven is not None and len(proven) == store.size(ADMIN_LEDGER)
-        assert replica.lookup(root) is not None and reported == [[]]  # nothing unbacked
-        # On the ledger's accounts now: a key written into Redis by hand is refused, and reported.
+        assert replica.lookup(root) is not None and reported == [[]]  # on the ledger's accounts: none unbacked
         forged = new_keypair().public
-        registry.add_key("root", forged)
+        registry.add_key("root", forged)  # written into Redis by hand
         replica.refresh()
         assert replica.lookup(forged) is None and reported == [[], [f"root ({fingerprint(forged)})"]]
     finally:
         store.close()
 
 
-def test_a_key_written_into_redis_during_the_bootstrap_keeps_a_node_on_its_accounts_first_proof_wait_at_most(
-    redis_client: Any, tmp_path: Path
+def test_the_admin_ledger_s_records_are_copied_to_redis_in_one_step_from_where_the_copy_ends(
+    redis_client: Any,
 ) -> None:
-    """The bound of the rule above: a proof that backs every key Redis's accounts let in never
-    comes while someone who may write Redis keeps one there; past FIRST_PROOF_WAIT the node takes
-    what the checkpoint proves, refuses that key and reports it."""
     registry = AccountRegistry(redis_client)
-    root = new_keypair().public
-    registry.bootstrap_admin("root", root)
-    store = ChainStore(tmp_path / "ingest-1", origin="ingest-1", domain=RulesEngine())
-    clock = [100.0]
-    reported: list[list[str]] = []
-    source = SignedAdminSource(redis_client, ADMIN_KEY, clock=lambda: clock[0])
-    replica = AccountCache(registry, "replica-2", poll_interval=3600, admin=source, on_unbacked=reported.append)
-    try:
-        replica.refresh()
-        home = AdminLedger(store, registry)
-        home._create("root")
-        home._cache()
-        forged = new_keypair().public
-        registry.add_key("root", forged)
-        publish_admin_checkpoint(redis_client, store)
-        replica.refresh()
-        assert replica.lookup(forged) is not None and source.load().records is None  # still the bootstrap's
-        clock[0] += FIRST_PROOF_WAIT
-        replica.refresh()
-        assert source.load().records is not None
-        assert replica.lookup(forged) is None and replica.lookup(root) is not None
-        assert reported == [[f"root ({fingerprint(forged)})"]]
-    finally:
-        store.close()
+    version = registry.push_admin_records(0, [b"genesis", b"import"])
+    assert registry.admin_records() == [b"genesis", b"import"]
+    # Records already there change nothing; of a batch, only those past the copy are appended.
+    assert registry.push_admin_records(0, [b"genesis"]) == version
+    assert registry.push_admin_records(1, [b"import", b"grant"]) == version + 1
+    assert registry.admin_records() == [b"genesis", b"import", b"grant"]
+    with pytest.raises(AccountError, match="holds 3 records, not 4"):
+        registry.push_admin_records(4, [b"past a gap"])
+    assert registry.admin_size() == 3
 
 
 def test_an_admin_command_answers_once_redis_s_checkpoint_covers_its_record(redis_client: Any, tmp_path: Path) -> None:
