@@ -34,7 +34,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple, NoReturn, Self
@@ -239,13 +239,15 @@ redis.call('HSET', KEYS[4], ARGV[3], ARGV[2])
 return changed()
 """
 
-# KEYS: version, admin records    ARGV: channel, height, record bytes
-_PUSH_ADMIN_RECORD = """
+# KEYS: version, admin records    ARGV: channel, height of the first record, the records' bytes
+_PUSH_ADMIN_RECORDS = """
 local size = redis.call('LLEN', KEYS[2])
 local height = tonumber(ARGV[2])
-if size > height then return unchanged() end
 if size < height then return {'admin_gap', size} end
-redis.call('RPUSH', KEYS[2], ARGV[3])
+if size >= height + #ARGV - 2 then return unchanged() end
+for i = 3 + size - height, #ARGV do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+end
 return changed()
 """
 
@@ -378,7 +380,7 @@ class AccountRegistry:
         self._add_key = register(_CHANGED + _ADD_KEY)
         self._revoke_key = register(_CHANGED + _REVOKE_KEY)
         self._bootstrap_admin = register(_CHANGED + _BOOTSTRAP_ADMIN)
-        self._push_admin_record = register(_CHANGED + _PUSH_ADMIN_RECORD)
+        self._push_admin_records = register(_CHANGED + _PUSH_ADMIN_RECORDS)
         self._snapshot = ReadOnlyScript(client, _SNAPSHOT)
         self._lookup = ReadOnlyScript(client, _LOOKUP)
         self._record_applied = register(_RECORD_APPLIED)
@@ -453,11 +455,18 @@ class AccountRegistry:
     # --- the admin ledger's cache (docs/PROTOCOL.md 16.4) ------------------------------------
 
     def push_admin_record(self, height: int, data: bytes) -> int:
-        """Cache the admin ledger's record at ``height`` (again: no change); the new version,
-        announced like an account change so every node reloads its grants. Raises AccountError
-        when the cache lacks the records before it (the caller pushes those first)."""
-        status, version = self._push_admin_record(
-            keys=[self._version, self.admin_records_key], args=[self.channel, str(height), data]
+        """Cache the admin ledger's record at ``height``: :meth:`push_admin_records` of one."""
+        return self.push_admin_records(height, [data])
+
+    def push_admin_records(self, height: int, records: Sequence[bytes]) -> int:
+        """Cache the admin ledger's ``records`` from ``height`` on, in one step (those already
+        there: no change); the new version, announced like an account change so every node
+        reloads its grants. Raises AccountError when the cache lacks the records before them
+        (the caller pushes those first). One step: a node that proves all of the copy it sees
+        leaves the bootstrap's accounts for it (broker/admin_copy.py), and one that loaded
+        between the genesis and its import records proved a ledger of no account (fl28a)."""
+        status, version = self._push_admin_records(
+            keys=[self._version, self.admin_records_key], args=[self.channel, str(height), *records]
         )
         if _text(status) == "admin_gap":
             raise AccountError(f"the admin ledger cache holds {version} records, not {height}")

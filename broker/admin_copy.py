@@ -14,7 +14,9 @@ ledger's only once a checkpoint proves every record it saw, or FIRST_PROOF_WAIT 
 one came. The home's outbox sets a checkpoint in Redis a pass after the records it covers, or
 before the home has copied them there: its first one proved a prefix, or nothing, and a writer
 the admin had just added was refused until the next (the e2e fault drill's "writer of notes
-stopped: forbidden").
+stopped: forbidden"). "Every record it saw" is a whole command's: the home copies them in one
+step (the ledger's genesis with its import records), so a checkpoint of the genesis alone never
+proves all of a copy (it did of a one-record copy: the admin's own key was refused, fl28a).
 """
 
 from __future__ import annotations
@@ -103,8 +105,11 @@ class SignedAdminSource:
         note = self.client.get(self.note_key)
         if (size, note) == self._seen and self._first_proof_since is None:
             return self._last
+        # On the bootstrap's accounts: a load before this one let them in, even one that saw no
+        # copy yet (the ledger's first records and checkpoint came between two loads). A node's
+        # first load let nothing in: it takes what a checkpoint proves at once.
+        bootstrap = self._seen is not None and not self._held and self._last.records is None
         self._seen = (size, note)
-        bootstrap = not self._held and (self._last.records is None and self._last.unchecked)
         if note is None and not self._held:
             # No checkpoint of admin yet (the first admin command made the ledger a moment ago,
             # before its home's outbox process ran, or there is no ledger): the bootstrap's

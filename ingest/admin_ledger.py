@@ -125,12 +125,11 @@ class AdminLedger:
         log.info("admin ledger created by %s", author)
 
     def _cache(self) -> int:
-        """Copy to Redis what its cache of the admin ledger lacks; the accounts version."""
-        version = self.registry.version()
+        """Copy to Redis what its cache of the admin ledger lacks, in one step (a node never sees
+        the genesis without its import records); the accounts version."""
         start = self.registry.admin_size()
-        for height, data in self.store.range_raw(ADMIN_LEDGER, start):
-            version = self.registry.push_admin_record(height, data)
-        return version
+        missing = [data for _, data in self.store.range_raw(ADMIN_LEDGER, start)]
+        return self.registry.push_admin_records(start, missing) if missing else self.registry.version()
 
     def sync(self) -> None:
         """On start: fill the cache from the store, and rebuild every account from the chain

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,10 @@ import pytest
 from nacl.signing import SigningKey
 
 from vledger.broker import accounts as accounts_module
-from vledger.broker.accounts import AccountCache, AccountRegistry
+from vledger.broker.accounts import AccountCache, AccountError, AccountRegistry
 from vledger.broker.admin_copy import FIRST_PROOF_WAIT, SignedAdminSource
 from vledger.broker.curve import AllowList
-from vledger.broker.keys import new_keypair
+from vledger.broker.keys import fingerprint, new_keypair
 from vledger.broker.redis_keys import ledger_key
 from vledger.broker.second_factor import REPLACE, SecondFactorStore
 from vledger.config.settings import PROTOCOL_LIMITS
@@ -142,6 +142,83 @@ def test_a_node_on_the_bootstrap_s_accounts_keeps_them_until_a_checkpoint_proves
         assert other.grants is not None and other.grants.holds("x", "y", "writer")
     finally:
         other.stop()
+
+
+class LoadsAtEachCopy(AccountRegistry):
+    """The home's registry, with ``node`` loading right after each change of Redis's copy of the
+    admin ledger, as that change's announcement makes it: a scripted interleaving."""
+
+    def __init__(self, client: Any, node: AccountCache) -> None:
+        super().__init__(client)
+        self.node = node
+        self.loads = 0
+
+    def push_admin_records(self, height: int, records: Sequence[bytes]) -> int:
+        version = super().push_admin_records(height, records)
+        self.node.refresh()
+        self.loads += 1
+        return version
+
+
+@pytest.mark.parametrize("signed", [1, None], ids=["the genesis signed alone", "all signed before any is copied"])
+def test_a_node_on_the_bootstrap_s_accounts_keeps_the_admin_s_key_while_the_ledger_s_creation_comes(
+    redis_client: Any, tmp_path: Path, signed: int | None
+) -> None:
+    """The fresh-clone CIs (fl28a): the first admin command made the ledger, its genesis then one
+    import record per account Redis held, each its own commit, and a replica and the verifier
+    refused the bootstrap admin's own key and raised ``unbacked_account`` for it. The home's
+    outbox had signed the genesis alone; the home then copied the records to Redis one at a
+    time, and the replica, loading at the first one's announcement, proved all of a one-record
+    copy that states no account. Or the checkpoint came before the home copied any record, and
+    the node, whose last load had seen no copy, was not counted as on the bootstrap: it took the
+    empty proof. The home now copies a command's records in one step, and a node whose earlier
+    load let the bootstrap's accounts in waits for a proof of all it sees, whatever it saw then.
+    A key Redis lets in that the proven ledger does not back is still refused, and reported."""
+    reported: list[list[str]] = []
+    source = SignedAdminSource(redis_client, ADMIN_KEY)
+    # Never started: it loads exactly where the script below says.
+    replica = AccountCache(
+        AccountRegistry(redis_client), "replica-2", poll_interval=3600, admin=source, on_unbacked=reported.append
+    )
+    registry = LoadsAtEachCopy(redis_client, replica)
+    root = new_keypair().public
+    registry.bootstrap_admin("root", root)
+    store = ChainStore(tmp_path / "ingest-1", origin="ingest-1", domain=RulesEngine())
+    try:
+        replica.refresh()  # the first run: no admin ledger anywhere, Redis's accounts as they are
+        home = AdminLedger(store, registry)
+        home._create("root")  # the genesis, then root's import record
+        publish_admin_checkpoint(redis_client, store, signed)  # the outbox's pass
+        replica.refresh()  # a poll: the checkpoint proves nothing of an empty copy
+        assert replica.lookup(root) is not None and reported == []
+        home._cache()  # the replica loads at each change of the copy
+        assert registry.loads >= 1 and replica.lookup(root) is not None and reported in ([], [[]])
+        publish_admin_checkpoint(redis_client, store)
+        replica.refresh()
+        proven = source.load().records
+        assert proven is not None and len(proven) == store.size(ADMIN_LEDGER)
+        assert replica.lookup(root) is not None and reported == [[]]  # on the ledger's accounts: none unbacked
+        forged = new_keypair().public
+        registry.add_key("root", forged)  # written into Redis by hand
+        replica.refresh()
+        assert replica.lookup(forged) is None and reported == [[], [f"root ({fingerprint(forged)})"]]
+    finally:
+        store.close()
+
+
+def test_the_admin_ledger_s_records_are_copied_to_redis_in_one_step_from_where_the_copy_ends(
+    redis_client: Any,
+) -> None:
+    registry = AccountRegistry(redis_client)
+    version = registry.push_admin_records(0, [b"genesis", b"import"])
+    assert registry.admin_records() == [b"genesis", b"import"]
+    # Records already there change nothing; of a batch, only those past the copy are appended.
+    assert registry.push_admin_records(0, [b"genesis"]) == version
+    assert registry.push_admin_records(1, [b"import", b"grant"]) == version + 1
+    assert registry.admin_records() == [b"genesis", b"import", b"grant"]
+    with pytest.raises(AccountError, match="holds 3 records, not 4"):
+        registry.push_admin_records(4, [b"past a gap"])
+    assert registry.admin_size() == 3
 
 
 def test_an_admin_command_answers_once_redis_s_checkpoint_covers_its_record(redis_client: Any, tmp_path: Path) -> None:
