@@ -746,7 +746,7 @@ class AccountCache:
             finally:
                 with self._changed:
                     self._changed.notify_all()
-            if not self._behind:
+            if not self._behind and not self._stop.is_set():  # once stopped, a late refresh says nothing
                 self.registry.record_applied(self.node, snapshot.version)
             return snapshot.version
 
@@ -863,6 +863,7 @@ class AccountCache:
     def start(self) -> Self:
         if self._thread is not None:
             raise AccountError("this AccountCache is already started")
+        self._stop.clear()
         self._pubsub = _subscribe(self.registry.client, self.registry.channel)
         try:
             self.refresh()
@@ -870,7 +871,6 @@ class AccountCache:
             self._pubsub.close()
             self._pubsub = None
             raise
-        self._stop.clear()
         self._thread = threading.Thread(target=self._follow, name=f"accounts-{self.node}", daemon=True)
         self._thread.start()
         return self
