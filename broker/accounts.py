@@ -10,9 +10,10 @@ broker/redis_keys.py):
 * ``ns:{accounts}:keys``: a hash from Z85 public key to account name (one key, one account);
 * ``ns:{accounts}:version``: a counter that every change bumps;
 * ``ns:{accounts}:applied:<node>``: a hash per node, ``version`` (the accounts version it
-  applied) and ``seen`` (when it last said so, milliseconds by the Redis clock); only that
-  node's Redis user writes it (broker/redis_acl.py), so no node can say another applied a
-  change it has not (a revoke would then look enforced where it is not);
+  applied) and ``seen`` (when it last said so, milliseconds by the Redis clock; ``0`` once it
+  stopped cleanly, when ``stopped`` says), only that node's Redis user writes it
+  (broker/redis_acl.py), so no node can say another applied a change it has not (a revoke
+  would then look enforced where it is not), nor that a live one stopped;
 * ``ns:{accounts}:admin:records``: the admin ledger's record bytes, index = height (docs/PROTOCOL.md
   16.4): the accounts above are a cache of it, and nodes read their grants from it.
 
@@ -277,6 +278,16 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
 
+# KEYS: the node's applied hash    ARGV: channel, node
+# A clean stop: ``seen`` 0 is a heartbeat as old as the clock, so the node is at once not live
+# (no admin command waits for it) and shown down; a node killed is live until its window ends.
+_RECORD_STOPPED = """
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'seen', 0, 'stopped', now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"""
+
 
 def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
     """The snapshot script's answer as an AccountsSnapshot (kept pure for the unit tests)."""
@@ -384,6 +395,7 @@ class AccountRegistry:
         self._snapshot = ReadOnlyScript(client, _SNAPSHOT)
         self._lookup = ReadOnlyScript(client, _LOOKUP)
         self._record_applied = register(_RECORD_APPLIED)
+        self._record_stopped = register(_RECORD_STOPPED)
 
     def _account(self, name: str) -> str:
         return self._account_prefix + name
@@ -512,6 +524,11 @@ class AccountRegistry:
         """Say that ``node`` now enforces accounts ``version`` (and is alive: a heartbeat)."""
         self._record_applied(keys=[self.applied_key(node)], args=[self.applied_channel, node, str(version)])
 
+    def record_stopped(self, node: str) -> None:
+        """Say that ``node`` stopped cleanly: not live from now until its next :meth:`record_applied`
+        (it applies every change before it serves again, AccountCache.start)."""
+        self._record_stopped(keys=[self.applied_key(node)], args=[self.applied_channel, node])
+
     def _reports(self, nodes: Collection[str], field: str) -> dict[str, int | None]:
         """Each node's ``field`` from its own key; None when it never reported, or its key
         holds no number (a node's user can spoil only its own key, which then counts as no report)."""
@@ -537,13 +554,15 @@ class AccountRegistry:
 
     def silence(self, nodes: Collection[str]) -> dict[str, float | None]:
         """Seconds since each of ``nodes`` last said it is alive (its accounts heartbeat, by the
-        Redis clock); None for one that never said so."""
+        Redis clock; since 1970 for one that stopped cleanly); None for one that never said so."""
         seconds, micros = self.client.time()
         now_ms = seconds * 1000 + micros // 1000
         return {n: None if ms is None else (now_ms - ms) / 1000 for n, ms in self._reports(nodes, "seen").items()}
 
     def wait_applied(self, version: int, nodes: Collection[str], timeout: float) -> dict[str, int]:
-        """Wait until every node in ``nodes`` applied ``version`` or later; their versions.
+        """Wait until every node in ``nodes`` applied ``version`` or later, or stopped cleanly
+        meanwhile (:meth:`record_stopped`: it applies the change before it serves again); their
+        versions.
 
         Woken by each node's report rather than by polling; raises ApplyTimeoutError naming
         the nodes still behind (a node that never reported is at version 0).
@@ -555,6 +574,9 @@ class AccountRegistry:
             while True:
                 current = {n: v or 0 for n, v in self._reports(names, "version").items()}
                 lagging = {n: v for n, v in current.items() if v < version}
+                if lagging:
+                    stopped = {n for n, seen in self._reports(lagging, "seen").items() if seen == 0}
+                    lagging = {n: v for n, v in lagging.items() if n not in stopped}
                 if not lagging:
                     return current
                 left = deadline - time.monotonic()
@@ -733,7 +755,7 @@ class AccountCache:
             finally:
                 with self._changed:
                     self._changed.notify_all()
-            if not self._behind:
+            if not self._behind and not self._stop.is_set():  # once stopped, a late refresh says nothing
                 self.registry.record_applied(self.node, snapshot.version)
             return snapshot.version
 
@@ -850,6 +872,7 @@ class AccountCache:
     def start(self) -> Self:
         if self._thread is not None:
             raise AccountError("this AccountCache is already started")
+        self._stop.clear()
         self._pubsub = _subscribe(self.registry.client, self.registry.channel)
         try:
             self.refresh()
@@ -857,13 +880,13 @@ class AccountCache:
             self._pubsub.close()
             self._pubsub = None
             raise
-        self._stop.clear()
         self._thread = threading.Thread(target=self._follow, name=f"accounts-{self.node}", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop the thread, within _STOP_WAIT: one still in a Redis call then is left to it."""
+        """Stop the thread, within _STOP_WAIT: one still in a Redis call then is left to it; once
+        it ended, say in Redis that this node stopped (:meth:`AccountRegistry.record_stopped`)."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -875,9 +898,18 @@ class AccountCache:
                     _STOP_WAIT,
                 )
                 return  # its subscription is in its hands: closed under it, the call could fail anywhere
+            self._say_stopped()
         if self._pubsub is not None:
             self._pubsub.close()
             self._pubsub = None
+
+    def _say_stopped(self) -> None:
+        """After the thread's last heartbeat, never before it (one after would make the node live
+        again); a Redis that fails then leaves the node live for its window, as a kill does."""
+        try:
+            self.registry.record_stopped(self.node)
+        except (redis.exceptions.RedisError, OSError) as e:
+            logger.warning("node %s: could not say in Redis that it stopped (%s)", self.node, e)
 
     def _follow(self) -> None:
         next_poll = time.monotonic() + self.poll_interval
