@@ -4,8 +4,10 @@
 node's own store, so its records are checked and ordered by the committer like any other
 (node/rules/admin.py), then copies each to the Redis cache (``vledger:{accounts}:admin:records``).
 It creates the ledger on the first admin command, importing every account Redis already
-holds (the first admin of ``vledger admin bootstrap`` included), and on start it fills the
-cache from the store and rebuilds the accounts when Redis lost them.
+holds (the first admin of ``vledger admin bootstrap`` included); on start it fills the
+cache from the store and rebuilds the accounts when Redis lost them, and so again while it
+runs, within a poll of the accounts cache (:meth:`AdminLedger.refill`): a Redis that lost its
+data was otherwise an outage of every account until someone restarted this node (outsider26 I5).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ..broker.accounts import Account, AccountRegistry, Role
@@ -66,12 +69,22 @@ class AdminLedger:
     """The admin ledger of the node that homes it. Thread-safe: one command at a time.
 
     ``checkpoints``: its home's outbox sets Redis's ``{admin}:checkpoint`` (the node; not a
-    test's bare store), so :meth:`wait_proven` waits for it."""
+    test's bare store), so :meth:`wait_proven` waits for it. ``on_lost`` is told, in a sentence,
+    what Redis had lost when :meth:`refill` put it back (the node raises its alert)."""
 
-    def __init__(self, store: ChainStore, registry: AccountRegistry, *, checkpoints: bool = False) -> None:
+    def __init__(
+        self,
+        store: ChainStore,
+        registry: AccountRegistry,
+        *,
+        checkpoints: bool = False,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self.store = store
         self.registry = registry
         self.checkpoints = checkpoints
+        self.on_lost = on_lost
+        self._longer_logged = False
         self.note_key = ledger_key(registry.namespace, ADMIN_LEDGER, "checkpoint")
         self._lock = threading.Lock()
 
@@ -149,11 +162,49 @@ class AdminLedger:
                     f"{self.store.size(ADMIN_LEDGER)}: its store is behind; rebuild it with `vledger repair "
                     f"{self.store.origin} --restart`"
                 )
-            self._cache()
-            if cached and self.registry.list_accounts():
+            self._fill(cached)
+
+    def _fill(self, cached: int) -> int | None:
+        """Append what Redis's cache lacks (it held ``cached`` records), then rebuild the accounts
+        if it held no record or Redis holds no account; how many were rebuilt (None: none)."""
+        self._cache()
+        if cached and self.registry.list_accounts():
+            return None
+        rebuilt = rebuild_accounts(self.registry, self.store.range(ADMIN_LEDGER))
+        log.warning("Redis held no admin ledger or no accounts: %d rebuilt from the admin ledger", rebuilt)
+        return rebuilt
+
+    def refill(self) -> None:
+        """While the node runs (each poll of its accounts cache): put back what Redis lost of the
+        admin ledger's cache or of the accounts (a restart without its append-only file, a
+        failover to an empty replica, a FLUSHALL, a key deleted), as :meth:`sync` does at start,
+        and tell ``on_lost``. Two cheap reads when nothing was lost. A cache longer than the
+        store is left as it is (logged once): its next start judges it. Raises Redis errors."""
+        with self._lock:
+            size = self.store.size(ADMIN_LEDGER)
+            if size == 0:
                 return
-            rebuilt = rebuild_accounts(self.registry, self.store.range(ADMIN_LEDGER))
-            log.warning("Redis held no admin ledger or no accounts: %d rebuilt from the admin ledger", rebuilt)
+            cached = self.registry.admin_size()
+            if cached > size:
+                if not self._longer_logged:
+                    log.error("Redis caches a longer admin ledger (%d records) than this store (%d)", cached, size)
+                    self._longer_logged = True
+                return
+            self._longer_logged = False
+            if cached == size and self.registry.version() > 0:
+                return
+            accounts_lost = not self.registry.list_accounts()
+            rebuilt = self._fill(cached)
+            if cached == size and rebuilt is None:
+                return  # a version key alone was missing: nothing to put back
+        lost = " and ".join(
+            [f"{size - cached} of the admin ledger's {size} records"] * (cached < size)
+            + [f"the accounts ({rebuilt} rebuilt from the ledger)"] * accounts_lost
+        )
+        detail = f"Redis lost {lost} while the node ran: refilled from its store; the homes refill their streams"
+        log.warning("%s", detail)
+        if self.on_lost is not None:
+            self.on_lost(detail)
 
 
 class StoreAdminSource:
@@ -175,6 +226,9 @@ class StoreAdminSource:
             held = self._records
             self._records = held + tuple(self.store.range(ADMIN_LEDGER, len(held), size))
         return AdminCopy(self._records, False)
+
+    def keep(self) -> None:
+        """Nothing to write down: the store is the copy."""
 
 
 def rebuild_accounts(registry: AccountRegistry, records: Any) -> int:

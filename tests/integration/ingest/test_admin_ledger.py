@@ -3,6 +3,7 @@ every change reaches Redis from the chain, and a flushed Redis is rebuilt from i
 
 from __future__ import annotations
 
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from nacl.signing import SigningKey
 
 from vledger.broker import accounts as accounts_module
 from vledger.broker.accounts import AccountCache, AccountRegistry
-from vledger.broker.admin_copy import FIRST_PROOF_WAIT, SignedAdminSource
+from vledger.broker.admin_copy import FIRST_PROOF_WAIT, KEPT_ADMIN_COPY, KeptAdminCopy, SignedAdminSource
 from vledger.broker.curve import AllowList
 from vledger.broker.keys import new_keypair
 from vledger.broker.redis_keys import ledger_key
@@ -94,6 +95,54 @@ def test_a_bootstrap_on_a_flushed_redis_is_undone_by_the_ledger(
     AdminLedger(store, registry).sync()
     assert {a.name: a for a in registry.list_accounts()} == before
     assert registry.admin_records() == [data for _, data in store.range_raw(ADMIN_LEDGER)]
+
+
+def test_the_running_home_refills_what_redis_lost_at_its_next_poll(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any
+) -> None:
+    """Outsider26 I5: only the home's start-up sync rebuilt Redis's cache and accounts, so a Redis
+    that lost its data stayed without them until someone restarted the home."""
+    registry, store, admin = home
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    admin.apply("key.add", Args({"account": "treasurer", "key": new_keypair().public}), ROOT)
+    before = registry.list_accounts()
+    told: list[str] = []
+    ledger = AdminLedger(store, registry, on_lost=told.append)
+    ledger.refill()
+    assert told == []  # nothing lost: nothing done, nothing said
+    redis_client.flushall()
+    ledger.refill()
+    assert registry.list_accounts() == before
+    assert registry.admin_records() == [data for _, data in store.range_raw(ADMIN_LEDGER)]
+    size = store.size(ADMIN_LEDGER)
+    assert len(told) == 1 and f"{size} of the admin ledger's {size} records and the accounts" in told[0]
+    redis_client.delete(registry.admin_records_key)  # the cache alone (accounts kept)
+    ledger.refill()
+    assert registry.admin_size() == size and len(told) == 2 and "accounts" not in told[1]
+
+
+def test_a_node_keeps_what_it_proved_and_takes_it_back_at_a_start_while_redis_lost_it(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
+) -> None:
+    """Outsider26 I5: a node restarted while Redis was empty enforced no account at all."""
+    _, home_store, admin = home
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    publish_admin_checkpoint(redis_client, home_store)
+    kept = KeptAdminCopy(tmp_path / "replica-1" / KEPT_ADMIN_COPY)
+    source = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept)
+    proven = source.load().records
+    assert proven is not None and len(proven) == home_store.size(ADMIN_LEDGER) and not kept.path.exists()
+    source.keep()  # once the node enforces them
+    assert stat.S_IMODE(kept.path.stat().st_mode) == 0o600
+    redis_client.flushall()
+    restarted = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load()
+    assert restarted.records == proven
+    # What the file holds is proven again: a record changed there gives nothing (logged): no admin
+    # ledger is known then, and Redis's accounts (none here) are all there is.
+    records, note = kept.load() or ([], b"")
+    records[-1] = records[-1].replace(b"treasurer", b"treasurex")
+    kept.save(records, note)
+    assert SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load().records is None
 
 
 def publish_admin_checkpoint(redis_client: Any, store: ChainStore, size: int | None = None) -> None:
