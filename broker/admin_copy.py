@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, Protocol
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.admin_copy import proven_admin_records
 from ..node.errors import VledgerError
-from ..node.note import VerifierKey
+from ..node.note import VerifierKey, verify_checkpoint
 from ..node.record import Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
 from .keys import install_file
@@ -113,6 +113,15 @@ class KeptAdminCopy:
         install_file(self.path, json.dumps(kept, separators=(",", ":")), 0o600, overwrite=True)
 
 
+def _verifies(note: bytes, admin_key: VerifierKey) -> bool:
+    """Whether ``note`` is a checkpoint signed with ``admin_key`` (what it proves is another matter)."""
+    try:
+        verify_checkpoint(note, admin_key)
+    except VledgerError:
+        return False
+    return True
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -160,11 +169,11 @@ class SignedAdminSource:
         return self._seen is None or self.client.get(self.note_key) != self._seen[1]
 
     def load(self) -> AdminCopy:
-        if self._unread:
-            self._unread = False
-            self._read_kept()
         size = self.registry.admin_size()
         note = self.client.get(self.note_key)
+        if self._unread:
+            self._unread = False
+            self._read_kept(note)
         if (size, note) == self._seen and self._first_proof_since is None:
             return self._last
         self._seen = (size, note)
@@ -212,8 +221,11 @@ class SignedAdminSource:
         )
         return True
 
-    def _read_kept(self) -> None:
-        """Take what the node kept of an earlier run, as far as its note proves it (logged otherwise)."""
+    def _read_kept(self, note: bytes | None) -> None:
+        """Take what the node kept of an earlier run, as far as its note proves it, unless Redis's
+        checkpoint ``note`` (verified) is newer than it or contradicts it: a file kept before a
+        revocation must not let the revoked key in past a checkpoint that holds it; the node then
+        waits for Redis's copy as one with no file would (logged either way)."""
         assert self.kept is not None
         try:
             kept = self.kept.load()
@@ -226,6 +238,18 @@ class SignedAdminSource:
             self._warn("the admin ledger's checkpoint key is unknown here: no record of it counts")
             return
         where = f"the copy of the admin ledger kept in {self.kept.path}"
+        if note is not None and _verifies(note, self.admin_key):
+            try:
+                proven_admin_records(kept[0], note, self.admin_key)
+            except VledgerError as e:
+                logger.warning(
+                    "%s is not used: Redis's checkpoint of the admin ledger, newer or another, does not prove it"
+                    " (%s: %s)",
+                    where,
+                    e.code,
+                    e.message,
+                )
+                return
         self._take(*kept, self.admin_key, where=where)
         if self._held:
             logger.info("%s: %d records proven", where, len(self._held))

@@ -65,12 +65,16 @@ def account_payload(op: str, account: Account | None, name: str, via: str) -> di
     }
 
 
+_OTHERS_REFILL = "the homes refill their streams"
+
+
 class AdminLedger:
     """The admin ledger of the node that homes it. Thread-safe: one command at a time.
 
     ``checkpoints``: its home's outbox sets Redis's ``{admin}:checkpoint`` (the node; not a
     test's bare store), so :meth:`wait_proven` waits for it. ``on_lost`` is told, in a sentence,
-    what Redis had lost when :meth:`refill` put it back (the node raises its alert)."""
+    what Redis had lost when :meth:`refill` put it back (the node raises its alert), and None
+    once Redis holds it again and proven (the node resolves it)."""
 
     def __init__(
         self,
@@ -78,13 +82,15 @@ class AdminLedger:
         registry: AccountRegistry,
         *,
         checkpoints: bool = False,
-        on_lost: Callable[[str], None] | None = None,
+        on_lost: Callable[[str | None], None] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.checkpoints = checkpoints
         self.on_lost = on_lost
-        self._longer_logged = False
+        self._refused: str | None = None  # why Redis's cache was last left as it is (logged once)
+        # Whether a loss may be unresolved: also true at start, for an alert raised by an earlier run.
+        self._lost = True
         self.note_key = ledger_key(registry.namespace, ADMIN_LEDGER, "checkpoint")
         self._lock = threading.Lock()
 
@@ -178,33 +184,55 @@ class AdminLedger:
         """While the node runs (each poll of its accounts cache): put back what Redis lost of the
         admin ledger's cache or of the accounts (a restart without its append-only file, a
         failover to an empty replica, a FLUSHALL, a key deleted), as :meth:`sync` does at start,
-        and tell ``on_lost``. Two cheap reads when nothing was lost. A cache longer than the
-        store is left as it is (logged once): its next start judges it. Raises Redis errors."""
+        and tell ``on_lost`` what; tell it None once Redis holds them again, proven: the cache
+        whole, the accounts, and a checkpoint of the store's every record (what every node needs
+        to prove them; the home's outbox puts it back at its next heartbeat). Two cheap reads when
+        nothing was lost. Only what the store backs is written: a cache longer than the store, or
+        one whose records are not the store's, is left as it is (logged once; its next start
+        judges the first, an operator the second). Raises Redis errors."""
         with self._lock:
             size = self.store.size(ADMIN_LEDGER)
             if size == 0:
                 return
             cached = self.registry.admin_size()
-            if cached > size:
-                if not self._longer_logged:
-                    log.error("Redis caches a longer admin ledger (%d records) than this store (%d)", cached, size)
-                    self._longer_logged = True
-                return
-            self._longer_logged = False
             if cached == size and self.registry.version() > 0:
-                return
-            accounts_lost = not self.registry.list_accounts()
-            rebuilt = self._fill(cached)
-            if cached == size and rebuilt is None:
-                return  # a version key alone was missing: nothing to put back
-        lost = " and ".join(
-            [f"{size - cached} of the admin ledger's {size} records"] * (cached < size)
-            + [f"the accounts ({rebuilt} rebuilt from the ledger)"] * accounts_lost
-        )
-        detail = f"Redis lost {lost} while the node ran: refilled from its store; the homes refill their streams"
-        log.warning("%s", detail)
+                self._refused = None
+                resolved = self._lost and _note_size(self.registry.client.get(self.note_key)) >= size
+                if not resolved:
+                    return
+                self._lost = False
+                detail = None
+            else:
+                refused = self._refusal(cached, size)
+                if refused is not None:
+                    if refused != self._refused:
+                        log.error("%s: not refilled from this store", refused)
+                        self._refused = refused
+                    return
+                self._refused = None
+                accounts_lost = not self.registry.list_accounts()
+                rebuilt = self._fill(cached)
+                if cached == size and rebuilt is None:
+                    return  # a version key alone was missing: nothing to put back
+                lost = " and ".join(
+                    [f"{size - cached} of the admin ledger's {size} records"] * (cached < size)
+                    + [f"the accounts ({rebuilt} rebuilt from the ledger)"] * accounts_lost
+                )
+                detail = f"Redis lost {lost} while the node ran: refilled from its store; {_OTHERS_REFILL}"
+                log.warning("%s", detail)
+                self._lost = True
         if self.on_lost is not None:
             self.on_lost(detail)
+
+    def _refusal(self, cached: int, size: int) -> str | None:
+        """Why Redis's cache of ``cached`` records is not the first records of this store (None:
+        it is): appending to it would make a copy the store does not back."""
+        if cached > size:
+            return f"Redis caches a longer admin ledger ({cached} records) than this store ({size})"
+        theirs = self.registry.admin_records() if cached else []
+        ours = (data for _, data in self.store.range_raw(ADMIN_LEDGER, 0, len(theirs)))
+        differ = next((height for height, (a, b) in enumerate(zip(theirs, ours, strict=False)) if a != b), None)
+        return None if differ is None else f"Redis's cache of the admin ledger is not this store's from height {differ}"
 
 
 class StoreAdminSource:

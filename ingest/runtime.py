@@ -128,14 +128,21 @@ def unbacked_alerts(node: str, replication: ReplicationLedger) -> Callable[[list
 REDIS_LOST = "redis_lost"  # the alert of what Redis lost while the admin home ran (10.5)
 
 
-def redis_lost_alert(node: str, replication: ReplicationLedger) -> Callable[[str], None]:
+def redis_lost_alert(node: str, replication: ReplicationLedger) -> Callable[[str | None], None]:
     """What the admin home ``node`` does once it put back what Redis lost of the admin ledger's
     cache or the accounts (``detail``, AdminLedger.refill): raise ``redis_lost`` about ``redis``
-    (PROTOCOL 10.5), left open for an operator, since whatever else Redis held (tallies, alerts,
-    cosignatures, sweep positions) went with it."""
+    (PROTOCOL 10.5); and resolve it (``detail`` None) once Redis holds them again with a
+    checkpoint that proves them, so that one loss is one alert, open while a node cannot prove
+    Redis's copy. Redis down costs the alert (the node's log keeps the finding)."""
 
-    def report(detail: str) -> None:
-        raise_alert(replication, Alert("redis", ADMIN_LEDGER, 0, REDIS_LOST, detail, source=node))
+    def report(detail: str | None) -> None:
+        if detail is not None:
+            raise_alert(replication, Alert("redis", ADMIN_LEDGER, 0, REDIS_LOST, detail, source=node))
+            return
+        try:
+            replication.resolve_node("redis", ADMIN_LEDGER, [REDIS_LOST])
+        except REDIS_ERRORS as e:
+            log.warning("node %s: its %s alert is not resolved, Redis unavailable (%s)", node, REDIS_LOST, e)
 
     return report
 

@@ -106,7 +106,7 @@ def test_the_running_home_refills_what_redis_lost_at_its_next_poll(
     admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
     admin.apply("key.add", Args({"account": "treasurer", "key": new_keypair().public}), ROOT)
     before = registry.list_accounts()
-    told: list[str] = []
+    told: list[str | None] = []
     ledger = AdminLedger(store, registry, on_lost=told.append)
     ledger.refill()
     assert told == []  # nothing lost: nothing done, nothing said
@@ -116,9 +116,36 @@ def test_the_running_home_refills_what_redis_lost_at_its_next_poll(
     assert registry.admin_records() == [data for _, data in store.range_raw(ADMIN_LEDGER)]
     size = store.size(ADMIN_LEDGER)
     assert len(told) == 1 and f"{size} of the admin ledger's {size} records and the accounts" in told[0]
+    ledger.refill()
+    assert len(told) == 1  # open while no checkpoint in Redis proves the copy put back
+    publish_admin_checkpoint(redis_client, store)  # the home's outbox, at its next heartbeat
+    ledger.refill()
+    ledger.refill()
+    assert told[1:] == [None]  # resolved, once: one loss, one alert (redis28)
     redis_client.delete(registry.admin_records_key)  # the cache alone (accounts kept)
     ledger.refill()
-    assert registry.admin_size() == size and len(told) == 2 and "accounts" not in told[1]
+    assert registry.admin_size() == size and len(told) == 3 and "accounts" not in str(told[2])
+    ledger.refill()
+    assert told[3:] == [None]  # the checkpoint stayed: resolved at the next poll
+
+
+def test_the_running_home_appends_nothing_to_a_cache_that_is_not_its_store_s(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis28 review: the refill appended the store's records after whatever Redis's cache held,
+    so a cache someone else wrote (or a Redis restored from another cluster) became a copy that
+    the home's store does not back, under its name."""
+    registry, store, admin = home
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    told: list[str | None] = []
+    ledger = AdminLedger(store, registry, on_lost=told.append)
+    redis_client.flushall()
+    registry.push_admin_record(0, b"not the home's genesis")
+    ledger.refill()
+    ledger.refill()
+    assert registry.admin_records() == [b"not the home's genesis"] and told == []
+    refusals = [r for r in caplog.records if "not this store's from height 0" in r.getMessage()]
+    assert len(refusals) == 1  # logged once, not at every poll
 
 
 def test_a_node_keeps_what_it_proved_and_takes_it_back_at_a_start_while_redis_lost_it(
@@ -143,6 +170,40 @@ def test_a_node_keeps_what_it_proved_and_takes_it_back_at_a_start_while_redis_lo
     records[-1] = records[-1].replace(b"treasurer", b"treasurex")
     kept.save(records, note)
     assert SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load().records is None
+
+
+def test_a_kept_copy_older_than_redis_s_checkpoint_never_brings_back_a_revoked_key(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
+) -> None:
+    """Redis28 review: a node down while its key was revoked kept a file that still lets it in;
+    restarted while Redis held the home's newer checkpoint but not the records (lost, not yet put
+    back), it enforced that file: the revoked key was let in again."""
+    registry, home_store, admin = home
+    stolen = new_keypair().public
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    admin.apply("key.add", Args({"account": "treasurer", "key": stolen}), ROOT)
+    publish_admin_checkpoint(redis_client, home_store)
+    kept = KeptAdminCopy(tmp_path / "replica-1" / KEPT_ADMIN_COPY)
+    source = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept)
+    before = source.load().records
+    source.keep()
+    assert before is not None and kept.load() is not None
+    # The node is down: the key is revoked, and the home's checkpoint proves it.
+    admin.apply("key.revoke", Args({"key": stolen}), ROOT)
+    publish_admin_checkpoint(redis_client, home_store)
+    size = home_store.size(ADMIN_LEDGER)
+    redis_client.delete(registry.admin_records_key)  # Redis lost the records; the checkpoint stayed
+    restarted = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept)
+    assert restarted.load().records == ()  # nothing from the file: as a node without one, none proven yet
+    AdminLedger(home_store, registry).refill()  # the home puts the records back
+    after = restarted.load().records
+    assert after is not None and len(after) == size and after[-1].content.payload["keys"] == []
+    restarted.keep()
+    # A file newer than Redis's checkpoint (an older one, a Redis put back from a backup) is used.
+    publish_admin_checkpoint(redis_client, home_store, len(before))
+    redis_client.delete(registry.admin_records_key)
+    again = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load().records
+    assert again is not None and [r.link for r in again] == [r.link for r in after]
 
 
 def publish_admin_checkpoint(redis_client: Any, store: ChainStore, size: int | None = None) -> None:
