@@ -189,17 +189,31 @@ class AdminLedger:
         to prove them; the home's outbox puts it back at its next heartbeat). Two cheap reads when
         nothing was lost. Only what the store backs is written: a cache longer than the store, or
         one whose records are not the store's, is left as it is (logged once; its next start
-        judges the first, an operator the second). Raises Redis errors."""
+        judges the first, an operator the second). Raises Redis errors; logs any other and leaves
+        it to the next poll: its caller, the accounts cache's thread, survives only Redis errors,
+        and a home whose thread died followed no account change again."""
+        try:
+            told = self._refill()
+        except REDIS_ERRORS:
+            raise  # the thread's loop connects again
+        except Exception:  # a store found damaged, its file unreadable, a Redis flushed again mid-way
+            log.exception("the admin ledger's cache is not refilled now; the next poll tries again")
+            return
+        if told is not None and self.on_lost is not None:
+            self.on_lost(told[0])
+
+    def _refill(self) -> tuple[str | None] | None:
+        """:meth:`refill`'s work; what to tell ``on_lost`` (in a tuple), None: nothing."""
         with self._lock:
             size = self.store.size(ADMIN_LEDGER)
             if size == 0:
-                return
+                return None
             cached = self.registry.admin_size()
             if cached == size and self.registry.version() > 0:
                 self._refused = None
                 resolved = self._lost and _note_size(self.registry.client.get(self.note_key)) >= size
                 if not resolved:
-                    return
+                    return None
                 self._lost = False
                 detail = None
             else:
@@ -208,12 +222,12 @@ class AdminLedger:
                     if refused != self._refused:
                         log.error("%s: not refilled from this store", refused)
                         self._refused = refused
-                    return
+                    return None
                 self._refused = None
                 accounts_lost = not self.registry.list_accounts()
                 rebuilt = self._fill(cached)
                 if cached == size and rebuilt is None:
-                    return  # a version key alone was missing: nothing to put back
+                    return None  # a version key alone was missing: nothing to put back
                 lost = " and ".join(
                     [f"{size - cached} of the admin ledger's {size} records"] * (cached < size)
                     + [f"the accounts ({rebuilt} rebuilt from the ledger)"] * accounts_lost
@@ -221,8 +235,7 @@ class AdminLedger:
                 detail = f"Redis lost {lost} while the node ran: refilled from its store; {_OTHERS_REFILL}"
                 log.warning("%s", detail)
                 self._lost = True
-        if self.on_lost is not None:
-            self.on_lost(detail)
+        return (detail,)
 
     def _refusal(self, cached: int, size: int) -> str | None:
         """Why Redis's cache of ``cached`` records is not the first records of this store (None:

@@ -3,6 +3,7 @@ every change reaches Redis from the chain, and a flushed Redis is rebuilt from i
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 import threading
 import time
@@ -32,9 +33,11 @@ from vledger.node.record import Content, Entry
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
 from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.wire import Args
 from vledger.node.witness import HomeSigner
+from vledger.tests.integration.cluster import wait_until
 
 
 @pytest.fixture
@@ -127,6 +130,26 @@ def test_the_running_home_refills_what_redis_lost_at_its_next_poll(
     assert registry.admin_size() == size and len(told) == 3 and "accounts" not in str(told[2])
     ledger.refill()
     assert told[3:] == [None]  # the checkpoint stayed: resolved at the next poll
+
+
+def test_a_refill_that_fails_leaves_the_accounts_thread_alive(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
+) -> None:
+    """Redis28 review: the refill runs on the accounts cache's thread, whose loop survives only
+    Redis errors: a store found damaged (or a Redis flushed again mid-way) ended the thread, and
+    the home followed no account change nor told the admins it applied one from then on."""
+    registry, store, admin = home
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    with sqlite3.connect(tmp_path / "ingest-1" / DB_NAME) as db:  # a record's bytes tampered into TEXT
+        db.execute("UPDATE records SET data = CAST(data AS TEXT) WHERE ledger = ? AND height = 1", (ADMIN_LEDGER,))
+    redis_client.flushall()
+    ledger = AdminLedger(store, registry)
+    polls: list[int] = []
+    cache = AccountCache(registry, "ingest-9", poll_interval=0.05)
+    cache.upkeep = lambda: (polls.append(1), ledger.refill())[0]
+    with cache:
+        wait_until(lambda: len(polls) >= 3, DEADLINE, "the accounts cache to poll again after a failed refill")
+        assert cache._thread is not None and cache._thread.is_alive()
 
 
 def test_the_running_home_appends_nothing_to_a_cache_that_is_not_its_store_s(
