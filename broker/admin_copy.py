@@ -242,7 +242,9 @@ class SignedAdminSource:
             try:
                 proven_admin_records(kept[0], note, self.admin_key)
             except VledgerError as e:
-                logger.warning(
+                # Info: a node restarted after an admin change finds this (Redis's copy is then
+                # proven instead, or its failure is logged as one).
+                logger.info(
                     "%s is not used: Redis's checkpoint of the admin ledger, newer or another, does not prove it"
                     " (%s: %s)",
                     where,
