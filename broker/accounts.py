@@ -657,6 +657,9 @@ class AccountCache:
         admin: AdminSource | None = None,
         on_unbacked: Callable[[list[str]], None] | None = None,
     ) -> None:
+        # Run at each poll, before the version is compared (the admin home's AdminLedger.refill:
+        # what Redis lost of the admin ledger is put back without waiting for a restart).
+        self.upkeep: Callable[[], None] | None = None
         self.registry = registry
         self.node = _check_node(node)
         self.on_change = on_change
@@ -755,6 +758,8 @@ class AccountCache:
             finally:
                 with self._changed:
                     self._changed.notify_all()
+                if self.admin is not None:
+                    self.admin.keep()  # once enforced
             if not self._behind and not self._stop.is_set():  # once stopped, a late refresh says nothing
                 self.registry.record_applied(self.node, snapshot.version)
             return snapshot.version
@@ -864,6 +869,8 @@ class AccountCache:
     def _heartbeat(self) -> None:
         """The safety net: reload if the version moved unannounced (or the admin ledger's
         newest records await their checkpoint), else say we are alive."""
+        if self.upkeep is not None:
+            self.upkeep()
         if self._unapplied or self._unproven_since is not None or self.registry.version() != self.version:
             self.refresh()
         else:
