@@ -193,12 +193,13 @@ def heal(
     store's tree with it has the root a consistency proof from the source carries to the signed
     one; the last page makes that root itself), and the store takes each record only as the
     chain's next: the gap is never held in memory, and what a source that failed sent stays.
-    ``sources.deadline`` bounds it all. Raises RepairRefusedError when every candidate was asked
-    and none's tree has the signed root (no node can supply it), StoreContradictsCheckpointError
-    when one had it but the store is still behind (its sources failed), or time ran out first."""
+    ``sources.deadline`` bounds it all. Raises RepairRefusedError when there were candidates, each
+    was asked and none's tree has the signed root (no node can supply it; the caller may take the
+    note for a fork's), StoreContradictsCheckpointError when one had it but the store is still
+    behind (its sources failed), time ran out first, or nobody answered the start check."""
     ledger = target.ledger
     reasons: list[str] = []
-    maybe_held = False  # some node may hold the tree: one proved it, or was not asked in time
+    maybe_held = not candidates  # some node may hold the tree: one proved it, or was not asked (in time)
     for node in candidates:
         try:
             sources.time_left(node, "get")

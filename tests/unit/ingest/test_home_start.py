@@ -93,13 +93,16 @@ def test_a_page_that_is_not_part_of_the_signed_tree_is_not_stored_and_the_next_s
         assert list(home.range_raw(LEDGER)) == list(cluster.range_raw(LEDGER))
 
 
-def test_a_store_whose_own_tail_is_another_tree_takes_nothing(tmp_path: Path) -> None:
+def test_a_signed_tree_no_node_has_is_told_apart_from_one_nobody_was_asked_for(tmp_path: Path) -> None:
     cluster, home = _stores(tmp_path, 7, 20)
     with cluster, home:
         target = SignedCheckpoint(LEDGER, 20, bytes(32), b"")  # signed, but not the tree anyone holds
         with pytest.raises(RepairRefusedError, match="no node holds the tree"):
             heal(home, StoreSource(cluster), [SOURCE, OTHER], target, page=6)
         assert home.size(LEDGER) == 7
+        # Nobody answered the start check: no node was asked, so nothing says none holds that tree.
+        with pytest.raises(StoreContradictsCheckpointError, match="no other node answered"):
+            heal(home, StoreSource(cluster), [], target, page=6)
 
 
 def test_the_heal_stops_at_its_deadline_keeping_what_came_in_time(tmp_path: Path) -> None:
