@@ -309,7 +309,6 @@ def start_check(
         announced = {}
     ledgers = homed_ledgers(config, name, store, announced)
     check = ask_cluster(config, name, keys, ledgers, replication, config.ingest.start_check_ms / 1000)
-    outcome = StartOutcome()
     if ledgers and check.asked and not check.answered:
         log.warning(
             "ingest node %s: no other node answered within %d ms: it starts on its store and Redis alone "
@@ -327,221 +326,194 @@ def start_check(
             check.elapsed_ms,
         )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock if clock is not None else time.time()))
-    followers_first = sorted(check.answered, key=lambda n: config.node(n).role not in FOLLOWER_ROLES)
+    starting = _Starting(config, name, store, own, replication, check, StartOutcome(), stamp)
     sources = Sources(config, keys, FETCH_TIMEOUT)
     # One budget for every heal of this start: a slow source (a page of one record each
     # FETCH_TIMEOUT) must not hold the node's start for ever; what came in time stays.
     sources.deadline = time.monotonic() + config.ingest.start_heal_ms / 1000
-
-    def keep_copy() -> None:
-        if outcome.kept is None:
-            outcome.kept = keep_evidence_copy(store, stamp)
-
     try:
         for ledger in ledgers:
-            _heal_ledger(
-                config, name, store, own, replication, check, outcome, sources, followers_first, keep_copy, ledger
-            )
+            starting.heal_ledger(ledger, sources)
     finally:
         sources.close()
+    outcome = starting.outcome
     if ADMIN_LEDGER in outcome.refused:
         raise StoreDamagedError(f"{name}: {outcome.refused[ADMIN_LEDGER].message}")
-    _replace_forked_notes(config, name, store, own, replication, check, outcome)
+    starting.replace_forked_notes()
     return check, outcome
 
 
-def _heal_ledger(
-    config: ClusterConfig,
-    name: str,
-    store: ChainStore,
-    own: CheckpointKeys,
-    replication: ReplicationLedger,
-    check: StartCheck,
-    outcome: StartOutcome,
-    sources: Sources,
-    candidates: list[str],
-    keep_copy: Callable[[], None],
-    ledger: str,
-) -> None:
-    """Heal ``ledger`` up to the largest checkpoint its home signed that is not a fork's (set aside:
-    :func:`_set_aside_fork`), or refuse it."""
-    for target in signed_above(own, ledger, check.notes[ledger], store.size(ledger)):
-        held = store.size(ledger)
-        if target.size <= held:
+@dataclass(slots=True)
+class _Starting:
+    """What one start check works with, and what it did (``outcome``)."""
+
+    config: ClusterConfig
+    name: str
+    store: ChainStore
+    own: CheckpointKeys
+    replication: ReplicationLedger
+    check: StartCheck
+    outcome: StartOutcome
+    stamp: str  # the evidence copy's name's time
+
+    def keep_copy(self) -> None:
+        if self.outcome.kept is None:
+            self.outcome.kept = keep_evidence_copy(self.store, self.stamp)
+
+    def heal_ledger(self, ledger: str, sources: Sources) -> None:
+        """Heal ``ledger`` up to the largest checkpoint its home signed that is not a fork's (set
+        aside: :meth:`set_aside_fork`), from the nodes that answered (followers first), or refuse it."""
+        candidates = sorted(self.check.answered, key=lambda n: self.config.node(n).role not in FOLLOWER_ROLES)
+        for target in signed_above(self.own, ledger, self.check.notes[ledger], self.store.size(ledger)):
+            held = self.store.size(ledger)
+            if target.size <= held:
+                return
+            log.warning(
+                "ingest node %s: its store holds %d records of %s, but a checkpoint of size %d signed with its "
+                "key is in the cluster: its store is behind (put back from a copy?), healed before it serves",
+                self.name,
+                held,
+                ledger,
+                target.size,
+            )
+            try:
+                source = heal(self.store, sources, candidates, target, self.config.ingest.page_size, self.keep_copy)
+            except RepairRefusedError as e:
+                if self.set_aside_fork(target):
+                    continue  # a fork's note: heal toward the next one, if any
+                self.refuse(target, held, e)
+                return
+            except (VledgerError, OSError, sqlite3.Error) as e:
+                self.refuse(target, held, e)
+                return
+            self.outcome.healed[ledger] = source
+            log.warning(
+                "ingest node %s: %s healed to %d records from %s (its store as it was is kept at %s)",
+                self.name,
+                ledger,
+                target.size,
+                source,
+                self.outcome.kept,
+            )
             return
-        log.warning(
-            "ingest node %s: its store holds %d records of %s, but a checkpoint of size %d signed with its key "
-            "is in the cluster: its store is behind (put back from a copy?), healed before it serves",
-            name,
-            held,
-            target.ledger,
-            target.size,
+
+    def refuse(self, target: SignedCheckpoint, held: int, error: VledgerError | OSError | sqlite3.Error) -> None:
+        why = error.message if isinstance(error, VledgerError) else str(error)
+        self.outcome.refused[target.ledger] = StoreContradictsCheckpointError(
+            f"the store held {held} records, but a checkpoint of size {target.size} signed with this "
+            f"home's key is in the cluster, and it could not be healed ({why}): rebuild it with "
+            f"`vledger repair {self.name} --restart`",
+            ledger=target.ledger,
+            height=target.size - 1,
         )
+
+    def held_quorum_checkpoint(self, ledger: str) -> GatheredCheckpoint | None:
+        """The largest checkpoint of ``ledger`` this home signed that a majority of the cluster's
+        witnesses cosigned, when the store holds it (its tree at that size has that root); else None."""
+        witnesses = witness_keys(self.config)
+        if not witnesses:
+            return None
         try:
-            outcome.healed[target.ledger] = heal(store, sources, candidates, target, config.ingest.page_size, keep_copy)
-        except RepairRefusedError as e:
-            if _set_aside_fork(config, name, store, replication, check, outcome, target):
-                continue  # a fork's note: heal toward the next one, if any
-            _refuse(name, outcome, target, held, e)
-            return
-        except (VledgerError, OSError, sqlite3.Error) as e:
-            _refuse(name, outcome, target, held, e)
-            return
-        log.warning(
-            "ingest node %s: %s healed to %d records from %s (its store as it was is kept at %s)",
-            name,
-            target.ledger,
-            target.size,
-            outcome.healed[target.ledger],
-            outcome.kept,
-        )
-        return
+            proven = quorum_checkpoint(
+                ledger,
+                self.check.notes[ledger],
+                epoch_log_keys(self.config, ledger, self.name),
+                origin_for(self.config.name, ledger),
+                witnesses,
+                default_quorum(len(witnesses)),
+            )
+            kept = KeptCheckpoint(ledger, SIGNED, proven.checkpoint.size, proven.checkpoint.root, b"", 0)
+            check_holds(self.store, kept)
+        except VledgerError:
+            return None
+        return proven
 
-
-def _refuse(
-    name: str, outcome: StartOutcome, target: SignedCheckpoint, held: int, error: VledgerError | OSError | sqlite3.Error
-) -> None:
-    why = error.message if isinstance(error, VledgerError) else str(error)
-    outcome.refused[target.ledger] = StoreContradictsCheckpointError(
-        f"the store held {held} records, but a checkpoint of size {target.size} signed with this "
-        f"home's key is in the cluster, and it could not be healed ({why}): rebuild it with "
-        f"`vledger repair {name} --restart`",
-        ledger=target.ledger,
-        height=target.size - 1,
-    )
-
-
-def _held_quorum_checkpoint(
-    config: ClusterConfig, name: str, store: ChainStore, check: StartCheck, ledger: str
-) -> GatheredCheckpoint | None:
-    """The largest checkpoint of ``ledger`` this home signed that a majority of the cluster's
-    witnesses cosigned, when the store holds it (its tree at that size has that root); else None."""
-    witnesses = witness_keys(config)
-    if not witnesses:
-        return None
-    try:
-        proven = quorum_checkpoint(
-            ledger,
-            check.notes[ledger],
-            epoch_log_keys(config, ledger, name),
-            origin_for(config.name, ledger),
-            witnesses,
-            default_quorum(len(witnesses)),
-        )
-        check_holds(store, KeptCheckpoint(ledger, SIGNED, proven.checkpoint.size, proven.checkpoint.root, b"", 0))
-    except VledgerError:
-        return None
-    return proven
-
-
-def _cosigned_by_any(config: ClusterConfig, name: str, check: StartCheck, target: SignedCheckpoint) -> bool:
-    """Whether any of the cluster's witnesses cosigned ``target`` in the notes the start gathered."""
-    ledger = target.ledger
-    origin = origin_for(config.name, ledger)
-    with contextlib.suppress(VledgerError):
-        for key in epoch_log_keys(config, ledger, name):
-            for g in gather(check.notes[ledger], key, origin, witness_keys(config).values()):
-                if g.witnesses and (g.checkpoint.size, g.checkpoint.root) == (target.size, target.root):
-                    return True
-    return False
-
-
-def _set_aside_fork(
-    config: ClusterConfig,
-    name: str,
-    store: ChainStore,
-    replication: ReplicationLedger,
-    check: StartCheck,
-    outcome: StartOutcome,
-    target: SignedCheckpoint,
-) -> bool:
-    """Whether ``target``, a checkpoint this home signed that no node's tree has, is a fork's note
-    (r13 #6): no witness cosigned it and the store holds a smaller checkpoint a quorum did, as a home
-    repaired after it signed a fork further than the cluster went finds. It is then kept as evidence,
-    and replaced by that checkpoint when it is Redis's latest note; else (False) nothing is done."""
-    ledger = target.ledger
-    proven = _held_quorum_checkpoint(config, name, store, check, ledger)
-    if proven is None or proven.checkpoint.size >= target.size or _cosigned_by_any(config, name, check, target):
+    def cosigned_by_any(self, target: SignedCheckpoint) -> bool:
+        """Whether any of the cluster's witnesses cosigned ``target`` in the notes the start gathered."""
+        ledger = target.ledger
+        origin = origin_for(self.config.name, ledger)
+        witnesses = witness_keys(self.config).values()
+        with contextlib.suppress(VledgerError):
+            for key in epoch_log_keys(self.config, ledger, self.name):
+                for g in gather(self.check.notes[ledger], key, origin, witnesses):
+                    if g.witnesses and (g.checkpoint.size, g.checkpoint.root) == (target.size, target.root):
+                        return True
         return False
-    store.checkpoints.keep(ledger, EVIDENCE, target.size, target.root, target.note)
-    outcome.set_aside.setdefault(ledger, []).append(target.note)
-    latest = check.redis_latest.get(ledger)
-    if latest is not None and latest == target.note:
-        _put_in_redis(name, replication, outcome, ledger, latest, proven)
-    log.warning(
-        "ingest node %s: the checkpoint of %s of size %d signed with its key is a fork's (no node holds its "
-        "tree, no witness cosigned it, and its store holds the checkpoint of size %d %d witnesses cosigned): "
-        "kept as evidence",
-        name,
-        ledger,
-        target.size,
-        proven.checkpoint.size,
-        len(proven.witnesses),
-    )
-    return True
 
-
-def _put_in_redis(
-    name: str,
-    replication: ReplicationLedger,
-    outcome: StartOutcome,
-    ledger: str,
-    forked: bytes,
-    proven: GatheredCheckpoint,
-) -> None:
-    """Set ``proven``'s note as Redis's latest of ``ledger`` in place of the fork's ``forked``."""
-    try:
-        replication.set_checkpoints({ledger: proven.note})
-    except REDIS_ERRORS as e:
-        log.warning("ingest node %s: Redis unavailable (%s): its forked note of %s stays there", name, e, ledger)
-        return
-    outcome.replaced[ledger] = forked
-    if forked not in outcome.set_aside.setdefault(ledger, []):
-        outcome.set_aside[ledger].append(forked)
-
-
-def _replace_forked_notes(
-    config: ClusterConfig,
-    name: str,
-    store: ChainStore,
-    own: CheckpointKeys,
-    replication: ReplicationLedger,
-    check: StartCheck,
-    outcome: StartOutcome,
-) -> None:
-    """Replace Redis's latest note of a ledger when a checkpoint this home signed and a quorum of the
-    cluster's witnesses cosigned, held by the store, contradicts it (PROTOCOL 10.7): a note of a
-    fork, which else would keep the repaired home refusing the ledger for ever (outsider 26 I6)."""
-    for ledger, note in check.redis_latest.items():
-        if ledger in outcome.refused or ledger in outcome.replaced:
-            continue
-        try:
-            latest = own.check(ledger, note)
-        except NoteError:
-            continue  # proves nothing: the outbox's next checkpoint overwrites it
-        try:
-            check_holds(store, KeptCheckpoint(ledger, SIGNED, latest.size, latest.root, note, 0))
-            continue  # the store holds it: no contradiction
-        except StoreContradictsCheckpointError:
-            pass
-        proven = _held_quorum_checkpoint(config, name, store, check, ledger)
-        if proven is None:
-            continue  # no proof the note is the fork's: the store stays refused
-        if proven.checkpoint.size < latest.size:
-            continue  # a larger note than the proven one: the store is behind it, not past a fork
-        store.checkpoints.keep(ledger, EVIDENCE, latest.size, latest.root, note)
-        _put_in_redis(name, replication, outcome, ledger, note, proven)
-        if ledger not in outcome.replaced:
-            continue
+    def set_aside_fork(self, target: SignedCheckpoint) -> bool:
+        """Whether ``target``, a checkpoint this home signed that no node's tree has, is a fork's
+        note (r13 #6): no witness cosigned it and the store holds a smaller checkpoint a quorum did,
+        as a home repaired after it signed a fork further than the cluster went finds. It is then
+        kept as evidence, and replaced by that checkpoint when it is Redis's latest note; else
+        (False) nothing is done."""
+        ledger = target.ledger
+        proven = self.held_quorum_checkpoint(ledger)
+        if proven is None or proven.checkpoint.size >= target.size or self.cosigned_by_any(target):
+            return False
+        self.store.checkpoints.keep(ledger, EVIDENCE, target.size, target.root, target.note)
+        self.outcome.set_aside.setdefault(ledger, []).append(target.note)
+        if self.check.redis_latest.get(ledger) == target.note:
+            self.put_in_redis(ledger, target.note, proven)
         log.warning(
-            "ingest node %s: Redis's latest checkpoint of %s (size %d) contradicts the checkpoint of size %d "
-            "%d witnesses cosigned, which its store holds: replaced by it, the other note kept as evidence",
-            name,
+            "ingest node %s: the checkpoint of %s of size %d signed with its key is a fork's (no node holds its "
+            "tree, no witness cosigned it, and its store holds the checkpoint of size %d %d witnesses cosigned): "
+            "kept as evidence",
+            self.name,
             ledger,
-            latest.size,
+            target.size,
             proven.checkpoint.size,
             len(proven.witnesses),
         )
+        return True
+
+    def put_in_redis(self, ledger: str, forked: bytes, proven: GatheredCheckpoint) -> bool:
+        """Set ``proven``'s note as Redis's latest of ``ledger`` in place of the fork's ``forked``;
+        False when Redis is unavailable (logged)."""
+        try:
+            self.replication.set_checkpoints({ledger: proven.note})
+        except REDIS_ERRORS as e:
+            log.warning(
+                "ingest node %s: Redis unavailable (%s): its forked note of %s stays there", self.name, e, ledger
+            )
+            return False
+        self.outcome.replaced[ledger] = forked
+        if forked not in self.outcome.set_aside.setdefault(ledger, []):
+            self.outcome.set_aside[ledger].append(forked)
+        return True
+
+    def replace_forked_notes(self) -> None:
+        """Replace Redis's latest note of a ledger when a checkpoint this home signed and a quorum of
+        the cluster's witnesses cosigned, held by the store, contradicts it (PROTOCOL 10.7): a note
+        of a fork, which else would keep the repaired home refusing the ledger for ever (outsider 26 I6)."""
+        for ledger, note in self.check.redis_latest.items():
+            if ledger in self.outcome.refused or ledger in self.outcome.replaced:
+                continue
+            try:
+                latest = self.own.check(ledger, note)
+            except NoteError:
+                continue  # proves nothing: the outbox's next checkpoint overwrites it
+            try:
+                check_holds(self.store, KeptCheckpoint(ledger, SIGNED, latest.size, latest.root, note, 0))
+                continue  # the store holds it: no contradiction
+            except StoreContradictsCheckpointError:
+                pass
+            proven = self.held_quorum_checkpoint(ledger)
+            if proven is None:
+                continue  # no proof the note is the fork's: the store stays refused
+            if proven.checkpoint.size < latest.size:
+                continue  # a larger note than the proven one: the store is behind it, not past a fork
+            self.store.checkpoints.keep(ledger, EVIDENCE, latest.size, latest.root, note)
+            if not self.put_in_redis(ledger, note, proven):
+                continue
+            log.warning(
+                "ingest node %s: Redis's latest checkpoint of %s (size %d) contradicts the checkpoint of size %d "
+                "%d witnesses cosigned, which its store holds: replaced by it, the other note kept as evidence",
+                self.name,
+                ledger,
+                latest.size,
+                proven.checkpoint.size,
+                len(proven.witnesses),
+            )
 
 
 def published_without(notes: Mapping[str, list[bytes]], set_aside: Mapping[str, list[bytes]]) -> dict[str, list[bytes]]:
