@@ -99,6 +99,15 @@ class Client:
             connection.close()
         self._connections.clear()
 
+    def set_timeout(self, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for each reply from now on, on the open connections too
+        (a caller with an overall deadline gives each call only the time left)."""
+        self.timeout = timeout
+        for connection in self._connections.values():
+            connection.socket.rcvtimeo = max(1, int(timeout * 1000))
+            if connection.node.also:
+                connection.socket.sndtimeo = max(1, int(timeout * 1000))
+
     def __enter__(self) -> Client:
         return self
 

@@ -187,7 +187,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # never take over.
     homed = [ledger for ledger in store.ledgers() if homes.home_of(ledger).name == name]
     # The other nodes' notes too (a Redis that lost its data holds none); not a note of a fork the start check replaced.
-    answered = published_without(check.notes, start.replaced)
+    answered = published_without(check.notes, start.set_aside)
     try:
         published = {ledger: [*_published(replication, ledger), *answered.get(ledger, ())] for ledger in homed}
     except REDIS_ERRORS as e:
