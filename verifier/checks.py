@@ -4,7 +4,8 @@ Three checks, each catching what the others cannot:
 
 * **New records** (a Redis consumer group on the ledger streams): each record is verified as
   the next of the stream's chain (checksum, proof of work, link), and every node that holds
-  that height already must hold the same bytes. Entries are acknowledged once checked; a
+  that height already must hold the same bytes (one that lacks it below its head holds none:
+  the sweep names that hole). Entries are acknowledged once checked; a
   verifier that restarts re-reads its pending entries first, and takes over what a dead one
   left (``XAUTOCLAIM``).
 * **Heads**: every copy's head is compared with the home node's record at the same height.
