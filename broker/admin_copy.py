@@ -49,6 +49,8 @@ class AdminCopy(NamedTuple):
 
 
 NO_ADMIN_LEDGER = AdminCopy(None, False)
+# Redis's copy holds records and nothing proves any of them: no account is enforced meanwhile.
+UNPROVEN_ADMIN_LEDGER = AdminCopy((), True)
 
 
 class AdminSource(Protocol):
@@ -103,13 +105,21 @@ class SignedAdminSource:
         note = self.client.get(self.note_key)
         if (size, note) == self._seen and self._first_proof_since is None:
             return self._last
+        # On the bootstrap's accounts: a load before this one let them in, even one that saw no
+        # copy yet (the ledger's first records and checkpoint came between two loads). A node's
+        # first load let nothing in: it takes what a checkpoint proves at once.
+        bootstrap = self._seen is not None and not self._held and self._last.records is None
         self._seen = (size, note)
-        bootstrap = not self._held and (self._last.records is None and self._last.unchecked)
         if note is None and not self._held:
-            # No checkpoint of admin yet (the first admin command made the ledger a moment ago,
-            # before its home's outbox process ran, or there is no ledger): the bootstrap's
-            # accounts, until its home signs one.
-            return self._bootstrap(size)
+            # No checkpoint of admin: the bootstrap's accounts only while the list is empty (a
+            # brand-new cluster), or for a node already on them when the first admin command's
+            # records came before their checkpoint. A node that meets records and no checkpoint
+            # first (restarted while an insider deletes the key in a loop: r13 #1) would take
+            # Redis's accounts as they are, a forged admin's too: it enforces none until one proves.
+            if size == 0 or bootstrap:
+                return self._bootstrap(size)
+            self._last = UNPROVEN_ADMIN_LEDGER
+            return self._last
         if self.admin_key is None:
             self._warn("the admin ledger's checkpoint key is unknown here: no record of it counts")
         elif note is not None:

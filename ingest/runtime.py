@@ -47,6 +47,7 @@ from ..broker.signing import admin_checkpoint_key
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
+from ..node.rules.admin import ADMIN_LEDGER
 from ..node.store import HASH_FILL_AT, ChainStore, fill_phase
 from ..node.storefile import damaged_file
 from .loop import RequestLoop, Service
@@ -120,6 +121,26 @@ def unbacked_alerts(node: str, replication: ReplicationLedger) -> Callable[[list
         named = ", ".join(found[:_UNBACKED_NAMED]) + (", ..." if len(found) > _UNBACKED_NAMED else "")
         detail = f"Redis's accounts let in {len(found)} key(s) that no admin record does (refused): {named}"
         raise_alert(replication, Alert(node, "", 0, UNBACKED_ACCOUNT, detail, source="redis"))
+
+    return report
+
+
+ADMIN_UNPROVEN = "admin_unproven"  # the alert of a node whose proof of Redis's admin copy is stuck (10.5)
+
+
+def unproven_alerts(node: str, replication: ReplicationLedger) -> Callable[[str | None], None]:
+    """What node ``node`` does when Redis's copy of the admin ledger has held records it cannot
+    prove for a while (``problem``; broker/accounts.py): raise ``admin_unproven``, or resolve it
+    once it proves the whole copy again (None). Redis down costs the alert (the log keeps it)."""
+
+    def report(problem: str | None) -> None:
+        if problem is None:
+            try:
+                replication.resolve_node(node, ADMIN_LEDGER, [ADMIN_UNPROVEN])
+            except REDIS_ERRORS as e:
+                log.warning("node %s: its %s alert is not resolved, Redis unavailable (%s)", node, ADMIN_UNPROVEN, e)
+            return
+        raise_alert(replication, Alert(node, ADMIN_LEDGER, 0, ADMIN_UNPROVEN, problem, source="redis"))
 
     return report
 
@@ -311,7 +332,14 @@ class NodeRuntime:
         ``admin`` gives; it raises ``unbacked_account`` (PROTOCOL 10.5) while Redis's accounts let
         in a key that no admin record does, and resolves it once none is left."""
         poll = self.config.settings.broker.accounts_poll_ms / 1000
-        return self.gates.account_cache(registry, self.name, poll, admin, unbacked_alerts(self.name, replication))
+        return self.gates.account_cache(
+            registry,
+            self.name,
+            poll,
+            admin,
+            unbacked_alerts(self.name, replication),
+            unproven_alerts(self.name, replication),
+        )
 
     def signed_admin(self, registry: AccountRegistry) -> SignedAdminSource:
         """Redis's copy of the admin ledger as far as its home's checkpoint proves it (PROTOCOL 16.4)."""

@@ -19,6 +19,7 @@ from .. import __version__
 from ..broker.accounts import AccountCache
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert, store_damaged_alert
 from ..broker.signing import (
+    admin_checkpoint_key,
     generate_checkpoint_key,
     load_checkpoint_keys,
     load_signing_key,
@@ -157,7 +158,17 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # witnessed note proves (never Redis's word, nor the standby key's alone).
     book = EpochBook(config.name, store)
     homes = Homes(config, book, replication, witnesses=witness_keys_now)
-    admin_ledger = AdminLedger(store, registry, checkpoints=True) if homes_admin else None
+    admin_ledger = (
+        AdminLedger(
+            store,
+            registry,
+            checkpoints=True,
+            admin_key=admin_checkpoint_key(config),
+            on_alert=lambda alert: raise_alert(replication, alert),
+        )
+        if homes_admin
+        else None
+    )
     try:
         # Before accounts are rebuilt or a record placed: how far the cluster says its ledgers
         # went, a store put back from a copy healed (or refused), never a second tree signed.
