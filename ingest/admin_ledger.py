@@ -86,6 +86,10 @@ class AdminLedger:
         self.checkpoints = checkpoints
         self.admin_key = admin_key
         self.on_alert = on_alert
+        # How many of the store's records Redis's cache is known to hold (pushed or checked
+        # here): the next push starts there, not at the list's length, which a junk entry
+        # pushed by hand makes look like the home's next record already there (r13 #3).
+        self._known: int | None = None
         self.note_key = ledger_key(registry.namespace, ADMIN_LEDGER, "checkpoint")
         self._lock = threading.Lock()
 
@@ -143,18 +147,23 @@ class AdminLedger:
         holding another record where the store's goes is rewritten from the store (alerted)."""
         version = self.registry.version()
         start = self.registry.admin_size()
+        if self._known is not None:
+            start = min(start, self._known)
         for height, data in self.store.range_raw(ADMIN_LEDGER, start):
             try:
                 version = self.registry.push_admin_record(height, data)
             except AdminCacheConflictError as e:
                 return self._rewrite(height, e.message)
+        self._known = self.store.size(ADMIN_LEDGER)
         return version
 
     def _rewrite(self, height: int, problem: str) -> int:
         """Put the store's records in Redis's cache in place of what it holds, and raise the
         alert: an entry no home wrote there put every later record off its index, where no
         checkpoint proves it, and froze every other node's accounts (r13 #3)."""
-        version = self.registry.rewrite_admin_records([data for _, data in self.store.range_raw(ADMIN_LEDGER, 0)])
+        stored = [data for _, data in self.store.range_raw(ADMIN_LEDGER, 0)]
+        version = self.registry.rewrite_admin_records(stored)
+        self._known = len(stored)
         detail = (
             f"Redis's copy of the admin ledger held what this home's store does not from height {height} "
             f"({problem}): rewritten from the store"
@@ -196,7 +205,7 @@ class AdminLedger:
             # Records no checkpoint of this home signs, or others than its own: written by hand.
             differs = next((h for h, (a, b) in enumerate(zip(cached, stored, strict=False)) if a != b), None)
             if differs is not None or len(cached) > len(stored):
-                self._rewrite(len(stored) if differs is None else differs, "at start")
+                self._rewrite(len(stored) if differs is None else differs, "found at its start")
             else:
                 self._cache()
             if cached and self.registry.list_accounts():
