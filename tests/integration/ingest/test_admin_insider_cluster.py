@@ -45,7 +45,8 @@ def _answers_a_member(cluster: LocalCluster, node: str) -> bool:
 
 
 def test_a_node_restarted_while_the_admin_checkpoint_is_deleted_in_a_loop_lets_no_forged_admin_in(
-    cluster: LocalCluster, redis_as_attacker: Any  # noqa: F811
+    cluster: LocalCluster,
+    redis_as_attacker: Any,  # noqa: F811
 ) -> None:
     """r13 #1: having proven nothing yet, it took Redis's accounts as they are, mallory's too."""
     mallory = new_keypair()
@@ -75,7 +76,8 @@ def test_a_node_restarted_while_the_admin_checkpoint_is_deleted_in_a_loop_lets_n
 
 
 def test_a_junk_entry_pushed_onto_the_admin_list_freezes_no_node(
-    cluster: LocalCluster, redis_as_attacker: Any  # noqa: F811
+    cluster: LocalCluster,
+    redis_as_attacker: Any,  # noqa: F811
 ) -> None:
     """r13 #3: the home skipped its own next record (the list looked one longer), every later
     one was one index off, no checkpoint proved the list again: ingest-2 let a revoked key in
@@ -91,7 +93,8 @@ def test_a_junk_entry_pushed_onto_the_admin_list_freezes_no_node(
 
 
 def test_a_junk_entry_pushed_while_the_admin_home_is_down_does_not_stop_it(
-    cluster: LocalCluster, redis_as_attacker: Any  # noqa: F811
+    cluster: LocalCluster,
+    redis_as_attacker: Any,  # noqa: F811
 ) -> None:
     """r13 #3: the list longer than its store made the home's start raise store_damaged and exit
     65, naming a repair that rebuilds the store, not the list."""
@@ -105,4 +108,3 @@ def test_a_junk_entry_pushed_while_the_admin_home_is_down_does_not_stop_it(
     cluster.admin().call("account.add", {"account": "writer-after", "role": "writer"})
     cluster.admin().call("key.add", {"account": "writer-after", "key": pair.public})
     wait_until(lambda: _answers(cluster, "writer-after", "ingest-2"), DEADLINE, "the new writer let in on ingest-2")
-
