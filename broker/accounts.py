@@ -689,7 +689,9 @@ class AccountCache:
         # None once it proves all of it again: a node raises or resolves its alert (r13 #3: a
         # junk entry in the copy froze a node's accounts for good, silently).
         self.on_unproven = on_unproven
-        self._unproven_reported = False
+        # True at first: the first load that proves the whole copy resolves an alert an earlier
+        # run of the node left open.
+        self._unproven_reported = True
         # How many admin commands are changing the accounts now (:meth:`changing`).
         self._changes = 0
         self._stated: dict[str, dict[str, Any]] | None = None  # the admin ledger's accounts
@@ -852,12 +854,12 @@ class AccountCache:
         self._behind = copy.unproven and copy.records is not None
         if not copy.unproven:
             self._unproven_since = None
+        elif self._unproven_since is None:
+            self._unproven_since = time.monotonic()
         if not self._behind and self._unproven_reported:
             self._unproven_reported = False
             if self.on_unproven is not None:
                 self.on_unproven(None)
-        elif self._unproven_since is None:
-            self._unproven_since = time.monotonic()
         records = copy.records
         if records is None:
             # The bootstrap: Redis's accounts, and the grants of Redis's copy if there is one.
