@@ -47,6 +47,7 @@ from ..node.errors import (
     AccountError,
     AccountExistsError,
     AccountNameError,
+    AdminCacheConflictError,
     AdminLedgerExistsError,
     ApplyTimeoutError,
     KeyInUseError,
@@ -75,6 +76,12 @@ _BEHIND_FAST_FOR = 10.0
 # How often at most a key this node does not know makes it look whether the accounts moved
 # (AccountCache.catch_up: two GETs): a flood of unknown keys costs Redis no more than that.
 _CATCH_UP_INTERVAL = 0.1
+# How long the authenticator's thread waits for that look, done on another thread: a Redis that
+# stopped answering (its host cut off) held it 2 s per stranger's key, and every handshake,
+# known keys' too, queued behind (r13 #5).
+_CATCH_UP_WAIT = 0.1
+# How long after a failed look no key makes it look again (Redis is likely still away).
+_CATCH_UP_BACK_OFF = 2.0
 # How long stop() waits for the thread. A call of its to a Redis that stopped answering (its host
 # cut off) waits on the client's socket timeout, for ever on a client made without one: the
 # process's stop waited with it, past supervisor's stop time. The thread is a daemon: left behind.
@@ -241,12 +248,31 @@ return changed()
 """
 
 # KEYS: version, admin records    ARGV: channel, height of the first record, the records' bytes
+# A record already at an index is compared, not taken as "done": a junk entry pushed there by
+# hand put every later record one index off, which no checkpoint proves again (r13 #3).
 _PUSH_ADMIN_RECORDS = """
 local size = redis.call('LLEN', KEYS[2])
 local height = tonumber(ARGV[2])
+local last = math.min(size, height + #ARGV - 2) - 1
+if last >= height then
+  -- LRANGE, not LINDEX: the home's Redis user may run it (broker/redis_acl.py) in a redis.acl made before
+  local held = redis.call('LRANGE', KEYS[2], height, last)
+  for i = 1, #held do
+    if held[i] ~= ARGV[2 + i] then return {'admin_conflict', height + i - 1} end
+  end
+end
 if size < height then return {'admin_gap', size} end
 if size >= height + #ARGV - 2 then return unchanged() end
 for i = 3 + size - height, #ARGV do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+end
+return changed()
+"""
+
+# KEYS: version, admin records    ARGV: channel, the records' bytes from height 0
+_REWRITE_ADMIN_RECORDS = """
+redis.call('DEL', KEYS[2])
+for i = 2, #ARGV do
   redis.call('RPUSH', KEYS[2], ARGV[i])
 end
 return changed()
@@ -285,6 +311,14 @@ _RECORD_STOPPED = """
 local now = redis.call('TIME')
 redis.call('HSET', KEYS[1], 'seen', 0, 'stopped', now[1] * 1000 + math.floor(now[2] / 1000))
 redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: the node's applied hash: alive, not a new version (a node whose proof is stuck behind
+# Redis's copy stays live, so an admin's command names it in ``pending``, r13 #3)
+_RECORD_ALIVE = """
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'seen', now[1] * 1000 + math.floor(now[2] / 1000))
 return 1
 """
 
@@ -392,10 +426,12 @@ class AccountRegistry:
         self._revoke_key = register(_CHANGED + _REVOKE_KEY)
         self._bootstrap_admin = register(_CHANGED + _BOOTSTRAP_ADMIN)
         self._push_admin_records = register(_CHANGED + _PUSH_ADMIN_RECORDS)
+        self._rewrite_admin_records = register(_CHANGED + _REWRITE_ADMIN_RECORDS)
         self._snapshot = ReadOnlyScript(client, _SNAPSHOT)
         self._lookup = ReadOnlyScript(client, _LOOKUP)
         self._record_applied = register(_RECORD_APPLIED)
         self._record_stopped = register(_RECORD_STOPPED)
+        self._record_alive = register(_RECORD_ALIVE)
 
     def _account(self, name: str) -> str:
         return self._account_prefix + name
@@ -472,9 +508,10 @@ class AccountRegistry:
 
     def push_admin_records(self, height: int, records: Sequence[bytes]) -> int:
         """Cache the admin ledger's ``records`` from ``height`` on, in one step (those already
-        there: no change); the new version, announced like an account change so every node
-        reloads its grants. Raises AccountError when the cache lacks the records before them
-        (the caller pushes those first). One step: a node that proves all of the copy it sees
+        there, the same bytes: no change); the new version, announced like an account change so
+        every node reloads its grants. Raises AccountError when the cache lacks the records before
+        them (the caller pushes those first), and AdminCacheConflictError when it holds other
+        bytes at one of their heights. One step: a node that proves all of the copy it sees
         leaves the bootstrap's accounts for it (broker/admin_copy.py), and one that loaded
         between the genesis and its import records proved a ledger of no account (fl28a)."""
         status, version = self._push_admin_records(
@@ -482,7 +519,16 @@ class AccountRegistry:
         )
         if _text(status) == "admin_gap":
             raise AccountError(f"the admin ledger cache holds {version} records, not {height}")
+        if _text(status) == "admin_conflict":
+            raise AdminCacheConflictError(f"the admin ledger cache holds another record at height {version}")
         return int(version)
+
+    def rewrite_admin_records(self, records: Sequence[bytes]) -> int:
+        """Replace the admin ledger's cache with ``records`` (from height 0), in one step; the new
+        version, announced. The home's answer to a cache that holds what its store does not."""
+        return int(
+            self._rewrite_admin_records(keys=[self._version, self.admin_records_key], args=[self.channel, *records])[1]
+        )
 
     def admin_records(self, start: int = 0) -> list[bytes]:
         """The cached admin ledger's record bytes from height ``start`` on."""
@@ -528,6 +574,10 @@ class AccountRegistry:
         """Say that ``node`` stopped cleanly: not live from now until its next :meth:`record_applied`
         (it applies every change before it serves again, AccountCache.start)."""
         self._record_stopped(keys=[self.applied_key(node)], args=[self.applied_channel, node])
+
+    def record_alive(self, node: str) -> None:
+        """Say that ``node`` is alive, not that it applied anything newer (its proof is behind)."""
+        self._record_alive(keys=[self.applied_key(node)], args=[])
 
     def _reports(self, nodes: Collection[str], field: str) -> dict[str, int | None]:
         """Each node's ``field`` from its own key; None when it never reported, or its key
@@ -656,6 +706,7 @@ class AccountCache:
         poll_interval: float = 5.0,
         admin: AdminSource | None = None,
         on_unbacked: Callable[[list[str]], None] | None = None,
+        on_unproven: Callable[[str | None], None] | None = None,
     ) -> None:
         # Run at each poll, before the version is compared (the admin home's AdminLedger.refill:
         # what Redis lost of the admin ledger is put back without waiting for a restart).
@@ -672,6 +723,15 @@ class AccountCache:
         # Told, at each change, which of Redis's entries let a key in that the admin ledger does not
         # (:func:`unbacked`; empty once none is left): a node raises or resolves its alert.
         self.on_unbacked = on_unbacked
+        # Told what Redis's copy holds that this node could not prove for _BEHIND_FAST_FOR, and
+        # None once it proves all of it again: a node raises or resolves its alert (r13 #3: a
+        # junk entry in the copy froze a node's accounts for good, silently).
+        self.on_unproven = on_unproven
+        # True at first: the first load that proves the whole copy resolves an alert an earlier
+        # run of the node left open.
+        self._unproven_reported = True
+        # How many admin commands are changing the accounts now (:meth:`changing`).
+        self._changes = 0
         self._stated: dict[str, dict[str, Any]] | None = None  # the admin ledger's accounts
         self._unbacked: list[str] | None = None  # what was last reported of Redis's entries the ledger lacks
         self._snapshot = AccountsSnapshot.empty()
@@ -686,6 +746,11 @@ class AccountCache:
         self._admin_size = 0
         self._catch_up_lock = threading.Lock()
         self._next_catch_up = 0.0
+        self._catch_up_thread: threading.Thread | None = None
+        self._catch_up_asked = threading.Event()
+        self._catch_up_busy = False
+        self._catch_ups = 0  # looks asked for, and (under _changed) done and whether they reloaded
+        self._caught_up: tuple[int, bool] = (0, False)
 
     # --- reads (any thread) ----------------------------------------------------------------------
 
@@ -748,7 +813,7 @@ class AccountCache:
             # Its key rotations change the members (on_change) without changing any account.
             grown = self._load_admin()
             snapshot = cached if self._stated is None else ledger_snapshot(cached.version, self._stated)
-            if self._stated is not None and not self._awaiting_proof():
+            if self._stated is not None and not self._awaiting_proof() and not self._changes:
                 self._report_unbacked(unbacked(cached, snapshot))
             with self._changed:
                 previous, self._snapshot = self._snapshot, snapshot
@@ -764,26 +829,62 @@ class AccountCache:
                 self.registry.record_applied(self.node, snapshot.version)
             return snapshot.version
 
+    def changing(self) -> _Changing:
+        """While an admin command changes an account (its record, then Redis's entries), a
+        reload in between reports no ``unbacked_account``: Redis still lets in what the record
+        just ended, for a moment, on an honest cluster (r13 #8). The command reloads after."""
+        return _Changing(self)
+
     def catch_up(self) -> bool:
         """Reload now if Redis's accounts version or the admin ledger's checkpoint moved since the
         last load; whether it reloaded. Called (on the ZAP thread) for a key the node does not let
         in, before it is refused: a key an admin has just added was refused, silently, while this
         node's announcement, poll or proof of the new checkpoint lagged on a loaded host (acct27).
-        At most once per _CATCH_UP_INTERVAL, and never raises: anyone can offer unknown keys, and
-        a refusal must look the same whether it looked or not."""
+        At most once per _CATCH_UP_INTERVAL, never raises (anyone can offer unknown keys, and a
+        refusal must look the same whether it looked or not), and never calls Redis: a thread of
+        its own looks, and this one waits _CATCH_UP_WAIT at most, not at all while a look is
+        still under way or for _CATCH_UP_BACK_OFF after one failed."""
         now = time.monotonic()
         with self._catch_up_lock:
-            if now < self._next_catch_up:
+            if now < self._next_catch_up or self._catch_up_busy:
                 return False
             self._next_catch_up = now + _CATCH_UP_INTERVAL
-        try:
-            if self.registry.version() == self.version and (self.admin is None or not self.admin.moved()):
-                return False
-            self.refresh()
-        except Exception as e:  # the authenticator's thread must live on: it judges every handshake
-            logger.warning("node %s: looking for newer accounts failed (%s)", self.node, e)
-            return False
-        return True
+            self._catch_up_busy = True
+            self._catch_ups += 1
+            asked = self._catch_ups
+            if self._catch_up_thread is None or not self._catch_up_thread.is_alive():
+                self._catch_up_thread = threading.Thread(
+                    target=self._catching_up, name=f"accounts-catch-up-{self.node}", daemon=True
+                )
+                self._catch_up_thread.start()
+        self._catch_up_asked.set()
+        with self._changed:
+            self._changed.wait_for(lambda: self._caught_up[0] >= asked, _CATCH_UP_WAIT)
+            done, reloaded = self._caught_up
+        return done >= asked and reloaded
+
+    def _catching_up(self) -> None:
+        """The looks :meth:`catch_up` asks for, one at a time, until the cache stops."""
+        while not self._stop.is_set():
+            if not self._catch_up_asked.wait(_LISTEN_SLICE):
+                continue
+            self._catch_up_asked.clear()
+            with self._catch_up_lock:
+                asked = self._catch_ups
+            reloaded = False
+            try:
+                if self.registry.version() != self.version or (self.admin is not None and self.admin.moved()):
+                    self.refresh()
+                    reloaded = True
+            except Exception as e:  # this thread must live on: the next stranger's key asks again
+                logger.warning("node %s: looking for newer accounts failed (%s)", self.node, e)
+                with self._catch_up_lock:
+                    self._next_catch_up = time.monotonic() + _CATCH_UP_BACK_OFF
+            with self._catch_up_lock:
+                self._catch_up_busy = False
+            with self._changed:
+                self._caught_up = (asked, reloaded)
+                self._changed.notify_all()
 
     def _load_admin(self) -> bool:
         """Replay the admin ledger again when it grew (it is small, changes are rare); whether it did."""
@@ -795,6 +896,10 @@ class AccountCache:
             self._unproven_since = None
         elif self._unproven_since is None:
             self._unproven_since = time.monotonic()
+        if not self._behind and self._unproven_reported:
+            self._unproven_reported = False
+            if self.on_unproven is not None:
+                self.on_unproven(None)
         records = copy.records
         if records is None:
             # The bootstrap: Redis's accounts, and the grants of Redis's copy if there is one.
@@ -857,13 +962,15 @@ class AccountCache:
         if time.monotonic() - since < _BEHIND_FAST_FOR:
             return True
         if since > 0:  # once per stretch
-            logger.warning(
-                "node %s: Redis's copy of the admin ledger holds records no checkpoint of its home proves "
-                "after %g s; their accounts are not enforced here",
-                self.node,
-                _BEHIND_FAST_FOR,
+            problem = (
+                f"Redis's copy of the admin ledger holds records no checkpoint of its home proves after "
+                f"{_BEHIND_FAST_FOR:g} s ({self._admin_size} proven here); their accounts are not enforced here"
             )
+            logger.warning("node %s: %s", self.node, problem)
             self._unproven_since = -1.0
+            if self._behind and self.on_unproven is not None:
+                self._unproven_reported = True
+                self.on_unproven(problem)
         return False
 
     def _heartbeat(self) -> None:
@@ -873,6 +980,8 @@ class AccountCache:
             self.upkeep()
         if self._unapplied or self._unproven_since is not None or self.registry.version() != self.version:
             self.refresh()
+            if self._behind:  # not applied, yet alive: an admin's command names it in pending
+                self.registry.record_alive(self.node)
         else:
             self.registry.record_applied(self.node, self.version)
 
@@ -955,6 +1064,21 @@ class AccountCache:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class _Changing:
+    """:meth:`AccountCache.changing`'s context: reloads report no unbacked entry meanwhile."""
+
+    def __init__(self, cache: AccountCache) -> None:
+        self.cache = cache
+
+    def __enter__(self) -> None:
+        with self.cache._reload_lock:
+            self.cache._changes += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.cache._reload_lock:
+            self.cache._changes -= 1
 
 
 def _replayed(records: Iterable[Record], node: str) -> RulesEngine:

@@ -62,6 +62,8 @@ class AdminCopy(NamedTuple):
 
 
 NO_ADMIN_LEDGER = AdminCopy(None, False)
+# Redis's copy holds records and nothing proves any of them: no account is enforced meanwhile.
+UNPROVEN_ADMIN_LEDGER = AdminCopy((), True)
 
 
 class AdminSource(Protocol):
@@ -184,10 +186,15 @@ class SignedAdminSource:
         bootstrap = self._seen is not None and not self._held and self._last.records is None
         self._seen = (size, note)
         if note is None and not self._held:
-            # No checkpoint of admin yet (the first admin command made the ledger a moment ago,
-            # before its home's outbox process ran, or there is no ledger): the bootstrap's
-            # accounts, until its home signs one.
-            return self._bootstrap(size)
+            # No checkpoint of admin: the bootstrap's accounts only while the list is empty (a
+            # brand-new cluster), or for a node already on them when the first admin command's
+            # records came before their checkpoint. A node that meets records and no checkpoint
+            # first (restarted while an insider deletes the key in a loop: r13 #1) would take
+            # Redis's accounts as they are, a forged admin's too: it enforces none until one proves.
+            if size == 0 or bootstrap:
+                return self._bootstrap(size)
+            self._last = UNPROVEN_ADMIN_LEDGER
+            return self._last
         if self.admin_key is None:
             self._warn("the admin ledger's checkpoint key is unknown here: no record of it counts")
         elif note is not None:

@@ -148,17 +148,18 @@ class RegistryAdmin:
             # unlocked): checked on an older snapshot, two admins disabling each other would pass.
             self.cache.refresh()
             self._record_host_enrollments()
-            if command in ("grant.add", "grant.revoke"):
-                result = self._grant(command, args, author, via)
-                version = self.registry.version()
-            elif command in ("totp.enroll", "totp.reset"):
-                result = self._second_factor(command, args, author, via)
-                version = self.registry.version()
-            elif command == "node.rotate":
-                result = self._rotate(args, author, via)
-                version = self.registry.version()
-            else:
-                result, version = self._account_change(command, args, author, via)
+            with self.cache.changing():  # its record, then Redis's entries: no alert in between
+                if command in ("grant.add", "grant.revoke"):
+                    result = self._grant(command, args, author, via)
+                    version = self.registry.version()
+                elif command in ("totp.enroll", "totp.reset"):
+                    result = self._second_factor(command, args, author, via)
+                    version = self.registry.version()
+                elif command == "node.rotate":
+                    result = self._rotate(args, author, via)
+                    version = self.registry.version()
+                else:
+                    result, version = self._account_change(command, args, author, via)
         self.cache.refresh()
         live = self.registry.live_nodes(self.nodes, within=heartbeat_window(self.cache.poll_interval))
         deadline = time.monotonic() + self.wait_seconds

@@ -22,10 +22,10 @@ from typing import Any
 from ..broker.accounts import Account, AccountRegistry, Role
 from ..broker.admin_copy import NO_ADMIN_LEDGER, AdminCopy
 from ..broker.redis_keys import ledger_key
-from ..broker.replication import REDIS_ERRORS
+from ..broker.replication import REDIS_ERRORS, Alert
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.errors import StoreDamagedError, VledgerError
-from ..node.note import parse_checkpoint, parse_note
+from ..node.errors import AdminCacheConflictError, StoreDamagedError, VledgerError
+from ..node.note import VerifierKey, parse_checkpoint, parse_note, verify_checkpoint
 from ..node.record import Content, Entry, Record
 from ..node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS, admin_genesis_rules
 from ..node.store import ChainStore
@@ -33,6 +33,7 @@ from ..node.store import ChainStore
 log = logging.getLogger(__name__)
 
 _PROOF_POLL = 0.01  # how often the home looks for its outbox's checkpoint of an admin record
+ADMIN_CACHE_CONFLICT = "admin_cache_conflict"  # the alert of a cache that held what the store does not (10.5)
 
 
 def _note_size(note: bytes | None) -> int:
@@ -74,7 +75,9 @@ class AdminLedger:
     ``checkpoints``: its home's outbox sets Redis's ``{admin}:checkpoint`` (the node; not a
     test's bare store), so :meth:`wait_proven` waits for it. ``on_lost`` is told, in a sentence,
     what Redis had lost when :meth:`refill` put it back (the node raises its alert), and None
-    once Redis holds it again and proven (the node resolves it)."""
+    once Redis holds it again and proven (the node resolves it). ``admin_key``: the admin
+    ledger's checkpoint key, by which a cache longer than the store is told from one made longer
+    by hand (:meth:`sync`). ``on_alert``: raises the alert of a cache rewritten from the store."""
 
     def __init__(
         self,
@@ -83,6 +86,8 @@ class AdminLedger:
         *,
         checkpoints: bool = False,
         on_lost: Callable[[str | None], None] | None = None,
+        admin_key: VerifierKey | None = None,
+        on_alert: Callable[[Alert], None] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -91,6 +96,12 @@ class AdminLedger:
         self._refused: str | None = None  # why Redis's cache was last left as it is (logged once)
         # Whether a loss may be unresolved: also true at start, for an alert raised by an earlier run.
         self._lost = True
+        self.admin_key = admin_key
+        self.on_alert = on_alert
+        # How many of the store's records Redis's cache is known to hold (pushed or checked
+        # here): the next push starts there, not at the list's length, which a junk entry
+        # pushed by hand makes look like the home's next record already there (r13 #3).
+        self._known: int | None = None
         self.note_key = ledger_key(registry.namespace, ADMIN_LEDGER, "checkpoint")
         self._lock = threading.Lock()
 
@@ -145,10 +156,47 @@ class AdminLedger:
 
     def _cache(self) -> int:
         """Copy to Redis what its cache of the admin ledger lacks, in one step (a node never sees
-        the genesis without its import records); the accounts version."""
+        the genesis without its import records); the accounts version. A cache holding another
+        record where the store's goes is rewritten from the store (alerted)."""
         start = self.registry.admin_size()
+        if self._known is not None:
+            start = min(start, self._known)
         missing = [data for _, data in self.store.range_raw(ADMIN_LEDGER, start)]
-        return self.registry.push_admin_records(start, missing) if missing else self.registry.version()
+        if not missing:
+            return self.registry.version()
+        try:
+            version = self.registry.push_admin_records(start, missing)
+        except AdminCacheConflictError as e:
+            return self._rewrite(start, e.message)
+        self._known = start + len(missing)
+        return version
+
+    def _rewrite(self, height: int, problem: str) -> int:
+        """Put the store's records in Redis's cache in place of what it holds, and raise the
+        alert: an entry no home wrote there put every later record off its index, where no
+        checkpoint proves it, and froze every other node's accounts (r13 #3)."""
+        stored = [data for _, data in self.store.range_raw(ADMIN_LEDGER, 0)]
+        version = self.registry.rewrite_admin_records(stored)
+        self._known = len(stored)
+        detail = (
+            f"Redis's copy of the admin ledger held what this home's store does not from height {height} "
+            f"({problem}): rewritten from the store"
+        )
+        log.error("%s", detail)
+        if self.on_alert is not None:
+            self.on_alert(Alert("redis", ADMIN_LEDGER, height, ADMIN_CACHE_CONFLICT, detail, source="redis"))
+        return version
+
+    def _signed_past(self, size: int) -> bool:
+        """Whether Redis's checkpoint of the admin ledger, verified with its key, is of more than
+        ``size`` records: then records past the store's are genuine (the store is behind)."""
+        if self.admin_key is None:
+            return True  # nothing to tell them by: the store is taken to be behind, as before
+        note = self.registry.client.get(self.note_key)
+        try:
+            return note is not None and verify_checkpoint(note, self.admin_key).checkpoint.size > size
+        except VledgerError:
+            return False
 
     def sync(self) -> None:
         """On start: fill the cache from the store, and rebuild every account from the chain
@@ -158,16 +206,21 @@ class AdminLedger:
         with self._lock:
             if self.store.size(ADMIN_LEDGER) == 0:
                 return
-            cached = self.registry.admin_size()
-            if cached > self.store.size(ADMIN_LEDGER):
+            cached = self.registry.admin_records()
+            stored = [data for _, data in self.store.range_raw(ADMIN_LEDGER, 0)]
+            if len(cached) > len(stored) and self._signed_past(len(stored)):
                 # Its store is behind (put back from a copy) and the start check could not heal it
                 # (ingest/home_start.py): the node stops as one whose store fails its checks.
                 raise StoreDamagedError(
-                    f"Redis caches {cached} records of the admin ledger, this node's store holds "
-                    f"{self.store.size(ADMIN_LEDGER)}: its store is behind; rebuild it with `vledger repair "
+                    f"Redis caches {len(cached)} records of the admin ledger, this node's store holds "
+                    f"{len(stored)}: its store is behind; rebuild it with `vledger repair "
                     f"{self.store.origin} --restart`"
                 )
-            self._fill(cached)
+            # Records no checkpoint of this home signs, or others than its own: written by hand.
+            differs = next((h for h, (a, b) in enumerate(zip(cached, stored, strict=False)) if a != b), None)
+            if differs is not None or len(cached) > len(stored):
+                self._rewrite(len(stored) if differs is None else differs, "found at its start")
+            self._fill(len(cached))
 
     def _fill(self, cached: int) -> int | None:
         """Append what Redis's cache lacks (it held ``cached`` records), then rebuild the accounts

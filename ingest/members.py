@@ -151,15 +151,23 @@ class MemberGates:
         poll_interval: float,
         admin: AdminSource,
         on_unbacked: Callable[[list[str]], None] | None = None,
+        on_unproven: Callable[[str | None], None] | None = None,
     ) -> AccountCache:
         """The node's AccountCache, enforcing the accounts of the admin ledger ``admin`` gives,
-        wired to replace both lists at each change of the accounts (``on_unbacked``: see AccountCache)."""
+        wired to replace both lists at each change of the accounts (``on_unbacked``,
+        ``on_unproven``: see AccountCache)."""
 
         def changed(keys: frozenset[str]) -> None:
             self.apply()
 
         cache = AccountCache(
-            registry, node, on_change=changed, poll_interval=poll_interval, admin=admin, on_unbacked=on_unbacked
+            registry,
+            node,
+            on_change=changed,
+            poll_interval=poll_interval,
+            admin=admin,
+            on_unbacked=on_unbacked,
+            on_unproven=on_unproven,
         )
         self.requests.on_unknown(cache.catch_up)
         return self.follow(cache)

@@ -147,6 +147,26 @@ def redis_lost_alert(node: str, replication: ReplicationLedger) -> Callable[[str
     return report
 
 
+ADMIN_UNPROVEN = "admin_unproven"  # the alert of a node whose proof of Redis's admin copy is stuck (10.5)
+
+
+def unproven_alerts(node: str, replication: ReplicationLedger) -> Callable[[str | None], None]:
+    """What node ``node`` does when Redis's copy of the admin ledger has held records it cannot
+    prove for a while (``problem``; broker/accounts.py): raise ``admin_unproven``, or resolve it
+    once it proves the whole copy again (None). Redis down costs the alert (the log keeps it)."""
+
+    def report(problem: str | None) -> None:
+        if problem is None:
+            try:
+                replication.resolve_node(node, ADMIN_LEDGER, [ADMIN_UNPROVEN])
+            except REDIS_ERRORS as e:
+                log.warning("node %s: its %s alert is not resolved, Redis unavailable (%s)", node, ADMIN_UNPROVEN, e)
+            return
+        raise_alert(replication, Alert(node, ADMIN_LEDGER, 0, ADMIN_UNPROVEN, problem, source="redis"))
+
+    return report
+
+
 class Startable(Protocol):
     def start(self) -> object: ...
 
@@ -334,7 +354,14 @@ class NodeRuntime:
         ``admin`` gives; it raises ``unbacked_account`` (PROTOCOL 10.5) while Redis's accounts let
         in a key that no admin record does, and resolves it once none is left."""
         poll = self.config.settings.broker.accounts_poll_ms / 1000
-        return self.gates.account_cache(registry, self.name, poll, admin, unbacked_alerts(self.name, replication))
+        return self.gates.account_cache(
+            registry,
+            self.name,
+            poll,
+            admin,
+            unbacked_alerts(self.name, replication),
+            unproven_alerts(self.name, replication),
+        )
 
     def signed_admin(self, registry: AccountRegistry) -> SignedAdminSource:
         """Redis's copy of the admin ledger as far as its home's checkpoint proves it (PROTOCOL 16.4),

@@ -19,6 +19,7 @@ from .. import __version__
 from ..broker.accounts import AccountCache
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert, store_damaged_alert
 from ..broker.signing import (
+    admin_checkpoint_key,
     generate_checkpoint_key,
     load_checkpoint_keys,
     load_signing_key,
@@ -158,7 +159,14 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     book = EpochBook(config.name, store)
     homes = Homes(config, book, replication, witnesses=witness_keys_now)
     admin_ledger = (
-        AdminLedger(store, registry, checkpoints=True, on_lost=redis_lost_alert(name, replication))
+        AdminLedger(
+            store,
+            registry,
+            checkpoints=True,
+            on_lost=redis_lost_alert(name, replication),
+            admin_key=admin_checkpoint_key(config),
+            on_alert=lambda alert: raise_alert(replication, alert),
+        )
         if homes_admin
         else None
     )

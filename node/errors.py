@@ -473,6 +473,13 @@ class NoSuchKeyError(AccountError):
     code = "no_such_key"
 
 
+class AdminCacheConflictError(AccountError):
+    """Redis's cache of the admin ledger holds other bytes at a height than the home's record
+    (written there by hand, 16.4): the home rewrites the cache from its store."""
+
+    code = "admin_cache_conflict"
+
+
 class AdminLedgerExistsError(AccountError):
     """``vledger admin bootstrap`` that would add, re-enable or give a key to an admin once the
     admin ledger exists: no record would show it (16.3)."""

@@ -146,6 +146,8 @@ def _exercise(client: Any) -> None:
     registry.push_admin_record(0, b"genesis")
     registry.record_applied("ingest-1", registry.version())
     registry.record_stopped("ingest-1")
+    registry.record_alive("ingest-1")
+    registry.rewrite_admin_records([b"genesis"])
     assert "root" in {a.name for a in registry.list_accounts()}
     factors = SecondFactorStore(client)
     factors.enroll("root", b"sealed", ("d1", "d2"), ENROLL)

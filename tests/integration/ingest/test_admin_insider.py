@@ -1,0 +1,202 @@
+"""An insider who writes Redis against the admin ledger's copy there (reviewer r13 #1, #3, #8).
+
+The admin ledger's home and a second node in one process, with a real redis-server: the writes an
+attacker with the admin Redis password makes are plain Redis commands, and each interleaving that
+a loaded host gives now and then is scripted (a reload between two steps of a command).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker import accounts as accounts_module
+from vledger.broker.accounts import AccountCache, AccountRegistry
+from vledger.broker.admin_copy import SignedAdminSource
+from vledger.broker.keys import new_keypair
+from vledger.broker.redis_keys import group_key, ledger_key
+from vledger.broker.replication import Alert
+from vledger.ingest import accounts as ingest_accounts
+from vledger.ingest.accounts import RegistryAdmin
+from vledger.ingest.admin_ledger import ADMIN_CACHE_CONFLICT, AdminLedger, StoreAdminSource
+from vledger.node.rules.admin import ADMIN_LEDGER
+from vledger.node.rules.engine import RulesEngine
+from vledger.node.store import ChainStore
+from vledger.node.wire import Args
+from vledger.tests.integration.cluster import wait_until
+
+from .test_admin_ledger import ADMIN_KEY, ROOT, publish_admin_checkpoint
+
+NOTE = ledger_key("vledger", ADMIN_LEDGER, "checkpoint")
+DEADLINE = 20.0
+
+
+class Home:
+    """The admin ledger's home (its store, its cache, its admin commands), alerts recorded."""
+
+    def __init__(self, redis_client: Any, directory: Path, nodes: list[str]) -> None:
+        self.registry = AccountRegistry(redis_client)
+        self.registry.bootstrap_admin("root", new_keypair().public)
+        self.store = ChainStore(directory / "ingest-1", origin="ingest-1", domain=RulesEngine())
+        self.unbacked: list[list[str]] = []
+        self.cache = AccountCache(
+            self.registry, "ingest-1", admin=StoreAdminSource(self.store), on_unbacked=self.unbacked.append
+        ).start()
+        self.alerts: list[Alert] = []
+        self.ledger = AdminLedger(self.store, self.registry, admin_key=ADMIN_KEY, on_alert=self.alerts.append)
+        self.admin = RegistryAdmin(self.registry, self.cache, nodes, 2000, self.ledger)
+
+    def apply(self, command: str, **args: Any) -> dict[str, Any]:
+        return self.admin.apply(command, Args(args), ROOT)
+
+    def close(self) -> None:
+        self.cache.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def home(redis_client: Any, tmp_path: Path) -> Iterator[Home]:
+    made = Home(redis_client, tmp_path, ["ingest-1", "ingest-2"])
+    yield made
+    made.close()
+
+
+def _other(home: Home, redis_client: Any, **kwargs: Any) -> AccountCache:
+    """Another node (ingest-2), proving Redis's copy with the home's checkpoint, started."""
+    source = SignedAdminSource(redis_client, ADMIN_KEY)
+    return AccountCache(home.registry, "ingest-2", poll_interval=0.1, admin=source, **kwargs).start()
+
+
+def test_a_node_meeting_records_and_no_checkpoint_first_admits_no_account_of_redis(
+    home: Home, redis_client: Any
+) -> None:
+    """r13 #1: with the checkpoint deleted (in a loop), a node that had proven nothing (restarted)
+    took Redis's accounts as they are: a forged admin got in. Now Redis's accounts count only
+    while the copy is empty (a brand-new cluster)."""
+    home.apply("account.add", account="writer", role="writer")
+    writer = new_keypair().public
+    home.apply("key.add", account="writer", key=writer)
+    mallory = new_keypair().public
+    redis_client.hset(group_key("vledger", "accounts", "keys"), mallory, "root")  # a forged key of the real admin
+    redis_client.delete(NOTE)
+    other = _other(home, redis_client)
+    try:
+        assert other.lookup(mallory) is None
+        assert other.lookup(writer) is None and other.snapshot.accounts == {}  # nothing proven: nobody
+        publish_admin_checkpoint(redis_client, home.store)  # the home sets it again
+        other.refresh()
+        assert other.lookup(writer) is not None and other.lookup(mallory) is None
+        redis_client.delete(NOTE)
+        other.refresh()
+        assert other.lookup(writer) is not None and other.lookup(mallory) is None  # what it proved, kept
+    finally:
+        other.stop()
+
+
+def test_a_brand_new_cluster_s_node_takes_redis_s_accounts_until_the_first_checkpoint(
+    home: Home, redis_client: Any
+) -> None:
+    """What #1's fix keeps: before any admin record, the bootstrap's admin is let in; and a node
+    on those accounts keeps them while the first command's records await their checkpoint."""
+    root = home.cache.snapshot.accounts["root"].keys[0]
+    other = _other(home, redis_client)
+    try:
+        assert other.lookup(root) is not None
+        home.apply("account.add", account="writer", role="writer")
+        other.refresh()
+        assert redis_client.get(NOTE) is None and other.lookup(root) is not None
+    finally:
+        other.stop()
+
+
+def test_a_junk_entry_in_the_copy_is_rewritten_by_the_home_at_its_next_record_and_alerted(
+    home: Home, redis_client: Any
+) -> None:
+    """r13 #3: one RPUSH of junk put each later record of the home one index off (the push script
+    took "the list is longer" for "already there"): no checkpoint proved the copy again, and a
+    key revoked stayed in on every other node, for good."""
+    victim = new_keypair().public
+    home.apply("account.add", account="victim", role="writer")
+    home.apply("key.add", account="victim", key=victim)
+    publish_admin_checkpoint(redis_client, home.store)
+    other = _other(home, redis_client)
+    try:
+        assert other.lookup(victim) is not None
+        junk_at = home.registry.admin_size()
+        redis_client.rpush(home.registry.admin_records_key, b"junk")
+        home.apply("key.revoke", key=victim)
+        publish_admin_checkpoint(redis_client, home.store)
+        stored = [data for _, data in home.store.range_raw(ADMIN_LEDGER, 0)]
+        assert home.registry.admin_records() == stored
+        assert [(a.what, a.node, a.height) for a in home.alerts] == [(ADMIN_CACHE_CONFLICT, "redis", junk_at)]
+        other.refresh()
+        assert other.lookup(victim) is None and not other.behind
+    finally:
+        other.stop()
+
+
+def test_a_junk_entry_pushed_while_the_home_is_down_is_rewritten_at_its_start(home: Home, redis_client: Any) -> None:
+    """r13 #3, the home down: the list longer than its store made its start raise store_damaged
+    (exit 65, naming a repair that rebuilds the store, not the list). A longer list counts as the
+    store being behind only where a checkpoint the home signed covers it."""
+    home.apply("account.add", account="writer", role="writer")
+    publish_admin_checkpoint(redis_client, home.store)
+    redis_client.rpush(home.registry.admin_records_key, b"junk")
+    home.ledger.sync()
+    assert home.registry.admin_records() == [data for _, data in home.store.range_raw(ADMIN_LEDGER, 0)]
+    assert [a.what for a in home.alerts] == [ADMIN_CACHE_CONFLICT]
+
+
+def test_a_node_stuck_behind_the_copy_stays_live_pending_and_alerted(
+    home: Home, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r13 #3: a node that could not prove Redis's copy never wrote ``seen`` (only an applied
+    version did): past the heartbeat window it counted as gone, and admin commands answered
+    ``pending: []`` while it still let a disabled account in. It was only logged, too."""
+    monkeypatch.setattr(ingest_accounts, "heartbeat_window", lambda poll: 1.0)
+    monkeypatch.setattr(accounts_module, "_BEHIND_FAST_FOR", 0.3)
+    home.apply("account.add", account="victim", role="writer")
+    publish_admin_checkpoint(redis_client, home.store)
+    reports: list[str | None] = []
+    other = _other(home, redis_client, on_unproven=reports.append)
+    try:
+        assert other.lookup(home.cache.snapshot.accounts["root"].keys[0]) is not None and not other.behind
+        # Its record's checkpoint never comes (the home's outbox stopped): ingest-2 is stuck behind.
+        home.apply("account.disable", account="victim")
+        assert reports[0] is None  # its start resolved whatever an earlier run left open
+        wait_until(lambda: len(reports) > 1, DEADLINE, "the stuck node's alert")
+        assert reports[1] is not None and "no checkpoint" in reports[1]
+        # Past the heartbeat window, still named: it is alive, and has not applied the change.
+        answer = home.apply("account.enable", account="victim")
+        assert answer["pending"] == ["ingest-2"]
+        publish_admin_checkpoint(redis_client, home.store)
+        wait_until(lambda: reports[-1] is None, DEADLINE, "the alert resolved once proven")
+    finally:
+        other.stop()
+
+
+def test_the_home_reports_no_unbacked_account_between_a_revoke_s_record_and_redis_s_change(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r13 #8: the record comes first, Redis's change after; a reload in between (a poll, or a
+    stranger's handshake) found Redis still letting in the key the record ended, and raised
+    ``unbacked_account`` on an honest cluster, resolved a moment later."""
+    victim = new_keypair().public
+    home.apply("account.add", account="victim", role="writer")
+    home.apply("key.add", account="victim", key=victim)
+    registry = home.registry
+    for name in ("revoke_key", "disable", "remove_account"):
+        change = getattr(registry, name)
+
+        def reloaded_first(*args: Any, _change: Any = change) -> int:
+            home.cache.refresh()  # another thread's reload, between the record and Redis's change
+            return int(_change(*args))
+
+        monkeypatch.setattr(registry, name, reloaded_first)
+    home.apply("key.revoke", key=victim)
+    home.apply("account.disable", account="victim")
+    home.apply("account.remove", account="victim")
+    assert [found for found in home.unbacked if found] == []
