@@ -334,7 +334,9 @@ def test_two_witness_names_sharing_one_key_count_once_toward_the_head_s_majority
     # 1): 2 distinct witnesses, so both must vouch. Its lines under each name, in separate notes,
     # were two of the times: one witness alone made the head fresh.
     config, signers = _cluster(tmp_path, replicas=3)
-    for private, public in zip(signing_key_paths(tmp_path, "replica-1"), signing_key_paths(tmp_path, "replica-3")):
+    for private, public in zip(
+        signing_key_paths(tmp_path, "replica-1"), signing_key_paths(tmp_path, "replica-3"), strict=True
+    ):
         public.write_bytes(private.read_bytes())
     replication = ReplicationLedger(redis_client)
     checkpoint = signers["ingest-1"].sign("council", 100, bytes(32))
