@@ -19,7 +19,6 @@ from vledger.broker.signing import generate_signing_key, load_signing_key, signi
 from vledger.client import Client
 from vledger.client.http import GatewayConnection
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
-from vledger.config.settings import Limits
 from vledger.node.errors import StaleCheckpointError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
@@ -27,13 +26,10 @@ from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
 from vledger.verifier.gateway import Gateway, build_app
 
-from .test_api import NoRedis
+from .test_api import LIMITS, RECORDS, SEED, NoRedis
+from .test_api import SIGNED_AT as HEAD
 
-LIMITS = Limits()
-SEED = bytes(range(32))
 LEDGER = "ow"
-RECORDS = 40
-HEAD = 30
 BEFORE = 20
 REPLICAS = ("replica-1", "replica-2", "replica-3")
 
