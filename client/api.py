@@ -27,7 +27,7 @@ from ..broker.signing import VerifyKey
 from ..broker.tallies import Published
 from ..config.cluster import load_cluster
 from ..node.anchors import Anchors
-from ..node.cosigning import distinct_witnesses, needed_witnesses, stale_since, verified_fresh_ms
+from ..node.cosigning import distinct_witnesses, needed_witnesses, quorum_fresh_ms, stale_since, vouched_by
 from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import (
     BadEpochError,
@@ -432,37 +432,49 @@ class Client:
 
     def _fresh(self, ledger: str, verified: VerifiedCheckpoint) -> VerifiedCheckpoint:
         """``verified`` unless it is stale (:meth:`checkpoint`): StaleCheckpointError. It is kept
-        as the largest seen all the same (it is validly signed and extends the one before)."""
+        as the largest seen all the same (it is validly signed and extends the one before).
+
+        The trusted witnesses are the caller's and the outside witnesses the genesis lists
+        (:attr:`ReceiptKeys.trusted`), as the gateway and the pages count them (11.4): counting
+        the caller's alone, a live head that 2 of 5 cluster witnesses and both outside ones had
+        just cosigned was refused as "an old view" (outsider o8 J4)."""
         if self.stale_after_ms is None:
             return verified
         keys = self.keys(ledger)
-        needed = needed_witnesses(distinct_witnesses(keys.witnesses), keys.quorum)
-        fresh_ms = self._vouched_ms(ledger, verified, keys, needed)
+        trusted = distinct_witnesses(keys.trusted)
+        needed = needed_witnesses(trusted, keys.quorum)
+        vouched = self._vouched(ledger, verified, keys, needed)
         now_ms = time.time_ns() // 1_000_000
+        fresh_ms = quorum_fresh_ms(vouched.values(), needed)
         if not stale_since(fresh_ms, now_ms, self.recosign_ms, self.stale_after_ms, needed):
             return verified
-        within = f"within {(self.recosign_ms + self.stale_after_ms) / 1000:g} s"
-        last = "none did" if fresh_ms is None else f"they last did {(now_ms - fresh_ms) / 1000:.0f} s ago"
+        window_ms = self.recosign_ms + self.stale_after_ms
+        lately = sum(1 for at_ms in vouched.values() if now_ms - at_ms <= window_ms)
+        last = "" if fresh_ms is None else f" ({needed} of them last did {(now_ms - fresh_ms) / 1000:.0f} s ago)"
         raise StaleCheckpointError(
-            f"ledger {ledger!r}: no {needed} of the {distinct_witnesses(keys.witnesses)} trusted witnesses vouched "
-            f"for the checkpoint of {verified.checkpoint.size} records {within}: {last}, so the server shows an "
-            "old view (PROTOCOL 11.4)"
+            f"ledger {ledger!r}: only {lately} of the {trusted} trusted witnesses ({needed} needed) vouched for "
+            f"the checkpoint of {verified.checkpoint.size} records within {window_ms / 1000:g} s{last}: the "
+            "server shows an old view, or too many witnesses are down (PROTOCOL 11.4)"
         )
 
-    def _vouched_ms(self, ledger: str, verified: VerifiedCheckpoint, keys: ReceiptKeys, needed: int) -> int | None:
-        """Since when ``needed`` trusted witnesses vouch for ``verified`` or for the checkpoint
-        before it they cosigned (15.4 step 8): a checkpoint just signed carries fewer lines than
-        that for a moment, so the server's largest one with ``needed`` cosignatures is asked for
-        and proven to be of the same tree (a consistency proof either way: a newer one may have
-        been cosigned meanwhile). None when there is none, or it does not verify."""
-        fresh_ms = verified_fresh_ms(verified, needed)
-        if fresh_ms is not None or needed == 0:
-            return fresh_ms
-        try:
-            vouched = self.reader.checkpoint(ledger, dataclasses.replace(keys, quorum=needed))
+    def _vouched(self, ledger: str, verified: VerifiedCheckpoint, keys: ReceiptKeys, needed: int) -> dict[str, int]:
+        """Each trusted witness's newest verified line (ms) on the view (15.4 step 8): on
+        ``verified`` and, when fewer than ``needed`` witnesses cosigned it (a checkpoint just
+        signed carries fewer lines for a moment), on the server's largest checkpoint it says
+        ``needed`` cosigned, verified here and proven to be of the same tree (a consistency proof
+        either way: a newer one may have been cosigned meanwhile); per witness the newer of its
+        two lines. The second note's lines need no quorum of their own: a witness's line on any
+        checkpoint of the tree says it vouched then for that prefix. A server that gives no such
+        note (or one that does not verify) leaves what ``verified`` proves."""
+        outside = keys.outside.keys if keys.outside is not None else ()
+        found = vouched_by(verified, keys.witnesses, outside)
+        if len(found) >= needed:
+            return found
+        try:  # the outside witnesses' own quorum is not asked of it: only their lines are counted
+            other = self.reader.checkpoint(ledger, dataclasses.replace(keys, outside=None), cosigned=needed)
         except VledgerError:  # none that many witnesses cosigned, or a server that will not say
-            return None
-        older, newer = sorted((vouched, verified), key=lambda v: v.checkpoint.size)
+            return found
+        older, newer = sorted((other, verified), key=lambda v: v.checkpoint.size)
         if older.checkpoint.size == newer.checkpoint.size:
             if older.checkpoint.root != newer.checkpoint.root:
                 raise ProofError(
@@ -470,7 +482,9 @@ class Client:
                 )
         else:
             self.reader.consistency_proof(ledger, older.checkpoint.size, older.checkpoint.root, newer)
-        return verified_fresh_ms(vouched, needed)
+        for witness, at_ms in vouched_by(other, keys.witnesses, outside).items():
+            found[witness] = max(at_ms, found.get(witness, 0))
+        return found
 
     # --- records ---------------------------------------------------------------------------------
 

@@ -356,23 +356,26 @@ class Reader:
         except ReceiptError:
             raise NoteKeyError(f"ledger {ledger!r} pins no checkpoint key") from None
 
-    def checkpoint(self, ledger: str, keys: ReceiptKeys) -> VerifiedCheckpoint:
+    def checkpoint(self, ledger: str, keys: ReceiptKeys, cosigned: int = 0) -> VerifiedCheckpoint:
         """The node's latest checkpoint of ``ledger`` with ``keys.quorum`` cosignatures, verified
         with the key in force at its size (the key chain from ``keys.log_key``, 13.8) and, when
-        its genesis lists outside witnesses, with a quorum of theirs (13.9)."""
-        return self._proven_checkpoint(ledger, keys)[0]
+        its genesis lists outside witnesses, with a quorum of theirs (13.9). With ``cosigned``,
+        the largest the node says at least that many witnesses cosigned, its own and the outside
+        ones together (only ``keys`` verify which did)."""
+        return self._proven_checkpoint(ledger, keys, cosigned)[0]
 
     def _proven_checkpoint(
-        self, ledger: str, keys: ReceiptKeys
+        self, ledger: str, keys: ReceiptKeys, cosigned: int = 0
     ) -> tuple[VerifiedCheckpoint, list[RotationProof], NodeKeys | None]:
-        """The latest checkpoint with ``keys.quorum`` cosignatures, the key rotations below its
-        size (each record with its inclusion proof in it), all verified: the chain from the
-        genesis key to the key that signed it; and the evidence of the witnesses' rotated keys
-        it was checked with (16.6), if any."""
+        """The latest checkpoint with ``keys.quorum`` (at least ``cosigned``) cosignatures, the
+        key rotations below its size (each record with its inclusion proof in it), all verified:
+        the chain from the genesis key to the key that signed it; and the evidence of the
+        witnesses' rotated keys it was checked with (16.6), if any."""
         node = self.ledger_node(ledger)
         asked: dict[str, Any] = {"ledger": ledger, "witnesses": keys.quorum}
         if keys.outside is not None:  # the largest checkpoint with that many outside cosignatures
             asked.update(witnesses=keys.quorum + keys.outside.quorum, outside=keys.outside.quorum)
+        asked["witnesses"] = max(asked["witnesses"], cosigned)
         try:
             return self._verified_answer(ledger, keys, self.call("checkpoint", asked, node=node))
         except QuorumError:

@@ -125,6 +125,34 @@ def verified_fresh_ms(verified: VerifiedCheckpoint, needed: int) -> int | None:
     return quorum_fresh_ms((c.timestamp * 1000 for c in verified.newest), needed)
 
 
+def vouched_by(
+    verified: VerifiedCheckpoint, witnesses: Iterable[VerifierKey], outside: Iterable[VerifierKey] = ()
+) -> dict[str, int]:
+    """Each trusted witness's newest verified cosignature time (ms) on ``verified``, by witness
+    (:func:`witness_groups` over ``witnesses`` and ``outside``: names sharing a key are one,
+    13.5 step 1): the lines 13.5 counted with ``witnesses`` (``verified.newest``, in force, 14.3
+    step 7) and each line of an ``outside`` key (the outside witnesses a genesis lists, 13.9)
+    that verifies on its own. A line of a ``witnesses`` key that 13.5 did not count is not
+    taken here either (a replaced key's out of force)."""
+    listed = tuple(outside)
+    groups = witness_groups((*witnesses, *listed))
+    found: dict[str, int] = {}
+
+    def keep(name: str, timestamp: int) -> None:
+        witness = groups.get(name, name)
+        found[witness] = max(timestamp * 1000, found.get(witness, 0))
+
+    for cosignature in verified.newest:
+        keep(cosignature.name, cosignature.timestamp)
+    keys = {(key.name, key.key_id): key for key in listed if key.alg == ALG_COSIGNATURE_V1}
+    text = verified.note.text
+    for line in verified.note.signatures:
+        key = keys.get((line.name, line.key_id))
+        if key is not None and verify_signature(text, line, key):
+            keep(line.name, Cosignature.from_note_signature(line).timestamp)
+    return found
+
+
 def recosign_due_ms(recosign_ms: int, heartbeat_ms: int) -> int:
     """How old a witness's newest line on a quiet ledger's checkpoint is when it cosigns it again
     (PROTOCOL 10.7): ``recosign_ms`` less a heartbeat and 2 s (at most half the interval). The

@@ -218,6 +218,14 @@ class ReceiptKeys:
     # it knows of, counted whatever a receipt carries or leaves out (14.3 step 6).
     node_keys: NodeKeys | None = None
 
+    @property
+    def trusted(self) -> tuple[VerifierKey, ...]:
+        """Every witness key a head's age is judged over (PROTOCOL 11.4, 15.4 step 8): the
+        caller's and the outside witnesses the genesis lists, as the gateway and the pages count
+        them; a reader counting the caller's alone called a live head cosigned by a majority of
+        these stale (outsider o8 J4)."""
+        return (*self.witnesses, *(self.outside.keys if self.outside is not None else ()))
+
     def following(self, node_keys: NodeKeys | None) -> tuple[ReceiptKeys, dict[str, KeyHistory]]:
         """These keys with the witnesses' later generations that ``node_keys`` (a receipt's) and
         the keys' own :attr:`node_keys` prove (none without evidence or without ``admin_key``),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -66,9 +67,11 @@ from ..node.errors import (
 from ..node.json_values import jsonable
 from ..node.key_rotation import KeyChain
 from ..node.ledger import LedgerRules
-from ..node.note import VerifierKey, parse_checkpoint, parse_note, verify_checkpoint, witness_groups
+from ..node.note import Checkpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint, witness_groups
+from ..node.outside import outside_witnesses
 from ..node.record import decode_record
 from ..node.tally_body import STALE_AFTER_MS, Snapshot
+from ..node.tree import Frontier, leaf_hash
 from ..node.witness import home_key
 from ..verifier.node_keys import follow_redis
 from ..verifier.tally import (
@@ -93,6 +96,9 @@ from .args import config_file
 from .client_payloads import money_text, time_text
 
 REDIS_TIMEOUT = 2.0
+log = logging.getLogger(__name__)
+# A note that verified: its head, its checkpoint, and the trusted witnesses' lines that verified.
+_Verified = tuple[LedgerHead, Checkpoint, GatheredCheckpoint | None]
 
 
 def raise_mismatch(replication: ReplicationLedger, report: TallyReport) -> str:
@@ -314,7 +320,11 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
     than the witnesses' latest. Redis errors pass."""
     replication = ReplicationLedger(client)
     note = client.get(replication.checkpoint_key(ledger))
-    notes = [*([bytes(note)] if note else []), *replication.cosignatures(ledger).values()]
+    notes = [
+        *([bytes(note)] if note else []),
+        *replication.cosignatures(ledger).values(),
+        *replication.outside_cosignatures(ledger).values(),
+    ]
     if not notes:
         return LedgerHead(None, problem="no checkpoint of the ledger in Redis yet")
     signers = [config.home_of(ledger)]
@@ -324,12 +334,25 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
     problems: list[str] = []
     witnesses = list(newest_witness_keys(config).values())
     chain = _RedisChain(replication, ledger)
-    heads = [
-        _verified_head(config, ledger, n, [s.name for s in signers], standby, witnesses, problems, chain) for n in notes
-    ]
+
+    def verified_heads(trusted: list[VerifierKey]) -> list[_Verified | None]:
+        return [
+            _verified_head(config, ledger, n, [s.name for s in signers], standby, trusted, problems, chain)
+            for n in notes
+        ]
+
+    heads = verified_heads(witnesses)
     verified = [head for head in heads if head is not None]
     if verified:
-        best = max((head for head, _ in verified), key=lambda head: head.size or 0)
+        best = max(verified, key=lambda head: head[0].size or 0)
+        # The outside witnesses the genesis lists are trusted too (11.4, as the gateway and the
+        # pages count them), once the genesis the stream holds is proven in the head's tree.
+        outside = _proven_outside(replication, ledger, best[1])
+        if outside:
+            witnesses = [*witnesses, *outside]
+            heads = verified_heads(witnesses)
+            verified = [head for head in heads if head is not None]
+        head = best[0]
         # A witness that cosigned a tree at least this large at T saw this one by T (append-only):
         # each witness's oldest such T, and the time by which a majority of the trusted witnesses
         # had cosigned. Each one's newest T on any checkpoint of this view (none is larger), and
@@ -341,10 +364,10 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
         group = witness_groups(witnesses)
         times: dict[str, int] = {}
         newest: dict[str, int] = {}
-        for head, gathered in verified:
+        for one, _, gathered in verified:
             if gathered is None:
                 continue
-            if (head.size or 0) >= (best.size or 0):
+            if (one.size or 0) >= (head.size or 0):
                 for name, at_ms in gathered.cosigned_ms.items():
                     witness = group.get(name, name)
                     times[witness] = min(at_ms, times.get(witness, at_ms))
@@ -352,8 +375,8 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
                 witness = group.get(name, name)
                 newest[witness] = max(at_ms, newest.get(witness, at_ms))
         needed = needed_witnesses(distinct_witnesses(witnesses))
-        best = replace(
-            best,
+        head = replace(
+            head,
             since_ms=quorum_since_ms(times.values(), needed),
             fresh_ms=quorum_fresh_ms(newest.values(), needed),
             needed=needed,
@@ -361,10 +384,34 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
         # A larger note that no key file verifies (the home's newer key after a ledger.rekey, or
         # junk) leaves the head uncertain upward: an observer counting past it may be right.
         larger = any(
-            h is None and (_claimed_size(n) or 0) > (best.size or 0) for h, n in zip(heads, notes, strict=True)
+            h is None and (_claimed_size(n) or 0) > (head.size or 0) for h, n in zip(heads, notes, strict=True)
         )
-        return replace(best, larger_unverified=larger)
+        return replace(head, larger_unverified=larger)
     return LedgerHead(None, problem="no checkpoint in Redis verifies (" + "; ".join(dict.fromkeys(problems)) + ")")
+
+
+def _proven_outside(replication: ReplicationLedger, ledger: str, head: Checkpoint) -> tuple[VerifierKey, ...]:
+    """The outside witnesses (13.9) the genesis in the Redis stream lists, once that genesis is
+    proven to be the one of ``head``'s tree: the stream's records up to its size make its root.
+    Anyone with the stream's password could write a genesis listing witnesses of their own,
+    which would then keep a frozen view fresh; so one not proven (a stream trimmed or forged, a
+    head larger than the stream) lists none, and the cluster's witnesses alone judge the head.
+    Reading the stream only when its genesis lists some keeps the common case one read."""
+    rows = _StreamRows(replication)
+    try:
+        listed = outside_witnesses(ledger, rows.rules(ledger).rules)
+        if listed is None:
+            return ()
+        tree = Frontier()
+        for _, data in rows.range_raw(ledger, 0, head.size):
+            tree.append(leaf_hash(data))
+    except VledgerError as e:
+        log.info("the outside witnesses of %s are not counted: %s", ledger, e)
+        return ()
+    if tree.size != head.size or tree.root() != head.root:
+        log.warning("the Redis stream of %s is not the head's tree: its outside witnesses are not counted", ledger)
+        return ()
+    return listed.keys
 
 
 def _claimed_size(note: bytes) -> int | None:
@@ -384,9 +431,9 @@ def _verified_head(
     witnesses: list[VerifierKey],
     problems: list[str],
     chain: _RedisChain | None = None,
-) -> tuple[LedgerHead, GatheredCheckpoint | None] | None:
+) -> _Verified | None:
     """``note``'s size when one of ``signers`` signed it (the standby only with an epoch line
-    >= 2, PROTOCOL 10.9: its key alone proves no handover), and the note with the cosignatures of
+    >= 2, PROTOCOL 10.9: its key alone proves no handover), its checkpoint, and the note with the cosignatures of
     the ``witnesses`` that verified (None: no line verified; the caller takes the majority's times
     over every note at least as large); else None, the reasons added to ``problems``."""
     for i, name in enumerate(signers):
@@ -398,7 +445,7 @@ def _verified_head(
             if standby is not None and name == standby.name and epoch_claim(checkpoint)[0] < 2:
                 raise BadEpochError("signed by the standby's key without an epoch line >= 2")
             cosigned = gather([note], key, key.name, witnesses)
-            return LedgerHead(checkpoint.size, name), cosigned[0] if cosigned else None
+            return LedgerHead(checkpoint.size, name), checkpoint, cosigned[0] if cosigned else None
         except VledgerError as e:
             problems.append(f"{name}'s key: {e.code}")
     return None

@@ -1202,7 +1202,11 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
     async def checkpoint_json(request: web.Request) -> web.Response:
         ledger = _ledger(request)
         witnesses = request.query.get("witnesses")
-        wanted = None if witnesses is None else _int(witnesses, "witnesses", maximum=len(gateway.witness_keys))
+        wanted = None
+        if witnesses is not None:  # the outside witnesses the genesis lists are counted too (11.4)
+            outside = await in_thread(lambda: gateway.outside(ledger))
+            listed = len(outside.keys) if outside is not None else 0
+            wanted = _int(witnesses, "witnesses", maximum=len(gateway.witness_keys) + listed)
         return json_response((await in_thread(lambda: gateway.checkpoint(ledger, wanted))).json())
 
     async def receipt(request: web.Request) -> web.Response:

@@ -16,12 +16,15 @@ import pytest
 
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import ReplicationLedger
-from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
+from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths, witness_keys
+from vledger.client import Client
+from vledger.config.cluster import load_cluster
 from vledger.node.note import add_checkpoint_request
 from vledger.node.receipt import Receipt
 from vledger.node.witness import HomeSigner, home_key
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, remote_error, wait_until
 from vledger.tests.tlog_witness import TlogWitness
+from vledger.tools.tally_command import ledger_head
 
 CLUSTER = "test"  # LocalCluster's [cluster] name
 VOTES, AUDIT = "votes", "audit"  # votes lists the honest witness (quorum 1), audit both (quorum 2)
@@ -160,3 +163,48 @@ def test_a_witness_that_trickles_its_answers_holds_back_only_itself_and_is_named
     wait_until(lambda: slow.latest.get(f"{CLUSTER}/{VOTES}", (0, b""))[0] == 9, WAIT, "the slow witness cosigns")
     wait_until(lambda: unreachable() is None, WAIT, "the alert closes")
     assert set(repl.outside_cosignatures(VOTES)) == {honest.name, slow.name}
+
+
+def test_a_head_its_outside_witnesses_vouch_for_is_fresh_while_the_cluster_s_witness_is_down(
+    start_cluster: Callable[..., LocalCluster], witnesses: tuple[TlogWitness, TlogWitness]
+) -> None:
+    # outsider o8 J4: the cluster's witnesses stopped while a ledger whose genesis lists two
+    # outside witnesses (both up) was written. The gateway counts those (3 trusted, 2 vouch);
+    # vledger.client counted its own witness alone and refused every read of the live head
+    # ("none did, so the server shows an old view"), and `vledger tally` judged it by 1 of 1.
+    first, second = witnesses
+    cluster = start_cluster(
+        nodes=1,
+        replicas=1,
+        outside_witnesses={first.name: first.url, second.name: second.url},
+        gateways=["ingest-1"],
+    )
+    vkey = home_key(CLUSTER, VOTES, load_verify_key(signing_key_paths(cluster.directory / "keys", "ingest-1")[1]).raw)
+    for witness in (first, second):
+        witness.trust(f"{CLUSTER}/{VOTES}", vkey.encode())
+    admin = cluster.admin()
+    outside = {"witnesses": [first.vkey, second.vkey], "quorum": 1}
+    admin.create_ledger(genesis(VOTES, ADMIN, ["vote"], {"checkpoint_key": vkey.encode(), **outside}))
+    cluster.stop_node("replica-1")
+    for n in range(1, 5):
+        admin.put(entry(VOTES, "vote", {"n": n}, ADMIN))
+    origin = f"{CLUSTER}/{VOTES}"
+    wait_until(
+        lambda: all(w.latest.get(origin, (0, b""))[0] == 5 for w in (first, second)), WAIT, "both outside cosign 5"
+    )
+    url = f"{cluster.gateway_url('ingest-1')}api/ledgers/{VOTES}/checkpoint"
+
+    def served() -> bool:
+        with urllib.request.urlopen(url) as answer:
+            shown = json.load(answer)
+        return bool(shown["size"] == 5 and {first.name, second.name} <= set(shown["cosigned_by"]))
+
+    wait_until(served, WAIT, "the gateway serves the head both outside witnesses cosigned", interval=0.5)
+    config = load_cluster(cluster.config_path)
+    pinned = {VOTES: admin.call("get", {"ledger": VOTES, "height": 0})["record"]}
+    with Client.http(
+        cluster.gateway_url("ingest-1"), genesis=pinned, witnesses=witness_keys(config).values()
+    ) as reader:
+        assert reader.checkpoint(VOTES).checkpoint.size == 5
+    head = ledger_head(config, connect(cluster.cluster_redis_url), VOTES)
+    assert (head.size, head.needed) == (5, 2) and head.fresh_ms is not None

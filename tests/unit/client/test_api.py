@@ -395,7 +395,10 @@ def test_a_checkpoint_no_majority_of_witnesses_vouched_for_lately_is_stale(
             lambda: client.voter_receipts(LEDGER, "E-0123456789abcdef"),
         ]
         for read in reads:
-            with pytest.raises(StaleCheckpointError, match=r"within 310 s: they last did 40[0-9] s ago") as e:
+            with pytest.raises(
+                StaleCheckpointError,
+                match=r"only 0 of the 1 trusted witnesses .* within 310 s \(1 of them last did 40[0-9] s ago",
+            ) as e:
                 read()
             assert e.value.code == "stale_checkpoint"
     # Judged by the caller's interval (or not at all), never by the gateway's.
@@ -426,7 +429,10 @@ def test_a_gateway_stripping_every_cosignature_is_stale_when_witnesses_are_trust
     with http_client(served) as honest:  # the latest is uncosigned; the one before it is vouched for now
         assert honest.checkpoint(LEDGER).checkpoint.size == SIGNED_AT
     tamper(monkeypatch, "/checkpoint", strip)
-    with http_client(served) as client, pytest.raises(StaleCheckpointError, match="none did") as e:
+    with (
+        http_client(served) as client,
+        pytest.raises(StaleCheckpointError, match=r"only 0 of the 1 trusted witnesses \(1 needed\)") as e,
+    ):
         client.checkpoint(LEDGER)
     assert e.value.code == "stale_checkpoint"
     with Client.http(served["url"], genesis={LEDGER: served["genesis"]}) as trusting_none:

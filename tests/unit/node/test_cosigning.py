@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vledger.node.cosigning import (
+    distinct_witnesses,
     gather,
     needed_witnesses,
     newest,
@@ -16,6 +17,7 @@ from vledger.node.cosigning import (
     quorum_since_ms,
     stale_since,
     verified_fresh_ms,
+    vouched_by,
 )
 from vledger.node.errors import NoteError
 from vledger.node.node_key_rotation import key_histories
@@ -201,3 +203,27 @@ def test_since_is_not_made_old_by_fewer_than_a_majority_of_the_trusted_witnesses
     backdated = Note(body, (sign(body, HOME), cosign(body, FIVE[0], now - 3600).note_signature())).encode()
     (found,) = gather([backdated], HOME.verifier(), ORIGIN, [w.verifier() for w in FIVE])
     assert found.since_ms is None  # was now - 3600: a majority of the one line shown
+
+
+def test_vouched_by_counts_the_outside_witnesses_lines_that_verify_each_witness_once() -> None:
+    """A client's evidence (15.4 step 8): the cluster's witnesses by the lines 13.5 counted, the
+    outside witnesses a genesis lists by each of their lines that verifies on its own (their
+    newest), a forged one not at all, and a key under two names (one cluster, one outside) once."""
+    old, now = 1_790_000_000, 1_790_000_300
+    body = Checkpoint(ORIGIN, 5, hashlib.sha256(b"5").digest()).body()
+    outside = [SignerKey(f"example.org/o{i}", ALG_COSIGNATURE_V1, bytes([i + 70]) * 32) for i in range(2)]
+    twin = SignerKey("example.org/twin", ALG_COSIGNATURE_V1, bytes([40]) * 32)  # WITNESSES[0]'s key
+    forger = SignerKey("example.org/o1", ALG_COSIGNATURE_V1, bytes([99]) * 32)
+    lines = [
+        cosign(body, WITNESSES[0], old).note_signature(),
+        cosign(body, outside[0], old).note_signature(),
+        cosign(body, outside[0], now).note_signature(),
+        cosign(body, forger, now).note_signature(),
+        cosign(body, twin, now).note_signature(),
+    ]
+    verified = verify_checkpoint(Note(body, (sign(body, HOME), *lines)).encode(), HOME.verifier(), KEYS)
+    listed = [outside[0].verifier(), outside[1].verifier(), twin.verifier()]
+    assert vouched_by(verified, KEYS) == {WITNESSES[0].name: old * 1000}
+    # WITNESSES[0] and the twin are one witness, under the least of their names.
+    assert vouched_by(verified, KEYS, listed) == {twin.name: now * 1000, outside[0].name: now * 1000}
+    assert distinct_witnesses([*KEYS, *listed]) == 5

@@ -334,10 +334,10 @@ def test_two_witness_names_sharing_one_key_count_once_toward_the_head_s_majority
     # 1): 2 distinct witnesses, so both must vouch. Its lines under each name, in separate notes,
     # were two of the times: one witness alone made the head fresh.
     config, signers = _cluster(tmp_path, replicas=3)
-    for kept, copy in zip(
+    for private, public in zip(
         signing_key_paths(tmp_path, "replica-1"), signing_key_paths(tmp_path, "replica-3"), strict=True
     ):
-        copy.write_bytes(kept.read_bytes())
+        public.write_bytes(private.read_bytes())
     replication = ReplicationLedger(redis_client)
     checkpoint = signers["ingest-1"].sign("council", 100, bytes(32))
     redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
@@ -437,3 +437,53 @@ def test_re_cosignings_keep_the_head_fresh_and_an_observer_behind_it_stale(tmp_p
     stuck = _observer("observer-2", 40, NOW - 100)  # dated a moment ago, behind for an hour
     assert stale_observers((stuck,), head, NOW) == ("observer-2",)
     assert replace(report, head=head, head_stale=False).exit_code == 0
+
+
+def test_the_genesis_outside_witnesses_count_once_the_stream_s_genesis_is_the_head_s(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    # outsider o8 J4: 2 of 3 cluster witnesses down while "council" (its genesis lists 2 outside
+    # witnesses, both up) was written. The gateway counts those among its trusted (4 of 5, k 3);
+    # the command counted the cluster's alone and judged by the stopped witnesses' old lines.
+    config, signers = _cluster(tmp_path, replicas=3)
+    home = signers["ingest-1"]
+    outside = [WitnessSigner(f"example.org/w{i}", bytes([40 + i]) * 32) for i in (1, 2)]
+    rules = LedgerRules(
+        ("note",),
+        0,
+        {
+            "checkpoint_key": home.key("council").verifier().encode(),
+            "witnesses": [w.key.verifier().encode() for w in outside],
+            "quorum": 1,
+        },
+    )
+    store = ChainStore(tmp_path / "home", origin="ingest-1", clock=lambda: NOW)
+    store.create_ledger(Entry.prepare(rules.genesis_content("council", "admin", "create-1", NOW), 0, Limits()))
+    for i in range(4):
+        store.append(Entry.prepare(Content("council", "note", {"n": i}, "Zoe.1", f"r-{i}", NOW + i), 0, Limits()))
+    size = store.size("council")
+    replication = ReplicationLedger(redis_client)
+    replication.append("council", "ingest-1", 0, [data for _, data in store.range_raw("council")])
+    checkpoint = home.sign("council", size, store.root("council", size))
+    redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
+    for name, behind_s in (("replica-1", 5), ("replica-2", 400), ("replica-3", 400)):
+        cosignature = _witness(tmp_path, name).cosign(checkpoint, NOW // 1000 - behind_s)
+        replication.publish_cosignature("council", name, size, cosignature)
+    for witness in outside:
+        replication.publish_outside_cosignature(
+            "council", witness.key.name, size, witness.cosign(checkpoint, NOW // 1000 - 5)
+        )
+    head = ledger_head(config, redis_client, "council")
+    assert (head.needed, head.fresh_ms, head.since_ms) == (3, NOW - 5_000, NOW - 5_000)
+    assert not head_stale(head, NOW, 10_000, 300_000)
+    # A genesis in the stream that is not the head's (written there by whoever holds the
+    # stream's password, listing witnesses of their own) lists none: the cluster's judge alone.
+    forged = home.sign("council", size, bytes(32))
+    redis_client.set(replication.checkpoint_key("council"), forged.note)
+    for name in ("replica-1", "replica-2", "replica-3"):
+        replication.publish_cosignature("council", name, size, _witness(tmp_path, name).cosign(forged, NOW // 1000 - 5))
+    redis_client.delete(replication.outside_key("council"))
+    for witness in outside:
+        replication.publish_outside_cosignature("council", witness.key.name, size, witness.cosign(forged, NOW // 1000))
+    assert ledger_head(config, redis_client, "council").needed == 2
+    store.close()
