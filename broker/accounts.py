@@ -766,9 +766,8 @@ class AccountCache:
             if self._stated is not None and not self._awaiting_proof():
                 self._report_unbacked(unbacked(cached, snapshot))
             elif self._stated is None and cached.malformed and cached.malformed != self._malformed:
-                logger.warning(
-                    "node %s: Redis's accounts hold malformed entries, ignored: %s", self.node, ", ".join(cached.malformed)
-                )
+                named = ", ".join(cached.malformed)
+                logger.warning("node %s: Redis's accounts hold malformed entries, ignored: %s", self.node, named)
             self._malformed = cached.malformed
             with self._changed:
                 previous, self._snapshot = self._snapshot, snapshot

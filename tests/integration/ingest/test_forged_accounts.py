@@ -149,7 +149,7 @@ def test_an_account_the_admin_adds_raises_no_unbacked_account_while_its_checkpoi
 
 
 def _ready(cluster: LocalCluster, node: str) -> dict[str, Any]:
-    with urllib.request.urlopen(cluster.health_url(node) + "readyz", timeout=5) as answer:  # noqa: S310 (our node)
+    with urllib.request.urlopen(cluster.health_url(node) + "readyz", timeout=5) as answer:
         return dict(json.loads(answer.read()))
 
 

@@ -127,8 +127,12 @@ def _malformed_reply(as_bytes: bool) -> list[object]:
     # outsider o8 J6: one key that is none, bound to an account of its own, killed every node's accounts thread.
     return [
         b("8"),
-        [[b("alice"), b("writer"), b("1")], [b("zz"), b("admin"), b("1")], [b("a b"), b("admin"), b("1")]]
-        + [[b("root"), b("superuser"), b("1")]],
+        [
+            [b("alice"), b("writer"), b("1")],
+            [b("zz"), b("admin"), b("1")],
+            [b("a b"), b("admin"), b("1")],
+            [b("root"), b("superuser"), b("1")],
+        ],
         [b(K1), b("alice"), b("notakey"), b("zz"), b(K2), b("a b"), b(K3), b("root")],
     ]
 
