@@ -10,9 +10,10 @@ broker/redis_keys.py):
 * ``ns:{accounts}:keys``: a hash from Z85 public key to account name (one key, one account);
 * ``ns:{accounts}:version``: a counter that every change bumps;
 * ``ns:{accounts}:applied:<node>``: a hash per node, ``version`` (the accounts version it
-  applied) and ``seen`` (when it last said so, milliseconds by the Redis clock); only that
-  node's Redis user writes it (broker/redis_acl.py), so no node can say another applied a
-  change it has not (a revoke would then look enforced where it is not);
+  applied) and ``seen`` (when it last said so, milliseconds by the Redis clock; ``0`` once it
+  stopped cleanly, when ``stopped`` says), only that node's Redis user writes it
+  (broker/redis_acl.py), so no node can say another applied a change it has not (a revoke
+  would then look enforced where it is not), nor that a live one stopped;
 * ``ns:{accounts}:admin:records``: the admin ledger's record bytes, index = height (docs/PROTOCOL.md
   16.4): the accounts above are a cache of it, and nodes read their grants from it.
 
@@ -34,7 +35,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple, NoReturn, Self
@@ -243,13 +244,15 @@ redis.call('HSET', KEYS[4], ARGV[3], ARGV[2])
 return changed()
 """
 
-# KEYS: version, admin records    ARGV: channel, height, record bytes
-_PUSH_ADMIN_RECORD = """
+# KEYS: version, admin records    ARGV: channel, height of the first record, the records' bytes
+_PUSH_ADMIN_RECORDS = """
 local size = redis.call('LLEN', KEYS[2])
 local height = tonumber(ARGV[2])
-if size > height then return unchanged() end
 if size < height then return {'admin_gap', size} end
-redis.call('RPUSH', KEYS[2], ARGV[3])
+if size >= height + #ARGV - 2 then return unchanged() end
+for i = 3 + size - height, #ARGV do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+end
 return changed()
 """
 
@@ -275,6 +278,16 @@ return {owner, fields[1], fields[2]}
 _RECORD_APPLIED = """
 local now = redis.call('TIME')
 redis.call('HSET', KEYS[1], 'version', ARGV[3], 'seen', now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: the node's applied hash    ARGV: channel, node
+# A clean stop: ``seen`` 0 is a heartbeat as old as the clock, so the node is at once not live
+# (no admin command waits for it) and shown down; a node killed is live until its window ends.
+_RECORD_STOPPED = """
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'seen', 0, 'stopped', now[1] * 1000 + math.floor(now[2] / 1000))
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
@@ -426,10 +439,11 @@ class AccountRegistry:
         self._add_key = register(_CHANGED + _ADD_KEY)
         self._revoke_key = register(_CHANGED + _REVOKE_KEY)
         self._bootstrap_admin = register(_CHANGED + _BOOTSTRAP_ADMIN)
-        self._push_admin_record = register(_CHANGED + _PUSH_ADMIN_RECORD)
+        self._push_admin_records = register(_CHANGED + _PUSH_ADMIN_RECORDS)
         self._snapshot = ReadOnlyScript(client, _SNAPSHOT)
         self._lookup = ReadOnlyScript(client, _LOOKUP)
         self._record_applied = register(_RECORD_APPLIED)
+        self._record_stopped = register(_RECORD_STOPPED)
 
     def _account(self, name: str) -> str:
         return self._account_prefix + name
@@ -501,11 +515,18 @@ class AccountRegistry:
     # --- the admin ledger's cache (docs/PROTOCOL.md 16.4) ------------------------------------
 
     def push_admin_record(self, height: int, data: bytes) -> int:
-        """Cache the admin ledger's record at ``height`` (again: no change); the new version,
-        announced like an account change so every node reloads its grants. Raises AccountError
-        when the cache lacks the records before it (the caller pushes those first)."""
-        status, version = self._push_admin_record(
-            keys=[self._version, self.admin_records_key], args=[self.channel, str(height), data]
+        """Cache the admin ledger's record at ``height``: :meth:`push_admin_records` of one."""
+        return self.push_admin_records(height, [data])
+
+    def push_admin_records(self, height: int, records: Sequence[bytes]) -> int:
+        """Cache the admin ledger's ``records`` from ``height`` on, in one step (those already
+        there: no change); the new version, announced like an account change so every node
+        reloads its grants. Raises AccountError when the cache lacks the records before them
+        (the caller pushes those first). One step: a node that proves all of the copy it sees
+        leaves the bootstrap's accounts for it (broker/admin_copy.py), and one that loaded
+        between the genesis and its import records proved a ledger of no account (fl28a)."""
+        status, version = self._push_admin_records(
+            keys=[self._version, self.admin_records_key], args=[self.channel, str(height), *records]
         )
         if _text(status) == "admin_gap":
             raise AccountError(f"the admin ledger cache holds {version} records, not {height}")
@@ -551,6 +572,11 @@ class AccountRegistry:
         """Say that ``node`` now enforces accounts ``version`` (and is alive: a heartbeat)."""
         self._record_applied(keys=[self.applied_key(node)], args=[self.applied_channel, node, str(version)])
 
+    def record_stopped(self, node: str) -> None:
+        """Say that ``node`` stopped cleanly: not live from now until its next :meth:`record_applied`
+        (it applies every change before it serves again, AccountCache.start)."""
+        self._record_stopped(keys=[self.applied_key(node)], args=[self.applied_channel, node])
+
     def _reports(self, nodes: Collection[str], field: str) -> dict[str, int | None]:
         """Each node's ``field`` from its own key; None when it never reported, or its key
         holds no number (a node's user can spoil only its own key, which then counts as no report)."""
@@ -576,13 +602,15 @@ class AccountRegistry:
 
     def silence(self, nodes: Collection[str]) -> dict[str, float | None]:
         """Seconds since each of ``nodes`` last said it is alive (its accounts heartbeat, by the
-        Redis clock); None for one that never said so."""
+        Redis clock; since 1970 for one that stopped cleanly); None for one that never said so."""
         seconds, micros = self.client.time()
         now_ms = seconds * 1000 + micros // 1000
         return {n: None if ms is None else (now_ms - ms) / 1000 for n, ms in self._reports(nodes, "seen").items()}
 
     def wait_applied(self, version: int, nodes: Collection[str], timeout: float) -> dict[str, int]:
-        """Wait until every node in ``nodes`` applied ``version`` or later; their versions.
+        """Wait until every node in ``nodes`` applied ``version`` or later, or stopped cleanly
+        meanwhile (:meth:`record_stopped`: it applies the change before it serves again); their
+        versions.
 
         Woken by each node's report rather than by polling; raises ApplyTimeoutError naming
         the nodes still behind (a node that never reported is at version 0).
@@ -594,6 +622,9 @@ class AccountRegistry:
             while True:
                 current = {n: v or 0 for n, v in self._reports(names, "version").items()}
                 lagging = {n: v for n, v in current.items() if v < version}
+                if lagging:
+                    stopped = {n for n, seen in self._reports(lagging, "seen").items() if seen == 0}
+                    lagging = {n: v for n, v in lagging.items() if n not in stopped}
                 if not lagging:
                     return current
                 left = deadline - time.monotonic()
@@ -674,6 +705,9 @@ class AccountCache:
         admin: AdminSource | None = None,
         on_unbacked: Callable[[list[str]], None] | None = None,
     ) -> None:
+        # Run at each poll, before the version is compared (the admin home's AdminLedger.refill:
+        # what Redis lost of the admin ledger is put back without waiting for a restart).
+        self.upkeep: Callable[[], None] | None = None
         self.registry = registry
         self.node = _check_node(node)
         self.on_change = on_change
@@ -777,7 +811,9 @@ class AccountCache:
             finally:
                 with self._changed:
                     self._changed.notify_all()
-            if not self._behind:
+                if self.admin is not None:
+                    self.admin.keep()  # once enforced
+            if not self._behind and not self._stop.is_set():  # once stopped, a late refresh says nothing
                 self.registry.record_applied(self.node, snapshot.version)
             return snapshot.version
 
@@ -891,6 +927,8 @@ class AccountCache:
     def _heartbeat(self) -> None:
         """The safety net: reload if the version moved unannounced (or the admin ledger's
         newest records await their checkpoint), else say we are alive."""
+        if self.upkeep is not None:
+            self.upkeep()
         unreported = self._stated is not None and self._unbacked is None  # its report failed: again
         if unreported or self._unapplied or self._unproven_since is not None or self.registry.version() != self.version:
             self.refresh()
@@ -900,6 +938,7 @@ class AccountCache:
     def start(self) -> Self:
         if self._thread is not None:
             raise AccountError("this AccountCache is already started")
+        self._stop.clear()
         self._pubsub = _subscribe(self.registry.client, self.registry.channel)
         try:
             self.refresh()
@@ -907,13 +946,13 @@ class AccountCache:
             self._pubsub.close()
             self._pubsub = None
             raise
-        self._stop.clear()
         self._thread = threading.Thread(target=self._follow, name=f"accounts-{self.node}", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop the thread, within _STOP_WAIT: one still in a Redis call then is left to it."""
+        """Stop the thread, within _STOP_WAIT: one still in a Redis call then is left to it; once
+        it ended, say in Redis that this node stopped (:meth:`AccountRegistry.record_stopped`)."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -925,9 +964,18 @@ class AccountCache:
                     _STOP_WAIT,
                 )
                 return  # its subscription is in its hands: closed under it, the call could fail anywhere
+            self._say_stopped()
         if self._pubsub is not None:
             self._pubsub.close()
             self._pubsub = None
+
+    def _say_stopped(self) -> None:
+        """After the thread's last heartbeat, never before it (one after would make the node live
+        again); a Redis that fails then leaves the node live for its window, as a kill does."""
+        try:
+            self.registry.record_stopped(self.node)
+        except (redis.exceptions.RedisError, OSError) as e:
+            logger.warning("node %s: could not say in Redis that it stopped (%s)", self.node, e)
 
     def _follow(self) -> None:
         next_poll = time.monotonic() + self.poll_interval

@@ -14,22 +14,35 @@ ledger's only once a checkpoint proves every record it saw, or FIRST_PROOF_WAIT 
 one came. The home's outbox sets a checkpoint in Redis a pass after the records it covers, or
 before the home has copied them there: its first one proved a prefix, or nothing, and a writer
 the admin had just added was refused until the next (the e2e fault drill's "writer of notes
-stopped: forbidden").
+stopped: forbidden"). "Every record it saw" is a whole command's: the home copies them in one
+step (the ledger's genesis with its import records), so a checkpoint of the genesis alone never
+proves all of a copy (it did of a one-record copy: the admin's own key was refused, fl28a).
+
+What a node proved it also keeps in a file of its own (:class:`KeptAdminCopy`, the records and
+the note that proved them), read again at its next start and proven again like Redis's copy:
+a node restarted while Redis lost its data (a restart without its append-only file, a failover
+to an empty replica, a FLUSHALL) and the admin home is down or has not refilled it yet enforces
+the accounts it proved before, not none (outsider26 I5).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.admin_copy import proven_admin_records
 from ..node.errors import VledgerError
-from ..node.note import VerifierKey
+from ..node.note import VerifierKey, verify_checkpoint
 from ..node.record import Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
+from .keys import install_file
 from .redis_keys import ledger_key
 
 logger = logging.getLogger(__name__)
@@ -56,10 +69,63 @@ class AdminSource(Protocol):
         """The admin ledger as this node believes it now; raises Redis errors."""
         ...
 
+    def keep(self) -> None:
+        """Write down what the last load proved, once the node enforces it (a file's fsync, kept
+        out of the way of the accounts it proves: a client's handshake is not retried)."""
+        ...
+
     def moved(self) -> bool:
         """Whether :meth:`load` may now give more than it last did (cheap: asked for a key the
         node does not know); raises Redis errors."""
         ...
+
+
+REDIS_COPY = "Redis's copy of the admin ledger"
+# The file, in the node's data directory (run/data/<node>/), where it keeps what it proved.
+KEPT_ADMIN_COPY = "admin_copy.json"
+
+
+class KeptAdminCopy:
+    """A node's own copy of the admin ledger records it proved, with the checkpoint note that
+    proved them: ``{"note": base64, "records": [base64, ...]}`` in ``path`` (0600, replaced
+    whole, fsynced). Proves nothing by itself: whoever reads it proves it again (a file edited
+    by hand is then only logged, as a Redis copy would be)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> tuple[list[bytes], bytes] | None:
+        """The records and note kept, or None when there is no file; raises ValueError for a file
+        that is not one (not JSON, not base64) and OSError when it cannot be read."""
+        try:
+            text = self.path.read_text(encoding="ascii")
+        except FileNotFoundError:
+            return None
+        try:
+            kept = json.loads(text)
+            records = [base64.b64decode(item, validate=True) for item in kept["records"]]
+            return records, base64.b64decode(kept["note"], validate=True)
+        except (KeyError, TypeError, binascii.Error, json.JSONDecodeError) as e:
+            raise ValueError(f"{self.path}: not a kept admin copy ({e})") from None
+
+    def save(self, records: list[bytes], note: bytes) -> None:
+        """Replace the file with ``records`` and ``note``; raises OSError."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        kept = {"note": _b64(note), "records": [_b64(data) for data in records]}
+        install_file(self.path, json.dumps(kept, separators=(",", ":")), 0o600, overwrite=True)
+
+
+def _verifies(note: bytes, admin_key: VerifierKey) -> bool:
+    """Whether ``note`` is a checkpoint signed with ``admin_key`` (what it proves is another matter)."""
+    try:
+        verify_checkpoint(note, admin_key)
+    except VledgerError:
+        return False
+    return True
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 class SignedAdminSource:
@@ -67,7 +133,9 @@ class SignedAdminSource:
 
     ``admin_key`` is the admin ledger's checkpoint key (broker/signing.py
     ``admin_checkpoint_key``); without one nothing can be proven, and a copy found is then
-    never believed (logged). One thread (the accounts cache's).
+    never believed (logged). ``kept``: where the node keeps what it proved, read at its first
+    load (a restart while Redis lost its copy) and written each time the proven records grow.
+    One thread (the accounts cache's).
     """
 
     def __init__(
@@ -77,6 +145,7 @@ class SignedAdminSource:
         namespace: str = "vledger",
         *,
         clock: Callable[[], float] = time.monotonic,
+        kept: KeptAdminCopy | None = None,
     ) -> None:
         # Imported here: broker/accounts.py imports this module for its AdminCopy.
         from .accounts import AccountRegistry  # noqa: PLC0415
@@ -93,6 +162,9 @@ class SignedAdminSource:
         # Since when a checkpoint is there that does not prove all of the copy a node on the
         # bootstrap's accounts saw (None: no such wait).
         self._first_proof_since: float | None = None
+        self.kept = kept
+        self._unread = kept is not None  # the kept copy is read at the first load
+        self._unkept: tuple[list[bytes], bytes] | None = None  # proven, not yet written to ``kept``
 
     def moved(self) -> bool:
         # One GET: only a new checkpoint proves more (the copy growing alone proves nothing).
@@ -101,10 +173,16 @@ class SignedAdminSource:
     def load(self) -> AdminCopy:
         size = self.registry.admin_size()
         note = self.client.get(self.note_key)
+        if self._unread:
+            self._unread = False
+            self._read_kept(note)
         if (size, note) == self._seen and self._first_proof_since is None:
             return self._last
+        # On the bootstrap's accounts: a load before this one let them in, even one that saw no
+        # copy yet (the ledger's first records and checkpoint came between two loads). A node's
+        # first load let nothing in: it takes what a checkpoint proves at once.
+        bootstrap = self._seen is not None and not self._held and self._last.records is None
         self._seen = (size, note)
-        bootstrap = not self._held and (self._last.records is None and self._last.unchecked)
         if note is None and not self._held:
             # No checkpoint of admin yet (the first admin command made the ledger a moment ago,
             # before its home's outbox process ran, or there is no ledger): the bootstrap's
@@ -148,21 +226,69 @@ class SignedAdminSource:
         )
         return True
 
-    def _take(self, records: list[bytes], note: bytes, admin_key: VerifierKey) -> None:
+    def _read_kept(self, note: bytes | None) -> None:
+        """Take what the node kept of an earlier run, as far as its note proves it, unless Redis's
+        checkpoint ``note`` (verified) is newer than it or contradicts it: a file kept before a
+        revocation must not let the revoked key in past a checkpoint that holds it; the node then
+        waits for Redis's copy as one with no file would (logged either way)."""
+        assert self.kept is not None
+        try:
+            kept = self.kept.load()
+        except (OSError, ValueError) as e:
+            logger.warning("the admin ledger's copy this node kept is unreadable, not used: %s", e)
+            return
+        if kept is None:
+            return
+        if self.admin_key is None:
+            self._warn("the admin ledger's checkpoint key is unknown here: no record of it counts")
+            return
+        where = f"the copy of the admin ledger kept in {self.kept.path}"
+        if note is not None and _verifies(note, self.admin_key):
+            try:
+                proven_admin_records(kept[0], note, self.admin_key)
+            except VledgerError as e:
+                # Info: a node restarted after an admin change finds this (Redis's copy is then
+                # proven instead, or its failure is logged as one).
+                logger.info(
+                    "%s is not used: Redis's checkpoint of the admin ledger, newer or another, does not prove it"
+                    " (%s: %s)",
+                    where,
+                    e.code,
+                    e.message,
+                )
+                return
+        self._take(*kept, self.admin_key, where=where)
+        if self._held:
+            logger.info("%s: %d records proven", where, len(self._held))
+
+    def _take(self, records: list[bytes], note: bytes, admin_key: VerifierKey, where: str = REDIS_COPY) -> None:
         try:
             proven = proven_admin_records(records, note, admin_key)
         except VledgerError as e:
-            self._warn(f"Redis's copy of the admin ledger is not proven by its checkpoint ({e.code}: {e.message})")
+            self._warn(f"{where} is not proven by its checkpoint ({e.code}: {e.message})")
             return
         held = self._held
         common = min(len(proven), len(held))
         if common and proven[common - 1].link != held[common - 1].link:
-            self._warn(f"Redis's copy of the admin ledger differs from the one proven before at height {common - 1}")
+            self._warn(f"{where} differs from the one proven before at height {common - 1}")
         elif len(proven) < len(held):
-            self._warn(f"Redis's copy of the admin ledger is proven to {len(proven)} records, {len(held)} were before")
+            self._warn(f"{where} is proven to {len(proven)} records, {len(held)} were before")
         elif len(proven) > len(held):
             self._held = proven
             self._warned = None
+            if self.kept is not None and where == REDIS_COPY:
+                self._unkept = (records[: len(proven)], note)
+
+    def keep(self) -> None:
+        """Write what was proven since the last keep to the kept copy; a failure only costs the
+        next start's fallback (logged)."""
+        unkept, self._unkept = self._unkept, None
+        if unkept is None or self.kept is None:
+            return
+        try:
+            self.kept.save(*unkept)
+        except OSError as e:
+            logger.warning("the proven admin ledger is not kept in %s: %s", self.kept.path, e)
 
     def _warn(self, problem: str) -> None:
         """Log ``problem`` once (each poll would find it again): the proven records are kept."""

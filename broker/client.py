@@ -99,6 +99,15 @@ class Client:
             connection.close()
         self._connections.clear()
 
+    def set_timeout(self, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for each reply from now on, on the open connections too
+        (a caller with an overall deadline gives each call only the time left)."""
+        self.timeout = timeout
+        for connection in self._connections.values():
+            connection.socket.rcvtimeo = max(1, int(timeout * 1000))
+            if connection.node.also:
+                connection.socket.sndtimeo = max(1, int(timeout * 1000))
+
     def __enter__(self) -> Client:
         return self
 
@@ -222,8 +231,13 @@ class Client:
         requests = [("put", {"content": e.content_bytes, "nonce": e.nonce}) for e in entries]
         return self.call_many(requests, window=window)
 
-    def create_ledger(self, genesis: Entry) -> dict[str, Any]:
-        return self.call("ledger.create", {"content": genesis.content_bytes, "nonce": genesis.nonce})  # type: ignore[no-any-return]
+    def create_ledger(self, genesis: Entry, *, keep_grants: bool = False) -> dict[str, Any]:
+        """Start a ledger from ``genesis``; ``keep_grants``: even if another account holds a kind
+        of it that moves votes or money (PROTOCOL 16.2: refused ``already_granted`` otherwise)."""
+        args: dict[str, Any] = {"content": genesis.content_bytes, "nonce": genesis.nonce}
+        if keep_grants:
+            args["keep_grants"] = True
+        return self.call("ledger.create", args)  # type: ignore[no-any-return]
 
     def records(self, ledger: str, start: int = 0) -> Iterator[bytes]:
         """Every record's bytes from ``start`` to the head, a page at a time."""

@@ -9,10 +9,13 @@ never a client's), and a body read only up to ``max_bytes``: a witness that send
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
+import ipaddress
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from typing import Any
@@ -53,7 +56,7 @@ def _connect(host: str, port: int, context: ssl.SSLContext | None, deadline: flo
     ``deadline``: http.client gives the connection and then the handshake a timeout each, so
     a witness slow to accept (a full accept queue: the SYN sent again a second later) had the
     whole timeout again for its handshake."""
-    sock = socket.create_connection((host, port), timeout=_left(deadline, host))
+    sock = _connect_tcp(host, port, deadline)
     if context is None:
         return sock
     try:
@@ -62,6 +65,51 @@ def _connect(host: str, port: int, context: ssl.SSLContext | None, deadline: flo
     except BaseException:
         sock.close()
         raise
+
+
+def _connect_tcp(host: str, port: int, deadline: float) -> socket.socket:
+    """A TCP connection to ``host`` by ``deadline``: its name resolved within it (:func:`_resolve`),
+    then each address tried with an even share of what is left, the time an address that drops
+    the SYN takes not taken from the next (socket.create_connection gave each the whole rest)."""
+    addresses = _resolve(host, port, deadline)
+    error = OSError(f"{host}: no address to connect to")
+    for i, (family, kind, proto, _, address) in enumerate(addresses):
+        share = _left(deadline, host) / (len(addresses) - i)
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(share)
+            sock.connect(address)
+            return sock
+        except OSError as e:
+            sock.close()
+            error = e
+    raise error
+
+
+def _resolve(host: str, port: int, deadline: float) -> list[Any]:
+    """``host``'s addresses by ``deadline``. getaddrinfo takes no timeout (a resolver that does not
+    answer holds it for its own retries, seconds each), so a name is looked up on a thread of
+    its own, waited for until the deadline (the lookup then ends alone); a literal address at once."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    found: list[Any] = []
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as e:
+            found.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=look_up, name=f"resolve-{host}", daemon=True).start()
+    if not done.wait(_left(deadline, host)):
+        raise TimeoutError(f"{host}: its name was not resolved within the deadline")
+    if isinstance(found[0], OSError):
+        raise found[0]
+    return list(found[0])
 
 
 class _DeadlineSocket:

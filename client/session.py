@@ -866,19 +866,29 @@ class Session(Reader):
         return self._send("put", entry, self.ledger_node(ledger), replicas)
 
     def create_ledger(
-        self, ledger: str, rules: LedgerRules, request_id: str | None = None, ts: int | None = None
+        self,
+        ledger: str,
+        rules: LedgerRules,
+        request_id: str | None = None,
+        ts: int | None = None,
+        *,
+        keep_grants: bool = False,
     ) -> dict[str, Any]:
         """Start ``ledger``; its genesis pins the home's checkpoint key (PROTOCOL 10.7) unless the
         rules name one, or the home says none (a node from before checkpoints), and writes out
         each default of its domain the rules leave out (a resources ledger's ``max_holders``,
-        7.3: the home refuses a new genesis without)."""
+        7.3: the home refuses a new genesis without).
+
+        Raises RemoteError ``already_granted`` when another account than this session's holds a
+        kind of an election or a charity ``ledger`` that moves votes or money (granted before it
+        existed, 16.2), unless ``keep_grants``."""
         rules = LedgerRules(rules.kinds, rules.difficulty, domain_defaults(rules.rules))
         rules = self._pin_checkpoint_key(ledger, rules)
         genesis = rules.genesis_content(ledger, self.account, *self._request(request_id, ts))
         LedgerRules.from_genesis(genesis, self.config.settings.limits)  # refuse bad rules before the work
         outside_witnesses(ledger, rules.rules)  # and outside witnesses the home would refuse (13.9)
         entry = Entry.prepare(genesis, rules.difficulty, self.config.settings.limits)
-        receipt = self._send("ledger.create", entry, self.ledger_node(ledger))
+        receipt = self._send("ledger.create", entry, self.ledger_node(ledger), keep_grants=keep_grants)
         self._rules[ledger] = rules
         return receipt
 
@@ -932,11 +942,15 @@ class Session(Reader):
         """A write's request id and client time: given (to repeat a write exactly), else new."""
         return request_id or self._request_ids(), self._clock() if ts is None else ts
 
-    def _send(self, cmd: str, entry: Entry, node: NodeAddress | None, replicas: int = 0) -> dict[str, Any]:
+    def _send(
+        self, cmd: str, entry: Entry, node: NodeAddress | None, replicas: int = 0, *, keep_grants: bool = False
+    ) -> dict[str, Any]:
         request_id = entry.content.request_id
         args: dict[str, Any] = {"content": entry.content_bytes, "nonce": entry.nonce}
         if replicas:
             args["w"] = replicas
+        if keep_grants:
+            args["keep_grants"] = True
         try:
             receipt = self._write(cmd, args, node, entry.content.ledger)
         except NodeUnavailableError as e:

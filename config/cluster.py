@@ -48,6 +48,10 @@ class IngestSettings:
     # How long a home's start waits, at most, for the other nodes' checkpoints of the ledgers it
     # homes (ingest/home_start.py): a store put back from a copy is healed before it serves.
     start_check_ms: int = 2000
+    # How long that start may spend, at most, healing the ledgers found behind (fetching their
+    # missing records, page by page into the store): a slow or lying source cannot hold it for ever;
+    # what came in time stays, and the next start goes on from there.
+    start_heal_ms: int = 120_000
     # A round of at most this many puts (what the request loop read between two flushes) is
     # committed on the loop's own thread: a lone writer's put crosses no thread. A larger round,
     # which pipelined clients make, goes to the store's committer thread, so that the loop reads

@@ -4,8 +4,10 @@
 node's own store, so its records are checked and ordered by the committer like any other
 (node/rules/admin.py), then copies each to the Redis cache (``vledger:{accounts}:admin:records``).
 It creates the ledger on the first admin command, importing every account Redis already
-holds (the first admin of ``vledger admin bootstrap`` included), and on start it fills the
-cache from the store and rebuilds the accounts when Redis lost them.
+holds (the first admin of ``vledger admin bootstrap`` included); on start it fills the
+cache from the store and rebuilds the accounts when Redis lost them, and so again while it
+runs, within a poll of the accounts cache (:meth:`AdminLedger.refill`): a Redis that lost its
+data was otherwise an outage of every account until someone restarted this node (outsider26 I5).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ..broker.accounts import Account, AccountRegistry, Role
@@ -62,16 +65,32 @@ def account_payload(op: str, account: Account | None, name: str, via: str) -> di
     }
 
 
+_OTHERS_REFILL = "the homes refill their streams"
+
+
 class AdminLedger:
     """The admin ledger of the node that homes it. Thread-safe: one command at a time.
 
     ``checkpoints``: its home's outbox sets Redis's ``{admin}:checkpoint`` (the node; not a
-    test's bare store), so :meth:`wait_proven` waits for it."""
+    test's bare store), so :meth:`wait_proven` waits for it. ``on_lost`` is told, in a sentence,
+    what Redis had lost when :meth:`refill` put it back (the node raises its alert), and None
+    once Redis holds it again and proven (the node resolves it)."""
 
-    def __init__(self, store: ChainStore, registry: AccountRegistry, *, checkpoints: bool = False) -> None:
+    def __init__(
+        self,
+        store: ChainStore,
+        registry: AccountRegistry,
+        *,
+        checkpoints: bool = False,
+        on_lost: Callable[[str | None], None] | None = None,
+    ) -> None:
         self.store = store
         self.registry = registry
         self.checkpoints = checkpoints
+        self.on_lost = on_lost
+        self._refused: str | None = None  # why Redis's cache was last left as it is (logged once)
+        # Whether a loss may be unresolved: also true at start, for an alert raised by an earlier run.
+        self._lost = True
         self.note_key = ledger_key(registry.namespace, ADMIN_LEDGER, "checkpoint")
         self._lock = threading.Lock()
 
@@ -125,12 +144,11 @@ class AdminLedger:
         log.info("admin ledger created by %s", author)
 
     def _cache(self) -> int:
-        """Copy to Redis what its cache of the admin ledger lacks; the accounts version."""
-        version = self.registry.version()
+        """Copy to Redis what its cache of the admin ledger lacks, in one step (a node never sees
+        the genesis without its import records); the accounts version."""
         start = self.registry.admin_size()
-        for height, data in self.store.range_raw(ADMIN_LEDGER, start):
-            version = self.registry.push_admin_record(height, data)
-        return version
+        missing = [data for _, data in self.store.range_raw(ADMIN_LEDGER, start)]
+        return self.registry.push_admin_records(start, missing) if missing else self.registry.version()
 
     def sync(self) -> None:
         """On start: fill the cache from the store, and rebuild every account from the chain
@@ -149,11 +167,84 @@ class AdminLedger:
                     f"{self.store.size(ADMIN_LEDGER)}: its store is behind; rebuild it with `vledger repair "
                     f"{self.store.origin} --restart`"
                 )
-            self._cache()
-            if cached and self.registry.list_accounts():
-                return
-            rebuilt = rebuild_accounts(self.registry, self.store.range(ADMIN_LEDGER))
-            log.warning("Redis held no admin ledger or no accounts: %d rebuilt from the admin ledger", rebuilt)
+            self._fill(cached)
+
+    def _fill(self, cached: int) -> int | None:
+        """Append what Redis's cache lacks (it held ``cached`` records), then rebuild the accounts
+        if it held no record or Redis holds no account; how many were rebuilt (None: none)."""
+        self._cache()
+        if cached and self.registry.list_accounts():
+            return None
+        rebuilt = rebuild_accounts(self.registry, self.store.range(ADMIN_LEDGER))
+        log.warning("Redis held no admin ledger or no accounts: %d rebuilt from the admin ledger", rebuilt)
+        return rebuilt
+
+    def refill(self) -> None:
+        """While the node runs (each poll of its accounts cache): put back what Redis lost of the
+        admin ledger's cache or of the accounts (a restart without its append-only file, a
+        failover to an empty replica, a FLUSHALL, a key deleted), as :meth:`sync` does at start,
+        and tell ``on_lost`` what; tell it None once Redis holds them again, proven: the cache
+        whole, the accounts, and a checkpoint of the store's every record (what every node needs
+        to prove them; the home's outbox puts it back at its next heartbeat). Two cheap reads when
+        nothing was lost. Only what the store backs is written: a cache longer than the store, or
+        one whose records are not the store's, is left as it is (logged once; its next start
+        judges the first, an operator the second). Raises Redis errors; logs any other and leaves
+        it to the next poll: its caller, the accounts cache's thread, survives only Redis errors,
+        and a home whose thread died followed no account change again."""
+        try:
+            told = self._refill()
+        except REDIS_ERRORS:
+            raise  # the thread's loop connects again
+        except Exception:  # a store found damaged, its file unreadable, a Redis flushed again mid-way
+            log.exception("the admin ledger's cache is not refilled now; the next poll tries again")
+            return
+        if told is not None and self.on_lost is not None:
+            self.on_lost(told[0])
+
+    def _refill(self) -> tuple[str | None] | None:
+        """:meth:`refill`'s work; what to tell ``on_lost`` (in a tuple), None: nothing."""
+        with self._lock:
+            size = self.store.size(ADMIN_LEDGER)
+            if size == 0:
+                return None
+            cached = self.registry.admin_size()
+            if cached == size and self.registry.version() > 0:
+                self._refused = None
+                resolved = self._lost and _note_size(self.registry.client.get(self.note_key)) >= size
+                if not resolved:
+                    return None
+                self._lost = False
+                detail = None
+            else:
+                refused = self._refusal(cached, size)
+                if refused is not None:
+                    if refused != self._refused:
+                        log.error("%s: not refilled from this store", refused)
+                        self._refused = refused
+                    return None
+                self._refused = None
+                accounts_lost = not self.registry.list_accounts()
+                rebuilt = self._fill(cached)
+                if cached == size and rebuilt is None:
+                    return None  # a version key alone was missing: nothing to put back
+                lost = " and ".join(
+                    [f"{size - cached} of the admin ledger's {size} records"] * (cached < size)
+                    + [f"the accounts ({rebuilt} rebuilt from the ledger)"] * accounts_lost
+                )
+                detail = f"Redis lost {lost} while the node ran: refilled from its store; {_OTHERS_REFILL}"
+                log.warning("%s", detail)
+                self._lost = True
+        return (detail,)
+
+    def _refusal(self, cached: int, size: int) -> str | None:
+        """Why Redis's cache of ``cached`` records is not the first records of this store (None:
+        it is): appending to it would make a copy the store does not back."""
+        if cached > size:
+            return f"Redis caches a longer admin ledger ({cached} records) than this store ({size})"
+        theirs = self.registry.admin_records() if cached else []
+        ours = (data for _, data in self.store.range_raw(ADMIN_LEDGER, 0, len(theirs)))
+        differ = next((height for height, (a, b) in enumerate(zip(theirs, ours, strict=False)) if a != b), None)
+        return None if differ is None else f"Redis's cache of the admin ledger is not this store's from height {differ}"
 
 
 class StoreAdminSource:
@@ -175,6 +266,9 @@ class StoreAdminSource:
             held = self._records
             self._records = held + tuple(self.store.range(ADMIN_LEDGER, len(held), size))
         return AdminCopy(self._records, False)
+
+    def keep(self) -> None:
+        """Nothing to write down: the store is the copy."""
 
 
 def rebuild_accounts(registry: AccountRegistry, records: Any) -> int:

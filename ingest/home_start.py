@@ -29,7 +29,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,26 +40,29 @@ from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..broker.signing import witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.checkpoint_log import EVIDENCE, SIGNED, KeptCheckpoint
+from ..node.cosigning import GatheredCheckpoint, gather
 from ..node.errors import (
     NodeUnavailableError,
     NoteError,
+    RepairRefusedError,
     StoreContradictsCheckpointError,
     StoreDamagedError,
     VledgerError,
 )
 from ..node.note import origin_for
+from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.store import ChainStore
 from ..node.storefile import DB_NAME
-from ..node.tree import Frontier, leaf_hash
+from ..node.tree import Frontier, leaf_hash, verify_consistency
 from ..node.witness import CheckpointKeys, SignedCheckpoint
 from .store_sources import (
     Sources,
-    choose_source,
     default_quorum,
     epoch_log_keys,
     fetch,
     listening,
+    not_a_source,
     quorum_checkpoint,
 )
 from .witness import check_holds
@@ -160,19 +163,6 @@ def ask_cluster(
     return check
 
 
-def largest_signed(keys: CheckpointKeys, ledger: str, notes: Iterable[bytes]) -> SignedCheckpoint | None:
-    """The largest checkpoint among ``notes`` that this home's key chain verifies; None if none does."""
-    best: SignedCheckpoint | None = None
-    for note in notes:
-        try:
-            checkpoint = keys.check(ledger, note)
-        except NoteError:
-            continue
-        if best is None or checkpoint.size > best.size:
-            best = checkpoint
-    return best
-
-
 def keep_evidence_copy(store: ChainStore, stamp: str) -> Path:
     """A copy of the store's file as it is now, beside it as ``<store>.broken-<stamp>`` (SQLite's
     online backup: the store is open), before a heal adds to it."""
@@ -187,41 +177,119 @@ def keep_evidence_copy(store: ChainStore, stamp: str) -> Path:
     return kept
 
 
-def heal(store: ChainStore, sources: Sources, candidates: list[str], target: SignedCheckpoint, page: int) -> str:
+def heal(
+    store: ChainStore,
+    sources: Sources,
+    candidates: list[str],
+    target: SignedCheckpoint,
+    page: int,
+    before_first: Callable[[], object] = lambda: None,
+) -> str:
     """Bring ``target.ledger`` in ``store`` up to ``target`` (a checkpoint this home signed) from the
-    first of ``candidates`` whose tree at its size has its root; the source's name. The records
-    make the signed root with the store's own tree before the store takes them, and the store
-    takes each only as the chain's next. Raises VledgerError (nothing added) otherwise."""
+    first of ``candidates`` whose tree at its size has its root, the next one when a source fails
+    on the way; the source's name. ``before_first`` runs once, before the store takes a record.
+
+    Each page goes into the store as it comes, once it is proven part of the signed tree (the
+    store's tree with it has the root a consistency proof from the source carries to the signed
+    one; the last page makes that root itself), and the store takes each record only as the
+    chain's next: the gap is never held in memory, and what a source that failed sent stays.
+    ``sources.deadline`` bounds it all. Raises RepairRefusedError when there were candidates, each
+    was asked and none's tree has the signed root (no node can supply it; the caller may take the
+    note for a fork's), StoreContradictsCheckpointError when one had it but the store is still
+    behind (its sources failed), time ran out first, or nobody answered the start check."""
     ledger = target.ledger
-    source = choose_source(sources, candidates, ledger, target.size, target.root)
-    held = store.size(ledger)
+    reasons: list[str] = []
+    maybe_held = not candidates  # some node may hold the tree: one proved it, or was not asked (in time)
+    for node in candidates:
+        try:
+            sources.time_left(node, "get")
+        except NodeUnavailableError as e:
+            maybe_held = True
+            reasons.append(e.message)
+            continue
+        not_one = not_a_source(sources, node, ledger, target.size, target.root)
+        if not_one is not None:
+            reasons.append(not_one)
+            continue
+        maybe_held = True
+        try:
+            before_first()
+            _copy_proven(store, sources, node, target, page)
+        except (VledgerError, OSError, sqlite3.Error) as e:
+            reasons.append(f"{node}: {e.message if isinstance(e, VledgerError) else e}")
+            continue
+        return node
+    why = "; ".join(reasons) or "no other node answered"
+    if not maybe_held:
+        raise RepairRefusedError(
+            f"ledger {ledger!r}: no node holds the tree of the checkpoint of size {target.size} "
+            f"(root {target.root.hex()[:16]}...): {why}"
+        )
+    raise StoreContradictsCheckpointError(
+        f"healed to {store.size(ledger)} of the {target.size} records of the checkpoint this home signed: {why}",
+        ledger=ledger,
+        height=target.size - 1,
+    )
+
+
+def _copy_proven(store: ChainStore, sources: Sources, node: str, target: SignedCheckpoint, page: int) -> None:
+    """``node``'s records from the store's size up to ``target``, page by page into the store, each
+    page first proven part of ``target``'s tree (see :func:`heal`)."""
+    ledger = target.ledger
     frontier = Frontier()
     with contextlib.suppress(VledgerError):  # a ledger the store does not hold yet starts empty
         frontier = store.frontier(ledger)
-    records = []
-    for data, record in fetch(sources, source, ledger, target.size, page, start=held):
+    records: list[Record] = []
+    for data, record in fetch(sources, node, ledger, target.size, page, start=frontier.size):
         frontier.append(leaf_hash(data))
         records.append(record)
-    if frontier.size != target.size or frontier.root() != target.root:
-        raise StoreContradictsCheckpointError(
-            f"the {len(records)} records {source} sent after this store's {held} do not make the tree of "
-            f"the checkpoint of size {target.size} this home signed (its store's tail is not that tree's)",
-            ledger=ledger,
-            height=target.size - 1,
-        )
-    store.append_records(records)
-    return source
+        if len(records) < page and frontier.size < target.size:
+            continue
+        if frontier.size == target.size:
+            if frontier.root() != target.root:
+                raise StoreContradictsCheckpointError(
+                    f"the records it sent after this store's {frontier.size - len(records)} do not make the tree "
+                    f"of the checkpoint of size {target.size} this home signed (its store's tail is not that tree's)",
+                    ledger=ledger,
+                    height=target.size - 1,
+                )
+        else:
+            reply = sources.call(
+                node, "proof.consistency", {"ledger": ledger, "old": frontier.size, "new": target.size}
+            )
+            proof = reply.get("proof")
+            if not isinstance(proof, list) or not all(isinstance(h, bytes) for h in proof):
+                raise RepairRefusedError(f"{node}: proof.consistency: no proof")
+            verify_consistency(frontier.size, target.size, frontier.root(), target.root, proof)
+        store.append_records(records)
+        records = []
 
 
 @dataclass(slots=True)
 class StartOutcome:
     """What the start check did: ledgers healed (ledger -> source), refused (ledger -> why),
-    Redis notes replaced (ledger -> the contradicted note), and the evidence copy if one was made."""
+    Redis notes replaced (ledger -> the contradicted note), every note set aside as a fork's
+    (ledger -> notes, Redis's replaced one among them), and the evidence copy if one was made."""
 
     healed: dict[str, str] = field(default_factory=dict)
     refused: dict[str, StoreContradictsCheckpointError] = field(default_factory=dict)
     replaced: dict[str, bytes] = field(default_factory=dict)
+    set_aside: dict[str, list[bytes]] = field(default_factory=dict)
     kept: Path | None = None
+
+
+def signed_above(keys: CheckpointKeys, ledger: str, notes: Iterable[bytes], held: int) -> list[SignedCheckpoint]:
+    """The checkpoints among ``notes`` this home's key chain verifies of more than ``held`` records,
+    one per tree, largest first."""
+    found: dict[tuple[int, bytes], SignedCheckpoint] = {}
+    for note in notes:
+        try:
+            checkpoint = keys.check(ledger, note)
+        except NoteError:
+            continue
+        if checkpoint.size > held:
+            found.setdefault((checkpoint.size, checkpoint.root), checkpoint)
+    return sorted(found.values(), key=lambda c: c.size, reverse=True)
 
 
 def start_check(
@@ -241,7 +309,6 @@ def start_check(
         announced = {}
     ledgers = homed_ledgers(config, name, store, announced)
     check = ask_cluster(config, name, keys, ledgers, replication, config.ingest.start_check_ms / 1000)
-    outcome = StartOutcome()
     if ledgers and check.asked and not check.answered:
         log.warning(
             "ingest node %s: no other node answered within %d ms: it starts on its store and Redis alone "
@@ -259,112 +326,196 @@ def start_check(
             check.elapsed_ms,
         )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock if clock is not None else time.time()))
-    followers_first = sorted(check.answered, key=lambda n: config.node(n).role not in FOLLOWER_ROLES)
+    starting = _Starting(config, name, store, own, replication, check, StartOutcome(), stamp)
     sources = Sources(config, keys, FETCH_TIMEOUT)
+    # One budget for every heal of this start: a slow source (a page of one record each
+    # FETCH_TIMEOUT) must not hold the node's start for ever; what came in time stays.
+    sources.deadline = time.monotonic() + config.ingest.start_heal_ms / 1000
     try:
         for ledger in ledgers:
-            target = largest_signed(own, ledger, check.notes[ledger])
-            held = store.size(ledger)
-            if target is None or target.size <= held:
-                continue
+            starting.heal_ledger(ledger, sources)
+    finally:
+        sources.close()
+    outcome = starting.outcome
+    if ADMIN_LEDGER in outcome.refused:
+        raise StoreDamagedError(f"{name}: {outcome.refused[ADMIN_LEDGER].message}")
+    starting.replace_forked_notes()
+    return check, outcome
+
+
+@dataclass(slots=True)
+class _Starting:
+    """What one start check works with, and what it did (``outcome``)."""
+
+    config: ClusterConfig
+    name: str
+    store: ChainStore
+    own: CheckpointKeys
+    replication: ReplicationLedger
+    check: StartCheck
+    outcome: StartOutcome
+    stamp: str  # the evidence copy's name's time
+
+    def keep_copy(self) -> None:
+        if self.outcome.kept is None:
+            self.outcome.kept = keep_evidence_copy(self.store, self.stamp)
+
+    def heal_ledger(self, ledger: str, sources: Sources) -> None:
+        """Heal ``ledger`` up to the largest checkpoint its home signed that is not a fork's (set
+        aside: :meth:`set_aside_fork`), from the nodes that answered (followers first), or refuse it."""
+        candidates = sorted(self.check.answered, key=lambda n: self.config.node(n).role not in FOLLOWER_ROLES)
+        for target in signed_above(self.own, ledger, self.check.notes[ledger], self.store.size(ledger)):
+            held = self.store.size(ledger)
+            if target.size <= held:
+                return
             log.warning(
-                "ingest node %s: its store holds %d records of %s, but a checkpoint of size %d signed with its key "
-                "is in the cluster: its store is behind (put back from a copy?), healed before it serves",
-                name,
+                "ingest node %s: its store holds %d records of %s, but a checkpoint of size %d signed with its "
+                "key is in the cluster: its store is behind (put back from a copy?), healed before it serves",
+                self.name,
                 held,
                 ledger,
                 target.size,
             )
             try:
-                if outcome.kept is None:
-                    outcome.kept = keep_evidence_copy(store, stamp)
-                outcome.healed[ledger] = heal(store, sources, followers_first, target, config.ingest.page_size)
+                source = heal(self.store, sources, candidates, target, self.config.ingest.page_size, self.keep_copy)
+            except RepairRefusedError as e:
+                if self.set_aside_fork(target):
+                    continue  # a fork's note: heal toward the next one, if any
+                self.refuse(target, held, e)
+                return
             except (VledgerError, OSError, sqlite3.Error) as e:
-                why = e.message if isinstance(e, VledgerError) else str(e)
-                outcome.refused[ledger] = StoreContradictsCheckpointError(
-                    f"the store holds {held} records, but a checkpoint of size {target.size} signed with this "
-                    f"home's key is in the cluster, and it could not be healed ({why}): rebuild it with "
-                    f"`vledger repair {name} --restart`",
-                    ledger=ledger,
-                    height=target.size - 1,
-                )
-                continue
+                self.refuse(target, held, e)
+                return
+            self.outcome.healed[ledger] = source
             log.warning(
                 "ingest node %s: %s healed to %d records from %s (its store as it was is kept at %s)",
-                name,
+                self.name,
                 ledger,
                 target.size,
-                outcome.healed[ledger],
-                outcome.kept,
+                source,
+                self.outcome.kept,
             )
-    finally:
-        sources.close()
-    if ADMIN_LEDGER in outcome.refused:
-        raise StoreDamagedError(f"{name}: {outcome.refused[ADMIN_LEDGER].message}")
-    _replace_forked_notes(config, name, store, own, replication, check, outcome)
-    return check, outcome
+            return
 
+    def refuse(self, target: SignedCheckpoint, held: int, error: VledgerError | OSError | sqlite3.Error) -> None:
+        why = error.message if isinstance(error, VledgerError) else str(error)
+        self.outcome.refused[target.ledger] = StoreContradictsCheckpointError(
+            f"the store held {held} records, but a checkpoint of size {target.size} signed with this "
+            f"home's key is in the cluster, and it could not be healed ({why}): rebuild it with "
+            f"`vledger repair {self.name} --restart`",
+            ledger=target.ledger,
+            height=target.size - 1,
+        )
 
-def _replace_forked_notes(
-    config: ClusterConfig,
-    name: str,
-    store: ChainStore,
-    own: CheckpointKeys,
-    replication: ReplicationLedger,
-    check: StartCheck,
-    outcome: StartOutcome,
-) -> None:
-    """Replace Redis's latest note of a ledger when a checkpoint this home signed and a quorum of the
-    cluster's witnesses cosigned, held by the store, contradicts it (PROTOCOL 10.7): a note of a
-    fork, which else would keep the repaired home refusing the ledger for ever (outsider 26 I6)."""
-    witnesses = witness_keys(config)
-    if not witnesses:
-        return
-    quorum = default_quorum(len(witnesses))
-    for ledger, note in check.redis_latest.items():
-        if ledger in outcome.refused:
-            continue
-        try:
-            latest = own.check(ledger, note)
-        except NoteError:
-            continue  # proves nothing: the outbox's next checkpoint overwrites it
-        try:
-            check_holds(store, KeptCheckpoint(ledger, SIGNED, latest.size, latest.root, note, 0))
-            continue  # the store holds it: no contradiction
-        except StoreContradictsCheckpointError:
-            pass
+    def held_quorum_checkpoint(self, ledger: str) -> GatheredCheckpoint | None:
+        """The largest checkpoint of ``ledger`` this home signed that a majority of the cluster's
+        witnesses cosigned, when the store holds it (its tree at that size has that root); else None."""
+        witnesses = witness_keys(self.config)
+        if not witnesses:
+            return None
         try:
             proven = quorum_checkpoint(
                 ledger,
-                check.notes[ledger],
-                epoch_log_keys(config, ledger, name),
-                origin_for(config.name, ledger),
+                self.check.notes[ledger],
+                epoch_log_keys(self.config, ledger, self.name),
+                origin_for(self.config.name, ledger),
                 witnesses,
-                quorum,
+                default_quorum(len(witnesses)),
             )
-            check_holds(store, KeptCheckpoint(ledger, SIGNED, proven.checkpoint.size, proven.checkpoint.root, b"", 0))
+            kept = KeptCheckpoint(ledger, SIGNED, proven.checkpoint.size, proven.checkpoint.root, b"", 0)
+            check_holds(self.store, kept)
         except VledgerError:
-            continue  # no proof the note is the fork's: the store stays refused
-        if proven.checkpoint.size < latest.size:
-            continue  # a larger note than the proven one: the store is behind it, not past a fork
-        store.checkpoints.keep(ledger, EVIDENCE, latest.size, latest.root, note)
-        try:
-            replication.set_checkpoints({ledger: proven.note})
-        except REDIS_ERRORS as e:
-            log.warning("ingest node %s: Redis unavailable (%s): its forked note of %s stays there", name, e, ledger)
-            continue
-        outcome.replaced[ledger] = note
+            return None
+        return proven
+
+    def cosigned_by_any(self, target: SignedCheckpoint) -> bool:
+        """Whether any of the cluster's witnesses cosigned ``target`` in the notes the start gathered."""
+        ledger = target.ledger
+        origin = origin_for(self.config.name, ledger)
+        witnesses = witness_keys(self.config).values()
+        with contextlib.suppress(VledgerError):
+            for key in epoch_log_keys(self.config, ledger, self.name):
+                for g in gather(self.check.notes[ledger], key, origin, witnesses):
+                    if g.witnesses and (g.checkpoint.size, g.checkpoint.root) == (target.size, target.root):
+                        return True
+        return False
+
+    def set_aside_fork(self, target: SignedCheckpoint) -> bool:
+        """Whether ``target``, a checkpoint this home signed that no node's tree has, is a fork's
+        note (r13 #6): no witness cosigned it and the store holds a smaller checkpoint a quorum did,
+        as a home repaired after it signed a fork further than the cluster went finds. It is then
+        kept as evidence, and replaced by that checkpoint when it is Redis's latest note; else
+        (False) nothing is done."""
+        ledger = target.ledger
+        proven = self.held_quorum_checkpoint(ledger)
+        if proven is None or proven.checkpoint.size >= target.size or self.cosigned_by_any(target):
+            return False
+        self.store.checkpoints.keep(ledger, EVIDENCE, target.size, target.root, target.note)
+        self.outcome.set_aside.setdefault(ledger, []).append(target.note)
+        if self.check.redis_latest.get(ledger) == target.note:
+            self.put_in_redis(ledger, target.note, proven)
         log.warning(
-            "ingest node %s: Redis's latest checkpoint of %s (size %d) contradicts the checkpoint of size %d "
-            "%d witnesses cosigned, which its store holds: replaced by it, the other note kept as evidence",
-            name,
+            "ingest node %s: the checkpoint of %s of size %d signed with its key is a fork's (no node holds its "
+            "tree, no witness cosigned it, and its store holds the checkpoint of size %d %d witnesses cosigned): "
+            "kept as evidence",
+            self.name,
             ledger,
-            latest.size,
+            target.size,
             proven.checkpoint.size,
             len(proven.witnesses),
         )
+        return True
+
+    def put_in_redis(self, ledger: str, forked: bytes, proven: GatheredCheckpoint) -> bool:
+        """Set ``proven``'s note as Redis's latest of ``ledger`` in place of the fork's ``forked``;
+        False when Redis is unavailable (logged)."""
+        try:
+            self.replication.set_checkpoints({ledger: proven.note})
+        except REDIS_ERRORS as e:
+            log.warning(
+                "ingest node %s: Redis unavailable (%s): its forked note of %s stays there", self.name, e, ledger
+            )
+            return False
+        self.outcome.replaced[ledger] = forked
+        if forked not in self.outcome.set_aside.setdefault(ledger, []):
+            self.outcome.set_aside[ledger].append(forked)
+        return True
+
+    def replace_forked_notes(self) -> None:
+        """Replace Redis's latest note of a ledger when a checkpoint this home signed and a quorum of
+        the cluster's witnesses cosigned, held by the store, contradicts it (PROTOCOL 10.7): a note
+        of a fork, which else would keep the repaired home refusing the ledger for ever (outsider 26 I6)."""
+        for ledger, note in self.check.redis_latest.items():
+            if ledger in self.outcome.refused or ledger in self.outcome.replaced:
+                continue
+            try:
+                latest = self.own.check(ledger, note)
+            except NoteError:
+                continue  # proves nothing: the outbox's next checkpoint overwrites it
+            try:
+                check_holds(self.store, KeptCheckpoint(ledger, SIGNED, latest.size, latest.root, note, 0))
+                continue  # the store holds it: no contradiction
+            except StoreContradictsCheckpointError:
+                pass
+            proven = self.held_quorum_checkpoint(ledger)
+            if proven is None:
+                continue  # no proof the note is the fork's: the store stays refused
+            if proven.checkpoint.size < latest.size:
+                continue  # a larger note than the proven one: the store is behind it, not past a fork
+            self.store.checkpoints.keep(ledger, EVIDENCE, latest.size, latest.root, note)
+            if not self.put_in_redis(ledger, note, proven):
+                continue
+            log.warning(
+                "ingest node %s: Redis's latest checkpoint of %s (size %d) contradicts the checkpoint of size %d "
+                "%d witnesses cosigned, which its store holds: replaced by it, the other note kept as evidence",
+                self.name,
+                ledger,
+                latest.size,
+                proven.checkpoint.size,
+                len(proven.witnesses),
+            )
 
 
-def published_without(notes: Mapping[str, list[bytes]], replaced: Mapping[str, bytes]) -> dict[str, list[bytes]]:
-    """``notes`` without each ledger's note the start check replaced in Redis."""
-    return {ledger: [n for n in published if n != replaced.get(ledger)] for ledger, published in notes.items()}
+def published_without(notes: Mapping[str, list[bytes]], set_aside: Mapping[str, list[bytes]]) -> dict[str, list[bytes]]:
+    """``notes`` without each ledger's notes the start check set aside as a fork's."""
+    return {ledger: [n for n in published if n not in set_aside.get(ledger, ())] for ledger, published in notes.items()}

@@ -28,7 +28,7 @@ from typing import Any, Protocol, Self, TypeVar
 import zmq
 
 from ..broker.accounts import AccountCache, AccountRegistry
-from ..broker.admin_copy import AdminSource, SignedAdminSource
+from ..broker.admin_copy import KEPT_ADMIN_COPY, AdminSource, KeptAdminCopy, SignedAdminSource
 from ..broker.curve import CurveServer, process_context, stop_authenticator
 from ..broker.curve_guard import ConnectionGuard, CurveGuardMetrics, raise_file_limit
 from ..broker.feed import Publisher
@@ -47,6 +47,7 @@ from ..broker.signing import admin_checkpoint_key
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
+from ..node.rules.admin import ADMIN_LEDGER
 from ..node.store import HASH_FILL_AT, ChainStore, fill_phase
 from ..node.storefile import damaged_file
 from .loop import RequestLoop, Service
@@ -118,6 +119,28 @@ def unbacked_alerts(node: str, replication: ReplicationLedger) -> Callable[[list
         named = ", ".join(found[:_UNBACKED_NAMED]) + (", ..." if len(found) > _UNBACKED_NAMED else "")
         detail = f"Redis's accounts hold {len(found)} entr(y/ies) that no admin record backs: {named}"
         replication.alert(Alert(node, "", 0, UNBACKED_ACCOUNT, detail, source="redis"))
+
+    return report
+
+
+REDIS_LOST = "redis_lost"  # the alert of what Redis lost while the admin home ran (10.5)
+
+
+def redis_lost_alert(node: str, replication: ReplicationLedger) -> Callable[[str | None], None]:
+    """What the admin home ``node`` does once it put back what Redis lost of the admin ledger's
+    cache or the accounts (``detail``, AdminLedger.refill): raise ``redis_lost`` about ``redis``
+    (PROTOCOL 10.5); and resolve it (``detail`` None) once Redis holds them again with a
+    checkpoint that proves them, so that one loss is one alert, open while a node cannot prove
+    Redis's copy. Redis down costs the alert (the node's log keeps the finding)."""
+
+    def report(detail: str | None) -> None:
+        if detail is not None:
+            raise_alert(replication, Alert("redis", ADMIN_LEDGER, 0, REDIS_LOST, detail, source=node))
+            return
+        try:
+            replication.resolve_node("redis", ADMIN_LEDGER, [REDIS_LOST])
+        except REDIS_ERRORS as e:
+            log.warning("node %s: its %s alert is not resolved, Redis unavailable (%s)", node, REDIS_LOST, e)
 
     return report
 
@@ -315,8 +338,10 @@ class NodeRuntime:
         return cache
 
     def signed_admin(self, registry: AccountRegistry) -> SignedAdminSource:
-        """Redis's copy of the admin ledger as far as its home's checkpoint proves it (PROTOCOL 16.4)."""
-        return SignedAdminSource(registry.client, admin_checkpoint_key(self.config), registry.namespace)
+        """Redis's copy of the admin ledger as far as its home's checkpoint proves it (PROTOCOL 16.4),
+        and what the node proved of it kept in its data directory for a start while Redis lost it."""
+        kept = KeptAdminCopy(self.config.store_dir(self.name) / KEPT_ADMIN_COPY)
+        return SignedAdminSource(registry.client, admin_checkpoint_key(self.config), registry.namespace, kept=kept)
 
     def request_server(self, settings: BrokerSettings, metrics: NodeMetrics | None = None) -> CurveServer:
         """The node's CURVE request socket on its endpoint, admitting ``gates.requests``, once

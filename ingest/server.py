@@ -47,7 +47,7 @@ from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, counter_collector, gauge_collector, redis_check, store_collector
 from .outbox_process import OutboxProcess
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
-from .runtime import NodeRuntime
+from .runtime import NodeRuntime, redis_lost_alert
 from .second_factor import cluster_second_factors
 from .service import IngestService
 from .standby import StandbyFollow, standby_report
@@ -157,13 +157,18 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # witnessed note proves (never Redis's word, nor the standby key's alone).
     book = EpochBook(config.name, store)
     homes = Homes(config, book, replication, witnesses=witness_keys_now)
-    admin_ledger = AdminLedger(store, registry, checkpoints=True) if homes_admin else None
+    admin_ledger = (
+        AdminLedger(store, registry, checkpoints=True, on_lost=redis_lost_alert(name, replication))
+        if homes_admin
+        else None
+    )
     try:
         # Before accounts are rebuilt or a record placed: how far the cluster says its ledgers
         # went, a store put back from a copy healed (or refused), never a second tree signed.
         check, start = start_check(config, name, runtime.keys, store, own, replication)
         if admin_ledger is not None:
             admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
+            cache.upkeep = admin_ledger.refill  # and again whenever Redis loses it while this node runs
     except StoreDamagedError as e:
         log.error("ingest node %s: its store is behind the cluster and not healed, the node stops: %s", name, e.message)
         raise_alert(replication, store_damaged_alert(name, StoreError(e.message)))
@@ -182,7 +187,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # never take over.
     homed = [ledger for ledger in store.ledgers() if homes.home_of(ledger).name == name]
     # The other nodes' notes too (a Redis that lost its data holds none); not a note of a fork the start check replaced.
-    answered = published_without(check.notes, start.replaced)
+    answered = published_without(check.notes, start.set_aside)
     try:
         published = {ledger: [*_published(replication, ledger), *answered.get(ledger, ())] for ledger in homed}
     except REDIS_ERRORS as e:

@@ -56,6 +56,7 @@ from ..node.record import GENESIS_KIND, Checked, Entry, Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine, check_new_rules
 from ..node.rules.files import FilesState, may_read
+from ..node.rules.moving_kinds import refuse_other_holders
 from ..node.store import ChainStore, Receipt
 from ..node.storefile import MAX_HEIGHT
 from ..node.totp import MAX_CODE_LENGTH
@@ -787,7 +788,7 @@ def _whoami(service: IngestService, caller: Caller, args: Args) -> object:
 # --- ledgers ----------------------------------------------------------------------------
 
 
-@command("ledger.create", ADMINS, "content nonce", "start a ledger from a genesis entry")
+@command("ledger.create", ADMINS, "content nonce [keep_grants]", "start a ledger from a genesis entry")
 def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object:
     entry = service._entry(caller, args)
     ledger = entry.content.ledger
@@ -810,6 +811,13 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
             )
     # Outside witnesses a genesis lists must be usable keys (PROTOCOL 13.9), else bad_genesis.
     outside_witnesses(ledger, LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS).rules)
+    # A kind that moves votes or money granted to another account before the ledger existed would
+    # let it write beside the creator (16.2): a raw client's create is refused as the command's is.
+    # A check at creation only (nothing on the chain says it was made): a retry of a created
+    # ledger answers as before, and no replay judges a genesis by it.
+    grants = service.domain.grants() if service.domain is not None else None
+    if not args.flag("keep_grants") and grants is not None and service.store.size(ledger) == 0:
+        refuse_other_holders(grants.table(), ledger, rules.rules, entry.content.author)
     # Run in the executor after the code is checked: no flush of the loop's would take it.
     return AfterSecondFactor(lambda: service._append(entry, wake=True))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class Sources:
         self.config = config
         self.keys = keys
         self.timeout = timeout
+        self.deadline: float | None = None  # time.monotonic() past which no call waits (a heal's budget)
         self._clients: dict[str, Client] = {}
         self._down: set[str] = set()
 
@@ -69,11 +71,22 @@ class Sources:
             self._clients[name] = client
         return client
 
+    def time_left(self, name: str, cmd: str) -> float:
+        """How long a call may wait: the timeout, or less as the deadline nears (NodeUnavailableError past it)."""
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise NodeUnavailableError(f"{name}: {cmd}: not asked, no time is left")
+        return min(self.timeout, left)
+
     def call(self, name: str, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
         if name in self._down:
             raise NodeUnavailableError(f"{name} did not answer earlier in this repair")
+        client = self.client(name)
+        client.set_timeout(self.time_left(name, cmd))
         try:
-            result = self.client(name).call(cmd, args)
+            result = client.call(cmd, args)
         except NodeUnavailableError:
             self._down.add(name)
             raise
@@ -172,18 +185,25 @@ def source_root(sources: Sources, node: str, ledger: str, size: int) -> bytes:
     return root_from_inclusion(leaf_hash(last), size - 1, size, proof)
 
 
+def not_a_source(sources: Sources, node: str, ledger: str, size: int, root: bytes) -> str | None:
+    """Why ``node``'s tree at ``size`` is not one of ``root`` (naming it); None when it is."""
+    try:
+        found = source_root(sources, node, ledger, size)
+    except VledgerError as e:
+        return f"{node}: {e.code}: {e.message}"
+    if found == root:
+        return None
+    return f"{node}: its tree of size {size} has another root ({found.hex()[:16]}...)"
+
+
 def choose_source(sources: Sources, candidates: list[str], ledger: str, size: int, root: bytes) -> str:
     """The first of ``candidates`` whose tree at ``size`` has ``root``; RepairRefusedError naming why each failed."""
     reasons = []
     for node in candidates:
-        try:
-            found = source_root(sources, node, ledger, size)
-        except VledgerError as e:
-            reasons.append(f"{node}: {e.code}: {e.message}")
-            continue
-        if found == root:
+        why = not_a_source(sources, node, ledger, size, root)
+        if why is None:
             return node
-        reasons.append(f"{node}: its tree of size {size} has another root ({found.hex()[:16]}...)")
+        reasons.append(why)
     raise RepairRefusedError(
         f"ledger {ledger!r}: no source is consistent with the checkpoint of size {size} "
         f"(root {root.hex()[:16]}...): " + ("; ".join(reasons) or "no other node holds it")

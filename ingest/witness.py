@@ -354,11 +354,16 @@ class Witness:
             log.error("%s: %s at size %d has another root than the checkpoint cosigned there: not cosigned",
                       self.name, ledger, checkpoint.size)  # fmt: skip
             return
+        # A blocked ledger is looked at again on every report of the size it cosigned, not only
+        # when a cosignature is due: a quiet ledger's home reports no larger one, and a store
+        # fetched whole again (a hole filled) left its alert open and the ledger uncosigned.
+        if ledger in self._blocked and not self._holds(last):
+            return
         now = self._clock()
         newest = newest_cosignature_ms(last.note, self.signer.name)
         if newest is not None and now * 1000 - newest < self.recosign_due_ms:
             return
-        if ledger in self._blocked or not self._holds(last):
+        if not self._holds(last):
             return
         again = self.signer.cosign_again(last.note, int(now))
         # Kept before it is published, as a first cosignature is: started again, the witness goes
@@ -371,7 +376,7 @@ class Witness:
         """The last checkpoint cosigned of each ledger, cosigned with the signer now (its line
         replacing this witness's earlier ones on the note), kept and published."""
         for ledger, last in list(self._last.items()):
-            if ledger in self._blocked or not self._holds(last):
+            if not self._holds(last):  # a blocked one too: a store that holds it again is unblocked
                 continue
             note = parse_note(last.note)
             home_only = type(note)(note.text, tuple(s for s in note.signatures if s.name != self.signer.name))

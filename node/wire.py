@@ -80,6 +80,13 @@ class Args:
                 raise BadRequestError(f"argument {name!r} must hold {size}-byte binary values")
         return value
 
+    def flag(self, name: str) -> bool:
+        """A boolean argument that may be left out (then False)."""
+        value = self.values.get(name, False)
+        if type(value) is not bool:
+            raise BadRequestError(f"argument {name!r} must be true or false")
+        return value
+
     def has(self, name: str) -> bool:
         return self.values.get(name) is not None
 

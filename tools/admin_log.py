@@ -122,17 +122,6 @@ def grant_table(records: Iterable[Record]) -> list[tuple[str, str, list[str]]]:
     return held.domain.tally().grants
 
 
-def kind_holders(rows: Iterable[tuple[str, str, list[str]]], ledger: str, kinds: Iterable[str]) -> dict[str, list[str]]:
-    """Who holds each of ``kinds`` on ``ledger`` by the grant table ``rows`` (grant_table's): its
-    grant holders and those of ``*`` on the ledger, which may write every kind (PROTOCOL 16.2)."""
-    held: dict[str, set[str]] = {}
-    for name, kind, accounts in rows:
-        if name == ledger:
-            held.setdefault(kind, set()).update(accounts)
-    every = held.get("*", set())
-    return {kind: sorted(held.get(kind, set()) | every) for kind in kinds}
-
-
 def print_grants(rows: list[tuple[str, str, list[str]]], *, as_json: bool) -> None:
     if as_json:
         print_json(

@@ -29,7 +29,6 @@ from ..client.write import Write
 from ..config.cluster import load_cluster
 from ..node.cosigning import distinct_witnesses, needed_witnesses
 from ..node.errors import (
-    AlreadyGrantedError,
     BadPublicKeyError,
     NameHoldsUnitsError,
     NodeUnavailableError,
@@ -46,10 +45,11 @@ from ..node.outside import QUORUM_FIELD, WITNESSES_FIELD
 from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import DOMAINS, PLAIN, new_ledger_rules
+from ..node.rules.moving_kinds import held_by_others, kind_holders, refuse_other_holders
 from ..node.rules.votes import ElectionState
 from ..node.sealed import is_sealed, seal, unseal
 from . import client_payloads as build
-from .admin_log import grant_table, kind_holders, print_grants, print_log
+from .admin_log import grant_table, print_grants, print_log
 from .args import (
     OTP_ENV,
 )
@@ -163,18 +163,15 @@ def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:
     granted: list[str] = []
     if closing and not _exists(session, args.ledger):  # a retry or a taken name changes no grant
         # Grants may name a ledger before it exists (this very command's do): the ones another
-        # account holds already would let it write beside the creator, who must know before.
-        others = _held_by_others(kind_holders(grant_table(_admin_records(session)), args.ledger, closing), session)
-        if others and not args.keep_grants:
-            raise AlreadyGrantedError(
-                f"{_holders_text(others)} on {args.ledger}, granted before the ledger exists: revoke them "
-                f"(vledger grant revoke {args.ledger} KIND ACCOUNT) or give --keep-grants to create it with them"
-            )
+        # account holds already would let it write beside the creator, who must know before. The
+        # home refuses that genesis too (a raw client's); asked here, no grant below is made first.
+        if not args.keep_grants:
+            refuse_other_holders(grant_table(_admin_records(session)), args.ledger, rules.rules, session.account)
         # The grants and the genesis are admin commands each: one code for them all (PROTOCOL 16.5).
         session.second_factor_session()
         # Before the genesis (16.2 judges each record by the grants before it): never open for a moment.
         granted = grant_moving_kinds(session, args.ledger, closing, session.account)
-    receipt = session.create_ledger(args.ledger, rules, args.request_id, args.ts)
+    receipt = session.create_ledger(args.ledger, rules, args.request_id, args.ts, keep_grants=args.keep_grants)
     # Said as the admin ledger has it after the genesis, not as this command meant it to be.
     holders = kind_holders(grant_table(_admin_records(session)), args.ledger, closing) if closing else {}
     if args.json:
@@ -183,7 +180,7 @@ def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:
     print_receipt(receipt, as_json=False)
     if not holders:
         return EXIT_OK
-    if not _held_by_others(holders, session):
+    if not held_by_others(holders, session.account):
         print(
             f"only {session.account} may write {', '.join(holders)} on {args.ledger} (granted; vledger grant add "
             "gives another account a kind, --open leaves them open to every writer)"
@@ -193,18 +190,6 @@ def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:
         for kind, accounts in holders.items():
             print(f"  {kind}: {', '.join(accounts) or 'every writer (open)'}")
     return EXIT_OK
-
-
-def _held_by_others(holders: dict[str, list[str]], session: Session) -> dict[str, list[str]]:
-    """The kinds of ``holders`` that an account other than the session's holds, with those accounts."""
-    others = {kind: [a for a in accounts if a != session.account] for kind, accounts in holders.items()}
-    return {kind: accounts for kind, accounts in others.items() if accounts}
-
-
-def _holders_text(held: dict[str, list[str]]) -> str:
-    return "; ".join(
-        f"{', '.join(accounts)} {'holds' if len(accounts) == 1 else 'hold'} {kind!r}" for kind, accounts in held.items()
-    )
 
 
 def _exists(session: Session, ledger: str) -> bool:

@@ -33,8 +33,9 @@ names it.
 
 A held height is what Redis last heard, also of a node that has stopped since: a node whose
 heartbeat in Redis (the accounts cache's ``seen``, every ``accounts_poll_ms``) is older than
-:func:`~vledger.broker.accounts.heartbeat_window` is shown **down** (STATE column, ``"down"``
-in JSON), never current; ``vledger status`` marks down the nodes that do not answer its hello.
+:func:`~vledger.broker.accounts.heartbeat_window`, or ``0`` (it stopped cleanly), is shown
+**down** (STATE column, ``"down"`` in JSON), never current; ``vledger status`` marks down the
+nodes that do not answer its hello.
 
 Exit codes: 0 every replica and observer holds every ledger up to its head, and every
 ledger's home is up; 1 Redis cannot be reached or answers with an error (``vledger: error:

@@ -35,6 +35,7 @@ from typing import Any, TypeGuard
 
 import redis
 
+from ..broker.accounts import AccountRegistry
 from ..broker.client import Client
 from ..broker.keys import KeyPair
 from ..broker.redis_server import connect, shown_url
@@ -171,13 +172,15 @@ def cluster_status(
     supervisord: SupervisordState | None,
     now_ms: int,
     redis_error: str | None = None,
+    accounts_version: int | None = None,
 ) -> ClusterStatus:
     """The cluster's status from what was read (pure).
 
     ``roles`` node -> role for every node of the configuration; ``answers`` node -> what it
     answered (a node missing here counts as not answering); ``now_ms`` the clock that dates
     the verifiers' sweeps (milliseconds since 1970, as theirs); ``redis_error`` why Redis
-    could not be read (``ledgers`` and ``open_alerts`` are then empty and unknown).
+    could not be read (``ledgers`` and ``open_alerts`` are then empty and unknown);
+    ``accounts_version`` Redis's accounts version (None: not read), 0 when it holds no account.
     """
     order = {role: index for index, role in enumerate(ROLES)}
     names = sorted(roles, key=lambda name: (order.get(roles[name], len(ROLES)), name))
@@ -201,6 +204,14 @@ def cluster_status(
     # the problems: its own line there says so), so that one output never says both "behind" and
     # "current" of it (outsider 25, H2: its held key, set each heartbeat, lags the cut it saw).
     ledgers = [marked_behind(ledger, {n.node for n in nodes if ledger.ledger in n.behind}) for ledger in ledgers]
+    if accounts_version == 0:
+        # Outsider26 I5: Redis lost its data. The nodes enforce the admin ledger they proved; only
+        # the admin ledger's home puts Redis's copy back, within a poll while it runs.
+        problems.insert(
+            0,
+            "Redis holds no account (it lost its data, or no admin was bootstrapped): the nodes enforce the "
+            "admin ledger they proved; its home puts the accounts back while it runs",
+        )
     if redis_error is not None:
         problems.insert(0, f"Redis is down: {redis_error}")
     return ClusterStatus(
@@ -566,9 +577,11 @@ class StatusReader:
         ledgers: list[LedgerStatus] = []
         open_alerts: dict[str, dict[str, Any]] = {}
         redis_error = None
+        accounts_version = None
         try:
             ledgers = list(read_status(self.replication, roles, self.checker))
             open_alerts = self.replication.open_alerts()
+            accounts_version = self._accounts_version()
         except redis.exceptions.RedisError as e:
             redis_error = str(e) or type(e).__name__
         finally:
@@ -584,7 +597,15 @@ class StatusReader:
             supervisord,
             self.clock(),
             redis_error,
+            accounts_version,
         )
+
+    def _accounts_version(self) -> int | None:
+        """Redis's accounts version; None when this Redis user may not read it."""
+        try:
+            return AccountRegistry(self.replication.client, self.replication.namespace).version()
+        except redis.exceptions.NoPermissionError:
+            return None
 
 
 # --- the command -----------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ from ..node.errors import (
 from ..node.json_values import jsonable
 from ..node.key_rotation import KeyChain
 from ..node.ledger import LedgerRules
-from ..node.note import VerifierKey, parse_checkpoint, parse_note, verify_checkpoint
+from ..node.note import VerifierKey, parse_checkpoint, parse_note, verify_checkpoint, witness_groups
 from ..node.record import decode_record
 from ..node.tally_body import STALE_AFTER_MS, Snapshot
 from ..node.witness import home_key
@@ -336,15 +336,20 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
         # since when a majority of them have vouched for it (a quiet ledger's witnesses cosign it
         # again, PROTOCOL 10.7: a frozen view's time ages; a head just signed is judged by the
         # checkpoint before it, which they cosigned, so an honest busy ledger is never stale).
+        # Per witness, not per name: names sharing a key are one witness (13.5 step 1), and the
+        # name a note's line of it carries may differ from note to note (review r13, 9).
+        group = witness_groups(witnesses)
         times: dict[str, int] = {}
         newest: dict[str, int] = {}
         for head, gathered in verified:
             if gathered is None:
                 continue
             if (head.size or 0) >= (best.size or 0):
-                for witness, at_ms in gathered.cosigned_ms.items():
+                for name, at_ms in gathered.cosigned_ms.items():
+                    witness = group.get(name, name)
                     times[witness] = min(at_ms, times.get(witness, at_ms))
-            for witness, at_ms in gathered.vouched_ms.items():
+            for name, at_ms in gathered.vouched_ms.items():
+                witness = group.get(name, name)
                 newest[witness] = max(at_ms, newest.get(witness, at_ms))
         needed = needed_witnesses(distinct_witnesses(witnesses))
         best = replace(

@@ -4,7 +4,8 @@ Three checks, each catching what the others cannot:
 
 * **New records** (a Redis consumer group on the ledger streams): each record is verified as
   the next of the stream's chain (checksum, proof of work, link), and every node that holds
-  that height already must hold the same bytes. Entries are acknowledged once checked; a
+  that height already must hold the same bytes (one that lacks it below its head holds none:
+  the sweep names that hole). Entries are acknowledged once checked; a
   verifier that restarts re-reads its pending entries first, and takes over what a dead one
   left (``XAUTOCLAIM``).
 * **Heads**: every copy's head is compared with the home node's record at the same height.
@@ -879,16 +880,15 @@ class ClusterChecks:
             except (NodeUnavailableError, RemoteError) as e:
                 reader.down(self.settings.node_timeout_ms / 1000, e)
                 continue
-            for offset, data in enumerate(held):
-                height = first + offset
+            for height, data, digest in _placed(held, first, digests):
                 expected = digests.get(height)
-                if expected is not None and hashlib.sha256(data).digest() != expected and node == home:
+                if expected is not None and digest != expected and node == home:
                     self.raise_alert(
                         Alert("redis", ledger, height, "record_conflict", f"the stream's record differs from {home}'s",
                               source=home, expected=_link_hex(data), found=_link_hex(streamed[height]))
                     )  # fmt: skip
-                    streamed[height], digests[height] = data, hashlib.sha256(data).digest()
-                elif expected is not None and hashlib.sha256(data).digest() != expected:
+                    streamed[height], digests[height] = data, digest
+                elif expected is not None and digest != expected:
                     self.raise_alert(
                         Alert(node, ledger, height, "record_conflict", "this node's record differs from the stream's",
                               source="redis", expected=_link_hex(streamed[height]), found=_link_hex(data))
@@ -1630,6 +1630,36 @@ def _pages(reader: NodeReader, ledger: str, start: int, count: int) -> list[byte
         if len(page) < min(wanted, reader.page_size):
             break
     return held
+
+
+def _placed(held: list[bytes], first: int, digests: dict[int, bytes]) -> Iterator[tuple[int, bytes, bytes]]:
+    """A copy's records read from height ``first`` on (:func:`_pages`), each with its height and
+    SHA-256. A record stands at its place in the answer while it is the stream's record there or
+    names that height itself (or does not decode: a record that differs where it stands). A copy
+    that lacks heights (deleted behind its back) answers the records above them in their place:
+    from the first record that names another height, each is placed at the height it names, so
+    a missing record is compared with nothing (the sweep names the hole, ``height_gap``, and
+    resolves it once the copy is whole again) rather than with the stream's record at its place
+    (a ``record_conflict``, which only an operator resolves, against an honest copy that fetches
+    its records again). A record that does not decode past that point is the sweep's to name."""
+    for offset, data in enumerate(held):
+        height, digest = first + offset, hashlib.sha256(data).digest()
+        if digest == digests.get(height) or _height_named(data) in (None, height):
+            yield height, data, digest
+            continue
+        for moved in held[offset:]:
+            named = _height_named(moved)
+            if named is not None:
+                yield named, moved, hashlib.sha256(moved).digest()
+        return
+
+
+def _height_named(data: bytes) -> int | None:
+    """The height a record's bytes name, None when they do not decode."""
+    try:
+        return decode_record(data, PROTOCOL_LIMITS).height
+    except VledgerError:
+        return None
 
 
 def _hash_at(reader: NodeReader, ledger: str, height: int) -> bytes | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -282,6 +283,38 @@ def test_wait_applied_waits_for_every_named_node(
     with pytest.raises(ApplyTimeoutError, match="node-3 at 0") as caught:
         other.wait_applied(v, ["node-1", "node-3"], 0.3)
     assert caught.value.lagging == {"node-3": 0}
+
+
+def test_a_node_stopped_cleanly_is_not_live_nor_waited_for_until_it_applies_again(
+    caches: Callable[..., AccountCache], registry: AccountRegistry, other: AccountRegistry
+) -> None:
+    first = caches("node-1", poll_interval=60)
+    caches("node-2", poll_interval=60)
+    v = other.add_account("alice", "writer")
+    first.stop()
+    assert registry.live_nodes(["node-1", "node-2"], within=60) == {"node-2"}
+    silence = registry.silence(["node-1"])["node-1"]
+    assert silence is not None and silence > 60  # `repl status` shows it down at once
+    # A wait already under way for it ends at its stop, not at the deadline.
+    broken = threading.Event()
+
+    def on_change(keys: frozenset[str]) -> None:
+        if broken.is_set():
+            raise RuntimeError("allow-list unavailable")
+
+    behind = caches("node-3", poll_interval=60, on_change=on_change)
+    broken.set()  # it never applies what follows
+    later = other.add_account("bob", "writer")
+    stopping = threading.Timer(0.3, behind.stop)
+    stopping.start()
+    began = time.monotonic()
+    assert other.wait_applied(later, ["node-2", "node-3"], DEADLINE)["node-2"] == later
+    assert time.monotonic() - began < DEADLINE - 1
+    stopping.join()
+    again = caches("node-1", poll_interval=60)  # live again once it applied every change
+    assert again.version == later
+    assert registry.live_nodes(["node-1"], within=60) == {"node-1"}
+    assert other.wait_applied(v, ["node-1"], DEADLINE) == {"node-1": later}
 
 
 def test_a_node_whose_callback_fails_is_not_counted_as_applied(

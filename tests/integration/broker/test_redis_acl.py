@@ -299,6 +299,9 @@ def test_no_node_says_another_applied_an_accounts_version(acl: AclServer) -> Non
             registry.client.hset("vledger:{accounts}:applied:ingest-1", "version", 99)
         with pytest.raises(NOPERM):
             registry.client.hset("vledger:{accounts}:applied:ingest-1", "seen", 0)
+        with pytest.raises(NOPERM):  # nor make a live one look stopped
+            registry.record_stopped("ingest-1")
+        registry.record_stopped(_node(role) or role)  # its own clean stop it says, with what it has
         registry.record_applied(_node(role) or role, 5)  # its own it writes
     for role in ("replica", "verifier"):
         with pytest.raises(NOPERM):

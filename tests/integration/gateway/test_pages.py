@@ -1407,6 +1407,39 @@ def test_the_pages_never_count_one_observer_listed_twice_as_two(browser: Any) ->
     assert got == ["still_counting", "agree"]
 
 
+def test_the_pages_count_two_names_sharing_one_key_as_one_witness(browser: Any) -> None:
+    """Review r13 #9: w3 is w1's key under another name (13.5 step 1: one witness, as Python's
+    witness_groups says). Its lines were a second witness's times toward a head's majority, and
+    a second outside witness toward the genesis' quorum of them."""
+    with scripts_page() as page:
+        browser.get(page)
+        got = browser.execute_script(
+            """
+const v = window.vledger;
+const key = (name, byte) => ({ name, publicKey: new Uint8Array(32).fill(byte) });
+const keys = [key("w1", 1), key("w2", 2), key("w3", 1)];
+const groups = v.witnessGroups(keys);
+const line = (name, times) => ({ name, ok: true, times: times.map(BigInt), key: key(name, 1) });
+const cosigned = [line("w1", [100]), line("w3", [200])];
+const entries = cosigned.map((c) => v.witnessEntry(c, { proven: false, later: [] }));
+const inForce = [...v.linesInForce(entries, 5, "fund", groups)]
+  .map(([n, t]) => [n, Number(t.oldest), Number(t.newest)]);
+const seen = { checkpoint: { origin: "local/fund", size: 5 }, cosigned, needed: 2, groups, recosign: 1000 };
+const age = v.vouched(seen);
+let outside = "counted";
+try {
+  v.witnessedEnough(seen, { witnesses: keys, outside: { names: new Set(["w1", "w2", "w3"]), quorum: 2 } }, false);
+} catch (e) { outside = e.message; }
+return [v.distinctWitnesses(keys), [...groups], inForce, age.since, age.fresh, outside];
+"""
+        )
+    distinct, groups, in_force, since, fresh, outside = got
+    assert distinct == 2 and groups == [["w1", "w1"], ["w2", "w2"], ["w3", "w1"]]
+    assert in_force == [["w1", 100, 200]]  # one witness: its oldest and newest line, whatever name each carries
+    assert since is None and fresh is None  # one of the 2 needed vouched: no majority's time
+    assert outside.startswith("1 of the outside witnesses the genesis lists cosigned") and "[no_quorum]" in outside
+
+
 def _rows(browser: Any) -> list[str]:
     script = "return Array.from(document.querySelectorAll('#observers td.counts'), (e) => e.innerText)"
     return list(browser.execute_script(script)) or [""]

@@ -15,7 +15,7 @@ from vledger.broker.redis_server import RedisServer
 from vledger.tests.integration.cluster import LocalCluster
 
 # Ledgers that the default cluster homes on its second node (every other one is on ingest-1).
-REMOTE_LEDGERS = ("remote", "remote-2", "remote-files")
+REMOTE_LEDGERS = ("remote", "remote-2", "remote-files", "remote-fund")
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 from vledger.broker.client import Client
@@ -53,5 +54,27 @@ def test_an_admin_command_answers_once_every_live_node_replicas_too_enforces_it(
         bob = new_keypair()
         bound = admin.call("key.add", {"account": "bob", "key": bob.public})
         assert bound["pending"] == []
+        with Client(cluster.address("replica-1"), bob, timeout=5.0) as client:
+            assert client.call("hello")
+
+
+def test_a_node_stopped_cleanly_is_waited_for_by_no_admin_command_and_one_killed_is(redis_server: RedisServer) -> None:
+    """A replica stopped with SIGTERM counted as live for 30 s after its last heartbeat: every admin
+    command meanwhile waited the whole `account_wait_ms` for it and named it pending. Its clean stop
+    now says so in Redis; a node killed -9 cannot, and is waited for and named until its window ends."""
+    with LocalCluster(redis_server.url, nodes=1, replicas=2, accounts={}, ingest={"account_wait_ms": 4000}) as cluster:
+        admin = cluster.admin()
+        assert admin.call("account.add", {"account": "carol", "role": "writer"})["pending"] == []
+        assert cluster.stop_node("replica-1") == 0
+        began = time.monotonic()
+        added = admin.call("account.add", {"account": "bob", "role": "writer"})
+        assert added["pending"] == []
+        assert time.monotonic() - began < 4.0  # not the whole wait for a node that is gone
+        cluster.kill_node("replica-2")  # no word in Redis: live until its heartbeat window ends
+        removed = admin.call("account.add", {"account": "dave", "role": "writer"})
+        assert removed["pending"] == ["replica-2"]
+        cluster.start_node("replica-1")  # live again once it applied every change
+        bob = new_keypair()
+        assert admin.call("key.add", {"account": "bob", "key": bob.public})["pending"] == ["replica-2"]
         with Client(cluster.address("replica-1"), bob, timeout=5.0) as client:
             assert client.call("hello")

@@ -3,9 +3,11 @@ every change reaches Redis from the chain, and a flushed Redis is rebuilt from i
 
 from __future__ import annotations
 
+import sqlite3
+import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,10 @@ import pytest
 from nacl.signing import SigningKey
 
 from vledger.broker import accounts as accounts_module
-from vledger.broker.accounts import AccountCache, AccountRegistry
-from vledger.broker.admin_copy import FIRST_PROOF_WAIT, SignedAdminSource
+from vledger.broker.accounts import AccountCache, AccountError, AccountRegistry
+from vledger.broker.admin_copy import FIRST_PROOF_WAIT, KEPT_ADMIN_COPY, KeptAdminCopy, SignedAdminSource
 from vledger.broker.curve import AllowList
-from vledger.broker.keys import new_keypair
+from vledger.broker.keys import fingerprint, new_keypair
 from vledger.broker.redis_keys import ledger_key
 from vledger.broker.second_factor import REPLACE, SecondFactorStore
 from vledger.config.settings import PROTOCOL_LIMITS
@@ -31,9 +33,11 @@ from vledger.node.record import Content, Entry
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
 from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.wire import Args
 from vledger.node.witness import HomeSigner
+from vledger.tests.integration.cluster import wait_until
 
 
 @pytest.fixture
@@ -96,6 +100,135 @@ def test_a_bootstrap_on_a_flushed_redis_is_undone_by_the_ledger(
     assert registry.admin_records() == [data for _, data in store.range_raw(ADMIN_LEDGER)]
 
 
+def test_the_running_home_refills_what_redis_lost_at_its_next_poll(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any
+) -> None:
+    """Outsider26 I5: only the home's start-up sync rebuilt Redis's cache and accounts, so a Redis
+    that lost its data stayed without them until someone restarted the home."""
+    registry, store, admin = home
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    admin.apply("key.add", Args({"account": "treasurer", "key": new_keypair().public}), ROOT)
+    before = registry.list_accounts()
+    told: list[str | None] = []
+    ledger = AdminLedger(store, registry, on_lost=told.append)
+    ledger.refill()
+    assert told == []  # nothing lost: nothing done, nothing said
+    redis_client.flushall()
+    ledger.refill()
+    assert registry.list_accounts() == before
+    assert registry.admin_records() == [data for _, data in store.range_raw(ADMIN_LEDGER)]
+    size = store.size(ADMIN_LEDGER)
+    assert len(told) == 1 and f"{size} of the admin ledger's {size} records and the accounts" in told[0]
+    ledger.refill()
+    assert len(told) == 1  # open while no checkpoint in Redis proves the copy put back
+    publish_admin_checkpoint(redis_client, store)  # the home's outbox, at its next heartbeat
+    ledger.refill()
+    ledger.refill()
+    assert told[1:] == [None]  # resolved, once: one loss, one alert (redis28)
+    redis_client.delete(registry.admin_records_key)  # the cache alone (accounts kept)
+    ledger.refill()
+    assert registry.admin_size() == size and len(told) == 3 and "accounts" not in str(told[2])
+    ledger.refill()
+    assert told[3:] == [None]  # the checkpoint stayed: resolved at the next poll
+
+
+def test_a_refill_that_fails_leaves_the_accounts_thread_alive(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
+) -> None:
+    """Redis28 review: the refill runs on the accounts cache's thread, whose loop survives only
+    Redis errors: a store found damaged (or a Redis flushed again mid-way) ended the thread, and
+    the home followed no account change nor told the admins it applied one from then on."""
+    registry, store, admin = home
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    with sqlite3.connect(tmp_path / "ingest-1" / DB_NAME) as db:  # a record's bytes tampered into TEXT
+        db.execute("UPDATE records SET data = CAST(data AS TEXT) WHERE ledger = ? AND height = 1", (ADMIN_LEDGER,))
+    redis_client.flushall()
+    ledger = AdminLedger(store, registry)
+    polls: list[int] = []
+    cache = AccountCache(registry, "ingest-9", poll_interval=0.05)
+    cache.upkeep = lambda: (polls.append(1), ledger.refill())[0]
+    with cache:
+        wait_until(lambda: len(polls) >= 3, DEADLINE, "the accounts cache to poll again after a failed refill")
+        assert cache._thread is not None and cache._thread.is_alive()
+
+
+def test_the_running_home_appends_nothing_to_a_cache_that_is_not_its_store_s(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis28 review: the refill appended the store's records after whatever Redis's cache held,
+    so a cache someone else wrote (or a Redis restored from another cluster) became a copy that
+    the home's store does not back, under its name."""
+    registry, store, admin = home
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    told: list[str | None] = []
+    ledger = AdminLedger(store, registry, on_lost=told.append)
+    redis_client.flushall()
+    registry.push_admin_record(0, b"not the home's genesis")
+    ledger.refill()
+    ledger.refill()
+    assert registry.admin_records() == [b"not the home's genesis"] and told == []
+    refusals = [r for r in caplog.records if "not this store's from height 0" in r.getMessage()]
+    assert len(refusals) == 1  # logged once, not at every poll
+
+
+def test_a_node_keeps_what_it_proved_and_takes_it_back_at_a_start_while_redis_lost_it(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
+) -> None:
+    """Outsider26 I5: a node restarted while Redis was empty enforced no account at all."""
+    _, home_store, admin = home
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    publish_admin_checkpoint(redis_client, home_store)
+    kept = KeptAdminCopy(tmp_path / "replica-1" / KEPT_ADMIN_COPY)
+    source = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept)
+    proven = source.load().records
+    assert proven is not None and len(proven) == home_store.size(ADMIN_LEDGER) and not kept.path.exists()
+    source.keep()  # once the node enforces them
+    assert stat.S_IMODE(kept.path.stat().st_mode) == 0o600
+    redis_client.flushall()
+    restarted = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load()
+    assert restarted.records == proven
+    # What the file holds is proven again: a record changed there gives nothing (logged): no admin
+    # ledger is known then, and Redis's accounts (none here) are all there is.
+    records, note = kept.load() or ([], b"")
+    records[-1] = records[-1].replace(b"treasurer", b"treasurex")
+    kept.save(records, note)
+    assert SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load().records is None
+
+
+def test_a_kept_copy_older_than_redis_s_checkpoint_never_brings_back_a_revoked_key(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
+) -> None:
+    """Redis28 review: a node down while its key was revoked kept a file that still lets it in;
+    restarted while Redis held the home's newer checkpoint but not the records (lost, not yet put
+    back), it enforced that file: the revoked key was let in again."""
+    registry, home_store, admin = home
+    stolen = new_keypair().public
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    admin.apply("key.add", Args({"account": "treasurer", "key": stolen}), ROOT)
+    publish_admin_checkpoint(redis_client, home_store)
+    kept = KeptAdminCopy(tmp_path / "replica-1" / KEPT_ADMIN_COPY)
+    source = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept)
+    before = source.load().records
+    source.keep()
+    assert before is not None and kept.load() is not None
+    # The node is down: the key is revoked, and the home's checkpoint proves it.
+    admin.apply("key.revoke", Args({"key": stolen}), ROOT)
+    publish_admin_checkpoint(redis_client, home_store)
+    size = home_store.size(ADMIN_LEDGER)
+    redis_client.delete(registry.admin_records_key)  # Redis lost the records; the checkpoint stayed
+    restarted = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept)
+    assert restarted.load().records == ()  # nothing from the file: as a node without one, none proven yet
+    AdminLedger(home_store, registry).refill()  # the home puts the records back
+    after = restarted.load().records
+    assert after is not None and len(after) == size and after[-1].content.payload["keys"] == []
+    restarted.keep()
+    # A file newer than Redis's checkpoint (an older one, a Redis put back from a backup) is used.
+    publish_admin_checkpoint(redis_client, home_store, len(before))
+    redis_client.delete(registry.admin_records_key)
+    again = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load().records
+    assert again is not None and [r.link for r in again] == [r.link for r in after]
+
+
 def publish_admin_checkpoint(redis_client: Any, store: ChainStore, size: int | None = None) -> None:
     """What the home's outbox does after each commit: its signed checkpoint of the admin ledger
     (of its first ``size`` records, all by default) in Redis (vledger:{admin}:checkpoint), with
@@ -142,6 +275,83 @@ def test_a_node_on_the_bootstrap_s_accounts_keeps_them_until_a_checkpoint_proves
         assert other.grants is not None and other.grants.holds("x", "y", "writer")
     finally:
         other.stop()
+
+
+class LoadsAtEachCopy(AccountRegistry):
+    """The home's registry, with ``node`` loading right after each change of Redis's copy of the
+    admin ledger, as that change's announcement makes it: a scripted interleaving."""
+
+    def __init__(self, client: Any, node: AccountCache) -> None:
+        super().__init__(client)
+        self.node = node
+        self.loads = 0
+
+    def push_admin_records(self, height: int, records: Sequence[bytes]) -> int:
+        version = super().push_admin_records(height, records)
+        self.node.refresh()
+        self.loads += 1
+        return version
+
+
+@pytest.mark.parametrize("signed", [1, None], ids=["the genesis signed alone", "all signed before any is copied"])
+def test_a_node_on_the_bootstrap_s_accounts_keeps_the_admin_s_key_while_the_ledger_s_creation_comes(
+    redis_client: Any, tmp_path: Path, signed: int | None
+) -> None:
+    """The fresh-clone CIs (fl28a): the first admin command made the ledger, its genesis then one
+    import record per account Redis held, each its own commit, and a replica and the verifier
+    refused the bootstrap admin's own key and raised ``unbacked_account`` for it. The home's
+    outbox had signed the genesis alone; the home then copied the records to Redis one at a
+    time, and the replica, loading at the first one's announcement, proved all of a one-record
+    copy that states no account. Or the checkpoint came before the home copied any record, and
+    the node, whose last load had seen no copy, was not counted as on the bootstrap: it took the
+    empty proof. The home now copies a command's records in one step, and a node whose earlier
+    load let the bootstrap's accounts in waits for a proof of all it sees, whatever it saw then.
+    A key Redis lets in that the proven ledger does not back is still refused, and reported."""
+    reported: list[list[str]] = []
+    source = SignedAdminSource(redis_client, ADMIN_KEY)
+    # Never started: it loads exactly where the script below says.
+    replica = AccountCache(
+        AccountRegistry(redis_client), "replica-2", poll_interval=3600, admin=source, on_unbacked=reported.append
+    )
+    registry = LoadsAtEachCopy(redis_client, replica)
+    root = new_keypair().public
+    registry.bootstrap_admin("root", root)
+    store = ChainStore(tmp_path / "ingest-1", origin="ingest-1", domain=RulesEngine())
+    try:
+        replica.refresh()  # the first run: no admin ledger anywhere, Redis's accounts as they are
+        home = AdminLedger(store, registry)
+        home._create("root")  # the genesis, then root's import record
+        publish_admin_checkpoint(redis_client, store, signed)  # the outbox's pass
+        replica.refresh()  # a poll: the checkpoint proves nothing of an empty copy
+        assert replica.lookup(root) is not None and reported == []
+        home._cache()  # the replica loads at each change of the copy
+        assert registry.loads >= 1 and replica.lookup(root) is not None and reported in ([], [[]])
+        publish_admin_checkpoint(redis_client, store)
+        replica.refresh()
+        proven = source.load().records
+        assert proven is not None and len(proven) == store.size(ADMIN_LEDGER)
+        assert replica.lookup(root) is not None and reported == [[]]  # on the ledger's accounts: none unbacked
+        forged = new_keypair().public
+        registry.add_key("root", forged)  # written into Redis by hand
+        replica.refresh()
+        assert replica.lookup(forged) is None and reported == [[], [f"root ({fingerprint(forged)})"]]
+    finally:
+        store.close()
+
+
+def test_the_admin_ledger_s_records_are_copied_to_redis_in_one_step_from_where_the_copy_ends(
+    redis_client: Any,
+) -> None:
+    registry = AccountRegistry(redis_client)
+    version = registry.push_admin_records(0, [b"genesis", b"import"])
+    assert registry.admin_records() == [b"genesis", b"import"]
+    # Records already there change nothing; of a batch, only those past the copy are appended.
+    assert registry.push_admin_records(0, [b"genesis"]) == version
+    assert registry.push_admin_records(1, [b"import", b"grant"]) == version + 1
+    assert registry.admin_records() == [b"genesis", b"import", b"grant"]
+    with pytest.raises(AccountError, match="holds 3 records, not 4"):
+        registry.push_admin_records(4, [b"past a gap"])
+    assert registry.admin_size() == 3
 
 
 def test_an_admin_command_answers_once_redis_s_checkpoint_covers_its_record(redis_client: Any, tmp_path: Path) -> None:

@@ -14,6 +14,9 @@ from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesi
 
 from .conftest import REMOTE_LEDGERS
 
+CHARITY = {"type": "charity", "currency": "SAR"}
+CHARITY_KINDS = ("donation", "disbursement")
+
 
 def admin_records(cluster: LocalCluster) -> list[tuple[str, str, dict[str, object]]]:
     client = cluster.admin()
@@ -179,3 +182,33 @@ def test_units_and_issuer_rights_a_name_keeps_are_told_at_removal_and_guard_its_
     assert json.loads(cluster.cli("user", "add", "bob", "--role", "writer", "--json", *common).stdout)["holdings"] == []
     reused = cluster.cli("user", "add", "holder", "--role", "writer", "--reuse-name", *common).stdout
     assert "account holder: added as writer" in reused and "1,234 credits on lab" in reused, reused
+
+
+def test_a_home_refuses_a_raw_create_over_another_account_s_grant_unless_told_to_keep_it(cluster: LocalCluster) -> None:
+    """adm25's refusal was the command's alone: a genesis sent without `vledger ledger create` (a
+    script on the client library, a raw request) started a fund whose `disbursement` an account
+    granted it before it existed could pay out beside its creator. The home now refuses it too."""
+    cluster.add_account("mallory", "writer")
+    for ledger in ("raw-fund", REMOTE_LEDGERS[3]):  # homed on ingest-1, then on ingest-2
+        cluster.admin().call("grant.add", {"ledger": ledger, "kind": "disbursement", "account": "mallory"})
+        raw = genesis(ledger, ADMIN, CHARITY_KINDS, CHARITY)
+        refused = remote_error(cluster.admin().create_ledger, raw)
+        assert refused.code == "already_granted", ledger
+        assert "mallory holds 'disbursement' on " + ledger in refused.message and "keep_grants" in refused.message
+        assert remote_error(cluster.admin().call, "size", {"ledger": ledger}).code == "no_such_ledger"
+        # Said meant: created, with the grant as it stands (its genesis an ordinary one).
+        assert cluster.admin().create_ledger(raw, keep_grants=True)["height"] == 0
+    # A ledger that moves no votes nor money, and one whose holders are its creator alone: no word needed.
+    cluster.admin().call("grant.add", {"ledger": "raw-notes", "kind": "note", "account": "mallory"})
+    assert cluster.admin().create_ledger(genesis("raw-notes", ADMIN, ["note"]))["height"] == 0
+    cluster.admin().call("grant.add", {"ledger": "raw-fund2", "kind": "*", "account": ADMIN})
+    own = genesis("raw-fund2", ADMIN, CHARITY_KINDS, CHARITY)
+    assert cluster.admin().create_ledger(own)["height"] == 0
+    # A `*` grant to another is a holder of every kind; a revoked grant is none.
+    cluster.admin().call("grant.add", {"ledger": "raw-fund3", "kind": "*", "account": "mallory"})
+    star = genesis("raw-fund3", ADMIN, CHARITY_KINDS, CHARITY)
+    assert "mallory holds 'donation'" in remote_error(cluster.admin().create_ledger, star).message
+    cluster.admin().call("grant.revoke", {"ledger": "raw-fund3", "kind": "*", "account": "mallory"})
+    assert cluster.admin().create_ledger(star)["height"] == 0
+    args = {"content": own.content_bytes, "nonce": own.nonce, "keep_grants": 1}
+    assert remote_error(cluster.admin().call, "ledger.create", args).code == "bad_request"

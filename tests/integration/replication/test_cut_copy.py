@@ -81,6 +81,48 @@ def test_records_deleted_from_a_running_replica_are_fetched_again_by_itself(
     )
 
 
+def stream_checked(cluster: LocalCluster, top: int) -> bool:
+    """Whether the verifier read the stream's entries up to height ``top`` and acknowledged each:
+    it compared them with every copy that answered."""
+    redis = repl(cluster)
+    groups = redis.client.xinfo_groups(redis.stream_key(LEDGER))  # none until the verifier makes it
+    return any(group["last-delivered-id"] == f"{top}-1".encode() and group["pending"] == 0 for group in groups)
+
+
+def test_a_hole_the_verifier_read_the_stream_across_resolves_once_the_copy_is_whole(start_cluster: Any) -> None:
+    """The race test_records_deleted_from_a_running_replica_are_fetched_again_by_itself[hole] lost
+    2 times in 4 (fresh-clone CI), made certain: the verifier compares the stream's records at the
+    heights of a hole with the copy while it lacks them (the verifier was stopped while they were
+    written; the replica looks for holes only at its start here). Compared by place, the records
+    above the hole were taken for others, and a record_conflict that only an operator resolves
+    stayed open once the copy was whole. The hole is a height_gap of the sweep, which the next
+    complete sweep of the healed copy resolves."""
+    unhealed = {"heartbeat_ms": 200, "hole_check_ms": 600_000, "cut_check_ms": 600_000}
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2, verifiers=1, replication=unhealed)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    assert cluster.stop_node("verifier-1") == 0
+    put(cluster, 50)
+    total = size(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total)
+    delete(cluster, "height >= ? AND height < ?", 10, 13)
+    cluster.start_node("verifier-1")
+    wait_until(lambda: stream_checked(cluster, total - 1), WAIT, "the verifier checking the stream's entries")
+    gap = f"{CUT}|{LEDGER}|height_gap"
+    wait_until(lambda: gap in repl(cluster).open_alerts(), WAIT, "the sweep naming the hole")
+    found = [(a["what"], a["height"]) for a in alerts(cluster) if (a["node"], a["ledger"]) == (CUT, LEDGER)]
+    assert found == [("height_gap", "10")]  # no record_conflict: a missing record differs from none
+
+    assert cluster.restart_node(CUT) == 0  # it finds the hole at its start and fetches the records again
+    wait_healed(cluster)
+    # Its own cosigned_not_held of its start too (the witness cosigned 51 records, it held 10):
+    # the quiet ledger's checkpoint is all that tells it the store holds them again.
+    wait_until(
+        lambda: not [key for key in repl(cluster).open_alerts() if f"|{LEDGER}|" in key],
+        WAIT,
+        "no open alert about the ledger",
+    )
+
+
 @pytest.mark.parametrize(
     ("where", "args"),
     [("height >= ?", (20,)), ("height = ?", (7,))],

@@ -157,6 +157,48 @@ def test_a_forked_note_left_in_redis_gives_way_to_the_checkpoint_a_quorum_cosign
     assert "kept as evidence" in cluster.log_text(HOME)
 
 
+def _leave_a_larger_forked_note(cluster: LocalCluster, ledger: str, total: int) -> bytes:
+    """Stop the home and set, as Redis's latest note of ``ledger``, what a fork that went further than
+    the cluster left behind: a tree of ``total + 3`` records signed with the home's key, that no node holds."""
+    assert cluster.stop_node(HOME) == 0
+    seed = load_signing_key(signing_key_paths(cluster.directory / "keys", HOME)[0], None).seed
+    forked = HomeSigner(CLUSTER, seed).sign(ledger, total + 3, bytes(range(32))).note
+    repl(cluster).set_checkpoints({ledger: forked})
+    return forked
+
+
+def test_a_larger_forked_note_left_in_redis_gives_way_to_the_checkpoint_a_quorum_cosigned(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 15)
+    total = size(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total)
+    forked = _leave_a_larger_forked_note(cluster, LEDGER, total)
+
+    cluster.start_node(HOME)
+    put(cluster, 1, phase="after")  # main: store_contradicts_checkpoint, for ever (it healed toward the fork)
+    assert size(cluster) == total + 1
+    wait_until(lambda: repl(cluster).checkpoints().get(LEDGER) != forked, WAIT, "Redis's note replaced")
+    assert "kept as evidence" in cluster.log_text(HOME)
+    assert not [a for a in alerts(cluster) if a["what"] == "store_contradicts_checkpoint"]
+    kept = [p for p in cluster.store_dir(HOME).parent.iterdir() if p.name.startswith(f"{HOME}.broken-")]
+    assert kept == []  # nothing was healed: no copy of the store
+
+
+def test_a_larger_forked_note_of_the_admin_ledger_does_not_stop_its_home(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.add_account("carol", "writer")
+    total = _wait_replicas_hold_admin(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total, ledger="admin")
+    forked = _leave_a_larger_forked_note(cluster, "admin", total)
+
+    cluster.start_node(HOME)  # main: exit 65 (store_damaged), at every start
+    assert cluster.client("carol").call("whoami", {})["account"] == "carol"
+    assert repl(cluster).checkpoints().get("admin") != forked
+    cluster.admin().call("account.add", {"account": "dave", "role": "writer"})
+    assert _wait_replicas_hold_admin(cluster) > total  # the admin ledger goes on, and its witnesses follow
+
+
 def test_a_home_nobody_answers_starts_within_the_check_s_deadline(start_cluster: Any) -> None:
     cluster: LocalCluster = start_cluster(nodes=1, replicas=2, ingest={"start_check_ms": 1500})
     cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))

@@ -60,15 +60,15 @@ def public(cluster: LocalCluster, name: str) -> bytes:
     return load_verify_key(signing_key_paths(cluster.directory / "keys", name)[1]).raw
 
 
-def cosigned(cluster: LocalCluster, witness: str) -> Cosigned | None:
-    """``witness``'s cosignature of ``LEDGER`` in Redis, checked with its key and the home's; None if none verifies."""
-    note = repl(cluster).cosignatures(LEDGER).get(witness)
+def cosigned(cluster: LocalCluster, witness: str, ledger: str = LEDGER) -> Cosigned | None:
+    """``witness``'s cosignature of ``ledger`` in Redis, checked with its key and the home's; None if none verifies."""
+    note = repl(cluster).cosignatures(ledger).get(witness)
     if note is None:
         return None
-    log_key = home_key(CLUSTER, LEDGER, public(cluster, "ingest-1"))
+    log_key = home_key(CLUSTER, ledger, public(cluster, "ingest-1"))
     try:
         key = witness_key(witness_name(CLUSTER, witness), public(cluster, witness))
-        return check_cosigned(note, LEDGER, CLUSTER, log_key, key)
+        return check_cosigned(note, ledger, CLUSTER, log_key, key)
     except NoteError:
         return None
 
@@ -77,12 +77,14 @@ def size(cluster: LocalCluster, node: str = "ingest-1") -> int:
     return int(cluster.admin(node).call("size", {"ledger": LEDGER})["size"])
 
 
-def wait_cosigned(cluster: LocalCluster, witnesses: list[str], at_least: int) -> dict[str, Cosigned]:
+def wait_cosigned(
+    cluster: LocalCluster, witnesses: list[str], at_least: int, ledger: str = LEDGER
+) -> dict[str, Cosigned]:
     def found() -> dict[str, Cosigned] | None:
-        got = {w: c for w in witnesses if (c := cosigned(cluster, w)) is not None and c.size >= at_least}
+        got = {w: c for w in witnesses if (c := cosigned(cluster, w, ledger)) is not None and c.size >= at_least}
         return got if len(got) == len(witnesses) else None
 
-    result: dict[str, Cosigned] = wait_until(found, WAIT, f"{witnesses} cosigned {LEDGER} at size >= {at_least}")
+    result: dict[str, Cosigned] = wait_until(found, WAIT, f"{witnesses} cosigned {ledger} at size >= {at_least}")
     return result
 
 

@@ -145,6 +145,7 @@ def _exercise(client: Any) -> None:
     registry.remove_account("alice")
     registry.push_admin_record(0, b"genesis")
     registry.record_applied("ingest-1", registry.version())
+    registry.record_stopped("ingest-1")
     assert "root" in {a.name for a in registry.list_accounts()}
     factors = SecondFactorStore(client)
     factors.enroll("root", b"sealed", ("d1", "d2"), ENROLL)

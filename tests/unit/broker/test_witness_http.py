@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -176,5 +177,55 @@ def test_a_witness_slow_to_accept_has_only_what_is_left_for_its_tls_handshake() 
         [at] = [at for port, at in dict(crowded.accepted).items() if port not in crowd]
         assert at - started > 0.8  # it did take the client's connection late: its SYN was sent again
         assert took < 2.5
+    finally:
+        crowded.close()
+
+
+NAME = "witness.test"  # a witness's name, resolved by the resolver each test puts in place
+
+
+def test_a_name_that_does_not_resolve_in_time_ends_the_request_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # review r13, 10: getaddrinfo has no timeout: a resolver that did not answer held the POST
+    # for its own retries, whatever the deadline.
+    real, answered = socket.getaddrinfo, threading.Event()
+
+    def unanswered(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == NAME:
+            answered.wait(5)  # the resolver's own retries, then no such name
+            raise socket.gaierror(socket.EAI_NONAME, "no such name")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", unanswered)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="not resolved within the deadline"):
+        post_add_checkpoint(f"http://{NAME}:80", b"old 0\n\n", 0.5)
+    took = time.monotonic() - started
+    answered.set()
+    assert took < 2
+
+
+def test_each_address_of_a_name_has_its_share_of_the_time_left(
+    witness: TlogWitness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # review r13, 10: the first address, one that drops the SYN, had the whole time: the witness
+    # at the second was never reached.
+    crowded = Crowded(after=30)  # takes no connection within the test
+    real = socket.getaddrinfo
+    port = int(witness.url.rpartition(":")[2])
+
+    def two_addresses(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host != NAME:
+            return real(host, *args, **kwargs)
+        return [
+            *real("127.0.0.1", crowded.port, type=socket.SOCK_STREAM),
+            *real("127.0.0.1", port, type=socket.SOCK_STREAM),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    try:
+        started = time.monotonic()
+        body = add_checkpoint_request(0, [], NOTE).encode()
+        assert post_add_checkpoint(f"http://{NAME}:{port}", body, 3.0).status == 200
+        assert 1.2 < time.monotonic() - started < 3  # the first address had about half, the witness the rest
     finally:
         crowded.close()

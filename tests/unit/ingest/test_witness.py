@@ -383,6 +383,36 @@ def test_a_store_that_lost_what_it_cosigned_is_reported_and_cosigns_no_more(copi
     restarted.store.close()
 
 
+def test_a_store_refilled_to_what_it_cosigned_of_a_quiet_ledger_resolves_its_alert(
+    copies: Any, chain: list[Record]
+) -> None:
+    """A witness blocked at its start (its store lost records it had cosigned) looked at its store
+    again only for a larger checkpoint: on a quiet ledger the home reports, at each heartbeat,
+    its checkpoint of the size the witness cosigned, so a store refilled to it left
+    cosigned_not_held open and the ledger uncosigned for good (test_cut_copy: a replica started
+    with a hole in its file, which it fetched again)."""
+    copy = copies(10)
+    cosigned = copy.checkpoint(10)
+    copy.witness.verified(cosigned)
+    copy.witness.turn()
+    copy.store.close()
+    with sqlite3.connect(copy.directory / DB_NAME) as db:
+        db.execute("DELETE FROM records WHERE height >= 6")
+        db.execute("DELETE FROM meta WHERE key = 'tree'")
+    restarted = Copy(copy.directory, [], 0, copy.repl.client)
+    (alert,) = restarted.alerts
+    restarted.repl.alert(alert)  # as the node's raise_alert does
+    restarted.witness.verified(cosigned)  # the home's heartbeat, while the store lacks it
+    restarted.witness.turn()
+    assert alert.key in restarted.repl.open_alerts() and len(restarted.alerts) == 1
+    restarted.store.append_records(chain[6:10])  # the follower fetches them again; nothing new is written
+    restarted.witness.verified(cosigned)
+    restarted.witness.turn()
+    assert restarted.repl.open_alerts() == {} and len(restarted.alerts) == 1
+    assert self_check(restarted.store, COSIGNED) == {} and restarted.published() == 10
+    restarted.store.close()
+
+
 def _refilled(copy: Copy, records: list[Record]) -> Copy:
     """``copy``'s node stopped, its records from height 6 on replaced by ``records``'s (its
     checkpoint rows kept), then started again: a new witness on the same store."""

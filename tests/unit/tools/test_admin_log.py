@@ -9,8 +9,9 @@ from vledger.config.settings import Limits
 from vledger.node.record import Content, Entry
 from vledger.node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS, admin_genesis_rules
 from vledger.node.rules.engine import RulesEngine
+from vledger.node.rules.moving_kinds import kind_holders
 from vledger.node.store import ChainStore
-from vledger.tools.admin_log import kind_holders, log_rows
+from vledger.tools.admin_log import log_rows
 
 LIMITS = Limits()
 

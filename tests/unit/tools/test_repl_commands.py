@@ -268,6 +268,19 @@ def test_a_replica_whose_heartbeat_stopped_is_down_not_current_and_exits_3(
     assert zakat["lagging"] == []  # it holds the head as far as anyone knows: down, not behind
 
 
+def test_a_replica_stopped_cleanly_is_down_at_once(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """A replica stopped with SIGTERM says so (AccountCache.stop): it is down from then on, not
+    once its heartbeat window ended."""
+    registry, _, _ = zakat_held_by_nodes_alive(repl)
+    registry.record_stopped("replica-2")
+    shown_down(capsys, config, "replica-2")
+    registry.record_applied("replica-2", 1)  # started again: live
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_OK, out + err
+
+
 def test_a_home_whose_heartbeat_stopped_is_down_and_exits_3(
     capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
 ) -> None:

@@ -90,6 +90,7 @@ def status_of(
     held: int = 42,
     open_alerts: dict[str, dict[str, Any]] | None = None,
     supervisord: SupervisordState | None = None,
+    accounts_version: int | None = 7,
 ) -> ClusterStatus:
     return cluster_status(
         "test",
@@ -100,6 +101,7 @@ def status_of(
         open_alerts or {},
         supervisord,
         NOW_MS,
+        accounts_version=accounts_version,
     )
 
 
@@ -199,6 +201,13 @@ def test_no_node_answering_hints_at_the_key() -> None:
     status = status_of({name: NodeAnswer(name, None, error="no answer") for name in ROLES})
     assert len(status.problems) == len(ROLES) + 1
     assert "is the key an account of this cluster?" in status.problems[-1]
+
+
+def test_redis_holding_no_account_is_a_problem_that_says_so() -> None:
+    """Outsider26 I5: Redis lost its data and nothing said so."""
+    status = status_of(accounts_version=0)
+    assert status.exit_code == EXIT_PROBLEM and status.problems[0].startswith("Redis holds no account")
+    assert status_of(accounts_version=None).ok  # not readable by this Redis user: nothing said
 
 
 def test_a_follower_that_is_behind_or_still_catching_up_is_a_problem() -> None:

@@ -327,6 +327,33 @@ def test_one_witness_with_a_slow_clock_never_makes_current_observers_stale(tmp_p
     assert stale_observers((current,), head, NOW) == ("observer-1",)
 
 
+def test_two_witness_names_sharing_one_key_count_once_toward_the_head_s_majority(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    # review r13 #9: replica-3's key file is replica-1's (one witness under two names, 13.5 step
+    # 1): 2 distinct witnesses, so both must vouch. Its lines under each name, in separate notes,
+    # were two of the times: one witness alone made the head fresh.
+    config, signers = _cluster(tmp_path, replicas=3)
+    for kept, copy in zip(
+        signing_key_paths(tmp_path, "replica-1"), signing_key_paths(tmp_path, "replica-3"), strict=True
+    ):
+        copy.write_bytes(kept.read_bytes())
+    replication = ReplicationLedger(redis_client)
+    checkpoint = signers["ingest-1"].sign("council", 100, bytes(32))
+    redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
+    seed = load_signing_key(signing_key_paths(tmp_path, "replica-1")[0]).seed
+    for name, behind_s in (("replica-1", 60), ("replica-3", 1)):
+        cosignature = WitnessSigner(witness_name("local", name), seed).cosign(checkpoint, NOW // 1000 - behind_s)
+        replication.publish_cosignature("council", name, 100, cosignature)
+    assert ledger_head(config, redis_client, "council") == LedgerHead(100, "ingest-1", needed=2)
+    # replica-2, the other witness, vouches too: a majority, from the one witness's oldest line.
+    replication.publish_cosignature(
+        "council", "replica-2", 100, _witness(tmp_path, "replica-2").cosign(checkpoint, NOW // 1000 - 5)
+    )
+    head = ledger_head(config, redis_client, "council")
+    assert head == LedgerHead(100, "ingest-1", since_ms=NOW - 5_000, fresh_ms=NOW - 5_000, needed=2)
+
+
 def test_the_head_follows_the_rotated_key_the_stream_s_rotation_proves(tmp_path: Path, redis_client: Any) -> None:
     # outsider23 F4: after `vledger ledger rotate-key`, the home's checkpoints verify with no key
     # file, and every `vledger tally` exited 4 ("no checkpoint in Redis verifies") for good.

@@ -584,7 +584,9 @@ async function verifyLedgerNote(note, logKey, keys) {
 function witnessedEnough(seen, keys, byStandby) {
   const valid = new Set(seen.cosigned.filter((c) => c.ok).map((c) => c.name));
   if (keys.outside) {
-    const got = [...keys.outside.names].filter((name) => valid.has(name)).length;
+    // Outside witnesses, not names: two names sharing a key are one (13.5 step 1, review r13 #9).
+    const group = witnessGroups(keys.witnesses);
+    const got = new Set([...keys.outside.names].filter((name) => valid.has(name)).map((n) => group.get(n) ?? n)).size;
     if (got < keys.outside.quorum) {
       throw new Error(`${got} of the outside witnesses the genesis lists cosigned the checkpoint, where its quorum is ` +
         `${keys.outside.quorum} (13.9) [no_quorum]`);
@@ -617,7 +619,8 @@ async function checkedCheckpoint(ledger, keys) {
   if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
   const n = shown.node_keys;
   const nodeKeys = n && typeof n.checkpoint === "string" ? { checkpoint: n.checkpoint, rotations: parseProven(n.rotations, "node keys") } : null;
-  return { ...seen, nodeKeys, recosign: keys.recosign, needed: neededWitnesses(distinctWitnesses(keys.witnesses)) };
+  return { ...seen, nodeKeys, recosign: keys.recosign, needed: neededWitnesses(distinctWitnesses(keys.witnesses)),
+    groups: witnessGroups(keys.witnesses) };
 }
 
 // The rotations of `ledger`'s witnesses and observers that the node keys of its checkpoint
@@ -678,20 +681,23 @@ function witnessEntry(c, rotations) {
   return { c, rotated, i: rotated.findIndex((l) => hexOf(l.key.publicKey) === hexOf(c.key.publicKey)) + 1 };
 }
 
-// Per witness name, the oldest and newest times (POSIX seconds) of its lines that count on a
+// Per witness (the name `groups`, witnessGroups', says stands for it: names sharing a key are one
+// witness, 13.5 step 1, whatever name each line carries), the oldest and newest times (POSIX
+// seconds) of its lines that count on a
 // checkpoint of `size` records of `ledger`: each line of every one of `entries` (witnessEntry's)
 // judged by cosignatureOutOfForce as a first line is (14.3 step 7, 16.6), so that a line its
 // replaced key stamped at or after its rotation's until, or on a checkpoint past what that key
 // had cosigned, is never its oldest nor its newest (11.4: whoever holds the replaced keys of a
 // majority kept a frozen view fresh, review r11 D). A witness with no such line is left out.
-function linesInForce(entries, size, ledger) {
+function linesInForce(entries, size, ledger, groups = new Map()) {
   const by = new Map();
   for (const { c, rotated, i } of entries) {
+    const witness = groups.get(c.name) ?? c.name;
     for (const t of c.times) {
       const out = cosignatureOutOfForce(t, size, ledger, rotated, i);
       if (out.refused || out.skipped) continue;
-      const had = by.get(c.name) || { oldest: t, newest: t };
-      by.set(c.name, { oldest: t < had.oldest ? t : had.oldest, newest: t > had.newest ? t : had.newest });
+      const had = by.get(witness) || { oldest: t, newest: t };
+      by.set(witness, { oldest: t < had.oldest ? t : had.oldest, newest: t > had.newest ? t : had.newest });
     }
   }
   return by;
@@ -772,9 +778,10 @@ async function checkTallies(ledger, answer, anchors, rotations = { proven: false
   return checked;
 }
 
-// How many witnesses the keys `keys` are (13.5 step 1): names whose keys share a public key
-// (directly or through a chain of them) are one, and one name's generations are one.
-function distinctWitnesses(keys) {
+// Each witness name of the keys `keys` -> the name that stands for its witness (13.5 step 1,
+// node/note.py's witness_groups): the least of the names joined to it by a shared public key
+// (directly or through a chain of them); one name's generations are one witness already.
+function witnessGroups(keys) {
   const parent = new Map(), owner = new Map();
   const root = (name) => { while (parent.get(name) !== name) name = parent.get(name); return name; };
   for (const key of keys) {
@@ -784,7 +791,12 @@ function distinctWitnesses(keys) {
     const [low, high] = [root(key.name), root(owner.get(hex))].sort();
     parent.set(high, low);
   }
-  return new Set([...parent.keys()].map(root)).size;
+  return new Map([...parent.keys()].map((name) => [name, root(name)]));
+}
+
+// How many witnesses the keys `keys` are (witnessGroups).
+function distinctWitnesses(keys) {
+  return new Set(witnessGroups(keys).values()).size;
 }
 
 // How many of `trusted` distinct witnesses a head's age is judged over (11.4, node/cosigning.py's
@@ -824,7 +836,7 @@ function quorumFreshMs(times, needed) {
 function vouched(seen, rotations = { proven: false, later: [] }) {
   const { origin, size } = seen.checkpoint;
   const entries = seen.cosigned.filter((c) => c.ok).map((c) => witnessEntry(c, rotations));
-  const times = [...linesInForce(entries, size, origin.slice(origin.lastIndexOf("/") + 1)).values()];
+  const times = [...linesInForce(entries, size, origin.slice(origin.lastIndexOf("/") + 1), seen.groups).values()];
   return { size, since: quorumSinceMs(times.map((t) => Number(t.oldest) * 1000), seen.needed),
     fresh: quorumFreshMs(times.map((t) => Number(t.newest) * 1000), seen.needed), needed: seen.needed,
     recosign: seen.recosign };
@@ -1032,4 +1044,5 @@ window.vledger = {
   heldWitnessRotations, witnessEntry, linesInForce,
   provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, quorumSinceMs, STALE_AFTER_MS,
   quorumFreshMs, headStale, RECOSIGN_INTERVAL_MS, vouched, staleHeadText, headRecheck, distinctWitnesses, neededWitnesses,
+  witnessGroups, witnessedEnough,
 };
