@@ -379,6 +379,9 @@ class FailingOnce:
     def moved(self) -> bool:
         return False
 
+    def keep(self) -> None:
+        pass
+
     def load(self) -> AdminCopy:
         if self.fail.is_set():
             self.fail.clear()
