@@ -49,11 +49,11 @@ from ..node.errors import (
     AccountNameError,
     AdminLedgerExistsError,
     ApplyTimeoutError,
-    BadPublicKeyError,
     KeyInUseError,
     NoSuchAccountError,
     NoSuchKeyError,
     RoleError,
+    VledgerError,
 )
 from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN, Record
 from ..node.rules.admin import Grants
@@ -338,17 +338,18 @@ def _wire_text(value: Any) -> str:
 
 
 def _is_public_key(text: str) -> bool:
-    try:
-        check_public_key(text)
-    except BadPublicKeyError:
-        return False
-    return True
+    return _passes(check_public_key, text)
 
 
 def _is_account_name(name: str) -> bool:
+    return _passes(check_account_name, name)
+
+
+def _passes(check: Callable[[str], str], text: str) -> bool:
+    """Whether ``check`` takes ``text`` (each raises a VledgerError for one it does not)."""
     try:
-        check_account_name(name)
-    except AccountNameError:
+        check(text)
+    except VledgerError:
         return False
     return True
 

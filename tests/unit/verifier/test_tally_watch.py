@@ -470,12 +470,9 @@ def _rotated_observer(config: ClusterConfig, watch: TallyWatch, proven: list[dic
     publish(config, watch.board, "observer-2", 10)
 
 
-def test_an_admin_checkpoint_set_back_in_redis_does_not_make_a_rotated_observer_s_tallies_forged(
-    config: ClusterConfig, redis_client: Any
-) -> None:
-    """outsider o8 J5: an older, genuine checkpoint of the admin ledger set back in Redis for 30 s
-    proved fewer rotations; the verifier took that shorter view, checked observer-1's entries signed
-    with its new key against its replaced one, and raised 9 bad_signature alerts."""
+def _watching_a_rotation(config: ClusterConfig, redis_client: Any) -> tuple[TallyWatch, Clock, list[dict[str, Any]]]:
+    """A watch that looked once at both observers' honest tallies, then observer-1's key rotated
+    (see _rotated_observer); the rotations it reads are the list returned, changed in place."""
     clock = Clock()
     clock.now = 1000.0
     proven: list[dict[str, Any]] = []
@@ -484,6 +481,16 @@ def test_an_admin_checkpoint_set_back_in_redis_does_not_make_a_rotated_observer_
     publish(config, watch.board, "observer-2", 9)
     assert watch(LEDGER, 10) == []
     _rotated_observer(config, watch, proven)
+    return watch, clock, proven
+
+
+def test_an_admin_checkpoint_set_back_in_redis_does_not_make_a_rotated_observer_s_tallies_forged(
+    config: ClusterConfig, redis_client: Any
+) -> None:
+    """outsider o8 J5: an older, genuine checkpoint of the admin ledger set back in Redis for 30 s
+    proved fewer rotations; the verifier took that shorter view, checked observer-1's entries signed
+    with its new key against its replaced one, and raised 9 bad_signature alerts."""
+    watch, clock, proven = _watching_a_rotation(config, redis_client)
     clock.now += tally_watch.KEYS_FOR_S  # the keys read again: the rotation is proven
     assert watch(LEDGER, 11) == []
     kept = list(proven)
@@ -501,14 +508,7 @@ def test_a_bad_signature_raised_with_a_stale_key_view_is_cleared_once_the_entry_
     """outsider o8 J5: those alerts stayed open after every node restarted, while `vledger tally`
     said signature OK: an entry raised as bad_signature that verifies with the keys proven now is
     cleared, by this run and by a verifier started later (from the open alert's fields)."""
-    clock = Clock()
-    clock.now = 1000.0
-    proven: list[dict[str, Any]] = []
-    watch = TallyWatch(config, redis_client, clock=clock, rotations=lambda: list(proven))
-    publish(config, watch.board, "observer-1", 9)
-    publish(config, watch.board, "observer-2", 9)
-    assert watch(LEDGER, 10) == []
-    _rotated_observer(config, watch, proven)
+    watch, clock, proven = _watching_a_rotation(config, redis_client)
     rotation = proven.pop()  # not proven yet to this verifier (a view from before it): raised
     raised = []
     for _ in range(4):
