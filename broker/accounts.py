@@ -54,6 +54,7 @@ from ..node.errors import (
     NoSuchAccountError,
     NoSuchKeyError,
     RoleError,
+    VledgerError,
 )
 from ..node.record import ACCOUNT_PATTERN, NAME_PATTERN, Record
 from ..node.rules.admin import Grants
@@ -127,6 +128,9 @@ class AccountsSnapshot:
     version: int
     accounts: Mapping[str, Account]
     owners: Mapping[str, str]  # Z85 public key -> account name
+    # Redis's entries left out as malformed (a key that is none, a name or role that is not valid),
+    # each named for a log line and an alert: written by hand, never by a script (see snapshot_from_reply).
+    malformed: tuple[str, ...] = ()
 
     @classmethod
     def empty(cls) -> AccountsSnapshot:
@@ -324,23 +328,64 @@ return 1
 
 
 def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
-    """The snapshot script's answer as an AccountsSnapshot (kept pure for the unit tests)."""
+    """The snapshot script's answer as an AccountsSnapshot (kept pure for the unit tests).
+
+    Every value is wire input: anyone whose Redis user writes ``{accounts}`` can put anything
+    there, and one key that was none ended every node's accounts thread (outsider o8 J6), so
+    later revocations were never applied. A malformed entry is left out and named in
+    ``malformed``; the rest loads. Raises ValueError only for a version that is no number."""
     version_text, rows, flat_owners = reply
-    owners = {_text(flat_owners[i]): _text(flat_owners[i + 1]) for i in range(0, len(flat_owners), 2)}
+    malformed: list[str] = []
+    owners: dict[str, str] = {}
+    for i in range(0, len(flat_owners), 2):
+        key, name = _wire_text(flat_owners[i]), _wire_text(flat_owners[i + 1])
+        if not _is_public_key(key):
+            malformed.append(f"{name[:64]!r} (not a public key: {key[:48]!r})")
+        else:
+            owners[key] = name
     keys_of: dict[str, list[str]] = {}
     for key, name in owners.items():
         keys_of.setdefault(name, []).append(key)
     accounts = {}
     for raw_name, raw_role, raw_enabled in rows:
-        name = _text(raw_name)
+        name = _wire_text(raw_name)
         if raw_role is None:  # a name without its hash: written by hand, never by a script
-            logger.warning("account %r has no role in Redis; ignored", name)
+            logger.warning("account %r has no role in Redis; ignored", name[:64])
             continue
-        accounts[name] = Account(
-            name, Role(_text(raw_role)), _text(raw_enabled) == "1", tuple(sorted(keys_of.get(name, ())))
-        )
+        role = _wire_text(raw_role)
+        if not _is_account_name(name) or role not in _ROLES:
+            malformed.append(f"{name[:64]!r} (not a valid account: role {role[:16]!r})")
+            continue
+        accounts[name] = Account(name, Role(role), _wire_text(raw_enabled) == "1", tuple(sorted(keys_of.get(name, ()))))
     owners = {key: name for key, name in owners.items() if name in accounts}
-    return AccountsSnapshot(int(_text(version_text)), MappingProxyType(accounts), MappingProxyType(owners))
+    return AccountsSnapshot(
+        int(_text(version_text)), MappingProxyType(accounts), MappingProxyType(owners), tuple(sorted(malformed))
+    )
+
+
+_ROLES = frozenset(r.value for r in Role)
+
+
+def _wire_text(value: Any) -> str:
+    """A value read from Redis as text, bytes that are no UTF-8 included (shown replaced)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _is_public_key(text: str) -> bool:
+    return _passes(check_public_key, text)
+
+
+def _is_account_name(name: str) -> bool:
+    return _passes(check_account_name, name)
+
+
+def _passes(check: Callable[[str], str], text: str) -> bool:
+    """Whether ``check`` takes ``text`` (each raises a VledgerError for one it does not)."""
+    try:
+        check(text)
+    except VledgerError:
+        return False
+    return True
 
 
 def ledger_snapshot(version: int, stated: Mapping[str, Mapping[str, Any]]) -> AccountsSnapshot:
@@ -371,14 +416,18 @@ def ledger_snapshot(version: int, stated: Mapping[str, Mapping[str, Any]]) -> Ac
 
 def unbacked(cached: AccountsSnapshot, enforced: AccountsSnapshot) -> list[str]:
     """The keys Redis's accounts let in that the admin ledger does not, or with another account
-    or role (``account (key fingerprint)``, sorted): entries written into Redis by hand, which
-    grant nothing but say that someone who may write Redis tried."""
+    or role, each with what the node ``enforced`` does with it (``account (key fingerprint):
+    refused`` or ``: let in as account (role)``, sorted), then Redis's malformed entries
+    (``: malformed, ignored``): entries written into Redis by hand, which grant nothing but say
+    that someone who may write Redis tried. An alert said "refused" of a key its node let in
+    (outsider o8 J2): the verdict is the enforced accounts', per key."""
     found = []
     for key in cached.allowed_keys():
         owner, stated = cached.lookup(key), enforced.lookup(key)
         if owner is not None and (stated is None or not stated.enabled or stated[:2] != owner[:2]):
-            found.append(f"{owner.account} ({fingerprint(key)})")
-    return sorted(found)
+            did = "refused" if stated is None or not stated.enabled else f"let in as {stated.account} ({stated.role})"
+            found.append(f"{owner.account} ({fingerprint(key)}): {did}")
+    return sorted(found) + [f"{entry}: malformed, ignored" for entry in cached.malformed]
 
 
 class ReadOnlyScript:
@@ -734,6 +783,7 @@ class AccountCache:
         self._changes = 0
         self._stated: dict[str, dict[str, Any]] | None = None  # the admin ledger's accounts
         self._unbacked: list[str] | None = None  # what was last reported of Redis's entries the ledger lacks
+        self._malformed: tuple[str, ...] = ()  # Redis's malformed entries at the last load (logged once)
         self._snapshot = AccountsSnapshot.empty()
         self._unapplied = True  # on_change has not yet seen the snapshot we hold
         self._changed = threading.Condition()
@@ -815,6 +865,10 @@ class AccountCache:
             snapshot = cached if self._stated is None else ledger_snapshot(cached.version, self._stated)
             if self._stated is not None and not self._awaiting_proof() and not self._changes:
                 self._report_unbacked(unbacked(cached, snapshot))
+            elif self._stated is None and cached.malformed and cached.malformed != self._malformed:
+                named = ", ".join(cached.malformed)
+                logger.warning("node %s: Redis's accounts hold malformed entries, ignored: %s", self.node, named)
+            self._malformed = cached.malformed
             with self._changed:
                 previous, self._snapshot = self._snapshot, snapshot
             try:
@@ -930,14 +984,19 @@ class AccountCache:
             return
         if found:
             logger.warning(
-                "node %s: Redis's accounts let in %d key(s) that no admin record does, refused: %s",
+                "node %s: Redis's accounts hold %d entr(y/ies) that no admin record backs: %s",
                 self.node,
                 len(found),
                 ", ".join(found),
             )
-        self._unbacked = found
         if self.on_unbacked is not None:
-            self.on_unbacked(found)
+            try:
+                self.on_unbacked(found)
+            except Exception as e:  # Redis down: not reported yet, so the next heartbeat tries again
+                logger.warning("node %s: the unbacked accounts are not reported (%s); tried again", self.node, e)
+                self._unbacked = None
+                return
+        self._unbacked = found
 
     def _hand_over(self, snapshot: AccountsSnapshot) -> bool:
         """Give the new allow-list to ``on_change``; False if that failed."""
@@ -978,7 +1037,8 @@ class AccountCache:
         newest records await their checkpoint), else say we are alive."""
         if self.upkeep is not None:
             self.upkeep()
-        if self._unapplied or self._unproven_since is not None or self.registry.version() != self.version:
+        unreported = self._stated is not None and self._unbacked is None  # its report failed: again
+        if unreported or self._unapplied or self._unproven_since is not None or self.registry.version() != self.version:
             self.refresh()
             if self._behind:  # not applied, yet alive: an admin's command names it in pending
                 self.registry.record_alive(self.node)
@@ -1051,11 +1111,25 @@ class AccountCache:
             except (redis.exceptions.RedisError, OSError, ValueError) as e:
                 failures += 1
                 logger.warning("node %s: following accounts failed (%s); retrying", self.node, e)
-                if self._pubsub is not None:
-                    self._pubsub.close()
-                    self._pubsub = None
-                if failures > 1:  # a dropped connection is retried at once, a dead server slowly
-                    self._stop.wait(_RETRY_PAUSE)
+                self._recover(failures)
+            except Exception:
+                # Nothing Redis holds may end this thread: one malformed entry did, on every node,
+                # and the revocations after it were never applied (outsider o8 J6).
+                failures += 1
+                logger.exception("node %s: following accounts failed unexpectedly; retrying", self.node)
+                self._recover(max(failures, 2))
+
+    def _recover(self, failures: int) -> None:
+        """Subscribe and load afresh; after a second failure in a row, after a pause."""
+        if self._pubsub is not None:
+            self._pubsub.close()
+            self._pubsub = None
+        if failures > 1:  # a dropped connection is retried at once, a dead server slowly
+            self._stop.wait(_RETRY_PAUSE)
+
+    def alive(self) -> bool:
+        """Whether the thread that keeps the accounts current runs (a node's /readyz asks)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -206,9 +206,13 @@ class TallyBoard:
         Redis error raised (a NOPERM among them): for a reader that must tell "none" from "not
         allowed to read" (the admin home stating what a rotated key had tallied, PROTOCOL 16.6)."""
         entry_id = self.client.get(self.latest_key(ledger, observer))
-        if entry_id is None or not _is_stream_id(_text(entry_id)):
+        return None if entry_id is None else self.entry(ledger, observer, _text(entry_id))
+
+    def entry(self, ledger: str, observer: str, entry_id: str) -> Published | None:
+        """``observer``'s entry ``entry_id`` of ``ledger`` (None: not there, or no entry id)."""
+        if not _is_stream_id(entry_id):
             return None
-        entries = self._range(ledger, observer, "XRANGE", _text(entry_id), _text(entry_id), 1)
+        entries = self._range(ledger, observer, "XRANGE", entry_id, entry_id, 1)
         return _published(observer, *entries[0]) if entries else None
 
     def history(

@@ -26,6 +26,7 @@ from ..node.store import ChainStore
 from ..node.storefile import MAX_HEIGHT
 from ..node.witness import home_key
 from .key_chains import ChainRows
+from .worker import Restarts
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +376,10 @@ class HomesRefresh:
         self._thread.start()
 
     def _run(self) -> None:
+        # Redis's epochs are wire input: a failure no check foresaw must not end the refresh for good.
+        Restarts("homes-refresh").run(self._refresh, self._stop)
+
+    def _refresh(self) -> None:
         while not self._stop.wait(self.interval):
             self.homes.refresh()
 

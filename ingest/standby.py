@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from ..broker.feed import FeedCheckpoints, FeedMessage, FeedSource, Subscriber
@@ -40,11 +40,9 @@ from .replica import (
     resolve_alerts,
 )
 from .runtime import NodeRuntime
+from .worker import Restarts
 
 log = logging.getLogger(__name__)
-
-RESTART_FIRST_SECONDS = 1.0  # the wait before the standby follow runs again after a bug
-RESTART_MOST_SECONDS = 60.0  # the longest such wait (each failure in a row doubles it)
 
 
 class _Only:
@@ -179,47 +177,6 @@ class StandbyFollow:
 def standby_report(ledgers: Iterable[str], restarts: int) -> dict[str, Any]:
     """``{"ledgers": [names, sorted], "follow_restarts": restarts}``: a standby's part of ``hello`` and ``/readyz``."""
     return {"ledgers": sorted(ledgers), "follow_restarts": restarts}
-
-
-class Restarts:
-    """Runs a loop again after it failed with a bug, waiting longer after each failure in a
-    row: ``first`` seconds, doubled each time, at most ``most``; a run that lasted ``most``
-    or longer before it failed starts the waits again from ``first``. ``count`` is the number
-    of restarts (read from any thread: a metric)."""
-
-    def __init__(self, what: str, first: float = RESTART_FIRST_SECONDS, most: float = RESTART_MOST_SECONDS) -> None:
-        self.what = what
-        self.first = first
-        self.most = most
-        self.count = 0
-
-    def run(
-        self,
-        body: Callable[[], None],
-        stopping: threading.Event,
-        final: Callable[[Exception], object | None] = lambda error: None,
-    ) -> None:
-        """Call ``body`` until it returns or ``stopping`` is set, again after each exception
-        (logged with its traceback) once the back-off has passed, except one for which ``final``
-        returns something (reported there: ChainStore.damaged), which ends the loop. Raises
-        nothing but what is not an Exception (KeyboardInterrupt, SystemExit)."""
-        delay = self.first
-        while not stopping.is_set():
-            began = time.monotonic()
-            try:
-                body()
-                return
-            except Exception as e:
-                if final(e) is not None:
-                    log.error("%s ended: %s (not run again)", self.what, e)
-                    return
-                if time.monotonic() - began >= self.most:  # it had run well: not a failure in a row
-                    delay = self.first
-                self.count += 1
-                log.exception("%s failed (a bug): restart %d in %.1f s", self.what, self.count, delay)
-            if stopping.wait(delay):
-                return
-            delay = min(delay * 2, self.most)
 
 
 class _Checkpoints(Protocol):

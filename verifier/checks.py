@@ -39,7 +39,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,7 @@ from ..broker.replication import (
 )
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.errors import NodeUnavailableError, RecordError, RemoteError, VledgerError
+from ..node.errors import NodeUnavailableError, RecordError, RemoteError, SignatureError, VledgerError
 from ..node.note import VerifierKey
 from ..node.record import decode_record
 from ..node.verify import ChainVerifier
@@ -381,9 +381,13 @@ class ClusterChecks:
         home_keys: Callable[[str], VerifierKey | None] = lambda ledger: None,
         witness_keys: Callable[[], Iterable[VerifierKey]] = tuple,
         tallies: Callable[[str, int | None], list[Alert]] = lambda ledger, size: [],
+        tally_cleared: Callable[[str, Mapping[str, Mapping[str, Any]]], list[str]] = lambda ledger, raised: [],
         stopping: threading.Event | None = None,
     ) -> None:
         self.name = name
+        # The observers of a ledger, given this verifier's open bad_signature alerts of it by
+        # observer, whose entries raised then verify with the keys proven now (TallyWatch.cleared).
+        self._tally_cleared = tally_cleared
         # The observers' disagreement on a ledger, given its largest verified checkpoint's size, as a
         # tally_mismatch or tally_uncompared alert, and their entries whose signature fails as
         # bad_signature (verifier/tally_watch.py).
@@ -405,6 +409,7 @@ class ClusterChecks:
         # This verifier's own open alerts, key -> height: each is raised once until resolved. Only
         # its own: another raiser writes its hash's JSON, height included, as it likes.
         self.open: dict[str, int] = {}
+        self._open_fields: dict[str, Any] = {}  # their fields as Redis held them at the last refresh_open
         self._mine: set[str] = set()  # the open keys this verifier raised in this run
         # The open alerts only an operator resolves, by raiser and key, as last seen in the open
         # hashes: one that vanishes without the operator's note is put back (see _reopen_vanished).
@@ -457,6 +462,7 @@ class ClusterChecks:
         own = self._reopen_vanished(by_raiser)
         # One put back from another raiser's hash holds that raiser's height: not the verifier's own.
         self.open = {key: _int(alert.get("height")) for key, alert in own.items() if REOPENED not in alert}
+        self._open_fields = {key: alert for key, alert in own.items() if key in self.open}
         self._mine &= self.open.keys()
 
     def _reopen_vanished(self, by_raiser: list[tuple[str | None, dict[str, dict[str, Any]]]]) -> dict[str, Any]:
@@ -1545,13 +1551,24 @@ class ClusterChecks:
     def compare_tallies(self) -> None:
         """Each checked ledger's observers' latest tallies compared at their newest common height
         (PROTOCOL 11.4): a disagreement is raised as ``tally_mismatch``, observers never compared
-        as ``tally_uncompared``, an entry whose signature fails as ``bad_signature``, which only an
-        operator resolves; resolved while still so, raised again."""
+        as ``tally_uncompared`` (which only an operator resolves; resolved while still so, raised
+        again), an entry whose signature fails as ``bad_signature``, resolved here once the entries
+        it was raised for verify with the keys proven now (checked with a key view set back, they
+        were honest: outsider o8 J5)."""
         for ledger, state in sorted(self.ledgers.items()):
             self._go_on()
             size = (state.checkpoint.size or None) if state.checkpoint is not None else None
             for alert in self._tallies(ledger, size):
                 self.raise_alert(alert)
+            raised = {}
+            for key in self.open:
+                observer, _, rest = key.partition("|")
+                of, _, what = rest.rpartition("|")
+                if of == ledger and what == SignatureError.code:
+                    fields = self._open_fields.get(key)
+                    raised[observer] = fields if isinstance(fields, Mapping) else {}
+            for observer in self._tally_cleared(ledger, raised):
+                self.resolve(observer, ledger, (SignatureError.code,))
         self.tally_looks += 1
 
     # --- alerts ---------------------------------------------------------------------------

@@ -217,6 +217,7 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
         pool = PagePool(cores) if cores > 1 else None
         if pool is not None:
             runtime.closing(pool.close)
+        tallies = TallyWatch(config, replication.client)
         checks = ClusterChecks(
             name,
             config,
@@ -225,7 +226,8 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
             pool=pool,
             home_keys=partial(home_sign_key, config),
             witness_keys=WitnessKeys(config, replication.client),
-            tallies=TallyWatch(config, replication.client),
+            tallies=tallies,
+            tally_cleared=tallies.cleared,
             stopping=runtime.stopping,
         )
         metrics = NodeMetrics(runtime.node)

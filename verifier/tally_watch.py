@@ -17,7 +17,9 @@ size each time a latest id changed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,9 +29,9 @@ import redis
 
 from ..broker.replication import REDIS_ERRORS, Alert, stream_order
 from ..broker.signing import VerifyKey
-from ..broker.tallies import TallyBoard
+from ..broker.tallies import Published, TallyBoard
 from ..config.cluster import ClusterConfig
-from ..node.errors import VledgerError
+from ..node.errors import SignatureError, VledgerError
 from ..node.node_key_rotation import KeyHistory
 from .node_keys import follow_redis
 from .tally import (
@@ -38,6 +40,7 @@ from .tally import (
     MISMATCH,
     TallyReport,
     bad_signature_alerts,
+    check_published,
     mismatch_alert,
     observer_histories,
     observer_keys,
@@ -63,6 +66,7 @@ KEYS_FOR_S = 60.0  # how long the observers' keys (files and proven rotations) a
 # honest one, restarted it too (review 11 G).
 KEY_LAG_S = 5.0
 RECHECK_S = 1.0  # a failing signature re-reads the keys at most this often
+_ENTRY_ID = re.compile(r"entry (\d{1,20}-\d{1,20}) ")  # in a bad_signature alert's detail (tally.py)
 
 
 @dataclass(slots=True)
@@ -108,6 +112,13 @@ class TallyWatch:
         self.board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)
         self._clock = clock
         self._keys: tuple[float, dict[str, VerifyKey | None], Mapping[str, KeyHistory]] | None = None
+        # The most rotations ever proven here: a shorter list read later (an older, genuinely signed
+        # checkpoint of the admin ledger set back in Redis) is not taken, for an observer's entries
+        # signed with its new key then failed with its replaced one (outsider o8 J5).
+        self._proven: tuple[Mapping[str, Any], ...] = ()
+        # (ledger, observer) -> entry id -> the entry raised as bad_signature: resolved once each
+        # verifies with the keys proven now (see cleared)
+        self._raised: dict[tuple[str, str], dict[str, Published]] = {}
         self._key_set = 0  # counts the key sets read that differ from the one before
         self._refused = False  # a redis.acl written before the verifier read tallies: said once
         self._uncompared_s = config.verifier.tally_uncompared_ms / 1000
@@ -122,7 +133,7 @@ class TallyWatch:
         if self._keys is None or now - self._keys[0] >= max_age_s:
             keys = observer_keys(self.config)
             try:
-                histories: Mapping[str, KeyHistory] = observer_histories(keys, self._rotations())
+                histories: Mapping[str, KeyHistory] = observer_histories(keys, self._newest_proven())
             except (*REDIS_ERRORS, VledgerError) as e:
                 log.info("the observers' rotated keys cannot be read (%s): their key files alone", e)
                 histories = {} if self._keys is None else self._keys[2]
@@ -130,6 +141,55 @@ class TallyWatch:
                 self._key_set += 1
             self._keys = (now, keys, histories)
         return self._keys[1], self._keys[2]
+
+    def _newest_proven(self) -> tuple[Mapping[str, Any], ...]:
+        """The rotations read now, unless fewer than were proven before: a key view never goes back."""
+        rotations = tuple(self._rotations())
+        if len(rotations) < len(self._proven):
+            log.warning(
+                "the admin ledger's copy in Redis proves %d key rotations, %d were proven before: those stay in force",
+                len(rotations),
+                len(self._proven),
+            )
+            return self._proven
+        self._proven = rotations
+        return rotations
+
+    def cleared(self, ledger: str, open_alerts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """The observers of ``ledger`` whose entries raised as ``bad_signature`` all verify with the
+        keys proven now: their alert is resolved (outsider o8 J5: entries checked with a key view
+        set back stayed forged in the alerts, restarts included). ``open_alerts``: this verifier's
+        open ``bad_signature`` alerts of ``ledger`` by observer, as Redis holds them; one this run
+        did not raise is judged by the entry its detail names, when that entry is still there with
+        the body its ``found`` names. An entry gone from the stream stays raised (an operator's)."""
+        for observer, alert in open_alerts.items():
+            if (ledger, observer) not in self._raised:
+                self._adopt(ledger, observer, alert)
+        keys, histories = self.keys()
+        cleared = []
+        for (raised_ledger, observer), entries in list(self._raised.items()):
+            if raised_ledger != ledger:
+                continue
+            for entry_id, published in list(entries.items()):
+                checked = check_published(published, keys.get(observer), ledger, histories.get(observer))
+                if not isinstance(checked.problem, SignatureError):
+                    del entries[entry_id]
+            if not entries:
+                del self._raised[(ledger, observer)]
+                cleared.append(observer)
+        return sorted(cleared)
+
+    def _adopt(self, ledger: str, observer: str, alert: Mapping[str, Any]) -> None:
+        match = _ENTRY_ID.search(str(alert.get("detail", "")))
+        if match is None:
+            return
+        try:
+            published = self.board.entry(ledger, observer, match.group(1))
+        except REDIS_ERRORS as e:
+            log.info("the tally entry of %s's open bad_signature alert cannot be read (%s)", observer, e)
+            return
+        if published is not None and alert.get("found") == f"sha256:{hashlib.sha256(published.body).hexdigest()}":
+            self._raised[(ledger, observer)] = {published.entry_id: published}
 
     def __call__(self, ledger: str, size: int | None = None) -> list[Alert]:
         keys, histories = self.keys()
@@ -167,7 +227,13 @@ class TallyWatch:
             report = self._report(ledger, keys, histories)
             alerts = self._note_failing(ledger, report, now)
         read = self._keys_read()
-        return report, [a for a in alerts if read >= self._failing[(ledger, a.node)].since + self._key_lag_s]
+        confirmed = [a for a in alerts if read >= self._failing[(ledger, a.node)].since + self._key_lag_s]
+        raised = {a.node for a in confirmed}
+        for checked in signature_failures(report):
+            published = checked.published
+            if published.observer in raised:
+                self._raised.setdefault((ledger, published.observer), {})[published.entry_id] = published
+        return report, confirmed
 
     def _note_failing(self, ledger: str, report: TallyReport, now: float) -> list[Alert]:
         """``report``'s ``bad_signature`` alerts, having started the time of each observer they

@@ -22,6 +22,7 @@ from vledger.broker.accounts import (
     Role,
     bootstrap_admin,
 )
+from vledger.broker.admin_copy import NO_ADMIN_LEDGER, AdminCopy
 from vledger.broker.curve import AllowList, CurveServer, curve_client, stop_authenticator, wait_for_event
 from vledger.broker.keys import new_keypair
 from vledger.broker.redis_server import RedisServer, connect
@@ -35,6 +36,7 @@ from vledger.node.errors import (
     NoSuchKeyError,
     RoleError,
 )
+from vledger.tests.integration.cluster import wait_until
 
 DEADLINE = 5.0
 
@@ -365,3 +367,38 @@ def test_the_cache_drives_the_curve_allow_list(caches: Callable[..., AccountCach
             sock.close(linger=0)
         stop_authenticator(ctx)
         ctx.destroy(linger=0)
+
+
+class FailingOnce:
+    """An admin source whose next load fails with an error nothing expects (a bug, or wire input
+    no check foresaw), as the check of one malformed key in Redis did on every node (o8 J6)."""
+
+    def __init__(self) -> None:
+        self.fail = threading.Event()
+
+    def moved(self) -> bool:
+        return False
+
+    def keep(self) -> None:
+        pass
+
+    def load(self) -> AdminCopy:
+        if self.fail.is_set():
+            self.fail.clear()
+            raise RuntimeError("unexpected")
+        return NO_ADMIN_LEDGER
+
+
+def test_the_accounts_thread_outlives_an_unexpected_error(
+    caches: Callable[..., AccountCache], registry: AccountRegistry, other: AccountRegistry
+) -> None:
+    source = FailingOnce()
+    cache = caches("node-1", poll_interval=60, admin=source)
+    source.fail.set()
+    other.add_account("first", "writer")  # its load fails: the thread logs it and goes on
+    wait_until(lambda: not source.fail.is_set(), DEADLINE, "the failing load")
+    v = other.add_account("after-the-failure", "writer")
+    assert cache.wait_for_version(v, DEADLINE), "the accounts thread ended"
+    assert cache.alive()
+    cache.stop()
+    assert not cache.alive()

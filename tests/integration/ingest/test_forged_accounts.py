@@ -9,7 +9,9 @@ accounts the ledger shows keep working. The same holds for a forged key bound to
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -144,3 +146,43 @@ def test_an_account_the_admin_adds_raises_no_unbacked_account_while_its_checkpoi
         assert cluster.client(f"honest{n}", "ingest-2").hello()["account"] == f"honest{n}"
     raised = [a for a in replication.alerts(1000) if a["id"] not in before and a["what"] == "unbacked_account"]
     assert raised == []
+
+
+def _ready(cluster: LocalCluster, node: str) -> dict[str, Any]:
+    with urllib.request.urlopen(cluster.health_url(node) + "readyz", timeout=5) as answer:
+        return dict(json.loads(answer.read()))
+
+
+def test_a_malformed_entry_in_redis_is_skipped_and_revocations_still_apply(
+    cluster: LocalCluster, redis_as_attacker: Any
+) -> None:
+    # outsider o8 J6: a key that is none, bound to an account of its own, ended every node's accounts
+    # thread (BadPublicKeyError while it named the entry), so a key revoked later stayed good on
+    # every node, /readyz ok, no alert.
+    victim = cluster.add_account("revoked-later", "writer")
+    client = redis_as_attacker
+    client.sadd(group_key("vledger", "accounts", "names"), "zz")
+    client.hset(group_key("vledger", "accounts", "account:zz"), mapping={"role": "admin", "enabled": "1"})
+    client.hset(group_key("vledger", "accounts", "keys"), "notakey", "zz")
+    version = int(client.incr(group_key("vledger", "accounts", "version")))
+    client.publish("vledger:accounts", str(version))
+    AccountRegistry(client).wait_applied(version, cluster.node_names, APPLY_WAIT_S)
+    # Each node names the entry in its alert, and stays ready: its thread lives on.
+    replication = ReplicationLedger(client, raisers=cluster.node_names)
+    nodes = list(cluster.node_names)
+    details = _until(lambda: _all_or_none(_open_unbacked(replication, nodes), nodes), 20, "every node's alert")
+    assert all("'zz' (not a public key: 'notakey'): malformed, ignored" in d for d in details.values()), details
+    # A revocation made after it is applied by every node, which then refuses the key.
+    result = cluster.admin().call("key.revoke", {"key": victim.public})
+    assert result["pending"] == [], result
+    for node in cluster.node_names:
+        assert _refused(cluster, "revoked-later", node), f"the revoked key still got in on {node}"
+        if cluster.procs[node].http_port:  # its accounts thread runs, and says so
+            assert "accounts" in (ready := _ready(cluster, node))["checks"] and ready["ok"], (node, ready)
+    # Taken out of Redis again: the alerts are resolved.
+    client.hdel(group_key("vledger", "accounts", "keys"), "notakey")
+    client.srem(group_key("vledger", "accounts", "names"), "zz")
+    client.delete(group_key("vledger", "accounts", "account:zz"))
+    version = int(client.incr(group_key("vledger", "accounts", "version")))
+    client.publish("vledger:accounts", str(version))
+    _until(lambda: _open_unbacked(replication, nodes) == {}, 20, "the alerts resolved")

@@ -108,8 +108,52 @@ def test_redis_entries_the_admin_ledger_does_not_back_are_named_by_fingerprint()
             [K1, "alice", K2, "bob", K3, "mallory"],
         ]
     )
-    # alice's role raised, bob enabled, mallory made: each is a key Redis lets in that the ledger does not.
+    # alice's role raised, bob enabled, mallory made: each is a key Redis lets in that the ledger
+    # does not, each with what the node does with it: alice's key is let in, as the writer it is.
     assert unbacked(cached, enforced) == sorted(
-        [f"alice ({fingerprint(K1)})", f"bob ({fingerprint(K2)})", f"mallory ({fingerprint(K3)})"]
+        [
+            f"alice ({fingerprint(K1)}): let in as alice (writer)",
+            f"bob ({fingerprint(K2)}): refused",
+            f"mallory ({fingerprint(K3)}): refused",
+        ]
     )
     assert unbacked(enforced, enforced) == []
+
+
+def _malformed_reply(as_bytes: bool) -> list[object]:
+    def b(text: str) -> object:
+        return text.encode() if as_bytes else text
+
+    # outsider o8 J6: one key that is none, bound to an account of its own, killed every node's accounts thread.
+    return [
+        b("8"),
+        [
+            [b("alice"), b("writer"), b("1")],
+            [b("zz"), b("admin"), b("1")],
+            [b("a b"), b("admin"), b("1")],
+            [b("root"), b("superuser"), b("1")],
+        ],
+        [b(K1), b("alice"), b("notakey"), b("zz"), b(K2), b("a b"), b(K3), b("root")],
+    ]
+
+
+@pytest.mark.parametrize("as_bytes", [True, False])
+def test_malformed_redis_entries_are_left_out_and_named(as_bytes: bool) -> None:
+    snapshot = snapshot_from_reply(_malformed_reply(as_bytes))
+    assert snapshot.version == 8
+    assert sorted(snapshot.accounts) == ["alice", "zz"]  # zz is a valid account: only its key is none
+    assert snapshot.allowed_keys() == {K1}
+    assert snapshot.malformed == (
+        "'a b' (not a valid account: role 'admin')",
+        "'root' (not a valid account: role 'superuser')",
+        "'zz' (not a public key: 'notakey')",
+    )
+    # The alert's list names them after the keys, and nothing in them raises (fingerprint did).
+    assert unbacked(snapshot, ledger_snapshot(8, {"alice": _stated("writer", True, K1)}))[-3:] == [
+        f"{entry}: malformed, ignored" for entry in snapshot.malformed
+    ]
+
+
+def test_a_value_that_is_no_utf8_is_malformed_not_an_error() -> None:
+    snapshot = snapshot_from_reply([b"2", [[b"\xff\xfe", b"admin", b"1"]], [b"\xff" * 40, b"alice"]])
+    assert snapshot.accounts == {} and len(snapshot.malformed) == 2

@@ -58,3 +58,32 @@ def test_stop_without_start_frees_and_returns() -> None:
     worker = Waiting()
     worker.stop()
     assert worker.freed == 1 and worker.thread_names == []
+
+
+class Failing(Worker):
+    """Fails its first ``failures`` runs (a bug, or wire input no check foresaw), then works."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__("failing-1")
+        self.restarts.first = self.restarts.most = 0.001
+        self.failures = failures
+        self.runs = 0
+        self.working = threading.Event()
+
+    def _run(self) -> None:
+        self.runs += 1
+        if self.runs <= self.failures:
+            raise ValueError("junk read from Redis")
+        self.working.set()
+        self.stopping.wait()
+
+
+def test_a_worker_outlives_an_exception_of_its_loop() -> None:
+    # outsider o8 J6: one exception ended a node's accounts thread for good, silently.
+    worker = Failing(failures=3).start()
+    try:
+        assert worker.working.wait(5), "the loop never ran again after it failed"
+        assert worker.alive() and worker.restarts.count == 3 and worker.runs == 4
+    finally:
+        worker.stop()
+    assert not worker.alive()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -797,3 +798,52 @@ def test_a_copy_that_lacks_records_the_stream_holds_has_no_record_conflict_there
     assert checks.consume(1) + checks.consume(1) == len(chain)
     conflicts = [(a["node"], a["height"]) for a in repl.alerts() if a["what"] == "record_conflict"]
     assert conflicts == [("replica-1", "7")]
+
+
+def test_an_observer_s_bad_signature_is_resolved_once_its_entries_verify(redis_client: Any, tmp_path: Path) -> None:
+    """outsider o8 J5: bad_signature alerts raised with a stale key view stayed open for good."""
+    config = _two_nodes(tmp_path)
+    chain = [bytes([i]) * 32 for i in range(11)]
+    nodes = {"ingest-1": FakeNode("ingest-1", chain), "replica-1": FakeNode("replica-1", chain)}
+    repl = ReplicationLedger(redis_client)
+    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    bad = Alert(
+        "observer-1", LEDGER, 10, "bad_signature", "its tally stream's entry 1-0 does not verify: x", "observer-1"
+    )
+    verdicts: list[list[Alert]] = [[bad]]
+    asked: list[dict[str, Any]] = []
+    verifies = [False]
+
+    def cleared(ledger: str, raised: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        asked.append({ledger: dict(raised)})
+        return sorted(raised) if verifies[0] else []
+
+    checks = ClusterChecks(
+        "verifier-1",
+        config,
+        repl,
+        nodes,
+        clock=Clock(),  # type: ignore[arg-type]
+        tallies=lambda ledger, size: verdicts[0],
+        tally_cleared=cleared,
+    )
+    checks.start()
+    checks.compare_tallies()
+    assert "observer-1|" + LEDGER + "|bad_signature" in repl.open_alerts()
+    verdicts[0] = []
+    checks.compare_tallies()  # still failing: stays open
+    assert "observer-1|" + LEDGER + "|bad_signature" in repl.open_alerts()
+    again = ClusterChecks(  # a restart: the open alert's fields are handed over
+        "verifier-1",
+        config,
+        repl,
+        nodes,
+        clock=Clock(),  # type: ignore[arg-type]
+        tallies=lambda ledger, size: [],
+        tally_cleared=cleared,
+    )
+    again.start()
+    verifies[0] = True
+    again.compare_tallies()
+    assert asked[-1][LEDGER]["observer-1"]["detail"] == bad.detail
+    assert "observer-1|" + LEDGER + "|bad_signature" not in repl.open_alerts()

@@ -456,3 +456,78 @@ def test_observers_met_only_when_every_configured_one_has_a_valid_latest_at_that
     assert alert is not None and "observer-1 at 9, observer-2 at 9, observer-3 with no valid latest" in alert.detail
     met = TallyReport(LEDGER, observers[:2], Verdict(STILL_COUNTING), compared)
     assert clock.look(met, 10, AFTER_S + 2) is None and clock.look(report, 10, AFTER_S + 3) is None
+
+
+def _rotated_observer(config: ClusterConfig, watch: TallyWatch, proven: list[dict[str, Any]]) -> None:
+    """observer-1's key rotates (proven), and it signs its next tally with the new key."""
+    new = new_signing_key()
+    at_ms = 1_796_588_311_000
+    rotated = dataclasses.replace(SNAPSHOT, height=10, head=bytes([10]) * 32, tally={"type": "plain", "records": 11})
+    rotated = dataclasses.replace(rotated, at_ms=at_ms)
+    rotation = {"node": "observer-1", "curve": "", "sign": new.public.public_hex, "accepted": at_ms - 500}
+    proven.append({**rotation, "until": at_ms + 20_000})
+    watch.board.publish(LEDGER, "observer-1", 10, rotated.body(), new.sign(rotated.body()))
+    publish(config, watch.board, "observer-2", 10)
+
+
+def _watching_a_rotation(config: ClusterConfig, redis_client: Any) -> tuple[TallyWatch, Clock, list[dict[str, Any]]]:
+    """A watch that looked once at both observers' honest tallies, then observer-1's key rotated
+    (see _rotated_observer); the rotations it reads are the list returned, changed in place."""
+    clock = Clock()
+    clock.now = 1000.0
+    proven: list[dict[str, Any]] = []
+    watch = TallyWatch(config, redis_client, clock=clock, rotations=lambda: list(proven))
+    publish(config, watch.board, "observer-1", 9)
+    publish(config, watch.board, "observer-2", 9)
+    assert watch(LEDGER, 10) == []
+    _rotated_observer(config, watch, proven)
+    return watch, clock, proven
+
+
+def test_an_admin_checkpoint_set_back_in_redis_does_not_make_a_rotated_observer_s_tallies_forged(
+    config: ClusterConfig, redis_client: Any
+) -> None:
+    """outsider o8 J5: an older, genuine checkpoint of the admin ledger set back in Redis for 30 s
+    proved fewer rotations; the verifier took that shorter view, checked observer-1's entries signed
+    with its new key against its replaced one, and raised 9 bad_signature alerts."""
+    watch, clock, proven = _watching_a_rotation(config, redis_client)
+    clock.now += tally_watch.KEYS_FOR_S  # the keys read again: the rotation is proven
+    assert watch(LEDGER, 11) == []
+    kept = list(proven)
+    proven.clear()  # Redis's checkpoint set back to one from before the rotation
+    for _ in range(3):  # keys read again each time, past every wait: still the newest proven view
+        clock.now += tally_watch.KEYS_FOR_S
+        assert [a.what for a in watch(LEDGER, 11)] == []
+    proven.extend(kept)
+    assert watch(LEDGER, 11) == []
+
+
+def test_a_bad_signature_raised_with_a_stale_key_view_is_cleared_once_the_entry_verifies(
+    config: ClusterConfig, redis_client: Any
+) -> None:
+    """outsider o8 J5: those alerts stayed open after every node restarted, while `vledger tally`
+    said signature OK: an entry raised as bad_signature that verifies with the keys proven now is
+    cleared, by this run and by a verifier started later (from the open alert's fields)."""
+    watch, clock, proven = _watching_a_rotation(config, redis_client)
+    rotation = proven.pop()  # not proven yet to this verifier (a view from before it): raised
+    raised = []
+    for _ in range(4):
+        clock.now += KEY_LAG_S
+        raised += [a for a in watch(LEDGER, 11) if a.what == "bad_signature"]
+    assert raised and {a.node for a in raised} == {"observer-1"}  # each look names it: checks.py raises it once
+    assert watch.cleared(LEDGER, {}) == []  # still failing
+    later = TallyWatch(config, redis_client, clock=clock, rotations=lambda: list(proven))  # a restart
+    alert = {"detail": raised[0].detail, "found": raised[0].found}
+    assert later.cleared(LEDGER, {"observer-1": alert}) == []
+    proven.append(rotation)  # the rotation proven: the entry verifies
+    clock.now += tally_watch.KEYS_FOR_S
+    assert watch.cleared(LEDGER, {}) == ["observer-1"]
+    assert later.cleared(LEDGER, {"observer-1": alert}) == ["observer-1"]
+    # An alert whose entry's body is not the one it names is not cleared by another entry's verdict.
+    forged = {"detail": raised[0].detail, "found": "sha256:" + "00" * 32}
+    assert (
+        TallyWatch(config, redis_client, clock=clock, rotations=lambda: list(proven)).cleared(
+            LEDGER, {"observer-1": forged}
+        )
+        == []
+    )
