@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import StoreDamagedError, StoreError, VledgerError
 from .note import parse_checkpoint, parse_note
@@ -34,6 +35,8 @@ from .outside import OUTSIDE_KIND_PREFIX
 from .storefile import MAX_HEIGHT, connect
 
 SIGNED, COSIGNED, EVIDENCE = "signed", "cosigned", "evidence"
+_T = TypeVar("_T")
+
 IMPORTED_SIGNED, IMPORTED_COSIGNED = "imported:signed", "imported:cosigned"
 KINDS = (SIGNED, COSIGNED, EVIDENCE, IMPORTED_SIGNED, IMPORTED_COSIGNED)
 _INSERT = "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) VALUES (?, ?, ?, ?, ?, ?)"
@@ -336,24 +339,35 @@ class CheckpointLog:
             raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
 
     def _insert_shared(self, conn: sqlite3.Connection, ledger: str, size: int, root: bytes, note: bytes) -> bool:
-        """A SIGNED row through the store's write connection, whose writer lock the caller holds:
-        its commit without an fsync (NORMAL: the WAL is fsynced by the next group commit), then
-        FULL again before the lock is let go, so that no group commit is made without its fsync.
-        If FULL cannot be set again the connection is closed: the group commits then fail, none
-        is acknowledged undurable."""
+        """A SIGNED row through the store's write connection, whose writer lock the caller holds,
+        committed without an fsync (:func:`_unsynced`)."""
+        values = (ledger, SIGNED, size, root, note, time.time_ns() // 1_000_000)
         try:
-            try:
-                conn.execute("PRAGMA synchronous=NORMAL")
-                added = conn.execute(_INSERT, (ledger, SIGNED, size, root, note, time.time_ns() // 1_000_000)).rowcount
-            finally:
-                try:
-                    conn.execute("PRAGMA synchronous=FULL")
-                except sqlite3.Error:
-                    conn.close()
-                    raise
+            return _unsynced(conn, lambda: conn.execute(_INSERT, values).rowcount > 0)
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
-        return added > 0
+
+    @staticmethod
+    def write_handed_unsynced(conn: sqlite3.Connection, rows: list[HandedRow]) -> None:
+        """:meth:`write_handed` in a transaction of their own, committed without an fsync
+        (:func:`_unsynced`), through the store's write connection, whose writer lock the caller
+        holds: a lone put's group commit writes its record alone and, once it has answered,
+        these, which the next group commit makes durable. Raises sqlite3.Error (rolled back)."""
+
+        def write() -> None:
+            if len(rows) == 1:  # one statement, its own transaction
+                CheckpointLog.write_handed(conn, rows)
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                CheckpointLog.write_handed(conn, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        _unsynced(conn, write)
 
     def latest(self, ledger: str, kind: str, *, at_most: int = MAX_HEIGHT, above: int = -1) -> KeptCheckpoint | None:
         """The row of ``kind`` with the largest size in ``above < size <= at_most``, or None."""
@@ -420,3 +434,20 @@ class CheckpointLog:
             raise StoreError(f"{self.path}: cannot read the checkpoints: {e}") from e
         for ledger, kind in pairs:
             self.latest(ledger, kind)
+
+
+def _unsynced(conn: sqlite3.Connection, write: Callable[[], _T]) -> _T:
+    """``write()`` through the store's write connection (the caller holds its writer lock), its
+    commit without an fsync (NORMAL: the WAL is fsynced by the next group commit), then FULL
+    again before the lock is let go, so that no group commit is made without its fsync. If FULL
+    cannot be set again the connection is closed: the group commits then fail, none is
+    acknowledged undurable. Raises sqlite3.Error."""
+    try:
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return write()
+    finally:
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error:
+            conn.close()
+            raise

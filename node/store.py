@@ -1270,6 +1270,7 @@ class ChainStore:
         later = False  # the group's trees are grown after its answers (see _writes_no_tree)
         followed: list[Record] = []  # stored as a follower's (a standby's): the domain rules see them after
         handed: list[HandedRow] = []  # signed checkpoint rows this group writes (CheckpointLog.keep, with_commit)
+        deferred: list[HandedRow] = []  # those a lone put's group writes once it has answered
         for job in batch:
             if not job.future.set_running_or_notify_cancel():
                 continue
@@ -1330,13 +1331,17 @@ class ChainStore:
                     and not tree_rows
                     and not edges
                     and not fill
-                    and not handed
+                    and (answer_first or not handed)
                     and not self._merge_due(1)
                 ):
                     # A lone record and nothing else to write (15 lone puts of 16): its INSERT is
                     # a transaction of its own, committed (and fsynced, synchronous=FULL) by SQLite
                     # as it ends, so BEGIN and COMMIT cost it no statements. Still all or nothing:
-                    # one statement, one row.
+                    # one statement, one row. Signed rows handed over meanwhile (one a pass of the
+                    # outbox) are written once it has answered, without an fsync of their own,
+                    # as CheckpointLog's own rows are: in this transaction they cost the put that
+                    # met them a BEGIN, a COMMIT and their pages before its answer.
+                    deferred, handed = handed, []
                     if self.hash_fill_at is not None:
                         self._merge_hashes(1)  # owes its rows of merging; none is due (above): no write
                     self._write.execute(_INSERT_RECORD, _record_row(records[0], encoded[0]))
@@ -1366,7 +1371,7 @@ class ChainStore:
             error = self.damaged(e) or StoreError(f"{self.path}: write failed: {e}")
             for job, _ in done:
                 job.future.set_exception(error)
-            self.checkpoints.handed_done(handed, committed=False)
+            self.checkpoints.handed_done(handed or deferred, committed=False)
             return
         if answer_first:
             # Durable: flush's caller (the request loop) sends its answers from these callbacks
@@ -1399,6 +1404,14 @@ class ChainStore:
                 )
         if followed and self._domain is not None:
             self._follow_domain(followed)
+        if deferred:
+            handed = deferred
+            try:
+                CheckpointLog.write_handed_unsynced(self._write, deferred)
+            except sqlite3.Error as e:  # each keep call writes its row on its own
+                log.warning("signed checkpoint rows not written after a group commit: %s", e)
+                self.checkpoints.handed_done(deferred, committed=False)
+                handed = []
         self.checkpoints.handed_done(handed, committed=True)  # after the answers: it wakes the signing thread
         self.stats.groups += 1
         self.stats.appends += appends

@@ -1500,24 +1500,48 @@ def _signed_rows(store: ChainStore) -> list[bytes]:
         return [bytes(note) for (note,) in conn.execute("SELECT note FROM checkpoints WHERE kind = 'signed'")]
 
 
-def test_a_signed_row_kept_with_commit_goes_in_the_next_lone_puts_transaction(
+def test_a_signed_row_kept_with_commit_is_written_once_the_next_lone_put_has_answered(
     store: ChainStore, kit: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A lone put's flush neither waits for the outbox's signed row nor lets it hold the lock
-    first: its own transaction writes the row (fsynced with it), and the keep returns."""
+    first, nor writes it before its answer: its record is its one statement (fsynced), then,
+    answered, the row is committed without an fsync of its own (the next group commit's makes
+    it durable), and the keep returns."""
     monkeypatch.setattr(checkpoint_log, "HANDOVER_SECONDS", DEADLINE)
     row = HandedRow(store)
     row.wait_handed()
-    statements: list[str] = []
-    store._write.set_trace_callback(statements.append)
+    statements: list[tuple[str, bool]] = []
     put = store.submit_entry(kit.entry(1), wake=False)
+    store._write.set_trace_callback(lambda statement: statements.append((statement, put.done())))
     store.flush()
     store._write.set_trace_callback(None)
     assert put.done() and put.result().height == 1
     assert row.join()
-    writes = [s for s in statements if not s.startswith("SELECT")]  # the put's look-up of its request id
-    assert [s.split()[0] for s in writes] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
-    assert "INTO checkpoints" in writes[2]  # no PRAGMA: no commit of its own without an fsync
+    writes = [(s, done) for s, done in statements if not s.startswith("SELECT")]  # the put's request-id look-up
+    assert [s.split()[0] for s, _ in writes] == ["INSERT", "PRAGMA", "INSERT", "PRAGMA"]
+    assert "INTO records" in writes[0][0] and not writes[0][1]
+    assert "INTO checkpoints" in writes[2][0] and writes[2][1]  # after the put's answer
+    assert [s for s, _ in writes[1::2]] == ["PRAGMA synchronous=NORMAL", "PRAGMA synchronous=FULL"]
+    assert _signed_rows(store) == [b"note"]
+
+
+def test_a_signed_row_whose_write_after_a_lone_put_fails_is_written_on_its_own(
+    store: ChainStore, kit: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row's commit after a lone put's answer fails: the put stands, and the keep writes
+    the row itself."""
+    monkeypatch.setattr(checkpoint_log, "HANDOVER_SECONDS", DEADLINE)
+
+    def failing(*args: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(checkpoint_log.CheckpointLog, "write_handed_unsynced", staticmethod(failing))
+    row = HandedRow(store)
+    row.wait_handed()
+    put = store.submit_entry(kit.entry(1), wake=False)
+    store.flush()
+    assert put.result(DEADLINE).height == 1
+    assert row.join()
     assert _signed_rows(store) == [b"note"]
 
 
@@ -1542,10 +1566,12 @@ def test_a_signed_row_whose_group_commit_fails_is_written_on_its_own(
     monkeypatch.setattr(store_module, "_insert_records", failing)
     row = HandedRow(store)
     row.wait_handed()
-    put = store.submit_entry(kit.entry(1), wake=False)
+    # Two puts: a lone put's group writes its row after it (the test above), not in its transaction.
+    puts = [store.submit_entry(kit.entry(height), wake=False) for height in (1, 2)]
     store.flush()
-    with pytest.raises(StoreError, match="write failed"):
-        put.result(DEADLINE)
+    for put in puts:
+        with pytest.raises(StoreError, match="write failed"):
+            put.result(DEADLINE)
     assert row.join()
     assert _signed_rows(store) == [b"note"]
 
