@@ -72,16 +72,21 @@ def test_each_record_shows_its_author_so_a_voter_sees_who_moved_their_vote(
     assert all("by clerk" in line for line in lines[:2])
 
 
+def _signers(witnesses: int) -> tuple[SignerKey, list[SignerKey], bytes]:
+    """The ledger's home key, ``witnesses`` cluster witness keys, and a checkpoint body of 5 records."""
+    origin = f"local/{LEDGER}"
+    home = SignerKey(origin, ALG_ED25519, bytes(range(32)))
+    keys = [SignerKey(f"local/witness/r{i}", ALG_COSIGNATURE_V1, bytes([i + 40]) * 32) for i in range(witnesses)]
+    return home, keys, Checkpoint(origin, 5, bytes(32)).body()
+
+
 def test_a_proven_check_says_since_when_its_witnesses_vouch_and_stale_past_the_interval(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # o4 F2: a copy no longer updated keeps serving an old checkpoint (a voter's later records
     # missing); witnesses cosign a quiet ledger again (PROTOCOL 10.7), so a majority's newest
     # line older than recosign_interval + 10 s is an old view. A forged later line never counts.
-    origin = f"local/{LEDGER}"
-    home = SignerKey(origin, ALG_ED25519, bytes(range(32)))
-    witnesses = [SignerKey(f"local/witness/r{i}", ALG_COSIGNATURE_V1, bytes([i + 40]) * 32) for i in range(3)]
-    body = Checkpoint(origin, 5, bytes(32)).body()
+    home, witnesses, body = _signers(3)
     first, again = 1_790_000_000, 1_790_000_300
     forged = cosign(body, witnesses[2], again).note_signature()
     lines = [
@@ -115,11 +120,8 @@ def test_the_genesis_outside_witnesses_count_among_the_trusted_as_the_client_cou
     # o8 J4's rule (15.4 step 8) in vote check: 5 cluster witnesses of which 2 cosigned the head
     # lately (the others stopped for by their old lines) and both outside witnesses the genesis
     # lists: 4 of the 7 trusted vouch now. Counting the key directory's alone called it STALE.
-    origin = f"local/{LEDGER}"
-    home = SignerKey(origin, ALG_ED25519, bytes(range(32)))
-    cluster = [SignerKey(f"local/witness/r{i}", ALG_COSIGNATURE_V1, bytes([i + 40]) * 32) for i in range(5)]
+    home, cluster, body = _signers(5)
     outside = [SignerKey(f"outside/w{i}", ALG_COSIGNATURE_V1, bytes([i + 90]) * 32) for i in range(2)]
-    body = Checkpoint(origin, 5, bytes(32)).body()
     old, now_s = 1_790_000_000, 1_790_001_000
     lines = [
         *(cosign(body, w, old).note_signature() for w in cluster),
