@@ -239,9 +239,12 @@ class AdminLedger:
         and tell ``on_lost`` what; tell it None once Redis holds them again, proven: the cache
         whole, the accounts, and a checkpoint of the store's every record (what every node needs
         to prove them; the home's outbox puts it back at its next heartbeat). Two cheap reads when
-        nothing was lost. Only what the store backs is written: a cache longer than the store, or
-        one whose records are not the store's, is left as it is (logged once; its next start
-        judges the first, an operator the second). Raises Redis errors; logs any other and leaves
+        nothing was lost. Only what the store backs is written: a cache longer than the store
+        that Redis's verified admin checkpoint covers past it is left as it is (the store is
+        behind: logged once, its next start stops the node); any other longer cache, or one whose
+        records are not the store's, is rewritten from the store with the alert, as at a start
+        (:meth:`_rewrite`): left, it froze the other nodes' accounts until the next admin command
+        (acct28). Raises Redis errors; logs any other and leaves
         it to the next poll: its caller, the accounts cache's thread, survives only Redis errors,
         and a home whose thread died followed no account change again."""
         try:
@@ -271,10 +274,16 @@ class AdminLedger:
             else:
                 refused = self._refusal(cached, size)
                 if refused is not None:
-                    if refused != self._refused:
-                        log.error("%s: not refilled from this store", refused)
-                        self._refused = refused
-                    return None
+                    height, problem = refused
+                    if cached > size and self._signed_past(size):  # the store is behind: its start stops
+                        if problem != self._refused:
+                            log.error("%s, signed past it: not refilled from this store", problem)
+                            self._refused = problem
+                        return None
+                    # Junk no checkpoint of this home signs: rewritten now, as a start does (sync);
+                    # left, it froze every other node's accounts until the next admin command.
+                    self._rewrite(height, f"{problem}, found while the node ran")
+                    cached = size
                 self._refused = None
                 accounts_lost = not self.registry.list_accounts()
                 rebuilt = self._fill(cached)
@@ -289,15 +298,17 @@ class AdminLedger:
                 self._lost = True
         return (detail,)
 
-    def _refusal(self, cached: int, size: int) -> str | None:
-        """Why Redis's cache of ``cached`` records is not the first records of this store (None:
-        it is): appending to it would make a copy the store does not back."""
-        if cached > size:
-            return f"Redis caches a longer admin ledger ({cached} records) than this store ({size})"
+    def _refusal(self, cached: int, size: int) -> tuple[int, str] | None:
+        """Where and why Redis's cache of ``cached`` records is not the first records of this
+        store (None: it is): appending to it would make a copy the store does not back."""
         theirs = self.registry.admin_records() if cached else []
         ours = (data for _, data in self.store.range_raw(ADMIN_LEDGER, 0, len(theirs)))
         differ = next((height for height, (a, b) in enumerate(zip(theirs, ours, strict=False)) if a != b), None)
-        return None if differ is None else f"Redis's cache of the admin ledger is not this store's from height {differ}"
+        if differ is not None:
+            return differ, f"Redis's cache of the admin ledger is not this store's from height {differ}"
+        if cached > size:
+            return size, f"Redis caches a longer admin ledger ({cached} records) than this store ({size})"
+        return None
 
 
 class StoreAdminSource:

@@ -935,13 +935,17 @@ def _range(service: IngestService, caller: Caller, args: Args) -> object:
     # limit, and a page of large records would be cut off by the client's socket, unanswered.
     budget = service.settings.max_message_bytes
     records: list[bytes] = []
-    for _, data in service.store.range_raw(ledger, start, start + limit):
+    # A store with a hole below its head gives the records it holds, each naming its height
+    # (10.6 step 1): the page ends after the last one given, not at start + their count, which
+    # sent a reader back over records it had read; a window wholly in the hole is passed over.
+    end = start + limit
+    for height, data in service.store.range_raw(ledger, start, start + limit):
         if records and len(data) > budget:
             break
         budget -= len(data)
         records.append(data)
+        end = height + 1
     size = service.store.stored_size(ledger)
-    end = start + len(records)
     # Only a checkpoint whose size ends among these records helps the reader store them.
     checkpoint = service.covering_checkpoint(ledger, start, end) if records else None
     return {"records": records, "next": end if end < size else None, "checkpoint": checkpoint}

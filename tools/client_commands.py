@@ -23,11 +23,9 @@ from pathlib import Path
 
 from ..broker.keys import check_public_key, load_public
 from ..broker.seal_keys import read_seal_key, write_seal_key
-from ..broker.signing import witness_keys
 from ..client.session import Session, reply_field
 from ..client.write import Write
 from ..config.cluster import load_cluster
-from ..node.cosigning import distinct_witnesses, needed_witnesses
 from ..node.errors import (
     BadPublicKeyError,
     NameHoldsUnitsError,
@@ -42,6 +40,7 @@ from ..node.errors import (
 from ..node.ledger import LedgerRules
 from ..node.note import VerifiedCheckpoint
 from ..node.outside import QUORUM_FIELD, WITNESSES_FIELD
+from ..node.receipt import ReceiptKeys
 from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import DOMAINS, PLAIN, new_ledger_rules
@@ -237,7 +236,7 @@ def cmd_get(session: Session, args: argparse.Namespace) -> int:
 def cmd_range(session: Session, args: argparse.Namespace) -> int:
     # Below the node's signed checkpoint each run of records is proven in it before it is shown:
     # a chain anyone could compute, served by a node in place of the signed one, is refused.
-    proven = _signed_checkpoint(session, args.ledger, 0)
+    proven = _signed_checkpoint(session, args.ledger, _checkpoint_keys(session, args.ledger, 0))
     records = session.proven_records(args.ledger, args.start, proven)
     if args.json:
         print_json_list({"ledger": args.ledger, "start": args.start}, "records", map(build.record_map, records))
@@ -293,34 +292,43 @@ def _vote_check(session: Session, args: argparse.Namespace) -> int:
         ledgers = [args.ledger]
     else:
         ledgers = [e["ledger"] for e in session.ledgers() if e.get("type") == ElectionState.type_name]
+    keys: dict[str, ReceiptKeys | None] = {}
     if args.full:
+        keys = {ledger: _checkpoint_keys(session, ledger, args.quorum) for ledger in ledgers}
         checks = [
-            session.full_voter_check(ledger, args.electronic_id, _signed_checkpoint(session, ledger, args.quorum))
+            session.full_voter_check(ledger, args.electronic_id, _signed_checkpoint(session, ledger, keys[ledger]))
             for ledger in ledgers
         ]
-    else:
+    else:  # a proof needs a signed checkpoint: a ledger that pins no key is NoteKeyError
+        keys = {ledger: session.checkpoint_keys(ledger, args.quorum) for ledger in ledgers}
         checks = [
-            session.proven_voter_check(
-                ledger, args.electronic_id, session.checkpoint(ledger, session.checkpoint_keys(ledger, args.quorum))
-            )
-            for ledger in ledgers
+            session.proven_voter_check(ledger, args.electronic_id, session.checkpoint(ledger, pinned))
+            for ledger, pinned in keys.items()
+            if pinned is not None
         ]
     found = [check for check in checks if check.records]
     if not found:
         raise NotFoundError(f"no records of electronic id {args.electronic_id}")
-    needed = needed_witnesses(distinct_witnesses(witness_keys(session.config).values()), args.quorum)
-    freshness = Freshness(time.time_ns() // 1_000_000, session.config.replication.recosign_interval_ms, needed)
+    now_ms, recosign_ms = time.time_ns() // 1_000_000, session.config.replication.recosign_interval_ms
+    freshness = {ledger: Freshness.of(k, now_ms, recosign_ms) for ledger, k in keys.items() if k is not None}
     print_vote_check(found, session.node.name, args.electronic_id, as_json=args.json, freshness=freshness)
     return EXIT_OK
 
 
-def _signed_checkpoint(session: Session, ledger: str, quorum: int) -> VerifiedCheckpoint | None:
-    """The node's latest checkpoint of ``ledger``, verified; None (the chain alone is checked)
-    for a ledger that pins no key, or when the node has no such checkpoint yet (said on stderr:
-    a ledger created a moment ago, or a node that keeps its checkpoints from the reader)."""
+def _checkpoint_keys(session: Session, ledger: str, quorum: int) -> ReceiptKeys | None:
+    """What ``ledger``'s checkpoints are checked and judged with; None for a ledger made before
+    keys were pinned (its chain alone is checked, with ``--full``)."""
     try:
-        keys = session.checkpoint_keys(ledger, quorum)
+        return session.checkpoint_keys(ledger, quorum)
     except NoteKeyError:
+        return None
+
+
+def _signed_checkpoint(session: Session, ledger: str, keys: ReceiptKeys | None) -> VerifiedCheckpoint | None:
+    """The node's latest checkpoint of ``ledger``, verified with ``keys``; None (the chain alone
+    is checked) for a ledger that pins no key, or when the node has no such checkpoint yet (said
+    on stderr: a ledger created a moment ago, or a node that keeps its checkpoints from the reader)."""
+    if keys is None:
         return None  # a ledger made before keys were pinned: its chain alone is checked
     try:
         return session.checkpoint(ledger, keys)

@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # the commands' modules are imported when their command runs 
     from .exporting import ExportSummary
     from .verification import LedgerReport, Verification
 
+# A ledger entry's error code when records no checkpoint vouches for fail the run (PROTOCOL 12.6).
+UNVOUCHED = "unvouched"
+
 
 def print_verification(source: str, result: Verification, *, as_json: bool) -> None:
     if as_json:
@@ -178,7 +181,7 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
 
 def verification_json(result: Verification) -> dict[str, Any]:
     return {
-        "ledgers": [_ledger_json(r) for r in result.reports],
+        "ledgers": [_ledger_json(r, result.require_checkpoint) for r in result.reports],
         "ok": result.ok,
         "error": _error_json(result.error, None, result.error_line) if result.error is not None else None,
         # Whether records past a ledger's largest checkpoint fail the whole (--require-checkpoint, --witness).
@@ -195,7 +198,13 @@ def verification_json(result: Verification) -> dict[str, Any]:
     }
 
 
-def _ledger_json(report: LedgerReport) -> dict[str, Any]:
+def _ledger_json(report: LedgerReport, require_checkpoint: bool = False) -> dict[str, Any]:
+    """A ledger's entry; with ``require_checkpoint``, records no checkpoint vouches for fail it
+    as they fail the run (``"ok"`` false, the error ``unvouched``): the entry said true while
+    the run exited 1 for that very ledger (outsider o8)."""
+    error = _error_json(report.error, report.error_height, report.error_line) if report.error is not None else None
+    if error is None and require_checkpoint and report.unvouched:
+        error = {"code": UNVOUCHED, "height": report.vouched, "line": None, "message": _unvouched_what(report)}
     return {
         "ledger": report.ledger,
         "records": report.records,
@@ -206,10 +215,8 @@ def _ledger_json(report: LedgerReport) -> dict[str, Any]:
         "vouched": report.vouched,
         "unvouched": report.unvouched,
         "cosignatures": {"checked": report.cosigned, "unchecked": report.unchecked},
-        "ok": report.ok,
-        "error": (
-            _error_json(report.error, report.error_height, report.error_line) if report.error is not None else None
-        ),
+        "ok": error is None,
+        "error": error,
     }
 
 
@@ -268,18 +275,20 @@ def _unvouched_lines(result: Verification) -> list[str]:
     for report in result.reports:
         if not report.unvouched:
             continue
-        if report.vouched == 0:
-            what = f"no checkpoint: its {report.records} records are vouched for by nothing"
-        else:
-            plural = "" if report.unvouched == 1 else "s"
-            what = (
-                f"{report.unvouched} record{plural} past its largest checkpoint (size {report.vouched}):"
-                " vouched for by nothing"
-            )
-        lines.append(f"{report.ledger}: {what}; its newest records may be missing unseen")
+        lines.append(f"{report.ledger}: {_unvouched_what(report)}; its newest records may be missing unseen")
     if lines and not result.require_checkpoint:
         lines.append("(with --require-checkpoint or a --witness key, that fails the verification)")
     return lines
+
+
+def _unvouched_what(report: LedgerReport) -> str:
+    """What of ``report``'s ledger no checkpoint vouches for."""
+    if report.vouched == 0:
+        return f"no checkpoint: its {report.records} records are vouched for by nothing"
+    plural = "" if report.unvouched == 1 else "s"
+    return (
+        f"{report.unvouched} record{plural} past its largest checkpoint (size {report.vouched}): vouched for by nothing"
+    )
 
 
 def _failure_line(report: LedgerReport) -> str:

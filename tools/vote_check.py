@@ -13,8 +13,10 @@ as an observer counts it. What it shows: the records that name the electronic id
 (the registration whose id it is, and the casts, uncasts and withdrawal that carry it),
 their heights, hashes and authors (the account that wrote each: a vote moved by another
 account than the election's authority shows here), whether the vote counts, and the head that was verified,
-and since when a majority of the checkpoint's witnesses vouch for it: STALE past the cluster's
-``recosign_interval_ms`` plus 10 s (PROTOCOL 11.4), an old view that may lack later records.
+and since when a majority of the trusted witnesses vouch for it: STALE past the cluster's
+``recosign_interval_ms`` plus 10 s (PROTOCOL 11.4), an old view that may lack later records. The
+trusted witnesses are the key directory's and the outside witnesses the genesis lists
+(:attr:`ReceiptKeys.trusted`), as the client, ``vledger tally``, the gateway and the pages count them.
 
 Either way the tree of the records read up to the node's latest signed checkpoint must be
 that checkpoint's (``bad_proof``): a node serving a forked chain, valid record by record, is
@@ -25,12 +27,14 @@ the error of its first bad record (exit 1).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..client.voters import VoterCheck
-from ..node.cosigning import stale_since, verified_fresh_ms
-from ..node.note import VerifiedCheckpoint
+from ..node.cosigning import distinct_witnesses, needed_witnesses, quorum_fresh_ms, stale_since, vouched_by
+from ..node.note import VerifiedCheckpoint, VerifierKey
+from ..node.receipt import ReceiptKeys
 from ..node.rules import Ref
 from ..node.rules.votes import Voter
 from ..node.tally_body import STALE_AFTER_MS
@@ -40,29 +44,42 @@ from .client_payloads import time_text
 
 @dataclass(frozen=True, slots=True)
 class Freshness:
-    """How a checkpoint's freshness is judged (PROTOCOL 11.4): against ``now_ms``, with the
-    cluster's ``recosign_ms``, over ``needed`` of the trusted witnesses (needed_witnesses: the
-    quorum asked or a majority of the key directory's, 0 for none) and the default
-    --stale-after of ``vledger tally``."""
+    """How a ledger's checkpoint's freshness is judged (PROTOCOL 11.4): against ``now_ms``, with
+    the cluster's ``recosign_ms``, over ``needed`` of the trusted witnesses (needed_witnesses: the
+    quorum asked or a majority of them, 0 for none), the key directory's ``witnesses`` and the
+    ``outside`` ones its genesis lists, and the default --stale-after of ``vledger tally``."""
 
     now_ms: int
     recosign_ms: int
     needed: int
     after_ms: int = STALE_AFTER_MS
+    witnesses: tuple[VerifierKey, ...] = ()
+    outside: tuple[VerifierKey, ...] = ()
+
+    @classmethod
+    def of(cls, keys: ReceiptKeys, now_ms: int, recosign_ms: int) -> Freshness:
+        """Judged over ``keys.trusted`` with ``keys.quorum``: counting the key directory's
+        witnesses alone, a head 2 of 5 cluster witnesses and both outside ones had just cosigned
+        was called STALE here while the client, the gateway and the pages called it fresh."""
+        needed = needed_witnesses(distinct_witnesses(keys.trusted), keys.quorum)
+        outside = keys.outside.keys if keys.outside is not None else ()
+        return cls(now_ms, recosign_ms, needed, witnesses=keys.witnesses, outside=outside)
 
     def fresh_ms(self, proven: VerifiedCheckpoint) -> int | None:
         """Since when ``needed`` trusted witnesses vouch for ``proven`` (None: fewer do)."""
-        return verified_fresh_ms(proven, self.needed)
+        return quorum_fresh_ms(vouched_by(proven, self.witnesses, self.outside).values(), self.needed)
 
     def stale(self, proven: VerifiedCheckpoint) -> bool:
         return stale_since(self.fresh_ms(proven), self.now_ms, self.recosign_ms, self.after_ms, self.needed)
 
 
 def print_vote_check(
-    checks: list[VoterCheck], node: str, eid: str, *, as_json: bool, freshness: Freshness | None = None
+    checks: list[VoterCheck], node: str, eid: str, *, as_json: bool, freshness: Mapping[str, Freshness] | None = None
 ) -> None:
+    """``freshness`` by ledger (a ledger without one is not judged)."""
+    judged = freshness or {}
     if as_json:
-        ledgers = [_check_map(c, freshness) for c in checks]
+        ledgers = [_check_map(c, judged.get(c.ledger)) for c in checks]
         print_json({"electronic_id": eid, "node": node, "ledgers": ledgers, "verified": True})
         return
     for check in checks:
@@ -82,8 +99,8 @@ def print_vote_check(
         print(f"  head: height {check.head.height}, hash {check.head.hash.hex()}")
         if check.proven is not None:
             print(f"  {_proof_sentence(check.proven)}")
-            if freshness is not None:
-                print(f"  {_fresh_sentence(check.proven, freshness)}")
+            if (fresh := judged.get(check.ledger)) is not None:
+                print(f"  {_fresh_sentence(check.proven, fresh)}")
     if all(check.proven is not None for check in checks):
         print("each record proven by inclusion in a signed checkpoint (--full verifies the whole chain)")
     else:

@@ -171,11 +171,15 @@ class NodeReader:
         against copies that held everything, while the records past the cut were never swept."""
         wanted = min(limit, self.page_size)
         held: list[bytes] = []
+        at = start
         while len(held) < wanted:
-            records, following = self._range(ledger, start + len(held), wanted - len(held))
+            records, following = self._range(ledger, at, wanted - len(held))
             held.extend(records)
-            if not records or following != start + len(held):
+            # ``next`` is the height after the last record given: past a hole in the copy it is
+            # more than ``at + len(records)`` (the records name their heights, _placed).
+            if not records or following is None or following <= at:
                 break  # the copy's end (or an answer that says nothing follows)
+            at = following
         return held
 
     def _call(self, cmd: str, args: dict[str, Any]) -> Any:

@@ -26,9 +26,10 @@ from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.store import ChainStore
 from vledger.node.wire import Args
+from vledger.node.witness import HomeSigner
 from vledger.tests.integration.cluster import wait_until
 
-from .test_admin_ledger import ADMIN_KEY, ROOT, publish_admin_checkpoint
+from .test_admin_ledger import ADMIN_KEY, CLUSTER, HOME_SEED, ROOT, publish_admin_checkpoint
 
 NOTE = ledger_key("vledger", ADMIN_LEDGER, "checkpoint")
 DEADLINE = 20.0
@@ -148,6 +149,32 @@ def test_a_junk_entry_pushed_while_the_home_is_down_is_rewritten_at_its_start(ho
     home.ledger.sync()
     assert home.registry.admin_records() == [data for _, data in home.store.range_raw(ADMIN_LEDGER, 0)]
     assert [a.what for a in home.alerts] == [ADMIN_CACHE_CONFLICT]
+
+
+def test_a_junk_entry_pushed_while_the_home_is_idle_is_rewritten_at_its_next_poll(
+    home: Home, redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """acct28's left-out: the refill at each accounts poll only logged a list longer than the
+    store, so an idle home left the junk (and every other node's accounts frozen behind it) until
+    the next admin command. Now it does what a start does: rewrite and alert, unless Redis's
+    verified checkpoint covers the list past the store (the store is behind: left, logged)."""
+    home.apply("account.add", account="writer", role="writer")
+    publish_admin_checkpoint(redis_client, home.store)
+    stored = [data for _, data in home.store.range_raw(ADMIN_LEDGER, 0)]
+    redis_client.rpush(home.registry.admin_records_key, b"junk")
+    home.ledger.refill()
+    assert home.registry.admin_records() == stored
+    assert [(a.what, a.height) for a in home.alerts] == [(ADMIN_CACHE_CONFLICT, len(stored))]
+    home.ledger.refill()
+    assert len(home.alerts) == 1  # the copy is the store's again: nothing more
+    # A checkpoint the home's key signed past the store: the longer list may be genuine.
+    redis_client.rpush(home.registry.admin_records_key, b"later")
+    signed = HomeSigner(CLUSTER, HOME_SEED).sign(ADMIN_LEDGER, len(stored) + 1, bytes(32))
+    redis_client.set(NOTE, signed.note)
+    home.ledger.refill()
+    home.ledger.refill()
+    assert home.registry.admin_records() == [*stored, b"later"] and len(home.alerts) == 1
+    assert len([r for r in caplog.records if "signed past it: not refilled" in r.getMessage()]) == 1
 
 
 def test_a_node_stuck_behind_the_copy_stays_live_pending_and_alerted(

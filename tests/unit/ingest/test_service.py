@@ -426,3 +426,26 @@ def test_a_record_tampered_into_text_is_damage_when_found_by_its_hash(tmp_path: 
         pytest.raises(StoreError, match="holds a text value"),
     ):
         reader.find_hash(link)
+
+
+def test_a_range_over_a_hole_continues_after_the_last_record_it_gave(tmp_path: Path, store: ChainStore) -> None:
+    """fl28b: a store lacking heights below its head gives the records it holds (each names its
+    height, 10.6 step 1), and ``next`` was ``start + len(records)``: a reader asked again for
+    records it had just read; a page wholly in the hole said ``next`` = its own start, forever."""
+    for number in range(1, 10):
+        store.append(_entry(number))
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        conn.execute("DELETE FROM records WHERE ledger = ? AND height BETWEEN 3 AND 5", (LEDGER,))
+        conn.commit()
+    service = _service(tmp_path, store, 1)
+
+    def page(start: int, limit: int) -> tuple[list[int], int | None]:
+        reply = service.handle(KEY, encode_request(1, "range", {"ledger": LEDGER, "start": start, "limit": limit}))
+        answer = _answer(reply) if isinstance(reply, Pending) else msgpack.unpackb(reply, raw=False)
+        result = answer["result"]
+        return [decode_record(data, PROTOCOL_LIMITS).height for data in result["records"]], result["next"]
+
+    assert page(0, 8) == ([0, 1, 2, 6, 7], 8)
+    assert page(3, 3) == ([], 6)  # wholly in the hole: passed over, not asked again
+    assert page(2, 3) == ([2], 3)
+    assert page(8, 8) == ([8, 9], None)

@@ -290,7 +290,21 @@ def test_a_tail_cut_with_its_checkpoint_lines_is_reported_and_fails_when_asked(
     value = json.loads(capsys.readouterr().out)
     assert value["ok"] is False and value["require_checkpoint"] is True
     [ledger] = value["ledgers"]
-    assert (ledger["ok"], ledger["records"], ledger["vouched"], ledger["unvouched"]) == (True, 6, 0, 6)
+    # o8: the entry of the ledger that failed the run says so, and why, not "ok": true.
+    assert (ledger["ok"], ledger["records"], ledger["vouched"], ledger["unvouched"]) == (False, 6, 0, 6)
+    assert ledger["error"] == {
+        "code": "unvouched",
+        "height": 0,
+        "line": None,
+        "message": "no checkpoint: its 6 records are vouched for by nothing",
+    }
+    assert cli.main(["verify", str(cut), "--require-checkpoint", "--json"]) == 1
+    [ledger] = json.loads(capsys.readouterr().out)["ledgers"]
+    assert (ledger["ok"], ledger["error"]["code"], ledger["error"]["height"]) == (False, "unvouched", 3)
+    assert ledger["error"]["message"] == "2 records past its largest checkpoint (size 3): vouched for by nothing"
+    assert cli.main(["verify", str(bare), "--json"]) == 0  # not asked: the entry stays valid
+    [ledger] = json.loads(capsys.readouterr().out)["ledgers"]
+    assert (ledger["ok"], ledger["error"], ledger["unvouched"]) == (True, None, 6)
     assert cli.main(["verify", str(bare)]) == 0
     assert "votes: no checkpoint: its 6 records are vouched for by nothing" in capsys.readouterr().out
     # A store's records past its latest checkpoint row, the same (its signed row is of size 3).

@@ -72,6 +72,32 @@ def test_the_reader_stops_at_an_answer_that_says_nothing_follows() -> None:
     assert node.asked == [(0, PAGE)]
 
 
+class HoledNode:
+    """``range`` over a store lacking heights 5..9: the records held in the height window
+    ``start..start + limit - 1`` (at most ``cut`` heights), ``next`` after the last one given."""
+
+    def __init__(self, size: int, cut: int) -> None:
+        self.held = {height: b"%d" % height for height in range(size) if not 5 <= height <= 9}
+        self.size, self.cut = size, cut
+        self.asked: list[int] = []
+
+    def call(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        start, window = args["start"], min(args["limit"], self.cut)
+        self.asked.append(start)
+        heights = [h for h in range(start, start + window) if h in self.held]
+        end = heights[-1] + 1 if heights else start + window
+        return {"records": [self.held[h] for h in heights], "next": end if end < self.size else None}
+
+
+def test_a_page_over_a_hole_in_the_copy_reads_on_from_the_node_s_next() -> None:
+    """small28: a node's ``next`` over a hole is the height after the last record given (it was
+    ``start`` plus their count, which re-read records). Asking on from ``start`` plus the count
+    held, or stopping where ``next`` is not that, made a short page: the copy seemed to end."""
+    node = HoledNode(40, 10)
+    assert _reader(node).page("big", 0, 30) == [b"%d" % h for h in (*range(5), *range(10, 35))]
+    assert node.asked == [0, 5, 15, 25]  # no height asked twice
+
+
 def test_a_copy_that_holds_none_of_the_ledger_is_an_empty_page() -> None:
     assert _reader(CuttingNode([], 17)).page("other", 0, PAGE) == []
 
