@@ -120,6 +120,7 @@ CLUSTER_CACHE_SECONDS = 0.5
 # A checkpoint gathered (every signature line verified) serves the requests of this long:
 # under load the Ed25519 checks and the Redis read happen once, not once per request.
 CHECKPOINT_SECONDS = 1.0
+REDIS_WARN_SECONDS = 60.0  # how often a ledger's "Redis unavailable" is logged while it lasts
 STORE_LOOK_SECONDS = 1.0  # how often a thread looks whether the store's file was replaced
 PROBE_TIMEOUT = 1.0  # a node's /readyz that does not answer in this is shown down
 TILE_CACHE = 1024  # tiles kept in memory (8 MiB at most): served again without a read
@@ -379,6 +380,9 @@ class Gateway:
         # generation did not change meanwhile: else a thread still on the old file (it looks
         # only every STORE_LOOK_SECONDS) would put back what another thread's flush removed.
         self._generation = 0
+        # When each ledger's "Redis unavailable" was last logged: once a minute, not once a read
+        # (a store-only gateway, or Redis down, logged a line per request).
+        self._redis_warned: dict[str, float] = {}
         # (the file's identity, why) once a read found the store's file damaged (damaged_file):
         # true until another file is there (repaired), shown by /readyz and vledger_store_damaged.
         self._damage: tuple[tuple[int, int] | None, str] | None = None
@@ -704,7 +708,10 @@ class Gateway:
             if outside is not None:
                 notes.extend(replication.outside_cosignatures(ledger).values())
         except (redis.RedisError, OSError) as e:  # the store's own notes are still served
-            log.warning("checkpoint of %s: Redis unavailable (%s); serving what the store holds", ledger, e)
+            now = time.monotonic()
+            if now - self._redis_warned.get(ledger, -REDIS_WARN_SECONDS) >= REDIS_WARN_SECONDS:
+                self._redis_warned[ledger] = now
+                log.warning("checkpoint of %s: Redis unavailable (%s); serving what the store holds", ledger, e)
         # Each note with the key in force at its size only (13.8); the origin is the keys' name.
         # A witness whose key rotated: its keys in force now too (16.6), proven on the admin ledger.
         node_keys, histories = self.node_keys()

@@ -235,3 +235,19 @@ def test_a_voters_records_past_the_served_checkpoint_are_listed_without_a_receip
         assert shown["checkpoint"]["size"] == covered
         assert [r["receipt"] for r in shown["records"]] == [None] * len(shown["records"]) and shown["records"]
     gateway.close()
+
+
+def test_redis_down_is_logged_once_a_minute_a_ledger_not_once_a_read(
+    cluster: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A store-only gateway (or Redis down) logged a warning per checkpoint read: `make bench`'s
+    # gateway run printed 118 of them.
+    gateway = Gateway(cluster["config"], "replica-1", redis_client=NoRedis())
+    with caplog.at_level("WARNING", logger="vledger.verifier.gateway"):
+        for _ in range(3):
+            gateway._checkpoints.clear()  # past the 1 s cache: each read asks Redis again
+            assert gateway.checkpoint(LEDGER).gathered.checkpoint.size == COSIGNED_AT
+    assert [r.getMessage() for r in caplog.records].count(
+        f"checkpoint of {LEDGER}: Redis unavailable (redis is down); serving what the store holds"
+    ) == 1
+    gateway.close()
