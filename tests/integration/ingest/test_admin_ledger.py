@@ -336,7 +336,7 @@ def test_a_node_on_the_bootstrap_s_accounts_keeps_the_admin_s_key_while_the_ledg
         forged = new_keypair().public
         registry.add_key("root", forged)  # written into Redis by hand
         replica.refresh()
-        assert replica.lookup(forged) is None and reported == [[], [f"root ({fingerprint(forged)})"]]
+        assert replica.lookup(forged) is None and reported == [[], [f"root ({fingerprint(forged)}): refused"]]
     finally:
         store.close()
 
