@@ -105,7 +105,9 @@ class TallyWatch:
         self.client = client
         # The observers' key rotations the admin ledger proves (its cache in Redis by default), never
         # fewer than proven before (outsider o8 J5).
-        self._rotations = ProvenRotations(rotations) if rotations is not None else ProvenRotations.of_redis(config, client)
+        self._rotations = (
+            ProvenRotations(rotations) if rotations is not None else ProvenRotations.of_redis(config, client)
+        )
         # (ledger, observer) -> when an entry of it was first seen failing its signature, until
         # one at or past it verifies (see KEY_LAG_S)
         self._failing: dict[tuple[str, str], _Failing] = {}
