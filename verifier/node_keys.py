@@ -95,7 +95,7 @@ def follow_redis(config: ClusterConfig, client: Any) -> tuple[dict[str, Any], ..
 
 
 class ProvenRotations:
-    """The key rotations ``read`` proves now (:func:`follow_redis` by default), unless fewer than
+    """The key rotations ``read`` proves now (:meth:`of_redis`: Redis's cache), unless fewer than
     this reader proved before: a key view never goes back (PROTOCOL 16.4, "a node keeps what it
     proved"). The admin ledger only grows, so a shorter list is an older, genuinely signed
     checkpoint set back in Redis (by an insider, or a restored dump): taken, it checked an
