@@ -75,7 +75,7 @@ from ..node.witness import (
     witness_keys_in_force,
     witness_name,
 )
-from ..verifier.node_keys import follow_redis, witness_histories_of
+from ..verifier.node_keys import ProvenRotations, witness_histories_of
 from .args import config_file
 from .client_output import table
 from .watching import watch_rounds
@@ -248,13 +248,15 @@ class Checker:
     A ledger's checkpoints are checked with its home's ``<home>.sign.pub`` (the version rule
     of PROTOCOL 10.7: this command reads no genesis); a key file missing checks nothing. Given
     ``client``, a witness whose key rotated is checked by its keys in force (PROTOCOL 16.6),
-    the rotations proven by the admin ledger's cache in that Redis."""
+    the rotations proven by the admin ledger's cache in that Redis: a ``--watch``'s rounds never
+    fewer than an earlier round proved (ProvenRotations)."""
 
     def __init__(self, config: ClusterConfig, client: Any = None) -> None:
         self.config = config
         self.client = client
         self._raw: dict[str, bytes | None] = {}
         self._read: tuple[float, dict[str, KeyHistory]] | None = None  # (monotonic time, histories)
+        self._rotations = ProvenRotations.of_redis(config, client)
         self._witness_files: tuple[VerifierKey, ...] | None = None  # the followers' key files' keys
 
     def _histories(self) -> dict[str, KeyHistory]:
@@ -266,7 +268,7 @@ class Checker:
         if self._read is not None and time.monotonic() - self._read[0] < HISTORIES_FOR_S:
             return self._read[1]
         try:
-            histories = witness_histories_of(witness_keys(self.config), follow_redis(self.config, self.client))
+            histories = witness_histories_of(witness_keys(self.config), self._rotations())
         except (redis.RedisError, OSError, VledgerError):
             return {}
         self._read = (time.monotonic(), histories)

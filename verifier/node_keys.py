@@ -11,7 +11,7 @@ inclusion proof. A copy that disagrees with the note proves nothing and is logge
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..broker.signing import admin_checkpoint_key, witness_keys
@@ -62,10 +62,12 @@ def witness_histories_of(
     return {node: h for node, h in histories.items() if len(h.generations) > 1}
 
 
-def rotated_witness_keys_now(config: ClusterConfig, client: Any, now_ms: int) -> list[VerifierKey]:
+def rotated_witness_keys_now(
+    config: ClusterConfig, rotations: Iterable[Mapping[str, Any]], now_ms: int
+) -> list[VerifierKey]:
     """The cosignature keys in force at ``now_ms`` of the cluster's witnesses whose key rotated,
-    as the admin ledger's cache in Redis proves it (:func:`follow_redis`). Raises Redis errors."""
-    histories = witness_histories_now(config, client)
+    as ``rotations`` (proven: a :class:`ProvenRotations`' list) say."""
+    histories = witness_histories_of(witness_keys(config), rotations)
     return witness_keys_in_force(config.name, histories, histories, now_ms)
 
 
@@ -90,3 +92,33 @@ def follow_redis(config: ClusterConfig, client: Any) -> tuple[dict[str, Any], ..
     records = AccountRegistry(client).admin_records()
     note = client.get(ReplicationLedger(client).checkpoint_key(ADMIN_LEDGER))
     return follow_copy(records, [note] if note else [], admin_key)[1]
+
+
+class ProvenRotations:
+    """The key rotations ``read`` proves now (:meth:`of_redis`: Redis's cache), unless fewer than
+    this reader proved before: a key view never goes back (PROTOCOL 16.4, "a node keeps what it
+    proved"). The admin ledger only grows, so a shorter list is an older, genuinely signed
+    checkpoint set back in Redis (by an insider, or a restored dump): taken, it checked an
+    observer's tallies signed with its new key against its replaced one (outsider o8 J5), and
+    left a rotated witness's cosignatures by its new key uncounted. Raises what ``read`` raises."""
+
+    def __init__(self, read: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        self._read = read
+        self._proven: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def of_redis(cls, config: ClusterConfig, client: Any) -> ProvenRotations:
+        """Those the admin ledger's cache in ``client``'s Redis proves (:func:`follow_redis`)."""
+        return cls(lambda: follow_redis(config, client))
+
+    def __call__(self) -> tuple[Mapping[str, Any], ...]:
+        rotations = tuple(self._read())
+        if len(rotations) < len(self._proven):
+            log.warning(
+                "the admin ledger's copy in Redis proves %d key rotations, %d were proven before: those stay in force",
+                len(rotations),
+                len(self._proven),
+            )
+            return self._proven
+        self._proven = rotations
+        return rotations

@@ -42,7 +42,7 @@ from ..node.note import VerifierKey
 from ..node.wire import PROTOCOL_VERSION, parse_request, reply_error, reply_ok, request_id_of
 from ..node.witness import home_key
 from .checks import ClusterChecks, NodeReader, Stopped
-from .node_keys import rotated_witness_keys_now
+from .node_keys import ProvenRotations, rotated_witness_keys_now
 from .sweep import PagePool
 from .tally_watch import TallyWatch
 
@@ -177,21 +177,23 @@ def home_sign_key(config: ClusterConfig, ledger: str) -> VerifierKey | None:
 class WitnessKeys:
     """The cluster's witness keys now: each witness's key file and, when its key rotated, the
     keys in force that the admin ledger's cache in Redis proves (PROTOCOL 16.6), read again at
-    most every WITNESS_KEYS_FOR_S. What a note the standby's key signed must be cosigned by
-    (10.9); a Redis that cannot say leaves the key files' alone."""
+    most every WITNESS_KEYS_FOR_S, never fewer rotations than proven before (ProvenRotations).
+    What a note the standby's key signed must be cosigned by (10.9); a Redis that cannot say
+    leaves the key files' alone."""
 
     def __init__(self, config: ClusterConfig, client: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.client = client
         self._clock = clock
         self._files = tuple(witness_keys(config).values())
+        self._rotations = ProvenRotations.of_redis(config, client)
         self._read: tuple[float, tuple[VerifierKey, ...]] | None = None
 
     def __call__(self) -> tuple[VerifierKey, ...]:
         now = self._clock()
         if self._read is None or now - self._read[0] >= WITNESS_KEYS_FOR_S:
             try:
-                rotated = tuple(rotated_witness_keys_now(self.config, self.client, time.time_ns() // 1_000_000))
+                rotated = tuple(rotated_witness_keys_now(self.config, self._rotations(), time.time_ns() // 1_000_000))
             except (*REDIS_ERRORS, VledgerError) as e:
                 log.info("the witnesses' rotated keys cannot be read (%s): their key files alone", e)
                 rotated = () if self._read is None else self._read[1]

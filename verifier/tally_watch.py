@@ -33,7 +33,7 @@ from ..broker.tallies import Published, TallyBoard
 from ..config.cluster import ClusterConfig
 from ..node.errors import SignatureError, VledgerError
 from ..node.node_key_rotation import KeyHistory
-from .node_keys import follow_redis
+from .node_keys import ProvenRotations
 from .tally import (
     LOOK_PAGE,
     LOOK_PAGES,
@@ -103,8 +103,11 @@ class TallyWatch:
     ) -> None:
         self.config = config
         self.client = client
-        # The observers' key rotations the admin ledger proves (its cache in Redis by default).
-        self._rotations = rotations or (lambda: follow_redis(config, client))
+        # The observers' key rotations the admin ledger proves (its cache in Redis by default), never
+        # fewer than proven before (outsider o8 J5).
+        self._rotations = (
+            ProvenRotations(rotations) if rotations is not None else ProvenRotations.of_redis(config, client)
+        )
         # (ledger, observer) -> when an entry of it was first seen failing its signature, until
         # one at or past it verifies (see KEY_LAG_S)
         self._failing: dict[tuple[str, str], _Failing] = {}
@@ -112,10 +115,6 @@ class TallyWatch:
         self.board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)
         self._clock = clock
         self._keys: tuple[float, dict[str, VerifyKey | None], Mapping[str, KeyHistory]] | None = None
-        # The most rotations ever proven here: a shorter list read later (an older, genuinely signed
-        # checkpoint of the admin ledger set back in Redis) is not taken, for an observer's entries
-        # signed with its new key then failed with its replaced one (outsider o8 J5).
-        self._proven: tuple[Mapping[str, Any], ...] = ()
         # (ledger, observer) -> entry id -> the entry raised as bad_signature: resolved once each
         # verifies with the keys proven now (see cleared)
         self._raised: dict[tuple[str, str], dict[str, Published]] = {}
@@ -133,7 +132,7 @@ class TallyWatch:
         if self._keys is None or now - self._keys[0] >= max_age_s:
             keys = observer_keys(self.config)
             try:
-                histories: Mapping[str, KeyHistory] = observer_histories(keys, self._newest_proven())
+                histories: Mapping[str, KeyHistory] = observer_histories(keys, self._rotations())
             except (*REDIS_ERRORS, VledgerError) as e:
                 log.info("the observers' rotated keys cannot be read (%s): their key files alone", e)
                 histories = {} if self._keys is None else self._keys[2]
@@ -141,19 +140,6 @@ class TallyWatch:
                 self._key_set += 1
             self._keys = (now, keys, histories)
         return self._keys[1], self._keys[2]
-
-    def _newest_proven(self) -> tuple[Mapping[str, Any], ...]:
-        """The rotations read now, unless fewer than were proven before: a key view never goes back."""
-        rotations = tuple(self._rotations())
-        if len(rotations) < len(self._proven):
-            log.warning(
-                "the admin ledger's copy in Redis proves %d key rotations, %d were proven before: those stay in force",
-                len(rotations),
-                len(self._proven),
-            )
-            return self._proven
-        self._proven = rotations
-        return rotations
 
     def cleared(self, ledger: str, open_alerts: Mapping[str, Mapping[str, Any]]) -> list[str]:
         """The observers of ``ledger`` whose entries raised as ``bad_signature`` all verify with the

@@ -6,6 +6,7 @@ node runs here.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import tempfile
@@ -18,7 +19,11 @@ from vledger.broker.accounts import AccountRegistry, heartbeat_window
 from vledger.broker.redis_server import RedisServer, connect, free_port, shown_url
 from vledger.broker.replication import ReplicationLedger, StreamRecord
 from vledger.broker.signing import generate_signing_key, load_signing_key, new_signing_key, signing_key_paths
+from vledger.config.cluster import load_cluster
+from vledger.node import tree
 from vledger.node.errors import RedisServerError
+from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
+from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
 from vledger.tools import cli, repl_commands
 from vledger.tools.repl_commands import EXIT_FAILED, EXIT_LAGGING, EXIT_OK, ledger_status
@@ -415,6 +420,46 @@ def test_cosignatures_are_counted_only_when_they_verify_with_the_key_files(
     repl.publish_cosignature(ELECTION, "replica-2", 10, forged)  # its name, another key: not counted
     out = run(capsys, "repl", "status", "--config", config)[1]
     assert "election-2026  size 10: 1 cosignature (replica-1)" in out
+
+
+def _admin_checkpoint(repl: ReplicationLedger, records: list[bytes], home: SignerKey) -> None:
+    """The admin ledger's cache in Redis made ``records``, with ``home``'s checkpoint of them."""
+    AccountRegistry(repl.client).rewrite_admin_records(records)
+    frontier = tree.Frontier()
+    for record in records:
+        frontier.append(tree.leaf_hash(record))
+    body = Checkpoint(home.name, len(records), frontier.root()).body()
+    repl.client.set(repl.checkpoint_key(ADMIN_LEDGER), Note(body, (sign(body, home),)).encode())
+
+
+def test_a_watch_keeps_counting_a_rotated_witness_when_redis_s_admin_checkpoint_is_set_back(
+    config: Path, repl: ReplicationLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wk28 (outsider o8 J5's rule): `repl status --watch` read the rotations again each round from
+    whatever admin checkpoint Redis held; one set back to before replica-1's rotation stopped its
+    cosignatures by its new key from counting. A round never proves fewer rotations than one before."""
+    monkeypatch.setattr(repl_commands, "HISTORIES_FOR_S", 0.0)  # each round reads the rotations again
+    vector = json.loads((Path(__file__).parents[2] / "vectors" / "node_keys.json").read_text(encoding="utf-8"))
+    records = [base64.b64decode(r) for r in vector["admin_records_b64"]]  # genesis, account, replica-1's rotation
+    keys = config.parent / "keys"
+    for name in ("ingest-1", "replica-1"):
+        generate_signing_key(keys, name)
+    seed = load_signing_key(signing_key_paths(keys, "ingest-1")[0]).seed  # the admin home's and election's
+    stream(repl, ELECTION, "ingest-1", 10)
+    latest = HomeSigner("test", seed).sign(ELECTION, 10, bytes(range(32)))
+    repl.set_checkpoints({ELECTION: latest.note})
+    new_key = WitnessSigner(witness_name("test", "replica-1"), bytes([22]) * 32)  # tests/vectors/generate.py's
+    repl.publish_cosignature(ELECTION, "replica-1", 10, new_key.cosign(latest, 1_790_010_000))  # past its window
+    admin = SignerKey("test/admin", ALG_ED25519, seed)
+    _admin_checkpoint(repl, records, admin)
+    checker = repl_commands.Checker(load_cluster(config), repl.client)
+    assert checker.witnessed(repl, ELECTION, ["replica-1"], latest.note).cosigned == {"replica-1": 10}
+    _admin_checkpoint(repl, records[:2], admin)  # set back to before the rotation
+    for _ in range(2):
+        assert checker.witnessed(repl, ELECTION, ["replica-1"], latest.note).cosigned == {"replica-1": 10}
+    # A status started now never proved the rotation: the set-back copy is all it has.
+    fresh = repl_commands.Checker(load_cluster(config), repl.client)
+    assert fresh.witnessed(repl, ELECTION, ["replica-1"], latest.note).cosigned == {}
 
 
 def test_catching_up_turns_the_exit_code_to_0(

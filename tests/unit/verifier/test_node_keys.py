@@ -7,12 +7,16 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
+from vledger.broker.accounts import AccountRegistry
 from vledger.broker.redis_server import connect, free_port
-from vledger.broker.signing import generate_signing_key, load_verify_key, signing_key_paths
-from vledger.config.cluster import cluster_from_mapping
+from vledger.broker.replication import ReplicationLedger
+from vledger.broker.signing import generate_signing_key, load_signing_key, load_verify_key, signing_key_paths
+from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.node import tree
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, parse_verifier_key, sign
+from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.witness import witness_key, witness_name
 from vledger.verifier.node_keys import follow_copy, witness_histories_of
 from vledger.verifier.process import WitnessKeys
@@ -55,14 +59,12 @@ def test_a_note_past_the_copy_or_a_copy_that_is_not_the_signed_tree_proves_nothi
     assert follow_copy([*RECORDS[:2], record], [_note(RECORDS)], ADMIN.verifier()) == (None, ())
 
 
-def test_the_verifier_s_witness_keys_are_the_key_files_and_redis_proves_no_other(tmp_path: Path) -> None:
-    """verifier/process.py WitnessKeys: what a note the standby's key signed must be cosigned by
-    (PROTOCOL 10.9): each replica's and observer's key file, not the home's; with no Redis to
-    prove a rotation, no other key joins them and nothing is raised."""
+def _cluster(tmp_path: Path) -> ClusterConfig:
+    """A cluster "local" of ingest-1 (the admin home), replica-1 and observer-1, with key files."""
     keys = tmp_path / "keys"
     for name in ("ingest-1", "replica-1", "observer-1"):
         generate_signing_key(keys, name)
-    config = cluster_from_mapping(
+    return cluster_from_mapping(
         {
             "cluster": {"name": "local", "keys": str(keys), "default_home": "ingest-1"},
             "nodes": {
@@ -73,6 +75,14 @@ def test_the_verifier_s_witness_keys_are_the_key_files_and_redis_proves_no_other
         },
         tmp_path / "cluster.toml",
     )
+
+
+def test_the_verifier_s_witness_keys_are_the_key_files_and_redis_proves_no_other(tmp_path: Path) -> None:
+    """verifier/process.py WitnessKeys: what a note the standby's key signed must be cosigned by
+    (PROTOCOL 10.9): each replica's and observer's key file, not the home's; with no Redis to
+    prove a rotation, no other key joins them and nothing is raised."""
+    config = _cluster(tmp_path)
+    keys = config.keys_dir
     expected = {
         witness_key(witness_name("local", name), load_verify_key(signing_key_paths(keys, name)[1]).raw)
         for name in ("replica-1", "observer-1")
@@ -86,3 +96,30 @@ def test_the_verifier_s_witness_keys_are_the_key_files_and_redis_proves_no_other
         assert set(found()) == expected
     finally:
         client.close()
+
+
+def test_the_verifier_s_witness_keys_keep_a_rotation_once_proven_when_redis_s_admin_checkpoint_is_set_back(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    """wk28 (outsider o8 J5's other reader): replica-1's key rotated (past its window, so only its
+    new key cosigns), then an older, genuinely signed checkpoint of the admin ledger from before
+    the rotation was set in Redis with the copy cut to it. WitnessKeys took that shorter view and
+    dropped the new key: a standby's note cosigned by the honest, rotated replica-1 lacked its
+    cosignature (PROTOCOL 10.9). A key view proven once never goes back."""
+    config = _cluster(tmp_path)
+    seed = load_signing_key(signing_key_paths(config.keys_dir, "ingest-1")[0]).seed
+    admin = SignerKey("local/admin", ALG_ED25519, seed)  # the admin home's key signs the admin checkpoints
+    registry, replication = AccountRegistry(redis_client), ReplicationLedger(redis_client)
+    registry.push_admin_records(0, RECORDS)  # genesis, account, replica-1's key_rotation
+    redis_client.set(replication.checkpoint_key(ADMIN_LEDGER), _note(RECORDS, admin))
+    rotated = parse_verifier_key(VECTOR["rotated_witness_key"])
+    now = [0.0]
+    found = WitnessKeys(config, redis_client, clock=lambda: now[0])
+    assert rotated in found()  # the rotation is proven
+    registry.rewrite_admin_records(RECORDS[:2])  # set back to before the rotation
+    redis_client.set(replication.checkpoint_key(ADMIN_LEDGER), _note(RECORDS[:2], admin))
+    for _ in range(2):
+        now[0] += 61  # read again from the set-back copy
+        assert rotated in found()
+    # A verifier started now has never proven the rotation: the set-back copy is all it has.
+    assert rotated not in WitnessKeys(config, redis_client, clock=lambda: now[0])()
