@@ -235,9 +235,10 @@ class SignedAdminSource:
 
     def _read_kept(self, note: bytes | None) -> None:
         """Take what the node kept of an earlier run, as far as its note proves it, unless Redis's
-        checkpoint ``note`` (verified) is newer than it or contradicts it: a file kept before a
-        revocation must not let the revoked key in past a checkpoint that holds it; the node then
-        waits for Redis's copy as one with no file would (logged either way)."""
+        checkpoint ``note`` (verified) is newer than it or contradicts it, or, with no checkpoint
+        proving all of it, Redis's copy holds records the file lacks: a file kept before a
+        revocation must not let the revoked key in; the node then waits for Redis's copy as one
+        with no file would (logged either way)."""
         assert self.kept is not None
         try:
             kept = self.kept.load()
@@ -250,9 +251,10 @@ class SignedAdminSource:
             self._warn("the admin ledger's checkpoint key is unknown here: no record of it counts")
             return
         where = f"the copy of the admin ledger kept in {self.kept.path}"
+        proven = 0
         if note is not None and _verifies(note, self.admin_key):
             try:
-                proven_admin_records(kept[0], note, self.admin_key)
+                proven = len(proven_admin_records(kept[0], note, self.admin_key))
             except VledgerError as e:
                 # Info: a node restarted after an admin change finds this (Redis's copy is then
                 # proven instead, or its failure is logged as one).
@@ -264,9 +266,21 @@ class SignedAdminSource:
                     e.message,
                 )
                 return
+        if proven < len(kept[0]) and not self._prefix_of(kept[0]):
+            # No checkpoint vouches for the file (deleted, or an older one set back: review r14
+            # F1) and Redis's list holds records the file lacks, maybe a revocation made while
+            # the node was down: the file would let the revoked key in again.
+            logger.info("%s is not used: Redis's copy of the admin ledger holds records it lacks", where)
+            return
         self._take(*kept, self.admin_key, where=where)
         if self._held:
             logger.info("%s: %d records proven", where, len(self._held))
+
+    def _prefix_of(self, kept: list[bytes]) -> bool:
+        """Whether Redis's copy is empty (Redis lost its data: the case the file is kept for) or
+        byte for byte the first records of ``kept`` (nothing there the file does not hold)."""
+        cached = self.registry.admin_records()
+        return len(cached) <= len(kept) and cached == kept[: len(cached)]
 
     def _take(self, records: list[bytes], note: bytes, admin_key: VerifierKey, where: str = REDIS_COPY) -> None:
         try:

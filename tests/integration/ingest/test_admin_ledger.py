@@ -16,7 +16,13 @@ from nacl.signing import SigningKey
 
 from vledger.broker import accounts as accounts_module
 from vledger.broker.accounts import AccountCache, AccountError, AccountRegistry
-from vledger.broker.admin_copy import FIRST_PROOF_WAIT, KEPT_ADMIN_COPY, KeptAdminCopy, SignedAdminSource
+from vledger.broker.admin_copy import (
+    FIRST_PROOF_WAIT,
+    KEPT_ADMIN_COPY,
+    UNPROVEN_ADMIN_LEDGER,
+    KeptAdminCopy,
+    SignedAdminSource,
+)
 from vledger.broker.curve import AllowList
 from vledger.broker.keys import fingerprint, new_keypair
 from vledger.broker.redis_keys import ledger_key
@@ -229,6 +235,36 @@ def test_a_kept_copy_older_than_redis_s_checkpoint_never_brings_back_a_revoked_k
     redis_client.delete(registry.admin_records_key)
     again = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load().records
     assert again is not None and [r.link for r in again] == [r.link for r in after]
+
+
+def test_a_kept_copy_is_not_used_without_a_checkpoint_while_redis_s_copy_holds_more(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
+) -> None:
+    """Review r14 F1: a node down while its key was revoked, restarted while an insider deletes
+    Redis's checkpoint of the admin ledger (r13 #1's loop), enforced its older file: the revoked
+    key was let in again, though Redis's copy plainly held the revocation."""
+    registry, home_store, admin = home
+    stolen = new_keypair().public
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    admin.apply("key.add", Args({"account": "treasurer", "key": stolen}), ROOT)
+    publish_admin_checkpoint(redis_client, home_store)
+    kept = KeptAdminCopy(tmp_path / "replica-1" / KEPT_ADMIN_COPY)
+    source = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept)
+    before = source.load().records
+    source.keep()
+    assert before is not None and kept.load() is not None
+    admin.apply("key.revoke", Args({"key": stolen}), ROOT)  # while the node is down
+    note_key = ledger_key("vledger", ADMIN_LEDGER, "checkpoint")
+    redis_client.delete(note_key)
+    assert SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load() == UNPROVEN_ADMIN_LEDGER
+    # Redis's copy no longer than the file, the file's own first records: the file is used (a
+    # Redis cut short, or emptied, is what it is kept for).
+    redis_client.ltrim(registry.admin_records_key, 0, len(before) - 2)
+    again = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load().records
+    assert again is not None and [r.link for r in again] == [r.link for r in before]
+    # One that holds another record than the file's at a height: not used.
+    redis_client.lset(registry.admin_records_key, 1, b"junk")
+    assert SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load() == UNPROVEN_ADMIN_LEDGER
 
 
 def publish_admin_checkpoint(redis_client: Any, store: ChainStore, size: int | None = None) -> None:
