@@ -482,6 +482,26 @@ def test_a_copy_never_proven_whole_is_left_for_its_proven_records_after_a_while(
         other.stop()
 
 
+def test_a_node_on_the_bootstrap_s_accounts_leaves_them_after_a_while_with_no_checkpoint_at_all(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any
+) -> None:
+    """Review r14 F5: the wait started at the first checkpoint seen, so one deleted in a loop kept
+    a node on Redis's (forgeable) accounts for good; it starts when the list first holds records."""
+    registry, _, admin = home
+    clock = [100.0]
+    source = SignedAdminSource(redis_client, ADMIN_KEY, clock=lambda: clock[0])
+    assert source.load().records is None  # the bootstrap's accounts, the list empty
+    admin.apply("account.add", Args({"account": "writer", "role": "writer"}), ROOT)
+    assert registry.admin_size() > 0 and redis_client.get(ledger_key("vledger", ADMIN_LEDGER, "checkpoint")) is None
+    assert source.load().records is None
+    clock[0] += FIRST_PROOF_WAIT - 1
+    assert source.load().records is None
+    clock[0] += 1
+    assert source.load() == UNPROVEN_ADMIN_LEDGER
+    clock[0] += FIRST_PROOF_WAIT
+    assert source.load() == UNPROVEN_ADMIN_LEDGER
+
+
 def test_another_node_reads_its_grants_from_the_cache_once_the_home_s_checkpoint_proves_them(
     home: tuple[AccountRegistry, ChainStore, RegistryAdmin], tmp_path: Path, redis_client: Any
 ) -> None:
