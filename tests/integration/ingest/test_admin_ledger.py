@@ -35,7 +35,7 @@ from vledger.ingest.service import Caller
 from vledger.node.errors import AdminLedgerExistsError, LastAdminError, NotGrantedError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, VerifierKey, origin_for, parse_checkpoint, parse_note
-from vledger.node.record import Content, Entry
+from vledger.node.record import Content, Entry, Record
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.store import ChainStore
@@ -203,13 +203,10 @@ def test_a_node_keeps_what_it_proved_and_takes_it_back_at_a_start_while_redis_lo
     assert SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load().records is None
 
 
-def test_a_kept_copy_older_than_redis_s_checkpoint_never_brings_back_a_revoked_key(
-    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
-) -> None:
-    """Redis28 review: a node down while its key was revoked kept a file that still lets it in;
-    restarted while Redis held the home's newer checkpoint but not the records (lost, not yet put
-    back), it enforced that file: the revoked key was let in again."""
-    registry, home_store, admin = home
+def _kept_with_a_key(
+    admin: RegistryAdmin, redis_client: Any, home_store: ChainStore, tmp_path: Path
+) -> tuple[str, KeptAdminCopy, tuple[Record, ...]]:
+    """A writer given a key (to be stolen), proven and kept by replica-1: the key, the file, its records."""
     stolen = new_keypair().public
     admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
     admin.apply("key.add", Args({"account": "treasurer", "key": stolen}), ROOT)
@@ -219,6 +216,17 @@ def test_a_kept_copy_older_than_redis_s_checkpoint_never_brings_back_a_revoked_k
     before = source.load().records
     source.keep()
     assert before is not None and kept.load() is not None
+    return stolen, kept, before
+
+
+def test_a_kept_copy_older_than_redis_s_checkpoint_never_brings_back_a_revoked_key(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
+) -> None:
+    """Redis28 review: a node down while its key was revoked kept a file that still lets it in;
+    restarted while Redis held the home's newer checkpoint but not the records (lost, not yet put
+    back), it enforced that file: the revoked key was let in again."""
+    registry, home_store, admin = home
+    stolen, kept, before = _kept_with_a_key(admin, redis_client, home_store, tmp_path)
     # The node is down: the key is revoked, and the home's checkpoint proves it.
     admin.apply("key.revoke", Args({"key": stolen}), ROOT)
     publish_admin_checkpoint(redis_client, home_store)
@@ -244,15 +252,7 @@ def test_a_kept_copy_is_not_used_without_a_checkpoint_while_redis_s_copy_holds_m
     Redis's checkpoint of the admin ledger (r13 #1's loop), enforced its older file: the revoked
     key was let in again, though Redis's copy plainly held the revocation."""
     registry, home_store, admin = home
-    stolen = new_keypair().public
-    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
-    admin.apply("key.add", Args({"account": "treasurer", "key": stolen}), ROOT)
-    publish_admin_checkpoint(redis_client, home_store)
-    kept = KeptAdminCopy(tmp_path / "replica-1" / KEPT_ADMIN_COPY)
-    source = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept)
-    before = source.load().records
-    source.keep()
-    assert before is not None and kept.load() is not None
+    stolen, kept, before = _kept_with_a_key(admin, redis_client, home_store, tmp_path)
     admin.apply("key.revoke", Args({"key": stolen}), ROOT)  # while the node is down
     note_key = ledger_key("vledger", ADMIN_LEDGER, "checkpoint")
     redis_client.delete(note_key)
