@@ -10,9 +10,10 @@ proves (node/admin_copy.py) and never goes back: a shorter or different copy in 
 
 Nor does it go back from the bootstrap: a node that let in Redis's accounts while no checkpoint
 of the admin ledger existed (and said so: the admin's commands answered) leaves them for the
-ledger's only once a checkpoint proves every record it saw, or FIRST_PROOF_WAIT after the first
-one came. The home's outbox sets a checkpoint in Redis a pass after the records it covers, or
-before the home has copied them there: its first one proved a prefix, or nothing, and a writer
+ledger's only once a checkpoint proves every record it saw, or FIRST_PROOF_WAIT after it first
+saw records in the list (with no checkpoint by then: no account, until one proves them). The
+home's outbox sets a checkpoint in Redis a pass after the records it covers, or before the home
+has copied them there: its first one proved a prefix, or nothing, and a writer
 the admin had just added was refused until the next (the e2e fault drill's "writer of notes
 stopped: forbidden"). "Every record it saw" is a whole command's: the home copies them in one
 step (the ledger's genesis with its import records), so a checkpoint of the genesis alone never
@@ -161,8 +162,8 @@ class SignedAdminSource:
         self._seen: tuple[int, bytes | None] | None = None  # (cache size, note) of the last load
         self._last = NO_ADMIN_LEDGER
         self._warned: str | None = None
-        # Since when a checkpoint is there that does not prove all of the copy a node on the
-        # bootstrap's accounts saw (None: no such wait).
+        # Since when a node on the bootstrap's accounts has seen records in the list that no
+        # checkpoint proves all of (None: no such wait).
         self._first_proof_since: float | None = None
         self.kept = kept
         self._unread = kept is not None  # the kept copy is read at the first load
@@ -191,8 +192,15 @@ class SignedAdminSource:
             # records came before their checkpoint. A node that meets records and no checkpoint
             # first (restarted while an insider deletes the key in a loop: r13 #1) would take
             # Redis's accounts as they are, a forged admin's too: it enforces none until one proves.
-            if size == 0 or bootstrap:
+            if size == 0 or (bootstrap and not self._waited()):
                 return self._bootstrap(size)
+            if bootstrap:
+                logger.warning(
+                    "no checkpoint of the admin ledger came within %g s of its first records (%d in Redis's copy):"
+                    " no account is enforced until one proves them",
+                    FIRST_PROOF_WAIT,
+                    size,
+                )
             self._last = UNPROVEN_ADMIN_LEDGER
             return self._last
         if self.admin_key is None:
@@ -212,18 +220,25 @@ class SignedAdminSource:
         self._last = AdminCopy(None, size > 0, unchecked)
         return self._last
 
+    def _waited(self) -> bool:
+        """Whether FIRST_PROOF_WAIT passed since a node on the bootstrap's accounts first saw
+        records in the list that no checkpoint proves all of (the wait starts there, not at a
+        first checkpoint: one deleted in a loop kept the node on Redis's accounts for good,
+        review r14 F5)."""
+        now = self._clock()
+        if self._first_proof_since is None:
+            self._first_proof_since = now
+        return now - self._first_proof_since >= FIRST_PROOF_WAIT
+
     def _proves_all(self, records: list[bytes], note: bytes, admin_key: VerifierKey) -> bool:
         """Whether a node on the bootstrap's accounts leaves them now: ``note`` proves every one
-        of ``records``, or FIRST_PROOF_WAIT passed since a checkpoint first came (then logged)."""
+        of ``records``, or FIRST_PROOF_WAIT passed since the list first held records (then logged)."""
         try:
             if len(proven_admin_records(records, note, admin_key)) == len(records):
                 return True
         except VledgerError:
             pass  # judged, and logged, by _take once the wait is over
-        now = self._clock()
-        if self._first_proof_since is None:
-            self._first_proof_since = now
-        if now - self._first_proof_since < FIRST_PROOF_WAIT:
+        if not self._waited():
             return False
         logger.warning(
             "no checkpoint of the admin ledger proved all of Redis's copy of it (%d records) within %g s:"
@@ -235,9 +250,10 @@ class SignedAdminSource:
 
     def _read_kept(self, note: bytes | None) -> None:
         """Take what the node kept of an earlier run, as far as its note proves it, unless Redis's
-        checkpoint ``note`` (verified) is newer than it or contradicts it: a file kept before a
-        revocation must not let the revoked key in past a checkpoint that holds it; the node then
-        waits for Redis's copy as one with no file would (logged either way)."""
+        checkpoint ``note`` (verified) is newer than it or contradicts it, or, with no checkpoint
+        proving all of it, Redis's copy holds records the file lacks: a file kept before a
+        revocation must not let the revoked key in; the node then waits for Redis's copy as one
+        with no file would (logged either way)."""
         assert self.kept is not None
         try:
             kept = self.kept.load()
@@ -250,9 +266,10 @@ class SignedAdminSource:
             self._warn("the admin ledger's checkpoint key is unknown here: no record of it counts")
             return
         where = f"the copy of the admin ledger kept in {self.kept.path}"
+        proven = 0
         if note is not None and _verifies(note, self.admin_key):
             try:
-                proven_admin_records(kept[0], note, self.admin_key)
+                proven = len(proven_admin_records(kept[0], note, self.admin_key))
             except VledgerError as e:
                 # Info: a node restarted after an admin change finds this (Redis's copy is then
                 # proven instead, or its failure is logged as one).
@@ -264,9 +281,21 @@ class SignedAdminSource:
                     e.message,
                 )
                 return
+        if proven < len(kept[0]) and not self._prefix_of(kept[0]):
+            # No checkpoint vouches for the file (deleted, or an older one set back: review r14
+            # F1) and Redis's list holds records the file lacks, maybe a revocation made while
+            # the node was down: the file would let the revoked key in again.
+            logger.info("%s is not used: Redis's copy of the admin ledger holds records it lacks", where)
+            return
         self._take(*kept, self.admin_key, where=where)
         if self._held:
             logger.info("%s: %d records proven", where, len(self._held))
+
+    def _prefix_of(self, kept: list[bytes]) -> bool:
+        """Whether Redis's copy is empty (Redis lost its data: the case the file is kept for) or
+        byte for byte the first records of ``kept`` (nothing there the file does not hold)."""
+        cached = self.registry.admin_records()
+        return len(cached) <= len(kept) and cached == kept[: len(cached)]
 
     def _take(self, records: list[bytes], note: bytes, admin_key: VerifierKey, where: str = REDIS_COPY) -> None:
         try:

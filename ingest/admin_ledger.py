@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..broker.accounts import Account, AccountRegistry, Role
+from ..broker.accounts import Account, AccountRegistry, Role, admin_record_digest, admin_records_digest
 from ..broker.admin_copy import NO_ADMIN_LEDGER, AdminCopy
 from ..broker.redis_keys import ledger_key
 from ..broker.replication import REDIS_ERRORS, Alert
@@ -102,6 +102,7 @@ class AdminLedger:
         # here): the next push starts there, not at the list's length, which a junk entry
         # pushed by hand makes look like the home's next record already there (r13 #3).
         self._known: int | None = None
+        self._digests: list[str] = []  # admin_record_digest of the store's records, from height 0
         self.note_key = ledger_key(registry.namespace, ADMIN_LEDGER, "checkpoint")
         self._lock = threading.Lock()
 
@@ -167,7 +168,7 @@ class AdminLedger:
         try:
             version = self.registry.push_admin_records(start, missing)
         except AdminCacheConflictError as e:
-            return self._rewrite(start, e.message)
+            return self._rewrite(e.height, e.message)
         self._known = start + len(missing)
         return version
 
@@ -218,6 +219,9 @@ class AdminLedger:
                 )
             # Records no checkpoint of this home signs, or others than its own: written by hand.
             differs = next((h for h, (a, b) in enumerate(zip(cached, stored, strict=False)) if a != b), None)
+            # Compared: the next command pushes from there, and junk pushed before it is found
+            # (left None, it started at the list's length, past the junk: review r14 F2).
+            self._known = min(len(cached), len(stored))
             if differs is not None or len(cached) > len(stored):
                 self._rewrite(len(stored) if differs is None else differs, "found at its start")
             self._fill(len(cached))
@@ -266,6 +270,7 @@ class AdminLedger:
             cached = self.registry.admin_size()
             if cached == size and self.registry.version() > 0:
                 self._refused = None
+                self._check_bytes(size)
                 resolved = self._lost and _note_size(self.registry.client.get(self.note_key)) >= size
                 if not resolved:
                     return None
@@ -297,6 +302,23 @@ class AdminLedger:
                 log.warning("%s", detail)
                 self._lost = True
         return (detail,)
+
+    def _check_bytes(self, size: int) -> None:
+        """Rewrite (alerted) a list of the store's length whose bytes are not the store's: an
+        entry set there by hand (LSET) froze every other node's accounts until the home's next
+        start, its length alone looking healthy (review r14 F2). One digest call to Redis; the
+        store's records are read once each, as they come."""
+        if len(self._digests) > size:
+            self._digests = []  # not met: an admin store never shrinks while its node runs
+        fresh = self.store.range_raw(ADMIN_LEDGER, len(self._digests), size)
+        self._digests += [admin_record_digest(data) for _, data in fresh]
+        if self.registry.admin_records_digest() == admin_records_digest(self._digests):
+            self._known = size
+            return
+        refused = self._refusal(size, size)
+        if refused is not None:  # else the list changed again since: the next poll looks
+            height, problem = refused
+            self._rewrite(height, f"{problem}, found while the node ran")
 
     def _refusal(self, cached: int, size: int) -> tuple[int, str] | None:
         """Where and why Redis's cache of ``cached`` records is not the first records of this

@@ -474,10 +474,14 @@ class NoSuchKeyError(AccountError):
 
 
 class AdminCacheConflictError(AccountError):
-    """Redis's cache of the admin ledger holds other bytes at a height than the home's record
+    """Redis's cache of the admin ledger holds other bytes at ``height`` than the home's record
     (written there by hand, 16.4): the home rewrites the cache from its store."""
 
     code = "admin_cache_conflict"
+
+    def __init__(self, message: str, *, height: int) -> None:
+        super().__init__(message)
+        self.height = height
 
 
 class AdminLedgerExistsError(AccountError):

@@ -177,6 +177,61 @@ def test_a_junk_entry_pushed_while_the_home_is_idle_is_rewritten_at_its_next_pol
     assert len([r for r in caplog.records if "signed past it: not refilled" in r.getMessage()]) == 1
 
 
+def test_an_entry_set_in_a_list_of_the_store_s_length_is_rewritten_at_the_next_poll(
+    home: Home, redis_client: Any
+) -> None:
+    """Review r14 F2 (a): the poll took a list of the store's length for healthy without looking
+    at its bytes, so one LSET stayed until the home's next start, every other node's accounts
+    frozen meanwhile (no checkpoint proves the list again)."""
+    home.apply("account.add", account="writer", role="writer")
+    publish_admin_checkpoint(redis_client, home.store)
+    stored = [data for _, data in home.store.range_raw(ADMIN_LEDGER, 0)]
+    home.ledger.refill()
+    assert home.alerts == []  # the store's bytes: nothing to do
+    redis_client.lset(home.registry.admin_records_key, 1, b"junk")
+    home.ledger.refill()
+    assert home.registry.admin_records() == stored
+    assert [(a.what, a.height) for a in home.alerts] == [(ADMIN_CACHE_CONFLICT, 1)]
+    home.apply("account.add", account="writer2", role="writer")
+    home.ledger.refill()
+    assert home.registry.admin_records() == [data for _, data in home.store.range_raw(ADMIN_LEDGER, 0)]
+    assert len(home.alerts) == 1
+
+
+def test_junk_pushed_before_the_first_command_after_a_start_is_rewritten_at_that_command(
+    home: Home, redis_client: Any
+) -> None:
+    """Review r14 F2 (b): a start whose sync found Redis's list the store's knew nothing of it
+    after, so the next command pushed from the list's length, past an entry pushed meanwhile:
+    the junk sat at the new record's index, the list the store's length."""
+    home.apply("account.add", account="writer", role="writer")
+    publish_admin_checkpoint(redis_client, home.store)
+    home.ledger = AdminLedger(home.store, home.registry, admin_key=ADMIN_KEY, on_alert=home.alerts.append)
+    home.admin.ledger = home.ledger  # the home restarted
+    home.ledger.sync()
+    junk_at = home.registry.admin_size()
+    redis_client.rpush(home.registry.admin_records_key, b"junk")
+    home.apply("account.add", account="writer2", role="writer")  # before the next poll
+    assert home.registry.admin_records() == [data for _, data in home.store.range_raw(ADMIN_LEDGER, 0)]
+    assert [(a.what, a.height) for a in home.alerts] == [(ADMIN_CACHE_CONFLICT, junk_at)]
+
+
+def test_a_conflict_found_at_a_push_is_alerted_at_its_height_not_the_push_s_start(
+    home: Home, redis_client: Any
+) -> None:
+    """Review r14 F2: the alert named where the push began, not the height the script found other bytes at."""
+    home.apply("account.add", account="writer", role="writer")
+    start = home.registry.admin_size()
+    grant = {"ledger": "x", "kind": "y", "account": "writer", "via": ""}
+    home.ledger._write("grant", grant, "root")
+    home.ledger._write("grant", {**grant, "kind": "z"}, "root")
+    first = [data for _, data in home.store.range_raw(ADMIN_LEDGER, start, start + 1)]
+    redis_client.rpush(home.registry.admin_records_key, *first, b"junk")  # the first right, then junk
+    home.ledger._cache()
+    assert home.registry.admin_records() == [data for _, data in home.store.range_raw(ADMIN_LEDGER, 0)]
+    assert [(a.what, a.height) for a in home.alerts] == [(ADMIN_CACHE_CONFLICT, start + 1)]
+
+
 def test_a_node_stuck_behind_the_copy_stays_live_pending_and_alerted(
     home: Home, redis_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

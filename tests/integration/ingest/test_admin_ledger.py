@@ -16,7 +16,13 @@ from nacl.signing import SigningKey
 
 from vledger.broker import accounts as accounts_module
 from vledger.broker.accounts import AccountCache, AccountError, AccountRegistry
-from vledger.broker.admin_copy import FIRST_PROOF_WAIT, KEPT_ADMIN_COPY, KeptAdminCopy, SignedAdminSource
+from vledger.broker.admin_copy import (
+    FIRST_PROOF_WAIT,
+    KEPT_ADMIN_COPY,
+    UNPROVEN_ADMIN_LEDGER,
+    KeptAdminCopy,
+    SignedAdminSource,
+)
 from vledger.broker.curve import AllowList
 from vledger.broker.keys import fingerprint, new_keypair
 from vledger.broker.redis_keys import ledger_key
@@ -29,7 +35,7 @@ from vledger.ingest.service import Caller
 from vledger.node.errors import AdminLedgerExistsError, LastAdminError, NotGrantedError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, VerifierKey, origin_for, parse_checkpoint, parse_note
-from vledger.node.record import Content, Entry
+from vledger.node.record import Content, Entry, Record
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.store import ChainStore
@@ -197,13 +203,10 @@ def test_a_node_keeps_what_it_proved_and_takes_it_back_at_a_start_while_redis_lo
     assert SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load().records is None
 
 
-def test_a_kept_copy_older_than_redis_s_checkpoint_never_brings_back_a_revoked_key(
-    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
-) -> None:
-    """Redis28 review: a node down while its key was revoked kept a file that still lets it in;
-    restarted while Redis held the home's newer checkpoint but not the records (lost, not yet put
-    back), it enforced that file: the revoked key was let in again."""
-    registry, home_store, admin = home
+def _kept_with_a_key(
+    admin: RegistryAdmin, redis_client: Any, home_store: ChainStore, tmp_path: Path
+) -> tuple[str, KeptAdminCopy, tuple[Record, ...]]:
+    """A writer given a key (to be stolen), proven and kept by replica-1: the key, the file, its records."""
     stolen = new_keypair().public
     admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
     admin.apply("key.add", Args({"account": "treasurer", "key": stolen}), ROOT)
@@ -213,6 +216,17 @@ def test_a_kept_copy_older_than_redis_s_checkpoint_never_brings_back_a_revoked_k
     before = source.load().records
     source.keep()
     assert before is not None and kept.load() is not None
+    return stolen, kept, before
+
+
+def test_a_kept_copy_older_than_redis_s_checkpoint_never_brings_back_a_revoked_key(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
+) -> None:
+    """Redis28 review: a node down while its key was revoked kept a file that still lets it in;
+    restarted while Redis held the home's newer checkpoint but not the records (lost, not yet put
+    back), it enforced that file: the revoked key was let in again."""
+    registry, home_store, admin = home
+    stolen, kept, before = _kept_with_a_key(admin, redis_client, home_store, tmp_path)
     # The node is down: the key is revoked, and the home's checkpoint proves it.
     admin.apply("key.revoke", Args({"key": stolen}), ROOT)
     publish_admin_checkpoint(redis_client, home_store)
@@ -229,6 +243,28 @@ def test_a_kept_copy_older_than_redis_s_checkpoint_never_brings_back_a_revoked_k
     redis_client.delete(registry.admin_records_key)
     again = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load().records
     assert again is not None and [r.link for r in again] == [r.link for r in after]
+
+
+def test_a_kept_copy_is_not_used_without_a_checkpoint_while_redis_s_copy_holds_more(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
+) -> None:
+    """Review r14 F1: a node down while its key was revoked, restarted while an insider deletes
+    Redis's checkpoint of the admin ledger (r13 #1's loop), enforced its older file: the revoked
+    key was let in again, though Redis's copy plainly held the revocation."""
+    registry, home_store, admin = home
+    stolen, kept, before = _kept_with_a_key(admin, redis_client, home_store, tmp_path)
+    admin.apply("key.revoke", Args({"key": stolen}), ROOT)  # while the node is down
+    note_key = ledger_key("vledger", ADMIN_LEDGER, "checkpoint")
+    redis_client.delete(note_key)
+    assert SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load() == UNPROVEN_ADMIN_LEDGER
+    # Redis's copy no longer than the file, the file's own first records: the file is used (a
+    # Redis cut short, or emptied, is what it is kept for).
+    redis_client.ltrim(registry.admin_records_key, 0, len(before) - 2)
+    again = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load().records
+    assert again is not None and [r.link for r in again] == [r.link for r in before]
+    # One that holds another record than the file's at a height: not used.
+    redis_client.lset(registry.admin_records_key, 1, b"junk")
+    assert SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load() == UNPROVEN_ADMIN_LEDGER
 
 
 def publish_admin_checkpoint(redis_client: Any, store: ChainStore, size: int | None = None) -> None:
@@ -444,6 +480,26 @@ def test_a_copy_never_proven_whole_is_left_for_its_proven_records_after_a_while(
         assert other.lookup(key) is None and other.behind  # its key record awaits its checkpoint
     finally:
         other.stop()
+
+
+def test_a_node_on_the_bootstrap_s_accounts_leaves_them_after_a_while_with_no_checkpoint_at_all(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any
+) -> None:
+    """Review r14 F5: the wait started at the first checkpoint seen, so one deleted in a loop kept
+    a node on Redis's (forgeable) accounts for good; it starts when the list first holds records."""
+    registry, _, admin = home
+    clock = [100.0]
+    source = SignedAdminSource(redis_client, ADMIN_KEY, clock=lambda: clock[0])
+    assert source.load().records is None  # the bootstrap's accounts, the list empty
+    admin.apply("account.add", Args({"account": "writer", "role": "writer"}), ROOT)
+    assert registry.admin_size() > 0 and redis_client.get(ledger_key("vledger", ADMIN_LEDGER, "checkpoint")) is None
+    assert source.load().records is None
+    clock[0] += FIRST_PROOF_WAIT - 1
+    assert source.load().records is None
+    clock[0] += 1
+    assert source.load() == UNPROVEN_ADMIN_LEDGER
+    clock[0] += FIRST_PROOF_WAIT
+    assert source.load() == UNPROVEN_ADMIN_LEDGER
 
 
 def test_another_node_reads_its_grants_from_the_cache_once_the_home_s_checkpoint_proves_them(
