@@ -788,7 +788,8 @@ class AccountCache:
         # (review r14 F4: a load that raised on every poll left the node ready, its accounts frozen).
         self.on_failing: Callable[[str | None], None] | None = None
         self._failing: tuple[int, float, str] | None = None  # failures in a row, since (wall), last error
-        self._failing_reported = False
+        # True at first: the first load that succeeds resolves an alert an earlier run left open.
+        self._failing_reported = True
         # How many admin commands are changing the accounts now (:meth:`changing`).
         self._changes = 0
         self._stated: dict[str, dict[str, Any]] | None = None  # the admin ledger's accounts
