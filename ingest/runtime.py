@@ -54,6 +54,7 @@ from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
 from .node_key_rotation import ClientKeys, RotatingKeys, serving_generations
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ class NodeRuntime:
         self._on_stop: list[Callable[[], None]] = []  # called by SIGTERM and SIGINT (on_stop)
         self._store: ChainStore | None = None  # the node's store, once opened (store())
         self._accounts: AccountCache | None = None  # the accounts cache, once account_cache() made it
+        self.workers: list[Worker] = []  # the background threads started(): /readyz's workers check
 
     @classmethod
     @contextmanager
@@ -332,6 +334,8 @@ class NodeRuntime:
         """``part`` started now and stopped when the runtime closes."""
         part.start()
         self.stack.callback(part.stop)
+        if isinstance(part, Worker):
+            self.workers.append(part)
         return part
 
     def closing(self, close: Callable[[], object]) -> None:
@@ -449,7 +453,12 @@ class NodeRuntime:
         cache = self._accounts
         if cache is not None:
             checks = {**checks, "accounts": cache.not_current}
+        # Read at each request: the workers started after this call count too (review r14 F4).
+        checks = {**checks, "workers": self._workers_check}
         self.stack.enter_context(health_server(self.node, metrics, checks, self.config.http, details))
+
+    def _workers_check(self) -> str | None:
+        return "; ".join(p for p in (w.not_working() for w in self.workers) if p is not None) or None
 
     # --- serving --------------------------------------------------------------------------
 
