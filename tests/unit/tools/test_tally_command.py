@@ -19,7 +19,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, SignerKey
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
-from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
+from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, witness_name
 from vledger.tools.client_payloads import time_text
 from vledger.tools.tally_command import ledger_head, report_json, report_lines, snapshot_json, tally_lines
 from vledger.verifier.tally import (
@@ -439,6 +439,23 @@ def test_re_cosignings_keep_the_head_fresh_and_an_observer_behind_it_stale(tmp_p
     assert replace(report, head=head, head_stale=False).exit_code == 0
 
 
+def _council_in_redis(
+    tmp_path: Path, redis_client: Any, home: HomeSigner, rules: LedgerRules
+) -> tuple[ChainStore, ReplicationLedger, SignedCheckpoint]:
+    """A home's "council" of ``rules`` and four notes, in its store and in Redis's stream, with
+    its checkpoint there (no cosignature yet)."""
+    store = ChainStore(tmp_path / "home", origin="ingest-1", clock=lambda: NOW)
+    store.create_ledger(Entry.prepare(rules.genesis_content("council", "admin", "create-1", NOW), 0, Limits()))
+    for i in range(4):
+        store.append(Entry.prepare(Content("council", "note", {"n": i}, "Zoe.1", f"r-{i}", NOW + i), 0, Limits()))
+    size = store.size("council")
+    replication = ReplicationLedger(redis_client)
+    replication.append("council", "ingest-1", 0, [data for _, data in store.range_raw("council")])
+    checkpoint = home.sign("council", size, store.root("council", size))
+    redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
+    return store, replication, checkpoint
+
+
 def test_the_genesis_outside_witnesses_count_once_the_stream_s_genesis_is_the_head_s(
     tmp_path: Path, redis_client: Any
 ) -> None:
@@ -457,15 +474,8 @@ def test_the_genesis_outside_witnesses_count_once_the_stream_s_genesis_is_the_he
             "quorum": 1,
         },
     )
-    store = ChainStore(tmp_path / "home", origin="ingest-1", clock=lambda: NOW)
-    store.create_ledger(Entry.prepare(rules.genesis_content("council", "admin", "create-1", NOW), 0, Limits()))
-    for i in range(4):
-        store.append(Entry.prepare(Content("council", "note", {"n": i}, "Zoe.1", f"r-{i}", NOW + i), 0, Limits()))
-    size = store.size("council")
-    replication = ReplicationLedger(redis_client)
-    replication.append("council", "ingest-1", 0, [data for _, data in store.range_raw("council")])
-    checkpoint = home.sign("council", size, store.root("council", size))
-    redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
+    store, replication, checkpoint = _council_in_redis(tmp_path, redis_client, home, rules)
+    size = checkpoint.size
     for name, behind_s in (("replica-1", 5), ("replica-2", 400), ("replica-3", 400)):
         cosignature = _witness(tmp_path, name).cosign(checkpoint, NOW // 1000 - behind_s)
         replication.publish_cosignature("council", name, size, cosignature)
@@ -498,16 +508,9 @@ def test_the_outside_witnesses_counted_come_from_the_genesis_bytes_that_were_has
     config, signers = _cluster(tmp_path, replicas=3)
     home = signers["ingest-1"]
     key = home.key("council").verifier().encode()
-    store = ChainStore(tmp_path / "home", origin="ingest-1", clock=lambda: NOW)
     real = LedgerRules(("note",), 0, {"checkpoint_key": key})
-    store.create_ledger(Entry.prepare(real.genesis_content("council", "admin", "create-1", NOW), 0, Limits()))
-    for i in range(4):
-        store.append(Entry.prepare(Content("council", "note", {"n": i}, "Zoe.1", f"r-{i}", NOW + i), 0, Limits()))
-    size = store.size("council")
-    replication = ReplicationLedger(redis_client)
-    replication.append("council", "ingest-1", 0, [data for _, data in store.range_raw("council")])
-    checkpoint = home.sign("council", size, store.root("council", size))
-    redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
+    store, replication, checkpoint = _council_in_redis(tmp_path, redis_client, home, real)
+    size = checkpoint.size
     for name in ("replica-1", "replica-2", "replica-3"):  # the view is frozen: old lines only
         cosignature = _witness(tmp_path, name).cosign(checkpoint, NOW // 1000 - 400)
         replication.publish_cosignature("council", name, size, cosignature)
