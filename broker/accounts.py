@@ -69,6 +69,10 @@ ACCOUNTS_TAG = "accounts"
 _SUBSCRIBE_TIMEOUT = 5.0
 _LISTEN_SLICE = 0.25  # how long a background wait lasts before it looks at its stop flag
 _RETRY_PAUSE = 1.0
+# How many failed loads in a row make a node's accounts "not current" (its /readyz fails and it
+# raises accounts_failing, PROTOCOL 10.5): one is a blip, retried; three, with the pauses
+# between them, a fault that retrying does not mend.
+FAILING_POLLS = 3
 _BEHIND_POLL = 0.05  # how soon a node looks again for the checkpoint of an admin record it cannot prove yet
 # How long it looks that often: the home signs right after its commit. Past it, Redis's copy holds
 # what no checkpoint proves (a home down since, or records written there by hand): logged, and
@@ -809,6 +813,13 @@ class AccountCache:
         # True at first: the first load that proves the whole copy resolves an alert an earlier
         # run of the node left open.
         self._unproven_reported = True
+        # Told why the accounts are not current once FAILING_POLLS loads in a row failed
+        # unexpectedly, and None once one succeeds again: a node raises or resolves its alert
+        # (review r14 F4: a load that raised on every poll left the node ready, its accounts frozen).
+        self.on_failing: Callable[[str | None], None] | None = None
+        self._failing: tuple[int, float, str] | None = None  # failures in a row, since (wall), last error
+        # True at first: the first load that succeeds resolves an alert an earlier run left open.
+        self._failing_reported = True
         # How many admin commands are changing the accounts now (:meth:`changing`).
         self._changes = 0
         self._stated: dict[str, dict[str, Any]] | None = None  # the admin ledger's accounts
@@ -1138,15 +1149,17 @@ class AccountCache:
                     next_poll = time.monotonic() + self.poll_interval
                     self._heartbeat()
                 failures = 0
+                self._note_success()
             except (redis.exceptions.RedisError, OSError, ValueError) as e:
                 failures += 1
                 logger.warning("node %s: following accounts failed (%s); retrying", self.node, e)
                 self._recover(failures)
-            except Exception:
+            except Exception as e:
                 # Nothing Redis holds may end this thread: one malformed entry did, on every node,
                 # and the revocations after it were never applied (outsider o8 J6).
                 failures += 1
                 logger.exception("node %s: following accounts failed unexpectedly; retrying", self.node)
+                self._note_failure(e)
                 self._recover(max(failures, 2))
 
     def _recover(self, failures: int) -> None:
@@ -1157,8 +1170,45 @@ class AccountCache:
         if failures > 1:  # a dropped connection is retried at once, a dead server slowly
             self._stop.wait(_RETRY_PAUSE)
 
+    def _note_failure(self, error: Exception) -> None:
+        """Count an unexpected failure; at the FAILING_POLLS-th in a row, tell ``on_failing``.
+        Redis's errors are not counted: Redis down has its own check and alert."""
+        count, since, _ = self._failing or (0, time.time(), "")
+        self._failing = (count + 1, since, f"{type(error).__name__}: {error}")
+        if self._failing_reported or count + 1 < FAILING_POLLS:
+            return
+        self._failing_reported = True
+        self._tell_failing(self.not_current())
+
+    def _note_success(self) -> None:
+        self._failing = None
+        if self._failing_reported:
+            self._failing_reported = False
+            self._tell_failing(None)
+
+    def _tell_failing(self, problem: str | None) -> None:
+        if self.on_failing is None:
+            return
+        try:
+            self.on_failing(problem)
+        except Exception:  # the alert is lost (the log keeps it), never this thread
+            logger.exception("node %s: could not report that its accounts are not current", self.node)
+
+    def not_current(self) -> str | None:
+        """Why the accounts this node enforces may be out of date (a node's /readyz fails with
+        it): the thread that follows them stopped, or its last FAILING_POLLS loads or more failed;
+        None when neither."""
+        if not self.alive():
+            return "the accounts thread is not running"
+        failing = self._failing
+        if failing is None or failing[0] < FAILING_POLLS:
+            return None
+        count, since, error = failing
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
+        return f"the accounts are not current: {count} loads in a row failed since {at} ({error})"
+
     def alive(self) -> bool:
-        """Whether the thread that keeps the accounts current runs (a node's /readyz asks)."""
+        """Whether the thread that keeps the accounts current runs."""
         return self._thread is not None and self._thread.is_alive()
 
     def __enter__(self) -> Self:

@@ -54,6 +54,7 @@ from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
 from .node_key_rotation import ClientKeys, RotatingKeys, serving_generations
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +153,26 @@ def unproven_alerts(node: str, replication: ReplicationLedger) -> Callable[[str 
     """What node ``node`` does when Redis's copy of the admin ledger has held records it cannot
     prove for a while (``problem``; broker/accounts.py): raise ``admin_unproven``, or resolve it
     once it proves the whole copy again (None). Redis down costs the alert (the log keeps it)."""
+    return problem_alerts(node, replication, ADMIN_LEDGER, ADMIN_UNPROVEN, "redis")
+
+
+ACCOUNTS_FAILING = "accounts_failing"  # the alert of a node whose loads of the accounts keep failing (10.5)
+
+
+def problem_alerts(
+    node: str, replication: ReplicationLedger, ledger: str, what: str, source: str = ""
+) -> Callable[[str | None], None]:
+    """Raise node ``node``'s alert ``what`` about ``ledger``, a problem's sentence its detail,
+    or resolve it (None). Redis down costs the alert (the log keeps it)."""
 
     def report(problem: str | None) -> None:
         if problem is None:
             try:
-                replication.resolve_node(node, ADMIN_LEDGER, [ADMIN_UNPROVEN])
+                replication.resolve_node(node, ledger, [what])
             except REDIS_ERRORS as e:
-                log.warning("node %s: its %s alert is not resolved, Redis unavailable (%s)", node, ADMIN_UNPROVEN, e)
+                log.warning("node %s: its %s alert is not resolved, Redis unavailable (%s)", node, what, e)
             return
-        raise_alert(replication, Alert(node, ADMIN_LEDGER, 0, ADMIN_UNPROVEN, problem, source="redis"))
+        raise_alert(replication, Alert(node, ledger, 0, what, problem, source=source))
 
     return report
 
@@ -248,6 +260,7 @@ class NodeRuntime:
         self._on_stop: list[Callable[[], None]] = []  # called by SIGTERM and SIGINT (on_stop)
         self._store: ChainStore | None = None  # the node's store, once opened (store())
         self._accounts: AccountCache | None = None  # the accounts cache, once account_cache() made it
+        self.workers: list[Worker] = []  # the background threads started(): /readyz's workers check
 
     @classmethod
     @contextmanager
@@ -321,6 +334,8 @@ class NodeRuntime:
         """``part`` started now and stopped when the runtime closes."""
         part.start()
         self.stack.callback(part.stop)
+        if isinstance(part, Worker):
+            self.workers.append(part)
         return part
 
     def closing(self, close: Callable[[], object]) -> None:
@@ -361,6 +376,7 @@ class NodeRuntime:
             unbacked_alerts(self.name, replication),
             unproven_alerts(self.name, replication),
         )
+        cache.on_failing = problem_alerts(self.name, replication, "", ACCOUNTS_FAILING)
         self._accounts = cache
         return cache
 
@@ -436,8 +452,13 @@ class NodeRuntime:
         ended answered ready while it never applied a revocation again (outsider o8 J6)."""
         cache = self._accounts
         if cache is not None:
-            checks = {**checks, "accounts": lambda: None if cache.alive() else "the accounts thread is not running"}
+            checks = {**checks, "accounts": cache.not_current}
+        # Read at each request: the workers started after this call count too (review r14 F4).
+        checks = {**checks, "workers": self._workers_check}
         self.stack.enter_context(health_server(self.node, metrics, checks, self.config.http, details))
+
+    def _workers_check(self) -> str | None:
+        return "; ".join(p for p in (w.not_working() for w in self.workers) if p is not None) or None
 
     # --- serving --------------------------------------------------------------------------
 

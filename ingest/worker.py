@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 RESTART_FIRST_SECONDS = 1.0  # the wait before a loop runs again after a bug
 RESTART_MOST_SECONDS = 60.0  # the longest such wait (each failure in a row doubles it)
+# How many failures in a row make a loop "failing" (its node's /readyz says so): one is a bug that
+# met one input, retried; three, with the back-off between them, a fault that retrying does not mend.
+FAILING_RUNS = 3
 
 
 class Worker:
@@ -56,6 +59,11 @@ class Worker:
         """Whether the thread runs (started, not stopped, and not ended)."""
         return self._thread is not None and self._thread.is_alive()
 
+    def not_working(self) -> str | None:
+        """Why the thread is not doing its work (a node's /readyz ``workers`` check): its loop
+        keeps failing (:meth:`Restarts.failing`); None when it does not."""
+        return self.restarts.failing()
+
     def _run(self) -> None:
         raise NotImplementedError
 
@@ -77,6 +85,19 @@ class Restarts:
         self.first = first
         self.most = most
         self.count = 0
+        self._in_a_row = 0  # failures with no run of ``most`` seconds between them
+        self._running_since: float | None = None  # monotonic; None while waiting to run again
+        self._last_error = ""
+
+    def failing(self) -> str | None:
+        """Why the loop is not doing its work (a node's /readyz fails with it): FAILING_RUNS or
+        more failures in a row, and no run since that has lasted ``most`` seconds; else None."""
+        running_since = self._running_since
+        if self._in_a_row < FAILING_RUNS:
+            return None
+        if running_since is not None and time.monotonic() - running_since >= self.most:
+            return None
+        return f"{self.what} failed {self._in_a_row} times in a row ({self._last_error})"
 
     def run(
         self,
@@ -90,16 +111,20 @@ class Restarts:
         nothing but what is not an Exception (KeyboardInterrupt, SystemExit)."""
         delay = self.first
         while not stopping.is_set():
-            began = time.monotonic()
+            began = self._running_since = time.monotonic()
             try:
                 body()
                 return
             except Exception as e:
+                self._running_since = None
                 if final(e) is not None:
                     log.error("%s ended: %s (not run again)", self.what, e)
                     return
                 if time.monotonic() - began >= self.most:  # it had run well: not a failure in a row
                     delay = self.first
+                    self._in_a_row = 0
+                self._in_a_row += 1
+                self._last_error = f"{type(e).__name__}: {e}"
                 self.count += 1
                 log.exception("%s failed (a bug): restart %d in %.1f s", self.what, self.count, delay)
             if stopping.wait(delay):

@@ -399,11 +399,15 @@ def _proven_outside(replication: ReplicationLedger, ledger: str, head: Checkpoin
     Reading the stream only when its genesis lists some keeps the common case one read."""
     rows = _StreamRows(replication)
     try:
-        listed = outside_witnesses(ledger, rows.rules(ledger).rules)
-        if listed is None:
+        if outside_witnesses(ledger, rows.rules(ledger).rules) is None:
             return ()
+        # The list counted is decoded from the very genesis bytes hashed below: a stream swapped
+        # between two reads would otherwise lend a forged genesis' witnesses the real root.
+        listed = None
         tree = Frontier()
-        for _, data in rows.range_raw(ledger, 0, head.size):
+        for height, data in rows.range_raw(ledger, 0, head.size):
+            if height == 0:
+                listed = outside_witnesses(ledger, genesis_rules(data).rules)
             tree.append(leaf_hash(data))
     except VledgerError as e:
         log.info("the outside witnesses of %s are not counted: %s", ledger, e)
@@ -411,7 +415,7 @@ def _proven_outside(replication: ReplicationLedger, ledger: str, head: Checkpoin
     if tree.size != head.size or tree.root() != head.root:
         log.warning("the Redis stream of %s is not the head's tree: its outside witnesses are not counted", ledger)
         return ()
-    return listed.keys
+    return listed.keys if listed is not None else ()
 
 
 def _claimed_size(note: bytes) -> int | None:
@@ -483,6 +487,11 @@ class _RedisChain:
         return chain.key_for_size(size)
 
 
+def genesis_rules(data: bytes) -> LedgerRules:
+    """The rules a genesis record's bytes state."""
+    return LedgerRules.from_genesis(decode_record(data, PROTOCOL_LIMITS).content, PROTOCOL_LIMITS)
+
+
 class _StreamRows:
     """A ledger's records as the Redis stream holds them, for ingest/key_chains.py: from the
     genesis, or not at all (a trimmed stream raises)."""
@@ -499,7 +508,7 @@ class _StreamRows:
         genesis = self.replication.read(ledger, 0, 1)
         if not genesis or genesis[0].height != 0:
             raise NotFoundError(f"the Redis stream of {ledger!r} no longer holds its genesis")
-        return LedgerRules.from_genesis(decode_record(genesis[0].data, PROTOCOL_LIMITS).content, PROTOCOL_LIMITS)
+        return genesis_rules(genesis[0].data)
 
     def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         at = start

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from vledger.broker.replication import ReplicationLedger
-from vledger.ingest.runtime import STORE_DAMAGED, NodeRuntime, open_node_store
+from vledger.ingest.runtime import ACCOUNTS_FAILING, STORE_DAMAGED, NodeRuntime, open_node_store, problem_alerts
 from vledger.node.errors import StoreDamagedError, StoreError
 from vledger.node.store import ChainStore, fill_phase
 from vledger.node.storefile import DB_NAME
@@ -224,3 +224,15 @@ def test_a_node_store_takes_its_fill_phase_below_the_fill_size_it_is_given(
         assert store._fill_due == (0 if fill_at is None else fill_at - fill_phase(NAME, fill_at))
     finally:
         store.close()
+
+
+def test_a_node_raises_accounts_failing_with_the_reason_and_resolves_it(redis_client: Any) -> None:
+    # review r14 F4: what AccountCache.on_failing is wired to in a node (NodeRuntime.account_cache).
+    replication = ReplicationLedger(redis_client, node=NAME)
+    report = problem_alerts(NAME, replication, "", ACCOUNTS_FAILING)
+    report("the accounts are not current: 3 loads in a row failed since 2026-12-07T05:00:00Z (RuntimeError: x)")
+    alert = replication.own_open_alerts()[f"{NAME}||{ACCOUNTS_FAILING}"]
+    assert (alert["node"], alert["ledger"], alert["height"], alert["source"]) == (NAME, "", "0", "")
+    assert alert["detail"].endswith("(RuntimeError: x)")
+    report(None)
+    assert replication.own_open_alerts() == {}

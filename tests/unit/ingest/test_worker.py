@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from vledger.ingest.worker import Worker
+from vledger.ingest.worker import FAILING_RUNS, Worker
+from vledger.tests.integration.cluster import wait_until
 
 
 class Waiting(Worker):
@@ -87,3 +88,31 @@ def test_a_worker_outlives_an_exception_of_its_loop() -> None:
     finally:
         worker.stop()
     assert not worker.alive()
+
+
+def test_a_worker_whose_loop_keeps_failing_says_so_until_a_run_lasts() -> None:
+    # review r14 F4: restarted for ever, a worker failing on every run left its node ready.
+    worker = Failing(failures=10**9)
+    worker.restarts.most = 0.3  # a run this long is no failure in a row
+    assert worker.not_working() is None
+    worker.start()
+    try:
+        problem = wait_until(worker.not_working, 5, "the worker reported failing")
+        assert worker.restarts.count >= FAILING_RUNS
+        assert problem.startswith("failing-1 failed ") and "(ValueError: junk read from Redis)" in problem
+        worker.failures = 0  # mended: its next run works
+        assert worker.working.wait(5)
+        wait_until(lambda: worker.not_working() is None, 5, "ready again once a run lasts")
+    finally:
+        worker.stop()
+
+
+def test_failures_spread_out_do_not_make_a_worker_failing() -> None:
+    worker = Failing(failures=FAILING_RUNS)
+    worker.restarts.most = 0.0  # every run lasted long enough: each failure starts the count again
+    worker.start()
+    try:
+        assert worker.working.wait(5)
+        assert worker.restarts.count == FAILING_RUNS and worker.not_working() is None
+    finally:
+        worker.stop()

@@ -19,7 +19,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, SignerKey
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
-from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
+from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, witness_name
 from vledger.tools.client_payloads import time_text
 from vledger.tools.tally_command import ledger_head, report_json, report_lines, snapshot_json, tally_lines
 from vledger.verifier.tally import (
@@ -439,6 +439,23 @@ def test_re_cosignings_keep_the_head_fresh_and_an_observer_behind_it_stale(tmp_p
     assert replace(report, head=head, head_stale=False).exit_code == 0
 
 
+def _council_in_redis(
+    tmp_path: Path, redis_client: Any, home: HomeSigner, rules: LedgerRules
+) -> tuple[ChainStore, ReplicationLedger, SignedCheckpoint]:
+    """A home's "council" of ``rules`` and four notes, in its store and in Redis's stream, with
+    its checkpoint there (no cosignature yet)."""
+    store = ChainStore(tmp_path / "home", origin="ingest-1", clock=lambda: NOW)
+    store.create_ledger(Entry.prepare(rules.genesis_content("council", "admin", "create-1", NOW), 0, Limits()))
+    for i in range(4):
+        store.append(Entry.prepare(Content("council", "note", {"n": i}, "Zoe.1", f"r-{i}", NOW + i), 0, Limits()))
+    size = store.size("council")
+    replication = ReplicationLedger(redis_client)
+    replication.append("council", "ingest-1", 0, [data for _, data in store.range_raw("council")])
+    checkpoint = home.sign("council", size, store.root("council", size))
+    redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
+    return store, replication, checkpoint
+
+
 def test_the_genesis_outside_witnesses_count_once_the_stream_s_genesis_is_the_head_s(
     tmp_path: Path, redis_client: Any
 ) -> None:
@@ -457,15 +474,8 @@ def test_the_genesis_outside_witnesses_count_once_the_stream_s_genesis_is_the_he
             "quorum": 1,
         },
     )
-    store = ChainStore(tmp_path / "home", origin="ingest-1", clock=lambda: NOW)
-    store.create_ledger(Entry.prepare(rules.genesis_content("council", "admin", "create-1", NOW), 0, Limits()))
-    for i in range(4):
-        store.append(Entry.prepare(Content("council", "note", {"n": i}, "Zoe.1", f"r-{i}", NOW + i), 0, Limits()))
-    size = store.size("council")
-    replication = ReplicationLedger(redis_client)
-    replication.append("council", "ingest-1", 0, [data for _, data in store.range_raw("council")])
-    checkpoint = home.sign("council", size, store.root("council", size))
-    redis_client.set(replication.checkpoint_key("council"), checkpoint.note)
+    store, replication, checkpoint = _council_in_redis(tmp_path, redis_client, home, rules)
+    size = checkpoint.size
     for name, behind_s in (("replica-1", 5), ("replica-2", 400), ("replica-3", 400)):
         cosignature = _witness(tmp_path, name).cosign(checkpoint, NOW // 1000 - behind_s)
         replication.publish_cosignature("council", name, size, cosignature)
@@ -487,3 +497,46 @@ def test_the_genesis_outside_witnesses_count_once_the_stream_s_genesis_is_the_he
         replication.publish_outside_cosignature("council", witness.key.name, size, witness.cosign(forged, NOW // 1000))
     assert ledger_head(config, redis_client, "council").needed == 2
     store.close()
+
+
+def test_the_outside_witnesses_counted_come_from_the_genesis_bytes_that_were_hashed(
+    tmp_path: Path, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # review r14 F3: the witness list came from one read of the genesis, the root from a second:
+    # a stream swapped between the two (RENAME of a prepared key) lent a forged genesis' five
+    # witnesses (needed 5 of 8) the real root, and their fresh lines kept a frozen view fresh.
+    config, signers = _cluster(tmp_path, replicas=3)
+    home = signers["ingest-1"]
+    key = home.key("council").verifier().encode()
+    real = LedgerRules(("note",), 0, {"checkpoint_key": key})
+    store, replication, checkpoint = _council_in_redis(tmp_path, redis_client, home, real)
+    size = checkpoint.size
+    for name in ("replica-1", "replica-2", "replica-3"):  # the view is frozen: old lines only
+        cosignature = _witness(tmp_path, name).cosign(checkpoint, NOW // 1000 - 400)
+        replication.publish_cosignature("council", name, size, cosignature)
+    attackers = [WitnessSigner(f"evil.example/w{i}", bytes([90 + i]) * 32) for i in range(5)]
+    for attacker in attackers:
+        cosignature = attacker.cosign(checkpoint, NOW // 1000 - 1)
+        replication.publish_outside_cosignature("council", attacker.key.name, size, cosignature)
+    forged_rules = LedgerRules(
+        ("note",), 0, {"checkpoint_key": key, "witnesses": [w.key.verifier().encode() for w in attackers], "quorum": 1}
+    )
+    other = ChainStore(tmp_path / "forged", origin="ingest-1", clock=lambda: NOW)
+    other.create_ledger(Entry.prepare(forged_rules.genesis_content("council", "admin", "create-1", NOW), 0, Limits()))
+    stream = replication.stream_key("council")
+    redis_client.rename(stream, stream + ":real")
+    replication.append("council", "ingest-1", 0, [data for _, data in other.range_raw("council")])
+    real_read_rows = ReplicationLedger.read_rows
+
+    def swap_then_read_rows(self: ReplicationLedger, ledger: str, start: int, count: int) -> Any:
+        if redis_client.exists(stream + ":real"):  # the attacker puts the real stream back
+            redis_client.rename(stream + ":real", stream)
+        return real_read_rows(self, ledger, start, count)
+
+    monkeypatch.setattr(ReplicationLedger, "read_rows", swap_then_read_rows)
+    head = ledger_head(config, redis_client, "council")
+    assert not redis_client.exists(stream + ":real")  # the swap did happen between the reads
+    assert head.needed == 2
+    assert head_stale(head, NOW, 10_000, 300_000)
+    store.close()
+    other.close()
