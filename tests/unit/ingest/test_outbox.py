@@ -30,7 +30,7 @@ from vledger.node.checkpoint_log import SIGNED
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
 from vledger.node.errors import StoreContradictsCheckpointError, StoreDamagedError, VledgerError
 from vledger.node.ledger import LedgerRules
-from vledger.node.record import Content, Entry
+from vledger.node.record import Content, Entry, decode_record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 from vledger.node.witness import (
@@ -496,6 +496,51 @@ def test_the_new_home_keeps_its_epoch_s_witnessed_checkpoint_where_no_witness_wr
         wait_until(lambda: redis_client.get(repl.epoch_proof_key(LEDGER)) == witnessed, "the proof kept")
         _delete_cosignatures(redis_client, repl)
         assert witnessed in repl.epoch_notes(LEDGER)
+    finally:
+        outbox.stop()
+        store.close()
+
+
+@pytest.mark.parametrize("placer", [HOME, "intruder"], ids=["the-fenced-home-s-record", "another-node-s-record"])
+def test_the_new_home_rewrites_the_fenced_home_s_last_append_without_blaming_redis(
+    tmp_path: Path, redis_client: Any, placer: str
+) -> None:
+    """A CI flake of test_standby's takeover: the old home's outbox process, running on for a
+    moment after its node was killed, appended that node's record at the height where the
+    standby, promoted, then placed its handover record. The new home's first append found the
+    entry and rewrote the stream from its store (as it must), but raised ``record_conflict``
+    against ``redis``: Redis did not lie, the fenced home's record past its handover is simply
+    no part of the ledger (10.9). The order is driven here: the old home's record in the stream
+    at the handover height, the standby made home, its handover record committed. A record
+    there that another node placed is still the stream's fault, and alerted."""
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as old:
+        handed_over_chain(old, 10)
+        records = list(old.range(LEDGER))
+    with ChainStore(tmp_path / "placer", origin=placer, clock=lambda: T0) as other:
+        other.append_records(records)
+        append(other, LEDGER, 1)  # its record 10, where the handover goes
+        (leftover,) = [data for _, data in other.range_raw(LEDGER, 10)]
+    repl = LoggedReplication(redis_client, node=STANDBY)
+    repl.add([StreamRecord(LEDGER, r.height, r.encode(), HOME) for r in records])
+    repl.add([StreamRecord(LEDGER, 10, leftover, HOME)])  # the killed home's outbox's last append
+    store = ChainStore(tmp_path / "new-home", origin=STANDBY, clock=lambda: T0)
+    store.append_records(records)
+    promoted = threading.Event()
+    outbox = Outbox(
+        STANDBY, store, None, repl, SETTINGS, witnesses=lambda: [WITNESS.key.verifier()],
+        owns=lambda ledger: promoted.is_set(),  # a standby adds nothing to the stream until promoted
+    )  # fmt: skip
+    store.on_commit = outbox.committed
+    outbox.start()
+    try:
+        promoted.set()
+        payload = epoch_payload(2, STANDBY, STANDBY_SIGNER.key(LEDGER).verifier())
+        content = Content(LEDGER, EPOCH_KIND, payload, "admin", "promote-1", T0 + 100)
+        store.submit_entry(Entry.prepare(content, 0, LIMITS)).result()
+        mine = [(h, data, STANDBY if h == 10 else HOME) for h, data in store.range_raw(LEDGER)]
+        wait_until(lambda: streamed(repl, LEDGER) == mine, "the stream rewritten from the new home's store")
+        alerts = [(a["node"], a["height"], a["found"]) for a in repl.alerts() if a["what"] == "record_conflict"]
+        assert alerts == ([] if placer == HOME else [("redis", "10", decode_record(leftover, LIMITS).hash.hex())])
     finally:
         outbox.stop()
         store.close()
