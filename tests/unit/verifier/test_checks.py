@@ -14,6 +14,7 @@ import pytest
 from vledger.broker.replication import Alert, ReplicationLedger, StreamRecord
 from vledger.config.cluster import VerifierSettings, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.node.epoch import EPOCH_KIND, epoch_payload
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign
 from vledger.node.record import Content, Entry, decode_record
@@ -847,3 +848,72 @@ def test_an_observer_s_bad_signature_is_resolved_once_its_entries_verify(redis_c
     again.compare_tallies()
     assert asked[-1][LEDGER]["observer-1"]["detail"] == bad.detail
     assert "observer-1|" + LEDGER + "|bad_signature" not in repl.open_alerts()
+
+
+def _handed_over(tmp_path: Path, placer: str) -> tuple[list[bytes], list[bytes], bytes]:
+    """The chain of LEDGER (genesis pinning HOME_KEY and STANDBY_KEY, 9 votes) that ingest-1
+    placed; the new home ingest-2's copy, those 10 records and its handover record at 10 (epoch
+    2); and the record ``placer`` placed at 10 on that chain (ingest-1's: its last, fenced)."""
+    pinned = {"checkpoint_key": HOME_KEY.verifier().encode(), "standby_key": STANDBY_KEY.verifier().encode()}
+    rules = LedgerRules(("vote", EPOCH_KIND), 0, pinned)
+    votes = [Content(LEDGER, "vote", {"n": i}, "admin", f"r{i}", 2 + i) for i in range(10)]
+    with ChainStore(tmp_path / "old", origin="ingest-1") as old:
+        old.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, PROTOCOL_LIMITS))
+        for vote in votes[:9]:
+            old.submit_entry(Entry.prepare(vote, 0, PROTOCOL_LIMITS)).result()
+        records = list(old.range(LEDGER))
+    chain = [r.encode() for r in records]
+    with ChainStore(tmp_path / "placer", origin=placer) as other:
+        other.append_records(records)
+        other.submit_entry(Entry.prepare(votes[9], 0, PROTOCOL_LIMITS)).result()
+        (placed,) = [data for _, data in other.range_raw(LEDGER, 10)]
+    with ChainStore(tmp_path / "new", origin="ingest-2") as new:
+        new.append_records(records)
+        payload = epoch_payload(2, "ingest-2", STANDBY_KEY.verifier())
+        new.submit_entry(
+            Entry.prepare(Content(LEDGER, EPOCH_KIND, payload, "admin", "epoch-2", 50), 0, PROTOCOL_LIMITS)
+        ).result()
+        new_chain = [data for _, data in new.range_raw(LEDGER)]
+    return chain, new_chain, placed
+
+
+@pytest.mark.parametrize("placer", ["ingest-1", "intruder"])
+def test_the_replaced_home_s_record_past_the_handover_in_the_stream_is_no_redis_conflict(
+    redis_client: Any, tmp_path: Path, placer: str
+) -> None:
+    """The race behind a CI flake of test_standby's takeover: the killed home's outbox appended
+    its record 10 after its node died; its standby, promoted at size 10, placed its handover
+    record there, and its outbox rewrites the stream's entry from its store at once (10.2). A
+    verifier that checks the entry in between, holding epoch 2 proven, found it differing from
+    the new home's record and blamed Redis. The fenced home's record past the handover is no
+    part of the ledger and no lie of Redis: nothing is raised, nothing resolved, and the
+    rewritten entry checks clean. A record there that another node placed still is the
+    stream's record_conflict."""
+    chain, new_chain, placed = _handed_over(tmp_path, placer)
+    nodes = {
+        "ingest-1": StoppedNode("ingest-1", []),
+        "ingest-2": CopyNode("ingest-2", dict(enumerate(new_chain))),
+        "replica-1": CopyNode("replica-1", dict(enumerate(new_chain))),
+    }
+    repl = ReplicationLedger(redis_client, node="verifier-1")
+    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    repl.add([StreamRecord(LEDGER, height, data, "ingest-1") for height, data in enumerate(chain)])
+    witnesses = lambda: (WITNESS.verifier(),)  # noqa: E731
+    checks = ClusterChecks(  # type: ignore[arg-type]
+        "verifier-1", _with_standby(tmp_path, LEDGER), repl, nodes, clock=Clock(), witness_keys=witnesses
+    )
+    checks.start()
+    assert checks.consume(1) + checks.consume(1) == len(chain)  # the pending ones first (none)
+    assert repl.promote(LEDGER, 2, "ingest-2") is None
+    repl.publish_cosignature(LEDGER, "replica-1", 11, _epoch_2_note(11))
+    checks.refresh_ledgers()
+    assert checks.ledgers[LEDGER].home == "ingest-2"
+    repl.add([StreamRecord(LEDGER, 10, placed, "ingest-1")])  # the killed home's outbox's last append
+    assert checks.consume(1) == 1
+    conflicts = [(a["node"], a["height"]) for a in repl.alerts() if a["what"] == "record_conflict"]
+    assert conflicts == ([] if placer == "ingest-1" else [("redis", "10")])
+    repl.rewind(LEDGER, 10)  # what the new home's outbox does then
+    repl.add([StreamRecord(LEDGER, 10, new_chain[10], "ingest-2")])
+    assert checks.consume(1) == 1
+    assert [(a["node"], a["height"]) for a in repl.alerts() if a["what"] == "record_conflict"] == conflicts
+    assert not repl.open_alerts()  # the rewritten entry checks clean (the intruder's alert, too, resolves)
