@@ -150,7 +150,9 @@ class AdminLedger:
             except redis.exceptions.ResponseError as e:
                 # The record stands: the command must say so, not fail (a retry would then find
                 # it done); the next poll of the accounts puts Redis's copy right (outsider o9 K1b).
-                log.error("admin record %d written; Redis's copy of it failed (%s): the next poll retries", record.height, e)
+                log.error(
+                    "admin record %d written; Redis's copy of it failed (%s): the next poll retries", record.height, e
+                )
             return record
 
     def _write(self, kind: str, payload: dict[str, Any], author: str) -> Record:
