@@ -432,6 +432,16 @@ def parse_version(value: Any) -> int:
     return int(text)
 
 
+def _unless_wrong_type(read: Callable[[], int], otherwise: int) -> int:
+    """``read()``, or ``otherwise`` when its key is of another type (set so by hand)."""
+    try:
+        return read()
+    except redis.exceptions.ResponseError as e:
+        if "WRONGTYPE" not in str(e):
+            raise
+        return otherwise
+
+
 def _warn_once(message: str) -> None:
     """Log ``message`` once per process: each load meets the same entry again (every poll)."""
     if message not in _warned and len(_warned) < 4096:
@@ -669,12 +679,7 @@ class AccountRegistry:
 
     def admin_size(self) -> int:
         """How many records the cache holds; :data:`NOT_A_LIST` when its key is of another type."""
-        try:
-            return int(self.client.llen(self.admin_records_key))
-        except redis.exceptions.ResponseError as e:
-            if "WRONGTYPE" not in str(e):
-                raise
-            return NOT_A_LIST
+        return _unless_wrong_type(lambda: int(self.client.llen(self.admin_records_key)), NOT_A_LIST)
 
     def repair_version(self) -> int | None:
         """Reset a version that is no count (announced); the new version, None when it was one."""
@@ -703,12 +708,7 @@ class AccountRegistry:
 
     def version(self) -> int:
         """The accounts version; :data:`NO_VERSION` for one that is no count (of another type too)."""
-        try:
-            return parse_version(self.client.get(self._version))
-        except redis.exceptions.ResponseError as e:
-            if "WRONGTYPE" not in str(e):
-                raise
-            return NO_VERSION
+        return _unless_wrong_type(lambda: parse_version(self.client.get(self._version)), NO_VERSION)
 
     # --- which node applied what ---------------------------------------------------------------
 
