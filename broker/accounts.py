@@ -205,7 +205,7 @@ local function version_now()
   local v = redis.pcall('GET', KEYS[1])
   if type(v) == 'table' then return nil end
   if not v then return 0 end
-  if not string.match(v, '^%d+$') or #v > 15 then return nil end
+  if v ~= '0' and not string.match(v, '^[1-9]%d*$') or #v > 15 then return nil end
   return tonumber(v)
 end
 local function changed()
@@ -427,7 +427,8 @@ def parse_version(value: Any) -> int:
     """The accounts version Redis holds (missing: 0); :data:`NO_VERSION` for one that is no
     count, which only a hand can write: it reads as "changed", and the admin home resets it."""
     text = "0" if value is None else _wire_text(value)
-    if not text.isascii() or not text.isdigit() or len(text) > _MAX_VERSION_DIGITS:
+    # No leading zero either: INCR refuses "007", so every change after its record failed.
+    if not text.isascii() or not text.isdigit() or len(text) > _MAX_VERSION_DIGITS or text[:1] == "0" != text:
         return NO_VERSION
     return int(text)
 

@@ -64,7 +64,7 @@ def test_the_running_home_rewrites_a_records_key_of_another_type_at_its_next_pol
     assert [a.what for a in home.alerts] == [ADMIN_CACHE_CONFLICT]
 
 
-@pytest.mark.parametrize("garbage", ["notanumber", "-3", "1" * 40, "hash"])
+@pytest.mark.parametrize("garbage", ["notanumber", "-3", "007", "1" * 40, "hash"])
 def test_an_admin_command_resets_a_version_that_is_no_count(home: Home, redis_client: Any, garbage: str) -> None:
     """K1: every admin command failed "internal error" and nothing was written, never repaired."""
     home.apply("account.add", account="carol", role="writer")
