@@ -197,15 +197,39 @@ def admin_records_digest(record_digests: Sequence[str]) -> str:
 # {status, version}: 'ok' after a change, 'unchanged' when there was nothing to do, else an
 # error code, before anything was written.
 
+# A version that is no count (a string of anything else, another type: written by hand) is
+# reset to the Redis clock in ms, above any count reached by a bump per change, so every node
+# reloads; INCR failing there failed every admin command after its record (outsider o9 K1).
 _CHANGED = """
+local function version_now()
+  local v = redis.pcall('GET', KEYS[1])
+  if type(v) == 'table' then return nil end
+  if not v then return 0 end
+  if v ~= '0' and not string.match(v, '^[1-9]%d*$') or #v > 15 then return nil end
+  return tonumber(v)
+end
 local function changed()
-  local v = redis.call('INCR', KEYS[1])
+  local v
+  if version_now() == nil then
+    local now = redis.call('TIME')
+    v = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+    redis.call('DEL', KEYS[1])
+    redis.call('SET', KEYS[1], string.format('%d', v))
+  else
+    v = redis.call('INCR', KEYS[1])
+  end
   redis.call('PUBLISH', ARGV[1], v)
   return {'ok', v}
 end
 local function unchanged()
-  return {'unchanged', tonumber(redis.call('GET', KEYS[1]) or '0')}
+  return {'unchanged', version_now() or -1}
 end
+"""
+
+# KEYS: version    ARGV: channel. Resets (announced) a version that is no count; else nothing.
+_REPAIR_VERSION = """
+if version_now() == nil then return changed() end
+return unchanged()
 """
 
 # KEYS: version, names, account    ARGV: channel, name, role
@@ -310,13 +334,16 @@ return changed()
 """
 
 # KEYS: version, names, keys    ARGV: account key prefix
+# The version is read with pcall: a key of another type must read as garbage, not fail the load.
 _SNAPSHOT = """
+local version = redis.pcall('GET', KEYS[1])
+if type(version) == 'table' then version = 'not a string' end
 local accounts = {}
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local fields = redis.call('HMGET', ARGV[1] .. name, 'role', 'enabled')
   table.insert(accounts, {name, fields[1], fields[2]})
 end
-return {redis.call('GET', KEYS[1]) or '0', accounts, redis.call('HGETALL', KEYS[3])}
+return {version or '0', accounts, redis.call('HGETALL', KEYS[3])}
 """
 
 # KEYS: keys    ARGV: public key, account key prefix
@@ -360,7 +387,7 @@ def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
     Every value is wire input: anyone whose Redis user writes ``{accounts}`` can put anything
     there, and one key that was none ended every node's accounts thread (outsider o8 J6), so
     later revocations were never applied. A malformed entry is left out and named in
-    ``malformed``; the rest loads. Raises ValueError only for a version that is no number."""
+    ``malformed``; the rest loads. A version that is no count loads as :data:`NO_VERSION`."""
     version_text, rows, flat_owners = reply
     malformed: list[str] = []
     owners: dict[str, str] = {}
@@ -377,7 +404,7 @@ def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
     for raw_name, raw_role, raw_enabled in rows:
         name = _wire_text(raw_name)
         if raw_role is None:  # a name without its hash: written by hand, never by a script
-            logger.warning("account %r has no role in Redis; ignored", name[:64])
+            _warn_once(f"account {name[:64]!r} has no role in Redis; ignored")
             continue
         role = _wire_text(raw_role)
         if not _is_account_name(name) or role not in _ROLES:
@@ -386,8 +413,41 @@ def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
         accounts[name] = Account(name, Role(role), _wire_text(raw_enabled) == "1", tuple(sorted(keys_of.get(name, ()))))
     owners = {key: name for key, name in owners.items() if name in accounts}
     return AccountsSnapshot(
-        int(_text(version_text)), MappingProxyType(accounts), MappingProxyType(owners), tuple(sorted(malformed))
+        parse_version(version_text), MappingProxyType(accounts), MappingProxyType(owners), tuple(sorted(malformed))
     )
+
+
+NOT_A_LIST = -1  # what admin_size answers for a cache key of another type (written by hand)
+NO_VERSION = -1  # what a version that is no count reads as: never a node's, so every node reloads
+_MAX_VERSION_DIGITS = 15  # the Lua scripts' bound too: exact in a double, far from INCR's overflow
+_warned: set[str] = set()
+
+
+def parse_version(value: Any) -> int:
+    """The accounts version Redis holds (missing: 0); :data:`NO_VERSION` for one that is no
+    count, which only a hand can write: it reads as "changed", and the admin home resets it."""
+    text = "0" if value is None else _wire_text(value)
+    # No leading zero either: INCR refuses "007", so every change after its record failed.
+    if not text.isascii() or not text.isdigit() or len(text) > _MAX_VERSION_DIGITS or text[:1] == "0" != text:
+        return NO_VERSION
+    return int(text)
+
+
+def _unless_wrong_type(read: Callable[[], int], otherwise: int) -> int:
+    """``read()``, or ``otherwise`` when its key is of another type (set so by hand)."""
+    try:
+        return read()
+    except redis.exceptions.ResponseError as e:
+        if "WRONGTYPE" not in str(e):
+            raise
+        return otherwise
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` once per process: each load meets the same entry again (every poll)."""
+    if message not in _warned and len(_warned) < 4096:
+        _warned.add(message)
+        logger.warning("%s", message)
 
 
 _ROLES = frozenset(r.value for r in Role)
@@ -503,6 +563,7 @@ class AccountRegistry:
         self._bootstrap_admin = register(_CHANGED + _BOOTSTRAP_ADMIN)
         self._push_admin_records = register(_CHANGED + _PUSH_ADMIN_RECORDS)
         self._rewrite_admin_records = register(_CHANGED + _REWRITE_ADMIN_RECORDS)
+        self._repair_version = register(_CHANGED + _REPAIR_VERSION)
         self._snapshot = ReadOnlyScript(client, _SNAPSHOT)
         self._admin_records_digest = ReadOnlyScript(client, _ADMIN_RECORDS_DIGEST)
         self._lookup = ReadOnlyScript(client, _LOOKUP)
@@ -618,7 +679,13 @@ class AccountRegistry:
         return _text(self._admin_records_digest(keys=[self.admin_records_key], args=[]))
 
     def admin_size(self) -> int:
-        return int(self.client.llen(self.admin_records_key))
+        """How many records the cache holds; :data:`NOT_A_LIST` when its key is of another type."""
+        return _unless_wrong_type(lambda: int(self.client.llen(self.admin_records_key)), NOT_A_LIST)
+
+    def repair_version(self) -> int | None:
+        """Reset a version that is no count (announced); the new version, None when it was one."""
+        status, version = self._repair_version(keys=[self._version], args=[self.channel])
+        return int(version) if _text(status) == "ok" else None
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -641,7 +708,8 @@ class AccountRegistry:
         return self.snapshot().allowed_keys()
 
     def version(self) -> int:
-        return int(self.client.get(self._version) or 0)
+        """The accounts version; :data:`NO_VERSION` for one that is no count (of another type too)."""
+        return _unless_wrong_type(lambda: parse_version(self.client.get(self._version)), NO_VERSION)
 
     # --- which node applied what ---------------------------------------------------------------
 

@@ -435,14 +435,16 @@ class RegistryAdmin:
         not fail the command: the nodes enforce the record, and Redis's entry is only logged."""
         try:
             return change()
-        except AccountError as e:
+        except (AccountError, redis.exceptions.ResponseError) as e:
+            # A Redis key of the wrong type (written by hand) fails the change like a refusal: the
+            # record is the truth, the nodes enforce it, and the home's next poll repairs the key.
             if height is None:
                 raise
             log.warning(
                 "the admin record at %d is made, but Redis's accounts disagree with the admin ledger (%s): %s",
                 height,
-                e.code,
-                e.message,
+                getattr(e, "code", "redis"),
+                getattr(e, "message", e),
             )
             return self.registry.version()
 

@@ -19,7 +19,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..broker.accounts import Account, AccountRegistry, Role, admin_record_digest, admin_records_digest
+import redis
+
+from ..broker.accounts import (
+    NOT_A_LIST,
+    Account,
+    AccountRegistry,
+    Role,
+    admin_record_digest,
+    admin_records_digest,
+)
 from ..broker.admin_copy import NO_ADMIN_LEDGER, AdminCopy
 from ..broker.redis_keys import ledger_key
 from ..broker.replication import REDIS_ERRORS, Alert
@@ -136,7 +145,14 @@ class AdminLedger:
             if self.store.size(ADMIN_LEDGER) == 0:
                 self._create(author)
             record = self._write(kind, payload, author)
-            self._cache()
+            try:
+                self._cache()
+            except redis.exceptions.ResponseError as e:
+                # The record stands: the command must say so, not fail (a retry would then find
+                # it done); the next poll of the accounts puts Redis's copy right (outsider o9 K1b).
+                log.error(
+                    "admin record %d written; Redis's copy of it failed (%s): the next poll retries", record.height, e
+                )
             return record
 
     def _write(self, kind: str, payload: dict[str, Any], author: str) -> Record:
@@ -159,6 +175,7 @@ class AdminLedger:
         """Copy to Redis what its cache of the admin ledger lacks, in one step (a node never sees
         the genesis without its import records); the accounts version. A cache holding another
         record where the store's goes is rewritten from the store (alerted)."""
+        self._repair_shapes()
         start = self.registry.admin_size()
         if self._known is not None:
             start = min(start, self._known)
@@ -188,6 +205,20 @@ class AdminLedger:
             self.on_alert(Alert("redis", ADMIN_LEDGER, height, ADMIN_CACHE_CONFLICT, detail, source="redis"))
         return version
 
+    def _repair_shapes(self) -> None:
+        """Reset an accounts version that is no count and rewrite a cache key that is no list,
+        each with the alert: written by hand, either failed every admin command and stopped
+        every node following the accounts until someone deleted it (outsider o9 K1, K1b)."""
+        version = self.registry.repair_version()
+        if version is not None:
+            size = self.store.size(ADMIN_LEDGER)
+            detail = f"Redis's accounts version was no count: reset to {version}, so every node reloads"
+            log.error("%s", detail)
+            if self.on_alert is not None:
+                self.on_alert(Alert("redis", ADMIN_LEDGER, size, ADMIN_CACHE_CONFLICT, detail, source="redis"))
+        if self.registry.admin_size() == NOT_A_LIST:
+            self._rewrite(0, "its key is no list")
+
     def _signed_past(self, size: int) -> bool:
         """Whether Redis's checkpoint of the admin ledger, verified with its key, is of more than
         ``size`` records: then records past the store's are genuine (the store is behind)."""
@@ -207,6 +238,7 @@ class AdminLedger:
         with self._lock:
             if self.store.size(ADMIN_LEDGER) == 0:
                 return
+            self._repair_shapes()
             cached = self.registry.admin_records()
             stored = [data for _, data in self.store.range_raw(ADMIN_LEDGER, 0)]
             if len(cached) > len(stored) and self._signed_past(len(stored)):
@@ -267,6 +299,7 @@ class AdminLedger:
             size = self.store.size(ADMIN_LEDGER)
             if size == 0:
                 return None
+            self._repair_shapes()
             cached = self.registry.admin_size()
             if cached == size and self.registry.version() > 0:
                 self._refused = None

@@ -235,6 +235,21 @@ def test_only_the_admin_ledger_s_home_writes_the_accounts(acl: AclServer) -> Non
     assert factors.use_recovery("admin", "digest-1")
 
 
+def test_the_admin_home_s_user_may_repair_a_garbage_version_and_records_key(acl: AclServer) -> None:
+    """o9 K1/K1b: the repair resets the version (TIME, DEL, SET) and rewrites the list in
+    scripts the home's user runs: a command its ACL lacks would leave the garbage in place."""
+    home = AccountRegistry(acl.client("ingest-1"))
+    home.bootstrap_admin("admin", KEY_A)
+    insider = acl.client("admin")
+    insider.set("vledger:{accounts}:version", "notanumber")
+    insider.set(home.admin_records_key, "notalist")
+    assert home.version() == -1 and home.admin_size() == -1
+    reset = home.repair_version()
+    assert reset is not None and reset > 1_000_000_000_000  # the Redis clock in ms, above any count
+    assert home.rewrite_admin_records([b"admin genesis"]) == reset + 1
+    assert home.admin_records() == [b"admin genesis"]
+
+
 def test_second_factors_are_the_ingest_nodes_and_the_admins_only(acl: AclServer) -> None:
     ingest = SecondFactorStore(acl.client("ingest"))
     ingest.enroll("root", b"sealed secret", ("digest-1", "digest-2"), ENROLL)

@@ -1,0 +1,125 @@
+"""Redis keys of the admin cache made unusable by hand: a records list of another type, an
+accounts version that is no count (outsider o9 K1, K1b). The home repairs them with an alert,
+an admin command whose record is written answers so, and the other nodes reload."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.accounts import AccountCache, snapshot_from_reply
+from vledger.broker.admin_copy import SignedAdminSource
+from vledger.broker.keys import new_keypair
+from vledger.ingest.admin_ledger import ADMIN_CACHE_CONFLICT
+from vledger.node.rules.admin import ADMIN_LEDGER
+from vledger.tests.integration.cluster import wait_until
+
+from .test_admin_insider import DEADLINE, Home
+from .test_admin_ledger import ADMIN_KEY
+
+VERSION = "vledger:{accounts}:version"
+
+
+@pytest.fixture
+def home(redis_client: Any, tmp_path: Path) -> Iterator[Home]:
+    made = Home(redis_client, tmp_path, ["ingest-1"])
+    yield made
+    made.close()
+
+
+def _store_records(home: Home) -> list[bytes]:
+    return [data for _, data in home.store.range_raw(ADMIN_LEDGER, 0)]
+
+
+def test_a_revoke_while_the_records_list_is_a_string_is_answered_applied_and_the_list_rewritten(
+    home: Home, redis_client: Any
+) -> None:
+    """K1b: the revoke was written but answered "internal error", the key stayed a string (every
+    node "WRONGTYPE ... retrying"), the revoked key kept working and a retry said no_such_key."""
+    key = new_keypair().public
+    home.apply("account.add", account="erin", role="writer")
+    home.apply("key.add", account="erin", key=key)
+    redis_client.set(home.registry.admin_records_key, "notalist")
+    result = home.apply("key.revoke", key=key)
+    assert result["height"] == home.store.size(ADMIN_LEDGER) - 1  # answered with its record
+    assert home.registry.admin_records() == _store_records(home)
+    assert home.registry.lookup(key) is None
+    assert [a.what for a in home.alerts] == [ADMIN_CACHE_CONFLICT]
+    assert "no list" in home.alerts[0].detail
+
+
+def test_the_running_home_rewrites_a_records_key_of_another_type_at_its_next_poll(
+    home: Home, redis_client: Any
+) -> None:
+    home.apply("account.add", account="erin", role="writer")
+    redis_client.delete(home.registry.admin_records_key)
+    redis_client.hset(home.registry.admin_records_key, "a", "b")
+    home.ledger.refill()
+    assert home.registry.admin_records() == _store_records(home)
+    assert [a.what for a in home.alerts] == [ADMIN_CACHE_CONFLICT]
+
+
+@pytest.mark.parametrize("garbage", ["notanumber", "-3", "007", "1" * 40, "hash"])
+def test_an_admin_command_resets_a_version_that_is_no_count(home: Home, redis_client: Any, garbage: str) -> None:
+    """K1: every admin command failed "internal error" and nothing was written, never repaired."""
+    home.apply("account.add", account="carol", role="writer")
+    applied = home.registry.version()
+    if garbage == "hash":
+        redis_client.delete(VERSION)
+        redis_client.hset(VERSION, "x", "y")
+    else:
+        redis_client.set(VERSION, garbage)
+    result = home.apply("account.disable", account="carol")
+    assert result["height"] == home.store.size(ADMIN_LEDGER) - 1
+    version = home.registry.version()
+    assert version > applied and version >= int(time.time() * 1000) - 60_000  # above every count
+    assert result["version"] == version
+    assert not {a.name: a for a in home.registry.list_accounts()}["carol"].enabled
+    assert [a.what for a in home.alerts] == [ADMIN_CACHE_CONFLICT]
+
+
+def test_the_running_home_resets_a_garbage_version_at_its_next_poll(home: Home, redis_client: Any) -> None:
+    home.apply("account.add", account="carol", role="writer")
+    redis_client.set(VERSION, "notanumber")
+    home.ledger.refill()
+    assert home.registry.version() > 1_000_000_000_000
+    assert [a.what for a in home.alerts] == [ADMIN_CACHE_CONFLICT]
+    home.ledger.refill()
+    assert len(home.alerts) == 1  # repaired once
+
+
+def test_another_node_reloads_on_a_garbage_version_and_again_once_the_home_reset_it(
+    home: Home, redis_client: Any
+) -> None:
+    """A node other than the home read the version with int(): its load failed at every poll."""
+    from .test_admin_ledger import publish_admin_checkpoint
+
+    home.apply("account.add", account="carol", role="writer")
+    publish_admin_checkpoint(redis_client, home.store)
+    other = AccountCache(
+        home.registry, "ingest-2", poll_interval=0.05, admin=SignedAdminSource(redis_client, ADMIN_KEY)
+    ).start()
+    try:
+        wait_until(lambda: "carol" in other.snapshot.accounts, DEADLINE, "ingest-2 to load carol")
+        redis_client.set(VERSION, "notanumber")
+        other.refresh()  # raised ValueError
+        assert other.version == -1  # NO_VERSION: never a node's
+        home.ledger.refill()
+        reset = home.registry.version()
+        wait_until(lambda: other.version == reset, DEADLINE, "ingest-2 to reload at the reset version")
+    finally:
+        other.stop()
+
+
+def test_an_account_without_a_role_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """o9 (low): logged at every load, 18 times a minute per node."""
+    reply = [b"1", [[b"yy-once", None, None]], []]
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert "yy-once" not in snapshot_from_reply(reply).accounts
+    assert sum("'yy-once' has no role" in r.getMessage() for r in caplog.records) == 1
