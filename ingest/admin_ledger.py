@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -146,6 +146,7 @@ class AdminLedger:
                 self._create(author)
             record = self._write(kind, payload, author)
             try:
+                self._repair_shapes()
                 self._cache()
             except redis.exceptions.ResponseError as e:
                 # The record stands: the command must say so, not fail (a retry would then find
@@ -174,8 +175,8 @@ class AdminLedger:
     def _cache(self) -> int:
         """Copy to Redis what its cache of the admin ledger lacks, in one step (a node never sees
         the genesis without its import records); the accounts version. A cache holding another
-        record where the store's goes is rewritten from the store (alerted)."""
-        self._repair_shapes()
+        record where the store's goes is rewritten from the store (alerted). Its callers repair
+        the keys' shapes first (:meth:`_repair_shapes`), once."""
         start = self.registry.admin_size()
         if self._known is not None:
             start = min(start, self._known)
@@ -250,12 +251,12 @@ class AdminLedger:
                     f"{self.store.origin} --restart`"
                 )
             # Records no checkpoint of this home signs, or others than its own: written by hand.
-            differs = next((h for h, (a, b) in enumerate(zip(cached, stored, strict=False)) if a != b), None)
+            mismatch = _mismatch(cached, stored, len(cached), len(stored))
             # Compared: the next command pushes from there, and junk pushed before it is found
             # (left None, it started at the list's length, past the junk: review r14 F2).
             self._known = min(len(cached), len(stored))
-            if differs is not None or len(cached) > len(stored):
-                self._rewrite(len(stored) if differs is None else differs, "found at its start")
+            if mismatch is not None:
+                self._rewrite(mismatch[0], "found at its start")
             self._fill(len(cached))
 
     def _fill(self, cached: int) -> int | None:
@@ -358,12 +359,19 @@ class AdminLedger:
         store (None: it is): appending to it would make a copy the store does not back."""
         theirs = self.registry.admin_records() if cached else []
         ours = (data for _, data in self.store.range_raw(ADMIN_LEDGER, 0, len(theirs)))
-        differ = next((height for height, (a, b) in enumerate(zip(theirs, ours, strict=False)) if a != b), None)
-        if differ is not None:
-            return differ, f"Redis's cache of the admin ledger is not this store's from height {differ}"
-        if cached > size:
-            return size, f"Redis caches a longer admin ledger ({cached} records) than this store ({size})"
-        return None
+        return _mismatch(theirs, ours, cached, size)
+
+
+def _mismatch(theirs: list[bytes], ours: Iterable[bytes], cached: int, size: int) -> tuple[int, str] | None:
+    """Where and why Redis's cache ``theirs`` (of ``cached`` records when its length was read) is
+    not the first records of a store of ``size`` whose records are ``ours`` (None: it is): the
+    first height whose bytes differ, or ``size`` when the cache is longer."""
+    differ = next((height for height, (a, b) in enumerate(zip(theirs, ours, strict=False)) if a != b), None)
+    if differ is not None:
+        return differ, f"Redis's cache of the admin ledger is not this store's from height {differ}"
+    if cached > size:
+        return size, f"Redis caches a longer admin ledger ({cached} records) than this store ({size})"
+    return None
 
 
 class StoreAdminSource:
