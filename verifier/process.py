@@ -20,13 +20,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import zmq
 
 from .. import __version__
+from ..broker.accounts import AccountCache
 from ..broker.client import Client
 from ..broker.replication import REDIS_ERRORS
 from ..broker.signing import load_verify_key, signing_key_paths, witness_keys
@@ -176,17 +177,26 @@ def home_sign_key(config: ClusterConfig, ledger: str) -> VerifierKey | None:
 
 class WitnessKeys:
     """The cluster's witness keys now: each witness's key file and, when its key rotated, the
-    keys in force that the admin ledger's cache in Redis proves (PROTOCOL 16.6), read again at
-    most every WITNESS_KEYS_FOR_S, never fewer rotations than proven before (ProvenRotations).
-    What a note the standby's key signed must be cosigned by (10.9); a Redis that cannot say
-    leaves the key files' alone."""
+    keys in force that the admin ledger proves (PROTOCOL 16.6): ``rotations`` (the verifier's
+    own proven copy, :func:`proven_copy_rotations`), or the admin ledger's cache in Redis by
+    default; read again at most every WITNESS_KEYS_FOR_S, never fewer rotations than proven
+    before (ProvenRotations). What a note the standby's key signed must be cosigned by (10.9); a
+    Redis that cannot say leaves the key files' alone."""
 
-    def __init__(self, config: ClusterConfig, client: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        client: Any,
+        clock: Callable[[], float] = time.monotonic,
+        rotations: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+    ) -> None:
         self.config = config
         self.client = client
         self._clock = clock
         self._files = tuple(witness_keys(config).values())
-        self._rotations = ProvenRotations.of_redis(config, client)
+        self._rotations = (
+            ProvenRotations(rotations) if rotations is not None else ProvenRotations.of_redis(config, client)
+        )
         self._read: tuple[float, tuple[VerifierKey, ...]] | None = None
 
     def __call__(self) -> tuple[VerifierKey, ...]:
@@ -199,6 +209,17 @@ class WitnessKeys:
                 rotated = () if self._read is None else self._read[1]
             self._read = (now, rotated)
         return (*self._files, *self._read[1])
+
+
+def proven_copy_rotations(cache: AccountCache) -> Callable[[], tuple[dict[str, Any], ...]]:
+    """The key rotations of the admin ledger as ``cache`` (the verifier's accounts) proved it:
+    the records its home's checkpoints proved, never fewer than before in this process, and at a
+    start those its admin_copy.json proves (broker/admin_copy.py, PROTOCOL 16.4). Read afresh from
+    Redis instead, an older, genuine checkpoint set back there by an insider (and the list cut to
+    match) showed fewer rotations: a restarted verifier (or one whose keys were read before an
+    observer's rotation) checked the observer's honest tallies by its replaced key and raised
+    bad_signature on every ledger, while its accounts kept the rotation (outsider o9 J5)."""
+    return lambda: cache.key_rotations
 
 
 def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
@@ -219,7 +240,8 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
         pool = PagePool(cores) if cores > 1 else None
         if pool is not None:
             runtime.closing(pool.close)
-        tallies = TallyWatch(config, replication.client)
+        rotations = proven_copy_rotations(cache)
+        tallies = TallyWatch(config, replication.client, rotations=rotations)
         checks = ClusterChecks(
             name,
             config,
@@ -227,7 +249,7 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
             readers,
             pool=pool,
             home_keys=partial(home_sign_key, config),
-            witness_keys=WitnessKeys(config, replication.client),
+            witness_keys=WitnessKeys(config, replication.client, rotations=rotations),
             tallies=tallies,
             tally_cleared=tallies.cleared,
             stopping=runtime.stopping,
