@@ -16,6 +16,7 @@ from typing import Any
 
 from ..broker.signing import admin_checkpoint_key, witness_keys
 from ..config.cluster import ClusterConfig
+from ..node.admin_copy import proven_admin_records
 from ..node.errors import VledgerError
 from ..node.node_key_rotation import KeyHistory, key_histories
 from ..node.node_keys import NodeKeys, node_keys_of, proven_rotations
@@ -24,6 +25,8 @@ from ..node.rules.admin import ADMIN_LEDGER
 from ..node.witness import witness_keys_in_force
 
 log = logging.getLogger(__name__)
+
+STREAM_PAGE = 1000  # records of the admin ledger's Redis stream read per call
 
 
 def follow_copy(
@@ -34,6 +37,32 @@ def follow_copy(
     reaches, and the rotations it proves; (None, ()) when there is none. A note that does not
     verify is skipped; evidence that does not prove (a copy that is not the signed tree) is
     logged and gives none."""
+    return _follow(records, list(notes), admin_key, nodes)[1:]
+
+
+def follow_copies(
+    copies: Iterable[Sequence[bytes]],
+    notes: Iterable[bytes],
+    admin_key: VerifierKey,
+    nodes: Collection[str] | None = None,
+) -> tuple[NodeKeys | None, tuple[dict[str, Any], ...]]:
+    """:func:`follow_copy` of whichever of ``copies`` one of ``notes`` proves the most records
+    of: the admin ledger only grows, so a copy proven shorter is an older view (an insider's
+    set-back checkpoint and list, outsider o9 J5), never a reason to drop a rotation another
+    copy proves."""
+    notes = list(notes)
+    best: tuple[int, NodeKeys | None, tuple[dict[str, Any], ...]] = (-1, None, ())
+    for records in copies:
+        found = _follow(records, notes, admin_key, nodes)
+        if found[0] > best[0]:
+            best = found
+    return best[1:]
+
+
+def _follow(
+    records: Sequence[bytes], notes: Sequence[bytes], admin_key: VerifierKey, nodes: Collection[str] | None
+) -> tuple[int, NodeKeys | None, tuple[dict[str, Any], ...]]:
+    """:func:`follow_copy`'s answer after the size of the checkpoint that proves it (-1: none)."""
     best: tuple[int, bytes] | None = None
     for note in notes:
         try:
@@ -43,13 +72,16 @@ def follow_copy(
         if size <= len(records) and (best is None or size > best[0]):
             best = (size, note)
     if best is None:
-        return None, ()
+        return -1, None, ()
     try:
         evidence = node_keys_of(records, best[1], nodes)
-        return evidence, (() if evidence is None else proven_rotations(evidence, admin_key))
+        if evidence is None:
+            proven_admin_records(records, best[1], admin_key)  # no rotation: the copy is still judged
+            return best[0], None, ()
+        return best[0], evidence, proven_rotations(evidence, admin_key)
     except VledgerError as e:
         log.warning("the admin ledger's copy does not prove its key rotations (%s: %s)", e.code, e.message)
-        return None, ()
+        return -1, None, ()
 
 
 def witness_histories_of(
@@ -78,9 +110,12 @@ def witness_histories_now(config: ClusterConfig, client: Any) -> dict[str, KeyHi
 
 
 def follow_redis(config: ClusterConfig, client: Any) -> tuple[dict[str, Any], ...]:
-    """The key rotations proven by the admin ledger's cache in Redis and its home's latest
-    checkpoint there (``vledger:{admin}:checkpoint``); () when there is none or no key to check
-    them with. Raises Redis errors."""
+    """The key rotations proven by the admin ledger's copies in Redis (the accounts' cache
+    ``{accounts}:admin:records`` and the ledger's stream) under its home's latest checkpoint
+    there (``vledger:{admin}:checkpoint``) or a witness's latest cosigned one, whichever proves
+    the most records (:func:`follow_copies`); () when there is none or no key to check them with.
+    A reader with no memory of its own (a command) has only Redis: one who sets an older
+    checkpoint back there must set back every one of these. Raises Redis errors."""
     # Redis's modules are imported by what reads Redis: the client (client/session.py) checks
     # keys with this module's other functions and needs no Redis.
     from ..broker.accounts import AccountRegistry  # noqa: PLC0415
@@ -89,9 +124,26 @@ def follow_redis(config: ClusterConfig, client: Any) -> tuple[dict[str, Any], ..
     admin_key = admin_checkpoint_key(config)
     if admin_key is None:
         return ()
-    records = AccountRegistry(client).admin_records()
-    note = client.get(ReplicationLedger(client).checkpoint_key(ADMIN_LEDGER))
-    return follow_copy(records, [note] if note else [], admin_key)[1]
+    replication = ReplicationLedger(client)
+    note = client.get(replication.checkpoint_key(ADMIN_LEDGER))
+    witnesses = replication.cosignatures(ADMIN_LEDGER, witness_keys(config))
+    notes = [*([note] if note else []), *witnesses.values()]
+    copies = (AccountRegistry(client).admin_records(), _stream_copy(replication))
+    return follow_copies(copies, notes, admin_key)[1]
+
+
+def _stream_copy(replication: Any) -> list[bytes]:
+    """The admin ledger's records in its Redis stream from height 0 on, as far as they follow one
+    another (a trimmed or broken stream gives fewer, maybe none)."""
+    records: list[bytes] = []
+    while True:
+        page = replication.read(ADMIN_LEDGER, len(records), STREAM_PAGE)
+        for record in page:
+            if record.height != len(records):
+                return records
+            records.append(record.data)
+        if len(page) < STREAM_PAGE:
+            return records
 
 
 class ProvenRotations:

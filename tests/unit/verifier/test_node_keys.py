@@ -18,7 +18,7 @@ from vledger.node import tree
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, parse_verifier_key, sign
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.witness import witness_key, witness_name
-from vledger.verifier.node_keys import follow_copy, witness_histories_of
+from vledger.verifier.node_keys import follow_copies, follow_copy, follow_redis, witness_histories_of
 from vledger.verifier.process import WitnessKeys
 
 VECTOR = json.loads((Path(__file__).parents[2] / "vectors" / "node_keys.json").read_text(encoding="utf-8"))
@@ -123,3 +123,34 @@ def test_the_verifier_s_witness_keys_keep_a_rotation_once_proven_when_redis_s_ad
         assert rotated in found()
     # A verifier started now has never proven the rotation: the set-back copy is all it has.
     assert rotated not in WitnessKeys(config, redis_client, clock=lambda: now[0])()
+
+
+def test_the_copy_a_note_proves_the_most_records_of_gives_the_rotations() -> None:
+    """follow_copies: a copy proven shorter (set back) never drops what a longer proven one shows,
+    whichever comes first; a copy no note proves counts for nothing."""
+    notes = [_note(RECORDS[:2]), _note(RECORDS)]
+    for copies in ([RECORDS[:2], RECORDS], [RECORDS, RECORDS[:2]], [[b"junk"] * 5, RECORDS]):
+        _, rotations = follow_copies(copies, notes, ADMIN.verifier())
+        assert [r["node"] for r in rotations] == ["replica-1"], copies
+    assert follow_copies([RECORDS[:2]], notes, ADMIN.verifier()) == (None, ())
+
+
+def test_commands_prove_a_rotation_from_the_admin_stream_and_a_witness_s_note_when_the_cache_is_set_back(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    """outsider o9 J5: an insider set an older, genuine admin checkpoint back in Redis and cut the
+    accounts' copy to it; `vledger tally` (follow_redis) then checked a rotated observer's honest
+    tallies by its replaced key. The admin ledger's stream and a witness's cosigned checkpoint
+    still prove the rotation: the view that proves the most records is taken."""
+    config = _cluster(tmp_path)
+    seed = load_signing_key(signing_key_paths(config.keys_dir, "ingest-1")[0]).seed
+    admin = SignerKey("local/admin", ALG_ED25519, seed)
+    registry, replication = AccountRegistry(redis_client), ReplicationLedger(redis_client)
+    replication.append(ADMIN_LEDGER, "ingest-1", 0, RECORDS)
+    replication.publish_cosignature(ADMIN_LEDGER, "replica-1", len(RECORDS), _note(RECORDS, admin))
+    registry.push_admin_records(0, RECORDS[:2])  # the cache and the home's checkpoint set back
+    redis_client.set(replication.checkpoint_key(ADMIN_LEDGER), _note(RECORDS[:2], admin))
+    assert [r["node"] for r in follow_redis(config, redis_client)] == ["replica-1"]
+    # Without the witness's note nothing proves past the set-back checkpoint.
+    redis_client.delete(replication.cosig_key(ADMIN_LEDGER, "replica-1"))
+    assert follow_redis(config, redis_client) == ()
