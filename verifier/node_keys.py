@@ -147,12 +147,14 @@ def _stream_copy(replication: Any) -> list[bytes]:
 
 
 class ProvenRotations:
-    """The key rotations ``read`` proves now (:meth:`of_redis`: Redis's cache), unless fewer than
-    this reader proved before: a key view never goes back (PROTOCOL 16.4, "a node keeps what it
-    proved"). The admin ledger only grows, so a shorter list is an older, genuinely signed
-    checkpoint set back in Redis (by an insider, or a restored dump): taken, it checked an
-    observer's tallies signed with its new key against its replaced one (outsider o8 J5), and
-    left a rotated witness's cosignatures by its new key uncounted. Raises what ``read`` raises."""
+    """The key rotations ``read`` proves now (:meth:`of_redis`: Redis's copies), unless they lack
+    the newest one this reader proved before: a key view never goes back (PROTOCOL 16.4, "a node
+    keeps what it proved"). The admin ledger only grows, so a list without it is an older,
+    genuinely signed checkpoint set back in Redis (by an insider, or a restored dump): taken, it
+    checked an observer's tallies signed with its new key against its replaced one (outsider o8
+    J5), and left a rotated witness's cosignatures by its new key uncounted. Not their number: a
+    copy's evidence holds the last MAX_NODE_ROTATIONS, so past that a set-back list was as long.
+    Raises what ``read`` raises."""
 
     def __init__(self, read: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
         self._read = read
@@ -160,16 +162,20 @@ class ProvenRotations:
 
     @classmethod
     def of_redis(cls, config: ClusterConfig, client: Any) -> ProvenRotations:
-        """Those the admin ledger's cache in ``client``'s Redis proves (:func:`follow_redis`)."""
+        """Those the admin ledger's copies in ``client``'s Redis prove (:func:`follow_redis`)."""
         return cls(lambda: follow_redis(config, client))
 
     def __call__(self) -> tuple[Mapping[str, Any], ...]:
         rotations = tuple(self._read())
-        if len(rotations) < len(self._proven):
+        # Admin records are accepted in increasing time (16.2): the newest is the latest accepted.
+        newest = max(self._proven, key=lambda r: int(r.get("accepted", 0)), default=None)
+        if newest is not None and newest not in rotations:
             log.warning(
-                "the admin ledger's copy in Redis proves %d key rotations, %d were proven before: those stay in force",
+                "the admin ledger's copy in Redis proves %d key rotations, not the newest of the %d proven before"
+                " (node %s): those stay in force",
                 len(rotations),
                 len(self._proven),
+                newest.get("node"),
             )
             return self._proven
         self._proven = rotations

@@ -18,7 +18,7 @@ from vledger.node import tree
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, parse_verifier_key, sign
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.witness import witness_key, witness_name
-from vledger.verifier.node_keys import follow_copies, follow_copy, follow_redis, witness_histories_of
+from vledger.verifier.node_keys import ProvenRotations, follow_copies, follow_copy, follow_redis, witness_histories_of
 from vledger.verifier.process import WitnessKeys
 
 VECTOR = json.loads((Path(__file__).parents[2] / "vectors" / "node_keys.json").read_text(encoding="utf-8"))
@@ -154,3 +154,18 @@ def test_commands_prove_a_rotation_from_the_admin_stream_and_a_witness_s_note_wh
     # Without the witness's note nothing proves past the set-back checkpoint.
     redis_client.delete(replication.cosig_key(ADMIN_LEDGER, "replica-1"))
     assert follow_redis(config, redis_client) == ()
+
+
+def test_a_set_back_list_as_long_as_the_proven_one_is_not_taken() -> None:
+    """A copy's evidence holds the last MAX_NODE_ROTATIONS rotations: past that, the list an older
+    admin checkpoint proves is as long as the one proven before, and ProvenRotations compared
+    their lengths only. It keeps the proven list while the newest proven rotation is missing,
+    and follows the honest ledger's growth (the oldest dropped, newer ones added)."""
+    every = [{"node": f"replica-{n % 3}", "accepted": 1000 + n} for n in range(40)]
+    shown = [every[1:33]]
+    proven = ProvenRotations(lambda: shown[0])
+    assert proven() == tuple(every[1:33])
+    shown[0] = every[0:32]  # set back by one record: as many rotations, the newest gone
+    assert proven() == tuple(every[1:33])
+    shown[0] = every[8:40]  # grown
+    assert proven() == tuple(every[8:40])
