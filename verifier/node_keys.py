@@ -161,6 +161,13 @@ class ProvenRotations:
         self._proven: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
+    def of(
+        cls, config: ClusterConfig, client: Any, read: Callable[[], Iterable[Mapping[str, Any]]] | None = None
+    ) -> ProvenRotations:
+        """Those ``read`` gives (a process's own proven copy), else :meth:`of_redis`'s."""
+        return cls(read) if read is not None else cls.of_redis(config, client)
+
+    @classmethod
     def of_redis(cls, config: ClusterConfig, client: Any) -> ProvenRotations:
         """Those the admin ledger's copies in ``client``'s Redis prove (:func:`follow_redis`)."""
         return cls(lambda: follow_redis(config, client))

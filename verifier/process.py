@@ -187,16 +187,14 @@ class WitnessKeys:
         self,
         config: ClusterConfig,
         client: Any,
-        clock: Callable[[], float] = time.monotonic,
         rotations: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.client = client
         self._clock = clock
         self._files = tuple(witness_keys(config).values())
-        self._rotations = (
-            ProvenRotations(rotations) if rotations is not None else ProvenRotations.of_redis(config, client)
-        )
+        self._rotations = ProvenRotations.of(config, client, rotations)
         self._read: tuple[float, tuple[VerifierKey, ...]] | None = None
 
     def __call__(self) -> tuple[VerifierKey, ...]:

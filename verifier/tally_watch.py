@@ -103,11 +103,10 @@ class TallyWatch:
     ) -> None:
         self.config = config
         self.client = client
-        # The observers' key rotations the admin ledger proves (its cache in Redis by default), never
-        # fewer than proven before (outsider o8 J5).
-        self._rotations = (
-            ProvenRotations(rotations) if rotations is not None else ProvenRotations.of_redis(config, client)
-        )
+        # The observers' key rotations the admin ledger proves: the verifier passes those of its own
+        # proven copy (Redis's copies by default), which a checkpoint set back in Redis never takes
+        # back (outsider o8 J5, o9 J5).
+        self._rotations = ProvenRotations.of(config, client, rotations)
         # (ledger, observer) -> when an entry of it was first seen failing its signature, until
         # one at or past it verifies (see KEY_LAG_S)
         self._failing: dict[tuple[str, str], _Failing] = {}
