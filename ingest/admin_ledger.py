@@ -19,8 +19,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import redis
-
 from ..broker.accounts import (
     NOT_A_LIST,
     Account,
@@ -156,9 +154,10 @@ class AdminLedger:
             try:
                 self._repair_shapes()
                 self._cache()
-            except redis.exceptions.ResponseError as e:
+            except REDIS_ERRORS as e:
                 # The record stands: the command must say so, not fail (a retry would then find
-                # it done); the next poll of the accounts puts Redis's copy right (outsider o9 K1b).
+                # it done); the next poll of the accounts puts Redis's copy right (outsider o9 K1b;
+                # a timeout or a dropped connection alike: review r15 F-D).
                 log.error(
                     "admin record %d written; Redis's copy of it failed (%s): the next poll retries", record.height, e
                 )
