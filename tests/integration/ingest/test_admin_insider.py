@@ -20,8 +20,8 @@ from vledger.broker.keys import new_keypair
 from vledger.broker.redis_keys import group_key, ledger_key
 from vledger.broker.replication import Alert
 from vledger.ingest import accounts as ingest_accounts
-from vledger.ingest.accounts import RegistryAdmin
 from vledger.ingest import admin_ledger as admin_ledger_module
+from vledger.ingest.accounts import RegistryAdmin
 from vledger.ingest.admin_ledger import ADMIN_CACHE_CONFLICT, BYTES_CHECK_SECONDS, AdminLedger, StoreAdminSource
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.rules.engine import RulesEngine

@@ -577,7 +577,8 @@ def test_an_old_home_s_record_after_the_new_home_streamed_its_handover_is_still_
     try:
         promoted.set()
         payload = epoch_payload(2, STANDBY, STANDBY_SIGNER.key(LEDGER).verifier())
-        store.submit_entry(Entry.prepare(Content(LEDGER, EPOCH_KIND, payload, "admin", "p-1", T0 + 100), 0, LIMITS)).result()
+        handover = Content(LEDGER, EPOCH_KIND, payload, "admin", "p-1", T0 + 100)
+        store.submit_entry(Entry.prepare(handover, 0, LIMITS)).result()
         append(store, LEDGER, 2)  # 11, 12
         wait_until(lambda: len(streamed(repl, LEDGER)) == 13, "the new home's 10..12 streamed")
         if restarted:

@@ -934,7 +934,9 @@ def test_the_replaced_home_s_record_past_the_handover_in_the_stream_is_no_redis_
     assert not repl.open_alerts()  # the rewritten entry checks clean (the intruder's alert, too, resolves)
 
 
-def test_the_fenced_home_s_last_append_of_several_records_is_no_redis_conflict(redis_client: Any, tmp_path: Path) -> None:
+def test_the_fenced_home_s_last_append_of_several_records_is_no_redis_conflict(
+    redis_client: Any, tmp_path: Path
+) -> None:
     """The fenced outbox's last append may hold several records (10..12 here, read in one go):
     the run from the handover on is its leftover, where the new home holds 10..12 too."""
     chain, new_chain, leftover = _handed_over(tmp_path, "ingest-1", after=2, placed=3)
