@@ -11,7 +11,8 @@ proves (node/admin_copy.py) and never goes back: a shorter or different copy in 
 Nor does it go back from the bootstrap: a node that let in Redis's accounts while no checkpoint
 of the admin ledger existed (and said so: the admin's commands answered) leaves them for the
 ledger's only once a checkpoint proves every record it saw, or FIRST_PROOF_WAIT after it first
-saw records in the list (with no checkpoint by then: no account, until one proves them). The
+saw a checkpoint, or FIRST_CHECKPOINT_WAIT after it first saw records in the list (with no
+checkpoint by then: no account, until one proves them). The
 home's outbox sets a checkpoint in Redis a pass after the records it covers, or before the home
 has copied them there: its first one proved a prefix, or nothing, and a writer
 the admin had just added was refused until the next (the e2e fault drill's "writer of notes
@@ -50,8 +51,14 @@ logger = logging.getLogger(__name__)
 
 # How long after the first checkpoint of the admin ledger a node that took the bootstrap's
 # accounts waits for one that proves the whole copy it saw: a copy made longer in Redis by hand
-# keeps a node on Redis's accounts no longer than that.
+# keeps a node on Redis's accounts no longer than that (nor than FIRST_CHECKPOINT_WAIT).
 FIRST_PROOF_WAIT = 10.0
+# The same wait while no checkpoint of the admin ledger exists at all: an honest new cluster's
+# home signs its first only once its outbox process runs (1 to 5 s after the node serves, more on
+# a loaded host), and 10 s from the first records left every node but the home with no account
+# (review r15 F-F). Still a bound: a checkpoint deleted in a loop keeps no node on Redis's
+# accounts longer (review r14 F5).
+FIRST_CHECKPOINT_WAIT = 60.0
 
 
 class AdminCopy(NamedTuple):
@@ -165,6 +172,7 @@ class SignedAdminSource:
         # Since when a node on the bootstrap's accounts has seen records in the list that no
         # checkpoint proves all of (None: no such wait).
         self._first_proof_since: float | None = None
+        self._first_note_since: float | None = None  # and since when a checkpoint was there
         self.kept = kept
         self._unread = kept is not None  # the kept copy is read at the first load
         self._unkept: tuple[list[bytes], bytes] | None = None  # proven, not yet written to ``kept``
@@ -192,13 +200,13 @@ class SignedAdminSource:
             # records came before their checkpoint. A node that meets records and no checkpoint
             # first (restarted while an insider deletes the key in a loop: r13 #1) would take
             # Redis's accounts as they are, a forged admin's too: it enforces none until one proves.
-            if size == 0 or (bootstrap and not self._waited()):
+            if size == 0 or (bootstrap and not self._waited(checkpoint=False)):
                 return self._bootstrap(size)
             if bootstrap:
                 logger.warning(
                     "no checkpoint of the admin ledger came within %g s of its first records (%d in Redis's copy):"
                     " no account is enforced until one proves them",
-                    FIRST_PROOF_WAIT,
+                    FIRST_CHECKPOINT_WAIT,
                     size,
                 )
             self._last = UNPROVEN_ADMIN_LEDGER
@@ -210,7 +218,7 @@ class SignedAdminSource:
             if bootstrap and not self._proves_all(records, note, self.admin_key):
                 return self._bootstrap(size)
             self._take(records, note, self.admin_key)
-        self._first_proof_since = None
+        self._first_proof_since = self._first_note_since = None
         self._last = AdminCopy(self._held, size > len(self._held))
         return self._last
 
@@ -220,25 +228,31 @@ class SignedAdminSource:
         self._last = AdminCopy(None, size > 0, unchecked)
         return self._last
 
-    def _waited(self) -> bool:
-        """Whether FIRST_PROOF_WAIT passed since a node on the bootstrap's accounts first saw
-        records in the list that no checkpoint proves all of (the wait starts there, not at a
-        first checkpoint: one deleted in a loop kept the node on Redis's accounts for good,
-        review r14 F5)."""
+    def _waited(self, *, checkpoint: bool) -> bool:
+        """Whether a node on the bootstrap's accounts, seeing records in the list that no
+        checkpoint proves all of, waited long enough: FIRST_CHECKPOINT_WAIT since it first saw
+        them (that clock starts there, not at a first checkpoint: one deleted in a loop kept the
+        node on Redis's accounts for good, review r14 F5), or, with a ``checkpoint`` there now,
+        FIRST_PROOF_WAIT since it first saw one (an honest first one, late, may prove a prefix:
+        the next pass of the home's outbox signs the rest)."""
         now = self._clock()
         if self._first_proof_since is None:
             self._first_proof_since = now
-        return now - self._first_proof_since >= FIRST_PROOF_WAIT
+        if checkpoint and self._first_note_since is None:
+            self._first_note_since = now
+        if now - self._first_proof_since >= FIRST_CHECKPOINT_WAIT:
+            return True
+        return checkpoint and self._first_note_since is not None and now - self._first_note_since >= FIRST_PROOF_WAIT
 
     def _proves_all(self, records: list[bytes], note: bytes, admin_key: VerifierKey) -> bool:
         """Whether a node on the bootstrap's accounts leaves them now: ``note`` proves every one
-        of ``records``, or FIRST_PROOF_WAIT passed since the list first held records (then logged)."""
+        of ``records``, or the node waited long enough for one that does (:meth:`_waited`; then logged)."""
         try:
             if len(proven_admin_records(records, note, admin_key)) == len(records):
                 return True
         except VledgerError:
             pass  # judged, and logged, by _take once the wait is over
-        if not self._waited():
+        if not self._waited(checkpoint=True):
             return False
         logger.warning(
             "no checkpoint of the admin ledger proved all of Redis's copy of it (%d records) within %g s:"

@@ -17,6 +17,7 @@ from nacl.signing import SigningKey
 from vledger.broker import accounts as accounts_module
 from vledger.broker.accounts import AccountCache, AccountError, AccountRegistry
 from vledger.broker.admin_copy import (
+    FIRST_CHECKPOINT_WAIT,
     FIRST_PROOF_WAIT,
     KEPT_ADMIN_COPY,
     UNPROVEN_ADMIN_LEDGER,
@@ -494,12 +495,47 @@ def test_a_node_on_the_bootstrap_s_accounts_leaves_them_after_a_while_with_no_ch
     admin.apply("account.add", Args({"account": "writer", "role": "writer"}), ROOT)
     assert registry.admin_size() > 0 and redis_client.get(ledger_key("vledger", ADMIN_LEDGER, "checkpoint")) is None
     assert source.load().records is None
-    clock[0] += FIRST_PROOF_WAIT - 1
+    clock[0] += FIRST_CHECKPOINT_WAIT - 1
     assert source.load().records is None
     clock[0] += 1
     assert source.load() == UNPROVEN_ADMIN_LEDGER
-    clock[0] += FIRST_PROOF_WAIT
+    clock[0] += FIRST_CHECKPOINT_WAIT
     assert source.load() == UNPROVEN_ADMIN_LEDGER
+
+
+def test_an_honest_first_checkpoint_late_by_more_than_the_proof_wait_leaves_the_accounts_enforced(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any
+) -> None:
+    """Review r15 F-F: the wait from the first records was FIRST_PROOF_WAIT (10 s) with no
+    checkpoint at all too, so a new cluster whose home's outbox process was slow to start (1 to
+    5 s, more on a loaded host) left every other node with no account: the admin's own key and
+    every writer refused there until the first checkpoint came. With none at all the wait is
+    FIRST_CHECKPOINT_WAIT, and from the first checkpoint FIRST_PROOF_WAIT as before (one that
+    proves a prefix, the rest signed at the outbox's next pass)."""
+    registry, home_store, admin = home
+    clock = [100.0]
+    source = SignedAdminSource(redis_client, ADMIN_KEY, clock=lambda: clock[0])
+    root_key = registry.list_accounts()[0].keys[0]
+    other = AccountCache(registry, "ingest-2", poll_interval=60, admin=source).start()
+    try:
+        assert other.lookup(root_key) is not None  # the bootstrap's admin, before any admin command
+        admin.apply("account.add", Args({"account": "writer", "role": "writer"}), ROOT)  # no checkpoint yet
+        other.refresh()
+        clock[0] += FIRST_PROOF_WAIT + 1  # the home's outbox process still starting
+        other.refresh()
+        assert other.lookup(root_key) is not None, "the admin's own key refused on an honest cluster"
+        # Its first checkpoint, of a prefix (the outbox signs per pass): FIRST_PROOF_WAIT from it.
+        publish_admin_checkpoint(redis_client, home_store, home_store.size(ADMIN_LEDGER) - 1)
+        other.refresh()
+        assert source.load().records is None
+        clock[0] += 1
+        publish_admin_checkpoint(redis_client, home_store)
+        other.refresh()
+        proven = source.load().records
+        assert proven is not None and len(proven) == home_store.size(ADMIN_LEDGER)
+        assert other.lookup(root_key) is not None
+    finally:
+        other.stop()
 
 
 def test_another_node_reads_its_grants_from_the_cache_once_the_home_s_checkpoint_proves_them(
