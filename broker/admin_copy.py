@@ -46,6 +46,7 @@ from ..node.record import Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
 from .keys import install_file
 from .redis_keys import ledger_key
+from .replication import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -185,8 +186,8 @@ class SignedAdminSource:
         size = self.registry.admin_size()
         note = self.client.get(self.note_key)
         if self._unread:
-            self._unread = False
-            self._read_kept(note)
+            # Consumed only once judged: a Redis error in the judging leaves it for the next load.
+            self._unread = not self._read_kept(note)
         if (size, note) == self._seen and self._first_proof_since is None:
             return self._last
         # On the bootstrap's accounts: a load before this one let them in, even one that saw no
@@ -262,23 +263,24 @@ class SignedAdminSource:
         )
         return True
 
-    def _read_kept(self, note: bytes | None) -> None:
+    def _read_kept(self, note: bytes | None) -> bool:
         """Take what the node kept of an earlier run, as far as its note proves it, unless Redis's
         checkpoint ``note`` (verified) is newer than it or contradicts it, or, with no checkpoint
         proving all of it, Redis's copy holds records the file lacks: a file kept before a
         revocation must not let the revoked key in; the node then waits for Redis's copy as one
-        with no file would (logged either way)."""
+        with no file would (logged either way). False when Redis's copy could not be read to
+        judge it (not used now, judged again at the next load: review r15 F-G); else True."""
         assert self.kept is not None
         try:
             kept = self.kept.load()
         except (OSError, ValueError) as e:
             logger.warning("the admin ledger's copy this node kept is unreadable, not used: %s", e)
-            return
+            return True
         if kept is None:
-            return
+            return True
         if self.admin_key is None:
             self._warn("the admin ledger's checkpoint key is unknown here: no record of it counts")
-            return
+            return True
         where = f"the copy of the admin ledger kept in {self.kept.path}"
         proven = 0
         if note is not None and _verifies(note, self.admin_key):
@@ -294,16 +296,25 @@ class SignedAdminSource:
                     e.code,
                     e.message,
                 )
-                return
-        if proven < len(kept[0]) and not self._prefix_of(kept[0]):
-            # No checkpoint vouches for the file (deleted, or an older one set back: review r14
-            # F1) and Redis's list holds records the file lacks, maybe a revocation made while
-            # the node was down: the file would let the revoked key in again.
-            logger.info("%s is not used: Redis's copy of the admin ledger holds records it lacks", where)
-            return
+                return True
+        if proven < len(kept[0]):
+            try:
+                prefix = self._prefix_of(kept[0])
+            except REDIS_ERRORS as e:
+                # Unread (a key of another type, a dropped connection): not a prefix for now, the
+                # safe side, and no crash of the node's start over it.
+                logger.warning("%s is not used yet: Redis's copy of the admin ledger is unreadable (%s)", where, e)
+                return False
+            if not prefix:
+                # No checkpoint vouches for the file (deleted, or an older one set back: review
+                # r14 F1) and Redis's list holds records the file lacks, maybe a revocation made
+                # while the node was down: the file would let the revoked key in again.
+                logger.info("%s is not used: Redis's copy of the admin ledger holds records it lacks", where)
+                return True
         self._take(*kept, self.admin_key, where=where)
         if self._held:
             logger.info("%s: %d records proven", where, len(self._held))
+        return True
 
     def _prefix_of(self, kept: list[bytes]) -> bool:
         """Whether Redis's copy is empty (Redis lost its data: the case the file is kept for) or

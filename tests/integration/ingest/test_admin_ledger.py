@@ -268,6 +268,29 @@ def test_a_kept_copy_is_not_used_without_a_checkpoint_while_redis_s_copy_holds_m
     assert SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load() == UNPROVEN_ADMIN_LEDGER
 
 
+def test_a_kept_copy_judged_while_redis_s_list_is_unreadable_is_judged_again_at_the_next_load(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
+) -> None:
+    """Review r15 F-G: the kept file was marked read before the Redis read that judges it (is
+    Redis's list its prefix?). A list of another type (vledger-admin may SET it) raised WRONGTYPE
+    out of the node's first load (its start failed: a crash loop until the home repaired the list),
+    and a load retried found the file consumed: the copy that defends against a deleted
+    checkpoint was never read. Now the file is not used while the list is unreadable, and judged
+    again once it is readable."""
+    registry, _, admin = home
+    _, kept, before = _kept_with_a_key(admin, redis_client, home[1], tmp_path)
+    redis_client.delete(ledger_key("vledger", ADMIN_LEDGER, "checkpoint"))  # the file is then judged by the list
+    records = registry.admin_records()
+    redis_client.delete(registry.admin_records_key)
+    redis_client.set(registry.admin_records_key, "notalist")
+    restarted = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept)
+    assert restarted.load() == UNPROVEN_ADMIN_LEDGER  # no crash; the file not used meanwhile
+    redis_client.delete(registry.admin_records_key)
+    redis_client.rpush(registry.admin_records_key, *records[:2])  # the home's refill, under way
+    again = restarted.load().records
+    assert again is not None and [r.link for r in again] == [r.link for r in before]
+
+
 def publish_admin_checkpoint(redis_client: Any, store: ChainStore, size: int | None = None) -> None:
     """What the home's outbox does after each commit: its signed checkpoint of the admin ledger
     (of its first ``size`` records, all by default) in Redis (vledger:{admin}:checkpoint), with
