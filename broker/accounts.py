@@ -678,7 +678,7 @@ class AccountRegistry:
     def admin_records_digest(self, first: int, last: int) -> str:
         """:func:`admin_records_digest` of the cached admin ledger's entries ``first`` to ``last``
         (included), computed in Redis (one call, as long as that range: a caller pages it)."""
-        return _text(self._admin_records_digest(keys=[self.admin_records_key], args=[first, last]))
+        return _text(self._admin_records_digest(keys=[self.admin_records_key], args=[str(first), str(last)]))
 
     def admin_size(self) -> int:
         """How many records the cache holds; :data:`NOT_A_LIST` when its key is of another type."""
