@@ -11,7 +11,8 @@ proves (node/admin_copy.py) and never goes back: a shorter or different copy in 
 Nor does it go back from the bootstrap: a node that let in Redis's accounts while no checkpoint
 of the admin ledger existed (and said so: the admin's commands answered) leaves them for the
 ledger's only once a checkpoint proves every record it saw, or FIRST_PROOF_WAIT after it first
-saw records in the list (with no checkpoint by then: no account, until one proves them). The
+saw a checkpoint, or FIRST_CHECKPOINT_WAIT after it first saw records in the list (with no
+checkpoint by then: no account, until one proves them). The
 home's outbox sets a checkpoint in Redis a pass after the records it covers, or before the home
 has copied them there: its first one proved a prefix, or nothing, and a writer
 the admin had just added was refused until the next (the e2e fault drill's "writer of notes
@@ -45,13 +46,20 @@ from ..node.record import Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
 from .keys import install_file
 from .redis_keys import ledger_key
+from .replication import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 
 # How long after the first checkpoint of the admin ledger a node that took the bootstrap's
 # accounts waits for one that proves the whole copy it saw: a copy made longer in Redis by hand
-# keeps a node on Redis's accounts no longer than that.
+# keeps a node on Redis's accounts no longer than that (nor than FIRST_CHECKPOINT_WAIT).
 FIRST_PROOF_WAIT = 10.0
+# The same wait while no checkpoint of the admin ledger exists at all: an honest new cluster's
+# home signs its first only once its outbox process runs (1 to 5 s after the node serves, more on
+# a loaded host), and 10 s from the first records left every node but the home with no account
+# (review r15 F-F). Still a bound: a checkpoint deleted in a loop keeps no node on Redis's
+# accounts longer (review r14 F5).
+FIRST_CHECKPOINT_WAIT = 60.0
 
 
 class AdminCopy(NamedTuple):
@@ -165,6 +173,7 @@ class SignedAdminSource:
         # Since when a node on the bootstrap's accounts has seen records in the list that no
         # checkpoint proves all of (None: no such wait).
         self._first_proof_since: float | None = None
+        self._first_note_since: float | None = None  # and since when a checkpoint was there
         self.kept = kept
         self._unread = kept is not None  # the kept copy is read at the first load
         self._unkept: tuple[list[bytes], bytes] | None = None  # proven, not yet written to ``kept``
@@ -177,8 +186,8 @@ class SignedAdminSource:
         size = self.registry.admin_size()
         note = self.client.get(self.note_key)
         if self._unread:
-            self._unread = False
-            self._read_kept(note)
+            # Consumed only once judged: a Redis error in the judging leaves it for the next load.
+            self._unread = not self._read_kept(note)
         if (size, note) == self._seen and self._first_proof_since is None:
             return self._last
         # On the bootstrap's accounts: a load before this one let them in, even one that saw no
@@ -192,13 +201,13 @@ class SignedAdminSource:
             # records came before their checkpoint. A node that meets records and no checkpoint
             # first (restarted while an insider deletes the key in a loop: r13 #1) would take
             # Redis's accounts as they are, a forged admin's too: it enforces none until one proves.
-            if size == 0 or (bootstrap and not self._waited()):
+            if size == 0 or (bootstrap and not self._waited(checkpoint=False)):
                 return self._bootstrap(size)
             if bootstrap:
                 logger.warning(
                     "no checkpoint of the admin ledger came within %g s of its first records (%d in Redis's copy):"
                     " no account is enforced until one proves them",
-                    FIRST_PROOF_WAIT,
+                    FIRST_CHECKPOINT_WAIT,
                     size,
                 )
             self._last = UNPROVEN_ADMIN_LEDGER
@@ -210,7 +219,7 @@ class SignedAdminSource:
             if bootstrap and not self._proves_all(records, note, self.admin_key):
                 return self._bootstrap(size)
             self._take(records, note, self.admin_key)
-        self._first_proof_since = None
+        self._first_proof_since = self._first_note_since = None
         self._last = AdminCopy(self._held, size > len(self._held))
         return self._last
 
@@ -220,25 +229,31 @@ class SignedAdminSource:
         self._last = AdminCopy(None, size > 0, unchecked)
         return self._last
 
-    def _waited(self) -> bool:
-        """Whether FIRST_PROOF_WAIT passed since a node on the bootstrap's accounts first saw
-        records in the list that no checkpoint proves all of (the wait starts there, not at a
-        first checkpoint: one deleted in a loop kept the node on Redis's accounts for good,
-        review r14 F5)."""
+    def _waited(self, *, checkpoint: bool) -> bool:
+        """Whether a node on the bootstrap's accounts, seeing records in the list that no
+        checkpoint proves all of, waited long enough: FIRST_CHECKPOINT_WAIT since it first saw
+        them (that clock starts there, not at a first checkpoint: one deleted in a loop kept the
+        node on Redis's accounts for good, review r14 F5), or, with a ``checkpoint`` there now,
+        FIRST_PROOF_WAIT since it first saw one (an honest first one, late, may prove a prefix:
+        the next pass of the home's outbox signs the rest)."""
         now = self._clock()
         if self._first_proof_since is None:
             self._first_proof_since = now
-        return now - self._first_proof_since >= FIRST_PROOF_WAIT
+        if checkpoint and self._first_note_since is None:
+            self._first_note_since = now
+        if now - self._first_proof_since >= FIRST_CHECKPOINT_WAIT:
+            return True
+        return checkpoint and self._first_note_since is not None and now - self._first_note_since >= FIRST_PROOF_WAIT
 
     def _proves_all(self, records: list[bytes], note: bytes, admin_key: VerifierKey) -> bool:
         """Whether a node on the bootstrap's accounts leaves them now: ``note`` proves every one
-        of ``records``, or FIRST_PROOF_WAIT passed since the list first held records (then logged)."""
+        of ``records``, or the node waited long enough for one that does (:meth:`_waited`; then logged)."""
         try:
             if len(proven_admin_records(records, note, admin_key)) == len(records):
                 return True
         except VledgerError:
             pass  # judged, and logged, by _take once the wait is over
-        if not self._waited():
+        if not self._waited(checkpoint=True):
             return False
         logger.warning(
             "no checkpoint of the admin ledger proved all of Redis's copy of it (%d records) within %g s:"
@@ -248,23 +263,24 @@ class SignedAdminSource:
         )
         return True
 
-    def _read_kept(self, note: bytes | None) -> None:
+    def _read_kept(self, note: bytes | None) -> bool:
         """Take what the node kept of an earlier run, as far as its note proves it, unless Redis's
         checkpoint ``note`` (verified) is newer than it or contradicts it, or, with no checkpoint
         proving all of it, Redis's copy holds records the file lacks: a file kept before a
         revocation must not let the revoked key in; the node then waits for Redis's copy as one
-        with no file would (logged either way)."""
+        with no file would (logged either way). False when Redis's copy could not be read to
+        judge it (not used now, judged again at the next load: review r15 F-G); else True."""
         assert self.kept is not None
         try:
             kept = self.kept.load()
         except (OSError, ValueError) as e:
             logger.warning("the admin ledger's copy this node kept is unreadable, not used: %s", e)
-            return
+            return True
         if kept is None:
-            return
+            return True
         if self.admin_key is None:
             self._warn("the admin ledger's checkpoint key is unknown here: no record of it counts")
-            return
+            return True
         where = f"the copy of the admin ledger kept in {self.kept.path}"
         proven = 0
         if note is not None and _verifies(note, self.admin_key):
@@ -280,16 +296,25 @@ class SignedAdminSource:
                     e.code,
                     e.message,
                 )
-                return
-        if proven < len(kept[0]) and not self._prefix_of(kept[0]):
-            # No checkpoint vouches for the file (deleted, or an older one set back: review r14
-            # F1) and Redis's list holds records the file lacks, maybe a revocation made while
-            # the node was down: the file would let the revoked key in again.
-            logger.info("%s is not used: Redis's copy of the admin ledger holds records it lacks", where)
-            return
+                return True
+        if proven < len(kept[0]):
+            try:
+                prefix = self._prefix_of(kept[0])
+            except REDIS_ERRORS as e:
+                # Unread (a key of another type, a dropped connection): not a prefix for now, the
+                # safe side, and no crash of the node's start over it.
+                logger.warning("%s is not used yet: Redis's copy of the admin ledger is unreadable (%s)", where, e)
+                return False
+            if not prefix:
+                # No checkpoint vouches for the file (deleted, or an older one set back: review
+                # r14 F1) and Redis's list holds records the file lacks, maybe a revocation made
+                # while the node was down: the file would let the revoked key in again.
+                logger.info("%s is not used: Redis's copy of the admin ledger holds records it lacks", where)
+                return True
         self._take(*kept, self.admin_key, where=where)
         if self._held:
             logger.info("%s: %d records proven", where, len(self._held))
+        return True
 
     def _prefix_of(self, kept: list[bytes]) -> bool:
         """Whether Redis's copy is empty (Redis lost its data: the case the file is kept for) or

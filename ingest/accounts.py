@@ -435,9 +435,10 @@ class RegistryAdmin:
         not fail the command: the nodes enforce the record, and Redis's entry is only logged."""
         try:
             return change()
-        except (AccountError, redis.exceptions.ResponseError) as e:
+        except (AccountError, *REDIS_ERRORS) as e:
             # A Redis key of the wrong type (written by hand) fails the change like a refusal: the
-            # record is the truth, the nodes enforce it, and the home's next poll repairs the key.
+            # record is the truth, the nodes enforce it, and the home's next poll repairs the key;
+            # a timeout or a dropped connection too (review r15 F-D): a retry would be refused.
             if height is None:
                 raise
             log.warning(

@@ -146,6 +146,10 @@ class Outbox:
         # ledger -> the highest height this outbox put in the stream itself (appended or filled
         # from the store): entries up to it need not be read back to know they are its own.
         self._streamed: dict[str, int] = {}
+        # ledger -> the highest height this outbox streamed in its run, never cleared (an outage
+        # or a refusal undoes nothing it placed): once past its handover, no fenced home's last
+        # append can come after it (:meth:`_replaced_home_of`).
+        self._placed: dict[str, int] = {}
         # ledger -> the lowest height of a stream rewrite not done yet: the home's own alert
         # against ``redis`` resolves once the stream holds its records past it again.
         self._rewritten: dict[str, int] = {}
@@ -463,9 +467,14 @@ class Outbox:
                 return
             last = self._repair(ledger, conflict)
         elif last >= end:
-            self._streamed[ledger] = max(last, self._streamed.get(ledger, -1))
+            self._streamed_to(ledger, last)
             self._rewrite_done(ledger, end)
         self._fill(ledger, last, end)
+
+    def _streamed_to(self, ledger: str, last: int) -> None:
+        """The stream holds this outbox's own records of ``ledger`` up to ``last``."""
+        self._streamed[ledger] = max(last, self._streamed.get(ledger, -1))
+        self._placed[ledger] = max(last, self._placed.get(ledger, -1))
 
     def _replaced(self, ledger: str, named: Mapping[str, tuple[int, str]], *, look: bool = False) -> bool:
         """Whether another node is proven the home of a newer epoch of ``ledger`` than this
@@ -586,12 +595,17 @@ class Outbox:
         home's records are no part of the ledger, and this home rewrites them at once, so no
         ``record_conflict`` is raised against ``redis`` (the flake of test_standby's takeover).
         Any other foreign entry (below the handover, another origin or height, bytes that do
-        not decode) is the stream's fault as before."""
+        not decode) is the stream's fault as before, and so is one this home finds once it
+        streamed its own handover record: the fenced outbox's append came before that, so an
+        old home's record found later (in this run, or past this home's handover record in the
+        stream) was placed by someone writing its stream (review r15 F-B)."""
         history = self._epochs.history(ledger)
         if history is None or len(history.epochs) < 2:
             return None
         before, current = history.epochs[-2], history.epochs[-1]
-        if current.home != self.name or height < current.height:
+        if current.home != self.name or height < current.height or self._placed.get(ledger, -1) >= current.height:
+            return None
+        if height > current.height and self._handover_streamed(ledger, current.height):
             return None
         try:
             record = decode_record(data, PROTOCOL_LIMITS)
@@ -600,6 +614,14 @@ class Outbox:
         if (record.ledger, record.height, record.origin) != (ledger, height, before.home):
             return None
         return before.home
+
+    def _handover_streamed(self, ledger: str, handover: int) -> bool:
+        """Whether the stream holds this home's own record at ``handover`` (what a restarted
+        outbox, with no memory of its run, placed before)."""
+        assert self.replication is not None
+        entry = self.replication.read(ledger, handover, 1, stop=handover + 1)
+        held = dict(self.store.range_raw(ledger, handover, handover + 1))
+        return bool(entry) and entry[0].data == held.get(handover)
 
     def _fill(self, ledger: str, last: int, end: int) -> None:
         """Append the store's records of ``ledger`` after the stream's ``last`` height up to ``end``."""
@@ -635,7 +657,7 @@ class Outbox:
             if reached <= last:
                 raise RuntimeError(f"the stream of {ledger} does not grow past {last}")
             last = reached
-            self._streamed[ledger] = max(last, self._streamed.get(ledger, -1))
+            self._streamed_to(ledger, last)
             self._rewrite_done(ledger, last)
 
     def _rewrite_done(self, ledger: str, last: int, store_head: int | None = None) -> None:

@@ -57,6 +57,7 @@ from ..broker.replication import (
 )
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
+from ..node.epoch import EPOCH_KIND
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, SignatureError, VledgerError
 from ..node.note import VerifierKey
 from ..node.record import decode_record
@@ -873,6 +874,7 @@ class ClusterChecks:
         digests = {height: hashlib.sha256(data).digest() for height, data in streamed.items()}
         home = self.ledgers[ledger].home
         leftover = False  # a replaced home's record past its handover, which the home rewrites
+        leftover_next = -1  # the height a run of those (from the handover on) goes on at
         # The home first: where its store differs from the stream, the stream is wrong (the store
         # is the truth, and the home rewrites the stream from it), and the others are compared
         # with the home's record.
@@ -888,8 +890,8 @@ class ClusterChecks:
             for height, data, digest in _placed(held, first, digests):
                 expected = digests.get(height)
                 if expected is not None and digest != expected and node == home:
-                    if self._fenced_leftover(ledger, streamed[height], data):
-                        leftover = True
+                    if self._fenced_leftover(ledger, streamed[height], data, goes_on=height == leftover_next):
+                        leftover, leftover_next = True, height + 1
                     else:
                         self.raise_alert(
                             Alert("redis", ledger, height, "record_conflict",
@@ -922,13 +924,17 @@ class ClusterChecks:
                 log.info("resolved: %s", ", ".join(fixed))
         return len(rows)
 
-    def _fenced_leftover(self, ledger: str, streamed: bytes, held: bytes) -> bool:
+    def _fenced_leftover(self, ledger: str, streamed: bytes, held: bytes, *, goes_on: bool) -> bool:
         """Whether the stream's record ``streamed`` is one the home a handover replaced placed
         where the home's record ``held`` is the current home's own (so past a handover of it,
         10.9): the fenced home's outbox, running on for a moment after its node stopped,
         appended it before the new home's first append, which rewrites it from the store at
         once (10.2). Redis did not lie: the entries come again once rewritten, and are checked
-        then. Any other record that differs is still the stream's ``record_conflict``."""
+        then. That last append starts at the handover: ``held`` is the current epoch's handover
+        record, or ``goes_on`` (the record below was such a leftover, in the same read). An old
+        home's record anywhere else was placed later by someone writing its stream (its Redis
+        user keeps its write selector: review r15 F-B). Any other record that differs is still
+        the stream's ``record_conflict``."""
         state = self.ledgers[ledger]
         replaced = self.replaced(ledger, state.home, state.epoch)
         if not replaced:
@@ -937,7 +943,9 @@ class ClusterChecks:
             theirs, ours = decode_record(streamed, PROTOCOL_LIMITS), decode_record(held, PROTOCOL_LIMITS)
         except VledgerError:
             return False
-        return theirs.origin in replaced and ours.origin == state.home and theirs.height == ours.height
+        if not (theirs.origin in replaced and ours.origin == state.home and theirs.height == ours.height):
+            return False
+        return goes_on or (ours.content.kind == EPOCH_KIND and ours.content.payload.get("epoch") == state.epoch[0])
 
     def _verify_stream(self, ledger: str, rows: list[tuple[int, bytes, Any]]) -> None:
         """The stream's own records, verified as a chain (its first record checked after the one below it)."""

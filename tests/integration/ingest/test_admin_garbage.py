@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from vledger.broker.accounts import AccountCache, snapshot_from_reply
 from vledger.broker.admin_copy import SignedAdminSource
@@ -51,6 +52,39 @@ def test_a_revoke_while_the_records_list_is_a_string_is_answered_applied_and_the
     assert home.registry.lookup(key) is None
     assert [a.what for a in home.alerts] == [ADMIN_CACHE_CONFLICT]
     assert "no list" in home.alerts[0].detail
+
+
+@pytest.mark.parametrize("command", ["key.revoke", "account.disable"])
+@pytest.mark.parametrize("failing", ["the-copy-s-push", "the-account-change"])
+def test_a_command_whose_record_is_written_answers_so_when_redis_times_out(
+    home: Home, monkeypatch: pytest.MonkeyPatch, command: str, failing: str
+) -> None:
+    """Review r15 F-D: k28 answered with the record only for a ResponseError. A timeout (Redis
+    busy, failing over) or a dropped connection of the copy's push or of the account change, after
+    the record is durable, failed the command ("network:TimeoutError"), though every node enforces
+    the record; a retry of the revoke was then refused (no_such_key)."""
+    erin = new_keypair().public
+    home.apply("account.add", account="erin", role="writer")
+    home.apply("key.add", account="erin", key=erin)
+    before = home.store.size(ADMIN_LEDGER)
+    names = {"the-copy-s-push": "push_admin_records", "key.revoke": "revoke_key", "account.disable": "disable"}
+    name = names[failing if failing == "the-copy-s-push" else command]
+    real = getattr(home.registry, name)
+    calls = [0]
+
+    def flaky(*args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise (redis.exceptions.TimeoutError if command == "key.revoke" else redis.exceptions.ConnectionError)("x")
+        return real(*args)
+
+    monkeypatch.setattr(home.registry, name, flaky)
+    result = home.apply(command, **({"key": erin} if command == "key.revoke" else {"account": "erin"}))
+    assert calls[0] >= 1
+    assert home.store.size(ADMIN_LEDGER) == before + 1 and result["height"] == before  # answered with its record
+    home.cache.refresh()
+    owner = home.cache.lookup(erin)
+    assert owner is None or not owner.enabled  # the record is enforced
 
 
 def test_the_running_home_rewrites_a_records_key_of_another_type_at_its_next_poll(

@@ -17,6 +17,7 @@ from nacl.signing import SigningKey
 from vledger.broker import accounts as accounts_module
 from vledger.broker.accounts import AccountCache, AccountError, AccountRegistry
 from vledger.broker.admin_copy import (
+    FIRST_CHECKPOINT_WAIT,
     FIRST_PROOF_WAIT,
     KEPT_ADMIN_COPY,
     UNPROVEN_ADMIN_LEDGER,
@@ -267,6 +268,29 @@ def test_a_kept_copy_is_not_used_without_a_checkpoint_while_redis_s_copy_holds_m
     assert SignedAdminSource(redis_client, ADMIN_KEY, kept=kept).load() == UNPROVEN_ADMIN_LEDGER
 
 
+def test_a_kept_copy_judged_while_redis_s_list_is_unreadable_is_judged_again_at_the_next_load(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any, tmp_path: Path
+) -> None:
+    """Review r15 F-G: the kept file was marked read before the Redis read that judges it (is
+    Redis's list its prefix?). A list of another type (vledger-admin may SET it) raised WRONGTYPE
+    out of the node's first load (its start failed: a crash loop until the home repaired the list),
+    and a load retried found the file consumed: the copy that defends against a deleted
+    checkpoint was never read. Now the file is not used while the list is unreadable, and judged
+    again once it is readable."""
+    registry, _, admin = home
+    _, kept, before = _kept_with_a_key(admin, redis_client, home[1], tmp_path)
+    redis_client.delete(ledger_key("vledger", ADMIN_LEDGER, "checkpoint"))  # the file is then judged by the list
+    records = registry.admin_records()
+    redis_client.delete(registry.admin_records_key)
+    redis_client.set(registry.admin_records_key, "notalist")
+    restarted = SignedAdminSource(redis_client, ADMIN_KEY, kept=kept)
+    assert restarted.load() == UNPROVEN_ADMIN_LEDGER  # no crash; the file not used meanwhile
+    redis_client.delete(registry.admin_records_key)
+    redis_client.rpush(registry.admin_records_key, *records[:2])  # the home's refill, under way
+    again = restarted.load().records
+    assert again is not None and [r.link for r in again] == [r.link for r in before]
+
+
 def publish_admin_checkpoint(redis_client: Any, store: ChainStore, size: int | None = None) -> None:
     """What the home's outbox does after each commit: its signed checkpoint of the admin ledger
     (of its first ``size`` records, all by default) in Redis (vledger:{admin}:checkpoint), with
@@ -494,12 +518,47 @@ def test_a_node_on_the_bootstrap_s_accounts_leaves_them_after_a_while_with_no_ch
     admin.apply("account.add", Args({"account": "writer", "role": "writer"}), ROOT)
     assert registry.admin_size() > 0 and redis_client.get(ledger_key("vledger", ADMIN_LEDGER, "checkpoint")) is None
     assert source.load().records is None
-    clock[0] += FIRST_PROOF_WAIT - 1
+    clock[0] += FIRST_CHECKPOINT_WAIT - 1
     assert source.load().records is None
     clock[0] += 1
     assert source.load() == UNPROVEN_ADMIN_LEDGER
-    clock[0] += FIRST_PROOF_WAIT
+    clock[0] += FIRST_CHECKPOINT_WAIT
     assert source.load() == UNPROVEN_ADMIN_LEDGER
+
+
+def test_an_honest_first_checkpoint_late_by_more_than_the_proof_wait_leaves_the_accounts_enforced(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin], redis_client: Any
+) -> None:
+    """Review r15 F-F: the wait from the first records was FIRST_PROOF_WAIT (10 s) with no
+    checkpoint at all too, so a new cluster whose home's outbox process was slow to start (1 to
+    5 s, more on a loaded host) left every other node with no account: the admin's own key and
+    every writer refused there until the first checkpoint came. With none at all the wait is
+    FIRST_CHECKPOINT_WAIT, and from the first checkpoint FIRST_PROOF_WAIT as before (one that
+    proves a prefix, the rest signed at the outbox's next pass)."""
+    registry, home_store, admin = home
+    clock = [100.0]
+    source = SignedAdminSource(redis_client, ADMIN_KEY, clock=lambda: clock[0])
+    root_key = registry.list_accounts()[0].keys[0]
+    other = AccountCache(registry, "ingest-2", poll_interval=60, admin=source).start()
+    try:
+        assert other.lookup(root_key) is not None  # the bootstrap's admin, before any admin command
+        admin.apply("account.add", Args({"account": "writer", "role": "writer"}), ROOT)  # no checkpoint yet
+        other.refresh()
+        clock[0] += FIRST_PROOF_WAIT + 1  # the home's outbox process still starting
+        other.refresh()
+        assert other.lookup(root_key) is not None, "the admin's own key refused on an honest cluster"
+        # Its first checkpoint, of a prefix (the outbox signs per pass): FIRST_PROOF_WAIT from it.
+        publish_admin_checkpoint(redis_client, home_store, home_store.size(ADMIN_LEDGER) - 1)
+        other.refresh()
+        assert source.load().records is None
+        clock[0] += 1
+        publish_admin_checkpoint(redis_client, home_store)
+        other.refresh()
+        proven = source.load().records
+        assert proven is not None and len(proven) == home_store.size(ADMIN_LEDGER)
+        assert other.lookup(root_key) is not None
+    finally:
+        other.stop()
 
 
 def test_another_node_reads_its_grants_from_the_cache_once_the_home_s_checkpoint_proves_them(

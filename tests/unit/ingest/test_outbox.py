@@ -546,6 +546,59 @@ def test_the_new_home_rewrites_the_fenced_home_s_last_append_without_blaming_red
         store.close()
 
 
+@pytest.mark.parametrize("restarted", [False, True], ids=["same-run", "after-a-restart"])
+def test_an_old_home_s_record_after_the_new_home_streamed_its_handover_is_still_a_redis_conflict(
+    tmp_path: Path, redis_client: Any, restarted: bool
+) -> None:
+    """Review r15 F-B: the exemption above is for the fenced outbox's last append, which came
+    before the new home's first. Here the new home has streamed 10..12 when the replaced home's
+    Redis user (it keeps its write selector on the stream) adds its own-origin record at 13,
+    before the new home's 13: no fenced outbox left that, so it is raised against ``redis``
+    as before sb28, whether the new home's outbox ran all along or was restarted (it then has
+    no memory of its run and reads its handover record in the stream instead)."""
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as old:
+        handed_over_chain(old, 10)
+        records = list(old.range(LEDGER))
+    repl = LoggedReplication(redis_client, node=STANDBY)
+    repl.add([StreamRecord(LEDGER, r.height, r.encode(), HOME) for r in records])
+    store = ChainStore(tmp_path / "new-home", origin=STANDBY, clock=lambda: T0)
+    store.append_records(records)
+    promoted = threading.Event()
+
+    def new_outbox() -> Outbox:
+        made = Outbox(
+            STANDBY, store, None, repl, SETTINGS, witnesses=lambda: [WITNESS.key.verifier()],
+            owns=lambda ledger: promoted.is_set(),
+        )  # fmt: skip
+        store.on_commit = made.committed
+        return made.start()
+
+    outbox = new_outbox()
+    try:
+        promoted.set()
+        payload = epoch_payload(2, STANDBY, STANDBY_SIGNER.key(LEDGER).verifier())
+        handover = Content(LEDGER, EPOCH_KIND, payload, "admin", "p-1", T0 + 100)
+        store.submit_entry(Entry.prepare(handover, 0, LIMITS)).result()
+        append(store, LEDGER, 2)  # 11, 12
+        wait_until(lambda: len(streamed(repl, LEDGER)) == 13, "the new home's 10..12 streamed")
+        if restarted:
+            outbox.stop()
+            outbox = new_outbox()
+        with ChainStore(tmp_path / "rogue", origin=HOME, clock=lambda: T0) as rogue:
+            rogue.append_records(list(store.range(LEDGER)))
+            append(rogue, LEDGER, 1)
+            (forged,) = [data for _, data in rogue.range_raw(LEDGER, 13)]
+        repl.add([StreamRecord(LEDGER, 13, forged, HOME)])  # the replaced home's user, at the head
+        append(store, LEDGER, 1)  # the new home's 13
+        mine = [(h, data, STANDBY if h >= 10 else HOME) for h, data in store.range_raw(LEDGER)]
+        wait_until(lambda: streamed(repl, LEDGER) == mine, "the stream rewritten from the new home's store")
+        alerts = [(a["node"], a["height"], a["found"]) for a in repl.alerts() if a["what"] == "record_conflict"]
+        assert alerts == [("redis", "13", decode_record(forged, LIMITS).hash.hex())]
+    finally:
+        outbox.stop()
+        store.close()
+
+
 def test_a_home_the_standby_key_alone_names_replaced_keeps_its_stream(
     tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
 ) -> None:

@@ -850,46 +850,44 @@ def test_an_observer_s_bad_signature_is_resolved_once_its_entries_verify(redis_c
     assert "observer-1|" + LEDGER + "|bad_signature" not in repl.open_alerts()
 
 
-def _handed_over(tmp_path: Path, placer: str) -> tuple[list[bytes], list[bytes], bytes]:
+def _handed_over(
+    tmp_path: Path, placer: str, *, after: int = 0, at: int = 10, placed: int = 1
+) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """The chain of LEDGER (genesis pinning HOME_KEY and STANDBY_KEY, 9 votes) that ingest-1
-    placed; the new home ingest-2's copy, those 10 records and its handover record at 10 (epoch
-    2); and the record ``placer`` placed at 10 on that chain (ingest-1's: its last, fenced)."""
+    placed; the new home ingest-2's copy, those 10 records, its handover record at 10 (epoch
+    2) and ``after`` votes of its own; and the ``placed`` records ``placer`` placed from ``at``
+    on, chained on the new home's records below (at 10, ingest-1's: its last append, fenced)."""
     pinned = {"checkpoint_key": HOME_KEY.verifier().encode(), "standby_key": STANDBY_KEY.verifier().encode()}
     rules = LedgerRules(("vote", EPOCH_KIND), 0, pinned)
-    votes = [Content(LEDGER, "vote", {"n": i}, "admin", f"r{i}", 2 + i) for i in range(10)]
+    votes = [Content(LEDGER, "vote", {"n": i}, "admin", f"r{i}", 2 + i) for i in range(30)]
     with ChainStore(tmp_path / "old", origin="ingest-1") as old:
         old.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, PROTOCOL_LIMITS))
         for vote in votes[:9]:
             old.submit_entry(Entry.prepare(vote, 0, PROTOCOL_LIMITS)).result()
         records = list(old.range(LEDGER))
     chain = [r.encode() for r in records]
-    with ChainStore(tmp_path / "placer", origin=placer) as other:
-        other.append_records(records)
-        other.submit_entry(Entry.prepare(votes[9], 0, PROTOCOL_LIMITS)).result()
-        (placed,) = [data for _, data in other.range_raw(LEDGER, 10)]
     with ChainStore(tmp_path / "new", origin="ingest-2") as new:
         new.append_records(records)
         payload = epoch_payload(2, "ingest-2", STANDBY_KEY.verifier())
         new.submit_entry(
             Entry.prepare(Content(LEDGER, EPOCH_KIND, payload, "admin", "epoch-2", 50), 0, PROTOCOL_LIMITS)
         ).result()
-        new_chain = [data for _, data in new.range_raw(LEDGER)]
-    return chain, new_chain, placed
+        for vote in votes[10 : 10 + after]:
+            new.submit_entry(Entry.prepare(vote, 0, PROTOCOL_LIMITS)).result()
+        new_records = list(new.range(LEDGER))
+    with ChainStore(tmp_path / "placer", origin=placer) as other:
+        other.append_records(new_records[:at])
+        for vote in votes[20 : 20 + placed]:
+            other.submit_entry(Entry.prepare(vote, 0, PROTOCOL_LIMITS)).result()
+        theirs = [data for _, data in other.range_raw(LEDGER, at)]
+    return chain, [r.encode() for r in new_records], theirs
 
 
-@pytest.mark.parametrize("placer", ["ingest-1", "intruder"])
-def test_the_replaced_home_s_record_past_the_handover_in_the_stream_is_no_redis_conflict(
-    redis_client: Any, tmp_path: Path, placer: str
-) -> None:
-    """The race behind a CI flake of test_standby's takeover: the killed home's outbox appended
-    its record 10 after its node died; its standby, promoted at size 10, placed its handover
-    record there, and its outbox rewrites the stream's entry from its store at once (10.2). A
-    verifier that checks the entry in between, holding epoch 2 proven, found it differing from
-    the new home's record and blamed Redis. The fenced home's record past the handover is no
-    part of the ledger and no lie of Redis: nothing is raised, nothing resolved, and the
-    rewritten entry checks clean. A record there that another node placed still is the
-    stream's record_conflict."""
-    chain, new_chain, placed = _handed_over(tmp_path, placer)
+def _checking_after_the_handover(
+    redis_client: Any, tmp_path: Path, chain: list[bytes], new_chain: list[bytes]
+) -> tuple[ClusterChecks, ReplicationLedger]:
+    """A verifier that checked ingest-1's ``chain`` in the stream, then proved epoch 2 (ingest-2
+    home, holding ``new_chain``, as replica-1 does)."""
     nodes = {
         "ingest-1": StoppedNode("ingest-1", []),
         "ingest-2": CopyNode("ingest-2", dict(enumerate(new_chain))),
@@ -905,9 +903,26 @@ def test_the_replaced_home_s_record_past_the_handover_in_the_stream_is_no_redis_
     checks.start()
     assert checks.consume(1) + checks.consume(1) == len(chain)  # the pending ones first (none)
     assert repl.promote(LEDGER, 2, "ingest-2") is None
-    repl.publish_cosignature(LEDGER, "replica-1", 11, _epoch_2_note(11))
+    repl.publish_cosignature(LEDGER, "replica-1", len(new_chain), _epoch_2_note(len(new_chain)))
     checks.refresh_ledgers()
     assert checks.ledgers[LEDGER].home == "ingest-2"
+    return checks, repl
+
+
+@pytest.mark.parametrize("placer", ["ingest-1", "intruder"])
+def test_the_replaced_home_s_record_past_the_handover_in_the_stream_is_no_redis_conflict(
+    redis_client: Any, tmp_path: Path, placer: str
+) -> None:
+    """The race behind a CI flake of test_standby's takeover: the killed home's outbox appended
+    its record 10 after its node died; its standby, promoted at size 10, placed its handover
+    record there, and its outbox rewrites the stream's entry from its store at once (10.2). A
+    verifier that checks the entry in between, holding epoch 2 proven, found it differing from
+    the new home's record and blamed Redis. The fenced home's record past the handover is no
+    part of the ledger and no lie of Redis: nothing is raised, nothing resolved, and the
+    rewritten entry checks clean. A record there that another node placed still is the
+    stream's record_conflict."""
+    chain, new_chain, (placed,) = _handed_over(tmp_path, placer)
+    checks, repl = _checking_after_the_handover(redis_client, tmp_path, chain, new_chain)
     repl.add([StreamRecord(LEDGER, 10, placed, "ingest-1")])  # the killed home's outbox's last append
     assert checks.consume(1) == 1
     conflicts = [(a["node"], a["height"]) for a in repl.alerts() if a["what"] == "record_conflict"]
@@ -917,3 +932,33 @@ def test_the_replaced_home_s_record_past_the_handover_in_the_stream_is_no_redis_
     assert checks.consume(1) == 1
     assert [(a["node"], a["height"]) for a in repl.alerts() if a["what"] == "record_conflict"] == conflicts
     assert not repl.open_alerts()  # the rewritten entry checks clean (the intruder's alert, too, resolves)
+
+
+def test_the_fenced_home_s_last_append_of_several_records_is_no_redis_conflict(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """The fenced outbox's last append may hold several records (10..12 here, read in one go):
+    the run from the handover on is its leftover, where the new home holds 10..12 too."""
+    chain, new_chain, leftover = _handed_over(tmp_path, "ingest-1", after=2, placed=3)
+    checks, repl = _checking_after_the_handover(redis_client, tmp_path, chain, new_chain)
+    repl.add([StreamRecord(LEDGER, 10 + i, data, "ingest-1") for i, data in enumerate(leftover)])
+    assert checks.consume(100) == 3
+    assert [a for a in repl.alerts() if a["what"] == "record_conflict"] == []
+
+
+def test_an_old_home_s_record_past_the_new_home_s_in_the_stream_is_still_a_redis_conflict(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """Review r15 F-B: the exemption above had no bound. The replaced home's Redis user keeps its
+    write selector on the stream, so it (or whoever broke into it) could add a record of its own
+    origin at the head long after the handover, here at 15 past the new home's 10..14, and the
+    verifier said nothing (before sb28: record_conflict). Only the run from the handover is the
+    fenced outbox's; this is raised against ``redis``."""
+    chain, new_chain, (forged,) = _handed_over(tmp_path, "ingest-1", after=6, at=15)
+    checks, repl = _checking_after_the_handover(redis_client, tmp_path, chain, new_chain)
+    repl.add([StreamRecord(LEDGER, h, new_chain[h], "ingest-2") for h in range(10, 15)])
+    repl.add([StreamRecord(LEDGER, 15, forged, "ingest-1")])  # the replaced home's user, at the head
+    while checks.consume(100):
+        pass
+    conflicts = [(a["node"], a["height"]) for a in repl.alerts() if a["what"] == "record_conflict"]
+    assert conflicts == [("redis", "15")]
