@@ -23,9 +23,9 @@ Nor does it take the bootstrap's accounts because Redis holds no copy: whoever m
 deletes the copy and its checkpoint in a loop and writes an admin of their own (outsider o9 K2).
 A node in a cluster asks the nodes that hold the admin ledger (its home, the followers) for
 theirs at its first load (:class:`PeerCopies`), proves each as it proves Redis's, and takes the
-most proven; it takes the bootstrap's accounts only once one of them answered and none holds a
-checkpoint of the ledger, and until one answers (and nothing it holds proves a record) admits
-no account.
+most proven; it takes the bootstrap's accounts only once one of them answered and all that
+answered hold no record of the ledger, and meanwhile, while nothing it holds proves a record,
+admits no account.
 
 What a node proved it also keeps in a file of its own (:class:`KeptAdminCopy`, the records and
 the note that proved them), read again at its next start and proven again like Redis's copy:
@@ -85,8 +85,8 @@ class PeerCopy(NamedTuple):
 
 
 class PeerCopies(NamedTuple):
-    """What the nodes that hold the admin ledger said of it: those that answered (the ``checkpoint``
-    command, with a note or ``not_found``), and the copies of those that hold a checkpoint."""
+    """What the nodes that hold the admin ledger (``asked``) said of it: those that answered, and
+    the copies of those that sent records or a note (the others hold no record of it)."""
 
     asked: tuple[str, ...]
     answered: tuple[str, ...]
@@ -397,8 +397,8 @@ class SignedAdminSource:
                     continue
                 if size and (best is None or size > best[0]):
                     best = (size, copy, note)
-            if failed is not None and (best is None or best[1] is not copy):
-                logger.warning(
+            if failed is not None and (best is None or best[1] is not copy):  # asked again each PEER_RETRY
+                logger.info(
                     "node %s's copy of the admin ledger is not proven (%s: %s)", copy.node, failed.code, failed.message
                 )
         return best
