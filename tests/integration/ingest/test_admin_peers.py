@@ -19,7 +19,7 @@ import pytest
 
 from vledger.broker.admin_copy import KEPT_ADMIN_COPY
 from vledger.broker.client import Client
-from vledger.broker.keys import KeyPair, load_secret, new_keypair
+from vledger.broker.keys import KeyPair, new_keypair
 from vledger.broker.redis_keys import group_key, ledger_key
 from vledger.broker.redis_server import RedisServer
 from vledger.broker.replication import ReplicationLedger
@@ -28,6 +28,7 @@ from vledger.node.errors import NodeUnavailableError
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, wait_until
 
+from .test_admin_insider_cluster import _answers, _answers_a_member
 from .test_forged_accounts import _forge, _refused, _unforge, redis_as_attacker  # noqa: F401
 
 NOTE = ledger_key("vledger", ADMIN_LEDGER, "checkpoint")
@@ -41,24 +42,6 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
     and replica-1 (which holds one in its store)."""
     with LocalCluster(redis_server.url, replicas=1) as running:
         yield running
-
-
-def _answers(cluster: LocalCluster, key_name: str, node: str) -> bool:
-    with Client(cluster.address(node), cluster.keys[key_name], timeout=0.25) as client:
-        try:
-            return bool(client.hello()["account"] == key_name)
-        except NodeUnavailableError:
-            return False
-
-
-def _answers_a_member(cluster: LocalCluster, node: str) -> bool:
-    """Whether ``node`` answers replica-1's key (a node of the cluster: no account needed)."""
-    key = load_secret(cluster.directory / "keys" / "replica-1.key_secret")
-    with Client(cluster.address(node), key, timeout=0.25) as client:
-        try:
-            return bool(client.hello()["node"] == node)
-        except NodeUnavailableError:
-            return False
 
 
 def _admin_size(cluster: LocalCluster, node: str) -> int:
