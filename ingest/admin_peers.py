@@ -74,7 +74,15 @@ class AdminPeers:
 
     def _ask(self, node: str, keys: KeyPair, deadline: float) -> PeerCopy | bool | None:
         """``node``'s copy; True when it answered and holds no record of the admin ledger; None
-        when it did not answer."""
+        when it did not answer, or asking it failed in a way of its own (logged): whatever a node
+        sends, the node asking starts, and admits no account on its word."""
+        try:
+            return self._asked(node, keys, deadline)
+        except Exception:
+            log.exception("asking node %s for the admin ledger failed unexpectedly: it counts as not answering", node)
+            return None
+
+    def _asked(self, node: str, keys: KeyPair, deadline: float) -> PeerCopy | bool | None:
         notes = newest_notes(self.config, keys, node, [ADMIN_LEDGER], deadline)
         if notes is None:
             return None
