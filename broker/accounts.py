@@ -873,6 +873,7 @@ class AccountCache:
         self.admin = admin
         self._behind = False  # Redis's copy of the admin ledger is ahead of what this node enforces
         self._unproven_since: float | None = None  # since when Redis's copy holds records not proven here
+        self._waiting = ""  # what the admin copy waits for, when not a checkpoint of Redis's copy (AdminCopy)
         # Told, at each change, which of Redis's entries let a key in that the admin ledger does not
         # (:func:`unbacked`; empty once none is left): a node raises or resolves its alert.
         self.on_unbacked = on_unbacked
@@ -1057,6 +1058,7 @@ class AccountCache:
         # Before any admin ledger is proven, the bootstrap's accounts are enforced (and applied)
         # while the first checkpoint is awaited.
         self._behind = copy.unproven and copy.records is not None
+        self._waiting = copy.waiting
         if not copy.unproven:
             self._unproven_since = None
         elif self._unproven_since is None:
@@ -1133,7 +1135,9 @@ class AccountCache:
             return True
         if since > 0:  # once per stretch
             problem = (
-                f"Redis's copy of the admin ledger holds records no checkpoint of its home proves after "
+                f"{self._waiting} after {_BEHIND_FAST_FOR:g} s; no account is admitted here"
+                if self._waiting
+                else f"Redis's copy of the admin ledger holds records no checkpoint of its home proves after "
                 f"{_BEHIND_FAST_FOR:g} s ({self._admin_size} proven here); their accounts are not enforced here"
             )
             logger.warning("node %s: %s", self.node, problem)

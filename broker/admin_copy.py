@@ -20,6 +20,14 @@ stopped: forbidden"). "Every record it saw" is a whole command's: the home copie
 step (the ledger's genesis with its import records), so a checkpoint of the genesis alone never
 proves all of a copy (it did of a one-record copy: the admin's own key was refused, fl28a).
 
+Nor does it take the bootstrap's accounts because Redis holds no copy: whoever may write Redis
+deletes the copy and its checkpoint in a loop and writes an admin of their own (outsider o9 K2).
+A node in a cluster asks the nodes that hold the admin ledger (its home, the followers) for
+theirs at its first load (:class:`PeerCopies`), proves each as it proves Redis's, and takes the
+most proven; it takes the bootstrap's accounts only once one of them answered and all that
+answered hold no record of the ledger, and meanwhile, while nothing it holds proves a record,
+admits no account.
+
 What a node proved it also keeps in a file of its own (:class:`KeptAdminCopy`, the records and
 the note that proved them), read again at its next start and proven again like Redis's copy:
 a node restarted while Redis lost its data (a restart without its append-only file, a failover
@@ -62,12 +70,35 @@ FIRST_PROOF_WAIT = 10.0
 FIRST_CHECKPOINT_WAIT = 60.0
 
 
+# How often a node that proved no record and heard no node that holds the admin ledger asks them again.
+PEER_RETRY = 1.0
+
+
 class AdminCopy(NamedTuple):
     records: tuple[Record, ...] | None  # None: no admin ledger is known here (the bootstrap)
     unproven: bool  # Redis's copy holds records this node cannot prove yet (their checkpoint is on its way)
     # While no admin ledger is known: Redis's copy as it is, of which the grants alone are taken
     # (as the bootstrap's accounts are), until the home's first checkpoint of it.
     unchecked: tuple[Record, ...] = ()
+    waiting: str = ""  # what an unproven copy waits for, when it is not a checkpoint of Redis's copy
+
+
+class PeerCopy(NamedTuple):
+    """One node's answer: the records of the admin ledger from height 0 it sent and the
+    checkpoint notes that came with them (unchecked: a note may be past the records that came)."""
+
+    node: str
+    records: list[bytes]
+    notes: tuple[bytes, ...]
+
+
+class PeerCopies(NamedTuple):
+    """What the nodes that hold the admin ledger (``asked``) said of it: those that answered, and
+    the copies of those that sent records or a note (the others hold no record of it)."""
+
+    asked: tuple[str, ...]
+    answered: tuple[str, ...]
+    copies: tuple[PeerCopy, ...]
 
 
 NO_ADMIN_LEDGER = AdminCopy(None, False)
@@ -146,7 +177,10 @@ class SignedAdminSource:
     ``admin_checkpoint_key``); without one nothing can be proven, and a copy found is then
     never believed (logged). ``kept``: where the node keeps what it proved, read at its first
     load (a restart while Redis lost its copy) and written each time the proven records grow.
-    One thread (the accounts cache's).
+    ``peers``: asks the nodes that hold the admin ledger for theirs (ingest/admin_peers.py), at
+    the first load and then every PEER_RETRY while none answered and nothing proves a record
+    here; None (a test's or a tool's source outside a cluster) takes Redis's silence for "no
+    admin ledger yet", as the bootstrap does. One thread (the accounts cache's).
     """
 
     def __init__(
@@ -157,6 +191,7 @@ class SignedAdminSource:
         *,
         clock: Callable[[], float] = time.monotonic,
         kept: KeptAdminCopy | None = None,
+        peers: Callable[[], PeerCopies] | None = None,
     ) -> None:
         # Imported here: broker/accounts.py imports this module for its AdminCopy.
         from .accounts import AccountRegistry  # noqa: PLC0415
@@ -177,9 +212,17 @@ class SignedAdminSource:
         self.kept = kept
         self._unread = kept is not None  # the kept copy is read at the first load
         self._unkept: tuple[list[bytes], bytes] | None = None  # proven, not yet written to ``kept``
+        self.peers = peers
+        self._peers_next: float | None = None if peers is None else 0.0  # when they are asked next (None: no more)
+        # Whether Redis holding no copy and no checkpoint may be taken for "no admin ledger yet":
+        # only once a node that would hold it answered and none holds one (or nobody can be asked).
+        self._bootstrap_ok = peers is None
+        self._peers_waiting = ""  # why no account is admitted while the nodes are asked again
 
     def moved(self) -> bool:
         # One GET: only a new checkpoint proves more (the copy growing alone proves nothing).
+        if self._peers_next is not None and self._clock() >= self._peers_next:
+            return True
         return self._seen is None or self.client.get(self.note_key) != self._seen[1]
 
     def load(self) -> AdminCopy:
@@ -188,7 +231,8 @@ class SignedAdminSource:
         if self._unread:
             # Consumed only once judged: a Redis error in the judging leaves it for the next load.
             self._unread = not self._read_kept(note)
-        if (size, note) == self._seen and self._first_proof_since is None:
+        asked = self._ask_peers()
+        if (size, note) == self._seen and self._first_proof_since is None and not asked:
             return self._last
         # On the bootstrap's accounts: a load before this one let them in, even one that saw no
         # copy yet (the ledger's first records and checkpoint came between two loads). A node's
@@ -201,7 +245,9 @@ class SignedAdminSource:
             # records came before their checkpoint. A node that meets records and no checkpoint
             # first (restarted while an insider deletes the key in a loop: r13 #1) would take
             # Redis's accounts as they are, a forged admin's too: it enforces none until one proves.
-            if size == 0 or (bootstrap and not self._waited(checkpoint=False)):
+            # Nor does an empty copy say the ledger does not exist (deleted in a loop: outsider o9
+            # K2) until a node that would hold it says so too.
+            if (size == 0 and self._bootstrap_ok) or (bootstrap and not self._waited(checkpoint=False)):
                 return self._bootstrap(size)
             if bootstrap:
                 logger.warning(
@@ -210,7 +256,7 @@ class SignedAdminSource:
                     FIRST_CHECKPOINT_WAIT,
                     size,
                 )
-            self._last = UNPROVEN_ADMIN_LEDGER
+            self._last = AdminCopy((), True, waiting=self._peers_waiting)
             return self._last
         if self.admin_key is None:
             self._warn("the admin ledger's checkpoint key is unknown here: no record of it counts")
@@ -311,7 +357,7 @@ class SignedAdminSource:
                 # while the node was down: the file would let the revoked key in again.
                 logger.info("%s is not used: Redis's copy of the admin ledger holds records it lacks", where)
                 return True
-        self._take(*kept, self.admin_key, where=where)
+        self._take(*kept, self.admin_key, where=where, keep=False)
         if self._held:
             logger.info("%s: %d records proven", where, len(self._held))
         return True
@@ -322,7 +368,69 @@ class SignedAdminSource:
         cached = self.registry.admin_records()
         return len(cached) <= len(kept) and cached == kept[: len(cached)]
 
-    def _take(self, records: list[bytes], note: bytes, admin_key: VerifierKey, where: str = REDIS_COPY) -> None:
+    def _ask_peers(self) -> bool:
+        """Ask the nodes that hold the admin ledger for theirs when it is due (see the class's
+        docstring), and take the copy that proves the most records; whether what this node holds,
+        or may take, changed. Their silence leaves the node with what it holds: none of Redis's
+        accounts, when that is nothing."""
+        due = self._peers_next
+        if self.peers is None or due is None or self._clock() < due:
+            return False
+        key = self.admin_key
+        if key is None or (due > 0 and self._held):  # nothing to prove with, or a checkpoint of Redis's copy did
+            self._peers_next = None
+            return False
+        said = self.peers()
+        held = len(self._held)
+        best = self._most_proven(said.copies, key)
+        if best is not None and best[0] > held:  # a peer behind this node's own copy is no news
+            _, copy, note = best
+            self._take(copy.records, note, key, where=f"node {copy.node}'s copy of the admin ledger")
+            if len(self._held) > held:
+                logger.info("node %s's copy of the admin ledger: %d records proven", copy.node, len(self._held))
+        none = bool(said.answered) and not said.copies
+        if self._held or none:
+            self._peers_next, self._peers_waiting = None, ""
+            if none and not self._held:
+                self._bootstrap_ok = True
+                logger.info(
+                    "no admin ledger yet: the nodes that hold it that answered (%s) hold none", ", ".join(said.answered)
+                )
+            return True
+        self._peers_next = self._clock() + PEER_RETRY
+        if said.copies:
+            waiting = f"no copy of the admin ledger the nodes {', '.join(said.answered)} sent proves a record"
+        else:
+            waiting = f"none of the nodes that hold the admin ledger ({', '.join(said.asked)}) answered"
+        if waiting != self._peers_waiting:
+            logger.warning("%s: no account is admitted until one proves its records", waiting)
+            self._peers_waiting = waiting
+        return False
+
+    @staticmethod
+    def _most_proven(copies: tuple[PeerCopy, ...], admin_key: VerifierKey) -> tuple[int, PeerCopy, bytes] | None:
+        """The copy of ``copies`` one of whose notes proves the most records, their number and that
+        note (None when none proves one); a copy none of whose notes proves it is logged."""
+        best: tuple[int, PeerCopy, bytes] | None = None
+        for copy in copies:
+            failed: VledgerError | None = None
+            for note in copy.notes:
+                try:
+                    size = len(proven_admin_records(copy.records, note, admin_key))
+                except VledgerError as e:
+                    failed = e
+                    continue
+                if size and (best is None or size > best[0]):
+                    best = (size, copy, note)
+            if failed is not None and (best is None or best[1] is not copy):  # asked again each PEER_RETRY
+                logger.info(
+                    "node %s's copy of the admin ledger is not proven (%s: %s)", copy.node, failed.code, failed.message
+                )
+        return best
+
+    def _take(
+        self, records: list[bytes], note: bytes, admin_key: VerifierKey, where: str = REDIS_COPY, *, keep: bool = True
+    ) -> None:
         try:
             proven = proven_admin_records(records, note, admin_key)
         except VledgerError as e:
@@ -337,7 +445,7 @@ class SignedAdminSource:
         elif len(proven) > len(held):
             self._held = proven
             self._warned = None
-            if self.kept is not None and where == REDIS_COPY:
+            if self.kept is not None and keep:
                 self._unkept = (records[: len(proven)], note)
 
     def keep(self) -> None:

@@ -92,7 +92,7 @@ def homed_ledgers(config: ClusterConfig, name: str, store: ChainStore, announced
     return sorted(ledger for ledger in wanted if config.home_of(ledger).name == name)
 
 
-def _ask_one(
+def newest_notes(
     config: ClusterConfig, keys: KeyPair, node: str, ledgers: list[str], deadline: float
 ) -> list[bytes] | None:
     """``node``'s newest checkpoint note of each of ``ledgers`` it has one of; None when it did not answer."""
@@ -141,7 +141,7 @@ def ask_cluster(
         deadline = started + deadline_s
         with ThreadPoolExecutor(max_workers=len(others), thread_name_prefix=f"{name}-start-check") as pool:
             answers = dict(
-                zip(others, pool.map(lambda n: _ask_one(config, keys, n, ledgers, deadline), others), strict=True)
+                zip(others, pool.map(lambda n: newest_notes(config, keys, n, ledgers, deadline), others), strict=True)
             )
         for node, notes in answers.items():
             if notes is None:

@@ -50,6 +50,7 @@ from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreEr
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.store import HASH_FILL_AT, ChainStore, fill_phase
 from ..node.storefile import damaged_file
+from .admin_peers import AdminPeers
 from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
@@ -382,9 +383,13 @@ class NodeRuntime:
 
     def signed_admin(self, registry: AccountRegistry) -> SignedAdminSource:
         """Redis's copy of the admin ledger as far as its home's checkpoint proves it (PROTOCOL 16.4),
-        and what the node proved of it kept in its data directory for a start while Redis lost it."""
+        what the node proved of it kept in its data directory for a start while Redis lost it, and
+        the copies of the nodes that hold it, asked at its start (Redis's silence proves nothing)."""
         kept = KeptAdminCopy(self.config.store_dir(self.name) / KEPT_ADMIN_COPY)
-        return SignedAdminSource(registry.client, admin_checkpoint_key(self.config), registry.namespace, kept=kept)
+        peers = AdminPeers(self.config, self.name, lambda: self.client_keys.current)
+        return SignedAdminSource(
+            registry.client, admin_checkpoint_key(self.config), registry.namespace, kept=kept, peers=peers
+        )
 
     def request_server(self, settings: BrokerSettings, metrics: NodeMetrics | None = None) -> CurveServer:
         """The node's CURVE request socket on its endpoint, admitting ``gates.requests``, once

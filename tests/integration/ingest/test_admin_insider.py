@@ -15,7 +15,7 @@ import pytest
 
 from vledger.broker import accounts as accounts_module
 from vledger.broker.accounts import AccountCache, AccountRegistry
-from vledger.broker.admin_copy import SignedAdminSource
+from vledger.broker.admin_copy import PEER_RETRY, PeerCopies, PeerCopy, SignedAdminSource
 from vledger.broker.keys import new_keypair
 from vledger.broker.redis_keys import group_key, ledger_key
 from vledger.broker.replication import Alert
@@ -26,6 +26,7 @@ from vledger.ingest.admin_ledger import ADMIN_CACHE_CONFLICT, BYTES_CHECK_SECOND
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.store import ChainStore
+from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.wire import Args
 from vledger.node.witness import HomeSigner
 from vledger.tests.integration.cluster import wait_until
@@ -317,3 +318,78 @@ def test_the_home_reports_no_unbacked_account_between_a_revoke_s_record_and_redi
     home.apply("account.disable", account="victim")
     home.apply("account.remove", account="victim")
     assert [found for found in home.unbacked if found] == []
+
+
+def _signed_copy(home: Home, node: str = "replica-1") -> PeerCopy:
+    """What a node holding the home's admin ledger sends: its records and the home's signed note."""
+    records = [data for _, data in home.store.range_raw(ADMIN_LEDGER)]
+    tree = Frontier()
+    for data in records:
+        tree.append(leaf_hash(data))
+    return PeerCopy(node, records, (HomeSigner(CLUSTER, HOME_SEED).sign(ADMIN_LEDGER, tree.size, tree.root()).note,))
+
+
+def _asking(redis_client: Any, answers: list[PeerCopies], clock: list[float]) -> SignedAdminSource:
+    """ingest-2's source whose nodes answer ``answers`` in turn (the last again), on ``clock``."""
+    asked = iter(answers)
+    last = [answers[-1]]
+
+    def peers() -> PeerCopies:
+        last[0] = next(asked, last[0])
+        return last[0]
+
+    return SignedAdminSource(redis_client, ADMIN_KEY, clock=lambda: clock[0], peers=peers)
+
+
+def test_an_empty_copy_is_no_admin_ledger_only_once_a_node_that_holds_it_says_so(home: Home, redis_client: Any) -> None:
+    """Outsider o9 K2: Redis's list and checkpoint deleted (in a loop), a node that proved nothing
+    took Redis's accounts as they are. Nobody answering proves nothing: no account, and the node
+    asks again, at most every PEER_RETRY; one answer of "none" from a node that holds the ledger
+    lets the bootstrap's accounts in."""
+    root = home.cache.snapshot.accounts["root"].keys[0]
+    clock = [0.0]
+    nobody = PeerCopies(("ingest-1", "replica-1"), (), ())
+    none = PeerCopies(("ingest-1", "replica-1"), ("replica-1",), ())
+    source = _asking(redis_client, [nobody, nobody, none], clock)
+    other = AccountCache(home.registry, "ingest-2", admin=source)  # loaded here, by this thread alone
+    other.refresh()
+    copy = source.load()
+    assert copy.records == () and copy.unproven and "ingest-1, replica-1" in copy.waiting
+    assert other.lookup(root) is None
+    clock[0] += PEER_RETRY / 2
+    assert source.load().records == ()  # not asked again so soon
+    clock[0] += PEER_RETRY
+    assert source.load().records == ()  # nobody again
+    clock[0] += PEER_RETRY
+    assert source.load().records is None  # "none": the bootstrap
+    other.refresh()
+    assert other.lookup(root) is not None
+
+
+def test_a_node_that_proved_nothing_takes_the_copy_a_node_that_holds_the_ledger_proves(
+    home: Home, redis_client: Any
+) -> None:
+    """K2: a forged admin written while the copy and checkpoint are deleted is refused, the
+    ledger's writer let in; a copy with no note that proves it still says a ledger exists."""
+    home.apply("account.add", account="writer", role="writer")
+    writer = new_keypair().public
+    home.apply("key.add", account="writer", key=writer)
+    mallory = new_keypair().public
+    redis_client.hset(group_key("vledger", "accounts", "keys"), mallory, "root")
+    redis_client.delete(NOTE, home.registry.admin_records_key)
+    signed = _signed_copy(home)
+    unproven = PeerCopy("ingest-1", signed.records, ())
+    clock = [0.0]
+    holders = ("ingest-1", "replica-1")
+    source = _asking(
+        redis_client,
+        [PeerCopies(holders, ("ingest-1",), (unproven,)), PeerCopies(holders, holders, (unproven, signed))],
+        clock,
+    )
+    other = AccountCache(home.registry, "ingest-2", admin=source)
+    other.refresh()
+    assert other.lookup(mallory) is None and other.lookup(writer) is None  # records exist: no bootstrap
+    clock[0] += PEER_RETRY
+    other.refresh()
+    assert other.lookup(writer) is not None and other.lookup(mallory) is None
+    assert len(source.load().records or ()) == len(signed.records)
