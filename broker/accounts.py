@@ -135,6 +135,8 @@ class AccountsSnapshot:
     # Redis's entries left out as malformed (a key that is none, a name or role that is not valid),
     # each named for a log line and an alert: written by hand, never by a script (see snapshot_from_reply).
     malformed: tuple[str, ...] = ()
+    # Redis's keys of another type, read as empty (their names): this snapshot lacks what they held.
+    spoiled: tuple[str, ...] = ()
 
     @classmethod
     def empty(cls) -> AccountsSnapshot:
@@ -233,9 +235,12 @@ return unchanged()
 """
 
 # KEYS: version, names, account    ARGV: channel, name, role
+# A hash left under a name not in the set is no account's (one of another type, set by hand,
+# failed the home's rebuild of the accounts): replaced.
 _ADD_ACCOUNT = """
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return {'account_exists', 0} end
 redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'role', ARGV[3], 'enabled', '1')
 return changed()
 """
@@ -333,17 +338,48 @@ end
 return changed()
 """
 
-# KEYS: version, names, keys    ARGV: account key prefix
-# The version is read with pcall: a key of another type must read as garbage, not fail the load.
+# Every read with pcall: a key of another type (set so by hand) is named in the answer's fourth
+# element and read as empty; one failed the load on every node, the home's too, until someone
+# deleted it (k29). KEYS: version, names, keys    ARGV: account key prefix
+_READ_ACCOUNTS = """
+local spoiled = {}
+local function read(key, ...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    table.insert(spoiled, key)
+    return nil
+  end
+  return reply
+end
+"""
+
 _SNAPSHOT = """
 local version = redis.pcall('GET', KEYS[1])
 if type(version) == 'table' then version = 'not a string' end
 local accounts = {}
-for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local fields = redis.call('HMGET', ARGV[1] .. name, 'role', 'enabled')
-  table.insert(accounts, {name, fields[1], fields[2]})
+for _, name in ipairs(read(KEYS[2], 'SMEMBERS', KEYS[2]) or {}) do
+  local fields = read(ARGV[1] .. name, 'HMGET', ARGV[1] .. name, 'role', 'enabled')
+  if fields then table.insert(accounts, {name, fields[1], fields[2]}) end
 end
-return {version or '0', accounts, redis.call('HGETALL', KEYS[3])}
+local owners = read(KEYS[3], 'HGETALL', KEYS[3]) or {}
+return {version or '0', accounts, owners, spoiled}
+"""
+
+# KEYS: version, names, keys    ARGV: channel, account key prefix. Deletes each of the keys the
+# snapshot reads that is of another type (announced); the home then rebuilds them from its store.
+_REPAIR_ACCOUNT_TYPES = """
+for _, name in ipairs(read(KEYS[2], 'SMEMBERS', KEYS[2]) or {}) do
+  -- its name goes with it: a name without its hash is no account the rebuild could add again
+  local before = #spoiled
+  read(ARGV[2] .. name, 'HGET', ARGV[2] .. name, 'role')
+  if #spoiled > before then redis.call('SREM', KEYS[2], name) end
+end
+read(KEYS[3], 'HGET', KEYS[3], '')
+if #spoiled == 0 then return unchanged() end
+for _, key in ipairs(spoiled) do redis.call('DEL', key) end
+local answer = changed()
+table.insert(answer, spoiled)
+return answer
 """
 
 # KEYS: keys    ARGV: public key, account key prefix
@@ -387,8 +423,11 @@ def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
     Every value is wire input: anyone whose Redis user writes ``{accounts}`` can put anything
     there, and one key that was none ended every node's accounts thread (outsider o8 J6), so
     later revocations were never applied. A malformed entry is left out and named in
-    ``malformed``; the rest loads. A version that is no count loads as :data:`NO_VERSION`."""
-    version_text, rows, flat_owners = reply
+    ``malformed``; the rest loads. A version that is no count loads as :data:`NO_VERSION`, and
+    so does any when a key was of another type (named in ``spoiled`` and ``malformed``): the
+    snapshot lacks what it held, so the node loads again at each poll until the home repaired it."""
+    version_text, rows, flat_owners, *rest = reply
+    spoiled = tuple(sorted(_wire_text(key) for key in rest[0])) if rest else ()
     malformed: list[str] = []
     owners: dict[str, str] = {}
     for i in range(0, len(flat_owners), 2):
@@ -412,8 +451,13 @@ def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
             continue
         accounts[name] = Account(name, Role(role), _wire_text(raw_enabled) == "1", tuple(sorted(keys_of.get(name, ()))))
     owners = {key: name for key, name in owners.items() if name in accounts}
+    malformed += [f"{key[:96]!r} (of another type)" for key in spoiled]
     return AccountsSnapshot(
-        parse_version(version_text), MappingProxyType(accounts), MappingProxyType(owners), tuple(sorted(malformed))
+        NO_VERSION if spoiled else parse_version(version_text),
+        MappingProxyType(accounts),
+        MappingProxyType(owners),
+        tuple(sorted(malformed)),
+        spoiled,
     )
 
 
@@ -564,7 +608,8 @@ class AccountRegistry:
         self._push_admin_records = register(_CHANGED + _PUSH_ADMIN_RECORDS)
         self._rewrite_admin_records = register(_CHANGED + _REWRITE_ADMIN_RECORDS)
         self._repair_version = register(_CHANGED + _REPAIR_VERSION)
-        self._snapshot = ReadOnlyScript(client, _SNAPSHOT)
+        self._repair_account_types = register(_CHANGED + _READ_ACCOUNTS + _REPAIR_ACCOUNT_TYPES)
+        self._snapshot = ReadOnlyScript(client, _READ_ACCOUNTS + _SNAPSHOT)
         self._admin_records_digest = ReadOnlyScript(client, _ADMIN_RECORDS_DIGEST)
         self._lookup = ReadOnlyScript(client, _LOOKUP)
         self._record_applied = register(_RECORD_APPLIED)
@@ -686,6 +731,15 @@ class AccountRegistry:
         """Reset a version that is no count (announced); the new version, None when it was one."""
         status, version = self._repair_version(keys=[self._version], args=[self.channel])
         return int(version) if _text(status) == "ok" else None
+
+    def repair_account_types(self) -> list[str]:
+        """Delete (announced) each key of the accounts (their names set, key owners, an account's
+        hash) that is of another type; their names, none when all were of theirs. The admin
+        home rebuilds what they held from its store (ingest/admin_ledger.py)."""
+        reply = self._repair_account_types(
+            keys=[self._version, self._names, self._owners], args=[self.channel, self._account_prefix]
+        )
+        return [_text(key) for key in reply[2]] if _text(reply[0]) == "ok" else []
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -971,6 +1025,12 @@ class AccountCache:
             cached = self.registry.snapshot()
             # Its key rotations change the members (on_change) without changing any account.
             grown = self._load_admin()
+            if self._stated is None and cached.spoiled:
+                # Redis's accounts are all there is and they lack what those keys held: the last
+                # ones stand, loaded again at each poll (_unapplied) until the keys are whole.
+                _warn_once(f"node {self.node}: Redis's accounts keys {', '.join(cached.spoiled)} are of another type")
+                self._unapplied = True
+                return self.version
             snapshot = cached if self._stated is None else ledger_snapshot(cached.version, self._stated)
             if self._stated is not None and not self._awaiting_proof() and not self._changes:
                 self._report_unbacked(unbacked(cached, snapshot))

@@ -219,6 +219,18 @@ class AdminLedger:
                 self.on_alert(Alert("redis", ADMIN_LEDGER, size, ADMIN_CACHE_CONFLICT, detail, source="redis"))
         if self.registry.admin_size() == NOT_A_LIST:
             self._rewrite(0, "its key is no list")
+        spoiled = self.registry.repair_account_types()
+        if spoiled:
+            # The snapshot of every node read them as empty (they failed its load before, k29).
+            rebuilt = rebuild_accounts(self.registry, self.store.range(ADMIN_LEDGER))
+            size = self.store.size(ADMIN_LEDGER)
+            detail = (
+                f"Redis's accounts keys {', '.join(spoiled)} were of another type: deleted, and "
+                f"{rebuilt} accounts rebuilt from the store"
+            )
+            log.error("%s", detail)
+            if self.on_alert is not None:
+                self.on_alert(Alert("redis", ADMIN_LEDGER, size, ADMIN_CACHE_CONFLICT, detail, source="redis"))
 
     def _signed_past(self, size: int) -> bool:
         """Whether Redis's checkpoint of the admin ledger, verified with its key, is of more than
