@@ -200,8 +200,9 @@ def admin_records_digest(record_digests: Sequence[str]) -> str:
 # error code, before anything was written.
 
 # A version that is no count (a string of anything else, another type: written by hand) is
-# reset to the Redis clock in ms, above any count reached by a bump per change, so every node
-# reloads; INCR failing there failed every admin command after its record (outsider o9 K1).
+# reset to the Redis clock in ms, so every node reloads; INCR failing there failed every admin
+# command after its record (outsider o9 K1). Not "above every version a node reported": a count
+# set higher by hand is reported too, so an admin command's wait counts admin records (k29).
 _CHANGED = """
 local function version_now()
   local v = redis.pcall('GET', KEYS[1])
@@ -390,10 +391,10 @@ local fields = redis.call('HMGET', ARGV[2] .. owner, 'role', 'enabled')
 return {owner, fields[1], fields[2]}
 """
 
-# KEYS: the node's applied hash    ARGV: channel, node, version
+# KEYS: the node's applied hash    ARGV: channel, node, version, admin records enforced
 _RECORD_APPLIED = """
 local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], 'version', ARGV[3], 'seen', now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('HSET', KEYS[1], 'version', ARGV[3], 'admin', ARGV[4], 'seen', now[1] * 1000 + math.floor(now[2] / 1000))
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
@@ -771,9 +772,10 @@ class AccountRegistry:
         """The key where ``node`` says which version it applied (its Redis user's alone)."""
         return self._applied_prefix + _check_node(node)
 
-    def record_applied(self, node: str, version: int) -> None:
-        """Say that ``node`` now enforces accounts ``version`` (and is alive: a heartbeat)."""
-        self._record_applied(keys=[self.applied_key(node)], args=[self.applied_channel, node, str(version)])
+    def record_applied(self, node: str, version: int, admin: int = 0) -> None:
+        """Say that ``node`` now enforces accounts ``version`` and the first ``admin`` records of
+        the admin ledger (and is alive: a heartbeat)."""
+        self._record_applied(keys=[self.applied_key(node)], args=[self.applied_channel, node, str(version), str(admin)])
 
     def record_stopped(self, node: str) -> None:
         """Say that ``node`` stopped cleanly: not live from now until its next :meth:`record_applied`
@@ -814,11 +816,14 @@ class AccountRegistry:
         now_ms = seconds * 1000 + micros // 1000
         return {n: None if ms is None else (now_ms - ms) / 1000 for n, ms in self._reports(nodes, "seen").items()}
 
-    def wait_applied(self, version: int, nodes: Collection[str], timeout: float) -> dict[str, int]:
-        """Wait until every node in ``nodes`` applied ``version`` or later, or stopped cleanly
-        meanwhile (:meth:`record_stopped`: it applies the change before it serves again); their
-        versions.
+    def wait_applied(self, version: int, nodes: Collection[str], timeout: float, admin: int = 0) -> dict[str, int]:
+        """Wait until every node in ``nodes`` applied ``version`` or later and enforces the first
+        ``admin`` records of the admin ledger or more, or stopped cleanly meanwhile
+        (:meth:`record_stopped`: it applies the change before it serves again); their versions.
 
+        The version alone is Redis's word, which a hand can set: one set high made the nodes
+        report it, and a later change's lower version was then "applied" by nodes that had not
+        proven its record (k29); the count of admin records a node enforces is its own proof.
         Woken by each node's report rather than by polling; raises ApplyTimeoutError naming
         the nodes still behind (a node that never reported is at version 0).
         """
@@ -828,7 +833,8 @@ class AccountRegistry:
         try:
             while True:
                 current = {n: v or 0 for n, v in self._reports(names, "version").items()}
-                lagging = {n: v for n, v in current.items() if v < version}
+                enforced = {n: v or 0 for n, v in self._reports(names, "admin").items()} if admin else {}
+                lagging = {n: v for n, v in current.items() if v < version or enforced.get(n, admin) < admin}
                 if lagging:
                     stopped = {n for n, seen in self._reports(lagging, "seen").items() if seen == 0}
                     lagging = {n: v for n, v in lagging.items() if n not in stopped}
@@ -836,7 +842,10 @@ class AccountRegistry:
                     return current
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    behind = ", ".join(f"{n} at {v}" for n, v in sorted(lagging.items()))
+                    behind = ", ".join(
+                        f"{n} at {v}" + (f" ({enforced[n]} admin records of {admin})" if admin else "")
+                        for n, v in sorted(lagging.items())
+                    )
                     raise ApplyTimeoutError(
                         f"accounts version {version} not applied within {timeout} s: {behind}", lagging
                     )
@@ -1049,7 +1058,7 @@ class AccountCache:
                 if self.admin is not None:
                     self.admin.keep()  # once enforced
             if not self._behind and not self._stop.is_set():  # once stopped, a late refresh says nothing
-                self.registry.record_applied(self.node, snapshot.version)
+                self.registry.record_applied(self.node, snapshot.version, self._admin_size)
             return snapshot.version
 
     def changing(self) -> _Changing:
@@ -1212,7 +1221,7 @@ class AccountCache:
             if self._behind:  # not applied, yet alive: an admin's command names it in pending
                 self.registry.record_alive(self.node)
         else:
-            self.registry.record_applied(self.node, self.version)
+            self.registry.record_applied(self.node, self.version, self._admin_size)
 
     def start(self) -> Self:
         if self._thread is not None:

@@ -189,3 +189,31 @@ def test_another_node_keeps_its_proven_accounts_and_follows_records_while_a_key_
         wait_until(lambda: other.lookup(carol) is None, DEADLINE, "ingest-2 to enforce the revoke")
     finally:
         other.stop()
+
+
+def test_a_version_set_high_by_hand_does_not_end_the_wait_for_a_node_that_did_not_apply_the_record(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """k29: a node that loaded while the insider's version stood high (a count, or garbage the
+    home then reset to its clock, below it) reported that version; the next command's wait for
+    its own, lower, version took that report for the change applied: ``pending`` was empty while
+    the node still let the revoked key in. A report now counts only with the admin records it
+    enforces, which no hand in Redis can make."""
+    from .test_admin_ledger import publish_admin_checkpoint
+
+    home = Home(redis_client, tmp_path, ["ingest-1", "ingest-2"])
+    try:
+        carol = new_keypair().public
+        home.apply("account.add", account="carol", role="writer")
+        home.apply("key.add", account="carol", key=carol)
+        publish_admin_checkpoint(redis_client, home.store)
+        # ingest-2, live but not following now (a loaded host's thread between two polls)
+        other = AccountCache(home.registry, "ingest-2", admin=SignedAdminSource(redis_client, ADMIN_KEY))
+        redis_client.set(VERSION, "999999999999999")
+        other.refresh()
+        redis_client.set(VERSION, "notanumber")  # the home resets it to its clock, far below
+        result = home.apply("key.revoke", key=carol)
+        assert other.lookup(carol) is not None  # ingest-2 still lets carol in: it must be named
+        assert result["pending"] == ["ingest-2"]
+    finally:
+        home.close()
