@@ -10,7 +10,7 @@ broker/redis_keys.py):
 * ``ns:{accounts}:keys``: a hash from Z85 public key to account name (one key, one account);
 * ``ns:{accounts}:version``: a counter that every change bumps;
 * ``ns:{accounts}:applied:<node>``: a hash per node, ``version`` (the accounts version it
-  applied) and ``seen`` (when it last said so, milliseconds by the Redis clock; ``0`` once it
+  applied), ``admin`` (how many of the admin ledger's records it enforced then) and ``seen`` (when it last said so, milliseconds by the Redis clock; ``0`` once it
   stopped cleanly, when ``stopped`` says), only that node's Redis user writes it
   (broker/redis_acl.py), so no node can say another applied a change it has not (a revoke
   would then look enforced where it is not), nor that a live one stopped;
@@ -229,6 +229,22 @@ local function unchanged()
 end
 """
 
+# read(key, command...): the command's reply, or nil (the key named in ``spoiled``) for a key of
+# another type (set so by hand), which failed every node's load, the home's too, until someone
+# deleted it (k29). Any other error (a right the ACL denies) is raised as it is.
+_READ_ACCOUNTS = """
+local spoiled = {}
+local function read(key, ...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    if not string.find(reply.err, 'WRONGTYPE', 1, true) then error(reply) end
+    table.insert(spoiled, key)
+    return nil
+  end
+  return reply
+end
+"""
+
 # KEYS: version    ARGV: channel. Resets (announced) a version that is no count; else nothing.
 _REPAIR_VERSION = """
 if version_now() == nil then return changed() end
@@ -285,13 +301,17 @@ return changed()
 # KEYS: version, names, account, keys, admin records    ARGV: channel, name, public key
 # Once the admin ledger exists, an account made or changed here would be one no record shows
 # (PROTOCOL 16.3): only the no-op is left, which a restart and a host's --totp rely on.
+# Its reads take a key of another type (set so by hand) as empty: `vledger supervise start`
+# failed on it before any node (the admin ledger's home repairs it) could start (k29).
 _BOOTSTRAP_ADMIN = """
-local owner = redis.call('HGET', KEYS[4], ARGV[3])
+local owner = read(KEYS[4], 'HGET', KEYS[4], ARGV[3])
 if owner and owner ~= ARGV[2] then return {'key_in_use', 0} end
-local exists = redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1
-if exists and redis.call('HGET', KEYS[3], 'role') ~= 'admin' then return {'not_admin', 0} end
-if exists and owner and redis.call('HGET', KEYS[3], 'enabled') == '1' then return unchanged() end
-if redis.call('LLEN', KEYS[5]) > 0 then return {'admin_ledger_exists', 0} end
+local exists = read(KEYS[2], 'SISMEMBER', KEYS[2], ARGV[2]) == 1
+if exists and read(KEYS[3], 'HGET', KEYS[3], 'role') ~= 'admin' then return {'not_admin', 0} end
+if exists and owner and read(KEYS[3], 'HGET', KEYS[3], 'enabled') == '1' then return unchanged() end
+local held = read(KEYS[5], 'LLEN', KEYS[5])
+if held == nil or held > 0 then return {'admin_ledger_exists', 0} end
+if #spoiled > 0 then return {'wrong_type', 0} end
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[3], 'role', 'admin', 'enabled', '1')
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[2])
@@ -339,21 +359,7 @@ end
 return changed()
 """
 
-# Every read with pcall: a key of another type (set so by hand) is named in the answer's fourth
-# element and read as empty; one failed the load on every node, the home's too, until someone
-# deleted it (k29). KEYS: version, names, keys    ARGV: account key prefix
-_READ_ACCOUNTS = """
-local spoiled = {}
-local function read(key, ...)
-  local reply = redis.pcall(...)
-  if type(reply) == 'table' and reply.err then
-    table.insert(spoiled, key)
-    return nil
-  end
-  return reply
-end
-"""
-
+# KEYS: version, names, keys    ARGV: account key prefix. Keys of another type: the fourth element.
 _SNAPSHOT = """
 local version = redis.pcall('GET', KEYS[1])
 if type(version) == 'table' then version = 'not a string' end
@@ -385,9 +391,10 @@ return answer
 
 # KEYS: keys    ARGV: public key, account key prefix
 _LOOKUP = """
-local owner = redis.call('HGET', KEYS[1], ARGV[1])
+local owner = read(KEYS[1], 'HGET', KEYS[1], ARGV[1])
 if not owner then return false end
-local fields = redis.call('HMGET', ARGV[2] .. owner, 'role', 'enabled')
+local fields = read(ARGV[2] .. owner, 'HMGET', ARGV[2] .. owner, 'role', 'enabled')
+if not fields then return false end
 return {owner, fields[1], fields[2]}
 """
 
@@ -605,14 +612,14 @@ class AccountRegistry:
         self._set_field = register(_CHANGED + _SET_FIELD)
         self._add_key = register(_CHANGED + _ADD_KEY)
         self._revoke_key = register(_CHANGED + _REVOKE_KEY)
-        self._bootstrap_admin = register(_CHANGED + _BOOTSTRAP_ADMIN)
+        self._bootstrap_admin = register(_CHANGED + _READ_ACCOUNTS + _BOOTSTRAP_ADMIN)
         self._push_admin_records = register(_CHANGED + _PUSH_ADMIN_RECORDS)
         self._rewrite_admin_records = register(_CHANGED + _REWRITE_ADMIN_RECORDS)
         self._repair_version = register(_CHANGED + _REPAIR_VERSION)
         self._repair_account_types = register(_CHANGED + _READ_ACCOUNTS + _REPAIR_ACCOUNT_TYPES)
         self._snapshot = ReadOnlyScript(client, _READ_ACCOUNTS + _SNAPSHOT)
         self._admin_records_digest = ReadOnlyScript(client, _ADMIN_RECORDS_DIGEST)
-        self._lookup = ReadOnlyScript(client, _LOOKUP)
+        self._lookup = ReadOnlyScript(client, _READ_ACCOUNTS + _LOOKUP)
         self._record_applied = register(_RECORD_APPLIED)
         self._record_stopped = register(_RECORD_STOPPED)
         self._record_alive = register(_RECORD_ALIVE)
@@ -755,7 +762,7 @@ class AccountRegistry:
 
     def lookup(self, public_key: str) -> KeyOwner | None:
         reply = self._lookup(keys=[self._owners], args=[check_public_key(public_key), self._account_prefix])
-        if not reply or reply[1] is None:
+        if not reply or reply[1] is None or _wire_text(reply[1]) not in _ROLES:  # a role written by hand too
             return None
         return KeyOwner(_text(reply[0]), Role(_text(reply[1])), _text(reply[2]) == "1")
 
@@ -875,6 +882,11 @@ def _raise(code: str, account: str, key: str) -> NoReturn:
             f"the admin ledger exists: account {account!r} is changed by an admin's command "
             f"({ACCOUNT_COMMANDS}), which the admin ledger records; "
             "admin bootstrap only makes the first admin"
+        )
+    if code == "wrong_type":
+        raise AccountError(
+            "Redis's accounts keys are of another type (set so by hand): the admin ledger's home "
+            "rebuilds them at its start; before the admin ledger exists, delete them"
         )
     raise AccountError(f"unexpected answer from Redis: {code!r}")
 

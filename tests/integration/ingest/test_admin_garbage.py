@@ -16,6 +16,7 @@ from vledger.broker.accounts import NO_VERSION, AccountCache, snapshot_from_repl
 from vledger.broker.admin_copy import SignedAdminSource
 from vledger.broker.keys import new_keypair
 from vledger.ingest.admin_ledger import ADMIN_CACHE_CONFLICT
+from vledger.node.errors import AdminLedgerExistsError
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.tests.integration.cluster import wait_until
 
@@ -217,3 +218,20 @@ def test_a_version_set_high_by_hand_does_not_end_the_wait_for_a_node_that_did_no
         assert result["pending"] == ["ingest-2"]
     finally:
         home.close()
+
+
+def test_the_start_s_lookup_and_bootstrap_take_a_key_owners_hash_of_another_type_as_empty(
+    home: Home, redis_client: Any
+) -> None:
+    """k29: `vledger supervise start` looks the admin key up and bootstraps it before any node
+    starts: WRONGTYPE there stopped the cluster's start, so the home never repaired the key."""
+    key = new_keypair().public
+    home.apply("account.add", account="carol", role="writer")
+    _spoil(redis_client, "keys", "notahash")
+    assert home.registry.lookup(key) is None
+    with pytest.raises(AdminLedgerExistsError):
+        home.registry.bootstrap_admin("root", key)
+    redis_client.hset(ACCOUNTS + "account:root", "role", "wizard")  # a role written by hand: nobody's
+    redis_client.delete(ACCOUNTS + "keys")
+    redis_client.hset(ACCOUNTS + "keys", key, "root")
+    assert home.registry.lookup(key) is None
