@@ -10,8 +10,9 @@ broker/redis_keys.py):
 * ``ns:{accounts}:keys``: a hash from Z85 public key to account name (one key, one account);
 * ``ns:{accounts}:version``: a counter that every change bumps;
 * ``ns:{accounts}:applied:<node>``: a hash per node, ``version`` (the accounts version it
-  applied), ``admin`` (how many of the admin ledger's records it enforced then) and ``seen`` (when it last said so, milliseconds by the Redis clock; ``0`` once it
-  stopped cleanly, when ``stopped`` says), only that node's Redis user writes it
+  applied), ``admin`` (how many of the admin ledger's records it enforced then) and ``seen``
+  (when it last said so, milliseconds by the Redis clock; ``0`` once it stopped cleanly, when
+  ``stopped`` says), only that node's Redis user writes it
   (broker/redis_acl.py), so no node can say another applied a change it has not (a revoke
   would then look enforced where it is not), nor that a live one stopped;
 * ``ns:{accounts}:admin:records``: the admin ledger's record bytes, index = height (docs/PROTOCOL.md
