@@ -780,10 +780,12 @@ class AccountRegistry:
         """The key where ``node`` says which version it applied (its Redis user's alone)."""
         return self._applied_prefix + _check_node(node)
 
-    def record_applied(self, node: str, version: int, admin: int = 0) -> None:
+    def record_applied(self, node: str, version: int, admin: int | None = None) -> None:
         """Say that ``node`` now enforces accounts ``version`` and the first ``admin`` records of
-        the admin ledger (and is alive: a heartbeat)."""
-        self._record_applied(keys=[self.applied_key(node)], args=[self.applied_channel, node, str(version), str(admin)])
+        the admin ledger (None: Redis's accounts as they are, no admin ledger being known to it),
+        and is alive: a heartbeat."""
+        enforced = "" if admin is None else str(admin)
+        self._record_applied(keys=[self.applied_key(node)], args=[self.applied_channel, node, str(version), enforced])
 
     def record_stopped(self, node: str) -> None:
         """Say that ``node`` stopped cleanly: not live from now until its next :meth:`record_applied`
@@ -826,7 +828,8 @@ class AccountRegistry:
 
     def wait_applied(self, version: int, nodes: Collection[str], timeout: float, admin: int = 0) -> dict[str, int]:
         """Wait until every node in ``nodes`` applied ``version`` or later and enforces the first
-        ``admin`` records of the admin ledger or more, or stopped cleanly meanwhile
+        ``admin`` records of the admin ledger or more (one that enforces Redis's accounts as they
+        are, before it knows any admin ledger: by its version alone), or stopped cleanly meanwhile
         (:meth:`record_stopped`: it applies the change before it serves again); their versions.
 
         The version alone is Redis's word, which a hand can set: one set high made the nodes
@@ -841,8 +844,10 @@ class AccountRegistry:
         try:
             while True:
                 current = {n: v or 0 for n, v in self._reports(names, "version").items()}
-                enforced = {n: v or 0 for n, v in self._reports(names, "admin").items()} if admin else {}
-                lagging = {n: v for n, v in current.items() if v < version or enforced.get(n, admin) < admin}
+                # None: the node takes Redis's accounts as they are (no admin ledger known to it yet),
+                # or runs a version from before the count: its version alone says.
+                enforced = self._reports(names, "admin") if admin else {}
+                lagging = {n: v for n, v in current.items() if v < version or _below(enforced.get(n), admin)}
                 if lagging:
                     stopped = {n for n, seen in self._reports(lagging, "seen").items() if seen == 0}
                     lagging = {n: v for n, v in lagging.items() if n not in stopped}
@@ -851,7 +856,7 @@ class AccountRegistry:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     behind = ", ".join(
-                        f"{n} at {v}" + (f" ({enforced[n]} admin records of {admin})" if admin else "")
+                        f"{n} at {v}" + (f" ({enforced.get(n)} admin records of {admin})" if admin else "")
                         for n, v in sorted(lagging.items())
                     )
                     raise ApplyTimeoutError(
@@ -860,6 +865,11 @@ class AccountRegistry:
                 pubsub.get_message(timeout=min(left, _LISTEN_SLICE * 4))
         finally:
             pubsub.close()
+
+
+def _below(enforced: int | None, admin: int) -> bool:
+    """Whether a node that enforces ``enforced`` admin records (None: no count) lacks some of ``admin``."""
+    return enforced is not None and enforced < admin
 
 
 # The admin's commands that change an account once the admin ledger exists (not bootstrap): the
@@ -1071,8 +1081,13 @@ class AccountCache:
                 if self.admin is not None:
                     self.admin.keep()  # once enforced
             if not self._behind and not self._stop.is_set():  # once stopped, a late refresh says nothing
-                self.registry.record_applied(self.node, snapshot.version, self._admin_size)
+                self.registry.record_applied(self.node, snapshot.version, self._enforced())
             return snapshot.version
+
+    def _enforced(self) -> int | None:
+        """How many admin records the accounts this node enforces come from; None while it takes
+        Redis's as they are (no admin ledger known to it yet: the bootstrap, PROTOCOL 16.4)."""
+        return None if self._stated is None else self._admin_size
 
     def changing(self) -> _Changing:
         """While an admin command changes an account (its record, then Redis's entries), a
@@ -1234,7 +1249,7 @@ class AccountCache:
             if self._behind:  # not applied, yet alive: an admin's command names it in pending
                 self.registry.record_alive(self.node)
         else:
-            self.registry.record_applied(self.node, self.version, self._admin_size)
+            self.registry.record_applied(self.node, self.version, self._enforced())
 
     def start(self) -> Self:
         if self._thread is not None:
