@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from vledger.broker.accounts import NO_VERSION, AccountCache, snapshot_from_reply
+from vledger.broker.accounts import NO_VERSION, AccountCache, AccountRegistry, snapshot_from_reply
 from vledger.broker.admin_copy import SignedAdminSource
 from vledger.broker.keys import new_keypair
 from vledger.ingest.admin_ledger import ADMIN_CACHE_CONFLICT
@@ -235,3 +235,26 @@ def test_the_start_s_lookup_and_bootstrap_take_a_key_owners_hash_of_another_type
     redis_client.delete(ACCOUNTS + "keys")
     redis_client.hset(ACCOUNTS + "keys", key, "root")
     assert home.registry.lookup(key) is None
+
+
+def test_a_node_that_takes_redis_s_accounts_as_they_are_keeps_its_last_while_a_key_is_of_another_type(
+    redis_client: Any,
+) -> None:
+    """Before any admin ledger (the bootstrap) Redis's accounts are all there is: read as empty,
+    a names key set to a string would refuse everyone, and its load raised WRONGTYPE before."""
+    registry = AccountRegistry(redis_client)
+    carol = new_keypair().public
+    registry.add_account("carol", "writer")
+    registry.add_key("carol", carol)
+    cache = AccountCache(registry, "ingest-2")
+    cache.refresh()
+    loaded = cache.version
+    _spoil(redis_client, "names", "notaset")
+    cache.refresh()
+    assert cache.lookup(carol) is not None and cache.version == loaded  # the last ones stand
+    assert registry.applied(["ingest-2"]) == {"ingest-2": loaded}  # nothing newer said applied
+    redis_client.delete(ACCOUNTS + "names")
+    redis_client.sadd(ACCOUNTS + "names", "carol")
+    registry.revoke_key(carol)
+    cache.refresh()
+    assert cache.lookup(carol) is None
