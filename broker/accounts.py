@@ -10,8 +10,9 @@ broker/redis_keys.py):
 * ``ns:{accounts}:keys``: a hash from Z85 public key to account name (one key, one account);
 * ``ns:{accounts}:version``: a counter that every change bumps;
 * ``ns:{accounts}:applied:<node>``: a hash per node, ``version`` (the accounts version it
-  applied) and ``seen`` (when it last said so, milliseconds by the Redis clock; ``0`` once it
-  stopped cleanly, when ``stopped`` says), only that node's Redis user writes it
+  applied), ``admin`` (how many of the admin ledger's records it enforced then) and ``seen``
+  (when it last said so, milliseconds by the Redis clock; ``0`` once it stopped cleanly, when
+  ``stopped`` says), only that node's Redis user writes it
   (broker/redis_acl.py), so no node can say another applied a change it has not (a revoke
   would then look enforced where it is not), nor that a live one stopped;
 * ``ns:{accounts}:admin:records``: the admin ledger's record bytes, index = height (docs/PROTOCOL.md
@@ -135,6 +136,8 @@ class AccountsSnapshot:
     # Redis's entries left out as malformed (a key that is none, a name or role that is not valid),
     # each named for a log line and an alert: written by hand, never by a script (see snapshot_from_reply).
     malformed: tuple[str, ...] = ()
+    # Redis's keys of another type, read as empty (their names): this snapshot lacks what they held.
+    spoiled: tuple[str, ...] = ()
 
     @classmethod
     def empty(cls) -> AccountsSnapshot:
@@ -198,8 +201,9 @@ def admin_records_digest(record_digests: Sequence[str]) -> str:
 # error code, before anything was written.
 
 # A version that is no count (a string of anything else, another type: written by hand) is
-# reset to the Redis clock in ms, above any count reached by a bump per change, so every node
-# reloads; INCR failing there failed every admin command after its record (outsider o9 K1).
+# reset to the Redis clock in ms, so every node reloads; INCR failing there failed every admin
+# command after its record (outsider o9 K1). Not "above every version a node reported": a count
+# set higher by hand is reported too, so an admin command's wait counts admin records (k29).
 _CHANGED = """
 local function version_now()
   local v = redis.pcall('GET', KEYS[1])
@@ -226,6 +230,22 @@ local function unchanged()
 end
 """
 
+# read(key, command...): the command's reply, or nil (the key named in ``spoiled``) for a key of
+# another type (set so by hand), which failed every node's load, the home's too, until someone
+# deleted it (k29). Any other error (a right the ACL denies) is raised as it is.
+_READ_ACCOUNTS = """
+local spoiled = {}
+local function read(key, ...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    if not string.find(reply.err, 'WRONGTYPE', 1, true) then error(reply) end
+    table.insert(spoiled, key)
+    return nil
+  end
+  return reply
+end
+"""
+
 # KEYS: version    ARGV: channel. Resets (announced) a version that is no count; else nothing.
 _REPAIR_VERSION = """
 if version_now() == nil then return changed() end
@@ -233,9 +253,12 @@ return unchanged()
 """
 
 # KEYS: version, names, account    ARGV: channel, name, role
+# A hash left under a name not in the set is no account's (one of another type, set by hand,
+# failed the home's rebuild of the accounts): replaced.
 _ADD_ACCOUNT = """
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return {'account_exists', 0} end
 redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'role', ARGV[3], 'enabled', '1')
 return changed()
 """
@@ -279,13 +302,17 @@ return changed()
 # KEYS: version, names, account, keys, admin records    ARGV: channel, name, public key
 # Once the admin ledger exists, an account made or changed here would be one no record shows
 # (PROTOCOL 16.3): only the no-op is left, which a restart and a host's --totp rely on.
+# Its reads take a key of another type (set so by hand) as empty: `vledger supervise start`
+# failed on it before any node (the admin ledger's home repairs it) could start (k29).
 _BOOTSTRAP_ADMIN = """
-local owner = redis.call('HGET', KEYS[4], ARGV[3])
+local owner = read(KEYS[4], 'HGET', KEYS[4], ARGV[3])
 if owner and owner ~= ARGV[2] then return {'key_in_use', 0} end
-local exists = redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1
-if exists and redis.call('HGET', KEYS[3], 'role') ~= 'admin' then return {'not_admin', 0} end
-if exists and owner and redis.call('HGET', KEYS[3], 'enabled') == '1' then return unchanged() end
-if redis.call('LLEN', KEYS[5]) > 0 then return {'admin_ledger_exists', 0} end
+local exists = read(KEYS[2], 'SISMEMBER', KEYS[2], ARGV[2]) == 1
+if exists and read(KEYS[3], 'HGET', KEYS[3], 'role') ~= 'admin' then return {'not_admin', 0} end
+if exists and owner and read(KEYS[3], 'HGET', KEYS[3], 'enabled') == '1' then return unchanged() end
+local held = read(KEYS[5], 'LLEN', KEYS[5])
+if held == nil or held > 0 then return {'admin_ledger_exists', 0} end
+if #spoiled > 0 then return {'wrong_type', 0} end
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[3], 'role', 'admin', 'enabled', '1')
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[2])
@@ -334,31 +361,49 @@ end
 return changed()
 """
 
-# KEYS: version, names, keys    ARGV: account key prefix
-# The version is read with pcall: a key of another type must read as garbage, not fail the load.
+# KEYS: version, names, keys    ARGV: account key prefix. Keys of another type: the fourth element.
 _SNAPSHOT = """
 local version = redis.pcall('GET', KEYS[1])
 if type(version) == 'table' then version = 'not a string' end
 local accounts = {}
-for _, name in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local fields = redis.call('HMGET', ARGV[1] .. name, 'role', 'enabled')
-  table.insert(accounts, {name, fields[1], fields[2]})
+for _, name in ipairs(read(KEYS[2], 'SMEMBERS', KEYS[2]) or {}) do
+  local fields = read(ARGV[1] .. name, 'HMGET', ARGV[1] .. name, 'role', 'enabled')
+  if fields then table.insert(accounts, {name, fields[1], fields[2]}) end
 end
-return {version or '0', accounts, redis.call('HGETALL', KEYS[3])}
+local owners = read(KEYS[3], 'HGETALL', KEYS[3]) or {}
+return {version or '0', accounts, owners, spoiled}
+"""
+
+# KEYS: version, names, keys    ARGV: channel, account key prefix. Deletes each of the keys the
+# snapshot reads that is of another type (announced); the home then rebuilds them from its store.
+_REPAIR_ACCOUNT_TYPES = """
+for _, name in ipairs(read(KEYS[2], 'SMEMBERS', KEYS[2]) or {}) do
+  -- its name goes with it: a name without its hash is no account the rebuild could add again
+  local before = #spoiled
+  read(ARGV[2] .. name, 'HGET', ARGV[2] .. name, 'role')
+  if #spoiled > before then redis.call('SREM', KEYS[2], name) end
+end
+read(KEYS[3], 'HGET', KEYS[3], '')
+if #spoiled == 0 then return unchanged() end
+for _, key in ipairs(spoiled) do redis.call('DEL', key) end
+local answer = changed()
+table.insert(answer, spoiled)
+return answer
 """
 
 # KEYS: keys    ARGV: public key, account key prefix
 _LOOKUP = """
-local owner = redis.call('HGET', KEYS[1], ARGV[1])
+local owner = read(KEYS[1], 'HGET', KEYS[1], ARGV[1])
 if not owner then return false end
-local fields = redis.call('HMGET', ARGV[2] .. owner, 'role', 'enabled')
+local fields = read(ARGV[2] .. owner, 'HMGET', ARGV[2] .. owner, 'role', 'enabled')
+if not fields then return false end
 return {owner, fields[1], fields[2]}
 """
 
-# KEYS: the node's applied hash    ARGV: channel, node, version
+# KEYS: the node's applied hash    ARGV: channel, node, version, admin records enforced
 _RECORD_APPLIED = """
 local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], 'version', ARGV[3], 'seen', now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('HSET', KEYS[1], 'version', ARGV[3], 'admin', ARGV[4], 'seen', now[1] * 1000 + math.floor(now[2] / 1000))
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 """
@@ -388,8 +433,11 @@ def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
     Every value is wire input: anyone whose Redis user writes ``{accounts}`` can put anything
     there, and one key that was none ended every node's accounts thread (outsider o8 J6), so
     later revocations were never applied. A malformed entry is left out and named in
-    ``malformed``; the rest loads. A version that is no count loads as :data:`NO_VERSION`."""
-    version_text, rows, flat_owners = reply
+    ``malformed``; the rest loads. A version that is no count loads as :data:`NO_VERSION`, and
+    so does any when a key was of another type (named in ``spoiled`` and ``malformed``): the
+    snapshot lacks what it held, so the node loads again at each poll until the home repaired it."""
+    version_text, rows, flat_owners, *rest = reply
+    spoiled = tuple(sorted(_wire_text(key) for key in rest[0])) if rest else ()
     malformed: list[str] = []
     owners: dict[str, str] = {}
     for i in range(0, len(flat_owners), 2):
@@ -413,8 +461,13 @@ def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
             continue
         accounts[name] = Account(name, Role(role), _wire_text(raw_enabled) == "1", tuple(sorted(keys_of.get(name, ()))))
     owners = {key: name for key, name in owners.items() if name in accounts}
+    malformed += [f"{key[:96]!r} (of another type)" for key in spoiled]
     return AccountsSnapshot(
-        parse_version(version_text), MappingProxyType(accounts), MappingProxyType(owners), tuple(sorted(malformed))
+        NO_VERSION if spoiled else parse_version(version_text),
+        MappingProxyType(accounts),
+        MappingProxyType(owners),
+        tuple(sorted(malformed)),
+        spoiled,
     )
 
 
@@ -561,13 +614,14 @@ class AccountRegistry:
         self._set_field = register(_CHANGED + _SET_FIELD)
         self._add_key = register(_CHANGED + _ADD_KEY)
         self._revoke_key = register(_CHANGED + _REVOKE_KEY)
-        self._bootstrap_admin = register(_CHANGED + _BOOTSTRAP_ADMIN)
+        self._bootstrap_admin = register(_CHANGED + _READ_ACCOUNTS + _BOOTSTRAP_ADMIN)
         self._push_admin_records = register(_CHANGED + _PUSH_ADMIN_RECORDS)
         self._rewrite_admin_records = register(_CHANGED + _REWRITE_ADMIN_RECORDS)
         self._repair_version = register(_CHANGED + _REPAIR_VERSION)
-        self._snapshot = ReadOnlyScript(client, _SNAPSHOT)
+        self._repair_account_types = register(_CHANGED + _READ_ACCOUNTS + _REPAIR_ACCOUNT_TYPES)
+        self._snapshot = ReadOnlyScript(client, _READ_ACCOUNTS + _SNAPSHOT)
         self._admin_records_digest = ReadOnlyScript(client, _ADMIN_RECORDS_DIGEST)
-        self._lookup = ReadOnlyScript(client, _LOOKUP)
+        self._lookup = ReadOnlyScript(client, _READ_ACCOUNTS + _LOOKUP)
         self._record_applied = register(_RECORD_APPLIED)
         self._record_stopped = register(_RECORD_STOPPED)
         self._record_alive = register(_RECORD_ALIVE)
@@ -689,6 +743,15 @@ class AccountRegistry:
         status, version = self._repair_version(keys=[self._version], args=[self.channel])
         return int(version) if _text(status) == "ok" else None
 
+    def repair_account_types(self) -> list[str]:
+        """Delete (announced) each key of the accounts (their names set, key owners, an account's
+        hash) that is of another type; their names, none when all were of theirs. The admin
+        home rebuilds what they held from its store (ingest/admin_ledger.py)."""
+        reply = self._repair_account_types(
+            keys=[self._version, self._names, self._owners], args=[self.channel, self._account_prefix]
+        )
+        return [_text(key) for key in reply[2]] if _text(reply[0]) == "ok" else []
+
     # --- reads ---------------------------------------------------------------------------------
 
     def snapshot(self) -> AccountsSnapshot:
@@ -702,7 +765,7 @@ class AccountRegistry:
 
     def lookup(self, public_key: str) -> KeyOwner | None:
         reply = self._lookup(keys=[self._owners], args=[check_public_key(public_key), self._account_prefix])
-        if not reply or reply[1] is None:
+        if not reply or reply[1] is None or _wire_text(reply[1]) not in _ROLES:  # a role written by hand too
             return None
         return KeyOwner(_text(reply[0]), Role(_text(reply[1])), _text(reply[2]) == "1")
 
@@ -719,9 +782,12 @@ class AccountRegistry:
         """The key where ``node`` says which version it applied (its Redis user's alone)."""
         return self._applied_prefix + _check_node(node)
 
-    def record_applied(self, node: str, version: int) -> None:
-        """Say that ``node`` now enforces accounts ``version`` (and is alive: a heartbeat)."""
-        self._record_applied(keys=[self.applied_key(node)], args=[self.applied_channel, node, str(version)])
+    def record_applied(self, node: str, version: int, admin: int | None = None) -> None:
+        """Say that ``node`` now enforces accounts ``version`` and the first ``admin`` records of
+        the admin ledger (None: Redis's accounts as they are, no admin ledger being known to it),
+        and is alive: a heartbeat."""
+        enforced = "" if admin is None else str(admin)
+        self._record_applied(keys=[self.applied_key(node)], args=[self.applied_channel, node, str(version), enforced])
 
     def record_stopped(self, node: str) -> None:
         """Say that ``node`` stopped cleanly: not live from now until its next :meth:`record_applied`
@@ -762,11 +828,15 @@ class AccountRegistry:
         now_ms = seconds * 1000 + micros // 1000
         return {n: None if ms is None else (now_ms - ms) / 1000 for n, ms in self._reports(nodes, "seen").items()}
 
-    def wait_applied(self, version: int, nodes: Collection[str], timeout: float) -> dict[str, int]:
-        """Wait until every node in ``nodes`` applied ``version`` or later, or stopped cleanly
-        meanwhile (:meth:`record_stopped`: it applies the change before it serves again); their
-        versions.
+    def wait_applied(self, version: int, nodes: Collection[str], timeout: float, admin: int = 0) -> dict[str, int]:
+        """Wait until every node in ``nodes`` applied ``version`` or later and enforces the first
+        ``admin`` records of the admin ledger or more (one that enforces Redis's accounts as they
+        are, before it knows any admin ledger: by its version alone), or stopped cleanly meanwhile
+        (:meth:`record_stopped`: it applies the change before it serves again); their versions.
 
+        The version alone is Redis's word, which a hand can set: one set high made the nodes
+        report it, and a later change's lower version was then "applied" by nodes that had not
+        proven its record (k29); the count of admin records a node enforces is its own proof.
         Woken by each node's report rather than by polling; raises ApplyTimeoutError naming
         the nodes still behind (a node that never reported is at version 0).
         """
@@ -776,7 +846,10 @@ class AccountRegistry:
         try:
             while True:
                 current = {n: v or 0 for n, v in self._reports(names, "version").items()}
-                lagging = {n: v for n, v in current.items() if v < version}
+                # None: the node takes Redis's accounts as they are (no admin ledger known to it yet),
+                # or runs a version from before the count: its version alone says.
+                enforced = self._reports(names, "admin") if admin else {}
+                lagging = {n: v for n, v in current.items() if v < version or _below(enforced.get(n), admin)}
                 if lagging:
                     stopped = {n for n, seen in self._reports(lagging, "seen").items() if seen == 0}
                     lagging = {n: v for n, v in lagging.items() if n not in stopped}
@@ -784,13 +857,21 @@ class AccountRegistry:
                     return current
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    behind = ", ".join(f"{n} at {v}" for n, v in sorted(lagging.items()))
+                    behind = ", ".join(
+                        f"{n} at {v}" + (f" ({enforced.get(n)} admin records of {admin})" if admin else "")
+                        for n, v in sorted(lagging.items())
+                    )
                     raise ApplyTimeoutError(
                         f"accounts version {version} not applied within {timeout} s: {behind}", lagging
                     )
                 pubsub.get_message(timeout=min(left, _LISTEN_SLICE * 4))
         finally:
             pubsub.close()
+
+
+def _below(enforced: int | None, admin: int) -> bool:
+    """Whether a node that enforces ``enforced`` admin records (None: no count) lacks some of ``admin``."""
+    return enforced is not None and enforced < admin
 
 
 # The admin's commands that change an account once the admin ledger exists (not bootstrap): the
@@ -814,6 +895,11 @@ def _raise(code: str, account: str, key: str) -> NoReturn:
             f"the admin ledger exists: account {account!r} is changed by an admin's command "
             f"({ACCOUNT_COMMANDS}), which the admin ledger records; "
             "admin bootstrap only makes the first admin"
+        )
+    if code == "wrong_type":
+        raise AccountError(
+            "Redis's accounts keys are of another type (set so by hand): the admin ledger's home "
+            "rebuilds them at its start; before the admin ledger exists, delete them"
         )
     raise AccountError(f"unexpected answer from Redis: {code!r}")
 
@@ -974,6 +1060,12 @@ class AccountCache:
             cached = self.registry.snapshot()
             # Its key rotations change the members (on_change) without changing any account.
             grown = self._load_admin()
+            if self._stated is None and cached.spoiled:
+                # Redis's accounts are all there is and they lack what those keys held: the last
+                # ones stand, loaded again at each poll (_unapplied) until the keys are whole.
+                _warn_once(f"node {self.node}: Redis's accounts keys {', '.join(cached.spoiled)} are of another type")
+                self._unapplied = True
+                return self.version
             snapshot = cached if self._stated is None else ledger_snapshot(cached.version, self._stated)
             if self._stated is not None and not self._awaiting_proof() and not self._changes:
                 self._report_unbacked(unbacked(cached, snapshot))
@@ -992,8 +1084,13 @@ class AccountCache:
                 if self.admin is not None:
                     self.admin.keep()  # once enforced
             if not self._behind and not self._stop.is_set():  # once stopped, a late refresh says nothing
-                self.registry.record_applied(self.node, snapshot.version)
+                self.registry.record_applied(self.node, snapshot.version, self._enforced())
             return snapshot.version
+
+    def _enforced(self) -> int | None:
+        """How many admin records the accounts this node enforces come from; None while it takes
+        Redis's as they are (no admin ledger known to it yet: the bootstrap, PROTOCOL 16.4)."""
+        return None if self._stated is None else self._admin_size
 
     def changing(self) -> _Changing:
         """While an admin command changes an account (its record, then Redis's entries), a
@@ -1158,7 +1255,7 @@ class AccountCache:
             if self._behind:  # not applied, yet alive: an admin's command names it in pending
                 self.registry.record_alive(self.node)
         else:
-            self.registry.record_applied(self.node, self.version)
+            self.registry.record_applied(self.node, self.version, self._enforced())
 
     def start(self) -> Self:
         if self._thread is not None:

@@ -43,7 +43,7 @@ from ..node.errors import (
 )
 from ..node.node_key_rotation import NO_SIGN_KEY, KeyHistory, sign_key_problem
 from ..node.note import ed25519_public_key
-from ..node.rules.admin import grant_problem
+from ..node.rules.admin import ADMIN_LEDGER, grant_problem
 from ..node.wire import Args
 from .admin_ledger import AdminLedger, account_payload
 from .second_factor import SecondFactors
@@ -160,11 +160,14 @@ class RegistryAdmin:
                     version = self.registry.version()
                 else:
                     result, version = self._account_change(command, args, author, via)
+            # Waited for by the admin records each node enforces too, not only by the version,
+            # which a hand can set: one set high ended the wait early (k29).
+            admin = self.ledger.store.size(ADMIN_LEDGER) if self.ledger is not None else 0
         self.cache.refresh()
         live = self.registry.live_nodes(self.nodes, within=heartbeat_window(self.cache.poll_interval))
         deadline = time.monotonic() + self.wait_seconds
         try:
-            self.registry.wait_applied(version, sorted(live), self.wait_seconds)
+            self.registry.wait_applied(version, sorted(live), self.wait_seconds, admin)
             result["pending"] = []
         except ApplyTimeoutError as e:
             # The change is made; say which nodes have not confirmed it yet rather than fail.

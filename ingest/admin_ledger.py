@@ -204,28 +204,41 @@ class AdminLedger:
         stored = [data for _, data in self.store.range_raw(ADMIN_LEDGER, 0)]
         version = self.registry.rewrite_admin_records(stored)
         self._known = len(stored)
-        detail = (
+        self._conflict(
+            height,
             f"Redis's copy of the admin ledger held what this home's store does not from height {height} "
-            f"({problem}): rewritten from the store"
+            f"({problem}): rewritten from the store",
         )
+        return version
+
+    def _conflict(self, height: int, detail: str) -> None:
+        """Log and raise ``admin_cache_conflict`` at ``height``: Redis held what no home wrote."""
         log.error("%s", detail)
         if self.on_alert is not None:
             self.on_alert(Alert("redis", ADMIN_LEDGER, height, ADMIN_CACHE_CONFLICT, detail, source="redis"))
-        return version
 
     def _repair_shapes(self) -> None:
-        """Reset an accounts version that is no count and rewrite a cache key that is no list,
-        each with the alert: written by hand, either failed every admin command and stopped
-        every node following the accounts until someone deleted it (outsider o9 K1, K1b)."""
+        """Reset an accounts version that is no count, rewrite a cache key that is no list and
+        rebuild the accounts' keys of another type, each with the alert: written by hand, any
+        failed every admin command and stopped every node following the accounts until someone
+        deleted it (outsider o9 K1, K1b; k29)."""
         version = self.registry.repair_version()
         if version is not None:
-            size = self.store.size(ADMIN_LEDGER)
-            detail = f"Redis's accounts version was no count: reset to {version}, so every node reloads"
-            log.error("%s", detail)
-            if self.on_alert is not None:
-                self.on_alert(Alert("redis", ADMIN_LEDGER, size, ADMIN_CACHE_CONFLICT, detail, source="redis"))
+            self._conflict(
+                self.store.size(ADMIN_LEDGER),
+                f"Redis's accounts version was no count: reset to {version}, so every node reloads",
+            )
         if self.registry.admin_size() == NOT_A_LIST:
             self._rewrite(0, "its key is no list")
+        spoiled = self.registry.repair_account_types()
+        if spoiled:
+            # The snapshot of every node read them as empty (they failed its load before, k29).
+            rebuilt = rebuild_accounts(self.registry, self.store.range(ADMIN_LEDGER))
+            self._conflict(
+                self.store.size(ADMIN_LEDGER),
+                f"Redis's accounts keys {', '.join(spoiled)} were of another type: deleted, and "
+                f"{rebuilt} accounts rebuilt from the store",
+            )
 
     def _signed_past(self, size: int) -> bool:
         """Whether Redis's checkpoint of the admin ledger, verified with its key, is of more than

@@ -939,15 +939,19 @@ def _range(service: IngestService, caller: Caller, args: Args) -> object:
     # (10.6 step 1): the page ends after the last one given, not at start + their count, which
     # sent a reader back over records it had read; a window wholly in the hole is passed over.
     end = start + limit
+    run = start  # where the last run of consecutive heights given starts
     for height, data in service.store.range_raw(ledger, start, start + limit):
         if records and len(data) > budget:
             break
         budget -= len(data)
         records.append(data)
+        if len(records) == 1 or height != end:
+            run = height
         end = height + 1
     size = service.store.stored_size(ledger)
-    # Only a checkpoint whose size ends among these records helps the reader store them.
-    checkpoint = service.covering_checkpoint(ledger, start, end) if records else None
+    # Only a checkpoint whose last record is among these helps the reader store them: over a
+    # hole, one ending in it went with them (review r14 small28), so it ends in the last run.
+    checkpoint = service.covering_checkpoint(ledger, run, end) if records else None
     return {"records": records, "next": end if end < size else None, "checkpoint": checkpoint}
 
 

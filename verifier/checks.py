@@ -170,18 +170,30 @@ class NodeReader:
         PROTOCOL 6.1): a page of large records comes in several answers. Read as the copy's end,
         an answer cut short made every sweep of such a ledger stop early and raise ``truncated``
         against copies that held everything, while the records past the cut were never swept."""
-        wanted = min(limit, self.page_size)
+        # Past a hole the page goes on to the records above it (an answer of none whose ``next``
+        # says go on was taken for the copy's end: ``truncated`` where the sweep names the hole,
+        # ``height_gap``, review r14 small28).
+        return self._read(ledger, start, min(limit, self.page_size), None)
+
+    def span(self, ledger: str, start: int, count: int) -> list[bytes]:
+        """The records the copy holds at heights ``start .. start + count - 1``, over as many
+        answers as it takes (each names its height: a copy lacking some gives the others)."""
+        return self._read(ledger, start, count, start + count)
+
+    def _read(self, ledger: str, start: int, wanted: int, end: int | None) -> list[bytes]:
+        """Up to ``wanted`` records from ``start`` on, below height ``end`` (None: any), each
+        answer asked from the ``next`` of the one before: past a hole in the copy that is more
+        than the count given (asking from there re-read records, review r14 small28)."""
         held: list[bytes] = []
         at = start
-        while len(held) < wanted:
-            records, following = self._range(ledger, at, wanted - len(held))
+        while len(held) < wanted and (end is None or at < end):
+            ask = min(wanted - len(held), self.page_size, wanted if end is None else end - at)
+            records, following = self._range(ledger, at, ask)
             held.extend(records)
-            # ``next`` is the height after the last record given: past a hole in the copy it is
-            # more than ``at + len(records)`` (the records name their heights, _placed).
-            if not records or following is None or following <= at:
+            if following is None or following <= at:
                 break  # the copy's end (or an answer that says nothing follows)
             at = following
-        return held
+        return held[:wanted]
 
     def _call(self, cmd: str, args: dict[str, Any]) -> Any:
         """The node's reply to ``cmd`` (Client.call); raises Stopped once the verifier is stopping."""
@@ -883,7 +895,7 @@ class ClusterChecks:
             if reader is None or not reader.up():
                 continue  # its sweeps and the heads check cover it once it is back
             try:
-                held = _pages(reader, ledger, first, last - first + 1)
+                held = reader.span(ledger, first, last - first + 1)
             except (NodeUnavailableError, RemoteError) as e:
                 reader.down(self.settings.node_timeout_ms / 1000, e)
                 continue
@@ -974,8 +986,8 @@ class ClusterChecks:
                 reader = self.readers.get(self.ledgers[ledger].home)
                 if reader is None or not reader.up():
                     return None
-                genesis.setdefault(0, reader.page(ledger, 0, 1)[0])
-                below.setdefault(height - 1, reader.page(ledger, height - 1, 1)[0])
+                genesis.setdefault(0, reader.span(ledger, 0, 1)[0])
+                below.setdefault(height - 1, reader.span(ledger, height - 1, 1)[0])
             rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(decode_record(genesis[0], PROTOCOL_LIMITS))
             previous = decode_record(below[height - 1], PROTOCOL_LIMITS)
         except (VledgerError, IndexError) as e:
@@ -1224,7 +1236,7 @@ class ClusterChecks:
             return rows[0].data
         for reader in self._copies_up(self.ledgers[ledger]):
             try:
-                page = reader.page(ledger, 0, 1)
+                page = reader.span(ledger, 0, 1)
             except (NodeUnavailableError, RemoteError):
                 continue
             if page:
@@ -1654,20 +1666,8 @@ class ClusterChecks:
         }
 
 
-def _pages(reader: NodeReader, ledger: str, start: int, count: int) -> list[bytes]:
-    """``count`` records from ``start`` (fewer where the node ends), over as many pages as it takes."""
-    held: list[bytes] = []
-    while len(held) < count:
-        wanted = count - len(held)
-        page = reader.page(ledger, start + len(held), wanted)
-        held.extend(page)
-        if len(page) < min(wanted, reader.page_size):
-            break
-    return held
-
-
 def _placed(held: list[bytes], first: int, digests: dict[int, bytes]) -> Iterator[tuple[int, bytes, bytes]]:
-    """A copy's records read from height ``first`` on (:func:`_pages`), each with its height and
+    """A copy's records read from height ``first`` on (:meth:`NodeReader.span`), each with its height and
     SHA-256. A record stands at its place in the answer while it is the stream's record there or
     names that height itself (or does not decode: a record that differs where it stands). A copy
     that lacks heights (deleted behind its back) answers the records above them in their place:

@@ -248,6 +248,11 @@ def test_the_admin_home_s_user_may_repair_a_garbage_version_and_records_key(acl:
     assert reset is not None and reset > 1_000_000_000_000  # the Redis clock in ms, above any count
     assert home.rewrite_admin_records([b"admin genesis"]) == reset + 1
     assert home.admin_records() == [b"admin genesis"]
+    insider.set("vledger:{accounts}:names", "notaset")  # k29: and the accounts' keys of another type
+    insider.set("vledger:{accounts}:keys", "notahash")
+    assert home.snapshot().spoiled == ("vledger:{accounts}:keys", "vledger:{accounts}:names")
+    assert sorted(home.repair_account_types()) == ["vledger:{accounts}:keys", "vledger:{accounts}:names"]
+    assert home.add_account("admin", "admin") > reset
 
 
 def test_second_factors_are_the_ingest_nodes_and_the_admins_only(acl: AclServer) -> None:

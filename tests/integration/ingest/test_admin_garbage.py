@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import redis
 
-from vledger.broker.accounts import AccountCache, snapshot_from_reply
+from vledger.broker.accounts import NO_VERSION, AccountCache, AccountRegistry, snapshot_from_reply
 from vledger.broker.admin_copy import SignedAdminSource
 from vledger.broker.keys import new_keypair
 from vledger.ingest.admin_ledger import ADMIN_CACHE_CONFLICT
+from vledger.node.errors import AdminLedgerExistsError
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.tests.integration.cluster import wait_until
 
@@ -157,3 +158,137 @@ def test_an_account_without_a_role_is_logged_once(caplog: pytest.LogCaptureFixtu
         for _ in range(3):
             assert "yy-once" not in snapshot_from_reply(reply).accounts
     assert sum("'yy-once' has no role" in r.getMessage() for r in caplog.records) == 1
+
+
+ACCOUNTS = "vledger:{accounts}:"
+# Each key of Redis's accounts set to another type by hand (k29): the snapshot script failed on
+# every node ("WRONGTYPE ... retrying"), the home's own poll and commands too, and nothing repaired it.
+WRONG_TYPES = {"names": "notaset", "keys": "notahash", "account:carol": "notahash", "account:root": "x"}
+
+
+def _spoil(redis_client: Any, key: str, value: str) -> None:
+    redis_client.delete(ACCOUNTS + key)
+    redis_client.set(ACCOUNTS + key, value)
+
+
+@pytest.mark.parametrize("key", sorted(WRONG_TYPES))
+def test_the_running_home_rebuilds_an_accounts_key_of_another_type_at_its_next_poll(
+    home: Home, redis_client: Any, key: str
+) -> None:
+    carol = new_keypair().public
+    home.apply("account.add", account="carol", role="writer")
+    home.apply("key.add", account="carol", key=carol)
+    before = {a.name: a for a in home.registry.list_accounts()}
+    _spoil(redis_client, key, WRONG_TYPES[key])
+    home.ledger.refill()
+    assert {a.name: a for a in home.registry.list_accounts()} == before
+    assert [a.what for a in home.alerts] == [ADMIN_CACHE_CONFLICT]
+    assert ACCOUNTS + key in home.alerts[0].detail
+    home.ledger.refill()
+    assert len(home.alerts) == 1  # repaired once
+
+
+def test_a_revoke_while_the_names_key_is_a_string_is_answered_and_applied(home: Home, redis_client: Any) -> None:
+    carol = new_keypair().public
+    home.apply("account.add", account="carol", role="writer")
+    home.apply("key.add", account="carol", key=carol)
+    _spoil(redis_client, "names", "notaset")
+    result = home.apply("key.revoke", key=carol)
+    assert result["height"] == home.store.size(ADMIN_LEDGER) - 1
+    assert home.registry.lookup(carol) is None
+    assert "carol" in {a.name for a in home.registry.list_accounts()}
+    assert [a.what for a in home.alerts] == [ADMIN_CACHE_CONFLICT]
+
+
+def test_another_node_keeps_its_proven_accounts_and_follows_records_while_a_key_is_of_another_type(
+    home: Home, redis_client: Any
+) -> None:
+    """Its load raised WRONGTYPE at every poll: a revoke made meanwhile was never enforced there."""
+    from .test_admin_ledger import publish_admin_checkpoint
+
+    carol = new_keypair().public
+    home.apply("account.add", account="carol", role="writer")
+    home.apply("key.add", account="carol", key=carol)
+    publish_admin_checkpoint(redis_client, home.store)
+    other = AccountCache(
+        home.registry, "ingest-2", poll_interval=0.05, admin=SignedAdminSource(redis_client, ADMIN_KEY)
+    ).start()
+    try:
+        wait_until(lambda: other.lookup(carol) is not None, DEADLINE, "ingest-2 to let carol in")
+        _spoil(redis_client, "keys", "notahash")
+        other.refresh()  # raised WRONGTYPE
+        assert other.lookup(carol) is not None and other.version == NO_VERSION
+        home.ledger.append("key", {"account": "carol", "op": "revoke", "key": carol, "keys": [], "via": ""}, "root")
+        publish_admin_checkpoint(redis_client, home.store)
+        _spoil(redis_client, "keys", "notahash")  # again, after the home's repair
+        wait_until(lambda: other.lookup(carol) is None, DEADLINE, "ingest-2 to enforce the revoke")
+    finally:
+        other.stop()
+
+
+def test_a_version_set_high_by_hand_does_not_end_the_wait_for_a_node_that_did_not_apply_the_record(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """k29: a node that loaded while the insider's version stood high (a count, or garbage the
+    home then reset to its clock, below it) reported that version; the next command's wait for
+    its own, lower, version took that report for the change applied: ``pending`` was empty while
+    the node still let the revoked key in. A report now counts only with the admin records it
+    enforces, which no hand in Redis can make."""
+    from .test_admin_ledger import publish_admin_checkpoint
+
+    home = Home(redis_client, tmp_path, ["ingest-1", "ingest-2"])
+    try:
+        carol = new_keypair().public
+        home.apply("account.add", account="carol", role="writer")
+        home.apply("key.add", account="carol", key=carol)
+        publish_admin_checkpoint(redis_client, home.store)
+        # ingest-2, live but not following now (a loaded host's thread between two polls)
+        other = AccountCache(home.registry, "ingest-2", admin=SignedAdminSource(redis_client, ADMIN_KEY))
+        redis_client.set(VERSION, "999999999999999")
+        other.refresh()
+        redis_client.set(VERSION, "notanumber")  # the home resets it to its clock, far below
+        result = home.apply("key.revoke", key=carol)
+        assert other.lookup(carol) is not None  # ingest-2 still lets carol in: it must be named
+        assert result["pending"] == ["ingest-2"]
+    finally:
+        home.close()
+
+
+def test_the_start_s_lookup_and_bootstrap_take_a_key_owners_hash_of_another_type_as_empty(
+    home: Home, redis_client: Any
+) -> None:
+    """k29: `vledger supervise start` looks the admin key up and bootstraps it before any node
+    starts: WRONGTYPE there stopped the cluster's start, so the home never repaired the key."""
+    key = new_keypair().public
+    home.apply("account.add", account="carol", role="writer")
+    _spoil(redis_client, "keys", "notahash")
+    assert home.registry.lookup(key) is None
+    with pytest.raises(AdminLedgerExistsError):
+        home.registry.bootstrap_admin("root", key)
+    redis_client.hset(ACCOUNTS + "account:root", "role", "wizard")  # a role written by hand: nobody's
+    redis_client.delete(ACCOUNTS + "keys")
+    redis_client.hset(ACCOUNTS + "keys", key, "root")
+    assert home.registry.lookup(key) is None
+
+
+def test_a_node_that_takes_redis_s_accounts_as_they_are_keeps_its_last_while_a_key_is_of_another_type(
+    redis_client: Any,
+) -> None:
+    """Before any admin ledger (the bootstrap) Redis's accounts are all there is: read as empty,
+    a names key set to a string would refuse everyone, and its load raised WRONGTYPE before."""
+    registry = AccountRegistry(redis_client)
+    carol = new_keypair().public
+    registry.add_account("carol", "writer")
+    registry.add_key("carol", carol)
+    cache = AccountCache(registry, "ingest-2")
+    cache.refresh()
+    loaded = cache.version
+    _spoil(redis_client, "names", "notaset")
+    cache.refresh()
+    assert cache.lookup(carol) is not None and cache.version == loaded  # the last ones stand
+    assert registry.applied(["ingest-2"]) == {"ingest-2": loaded}  # nothing newer said applied
+    redis_client.delete(ACCOUNTS + "names")
+    redis_client.sadd(ACCOUNTS + "names", "carol")
+    registry.revoke_key(carol)
+    cache.refresh()
+    assert cache.lookup(carol) is None

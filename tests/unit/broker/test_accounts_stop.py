@@ -73,7 +73,7 @@ class CutOffRegistry:
     def admin_size(self) -> int:
         return 0
 
-    def record_applied(self, node: str, version: int) -> None:
+    def record_applied(self, node: str, version: int, admin: int | None = None) -> None:
         self._read()
 
     def version(self) -> int:

@@ -149,6 +149,9 @@ def _exercise(client: Any) -> None:
     registry.record_alive("ingest-1")
     registry.rewrite_admin_records([b"genesis"])
     registry.repair_version()
+    client.set("vledger:{accounts}:account:root", "spoiled")  # the repair touches an account's hash too
+    assert registry.repair_account_types() == ["vledger:{accounts}:account:root"]
+    registry.add_account("root", "admin")
     assert "root" in {a.name for a in registry.list_accounts()}
     factors = SecondFactorStore(client)
     factors.enroll("root", b"sealed", ("d1", "d2"), ENROLL)

@@ -21,15 +21,19 @@ from typing import Any
 import msgpack
 import pytest
 
-from vledger.config.cluster import ClusterConfig, IngestSettings, cluster_from_mapping
+from vledger.broker.signing import new_signing_key
+from vledger.config.cluster import ClusterConfig, IngestSettings, ReplicationSettings, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.ingest.outbox import Outbox
 from vledger.ingest.service import Caller, IngestService, Pending
 from vledger.node.errors import NoSuchLedgerError, StoreDamagedError, StoreError
 from vledger.node.ledger import LedgerRules
+from vledger.node.note import parse_checkpoint, parse_note
 from vledger.node.record import Content, Entry, decode_record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
 from vledger.node.wire import Args, encode_request
+from vledger.node.witness import HomeSigner
 
 NODE = "ingest-1"
 LEDGER = "orders"
@@ -449,3 +453,33 @@ def test_a_range_over_a_hole_continues_after_the_last_record_it_gave(tmp_path: P
     assert page(3, 3) == ([], 6)  # wholly in the hole: passed over, not asked again
     assert page(2, 3) == ([2], 3)
     assert page(8, 8) == ([8, 9], None)
+
+
+def test_a_range_over_a_hole_carries_no_checkpoint_whose_last_record_is_in_the_hole(
+    tmp_path: Path, store: ChainStore
+) -> None:
+    """review r14 small28: ``end`` is the height after the last record given, so a checkpoint
+    of size 5 (its last record, 4, in the hole) went with records 0-2 and 6-7, which its reader
+    cannot store by it; PROTOCOL's rule is that height ``n - 1`` is among the records given."""
+    for number in range(1, 10):
+        store.append(_entry(number))
+    signer = HomeSigner("test", new_signing_key().seed)
+    outbox = Outbox(NODE, store, None, None, ReplicationSettings(), signer=signer)
+    assert outbox.sign(LEDGER, 5) is not None and outbox.sign(LEDGER, 8) is not None
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        conn.execute("DELETE FROM records WHERE ledger = ? AND height BETWEEN 3 AND 5", (LEDGER,))
+        conn.commit()
+    config = _config(tmp_path, 1)
+    service = IngestService(config, config.nodes[NODE], store, OneAccount(), NoAdmin(), {}, checkpoints=outbox)
+
+    def page(start: int, limit: int) -> tuple[list[int], int | None]:
+        reply = service.handle(KEY, encode_request(1, "range", {"ledger": LEDGER, "start": start, "limit": limit}))
+        result = (_answer(reply) if isinstance(reply, Pending) else msgpack.unpackb(reply, raw=False))["result"]
+        note = result["checkpoint"]
+        return [decode_record(data, PROTOCOL_LIMITS).height for data in result["records"]], (
+            None if note is None else parse_checkpoint(parse_note(note).text).size
+        )
+
+    assert page(0, 3) == ([0, 1, 2], None)  # size 5 ends past these
+    assert page(0, 7) == ([0, 1, 2, 6], None)  # was 5: record 4 is in the hole
+    assert page(0, 8) == ([0, 1, 2, 6, 7], 8)  # record 7 is given

@@ -63,6 +63,9 @@ class FakeNode:
     def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
         return []  # hashes only, no record bytes: no genesis, so no checkpoint to hold a copy's tree against
 
+    def span(self, ledger: str, start: int, count: int) -> list[bytes]:
+        return []
+
     def serves(self, ledger: str) -> bool:
         return self.serving
 
@@ -773,6 +776,9 @@ class CopyNode(FakeNode):
 
     def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
         return [data for height, data in sorted(self.held.items()) if height >= start][:limit]
+
+    def span(self, ledger: str, start: int, count: int) -> list[bytes]:
+        return [data for height, data in sorted(self.held.items()) if start <= height < start + count]
 
 
 @pytest.mark.parametrize("holed", ["replica-1", "ingest-1"])

@@ -70,6 +70,9 @@ class StoreNode:
     def page(self, ledger: str, start: int, limit: int) -> list[bytes]:
         return [data for _, data in self.store.range_raw(ledger, start, start + limit)]
 
+    def span(self, ledger: str, start: int, count: int) -> list[bytes]:
+        return self.page(ledger, start, count)
+
     def inclusion(self, ledger: str, index: int, size: int) -> list[bytes] | None:
         self.asked["proof.inclusion"] += 1
         if size > self.store.size(ledger) or self.proofs == "none":

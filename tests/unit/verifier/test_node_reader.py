@@ -76,9 +76,10 @@ class HoledNode:
     """``range`` over a store lacking heights 5..9: the records held in the height window
     ``start..start + limit - 1`` (at most ``cut`` heights), ``next`` after the last one given."""
 
-    def __init__(self, size: int, cut: int) -> None:
-        self.held = {height: b"%d" % height for height in range(size) if not 5 <= height <= 9}
-        self.size, self.cut = size, cut
+    def __init__(self, size: int, cut: int, records: list[bytes] | None = None) -> None:
+        chain = records or [b"%d" % height for height in range(size)]
+        self.held = {height: data for height, data in enumerate(chain) if not 5 <= height <= 9}
+        self.size, self.cut = len(chain), cut
         self.asked: list[int] = []
 
     def call(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -98,22 +99,60 @@ def test_a_page_over_a_hole_in_the_copy_reads_on_from_the_node_s_next() -> None:
     assert node.asked == [0, 5, 15, 25]  # no height asked twice
 
 
+def test_a_page_whose_first_window_is_wholly_in_a_hole_reads_on_from_the_node_s_next() -> None:
+    """review r14 small28: an answer of no record whose ``next`` says go on was taken for the
+    copy's end: the sweep called a copy with a hole ``truncated`` where it lacks heights."""
+    node = HoledNode(40, 10)
+    assert _reader(node).page("big", 5, 5) == [b"%d" % h for h in range(10, 15)]
+    assert node.asked == [5, 10]
+
+
+def test_a_span_over_a_hole_gives_the_records_of_its_heights_asking_no_height_twice() -> None:
+    """review r14 small28: the stream check's read asked again from ``start`` plus the count
+    held, re-reading records past the hole, and went past the heights it wanted."""
+    node = HoledNode(40, 4)
+    assert _reader(node).span("big", 3, 10) == [b"%d" % h for h in (3, 4, 10, 11, 12)]
+    assert node.asked == [3, 5, 9]  # each from the one before's next
+    node.asked.clear()
+    assert _reader(node).span("big", 5, 1) == []  # a height in the hole: nothing, not the next record
+    assert _reader(node).span("big", 38, 5) == [b"38", b"39"]  # the copy's end
+
+
+def test_a_sweep_names_the_hole_a_step_starts_in(tmp_path: Path) -> None:
+    """A step whose page was wholly in the hole ended the sweep there, complete (then the copy
+    was called ``truncated``): the records past the hole say ``height_gap`` at its first height."""
+    chain = _chain(tmp_path, 20)
+    reader = NodeReader(
+        NodeConfig("replica-1", "replica", "127.0.0.1", 1), cast(Client, HoledNode(0, 5, chain)), 5, lambda: 0.0
+    )
+    sweep = LedgerSweep("replica-1", "big")
+    first = sweep.step(reader, 5)
+    assert first.finding is None and not first.complete
+    second = sweep.step(reader, 5)
+    assert second.finding is not None and (second.finding.height, second.finding.code) == (5, "height_gap")
+
+
 def test_a_copy_that_holds_none_of_the_ledger_is_an_empty_page() -> None:
     assert _reader(CuttingNode([], 17)).page("other", 0, PAGE) == []
 
 
-def test_a_sweep_of_a_copy_whose_pages_are_cut_reaches_its_end(tmp_path: Path) -> None:
-    """The sweep's step takes a short page for the copy's end: the reader must not give it one."""
+def _chain(directory: Path, count: int) -> list[bytes]:
+    """The bytes of a ledger ``big``: its genesis and ``count`` notes."""
     rules = LedgerRules(("note",), 0, {})
-    with ChainStore(tmp_path, origin="node-1") as store:
+    with ChainStore(directory, origin="node-1") as store:
         store.create_ledger(Entry.prepare(rules.genesis_content("big", "clerk", "g", 1), 0, LIMITS))
         placed = [
             store.submit_entry(Entry.prepare(Content("big", "note", {"n": i}, "clerk", f"r{i}", 2 + i), 0, LIMITS))
-            for i in range(120)
+            for i in range(count)
         ]
         for receipt in placed:  # flush() returns at once while the committer thread commits: wait for each
             receipt.result(timeout=30)
-        chain = [data for _, data in store.range_raw("big")]
+        return [data for _, data in store.range_raw("big")]
+
+
+def test_a_sweep_of_a_copy_whose_pages_are_cut_reaches_its_end(tmp_path: Path) -> None:
+    """The sweep's step takes a short page for the copy's end: the reader must not give it one."""
+    chain = _chain(tmp_path, 120)
     assert len(chain) == 121
     node = CuttingNode(chain, 7)
     reader = NodeReader(NodeConfig("replica-1", "replica", "127.0.0.1", 1), cast(Client, node), 50, lambda: 0.0)
