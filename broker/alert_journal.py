@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,12 @@ class AlertJournal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def open_alerts(self) -> dict[str, tuple[dict[str, Any], int]]:
         """Every open alert: key -> (its fields and stream ``id``, when this node raised it, ms)."""
