@@ -55,11 +55,13 @@ admin         the ``vledger`` command: every ``vledger:*`` key, accounts include
 says or on a command's arguments (``XADD``'s ``MAXLEN`` trims the stream it adds to). So
 every raiser's alerts have keys of its own name: a node adds to its own stream
 (``{alerts}:log:<node>``) and opens and resolves its own alerts (``{alerts}:open:<node>``),
-and reads every raiser's and the operator's resolutions (``{alerts}:resolved``); the shared ``{alerts}`` and ``{alerts}:open`` (the older layout's,
-and ``vledger tally``'s) are the admin's, and read by all. A node broken into can therefore
+and reads every raiser's and the operator's resolutions (``{alerts}:resolved``); the shared
+``{alerts}`` and ``{alerts}:open`` (the older layout's, and ``vledger tally``'s) are the admin's,
+and read by all. A node broken into can therefore
 neither delete, overwrite nor trim another node's alerts; what it can do is raise alerts in
 its own keys that name any node (an alert's ``node`` is a claim; its raiser, the key's name,
-is not), and delete or trim its own. Readers show each alert's raiser (``raised_by``). Only
+is not), and delete or trim its own (which the node itself puts back from its data directory,
+broker/alert_journal.py: a Redis password is not the host). Readers show each alert's raiser (``raised_by``). Only
 the admin's user writes ``{alerts}:resolved``, where ``vledger alerts resolve`` notes each
 alert it resolves (and deletes it from every raiser's keys), and the verifier (reading it)
 opens again, in its own keys, an alert only an operator resolves (broker/replication.py
