@@ -24,12 +24,11 @@ class AlertKeeper(Worker):
         super().__init__("alert-keeper")
         self.replication = replication
         self.interval = interval
-        self.reasserted = 0  # alerts put back since start
 
     def _run(self) -> None:
         while True:
             try:
-                self.reasserted += len(self.replication.reassert())
+                self.replication.reassert()  # each one put back is logged
             except REDIS_ERRORS as e:  # Redis away: the journal keeps them until it is back
                 log.debug("open alerts not checked in Redis: %s", e)
             if self.stopping.wait(self.interval):
