@@ -916,8 +916,18 @@ class ReplicationLedger:
         return found
 
     def own_open_alerts(self) -> dict[str, dict[str, Any]]:
-        """This client's node's open alerts, as its own hash holds them (key -> the alert's fields)."""
-        return {_text(k): _json_map(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+        """This client's node's open alerts (key -> the alert's fields), as its own hash holds
+        them, and those its journal holds open that Redis lost (:meth:`reassert` puts them
+        back): what an earlier run raised, which a later run may take as its own to resolve.
+        With a journal, Redis not answering gives the journal's alone; without, raises it."""
+        kept = {key: alert for key, (alert, _) in self.journal.open_alerts().items()} if self.journal else {}
+        try:
+            held = {_text(k): _json_map(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+        except REDIS_ERRORS:
+            if self.journal is None:
+                raise
+            return kept
+        return {**kept, **held}
 
     def open_alerts(self) -> dict[str, dict[str, str]]:
         """The alerts not resolved yet, by ``<node>|<ledger>|<what>``, from every raiser's open

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal, carry_journal
 from vledger.broker.redis_server import connect
@@ -191,3 +192,21 @@ def test_a_repair_carries_the_journal_into_the_rebuilt_store(journal: AlertJourn
         assert list(carried.open_alerts()) == [FORK.key]
     assert stat.S_IMODE((fresh / ALERT_JOURNAL).stat().st_mode) == 0o600
     assert not carry_journal(tmp_path / "none", fresh)
+
+
+def test_a_later_run_takes_its_earlier_runs_alerts_from_the_journal_when_redis_lost_them(
+    raiser: ReplicationLedger, journal: AlertJournal, redis_client: Any, tmp_path: Path
+) -> None:
+    # A follower adopts its alerts about its own copy at its start (Follower.carry_over) from
+    # own_open_alerts: Redis wiped, or away, must not make them the operator's.
+    own = Alert(NODE, LEDGER, 9, "tree_mismatch", "its own copy", source=NODE)
+    raiser.alert(own)
+    journal.close()
+    redis_client.flushall()
+    with AlertJournal(tmp_path / NODE / ALERT_JOURNAL, NODE) as again:
+        restarted = ReplicationLedger(redis_client, node=NODE, raisers=[NODE], journal=again)
+        assert restarted.own_open_alerts()[own.key]["height"] == "9"
+        away = ReplicationLedger(connect("redis://127.0.0.1:1", timeout=0.5), node=NODE, journal=again)
+        assert list(away.own_open_alerts()) == [own.key]
+    with pytest.raises(redis.exceptions.ConnectionError):
+        ReplicationLedger(connect("redis://127.0.0.1:1", timeout=0.5), node=NODE).own_open_alerts()
