@@ -54,7 +54,9 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   (``vledger alerts resolve``, from every raiser's hash), noting each one's stream id in
   ``vledger:{alerts}:resolved`` (field: ``<raiser>|<key>``), which only the admin's user may write. A
   raiser may still delete its own alerts, so the verifier opens again, in its own hash, an
-  alert of OPERATOR_RESOLVED that vanished without that note.
+  alert of OPERATOR_RESOLVED that vanished without that note. And a node keeps its open alerts
+  in its data directory too (broker/alert_journal.py), and puts back what Redis lost of them
+  (:meth:`ReplicationLedger.reassert`).
 """
 
 from __future__ import annotations
