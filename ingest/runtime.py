@@ -263,7 +263,7 @@ class NodeRuntime:
         self._store: ChainStore | None = None  # the node's store, once opened (store())
         self._accounts: AccountCache | None = None  # the accounts cache, once account_cache() made it
         self.workers: list[Worker] = []  # the background threads started(): /readyz's workers check
-        self._alert_keeper: AlertKeeper | None = None  # started with the first replication()
+        self._alert_journal: AlertJournal | None = None  # opened by the first replication(), with its keeper
 
     @classmethod
     @contextmanager
@@ -300,20 +300,22 @@ class NodeRuntime:
     def replication(self, **options: Any) -> ReplicationLedger:
         """A ReplicationLedger on a Redis client of its own, whose calls give up after
         NODE_REDIS_TIMEOUT (the replication work goes on without Redis). It raises alerts
-        and keeps evidence in this node's own keys, and reads every configured node's. The
-        first one also keeps the node's alerts in its alert journal, which a thread of its own
+        and keeps evidence in this node's own keys, and reads every configured node's. Each
+        keeps the node's alerts in its alert journal too, which a thread started with the first
         puts back into Redis when Redis lost them (PROTOCOL 10.5)."""
         options.setdefault("node", self.name)
         options.setdefault("raisers", sorted(self.config.nodes))
-        if self._alert_keeper is not None or options["node"] != self.name:
+        if options["node"] != self.name:
             return ReplicationLedger(connect(self.redis_access, timeout=NODE_REDIS_TIMEOUT), **options)
-        journal = AlertJournal(self.config.store_dir(self.name) / ALERT_JOURNAL, self.name)
-        self.closing(journal.close)  # after the keeper and every part made later stopped
-        replication = ReplicationLedger(
-            connect(self.redis_access, timeout=NODE_REDIS_TIMEOUT), journal=journal, **options
-        )
-        interval = self.config.settings.broker.alerts_recheck_ms / 1000
-        self._alert_keeper = self.started(AlertKeeper(replication, interval))
+        first = self._alert_journal is None
+        if self._alert_journal is None:
+            self._alert_journal = AlertJournal(self.config.store_dir(self.name) / ALERT_JOURNAL, self.name)
+            self.closing(self._alert_journal.close)  # after the keeper and every part made later stopped
+        client = connect(self.redis_access, timeout=NODE_REDIS_TIMEOUT)
+        replication = ReplicationLedger(client, journal=self._alert_journal, **options)
+        if first:
+            interval = self.config.settings.broker.alerts_recheck_ms / 1000
+            self.started(AlertKeeper(replication, interval))
         return replication
 
     def store(self, replication: ReplicationLedger, **options: Any) -> ChainStore:
