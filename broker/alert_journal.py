@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Self
 
@@ -99,8 +99,8 @@ class AlertJournal:
 
     def raised(self, key: str, alert: dict[str, Any], event: str = "raised") -> None:
         """``alert`` (its fields, and its stream ``id`` or "" before Redis gave one) is open
-        under ``key``; ``event`` says how: ``raised``, or ``reasserted`` (put back into a Redis
-        that had lost it)."""
+        under ``key``; ``event`` says how: ``raised``, or ``reopened`` (the verifier's, of an
+        alert deleted without an operator's resolution)."""
         text = json.dumps(alert, sort_keys=True)
         log.warning("alert %s by %s: %s %s", event, self.raiser, key, text)
         now = _now_ms()
@@ -112,6 +112,25 @@ class AlertJournal:
                 (key, text, now, event == "raised"),
             )
             self._note(now, event, key, text)
+
+    def put_back(self, key: str, alert: dict[str, Any], put: Callable[[], dict[str, Any]]) -> bool:
+        """If ``key``'s open alert is still ``alert``, call ``put`` (which puts it into Redis and
+        returns it as Redis holds it now, its new stream id included) and keep what it returns;
+        returns whether it did. The journal stays locked meanwhile, against this process's
+        threads and the node's other process: a resolve that began after ``alert`` was read
+        either closed it before (nothing is put back) or closes it after (it is gone from Redis
+        too), never in between, where Redis would keep an alert the journal no longer holds."""
+        now = _now_ms()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT alert FROM open_alerts WHERE key = ?", (key,)).fetchone()
+            if row is None or row[0] != json.dumps(alert, sort_keys=True):
+                return False
+            text = json.dumps(put(), sort_keys=True)
+            self._db.execute("UPDATE open_alerts SET alert = ? WHERE key = ?", (text, key))
+            self._note(now, "reasserted", key, text)
+        log.warning("alert reasserted by %s: %s %s", self.raiser, key, text)
+        return True
 
     def recorded(self, key: str, alert: dict[str, Any]) -> None:
         """Redis holds ``key``'s open alert as ``alert`` (with the stream id it gave): what

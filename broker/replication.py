@@ -61,6 +61,7 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -879,15 +880,18 @@ class ReplicationLedger:
         with self._alerts_lock:
             if self.journal is not None:  # first: a Redis that is away or refuses loses nothing
                 self.journal.raised(alert.key, {"id": "", **fields})
-            return self._put(alert.key, fields)
+            opened = self._put(alert.key, fields)
+            if self.journal is not None:
+                self.journal.recorded(alert.key, opened)
+            return str(opened["id"])
 
-    def _put(self, key: str, fields: dict[str, str]) -> str:
+    def _put(self, key: str, fields: dict[str, str]) -> dict[str, str]:
+        """Add an alert's ``fields`` to this client's stream and open hash; returns it as the
+        hash holds it, its stream ``id`` added."""
         entry = _text(self.client.xadd(self.alerts_key, fields, maxlen=ALERTS_MAX_LEN, approximate=True))
         opened = {"id": entry, **fields}
         self.client.hset(self.open_alerts_key, key, json.dumps(opened, sort_keys=True))
-        if self.journal is not None:
-            self.journal.recorded(key, opened)
-        return entry
+        return opened
 
     def open_by_raiser(self) -> list[tuple[str | None, dict[str, dict[str, Any]]]]:
         """Every raiser's open alerts (:meth:`raisers`, None: the shared keys), as its hash holds
@@ -1001,9 +1005,8 @@ class ReplicationLedger:
                 journal.resolved([key], by="operator")
                 continue
             fields = {k: str(v) for k, v in alert.items() if k != "id"}
-            journal.raised(key, alert, "reasserted")
-            self._put(key, fields)
-            put_back.append(key)
+            if journal.put_back(key, alert, functools.partial(self._put, key, fields)):
+                put_back.append(key)
         return put_back
 
     @staticmethod

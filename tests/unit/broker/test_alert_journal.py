@@ -210,3 +210,24 @@ def test_a_later_run_takes_its_earlier_runs_alerts_from_the_journal_when_redis_l
         assert list(away.own_open_alerts()) == [own.key]
     with pytest.raises(redis.exceptions.ConnectionError):
         ReplicationLedger(connect("redis://127.0.0.1:1", timeout=0.5), node=NODE).own_open_alerts()
+
+
+def test_an_alert_resolved_while_a_reassert_runs_is_not_put_back(
+    raiser: ReplicationLedger, journal: AlertJournal, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The node's other process (an ingest node's outbox) resolves it between the keeper's read
+    # of the journal and its put back: put back, it stayed open in Redis with no raiser to close it.
+    raiser.alert(LAGGING)
+    redis_client.flushall()
+    with AlertJournal(journal.path, NODE) as theirs:
+        other = ReplicationLedger(redis_client, node=NODE, raisers=[NODE], journal=theirs)
+        read = journal.open_alerts
+
+        def resolved_meanwhile() -> dict[str, tuple[dict[str, Any], int]]:
+            found = read()
+            assert other.resolve([LAGGING.key]) == 1
+            return found
+
+        monkeypatch.setattr(journal, "open_alerts", resolved_meanwhile)
+        assert raiser.reassert() == []
+    assert raiser.open_alerts() == {} and read() == {}
