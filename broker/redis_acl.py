@@ -43,7 +43,7 @@ verifier      read streams, held heights, homes, epochs, checkpoints, the witnes
               ``{*}:tally:latest:*``: a disagreement is an alert); keep its own sweep
               checkpoints (``{sweep}:<node>``) and evidence (``{evidence}:<node>``: a signed
               fork's two notes); raise and resolve its own
-              alerts, read the operator's resolutions (``{alerts}:resolved``); read the accounts
+              alerts; read the accounts
 gateway       read only: every observer's signed tallies, the witnesses' and outside
               witnesses' cosignatures, held heights, the ledgers' homes and every raiser's
               open alerts (verifier/gateway.py); no write command at all
@@ -55,11 +55,13 @@ admin         the ``vledger`` command: every ``vledger:*`` key, accounts include
 says or on a command's arguments (``XADD``'s ``MAXLEN`` trims the stream it adds to). So
 every raiser's alerts have keys of its own name: a node adds to its own stream
 (``{alerts}:log:<node>``) and opens and resolves its own alerts (``{alerts}:open:<node>``),
-and reads every raiser's; the shared ``{alerts}`` and ``{alerts}:open`` (the older layout's,
-and ``vledger tally``'s) are the admin's, and read by all. A node broken into can therefore
+and reads every raiser's and the operator's resolutions (``{alerts}:resolved``); the shared
+``{alerts}`` and ``{alerts}:open`` (the older layout's, and ``vledger tally``'s) are the admin's,
+and read by all. A node broken into can therefore
 neither delete, overwrite nor trim another node's alerts; what it can do is raise alerts in
 its own keys that name any node (an alert's ``node`` is a claim; its raiser, the key's name,
-is not), and delete or trim its own. Readers show each alert's raiser (``raised_by``). Only
+is not), and delete or trim its own (which the node itself puts back from its data directory,
+broker/alert_journal.py: a Redis password is not the host). Readers show each alert's raiser (``raised_by``). Only
 the admin's user writes ``{alerts}:resolved``, where ``vledger alerts resolve`` notes each
 alert it resolves (and deletes it from every raiser's keys), and the verifier (reading it)
 opens again, in its own keys, an alert only an operator resolves (broker/replication.py
@@ -278,8 +280,17 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
     accounts_read = tuple(f"%R~{key}" for key in accounts)
     alerts = f"{ns}:{{alerts}}"
     # Every raiser's alerts are read (the shared keys are the admin's, and the older layout's);
-    # a node adds to and trims its own stream and opens and resolves its own alerts only.
-    alerts_read = (f"%R~{alerts}", f"%R~{alerts}:open", f"%R~{alerts}:log:*", f"%R~{alerts}:open:*")
+    # a node adds to and trims its own stream and opens and resolves its own alerts only. The
+    # operator's resolutions are read too: a node puts back what Redis lost of its open alerts,
+    # not what an operator resolved (ReplicationLedger.reassert), and the verifier reopens what
+    # left a raiser's hash without one.
+    alerts_read = (
+        f"%R~{alerts}",
+        f"%R~{alerts}:open",
+        f"%R~{alerts}:log:*",
+        f"%R~{alerts}:open:*",
+        f"%R~{alerts}:resolved",
+    )
     own_alerts = (f"~{alerts}:log:{node}", f"~{alerts}:open:{node}")
     # Each node says which accounts version it applied in a key of its own (HSET), and reads
     # every node's: the admin's ``wait_applied`` waits on the ingest nodes' keys.
@@ -351,7 +362,6 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
         "observer": (*follower, f"%R~{ns}:{{*}}:tally:latest:{node}"),
         "verifier": (
             *node_keys,
-            f"%R~{alerts}:resolved",  # what the operator resolved: an alert gone without it is put back
             f"%R~{chain}",
             f"%R~{ledgers}",
             f"%R~{epochs}",

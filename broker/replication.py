@@ -54,14 +54,18 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   (``vledger alerts resolve``, from every raiser's hash), noting each one's stream id in
   ``vledger:{alerts}:resolved`` (field: ``<raiser>|<key>``), which only the admin's user may write. A
   raiser may still delete its own alerts, so the verifier opens again, in its own hash, an
-  alert of OPERATOR_RESOLVED that vanished without that note.
+  alert of OPERATOR_RESOLVED that vanished without that note. And a node keeps its open alerts
+  in its data directory too (broker/alert_journal.py), and puts back what Redis lost of them
+  (:meth:`ReplicationLedger.reassert`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -71,6 +75,7 @@ import redis
 
 from ..node.errors import RecordError, RedisServerError, StoreDamagedError, StoreError
 from ..node.json_values import parse_json
+from .alert_journal import AlertJournal
 from .redis_keys import NAMESPACE, group_key, ledger_key
 from .redis_server import shown_url
 
@@ -405,14 +410,19 @@ class ReplicationLedger:
         stream_max_len: int = 1_000_000,
         node: str | None = None,
         raisers: Iterable[str] | None = None,
+        journal: AlertJournal | None = None,
     ) -> None:
         """``node``: the node this client raises alerts and keeps evidence as, in keys of its
         own name, the only ones its Redis user may write (broker/redis_acl.py); None: the
         shared keys, which only the admin's user writes. ``raisers``: the nodes whose alerts
         and evidence are read, besides the shared keys and ``node``'s own (a process passes
         its cluster's nodes); None: every node's found in Redis (SCAN, which only the admin's
-        user may run)."""
+        user may run). ``journal``: where this node also keeps its open alerts, which
+        :meth:`reassert` puts back into a Redis that lost them (PROTOCOL 10.5)."""
         self.client = client
+        self.journal = journal
+        # A raise and a reassert of one process do not interleave (the alert put back twice).
+        self._alerts_lock = threading.RLock()
         self.namespace = namespace
         self.stream_max_len = stream_max_len
         self.node = node
@@ -867,9 +877,21 @@ class ReplicationLedger:
     def alert(self, alert: Alert) -> str:
         """Add ``alert`` to this client's alerts stream and open alerts; returns its stream id."""
         fields = alert.fields()
+        with self._alerts_lock:
+            if self.journal is not None:  # first: a Redis that is away or refuses loses nothing
+                self.journal.raised(alert.key, {"id": "", **fields})
+            opened = self._put(alert.key, fields)
+            if self.journal is not None:
+                self.journal.recorded(alert.key, opened)
+            return str(opened["id"])
+
+    def _put(self, key: str, fields: dict[str, str]) -> dict[str, str]:
+        """Add an alert's ``fields`` to this client's stream and open hash; returns it as the
+        hash holds it, its stream ``id`` added."""
         entry = _text(self.client.xadd(self.alerts_key, fields, maxlen=ALERTS_MAX_LEN, approximate=True))
-        self.client.hset(self.open_alerts_key, alert.key, json.dumps({"id": entry, **fields}, sort_keys=True))
-        return entry
+        opened = {"id": entry, **fields}
+        self.client.hset(self.open_alerts_key, key, json.dumps(opened, sort_keys=True))
+        return opened
 
     def open_by_raiser(self) -> list[tuple[str | None, dict[str, dict[str, Any]]]]:
         """Every raiser's open alerts (:meth:`raisers`, None: the shared keys), as its hash holds
@@ -900,8 +922,18 @@ class ReplicationLedger:
         return found
 
     def own_open_alerts(self) -> dict[str, dict[str, Any]]:
-        """This client's node's open alerts, as its own hash holds them (key -> the alert's fields)."""
-        return {_text(k): _json_map(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+        """This client's node's open alerts (key -> the alert's fields), as its own hash holds
+        them, and those its journal holds open that Redis lost (:meth:`reassert` puts them
+        back): what an earlier run raised, which a later run may take as its own to resolve.
+        With a journal, Redis not answering gives the journal's alone; without, raises it."""
+        kept = {key: alert for key, (alert, _) in self.journal.open_alerts().items()} if self.journal else {}
+        try:
+            held = {_text(k): _json_map(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+        except REDIS_ERRORS:
+            if self.journal is None:
+                raise
+            return kept
+        return {**kept, **held}
 
     def open_alerts(self) -> dict[str, dict[str, str]]:
         """The alerts not resolved yet, by ``<node>|<ledger>|<what>``, from every raiser's open
@@ -920,10 +952,15 @@ class ReplicationLedger:
         return found
 
     def resolve(self, keys: Iterable[str]) -> int:
-        """Close these of this client's open alerts; returns how many were open. Another
-        node's are not this client's to close (its Redis user may not write them)."""
+        """Close these of this client's open alerts; returns how many were open (in Redis, or
+        in its journal). Another node's are not this client's to close (its Redis user may not
+        write them)."""
         names = list(keys)
-        return int(self.client.hdel(self.open_alerts_key, *names)) if names else 0
+        if not names:
+            return 0
+        # The journal first: an alert its raiser resolved never comes back from it.
+        kept = self.journal.resolved(names) if self.journal is not None else 0
+        return max(kept, int(self.client.hdel(self.open_alerts_key, *names)))
 
     def resolve_up_to(self, keys: Iterable[str], upto: int) -> int:
         """Close these of this client's open alerts that were raised at heights up to ``upto``
@@ -932,7 +969,45 @@ class ReplicationLedger:
         names = list(keys)
         if not names:
             return 0
-        return int(self._resolve_up_to(keys=[self.open_alerts_key], args=[min(upto, MAX_HEIGHT), *names]))
+        kept = self.journal.resolved(names, upto=upto) if self.journal is not None else 0
+        return max(kept, int(self._resolve_up_to(keys=[self.open_alerts_key], args=[min(upto, MAX_HEIGHT), *names])))
+
+    def reassert(self) -> list[str]:
+        """Put back into this node's open hash each alert its journal holds open that the hash
+        lacks or holds otherwise (Redis lost it: a FLUSHALL, a restart without its append-only
+        file; or someone with the node's Redis password deleted or rewrote it), as a new entry
+        of its stream; returns their keys (PROTOCOL 10.5). An alert an operator resolved (noted
+        in ``{alerts}:resolved`` with its stream id or a later one) is not put back but closed
+        in the journal, if only an operator resolves its kind or an earlier run raised it: one
+        this run raised and resolves itself comes back while its cause remains."""
+        if self.journal is None:
+            return []
+        with self._alerts_lock:
+            return self._reassert(self.journal)
+
+    def _reassert(self, journal: AlertJournal) -> list[str]:
+        kept = journal.open_alerts()
+        if not kept:
+            return []
+        held = {_text(k): _text(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+        lost = [key for key, (alert, _) in kept.items() if held.get(key) != json.dumps(alert, sort_keys=True)]
+        try:
+            notes = self.operator_resolved((self.node, key) for key in lost)
+        except redis.exceptions.NoPermissionError as e:  # an ACL file from before this read: keygen --cluster
+            log.warning("the operator's resolutions are not readable (%s): every lost alert is put back", e)
+            notes = {}
+        put_back = []
+        for key in lost:
+            alert, raised_ms = kept[key]
+            note = notes.get((self.node, key))
+            by_operator = note is not None and _alert_id(alert) and _stream_id(note) >= _stream_id(_alert_id(alert))
+            if by_operator and (key.rpartition("|")[2] in OPERATOR_RESOLVED or raised_ms < journal.started_ms):
+                journal.resolved([key], by="operator")
+                continue
+            fields = {k: str(v) for k, v in alert.items() if k != "id"}
+            if journal.put_back(key, alert, functools.partial(self._put, key, fields)):
+                put_back.append(key)
+        return put_back
 
     @staticmethod
     def resolved_field(raiser: str | None, key: str) -> str:
@@ -979,6 +1054,8 @@ class ReplicationLedger:
     def reopen(self, key: str, alert: dict[str, str]) -> None:
         """Put ``alert`` (as an open hash held it) back under ``key``, in this client's open alerts."""
         kept = {k: v for k, v in alert.items() if k != "raised_by"}
+        if self.journal is not None:
+            self.journal.raised(key, kept, "reopened")
         self.client.hset(self.open_alerts_key, key, json.dumps(kept, sort_keys=True))
 
     def resolve_node(self, node: str, ledger: str, kinds: Iterable[str]) -> int:

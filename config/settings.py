@@ -60,6 +60,9 @@ class BrokerSettings:
     max_message_bytes: int = 1024 * 1024
     handshake_timeout_ms: int = 3000
     accounts_poll_ms: int = 5000
+    # How often a node puts back into Redis the open alerts its alert journal holds and Redis
+    # lost (PROTOCOL 10.5): a FLUSHALL, or an insider deleting its keys.
+    alerts_recheck_ms: int = 5000
     # ZMQ_HANDSHAKE_IVL of every CURVE server socket: a connection whose CURVE handshake is not
     # done this long after it opened is closed. libzmq's 30 s let silent connections pile up.
     handshake_interval_ms: int = 5000

@@ -46,6 +46,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from ..broker.alert_journal import ALERT_JOURNAL, AlertJournal
 from ..broker.feed import Publisher, encode_checkpoints, encode_record
 from ..broker.logs import LEVELS, configure_logging
 from ..broker.redis_server import connect
@@ -628,8 +629,14 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
     configure_logging(level if level in LEVELS else "warning")
     logging.getLogger("vledger").setLevel(setup.log_level)  # the node's own, also outside the four names
     view = StoreView(setup.store_dir, setup.read_page_size)
+    # The node's alert journal (its thread puts back what Redis lost of this process's alerts too).
+    journal = AlertJournal(setup.store_dir / ALERT_JOURNAL, setup.name)
     replication = ReplicationLedger(
-        connect(setup.redis, timeout=REDIS_TIMEOUT), stream_max_len=setup.stream_max_len, node=setup.name, raisers=()
+        connect(setup.redis, timeout=REDIS_TIMEOUT),
+        stream_max_len=setup.stream_max_len,
+        node=setup.name,
+        raisers=(),
+        journal=journal,
     )
     context: zmq.Context[Any] = zmq.Context()
     pusher = FeedPusher(context, setup.name, setup.feed_endpoint, setup.send_hwm)
@@ -652,6 +659,7 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
         view.close()
         with contextlib.suppress(Exception):
             replication.client.close()
+        journal.close()
     if view.found_damaged is not None:
         # Not started again by the node (OutboxProcess._heartbeat), which stops for it.
         sys.exit(EXIT_STORE_DAMAGED)

@@ -29,6 +29,7 @@ import zmq
 
 from ..broker.accounts import AccountCache, AccountRegistry
 from ..broker.admin_copy import KEPT_ADMIN_COPY, AdminSource, KeptAdminCopy, SignedAdminSource
+from ..broker.alert_journal import ALERT_JOURNAL, AlertJournal
 from ..broker.curve import CurveServer, process_context, stop_authenticator
 from ..broker.curve_guard import ConnectionGuard, CurveGuardMetrics, raise_file_limit
 from ..broker.feed import Publisher
@@ -51,6 +52,7 @@ from ..node.rules.admin import ADMIN_LEDGER
 from ..node.store import HASH_FILL_AT, ChainStore, fill_phase
 from ..node.storefile import damaged_file
 from .admin_peers import AdminPeers
+from .alert_keeper import AlertKeeper
 from .loop import RequestLoop, Service
 from .members import MemberGates, now_ms
 from .metrics import NodeMetrics, health_server
@@ -262,6 +264,7 @@ class NodeRuntime:
         self._store: ChainStore | None = None  # the node's store, once opened (store())
         self._accounts: AccountCache | None = None  # the accounts cache, once account_cache() made it
         self.workers: list[Worker] = []  # the background threads started(): /readyz's workers check
+        self._alert_journal: AlertJournal | None = None  # opened by the first replication(), with its keeper
 
     @classmethod
     @contextmanager
@@ -298,10 +301,23 @@ class NodeRuntime:
     def replication(self, **options: Any) -> ReplicationLedger:
         """A ReplicationLedger on a Redis client of its own, whose calls give up after
         NODE_REDIS_TIMEOUT (the replication work goes on without Redis). It raises alerts
-        and keeps evidence in this node's own keys, and reads every configured node's."""
+        and keeps evidence in this node's own keys, and reads every configured node's. Each
+        keeps the node's alerts in its alert journal too, which a thread started with the first
+        puts back into Redis when Redis lost them (PROTOCOL 10.5)."""
         options.setdefault("node", self.name)
         options.setdefault("raisers", sorted(self.config.nodes))
-        return ReplicationLedger(connect(self.redis_access, timeout=NODE_REDIS_TIMEOUT), **options)
+        if options["node"] != self.name:
+            return ReplicationLedger(connect(self.redis_access, timeout=NODE_REDIS_TIMEOUT), **options)
+        first = self._alert_journal is None
+        if self._alert_journal is None:
+            self._alert_journal = AlertJournal(self.config.store_dir(self.name) / ALERT_JOURNAL, self.name)
+            self.closing(self._alert_journal.close)  # after the keeper and every part made later stopped
+        client = connect(self.redis_access, timeout=NODE_REDIS_TIMEOUT)
+        replication = ReplicationLedger(client, journal=self._alert_journal, **options)
+        if first:
+            interval = self.config.settings.broker.alerts_recheck_ms / 1000
+            self.started(AlertKeeper(replication, interval))
+        return replication
 
     def store(self, replication: ReplicationLedger, **options: Any) -> ChainStore:
         """The node's ChainStore in its store directory (``options`` as ChainStore takes them),

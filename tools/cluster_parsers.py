@@ -366,7 +366,8 @@ def add_alert_commands(commands: Subparsers) -> None:
         SUMMARIES["alerts"],
         "List the latest alerts (a node, ledger and height, what failed, expected and found), "
         "oldest first, each marked open or closed (resolved, or raised again since); --follow then "
-        "prints new ones as they come. 'resolve' closes open alerts (vledger verify --cluster lists them).",
+        "prints new ones as they come. 'resolve' closes open alerts (vledger verify --cluster lists them); "
+        "one whose raiser resolves it itself comes back while its raiser still sees its cause.",
     )
     alerts.add_argument(
         "action", nargs="?", choices=["list", "resolve"], default="list", help="list (default) or resolve"

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..broker.alert_journal import carry_journal
 from ..broker.client import Client
 from ..broker.keys import KeyPair, generation_name, key_paths, newest_generation
 from ..broker.redis_server import connect
@@ -489,6 +490,7 @@ class Repair:
                 epoch_keys = {t.ledger: epoch_log_keys(config, t.ledger, t.home) for t in targets}
                 result.carried = carry_checkpoints(store, new, epoch_keys, config.name)
             result.blobs = carry_blobs(store, fresh)
+            carry_journal(store, fresh)
             result.kept = swap(store, fresh, stamp)
         except BaseException:
             shutil.rmtree(fresh, ignore_errors=True)  # only what this repair made; the old store is untouched

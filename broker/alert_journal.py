@@ -1,0 +1,188 @@
+"""A node's own record of the alerts it raised, in its data directory (PROTOCOL 10.5).
+
+Redis holds every alert a reader sees, and Redis can lose them: a ``FLUSHALL``, a restart
+without its append-only file, or an insider with the node's Redis password deleting its keys
+(outsider o9: open ``bad_signature`` alerts gone after a wipe, nothing left of the episode).
+So each node process also keeps, in ``alerts.sqlite3`` beside its store (0600), the alerts it
+holds open and a bounded history of each raise and resolve, and logs each as one line: what
+Redis forgets, the node puts back (:meth:`ReplicationLedger.reassert`), and what an insider
+erases there, the host's log still says. SQLite, not a file of lines: an ingest node and its
+outbox process raise alerts under one name, so two processes write it.
+
+Written only when an alert is raised or resolved, never on a record's path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Self
+
+log = logging.getLogger(__name__)
+
+ALERT_JOURNAL = "alerts.sqlite3"  # in the node's data directory, beside its store
+HISTORY_ROWS = 10_000  # the raises and resolves kept; older ones are in the host's log only
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS open_alerts (key TEXT PRIMARY KEY, alert TEXT NOT NULL, raised_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL,
+    event TEXT NOT NULL, key TEXT NOT NULL, alert TEXT NOT NULL);
+"""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _height(text: str) -> int:
+    """The height of an alert as the journal holds it; -1 (closed by any resolve up to a height,
+    as Redis's script closes it) for one that has none."""
+    try:
+        alert = json.loads(text)
+        return int(alert["height"]) if isinstance(alert, dict) else -1
+    except (ValueError, KeyError, TypeError):
+        return -1
+
+
+class AlertJournal:
+    """The open alerts of one raiser (``raiser``: the node whose Redis keys hold them) and the
+    last HISTORY_ROWS raises and resolves, in the SQLite file ``path`` (made 0600)."""
+
+    def __init__(self, path: Path, raiser: str) -> None:
+        self.path = path
+        self.raiser = raiser
+        # What this run (this object) raised: an operator's resolution of an alert some earlier
+        # run raised is final, one of this run's only for the kinds an operator resolves.
+        self.started_ms = _now_ms()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)  # a file made before by another umask
+        self._lock = threading.Lock()  # one connection, used from every thread that raises
+        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open_alerts(self) -> dict[str, tuple[dict[str, Any], int]]:
+        """Every open alert: key -> (its fields and stream ``id``, when this node raised it, ms)."""
+        with self._lock:
+            rows = self._db.execute("SELECT key, alert, raised_ms FROM open_alerts").fetchall()
+        found: dict[str, tuple[dict[str, Any], int]] = {}
+        for key, text, raised_ms in rows:
+            with contextlib.suppress(ValueError):
+                alert = json.loads(text)
+                if isinstance(alert, dict):
+                    found[key] = (alert, raised_ms)
+        return found
+
+    def history(self) -> list[tuple[int, str, str, dict[str, Any]]]:
+        """The raises and resolves kept, oldest first: (at_ms, event, key, alert)."""
+        with self._lock:
+            rows = self._db.execute("SELECT at_ms, event, key, alert FROM history ORDER BY seq").fetchall()
+        return [(at_ms, event, key, json.loads(text)) for at_ms, event, key, text in rows]
+
+    def raised(self, key: str, alert: dict[str, Any], event: str = "raised") -> None:
+        """``alert`` (its fields, and its stream ``id`` or "" before Redis gave one) is open
+        under ``key``; ``event`` says how: ``raised``, or ``reopened`` (the verifier's, of an
+        alert deleted without an operator's resolution)."""
+        text = json.dumps(alert, sort_keys=True)
+        log.warning("alert %s by %s: %s %s", event, self.raiser, key, text)
+        now = _now_ms()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO open_alerts (key, alert, raised_ms) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET alert = excluded.alert, raised_ms = CASE WHEN ? THEN excluded.raised_ms ELSE raised_ms END",
+                (key, text, now, event == "raised"),
+            )
+            self._note(now, event, key, text)
+
+    def put_back(self, key: str, alert: dict[str, Any], put: Callable[[], dict[str, Any]]) -> bool:
+        """If ``key``'s open alert is still ``alert``, call ``put`` (which puts it into Redis and
+        returns it as Redis holds it now, its new stream id included) and keep what it returns;
+        returns whether it did. The journal stays locked meanwhile, against this process's
+        threads and the node's other process: a resolve that began after ``alert`` was read
+        either closed it before (nothing is put back) or closes it after (it is gone from Redis
+        too), never in between, where Redis would keep an alert the journal no longer holds."""
+        now = _now_ms()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT alert FROM open_alerts WHERE key = ?", (key,)).fetchone()
+            if row is None or row[0] != json.dumps(alert, sort_keys=True):
+                return False
+            text = json.dumps(put(), sort_keys=True)
+            self._db.execute("UPDATE open_alerts SET alert = ? WHERE key = ?", (text, key))
+            self._note(now, "reasserted", key, text)
+        log.warning("alert reasserted by %s: %s %s", self.raiser, key, text)
+        return True
+
+    def recorded(self, key: str, alert: dict[str, Any]) -> None:
+        """Redis holds ``key``'s open alert as ``alert`` (with the stream id it gave): what
+        :meth:`ReplicationLedger.reassert` compares and puts back. Neither noted nor logged:
+        the raise was."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("UPDATE open_alerts SET alert = ? WHERE key = ?", (json.dumps(alert, sort_keys=True), key))
+
+    def resolved(self, keys: Iterable[str], by: str = "raiser", upto: int | None = None) -> int:
+        """These keys' alerts are no longer open: resolved by this raiser, or (``by``
+        ``operator``) by an operator's ``vledger alerts resolve``; with ``upto``, only those
+        raised at a height up to it (ReplicationLedger.resolve_up_to's rule). Returns how many
+        were open."""
+        names = list(keys)
+        with self._lock:  # most calls find none open (a poll that finds the cause gone again): no write then
+            names = [
+                key for key in names if self._db.execute("SELECT 1 FROM open_alerts WHERE key = ?", (key,)).fetchone()
+            ]
+        if not names:
+            return 0
+        closed = 0
+        now = _now_ms()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for key in names:
+                row = self._db.execute("SELECT alert FROM open_alerts WHERE key = ?", (key,)).fetchone()
+                if row is None or (upto is not None and _height(row[0]) > upto):
+                    continue
+                self._db.execute("DELETE FROM open_alerts WHERE key = ?", (key,))
+                log.warning("alert resolved by %s (%s's): %s", by, self.raiser, key)
+                self._note(now, f"resolved by {by}", key, row[0])
+                closed += 1
+        return closed
+
+    def _note(self, now: int, event: str, key: str, text: str) -> None:
+        seq = self._db.execute(
+            "INSERT INTO history (at_ms, event, key, alert) VALUES (?, ?, ?, ?)", (now, event, key, text)
+        ).lastrowid
+        if seq is not None and seq % 100 == 0:  # trimmed now and then, not at every note
+            self._db.execute("DELETE FROM history WHERE seq <= ?", (seq - HISTORY_ROWS,))
+
+
+def carry_journal(old: Path, new: Path) -> bool:
+    """Copy the alert journal of the store directory ``old`` into ``new`` (a repair's rebuilt
+    store, which then takes ``old``'s place): the node's open alerts outlive its store's file.
+    Returns whether ``old`` had one."""
+    source = old / ALERT_JOURNAL
+    if not source.is_file():
+        return False
+    target = new / ALERT_JOURNAL
+    os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
+    with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)  # what a WAL beside it holds too
+    return True

@@ -1,0 +1,233 @@
+"""A node's alert journal (broker/alert_journal.py) and ReplicationLedger.reassert, on the real
+session Redis: what Redis loses of a node's open alerts comes back; what was resolved does not
+(PROTOCOL 10.5)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal, carry_journal
+from vledger.broker.redis_server import connect
+from vledger.broker.replication import Alert, ReplicationLedger, raise_alert, stream_order
+
+NODE = "verifier-1"
+LEDGER = "ledger-a"
+LAGGING = Alert("replica-1", LEDGER, 7, "lagging", "behind its home", source="replica-1")
+FORK = Alert("ingest-1", LEDGER, 3, "signed_fork", "two roots of one size", source="redis")
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[AlertJournal]:
+    kept = AlertJournal(tmp_path / NODE / ALERT_JOURNAL, NODE)
+    yield kept
+    kept.close()
+
+
+@pytest.fixture
+def raiser(redis_client: Any, journal: AlertJournal) -> ReplicationLedger:
+    return ReplicationLedger(redis_client, node=NODE, raisers=[NODE], journal=journal)
+
+
+@pytest.fixture
+def operator(redis_client: Any) -> ReplicationLedger:
+    return ReplicationLedger(redis_client, raisers=[NODE])
+
+
+def shown(repl: ReplicationLedger) -> dict[str, dict[str, str]]:
+    """The open alerts as a reader sees them, without the stream id (a re-assert gives a new one)."""
+    return {key: {k: v for k, v in alert.items() if k != "id"} for key, alert in repl.open_alerts().items()}
+
+
+def test_a_flushall_loses_no_open_alert(raiser: ReplicationLedger, redis_client: Any) -> None:
+    raiser.alert(LAGGING)
+    raiser.alert(FORK)
+    before = shown(raiser)
+    assert raiser.reassert() == []  # nothing lost: nothing written
+    redis_client.flushall()
+    assert raiser.open_alerts() == {}
+    assert sorted(raiser.reassert()) == sorted([LAGGING.key, FORK.key])
+    assert shown(raiser) == before  # every field as raised, at_ms included
+    # Each is in the raiser's stream again, under the id its open hash names.
+    logged = {alert["id"]: alert for alert in raiser.alerts()}
+    assert {alert["id"] for alert in raiser.open_alerts().values()} <= set(logged)
+    assert raiser.reassert() == []
+
+
+def test_deleted_or_rewritten_alert_keys_come_back(raiser: ReplicationLedger, redis_client: Any) -> None:
+    # An insider with the node's Redis password deletes its keys, or rewrites an alert to say less.
+    raiser.alert(LAGGING)
+    raiser.alert(FORK)
+    before = shown(raiser)
+    redis_client.delete(raiser.open_alerts_key, raiser.alerts_key)
+    assert sorted(raiser.reassert()) == sorted([LAGGING.key, FORK.key])
+    assert shown(raiser) == before
+    redis_client.hset(raiser.open_alerts_key, FORK.key, json.dumps({"what": "signed_fork", "height": "0"}))
+    assert raiser.reassert() == [FORK.key]
+    assert shown(raiser) == before
+
+
+def test_an_alert_its_raiser_resolved_does_not_come_back(raiser: ReplicationLedger, redis_client: Any) -> None:
+    raiser.alert(LAGGING)
+    raiser.alert(FORK)
+    assert raiser.resolve([LAGGING.key]) == 1
+    redis_client.flushall()
+    assert raiser.reassert() == [FORK.key]
+    assert list(raiser.open_alerts()) == [FORK.key]
+    # Resolved while Redis had lost it: counted as open still, and gone for good.
+    redis_client.flushall()
+    assert raiser.resolve([FORK.key]) == 1
+    assert raiser.reassert() == [] and raiser.open_alerts() == {}
+
+
+def test_resolve_up_to_closes_in_the_journal_what_it_closes_in_redis(
+    raiser: ReplicationLedger, redis_client: Any
+) -> None:
+    low = Alert(NODE, LEDGER, 4, "bad_link", "refused")
+    raiser.alert(low)
+    assert raiser.resolve_up_to([low.key], 3) == 0  # raised at a greater height: stays open
+    redis_client.flushall()
+    assert raiser.reassert() == [low.key]
+    assert raiser.resolve_up_to([low.key], 4) == 1
+    redis_client.flushall()
+    assert raiser.reassert() == []
+
+
+def test_a_restart_keeps_the_open_alerts(
+    raiser: ReplicationLedger, journal: AlertJournal, redis_client: Any, tmp_path: Path
+) -> None:
+    raiser.alert(FORK)
+    before = shown(raiser)
+    journal.close()
+    redis_client.flushall()
+    with AlertJournal(tmp_path / NODE / ALERT_JOURNAL, NODE) as again:
+        restarted = ReplicationLedger(redis_client, node=NODE, raisers=[NODE], journal=again)
+        assert restarted.reassert() == [FORK.key]
+        assert shown(restarted) == before
+
+
+def test_an_operators_resolution_is_final_for_the_kinds_only_an_operator_resolves(
+    raiser: ReplicationLedger, operator: ReplicationLedger
+) -> None:
+    raiser.alert(FORK)
+    assert operator.resolve_as_operator([FORK.key]) == 1
+    assert raiser.reassert() == []
+    assert raiser.open_alerts() == {}
+    assert [event for _, event, key, _ in raiser.journal.history() if key == FORK.key] == [  # type: ignore[union-attr]
+        "raised",
+        "resolved by operator",
+    ]
+
+
+def test_an_operators_resolution_of_a_cause_still_there_comes_back(
+    raiser: ReplicationLedger, operator: ReplicationLedger
+) -> None:
+    # This run raised it and resolves it itself once its cause is gone: until then, it is open.
+    raised = raiser.alert(LAGGING)
+    assert operator.resolve_as_operator([LAGGING.key]) == 1
+    assert raiser.reassert() == [LAGGING.key]
+    back = raiser.open_alerts()[LAGGING.key]
+    assert stream_order(back["id"]) > stream_order(raised)
+    assert operator.operator_resolved([(NODE, LAGGING.key)]) == {(NODE, LAGGING.key): raised}
+    assert raiser.reassert() == []  # the operator's note is of the older id
+
+
+def test_an_operators_resolution_of_an_earlier_runs_alert_is_final(
+    raiser: ReplicationLedger, operator: ReplicationLedger, journal: AlertJournal, redis_client: Any, tmp_path: Path
+) -> None:
+    # No later run resolves an earlier run's alert of such a kind itself: the operator does.
+    raiser.alert(LAGGING)
+    journal.close()
+    with AlertJournal(tmp_path / NODE / ALERT_JOURNAL, NODE) as again:
+        restarted = ReplicationLedger(redis_client, node=NODE, raisers=[NODE], journal=again)
+        assert operator.resolve_as_operator([LAGGING.key]) == 1
+        assert restarted.reassert() == []
+        redis_client.flushall()
+        assert restarted.reassert() == []
+        assert again.open_alerts() == {}
+
+
+def test_an_alert_raised_while_redis_is_away_is_put_there_once_it_is_back(
+    redis_client: Any, journal: AlertJournal, caplog: pytest.LogCaptureFixture
+) -> None:
+    away = ReplicationLedger(connect("redis://127.0.0.1:1", timeout=0.5), node=NODE, raisers=[NODE], journal=journal)
+    with caplog.at_level(logging.WARNING, logger="vledger"):
+        raise_alert(away, FORK)
+    back = ReplicationLedger(redis_client, node=NODE, raisers=[NODE], journal=journal)
+    assert back.reassert() == [FORK.key]
+    assert back.open_alerts()[FORK.key]["what"] == "signed_fork"
+    # The host's log has it too: one line naming the raiser and the alert.
+    lines = [r.getMessage() for r in caplog.records if r.name == "vledger.broker.alert_journal"]
+    assert any(line.startswith(f"alert raised by {NODE}: {FORK.key} ") for line in lines)
+
+
+def test_the_journal_is_the_nodes_alone(journal: AlertJournal) -> None:
+    assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
+
+
+def test_the_history_is_bounded(journal: AlertJournal, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("vledger.broker.alert_journal.HISTORY_ROWS", 150)
+    for height in range(200):
+        journal.raised(LAGGING.key, {"id": "", "height": str(height)})
+    kept = journal.history()
+    assert 150 <= len(kept) <= 250 and kept[-1][3]["height"] == "199"
+    for height in range(200, 400):
+        journal.raised(LAGGING.key, {"id": "", "height": str(height)})
+    assert len(journal.history()) <= 250
+
+
+def test_a_repair_carries_the_journal_into_the_rebuilt_store(journal: AlertJournal, tmp_path: Path) -> None:
+    journal.raised(FORK.key, {"id": "", "what": "signed_fork"})
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert carry_journal(journal.path.parent, fresh)
+    with AlertJournal(fresh / ALERT_JOURNAL, NODE) as carried:
+        assert list(carried.open_alerts()) == [FORK.key]
+    assert stat.S_IMODE((fresh / ALERT_JOURNAL).stat().st_mode) == 0o600
+    assert not carry_journal(tmp_path / "none", fresh)
+
+
+def test_a_later_run_takes_its_earlier_runs_alerts_from_the_journal_when_redis_lost_them(
+    raiser: ReplicationLedger, journal: AlertJournal, redis_client: Any, tmp_path: Path
+) -> None:
+    # A follower adopts its alerts about its own copy at its start (Follower.carry_over) from
+    # own_open_alerts: Redis wiped, or away, must not make them the operator's.
+    own = Alert(NODE, LEDGER, 9, "tree_mismatch", "its own copy", source=NODE)
+    raiser.alert(own)
+    journal.close()
+    redis_client.flushall()
+    with AlertJournal(tmp_path / NODE / ALERT_JOURNAL, NODE) as again:
+        restarted = ReplicationLedger(redis_client, node=NODE, raisers=[NODE], journal=again)
+        assert restarted.own_open_alerts()[own.key]["height"] == "9"
+        away = ReplicationLedger(connect("redis://127.0.0.1:1", timeout=0.5), node=NODE, journal=again)
+        assert list(away.own_open_alerts()) == [own.key]
+    with pytest.raises(redis.exceptions.ConnectionError):
+        ReplicationLedger(connect("redis://127.0.0.1:1", timeout=0.5), node=NODE).own_open_alerts()
+
+
+def test_an_alert_resolved_while_a_reassert_runs_is_not_put_back(
+    raiser: ReplicationLedger, journal: AlertJournal, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The node's other process (an ingest node's outbox) resolves it between the keeper's read
+    # of the journal and its put back: put back, it stayed open in Redis with no raiser to close it.
+    raiser.alert(LAGGING)
+    redis_client.flushall()
+    with AlertJournal(journal.path, NODE) as theirs:
+        other = ReplicationLedger(redis_client, node=NODE, raisers=[NODE], journal=theirs)
+        read = journal.open_alerts
+
+        def resolved_meanwhile() -> dict[str, tuple[dict[str, Any], int]]:
+            found = read()
+            assert other.resolve([LAGGING.key]) == 1
+            return found
+
+        monkeypatch.setattr(journal, "open_alerts", resolved_meanwhile)
+        assert raiser.reassert() == []
+    assert raiser.open_alerts() == {} and read() == {}
