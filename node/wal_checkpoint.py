@@ -67,6 +67,8 @@ class WalCheckpointer:
                 if self._stop.wait(self.interval):
                     return
                 self.due.clear()
+                if self._stop.is_set():  # close() came between the two: its due is the one just cleared
+                    return
                 try:
                     if conn is None:
                         conn = connect(self.path)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from vledger.node.store import ChainStore
 from vledger.node.storefile import wal_of
-from vledger.node.wal_checkpoint import BACKSTOP_PAGES
+from vledger.node.wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 
 from .conftest import LEDGER
 
@@ -40,3 +41,36 @@ def test_commits_are_checkpointed_beside_them_not_in_them(tmp_path: Path, kit: A
         with sqlite3.connect(copy) as conn:
             assert conn.execute("SELECT COUNT(*) FROM records WHERE ledger = ?", (LEDGER,)).fetchone()[0] == 6
     assert not wal_of(store.path).exists()  # closed after the checkpointer: the writer's close removed the log
+
+
+class _CloseAsItClears(threading.Event):
+    """The checkpointer's ``due``: its first clear() waits until a close() has begun (its stop and due set)."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        super().__init__()
+        self.stopping = stopping
+        self.cleared = threading.Event()
+
+    def clear(self) -> None:
+        if not self.cleared.is_set():
+            self.cleared.set()
+            assert self.stopping.wait(DEADLINE)
+            assert super().wait(DEADLINE)  # close() set it: the clear below takes it back
+        super().clear()
+
+
+def test_a_close_between_the_wait_and_the_clear_ends_the_thread(tmp_path: Path) -> None:
+    """close() sets stop, then due, then joins: a thread that had just found stop clear and then
+    cleared due must still end (it waited on due for ever: a test's teardown hung there)."""
+    path = tmp_path / "x.sqlite3"
+    sqlite3.connect(path).close()
+    checkpointer = WalCheckpointer(path, interval=0.0)
+    due, first = _CloseAsItClears(checkpointer._stop), checkpointer.due
+    checkpointer.due = due
+    due.set()
+    first.set()  # wakes the thread, which waits on the first
+    assert due.cleared.wait(DEADLINE)
+    closing = threading.Thread(target=checkpointer.close, daemon=True)
+    closing.start()
+    closing.join(DEADLINE)
+    assert not closing.is_alive(), "close() never returned: the thread waits on a due it cleared"
