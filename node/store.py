@@ -92,6 +92,7 @@ from .storefile import (
 )
 from .tree import Frontier, leaf_hash
 from .verify import ChainVerifier, verify_entry
+from .wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 
 log = logging.getLogger(__name__)
 
@@ -635,6 +636,8 @@ class ChainStore:
         self.path = directory / DB_NAME
         self.blobs = BlobStore(directory / "blobs")
         self._write = connect(self.path, shared=True)
+        # The log's checkpoints are a thread's (WalCheckpointer); the writer's own only a bound.
+        self._write.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -698,6 +701,7 @@ class ChainStore:
         self._queue: collections.deque[_Job] = collections.deque()
         self._work = threading.Event()  # set when the committer has appends to look at, or must stop
         self._committer = threading.Thread(target=self._commit_loop, name=f"commit:{directory.name}", daemon=True)
+        self._wal = WalCheckpointer(self.path)
         self._committer.start()
 
     # --- lifecycle ------------------------------------------------------------------
@@ -964,6 +968,7 @@ class ChainStore:
             self._closed = True
         self._work.set()
         self._committer.join()
+        self._wal.close()  # before the writer: the last connection's close checkpoints all
         self.checkpoints.close()
         self._write.close()
         for conn in self._readers:
@@ -1413,6 +1418,8 @@ class ChainStore:
                 self.checkpoints.handed_done(deferred, committed=False)
                 handed = []
         self.checkpoints.handed_done(handed, committed=True)  # after the answers: it wakes the signing thread
+        if not self._wal.due.is_set():  # a lock only when it wakes the checkpointer
+            self._wal.due.set()
         self.stats.groups += 1
         self.stats.appends += appends
         if staged.records and self.on_commit is not None:

@@ -140,7 +140,9 @@ def _copy_while_open(tmp_path: Path) -> tuple[Path, Path]:
     with ChainStore(live, origin="home") as store:
         append_notes(store, LEDGER, 40)
         store.flush()
-        shutil.copytree(live, copy)  # the commits are in its -wal: never merged while the store is open
+        shutil.copytree(
+            live, copy
+        )  # the commits are in its -wal (copied into the file, kept there till the log restarts)
     return live, copy
 
 
