@@ -522,8 +522,8 @@ def test_a_thread_on_the_old_store_does_not_refill_the_flushed_tile_cache(
         _swap(store, rebuilt)
         path, new_tile = _tile_path(store)
         a.submit(lambda: gateway.reader).result()  # A sees the new file: the caches are flushed
-        assert b.submit(gateway.tile, TILE_LEDGER, path).result() == new_tile
-        assert a.submit(gateway.tile, TILE_LEDGER, path).result() == new_tile
+        assert b.submit(gateway.tile, TILE_LEDGER, path).result()[0] == new_tile
+        assert a.submit(gateway.tile, TILE_LEDGER, path).result()[0] == new_tile
     finally:
         a.shutdown()
         b.shutdown()
@@ -550,10 +550,10 @@ def test_a_tile_read_while_the_store_is_replaced_is_not_cached(tmp_path: Path, m
             return stored
 
         monkeypatch.setattr(gateway, "_tree", tree_then_flush)
-        assert b.submit(gateway.tile, TILE_LEDGER, path).result() != new_tile  # the read in flight: old
+        assert b.submit(gateway.tile, TILE_LEDGER, path).result()[0] != new_tile  # the read in flight: old
         monkeypatch.setattr(gateway, "_tree", read_tree)
-        assert a.submit(gateway.tile, TILE_LEDGER, path).result() == new_tile
-        assert b.submit(gateway.tile, TILE_LEDGER, path).result() == new_tile
+        assert a.submit(gateway.tile, TILE_LEDGER, path).result()[0] == new_tile
+        assert b.submit(gateway.tile, TILE_LEDGER, path).result()[0] == new_tile
     finally:
         a.shutdown()
         b.shutdown()
