@@ -52,7 +52,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..broker.http import HttpThread, add_health_routes, from_this_host, json_errors, json_response
+from ..broker.http import HttpThread, add_health_routes, from_this_host, json_errors, json_response, plain_headers
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
 from ..broker.signing import admin_checkpoint_key, witness_keys
@@ -93,7 +93,7 @@ from ..node.tally_body import Snapshot
 from ..node.verify import ChainVerifier
 from ..node.witness import cosignatures_in_force, witness_key, witness_keys_in_force
 from .node_keys import follow_copy, witness_histories_of
-from .pages import PAGES, WEB_DIR, render
+from .pages import PAGES, WEB_DIR, render, security_headers
 from .tally import (
     AGREE,
     LOOK_PAGE,
@@ -1272,9 +1272,12 @@ async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
         if unknown:
             takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
             raise BadRequestError(f"query parameter {unknown[0][:40]!r} is not one this route reads: {takes}")
-    if request.path.startswith("/static/") and request.path.removeprefix("/static/") not in STATIC_FILES:
+    static = request.path.startswith("/static/")
+    if static and request.path.removeprefix("/static/") not in STATIC_FILES:
         raise web.HTTPNotFound()
     response: web.StreamResponse = await handler(request)
+    if static:  # as every answer (15.2): a cache asks again, and a new release's files are seen
+        response.headers["Cache-Control"] = "no-cache"
     return response
 
 
@@ -1290,13 +1293,17 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
         return await asyncio.get_running_loop().run_in_executor(None, call)
 
     rendered = {name: render(name) for name in PAGES}  # once: the files do not change under a running gateway
+    guarded = {name: security_headers(body) for name, body in rendered.items()}
 
     async def page(request: web.Request) -> web.Response:
         name = request.match_info.get("page", "index")
         if name not in rendered:
             raise NotFoundError(f"no page {name[:60]!r}")
         return web.Response(
-            body=rendered[name], content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-cache"}
+            body=rendered[name],
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Cache-Control": "no-cache", **guarded[name]},
         )
 
     async def ledgers(_: web.Request) -> web.Response:
@@ -1466,6 +1473,7 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
     r.add_get("/ledgers/{ledger}/checkpoint", checkpoint_text)
     r.add_get("/ledgers/{ledger}/{path:tile/.+}", tile)
     add_health_routes(app, checks or {}, gateway.registry)
+    plain_headers(app)
     app.cleanup_ctx.append(_watcher(gateway))
     app.on_shutdown.append(lambda _: _end_streams(gateway))
     return app
