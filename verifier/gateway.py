@@ -87,7 +87,7 @@ from ..node.outside import OutsideWitnesses, outside_witnesses
 from ..node.receipt import Receipt, RotationProof
 from ..node.record import NAME_PATTERN, Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
-from ..node.rules.votes import electronic_id
+from ..node.rules.votes import check_electronic_id, electronic_id
 from ..node.storefile import DB_NAME, StoredTree, StoreReader, damaged_file
 from ..node.tally_body import Snapshot
 from ..node.verify import ChainVerifier
@@ -1404,9 +1404,7 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
 
     async def voter(request: web.Request) -> web.Response:
         ledger = _ledger(request)
-        eid = request.match_info["eid"]
-        if not (len(eid) == 18 and eid.startswith("E-") and all(c in "0123456789abcdef" for c in eid[2:])):
-            raise BadRequestError("an electronic id is E- and 16 lower-case hex characters")
+        eid = check_electronic_id(request.match_info["eid"])
         return json_response(await in_thread(lambda: gateway.voter(ledger, eid)))
 
     async def tally(request: web.Request) -> web.Response:

@@ -31,6 +31,7 @@ from vledger.config.settings import Limits
 from vledger.node.anchors import Anchors
 from vledger.node.errors import (
     BadChecksumError,
+    BadRequestError,
     BadGenesisError,
     HeightGapError,
     NoteKeyError,
@@ -264,6 +265,17 @@ def test_refusals_and_writes_over_http(served: dict[str, Any]) -> None:
             client.put(LEDGER, Write("note", {"n": 1}))
         with pytest.raises(UsageError, match="gateway"):
             Client.http("file:///etc/passwd")
+
+
+@pytest.mark.parametrize("eid", ["E-xyz", "None", "E-0123456789ABCDEF", "e-0123456789abcdef", "E-0123456789abcdef0"])
+def test_a_malformed_electronic_id_is_a_bad_request_never_no_records(served: dict[str, Any], eid: str) -> None:
+    # A voter who mistyped the id was answered "voter None, 0 records" by voter_records (outsider
+    # o10), where the gateway's voters route refuses it: the same refusal, before any read.
+    with http_client(served) as client:
+        for lookup in (client.voter_records, client.voter_receipts):
+            with pytest.raises(BadRequestError, match="is not an electronic id") as refused:
+                lookup(LEDGER, eid)
+            assert refused.value.code == "bad_request"
 
 
 def anchors_file(served: dict[str, Any], path: Path) -> Path:
