@@ -31,8 +31,8 @@ from vledger.config.settings import Limits
 from vledger.node.anchors import Anchors
 from vledger.node.errors import (
     BadChecksumError,
-    BadRequestError,
     BadGenesisError,
+    BadRequestError,
     HeightGapError,
     NoteKeyError,
     NotFoundError,
