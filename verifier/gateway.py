@@ -138,6 +138,9 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110 12.4.2
 CHECKPOINT_CACHE = "public, max-age=2"  # tlog-tiles: a mutable resource, cached a few seconds at most
 VOTER_KINDS = ("cast", "uncast", "withdraw")  # the kinds whose payload carries an electronic id
+# The alerts that say a node's copy of a ledger is damaged: the gateway of that node checks the
+# tile of the height they name before it serves the ledger's checkpoint (Gateway._check_flagged).
+DAMAGE_ALERTS = frozenset({"bad_checksum", "store_contradicts_checkpoint", "store_damaged", "tree_mismatch"})
 
 
 def record_json(record: Record, data: bytes) -> dict[str, Any]:
@@ -387,6 +390,8 @@ class Gateway:
         # ledger -> why, once its records were found not to lead to its tree: every answer made
         # of that store's copy of the ledger is refused (store_damaged) until the file is replaced.
         self._contradicted: dict[str, str] = {}
+        # When the open alerts were read, and the heights they name of this node's ledgers.
+        self._flagged: tuple[float, dict[str, set[int]]] | None = None
         # Counts the store files seen replaced. A thread reads only through a reader of the
         # current generation, and what it read goes into the shared caches only if the
         # generation did not change meanwhile: else a thread still on the old file (it looks
@@ -903,7 +908,32 @@ class Gateway:
         with self._voters_lock:
             if generation == self._generation:
                 self._checkpoints[(ledger, witnesses)] = (time.monotonic(), served)
+        self._check_flagged(ledger)
         return served
+
+    def _check_flagged(self, ledger: str) -> None:
+        """Prove the tiles of the heights an open alert names of this node's copy of ``ledger``
+        (bad_checksum, store_contradicts_checkpoint, ...: DAMAGE_ALERTS), once a served checkpoint
+        is read: the node or the verifier found a record there damaged, and the gateway must not
+        serve the checkpoint, the root or the verdict while a request for another tile has not
+        found it yet (outsider o10). An alert is only a hint, whoever raised it: what is refused is
+        what the check finds (raises StoreDamagedError), and once repaired the tile proves again."""
+        now = time.monotonic()
+        if self._flagged is None or now - self._flagged[0] >= CHECKPOINT_SECONDS:
+            flagged: dict[str, set[int]] = {}
+            try:
+                alerts = ReplicationLedger(self._redis(), raisers=sorted(self.config.nodes)).open_alerts()
+            except (redis.RedisError, OSError):
+                alerts = {}  # the store's own checks still hold
+            for key, alert in alerts.items():
+                node, _, named = key.partition("|")
+                what = named.rpartition("|")[2]
+                height = str(alert.get("height", ""))
+                if node == self.node.name and what in DAMAGE_ALERTS and height.isascii() and height.isdigit():
+                    flagged.setdefault(alert.get("ledger", ""), set()).add(int(height))
+            self._flagged = (now, flagged)
+        for height in sorted(self._flagged[1].get(ledger, ())):
+            self.prove_heights(ledger, height, height + 1)
 
     def _check_root(self, ledger: str, size: int, root: bytes) -> None:
         """Raise StoreDamagedError unless the store's tree at ``size`` leads to ``root`` (a served

@@ -24,6 +24,10 @@ class FakeRedis:
     def mget(self, keys: list[str]) -> list[bytes | None]:
         return [self.notes.get(key.rpartition(":cosig:")[2].encode()) for key in keys]
 
+    def pipeline(self, transaction: bool = True) -> Any:
+        # The open alerts the gateway reads through a pipeline: none readable, as with Redis down.
+        raise ConnectionError("this fake holds witness notes only")
+
 
 class NoRedis:
     """A Redis that is down: the gateway serves the store's notes alone."""

@@ -16,10 +16,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vledger.broker.http import HttpThread
+from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
 from vledger.config.cluster import ClusterConfig
 from vledger.config.settings import Limits
@@ -151,6 +153,28 @@ def test_a_changed_record_past_the_last_full_tile_refuses_the_checkpoint_and_the
     report = TallyReport(LEDGER, (), Verdict("agree", 5), {})
     with pytest.raises(StoreDamagedError):
         gateway._judged(LEDGER, report)
+
+
+@pytest.mark.parametrize("forged", [True, False])
+def test_an_alert_on_this_node_s_record_has_its_tile_checked_before_the_checkpoint_is_served(
+    config: ClusterConfig, redis_client: Any, forged: bool
+) -> None:
+    # The node raised bad_checksum at height 3 (o10: the gateway served the checkpoint, the
+    # root and an "agree" verdict meanwhile). An alert is a hint: an honest record stays served.
+    if forged:
+        forge(config, 3)
+    alert = Alert("replica-1", LEDGER, 3, "bad_checksum", "the record's checksum is not its content's")
+    ReplicationLedger(redis_client, node="replica-1").alert(alert)
+    gateway = Gateway(config, "replica-1", redis_client=redis_client)
+    try:
+        with HttpThread(build_app(gateway), "127.0.0.1", 0) as server:
+            url = f"http://127.0.0.1:{server.port}/ledgers/{LEDGER}/checkpoint"
+            if forged:
+                assert refused_damaged(url)
+            else:
+                assert get(url)[0] == 200
+    finally:
+        gateway.close()
 
 
 def test_the_store_s_own_checkpoint_is_served_while_a_larger_one_is_past_its_records(config: ClusterConfig) -> None:
