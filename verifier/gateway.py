@@ -928,9 +928,9 @@ class Gateway:
             for key, alert in alerts.items():
                 node, _, named = key.partition("|")
                 what = named.rpartition("|")[2]
-                height = str(alert.get("height", ""))
-                if node == self.node.name and what in DAMAGE_ALERTS and height.isascii() and height.isdigit():
-                    flagged.setdefault(alert.get("ledger", ""), set()).add(int(height))
+                at = str(alert.get("height", ""))
+                if node == self.node.name and what in DAMAGE_ALERTS and at.isascii() and at.isdigit():
+                    flagged.setdefault(alert.get("ledger", ""), set()).add(int(at))
             self._flagged = (now, flagged)
         for height in sorted(self._flagged[1].get(ledger, ())):
             self.prove_heights(ledger, height, height + 1)
