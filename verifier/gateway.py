@@ -597,7 +597,7 @@ class Gateway:
         the event stream's pages of the newest records, which no checkpoint covers yet, are not."""
         size = self._size(ledger)
         if proving:
-            self.prove_heights(ledger, start, min(size, start + limit))
+            self.prove_heights(ledger, start, min(size, start + limit), size)
         records: list[bytes] = []
         budget = PAGE_BYTES
         for _, data in self.reader.iter_raw(ledger, start, min(size, start + limit)):
@@ -638,8 +638,9 @@ class Gateway:
             raise TreeSizeError(f"ledger {ledger!r}: size {at} is past the {stored.size} records of {self.node.name}")
         if index >= at:
             raise TreeSizeError(f"ledger {ledger!r}: record {index} is not in the tree of size {at}")
-        self.proven_record(ledger, index)  # and the leaves of the tree's right edge, where the proof ends
-        self.proven_record(ledger, at - 1)
+        # Its leaf's tile, and the tile where the proof's tree ends (its last records are in it).
+        self.prove_heights(ledger, index, index + 1, stored.size)
+        self.prove_heights(ledger, at - 1, at, stored.size)
         proof = stored.inclusion_proof(index, at)
         return {
             "ledger": ledger,
@@ -761,11 +762,12 @@ class Gateway:
         self.prove_heights(ledger, height, height + 1)
         return found
 
-    def prove_heights(self, ledger: str, start: int, stop: int) -> None:
+    def prove_heights(self, ledger: str, start: int, stop: int, size: int | None = None) -> None:
         """Check the tiles of the records from ``start`` to ``stop`` (:meth:`proven_leaves`)
-        before any of them is served; raises StoreDamagedError."""
+        before any of them is served (``size``: the ledger's, if read already); raises
+        StoreDamagedError."""
         self._check_ledger(ledger)
-        size = self._size(ledger)
+        size = self._size(ledger) if size is None else size
         for index in range(start // tree.TILE_WIDTH, (min(stop, size) - 1) // tree.TILE_WIDTH + 1):
             first = index * tree.TILE_WIDTH
             if self._proven.get((ledger, index), 0) > min(stop, first + tree.TILE_WIDTH) - 1 - first:
