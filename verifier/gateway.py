@@ -143,14 +143,15 @@ VOTER_KINDS = ("cast", "uncast", "withdraw")  # the kinds whose payload carries 
 DAMAGE_ALERTS = frozenset({"bad_checksum", "store_contradicts_checkpoint", "store_damaged", "tree_mismatch"})
 
 
-def record_json(record: Record, data: bytes) -> dict[str, Any]:
-    """A record for people and scripts: its fields, and its exact bytes (base64) to check them by."""
+def record_json(record: Record, data: bytes, leaf: bytes | None = None) -> dict[str, Any]:
+    """A record for people and scripts: its fields, and its exact bytes (base64) to check them by
+    (``leaf``: its leaf hash, if computed already)."""
     content = record.content
     return {
         "ledger": content.ledger,
         "height": record.height,
         "hash": record.link.hex(),
-        "leaf_hash": tree.leaf_hash(data).hex(),
+        "leaf_hash": (leaf or tree.leaf_hash(data)).hex(),
         "kind": content.kind,
         "author": content.author,
         "request_id": content.request_id,
@@ -381,10 +382,10 @@ class Gateway:
         self._cluster_cache: tuple[float, dict[str, Any]] | None = None
         self._voters_lock = threading.Lock()  # the voter indexes, the tile cache, the list of readers
         self._tiles: dict[tuple[str, int, int, int], bytes] = {}
-        # (ledger, tile index) -> how many of its leaves lead to a served checkpoint's root,
-        # checked once: what an entry bundle, a record, a receipt or a proof serves is checked
-        # against it, so a store whose record bytes were changed never has them served (M1).
-        self._proven: dict[tuple[str, int], int] = {}
+        # (ledger, tile index) -> its first leaves that lead to a served checkpoint's root (at
+        # most TILE_CACHE tiles): what an entry bundle, a record, a receipt or a proof serves is
+        # compared with them, so a store whose record bytes were changed never has them served (M1).
+        self._proven: dict[tuple[str, int], bytes] = {}
         # (ledger, size, root) of the served checkpoints the store's tree was found to lead to.
         self._roots_checked: set[tuple[str, int, bytes]] = set()
         # ledger -> why, once its records were found not to lead to its tree: every answer made
@@ -593,19 +594,22 @@ class Gateway:
         :data:`PAGE_BYTES` (at least one): a page of 500 records of 60 KB was 70 MB, built whole
         in memory per request (outsider pass 18, F0). ``next`` says where to go on. Each record
         is serialized once, as the page's bytes are assembled: measured apart, the JSON cost
-        half as much again. ``proving``: their tiles are checked first (:meth:`prove_heights`);
+        half as much again. ``proving``: they are checked first (:meth:`check_leaves`);
         the event stream's pages of the newest records, which no checkpoint covers yet, are not."""
         size = self._size(ledger)
-        if proving:
-            self.prove_heights(ledger, start, min(size, start + limit), size)
         records: list[bytes] = []
+        leaves: list[bytes] = []
         budget = PAGE_BYTES
         for _, data in self.reader.iter_raw(ledger, start, min(size, start + limit)):
-            record = _json_bytes(record_json(decode_record(data, PROTOCOL_LIMITS), data))
+            leaf = tree.leaf_hash(data)
+            record = _json_bytes(record_json(decode_record(data, PROTOCOL_LIMITS), data, leaf))
             if records and len(record) + 1 > budget:
                 break
             budget -= len(record) + 1
             records.append(record)
+            leaves.append(leaf)
+        if proving:
+            self.check_leaves(ledger, start, leaves, size)
         after = start + len(records)
         following = b"%d" % after if after < size else b"null"
         return b'{"ledger":%s,"size":%d,"records":[%s],"next":%s}' % (
@@ -638,15 +642,16 @@ class Gateway:
             raise TreeSizeError(f"ledger {ledger!r}: size {at} is past the {stored.size} records of {self.node.name}")
         if index >= at:
             raise TreeSizeError(f"ledger {ledger!r}: record {index} is not in the tree of size {at}")
-        # Its leaf's tile, and the tile where the proof's tree ends (its last records are in it).
-        self.prove_heights(ledger, index, index + 1, stored.size)
-        self.prove_heights(ledger, at - 1, at, stored.size)
+        # Its leaf, and the last of the proof's tree (its last records' tile is in the proof).
+        leaf = stored.leaf(index)
+        self.check_leaves(ledger, index, [leaf], stored.size)
+        self.check_leaves(ledger, at - 1, [stored.leaf(at - 1)], stored.size)
         proof = stored.inclusion_proof(index, at)
         return {
             "ledger": ledger,
             "index": index,
             "size": at,
-            "leaf_hash": stored.leaf(index).hex(),
+            "leaf_hash": leaf.hex(),
             "root": stored.root(at).hex(),
             "proof": [h.hex() for h in proof],
         }
@@ -709,15 +714,22 @@ class Gateway:
 
     def proven_leaves(self, ledger: str, index: int, leaves: list[bytes]) -> bool:
         """Check the first ``len(leaves)`` leaf hashes of tile ``0/index``, as the store's records
-        give them, before anything made of those records is served: the part the served
-        checkpoint covers must lead to its root (tree.verify_leaf_tile, once a tile: cached),
-        a full tile's leaves beyond it to the store's tree row of the tile. True when all of
-        them are proven so, False when some are covered by neither (the newest records, before
-        a checkpoint covers them: not to be cached for good). Raises StoreDamagedError on a
+        give them now, before anything made of those records is served: the part the served
+        checkpoint covers must lead to its root (tree.verify_leaf_tile; the leaves proven are
+        kept, and later reads are compared with them, a record changed since included), a full
+        tile's leaves beyond it to the store's tree row of the tile. True when all of them are
+        proven so, False when some are covered by neither (the newest records, before a
+        checkpoint covers them: not to be cached for good). Raises StoreDamagedError on a
         mismatch: a record of that tile is not the one the tree holds."""
         key, first = (ledger, index), index * tree.TILE_WIDTH
         self._check_ledger(ledger)
-        if self._proven.get(key, 0) >= len(leaves):
+        joined = b"".join(leaves)
+        proven = self._proven.get(key, b"")
+        if len(proven) >= len(joined):
+            if proven[: len(joined)] != joined:
+                raise self.contradiction(
+                    ledger, f"a record of heights {first}..{first + len(leaves) - 1} changed since it was proven"
+                )
             return True
         generation = self._generation  # before the reads: a file replaced meanwhile keeps it out of the cache
         served = self._served(ledger)
@@ -738,9 +750,7 @@ class Gateway:
                     f"the records at heights {first}..{first + covered - 1} do not lead to the root of the "
                     f"checkpoint of size {checkpoint.size} ({e})",
                 ) from e
-            with self._voters_lock:
-                if generation == self._generation:
-                    self._proven[key] = covered
+            self._keep_proven(key, b"".join(checked), generation)
         if len(leaves) <= covered:
             return True
         if len(leaves) < tree.TILE_WIDTH:
@@ -755,25 +765,42 @@ class Gateway:
             )
         return True
 
+    def _keep_proven(self, key: tuple[str, int], leaves: bytes, generation: int) -> None:
+        with self._voters_lock:
+            if generation == self._generation and len(leaves) > len(self._proven.get(key, b"")):
+                self._proven.pop(key, None)  # to the newest end: the oldest goes first
+                self._proven[key] = leaves
+                if len(self._proven) > TILE_CACHE:
+                    del self._proven[next(iter(self._proven))]
+
     def proven_record(self, ledger: str, height: int) -> tuple[Record, bytes]:
-        """The record at ``height`` (as :meth:`_record`), its tile's leaves checked first
-        (:meth:`proven_leaves`): a record is served only as the tree holds it."""
+        """The record at ``height`` (as :meth:`_record`), checked first (:meth:`check_leaves`):
+        a record is served only as the tree holds it."""
         found = self._record(ledger, height)
-        self.prove_heights(ledger, height, height + 1)
+        self.check_leaves(ledger, height, [tree.leaf_hash(found[1])])
         return found
 
-    def prove_heights(self, ledger: str, start: int, stop: int, size: int | None = None) -> None:
-        """Check the tiles of the records from ``start`` to ``stop`` (:meth:`proven_leaves`)
-        before any of them is served (``size``: the ledger's, if read already); raises
-        StoreDamagedError."""
+    def check_leaves(self, ledger: str, start: int, leaves: list[bytes], size: int | None = None) -> None:
+        """Check the leaf hashes of the records from ``start`` on, as about to be served, against
+        their tiles' proven leaves (:meth:`proven_leaves`, each tile read and proven the first
+        time); ``size``: the ledger's, if read already. Raises StoreDamagedError."""
         self._check_ledger(ledger)
-        size = self._size(ledger) if size is None else size
-        for index in range(start // tree.TILE_WIDTH, (min(stop, size) - 1) // tree.TILE_WIDTH + 1):
+        if not leaves:
+            return
+        stop = start + len(leaves)
+        for index in range(start // tree.TILE_WIDTH, (stop - 1) // tree.TILE_WIDTH + 1):
             first = index * tree.TILE_WIDTH
-            if self._proven.get((ledger, index), 0) > min(stop, first + tree.TILE_WIDTH) - 1 - first:
-                continue
-            end = min(first + tree.TILE_WIDTH, size)
-            self.proven_leaves(ledger, index, [tree.leaf_hash(d) for _, d in self.reader.iter_raw(ledger, first, end)])
+            low, high = max(start, first), min(stop, first + tree.TILE_WIDTH)
+            mine = leaves[low - start : high - start]
+            proven = self._proven.get((ledger, index), b"")
+            if len(proven) < (high - first) * tree.HASH_SIZE:
+                size = self._size(ledger) if size is None else size
+                end = min(first + tree.TILE_WIDTH, size)
+                tile = [tree.leaf_hash(d) for _, d in self.reader.iter_raw(ledger, first, end)]
+                self.proven_leaves(ledger, index, tile)
+                proven = b"".join(tile)  # what was just proven, or the store's own, unprovable yet
+            if proven[(low - first) * tree.HASH_SIZE : (high - first) * tree.HASH_SIZE] != b"".join(mine):
+                raise self.contradiction(ledger, f"a record of heights {low}..{high - 1} is not the one proven")
 
     def entries(self, ledger: str, path: str) -> tuple[bytes, bool]:
         """Entry bundle ``path`` (``tile/entries/<N>[.p/<W>]``): each record as u16be(length) || bytes,
@@ -935,7 +962,9 @@ class Gateway:
                     flagged.setdefault(alert.get("ledger", ""), set()).add(int(at))
             self._flagged = (now, flagged)
         for height in sorted(self._flagged[1].get(ledger, ())):
-            self.prove_heights(ledger, height, height + 1)
+            data = self.reader.get(ledger, height)
+            if data is not None:
+                self.check_leaves(ledger, height, [tree.leaf_hash(data)])
 
     def _check_root(self, ledger: str, size: int, root: bytes) -> None:
         """Raise StoreDamagedError unless the store's tree at ``size`` leads to ``root`` (a served
@@ -957,7 +986,7 @@ class Gateway:
         with self._voters_lock:
             if generation == self._generation:
                 self._roots_checked.add(key)
-                self._proven[(ledger, index)] = max(self._proven.get((ledger, index), 0), size - first)
+        self._keep_proven((ledger, index), b"".join(leaves), generation)
 
     def receipt(self, ledger: str, height: int, served: ServedCheckpoint | None = None) -> Receipt:
         """The receipt (PROTOCOL 14) of the record at ``height`` under the served checkpoint.

@@ -135,6 +135,20 @@ def test_a_changed_record_in_a_full_tile_is_never_served(served: tuple[str, Gate
     assert "do not lead to the root" in json.loads(get(f"{url}/readyz")[2])["checks"]["store"]
 
 
+def test_a_record_changed_after_its_tile_was_proven_is_caught_too(
+    served: tuple[str, Gateway], config: ClusterConfig
+) -> None:
+    # The proof is kept, not the verdict: what a later request reads is compared with it (the
+    # outsider's forgery came after the tiles had been served and cached).
+    url, _ = served
+    bundle = f"{url}/ledgers/{LEDGER}/tile/entries/000"
+    assert get(bundle)[1]["Cache-Control"] == IMMUTABLE
+    assert get(f"{url}/api/ledgers/{LEDGER}/records/3")[0] == 200
+    forge(config, 3)
+    assert refused_damaged(f"{url}/api/ledgers/{LEDGER}/records/3")
+    assert refused_damaged(bundle)
+
+
 def test_a_changed_record_past_the_last_full_tile_refuses_the_checkpoint_and_the_verdict(
     served: tuple[str, Gateway], config: ClusterConfig
 ) -> None:
