@@ -356,7 +356,8 @@ class GuardedHandler(web.RequestHandler):
         anything else 400 [bad_request]. aiohttp's own answer was a text/plain page."""
         if status != 400 or request.writer.output_size > 0:
             return super().handle_error(request, status, exc, message)
-        self.logger.debug("refused an unparsable request from %s: %s", request.remote, exc)
+        # As aiohttp logs it: _OneLineRefusals makes it one DEBUG line (anyone may send them).
+        self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
         # Whatever path it named (unparsed): a refusal that says nothing may be read by any origin.
         public = {"Access-Control-Allow-Origin": "*"}
         if isinstance(exc, BadHttpMethod):
