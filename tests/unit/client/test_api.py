@@ -50,6 +50,7 @@ from vledger.node.note import Note, parse_note
 from vledger.node.record import ZERO_LINK, Content, Entry, decode_record
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
+from vledger.tests.unit.verifier.fakes import NoRedis
 from vledger.verifier.gateway import Gateway, build_app
 
 LIMITS = Limits()
@@ -58,22 +59,6 @@ LEDGER = "votes"
 RECORDS = 40
 SIGNED_AT = 30
 COSIGNED_AT = 20
-
-
-class NoRedis:
-    """A Redis that is down: the gateway serves the store's notes alone."""
-
-    def register_script(self, script: str) -> None:
-        return None
-
-    def hgetall(self, key: str) -> Any:
-        raise ConnectionError("redis is down")
-
-    def mget(self, keys: list[str]) -> Any:
-        raise ConnectionError("redis is down")
-
-    def pipeline(self, transaction: bool = True) -> Any:
-        raise ConnectionError("redis is down")
 
 
 @pytest.fixture(scope="module")
