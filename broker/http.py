@@ -37,7 +37,8 @@ from typing import Any
 
 from aiohttp import __version__ as aiohttp_version
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
+from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 10.0  # seconds: binding a port never takes longer unless something is wrong
 SHUTDOWN_TIMEOUT = 3.0  # seconds open requests get to finish when the server stops
 READ_VERBS = frozenset(("GET", "HEAD"))
+ALLOWED = "GET, HEAD"
+NOT_READ_VERB = "only GET and HEAD are served: this is read-only"
+SERVER = "vledger"  # the Server header: aiohttp's named its version and Python's to anyone
 # A refused connection gets its 503, then up to this long for the client to close first: closing
 # with the client's request unread would reset the connection and could lose the answer.
 REFUSAL_LINGER = 1.0
@@ -105,7 +109,19 @@ protocol_log.addFilter(_OneLineRefusals())
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     """The one error shape: ``{"error": {"code": code, "message": message}}``, never cached."""
     body = {"error": {"code": code, "message": message}}
-    return web.json_response(body, status=status, headers={"Cache-Control": "no-store", **(headers or {})})
+    shown = {"Cache-Control": "no-store", "Server": SERVER, "X-Content-Type-Options": "nosniff", **(headers or {})}
+    return web.json_response(body, status=status, headers=shown)
+
+
+async def _plain_headers(_: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
+    response.headers["X-Content-Type-Options"] = "nosniff"  # each answer is read as its Content-Type says
+
+
+def plain_headers(app: web.Application) -> web.Application:
+    """``app`` answering with :data:`SERVER` as its Server header and ``nosniff`` (PROTOCOL 15)."""
+    app.on_response_prepare.append(_plain_headers)
+    return app
 
 
 def json_response(value: Any, *, cache: str = "no-cache", status: int = 200) -> web.Response:
@@ -123,7 +139,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     if request.method not in READ_VERBS:
         # RFC 9110 15.5.6: a 405 must say which methods the resource has.
         return error_response(
-            405, "bad_request", f"{request.method} is not served: this is read-only (GET, HEAD)", {"Allow": "GET, HEAD"}
+            405, "bad_request", f"{request.method} is not served: this is read-only (GET, HEAD)", {"Allow": ALLOWED}
         )
     try:
         return await handler(request)
@@ -331,6 +347,25 @@ class GuardedHandler(web.RequestHandler):
         self._heads_before = 0
         self._stalled: asyncio.Transport | None = None  # our transport, while the client does not read
         self._stall_timer: asyncio.TimerHandle | None = None
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        """A request aiohttp could not parse is refused as every other, in JSON (PROTOCOL 15): a
+        method that is no HTTP method aiohttp knows (``FOO``) 405 as any other unserved method,
+        anything else 400 [bad_request]. aiohttp's own answer was a text/plain page."""
+        if status != 400 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        # As aiohttp logs it: _OneLineRefusals makes it one DEBUG line (anyone may send them).
+        self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+        # Whatever path it named (unparsed): a refusal that says nothing may be read by any origin.
+        public = {"Access-Control-Allow-Origin": "*"}
+        if isinstance(exc, BadHttpMethod):
+            response = error_response(405, "bad_request", NOT_READ_VERB, {"Allow": ALLOWED, **public})
+        else:
+            response = error_response(400, "bad_request", "the request is not HTTP/1.1 this server can read", public)
+        response.force_close()
+        return response
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         address = address_key(transport.get_extra_info("peername"))
@@ -641,4 +676,4 @@ def health_app(
     """An application with only the three probes, for a node's ``http_port``."""
     app = web.Application(middlewares=[json_errors])
     add_health_routes(app, checks, registry, details)
-    return app
+    return plain_headers(app)

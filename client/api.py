@@ -51,6 +51,7 @@ from ..node.node_keys import parse_node_keys, proven_rotations
 from ..node.note import VerifiedCheckpoint, VerifierKey, parse_verifier_key
 from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt, verify_witnessed
 from ..node.record import Record
+from ..node.rules.votes import check_electronic_id
 from ..node.tally_body import STALE_AFTER_MS, Snapshot
 from ..verifier.tally import AGREE, RECOSIGN_MS, STILL_COUNTING, Verdict, check_published, judge, observer_histories
 from .anchors_file import read_anchors
@@ -549,8 +550,10 @@ class Client:
         """The records of ``electronic_id`` in ``election`` up to the latest verified checkpoint
         (its registration, casts, uncasts, withdrawal), each checked and proven by inclusion, and
         the voter's standing as the election's rules state it (the other records are replayed,
-        not each proven). ``records`` is empty for an id the election does not hold. Raises what
-        :meth:`record` raises."""
+        not each proven). ``records`` is empty for an id the election does not hold. Raises
+        BadRequestError (bad_request, as the gateway's voters route) for an id not spelt as one
+        (E- and 16 lower-case hex), before reading anything; else what :meth:`record` raises."""
+        check_electronic_id(electronic_id)
         return self.reader.proven_voter_check(election, electronic_id, self.checkpoint(election))
 
     def voter_receipts(self, election: str, electronic_id: str) -> tuple[ProvenRecord, ...]:
@@ -564,6 +567,7 @@ class Client:
         does not name the id."""
         if self.gateway is None:
             raise UsageError("a voter's receipts are read over a gateway; over CURVE use voter_records()")
+        check_electronic_id(electronic_id)
         proven = self.checkpoint(election)
         found = []
         for data in self.gateway.voter(election, electronic_id):

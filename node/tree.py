@@ -541,6 +541,29 @@ def tile_hashes(level: int, index: int, width: int, hash_at: HashAt) -> bytes:
     return b"".join(hash_at(TILE_HEIGHT * level, first + i) for i in range(width))
 
 
+def verify_leaf_tile(leaves: Sequence[bytes], index: int, size: int, root: bytes, hash_at: HashAt) -> None:
+    """Check that ``leaves`` are the leaf hashes of tile ``0/index`` in the tree of ``size``
+    leaves whose root is ``root``: all of the tile's leaves below ``size`` (at most 256), the
+    tree's other hashes taken from ``hash_at``. The inclusion path of the tile's first leaf
+    holds a subtree over every other leaf of the tile, so one path checks them all: a changed
+    leaf, or a changed hash outside the tile, leads to another root.
+
+    Raises ProofError when ``leaves`` are not that many, or lead to another root.
+    """
+    first = index * TILE_WIDTH
+    count = min(TILE_WIDTH, size - first)
+    if index < 0 or count <= 0 or len(leaves) != count:
+        raise ProofError(f"tile 0/{index} of a tree of size {size} has {max(count, 0)} leaves, not {len(leaves)}")
+
+    def at(level: int, i: int) -> bytes:
+        start = (i << level) - first
+        if level < TILE_HEIGHT and start >= 0 and start + (1 << level) <= count:
+            return subtree_hashes(leaves[start : start + (1 << level)], level)[0]
+        return hash_at(level, i)
+
+    verify_inclusion(leaves[0], first, size, inclusion_proof(first, size, at), root)
+
+
 def tile_path(level: int, index: int, width: int = TILE_WIDTH) -> str:
     """``tile/<L>/<N>[.p/<W>]`` with N in 3-digit groups, all but the last prefixed with x."""
     if not 0 <= level <= MAX_TILE_LEVEL or index < 0 or not 1 <= width <= TILE_WIDTH:

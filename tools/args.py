@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
 from ..config.settings import Limits
-from ..node.errors import UsageError, VledgerError
+from ..node.errors import BadRequestError, UsageError, VledgerError
 from ..node.note import ALG_COSIGNATURE_V1, VerifierKey, parse_verifier_key
 from ..node.record import check_ledger_name, check_node_name
+from ..node.rules.votes import check_electronic_id
 from .paths import input_file
 
 
@@ -73,13 +73,11 @@ def vkey_arg(value: str) -> VerifierKey:
         raise argparse.ArgumentTypeError(f"not a verifier key: {getattr(e, 'message', e)}") from None
 
 
-_ELECTRONIC_ID = re.compile(r"E-[0-9a-f]{16}")
-
-
 def electronic_id_arg(value: str) -> str:
-    if not _ELECTRONIC_ID.fullmatch(value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not an electronic id (E- and 16 lower-case hex)")
-    return value
+    try:
+        return check_electronic_id(value)
+    except BadRequestError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
 
 
 def add_witness_option(command: argparse.ArgumentParser, verb: str) -> None:

@@ -52,7 +52,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..broker.http import HttpThread, add_health_routes, from_this_host, json_errors, json_response
+from ..broker.http import HttpThread, add_health_routes, from_this_host, json_errors, json_response, plain_headers
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger
 from ..broker.signing import admin_checkpoint_key, witness_keys
@@ -70,7 +70,10 @@ from ..node.errors import (
     NoSuchLedgerError,
     NotFoundError,
     PayloadTooLargeError,
+    ProofError,
     SettingsError,
+    StoreDamagedError,
+    TreeMismatchError,
     TreeSizeError,
     VledgerError,
 )
@@ -84,13 +87,13 @@ from ..node.outside import OutsideWitnesses, outside_witnesses
 from ..node.receipt import Receipt, RotationProof
 from ..node.record import NAME_PATTERN, Record, decode_record
 from ..node.rules.admin import ADMIN_LEDGER
-from ..node.rules.votes import electronic_id
+from ..node.rules.votes import check_electronic_id, electronic_id
 from ..node.storefile import DB_NAME, StoredTree, StoreReader, damaged_file
 from ..node.tally_body import Snapshot
 from ..node.verify import ChainVerifier
 from ..node.witness import cosignatures_in_force, witness_key, witness_keys_in_force
 from .node_keys import follow_copy, witness_histories_of
-from .pages import PAGES, WEB_DIR, render
+from .pages import PAGES, WEB_DIR, render, security_headers
 from .tally import (
     AGREE,
     LOOK_PAGE,
@@ -135,16 +138,20 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110 12.4.2
 CHECKPOINT_CACHE = "public, max-age=2"  # tlog-tiles: a mutable resource, cached a few seconds at most
 VOTER_KINDS = ("cast", "uncast", "withdraw")  # the kinds whose payload carries an electronic id
+# The alerts that say a node's copy of a ledger is damaged: the gateway of that node checks the
+# tile of the height they name before it serves the ledger's checkpoint (Gateway._check_flagged).
+DAMAGE_ALERTS = frozenset({"bad_checksum", "store_contradicts_checkpoint", "store_damaged", "tree_mismatch"})
 
 
-def record_json(record: Record, data: bytes) -> dict[str, Any]:
-    """A record for people and scripts: its fields, and its exact bytes (base64) to check them by."""
+def record_json(record: Record, data: bytes, leaf: bytes | None = None) -> dict[str, Any]:
+    """A record for people and scripts: its fields, and its exact bytes (base64) to check them by
+    (``leaf``: its leaf hash, if computed already)."""
     content = record.content
     return {
         "ledger": content.ledger,
         "height": record.height,
         "hash": record.link.hex(),
-        "leaf_hash": tree.leaf_hash(data).hex(),
+        "leaf_hash": (leaf or tree.leaf_hash(data)).hex(),
         "kind": content.kind,
         "author": content.author,
         "request_id": content.request_id,
@@ -375,6 +382,17 @@ class Gateway:
         self._cluster_cache: tuple[float, dict[str, Any]] | None = None
         self._voters_lock = threading.Lock()  # the voter indexes, the tile cache, the list of readers
         self._tiles: dict[tuple[str, int, int, int], bytes] = {}
+        # (ledger, tile index) -> its first leaves that lead to a served checkpoint's root (at
+        # most TILE_CACHE tiles): what an entry bundle, a record, a receipt or a proof serves is
+        # compared with them, so a store whose record bytes were changed never has them served (M1).
+        self._proven: dict[tuple[str, int], bytes] = {}
+        # (ledger, size, root) of the served checkpoints the store's tree was found to lead to.
+        self._roots_checked: set[tuple[str, int, bytes]] = set()
+        # ledger -> why, once its records were found not to lead to its tree: every answer made
+        # of that store's copy of the ledger is refused (store_damaged) until the file is replaced.
+        self._contradicted: dict[str, str] = {}
+        # When the open alerts were read, and the heights they name of this node's ledgers.
+        self._flagged: tuple[float, dict[str, set[int]]] | None = None
         # Counts the store files seen replaced. A thread reads only through a reader of the
         # current generation, and what it read goes into the shared caches only if the
         # generation did not change meanwhile: else a thread still on the old file (it looks
@@ -421,6 +439,36 @@ class Gateway:
                 raise
         return self.known_damage()
 
+    def contradiction(self, ledger: str, why: str) -> StoreDamagedError:
+        """The error for a store whose records do not lead to the tree they must (a record's bytes
+        changed in the file): logged the first time for a store file, and shown by /readyz and
+        ``vledger_store_damaged`` until another file is there (`vledger repair`)."""
+        why = f"ledger {ledger!r} on {self.node.name}: {why}"
+        identity = _file_identity(self.store_dir / DB_NAME)
+        with self._damage_lock:
+            first = self._damage is None or self._damage[0] != identity
+            if first:
+                self._damage = (identity, why)
+        with self._voters_lock:
+            self._contradicted.setdefault(ledger, why)
+        if first:
+            log.error(
+                "gateway of %s: %s (its node raises bad_checksum; repair it: vledger repair)", self.node.name, why
+            )
+        return self._refusal(ledger) or StoreDamagedError(why)
+
+    def _refusal(self, ledger: str) -> StoreDamagedError | None:
+        """The error for every answer made of ``ledger``'s records once they were found damaged."""
+        why = self._contradicted.get(ledger)
+        if why is None:
+            return None
+        return StoreDamagedError(f"{why}: nothing of this ledger is served from this store until it is repaired")
+
+    def _check_ledger(self, ledger: str) -> None:
+        refusal = self._refusal(ledger)
+        if refusal is not None:
+            raise refusal
+
     def known_damage(self) -> str | None:
         """Why the store's file is damaged, if a read of the file there now found it so."""
         damage = self._damage
@@ -465,6 +513,9 @@ class Gateway:
             if first:
                 self._generation += 1
                 self._tiles.clear()
+                self._proven.clear()
+                self._roots_checked.clear()
+                self._contradicted.clear()
                 self._checkpoints.clear()
                 self._voters.clear()
                 self._outside.clear()
@@ -516,6 +567,7 @@ class Gateway:
         return result
 
     def ledger_info(self, ledger: str) -> dict[str, Any]:
+        self._served(ledger)  # a store that contradicts the served checkpoint has no root to show
         size = self._size(ledger)
         genesis, _ = self._record(ledger, 0)
         return {
@@ -537,21 +589,27 @@ class Gateway:
             return {"home": self.config.home_of(ledger).name, "epoch": 1}
         return {"home": history.current.home, "epoch": history.current.number}
 
-    def record_page(self, ledger: str, start: int, limit: int) -> bytes:
+    def record_page(self, ledger: str, start: int, limit: int, proving: bool = True) -> bytes:
         """The JSON of at most ``limit`` records from ``start``, fewer where their JSON would pass
         :data:`PAGE_BYTES` (at least one): a page of 500 records of 60 KB was 70 MB, built whole
         in memory per request (outsider pass 18, F0). ``next`` says where to go on. Each record
         is serialized once, as the page's bytes are assembled: measured apart, the JSON cost
-        half as much again."""
+        half as much again. ``proving``: they are checked first (:meth:`check_leaves`);
+        the event stream's pages of the newest records, which no checkpoint covers yet, are not."""
         size = self._size(ledger)
         records: list[bytes] = []
+        leaves: list[bytes] = []
         budget = PAGE_BYTES
         for _, data in self.reader.iter_raw(ledger, start, min(size, start + limit)):
-            record = _json_bytes(record_json(decode_record(data, PROTOCOL_LIMITS), data))
+            leaf = tree.leaf_hash(data)
+            record = _json_bytes(record_json(decode_record(data, PROTOCOL_LIMITS), data, leaf))
             if records and len(record) + 1 > budget:
                 break
             budget -= len(record) + 1
             records.append(record)
+            leaves.append(leaf)
+        if proving:
+            self.check_leaves(ledger, start, leaves, size)
         after = start + len(records)
         following = b"%d" % after if after < size else b"null"
         return b'{"ledger":%s,"size":%d,"records":[%s],"next":%s}' % (
@@ -568,6 +626,7 @@ class Gateway:
         record = decode_record(found[2], PROTOCOL_LIMITS)
         if record.link != record_hash:  # the column is an index; only the record's own link names it
             raise NotFoundError(f"no record with hash {record_hash.hex()} on {self.node.name}")
+        self.proven_record(record.content.ledger, record.height)
         return record_json(record, found[2])
 
     def inclusion(self, ledger: str, index: int, size: int | None) -> dict[str, Any]:
@@ -583,12 +642,16 @@ class Gateway:
             raise TreeSizeError(f"ledger {ledger!r}: size {at} is past the {stored.size} records of {self.node.name}")
         if index >= at:
             raise TreeSizeError(f"ledger {ledger!r}: record {index} is not in the tree of size {at}")
+        # Its leaf, and the last of the proof's tree (its last records' tile is in the proof).
+        leaf = stored.leaf(index)
+        self.check_leaves(ledger, index, [leaf], stored.size)
+        self.check_leaves(ledger, at - 1, [stored.leaf(at - 1)], stored.size)
         proof = stored.inclusion_proof(index, at)
         return {
             "ledger": ledger,
             "index": index,
             "size": at,
-            "leaf_hash": stored.leaf(index).hex(),
+            "leaf_hash": leaf.hex(),
             "root": stored.root(at).hex(),
             "proof": [h.hex() for h in proof],
         }
@@ -618,22 +681,130 @@ class Gateway:
             "proof": [h.hex() for h in proof],
         }
 
-    def tile(self, ledger: str, path: str) -> bytes:
+    def tile(self, ledger: str, path: str) -> tuple[bytes, bool]:
+        """Hash tile ``path`` (``tile/<L>/<N>[.p/<W>]``) and whether it is proven: a level-0 tile
+        is hashed from the store's records, checked as an entry bundle is (:meth:`proven_leaves`);
+        a higher one is the store's tree rows. Only a proven tile is cached."""
         level, index, width = tree.parse_tile_path(path)
         key = (ledger, level, index, width)
         cached = self._tiles.get(key)
-        if cached is None:
-            generation = self._generation  # before the read: a file replaced meanwhile keeps it out
-            cached = self._tree(ledger).tile(level, index, width)
-            with self._voters_lock:
-                if generation == self._generation:
-                    self._tiles[key] = cached
-                    if len(self._tiles) > TILE_CACHE:  # a tile never changes: the oldest goes first
-                        del self._tiles[next(iter(self._tiles))]
-        return cached
+        if cached is not None:
+            return cached, True
+        generation = self._generation  # before the read: a file replaced meanwhile keeps it out
+        found = self._tree(ledger).tile(level, index, width)
+        leaves = [found[i : i + tree.HASH_SIZE] for i in range(0, len(found), tree.HASH_SIZE)]
+        if level == 0 and not self.proven_leaves(ledger, index, leaves):
+            return found, False
+        with self._voters_lock:
+            if generation == self._generation:
+                self._tiles[key] = found
+                if len(self._tiles) > TILE_CACHE:  # a tile never changes: the oldest goes first
+                    del self._tiles[next(iter(self._tiles))]
+        return found, True
 
-    def entries(self, ledger: str, path: str) -> bytes:
-        """Entry bundle ``path`` (``tile/entries/<N>[.p/<W>]``): each record as u16be(length) || bytes."""
+    def _served(self, ledger: str) -> ServedCheckpoint | None:
+        """The served checkpoint, or None when there is none (no pinned key, none verified yet);
+        a store that contradicts it raises StoreDamagedError."""
+        try:
+            return self.checkpoint(ledger)
+        except StoreDamagedError:
+            raise
+        except VledgerError:
+            return None
+
+    def proven_leaves(self, ledger: str, index: int, leaves: list[bytes]) -> bool:
+        """Check the first ``len(leaves)`` leaf hashes of tile ``0/index``, as the store's records
+        give them now, before anything made of those records is served: the part the served
+        checkpoint covers must lead to its root (tree.verify_leaf_tile; the leaves proven are
+        kept, and later reads are compared with them, a record changed since included), a full
+        tile's leaves beyond it to the store's tree row of the tile. True when all of them are
+        proven so, False when some are covered by neither (the newest records, before a
+        checkpoint covers them: not to be cached for good). Raises StoreDamagedError on a
+        mismatch: a record of that tile is not the one the tree holds."""
+        key, first = (ledger, index), index * tree.TILE_WIDTH
+        self._check_ledger(ledger)
+        joined = b"".join(leaves)
+        proven = self._proven.get(key, b"")
+        if len(proven) >= len(joined):
+            if proven[: len(joined)] != joined:
+                raise self.contradiction(
+                    ledger, f"a record of heights {first}..{first + len(leaves) - 1} changed since it was proven"
+                )
+            return True
+        generation = self._generation  # before the reads: a file replaced meanwhile keeps it out of the cache
+        served = self._served(ledger)
+        stored = self._tree(ledger)
+        covered = 0
+        if served is not None and served.gathered.checkpoint.size > first:
+            checkpoint = served.gathered.checkpoint
+            covered = min(tree.TILE_WIDTH, checkpoint.size - first)
+            checked = leaves[:covered]
+            if len(checked) < covered:  # a bundle narrower than what the checkpoint covers: the rest too
+                rest = self.reader.iter_raw(ledger, first + len(checked), first + covered)
+                checked += [tree.leaf_hash(d) for _, d in rest]
+            try:
+                tree.verify_leaf_tile(checked, index, checkpoint.size, checkpoint.root, stored.hash_at)
+            except (ProofError, TreeMismatchError) as e:
+                raise self.contradiction(
+                    ledger,
+                    f"the records at heights {first}..{first + covered - 1} do not lead to the root of the "
+                    f"checkpoint of size {checkpoint.size} ({e})",
+                ) from e
+            self._keep_proven(key, b"".join(checked), generation)
+        if len(leaves) <= covered:
+            return True
+        if len(leaves) < tree.TILE_WIDTH:
+            return False
+        try:
+            row = stored.hash_at(tree.TILE_HEIGHT, index)
+        except TreeMismatchError as e:
+            raise self.contradiction(ledger, str(e)) from e
+        if tree.subtree_hashes(leaves, tree.TILE_HEIGHT)[0] != row:
+            raise self.contradiction(
+                ledger, f"the records at heights {first}..{first + tree.TILE_WIDTH - 1} do not hash to its tree's row"
+            )
+        return True
+
+    def _keep_proven(self, key: tuple[str, int], leaves: bytes, generation: int) -> None:
+        with self._voters_lock:
+            if generation == self._generation and len(leaves) > len(self._proven.get(key, b"")):
+                self._proven.pop(key, None)  # to the newest end: the oldest goes first
+                self._proven[key] = leaves
+                if len(self._proven) > TILE_CACHE:
+                    del self._proven[next(iter(self._proven))]
+
+    def proven_record(self, ledger: str, height: int) -> tuple[Record, bytes]:
+        """The record at ``height`` (as :meth:`_record`), checked first (:meth:`check_leaves`):
+        a record is served only as the tree holds it."""
+        found = self._record(ledger, height)
+        self.check_leaves(ledger, height, [tree.leaf_hash(found[1])])
+        return found
+
+    def check_leaves(self, ledger: str, start: int, leaves: list[bytes], size: int | None = None) -> None:
+        """Check the leaf hashes of the records from ``start`` on, as about to be served, against
+        their tiles' proven leaves (:meth:`proven_leaves`, each tile read and proven the first
+        time); ``size``: the ledger's, if read already. Raises StoreDamagedError."""
+        self._check_ledger(ledger)
+        if not leaves:
+            return
+        stop = start + len(leaves)
+        for index in range(start // tree.TILE_WIDTH, (stop - 1) // tree.TILE_WIDTH + 1):
+            first = index * tree.TILE_WIDTH
+            low, high = max(start, first), min(stop, first + tree.TILE_WIDTH)
+            mine = leaves[low - start : high - start]
+            proven = self._proven.get((ledger, index), b"")
+            if len(proven) < (high - first) * tree.HASH_SIZE:
+                size = self._size(ledger) if size is None else size
+                end = min(first + tree.TILE_WIDTH, size)
+                tile = [tree.leaf_hash(d) for _, d in self.reader.iter_raw(ledger, first, end)]
+                self.proven_leaves(ledger, index, tile)
+                proven = b"".join(tile)  # what was just proven, or the store's own, unprovable yet
+            if proven[(low - first) * tree.HASH_SIZE : (high - first) * tree.HASH_SIZE] != b"".join(mine):
+                raise self.contradiction(ledger, f"a record of heights {low}..{high - 1} is not the one proven")
+
+    def entries(self, ledger: str, path: str) -> tuple[bytes, bool]:
+        """Entry bundle ``path`` (``tile/entries/<N>[.p/<W>]``): each record as u16be(length) || bytes,
+        and whether they are proven (:meth:`proven_leaves`; StoreDamagedError when they contradict the tree)."""
         if not path.startswith("tile/entries/"):
             raise BadRequestError(f"{path[:100]!r} is not an entry bundle path")
         try:
@@ -649,6 +820,7 @@ class Gateway:
             )
         first = index * tree.TILE_WIDTH
         parts = []
+        leaves = []
         for height, data in self.reader.iter_raw(ledger, first, first + width):
             if len(data) > MAX_ENTRY:
                 raise PayloadTooLargeError(
@@ -656,7 +828,8 @@ class Gateway:
                     f"read it at /api/ledgers/{ledger}/records/{height}"
                 )
             parts.append(struct.pack(">H", len(data)) + data)
-        return b"".join(parts)
+            leaves.append(tree.leaf_hash(data))
+        return b"".join(parts), self.proven_leaves(ledger, index, leaves)
 
     def genesis_rules(self, ledger: str) -> LedgerRules:
         """``ledger``'s rules, its genesis checked as section 4 checks a height 0 (raises its error)."""
@@ -692,6 +865,7 @@ class Gateway:
         Raises NotFoundError when the ledger pins no checkpoint key or no checkpoint verifies
         (yet), NoSuchLedgerError for a ledger this store does not hold.
         """
+        self._check_ledger(ledger)
         cached = self._checkpoints.get((ledger, witnesses))
         if cached is not None and time.monotonic() - cached[0] < CHECKPOINT_SECONDS:
             return cached[1]
@@ -732,16 +906,20 @@ class Gateway:
                 if chain.key_for_size(g.checkpoint.size) == key
             ]
             gathered.sort(key=lambda g: (g.checkpoint.size, len(g.witnesses)), reverse=True)
+        # Only what this store holds: a checkpoint past it (the witnesses' in Redis, while this
+        # node lags) was answered "no checkpoint yet" although the store's own verified one was there.
+        gathered = [g for g in gathered if g.checkpoint.size <= store_size]
         if witnesses is None:
             best = max(gathered, key=lambda g: (len(g.witnesses), g.checkpoint.size), default=None)
         else:
             best = next((g for g in gathered if len(g.witnesses) >= witnesses), None)
-        if best is None or best.checkpoint.size > store_size:
+        if best is None:
             more = "" if witnesses is None else f" with {witnesses} cosignatures"
             raise NotFoundError(f"no checkpoint of {ledger!r}{more} on {self.node.name} yet")
         self.metrics.saw(ledger, best.checkpoint.size, store_size, len(best.witnesses))
         size = best.checkpoint.size
         tree = self._tree(ledger)
+        self._check_root(ledger, best.checkpoint.size, best.checkpoint.root)
         rotations = tuple(
             RotationProof(h, self._record(ledger, h)[1], tuple(tree.inclusion_proof(h, size)))
             for h in chain.heights
@@ -759,7 +937,56 @@ class Gateway:
         with self._voters_lock:
             if generation == self._generation:
                 self._checkpoints[(ledger, witnesses)] = (time.monotonic(), served)
+        self._check_flagged(ledger)
         return served
+
+    def _check_flagged(self, ledger: str) -> None:
+        """Prove the tiles of the heights an open alert names of this node's copy of ``ledger``
+        (bad_checksum, store_contradicts_checkpoint, ...: DAMAGE_ALERTS), once a served checkpoint
+        is read: the node or the verifier found a record there damaged, and the gateway must not
+        serve the checkpoint, the root or the verdict while a request for another tile has not
+        found it yet (outsider o10). An alert is only a hint, whoever raised it: what is refused is
+        what the check finds (raises StoreDamagedError), and once repaired the tile proves again."""
+        now = time.monotonic()
+        if self._flagged is None or now - self._flagged[0] >= CHECKPOINT_SECONDS:
+            flagged: dict[str, set[int]] = {}
+            try:
+                alerts = ReplicationLedger(self._redis(), raisers=sorted(self.config.nodes)).open_alerts()
+            except (redis.RedisError, OSError):
+                alerts = {}  # the store's own checks still hold
+            for key, alert in alerts.items():
+                node, _, named = key.partition("|")
+                what = named.rpartition("|")[2]
+                at = str(alert.get("height", ""))
+                if node == self.node.name and what in DAMAGE_ALERTS and at.isascii() and at.isdigit():
+                    flagged.setdefault(alert.get("ledger", ""), set()).add(int(at))
+            self._flagged = (now, flagged)
+        for height in sorted(self._flagged[1].get(ledger, ())):
+            data = self.reader.get(ledger, height)
+            if data is not None:
+                self.check_leaves(ledger, height, [tree.leaf_hash(data)])
+
+    def _check_root(self, ledger: str, size: int, root: bytes) -> None:
+        """Raise StoreDamagedError unless the store's tree at ``size`` leads to ``root`` (a served
+        checkpoint's): its last tile's records, with the tree rows left of them, must (proofs,
+        receipts and roots from it would lead elsewhere). Once a checkpoint; the tile is then proven."""
+        key = (ledger, size, root)
+        if key in self._roots_checked or size == 0:
+            return
+        generation = self._generation
+        index = (size - 1) // tree.TILE_WIDTH
+        first = index * tree.TILE_WIDTH
+        leaves = [tree.leaf_hash(d) for _, d in self.reader.iter_raw(ledger, first, size)]
+        try:
+            tree.verify_leaf_tile(leaves, index, size, root, self._tree(ledger).hash_at)
+        except (ProofError, TreeMismatchError) as e:
+            raise self.contradiction(
+                ledger, f"its records and tree do not lead to the root of the checkpoint of size {size} ({e})"
+            ) from e
+        with self._voters_lock:
+            if generation == self._generation:
+                self._roots_checked.add(key)
+        self._keep_proven((ledger, index), b"".join(leaves), generation)
 
     def receipt(self, ledger: str, height: int, served: ServedCheckpoint | None = None) -> Receipt:
         """The receipt (PROTOCOL 14) of the record at ``height`` under the served checkpoint.
@@ -768,7 +995,7 @@ class Gateway:
         """
         served = served or self.checkpoint(ledger)
         size = served.gathered.checkpoint.size
-        _, data = self._record(ledger, height)
+        _, data = self.proven_record(ledger, height)
         if height >= size:
             raise NotFoundError(
                 f"record {height} of {ledger!r} is not covered by the latest checkpoint (size {size}) yet"
@@ -823,7 +1050,7 @@ class Gateway:
             raise NotFoundError(f"no record names the electronic id {eid} in {ledger!r}")
         records = []
         for height in heights:
-            record, data = self._record(ledger, height)
+            record, data = self.proven_record(ledger, height)
             shown = record_json(record, data)
             shown["receipt"] = self.receipt(ledger, height, served).encode().decode("utf-8") if height < size else None
             records.append(shown)
@@ -892,6 +1119,8 @@ class Gateway:
                 fresh_ms=gathered.fresh_ms,
                 needed=needed_witnesses(gathered.trusted),
             )
+        except StoreDamagedError:  # a store contradicting the checkpoint judges nothing: refused, not "agree"
+            raise
         except VledgerError as e:  # none served (yet): nobody is judged, as the command does
             head = LedgerHead(None, problem=e.message)
         now = time.time_ns() // 1_000_000
@@ -1104,9 +1333,12 @@ async def _query_once(request: web.Request, handler: Any) -> web.StreamResponse:
         if unknown:
             takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
             raise BadRequestError(f"query parameter {unknown[0][:40]!r} is not one this route reads: {takes}")
-    if request.path.startswith("/static/") and request.path.removeprefix("/static/") not in STATIC_FILES:
+    static = request.path.startswith("/static/")
+    if static and request.path.removeprefix("/static/") not in STATIC_FILES:
         raise web.HTTPNotFound()
     response: web.StreamResponse = await handler(request)
+    if static:  # as every answer (15.2): a cache asks again, and a new release's files are seen
+        response.headers["Cache-Control"] = "no-cache"
     return response
 
 
@@ -1122,13 +1354,17 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
         return await asyncio.get_running_loop().run_in_executor(None, call)
 
     rendered = {name: render(name) for name in PAGES}  # once: the files do not change under a running gateway
+    guarded = {name: security_headers(body) for name, body in rendered.items()}
 
     async def page(request: web.Request) -> web.Response:
         name = request.match_info.get("page", "index")
         if name not in rendered:
             raise NotFoundError(f"no page {name[:60]!r}")
         return web.Response(
-            body=rendered[name], content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-cache"}
+            body=rendered[name],
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Cache-Control": "no-cache", **guarded[name]},
         )
 
     async def ledgers(_: web.Request) -> web.Response:
@@ -1152,7 +1388,7 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
     async def record(request: web.Request) -> web.Response:
         ledger = _ledger(request)
         height = _int(request.match_info["height"], "height")
-        found, data = await in_thread(lambda: gateway._record(ledger, height))
+        found, data = await in_thread(lambda: gateway.proven_record(ledger, height))
         return json_response(record_json(found, data))
 
     async def by_hash(request: web.Request) -> web.Response:
@@ -1182,7 +1418,7 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
             # a second name for an immutable object. A tile has one spelling (PROTOCOL 12.6).
             raise BadRequestError(f"{request.raw_path[:100]!r}: a tile path is spelt without percent-escapes")
         if path.startswith("tile/entries/"):
-            body = await in_thread(lambda: gateway.entries(ledger, path))
+            body, proven = await in_thread(lambda: gateway.entries(ledger, path))
             response = web.Response(body=body, content_type="application/octet-stream")
             # Gzip or not by the client's Accept-Encoding, never another coding: aiohttp's own
             # choice served deflate to "deflate, gzip" and gzip to "gzip;q=0". Under an immutable
@@ -1192,9 +1428,11 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
                 response.enable_compression(web.ContentCoding.gzip)
             response.headers["Vary"] = "Accept-Encoding"
         else:
-            body = await in_thread(lambda: gateway.tile(ledger, path))
+            body, proven = await in_thread(lambda: gateway.tile(ledger, path))
             response = web.Response(body=body, content_type="application/octet-stream")
-        response.headers["Cache-Control"] = IMMUTABLE
+        # Immutable only once proven (Gateway.proven_leaves): the newest records, which no
+        # checkpoint covers yet, would else be kept a year by any cache, whatever they turn out to be.
+        response.headers["Cache-Control"] = IMMUTABLE if proven else "no-cache"
         response.headers["Access-Control-Allow-Origin"] = "*"
         return response
 
@@ -1227,9 +1465,7 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
 
     async def voter(request: web.Request) -> web.Response:
         ledger = _ledger(request)
-        eid = request.match_info["eid"]
-        if not (len(eid) == 18 and eid.startswith("E-") and all(c in "0123456789abcdef" for c in eid[2:])):
-            raise BadRequestError("an electronic id is E- and 16 lower-case hex characters")
+        eid = check_electronic_id(request.match_info["eid"])
         return json_response(await in_thread(lambda: gateway.voter(ledger, eid)))
 
     async def tally(request: web.Request) -> web.Response:
@@ -1296,6 +1532,7 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
     r.add_get("/ledgers/{ledger}/checkpoint", checkpoint_text)
     r.add_get("/ledgers/{ledger}/{path:tile/.+}", tile)
     add_health_routes(app, checks or {}, gateway.registry)
+    plain_headers(app)
     app.cleanup_ctx.append(_watcher(gateway))
     app.on_shutdown.append(lambda _: _end_streams(gateway))
     return app
@@ -1413,7 +1650,7 @@ async def _watch(gateway: Gateway) -> None:
             for ledger, size in now.items():
                 start = max(heads.get(ledger, 0), size - EVENT_RECORDS)
                 while start < size:  # pages cut at PAGE_BYTES: an event each, the newest records too
-                    page = await loop.run_in_executor(None, gateway.record_page, ledger, start, size - start)
+                    page = await loop.run_in_executor(None, gateway.record_page, ledger, start, size - start, False)
                     _broadcast(gateway, b"event: head\ndata: " + page + b"\n\n")
                     start = _page_end(page, size)
         heads = now

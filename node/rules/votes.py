@@ -41,12 +41,14 @@ record history: memory grows with the electorate, not with the chain.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import (
     AlreadyRegisteredError,
     AlreadyVotedError,
+    BadRequestError,
     ElectionClosedError,
     ElectronicIdTakenError,
     InvalidChoiceError,
@@ -60,6 +62,15 @@ from . import Domain, GenesisReader, Plan, Ref, refuse
 
 ELECTRONIC_ID_PREFIX = "E-"
 ELECTRONIC_ID_BYTES = 8
+ELECTRONIC_ID = re.compile(r"E-[0-9a-f]{16}")
+
+
+def check_electronic_id(value: str) -> str:
+    """``value``, if it is spelt as an electronic id is (E- and 16 lower-case hex); raises
+    BadRequestError (bad_request) otherwise: a mistyped id is told so, never "no records"."""
+    if not isinstance(value, str) or not ELECTRONIC_ID.fullmatch(value):
+        raise BadRequestError(f"{str(value)[:40]!r} is not an electronic id (E- and 16 lower-case hex characters)")
+    return value
 
 
 def electronic_id(registration: Record) -> str:

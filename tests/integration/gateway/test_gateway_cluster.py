@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import sqlite3
+import struct
 import sys
 import time
 import urllib.error
@@ -31,6 +33,7 @@ from vledger.config.settings import Limits
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Entry
 from vledger.node.sealed import new_seal_key, seal
+from vledger.node.storefile import DB_NAME
 from vledger.tests.integration.cluster import ADMIN, FORGING_OBSERVERS, LocalCluster, entry, now_ms, wait_until
 from vledger.tests.unit.verifier.chains import Election, plan_election
 from vledger.verifier.tally import Snapshot
@@ -334,3 +337,43 @@ def test_metrics_parse_and_counters_move_with_traffic(cluster: LocalCluster, ele
     again = metrics(gateway)
     key = "vledger_gateway_requests_total{route=/api/ledgers/{ledger},status=200}"
     assert again[key] == served.get(key, 0) + 1
+
+
+def test_a_record_changed_in_the_replica_s_file_is_never_served(cluster: LocalCluster, election: Election) -> None:
+    """Last in the module: it damages the replica's copy (of a ledger of its own). Outsider o10
+    M1: one byte of a record changed with SQLite; the gateway served the forged entry bundle as
+    immutable, and the record, its receipt and proof, while its node had raised bad_checksum."""
+    ledger, records = "tampered", 12
+    rules = cluster.pinned(ledger, LedgerRules(("note",), 0, {}))
+    cluster.admin().create_ledger(Entry.prepare(rules.genesis_content(ledger, ADMIN, "g", now_ms()), 0, Limits()))
+    cluster.client("writer1").put_many(
+        [entry(ledger, "note", {"amount": 40_000 + i}, "writer1") for i in range(records)]
+    )
+    gateway = cluster.gateway_url("replica-1")
+    bundle = f"{gateway}ledgers/{ledger}/tile/entries/000.p/{records + 1}"
+
+    def proven() -> bool:
+        status, headers = head(bundle)
+        return status == 200 and headers.get("Cache-Control") == "public, max-age=31536000, immutable"
+
+    wait_until(proven, 60, "a served checkpoint covering every record, its bundle immutable")
+    assert get(f"{gateway}api/ledgers/{ledger}/records/3")[0] == 200
+    with sqlite3.connect(cluster.store_dir("replica-1") / DB_NAME) as db:
+        (data,) = db.execute("SELECT data FROM records WHERE ledger = ? AND height = 3", (ledger,)).fetchone()
+        forged = bytes(data).replace(struct.pack(">BH", 0xCD, 40_002), struct.pack(">BH", 0xCD, 7_232))
+        assert forged != data
+        db.execute("UPDATE records SET data = ? WHERE ledger = ? AND height = 3", (forged, ledger))
+    db.close()
+    api = f"{gateway}api/ledgers/{ledger}"
+    for url in (bundle, f"{api}/records/3", f"{api}/receipts/3", f"{api}/proof/inclusion?index=3", api):
+        status, body = get(url)
+        assert status == 503 and json.loads(body)["error"]["code"] == "store_damaged", (url, body[:300])
+    assert head(f"{gateway}ledgers/{ledger}/checkpoint")[0] == 503
+
+
+def head(url: str) -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10) as answer:
+            return answer.status, dict(answer.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers)

@@ -32,6 +32,7 @@ from vledger.node.anchors import Anchors
 from vledger.node.errors import (
     BadChecksumError,
     BadGenesisError,
+    BadRequestError,
     HeightGapError,
     NoteKeyError,
     NotFoundError,
@@ -49,6 +50,7 @@ from vledger.node.note import Note, parse_note
 from vledger.node.record import ZERO_LINK, Content, Entry, decode_record
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
+from vledger.tests.unit.verifier.fakes import NoRedis
 from vledger.verifier.gateway import Gateway, build_app
 
 LIMITS = Limits()
@@ -57,22 +59,6 @@ LEDGER = "votes"
 RECORDS = 40
 SIGNED_AT = 30
 COSIGNED_AT = 20
-
-
-class NoRedis:
-    """A Redis that is down: the gateway serves the store's notes alone."""
-
-    def register_script(self, script: str) -> None:
-        return None
-
-    def hgetall(self, key: str) -> Any:
-        raise ConnectionError("redis is down")
-
-    def mget(self, keys: list[str]) -> Any:
-        raise ConnectionError("redis is down")
-
-    def pipeline(self, transaction: bool = True) -> Any:
-        raise ConnectionError("redis is down")
 
 
 @pytest.fixture(scope="module")
@@ -264,6 +250,17 @@ def test_refusals_and_writes_over_http(served: dict[str, Any]) -> None:
             client.put(LEDGER, Write("note", {"n": 1}))
         with pytest.raises(UsageError, match="gateway"):
             Client.http("file:///etc/passwd")
+
+
+@pytest.mark.parametrize("eid", ["E-xyz", "None", "E-0123456789ABCDEF", "e-0123456789abcdef", "E-0123456789abcdef0"])
+def test_a_malformed_electronic_id_is_a_bad_request_never_no_records(served: dict[str, Any], eid: str) -> None:
+    # A voter who mistyped the id was answered "voter None, 0 records" by voter_records (outsider
+    # o10), where the gateway's voters route refuses it: the same refusal, before any read.
+    with http_client(served) as client:
+        for lookup in (client.voter_records, client.voter_receipts):
+            with pytest.raises(BadRequestError, match="is not an electronic id") as refused:
+                lookup(LEDGER, eid)
+            assert refused.value.code == "bad_request"
 
 
 def anchors_file(served: dict[str, Any], path: Path) -> Path:

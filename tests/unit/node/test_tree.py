@@ -388,3 +388,22 @@ def test_a_subtree_joins_only_where_it_lands_on_complete_subtrees() -> None:
     assert joined.root() == tree.Frontier.of_leaves(leaves).root()
     with pytest.raises(ProofError):
         tree.Frontier.of_leaves(leaves[:6]).extend(tree.Frontier.of_leaves(leaves[6:]))  # 6 leaves at 6
+
+
+@pytest.mark.parametrize(("size", "index"), [(1, 0), (256, 0), (300, 0), (300, 1), (1000, 2), (1000, 3), (70_000, 5)])
+def test_a_tile_s_leaves_lead_to_the_root_and_any_changed_one_does_not(size: int, index: int) -> None:
+    leaves = [tree.leaf_hash(i.to_bytes(4, "big")) for i in range(size)]
+
+    def hash_at(level: int, i: int) -> bytes:
+        return tree.subtree_hashes(leaves[i << level : (i + 1) << level], level)[0]
+
+    root = tree.root_at(size, hash_at)
+    first = index * tree.TILE_WIDTH
+    mine = leaves[first : first + tree.TILE_WIDTH]
+    tree.verify_leaf_tile(mine, index, size, root, hash_at)
+    for changed in {0, len(mine) // 2, len(mine) - 1}:
+        forged = [*mine[:changed], tree.leaf_hash(b"forged"), *mine[changed + 1 :]]
+        with pytest.raises(ProofError):
+            tree.verify_leaf_tile(forged, index, size, root, hash_at)
+    with pytest.raises(ProofError):  # one leaf short: not all of the tile
+        tree.verify_leaf_tile(mine[:-1], index, size, root, hash_at)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 
@@ -22,6 +23,32 @@ class FakeRedis:
 
     def mget(self, keys: list[str]) -> list[bytes | None]:
         return [self.notes.get(key.rpartition(":cosig:")[2].encode()) for key in keys]
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        # The open alerts the gateway reads through a pipeline: none readable, as with Redis down.
+        raise ConnectionError("this fake holds witness notes only")
+
+
+class NoRedis:
+    """A Redis that is down: the gateway serves the store's notes alone."""
+
+    def register_script(self, script: str) -> None:
+        return None
+
+    def hgetall(self, key: str) -> Any:
+        raise ConnectionError("redis is down")
+
+    def mget(self, keys: list[str]) -> Any:
+        raise ConnectionError("redis is down")
+
+    def get(self, key: str) -> Any:
+        raise ConnectionError("redis is down")
+
+    def pipeline(self, transaction: bool = True) -> NoRedis:
+        # The live-events poller reads the tally heads through a pipeline (a slow machine reaches
+        # its first tally poll within a test; this cluster has no observers, so it asks nothing
+        # yet): its first command fails as a down Redis would.
+        return self
 
 
 def two_nodes(path: Path) -> ClusterConfig:

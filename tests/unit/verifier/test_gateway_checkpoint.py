@@ -35,7 +35,7 @@ from vledger.verifier.gateway import Gateway, build_app
 sys.path.insert(0, str(Path(__file__).parents[2] / "vectors"))
 import outsider_verify as ov
 
-from vledger.tests.unit.verifier.fakes import FakeRedis, two_nodes
+from vledger.tests.unit.verifier.fakes import FakeRedis, NoRedis, two_nodes
 
 LIMITS = Limits()
 SEED = bytes(range(32))
@@ -43,28 +43,6 @@ LEDGER = "votes"
 RECORDS = 40
 SIGNED_AT = 30  # the home signed the first 30 records; the witness cosigned the first 20
 COSIGNED_AT = 20
-
-
-class NoRedis:
-    """A Redis that is down: the gateway serves the store's notes alone."""
-
-    def register_script(self, script: str) -> None:
-        return None
-
-    def hgetall(self, key: str) -> Any:
-        raise ConnectionError("redis is down")
-
-    def mget(self, keys: list[str]) -> Any:
-        raise ConnectionError("redis is down")
-
-    def get(self, key: str) -> Any:
-        raise ConnectionError("redis is down")
-
-    def pipeline(self, transaction: bool = True) -> NoRedis:
-        # The live-events poller reads the tally heads through a pipeline (a slow machine reaches
-        # its first tally poll within a test; this cluster has no observers, so it asks nothing
-        # yet): its first command fails as a down Redis would.
-        return self
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,206 @@
+"""A store whose record bytes were changed in its file, behind the gateway (outsider o10 M1).
+
+A ledger whose genesis pins the home's checkpoint key, 300 records (a full tile and a partial
+one), the home's signed checkpoint at 290 kept in the store. One byte of a record's payload is
+changed with SQLite, as an insider with the file would: the gateway served that record's entry
+bundle as immutable next to a hash tile with the genuine leaf, and the record, its receipt and
+its inclusion proof as 200. Over a real store and real HTTP (aiohttp in a thread).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import struct
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.http import HttpThread
+from vledger.broker.replication import Alert, ReplicationLedger
+from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
+from vledger.config.cluster import ClusterConfig
+from vledger.config.settings import Limits
+from vledger.node import tree
+from vledger.node.errors import StoreDamagedError
+from vledger.node.ledger import LedgerRules
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
+from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
+from vledger.tests.unit.verifier.fakes import FakeRedis, NoRedis, two_nodes
+from vledger.verifier.gateway import IMMUTABLE, Gateway, build_app, readiness
+from vledger.verifier.tally import TallyReport, Verdict
+
+LIMITS = Limits()
+SEED = bytes(range(32))
+LEDGER = "zakat"
+RECORDS = 300
+SIGNED_AT = 290  # records 290..299 are the home's newest, not covered by a checkpoint yet
+AMOUNT = 40_000  # record i's payload holds AMOUNT + i: a msgpack uint16, changed in place
+
+
+def _amount(height: int) -> bytes:
+    return b"\xa6amount" + struct.pack(">BH", 0xCD, AMOUNT + height)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ClusterConfig:
+    config = two_nodes(tmp_path / "cluster.toml")
+    home = HomeSigner("t", SEED)
+    pinned = home_key("t", LEDGER, home.key(LEDGER).public_key).encode()
+    with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
+        rules = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": pinned})
+        store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, LIMITS))
+        for i in range(1, RECORDS):
+            store.append(Entry.prepare(Content(LEDGER, "note", {"amount": AMOUNT + i}, "admin", f"r{i}", 1), 0, LIMITS))
+        signed = home.sign(LEDGER, SIGNED_AT, store.root(LEDGER, SIGNED_AT))
+        store.checkpoints.keep(LEDGER, "signed", SIGNED_AT, signed.root, signed.note)
+    return config
+
+
+@pytest.fixture
+def served(config: ClusterConfig) -> Iterator[tuple[str, Gateway]]:
+    gateway = Gateway(config, "replica-1", redis_client=NoRedis())
+    with HttpThread(build_app(gateway, readiness(gateway)), "127.0.0.1", 0) as server:
+        yield f"http://127.0.0.1:{server.port}", gateway
+    gateway.close()
+
+
+def forge(config: ClusterConfig, height: int) -> None:
+    """Change one byte of record ``height``'s amount in the store's file (7232 for 40000 + h)."""
+    path = config.store_dir("replica-1") / DB_NAME
+    with sqlite3.connect(path) as db:
+        (data,) = db.execute("SELECT data FROM records WHERE ledger = ? AND height = ?", (LEDGER, height)).fetchone()
+        forged = bytes(data).replace(_amount(height), _amount(height)[:-2] + b"\x1c" + _amount(height)[-1:])
+        assert forged != data
+        db.execute("UPDATE records SET data = ? WHERE ledger = ? AND height = ?", (forged, LEDGER, height))
+    db.close()
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def refused_damaged(url: str) -> bool:
+    status, headers, body = get(url)
+    return (
+        status == 503
+        and headers.get("Cache-Control") == "no-store"
+        and json.loads(body)["error"]["code"] == "store_damaged"
+    )
+
+
+def test_proven_tiles_and_bundles_are_immutable_the_newest_records_are_not(served: tuple[str, Gateway]) -> None:
+    url, _ = served
+    base = f"{url}/ledgers/{LEDGER}/tile"
+    for path in ("entries/000", "0/000", f"entries/001.p/{SIGNED_AT - 256}", f"0/001.p/{SIGNED_AT - 256}"):
+        status, headers, _ = get(f"{base}/{path}")
+        assert status == 200 and headers["Cache-Control"] == IMMUTABLE, path
+    # Past the served checkpoint: no signed root says these bytes are the ledger's yet.
+    for path in (f"entries/001.p/{RECORDS - 256}", f"0/001.p/{RECORDS - 256}"):
+        status, headers, _ = get(f"{base}/{path}")
+        assert status == 200 and headers["Cache-Control"] == "no-cache", path
+    assert json.loads(get(f"{url}/readyz")[2])["checks"]["store"] is None  # (its Redis is down)
+
+
+def test_a_changed_record_in_a_full_tile_is_never_served(served: tuple[str, Gateway], config: ClusterConfig) -> None:
+    url, _ = served
+    forge(config, 3)
+    api = f"{url}/api/ledgers/{LEDGER}"
+    for route in (
+        f"{url}/ledgers/{LEDGER}/tile/entries/000.p/7",
+        f"{url}/ledgers/{LEDGER}/tile/entries/000",
+        f"{url}/ledgers/{LEDGER}/tile/0/000",
+        f"{api}/records/3",
+        f"{api}/records?start=0&limit=5",
+        f"{api}/receipts/3",
+        f"{api}/proof/inclusion?index=3",
+        # Once found, nothing of the ledger is served from this copy: its checkpoint, root,
+        # other records (a client is sent to another copy, not to a store half forged).
+        f"{url}/ledgers/{LEDGER}/checkpoint",
+        api,
+        f"{api}/records/260",
+        f"{url}/ledgers/{LEDGER}/tile/entries/001.p/{SIGNED_AT - 256}",
+    ):
+        assert refused_damaged(route), route
+    assert "do not lead to the root" in json.loads(get(f"{url}/readyz")[2])["checks"]["store"]
+
+
+def test_a_record_changed_after_its_tile_was_proven_is_caught_too(
+    served: tuple[str, Gateway], config: ClusterConfig
+) -> None:
+    # The proof is kept, not the verdict: what a later request reads is compared with it (the
+    # outsider's forgery came after the tiles had been served and cached).
+    url, _ = served
+    bundle = f"{url}/ledgers/{LEDGER}/tile/entries/000"
+    assert get(bundle)[1]["Cache-Control"] == IMMUTABLE
+    assert get(f"{url}/api/ledgers/{LEDGER}/records/3")[0] == 200
+    forge(config, 3)
+    assert refused_damaged(f"{url}/api/ledgers/{LEDGER}/records/3")
+    assert refused_damaged(bundle)
+
+
+def test_a_changed_record_past_the_last_full_tile_refuses_the_checkpoint_and_the_verdict(
+    served: tuple[str, Gateway], config: ClusterConfig
+) -> None:
+    url, gateway = served
+    forge(config, 280)  # under the checkpoint, in the tree's right edge: its root is another
+    api = f"{url}/api/ledgers/{LEDGER}"
+    for route in (
+        f"{url}/ledgers/{LEDGER}/checkpoint",
+        f"{api}/checkpoint",
+        api,  # its root would be the forged tree's
+        f"{api}/receipts/7",
+        f"{url}/ledgers/{LEDGER}/tile/entries/001.p/{SIGNED_AT - 256}",
+    ):
+        assert refused_damaged(route), route
+    # The observers' verdict is judged against the served checkpoint: refused, not "agree".
+    report = TallyReport(LEDGER, (), Verdict("agree", 5), {})
+    with pytest.raises(StoreDamagedError):
+        gateway._judged(LEDGER, report)
+
+
+@pytest.mark.parametrize("forged", [True, False])
+def test_an_alert_on_this_node_s_record_has_its_tile_checked_before_the_checkpoint_is_served(
+    config: ClusterConfig, redis_client: Any, forged: bool
+) -> None:
+    # The node raised bad_checksum at height 3 (o10: the gateway served the checkpoint, the
+    # root and an "agree" verdict meanwhile). An alert is a hint: an honest record stays served.
+    if forged:
+        forge(config, 3)
+    alert = Alert("replica-1", LEDGER, 3, "bad_checksum", "the record's checksum is not its content's")
+    ReplicationLedger(redis_client, node="replica-1").alert(alert)
+    gateway = Gateway(config, "replica-1", redis_client=redis_client)
+    try:
+        with HttpThread(build_app(gateway), "127.0.0.1", 0) as server:
+            url = f"http://127.0.0.1:{server.port}/ledgers/{LEDGER}/checkpoint"
+            if forged:
+                assert refused_damaged(url)
+            else:
+                assert get(url)[0] == 200
+    finally:
+        gateway.close()
+
+
+def test_the_store_s_own_checkpoint_is_served_while_a_larger_one_is_past_its_records(config: ClusterConfig) -> None:
+    # The witness cosigned a larger checkpoint (in Redis) than this store holds: it was chosen
+    # (the most cosigned) and answered "no checkpoint yet", with the store's own one there.
+    home = HomeSigner("t", SEED)
+    generate_signing_key(config.keys_dir, "replica-1")
+    seed = load_signing_key(signing_key_paths(config.keys_dir, "replica-1")[0]).seed
+    witness = WitnessSigner(witness_name("t", "replica-1"), seed)
+    ahead = witness.cosign(home.sign(LEDGER, RECORDS + 10, tree.leaf_hash(b"later")), 1_790_000_000)
+    gateway = Gateway(config, "replica-1", redis_client=FakeRedis({b"replica-1": ahead}))
+    try:
+        assert gateway.checkpoint(LEDGER).gathered.checkpoint.size == SIGNED_AT
+    finally:
+        gateway.close()
