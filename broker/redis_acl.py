@@ -409,15 +409,18 @@ def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> di
         f"(+set {own_held} {own_cosig} {latest})",
         f"(+xadd {stream})",
     )
-    homed: list[str] = []
+    # A node replaces its own applied key when it is of another type (broker/accounts.py
+    # _OWN_HASH: the admin's user can SET it, and every report, the start's too, failed on it).
+    own_applied = f"(+del ~{ns}:{{accounts}}:applied:{node})"
+    homed: list[str] = [own_applied]
     for ledger in sorted(checkpoints):
         keys = f"~{ns}:{{{ledger}}}:checkpoint ~{ns}:{{{ledger}}}:epoch_proof"
         homed += [f"(+evalsha +eval ~{ns}:{{{ledger}}}:chain ~{ns}:{{{ledger}}}:checkpoint)", f"(+set {keys})"]
     return {
         "ingest": tuple(homed),
-        "verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)",),
-        "replica": (f"(+set {own_held} {own_cosig})",),
-        "observer": own_tallies,
+        "verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)", own_applied),
+        "replica": (f"(+set {own_held} {own_cosig})", own_applied),
+        "observer": (*own_tallies, own_applied),
     }
 
 
