@@ -811,7 +811,9 @@ class AccountRegistry:
     def record_stopped(self, node: str) -> bool:
         """Say that ``node`` stopped cleanly: not live from now until its next :meth:`record_applied`
         (it applies every change before it serves again, AccountCache.start). True as there."""
-        return self._replaced(node, self._record_stopped(keys=[self.applied_key(node)], args=[self.applied_channel, node]))
+        return self._replaced(
+            node, self._record_stopped(keys=[self.applied_key(node)], args=[self.applied_channel, node])
+        )
 
     def record_alive(self, node: str) -> bool:
         """Say that ``node`` is alive, not that it applied anything newer (its proof is behind).

@@ -307,7 +307,9 @@ def test_a_node_starts_and_reports_though_its_applied_key_is_of_another_type(hom
     publish_admin_checkpoint(redis_client, home.store)
     redis_client.set(APPLIED_2, "x")
     replaced: list[str] = []
-    other = AccountCache(home.registry, "ingest-2", poll_interval=0.05, admin=SignedAdminSource(redis_client, ADMIN_KEY))
+    other = AccountCache(
+        home.registry, "ingest-2", poll_interval=0.05, admin=SignedAdminSource(redis_client, ADMIN_KEY)
+    )
     other.on_replaced = replaced.append
     other.start()  # raised WRONGTYPE ... @user_script
     try:
