@@ -829,16 +829,16 @@ class AccountRegistry:
     def _reports(self, nodes: Collection[str], field: str) -> dict[str, int | None]:
         """Each node's ``field`` from its own key; None when it never reported, or its key is
         unreadable (:data:`UNREADABLE`), which then counts as no report."""
-        return {n: None if v is UNREADABLE else v for n, v in self._fields(nodes, field).items()}
+        return {n: v if isinstance(v, int) else None for n, v in self._fields(nodes, field).items()}
 
-    def _fields(self, nodes: Collection[str], field: str) -> dict[str, int | None | object]:
+    def _fields(self, nodes: Collection[str], field: str) -> dict[str, int | object | None]:
         """As :meth:`_reports`, with :data:`UNREADABLE` for a key of another type or a field that
         holds no number (the admin's user can write any node's key, a node's user its own)."""
         names = [_check_node(n) for n in nodes]
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hget(self._applied_prefix + name, field)
-        found: dict[str, int | None | object] = {}
+        found: dict[str, int | object | None] = {}
         for name, value in zip(names, pipe.execute(raise_on_error=False), strict=True):
             try:
                 found[name] = value if value is None else int(_text(value))
@@ -864,7 +864,7 @@ class AccountRegistry:
         Redis clock; since 1970 for one that stopped cleanly); None for one that never said so."""
         return self._ages(self._fields(nodes, "seen"))
 
-    def _ages(self, seen: dict[str, int | None | object]) -> dict[str, float | None]:
+    def _ages(self, seen: dict[str, int | object | None]) -> dict[str, float | None]:
         seconds, micros = self.client.time()
         now_ms = seconds * 1000 + micros // 1000
         return {n: (now_ms - ms) / 1000 if isinstance(ms, int) else None for n, ms in seen.items()}
