@@ -14,7 +14,9 @@ broker/redis_keys.py):
   (when it last said so, milliseconds by the Redis clock; ``0`` once it stopped cleanly, when
   ``stopped`` says), only that node's Redis user writes it
   (broker/redis_acl.py), so no node can say another applied a change it has not (a revoke
-  would then look enforced where it is not), nor that a live one stopped;
+  would then look enforced where it is not), nor that a live one stopped; the admin's user
+  (which writes every key) can: a key of another type there is replaced by the node's hash at its
+  next report, and read meanwhile as a live node that applied nothing;
 * ``ns:{accounts}:admin:records``: the admin ledger's record bytes, index = height (docs/PROTOCOL.md
   16.4): the accounts above are a cache of it, and nodes read their grants from it.
 
@@ -400,12 +402,27 @@ if not fields then return false end
 return {owner, fields[1], fields[2]}
 """
 
+# The node's applied key, of another type, is replaced by its hash: a string SET there by hand
+# failed the node's every heartbeat and, at its next start, the start itself, until someone
+# deleted it (outsider o10 L1). It is the node's own key (its user alone writes it, but the admin's):
+# nothing in it is anyone else's to keep. Answers 'replaced' then (logged and alerted), else 1.
+_OWN_HASH = """
+local function hset_own(key, ...)
+    local reply = redis.pcall('HSET', key, ...)
+    if type(reply) ~= 'table' or not reply.err then return 1 end
+    if not string.find(reply.err, 'WRONGTYPE', 1, true) then error(reply) end
+    redis.call('DEL', key)
+    redis.call('HSET', key, ...)
+    return 'replaced'
+end
+"""
+
 # KEYS: the node's applied hash    ARGV: channel, node, version, admin records enforced
 _RECORD_APPLIED = """
 local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], 'version', ARGV[3], 'admin', ARGV[4], 'seen', now[1] * 1000 + math.floor(now[2] / 1000))
+local done = hset_own(KEYS[1], 'version', ARGV[3], 'admin', ARGV[4], 'seen', now[1] * 1000 + math.floor(now[2] / 1000))
 redis.call('PUBLISH', ARGV[1], ARGV[2])
-return 1
+return done
 """
 
 # KEYS: the node's applied hash    ARGV: channel, node
@@ -413,17 +430,16 @@ return 1
 # (no admin command waits for it) and shown down; a node killed is live until its window ends.
 _RECORD_STOPPED = """
 local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], 'seen', 0, 'stopped', now[1] * 1000 + math.floor(now[2] / 1000))
+local done = hset_own(KEYS[1], 'seen', 0, 'stopped', now[1] * 1000 + math.floor(now[2] / 1000))
 redis.call('PUBLISH', ARGV[1], ARGV[2])
-return 1
+return done
 """
 
 # KEYS: the node's applied hash: alive, not a new version (a node whose proof is stuck behind
 # Redis's copy stays live, so an admin's command names it in ``pending``, r13 #3)
 _RECORD_ALIVE = """
 local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], 'seen', now[1] * 1000 + math.floor(now[2] / 1000))
-return 1
+return hset_own(KEYS[1], 'seen', now[1] * 1000 + math.floor(now[2] / 1000))
 """
 
 
@@ -472,6 +488,8 @@ def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
 
 
 NOT_A_LIST = -1  # what admin_size answers for a cache key of another type (written by hand)
+# A node's applied key or field that cannot be read (of another type, no number): not a report.
+UNREADABLE = object()
 NO_VERSION = -1  # what a version that is no count reads as: never a node's, so every node reloads
 _MAX_VERSION_DIGITS = 15  # the Lua scripts' bound too: exact in a double, far from INCR's overflow
 _warned: set[str] = set()
@@ -622,9 +640,9 @@ class AccountRegistry:
         self._snapshot = ReadOnlyScript(client, _READ_ACCOUNTS + _SNAPSHOT)
         self._admin_records_digest = ReadOnlyScript(client, _ADMIN_RECORDS_DIGEST)
         self._lookup = ReadOnlyScript(client, _READ_ACCOUNTS + _LOOKUP)
-        self._record_applied = register(_RECORD_APPLIED)
-        self._record_stopped = register(_RECORD_STOPPED)
-        self._record_alive = register(_RECORD_ALIVE)
+        self._record_applied = register(_OWN_HASH + _RECORD_APPLIED)
+        self._record_stopped = register(_OWN_HASH + _RECORD_STOPPED)
+        self._record_alive = register(_OWN_HASH + _RECORD_ALIVE)
 
     def _account(self, name: str) -> str:
         return self._account_prefix + name
@@ -782,35 +800,50 @@ class AccountRegistry:
         """The key where ``node`` says which version it applied (its Redis user's alone)."""
         return self._applied_prefix + _check_node(node)
 
-    def record_applied(self, node: str, version: int, admin: int | None = None) -> None:
+    def record_applied(self, node: str, version: int, admin: int | None = None) -> bool:
         """Say that ``node`` now enforces accounts ``version`` and the first ``admin`` records of
         the admin ledger (None: Redis's accounts as they are, no admin ledger being known to it),
-        and is alive: a heartbeat."""
+        and is alive: a heartbeat. True when its key was of another type, replaced (logged)."""
         enforced = "" if admin is None else str(admin)
-        self._record_applied(keys=[self.applied_key(node)], args=[self.applied_channel, node, str(version), enforced])
+        args = [self.applied_channel, node, str(version), enforced]
+        return self._replaced(node, self._record_applied(keys=[self.applied_key(node)], args=args))
 
-    def record_stopped(self, node: str) -> None:
+    def record_stopped(self, node: str) -> bool:
         """Say that ``node`` stopped cleanly: not live from now until its next :meth:`record_applied`
-        (it applies every change before it serves again, AccountCache.start)."""
-        self._record_stopped(keys=[self.applied_key(node)], args=[self.applied_channel, node])
+        (it applies every change before it serves again, AccountCache.start). True as there."""
+        return self._replaced(
+            node, self._record_stopped(keys=[self.applied_key(node)], args=[self.applied_channel, node])
+        )
 
-    def record_alive(self, node: str) -> None:
-        """Say that ``node`` is alive, not that it applied anything newer (its proof is behind)."""
-        self._record_alive(keys=[self.applied_key(node)], args=[])
+    def record_alive(self, node: str) -> bool:
+        """Say that ``node`` is alive, not that it applied anything newer (its proof is behind).
+        True as :meth:`record_applied`."""
+        return self._replaced(node, self._record_alive(keys=[self.applied_key(node)], args=[]))
+
+    def _replaced(self, node: str, reply: Any) -> bool:
+        if _text(reply) != "replaced":
+            return False
+        logger.error("node %s: its key %s was of another type: replaced by its hash", node, self.applied_key(node))
+        return True
 
     def _reports(self, nodes: Collection[str], field: str) -> dict[str, int | None]:
-        """Each node's ``field`` from its own key; None when it never reported, or its key
-        holds no number (a node's user can spoil only its own key, which then counts as no report)."""
+        """Each node's ``field`` from its own key; None when it never reported, or its key is
+        unreadable (:data:`UNREADABLE`), which then counts as no report."""
+        return {n: v if isinstance(v, int) else None for n, v in self._fields(nodes, field).items()}
+
+    def _fields(self, nodes: Collection[str], field: str) -> dict[str, int | object | None]:
+        """As :meth:`_reports`, with :data:`UNREADABLE` for a key of another type or a field that
+        holds no number (the admin's user can write any node's key, a node's user its own)."""
         names = [_check_node(n) for n in nodes]
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hget(self._applied_prefix + name, field)
-        found: dict[str, int | None] = {}
+        found: dict[str, int | object | None] = {}
         for name, value in zip(names, pipe.execute(raise_on_error=False), strict=True):
             try:
-                found[name] = None if value is None or isinstance(value, Exception) else int(_text(value))
+                found[name] = value if value is None else int(_text(value))
             except ValueError:
-                found[name] = None
+                found[name] = UNREADABLE
         return found
 
     def applied(self, nodes: Collection[str]) -> dict[str, int]:
@@ -818,15 +851,23 @@ class AccountRegistry:
         return {n: v for n, v in self._reports(nodes, "version").items() if v is not None}
 
     def live_nodes(self, nodes: Collection[str], within: float) -> set[str]:
-        """Those of ``nodes`` that reported within the last ``within`` seconds (by the Redis clock)."""
-        return {n for n, age in self.silence(nodes).items() if age is not None and age <= within}
+        """Those of ``nodes`` that reported within the last ``within`` seconds (by the Redis clock),
+        and those whose heartbeat is unreadable: nothing says they are down, so an admin's command
+        waits for them and names them in ``pending`` (its key set to a string by hand, a running node
+        was left out, ``pending`` empty though it never reported: outsider o10 L1)."""
+        seen = self._fields(nodes, "seen")
+        ages = self._ages(seen)
+        return {n for n, age in ages.items() if seen[n] is UNREADABLE or (age is not None and age <= within)}
 
     def silence(self, nodes: Collection[str]) -> dict[str, float | None]:
         """Seconds since each of ``nodes`` last said it is alive (its accounts heartbeat, by the
         Redis clock; since 1970 for one that stopped cleanly); None for one that never said so."""
+        return self._ages(self._fields(nodes, "seen"))
+
+    def _ages(self, seen: dict[str, int | object | None]) -> dict[str, float | None]:
         seconds, micros = self.client.time()
         now_ms = seconds * 1000 + micros // 1000
-        return {n: None if ms is None else (now_ms - ms) / 1000 for n, ms in self._reports(nodes, "seen").items()}
+        return {n: (now_ms - ms) / 1000 if isinstance(ms, int) else None for n, ms in seen.items()}
 
     def wait_applied(self, version: int, nodes: Collection[str], timeout: float, admin: int = 0) -> dict[str, int]:
         """Wait until every node in ``nodes`` applied ``version`` or later and enforces the first
@@ -977,6 +1018,9 @@ class AccountCache:
         self._failing: tuple[int, float, str] | None = None  # failures in a row, since (wall), last error
         # True at first: the first load that succeeds resolves an alert an earlier run left open.
         self._failing_reported = True
+        # Told, with a sentence, that this node's applied key was of another type and replaced by its
+        # hash: someone who may write Redis wrote there (a node raises admin_cache_conflict).
+        self.on_replaced: Callable[[str], None] | None = None
         # How many admin commands are changing the accounts now (:meth:`changing`).
         self._changes = 0
         self._stated: dict[str, dict[str, Any]] | None = None  # the admin ledger's accounts
@@ -1084,7 +1128,7 @@ class AccountCache:
                 if self.admin is not None:
                     self.admin.keep()  # once enforced
             if not self._behind and not self._stop.is_set():  # once stopped, a late refresh says nothing
-                self.registry.record_applied(self.node, snapshot.version, self._enforced())
+                self._reported(self.registry.record_applied(self.node, snapshot.version, self._enforced()))
             return snapshot.version
 
     def _enforced(self) -> int | None:
@@ -1253,9 +1297,19 @@ class AccountCache:
         if unreported or self._unapplied or self._unproven_since is not None or self.registry.version() != self.version:
             self.refresh()
             if self._behind:  # not applied, yet alive: an admin's command names it in pending
-                self.registry.record_alive(self.node)
+                self._reported(self.registry.record_alive(self.node))
         else:
-            self.registry.record_applied(self.node, self.version, self._enforced())
+            self._reported(self.registry.record_applied(self.node, self.version, self._enforced()))
+
+    def _reported(self, replaced: bool) -> None:
+        if not replaced or self.on_replaced is None:
+            return
+        try:
+            self.on_replaced(
+                f"{self.registry.applied_key(self.node)} was of another type: replaced by node {self.node}'s hash"
+            )
+        except Exception:  # the alert is lost (the log keeps it), never this thread
+            logger.exception("node %s: could not report its replaced applied key", self.node)
 
     def start(self) -> Self:
         if self._thread is not None:
@@ -1295,7 +1349,7 @@ class AccountCache:
         """After the thread's last heartbeat, never before it (one after would make the node live
         again); a Redis that fails then leaves the node live for its window, as a kill does."""
         try:
-            self.registry.record_stopped(self.node)
+            self._reported(self.registry.record_stopped(self.node))
         except (redis.exceptions.RedisError, OSError) as e:
             logger.warning("node %s: could not say in Redis that it stopped (%s)", self.node, e)
 

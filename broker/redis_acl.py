@@ -48,7 +48,11 @@ gateway       read only: every observer's signed tallies, the witnesses' and out
               witnesses' cosignatures, held heights, the ledgers' homes and every raiser's
               open alerts (verifier/gateway.py); no write command at all
 admin         the ``vledger`` command: every ``vledger:*`` key, accounts included (and the
-              renames of ``vledger admin migrate-keys``)
+              renames of ``vledger admin migrate-keys``), each node's ``{accounts}:applied:N``
+              too: Redis has no pattern that leaves keys out, and the operator deletes by hand
+              what Redis holds wrong. So no node trusts those keys' type: a node's applied key
+              of another type reads as a live node that applied nothing, and the node replaces
+              it at its next report (broker/accounts.py, outsider o10 L1)
 ============  ===========================================================================
 
 **Alerts.** Redis ACLs grant a command on a key, never on a field of a hash, on what an entry
@@ -128,8 +132,9 @@ those are claims, shown with the name of the node that made them.
 
 Every node user reads the admin ledger's cache (``{accounts}:admin:records``), where its
 grants are. Node N reports which accounts version it applied, and when, in a hash of its own
-(``{accounts}:applied:N``) and reads every node's: the admin's ``wait_applied`` reads them, so
-no node can say another applied a change (a revoke) it has not, nor make a live one look dead. Keys
+(``{accounts}:applied:N``, which it may also DEL, to replace it when of another type) and reads
+every node's: the admin's ``wait_applied`` reads them, so no node can say another applied a
+change (a revoke) it has not, nor make a live one look dead. Keys
 are named by broker/redis_keys.py (``{*}`` above is a ledger's hash tag); a command a Lua
 script runs is checked against the caller's user too, so a script cannot reach past these
 rules. No user has ``KEYS``, ``FLUSH*``, ``CONFIG``, ``ACL``, ``DEBUG``, ``SHUTDOWN``,
@@ -419,15 +424,18 @@ def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> di
         f"(+set {own_held} {own_cosig} {latest})",
         f"(+xadd {stream})",
     )
-    homed: list[str] = []
+    # A node replaces its own applied key when it is of another type (broker/accounts.py
+    # _OWN_HASH: the admin's user can SET it, and every report, the start's too, failed on it).
+    own_applied = f"(+del ~{ns}:{{accounts}}:applied:{node})"
+    homed: list[str] = [own_applied]
     for ledger in sorted(checkpoints):
         keys = f"~{ns}:{{{ledger}}}:checkpoint ~{ns}:{{{ledger}}}:epoch_proof"
         homed += [f"(+evalsha +eval ~{ns}:{{{ledger}}}:chain ~{ns}:{{{ledger}}}:checkpoint)", f"(+set {keys})"]
     return {
         "ingest": tuple(homed),
-        "verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)",),
-        "replica": (f"(+set {own_held} {own_cosig})",),
-        "observer": own_tallies,
+        "verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)", own_applied),
+        "replica": (f"(+set {own_held} {own_cosig})", own_applied),
+        "observer": (*own_tallies, own_applied),
     }
 
 

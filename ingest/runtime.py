@@ -51,6 +51,7 @@ from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreEr
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.store import HASH_FILL_AT, ChainStore, fill_phase
 from ..node.storefile import damaged_file
+from .admin_ledger import ADMIN_CACHE_CONFLICT
 from .admin_peers import AdminPeers
 from .alert_keeper import AlertKeeper
 from .loop import RequestLoop, Service
@@ -157,6 +158,17 @@ def unproven_alerts(node: str, replication: ReplicationLedger) -> Callable[[str 
     prove for a while (``problem``; broker/accounts.py): raise ``admin_unproven``, or resolve it
     once it proves the whole copy again (None). Redis down costs the alert (the log keeps it)."""
     return problem_alerts(node, replication, ADMIN_LEDGER, ADMIN_UNPROVEN, "redis")
+
+
+def replaced_applied_alert(node: str, replication: ReplicationLedger) -> Callable[[str], None]:
+    """What node ``node`` does once it replaced its applied key, found of another type: raise
+    ``admin_cache_conflict`` about ``redis`` (``height`` 0, PROTOCOL 10.5), the evidence that
+    someone who may write Redis wrote there; an operator resolves it."""
+
+    def report(detail: str) -> None:
+        raise_alert(replication, Alert("redis", ADMIN_LEDGER, 0, ADMIN_CACHE_CONFLICT, detail, source=node))
+
+    return report
 
 
 ACCOUNTS_FAILING = "accounts_failing"  # the alert of a node whose loads of the accounts keep failing (10.5)
@@ -394,6 +406,7 @@ class NodeRuntime:
             unproven_alerts(self.name, replication),
         )
         cache.on_failing = problem_alerts(self.name, replication, "", ACCOUNTS_FAILING)
+        cache.on_replaced = replaced_applied_alert(self.name, replication)
         self._accounts = cache
         return cache
 

@@ -594,7 +594,13 @@ class ClusterChecks:
         if now >= self._scan_at:
             self._scan_at = now + SCAN_STREAMS_SECONDS
             self._streams = self._stream_keys()
-        streams = {ledger: "stream" for ledger in sorted(self._streams)}
+        # A ledger whose consumer group exists has its stream: the group of a name only Redis's hash
+        # gives is made on an existing stream alone. Found so as the SCAN finds it, without waiting
+        # for the next one: a new ledger, named by the hash alone until its home's next ledger.list,
+        # deleted from the hash meanwhile was forgotten, and found again only up to
+        # LIST_LEDGERS_SECONDS later (its unlisted_ledger that much later; ap30).
+        grouped = {ledger for ledger, state in self.ledgers.items() if state.grouped}
+        streams = {ledger: "stream" for ledger in sorted(self._streams | grouped)}
         return {**found, **streams, **self._found}  # where a node or a stream says so, when they do
 
     def _hash_listed(self, listed: dict[str, str | None], found: dict[str, str]) -> dict[str, str | None]:

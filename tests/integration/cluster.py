@@ -245,6 +245,9 @@ def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.02
         time.sleep(interval)
 
 
+SEND_TIMEOUT = 10.0  # seconds a Wire waits for its socket to take a message
+
+
 class Wire:
     """A raw CURVE DEALER connection to one node: any frames out, decoded replies in.
 
@@ -272,11 +275,17 @@ class Wire:
         self._ids = itertools.count(1)
         self.last_id = 0
 
-    def send(self, data: bytes | list[bytes]) -> None:
-        if isinstance(data, bytes):
-            self.socket.send(data)
-        else:
-            self.socket.send_multipart(data)
+    def send(self, data: bytes | list[bytes], timeout: float = SEND_TIMEOUT) -> None:
+        """Queue ``data`` (one frame or several) within ``timeout`` seconds, else AssertionError:
+        a DEALER with no peer to take it blocks, forever to a node that refused its key (a whole
+        test run hung so: shared/NOTES.md), so the send is never a blocking one."""
+        frames = [data] if isinstance(data, bytes) else data
+        if not self.socket.poll(int(timeout * 1000), zmq.POLLOUT):
+            raise AssertionError(
+                f"{self.address}: could not send within {timeout} s (no connected peer takes it: "
+                "was this key refused, or is the node down?)"
+            )
+        self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
 
     def request(self, cmd: str, args: dict[str, Any] | None = None) -> int:
         """Send one well-formed request; its id."""

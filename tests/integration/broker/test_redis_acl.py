@@ -334,10 +334,33 @@ def test_no_node_says_another_applied_an_accounts_version(acl: AclServer) -> Non
         "replica-1": 5,
         "replica-2": 5,
     }
-    # A node can spoil only its own report, which then counts as none.
+    # A node can spoil only its own report, which then counts as none applied, and live: nothing
+    # says it is down (o10 L1: read as down, a running node was left out of ``pending``).
     acl.client("ingest").set("vledger:{accounts}:applied:ingest-1", "junk")
     assert admin.applied(["ingest-1", "replica-1"]) == {"replica-1": 5}
-    assert admin.live_nodes(["ingest-1", "replica-1"], within=60) == {"replica-1"}
+    assert admin.live_nodes(["ingest-1", "replica-1"], within=60) == {"ingest-1", "replica-1"}
+
+
+@pytest.mark.parametrize("role", ["ingest", "replica", "observer", "verifier"])
+def test_a_node_replaces_its_own_applied_key_of_another_type_and_no_other(acl: AclServer, role: str) -> None:
+    """o10 L1: the admin's user SET a node's applied key to a string; the node's reports (its
+    start's too) failed on WRONGTYPE. Its scripts replace its own key, and DEL reaches no other."""
+    node = _node(role) or role
+    key = f"vledger:{{accounts}}:applied:{node}"
+    admin = acl.client("admin")
+    registry = AccountRegistry(acl.client(role))
+    for report in (lambda: registry.record_applied(node, 4), lambda: registry.record_alive(node)):
+        admin.delete(key)
+        admin.set(key, "x")
+        assert report() is True
+        assert admin.type(key) == b"hash"
+    admin.set(key, "x")
+    assert registry.record_stopped(node) is True and admin.hget(key, "seen") == b"0"
+    assert registry.record_applied(node, 5) is False  # a hash: nothing replaced
+    other = "vledger:{accounts}:applied:replica-2" if node != "replica-2" else "vledger:{accounts}:applied:ingest-1"
+    admin.set(other, "x")
+    with pytest.raises(NOPERM):
+        registry.client.delete(other)
 
 
 def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) -> None:

@@ -292,3 +292,49 @@ def test_a_node_that_takes_redis_s_accounts_as_they_are_keeps_its_last_while_a_k
     registry.revoke_key(carol)
     cache.refresh()
     assert cache.lookup(carol) is None
+
+
+# A node's applied key SET to a string by the admin's user (outsider o10 L1, addendum): the running
+# node logged "following accounts failed (WRONGTYPE ...)" every second, an admin command answered
+# ``pending: []`` though it never reported, and its restart crash-looped until someone DEL'd the key.
+APPLIED_2 = ACCOUNTS + "applied:ingest-2"
+
+
+def test_a_node_starts_and_reports_though_its_applied_key_is_of_another_type(home: Home, redis_client: Any) -> None:
+    from .test_admin_ledger import publish_admin_checkpoint
+
+    home.apply("account.add", account="carol", role="writer")
+    publish_admin_checkpoint(redis_client, home.store)
+    redis_client.set(APPLIED_2, "x")
+    replaced: list[str] = []
+    other = AccountCache(
+        home.registry, "ingest-2", poll_interval=0.05, admin=SignedAdminSource(redis_client, ADMIN_KEY)
+    )
+    other.on_replaced = replaced.append
+    other.start()  # raised WRONGTYPE ... @user_script
+    try:
+        assert home.registry.applied(["ingest-2"]) == {"ingest-2": other.version}
+        assert replaced == [f"{APPLIED_2} was of another type: replaced by node ingest-2's hash"]
+        redis_client.delete(APPLIED_2)
+        redis_client.set(APPLIED_2, "x")  # again, while it runs: its next heartbeat replaces it
+        wait_until(lambda: len(replaced) == 2, DEADLINE, "ingest-2 to replace its applied key")
+        assert other.not_current() is None
+        wait_until(
+            lambda: home.registry.applied(["ingest-2"]) == {"ingest-2": other.version}, DEADLINE, "ingest-2's report"
+        )
+    finally:
+        other.stop()
+    assert redis_client.hget(APPLIED_2, "seen") == b"0"  # its clean stop said
+
+
+def test_an_admin_command_names_a_node_whose_applied_key_is_of_another_type_in_pending(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """It was read as a node that never reported, so not live, and left out: ``pending`` was empty."""
+    home = Home(redis_client, tmp_path, ["ingest-1", "ingest-2"])
+    try:
+        home.apply("account.add", account="carol", role="writer")
+        redis_client.set(APPLIED_2, "x")
+        assert home.apply("account.add", account="dave", role="writer")["pending"] == ["ingest-2"]
+    finally:
+        home.close()
