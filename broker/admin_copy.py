@@ -24,9 +24,9 @@ Nor does it take the bootstrap's accounts because Redis holds no copy: whoever m
 deletes the copy and its checkpoint in a loop and writes an admin of their own (outsider o9 K2).
 A node in a cluster asks the nodes that hold the admin ledger (its home, the followers) for
 theirs at its first load (:class:`PeerCopies`), proves each as it proves Redis's, and takes the
-most proven; it takes the bootstrap's accounts only once one of them answered and all that
-answered hold no record of the ledger, and meanwhile, while nothing it holds proves a record,
-admits no account.
+most proven; it takes the bootstrap's accounts only once the ledger's home answered that it
+holds no record of it and no node sent one (an empty follower proves nothing: review r16 #5),
+and meanwhile, while nothing it holds proves a record, admits no account.
 
 What a node proved it also keeps in a file of its own (:class:`KeptAdminCopy`, the records and
 the note that proved them), read again at its next start and proven again like Redis's copy:
@@ -93,12 +93,16 @@ class PeerCopy(NamedTuple):
 
 
 class PeerCopies(NamedTuple):
-    """What the nodes that hold the admin ledger (``asked``) said of it: those that answered, and
-    the copies of those that sent records or a note (the others hold no record of it)."""
+    """What the nodes that hold the admin ledger (``asked``) said of it: those that answered, the
+    copies of those that sent records or a note (the others hold no record of it), and whether
+    the ledger's home answered that it holds none (``home_none``): a follower's empty store is a
+    new, wiped or syncing one, so only the home that writes the ledger can say it has no record
+    yet (review r16 #5)."""
 
     asked: tuple[str, ...]
     answered: tuple[str, ...]
     copies: tuple[PeerCopy, ...]
+    home_none: bool = False
 
 
 NO_ADMIN_LEDGER = AdminCopy(None, False)
@@ -178,8 +182,8 @@ class SignedAdminSource:
     never believed (logged). ``kept``: where the node keeps what it proved, read at its first
     load (a restart while Redis lost its copy) and written each time the proven records grow.
     ``peers``: asks the nodes that hold the admin ledger for theirs (ingest/admin_peers.py), at
-    the first load and then every PEER_RETRY while none answered and nothing proves a record
-    here; None (a test's or a tool's source outside a cluster) takes Redis's silence for "no
+    the first load and then every PEER_RETRY while nothing proves a record here and the home
+    did not say there is none; None (a test's or a tool's source outside a cluster) takes Redis's silence for "no
     admin ledger yet", as the bootstrap does. One thread (the accounts cache's).
     """
 
@@ -215,7 +219,7 @@ class SignedAdminSource:
         self.peers = peers
         self._peers_next: float | None = None if peers is None else 0.0  # when they are asked next (None: no more)
         # Whether Redis holding no copy and no checkpoint may be taken for "no admin ledger yet":
-        # only once a node that would hold it answered and none holds one (or nobody can be asked).
+        # only once the ledger's home said it holds none and no node sent one (or nobody can be asked).
         self._bootstrap_ok = peers is None
         self._peers_waiting = ""  # why no account is admitted while the nodes are asked again
 
@@ -388,18 +392,26 @@ class SignedAdminSource:
             self._take(copy.records, note, key, where=f"node {copy.node}'s copy of the admin ledger")
             if len(self._held) > held:
                 logger.info("node %s's copy of the admin ledger: %d records proven", copy.node, len(self._held))
-        none = bool(said.answered) and not said.copies
+        # A follower's empty store settles nothing (new, wiped, syncing: review r16 #5), nor does
+        # the home's "none" while another node sent records (a ledger exists somewhere).
+        none = said.home_none and not said.copies
         if self._held or none:
             self._peers_next, self._peers_waiting = None, ""
             if none and not self._held:
                 self._bootstrap_ok = True
                 logger.info(
-                    "no admin ledger yet: the nodes that hold it that answered (%s) hold none", ", ".join(said.answered)
+                    "no admin ledger yet: its home holds none, nor do the other nodes that answered (%s)",
+                    ", ".join(said.answered),
                 )
             return True
         self._peers_next = self._clock() + PEER_RETRY
         if said.copies:
             waiting = f"no copy of the admin ledger the nodes {', '.join(said.answered)} sent proves a record"
+        elif said.answered:
+            waiting = (
+                f"the nodes that answered ({', '.join(said.answered)}) hold no record of the admin ledger,"
+                " and only its home's word says there is none"
+            )
         else:
             waiting = f"none of the nodes that hold the admin ledger ({', '.join(said.asked)}) answered"
         if waiting != self._peers_waiting:

@@ -415,10 +415,9 @@ class NodeRuntime:
         what the node proved of it kept in its data directory for a start while Redis lost it, and
         the copies of the nodes that hold it, asked at its start (Redis's silence proves nothing)."""
         kept = KeptAdminCopy(self.config.store_dir(self.name) / KEPT_ADMIN_COPY)
-        peers = AdminPeers(self.config, self.name, lambda: self.client_keys.current)
-        return SignedAdminSource(
-            registry.client, admin_checkpoint_key(self.config), registry.namespace, kept=kept, peers=peers
-        )
+        admin_key = admin_checkpoint_key(self.config)
+        peers = AdminPeers(self.config, self.name, lambda: self.client_keys.current, admin_key)
+        return SignedAdminSource(registry.client, admin_key, registry.namespace, kept=kept, peers=peers)
 
     def request_server(self, settings: BrokerSettings, metrics: NodeMetrics | None = None) -> CurveServer:
         """The node's CURVE request socket on its endpoint, admitting ``gates.requests``, once
