@@ -341,16 +341,19 @@ def _asking(redis_client: Any, answers: list[PeerCopies], clock: list[float]) ->
     return SignedAdminSource(redis_client, ADMIN_KEY, clock=lambda: clock[0], peers=peers)
 
 
-def test_an_empty_copy_is_no_admin_ledger_only_once_a_node_that_holds_it_says_so(home: Home, redis_client: Any) -> None:
+def test_an_empty_copy_is_no_admin_ledger_only_once_the_ledger_s_home_says_so(home: Home, redis_client: Any) -> None:
     """Outsider o9 K2: Redis's list and checkpoint deleted (in a loop), a node that proved nothing
     took Redis's accounts as they are. Nobody answering proves nothing: no account, and the node
-    asks again, at most every PEER_RETRY; one answer of "none" from a node that holds the ledger
-    lets the bootstrap's accounts in."""
+    asks again, at most every PEER_RETRY. Nor does a follower that holds no record (new, wiped,
+    syncing: review r16 #5, where it let the forged admin in); the home's "none" lets the
+    bootstrap's accounts in."""
     root = home.cache.snapshot.accounts["root"].keys[0]
     clock = [0.0]
-    nobody = PeerCopies(("ingest-1", "replica-1"), (), ())
-    none = PeerCopies(("ingest-1", "replica-1"), ("replica-1",), ())
-    source = _asking(redis_client, [nobody, nobody, none], clock)
+    holders = ("ingest-1", "replica-1")
+    nobody = PeerCopies(holders, (), ())
+    empty_follower = PeerCopies(holders, ("replica-1",), ())
+    none = PeerCopies(holders, holders, (), home_none=True)
+    source = _asking(redis_client, [nobody, nobody, empty_follower, none], clock)
     other = AccountCache(home.registry, "ingest-2", admin=source)  # loaded here, by this thread alone
     other.refresh()
     copy = source.load()
@@ -361,7 +364,11 @@ def test_an_empty_copy_is_no_admin_ledger_only_once_a_node_that_holds_it_says_so
     clock[0] += PEER_RETRY
     assert source.load().records == ()  # nobody again
     clock[0] += PEER_RETRY
-    assert source.load().records is None  # "none": the bootstrap
+    assert source.load().records == ()  # the follower's "none" settles nothing
+    other.refresh()
+    assert other.lookup(root) is None
+    clock[0] += PEER_RETRY
+    assert source.load().records is None  # the home's "none": the bootstrap
     other.refresh()
     assert other.lookup(root) is not None
 
