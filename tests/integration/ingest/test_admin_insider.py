@@ -7,9 +7,9 @@ a loaded host gives now and then is scripted (a reload between two steps of a co
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -21,8 +21,12 @@ from vledger.broker.redis_keys import group_key, ledger_key
 from vledger.broker.replication import Alert
 from vledger.ingest import accounts as ingest_accounts
 from vledger.ingest import admin_ledger as admin_ledger_module
+from vledger.ingest import admin_peers as admin_peers_module
 from vledger.ingest.accounts import RegistryAdmin
 from vledger.ingest.admin_ledger import ADMIN_CACHE_CONFLICT, BYTES_CHECK_SECONDS, AdminLedger, StoreAdminSource
+from vledger.ingest.store_sources import Sources
+from vledger.node.admin_copy import proven_admin_records
+from vledger.node.errors import NodeUnavailableError, NoSuchLedgerError, NotHomeError, VledgerError
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.store import ChainStore
@@ -400,3 +404,96 @@ def test_a_node_that_proved_nothing_takes_the_copy_a_node_that_holds_the_ledger_
     other.refresh()
     assert other.lookup(writer) is not None and other.lookup(mallory) is None
     assert len(source.load().records or ()) == len(signed.records)
+
+
+class ScriptedPeer:
+    """A node asked for the admin ledger that answers ``range`` as ``reply`` says (a lying one's
+    script), and stops answering after ``answers`` requests (the 10 s deadline's stand-in)."""
+
+    def __init__(self, reply: Callable[[int, int], dict[str, Any]], answers: int = 50) -> None:
+        self.reply = reply
+        self.answers = answers
+        self.asked: list[tuple[int, int]] = []
+
+    def call(self, name: str, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+        assert cmd == "range" and args["ledger"] == ADMIN_LEDGER
+        if len(self.asked) >= self.answers:
+            raise NodeUnavailableError("no answer")
+        self.asked.append((args["start"], args["limit"]))
+        return self.reply(args["start"], args["limit"])
+
+    def copy(self, notes: list[bytes], page: int = 2, *, home: bool = False) -> PeerCopy | bool | None:
+        return admin_peers_module._copy(cast(Sources, self), "replica-1", notes, page, ADMIN_KEY, home=home)
+
+
+def _admin_records(home: Home) -> tuple[list[bytes], bytes]:
+    """The home's admin records (at least five) and its signed note of them."""
+    for n in range(3):
+        home.apply("account.add", account=f"w{n}", role="writer")
+    signed = _signed_copy(home)
+    assert len(signed.records) >= 5
+    return signed.records, signed.notes[0]
+
+
+def _pages(records: list[bytes], note: bytes | None = None) -> Callable[[int, int], dict[str, Any]]:
+    def reply(start: int, limit: int) -> dict[str, Any]:
+        page = records[start : start + limit]
+        end = start + len(page)
+        return {"records": page, "next": end if end < len(records) else None, "checkpoint": note}
+
+    return reply
+
+
+def test_a_peer_s_copy_is_fetched_only_as_far_as_its_verified_notes_go(home: Home) -> None:
+    """r16 #6: a peer that says there is always more (``next`` the count received) was asked
+    page after page for 10 s, at each start and every PEER_RETRY, and its pages kept. Now: up
+    to the size a verified note proves, and one page past it, for that page's own note."""
+    records, note = _admin_records(home)
+    flood = ScriptedPeer(lambda start, limit: {"records": [b"\0" * 1000] * limit, "next": start + limit})
+    assert flood.copy([]) == PeerCopy("replica-1", [], ())  # its first page is no records: nothing kept
+    assert len(flood.asked) == 1
+    honest = ScriptedPeer(_pages(records))
+    copy = honest.copy([note])
+    assert isinstance(copy, PeerCopy) and copy.records == records
+    assert len(proven_admin_records(copy.records, note, ADMIN_KEY)) == len(records)
+    assert len(honest.asked) == -(-len(records) // 2)  # a page ends where the note does: asked no further
+    more = ScriptedPeer(_pages(records + records))  # a lying peer with more than the note proves
+    copy = more.copy([note])
+    assert isinstance(copy, PeerCopy) and len(copy.records) <= len(records) + 2  # one page past the note at most
+    assert len(more.asked) == -(-len(records) // 2) + 1
+    unproven = ScriptedPeer(_pages(records))  # no note: the first page only (its note would come with it)
+    copy = unproven.copy([b"not a note"])
+    assert isinstance(copy, PeerCopy) and copy.records == records[:2] and len(unproven.asked) == 1
+    later = ScriptedPeer(_pages(records, note))  # a started follower: the note comes with its pages
+    copy = later.copy([])
+    assert isinstance(copy, PeerCopy) and copy.records == records
+
+
+def test_a_peer_s_page_longer_than_asked_or_of_other_heights_or_too_large_ends_its_copy(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records, note = _admin_records(home)
+    longer = ScriptedPeer(lambda start, limit: {"records": records[start:], "next": None})
+    assert longer.copy([note]) == PeerCopy("replica-1", [], (note,))
+    shifted = ScriptedPeer(lambda start, limit: {"records": records[start + 1 : start + limit + 1], "next": 0})
+    assert shifted.copy([note]) == PeerCopy("replica-1", [], (note,))
+    monkeypatch.setattr(admin_peers_module, "PEER_COPY_MAX_BYTES", sum(len(data) for data in records[:3]))
+    capped = ScriptedPeer(_pages(records))
+    copy = capped.copy([note])
+    assert isinstance(copy, PeerCopy) and copy.records == records[:2]
+
+
+def test_only_the_home_s_no_such_ledger_says_there_is_no_admin_ledger() -> None:
+    """r16 #5: a follower's ``not_home`` (it holds no record) and a follower's claim of
+    ``no_such_ledger`` (only a home says that) are no "none"."""
+
+    def refuse(error: VledgerError) -> ScriptedPeer:
+        def reply(start: int, limit: int) -> dict[str, Any]:
+            raise error
+
+        return ScriptedPeer(reply)
+
+    assert refuse(NoSuchLedgerError("no ledger")).copy([], home=True) is True
+    assert refuse(NoSuchLedgerError("no ledger")).copy([]) is False
+    assert refuse(NotHomeError("held on ingest-1")).copy([]) is False
+    assert refuse(NotHomeError("held on ingest-1")).copy([], home=True) is False
