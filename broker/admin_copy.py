@@ -414,10 +414,11 @@ class SignedAdminSource:
             )
         else:
             waiting = f"none of the nodes that hold the admin ledger ({', '.join(said.asked)}) answered"
-        if waiting != self._peers_waiting:
-            logger.warning("%s: no account is admitted until one proves its records", waiting)
-            self._peers_waiting = waiting
-        return False
+        if waiting == self._peers_waiting:
+            return False
+        logger.warning("%s: no account is admitted until one proves its records", waiting)
+        self._peers_waiting = waiting
+        return True  # what the node waits for, and its admin_unproven alert's detail, changed
 
     @staticmethod
     def _most_proven(copies: tuple[PeerCopy, ...], admin_key: VerifierKey) -> tuple[int, PeerCopy, bytes] | None:
