@@ -54,7 +54,7 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   (``vledger alerts resolve``, from every raiser's hash), noting each one's stream id in
   ``vledger:{alerts}:resolved`` (field: ``<raiser>|<key>``), which only the admin's user may write. A
   raiser may still delete its own alerts, so the verifier opens again, in its own hash, an
-  alert of OPERATOR_RESOLVED that vanished without that note. And a node keeps its open alerts
+  alert only an operator resolves (operator_resolves) that vanished without that note. And a node keeps its open alerts
   in its data directory too (broker/alert_journal.py), and puts back what Redis lost of them
   (:meth:`ReplicationLedger.reassert`).
 """
@@ -98,6 +98,7 @@ OPERATOR_RESOLVED = frozenset(
     (
         "equivocation",
         "signed_fork",
+        "admin_cache_conflict",  # the copy is rewritten at once: the alert is the evidence
         "retired_key",
         STORE_CONTRADICTS,  # but a follower's about its own copy: see operator_resolves
         "bad_cosignature",
@@ -109,19 +110,43 @@ OPERATOR_RESOLVED = frozenset(
 )
 
 
+RECORD_CONFLICT = "record_conflict"
+
+
 def operator_resolves(raiser: str | None, key: str, follows: Callable[[str, str], bool]) -> bool:
     """Whether only an operator resolves ``raiser``'s open alert ``key`` (``<node>|<ledger>|<what>``,
-    PROTOCOL 10.5): its kind is of OPERATOR_RESOLVED, and it is not a follower's
+    PROTOCOL 10.5's table): its kind is of OPERATOR_RESOLVED, and it is not a follower's
     ``store_contradicts_checkpoint`` about its own copy of the ledger (``follows(node, ledger)``:
     a replica or observer, or the ledger's standby while another node is its home), which that
     follower resolves once a checkpoint of the home vouches for the copy again (repaired or
     restored): a follower that hid it would only hide its own blame, which it could as well
-    never have raised."""
+    never have raised. Or it is the verifier's ``record_conflict`` on a node's copy (one
+    raiser's about another node): a follower's about a record it refused (``node`` itself) and
+    a home's or the verifier's against the stream (``node`` ``redis``) resolve on their own."""
     node, _, rest = key.partition("|")
     ledger, what = rest.rpartition("|")[0], key.rpartition("|")[2]
+    if what == RECORD_CONFLICT:
+        return raiser is not None and node not in ("redis", raiser)
     if what not in OPERATOR_RESOLVED:
         return False
     return not (what == STORE_CONTRADICTS and raiser is not None and raiser == node and follows(node, ledger))
+
+
+def _copies_nothing(node: str, ledger: str) -> bool:
+    return False
+
+
+def operator_final(raiser: str | None, key: str) -> bool:
+    """Whether an operator's resolution of ``raiser``'s alert ``key`` is final for its raiser
+    even in the run that raised it (PROTOCOL 10.5): the kinds only an operator resolves (a
+    follower's own ``store_contradicts_checkpoint`` too: once resolved by hand, its keeper does
+    not tell it from another's), and the home's ``record_conflict`` against the stream, which
+    the outbox resolves from what only its process remembers (the rewrite it began), so an
+    outbox that restarted since would never resolve it, and which it raises again at the next
+    entry that is not its record."""
+    return operator_resolves(raiser, key, _copies_nothing) or (
+        key.startswith("redis|") and key.rpartition("|")[2] == RECORD_CONFLICT
+    )
 
 
 # What the replication paths survive and retry: Redis away, and Redis refusing (an error
@@ -1001,7 +1026,7 @@ class ReplicationLedger:
             alert, raised_ms = kept[key]
             note = notes.get((self.node, key))
             by_operator = note is not None and _alert_id(alert) and _stream_id(note) >= _stream_id(_alert_id(alert))
-            if by_operator and (key.rpartition("|")[2] in OPERATOR_RESOLVED or raised_ms < journal.started_ms):
+            if by_operator and (operator_final(self.node, key) or raised_ms < journal.started_ms):
                 journal.resolved([key], by="operator")
                 continue
             fields = {k: str(v) for k, v in alert.items() if k != "id"}

@@ -113,29 +113,43 @@ def test_a_restart_keeps_the_open_alerts(
         assert shown(restarted) == before
 
 
+@pytest.mark.parametrize(
+    "alert",
+    [
+        FORK,
+        # PROTOCOL 10.5's table: the copy is rewritten at once, the alert is the evidence (review16 1).
+        Alert("redis", "admin", 3, "admin_cache_conflict", "the copy was rewritten", source="ingest-1"),
+        # The verifier's on a node's copy: nothing but an operator resolves it.
+        Alert("replica-1", LEDGER, 3, "record_conflict", "this node's record differs", source="redis"),
+        # The outbox's against the stream: it resolves it from memory a restarted outbox lacks.
+        Alert("redis", LEDGER, 3, "record_conflict", "the home rewrote the stream", source="ingest-1"),
+    ],
+    ids=["signed_fork", "admin_cache_conflict", "record_conflict_on_a_copy", "record_conflict_on_the_stream"],
+)
 def test_an_operators_resolution_is_final_for_the_kinds_only_an_operator_resolves(
-    raiser: ReplicationLedger, operator: ReplicationLedger
+    raiser: ReplicationLedger, operator: ReplicationLedger, alert: Alert
 ) -> None:
-    raiser.alert(FORK)
-    assert operator.resolve_as_operator([FORK.key]) == 1
+    raiser.alert(alert)
+    assert operator.resolve_as_operator([alert.key]) == 1
     assert raiser.reassert() == []
     assert raiser.open_alerts() == {}
-    assert [event for _, event, key, _ in raiser.journal.history() if key == FORK.key] == [  # type: ignore[union-attr]
+    assert [event for _, event, key, _ in raiser.journal.history() if key == alert.key] == [  # type: ignore[union-attr]
         "raised",
         "resolved by operator",
     ]
 
 
+@pytest.mark.parametrize("alert", [LAGGING, Alert(NODE, LEDGER, 3, "record_conflict", "refused", source="ingest-1")])
 def test_an_operators_resolution_of_a_cause_still_there_comes_back(
-    raiser: ReplicationLedger, operator: ReplicationLedger
+    raiser: ReplicationLedger, operator: ReplicationLedger, alert: Alert
 ) -> None:
     # This run raised it and resolves it itself once its cause is gone: until then, it is open.
-    raised = raiser.alert(LAGGING)
-    assert operator.resolve_as_operator([LAGGING.key]) == 1
-    assert raiser.reassert() == [LAGGING.key]
-    back = raiser.open_alerts()[LAGGING.key]
+    raised = raiser.alert(alert)
+    assert operator.resolve_as_operator([alert.key]) == 1
+    assert raiser.reassert() == [alert.key]
+    back = raiser.open_alerts()[alert.key]
     assert stream_order(back["id"]) > stream_order(raised)
-    assert operator.operator_resolved([(NODE, LAGGING.key)]) == {(NODE, LAGGING.key): raised}
+    assert operator.operator_resolved([(NODE, alert.key)]) == {(NODE, alert.key): raised}
     assert raiser.reassert() == []  # the operator's note is of the older id
 
 
