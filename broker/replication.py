@@ -111,6 +111,13 @@ OPERATOR_RESOLVED = frozenset(
 
 
 RECORD_CONFLICT = "record_conflict"
+# A raiser's open alerts key of another type than a hash (PROTOCOL 10.5): shown by readers in its
+# alerts' place until that node writes the key again or an operator deletes it.
+ALERT_KEYS_DAMAGED = "alert_keys_damaged"
+
+
+def _wrong_type(error: Exception) -> bool:
+    return "WRONGTYPE" in str(error)
 
 
 def operator_resolves(raiser: str | None, key: str, follows: Callable[[str, str], bool]) -> bool:
@@ -913,26 +920,64 @@ class ReplicationLedger:
     def _put(self, key: str, fields: dict[str, str]) -> dict[str, str]:
         """Add an alert's ``fields`` to this client's stream and open hash; returns it as the
         hash holds it, its stream ``id`` added."""
-        entry = _text(self.client.xadd(self.alerts_key, fields, maxlen=ALERTS_MAX_LEN, approximate=True))
-        opened = {"id": entry, **fields}
-        self.client.hset(self.open_alerts_key, key, json.dumps(opened, sort_keys=True))
+        add = functools.partial(self.client.xadd, self.alerts_key, fields, maxlen=ALERTS_MAX_LEN, approximate=True)
+        opened = {"id": _text(self._own_write(self.alerts_key, add)), **fields}
+        self._own_write(self.open_alerts_key, functools.partial(self._hset_open, key, opened))
         return opened
 
-    def open_by_raiser(self) -> list[tuple[str | None, dict[str, dict[str, Any]]]]:
+    def _hset_open(self, key: str, alert: dict[str, Any]) -> Any:
+        return self.client.hset(self.open_alerts_key, key, json.dumps(alert, sort_keys=True))
+
+    def _own_write(self, name: str, write: Callable[[], Any]) -> Any:
+        """``write`` to this node's own alert key ``name``; one of another type (its own Redis
+        user can XADD to its open hash, HSET its stream: review16 2) is deleted and written
+        again, as a node does its applied key (broker/accounts.py), else every alert it raises
+        or puts back would fail there for good. What the key held was no alert of this node's
+        (the journal keeps those)."""
+        try:
+            return write()
+        except redis.exceptions.ResponseError as e:
+            if not _wrong_type(e):
+                raise
+            log.warning("%s is not of its type (%s): someone with this node's Redis password changed it;"
+                        " replaced", name, e)  # fmt: skip
+        self.client.delete(name)
+        return write()
+
+    def _own_open_hash(self) -> dict[str, str]:
+        """This node's open hash, none where the key is of another type (its next put replaces it)."""
+        try:
+            return {_text(k): _text(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+        except redis.exceptions.ResponseError as e:
+            if not _wrong_type(e):
+                raise
+            return {}
+
+    def open_by_raiser(self, report_damaged: bool = True) -> list[tuple[str | None, dict[str, dict[str, Any]]]]:
         """Every raiser's open alerts (:meth:`raisers`, None: the shared keys), as its hash holds
         them, except an ``id`` past the server's clock, which is shown empty: the raiser wrote the
         JSON, id included, and no stream of this server made that id (PROTOCOL 10.5). Left as it
         was, it would rank above every alert raised since, and an operator's note of it would
-        cover them."""
+        cover them. A raiser whose open key is of another type (its own Redis user can make it
+        a stream) holds none; with ``report_damaged``, an ALERT_KEYS_DAMAGED alert about it
+        stands in the shared keys' place instead: one node's key must not hide every raiser's
+        alerts from the operator, the gateway and the verifier (review16 2b)."""
         raisers = self.raisers()
         pipe = self.client.pipeline(transaction=False)
         for node in raisers:
             pipe.hgetall(self.open_alerts_key_of(node))
         pipe.time()
         *replies, clock = pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, Exception):
+        damaged: dict[str, dict[str, Any]] = {}
+        for i, (node, reply) in enumerate(zip(raisers, replies, strict=True)):
+            if not isinstance(reply, Exception):
+                continue
+            if not (node and isinstance(reply, redis.exceptions.ResponseError) and _wrong_type(reply)):
                 raise reply
+            log.warning("the open alerts of %s are not readable (%s): shown as %s", node, reply, ALERT_KEYS_DAMAGED)
+            replies[i] = {}
+            found_alert = Alert(node, "", 0, ALERT_KEYS_DAMAGED, f"{self.open_alerts_key_of(node)}: {reply}", "redis")
+            damaged[found_alert.key] = {"id": "", **found_alert.fields()}
         # An ACL file written before TIME was the gateway's refuses it (until `vledger keygen
         # --cluster` runs again): this host's clock then, a cluster's hosts keep theirs close.
         seconds, micros = divmod(time.time_ns() // 1000, 1_000_000) if isinstance(clock, Exception) else clock
@@ -944,6 +989,8 @@ class ReplicationLedger:
                 if _stream_id(_alert_id(alert)) > now:
                     alert["id"] = ""
             found.append((node, alerts))
+        if damaged and report_damaged:
+            found.append((None, damaged))
         return found
 
     def own_open_alerts(self) -> dict[str, dict[str, Any]]:
@@ -1014,7 +1061,7 @@ class ReplicationLedger:
         kept = journal.open_alerts()
         if not kept:
             return []
-        held = {_text(k): _text(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+        held = self._own_open_hash()
         lost = [key for key, (alert, _) in kept.items() if held.get(key) != json.dumps(alert, sort_keys=True)]
         try:
             notes = self.operator_resolved((self.node, key) for key in lost)
@@ -1052,7 +1099,7 @@ class ReplicationLedger:
         ids: dict[str, str] = {}
         closed: set[str] = set()
         held: list[tuple[str, list[str]]] = []
-        for node, alerts in self.open_by_raiser():
+        for node, alerts in self.open_by_raiser(report_damaged=False):
             mine = [name for name in names if name in alerts]
             for name in mine:
                 ids[self.resolved_field(node, name)] = _alert_id(alerts[name])
@@ -1081,7 +1128,7 @@ class ReplicationLedger:
         kept = {k: v for k, v in alert.items() if k != "raised_by"}
         if self.journal is not None:
             self.journal.raised(key, kept, "reopened")
-        self.client.hset(self.open_alerts_key, key, json.dumps(kept, sort_keys=True))
+        self._own_write(self.open_alerts_key, functools.partial(self._hset_open, key, kept))
 
     def resolve_node(self, node: str, ledger: str, kinds: Iterable[str]) -> int:
         return self.resolve(f"{node}|{ledger}|{what}" for what in kinds)

@@ -74,6 +74,37 @@ def test_deleted_or_rewritten_alert_keys_come_back(raiser: ReplicationLedger, re
     assert shown(raiser) == before
 
 
+def test_an_open_hash_made_a_stream_is_replaced(
+    raiser: ReplicationLedger, redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An insider with the node's Redis password (HDEL and XADD are its own commands there) makes
+    # its open hash a stream: every put back and every new alert failed WRONGTYPE, for good,
+    # logged at debug (review16 2).
+    raiser.alert(FORK)
+    before = shown(raiser)
+    redis_client.delete(raiser.open_alerts_key)
+    redis_client.xadd(raiser.open_alerts_key, {"x": "y"})
+    with caplog.at_level(logging.WARNING, logger="vledger.broker.replication"):
+        assert raiser.reassert() == [FORK.key]
+    assert shown(raiser) == before
+    assert [r.levelno for r in caplog.records if "not of its type" in r.message] == [logging.WARNING]
+
+
+@pytest.mark.parametrize("key_of", ["open_alerts_key", "alerts_key"])
+def test_a_new_alert_replaces_an_alert_key_of_another_type(
+    raiser: ReplicationLedger, redis_client: Any, caplog: pytest.LogCaptureFixture, key_of: str
+) -> None:
+    key = getattr(raiser, key_of)
+    if key_of == "open_alerts_key":
+        redis_client.xadd(key, {"x": "y"})
+    else:
+        redis_client.hset(key, "x", "y")
+    with caplog.at_level(logging.WARNING, logger="vledger.broker.replication"):
+        raised = raiser.alert(LAGGING)
+    assert raiser.open_alerts()[LAGGING.key]["id"] == raised
+    assert [r.levelno for r in caplog.records if "not of its type" in r.message] == [logging.WARNING]
+
+
 def test_an_alert_its_raiser_resolved_does_not_come_back(raiser: ReplicationLedger, redis_client: Any) -> None:
     raiser.alert(LAGGING)
     raiser.alert(FORK)
