@@ -51,6 +51,30 @@ def _height(text: str) -> int:
         return -1
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)  # a file made before by another umask
+    db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+    except sqlite3.DatabaseError:
+        db.close()
+        raise
+    return db
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename the damaged journal ``path`` (and its WAL) to ``<name>.damaged-<UTC time>``."""
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    with contextlib.suppress(FileNotFoundError):  # the node's other process moved it first
+        os.replace(path, aside)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    return aside
+
+
 class AlertJournal:
     """The open alerts of one raiser (``raiser``: the node whose Redis keys hold them) and the
     last HISTORY_ROWS raises and resolves, in the SQLite file ``path`` (made 0600)."""
@@ -62,12 +86,16 @@ class AlertJournal:
         # run raised is final, one of this run's only for the kinds an operator resolves.
         self.started_ms = _now_ms()
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(path, 0o600)  # a file made before by another umask
         self._lock = threading.Lock()  # one connection, used from every thread that raises
-        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = _connect(path)
+        except sqlite3.DatabaseError as e:
+            # Not the node's store: a journal that does not open must not stop the node, its
+            # outbox or `vledger repair` (review16 7). Kept aside for whoever looks into it;
+            # what it held open, Redis still shows, and the host's log keeps every line.
+            aside = _move_aside(path)
+            log.error("alert journal %s does not open (%s): moved to %s, a fresh one started", path, e, aside)
+            self._db = _connect(path)
 
     def close(self) -> None:
         with self._lock:
@@ -177,12 +205,18 @@ class AlertJournal:
 def carry_journal(old: Path, new: Path) -> bool:
     """Copy the alert journal of the store directory ``old`` into ``new`` (a repair's rebuilt
     store, which then takes ``old``'s place): the node's open alerts outlive its store's file.
-    Returns whether ``old`` had one."""
+    Returns whether ``old`` had one that opened: a damaged one is left where it is, with a
+    warning (the node starts a fresh journal), not the end of a repair meant for a damaged disk."""
     source = old / ALERT_JOURNAL
     if not source.is_file():
         return False
     target = new / ALERT_JOURNAL
     os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
-    with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
-        src.backup(dst)  # what a WAL beside it holds too
+    try:
+        with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
+            src.backup(dst)  # what a WAL beside it holds too
+    except sqlite3.DatabaseError as e:
+        log.warning("alert journal %s does not open (%s): not carried, the node starts a fresh one", source, e)
+        target.unlink()
+        return False
     return True

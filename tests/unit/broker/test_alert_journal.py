@@ -239,6 +239,32 @@ def test_a_repair_carries_the_journal_into_the_rebuilt_store(journal: AlertJourn
     assert not carry_journal(tmp_path / "none", fresh)
 
 
+def test_a_damaged_journal_is_moved_aside_and_stops_neither_the_node_nor_a_repair(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "file is not a database" stopped the node's start, its outbox (a crash loop) and `vledger
+    # repair`, the tool meant for a damaged disk (review16 7).
+    store = tmp_path / NODE
+    store.mkdir()
+    damaged = b"not a database, whatever the disk did to it" * 100
+    (store / ALERT_JOURNAL).write_bytes(damaged)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with caplog.at_level(logging.WARNING, logger="vledger.broker.alert_journal"):
+        assert not carry_journal(store, fresh)
+    assert not (fresh / ALERT_JOURNAL).exists()
+    assert [r.levelno for r in caplog.records if "does not open" in r.message] == [logging.WARNING]
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="vledger.broker.alert_journal"):
+        with AlertJournal(store / ALERT_JOURNAL, NODE) as journal:
+            journal.raised(FORK.key, {"id": "", **FORK.fields()})
+            assert list(journal.open_alerts()) == [FORK.key]
+    assert [r.levelno for r in caplog.records if "does not open" in r.message] == [logging.ERROR]
+    [aside] = store.glob(f"{ALERT_JOURNAL}.damaged-*")
+    assert aside.read_bytes() == damaged
+    assert stat.S_IMODE((store / ALERT_JOURNAL).stat().st_mode) == 0o600
+
+
 def test_a_later_run_takes_its_earlier_runs_alerts_from_the_journal_when_redis_lost_them(
     raiser: ReplicationLedger, journal: AlertJournal, redis_client: Any, tmp_path: Path
 ) -> None:
