@@ -133,8 +133,8 @@ those are claims, shown with the name of the node that made them.
 Every node user reads the admin ledger's cache (``{accounts}:admin:records``), where its
 grants are. Node N reports which accounts version it applied, and when, in a hash of its own
 (``{accounts}:applied:N``, which it may also DEL, to replace it when of another type, as it
-may its own alert keys) and reads every node's: the admin's ``wait_applied`` reads them, so no node can say another applied a
-change (a revoke) it has not, nor make a live one look dead. Keys
+may its own alert keys) and reads every node's: the admin's ``wait_applied`` reads them, so no
+node can say another applied a change (a revoke) it has not, nor make a live one look dead. Keys
 are named by broker/redis_keys.py (``{*}`` above is a ledger's hash tag); a command a Lua
 script runs is checked against the caller's user too, so a script cannot reach past these
 rules. No user has ``KEYS``, ``FLUSH*``, ``CONFIG``, ``ACL``, ``DEBUG``, ``SHUTDOWN``,

@@ -255,10 +255,12 @@ def test_a_damaged_journal_is_moved_aside_and_stops_neither_the_node_nor_a_repai
     assert not (fresh / ALERT_JOURNAL).exists()
     assert [r.levelno for r in caplog.records if "does not open" in r.message] == [logging.WARNING]
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="vledger.broker.alert_journal"):
-        with AlertJournal(store / ALERT_JOURNAL, NODE) as journal:
-            journal.raised(FORK.key, {"id": "", **FORK.fields()})
-            assert list(journal.open_alerts()) == [FORK.key]
+    with (
+        caplog.at_level(logging.ERROR, logger="vledger.broker.alert_journal"),
+        AlertJournal(store / ALERT_JOURNAL, NODE) as journal,
+    ):
+        journal.raised(FORK.key, {"id": "", **FORK.fields()})
+        assert list(journal.open_alerts()) == [FORK.key]
     assert [r.levelno for r in caplog.records if "does not open" in r.message] == [logging.ERROR]
     [aside] = store.glob(f"{ALERT_JOURNAL}.damaged-*")
     assert aside.read_bytes() == damaged
