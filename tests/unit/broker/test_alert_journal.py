@@ -217,6 +217,27 @@ def test_the_journal_is_the_nodes_alone(journal: AlertJournal) -> None:
     assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
 
 
+def test_an_alert_deleted_in_a_loop_is_noted_once_a_minute(
+    raiser: ReplicationLedger, redis_client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An insider deleting it at every pass made a history row and a WARNING every 5 s, which
+    # evicts the bounded history (review16 8): it is still put back every time.
+    raiser.alert(FORK)
+    clock = [10**12]
+    monkeypatch.setattr("vledger.broker.alert_journal._now_ms", lambda: clock[0])
+    with caplog.at_level(logging.WARNING, logger="vledger.broker.alert_journal"):
+        for _ in range(3):
+            redis_client.hdel(raiser.open_alerts_key, FORK.key)
+            assert raiser.reassert() == [FORK.key]
+            clock[0] += 5_000
+        clock[0] += 60_000
+        redis_client.hdel(raiser.open_alerts_key, FORK.key)
+        assert raiser.reassert() == [FORK.key]
+    events = [event for _, event, key, _ in raiser.journal.history() if key == FORK.key]  # type: ignore[union-attr]
+    assert events == ["raised", "reasserted", "reasserted"]
+    assert len([r for r in caplog.records if "reasserted" in r.message]) == 2
+
+
 def test_the_history_is_bounded(journal: AlertJournal, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("vledger.broker.alert_journal.HISTORY_ROWS", 150)
     for height in range(200):
