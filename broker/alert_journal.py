@@ -55,23 +55,41 @@ def _height(text: str) -> int:
         return -1
 
 
+class _Damaged(Exception):
+    def __init__(self, inode: int, error: sqlite3.DatabaseError) -> None:
+        super().__init__(str(error))
+        self.inode = inode
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        inode = os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
     os.chmod(path, 0o600)  # a file made before by another umask
     db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
-    except sqlite3.DatabaseError:
+    except sqlite3.DatabaseError as e:
         db.close()
-        raise
+        raise _Damaged(inode, e) from e
     return db
 
 
-def _move_aside(path: Path) -> Path:
-    """Rename the damaged journal ``path`` (and its WAL) to ``<name>.damaged-<UTC time>``."""
+def _move_aside(path: Path, failed: int) -> Path | None:
+    """Rename the damaged journal ``path`` (and its WAL) to ``<name>.damaged-<UTC time>``, unless
+    the file there is no longer the one that failed (inode ``failed``): the node's other process
+    (its outbox) moved it first and began a fresh one, which is not to be moved again. Returns
+    where it went, None then."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_ino != failed:
+            return None
     aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
-    with contextlib.suppress(FileNotFoundError):  # the node's other process moved it first
+    if aside.exists():  # two journals damaged within a second: keep both
+        aside = aside.with_name(f"{aside.name}-{failed}")
+    with contextlib.suppress(FileNotFoundError):
         os.replace(path, aside)
     for suffix in ("-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
@@ -94,12 +112,13 @@ class AlertJournal:
         self._put_back_noted: dict[str, int] = {}  # key -> when its last put back was noted (ms)
         try:
             self._db = _connect(path)
-        except sqlite3.DatabaseError as e:
+        except _Damaged as e:
             # Not the node's store: a journal that does not open must not stop the node, its
             # outbox or `vledger repair` (review16 7). Kept aside for whoever looks into it;
             # what it held open, Redis still shows, and the host's log keeps every line.
-            aside = _move_aside(path)
-            log.error("alert journal %s does not open (%s): moved to %s, a fresh one started", path, e, aside)
+            aside = _move_aside(path, e.inode)
+            if aside is not None:
+                log.error("alert journal %s does not open (%s): moved to %s, a fresh one started", path, e, aside)
             self._db = _connect(path)
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 
+from vledger.broker import alert_journal
 from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal, carry_journal
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import Alert, ReplicationLedger, raise_alert, stream_order
@@ -286,6 +287,33 @@ def test_a_damaged_journal_is_moved_aside_and_stops_neither_the_node_nor_a_repai
     [aside] = store.glob(f"{ALERT_JOURNAL}.damaged-*")
     assert aside.read_bytes() == damaged
     assert stat.S_IMODE((store / ALERT_JOURNAL).stat().st_mode) == 0o600
+
+
+def test_a_damaged_journal_the_nodes_other_process_replaced_first_is_not_moved_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The node and its outbox open one journal: the second to find it damaged must not move
+    # the fresh one the first began (and lose what was raised there meanwhile).
+    path = tmp_path / NODE / ALERT_JOURNAL
+    path.parent.mkdir()
+    path.write_bytes(b"damaged" * 200)
+    connect = alert_journal._connect
+    calls = []
+
+    def first_moves_it(target: Path) -> Any:
+        calls.append(target)
+        try:
+            return connect(target)
+        except Exception:
+            if len(calls) == 1:
+                with AlertJournal(target, NODE) as first:  # the other process, faster
+                    first.raised(FORK.key, {"id": "", **FORK.fields()})
+            raise
+
+    monkeypatch.setattr(alert_journal, "_connect", first_moves_it)
+    with AlertJournal(path, NODE) as second:
+        assert list(second.open_alerts()) == [FORK.key]
+    assert len(list(path.parent.glob(f"{ALERT_JOURNAL}.damaged-*"))) == 1
 
 
 def test_a_later_run_takes_its_earlier_runs_alerts_from_the_journal_when_redis_lost_them(
