@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 ALERT_JOURNAL = "alerts.sqlite3"  # in the node's data directory, beside its store
 HISTORY_ROWS = 10_000  # the raises and resolves kept; older ones are in the host's log only
+# An alert put back again within this long of its last noted put back is not noted (nor logged at
+# WARNING) again: an insider deleting it in a loop would write a row and a line every pass,
+# evicting the history (review16 8); one a minute still says it keeps being lost.
+REASSERT_NOTE_MS = 60_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS open_alerts (key TEXT PRIMARY KEY, alert TEXT NOT NULL, raised_ms INTEGER NOT NULL);
@@ -51,6 +55,48 @@ def _height(text: str) -> int:
         return -1
 
 
+class _Damaged(Exception):
+    def __init__(self, inode: int, error: sqlite3.DatabaseError) -> None:
+        super().__init__(str(error))
+        self.inode = inode
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        inode = os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+    os.chmod(path, 0o600)  # a file made before by another umask
+    db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+    except sqlite3.DatabaseError as e:
+        db.close()
+        raise _Damaged(inode, e) from e
+    return db
+
+
+def _move_aside(path: Path, failed: int) -> Path | None:
+    """Rename the damaged journal ``path`` (and its WAL) to ``<name>.damaged-<UTC time>``, unless
+    the file there is no longer the one that failed (inode ``failed``): the node's other process
+    (its outbox) moved it first and began a fresh one, which is not to be moved again. Returns
+    where it went, None then."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_ino != failed:
+            return None
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    if aside.exists():  # two journals damaged within a second: keep both
+        aside = aside.with_name(f"{aside.name}-{failed}")
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, aside)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    return aside
+
+
 class AlertJournal:
     """The open alerts of one raiser (``raiser``: the node whose Redis keys hold them) and the
     last HISTORY_ROWS raises and resolves, in the SQLite file ``path`` (made 0600)."""
@@ -62,12 +108,18 @@ class AlertJournal:
         # run raised is final, one of this run's only for the kinds an operator resolves.
         self.started_ms = _now_ms()
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(path, 0o600)  # a file made before by another umask
         self._lock = threading.Lock()  # one connection, used from every thread that raises
-        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._put_back_noted: dict[str, int] = {}  # key -> when its last put back was noted (ms)
+        try:
+            self._db = _connect(path)
+        except _Damaged as e:
+            # Not the node's store: a journal that does not open must not stop the node, its
+            # outbox or `vledger repair` (review16 7). Kept aside for whoever looks into it;
+            # what it held open, Redis still shows, and the host's log keeps every line.
+            aside = _move_aside(path, e.inode)
+            if aside is not None:
+                log.error("alert journal %s does not open (%s): moved to %s, a fresh one started", path, e, aside)
+            self._db = _connect(path)
 
     def close(self) -> None:
         with self._lock:
@@ -128,8 +180,14 @@ class AlertJournal:
                 return False
             text = json.dumps(put(), sort_keys=True)
             self._db.execute("UPDATE open_alerts SET alert = ? WHERE key = ?", (text, key))
-            self._note(now, "reasserted", key, text)
-        log.warning("alert reasserted by %s: %s %s", self.raiser, key, text)
+            noted = now - self._put_back_noted.get(key, now - REASSERT_NOTE_MS) >= REASSERT_NOTE_MS
+            if noted:
+                self._put_back_noted[key] = now
+                self._note(now, "reasserted", key, text)
+        if noted:
+            log.warning("alert reasserted by %s: %s %s", self.raiser, key, text)
+        else:
+            log.info("alert reasserted by %s again within %d s: %s", self.raiser, REASSERT_NOTE_MS // 1000, key)
         return True
 
     def recorded(self, key: str, alert: dict[str, Any]) -> None:
@@ -177,12 +235,18 @@ class AlertJournal:
 def carry_journal(old: Path, new: Path) -> bool:
     """Copy the alert journal of the store directory ``old`` into ``new`` (a repair's rebuilt
     store, which then takes ``old``'s place): the node's open alerts outlive its store's file.
-    Returns whether ``old`` had one."""
+    Returns whether ``old`` had one that opened: a damaged one is left where it is, with a
+    warning (the node starts a fresh journal), not the end of a repair meant for a damaged disk."""
     source = old / ALERT_JOURNAL
     if not source.is_file():
         return False
     target = new / ALERT_JOURNAL
     os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
-    with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
-        src.backup(dst)  # what a WAL beside it holds too
+    try:
+        with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
+            src.backup(dst)  # what a WAL beside it holds too
+    except sqlite3.DatabaseError as e:
+        log.warning("alert journal %s does not open (%s): not carried, the node starts a fresh one", source, e)
+        target.unlink()
+        return False
     return True

@@ -132,9 +132,9 @@ those are claims, shown with the name of the node that made them.
 
 Every node user reads the admin ledger's cache (``{accounts}:admin:records``), where its
 grants are. Node N reports which accounts version it applied, and when, in a hash of its own
-(``{accounts}:applied:N``, which it may also DEL, to replace it when of another type) and reads
-every node's: the admin's ``wait_applied`` reads them, so no node can say another applied a
-change (a revoke) it has not, nor make a live one look dead. Keys
+(``{accounts}:applied:N``, which it may also DEL, to replace it when of another type, as it
+may its own alert keys) and reads every node's: the admin's ``wait_applied`` reads them, so no
+node can say another applied a change (a revoke) it has not, nor make a live one look dead. Keys
 are named by broker/redis_keys.py (``{*}`` above is a ledger's hash tag); a command a Lua
 script runs is checked against the caller's user too, so a script cannot reach past these
 rules. No user has ``KEYS``, ``FLUSH*``, ``CONFIG``, ``ACL``, ``DEBUG``, ``SHUTDOWN``,
@@ -425,8 +425,11 @@ def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> di
         f"(+xadd {stream})",
     )
     # A node replaces its own applied key when it is of another type (broker/accounts.py
-    # _OWN_HASH: the admin's user can SET it, and every report, the start's too, failed on it).
-    own_applied = f"(+del ~{ns}:{{accounts}}:applied:{node})"
+    # _OWN_HASH: the admin's user can SET it, and every report, the start's too, failed on it),
+    # and its own alert keys so (ReplicationLedger._own_write: its own user can XADD to its open
+    # hash, and every alert it raised or put back failed there).
+    own_alerts = f"~{ns}:{{alerts}}:log:{node} ~{ns}:{{alerts}}:open:{node}"
+    own_applied = f"(+del ~{ns}:{{accounts}}:applied:{node} {own_alerts})"
     homed: list[str] = [own_applied]
     for ledger in sorted(checkpoints):
         keys = f"~{ns}:{{{ledger}}}:checkpoint ~{ns}:{{{ledger}}}:epoch_proof"

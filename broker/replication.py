@@ -54,7 +54,7 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   (``vledger alerts resolve``, from every raiser's hash), noting each one's stream id in
   ``vledger:{alerts}:resolved`` (field: ``<raiser>|<key>``), which only the admin's user may write. A
   raiser may still delete its own alerts, so the verifier opens again, in its own hash, an
-  alert of OPERATOR_RESOLVED that vanished without that note. And a node keeps its open alerts
+  alert only an operator resolves (operator_resolves) that vanished without that note. And a node keeps its open alerts
   in its data directory too (broker/alert_journal.py), and puts back what Redis lost of them
   (:meth:`ReplicationLedger.reassert`).
 """
@@ -98,6 +98,7 @@ OPERATOR_RESOLVED = frozenset(
     (
         "equivocation",
         "signed_fork",
+        "admin_cache_conflict",  # the copy is rewritten at once: the alert is the evidence
         "retired_key",
         STORE_CONTRADICTS,  # but a follower's about its own copy: see operator_resolves
         "bad_cosignature",
@@ -109,19 +110,50 @@ OPERATOR_RESOLVED = frozenset(
 )
 
 
+RECORD_CONFLICT = "record_conflict"
+# A raiser's open alerts key of another type than a hash (PROTOCOL 10.5): shown by readers in its
+# alerts' place until that node writes the key again or an operator deletes it.
+ALERT_KEYS_DAMAGED = "alert_keys_damaged"
+
+
+def _wrong_type(error: Exception) -> bool:
+    return "WRONGTYPE" in str(error)
+
+
 def operator_resolves(raiser: str | None, key: str, follows: Callable[[str, str], bool]) -> bool:
     """Whether only an operator resolves ``raiser``'s open alert ``key`` (``<node>|<ledger>|<what>``,
-    PROTOCOL 10.5): its kind is of OPERATOR_RESOLVED, and it is not a follower's
+    PROTOCOL 10.5's table): its kind is of OPERATOR_RESOLVED, and it is not a follower's
     ``store_contradicts_checkpoint`` about its own copy of the ledger (``follows(node, ledger)``:
     a replica or observer, or the ledger's standby while another node is its home), which that
     follower resolves once a checkpoint of the home vouches for the copy again (repaired or
     restored): a follower that hid it would only hide its own blame, which it could as well
-    never have raised."""
+    never have raised. Or it is the verifier's ``record_conflict`` on a node's copy (one
+    raiser's about another node): a follower's about a record it refused (``node`` itself) and
+    a home's or the verifier's against the stream (``node`` ``redis``) resolve on their own."""
     node, _, rest = key.partition("|")
     ledger, what = rest.rpartition("|")[0], key.rpartition("|")[2]
+    if what == RECORD_CONFLICT:
+        return raiser is not None and node not in ("redis", raiser)
     if what not in OPERATOR_RESOLVED:
         return False
     return not (what == STORE_CONTRADICTS and raiser is not None and raiser == node and follows(node, ledger))
+
+
+def _copies_nothing(node: str, ledger: str) -> bool:
+    return False
+
+
+def operator_final(raiser: str | None, key: str) -> bool:
+    """Whether an operator's resolution of ``raiser``'s alert ``key`` is final for its raiser
+    even in the run that raised it (PROTOCOL 10.5): the kinds only an operator resolves (a
+    follower's own ``store_contradicts_checkpoint`` too: once resolved by hand, its keeper does
+    not tell it from another's), and the home's ``record_conflict`` against the stream, which
+    the outbox resolves from what only its process remembers (the rewrite it began), so an
+    outbox that restarted since would never resolve it, and which it raises again at the next
+    entry that is not its record."""
+    return operator_resolves(raiser, key, _copies_nothing) or (
+        key.startswith("redis|") and key.rpartition("|")[2] == RECORD_CONFLICT
+    )
 
 
 # What the replication paths survive and retry: Redis away, and Redis refusing (an error
@@ -888,26 +920,64 @@ class ReplicationLedger:
     def _put(self, key: str, fields: dict[str, str]) -> dict[str, str]:
         """Add an alert's ``fields`` to this client's stream and open hash; returns it as the
         hash holds it, its stream ``id`` added."""
-        entry = _text(self.client.xadd(self.alerts_key, fields, maxlen=ALERTS_MAX_LEN, approximate=True))
-        opened = {"id": entry, **fields}
-        self.client.hset(self.open_alerts_key, key, json.dumps(opened, sort_keys=True))
+        add = functools.partial(self.client.xadd, self.alerts_key, fields, maxlen=ALERTS_MAX_LEN, approximate=True)
+        opened = {"id": _text(self._own_write(self.alerts_key, add)), **fields}
+        self._own_write(self.open_alerts_key, functools.partial(self._hset_open, key, opened))
         return opened
 
-    def open_by_raiser(self) -> list[tuple[str | None, dict[str, dict[str, Any]]]]:
+    def _hset_open(self, key: str, alert: dict[str, Any]) -> Any:
+        return self.client.hset(self.open_alerts_key, key, json.dumps(alert, sort_keys=True))
+
+    def _own_write(self, name: str, write: Callable[[], Any]) -> Any:
+        """``write`` to this node's own alert key ``name``; one of another type (its own Redis
+        user can XADD to its open hash, HSET its stream: review16 2) is deleted and written
+        again, as a node does its applied key (broker/accounts.py), else every alert it raises
+        or puts back would fail there for good. What the key held was no alert of this node's
+        (the journal keeps those)."""
+        try:
+            return write()
+        except redis.exceptions.ResponseError as e:
+            if not _wrong_type(e):
+                raise
+            log.warning("%s is not of its type (%s): someone with this node's Redis password changed it;"
+                        " replaced", name, e)  # fmt: skip
+        self.client.delete(name)
+        return write()
+
+    def _own_open_hash(self) -> dict[str, str]:
+        """This node's open hash, none where the key is of another type (its next put replaces it)."""
+        try:
+            return {_text(k): _text(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+        except redis.exceptions.ResponseError as e:
+            if not _wrong_type(e):
+                raise
+            return {}
+
+    def open_by_raiser(self, report_damaged: bool = True) -> list[tuple[str | None, dict[str, dict[str, Any]]]]:
         """Every raiser's open alerts (:meth:`raisers`, None: the shared keys), as its hash holds
         them, except an ``id`` past the server's clock, which is shown empty: the raiser wrote the
         JSON, id included, and no stream of this server made that id (PROTOCOL 10.5). Left as it
         was, it would rank above every alert raised since, and an operator's note of it would
-        cover them."""
+        cover them. A raiser whose open key is of another type (its own Redis user can make it
+        a stream) holds none; with ``report_damaged``, an ALERT_KEYS_DAMAGED alert about it
+        stands in the shared keys' place instead: one node's key must not hide every raiser's
+        alerts from the operator, the gateway and the verifier (review16 2b)."""
         raisers = self.raisers()
         pipe = self.client.pipeline(transaction=False)
         for node in raisers:
             pipe.hgetall(self.open_alerts_key_of(node))
         pipe.time()
         *replies, clock = pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, Exception):
+        damaged: dict[str, dict[str, Any]] = {}
+        for i, (node, reply) in enumerate(zip(raisers, replies, strict=True)):
+            if not isinstance(reply, Exception):
+                continue
+            if not (node and isinstance(reply, redis.exceptions.ResponseError) and _wrong_type(reply)):
                 raise reply
+            log.warning("the open alerts of %s are not readable (%s): shown as %s", node, reply, ALERT_KEYS_DAMAGED)
+            replies[i] = {}
+            found_alert = Alert(node, "", 0, ALERT_KEYS_DAMAGED, f"{self.open_alerts_key_of(node)}: {reply}", "redis")
+            damaged[found_alert.key] = {"id": "", **found_alert.fields()}
         # An ACL file written before TIME was the gateway's refuses it (until `vledger keygen
         # --cluster` runs again): this host's clock then, a cluster's hosts keep theirs close.
         seconds, micros = divmod(time.time_ns() // 1000, 1_000_000) if isinstance(clock, Exception) else clock
@@ -919,6 +989,8 @@ class ReplicationLedger:
                 if _stream_id(_alert_id(alert)) > now:
                     alert["id"] = ""
             found.append((node, alerts))
+        if damaged and report_damaged:
+            found.append((None, damaged))
         return found
 
     def own_open_alerts(self) -> dict[str, dict[str, Any]]:
@@ -989,7 +1061,7 @@ class ReplicationLedger:
         kept = journal.open_alerts()
         if not kept:
             return []
-        held = {_text(k): _text(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+        held = self._own_open_hash()
         lost = [key for key, (alert, _) in kept.items() if held.get(key) != json.dumps(alert, sort_keys=True)]
         try:
             notes = self.operator_resolved((self.node, key) for key in lost)
@@ -1001,7 +1073,7 @@ class ReplicationLedger:
             alert, raised_ms = kept[key]
             note = notes.get((self.node, key))
             by_operator = note is not None and _alert_id(alert) and _stream_id(note) >= _stream_id(_alert_id(alert))
-            if by_operator and (key.rpartition("|")[2] in OPERATOR_RESOLVED or raised_ms < journal.started_ms):
+            if by_operator and (operator_final(self.node, key) or raised_ms < journal.started_ms):
                 journal.resolved([key], by="operator")
                 continue
             fields = {k: str(v) for k, v in alert.items() if k != "id"}
@@ -1027,7 +1099,7 @@ class ReplicationLedger:
         ids: dict[str, str] = {}
         closed: set[str] = set()
         held: list[tuple[str, list[str]]] = []
-        for node, alerts in self.open_by_raiser():
+        for node, alerts in self.open_by_raiser(report_damaged=False):
             mine = [name for name in names if name in alerts]
             for name in mine:
                 ids[self.resolved_field(node, name)] = _alert_id(alerts[name])
@@ -1056,7 +1128,7 @@ class ReplicationLedger:
         kept = {k: v for k, v in alert.items() if k != "raised_by"}
         if self.journal is not None:
             self.journal.raised(key, kept, "reopened")
-        self.client.hset(self.open_alerts_key, key, json.dumps(kept, sort_keys=True))
+        self._own_write(self.open_alerts_key, functools.partial(self._hset_open, key, kept))
 
     def resolve_node(self, node: str, ledger: str, kinds: Iterable[str]) -> int:
         return self.resolve(f"{node}|{ledger}|{what}" for what in kinds)

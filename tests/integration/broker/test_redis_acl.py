@@ -363,6 +363,26 @@ def test_a_node_replaces_its_own_applied_key_of_another_type_and_no_other(acl: A
         registry.client.delete(other)
 
 
+@pytest.mark.parametrize("role", ["ingest", "replica", "observer", "verifier"])
+def test_a_node_replaces_its_own_alert_keys_made_of_another_type_and_no_other(acl: AclServer, role: str) -> None:
+    """review16 2: a node's own user can HDEL its open alerts and XADD to the key; every alert
+    it raised then failed WRONGTYPE. It replaces its own key (DEL), and DEL reaches no other's,
+    and one raiser's key of another type hides no other raiser's alerts from any reader."""
+    repl = acl.repl(role)
+    repl.client.xadd(repl.open_alerts_key, {"x": "y"})
+    alert = Alert(node="x", ledger="votes", what="fork", height=1, detail="t")
+    assert repl.alert(alert)
+    assert acl.client("admin").type(repl.open_alerts_key) == b"hash"
+    other = repl.open_alerts_key_of("replica-2" if repl.node != "replica-2" else "ingest-1")
+    acl.client("admin").xadd(other, {"x": "y"})
+    with pytest.raises(NOPERM):
+        repl.client.delete(other)
+    for reader in ("admin", "gateway", "verifier"):
+        shown = acl.repl(reader).open_alerts()
+        assert shown[alert.key]["raised_by"] == repl.node
+        assert other.rpartition(":")[2] + "||alert_keys_damaged" in shown
+
+
 def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) -> None:
     home = ReplicationLedger(acl.client("ingest"), raisers=sorted(NODES))
     home.append("votes", "ingest-1", 0, [b"r0", b"r1"], checkpoint=b"home note")

@@ -84,6 +84,13 @@ def test_open_alerts_come_back_after_redis_loses_them_and_an_operators_resolutio
     redis.delete(replication.open_alerts_key_of("ingest-1"), replication.alerts_key_of("ingest-1"))
     back = wait_until(open_ones, WAIT, "the alerts back after their keys were deleted")
     assert {key: _same(back[key]) for key in keys} == raised
+    # Or makes its open hash a stream (HDEL and XADD are its own commands there, review16 2): the
+    # home replaces the key, and meanwhile readers show that one raiser's key is damaged.
+    redis.delete(replication.open_alerts_key_of("ingest-1"))
+    redis.xadd(replication.open_alerts_key_of("ingest-1"), {"x": "y"})
+    back = wait_until(open_ones, WAIT, "the alerts back after their open hash was made a stream")
+    assert {key: _same(back[key]) for key in keys} == raised
+    assert "ingest-1||alert_keys_damaged" not in back
 
     # The home restarts while Redis is wiped again: its data directory still holds them.
     assert cluster.stop_node("ingest-1") == 0

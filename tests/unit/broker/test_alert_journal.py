@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 
+from vledger.broker import alert_journal
 from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal, carry_journal
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import Alert, ReplicationLedger, raise_alert, stream_order
@@ -74,6 +75,37 @@ def test_deleted_or_rewritten_alert_keys_come_back(raiser: ReplicationLedger, re
     assert shown(raiser) == before
 
 
+def test_an_open_hash_made_a_stream_is_replaced(
+    raiser: ReplicationLedger, redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An insider with the node's Redis password (HDEL and XADD are its own commands there) makes
+    # its open hash a stream: every put back and every new alert failed WRONGTYPE, for good,
+    # logged at debug (review16 2).
+    raiser.alert(FORK)
+    before = shown(raiser)
+    redis_client.delete(raiser.open_alerts_key)
+    redis_client.xadd(raiser.open_alerts_key, {"x": "y"})
+    with caplog.at_level(logging.WARNING, logger="vledger.broker.replication"):
+        assert raiser.reassert() == [FORK.key]
+    assert shown(raiser) == before
+    assert [r.levelno for r in caplog.records if "not of its type" in r.message] == [logging.WARNING]
+
+
+@pytest.mark.parametrize("key_of", ["open_alerts_key", "alerts_key"])
+def test_a_new_alert_replaces_an_alert_key_of_another_type(
+    raiser: ReplicationLedger, redis_client: Any, caplog: pytest.LogCaptureFixture, key_of: str
+) -> None:
+    key = getattr(raiser, key_of)
+    if key_of == "open_alerts_key":
+        redis_client.xadd(key, {"x": "y"})
+    else:
+        redis_client.hset(key, "x", "y")
+    with caplog.at_level(logging.WARNING, logger="vledger.broker.replication"):
+        raised = raiser.alert(LAGGING)
+    assert raiser.open_alerts()[LAGGING.key]["id"] == raised
+    assert [r.levelno for r in caplog.records if "not of its type" in r.message] == [logging.WARNING]
+
+
 def test_an_alert_its_raiser_resolved_does_not_come_back(raiser: ReplicationLedger, redis_client: Any) -> None:
     raiser.alert(LAGGING)
     raiser.alert(FORK)
@@ -113,29 +145,43 @@ def test_a_restart_keeps_the_open_alerts(
         assert shown(restarted) == before
 
 
+@pytest.mark.parametrize(
+    "alert",
+    [
+        FORK,
+        # PROTOCOL 10.5's table: the copy is rewritten at once, the alert is the evidence (review16 1).
+        Alert("redis", "admin", 3, "admin_cache_conflict", "the copy was rewritten", source="ingest-1"),
+        # The verifier's on a node's copy: nothing but an operator resolves it.
+        Alert("replica-1", LEDGER, 3, "record_conflict", "this node's record differs", source="redis"),
+        # The outbox's against the stream: it resolves it from memory a restarted outbox lacks.
+        Alert("redis", LEDGER, 3, "record_conflict", "the home rewrote the stream", source="ingest-1"),
+    ],
+    ids=["signed_fork", "admin_cache_conflict", "record_conflict_on_a_copy", "record_conflict_on_the_stream"],
+)
 def test_an_operators_resolution_is_final_for_the_kinds_only_an_operator_resolves(
-    raiser: ReplicationLedger, operator: ReplicationLedger
+    raiser: ReplicationLedger, operator: ReplicationLedger, alert: Alert
 ) -> None:
-    raiser.alert(FORK)
-    assert operator.resolve_as_operator([FORK.key]) == 1
+    raiser.alert(alert)
+    assert operator.resolve_as_operator([alert.key]) == 1
     assert raiser.reassert() == []
     assert raiser.open_alerts() == {}
-    assert [event for _, event, key, _ in raiser.journal.history() if key == FORK.key] == [  # type: ignore[union-attr]
+    assert [event for _, event, key, _ in raiser.journal.history() if key == alert.key] == [  # type: ignore[union-attr]
         "raised",
         "resolved by operator",
     ]
 
 
+@pytest.mark.parametrize("alert", [LAGGING, Alert(NODE, LEDGER, 3, "record_conflict", "refused", source="ingest-1")])
 def test_an_operators_resolution_of_a_cause_still_there_comes_back(
-    raiser: ReplicationLedger, operator: ReplicationLedger
+    raiser: ReplicationLedger, operator: ReplicationLedger, alert: Alert
 ) -> None:
     # This run raised it and resolves it itself once its cause is gone: until then, it is open.
-    raised = raiser.alert(LAGGING)
-    assert operator.resolve_as_operator([LAGGING.key]) == 1
-    assert raiser.reassert() == [LAGGING.key]
-    back = raiser.open_alerts()[LAGGING.key]
+    raised = raiser.alert(alert)
+    assert operator.resolve_as_operator([alert.key]) == 1
+    assert raiser.reassert() == [alert.key]
+    back = raiser.open_alerts()[alert.key]
     assert stream_order(back["id"]) > stream_order(raised)
-    assert operator.operator_resolved([(NODE, LAGGING.key)]) == {(NODE, LAGGING.key): raised}
+    assert operator.operator_resolved([(NODE, alert.key)]) == {(NODE, alert.key): raised}
     assert raiser.reassert() == []  # the operator's note is of the older id
 
 
@@ -172,6 +218,27 @@ def test_the_journal_is_the_nodes_alone(journal: AlertJournal) -> None:
     assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
 
 
+def test_an_alert_deleted_in_a_loop_is_noted_once_a_minute(
+    raiser: ReplicationLedger, redis_client: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An insider deleting it at every pass made a history row and a WARNING every 5 s, which
+    # evicts the bounded history (review16 8): it is still put back every time.
+    raiser.alert(FORK)
+    clock = [10**12]
+    monkeypatch.setattr("vledger.broker.alert_journal._now_ms", lambda: clock[0])
+    with caplog.at_level(logging.WARNING, logger="vledger.broker.alert_journal"):
+        for _ in range(3):
+            redis_client.hdel(raiser.open_alerts_key, FORK.key)
+            assert raiser.reassert() == [FORK.key]
+            clock[0] += 5_000
+        clock[0] += 60_000
+        redis_client.hdel(raiser.open_alerts_key, FORK.key)
+        assert raiser.reassert() == [FORK.key]
+    events = [event for _, event, key, _ in raiser.journal.history() if key == FORK.key]  # type: ignore[union-attr]
+    assert events == ["raised", "reasserted", "reasserted"]
+    assert len([r for r in caplog.records if "reasserted" in r.message]) == 2
+
+
 def test_the_history_is_bounded(journal: AlertJournal, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("vledger.broker.alert_journal.HISTORY_ROWS", 150)
     for height in range(200):
@@ -192,6 +259,61 @@ def test_a_repair_carries_the_journal_into_the_rebuilt_store(journal: AlertJourn
         assert list(carried.open_alerts()) == [FORK.key]
     assert stat.S_IMODE((fresh / ALERT_JOURNAL).stat().st_mode) == 0o600
     assert not carry_journal(tmp_path / "none", fresh)
+
+
+def test_a_damaged_journal_is_moved_aside_and_stops_neither_the_node_nor_a_repair(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "file is not a database" stopped the node's start, its outbox (a crash loop) and `vledger
+    # repair`, the tool meant for a damaged disk (review16 7).
+    store = tmp_path / NODE
+    store.mkdir()
+    damaged = b"not a database, whatever the disk did to it" * 100
+    (store / ALERT_JOURNAL).write_bytes(damaged)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with caplog.at_level(logging.WARNING, logger="vledger.broker.alert_journal"):
+        assert not carry_journal(store, fresh)
+    assert not (fresh / ALERT_JOURNAL).exists()
+    assert [r.levelno for r in caplog.records if "does not open" in r.message] == [logging.WARNING]
+    caplog.clear()
+    with (
+        caplog.at_level(logging.ERROR, logger="vledger.broker.alert_journal"),
+        AlertJournal(store / ALERT_JOURNAL, NODE) as journal,
+    ):
+        journal.raised(FORK.key, {"id": "", **FORK.fields()})
+        assert list(journal.open_alerts()) == [FORK.key]
+    assert [r.levelno for r in caplog.records if "does not open" in r.message] == [logging.ERROR]
+    [aside] = store.glob(f"{ALERT_JOURNAL}.damaged-*")
+    assert aside.read_bytes() == damaged
+    assert stat.S_IMODE((store / ALERT_JOURNAL).stat().st_mode) == 0o600
+
+
+def test_a_damaged_journal_the_nodes_other_process_replaced_first_is_not_moved_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The node and its outbox open one journal: the second to find it damaged must not move
+    # the fresh one the first began (and lose what was raised there meanwhile).
+    path = tmp_path / NODE / ALERT_JOURNAL
+    path.parent.mkdir()
+    path.write_bytes(b"damaged" * 200)
+    connect = alert_journal._connect
+    calls = []
+
+    def first_moves_it(target: Path) -> Any:
+        calls.append(target)
+        try:
+            return connect(target)
+        except Exception:
+            if len(calls) == 1:
+                with AlertJournal(target, NODE) as first:  # the other process, faster
+                    first.raised(FORK.key, {"id": "", **FORK.fields()})
+            raise
+
+    monkeypatch.setattr(alert_journal, "_connect", first_moves_it)
+    with AlertJournal(path, NODE) as second:
+        assert list(second.open_alerts()) == [FORK.key]
+    assert len(list(path.parent.glob(f"{ALERT_JOURNAL}.damaged-*"))) == 1
 
 
 def test_a_later_run_takes_its_earlier_runs_alerts_from_the_journal_when_redis_lost_them(

@@ -472,6 +472,24 @@ def test_an_open_alerts_id_past_the_servers_clock_ranks_last_and_is_noted_for_it
     assert reader.operator_resolved(pairs) == {("replica-1", alert.key): raised, ("replica-3", alert.key): ""}
 
 
+def test_one_raisers_open_key_of_another_type_hides_no_other_raisers_alerts(redis_client: Any) -> None:
+    # A node's own Redis user can make its open hash a stream; every reader (`vledger alerts`,
+    # the gateway, the verifier) failed WRONGTYPE, all raisers' alerts hidden (review16 2b).
+    honest = ReplicationLedger(redis_client, node="verifier-1")
+    alert = Alert("ingest-1", LEDGER, 3, "signed_fork", "two roots", source="redis")
+    honest.alert(alert)
+    redis_client.xadd(honest.open_alerts_key_of("replica-1"), {"x": "y"})
+    reader = ReplicationLedger(redis_client, raisers=["verifier-1", "replica-1"])
+    shown = reader.open_alerts()
+    assert shown[alert.key]["raised_by"] == "verifier-1"
+    damaged = shown["replica-1||alert_keys_damaged"]
+    assert (damaged["node"], damaged["source"], damaged["id"]) == ("replica-1", "redis", "")
+    assert "WRONGTYPE" in damaged["detail"]
+    assert dict(reader.open_by_raiser())["replica-1"] == {}
+    assert reader.resolve_as_operator([alert.key]) == 1
+    assert list(reader.open_alerts()) == ["replica-1||alert_keys_damaged"]
+
+
 def test_open_alerts_are_read_by_a_user_whose_acl_predates_time(redis_client: Any) -> None:
     # A gateway's user from an ACL file written before it was granted TIME: open alerts are
     # still shown (ids checked against this host's clock), not a refusal.
