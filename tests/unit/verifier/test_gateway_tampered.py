@@ -33,6 +33,7 @@ from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
 from vledger.tests.unit.verifier.fakes import FakeRedis, NoRedis, two_nodes
+from vledger.verifier import gateway as gateway_module
 from vledger.verifier.gateway import IMMUTABLE, Gateway, build_app, readiness
 from vledger.verifier.tally import TallyReport, Verdict
 
@@ -204,3 +205,43 @@ def test_the_store_s_own_checkpoint_is_served_while_a_larger_one_is_past_its_rec
         assert gateway.checkpoint(LEDGER).gathered.checkpoint.size == SIGNED_AT
     finally:
         gateway.close()
+
+
+def test_a_ledger_healed_in_place_is_served_again(
+    served: tuple[str, Gateway], config: ClusterConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A follower heals its copy in the same file (node/store_cut.py cuts back, fetches again):
+    # the gateway refused the ledger until it restarted (review r16, finding 4).
+    url, _ = served
+    path = config.store_dir("replica-1") / DB_NAME
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT * FROM records WHERE ledger = ? AND height = 100", (LEDGER,)).fetchone()
+        db.execute("DELETE FROM records WHERE ledger = ? AND height = 100", (LEDGER,))
+    db.close()
+    assert refused_damaged(f"{url}/api/ledgers/{LEDGER}/records/120")
+    assert json.loads(get(f"{url}/readyz")[2])["checks"]["store"] is not None
+    # From now on every request finds the refusal expired: the tile is proven again, and while
+    # the record is missing, refused again.
+    monkeypatch.setattr(gateway_module, "REFUSAL_SECONDS", 0.0)
+    assert refused_damaged(f"{url}/api/ledgers/{LEDGER}/records/120")
+    assert json.loads(get(f"{url}/readyz")[2])["checks"]["store"] is not None
+    with sqlite3.connect(path) as db:  # the node fetched it again: the same bytes, the same file
+        db.execute(f"INSERT INTO records VALUES ({','.join('?' * len(row))})", row)
+    db.close()
+    status, _, body = get(f"{url}/api/ledgers/{LEDGER}/records/120")
+    assert status == 200, body[:300]
+    assert get(f"{url}/ledgers/{LEDGER}/checkpoint")[0] == 200
+    assert json.loads(get(f"{url}/readyz")[2])["checks"]["store"] is None
+
+
+def test_a_contradiction_found_by_reads_of_a_replaced_file_is_not_recorded(served: tuple[str, Gateway]) -> None:
+    # A thread still on the old file (for up to STORE_LOOK_SECONDS after `vledger repair`'s
+    # swap) marked the new one damaged, and nothing reset it until the gateway restarted.
+    url, gateway = served
+    assert get(f"{url}/api/ledgers/{LEDGER}/records/3")[0] == 200
+    generation = gateway._generation
+    gateway._generation += 1  # another thread saw the file replaced meanwhile
+    error = gateway.contradiction(LEDGER, "read from the old file", generation, 0)
+    assert isinstance(error, StoreDamagedError)
+    assert gateway.known_damage() is None
+    assert get(f"{url}/api/ledgers/{LEDGER}/records/3")[0] == 200
