@@ -130,6 +130,7 @@ STORE_LOOK_SECONDS = 1.0  # how often a thread looks whether the store's file wa
 REFUSAL_SECONDS = 10.0
 PROBE_TIMEOUT = 1.0  # a node's /readyz that does not answer in this is shown down
 TILE_CACHE = 1024  # tiles kept in memory (8 MiB at most): served again without a read
+ROOTS_KEPT = 4  # checkpoints per ledger whose root the store's tree was found to lead to
 LOG_LINES = 20
 LOG_TAIL_BYTES = 8192
 CLIENT_QUEUE = 256  # events queued per event-stream client; a client this far behind is dropped
@@ -394,8 +395,14 @@ class Gateway:
         # most TILE_CACHE tiles): what an entry bundle, a record, a receipt or a proof serves is
         # compared with them, so a store whose record bytes were changed never has them served (M1).
         self._proven: dict[tuple[str, int], bytes] = {}
-        # (ledger, size, root) of the served checkpoints the store's tree was found to lead to.
-        self._roots_checked: set[tuple[str, int, bytes]] = set()
+        # ledger -> the (size, root) of the newest checkpoints (ROOTS_KEPT, the served one and the
+        # largest among them) the store's tree was found to lead to: one a served checkpoint grew
+        # this set forever (review r16).
+        self._roots_checked: dict[str, list[tuple[int, bytes]]] = {}
+        # ledger -> ((tile index, the ledger's size), its leaves) of the last tile that no signed
+        # root proved yet (the newest): each request near the head re-read and hashed up to 256
+        # records; compared with as proven ones are, so a record changed since is found too.
+        self._unproven: dict[str, tuple[tuple[int, int], list[bytes]]] = {}
         # ledger -> (why, the tile found so, since when), once its records were found not to lead
         # to its tree: every answer made of that store's copy of the ledger is refused
         # (store_damaged) until the file is replaced or that tile proves again (REFUSAL_SECONDS).
@@ -496,6 +503,8 @@ class Gateway:
         still does not prove); if it does, the store's damage that ledger showed is over."""
         generation = self._generation
         first = index * tree.TILE_WIDTH
+        with self._voters_lock:  # a cut back and fetched again may hold other records as unproven ones
+            self._unproven.pop(ledger, None)
         size = self._size(ledger)
         rows = list(self.reader.iter_raw(ledger, first, min(first + tree.TILE_WIDTH, size)))
         if [height for height, _ in rows] != list(range(first, first + len(rows))) or (
@@ -554,6 +563,7 @@ class Gateway:
                 self._tiles.clear()
                 self._proven.clear()
                 self._roots_checked.clear()
+                self._unproven.clear()
                 self._contradicted.clear()
                 with self._damage_lock:  # what was found was the old file's
                     self._damage = None
@@ -857,9 +867,16 @@ class Gateway:
             proven = self._proven.get((ledger, index), b"")
             if len(proven) < (high - first) * tree.HASH_SIZE:
                 size = self._size(ledger) if size is None else size
-                end = min(first + tree.TILE_WIDTH, size)
-                tile = [tree.leaf_hash(d) for _, d in self.reader.iter_raw(ledger, first, end)]
-                self.proven_leaves(ledger, index, tile, generation)
+                cached = self._unproven.get(ledger)
+                if cached is not None and cached[0] == (index, size):
+                    tile = cached[1]
+                else:
+                    end = min(first + tree.TILE_WIDTH, size)
+                    tile = [tree.leaf_hash(d) for _, d in self.reader.iter_raw(ledger, first, end)]
+                if not self.proven_leaves(ledger, index, tile, generation):
+                    with self._voters_lock:
+                        if generation == self._generation:
+                            self._unproven[ledger] = ((index, size), tile)
                 proven = b"".join(tile)  # what was just proven, or the store's own, unprovable yet
             if proven[(low - first) * tree.HASH_SIZE : (high - first) * tree.HASH_SIZE] != b"".join(mine):
                 raise self.contradiction(
@@ -1036,8 +1053,7 @@ class Gateway:
         """Raise StoreDamagedError unless the store's tree at ``size`` leads to ``root`` (a served
         checkpoint's): its last tile's records, with the tree rows left of them, must (proofs,
         receipts and roots from it would lead elsewhere). Once a checkpoint; the tile is then proven."""
-        key = (ledger, size, root)
-        if key in self._roots_checked or size == 0:
+        if (size, root) in self._roots_checked.get(ledger, ()) or size == 0:
             return
         generation = self._generation
         index = (size - 1) // tree.TILE_WIDTH
@@ -1054,7 +1070,9 @@ class Gateway:
             ) from e
         with self._voters_lock:
             if generation == self._generation:
-                self._roots_checked.add(key)
+                kept = self._roots_checked.setdefault(ledger, [])
+                kept.append((size, root))
+                del kept[:-ROOTS_KEPT]
         self._keep_proven((ledger, index), b"".join(leaves), generation)
 
     def receipt(self, ledger: str, height: int, served: ServedCheckpoint | None = None) -> Receipt:

@@ -245,3 +245,24 @@ def test_a_contradiction_found_by_reads_of_a_replaced_file_is_not_recorded(serve
     assert isinstance(error, StoreDamagedError)
     assert gateway.known_damage() is None
     assert get(f"{url}/api/ledgers/{LEDGER}/records/3")[0] == 200
+
+
+def test_the_newest_records_read_once_are_compared_with_as_proven_ones(
+    served: tuple[str, Gateway], config: ClusterConfig
+) -> None:
+    # The newest partial tile, which no signed root proves, was re-read (up to 256 records) and
+    # served as the store said at each request: its leaves are now kept for the ledger's size.
+    url, _ = served
+    api = f"{url}/api/ledgers/{LEDGER}"
+    assert get(f"{api}/records/295")[0] == 200
+    forge(config, 295)
+    assert refused_damaged(f"{api}/records/295")
+
+
+def test_the_roots_checked_are_the_newest_few_per_ledger(served: tuple[str, Gateway], config: ClusterConfig) -> None:
+    _, gateway = served
+    with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
+        roots = [(size, store.root(LEDGER, size)) for size in range(1, 40)]
+    for size, root in roots:
+        gateway._check_root(LEDGER, size, root)
+    assert gateway._roots_checked[LEDGER] == roots[-gateway_module.ROOTS_KEPT :]
