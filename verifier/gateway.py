@@ -506,15 +506,17 @@ class Gateway:
         with self._voters_lock:  # a cut back and fetched again may hold other records as unproven ones
             self._unproven.pop(ledger, None)
         size = self._size(ledger)
-        rows = list(self.reader.iter_raw(ledger, first, min(first + tree.TILE_WIDTH, size)))
-        if [height for height, _ in rows] != list(range(first, first + len(rows))) or (
-            first + len(rows) < min(first + tree.TILE_WIDTH, size)
-        ):
+        end = min(first + tree.TILE_WIDTH, size)
+        rows = list(self.reader.iter_raw(ledger, first, end))
+        if [height for height, _ in rows] != list(range(first, end)):
             raise self.contradiction(ledger, f"records of heights {first}.. are missing", generation, index)
         self.check_leaves(ledger, first, [tree.leaf_hash(data) for _, data in rows], size)
+        identity = getattr(self._local, "identity", None)
+        with self._voters_lock:
+            other = next(iter(self._contradicted.items()), None)  # still refused: still shown
         with self._damage_lock:
             if self._damage is not None and self._damage[2] == ledger:
-                self._damage = None
+                self._damage = None if other is None else (identity, other[1][0], other[0])
         log.warning("gateway of %s: ledger %r's records prove again: served again", self.node.name, ledger)
 
     def known_damage(self) -> str | None:
