@@ -49,19 +49,24 @@ def _amount(height: int) -> bytes:
     return b"\xa6amount" + struct.pack(">BH", 0xCD, AMOUNT + height)
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> ClusterConfig:
+def signed_ledger(tmp_path: Path, records: int, signed_at: int) -> ClusterConfig:
+    """replica-1's store: the ledger of ``records`` records, the home's checkpoint at ``signed_at`` kept."""
     config = two_nodes(tmp_path / "cluster.toml")
     home = HomeSigner("t", SEED)
     pinned = home_key("t", LEDGER, home.key(LEDGER).public_key).encode()
     with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
         rules = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": pinned})
         store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, LIMITS))
-        for i in range(1, RECORDS):
+        for i in range(1, records):
             store.append(Entry.prepare(Content(LEDGER, "note", {"amount": AMOUNT + i}, "admin", f"r{i}", 1), 0, LIMITS))
-        signed = home.sign(LEDGER, SIGNED_AT, store.root(LEDGER, SIGNED_AT))
-        store.checkpoints.keep(LEDGER, "signed", SIGNED_AT, signed.root, signed.note)
+        signed = home.sign(LEDGER, signed_at, store.root(LEDGER, signed_at))
+        store.checkpoints.keep(LEDGER, "signed", signed_at, signed.root, signed.note)
     return config
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ClusterConfig:
+    return signed_ledger(tmp_path, RECORDS, SIGNED_AT)
 
 
 @pytest.fixture

@@ -17,37 +17,21 @@ import pytest
 from vledger.broker.http import HttpThread
 from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
 from vledger.config.cluster import ClusterConfig
-from vledger.config.settings import Limits
 from vledger.node import tree
-from vledger.node.ledger import LedgerRules
-from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
-from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
-from vledger.tests.unit.verifier.fakes import FakeRedis, NoRedis, two_nodes
-from vledger.tests.unit.verifier.test_gateway_tampered import get
+from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
+from vledger.tests.unit.verifier.fakes import FakeRedis, NoRedis
+from vledger.tests.unit.verifier.test_gateway_tampered import LEDGER, SEED, get, signed_ledger
 from vledger.verifier.gateway import IMMUTABLE, Gateway, build_app, readiness
 
-LIMITS = Limits()
-SEED = bytes(range(32))
-LEDGER = "zakat"
 RECORDS = 520
 SIGNED_AT = 200
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> ClusterConfig:
-    config = two_nodes(tmp_path / "cluster.toml")
-    home = HomeSigner("t", SEED)
-    pinned = home_key("t", LEDGER, home.key(LEDGER).public_key).encode()
-    with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
-        rules = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": pinned})
-        store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, LIMITS))
-        for i in range(1, RECORDS):
-            store.append(Entry.prepare(Content(LEDGER, "note", {"amount": 40_000 + i}, "admin", f"r{i}", 1), 0, LIMITS))
-        signed = home.sign(LEDGER, SIGNED_AT, store.root(LEDGER, SIGNED_AT))
-        store.checkpoints.keep(LEDGER, "signed", SIGNED_AT, signed.root, signed.note)
-    return config
+    return signed_ledger(tmp_path, RECORDS, SIGNED_AT)
 
 
 def _serve(gateway: Gateway) -> Iterator[str]:
