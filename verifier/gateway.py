@@ -125,8 +125,12 @@ CLUSTER_CACHE_SECONDS = 0.5
 CHECKPOINT_SECONDS = 1.0
 REDIS_WARN_SECONDS = 60.0  # how often a ledger's "Redis unavailable" is logged while it lasts
 STORE_LOOK_SECONDS = 1.0  # how often a thread looks whether the store's file was replaced
+# How long a ledger found contradicting its tree is refused before the tile found so is proven
+# again: a follower heals its copy in place (node/store_cut.py), in the same file.
+REFUSAL_SECONDS = 10.0
 PROBE_TIMEOUT = 1.0  # a node's /readyz that does not answer in this is shown down
 TILE_CACHE = 1024  # tiles kept in memory (8 MiB at most): served again without a read
+ROOTS_KEPT = 4  # checkpoints per ledger whose root the store's tree was found to lead to
 LOG_LINES = 20
 LOG_TAIL_BYTES = 8192
 CLIENT_QUEUE = 256  # events queued per event-stream client; a client this far behind is dropped
@@ -193,6 +197,11 @@ def _int(value: str | None, what: str, default: int | None = None, maximum: int 
         shown = value if len(value) <= 40 else f"{value[:20]}... ({len(value)} digits)"
         raise BadRequestError(f"{what} {shown} is over {maximum}")
     return int(value)
+
+
+def _refused(why: str) -> StoreDamagedError:
+    """The error for every answer made of a ledger's records once they were found damaged."""
+    return StoreDamagedError(f"{why}: nothing of this ledger is served from this store until it is repaired")
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
@@ -386,11 +395,18 @@ class Gateway:
         # most TILE_CACHE tiles): what an entry bundle, a record, a receipt or a proof serves is
         # compared with them, so a store whose record bytes were changed never has them served (M1).
         self._proven: dict[tuple[str, int], bytes] = {}
-        # (ledger, size, root) of the served checkpoints the store's tree was found to lead to.
-        self._roots_checked: set[tuple[str, int, bytes]] = set()
-        # ledger -> why, once its records were found not to lead to its tree: every answer made
-        # of that store's copy of the ledger is refused (store_damaged) until the file is replaced.
-        self._contradicted: dict[str, str] = {}
+        # ledger -> the (size, root) of the newest checkpoints (ROOTS_KEPT, the served one and the
+        # largest among them) the store's tree was found to lead to: one a served checkpoint grew
+        # this set forever (review r16).
+        self._roots_checked: dict[str, list[tuple[int, bytes]]] = {}
+        # ledger -> ((tile index, the ledger's size), its leaves) of the last tile that no signed
+        # root proved yet (the newest): each request near the head re-read and hashed up to 256
+        # records; compared with as proven ones are, so a record changed since is found too.
+        self._unproven: dict[str, tuple[tuple[int, int], list[bytes]]] = {}
+        # ledger -> (why, the tile found so, since when), once its records were found not to lead
+        # to its tree: every answer made of that store's copy of the ledger is refused
+        # (store_damaged) until the file is replaced or that tile proves again (REFUSAL_SECONDS).
+        self._contradicted: dict[str, tuple[str, int, float]] = {}
         # When the open alerts were read, and the heights they name of this node's ledgers.
         self._flagged: tuple[float, dict[str, set[int]]] | None = None
         # Counts the store files seen replaced. A thread reads only through a reader of the
@@ -401,9 +417,11 @@ class Gateway:
         # When each ledger's "Redis unavailable" was last logged: once a minute, not once a read
         # (a store-only gateway, or Redis down, logged a line per request).
         self._redis_warned: dict[str, float] = {}
-        # (the file's identity, why) once a read found the store's file damaged (damaged_file):
-        # true until another file is there (repaired), shown by /readyz and vledger_store_damaged.
-        self._damage: tuple[tuple[int, int] | None, str] | None = None
+        # (the file's identity, why, the ledger a contradiction found or None) once a read found
+        # the store's file damaged (damaged_file) or a ledger's records not leading to its tree:
+        # true until another file is there (repaired), or that ledger's tile proves again, shown
+        # by /readyz and vledger_store_damaged.
+        self._damage: tuple[tuple[int, int] | None, str, str | None] | None = None
         self._damage_lock = threading.Lock()  # its own: the event loop's middleware takes it
         self.registry.register(StoreDamageCollector(self))
 
@@ -421,7 +439,7 @@ class Gateway:
         with self._damage_lock:
             first = self._damage is None or self._damage[0] != identity
             if first:
-                self._damage = (identity, why)
+                self._damage = (identity, why, None)
         if first:
             log.error(
                 "gateway of %s: %s (its node raises store_damaged; repair it: vledger repair)", self.node.name, why
@@ -439,35 +457,67 @@ class Gateway:
                 raise
         return self.known_damage()
 
-    def contradiction(self, ledger: str, why: str) -> StoreDamagedError:
+    def contradiction(self, ledger: str, why: str, generation: int, index: int) -> StoreDamagedError:
         """The error for a store whose records do not lead to the tree they must (a record's bytes
-        changed in the file): logged the first time for a store file, and shown by /readyz and
-        ``vledger_store_damaged`` until another file is there (`vledger repair`)."""
+        changed in the file), found in tile ``index`` by reads begun at ``generation``: logged the
+        first time for a store file, and shown by /readyz and ``vledger_store_damaged`` until
+        another file is there (`vledger repair`) or the tile proves again (:meth:`_check_ledger`).
+        Recorded only if no other file was found meanwhile: the reads may have been the old one's."""
         why = f"ledger {ledger!r} on {self.node.name}: {why}"
-        identity = _file_identity(self.store_dir / DB_NAME)
+        # The file this thread read, not the one there now: within STORE_LOOK_SECONDS of a
+        # swap they differ, and the new file would be marked for what the old one held.
+        identity = getattr(self._local, "identity", None)
+        with self._voters_lock:
+            if generation != self._generation:
+                return StoreDamagedError(why)
+            found = self._contradicted.setdefault(ledger, (why, index, time.monotonic()))
         with self._damage_lock:
             first = self._damage is None or self._damage[0] != identity
             if first:
-                self._damage = (identity, why)
-        with self._voters_lock:
-            self._contradicted.setdefault(ledger, why)
+                self._damage = (identity, why, ledger)
         if first:
             log.error(
                 "gateway of %s: %s (its node raises bad_checksum; repair it: vledger repair)", self.node.name, why
             )
-        return self._refusal(ledger) or StoreDamagedError(why)
-
-    def _refusal(self, ledger: str) -> StoreDamagedError | None:
-        """The error for every answer made of ``ledger``'s records once they were found damaged."""
-        why = self._contradicted.get(ledger)
-        if why is None:
-            return None
-        return StoreDamagedError(f"{why}: nothing of this ledger is served from this store until it is repaired")
+        return _refused(found[0])
 
     def _check_ledger(self, ledger: str) -> None:
-        refusal = self._refusal(ledger)
-        if refusal is not None:
-            raise refusal
+        """Raise the refusal of ``ledger`` once its records were found damaged; once it is
+        REFUSAL_SECONDS old, prove the tile found so again first: the node may have healed its
+        copy in place (cut back and fetched again, node/store_cut.py), or rows been put back."""
+        found = self._contradicted.get(ledger)
+        if found is None:
+            return
+        why, index, since = found
+        if time.monotonic() - since < REFUSAL_SECONDS:
+            raise _refused(why)
+        with self._voters_lock:
+            mine = self._contradicted.get(ledger) is found
+            if mine:  # this thread proves it again; the others' reads are checked as ever meanwhile
+                del self._contradicted[ledger]
+        if mine:
+            self._reprove(ledger, index)
+
+    def _reprove(self, ledger: str, index: int) -> None:
+        """Prove tile ``index`` of ``ledger`` again (raises StoreDamagedError, refused anew, if it
+        still does not prove); if it does, the store's damage that ledger showed is over."""
+        generation = self._generation
+        first = index * tree.TILE_WIDTH
+        with self._voters_lock:  # a cut back and fetched again may hold other records as unproven ones
+            self._unproven.pop(ledger, None)
+        size = self._size(ledger)
+        end = min(first + tree.TILE_WIDTH, size)
+        rows = list(self.reader.iter_raw(ledger, first, end))
+        if [height for height, _ in rows] != list(range(first, end)):
+            raise self.contradiction(ledger, f"records of heights {first}.. are missing", generation, index)
+        self.check_leaves(ledger, first, [tree.leaf_hash(data) for _, data in rows], size)
+        identity = getattr(self._local, "identity", None)
+        with self._voters_lock:
+            other = next(iter(self._contradicted.items()), None)  # still refused: still shown
+        with self._damage_lock:
+            if self._damage is not None and self._damage[2] == ledger:
+                self._damage = None if other is None else (identity, other[1][0], other[0])
+        log.warning("gateway of %s: ledger %r's records prove again: served again", self.node.name, ledger)
 
     def known_damage(self) -> str | None:
         """Why the store's file is damaged, if a read of the file there now found it so."""
@@ -515,7 +565,10 @@ class Gateway:
                 self._tiles.clear()
                 self._proven.clear()
                 self._roots_checked.clear()
+                self._unproven.clear()
                 self._contradicted.clear()
+                with self._damage_lock:  # what was found was the old file's
+                    self._damage = None
                 self._checkpoints.clear()
                 self._voters.clear()
                 self._outside.clear()
@@ -693,8 +746,15 @@ class Gateway:
         generation = self._generation  # before the read: a file replaced meanwhile keeps it out
         found = self._tree(ledger).tile(level, index, width)
         leaves = [found[i : i + tree.HASH_SIZE] for i in range(0, len(found), tree.HASH_SIZE)]
-        if level == 0 and not self.proven_leaves(ledger, index, leaves):
+        if level == 0 and not self.proven_leaves(ledger, index, leaves, generation):
             return found, False
+        if level > 0:
+            # The store's rows, not recomputed: immutable only under a signed root, against
+            # which a client checks them (past it, no signature says what they must be).
+            served = self._served(ledger)
+            reach = (index * tree.TILE_WIDTH + width) << (tree.TILE_HEIGHT * level)
+            if served is None or reach > served.gathered.checkpoint.size:
+                return found, False
         with self._voters_lock:
             if generation == self._generation:
                 self._tiles[key] = found
@@ -703,16 +763,18 @@ class Gateway:
         return found, True
 
     def _served(self, ledger: str) -> ServedCheckpoint | None:
-        """The served checkpoint, or None when there is none (no pinned key, none verified yet);
-        a store that contradicts it raises StoreDamagedError."""
+        """The largest checkpoint verified (any cosignatures: its log signature is what proves
+        records), or None when there is none (no pinned key, none verified yet); a store that
+        contradicts it raises StoreDamagedError. Not only the most cosigned one, which can be far
+        behind: the tiles between would be served ``no-cache`` for nothing."""
         try:
-            return self.checkpoint(ledger)
+            return self.checkpoint(ledger, 0)
         except StoreDamagedError:
             raise
         except VledgerError:
             return None
 
-    def proven_leaves(self, ledger: str, index: int, leaves: list[bytes]) -> bool:
+    def proven_leaves(self, ledger: str, index: int, leaves: list[bytes], generation: int | None = None) -> bool:
         """Check the first ``len(leaves)`` leaf hashes of tile ``0/index``, as the store's records
         give them now, before anything made of those records is served: the part the served
         checkpoint covers must lead to its root (tree.verify_leaf_tile; the leaves proven are
@@ -723,15 +785,19 @@ class Gateway:
         mismatch: a record of that tile is not the one the tree holds."""
         key, first = (ledger, index), index * tree.TILE_WIDTH
         self._check_ledger(ledger)
+        # Before the reads (the caller's too): a file replaced meanwhile keeps it out of the caches.
+        generation = self._generation if generation is None else generation
         joined = b"".join(leaves)
         proven = self._proven.get(key, b"")
         if len(proven) >= len(joined):
             if proven[: len(joined)] != joined:
                 raise self.contradiction(
-                    ledger, f"a record of heights {first}..{first + len(leaves) - 1} changed since it was proven"
+                    ledger,
+                    f"a record of heights {first}..{first + len(leaves) - 1} changed since it was proven",
+                    generation,
+                    index,
                 )
             return True
-        generation = self._generation  # before the reads: a file replaced meanwhile keeps it out of the cache
         served = self._served(ledger)
         stored = self._tree(ledger)
         covered = 0
@@ -749,6 +815,8 @@ class Gateway:
                     ledger,
                     f"the records at heights {first}..{first + covered - 1} do not lead to the root of the "
                     f"checkpoint of size {checkpoint.size} ({e})",
+                    generation,
+                    index,
                 ) from e
             self._keep_proven(key, b"".join(checked), generation)
         if len(leaves) <= covered:
@@ -758,12 +826,17 @@ class Gateway:
         try:
             row = stored.hash_at(tree.TILE_HEIGHT, index)
         except TreeMismatchError as e:
-            raise self.contradiction(ledger, str(e)) from e
+            raise self.contradiction(ledger, str(e), generation, index) from e
         if tree.subtree_hashes(leaves, tree.TILE_HEIGHT)[0] != row:
             raise self.contradiction(
-                ledger, f"the records at heights {first}..{first + tree.TILE_WIDTH - 1} do not hash to its tree's row"
+                ledger,
+                f"the records at heights {first}..{first + tree.TILE_WIDTH - 1} do not hash to its tree's row",
+                generation,
+                index,
             )
-        return True
+        # The row is in the same file as the records: whoever changed a record could change it
+        # too (review r16). It finds a damaged store, but only a signed root proves the bytes.
+        return False
 
     def _keep_proven(self, key: tuple[str, int], leaves: bytes, generation: int) -> None:
         with self._voters_lock:
@@ -787,6 +860,7 @@ class Gateway:
         self._check_ledger(ledger)
         if not leaves:
             return
+        generation = self._generation  # the caller's reads may be older: a contradiction then only refuses
         stop = start + len(leaves)
         for index in range(start // tree.TILE_WIDTH, (stop - 1) // tree.TILE_WIDTH + 1):
             first = index * tree.TILE_WIDTH
@@ -795,12 +869,21 @@ class Gateway:
             proven = self._proven.get((ledger, index), b"")
             if len(proven) < (high - first) * tree.HASH_SIZE:
                 size = self._size(ledger) if size is None else size
-                end = min(first + tree.TILE_WIDTH, size)
-                tile = [tree.leaf_hash(d) for _, d in self.reader.iter_raw(ledger, first, end)]
-                self.proven_leaves(ledger, index, tile)
+                cached = self._unproven.get(ledger)
+                if cached is not None and cached[0] == (index, size):
+                    tile = cached[1]
+                else:
+                    end = min(first + tree.TILE_WIDTH, size)
+                    tile = [tree.leaf_hash(d) for _, d in self.reader.iter_raw(ledger, first, end)]
+                if not self.proven_leaves(ledger, index, tile, generation):
+                    with self._voters_lock:
+                        if generation == self._generation:
+                            self._unproven[ledger] = ((index, size), tile)
                 proven = b"".join(tile)  # what was just proven, or the store's own, unprovable yet
             if proven[(low - first) * tree.HASH_SIZE : (high - first) * tree.HASH_SIZE] != b"".join(mine):
-                raise self.contradiction(ledger, f"a record of heights {low}..{high - 1} is not the one proven")
+                raise self.contradiction(
+                    ledger, f"a record of heights {low}..{high - 1} is not the one proven", generation, index
+                )
 
     def entries(self, ledger: str, path: str) -> tuple[bytes, bool]:
         """Entry bundle ``path`` (``tile/entries/<N>[.p/<W>]``): each record as u16be(length) || bytes,
@@ -813,6 +896,7 @@ class Gateway:
             raise BadRequestError(
                 f"{path[:100]!r} is not an entry bundle path (tile/entries/<N>[.p/<W>], W 1..255)"
             ) from None
+        generation = self._generation  # before the reads
         size = self._size(ledger)
         if tree.tile_width(0, index, size) < width:
             raise TreeSizeError(
@@ -829,7 +913,7 @@ class Gateway:
                 )
             parts.append(struct.pack(">H", len(data)) + data)
             leaves.append(tree.leaf_hash(data))
-        return b"".join(parts), self.proven_leaves(ledger, index, leaves)
+        return b"".join(parts), self.proven_leaves(ledger, index, leaves, generation)
 
     def genesis_rules(self, ledger: str) -> LedgerRules:
         """``ledger``'s rules, its genesis checked as section 4 checks a height 0 (raises its error)."""
@@ -916,7 +1000,8 @@ class Gateway:
         if best is None:
             more = "" if witnesses is None else f" with {witnesses} cosignatures"
             raise NotFoundError(f"no checkpoint of {ledger!r}{more} on {self.node.name} yet")
-        self.metrics.saw(ledger, best.checkpoint.size, store_size, len(best.witnesses))
+        if witnesses is None:  # the gauges are the served checkpoint's, not a quorum's asked for
+            self.metrics.saw(ledger, best.checkpoint.size, store_size, len(best.witnesses))
         size = best.checkpoint.size
         tree = self._tree(ledger)
         self._check_root(ledger, best.checkpoint.size, best.checkpoint.root)
@@ -970,8 +1055,7 @@ class Gateway:
         """Raise StoreDamagedError unless the store's tree at ``size`` leads to ``root`` (a served
         checkpoint's): its last tile's records, with the tree rows left of them, must (proofs,
         receipts and roots from it would lead elsewhere). Once a checkpoint; the tile is then proven."""
-        key = (ledger, size, root)
-        if key in self._roots_checked or size == 0:
+        if (size, root) in self._roots_checked.get(ledger, ()) or size == 0:
             return
         generation = self._generation
         index = (size - 1) // tree.TILE_WIDTH
@@ -981,11 +1065,16 @@ class Gateway:
             tree.verify_leaf_tile(leaves, index, size, root, self._tree(ledger).hash_at)
         except (ProofError, TreeMismatchError) as e:
             raise self.contradiction(
-                ledger, f"its records and tree do not lead to the root of the checkpoint of size {size} ({e})"
+                ledger,
+                f"its records and tree do not lead to the root of the checkpoint of size {size} ({e})",
+                generation,
+                index,
             ) from e
         with self._voters_lock:
             if generation == self._generation:
-                self._roots_checked.add(key)
+                kept = self._roots_checked.setdefault(ledger, [])
+                kept.append((size, root))
+                del kept[:-ROOTS_KEPT]
         self._keep_proven((ledger, index), b"".join(leaves), generation)
 
     def receipt(self, ledger: str, height: int, served: ServedCheckpoint | None = None) -> Receipt:

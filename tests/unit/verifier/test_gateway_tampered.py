@@ -33,6 +33,7 @@ from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
 from vledger.tests.unit.verifier.fakes import FakeRedis, NoRedis, two_nodes
+from vledger.verifier import gateway as gateway_module
 from vledger.verifier.gateway import IMMUTABLE, Gateway, build_app, readiness
 from vledger.verifier.tally import TallyReport, Verdict
 
@@ -48,19 +49,24 @@ def _amount(height: int) -> bytes:
     return b"\xa6amount" + struct.pack(">BH", 0xCD, AMOUNT + height)
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> ClusterConfig:
+def signed_ledger(tmp_path: Path, records: int, signed_at: int) -> ClusterConfig:
+    """replica-1's store: the ledger of ``records`` records, the home's checkpoint at ``signed_at`` kept."""
     config = two_nodes(tmp_path / "cluster.toml")
     home = HomeSigner("t", SEED)
     pinned = home_key("t", LEDGER, home.key(LEDGER).public_key).encode()
     with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
         rules = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": pinned})
         store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, LIMITS))
-        for i in range(1, RECORDS):
+        for i in range(1, records):
             store.append(Entry.prepare(Content(LEDGER, "note", {"amount": AMOUNT + i}, "admin", f"r{i}", 1), 0, LIMITS))
-        signed = home.sign(LEDGER, SIGNED_AT, store.root(LEDGER, SIGNED_AT))
-        store.checkpoints.keep(LEDGER, "signed", SIGNED_AT, signed.root, signed.note)
+        signed = home.sign(LEDGER, signed_at, store.root(LEDGER, signed_at))
+        store.checkpoints.keep(LEDGER, "signed", signed_at, signed.root, signed.note)
     return config
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ClusterConfig:
+    return signed_ledger(tmp_path, RECORDS, SIGNED_AT)
 
 
 @pytest.fixture
@@ -204,3 +210,64 @@ def test_the_store_s_own_checkpoint_is_served_while_a_larger_one_is_past_its_rec
         assert gateway.checkpoint(LEDGER).gathered.checkpoint.size == SIGNED_AT
     finally:
         gateway.close()
+
+
+def test_a_ledger_healed_in_place_is_served_again(
+    served: tuple[str, Gateway], config: ClusterConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A follower heals its copy in the same file (node/store_cut.py cuts back, fetches again):
+    # the gateway refused the ledger until it restarted (review r16, finding 4).
+    url, _ = served
+    path = config.store_dir("replica-1") / DB_NAME
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT * FROM records WHERE ledger = ? AND height = 100", (LEDGER,)).fetchone()
+        db.execute("DELETE FROM records WHERE ledger = ? AND height = 100", (LEDGER,))
+    db.close()
+    assert refused_damaged(f"{url}/api/ledgers/{LEDGER}/records/120")
+    assert json.loads(get(f"{url}/readyz")[2])["checks"]["store"] is not None
+    # From now on every request finds the refusal expired: the tile is proven again, and while
+    # the record is missing, refused again.
+    monkeypatch.setattr(gateway_module, "REFUSAL_SECONDS", 0.0)
+    assert refused_damaged(f"{url}/api/ledgers/{LEDGER}/records/120")
+    assert json.loads(get(f"{url}/readyz")[2])["checks"]["store"] is not None
+    with sqlite3.connect(path) as db:  # the node fetched it again: the same bytes, the same file
+        db.execute(f"INSERT INTO records VALUES ({','.join('?' * len(row))})", row)
+    db.close()
+    status, _, body = get(f"{url}/api/ledgers/{LEDGER}/records/120")
+    assert status == 200, body[:300]
+    assert get(f"{url}/ledgers/{LEDGER}/checkpoint")[0] == 200
+    assert json.loads(get(f"{url}/readyz")[2])["checks"]["store"] is None
+
+
+def test_a_contradiction_found_by_reads_of_a_replaced_file_is_not_recorded(served: tuple[str, Gateway]) -> None:
+    # A thread still on the old file (for up to STORE_LOOK_SECONDS after `vledger repair`'s
+    # swap) marked the new one damaged, and nothing reset it until the gateway restarted.
+    url, gateway = served
+    assert get(f"{url}/api/ledgers/{LEDGER}/records/3")[0] == 200
+    generation = gateway._generation
+    gateway._generation += 1  # another thread saw the file replaced meanwhile
+    error = gateway.contradiction(LEDGER, "read from the old file", generation, 0)
+    assert isinstance(error, StoreDamagedError)
+    assert gateway.known_damage() is None
+    assert get(f"{url}/api/ledgers/{LEDGER}/records/3")[0] == 200
+
+
+def test_the_newest_records_read_once_are_compared_with_as_proven_ones(
+    served: tuple[str, Gateway], config: ClusterConfig
+) -> None:
+    # The newest partial tile, which no signed root proves, was re-read (up to 256 records) and
+    # served as the store said at each request: its leaves are now kept for the ledger's size.
+    url, _ = served
+    api = f"{url}/api/ledgers/{LEDGER}"
+    assert get(f"{api}/records/295")[0] == 200
+    forge(config, 295)
+    assert refused_damaged(f"{api}/records/295")
+
+
+def test_the_roots_checked_are_the_newest_few_per_ledger(served: tuple[str, Gateway], config: ClusterConfig) -> None:
+    _, gateway = served
+    with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
+        roots = [(size, store.root(LEDGER, size)) for size in range(1, 40)]
+    for size, root in roots:
+        gateway._check_root(LEDGER, size, root)
+    assert gateway._roots_checked[LEDGER] == roots[-gateway_module.ROOTS_KEPT :]
