@@ -77,6 +77,7 @@ from ..node.errors import RecordError, RedisServerError, StoreDamagedError, Stor
 from ..node.json_values import parse_json
 from .alert_journal import AlertJournal
 from .redis_keys import NAMESPACE, group_key, ledger_key
+from .redis_pipeline import Command, pipelined
 from .redis_server import shown_url
 
 MAX_HEIGHT = 2**63 - 1  # the largest height a record may have (a store's integer)
@@ -625,20 +626,22 @@ class ReplicationLedger:
         # The home is named before its records are appended, in the same round trip: the
         # ledgers hash is cluster-wide, so no script of one ledger's slot may write it.
         keys = [self.stream_key(ledger), *([self.checkpoint_key(ledger)] if latest else [])]
-        args = [first, self.stream_max_len, origin, checkpoint, *records]
+        args: list[str | bytes | int] = [first, self.stream_max_len, origin, checkpoint, *records]
         for tries_left in (1, 0):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hsetnx(self.ledgers_key, ledger, origin)
             # EVALSHA itself: a pipeline holding a Script object asks SCRIPT EXISTS first, a
             # round trip more on every pass of the outbox. A Redis that does not hold the script
             # (new, restarted) answers NOSCRIPT and ran nothing of it: load it, send again.
-            pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+            commands: list[Command] = [
+                ("HSETNX", self.ledgers_key, ledger, origin),
+                ("EVALSHA", self._append.sha, len(keys), *keys, *args),
+            ]
             if held is not None:
-                pipe.evalsha(
-                    self._advance.sha, 1, self.held_key(ledger, origin), origin, held, ledger, self.held_channel
-                )
+                commands.append(
+                    ("EVALSHA", self._advance.sha, 1, self.held_key(ledger, origin), origin, held, ledger,
+                     self.held_channel)
+                )  # fmt: skip
             try:
-                _, (last, conflict), *_ = pipe.execute()
+                _, (last, conflict), *_ = pipelined(self.client, commands)
             except redis.exceptions.NoScriptError:
                 if not tries_left:
                     raise

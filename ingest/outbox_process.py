@@ -29,8 +29,10 @@ import contextlib
 import dataclasses
 import faulthandler
 import logging
+import math
 import multiprocessing
 import os
+import select
 import shutil
 import signal
 import sqlite3
@@ -528,6 +530,10 @@ class ShippingOutbox(Outbox):
         self._witness_keys = _witness_keys(witness_keys)  # as the node last sent them
         super().__init__(*args, owns=self._owns_stream, witnesses=lambda: self._witness_keys, **kwargs)
         self._pipe = pipe
+        # One poller for the process's life: Connection.poll builds, registers and closes a
+        # selector at each call, two or more a pass (a profile's share of the child's time).
+        self._poller = select.poll()
+        self._poller.register(pipe.fileno(), select.POLLIN)
         self._spans: dict[str, tuple[int, int]] = {}  # ledger -> (first, last) heights not yet read
         self._waiting: dict[str, SignedCheckpoint] = {}  # ledger -> the latest checkpoint not yet sent
 
@@ -541,9 +547,10 @@ class ShippingOutbox(Outbox):
 
     def _await(self, seconds: float) -> None:
         """Wait up to ``seconds`` for the node's next message, then take every one that came."""
-        if self._stop.is_set() or not self._pipe.poll(seconds):
+        # A closed pipe polls ready too (POLLHUP): its read then raises EOFError, handled below.
+        if self._stop.is_set() or not self._poller.poll(math.ceil(seconds * 1000)):
             return
-        while not self._stop.is_set() and self._pipe.poll(0):
+        while not self._stop.is_set() and self._poller.poll(0):
             try:
                 message = msgpack.unpackb(self._pipe.recv_bytes())
             except (EOFError, OSError):
