@@ -22,13 +22,14 @@ Command = Sequence[str | bytes | int | float]
 _pack_command: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command  # its stub takes a tuple of one item
 
 
-def pipelined(client: Any, commands: Sequence[Command]) -> list[Any]:
+def pipelined(client: Any, commands: Sequence[Command], *, raise_on_error: bool = True) -> list[Any]:
     """The replies of ``commands`` sent together through ``client`` (a ``redis.Redis``), in
     order, raw as the server gave them (no redis-py response callbacks: each caller reads its
     own). Every reply is read before the first error reply is raised (a ResponseError, as
     Pipeline.execute raises it), so the connection goes back to the pool in step; a connection
     error drops the connection, retried as the client's policy says (the whole batch again:
-    callers send only commands that may run twice)."""
+    callers send only commands that may run twice). Without ``raise_on_error``, an error reply
+    is returned in its command's place, for a caller that answers one command's error itself."""
     packed = [b"".join(_pack_command(tuple(command)) for command in commands)]
     pool = client.connection_pool
     connection = pool.get_connection()
@@ -51,6 +52,6 @@ def pipelined(client: Any, commands: Sequence[Command]) -> list[Any]:
     finally:
         pool.release(connection)
     for reply in replies:
-        if isinstance(reply, redis.exceptions.ResponseError):
+        if raise_on_error and isinstance(reply, redis.exceptions.ResponseError):
             raise reply
     return replies

@@ -115,9 +115,12 @@ RECORD_CONFLICT = "record_conflict"
 # A raiser's open alerts key of another type than a hash (PROTOCOL 10.5): shown by readers in its
 # alerts' place until that node writes the key again or an operator deletes it.
 ALERT_KEYS_DAMAGED = "alert_keys_damaged"
+# A shared key (``{ledgers}``, ``{ledgers}:epochs``) of another type: raised by the verifier
+# against ``redis``, the key's name as its ``ledger`` (PROTOCOL 10.5).
+REDIS_KEY_DAMAGED = "redis_key_damaged"
 
 
-def _wrong_type(error: Exception) -> bool:
+def wrong_type(error: Exception) -> bool:
     return "WRONGTYPE" in str(error)
 
 
@@ -641,7 +644,17 @@ class ReplicationLedger:
                      self.held_channel)
                 )  # fmt: skip
             try:
-                _, (last, conflict), *_ = pipelined(self.client, commands)
+                named, *replies = pipelined(self.client, commands, raise_on_error=False)
+                if isinstance(named, redis.exceptions.ResponseError) and wrong_type(named):
+                    # Any ingest node's Redis user may make the hash a string: every append of
+                    # every home failed on it for good (outsider 31, N1). Its entries are homes'
+                    # claims the verifier does not take as proof; each home names its own again.
+                    write = functools.partial(self._name_home, ledger, origin)
+                    named = self.replace_wrong_type(self.ledgers_key, named, write)
+                for reply in (named, *replies):
+                    if isinstance(reply, redis.exceptions.ResponseError):
+                        raise reply
+                last, conflict = replies[0]
             except redis.exceptions.NoScriptError:
                 if not tries_left:
                     raise
@@ -931,6 +944,32 @@ class ReplicationLedger:
     def _hset_open(self, key: str, alert: dict[str, Any]) -> Any:
         return self.client.hset(self.open_alerts_key, key, json.dumps(alert, sort_keys=True))
 
+    def _name_home(self, ledger: str, origin: str) -> Any:
+        return self.client.hsetnx(self.ledgers_key, ledger, origin)
+
+    def name_homes(self, ledgers: Iterable[str], origin: str) -> None:
+        """Name ``origin`` the home of each of ``ledgers`` in ``{ledgers}`` where the hash names
+        none (a home's heartbeat: a ledger that gets no record was never named again once the
+        hash lost it), the hash replaced if it is of another type (PROTOCOL 10.5)."""
+        names = list(ledgers)
+        if names:
+            write = functools.partial(self._name_homes, names, origin)
+            self._own_write(self.ledgers_key, write)
+
+    def _name_homes(self, ledgers: list[str], origin: str) -> Any:
+        pipe = self.client.pipeline(transaction=False)
+        for ledger in ledgers:
+            pipe.hsetnx(self.ledgers_key, ledger, origin)
+        return pipe.execute()
+
+    def replace_wrong_type(self, name: str, error: Exception, write: Callable[[], Any]) -> Any:
+        """Delete key ``name``, which ``error`` (WRONGTYPE) found of another type, and ``write``
+        it again: what it held was none of the writer's (its writers write it of its type)."""
+        log.warning("Redis key %s is of another type (%s): someone with a Redis password that may write it"
+                    " changed it; replaced", name, error)  # fmt: skip
+        self.client.delete(name)
+        return write()
+
     def _own_write(self, name: str, write: Callable[[], Any]) -> Any:
         """``write`` to this node's own alert key ``name``; one of another type (its own Redis
         user can XADD to its open hash, HSET its stream: review16 2) is deleted and written
@@ -940,19 +979,16 @@ class ReplicationLedger:
         try:
             return write()
         except redis.exceptions.ResponseError as e:
-            if not _wrong_type(e):
+            if not wrong_type(e):
                 raise
-            log.warning("%s is not of its type (%s): someone with this node's Redis password changed it;"
-                        " replaced", name, e)  # fmt: skip
-        self.client.delete(name)
-        return write()
+            return self.replace_wrong_type(name, e, write)
 
     def _own_open_hash(self) -> dict[str, str]:
         """This node's open hash, none where the key is of another type (its next put replaces it)."""
         try:
             return {_text(k): _text(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
         except redis.exceptions.ResponseError as e:
-            if not _wrong_type(e):
+            if not wrong_type(e):
                 raise
             return {}
 
@@ -975,7 +1011,7 @@ class ReplicationLedger:
         for i, (node, reply) in enumerate(zip(raisers, replies, strict=True)):
             if not isinstance(reply, Exception):
                 continue
-            if not (node and isinstance(reply, redis.exceptions.ResponseError) and _wrong_type(reply)):
+            if not (node and isinstance(reply, redis.exceptions.ResponseError) and wrong_type(reply)):
                 raise reply
             log.warning("the open alerts of %s are not readable (%s): shown as %s", node, reply, ALERT_KEYS_DAMAGED)
             replies[i] = {}
@@ -1109,13 +1145,17 @@ class ReplicationLedger:
             closed.update(mine)
             if mine:
                 held.append((self.open_alerts_key_of(node), mine))
+        if ids:  # first, alone: a note that failed WRONGTYPE while the HDELs ran would be lost
+            # Only the admin's user writes it: of another type, every resolution failed (N1).
+            self._own_write(self.resolved_alerts_key, functools.partial(self._note_resolved, ids))
         pipe = self.client.pipeline(transaction=False)
-        if ids:
-            pipe.hset(self.resolved_alerts_key, mapping=ids)
         for key, mine in held:
             pipe.hdel(key, *mine)
         pipe.execute()
         return len(closed)
+
+    def _note_resolved(self, ids: dict[str, str]) -> Any:
+        return self.client.hset(self.resolved_alerts_key, mapping=ids)
 
     def operator_resolved(self, alerts: Iterable[tuple[str | None, str]]) -> dict[tuple[str | None, str], str]:
         """The stream id of the alert an operator last resolved under each of these (raiser,
@@ -1123,7 +1163,16 @@ class ReplicationLedger:
         names = list(alerts)
         if not names:
             return {}
-        found = self.client.hmget(self.resolved_alerts_key, [self.resolved_field(*name) for name in names])
+        try:
+            found = self.client.hmget(self.resolved_alerts_key, [self.resolved_field(*name) for name in names])
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            # No resolution can be read: none is taken (an alert stays shown), none is lost
+            # that the key still held; the operator's next resolution replaces the key.
+            log.warning("Redis key %s is of another type (%s): no operator's resolution read",
+                        self.resolved_alerts_key, e)  # fmt: skip
+            return {}
         return {name: _text(raw) for name, raw in zip(names, found, strict=True) if raw is not None}
 
     def reopen(self, key: str, alert: dict[str, str]) -> None:
@@ -1144,7 +1193,15 @@ class ReplicationLedger:
         for node in raisers:
             pipe.xrevrange(self.alerts_key_of(node), count=count)
         merged = []
-        for node, entries in zip(raisers, pipe.execute(), strict=True):
+        for node, entries in zip(raisers, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(entries, redis.exceptions.ResponseError) and wrong_type(entries):
+                # One stream of another type hides no other raiser's alerts (N1); its raiser
+                # (or the admin, for the shared one) writes it anew at its next alert.
+                log.warning("Redis key %s is of another type (%s): its alerts are not shown",
+                            self.alerts_key_of(node), entries)  # fmt: skip
+                continue
+            if isinstance(entries, Exception):
+                raise entries
             for key, fields in entries:
                 alert = {"id": _text(key), **{_text(k): _text(v) for k, v in fields.items()}}
                 merged.append({**alert, "raised_by": node} if node else alert)

@@ -43,17 +43,20 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 import zmq
 
 from ..broker.client import Client
 from ..broker.redis_keys import group_key, is_ledger_name
 from ..broker.replication import (
     REDIS_ERRORS,
+    REDIS_KEY_DAMAGED,
     Alert,
     ReplicationLedger,
     entry_height,
     operator_resolves,
     stream_order,
+    wrong_type,
 )
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
@@ -454,6 +457,8 @@ class ClusterChecks:
         self._streams: set[str] = set()  # the ledgers whose stream key the last SCAN found
         self._scan_at = 0.0
         self._unlisted_since: dict[str, float] = {}
+        # What each shared hash read last held, kept while it is of another type (_shared_read).
+        self._last_read: dict[str, Any] = {}
         self._left_out: frozenset[str] = frozenset()  # found past MAX_UNLISTED_LEDGERS, as last logged
         # Names only Redis's {ledgers} hash gives (no node, stream or cluster file says so), checked
         # up to MAX_UNLISTED_LEDGERS; those left out (past it, or no ledger's name) as last logged.
@@ -534,10 +539,12 @@ class ClusterChecks:
         ``epochs`` hashes are every ingest node's Redis user's to write, so a ledger's home is
         the cluster file's until a signed note proves a later epoch (:meth:`_epoch_of`); a home
         or epoch only Redis names is logged as a claim, unproven, and changes nothing."""
-        epochs = self.replication.epochs()
+        epochs = self._shared_read(self.replication.epochs_key, self.replication.epochs)
         saved = {_text(k): _text(v) for k, v in self.replication.client.hgetall(self.checkpoints_key).items()}
         found = self._discovered(saved)
-        announced = self._hash_listed(dict(self.replication.ledgers()), found)
+        announced = self._hash_listed(
+            dict(self._shared_read(self.replication.ledgers_key, self.replication.ledgers)), found
+        )
         self._unlisted(announced, found)
         for ledger, claimed in sorted(announced.items()):
             self._go_on()
@@ -723,6 +730,24 @@ class ClusterChecks:
                           source=where)
                 )  # fmt: skip
 
+    def _shared_read(self, name: str, read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``read()`` of the shared hash ``name``, which other nodes' Redis users may write; of
+        another type (WRONGTYPE), what it held at the last read instead, and ``redis_key_damaged``
+        raised against ``redis`` (PROTOCOL 10.5), resolved once it reads again. A retry of the
+        whole tick until someone deleted the key stopped every check (outsider 31, N1)."""
+        try:
+            found = read()
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            detail = (f"Redis key {name} is of another type ({e}): checked with what it last held; its writers"
+                      " (each home for its ledgers) write it anew")  # fmt: skip
+            self.raise_alert(Alert("redis", name, 0, REDIS_KEY_DAMAGED, detail, source="redis"))
+            return dict(self._last_read.get(name, {}))
+        self._last_read[name] = found
+        self.resolve("redis", name, (REDIS_KEY_DAMAGED,))
+        return found
+
     def _epoch_of(self, ledger: str, state: LedgerState, named: tuple[int, str] | None) -> tuple[int, str | None]:
         """The newest epoch of ``ledger`` proven (10.9): the one held, or a later one that a note
         in Redis proves when Redis names one later (LedgerCheckpoint.proven_epoch: a checkpoint of
@@ -846,7 +871,7 @@ class ClusterChecks:
             # restart without its append-only file): made again from the stream's start, which
             # the homes refill; checking a record twice raises nothing twice.
             log.warning("the consumer group is gone (%s); creating it again from the start of each stream", e)
-            listed = self.replication.ledgers()
+            listed = self._shared_read(self.replication.ledgers_key, self.replication.ledgers)
             for ledger, state in self.ledgers.items():
                 state.grouped = self._create_group(
                     ledger, mkstream=ledger in listed and ledger not in self._uncorroborated

@@ -565,3 +565,40 @@ def test_a_follower_closes_only_the_alerts_raised_up_to_the_height_whose_cause_i
     assert replica.resolve_up_to([copy.key], 0) == 1 and replica.own_open_alerts() == {}
     replica.alert(copy)
     assert replica.resolve_up_to([copy.key], 2**63) == 1  # past the largest height: every one
+
+
+def test_a_homes_append_replaces_a_ledgers_hash_of_another_type_and_names_itself(repl: ReplicationLedger) -> None:
+    # Any ingest node's Redis user may make {ledgers} a string: every home's append failed
+    # WRONGTYPE on its HSETNX, so no stream grew again until someone deleted it (outsider 31, N1).
+    repl.client.set(repl.ledgers_key, "x")
+    assert repl.append(LEDGER, HOME, 0, [b"r0", b"r1"]) == 1
+    assert repl.ledgers() == {LEDGER: HOME}
+    repl.client.delete(repl.ledgers_key)
+    repl.client.set(repl.ledgers_key, "x")
+    repl.name_homes([LEDGER, OTHER], HOME)  # a home's heartbeat: each ledger it homes, named again
+    assert repl.ledgers() == {LEDGER: HOME, OTHER: HOME}
+    repl.client.hset(repl.ledgers_key, OTHER, "ingest-2")
+    repl.name_homes([OTHER], HOME)
+    assert repl.ledgers()[OTHER] == "ingest-2"  # a name there is no home's to overwrite
+
+
+def test_an_operators_resolution_replaces_a_resolved_key_of_another_type(repl: ReplicationLedger) -> None:
+    # `vledger alerts resolve` failed HSET WRONGTYPE for good once {alerts}:resolved was a string.
+    raised = repl.alert(Alert("replica-1", LEDGER, 3, "signed_fork", "two roots", source="redis"))
+    repl.client.set(repl.resolved_alerts_key, "x")
+    key = f"replica-1|{LEDGER}|signed_fork"
+    assert repl.operator_resolved([(None, key)]) == {}  # read as no resolution, no failure
+    assert repl.resolve_as_operator([key]) == 1
+    assert repl.open_alerts() == {}
+    assert repl.operator_resolved([(None, key)]) == {(None, key): raised}
+
+
+def test_an_alerts_stream_of_another_type_hides_no_other_raisers_alerts(redis_client: Any) -> None:
+    # `vledger alerts` failed XREVRANGE WRONGTYPE for every raiser once the shared stream was a string.
+    honest = ReplicationLedger(redis_client, node="verifier-1")
+    honest.alert(Alert("ingest-1", LEDGER, 3, "signed_fork", "two roots", source="redis"))
+    redis_client.set(honest.alerts_key_of(None), "x")
+    redis_client.set(honest.alerts_key_of("replica-1"), "x")
+    reader = ReplicationLedger(redis_client, raisers=["verifier-1", "replica-1"])
+    (shown,) = reader.alerts()
+    assert (shown["what"], shown["raised_by"]) == ("signed_fork", "verifier-1")

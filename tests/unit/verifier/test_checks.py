@@ -998,3 +998,30 @@ def test_an_old_home_s_record_past_the_new_home_s_in_the_stream_is_still_a_redis
         pass
     conflicts = [(a["node"], a["height"]) for a in repl.alerts() if a["what"] == "record_conflict"]
     assert conflicts == [("redis", "15")]
+
+
+@pytest.mark.parametrize("key", ["vledger:{ledgers}", "vledger:{ledgers}:epochs"])
+def test_a_shared_hash_of_another_type_stops_no_check_and_is_alerted_until_it_reads_again(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock], key: str
+) -> None:
+    # Any ingest node's Redis user may make {ledgers} (or its epochs) a string: each tick failed
+    # WRONGTYPE, logged as "Redis unavailable", and no check ran at all (outsider 31, N1).
+    found, nodes, clock = checks
+    client = found.replication.client
+    saved = client.hgetall(key)
+    client.delete(key)
+    client.set(key, "x")
+    clock.now += 100
+    found.tick(block_ms=1)
+    nodes["replica-1"].hashes[-1] = b"\xff" * 32
+    found.tick(block_ms=1)
+    found.compare_heads()
+    assert {"fork", "redis_key_damaged"} <= open_kinds(found)  # (these fakes' sweeps find truncations too)
+    damaged = found.replication.open_alerts()[f"redis|{key}|redis_key_damaged"]
+    assert damaged["source"] == "redis" and "WRONGTYPE" in damaged["detail"]
+    assert LEDGER in found.ledgers  # checked with what the hash last held
+    client.delete(key)
+    if saved:
+        client.hset(key, mapping=saved)
+    found.refresh_ledgers()
+    assert "fork" in open_kinds(found) and "redis_key_damaged" not in open_kinds(found)
