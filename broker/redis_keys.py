@@ -193,3 +193,11 @@ def _merge(client: Any, old: str, new: str) -> bool:
         return False
     client.delete(old)
     return True
+
+
+def wrong_type_message(error: Exception) -> str:
+    """A WRONGTYPE reply as a sentence: Redis answered (it is not away), but does not say which key."""
+    return (
+        f"a Redis key this command reads or writes is of another type (WRONGTYPE): someone with a Redis"
+        f" password that may write it changed it; its writer replaces it, or an admin deletes it ({error})"
+    )

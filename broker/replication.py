@@ -76,7 +76,7 @@ import redis
 from ..node.errors import RecordError, RedisServerError, StoreDamagedError, StoreError
 from ..node.json_values import parse_json
 from .alert_journal import AlertJournal
-from .redis_keys import NAMESPACE, group_key, ledger_key
+from .redis_keys import NAMESPACE, group_key, ledger_key, wrong_type_message
 from .redis_pipeline import Command, pipelined
 from .redis_server import shown_url
 
@@ -172,7 +172,10 @@ REDIS_ERRORS = (
 
 def redis_failed(url: str, error: Exception) -> RedisServerError:
     """One of REDIS_ERRORS as a command's documented failure (``redis_server``), the server named
-    with its password hidden: a traceback is no answer a script can read."""
+    with its password hidden: a traceback is no answer a script can read. A WRONGTYPE did
+    answer: one key is of another type, not the server away (outsider 31, N1)."""
+    if wrong_type(error):
+        return RedisServerError(f"Redis at {shown_url(url)}: {wrong_type_message(error)}")
     return RedisServerError(f"Redis at {shown_url(url)} does not answer: {error}")
 
 

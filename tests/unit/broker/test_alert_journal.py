@@ -88,7 +88,7 @@ def test_an_open_hash_made_a_stream_is_replaced(
     with caplog.at_level(logging.WARNING, logger="vledger.broker.replication"):
         assert raiser.reassert() == [FORK.key]
     assert shown(raiser) == before
-    assert [r.levelno for r in caplog.records if "not of its type" in r.message] == [logging.WARNING]
+    assert [r.levelno for r in caplog.records if "of another type" in r.message] == [logging.WARNING]
 
 
 @pytest.mark.parametrize("key_of", ["open_alerts_key", "alerts_key"])
@@ -103,7 +103,7 @@ def test_a_new_alert_replaces_an_alert_key_of_another_type(
     with caplog.at_level(logging.WARNING, logger="vledger.broker.replication"):
         raised = raiser.alert(LAGGING)
     assert raiser.open_alerts()[LAGGING.key]["id"] == raised
-    assert [r.levelno for r in caplog.records if "not of its type" in r.message] == [logging.WARNING]
+    assert [r.levelno for r in caplog.records if "of another type" in r.message] == [logging.WARNING]
 
 
 def test_an_alert_its_raiser_resolved_does_not_come_back(raiser: ReplicationLedger, redis_client: Any) -> None:

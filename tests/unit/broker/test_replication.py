@@ -602,3 +602,16 @@ def test_an_alerts_stream_of_another_type_hides_no_other_raisers_alerts(redis_cl
     reader = ReplicationLedger(redis_client, raisers=["verifier-1", "replica-1"])
     (shown,) = reader.alerts()
     assert (shown["what"], shown["raised_by"]) == ("signed_fork", "verifier-1")
+
+
+def test_a_wrongtype_reply_is_said_to_be_a_key_of_another_type_not_a_redis_that_does_not_answer() -> None:
+    # o11's `verify --cluster` said "Redis ... does not answer: WRONGTYPE" when Redis had answered.
+    from vledger.broker.replication import redis_failed
+    from vledger.tools.cli import _redis_failure
+
+    error = redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+    for failed in (redis_failed("redis://:secret@127.0.0.1:1", error), _redis_failure(error)):
+        assert failed is not None and failed.code == "redis_server"
+        assert "does not answer" not in str(failed) and "is of another type (WRONGTYPE)" in str(failed)
+        assert "secret" not in str(failed)
+    assert "does not answer" in str(redis_failed("redis://127.0.0.1:1", redis.exceptions.ConnectionError("refused")))
