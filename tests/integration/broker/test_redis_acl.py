@@ -383,6 +383,24 @@ def test_a_node_replaces_its_own_alert_keys_made_of_another_type_and_no_other(ac
         assert other.rpartition(":")[2] + "||alert_keys_damaged" in shown
 
 
+def test_the_users_that_write_a_shared_key_replace_it_made_of_another_type(acl: AclServer) -> None:
+    """outsider 31 N1: {ledgers} made a string stalled every home's append; {alerts}:resolved
+    made one failed every operator's resolution. Their writers' users may replace them (DEL)."""
+    admin = acl.client("admin")
+    home = ReplicationLedger(acl.client("ingest"))
+    admin.set(home.ledgers_key, "x")
+    home.append("votes", "ingest-1", 0, [b"r0"])
+    home.client.delete(home.ledgers_key)
+    home.client.set(home.ledgers_key, "x")
+    home.name_homes(["votes"], "ingest-1")
+    assert ReplicationLedger(admin).ledgers() == {"votes": "ingest-1"}
+    alert = Alert(node="x", ledger="votes", what="fork", height=1, detail="t")
+    acl.repl("replica").alert(alert)
+    admin.set(home.resolved_alerts_key, "x")
+    assert ReplicationLedger(admin, raisers=sorted(NODES)).resolve_as_operator([alert.key]) == 1
+    assert admin.type(home.resolved_alerts_key) == b"hash"
+
+
 def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) -> None:
     home = ReplicationLedger(acl.client("ingest"), raisers=sorted(NODES))
     home.append("votes", "ingest-1", 0, [b"r0", b"r1"], checkpoint=b"home note")
