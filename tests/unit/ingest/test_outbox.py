@@ -229,6 +229,23 @@ def test_a_held_height_written_by_hand_is_put_right_at_the_next_heartbeat(
     wait_until(lambda: home.repl.held(LEDGER) == {HOME: 2}, "the home's held height is its store's head again")
 
 
+def test_a_homes_entry_in_a_ledgers_hash_made_a_string_is_put_back_at_the_next_heartbeat(
+    redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    # Any ingest node's Redis user may make {ledgers} a string (outsider 31, N1): every append
+    # failed WRONGTYPE, and a ledger that got no record was never named there again.
+    home = homes(redis_client)
+    append(home.store, LEDGER, 3)
+    append(home.store, OTHER, 2)
+    wait_until(caught_up(home.repl, home.store), "the streams hold the store")
+    redis_client.delete(home.repl.ledgers_key)
+    redis_client.set(home.repl.ledgers_key, "x")
+    wait_until(lambda: redis_client.type(home.repl.ledgers_key) == b"hash", "the hash replaced")
+    wait_until(lambda: home.repl.ledgers() == {LEDGER: HOME, OTHER: HOME}, "both ledgers named again")
+    append(home.store, LEDGER, 2)
+    wait_until(caught_up(home.repl, home.store), "the stream grows again")
+
+
 def test_a_followers_held_height_follows_a_tail_cut_behind_its_store(redis_client: Any, tmp_path: Path) -> None:
     """outsider 25, H2: a replica's tail cut with sqlite behind its node's back stayed "current,
     HELD = head" in `vledger repl status` for minutes, while the node itself (hello, size) said
