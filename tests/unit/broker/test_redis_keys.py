@@ -93,12 +93,12 @@ class _Recorder:
     def pipeline(self, transaction: bool = True) -> Any:
         return _Pipe(self, self.client.pipeline(transaction=transaction), transaction)
 
-    def pipelined(self, commands: list[Any]) -> list[Any]:
+    def pipelined(self, commands: list[Any], raise_on_error: bool = True) -> list[Any]:
         """redis_pipeline.pipelined through this recorder: each EVALSHA's keys written down."""
         for command in commands:
             if command[0] == "EVALSHA":
                 self.scripts[self.texts[command[1]]].append([str(k) for k in command[3 : 3 + command[2]]])
-        return pipelined(self.client, commands)
+        return pipelined(self.client, commands, raise_on_error=raise_on_error)
 
 
 class _Pipe:
@@ -171,7 +171,7 @@ def _exercise(client: Any) -> None:
 
 def test_every_script_and_transaction_touches_one_slot(redis_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     recorder = _Recorder(redis_client)
-    monkeypatch.setattr(replication, "pipelined", lambda client, commands: client.pipelined(commands))
+    monkeypatch.setattr(replication, "pipelined", lambda client, commands, **kw: client.pipelined(commands, **kw))
     _exercise(recorder)
     assert recorder.scripts and all(recorder.scripts.values()), "a registered script was never run"
     for text, calls in recorder.scripts.items():
