@@ -426,7 +426,7 @@ def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> di
     )
     # A node replaces its own applied key when it is of another type (broker/accounts.py
     # _OWN_HASH: the admin's user can SET it, and every report, the start's too, failed on it),
-    # and its own alert keys so (ReplicationLedger._own_write: its own user can XADD to its open
+    # and its own alert keys so (ReplicationLedger.own_write: its own user can XADD to its open
     # hash, and every alert it raised or put back failed there).
     own_alerts = f"~{ns}:{{alerts}}:log:{node} ~{ns}:{{alerts}}:open:{node}"
     own_applied = f"(+del ~{ns}:{{accounts}}:applied:{node} {own_alerts})"
@@ -436,7 +436,12 @@ def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> di
         homed += [f"(+evalsha +eval ~{ns}:{{{ledger}}}:chain ~{ns}:{{{ledger}}}:checkpoint)", f"(+set {keys})"]
     return {
         "ingest": tuple(homed),
-        "verifier": (f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)", own_applied),
+        # and its own sweep checkpoints, which the admin's user can SET (outsider 31, N1).
+        "verifier": (
+            f"(+xgroup|create +xreadgroup +xack +xautoclaim ~{ns}:{{*}}:chain)",
+            own_applied,
+            f"(+del ~{ns}:{{sweep}}:{node})",
+        ),
         "replica": (f"(+set {own_held} {own_cosig})", own_applied),
         "observer": (*own_tallies, own_applied),
     }

@@ -940,8 +940,8 @@ class ReplicationLedger:
         """Add an alert's ``fields`` to this client's stream and open hash; returns it as the
         hash holds it, its stream ``id`` added."""
         add = functools.partial(self.client.xadd, self.alerts_key, fields, maxlen=ALERTS_MAX_LEN, approximate=True)
-        opened = {"id": _text(self._own_write(self.alerts_key, add)), **fields}
-        self._own_write(self.open_alerts_key, functools.partial(self._hset_open, key, opened))
+        opened = {"id": _text(self.own_write(self.alerts_key, add)), **fields}
+        self.own_write(self.open_alerts_key, functools.partial(self._hset_open, key, opened))
         return opened
 
     def _hset_open(self, key: str, alert: dict[str, Any]) -> Any:
@@ -957,7 +957,7 @@ class ReplicationLedger:
         names = list(ledgers)
         if names:
             write = functools.partial(self._name_homes, names, origin)
-            self._own_write(self.ledgers_key, write)
+            self.own_write(self.ledgers_key, write)
 
     def _name_homes(self, ledgers: list[str], origin: str) -> Any:
         pipe = self.client.pipeline(transaction=False)
@@ -973,7 +973,7 @@ class ReplicationLedger:
         self.client.delete(name)
         return write()
 
-    def _own_write(self, name: str, write: Callable[[], Any]) -> Any:
+    def own_write(self, name: str, write: Callable[[], Any]) -> Any:
         """``write`` to this node's own alert key ``name``; one of another type (its own Redis
         user can XADD to its open hash, HSET its stream: review16 2) is deleted and written
         again, as a node does its applied key (broker/accounts.py), else every alert it raises
@@ -1150,7 +1150,7 @@ class ReplicationLedger:
                 held.append((self.open_alerts_key_of(node), mine))
         if ids:  # first, alone: a note that failed WRONGTYPE while the HDELs ran would be lost
             # Only the admin's user writes it: of another type, every resolution failed (N1).
-            self._own_write(self.resolved_alerts_key, functools.partial(self._note_resolved, ids))
+            self.own_write(self.resolved_alerts_key, functools.partial(self._note_resolved, ids))
         pipe = self.client.pipeline(transaction=False)
         for key, mine in held:
             pipe.hdel(key, *mine)
@@ -1183,7 +1183,7 @@ class ReplicationLedger:
         kept = {k: v for k, v in alert.items() if k != "raised_by"}
         if self.journal is not None:
             self.journal.raised(key, kept, "reopened")
-        self._own_write(self.open_alerts_key, functools.partial(self._hset_open, key, kept))
+        self.own_write(self.open_alerts_key, functools.partial(self._hset_open, key, kept))
 
     def resolve_node(self, node: str, ledger: str, kinds: Iterable[str]) -> int:
         return self.resolve(f"{node}|{ledger}|{what}" for what in kinds)

@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis
@@ -540,7 +541,7 @@ class ClusterChecks:
         the cluster file's until a signed note proves a later epoch (:meth:`_epoch_of`); a home
         or epoch only Redis names is logged as a claim, unproven, and changes nothing."""
         epochs = self._shared_read(self.replication.epochs_key, self.replication.epochs)
-        saved = {_text(k): _text(v) for k, v in self.replication.client.hgetall(self.checkpoints_key).items()}
+        saved = {_text(k): _text(v) for k, v in self._saved_checkpoints().items()}
         found = self._discovered(saved)
         announced = self._hash_listed(
             dict(self._shared_read(self.replication.ledgers_key, self.replication.ledgers)), found
@@ -1621,7 +1622,25 @@ class ClusterChecks:
             for node, copy in state.copies.items()
         }
         if values:
-            self.replication.client.hset(self.checkpoints_key, mapping=values)
+            # Of another type (the admin's user can SET it), it is replaced: every tick failed on it.
+            try:
+                self.replication.own_write(self.checkpoints_key, partial(self._save, values))
+            except redis.exceptions.NoPermissionError as e:  # a redis.acl written before it may DEL it
+                log.warning("sweep checkpoints not saved (%s): write redis.acl anew (vledger keygen --cluster)", e)
+
+    def _save(self, values: dict[str, str]) -> Any:
+        return self.replication.client.hset(self.checkpoints_key, mapping=values)
+
+    def _saved_checkpoints(self) -> dict[Any, Any]:
+        """This verifier's saved sweep checkpoints; none while the key is of another type (the
+        next save replaces it): every tick failed on it, no check ran (outsider 31, N1)."""
+        try:
+            return dict(self.replication.client.hgetall(self.checkpoints_key))
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            log.warning("Redis key %s is of another type (%s): sweeps start from the start", self.checkpoints_key, e)
+            return {}
 
     # --- the observers' tallies -----------------------------------------------------------
 

@@ -399,6 +399,12 @@ def test_the_users_that_write_a_shared_key_replace_it_made_of_another_type(acl: 
     admin.set(home.resolved_alerts_key, "x")
     assert ReplicationLedger(admin, raisers=sorted(NODES)).resolve_as_operator([alert.key]) == 1
     assert admin.type(home.resolved_alerts_key) == b"hash"
+    verifier = acl.client("verifier")
+    for key in ("vledger:{sweep}:verifier-1", "vledger:{sweep}:verifier-2"):
+        admin.set(key, "x")
+    assert verifier.delete("vledger:{sweep}:verifier-1") == 1  # its own sweep key, replaced
+    with pytest.raises(NOPERM):
+        verifier.delete("vledger:{sweep}:verifier-2")
 
 
 def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) -> None:

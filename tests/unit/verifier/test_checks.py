@@ -1025,3 +1025,21 @@ def test_a_shared_hash_of_another_type_stops_no_check_and_is_alerted_until_it_re
         client.hset(key, mapping=saved)
     found.refresh_ledgers()
     assert "fork" in open_kinds(found) and "redis_key_damaged" not in open_kinds(found)
+
+
+def test_its_own_sweep_checkpoints_key_of_another_type_stops_no_check_and_is_replaced(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    # The admin's user can SET the verifier's sweep key: every tick failed WRONGTYPE (outsider 31, N1).
+    found, nodes, clock = checks
+    client = found.replication.client
+    client.delete(found.checkpoints_key)
+    client.set(found.checkpoints_key, "x")
+    nodes["replica-1"].hashes[-1] = b"\xff" * 32
+    clock.now += 100
+    found.tick(block_ms=1)
+    found.refresh_ledgers()
+    found.compare_heads()
+    assert "fork" in open_kinds(found)
+    found.save_checkpoints()
+    assert client.type(found.checkpoints_key) == b"hash"
