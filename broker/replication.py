@@ -951,13 +951,19 @@ class ReplicationLedger:
         return self.client.hsetnx(self.ledgers_key, ledger, origin)
 
     def name_homes(self, ledgers: Iterable[str], origin: str) -> None:
-        """Name ``origin`` the home of each of ``ledgers`` in ``{ledgers}`` where the hash names
-        none (a home's heartbeat: a ledger that gets no record was never named again once the
-        hash lost it), the hash replaced if it is of another type (PROTOCOL 10.5)."""
+        """A home's heartbeat: when ``{ledgers}`` is of another type, replace it and name
+        ``origin`` the home of each of ``ledgers`` (a ledger that gets no record was never named
+        again once the hash was lost so). A hash that merely lacks an entry is left as it is: the
+        verifier's ``unlisted_ledger`` is the evidence of that HDEL (PROTOCOL 10.5)."""
         names = list(ledgers)
-        if names:
-            write = functools.partial(self._name_homes, names, origin)
-            self.own_write(self.ledgers_key, write)
+        if not names:
+            return
+        try:
+            self.client.hget(self.ledgers_key, names[0])  # an ingest user may HGET it, not HLEN
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            self.replace_wrong_type(self.ledgers_key, e, functools.partial(self._name_homes, names, origin))
 
     def _name_homes(self, ledgers: list[str], origin: str) -> Any:
         pipe = self.client.pipeline(transaction=False)

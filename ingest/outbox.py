@@ -683,8 +683,8 @@ class Outbox:
             if self.stream:
                 named = self.replication.epochs()
                 owned = [h for h in heads if self.owns(h) and not self._replaced(h, named)]
-                # Its entries put back (the hash replaced, of another type): a ledger that gets
-                # no record was never named again once the hash lost it (outsider 31, N1).
+                # Its entries put back when the hash was of another type (replaced): a ledger
+                # that gets no record was never named again once the hash was lost so (outsider 31, N1).
                 self.replication.name_homes(owned, self.name)
                 for ledger, streamed in self.replication.last_heights(owned).items():
                     try:
