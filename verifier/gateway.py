@@ -436,11 +436,7 @@ class Gateway:
             return None
         identity = _file_identity(self.store_dir / DB_NAME)
         why = f"{self.store_dir / DB_NAME}: the store's file is damaged: {cause}"
-        with self._damage_lock:
-            first = self._damage is None or self._damage[0] != identity
-            if first:
-                self._damage = (identity, why, None)
-        if first:
+        if self._first_damage(identity, why, None):
             log.error(
                 "gateway of %s: %s (its node raises store_damaged; repair it: vledger repair)", self.node.name, why
             )
@@ -471,15 +467,20 @@ class Gateway:
             if generation != self._generation:
                 return StoreDamagedError(why)
             found = self._contradicted.setdefault(ledger, (why, index, time.monotonic()))
-        with self._damage_lock:
-            first = self._damage is None or self._damage[0] != identity
-            if first:
-                self._damage = (identity, why, ledger)
-        if first:
+        if self._first_damage(identity, why, ledger):
             log.error(
                 "gateway of %s: %s (its node raises bad_checksum; repair it: vledger repair)", self.node.name, why
             )
         return _refused(found[0])
+
+    def _first_damage(self, identity: tuple[int, int] | None, why: str, ledger: str | None) -> bool:
+        """Record ``why`` the store file ``identity`` is damaged (for ``ledger``, None: the whole
+        file) unless damage of that same file is recorded already; whether it was the first."""
+        with self._damage_lock:
+            first = self._damage is None or self._damage[0] != identity
+            if first:
+                self._damage = (identity, why, ledger)
+        return first
 
     def _check_ledger(self, ledger: str) -> None:
         """Raise the refusal of ``ledger`` once its records were found damaged; once it is
