@@ -810,7 +810,7 @@ class Gateway:
                 rest = self.reader.iter_raw(ledger, first + len(checked), first + covered)
                 checked += [tree.leaf_hash(d) for _, d in rest]
             try:
-                tree.verify_leaf_tile(checked, index, checkpoint.size, checkpoint.root, stored.hash_at)
+                tree.verify_tile(checked, 0, index, checkpoint.size, checkpoint.root, stored.hash_at)
             except (ProofError, TreeMismatchError) as e:
                 raise self.contradiction(
                     ledger,
@@ -1063,7 +1063,7 @@ class Gateway:
         first = index * tree.TILE_WIDTH
         leaves = [tree.leaf_hash(d) for _, d in self.reader.iter_raw(ledger, first, size)]
         try:
-            tree.verify_leaf_tile(leaves, index, size, root, self._tree(ledger).hash_at)
+            tree.verify_tile(leaves, 0, index, size, root, self._tree(ledger).hash_at)
         except (ProofError, TreeMismatchError) as e:
             raise self.contradiction(
                 ledger,
