@@ -1,0 +1,169 @@
+"""A store whose tree rows were changed in its file, behind the gateway (gw31).
+
+The records stay genuine; one byte of a hash of the ``tree`` table is changed with SQLite, as an
+insider with the file would. A tile of level 1 and up, an inclusion or consistency proof, a
+receipt's proof are made of those rows: the gateway served them (a tile as immutable) and every
+client then rejected them, where a changed record is refused ``store_damaged`` at the gateway.
+600 records (two full level-0 tiles, a partial third, a level-1 tile of two hashes), the home's
+signed checkpoint at 590; the rows changed are none that proving the checkpoint's edge tile reads.
+Over a real store and real HTTP (aiohttp in a thread).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vledger.broker.http import HttpThread
+from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
+from vledger.config.cluster import ClusterConfig
+from vledger.node import tree
+from vledger.node.storefile import DB_NAME
+from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
+from vledger.tests.unit.verifier.fakes import FakeRedis, NoRedis
+from vledger.tests.unit.verifier.test_gateway_tampered import LEDGER, SEED, get, refused_damaged, signed_ledger
+from vledger.verifier import gateway as gateway_module
+from vledger.verifier.gateway import IMMUTABLE, Gateway, build_app, readiness
+
+RECORDS = 600
+SIGNED_AT = 590
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ClusterConfig:
+    return signed_ledger(tmp_path, RECORDS, SIGNED_AT)
+
+
+@pytest.fixture
+def served(config: ClusterConfig) -> Iterator[tuple[str, Gateway]]:
+    gateway = Gateway(config, "replica-1", redis_client=NoRedis())
+    with HttpThread(build_app(gateway, readiness(gateway)), "127.0.0.1", 0) as server:
+        yield f"http://127.0.0.1:{server.port}", gateway
+    gateway.close()
+
+
+def flip(config: ClusterConfig, level: int, index: int) -> None:
+    """Change one byte of the store's tree row ``(level, index)`` (and once more: put it back)."""
+    with sqlite3.connect(config.store_dir("replica-1") / DB_NAME) as db:
+        (found,) = db.execute(
+            "SELECT hash FROM tree WHERE ledger = ? AND level = ? AND idx = ?", (LEDGER, level, index)
+        ).fetchone()
+        changed = bytes([found[0] ^ 1]) + bytes(found[1:])
+        db.execute(
+            "UPDATE tree SET hash = ? WHERE ledger = ? AND level = ? AND idx = ?", (changed, LEDGER, level, index)
+        )
+    db.close()
+
+
+def ready(url: str) -> str | None:
+    store: str | None = json.loads(get(f"{url}/readyz")[2])["checks"]["store"]
+    return store
+
+
+@pytest.mark.parametrize(
+    ("row", "route"),
+    [
+        # tile 1/000's first hash: in no level-0 tile's path to the root of 590, nor the edge tile's
+        ((8, 0), "tile/1/000.p/2"),
+        # the sibling of leaf 3's 16: inside tile 0/000, which is proven from its records
+        ((4, 1), "api/proof/inclusion?index=3&size=300"),
+        ((4, 1), "api/receipts/3"),
+        ((4, 1), f"api/proof/inclusion?index=3&size={SIGNED_AT}"),
+        # the old root of 16, and a hash of the proof from 16
+        ((4, 0), "api/proof/consistency?old=16&new=300"),
+        ((4, 0), "api/proof/consistency?old=16&new=590"),
+        ((5, 1), "api/proof/consistency?old=16&new=512"),
+    ],
+)
+def test_a_changed_tree_row_is_never_served_and_the_ledger_is_served_again_once_repaired(
+    served: tuple[str, Gateway],
+    config: ClusterConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    row: tuple[int, int],
+    route: str,
+) -> None:
+    url, _ = served
+    wanted = (
+        f"{url}/ledgers/{LEDGER}/{route}" if route.startswith("tile") else f"{url}/api/ledgers/{LEDGER}/{route[4:]}"
+    )
+    assert get(f"{url}/ledgers/{LEDGER}/checkpoint")[0] == 200
+    flip(config, *row)
+    assert refused_damaged(wanted), wanted
+    assert ready(url) is not None
+    # Once found, nothing of that copy of the ledger is served, its checkpoint included.
+    assert refused_damaged(f"{url}/ledgers/{LEDGER}/checkpoint")
+    flip(config, *row)  # repaired in place (the same file): proven again at a request, served again
+    monkeypatch.setattr(gateway_module, "REFUSAL_SECONDS", 0.0)
+    status, _, body = get(wanted)
+    assert status == 200, body[:300]
+    assert get(f"{url}/ledgers/{LEDGER}/checkpoint")[0] == 200
+    assert ready(url) is None
+
+
+def test_a_level_1_tile_changed_after_it_was_served_is_served_as_proven(
+    served: tuple[str, Gateway], config: ClusterConfig
+) -> None:
+    # A proven tile is kept and served from memory: a row changed later never goes out.
+    url, _ = served
+    tile = f"{url}/ledgers/{LEDGER}/tile/1/000.p/2"
+    status, headers, genuine = get(tile)
+    assert status == 200 and headers["Cache-Control"] == IMMUTABLE
+    flip(config, 8, 1)
+    assert get(tile)[2] == genuine
+
+
+def _all_routes(url: str, size: int, signed: int) -> Iterator[str]:
+    tiles = f"{url}/ledgers/{LEDGER}"
+    for level in (0, 1):
+        for index in range(-(-(size >> (tree.TILE_HEIGHT * level)) // tree.TILE_WIDTH)):
+            for width in sorted({1, tree.tile_width(level, index, signed), tree.tile_width(level, index, size)}):
+                if width:
+                    yield f"{tiles}/{tree.tile_path(level, index, width)}"
+    api = f"{url}/api/ledgers/{LEDGER}"
+    for n in sorted({1, 16, 17, 255, 256, 257, 300, 512, signed - 1, signed, size - 1, size}):
+        yield f"{api}/proof/inclusion?index={n - 1}&size={n}"
+        yield f"{api}/proof/inclusion?index=0&size={n}"
+        yield f"{api}/proof/inclusion?index={n // 2}&size={n}"
+        for m in sorted({1, 2, 16, 255, 256, 257, 300, signed, n}):
+            if m <= n:
+                yield f"{api}/proof/consistency?old={m}&new={n}"
+    for height in (0, 3, 255, 256, 511, 512, signed - 1):
+        yield f"{api}/receipts/{height}"
+
+
+def test_an_honest_store_is_never_refused_at_the_edges(served: tuple[str, Gateway]) -> None:
+    # Partial tiles of either level at the checkpoint's size and the store's, proofs of sizes
+    # under, at and past the signed root (past it nothing proves them: served, not refused).
+    url, _ = served
+    for route in _all_routes(url, RECORDS, SIGNED_AT):
+        status, headers, body = get(route)
+        assert status == 200, (route, body[:300])
+        if "/tile/" in route:
+            level, index, width = tree.parse_tile_path(route.split(f"/{LEDGER}/", 1)[1])
+            proven = tree.tile_width(level, index, SIGNED_AT) >= width
+            assert headers["Cache-Control"] == (IMMUTABLE if proven else "no-cache"), route
+    assert ready(url) is None
+
+
+def test_a_checkpoint_newer_than_the_store_refuses_nothing(config: ClusterConfig) -> None:
+    # A witness cosigned a checkpoint past this store's records (it lags): the store's own is
+    # what proves, and nothing is refused.
+    home = HomeSigner("t", SEED)
+    generate_signing_key(config.keys_dir, "replica-1")
+    seed = load_signing_key(signing_key_paths(config.keys_dir, "replica-1")[0]).seed
+    witness = WitnessSigner(witness_name("t", "replica-1"), seed)
+    cosigned = witness.cosign(home.sign(LEDGER, RECORDS + 10, tree.leaf_hash(b"later")), 1_790_000_000)
+    gateway = Gateway(config, "replica-1", redis_client=FakeRedis({b"replica-1": cosigned}))
+    try:
+        with HttpThread(build_app(gateway, readiness(gateway)), "127.0.0.1", 0) as server:
+            url = f"http://127.0.0.1:{server.port}"
+            for route in _all_routes(url, RECORDS, SIGNED_AT):
+                status, _, body = get(route)
+                assert status == 200, (route, body[:300])
+            assert ready(url) is None
+    finally:
+        gateway.close()
