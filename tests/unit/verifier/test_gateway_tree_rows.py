@@ -22,6 +22,7 @@ from vledger.broker.http import HttpThread
 from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
 from vledger.config.cluster import ClusterConfig
 from vledger.node import tree
+from vledger.node.errors import StoreDamagedError
 from vledger.node.storefile import DB_NAME
 from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
 from vledger.tests.unit.verifier.fakes import FakeRedis, NoRedis
@@ -165,5 +166,20 @@ def test_a_checkpoint_newer_than_the_store_refuses_nothing(config: ClusterConfig
                 status, _, body = get(route)
                 assert status == 200, (route, body[:300])
             assert ready(url) is None
+    finally:
+        gateway.close()
+
+
+def test_a_tile_past_the_checkpoint_must_begin_with_the_hashes_proven(config: ClusterConfig) -> None:
+    # Signed at 300: tile 1/000 holds one proven hash; its width 2 (the store's 600 records) is
+    # served no-cache, and once the proven hash's row changed, never.
+    signed = signed_ledger(config.path.parent / "again", RECORDS, 300)
+    gateway = Gateway(signed, "replica-1", redis_client=NoRedis())
+    try:
+        assert gateway.tile(LEDGER, "tile/1/000.p/1")[1] is True
+        assert gateway.tile(LEDGER, "tile/1/000.p/2")[1] is False
+        flip(signed, 8, 0)
+        with pytest.raises(StoreDamagedError, match="not the one proven"):
+            gateway.tile(LEDGER, "tile/1/000.p/2")
     finally:
         gateway.close()
