@@ -514,8 +514,20 @@ class Gateway:
 
     def _reprove(self, ledger: str, again: Callable[[], object]) -> None:
         """Run the check that found ``ledger``'s copy damaged again (it raises StoreDamagedError,
-        refused anew, if it still fails); if it passes, the store's damage that ledger showed is over."""
-        again()
+        refused anew, if it still fails); if it passes, the store's damage that ledger showed is over.
+        So too when what it checked is no longer there (a cut back copy, another checkpoint): what
+        is served is proven at each request, and the request that ran the check asked for another."""
+        try:
+            again()
+        except StoreDamagedError:
+            raise
+        except VledgerError as e:
+            log.info(
+                "gateway of %s: the check that found ledger %r damaged checks nothing now: %s",
+                self.node.name,
+                ledger,
+                e,
+            )
         identity = getattr(self._local, "identity", None)
         with self._voters_lock:
             other = next(iter(self._contradicted.items()), None)  # still refused: still shown

@@ -22,7 +22,7 @@ from vledger.broker.http import HttpThread
 from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
 from vledger.config.cluster import ClusterConfig
 from vledger.node import tree
-from vledger.node.errors import StoreDamagedError
+from vledger.node.errors import StoreDamagedError, TreeSizeError
 from vledger.node.storefile import DB_NAME
 from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
 from vledger.tests.unit.verifier.fakes import FakeRedis, NoRedis
@@ -183,3 +183,22 @@ def test_a_tile_past_the_checkpoint_must_begin_with_the_hashes_proven(config: Cl
             gateway.tile(LEDGER, "tile/1/000.p/2")
     finally:
         gateway.close()
+
+
+def test_a_check_that_checks_nothing_now_ends_the_refusal(
+    served: tuple[str, Gateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proof of a size the copy no longer holds (cut back to heal) cannot be run again: the
+    # request that ran it, for another record, was answered that proof's bad_tree_size.
+    url, gateway = served
+    record = f"{url}/api/ledgers/{LEDGER}/records/3"
+    assert get(record)[0] == 200
+
+    def gone() -> None:
+        raise TreeSizeError(f"size 999 is past the {RECORDS} records")
+
+    gateway.contradiction(LEDGER, "a proof of size 999 is wrong", gateway._generation, 0, gone)
+    assert refused_damaged(record)
+    monkeypatch.setattr(gateway_module, "REFUSAL_SECONDS", 0.0)
+    assert get(record)[0] == 200
+    assert ready(url) is None
