@@ -713,6 +713,18 @@ class Gateway:
         self.proven_record(record.content.ledger, record.height)
         return record_json(record, found[2])
 
+    def _proving(
+        self, ledger: str, what: str, generation: int, again: Callable[[], object], check: Callable[[], object]
+    ) -> None:
+        """Run ``check``, the verification of what the store's tree rows gave for ``what``
+        against a signed root; when it fails (ProofError, TreeMismatchError: a row missing),
+        raise the refusal of ``ledger`` (:meth:`contradiction`, read at ``generation``), which
+        ``again`` ends once it passes."""
+        try:
+            check()
+        except (ProofError, TreeMismatchError) as e:
+            raise self.contradiction(ledger, f"{what} ({e})", generation, 0, again) from e
+
     def inclusion(self, ledger: str, index: int, size: int | None) -> dict[str, Any]:
         """Leaf ``index``'s inclusion proof in the tree of ``size`` leaves (default: the whole tree).
 
@@ -734,20 +746,14 @@ class Gateway:
         proof = stored.inclusion_proof(index, at)
         # The proof is the store's tree rows: it goes out only if it leads to a root a signed one
         # proves (every hash of it counts); past the largest signed root nothing proves it yet.
-        root = self._proven_root(ledger, at, stored, generation)
-        if root is None:
-            root = stored.root(at)
-        else:
-            try:
-                tree.verify_inclusion(leaf, index, at, proof, root)
-            except ProofError as e:
-                raise self.contradiction(
-                    ledger,
-                    f"its tree's inclusion proof of record {index} in the tree of size {at} is wrong ({e})",
-                    generation,
-                    index // tree.TILE_WIDTH,
-                    functools.partial(self.inclusion, ledger, index, size),
-                ) from e
+        root = self._root_verifying(
+            ledger,
+            at,
+            generation,
+            f"its tree's inclusion proof of record {index} in the tree of size {at} is wrong",
+            functools.partial(self.inclusion, ledger, index, size),
+            lambda root: tree.verify_inclusion(leaf, index, at, proof, root),
+        )
         return {
             "ledger": ledger,
             "index": index,
@@ -778,20 +784,14 @@ class Gateway:
         old_root = stored.root(old)
         # As an inclusion proof: every hash of the proof, and the old root, lead to the new root
         # (RFC 9162 2.1.4.2), which a signed root must prove; past it, nothing proves them yet.
-        new_root = self._proven_root(ledger, at, stored, generation)
-        if new_root is None:
-            new_root = stored.root(at)
-        else:
-            try:
-                tree.verify_consistency(old, at, old_root, new_root, proof)
-            except ProofError as e:
-                raise self.contradiction(
-                    ledger,
-                    f"its tree's consistency proof from size {old} to {at} is wrong ({e})",
-                    generation,
-                    (old - 1) // tree.TILE_WIDTH,
-                    functools.partial(self.consistency, ledger, old, new),
-                ) from e
+        new_root = self._root_verifying(
+            ledger,
+            at,
+            generation,
+            f"its tree's consistency proof from size {old} to {at} is wrong",
+            functools.partial(self.consistency, ledger, old, new),
+            lambda root: tree.verify_consistency(old, at, old_root, root, proof),
+        )
         return {
             "ledger": ledger,
             "old": old,
@@ -800,6 +800,26 @@ class Gateway:
             "new_root": new_root.hex(),
             "proof": [h.hex() for h in proof],
         }
+
+    def _root_verifying(
+        self,
+        ledger: str,
+        size: int,
+        generation: int,
+        what: str,
+        again: Callable[[], object],
+        verify: Callable[[bytes], object],
+    ) -> bytes:
+        """The root of ``ledger``'s first ``size`` leaves to serve beside a proof of the store's
+        tree rows: one a signed root proves (:meth:`_proven_root`), which ``verify(root)`` must
+        pass (else the refusal of :meth:`_proving`, for ``what``), or past the largest signed
+        root, where nothing proves either yet, the store's own."""
+        stored = self._tree(ledger)
+        root = self._proven_root(ledger, size, stored, generation)
+        if root is None:
+            return stored.root(size)
+        self._proving(ledger, what, generation, again, functools.partial(verify, root))
+        return root
 
     def _proven_root(self, ledger: str, size: int, stored: StoredTree, generation: int) -> bytes | None:
         """The root of ``ledger``'s first ``size`` leaves as a signed root proves it: the largest
@@ -818,18 +838,15 @@ class Gateway:
         if kept is not None:
             return kept
         root = stored.root(size)
-        try:
-            tree.verify_consistency(
+        self._proving(
+            ledger,
+            f"its tree's root of size {size} does not lead to the checkpoint of size {checkpoint.size}",
+            generation,
+            lambda: self._proven_root(ledger, size, self._tree(ledger), self._generation),
+            lambda: tree.verify_consistency(
                 size, checkpoint.size, root, checkpoint.root, stored.consistency_proof(size, checkpoint.size)
-            )
-        except (ProofError, TreeMismatchError) as e:
-            raise self.contradiction(
-                ledger,
-                f"its tree's root of size {size} does not lead to the checkpoint of size {checkpoint.size} ({e})",
-                generation,
-                (size - 1) // tree.TILE_WIDTH,
-                lambda: self._proven_root(ledger, size, self._tree(ledger), self._generation),
-            ) from e
+            ),
+        )
         with self._voters_lock:
             if generation == self._generation:
                 self._roots_proven[key] = root
@@ -1164,18 +1181,20 @@ class Gateway:
             if h < size
         )
         for rotation in rotations:  # the store's record and tree rows: a client would refuse the key they prove
-            try:
-                tree.verify_inclusion(
-                    tree.leaf_hash(rotation.record), rotation.index, size, rotation.proof, best.checkpoint.root
-                )
-            except ProofError as e:
-                raise self.contradiction(
-                    ledger,
-                    f"its rotation record {rotation.index} and tree do not lead to the checkpoint of size {size} ({e})",
-                    generation,
-                    rotation.index // tree.TILE_WIDTH,
-                    functools.partial(self.checkpoint, ledger, witnesses),
-                ) from e
+            self._proving(
+                ledger,
+                f"its rotation record {rotation.index} and tree do not lead to the checkpoint of size {size}",
+                generation,
+                functools.partial(self.checkpoint, ledger, witnesses),
+                functools.partial(
+                    tree.verify_inclusion,
+                    tree.leaf_hash(rotation.record),
+                    rotation.index,
+                    size,
+                    rotation.proof,
+                    best.checkpoint.root,
+                ),
+            )
         shown = dict(self.witness_keys)
         for node, history in histories.items():
             if node in shown:
@@ -1257,16 +1276,15 @@ class Gateway:
             )
         generation = self._generation  # before the reads
         proof = self._tree(ledger).inclusion_proof(height, size)
-        try:  # the store's tree rows: a receipt that does not verify is never handed out
-            tree.verify_inclusion(tree.leaf_hash(data), height, size, proof, served.gathered.checkpoint.root)
-        except ProofError as e:
-            raise self.contradiction(
-                ledger,
-                f"its tree's inclusion proof of record {height} in the checkpoint of size {size} is wrong ({e})",
-                generation,
-                height // tree.TILE_WIDTH,
-                functools.partial(self.receipt, ledger, height),
-            ) from e
+        self._proving(  # the store's tree rows: a receipt that does not verify is never handed out
+            ledger,
+            f"its tree's inclusion proof of record {height} in the checkpoint of size {size} is wrong",
+            generation,
+            functools.partial(self.receipt, ledger, height),
+            functools.partial(
+                tree.verify_inclusion, tree.leaf_hash(data), height, size, proof, served.gathered.checkpoint.root
+            ),
+        )
         return Receipt.of(data, proof, served.gathered.note, served.rotations, served.node_keys)
 
     def node_keys(self) -> tuple[NodeKeys | None, dict[str, KeyHistory]]:

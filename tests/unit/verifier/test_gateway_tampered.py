@@ -15,6 +15,7 @@ import struct
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +70,21 @@ def config(tmp_path: Path) -> ClusterConfig:
     return signed_ledger(tmp_path, RECORDS, SIGNED_AT)
 
 
+@contextmanager
+def serving(config: ClusterConfig, redis_client: Any = None) -> Iterator[tuple[str, Gateway]]:
+    """replica-1's gateway over HTTP (aiohttp in a thread): its URL, and the gateway."""
+    gateway = Gateway(config, "replica-1", redis_client=redis_client or NoRedis())
+    try:
+        with HttpThread(build_app(gateway, readiness(gateway)), "127.0.0.1", 0) as server:
+            yield f"http://127.0.0.1:{server.port}", gateway
+    finally:
+        gateway.close()
+
+
 @pytest.fixture
 def served(config: ClusterConfig) -> Iterator[tuple[str, Gateway]]:
-    gateway = Gateway(config, "replica-1", redis_client=NoRedis())
-    with HttpThread(build_app(gateway, readiness(gateway)), "127.0.0.1", 0) as server:
-        yield f"http://127.0.0.1:{server.port}", gateway
-    gateway.close()
+    with serving(config) as found:
+        yield found
 
 
 def forge(config: ClusterConfig, height: int) -> None:
@@ -197,15 +207,19 @@ def test_an_alert_on_this_node_s_record_has_its_tile_checked_before_the_checkpoi
         gateway.close()
 
 
-def test_the_store_s_own_checkpoint_is_served_while_a_larger_one_is_past_its_records(config: ClusterConfig) -> None:
-    # The witness cosigned a larger checkpoint (in Redis) than this store holds: it was chosen
-    # (the most cosigned) and answered "no checkpoint yet", with the store's own one there.
+def cosigned_ahead(config: ClusterConfig, records: int) -> bytes:
+    """replica-1's cosignature of the home's checkpoint of 10 records more than the store's ``records``."""
     home = HomeSigner("t", SEED)
     generate_signing_key(config.keys_dir, "replica-1")
     seed = load_signing_key(signing_key_paths(config.keys_dir, "replica-1")[0]).seed
     witness = WitnessSigner(witness_name("t", "replica-1"), seed)
-    ahead = witness.cosign(home.sign(LEDGER, RECORDS + 10, tree.leaf_hash(b"later")), 1_790_000_000)
-    gateway = Gateway(config, "replica-1", redis_client=FakeRedis({b"replica-1": ahead}))
+    return witness.cosign(home.sign(LEDGER, records + 10, tree.leaf_hash(b"later")), 1_790_000_000)
+
+
+def test_the_store_s_own_checkpoint_is_served_while_a_larger_one_is_past_its_records(config: ClusterConfig) -> None:
+    # The witness cosigned a larger checkpoint (in Redis) than this store holds: it was chosen
+    # (the most cosigned) and answered "no checkpoint yet", with the store's own one there.
+    gateway = Gateway(config, "replica-1", redis_client=FakeRedis({b"replica-1": cosigned_ahead(config, RECORDS)}))
     try:
         assert gateway.checkpoint(LEDGER).gathered.checkpoint.size == SIGNED_AT
     finally:

@@ -18,17 +18,21 @@ from pathlib import Path
 
 import pytest
 
-from vledger.broker.http import HttpThread
-from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
 from vledger.config.cluster import ClusterConfig
 from vledger.node import tree
 from vledger.node.errors import StoreDamagedError, TreeSizeError
 from vledger.node.storefile import DB_NAME
-from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
 from vledger.tests.unit.verifier.fakes import FakeRedis, NoRedis
-from vledger.tests.unit.verifier.test_gateway_tampered import LEDGER, SEED, get, refused_damaged, signed_ledger
+from vledger.tests.unit.verifier.test_gateway_tampered import (
+    LEDGER,
+    cosigned_ahead,
+    get,
+    refused_damaged,
+    serving,
+    signed_ledger,
+)
 from vledger.verifier import gateway as gateway_module
-from vledger.verifier.gateway import IMMUTABLE, Gateway, build_app, readiness
+from vledger.verifier.gateway import IMMUTABLE, Gateway
 
 RECORDS = 600
 SIGNED_AT = 590
@@ -41,10 +45,8 @@ def config(tmp_path: Path) -> ClusterConfig:
 
 @pytest.fixture
 def served(config: ClusterConfig) -> Iterator[tuple[str, Gateway]]:
-    gateway = Gateway(config, "replica-1", redis_client=NoRedis())
-    with HttpThread(build_app(gateway, readiness(gateway)), "127.0.0.1", 0) as server:
-        yield f"http://127.0.0.1:{server.port}", gateway
-    gateway.close()
+    with serving(config) as found:
+        yield found
 
 
 def flip(config: ClusterConfig, level: int, index: int) -> None:
@@ -153,21 +155,11 @@ def test_an_honest_store_is_never_refused_at_the_edges(served: tuple[str, Gatewa
 def test_a_checkpoint_newer_than_the_store_refuses_nothing(config: ClusterConfig) -> None:
     # A witness cosigned a checkpoint past this store's records (it lags): the store's own is
     # what proves, and nothing is refused.
-    home = HomeSigner("t", SEED)
-    generate_signing_key(config.keys_dir, "replica-1")
-    seed = load_signing_key(signing_key_paths(config.keys_dir, "replica-1")[0]).seed
-    witness = WitnessSigner(witness_name("t", "replica-1"), seed)
-    cosigned = witness.cosign(home.sign(LEDGER, RECORDS + 10, tree.leaf_hash(b"later")), 1_790_000_000)
-    gateway = Gateway(config, "replica-1", redis_client=FakeRedis({b"replica-1": cosigned}))
-    try:
-        with HttpThread(build_app(gateway, readiness(gateway)), "127.0.0.1", 0) as server:
-            url = f"http://127.0.0.1:{server.port}"
-            for route in _all_routes(url, RECORDS, SIGNED_AT):
-                status, _, body = get(route)
-                assert status == 200, (route, body[:300])
-            assert ready(url) is None
-    finally:
-        gateway.close()
+    with serving(config, FakeRedis({b"replica-1": cosigned_ahead(config, RECORDS)})) as (url, _):
+        for route in _all_routes(url, RECORDS, SIGNED_AT):
+            status, _, body = get(route)
+            assert status == 200, (route, body[:300])
+        assert ready(url) is None
 
 
 def test_a_tile_past_the_checkpoint_must_begin_with_the_hashes_proven(config: ClusterConfig) -> None:
