@@ -58,8 +58,9 @@ def signed_ledger(tmp_path: Path, records: int, signed_at: int) -> ClusterConfig
     with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
         rules = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": pinned})
         store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, LIMITS))
-        for i in range(1, records):
-            store.append(Entry.prepare(Content(LEDGER, "note", {"amount": AMOUNT + i}, "admin", f"r{i}", 1), 0, LIMITS))
+        notes = [Content(LEDGER, "note", {"amount": AMOUNT + i}, "admin", f"r{i}", 1) for i in range(1, records)]
+        placed = store.submit_entries([Entry.prepare(note, 0, LIMITS) for note in notes]).result()
+        assert not [e for e in placed if isinstance(e, Exception)], placed[:3]
         signed = home.sign(LEDGER, signed_at, store.root(LEDGER, signed_at))
         store.checkpoints.keep(LEDGER, "signed", signed_at, signed.root, signed.note)
     return config

@@ -12,6 +12,7 @@ Over a real store and real HTTP (aiohttp in a thread).
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from vledger.config.cluster import ClusterConfig
 from vledger.node import tree
 from vledger.node.errors import StoreDamagedError, TreeSizeError
 from vledger.node.storefile import DB_NAME
-from vledger.tests.unit.verifier.fakes import FakeRedis, NoRedis
+from vledger.tests.unit.verifier.fakes import FakeRedis, NoRedis, two_nodes
 from vledger.tests.unit.verifier.test_gateway_tampered import (
     LEDGER,
     cosigned_ahead,
@@ -194,3 +195,54 @@ def test_a_check_that_checks_nothing_now_ends_the_refusal(
     monkeypatch.setattr(gateway_module, "REFUSAL_SECONDS", 0.0)
     assert get(record)[0] == 200
     assert ready(url) is None
+
+
+BIG = 65_536 + 300  # a level-2 tile (one node of 65,536 leaves), level-1 tiles full and partial
+BIG_SIGNED = BIG - 10
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of BIG records signed at BIG_SIGNED, built once (~5 s); each test serves a copy."""
+    return signed_ledger(tmp_path_factory.mktemp("big"), BIG, BIG_SIGNED).path
+
+
+def _copy(big_store: Path, tmp_path: Path) -> ClusterConfig:
+    shutil.copytree(big_store.parent, tmp_path / "big")
+    return two_nodes(tmp_path / "big" / big_store.name)
+
+
+def test_an_honest_store_of_a_level_2_tile_is_never_refused(big_store: Path, tmp_path: Path) -> None:
+    with serving(_copy(big_store, tmp_path)) as (url, _):
+        tiles, api = f"{url}/ledgers/{LEDGER}", f"{url}/api/ledgers/{LEDGER}"
+        for path, proven in (
+            ("tile/2/000.p/1", True),
+            ("tile/1/000", True),
+            ("tile/1/001.p/1", True),
+            ("tile/0/256", True),
+            (f"tile/0/257.p/{BIG_SIGNED - 257 * 256}", True),
+            (f"tile/0/257.p/{BIG - 257 * 256}", False),
+        ):
+            status, headers, body = get(f"{tiles}/{path}")
+            assert status == 200 and headers["Cache-Control"] == (IMMUTABLE if proven else "no-cache"), (path, body)
+        for route in (
+            "proof/inclusion?index=65535&size=65536",
+            f"proof/inclusion?index=65536&size={BIG_SIGNED}",
+            f"proof/inclusion?index=70&size={BIG_SIGNED - 1}",
+            f"proof/consistency?old=65536&new={BIG_SIGNED}",
+            "proof/consistency?old=300&new=65536",
+            f"proof/consistency?old=65537&new={BIG}",
+            "receipts/65600",
+        ):
+            status, _, body = get(f"{api}/{route}")
+            assert status == 200, (route, body[:300])
+        assert ready(url) is None
+
+
+def test_a_changed_row_of_a_full_level_1_tile_is_never_served(big_store: Path, tmp_path: Path) -> None:
+    # The node of leaves 1280..1535: in no path the checkpoint's edge tile or tile 1/000 itself
+    # reads from the store, only in tile 0/004's (which no request asked for).
+    config = _copy(big_store, tmp_path)
+    with serving(config) as (url, _):
+        flip(config, 8, 5)
+        assert refused_damaged(f"{url}/ledgers/{LEDGER}/tile/1/000")
