@@ -132,7 +132,7 @@ REFUSAL_SECONDS = 10.0
 PROBE_TIMEOUT = 1.0  # a node's /readyz that does not answer in this is shown down
 TILE_CACHE = 1024  # tiles kept in memory (8 MiB at most): served again without a read
 ROOTS_KEPT = 4  # checkpoints per ledger whose root the store's tree was found to lead to
-PROVEN_ROOTS = 1024  # roots of past sizes proven to a signed root, kept (64 KiB with their keys)
+PROVEN_ROOTS = 1024  # roots of past sizes proven to a signed root, kept (~150 KiB with their keys)
 LOG_LINES = 20
 LOG_TAIL_BYTES = 8192
 CLIENT_QUEUE = 256  # events queued per event-stream client; a client this far behind is dropped
@@ -534,7 +534,7 @@ class Gateway:
         with self._damage_lock:
             if self._damage is not None and self._damage[2] == ledger:
                 self._damage = None if other is None else (identity, other[1][0], other[0])
-        log.warning("gateway of %s: ledger %r's records prove again: served again", self.node.name, ledger)
+        log.warning("gateway of %s: ledger %r proves again: served again", self.node.name, ledger)
 
     def _reprove_leaves(self, ledger: str, index: int) -> None:
         """Prove tile ``0/index`` of ``ledger`` again, as read now (StoreDamagedError if it does not)."""
