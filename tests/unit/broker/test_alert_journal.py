@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -342,6 +343,28 @@ def test_a_damaged_journal_the_nodes_other_process_replaced_first_is_not_moved_a
         first.close()
         other.kill()
     assert len(list(path.parent.glob(f"{ALERT_JOURNAL}.damaged-*"))) == 1
+
+
+def test_a_sound_journal_another_connection_holds_busy_is_not_moved_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a file that is no journal (SQLITE_NOTADB, SQLITE_CORRUPT) is moved aside: a busy one
+    # is sound, and the process that holds it would go on writing the file moved away.
+    with AlertJournal(tmp_path / ALERT_JOURNAL, NODE) as journal:
+        journal.raised(FORK.key, {"id": "", **FORK.fields()})
+    holder = sqlite3.connect(journal.path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    connect = sqlite3.connect
+    monkeypatch.setattr(alert_journal.sqlite3, "connect", lambda *a, **k: connect(*a, **{**k, "timeout": 0.1}))
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            AlertJournal(journal.path, NODE)
+    finally:
+        holder.close()
+    assert not list(tmp_path.glob(f"{ALERT_JOURNAL}.damaged-*"))
+    with AlertJournal(journal.path, NODE) as reopened:
+        assert list(reopened.open_alerts()) == [FORK.key]
 
 
 def test_a_journal_gone_when_moved_aside_was_moved_by_the_other_process(tmp_path: Path) -> None:
