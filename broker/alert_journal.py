@@ -15,13 +15,14 @@ Written only when an alert is raised or resolved, never on a record's path.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -74,18 +75,37 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.executescript(_SCHEMA)
     except sqlite3.DatabaseError as e:
         db.close()
+        # Only a file that is no journal is moved aside: one locked a moment too long by the
+        # node's other process (SQLITE_BUSY) is sound, and that process goes on writing it.
+        if e.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            raise
         raise _Damaged(inode, e) from e
     return db
 
 
+@contextlib.contextmanager
+def _opening(path: Path) -> Iterator[None]:
+    """Held (an flock on ``<journal>.lock``) while a process opens the journal, moving a damaged
+    one aside: the node and its outbox process open it at the same start, and one renamed the
+    other's fresh WAL aside between its own renames (review17 6). Released when the fd closes."""
+    fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _move_aside(path: Path, failed: int) -> Path | None:
     """Rename the damaged journal ``path`` (and its WAL) to ``<name>.damaged-<UTC time>``, unless
-    the file there is no longer the one that failed (inode ``failed``): the node's other process
-    (its outbox) moved it first and began a fresh one, which is not to be moved again. Returns
-    where it went, None then."""
-    with contextlib.suppress(FileNotFoundError):
+    the file there is no longer the one that failed (inode ``failed``), or none is: the node's
+    other process (its outbox) moved it first and began a fresh one, which is not to be moved
+    again. Returns where it went, None then. The caller holds :func:`_opening`."""
+    try:
         if os.stat(path).st_ino != failed:
             return None
+    except FileNotFoundError:
+        return None
     aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     if aside.exists():  # two journals damaged within a second: keep both
         aside = aside.with_name(f"{aside.name}-{failed}")
@@ -110,16 +130,17 @@ class AlertJournal:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one connection, used from every thread that raises
         self._put_back_noted: dict[str, int] = {}  # key -> when its last put back was noted (ms)
-        try:
-            self._db = _connect(path)
-        except _Damaged as e:
-            # Not the node's store: a journal that does not open must not stop the node, its
-            # outbox or `vledger repair` (review16 7). Kept aside for whoever looks into it;
-            # what it held open, Redis still shows, and the host's log keeps every line.
-            aside = _move_aside(path, e.inode)
-            if aside is not None:
-                log.error("alert journal %s does not open (%s): moved to %s, a fresh one started", path, e, aside)
-            self._db = _connect(path)
+        with _opening(path):
+            try:
+                self._db = _connect(path)
+            except _Damaged as e:
+                # Not the node's store: a journal that does not open must not stop the node, its
+                # outbox or `vledger repair` (review16 7). Kept aside for whoever looks into it;
+                # what it held open, Redis still shows, and the host's log keeps every line.
+                aside = _move_aside(path, e.inode)
+                if aside is not None:
+                    log.error("alert journal %s does not open (%s): moved to %s, a fresh one started", path, e, aside)
+                self._db = _connect(path)
 
     def close(self) -> None:
         with self._lock:

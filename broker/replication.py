@@ -10,7 +10,8 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   added twice. Trimmed to about ``stream_max_len`` entries; older records come from the
   home node's ``range`` command.
 * ``vledger:{ledgers}``: a hash, ledger -> its home node.
-* ``vledger:{ledgers}:epochs``: a hash, ledger -> ``"<epoch> <home>"`` of its latest handover (10.9).
+* ``vledger:{ledgers}:epochs``: a hash, ledger -> ``"<epoch> <home>"`` of its latest handover (10.9);
+  written by promotions only (:meth:`ReplicationLedger.promote` replaces it when of another type).
 * ``vledger:{<ledger>}:checkpoint``: the home's latest checkpoint (docs/PROTOCOL.md
   section 10.7: a signed note, its exact bytes); the last entry of each batch in the stream
   carries its checkpoint too, in the field ``checkpoint``.
@@ -122,6 +123,34 @@ REDIS_KEY_DAMAGED = "redis_key_damaged"
 
 def wrong_type(error: Exception) -> bool:
     return "WRONGTYPE" in str(error)
+
+
+class LastRead:
+    """A read of a shared hash that other nodes' Redis users may write (``{ledgers}:epochs``):
+    while the key is of another type (WRONGTYPE), what it held at the last read instead, with one
+    WARNING, as the verifier does (``redis_key_damaged``). Failing the whole caller made every
+    home's heartbeat stop at its first read, for good (review17 2). Other errors pass through."""
+
+    def __init__(self, name: str, read: Callable[[], dict[str, Any]]) -> None:
+        self.name = name
+        self._read = read
+        self.last: dict[str, Any] = {}
+        self.damaged = False
+
+    def __call__(self) -> dict[str, Any]:
+        try:
+            found = self._read()
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            if not self.damaged:
+                log.warning("Redis key %s is of another type (%s): read as it last held until it is a hash again"
+                            " (a promotion replaces it, or the admin's user deletes it)", self.name, e)  # fmt: skip
+            self.damaged = True
+            return dict(self.last)
+        self.damaged = False
+        self.last = found
+        return found
 
 
 def operator_resolves(raiser: str | None, key: str, follows: Callable[[str, str], bool]) -> bool:
@@ -876,8 +905,25 @@ class ReplicationLedger:
     def promote(self, ledger: str, epoch: int, home: str) -> tuple[int, str] | None:
         """Name ``home`` the home of ``ledger`` in ``epoch``, in ``epochs`` and the home map,
         atomically and only if no epoch as high is named yet (or it is this one): None, else
-        the epoch and home Redis already names."""
-        held = self._promote(keys=[self.epochs_key, self.ledgers_key], args=[ledger, epoch, home])
+        the epoch and home Redis already names. Either hash of another type (any ingest node's
+        Redis user may SET it) is replaced, and the script runs again: the promoting standby is
+        their writer, and what the key held was no entry (review17 2). The other ledgers' entries
+        are not written back: each is a claim, and every reader finds a proven epoch from the
+        notes themselves (10.9), so none is lost by it and no fenced home is let back."""
+        promote = functools.partial(self._promote, keys=[self.epochs_key, self.ledgers_key], args=[ledger, epoch, home])
+        try:
+            held = promote()
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            for name in (self.epochs_key, self.ledgers_key):  # the script's error names neither
+                try:
+                    self.client.hget(name, ledger)  # an ingest user may HGET them, not TYPE
+                except redis.exceptions.ResponseError as damaged:
+                    if not wrong_type(damaged):
+                        raise
+                    self.replace_wrong_type(name, damaged, lambda: None)
+            held = promote()
         if held is None:
             return None
         number, _, named = _text(held).partition(" ")

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..broker.replication import REDIS_ERRORS, LastRead, ReplicationLedger
 from ..broker.signing import home_checkpoint_publics
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
@@ -198,6 +198,10 @@ class Homes:
         self.witnesses = witnesses  # read at each proof: a witness's key may rotate (16.6)
         self._named: dict[str, tuple[int, str]] = {}  # what refresh() found proven (or not held)
         self._read: dict[str, tuple[int, str]] = {}  # what Redis named at the last refresh()
+        # Of another type (any ingest user may SET it), the hash reads as it last did and the notes
+        # are looked for all the same: a refresh that stopped there never found a handover it
+        # names no more, and let a home that came back during it place records (review17 2).
+        self._named_read = LastRead(replication.epochs_key, replication.epochs) if replication is not None else None
         self._promoted: dict[str, tuple[int, str]] = {}  # this node's own promotions (named())
         self._unproven: set[tuple[str, int, str]] = set()  # claims warned of, once each
         self._look_at = 0.0  # when the notes are next read for an epoch Redis does not name (monotonic)
@@ -209,10 +213,10 @@ class Homes:
 
     def refresh(self) -> None:
         """Read the epochs Redis names; on a Redis error keep the last ones (logged)."""
-        if self.replication is None:
+        if self._named_read is None:
             return
         try:
-            named = self.replication.epochs()
+            named = self._named_read()
         except REDIS_ERRORS as e:
             log.debug("epochs unavailable in Redis: %s", e)
             return

@@ -741,8 +741,10 @@ class ClusterChecks:
         except redis.exceptions.ResponseError as e:
             if not wrong_type(e):
                 raise
-            detail = (f"Redis key {name} is of another type ({e}): checked with what it last held; its writers"
-                      " (each home for its ledgers) write it anew")  # fmt: skip
+            # Who puts it right (review17 2): the epochs hash is written only by a promotion.
+            anew = ("each home names its ledgers anew at its next heartbeat" if name == self.replication.ledgers_key
+                    else "the next promotion replaces it, or the admin's user deletes it (DEL)")  # fmt: skip
+            detail = f"Redis key {name} is of another type ({e}): checked with what it last held; {anew}"
             self.raise_alert(Alert("redis", name, 0, REDIS_KEY_DAMAGED, detail, source="redis"))
             return dict(self._last_read.get(name, {}))
         self._last_read[name] = found

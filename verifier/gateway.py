@@ -72,6 +72,7 @@ from ..node.errors import (
     NotFoundError,
     PayloadTooLargeError,
     ProofError,
+    RecordError,
     SettingsError,
     StoreDamagedError,
     TreeMismatchError,
@@ -1037,23 +1038,49 @@ class Gateway:
             low, high = max(start, first), min(stop, first + tree.TILE_WIDTH)
             mine = leaves[low - start : high - start]
             proven = self._proven.get((ledger, index), b"")
+            part = slice((low - first) * tree.HASH_SIZE, (high - first) * tree.HASH_SIZE)
             if len(proven) < (high - first) * tree.HASH_SIZE:
                 size = self._size(ledger) if size is None else size
                 cached = self._unproven.get(ledger)
                 if cached is not None and cached[0] == (index, size):
-                    tile = cached[1]
+                    proven = b"".join(cached[1])
+                    if proven[part] != b"".join(mine):  # a refill, or a record changed in place
+                        proven = self._store_tile(ledger, index, size, generation, cached[1])
                 else:
-                    end = min(first + tree.TILE_WIDTH, size)
-                    tile = [tree.leaf_hash(d) for _, d in self.reader.iter_raw(ledger, first, end)]
-                if not self.proven_leaves(ledger, index, tile, generation):
-                    with self._voters_lock:
-                        if generation == self._generation:
-                            self._unproven[ledger] = ((index, size), tile)
-                proven = b"".join(tile)  # what was just proven, or the store's own, unprovable yet
-            if proven[(low - first) * tree.HASH_SIZE : (high - first) * tree.HASH_SIZE] != b"".join(mine):
+                    proven = self._store_tile(ledger, index, size, generation)
+            if proven[part] != b"".join(mine):
                 raise self.contradiction(
                     ledger, f"a record of heights {low}..{high - 1} is not the one proven", generation, index
                 )
+
+    def _store_tile(
+        self, ledger: str, index: int, size: int, generation: int, before: list[bytes] | None = None
+    ) -> bytes:
+        """The leaves of tile ``index`` as the store holds them for a ledger of ``size``: proven
+        (:meth:`proven_leaves`), or kept as the newest unproven tile; raises StoreDamagedError.
+        ``before``: its unproven leaves read earlier at that size. No signed root proved them, so
+        other records now are no damage if they chain on from the first one that differs, each
+        sound: a follower cut back past its last signed root and fetched another tail (a
+        handover), and was refused as damaged (review17 5). A record changed in place is not so."""
+        first = index * tree.TILE_WIDTH
+        rows = [data for _, data in self.reader.iter_raw(ledger, first, min(first + tree.TILE_WIDTH, size))]
+        tile = [tree.leaf_hash(data) for data in rows]
+        changed = next((i for i, (old, new) in enumerate(zip(before or tile, tile, strict=False)) if old != new), None)
+        if changed is not None:
+            height = first + changed
+            try:
+                link = self._record(ledger, height - 1)[0].link if height > 0 else b""
+                chain = ChainVerifier.after(ledger, height - 1, link, self.genesis_rules(ledger), PROTOCOL_LIMITS)
+                for data in rows[changed:]:
+                    chain.feed_raw(data)
+            except (RecordError, NotFoundError) as e:
+                why = f"record {height} of the newest tile changed since it was read ({e})"
+                raise self.contradiction(ledger, why, generation, index) from e
+        if not self.proven_leaves(ledger, index, tile, generation):
+            with self._voters_lock:
+                if generation == self._generation:
+                    self._unproven[ledger] = ((index, size), tile)
+        return b"".join(tile)  # what was just proven, or the store's own, unprovable yet
 
     def entries(self, ledger: str, path: str) -> tuple[bytes, bool]:
         """Entry bundle ``path`` (``tile/entries/<N>[.p/<W>]``): each record as u16be(length) || bytes,

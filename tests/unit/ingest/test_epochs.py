@@ -17,7 +17,7 @@ import msgpack
 import pytest
 
 from vledger.broker.feed import FeedCheckpoints, FeedRecord
-from vledger.broker.replication import Alert
+from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import SigningKey, signing_key_paths
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
@@ -201,6 +201,8 @@ def test_the_book_reads_the_epochs_a_reopened_store_holds(
 class _NamedEpochs:
     """Redis's ``vledger:epochs`` as ReplicationLedger.epochs gives it (a test's stand-in)."""
 
+    epochs_key = "vledger:{ledgers}:epochs"
+
     def __init__(self, named: dict[str, tuple[int, str]]) -> None:
         self.named = named
         self.notes: list[bytes] = []  # the latest checkpoint and the witnesses' notes, of any ledger
@@ -285,6 +287,31 @@ def test_a_handover_is_found_and_kept_whatever_redis_s_epochs_hash_says_of_it(
         homes._look_at = 0.0  # due to look again
         homes.refresh()
         assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+
+
+def test_a_home_back_while_the_epochs_hash_is_made_a_string_still_finds_the_handover_it_is_fenced_by(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]], redis_client: Any
+) -> None:
+    """Any ingest node's Redis user may SET ``{ledgers}:epochs`` (review17 2): each refresh then
+    stopped at its read, never looked at the notes, and the old home that came back during the
+    handover stayed the ledger's home for its clients. The hash reads as it last did, and the
+    witnessed note fences it all the same; one proven before stays proven."""
+    handed, _ = chains
+    config = _home_and_standby(tmp_path)
+    redis = ReplicationLedger(redis_client)
+    redis.promote(LEDGER, 2, STANDBY)
+    redis_client.delete(redis.epochs_key)
+    redis_client.set(redis.epochs_key, "x")
+    witnessed = _checkpoint(handed, STANDBY_SIGNER, EPOCH_2)
+    redis.publish_cosignature(LEDGER, "replica-1", witnessed.size, _witnessed(witnessed))
+    with ChainStore(tmp_path / "old-home") as store:
+        store.append_records(handed[:5])  # no handover record
+        homes = Homes(config, EpochBook(CLUSTER, store), redis, witnesses=_witness_keys)
+        homes.refresh()
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+        homes._look_at = 0.0  # due to look again: nothing read changes what is proven
+        homes.refresh()
+        assert homes.home_of(LEDGER).name == STANDBY
 
 
 def test_a_node_that_holds_no_copy_takes_a_handover_only_once_a_witnessed_note_proves_it(

@@ -1019,6 +1019,8 @@ def test_a_shared_hash_of_another_type_stops_no_check_and_is_alerted_until_it_re
     assert {"fork", "redis_key_damaged"} <= open_kinds(found)  # (these fakes' sweeps find truncations too)
     damaged = found.replication.open_alerts()[f"redis|{key}|redis_key_damaged"]
     assert damaged["source"] == "redis" and "WRONGTYPE" in damaged["detail"]
+    # Who puts it right, truly: no home writes the epochs hash (review17 2), a promotion does.
+    assert ("next promotion replaces it" in damaged["detail"]) == key.endswith(":epochs")
     assert LEDGER in found.ledgers  # checked with what the hash last held
     client.delete(key)
     if saved:
