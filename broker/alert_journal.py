@@ -232,6 +232,23 @@ class AlertJournal:
             self._db.execute("DELETE FROM history WHERE seq <= ?", (seq - HISTORY_ROWS,))
 
 
+def journal_open_alert(path: Path, key: str) -> dict[str, Any] | None:
+    """The alert the journal at ``path`` holds open under ``key``, read without creating or
+    changing the journal (its node is stopped: `vledger repair`); None when it holds none, or
+    there is no journal, or it does not open (Redis's open alerts are then what is known)."""
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT alert FROM open_alerts WHERE key = ?", (key,)).fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    with contextlib.suppress(ValueError):
+        alert = json.loads(row[0]) if row is not None else None
+        return alert if isinstance(alert, dict) else None
+    return None
+
+
 def carry_journal(old: Path, new: Path) -> bool:
     """Copy the alert journal of the store directory ``old`` into ``new`` (a repair's rebuilt
     store, which then takes ``old``'s place): the node's open alerts outlive its store's file.

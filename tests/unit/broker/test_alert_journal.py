@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from vledger.broker import alert_journal
-from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal, carry_journal
+from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal, carry_journal, journal_open_alert
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import Alert, ReplicationLedger, raise_alert, stream_order
 
@@ -353,3 +353,21 @@ def test_an_alert_resolved_while_a_reassert_runs_is_not_put_back(
         monkeypatch.setattr(journal, "open_alerts", resolved_meanwhile)
         assert raiser.reassert() == []
     assert raiser.open_alerts() == {} and read() == {}
+
+
+def test_an_open_alert_is_read_without_creating_or_changing_the_journal(tmp_path: Path) -> None:
+    # What `vledger repair` reads of a stopped node's journal (its store_damaged).
+    path = tmp_path / NODE / ALERT_JOURNAL
+    assert journal_open_alert(path, FORK.key) is None and not path.exists()
+    fields = {"id": "", **FORK.fields()}
+    with AlertJournal(path, NODE) as kept:
+        kept.raised(FORK.key, fields)
+        before = kept.history()
+    assert journal_open_alert(path, FORK.key) == fields
+    assert journal_open_alert(path, LAGGING.key) is None
+    with AlertJournal(path, NODE) as kept:
+        assert kept.history() == before
+        kept.resolved([FORK.key])
+    assert journal_open_alert(path, FORK.key) is None
+    path.write_bytes(b"not a journal" * 100)
+    assert journal_open_alert(path, FORK.key) is None
