@@ -61,6 +61,7 @@ from ..broker.replication import (
 )
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
+from ..node.conflict import Conflict, told_apart
 from ..node.epoch import EPOCH_KIND
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, SignatureError, VledgerError
 from ..node.note import VerifierKey
@@ -937,16 +938,19 @@ class ClusterChecks:
                     if self._fenced_leftover(ledger, streamed[height], data, goes_on=height == leftover_next):
                         leftover, leftover_next = True, height + 1
                     else:
+                        conflict = told_apart(data, streamed[height])
                         self.raise_alert(
                             Alert("redis", ledger, height, "record_conflict",
-                                  f"the stream's record differs from {home}'s", source=home,
-                                  expected=_link_hex(data), found=_link_hex(streamed[height]))
+                                  _detail(f"the stream's record differs from {home}'s", conflict), source=home,
+                                  expected=conflict.expected, found=conflict.found)
                         )  # fmt: skip
                     streamed[height], digests[height] = data, digest
                 elif expected is not None and digest != expected:
+                    conflict = told_apart(streamed[height], data)
                     self.raise_alert(
-                        Alert(node, ledger, height, "record_conflict", "this node's record differs from the stream's",
-                              source="redis", expected=_link_hex(streamed[height]), found=_link_hex(data))
+                        Alert(node, ledger, height, "record_conflict",
+                              _detail("this node's record differs from the stream's", conflict),
+                              source="redis", expected=conflict.expected, found=conflict.found)
                     )  # fmt: skip
         self.replication.client.xack(key, GROUP, *[r[2] for r in rows])
         self.checked += len(rows)
@@ -1754,11 +1758,8 @@ def _hash_at(reader: NodeReader, ledger: str, height: int) -> bytes | None:
         return b""
 
 
-def _link_hex(data: bytes) -> str:
-    try:
-        return decode_record(data, PROTOCOL_LIMITS).hash.hex()
-    except VledgerError:
-        return "undecodable:" + hashlib.sha256(data).hexdigest()
+def _detail(sentence: str, conflict: Conflict) -> str:
+    return f"{sentence}: {conflict.how}" if conflict.how else sentence
 
 
 def _glob(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ import pytest
 from vledger.broker.replication import Alert, ReplicationLedger, StreamRecord
 from vledger.config.cluster import VerifierSettings, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.node import tree
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign
@@ -835,6 +837,38 @@ def test_a_copy_that_lacks_records_the_stream_holds_has_no_record_conflict_there
     assert checks.consume(1) + checks.consume(1) == len(chain)
     conflicts = [(a["node"], a["height"]) for a in repl.alerts() if a["what"] == "record_conflict"]
     assert conflicts == [("replica-1", "7")]
+
+
+@pytest.mark.parametrize("changed", ["replica-1", "redis"])
+def test_a_record_changed_with_its_link_kept_is_a_conflict_that_shows_what_differs(
+    redis_client: Any, tmp_path: Path, changed: str
+) -> None:
+    """outsider o11: a record whose content was changed and its link kept was a record_conflict
+    whose expected and found were the same hash (the link): the alert showed no difference."""
+    chain = _records(tmp_path / "home", 10)
+    other = _records(tmp_path / "other", 10)
+    record = decode_record(chain[7], PROTOCOL_LIMITS)
+    forged = dataclasses.replace(record, content_bytes=decode_record(other[6], PROTOCOL_LIMITS).content_bytes)
+    assert forged.hash == record.hash and forged.encode() != chain[7]
+    copies = {name: dict(enumerate(chain)) for name in ("ingest-1", "replica-1")}
+    streamed = list(chain)
+    if changed == "redis":
+        streamed[7] = forged.encode()
+    else:
+        copies["replica-1"][7] = forged.encode()
+    nodes = {name: CopyNode(name, held) for name, held in copies.items()}
+    repl = ReplicationLedger(redis_client, node="verifier-1")
+    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    checks = ClusterChecks("verifier-1", _two_nodes(tmp_path), repl, nodes, clock=Clock())  # type: ignore[arg-type]
+    checks.start()
+    repl.add([StreamRecord(LEDGER, height, data, "ingest-1") for height, data in enumerate(streamed)])
+    assert checks.consume(1) + checks.consume(1) == len(chain)
+    (conflict,) = [a for a in repl.alerts() if a["what"] == "record_conflict"]
+    assert (conflict["node"], conflict["height"]) == (changed, "7")
+    # The stream's (or the home's) record is the expected one, the changed one is found.
+    assert conflict["expected"] == "leaf:" + tree.leaf_hash(chain[7]).hex()
+    assert conflict["found"] == "leaf:" + tree.leaf_hash(forged.encode()).hex()
+    assert conflict["detail"].endswith(": the same link, another content (expected and found: their leaf hashes)")
 
 
 def test_an_observer_s_bad_signature_is_resolved_once_its_entries_verify(redis_client: Any, tmp_path: Path) -> None:
