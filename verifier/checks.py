@@ -1366,11 +1366,23 @@ class ClusterChecks:
                 return reader
         return None
 
-    def _lagging(self, ledger: str, state: LedgerState, node: str, height: int, now: float, how: str) -> bool:
-        """Raise ``node``'s lagging alert if ``height`` is below what the home held ``lag_alert_ms`` ago."""
-        due, _ = state.due(now, self.settings.lag_alert_ms / 1000)
-        if height >= due:
+    def _lagging(
+        self, ledger: str, state: LedgerState, node: str, height: int | None, now: float, how: str = ""
+    ) -> bool:
+        """Raise ``node``'s lagging alert if ``height`` (None: it never said, so below anything)
+        is below what the home held ``lag_alert_ms`` ago."""
+        due, reached = state.due(now, self.settings.lag_alert_ms / 1000)
+        if (-1 if height is None else height) >= due:
             return False
+        if height is None:
+            # Said as what is known, no height of its (outsider o11: "lacks height 0" of a node
+            # that had never answered, a height invented); found empty, at the first height.
+            self.raise_alert(
+                Alert(node, ledger, 0, "lagging", "it does not answer, and has not said it holds any record of it "
+                      f"since this verifier started: what it holds is unknown; {state.home} has held height {due} "
+                      f"for {now - reached:.0f} s", source=state.home, expected=str(due), found="")
+            )  # fmt: skip
+            return True
         behind = state.since(height, now)
         self.raise_alert(
             Alert(node, ledger, height + 1, "lagging", f"{how} height {height + 1}, which {state.home} "
@@ -1384,8 +1396,9 @@ class ClusterChecks:
         lagging. Not by its height in Redis, which anyone who reaches Redis can raise to hide the
         lag. Nothing is resolved here; that waits until the copy answers again."""
         said = state.copies[node].said
-        how = "it does not answer, and last answered lacking" if said >= 0 else "it has not answered, and lacks"
-        self._lagging(ledger, state, node, said, now, how)
+        self._lagging(
+            ledger, state, node, said if said >= 0 else None, now, "it does not answer, and last answered lacking"
+        )
 
     def _compare_head(
         self,

@@ -242,6 +242,24 @@ def test_a_copy_that_stops_answering_is_lagging_whatever_redis_claims_it_holds(
     assert alert["detail"].startswith("it does not answer, and last answered lacking height 6")
 
 
+def test_a_copy_that_never_answered_is_lagging_without_a_height_made_up_for_it(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    # outsider o11: "it has not answered, and lacks height 0, which ingest-1 has held for 31 s"
+    # of a node that had never answered: no height of it was known, and the home held 10.
+    found, nodes, clock = checks
+    nodes["replica-1"] = StoppedNode("replica-1", nodes["replica-1"].hashes)
+    found.compare_heads()
+    clock.now += LAG_MS / 1000 + 1
+    found.compare_heads()
+    (alert,) = found.replication.alerts()
+    assert (alert["what"], alert["height"], alert["expected"], alert["found"]) == ("lagging", "0", "10", "")
+    assert alert["detail"] == (
+        "it does not answer, and has not said it holds any record of it since this verifier started: what it "
+        f"holds is unknown; ingest-1 has held height 10 for {LAG_MS / 1000 + 1:.0f} s"
+    )
+
+
 def test_a_copy_that_trails_a_busy_home_by_a_second_is_never_lagging(
     checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
 ) -> None:
