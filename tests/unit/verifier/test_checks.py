@@ -831,6 +831,21 @@ class CopyNode(FakeNode):
         return [data for height, data in sorted(self.held.items()) if start <= height < start + count]
 
 
+def _conflicts(
+    redis_client: Any, tmp_path: Path, copies: dict[str, dict[int, bytes]], streamed: list[bytes]
+) -> list[dict[str, str]]:
+    """The record_conflict alerts a verifier raises checking ``streamed`` (the stream's entries)
+    against the copies (node -> its records by height)."""
+    nodes = {name: CopyNode(name, held) for name, held in copies.items()}
+    repl = ReplicationLedger(redis_client, node="verifier-1")
+    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    checks = ClusterChecks("verifier-1", _two_nodes(tmp_path), repl, nodes, clock=Clock())  # type: ignore[arg-type]
+    checks.start()
+    repl.add([StreamRecord(LEDGER, height, data, "ingest-1") for height, data in enumerate(streamed)])
+    assert checks.consume(1) + checks.consume(1) == len(streamed)
+    return [a for a in repl.alerts() if a["what"] == "record_conflict"]
+
+
 @pytest.mark.parametrize("holed", ["replica-1", "ingest-1"])
 def test_a_copy_that_lacks_records_the_stream_holds_has_no_record_conflict_there(
     redis_client: Any, tmp_path: Path, holed: str
@@ -846,14 +861,7 @@ def test_a_copy_that_lacks_records_the_stream_holds_has_no_record_conflict_there
     copies = {name: dict(enumerate(chain)) for name in ("ingest-1", "replica-1")}
     del copies[holed][3], copies[holed][4]
     copies["replica-1"][7] = other[7]
-    nodes = {name: CopyNode(name, held) for name, held in copies.items()}
-    repl = ReplicationLedger(redis_client, node="verifier-1")
-    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
-    checks = ClusterChecks("verifier-1", _two_nodes(tmp_path), repl, nodes, clock=Clock())  # type: ignore[arg-type]
-    checks.start()
-    repl.add([StreamRecord(LEDGER, height, data, "ingest-1") for height, data in enumerate(chain)])
-    assert checks.consume(1) + checks.consume(1) == len(chain)
-    conflicts = [(a["node"], a["height"]) for a in repl.alerts() if a["what"] == "record_conflict"]
+    conflicts = [(a["node"], a["height"]) for a in _conflicts(redis_client, tmp_path, copies, chain)]
     assert conflicts == [("replica-1", "7")]
 
 
@@ -874,14 +882,7 @@ def test_a_record_changed_with_its_link_kept_is_a_conflict_that_shows_what_diffe
         streamed[7] = forged.encode()
     else:
         copies["replica-1"][7] = forged.encode()
-    nodes = {name: CopyNode(name, held) for name, held in copies.items()}
-    repl = ReplicationLedger(redis_client, node="verifier-1")
-    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
-    checks = ClusterChecks("verifier-1", _two_nodes(tmp_path), repl, nodes, clock=Clock())  # type: ignore[arg-type]
-    checks.start()
-    repl.add([StreamRecord(LEDGER, height, data, "ingest-1") for height, data in enumerate(streamed)])
-    assert checks.consume(1) + checks.consume(1) == len(chain)
-    (conflict,) = [a for a in repl.alerts() if a["what"] == "record_conflict"]
+    (conflict,) = _conflicts(redis_client, tmp_path, copies, streamed)
     assert (conflict["node"], conflict["height"]) == (changed, "7")
     # The stream's (or the home's) record is the expected one, the changed one is found.
     assert conflict["expected"] == "leaf:" + tree.leaf_hash(chain[7]).hex()
