@@ -1375,7 +1375,7 @@ class ClusterChecks:
         if (-1 if height is None else height) >= due:
             return False
         if height is None:
-            # Said as what is known, no height of its (outsider o11: "lacks height 0" of a node
+            # Said as what is known, no height of it (outsider o11: "lacks height 0" of a node
             # that had never answered, a height invented); found empty, at the first height.
             self.raise_alert(
                 Alert(node, ledger, 0, "lagging", "it does not answer, and has not said it holds any record of it "
