@@ -56,6 +56,17 @@ def _height(text: str) -> int:
         return -1
 
 
+def _at_ms(text: str) -> str | None:
+    """The ``at_ms`` of an alert as the journal holds it (a string, as Redis's fields are), or
+    None where there is none."""
+    try:
+        alert = json.loads(text)
+    except ValueError:
+        return None
+    found = alert.get("at_ms") if isinstance(alert, dict) else None
+    return found if isinstance(found, str) else None
+
+
 class _Damaged(Exception):
     def __init__(self, inode: int, error: sqlite3.DatabaseError) -> None:
         super().__init__(str(error))
@@ -170,21 +181,30 @@ class AlertJournal:
             rows = self._db.execute("SELECT at_ms, event, key, alert FROM history ORDER BY seq").fetchall()
         return [(at_ms, event, key, json.loads(text)) for at_ms, event, key, text in rows]
 
-    def raised(self, key: str, alert: dict[str, Any], event: str = "raised") -> None:
+    def raised(self, key: str, alert: dict[str, Any], event: str = "raised") -> dict[str, Any]:
         """``alert`` (its fields, and its stream ``id`` or "" before Redis gave one) is open
         under ``key``; ``event`` says how: ``raised``, or ``reopened`` (the verifier's, of an
-        alert deleted without an operator's resolution)."""
-        text = json.dumps(alert, sort_keys=True)
-        log.warning("alert %s by %s: %s %s", event, self.raiser, key, text)
+        alert deleted without an operator's resolution, kept as it was). Raised while an alert
+        is open under ``key`` already, it keeps that one's ``at_ms``: its raiser found the cause
+        again (the verifier, after Redis lost the alert), and when the cause was first seen is
+        what an operator needs (PROTOCOL 10.5; a wipe gave bad_checksum a new time, outsider
+        o11). Returns ``alert`` as kept."""
         now = _now_ms()
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT alert FROM open_alerts WHERE key = ?", (key,)).fetchone()
+            first = _at_ms(row[0]) if row is not None and event == "raised" else None
+            if first is not None and "at_ms" in alert:
+                alert = {**alert, "at_ms": first}
+            text = json.dumps(alert, sort_keys=True)
             self._db.execute(
                 "INSERT INTO open_alerts (key, alert, raised_ms) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
                 " SET alert = excluded.alert, raised_ms = CASE WHEN ? THEN excluded.raised_ms ELSE raised_ms END",
                 (key, text, now, event == "raised"),
             )
             self._note(now, event, key, text)
+        log.warning("alert %s by %s: %s %s", event, self.raiser, key, text)
+        return alert
 
     def put_back(self, key: str, alert: dict[str, Any], put: Callable[[], dict[str, Any]]) -> bool:
         """If ``key``'s open alert is still ``alert``, call ``put`` (which puts it into Redis and
@@ -251,6 +271,23 @@ class AlertJournal:
         ).lastrowid
         if seq is not None and seq % 100 == 0:  # trimmed now and then, not at every note
             self._db.execute("DELETE FROM history WHERE seq <= ?", (seq - HISTORY_ROWS,))
+
+
+def journal_open_alert(path: Path, key: str) -> dict[str, Any] | None:
+    """The alert the journal at ``path`` holds open under ``key``, read without creating or
+    changing the journal (its node is stopped: `vledger repair`); None when it holds none, or
+    there is no journal, or it does not open (Redis's open alerts are then what is known)."""
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT alert FROM open_alerts WHERE key = ?", (key,)).fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    with contextlib.suppress(ValueError):
+        alert = json.loads(row[0]) if row is not None else None
+        return alert if isinstance(alert, dict) else None
+    return None
 
 
 def carry_journal(old: Path, new: Path) -> bool:

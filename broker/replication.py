@@ -976,7 +976,8 @@ class ReplicationLedger:
         fields = alert.fields()
         with self._alerts_lock:
             if self.journal is not None:  # first: a Redis that is away or refuses loses nothing
-                self.journal.raised(alert.key, {"id": "", **fields})
+                # Raised again while open (its cause stays), it keeps its first at_ms (10.5).
+                fields["at_ms"] = self.journal.raised(alert.key, {"id": "", **fields})["at_ms"]
             opened = self._put(alert.key, fields)
             if self.journal is not None:
                 self.journal.recorded(alert.key, opened)

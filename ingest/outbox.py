@@ -40,6 +40,7 @@ from ..broker.replication import REDIS_ERRORS, Alert, LastRead, ReplicationLedge
 from ..config.cluster import ReplicationSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import SIGNED, CheckpointLog
+from ..node.conflict import hash_of
 from ..node.epoch import epoch_proof, proven_epoch
 from ..node.errors import StoreDamagedError, VledgerError
 from ..node.ledger import LedgerRules
@@ -49,7 +50,6 @@ from ..node.record import Record, decode_record
 from ..node.tree import Frontier
 from ..node.witness import HomeSigner, SignedCheckpoint
 from .epochs import LOOK_FOR_EPOCH_SECONDS, ReadEpochs
-from .follow import hash_of
 
 log = logging.getLogger(__name__)
 

@@ -642,14 +642,29 @@ class Gateway:
         return decode_record(data, PROTOCOL_LIMITS), data
 
     def ledgers(self) -> list[dict[str, Any]]:
-        result = []
-        for ledger in self.reader.ledgers():
+        """The index (PROTOCOL 15.2): each ledger as :meth:`listed` shows it."""
+        return [self.listed(ledger) for ledger in self.reader.ledgers()]
+
+    def listed(self, ledger: str) -> dict[str, Any]:
+        """``ledger``'s index entry: only what the gateway serves of it. The size and root of its
+        served checkpoint (the largest verified, its records proven to lead there), else, for a
+        ledger with none to serve, the store's as ``/api/ledgers/L`` says them (``signed`` false);
+        a ledger refused as damaged shows the refusal alone. The store's own root was listed even
+        while every route of that ledger answered store_damaged (outsider o11): a forged tree's."""
+        try:
+            served = self._served(ledger)
+        except StoreDamagedError as e:
+            return {"ledger": ledger, "size": None, "root": None, "type": None, "signed": False, "refused": e.to_wire()}
+        if served is None:
             stored = self.reader.tree(ledger)
-            genesis = self.reader.get(ledger, 0)
-            rules = decode_record(genesis, PROTOCOL_LIMITS).content.payload if genesis is not None else {}
-            kind = rules.get("rules", {}).get("type") if isinstance(rules.get("rules"), dict) else None
-            result.append({"ledger": ledger, "size": stored.size, "root": stored.root().hex(), "type": kind})
-        return result
+            size, root = stored.size, stored.root()
+        else:
+            size, root = served.gathered.checkpoint.size, served.gathered.checkpoint.root
+        genesis = self.reader.get(ledger, 0)
+        rules = decode_record(genesis, PROTOCOL_LIMITS).content.payload if genesis is not None else {}
+        kind = rules.get("rules", {}).get("type") if isinstance(rules.get("rules"), dict) else None
+        signed = served is not None
+        return {"ledger": ledger, "size": size, "root": root.hex(), "type": kind, "signed": signed, "refused": None}
 
     def ledger_info(self, ledger: str) -> dict[str, Any]:
         self._served(ledger)  # a store that contradicts the served checkpoint has no root to show

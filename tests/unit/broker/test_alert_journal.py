@@ -4,6 +4,7 @@ session Redis: what Redis loses of a node's open alerts comes back; what was res
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -19,7 +20,7 @@ import pytest
 import redis
 
 from vledger.broker import alert_journal
-from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal, carry_journal
+from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal, carry_journal, journal_open_alert
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import Alert, ReplicationLedger, raise_alert, stream_order
 
@@ -414,3 +415,50 @@ def test_an_alert_resolved_while_a_reassert_runs_is_not_put_back(
         monkeypatch.setattr(journal, "open_alerts", resolved_meanwhile)
         assert raiser.reassert() == []
     assert raiser.open_alerts() == {} and read() == {}
+
+
+def test_an_open_alert_is_read_without_creating_or_changing_the_journal(tmp_path: Path) -> None:
+    # What `vledger repair` reads of a stopped node's journal (its store_damaged).
+    path = tmp_path / NODE / ALERT_JOURNAL
+    assert journal_open_alert(path, FORK.key) is None and not path.exists()
+    fields = {"id": "", **FORK.fields()}
+    with AlertJournal(path, NODE) as kept:
+        kept.raised(FORK.key, fields)
+        before = kept.history()
+    assert journal_open_alert(path, FORK.key) == fields
+    assert journal_open_alert(path, LAGGING.key) is None
+    with AlertJournal(path, NODE) as kept:
+        assert kept.history() == before
+        kept.resolved([FORK.key])
+    assert journal_open_alert(path, FORK.key) is None
+    path.write_bytes(b"not a journal" * 100)
+    assert journal_open_alert(path, FORK.key) is None
+
+
+def _after(at_ms: str) -> None:
+    """Return once the clock is past ``at_ms``: a raise now gets another time."""
+    deadline = time.monotonic() + 5
+    while time.time_ns() // 1_000_000 <= int(at_ms):
+        assert time.monotonic() < deadline
+
+
+def test_an_alert_raised_again_while_open_keeps_its_first_at_ms(raiser: ReplicationLedger, redis_client: Any) -> None:
+    # The verifier found a bad_checksum again after Redis lost it, and raised it anew before its
+    # journal put it back: a new at_ms, the first sight of the cause lost (outsider o11; 10.5).
+    checksum = Alert("replica-3", LEDGER, 3, "bad_checksum", "its checksum is another", source="replica-3")
+    raiser.alert(checksum)
+    first = raiser.open_alerts()[checksum.key]["at_ms"]
+    _after(first)
+    redis_client.flushall()
+    raiser.alert(checksum)
+    again = raiser.open_alerts()[checksum.key]
+    assert again["at_ms"] == first
+    assert [a["at_ms"] for a in raiser.alerts() if a["what"] == "bad_checksum"] == [first]  # its new entry too
+    # Still open (its cause stays): raised at another height, it keeps it too.
+    raiser.alert(dataclasses.replace(checksum, height=2))
+    assert raiser.open_alerts()[checksum.key]["at_ms"] == first
+    # Resolved, its cause was gone: the next one is a new finding, with its own time.
+    raiser.resolve([checksum.key])
+    _after(first)
+    raiser.alert(checksum)
+    assert raiser.open_alerts()[checksum.key]["at_ms"] != first

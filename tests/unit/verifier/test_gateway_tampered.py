@@ -286,3 +286,34 @@ def test_the_roots_checked_are_the_newest_few_per_ledger(served: tuple[str, Gate
     for size, root in roots:
         gateway._check_root(LEDGER, size, root)
     assert gateway._roots_checked[LEDGER] == roots[-gateway_module.ROOTS_KEPT :]
+
+
+def _listed(url: str) -> dict[str, Any]:
+    status, _, body = get(f"{url}/api/ledgers")
+    assert status == 200, body[:300]
+    (entry,) = [e for e in json.loads(body)["ledgers"] if e["ledger"] == LEDGER]
+    return dict(entry)
+
+
+@pytest.mark.parametrize("height", [3, 280])
+def test_the_index_lists_the_signed_root_and_a_refused_ledger_as_refused(
+    served: tuple[str, Gateway], config: ClusterConfig, height: int
+) -> None:
+    # The index kept listing the store's root (the forged tree's, for a record of its right
+    # edge) while every route of the ledger answered store_damaged (outsider o11).
+    url, _ = served
+    with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
+        signed_root = store.root(LEDGER, SIGNED_AT).hex()
+    assert _listed(url) == {
+        "ledger": LEDGER,
+        "size": SIGNED_AT,
+        "root": signed_root,
+        "type": None,
+        "signed": True,
+        "refused": None,
+    }
+    forge(config, height)
+    assert refused_damaged(f"{url}/api/ledgers/{LEDGER}/records/{height}")
+    entry = _listed(url)
+    assert entry["refused"]["code"] == "store_damaged", entry
+    assert (entry["size"], entry["root"], entry["signed"]) == (None, None, False)
