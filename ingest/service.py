@@ -32,7 +32,7 @@ from ..config.settings import PROTOCOL_LIMITS
 from ..node import tree
 from ..node.blobs import check_digest
 from ..node.cosigning import GatheredCheckpoint, newest
-from ..node.epoch import STANDBY_KEY_FIELD
+from ..node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD
 from ..node.errors import (
     BadGenesisError,
     BadRequestError,
@@ -902,6 +902,8 @@ def _put_checked(service: IngestService, caller: Caller, args: Args, checked: Ch
         raise ForbiddenError("a genesis entry goes through ledger.create")
     if entry.content.kind == ROTATION_KIND:
         raise ForbiddenError("a checkpoint key rotation goes through ledger.rekey")
+    if entry.content.kind == EPOCH_KIND:  # admin-only as a rotation is: no grant governs it (16.2)
+        raise ForbiddenError("a handover goes through ledger.promote")
     service._check_file_record(entry)
     return service._append(entry, replicas)
 

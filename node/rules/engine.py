@@ -48,7 +48,7 @@ from ..key_rotation import ROTATION_KIND
 from ..ledger import LedgerRules
 from ..record import Record
 from . import Domain, Plan, Ref, refuse, where
-from .admin import ADMIN_LEDGER, AdminState, Grants
+from .admin import ADMIN_LEDGER, MACHINERY_KINDS, AdminState, Grants
 from .charity import CharityState
 from .files import FilesState
 from .resources import ResourcesState
@@ -56,7 +56,7 @@ from .votes import ElectionState
 
 PLAIN = "plain"
 # Kinds the protocol judges on any ledger (a handover, a checkpoint key rotation), whatever its domain.
-_PROTOCOL_KINDS = frozenset((EPOCH_KIND, ROTATION_KIND))
+_PROTOCOL_KINDS = MACHINERY_KINDS
 
 
 def _took_plain_next(held: LedgerState, record: Record) -> bool:
