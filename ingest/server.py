@@ -365,7 +365,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         second_factor=factors,
         homes=homes.home_of,
         replaced=functools.partial(homes.replaced, name=name),
-        promotion=Promotion(config, name, homes, replication, witnesses, public),
+        promotion=Promotion(config, name, homes, replication, witnesses, public, grants=domain.grants),
         status=standby_fields,
         content_check=content_check,
     )

@@ -829,9 +829,12 @@ def _ledger_promote(service: IngestService, caller: Caller, args: Args) -> objec
     if promotion is None:
         raise ForbiddenError(f"node {service.node.name} takes over no ledger")
 
+    def place(entry: Entry) -> object:
+        later = service._append(entry, wake=True)
+        return later.then(later.future.result())  # durable (or refused) before promote goes on
+
     def promote() -> object:
-        entry = promotion.prepare(ledger, caller.account, int(time.time() * 1000))
-        return service._append(entry, wake=True)
+        return promotion.promote(ledger, caller.account, int(time.time() * 1000), place)
 
     # Redis round trips and the wait for the handover's fsync: in the executor, after the code.
     return AfterSecondFactor(promote)
