@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from vledger.config.settings import Limits
+from vledger.node.epoch import EPOCH_KIND
 from vledger.node.errors import (
     AlreadyGrantedError,
     BadPayloadError,
@@ -19,7 +20,6 @@ from vledger.node.errors import (
     NotAdminAuthorError,
     NotGrantedError,
 )
-from vledger.node.epoch import EPOCH_KIND
 from vledger.node.key_rotation import ROTATION_KIND
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
