@@ -246,7 +246,7 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return false
 """
 
-# Undoes a promotion whose handover record was not placed (10.9 step 3), only while Redis still
+# Undoes a promotion whose handover record was not placed (10.9 step 4), only while Redis still
 # names this epoch at this home: a later promotion's entry is never touched. ARGV: ledger, the
 # "<epoch> <home>" the promotion wrote, the entry before it ("" for none: epoch 1), the home
 # before it (put back in the home map only where it names the promoted node). Returns 1 if undone.

@@ -564,8 +564,8 @@ def test_a_star_grant_of_the_ledger_s_data_does_not_stop_its_promotion(start_clu
 
 
 def test_a_promotion_refused_at_its_handover_leaves_the_standby_no_home(start_cluster: Any) -> None:
-    """Outsider 32 R1: the standby named itself in Redis (10.9 step 2) and took itself for the
-    home from then on; its handover record was then refused (step 3), and it acknowledged
+    """Outsider 32 R1: the standby named itself in Redis (10.9 step 3) and took itself for the
+    home from then on; its handover record was then refused (step 4), and it acknowledged
     writes on a fork of its own while the old home, started again, wrote its own at the same
     heights. Here the record is refused for its request id (`epoch-2`, used by a record of the
     ledger already: what no check before Redis looks for, as a race would be): Redis is put

@@ -500,8 +500,8 @@ def _promotion(config: ClusterConfig, store: ChainStore, redis: ReplicationLedge
 def test_a_handover_that_cannot_be_placed_is_undone_and_the_standby_is_no_home(
     tmp_path: Path, redis_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Outsider 32 R1: Redis named the standby (10.9 step 2) and the standby took itself for the
-    home at once; its handover record then failed (step 3) and it answered writes on a fork.
+    """Outsider 32 R1: Redis named the standby (10.9 step 3) and the standby took itself for the
+    home at once; its handover record then failed (step 4) and it answered writes on a fork.
     Here the store refuses the record for its request id, which a record of the ledger took (as
     a race might): Redis names the old epoch again, and the standby is no home."""
     config = _home_and_standby(tmp_path)
@@ -528,8 +528,9 @@ def test_a_handover_that_cannot_be_placed_is_undone_and_the_standby_is_no_home(
 def test_a_handover_that_breaks_a_rule_is_refused_before_redis_names_the_standby(
     tmp_path: Path, redis_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The handover record is checked by the rules it will meet before step 2: a genesis that
-    lists no kind ``epoch`` refuses it, and Redis never named the standby (nothing to undo)."""
+    """The handover record is checked by the rules it will meet before Redis names the standby
+    (10.9 step 2): a genesis that lists no kind ``epoch`` refuses it, and Redis never named the
+    standby (nothing to undo)."""
     config = _home_and_standby(tmp_path)
     redis = ReplicationLedger(redis_client)
     rules = LedgerRules(("note",), 0, RULES.rules)
