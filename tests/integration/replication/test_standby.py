@@ -553,6 +553,12 @@ def test_a_star_grant_of_the_ledger_s_data_does_not_stop_its_promotion(start_clu
         "put", {**put_args(entry(LEDGER, "vote", {"n": 1}, "writer1")), "w": 1}
     )
     wait_until(lambda: _size(cluster, "ingest-2") > before["height"], WAIT, "the standby holds the write")
+    # Nor may a grant holder write a handover: the node places one only for ledger.promote.
+    payload = {"epoch": 2, "home": "ingest-1", "key": _vkey(cluster, "ingest-1")}
+    forged = remote_error(
+        cluster.client("writer1", "ingest-1").call, "put", put_args(entry(LEDGER, EPOCH_KIND, payload, "writer1"))
+    )
+    assert forged.code == "forbidden", forged
     assert cluster.stop_node("ingest-1") == 0  # the home of the ledger and of the admin ledger
 
     handover = wait_until(lambda: _promote(cluster), WAIT, "the standby promoted")
