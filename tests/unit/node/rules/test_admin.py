@@ -116,7 +116,7 @@ def test_cast_uncast_and_withdraw_are_refused_without_a_grant(writer: Writer) ->
     registration = writer.entry("vote", "register", {"voter_id": "v-9"}, "clerk")
     writer.store.append(registration)
     eid = "E-" + registration.checksum[:8].hex()
-    writer.grant("vote", "*", "booth")  # every kind of the ledger, for one account
+    writer.grant("vote", "*", "booth")  # every data kind of the ledger, for one account
     for kind, payload in (
         ("cast", {"electronic_id": eid, "choice": "a"}),
         ("uncast", {"electronic_id": eid}),
