@@ -275,6 +275,17 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return false
 """
 
+# Undoes a promotion whose handover record was not placed (10.9 step 4), only while Redis still
+# names this epoch at this home: a later promotion's entry is never touched. ARGV: ledger, the
+# "<epoch> <home>" the promotion wrote, the entry before it ("" for none: epoch 1), the home
+# before it (put back in the home map only where it names the promoted node). Returns 1 if undone.
+_UNPROMOTE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[5] then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) end
+return 1
+"""
+
 # KEYS: stream, checkpoint (none: the note goes on the entry only)
 # ARGV: first height, max length, origin, checkpoint, records...
 _APPEND = """
@@ -501,6 +512,7 @@ class ReplicationLedger:
         self._append = client.register_script(_APPEND)
         self._rewind = client.register_script(_REWIND)
         self._promote = client.register_script(_PROMOTE)
+        self._unpromote = client.register_script(_UNPROMOTE)
         self._raw = _unparsed_xrange(client)
 
     # --- keys -----------------------------------------------------------------------
@@ -928,6 +940,14 @@ class ReplicationLedger:
             return None
         number, _, named = _text(held).partition(" ")
         return int(number), named
+
+    def unpromote(self, ledger: str, epoch: int, home: str, before: tuple[int, str]) -> bool:
+        """Undo :meth:`promote` of ``home`` in ``epoch``: name ``before`` (the epoch and home the
+        promotion replaced; epoch 1 is named by no entry) again, atomically and only if
+        ``epochs`` still names exactly that promotion. Whether it was undone."""
+        previous = "" if before[0] < 2 else f"{before[0]} {before[1]}"
+        args = [ledger, f"{epoch} {home}", previous, before[1], home]
+        return bool(self._unpromote(keys=[self.epochs_key, self.ledgers_key], args=args))
 
     # --- who holds what ---------------------------------------------------------------
 

@@ -584,7 +584,12 @@ def _add_grant_verbs(commands: Subparsers) -> None:
             grants, action, Verb("client_commands", "_grant_action", (cmd,)), summary, summary.capitalize() + "."
         )
         command.add_argument("ledger", type=ledger_name, metavar="LEDGER")
-        command.add_argument("kind", metavar="KIND", help="a record kind, or * for every kind of the ledger")
+        command.add_argument(
+            "kind",
+            metavar="KIND",
+            help="a record kind, or * for every data kind of the ledger (epoch and checkpoint_key, which the node "
+            "places for an admin's ledger promote and rotate-key, take no grant and stay admin-only)",
+        )
         command.add_argument("account", type=account_name, metavar="ACCOUNT")
         if action == "add":
             command.add_argument(

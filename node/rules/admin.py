@@ -53,7 +53,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...config.settings import PROTOCOL_LIMITS
+from ..epoch import EPOCH_KIND
 from ..errors import AlreadyGrantedError, NodeKeyInUseError, NoSuchGrantError
+from ..key_rotation import ROTATION_KIND
 from ..ledger import LedgerRules
 from ..node_key_rotation import curve_key_problem, rotation_sign_problem
 from ..record import ACCOUNT_PATTERN, GENESIS_KIND, NAME_PATTERN, Record
@@ -63,6 +65,11 @@ ADMIN_LEDGER = "admin"
 ADMIN_TYPE = "admin"
 ADMIN_KINDS = ("account", "grant", "key", "key_rotation", "revoke", "totp")
 ANY_KIND = "*"
+# The kinds a node places only for an admin's command on a ledger's machinery (a handover for
+# ledger.promote, a checkpoint key rotation for ledger.rekey), never for a client's put: no
+# grant closes them, ``*`` included, so a grant of a ledger's data never locks its admin out
+# of the remedies for a lost home or a stolen key (PROTOCOL 16.2).
+MACHINERY_KINDS = frozenset((EPOCH_KIND, ROTATION_KIND))
 # The optional fields of a ``key_rotation`` (PROTOCOL 16.1): what the replaced Ed25519 key had
 # cosigned (ledger -> size) and, an observer's, tallied (ledger -> height), in payload order.
 ROTATION_STATES = ("cosigned", "tallied")
@@ -172,7 +179,10 @@ class Grants:
         return ended
 
     def closed(self, ledger: str, kind: str, before: int | None = None) -> bool:
-        """Whether ``kind`` of ``ledger`` is closed (granted to someone) before ``before``."""
+        """Whether ``kind`` of ``ledger`` is closed (granted to someone) before ``before``; a
+        kind of MACHINERY_KINDS never is."""
+        if kind in MACHINERY_KINDS:
+            return False
         for key in ((ledger, kind), (ledger, ANY_KIND)):
             since = self._closed.get(key)
             if since is not None and (before is None or since < before):

@@ -48,7 +48,7 @@ from ..key_rotation import ROTATION_KIND
 from ..ledger import LedgerRules
 from ..record import Record
 from . import Domain, Plan, Ref, refuse, where
-from .admin import ADMIN_LEDGER, AdminState, Grants
+from .admin import ADMIN_LEDGER, MACHINERY_KINDS, AdminState, Grants
 from .charity import CharityState
 from .files import FilesState
 from .resources import ResourcesState
@@ -56,7 +56,7 @@ from .votes import ElectionState
 
 PLAIN = "plain"
 # Kinds the protocol judges on any ledger (a handover, a checkpoint key rotation), whatever its domain.
-_PROTOCOL_KINDS = frozenset((EPOCH_KIND, ROTATION_KIND))
+_PROTOCOL_KINDS = MACHINERY_KINDS
 
 
 def _took_plain_next(held: LedgerState, record: Record) -> bool:
@@ -188,6 +188,20 @@ class Violation(NamedTuple):
         return self.error.ledger
 
 
+def check_grant(grants: Grants | None, record: Record) -> None:
+    """Raise NotGrantedError when the grant rule (node/rules/admin.py) refuses ``record`` by
+    ``grants`` (None: no grant table, nothing refused)."""
+    if record.height == 0 or grants is None:
+        return
+    content = record.content
+    if not grants.allows(content.ledger, content.kind, content.author, record.accepted):
+        refuse(
+            NotGrantedError,
+            record,
+            f"{content.author!r} holds no grant to write {content.kind!r} records on {content.ledger!r}",
+        )
+
+
 class RulesEngine:
     """Checks records against their ledger's domain rules; holds one state per ledger.
 
@@ -254,17 +268,7 @@ class RulesEngine:
         return dict(plan.values)
 
     def _check_grant(self, record: Record) -> None:
-        """Raise NotGrantedError when the grant rule (node/rules/admin.py) refuses ``record``."""
-        if record.height == 0:
-            return
-        grants = self.grants()
-        content = record.content
-        if grants is not None and not grants.allows(content.ledger, content.kind, content.author, record.accepted):
-            refuse(
-                NotGrantedError,
-                record,
-                f"{content.author!r} holds no grant to write {content.kind!r} records on {content.ledger!r}",
-            )
+        check_grant(self.grants(), record)
 
     def _check_admin_author(self, record: Record) -> None:
         """Raise NotAdminAuthorError when an admin-ledger record's author was no enabled admin by

@@ -678,6 +678,9 @@ def test_an_ingest_node_writes_streams_and_carries_out_account_changes(acl: AclS
     repl = ReplicationLedger(ingest)
     assert repl.append("votes", "ingest-1", 0, [b"r0", b"r1"]) == 1
     assert repl.rewind("votes", 1) == 1
+    # A standby names itself the home of a new epoch, and undoes it when its handover fails (10.9).
+    assert repl.promote("votes", 2, "ingest-2") is None
+    assert repl.unpromote("votes", 2, "ingest-2", (1, "ingest-1")) and "votes" not in repl.epochs()
     # An ingest node carries out the admin's account commands (it checks the caller itself).
     accounts = AccountRegistry(ingest)
     accounts.add_account("alice", "writer")

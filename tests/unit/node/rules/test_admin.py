@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from vledger.config.settings import Limits
+from vledger.node.epoch import EPOCH_KIND
 from vledger.node.errors import (
     AlreadyGrantedError,
     BadPayloadError,
@@ -19,6 +20,7 @@ from vledger.node.errors import (
     NotAdminAuthorError,
     NotGrantedError,
 )
+from vledger.node.key_rotation import ROTATION_KIND
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS, AdminState, Grants, admin_genesis_rules
@@ -114,7 +116,7 @@ def test_cast_uncast_and_withdraw_are_refused_without_a_grant(writer: Writer) ->
     registration = writer.entry("vote", "register", {"voter_id": "v-9"}, "clerk")
     writer.store.append(registration)
     eid = "E-" + registration.checksum[:8].hex()
-    writer.grant("vote", "*", "booth")  # every kind of the ledger, for one account
+    writer.grant("vote", "*", "booth")  # every data kind of the ledger, for one account
     for kind, payload in (
         ("cast", {"electronic_id": eid, "choice": "a"}),
         ("uncast", {"electronic_id": eid}),
@@ -206,6 +208,19 @@ def test_the_grant_table_judges_by_time() -> None:
     assert grants.allows("vote", "cast", "anyone", 20) and not grants.allows("vote", "cast", "anyone", 21)
     assert grants.allows("vote", "cast", "boss", 21)
     assert grants.table() == [("vote", "*", ["boss"]), ("vote", "register", [])]
+
+
+def test_no_grant_closes_the_kinds_a_node_places_for_an_admin_s_command() -> None:
+    """Outsider 32 R3: a ``*`` grant of a ledger's data closed ``epoch`` and ``checkpoint_key``
+    too, so the admin's promotion and key rotation (the remedies for a lost home and a stolen
+    key) were refused not_granted. A grant of either, written before, closes nothing either."""
+    grants = Grants()
+    grants.add("vote", "*", "registrar", True, 10)
+    grants.add("vote", "checkpoint_key", "someone", True, 10)
+    for kind in (EPOCH_KIND, ROTATION_KIND):
+        assert not grants.closed("vote", kind, 11) and grants.allows("vote", kind, "admin", 11), kind
+    assert not grants.allows("vote", "register", "admin", 11)  # the ledger's data stays granted
+    assert grants.table() == [("vote", "*", ["registrar"]), ("vote", "checkpoint_key", ["someone"])]
 
 
 def test_an_admin_ledger_by_another_name_is_refused(writer: Writer) -> None:
