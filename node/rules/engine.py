@@ -131,6 +131,13 @@ def domain_type(rules: LedgerRules) -> type[Domain] | None:
     return DOMAINS.get(name) if isinstance(name, str) else None
 
 
+def grant_closes(rules: LedgerRules, kind: str) -> bool:
+    """Whether a grant closes ``kind`` on a ledger of these genesis rules (PROTOCOL 16.2): every
+    kind but those its domain binds to their authors already (7.3's ``issue`` and ``transfer``)."""
+    domain = domain_type(rules)
+    return domain is None or kind not in domain.bound_kinds
+
+
 def domain_defaults(rules: Mapping[str, Any]) -> dict[str, Any]:
     """``rules`` with the defaults of the domain they name written out (:meth:`Domain.new_rules`);
     a type no domain has is left for the genesis check to refuse."""
@@ -236,13 +243,13 @@ class RulesEngine:
         admin ledger, its author's: NotAdminAuthorError (16.7, which observers judge in their
         replay: the home refuses to write what they would flag).
         """
-        self._check_grant(record)
+        self._check_grant(record, rules)
         self._check_admin_author(record)
         return dict(self._plan(record, rules).values)
 
     def check_and_apply(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """:meth:`check`, then apply ``record``: the next call expects the height after it."""
-        self._check_grant(record)
+        self._check_grant(record, rules)
         self._check_admin_author(record)
         held = self._ledgers.get(record.content.ledger)
         # Most puts are of plain ledgers, and the committer runs this once a put. A rules object
@@ -253,13 +260,18 @@ class RulesEngine:
         plan.commit()
         return dict(plan.values)
 
-    def _check_grant(self, record: Record) -> None:
-        """Raise NotGrantedError when the grant rule (node/rules/admin.py) refuses ``record``."""
+    def _check_grant(self, record: Record, rules: LedgerRules) -> None:
+        """Raise NotGrantedError when the grant rule (node/rules/admin.py) refuses ``record``, of
+        a kind a grant closes on a ledger of ``rules`` (:func:`grant_closes`)."""
         if record.height == 0:
             return
         grants = self.grants()
         content = record.content
-        if grants is not None and not grants.allows(content.ledger, content.kind, content.author, record.accepted):
+        if (
+            grants is not None
+            and not grants.allows(content.ledger, content.kind, content.author, record.accepted)
+            and grant_closes(rules, content.kind)
+        ):
             refuse(
                 NotGrantedError,
                 record,
@@ -313,7 +325,7 @@ class RulesEngine:
                 rules = self._held(record).rules
             try:
                 if self.audit_grants:
-                    self._check_grant(record)
+                    self._check_grant(record, rules)
                     self._check_admin_author(record)
                 plan = self._plan(record, rules)
             except RuleError as e:
