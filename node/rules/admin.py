@@ -37,7 +37,10 @@ chain. Records (docs/PROTOCOL.md section 16), payloads with exactly these fields
 **The grant rule** (:meth:`Grants.allows`). A kind of a ledger is *open* (any account may
 write it, as before grants existed) until the admin ledger grants it, or ``*`` of that
 ledger, to a first account; from then on it is *closed* for good, and only an account
-holding a grant for that kind (or ``*``) may write it. A record accepted at time ``a`` is
+holding a grant for that kind (or ``*``) may write it; the kinds a ledger's domain binds to
+their authors already (``Domain.bound_kinds``: a resources ledger's ``issue`` and ``transfer``)
+are never closed, which the engine judges, since only it reads the ledger's genesis
+(engine.grant_closes). A record accepted at time ``a`` is
 judged by the admin records accepted strictly before ``a``: the node that orders the admin
 ledger gives each admin record an ``accepted`` time at least that of every record it placed
 before, and every record it places after one at least a millisecond later

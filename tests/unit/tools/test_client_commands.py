@@ -1475,6 +1475,25 @@ def test_a_grant_on_a_ledger_that_does_not_exist_needs_before_create(vledger: Ru
     assert node.grants == [("nosuchledger", "donation", "bob"), ("notes", "note", "bob")]
 
 
+def test_a_grant_that_would_change_nothing_is_refused_before_anything_is_sent(
+    vledger: Run, node: SimulatedNode
+) -> None:
+    """Outsider o12: `grant add L foo` of a kind L's genesis lacks, and `grant add credits transfer
+    admin` on a resources ledger (whose issue and transfer no grant closes, 7.3), exited 0 and
+    recorded a grant `grant list` showed in force. `*` still goes through: it closes other kinds."""
+    create(vledger, "notes")
+    create(vledger, "credits", "issue,transfer,note", RESOURCES_RULES)
+    code, _, err = vledger("grant", "add", "notes", "foo", "bob")
+    assert code == 1 and "unknown_kind" in err and "'foo' is not one of notes's kinds ['note']" in err, err
+    for kind in ("issue", "transfer"):
+        code, _, err = vledger("grant", "add", "credits", kind, "bob")
+        assert code == 1 and "not_grantable" in err and f"no grant closes {kind!r} on credits" in err, err
+    assert node.grants == []
+    for kind in ("note", "*"):
+        assert vledger("grant", "add", "credits", kind, "bob")[0] == 0
+    assert node.grants == [("credits", "note", "bob"), ("credits", "*", "bob")]
+
+
 def test_user_add_of_a_name_that_holds_units_or_issues_is_refused_unless_reused(
     vledger: Run, node: SimulatedNode
 ) -> None:
