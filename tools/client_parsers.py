@@ -729,7 +729,9 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
         "verify",
         Deferred("receipt_commands", "cmd_receipt_verify"),
         "check a receipt offline (exit 0 valid, 1 refused)",
-        "Check a receipt file with no cluster: the record, its inclusion proof, the home's signature on "
+        "Check a receipt file, or a voter's set of receipts (the gateway's /voters answer saved as a file: "
+        "each of its receipts, each a record of that voter), with no cluster: the record, its inclusion proof, "
+        "the home's signature on "
         "the checkpoint (the key the --genesis record pins, or --key) and a --quorum of --witness keys "
         "(with --admin-key, also their rotated keys the receipt proves). With --anchors, the genesis must be "
         "the one the publisher anchored, and a majority of its witnesses must have cosigned.",
