@@ -34,7 +34,7 @@ from ..config.settings import PROTOCOL_LIMITS
 from ..node.anchors import Anchors
 from ..node.errors import BadGenesisError, ReceiptError, RecordError, UsageError
 from ..node.node_keys import ROTATION_RECORD_KIND, NodeKeys, encode_node_keys, node_keys_of
-from ..node.note import VerifierKey, parse_checkpoint, parse_note, witness_groups
+from ..node.note import Checkpoint, VerifierKey, parse_checkpoint, parse_note, witness_groups
 from ..node.receipt import ReceiptKeys, VerifiedReceipt, keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import decode_record
 from ..node.rules.admin import ADMIN_LEDGER
@@ -71,9 +71,21 @@ def cmd_receipt_get(session: Session, args: argparse.Namespace) -> int:
     receipt = session.receipt(args.ledger, index, keys, time.monotonic() + args.wait)
     data = receipt.encode()
     if args.output is None:
-        sys.stdout.write(data.decode("utf-8"))
+        sys.stdout.write(data.decode("utf-8"))  # the receipt file: one JSON object already
+        return EXIT_OK
+    args.output.write_bytes(data)
+    if args.json:  # one object on stdout, as every --json command prints (outsider o12: none)
+        checkpoint = parse_checkpoint(parse_note(receipt.checkpoint).text)
+        print_json(
+            {
+                "ledger": receipt.ledger,
+                "height": receipt.index,
+                "hash": receipt.hash.hex(),
+                "file": str(args.output),
+                "checkpoint": _checkpoint_json(checkpoint),
+            }
+        )
     else:
-        args.output.write_bytes(data)
         print(f"receipt of {args.ledger} height {index} written to {args.output}", file=sys.stderr)
     return EXIT_OK
 
@@ -191,10 +203,14 @@ def _verified_json(verified: VerifiedReceipt) -> dict[str, object]:
         "ledger": verified.receipt.ledger,
         "height": verified.receipt.index,
         "hash": verified.record.link.hex(),
-        "checkpoint": {"origin": checkpoint.origin, "size": checkpoint.size, "root": checkpoint.root.hex()},
+        "checkpoint": _checkpoint_json(checkpoint),
         "witnesses": list(verified.checkpoint.witnesses),
         "outside_witnesses": list(verified.outside),
     }
+
+
+def _checkpoint_json(checkpoint: Checkpoint) -> dict[str, object]:
+    return {"origin": checkpoint.origin, "size": checkpoint.size, "root": checkpoint.root.hex()}
 
 
 def _trust_json(trust: _Trust) -> dict[str, object]:
