@@ -60,6 +60,7 @@ from ..errors import AlreadyGrantedError, NodeKeyInUseError, NoSuchGrantError
 from ..ledger import LedgerRules
 from ..node_key_rotation import curve_key_problem, rotation_sign_problem
 from ..record import ACCOUNT_PATTERN, GENESIS_KIND, NAME_PATTERN, Record
+from ..times import ms_text
 from . import Domain, Fields, GenesisReader, Plan, refuse
 
 ADMIN_LEDGER = "admin"
@@ -228,7 +229,9 @@ def check_admin_payload(record: Record) -> Fields:
             fields.fail(problem)
         # The old keys' window ends after the record, or the rotation would cut them at once.
         if fields.integer("until", 0) <= record.accepted:
-            fields.fail(f"until {payload['until']} is not after the record's accepted time {record.accepted}")
+            fields.fail(
+                f"until {ms_text(payload['until'])} is not after the record's accepted time {ms_text(record.accepted)}"
+            )
         for stated, problem_of in (("cosigned", cosigned_problem), ("tallied", tallied_problem)):
             problem = problem_of(payload[stated]) if stated in payload else None
             if problem is not None:

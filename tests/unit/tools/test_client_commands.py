@@ -50,6 +50,7 @@ from vledger.node.record import Content, Entry, Record, decode_content, decode_r
 from vledger.node.rules.engine import RulesEngine, check_new_rules
 from vledger.node.sealed import MAX_INFO_BYTES, is_sealed, seal, siv_encrypt, unseal
 from vledger.node.store import ChainStore
+from vledger.node.times import time_text
 from vledger.tools import cli, client_commands
 from vledger.tools import client_payloads as build
 from vledger.tools import shell as shell_module
@@ -1393,8 +1394,8 @@ def test_shell_history_is_kept_only_in_a_writable_home(tmp_path: Path, monkeypat
 
 def test_record_and_receipt_maps_are_json_ready() -> None:
     assert build.jsonable({"a": b"\x01\xff", "b": [b"\x00"], "c": (1,)}) == {"a": "01ff", "b": ["00"], "c": [1]}
-    assert build.time_text(T0) == "2026-09-21T14:13:20.000Z"
-    assert build.time_text(2**64 - 1) == str(2**64 - 1)
+    assert time_text(T0) == "2026-09-21T14:13:20.000Z"
+    assert time_text(2**64 - 1) == str(2**64 - 1)
     receipt = {"ledger": "l", "height": 1, "hash": b"\x01", "checksum": b"\x02", "duplicate": False, "values": {}}
     assert build.receipt_map(receipt) == {**receipt, "hash": "01", "checksum": "02"}
     record = Entry.prepare(Content("l", "note", {"b": b"\x07"}, "alice", "r", T0), 0, PROTOCOL_LIMITS).place(
