@@ -48,12 +48,13 @@ def parse_voter_receipts(data: bytes) -> VoterReceipts | None:
         raise ReceiptError("voters answer: ledger and electronic_id must be strings, records a list (PROTOCOL 15.2)")
     receipts, pending = [], []
     for shown in records:
-        receipt = shown.get("receipt", ...) if isinstance(shown, dict) else ...
-        height = shown.get("height") if isinstance(shown, dict) else None
-        if type(height) is not int or not (receipt is None or isinstance(receipt, str)):
+        if not isinstance(shown, dict) or type(shown.get("height")) is not int or "receipt" not in shown:
             raise ReceiptError(
                 "voters answer: each record must have an integer height and a receipt (a string or null)"
             )
+        height, receipt = shown["height"], shown["receipt"]
+        if receipt is not None and not isinstance(receipt, str):
+            raise ReceiptError(f"voters answer: the receipt at height {height} is neither a string nor null")
         if receipt is None:
             pending.append(height)
             continue

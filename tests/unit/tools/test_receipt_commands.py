@@ -277,3 +277,33 @@ def test_receipt_get_to_a_file_with_json_prints_one_object(tmp_path: Path, capsy
             assert shown["hash"] == records[2].link.hex() and shown["checkpoint"]["size"] == 4 and not err
         else:
             assert not out and f"receipt of {LEDGER} height 2 written to {out_file}" in err
+
+
+# --- a voter's set of receipts (the gateway's /voters answer saved, PROTOCOL 15.2) ----------------
+
+
+def test_a_voters_answer_of_another_form_is_bad_receipt_and_a_receipt_file_is_read_as_one() -> None:
+    from vledger.node.errors import ReceiptError
+    from vledger.tools.voter_receipts import parse_voter_receipts
+
+    receipt = _receipt(_chain(ChainKit(), 4), 2).encode().decode("utf-8")
+    assert parse_voter_receipts(receipt.encode()) is None  # a receipt file: not a set
+    assert parse_voter_receipts(b"\xff not json") is None
+
+    def answer(records: object, ledger: object = LEDGER) -> bytes:
+        return json.dumps({"ledger": ledger, "electronic_id": "E-1", "records": records}).encode()
+
+    shown = parse_voter_receipts(answer([{"height": 2, "receipt": receipt}, {"height": 3, "receipt": None}]))
+    assert shown is not None and [r.index for r in shown.receipts] == [2] and shown.pending == (3,)
+    for bad in (
+        answer("x"),
+        answer([], ledger=5),
+        answer([{"height": 2}]),
+        answer([{"height": "2", "receipt": None}]),
+        answer([{"height": 2, "receipt": 5}]),
+        answer([{"height": 2, "receipt": "not a receipt"}]),
+        answer([{"height": 3, "receipt": receipt}]),  # listed at another height than its own
+        answer([{"height": 2, "receipt": receipt}], ledger="elsewhere"),
+    ):
+        with pytest.raises(ReceiptError):
+            parse_voter_receipts(bad)
