@@ -15,5 +15,5 @@ def time_text(ms: int) -> str:
 
 def ms_text(ms: int) -> str:
     """``ms`` as a rule's message gives a time: the number the chain holds, and beside it the
-    ISO 8601 time a reader can check it against (``1796636018552 (2026-12-07T10:13:38.552Z)``)."""
+    ISO 8601 time a reader can check it against (``1796636018552 (2026-12-07T09:33:38.552Z)``)."""
     return f"{ms} ({time_text(ms)})"
