@@ -1572,6 +1572,9 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
         if cached is None or now - cached[0] > CLUSTER_CACHE_SECONDS:
             state = await in_thread(gateway.cluster_state)
             state["nodes"] = await probe_nodes(gateway.config)
+            # The node's /readyz speaks of its own reads: a store the gateway refuses (503
+            # store_damaged) showed "store: ok" beside it (outsider32 R4). Said as the gateway knows it.
+            state["nodes"][gateway.node.name]["gateway_store"] = gateway.known_damage()
             gateway._cluster_cache = cached = (now, state)
         if not from_this_host(request):  # the logs are the local operator's (broker/http.py)
             return json_response({**cached[1], "logs": {}})

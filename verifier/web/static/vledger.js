@@ -988,15 +988,36 @@ function withheldText(names) {
     `${one ? "it is" : "they are"} behind.`;
 }
 
+// A failed request says what failed, on every page (outsider32 R4: tally.html and charity.html
+// went blank on a 503 store_damaged or an unreachable gateway): the gateway's error code and
+// message (15.2), its HTTP status when the body is no such error, or that it was not reached.
 async function getJSON(path) {
-  const answer = await fetch(apiURL(path), { headers: { Accept: "application/json" } });
-  const body = await answer.json();
+  let answer;
+  try {
+    answer = await fetch(apiURL(path), { headers: { Accept: "application/json" } });
+  } catch (e) {
+    throw fetchError(`gateway unreachable: ${gatewayBase || location.origin} did not answer (${e.message})`, "unreachable");
+  }
+  let body = null;
+  try { body = await answer.json(); } catch (e) { if (answer.ok) throw fetchError(`the gateway's answer is not JSON: ${e.message}`, "bad_answer"); }
   if (!answer.ok) {
-    const error = new Error(body.error ? `${body.error.message} [${body.error.code}]` : `HTTP ${answer.status}`);
-    error.code = body.error && body.error.code;
-    throw error;
+    const stated = body && body.error && typeof body.error.code === "string";
+    throw fetchError(stated ? `${body.error.message} [${body.error.code}]` : `the gateway answered HTTP ${answer.status}`,
+      stated ? body.error.code : undefined);
   }
   return body;
+}
+
+function fetchError(message, code) {
+  const error = new Error(message);
+  error.code = code;
+  return error;
+}
+
+// What a page shows in place of its verdict when a request failed: nothing was checked, so no
+// verdict of agreement (nor a table) stands; the page asks again.
+function failedText(e, again) {
+  return `NOT verified: ${e.message}. No verdict can be given${again ? `; asking again every ${again / 1000} s` : ""}.`;
 }
 
 function onEvents(handlers) {
@@ -1037,7 +1058,7 @@ document.addEventListener("DOMContentLoaded", () => {
 window.vledger = {
   hexOf, bytesOfHex, bytesOfBase64, sha256, leafHash, nodeHash, verifyInclusion, verifyEd25519,
   parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, statedWitnessKeys, decodeMsgpack, followKeyChain,
-  getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
+  getJSON, failedText, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, checkedVerdict, statedLaterKeys,
   withheldObservers, withheldText,
