@@ -381,7 +381,10 @@ class Gateway:
         self._admin_key = admin_checkpoint_key(config)
         self._node_keys: tuple[float, NodeKeys | None, dict[str, KeyHistory]] | None = None
         self._outside: dict[str, OutsideWitnesses | None] = {}  # the outside witnesses each genesis lists
-        self._chains = KeyChains(_GatewayRows(self), lambda ledger: None)  # a genesis that pins none: no key
+        # A genesis that pins no key: none, but the admin ledger's, whose genesis pins none by rule
+        # (16.1): its home's key, which the anchors' admin line carries (15.5), so its head is public.
+        admin_key = self._admin_key
+        self._chains = KeyChains(_GatewayRows(self), lambda ledger: admin_key if ledger == ADMIN_LEDGER else None)
         self._epochs = ReadEpochs(config.name, _GatewayRows(self))  # a ledger with a standby's epochs (10.9)
         self._checkpoints: dict[tuple[str, int | None], tuple[float, ServedCheckpoint]] = {}
         # ledger -> when its tallies were read, under which latest ids and key histories, and the report

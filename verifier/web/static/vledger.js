@@ -525,24 +525,35 @@ async function ledgerKeys(ledger, anchors) {
   if (anchors) {
     const genesis = await anchoredGenesis(ledger, anchors);
     const rules = (genesis && genesis.rules) || {};
-    if (typeof rules.checkpoint_key !== "string") throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
+    const log = typeof rules.checkpoint_key === "string" ? await parseVkey(rules.checkpoint_key) : adminKey(ledger, rules, anchors);
     const listed = await Promise.all((Array.isArray(rules.witnesses) ? rules.witnesses : []).map(parseVkey));
-    return { log: await parseVkey(rules.checkpoint_key), anchored: true, standby: await standbyKey(rules),
+    return { log, anchored: true, standby: await standbyKey(rules),
              witnesses: [...anchors.witnesses, ...listed], outside: outsideOf(ledger, rules, listed),
              recosign: anchors.recosign === null || anchors.recosign === undefined ? RECOSIGN_INTERVAL_MS : anchors.recosign };
   }
   const info = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}`);
   const pinned = info.genesis && info.genesis.rules && info.genesis.rules.checkpoint_key;
-  if (typeof pinned !== "string") throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
+  const unpinned = typeof pinned !== "string";
+  if (unpinned && !isAdmin(ledger, info.genesis && info.genesis.rules)) throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
   const listed = await Promise.all((Array.isArray(info.genesis.rules.witnesses) ? info.genesis.rules.witnesses : []).map(parseVkey));
   const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
   const cluster = await Promise.all(Object.values(shown.witness_keys).map(parseVkey));
   // Without anchors every key here is the gateway's word, so is its interval: one lying could as
   // well cosign its old view anew with a witness key it states; one frozen states the true one.
   const stated = Number(shown.recosign_interval_ms);
-  return { log: await parseVkey(pinned), witnesses: [...cluster, ...listed], anchored: false,
+  // The admin ledger's key the gateway states (its log_key): its word, as every key here.
+  return { log: await parseVkey(unpinned ? shown.log_key : pinned), witnesses: [...cluster, ...listed], anchored: false,
            standby: await standbyKey(info.genesis.rules), outside: outsideOf(ledger, info.genesis.rules, listed),
            recosign: Number.isSafeInteger(stated) && stated > 0 ? stated : RECOSIGN_INTERVAL_MS };
+}
+
+// The admin ledger's genesis pins no checkpoint key (PROTOCOL 16.1): its home's key signs its
+// checkpoints, and the anchors carry it on their admin line (15.5), named <cluster>/admin.
+const isAdmin = (ledger, rules) => ledger === "admin" && !!rules && rules.type === "admin";
+function adminKey(ledger, rules, anchors) {
+  if (!isAdmin(ledger, rules)) throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
+  if (!anchors.admin) throw new Error("the admin ledger's genesis pins no checkpoint key and the anchors carry no admin line");
+  return anchors.admin;
 }
 
 // The standby's checkpoint key a genesis pins (rules.standby_key, PROTOCOL 10.9), or null.
