@@ -26,7 +26,6 @@ from ..broker.keys import load_secret
 from ..broker.signing import VerifyKey
 from ..broker.tallies import Published
 from ..config.cluster import load_cluster
-from ..config.settings import PROTOCOL_LIMITS
 from ..node.anchors import Anchors
 from ..node.cosigning import distinct_witnesses, needed_witnesses, quorum_fresh_ms, stale_since, vouched_by
 from ..node.epoch import EpochHistory, epoch_claim
@@ -40,7 +39,6 @@ from ..node.errors import (
     NoteKeyError,
     NotFoundError,
     ProofError,
-    ReceiptError,
     RemoteError,
     RollbackError,
     SettingsError,
@@ -52,8 +50,7 @@ from ..node.node_key_rotation import KeyHistory
 from ..node.node_keys import parse_node_keys, proven_rotations
 from ..node.note import VerifiedCheckpoint, VerifierKey, parse_verifier_key
 from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_receipt, verify_witnessed
-from ..node.record import Record, decode_record
-from ..node.rules.admin import ADMIN_LEDGER
+from ..node.record import Record
 from ..node.rules.votes import check_electronic_id
 from ..node.tally_body import STALE_AFTER_MS, Snapshot
 from ..verifier.tally import AGREE, RECOSIGN_MS, STILL_COUNTING, Verdict, check_published, judge, observer_histories
@@ -336,7 +333,9 @@ class Client:
             keys = self.reader.checkpoint_keys(ledger, self.quorum)
         elif ledger in self.trust.genesis or ledger in self.trust.anchored:
             pinned = self.trust.genesis.get(ledger) or self._anchored_genesis(ledger)
-            keys = dataclasses.replace(self._genesis_keys(ledger, pinned), admin_key=self.trust.admin_key)
+            # The admin ledger's genesis pins no key (16.1): the trusted admin key signs its checkpoints.
+            keys = keys_from_genesis(pinned, ledger, self.trust.witnesses, self.trust.quorum, self.trust.admin_key)
+            keys = dataclasses.replace(keys, admin_key=self.trust.admin_key)
             self.reader.trust_genesis(ledger, pinned)
         elif ledger in self.trust.log_keys:
             keys = ReceiptKeys(
@@ -346,20 +345,6 @@ class Client:
             raise NoteKeyError(f"no trusted key for ledger {ledger!r}: give its genesis record or its checkpoint key")
         self._keys[ledger] = keys
         return keys
-
-    def _genesis_keys(self, ledger: str, genesis: bytes) -> ReceiptKeys:
-        """The keys ``genesis`` pins; for the admin ledger, whose genesis pins none (PROTOCOL
-        16.1), the admin key (the anchors' admin line, 15.5), which signs its checkpoints. Raises
-        as keys_from_genesis does (ReceiptError for another genesis that pins none)."""
-        assert self.trust is not None
-        try:
-            return keys_from_genesis(genesis, ledger, self.trust.witnesses, self.trust.quorum)
-        except ReceiptError:
-            if ledger != ADMIN_LEDGER or self.trust.admin_key is None:
-                raise
-        # keys_from_genesis checked it as a genesis (section 4) before finding no key in it.
-        record = decode_record(genesis, PROTOCOL_LIMITS)
-        return ReceiptKeys(self.trust.admin_key, self.trust.witnesses, self.trust.quorum, record)
 
     def _anchored_genesis(self, ledger: str) -> bytes:
         """The server's genesis record of ``ledger``, checked as a genesis (section 4) and

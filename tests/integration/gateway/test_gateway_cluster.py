@@ -429,3 +429,17 @@ def test_the_admin_ledger_s_cosigned_head_receipts_and_tiles_are_public_and_prov
         verified = client.checkpoint("admin")
         assert verified.checkpoint.size >= size
         assert client.record("admin", size - 1).record.ledger == "admin"
+    # And `vledger receipt verify` with the anchors, the genesis given as its receipt (14.2).
+    for height in (0, size - 1):
+        (tmp_path / f"admin-{height}.json").write_bytes(get(f"{gateway}api/ledgers/admin/receipts/{height}")[1])
+    done = cluster.cli(
+        "receipt",
+        "verify",
+        str(tmp_path / f"admin-{size - 1}.json"),
+        "--genesis",
+        str(tmp_path / "admin-0.json"),
+        "--anchors",
+        str(anchors),
+        "--json",
+    )
+    assert json.loads(done.stdout)["ok"] is True and json.loads(done.stdout)["ledger"] == "admin"
