@@ -2091,3 +2091,18 @@ def test_the_voter_page_says_records_no_witnessed_checkpoint_covers_yet_are_pend
         said = wait_text(browser, "#verdict", "Verified: 1 records", "one record verified, the others pending")
         assert f"{n - 1} more record(s) not yet covered by a witnessed checkpoint (pending)" in said, said
         assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+
+
+def test_the_dashboard_checks_the_admin_ledger_s_checkpoint_with_the_anchors_admin_key(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """outsider32 P2: the admin ledger's row said "pins no checkpoint key" (nothing public proved
+    it). Its checkpoint is now served and checked here with the anchors' admin line's key."""
+    admin = next(
+        line.split(" ", 1)[1]
+        for line in base64.urlsafe_b64decode(anchors + "=" * (-len(anchors) % 4)).decode().splitlines()
+        if line.startswith("admin ")
+    )
+    fresh(browser, f"{cluster.gateway_url('replica-1')}dashboard.html#anchors={anchors}")
+    row = wait_text(browser, "tr[data-ledger='admin']", "✓ ", "the admin ledger's checkpoint checked with the anchors")
+    assert f"✓ {admin.split('+', 1)[0]}" in row and "pins no checkpoint key" not in row, row
