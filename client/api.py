@@ -333,7 +333,8 @@ class Client:
             keys = self.reader.checkpoint_keys(ledger, self.quorum)
         elif ledger in self.trust.genesis or ledger in self.trust.anchored:
             pinned = self.trust.genesis.get(ledger) or self._anchored_genesis(ledger)
-            keys = keys_from_genesis(pinned, ledger, self.trust.witnesses, self.trust.quorum)
+            # The admin ledger's genesis pins no key (16.1): the trusted admin key signs its checkpoints.
+            keys = keys_from_genesis(pinned, ledger, self.trust.witnesses, self.trust.quorum, self.trust.admin_key)
             keys = dataclasses.replace(keys, admin_key=self.trust.admin_key)
             self.reader.trust_genesis(ledger, pinned)
         elif ledger in self.trust.log_keys:

@@ -56,6 +56,7 @@ from .note import (
 )
 from .outside import OutsideWitnesses, check_witnessed, outside_witnesses
 from .record import Record, checksum_of, decode_record, link_of
+from .rules.admin import ADMIN_LEDGER
 from .tree import HASH_SIZE, leaf_hash, verify_inclusion
 from .verify import ChainVerifier
 from .witness import PINNED_KEY_FIELD, pinned_key
@@ -246,17 +247,26 @@ class ReceiptKeys:
 
 
 def keys_from_genesis(
-    genesis: bytes, ledger: str, witnesses: Iterable[VerifierKey] = (), quorum: int = 0
+    genesis: bytes,
+    ledger: str,
+    witnesses: Iterable[VerifierKey] = (),
+    quorum: int = 0,
+    admin_key: VerifierKey | None = None,
 ) -> ReceiptKeys:
-    """The keys a ledger's genesis record pins, to check its receipts with.
+    """The keys a ledger's genesis record pins, to check its receipts with; for the admin
+    ledger, whose genesis pins none by rule (16.1), ``admin_key`` (the anchors' admin line,
+    15.5: its home's key, which signs its checkpoints), when given.
 
     Raises the record's own error when ``genesis`` is not a valid genesis record of
     ``ledger`` (section 4 at height 0), BadGenesisError when its pinned checkpoint key is
-    not an Ed25519 note key named ``<cluster>/<ledger>``, and ReceiptError when it pins none.
+    not an Ed25519 note key named ``<cluster>/<ledger>``, and ReceiptError when it pins none
+    (and it is not the admin ledger's given ``admin_key``).
     """
     record = decode_record(genesis, PROTOCOL_LIMITS)
     rules = ChainVerifier(ledger, PROTOCOL_LIMITS).check(record)
     key = pinned_checkpoint_key(ledger, rules)
+    if key is None and admin_key is not None and ledger == ADMIN_LEDGER and rules.rules.get("type") == "admin":
+        return ReceiptKeys(admin_key, tuple(witnesses), quorum, record, admin_key=admin_key)
     if key is None:
         raise ReceiptError(
             f"the genesis of {ledger!r} pins no checkpoint key (rules.{PINNED_KEY_FIELD}); give the key explicitly"

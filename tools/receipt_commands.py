@@ -131,7 +131,7 @@ def _trust(args: argparse.Namespace, ledger: str) -> _Trust:
             raise UsageError("give --genesis or --key, not both")
         genesis = _genesis_bytes(_read(args.genesis))
         try:
-            keys = keys_from_genesis(genesis, ledger, witnesses, quorum)
+            keys = keys_from_genesis(genesis, ledger, witnesses, quorum, admin_key)
         except RecordError as e:  # name the file: a gateway's 404 answer saved read only "trailing bytes..."
             e.message = f"--genesis {args.genesis}: {e.message}"
             raise

@@ -384,7 +384,10 @@ class Gateway:
         self._admin_key = admin_checkpoint_key(config)
         self._node_keys: tuple[float, NodeKeys | None, dict[str, KeyHistory]] | None = None
         self._outside: dict[str, OutsideWitnesses | None] = {}  # the outside witnesses each genesis lists
-        self._chains = KeyChains(_GatewayRows(self), lambda ledger: None)  # a genesis that pins none: no key
+        # A genesis that pins no key: none, but the admin ledger's, whose genesis pins none by rule
+        # (16.1): its home's key, which the anchors' admin line carries (15.5), so its head is public.
+        admin_key = self._admin_key
+        self._chains = KeyChains(_GatewayRows(self), lambda ledger: admin_key if ledger == ADMIN_LEDGER else None)
         self._epochs = ReadEpochs(config.name, _GatewayRows(self))  # a ledger with a standby's epochs (10.9)
         self._checkpoints: dict[tuple[str, int | None], tuple[float, ServedCheckpoint]] = {}
         # ledger -> when its tallies were read, under which latest ids and key histories, and the report
@@ -1808,6 +1811,9 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
         if cached is None or now - cached[0] > CLUSTER_CACHE_SECONDS:
             state = await in_thread(gateway.cluster_state)
             state["nodes"] = await probe_nodes(gateway.config)
+            # The node's /readyz speaks of its own reads: a store the gateway refuses (503
+            # store_damaged) showed "store: ok" beside it (outsider32 R4). Said as the gateway knows it.
+            state["nodes"][gateway.node.name]["gateway_store"] = gateway.known_damage()
             gateway._cluster_cache = cached = (now, state)
         if not from_this_host(request):  # the logs are the local operator's (broker/http.py)
             return json_response({**cached[1], "logs": {}})

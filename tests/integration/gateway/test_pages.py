@@ -1982,3 +1982,127 @@ def fresh(browser: Any, url: str) -> None:
     """Load ``url`` anew: from the same page with another fragment, a browser only scrolls."""
     browser.get(url)
     browser.refresh()
+
+
+DAMAGED = {
+    "error": {"code": "store_damaged", "message": "ledger 'x' on replica-1: its records do not lead to its tree"}
+}
+
+
+def test_the_pages_say_what_failed_when_the_gateway_refuses_its_store_or_cannot_be_reached(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """outsider32 R4: with replica-1's store damaged (the gateway answers 503 store_damaged) or
+    ``#gateway=`` unreachable, tally.html and charity.html showed an empty table, no verdict and
+    no message (an uncaught error in the console). Each page now says what failed, gives no
+    verdict of agreement, and asks again: once the gateway answers, the verdict comes back. The
+    dashboard says the store the gateway refuses beside the node's own "store: ok"."""
+    real = cluster.gateway_url("replica-1")
+    refusing = {"on": True}
+
+    def answer(path: str) -> tuple[int, str, bytes]:
+        if path.startswith("/api/events"):
+            return 404, "application/json", b"{}"
+        ours = path.startswith((f"/api/ledgers/{ELECTION}", f"/api/ledgers/{FUND}"))
+        if refusing["on"] and ours:
+            return 503, "application/json", json.dumps(DAMAGED).encode()
+        if refusing["on"] and path == "/api/cluster":
+            said = _json(real + "api/cluster")
+            said["nodes"]["replica-1"]["gateway_store"] = DAMAGED["error"]["message"]
+            return 200, "application/json", json.dumps(said).encode()
+        return Lying.answer(real, lambda *_: None, path)
+
+    server, url = serve(answer)
+    script = "return document.getElementById(arguments[0]).className"
+    try:
+        for page, ledger, where, table in (
+            ("tally", ELECTION, "#verdict", "#observers tbody"),
+            ("charity", FUND, "#summary", "#funds tbody"),
+        ):
+            refusing["on"] = True
+            fresh(browser, f"{url}{page}.html?ledger={ledger}#anchors={anchors}")
+            said = wait_text(browser, where, "[store_damaged]", f"the {page} page saying the gateway's refusal")
+            assert said.startswith("NOT verified: ") and "No verdict can be given" in said, said
+            assert "agree" not in said.replace("agreement", "") and "Balance" not in said, said
+            assert browser.execute_script(script, where[1:]) == "bad" and text_of(browser, table) == ""
+            shot(browser, f"{page}-store-damaged")
+            refusing["on"] = False  # repaired: the page asks again on its own
+            wait_text(browser, where, "observer", f"the {page} page's verdict once the gateway answers again")
+            assert "NOT verified" not in text_of(browser, where) and text_of(browser, table) != ""
+
+        closed = serve(lambda path: (200, "text/plain", b""))
+        closed[0].shutdown()
+        closed[0].server_close()  # a port nothing listens on
+        gone = urllib.parse.quote(closed[1], safe="")
+        for page, where in (("tally", "#verdict"), ("charity", "#summary"), ("vote", "#verdict")):
+            fresh(browser, f"{real}{page}.html#gateway={gone}&anchors={anchors}")
+            said = wait_text(
+                browser, where, "gateway unreachable", f"the {page} page saying the gateway is unreachable"
+            )
+            assert closed[1].rstrip("/") in said and "No verdict can be given" in said, said
+            assert browser.execute_script(script, where[1:]) == "bad"
+
+        refusing["on"] = True
+        fresh(browser, f"{url}dashboard.html")
+        said = wait_text(
+            browser, "tr[data-node='replica-1']", "store DAMAGED", "the dashboard saying the refused store"
+        )
+        assert DAMAGED["error"]["message"] in said, said
+        fresh(browser, f"{url}vote.html?eid={election.eids[2]}")
+        said = wait_text(browser, "#verdict", "[store_damaged]", "the voter page saying the gateway's refusal")
+        assert said.startswith("NOT verified: ") and "Verified" not in said, said
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_voter_page_says_records_no_witnessed_checkpoint_covers_yet_are_pending_not_failed(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """outsider32: with 3 of 5 witnesses down, records no majority-cosigned checkpoint covers
+    yet were served without a receipt (15.2) and vote.html said "Verification FAILED": pending,
+    not a failed proof. A voter with some records covered sees them verified and the rest pending."""
+    eid = election.eids[6]
+    good = receipt(cluster, eid)
+    assert len(good["records"]) >= 2, good  # a registration and a cast
+    kept = {"receipts": 0}
+
+    def uncovered(path: str, body: Any) -> Any:
+        if not path.startswith(f"/api/ledgers/{ELECTION}/voters/"):
+            return None
+        records = [
+            dict(r, receipt=r["receipt"] if i < kept["receipts"] else None) for i, r in enumerate(body["records"])
+        ]
+        return dict(body, records=records)
+
+    with Lying(cluster.gateway_url("replica-1"), uncovered) as lying:
+        fresh(browser, f"{lying.url}vote.html?eid={eid}#anchors={anchors}")
+        n = len(good["records"])
+        said = wait_text(browser, "#verdict", "Pending", "the uncovered records said pending")
+        assert f"Pending: {n} record(s) of {eid}" in said and "not yet covered by a witnessed checkpoint" in said, said
+        assert (
+            "FAILED" not in said
+            and browser.execute_script("return document.getElementById('verdict').className") == "warn"
+        )
+        assert text_of(browser, "#checks").count("not yet covered by a witnessed checkpoint (pending)") == n
+
+        kept["receipts"] = 1
+        fresh(browser, f"{lying.url}vote.html?eid={eid}#anchors={anchors}")
+        said = wait_text(browser, "#verdict", "Verified: 1 records", "one record verified, the others pending")
+        assert f"{n - 1} more record(s) not yet covered by a witnessed checkpoint (pending)" in said, said
+        assert browser.execute_script("return document.getElementById('verdict').className") == "warn"
+
+
+def test_the_dashboard_checks_the_admin_ledger_s_checkpoint_with_the_anchors_admin_key(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """outsider32 P2: the admin ledger's row said "pins no checkpoint key" (nothing public proved
+    it). Its checkpoint is now served and checked here with the anchors' admin line's key."""
+    admin = next(
+        line.split(" ", 1)[1]
+        for line in base64.urlsafe_b64decode(anchors + "=" * (-len(anchors) % 4)).decode().splitlines()
+        if line.startswith("admin ")
+    )
+    fresh(browser, f"{cluster.gateway_url('replica-1')}dashboard.html#anchors={anchors}")
+    row = wait_text(browser, "tr[data-ledger='admin']", "✓ ", "the admin ledger's checkpoint checked with the anchors")
+    assert f"✓ {admin.split('+', 1)[0]}" in row and "pins no checkpoint key" not in row, row

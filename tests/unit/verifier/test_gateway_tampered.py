@@ -317,3 +317,21 @@ def test_the_index_lists_the_signed_root_and_a_refused_ledger_as_refused(
     entry = _listed(url)
     assert entry["refused"]["code"] == "store_damaged", entry
     assert (entry["size"], entry["root"], entry["signed"]) == (None, None, False)
+
+
+def test_the_cluster_state_says_the_store_the_gateway_refuses(config: ClusterConfig, redis_client: Any) -> None:
+    # outsider32 R4: the dashboard showed replica-1 READY "store: ok" (the node's own /readyz)
+    # while every answer of the gateway from that store was 503 store_damaged.
+    gateway = Gateway(config, "replica-1", redis_client=redis_client)
+    try:
+        with HttpThread(build_app(gateway, readiness(gateway)), "127.0.0.1", 0) as server:
+            url = f"http://127.0.0.1:{server.port}"
+            assert json.loads(get(f"{url}/api/cluster")[2])["nodes"]["replica-1"]["gateway_store"] is None
+            forge(config, 3)
+            assert refused_damaged(f"{url}/api/ledgers/{LEDGER}/records/3")
+            gateway._cluster_cache = None  # the answer before the damage is cached for a moment
+            said = json.loads(get(f"{url}/api/cluster")[2])["nodes"]
+            assert "do not lead to the root" in said["replica-1"]["gateway_store"], said
+            assert said["ingest-1"].get("gateway_store") is None
+    finally:
+        gateway.close()

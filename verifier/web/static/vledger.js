@@ -525,24 +525,35 @@ async function ledgerKeys(ledger, anchors) {
   if (anchors) {
     const genesis = await anchoredGenesis(ledger, anchors);
     const rules = (genesis && genesis.rules) || {};
-    if (typeof rules.checkpoint_key !== "string") throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
+    const log = typeof rules.checkpoint_key === "string" ? await parseVkey(rules.checkpoint_key) : adminKey(ledger, rules, anchors);
     const listed = await Promise.all((Array.isArray(rules.witnesses) ? rules.witnesses : []).map(parseVkey));
-    return { log: await parseVkey(rules.checkpoint_key), anchored: true, standby: await standbyKey(rules),
+    return { log, anchored: true, standby: await standbyKey(rules),
              witnesses: [...anchors.witnesses, ...listed], outside: outsideOf(ledger, rules, listed),
              recosign: anchors.recosign === null || anchors.recosign === undefined ? RECOSIGN_INTERVAL_MS : anchors.recosign };
   }
   const info = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}`);
   const pinned = info.genesis && info.genesis.rules && info.genesis.rules.checkpoint_key;
-  if (typeof pinned !== "string") throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
+  const unpinned = typeof pinned !== "string";
+  if (unpinned && !isAdmin(ledger, info.genesis && info.genesis.rules)) throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
   const listed = await Promise.all((Array.isArray(info.genesis.rules.witnesses) ? info.genesis.rules.witnesses : []).map(parseVkey));
   const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
   const cluster = await Promise.all(Object.values(shown.witness_keys).map(parseVkey));
   // Without anchors every key here is the gateway's word, so is its interval: one lying could as
   // well cosign its old view anew with a witness key it states; one frozen states the true one.
   const stated = Number(shown.recosign_interval_ms);
-  return { log: await parseVkey(pinned), witnesses: [...cluster, ...listed], anchored: false,
+  // The admin ledger's key the gateway states (its log_key): its word, as every key here.
+  return { log: await parseVkey(unpinned ? shown.log_key : pinned), witnesses: [...cluster, ...listed], anchored: false,
            standby: await standbyKey(info.genesis.rules), outside: outsideOf(ledger, info.genesis.rules, listed),
            recosign: Number.isSafeInteger(stated) && stated > 0 ? stated : RECOSIGN_INTERVAL_MS };
+}
+
+// The admin ledger's genesis pins no checkpoint key (PROTOCOL 16.1): its home's key signs its
+// checkpoints, and the anchors carry it on their admin line (15.5), named <cluster>/admin.
+const isAdmin = (ledger, rules) => ledger === "admin" && !!rules && rules.type === "admin";
+function adminKey(ledger, rules, anchors) {
+  if (!isAdmin(ledger, rules)) throw new Error(`the genesis of ${ledger} pins no checkpoint key`);
+  if (!anchors.admin) throw new Error("the admin ledger's genesis pins no checkpoint key and the anchors carry no admin line");
+  return anchors.admin;
 }
 
 // The standby's checkpoint key a genesis pins (rules.standby_key, PROTOCOL 10.9), or null.
@@ -988,15 +999,36 @@ function withheldText(names) {
     `${one ? "it is" : "they are"} behind.`;
 }
 
+// A failed request says what failed, on every page (outsider32 R4: tally.html and charity.html
+// went blank on a 503 store_damaged or an unreachable gateway): the gateway's error code and
+// message (15.2), its HTTP status when the body is no such error, or that it was not reached.
 async function getJSON(path) {
-  const answer = await fetch(apiURL(path), { headers: { Accept: "application/json" } });
-  const body = await answer.json();
+  let answer;
+  try {
+    answer = await fetch(apiURL(path), { headers: { Accept: "application/json" } });
+  } catch (e) {
+    throw fetchError(`gateway unreachable: ${gatewayBase || location.origin} did not answer (${e.message})`, "unreachable");
+  }
+  let body = null;
+  try { body = await answer.json(); } catch (e) { if (answer.ok) throw fetchError(`the gateway's answer is not JSON: ${e.message}`, "bad_answer"); }
   if (!answer.ok) {
-    const error = new Error(body.error ? `${body.error.message} [${body.error.code}]` : `HTTP ${answer.status}`);
-    error.code = body.error && body.error.code;
-    throw error;
+    const stated = body && body.error && typeof body.error.code === "string";
+    throw fetchError(stated ? `${body.error.message} [${body.error.code}]` : `the gateway answered HTTP ${answer.status}`,
+      stated ? body.error.code : undefined);
   }
   return body;
+}
+
+function fetchError(message, code) {
+  const error = new Error(message);
+  error.code = code;
+  return error;
+}
+
+// What a page shows in place of its verdict when a request failed: nothing was checked, so no
+// verdict of agreement (nor a table) stands; the page asks again.
+function failedText(e, again) {
+  return `NOT verified: ${e.message}. No verdict can be given${again ? `; asking again every ${again / 1000} s` : ""}.`;
 }
 
 function onEvents(handlers) {
@@ -1037,7 +1069,7 @@ document.addEventListener("DOMContentLoaded", () => {
 window.vledger = {
   hexOf, bytesOfHex, bytesOfBase64, sha256, leafHash, nodeHash, verifyInclusion, verifyEd25519,
   parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, statedWitnessKeys, decodeMsgpack, followKeyChain,
-  getJSON, onEvents, el, fillLedgers, amountText, minorUnitDigits,
+  getJSON, failedText, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
   ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, checkedVerdict, statedLaterKeys,
   withheldObservers, withheldText,
