@@ -648,6 +648,14 @@ class ReplicationLedger:
                 )  # fmt: skip
             try:
                 named, *replies = pipelined(self.client, commands, raise_on_error=False)
+                if isinstance(replies[0], redis.exceptions.ResponseError) and wrong_type(replies[0]):
+                    # The admin's user can SET a ledger's stream: every append of every ledger of
+                    # this home failed on it, taken for Redis away. The home owns the stream and
+                    # its store holds every record: an empty stream, which the caller fills.
+                    self.replace_damaged(self.stream_key(ledger), replies[0], lambda: None)
+                    return self.append_checked(ledger, origin, first, records, checkpoint, held=held, latest=latest)
+                if held is not None and isinstance(replies[1], redis.exceptions.ResponseError) and wrong_type(replies[1]):
+                    replies[1] = self._replace_held(origin, ledger, held, replies[1])
                 if isinstance(named, redis.exceptions.ResponseError) and wrong_type(named):
                     # Any ingest node's Redis user may make the hash a string: every append of
                     # every home failed on it for good (outsider 31, N1). Its entries are homes'
@@ -678,11 +686,28 @@ class ReplicationLedger:
     def checkpoints(self) -> dict[str, bytes]:
         """Each announced ledger's latest checkpoint, as its home wrote it (a signed note;
         unchecked); a ledger without one is left out."""
+        return self.checkpoint_reads()[0]
+
+    def checkpoint_reads(self) -> tuple[dict[str, bytes], dict[str, Exception]]:
+        """:meth:`checkpoints`, and the checkpoint keys found of another type, each with its error:
+        one such key (the admin's user can make it a hash) failed the read of every ledger's
+        latest, for as long as its home took to SET it again (any error but WRONGTYPE raises)."""
         ledgers = sorted(self.ledgers())
         pipe = self.client.pipeline(transaction=False)
         for ledger in ledgers:
             pipe.get(self.checkpoint_key(ledger))
-        return {ledger: bytes(note) for ledger, note in zip(ledgers, pipe.execute(), strict=True) if note is not None}
+        notes: dict[str, bytes] = {}
+        damaged: dict[str, Exception] = {}
+        for ledger, note in zip(ledgers, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(note, Exception):
+                if not wrong_type(note):
+                    raise note
+                damaged[self.checkpoint_key(ledger)] = note
+            elif note is not None:
+                notes[ledger] = bytes(note)
+        if damaged:
+            log.warning("Redis keys %s are of another type: read as no checkpoint", ", ".join(sorted(damaged)))
+        return notes, damaged
 
     def set_checkpoints(self, checkpoints: dict[str, bytes]) -> dict[str, Exception]:
         """Make each note its ledger's latest checkpoint (one key per ledger, in its slot); the
@@ -772,14 +797,18 @@ class ReplicationLedger:
         return entry_height(entries[0][0]) if entries else -1
 
     def last_heights(self, ledgers: Iterable[str]) -> dict[str, int]:
+        """Each ledger's last height in its stream, -1 for none: for a stream of another type too
+        (the admin's user can SET it), which its home's next append replaces (:meth:`append_checked`)."""
         names = list(ledgers)
         pipe = self.client.pipeline(transaction=False)
         for ledger in names:
             pipe.xrevrange(self.stream_key(ledger), count=1)
-        return {
-            ledger: entry_height(entries[0][0]) if entries else -1
-            for ledger, entries in zip(names, pipe.execute(), strict=True)
-        }
+        lasts = {}
+        for ledger, entries in zip(names, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(entries, Exception) and not wrong_type(entries):
+                raise entries
+            lasts[ledger] = entry_height(entries[0][0]) if entries and not isinstance(entries, Exception) else -1
+        return lasts
 
     def read(self, ledger: str, start: int, count: int, stop: int | None = None) -> list[StreamRecord]:
         """Up to ``count`` records from height ``start`` on (below ``stop``), in order. The first
@@ -888,14 +917,37 @@ class ReplicationLedger:
     def advance(self, node: str, ledger: str, height: int) -> int:
         """Record that ``node`` holds ``ledger`` up to ``height``; returns the height now recorded."""
         keys = [self.held_key(ledger, node)]
-        return int(self._advance(keys=keys, args=[node, height, ledger, self.held_channel]))
+        try:
+            return int(self._advance(keys=keys, args=[node, height, ledger, self.held_channel]))
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            return self._replace_held(node, ledger, height, e)
 
     def set_held(self, node: str, ledger: str, height: int) -> int:
         """Record that ``node`` holds ``ledger`` up to exactly ``height`` (its store's head), lower
         or higher than what Redis held; returns ``height``. Only the thread that reports the
         node's heights calls it, with a head read after every height it reported."""
         keys = [self.held_key(ledger, node)]
-        return int(self._set_held(keys=keys, args=[node, height, ledger, self.held_channel]))
+        try:
+            return int(self._set_held(keys=keys, args=[node, height, ledger, self.held_channel]))
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            return self._replace_held(node, ledger, height, e)
+
+    def _replace_held(self, node: str, ledger: str, height: int, error: Exception) -> int:
+        """Write ``node``'s held key of ``ledger``, found of another type (the admin's user can make
+        it a hash: every report of the node failed on it, and with it the node's every other
+        report, taken for Redis away), as ``height``: SET replaces a key of any type, and it is the
+        one command a follower's user may run on it (broker/redis_acl.py)."""
+
+        def write() -> int:
+            self.client.set(self.held_key(ledger, node), height)
+            self.client.publish(self.held_channel, f"{node} {ledger} {height}")
+            return height
+
+        return int(self.replace_damaged(self.held_key(ledger, node), error, write, delete=False))
 
     def held(self, ledger: str) -> dict[str, int]:
         """node -> the height up to which it says it holds ``ledger``, for each node of
@@ -908,7 +960,11 @@ class ReplicationLedger:
         for node in nodes:
             pipe.get(self.held_key(ledger, node))
         held = {}
-        for node, value in zip(nodes, pipe.execute(), strict=True):
+        for node, value in zip(nodes, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(value, Exception):
+                if not wrong_type(value):
+                    raise value
+                continue  # of another type, as a value that is no height: its node replaces it
             if value is None:
                 continue
             try:
@@ -971,13 +1027,34 @@ class ReplicationLedger:
             pipe.hsetnx(self.ledgers_key, ledger, origin)
         return pipe.execute()
 
-    def replace_wrong_type(self, name: str, error: Exception, write: Callable[[], Any]) -> Any:
+    def replace_wrong_type(
+        self, name: str, error: Exception, write: Callable[[], Any], *, delete: bool = True
+    ) -> Any:
         """Delete key ``name``, which ``error`` (WRONGTYPE) found of another type, and ``write``
-        it again: what it held was none of the writer's (its writers write it of its type)."""
+        it again: what it held was none of the writer's (its writers write it of its type).
+        ``delete`` false: ``write`` replaces it itself (a SET, for a user that may not DEL it)."""
         log.warning("Redis key %s is of another type (%s): someone with a Redis password that may write it"
                     " changed it; replaced", name, error)  # fmt: skip
-        self.client.delete(name)
+        if delete:
+            self.client.delete(name)
         return write()
+
+    def replace_damaged(
+        self, name: str, error: Exception, write: Callable[[], Any], *, delete: bool = True
+    ) -> Any:
+        """:meth:`replace_wrong_type` by the owner of a key of one ledger (its home's stream, a
+        node's held height, a witness's cosignature, an observer's tally keys), with the damage
+        raised as ``redis_key_damaged`` against ``redis`` naming the key (PROTOCOL 10.5): in the
+        alerts' log the evidence of an insider's write stays, and the alert is resolved once the
+        key is written anew (the owner's next write would have replaced it without a word)."""
+        alert = Alert("redis", name, 0, REDIS_KEY_DAMAGED,
+                      f"Redis key {name} was of another type ({error}): someone with a Redis password that may"
+                      f" write it (the admin's) changed it; {self.node or 'its owner'} writes it anew",
+                      source=self.node or "")  # fmt: skip
+        self.alert(alert)
+        done = self.replace_wrong_type(name, error, write, delete=delete)
+        self.resolve([alert.key])
+        return done
 
     def own_write(self, name: str, write: Callable[[], Any]) -> Any:
         """``write`` to this node's own alert key ``name``; one of another type (its own Redis

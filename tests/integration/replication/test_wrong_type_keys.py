@@ -1,0 +1,117 @@
+"""A ledger's own Redis keys made of another type by the admin's Redis user (vledger-admin may
+write every ``vledger:*`` key: an ACL pattern cannot leave any out), while the nodes run.
+
+For each key: nothing acknowledged is lost, no process stops checking the rest, the damage is an
+alert naming the key, and the key's owner writes it anew (PROTOCOL 10.5, 10.10)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from vledger.broker import redis_acl
+from vledger.broker.redis_server import RedisServer, connect
+from vledger.broker.replication import REDIS_KEY_DAMAGED, ReplicationLedger
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, acl_passwords, entry, genesis, wait_until
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
+    with LocalCluster(
+        redis_server.url, nodes=1, replicas=1, observers=1, verifiers=1, verifier={"sweep_interval_ms": 200}
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def insider(cluster: LocalCluster) -> Iterator[Any]:
+    """A client signed in as ``vledger-admin``: the insider's password."""
+    password = redis_acl.read_password(redis_acl.password_path(acl_passwords(cluster.redis_url), "vledger-admin"))
+    client = redis.Redis.from_url(cluster.cluster_redis_url, username="vledger-admin", password=password)
+    yield client
+    client.close()
+
+
+_ledgers = itertools.count(1)
+
+
+def _size(cluster: LocalCluster, node: str, ledger: str) -> int:
+    return int(cluster.admin(node).call("size", {"ledger": ledger})["size"])
+
+
+def _put(cluster: LocalCluster, ledger: str, count: int, tag: str) -> None:
+    writer = cluster.client("writer1")
+    writer.put_many([entry(ledger, "vote", {tag: i}, "writer1") for i in range(count)])
+
+
+@pytest.fixture
+def ledger(cluster: LocalCluster) -> str:
+    """A ledger of its own for each test, of 11 records on every copy."""
+    name = f"keys-{next(_ledgers)}"
+    cluster.admin().create_ledger(genesis(name, ADMIN, ["vote"]))
+    _put(cluster, name, 10, "n")
+    _everywhere(cluster, name, 11)
+    return name
+
+
+def _everywhere(cluster: LocalCluster, ledger: str, size: int, timeout: float = 30) -> None:
+    names = ["ingest-1", *cluster.replica_names, *cluster.observer_names]
+    wait_until(lambda: all(_size(cluster, n, ledger) == size for n in names), timeout, f"{ledger} at {size} everywhere")
+
+
+def _repl(cluster: LocalCluster) -> ReplicationLedger:
+    return ReplicationLedger(connect(cluster.cluster_redis_url))
+
+
+def _raised(cluster: LocalCluster, raiser: str, key: str) -> list[dict[str, str]]:
+    """The alerts ``raiser`` raised naming Redis key ``key`` of another type."""
+    return [a for a in _repl(cluster).alerts(1000)
+            if (a.get("node"), a.get("ledger"), a.get("what"), a.get("raised_by")) == ("redis", key, REDIS_KEY_DAMAGED, raiser)]  # fmt: skip
+
+
+def _open(cluster: LocalCluster) -> dict[str, dict[str, str]]:
+    return _repl(cluster).open_alerts()
+
+
+def _verifier_checks(cluster: LocalCluster, ledger: str) -> None:
+    """The verifier checks ``ledger``'s new entries: a ledger of its own, written now, is read to its end."""
+    repl = _repl(cluster)
+    size = _size(cluster, "ingest-1", ledger)
+
+    def read() -> bool:
+        groups = repl.client.xinfo_groups(repl.stream_key(ledger))
+        return bool(groups) and groups[0]["last-delivered-id"] == f"{size - 1}-1".encode() and groups[0]["pending"] == 0
+
+    wait_until(read, 30, f"the verifier read {ledger} to its end")
+
+
+def _fresh(cluster: LocalCluster) -> str:
+    name = f"keys-{next(_ledgers)}"
+    cluster.admin().create_ledger(genesis(name, ADMIN, ["vote"]))
+    _put(cluster, name, 5, "n")
+    _everywhere(cluster, name, 6)
+    return name
+
+
+def test_a_stream_made_a_string_is_replaced_by_the_home_and_nothing_stops(
+    cluster: LocalCluster, insider: Any, ledger: str
+) -> None:
+    """Every append of every ledger of the home failed (taken for Redis away), and the verifier's
+    read of all streams too, retried for ever: the home replaces the stream from its store."""
+    repl = _repl(cluster)
+    key = repl.stream_key(ledger)
+    insider.set(key, "junk")
+    _put(cluster, ledger, 5, "after")  # acknowledged
+    _everywhere(cluster, ledger, 16)
+    _verifier_checks(cluster, _fresh(cluster))  # the other ledgers are streamed and checked
+    wait_until(lambda: repl.client.type(key) == b"stream" and repl.client.xlen(key) == 16, 30, "the stream refilled")
+    assert [r.data for r in repl.read(ledger, 0, 100)] == cluster.admin().call(
+        "range", {"ledger": ledger, "start": 0, "limit": 100})["records"]
+    wait_until(lambda: _raised(cluster, "ingest-1", key), 10, "the home's alert naming the stream")
+    _verifier_checks(cluster, ledger)  # read again from its start
+    wait_until(lambda: f"redis|{key}|{REDIS_KEY_DAMAGED}" not in _open(cluster), 10, "no alert open of it")
+    assert cluster.admin("verifier-1").call("status")["open_alerts"] == []
