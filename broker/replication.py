@@ -734,6 +734,22 @@ class ReplicationLedger:
         pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
         pipe.execute()
 
+    def wrong_typed(self, keys: Sequence[str]) -> dict[str, Exception]:
+        """Those of the string ``keys`` that are of another type, each with its WRONGTYPE error: a
+        reader's MGET reads them as none, so their owner finds them only so (any other error raises)."""
+        if not keys:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        found = {}
+        for key, value in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(value, Exception):
+                if not wrong_type(value):
+                    raise value
+                found[key] = value
+        return found
+
     def _nodes_keyed(self, prefix: str) -> list[str]:
         """The nodes whose per-node keys ``<prefix><node>`` are read: those of :meth:`raisers`
         (a process passes its cluster's), else every one found (SCAN, which only the admin's

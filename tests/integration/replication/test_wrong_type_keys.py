@@ -16,7 +16,7 @@ import redis
 from vledger.broker import redis_acl
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.broker.replication import REDIS_KEY_DAMAGED, ReplicationLedger
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, acl_passwords, entry, genesis, wait_until
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, acl_passwords, entry, genesis, put_args, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,14 @@ def _raised(cluster: LocalCluster, raiser: str, key: str) -> list[dict[str, str]
             if (a.get("node"), a.get("ledger"), a.get("what"), a.get("raised_by")) == ("redis", key, REDIS_KEY_DAMAGED, raiser)]  # fmt: skip
 
 
+def _make_hash(insider: Any, key: str) -> None:
+    """Make string ``key`` a hash, in one step: its owner may SET it between two."""
+    pipe = insider.pipeline(transaction=True)
+    pipe.delete(key)
+    pipe.hset(key, "x", "1")
+    pipe.execute()
+
+
 def _open(cluster: LocalCluster) -> dict[str, dict[str, str]]:
     return _repl(cluster).open_alerts()
 
@@ -83,6 +91,8 @@ def _verifier_checks(cluster: LocalCluster, ledger: str) -> None:
     size = _size(cluster, "ingest-1", ledger)
 
     def read() -> bool:
+        if repl.client.type(repl.stream_key(ledger)) != b"stream":  # the feed goes first, the stream after
+            return False
         groups = repl.client.xinfo_groups(repl.stream_key(ledger))
         return bool(groups) and groups[0]["last-delivered-id"] == f"{size - 1}-1".encode() and groups[0]["pending"] == 0
 
@@ -115,3 +125,56 @@ def test_a_stream_made_a_string_is_replaced_by_the_home_and_nothing_stops(
     _verifier_checks(cluster, ledger)  # read again from its start
     wait_until(lambda: f"redis|{key}|{REDIS_KEY_DAMAGED}" not in _open(cluster), 10, "no alert open of it")
     assert cluster.admin("verifier-1").call("status")["open_alerts"] == []
+
+
+@pytest.mark.parametrize("node", ["ingest-1", "replica-1"])
+def test_a_held_key_made_a_hash_is_replaced_by_its_node(
+    cluster: LocalCluster, insider: Any, ledger: str, node: str
+) -> None:
+    """Its node's every report (of every ledger) failed on the script's GET, taken for Redis away:
+    the home streamed nothing more, a replica's heights stood still (a put's w waited on them)."""
+    repl = _repl(cluster)
+    key = repl.held_key(ledger, node)
+    _make_hash(insider, key)
+    _put(cluster, ledger, 3, "after")
+    # A put that waits for the replica's cosignature (w counts the witnesses but the home).
+    put = cluster.client("writer1").call("put", {**put_args(entry(ledger, "vote", {"w": 1}, "writer1")), "w": 1})
+    assert put["height"] == 14
+    _everywhere(cluster, ledger, 15)
+    _verifier_checks(cluster, _fresh(cluster))
+    wait_until(lambda: repl.held(ledger).get(node) == 14, 30, f"{node}'s held height written anew")
+    wait_until(lambda: _raised(cluster, node, key), 10, f"{node}'s alert naming its held key")
+    assert f"redis|{key}|{REDIS_KEY_DAMAGED}" not in _open(cluster)
+
+
+def test_a_checkpoint_key_made_a_hash_is_set_again_by_the_home(
+    cluster: LocalCluster, insider: Any, ledger: str
+) -> None:
+    """One ledger's checkpoint key of another type failed every reader of every ledger's latest
+    checkpoint (replicas' catch-up, the verifier, a home's start) until its home's next SET."""
+    repl = _repl(cluster)
+    key = repl.checkpoint_key(ledger)
+    _make_hash(insider, key)
+    assert ledger not in repl.checkpoints()  # read as none, the others read
+    assert repl.checkpoints()
+    _put(cluster, ledger, 3, "after")
+    _everywhere(cluster, ledger, 14)
+    _verifier_checks(cluster, _fresh(cluster))
+    wait_until(lambda: repl.client.type(key) == b"string", 10, "the checkpoint set again")
+    wait_until(lambda: f"redis|{key}|{REDIS_KEY_DAMAGED}" not in _open(cluster), 10, "no alert open of it")
+
+
+def test_a_cosignature_key_made_a_hash_is_published_again_by_its_witness(
+    cluster: LocalCluster, insider: Any, ledger: str
+) -> None:
+    """Read as none by everyone (MGET), a quiet ledger's cosignature was written again only at the
+    witness's next re-cosigning (five minutes): its witness reads its keys back."""
+    repl = _repl(cluster)
+    key = repl.cosig_key(ledger, "replica-1")
+    wait_until(lambda: repl.cosignatures(ledger).get("replica-1"), 20, "replica-1's cosignature")
+    note = repl.client.get(key)
+    _make_hash(insider, key)
+    wait_until(lambda: repl.client.type(key) == b"string", 20, "the cosignature published again")
+    assert repl.client.get(key) == note
+    wait_until(lambda: _raised(cluster, "replica-1", key), 10, "replica-1's alert naming its key")
+    assert f"redis|{key}|{REDIS_KEY_DAMAGED}" not in _open(cluster)
