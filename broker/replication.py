@@ -124,6 +124,23 @@ def wrong_type(error: Exception) -> bool:
     return "WRONGTYPE" in str(error)
 
 
+def wrong_typed_keys(client: Any, keys: Sequence[str]) -> dict[str, Exception]:
+    """Those of the string ``keys`` that are of another type, each with its WRONGTYPE error: a
+    reader's MGET reads them as none, so their owner finds them only so (any other error raises)."""
+    if not keys:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    found = {}
+    for key, value in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+        if isinstance(value, Exception):
+            if not wrong_type(value):
+                raise value
+            found[key] = value
+    return found
+
+
 def operator_resolves(raiser: str | None, key: str, follows: Callable[[str, str], bool]) -> bool:
     """Whether only an operator resolves ``raiser``'s open alert ``key`` (``<node>|<ledger>|<what>``,
     PROTOCOL 10.5's table): its kind is of OPERATOR_RESOLVED, and it is not a follower's
@@ -735,20 +752,8 @@ class ReplicationLedger:
         pipe.execute()
 
     def wrong_typed(self, keys: Sequence[str]) -> dict[str, Exception]:
-        """Those of the string ``keys`` that are of another type, each with its WRONGTYPE error: a
-        reader's MGET reads them as none, so their owner finds them only so (any other error raises)."""
-        if not keys:
-            return {}
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(key)
-        found = {}
-        for key, value in zip(keys, pipe.execute(raise_on_error=False), strict=True):
-            if isinstance(value, Exception):
-                if not wrong_type(value):
-                    raise value
-                found[key] = value
-        return found
+        """:func:`wrong_typed_keys` on this client."""
+        return wrong_typed_keys(self.client, keys)
 
     def _nodes_keyed(self, prefix: str) -> list[str]:
         """The nodes whose per-node keys ``<prefix><node>`` are read: those of :meth:`raisers`

@@ -16,6 +16,7 @@ import redis
 from vledger.broker import redis_acl
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.broker.replication import REDIS_KEY_DAMAGED, ReplicationLedger
+from vledger.broker.tallies import Published, TallyBoard
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, acl_passwords, entry, genesis, put_args, wait_until
 
 
@@ -37,6 +38,7 @@ def insider(cluster: LocalCluster) -> Iterator[Any]:
 
 
 _ledgers = itertools.count(1)
+_NONE = Published("", "", -1, b"", b"")  # no snapshot: a height none has
 
 
 def _size(cluster: LocalCluster, node: str, ledger: str) -> int:
@@ -178,3 +180,23 @@ def test_a_cosignature_key_made_a_hash_is_published_again_by_its_witness(
     assert repl.client.get(key) == note
     wait_until(lambda: _raised(cluster, "replica-1", key), 10, "replica-1's alert naming its key")
     assert f"redis|{key}|{REDIS_KEY_DAMAGED}" not in _open(cluster)
+
+
+def test_an_observers_tally_keys_of_another_type_are_replaced_by_it(
+    cluster: LocalCluster, insider: Any, ledger: str
+) -> None:
+    """Its latest id made a hash read as no snapshot (its look took it back at each look, without a
+    word); its stream made a string failed its every snapshot of the ledger, for good."""
+    board = TallyBoard(_repl(cluster).client)
+    latest, stream = board.latest_key(ledger, "observer-1"), board.stream_key(ledger, "observer-1")
+    wait_until(lambda: (board.latest(ledger, ["observer-1"]).get("observer-1") or _NONE).height == 10, 20, "a tally")
+    entry = board.latest_ids([ledger], ["observer-1"])[ledger]["observer-1"]
+    _make_hash(insider, latest)
+    wait_until(lambda: _repl(cluster).client.type(latest) == b"string", 20, "the latest id set again")
+    assert board.latest_ids([ledger], ["observer-1"])[ledger]["observer-1"] == entry  # not published anew
+    wait_until(lambda: _raised(cluster, "observer-1", latest), 10, "observer-1's alert naming its latest id")
+    insider.set(stream, "junk")
+    _put(cluster, ledger, 1, "after")
+    wait_until(lambda: (board.latest(ledger, ["observer-1"]).get("observer-1") or _NONE).height == 11, 20, "tallied")
+    wait_until(lambda: _raised(cluster, "observer-1", stream), 10, "observer-1's alert naming its stream")
+    assert not {f"redis|{latest}|{REDIS_KEY_DAMAGED}", f"redis|{stream}|{REDIS_KEY_DAMAGED}"} & set(_open(cluster))
