@@ -120,6 +120,17 @@ ALERT_KEYS_DAMAGED = "alert_keys_damaged"
 REDIS_KEY_DAMAGED = "redis_key_damaged"
 
 
+# Fields of ``{ledgers}`` that name no ledger (no ledger's name starts with "~", PROTOCOL 10.10):
+# the token ("<home> <ms>") of the last replacement of the hash made of another type, and each
+# home's copy of the token it named its ledgers again for (name_homes).
+_MARK = "~"
+REPLACED_FIELD = _MARK + "replaced"
+
+
+def _relisted_field(home: str) -> str:
+    return f"{_MARK}relisted:{home}"
+
+
 def wrong_type(error: Exception) -> bool:
     return "WRONGTYPE" in str(error)
 
@@ -876,8 +887,10 @@ class ReplicationLedger:
         return rows, checkpoints
 
     def ledgers(self) -> dict[str, str]:
-        """Every ledger a home node announced, with its home."""
-        return {_text(k): _text(v) for k, v in self.client.hgetall(self.ledgers_key).items()}
+        """Every ledger a home node announced, with its home (the hash's marks of a replacement,
+        :data:`REPLACED_FIELD`, left out)."""
+        found = {_text(k): _text(v) for k, v in self.client.hgetall(self.ledgers_key).items()}
+        return {name: home for name, home in found.items() if not name.startswith(_MARK)}
 
     def epochs(self) -> dict[str, tuple[int, str]]:
         """Each ledger handed over (PROTOCOL 10.9): its latest epoch and that epoch's home."""
@@ -1025,28 +1038,47 @@ class ReplicationLedger:
         return self.client.hset(self.open_alerts_key, key, json.dumps(alert, sort_keys=True))
 
     def _name_home(self, ledger: str, origin: str) -> Any:
-        return self.client.hsetnx(self.ledgers_key, ledger, origin)
+        return self._name_homes([ledger], origin, replaced=True)
 
     def name_homes(self, ledgers: Iterable[str], origin: str) -> None:
         """A home's heartbeat: when ``{ledgers}`` is of another type, replace it and name
         ``origin`` the home of each of ``ledgers`` (a ledger that gets no record was never named
-        again once the hash was lost so). A hash that merely lacks an entry is left as it is: the
-        verifier's ``unlisted_ledger`` is the evidence of that HDEL (PROTOCOL 10.5)."""
+        again once the hash was lost so); when another home replaced it since this one last
+        looked (its token in :data:`REPLACED_FIELD`), name them again too: their entries went with
+        the hash. A hash that merely lacks an entry is left as it is: the verifier's
+        ``unlisted_ledger`` is the evidence of that HDEL (PROTOCOL 10.5)."""
         names = list(ledgers)
         if not names:
             return
         try:
-            self.client.hget(self.ledgers_key, names[0])  # an ingest user may HGET it, not HLEN
+            replaced, relisted = self.client.hmget(self.ledgers_key, [REPLACED_FIELD, _relisted_field(origin)])
         except redis.exceptions.ResponseError as e:
             if not wrong_type(e):
                 raise
-            self.replace_wrong_type(self.ledgers_key, e, functools.partial(self._name_homes, names, origin))
+            write = functools.partial(self._name_homes, names, origin, replaced=True, complete=True)
+            self.replace_wrong_type(self.ledgers_key, e, write)
+            return
+        if replaced is not None and replaced != relisted:
+            log.info("Redis's ledgers hash was replaced (%s): naming this node's ledgers in it again", _text(replaced))
+            self._name_homes(names, origin, relisted=_text(replaced))
 
-    def _name_homes(self, ledgers: list[str], origin: str) -> Any:
+    def _name_homes(
+        self, ledgers: list[str], origin: str, *, replaced: bool = False, complete: bool = False, relisted: str = ""
+    ) -> Any:
+        """HSETNX each of ``ledgers`` to ``origin``; ``replaced``: the hash is new, and a token of
+        this replacement marks it, so that every home names its ledgers again (this one too unless
+        ``complete``, all its ledgers among ``ledgers``); ``relisted``: the token of the
+        replacement this home named its ledgers again for."""
         pipe = self.client.pipeline(transaction=False)
         for ledger in ledgers:
             pipe.hsetnx(self.ledgers_key, ledger, origin)
-        return pipe.execute()
+        if replaced:
+            token = f"{origin} {time.time_ns() // 1_000_000}"
+            pipe.hset(self.ledgers_key, REPLACED_FIELD, token)
+            relisted = token if complete else ""
+        if relisted:
+            pipe.hset(self.ledgers_key, _relisted_field(origin), relisted)
+        return pipe.execute()[: len(ledgers)]
 
     def replace_wrong_type(
         self, name: str, error: Exception, write: Callable[[], Any], *, delete: bool = True

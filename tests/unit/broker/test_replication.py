@@ -568,6 +568,25 @@ def test_a_follower_closes_only_the_alerts_raised_up_to_the_height_whose_cause_i
     assert replica.resolve_up_to([copy.key], 2**63) == 1  # past the largest height: every one
 
 
+def test_after_one_home_replaced_the_ledgers_hash_every_home_names_its_quiet_ledgers_again_once(
+    repl: ReplicationLedger,
+) -> None:
+    # Replaced by one home (made a string), the hash lost the other homes' entries, and a home
+    # named its ledgers again only when the hash was of another type or at its ledger's next
+    # append: a quiet ledger stayed unlisted (wt31, after c3eea34).
+    repl.name_homes([OTHER], "ingest-2")
+    repl.client.set(repl.ledgers_key, "x")
+    repl.name_homes([LEDGER], HOME)  # replaces it
+    assert repl.ledgers() == {LEDGER: HOME}
+    repl.name_homes([OTHER], "ingest-2")
+    assert repl.ledgers() == {LEDGER: HOME, OTHER: "ingest-2"}
+    # A plain HDEL is left as it is for the verifier's unlisted_ledger: no home names it again.
+    repl.client.hdel(repl.ledgers_key, OTHER, LEDGER)
+    repl.name_homes([OTHER], "ingest-2")
+    repl.name_homes([LEDGER], HOME)
+    assert repl.ledgers() == {}
+
+
 def test_a_ledgers_keys_of_another_type_are_read_as_none_and_replaced_by_their_owners(redis_client: Any) -> None:
     # The admin's user may make any ledger's key another type (wt31): one checkpoint key failed
     # every ledger's checkpoint read, one held key the ledger's held heights and every report of
