@@ -76,7 +76,7 @@ import redis
 from ..node.errors import RecordError, RedisServerError, StoreDamagedError, StoreError
 from ..node.json_values import parse_json
 from .alert_journal import AlertJournal
-from .redis_keys import NAMESPACE, group_key, ledger_key, wrong_type_message
+from .redis_keys import NAMESPACE, group_key, is_ledger_name, ledger_key, wrong_type_message
 from .redis_pipeline import Command, pipelined
 from .redis_server import shown_url
 
@@ -711,22 +711,22 @@ class ReplicationLedger:
         set back the consumer groups that read past it; returns how many were deleted."""
         return int(self._rewind(keys=[self.stream_key(ledger)], args=[height]))
 
-    def checkpoints(self) -> dict[str, bytes]:
-        """Each announced ledger's latest checkpoint, as its home wrote it (a signed note;
-        unchecked); a ledger without one is left out."""
-        return self.checkpoint_reads()[0]
+    def checkpoints(self, ledgers: Iterable[str] | None = None) -> dict[str, bytes]:
+        """Each announced ledger's latest checkpoint (or each of ``ledgers``'), as its home wrote it
+        (a signed note; unchecked); a ledger without one is left out."""
+        return self.checkpoint_reads(ledgers)[0]
 
-    def checkpoint_reads(self) -> tuple[dict[str, bytes], dict[str, Exception]]:
+    def checkpoint_reads(self, ledgers: Iterable[str] | None = None) -> tuple[dict[str, bytes], dict[str, Exception]]:
         """:meth:`checkpoints`, and the checkpoint keys found of another type, each with its error:
         one such key (the admin's user can make it a hash) failed the read of every ledger's
         latest, for as long as its home took to SET it again (any error but WRONGTYPE raises)."""
-        ledgers = sorted(self.ledgers())
+        names = sorted(self.ledgers() if ledgers is None else ledgers)
         pipe = self.client.pipeline(transaction=False)
-        for ledger in ledgers:
+        for ledger in names:
             pipe.get(self.checkpoint_key(ledger))
         notes: dict[str, bytes] = {}
         damaged: dict[str, Exception] = {}
-        for ledger, note in zip(ledgers, pipe.execute(raise_on_error=False), strict=True):
+        for ledger, note in zip(names, pipe.execute(raise_on_error=False), strict=True):
             if isinstance(note, Exception):
                 if not wrong_type(note):
                     raise note
@@ -891,6 +891,34 @@ class ReplicationLedger:
         :data:`REPLACED_FIELD`, left out)."""
         found = {_text(k): _text(v) for k, v in self.client.hgetall(self.ledgers_key).items()}
         return {name: home for name, home in found.items() if not name.startswith(_MARK)}
+
+    def stream_ledgers(self, count: int = 1000) -> set[str]:
+        """The ledgers whose stream key ``vledger:{<ledger>}:chain`` exists (SCAN, ``count`` keys a
+        step: the admin's and the verifier's users may run it), names of no ledger left out."""
+        prefix, suffix = f"{self.namespace}:{{", "}:chain"
+        streams: set[str] = set()
+        for raw in self.client.scan_iter(
+            match=_glob_escape(prefix) + "*" + _glob_escape(suffix), count=count, _type="stream"
+        ):
+            key = _text(raw)
+            ledger = key[len(prefix) : -len(suffix)]
+            if key.startswith(prefix) and key.endswith(suffix) and is_ledger_name(ledger):
+                streams.add(ledger)
+        return streams
+
+    def ledgers_or_streams(self) -> dict[str, str]:
+        """:meth:`ledgers`; while ``{ledgers}`` is of another type (the admin's user can SET it,
+        until a home replaces it), the ledgers whose stream exists (:meth:`stream_ledgers`), each
+        with no home named (""): the caller takes the cluster file's. For an operator's command,
+        which failed on it (``vledger repl status``, ``repair``)."""
+        try:
+            return self.ledgers()
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            log.warning("Redis key %s is of another type (%s): the ledgers whose stream exists are taken, with"
+                        " the cluster file's homes", self.ledgers_key, e)  # fmt: skip
+        return dict.fromkeys(sorted(self.stream_ledgers()), "")
 
     def epochs(self) -> dict[str, tuple[int, str]]:
         """Each ledger handed over (PROTOCOL 10.9): its latest epoch and that epoch's home."""

@@ -673,20 +673,12 @@ class ClusterChecks:
 
     def _stream_keys(self) -> set[str]:
         """The ledgers whose stream key ``vledger:{<ledger>}:chain`` exists (SCAN)."""
-        prefix, suffix = f"{self.replication.namespace}:{{", "}:chain"
-        streams: set[str] = set()
         try:
-            for raw in self.replication.client.scan_iter(
-                match=_glob(prefix) + "*" + _glob(suffix), count=SCAN_COUNT, _type="stream"
-            ):
-                key = _text(raw)
-                ledger = key[len(prefix) : -len(suffix)]
-                if key.startswith(prefix) and key.endswith(suffix) and is_ledger_name(ledger):
-                    streams.add(ledger)
+            return self.replication.stream_ledgers(SCAN_COUNT)
         except REDIS_ERRORS as e:  # e.g. a Redis user made before the verifier could SCAN
             log.info("cannot look for the ledgers' streams: %s", e)
             self._scan_at = self._clock() + LIST_LEDGERS_SECONDS  # tried again sooner
-        return streams
+        return set()
 
     def _unlisted(self, announced: dict[str, str | None], found: dict[str, str]) -> None:
         """Add each ledger found elsewhere to ``announced`` (checked anyway, its home the cluster
@@ -1225,7 +1217,7 @@ class ClusterChecks:
     def _checkpoint_notes(self) -> dict[str, bytes]:
         """Each ledger's latest checkpoint note as Redis has it (its home wrote it; unverified)."""
         try:
-            notes, damaged = self.replication.checkpoint_reads()
+            notes, damaged = self.replication.checkpoint_reads(self.ledgers)  # {ledgers} may be of another type
         except REDIS_ERRORS:
             return {}  # Redis away: the checkpoints verified before still hold
         for ledger in self.ledgers:
@@ -1792,11 +1784,6 @@ def _link_hex(data: bytes) -> str:
         return decode_record(data, PROTOCOL_LIMITS).hash.hex()
     except VledgerError:
         return "undecodable:" + hashlib.sha256(data).hexdigest()
-
-
-def _glob(text: str) -> str:
-    """``text`` matched literally in a Redis SCAN pattern."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _where(source: str) -> str:
