@@ -200,3 +200,34 @@ def test_an_observers_tally_keys_of_another_type_are_replaced_by_it(
     wait_until(lambda: (board.latest(ledger, ["observer-1"]).get("observer-1") or _NONE).height == 11, 20, "tallied")
     wait_until(lambda: _raised(cluster, "observer-1", stream), 10, "observer-1's alert naming its stream")
     assert not {f"redis|{latest}|{REDIS_KEY_DAMAGED}", f"redis|{stream}|{REDIS_KEY_DAMAGED}"} & set(_open(cluster))
+
+
+def test_the_operators_commands_read_past_keys_of_another_type_and_the_home_puts_them_back(
+    cluster: LocalCluster, insider: Any, ledger: str
+) -> None:
+    """With the home down (which would replace them within a heartbeat), ``{ledgers}`` a string
+    and a checkpoint key a hash failed ``repl status``, ``tally`` and ``repair`` whole."""
+    repl = _repl(cluster)
+    wait_until(lambda: repl.checkpoints([ledger]).get(ledger), 10, "a checkpoint of the ledger")
+    cluster.stop_node("ingest-1")
+    try:
+        insider.set(repl.ledgers_key, "junk")
+        _make_hash(insider, repl.checkpoint_key(ledger))
+        config = str(cluster.config_path)
+        for command in (("repl", "status", "--config", config), ("tally", ledger, "--config", config),
+                        ("verify", "--cluster", config)):  # fmt: skip
+            done = cluster.cli(*command, check=False)
+            assert "error:" not in done.stderr, (command, done.stderr)  # a warning names the key
+            if command[0] != "verify":
+                assert ledger in done.stdout, (command, done.stdout)
+        verifier = cluster.admin("verifier-1")
+        damaged = f"redis|{repl.ledgers_key}|{REDIS_KEY_DAMAGED}"
+        wait_until(lambda: damaged in verifier.call("status")["open_alerts"], 20, "the verifier's alert")
+    finally:
+        cluster.start_node("ingest-1")
+    wait_until(lambda: repl.client.type(repl.checkpoint_key(ledger)) == b"string", 20, "the checkpoint set again")
+    wait_until(lambda: ledger in repl.ledgers(), 20, "the ledger named again by its home")
+    wait_until(lambda: damaged not in verifier.call("status")["open_alerts"], 20, "the alert resolved")
+    _put(cluster, ledger, 1, "after")
+    _everywhere(cluster, ledger, 12)
+    _verifier_checks(cluster, ledger)
