@@ -682,8 +682,10 @@ class ReplicationLedger:
                     # its store holds every record: an empty stream, which the caller fills.
                     self.replace_damaged(self.stream_key(ledger), replies[0], lambda: None)
                     return self.append_checked(ledger, origin, first, records, checkpoint, held=held, latest=latest)
-                if held is not None and isinstance(replies[1], redis.exceptions.ResponseError) and wrong_type(replies[1]):
-                    replies[1] = self._replace_held(origin, ledger, held, replies[1])
+                advanced = replies[1] if held is not None else None
+                if isinstance(advanced, redis.exceptions.ResponseError) and wrong_type(advanced):
+                    assert held is not None
+                    replies[1] = self._replace_held(origin, ledger, held, advanced)
                 if isinstance(named, redis.exceptions.ResponseError) and wrong_type(named):
                     # Any ingest node's Redis user may make the hash a string: every append of
                     # every home failed on it for good (outsider 31, N1). Its entries are homes'
@@ -1108,9 +1110,7 @@ class ReplicationLedger:
             pipe.hset(self.ledgers_key, _relisted_field(origin), relisted)
         return pipe.execute()[: len(ledgers)]
 
-    def replace_wrong_type(
-        self, name: str, error: Exception, write: Callable[[], Any], *, delete: bool = True
-    ) -> Any:
+    def replace_wrong_type(self, name: str, error: Exception, write: Callable[[], Any], *, delete: bool = True) -> Any:
         """Delete key ``name``, which ``error`` (WRONGTYPE) found of another type, and ``write``
         it again: what it held was none of the writer's (its writers write it of its type).
         ``delete`` false: ``write`` replaces it itself (a SET, for a user that may not DEL it)."""
@@ -1120,9 +1120,7 @@ class ReplicationLedger:
             self.client.delete(name)
         return write()
 
-    def replace_damaged(
-        self, name: str, error: Exception, write: Callable[[], Any], *, delete: bool = True
-    ) -> Any:
+    def replace_damaged(self, name: str, error: Exception, write: Callable[[], Any], *, delete: bool = True) -> Any:
         """:meth:`replace_wrong_type` by the owner of a key of one ledger (its home's stream, a
         node's held height, a witness's cosignature, an observer's tally keys), with the damage
         raised as ``redis_key_damaged`` against ``redis`` naming the key (PROTOCOL 10.5): in the

@@ -220,7 +220,6 @@ class Witness:
                          self.name, ledger, last.size)  # fmt: skip
             self._holds(last)
         self._settle_carried()
-        self._replace_damaged()
         self._publish()
 
     def _replace_damaged(self) -> None:
@@ -289,24 +288,6 @@ class Witness:
         self._settle_carried()
         self._replace_damaged()
         self._publish()
-
-    def _replace_damaged(self) -> None:
-        """At most every OWN_KEYS_CHECK_SECONDS: this witness's cosignature keys found of another
-        type are published again (SET replaces them), with ``redis_key_damaged`` raised and resolved."""
-        now = self._clock()
-        if now < self._keys_checked_at + OWN_KEYS_CHECK_SECONDS:
-            return
-        self._keys_checked_at = now
-        ledgers = {self.replication.cosig_key(ledger, self.name): ledger for ledger in self._last}
-        try:
-            for key, error in self.replication.wrong_typed(list(ledgers)).items():
-                kept = self._last[ledgers[key]]
-                write = functools.partial(self.replication.publish_cosignature, kept.ledger, self.name, kept.size,
-                                          kept.note)  # fmt: skip
-                self.replication.replace_damaged(key, error, write, delete=False)
-                self._unpublished.pop(kept.ledger, None)
-        except REDIS_ERRORS as e:
-            log.warning("%s: its cosignature keys not read back, Redis unavailable (%s)", self.name, e)
 
     def evidence(self, checkpoint: SignedCheckpoint, source: str, proof: Contradiction | None = None) -> None:
         """Keep in Redis a checkpoint by the home's key that this copy contradicts, verbatim, beside

@@ -543,7 +543,8 @@ def tally_report(
     histories = observer_histories(keys, follow_redis(config, client))
     board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)
     report = read_tallies(board, ledger, keys, histories)
-    if all(t.checked is None for t in report.observers) and ledger not in ReplicationLedger(client).ledgers_or_streams():
+    silent = all(t.checked is None for t in report.observers)
+    if silent and ledger not in ReplicationLedger(client).ledgers_or_streams():
         raise NoSuchLedgerError(f"no ledger {ledger!r} in the cluster")
     if report.verdict.status == MISMATCH:
         report = replace(report, alert=raise_mismatch(ReplicationLedger(client), report))
