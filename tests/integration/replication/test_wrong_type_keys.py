@@ -7,6 +7,8 @@ alert naming the key, and the key's owner writes it anew (PROTOCOL 10.5, 10.10).
 from __future__ import annotations
 
 import itertools
+import json
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +25,13 @@ from vledger.tests.integration.cluster import ADMIN, LocalCluster, acl_passwords
 @pytest.fixture(scope="module")
 def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
     with LocalCluster(
-        redis_server.url, nodes=1, replicas=1, observers=1, verifiers=1, verifier={"sweep_interval_ms": 200}
+        redis_server.url,
+        nodes=1,
+        replicas=1,
+        observers=1,
+        verifiers=1,
+        verifier={"sweep_interval_ms": 200},
+        gateways=["replica-1"],
     ) as running:
         yield running
 
@@ -212,13 +220,18 @@ def test_the_operators_commands_read_past_keys_of_another_type_and_the_home_puts
     cluster: LocalCluster, insider: Any, ledger: str
 ) -> None:
     """With the home down (which would replace them within a heartbeat), ``{ledgers}`` a string
-    and a checkpoint key a hash failed ``repl status``, ``tally`` and ``repair`` whole."""
+    and a checkpoint key a hash failed ``repl status``, ``tally``, ``repair`` and the gateway's
+    dashboard whole, and a held key a hash ``repl status`` and the dashboard."""
     repl = _repl(cluster)
     wait_until(lambda: repl.checkpoints([ledger]).get(ledger), 10, "a checkpoint of the ledger")
     cluster.stop_node("ingest-1")
     try:
         insider.set(repl.ledgers_key, "junk")
         _make_hash(insider, repl.checkpoint_key(ledger))
+        _make_hash(insider, repl.held_key(ledger, "ingest-1"))
+        with urllib.request.urlopen(cluster.gateway_url("replica-1") + "api/cluster", timeout=20) as answer:
+            shown = json.loads(answer.read())  # the dashboard's state: it answered 500
+        assert "ingest-1" not in shown["ledgers"][ledger]["held"] and shown["ledgers"][ledger]["held"]
         config = str(cluster.config_path)
         for command in (("repl", "status", "--config", config), ("tally", ledger, "--config", config),
                         ("verify", "--cluster", config)):  # fmt: skip
