@@ -796,15 +796,33 @@ class ReplicationLedger:
     def publish_outside_cosignature(self, ledger: str, witness: str, size: int, note: bytes) -> None:
         """A home's: make ``note`` (its checkpoint with outside witness ``witness``'s verified
         cosignature) that witness's latest for ``ledger``, in a hash of its own (only a home
-        writes it; the cluster's witnesses' hash stays theirs)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.outside_key(ledger), witness, note)
-        pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
-        pipe.execute()
+        writes it; the cluster's witnesses' hash stays theirs). Of another type (the admin's user
+        can SET it), the home replaces it: the other outside witnesses' notes come with their next feed."""
+
+        def publish() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(self.outside_key(ledger), witness, note)
+            pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
+            pipe.execute()
+
+        try:
+            publish()
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            self.replace_damaged(self.outside_key(ledger), e, publish)
 
     def outside_cosignatures(self, ledger: str) -> dict[str, bytes]:
-        """outside witness -> the note its home says it cosigned last (unchecked)."""
-        return {_text(k): bytes(v) for k, v in self.client.hgetall(self.outside_key(ledger)).items()}
+        """outside witness -> the note its home says it cosigned last (unchecked); none while the
+        hash is of another type (a reader of the ledger's head goes on with the others' notes)."""
+        try:
+            found = self.client.hgetall(self.outside_key(ledger))
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            log.warning("Redis key %s is of another type (%s): read as no note", self.outside_key(ledger), e)
+            return {}
+        return {_text(k): bytes(v) for k, v in found.items()}
 
     def keep_evidence(self, witness: str, ledger: str, size: int, evidence: dict[str, str]) -> None:
         """Keep ``evidence`` (texts, verbatim) that ``witness`` found at ``size`` of ``ledger``."""

@@ -610,8 +610,17 @@ def test_a_ledgers_keys_of_another_type_are_read_as_none_and_replaced_by_their_o
     # Its home's next append finds it: an empty stream, which the home fills from its store.
     assert repl.append_checked(LEDGER, HOME, 2, [b"r2"], b"note", held=2) == (-1, None)
     assert repl.append(LEDGER, HOME, 0, [b"r0", b"r1", b"r2"], b"note") == 2
+    # The outside witnesses' notes a home keeps: read as none (vledger tally, the gateway failed), replaced by it.
+    repl.client.set(repl.outside_key(LEDGER), "x")
+    assert repl.outside_cosignatures(LEDGER) == {}
+    repl.publish_outside_cosignature(LEDGER, "outside-1", 3, b"note")
+    assert repl.outside_cosignatures(LEDGER) == {"outside-1": b"note"}
     raised = [(a["ledger"], a["what"]) for a in repl.alerts()]
-    assert raised == [(repl.held_key(LEDGER, HOME), REDIS_KEY_DAMAGED), (repl.stream_key(LEDGER), REDIS_KEY_DAMAGED)]
+    assert raised == [
+        (repl.held_key(LEDGER, HOME), REDIS_KEY_DAMAGED),
+        (repl.stream_key(LEDGER), REDIS_KEY_DAMAGED),
+        (repl.outside_key(LEDGER), REDIS_KEY_DAMAGED),
+    ]
     assert repl.own_open_alerts() == {}  # resolved once written anew
 
 
