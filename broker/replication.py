@@ -998,21 +998,19 @@ class ReplicationLedger:
 
     def advance(self, node: str, ledger: str, height: int) -> int:
         """Record that ``node`` holds ``ledger`` up to ``height``; returns the height now recorded."""
-        keys = [self.held_key(ledger, node)]
-        try:
-            return int(self._advance(keys=keys, args=[node, height, ledger, self.held_channel]))
-        except redis.exceptions.ResponseError as e:
-            if not wrong_type(e):
-                raise
-            return self._replace_held(node, ledger, height, e)
+        return self._held_script(self._advance, node, ledger, height)
 
     def set_held(self, node: str, ledger: str, height: int) -> int:
         """Record that ``node`` holds ``ledger`` up to exactly ``height`` (its store's head), lower
         or higher than what Redis held; returns ``height``. Only the thread that reports the
         node's heights calls it, with a head read after every height it reported."""
-        keys = [self.held_key(ledger, node)]
+        return self._held_script(self._set_held, node, ledger, height)
+
+    def _held_script(self, script: Any, node: str, ledger: str, height: int) -> int:
+        """Run ``script`` (_ADVANCE or _SET_HELD) on ``node``'s held key of ``ledger``, replacing
+        the key found of another type (:meth:`_replace_held`)."""
         try:
-            return int(self._set_held(keys=keys, args=[node, height, ledger, self.held_channel]))
+            return int(script(keys=[self.held_key(ledger, node)], args=[node, height, ledger, self.held_channel]))
         except redis.exceptions.ResponseError as e:
             if not wrong_type(e):
                 raise

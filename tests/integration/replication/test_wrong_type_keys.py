@@ -61,11 +61,7 @@ def _put(cluster: LocalCluster, ledger: str, count: int, tag: str) -> None:
 @pytest.fixture
 def ledger(cluster: LocalCluster) -> str:
     """A ledger of its own for each test, of 11 records on every copy."""
-    name = f"keys-{next(_ledgers)}"
-    cluster.admin().create_ledger(genesis(name, ADMIN, ["vote"]))
-    _put(cluster, name, 10, "n")
-    _everywhere(cluster, name, 11)
-    return name
+    return _fresh(cluster, 10)
 
 
 def _everywhere(cluster: LocalCluster, ledger: str, size: int, timeout: float = 30) -> None:
@@ -113,11 +109,12 @@ def _verifier_checks(cluster: LocalCluster, ledger: str) -> None:
     wait_until(read, 30, f"the verifier read {ledger} to its end")
 
 
-def _fresh(cluster: LocalCluster) -> str:
+def _fresh(cluster: LocalCluster, records: int = 5) -> str:
+    """A new ledger of ``records`` votes after its genesis, on every copy."""
     name = f"keys-{next(_ledgers)}"
     cluster.admin().create_ledger(genesis(name, ADMIN, ["vote"]))
-    _put(cluster, name, 5, "n")
-    _everywhere(cluster, name, 6)
+    _put(cluster, name, records, "n")
+    _everywhere(cluster, name, records + 1)
     return name
 
 
