@@ -15,13 +15,14 @@ Written only when an alert is raised or resolved, never on a record's path.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -55,6 +56,17 @@ def _height(text: str) -> int:
         return -1
 
 
+def _at_ms(text: str) -> str | None:
+    """The ``at_ms`` of an alert as the journal holds it (a string, as Redis's fields are), or
+    None where there is none."""
+    try:
+        alert = json.loads(text)
+    except ValueError:
+        return None
+    found = alert.get("at_ms") if isinstance(alert, dict) else None
+    return found if isinstance(found, str) else None
+
+
 class _Damaged(Exception):
     def __init__(self, inode: int, error: sqlite3.DatabaseError) -> None:
         super().__init__(str(error))
@@ -74,18 +86,37 @@ def _connect(path: Path) -> sqlite3.Connection:
         db.executescript(_SCHEMA)
     except sqlite3.DatabaseError as e:
         db.close()
+        # Only a file that is no journal is moved aside: one locked a moment too long by the
+        # node's other process (SQLITE_BUSY) is sound, and that process goes on writing it.
+        if e.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            raise
         raise _Damaged(inode, e) from e
     return db
 
 
+@contextlib.contextmanager
+def _opening(path: Path) -> Iterator[None]:
+    """Held (an flock on ``<journal>.lock``) while a process opens the journal, moving a damaged
+    one aside: the node and its outbox process open it at the same start, and one renamed the
+    other's fresh WAL aside between its own renames (review17 6). Released when the fd closes."""
+    fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _move_aside(path: Path, failed: int) -> Path | None:
     """Rename the damaged journal ``path`` (and its WAL) to ``<name>.damaged-<UTC time>``, unless
-    the file there is no longer the one that failed (inode ``failed``): the node's other process
-    (its outbox) moved it first and began a fresh one, which is not to be moved again. Returns
-    where it went, None then."""
-    with contextlib.suppress(FileNotFoundError):
+    the file there is no longer the one that failed (inode ``failed``), or none is: the node's
+    other process (its outbox) moved it first and began a fresh one, which is not to be moved
+    again. Returns where it went, None then. The caller holds :func:`_opening`."""
+    try:
         if os.stat(path).st_ino != failed:
             return None
+    except FileNotFoundError:
+        return None
     aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     if aside.exists():  # two journals damaged within a second: keep both
         aside = aside.with_name(f"{aside.name}-{failed}")
@@ -110,16 +141,17 @@ class AlertJournal:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one connection, used from every thread that raises
         self._put_back_noted: dict[str, int] = {}  # key -> when its last put back was noted (ms)
-        try:
-            self._db = _connect(path)
-        except _Damaged as e:
-            # Not the node's store: a journal that does not open must not stop the node, its
-            # outbox or `vledger repair` (review16 7). Kept aside for whoever looks into it;
-            # what it held open, Redis still shows, and the host's log keeps every line.
-            aside = _move_aside(path, e.inode)
-            if aside is not None:
-                log.error("alert journal %s does not open (%s): moved to %s, a fresh one started", path, e, aside)
-            self._db = _connect(path)
+        with _opening(path):
+            try:
+                self._db = _connect(path)
+            except _Damaged as e:
+                # Not the node's store: a journal that does not open must not stop the node, its
+                # outbox or `vledger repair` (review16 7). Kept aside for whoever looks into it;
+                # what it held open, Redis still shows, and the host's log keeps every line.
+                aside = _move_aside(path, e.inode)
+                if aside is not None:
+                    log.error("alert journal %s does not open (%s): moved to %s, a fresh one started", path, e, aside)
+                self._db = _connect(path)
 
     def close(self) -> None:
         with self._lock:
@@ -149,21 +181,30 @@ class AlertJournal:
             rows = self._db.execute("SELECT at_ms, event, key, alert FROM history ORDER BY seq").fetchall()
         return [(at_ms, event, key, json.loads(text)) for at_ms, event, key, text in rows]
 
-    def raised(self, key: str, alert: dict[str, Any], event: str = "raised") -> None:
+    def raised(self, key: str, alert: dict[str, Any], event: str = "raised") -> dict[str, Any]:
         """``alert`` (its fields, and its stream ``id`` or "" before Redis gave one) is open
         under ``key``; ``event`` says how: ``raised``, or ``reopened`` (the verifier's, of an
-        alert deleted without an operator's resolution)."""
-        text = json.dumps(alert, sort_keys=True)
-        log.warning("alert %s by %s: %s %s", event, self.raiser, key, text)
+        alert deleted without an operator's resolution, kept as it was). Raised while an alert
+        is open under ``key`` already, it keeps that one's ``at_ms``: its raiser found the cause
+        again (the verifier, after Redis lost the alert), and when the cause was first seen is
+        what an operator needs (PROTOCOL 10.5; a wipe gave bad_checksum a new time, outsider
+        o11). Returns ``alert`` as kept."""
         now = _now_ms()
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT alert FROM open_alerts WHERE key = ?", (key,)).fetchone()
+            first = _at_ms(row[0]) if row is not None and event == "raised" else None
+            if first is not None and "at_ms" in alert:
+                alert = {**alert, "at_ms": first}
+            text = json.dumps(alert, sort_keys=True)
             self._db.execute(
                 "INSERT INTO open_alerts (key, alert, raised_ms) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
                 " SET alert = excluded.alert, raised_ms = CASE WHEN ? THEN excluded.raised_ms ELSE raised_ms END",
                 (key, text, now, event == "raised"),
             )
             self._note(now, event, key, text)
+        log.warning("alert %s by %s: %s %s", event, self.raiser, key, text)
+        return alert
 
     def put_back(self, key: str, alert: dict[str, Any], put: Callable[[], dict[str, Any]]) -> bool:
         """If ``key``'s open alert is still ``alert``, call ``put`` (which puts it into Redis and
@@ -230,6 +271,23 @@ class AlertJournal:
         ).lastrowid
         if seq is not None and seq % 100 == 0:  # trimmed now and then, not at every note
             self._db.execute("DELETE FROM history WHERE seq <= ?", (seq - HISTORY_ROWS,))
+
+
+def journal_open_alert(path: Path, key: str) -> dict[str, Any] | None:
+    """The alert the journal at ``path`` holds open under ``key``, read without creating or
+    changing the journal (its node is stopped: `vledger repair`); None when it holds none, or
+    there is no journal, or it does not open (Redis's open alerts are then what is known)."""
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT alert FROM open_alerts WHERE key = ?", (key,)).fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    with contextlib.suppress(ValueError):
+        alert = json.loads(row[0]) if row is not None else None
+        return alert if isinstance(alert, dict) else None
+    return None
 
 
 def carry_journal(old: Path, new: Path) -> bool:

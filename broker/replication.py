@@ -10,7 +10,8 @@ their group's, so that a script touches one Redis Cluster slot: broker/redis_key
   added twice. Trimmed to about ``stream_max_len`` entries; older records come from the
   home node's ``range`` command.
 * ``vledger:{ledgers}``: a hash, ledger -> its home node.
-* ``vledger:{ledgers}:epochs``: a hash, ledger -> ``"<epoch> <home>"`` of its latest handover (10.9).
+* ``vledger:{ledgers}:epochs``: a hash, ledger -> ``"<epoch> <home>"`` of its latest handover (10.9);
+  written by promotions only (:meth:`ReplicationLedger.promote` replaces it when of another type).
 * ``vledger:{<ledger>}:checkpoint``: the home's latest checkpoint (docs/PROTOCOL.md
   section 10.7: a signed note, its exact bytes); the last entry of each batch in the stream
   carries its checkpoint too, in the field ``checkpoint``.
@@ -152,6 +153,34 @@ def wrong_typed_keys(client: Any, keys: Sequence[str]) -> dict[str, Exception]:
     return found
 
 
+class LastRead:
+    """A read of a shared hash that other nodes' Redis users may write (``{ledgers}:epochs``):
+    while the key is of another type (WRONGTYPE), what it held at the last read instead, with one
+    WARNING, as the verifier does (``redis_key_damaged``). Failing the whole caller made every
+    home's heartbeat stop at its first read, for good (review17 2). Other errors pass through."""
+
+    def __init__(self, name: str, read: Callable[[], dict[str, Any]]) -> None:
+        self.name = name
+        self._read = read
+        self.last: dict[str, Any] = {}
+        self.damaged = False
+
+    def __call__(self) -> dict[str, Any]:
+        try:
+            found = self._read()
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            if not self.damaged:
+                log.warning("Redis key %s is of another type (%s): read as it last held until it is a hash again"
+                            " (a promotion replaces it, or the admin's user deletes it)", self.name, e)  # fmt: skip
+            self.damaged = True
+            return dict(self.last)
+        self.damaged = False
+        self.last = found
+        return found
+
+
 def operator_resolves(raiser: str | None, key: str, follows: Callable[[str, str], bool]) -> bool:
     """Whether only an operator resolves ``raiser``'s open alert ``key`` (``<node>|<ledger>|<what>``,
     PROTOCOL 10.5's table): its kind is of OPERATOR_RESOLVED, and it is not a follower's
@@ -272,6 +301,17 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], wanted)
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return false
+"""
+
+# Undoes a promotion whose handover record was not placed (10.9 step 4), only while Redis still
+# names this epoch at this home: a later promotion's entry is never touched. ARGV: ledger, the
+# "<epoch> <home>" the promotion wrote, the entry before it ("" for none: epoch 1), the home
+# before it (put back in the home map only where it names the promoted node). Returns 1 if undone.
+_UNPROMOTE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[5] then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) end
+return 1
 """
 
 # KEYS: stream, checkpoint (none: the note goes on the entry only)
@@ -500,6 +540,7 @@ class ReplicationLedger:
         self._append = client.register_script(_APPEND)
         self._rewind = client.register_script(_REWIND)
         self._promote = client.register_script(_PROMOTE)
+        self._unpromote = client.register_script(_UNPROMOTE)
         self._raw = _unparsed_xrange(client)
 
     # --- keys -----------------------------------------------------------------------
@@ -987,12 +1028,39 @@ class ReplicationLedger:
     def promote(self, ledger: str, epoch: int, home: str) -> tuple[int, str] | None:
         """Name ``home`` the home of ``ledger`` in ``epoch``, in ``epochs`` and the home map,
         atomically and only if no epoch as high is named yet (or it is this one): None, else
-        the epoch and home Redis already names."""
-        held = self._promote(keys=[self.epochs_key, self.ledgers_key], args=[ledger, epoch, home])
+        the epoch and home Redis already names. Either hash of another type (any ingest node's
+        Redis user may SET it) is replaced, and the script runs again: the promoting standby is
+        their writer, and what the key held was no entry (review17 2). The other ledgers' entries
+        are not written back: each is a claim, and every reader finds a proven epoch from the
+        notes themselves (10.9), so none is lost by it and no fenced home is let back."""
+        promote = functools.partial(self._promote, keys=[self.epochs_key, self.ledgers_key], args=[ledger, epoch, home])
+        try:
+            held = promote()
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            for name in (self.epochs_key, self.ledgers_key):  # the script's error names neither
+                try:
+                    self.client.hget(name, ledger)  # an ingest user may HGET them, not TYPE
+                except redis.exceptions.ResponseError as damaged:
+                    if not wrong_type(damaged):
+                        raise
+                    # {ledgers} replaced is marked so: every home names its ledgers again (name_homes).
+                    mark = functools.partial(self._name_homes, [], home, replaced=True)
+                    self.replace_wrong_type(name, damaged, mark if name == self.ledgers_key else lambda: None)
+            held = promote()
         if held is None:
             return None
         number, _, named = _text(held).partition(" ")
         return int(number), named
+
+    def unpromote(self, ledger: str, epoch: int, home: str, before: tuple[int, str]) -> bool:
+        """Undo :meth:`promote` of ``home`` in ``epoch``: name ``before`` (the epoch and home the
+        promotion replaced; epoch 1 is named by no entry) again, atomically and only if
+        ``epochs`` still names exactly that promotion. Whether it was undone."""
+        previous = "" if before[0] < 2 else f"{before[0]} {before[1]}"
+        args = [ledger, f"{epoch} {home}", previous, before[1], home]
+        return bool(self._unpromote(keys=[self.epochs_key, self.ledgers_key], args=args))
 
     # --- who holds what ---------------------------------------------------------------
 
@@ -1066,7 +1134,8 @@ class ReplicationLedger:
         fields = alert.fields()
         with self._alerts_lock:
             if self.journal is not None:  # first: a Redis that is away or refuses loses nothing
-                self.journal.raised(alert.key, {"id": "", **fields})
+                # Raised again while open (its cause stays), it keeps its first at_ms (10.5).
+                fields["at_ms"] = self.journal.raised(alert.key, {"id": "", **fields})["at_ms"]
             opened = self._put(alert.key, fields)
             if self.journal is not None:
                 self.journal.recorded(alert.key, opened)

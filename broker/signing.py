@@ -163,6 +163,14 @@ def generate_checkpoint_key(directory: Path, home: str, passphrase: str | None =
     return signing
 
 
+def remove_checkpoint_key(directory: Path, home: str, public_key: bytes) -> None:
+    """Remove the files :func:`generate_checkpoint_key` wrote for ``public_key``, once no
+    record names that key (its rotation refused): a private key nothing uses is a risk."""
+    for path in signing_key_paths(directory, checkpoint_key_name(home, public_key)):
+        path.unlink(missing_ok=True)
+    logger.info("removed the unused checkpoint key %s of %s", public_key.hex(), home)
+
+
 def home_checkpoint_publics(directory: Path, home: str) -> list[bytes]:
     """The raw public keys ``home`` has signed checkpoints with: its node key's, then each rotated
     key's (``.sign.pub`` files); for tools that read checkpoints without the ledger's chain."""

@@ -43,7 +43,7 @@ from ..node.errors import (
 )
 from ..node.node_key_rotation import NO_SIGN_KEY, KeyHistory, sign_key_problem
 from ..node.note import ed25519_public_key
-from ..node.rules.admin import ADMIN_LEDGER, grant_problem
+from ..node.rules.admin import ADMIN_LEDGER, MACHINERY_KINDS, grant_problem
 from ..node.wire import Args
 from .admin_ledger import AdminLedger, account_payload
 from .second_factor import SecondFactors
@@ -196,6 +196,9 @@ class RegistryAdmin:
         problem = grant_problem(ledger, kind, account)
         if problem is not None:
             raise BadRequestError(problem)
+        if command == "grant.add" and kind in MACHINERY_KINDS:
+            # It would close nothing (16.2); a revoke of one granted before stays possible.
+            raise BadRequestError(f"kind {kind!r} is placed by the node for an admin's command: no grant governs it")
         if account not in self._accounts().accounts:
             raise NoSuchAccountError(f"no account {account!r}")
         if self.ledger is None:

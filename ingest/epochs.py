@@ -13,8 +13,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger
+from ..broker.replication import REDIS_ERRORS, LastRead, ReplicationLedger
 from ..broker.signing import home_checkpoint_publics
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
@@ -22,6 +23,8 @@ from ..node.epoch import EPOCH_KIND, EpochHistory, check_promotion, epoch_payloa
 from ..node.errors import BadGenesisError, NoSuchLedgerError, PromotionRefusedError, VledgerError
 from ..node.note import VerifierKey, parse_checkpoint, parse_note
 from ..node.record import Content, Entry, Record, decode_record
+from ..node.rules.admin import Grants
+from ..node.rules.engine import check_grant
 from ..node.store import ChainStore
 from ..node.storefile import MAX_HEIGHT
 from ..node.witness import home_key
@@ -29,6 +32,7 @@ from .key_chains import ChainRows
 from .worker import Restarts
 
 log = logging.getLogger(__name__)
+_Placed = TypeVar("_Placed")  # what a promotion's placement of its handover answers
 
 # The kind's msgpack string (fixstr of 5 bytes): a record without these bytes is no handover.
 _EPOCH_MARK = b"\xa5" + EPOCH_KIND.encode()
@@ -198,6 +202,10 @@ class Homes:
         self.witnesses = witnesses  # read at each proof: a witness's key may rotate (16.6)
         self._named: dict[str, tuple[int, str]] = {}  # what refresh() found proven (or not held)
         self._read: dict[str, tuple[int, str]] = {}  # what Redis named at the last refresh()
+        # Of another type (any ingest user may SET it), the hash reads as it last did and the notes
+        # are looked for all the same: a refresh that stopped there never found a handover it
+        # names no more, and let a home that came back during it place records (review17 2).
+        self._named_read = LastRead(replication.epochs_key, replication.epochs) if replication is not None else None
         self._promoted: dict[str, tuple[int, str]] = {}  # this node's own promotions (named())
         self._unproven: set[tuple[str, int, str]] = set()  # claims warned of, once each
         self._look_at = 0.0  # when the notes are next read for an epoch Redis does not name (monotonic)
@@ -209,10 +217,10 @@ class Homes:
 
     def refresh(self) -> None:
         """Read the epochs Redis names; on a Redis error keep the last ones (logged)."""
-        if self.replication is None:
+        if self._named_read is None:
             return
         try:
-            named = self.replication.epochs()
+            named = self._named_read()
         except REDIS_ERRORS as e:
             log.debug("epochs unavailable in Redis: %s", e)
             return
@@ -391,11 +399,13 @@ class HomesRefresh:
 
 class Promotion:
     """What ``ledger.promote`` does on the standby (PROTOCOL 10.9): checks that this store holds
-    everything a witness cosigned, names this node the home of the next epoch in Redis (a
-    compare-and-set: one winner per epoch), and returns the handover entry to place.
+    everything a witness cosigned and that the handover record passes every rule it will meet,
+    names this node the home of the next epoch in Redis (a compare-and-set: one winner per
+    epoch), then places the handover record; should that fail, it undoes what it named.
 
     ``witnesses``: every witness's cosignature key by node name; ``public``: this node's raw
-    checkpoint key, the one the genesis must pin as ``standby_key``.
+    checkpoint key, the one the genesis must pin as ``standby_key``; ``grants``: the grant
+    table its records are placed by (the committer's, PROTOCOL 16.2).
     """
 
     def __init__(
@@ -406,6 +416,7 @@ class Promotion:
         replication: ReplicationLedger,
         witnesses: Mapping[str, VerifierKey],
         public: bytes,
+        grants: Callable[[], Grants | None] = lambda: None,
     ) -> None:
         self.config = config
         self.name = name
@@ -414,16 +425,55 @@ class Promotion:
         self.replication = replication
         self.witnesses = dict(witnesses)
         self.public = public
+        self.grants = grants
 
-    def prepare(self, ledger: str, author: str, now_ms: int) -> Entry:
-        """The handover entry that opens the next epoch with this node as home.
+    def promote(self, ledger: str, author: str, now_ms: int, place: Callable[[Entry], _Placed]) -> _Placed:
+        """Make this node the home of ``ledger`` in its next epoch: what ``place`` returns for
+        the handover entry, which it must place and return once durable.
 
         Raises NoSuchLedgerError [no_such_ledger] when no ledger has that name: this store
-        holds none of it and no home announced it in Redis (``vledger:{ledgers}``); and
-        PromotionRefusedError [promotion_refused] when this node is not the ledger's
-        standby, its genesis pins another standby key, this store holds fewer records than a
-        witness cosigned (or another tree at that size), or Redis names a newer home.
+        holds none of it and no home announced it in Redis (``vledger:{ledgers}``);
+        PromotionRefusedError [promotion_refused] when this node is not the ledger's standby,
+        its genesis pins another standby key, this store holds fewer records than a witness
+        cosigned (or another tree at that size), or Redis names a newer home; the error of the
+        rule the handover record would break (bad_epoch, not_granted, payload_too_large, ...),
+        before Redis is written; and what ``place`` raises, after Redis is put back.
+
+        Until its store holds the handover record this node is not the home, whatever Redis
+        says: a promotion refused at placement left a standby that answered the ledger's
+        writes on a fork of its own (outsider 32 R1). So the handover is checked before Redis
+        names this node, and a placement that fails anyway is undone in Redis (only while it
+        still names this promotion); when even that fails, Redis names an epoch no witnessed
+        note proves, which no node takes (Homes), this one included: it goes on answering the
+        ledger's writes not_home, naming the home its store holds, until a promotion succeeds.
         """
+        entry, history, held, acknowledged = self._handover(ledger, author, now_ms)
+        number = history.current.number + 1
+        try:
+            named = self.replication.promote(ledger, number, self.name)
+        except REDIS_ERRORS as e:
+            raise PromotionRefusedError(f"Redis could not name the new epoch: {e}") from e
+        if named is not None:
+            raise PromotionRefusedError(f"Redis names epoch {named[0]} of {ledger!r} at {named[1]} already")
+        try:
+            placed = place(entry)
+        except BaseException as e:
+            self._undo(ledger, number, (history.current.number, history.current.home), e)
+            raise
+        self.homes.named(ledger, number, self.name)
+        log.warning(
+            "%s promoted to home of %s, epoch %d, at size %d (%d cosigned)",
+            self.name,
+            ledger,
+            number,
+            held,
+            acknowledged,
+        )
+        return placed
+
+    def _handover(self, ledger: str, author: str, now_ms: int) -> tuple[Entry, EpochHistory, int, int]:
+        """The handover entry, the epochs it follows, the size held and the size a witness
+        cosigned, once every check passed (see :meth:`promote`)."""
         self._check_exists(ledger)
         standby = self.config.standby_of(ledger)
         if standby is None or standby.name != self.name:
@@ -439,28 +489,47 @@ class Promotion:
                 f"{self.name} is the home of {ledger!r} already (epoch {history.current.number})"
             )
         acknowledged, root = self.acknowledged(ledger, history)
-        held = self.book.store.size(ledger)
+        store = self.book.store
+        head = store.head(ledger)
+        held = store.size(ledger)
         check_promotion(ledger, self.name, held, acknowledged)
-        if acknowledged and self.book.store.root(ledger, acknowledged) != root:
+        if acknowledged and store.root(ledger, acknowledged) != root:
             raise PromotionRefusedError(f"{self.name}'s tree of {ledger!r} at {acknowledged} is not the cosigned one")
         number = history.current.number + 1
-        try:
-            named = self.replication.promote(ledger, number, self.name)
-        except REDIS_ERRORS as e:
-            raise PromotionRefusedError(f"Redis could not name the new epoch: {e}") from e
-        if named is not None:
-            raise PromotionRefusedError(f"Redis names epoch {named[0]} of {ledger!r} at {named[1]} already")
-        self.homes.named(ledger, number, self.name)
-        log.warning(
-            "%s promoted to home of %s, epoch %d, at size %d (%d cosigned)",
-            self.name,
-            ledger,
-            number,
-            held,
-            acknowledged,
-        )
         content = Content(ledger, EPOCH_KIND, epoch_payload(number, self.name, key), author, f"epoch-{number}", now_ms)
-        return Entry.prepare(content, self.book.store.rules(ledger).difficulty, PROTOCOL_LIMITS)
+        entry = Entry.prepare(content, store.rules(ledger).difficulty, PROTOCOL_LIMITS)
+        # The rules the committer will judge the record by, on the head it will most likely
+        # follow: whatever would refuse it there refuses the promotion before Redis is written.
+        store.check_entry(entry)
+        if head is not None:
+            record = entry.place(head.height + 1, head.link, max(now_ms, head.accepted), self.name)
+            history.next_epoch(record)
+            check_grant(self.grants(), record)
+        return entry, history, held, acknowledged
+
+    def _undo(self, ledger: str, number: int, before: tuple[int, str], error: BaseException) -> None:
+        """Put back in Redis the epoch ``before`` that a promotion to ``number`` replaced, whose
+        handover record was not placed (``error``); logged either way."""
+        history = self.book.history(ledger)
+        if history is not None and history.current.number >= number:
+            return  # the store holds the handover after all (placed, then its answer failed)
+        reason = error.message if isinstance(error, VledgerError) else repr(error)
+        try:
+            undone = self.replication.unpromote(ledger, number, self.name, before)
+        except REDIS_ERRORS as e:
+            log.error(
+                "%s could not place the handover record of %s (epoch %d: %s), and Redis could not be put back"
+                " (%s): it names this node, unproven; this node answers the ledger's writes not_home naming %s"
+                " until a promotion succeeds",
+                self.name, ledger, number, reason, e, before[1],
+            )  # fmt: skip
+            return
+        log.warning(
+            "%s could not place the handover record of %s (epoch %d: %s): %s; %s stays its home",
+            self.name, ledger, number, reason,
+            "Redis names the previous epoch again" if undone else "Redis names another promotion now, left as it is",
+            before[1],
+        )  # fmt: skip
 
     def _check_exists(self, ledger: str) -> None:
         """Raises NoSuchLedgerError when neither this store nor Redis's ledgers hash knows

@@ -62,7 +62,6 @@ from __future__ import annotations
 import bisect
 import collections
 import gc
-import hashlib
 import logging
 import operator
 import sqlite3
@@ -77,6 +76,7 @@ from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
 from ..broker.replication import COSIGNED_NOT_HELD, STORE_DAMAGED, Alert
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, IMPORTED_COSIGNED, IMPORTED_SIGNED
+from ..node.conflict import hash_of
 from ..node.epoch import EPOCH_KIND, epoch_claim
 from ..node.errors import (
     BadEpochError,
@@ -1530,14 +1530,6 @@ def own_copy_alerts(name: str, alerts: Mapping[str, Mapping[str, object]]) -> di
         except ValueError:
             continue
     return found
-
-
-def hash_of(data: bytes) -> str:
-    """The hash (link) a refused record claims, hex; for bytes that are no record, their SHA-256."""
-    try:
-        return decode_record(data, PROTOCOL_LIMITS).hash.hex()
-    except VledgerError:
-        return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _claimed_size(note: bytes) -> int | None:

@@ -145,11 +145,13 @@ class HomeKeys(HomeSigner):
         chains: KeyChains,
         seeds: Iterable[bytes] = (),
         make_seed: Callable[[], bytes] | None = None,
+        drop_seed: Callable[[bytes], None] | None = None,
     ) -> None:
         super().__init__(cluster, seed)
         self.chains = chains
         self._seeds = {SignerKey("k", ALG_ED25519, s).public_key: s for s in (seed, *seeds)}
         self._make_seed = make_seed  # writes a new key file (0600) and gives its seed
+        self._drop_seed = drop_seed  # removes the key file of a made seed's raw public key
         self._rotating = threading.Lock()
         # Built once per (name, public key): deriving a key from its seed costs as much as a signature.
         self._signers: dict[tuple[str, bytes], SignerKey] = {}
@@ -187,7 +189,8 @@ class HomeKeys(HomeSigner):
         signed by the key in force at its height.
 
         Raises RotationError [bad_rotation] for a ledger whose genesis pins no key, NoteKeyError
-        when this home lacks the private key in force or cannot make keys."""
+        when this home lacks the private key in force or cannot make keys, and what ``append``
+        raises (a refusal: the new key's file is removed, and the key forgotten)."""
         if self._make_seed is None:
             raise NoteKeyError("this node makes no checkpoint keys")
         with self._rotating:
@@ -212,4 +215,12 @@ class HomeKeys(HomeSigner):
                 ts,
             )
             entry = Entry.prepare(content, rules.difficulty, PROTOCOL_LIMITS)
-            return append(entry)
+            try:
+                return append(entry)
+            except VledgerError:
+                # Refused, or its commit failed: no record names the key, so its file would only
+                # be a stray private key on disk, loaded as a checkpoint key at every start.
+                del self._seeds[new.public_key]
+                if self._drop_seed is not None:
+                    self._drop_seed(new.public_key)
+                raise

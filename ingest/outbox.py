@@ -36,10 +36,11 @@ from typing import Protocol
 
 import redis
 
-from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
+from ..broker.replication import REDIS_ERRORS, Alert, LastRead, ReplicationLedger
 from ..config.cluster import ReplicationSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import SIGNED, CheckpointLog
+from ..node.conflict import hash_of
 from ..node.epoch import epoch_proof, proven_epoch
 from ..node.errors import StoreDamagedError, VledgerError
 from ..node.ledger import LedgerRules
@@ -49,7 +50,6 @@ from ..node.record import Record, decode_record
 from ..node.tree import Frontier
 from ..node.witness import HomeSigner, SignedCheckpoint
 from .epochs import LOOK_FOR_EPOCH_SECONDS, ReadEpochs
-from .follow import hash_of
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,9 @@ class Outbox:
         self._refusals: set[str] = set()  # ledgers Redis's ACL refused this node a write of (logged once)
         self._proof_kept: dict[str, int] = {}  # ledger -> the epoch of its own whose witnessed proof it kept
         self._epochs = ReadEpochs(None, store)  # the ledgers' epochs as the store holds them
+        # Redis's epochs hash, as last read while any ingest user made it another type: a claim
+        # either way (_replaced), and a read that failed stopped every heartbeat's sync (review17 2).
+        self._named = LastRead(replication.epochs_key, replication.epochs) if replication is not None else None
         self._redis_retry_at = 0.0
         self.published = 0
 
@@ -463,7 +466,7 @@ class Outbox:
         if conflict is None and last > checked:
             conflict = self._first_foreign(ledger, checked + 1, last)
         if conflict is not None:
-            if self._replaced(ledger, self.replication.epochs(), look=True):
+            if self._replaced(ledger, self._named_epochs(), look=True):
                 return
             last = self._repair(ledger, conflict)
         elif last >= end:
@@ -475,6 +478,10 @@ class Outbox:
         """The stream holds this outbox's own records of ``ledger`` up to ``last``."""
         self._streamed[ledger] = max(last, self._streamed.get(ledger, -1))
         self._placed[ledger] = max(last, self._placed.get(ledger, -1))
+
+    def _named_epochs(self) -> dict[str, tuple[int, str]]:
+        assert self._named is not None
+        return self._named()
 
     def _replaced(self, ledger: str, named: Mapping[str, tuple[int, str]], *, look: bool = False) -> bool:
         """Whether another node is proven the home of a newer epoch of ``ledger`` than this
@@ -681,7 +688,7 @@ class Outbox:
         try:
             heads = self.store.heads()
             if self.stream:
-                named = self.replication.epochs()
+                named = self._named_epochs()
                 owned = [h for h in heads if self.owns(h) and not self._replaced(h, named)]
                 # Its entries put back when the hash was of another type (replaced): a ledger
                 # that gets no record was never named again once the hash was lost so (outsider 31, N1).

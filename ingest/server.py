@@ -23,6 +23,7 @@ from ..broker.signing import (
     generate_checkpoint_key,
     load_checkpoint_keys,
     load_signing_key,
+    remove_checkpoint_key,
     signing_key_paths,
     witness_keys,
 )
@@ -143,6 +144,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         chains,
         [key.seed for key in load_checkpoint_keys(config.keys_dir, name, passphrase)],
         make_seed=lambda: generate_checkpoint_key(config.keys_dir, name, passphrase).seed,
+        drop_seed=lambda public_key: remove_checkpoint_key(config.keys_dir, name, public_key),
     )
     own = chains.keys(config.name)
     witnesses = witness_keys(config)
@@ -363,7 +365,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         second_factor=factors,
         homes=homes.home_of,
         replaced=functools.partial(homes.replaced, name=name),
-        promotion=Promotion(config, name, homes, replication, witnesses, public),
+        promotion=Promotion(config, name, homes, replication, witnesses, public, grants=domain.grants),
         status=standby_fields,
         content_check=content_check,
     )

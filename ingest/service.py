@@ -32,7 +32,7 @@ from ..config.settings import PROTOCOL_LIMITS
 from ..node import tree
 from ..node.blobs import check_digest
 from ..node.cosigning import GatheredCheckpoint, newest
-from ..node.epoch import STANDBY_KEY_FIELD
+from ..node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD
 from ..node.errors import (
     BadGenesisError,
     BadRequestError,
@@ -829,9 +829,12 @@ def _ledger_promote(service: IngestService, caller: Caller, args: Args) -> objec
     if promotion is None:
         raise ForbiddenError(f"node {service.node.name} takes over no ledger")
 
+    def place(entry: Entry) -> object:
+        later = service._append(entry, wake=True)
+        return later.then(later.future.result())  # durable (or refused) before promote goes on
+
     def promote() -> object:
-        entry = promotion.prepare(ledger, caller.account, int(time.time() * 1000))
-        return service._append(entry, wake=True)
+        return promotion.promote(ledger, caller.account, int(time.time() * 1000), place)
 
     # Redis round trips and the wait for the handover's fsync: in the executor, after the code.
     return AfterSecondFactor(promote)
@@ -902,6 +905,8 @@ def _put_checked(service: IngestService, caller: Caller, args: Args, checked: Ch
         raise ForbiddenError("a genesis entry goes through ledger.create")
     if entry.content.kind == ROTATION_KIND:
         raise ForbiddenError("a checkpoint key rotation goes through ledger.rekey")
+    if entry.content.kind == EPOCH_KIND:  # admin-only as a rotation is: no grant governs it (16.2)
+        raise ForbiddenError("a handover goes through ledger.promote")
     service._check_file_record(entry)
     return service._append(entry, replicas)
 

@@ -666,6 +666,13 @@ class NoSuchGrantError(RuleError):
     code = "no_such_grant"
 
 
+class NotGrantableError(RuleError):
+    """A grant of a kind no grant closes on that ledger (a resources ledger's ``issue`` and
+    ``transfer``, PROTOCOL 7.3): ``vledger grant add`` refuses to record one that changes nothing."""
+
+    code = "not_grantable"
+
+
 class NodeKeyInUseError(RuleError):
     """A ``key_rotation`` to a key another node's rotation already named: one host's key
     would then sign, and count, for two nodes (a write concern of 2 met by one witness)."""

@@ -1570,12 +1570,7 @@ class ChainStore:
                 )
             values = self._domain.values_of(earlier, heads[content.ledger].rules) if self._domain else {}
             return Receipt.of(earlier, duplicate=True, values=values), None
-        if len(entry.content_bytes) > self.limits.max_content_bytes:
-            raise PayloadTooLargeError(
-                f"content is {len(entry.content_bytes)} bytes, over this node's limit of "
-                f"{self.limits.max_content_bytes}",
-                ledger=content.ledger,
-            )
+        self._check_size(entry)
         head = heads.get(content.ledger)
         if content.kind == GENESIS_KIND:
             if head is not None:
@@ -1597,6 +1592,21 @@ class ChainStore:
         if content.ledger == ADMIN_LEDGER:
             self._after_admin = record.accepted + 1
         return Receipt.of(record, values=values), record
+
+    def _check_size(self, entry: Entry) -> None:
+        if len(entry.content_bytes) > self.limits.max_content_bytes:
+            raise PayloadTooLargeError(
+                f"content is {len(entry.content_bytes)} bytes, over this node's limit of "
+                f"{self.limits.max_content_bytes}",
+                ledger=entry.content.ledger,
+            )
+
+    def check_entry(self, entry: Entry) -> None:
+        """Raise what placing ``entry`` on its ledger, which this store holds, would raise for
+        its size, checksum, kind and proof of work; store nothing. The rules of its domain and
+        grants are the caller's to check (they need the record's height and time)."""
+        self._check_size(entry)
+        verify_entry(entry, self.rules(entry.content.ledger))
 
     def _accepted(self, ledger: str, head_accepted: int) -> int:
         """The accepted time of the next record of ``ledger`` (see __init__ on the admin ledger)."""

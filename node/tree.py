@@ -361,17 +361,28 @@ def root_at(size: int, hash_at: HashAt) -> bytes:
     return _subtree_root(0, size, hash_at) if size else EMPTY_ROOT
 
 
-def inclusion_proof(index: int, size: int, hash_at: HashAt) -> list[bytes]:
-    """PATH(index, D[0:size]) of RFC 9162 2.1.3.1, leaf side first.
+def inclusion_proof(index: int, size: int, hash_at: HashAt, level: int = 0) -> list[bytes]:
+    """PATH(index, D[0:size]) of RFC 9162 2.1.3.1, leaf side first; with ``level``, the path of
+    the complete subtree at ``(level, index)`` instead of a leaf's: the hashes above it only.
 
-    Raises ProofError unless 0 <= index < size.
+    Above ``level`` the tree of ``size`` leaves is the RFC 9162 tree of ``ceil(size / 2**level)``
+    leaves, its subtrees of ``2**level`` leaves (the last maybe partial) as leaves: every split
+    of a range over ``2**level`` leaves falls on a multiple of ``2**level``. So the path checks
+    with :func:`root_from_inclusion` at ``index`` in a tree of that many leaves.
+
+    Raises ProofError unless that subtree is complete in the tree of ``size`` leaves.
     """
     _check_size(size)
-    if not 0 <= index < size:
-        raise ProofError(f"leaf {index} is not in a tree of size {size}")
+    width = 1 << level
+    if index < 0 or (index + 1) * width > size:
+        raise ProofError(
+            f"leaf {index} is not in a tree of size {size}"
+            if not level
+            else f"no complete subtree at level {level}, index {index} in a tree of size {size}"
+        )
     path: list[bytes] = []
-    start, n, m = 0, size, index
-    while n > 1:
+    start, n, m = 0, size, index * width
+    while n > width:
         k = _split(n)
         if m < k:
             path.append(_subtree_root(start + k, n - k, hash_at))
@@ -541,27 +552,33 @@ def tile_hashes(level: int, index: int, width: int, hash_at: HashAt) -> bytes:
     return b"".join(hash_at(TILE_HEIGHT * level, first + i) for i in range(width))
 
 
-def verify_leaf_tile(leaves: Sequence[bytes], index: int, size: int, root: bytes, hash_at: HashAt) -> None:
-    """Check that ``leaves`` are the leaf hashes of tile ``0/index`` in the tree of ``size``
-    leaves whose root is ``root``: all of the tile's leaves below ``size`` (at most 256), the
-    tree's other hashes taken from ``hash_at``. The inclusion path of the tile's first leaf
-    holds a subtree over every other leaf of the tile, so one path checks them all: a changed
-    leaf, or a changed hash outside the tile, leads to another root.
+def verify_tile(hashes: Sequence[bytes], level: int, index: int, size: int, root: bytes, hash_at: HashAt) -> None:
+    """Check that ``hashes`` are the hashes of tile ``<level>/<index>`` in the tree of ``size``
+    leaves whose root is ``root``: all of the tile's hashes that tree holds (at most 256; for
+    tile level 0 the leaf hashes), the tree's other hashes taken from ``hash_at``. The inclusion
+    path of the tile's first hash holds a subtree over every other hash of the tile, computed
+    from them, so one path checks them all: a changed hash of the tile, or a changed hash
+    outside it, leads to another root.
 
-    Raises ProofError when ``leaves`` are not that many, or lead to another root.
+    Raises ProofError when ``hashes`` are not that many, or lead to another root.
     """
+    below = TILE_HEIGHT * level  # the tree level of the tile's hashes
     first = index * TILE_WIDTH
-    count = min(TILE_WIDTH, size - first)
-    if index < 0 or count <= 0 or len(leaves) != count:
-        raise ProofError(f"tile 0/{index} of a tree of size {size} has {max(count, 0)} leaves, not {len(leaves)}")
+    count = tile_width(level, index, size)
+    if count <= 0 or len(hashes) != count:
+        raise ProofError(f"tile {level}/{index} of a tree of size {size} has {count} hashes, not {len(hashes)}")
 
-    def at(level: int, i: int) -> bytes:
-        start = (i << level) - first
-        if level < TILE_HEIGHT and start >= 0 and start + (1 << level) <= count:
-            return subtree_hashes(leaves[start : start + (1 << level)], level)[0]
-        return hash_at(level, i)
+    def at(height: int, i: int) -> bytes:
+        above = height - below  # a subtree of 2**above of the tile's hashes, if inside the tile
+        if 0 <= above < TILE_HEIGHT:
+            start = (i << above) - first
+            if start >= 0 and start + (1 << above) <= count:
+                return subtree_hashes(hashes[start : start + (1 << above)], above)[0]
+        return hash_at(height, i)
 
-    verify_inclusion(leaves[0], first, size, inclusion_proof(first, size, at), root)
+    path = inclusion_proof(first, size, at, below)
+    if root_from_inclusion(hashes[0], first, -(-size >> below), path) != root:
+        raise ProofError(f"tile {level}/{index} leads to another root than the tree of size {size}")
 
 
 def tile_path(level: int, index: int, width: int = TILE_WIDTH) -> str:

@@ -33,8 +33,10 @@ from ..node.errors import (
     NoSuchLedgerError,
     NoteKeyError,
     NotFoundError,
+    NotGrantableError,
     RemoteError,
     SealError,
+    UnknownKindError,
     UsageError,
 )
 from ..node.ledger import LedgerRules
@@ -42,8 +44,8 @@ from ..node.note import VerifiedCheckpoint
 from ..node.outside import QUORUM_FIELD, WITNESSES_FIELD
 from ..node.receipt import ReceiptKeys
 from ..node.record import Record
-from ..node.rules.admin import ADMIN_LEDGER
-from ..node.rules.engine import DOMAINS, PLAIN, new_ledger_rules
+from ..node.rules.admin import ADMIN_LEDGER, ANY_KIND
+from ..node.rules.engine import DOMAINS, PLAIN, grant_closes, new_ledger_rules
 from ..node.rules.moving_kinds import held_by_others, kind_holders, refuse_other_holders
 from ..node.rules.votes import ElectionState
 from ..node.sealed import is_sealed, seal, unseal
@@ -543,7 +545,7 @@ def cmd_user_list(session: Session, args: argparse.Namespace) -> int:
 def _grant_action(cmd: str) -> SessionVerb:
     def run(session: Session, args: argparse.Namespace) -> int:
         if cmd == "grant.add" and not args.before_create:
-            _refuse_missing_ledger(session, args.ledger)
+            _refuse_idle_grant(session, args.ledger, args.kind)
         result = session.call(cmd, {"ledger": args.ledger, "kind": args.kind, "account": args.account})
         if args.json:
             print_json(result)
@@ -560,18 +562,38 @@ def _grant_action(cmd: str) -> SessionVerb:
     return run
 
 
-def _refuse_missing_ledger(session: Session, ledger: str) -> None:
-    """A grant on a ledger that does not exist is a typo more often than a plan: the node takes it
-    (ledger create closes kinds that way), so the command asks for --before-create to mean it."""
+def _refuse_idle_grant(session: Session, ledger: str, kind: str) -> None:
+    """Refuse a grant the node would record to no end (PROTOCOL 16.2). On a ledger that does not
+    exist it is a typo more often than a plan: the node takes it (ledger create closes kinds that
+    way), so the command asks for --before-create to mean it. Of a kind the ledger's genesis does
+    not list, or one no grant closes there (a resources ledger's issue and transfer, 7.3), it
+    would change nothing while `grant list` showed it in force.
+
+    Raises NoSuchLedgerError, UnknownKindError or NotGrantableError."""
     try:
-        exists = _exists(session, ledger)
+        if not _exists(session, ledger):
+            raise NoSuchLedgerError(
+                f"no ledger {ledger!r}: a grant on it would close the kind for whatever ledger is later created "
+                "under that name; give --before-create to grant it ahead of vledger ledger create"
+            )
+        if kind == ANY_KIND:
+            return
+        rules = session.rules(ledger)
     except NodeUnavailableError as e:  # a home down must not stop an admin granting
-        print(f"vledger: warning: could not check that ledger {ledger} exists ({e.message})", file=sys.stderr)
+        print(f"vledger: warning: could not check ledger {ledger} and its kinds ({e.message})", file=sys.stderr)
         return
-    if not exists:
-        raise NoSuchLedgerError(
-            f"no ledger {ledger!r}: a grant on it would close the kind for whatever ledger is later created "
-            "under that name; give --before-create to grant it ahead of vledger ledger create"
+    if kind not in rules.kinds:
+        raise UnknownKindError(
+            f"kind {kind!r} is not one of {ledger}'s kinds {list(rules.kinds)}: no record of it can be "
+            "written there, and a grant of it would close nothing",
+            ledger=ledger,
+        )
+    if not grant_closes(rules, kind):
+        raise NotGrantableError(
+            f"no grant closes {kind!r} on {ledger}, a {rules.rules.get('type')} ledger: its rules already "
+            "let only the genesis issuers issue and each holder move only its own units, so every holder "
+            "keeps writing it whatever grants exist (PROTOCOL 7.3, 16.2)",
+            ledger=ledger,
         )
 
 

@@ -15,7 +15,8 @@ from ..broker.keys import fingerprint
 from ..node.errors import BadPublicKeyError, RemoteError, VledgerError
 from ..node.json_values import error_json, jsonable
 from ..node.record import Record
-from .client_payloads import receipt_map, record_map, time_text
+from ..node.times import time_text
+from .client_payloads import receipt_map, record_map
 
 
 def print_json(value: Any) -> None:

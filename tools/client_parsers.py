@@ -568,6 +568,17 @@ def _add_user_verbs(commands: Subparsers) -> None:
     revoke.add_argument("keyfile", metavar="KEYFILE.key", help=KEY_ARGUMENT_HELP)
 
 
+# What a user must know before a first grant (outsider o12 R2: the help said only "Let an account write a kind").
+GRANT_ADD_MORE = (
+    " A kind is open to every writer until its first grant, which closes it for good: from then on only "
+    "the accounts holding a grant for it (or for *) may write it, and revoking every grant leaves it "
+    "closed to all (PROTOCOL 16.2). No grant closes a resources ledger's issue or transfer: its rules "
+    "already let only the genesis issuers issue and each holder move only its own units (7.3), so a "
+    "grant of either is refused (not_grantable), as is one of a kind the ledger's genesis does not list "
+    "(unknown_kind)."
+)
+
+
 def _add_grant_verbs(commands: Subparsers) -> None:
     grants = _group(
         commands,
@@ -576,15 +587,20 @@ def _add_grant_verbs(commands: Subparsers) -> None:
         "Grant or revoke the right to write a kind of record on a ledger (recorded on the admin ledger), "
         "or list the grants in force.",
     )
-    for action, cmd, summary in (
-        ("add", "grant.add", "let an account write a kind of record on a ledger"),
-        ("revoke", "grant.revoke", "end an account's grant"),
+    for action, cmd, summary, more in (
+        ("add", "grant.add", "let an account write a kind of record on a ledger", GRANT_ADD_MORE),
+        ("revoke", "grant.revoke", "end an account's grant", " A revoke does not reopen the kind (PROTOCOL 16.2)."),
     ):
         command = _verb(
-            grants, action, Verb("client_commands", "_grant_action", (cmd,)), summary, summary.capitalize() + "."
+            grants, action, Verb("client_commands", "_grant_action", (cmd,)), summary, summary.capitalize() + "." + more
         )
         command.add_argument("ledger", type=ledger_name, metavar="LEDGER")
-        command.add_argument("kind", metavar="KIND", help="a record kind, or * for every kind of the ledger")
+        command.add_argument(
+            "kind",
+            metavar="KIND",
+            help="a record kind, or * for every data kind of the ledger (epoch and checkpoint_key, which the node "
+            "places for an admin's ledger promote and rotate-key, take no grant and stay admin-only)",
+        )
         command.add_argument("account", type=account_name, metavar="ACCOUNT")
         if action == "add":
             command.add_argument(
@@ -718,7 +734,9 @@ def _add_receipt_verbs(commands: Subparsers) -> None:
         "verify",
         Deferred("receipt_commands", "cmd_receipt_verify"),
         "check a receipt offline (exit 0 valid, 1 refused)",
-        "Check a receipt file with no cluster: the record, its inclusion proof, the home's signature on "
+        "Check a receipt file, or a voter's set of receipts (the gateway's /voters answer saved as a file: "
+        "each of its receipts, each a record of that voter), with no cluster: the record, its inclusion proof, "
+        "the home's signature on "
         "the checkpoint (the key the --genesis record pins, or --key) and a --quorum of --witness keys "
         "(with --admin-key, also their rotated keys the receipt proves). With --anchors, the genesis must be "
         "the one the publisher anchored, and a majority of its witnesses must have cosigned.",

@@ -19,7 +19,6 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from ..client.write import Write
@@ -310,11 +309,3 @@ def money_text(minor_units: int, currency: object) -> str:
     a code without an exponent there keeps its whole minor units and says so."""
     text = f"{amount_text(minor_units, currency, grouped=True)} {currency}"
     return text if minor_unit_digits(currency) is not None else f"{text} (minor units)"
-
-
-def time_text(ms: int) -> str:
-    """Milliseconds since 1970 UTC as ISO 8601 (UTC), or the number itself when out of range."""
-    try:
-        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    except (OverflowError, OSError, ValueError):
-        return str(ms)

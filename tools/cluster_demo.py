@@ -56,6 +56,7 @@ from ..node.rules.engine import RulesEngine, Violation, new_ledger_rules
 from ..node.rules.resources import ResourcesState, ResourcesTally
 from ..node.rules.votes import ELECTRONIC_ID_BYTES, ELECTRONIC_ID_PREFIX, ElectionState, ElectionTally
 from ..node.sealed import seal
+from ..node.times import time_text
 from ..verifier.tally import TallyReport
 from . import client_payloads as build
 from .args import ADMIN_KEY
@@ -565,7 +566,7 @@ class ClusterDemo:
     def _batch_input(self, account: str, election: ElectionState, resources: ResourcesState, voters: int) -> BatchInput:
         ts = now_ms()
         if ts >= election.closes:
-            self.notes.append(f"{ELECTION} closed at {build.time_text(election.closes)}: no new voters")
+            self.notes.append(f"{ELECTION} closed at {time_text(election.closes)}: no new voters")
             voters = 0
         registered = election.tally().registered
         numbers = next_voter_numbers(lambda v: election.electronic_id_of(v) is not None, registered + 1, voters)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from ..broker.keys import newest_generation
 from ..broker.signing import PUBLIC_SUFFIX, admin_checkpoint_key, newest_witness_keys, witness_keys
@@ -31,10 +32,10 @@ from ..client.session import Session
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.anchors import Anchors
-from ..node.errors import BadGenesisError, RecordError, UsageError
+from ..node.errors import BadGenesisError, ReceiptError, RecordError, UsageError
 from ..node.node_keys import ROTATION_RECORD_KIND, NodeKeys, encode_node_keys, node_keys_of
-from ..node.note import VerifierKey, parse_checkpoint, parse_note, witness_groups
-from ..node.receipt import ReceiptKeys, keys_from_genesis, parse_receipt, verify_receipt
+from ..node.note import Checkpoint, VerifierKey, parse_checkpoint, parse_note, witness_groups
+from ..node.receipt import ReceiptKeys, VerifiedReceipt, keys_from_genesis, parse_receipt, verify_receipt
 from ..node.record import decode_record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.storefile import StoreReader
@@ -42,6 +43,7 @@ from ..verifier.node_keys import follow_copy
 from .args import config_file
 from .client_output import print_json
 from .paths import is_store, output_file
+from .voter_receipts import VoterReceipts, check_voter_record, parse_voter_receipts
 
 EXIT_OK, EXIT_REFUSED = 0, 1
 MAX_FILE_BYTES = 1024 * 1024  # a receipt or genesis file is far smaller: refuse before reading more
@@ -69,9 +71,21 @@ def cmd_receipt_get(session: Session, args: argparse.Namespace) -> int:
     receipt = session.receipt(args.ledger, index, keys, time.monotonic() + args.wait)
     data = receipt.encode()
     if args.output is None:
-        sys.stdout.write(data.decode("utf-8"))
+        sys.stdout.write(data.decode("utf-8"))  # the receipt file: one JSON object already
+        return EXIT_OK
+    args.output.write_bytes(data)
+    if args.json:  # one object on stdout, as every --json command prints (outsider o12: none)
+        checkpoint = parse_checkpoint(parse_note(receipt.checkpoint).text)
+        print_json(
+            {
+                "ledger": receipt.ledger,
+                "height": receipt.index,
+                "hash": receipt.hash.hex(),
+                "file": str(args.output),
+                "checkpoint": _checkpoint_json(checkpoint),
+            }
+        )
     else:
-        args.output.write_bytes(data)
         print(f"receipt of {args.ledger} height {index} written to {args.output}", file=sys.stderr)
     return EXIT_OK
 
@@ -84,8 +98,16 @@ def _genesis_bytes(data: bytes) -> bytes:
         return data
 
 
-def cmd_receipt_verify(args: argparse.Namespace) -> int:
-    receipt = parse_receipt(_read(args.file))
+class _Trust(NamedTuple):
+    """What ``receipt verify``'s options make of the keys a ledger's receipts are checked with."""
+
+    keys: ReceiptKeys
+    genesis_link: bytes | None  # the link of the --genesis given, else None
+    anchored: bool
+    quorum: int
+
+
+def _trust(args: argparse.Namespace, ledger: str) -> _Trust:
     witnesses = tuple(args.witness or ())
     anchors = None if args.anchors is None else read_anchors(args.anchors)
     admin_key = args.admin_key
@@ -109,13 +131,13 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
             raise UsageError("give --genesis or --key, not both")
         genesis = _genesis_bytes(_read(args.genesis))
         try:
-            keys = keys_from_genesis(genesis, receipt.ledger, witnesses, quorum)
+            keys = keys_from_genesis(genesis, ledger, witnesses, quorum)
         except RecordError as e:  # name the file: a gateway's 404 answer saved read only "trailing bytes..."
             e.message = f"--genesis {args.genesis}: {e.message}"
             raise
         genesis_link = decode_record(genesis, PROTOCOL_LIMITS).link
         if anchors is not None:
-            _check_anchored(anchors, receipt.ledger, genesis_link, args)
+            _check_anchored(anchors, ledger, genesis_link, args)
     elif args.key:
         keys = ReceiptKeys(args.key, witnesses, quorum)
     else:
@@ -124,42 +146,99 @@ def cmd_receipt_verify(args: argparse.Namespace) -> int:
         raise UsageError("--node-keys needs --admin-key: its rotations are proven under the admin ledger's checkpoint")
     if admin_key is not None:
         keys = replace(keys, admin_key=admin_key, node_keys=args.node_keys)
-    verified = verify_receipt(receipt, keys)
-    checkpoint = verified.checkpoint.checkpoint
-    record = decode_record(receipt.record, PROTOCOL_LIMITS)
+    return _Trust(keys, genesis_link, anchors is not None, quorum)
+
+
+def cmd_receipt_verify(args: argparse.Namespace) -> int:
+    data = _read(args.file)
+    voter = parse_voter_receipts(data)
+    if voter is not None:
+        return _verify_voter(voter, _trust(args, voter.ledger), as_json=args.json)
+    receipt = parse_receipt(data)
+    trust = _trust(args, receipt.ledger)
+    verified = verify_receipt(receipt, trust.keys)
     if args.json:
+        print_json({"ok": True, **_verified_json(verified), **_trust_json(trust)})
+        return EXIT_OK
+    print(f"valid: {_stands(verified, trust)}{_cosigned(verified, trust)}")
+    return EXIT_OK
+
+
+def _verify_voter(voter: VoterReceipts, trust: _Trust, *, as_json: bool) -> int:
+    """Verify each receipt of a voter's set (15.2), each a record of the voter: refused at the first
+    that fails; the records listed without one are named pending, never counted as proven."""
+    if not voter.receipts:
+        raise ReceiptError(
+            f"voters answer: no record of {voter.electronic_id} has a receipt yet (no checkpoint the gateway "
+            "serves covers them): save the answer again once one does"
+        )
+    verified = []
+    for receipt in voter.receipts:
+        checked = verify_receipt(receipt, trust.keys)
+        check_voter_record(voter, checked)
+        verified.append(checked)
+    if as_json:
         print_json(
             {
                 "ok": True,
-                "ledger": receipt.ledger,
-                "height": receipt.index,
-                "hash": record.link.hex(),
-                "checkpoint": {"origin": checkpoint.origin, "size": checkpoint.size, "root": checkpoint.root.hex()},
-                "witnesses": list(verified.checkpoint.witnesses),
-                "outside_witnesses": list(verified.outside),
-                "genesis": None if genesis_link is None else genesis_link.hex(),
-                "anchored": anchors is not None,
-                "quorum": quorum,
+                "ledger": voter.ledger,
+                "electronic_id": voter.electronic_id,
+                "receipts": [_verified_json(checked) for checked in verified],
+                "pending": list(voter.pending),
+                **_trust_json(trust),
             }
         )
         return EXIT_OK
-    cosigned = verified.checkpoint.witnesses
+    print(f"valid: {len(verified)} receipt{'s' if len(verified) != 1 else ''} of {voter.electronic_id}:")
+    for checked in verified:
+        print(f"  {checked.record.content.kind} {_stands(checked, trust)}{_cosigned(checked, trust)}")
+    for height in voter.pending:
+        print(f"  height {height}: no receipt yet (no checkpoint the gateway serves covers it): save the answer later")
+    return EXIT_OK
+
+
+def _verified_json(verified: VerifiedReceipt) -> dict[str, object]:
+    checkpoint = verified.checkpoint.checkpoint
+    return {
+        "ledger": verified.receipt.ledger,
+        "height": verified.receipt.index,
+        "hash": verified.record.link.hex(),
+        "checkpoint": _checkpoint_json(checkpoint),
+        "witnesses": list(verified.checkpoint.witnesses),
+        "outside_witnesses": list(verified.outside),
+    }
+
+
+def _checkpoint_json(checkpoint: Checkpoint) -> dict[str, object]:
+    return {"origin": checkpoint.origin, "size": checkpoint.size, "root": checkpoint.root.hex()}
+
+
+def _trust_json(trust: _Trust) -> dict[str, object]:
+    genesis = None if trust.genesis_link is None else trust.genesis_link.hex()
+    return {"genesis": genesis, "anchored": trust.anchored, "quorum": trust.quorum}
+
+
+def _stands(verified: VerifiedReceipt, trust: _Trust) -> str:
+    receipt, checkpoint = verified.receipt, verified.checkpoint.checkpoint
     # The genesis is the ledger's identity (15.5): a reader compares it with what the publisher
     # published, unless the anchors already did.
-    of = "" if genesis_link is None else f" (genesis {genesis_link.hex()}{', anchored' if anchors else ''})"
-    print(
-        f"valid: record {record.link.hex()} stands at height {receipt.index} of {receipt.ledger}{of}, in the tree of "
-        f"size {checkpoint.size} that {checkpoint.origin} signed"
-        + (f" and {_witnesses(len(cosigned))} cosigned ({', '.join(cosigned)})" if cosigned else "")
-        + (
-            f"; {_witnesses(len(verified.outside), 'outside ')} cosigned "
-            f"({', '.join(verified.outside)}), "
-            f"the genesis asks {keys.outside.quorum}"
-            if keys.outside is not None
-            else ""
-        )
+    link = trust.genesis_link
+    of = "" if link is None else f" (genesis {link.hex()}{', anchored' if trust.anchored else ''})"
+    return (
+        f"record {verified.record.link.hex()} stands at height {receipt.index} of {receipt.ledger}{of}, in the tree "
+        f"of size {checkpoint.size} that {checkpoint.origin} signed"
     )
-    return EXIT_OK
+
+
+def _cosigned(verified: VerifiedReceipt, trust: _Trust) -> str:
+    cosigned = verified.checkpoint.witnesses
+    outside = trust.keys.outside
+    return (f" and {_witnesses(len(cosigned))} cosigned ({', '.join(cosigned)})" if cosigned else "") + (
+        f"; {_witnesses(len(verified.outside), 'outside ')} cosigned ({', '.join(verified.outside)}), "
+        f"the genesis asks {outside.quorum}"
+        if outside is not None
+        else ""
+    )
 
 
 def _check_anchored(anchors: Anchors, ledger: str, link: bytes, args: argparse.Namespace) -> None:

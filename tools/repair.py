@@ -31,7 +31,9 @@ command trusts no source and no Redis entry; it trusts the cluster's key directo
 NODE then catches up past the checkpoint as every follower does, checked against checkpoints.
 A store that already holds every target checkpoint, and the latest checkpoint it keeps as
 signed and as cosigned (a forged row its records contradict makes its node refuse the ledger
-at start: that store is rebuilt), is left alone unless ``--force``.
+at start: that store is rebuilt), is left alone unless ``--force``, or unless its node refused
+it at its last start (its ``store_damaged`` alert is open: a tree row, a right edge, a head ...
+that the records alone do not show).
 """
 
 from __future__ import annotations
@@ -49,11 +51,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..broker.alert_journal import carry_journal
+from ..broker.alert_journal import ALERT_JOURNAL, carry_journal, journal_open_alert
 from ..broker.client import Client
 from ..broker.keys import KeyPair, generation_name, key_paths, newest_generation
 from ..broker.redis_server import connect
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger, redis_failed
+from ..broker.replication import REDIS_ERRORS, STORE_DAMAGED, ReplicationLedger, redis_failed
 from ..broker.signing import witness_keys
 from ..client.session import node_address
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
@@ -119,6 +121,8 @@ class RepairResult:
     blobs: int = 0  # blobs carried over
     restarted: bool = False
     cleared: list[Path] = field(default_factory=list)  # scratch copies interrupted repairs left, removed
+    # Why a store that holds every checkpoint was rebuilt without --force: its node refused it at start.
+    refused: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -142,6 +146,7 @@ class RepairResult:
             "blobs_carried": self.blobs,
             "restarted": self.restarted,
             "cleared": [str(path) for path in self.cleared],
+            "refused_at_start": self.refused,
         }
 
 
@@ -271,6 +276,26 @@ def already_holds(store: Path, targets: list[LedgerRepair]) -> bool:
     except sqlite3.Error:
         return False
     return True
+
+
+def refused_at_start(store: Path, node: str, replication: ReplicationLedger) -> str | None:
+    """Why ``node`` refused ``store`` at its last start, if it did and no start opened it since:
+    the detail of its ``store_damaged`` alert (ingest/runtime.py open_node_store raises it, an
+    open resolves it), held open by its journal beside the store (which outlives a Redis wipe),
+    else by the node's own alert keys in Redis (a journal that does not open). An open checks
+    more than :func:`already_holds` reads (the tree's rows and right edge, the head, what
+    lies past the edge, column types): a store its node refuses is damaged, whatever its
+    records make (outsider o11: "nothing to repair" for a right edge the node had refused)."""
+    key = f"{node}||{STORE_DAMAGED}"
+    alert = journal_open_alert(store / ALERT_JOURNAL, key)
+    if alert is None:
+        try:
+            mine = ReplicationLedger(replication.client, replication.namespace, raisers=[node])
+            found = mine.open_alerts().get(key)
+        except REDIS_ERRORS:
+            found = None  # the journal is the node's own record; Redis only stands in for it
+        alert = found if found is not None and found.get("raised_by") == node else None
+    return None if alert is None else str(alert.get("detail", "")) or STORE_DAMAGED
 
 
 def _latest_own_checkpoints(db: sqlite3.Connection) -> list[tuple[str, int, bytes]]:
@@ -455,17 +480,24 @@ class Repair:
         access = config.redis_access("admin")
         redis = connect(access, timeout=REDIS_TIMEOUT)
         try:
+            replication = ReplicationLedger(redis)
             try:
-                targets = self.plan(sources, ReplicationLedger(redis))
+                targets = self.plan(sources, replication)
             except REDIS_ERRORS as e:
                 raise redis_failed(access.url, e) from None
+            refused = None
             if not self.force and already_holds(store, targets):
-                raise RepairRefusedError(
-                    f"{name}'s store already holds every quorum-cosigned checkpoint "
-                    f"({', '.join(f'{t.ledger} at {t.size}' for t in targets)}): nothing to repair "
-                    "(--force rebuilds it anyway)"
-                )
-            return self._rebuild(store, targets, sources)
+                refused = refused_at_start(store, name, replication)
+                if refused is None:
+                    raise RepairRefusedError(
+                        f"{name}'s store already holds every quorum-cosigned checkpoint "
+                        f"({', '.join(f'{t.ledger} at {t.size}' for t in targets)}), and {name} did not "
+                        f"refuse it at its last start (no open {STORE_DAMAGED} alert): nothing to repair "
+                        "(--force rebuilds it anyway)"
+                    )
+            result = self._rebuild(store, targets, sources)
+            result.refused = refused
+            return result
         finally:
             sources.close()
             redis.close()
@@ -579,6 +611,8 @@ def _restart_start(config: ClusterConfig, supervisor: Supervisor, name: str, key
 
 def _print(result: RepairResult) -> None:
     print(f"{result.node}: store rebuilt at {result.store}")
+    if result.refused is not None:
+        print(f"  its records held every checkpoint, but {result.node} refused the store at start: {result.refused}")
     for r in result.ledgers:
         print(
             f"  {r.ledger}: {r.size:,} records from {r.source}, tree root {r.root.hex()[:16]}..., the checkpoint "

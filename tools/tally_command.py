@@ -71,6 +71,7 @@ from ..node.note import Checkpoint, VerifierKey, parse_checkpoint, parse_note, v
 from ..node.outside import outside_witnesses
 from ..node.record import decode_record
 from ..node.tally_body import STALE_AFTER_MS, Snapshot
+from ..node.times import time_text
 from ..node.tree import Frontier, leaf_hash
 from ..node.witness import home_key
 from ..verifier.node_keys import follow_redis
@@ -93,7 +94,7 @@ from ..verifier.tally import (
     stale_observers,
 )
 from .args import config_file
-from .client_payloads import money_text, time_text
+from .client_payloads import money_text
 
 REDIS_TIMEOUT = 2.0
 log = logging.getLogger(__name__)

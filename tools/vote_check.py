@@ -38,8 +38,8 @@ from ..node.receipt import ReceiptKeys
 from ..node.rules import Ref
 from ..node.rules.votes import Voter
 from ..node.tally_body import STALE_AFTER_MS
+from ..node.times import time_text
 from .client_output import print_json
-from .client_payloads import time_text
 
 
 @dataclass(frozen=True, slots=True)

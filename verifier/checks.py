@@ -61,6 +61,7 @@ from ..broker.replication import (
 )
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
+from ..node.conflict import Conflict, told_apart
 from ..node.epoch import EPOCH_KIND
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, SignatureError, VledgerError
 from ..node.note import VerifierKey
@@ -733,8 +734,10 @@ class ClusterChecks:
         except redis.exceptions.ResponseError as e:
             if not wrong_type(e):
                 raise
-            detail = (f"Redis key {name} is of another type ({e}): checked with what it last held; its writers"
-                      " (each home for its ledgers) write it anew")  # fmt: skip
+            # Who puts it right (review17 2): the epochs hash is written only by a promotion.
+            anew = ("each home names its ledgers anew at its next heartbeat" if name == self.replication.ledgers_key
+                    else "the next promotion replaces it, or the admin's user deletes it (DEL)")  # fmt: skip
+            detail = f"Redis key {name} is of another type ({e}): checked with what it last held; {anew}"
             self.raise_alert(Alert("redis", name, 0, REDIS_KEY_DAMAGED, detail, source="redis"))
             return dict(self._last_read.get(name, {}))
         self._last_read[name] = found
@@ -952,16 +955,19 @@ class ClusterChecks:
                     if self._fenced_leftover(ledger, streamed[height], data, goes_on=height == leftover_next):
                         leftover, leftover_next = True, height + 1
                     else:
+                        conflict = told_apart(data, streamed[height])
                         self.raise_alert(
                             Alert("redis", ledger, height, "record_conflict",
-                                  f"the stream's record differs from {home}'s", source=home,
-                                  expected=_link_hex(data), found=_link_hex(streamed[height]))
+                                  _detail(f"the stream's record differs from {home}'s", conflict), source=home,
+                                  expected=conflict.expected, found=conflict.found)
                         )  # fmt: skip
                     streamed[height], digests[height] = data, digest
                 elif expected is not None and digest != expected:
+                    conflict = told_apart(streamed[height], data)
                     self.raise_alert(
-                        Alert(node, ledger, height, "record_conflict", "this node's record differs from the stream's",
-                              source="redis", expected=_link_hex(streamed[height]), found=_link_hex(data))
+                        Alert(node, ledger, height, "record_conflict",
+                              _detail("this node's record differs from the stream's", conflict),
+                              source="redis", expected=conflict.expected, found=conflict.found)
                     )  # fmt: skip
         self.replication.client.xack(key, GROUP, *[r[2] for r in rows])
         self.checked += len(rows)
@@ -1387,11 +1393,23 @@ class ClusterChecks:
                 return reader
         return None
 
-    def _lagging(self, ledger: str, state: LedgerState, node: str, height: int, now: float, how: str) -> bool:
-        """Raise ``node``'s lagging alert if ``height`` is below what the home held ``lag_alert_ms`` ago."""
-        due, _ = state.due(now, self.settings.lag_alert_ms / 1000)
-        if height >= due:
+    def _lagging(
+        self, ledger: str, state: LedgerState, node: str, height: int | None, now: float, how: str = ""
+    ) -> bool:
+        """Raise ``node``'s lagging alert if ``height`` (None: it never said, so below anything)
+        is below what the home held ``lag_alert_ms`` ago."""
+        due, reached = state.due(now, self.settings.lag_alert_ms / 1000)
+        if (-1 if height is None else height) >= due:
             return False
+        if height is None:
+            # Said as what is known, no height of it (outsider o11: "lacks height 0" of a node
+            # that had never answered, a height invented); found empty, at the first height.
+            self.raise_alert(
+                Alert(node, ledger, 0, "lagging", "it does not answer, and has not said it holds any record of it "
+                      f"since this verifier started: what it holds is unknown; {state.home} has held height {due} "
+                      f"for {now - reached:.0f} s", source=state.home, expected=str(due), found="")
+            )  # fmt: skip
+            return True
         behind = state.since(height, now)
         self.raise_alert(
             Alert(node, ledger, height + 1, "lagging", f"{how} height {height + 1}, which {state.home} "
@@ -1405,8 +1423,9 @@ class ClusterChecks:
         lagging. Not by its height in Redis, which anyone who reaches Redis can raise to hide the
         lag. Nothing is resolved here; that waits until the copy answers again."""
         said = state.copies[node].said
-        how = "it does not answer, and last answered lacking" if said >= 0 else "it has not answered, and lacks"
-        self._lagging(ledger, state, node, said, now, how)
+        self._lagging(
+            ledger, state, node, said if said >= 0 else None, now, "it does not answer, and last answered lacking"
+        )
 
     def _compare_head(
         self,
@@ -1779,11 +1798,8 @@ def _hash_at(reader: NodeReader, ledger: str, height: int) -> bytes | None:
         return b""
 
 
-def _link_hex(data: bytes) -> str:
-    try:
-        return decode_record(data, PROTOCOL_LIMITS).hash.hex()
-    except VledgerError:
-        return "undecodable:" + hashlib.sha256(data).hexdigest()
+def _detail(sentence: str, conflict: Conflict) -> str:
+    return f"{sentence}: {conflict.how}" if conflict.how else sentence
 
 
 def _where(source: str) -> str:

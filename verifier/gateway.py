@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -71,6 +72,7 @@ from ..node.errors import (
     NotFoundError,
     PayloadTooLargeError,
     ProofError,
+    RecordError,
     SettingsError,
     StoreDamagedError,
     TreeMismatchError,
@@ -131,6 +133,7 @@ REFUSAL_SECONDS = 10.0
 PROBE_TIMEOUT = 1.0  # a node's /readyz that does not answer in this is shown down
 TILE_CACHE = 1024  # tiles kept in memory (8 MiB at most): served again without a read
 ROOTS_KEPT = 4  # checkpoints per ledger whose root the store's tree was found to lead to
+PROVEN_ROOTS = 1024  # roots of past sizes proven to a signed root, kept (~150 KiB with their keys)
 LOG_LINES = 20
 LOG_TAIL_BYTES = 8192
 CLIENT_QUEUE = 256  # events queued per event-stream client; a client this far behind is dropped
@@ -399,14 +402,19 @@ class Gateway:
         # largest among them) the store's tree was found to lead to: one a served checkpoint grew
         # this set forever (review r16).
         self._roots_checked: dict[str, list[tuple[int, bytes]]] = {}
+        # (ledger, size) -> the root of that many leaves, proven by a consistency proof to a
+        # signed root (at most PROVEN_ROOTS): what an inclusion or consistency proof of that
+        # size is verified against before it goes out, the rows it is made of being the store's.
+        self._roots_proven: dict[tuple[str, int], bytes] = {}
         # ledger -> ((tile index, the ledger's size), its leaves) of the last tile that no signed
         # root proved yet (the newest): each request near the head re-read and hashed up to 256
         # records; compared with as proven ones are, so a record changed since is found too.
         self._unproven: dict[str, tuple[tuple[int, int], list[bytes]]] = {}
-        # ledger -> (why, the tile found so, since when), once its records were found not to lead
-        # to its tree: every answer made of that store's copy of the ledger is refused
-        # (store_damaged) until the file is replaced or that tile proves again (REFUSAL_SECONDS).
-        self._contradicted: dict[str, tuple[str, int, float]] = {}
+        # ledger -> (why, the check that found it so, since when), once its records or tree rows
+        # were found not to lead to its tree or signed root: every answer made of that store's
+        # copy of the ledger is refused (store_damaged) until the file is replaced or that check
+        # passes again (REFUSAL_SECONDS).
+        self._contradicted: dict[str, tuple[str, Callable[[], object], float]] = {}
         # When the open alerts were read, and the heights they name of this node's ledgers.
         self._flagged: tuple[float, dict[str, set[int]]] | None = None
         # Counts the store files seen replaced. A thread reads only through a reader of the
@@ -453,12 +461,16 @@ class Gateway:
                 raise
         return self.known_damage()
 
-    def contradiction(self, ledger: str, why: str, generation: int, index: int) -> StoreDamagedError:
+    def contradiction(
+        self, ledger: str, why: str, generation: int, index: int, again: Callable[[], object] | None = None
+    ) -> StoreDamagedError:
         """The error for a store whose records do not lead to the tree they must (a record's bytes
-        changed in the file), found in tile ``index`` by reads begun at ``generation``: logged the
-        first time for a store file, and shown by /readyz and ``vledger_store_damaged`` until
-        another file is there (`vledger repair`) or the tile proves again (:meth:`_check_ledger`).
-        Recorded only if no other file was found meanwhile: the reads may have been the old one's."""
+        changed in the file), found in tile ``index`` by reads begun at ``generation``, or whose
+        tree rows do not lead to a signed root (a tile of level 1 and up, a proof: ``again`` is
+        then the check that found it): logged the first time for a store file, and shown by
+        /readyz and ``vledger_store_damaged`` until another file is there (`vledger repair`) or
+        the check passes again (:meth:`_check_ledger`). Recorded only if no other file was found
+        meanwhile: the reads may have been the old one's."""
         why = f"ledger {ledger!r} on {self.node.name}: {why}"
         # The file this thread read, not the one there now: within STORE_LOOK_SECONDS of a
         # swap they differ, and the new file would be marked for what the old one held.
@@ -466,7 +478,9 @@ class Gateway:
         with self._voters_lock:
             if generation != self._generation:
                 return StoreDamagedError(why)
-            found = self._contradicted.setdefault(ledger, (why, index, time.monotonic()))
+            if again is None:
+                again = functools.partial(self._reprove_leaves, ledger, index)
+            found = self._contradicted.setdefault(ledger, (why, again, time.monotonic()))
         if self._first_damage(identity, why, ledger):
             log.error(
                 "gateway of %s: %s (its node raises bad_checksum; repair it: vledger repair)", self.node.name, why
@@ -489,7 +503,7 @@ class Gateway:
         found = self._contradicted.get(ledger)
         if found is None:
             return
-        why, index, since = found
+        why, again, since = found
         if time.monotonic() - since < REFUSAL_SECONDS:
             raise _refused(why)
         with self._voters_lock:
@@ -497,11 +511,34 @@ class Gateway:
             if mine:  # this thread proves it again; the others' reads are checked as ever meanwhile
                 del self._contradicted[ledger]
         if mine:
-            self._reprove(ledger, index)
+            self._reprove(ledger, again)
 
-    def _reprove(self, ledger: str, index: int) -> None:
-        """Prove tile ``index`` of ``ledger`` again (raises StoreDamagedError, refused anew, if it
-        still does not prove); if it does, the store's damage that ledger showed is over."""
+    def _reprove(self, ledger: str, again: Callable[[], object]) -> None:
+        """Run the check that found ``ledger``'s copy damaged again (it raises StoreDamagedError,
+        refused anew, if it still fails); if it passes, the store's damage that ledger showed is over.
+        So too when what it checked is no longer there (a cut back copy, another checkpoint): what
+        is served is proven at each request, and the request that ran the check asked for another."""
+        try:
+            again()
+        except StoreDamagedError:
+            raise
+        except VledgerError as e:
+            log.info(
+                "gateway of %s: the check that found ledger %r damaged checks nothing now: %s",
+                self.node.name,
+                ledger,
+                e,
+            )
+        identity = getattr(self._local, "identity", None)
+        with self._voters_lock:
+            other = next(iter(self._contradicted.items()), None)  # still refused: still shown
+        with self._damage_lock:
+            if self._damage is not None and self._damage[2] == ledger:
+                self._damage = None if other is None else (identity, other[1][0], other[0])
+        log.warning("gateway of %s: ledger %r proves again: served again", self.node.name, ledger)
+
+    def _reprove_leaves(self, ledger: str, index: int) -> None:
+        """Prove tile ``0/index`` of ``ledger`` again, as read now (StoreDamagedError if it does not)."""
         generation = self._generation
         first = index * tree.TILE_WIDTH
         with self._voters_lock:  # a cut back and fetched again may hold other records as unproven ones
@@ -512,13 +549,6 @@ class Gateway:
         if [height for height, _ in rows] != list(range(first, end)):
             raise self.contradiction(ledger, f"records of heights {first}.. are missing", generation, index)
         self.check_leaves(ledger, first, [tree.leaf_hash(data) for _, data in rows], size)
-        identity = getattr(self._local, "identity", None)
-        with self._voters_lock:
-            other = next(iter(self._contradicted.items()), None)  # still refused: still shown
-        with self._damage_lock:
-            if self._damage is not None and self._damage[2] == ledger:
-                self._damage = None if other is None else (identity, other[1][0], other[0])
-        log.warning("gateway of %s: ledger %r's records prove again: served again", self.node.name, ledger)
 
     def known_damage(self) -> str | None:
         """Why the store's file is damaged, if a read of the file there now found it so."""
@@ -566,6 +596,7 @@ class Gateway:
                 self._tiles.clear()
                 self._proven.clear()
                 self._roots_checked.clear()
+                self._roots_proven.clear()
                 self._unproven.clear()
                 self._contradicted.clear()
                 with self._damage_lock:  # what was found was the old file's
@@ -611,14 +642,29 @@ class Gateway:
         return decode_record(data, PROTOCOL_LIMITS), data
 
     def ledgers(self) -> list[dict[str, Any]]:
-        result = []
-        for ledger in self.reader.ledgers():
+        """The index (PROTOCOL 15.2): each ledger as :meth:`listed` shows it."""
+        return [self.listed(ledger) for ledger in self.reader.ledgers()]
+
+    def listed(self, ledger: str) -> dict[str, Any]:
+        """``ledger``'s index entry: only what the gateway serves of it. The size and root of its
+        served checkpoint (the largest verified, its records proven to lead there), else, for a
+        ledger with none to serve, the store's as ``/api/ledgers/L`` says them (``signed`` false);
+        a ledger refused as damaged shows the refusal alone. The store's own root was listed even
+        while every route of that ledger answered store_damaged (outsider o11): a forged tree's."""
+        try:
+            served = self._served(ledger)
+        except StoreDamagedError as e:
+            return {"ledger": ledger, "size": None, "root": None, "type": None, "signed": False, "refused": e.to_wire()}
+        if served is None:
             stored = self.reader.tree(ledger)
-            genesis = self.reader.get(ledger, 0)
-            rules = decode_record(genesis, PROTOCOL_LIMITS).content.payload if genesis is not None else {}
-            kind = rules.get("rules", {}).get("type") if isinstance(rules.get("rules"), dict) else None
-            result.append({"ledger": ledger, "size": stored.size, "root": stored.root().hex(), "type": kind})
-        return result
+            size, root = stored.size, stored.root()
+        else:
+            size, root = served.gathered.checkpoint.size, served.gathered.checkpoint.root
+        genesis = self.reader.get(ledger, 0)
+        rules = decode_record(genesis, PROTOCOL_LIMITS).content.payload if genesis is not None else {}
+        kind = rules.get("rules", {}).get("type") if isinstance(rules.get("rules"), dict) else None
+        signed = served is not None
+        return {"ledger": ledger, "size": size, "root": root.hex(), "type": kind, "signed": signed, "refused": None}
 
     def ledger_info(self, ledger: str) -> dict[str, Any]:
         self._served(ledger)  # a store that contradicts the served checkpoint has no root to show
@@ -683,6 +729,18 @@ class Gateway:
         self.proven_record(record.content.ledger, record.height)
         return record_json(record, found[2])
 
+    def _proving(
+        self, ledger: str, what: str, generation: int, again: Callable[[], object], check: Callable[[], object]
+    ) -> None:
+        """Run ``check``, the verification of what the store's tree rows gave for ``what``
+        against a signed root; when it fails (ProofError, TreeMismatchError: a row missing),
+        raise the refusal of ``ledger`` (:meth:`contradiction`, read at ``generation``), which
+        ``again`` ends once it passes."""
+        try:
+            check()
+        except (ProofError, TreeMismatchError) as e:
+            raise self.contradiction(ledger, f"{what} ({e})", generation, 0, again) from e
+
     def inclusion(self, ledger: str, index: int, size: int | None) -> dict[str, Any]:
         """Leaf ``index``'s inclusion proof in the tree of ``size`` leaves (default: the whole tree).
 
@@ -696,17 +754,28 @@ class Gateway:
             raise TreeSizeError(f"ledger {ledger!r}: size {at} is past the {stored.size} records of {self.node.name}")
         if index >= at:
             raise TreeSizeError(f"ledger {ledger!r}: record {index} is not in the tree of size {at}")
+        generation = self._generation  # before the reads
         # Its leaf, and the last of the proof's tree (its last records' tile is in the proof).
         leaf = stored.leaf(index)
         self.check_leaves(ledger, index, [leaf], stored.size)
         self.check_leaves(ledger, at - 1, [stored.leaf(at - 1)], stored.size)
         proof = stored.inclusion_proof(index, at)
+        # The proof is the store's tree rows: it goes out only if it leads to a root a signed one
+        # proves (every hash of it counts); past the largest signed root nothing proves it yet.
+        root = self._root_verifying(
+            ledger,
+            at,
+            generation,
+            f"its tree's inclusion proof of record {index} in the tree of size {at} is wrong",
+            functools.partial(self.inclusion, ledger, index, size),
+            lambda root: tree.verify_inclusion(leaf, index, at, proof, root),
+        )
         return {
             "ledger": ledger,
             "index": index,
             "size": at,
             "leaf_hash": leaf.hex(),
-            "root": stored.root(at).hex(),
+            "root": root.hex(),
             "proof": [h.hex() for h in proof],
         }
 
@@ -725,43 +794,159 @@ class Gateway:
                 )
         if not 0 < old <= at:
             raise BadRequestError(f"a consistency proof needs 0 < old <= new, not old {old} and new {at}")
+        generation = self._generation  # before the reads
+        self._check_ledger(ledger)
         proof = stored.consistency_proof(old, at)
+        old_root = stored.root(old)
+        # As an inclusion proof: every hash of the proof, and the old root, lead to the new root
+        # (RFC 9162 2.1.4.2), which a signed root must prove; past it, nothing proves them yet.
+        new_root = self._root_verifying(
+            ledger,
+            at,
+            generation,
+            f"its tree's consistency proof from size {old} to {at} is wrong",
+            functools.partial(self.consistency, ledger, old, new),
+            lambda root: tree.verify_consistency(old, at, old_root, root, proof),
+        )
         return {
             "ledger": ledger,
             "old": old,
             "new": at,
-            "old_root": stored.root(old).hex(),
-            "new_root": stored.root(at).hex(),
+            "old_root": old_root.hex(),
+            "new_root": new_root.hex(),
             "proof": [h.hex() for h in proof],
         }
+
+    def _root_verifying(
+        self,
+        ledger: str,
+        size: int,
+        generation: int,
+        what: str,
+        again: Callable[[], object],
+        verify: Callable[[bytes], object],
+    ) -> bytes:
+        """The root of ``ledger``'s first ``size`` leaves to serve beside a proof of the store's
+        tree rows: one a signed root proves (:meth:`_proven_root`), which ``verify(root)`` must
+        pass (else the refusal of :meth:`_proving`, for ``what``), or past the largest signed
+        root, where nothing proves either yet, the store's own."""
+        stored = self._tree(ledger)
+        root = self._proven_root(ledger, size, stored, generation)
+        if root is None:
+            return stored.root(size)
+        self._proving(ledger, what, generation, again, functools.partial(verify, root))
+        return root
+
+    def _proven_root(self, ledger: str, size: int, stored: StoredTree, generation: int) -> bytes | None:
+        """The root of ``ledger``'s first ``size`` leaves as a signed root proves it: the largest
+        verified checkpoint's own (:meth:`_served`), or below it the store's root of ``size``
+        with the store's consistency proof to it, verified (kept, at most PROVEN_ROOTS: a root of
+        a past size never changes); None past it, or with no checkpoint. Raises
+        StoreDamagedError when that proof fails: the store's tree rows are not the ledger's."""
+        served = self._served(ledger)
+        if served is None or size > served.gathered.checkpoint.size:
+            return None
+        checkpoint = served.gathered.checkpoint
+        if size == checkpoint.size:
+            return checkpoint.root
+        key = (ledger, size)
+        kept = self._roots_proven.get(key)
+        if kept is not None:
+            return kept
+        root = stored.root(size)
+        self._proving(
+            ledger,
+            f"its tree's root of size {size} does not lead to the checkpoint of size {checkpoint.size}",
+            generation,
+            lambda: self._proven_root(ledger, size, self._tree(ledger), self._generation),
+            lambda: tree.verify_consistency(
+                size, checkpoint.size, root, checkpoint.root, stored.consistency_proof(size, checkpoint.size)
+            ),
+        )
+        with self._voters_lock:
+            if generation == self._generation:
+                self._roots_proven[key] = root
+                if len(self._roots_proven) > PROVEN_ROOTS:
+                    del self._roots_proven[next(iter(self._roots_proven))]
+        return root
 
     def tile(self, ledger: str, path: str) -> tuple[bytes, bool]:
         """Hash tile ``path`` (``tile/<L>/<N>[.p/<W>]``) and whether it is proven: a level-0 tile
         is hashed from the store's records, checked as an entry bundle is (:meth:`proven_leaves`);
-        a higher one is the store's tree rows. Only a proven tile is cached."""
+        a higher one is the store's tree rows, proven as :meth:`_proven_tile` says. Only a proven
+        tile is cached."""
         level, index, width = tree.parse_tile_path(path)
         key = (ledger, level, index, width)
         cached = self._tiles.get(key)
         if cached is not None:
             return cached, True
         generation = self._generation  # before the read: a file replaced meanwhile keeps it out
+        if level > 0:
+            return self._hash_tile(ledger, level, index, width, generation)
         found = self._tree(ledger).tile(level, index, width)
         leaves = [found[i : i + tree.HASH_SIZE] for i in range(0, len(found), tree.HASH_SIZE)]
-        if level == 0 and not self.proven_leaves(ledger, index, leaves, generation):
+        if not self.proven_leaves(ledger, index, leaves, generation):
             return found, False
-        if level > 0:
-            # The store's rows, not recomputed: immutable only under a signed root, against
-            # which a client checks them (past it, no signature says what they must be).
-            served = self._served(ledger)
-            reach = (index * tree.TILE_WIDTH + width) << (tree.TILE_HEIGHT * level)
-            if served is None or reach > served.gathered.checkpoint.size:
-                return found, False
+        self._keep_tile(key, found, generation)
+        return found, True
+
+    def _keep_tile(self, key: tuple[str, int, int, int], found: bytes, generation: int) -> None:
         with self._voters_lock:
             if generation == self._generation:
                 self._tiles[key] = found
                 if len(self._tiles) > TILE_CACHE:  # a tile never changes: the oldest goes first
                     del self._tiles[next(iter(self._tiles))]
-        return found, True
+
+    def _hash_tile(self, ledger: str, level: int, index: int, width: int, generation: int) -> tuple[bytes, bool]:
+        """Tile ``<level>/<index>`` (level 1 and up) of ``width`` hashes, and whether it is proven:
+        its hashes that the largest verified checkpoint covers are proven (:meth:`_proven_tile`)
+        and served as proven; those past it are the store's, which no signature says yet."""
+        self._check_ledger(ledger)
+        served = self._served(ledger)
+        checkpoint = None if served is None else served.gathered.checkpoint
+        signed = 0 if checkpoint is None else tree.tile_width(level, index, checkpoint.size)
+        proven = b""
+        if signed and checkpoint is not None:
+            proven = self._tiles.get((ledger, level, index, signed)) or self._proven_tile(
+                ledger, level, index, checkpoint.size, checkpoint.root, generation
+            )
+            if width <= signed:
+                found = proven[: width * tree.HASH_SIZE]
+                self._keep_tile((ledger, level, index, width), found, generation)
+                return found, True
+        found = self._tree(ledger).tile(level, index, width)
+        if not found.startswith(proven):
+            raise self.contradiction(
+                ledger,
+                f"its tree's tile {level}/{index} is not the one proven",
+                generation,
+                index << (tree.TILE_HEIGHT * level),
+                lambda: self._hash_tile(ledger, level, index, width, self._generation),
+            )
+        return found, False
+
+    def _proven_tile(self, ledger: str, level: int, index: int, size: int, root: bytes, generation: int) -> bytes:
+        """The hashes of tile ``<level>/<index>`` (level 1 and up) in the tree of ``size`` leaves
+        (a verified checkpoint's), as the store's tree rows give them, proven to lead to that
+        checkpoint's ``root`` (tree.verify_tile: one inclusion path of its first hash, its
+        subtrees computed from the tile's hashes) and kept as a tile of that width. Raises
+        StoreDamagedError when they do not: the rows are not the ledger's."""
+        stored = self._tree(ledger)
+        width = tree.tile_width(level, index, size)
+        try:
+            found = stored.tile(level, index, width)
+            hashes = [found[i : i + tree.HASH_SIZE] for i in range(0, len(found), tree.HASH_SIZE)]
+            tree.verify_tile(hashes, level, index, size, root, stored.hash_at)
+        except (ProofError, TreeMismatchError) as e:
+            raise self.contradiction(
+                ledger,
+                f"its tree's tile {level}/{index} does not lead to the root of the checkpoint of size {size} ({e})",
+                generation,
+                index << (tree.TILE_HEIGHT * level),
+                lambda: self._proven_tile(ledger, level, index, size, root, self._generation),
+            ) from e
+        self._keep_tile((ledger, level, index, width), found, generation)
+        return found
 
     def _served(self, ledger: str) -> ServedCheckpoint | None:
         """The largest checkpoint verified (any cosignatures: its log signature is what proves
@@ -810,7 +995,7 @@ class Gateway:
                 rest = self.reader.iter_raw(ledger, first + len(checked), first + covered)
                 checked += [tree.leaf_hash(d) for _, d in rest]
             try:
-                tree.verify_leaf_tile(checked, index, checkpoint.size, checkpoint.root, stored.hash_at)
+                tree.verify_tile(checked, 0, index, checkpoint.size, checkpoint.root, stored.hash_at)
             except (ProofError, TreeMismatchError) as e:
                 raise self.contradiction(
                     ledger,
@@ -868,23 +1053,49 @@ class Gateway:
             low, high = max(start, first), min(stop, first + tree.TILE_WIDTH)
             mine = leaves[low - start : high - start]
             proven = self._proven.get((ledger, index), b"")
+            part = slice((low - first) * tree.HASH_SIZE, (high - first) * tree.HASH_SIZE)
             if len(proven) < (high - first) * tree.HASH_SIZE:
                 size = self._size(ledger) if size is None else size
                 cached = self._unproven.get(ledger)
                 if cached is not None and cached[0] == (index, size):
-                    tile = cached[1]
+                    proven = b"".join(cached[1])
+                    if proven[part] != b"".join(mine):  # a refill, or a record changed in place
+                        proven = self._store_tile(ledger, index, size, generation, cached[1])
                 else:
-                    end = min(first + tree.TILE_WIDTH, size)
-                    tile = [tree.leaf_hash(d) for _, d in self.reader.iter_raw(ledger, first, end)]
-                if not self.proven_leaves(ledger, index, tile, generation):
-                    with self._voters_lock:
-                        if generation == self._generation:
-                            self._unproven[ledger] = ((index, size), tile)
-                proven = b"".join(tile)  # what was just proven, or the store's own, unprovable yet
-            if proven[(low - first) * tree.HASH_SIZE : (high - first) * tree.HASH_SIZE] != b"".join(mine):
+                    proven = self._store_tile(ledger, index, size, generation)
+            if proven[part] != b"".join(mine):
                 raise self.contradiction(
                     ledger, f"a record of heights {low}..{high - 1} is not the one proven", generation, index
                 )
+
+    def _store_tile(
+        self, ledger: str, index: int, size: int, generation: int, before: list[bytes] | None = None
+    ) -> bytes:
+        """The leaves of tile ``index`` as the store holds them for a ledger of ``size``: proven
+        (:meth:`proven_leaves`), or kept as the newest unproven tile; raises StoreDamagedError.
+        ``before``: its unproven leaves read earlier at that size. No signed root proved them, so
+        other records now are no damage if they chain on from the first one that differs, each
+        sound: a follower cut back past its last signed root and fetched another tail (a
+        handover), and was refused as damaged (review17 5). A record changed in place is not so."""
+        first = index * tree.TILE_WIDTH
+        rows = [data for _, data in self.reader.iter_raw(ledger, first, min(first + tree.TILE_WIDTH, size))]
+        tile = [tree.leaf_hash(data) for data in rows]
+        changed = next((i for i, (old, new) in enumerate(zip(before or tile, tile, strict=False)) if old != new), None)
+        if changed is not None:
+            height = first + changed
+            try:
+                link = self._record(ledger, height - 1)[0].link if height > 0 else b""
+                chain = ChainVerifier.after(ledger, height - 1, link, self.genesis_rules(ledger), PROTOCOL_LIMITS)
+                for data in rows[changed:]:
+                    chain.feed_raw(data)
+            except (RecordError, NotFoundError) as e:
+                why = f"record {height} of the newest tile changed since it was read ({e})"
+                raise self.contradiction(ledger, why, generation, index) from e
+        if not self.proven_leaves(ledger, index, tile, generation):
+            with self._voters_lock:
+                if generation == self._generation:
+                    self._unproven[ledger] = ((index, size), tile)
+        return b"".join(tile)  # what was just proven, or the store's own, unprovable yet
 
     def entries(self, ledger: str, path: str) -> tuple[bytes, bool]:
         """Entry bundle ``path`` (``tile/entries/<N>[.p/<W>]``): each record as u16be(length) || bytes,
@@ -1004,13 +1215,28 @@ class Gateway:
         if witnesses is None:  # the gauges are the served checkpoint's, not a quorum's asked for
             self.metrics.saw(ledger, best.checkpoint.size, store_size, len(best.witnesses))
         size = best.checkpoint.size
-        tree = self._tree(ledger)
+        stored = self._tree(ledger)
         self._check_root(ledger, best.checkpoint.size, best.checkpoint.root)
         rotations = tuple(
-            RotationProof(h, self._record(ledger, h)[1], tuple(tree.inclusion_proof(h, size)))
+            RotationProof(h, self._record(ledger, h)[1], tuple(stored.inclusion_proof(h, size)))
             for h in chain.heights
             if h < size
         )
+        for rotation in rotations:  # the store's record and tree rows: a client would refuse the key they prove
+            self._proving(
+                ledger,
+                f"its rotation record {rotation.index} and tree do not lead to the checkpoint of size {size}",
+                generation,
+                functools.partial(self.checkpoint, ledger, witnesses),
+                functools.partial(
+                    tree.verify_inclusion,
+                    tree.leaf_hash(rotation.record),
+                    rotation.index,
+                    size,
+                    rotation.proof,
+                    best.checkpoint.root,
+                ),
+            )
         shown = dict(self.witness_keys)
         for node, history in histories.items():
             if node in shown:
@@ -1063,7 +1289,7 @@ class Gateway:
         first = index * tree.TILE_WIDTH
         leaves = [tree.leaf_hash(d) for _, d in self.reader.iter_raw(ledger, first, size)]
         try:
-            tree.verify_leaf_tile(leaves, index, size, root, self._tree(ledger).hash_at)
+            tree.verify_tile(leaves, 0, index, size, root, self._tree(ledger).hash_at)
         except (ProofError, TreeMismatchError) as e:
             raise self.contradiction(
                 ledger,
@@ -1090,7 +1316,17 @@ class Gateway:
             raise NotFoundError(
                 f"record {height} of {ledger!r} is not covered by the latest checkpoint (size {size}) yet"
             )
+        generation = self._generation  # before the reads
         proof = self._tree(ledger).inclusion_proof(height, size)
+        self._proving(  # the store's tree rows: a receipt that does not verify is never handed out
+            ledger,
+            f"its tree's inclusion proof of record {height} in the checkpoint of size {size} is wrong",
+            generation,
+            functools.partial(self.receipt, ledger, height),
+            functools.partial(
+                tree.verify_inclusion, tree.leaf_hash(data), height, size, proof, served.gathered.checkpoint.root
+            ),
+        )
         return Receipt.of(data, proof, served.gathered.note, served.rotations, served.node_keys)
 
     def node_keys(self) -> tuple[NodeKeys | None, dict[str, KeyHistory]]:

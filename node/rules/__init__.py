@@ -79,6 +79,9 @@ class Domain(ABC):
     type_name: ClassVar[str]
     # The kinds this domain reads; the genesis ``kinds`` must allow them all.
     kinds: ClassVar[frozenset[str]] = frozenset()
+    # Kinds its rules already bind to who may write them (a resources ledger's, 7.3): a grant
+    # would only take from every other holder what the rules give it, so none closes them (16.2).
+    bound_kinds: ClassVar[frozenset[str]] = frozenset()
     # The identifier rule the ledger's genesis turned on (7.5), "" for none; set from GenesisReader.
     identifiers: str = ""
 

@@ -37,7 +37,10 @@ chain. Records (docs/PROTOCOL.md section 16), payloads with exactly these fields
 **The grant rule** (:meth:`Grants.allows`). A kind of a ledger is *open* (any account may
 write it, as before grants existed) until the admin ledger grants it, or ``*`` of that
 ledger, to a first account; from then on it is *closed* for good, and only an account
-holding a grant for that kind (or ``*``) may write it. A record accepted at time ``a`` is
+holding a grant for that kind (or ``*``) may write it; the kinds a ledger's domain binds to
+their authors already (``Domain.bound_kinds``: a resources ledger's ``issue`` and ``transfer``)
+are never closed, which the engine judges, since only it reads the ledger's genesis
+(engine.grant_closes). A record accepted at time ``a`` is
 judged by the admin records accepted strictly before ``a``: the node that orders the admin
 ledger gives each admin record an ``accepted`` time at least that of every record it placed
 before, and every record it places after one at least a millisecond later
@@ -53,16 +56,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...config.settings import PROTOCOL_LIMITS
+from ..epoch import EPOCH_KIND
 from ..errors import AlreadyGrantedError, NodeKeyInUseError, NoSuchGrantError
+from ..key_rotation import ROTATION_KIND
 from ..ledger import LedgerRules
 from ..node_key_rotation import curve_key_problem, rotation_sign_problem
 from ..record import ACCOUNT_PATTERN, GENESIS_KIND, NAME_PATTERN, Record
+from ..times import ms_text
 from . import Domain, Fields, GenesisReader, Plan, refuse
 
 ADMIN_LEDGER = "admin"
 ADMIN_TYPE = "admin"
 ADMIN_KINDS = ("account", "grant", "key", "key_rotation", "revoke", "totp")
 ANY_KIND = "*"
+# The kinds a node places only for an admin's command on a ledger's machinery (a handover for
+# ledger.promote, a checkpoint key rotation for ledger.rekey), never for a client's put: no
+# grant closes them, ``*`` included, so a grant of a ledger's data never locks its admin out
+# of the remedies for a lost home or a stolen key (PROTOCOL 16.2).
+MACHINERY_KINDS = frozenset((EPOCH_KIND, ROTATION_KIND))
 # The optional fields of a ``key_rotation`` (PROTOCOL 16.1): what the replaced Ed25519 key had
 # cosigned (ledger -> size) and, an observer's, tallied (ledger -> height), in payload order.
 ROTATION_STATES = ("cosigned", "tallied")
@@ -172,7 +183,10 @@ class Grants:
         return ended
 
     def closed(self, ledger: str, kind: str, before: int | None = None) -> bool:
-        """Whether ``kind`` of ``ledger`` is closed (granted to someone) before ``before``."""
+        """Whether ``kind`` of ``ledger`` is closed (granted to someone) before ``before``; a
+        kind of MACHINERY_KINDS never is."""
+        if kind in MACHINERY_KINDS:
+            return False
         for key in ((ledger, kind), (ledger, ANY_KIND)):
             since = self._closed.get(key)
             if since is not None and (before is None or since < before):
@@ -225,7 +239,9 @@ def check_admin_payload(record: Record) -> Fields:
             fields.fail(problem)
         # The old keys' window ends after the record, or the rotation would cut them at once.
         if fields.integer("until", 0) <= record.accepted:
-            fields.fail(f"until {payload['until']} is not after the record's accepted time {record.accepted}")
+            fields.fail(
+                f"until {ms_text(payload['until'])} is not after the record's accepted time {ms_text(record.accepted)}"
+            )
         for stated, problem_of in (("cosigned", cosigned_problem), ("tallied", tallied_problem)):
             problem = problem_of(payload[stated]) if stated in payload else None
             if problem is not None:

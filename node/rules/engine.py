@@ -48,7 +48,7 @@ from ..key_rotation import ROTATION_KIND
 from ..ledger import LedgerRules
 from ..record import Record
 from . import Domain, Plan, Ref, refuse, where
-from .admin import ADMIN_LEDGER, AdminState, Grants
+from .admin import ADMIN_LEDGER, MACHINERY_KINDS, AdminState, Grants
 from .charity import CharityState
 from .files import FilesState
 from .resources import ResourcesState
@@ -56,7 +56,7 @@ from .votes import ElectionState
 
 PLAIN = "plain"
 # Kinds the protocol judges on any ledger (a handover, a checkpoint key rotation), whatever its domain.
-_PROTOCOL_KINDS = frozenset((EPOCH_KIND, ROTATION_KIND))
+_PROTOCOL_KINDS = MACHINERY_KINDS
 
 
 def _took_plain_next(held: LedgerState, record: Record) -> bool:
@@ -131,6 +131,13 @@ def domain_type(rules: LedgerRules) -> type[Domain] | None:
     return DOMAINS.get(name) if isinstance(name, str) else None
 
 
+def grant_closes(rules: LedgerRules, kind: str) -> bool:
+    """Whether a grant closes ``kind`` on a ledger of these genesis rules (PROTOCOL 16.2): every
+    kind but those its domain binds to their authors already (7.3's ``issue`` and ``transfer``)."""
+    domain = domain_type(rules)
+    return domain is None or kind not in domain.bound_kinds
+
+
 def domain_defaults(rules: Mapping[str, Any]) -> dict[str, Any]:
     """``rules`` with the defaults of the domain they name written out (:meth:`Domain.new_rules`);
     a type no domain has is left for the genesis check to refuse."""
@@ -188,6 +195,23 @@ class Violation(NamedTuple):
         return self.error.ledger
 
 
+def check_grant(grants: Grants | None, record: Record, rules: LedgerRules | None = None) -> None:
+    """Raise NotGrantedError when the grant rule (node/rules/admin.py) refuses ``record`` by
+    ``grants`` (None: no grant table, nothing refused), of a kind a grant closes on a ledger of
+    ``rules`` (:func:`grant_closes`; None: every kind a grant may close)."""
+    if record.height == 0 or grants is None:
+        return
+    content = record.content
+    if not grants.allows(content.ledger, content.kind, content.author, record.accepted) and (
+        rules is None or grant_closes(rules, content.kind)
+    ):
+        refuse(
+            NotGrantedError,
+            record,
+            f"{content.author!r} holds no grant to write {content.kind!r} records on {content.ledger!r}",
+        )
+
+
 class RulesEngine:
     """Checks records against their ledger's domain rules; holds one state per ledger.
 
@@ -236,13 +260,13 @@ class RulesEngine:
         admin ledger, its author's: NotAdminAuthorError (16.7, which observers judge in their
         replay: the home refuses to write what they would flag).
         """
-        self._check_grant(record)
+        self._check_grant(record, rules)
         self._check_admin_author(record)
         return dict(self._plan(record, rules).values)
 
     def check_and_apply(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """:meth:`check`, then apply ``record``: the next call expects the height after it."""
-        self._check_grant(record)
+        self._check_grant(record, rules)
         self._check_admin_author(record)
         held = self._ledgers.get(record.content.ledger)
         # Most puts are of plain ledgers, and the committer runs this once a put. A rules object
@@ -253,18 +277,8 @@ class RulesEngine:
         plan.commit()
         return dict(plan.values)
 
-    def _check_grant(self, record: Record) -> None:
-        """Raise NotGrantedError when the grant rule (node/rules/admin.py) refuses ``record``."""
-        if record.height == 0:
-            return
-        grants = self.grants()
-        content = record.content
-        if grants is not None and not grants.allows(content.ledger, content.kind, content.author, record.accepted):
-            refuse(
-                NotGrantedError,
-                record,
-                f"{content.author!r} holds no grant to write {content.kind!r} records on {content.ledger!r}",
-            )
+    def _check_grant(self, record: Record, rules: LedgerRules) -> None:
+        check_grant(self.grants(), record, rules)
 
     def _check_admin_author(self, record: Record) -> None:
         """Raise NotAdminAuthorError when an admin-ledger record's author was no enabled admin by
@@ -313,7 +327,7 @@ class RulesEngine:
                 rules = self._held(record).rules
             try:
                 if self.audit_grants:
-                    self._check_grant(record)
+                    self._check_grant(record, rules)
                     self._check_admin_author(record)
                 plan = self._plan(record, rules)
             except RuleError as e:

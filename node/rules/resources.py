@@ -28,6 +28,9 @@ integers >= 1 (a bool or float refused), checked in this order:
   record's author, as only an owner moves its balance [``not_owner``]; ``from`` and ``to``
   differ [``self_transfer``]; ``from`` holds at least ``amount`` [``insufficient_funds``].
 
+Both rules bind every unit to an account, so no grant closes ``issue`` or ``transfer``
+(``bound_kinds``, PROTOCOL 16.2): a grant of them, or of ``*``, leaves each holder moving its own.
+
 An ``issue`` or ``transfer`` that would make ``to`` (``account``) a holder beyond ``max_holders``
 accounts holding units, counted after the record (a transfer of a whole balance frees its
 source's place), is refused [``too_many_holders``], after the checks above.
@@ -74,6 +77,8 @@ class ResourcesTally:
 class ResourcesState(Domain):
     type_name = "resources"
     kinds = frozenset({"issue", "transfer"})
+    # Only the genesis issuers issue and each holder moves only its own units: no grant closes either.
+    bound_kinds = kinds
 
     def __init__(self, genesis: Record, rules: LedgerRules) -> None:
         reader = GenesisReader(genesis, rules, type(self))

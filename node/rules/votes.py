@@ -58,6 +58,7 @@ from ..errors import (
 )
 from ..ledger import LedgerRules
 from ..record import Record
+from ..times import ms_text
 from . import Domain, GenesisReader, Plan, Ref, refuse
 
 ELECTRONIC_ID_PREFIX = "E-"
@@ -123,7 +124,7 @@ class ElectionState(Domain):
         self.opens = reader.integer("opens")
         self.closes = reader.integer("closes")
         if self.opens >= self.closes:
-            reader.fail(f"opens ({self.opens}) must be before closes ({self.closes})")
+            reader.fail(f"opens ({ms_text(self.opens)}) must be before closes ({ms_text(self.closes)})")
         self._voters: dict[str, Voter] = {}  # by electronic id
         self._electronic_ids: dict[str, str] = {}  # voter id -> electronic id
         self._withdrawn = 0
@@ -196,9 +197,15 @@ class ElectionState(Domain):
     def _check_time(self, record: Record, what: str, *, need_open: bool) -> None:
         accepted = record.accepted
         if need_open and accepted < self.opens:
-            refuse(ElectionClosedError, record, f"{what} opens at {self.opens}; accepted at {accepted}, before")
+            refuse(
+                ElectionClosedError,
+                record,
+                f"{what} opens at {ms_text(self.opens)}; accepted at {ms_text(accepted)}, before",
+            )
         if accepted >= self.closes:
-            refuse(ElectionClosedError, record, f"{what} closed at {self.closes}; accepted at {accepted}")
+            refuse(
+                ElectionClosedError, record, f"{what} closed at {ms_text(self.closes)}; accepted at {ms_text(accepted)}"
+            )
 
     def _active_voter(self, record: Record, eid: str) -> Voter:
         voter = self._voters.get(eid)

@@ -407,6 +407,25 @@ def test_the_users_that_write_a_shared_key_replace_it_made_of_another_type(acl: 
         verifier.delete("vledger:{sweep}:verifier-2")
 
 
+@pytest.mark.parametrize("damaged", ["epochs", "ledgers", "both"])
+def test_a_standby_promoted_replaces_a_homes_or_epochs_hash_made_of_another_type(acl: AclServer, damaged: str) -> None:
+    """review17 2: any ingest user may SET {ledgers}:epochs (or {ledgers}), and the promotion's
+    script failed WRONGTYPE: no standby could take over. Its user replaces the key and names
+    itself, and only that: the epoch it names is the one it asked for, no other entry is made up."""
+    insider = ReplicationLedger(acl.client("ingest-2"))
+    insider.promote("other", 2, "ingest-2")
+    keys = {"epochs": [insider.epochs_key], "ledgers": [insider.ledgers_key]}
+    for key in keys.get(damaged, [insider.epochs_key, insider.ledgers_key]):
+        insider.client.delete(key)
+        insider.client.set(key, "x")
+    standby = ReplicationLedger(acl.client("ingest"))
+    assert standby.promote("parish", 2, "ingest-1") is None
+    admin = ReplicationLedger(acl.client("admin"))
+    assert admin.epochs()["parish"] == (2, "ingest-1") and admin.ledgers()["parish"] == "ingest-1"
+    assert ("other" in admin.epochs()) == (damaged == "ledgers")  # a claim gone with the string: the notes prove it
+    assert standby.promote("parish", 2, "ingest-2") == (2, "ingest-1")  # one winner per epoch, as before
+
+
 def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) -> None:
     home = ReplicationLedger(acl.client("ingest"), raisers=sorted(NODES))
     home.append("votes", "ingest-1", 0, [b"r0", b"r1"], checkpoint=b"home note")
@@ -663,6 +682,9 @@ def test_an_ingest_node_writes_streams_and_carries_out_account_changes(acl: AclS
     repl = ReplicationLedger(ingest)
     assert repl.append("votes", "ingest-1", 0, [b"r0", b"r1"]) == 1
     assert repl.rewind("votes", 1) == 1
+    # A standby names itself the home of a new epoch, and undoes it when its handover fails (10.9).
+    assert repl.promote("votes", 2, "ingest-2") is None
+    assert repl.unpromote("votes", 2, "ingest-2", (1, "ingest-1")) and "votes" not in repl.epochs()
     # An ingest node carries out the admin's account commands (it checks the caller itself).
     accounts = AccountRegistry(ingest)
     accounts.add_account("alice", "writer")

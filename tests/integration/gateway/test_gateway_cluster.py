@@ -339,6 +339,49 @@ def test_metrics_parse_and_counters_move_with_traffic(cluster: LocalCluster, ele
     assert again[key] == served.get(key, 0) + 1
 
 
+def test_a_tree_row_changed_in_the_replica_s_file_is_never_served_and_served_again_once_put_back(
+    cluster: LocalCluster, election: Election
+) -> None:
+    """gw31: one byte of a tree row (the hash of records 16..31) changed with SQLite, the
+    records left as they are: the gateway served the inclusion and consistency proofs made of
+    it, and the receipts, which every client then rejected. Now refused store_damaged; put back
+    (the same file), served again once the refusal's 10 s are over and the proof checks again."""
+    ledger, records = "rows", 40
+    rules = cluster.pinned(ledger, LedgerRules(("note",), 0, {}))
+    cluster.admin().create_ledger(Entry.prepare(rules.genesis_content(ledger, ADMIN, "g", now_ms()), 0, Limits()))
+    cluster.client("writer1").put_many([entry(ledger, "note", {"n": i}, "writer1") for i in range(records)])
+    gateway = cluster.gateway_url("replica-1")
+    api = f"{gateway}api/ledgers/{ledger}"
+    wait_until(
+        lambda: (get_json_once_there(f"{api}/checkpoint") or {}).get("size") == records + 1,
+        60,
+        "a served checkpoint covering every record",
+    )
+    routes = (
+        f"{api}/proof/inclusion?index=3",
+        f"{api}/proof/consistency?old=16",
+        f"{api}/receipts/3",
+    )
+    genuine = [get(url) for url in routes]
+    assert all(status == 200 for status, _ in genuine), genuine
+    path = cluster.store_dir("replica-1") / DB_NAME
+    row = "FROM tree WHERE ledger = ? AND level = 4 AND idx = 1"
+    with sqlite3.connect(path) as db:
+        (kept,) = db.execute(f"SELECT hash {row}", (ledger,)).fetchone()
+        db.execute(f"UPDATE tree SET hash = ? {row.removeprefix('FROM tree')}", (bytes(32), ledger))
+    db.close()
+    for url in (*routes, f"{gateway}ledgers/{ledger}/checkpoint"):
+        status, body = get(url)
+        assert status == 503 and json.loads(body)["error"]["code"] == "store_damaged", (url, body[:300])
+    assert f"ledger {ledger!r}" in json.loads(get(f"{gateway}readyz")[1])["checks"]["store"]
+    with sqlite3.connect(path) as db:
+        db.execute(f"UPDATE tree SET hash = ? {row.removeprefix('FROM tree')}", (bytes(kept), ledger))
+    db.close()
+    wait_until(lambda: get(routes[0]) == genuine[0], 30, "the proof served again once its row is put back")
+    again = [get(url) for url in routes]
+    assert again[:2] == genuine[:2] and again[2][0] == 200  # a receipt's note may have been cosigned anew
+
+
 def test_a_record_changed_in_the_replica_s_file_is_never_served(cluster: LocalCluster, election: Election) -> None:
     """Last in the module: it damages the replica's copy (of a ledger of its own). Outsider o10
     M1: one byte of a record changed with SQLite; the gateway served the forged entry bundle as

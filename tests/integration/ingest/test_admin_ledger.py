@@ -33,7 +33,7 @@ from vledger.ingest.accounts import RegistryAdmin
 from vledger.ingest.admin_ledger import AdminLedger, StoreAdminSource
 from vledger.ingest.second_factor import SecondFactors
 from vledger.ingest.service import Caller
-from vledger.node.errors import AdminLedgerExistsError, LastAdminError, NotGrantedError
+from vledger.node.errors import AdminLedgerExistsError, BadRequestError, LastAdminError, NotGrantedError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, VerifierKey, origin_for, parse_checkpoint, parse_note
 from vledger.node.record import Content, Entry, Record
@@ -84,6 +84,20 @@ def test_changes_are_cached_and_a_flushed_redis_is_rebuilt_from_the_chain(
     after = {a.name: (a.role, a.enabled, a.keys) for a in registry.list_accounts()}
     assert after == before and "gone" not in after and after["treasurer"][1] is False
     assert registry.admin_records() == [data for _, data in store.range_raw(ADMIN_LEDGER)]
+
+
+def test_a_grant_of_a_kind_the_node_places_for_an_admin_s_command_is_refused(
+    home: tuple[AccountRegistry, ChainStore, RegistryAdmin],
+) -> None:
+    """No grant governs ``epoch`` or ``checkpoint_key`` (16.2): granting one would close nothing,
+    so the command says so instead of recording a grant that does not do what it says."""
+    _, store, admin = home
+    admin.apply("account.add", Args({"account": "treasurer", "role": "writer"}), ROOT)
+    size = store.size(ADMIN_LEDGER)
+    for kind in ("epoch", "checkpoint_key"):
+        with pytest.raises(BadRequestError, match="no grant governs it"):
+            admin.apply("grant.add", Args({"ledger": "zakat", "kind": kind, "account": "treasurer"}), ROOT)
+    assert store.size(ADMIN_LEDGER) == size
 
 
 def test_a_bootstrap_on_a_flushed_redis_is_undone_by_the_ledger(

@@ -212,3 +212,31 @@ def test_a_home_refuses_a_raw_create_over_another_account_s_grant_unless_told_to
     assert cluster.admin().create_ledger(star)["height"] == 0
     args = {"content": own.content_bytes, "nonce": own.nonce, "keep_grants": 1}
     assert remote_error(cluster.admin().call, "ledger.create", args).code == "bad_request"
+
+
+def test_no_grant_freezes_the_units_of_a_resources_ledger(cluster: LocalCluster) -> None:
+    """Outsider o12 R2 through a real node: a grant of `transfer` (made by a raw client; the CLI
+    now refuses it, not_grantable) refused a holder's transfer of her own units, and its revoke every
+    transfer, the admin's included. 7.3 binds each unit to its holder: no grant closes the kind."""
+    common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
+    cluster.add_account("r2-holder", "writer")  # a name no other test here takes
+    rules = {"type": "resources", "unit": "credits", "issuers": [ADMIN], "max_holders": 100}
+    cluster.admin().create_ledger(genesis("lab-credits", ADMIN, ["issue", "transfer", "note"], rules))
+    cluster.admin().put(entry("lab-credits", "issue", {"account": "r2-holder", "amount": 10}, ADMIN))
+    cluster.admin().put(entry("lab-credits", "issue", {"account": ADMIN, "amount": 10}, ADMIN))
+    refused = cluster.cli("grant", "add", "lab-credits", "transfer", ADMIN, *common, check=False)
+    assert refused.returncode == 1 and "not_grantable" in refused.stderr, refused
+    cluster.admin().call("grant.add", {"ledger": "lab-credits", "kind": "transfer", "account": ADMIN})
+    cluster.admin().call("grant.add", {"ledger": "lab-credits", "kind": "*", "account": ADMIN})
+    mine = {"from": "r2-holder", "to": ADMIN, "amount": 1}
+    assert cluster.client("r2-holder").put(entry("lab-credits", "transfer", mine, "r2-holder"))["height"] >= 3
+    # `*` still closes the ledger's other kinds.
+    assert (
+        remote_error(cluster.client("r2-holder").put, entry("lab-credits", "note", {}, "r2-holder")).code
+        == "not_granted"
+    )
+    for kind in ("transfer", "*"):
+        cluster.admin().call("grant.revoke", {"ledger": "lab-credits", "kind": kind, "account": ADMIN})
+    back = {"from": ADMIN, "to": "r2-holder", "amount": 2}
+    assert cluster.admin().put(entry("lab-credits", "transfer", back, ADMIN))["height"] >= 4
+    assert cluster.client("r2-holder").put(entry("lab-credits", "transfer", mine, "r2-holder"))["height"] >= 5

@@ -143,3 +143,18 @@ def test_a_key_rotated_on_a_running_cluster(start_cluster: Any, tmp_path: Path) 
         "receipt", "verify", str(receipt), "--genesis", str(genesis_file), *witness_args, "--quorum", "2"
     )
     assert checked.stdout.startswith("valid: "), checked.stdout
+
+
+def test_a_star_grant_of_the_ledger_s_data_does_not_stop_its_key_rotation(start_cluster: Any) -> None:
+    """Outsider 32 R3: after `grant add L '*' writer1`, `vledger ledger rotate-key L` (the remedy
+    for a stolen home key) was refused not_granted 'checkpoint_key' and left a stray key file.
+    A grant governs the ledger's data, not the admin's acts on its machinery."""
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=1)
+    common = ["--config", str(cluster.config_path), "--key", str(_keys(cluster) / "admin.key_secret")]
+    cluster.cli("ledger", "create", LEDGER, "--kinds", "vote", "--difficulty", "0", *common)
+    cluster.cli("grant", "add", LEDGER, "*", "writer1", *common)
+    size = _put(cluster, 2)
+    rotated = json.loads(cluster.cli("ledger", "rotate-key", LEDGER, "--json", *common).stdout)
+    assert rotated["height"] == size
+    (made,) = sorted(_keys(cluster).glob("ingest-1.ckpt-*.sign"))
+    assert load_signing_key(made).public.raw == parse_verifier_key(rotated["checkpoint_key"]).public_key

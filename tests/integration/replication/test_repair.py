@@ -6,12 +6,14 @@ Issue 11: the old manual repair copied a rewritten home's forgery into an honest
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+from vledger.config.supervisor import EXIT_STORE_DAMAGED
 from vledger.node.storefile import DB_NAME
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis, wait_until
 from vledger.tests.integration.replication.test_witnessed import (
@@ -169,3 +171,36 @@ def test_a_replica_that_blamed_itself_resolves_its_alert_once_repaired_and_start
     before = sweeps()
     wait_until(lambda: all(n >= before[k] + 1 for k, n in sweeps().items()), WAIT, "a sweep of every copy after")
     assert key not in repl(cluster).open_alerts()  # not put back: it is replica-2's to resolve
+
+
+def test_a_store_its_node_refused_at_start_is_rebuilt_without_force(start_cluster: Any) -> None:
+    """outsider o11: one bit of a stopped replica's stored right edge flipped. Its start refused
+    the store (store_damaged, [tree_mismatch]), yet its records still make every checkpoint, and
+    `vledger repair` answered "nothing to repair (--force rebuilds it anyway)"."""
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 20)
+    wait_cosigned(cluster, cluster.replica_names, size(cluster))
+    assert cluster.stop_node("replica-1") == 0
+    db = cluster.store_dir("replica-1") / DB_NAME
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        (edge,) = conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (LEDGER,)).fetchone()
+        flipped = bytes(edge[:-1]) + bytes([edge[-1] ^ 1])
+        conn.execute("UPDATE tree_edge SET frontier = ? WHERE ledger = ?", (flipped, LEDGER))
+    started = cluster.cli("replica", "--config", str(cluster.config_path), "--node", "replica-1", check=False)
+    assert started.returncode == EXIT_STORE_DAMAGED, started.stdout + started.stderr
+    assert "[tree_mismatch]" in started.stderr and "right edge" in started.stderr, started.stderr
+
+    done = repair(cluster, "replica-1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["refused_at_start"].startswith("[tree_mismatch] "), result
+    assert "right edge" in result["refused_at_start"]
+    assert cluster.verify_store("replica-1").returncode == 0
+    # It opens the rebuilt store, which resolves its alert; a repair then has nothing to do.
+    cluster.start_node("replica-1")
+    key = "replica-1||store_damaged"
+    wait_until(lambda: key not in repl(cluster).open_alerts(), WAIT, "replica-1 resolving its store_damaged")
+    assert cluster.stop_node("replica-1") == 0
+    again = repair(cluster, "replica-1")
+    assert again.returncode == 1 and "nothing to repair" in again.stderr, again.stderr

@@ -527,3 +527,80 @@ def test_after_a_proven_promotion_repl_status_and_the_demo_take_the_new_home(sta
     assert status["counts"] == [{"holders": 3, "records": status["head"] + 1}]  # ingest-2 and the replicas
     (old_home,) = [n for n in status["nodes"] if n["node"] == "ingest-1"]
     assert old_home["fenced"] and old_home["lag"] is None, old_home
+
+
+def _promote(cluster: LocalCluster) -> dict[str, Any] | None:
+    """ledger.promote on ingest-2: its receipt, None while refused as not caught up yet."""
+    try:
+        result: dict[str, Any] = cluster.admin("ingest-2").call("ledger.promote", {"ledger": LEDGER})
+    except RemoteError as e:
+        if e.code != "promotion_refused":
+            raise
+        return None
+    return result
+
+
+def test_a_star_grant_of_the_ledger_s_data_does_not_stop_its_promotion(start_cluster: Any) -> None:
+    """Outsider 32 R1/R3: after `grant add votes '*' writer1` the handover record (kind `epoch`,
+    author the admin) was refused not_granted, with the admin home down and no grant possible.
+    A grant governs a ledger's data, never the admin's own acts on it: the promotion succeeds
+    and writes go on in epoch 2, witnessed."""
+    cluster: LocalCluster = start_cluster(nodes=2, replicas=1, standbys={LEDGER: "ingest-2"})
+    rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
+    cluster.admin().call("grant.add", {"ledger": LEDGER, "kind": "*", "account": "writer1"})
+    before = cluster.client("writer1", "ingest-1").call(
+        "put", {**put_args(entry(LEDGER, "vote", {"n": 1}, "writer1")), "w": 1}
+    )
+    wait_until(lambda: _size(cluster, "ingest-2") > before["height"], WAIT, "the standby holds the write")
+    # Nor may a grant holder write a handover: the node places one only for ledger.promote.
+    payload = {"epoch": 2, "home": "ingest-1", "key": _vkey(cluster, "ingest-1")}
+    forged = remote_error(
+        cluster.client("writer1", "ingest-1").call, "put", put_args(entry(LEDGER, EPOCH_KIND, payload, "writer1"))
+    )
+    assert forged.code == "forbidden", forged
+    assert cluster.stop_node("ingest-1") == 0  # the home of the ledger and of the admin ledger
+
+    handover = wait_until(lambda: _promote(cluster), WAIT, "the standby promoted")
+    assert handover["height"] == before["height"] + 1
+    after = cluster.client("writer1", "ingest-2", follow=False).call(
+        "put", {**put_args(entry(LEDGER, "vote", {"n": 2}, "writer1")), "w": 1}
+    )
+    assert after["height"] == handover["height"] + 1 and after["replicas"] == ["replica-1"]
+
+
+def test_a_promotion_refused_at_its_handover_leaves_the_standby_no_home(start_cluster: Any) -> None:
+    """Outsider 32 R1: the standby named itself in Redis (10.9 step 3) and took itself for the
+    home from then on; its handover record was then refused (step 4), and it acknowledged
+    writes on a fork of its own while the old home, started again, wrote its own at the same
+    heights. Here the record is refused for its request id (`epoch-2`, used by a record of the
+    ledger already: what no check before Redis looks for, as a race would be): Redis is put
+    back, the standby answers writes not_home naming the old home, and once that home is back
+    there is one chain, the one the standby follows."""
+    cluster: LocalCluster = start_cluster(nodes=2, replicas=1, standbys={LEDGER: "ingest-2"})
+    rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
+    taken = entry(LEDGER, "vote", {"n": 0}, ADMIN, request_id="epoch-2")
+    last = cluster.admin().call("put", {**put_args(taken), "w": 1})["height"]
+    wait_until(lambda: _size(cluster, "ingest-2") > last, WAIT, "the standby holds the home's records")
+    redis = ReplicationLedger(connect(cluster.cluster_redis_url))
+    assert cluster.stop_node("ingest-1") == 0
+
+    refused = remote_error(cluster.admin("ingest-2").call, "ledger.promote", {"ledger": LEDGER})
+    assert refused.code == "request_conflict", refused
+    assert LEDGER not in redis.epochs() and redis.ledgers()[LEDGER] == "ingest-1"
+    standby = cluster.client("writer1", "ingest-2", follow=False)
+    error = remote_error(standby.call, "put", put_args(entry(LEDGER, "vote", {"fork": 1}, "writer1")))
+    assert error.code == "not_home" and error.details["home"]["node"] == "ingest-1", error
+    assert "promoted to home" not in cluster.log_text("ingest-2")
+
+    cluster.start_node("ingest-1")
+    home = cluster.client("writer1", "ingest-1", follow=False)
+    after = home.call("put", {**put_args(entry(LEDGER, "vote", {"after": 1}, "writer1")), "w": 1})
+    assert after["height"] == last + 1
+    wait_until(lambda: _size(cluster, "ingest-2") == after["height"] + 1, WAIT, "the standby follows the home")
+    held = cluster.admin("ingest-2").call("range", {"ledger": LEDGER, "start": 0, "limit": 500})["records"]
+    homed = cluster.admin("ingest-1").call("range", {"ledger": LEDGER, "start": 0, "limit": 500})["records"]
+    assert held == homed and {decode_record(data, LIMITS).origin for data in held} == {"ingest-1"}
+    error = remote_error(standby.call, "put", put_args(entry(LEDGER, "vote", {"fork": 2}, "writer1")))
+    assert error.code == "not_home" and error.details["home"]["node"] == "ingest-1", error

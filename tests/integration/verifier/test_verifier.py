@@ -369,6 +369,33 @@ def test_a_ledger_of_large_records_is_swept_whole_and_a_byte_changed_high_up_is_
     assert {a["node"] for a in _alerts_of(cluster, name)} == {"replica-1"}
 
 
+def test_a_finding_raised_again_after_redis_lost_its_alert_keeps_its_first_at_ms(
+    cluster: LocalCluster, ledger: str
+) -> None:
+    """outsider o11: after a Redis wipe the verifier found a bad_checksum again and raised it
+    with a new at_ms (before its journal put the first back): the time the cause was first seen,
+    which an operator needs, was gone (PROTOCOL 10.5)."""
+    with closing(_store(cluster, "replica-1")) as db:
+        original, other = _record(db, ledger, 60), _record(db, ledger, 61)
+        _write(db, ledger, 60, dataclasses.replace(original, content_bytes=other.content_bytes).encode())
+    first = _alert(cluster, "replica-1", ledger, "bad_checksum", 60)
+    repl = _repl(cluster)
+    key = f"replica-1|{ledger}|bad_checksum"
+    assert wait_until(lambda: repl.open_alerts().get(key), 10, "the alert open")["raised_by"] == "verifier-1"
+    wait_until(lambda: time.time_ns() // 1_000_000 > int(first["at_ms"]), 5, "the clock past its at_ms")
+    repl.client.hdel(repl.open_alerts_key_of("verifier-1"), key)  # as a wipe loses it
+
+    def back() -> dict[str, str] | None:
+        alert = repl.open_alerts().get(key)
+        return alert if alert is not None and alert["id"] != first["id"] else None
+
+    again = wait_until(back, 15, "the alert back")
+    assert again["at_ms"] == first["at_ms"], (again, first)
+    with closing(_store(cluster, "replica-1")) as db:
+        _write(db, ledger, 60, original.encode())
+    wait_until(lambda: key not in repl.open_alerts(), 10, "the alert resolved")
+
+
 def test_a_ledger_deleted_from_the_ledgers_hash_is_alerted_and_resolved_after_a_verifier_restart(
     cluster: LocalCluster, ledger: str
 ) -> None:

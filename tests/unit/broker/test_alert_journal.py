@@ -4,9 +4,14 @@ session Redis: what Redis loses of a node's open alerts comes back; what was res
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import sqlite3
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +20,7 @@ import pytest
 import redis
 
 from vledger.broker import alert_journal
-from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal, carry_journal
+from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal, carry_journal, journal_open_alert
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import Alert, ReplicationLedger, raise_alert, stream_order
 
@@ -289,31 +294,88 @@ def test_a_damaged_journal_is_moved_aside_and_stops_neither_the_node_nor_a_repai
     assert stat.S_IMODE((store / ALERT_JOURNAL).stat().st_mode) == 0o600
 
 
-def test_a_damaged_journal_the_nodes_other_process_replaced_first_is_not_moved_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The node and its outbox open one journal: the second to find it damaged must not move
-    # the fresh one the first began (and lose what was raised there meanwhile).
+# The node's other process opening the journal: it prints the inode of the file it opened and
+# the open alerts it finds there, and keeps it open until its stdin closes.
+OTHER_PROCESS = """
+import json, os, sys
+from pathlib import Path
+from vledger.broker.alert_journal import AlertJournal
+path = Path(sys.argv[1])
+with AlertJournal(path, "verifier-1") as journal:
+    print(json.dumps([os.stat(path).st_ino, sorted(journal.open_alerts())]), flush=True)
+    sys.stdin.read()
+"""
+
+
+def flock_waiter(pid: int) -> bool:
+    """Whether process ``pid`` waits for an flock (a blocked request in /proc/locks)."""
+    return any("-> FLOCK" in line and f" {pid} " in line for line in Path("/proc/locks").read_text().splitlines())
+
+
+def test_a_damaged_journal_the_nodes_other_process_replaced_first_is_not_moved_again(tmp_path: Path) -> None:
+    # The node and its outbox process open one journal at one start: the second to find it
+    # damaged moved the fresh one the first began (losing what was raised there meanwhile), or,
+    # between the first's renames, renamed its fresh WAL aside (review17 6). Each opens it, and
+    # moves a damaged one aside, holding an flock: the other process waits.
     path = tmp_path / NODE / ALERT_JOURNAL
     path.parent.mkdir()
     path.write_bytes(b"damaged" * 200)
-    connect = alert_journal._connect
-    calls = []
-
-    def first_moves_it(target: Path) -> Any:
-        calls.append(target)
+    with alert_journal._opening(path):  # this process is the first: it opens the journal now
+        other = subprocess.Popen(
+            [sys.executable, "-c", OTHER_PROCESS, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 30
+        while not flock_waiter(other.pid):
+            assert other.poll() is None and time.monotonic() < deadline, "the other process never waited"
+            time.sleep(0.01)
+        assert path.read_bytes() == b"damaged" * 200  # it has not opened it, nor moved it aside
         try:
-            return connect(target)
-        except Exception:
-            if len(calls) == 1:
-                with AlertJournal(target, NODE) as first:  # the other process, faster
-                    first.raised(FORK.key, {"id": "", **FORK.fields()})
-            raise
-
-    monkeypatch.setattr(alert_journal, "_connect", first_moves_it)
-    with AlertJournal(path, NODE) as second:
-        assert list(second.open_alerts()) == [FORK.key]
+            alert_journal._connect(path)
+        except alert_journal._Damaged as e:
+            assert alert_journal._move_aside(path, e.inode) is not None
+        first = alert_journal._connect(path)
+        first.execute("INSERT INTO open_alerts VALUES (?, '{}', 0)", (FORK.key,))  # raised before it opens
+    try:
+        assert other.stdout is not None
+        inode, found = json.loads(other.stdout.readline())
+        assert inode == path.stat().st_ino and found == [FORK.key]  # the same fresh file
+        other.communicate("", timeout=30)
+    finally:
+        first.close()
+        other.kill()
     assert len(list(path.parent.glob(f"{ALERT_JOURNAL}.damaged-*"))) == 1
+
+
+def test_a_sound_journal_another_connection_holds_busy_is_not_moved_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a file that is no journal (SQLITE_NOTADB, SQLITE_CORRUPT) is moved aside: a busy one
+    # is sound, and the process that holds it would go on writing the file moved away.
+    with AlertJournal(tmp_path / ALERT_JOURNAL, NODE) as journal:
+        journal.raised(FORK.key, {"id": "", **FORK.fields()})
+    holder = sqlite3.connect(journal.path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    connect = sqlite3.connect
+    monkeypatch.setattr(alert_journal.sqlite3, "connect", lambda *a, **k: connect(*a, **{**k, "timeout": 0.1}))
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            AlertJournal(journal.path, NODE)
+    finally:
+        holder.close()
+    assert not list(tmp_path.glob(f"{ALERT_JOURNAL}.damaged-*"))
+    with AlertJournal(journal.path, NODE) as reopened:
+        assert list(reopened.open_alerts()) == [FORK.key]
+
+
+def test_a_journal_gone_when_moved_aside_was_moved_by_the_other_process(tmp_path: Path) -> None:
+    # Its file renamed already, and the other process's fresh WAL there: it is not moved again.
+    path = tmp_path / ALERT_JOURNAL
+    wal = tmp_path / f"{ALERT_JOURNAL}-wal"
+    wal.write_bytes(b"the other process's fresh WAL")
+    assert alert_journal._move_aside(path, 1) is None
+    assert wal.read_bytes() == b"the other process's fresh WAL"
+    assert not list(tmp_path.glob(f"{ALERT_JOURNAL}.damaged-*"))
 
 
 def test_a_later_run_takes_its_earlier_runs_alerts_from_the_journal_when_redis_lost_them(
@@ -353,3 +415,50 @@ def test_an_alert_resolved_while_a_reassert_runs_is_not_put_back(
         monkeypatch.setattr(journal, "open_alerts", resolved_meanwhile)
         assert raiser.reassert() == []
     assert raiser.open_alerts() == {} and read() == {}
+
+
+def test_an_open_alert_is_read_without_creating_or_changing_the_journal(tmp_path: Path) -> None:
+    # What `vledger repair` reads of a stopped node's journal (its store_damaged).
+    path = tmp_path / NODE / ALERT_JOURNAL
+    assert journal_open_alert(path, FORK.key) is None and not path.exists()
+    fields = {"id": "", **FORK.fields()}
+    with AlertJournal(path, NODE) as kept:
+        kept.raised(FORK.key, fields)
+        before = kept.history()
+    assert journal_open_alert(path, FORK.key) == fields
+    assert journal_open_alert(path, LAGGING.key) is None
+    with AlertJournal(path, NODE) as kept:
+        assert kept.history() == before
+        kept.resolved([FORK.key])
+    assert journal_open_alert(path, FORK.key) is None
+    path.write_bytes(b"not a journal" * 100)
+    assert journal_open_alert(path, FORK.key) is None
+
+
+def _after(at_ms: str) -> None:
+    """Return once the clock is past ``at_ms``: a raise now gets another time."""
+    deadline = time.monotonic() + 5
+    while time.time_ns() // 1_000_000 <= int(at_ms):
+        assert time.monotonic() < deadline
+
+
+def test_an_alert_raised_again_while_open_keeps_its_first_at_ms(raiser: ReplicationLedger, redis_client: Any) -> None:
+    # The verifier found a bad_checksum again after Redis lost it, and raised it anew before its
+    # journal put it back: a new at_ms, the first sight of the cause lost (outsider o11; 10.5).
+    checksum = Alert("replica-3", LEDGER, 3, "bad_checksum", "its checksum is another", source="replica-3")
+    raiser.alert(checksum)
+    first = raiser.open_alerts()[checksum.key]["at_ms"]
+    _after(first)
+    redis_client.flushall()
+    raiser.alert(checksum)
+    again = raiser.open_alerts()[checksum.key]
+    assert again["at_ms"] == first
+    assert [a["at_ms"] for a in raiser.alerts() if a["what"] == "bad_checksum"] == [first]  # its new entry too
+    # Still open (its cause stays): raised at another height, it keeps it too.
+    raiser.alert(dataclasses.replace(checksum, height=2))
+    assert raiser.open_alerts()[checksum.key]["at_ms"] == first
+    # Resolved, its cause was gone: the next one is a new finding, with its own time.
+    raiser.resolve([checksum.key])
+    _after(first)
+    raiser.alert(checksum)
+    assert raiser.open_alerts()[checksum.key]["at_ms"] != first

@@ -140,6 +140,7 @@ def _exercise(client: Any) -> None:
     assert repl.checkpoints() == {LEDGER: b"checkpoint 2"}
     repl.add([StreamRecord("other", 0, b"x", "ingest-2")])
     assert repl.promote(LEDGER, 2, "ingest-2") is None  # the epochs and homes hashes, one script
+    assert repl.unpromote(LEDGER, 2, "ingest-2", (1, "ingest-1"))  # and its undo (10.9 step 4)
     repl.publish_outside_cosignature(LEDGER, "witness.example/w1", 1, b"note")
     TallyBoard(client).publish(LEDGER, "observer-1", 1, b"body", b"s" * 64)
     registry = AccountRegistry(client)

@@ -17,16 +17,17 @@ import msgpack
 import pytest
 
 from vledger.broker.feed import FeedCheckpoints, FeedRecord
-from vledger.broker.replication import Alert
+from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import SigningKey, signing_key_paths
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.ingest.epochs import EpochBook, Homes
+from vledger.ingest.epochs import EpochBook, Homes, Promotion
 from vledger.ingest.follow import Follower, Page
 from vledger.ingest.page_check import PageChecker
 from vledger.ingest.service import Caller, IngestService
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload
+from vledger.node.errors import RequestConflictError, UnknownKindError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import VerifierKey
 from vledger.node.record import Content, Entry, Record
@@ -201,6 +202,8 @@ def test_the_book_reads_the_epochs_a_reopened_store_holds(
 class _NamedEpochs:
     """Redis's ``vledger:epochs`` as ReplicationLedger.epochs gives it (a test's stand-in)."""
 
+    epochs_key = "vledger:{ledgers}:epochs"
+
     def __init__(self, named: dict[str, tuple[int, str]]) -> None:
         self.named = named
         self.notes: list[bytes] = []  # the latest checkpoint and the witnesses' notes, of any ledger
@@ -285,6 +288,31 @@ def test_a_handover_is_found_and_kept_whatever_redis_s_epochs_hash_says_of_it(
         homes._look_at = 0.0  # due to look again
         homes.refresh()
         assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+
+
+def test_a_home_back_while_the_epochs_hash_is_made_a_string_still_finds_the_handover_it_is_fenced_by(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]], redis_client: Any
+) -> None:
+    """Any ingest node's Redis user may SET ``{ledgers}:epochs`` (review17 2): each refresh then
+    stopped at its read, never looked at the notes, and the old home that came back during the
+    handover stayed the ledger's home for its clients. The hash reads as it last did, and the
+    witnessed note fences it all the same; one proven before stays proven."""
+    handed, _ = chains
+    config = _home_and_standby(tmp_path)
+    redis = ReplicationLedger(redis_client)
+    redis.promote(LEDGER, 2, STANDBY)
+    redis_client.delete(redis.epochs_key)
+    redis_client.set(redis.epochs_key, "x")
+    witnessed = _checkpoint(handed, STANDBY_SIGNER, EPOCH_2)
+    redis.publish_cosignature(LEDGER, "replica-1", witnessed.size, _witnessed(witnessed))
+    with ChainStore(tmp_path / "old-home") as store:
+        store.append_records(handed[:5])  # no handover record
+        homes = Homes(config, EpochBook(CLUSTER, store), redis, witnesses=_witness_keys)
+        homes.refresh()
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+        homes._look_at = 0.0  # due to look again: nothing read changes what is proven
+        homes.refresh()
+        assert homes.home_of(LEDGER).name == STANDBY
 
 
 def test_a_node_that_holds_no_copy_takes_a_handover_only_once_a_witnessed_note_proves_it(
@@ -473,3 +501,69 @@ def test_a_standby_s_note_with_no_handover_among_the_records_held_is_refused_not
     witness.alerts.clear()
     witness.send(handed[5:], _checkpoint(handed, STANDBY_SIGNER, EPOCH_2), STANDBY)
     assert witness.held() == handed and witness.alerts == []
+
+
+def _standby_store(directory: Path, rules: LedgerRules, *, taken: str | None = None) -> ChainStore:
+    """The standby's copy of a ledger of ``rules``: the home's genesis and 4 notes, and with
+    ``taken`` a fifth, by the admin, under that request id."""
+    home = ChainStore(directory / "home", origin=HOME, clock=lambda: T0)
+    with home:
+        home.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "create", T0), 0, PROTOCOL_LIMITS))
+        for i in range(1, 6 if taken else 5):
+            author, request_id = ("admin", taken) if i == 5 and taken else ("Zoe.1", f"n-{i}")
+            content = Content(LEDGER, "note", {"n": i}, author, request_id, T0 + i)
+            home.submit_entry(Entry.prepare(content, 0, PROTOCOL_LIMITS)).result()
+        records = list(home.range(LEDGER))
+    store = ChainStore(directory / "standby", origin=STANDBY)
+    store.append_records(records)
+    return store
+
+
+def _promotion(config: ClusterConfig, store: ChainStore, redis: ReplicationLedger) -> tuple[Promotion, Homes]:
+    homes = Homes(config, EpochBook(CLUSTER, store), redis, witnesses=_witness_keys)
+    return Promotion(config, STANDBY, homes, redis, {}, STANDBY_KEY.public_key), homes
+
+
+def test_a_handover_that_cannot_be_placed_is_undone_and_the_standby_is_no_home(
+    tmp_path: Path, redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outsider 32 R1: Redis named the standby (10.9 step 3) and the standby took itself for the
+    home at once; its handover record then failed (step 4) and it answered writes on a fork.
+    Here the store refuses the record for its request id, which a record of the ledger took (as
+    a race might): Redis names the old epoch again, and the standby is no home."""
+    config = _home_and_standby(tmp_path)
+    redis = ReplicationLedger(redis_client)
+    redis_client.hset(redis.ledgers_key, LEDGER, HOME)  # as the home's outbox announced it
+    with _standby_store(tmp_path, RULES, taken="epoch-2") as store:
+        promotion, homes = _promotion(config, store, redis)
+        with pytest.raises(RequestConflictError):
+            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        assert redis.epochs() == {} and redis.ledgers()[LEDGER] == HOME
+        homes.refresh()
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((1, HOME), HOME)
+        assert store.size(LEDGER) == 6
+        assert "could not place the handover record of votes (epoch 2" in caplog.text
+        assert "promoted to home" not in caplog.text
+
+    # The undo is a compare-and-set: it never touches a later promotion's entry.
+    assert redis.promote(LEDGER, 2, STANDBY) is None
+    redis_client.hset(redis.epochs_key, LEDGER, "3 ingest-3")
+    assert not redis.unpromote(LEDGER, 2, STANDBY, (1, HOME)) and redis.epochs()[LEDGER] == (3, "ingest-3")
+    assert redis.unpromote(LEDGER, 3, "ingest-3", (2, STANDBY)) and redis.epochs()[LEDGER] == (2, STANDBY)
+
+
+def test_a_handover_that_breaks_a_rule_is_refused_before_redis_names_the_standby(
+    tmp_path: Path, redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The handover record is checked by the rules it will meet before Redis names the standby
+    (10.9 step 2): a genesis that lists no kind ``epoch`` refuses it, and Redis never named the
+    standby (nothing to undo)."""
+    config = _home_and_standby(tmp_path)
+    redis = ReplicationLedger(redis_client)
+    rules = LedgerRules(("note",), 0, RULES.rules)
+    with _standby_store(tmp_path, rules) as store:
+        promotion, homes = _promotion(config, store, redis)
+        with pytest.raises(UnknownKindError):
+            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        assert redis.epochs() == {} and store.size(LEDGER) == 5
+        assert "could not place" not in caplog.text and homes.home_of(LEDGER).name == HOME

@@ -15,12 +15,13 @@ import pytest
 
 from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
+from vledger.broker.signing import generate_checkpoint_key, load_checkpoint_keys, remove_checkpoint_key
 from vledger.config.settings import Limits
 from vledger.ingest.follow import Follower, Page
 from vledger.ingest.key_chains import HomeKeys, KeyChains
 from vledger.ingest.page_check import PageChecker
 from vledger.node.checkpoint_log import EVIDENCE
-from vledger.node.errors import NoteKeyError, RotationError
+from vledger.node.errors import NoteKeyError, PayloadTooLargeError, RotationError
 from vledger.node.key_rotation import ROTATION_KIND, rotation_payload
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
@@ -75,6 +76,29 @@ def test_the_home_signs_each_size_with_the_key_in_force_also_after_a_restart(tmp
             without.sign(LEDGER, store.size(LEDGER), store.root(LEDGER))
         with pytest.raises(NoteKeyError):
             again.rotate(LEDGER, "admin", store.append)  # this one makes no keys
+
+
+def test_a_refused_rotation_leaves_no_key_file_behind(tmp_path: Path) -> None:
+    """Outsider 32 R3: a rotation the home refused left its new private key on disk, a stray
+    ``.ckpt-*.sign`` that every start loads as a checkpoint key. Here the store refuses the
+    rotation record for its size (this store's limit is below it)."""
+    keys_dir = tmp_path / "keys"
+    store = ChainStore(tmp_path / "home", origin="home", clock=lambda: T0, limits=Limits(max_content_bytes=250))
+    with store:
+        rules = LedgerRules((ROTATION_KIND, "note"), 0, {"checkpoint_key": K0.verifier().encode()})
+        store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "create-1", T0), 0, LIMITS))
+        keys = HomeKeys(
+            CLUSTER,
+            SEED0,
+            KeyChains(store, lambda ledger: None),
+            make_seed=lambda: generate_checkpoint_key(keys_dir, "home").seed,
+            drop_seed=lambda public_key: remove_checkpoint_key(keys_dir, "home", public_key),
+        )
+        with pytest.raises(PayloadTooLargeError):
+            keys.rotate(LEDGER, "admin", store.append)
+        assert store.size(LEDGER) == 1
+        assert load_checkpoint_keys(keys_dir, "home") == [] and list(keys_dir.iterdir()) == []
+        assert keys.key_at(LEDGER, 2).public_key == K0.public_key
 
 
 def test_a_ledger_that_pins_no_key_is_not_rotated(tmp_path: Path) -> None:

@@ -246,6 +246,21 @@ def test_a_homes_entry_in_a_ledgers_hash_made_a_string_is_put_back_at_the_next_h
     wait_until(caught_up(home.repl, home.store), "the stream grows again")
 
 
+def test_an_epochs_hash_made_a_string_stops_no_heartbeat(redis_client: Any, homes: Callable[..., Home]) -> None:
+    # Any ingest node's Redis user may SET {ledgers}:epochs (review17 2): each heartbeat's sync
+    # failed at its first read, so Redis was "unavailable", held heights were never put right
+    # and nothing was refilled. It reads as it last did (a claim either way: _replaced).
+    home = homes(redis_client)
+    append(home.store, LEDGER, 3)
+    wait_until(caught_up(home.repl, home.store), "the stream holds the store")
+    redis_client.set(home.repl.epochs_key, "x")
+    redis_client.set(home.repl.held_key(LEDGER, HOME), "99999")
+    wait_until(lambda: home.repl.held(LEDGER) == {HOME: 2}, "the home's held height is its store's head again")
+    redis_client.xtrim(home.repl.stream_key(LEDGER), maxlen=1)
+    redis_client.xdel(home.repl.stream_key(LEDGER), "2-1")
+    wait_until(caught_up(home.repl, home.store), "the stream's tail filled again")
+
+
 def test_a_followers_held_height_follows_a_tail_cut_behind_its_store(redis_client: Any, tmp_path: Path) -> None:
     """outsider 25, H2: a replica's tail cut with sqlite behind its node's back stayed "current,
     HELD = head" in `vledger repl status` for minutes, while the node itself (hello, size) said
@@ -435,7 +450,7 @@ def test_a_home_proven_replaced_leaves_the_new_homes_stream_and_checkpoint_alone
     assert redis_client.get(repl.checkpoint_key(LEDGER)) == latest.note
 
 
-@pytest.mark.parametrize("epochs_entry", [None, f"3 {HOME}"], ids=["deleted", "naming-the-old-home"])
+@pytest.mark.parametrize("epochs_entry", [None, f"3 {HOME}", ""], ids=["deleted", "naming-the-old-home", "a-string"])
 def test_a_home_proven_replaced_leaves_the_stream_alone_whatever_redis_epochs_say(
     tmp_path: Path, redis_client: Any, homes: Callable[..., Home], epochs_entry: str | None
 ) -> None:
@@ -449,6 +464,9 @@ def test_a_home_proven_replaced_leaves_the_stream_alone_whatever_redis_epochs_sa
     repl.publish_cosignature(LEDGER, "replica-1", 12, WITNESS.cosign(latest, T0 // 1000))
     if epochs_entry is None:
         redis_client.hdel(repl.epochs_key, LEDGER)
+    elif not epochs_entry:  # the hash made a string (review17 2): no heartbeat reached Redis
+        redis_client.delete(repl.epochs_key)
+        redis_client.set(repl.epochs_key, "x")
     else:
         redis_client.hset(repl.epochs_key, LEDGER, epochs_entry)
     home = homes(redis_client, SIGNER)

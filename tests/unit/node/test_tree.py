@@ -390,20 +390,63 @@ def test_a_subtree_joins_only_where_it_lands_on_complete_subtrees() -> None:
         tree.Frontier.of_leaves(leaves[:6]).extend(tree.Frontier.of_leaves(leaves[6:]))  # 6 leaves at 6
 
 
-@pytest.mark.parametrize(("size", "index"), [(1, 0), (256, 0), (300, 0), (300, 1), (1000, 2), (1000, 3), (70_000, 5)])
-def test_a_tile_s_leaves_lead_to_the_root_and_any_changed_one_does_not(size: int, index: int) -> None:
-    leaves = [tree.leaf_hash(i.to_bytes(4, "big")) for i in range(size)]
+_BIG = [tree.leaf_hash(i.to_bytes(4, "big")) for i in range(70_000)]
+_BIG_TREE: dict[tuple[int, int], bytes] = {}  # every complete subtree of _BIG, filled once
 
-    def hash_at(level: int, i: int) -> bytes:
-        return tree.subtree_hashes(leaves[i << level : (i + 1) << level], level)[0]
 
-    root = tree.root_at(size, hash_at)
-    first = index * tree.TILE_WIDTH
-    mine = leaves[first : first + tree.TILE_WIDTH]
-    tree.verify_leaf_tile(mine, index, size, root, hash_at)
+def _big_hash_at(level: int, index: int) -> bytes:
+    if not _BIG_TREE:
+        frontier = tree.Frontier()
+        _BIG_TREE.update(((at, i), node) for at, i, node in frontier.grow(_BIG))
+    return _BIG_TREE[(level, index)]
+
+
+@pytest.mark.parametrize(
+    ("size", "level", "index"),
+    [
+        (1, 0, 0),
+        (256, 0, 0),
+        (300, 0, 0),
+        (300, 0, 1),
+        (1000, 0, 2),
+        (1000, 0, 3),
+        (70_000, 0, 5),
+        (256, 1, 0),  # a level-1 tile of one hash: the whole tree
+        (300, 1, 0),
+        (1000, 1, 0),  # 3 hashes, the tree's right edge a partial subtree beside them
+        (1024, 1, 0),
+        (65_536, 1, 0),  # full
+        (65_537, 1, 0),
+        (70_000, 1, 0),
+        (70_000, 1, 1),  # 17 hashes at 256 on, after a full tile
+        (65_536, 2, 0),  # one hash of tree level 16
+        (70_000, 2, 0),
+    ],
+)
+def test_a_tile_s_hashes_lead_to_the_root_and_any_changed_one_does_not(size: int, level: int, index: int) -> None:
+    root = tree.root_at(size, _big_hash_at)
+    below, first = tree.TILE_HEIGHT * level, index * tree.TILE_WIDTH
+    mine = [_big_hash_at(below, first + i) for i in range(tree.tile_width(level, index, size))]
+    tree.verify_tile(mine, level, index, size, root, _big_hash_at)
     for changed in {0, len(mine) // 2, len(mine) - 1}:
         forged = [*mine[:changed], tree.leaf_hash(b"forged"), *mine[changed + 1 :]]
         with pytest.raises(ProofError):
-            tree.verify_leaf_tile(forged, index, size, root, hash_at)
-    with pytest.raises(ProofError):  # one leaf short: not all of the tile
-        tree.verify_leaf_tile(mine[:-1], index, size, root, hash_at)
+            tree.verify_tile(forged, level, index, size, root, _big_hash_at)
+    with pytest.raises(ProofError):  # one hash short: not all of the tile
+        tree.verify_tile(mine[:-1], level, index, size, root, _big_hash_at)
+    with pytest.raises(ProofError):  # the right hashes, another root
+        tree.verify_tile(mine, level, index, size, tree.leaf_hash(b"other"), _big_hash_at)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 70_000), st.integers(0, 16), st.data())
+def test_a_subtree_s_path_leads_to_the_root(size: int, level: int, data: st.DataObject) -> None:
+    # Above a level the tree is the RFC tree of ceil(size / 2**level) leaves (tree.inclusion_proof).
+    if size >> level == 0:
+        with pytest.raises(ProofError):
+            tree.inclusion_proof(0, size, _big_hash_at, level)
+        return
+    index = data.draw(st.integers(0, (size >> level) - 1))
+    path = tree.inclusion_proof(index, size, _big_hash_at, level)
+    coarse = -(-size >> level)
+    assert tree.root_from_inclusion(_big_hash_at(level, index), index, coarse, path) == tree.root_at(size, _big_hash_at)

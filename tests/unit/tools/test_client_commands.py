@@ -50,6 +50,7 @@ from vledger.node.record import Content, Entry, Record, decode_content, decode_r
 from vledger.node.rules.engine import RulesEngine, check_new_rules
 from vledger.node.sealed import MAX_INFO_BYTES, is_sealed, seal, siv_encrypt, unseal
 from vledger.node.store import ChainStore
+from vledger.node.times import time_text
 from vledger.tools import cli, client_commands
 from vledger.tools import client_payloads as build
 from vledger.tools import shell as shell_module
@@ -1393,8 +1394,8 @@ def test_shell_history_is_kept_only_in_a_writable_home(tmp_path: Path, monkeypat
 
 def test_record_and_receipt_maps_are_json_ready() -> None:
     assert build.jsonable({"a": b"\x01\xff", "b": [b"\x00"], "c": (1,)}) == {"a": "01ff", "b": ["00"], "c": [1]}
-    assert build.time_text(T0) == "2026-09-21T14:13:20.000Z"
-    assert build.time_text(2**64 - 1) == str(2**64 - 1)
+    assert time_text(T0) == "2026-09-21T14:13:20.000Z"
+    assert time_text(2**64 - 1) == str(2**64 - 1)
     receipt = {"ledger": "l", "height": 1, "hash": b"\x01", "checksum": b"\x02", "duplicate": False, "values": {}}
     assert build.receipt_map(receipt) == {**receipt, "hash": "01", "checksum": "02"}
     record = Entry.prepare(Content("l", "note", {"b": b"\x07"}, "alice", "r", T0), 0, PROTOCOL_LIMITS).place(
@@ -1473,6 +1474,25 @@ def test_a_grant_on_a_ledger_that_does_not_exist_needs_before_create(vledger: Ru
     create(vledger, "notes")
     assert vledger("grant", "add", "notes", "note", "bob")[0] == 0
     assert node.grants == [("nosuchledger", "donation", "bob"), ("notes", "note", "bob")]
+
+
+def test_a_grant_that_would_change_nothing_is_refused_before_anything_is_sent(
+    vledger: Run, node: SimulatedNode
+) -> None:
+    """Outsider o12: `grant add L foo` of a kind L's genesis lacks, and `grant add credits transfer
+    admin` on a resources ledger (whose issue and transfer no grant closes, 7.3), exited 0 and
+    recorded a grant `grant list` showed in force. `*` still goes through: it closes other kinds."""
+    create(vledger, "notes")
+    create(vledger, "credits", "issue,transfer,note", RESOURCES_RULES)
+    code, _, err = vledger("grant", "add", "notes", "foo", "bob")
+    assert code == 1 and "unknown_kind" in err and "'foo' is not one of notes's kinds ['note']" in err, err
+    for kind in ("issue", "transfer"):
+        code, _, err = vledger("grant", "add", "credits", kind, "bob")
+        assert code == 1 and "not_grantable" in err and f"no grant closes {kind!r} on credits" in err, err
+    assert node.grants == []
+    for kind in ("note", "*"):
+        assert vledger("grant", "add", "credits", kind, "bob")[0] == 0
+    assert node.grants == [("credits", "note", "bob"), ("credits", "*", "bob")]
 
 
 def test_user_add_of_a_name_that_holds_units_or_issues_is_refused_unless_reused(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import re
@@ -244,3 +245,65 @@ def _receipt_without_witnesses(records: list[Any], index: int) -> Any:
     body = Checkpoint(ORIGIN, size, tree.root_at(size, hash_at_of(leaves)), ()).body()
     note = Note(body, (sign(body, OTHER_HOME),)).encode()
     return Receipt.of(records[index].encode(), tree.inclusion_proof(index, size, hash_at_of(leaves)), note)
+
+
+# --- receipt get --------------------------------------------------------------------------------
+
+
+def test_receipt_get_to_a_file_with_json_prints_one_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Outsider o12: `receipt get L H -o FILE --json` printed nothing on stdout (its line went to
+    stderr), though every --json command prints one JSON object."""
+    from vledger.tools.receipt_commands import cmd_receipt_get
+
+    records = _chain(ChainKit(), 4)
+    receipt = _receipt(records, 2)
+
+    class Served:  # a session whose receipt the command writes (the session verifies it: 14.3)
+        def checkpoint_keys(self, ledger: str, quorum: int) -> object:
+            return object()
+
+        def receipt(self, ledger: str, index: int, keys: object, deadline: float) -> Receipt:
+            return receipt
+
+    out_file = tmp_path / "r.json"
+    for as_json in (True, False):
+        args = argparse.Namespace(ledger=LEDGER, height=2, hash=None, output=out_file, quorum=0, wait=0, json=as_json)
+        assert cmd_receipt_get(Served(), args) == 0  # type: ignore[arg-type]
+        assert out_file.read_bytes() == receipt.encode()
+        out, err = capsys.readouterr()
+        if as_json:
+            shown = json.loads(out)
+            assert shown["ledger"] == LEDGER and shown["height"] == 2 and shown["file"] == str(out_file)
+            assert shown["hash"] == records[2].link.hex() and shown["checkpoint"]["size"] == 4 and not err
+        else:
+            assert not out and f"receipt of {LEDGER} height 2 written to {out_file}" in err
+
+
+# --- a voter's set of receipts (the gateway's /voters answer saved, PROTOCOL 15.2) ----------------
+
+
+def test_a_voters_answer_of_another_form_is_bad_receipt_and_a_receipt_file_is_read_as_one() -> None:
+    from vledger.node.errors import ReceiptError
+    from vledger.tools.voter_receipts import parse_voter_receipts
+
+    receipt = _receipt(_chain(ChainKit(), 4), 2).encode().decode("utf-8")
+    assert parse_voter_receipts(receipt.encode()) is None  # a receipt file: not a set
+    assert parse_voter_receipts(b"\xff not json") is None
+
+    def answer(records: object, ledger: object = LEDGER) -> bytes:
+        return json.dumps({"ledger": ledger, "electronic_id": "E-1", "records": records}).encode()
+
+    shown = parse_voter_receipts(answer([{"height": 2, "receipt": receipt}, {"height": 3, "receipt": None}]))
+    assert shown is not None and [r.index for r in shown.receipts] == [2] and shown.pending == (3,)
+    for bad in (
+        answer("x"),
+        answer([], ledger=5),
+        answer([{"height": 2}]),
+        answer([{"height": "2", "receipt": None}]),
+        answer([{"height": 2, "receipt": 5}]),
+        answer([{"height": 2, "receipt": "not a receipt"}]),
+        answer([{"height": 3, "receipt": receipt}]),  # listed at another height than its own
+        answer([{"height": 2, "receipt": receipt}], ledger="elsewhere"),
+    ):
+        with pytest.raises(ReceiptError):
+            parse_voter_receipts(bad)

@@ -701,6 +701,21 @@ def test_a_home_or_epoch_only_redis_names_is_shown_as_a_claim_until_a_cosigned_n
     assert "Claimed, unproven" not in run(capsys, "repl", "status", "--config", config)[1]
 
 
+def test_an_epochs_hash_made_a_string_shows_the_epoch_the_notes_prove(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """Any ingest node's Redis user may SET vledger:{ledgers}:epochs (review17 2): the command
+    failed on it. It names no claim then; the witnessed note proves the handover as before."""
+    _, new, replica_1, _ = with_standby(config)
+    stream(repl, ELECTION, "ingest-2", 12)
+    epoch_2 = new.sign(ELECTION, 12, bytes(range(2, 34)), ("vledger-epoch 2 ingest-2",))
+    repl.set_checkpoints({ELECTION: epoch_2.note})
+    repl.publish_cosignature(ELECTION, "replica-1", 12, replica_1.cosign(epoch_2, 1_790_000_000))
+    repl.client.set(repl.epochs_key, "x")
+    election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
+    assert (election["home"], election["epoch"], election["claimed"]) == ("ingest-2", 2, None)
+
+
 def test_a_home_map_entry_only_redis_writes_names_no_home(
     capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
 ) -> None:

@@ -19,8 +19,8 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, SignerKey
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
+from vledger.node.times import time_text
 from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, witness_name
-from vledger.tools.client_payloads import time_text
 from vledger.tools.tally_command import ledger_head, report_json, report_lines, snapshot_json, tally_lines
 from vledger.verifier.tally import (
     AGREE,

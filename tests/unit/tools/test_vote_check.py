@@ -24,8 +24,8 @@ from vledger.node.receipt import ReceiptKeys
 from vledger.node.record import Content, Entry
 from vledger.node.rules import Ref
 from vledger.node.store import ChainStore
+from vledger.node.times import time_text
 from vledger.tests.unit.verifier.chains import LIMITS, election_rules, electronic_id
-from vledger.tools.client_payloads import time_text
 from vledger.tools.vote_check import Freshness, print_vote_check
 
 LEDGER = "council"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ import pytest
 from vledger.broker.replication import Alert, ReplicationLedger, StreamRecord
 from vledger.config.cluster import VerifierSettings, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
+from vledger.node import tree
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign
@@ -238,6 +240,24 @@ def test_a_copy_that_stops_answering_is_lagging_whatever_redis_claims_it_holds(
     (alert,) = repl.alerts()
     assert (alert["height"], alert["found"]) == ("6", "5")
     assert alert["detail"].startswith("it does not answer, and last answered lacking height 6")
+
+
+def test_a_copy_that_never_answered_is_lagging_without_a_height_made_up_for_it(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    # outsider o11: "it has not answered, and lacks height 0, which ingest-1 has held for 31 s"
+    # of a node that had never answered: no height of it was known, and the home held 10.
+    found, nodes, clock = checks
+    nodes["replica-1"] = StoppedNode("replica-1", nodes["replica-1"].hashes)
+    found.compare_heads()
+    clock.now += LAG_MS / 1000 + 1
+    found.compare_heads()
+    (alert,) = found.replication.alerts()
+    assert (alert["what"], alert["height"], alert["expected"], alert["found"]) == ("lagging", "0", "10", "")
+    assert alert["detail"] == (
+        "it does not answer, and has not said it holds any record of it since this verifier started: what it "
+        f"holds is unknown; ingest-1 has held height 10 for {LAG_MS / 1000 + 1:.0f} s"
+    )
 
 
 def test_a_copy_that_trails_a_busy_home_by_a_second_is_never_lagging(
@@ -811,6 +831,21 @@ class CopyNode(FakeNode):
         return [data for height, data in sorted(self.held.items()) if start <= height < start + count]
 
 
+def _conflicts(
+    redis_client: Any, tmp_path: Path, copies: dict[str, dict[int, bytes]], streamed: list[bytes]
+) -> list[dict[str, str]]:
+    """The record_conflict alerts a verifier raises checking ``streamed`` (the stream's entries)
+    against the copies (node -> its records by height)."""
+    nodes = {name: CopyNode(name, held) for name, held in copies.items()}
+    repl = ReplicationLedger(redis_client, node="verifier-1")
+    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    checks = ClusterChecks("verifier-1", _two_nodes(tmp_path), repl, nodes, clock=Clock())  # type: ignore[arg-type]
+    checks.start()
+    repl.add([StreamRecord(LEDGER, height, data, "ingest-1") for height, data in enumerate(streamed)])
+    assert checks.consume(1) + checks.consume(1) == len(streamed)
+    return [a for a in repl.alerts() if a["what"] == "record_conflict"]
+
+
 @pytest.mark.parametrize("holed", ["replica-1", "ingest-1"])
 def test_a_copy_that_lacks_records_the_stream_holds_has_no_record_conflict_there(
     redis_client: Any, tmp_path: Path, holed: str
@@ -826,15 +861,33 @@ def test_a_copy_that_lacks_records_the_stream_holds_has_no_record_conflict_there
     copies = {name: dict(enumerate(chain)) for name in ("ingest-1", "replica-1")}
     del copies[holed][3], copies[holed][4]
     copies["replica-1"][7] = other[7]
-    nodes = {name: CopyNode(name, held) for name, held in copies.items()}
-    repl = ReplicationLedger(redis_client, node="verifier-1")
-    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
-    checks = ClusterChecks("verifier-1", _two_nodes(tmp_path), repl, nodes, clock=Clock())  # type: ignore[arg-type]
-    checks.start()
-    repl.add([StreamRecord(LEDGER, height, data, "ingest-1") for height, data in enumerate(chain)])
-    assert checks.consume(1) + checks.consume(1) == len(chain)
-    conflicts = [(a["node"], a["height"]) for a in repl.alerts() if a["what"] == "record_conflict"]
+    conflicts = [(a["node"], a["height"]) for a in _conflicts(redis_client, tmp_path, copies, chain)]
     assert conflicts == [("replica-1", "7")]
+
+
+@pytest.mark.parametrize("changed", ["replica-1", "redis"])
+def test_a_record_changed_with_its_link_kept_is_a_conflict_that_shows_what_differs(
+    redis_client: Any, tmp_path: Path, changed: str
+) -> None:
+    """outsider o11: a record whose content was changed and its link kept was a record_conflict
+    whose expected and found were the same hash (the link): the alert showed no difference."""
+    chain = _records(tmp_path / "home", 10)
+    other = _records(tmp_path / "other", 10)
+    record = decode_record(chain[7], PROTOCOL_LIMITS)
+    forged = dataclasses.replace(record, content_bytes=decode_record(other[6], PROTOCOL_LIMITS).content_bytes)
+    assert forged.hash == record.hash and forged.encode() != chain[7]
+    copies = {name: dict(enumerate(chain)) for name in ("ingest-1", "replica-1")}
+    streamed = list(chain)
+    if changed == "redis":
+        streamed[7] = forged.encode()
+    else:
+        copies["replica-1"][7] = forged.encode()
+    (conflict,) = _conflicts(redis_client, tmp_path, copies, streamed)
+    assert (conflict["node"], conflict["height"]) == (changed, "7")
+    # The stream's (or the home's) record is the expected one, the changed one is found.
+    assert conflict["expected"] == "leaf:" + tree.leaf_hash(chain[7]).hex()
+    assert conflict["found"] == "leaf:" + tree.leaf_hash(forged.encode()).hex()
+    assert conflict["detail"].endswith(": the same link, another content (expected and found: their leaf hashes)")
 
 
 def test_an_observer_s_bad_signature_is_resolved_once_its_entries_verify(redis_client: Any, tmp_path: Path) -> None:
@@ -1019,6 +1072,8 @@ def test_a_shared_hash_of_another_type_stops_no_check_and_is_alerted_until_it_re
     assert {"fork", "redis_key_damaged"} <= open_kinds(found)  # (these fakes' sweeps find truncations too)
     damaged = found.replication.open_alerts()[f"redis|{key}|redis_key_damaged"]
     assert damaged["source"] == "redis" and "WRONGTYPE" in damaged["detail"]
+    # Who puts it right, truly: no home writes the epochs hash (review17 2), a promotion does.
+    assert ("next promotion replaces it" in damaged["detail"]) == key.endswith(":epochs")
     assert LEDGER in found.ledgers  # checked with what the hash last held
     client.delete(key)
     if saved:

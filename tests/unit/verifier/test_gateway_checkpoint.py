@@ -27,6 +27,7 @@ from vledger.node.record import Content, Entry
 from vledger.node.rules.votes import electronic_id
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
+from vledger.tools import cli
 from vledger.tools.demo import run_demo
 from vledger.tools.exporting import export_store
 from vledger.tools.importing import import_file
@@ -213,6 +214,67 @@ def test_a_voters_records_past_the_served_checkpoint_are_listed_without_a_receip
         assert shown["checkpoint"]["size"] == covered
         assert [r["receipt"] for r in shown["records"]] == [None] * len(shown["records"]) and shown["records"]
     gateway.close()
+
+
+def test_a_saved_voters_answer_is_a_set_of_receipts_receipt_verify_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outsider o12: 15.2 calls the /voters answer saved as a file "a voter's set of receipts", and
+    `vledger receipt verify` refused it (bad_receipt). Now each receipt in it is verified and must be
+    of a record of that voter; records listed without one are named pending; a set with another
+    voter's receipt, or with none, is refused."""
+    config = two_nodes(tmp_path / "cluster.toml")
+    home = HomeSigner("t", SEED)
+    ledger = "election-2026"
+    pinned = home_key("t", ledger, home.key(ledger).public_key).encode()
+    rules = {"type": "election", "choices": ["a", "b"], "opens": 1, "closes": 2**42, "checkpoint_key": pinned}
+    with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
+        kinds = ("cast", "register", "uncast", "withdraw")
+        genesis = LedgerRules(kinds, 0, rules).genesis_content(ledger, "admin", "g", 1)
+        store.create_ledger(Entry.prepare(genesis, 0, LIMITS))
+        voters = []
+        for i in range(2):
+            content = Content(ledger, "register", {"voter_id": f"V-{i}"}, "admin", f"reg{i}", 1)
+            voters.append(electronic_id(store.append(Entry.prepare(content, 0, LIMITS))))
+        for i, (kind, extra) in enumerate((("cast", {"choice": "a"}), ("uncast", {}), ("cast", {"choice": "b"}))):
+            for eid in voters:
+                payload = {"electronic_id": eid, **extra}
+                store.append(Entry.prepare(Content(ledger, kind, payload, "admin", f"{kind}{i}{eid}", 1), 0, LIMITS))
+        size = store.size(ledger)
+        signed = home.sign(ledger, size, store.root(ledger, size))
+        store.checkpoints.keep(ledger, "signed", size, signed.root, signed.note)
+    gateway, thread = serve({"config": config}, NoRedis())
+    with thread as server:
+        answers = [get(f"http://127.0.0.1:{server.port}/api/ledgers/{ledger}/voters/{eid}")[2] for eid in voters[:2]]
+    gateway.close()
+    saved = tmp_path / "voters.json"
+    saved.write_bytes(answers[0])
+    shown = json.loads(answers[0])
+    heights = [r["height"] for r in shown["records"]]
+    assert len(heights) == 4 and all(r["receipt"] for r in shown["records"])
+    verify = ["receipt", "verify", str(saved), "--key", pinned]
+    assert cli.main([*verify, "--json"]) == 0
+    checked = json.loads(capsys.readouterr().out)
+    assert (checked["ok"], checked["electronic_id"], checked["pending"]) == (True, voters[0], [])
+    assert [r["height"] for r in checked["receipts"]] == heights
+    assert {r["checkpoint"]["size"] for r in checked["receipts"]} == {size}
+    assert cli.main(verify) == 0
+    assert capsys.readouterr().out.startswith(f"valid: {len(heights)} receipts of {voters[0]}:\n  register record ")
+
+    pending = dict(shown, records=[*shown["records"][:-1], dict(shown["records"][-1], receipt=None)])
+    saved.write_text(json.dumps(pending), encoding="utf-8")
+    assert cli.main([*verify, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pending"] == heights[-1:]
+
+    another = json.loads(answers[1])["records"][0]
+    for records, why in (
+        ([*shown["records"], another], f"is no record of {voters[0]}"),
+        ([dict(r, receipt=None) for r in shown["records"]], f"no record of {voters[0]} has a receipt yet"),
+    ):
+        saved.write_text(json.dumps(dict(shown, records=records)), encoding="utf-8")
+        assert cli.main([*verify, "--json"]) == 1
+        error = json.loads(capsys.readouterr().out)["error"]
+        assert error["code"] == "bad_receipt" and why in error["message"], error
 
 
 def test_redis_down_is_logged_once_a_minute_a_ledger_not_once_a_read(

@@ -15,6 +15,7 @@ import struct
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,9 @@ def signed_ledger(tmp_path: Path, records: int, signed_at: int) -> ClusterConfig
     with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
         rules = LedgerRules(kinds=("note",), difficulty=0, rules={"checkpoint_key": pinned})
         store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, LIMITS))
-        for i in range(1, records):
-            store.append(Entry.prepare(Content(LEDGER, "note", {"amount": AMOUNT + i}, "admin", f"r{i}", 1), 0, LIMITS))
+        notes = [Content(LEDGER, "note", {"amount": AMOUNT + i}, "admin", f"r{i}", 1) for i in range(1, records)]
+        placed = store.submit_entries([Entry.prepare(note, 0, LIMITS) for note in notes]).result()
+        assert not [e for e in placed if isinstance(e, Exception)], placed[:3]
         signed = home.sign(LEDGER, signed_at, store.root(LEDGER, signed_at))
         store.checkpoints.keep(LEDGER, "signed", signed_at, signed.root, signed.note)
     return config
@@ -69,12 +71,21 @@ def config(tmp_path: Path) -> ClusterConfig:
     return signed_ledger(tmp_path, RECORDS, SIGNED_AT)
 
 
+@contextmanager
+def serving(config: ClusterConfig, redis_client: Any = None) -> Iterator[tuple[str, Gateway]]:
+    """replica-1's gateway over HTTP (aiohttp in a thread): its URL, and the gateway."""
+    gateway = Gateway(config, "replica-1", redis_client=redis_client or NoRedis())
+    try:
+        with HttpThread(build_app(gateway, readiness(gateway)), "127.0.0.1", 0) as server:
+            yield f"http://127.0.0.1:{server.port}", gateway
+    finally:
+        gateway.close()
+
+
 @pytest.fixture
 def served(config: ClusterConfig) -> Iterator[tuple[str, Gateway]]:
-    gateway = Gateway(config, "replica-1", redis_client=NoRedis())
-    with HttpThread(build_app(gateway, readiness(gateway)), "127.0.0.1", 0) as server:
-        yield f"http://127.0.0.1:{server.port}", gateway
-    gateway.close()
+    with serving(config) as found:
+        yield found
 
 
 def forge(config: ClusterConfig, height: int) -> None:
@@ -197,15 +208,19 @@ def test_an_alert_on_this_node_s_record_has_its_tile_checked_before_the_checkpoi
         gateway.close()
 
 
-def test_the_store_s_own_checkpoint_is_served_while_a_larger_one_is_past_its_records(config: ClusterConfig) -> None:
-    # The witness cosigned a larger checkpoint (in Redis) than this store holds: it was chosen
-    # (the most cosigned) and answered "no checkpoint yet", with the store's own one there.
+def cosigned_ahead(config: ClusterConfig, records: int) -> bytes:
+    """replica-1's cosignature of the home's checkpoint of 10 records more than the store's ``records``."""
     home = HomeSigner("t", SEED)
     generate_signing_key(config.keys_dir, "replica-1")
     seed = load_signing_key(signing_key_paths(config.keys_dir, "replica-1")[0]).seed
     witness = WitnessSigner(witness_name("t", "replica-1"), seed)
-    ahead = witness.cosign(home.sign(LEDGER, RECORDS + 10, tree.leaf_hash(b"later")), 1_790_000_000)
-    gateway = Gateway(config, "replica-1", redis_client=FakeRedis({b"replica-1": ahead}))
+    return witness.cosign(home.sign(LEDGER, records + 10, tree.leaf_hash(b"later")), 1_790_000_000)
+
+
+def test_the_store_s_own_checkpoint_is_served_while_a_larger_one_is_past_its_records(config: ClusterConfig) -> None:
+    # The witness cosigned a larger checkpoint (in Redis) than this store holds: it was chosen
+    # (the most cosigned) and answered "no checkpoint yet", with the store's own one there.
+    gateway = Gateway(config, "replica-1", redis_client=FakeRedis({b"replica-1": cosigned_ahead(config, RECORDS)}))
     try:
         assert gateway.checkpoint(LEDGER).gathered.checkpoint.size == SIGNED_AT
     finally:
@@ -271,3 +286,34 @@ def test_the_roots_checked_are_the_newest_few_per_ledger(served: tuple[str, Gate
     for size, root in roots:
         gateway._check_root(LEDGER, size, root)
     assert gateway._roots_checked[LEDGER] == roots[-gateway_module.ROOTS_KEPT :]
+
+
+def _listed(url: str) -> dict[str, Any]:
+    status, _, body = get(f"{url}/api/ledgers")
+    assert status == 200, body[:300]
+    (entry,) = [e for e in json.loads(body)["ledgers"] if e["ledger"] == LEDGER]
+    return dict(entry)
+
+
+@pytest.mark.parametrize("height", [3, 280])
+def test_the_index_lists_the_signed_root_and_a_refused_ledger_as_refused(
+    served: tuple[str, Gateway], config: ClusterConfig, height: int
+) -> None:
+    # The index kept listing the store's root (the forged tree's, for a record of its right
+    # edge) while every route of the ledger answered store_damaged (outsider o11).
+    url, _ = served
+    with ChainStore(config.store_dir("replica-1"), origin="ingest-1") as store:
+        signed_root = store.root(LEDGER, SIGNED_AT).hex()
+    assert _listed(url) == {
+        "ledger": LEDGER,
+        "size": SIGNED_AT,
+        "root": signed_root,
+        "type": None,
+        "signed": True,
+        "refused": None,
+    }
+    forge(config, height)
+    assert refused_damaged(f"{url}/api/ledgers/{LEDGER}/records/{height}")
+    entry = _listed(url)
+    assert entry["refused"]["code"] == "store_damaged", entry
+    assert (entry["size"], entry["root"], entry["signed"]) == (None, None, False)

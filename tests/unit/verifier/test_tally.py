@@ -23,6 +23,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.node_key_rotation import KeyHistory
 from vledger.node.record import Content, Entry, Record
 from vledger.node.rules.engine import RulesEngine
+from vledger.node.sealed import new_seal_key, seal
 from vledger.node.store import ChainStore
 from vledger.tests.unit.verifier.chains import AUTHOR, LIMITS, plan_election, write_election, write_entries
 from vledger.verifier.tally import (
@@ -165,6 +166,70 @@ def test_a_charity_tally_is_a_plain_map_per_fund() -> None:
         "records": 1,
         "flagged": 0,
     }
+
+
+def _zero_fund(**figures: int) -> dict[str, int]:
+    return {"donated": 0, "disbursed": 0, "donations": 0, "disbursements": 0, "balance": 0} | figures
+
+
+def test_a_charity_s_funds_map_is_the_one_protocol_11_2_spells(store: ChainStore) -> None:
+    """Outsider o12 P1: 11.2 never said a listed fund is in the signed map at zero before any
+    record names it, so a counter written from it signed another tally. PROTOCOL 7.2/11.2 now
+    do: every listed fund from the genesis on, in the byte order of section 1 (not the
+    genesis'); without a list, a fund from its first counted donation (a flagged one names none),
+    kept at balance zero. The body's bytes are built here by hand as an outsider would."""
+    listed = LedgerRules(
+        ("disbursement", "donation"),
+        0,
+        {"type": "charity", "currency": "EUR", "funds": ["water", "Zakat", "éducation"]},
+    )
+    keeper = TallyKeeper()
+    keeper.feed(Entry.prepare(listed.genesis_content("relief", AUTHOR, "g", 1), 0, LIMITS).place(0, b"\0" * 32, 1, "n"))
+    snapshot = dataclasses.replace(keeper.snapshot("o", "relief", 7), head=bytes(32), at_ms=5)
+    funds = {"Zakat": _zero_fund(), "water": _zero_fund(), "éducation": _zero_fund()}
+    assert list(snapshot.tally["funds"]) == ["Zakat", "water", "éducation"]
+    by_hand = {
+        "at_ms": 5,
+        "counted": snapshot.counted,
+        "head": bytes(32),
+        "height": 0,
+        "ledger": "relief",
+        "observer": "o",
+        "tally": {
+            "balance": 0,
+            "currency": "EUR",
+            "disbursed": 0,
+            "donated": 0,
+            "flagged": 0,
+            "funds": {name: dict(sorted(figures.items())) for name, figures in funds.items()},
+            "records": 1,
+            "type": "charity",
+        },
+        "v": 1,
+    }
+    assert snapshot.body() == msgpack.packb(by_hand, use_bin_type=True)
+
+    unlisted = LedgerRules(("disbursement", "donation"), 0, {"type": "charity", "currency": "EUR"})
+    store.create_ledger(Entry.prepare(unlisted.genesis_content("gifts", AUTHOR, "g", now_ms()), 0, LIMITS))
+    donor = seal(new_seal_key(), "Zoë", "gifts")
+
+    def entry(i: int, kind: str, payload: dict[str, object]) -> Entry:
+        return Entry.prepare(Content("gifts", kind, payload, AUTHOR, f"r{i}", now_ms()), 0, LIMITS)
+
+    gift = {"donor": donor, "source": "cash", "purpose": "p"}
+    write_entries(
+        store,
+        [
+            entry(1, "disbursement", {"fund": "roof", "target": "t", "amount": 1, "purpose": "p"}),  # no such fund
+            entry(2, "donation", gift | {"fund": "wells", "amount": 2**64 - 1}),
+            entry(3, "donation", gift | {"fund": "bread", "amount": 1}),  # past 2**64 - 1: flagged
+            entry(4, "disbursement", {"fund": "wells", "target": "t", "amount": 2**64 - 1, "purpose": "p"}),
+        ],
+    )
+    keeper, flagged = keep(list(store.range("gifts")))
+    assert flagged == [(1, "unknown_fund"), (3, "bad_payload")]
+    figures = {"donated": 2**64 - 1, "disbursed": 2**64 - 1, "donations": 1, "disbursements": 1}
+    assert keeper.snapshot("o", "gifts", 1).tally["funds"] == {"wells": _zero_fund(**figures)}
 
 
 # --- snapshot bodies ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from vledger.config.settings import Limits
+from vledger.node.epoch import EPOCH_KIND
 from vledger.node.errors import (
     AlreadyGrantedError,
     BadPayloadError,
@@ -18,7 +19,10 @@ from vledger.node.errors import (
     NoSuchGrantError,
     NotAdminAuthorError,
     NotGrantedError,
+    NotIssuerError,
+    NotOwnerError,
 )
+from vledger.node.key_rotation import ROTATION_KIND
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS, AdminState, Grants, admin_genesis_rules
@@ -99,8 +103,11 @@ def _ledgers(writer: Writer) -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 def test_every_kind_is_refused_without_a_grant_once_it_is_granted(writer: Writer) -> None:
-    """Open before any grant, refused to others after it, accepted for the grantee."""
+    """Open before any grant, refused to others after it, accepted for the grantee; a resources
+    ledger's kinds aside (below)."""
     for kind, (ledger, payload) in _ledgers(writer).items():
+        if ledger == "coins":
+            continue
         other = "mallory"
         writer.grant(ledger, kind, "x")
         with pytest.raises(NotGrantedError) as refused:
@@ -114,7 +121,7 @@ def test_cast_uncast_and_withdraw_are_refused_without_a_grant(writer: Writer) ->
     registration = writer.entry("vote", "register", {"voter_id": "v-9"}, "clerk")
     writer.store.append(registration)
     eid = "E-" + registration.checksum[:8].hex()
-    writer.grant("vote", "*", "booth")  # every kind of the ledger, for one account
+    writer.grant("vote", "*", "booth")  # every data kind of the ledger, for one account
     for kind, payload in (
         ("cast", {"electronic_id": eid, "choice": "a"}),
         ("uncast", {"electronic_id": eid}),
@@ -126,12 +133,37 @@ def test_cast_uncast_and_withdraw_are_refused_without_a_grant(writer: Writer) ->
 
 
 def test_a_kind_stays_open_until_granted_and_other_kinds_stay_open(writer: Writer) -> None:
-    _ledgers(writer)
-    writer.put("coins", "issue", {"account": "x", "amount": 5}, "x")
-    writer.grant("coins", "transfer", "x")
-    writer.put("coins", "issue", {"account": "x", "amount": 5}, "x")  # issue still open
+    payloads = _ledgers(writer)
+    writer.put("notes", "note", {"text": "open"}, "y")
+    writer.grant("fund", "disbursement", "x")
+    writer.put("fund", "donation", payloads["donation"][1], "y")  # donation still open
+    writer.put("notes", "note", {"text": "still open"}, "y")  # another ledger's grant closes nothing here
     with pytest.raises(NotGrantedError):
-        writer.put("coins", "transfer", {"from": "y", "to": "x", "amount": 1}, "y")
+        writer.put("fund", "disbursement", {"fund": "zakat", "target": "t", "amount": 1, "purpose": "p"}, "y")
+
+
+def test_no_grant_closes_a_resources_ledger_s_issue_or_transfer(writer: Writer) -> None:
+    """7.3 binds each unit to an account without a grant: a grant of ``transfer``, ``issue`` or ``*``
+    to one account, then its revoke, leaves every holder moving its own units and the issuers
+    issuing (outsider o12 R2: a first grant froze every other holder's units, a revoke everyone's);
+    an observer's audit flags none of them, and the domain rules still hold."""
+    _ledgers(writer)
+    writer.put("coins", "issue", {"account": "alice", "amount": 10}, "x")
+    for kind in ("transfer", "issue", "*"):
+        writer.grant("coins", kind, "admin")
+    writer.put("coins", "transfer", {"from": "alice", "to": "bob", "amount": 3}, "alice")
+    writer.put("coins", "issue", {"account": "bob", "amount": 1}, "x")
+    for kind in ("transfer", "issue", "*"):
+        writer.grant("coins", kind, "admin", revoke=True)
+    writer.put("coins", "transfer", {"from": "bob", "to": "alice", "amount": 4}, "bob")
+    writer.put("coins", "issue", {"account": "carol", "amount": 2}, "x")
+    with pytest.raises(NotOwnerError):  # the rules that bind them still do
+        writer.put("coins", "transfer", {"from": "alice", "to": "admin", "amount": 1}, "admin")
+    with pytest.raises(NotIssuerError):
+        writer.put("coins", "issue", {"account": "admin", "amount": 1}, "admin")
+    store = writer.store
+    records = [*store.range(ADMIN_LEDGER), *store.range("coins")]
+    assert RulesEngine(audit_grants=True).replay(records) == []
 
 
 def test_a_revoked_grant_refuses_the_next_write(writer: Writer) -> None:
@@ -206,6 +238,19 @@ def test_the_grant_table_judges_by_time() -> None:
     assert grants.allows("vote", "cast", "anyone", 20) and not grants.allows("vote", "cast", "anyone", 21)
     assert grants.allows("vote", "cast", "boss", 21)
     assert grants.table() == [("vote", "*", ["boss"]), ("vote", "register", [])]
+
+
+def test_no_grant_closes_the_kinds_a_node_places_for_an_admin_s_command() -> None:
+    """Outsider 32 R3: a ``*`` grant of a ledger's data closed ``epoch`` and ``checkpoint_key``
+    too, so the admin's promotion and key rotation (the remedies for a lost home and a stolen
+    key) were refused not_granted. A grant of either, written before, closes nothing either."""
+    grants = Grants()
+    grants.add("vote", "*", "registrar", True, 10)
+    grants.add("vote", "checkpoint_key", "someone", True, 10)
+    for kind in (EPOCH_KIND, ROTATION_KIND):
+        assert not grants.closed("vote", kind, 11) and grants.allows("vote", kind, "admin", 11), kind
+    assert not grants.allows("vote", "register", "admin", 11)  # the ledger's data stays granted
+    assert grants.table() == [("vote", "*", ["registrar"]), ("vote", "checkpoint_key", ["someone"])]
 
 
 def test_an_admin_ledger_by_another_name_is_refused(writer: Writer) -> None:

@@ -419,6 +419,7 @@ CODES = {
     "NotAdminAuthorError": "not_admin_author",
     "AlreadyGrantedError": "already_granted",
     "NoSuchGrantError": "no_such_grant",
+    "NotGrantableError": "not_grantable",
     "NodeKeyInUseError": "node_key_in_use",
     "BadEpochError": "bad_epoch",
 }

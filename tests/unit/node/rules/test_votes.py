@@ -101,6 +101,19 @@ def test_registration_is_open_before_the_vote_and_closes_with_it(election: Any, 
     register(election, "V-last", at=rules_kit.CLOSES - 1)
     error = election.refuse("register", {"voter_id": "V-late"}, ElectionClosedError, at=rules_kit.CLOSES)
     assert error.code == "election_closed"
+    # Outsider o12: the times were raw ms ("closed at 1796636018552"); ISO 8601 UTC stands beside them.
+    closes = rules_kit.CLOSES
+    assert f"registration closed at {closes} (2026-09-21T14:16:40.000Z); accepted at {closes} (" in error.reason
+
+
+def test_a_vote_before_the_opening_names_both_times_in_iso_8601(election: Any, rules_kit: Any) -> None:
+    eid = register(election, "V-1001")
+    payload = {"electronic_id": eid, "choice": "alice"}
+    error = election.refuse("cast", payload, ElectionClosedError, at=rules_kit.OPENS - 1)
+    assert error.reason.startswith(
+        f"voting opens at {rules_kit.OPENS} (2026-09-21T14:15:00.000Z); accepted at {rules_kit.OPENS - 1} "
+        "(2026-09-21T14:14:59.999Z), before"
+    ), error.reason
 
 
 @pytest.mark.parametrize(
