@@ -422,7 +422,9 @@ def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> di
     own_tallies = (
         f"(+evalsha +eval {stream} {latest})",
         f"(+set {own_held} {own_cosig} {latest})",
-        f"(+xadd {stream})",
+        # DEL too, for a stream the admin's user made another type (verifier/observer.py): XADD
+        # with MAXLEN 0 empties it already.
+        f"(+xadd +del {stream})",
     )
     # A node replaces its own applied key when it is of another type (broker/accounts.py
     # _OWN_HASH: the admin's user can SET it, and every report, the start's too, failed on it),

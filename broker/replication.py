@@ -77,7 +77,7 @@ import redis
 from ..node.errors import RecordError, RedisServerError, StoreDamagedError, StoreError
 from ..node.json_values import parse_json
 from .alert_journal import AlertJournal
-from .redis_keys import NAMESPACE, group_key, ledger_key, wrong_type_message
+from .redis_keys import NAMESPACE, group_key, is_ledger_name, ledger_key, wrong_type_message
 from .redis_pipeline import Command, pipelined
 from .redis_server import shown_url
 
@@ -121,8 +121,36 @@ ALERT_KEYS_DAMAGED = "alert_keys_damaged"
 REDIS_KEY_DAMAGED = "redis_key_damaged"
 
 
+# Fields of ``{ledgers}`` that name no ledger (no ledger's name starts with "~", PROTOCOL 10.10):
+# the token ("<home> <ms>") of the last replacement of the hash made of another type, and each
+# home's copy of the token it named its ledgers again for (name_homes).
+_MARK = "~"
+REPLACED_FIELD = _MARK + "replaced"
+
+
+def _relisted_field(home: str) -> str:
+    return f"{_MARK}relisted:{home}"
+
+
 def wrong_type(error: Exception) -> bool:
     return "WRONGTYPE" in str(error)
+
+
+def wrong_typed_keys(client: Any, keys: Sequence[str]) -> dict[str, Exception]:
+    """Those of the string ``keys`` that are of another type, each with its WRONGTYPE error: a
+    reader's MGET reads them as none, so their owner finds them only so (any other error raises)."""
+    if not keys:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    found = {}
+    for key, value in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+        if isinstance(value, Exception):
+            if not wrong_type(value):
+                raise value
+            found[key] = value
+    return found
 
 
 class LastRead:
@@ -689,6 +717,16 @@ class ReplicationLedger:
                 )  # fmt: skip
             try:
                 named, *replies = pipelined(self.client, commands, raise_on_error=False)
+                if isinstance(replies[0], redis.exceptions.ResponseError) and wrong_type(replies[0]):
+                    # The admin's user can SET a ledger's stream: every append of every ledger of
+                    # this home failed on it, taken for Redis away. The home owns the stream and
+                    # its store holds every record: an empty stream, which the caller fills.
+                    self.replace_damaged(self.stream_key(ledger), replies[0], lambda: None)
+                    return self.append_checked(ledger, origin, first, records, checkpoint, held=held, latest=latest)
+                advanced = replies[1] if held is not None else None
+                if isinstance(advanced, redis.exceptions.ResponseError) and wrong_type(advanced):
+                    assert held is not None
+                    replies[1] = self._replace_held(origin, ledger, held, advanced)
                 if isinstance(named, redis.exceptions.ResponseError) and wrong_type(named):
                     # Any ingest node's Redis user may make the hash a string: every append of
                     # every home failed on it for good (outsider 31, N1). Its entries are homes'
@@ -716,14 +754,31 @@ class ReplicationLedger:
         set back the consumer groups that read past it; returns how many were deleted."""
         return int(self._rewind(keys=[self.stream_key(ledger)], args=[height]))
 
-    def checkpoints(self) -> dict[str, bytes]:
-        """Each announced ledger's latest checkpoint, as its home wrote it (a signed note;
-        unchecked); a ledger without one is left out."""
-        ledgers = sorted(self.ledgers())
+    def checkpoints(self, ledgers: Iterable[str] | None = None) -> dict[str, bytes]:
+        """Each announced ledger's latest checkpoint (or each of ``ledgers``'), as its home wrote it
+        (a signed note; unchecked); a ledger without one is left out."""
+        return self.checkpoint_reads(ledgers)[0]
+
+    def checkpoint_reads(self, ledgers: Iterable[str] | None = None) -> tuple[dict[str, bytes], dict[str, Exception]]:
+        """:meth:`checkpoints`, and the checkpoint keys found of another type, each with its error:
+        one such key (the admin's user can make it a hash) failed the read of every ledger's
+        latest, for as long as its home took to SET it again (any error but WRONGTYPE raises)."""
+        names = sorted(self.ledgers() if ledgers is None else ledgers)
         pipe = self.client.pipeline(transaction=False)
-        for ledger in ledgers:
+        for ledger in names:
             pipe.get(self.checkpoint_key(ledger))
-        return {ledger: bytes(note) for ledger, note in zip(ledgers, pipe.execute(), strict=True) if note is not None}
+        notes: dict[str, bytes] = {}
+        damaged: dict[str, Exception] = {}
+        for ledger, note in zip(names, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(note, Exception):
+                if not wrong_type(note):
+                    raise note
+                damaged[self.checkpoint_key(ledger)] = note
+            elif note is not None:
+                notes[ledger] = bytes(note)
+        if damaged:
+            log.warning("Redis keys %s are of another type: read as no checkpoint", ", ".join(sorted(damaged)))
+        return notes, damaged
 
     def set_checkpoints(self, checkpoints: dict[str, bytes]) -> dict[str, Exception]:
         """Make each note its ledger's latest checkpoint (one key per ledger, in its slot); the
@@ -749,6 +804,10 @@ class ReplicationLedger:
         pipe.set(self.cosig_key(ledger, witness), note)
         pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
         pipe.execute()
+
+    def wrong_typed(self, keys: Sequence[str]) -> dict[str, Exception]:
+        """:func:`wrong_typed_keys` on this client."""
+        return wrong_typed_keys(self.client, keys)
 
     def _nodes_keyed(self, prefix: str) -> list[str]:
         """The nodes whose per-node keys ``<prefix><node>`` are read: those of :meth:`raisers`
@@ -778,15 +837,33 @@ class ReplicationLedger:
     def publish_outside_cosignature(self, ledger: str, witness: str, size: int, note: bytes) -> None:
         """A home's: make ``note`` (its checkpoint with outside witness ``witness``'s verified
         cosignature) that witness's latest for ``ledger``, in a hash of its own (only a home
-        writes it; the cluster's witnesses' hash stays theirs)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.outside_key(ledger), witness, note)
-        pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
-        pipe.execute()
+        writes it; the cluster's witnesses' hash stays theirs). Of another type (the admin's user
+        can SET it), the home replaces it: the other outside witnesses' notes come with their next feed."""
+
+        def publish() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(self.outside_key(ledger), witness, note)
+            pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
+            pipe.execute()
+
+        try:
+            publish()
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            self.replace_damaged(self.outside_key(ledger), e, publish)
 
     def outside_cosignatures(self, ledger: str) -> dict[str, bytes]:
-        """outside witness -> the note its home says it cosigned last (unchecked)."""
-        return {_text(k): bytes(v) for k, v in self.client.hgetall(self.outside_key(ledger)).items()}
+        """outside witness -> the note its home says it cosigned last (unchecked); none while the
+        hash is of another type (a reader of the ledger's head goes on with the others' notes)."""
+        try:
+            found = self.client.hgetall(self.outside_key(ledger))
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            log.warning("Redis key %s is of another type (%s): read as no note", self.outside_key(ledger), e)
+            return {}
+        return {_text(k): bytes(v) for k, v in found.items()}
 
     def keep_evidence(self, witness: str, ledger: str, size: int, evidence: dict[str, str]) -> None:
         """Keep ``evidence`` (texts, verbatim) that ``witness`` found at ``size`` of ``ledger``."""
@@ -813,14 +890,18 @@ class ReplicationLedger:
         return entry_height(entries[0][0]) if entries else -1
 
     def last_heights(self, ledgers: Iterable[str]) -> dict[str, int]:
+        """Each ledger's last height in its stream, -1 for none: for a stream of another type too
+        (the admin's user can SET it), which its home's next append replaces (:meth:`append_checked`)."""
         names = list(ledgers)
         pipe = self.client.pipeline(transaction=False)
         for ledger in names:
             pipe.xrevrange(self.stream_key(ledger), count=1)
-        return {
-            ledger: entry_height(entries[0][0]) if entries else -1
-            for ledger, entries in zip(names, pipe.execute(), strict=True)
-        }
+        lasts = {}
+        for ledger, entries in zip(names, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(entries, Exception) and not wrong_type(entries):
+                raise entries
+            lasts[ledger] = entry_height(entries[0][0]) if entries and not isinstance(entries, Exception) else -1
+        return lasts
 
     def read(self, ledger: str, start: int, count: int, stop: int | None = None) -> list[StreamRecord]:
         """Up to ``count`` records from height ``start`` on (below ``stop``), in order. The first
@@ -867,8 +948,38 @@ class ReplicationLedger:
         return rows, checkpoints
 
     def ledgers(self) -> dict[str, str]:
-        """Every ledger a home node announced, with its home."""
-        return {_text(k): _text(v) for k, v in self.client.hgetall(self.ledgers_key).items()}
+        """Every ledger a home node announced, with its home (the hash's marks of a replacement,
+        :data:`REPLACED_FIELD`, left out)."""
+        found = {_text(k): _text(v) for k, v in self.client.hgetall(self.ledgers_key).items()}
+        return {name: home for name, home in found.items() if not name.startswith(_MARK)}
+
+    def stream_ledgers(self, count: int = 1000) -> set[str]:
+        """The ledgers whose stream key ``vledger:{<ledger>}:chain`` exists (SCAN, ``count`` keys a
+        step: the admin's and the verifier's users may run it), names of no ledger left out."""
+        prefix, suffix = f"{self.namespace}:{{", "}:chain"
+        streams: set[str] = set()
+        for raw in self.client.scan_iter(
+            match=_glob_escape(prefix) + "*" + _glob_escape(suffix), count=count, _type="stream"
+        ):
+            key = _text(raw)
+            ledger = key[len(prefix) : -len(suffix)]
+            if key.startswith(prefix) and key.endswith(suffix) and is_ledger_name(ledger):
+                streams.add(ledger)
+        return streams
+
+    def ledgers_or_streams(self) -> dict[str, str]:
+        """:meth:`ledgers`; while ``{ledgers}`` is of another type (the admin's user can SET it,
+        until a home replaces it), the ledgers whose stream exists (:meth:`stream_ledgers`), each
+        with no home named (""): the caller takes the cluster file's. For an operator's command,
+        which failed on it (``vledger repl status``, ``repair``)."""
+        try:
+            return self.ledgers()
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            log.warning("Redis key %s is of another type (%s): the ledgers whose stream exists are taken, with"
+                        " the cluster file's homes", self.ledgers_key, e)  # fmt: skip
+        return dict.fromkeys(sorted(self.stream_ledgers()), "")
 
     def epochs(self) -> dict[str, tuple[int, str]]:
         """Each ledger handed over (PROTOCOL 10.9): its latest epoch and that epoch's home."""
@@ -934,7 +1045,9 @@ class ReplicationLedger:
                 except redis.exceptions.ResponseError as damaged:
                     if not wrong_type(damaged):
                         raise
-                    self.replace_wrong_type(name, damaged, lambda: None)
+                    # {ledgers} replaced is marked so: every home names its ledgers again (name_homes).
+                    mark = functools.partial(self._name_homes, [], home, replaced=True)
+                    self.replace_wrong_type(name, damaged, mark if name == self.ledgers_key else lambda: None)
             held = promote()
         if held is None:
             return None
@@ -953,15 +1066,36 @@ class ReplicationLedger:
 
     def advance(self, node: str, ledger: str, height: int) -> int:
         """Record that ``node`` holds ``ledger`` up to ``height``; returns the height now recorded."""
-        keys = [self.held_key(ledger, node)]
-        return int(self._advance(keys=keys, args=[node, height, ledger, self.held_channel]))
+        return self._held_script(self._advance, node, ledger, height)
 
     def set_held(self, node: str, ledger: str, height: int) -> int:
         """Record that ``node`` holds ``ledger`` up to exactly ``height`` (its store's head), lower
         or higher than what Redis held; returns ``height``. Only the thread that reports the
         node's heights calls it, with a head read after every height it reported."""
-        keys = [self.held_key(ledger, node)]
-        return int(self._set_held(keys=keys, args=[node, height, ledger, self.held_channel]))
+        return self._held_script(self._set_held, node, ledger, height)
+
+    def _held_script(self, script: Any, node: str, ledger: str, height: int) -> int:
+        """Run ``script`` (_ADVANCE or _SET_HELD) on ``node``'s held key of ``ledger``, replacing
+        the key found of another type (:meth:`_replace_held`)."""
+        try:
+            return int(script(keys=[self.held_key(ledger, node)], args=[node, height, ledger, self.held_channel]))
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            return self._replace_held(node, ledger, height, e)
+
+    def _replace_held(self, node: str, ledger: str, height: int, error: Exception) -> int:
+        """Write ``node``'s held key of ``ledger``, found of another type (the admin's user can make
+        it a hash: every report of the node failed on it, and with it the node's every other
+        report, taken for Redis away), as ``height``: SET replaces a key of any type, and it is the
+        one command a follower's user may run on it (broker/redis_acl.py)."""
+
+        def write() -> int:
+            self.client.set(self.held_key(ledger, node), height)
+            self.client.publish(self.held_channel, f"{node} {ledger} {height}")
+            return height
+
+        return int(self.replace_damaged(self.held_key(ledger, node), error, write, delete=False))
 
     def held(self, ledger: str) -> dict[str, int]:
         """node -> the height up to which it says it holds ``ledger``, for each node of
@@ -974,7 +1108,11 @@ class ReplicationLedger:
         for node in nodes:
             pipe.get(self.held_key(ledger, node))
         held = {}
-        for node, value in zip(nodes, pipe.execute(), strict=True):
+        for node, value in zip(nodes, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(value, Exception):
+                if not wrong_type(value):
+                    raise value
+                continue  # of another type, as a value that is no height: its node replaces it
             if value is None:
                 continue
             try:
@@ -1015,36 +1153,72 @@ class ReplicationLedger:
         return self.client.hset(self.open_alerts_key, key, json.dumps(alert, sort_keys=True))
 
     def _name_home(self, ledger: str, origin: str) -> Any:
-        return self.client.hsetnx(self.ledgers_key, ledger, origin)
+        return self._name_homes([ledger], origin, replaced=True)
 
     def name_homes(self, ledgers: Iterable[str], origin: str) -> None:
         """A home's heartbeat: when ``{ledgers}`` is of another type, replace it and name
         ``origin`` the home of each of ``ledgers`` (a ledger that gets no record was never named
-        again once the hash was lost so). A hash that merely lacks an entry is left as it is: the
-        verifier's ``unlisted_ledger`` is the evidence of that HDEL (PROTOCOL 10.5)."""
+        again once the hash was lost so); when another home replaced it since this one last
+        looked (its token in :data:`REPLACED_FIELD`), name them again too: their entries went with
+        the hash. A hash that merely lacks an entry is left as it is: the verifier's
+        ``unlisted_ledger`` is the evidence of that HDEL (PROTOCOL 10.5)."""
         names = list(ledgers)
         if not names:
             return
         try:
-            self.client.hget(self.ledgers_key, names[0])  # an ingest user may HGET it, not HLEN
+            replaced, relisted = self.client.hmget(self.ledgers_key, [REPLACED_FIELD, _relisted_field(origin)])
         except redis.exceptions.ResponseError as e:
             if not wrong_type(e):
                 raise
-            self.replace_wrong_type(self.ledgers_key, e, functools.partial(self._name_homes, names, origin))
+            write = functools.partial(self._name_homes, names, origin, replaced=True, complete=True)
+            self.replace_wrong_type(self.ledgers_key, e, write)
+            return
+        if replaced is not None and replaced != relisted:
+            log.info("Redis's ledgers hash was replaced (%s): naming this node's ledgers in it again", _text(replaced))
+            self._name_homes(names, origin, relisted=_text(replaced))
 
-    def _name_homes(self, ledgers: list[str], origin: str) -> Any:
+    def _name_homes(
+        self, ledgers: list[str], origin: str, *, replaced: bool = False, complete: bool = False, relisted: str = ""
+    ) -> Any:
+        """HSETNX each of ``ledgers`` to ``origin``; ``replaced``: the hash is new, and a token of
+        this replacement marks it, so that every home names its ledgers again (this one too unless
+        ``complete``, all its ledgers among ``ledgers``); ``relisted``: the token of the
+        replacement this home named its ledgers again for."""
         pipe = self.client.pipeline(transaction=False)
         for ledger in ledgers:
             pipe.hsetnx(self.ledgers_key, ledger, origin)
-        return pipe.execute()
+        if replaced:
+            token = f"{origin} {time.time_ns() // 1_000_000}"
+            pipe.hset(self.ledgers_key, REPLACED_FIELD, token)
+            relisted = token if complete else ""
+        if relisted:
+            pipe.hset(self.ledgers_key, _relisted_field(origin), relisted)
+        return pipe.execute()[: len(ledgers)]
 
-    def replace_wrong_type(self, name: str, error: Exception, write: Callable[[], Any]) -> Any:
+    def replace_wrong_type(self, name: str, error: Exception, write: Callable[[], Any], *, delete: bool = True) -> Any:
         """Delete key ``name``, which ``error`` (WRONGTYPE) found of another type, and ``write``
-        it again: what it held was none of the writer's (its writers write it of its type)."""
+        it again: what it held was none of the writer's (its writers write it of its type).
+        ``delete`` false: ``write`` replaces it itself (a SET, for a user that may not DEL it)."""
         log.warning("Redis key %s is of another type (%s): someone with a Redis password that may write it"
                     " changed it; replaced", name, error)  # fmt: skip
-        self.client.delete(name)
+        if delete:
+            self.client.delete(name)
         return write()
+
+    def replace_damaged(self, name: str, error: Exception, write: Callable[[], Any], *, delete: bool = True) -> Any:
+        """:meth:`replace_wrong_type` by the owner of a key of one ledger (its home's stream, a
+        node's held height, a witness's cosignature, an observer's tally keys), with the damage
+        raised as ``redis_key_damaged`` against ``redis`` naming the key (PROTOCOL 10.5): in the
+        alerts' log the evidence of an insider's write stays, and the alert is resolved once the
+        key is written anew (the owner's next write would have replaced it without a word)."""
+        alert = Alert("redis", name, 0, REDIS_KEY_DAMAGED,
+                      f"Redis key {name} was of another type ({error}): someone with a Redis password that may"
+                      f" write it (the admin's) changed it; {self.node or 'its owner'} writes it anew",
+                      source=self.node or "")  # fmt: skip
+        self.alert(alert)
+        done = self.replace_wrong_type(name, error, write, delete=delete)
+        self.resolve([alert.key])
+        return done
 
     def own_write(self, name: str, write: Callable[[], Any]) -> Any:
         """``write`` to this node's own alert key ``name``; one of another type (its own Redis

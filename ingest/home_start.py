@@ -152,7 +152,8 @@ def ask_cluster(
                     if note.startswith(origin_for(config.name, ledger).encode() + b"\n"):
                         check.notes[ledger].append(note)
     try:
-        check.redis_latest = {ledger: note for ledger, note in replication.checkpoints().items() if ledger in ledgers}
+        # Of its own ledgers: {ledgers} may be of another type (PROTOCOL 10.5), and is no proof of any.
+        check.redis_latest = replication.checkpoints(ledgers)
         for ledger in ledgers:
             check.notes[ledger].extend(replication.cosignatures(ledger).values())
     except REDIS_ERRORS as e:

@@ -25,6 +25,7 @@ loop used to wait for after each batch before it received the next (replication 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import threading
@@ -53,6 +54,10 @@ from .worker import Worker
 log = logging.getLogger(__name__)
 
 PUBLISH_RETRY_SECONDS = 1.0  # a Cosigner's turn at least this often: a cosignature Redis missed goes again
+# How often a witness reads back its own cosignature keys: one made of another type by the admin's
+# user reads as none to everyone (MGET), and a quiet ledger's is written again only every
+# recosign_interval_ms (PROTOCOL 10.5).
+OWN_KEYS_CHECK_SECONDS = 5.0
 
 
 def self_check(store: ChainStore, kind: str) -> dict[str, StoreContradictsCheckpointError]:
@@ -173,6 +178,7 @@ class Witness:
         # names: resolved once the store holds that one (carry_over).
         self._carried: dict[str, tuple[int, bytes]] = {}
         self._signer_changed = False  # a new key to cosign the last checkpoints with again (16.6)
+        self._keys_checked_at = -float("inf")
         self.cosigned = 0
 
     def carry_over(self, alerts: Mapping[str, Mapping[str, object]]) -> None:
@@ -215,6 +221,24 @@ class Witness:
             self._holds(last)
         self._settle_carried()
         self._publish()
+
+    def _replace_damaged(self) -> None:
+        """At most every OWN_KEYS_CHECK_SECONDS: this witness's cosignature keys found of another
+        type are published again (SET replaces them), with ``redis_key_damaged`` raised and resolved."""
+        now = self._clock()
+        if now < self._keys_checked_at + OWN_KEYS_CHECK_SECONDS:
+            return
+        self._keys_checked_at = now
+        ledgers = {self.replication.cosig_key(ledger, self.name): ledger for ledger in self._last}
+        try:
+            for key, error in self.replication.wrong_typed(list(ledgers)).items():
+                kept = self._last[ledgers[key]]
+                write = functools.partial(self.replication.publish_cosignature, kept.ledger, self.name, kept.size,
+                                          kept.note)  # fmt: skip
+                self.replication.replace_damaged(key, error, write, delete=False)
+                self._unpublished.pop(kept.ledger, None)
+        except REDIS_ERRORS as e:
+            log.warning("%s: its cosignature keys not read back, Redis unavailable (%s)", self.name, e)
 
     def _of_current_epoch(self, kept: KeptCheckpoint) -> bool:
         """Whether the cosigned note ``kept`` states the ledger's current epoch (its number and
@@ -262,6 +286,7 @@ class Witness:
             except VledgerError as e:
                 log.error("%s: cannot cosign %s at %d: %s", self.name, checkpoint.ledger, checkpoint.size, e)
         self._settle_carried()
+        self._replace_damaged()
         self._publish()
 
     def evidence(self, checkpoint: SignedCheckpoint, source: str, proof: Contradiction | None = None) -> None:

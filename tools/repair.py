@@ -425,11 +425,11 @@ class Repair:
         if quorum > len(witnesses):
             raise RepairRefusedError(f"a quorum of {quorum} needs as many witnesses; the cluster has {len(witnesses)}")
         self.quorum = quorum
-        ledgers = ledgers_of(config, name, replication.ledgers(), stored_ledgers(store))
+        ledgers = ledgers_of(config, name, replication.ledgers_or_streams(), stored_ledgers(store))
         if not ledgers:
             raise RepairRefusedError(f"{name} holds no ledger the cluster knows of: nothing to rebuild")
         others = [n.name for n in config.nodes.values() if n.name != name and n.role != "verifier"]
-        published = replication.checkpoints()
+        published = replication.checkpoints(ledgers)
         # A witness whose key rotated counts by its keys in force now, proven on the admin ledger (16.6).
         histories = witness_histories_now(config, replication.client)
         rotated = witness_keys_in_force(config.name, histories, histories, int(self.clock() * 1000))

@@ -410,10 +410,10 @@ def read_status(
     if silent_after is not None:
         silence = AccountRegistry(replication.client).silence(sorted(roles))
         down = {name for name, age in silence.items() if age is not None and age > silent_after}
-    homes = replication.ledgers()
+    homes = replication.ledgers_or_streams()  # "": none named (the hash of another type)
     names = sorted(homes)
     lasts = replication.last_heights(names)
-    notes = replication.checkpoints() if checker is not None else {}
+    notes = replication.checkpoints(names) if checker is not None else {}
     # Of another type (review17 2), no claims: the notes prove each epoch shown all the same.
     epochs = LastRead(replication.epochs_key, replication.epochs)() if checker is not None else {}
     statuses = []
@@ -422,8 +422,8 @@ def read_status(
             seen = Witnessed(1, homes[name], None, None, {}, None)
         else:
             seen = checker.witnessed(replication, name, sorted(roles), notes.get(name))
-        named = epochs.get(name) or (1, homes[name])
-        claimed = None if named == (seen.epoch, seen.home) or (named[0] == 1 and homes[name] == seen.home) else named
+        named = epochs.get(name) or (1, homes[name] or seen.home)
+        claimed = None if named == (seen.epoch, seen.home) or (named[0] == 1 and named[1] == seen.home) else named
         held = replication.held(name)
         status = ledger_status(
             name,

@@ -320,7 +320,7 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
     Redis's, and an ingest user writing back an older note, or junk, moves it back no further
     than the witnesses' latest. Redis errors pass."""
     replication = ReplicationLedger(client)
-    note = client.get(replication.checkpoint_key(ledger))
+    note = replication.checkpoints([ledger]).get(ledger)  # none while its key is of another type
     notes = [
         *([bytes(note)] if note else []),
         *replication.cosignatures(ledger).values(),
@@ -544,7 +544,8 @@ def tally_report(
     histories = observer_histories(keys, follow_redis(config, client))
     board = TallyBoard(client, stream_max_len=config.observers.tally_stream_max_len)
     report = read_tallies(board, ledger, keys, histories)
-    if all(t.checked is None for t in report.observers) and ledger not in ReplicationLedger(client).ledgers():
+    silent = all(t.checked is None for t in report.observers)
+    if silent and ledger not in ReplicationLedger(client).ledgers_or_streams():
         raise NoSuchLedgerError(f"no ledger {ledger!r} in the cluster")
     if report.verdict.status == MISMATCH:
         report = replace(report, alert=raise_mismatch(ReplicationLedger(client), report))

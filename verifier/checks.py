@@ -674,20 +674,12 @@ class ClusterChecks:
 
     def _stream_keys(self) -> set[str]:
         """The ledgers whose stream key ``vledger:{<ledger>}:chain`` exists (SCAN)."""
-        prefix, suffix = f"{self.replication.namespace}:{{", "}:chain"
-        streams: set[str] = set()
         try:
-            for raw in self.replication.client.scan_iter(
-                match=_glob(prefix) + "*" + _glob(suffix), count=SCAN_COUNT, _type="stream"
-            ):
-                key = _text(raw)
-                ledger = key[len(prefix) : -len(suffix)]
-                if key.startswith(prefix) and key.endswith(suffix) and is_ledger_name(ledger):
-                    streams.add(ledger)
+            return self.replication.stream_ledgers(SCAN_COUNT)
         except REDIS_ERRORS as e:  # e.g. a Redis user made before the verifier could SCAN
             log.info("cannot look for the ledgers' streams: %s", e)
             self._scan_at = self._clock() + LIST_LEDGERS_SECONDS  # tried again sooner
-        return streams
+        return set()
 
     def _unlisted(self, announced: dict[str, str | None], found: dict[str, str]) -> None:
         """Add each ledger found elsewhere to ``announced`` (checked anyway, its home the cluster
@@ -806,14 +798,24 @@ class ClusterChecks:
     def _create_group(self, ledger: str, *, mkstream: bool) -> bool:
         """Put the consumer group on ``ledger``'s stream (from its start); whether it is there. With
         ``mkstream`` false, none where the stream does not exist yet (a later round creates it)."""
+        key = self.replication.stream_key(ledger)
         try:
-            self.replication.client.xgroup_create(self.replication.stream_key(ledger), GROUP, id="0", mkstream=mkstream)
+            self.replication.client.xgroup_create(key, GROUP, id="0", mkstream=mkstream)
         except Exception as e:  # BUSYGROUP: the group exists, which is what we want
             if "BUSYGROUP" in str(e):
+                self.resolve("redis", key, (REDIS_KEY_DAMAGED,))
                 return True
             if not mkstream and "requires the key to exist" in str(e):
                 return False
+            if wrong_type(e):
+                # The admin's user can SET it: its home replaces it and refills it from its store,
+                # and meanwhile the other ledgers' streams are read (one XREADGROUP of all failed).
+                self.raise_alert(Alert("redis", key, 0, REDIS_KEY_DAMAGED,
+                                       f"Redis key {key} is of another type ({e}): the ledger's stream is not"
+                                       " read until its home writes it anew", source="redis"))  # fmt: skip
+                return False
             raise
+        self.resolve("redis", key, (REDIS_KEY_DAMAGED,))
         return True
 
     def holders(self, ledger: str) -> list[str]:
@@ -869,6 +871,13 @@ class ClusterChecks:
                 GROUP, self.name, streams, count=READ_COUNT, block=None if self._read_pending else block_ms
             )
         except REDIS_ERRORS as e:
+            if wrong_type(e):
+                # One stream of another type fails the read of all: each is grouped again, which
+                # finds that one (_create_group) and leaves it out until its home replaced it.
+                for ledger, state in self.ledgers.items():
+                    state.grouped = state.grouped and self._create_group(ledger, mkstream=False)
+                self._read_pending = True
+                return 0
             if "NOGROUP" not in str(e):
                 raise
             # A Redis that lost the group (a replica promoted before the group reached it, a
@@ -897,9 +906,15 @@ class ClusterChecks:
             if not state.grouped:
                 continue
             key = self.replication.stream_key(ledger)
-            reply = self.replication.client.xautoclaim(
-                key, GROUP, self.name, min_idle_time=self.settings.claim_idle_ms, start_id="0-0", count=READ_COUNT
-            )
+            try:
+                reply = self.replication.client.xautoclaim(
+                    key, GROUP, self.name, min_idle_time=self.settings.claim_idle_ms, start_id="0-0", count=READ_COUNT
+                )
+            except REDIS_ERRORS as e:
+                if not wrong_type(e):
+                    raise
+                state.grouped = self._create_group(ledger, mkstream=False)
+                continue
             entries = [e for e in reply[1] if e and e[1] is not None] if reply else []  # 7.0 adds deleted ids
             if entries:
                 log.info("took over %d entries of %s left by another verifier", len(entries), ledger)
@@ -1208,9 +1223,19 @@ class ClusterChecks:
     def _checkpoint_notes(self) -> dict[str, bytes]:
         """Each ledger's latest checkpoint note as Redis has it (its home wrote it; unverified)."""
         try:
-            return self.replication.checkpoints()
+            notes, damaged = self.replication.checkpoint_reads(self.ledgers)  # {ledgers} may be of another type
         except REDIS_ERRORS:
             return {}  # Redis away: the checkpoints verified before still hold
+        for ledger in self.ledgers:
+            key = self.replication.checkpoint_key(ledger)
+            error = damaged.get(key)
+            if error is None:
+                self.resolve("redis", key, (REDIS_KEY_DAMAGED,))
+            else:  # its home SETs it again at its next heartbeat; the nodes are asked meanwhile
+                self.raise_alert(Alert("redis", key, 0, REDIS_KEY_DAMAGED,
+                                       f"Redis key {key} is of another type ({error}): read as no checkpoint until"
+                                       " the ledger's home writes it anew", source="redis"))  # fmt: skip
+        return notes
 
     def _learn_checkpoint(self, ledger: str, state: LedgerState, note: bytes | None, now: float) -> None:
         """Take a larger verified checkpoint of ``ledger``: Redis's note, else (at most every
@@ -1775,11 +1800,6 @@ def _hash_at(reader: NodeReader, ledger: str, height: int) -> bytes | None:
 
 def _detail(sentence: str, conflict: Conflict) -> str:
     return f"{sentence}: {conflict.how}" if conflict.how else sentence
-
-
-def _glob(text: str) -> str:
-    """``text`` matched literally in a Redis SCAN pattern."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _where(source: str) -> str:

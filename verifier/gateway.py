@@ -55,7 +55,7 @@ from prometheus_client.registry import Collector
 
 from ..broker.http import HttpThread, add_health_routes, from_this_host, json_errors, json_response, plain_headers
 from ..broker.redis_server import connect
-from ..broker.replication import ReplicationLedger
+from ..broker.replication import ReplicationLedger, wrong_type
 from ..broker.signing import admin_checkpoint_key, witness_keys
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig
@@ -1511,7 +1511,15 @@ class Gateway:
         """Heights, alerts and logs (Redis and files); the nodes' health is probed by the caller."""
         # Every configured node's alerts (the gateway's user may not SCAN for them).
         replication = ReplicationLedger(self._redis(), raisers=sorted(self.config.nodes))
-        ledgers = sorted(replication.ledgers())
+        try:
+            ledgers = sorted(replication.ledgers())
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            # The admin's user can SET it, until a home replaces it: the ledgers this replica holds.
+            log.warning("Redis key %s is of another type (%s): the ledgers of this copy are shown",
+                        replication.ledgers_key, e)  # fmt: skip
+            ledgers = sorted(self.reader.ledgers())
         held = {ledger: replication.held(ledger) for ledger in ledgers}
         alerts = replication.open_alerts()
         return {

@@ -20,14 +20,16 @@ observer's own store from every genesis and publishes again once it reached the 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
-from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_alert
+from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_alert, wrong_type, wrong_typed_keys
 from ..broker.signing import SigningKey, load_signing_key, signing_key_paths
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, ObserverSettings
@@ -63,10 +65,12 @@ class Observer:
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = _now_ms,
         admin_current: Callable[[], bool] | None = None,
+        replace_damaged: Callable[..., Any] | None = None,
     ) -> None:
         """``admin_current``: whether this observer's copy of the admin ledger is as long as
         its home holds it; until then only the admin ledger is counted, so a grant still in
-        flight is never taken for a missing one (docs/PROTOCOL.md 16.2)."""
+        flight is never taken for a missing one (docs/PROTOCOL.md 16.2). ``replace_damaged``:
+        ReplicationLedger.replace_damaged, for its own tally keys found of another type."""
         self.name = name
         self.store = store
         self.board = board
@@ -84,6 +88,7 @@ class Observer:
         self._looked = -math.inf  # when it last read which entries Redis names its latest
         self.flagged = 0
         self._admin_current = admin_current
+        self._replace_damaged = replace_damaged
         self._sign_again = False  # a new key: publish every ledger's count again with it (signs_with)
 
     def stored(self, records: list[Record]) -> None:
@@ -181,6 +186,7 @@ class Observer:
             return
         except REDIS_ERRORS:
             return  # the next look tries again
+        self._replace_latest(named)
         for ledger, entry in self._entries.items():
             latest = named.get(ledger, {}).get(self.name)
             if latest != entry:
@@ -194,6 +200,22 @@ class Observer:
                 self._published.pop(ledger, None)
                 self._tried.pop(ledger, None)
 
+    def _replace_latest(self, named: dict[str, dict[str, str]]) -> None:
+        """Set again to the entry it published each latest id read as none because it is of another
+        type (the admin's user can make it a hash): ``redis_key_damaged`` raised and resolved."""
+        unnamed = {self.board.latest_key(ledger, self.name): ledger for ledger in self._entries
+                   if self.name not in named.get(ledger, {})}  # fmt: skip
+        if self._replace_damaged is None or not unnamed:
+            return
+        try:
+            for key, error in wrong_typed_keys(self.board.client, list(unnamed)).items():
+                ledger = unnamed[key]
+                write = functools.partial(self.board.client.set, key, self._entries[ledger])
+                self._replace_damaged(key, error, write, delete=False)
+                named.setdefault(ledger, {})[self.name] = self._entries[ledger]
+        except REDIS_ERRORS as e:
+            log.warning("%s: its latest tally ids not replaced, Redis unavailable (%s)", self.name, e)
+
     def _publish(self, ledger: str) -> None:
         snapshot = self.keeper.snapshot(self.name, ledger, self._wall_ms())
         try:
@@ -202,8 +224,16 @@ class Observer:
             log.error("%s: the tally of %s at %d cannot be encoded: %s", self.name, ledger, snapshot.height, e)
             return
         signature = self.signer.sign(body)
+        publish = functools.partial(self.board.publish, ledger, self.name, snapshot.height, body, signature)
         try:
-            entry = self.board.publish(ledger, self.name, snapshot.height, body, signature)
+            try:
+                entry = publish()
+            except redis.exceptions.ResponseError as e:
+                if not wrong_type(e) or self._replace_damaged is None:
+                    raise
+                # Its stream made another type (the admin's user can SET it): every snapshot of the
+                # ledger failed there, readers saw none; the entries it held are gone already.
+                entry = self._replace_damaged(self.board.stream_key(ledger, self.name), e, publish)
         except REDIS_ERRORS as e:
             log.warning(
                 "%s: tally of %s not published, Redis unavailable (%s); the next turn tries again", self.name, ledger, e
@@ -242,6 +272,7 @@ def run_observer(config: ClusterConfig, name: str, passphrase: str | None = None
             config.observers,
             lambda alert: raise_alert(replication, alert),
             admin_current=admin_current,
+            replace_damaged=replication.replace_damaged,
         )
 
     run_follower(config, name, passphrase, observe=observe)

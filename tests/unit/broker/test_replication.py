@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vledger.broker.replication import (
+    REDIS_KEY_DAMAGED,
     Alert,
     ReplicationLedger,
     StreamRecord,
@@ -565,6 +566,62 @@ def test_a_follower_closes_only_the_alerts_raised_up_to_the_height_whose_cause_i
     assert replica.resolve_up_to([copy.key], 0) == 1 and replica.own_open_alerts() == {}
     replica.alert(copy)
     assert replica.resolve_up_to([copy.key], 2**63) == 1  # past the largest height: every one
+
+
+def test_after_one_home_replaced_the_ledgers_hash_every_home_names_its_quiet_ledgers_again_once(
+    repl: ReplicationLedger,
+) -> None:
+    # Replaced by one home (made a string), the hash lost the other homes' entries, and a home
+    # named its ledgers again only when the hash was of another type or at its ledger's next
+    # append: a quiet ledger stayed unlisted (wt31, after c3eea34).
+    repl.name_homes([OTHER], "ingest-2")
+    repl.client.set(repl.ledgers_key, "x")
+    repl.name_homes([LEDGER], HOME)  # replaces it
+    assert repl.ledgers() == {LEDGER: HOME}
+    repl.name_homes([OTHER], "ingest-2")
+    assert repl.ledgers() == {LEDGER: HOME, OTHER: "ingest-2"}
+    # A plain HDEL is left as it is for the verifier's unlisted_ledger: no home names it again.
+    repl.client.hdel(repl.ledgers_key, OTHER, LEDGER)
+    repl.name_homes([OTHER], "ingest-2")
+    repl.name_homes([LEDGER], HOME)
+    assert repl.ledgers() == {}
+
+
+def test_a_ledgers_keys_of_another_type_are_read_as_none_and_replaced_by_their_owners(redis_client: Any) -> None:
+    # The admin's user may make any ledger's key another type (wt31): one checkpoint key failed
+    # every ledger's checkpoint read, one held key the ledger's held heights and every report of
+    # its node, one stream every append of its home.
+    repl = ReplicationLedger(redis_client, node=HOME)
+    assert repl.append(LEDGER, HOME, 0, [b"r0", b"r1"], b"note") == 1
+    assert repl.append(OTHER, HOME, 0, [b"o0"], b"other") == 0
+    repl.advance("replica-1", LEDGER, 1)
+    repl.client.delete(repl.checkpoint_key(LEDGER), repl.held_key(LEDGER, HOME))
+    repl.client.hset(repl.checkpoint_key(LEDGER), "x", "1")
+    repl.client.hset(repl.held_key(LEDGER, HOME), "x", "1")
+    notes, damaged = repl.checkpoint_reads()
+    assert notes == {OTHER: b"other"} and list(damaged) == [repl.checkpoint_key(LEDGER)]
+    assert repl.held(LEDGER) == {"replica-1": 1}
+    assert list(repl.wrong_typed([repl.held_key(LEDGER, HOME), repl.held_key(LEDGER, "replica-1")])) == [
+        repl.held_key(LEDGER, HOME)
+    ]
+    assert repl.set_held(HOME, LEDGER, 1) == 1 and repl.held(LEDGER)[HOME] == 1
+    repl.client.set(repl.stream_key(LEDGER), "x")
+    assert repl.last_heights([LEDGER, OTHER]) == {LEDGER: -1, OTHER: 0}
+    # Its home's next append finds it: an empty stream, which the home fills from its store.
+    assert repl.append_checked(LEDGER, HOME, 2, [b"r2"], b"note", held=2) == (-1, None)
+    assert repl.append(LEDGER, HOME, 0, [b"r0", b"r1", b"r2"], b"note") == 2
+    # The outside witnesses' notes a home keeps: read as none (vledger tally, the gateway failed), replaced by it.
+    repl.client.set(repl.outside_key(LEDGER), "x")
+    assert repl.outside_cosignatures(LEDGER) == {}
+    repl.publish_outside_cosignature(LEDGER, "outside-1", 3, b"note")
+    assert repl.outside_cosignatures(LEDGER) == {"outside-1": b"note"}
+    raised = [(a["ledger"], a["what"]) for a in repl.alerts()]
+    assert raised == [
+        (repl.held_key(LEDGER, HOME), REDIS_KEY_DAMAGED),
+        (repl.stream_key(LEDGER), REDIS_KEY_DAMAGED),
+        (repl.outside_key(LEDGER), REDIS_KEY_DAMAGED),
+    ]
+    assert repl.own_open_alerts() == {}  # resolved once written anew
 
 
 def test_a_homes_append_replaces_a_ledgers_hash_of_another_type_and_names_itself(repl: ReplicationLedger) -> None:

@@ -228,6 +228,8 @@ def test_a_handed_over_ledger_is_rebuilt_under_epoch_2_and_never_under_a_fenced_
     )
     assert ledgers_of(config, "ingest-2", {LEDGER: "ingest-2"}, set()) == {LEDGER: "ingest-2"}
     assert ledgers_of(config, "ingest-1", {LEDGER: "ingest-2"}, set()) == {LEDGER: "ingest-2"}
+    # A stream found while {ledgers} is of another type names no home (wt31): the cluster file's.
+    assert ledgers_of(config, "replica-1", {LEDGER: ""}, set()) == {LEDGER: "ingest-1"}
 
 
 def test_a_repair_removes_what_an_interrupted_one_left_and_refuses_to_run_twice(tmp_path: Path) -> None:

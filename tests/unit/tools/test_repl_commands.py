@@ -225,6 +225,27 @@ def test_every_replica_current_exits_0(
     assert out.rstrip().endswith("Every replica and observer holds every ledger up to its head.")
 
 
+def test_keys_of_another_type_fail_no_status(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    # The admin's user can make any key another type (wt31): {ledgers} a string, a node's held
+    # height or a checkpoint a hash failed the whole status ("a Redis key ... is of another type").
+    stream(repl, ZAKAT, "ingest-2", 5)
+    for name in ("ingest-2", "replica-1", "replica-2"):
+        repl.advance(name, ZAKAT, 4)
+    repl.client.set(repl.ledgers_key, "x")
+    repl.client.delete(repl.held_key(ZAKAT, "replica-2"))
+    repl.client.hset(repl.held_key(ZAKAT, "replica-2"), "x", "1")
+    repl.client.hset(repl.checkpoint_key(ZAKAT), "x", "1")
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    lines = out.splitlines()
+    assert lines, err
+    assert lines[0].endswith(": 1 ledger"), out + err
+    assert lines[3].split() == ["zakat", "4", "4", "ingest-2", "home", "4", "0", "-"]
+    assert lines[6].split()[:3] == ["replica-2", "replica", "-"]  # no height read
+    assert code == EXIT_LAGGING
+
+
 def zakat_held_by_nodes_alive(repl: ReplicationLedger) -> tuple[AccountRegistry, int, int]:
     """zakat's 5 records held by its home and both replicas, every node alive now by the Redis
     clock; returns the registry, a heartbeat time older than the window (the configuration's
