@@ -53,8 +53,10 @@ looked up as it is.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -201,6 +203,16 @@ def shm_of(path: Path) -> Path:
     return path.with_name(path.name + "-shm")
 
 
+def make_private(path: Path) -> None:
+    """Make the store file (created if missing) and its -wal and -shm readable by their owner
+    only, as every other file of a node's is: SQLite creates them under the process's umask
+    (0644 under supervisord, outsider o13), and gives its -wal and -shm the file's own mode."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for each in (path, wal_of(path), shm_of(path)):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(each, 0o600)  # one made before under another umask
+
+
 def connect(path: Path, *, readonly: bool = False, shared: bool = False, still: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN ourselves), WAL and full fsync.
 
@@ -216,6 +228,7 @@ def connect(path: Path, *, readonly: bool = False, shared: bool = False, still: 
             still_mode = ("&readonly_shm=1" if wal_of(path).exists() else "&immutable=1") if still else ""
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{still_mode}", uri=True, isolation_level=None)
         else:
+            make_private(path)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not shared, factory=NodeConnection)
             # SQLite's own settings otherwise: mmap_size, cache_size and wal_autocheckpoint (200,
             # 4000) gave a lone INSERT no CPU back (a WAL commit is its two frames, four pwrites
@@ -223,7 +236,7 @@ def connect(path: Path, *, readonly: bool = False, shared: bool = False, still: 
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
-    except sqlite3.Error as e:
+    except (sqlite3.Error, OSError) as e:
         raise StoreError(f"{path}: cannot open the store: {e}") from e
     return conn
 

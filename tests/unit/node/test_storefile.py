@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import sqlite3
+import stat
 import tempfile
 from contextlib import closing
 from pathlib import Path
@@ -350,3 +352,22 @@ def test_a_store_whose_index_lost_or_gained_a_row_does_not_open(store_dir: Path,
         conn.commit()
     with pytest.raises(IndexMismatchError, match=says):
         ChainStore(store_dir, origin="node-1", hash_fill_at=1)
+
+
+def test_the_store_file_and_its_wal_and_shm_are_private_whatever_the_umask(tmp_path: Path, kit: Any) -> None:
+    # outsider o13: chain.sqlite3 was 0644 beside 0600 keys and journals (SQLite follows the umask).
+    old = os.umask(0o022)
+    try:
+        with ChainStore(tmp_path / "new", origin="node-1") as store:
+            store.create_ledger(kit.genesis_entry(0))
+            made = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "new").glob(f"{DB_NAME}*")}
+        assert set(made) >= {DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"}
+        assert set(made.values()) == {0o600}
+        old_store = tmp_path / "old"  # one made before, under the umask: made private when opened
+        old_store.mkdir()
+        sqlite3.connect(old_store / DB_NAME).close()
+        assert stat.S_IMODE((old_store / DB_NAME).stat().st_mode) == 0o644
+        with ChainStore(old_store, origin="node-1"):
+            assert stat.S_IMODE((old_store / DB_NAME).stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
