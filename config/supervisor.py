@@ -45,6 +45,10 @@ START_RETRIES = 5
 # starting it again on the same store for ever (a node that fails within startsecs is
 # retried START_RETRIES times, then FATAL). sysexits' EX_DATAERR. Any other exit restarts.
 EXIT_STORE_DAMAGED = 65
+# The exit status of a node started on a store another process holds (its node lock, PROTOCOL
+# 10.5's node_running): sysexits' EX_TEMPFAIL. Not final: supervisord retries it START_RETRIES
+# times (the other process may be stopping), then leaves it FATAL.
+EXIT_NODE_RUNNING = 75
 NODE_ROLES = frozenset({"ingest", "replica", "observer", "verifier"})  # the programs that run a node
 
 

@@ -35,6 +35,7 @@ from ..broker.curve_guard import ConnectionGuard, CurveGuardMetrics, raise_file_
 from ..broker.feed import Publisher
 from ..broker.http import Check, Details
 from ..broker.keys import KeyPair, load_secret
+from ..broker.node_lock import node_lock
 from ..broker.redis_server import connect
 from ..broker.replication import (
     REDIS_ERRORS,
@@ -286,7 +287,8 @@ class NodeRuntime:
         """The runtime of node ``name``, which must have one of ``roles``.
 
         Raises SettingsError for a node of another role, KeyMaterialError for a key file
-        that cannot be read (or a wrong passphrase).
+        that cannot be read (or a wrong passphrase), NodeRunningError when another process
+        holds the node's store (the process then ends with EXIT_NODE_RUNNING).
         """
         node = config.node(name)
         if node.role not in roles:
@@ -295,6 +297,8 @@ class NodeRuntime:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         raise_file_limit()  # each connection of its CURVE and HTTP ports is a descriptor
         with ExitStack() as stack:
+            # Before anything of the store is opened, and held to the process's end (broker/node_lock.py).
+            stack.enter_context(node_lock(config.store_dir(name), f"node {name}"))
             # "ingest node ingest-1 stopped", "replica replica-1 stopped": what operators grep for.
             stack.callback(log.info, "%s %s stopped", "ingest node" if node.role == "ingest" else node.role, name)
             runtime = cls(config, node, keys, stack, passphrase)

@@ -171,6 +171,14 @@ class StoreDamagedError(StoreError):
     code = "store_damaged"
 
 
+class NodeRunningError(StoreError):
+    """Another process holds a node's store: the node itself (a second one started on its
+    store, by hand or from another host on a shared volume), or a ``vledger repair`` of it. The
+    process that finds it opens nothing of the store (PROTOCOL 10.5)."""
+
+    code = "node_running"
+
+
 class TreeSizeError(StoreError):
     """A proof, root or tile asked for a size or index past the ledger's tree."""
 

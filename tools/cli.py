@@ -20,7 +20,7 @@ from pathlib import Path
 from ..broker.logs import LEVELS, configure_logging
 from ..broker.redis_keys import wrong_type_message
 from ..config.settings import DEFAULT_DIFFICULTY, Limits
-from ..node.errors import RedisServerError, RemoteError, StoreDamagedError, UsageError, VledgerError
+from ..node.errors import NodeRunningError, RedisServerError, RemoteError, StoreDamagedError, UsageError, VledgerError
 from ..node.identifiers import escape
 from ..node.json_values import error_json
 from .args import (
@@ -403,6 +403,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         error(f"{e.message} (see: vledger {args.command} --help)", e.code, e.message)
         return EXIT_USAGE
+    except NodeRunningError as e:
+        from ..config.supervisor import EXIT_NODE_RUNNING  # noqa: PLC0415 - see COMMANDS
+
+        error(f"{e.code}: {e.message}", e.code, e.message)
+        return EXIT_NODE_RUNNING
     except StoreDamagedError as e:
         # A node whose store does not open: supervisord takes this status as final (config/supervisor.py,
         # imported here: it reads the cluster file's format, which no local command needs at start-up).

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from ..broker.node_lock import node_lock
 from ..config.settings import Limits, StoreSettings
 from ..node.checkpoint_log import IMPORTED_COSIGNED, IMPORTED_SIGNED
 from ..node.errors import HeightGapError, RecordConflictError, SourceChangedError, VledgerError
@@ -54,7 +55,8 @@ def import_file(
         result = plan.verification
         if result.ok and (plan.new_from or plan.checkpoints):
             f.seek(0)
-            with ChainStore(store, origin=node, limits=limits) as target:
+            # Never under a running node (or a repair): it would read these writes as damage.
+            with node_lock(store, f"import into {store}"), ChainStore(store, origin=node, limits=limits) as target:
                 appended = apply_import(f, plan, target, limits, chunk_size)
             kept = sum(r.kept for r in result.reports)
             log.info("imported %d records and kept %d checkpoints from %s into %s", appended, kept, path, store)

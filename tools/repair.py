@@ -54,6 +54,7 @@ from typing import Any
 from ..broker.alert_journal import ALERT_JOURNAL, carry_journal, journal_open_alert
 from ..broker.client import Client
 from ..broker.keys import KeyPair, generation_name, key_paths, newest_generation
+from ..broker.node_lock import node_lock
 from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, STORE_DAMAGED, ReplicationLedger, redis_failed
 from ..broker.signing import witness_keys
@@ -76,7 +77,7 @@ from ..ingest.store_sources import (
 from ..node.blobs import BlobStore
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
 from ..node.epoch import EpochHistory
-from ..node.errors import RepairRefusedError, SupervisorError, VledgerError
+from ..node.errors import NodeRunningError, RepairRefusedError, SupervisorError, VledgerError
 from ..node.json_values import error_json
 from ..node.note import VerifierKey, origin_for
 from ..node.record import Record
@@ -476,6 +477,17 @@ class Repair:
                 "under a running node), or give --restart when supervisord runs it"
             )
         store = config.store_dir(name)
+        # A node started meanwhile (or one that answers nothing yet) would run on the store swapped under it.
+        with contextlib.ExitStack() as held:
+            if store.is_dir():
+                try:
+                    held.enter_context(node_lock(store, f"repair of {name}"))
+                except NodeRunningError as e:
+                    raise RepairRefusedError(f"{name} runs on its store: {e.message}") from None
+            return self._planned(store)
+
+    def _planned(self, store: Path) -> RepairResult:
+        config, name = self.config, self.node
         sources = Sources(config, self.keys, self.timeout)
         access = config.redis_access("admin")
         redis = connect(access, timeout=REDIS_TIMEOUT)

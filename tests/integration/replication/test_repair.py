@@ -13,7 +13,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from vledger.config.supervisor import EXIT_STORE_DAMAGED
+from vledger.broker.node_lock import node_lock
+from vledger.config.supervisor import EXIT_NODE_RUNNING, EXIT_STORE_DAMAGED
 from vledger.node.storefile import DB_NAME
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis, wait_until
 from vledger.tests.integration.replication.test_witnessed import (
@@ -204,3 +205,32 @@ def test_a_store_its_node_refused_at_start_is_rebuilt_without_force(start_cluste
     assert cluster.stop_node("replica-1") == 0
     again = repair(cluster, "replica-1")
     assert again.returncode == 1 and "nothing to repair" in again.stderr, again.stderr
+
+
+def test_a_second_process_on_a_running_nodes_store_exits_at_once_and_a_repair_waits_for_the_lock(
+    start_cluster: Any,
+) -> None:
+    """outsider o13: a second replica-2 started on the running one's store opened it, started
+    its workers, then raised a false store_damaged ("the tree has 611 leaves for 610 records")
+    and exited 65, for good. The node lock refuses it before it opens anything."""
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=1)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 5)
+    wait_cosigned(cluster, cluster.replica_names, size(cluster))
+    before = fingerprint(cluster, "replica-1")
+    second = cluster.cli("replica", "--config", str(cluster.config_path), "--node", "replica-1", check=False)
+    assert second.returncode == EXIT_NODE_RUNNING, second.stdout + second.stderr
+    assert "node_running" in second.stderr and "node.lock is locked" in second.stderr
+    assert "replica-1||store_damaged" not in repl(cluster).open_alerts()
+    put(cluster, 3, phase="after")  # the first one runs on
+    wait_cosigned(cluster, cluster.replica_names, size(cluster))
+
+    assert cluster.stop_node("replica-1") == 0
+    after = fingerprint(cluster, "replica-1")
+    assert after != before
+    # A node that holds its store but answers nothing yet (no port bound) stands for one here.
+    with node_lock(cluster.store_dir("replica-1"), "test"):
+        refused = repair(cluster, "replica-1", "--force")
+    assert refused.returncode == 1 and "runs on its store" in refused.stderr, refused.stdout + refused.stderr
+    assert leftovers(cluster, "replica-1") == [] and fingerprint(cluster, "replica-1") == after
+    cluster.start_node("replica-1")  # the lock went with the process that held it

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from vledger.broker.logs import KeyValueFormatter, configure_logging
+from vledger.broker.node_lock import node_lock
+from vledger.config.supervisor import EXIT_NODE_RUNNING
 from vledger.config.settings import Limits
 from vledger.node.errors import RecordError, SourceChangedError, StoreClosedError, TreeMismatchError
 from vledger.node.export import max_line_bytes
@@ -468,6 +470,24 @@ def test_import_and_demo_make_no_store_among_other_files(tmp_path: Path, capsys:
     empty.mkdir()
     assert run(capsys, "import", tmp_path / "e.jsonl", "--store", empty)[0] == 0  # an empty one is fine
     assert rows(empty) == rows(store)
+
+
+def test_import_into_a_store_a_running_node_holds_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # outsider o13: nothing kept a second writer off a running node's store, which the node then
+    # read as damage (a false store_damaged). The node holds the lock; an import writes nothing.
+    source = make_store(tmp_path / "s", {"alpha": 3})
+    export(capsys, source, tmp_path / "first.jsonl")
+    target = tmp_path / "node"
+    assert run(capsys, "import", tmp_path / "first.jsonl", "--store", target)[0] == 0
+    add_records(source, "alpha", 2)
+    export(capsys, source, tmp_path / "e.jsonl")
+    before = rows(target)
+    with node_lock(target, "node replica-1"):
+        code, out, err = run(capsys, "import", tmp_path / "e.jsonl", "--store", target)
+    assert code == EXIT_NODE_RUNNING and "node_running" in err and "node.lock is locked" in err, out + err
+    assert rows(target) == before
+    assert run(capsys, "import", tmp_path / "e.jsonl", "--store", target)[0] == 0  # once it is let go
+    assert rows(target) == rows(source)
 
 
 def test_import_of_a_tampered_export_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
