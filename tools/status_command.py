@@ -26,6 +26,8 @@ import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 import xmlrpc.client
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -41,7 +43,7 @@ from ..broker.keys import KeyPair
 from ..broker.redis_server import connect, shown_url
 from ..broker.replication import ReplicationLedger
 from ..client.session import node_address, now_ms
-from ..config.cluster import FOLLOWER_ROLES, ROLES, ClusterConfig, load_cluster
+from ..config.cluster import FOLLOWER_ROLES, ROLES, ClusterConfig, NodeConfig, load_cluster
 from ..node.errors import (
     NodeUnavailableError,
     RedisServerError,
@@ -67,6 +69,8 @@ EXIT_FAILED = 1
 EXIT_PROBLEM = EXIT_LAGGING  # 3, as `repl status` and `supervise status` (supervisorctl's LSB code)
 RUNNING = "RUNNING"  # supervisord's state of a program that runs
 _SUPERVISOR_ERRORS = (OSError, xmlrpc.client.Error, http.client.HTTPException)
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # a node's own port, never a proxy's
+_READYZ_MAX = 1 << 16  # bytes of a /readyz body read
 
 
 # --- what was read ------------------------------------------------------------------------------
@@ -80,6 +84,8 @@ class NodeAnswer:
     hello: dict[str, Any] | None
     status: dict[str, Any] | None = None  # a verifier's status
     error: str | None = None  # why hello (or a verifier's status) got no usable answer
+    # The checks its /readyz failed, check -> reason (empty: ready, or no /readyz to ask or answering).
+    unready: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +115,7 @@ class NodeStatus:
     behind: dict[str, int]  # ledger -> records it lacks, as the node says
     process: ProgramState | None  # supervisord's view; None: not asked or not a program there
     standby: StandbyState | None = None  # an ingest node that is some ledgers' standby, as its hello says
+    unready: dict[str, str] = field(default_factory=dict)  # the checks its /readyz failed, with why
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +248,7 @@ def _node_status(name: str, role: str, answer: NodeAnswer, process: ProgramState
         behind={str(k): v for k, v in behind.items() if _is_int(v)} if follower and isinstance(behind, dict) else {},
         process=process,
         standby=_standby(hello.get("standby")),
+        unready=dict(answer.unready) if answer.hello is not None else {},
     )
 
 
@@ -306,6 +314,10 @@ def _problems(
             problems.append(f"{node.node} does not answer hello: {node.error}")
         elif node.error is not None:
             problems.append(f"{node.node}: {node.error}")
+        if node.up and node.unready:
+            # Outsider o13: a node left on a rotated Redis password answered hello, "up current",
+            # while it could publish nothing; only its /readyz said so.
+            problems.append(f"{node.node} answers but is not ready: {_unready(node.unready)}")
         if node.current is False:
             problems.append(f"{node.node} is behind: {_behind(node.behind)}")
     if nodes and not any(node.up for node in nodes):
@@ -322,6 +334,10 @@ def _problems(
             f"{len(open_alerts)} open alert{'s' if len(open_alerts) != 1 else ''}: {', '.join(sorted(open_alerts))}"
         )
     return problems
+
+
+def _unready(unready: Mapping[str, str]) -> str:
+    return "; ".join(f"{check}: {reason}" for check, reason in sorted(unready.items()))
 
 
 def _behind(behind: Mapping[str, int]) -> str:
@@ -369,6 +385,7 @@ def status_json(status: ClusterStatus) -> dict[str, Any]:
                 "version": n.version,
                 "current": n.current,
                 "behind": n.behind,
+                "unready": n.unready,
                 "standby": None
                 if n.standby is None
                 else {"ledgers": list(n.standby.ledgers), "follow_restarts": n.standby.follow_restarts},
@@ -409,8 +426,10 @@ def node_rows(status: ClusterStatus) -> tuple[tuple[str, ...], list[tuple[str, .
     rows = []
     for node in status.nodes:
         process = (_process(node.process),) if supervised else ()
-        note = "; ".join(text for text in (node.error, _restarts(node.standby)) if text)
-        rows.append((node.node, node.role, "up" if node.up else "down", *process, _sync(node), note))
+        unready = f"not ready: {_unready(node.unready)}" if node.up and node.unready else None
+        note = "; ".join(text for text in (node.error, unready, _restarts(node.standby)) if text)
+        state = ("not ready" if node.unready else "up") if node.up else "down"
+        rows.append((node.node, node.role, state, *process, _sync(node), note))
     if status.supervisord is not None:  # the programs that are no node: the Redis run here
         names = {node.node for node in status.nodes}
         for name, program in sorted(status.supervisord.programs.items()):
@@ -522,13 +541,37 @@ def ask_node(config: ClusterConfig, name: str, keys: KeyPair, timeout: float) ->
             return NodeAnswer(name, None, error=e.message)
         if hello.get("node") != name:
             return NodeAnswer(name, None, error=f"{address}: answers as {hello.get('node')!r}")
+        unready = ask_ready(config.nodes[name], timeout)
         if config.nodes[name].role != "verifier":
-            return NodeAnswer(name, hello)
+            return NodeAnswer(name, hello, unready=unready)
         try:
             status = client.call("status")
         except (NodeUnavailableError, RemoteError) as e:
-            return NodeAnswer(name, hello, error=f"status: {e.message}")
-        return NodeAnswer(name, hello, status if isinstance(status, dict) else None)
+            return NodeAnswer(name, hello, error=f"status: {e.message}", unready=unready)
+        return NodeAnswer(name, hello, status if isinstance(status, dict) else None, unready=unready)
+
+
+def ask_ready(node: NodeConfig, timeout: float) -> dict[str, str]:
+    """The checks node ``node``'s ``/readyz`` fails, check -> reason; empty when it has no
+    ``http_port``, is ready, or does not answer it in ``timeout`` (hello says whether it is up)."""
+    if node.http_port is None:
+        return {}
+    url = f"http://{node.host}:{node.http_port}/readyz"
+    try:
+        with _NO_PROXY.open(url, timeout=timeout) as answer:
+            body = answer.read(_READYZ_MAX)
+    except urllib.error.HTTPError as e:  # 503: not ready, with the same body
+        body = e.read(_READYZ_MAX)
+    except (OSError, http.client.HTTPException):
+        return {}
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return {}
+    checks = found.get("checks") if isinstance(found, dict) and found.get("ok") is False else None
+    if not isinstance(checks, dict):
+        return {}
+    return {str(check): str(reason) for check, reason in checks.items() if reason is not None}
 
 
 def read_supervisord(supervisor: Supervisor) -> SupervisordState:

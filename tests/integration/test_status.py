@@ -20,13 +20,14 @@ from typing import Any
 
 import pytest
 
+from vledger.broker import redis_acl
 from vledger.broker.keys import load_secret
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.broker.replication import Alert, ReplicationLedger, entry_id
 from vledger.config.cluster import load_cluster
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
 from vledger.node.storefile import DB_NAME
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, put_args, wait_until
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, apply_acl, entry, genesis, put_args, wait_until
 from vledger.tests.sqlite_faults import overwrite_pages
 from vledger.tools.status_command import EXIT_OK, EXIT_PROBLEM, HELLO_TIMEOUT, StatusReader
 
@@ -371,3 +372,32 @@ def test_a_home_whose_store_is_damaged_while_it_runs_refuses_the_put_and_exits_6
         if not cluster.node("verifier-1").running():
             cluster.start_node("verifier-1")
     until_ok(cluster, "status exits 0 once the home opened its store put back")
+
+
+def test_a_node_locked_out_of_redis_answers_hello_but_is_shown_not_ready(
+    cluster: LocalCluster, redis_server: RedisServer
+) -> None:
+    """Outsider o13: after a Redis password rotation, a replica still on the old password was
+    "up current" (exit 0) while it could publish nothing; only its /readyz said ok:false."""
+    user = redis_acl.user_name("replica", "replica-1")
+    admin = connect(redis_server.url)
+    try:
+        admin.execute_command("ACL", "SETUSER", user, "resetpass", ">a-rotated-password")  # noqa: S106
+        admin.execute_command("CLIENT", "KILL", "USER", user)  # its connections sign in again, and fail
+
+        def locked_out() -> dict[str, Any] | None:
+            code, found = report(cluster)
+            replica = node(found, "replica-1")
+            return found if code == EXIT_PROBLEM and replica["up"] and "redis" in replica["unready"] else None
+
+        found = wait_until(locked_out, DEADLINE, "status showing replica-1 not ready")
+        (problem,) = [p for p in found["problems"] if p.startswith("replica-1 answers but is not ready: ")]
+        assert "redis: " in problem and "password" in problem, problem
+        code, out = status(cluster)
+        assert code == EXIT_PROBLEM
+        (row,) = [line for line in out.splitlines() if line.startswith("replica-1 ")]
+        assert "not ready" in row, out
+    finally:
+        apply_acl(redis_server.url)  # its password back
+        admin.close()
+    until_ok(cluster, "replica-1 ready again")

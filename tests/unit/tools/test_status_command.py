@@ -148,6 +148,19 @@ def test_a_standby_s_follow_restarts_show_in_the_table_and_the_json_but_are_no_p
     assert status_json(quiet)["nodes"][0]["standby"]["follow_restarts"] == 0
 
 
+def test_a_node_that_answers_hello_but_fails_its_readyz_is_not_ready_and_a_problem() -> None:
+    # Outsider o13: left on a rotated Redis password, replica-3 was "up current" with exit 0 while
+    # it published nothing; only its /readyz said ok:false.
+    reason = "AuthenticationError: invalid username-password pair"
+    locked_out = NodeAnswer("replica-1", hello("replica-1", "replica", current=True), unready={"redis": reason})
+    status = status_of(answers(replica_1=locked_out))
+    assert status.exit_code == EXIT_PROBLEM
+    assert status.problems == (f"replica-1 answers but is not ready: redis: {reason}",)
+    assert node_rows(status)[1][1] == ("replica-1", "replica", "not ready", "current", f"not ready: redis: {reason}")
+    assert status_json(status)["nodes"][1]["unready"] == {"redis": reason}
+    assert status_json(status_of())["nodes"][1]["unready"] == {}
+
+
 def test_a_node_that_does_not_answer_is_down_and_a_problem() -> None:
     down = NodeAnswer("replica-1", None, error="tcp://127.0.0.1:7111: no answer within 1 s")
     status = status_of(answers(replica_1=down))
@@ -350,6 +363,7 @@ def test_the_json_object_and_its_ledgers_as_repl_status_gives_them() -> None:
         "version": "0.1.0",
         "current": True,
         "behind": {},
+        "unready": {},
         "standby": None,
         "process": {"state": "RUNNING", "pid": 102},
     }
