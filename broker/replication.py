@@ -66,11 +66,12 @@ import functools
 import json
 import logging
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -84,6 +85,8 @@ from .redis_server import shown_url
 MAX_HEIGHT = 2**63 - 1  # the largest height a record may have (a store's integer)
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ALERTS_MAX_LEN = 100_000
 STORE_CONTRADICTS = "store_contradicts_checkpoint"
@@ -530,6 +533,7 @@ class ReplicationLedger:
         self.journal = journal
         # A raise and a reassert of one process do not interleave (the alert put back twice).
         self._alerts_lock = threading.RLock()
+        self._journal_failing = False  # the last write of the alert journal failed (_journaled)
         self.namespace = namespace
         self.stream_max_len = stream_max_len
         self.node = node
@@ -1133,13 +1137,34 @@ class ReplicationLedger:
         """Add ``alert`` to this client's alerts stream and open alerts; returns its stream id."""
         fields = alert.fields()
         with self._alerts_lock:
-            if self.journal is not None:  # first: a Redis that is away or refuses loses nothing
+            journal = self.journal
+            if journal is not None:  # first: a Redis that is away or refuses loses nothing
                 # Raised again while open (its cause stays), it keeps its first at_ms (10.5).
-                fields["at_ms"] = self.journal.raised(alert.key, {"id": "", **fields})["at_ms"]
+                kept = self._journaled(lambda: journal.raised(alert.key, {"id": "", **fields}))
+                if kept is None:
+                    journal = None  # not in the journal: nothing to record there either
+                else:
+                    fields["at_ms"] = kept["at_ms"]
             opened = self._put(alert.key, fields)
-            if self.journal is not None:
-                self.journal.recorded(alert.key, opened)
+            if journal is not None:
+                self._journaled(lambda: journal.recorded(alert.key, opened))
             return str(opened["id"])
+
+    def _journaled(self, write: Callable[[], T]) -> T | None:
+        """``write``'s result, or None when the alert journal could not be written (its disk full,
+        outsider o13: the node that knew the cause died raising its alert): the alert still goes
+        to Redis, which then alone keeps it. Said once until the journal is written again."""
+        try:
+            done = write()
+        except sqlite3.Error as e:
+            if not self._journal_failing:
+                self._journal_failing = True
+                log.error("alert journal of %s cannot be written (%s): its alerts go to Redis only", self.node, e)
+            return None
+        if self._journal_failing:
+            self._journal_failing = False
+            log.warning("alert journal of %s is written again", self.node)
+        return done
 
     def _put(self, key: str, fields: dict[str, str]) -> dict[str, str]:
         """Add an alert's ``fields`` to this client's stream and open hash; returns it as the
@@ -1320,7 +1345,8 @@ class ReplicationLedger:
         if not names:
             return 0
         # The journal first: an alert its raiser resolved never comes back from it.
-        kept = self.journal.resolved(names) if self.journal is not None else 0
+        journal = self.journal
+        kept = (self._journaled(lambda: journal.resolved(names)) or 0) if journal is not None else 0
         return max(kept, int(self.client.hdel(self.open_alerts_key, *names)))
 
     def resolve_up_to(self, keys: Iterable[str], upto: int) -> int:
@@ -1330,7 +1356,8 @@ class ReplicationLedger:
         names = list(keys)
         if not names:
             return 0
-        kept = self.journal.resolved(names, upto=upto) if self.journal is not None else 0
+        journal = self.journal
+        kept = (self._journaled(lambda: journal.resolved(names, upto=upto)) or 0) if journal is not None else 0
         return max(kept, int(self._resolve_up_to(keys=[self.open_alerts_key], args=[min(upto, MAX_HEIGHT), *names])))
 
     def reassert(self) -> list[str]:

@@ -171,6 +171,15 @@ class StoreDamagedError(StoreError):
     code = "store_damaged"
 
 
+class DiskFullError(StoreError):
+    """A write of a node's store (or of a file beside it) found its disk full (SQLITE_FULL,
+    ENOSPC): nothing of it was written, nor acknowledged. The moment's, not the file's: the
+    node raises the ``disk_full`` alert, retries, and resolves it once a write succeeds again
+    (PROTOCOL 10.5). The message starts with "disk full: <directory>"."""
+
+    code = "disk_full"
+
+
 class NodeRunningError(StoreError):
     """Another process holds a node's store: the node itself (a second one started on its
     store, by hand or from another host on a shared volume), or a ``vledger repair`` of it. The

@@ -42,6 +42,7 @@ from .blobs import BlobStore
 from .checkpoint_log import CheckpointLog, HandedRow
 from .errors import (
     BadGenesisError,
+    DiskFullError,
     BadLinkError,
     HeightGapError,
     LedgerExistsError,
@@ -71,6 +72,7 @@ from .storefile import (
     TYPED_APART,
     StoredTree,
     add_run_of_records,
+    disk_full,
     adopt_record_hashes,
     build_tree,
     check_column_types,
@@ -623,6 +625,7 @@ class ChainStore:
         # store finds its file damaged (see :meth:`damaged`): the node raises its alert and stops.
         self.on_damaged: Callable[[StoreDamagedError], None] | None = None
         self._damaged: StoreDamagedError | None = None
+        self._full = False  # the last commit found the disk full (logged once: full_disk)
         self.limits = limits or Limits()
         self.settings = settings or StoreSettings()
         self.origin = check_node_name(origin, self.limits) if origin is not None else None
@@ -985,6 +988,15 @@ class ChainStore:
         if cause is None:
             return None
         return self.found_damaged(f"{self.path}: the store's file is damaged: {cause}")
+
+    def full_disk(self, error: BaseException) -> DiskFullError:
+        """The DiskFullError of a write ``error`` that found no room (:func:`disk_full`), logged
+        once until a commit succeeds again: a follower retries every moment, and a traceback or
+        a line a retry said nothing the first did not (outsider o13)."""
+        if not self._full:
+            self._full = True
+            log.error("disk full: %s: writes to the store fail until there is room (%s)", self.path.parent, error)
+        return DiskFullError(f"disk full: {self.path.parent}: {error}")
 
     def found_damaged(self, message: str) -> StoreDamagedError:
         """Damage another reader of this store's file found (the outbox process, which ends with
@@ -1369,15 +1381,20 @@ class ChainStore:
             if self._write.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self._write.execute("ROLLBACK")
-            log.error("group commit of %d records failed: %s", len(staged), e)
+            full = disk_full(e)
+            if not full:
+                log.error("group commit of %d records failed: %s", len(staged), e)
             for ledger in {record.content.ledger for record in staged.records}:
                 self._read_domain_again(ledger)  # the rules saw records that are not durable
             # A damaged file stops the node (on_damaged); anything else is the moment's.
-            error = self.damaged(e) or StoreError(f"{self.path}: write failed: {e}")
+            error = self.damaged(e) or (self.full_disk(e) if full else StoreError(f"{self.path}: write failed: {e}"))
             for job, _ in done:
                 job.future.set_exception(error)
             self.checkpoints.handed_done(handed or deferred, committed=False)
             return
+        if self._full:
+            self._full = False
+            log.warning("disk space back: %s: the store writes again", self.path.parent)
         if answer_first:
             # Durable: flush's caller (the request loop) sends its answers from these callbacks
             # now, and does the bookkeeping below after them, off the put's round trip. No read

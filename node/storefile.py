@@ -54,6 +54,7 @@ looked up as it is.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -595,6 +596,25 @@ def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
             return cause if str(cause).startswith(_UNDECODABLE_CELL) else None
         cause = cause.__cause__
     return None
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no room: the disk, a quota, a file size limit
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or what it was raised from) says the disk has no room for a write:
+    SQLite's SQLITE_FULL, or ENOSPC, EDQUOT or EFBIG from the file system."""
+    cause: BaseException | None = error
+    for _ in range(3):  # the store wraps SQLite's errors once or twice (StoreError from it)
+        if cause is None:
+            return False
+        if isinstance(cause, sqlite3.Error):
+            code = getattr(cause, "sqlite_errorcode", None)
+            return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL
+        if isinstance(cause, OSError):
+            return cause.errno in _FULL_ERRNOS
+        cause = cause.__cause__
+    return False
 
 
 def iter_pages(
