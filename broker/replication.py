@@ -1138,16 +1138,15 @@ class ReplicationLedger:
         fields = alert.fields()
         with self._alerts_lock:
             journal = self.journal
+            kept = None
             if journal is not None:  # first: a Redis that is away or refuses loses nothing
                 # Raised again while open (its cause stays), it keeps its first at_ms (10.5).
-                kept = self._journaled(lambda: journal.raised(alert.key, {"id": "", **fields}))
-                if kept is None:
-                    journal = None  # not in the journal: nothing to record there either
-                else:
+                kept = self._journaled(functools.partial(journal.raised, alert.key, {"id": "", **fields}))
+                if kept is not None:
                     fields["at_ms"] = kept["at_ms"]
             opened = self._put(alert.key, fields)
-            if journal is not None:
-                self._journaled(lambda: journal.recorded(alert.key, opened))
+            if journal is not None and kept is not None:  # not in the journal: nothing to record there
+                self._journaled(functools.partial(journal.recorded, alert.key, opened))
             return str(opened["id"])
 
     def _journaled(self, write: Callable[[], T]) -> T | None:

@@ -42,8 +42,8 @@ from .blobs import BlobStore
 from .checkpoint_log import CheckpointLog, HandedRow
 from .errors import (
     BadGenesisError,
-    DiskFullError,
     BadLinkError,
+    DiskFullError,
     HeightGapError,
     LedgerExistsError,
     NoSuchLedgerError,
@@ -72,7 +72,6 @@ from .storefile import (
     TYPED_APART,
     StoredTree,
     add_run_of_records,
-    disk_full,
     adopt_record_hashes,
     build_tree,
     check_column_types,
@@ -80,6 +79,7 @@ from .storefile import (
     check_tree,
     connect,
     damaged_file,
+    disk_full,
     fill_run,
     filled_marks,
     hash_at,

@@ -382,7 +382,7 @@ def test_a_node_locked_out_of_redis_answers_hello_but_is_shown_not_ready(
     user = redis_acl.user_name("replica", "replica-1")
     admin = connect(redis_server.url)
     try:
-        admin.execute_command("ACL", "SETUSER", user, "resetpass", ">a-rotated-password")  # noqa: S106
+        admin.execute_command("ACL", "SETUSER", user, "resetpass", ">a-rotated-password")
         admin.execute_command("CLIENT", "KILL", "USER", user)  # its connections sign in again, and fail
 
         def locked_out() -> dict[str, Any] | None:

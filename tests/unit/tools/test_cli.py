@@ -18,8 +18,8 @@ import pytest
 
 from vledger.broker.logs import KeyValueFormatter, configure_logging
 from vledger.broker.node_lock import node_lock
-from vledger.config.supervisor import EXIT_NODE_RUNNING
 from vledger.config.settings import Limits
+from vledger.config.supervisor import EXIT_NODE_RUNNING
 from vledger.node.errors import RecordError, SourceChangedError, StoreClosedError, TreeMismatchError
 from vledger.node.export import max_line_bytes
 from vledger.node.ledger import LedgerRules
@@ -472,7 +472,9 @@ def test_import_and_demo_make_no_store_among_other_files(tmp_path: Path, capsys:
     assert rows(empty) == rows(store)
 
 
-def test_import_into_a_store_a_running_node_holds_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_into_a_store_a_running_node_holds_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # outsider o13: nothing kept a second writer off a running node's store, which the node then
     # read as damage (a false store_damaged). The node holds the lock; an import writes nothing.
     source = make_store(tmp_path / "s", {"alpha": 3})
