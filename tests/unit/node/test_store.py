@@ -21,6 +21,7 @@ from vledger.node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
 from vledger.node.errors import (
     BadGenesisError,
     BadLinkError,
+    DiskFullError,
     FieldError,
     HeightGapError,
     InsufficientWorkError,
@@ -649,6 +650,28 @@ def test_a_run_of_entries_whose_group_fails_is_refused_whole(open_store: OpenSto
         blocker.close()
     assert store.size(LEDGER) == rows(store) == 1
     assert [r.height for r in store.submit_entries([kit.entry(1), kit.entry(2)]).result(DEADLINE)] == [1, 2]  # type: ignore[union-attr]
+
+
+def test_a_full_disk_refuses_the_group_as_disk_full_said_once_and_the_store_writes_again_after(
+    store: ChainStore, kit: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outsider o13: a full disk was a `store_error` "write failed", logged at every retry, and
+    nothing said "disk full". SQLite's max_page_count gives its SQLITE_FULL as a full disk does."""
+    (pages,) = store._write.execute("PRAGMA page_count").fetchone()
+    store._write.execute(f"PRAGMA max_page_count = {pages}")
+    entries = [kit.entry(i, payload={"pad": "x" * 3000}) for i in range(1, 4)]
+    with caplog.at_level("DEBUG", logger="vledger.node.store"):
+        for _ in range(3):
+            with pytest.raises(DiskFullError, match=f"^disk full: {store.path.parent}: ") as failed:
+                store.submit_entries(entries).result(DEADLINE)
+            assert failed.value.code == "disk_full"
+        said = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+        assert said == [f"disk full: {store.path.parent}: writes to the store fail until there is room "
+                        "(database or disk is full)"]  # fmt: skip
+        assert store.size(LEDGER) == rows(store) == 1  # nothing of it written
+        store._write.execute("PRAGMA max_page_count = 1000000")  # room again
+        assert [r.height for r in store.submit_entries(entries).result(DEADLINE)] == [1, 2, 3]  # type: ignore[union-attr]
+        assert caplog.records[-1].getMessage() == f"disk space back: {store.path.parent}: the store writes again"
 
 
 def test_a_closed_store_refuses_a_run_of_entries(store: ChainStore, kit: Any) -> None:
