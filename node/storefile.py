@@ -585,15 +585,21 @@ def damaged_file(error: BaseException) -> sqlite3.DatabaseError | None:
     raised from one; None for anything else: what the moment holds (locked, busy, out of space
     or file handles), and a bug's (a closed connection, a constraint a bug broke), which must be
     seen as one, not stop the node for good as damage would."""
+    cause = _cause(error, sqlite3.DatabaseError)
+    if not isinstance(cause, sqlite3.DatabaseError):
+        return None
+    code = getattr(cause, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return cause if code & 0xFF in _DAMAGE_CODES else None
+    return cause if str(cause).startswith(_UNDECODABLE_CELL) else None
+
+
+def _cause(error: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
+    """``error``, or what it was raised from, that is one of ``kinds``; None when neither is."""
     cause: BaseException | None = error
     for _ in range(3):  # the store wraps SQLite's errors once or twice (StoreError from it)
-        if cause is None:
-            return None
-        if isinstance(cause, sqlite3.DatabaseError):
-            code = getattr(cause, "sqlite_errorcode", None)
-            if isinstance(code, int):
-                return cause if code & 0xFF in _DAMAGE_CODES else None
-            return cause if str(cause).startswith(_UNDECODABLE_CELL) else None
+        if cause is None or isinstance(cause, kinds):
+            return cause
         cause = cause.__cause__
     return None
 
@@ -604,17 +610,11 @@ _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no room: 
 def disk_full(error: BaseException) -> bool:
     """Whether ``error`` (or what it was raised from) says the disk has no room for a write:
     SQLite's SQLITE_FULL, or ENOSPC, EDQUOT or EFBIG from the file system."""
-    cause: BaseException | None = error
-    for _ in range(3):  # the store wraps SQLite's errors once or twice (StoreError from it)
-        if cause is None:
-            return False
-        if isinstance(cause, sqlite3.Error):
-            code = getattr(cause, "sqlite_errorcode", None)
-            return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL
-        if isinstance(cause, OSError):
-            return cause.errno in _FULL_ERRNOS
-        cause = cause.__cause__
-    return False
+    cause = _cause(error, (sqlite3.Error, OSError))
+    if isinstance(cause, sqlite3.Error):
+        code = getattr(cause, "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL
+    return isinstance(cause, OSError) and cause.errno in _FULL_ERRNOS
 
 
 def iter_pages(
