@@ -208,10 +208,14 @@ def make_private(path: Path) -> None:
     """Make the store file (created if missing) and its -wal and -shm readable by their owner
     only, as every other file of a node's is: SQLite creates them under the process's umask
     (0644 under supervisord, outsider o13), and gives its -wal and -shm the file's own mode."""
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    # Never raises: a path SQLite cannot open (a directory, another owner's) it says so itself,
+    # as what the moment holds, which a store's open must not take for damage (ingest/runtime.py).
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
     for each in (path, wal_of(path), shm_of(path)):
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(each, 0o600)  # one made before under another umask
+        with contextlib.suppress(OSError):
+            if each.is_file():
+                os.chmod(each, 0o600)  # one made before under another umask
 
 
 def connect(path: Path, *, readonly: bool = False, shared: bool = False, still: bool = False) -> sqlite3.Connection:
@@ -237,7 +241,7 @@ def connect(path: Path, *, readonly: bool = False, shared: bool = False, still: 
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
-    except (sqlite3.Error, OSError) as e:
+    except sqlite3.Error as e:
         raise StoreError(f"{path}: cannot open the store: {e}") from e
     return conn
 
