@@ -26,6 +26,7 @@ from vledger.config.cluster import RedisAccess, ReplicationSettings
 from vledger.config.settings import BrokerSettings
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
 from vledger.ingest.outbox_process import OUTBOX_NICENESS, OutboxProcess
+from vledger.node.checkpoint_log import SIGNED
 from vledger.node.errors import StoreDamagedError
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
@@ -177,6 +178,30 @@ def test_a_killed_outbox_process_is_replaced_and_the_stream_filled_from_the_stor
     assert home.outbox.pid != killed
     wait_until(lambda: streamed(replication) == stored(home.store), "the stream filled from the store")
     assert redis_client.xlen(replication.stream_key(LEDGER)) == home.store.size(LEDGER)  # each height once
+
+
+def test_a_due_pass_runs_on_the_committing_thread_before_its_appends_are_answered(
+    home: Home, redis_client: Any
+) -> None:
+    """A lone writer's commit that finds a pass due runs it itself, once it committed: its
+    checkpoint is signed and kept, and the heights handed to the outbox process, before the
+    append's future is done. The outbox thread's pass cost each put it met its wake-ups and turns
+    at the GIL, and its checkpoint row waited for the next put's commit (p31)."""
+    replication = ReplicationLedger(redis_client)
+    append(home.store, 1)
+    gap = SETTINGS.outbox_interval_ms / 1000
+    signed_at_once = 0
+    for _ in range(5):
+        # Due once outbox_interval_ms passed since the last pass (the first, or this loop's).
+        wait_until(lambda: time.monotonic() >= home.outbox._passed_at + gap, "a pass due")
+        append(home.store, 1)  # one group commit, on the store's committer thread
+        kept = home.store.checkpoints.latest(LEDGER, SIGNED)
+        signed_at_once += kept is not None and kept.size == home.store.size(LEDGER)
+    # A heartbeat's pass on the outbox thread may hold the pass when a commit comes: that one is the thread's.
+    assert signed_at_once >= 4
+    wait_until(lambda: streamed(replication) == stored(home.store), "the stream holds the store")
+    wait_until(lambda: KEYS.check(LEDGER, replication.checkpoints()[LEDGER]).size == home.store.size(LEDGER),
+               "the head's checkpoint in Redis")  # fmt: skip
 
 
 def test_the_outbox_process_runs_nicer_than_its_node(home: Home, redis_client: Any) -> None:
