@@ -23,11 +23,12 @@ from vledger.broker.redis_server import RedisServer
 from vledger.broker.replication import STORE_DAMAGED, ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import RedisAccess, ReplicationSettings
-from vledger.config.settings import BrokerSettings
+from vledger.config.settings import BrokerSettings, Limits
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
 from vledger.ingest.outbox_process import OUTBOX_NICENESS, OutboxProcess
 from vledger.node.checkpoint_log import SIGNED
 from vledger.node.errors import StoreDamagedError
+from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 from vledger.node.witness import CheckpointKeys, HomeSigner, home_key
@@ -47,6 +48,16 @@ DEADLINE = 20.0  # seconds: a spawned interpreter imports vledger first
 def append(store: ChainStore, count: int) -> None:
     """``count`` more records on LEDGER (its genesis first if it is new), a few per group commit."""
     append_notes(store, LEDGER, count)
+
+
+def put_alone(store: ChainStore) -> None:
+    """One more record on LEDGER committed as the request loop commits a lone writer's put:
+    queued without waking the committer, then committed and answered by flush on this thread."""
+    height = store.size(LEDGER)
+    content = Content(LEDGER, "note", {"n": height}, "Zoe.1", f"r-{height}", T0 + height)
+    future = store.submit_entry(Entry.prepare(content, 0, Limits()), wake=False)
+    store.flush()
+    future.result()
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -185,10 +196,10 @@ def test_a_killed_outbox_process_is_replaced_and_the_stream_filled_from_the_stor
 def test_a_due_pass_runs_on_the_committing_thread_before_its_appends_are_answered(
     short_tmp: Path, redis_server: RedisServer, redis_client: Any, feed_keys: KeyPair
 ) -> None:
-    """A lone writer's commit that finds a pass due runs it itself, once it committed: its
-    checkpoint is signed and kept, and the heights handed to the outbox process, before the
-    append's future is done. The outbox thread's pass cost each put it met its wake-ups and turns
-    at the GIL, and its checkpoint row waited for the next put's commit (p31)."""
+    """A lone writer's put that finds a pass due runs it itself, once flush committed and
+    answered it: its checkpoint is signed and kept, and the heights handed to the outbox
+    process, before flush returns. The outbox thread's pass cost each put it met its wake-ups
+    and turns at the GIL, and its checkpoint row waited for the next put's commit (p31)."""
     # No heartbeat during the test: its pass, on the outbox thread, would take a commit's due pass.
     settings = ReplicationSettings(heartbeat_ms=600_000, catch_up_batch=16)
     home = Home(short_tmp / "store", redis_server, feed_keys, settings)
@@ -199,7 +210,7 @@ def test_a_due_pass_runs_on_the_committing_thread_before_its_appends_are_answere
         for _ in range(5):
             # Due once outbox_interval_ms passed since the last pass (the first, or this loop's).
             wait_until(lambda: time.monotonic() >= home.outbox._passed_at + gap, "a pass due")
-            append(home.store, 1)  # one group commit, on the store's committer thread
+            put_alone(home.store)
             kept = home.store.checkpoints.latest(LEDGER, SIGNED)
             assert kept is not None and kept.size == home.store.size(LEDGER)
         wait_until(lambda: streamed(replication) == stored(home.store), "the stream holds the store")
