@@ -387,14 +387,14 @@ class OutboxProcess(Outbox):
 
     def _pass_here(self) -> bool:
         """Run the pass that is due on this committing thread, which holds the store's writer
-        lock and has answered its group (ChainStore.answered: a round committed by flush, whose
-        answers go out before on_commit): sign, keep the rows at once (no group commit to wait
-        for) and hand the heights to the outbox process. Under a lone writer the outbox thread's
-        pass cost each put that met it its wake-ups and turns at the GIL, and its checkpoint row
-        a wait for the next put's commit and one more wake-up (p31). Never on the store's
-        committer thread, whose groups' answers wait for on_commit: under 8 pipelining clients a
-        pass there, the writer lock held through its turns at the GIL, cut 4b's puts/s by a
-        third. False when the outbox thread or the read path holds a lock the pass needs (the
+        lock and has answered its group, with no other queued behind it (ChainStore.answered: a
+        round committed by flush, whose answers go out before on_commit): sign, keep the rows at
+        once (no group commit to wait for) and hand the heights to the outbox process. Under a
+        lone writer the outbox thread's pass cost each put that met it its wake-ups and turns at
+        the GIL, and its checkpoint row a wait for the next put's commit and one more wake-up
+        (p31). Never on the store's committer thread, whose groups' answers wait for on_commit,
+        nor with groups queued, which would wait for the writer lock through the pass's turns at
+        the GIL. False when the outbox thread or the read path holds a lock the pass needs (the
         thread passes then), or the outbox is not running."""
         if self._thread is None or self._stop.is_set() or not self._pass_lock.acquire(blocking=False):
             return False

@@ -620,9 +620,9 @@ class ChainStore:
         # quick and not raise.
         self.on_commit = on_commit
         # True while on_commit runs for a group whose appends were all answered before it (a
-        # round committed by flush on its caller's thread, the request loop's lone put): work
-        # done there then delays no answer, nor (holding no one up but that thread) a committer
-        # with answers pending. Only the committing thread reads it, within on_commit.
+        # round committed by flush on its caller's thread, the request loop's lone put) and with
+        # nothing queued behind it: work done there then delays no answer, nor a group that
+        # waits for the writer lock it holds. Only the committing thread reads it, within on_commit.
         self.answered = False
         # Called once, with the StoreDamagedError, the first time a read or write of a running
         # store finds its file damaged (see :meth:`damaged`): the node raises its alert and stops.
@@ -1431,7 +1431,7 @@ class ChainStore:
         self.stats.groups += 1
         self.stats.appends += appends
         if staged.records and self.on_commit is not None:
-            self.answered = answered
+            self.answered = answered and not self._queue
             try:
                 self.on_commit(staged.records)
             except Exception:  # the records are durable: a failing listener must not undo that
