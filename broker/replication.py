@@ -996,12 +996,28 @@ class ReplicationLedger:
         fields = alert.fields()
         with self._alerts_lock:
             if self.journal is not None:  # first: a Redis that is away or refuses loses nothing
+                self._close_if_operator_resolved(self.journal, alert.key)
                 # Raised again while open (its cause stays), it keeps its first at_ms (10.5).
                 fields["at_ms"] = self.journal.raised(alert.key, {"id": "", **fields})["at_ms"]
             opened = self._put(alert.key, fields)
             if self.journal is not None:
                 self.journal.recorded(alert.key, opened)
             return str(opened["id"])
+
+    def _close_if_operator_resolved(self, journal: AlertJournal, key: str) -> None:
+        """Close ``key``'s journal row when an operator resolved the alert it holds (its stream
+        id noted, as :meth:`_reassert` reads it): the journal learns of that only at the next
+        reassert, and a raise before it kept the resolved alert's at_ms (review18 6). Redis
+        away: the row stays (the raise must not wait on Redis), as it would until a reassert."""
+        held = journal.open_alert(key)
+        if held is None or not _alert_id(held):
+            return
+        try:
+            note = self.operator_resolved([(self.node, key)]).get((self.node, key))
+        except REDIS_ERRORS:
+            return
+        if note is not None and _stream_id(note) >= _stream_id(_alert_id(held)):
+            journal.resolved([key], by="operator")
 
     def _put(self, key: str, fields: dict[str, str]) -> dict[str, str]:
         """Add an alert's ``fields`` to this client's stream and open hash; returns it as the
