@@ -32,8 +32,9 @@ NODE then catches up past the checkpoint as every follower does, checked against
 A store that already holds every target checkpoint, and the latest checkpoint it keeps as
 signed and as cosigned (a forged row its records contradict makes its node refuse the ledger
 at start: that store is rebuilt), is left alone unless ``--force``, or unless its node refused
-it at its last start (its ``store_damaged`` alert is open: a tree row, a right edge, a head ...
-that the records alone do not show).
+it at its last start (its ``store_damaged`` alert is open in its journal: a tree row, a right
+edge, a head ... that the records alone do not show; with no journal that opens, an alert open
+in Redis counts only if the node's start check refuses the store again now).
 """
 
 from __future__ import annotations
@@ -503,7 +504,8 @@ class Repair:
                     raise RepairRefusedError(
                         f"{name}'s store already holds every quorum-cosigned checkpoint "
                         f"({', '.join(f'{t.ledger} at {t.size}' for t in targets)}), and {name} did not "
-                        f"refuse it at its last start (no open {STORE_DAMAGED} alert): nothing to repair "
+                        f"refuse it at its last start (no open {STORE_DAMAGED} alert in its journal; or, with "
+                        "none, the store opens now): nothing to repair "
                         "(--force rebuilds it anyway)"
                     )
             result = self._rebuild(store, targets, sources)

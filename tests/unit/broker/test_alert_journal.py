@@ -426,11 +426,11 @@ def test_an_open_alert_is_read_without_creating_or_changing_the_journal(tmp_path
         kept.raised(FORK.key, fields)
         before = kept.history()
     assert journal_open_alert(path, FORK.key) == fields
-    assert journal_open_alert(path, LAGGING.key) is None
+    assert journal_open_alert(path, LAGGING.key) is False  # none open: not "no journal" (review18 1)
     with AlertJournal(path, NODE) as kept:
         assert kept.history() == before
         kept.resolved([FORK.key])
-    assert journal_open_alert(path, FORK.key) is None
+    assert journal_open_alert(path, FORK.key) is False
     path.write_bytes(b"not a journal" * 100)
     assert journal_open_alert(path, FORK.key) is None
 
