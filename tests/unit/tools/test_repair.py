@@ -29,13 +29,13 @@ from vledger.tools.progress import Progress
 from vledger.tools.repair import (
     LedgerRepair,
     already_holds,
-    refused_at_start,
     carry_checkpoints,
     cmd_repair,
     copy_ledger,
     default_quorum,
     ledgers_of,
     quorum_checkpoint,
+    refused_at_start,
     repair_lock,
 )
 
