@@ -435,7 +435,8 @@ class Promotion:
         holds none of it and no home announced it in Redis (``vledger:{ledgers}``);
         PromotionRefusedError [promotion_refused] when this node is not the ledger's standby,
         its genesis pins another standby key, this store holds fewer records than a witness
-        cosigned (or another tree at that size), or Redis names a newer home; the error of the
+        cosigned (or another tree at that size), or Redis names another home for this epoch, or a
+        later epoch a witnessed note proves (see :meth:`_name`); the error of the
         rule the handover record would break (bad_epoch, not_granted, payload_too_large, ...),
         before Redis is written; and what ``place`` raises, after Redis is put back.
 
@@ -450,11 +451,9 @@ class Promotion:
         entry, history, held, acknowledged = self._handover(ledger, author, now_ms)
         number = history.current.number + 1
         try:
-            named = self.replication.promote(ledger, number, self.name)
+            self._name(ledger, history, number)
         except REDIS_ERRORS as e:
             raise PromotionRefusedError(f"Redis could not name the new epoch: {e}") from e
-        if named is not None:
-            raise PromotionRefusedError(f"Redis names epoch {named[0]} of {ledger!r} at {named[1]} already")
         try:
             placed = place(entry)
         except BaseException as e:
@@ -470,6 +469,29 @@ class Promotion:
             acknowledged,
         )
         return placed
+
+    def _name(self, ledger: str, history: EpochHistory, number: int) -> None:
+        """Have Redis name this node the home of ``ledger`` in epoch ``number`` (10.9 step 3).
+
+        Redis's entry is a claim any ingest node's Redis user may write (review18 3): one past
+        ``number`` that no witnessed note proves (:func:`proven_epoch`, as :class:`Homes` takes
+        epochs) is replaced, by a compare-and-set on exactly that entry, so that of two
+        promotions that both found it, one wins. One of ``number`` itself is respected unproven:
+        it is what another promotion of this epoch writes before its handover is cosigned."""
+        named = self.replication.promote(ledger, number, self.name)
+        if named is not None and named[0] > number:
+            proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.homes.witnesses())
+            if proof is not None:
+                raise PromotionRefusedError(
+                    f"a witnessed note proves epoch {proof[0]} of {ledger!r} at {proof[1]}, which this store lacks"
+                )
+            log.warning(
+                "Redis names epoch %d of %s at %s, which no witnessed note proves: replaced by epoch %d at %s",
+                named[0], ledger, named[1], number, self.name,
+            )  # fmt: skip
+            named = self.replication.promote(ledger, number, self.name, replacing=named)
+        if named is not None:
+            raise PromotionRefusedError(f"Redis names epoch {named[0]} of {ledger!r} at {named[1]} already")
 
     def _handover(self, ledger: str, author: str, now_ms: int) -> tuple[Entry, EpochHistory, int, int]:
         """The handover entry, the epochs it follows, the size held and the size a witness

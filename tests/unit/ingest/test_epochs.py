@@ -27,7 +27,7 @@ from vledger.ingest.page_check import PageChecker
 from vledger.ingest.service import Caller, IngestService
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload
-from vledger.node.errors import RequestConflictError, UnknownKindError
+from vledger.node.errors import PromotionRefusedError, RequestConflictError, UnknownKindError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import VerifierKey
 from vledger.node.record import Content, Entry, Record
@@ -567,3 +567,48 @@ def test_a_handover_that_breaks_a_rule_is_refused_before_redis_names_the_standby
             promotion.promote(LEDGER, "admin", T0 + 100, store.append)
         assert redis.epochs() == {} and store.size(LEDGER) == 5
         assert "could not place" not in caplog.text and homes.home_of(LEDGER).name == HOME
+
+
+@pytest.mark.parametrize("claim", ["x", "999 ingest-3", "0999 ingest-3", "7 ingest 3"])
+def test_an_epochs_entry_nothing_proves_blocks_no_promotion(
+    tmp_path: Path, redis_client: Any, caplog: pytest.LogCaptureFixture, claim: str
+) -> None:
+    """review18 3: every ingest node's Redis user may HSET ``{ledgers}:epochs``. A value that is no
+    ``<epoch> <home>`` failed the promotion's script; a made-up high epoch refused every
+    promotion, though no witnessed note proves it. The first counts as no entry; the second is
+    replaced by a compare-and-set on exactly it."""
+    config = _home_and_standby(tmp_path)
+    redis = ReplicationLedger(redis_client)
+    redis_client.hset(redis.epochs_key, LEDGER, claim)
+    with _standby_store(tmp_path, RULES) as store:
+        promotion, homes = _promotion(config, store, redis)
+        promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        assert redis.epochs()[LEDGER] == (2, STANDBY) and store.size(LEDGER) == 6
+        assert homes.epoch_of(LEDGER) == (2, STANDBY)
+    assert ("which no witnessed note proves" in caplog.text) == (claim[0].isdigit() and claim != "7 ingest 3")
+
+
+def test_an_epochs_entry_of_the_same_epoch_or_a_proven_one_refuses_the_promotion(
+    tmp_path: Path, redis_client: Any, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """What stays of the compare-and-set (10.9): an entry of the epoch the standby would open is
+    another promotion of it under way (one winner per epoch), and one past it that a witnessed
+    note proves is a handover this store lacks; the replacement takes only the entry it found."""
+    handed, _ = chains
+    config = _home_and_standby(tmp_path)
+    redis = ReplicationLedger(redis_client)
+    with _standby_store(tmp_path, RULES) as store:
+        promotion, _ = _promotion(config, store, redis)
+        redis_client.hset(redis.epochs_key, LEDGER, "2 ingest-3")
+        with pytest.raises(PromotionRefusedError, match="Redis names epoch 2 of 'votes' at ingest-3"):
+            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        redis_client.hset(redis.epochs_key, LEDGER, "3 ingest-3")
+        proof = _witnessed(_checkpoint(handed, STANDBY_SIGNER, ("vledger-epoch 3 ingest-3",)))
+        redis_client.set(redis.epoch_proof_key(LEDGER), proof)
+        with pytest.raises(PromotionRefusedError, match="a witnessed note proves epoch 3 of 'votes' at ingest-3"):
+            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        assert redis.epochs()[LEDGER] == (3, "ingest-3") and store.size(LEDGER) == 5
+    # Another promotion replaced the entry first: the second finds its own, and loses.
+    redis_client.hset(redis.epochs_key, LEDGER, "2 ingest-1")
+    assert redis.promote(LEDGER, 2, STANDBY, replacing=(999, "ingest-3")) == (2, "ingest-1")
+    assert redis.epochs()[LEDGER] == (2, "ingest-1")
