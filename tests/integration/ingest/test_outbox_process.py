@@ -25,6 +25,7 @@ from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import RedisAccess, ReplicationSettings
 from vledger.config.settings import BrokerSettings, Limits
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
+from vledger.ingest import outbox_process
 from vledger.ingest.outbox_process import OUTBOX_NICENESS, OutboxProcess
 from vledger.node.checkpoint_log import SIGNED
 from vledger.node.errors import StoreDamagedError
@@ -194,13 +195,15 @@ def test_a_killed_outbox_process_is_replaced_and_the_stream_filled_from_the_stor
 
 
 def test_a_due_pass_runs_on_the_committing_thread_before_its_appends_are_answered(
-    short_tmp: Path, redis_server: RedisServer, redis_client: Any, feed_keys: KeyPair
+    short_tmp: Path, redis_server: RedisServer, redis_client: Any, feed_keys: KeyPair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A lone writer's put that finds a pass due runs it itself, once flush committed and
     answered it: its checkpoint is signed and kept, and the heights handed to the outbox
     process, before flush returns. The outbox thread's pass cost each put it met its wake-ups
     and turns at the GIL, and its checkpoint row waited for the next put's commit (p31)."""
-    # No heartbeat during the test: its pass, on the outbox thread, would take a commit's due pass.
+    # No heartbeat during the test, and no grace that ends before the put: a pass on the outbox
+    # thread would take the commit's due pass (under load the put came > 2 ms after it was due).
+    monkeypatch.setattr(outbox_process, "INLINE_PASS_GRACE_SECONDS", 3600.0)
     settings = ReplicationSettings(heartbeat_ms=600_000, catch_up_batch=16)
     home = Home(short_tmp / "store", redis_server, feed_keys, settings)
     try:
