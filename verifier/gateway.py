@@ -874,8 +874,9 @@ class Gateway:
         """Hash tile ``path`` (``tile/<L>/<N>[.p/<W>]``) and whether it is proven: a level-0 tile
         is hashed from the store's records, checked as an entry bundle is (:meth:`proven_leaves`);
         a higher one is the store's tree rows, proven as :meth:`_proven_tile` says. Only a proven
-        tile is cached."""
+        tile is cached, and served from the cache only while the ledger is not refused."""
         level, index, width = tree.parse_tile_path(path)
+        self._check_ledger(ledger)  # a refused ledger's cached tiles were served 200 immutable (review r18 5)
         key = (ledger, level, index, width)
         cached = self._tiles.get(key)
         if cached is not None:
