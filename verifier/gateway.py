@@ -1228,14 +1228,14 @@ class Gateway:
         # Only what this store holds: a checkpoint past it (the witnesses' in Redis, while this
         # node lags) was answered "no checkpoint yet" although the store's own verified one was there.
         gathered = [g for g in gathered if g.checkpoint.size <= store_size]
+        own = {key.name for key in (*self.witness_keys.values(), *rotated)}
+
+        def counted(g: GatheredCheckpoint) -> int:
+            return sum(w in own for w in g.witnesses) if own_witnesses else len(g.witnesses)
+
         if witnesses is None:
             best = max(gathered, key=lambda g: (len(g.witnesses), g.checkpoint.size), default=None)
         else:
-            own = {key.name for key in (*self.witness_keys.values(), *rotated)}
-
-            def counted(g: GatheredCheckpoint) -> int:
-                return sum(w in own for w in g.witnesses) if own_witnesses else len(g.witnesses)
-
             best = next((g for g in gathered if counted(g) >= witnesses), None)
         if best is None:
             more = "" if witnesses is None else f" with {witnesses} cosignatures"
@@ -1244,7 +1244,9 @@ class Gateway:
             self.metrics.saw(ledger, best.checkpoint.size, store_size, len(best.witnesses))
         size = best.checkpoint.size
         stored = self._tree(ledger)
-        self._check_root(ledger, best.checkpoint.size, best.checkpoint.root)
+        # Its last tile is kept as proven only under a checkpoint that proves records (_served).
+        proves = epochs is None or any(w in own for w in best.witnesses)
+        self._check_root(ledger, best.checkpoint.size, best.checkpoint.root, proves)
         rotations = tuple(
             RotationProof(h, self._record(ledger, h)[1], tuple(stored.inclusion_proof(h, size)))
             for h in chain.heights
@@ -1306,10 +1308,11 @@ class Gateway:
             if data is not None:
                 self.check_leaves(ledger, height, [tree.leaf_hash(data)])
 
-    def _check_root(self, ledger: str, size: int, root: bytes) -> None:
+    def _check_root(self, ledger: str, size: int, root: bytes, proves: bool = True) -> None:
         """Raise StoreDamagedError unless the store's tree at ``size`` leads to ``root`` (a served
         checkpoint's): its last tile's records, with the tree rows left of them, must (proofs,
-        receipts and roots from it would lead elsewhere). Once a checkpoint; the tile is then proven."""
+        receipts and roots from it would lead elsewhere). Once a checkpoint; the tile is then
+        proven, if the checkpoint ``proves`` records for good (:meth:`_served`)."""
         if (size, root) in self._roots_checked.get(ledger, ()) or size == 0:
             return
         generation = self._generation
@@ -1330,7 +1333,8 @@ class Gateway:
                 kept = self._roots_checked.setdefault(ledger, [])
                 kept.append((size, root))
                 del kept[:-ROOTS_KEPT]
-        self._keep_proven((ledger, index), b"".join(leaves), generation)
+        if proves:
+            self._keep_proven((ledger, index), b"".join(leaves), generation)
 
     def receipt(self, ledger: str, height: int, served: ServedCheckpoint | None = None) -> Receipt:
         """The receipt (PROTOCOL 14) of the record at ``height`` under the served checkpoint.

@@ -8,18 +8,24 @@ verifier's code from the genesis alone.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
-from vledger.config.cluster import cluster_from_mapping
+import pytest
+
+from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
+from vledger.node.errors import StoreDamagedError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_COSIGNATURE_V1, Note, SignerKey, cosign, parse_note
 from vledger.node.record import ZERO_LINK, Content, Entry, Record
 from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
 from vledger.node.witness import HomeSigner
+from vledger.verifier import gateway as gateway_module
 from vledger.verifier.gateway import Gateway
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "vectors"))
@@ -99,5 +105,137 @@ def test_the_gateway_serves_the_new_epoch_and_never_the_fenced_home(tmp_path: Pa
         # The home served is the proven epoch's, not the cluster file's (outsider o6 H8).
         info = gateway.ledger_info(LEDGER)
         assert info["home"] == "ingest-2" and info.get("epoch") == 2, info
+    finally:
+        gateway.close()
+
+
+WITNESS = SignerKey(f"{CLUSTER}/witness/replica-1", ALG_COSIGNATURE_V1, bytes([7]) * 32)
+OUTSIDE = SignerKey("outside.example/w", ALG_COSIGNATURE_V1, bytes([9]) * 32)
+
+
+def _home_and_standby(tmp_path: Path) -> ClusterConfig:
+    return cluster_from_mapping(
+        {
+            "cluster": {"name": CLUSTER, "data": "data", "keys": "keys", "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 1, "pub_port": 2},
+                "ingest-2": {"role": "ingest", "port": 5, "pub_port": 6},
+                "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
+
+
+def _fenced_and_handed() -> tuple[list[Record], list[Record]]:
+    """(the old home's copy: its records below the handover height and 5 it placed past them
+    while cut off, w=0 writes, one more than the ledger as handed over holds; the ledger as
+    handed over: the handover record there, 3 of the new home's). Its genesis pins both keys
+    and lists an outside witness."""
+    rules = LedgerRules(
+        kinds=(EPOCH_KIND, "note"),
+        difficulty=0,
+        rules={
+            "checkpoint_key": OLD.key(LEDGER).verifier().encode(),
+            "standby_key": NEW.key(LEDGER).verifier().encode(),
+            "witnesses": [OUTSIDE.verifier().encode()],
+            "quorum": 1,
+        },
+    )
+    content = rules.genesis_content(LEDGER, "admin", "g", T0)
+    base = [Entry.prepare(content, 0, LIMITS).place(0, ZERO_LINK, T0, "ingest-1")]
+    for i in range(1, HANDOVER):
+        base.append(_next(base[-1], "note", {"n": i}, "ingest-1"))
+    fenced = [*base]
+    for i in range(5):
+        fenced.append(_next(fenced[-1], "note", {"cut off": i}, "ingest-1"))
+    handed = [*base, _next(base[-1], EPOCH_KIND, epoch_payload(2, "ingest-2", NEW.key(LEDGER).verifier()), "ingest-2")]
+    for i in range(3):
+        handed.append(_next(handed[-1], "note", {"after": i}, "ingest-2"))
+    return fenced, handed
+
+
+def _heal(config: ClusterConfig, records: list[Record], scratch: Path) -> None:
+    """replica-1's copy cut back to the handover height and refilled with ``records`` past it,
+    in the same file (as a follower heals its copy: node/store_cut.py), its checkpoints gone."""
+    with ChainStore(scratch, origin="replica-1") as other:
+        other.append_records(records)
+    db = sqlite3.connect(config.store_dir("replica-1") / DB_NAME)
+    with db:
+        db.execute("ATTACH ? AS b", (str(scratch / DB_NAME),))
+        db.execute("DELETE FROM records WHERE ledger = ? AND height >= ?", (LEDGER, HANDOVER))
+        db.execute("INSERT INTO records SELECT * FROM b.records WHERE ledger = ? AND height >= ?", (LEDGER, HANDOVER))
+        for table in ("tree", "tree_edge"):
+            db.execute(f"DELETE FROM {table} WHERE ledger = ?", (LEDGER,))
+            db.execute(f"INSERT INTO {table} SELECT * FROM b.{table} WHERE ledger = ?", (LEDGER,))
+        db.execute("DELETE FROM checkpoints WHERE ledger = ?", (LEDGER,))
+    db.close()
+
+
+def test_a_tail_no_witness_of_the_cluster_cosigned_is_not_immutable_and_a_healed_copy_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The old home's w=0 tail, signed by it alone (and cosigned by an outside witness, which
+    # does not say its store holds the records) before it was cut off: a handover fences it
+    # (10.9), but its tiles went out immutable, for shared caches to keep a year, and were
+    # served from the gateway's cache after the copy healed (review r18, finding 2).
+    config = _home_and_standby(tmp_path)
+    fenced, handed = _fenced_and_handed()
+    with ChainStore(config.store_dir("replica-1"), origin="replica-1") as store:
+        store.append_records(fenced)
+        root = store.root(LEDGER, len(fenced))
+    signed = _cosigned(OLD.sign(LEDGER, len(fenced), root).note, OUTSIDE)
+    gateway = Gateway(config, "replica-1", redis_client=FakeRedis({b"ingest-1": signed}))
+    gateway.witness_keys = {"replica-1": WITNESS.verifier()}
+    try:
+        assert gateway.checkpoint(LEDGER).gathered.checkpoint.size == len(fenced)  # served: clients judge it
+        tile, proven = gateway.tile(LEDGER, f"tile/0/000.p/{len(fenced)}")
+        assert not proven, "a tile no witness of the cluster vouched for went out immutable"
+        _, proven = gateway.entries(LEDGER, f"tile/entries/000.p/{len(fenced)}")
+        assert not proven
+        assert gateway.inclusion(LEDGER, HANDOVER, None)["root"] == root.hex()  # the store's, unchecked
+        _heal(config, handed, tmp_path / "new")
+        with ChainStore(tmp_path / "new") as new:
+            epoch_2 = _cosigned(
+                NEW.sign(LEDGER, SIZE, new.root(LEDGER, SIZE), ("vledger-epoch 2 ingest-2",)).note, WITNESS
+            )
+        gateway.redis = FakeRedis({b"replica-1": epoch_2})
+        monkeypatch.setattr(gateway_module, "CHECKPOINT_SECONDS", 0.0)
+        healed, proven = gateway.tile(LEDGER, f"tile/0/000.p/{SIZE}")
+        assert proven and healed != tile[: len(healed)]
+        assert gateway.proven_record(LEDGER, HANDOVER)[1] == handed[HANDOVER].encode()
+    finally:
+        gateway.close()
+
+
+def test_a_copy_healed_in_place_is_proven_against_its_checkpoint_not_what_was_proven_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The old home's tail was cosigned by a witness and proven (kept), and a handover placed
+    # below it anyway (a standby host broken into, 10.9): once the copy healed in place, each
+    # re-proof compared it with the leaves proven before and refused it for good (review r18, 2).
+    config = _home_and_standby(tmp_path)
+    fenced, handed = _fenced_and_handed()
+    with ChainStore(config.store_dir("replica-1"), origin="replica-1") as store:
+        store.append_records(fenced)
+        root = store.root(LEDGER, len(fenced))
+    cosigned = _cosigned(OLD.sign(LEDGER, len(fenced), root).note, WITNESS)
+    gateway = Gateway(config, "replica-1", redis_client=FakeRedis({b"replica-1": cosigned}))
+    gateway.witness_keys = {"replica-1": WITNESS.verifier()}
+    try:
+        assert gateway.tile(LEDGER, f"tile/0/000.p/{len(fenced)}")[1]
+        gateway.proven_record(LEDGER, HANDOVER)
+        _heal(config, handed, tmp_path / "new")
+        with ChainStore(tmp_path / "new") as new:
+            epoch_2 = _cosigned(
+                NEW.sign(LEDGER, SIZE, new.root(LEDGER, SIZE), ("vledger-epoch 2 ingest-2",)).note, WITNESS
+            )
+        gateway.redis = FakeRedis({b"replica-1": epoch_2})
+        monkeypatch.setattr(gateway_module, "CHECKPOINT_SECONDS", 0.0)
+        with pytest.raises(StoreDamagedError):
+            gateway.proven_record(LEDGER, HANDOVER)  # not the record proven: refused, then proven again
+        monkeypatch.setattr(gateway_module, "REFUSAL_SECONDS", 0.0)
+        assert gateway.proven_record(LEDGER, HANDOVER)[1] == handed[HANDOVER].encode()
+        assert gateway.tile(LEDGER, f"tile/0/000.p/{SIZE}")[1]
     finally:
         gateway.close()
