@@ -125,6 +125,9 @@ class ReadEpochs:
         """The ledger's epochs up to the rows' head, None while they hold no genesis, or when
         its genesis pins no standby key (a ledger that never hands over) or keys of another
         cluster. Raises what the rows raise."""
+        known = self._read.get(ledger)
+        if known is not None and known[1] is NOTHING_TO_READ:  # no query: the gateway asks at each proof
+            return None
         size = self.rows.size(ledger)
         if size == 0:
             return None

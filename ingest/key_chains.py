@@ -61,6 +61,8 @@ class RowsRead:
         """The records from ``height`` up to ``size`` whose bytes ``wanted`` picks (the only ones
         decoded; never the genesis, whose bytes list the kinds), and how far that read."""
         picked: list[Record] = []
+        if self.height >= size:  # nothing new (or never anything to read): no query
+            return picked, self
         last: tuple[int, bytes] | None = None
         for height, data in rows.range_raw(ledger, self.height, size):
             last = (height, data)
