@@ -26,9 +26,8 @@ from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.admin import Grants
 from ..node.rules.engine import check_grant
 from ..node.store import ChainStore
-from ..node.storefile import MAX_HEIGHT
 from ..node.witness import home_key
-from .key_chains import ChainRows
+from .key_chains import NOTHING_TO_READ, ChainRows, RowsRead
 from .worker import Restarts
 
 log = logging.getLogger(__name__)
@@ -106,6 +105,10 @@ class EpochBook:
         return epoch.extensions() if epoch.home == node else None
 
 
+def _may_hand_over(data: bytes) -> bool:
+    return _EPOCH_MARK in data
+
+
 class ReadEpochs:
     """The epochs of the ledgers of rows a process only reads (the gateway's view of a node's
     store), which grow without telling it: each call reads the records stored since the last
@@ -116,30 +119,30 @@ class ReadEpochs:
         self.cluster = cluster  # None: read from the pinned checkpoint key's name (EpochHistory.from_genesis)
         self.rows = rows
         self._lock = threading.Lock()
-        self._read: dict[str, tuple[EpochHistory | None, int]] = {}  # ledger -> its history, records read
+        self._read: dict[str, tuple[EpochHistory | None, RowsRead]] = {}  # ledger -> its history, how far read
 
     def history(self, ledger: str) -> EpochHistory | None:
         """The ledger's epochs up to the rows' head, None while they hold no genesis, or when
         its genesis pins no standby key (a ledger that never hands over) or keys of another
         cluster. Raises what the rows raise."""
+        known = self._read.get(ledger)
+        if known is not None and known[1] is NOTHING_TO_READ:  # no query: the gateway asks at each proof
+            return None
         size = self.rows.size(ledger)
         if size == 0:
             return None
         with self._lock:
-            history, read = self._read.get(ledger, (None, 0))
-            if read == 0 or (read > size and read != MAX_HEIGHT):  # first look, or a copy cut below it
-                history, read = self._start(ledger), 1
-                if history is None:
-                    read = MAX_HEIGHT  # nothing to follow, ever: the genesis does not change
-            if history is not None and read < size:
-                handovers = [
-                    decode_record(data, PROTOCOL_LIMITS)
-                    for _, data in self.rows.range_raw(ledger, read, size)
-                    if _EPOCH_MARK in data
-                ]
+            history, read = self._read.get(ledger, (None, RowsRead()))
+            if not read.still_there(self.rows, ledger):  # first look, or a copy cut back since
+                history = self._start(ledger)
+                # From the genesis on; with no standby key, nothing to follow, ever: the
+                # genesis does not change.
+                read = RowsRead() if history is not None else NOTHING_TO_READ
+            if history is not None:
+                handovers, read = read.read_on(self.rows, ledger, size, _may_hand_over)
                 if handovers:
                     history = history.extended(handovers)  # a copy: histories handed out stay as they were
-            self._read[ledger] = (history, max(read, size))
+            self._read[ledger] = (history, read)
             return history
 
     def _start(self, ledger: str) -> EpochHistory | None:

@@ -9,6 +9,7 @@ checkpoints are real notes signed by either key over the real Merkle roots.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import SigningKey, signing_key_paths
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.ingest.epochs import EpochBook, Homes, Promotion
+from vledger.ingest.epochs import EpochBook, Homes, Promotion, ReadEpochs
 from vledger.ingest.follow import Follower, Page
 from vledger.ingest.page_check import PageChecker
 from vledger.ingest.service import Caller, IngestService
@@ -32,6 +33,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.note import VerifierKey
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
 from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.wire import encode_request
 from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, witness_name
@@ -197,6 +199,28 @@ def test_the_book_reads_the_epochs_a_reopened_store_holds(
         store.append_records(handed)
         history = EpochBook(CLUSTER, store).history(LEDGER)
         assert history is not None and history.current.number == 2 and history.current.key == STANDBY_KEY
+
+
+def test_epochs_read_by_a_reader_follow_a_copy_cut_back_and_refilled_past_where_they_were_read(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    # The gateway's view: a follower cut back to the handover (node/store_cut.py) and refilled
+    # past the 7 records read before, between two looks; the history restarted only for a copy
+    # smaller than what was read, so the handover at 5 was never read (review r18, finding 4).
+    handed, cut_off = chains
+    with ChainStore(tmp_path / "copy") as store:
+        store.append_records(cut_off)
+        epochs = ReadEpochs(CLUSTER, store)
+        first = epochs.history(LEDGER)
+        assert first is not None and first.current.number == 1
+        with sqlite3.connect(tmp_path / "copy" / DB_NAME) as db:
+            db.execute("DELETE FROM records WHERE ledger = ? AND height >= 5", (LEDGER,))
+        db.close()
+        assert store.roll_back(LEDGER) is not None
+        store.append_records(handed[5:])
+        assert store.size(LEDGER) > len(cut_off)
+        later = epochs.history(LEDGER)
+        assert later is not None and later.current.number == 2 and later.current.home == STANDBY
 
 
 class _NamedEpochs:
