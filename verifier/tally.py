@@ -609,8 +609,8 @@ def read_tallies(
         return TallyReport(ledger, tallies, judge(valid, keys), valid)
     # Read back from the entries just read, never from the streams' newest: an observer may have
     # published since, and a verdict on that newer entry was shown beside the older body as its count.
-    read = {t.observer: t.checked.published.entry_id for t in tallies if t.checked is not None}
-    compared, older = _at_common_height(board, ledger, valid, read, keys, histories, pages, page)
+    named = {t.observer: t.checked.published.entry_id for t in tallies if t.checked is not None}
+    compared, older = _at_common_height(board, ledger, valid, named, keys, histories, pages, page)
     return TallyReport(ledger, tallies, judge(compared, keys), compared, older)
 
 
@@ -618,18 +618,18 @@ def _at_common_height(
     board: TallyBoard,
     ledger: str,
     latest: dict[str, Snapshot],
-    read: Mapping[str, str],
+    named: Mapping[str, str],
     keys: dict[str, VerifyKey | None],
     histories: Mapping[str, KeyHistory],
     pages: int | None = None,
     page_size: int = HISTORY_PAGE,
 ) -> tuple[dict[str, Snapshot], tuple[Checked, ...]]:
     """The snapshots at the newest height every observer in ``latest`` published, read back from
-    their streams a page of each at a time, newest first, from the entry ``read`` names (the one
+    their streams a page of each at a time, newest first, from the entry ``named`` gives (the one
     ``latest`` holds), at most ``pages`` pages of each: an honest observer's heights only grow
     along its stream, so the first common height found is the newest."""
     seen: dict[str, dict[int, Published | Snapshot]] = {name: {s.height: s} for name, s in latest.items()}
-    before: dict[str, str | None] = {name: read[name] for name in latest}
+    before: dict[str, str | None] = {name: named[name] for name in latest}
     reading = list(latest)
     height = None
     read = 0
