@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,11 @@ class AlertJournal:
                     found[key] = (alert, raised_ms)
         return found
 
+    def open_alert(self, key: str) -> dict[str, Any] | None:
+        """The fields (and stream ``id``) of the alert open under ``key``, None when none is."""
+        with self._lock:
+            return _open_row(self._db, key)
+
     def history(self) -> list[tuple[int, str, str, dict[str, Any]]]:
         """The raises and resolves kept, oldest first: (at_ms, event, key, alert)."""
         with self._lock:
@@ -273,21 +278,29 @@ class AlertJournal:
             self._db.execute("DELETE FROM history WHERE seq <= ?", (seq - HISTORY_ROWS,))
 
 
-def journal_open_alert(path: Path, key: str) -> dict[str, Any] | None:
-    """The alert the journal at ``path`` holds open under ``key``, read without creating or
-    changing the journal (its node is stopped: `vledger repair`); None when it holds none, or
-    there is no journal, or it does not open (Redis's open alerts are then what is known)."""
-    if not path.is_file():
-        return None
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            row = db.execute("SELECT alert FROM open_alerts WHERE key = ?", (key,)).fetchone()
-    except sqlite3.DatabaseError:
-        return None
+def _open_row(db: sqlite3.Connection, key: str) -> dict[str, Any] | None:
+    """The alert ``db``'s journal holds open under ``key`` (None: none, or a row that is no object)."""
+    row = db.execute("SELECT alert FROM open_alerts WHERE key = ?", (key,)).fetchone()
     with contextlib.suppress(ValueError):
         alert = json.loads(row[0]) if row is not None else None
         return alert if isinstance(alert, dict) else None
     return None
+
+
+def journal_open_alert(path: Path, key: str) -> dict[str, Any] | Literal[False] | None:
+    """The alert the journal at ``path`` holds open under ``key``, read without creating or
+    changing the journal (its node is stopped: `vledger repair`); False when the journal reads
+    and holds none open there (its node resolved it: its last start opened the store), and
+    None when there is no journal or it does not open, so that Redis's open alerts
+    are what is left to ask (review18 1: a sound journal's "resolved" was taken for "unknown")."""
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            alert = _open_row(db, key)
+    except sqlite3.DatabaseError:
+        return None
+    return False if alert is None else alert
 
 
 def carry_journal(old: Path, new: Path) -> bool:

@@ -295,10 +295,16 @@ return closed
 # where the caller must rewrite the stream from its store.
 # A promotion (PROTOCOL 10.9) names a ledger's home in a new epoch, never an older or equal one
 # of another home: two promotions of one epoch cannot both win. Returns nil, or what is named.
+# An entry that is no "<epoch> <home>" is none (any ingest user may write one: review18 3); one
+# the caller found no witnessed note proves (ARGV[4], ARGV[5]: its epoch and home, "" for none)
+# is replaced, only while it is still exactly that one.
 _PROMOTE = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 local wanted = ARGV[2] .. ' ' .. ARGV[3]
-if current and current ~= wanted and tonumber(string.match(current, '^(%d+)')) >= tonumber(ARGV[2]) then
+local number, home = nil, nil
+if current then number, home = string.match(current, '^(%d+) (%S+)$') end
+local unproven = ARGV[4] ~= '' and number ~= nil and tonumber(number) == tonumber(ARGV[4]) and home == ARGV[5]
+if number and current ~= wanted and tonumber(number) >= tonumber(ARGV[2]) and not unproven then
     return current
 end
 redis.call('HSET', KEYS[1], ARGV[1], wanted)
@@ -1029,15 +1035,21 @@ class ReplicationLedger:
         witness's user may empty, is then not all a replaced home has to learn it was replaced."""
         self.client.set(self.epoch_proof_key(ledger), note)
 
-    def promote(self, ledger: str, epoch: int, home: str) -> tuple[int, str] | None:
+    def promote(
+        self, ledger: str, epoch: int, home: str, replacing: tuple[int, str] | None = None
+    ) -> tuple[int, str] | None:
         """Name ``home`` the home of ``ledger`` in ``epoch``, in ``epochs`` and the home map,
-        atomically and only if no epoch as high is named yet (or it is this one): None, else
-        the epoch and home Redis already names. Either hash of another type (any ingest node's
+        atomically and only if no epoch as high is named yet (or it is this one, or exactly
+        ``replacing``, an entry the caller found nothing proves): None, else the epoch and home
+        Redis already names. An entry that is no ``<epoch> <home>`` counts as none (any ingest
+        node's Redis user may write one). Either hash of another type (any ingest node's
         Redis user may SET it) is replaced, and the script runs again: the promoting standby is
         their writer, and what the key held was no entry (review17 2). The other ledgers' entries
         are not written back: each is a claim, and every reader finds a proven epoch from the
         notes themselves (10.9), so none is lost by it and no fenced home is let back."""
-        promote = functools.partial(self._promote, keys=[self.epochs_key, self.ledgers_key], args=[ledger, epoch, home])
+        unproven = [str(replacing[0]), replacing[1]] if replacing is not None else ["", ""]
+        args = [ledger, epoch, home, *unproven]
+        promote = functools.partial(self._promote, keys=[self.epochs_key, self.ledgers_key], args=args)
         try:
             held = promote()
         except redis.exceptions.ResponseError as e:
@@ -1140,6 +1152,7 @@ class ReplicationLedger:
             journal = self.journal
             kept = None
             if journal is not None:  # first: a Redis that is away or refuses loses nothing
+                self._journaled(functools.partial(self._close_if_operator_resolved, journal, alert.key))
                 # Raised again while open (its cause stays), it keeps its first at_ms (10.5).
                 kept = self._journaled(functools.partial(journal.raised, alert.key, {"id": "", **fields}))
                 if kept is not None:
@@ -1164,6 +1177,21 @@ class ReplicationLedger:
             self._journal_failing = False
             log.warning("alert journal of %s is written again", self.node)
         return done
+
+    def _close_if_operator_resolved(self, journal: AlertJournal, key: str) -> None:
+        """Close ``key``'s journal row when an operator resolved the alert it holds (its stream
+        id noted, as :meth:`_reassert` reads it): the journal learns of that only at the next
+        reassert, and a raise before it kept the resolved alert's at_ms (review18 6). Redis
+        away: the row stays (the raise must not wait on Redis), as it would until a reassert."""
+        held = journal.open_alert(key)
+        if held is None or not _alert_id(held):
+            return
+        try:
+            note = self.operator_resolved([(self.node, key)]).get((self.node, key))
+        except REDIS_ERRORS:
+            return
+        if note is not None and _stream_id(note) >= _stream_id(_alert_id(held)):
+            journal.resolved([key], by="operator")
 
     def _put(self, key: str, fields: dict[str, str]) -> dict[str, str]:
         """Add an alert's ``fields`` to this client's stream and open hash; returns it as the

@@ -133,6 +133,11 @@ class ObserverSettings:
     # How often an observer reads back which of its snapshots Redis names its latest, and
     # publishes its own again if another was named there (PROTOCOL 11.1).
     latest_check_ms: int = 5000
+    # How long after a record's accepted time an observer waits for the admin records accepted
+    # before it when, by the admin copy it holds, the record breaks the grant rule (PROTOCOL 16.2):
+    # the admin home's held height in Redis, which says that copy is current, is the home's word
+    # as its outbox last wrote it, so a grant still in flight was flagged, and signed, as missing.
+    grant_wait_ms: int = 10_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -26,9 +26,8 @@ from ..node.record import Content, Entry, Record, decode_record
 from ..node.rules.admin import Grants
 from ..node.rules.engine import check_grant
 from ..node.store import ChainStore
-from ..node.storefile import MAX_HEIGHT
 from ..node.witness import home_key
-from .key_chains import ChainRows
+from .key_chains import NOTHING_TO_READ, ChainRows, RowsRead
 from .worker import Restarts
 
 log = logging.getLogger(__name__)
@@ -106,6 +105,10 @@ class EpochBook:
         return epoch.extensions() if epoch.home == node else None
 
 
+def _may_hand_over(data: bytes) -> bool:
+    return _EPOCH_MARK in data
+
+
 class ReadEpochs:
     """The epochs of the ledgers of rows a process only reads (the gateway's view of a node's
     store), which grow without telling it: each call reads the records stored since the last
@@ -116,30 +119,30 @@ class ReadEpochs:
         self.cluster = cluster  # None: read from the pinned checkpoint key's name (EpochHistory.from_genesis)
         self.rows = rows
         self._lock = threading.Lock()
-        self._read: dict[str, tuple[EpochHistory | None, int]] = {}  # ledger -> its history, records read
+        self._read: dict[str, tuple[EpochHistory | None, RowsRead]] = {}  # ledger -> its history, how far read
 
     def history(self, ledger: str) -> EpochHistory | None:
         """The ledger's epochs up to the rows' head, None while they hold no genesis, or when
         its genesis pins no standby key (a ledger that never hands over) or keys of another
         cluster. Raises what the rows raise."""
+        known = self._read.get(ledger)
+        if known is not None and known[1] is NOTHING_TO_READ:  # no query: the gateway asks at each proof
+            return None
         size = self.rows.size(ledger)
         if size == 0:
             return None
         with self._lock:
-            history, read = self._read.get(ledger, (None, 0))
-            if read == 0 or (read > size and read != MAX_HEIGHT):  # first look, or a copy cut below it
-                history, read = self._start(ledger), 1
-                if history is None:
-                    read = MAX_HEIGHT  # nothing to follow, ever: the genesis does not change
-            if history is not None and read < size:
-                handovers = [
-                    decode_record(data, PROTOCOL_LIMITS)
-                    for _, data in self.rows.range_raw(ledger, read, size)
-                    if _EPOCH_MARK in data
-                ]
+            history, read = self._read.get(ledger, (None, RowsRead()))
+            if not read.still_there(self.rows, ledger):  # first look, or a copy cut back since
+                history = self._start(ledger)
+                # From the genesis on; with no standby key, nothing to follow, ever: the
+                # genesis does not change.
+                read = RowsRead() if history is not None else NOTHING_TO_READ
+            if history is not None:
+                handovers, read = read.read_on(self.rows, ledger, size, _may_hand_over)
                 if handovers:
                     history = history.extended(handovers)  # a copy: histories handed out stay as they were
-            self._read[ledger] = (history, max(read, size))
+            self._read[ledger] = (history, read)
             return history
 
     def _start(self, ledger: str) -> EpochHistory | None:
@@ -435,7 +438,8 @@ class Promotion:
         holds none of it and no home announced it in Redis (``vledger:{ledgers}``);
         PromotionRefusedError [promotion_refused] when this node is not the ledger's standby,
         its genesis pins another standby key, this store holds fewer records than a witness
-        cosigned (or another tree at that size), or Redis names a newer home; the error of the
+        cosigned (or another tree at that size), or Redis names another home for this epoch, or a
+        later epoch a witnessed note proves (see :meth:`_name`); the error of the
         rule the handover record would break (bad_epoch, not_granted, payload_too_large, ...),
         before Redis is written; and what ``place`` raises, after Redis is put back.
 
@@ -450,11 +454,9 @@ class Promotion:
         entry, history, held, acknowledged = self._handover(ledger, author, now_ms)
         number = history.current.number + 1
         try:
-            named = self.replication.promote(ledger, number, self.name)
+            self._name(ledger, history, number)
         except REDIS_ERRORS as e:
             raise PromotionRefusedError(f"Redis could not name the new epoch: {e}") from e
-        if named is not None:
-            raise PromotionRefusedError(f"Redis names epoch {named[0]} of {ledger!r} at {named[1]} already")
         try:
             placed = place(entry)
         except BaseException as e:
@@ -470,6 +472,29 @@ class Promotion:
             acknowledged,
         )
         return placed
+
+    def _name(self, ledger: str, history: EpochHistory, number: int) -> None:
+        """Have Redis name this node the home of ``ledger`` in epoch ``number`` (10.9 step 3).
+
+        Redis's entry is a claim any ingest node's Redis user may write (review18 3): one past
+        ``number`` that no witnessed note proves (:func:`proven_epoch`, as :class:`Homes` takes
+        epochs) is replaced, by a compare-and-set on exactly that entry, so that of two
+        promotions that both found it, one wins. One of ``number`` itself is respected unproven:
+        it is what another promotion of this epoch writes before its handover is cosigned."""
+        named = self.replication.promote(ledger, number, self.name)
+        if named is not None and named[0] > number:
+            proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.homes.witnesses())
+            if proof is not None:
+                raise PromotionRefusedError(
+                    f"a witnessed note proves epoch {proof[0]} of {ledger!r} at {proof[1]}, which this store lacks"
+                )
+            log.warning(
+                "Redis names epoch %d of %s at %s, which no witnessed note proves: replaced by epoch %d at %s",
+                named[0], ledger, named[1], number, self.name,
+            )  # fmt: skip
+            named = self.replication.promote(ledger, number, self.name, replacing=named)
+        if named is not None:
+            raise PromotionRefusedError(f"Redis names epoch {named[0]} of {ledger!r} at {named[1]} already")
 
     def _handover(self, ledger: str, author: str, now_ms: int) -> tuple[Entry, EpochHistory, int, int]:
         """The handover entry, the epochs it follows, the size held and the size a witness

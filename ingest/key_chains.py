@@ -9,9 +9,11 @@ read, and only records whose bytes hold the kind's name are decoded.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..config.settings import PROTOCOL_LIMITS
@@ -35,6 +37,48 @@ class ChainRows(Protocol):
     def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class RowsRead:
+    """How far a ledger's rows were read: up to ``height`` (excluded), the last of them the one
+    whose bytes hash to ``last`` (None: none read yet, or never anything to read)."""
+
+    height: int = 0
+    last: bytes | None = None
+
+    def still_there(self, rows: ChainRows, ledger: str) -> bool:
+        """Whether ``rows`` still hold what was read: the last record read, the same bytes (and so,
+        through its ``prev``, every one before it). A copy cut back and refilled past where it was
+        read between two looks is as large or larger, and its records below may be others: a
+        handover or a rotation among them was never read (review r18, finding 4). One row read."""
+        if self.height in (0, MAX_HEIGHT):
+            return self.height == MAX_HEIGHT
+        found = next(iter(rows.range_raw(ledger, self.height - 1, self.height)), None)
+        return found is not None and found[0] == self.height - 1 and _digest(found[1]) == self.last
+
+    def read_on(
+        self, rows: ChainRows, ledger: str, size: int, wanted: Callable[[bytes], bool]
+    ) -> tuple[list[Record], RowsRead]:
+        """The records from ``height`` up to ``size`` whose bytes ``wanted`` picks (the only ones
+        decoded; never the genesis, whose bytes list the kinds), and how far that read."""
+        picked: list[Record] = []
+        if self.height >= size:  # nothing new (or never anything to read): no query
+            return picked, self
+        last: tuple[int, bytes] | None = None
+        for height, data in rows.range_raw(ledger, self.height, size):
+            last = (height, data)
+            if height > 0 and wanted(data):
+                picked.append(decode_record(data, PROTOCOL_LIMITS))
+        return picked, (self if last is None else RowsRead(last[0] + 1, _digest(last[1])))
+
+
+# Nothing ever to read of a ledger (its genesis allows no record that matters, and never changes).
+NOTHING_TO_READ = RowsRead(MAX_HEIGHT)
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
 class KeyChains:
     """The key chains of the ledgers of ``store``; any thread.
 
@@ -55,8 +99,8 @@ class KeyChains:
         self.fallback = fallback
         self.pending = pending
         self._lock = threading.Lock()
-        # ledger -> its chain, how many records were read, whether its genesis pins a key
-        self._read: dict[str, tuple[KeyChain | None, int, bool]] = {}
+        # ledger -> its chain, how far its records were read, whether its genesis pins a key
+        self._read: dict[str, tuple[KeyChain | None, RowsRead, bool]] = {}
 
     def stored(self, ledger: str) -> KeyChain | None:
         """The chain of the records stored. Raises RotationError when one of them is a
@@ -65,18 +109,18 @@ class KeyChains:
         if size == 0:
             return self._start(ledger, None)[0]
         with self._lock:
-            chain, read, pinned = self._read.get(ledger, (None, 0, False))
-            # First look, or the copy was cut below what was read (a ledger that cannot rotate: never).
-            if read == 0 or (read > size and read != MAX_HEIGHT):
+            chain, read, pinned = self._read.get(ledger, (None, RowsRead(), False))
+            # First look, or the copy was cut back since (a ledger that cannot rotate: never).
+            if not read.still_there(self.store, ledger):
                 rules = self.store.rules(ledger)
                 chain, pinned = self._start(ledger, rules)
                 # A ledger whose genesis lists no kind checkpoint_key holds no rotation (section 4,
                 # step 6): nothing to read, ever.
-                read = 1 if ROTATION_KIND in rules.kinds else MAX_HEIGHT
-            for _, data in self.store.range_raw(ledger, read, size):
-                if may_rotate(data):
-                    chain = _follow(chain, pinned, decode_record(data, PROTOCOL_LIMITS))
-            self._read[ledger] = (chain, max(read, size), pinned)
+                read = RowsRead() if ROTATION_KIND in rules.kinds else NOTHING_TO_READ
+            rotations, read = read.read_on(self.store, ledger, size, may_rotate)
+            for record in rotations:
+                chain = _follow(chain, pinned, record)
+            self._read[ledger] = (chain, read, pinned)
             return chain
 
     def chain(self, ledger: str) -> KeyChain | None:
@@ -91,7 +135,7 @@ class KeyChains:
             pending = pending[1:]
         else:
             chain = self.stored(ledger)
-            pinned = self._read.get(ledger, (None, 0, False))[2]
+            pinned = self._read.get(ledger, (None, RowsRead(), False))[2]
         for record in pending:
             try:
                 chain = _follow(chain, pinned, record)

@@ -136,6 +136,12 @@ class Outbox:
         self._signed_at: dict[str, float] = {}  # ledger -> when its last checkpoint was signed
         self._due: dict[str, float] = {}  # ledgers with records no checkpoint covers yet -> when to sign
         self._sign_lock = threading.Lock()  # the outbox thread and the read path (on demand) both sign
+        # Held through a pass (its drain, checkpoints and heartbeat), by the outbox thread or by a
+        # committing thread that runs one once its commit ended (OutboxProcess.committed).
+        self._pass_lock = threading.Lock()
+        self._gap = settings.outbox_interval_ms / 1000
+        self._passed_at = -math.inf  # when the last pass began, on whichever thread
+        self._later = 0.0  # how much longer than _gap the thread waits for a committing thread's pass
         self._signed_max: dict[str, int] = {}  # ledger -> the largest size sign() kept or found kept
         # Records are encoded on the outbox's thread (or come encoded: committed_rows), not the committer's.
         self._queue: collections.deque[tuple[Sequence[Record | Row], int, list[SignedCheckpoint]]] = collections.deque()
@@ -196,10 +202,13 @@ class Outbox:
         the checkpoint."""
         return self._sign_each({ledger: size}, with_commit=with_commit).get(ledger)
 
-    def _sign_each(self, sizes: Mapping[str, int], *, with_commit: bool = False) -> dict[str, SignedCheckpoint]:
+    def _sign_each(
+        self, sizes: Mapping[str, int], *, with_commit: bool = False, writer_held: bool = False
+    ) -> dict[str, SignedCheckpoint]:
         """:meth:`sign` of each ledger at its size in ``sizes``, those it gives None left out; the
         new rows kept together, so that a batch's ledgers wait for one group commit, not one each
-        (CheckpointLog.keep_signed)."""
+        (CheckpointLog.keep_signed). ``writer_held``: the caller holds the store's writer lock
+        and this outbox's sign lock (a pass on the committing thread): the rows are written at once."""
         if self.signer is None:
             return {}
         due: dict[str, tuple[int, tuple[str, ...]]] = {}
@@ -207,28 +216,38 @@ class Outbox:
             extensions = self.epochs(ledger, size) if ledger not in self.refused and size > 0 else None
             if extensions is not None:
                 due[ledger] = (size, extensions)
-        signed: dict[str, SignedCheckpoint] = {}
+        if writer_held:
+            return self._sign_locked(due, with_commit=False, writer_held=True)
         with self._sign_lock:
-            fresh: list[SignedCheckpoint] = []
-            for ledger, (size, extensions) in due.items():
-                frontier = self.store.frontier(ledger)  # at the head (the usual case) its root costs no read
-                root = frontier.root() if frontier.size == size else self.store.root(ledger, size)
-                # Past every size this outbox signed, no row can be kept yet (only this outbox keeps
-                # signed rows, and its first signature of a ledger looks): the look-up, a read that
-                # also let the request thread take the GIL, is spared on each batch's checkpoint.
-                most = self._signed_max.get(ledger)
-                if most is None or size <= most:
-                    kept = [c for c in self.store.checkpoints.at(ledger, SIGNED, size) if c.root == root]
-                    if kept:
-                        self._signed_max[ledger] = max(size, most or 0)
-                        signed[ledger] = SignedCheckpoint(ledger, size, root, kept[0].note)
-                        continue
-                signed[ledger] = self.signer.sign(ledger, size, root, extensions)
-                fresh.append(signed[ledger])
-            rows = [(c.ledger, c.size, c.root, c.note) for c in fresh]
-            self.store.checkpoints.keep_signed(rows, with_commit=with_commit)
-            for checkpoint in fresh:
-                self._signed_max[checkpoint.ledger] = max(checkpoint.size, self._signed_max.get(checkpoint.ledger, 0))
+            return self._sign_locked(due, with_commit=with_commit, writer_held=False)
+
+    def _sign_locked(
+        self, due: Mapping[str, tuple[int, tuple[str, ...]]], *, with_commit: bool, writer_held: bool
+    ) -> dict[str, SignedCheckpoint]:
+        """:meth:`_sign_each`'s signatures of ``due`` (ledger -> size and epoch lines), the caller
+        holding the sign lock."""
+        assert self.signer is not None
+        signed: dict[str, SignedCheckpoint] = {}
+        fresh: list[SignedCheckpoint] = []
+        for ledger, (size, extensions) in due.items():
+            frontier = self.store.frontier(ledger)  # at the head (the usual case) its root costs no read
+            root = frontier.root() if frontier.size == size else self.store.root(ledger, size)
+            # Past every size this outbox signed, no row can be kept yet (only this outbox keeps
+            # signed rows, and its first signature of a ledger looks): the look-up, a read that
+            # also let the request thread take the GIL, is spared on each batch's checkpoint.
+            most = self._signed_max.get(ledger)
+            if most is None or size <= most:
+                kept = [c for c in self.store.checkpoints.at(ledger, SIGNED, size) if c.root == root]
+                if kept:
+                    self._signed_max[ledger] = max(size, most or 0)
+                    signed[ledger] = SignedCheckpoint(ledger, size, root, kept[0].note)
+                    continue
+            signed[ledger] = self.signer.sign(ledger, size, root, extensions)
+            fresh.append(signed[ledger])
+        rows = [(c.ledger, c.size, c.root, c.note) for c in fresh]
+        self.store.checkpoints.keep_signed(rows, with_commit=with_commit, writer_held=writer_held)
+        for checkpoint in fresh:
+            self._signed_max[checkpoint.ledger] = max(checkpoint.size, self._signed_max.get(checkpoint.ledger, 0))
         return signed
 
     def latest(self, ledger: str) -> bytes | None:
@@ -282,8 +301,6 @@ class Outbox:
                 self._keep(self.sign(ledger, height + 1))
             except VledgerError as e:
                 log.error("outbox: cannot sign a checkpoint of %s at %d: %s", ledger, height + 1, e)
-        gap = self.settings.outbox_interval_ms / 1000
-        sent = -math.inf  # when the last pass began
         while True:
             # A pass costs Redis round trips, a publish and a signature, whatever it carries: a
             # lone writer's puts wait for the next pass together instead of one pass each (their
@@ -291,25 +308,27 @@ class Outbox:
             # The gap is waited first, on _stop: a put committed meanwhile (committed) sets _wake
             # and wakes no thread, where the first put after a pass woke this one only for it
             # to go back to sleep, taking the GIL from the request loop as that put ended.
-            if self._clock() < sent + gap:
-                self._stop.wait(sent + gap - self._clock())
+            # ``_later`` more while a committing thread may run the pass itself (OutboxProcess).
+            while not self._stop.is_set() and self._clock() < self._passed_at + self._gap + self._later:
+                self._stop.wait(self._passed_at + self._gap + self._later - self._clock())
             due = min(self._due.values(), default=math.inf)
             self._await(max(0.0, min(next_beat, due) - self._clock()))
-            sent = self._clock()
-            self._wake.clear()
-            stopping = self._stop.is_set()
-            try:
-                self._drain()
-                self._ship_checkpoints(self._sign_due())
-                if self._clock() >= next_beat:
-                    next_beat = self._clock() + heartbeat
-                    self._heartbeat()
-            except Exception as e:  # the outbox must outlive any one failure: the store has it all
-                if self.store.damaged(e) is not None:
-                    # Unless its file is damaged: reported (an alert, and the node or outbox
-                    # process ends with EXIT_STORE_DAMAGED); tried again, it would fail for ever.
-                    return
-                log.exception("outbox: publishing failed; the next heartbeat tries again")
+            with self._pass_lock:
+                self._passed_at = self._clock()
+                self._wake.clear()
+                stopping = self._stop.is_set()
+                try:
+                    self._drain()
+                    self._ship_checkpoints(self._sign_due())
+                    if self._clock() >= next_beat:
+                        next_beat = self._clock() + heartbeat
+                        self._heartbeat()
+                except Exception as e:  # the outbox must outlive any one failure: the store has it all
+                    if self.store.damaged(e) is not None:
+                        # Unless its file is damaged: reported (an alert, and the node or outbox
+                        # process ends with EXIT_STORE_DAMAGED); tried again, it would fail for ever.
+                        return
+                    log.exception("outbox: publishing failed; the next heartbeat tries again")
             if stopping and not self._queue:
                 return
 
@@ -362,9 +381,10 @@ class Outbox:
         if latest is None or checkpoint.size > latest.size:
             self.checkpoints[checkpoint.ledger] = checkpoint
 
-    def _sign_batch(self, sizes: Mapping[str, int]) -> list[SignedCheckpoint]:
+    def _sign_batch(self, sizes: Mapping[str, int], *, writer_held: bool = False) -> list[SignedCheckpoint]:
         """A home's checkpoint of each ledger at its size in ``sizes`` (a batch's last record
-        + 1), for the ledgers not signed within ``checkpoint_interval_ms`` (the others are due later)."""
+        + 1), for the ledgers not signed within ``checkpoint_interval_ms`` (the others are due
+        later). ``writer_held``: see :meth:`_sign_each`."""
         now = self._clock()
         due: dict[str, int] = {}
         for ledger, size in sizes.items():
@@ -373,7 +393,7 @@ class Outbox:
                 self._due.setdefault(ledger, ready)
             else:
                 due[ledger] = size
-        signed = self._sign_each(due, with_commit=True)
+        signed = self._sign_each(due, with_commit=not writer_held, writer_held=writer_held)
         for ledger in signed:
             self._signed_at[ledger] = now
             self._due.pop(ledger, None)

@@ -89,6 +89,10 @@ REDIS_TIMEOUT = 2.0  # seconds, as the node's own replication client (runtime.NO
 # they wait longer (replication lag, figure 5a). At 10 the clerk's put gained more (p50 -40 us
 # against -24 us, same host) and the passes would starve sooner on a busy host.
 OUTBOX_NICENESS = 5
+# How long past ``outbox_interval_ms`` the outbox thread leaves a due pass to the next group
+# commit, whose thread runs it once it has answered (OutboxProcess.committed): a lone writer's
+# puts commit every half millisecond or so; past this no commit is coming, and the thread passes.
+INLINE_PASS_GRACE_SECONDS = 0.002
 
 
 def _checkpoint_rows(checkpoints: Iterable[SignedCheckpoint]) -> list[list[Any]]:
@@ -331,8 +335,8 @@ class OutboxProcess(Outbox):
 
     Here, on the outbox thread: the checkpoints (signed per batch, kept in the store; ``sign``,
     ``latest`` and ``covering`` as in :class:`Outbox`), and the hand-off to the child. The
-    committer's ``on_commit`` (:meth:`committed`) only notes each ledger's heights.
-    """
+    committer's ``on_commit`` (:meth:`committed`) notes each ledger's heights, and runs a due pass
+    itself after a round committed and answered by flush (:meth:`_pass_here`)."""
 
     def __init__(
         self,
@@ -352,6 +356,7 @@ class OutboxProcess(Outbox):
         super().__init__(
             name, store, None, None, settings, stream=False, signer=signer, refused=refused, epochs=epochs, owns=owns
         )
+        self._later = INLINE_PASS_GRACE_SECONDS
         # Read by the outbox process, which leaves a stream alone only on a witnessed proof (10.9).
         self.witnesses = witnesses
         self._store = store
@@ -375,8 +380,40 @@ class OutboxProcess(Outbox):
         last = {record.content.ledger: record.height for record in records}
         first = {record.content.ledger: record.height for record in reversed(records)}
         self._spans.append({ledger: (first[ledger], height) for ledger, height in last.items()})
+        if self._store.answered and self._clock() >= self._passed_at + self._gap and self._pass_here():
+            return
         if not self._wake.is_set():  # as Outbox.committed: the lock of Event.set only when it wakes
             self._wake.set()
+
+    def _pass_here(self) -> bool:
+        """Run the pass that is due on this committing thread, which holds the store's writer
+        lock and has answered its group, with no other queued behind it (ChainStore.answered: a
+        round committed by flush, whose answers go out before on_commit): sign, keep the rows at
+        once (no group commit to wait for) and hand the heights to the outbox process. Under a
+        lone writer the outbox thread's pass cost each put that met it its wake-ups and turns at
+        the GIL, and its checkpoint row a wait for the next put's commit and one more wake-up
+        (p31). Never on the store's committer thread, whose groups' answers wait for on_commit,
+        nor with groups queued, which would wait for the writer lock through the pass's turns at
+        the GIL. False when the outbox thread or the read path holds a lock the pass needs (the
+        thread passes then), or the outbox is not running."""
+        if self._thread is None or self._stop.is_set() or not self._pass_lock.acquire(blocking=False):
+            return False
+        try:
+            # Never waited for here: the read path signs (covering) holding it while it waits
+            # for the store's writer lock, which this thread holds.
+            if not self._sign_lock.acquire(blocking=False):
+                return False
+            try:
+                self._passed_at = self._clock()
+                self._drain(writer_held=True)
+            finally:
+                self._sign_lock.release()
+        except Exception as e:  # as the thread's pass: the store has it all, the heartbeat ships it
+            if self._store.damaged(e) is None:
+                log.exception("outbox: publishing failed; the next heartbeat tries again")
+        finally:
+            self._pass_lock.release()
+        return True
 
     def start(self) -> OutboxProcess:
         self._proxy = FeedProxy(self._publisher, self.settings.send_hwm).start()
@@ -465,7 +502,7 @@ class OutboxProcess(Outbox):
         except OSError as e:  # the outbox process died: the next heartbeat starts another
             log.warning("outbox process unreachable (%s): the next heartbeat starts another", e)
 
-    def _drain(self) -> None:
+    def _drain(self, writer_held: bool = False) -> None:
         spans: dict[str, tuple[int, int]] = {}
         while self._spans:
             for ledger, (first, last) in self._spans.popleft().items():
@@ -473,7 +510,7 @@ class OutboxProcess(Outbox):
                 spans[ledger] = (span[0] if span is not None else first, last)
         if not spans:
             return
-        fresh = self._sign_batch({ledger: last + 1 for ledger, (_, last) in spans.items()})
+        fresh = self._sign_batch({ledger: last + 1 for ledger, (_, last) in spans.items()}, writer_held=writer_held)
         for checkpoint in fresh:
             self._keep(checkpoint)
         self._send(

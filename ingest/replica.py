@@ -65,7 +65,7 @@ from .metrics import (
 )
 from .outbox import Outbox
 from .page_check import PageChecker
-from .runtime import NodeRuntime
+from .runtime import NodeRuntime, store_options
 from .service import AccountAdmin, IngestService
 from .witness import Cosigner, Witness
 
@@ -315,7 +315,7 @@ def _run_follower(
     signing = load_signing_key(signing_key_paths(config.keys_dir, name)[0], passphrase)
     # A ledger whose file lost records while the node was down opens cut back to what it holds
     # whole, and is fetched again (Follower.start); a home's store is never cut back.
-    store = runtime.store(replication, limits=config.settings.limits, settings=config.settings.store, cut_back=True)
+    store = runtime.store(replication, **store_options(config, name))
     cache = runtime.accounts(registry, replication)
     epochs = EpochBook(config.name, store)
     # It connects to the others with its newest CURVE key from the record on (PROTOCOL 16.6).

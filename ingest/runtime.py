@@ -46,7 +46,7 @@ from ..broker.replication import (
     store_damaged_alert,
 )
 from ..broker.signing import admin_checkpoint_key
-from ..config.cluster import ClusterConfig, NodeConfig
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
 from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
 from ..node.rules.admin import ADMIN_LEDGER
@@ -75,6 +75,9 @@ SHUTDOWN_LINGER_MS = 2000  # answers still queued in ZeroMQ get this long to go 
 NODE_REDIS_TIMEOUT = 2.0
 
 
+_OPEN_FAILS = (StoreError, RecordError, sqlite3.DatabaseError)  # what an open raises of a file it finds damaged
+
+
 def open_node_store(node: str, directory: Path, replication: ReplicationLedger, **options: Any) -> ChainStore:
     """Node ``node``'s ChainStore at ``directory`` (``options`` as ChainStore takes them).
 
@@ -88,14 +91,10 @@ def open_node_store(node: str, directory: Path, replication: ReplicationLedger, 
     """
     try:
         store = ChainStore(directory, **options)
-    except (StoreError, RecordError, sqlite3.DatabaseError) as e:
-        # The store wraps SQLite's errors (storefile.connect), and some come through bare.
-        cause = e if isinstance(e, sqlite3.Error) else e.__cause__
-        if isinstance(cause, sqlite3.OperationalError) and damaged_file(cause) is None:
-            raise  # locked, busy, out of space or file handles: what the moment holds, not the file
-        # Else a check failed, or the file is "not a database" / "malformed": a damaged file.
-        failed = StoreError(f"{directory}: the store's file is damaged: {e}") if isinstance(e, sqlite3.Error) else e
-        alert = store_damaged_alert(node, failed)
+    except _OPEN_FAILS as e:
+        alert = _damaged(node, directory, e)
+        if alert is None:
+            raise
         log.error("node %s: its store does not open, the node does not start: %s", node, alert.detail)
         raise_alert(replication, alert)
         raise StoreDamagedError(alert.detail) from e
@@ -105,6 +104,46 @@ def open_node_store(node: str, directory: Path, replication: ReplicationLedger, 
     except REDIS_ERRORS as e:
         log.warning("node %s: Redis unavailable (%s): an open %s alert of it stays open", node, e, STORE_DAMAGED)
     return store
+
+
+def store_options(config: ClusterConfig, name: str) -> dict[str, Any]:
+    """What node ``name`` opens its store with (ChainStore's options), as far as the checks of
+    an open go: an ingest node's records are its own (``origin``); a follower's file that lost
+    records is cut back to those it holds whole (``cut_back``; a home's is never)."""
+    options: dict[str, Any] = {"limits": config.settings.limits, "settings": config.settings.store}
+    if config.node(name).role in FOLLOWER_ROLES:
+        options["cut_back"] = True
+    else:
+        options["origin"] = name
+    return options
+
+
+def start_refusal(node: str, directory: Path, **options: Any) -> str | None:
+    """Why node ``node``'s start would refuse its store at ``directory`` now (the detail of the
+    ``store_damaged`` alert :func:`open_node_store` raises), None when it opens: the same open
+    and checks, with the node's ``options``, then closed; nothing is raised in Redis. Does to the
+    file what the node's next start does (a follower's ``cut_back``); its node must be stopped."""
+    try:
+        with ChainStore(directory, **options):
+            return None
+    except _OPEN_FAILS as e:
+        alert = _damaged(node, directory, e)
+        if alert is None:
+            raise
+        return alert.detail
+
+
+def _damaged(node: str, directory: Path, error: StoreError | RecordError | sqlite3.DatabaseError) -> Alert | None:
+    """The ``store_damaged`` alert of a store whose open raised ``error``, None when the error
+    says nothing of the file (the caller raises it again)."""
+    # The store wraps SQLite's errors (storefile.connect), and some come through bare.
+    cause = error if isinstance(error, sqlite3.Error) else error.__cause__
+    if isinstance(cause, sqlite3.OperationalError) and damaged_file(cause) is None:
+        return None  # locked, busy, out of space or file handles: what the moment holds, not the file
+    # Else a check failed, or the file is "not a database" / "malformed": a damaged file.
+    if isinstance(error, sqlite3.Error):
+        return store_damaged_alert(node, StoreError(f"{directory}: the store's file is damaged: {error}"))
+    return store_damaged_alert(node, error)
 
 
 UNBACKED_ACCOUNT = "unbacked_account"  # the alert of Redis's account entries no admin record backs (10.5)

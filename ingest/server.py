@@ -49,7 +49,7 @@ from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, counter_collector, gauge_collector, redis_check, store_collector
 from .outbox_process import OutboxProcess
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
-from .runtime import NodeRuntime, redis_lost_alert
+from .runtime import NodeRuntime, redis_lost_alert, store_options
 from .second_factor import cluster_second_factors
 from .service import IngestService
 from .standby import StandbyFollow, standby_report
@@ -117,9 +117,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # Closed last of what follows: the queue committed once nothing else writes.
     store = runtime.store(
         replication,
-        origin=name,
-        limits=config.settings.limits,
-        settings=config.settings.store,
+        **store_options(config, name),
         domain=domain,
         accepted_floor=lambda: cache.accepted_floor(),  # noqa: PLW0108 (cache is made below)
     )

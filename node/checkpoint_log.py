@@ -192,14 +192,29 @@ class CheckpointLog:
             return self.keep_signed([(ledger, size, root, note)], with_commit=True)[0]
         return self._keep_alone(ledger, kind, size, root, note)
 
-    def keep_signed(self, rows: Sequence[tuple[str, int, bytes, bytes]], *, with_commit: bool = False) -> list[bool]:
+    def keep_signed(
+        self, rows: Sequence[tuple[str, int, bytes, bytes]], *, with_commit: bool = False, writer_held: bool = False
+    ) -> list[bool]:
         """:meth:`keep` of SIGNED rows ``(ledger, size, root, note)``, for each whether it added it.
         Raises StoreError when a row cannot be written.
 
         With ``with_commit`` the rows are handed over together and wait once, for the group
         commit that takes them all (:meth:`take_handed` takes every row handed before it). Handed
         one by one, each row of a home's batch waited up to HANDOVER_SECONDS or its own group's
-        fsync: a batch over 50 ledgers waited some 190 ms (review r11 H)."""
+        fsync: a batch over 50 ledgers waited some 190 ms (review r11 H).
+
+        ``writer_held``: the caller holds the store's writer lock, between two group commits (a
+        home's outbox pass run by the committing thread once a commit ended, ingest/outbox.py):
+        the rows are written at once through the store's write connection, in a transaction of
+        their own without an fsync, as a lone put's group writes the rows handed to it."""
+        if writer_held and self._shared is not None:
+            handed = [HandedRow((ledger, SIGNED, size, root, note, time.time_ns() // 1_000_000))
+                      for ledger, size, root, note in rows]  # fmt: skip
+            try:
+                CheckpointLog.write_handed_unsynced(self._shared, handed)
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: cannot keep a checkpoint: {e}") from e
+            return [row.added for row in handed]
         added: list[bool | None] = [None] * len(rows)
         if with_commit and rows and self._writer is not None and self._shared is not None:
             at_ms = time.time_ns() // 1_000_000

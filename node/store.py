@@ -621,6 +621,11 @@ class ChainStore:
         # durable (and before their appends' futures are done, except in flush()): it must be
         # quick and not raise.
         self.on_commit = on_commit
+        # True while on_commit runs for a group whose appends were all answered before it (a
+        # round committed by flush on its caller's thread, the request loop's lone put) and with
+        # nothing queued behind it: work done there then delays no answer, nor a group that
+        # waits for the writer lock it holds. Only the committing thread reads it, within on_commit.
+        self.answered = False
         # Called once, with the StoreDamagedError, the first time a read or write of a running
         # store finds its file damaged (see :meth:`damaged`): the node raises its alert and stops.
         self.on_damaged: Callable[[StoreDamagedError], None] | None = None
@@ -1283,6 +1288,7 @@ class ChainStore:
             self._newest_requests,
         )
         done: list[tuple[_Job, Any]] = []
+        answered = answer_first  # every append answered before on_commit (see ``answered``)
         filled: dict[str, int] | None = None  # the new filled marks, if this group fills record_hashes
         later = False  # the group's trees are grown after its answers (see _writes_no_tree)
         followed: list[Record] = []  # stored as a follower's (a standby's): the domain rules see them after
@@ -1404,6 +1410,8 @@ class ChainStore:
             for job, result in done:
                 if job.early:
                     job.future.set_result(result)
+                else:
+                    answered = False
         if later:
             grown = self._grow_trees(staged.records, encoded, staged.leaves)[0]
         # The trees before the heads: a reader that sees a new size (size(), on another thread)
@@ -1440,10 +1448,13 @@ class ChainStore:
         self.stats.groups += 1
         self.stats.appends += appends
         if staged.records and self.on_commit is not None:
+            self.answered = answered and not self._queue
             try:
                 self.on_commit(staged.records)
             except Exception:  # the records are durable: a failing listener must not undo that
                 log.exception("on_commit listener failed")
+            finally:
+                self.answered = False
         for job, result in done:
             if not (answer_first and job.early):
                 job.future.set_result(result)

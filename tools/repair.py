@@ -32,8 +32,9 @@ NODE then catches up past the checkpoint as every follower does, checked against
 A store that already holds every target checkpoint, and the latest checkpoint it keeps as
 signed and as cosigned (a forged row its records contradict makes its node refuse the ledger
 at start: that store is rebuilt), is left alone unless ``--force``, or unless its node refused
-it at its last start (its ``store_damaged`` alert is open: a tree row, a right edge, a head ...
-that the records alone do not show).
+it at its last start (its ``store_damaged`` alert is open in its journal: a tree row, a right
+edge, a head ... that the records alone do not show; with no journal that opens, an alert open
+in Redis counts only if the node's start check refuses the store again now).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from ..broker.signing import witness_keys
 from ..client.session import node_address
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
+from ..ingest.runtime import start_refusal, store_options
 from ..ingest.store_sources import (
     ANSWER_TIMEOUT,
     Sources,
@@ -279,24 +281,34 @@ def already_holds(store: Path, targets: list[LedgerRepair]) -> bool:
     return True
 
 
-def refused_at_start(store: Path, node: str, replication: ReplicationLedger) -> str | None:
+def refused_at_start(store: Path, node: str, replication: ReplicationLedger, **options: Any) -> str | None:
     """Why ``node`` refused ``store`` at its last start, if it did and no start opened it since:
     the detail of its ``store_damaged`` alert (ingest/runtime.py open_node_store raises it, an
-    open resolves it), held open by its journal beside the store (which outlives a Redis wipe),
-    else by the node's own alert keys in Redis (a journal that does not open). An open checks
-    more than :func:`already_holds` reads (the tree's rows and right edge, the head, what
-    lies past the edge, column types): a store its node refuses is damaged, whatever its
-    records make (outsider o11: "nothing to repair" for a right edge the node had refused)."""
+    open resolves it), held open by its journal beside the store (which outlives a Redis wipe).
+    An open checks more than :func:`already_holds` reads (the tree's rows and right edge, the
+    head, what lies past the edge, column types): a store its node refuses is damaged, whatever
+    its records make (outsider o11: "nothing to repair" for a right edge the node had refused).
+
+    A journal that reads and holds none open is the answer, whatever Redis holds: Redis keeps
+    the alert open when it was away as the node started, and the node's Redis user may write
+    it (review18 1: a sound home rebuilt, its records past the quorum checkpoint cut). With no
+    journal that opens, Redis's alert only says to look again: the node's start check is run
+    on the store now (with ``options``, its node's, :func:`store_options`), and its failure,
+    if any, is the answer."""
     key = f"{node}||{STORE_DAMAGED}"
     alert = journal_open_alert(store / ALERT_JOURNAL, key)
+    if alert is False:
+        return None
     if alert is None:
         try:
             mine = ReplicationLedger(replication.client, replication.namespace, raisers=[node])
             found = mine.open_alerts().get(key)
         except REDIS_ERRORS:
-            found = None  # the journal is the node's own record; Redis only stands in for it
-        alert = found if found is not None and found.get("raised_by") == node else None
-    return None if alert is None else str(alert.get("detail", "")) or STORE_DAMAGED
+            found = None
+        if found is None or found.get("raised_by") != node:
+            return None
+        return start_refusal(node, store, **options)
+    return str(alert.get("detail", "")) or STORE_DAMAGED
 
 
 def _latest_own_checkpoints(db: sqlite3.Connection) -> list[tuple[str, int, bytes]]:
@@ -499,12 +511,13 @@ class Repair:
                 raise redis_failed(access.url, e) from None
             refused = None
             if not self.force and already_holds(store, targets):
-                refused = refused_at_start(store, name, replication)
+                refused = refused_at_start(store, name, replication, **store_options(config, name))
                 if refused is None:
                     raise RepairRefusedError(
                         f"{name}'s store already holds every quorum-cosigned checkpoint "
                         f"({', '.join(f'{t.ledger} at {t.size}' for t in targets)}), and {name} did not "
-                        f"refuse it at its last start (no open {STORE_DAMAGED} alert): nothing to repair "
+                        f"refuse it at its last start (no open {STORE_DAMAGED} alert in its journal; or, with "
+                        "none, the store opens now): nothing to repair "
                         "(--force rebuilds it anyway)"
                     )
             result = self._rebuild(store, targets, sources)

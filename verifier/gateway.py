@@ -389,7 +389,7 @@ class Gateway:
         admin_key = self._admin_key
         self._chains = KeyChains(_GatewayRows(self), lambda ledger: admin_key if ledger == ADMIN_LEDGER else None)
         self._epochs = ReadEpochs(config.name, _GatewayRows(self))  # a ledger with a standby's epochs (10.9)
-        self._checkpoints: dict[tuple[str, int | None], tuple[float, ServedCheckpoint]] = {}
+        self._checkpoints: dict[tuple[str, int | None, bool], tuple[float, ServedCheckpoint]] = {}
         # ledger -> when its tallies were read, under which latest ids and key histories, and the report
         self._tally_reports: dict[str, tuple[float, tuple[object, ...], TallyReport]] = {}
         self._voters: dict[str, VoterIndex] = {}
@@ -520,7 +520,11 @@ class Gateway:
         """Run the check that found ``ledger``'s copy damaged again (it raises StoreDamagedError,
         refused anew, if it still fails); if it passes, the store's damage that ledger showed is over.
         So too when what it checked is no longer there (a cut back copy, another checkpoint): what
-        is served is proven at each request, and the request that ran the check asked for another."""
+        is served is proven at each request, and the request that ran the check asked for another.
+        What was proven of the ledger before goes first: a copy healed in place is proven against
+        the checkpoint it holds now, and compared with the leaves proven of the one before, it
+        stayed refused for good (review r18, 2)."""
+        self._forget_proven(ledger)
         try:
             again()
         except StoreDamagedError:
@@ -540,12 +544,21 @@ class Gateway:
                 self._damage = None if other is None else (identity, other[1][0], other[0])
         log.warning("gateway of %s: ledger %r proves again: served again", self.node.name, ledger)
 
+    def _forget_proven(self, ledger: str) -> None:
+        """Drop what was proven of ``ledger`` (its tiles, leaves, roots, checkpoints): read again,
+        it is proven again against the checkpoint the store leads to now."""
+        caches: tuple[dict[Any, Any], ...] = (self._tiles, self._proven, self._roots_proven, self._checkpoints)
+        with self._voters_lock:
+            for cache in caches:  # each keyed by (ledger, ...)
+                for key in [key for key in cache if key[0] == ledger]:
+                    del cache[key]
+            self._roots_checked.pop(ledger, None)
+            self._unproven.pop(ledger, None)
+
     def _reprove_leaves(self, ledger: str, index: int) -> None:
         """Prove tile ``0/index`` of ``ledger`` again, as read now (StoreDamagedError if it does not)."""
         generation = self._generation
         first = index * tree.TILE_WIDTH
-        with self._voters_lock:  # a cut back and fetched again may hold other records as unproven ones
-            self._unproven.pop(ledger, None)
         size = self._size(ledger)
         end = min(first + tree.TILE_WIDTH, size)
         rows = list(self.reader.iter_raw(ledger, first, end))
@@ -877,8 +890,9 @@ class Gateway:
         """Hash tile ``path`` (``tile/<L>/<N>[.p/<W>]``) and whether it is proven: a level-0 tile
         is hashed from the store's records, checked as an entry bundle is (:meth:`proven_leaves`);
         a higher one is the store's tree rows, proven as :meth:`_proven_tile` says. Only a proven
-        tile is cached."""
+        tile is cached, and served from the cache only while the ledger is not refused."""
         level, index, width = tree.parse_tile_path(path)
+        self._check_ledger(ledger)  # a refused ledger's cached tiles were served 200 immutable (review r18 5)
         key = (ledger, level, index, width)
         cached = self._tiles.get(key)
         if cached is not None:
@@ -952,11 +966,18 @@ class Gateway:
         return found
 
     def _served(self, ledger: str) -> ServedCheckpoint | None:
-        """The largest checkpoint verified (any cosignatures: its log signature is what proves
-        records), or None when there is none (no pinned key, none verified yet); a store that
-        contradicts it raises StoreDamagedError. Not only the most cosigned one, which can be far
-        behind: the tiles between would be served ``no-cache`` for nothing."""
+        """The checkpoint whose signed root proves records (what is served ``immutable`` and kept
+        as proven), or None when there is none (no pinned key, none verified yet); a store that
+        contradicts it raises StoreDamagedError. Of a ledger whose genesis pins no standby key,
+        the largest verified (any cosignatures: no other home can ever place its records, so its
+        home's signature is what proves them); not only the most cosigned one, which can be far
+        behind: the tiles between would be served ``no-cache`` for nothing. Of one that may hand
+        over, the largest that one of the cluster's witnesses cosigned: a promotion keeps what
+        that covers (10.9 step 1), while the records past it that only its home signed are those
+        of a home that may be cut off and fenced, and were served immutable (review r18, 2)."""
         try:
+            if self._epochs.history(ledger) is not None:
+                return self.checkpoint(ledger, 1, own_witnesses=True)
             return self.checkpoint(ledger, 0)
         except StoreDamagedError:
             raise
@@ -1155,17 +1176,19 @@ class Gateway:
                 self._outside[ledger] = found
         return found
 
-    def checkpoint(self, ledger: str, witnesses: int | None = None) -> ServedCheckpoint:
+    def checkpoint(self, ledger: str, witnesses: int | None = None, *, own_witnesses: bool = False) -> ServedCheckpoint:
         """The checkpoint served for ``ledger``: among the store's latest signed and cosigned
         checkpoints and the witnesses' notes in Redis, every line checked on its own with the
         pinned key and the cluster's witness keys (forged lines dropped), the one with the most
-        cosignatures, the largest of those; with ``witnesses``, the largest with at least that many.
+        cosignatures, the largest of those; with ``witnesses``, the largest with at least that many
+        (``own_witnesses``: of the cluster's own witnesses, not the outside ones, 13.9, which do
+        not say that their store holds the records).
 
         Raises NotFoundError when the ledger pins no checkpoint key or no checkpoint verifies
         (yet), NoSuchLedgerError for a ledger this store does not hold.
         """
         self._check_ledger(ledger)
-        cached = self._checkpoints.get((ledger, witnesses))
+        cached = self._checkpoints.get((ledger, witnesses, own_witnesses))
         if cached is not None and time.monotonic() - cached[0] < CHECKPOINT_SECONDS:
             return cached[1]
         generation = self._generation  # before the reads: a file replaced meanwhile keeps it out of the cache
@@ -1208,10 +1231,15 @@ class Gateway:
         # Only what this store holds: a checkpoint past it (the witnesses' in Redis, while this
         # node lags) was answered "no checkpoint yet" although the store's own verified one was there.
         gathered = [g for g in gathered if g.checkpoint.size <= store_size]
+        own = {key.name for key in (*self.witness_keys.values(), *rotated)}
+
+        def counted(g: GatheredCheckpoint) -> int:
+            return sum(w in own for w in g.witnesses) if own_witnesses else len(g.witnesses)
+
         if witnesses is None:
             best = max(gathered, key=lambda g: (len(g.witnesses), g.checkpoint.size), default=None)
         else:
-            best = next((g for g in gathered if len(g.witnesses) >= witnesses), None)
+            best = next((g for g in gathered if counted(g) >= witnesses), None)
         if best is None:
             more = "" if witnesses is None else f" with {witnesses} cosignatures"
             raise NotFoundError(f"no checkpoint of {ledger!r}{more} on {self.node.name} yet")
@@ -1219,7 +1247,9 @@ class Gateway:
             self.metrics.saw(ledger, best.checkpoint.size, store_size, len(best.witnesses))
         size = best.checkpoint.size
         stored = self._tree(ledger)
-        self._check_root(ledger, best.checkpoint.size, best.checkpoint.root)
+        # Its last tile is kept as proven only under a checkpoint that proves records (_served).
+        proves = epochs is None or any(w in own for w in best.witnesses)
+        self._check_root(ledger, best.checkpoint.size, best.checkpoint.root, proves)
         rotations = tuple(
             RotationProof(h, self._record(ledger, h)[1], tuple(stored.inclusion_proof(h, size)))
             for h in chain.heights
@@ -1230,7 +1260,7 @@ class Gateway:
                 ledger,
                 f"its rotation record {rotation.index} and tree do not lead to the checkpoint of size {size}",
                 generation,
-                functools.partial(self.checkpoint, ledger, witnesses),
+                functools.partial(self.checkpoint, ledger, witnesses, own_witnesses=own_witnesses),
                 functools.partial(
                     tree.verify_inclusion,
                     tree.leaf_hash(rotation.record),
@@ -1251,7 +1281,7 @@ class Gateway:
         )
         with self._voters_lock:
             if generation == self._generation:
-                self._checkpoints[(ledger, witnesses)] = (time.monotonic(), served)
+                self._checkpoints[(ledger, witnesses, own_witnesses)] = (time.monotonic(), served)
         self._check_flagged(ledger)
         return served
 
@@ -1281,10 +1311,11 @@ class Gateway:
             if data is not None:
                 self.check_leaves(ledger, height, [tree.leaf_hash(data)])
 
-    def _check_root(self, ledger: str, size: int, root: bytes) -> None:
+    def _check_root(self, ledger: str, size: int, root: bytes, proves: bool = True) -> None:
         """Raise StoreDamagedError unless the store's tree at ``size`` leads to ``root`` (a served
         checkpoint's): its last tile's records, with the tree rows left of them, must (proofs,
-        receipts and roots from it would lead elsewhere). Once a checkpoint; the tile is then proven."""
+        receipts and roots from it would lead elsewhere). Once a checkpoint; the tile is then
+        proven, if the checkpoint ``proves`` records for good (:meth:`_served`)."""
         if (size, root) in self._roots_checked.get(ledger, ()) or size == 0:
             return
         generation = self._generation
@@ -1305,7 +1336,8 @@ class Gateway:
                 kept = self._roots_checked.setdefault(ledger, [])
                 kept.append((size, root))
                 del kept[:-ROOTS_KEPT]
-        self._keep_proven((ledger, index), b"".join(leaves), generation)
+        if proves:
+            self._keep_proven((ledger, index), b"".join(leaves), generation)
 
     def receipt(self, ledger: str, height: int, served: ServedCheckpoint | None = None) -> Receipt:
         """The receipt (PROTOCOL 14) of the record at ``height`` under the served checkpoint.

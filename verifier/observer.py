@@ -77,6 +77,8 @@ class Observer:
         self.signer = signer
         self.interval = settings.tally_interval_ms / 1000
         self.latest_check = settings.latest_check_ms / 1000
+        self.grant_wait_ms = settings.grant_wait_ms
+        self._waiting: dict[str, int] = {}  # ledger -> the height it waits at for the admin records before it
         self._look_refused = False
         self.alert = alert
         self.keeper = TallyKeeper()
@@ -128,9 +130,36 @@ class Observer:
         if start >= stop:
             return
         for record in self.store.range(ledger, start, stop):
+            if self._grant_unproven(record):
+                return  # its ledger waits there: counted, and its tally signed, once it can be judged
             violation = self.keeper.feed(record)
             if violation is not None:
                 self._flag(record, violation)
+
+    def _grant_unproven(self, record: Record) -> bool:
+        """Whether ``record`` breaks the grant rule by this observer's admin copy while that copy may
+        still lack an admin record accepted before it (PROTOCOL 16.2: it is judged by those):
+        the copy ends before the record's accepted time, and ``grant_wait_ms`` has not passed
+        since it. The admin home's held height, which let the turn count at all, is only what
+        its outbox last wrote: a grant the home accepted before the record may still be on its
+        way here, and a record flagged is never counted again."""
+        if record.ledger == ADMIN_LEDGER or record.accepted <= self.keeper.admin_accepted:
+            return False
+        if self._wall_ms() - record.accepted >= self.grant_wait_ms or not self.keeper.refuses_grant(record):
+            self._waiting.pop(record.ledger, None)
+            return False
+        if self._waiting.get(record.ledger) != record.height:
+            self._waiting[record.ledger] = record.height
+            log.info(
+                "%s: %s height %d is not granted by the admin records held (up to %d ms): "
+                "waiting up to %d ms for those accepted before it",
+                self.name,
+                record.ledger,
+                record.height,
+                self.keeper.admin_accepted,
+                self.grant_wait_ms,
+            )
+        return True
 
     def _flag(self, record: Record, violation: Violation) -> None:
         error = violation.error

@@ -32,14 +32,22 @@ from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
 from ..broker.tallies import HISTORY_PAGE, MAX_READ_BYTES, Published, TallyBoard
 from ..config.cluster import ClusterConfig, ReplicationSettings
 from ..node.cosigning import stale_since
-from ..node.errors import FieldError, KeyMaterialError, SignatureError, TallyMismatchError, VledgerError
+from ..node.errors import (
+    FieldError,
+    KeyMaterialError,
+    NotGrantedError,
+    SignatureError,
+    TallyMismatchError,
+    VledgerError,
+)
 from ..node.json_values import jsonable
 from ..node.node_key_rotation import KeyHistory, key_histories
 from ..node.note import ALG_ED25519, VerifierKey
 from ..node.record import Record
 from ..node.rules import Domain, Ref
+from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.charity import CharityState
-from ..node.rules.engine import RulesEngine, Violation
+from ..node.rules.engine import RulesEngine, Violation, check_grant
 from ..node.rules.files import FilesState
 from ..node.rules.resources import ResourcesState
 from ..node.rules.votes import ElectionState
@@ -138,6 +146,9 @@ class TallyKeeper:
         # one is flagged and not counted.
         self.engine = RulesEngine(audit_grants=True)
         self._counts: dict[str, _LedgerCount] = {}
+        # The accepted time of the last admin record fed (-1: none): the home accepts admin records
+        # in time order, so every admin record accepted before it has been fed too.
+        self.admin_accepted = -1
 
     def ledgers(self) -> list[str]:
         return sorted(self._counts)
@@ -151,6 +162,17 @@ class TallyKeeper:
         count = self._counts.get(ledger)
         return None if count is None else count.head
 
+    def refuses_grant(self, record: Record) -> bool:
+        """Whether the grant rule refuses ``record``, the ledger's next, by the admin records fed so far."""
+        state = self.engine.state(record.content.ledger)
+        if state is None:
+            return False
+        try:
+            check_grant(self.engine.grants(), record, state.rules)
+        except NotGrantedError:
+            return True
+        return False
+
     def feed(self, record: Record) -> Violation | None:
         """Judge the ledger's next record by the rules; the rule it breaks (it is then not counted), or None.
 
@@ -161,6 +183,8 @@ class TallyKeeper:
         if count is None:
             count = self._counts[record.ledger] = _LedgerCount(Ref.of(record))
         count.head = Ref.of(record)
+        if record.ledger == ADMIN_LEDGER:
+            self.admin_accepted = max(self.admin_accepted, record.accepted)
         if violations:
             count.flagged += 1
             return violations[0]
@@ -583,7 +607,10 @@ def read_tallies(
     valid = {t.observer: t.checked.snapshot for t in tallies if t.checked is not None and t.checked.snapshot}
     if len({snapshot.height for snapshot in valid.values()}) <= 1:
         return TallyReport(ledger, tallies, judge(valid, keys), valid)
-    compared, older = _at_common_height(board, ledger, valid, keys, histories, pages, page)
+    # Read back from the entries just read, never from the streams' newest: an observer may have
+    # published since, and a verdict on that newer entry was shown beside the older body as its count.
+    named = {t.observer: t.checked.published.entry_id for t in tallies if t.checked is not None}
+    compared, older = _at_common_height(board, ledger, valid, named, keys, histories, pages, page)
     return TallyReport(ledger, tallies, judge(compared, keys), compared, older)
 
 
@@ -591,16 +618,18 @@ def _at_common_height(
     board: TallyBoard,
     ledger: str,
     latest: dict[str, Snapshot],
+    named: Mapping[str, str],
     keys: dict[str, VerifyKey | None],
     histories: Mapping[str, KeyHistory],
     pages: int | None = None,
     page_size: int = HISTORY_PAGE,
 ) -> tuple[dict[str, Snapshot], tuple[Checked, ...]]:
     """The snapshots at the newest height every observer in ``latest`` published, read back from
-    their streams a page of each at a time, newest first (at most ``pages`` pages of each): an
-    honest observer's heights only grow along its stream, so the first common height found is the newest."""
+    their streams a page of each at a time, newest first, from the entry ``named`` gives (the one
+    ``latest`` holds), at most ``pages`` pages of each: an honest observer's heights only grow
+    along its stream, so the first common height found is the newest."""
     seen: dict[str, dict[int, Published | Snapshot]] = {name: {s.height: s} for name, s in latest.items()}
-    before: dict[str, str | None] = dict.fromkeys(latest)
+    before: dict[str, str | None] = {name: named[name] for name in latest}
     reading = list(latest)
     height = None
     read = 0

@@ -23,10 +23,13 @@ from vledger.broker.redis_server import RedisServer
 from vledger.broker.replication import STORE_DAMAGED, ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import RedisAccess, ReplicationSettings
-from vledger.config.settings import BrokerSettings
+from vledger.config.settings import BrokerSettings, Limits
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
+from vledger.ingest import outbox_process
 from vledger.ingest.outbox_process import OUTBOX_NICENESS, OutboxProcess
+from vledger.node.checkpoint_log import SIGNED
 from vledger.node.errors import StoreDamagedError
+from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 from vledger.node.witness import CheckpointKeys, HomeSigner, home_key
@@ -48,6 +51,16 @@ def append(store: ChainStore, count: int) -> None:
     append_notes(store, LEDGER, count)
 
 
+def put_alone(store: ChainStore) -> None:
+    """One more record on LEDGER committed as the request loop commits a lone writer's put:
+    queued without waking the committer, then committed and answered by flush on this thread."""
+    height = store.size(LEDGER)
+    content = Content(LEDGER, "note", {"n": height}, "Zoe.1", f"r-{height}", T0 + height)
+    future = store.submit_entry(Entry.prepare(content, 0, Limits()), wake=False)
+    store.flush()
+    future.result()
+
+
 def wait_until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + DEADLINE
     while not condition():
@@ -58,7 +71,9 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 class Home:
     """A home's store, its CURVE feed and its outbox process, started; closed by the fixture."""
 
-    def __init__(self, directory: Path, redis: RedisServer, subscriber_keys: KeyPair) -> None:
+    def __init__(
+        self, directory: Path, redis: RedisServer, subscriber_keys: KeyPair, settings: ReplicationSettings = SETTINGS
+    ) -> None:
         self.store = ChainStore(directory, origin=HOME, clock=lambda: T0)
         self.publisher = Publisher(
             HOME, new_keypair(), "tcp://127.0.0.1:*", AllowList([subscriber_keys.public]), BrokerSettings(), 10_000
@@ -68,7 +83,7 @@ class Home:
             self.store,
             self.publisher,
             RedisAccess(redis.url),
-            SETTINGS,
+            settings,
             stream_max_len=100_000,
             signer=HomeSigner(CLUSTER, SIGNER.seed),
         )
@@ -177,6 +192,35 @@ def test_a_killed_outbox_process_is_replaced_and_the_stream_filled_from_the_stor
     assert home.outbox.pid != killed
     wait_until(lambda: streamed(replication) == stored(home.store), "the stream filled from the store")
     assert redis_client.xlen(replication.stream_key(LEDGER)) == home.store.size(LEDGER)  # each height once
+
+
+def test_a_due_pass_runs_on_the_committing_thread_before_its_appends_are_answered(
+    short_tmp: Path, redis_server: RedisServer, redis_client: Any, feed_keys: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone writer's put that finds a pass due runs it itself, once flush committed and
+    answered it: its checkpoint is signed and kept, and the heights handed to the outbox
+    process, before flush returns. The outbox thread's pass cost each put it met its wake-ups
+    and turns at the GIL, and its checkpoint row waited for the next put's commit (p31)."""
+    # No heartbeat during the test, and no grace that ends before the put: a pass on the outbox
+    # thread would take the commit's due pass (under load the put came > 2 ms after it was due).
+    monkeypatch.setattr(outbox_process, "INLINE_PASS_GRACE_SECONDS", 3600.0)
+    settings = ReplicationSettings(heartbeat_ms=600_000, catch_up_batch=16)
+    home = Home(short_tmp / "store", redis_server, feed_keys, settings)
+    try:
+        replication = ReplicationLedger(redis_client)
+        append(home.store, 1)
+        gap = settings.outbox_interval_ms / 1000
+        for _ in range(5):
+            # Due once outbox_interval_ms passed since the last pass (the first, or this loop's).
+            wait_until(lambda: time.monotonic() >= home.outbox._passed_at + gap, "a pass due")
+            put_alone(home.store)
+            kept = home.store.checkpoints.latest(LEDGER, SIGNED)
+            assert kept is not None and kept.size == home.store.size(LEDGER)
+        wait_until(lambda: streamed(replication) == stored(home.store), "the stream holds the store")
+        wait_until(lambda: KEYS.check(LEDGER, replication.checkpoints()[LEDGER]).size == home.store.size(LEDGER),
+                   "the head's checkpoint in Redis")  # fmt: skip
+    finally:
+        home.close()
 
 
 def test_the_outbox_process_runs_nicer_than_its_node(home: Home, redis_client: Any) -> None:

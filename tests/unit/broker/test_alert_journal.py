@@ -426,11 +426,11 @@ def test_an_open_alert_is_read_without_creating_or_changing_the_journal(tmp_path
         kept.raised(FORK.key, fields)
         before = kept.history()
     assert journal_open_alert(path, FORK.key) == fields
-    assert journal_open_alert(path, LAGGING.key) is None
+    assert journal_open_alert(path, LAGGING.key) is False  # none open: not "no journal" (review18 1)
     with AlertJournal(path, NODE) as kept:
         assert kept.history() == before
         kept.resolved([FORK.key])
-    assert journal_open_alert(path, FORK.key) is None
+    assert journal_open_alert(path, FORK.key) is False
     path.write_bytes(b"not a journal" * 100)
     assert journal_open_alert(path, FORK.key) is None
 
@@ -462,3 +462,22 @@ def test_an_alert_raised_again_while_open_keeps_its_first_at_ms(raiser: Replicat
     _after(first)
     raiser.alert(checksum)
     assert raiser.open_alerts()[checksum.key]["at_ms"] != first
+
+
+def test_an_alert_raised_again_after_an_operator_resolved_it_gets_a_new_at_ms(
+    raiser: ReplicationLedger, operator: ReplicationLedger
+) -> None:
+    # The journal learns of an operator's resolution only at the next reassert: a raise before it
+    # kept the resolved alert's at_ms, as if the cause had stayed (review18 6).
+    raiser.alert(LAGGING)
+    first = raiser.open_alerts()[LAGGING.key]["at_ms"]
+    assert operator.resolve_as_operator([LAGGING.key]) == 1
+    _after(first)
+    raiser.alert(dataclasses.replace(LAGGING, height=9))
+    assert raiser.open_alerts()[LAGGING.key]["at_ms"] != first
+    assert raiser.journal is not None
+    assert [event for _, event, key, _ in raiser.journal.history() if key == LAGGING.key] == [
+        "raised",
+        "resolved by operator",
+        "raised",
+    ]

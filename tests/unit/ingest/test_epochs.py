@@ -9,6 +9,7 @@ checkpoints are real notes signed by either key over the real Merkle roots.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,17 +22,18 @@ from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import SigningKey, signing_key_paths
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.ingest.epochs import EpochBook, Homes, Promotion
+from vledger.ingest.epochs import EpochBook, Homes, Promotion, ReadEpochs
 from vledger.ingest.follow import Follower, Page
 from vledger.ingest.page_check import PageChecker
 from vledger.ingest.service import Caller, IngestService
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload
-from vledger.node.errors import RequestConflictError, UnknownKindError
+from vledger.node.errors import PromotionRefusedError, RequestConflictError, UnknownKindError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import VerifierKey
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
 from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.wire import encode_request
 from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, witness_name
@@ -197,6 +199,28 @@ def test_the_book_reads_the_epochs_a_reopened_store_holds(
         store.append_records(handed)
         history = EpochBook(CLUSTER, store).history(LEDGER)
         assert history is not None and history.current.number == 2 and history.current.key == STANDBY_KEY
+
+
+def test_epochs_read_by_a_reader_follow_a_copy_cut_back_and_refilled_past_where_they_were_read(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    # The gateway's view: a follower cut back to the handover (node/store_cut.py) and refilled
+    # past the 7 records read before, between two looks; the history restarted only for a copy
+    # smaller than what was read, so the handover at 5 was never read (review r18, finding 4).
+    handed, cut_off = chains
+    with ChainStore(tmp_path / "copy") as store:
+        store.append_records(cut_off)
+        epochs = ReadEpochs(CLUSTER, store)
+        first = epochs.history(LEDGER)
+        assert first is not None and first.current.number == 1
+        with sqlite3.connect(tmp_path / "copy" / DB_NAME) as db:
+            db.execute("DELETE FROM records WHERE ledger = ? AND height >= 5", (LEDGER,))
+        db.close()
+        assert store.roll_back(LEDGER) is not None
+        store.append_records(handed[5:])
+        assert store.size(LEDGER) > len(cut_off)
+        later = epochs.history(LEDGER)
+        assert later is not None and later.current.number == 2 and later.current.home == STANDBY
 
 
 class _NamedEpochs:
@@ -567,3 +591,48 @@ def test_a_handover_that_breaks_a_rule_is_refused_before_redis_names_the_standby
             promotion.promote(LEDGER, "admin", T0 + 100, store.append)
         assert redis.epochs() == {} and store.size(LEDGER) == 5
         assert "could not place" not in caplog.text and homes.home_of(LEDGER).name == HOME
+
+
+@pytest.mark.parametrize("claim", ["x", "999 ingest-3", "0999 ingest-3", "7 ingest 3"])
+def test_an_epochs_entry_nothing_proves_blocks_no_promotion(
+    tmp_path: Path, redis_client: Any, caplog: pytest.LogCaptureFixture, claim: str
+) -> None:
+    """review18 3: every ingest node's Redis user may HSET ``{ledgers}:epochs``. A value that is no
+    ``<epoch> <home>`` failed the promotion's script; a made-up high epoch refused every
+    promotion, though no witnessed note proves it. The first counts as no entry; the second is
+    replaced by a compare-and-set on exactly it."""
+    config = _home_and_standby(tmp_path)
+    redis = ReplicationLedger(redis_client)
+    redis_client.hset(redis.epochs_key, LEDGER, claim)
+    with _standby_store(tmp_path, RULES) as store:
+        promotion, homes = _promotion(config, store, redis)
+        promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        assert redis.epochs()[LEDGER] == (2, STANDBY) and store.size(LEDGER) == 6
+        assert homes.epoch_of(LEDGER) == (2, STANDBY)
+    assert ("which no witnessed note proves" in caplog.text) == (claim[0].isdigit() and claim != "7 ingest 3")
+
+
+def test_an_epochs_entry_of_the_same_epoch_or_a_proven_one_refuses_the_promotion(
+    tmp_path: Path, redis_client: Any, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """What stays of the compare-and-set (10.9): an entry of the epoch the standby would open is
+    another promotion of it under way (one winner per epoch), and one past it that a witnessed
+    note proves is a handover this store lacks; the replacement takes only the entry it found."""
+    handed, _ = chains
+    config = _home_and_standby(tmp_path)
+    redis = ReplicationLedger(redis_client)
+    with _standby_store(tmp_path, RULES) as store:
+        promotion, _ = _promotion(config, store, redis)
+        redis_client.hset(redis.epochs_key, LEDGER, "2 ingest-3")
+        with pytest.raises(PromotionRefusedError, match="Redis names epoch 2 of 'votes' at ingest-3"):
+            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        redis_client.hset(redis.epochs_key, LEDGER, "3 ingest-3")
+        proof = _witnessed(_checkpoint(handed, STANDBY_SIGNER, ("vledger-epoch 3 ingest-3",)))
+        redis_client.set(redis.epoch_proof_key(LEDGER), proof)
+        with pytest.raises(PromotionRefusedError, match="a witnessed note proves epoch 3 of 'votes' at ingest-3"):
+            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        assert redis.epochs()[LEDGER] == (3, "ingest-3") and store.size(LEDGER) == 5
+    # Another promotion replaced the entry first: the second finds its own, and loses.
+    redis_client.hset(redis.epochs_key, LEDGER, "2 ingest-1")
+    assert redis.promote(LEDGER, 2, STANDBY, replacing=(999, "ingest-3")) == (2, "ingest-1")
+    assert redis.epochs()[LEDGER] == (2, "ingest-1")

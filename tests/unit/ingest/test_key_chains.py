@@ -8,6 +8,7 @@ retired key signed past its rotation as evidence, raising retired_key against th
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
+from vledger.node.storefile import DB_NAME
 
 LIMITS = Limits()
 T0 = 1_790_000_000_000
@@ -106,6 +108,32 @@ def test_a_ledger_that_pins_no_key_is_not_rotated(tmp_path: Path) -> None:
         with pytest.raises(RotationError):
             _keys(store).rotate(LEDGER, "admin", store.append)
         assert store.size(LEDGER) == 4
+
+
+def test_a_chain_follows_a_copy_cut_back_and_refilled_past_where_it_was_read(tmp_path: Path) -> None:
+    # A follower's copy of 6 records with no rotation, cut back to 4 (node/store_cut.py) and
+    # refilled to 7 with a rotation at 4 between two looks: the chain restarted only for a copy
+    # smaller than what was read, so the rotation was never read (review r18, finding 4).
+    with _home(tmp_path / "rotated") as home:
+        _keys(home).rotate(LEDGER, "admin", home.append)
+        _notes(home, 5, 2)
+        rotated = list(home.range(LEDGER))
+    with _home(tmp_path / "other") as other:
+        _notes(other, 4, 2)
+        unrotated = list(other.range(LEDGER))
+    assert rotated[:4] == unrotated[:4]
+    with ChainStore(tmp_path / "copy") as copy:
+        copy.append_records(unrotated)
+        chains = KeyChains(copy, lambda ledger: None)
+        before = chains.stored(LEDGER)
+        assert before is not None and before.heights == ()
+        with sqlite3.connect(tmp_path / "copy" / DB_NAME) as db:
+            db.execute("DELETE FROM records WHERE ledger = ? AND height >= 4", (LEDGER,))
+        db.close()
+        assert copy.roll_back(LEDGER) is not None
+        copy.append_records(rotated[4:])
+        after = chains.stored(LEDGER)
+        assert after is not None and after.heights == (4,) and after.current.public_key == K1.public_key
 
 
 def _note(key: SignerKey, size: int, root: bytes) -> bytes:

@@ -146,6 +146,25 @@ def test_a_log_opened_on_its_own_reads_what_the_store_kept(tmp_path: Path) -> No
         log.close()
 
 
+def test_signed_rows_kept_by_the_writer_lock_s_holder_are_written_at_once_without_an_fsync(tmp_path: Path) -> None:
+    """A committing thread's outbox pass (writer_held) writes its rows itself, while it holds
+    the store's writer lock, in one transaction without an fsync: no group commit to hand them to
+    (it is that commit's thread), and the writer lock taken again would never be given."""
+    with ChainStore(tmp_path, origin="ingest-1") as store:
+        log = store.checkpoints
+        log.keep("l", SIGNED, 1, ROOT, _note(1, "note"))
+        statements: list[str] = []
+        store._write.set_trace_callback(statements.append)
+        rows = [("l", 1, ROOT, _note(1, "note")), ("l", 2, ROOT, _note(2, "note")), ("l", 3, ROOT, _note(3, "note"))]
+        with store._committing:  # what the committing thread holds when its on_commit runs the pass
+            assert log.keep_signed(rows, writer_held=True) == [False, True, True]  # the first was kept before
+        store._write.set_trace_callback(None)
+        words = [s.split()[0] for s in statements]
+        assert words == ["PRAGMA", "BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT", "PRAGMA"]
+        assert statements[0].endswith("NORMAL") and statements[-1].endswith("FULL")
+        assert [r.size for r in log.all("l", SIGNED)] == [1, 2, 3]
+
+
 def test_a_row_waits_for_the_stores_group_commit_on_its_lock(tmp_path: Path) -> None:
     """A row met by a group commit waits on the store's lock (woken as the group ends), never in
     SQLite's busy handler, which sleeps up to 100 ms between looks: with the busy timeout at

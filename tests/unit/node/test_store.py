@@ -455,10 +455,15 @@ def test_flush_completes_a_group_before_on_commit_and_the_committer_after_it(ope
     """flush() (a request loop's lone put) completes the futures as soon as COMMIT returned, so
     their callbacks answer before the store's bookkeeping and on_commit's work, and flush
     returns once both are done; the committer thread does both first, for threads that act on
-    a future at once. Either way the group is durable before any future is done."""
+    a future at once. Either way the group is durable before any future is done. ``answered``
+    tells on_commit which (an outbox runs a due pass there only when it delays no answer)."""
     seen: list[tuple[str, int, int]] = []  # what each step saw: ("on_commit" | "done", stored size, size)
+    answered: list[bool] = []  # store.answered as on_commit saw it
     store = open_store(
-        on_commit=lambda records: seen.append(("on_commit", store.stored_size(LEDGER), store.size(LEDGER)))
+        on_commit=lambda records: (
+            seen.append(("on_commit", store.stored_size(LEDGER), store.size(LEDGER))),
+            answered.append(store.answered),
+        )
     )
     store.create_ledger(kit.genesis_entry(0))
     seen.clear()
@@ -471,6 +476,7 @@ def test_flush_completes_a_group_before_on_commit_and_the_committer_after_it(ope
     store.flush()
     # Answered when durable (the file holds 2 records), before the heads moved (size 1 yet).
     assert seen == [("done", 2, 1), ("on_commit", 2, 2)]
+    assert answered == [False, True] and not store.answered  # the genesis's group: the committer's
     assert store.size(LEDGER) == 2 and store.head(LEDGER) is not None  # what the loop's next request reads
     seen.clear()
     called = threading.Event()
@@ -480,6 +486,7 @@ def test_flush_completes_a_group_before_on_commit_and_the_committer_after_it(ope
     # result() returns once the future is done, which wakes its waiters before its callbacks run.
     assert called.wait(DEADLINE)
     assert seen == [("on_commit", 3, 3), ("done", 3, 3)]
+    assert answered == [False, True, False]
 
 
 def test_flush_answers_early_only_its_callers_puts_not_those_other_threads_queued(

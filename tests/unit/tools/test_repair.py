@@ -5,10 +5,15 @@ store holding the checkpoint is recognised, and what is carried over from the ol
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal
+from vledger.broker.replication import STORE_DAMAGED, Alert, ReplicationLedger
 from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
@@ -16,7 +21,7 @@ from vledger.node.errors import RepairRefusedError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import origin_for
 from vledger.node.record import Content, Entry, Record
-from vledger.node.store import ChainStore
+from vledger.node.store import DB_NAME, ChainStore
 from vledger.node.tree import Frontier, leaf_hash
 from vledger.node.witness import HomeSigner, SignedCheckpoint, WitnessSigner, witness_key, witness_name
 from vledger.tools import repair as repair_module
@@ -30,6 +35,7 @@ from vledger.tools.repair import (
     default_quorum,
     ledgers_of,
     quorum_checkpoint,
+    refused_at_start,
     repair_lock,
 )
 
@@ -298,3 +304,45 @@ def test_a_second_repair_with_restart_is_refused_before_it_stops_or_starts_the_n
     ):
         cmd_repair(args)
     assert touched == []
+
+
+def _refused(node: ReplicationLedger, name: str) -> None:
+    """``name``'s start refused its store: its store_damaged alert, as open_node_store raises it."""
+    node.alert(Alert(name, "", 0, STORE_DAMAGED, "[tree_mismatch] the stored right edge is another"))
+
+
+def test_a_journal_that_says_the_refusal_was_resolved_is_believed_over_redis(tmp_path: Path, redis_client: Any) -> None:
+    """review18 1: the node's sound journal says its last start opened the store (store_damaged
+    resolved), Redis still holds the alert open (its HDEL lost while Redis was away, or written
+    with the node's Redis password): repair took Redis's word and rebuilt a sound store."""
+    store = tmp_path / "ingest-1"
+    _chain(store, 5)
+    with AlertJournal(store / ALERT_JOURNAL, "ingest-1") as journal:
+        _refused(ReplicationLedger(redis_client, node="ingest-1", journal=journal), "ingest-1")
+        journal.resolved(["ingest-1||store_damaged"])  # the next start opened it; Redis's HDEL was lost
+    assert refused_at_start(store, "ingest-1", ReplicationLedger(redis_client)) is None
+    with AlertJournal(store / ALERT_JOURNAL, "ingest-1") as journal:  # open in the journal: its word stands
+        _refused(ReplicationLedger(redis_client, node="ingest-1", journal=journal), "ingest-1")
+    assert refused_at_start(store, "ingest-1", ReplicationLedger(redis_client)) == (
+        "[tree_mismatch] the stored right edge is another"
+    )
+
+
+def test_with_no_journal_redis_s_alert_counts_only_if_the_node_s_start_check_fails_now(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    """No journal to read (lost, or damaged): Redis's open store_damaged, which the node's Redis
+    user may write, only makes repair run the node's own start check again; a store that opens
+    is left alone, one whose right edge its records contradict is refused as the start does."""
+    store = tmp_path / "ingest-1"
+    _chain(store, 20)
+    _refused(ReplicationLedger(redis_client, node="ingest-1"), "ingest-1")
+    assert not (store / ALERT_JOURNAL).exists()
+    assert refused_at_start(store, "ingest-1", ReplicationLedger(redis_client), origin="ingest-1") is None
+    with contextlib.closing(sqlite3.connect(store / DB_NAME)) as conn, conn:
+        (edge,) = conn.execute("SELECT frontier FROM tree_edge WHERE ledger = ?", (LEDGER,)).fetchone()
+        conn.execute("UPDATE tree_edge SET frontier = ? WHERE ledger = ?", (edge[:-1] + bytes([edge[-1] ^ 1]), LEDGER))
+    refused = refused_at_start(store, "ingest-1", ReplicationLedger(redis_client), origin="ingest-1")
+    assert refused is not None and refused.startswith("[tree_mismatch] ") and "right edge" in refused, refused
+    ReplicationLedger(redis_client, raisers=["ingest-1"]).resolve_as_operator(["ingest-1||store_damaged"])
+    assert refused_at_start(store, "ingest-1", ReplicationLedger(redis_client), origin="ingest-1") is None

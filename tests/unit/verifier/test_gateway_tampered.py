@@ -254,6 +254,20 @@ def test_a_ledger_healed_in_place_is_served_again(
     assert json.loads(get(f"{url}/readyz")[2])["checks"]["store"] is None
 
 
+def test_a_refused_ledger_s_cached_tiles_are_refused_too(served: tuple[str, Gateway], config: ClusterConfig) -> None:
+    # A tile in the cache went out 200 immutable while every other route of the ledger answered
+    # store_damaged (review r18, finding 5): PROTOCOL 15.1 refuses its tiles too.
+    url, _ = served
+    base = f"{url}/ledgers/{LEDGER}/tile"
+    for path in ("0/000", "1/000.p/1"):
+        status, headers, _ = get(f"{base}/{path}")
+        assert status == 200 and headers["Cache-Control"] == IMMUTABLE, path
+    forge(config, 3)
+    assert refused_damaged(f"{url}/api/ledgers/{LEDGER}/records/3")
+    assert refused_damaged(f"{base}/0/000")
+    assert refused_damaged(f"{base}/1/000.p/1")
+
+
 def test_a_contradiction_found_by_reads_of_a_replaced_file_is_not_recorded(served: tuple[str, Gateway]) -> None:
     # A thread still on the old file (for up to STORE_LOOK_SECONDS after `vledger repair`'s
     # swap) marked the new one damaged, and nothing reset it until the gateway restarted.

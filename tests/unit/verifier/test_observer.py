@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,8 +248,17 @@ def test_a_record_written_without_a_grant_is_flagged_once_the_admin_ledger_is_cu
     board, clock, alerts = Board(), Clock(), []
     current = [False]
     settings = ObserverSettings(tally_interval_ms=1000)
+    # The smuggled record is accepted after the last admin record: judged once grant_wait_ms passed.
     watcher = Observer(
-        "observer-1", store, board, SIGNER, settings, alerts.append, clock=clock, admin_current=lambda: current[0]
+        "observer-1",
+        store,
+        board,
+        SIGNER,
+        settings,
+        alerts.append,
+        clock=clock,
+        wall_ms=lambda: now_ms() + settings.grant_wait_ms,
+        admin_current=lambda: current[0],
     )  # type: ignore[arg-type]
     watcher.turn()
     assert alerts == [] and board.heights() == [] and board.heights(ADMIN_LEDGER) == [2]  # admin only, for now
@@ -257,3 +267,60 @@ def test_a_record_written_without_a_grant_is_flagged_once_the_admin_ledger_is_cu
     size = store.size(LEDGER)
     assert [(a.ledger, a.height, a.what) for a in alerts] == [(LEDGER, size - 2, "not_granted")]
     assert board.last().tally["flagged"] == 1 and board.last().tally["registered"] == election.registered + 1
+
+
+def test_a_record_granted_by_an_admin_record_still_on_its_way_waits_for_it_and_is_counted(
+    store: ChainStore, tmp_path: Path
+) -> None:
+    """The admin home's held height in Redis says this observer's admin copy is current (its
+    outbox wrote it before the home accepted the clerk's grant), yet the grant, accepted before
+    the clerk's records, has not reached the observer: they were flagged not_granted and the
+    election's tally signed without them, for good."""
+    ticks = itertools.count(now_ms())  # every record of the home a millisecond after the one before
+    home = ChainStore(tmp_path / "home", origin="ingest-1", clock=lambda: next(ticks))
+    try:
+        home.create_ledger(
+            Entry.prepare(admin_genesis_rules().genesis_content(ADMIN_LEDGER, "root", "a-0", 0), 0, LIMITS)
+        )
+        root = {"account": "root", "op": "import", "role": "admin", "enabled": True, "keys": []}
+        home.append(_admin_entry("account", root, 1))
+        for serial, account in enumerate(("registrar", "clerk"), start=2):  # the clerk's grant comes last
+            home.append(_admin_entry("grant", {"ledger": LEDGER, "kind": "register", "account": account}, serial))
+        election = plan_election(LEDGER, 5, now_ms(), author="clerk")
+        write_election(home, election, now_ms())
+        admin, votes = list(home.range(ADMIN_LEDGER)), list(home.range(LEDGER))
+    finally:
+        home.close()
+    assert admin[-1].accepted < votes[1].accepted  # the clerk held the grant when it registered voters
+    store.append_records([*admin[:-1], *votes])
+    board, clock, alerts = Board(), Clock(), []
+    wall = [now_ms()]
+    settings = ObserverSettings(tally_interval_ms=1000, grant_wait_ms=10_000)
+    watcher = Observer(
+        "observer-1",
+        store,
+        board,
+        SIGNER,
+        settings,
+        alerts.append,
+        clock=clock,
+        wall_ms=lambda: wall[0],
+        admin_current=lambda: True,
+    )  # type: ignore[arg-type]
+    watcher.turn()
+    assert alerts == [] and board.heights() == []  # nothing flagged, nothing of the election signed
+    store.append_record(admin[-1])
+    clock.now += 1
+    watcher.turn()
+    assert alerts == [] and board.heights() == [len(votes) - 1]
+    assert board.last().tally["counts"] == dict(election.counts) and board.last().tally["flagged"] == 0
+    # One the admin ledger never granted is flagged once grant_wait_ms passed since its accepted time.
+    store.append(Entry.prepare(Content(LEDGER, "register", {"voter_id": "x"}, "mallory", "m-1", 0), 0, LIMITS))
+    smuggled = next(store.range(LEDGER, len(votes)))
+    clock.now += 1
+    watcher.turn()
+    assert alerts == [] and board.heights() == [len(votes) - 1]
+    wall[0] = smuggled.accepted + 10_000
+    clock.now += 1
+    watcher.turn()
+    assert [(a.height, a.what) for a in alerts] == [(len(votes), "not_granted")] and board.heights()[-1] == len(votes)

@@ -688,3 +688,28 @@ def test_a_stream_of_large_bodies_keeps_fewer_of_them_so_its_bytes_stay_bounded(
     for height in range(40):  # small bodies: only stream_max_len trims them
         board.publish(LEDGER, "observer-2", height, b"b" * 100, b"s" * 64)
     assert redis_client.xlen(small) == 40
+
+
+def test_a_snapshot_published_after_the_latest_were_read_is_not_compared_in_their_place(redis_client: Any) -> None:
+    """/tally showed both observers agreeing at the election's head with every count 0: the latest
+    read of observer-1 was its tally before the casts, it published at the head before its stream
+    was read back, and the read back, from the stream's newest entry, found that one: the verdict
+    compared it while the bodies shown (each observer's latest read) were the older."""
+
+    class PublishedMeanwhile(TallyBoard):
+        def history(self, ledger: str, observer: str, before: str | None = None, count: int = HISTORY_PAGE) -> Any:
+            if not self.ahead:
+                self.ahead = [_publish(self, "observer-1", 90)]  # between the latest read and this read back
+            return super().history(ledger, observer, before, count)
+
+    board = PublishedMeanwhile(redis_client)
+    board.ahead = []
+    _publish(board, "observer-1", 40)
+    for height in (40, 90):
+        _publish(board, "observer-2", height)
+    report = read_tallies(board, LEDGER, KEYS)
+    assert board.ahead
+    shown = {t.observer: t.checked.snapshot.height for t in report.observers if t.checked and t.checked.snapshot}
+    assert shown == {"observer-1": 40, "observer-2": 90}
+    assert report.verdict.status == AGREE and report.verdict.height == 40
+    assert all(snapshot.height <= shown[name] for name, snapshot in report.compared.items())
