@@ -363,9 +363,32 @@ class _Starting:
 
     def heal_ledger(self, ledger: str, sources: Sources) -> None:
         """Heal ``ledger`` up to the largest checkpoint its home signed that is not a fork's (set
-        aside: :meth:`set_aside_fork`), from the nodes that answered (followers first), or refuse it."""
+        aside: :meth:`set_aside_fork`), from the nodes that answered (followers first), or refuse it.
+        Again once healed: a rotation among the records it took names the key of larger notes."""
+        while ledger not in self.outcome.refused:
+            held = self.store.size(ledger)
+            self.heal_once(ledger, sources)
+            if self.store.size(ledger) <= held:
+                return
+
+    def targets(self, ledger: str) -> list[SignedCheckpoint]:
+        """The checkpoints above the store the start check heals toward, largest first: those its
+        key chain verifies, and the largest a majority of the witnesses cosigned signed with any of
+        this home's checkpoint keys (its key files). A store put back from before a rotation knows
+        only the key before it, while the witnesses followed the chain through it (13.8): without
+        the second, the home would take the cluster's newer checkpoints for no proof and fork."""
+        held = self.store.size(ledger)
+        found = signed_above(self.own, ledger, self.check.notes[ledger], held)
+        witnessed = self.witnessed_checkpoint(ledger)
+        if witnessed is not None and witnessed.checkpoint.size > held:
+            c = witnessed.checkpoint
+            if all((t.size, t.root) != (c.size, c.root) for t in found):
+                found.append(SignedCheckpoint(ledger, c.size, c.root, witnessed.note))
+        return sorted(found, key=lambda c: c.size, reverse=True)
+
+    def heal_once(self, ledger: str, sources: Sources) -> None:
         candidates = sorted(self.check.answered, key=lambda n: self.config.node(n).role not in FOLLOWER_ROLES)
-        for target in signed_above(self.own, ledger, self.check.notes[ledger], self.store.size(ledger)):
+        for target in self.targets(ledger):
             held = self.store.size(ledger)
             if target.size <= held:
                 return
@@ -408,14 +431,14 @@ class _Starting:
             height=target.size - 1,
         )
 
-    def held_quorum_checkpoint(self, ledger: str) -> GatheredCheckpoint | None:
-        """The largest checkpoint of ``ledger`` this home signed that a majority of the cluster's
-        witnesses cosigned, when the store holds it (its tree at that size has that root); else None."""
+    def witnessed_checkpoint(self, ledger: str) -> GatheredCheckpoint | None:
+        """The largest checkpoint of ``ledger`` this home signed (with any key of its key files) that
+        a majority of the cluster's witnesses cosigned among the notes gathered; else None."""
         witnesses = witness_keys(self.config)
         if not witnesses:
             return None
         try:
-            proven = quorum_checkpoint(
+            return quorum_checkpoint(
                 ledger,
                 self.check.notes[ledger],
                 epoch_log_keys(self.config, ledger, self.name),
@@ -423,6 +446,15 @@ class _Starting:
                 witnesses,
                 default_quorum(len(witnesses)),
             )
+        except VledgerError:
+            return None
+
+    def held_quorum_checkpoint(self, ledger: str) -> GatheredCheckpoint | None:
+        """:meth:`witnessed_checkpoint` when the store holds it (its tree at that size has that root); else None."""
+        proven = self.witnessed_checkpoint(ledger)
+        if proven is None:
+            return None
+        try:
             kept = KeptCheckpoint(ledger, SIGNED, proven.checkpoint.size, proven.checkpoint.root, b"", 0)
             check_holds(self.store, kept)
         except VledgerError:

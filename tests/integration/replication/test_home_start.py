@@ -6,6 +6,7 @@ a repaired home refused; and a home nobody answers starts within the check's dea
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -13,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from vledger.broker.redis_server import connect
-from vledger.broker.signing import load_signing_key, signing_key_paths
+from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.node.errors import NodeUnavailableError, RemoteError
-from vledger.node.witness import HomeSigner
+from vledger.node.note import parse_verifier_key
+from vledger.node.witness import HomeSigner, home_key
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis, wait_until
+from vledger.tests.integration.replication.test_key_rotation import LEDGER as KEYED
+from vledger.tests.integration.replication.test_key_rotation import _keys, _put, _wait_cosigned
 from vledger.tests.integration.replication.test_witnessed import (
     CLUSTER,
     LEDGER,
@@ -250,3 +254,29 @@ def test_a_home_put_back_with_nobody_to_heal_from_refuses_the_ledger_keeps_the_s
     cluster.start_node(HOME)  # now healed from a replica
     put(cluster, 1, phase="healed")
     assert size(cluster) == total + 1
+
+
+def test_a_home_put_back_from_a_copy_older_than_a_key_rotation_heals_through_it(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    common = ["--config", str(cluster.config_path), "--key", str(_keys(cluster) / "admin.key_secret")]
+    cluster.cli("ledger", "create", KEYED, "--kinds", "vote", "--difficulty", "0", *common)
+    old = home_key(CLUSTER, KEYED, load_verify_key(signing_key_paths(_keys(cluster), HOME)[1]).raw)
+    _wait_cosigned(cluster, old, _put(cluster, 3))
+    copy = _backup(cluster)  # knows only the genesis key
+    rotated = json.loads(cluster.cli("ledger", "rotate-key", KEYED, "--json", *common).stdout)
+    new = parse_verifier_key(rotated["checkpoint_key"])
+    total = _put(cluster, 3)  # acknowledged, held and cosigned under the new key only
+    _wait_cosigned(cluster, new, total)
+    honest = list(cluster.admin().records(KEYED))
+
+    _put_back(cluster, copy, lose_redis=False)
+    cluster.start_node(HOME)
+    # main: the old store's chain verifies none of the cluster's notes: it served its 4 records,
+    # rewrote Redis's stream from them and signed a second tree (with the retired key).
+    assert int(cluster.admin().call("size", {"ledger": KEYED})["size"]) == total
+    assert list(cluster.admin().records(KEYED)) == honest
+    assert f"{KEYED} healed to {total} records from replica-" in cluster.log_text(HOME)
+    after = _put(cluster, 1)
+    _wait_cosigned(cluster, new, after)  # the witnesses cosign what it signs next, with the new key: no fork
+    forked = ("signed_fork", "equivocation", "record_conflict", "retired_key", "rollback")
+    assert not [a for a in alerts(cluster) if a["what"] in forked]
