@@ -280,3 +280,31 @@ def test_a_home_put_back_from_a_copy_older_than_a_key_rotation_heals_through_it(
     _wait_cosigned(cluster, new, after)  # the witnesses cosign what it signs next, with the new key: no fork
     forked = ("signed_fork", "equivocation", "record_conflict", "retired_key", "rollback")
     assert not [a for a in alerts(cluster) if a["what"] in forked]
+
+
+def test_a_stream_whose_tail_is_not_the_home_s_records_is_rewritten_not_appended_to(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 10)
+    total = size(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total)
+    assert cluster.stop_node(HOME) == 0
+    # What a fork's home left in Redis before it was rebuilt from its followers (outsider 33 F2):
+    # the stream's tail is other records, and it ends below the rebuilt store's head.
+    fork = total - 4
+    ledger = repl(cluster)
+    ledger.rewind(LEDGER, fork)
+    ledger.append_checked(LEDGER, HOME, fork, [b"fork record 1", b"fork record 2"], latest=False)
+    assert ledger.last_height(LEDGER) == fork + 1
+
+    cluster.start_node(HOME)
+    put(cluster, 1, phase="after")
+    honest = [r.encode() for r in cluster.admin().records(LEDGER)]
+
+    def streamed() -> list[bytes] | None:
+        entries = [r.data for r in ledger.read(LEDGER, 0, total + 10)]
+        return entries if len(entries) == total + 1 else None
+
+    # main: the store's records were appended after the fork's two: a stream no link joins.
+    assert wait_until(streamed, WAIT, "the stream holds the home's records") == honest
+    assert "not this node's record: rewriting it from the store" in cluster.log_text(HOME)
