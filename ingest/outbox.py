@@ -659,6 +659,8 @@ class Outbox:
     def _fill(self, ledger: str, last: int, end: int) -> None:
         """Append the store's records of ``ledger`` after the stream's ``last`` height up to ``end``."""
         assert self.replication is not None
+        if last < end:
+            last = self._own_tail(ledger, last)
         repaired = False
         while last < end:
             stop = min(end + 1, last + 1 + self.settings.catch_up_batch)
@@ -729,7 +731,6 @@ class Outbox:
                                 continue
                             last = self._repair(ledger, heads[ledger][0] + 1)
                         if last < heads[ledger][0]:
-                            last = self._own_tail(ledger, last)
                             self._fill(ledger, last, heads[ledger][0])
                         self._rewrite_done(ledger, max(last, heads[ledger][0]), heads[ledger][0])
                         self._refusals.discard(ledger)
