@@ -68,6 +68,17 @@ def _wait_replicas_hold_admin(cluster: LocalCluster) -> int:
     return total
 
 
+def _witnessed_ledger(start_cluster: Any, count: int) -> tuple[LocalCluster, int]:
+    """A cluster of a home and 2 replicas whose LEDGER holds ``count`` records and the genesis, all
+    cosigned by both; and that size."""
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, count)
+    total = size(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total)
+    return cluster, total
+
+
 def test_a_home_put_back_from_a_copy_while_redis_lost_its_data_heals_and_never_forks(start_cluster: Any) -> None:
     cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
     cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
@@ -143,11 +154,7 @@ def test_a_revoked_key_stays_revoked_when_the_admin_home_is_put_back_while_redis
 
 
 def test_a_forked_note_left_in_redis_gives_way_to_the_checkpoint_a_quorum_cosigned(start_cluster: Any) -> None:
-    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
-    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
-    put(cluster, 15)
-    total = size(cluster)
-    wait_cosigned(cluster, cluster.replica_names, total)
+    cluster, total = _witnessed_ledger(start_cluster, 15)
     assert cluster.stop_node(HOME) == 0
     # What a fork left behind: a checkpoint of a smaller, other tree, signed with the home's key.
     seed = load_signing_key(signing_key_paths(cluster.directory / "keys", HOME)[0], None).seed
@@ -172,11 +179,7 @@ def _leave_a_larger_forked_note(cluster: LocalCluster, ledger: str, total: int) 
 
 
 def test_a_larger_forked_note_left_in_redis_gives_way_to_the_checkpoint_a_quorum_cosigned(start_cluster: Any) -> None:
-    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
-    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
-    put(cluster, 15)
-    total = size(cluster)
-    wait_cosigned(cluster, cluster.replica_names, total)
+    cluster, total = _witnessed_ledger(start_cluster, 15)
     forked = _leave_a_larger_forked_note(cluster, LEDGER, total)
 
     cluster.start_node(HOME)
@@ -283,11 +286,7 @@ def test_a_home_put_back_from_a_copy_older_than_a_key_rotation_heals_through_it(
 
 
 def test_a_stream_whose_tail_is_not_the_home_s_records_is_rewritten_not_appended_to(start_cluster: Any) -> None:
-    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
-    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
-    put(cluster, 10)
-    total = size(cluster)
-    wait_cosigned(cluster, cluster.replica_names, total)
+    cluster, total = _witnessed_ledger(start_cluster, 10)
     assert cluster.stop_node(HOME) == 0
     # What a fork's home left in Redis before it was rebuilt from its followers (outsider 33 F2):
     # the stream's tail is other records, and it ends below the rebuilt store's head.
