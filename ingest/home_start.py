@@ -8,9 +8,8 @@ accounts or takes a write, :func:`start_check` asks every other node (replicas, 
 observers: the ``checkpoint`` command, PROTOCOL 6.1, over CURVE with this node's key) for its
 newest checkpoint of each ledger this node homes, within one short overall deadline. A note
 counts only when this home's key signed it (its store's key chain's, ``CheckpointKeys``, or any
-of its checkpoint key files': a store older than a rotation knows only the key before it) or
-it is the largest a majority of the witnesses cosigned; Redis's latest note and the witnesses'
-are read too.
+of its checkpoint key files': a store older than a rotation knows only the key before it);
+Redis's latest note and the witnesses' are read too.
 
 - A note proves a larger tree than the store holds: the store is behind. :func:`heal` fetches
   the missing records from a node whose tree at that size has that root (its inclusion proof),
@@ -381,21 +380,18 @@ class _Starting:
 
     def targets(self, ledger: str) -> list[SignedCheckpoint]:
         """The checkpoints above the store the start check heals toward, one per tree, largest
-        first: those its key chain verifies, those any of this home's checkpoint key files (its
-        node key's, each rotated key's) verifies, and the largest a majority of the witnesses
-        cosigned (10.9's keys: a standby's too). A store put back from before a rotation knows only
-        the key before it, while the cluster went on under the new one (13.8): with its chain's
-        keys alone, the home took the cluster's newer checkpoints for no proof and forked."""
+        first: those its key chain verifies and those any of this home's checkpoint key files (its
+        node key's, each rotated key's) verifies; not a standby's (10.9: a home replaced past a
+        handover its store lacks does not heal toward the new epoch). A store put back from
+        before a rotation knows only the key before it, while the cluster went on under the new
+        one (13.8): with its chain's keys alone, the home took the cluster's newer checkpoints for
+        no proof and forked."""
         held = self.store.size(ledger)
         notes = self.check.notes[ledger]
         found = signed_above(self.own, ledger, notes, held)
         with contextlib.suppress(RepairRefusedError):  # no key file of it here: its chain's keys only
             for key in log_keys_of(self.config, ledger, self.name):
                 found += signed_above(CheckpointKeys(self.config.name, _only(key)), ledger, notes, held)
-        witnessed = self.witnessed_checkpoint(ledger)
-        if witnessed is not None and witnessed.checkpoint.size > held:
-            c = witnessed.checkpoint
-            found.append(SignedCheckpoint(ledger, c.size, c.root, witnessed.note))
         trees: dict[tuple[int, bytes], SignedCheckpoint] = {}
         for target in found:
             trees.setdefault((target.size, target.root), target)
@@ -446,14 +442,14 @@ class _Starting:
             height=target.size - 1,
         )
 
-    def witnessed_checkpoint(self, ledger: str) -> GatheredCheckpoint | None:
-        """The largest checkpoint of ``ledger`` this home signed (with any key of its key files) that
-        a majority of the cluster's witnesses cosigned among the notes gathered; else None."""
+    def held_quorum_checkpoint(self, ledger: str) -> GatheredCheckpoint | None:
+        """The largest checkpoint of ``ledger`` this home signed that a majority of the cluster's
+        witnesses cosigned, when the store holds it (its tree at that size has that root); else None."""
         witnesses = witness_keys(self.config)
         if not witnesses:
             return None
         try:
-            return quorum_checkpoint(
+            proven = quorum_checkpoint(
                 ledger,
                 self.check.notes[ledger],
                 epoch_log_keys(self.config, ledger, self.name),
@@ -461,15 +457,6 @@ class _Starting:
                 witnesses,
                 default_quorum(len(witnesses)),
             )
-        except VledgerError:
-            return None
-
-    def held_quorum_checkpoint(self, ledger: str) -> GatheredCheckpoint | None:
-        """:meth:`witnessed_checkpoint` when the store holds it (its tree at that size has that root); else None."""
-        proven = self.witnessed_checkpoint(ledger)
-        if proven is None:
-            return None
-        try:
             kept = KeptCheckpoint(ledger, SIGNED, proven.checkpoint.size, proven.checkpoint.root, b"", 0)
             check_holds(self.store, kept)
         except VledgerError:
