@@ -7,8 +7,9 @@ cure is the transparency log's rule that a log never signs two trees. Before the
 accounts or takes a write, :func:`start_check` asks every other node (replicas, standbys,
 observers: the ``checkpoint`` command, PROTOCOL 6.1, over CURVE with this node's key) for its
 newest checkpoint of each ledger this node homes, within one short overall deadline. A note
-counts only when this home's key signed it (its key chain's: ``CheckpointKeys``); Redis's
-latest note and the witnesses' are read too.
+counts only when this home's key signed it (its store's key chain's, ``CheckpointKeys``, or any
+of its checkpoint key files': a store older than a rotation knows only the key before it);
+Redis's latest note and the witnesses' are read too.
 
 - A note proves a larger tree than the store holds: the store is behind. :func:`heal` fetches
   the missing records from a node whose tree at that size has that root (its inclusion proof),
@@ -49,7 +50,7 @@ from ..node.errors import (
     StoreDamagedError,
     VledgerError,
 )
-from ..node.note import origin_for
+from ..node.note import VerifierKey, origin_for
 from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.store import ChainStore
@@ -62,6 +63,7 @@ from .store_sources import (
     epoch_log_keys,
     fetch,
     listening,
+    log_keys_of,
     not_a_source,
     quorum_checkpoint,
 )
@@ -344,6 +346,11 @@ def start_check(
     return check, outcome
 
 
+def _only(key: VerifierKey) -> Callable[[str], VerifierKey | None]:
+    """``key`` as every ledger's checkpoint key (CheckpointKeys' ``key_of``)."""
+    return lambda _ledger: key
+
+
 @dataclass(slots=True)
 class _Starting:
     """What one start check works with, and what it did (``outcome``)."""
@@ -363,9 +370,36 @@ class _Starting:
 
     def heal_ledger(self, ledger: str, sources: Sources) -> None:
         """Heal ``ledger`` up to the largest checkpoint its home signed that is not a fork's (set
-        aside: :meth:`set_aside_fork`), from the nodes that answered (followers first), or refuse it."""
+        aside: :meth:`set_aside_fork`), from the nodes that answered (followers first), or refuse it.
+        Again once healed: a rotation among the records it took names the key of larger notes."""
+        while ledger not in self.outcome.refused:
+            held = self.store.size(ledger)
+            self.heal_once(ledger, sources)
+            if self.store.size(ledger) <= held:
+                return
+
+    def targets(self, ledger: str) -> list[SignedCheckpoint]:
+        """The checkpoints above the store the start check heals toward, one per tree, largest
+        first: those its key chain verifies and those any of this home's checkpoint key files (its
+        node key's, each rotated key's) verifies; not a standby's (10.9: a home replaced past a
+        handover its store lacks does not heal toward the new epoch). A store put back from
+        before a rotation knows only the key before it, while the cluster went on under the new
+        one (13.8): with its chain's keys alone, the home took the cluster's newer checkpoints for
+        no proof and forked."""
+        held = self.store.size(ledger)
+        notes = self.check.notes[ledger]
+        found = signed_above(self.own, ledger, notes, held)
+        with contextlib.suppress(RepairRefusedError):  # no key file of it here: its chain's keys only
+            for key in log_keys_of(self.config, ledger, self.name):
+                found += signed_above(CheckpointKeys(self.config.name, _only(key)), ledger, notes, held)
+        trees: dict[tuple[int, bytes], SignedCheckpoint] = {}
+        for target in found:
+            trees.setdefault((target.size, target.root), target)
+        return sorted(trees.values(), key=lambda c: c.size, reverse=True)
+
+    def heal_once(self, ledger: str, sources: Sources) -> None:
         candidates = sorted(self.check.answered, key=lambda n: self.config.node(n).role not in FOLLOWER_ROLES)
-        for target in signed_above(self.own, ledger, self.check.notes[ledger], self.store.size(ledger)):
+        for target in self.targets(ledger):
             held = self.store.size(ledger)
             if target.size <= held:
                 return

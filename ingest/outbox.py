@@ -589,6 +589,32 @@ class Outbox:
         stored = dict(self.store.range_raw(ledger, low, high + 1))
         return next((h for h in range(low, high + 1) if streamed.get(h) != stored.get(h)), None)
 
+    def _foreign_at(self, ledger: str, height: int) -> bool:
+        """Whether the stream holds, at ``height``, an entry that is not the store's record (a
+        height trimmed from the stream, or the store does not hold, is not)."""
+        assert self.replication is not None
+        entry = self.replication.read(ledger, height, 1, stop=height + 1)
+        stored = dict(self.store.range_raw(ledger, height, height + 1)).get(height)
+        return bool(entry) and stored is not None and entry[0].data != stored
+
+    def _own_tail(self, ledger: str, last: int) -> int:
+        """The stream's last height once what it holds up to ``last`` is this home's: a tail that
+        is not (a fork this home's store signed before it was rebuilt from its followers) is cut
+        back from its first foreign entry and rewritten (:meth:`_repair`). Appending the store's
+        records past it made the stream a chain no link joins, and a follower whose old copy
+        still took the fork's key stored the fork from it (outsider 33 F2). A fork is the
+        stream's tail: the first foreign height is found by bisection, a read a step."""
+        if last < 0 or not self._foreign_at(ledger, last):
+            return last
+        low, high = 0, last  # the first foreign height is in [low, high]
+        while low < high:
+            middle = (low + high) // 2
+            if self._foreign_at(ledger, middle):
+                high = middle
+            else:
+                low = middle + 1
+        return self._repair(ledger, low)
+
     def _repair(self, ledger: str, height: int) -> int:
         """The stream's entry at ``height`` is not this home's record: the store is the truth, so
         the stream is cut back below it (its readers too) and filled again from the store; the
@@ -653,6 +679,8 @@ class Outbox:
     def _fill(self, ledger: str, last: int, end: int) -> None:
         """Append the store's records of ``ledger`` after the stream's ``last`` height up to ``end``."""
         assert self.replication is not None
+        if last < end:
+            last = self._own_tail(ledger, last)
         repaired = False
         while last < end:
             stop = min(end + 1, last + 1 + self.settings.catch_up_batch)

@@ -6,6 +6,7 @@ a repaired home refused; and a home nobody answers starts within the check's dea
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -13,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from vledger.broker.redis_server import connect
-from vledger.broker.signing import load_signing_key, signing_key_paths
+from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.node.errors import NodeUnavailableError, RemoteError
-from vledger.node.witness import HomeSigner
+from vledger.node.note import parse_verifier_key
+from vledger.node.witness import HomeSigner, home_key
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis, wait_until
+from vledger.tests.integration.replication.test_key_rotation import LEDGER as KEYED
+from vledger.tests.integration.replication.test_key_rotation import _keys, _put, _wait_cosigned
 from vledger.tests.integration.replication.test_witnessed import (
     CLUSTER,
     LEDGER,
@@ -62,6 +66,17 @@ def _wait_replicas_hold_admin(cluster: LocalCluster) -> int:
     for replica in cluster.replica_names:
         wait_until(lambda r=replica: _admin_size(cluster, r) >= total, WAIT, f"{replica} holds admin at {total}")
     return total
+
+
+def _witnessed_ledger(start_cluster: Any, count: int) -> tuple[LocalCluster, int]:
+    """A cluster of a home and 2 replicas whose LEDGER holds ``count`` records and the genesis, all
+    cosigned by both; and that size."""
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, count)
+    total = size(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total)
+    return cluster, total
 
 
 def test_a_home_put_back_from_a_copy_while_redis_lost_its_data_heals_and_never_forks(start_cluster: Any) -> None:
@@ -139,11 +154,7 @@ def test_a_revoked_key_stays_revoked_when_the_admin_home_is_put_back_while_redis
 
 
 def test_a_forked_note_left_in_redis_gives_way_to_the_checkpoint_a_quorum_cosigned(start_cluster: Any) -> None:
-    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
-    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
-    put(cluster, 15)
-    total = size(cluster)
-    wait_cosigned(cluster, cluster.replica_names, total)
+    cluster, total = _witnessed_ledger(start_cluster, 15)
     assert cluster.stop_node(HOME) == 0
     # What a fork left behind: a checkpoint of a smaller, other tree, signed with the home's key.
     seed = load_signing_key(signing_key_paths(cluster.directory / "keys", HOME)[0], None).seed
@@ -168,11 +179,7 @@ def _leave_a_larger_forked_note(cluster: LocalCluster, ledger: str, total: int) 
 
 
 def test_a_larger_forked_note_left_in_redis_gives_way_to_the_checkpoint_a_quorum_cosigned(start_cluster: Any) -> None:
-    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
-    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
-    put(cluster, 15)
-    total = size(cluster)
-    wait_cosigned(cluster, cluster.replica_names, total)
+    cluster, total = _witnessed_ledger(start_cluster, 15)
     forked = _leave_a_larger_forked_note(cluster, LEDGER, total)
 
     cluster.start_node(HOME)
@@ -250,3 +257,53 @@ def test_a_home_put_back_with_nobody_to_heal_from_refuses_the_ledger_keeps_the_s
     cluster.start_node(HOME)  # now healed from a replica
     put(cluster, 1, phase="healed")
     assert size(cluster) == total + 1
+
+
+def test_a_home_put_back_from_a_copy_older_than_a_key_rotation_heals_through_it(start_cluster: Any) -> None:
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    common = ["--config", str(cluster.config_path), "--key", str(_keys(cluster) / "admin.key_secret")]
+    cluster.cli("ledger", "create", KEYED, "--kinds", "vote", "--difficulty", "0", *common)
+    old = home_key(CLUSTER, KEYED, load_verify_key(signing_key_paths(_keys(cluster), HOME)[1]).raw)
+    _wait_cosigned(cluster, old, _put(cluster, 3))
+    copy = _backup(cluster)  # knows only the genesis key
+    rotated = json.loads(cluster.cli("ledger", "rotate-key", KEYED, "--json", *common).stdout)
+    new = parse_verifier_key(rotated["checkpoint_key"])
+    total = _put(cluster, 3)  # acknowledged, held and cosigned under the new key only
+    _wait_cosigned(cluster, new, total)
+    honest = list(cluster.admin().records(KEYED))
+
+    _put_back(cluster, copy, lose_redis=False)
+    cluster.start_node(HOME)
+    # main: the old store's chain verifies none of the cluster's notes: it served its 4 records,
+    # rewrote Redis's stream from them and signed a second tree (with the retired key).
+    assert int(cluster.admin().call("size", {"ledger": KEYED})["size"]) == total
+    assert list(cluster.admin().records(KEYED)) == honest
+    assert f"{KEYED} healed to {total} records from replica-" in cluster.log_text(HOME)
+    after = _put(cluster, 1)
+    _wait_cosigned(cluster, new, after)  # the witnesses cosign what it signs next, with the new key: no fork
+    forked = ("signed_fork", "equivocation", "record_conflict", "retired_key", "rollback")
+    assert not [a for a in alerts(cluster) if a["what"] in forked]
+
+
+def test_a_stream_whose_tail_is_not_the_home_s_records_is_rewritten_not_appended_to(start_cluster: Any) -> None:
+    cluster, total = _witnessed_ledger(start_cluster, 10)
+    assert cluster.stop_node(HOME) == 0
+    # What a fork's home left in Redis before it was rebuilt from its followers (outsider 33 F2):
+    # the stream's tail is other records, and it ends below the rebuilt store's head.
+    fork = total - 4
+    ledger = repl(cluster)
+    ledger.rewind(LEDGER, fork)
+    ledger.append_checked(LEDGER, HOME, fork, [b"fork record 1", b"fork record 2"], latest=False)
+    assert ledger.last_height(LEDGER) == fork + 1
+
+    cluster.start_node(HOME)
+    put(cluster, 1, phase="after")
+    honest = list(cluster.admin().records(LEDGER))
+
+    def streamed() -> list[bytes] | None:
+        entries = [r.data for r in ledger.read(LEDGER, 0, total + 10)]
+        return entries if len(entries) == total + 1 else None
+
+    # main: the store's records were appended after the fork's two: a stream no link joins.
+    assert wait_until(streamed, WAIT, "the stream holds the home's records") == honest
+    assert "not this node's record: rewriting it from the store" in cluster.log_text(HOME)

@@ -339,6 +339,26 @@ def test_a_stream_that_lags_the_store_is_filled_from_its_last_height(
     assert redis_client.xlen(home.repl.stream_key(LEDGER)) == 10
 
 
+def test_a_stream_that_lags_the_store_with_a_foreign_tail_is_rewritten_from_its_first_foreign_entry(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    """The stream ends below the store's head with entries that are not the store's records (a
+    fork's, left by this home before its store was rebuilt from its followers: outsider 33 F2).
+    Appending after them made a stream no link joins, which a follower took the fork from."""
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 10)
+        repl = ReplicationLedger(redis_client)
+        held = list(store.range_raw(LEDGER, 0, 4))
+    repl.add([StreamRecord(LEDGER, h, data, HOME) for h, data in held])
+    repl.add([StreamRecord(LEDGER, h, b"fork %d" % h, HOME) for h in range(4, 7)])
+    home = homes(redis_client)
+    wait_until(caught_up(home.repl, home.store), "the stream filled")
+    entries = [r.data for r in home.repl.read(LEDGER, 0, 100)]
+    assert entries == [data for _, data in home.store.range_raw(LEDGER, 0, 10)]  # main: fork 4..6 kept
+    alerts = [a for a in home.repl.alerts() if a["what"] == "record_conflict"]
+    assert [(a["node"], a["height"]) for a in alerts] == [("redis", "4")]
+
+
 def test_a_stream_whose_tail_was_deleted_is_rewound_filled_and_alerted(
     tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
 ) -> None:
