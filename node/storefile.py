@@ -210,8 +210,13 @@ def make_private(path: Path) -> None:
     (0644 under supervisord, outsider o13), and gives its -wal and -shm the file's own mode."""
     # Never raises: a path SQLite cannot open (a directory, another owner's) it says so itself,
     # as what the moment holds, which a store's open must not take for damage (ingest/runtime.py).
-    with contextlib.suppress(OSError):
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    # Only a file that is not there yet is opened (O_EXCL): closing any descriptor of a file
+    # drops every POSIX lock this process holds on it, so opening and closing a store another
+    # connection of this process had open (the checkpoint thread's, a reader's) released that
+    # connection's locks; another process then took the file for unused, checkpointed it and
+    # removed its -wal under it (bench 6b: a tampered record read back as the old one).
+    with contextlib.suppress(OSError):  # FileExistsError among them: nothing to create
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     for each in (path, wal_of(path), shm_of(path)):
         with contextlib.suppress(OSError):
             if each.is_file():

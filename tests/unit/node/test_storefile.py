@@ -7,6 +7,8 @@ import logging
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import tempfile
 from contextlib import closing
 from pathlib import Path
@@ -17,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vledger.node.errors import IndexMismatchError, StoreError
+from vledger.node import storefile
 from vledger.node.record import Record
 from vledger.node.store import HASH_FILL_AT, ChainStore, fill_phase
 from vledger.node.storefile import _BY_RUN_HASH, BY_HASH, DB_NAME, HashRun, StoreReader, hash_runs
@@ -371,3 +374,21 @@ def test_the_store_file_and_its_wal_and_shm_are_private_whatever_the_umask(tmp_p
             assert stat.S_IMODE((old_store / DB_NAME).stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_making_a_store_private_again_keeps_the_locks_of_this_process_s_open_connections(tmp_path: Path) -> None:
+    # Closing any descriptor of a file drops every POSIX lock the process holds on it: opening
+    # and closing the store file to make it private released the locks of the connections this
+    # process had open, and another process closing its own connection took itself for the
+    # last one, checkpointed and removed the -wal under them (bench 6b read a record back old).
+    path = tmp_path / DB_NAME
+    with closing(storefile.connect(path)) as held:
+        held.execute("CREATE TABLE t (x)")
+        held.execute("INSERT INTO t VALUES (1)")
+        storefile.connect(path).close()  # another connection of this process: makes it private
+        other = (
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT 1 FROM t').fetchall(); c.close()"
+        )
+        subprocess.run([sys.executable, "-c", other, str(path)], check=True, timeout=60)
+        assert storefile.wal_of(path).exists()  # still in use here: no other process's to remove
+        assert held.execute("SELECT x FROM t").fetchall() == [(1,)]
