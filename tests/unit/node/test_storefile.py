@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vledger.node.errors import IndexMismatchError, StoreError
 from vledger.node import storefile
+from vledger.node.errors import IndexMismatchError, StoreError
 from vledger.node.record import Record
 from vledger.node.store import HASH_FILL_AT, ChainStore, fill_phase
 from vledger.node.storefile import _BY_RUN_HASH, BY_HASH, DB_NAME, HashRun, StoreReader, hash_runs
