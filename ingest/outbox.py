@@ -113,6 +113,7 @@ class Outbox:
         owns: Callable[[str], bool] = lambda ledger: True,
         witnesses: Callable[[], Iterable[VerifierKey]] = lambda: (),
         clock: Callable[[], float] = time.monotonic,
+        later: float = 0.0,
     ) -> None:
         self.name = name
         self.store = store
@@ -141,7 +142,7 @@ class Outbox:
         self._pass_lock = threading.Lock()
         self._gap = settings.outbox_interval_ms / 1000
         self._passed_at = -math.inf  # when the last pass began, on whichever thread
-        self._later = 0.0  # how much longer than _gap the thread waits for a committing thread's pass
+        self._later = later  # how much longer than _gap the thread waits for a committing thread's pass
         self._signed_max: dict[str, int] = {}  # ledger -> the largest size sign() kept or found kept
         # Records are encoded on the outbox's thread (or come encoded: committed_rows), not the committer's.
         self._queue: collections.deque[tuple[Sequence[Record | Row], int, list[SignedCheckpoint]]] = collections.deque()

@@ -354,9 +354,18 @@ class OutboxProcess(Outbox):
         witnesses: Callable[[], Iterable[VerifierKey]] = lambda: (),
     ) -> None:
         super().__init__(
-            name, store, None, None, settings, stream=False, signer=signer, refused=refused, epochs=epochs, owns=owns
+            name,
+            store,
+            None,
+            None,
+            settings,
+            stream=False,
+            signer=signer,
+            refused=refused,
+            epochs=epochs,
+            owns=owns,
+            later=INLINE_PASS_GRACE_SECONDS,
         )
-        self._later = INLINE_PASS_GRACE_SECONDS
         # Read by the outbox process, which leaves a stream alone only on a witnessed proof (10.9).
         self.witnesses = witnesses
         self._store = store
