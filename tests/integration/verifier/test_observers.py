@@ -351,7 +351,8 @@ def test_vledger_tally_names_an_observer_stuck_behind_the_ledger_s_signed_checkp
             report: dict[str, Any] = json.loads(done.stdout)
             # observer-1 at the head, the home's signed checkpoint in Redis covering it
             caught_up = report["head"]["size"] == size and report["compared"]
-            return {"exit": done.returncode, **report} if caught_up and report["stale"] else None
+            # observer-1 too until it has published the head (--stale-after 0): wait for it, not observer-2
+            return {"exit": done.returncode, **report} if caught_up and report["stale"] == ["observer-2"] else None
 
         report = wait_until(stale, 20, "a checkpoint past observer-2's tally")
         # The two still agree at the height observer-2 stopped at: without the head, that read "agree", exit 0.
