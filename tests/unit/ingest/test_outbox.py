@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from vledger.broker.redis_server import RedisServer, connect, free_port
-from vledger.broker.replication import ReplicationLedger, StreamRecord
+from vledger.broker.replication import REDIS_KEY_DAMAGED, ReplicationLedger, StreamRecord
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import PROTOCOL_LIMITS as LIMITS
@@ -551,6 +551,20 @@ def test_the_new_home_keeps_its_epoch_s_witnessed_checkpoint_where_no_witness_wr
         wait_until(lambda: redis_client.get(repl.epoch_proof_key(LEDGER)) == witnessed, "the proof kept")
         _delete_cosignatures(redis_client, repl)
         assert witnessed in repl.epoch_notes(LEDGER)
+        # Made a hash (the admin's user may), it failed every read of the notes that prove an
+        # epoch (a promotion, each node's look for a handover, the verifier's, repl status), and
+        # its home had kept it once for the epoch: read as none, its home sets it again (wt31).
+        key = repl.epoch_proof_key(LEDGER)
+        pipe = redis_client.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, "x", "1")
+        pipe.execute()
+        assert witnessed not in repl.epoch_notes(LEDGER) or redis_client.type(key) == b"string"
+        wait_until(lambda: redis_client.type(key) == b"string", "the proof set again")
+        assert repl.epoch_proof(LEDGER) == witnessed and witnessed in repl.epoch_notes(LEDGER)
+        raised = [(a["node"], a["ledger"], a["what"], a["raised_by"]) for a in repl.alerts()]
+        assert raised == [("redis", key, REDIS_KEY_DAMAGED, STANDBY)]
+        assert repl.own_open_alerts() == {}  # resolved once written anew
     finally:
         outbox.stop()
         store.close()
