@@ -41,7 +41,7 @@ from ..broker.replication import REDIS_ERRORS, Alert, LastRead, ReplicationLedge
 from ..config.cluster import ReplicationSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import SIGNED, CheckpointLog
-from ..node.conflict import hash_of
+from ..node.conflict import hash_of, told_apart
 from ..node.epoch import epoch_proof, proven_epoch
 from ..node.errors import StoreDamagedError, VledgerError
 from ..node.ledger import LedgerRules
@@ -645,6 +645,12 @@ class Outbox:
         entry = self.replication.read(ledger, height, 1, stop=height + 1)
         held = self.store.get(ledger, height)
         found = hash_of(entry[0].data) if entry else "missing"
+        expected = held.hash.hex() if held is not None else ""
+        sentence = f"the stream's entry is not {self.name}'s record at this height: the home rewrote the stream from its store"
+        if entry and held is not None:
+            # As the verifier names them: a record changed with its link kept showed one hash twice (sm31).
+            conflict = told_apart(held.encode(), entry[0].data)
+            expected, found, sentence = conflict.expected, conflict.found, conflict.said(sentence)
         replaced = self._replaced_home_of(ledger, height, entry[0].data) if entry else None
         if replaced is not None:
             log.info("outbox: the stream of %s holds %s at %d, %s's record past the handover: the fenced home's"
@@ -653,9 +659,8 @@ class Outbox:
             log.warning("outbox: the stream of %s holds %s at %d, not this node's record: rewriting it from the"
                         " store", ledger, found, height)  # fmt: skip
             self.replication.alert(
-                Alert("redis", ledger, height, "record_conflict", f"the stream's entry is not {self.name}'s record "
-                      "at this height: the home rewrote the stream from its store", source=self.name,
-                      expected=held.hash.hex() if held is not None else "", found=found)
+                Alert("redis", ledger, height, "record_conflict", sentence, source=self.name, expected=expected,
+                      found=found)
             )  # fmt: skip
         self.replication.rewind(ledger, height)  # after the alert: a reader of the true entries sees it
         self._rewritten[ledger] = min(height, self._rewritten.get(ledger, height))

@@ -7,6 +7,7 @@ servers of the tests' own that they stop and start.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sqlite3
 import tempfile
@@ -33,6 +34,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, decode_record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
+from vledger.node.tree import leaf_hash
 from vledger.node.witness import (
     CheckpointKeys,
     HomeSigner,
@@ -357,6 +359,29 @@ def test_a_stream_that_lags_the_store_with_a_foreign_tail_is_rewritten_from_its_
     assert entries == [data for _, data in home.store.range_raw(LEDGER, 0, 10)]  # main: fork 4..6 kept
     alerts = [a for a in home.repl.alerts() if a["what"] == "record_conflict"]
     assert [(a["node"], a["height"]) for a in alerts] == [("redis", "4")]
+
+
+def test_a_streamed_record_changed_with_its_link_kept_is_named_by_its_leaf_hash(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    """sm31: the home's record_conflict against the stream named both records by the link they
+    claim, the same for a record whose content was changed and its link kept: the alert showed
+    one hash twice. Named as the verifier's are (node/conflict.py): leaf hashes, what differs."""
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 10)
+        repl = ReplicationLedger(redis_client)
+        held = dict(store.range_raw(LEDGER, 0, 11))
+    ours = decode_record(held[4], LIMITS)  # the tail of a stream behind the store: what the home checks
+    changed = dataclasses.replace(ours, content_bytes=decode_record(held[3], LIMITS).content_bytes).encode()
+    repl.add([StreamRecord(LEDGER, h, changed if h == 4 else held[h], HOME) for h in range(5)])
+    home = homes(redis_client)
+    wait_until(caught_up(home.repl, home.store), "the stream rewritten and filled")
+    assert [r.data for r in home.repl.read(LEDGER, 0, 100)] == [held[h] for h in sorted(held)]
+    (alert,) = [a for a in home.repl.alerts() if a["what"] == "record_conflict"]
+    assert (alert["node"], alert["height"]) == ("redis", "4")
+    assert alert["expected"] == "leaf:" + leaf_hash(held[4]).hex() != alert["found"]
+    assert alert["found"] == "leaf:" + leaf_hash(changed).hex()
+    assert alert["detail"].endswith(": the same link, another content (expected and found: their leaf hashes)")
 
 
 def test_a_stream_whose_tail_was_deleted_is_rewound_filled_and_alerted(
