@@ -1015,12 +1015,8 @@ class ReplicationLedger:
         for answer in (latest, cosigned):
             if isinstance(answer, Exception):
                 raise answer
-        if isinstance(proof, redis.exceptions.NoPermissionError):
-            proof = (
-                None  # a Redis user made before ``epoch_proof`` was (keygen --cluster adds it): the rest still proves
-            )
-        else:
-            proof = self._kept_proof(ledger, proof)
+        # NOPERM: a Redis user made before ``epoch_proof`` was (keygen --cluster adds it): the rest still proves.
+        proof = None if isinstance(proof, redis.exceptions.NoPermissionError) else self._kept_proof(ledger, proof)
         kept = [note for note in (latest, proof, *cosigned) if note is not None]
         return [bytes(note) for note in kept]
 

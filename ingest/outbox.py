@@ -646,7 +646,9 @@ class Outbox:
         held = self.store.get(ledger, height)
         found = hash_of(entry[0].data) if entry else "missing"
         expected = held.hash.hex() if held is not None else ""
-        sentence = f"the stream's entry is not {self.name}'s record at this height: the home rewrote the stream from its store"
+        sentence = (
+            f"the stream's entry is not {self.name}'s record at this height: the home rewrote the stream from its store"
+        )
         if entry and held is not None:
             # As the verifier names them: a record changed with its link kept showed one hash twice (sm31).
             conflict = told_apart(held.encode(), entry[0].data)

@@ -600,7 +600,8 @@ def _refuse_idle_grant(session: Session, ledger: str, kind: str) -> None:
 
 def cmd_grant_list(session: Session, args: argparse.Namespace) -> int:
     rows = grant_table(_admin_records(session))
-    print_grants(rows, as_json=args.json, inert=inert_grants(rows, functools.cache(functools.partial(_rules_or_none, session))))
+    rules_of = functools.cache(functools.partial(_rules_or_none, session))
+    print_grants(rows, as_json=args.json, inert=inert_grants(rows, rules_of))
     return EXIT_OK
 
 
