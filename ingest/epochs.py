@@ -479,10 +479,13 @@ class Promotion:
         Redis's entry is a claim any ingest node's Redis user may write (review18 3): one past
         ``number`` that no witnessed note proves (:func:`proven_epoch`, as :class:`Homes` takes
         epochs) is replaced, by a compare-and-set on exactly that entry, so that of two
-        promotions that both found it, one wins. One of ``number`` itself is respected unproven:
-        it is what another promotion of this epoch writes before its handover is cosigned."""
+        promotions that both found it, one wins. One of ``number`` itself is respected unproven
+        only if it names a node that could open this epoch (:meth:`_may_open`): it is what
+        another promotion of it writes before its handover is cosigned. One naming any other
+        node is no promotion (fix18a: a made-up ``"<next epoch> <other node>"`` refused every
+        failover), and is replaced so."""
         named = self.replication.promote(ledger, number, self.name)
-        if named is not None and named[0] > number:
+        if named is not None and (named[0] > number or not self._may_open(history, named[1])):
             proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.homes.witnesses())
             if proof is not None:
                 raise PromotionRefusedError(
@@ -495,6 +498,18 @@ class Promotion:
             named = self.replication.promote(ledger, number, self.name, replacing=named)
         if named is not None:
             raise PromotionRefusedError(f"Redis names epoch {named[0]} of {ledger!r} at {named[1]} already")
+
+    def _may_open(self, history: EpochHistory, node: str) -> bool:
+        """Whether ``node`` could be another promotion of the next epoch of ``history``'s ledger:
+        a promotion passes step 1 only on the node whose checkpoint key the genesis pins as
+        ``standby_key`` (:meth:`_handover`), and only that key signs the new epoch's checkpoints,
+        which a witness must cosign. ``node``'s key files (``<node>.sign.pub``, its rotated keys)
+        must hold it: a node without them could place no handover any witness cosigns."""
+        try:
+            publics = home_checkpoint_publics(self.config.keys_dir, node)
+        except VledgerError:
+            return False  # not a node name, or no key file of it to check: no promotion of ours
+        return any(home_key(self.config.name, history.ledger, public) == history.standby_key for public in publics)
 
     def _handover(self, ledger: str, author: str, now_ms: int) -> tuple[Entry, EpochHistory, int, int]:
         """The handover entry, the epochs it follows, the size held and the size a witness

@@ -593,15 +593,19 @@ def test_a_handover_that_breaks_a_rule_is_refused_before_redis_names_the_standby
         assert "could not place" not in caplog.text and homes.home_of(LEDGER).name == HOME
 
 
-@pytest.mark.parametrize("claim", ["x", "999 ingest-3", "0999 ingest-3", "7 ingest 3"])
+@pytest.mark.parametrize("claim", ["x", "999 ingest-3", "0999 ingest-3", "7 ingest 3", "2 ingest-1", "2 ingest-3"])
 def test_an_epochs_entry_nothing_proves_blocks_no_promotion(
     tmp_path: Path, redis_client: Any, caplog: pytest.LogCaptureFixture, claim: str
 ) -> None:
     """review18 3: every ingest node's Redis user may HSET ``{ledgers}:epochs``. A value that is no
     ``<epoch> <home>`` failed the promotion's script; a made-up high epoch refused every
     promotion, though no witnessed note proves it. The first counts as no entry; the second is
-    replaced by a compare-and-set on exactly it."""
+    replaced by a compare-and-set on exactly it. So is one of the very epoch the standby opens
+    naming a node whose keys are not the pinned standby key (fix18a: the old home, or a node of
+    no key file): no promotion of it could be cosigned."""
     config = _home_and_standby(tmp_path)
+    config.keys_dir.mkdir(parents=True, exist_ok=True)
+    signing_key_paths(config.keys_dir, HOME)[1].write_text(SigningKey(bytes(range(32))).public.pem())
     redis = ReplicationLedger(redis_client)
     redis_client.hset(redis.epochs_key, LEDGER, claim)
     with _standby_store(tmp_path, RULES) as store:
@@ -615,11 +619,14 @@ def test_an_epochs_entry_nothing_proves_blocks_no_promotion(
 def test_an_epochs_entry_of_the_same_epoch_or_a_proven_one_refuses_the_promotion(
     tmp_path: Path, redis_client: Any, chains: tuple[list[Record], list[Record]]
 ) -> None:
-    """What stays of the compare-and-set (10.9): an entry of the epoch the standby would open is
-    another promotion of it under way (one winner per epoch), and one past it that a witnessed
-    note proves is a handover this store lacks; the replacement takes only the entry it found."""
+    """What stays of the compare-and-set (10.9): an entry of the epoch the standby would open,
+    naming a node whose key files hold the pinned standby key, is another promotion of it under
+    way (one winner per epoch), and one past it that a witnessed note proves is a handover this
+    store lacks; the replacement takes only the entry it found."""
     handed, _ = chains
     config = _home_and_standby(tmp_path)
+    config.keys_dir.mkdir(parents=True, exist_ok=True)  # ingest-3 holds the standby's key as well
+    signing_key_paths(config.keys_dir, "ingest-3")[1].write_text(SigningKey(bytes(range(1, 33))).public.pem())
     redis = ReplicationLedger(redis_client)
     with _standby_store(tmp_path, RULES) as store:
         promotion, _ = _promotion(config, store, redis)
