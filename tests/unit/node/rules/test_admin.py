@@ -521,3 +521,48 @@ def test_a_replay_flags_admin_records_whose_author_the_admin_ledger_never_made_a
     violations = RulesEngine(audit_grants=True).replay(records)
     assert [(v.height, v.error.code) for v in violations] == [(h, "not_admin_author") for h in (4, 5, 6, 7, 10)]
     assert RulesEngine().replay(records) == []  # the committer's own replay judges no author
+
+
+def _admin_payload(name: str, op: str, enabled: bool) -> dict[str, Any]:
+    return {"account": name, "op": op, "role": "admin", "enabled": enabled, "keys": [f"{name}-key"], "via": ""}
+
+
+def test_a_key_rotation_by_no_admin_is_refused_by_the_committer_and_flagged_by_an_audit(
+    writer: Writer, tmp_path: Path
+) -> None:
+    """ho32: only ingest refused a ``checkpoint_key`` or ``epoch`` put by anyone; a home that
+    wrote one by a writer (or an admin disabled by then) passed every checker. The rule is the
+    engine's (PROTOCOL 16.7): judged by the admin records accepted before the record, so a
+    rotation by an admin disabled later stays valid."""
+    writer.create("keys", LedgerRules((ROTATION_KIND, "note"), 0, {}))
+    _account(writer, "w9", "add", "k1")  # a writer, never an admin
+    writer.put(ADMIN_LEDGER, "account", _admin_payload("boss", "add", True), "root")
+    rotation = {"new": "a key"}  # the key chain judges the payload (13.8), not these rules
+    writer.put("keys", ROTATION_KIND, rotation, "boss")
+    with pytest.raises(NotAdminAuthorError) as refused:
+        writer.put("keys", ROTATION_KIND, rotation, "w9")
+    assert refused.value.ledger == "keys" and "'w9'" in refused.value.reason
+    writer.put(ADMIN_LEDGER, "account", _admin_payload("boss", "disable", False), "root")
+    with pytest.raises(NotAdminAuthorError):
+        writer.put("keys", ROTATION_KIND, rotation, "boss")
+    writer.put("keys", "note", {"text": "any writer"}, "w9")  # other kinds: the grant rule only
+    writer.store.close()
+    # A rotation by the writer placed past the rules (a store without an engine), as a forging home would.
+    raw = ChainStore(tmp_path / "store", origin="ingest-1")
+    raw.append(Writer(raw).entry("keys", ROTATION_KIND, rotation, "w9"))
+    records = [*raw.range(ADMIN_LEDGER), *raw.range("keys")]
+    raw.close()
+    violations = RulesEngine(audit_grants=True).replay(records)
+    assert [(v.ledger, v.height, v.error.code) for v in violations] == [("keys", 3, "not_admin_author")]
+
+
+def test_who_places_a_handover_or_rotation_is_judged_by_time() -> None:
+    grants = Grants()
+    assert grants.places_machinery("anyone", 5)  # no admin ledger read: nothing to judge by
+    grants.opened = 10
+    grants.set_admin("boss", True, 20)
+    grants.set_admin("boss", False, 30)
+    assert grants.places_machinery("anyone", 10)  # not after the admin ledger's genesis
+    assert not grants.places_machinery("boss", 20) and grants.places_machinery("boss", 21)
+    assert grants.places_machinery("boss", 30) and not grants.places_machinery("boss", 31)
+    assert not grants.places_machinery("anyone", 11)
