@@ -183,7 +183,9 @@ def _redis_unavailable(request: web.Request, error: redis.RedisError) -> web.Res
     now = time.monotonic()
     if now - _redis_warned_at[0] >= REDIS_WARN_SECONDS:
         _redis_warned_at[0] = now
-        log.warning("%s %s: Redis unavailable (%s: %s)", request.method, request.path[:200], type(error).__name__, error)
+        log.warning(
+            "%s %s: Redis unavailable (%s: %s)", request.method, request.path[:200], type(error).__name__, error
+        )
     failed = "did not answer in time" if isinstance(error, redis.TimeoutError) else "could not be read"
     message = f"Redis, which holds what this route reads, {failed}: retry later"
     return error_response(UNAVAILABLE_STATUS, "unavailable", message, {"Retry-After": "1"})
