@@ -19,7 +19,15 @@ from ..broker.replication import REDIS_ERRORS, LastRead, ReplicationLedger
 from ..broker.signing import home_checkpoint_publics
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.epoch import EPOCH_KIND, EpochHistory, check_promotion, epoch_payload, epoch_proven_by, proven_epoch
+from ..node.epoch import (
+    EPOCH_KIND,
+    EpochHistory,
+    check_promotion,
+    epoch_payload,
+    epoch_proven_by,
+    handover_request_id,
+    proven_epoch,
+)
 from ..node.errors import BadGenesisError, NoSuchLedgerError, PromotionRefusedError, VledgerError
 from ..node.note import VerifierKey, parse_checkpoint, parse_note
 from ..node.record import Content, Entry, Record, decode_record
@@ -536,7 +544,8 @@ class Promotion:
         if acknowledged and store.root(ledger, acknowledged) != root:
             raise PromotionRefusedError(f"{self.name}'s tree of {ledger!r} at {acknowledged} is not the cosigned one")
         number = history.current.number + 1
-        content = Content(ledger, EPOCH_KIND, epoch_payload(number, self.name, key), author, f"epoch-{number}", now_ms)
+        request_id = handover_request_id(number, lambda taken: store.find_request(ledger, author, taken) is not None)
+        content = Content(ledger, EPOCH_KIND, epoch_payload(number, self.name, key), author, request_id, now_ms)
         entry = Entry.prepare(content, store.rules(ledger).difficulty, PROTOCOL_LIMITS)
         # The rules the committer will judge the record by, on the head it will most likely
         # follow: whatever would refuse it there refuses the promotion before Redis is written.

@@ -48,6 +48,7 @@ from ..node.ledger import LedgerRules
 from ..node.node_keys import node_of_witness
 from ..node.note import VerifierKey
 from ..node.record import Record, decode_record
+from ..node.storefile import disk_full
 from ..node.tree import Frontier
 from ..node.witness import HomeSigner, SignedCheckpoint
 from .epochs import LOOK_FOR_EPOCH_SECONDS, ReadEpochs
@@ -143,6 +144,7 @@ class Outbox:
         self._pass_lock = threading.Lock()
         self._gap = settings.outbox_interval_ms / 1000
         self._passed_at = -math.inf  # when the last pass began, on whichever thread
+        self.full_said = False  # a pass found the disk full, logged once (pass_failed) until one succeeds
         self._later = later  # how much longer than _gap the thread waits for a committing thread's pass
         self._signed_max: dict[str, int] = {}  # ledger -> the largest size sign() kept or found kept
         # Records are encoded on the outbox's thread (or come encoded: committed_rows), not the committer's.
@@ -331,9 +333,21 @@ class Outbox:
                         # Unless its file is damaged: reported (an alert, and the node or outbox
                         # process ends with EXIT_STORE_DAMAGED); tried again, it would fail for ever.
                         return
-                    log.exception("outbox: publishing failed; the next heartbeat tries again")
+                    self.pass_failed(e)
+                else:
+                    self.full_said = False
             if stopping and not self._queue:
                 return
+
+    def pass_failed(self, error: BaseException) -> None:
+        """Log a pass that failed: a full disk (its checkpoint rows not kept) in one line, once
+        until a pass succeeds, not a traceback each heartbeat (op33; the node raises disk_full
+        from its puts); anything else with its traceback."""
+        if not disk_full(error):
+            log.exception("outbox: publishing failed; the next heartbeat tries again")
+        elif not self.full_said:
+            self.full_said = True
+            log.error("outbox: disk full, publishing waits for room; the next heartbeat tries again: %s", error)
 
     def _await(self, seconds: float) -> None:
         """Wait up to ``seconds`` for work (:meth:`committed` wakes it)."""
