@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from ..node.cosigning import MAX_CLOCK_SKEW_MS
 from ..node.errors import NoteError
 from ..node.note import Cosignature, VerifierKey, parse_checkpoint, parse_note, verify_signature
-from .tally import MAX_CLOCK_SKEW_MS
+from ..node.times import time_text
 
 WITNESS_CLOCK = "witness_clock"
 
@@ -52,8 +52,8 @@ class ClockVerdict:
 def ahead_detail(line: WitnessLine, now_ms: int) -> str:
     """The ``witness_clock`` alert's sentence about ``line``, dated past ``now_ms``."""
     return (
-        f"its cosignature of {line.ledger} at size {line.size} in Redis is dated {_utc(line.timestamp * 1000)}, "
-        f"{line.ahead_ms(now_ms) // 1000} s ahead of Redis's clock ({_utc(now_ms)}; {MAX_CLOCK_SKEW_MS // 1000} s "
+        f"its cosignature of {line.ledger} at size {line.size} in Redis is dated {time_text(line.timestamp * 1000)}, "
+        f"{line.ahead_ms(now_ms) // 1000} s ahead of Redis's clock ({time_text(now_ms)}; {MAX_CLOCK_SKEW_MS // 1000} s "
         "of skew allowed): its host's clock runs ahead. Readers ignore such a date when they judge a head's "
         "freshness, so its cosignatures keep no head fresh, while they still count toward a put's w. Set its "
         "clock right: the alert closes once its newest cosignature of every ledger is dated within the skew"
@@ -112,11 +112,3 @@ class WitnessClocks:
             verdicts.append(ClockVerdict(witness, ahead, len(found)))
         self._seen = seen
         return verdicts
-
-
-def _utc(ms: int) -> str:
-    """``ms`` as an ISO 8601 UTC time to the second; a date no calendar holds as its seconds."""
-    try:
-        return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):
-        return f"{ms // 1000} s after 1970"

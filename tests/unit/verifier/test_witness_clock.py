@@ -12,7 +12,7 @@ from vledger.broker.replication import ReplicationLedger
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign, with_newest
 from vledger.node.witness import witness_name
 from vledger.verifier.checks import ClusterChecks
-from vledger.verifier.tally import MAX_CLOCK_SKEW_MS
+from vledger.node.cosigning import MAX_CLOCK_SKEW_MS
 from vledger.verifier.witness_clock import WITNESS_CLOCK, WitnessClocks, newest_line
 
 HOME = SignerKey(f"test/{LEDGER}", ALG_ED25519, bytes(range(32)))
