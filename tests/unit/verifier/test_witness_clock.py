@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.unit.verifier.test_checks import LEDGER, WITNESS, Clock, FakeNode, _two_nodes
 from vledger.broker.replication import ReplicationLedger
+from vledger.node.cosigning import MAX_CLOCK_SKEW_MS
 from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, cosign, sign, with_newest
 from vledger.node.witness import witness_name
+from vledger.tests.unit.verifier.test_checks import LEDGER, WITNESS, Clock, FakeNode, _two_nodes
 from vledger.verifier.checks import ClusterChecks
-from vledger.node.cosigning import MAX_CLOCK_SKEW_MS
 from vledger.verifier.witness_clock import WITNESS_CLOCK, WitnessClocks, newest_line
 
 HOME = SignerKey(f"test/{LEDGER}", ALG_ED25519, bytes(range(32)))
