@@ -844,6 +844,24 @@ class ReplicationLedger:
         notes = self.client.mget([self.cosig_key(ledger, name) for name in names])
         return {name: bytes(note) for name, note in zip(names, notes, strict=True) if note is not None}
 
+    def witness_notes(
+        self, ledgers: Iterable[str], witnesses: Iterable[str]
+    ) -> tuple[dict[str, dict[str, bytes]], int]:
+        """:meth:`cosignatures` of each of ``ledgers`` by ``witnesses`` (ledger -> witness -> note),
+        and Redis's clock (``TIME``, ms) in the same round trip: what each witness's cosignature
+        times are held against (verifier/witness_clock.py). A key of another type reads as none."""
+        names, ledger_names = list(dict.fromkeys(witnesses)), list(ledgers)
+        pipe = self.client.pipeline(transaction=False)
+        for ledger in ledger_names if names else ():
+            pipe.mget([self.cosig_key(ledger, name) for name in names])
+        pipe.time()
+        *replies, (seconds, micros) = pipe.execute()
+        notes = {
+            ledger: {name: bytes(note) for name, note in zip(names, found, strict=True) if note is not None}
+            for ledger, found in zip(ledger_names, replies, strict=True)
+        }
+        return notes, int(seconds) * 1000 + int(micros) // 1000
+
     def publish_outside_cosignature(self, ledger: str, witness: str, size: int, note: bytes) -> None:
         """A home's: make ``note`` (its checkpoint with outside witness ``witness``'s verified
         cosignature) that witness's latest for ``ledger``, in a hash of its own (only a home

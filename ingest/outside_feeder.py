@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..broker.witness_http import post_add_checkpoint
 from ..config.cluster import ReplicationSettings
+from ..node.cosigning import MAX_CLOCK_SKEW_MS
 from ..node.errors import VledgerError, WitnessRefusedError, WitnessUnreachableError
 from ..node.note import VerifierKey, add_checkpoint_request, with_newest
 from ..node.outside import (
@@ -43,6 +44,7 @@ from ..node.outside import (
     read_reply,
 )
 from ..node.store import ChainStore
+from ..node.times import time_text
 from ..node.witness import SignedCheckpoint
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,7 @@ class WitnessFeeder:
         self._state: dict[tuple[str, str], _WitnessState] = {}
         self._unpublished: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._unlisted: set[str] = set()  # witnesses with no URL, logged once
+        self._ahead: set[str] = set()  # witnesses whose clock ran ahead, logged once until it is right
         # (ledger, witness) whose witness_unreachable this home raised and has not resolved:
         # the alert's key names no witness, so it stays open while any of a ledger's is down.
         self._unreachable: dict[tuple[str, str], Alert] = {}
@@ -250,7 +253,28 @@ class WitnessFeeder:
             self._unpublished[(ledger, key.name)] = (checkpoint.size, note)
         self._add("cosigned")
         log.info("witness feeder: %s cosigned %s at size %d", key.name, ledger, checkpoint.size)
+        self._judge_clock(key.name, ledger, got.cosignature.timestamp)
         self._reachable(ledger, key.name)
+
+    def _judge_clock(self, witness: str, ledger: str, timestamp: int) -> None:
+        """Log, once until it is right again, an outside witness whose cosignature is dated more
+        than the clock skew past this host's clock: readers ignore its date (PROTOCOL 11.4) while
+        its line counts toward the quorum, and the verifier reads only the cluster's witnesses'
+        keys (10.5 ``witness_clock``), so this line is all that tells its operator's peer."""
+        ahead_ms = timestamp * 1000 - time.time_ns() // 1_000_000
+        with self._lock:
+            if ahead_ms <= MAX_CLOCK_SKEW_MS:
+                if witness in self._ahead:
+                    self._ahead.discard(witness)
+                    log.info("witness feeder: %s's cosignatures are dated within the clock skew again", witness)
+                return
+            if witness in self._ahead:
+                return
+            self._ahead.add(witness)
+        log.warning("witness feeder: outside witness %s cosigned %s dated %s, %d s ahead of this host's clock"
+                    " (%d s of skew allowed): its clock runs ahead; readers ignore that date when they judge"
+                    " freshness", witness, ledger, time_text(timestamp * 1000), ahead_ms // 1000,
+                    MAX_CLOCK_SKEW_MS // 1000)  # fmt: skip
 
     def _failed(self, checkpoint: SignedCheckpoint, key: VerifierKey, url: str, state: _WitnessState,
                 error: OSError | VledgerError) -> None:  # fmt: skip

@@ -31,6 +31,12 @@ from .note import (
     witness_groups,
 )
 
+# How far a signed time (an observer's snapshot at_ms, a witness's cosignature T) may run ahead of
+# the reader's clock (clocks of honest hosts differ a little): one dated further ahead says nothing
+# of when it was made (a clock that ran ahead, or a key's holder re-signing an old count with a date
+# to come), so it never shows an observer current (PROTOCOL 11.4), and names the witness (10.5).
+MAX_CLOCK_SKEW_MS = 60_000
+
 # Whether a cosignature line that verified with a witness key counts on a checkpoint: a
 # replaced key's only as its rotation allows (node/witness.py's cosignatures_in_force, 16.6).
 Counts = Callable[[NoteSignature, VerifierKey, Checkpoint], bool]

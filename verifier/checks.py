@@ -30,6 +30,8 @@ holder for the home's own copy): a sweep or a head that goes wrong at h is searc
 by record hash, to the lowest height that differs. Every finding becomes an alert (Redis
 ``vledger:{alerts}``, and the open set) once; a clean sweep of a copy resolves that copy's
 chain alerts, a copy no longer behind a record older than ``lag_alert_ms`` its lag alert.
+Besides, each witness's newest cosignature of each ledger in Redis is dated against Redis's
+clock (vledger.verifier.witness_clock): a clock far ahead is named (``witness_clock``).
 """
 
 from __future__ import annotations
@@ -67,8 +69,10 @@ from ..node.errors import NodeUnavailableError, RecordError, RemoteError, Signat
 from ..node.note import VerifierKey
 from ..node.record import decode_record
 from ..node.verify import ChainVerifier
+from ..node.witness import witness_name
 from .copy_roots import CANNOT_ANSWER, LedgerCheckpoint, copy_root, heights_of, proof_hashes, size_of
 from .sweep import Checkpoint, LedgerSweep, PagePool
+from .witness_clock import WITNESS_CLOCK, WitnessClocks, ahead_detail
 
 # The field of an alert the verifier put back into its own open hash from another raiser's:
 # that raiser's name (PROTOCOL 10.5).
@@ -114,6 +118,9 @@ UNLISTED_GRACE_SECONDS = 10.0
 # How often the observers' tallies are compared (verifier/tally_watch.py): an observer signs at most
 # once per tally_interval_ms (1 s), and a forged tally stays until someone sees it.
 TALLY_LOOK_SECONDS = 5.0
+# How often the witnesses' notes in Redis are read for a clock run ahead (witness_clock): a
+# witness's host's clock does not jump often, and its lines stay there until it cosigns again.
+WITNESS_CLOCK_SECONDS = 5.0
 UNLISTED = "unlisted_ledger"
 HOLDER_ROLES = ("replica", "observer")  # roles that hold every ledger; an ingest node holds its own
 
@@ -415,6 +422,8 @@ class ClusterChecks:
         # bad_signature (verifier/tally_watch.py).
         self._tallies = tallies
         self._next_tallies = 0.0
+        self._next_clocks = 0.0
+        self._clocks = WitnessClocks()
         self._stopping = stopping or threading.Event()
         # The configured checkpoint key of a ledger's home (its <home>.sign.pub), for a ledger
         # whose genesis pins none (PROTOCOL 10.7's version rule).
@@ -846,6 +855,9 @@ class ClusterChecks:
         if now >= self._next_tallies:
             self._next_tallies = now + TALLY_LOOK_SECONDS
             self.compare_tallies()
+        if now >= self._next_clocks:
+            self._next_clocks = now + WITNESS_CLOCK_SECONDS
+            self.watch_witness_clocks()
         self.sweep(budget_seconds=0.2)
 
     def _go_on(self) -> None:
@@ -1710,6 +1722,37 @@ class ClusterChecks:
             for observer in self._tally_cleared(ledger, raised):
                 self.resolve(observer, ledger, (SignatureError.code,))
         self.tally_looks += 1
+
+    def watch_witness_clocks(self) -> None:
+        """Each witness's newest verified cosignature of each checked ledger in Redis against
+        Redis's clock (``TIME``): one dated more than the clock skew ahead raises ``witness_clock``
+        about that witness (``ledger`` empty: one host, one clock), resolved here once its newest
+        line of every ledger is within the skew again. Freshness already ignores such a date
+        (PROTOCOL 11.4) and counting is left as it is: this only tells the operator, whom nothing
+        told (outsiders o13 F8, o14). A witness whose lines all vanished keeps its alert open:
+        nothing shows its clock right."""
+        keys: dict[str, list[VerifierKey]] = {}
+        names = {
+            witness_name(self.config.name, n): n for n, node in self.config.nodes.items() if node.role in FOLLOWER_ROLES
+        }
+        for key in self._witness_keys():
+            if key.name in names:
+                keys.setdefault(names[key.name], []).append(key)
+        if not keys or not self.ledgers:
+            return
+        try:
+            notes, now_ms = self.replication.witness_notes(sorted(self.ledgers), sorted(keys))
+        except REDIS_ERRORS as e:
+            log.info("the witnesses' cosignatures cannot be read (%s): their clocks are looked at later", e)
+            return
+        for verdict in self._clocks.look(notes, keys, now_ms):
+            if verdict.ahead is not None:
+                self.raise_alert(
+                    Alert(verdict.witness, "", 0, WITNESS_CLOCK, ahead_detail(verdict.ahead, now_ms),
+                          source=verdict.witness, expected=str(now_ms // 1000), found=str(verdict.ahead.timestamp))
+                )  # fmt: skip
+            elif verdict.lines:
+                self.resolve(verdict.witness, "", (WITNESS_CLOCK,))
 
     # --- alerts ---------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from ..broker.replication import Alert
 from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
 from ..broker.tallies import HISTORY_PAGE, MAX_READ_BYTES, Published, TallyBoard
 from ..config.cluster import ClusterConfig, ReplicationSettings
-from ..node.cosigning import stale_since
+from ..node.cosigning import MAX_CLOCK_SKEW_MS, stale_since
 from ..node.errors import (
     FieldError,
     KeyMaterialError,
@@ -60,10 +60,6 @@ AGREE, MISMATCH, STILL_COUNTING = "agree", "mismatch", "still_counting"
 # A report's outcome as a process's exit code (``vledger tally``): agree, a problem, still counting,
 # an observer stale (behind the ledger's signed checkpoint and silent for longer than the grace).
 EXIT_OK, EXIT_FAILED, EXIT_COUNTING, EXIT_STALE = 0, 1, 3, 4
-# How far a snapshot's at_ms may run ahead of the reader's clock (clocks of honest hosts differ a
-# little): one signed further ahead says nothing of when it was made (a clock that ran ahead, or a
-# key's holder re-signing an old count with a date to come), so it never shows an observer current.
-MAX_CLOCK_SKEW_MS = 60_000
 
 
 def counted_hash(hashes: Iterable[bytes]) -> bytes:

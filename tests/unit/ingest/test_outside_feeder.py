@@ -368,3 +368,32 @@ def test_a_witness_thread_never_sets_another_witness_cosignature_back(tmp_path: 
         assert sizes == {first.name: 5, second.name: 3}
     finally:
         home.store.close()
+
+
+def test_an_outside_witness_whose_clock_runs_ahead_is_logged_once_until_it_is_right(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outsiders o13 F8, o14: a witness a day ahead had its lines kept and served, and no log said
+    so. The verifier reads only the cluster's own witnesses' notes, so the home says it of an
+    outside one: once while it stays ahead (it cosigns each checkpoint), again only after it was right."""
+    skew = [86_400.0]
+    witness = TlogWitness(
+        "witness.example/w1", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()}, lambda: time.time() + skew[0]
+    )
+    home = Home(tmp_path / "home", witness)
+    try:
+        with caplog.at_level("INFO", logger="vledger.ingest.outside_feeder"):
+            for size in (3, 5):
+                home.grow(size)
+                home.feeder.turn()
+            ahead = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+            assert len(ahead) == 1 and "witness.example/w1 cosigned votes dated" in ahead[0], ahead
+            assert "s ahead of this host's clock" in ahead[0]
+            assert int(ahead[0].split(" s ahead")[0].rsplit(" ", 1)[1]) in range(86_390, 86_401)
+            skew[0] = 0.0
+            home.grow(7)
+            home.feeder.turn()
+            assert any("dated within the clock skew again" in r.getMessage() for r in caplog.records)
+        assert home.kept() == [3, 5, 7]  # kept all the same: counting is freshness's business, not this log's
+    finally:
+        home.store.close()
