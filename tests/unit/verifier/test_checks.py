@@ -836,13 +836,7 @@ def _conflicts(
 ) -> list[dict[str, str]]:
     """The record_conflict alerts a verifier raises checking ``streamed`` (the stream's entries)
     against the copies (node -> its records by height)."""
-    nodes = {name: CopyNode(name, held) for name, held in copies.items()}
-    repl = ReplicationLedger(redis_client, node="verifier-1")
-    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
-    checks = ClusterChecks("verifier-1", _two_nodes(tmp_path), repl, nodes, clock=Clock())  # type: ignore[arg-type]
-    checks.start()
-    repl.add([StreamRecord(LEDGER, height, data, "ingest-1") for height, data in enumerate(streamed)])
-    assert checks.consume(1) + checks.consume(1) == len(streamed)
+    _, repl, _ = _forked_stream_checks(redis_client, tmp_path, copies, streamed)
     return [a for a in repl.alerts() if a["what"] == "record_conflict"]
 
 
@@ -868,7 +862,8 @@ def test_a_copy_that_lacks_records_the_stream_holds_has_no_record_conflict_there
 def _forked_stream_checks(
     redis_client: Any, tmp_path: Path, copies: dict[str, dict[int, bytes]], streamed: list[bytes]
 ) -> tuple[ClusterChecks, ReplicationLedger, dict[str, CopyNode]]:
-    """A verifier that checked ``streamed`` against the copies (as :func:`_conflicts`)."""
+    """A verifier that checked ``streamed`` (the stream's entries) against the copies (node -> its
+    records by height), its Redis and the copies."""
     nodes = {name: CopyNode(name, held) for name, held in copies.items()}
     repl = ReplicationLedger(redis_client, node="verifier-1")
     repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
