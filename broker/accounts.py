@@ -1111,6 +1111,8 @@ class AccountCache:
         enforces it."""
         with self._reload_lock:
             cached = self.registry.snapshot()
+            # Redis's entries as the bootstrap took them are no record's: none of them settles.
+            stated_before = self._stated is not None
             # Its key rotations change the members (on_change) without changing any account.
             grown = self._load_admin()
             if self._stated is None and cached.spoiled:
@@ -1120,7 +1122,7 @@ class AccountCache:
                 self._unapplied = True
                 return self.version
             snapshot = cached if self._stated is None else ledger_snapshot(cached.version, self._stated)
-            settling = self._settling(self._snapshot, snapshot)
+            settling = self._settling(self._snapshot if stated_before else snapshot, snapshot)
             if self._stated is not None and not self._awaiting_proof() and not self._changes:
                 self._report_unbacked(unbacked(cached, snapshot, settling))
             elif self._stated is None and cached.malformed and cached.malformed != self._malformed:
