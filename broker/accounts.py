@@ -81,6 +81,11 @@ _BEHIND_POLL = 0.05  # how soon a node looks again for the checkpoint of an admi
 # what no checkpoint proves (a home down since, or records written there by hand): logged, and
 # looked at again at each poll only, so a list made longer by hand costs the nodes nothing.
 _BEHIND_FAST_FOR = 10.0
+# How long a key an admin record just stopped letting in (removed, revoked, disabled) may stay in
+# Redis's entries unreported: the admin home writes the record, then Redis's entries, and a node
+# that proved the record's checkpoint in between raised unbacked_account for an honest `user
+# remove` (outsider o13 F7: seven nodes did). Past it, an entry still there is reported.
+_ENDED_GRACE = _BEHIND_FAST_FOR
 # How often at most a key this node does not know makes it look whether the accounts moved
 # (AccountCache.catch_up: two GETs): a flood of unknown keys costs Redis no more than that.
 _CATCH_UP_INTERVAL = 0.1
@@ -573,15 +578,16 @@ def ledger_snapshot(version: int, stated: Mapping[str, Mapping[str, Any]]) -> Ac
     return AccountsSnapshot(version, MappingProxyType(accounts), MappingProxyType(owners))
 
 
-def unbacked(cached: AccountsSnapshot, enforced: AccountsSnapshot) -> list[str]:
+def unbacked(cached: AccountsSnapshot, enforced: AccountsSnapshot, settling: frozenset[str] = frozenset()) -> list[str]:
     """The keys Redis's accounts let in that the admin ledger does not, or with another account
     or role, each with what the node ``enforced`` does with it (``account (key fingerprint):
     refused`` or ``: let in as account (role)``, sorted), then Redis's malformed entries
     (``: malformed, ignored``): entries written into Redis by hand, which grant nothing but say
     that someone who may write Redis tried. An alert said "refused" of a key its node let in
-    (outsider o8 J2): the verdict is the enforced accounts', per key."""
+    (outsider o8 J2): the verdict is the enforced accounts', per key. Keys of ``settling`` (a
+    record just ended them; Redis's change follows) are left out."""
     found = []
-    for key in cached.allowed_keys():
+    for key in cached.allowed_keys() - settling:
         owner, stated = cached.lookup(key), enforced.lookup(key)
         if owner is not None and (stated is None or not stated.enabled or stated[:2] != owner[:2]):
             did = "refused" if stated is None or not stated.enabled else f"let in as {stated.account} ({stated.role})"
@@ -1025,6 +1031,9 @@ class AccountCache:
         self._changes = 0
         self._stated: dict[str, dict[str, Any]] | None = None  # the admin ledger's accounts
         self._unbacked: list[str] | None = None  # what was last reported of Redis's entries the ledger lacks
+        # Keys the admin ledger stopped letting in (or changed) at a load here, and when: not
+        # reported as unbacked for _ENDED_GRACE, while Redis's entries catch up with the record.
+        self._ended: dict[str, float] = {}
         self._malformed: tuple[str, ...] = ()  # Redis's malformed entries at the last load (logged once)
         self._snapshot = AccountsSnapshot.empty()
         self._unapplied = True  # on_change has not yet seen the snapshot we hold
@@ -1102,6 +1111,8 @@ class AccountCache:
         enforces it."""
         with self._reload_lock:
             cached = self.registry.snapshot()
+            # Redis's entries as the bootstrap took them are no record's: none of them settles.
+            stated_before = self._stated is not None
             # Its key rotations change the members (on_change) without changing any account.
             grown = self._load_admin()
             if self._stated is None and cached.spoiled:
@@ -1111,8 +1122,9 @@ class AccountCache:
                 self._unapplied = True
                 return self.version
             snapshot = cached if self._stated is None else ledger_snapshot(cached.version, self._stated)
+            settling = self._settling(self._snapshot if stated_before else snapshot, snapshot)
             if self._stated is not None and not self._awaiting_proof() and not self._changes:
-                self._report_unbacked(unbacked(cached, snapshot))
+                self._report_unbacked(unbacked(cached, snapshot, settling))
             elif self._stated is None and cached.malformed and cached.malformed != self._malformed:
                 named = ", ".join(cached.malformed)
                 logger.warning("node %s: Redis's accounts hold malformed entries, ignored: %s", self.node, named)
@@ -1130,6 +1142,16 @@ class AccountCache:
             if not self._behind and not self._stop.is_set():  # once stopped, a late refresh says nothing
                 self._reported(self.registry.record_applied(self.node, snapshot.version, self._enforced()))
             return snapshot.version
+
+    def _settling(self, before: AccountsSnapshot, after: AccountsSnapshot) -> frozenset[str]:
+        """The keys ``before`` let in that ``after`` no longer does as it did, noted now, with
+        those noted less than _ENDED_GRACE ago: Redis's entries may still hold them a moment."""
+        now = time.monotonic()
+        for key in before.allowed_keys():
+            if before.lookup(key) != after.lookup(key):
+                self._ended.setdefault(key, now)
+        self._ended = {key: at for key, at in self._ended.items() if now - at < _ENDED_GRACE}
+        return frozenset(self._ended)
 
     def _enforced(self) -> int | None:
         """How many admin records the accounts this node enforces come from; None while it takes
@@ -1293,7 +1315,8 @@ class AccountCache:
         newest records await their checkpoint), else say we are alive."""
         if self.upkeep is not None:
             self.upkeep()
-        unreported = self._stated is not None and self._unbacked is None  # its report failed: again
+        # Its report failed, or keys left out of it while they settle are to be judged: again.
+        unreported = self._stated is not None and (self._unbacked is None or bool(self._ended))
         if unreported or self._unapplied or self._unproven_since is not None or self.registry.version() != self.version:
             self.refresh()
             if self._behind:  # not applied, yet alive: an admin's command names it in pending

@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
-from ..broker.replication import COSIGNED_NOT_HELD, STORE_DAMAGED, Alert
+from ..broker.replication import COSIGNED_NOT_HELD, STORE_DAMAGED, Alert, operator_resolves
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, IMPORTED_COSIGNED, IMPORTED_SIGNED
 from ..node.conflict import hash_of, told_apart
@@ -305,8 +305,8 @@ class Follower:
 
     def carry_over(self, alerts: Mapping[str, int]) -> None:
         """Take as this run's the open alerts an earlier run of this node raised about its own
-        copy (key -> height: :func:`own_copy_alerts`), so that the first verified checkpoint at
-        or above each whose root the copy has resolves it. Called before :meth:`start`: a
+        copy or a record it refused (key -> height: :func:`own_copy_alerts`), so that the first
+        verified checkpoint at or above each whose root the copy has resolves it. Called before :meth:`start`: a
         store repaired or restored while the node was stopped (`vledger repair`) is vouched for
         by the home as soon as this run compares it, and its blame was never resolved, since
         no earlier run is left to see it vouched for (outsider 25, H1)."""
@@ -1520,22 +1520,33 @@ def _on_chain(chain: ChainVerifier, height: int, data: bytes) -> Record | None:
 
 def own_copy_alerts(name: str, alerts: Mapping[str, Mapping[str, object]]) -> dict[str, int]:
     """Of node ``name``'s open alerts (its own hash: key -> the alert's fields), those it raised
-    about its own copy of a ledger, by key -> height: ``node`` and ``source`` itself and a ledger
-    named (``store_damaged``, of the whole store, is resolved by the store's opening:
-    ingest/runtime.py; ``cosigned_not_held``, of the tree its witness cosigned, by the witness:
-    Witness.carry_over). A height that is no integer leaves the alert the operator's."""
+    about its own copy of a ledger or about a record or note it refused, by key -> height:
+    ``node`` itself and a ledger named, and none an operator resolves (``equivocation``,
+    ``retired_key``, ...: :func:`operator_resolves`). ``store_damaged``, of the whole store, is
+    resolved by the store's opening (ingest/runtime.py); ``cosigned_not_held``, of the tree its
+    witness cosigned, by the witness (Witness.carry_over). A refusal is taken too (o13 F6: a
+    replica's ``bad_link`` of a forked record stayed open after its repair and restart): a
+    verified checkpoint above its height that has the copy's root shows the copy holds the
+    home's records there, as storing them does in the run that refused. A height that is no
+    integer leaves the alert the operator's."""
     found = {}
     for key, alert in alerts.items():
         node, _, rest = key.partition("|")
         ledger, _, what = rest.rpartition("|")
         height = alert.get("height")
-        if node != name or not ledger or what in ("", STORE_DAMAGED, COSIGNED_NOT_HELD) or alert.get("source") != name:
+        if node != name or not ledger or what in ("", STORE_DAMAGED, COSIGNED_NOT_HELD):
+            continue
+        if alert.get("source") != name and operator_resolves(name, key, _follows_every_ledger):
             continue
         try:
             found[key] = int(str(height))
         except ValueError:
             continue
     return found
+
+
+def _follows_every_ledger(node: str, ledger: str) -> bool:
+    return True
 
 
 def _claimed_size(note: bytes) -> int | None:

@@ -405,8 +405,12 @@ def read_status(
     and the home and epoch Redis names are a claim when they differ; without one (no keys to
     check with), the home is the one Redis names. With ``silent_after``, a node of ``roles``
     whose heartbeat in Redis is older than that many seconds is shown down (one that never
-    sent one is not: Redis cannot tell)."""
+    sent one is not: Redis cannot tell), and a name ``roles`` lacks whose heartbeat is so is
+    left out: a node removed from the cluster file and stopped (o13 F7: its rows stayed, their
+    lag growing for good), whose held keys nobody writes or reads any more."""
     down: set[str] = set()
+    gone: set[str] = set()
+    judged: set[str] = set()  # the names roles lacks whose heartbeat was read
     if silent_after is not None:
         silence = AccountRegistry(replication.client).silence(sorted(roles))
         down = {name for name, age in silence.items() if age is not None and age > silent_after}
@@ -425,6 +429,12 @@ def read_status(
         named = epochs.get(name) or (1, homes[name] or seen.home)
         claimed = None if named == (seen.epoch, seen.home) or (named[0] == 1 and named[1] == seen.home) else named
         held = replication.held(name)
+        strangers = set(held) - set(roles) - judged
+        if silent_after is not None and strangers:
+            ages = AccountRegistry(replication.client).silence(sorted(strangers))
+            gone |= {node for node, age in ages.items() if age is not None and age > silent_after}
+            judged |= strangers
+        held = {node: height for node, height in held.items() if node not in gone}
         status = ledger_status(
             name,
             seen.home,

@@ -982,6 +982,23 @@ def test_a_copy_that_blamed_itself_resolves_its_alert_once_repaired_and_started_
     repaired.store.close()
 
 
+def test_a_record_an_earlier_run_refused_is_resolved_once_the_home_s_checkpoint_vouches_for_the_copy(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
+    """outsider o13 F6: replica-2's bad_link of a forked record stayed open after `vledger repair
+    replica-2 --restart`: a follower resolved only the refusals of its own run."""
+    source = MemorySource(HOME, {LEDGER: chain}, signed=[signed(chain[9])])
+    replica = make_replica()
+    held_up_to(replica, chain, 7)
+    key = f"{REPLICA}|{LEDGER}|bad_link"
+    fields = {"id": "1-0", "node": REPLICA, "ledger": LEDGER, "what": "bad_link", "source": EVIL, "height": "5"}
+    again = restarted(replica, source)
+    again.follower.carry_over(follow.own_copy_alerts(REPLICA, {key: fields}))
+    again.follower.start()  # the home's checkpoint of 10 records vouches for the copy past 5
+    assert again.resolved == [key] and again.alerts == []
+    again.store.close()
+
+
 def test_only_a_nodes_own_alerts_about_its_own_copy_are_carried_over() -> None:
     def alert(node: str, ledger: str, what: str, source: str, height: object = "4") -> tuple[str, dict[str, object]]:
         return f"{node}|{ledger}|{what}", {
@@ -997,6 +1014,7 @@ def test_only_a_nodes_own_alerts_about_its_own_copy_are_carried_over() -> None:
             alert(REPLICA, LEDGER, "store_contradicts_checkpoint", REPLICA, "7"),
             alert(REPLICA, OTHER, "tree_mismatch", REPLICA),
             alert(REPLICA, LEDGER, "bad_link", EVIL),  # a record it refused: resolved by the true one
+            alert(REPLICA, OTHER, "equivocation", HOME),  # evidence against the home: the operator's
             alert(REPLICA, "", "store_damaged", REPLICA),  # the whole store: its opening resolves it
             alert(HOME, LEDGER, "equivocation", HOME),  # about the home
             alert(REPLICA, "zakat", "tree_mismatch", REPLICA, "four"),  # no height: the operator's
@@ -1005,6 +1023,7 @@ def test_only_a_nodes_own_alerts_about_its_own_copy_are_carried_over() -> None:
     assert follow.own_copy_alerts(REPLICA, alerts) == {
         f"{REPLICA}|{LEDGER}|store_contradicts_checkpoint": 7,
         f"{REPLICA}|{OTHER}|tree_mismatch": 4,
+        f"{REPLICA}|{LEDGER}|bad_link": 4,
     }
 
 

@@ -307,6 +307,30 @@ def test_a_replica_stopped_cleanly_is_down_at_once(
     assert code == EXIT_OK, out + err
 
 
+def test_a_node_removed_from_the_configuration_and_stopped_is_no_longer_listed(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """o13 F7: replica-4, removed from the cluster file (and its account) and stopped, kept its
+    rows in `repl status` for good ("unknown", its lag growing). One still running is shown."""
+    registry, silent_ms, _ = zakat_held_by_nodes_alive(repl)
+    for name in ("replica-4", "replica-5"):
+        repl.advance(name, ZAKAT, 3)
+        registry.record_applied(name, 1)
+    registry.record_stopped("replica-4")  # stopped, as README's "Removing a node" says
+    repl.client.hset(registry.applied_key("replica-5"), "seen", silent_ms)  # killed long ago
+    code, out, err = run(capsys, "repl", "status", "--config", config, "--json")
+    assert code == EXIT_OK, out + err
+    assert [n["node"] for n in ledger(json.loads(out), ZAKAT)["nodes"]] == [
+        "ingest-2",
+        "ingest-1",
+        "replica-1",
+        "replica-2",
+    ]
+    registry.record_applied("replica-4", 1)  # still running (or started again): shown, counted nowhere
+    code, out, err = run(capsys, "repl", "status", "--config", config, "--json")
+    assert node(ledger(json.loads(out), ZAKAT), "replica-4")["role"] == "unknown"
+
+
 def test_a_home_whose_heartbeat_stopped_is_down_and_exits_3(
     capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
 ) -> None:

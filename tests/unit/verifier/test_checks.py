@@ -836,13 +836,7 @@ def _conflicts(
 ) -> list[dict[str, str]]:
     """The record_conflict alerts a verifier raises checking ``streamed`` (the stream's entries)
     against the copies (node -> its records by height)."""
-    nodes = {name: CopyNode(name, held) for name, held in copies.items()}
-    repl = ReplicationLedger(redis_client, node="verifier-1")
-    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
-    checks = ClusterChecks("verifier-1", _two_nodes(tmp_path), repl, nodes, clock=Clock())  # type: ignore[arg-type]
-    checks.start()
-    repl.add([StreamRecord(LEDGER, height, data, "ingest-1") for height, data in enumerate(streamed)])
-    assert checks.consume(1) + checks.consume(1) == len(streamed)
+    _, repl, _ = _forked_stream_checks(redis_client, tmp_path, copies, streamed)
     return [a for a in repl.alerts() if a["what"] == "record_conflict"]
 
 
@@ -863,6 +857,62 @@ def test_a_copy_that_lacks_records_the_stream_holds_has_no_record_conflict_there
     copies["replica-1"][7] = other[7]
     conflicts = [(a["node"], a["height"]) for a in _conflicts(redis_client, tmp_path, copies, chain)]
     assert conflicts == [("replica-1", "7")]
+
+
+def _forked_stream_checks(
+    redis_client: Any, tmp_path: Path, copies: dict[str, dict[int, bytes]], streamed: list[bytes]
+) -> tuple[ClusterChecks, ReplicationLedger, dict[str, CopyNode]]:
+    """A verifier that checked ``streamed`` (the stream's entries) against the copies (node -> its
+    records by height), its Redis and the copies."""
+    nodes = {name: CopyNode(name, held) for name, held in copies.items()}
+    repl = ReplicationLedger(redis_client, node="verifier-1")
+    repl.client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    checks = ClusterChecks("verifier-1", _two_nodes(tmp_path), repl, nodes, clock=Clock())  # type: ignore[arg-type]
+    checks.start()
+    repl.add([StreamRecord(LEDGER, height, data, "ingest-1") for height, data in enumerate(streamed)])
+    assert checks.consume(1) + checks.consume(1) == len(streamed)
+    return checks, repl, nodes
+
+
+def _rewritten(checks: ClusterChecks, repl: ReplicationLedger, chain: list[bytes], start: int) -> None:
+    """The home rewrites the stream from its store from ``start`` on (10.2), and the verifier checks it."""
+    repl.rewind(LEDGER, start)
+    repl.add([StreamRecord(LEDGER, height, chain[height], "ingest-1") for height in range(start, len(chain))])
+    assert checks.consume(1) + checks.consume(1) == len(chain) - start
+
+
+def test_a_copy_s_record_conflict_with_a_forked_stream_resolves_once_the_stream_is_the_home_s_again(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """outsider o13 F6: a home started on an old store forked the ledger at 5 and streamed it;
+    every honest copy got a record_conflict "this node's record differs from the stream's",
+    which stayed open after the home was repaired and the stream rewritten from its store."""
+    chain = _records(tmp_path / "home", 10)
+    fork = chain[:5] + _records(tmp_path / "other", 10)[5:]
+    copies = {"ingest-1": dict(enumerate(fork)), "replica-1": dict(enumerate(chain))}
+    checks, repl, nodes = _forked_stream_checks(redis_client, tmp_path, copies, fork)
+    assert {f"replica-1|{LEDGER}|record_conflict", f"redis|{LEDGER}|bad_link"} <= set(repl.open_alerts())
+    nodes["ingest-1"].held = dict(enumerate(chain))  # vledger repair
+    _rewritten(checks, repl, chain, 5)
+    assert repl.open_alerts() == {}
+    checks.refresh_open()  # not put back as vanished: the verifier resolved its own finding
+    assert repl.open_alerts() == {}
+
+
+def test_the_stream_s_alerts_resolve_on_a_clean_check_of_it_whatever_a_copy_s_check_found(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """outsider o13 F6: redis's bad_link stayed open because the check of the rewritten entries
+    that cleared it also found a copy that had taken the fork (a finding of that copy's)."""
+    chain = _records(tmp_path / "home", 10)
+    fork = chain[:5] + _records(tmp_path / "other", 10)[5:]
+    copies = {"ingest-1": dict(enumerate(fork)), "replica-1": dict(enumerate(chain[:5]))}
+    checks, repl, nodes = _forked_stream_checks(redis_client, tmp_path, copies, fork)
+    assert f"redis|{LEDGER}|bad_link" in repl.open_alerts()
+    nodes["ingest-1"].held = dict(enumerate(chain))
+    nodes["replica-1"].held = dict(enumerate(fork))  # it took the fork meanwhile
+    _rewritten(checks, repl, chain, 5)
+    assert set(repl.open_alerts()) == {f"replica-1|{LEDGER}|record_conflict"}
 
 
 @pytest.mark.parametrize("changed", ["replica-1", "redis"])
