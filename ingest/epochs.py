@@ -454,6 +454,7 @@ class Promotion:
         entry, history, held, acknowledged = self._handover(ledger, author, now_ms)
         number = history.current.number + 1
         try:
+            self._refuse_proven(ledger, history)
             self._name(ledger, history, number)
         except REDIS_ERRORS as e:
             raise PromotionRefusedError(f"Redis could not name the new epoch: {e}") from e
@@ -472,6 +473,20 @@ class Promotion:
             acknowledged,
         )
         return placed
+
+    def _refuse_proven(self, ledger: str, history: EpochHistory) -> None:
+        """Raise :class:`PromotionRefusedError` when a witnessed note in Redis proves an epoch
+        of ``ledger`` past ``history``'s (:func:`proven_epoch`): a handover this store lacks.
+
+        Checked whatever Redis's epochs entry says (review r19 1): a store put back from a copy
+        older than this node's own handover finds its own ``"<e> <node>"`` there, which the
+        script of :meth:`_name` takes as this very promotion, and would open epoch ``e`` again
+        on another tree than the one a witness cosigned (records acknowledged in it then lost)."""
+        proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.homes.witnesses())
+        if proof is not None:
+            raise PromotionRefusedError(
+                f"a witnessed note proves epoch {proof[0]} of {ledger!r} at {proof[1]}, which this store lacks"
+            )
 
     def _name(self, ledger: str, history: EpochHistory, number: int) -> None:
         """Have Redis name this node the home of ``ledger`` in epoch ``number`` (10.9 step 3).
