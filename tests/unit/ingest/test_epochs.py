@@ -576,26 +576,6 @@ def test_a_handover_that_cannot_be_placed_is_undone_and_the_standby_is_no_home(
     assert redis.unpromote(LEDGER, 3, "ingest-3", (2, STANDBY)) and redis.epochs()[LEDGER] == (2, STANDBY)
 
 
-def test_a_standby_whose_store_lost_its_own_handover_is_not_promoted_into_the_same_epoch_again(
-    tmp_path: Path, redis_client: Any, chains: tuple[list[Record], list[Record]]
-) -> None:
-    """Review r19 1: the standby was promoted (epoch 2) and a witness cosigned its epoch-2
-    checkpoint; then its store was put back from a copy older than its handover. Promoted again,
-    Redis's entry is its own ``"2 <standby>"``, which the script takes as this very promotion:
-    a second handover of epoch 2 was placed, and the standby's key would sign epoch-2 trees
-    contradicting the cosigned one. The witnessed note refuses it, whatever the entry says."""
-    handed, _ = chains
-    config = _home_and_standby(tmp_path)
-    redis = ReplicationLedger(redis_client)
-    redis_client.hset(redis.epochs_key, LEDGER, f"2 {STANDBY}")  # the first promotion's entry
-    redis_client.set(redis.epoch_proof_key(LEDGER), _witnessed(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2)))
-    with _standby_store(tmp_path, RULES) as store:  # 5 records of epoch 1: no handover
-        promotion, _ = _promotion(config, store, redis)
-        with pytest.raises(PromotionRefusedError, match="a witnessed note proves epoch 2 of 'votes' at ingest-2"):
-            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
-        assert store.size(LEDGER) == 5 and redis.epochs()[LEDGER] == (2, STANDBY)
-
-
 def test_a_handover_that_breaks_a_rule_is_refused_before_redis_names_the_standby(
     tmp_path: Path, redis_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -656,3 +636,23 @@ def test_an_epochs_entry_of_the_same_epoch_or_a_proven_one_refuses_the_promotion
     redis_client.hset(redis.epochs_key, LEDGER, "2 ingest-1")
     assert redis.promote(LEDGER, 2, STANDBY, replacing=(999, "ingest-3")) == (2, "ingest-1")
     assert redis.epochs()[LEDGER] == (2, "ingest-1")
+
+
+def test_a_standby_whose_store_lost_its_own_handover_is_not_promoted_into_the_same_epoch_again(
+    tmp_path: Path, redis_client: Any, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """Review r19 1: the standby was promoted (epoch 2) and a witness cosigned its epoch-2
+    checkpoint; then its store was put back from a copy older than its handover. Promoted again,
+    Redis's entry is its own ``"2 <standby>"``, which the script takes as this very promotion:
+    a second handover of epoch 2 was placed, and the standby's key would sign epoch-2 trees
+    contradicting the cosigned one. The witnessed note refuses it, whatever the entry says."""
+    handed, _ = chains
+    config = _home_and_standby(tmp_path)
+    redis = ReplicationLedger(redis_client)
+    redis_client.hset(redis.epochs_key, LEDGER, f"2 {STANDBY}")  # the first promotion's entry
+    redis_client.set(redis.epoch_proof_key(LEDGER), _witnessed(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2)))
+    with _standby_store(tmp_path, RULES) as store:  # 5 records of epoch 1: no handover
+        promotion, _ = _promotion(config, store, redis)
+        with pytest.raises(PromotionRefusedError, match="a witnessed note proves epoch 2 of 'votes' at ingest-2"):
+            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        assert store.size(LEDGER) == 5 and redis.epochs()[LEDGER] == (2, STANDBY)
