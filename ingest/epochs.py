@@ -251,6 +251,27 @@ class Homes:
                 self._named = proven
                 self._homes = {}
 
+    def take_notes(self, notes: Mapping[str, Iterable[bytes]]) -> None:
+        """Take the epochs past the store's that ``notes`` (ledger -> checkpoint notes: what the
+        other nodes answered a home's start check) prove, as :meth:`refresh` takes those of the
+        notes in Redis, and keep them so. A Redis that lost its data (or its keys deleted by the
+        admin's user) holds no proof of a handover, and an old home that started then took the
+        ledger's writes as home on a fenced fork until a witness cosigned again (review r19 5);
+        the witnesses' own answers still carry the new epoch's witnessed checkpoint. Called
+        before :class:`HomesRefresh` starts (it replaces what :meth:`refresh` found)."""
+        found: dict[str, tuple[int, str]] = {}
+        for ledger, given in notes.items():
+            history = self.book.history(ledger) if self.book.store.size(ledger) > 0 else None
+            epoch = proven_epoch(history, given, self.witnesses()) if history is not None else None
+            if epoch is not None and epoch[0] > self._named.get(ledger, (0, ""))[0]:
+                log.warning("the other nodes' notes prove epoch %d of %s at %s, which Redis does not: taken",
+                            epoch[0], ledger, epoch[1])  # fmt: skip
+                found[ledger] = epoch
+        if found:
+            with self._lock:
+                self._named = {**self._named, **found}
+                self._homes = {}
+
     def _proven(self, named: Mapping[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
         """The epochs among ``named`` that count (see the class): past the store's, proven by a
         witnessed note in Redis (the proven epoch, whatever Redis wrote); of a ledger not held,
