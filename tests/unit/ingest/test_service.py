@@ -372,9 +372,8 @@ def test_an_outside_witness_named_as_a_witness_of_the_cluster_is_refused_at_crea
     service = IngestService(config, config.nodes[NODE], store, OneAdmin(), NoAdmin(), {})
     impostor = SignerKey(witness_name(config.name, node), ALG_COSIGNATURE_V1, bytes([11]) * 32)
     rules = {"witnesses": [impostor.verifier().encode()], "quorum": 1}
-    genesis = Entry.prepare(
-        LedgerRules(kinds=(KIND,), difficulty=0, rules=rules).genesis_content("polls", "root", "g", 0), 0, PROTOCOL_LIMITS
-    )
+    content = LedgerRules(kinds=(KIND,), difficulty=0, rules=rules).genesis_content("polls", "root", "g", 0)
+    genesis = Entry.prepare(content, 0, PROTOCOL_LIMITS)
     sent = encode_request(3, "ledger.create", {"content": genesis.content_bytes, "nonce": genesis.nonce})
     reply = msgpack.unpackb(service.handle(KEY, sent), raw=False)  # type: ignore[arg-type]
     assert reply["error"]["code"] == "bad_genesis" and "is named as a witness of cluster" in reply["error"]["message"]
