@@ -259,6 +259,27 @@ class Homes:
                 self._named = proven
                 self._homes = {}
 
+    def take_notes(self, notes: Mapping[str, Iterable[bytes]]) -> None:
+        """Take the epochs past the store's that ``notes`` (ledger -> checkpoint notes: what the
+        other nodes answered a home's start check) prove, as :meth:`refresh` takes those of the
+        notes in Redis, and keep them so. A Redis that lost its data (or its keys deleted by the
+        admin's user) holds no proof of a handover, and an old home that started then took the
+        ledger's writes as home on a fenced fork until a witness cosigned again (review r19 5);
+        the witnesses' own answers still carry the new epoch's witnessed checkpoint. Called
+        before :class:`HomesRefresh` starts (it replaces what :meth:`refresh` found)."""
+        found: dict[str, tuple[int, str]] = {}
+        for ledger, given in notes.items():
+            history = self.book.history(ledger) if self.book.store.size(ledger) > 0 else None
+            epoch = proven_epoch(history, given, self.witnesses()) if history is not None else None
+            if epoch is not None and epoch[0] > self._named.get(ledger, (0, ""))[0]:
+                log.warning("the other nodes' notes prove epoch %d of %s at %s, which Redis does not: taken",
+                            epoch[0], ledger, epoch[1])  # fmt: skip
+                found[ledger] = epoch
+        if found:
+            with self._lock:
+                self._named = {**self._named, **found}
+                self._homes = {}
+
     def _proven(self, named: Mapping[str, tuple[int, str]]) -> dict[str, tuple[int, str]]:
         """The epochs among ``named`` that count (see the class): past the store's, proven by a
         witnessed note in Redis (the proven epoch, whatever Redis wrote); of a ledger not held,
@@ -462,6 +483,7 @@ class Promotion:
         entry, history, held, acknowledged = self._handover(ledger, author, now_ms)
         number = history.current.number + 1
         try:
+            self._refuse_proven(ledger, history)
             self._name(ledger, history, number)
         except REDIS_ERRORS as e:
             raise PromotionRefusedError(f"Redis could not name the new epoch: {e}") from e
@@ -480,6 +502,20 @@ class Promotion:
             acknowledged,
         )
         return placed
+
+    def _refuse_proven(self, ledger: str, history: EpochHistory) -> None:
+        """Raise :class:`PromotionRefusedError` when a witnessed note in Redis proves an epoch
+        of ``ledger`` past ``history``'s (:func:`proven_epoch`): a handover this store lacks.
+
+        Checked whatever Redis's epochs entry says (review r19 1): a store put back from a copy
+        older than this node's own handover finds its own ``"<e> <node>"`` there, which the
+        script of :meth:`_name` takes as this very promotion, and would open epoch ``e`` again
+        on another tree than the one a witness cosigned (records acknowledged in it then lost)."""
+        proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.homes.witnesses())
+        if proof is not None:
+            raise PromotionRefusedError(
+                f"a witnessed note proves epoch {proof[0]} of {ledger!r} at {proof[1]}, which this store lacks"
+            )
 
     def _name(self, ledger: str, history: EpochHistory, number: int) -> None:
         """Have Redis name this node the home of ``ledger`` in epoch ``number`` (10.9 step 3).

@@ -192,6 +192,9 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # Only once the cache started: it loads the key rotations, and a witness's rotated key
     # (witness_keys_now) may be what cosigned the note proving this home was replaced.
     homes.refresh()
+    # And the other nodes' notes: a Redis that lost its data holds no proof of a handover, which
+    # a witness's answer carries; until a witness cosigns again this old home took writes as home.
+    homes.take_notes(check.notes)
     # Only the ledgers it is home of: a standby that was away is behind its home's checkpoints,
     # signed with the home's key (which its chain names), and catches up; refused, it could
     # never take over.

@@ -816,7 +816,7 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
                 height=0,
             )
     # Outside witnesses a genesis lists must be usable keys (PROTOCOL 13.9), else bad_genesis.
-    outside_witnesses(ledger, LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS).rules)
+    outside_witnesses(ledger, LedgerRules.from_genesis(entry.content, PROTOCOL_LIMITS).rules, service.config.name)
     # A kind that moves votes or money granted to another account before the ledger existed would
     # let it write beside the creator (16.2): a raw client's create is refused as the command's is.
     # A check at creation only (nothing on the chain says it was made): a retry of a created

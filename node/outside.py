@@ -29,6 +29,7 @@ from .note import (
     verify_checkpoint,
     verify_signature,
 )
+from .witness import witness_name
 
 WITNESSES_FIELD = "witnesses"  # genesis rules: the outside witnesses' cosignature vkeys
 QUORUM_FIELD = "quorum"  # genesis rules: how many of them make a checkpoint witnessed
@@ -50,13 +51,14 @@ class OutsideWitnesses:
         return next((k for k in self.keys if k.name == name), None)
 
 
-def outside_witnesses(ledger: str, rules: Mapping[str, Any]) -> OutsideWitnesses | None:
+def outside_witnesses(ledger: str, rules: Mapping[str, Any], cluster: str | None = None) -> OutsideWitnesses | None:
     """The outside witnesses a genesis' ``rules`` map lists, or None when it lists none.
 
     Raises BadGenesisError [bad_genesis] when ``witnesses`` is not a list of 1 to
     MAX_OUTSIDE_WITNESSES vkey strings of type 0x04 with distinct names and distinct public
     keys, when one has the public key of the pinned checkpoint key, when ``quorum`` is not an
-    integer 1..len(witnesses), or when one of the two fields is there without the other.
+    integer 1..len(witnesses), or when one of the two fields is there without the other; with
+    ``cluster``, also when one is named as a witness of that cluster (``<cluster>/witness/...``).
     """
     where: dict[str, Any] = {"ledger": ledger, "height": 0}
     listed, quorum = rules.get(WITNESSES_FIELD), rules.get(QUORUM_FIELD)
@@ -81,6 +83,12 @@ def outside_witnesses(ledger: str, rules: Mapping[str, Any]) -> OutsideWitnesses
         if any(k.name == key.name or k.public_key == key.public_key for k in keys):
             # One witness key must never serve two names (13.4), nor one name two keys.
             raise BadGenesisError(f"rules.{WITNESSES_FIELD}[{i}] repeats a name or a public key", **where)
+        if cluster is not None and key.name.startswith(witness_name(cluster, "")):
+            # Cosigners are told apart by name: this key's cosignatures would count as the
+            # cluster witness's, which says its store holds the records (review r19 4).
+            raise BadGenesisError(
+                f"rules.{WITNESSES_FIELD}[{i}] is named as a witness of cluster {cluster!r}: {key.name!r}", **where
+            )
         keys.append(key)
     log_key = rules.get("checkpoint_key")
     if isinstance(log_key, str):

@@ -404,14 +404,37 @@ def _fsync_dir(path: Path) -> None:
 
 
 def swap(store: Path, fresh: Path, stamp: str) -> Path | None:
-    """Rename ``store`` to ``<store>.broken-<stamp>`` (if it exists) and ``fresh`` to ``store``."""
+    """Rename ``store`` to ``<store>.broken-<stamp>`` (if it exists) and ``fresh`` to ``store``.
+
+    Raises RepairRefusedError, saying how to finish, when the second rename fails: ``fresh`` is
+    then the only whole copy (a node started between the two made ``store`` anew, review r19 6)."""
     kept = None
     if store.exists():
-        kept = store.with_name(f"{store.name}.broken-{stamp}")
+        kept = _set_aside(store, stamp)
         os.rename(store, kept)
-    os.rename(fresh, store)
+    try:
+        os.rename(fresh, store)
+    except OSError as e:
+        raise RepairRefusedError(f"{cut_short(store, fresh, stamp)} ({e})") from e
     _fsync_dir(store.parent)
     return kept
+
+
+def _set_aside(store: Path, stamp: str) -> Path:
+    """Where the repair of ``stamp`` moves the old ``store``."""
+    return store.with_name(f"{store.name}.broken-{stamp}")
+
+
+def cut_short(store: Path, copy: Path, stamp: str) -> str:
+    """What to do with ``copy``, a repair's verified copy left when its swap was cut short
+    (``store`` already moved to ``.broken-<stamp>``): the only whole copy."""
+    said = (
+        f"{copy} is an interrupted repair's verified copy, cut short as it replaced {store} (the old "
+        f"store is at {_set_aside(store, stamp).name})"
+    )
+    if store.exists():  # made anew meanwhile: a node started on an empty store
+        return f"{said}; {store} was made since: stop its node, move it away, then finish it with `mv {copy} {store}`"
+    return f"{said}: finish it with `mv {copy} {store}`, or move it away to rebuild"
 
 
 # --- the whole repair --------------------------------------------------------------------------------------
@@ -531,8 +554,9 @@ class Repair:
         config = self.config
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock()))
         fresh = store.with_name(f"{store.name}.repair-{stamp}")
-        if fresh.exists():
-            raise RepairRefusedError(f"{fresh} exists: another repair is under way, or left it (look, then remove it)")
+        for taken in (fresh, _set_aside(store, stamp)):
+            if taken.exists():
+                raise RepairRefusedError(f"{taken} exists: another repair is under way, or left it (look, then remove)")
         keys = {t.ledger: log_key_of(config, t.ledger, t.home) for t in targets}
         result = RepairResult(self.node, store, None, self.quorum or 0, list(targets))
         total = sum(t.size for t in targets)
@@ -550,7 +574,10 @@ class Repair:
             carry_journal(store, fresh)
             result.kept = swap(store, fresh, stamp)
         except BaseException:
-            shutil.rmtree(fresh, ignore_errors=True)  # only what this repair made; the old store is untouched
+            # Only what this repair made, while the old store is untouched: once it is moved
+            # aside, ``fresh`` is the one verified copy, left for the operator (swap says how).
+            if not _set_aside(store, stamp).exists():
+                shutil.rmtree(fresh, ignore_errors=True)
             raise
         return result
 
@@ -575,12 +602,8 @@ def repair_lock(store: Path) -> Iterator[list[Path]]:
             match = _SCRATCH.fullmatch(path.name[len(store.name) :]) if path.name.startswith(store.name) else None
             if match is None:
                 continue
-            if not store.exists() and store.with_name(f"{store.name}.broken-{match[1]}").exists():
-                raise RepairRefusedError(
-                    f"{path} is an interrupted repair's verified copy, cut short as it replaced {store} (the old "
-                    f"store is at {store.name}.broken-{match[1]}): finish it with `mv {path} {store}`, or move it "
-                    "away to rebuild"
-                )
+            if not store.exists() and _set_aside(store, match[1]).exists():
+                raise RepairRefusedError(cut_short(store, path, match[1]))
             left.append(path)
         for path in left:
             shutil.rmtree(path)

@@ -1168,7 +1168,9 @@ class Gateway:
         generation = self._generation  # before the read: a file replaced meanwhile keeps it out of the cache
         found: OutsideWitnesses | None = None
         try:
-            found = outside_witnesses(ledger, self.genesis_rules(ledger).rules)
+            # One named as a witness of this cluster too: its cosignatures would count as that
+            # witness's, which proves the records (checkpoint's ``own``, review r19 4).
+            found = outside_witnesses(ledger, self.genesis_rules(ledger).rules, self.config.name)
         except VledgerError as e:  # a chain may hold one (section 4 does not check it): none usable
             log.warning("the genesis of %s lists outside witnesses that cannot be used: %s", ledger, e)
         with self._voters_lock:

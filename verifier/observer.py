@@ -78,7 +78,8 @@ class Observer:
         self.interval = settings.tally_interval_ms / 1000
         self.latest_check = settings.latest_check_ms / 1000
         self.grant_wait_ms = settings.grant_wait_ms
-        self._waiting: dict[str, int] = {}  # ledger -> the height it waits at for the admin records before it
+        # ledger -> the height it waits at for the admin records before it, and when (wall ms) it first did
+        self._waiting: dict[str, tuple[int, int]] = {}
         self._look_refused = False
         self.alert = alert
         self.keeper = TallyKeeper()
@@ -140,16 +141,22 @@ class Observer:
         """Whether ``record`` breaks the grant rule by this observer's admin copy while that copy may
         still lack an admin record accepted before it (PROTOCOL 16.2: it is judged by those):
         the copy ends before the record's accepted time, and ``grant_wait_ms`` has not passed
-        since it. The admin home's held height, which let the turn count at all, is only what
-        its outbox last wrote: a grant the home accepted before the record may still be on its
-        way here, and a record flagged is never counted again."""
+        since it, nor since this observer first found the record so. The admin home's held
+        height, which let the turn count at all, is only what its outbox last wrote: a grant the
+        home accepted before the record may still be on its way here, and a record flagged is
+        never counted again. The home alone sets ``accepted``, unbounded (review r19 3): a record
+        stamped years ahead would wait, unflagged and freezing its ledger's count, until then."""
         if record.ledger == ADMIN_LEDGER or record.accepted <= self.keeper.admin_accepted:
             return False
-        if self._wall_ms() - record.accepted >= self.grant_wait_ms or not self.keeper.refuses_grant(record):
+        now = self._wall_ms()
+        waiting = self._waiting.get(record.ledger)
+        if waiting is None or waiting[0] != record.height:
+            waiting = (record.height, now)
+        if now - min(record.accepted, waiting[1]) >= self.grant_wait_ms or not self.keeper.refuses_grant(record):
             self._waiting.pop(record.ledger, None)
             return False
-        if self._waiting.get(record.ledger) != record.height:
-            self._waiting[record.ledger] = record.height
+        if self._waiting.get(record.ledger) != waiting:
+            self._waiting[record.ledger] = waiting
             log.info(
                 "%s: %s height %d is not granted by the admin records held (up to %d ms): "
                 "waiting up to %d ms for those accepted before it",

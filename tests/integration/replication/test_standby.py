@@ -540,6 +540,39 @@ def _promote(cluster: LocalCluster) -> dict[str, Any] | None:
     return result
 
 
+def test_an_old_home_restarted_while_redis_holds_no_proof_of_its_replacement_is_fenced(start_cluster: Any) -> None:
+    """Review r19 5: the old home's start check gathers every node's newest checkpoint, and the
+    witness's carries epoch 2's, cosigned; yet it took the ledger's home from Redis's notes alone.
+    Restarted once Redis lost them (its data, or an admin user's DELs), it took w=0 writes as
+    home on a fenced fork until a witness cosigned again (300 s) and it looked again."""
+    cluster: LocalCluster = start_cluster(nodes=2, replicas=1, standbys={LEDGER: "ingest-2"})
+    rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
+    before = cluster.admin().call("put", {**put_args(entry(LEDGER, "vote", {"n": 1}, ADMIN)), "w": 1})
+    wait_until(lambda: _size(cluster, "ingest-2") > before["height"], WAIT, "the standby holds the write")
+    assert cluster.stop_node("ingest-1") == 0
+    wait_until(lambda: _promote(cluster), WAIT, "the standby promoted")
+    after = cluster.client("writer1", "ingest-2", follow=False).call(
+        "put", {**put_args(entry(LEDGER, "vote", {"n": 2}, "writer1")), "w": 1}
+    )
+    assert after["replicas"] == ["replica-1"]  # replica-1 cosigned a checkpoint of epoch 2
+    assert cluster.stop_node("ingest-2") == 0  # no heartbeat of the new home writes its notes again
+    client = connect(cluster.cluster_redis_url)
+    redis = ReplicationLedger(client)
+    client.delete(redis.checkpoint_key(LEDGER), redis.epoch_proof_key(LEDGER), redis.cosig_key(LEDGER, "replica-1"))
+    client.hdel(redis.epochs_key, LEDGER)
+
+    cluster.start_node("ingest-1")
+    error = remote_error(
+        cluster.client("writer1", "ingest-1", follow=False).call,
+        "put",
+        put_args(entry(LEDGER, "vote", {"fork": 1}, "writer1")),
+    )
+    assert error.code == "not_home" and error.details["home"]["node"] == "ingest-2", error
+    read = remote_error(cluster.client(ADMIN, "ingest-1", follow=False).call, "size", {"ledger": LEDGER})
+    assert read.code == "not_home", read  # its copy is not the ledger's (10.9)
+
+
 def test_a_star_grant_of_the_ledger_s_data_does_not_stop_its_promotion(start_cluster: Any) -> None:
     """Outsider 32 R1/R3: after `grant add votes '*' writer1` the handover record (kind `epoch`,
     author the admin) was refused not_granted, with the admin home down and no grant possible.

@@ -664,3 +664,46 @@ def test_an_epochs_entry_of_the_same_epoch_or_a_proven_one_refuses_the_promotion
     redis_client.hset(redis.epochs_key, LEDGER, "2 ingest-1")
     assert redis.promote(LEDGER, 2, STANDBY, replacing=(999, "ingest-3")) == (2, "ingest-1")
     assert redis.epochs()[LEDGER] == (2, "ingest-1")
+
+
+def test_a_standby_whose_store_lost_its_own_handover_is_not_promoted_into_the_same_epoch_again(
+    tmp_path: Path, redis_client: Any, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """Review r19 1: the standby was promoted (epoch 2) and a witness cosigned its epoch-2
+    checkpoint; then its store was put back from a copy older than its handover. Promoted again,
+    Redis's entry is its own ``"2 <standby>"``, which the script takes as this very promotion:
+    a second handover of epoch 2 was placed, and the standby's key would sign epoch-2 trees
+    contradicting the cosigned one. The witnessed note refuses it, whatever the entry says."""
+    handed, _ = chains
+    config = _home_and_standby(tmp_path)
+    redis = ReplicationLedger(redis_client)
+    redis_client.hset(redis.epochs_key, LEDGER, f"2 {STANDBY}")  # the first promotion's entry
+    redis_client.set(redis.epoch_proof_key(LEDGER), _witnessed(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2)))
+    with _standby_store(tmp_path, RULES) as store:  # 5 records of epoch 1: no handover
+        promotion, _ = _promotion(config, store, redis)
+        with pytest.raises(PromotionRefusedError, match="a witnessed note proves epoch 2 of 'votes' at ingest-2"):
+            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        assert store.size(LEDGER) == 5 and redis.epochs()[LEDGER] == (2, STANDBY)
+
+
+def test_an_old_home_takes_the_handover_the_other_nodes_notes_prove_when_redis_holds_none(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """Review r19 5: the old home's start check gathers every node's newest checkpoint, and a
+    witness's carries the new epoch's, cosigned; Homes proved epochs from Redis's notes alone.
+    Restarted while Redis held none (it lost its data), the fenced home took writes as home
+    until a witness cosigned again and Homes looked again."""
+    handed, _ = chains
+    config = _home_and_standby(tmp_path)
+    with ChainStore(tmp_path / "old-home") as store:
+        store.append_records(handed[:5])  # no handover record
+        homes = Homes(config, EpochBook(CLUSTER, store), _NamedEpochs({}), witnesses=_witness_keys)  # type: ignore[arg-type]
+        homes.refresh()
+        assert homes.home_of(LEDGER).name == HOME  # Redis lost everything
+        homes.take_notes({LEDGER: [_checkpoint(handed, STANDBY_SIGNER, EPOCH_2).note], "other": [b"x"]})
+        assert homes.home_of(LEDGER).name == HOME  # the standby key's alone proves nothing (outsider F6)
+        homes.take_notes({LEDGER: [_witnessed(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2))]})
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+        homes._look_at = 0.0  # Redis read again, still empty: the proven epoch stays
+        homes.refresh()
+        assert homes.home_of(LEDGER).name == STANDBY

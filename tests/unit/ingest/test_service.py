@@ -28,12 +28,12 @@ from vledger.ingest.outbox import Outbox
 from vledger.ingest.service import Caller, IngestService, Pending
 from vledger.node.errors import NoSuchLedgerError, StoreDamagedError, StoreError
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import parse_checkpoint, parse_note
+from vledger.node.note import ALG_COSIGNATURE_V1, SignerKey, parse_checkpoint, parse_note
 from vledger.node.record import Content, Entry, decode_record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
 from vledger.node.wire import Args, encode_request
-from vledger.node.witness import HomeSigner
+from vledger.node.witness import HomeSigner, witness_name
 
 NODE = "ingest-1"
 LEDGER = "orders"
@@ -360,6 +360,24 @@ def test_a_ledger_named_as_a_redis_group_tag_is_refused_at_create(tmp_path: Path
     reply = msgpack.unpackb(service.handle(KEY, sent), raw=False)  # type: ignore[arg-type]
     assert reply["error"]["code"] == "bad_genesis" and repr(name) in reply["error"]["message"], reply
     assert store.size(name) == 0
+
+
+@pytest.mark.parametrize("node", ["replica-1", "anything"])
+def test_an_outside_witness_named_as_a_witness_of_the_cluster_is_refused_at_create(
+    tmp_path: Path, store: ChainStore, node: str
+) -> None:
+    # Review r19 4: cosigners are told apart by name, so such a key's cosignatures counted as the
+    # cluster witness's, which says its store holds the records (a fenced tail served immutable).
+    config = _config(tmp_path, 1)
+    service = IngestService(config, config.nodes[NODE], store, OneAdmin(), NoAdmin(), {})
+    impostor = SignerKey(witness_name(config.name, node), ALG_COSIGNATURE_V1, bytes([11]) * 32)
+    rules = {"witnesses": [impostor.verifier().encode()], "quorum": 1}
+    content = LedgerRules(kinds=(KIND,), difficulty=0, rules=rules).genesis_content("polls", "root", "g", 0)
+    genesis = Entry.prepare(content, 0, PROTOCOL_LIMITS)
+    sent = encode_request(3, "ledger.create", {"content": genesis.content_bytes, "nonce": genesis.nonce})
+    reply = msgpack.unpackb(service.handle(KEY, sent), raw=False)  # type: ignore[arg-type]
+    assert reply["error"]["code"] == "bad_genesis" and "is named as a witness of cluster" in reply["error"]["message"]
+    assert store.size("polls") == 0
 
 
 @pytest.mark.parametrize("bound", [{}, {"max_holders": 3}], ids=["unbounded", "bounded"])

@@ -27,7 +27,7 @@ from vledger.node.outside import (
     outside_witnesses,
     read_reply,
 )
-from vledger.node.witness import HomeSigner, home_key
+from vledger.node.witness import HomeSigner, home_key, witness_name
 
 CLUSTER, LEDGER = "test", "votes"
 SEED = secrets.token_bytes(32)
@@ -70,6 +70,16 @@ def test_a_genesis_lists_outside_witnesses_and_a_quorum() -> None:
 def test_a_genesis_with_unusable_outside_witnesses_is_refused(fields: dict[str, Any], why: str) -> None:
     with pytest.raises(BadGenesisError, match=why):
         outside_witnesses(LEDGER, _rules(**fields))
+
+
+def test_an_outside_witness_named_as_a_witness_of_the_cluster_is_refused_where_the_cluster_is_known() -> None:
+    # Review r19 4: cosigners are told apart by name; such a key's would count as the cluster's own.
+    impostor = SignerKey(witness_name(CLUSTER, "replica-1"), ALG_COSIGNATURE_V1, secrets.token_bytes(32))
+    rules = _rules(witnesses=[W1.verifier().encode(), impostor.verifier().encode()], quorum=1)
+    with pytest.raises(BadGenesisError, match=r"witnesses\[1\] is named as a witness of cluster 'test'"):
+        outside_witnesses(LEDGER, rules, CLUSTER)
+    listed = outside_witnesses(LEDGER, rules, "other")  # another cluster's witness is an outside one here
+    assert listed is not None and listed.key(impostor.name) == impostor.verifier()
 
 
 def _ok(*keys: SignerKey, timestamp: int = 1_790_000_000) -> WitnessReply:

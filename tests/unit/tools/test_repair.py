@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal
+from vledger.broker.node_lock import NODE_LOCK, node_lock
 from vledger.broker.replication import STORE_DAMAGED, Alert, ReplicationLedger
 from vledger.config.cluster import cluster_from_mapping
 from vledger.config.settings import Limits
@@ -272,6 +274,42 @@ def test_a_swap_cut_short_leaves_the_verified_copy_alone_and_says_how_to_finish_
     ):
         pass
     assert copy.exists()
+
+
+def test_a_node_started_between_the_swap_s_renames_leaves_the_verified_copy_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review r19 6: a node started (supervisord's autorestart) between the swap's two renames
+    makes its store directory anew, with its lock; the second rename failed and the repair removed
+    the verified copy, although the old store was already at .broken-<stamp>."""
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": CLUSTER, "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
+                "replica-3": {"role": "replica", "port": 7013},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
+    store = config.store_dir("replica-3")
+    _chain(store, 3)  # the store under repair
+    real_rename = os.rename
+
+    def rename(source: Path, target: Path) -> None:
+        real_rename(source, target)
+        if Path(target).name.startswith(f"{store.name}.broken-"):
+            with node_lock(store, "node replica-3"):  # the node starts, and holds its lock meanwhile
+                pass
+
+    monkeypatch.setattr(repair_module.os, "rename", rename)
+    repair = repair_module.Repair(config, "replica-3", None, clock=lambda: 1_790_000_000.0)  # type: ignore[arg-type]
+    with pytest.raises(RepairRefusedError, match=r"was made since: stop its node, .* finish it with `mv "):
+        repair._rebuild(store, [], None)  # type: ignore[arg-type]
+    monkeypatch.undo()
+    copies = [p for p in store.parent.iterdir() if ".repair-" in p.name]
+    assert len(copies) == 1 and (copies[0] / DB_NAME).exists()  # the verified copy is still there
+    assert any(".broken-" in p.name for p in store.parent.iterdir()) and (store / NODE_LOCK).exists()
 
 
 def test_a_second_repair_with_restart_is_refused_before_it_stops_or_starts_the_node(

@@ -118,18 +118,18 @@ def test_the_gateway_serves_the_new_epoch_and_never_the_fenced_home(tmp_path: Pa
         gateway.close()
 
 
-def _fenced_and_handed() -> tuple[list[Record], list[Record]]:
+def _fenced_and_handed(outside: SignerKey = OUTSIDE) -> tuple[list[Record], list[Record]]:
     """(the old home's copy: its records below the handover height and 5 it placed past them
     while cut off, w=0 writes, one more than the ledger as handed over holds; the ledger as
     handed over: the handover record there, 3 of the new home's). Its genesis pins both keys
-    and lists an outside witness."""
+    and lists ``outside`` as its outside witness."""
     rules = LedgerRules(
         kinds=(EPOCH_KIND, "note"),
         difficulty=0,
         rules={
             "checkpoint_key": OLD.key(LEDGER).verifier().encode(),
             "standby_key": NEW.key(LEDGER).verifier().encode(),
-            "witnesses": [OUTSIDE.verifier().encode()],
+            "witnesses": [outside.verifier().encode()],
             "quorum": 1,
         },
     )
@@ -147,11 +147,14 @@ def _fenced_and_handed() -> tuple[list[Record], list[Record]]:
 
 
 @contextmanager
-def _over_fenced_tail(tmp_path: Path, signer: SignerKey) -> Iterator[tuple[Gateway, list[Record], bytes]]:
-    """replica-1's gateway over the old home's copy (:func:`_fenced_and_handed`), the home's
-    checkpoint of it in Redis cosigned by ``signer``: the gateway, the copy, its root."""
+def _over_fenced_tail(
+    tmp_path: Path, signer: SignerKey, outside: SignerKey = OUTSIDE
+) -> Iterator[tuple[Gateway, list[Record], bytes]]:
+    """replica-1's gateway over the old home's copy (:func:`_fenced_and_handed`, listing
+    ``outside``), the home's checkpoint of it in Redis cosigned by ``signer``: the gateway,
+    the copy, its root."""
     config = _home_and_standby(tmp_path)
-    fenced, _ = _fenced_and_handed()
+    fenced, _ = _fenced_and_handed(outside)
     with ChainStore(config.store_dir("replica-1"), origin="replica-1") as store:
         store.append_records(fenced)
         root = store.root(LEDGER, len(fenced))
@@ -223,3 +226,14 @@ def test_a_copy_healed_in_place_is_proven_against_its_checkpoint_not_what_was_pr
         monkeypatch.setattr(gateway_module, "REFUSAL_SECONDS", 0.0)
         assert gateway.proven_record(LEDGER, HANDOVER)[1] == handed[HANDOVER].encode()
         assert gateway.tile(LEDGER, f"tile/0/000.p/{SIZE}")[1]
+
+
+def test_an_outside_witness_named_as_a_cluster_witness_does_not_make_a_fenced_tail_immutable(tmp_path: Path) -> None:
+    # Review r19 4: cosigners were told apart by name, and a genesis names its outside witnesses:
+    # one named as replica-1's witness key counted as the cluster's own, its cosignature proving
+    # the old home's fenced tail (review r18 2 reopened for whoever writes a genesis).
+    impostor = SignerKey(WITNESS.name, ALG_COSIGNATURE_V1, bytes([11]) * 32)
+    with _over_fenced_tail(tmp_path, impostor, impostor) as (gateway, fenced, _):
+        assert gateway.outside(LEDGER) is None  # the genesis's outside witnesses are unusable
+        _, proven = gateway.tile(LEDGER, f"tile/0/000.p/{len(fenced)}")
+        assert not proven, "cosigned by no witness of the cluster, yet served immutable"

@@ -271,6 +271,58 @@ def test_a_record_written_without_a_grant_is_flagged_once_the_admin_ledger_is_cu
     assert board.last().tally["flagged"] == 1 and board.last().tally["registered"] == election.registered + 1
 
 
+def test_an_ungranted_record_accepted_far_ahead_is_flagged_once_grant_wait_ms_passed_since_first_seen(
+    tmp_path: Path,
+) -> None:
+    """Review r19 3: the wait was measured from the record's ``accepted`` alone, which its home
+    sets, unbounded. A (compromised, or clock-stepped) home that places an ungranted record
+    stamped years ahead had every observer wait for it, with no not_granted alert and the
+    ledger's count frozen before it, until its wall clock got there."""
+    years_ms = 10 * 365 * 86_400_000
+    accepted = [now_ms()]
+    home = ChainStore(tmp_path / "home", origin="ingest-1", clock=lambda: accepted[0])
+    try:
+        home.create_ledger(
+            Entry.prepare(admin_genesis_rules().genesis_content(ADMIN_LEDGER, "root", "admin-0", 0), 0, LIMITS)
+        )
+        root = {"account": "root", "op": "import", "role": "admin", "enabled": True, "keys": []}
+        home.append(_admin_entry("account", root, 9))
+        election = plan_election(LEDGER, 5, now_ms())
+        write_election(home, election, now_ms())
+        home.append(_admin_entry("grant", {"ledger": LEDGER, "kind": "register", "account": "registrar"}, 1))
+        accepted[0] += years_ms
+        smuggled = Content(LEDGER, "register", {"voter_id": "smuggled"}, election.author, "smuggled-1", 0)
+        home.append(Entry.prepare(smuggled, 0, LIMITS))
+        board, clock, alerts = Board(), Clock(), []
+        settings = ObserverSettings(tally_interval_ms=1000, grant_wait_ms=10_000)
+        wall = [now_ms()]
+        watcher = Observer(
+            "observer-1",
+            home,
+            board,
+            SIGNER,
+            settings,
+            alerts.append,
+            clock=clock,
+            wall_ms=lambda: wall[0],
+            admin_current=lambda: True,
+        )  # type: ignore[arg-type]
+        watcher.turn()  # first seen: it may still wait for a grant on its way
+        size = home.size(LEDGER)
+        assert alerts == [] and board.heights() == []
+        wall[0] += settings.grant_wait_ms - 1
+        clock.now += 2
+        watcher.turn()
+        assert alerts == [] and board.heights() == []  # its count waits before it: nothing signed
+        wall[0] += 1
+        clock.now += 2
+        watcher.turn()
+        assert [(a.ledger, a.height, a.what) for a in alerts] == [(LEDGER, size - 1, "not_granted")]
+        assert board.heights()[-1] == size - 1 and board.last().tally["flagged"] == 1
+    finally:
+        home.close()
+
+
 def test_a_record_granted_by_an_admin_record_still_on_its_way_waits_for_it_and_is_counted(
     store: ChainStore, tmp_path: Path
 ) -> None:
