@@ -530,11 +530,7 @@ class Promotion:
         failover), and is replaced so."""
         named = self.replication.promote(ledger, number, self.name)
         if named is not None and (named[0] > number or not self._may_open(history, named[1])):
-            proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.homes.witnesses())
-            if proof is not None:
-                raise PromotionRefusedError(
-                    f"a witnessed note proves epoch {proof[0]} of {ledger!r} at {proof[1]}, which this store lacks"
-                )
+            self._refuse_proven(ledger, history)  # again: a proof may have come since
             log.warning(
                 "Redis names epoch %d of %s at %s, which no witnessed note proves: replaced by epoch %d at %s",
                 named[0], ledger, named[1], number, self.name,
