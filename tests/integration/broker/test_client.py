@@ -24,11 +24,13 @@ STOP_WAIT = 5.0
 
 @dataclass
 class Server:
-    """Reads every request; answers each with its own id only while ``answering`` is set."""
+    """Reads every request; answers each with its own id only while ``answering`` is set, after
+    a reply of another id (one to a request a client gave up on) while ``stray`` is set."""
 
     server: CurveServer
     answering: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)
+    stray: threading.Event = field(default_factory=threading.Event)
     read: int = 0
 
     def run(self) -> None:
@@ -40,6 +42,9 @@ class Server:
             self.read += 1
             if self.answering.is_set():
                 request = msgpack.unpackb(data)
+                if self.stray.is_set():
+                    late = {"id": request["id"] + 1000, "ok": True, "result": {"cmd": "late"}}
+                    socket.send_multipart([identity, msgpack.packb(late)])
                 reply = {"id": request["id"], "ok": True, "result": {"cmd": request["cmd"]}}
                 socket.send_multipart([identity, msgpack.packb(reply)])
 
@@ -76,3 +81,14 @@ def test_a_silent_node_costs_a_call_its_timeout_then_a_new_connection_answers(
         # A new connection: no late reply to the first call can be taken for this one's.
         assert client.call("ver") == {"cmd": "ver"}
         assert client.call_many([("hello", {}), ("ver", {})], window=2) == [{"cmd": "hello"}, {"cmd": "ver"}]
+
+
+def test_a_reply_of_another_id_is_never_taken_for_a_calls_own(served: tuple[Server, NodeAddress, KeyPair]) -> None:
+    server, node, keys = served
+    server.answering.set()
+    server.stray.set()
+    with Client(node, keys, timeout=TIMEOUT) as client:
+        # A lone call (its own path, p32) and a window of them each skip the reply of another id.
+        assert client.call("ver") == {"cmd": "ver"}
+        assert client.call_many([("hello", {}), ("ver", {})], window=2) == [{"cmd": "hello"}, {"cmd": "ver"}]
+        assert client.call("hello") == {"cmd": "hello"}
