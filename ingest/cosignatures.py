@@ -18,7 +18,7 @@ from ..broker.redis_keys import is_ledger_name
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..broker.tallies import TallyBoard
 from ..node.checkpoint_log import COSIGNED
-from ..node.cosigning import GatheredCheckpoint, gather
+from ..node.cosigning import GatheredCheckpoint, cosigned_by_witness, distinct_witnesses, gather, needed_witnesses
 from ..node.epoch import EpochHistory, gather_in_epochs
 from ..node.errors import NoteError, SignatureError, VledgerError
 from ..node.node_key_rotation import KeyHistory
@@ -107,6 +107,44 @@ class KnownCosignatures:
                 return ()  # no genesis here yet: asked again next time
             keys = self._outside_keys[ledger] = listed.keys if listed is not None else ()
         return keys
+
+
+class WitnessedNotes:
+    """For a follower (PROTOCOL 10.7, ``Follower.refresh_witnessed``): what the cluster's
+    witnesses say they cosigned last of a ledger, each one's note in Redis whose cosignature
+    line by that witness verifies (its log signature not checked: the follower's key chain may
+    lack the rotation that names its key), and how many witnesses make a quorum: a majority
+    of those whose keys this node holds. None while Redis does not answer.
+
+    ``witnesses`` are the cluster's witness keys by node name; ``rotated()`` and ``histories()``
+    as :class:`KnownCosignatures` (a rotated witness's keys in force, its replaced keys' lines
+    only as 16.6 allows)."""
+
+    def __init__(
+        self,
+        cluster: str,
+        replication: ReplicationLedger,
+        witnesses: Mapping[str, VerifierKey],
+        rotated: Callable[[], Iterable[VerifierKey]] | None = None,
+        histories: Callable[[], Mapping[str, KeyHistory]] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.replication = replication
+        self.names = tuple(witnesses)
+        self.witnesses = tuple(witnesses.values())
+        self.rotated = rotated
+        self.histories = histories
+
+    def __call__(self, ledger: str) -> tuple[dict[str, bytes], int] | None:
+        try:
+            notes = self.replication.cosignatures(ledger, self.names).values()
+        except REDIS_ERRORS as e:
+            log.debug("the witnesses' notes of %s: Redis unavailable (%s)", ledger, e)
+            return None
+        keys = (*self.witnesses, *(self.rotated() if self.rotated is not None else ()))
+        counts = cosignatures_in_force(self.cluster, self.histories()) if self.histories is not None else None
+        by_witness = cosigned_by_witness(notes, origin_for(self.cluster, ledger), keys, counts)
+        return by_witness, needed_witnesses(distinct_witnesses(keys))
 
 
 def largest_cosigned(

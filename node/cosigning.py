@@ -252,6 +252,44 @@ def _gather_text(
     return GatheredCheckpoint(checkpoint, note, names, len(set(groups.values())))
 
 
+def cosigned_by_witness(
+    notes: Iterable[bytes], origin: str, witnesses: Iterable[VerifierKey], counts: Counts | None = None
+) -> dict[str, bytes]:
+    """Each witness (by the name standing for it, :func:`witness_groups`) -> the largest note of
+    ``origin`` among ``notes`` that carries a cosignature line of it that verifies (and that
+    ``counts`` allows). The log's signature is NOT checked: a cosignature signs the checkpoint's
+    text, so a witness's word on a tree is read even by one that cannot check the key that
+    signed the tree (a follower whose key chain lacks a rotation, PROTOCOL 10.7).
+
+    Never raises for what ``notes`` hold (a malformed note or line is skipped); NoteError only
+    for a witness key not of type 0x04."""
+    keys = {}
+    for key in witnesses:
+        if key.alg != ALG_COSIGNATURE_V1:
+            raise NoteError(f"witness key {key.name!r} is not a cosignature key (type 0x04)")
+        keys[(key.name, key.key_id)] = key
+    groups = witness_groups(keys.values())
+    largest: dict[str, tuple[int, bytes]] = {}
+    for data in notes:
+        try:
+            note = parse_note(data)
+            checkpoint = parse_checkpoint(note.text)
+        except NoteError:
+            continue
+        if checkpoint.origin != origin:
+            continue
+        for sig in note.signatures:
+            known = keys.get((sig.name, sig.key_id))
+            if known is None or not verify_signature(note.text, sig, known):
+                continue
+            if counts is not None and not counts(sig, known, checkpoint):
+                continue
+            group = groups[sig.name]
+            if checkpoint.size > largest.get(group, (-1, b""))[0]:
+                largest[group] = (checkpoint.size, data)
+    return {group: data for group, (_, data) in largest.items()}
+
+
 def newest(gathered: Iterable[GatheredCheckpoint], min_witnesses: int = 0) -> GatheredCheckpoint | None:
     """The largest checkpoint with at least ``min_witnesses`` cosignatures, or None."""
     return next((g for g in gathered if len(g.witnesses) >= min_witnesses), None)
