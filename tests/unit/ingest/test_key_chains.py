@@ -9,8 +9,8 @@ retired key signed past its rotation as evidence, raising retired_key against th
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +29,8 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
-from vledger.node.witness import SignedCheckpoint, WitnessSigner, witness_name
 from vledger.node.storefile import DB_NAME
+from vledger.node.witness import SignedCheckpoint, WitnessSigner, witness_name
 
 LIMITS = Limits()
 T0 = 1_790_000_000_000
