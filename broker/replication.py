@@ -844,6 +844,22 @@ class ReplicationLedger:
         notes = self.client.mget([self.cosig_key(ledger, name) for name in names])
         return {name: bytes(note) for name, note in zip(names, notes, strict=True) if note is not None}
 
+    def cosignatures_of(self, ledgers: Iterable[str], witnesses: Iterable[str]) -> dict[str, dict[str, bytes]]:
+        """:meth:`cosignatures` of each of ``ledgers`` by ``witnesses``, in one round trip (a
+        ledger none of them cosigned is left out)."""
+        names, wanted = list(dict.fromkeys(witnesses)), sorted(set(ledgers))
+        if not names or not wanted:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for ledger in wanted:
+            pipe.mget([self.cosig_key(ledger, name) for name in names])
+        found: dict[str, dict[str, bytes]] = {}
+        for ledger, notes in zip(wanted, pipe.execute(), strict=True):
+            held = {name: bytes(note) for name, note in zip(names, notes, strict=True) if note is not None}
+            if held:
+                found[ledger] = held
+        return found
+
     def publish_outside_cosignature(self, ledger: str, witness: str, size: int, note: bytes) -> None:
         """A home's: make ``note`` (its checkpoint with outside witness ``witness``'s verified
         cosignature) that witness's latest for ``ledger``, in a hash of its own (only a home

@@ -251,7 +251,7 @@ class Follower:
         batch: int = 1000,
         stopping: Callable[[], bool] = lambda: False,
         checker: PageChecker | None = None,
-        witnessed: Callable[[str], tuple[Mapping[str, bytes], int] | None] | None = None,
+        witnessed: Callable[[Mapping[str, int]], Mapping[str, tuple[Mapping[str, bytes], int]] | None] | None = None,
     ) -> None:
         self.name = name
         self.store = store
@@ -270,8 +270,9 @@ class Follower:
         self.batch = batch
         self.stopping = stopping  # a long catch-up, or the start's asking of each source, ends early once this says so
         self.checker = checker  # checks the next catch-up page in its own process (ingest/page_check.py)
-        # A ledger's notes its witnesses cosigned last (witness -> note, each one's line verified,
-        # the log's signature not) and how many witnesses make a quorum; None: unknown now.
+        # Given ledgers and the size this copy holds of each: per ledger, the notes of larger sizes
+        # its witnesses cosigned last (witness -> note, each one's line verified, the log's
+        # signature not) and how many witnesses make a quorum; None: unknown now (Redis down).
         self.witnessed = witnessed
         self._fetcher: ThreadPoolExecutor | None = None  # fetches the next catch-up page (made when first needed)
         self.ledgers: dict[str, _Ledger] = {}
@@ -400,16 +401,28 @@ class Follower:
         replica every few moments; a hook that cannot tell (Redis down) leaves things as they were."""
         if self.witnessed is None:
             return
-        for ledger in sorted(self.ledgers):
+        held = {
+            ledger: self._size(ledger)
+            for ledger, state in sorted(self.ledgers.items())
+            if state.fault is None and self.store.size(ledger) > 0 and self._may_rotate(ledger)
+        }
+        found = self.witnessed(held) if held else None
+        if found is None:
+            return
+        for ledger, size in held.items():
             state = self._state(ledger)
-            if state.fault is not None or self.store.size(ledger) == 0 or not self._may_rotate(ledger):
-                continue
-            found = self.witnessed(ledger)
-            if found is None:
-                continue
-            notes, state.quorum = found
-            held = self._size(ledger)
-            ahead = {witness: note for witness, note in notes.items() if self._beyond_keys(ledger, note, held)}
+            notes, state.quorum = found.get(ledger, ({}, 0))
+            ahead = {witness: note for witness, note in notes.items() if self._beyond_keys(ledger, note, size)}
+            if 0 < state.quorum <= len(ahead) and not state.ahead:
+                log.warning(
+                    "%s: %s: %d witnesses cosigned it up to size %d with a key this copy's key chain does not "
+                    "know (a rotation above its %d records): it stores none of it until it holds that rotation",
+                    self.name,
+                    ledger,
+                    len(ahead),
+                    max(_claimed_height(note) + 1 for note in ahead.values()),
+                    size,
+                )
             state.ahead = ahead if 0 < state.quorum <= len(ahead) else {}
 
     def catch_up_all(self) -> None:

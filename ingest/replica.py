@@ -403,6 +403,7 @@ def _run_follower(
             config.name,
             replication,
             witness_keys(config),
+            name,
             rotated=lambda: witness_keys_in_force(
                 config.name,
                 runtime.gates.histories,

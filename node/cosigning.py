@@ -253,13 +253,18 @@ def _gather_text(
 
 
 def cosigned_by_witness(
-    notes: Iterable[bytes], origin: str, witnesses: Iterable[VerifierKey], counts: Counts | None = None
+    notes: Iterable[bytes],
+    origin: str,
+    witnesses: Iterable[VerifierKey],
+    counts: Counts | None = None,
+    above: int = -1,
 ) -> dict[str, bytes]:
     """Each witness (by the name standing for it, :func:`witness_groups`) -> the largest note of
     ``origin`` among ``notes`` that carries a cosignature line of it that verifies (and that
     ``counts`` allows). The log's signature is NOT checked: a cosignature signs the checkpoint's
     text, so a witness's word on a tree is read even by one that cannot check the key that
-    signed the tree (a follower whose key chain lacks a rotation, PROTOCOL 10.7).
+    signed the tree (a follower whose key chain lacks a rotation, PROTOCOL 10.7). A note of a
+    size at most ``above`` is passed over before any signature is checked.
 
     Never raises for what ``notes`` hold (a malformed note or line is skipped); NoteError only
     for a witness key not of type 0x04."""
@@ -276,7 +281,7 @@ def cosigned_by_witness(
             checkpoint = parse_checkpoint(note.text)
         except NoteError:
             continue
-        if checkpoint.origin != origin:
+        if checkpoint.origin != origin or checkpoint.size <= above:
             continue
         for sig in note.signatures:
             known = keys.get((sig.name, sig.key_id))

@@ -169,7 +169,7 @@ class _Replica:
         directory: Path,
         sources: list[_Pages] | None = None,
         checker: PageChecker | None = None,
-        witnessed: Callable[[str], tuple[Mapping[str, bytes], int] | None] | None = None,
+        witnessed: Callable[[str], tuple[Mapping[str, bytes], int]] | None = None,
     ) -> None:
         self.store = ChainStore(directory, origin="replica-1")
         self.alerts: list[Alert] = []
@@ -186,7 +186,7 @@ class _Replica:
             on_evidence=lambda checkpoint, source, proof: self.evidence.append(checkpoint),
             batch=3,
             checker=checker,
-            witnessed=witnessed,
+            witnessed=None if witnessed is None else (lambda held: {ledger: witnessed(ledger) for ledger in held}),
         )
         self.chains.pending = self.follower.pending
 

@@ -101,6 +101,7 @@ def test_each_witness_s_largest_cosigned_note_is_read_whatever_key_signed_the_tr
     assert cosigned_by_witness(notes, ORIGIN, KEYS, lambda line, key, checkpoint: checkpoint.size < 6) == {
         WITNESSES[2].name: notes[3]
     }
+    assert list(cosigned_by_witness(notes, ORIGIN, [*KEYS, alias.verifier()], above=7)) == ["local/witness/alias"]
     with pytest.raises(NoteError):
         cosigned_by_witness(notes, ORIGIN, [HOME.verifier()])
 
