@@ -1216,8 +1216,10 @@ class Follower:
             state.heard_from.pop(size, None)
         if not state.pending:
             return set()
-        if state.ahead and self._held_back(ledger, state, base):
-            return set()  # nothing past a rotation this copy does not hold: the run waits
+        if state.ahead:
+            held = self._held_back(ledger, state, base)
+            if held is not None:
+                return held  # nothing past a rotation this copy does not hold: the run waits, or goes
         top = base + len(state.pending)  # the size of the tree with the run
         sizes = sorted(size for size in state.waiting if size <= top)
         if not sizes:
@@ -1315,12 +1317,15 @@ class Follower:
             self._judge_stored(ledger, contradicted)
         return set()
 
-    def _held_back(self, ledger: str, state: _Ledger, base: int) -> bool:
-        """Whether the pending run waits for a rotation it does not hold yet: a quorum of the
-        witnesses' notes (``state.ahead``, :meth:`refresh_witnessed`) are still signed by a key
-        the key chain with the pending run does not name. Meanwhile a checkpoint the old key
-        signs verifies here, also one past the rotation (a home put back from a copy older than
-        its ``rotate-key`` signs its fork so) and would store the fork: nothing is stored.
+    def _held_back(self, ledger: str, state: _Ledger, base: int) -> set[str] | None:
+        """Whether the pending run waits for a rotation it does not hold yet (None: it does not):
+        a quorum of the witnesses' notes (``state.ahead``, :meth:`refresh_witnessed`) are still
+        signed by a key the key chain with the pending run does not name. Meanwhile a checkpoint
+        the old key signs verifies here, also one past the rotation (a home put back from a copy
+        older than its ``rotate-key`` signs its fork so) and would store the fork: nothing is
+        stored. A run that reaches the sizes of a quorum of those notes without the rotation is
+        not their chain: it is dropped as :meth:`_flush` drops a contradicted one (its sources
+        returned), else it would wait for ever on a fork longer than the true chain.
 
         Once the run holds the rotation, those notes verify: each waits like any checkpoint (its
         home's line alone), to store the run once its tree has their root; the checkpoints waiting
@@ -1328,7 +1333,12 @@ class Follower:
         still = {witness: note for witness, note in state.ahead.items() if self._beyond_keys(ledger, note, base)}
         if len(still) >= state.quorum:
             state.ahead = still
-            return True
+            top = base + len(state.pending)
+            if sum(1 for note in still.values() if (_claimed_size(note) or 0) <= top) < state.quorum:
+                return set()
+            dropped = set(state.sources)
+            self._drop_pending(state, suspect=True)  # told once the true records are stored
+            return dropped
         proven = {witness: note for witness, note in state.ahead.items() if witness not in still}
         state.ahead = {}
         for size, waiting in list(state.waiting.items()):
@@ -1352,7 +1362,7 @@ class Follower:
             if checkpoint.size > base and checkpoint.size not in state.waiting:
                 state.waiting[checkpoint.size] = checkpoint
                 state.heard_from[checkpoint.size] = witness
-        return False
+        return None
 
     def _judge_stored(self, ledger: str, contradicted: list[SignedCheckpoint]) -> None:
         """Judge ``contradicted``, checkpoints inside the run just handed over whose root its tree

@@ -251,7 +251,9 @@ def test_a_catch_up_through_a_rotation_checks_each_later_note_with_the_new_key(
 WITNESSES = [WitnessSigner(witness_name(CLUSTER, f"replica-{i}"), bytes([i + 50]) * 32) for i in range(3)]
 
 
-def _rotated_and_forked(tmp_path: Path) -> tuple[list[Record], list[tuple[int, bytes]], list[Record], bytes]:
+def _rotated_and_forked(
+    tmp_path: Path, forked_records: int = 4
+) -> tuple[list[Record], list[tuple[int, bytes]], list[Record], bytes]:
     """The true chain: 4 records, a rotation at 4, 5 more (a note by the key in force over every
     size from 4 on); a fork of it from 4 as a home put back from a copy older than its rotation
     makes: 4 other records under a note by the old key K0, which a chain without the rotation
@@ -263,7 +265,7 @@ def _rotated_and_forked(tmp_path: Path) -> tuple[list[Record], list[tuple[int, b
         records = list(home.range(LEDGER))
         notes = [(n, keys.sign(LEDGER, n, home.root(LEDGER, n)).note) for n in range(4, home.size(LEDGER) + 1)]
     with _home(tmp_path / "fork") as fork:
-        _notes(fork, 4, 4)
+        _notes(fork, 4, forked_records)
         forked = list(fork.range(LEDGER))
         fork_note = _note(K0, fork.size(LEDGER), fork.root(LEDGER))
     assert forked[:4] == records[:4] and forked[4] != records[4]
@@ -346,3 +348,21 @@ def test_fewer_witnesses_than_a_quorum_hold_nothing_back(tmp_path: Path) -> None
     with replica.store:
         replica.follower.start()
         assert list(replica.store.range(LEDGER)) == forked
+
+
+def test_a_fork_longer_than_the_witnessed_chain_is_dropped_once_it_reaches_their_notes(tmp_path: Path) -> None:
+    """The old key's fork goes past the size the witnesses cosigned (a quiet true chain): once
+    the pending run reaches their notes without the rotation they need, it is not their chain.
+    It is dropped, its source left for the next, and the true chain stored; held for ever, the
+    copy never asked another source."""
+    records, notes, forked, fork_note = _rotated_and_forked(tmp_path, forked_records=9)
+    assert len(forked) > len(records)
+    redis = _Pages(forked, [(len(forked), fork_note)])
+    redis.latest = {LEDGER: fork_note}
+    _put_back(tmp_path / "replica", records)
+    sources = [redis, _Pages(records, notes, name="replica-2")]
+    replica = _Replica(tmp_path / "replica", sources, None, lambda ledger: (_witnessed(notes[-1][1], *WITNESSES), 2))
+    with replica.store:
+        replica.follower.start()
+        assert list(replica.store.range(LEDGER)) == records
+        assert {(a.what, a.source) for a in replica.alerts} == {("record_conflict", "redis"), ("retired_key", "home")}
