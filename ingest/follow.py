@@ -392,19 +392,25 @@ class Follower:
         self.caught_up = True
         log.info("%s: caught up: %s", self.name, self._summary())
 
-    def refresh_witnessed(self) -> None:
+    def refresh_witnessed(self, *, unsettled_only: bool = False) -> None:
         """Read, through the ``witnessed`` hook, what the cluster's witnesses cosigned last of each
         ledger held whose key may rotate (13.8): when a quorum of those notes are of sizes above
         what this copy holds and signed by a key its key chain does not know (a rotation it does
         not hold names it), it stores nothing more of the ledger until its pending run holds that
-        rotation and one of those notes verifies (:meth:`_held_back`). Called at start and by the
-        replica every few moments; a hook that cannot tell (Redis down) leaves things as they were."""
+        rotation and one of those notes verifies (:meth:`_held_back`). Called at start, and by the
+        replica every few moments with ``unsettled_only``: then only for the ledgers with records
+        pending, behind a target or held back (a current copy holds every rotation it heard of,
+        and reading every ledger's notes each second cost Redis as many keys as witnesses). A
+        hook that cannot tell (Redis down) leaves things as they were."""
         if self.witnessed is None:
             return
         held = {
             ledger: self._size(ledger)
             for ledger, state in sorted(self.ledgers.items())
-            if state.fault is None and self.store.size(ledger) > 0 and self._may_rotate(ledger)
+            if state.fault is None
+            and (not unsettled_only or state.pending or state.ahead or self._head(ledger) < self.target(ledger))
+            and self.store.size(ledger) > 0
+            and self._may_rotate(ledger)
         }
         found = self.witnessed(held) if held else None
         if found is None:

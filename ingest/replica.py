@@ -593,7 +593,7 @@ def _follow(
 def _refresh_checkpoints(follower: Follower) -> None:
     """The checkpoints Redis holds: a safety net when none gets through on the feed; and what
     the witnesses cosigned, which holds back a copy whose key chain lacks a rotation (10.7)."""
-    follower.refresh_witnessed()
+    follower.refresh_witnessed(unsettled_only=True)
     source = follower.sources[0] if follower.sources else None
     if isinstance(source, StreamSource):
         try:

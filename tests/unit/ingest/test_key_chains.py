@@ -311,6 +311,8 @@ def test_a_copy_put_back_before_a_rotation_never_stores_a_fork_the_old_key_signe
         assert seen == [LEDGER]
         assert list(replica.store.range(LEDGER)) == records  # never a record of the fork
         assert replica.follower.status() == {"current": True, "behind": {}}
+        replica.follower.refresh_witnessed(unsettled_only=True)  # the replica's each second
+        assert seen == [LEDGER]  # a current copy: Redis is not asked
         checkpoint = replica.follower.checkpoint_of(LEDGER)
         assert checkpoint is not None and checkpoint.size == size
         assert [c.note for c in replica.store.checkpoints.all(LEDGER, EVIDENCE)] == [fork_note]
