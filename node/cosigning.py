@@ -173,6 +173,19 @@ def stale_since(fresh_ms: int | None, now_ms: int, recosign_ms: int, after_ms: i
     return fresh_ms is None or now_ms - fresh_ms > recosign_ms + after_ms
 
 
+def _witness_table(
+    witnesses: Iterable[VerifierKey],
+) -> tuple[dict[tuple[str, int], VerifierKey], Mapping[str, str]]:
+    """The witness keys by (name, key id), and each name's group (:func:`witness_groups`).
+    Raises NoteError for a key not of type 0x04."""
+    keys = {}
+    for key in witnesses:
+        if key.alg != ALG_COSIGNATURE_V1:
+            raise NoteError(f"witness key {key.name!r} is not a cosignature key (type 0x04)")
+        keys[(key.name, key.key_id)] = key
+    return keys, witness_groups(keys.values())
+
+
 def gather(
     notes: Iterable[bytes],
     log_key: VerifierKey,
@@ -191,12 +204,7 @@ def gather(
     """
     if log_key.alg != ALG_ED25519:
         raise NoteError("the log key must be an Ed25519 note key (type 0x01)")
-    keys = {}
-    for key in witnesses:
-        if key.alg != ALG_COSIGNATURE_V1:
-            raise NoteError(f"witness key {key.name!r} is not a cosignature key (type 0x04)")
-        keys[(key.name, key.key_id)] = key
-    groups = witness_groups(keys.values())
+    keys, groups = _witness_table(witnesses)
     lines: dict[str, list[NoteSignature]] = {}
     for data in notes:
         try:
@@ -268,12 +276,7 @@ def cosigned_by_witness(
 
     Never raises for what ``notes`` hold (a malformed note or line is skipped); NoteError only
     for a witness key not of type 0x04."""
-    keys = {}
-    for key in witnesses:
-        if key.alg != ALG_COSIGNATURE_V1:
-            raise NoteError(f"witness key {key.name!r} is not a cosignature key (type 0x04)")
-        keys[(key.name, key.key_id)] = key
-    groups = witness_groups(keys.values())
+    keys, groups = _witness_table(witnesses)
     largest: dict[str, tuple[int, bytes]] = {}
     for data in notes:
         try:
