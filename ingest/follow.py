@@ -421,7 +421,7 @@ class Follower:
             ahead = {witness: note for witness, note in notes.items() if self._beyond_keys(ledger, note, size)}
             if 0 < state.quorum <= len(ahead) and not state.ahead:
                 log.warning(
-                    "%s: %s: %d witnesses cosigned it up to size %d with a key this copy's key chain does not "
+                    "%s: %s: %d witness(es) cosigned it up to size %d with a key this copy's key chain does not "
                     "know (a rotation above its %d records): it stores none of it until it holds that rotation",
                     self.name,
                     ledger,
