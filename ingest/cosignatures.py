@@ -18,7 +18,7 @@ from ..broker.redis_keys import is_ledger_name
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger
 from ..broker.tallies import TallyBoard
 from ..node.checkpoint_log import COSIGNED
-from ..node.cosigning import GatheredCheckpoint, gather
+from ..node.cosigning import GatheredCheckpoint, cosigned_by_witness, distinct_witnesses, gather, needed_witnesses
 from ..node.epoch import EpochHistory, gather_in_epochs
 from ..node.errors import NoteError, SignatureError, VledgerError
 from ..node.node_key_rotation import KeyHistory
@@ -107,6 +107,57 @@ class KnownCosignatures:
                 return ()  # no genesis here yet: asked again next time
             keys = self._outside_keys[ledger] = listed.keys if listed is not None else ()
         return keys
+
+
+class WitnessedNotes:
+    """For a follower (PROTOCOL 10.7, ``Follower.refresh_witnessed``): what the cluster's
+    witnesses say they cosigned last of some ledgers, each one's note in Redis whose cosignature
+    line by that witness verifies (its log signature not checked: the follower's key chain may
+    lack the rotation that names its key), and how many witnesses make a quorum: a majority
+    of those whose keys this node holds. None while Redis does not answer.
+
+    ``witnesses`` are the cluster's witness keys by node name but the follower's own (``own``):
+    its note says what its store held, and a store put back republishes its old one at start
+    (10.7), so it would never count toward the quorum that holds it back; ``rotated()`` and
+    ``histories()`` as :class:`KnownCosignatures` (a rotated witness's keys in force, its
+    replaced keys' lines only as 16.6 allows)."""
+
+    def __init__(
+        self,
+        cluster: str,
+        replication: ReplicationLedger,
+        witnesses: Mapping[str, VerifierKey],
+        own: str,
+        rotated: Callable[[], Iterable[VerifierKey]] | None = None,
+        histories: Callable[[], Mapping[str, KeyHistory]] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.replication = replication
+        self.names = tuple(name for name in witnesses if name != own)
+        self.witnesses = tuple(witnesses[name] for name in self.names)
+        self.own = witness_name(cluster, own)  # its keys' name: a rotated key of its own is left out too
+        self.rotated = rotated
+        self.histories = histories
+
+    def __call__(self, above: Mapping[str, int]) -> dict[str, tuple[dict[str, bytes], int]] | None:
+        """Per ledger of ``above`` (ledger -> the size the follower holds), the witnesses' notes of
+        larger sizes (witness -> note) and the quorum; one Redis round trip for them all."""
+        try:
+            read = self.replication.cosignatures_of(above, self.names)
+        except REDIS_ERRORS as e:
+            log.debug("the witnesses' notes: Redis unavailable (%s)", e)
+            return None
+        rotated = [key for key in self.rotated() if key.name != self.own] if self.rotated is not None else []
+        keys = (*self.witnesses, *rotated)
+        counts = cosignatures_in_force(self.cluster, self.histories()) if self.histories is not None else None
+        needed = needed_witnesses(distinct_witnesses(keys))
+        return {
+            ledger: (
+                cosigned_by_witness(notes.values(), origin_for(self.cluster, ledger), keys, counts, above[ledger]),
+                needed,
+            )
+            for ledger, notes in read.items()
+        }
 
 
 def largest_cosigned(

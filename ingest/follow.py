@@ -92,7 +92,7 @@ from ..node.errors import (
     VledgerError,
 )
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
-from ..node.note import origin_for, parse_checkpoint, parse_note
+from ..node.note import Note, origin_for, parse_checkpoint, parse_note
 from ..node.record import Record, RecordColumns, decode_record, record_of_checked, records_of_columns
 from ..node.store import KEPT_LEAVES, ChainStore, GrownTree, Receipt, grow_kept_by
 from ..node.store_cut import Cut
@@ -219,6 +219,11 @@ class _Ledger:
     # the copy is at fault, and nothing more of the ledger is fetched or stored until it is
     # repaired (a node restarted on a repaired store starts afresh). None while the copy is sound.
     fault: bytes | None = None
+    # The notes the cluster's witnesses cosigned last (witness -> note) that this copy's key chain
+    # cannot check, of sizes above what it holds: a key a rotation it does not hold names. While
+    # ``quorum`` of them stand, nothing more is stored (Follower._held_back, PROTOCOL 10.7).
+    ahead: dict[str, bytes] = field(default_factory=dict)
+    quorum: int = 0
 
 
 class Follower:
@@ -246,6 +251,7 @@ class Follower:
         batch: int = 1000,
         stopping: Callable[[], bool] = lambda: False,
         checker: PageChecker | None = None,
+        witnessed: Callable[[Mapping[str, int]], Mapping[str, tuple[Mapping[str, bytes], int]] | None] | None = None,
     ) -> None:
         self.name = name
         self.store = store
@@ -264,6 +270,10 @@ class Follower:
         self.batch = batch
         self.stopping = stopping  # a long catch-up, or the start's asking of each source, ends early once this says so
         self.checker = checker  # checks the next catch-up page in its own process (ingest/page_check.py)
+        # Given ledgers and the size this copy holds of each: per ledger, the notes of larger sizes
+        # its witnesses cosigned last (witness -> note, each one's line verified, the log's
+        # signature not) and how many witnesses make a quorum; None: unknown now (Redis down).
+        self.witnessed = witnessed
         self._fetcher: ThreadPoolExecutor | None = None  # fetches the next catch-up page (made when first needed)
         self.ledgers: dict[str, _Ledger] = {}
         self.caught_up = False  # the start-up catch-up reached every checkpoint heard of
@@ -278,7 +288,9 @@ class Follower:
         """The highest height this follower knows the home placed (checkpointed, or held here)."""
         state = self.ledgers.get(ledger)
         checkpointed = state.best.height if state is not None and state.best is not None else -1
-        return max(checkpointed, self._head(ledger))
+        # A quorum of witnesses holds what their notes state, past a rotation this copy lacks.
+        witnessed = max((_claimed_height(note) for note in state.ahead.values()), default=-1) if state else -1
+        return max(checkpointed, witnessed, self._head(ledger))
 
     def behind(self) -> dict[str, int]:
         """Per ledger, how many records this node lacks of the highest checkpoint, counted
@@ -375,9 +387,49 @@ class Follower:
                     self.take_checkpoint(ledger, note, source.name, catch_up=False)
             except (VledgerError, OSError) as e:
                 log.warning("%s: cannot ask %s for its checkpoints: %s", self.name, source.name, e)
+        self.refresh_witnessed()  # before any record is stored: a copy put back may predate a rotation
         self.catch_up_all()
         self.caught_up = True
         log.info("%s: caught up: %s", self.name, self._summary())
+
+    def refresh_witnessed(self, *, unsettled_only: bool = False) -> None:
+        """Read, through the ``witnessed`` hook, what the cluster's witnesses cosigned last of each
+        ledger held whose key may rotate (13.8): when a quorum of those notes are of sizes above
+        what this copy holds and signed by a key its key chain does not know (a rotation it does
+        not hold names it), it stores nothing more of the ledger until its pending run holds that
+        rotation and one of those notes verifies (:meth:`_held_back`). Called at start, and by the
+        replica every few moments with ``unsettled_only``: then only for the ledgers with records
+        pending, behind a target or held back (a current copy holds every rotation it heard of,
+        and reading every ledger's notes each second cost Redis as many keys as witnesses). A
+        hook that cannot tell (Redis down) leaves things as they were."""
+        if self.witnessed is None:
+            return
+        held = {
+            ledger: self._size(ledger)
+            for ledger, state in sorted(self.ledgers.items())
+            if state.fault is None
+            and (not unsettled_only or state.pending or state.ahead or self._head(ledger) < self.target(ledger))
+            and self.store.size(ledger) > 0
+            and self._may_rotate(ledger)
+        }
+        found = self.witnessed(held) if held else None
+        if found is None:
+            return
+        for ledger, size in held.items():
+            state = self._state(ledger)
+            notes, state.quorum = found.get(ledger, ({}, 0))
+            ahead = {witness: note for witness, note in notes.items() if self._beyond_keys(ledger, note, size)}
+            if 0 < state.quorum <= len(ahead) and not state.ahead:
+                log.warning(
+                    "%s: %s: %d witness(es) cosigned it up to size %d with a key this copy's key chain does not "
+                    "know (a rotation above its %d records): it stores none of it until it holds that rotation",
+                    self.name,
+                    ledger,
+                    len(ahead),
+                    max(_claimed_height(note) + 1 for note in ahead.values()),
+                    size,
+                )
+            state.ahead = ahead if 0 < state.quorum <= len(ahead) else {}
 
     def catch_up_all(self) -> None:
         for ledger in sorted(self.ledgers):
@@ -798,17 +850,37 @@ class Follower:
             return False
         return True
 
+    def _may_rotate(self, ledger: str) -> bool:
+        """Whether ``ledger``'s key may rotate (13.8: its genesis pins a key and lists
+        ``checkpoint_key``), or its genesis is not held yet."""
+        if self.store.size(ledger) == 0:
+            return True
+        rules = self.store.rules(ledger)
+        try:
+            return ROTATION_KIND in rules.kinds and KeyChain.from_rules(ledger, rules) is not None
+        except VledgerError:  # a pinned value that is no key: nothing can rotate
+            return False
+
+    def _beyond_keys(self, ledger: str, note: bytes, held: int) -> bool:
+        """Whether ``note`` states a size above ``held`` and is signed by a key no rotation this
+        copy holds (stored or pending) names, as far as it can tell (:meth:`_may_be_rotated`)."""
+        size = _claimed_size(note)
+        if size is None or size <= held:
+            return False
+        try:
+            self.keys.check(ledger, note)
+        except UnverifiedNoteError:
+            return self._may_be_rotated(ledger, note)
+        except VledgerError:
+            return False
+        return False
+
     def _may_be_rotated(self, ledger: str, note: bytes) -> bool:
         """Whether ``note`` may be signed by a key a rotation this copy does not hold yet names
         (13.8): ``ledger`` may rotate (or its genesis is not held yet) and a signature line is
         named its origin with a key id of no key this copy knows."""
-        if self.store.size(ledger) > 0:
-            rules = self.store.rules(ledger)
-            try:
-                if ROTATION_KIND not in rules.kinds or KeyChain.from_rules(ledger, rules) is None:
-                    return False
-            except VledgerError:  # a pinned value that is no key: nothing can rotate
-                return False
+        if not self._may_rotate(ledger):
+            return False
         chain = self.keys.chain_of(ledger) if isinstance(self.keys, ChainedCheckpointKeys) else None
         known = {key.key_id for key in chain.keys} if chain is not None else set()
         try:
@@ -1150,6 +1222,10 @@ class Follower:
             state.heard_from.pop(size, None)
         if not state.pending:
             return set()
+        if state.ahead:
+            held = self._held_back(ledger, state, base)
+            if held is not None:
+                return held  # nothing past a rotation this copy does not hold: the run waits, or goes
         top = base + len(state.pending)  # the size of the tree with the run
         sizes = sorted(size for size in state.waiting if size <= top)
         if not sizes:
@@ -1246,6 +1322,53 @@ class Follower:
         if contradicted:
             self._judge_stored(ledger, contradicted)
         return set()
+
+    def _held_back(self, ledger: str, state: _Ledger, base: int) -> set[str] | None:
+        """Whether the pending run waits for a rotation it does not hold yet (None: it does not):
+        a quorum of the witnesses' notes (``state.ahead``, :meth:`refresh_witnessed`) are still
+        signed by a key the key chain with the pending run does not name. Meanwhile a checkpoint
+        the old key signs verifies here, also one past the rotation (a home put back from a copy
+        older than its ``rotate-key`` signs its fork so) and would store the fork: nothing is
+        stored. A run that reaches the sizes of a quorum of those notes without the rotation is
+        not their chain: it is dropped as :meth:`_flush` drops a contradicted one (its sources
+        returned), else it would wait for ever on a fork longer than the true chain.
+
+        Once the run holds the rotation, those notes verify: each waits like any checkpoint (its
+        home's line alone), to store the run once its tree has their root; the checkpoints waiting
+        are checked again along the chain (the retired key's past its rotation is evidence, 13.8)."""
+        still = {witness: note for witness, note in state.ahead.items() if self._beyond_keys(ledger, note, base)}
+        if len(still) >= state.quorum:
+            state.ahead = still
+            top = base + len(state.pending)
+            if sum(1 for note in still.values() if (_claimed_size(note) or 0) <= top) < state.quorum:
+                return set()
+            dropped = set(state.sources)
+            self._drop_pending(state, suspect=True)  # told once the true records are stored
+            return dropped
+        proven = {witness: note for witness, note in state.ahead.items() if witness not in still}
+        state.ahead = {}
+        for size, waiting in list(state.waiting.items()):
+            try:
+                self.keys.check(ledger, waiting.note)
+                continue
+            except RetiredKeyError as e:
+                self._retired(ledger, waiting.note, e, state.heard_from.get(size, self.home_of(ledger)))
+            except VledgerError:
+                pass
+            del state.waiting[size]
+            state.heard_from.pop(size, None)
+        origin = origin_for(self.keys.cluster, ledger)
+        for witness, note in proven.items():
+            try:
+                checkpoint = self.keys.check(ledger, _home_lines(note, origin))
+            except VledgerError:
+                continue  # the key chain the run brings does not name its key either
+            if state.best is None or checkpoint.size > state.best.size:
+                state.best = checkpoint
+            if checkpoint.size > base and checkpoint.size not in state.waiting:
+                state.waiting[checkpoint.size] = checkpoint
+                state.heard_from[checkpoint.size] = witness
+        return None
 
     def _judge_stored(self, ledger: str, contradicted: list[SignedCheckpoint]) -> None:
         """Judge ``contradicted``, checkpoints inside the run just handed over whose root its tree
@@ -1556,6 +1679,13 @@ def _claimed_size(note: bytes) -> int | None:
     lines = note.split(b"\n", 2)
     size = lines[1] if len(lines) == 3 else b""
     return int(size) if 0 < len(size) <= 20 and size.isdigit() else None
+
+
+def _home_lines(data: bytes, origin: str) -> bytes:
+    """The note ``data`` with only its lines named ``origin`` (the log's): a witness's note
+    without the cosignatures, as its home sent it."""
+    note = parse_note(data)
+    return Note(note.text, tuple(line for line in note.signatures if line.name == origin)).encode()
 
 
 def _size_of(checkpoint: SignedCheckpoint) -> int:

@@ -50,7 +50,7 @@ from ..node.store import ChainStore
 from ..node.witness import CheckpointKeys, WitnessSigner, home_key, witness_keys_in_force, witness_name
 from .accounts import CachedAccounts
 from .blob_copy import BlobFetcher, FileRules
-from .cosignatures import KnownCosignatures
+from .cosignatures import KnownCosignatures, WitnessedNotes
 from .epochs import EpochBook
 from .follow import NOT_RELAYED, Follower, Page, own_copy_alerts
 from .key_chains import KeyChains
@@ -399,6 +399,19 @@ def _run_follower(
         batch=config.replication.catch_up_batch,
         stopping=runtime.stopping.is_set,
         checker=checker,
+        witnessed=WitnessedNotes(
+            config.name,
+            replication,
+            witness_keys(config),
+            name,
+            rotated=lambda: witness_keys_in_force(
+                config.name,
+                runtime.gates.histories,
+                [n.name for n in config.nodes.values() if n.role in FOLLOWER_ROLES],
+                now_ms(),
+            ),
+            histories=lambda: runtime.gates.histories,
+        ),
     )
     chains.pending = follower.pending  # a rotation not stored yet names the key of the checkpoint over it
     earlier = own_open_alerts_of(replication, name)
@@ -578,7 +591,9 @@ def _follow(
 
 
 def _refresh_checkpoints(follower: Follower) -> None:
-    """The checkpoints Redis holds: a safety net when none gets through on the feed."""
+    """The checkpoints Redis holds: a safety net when none gets through on the feed; and what
+    the witnesses cosigned, which holds back a copy whose key chain lacks a rotation (10.7)."""
+    follower.refresh_witnessed(unsettled_only=True)
     source = follower.sources[0] if follower.sources else None
     if isinstance(source, StreamSource):
         try:

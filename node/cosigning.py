@@ -179,6 +179,19 @@ def stale_since(fresh_ms: int | None, now_ms: int, recosign_ms: int, after_ms: i
     return fresh_ms is None or now_ms - fresh_ms > recosign_ms + after_ms
 
 
+def _witness_table(
+    witnesses: Iterable[VerifierKey],
+) -> tuple[dict[tuple[str, int], VerifierKey], Mapping[str, str]]:
+    """The witness keys by (name, key id), and each name's group (:func:`witness_groups`).
+    Raises NoteError for a key not of type 0x04."""
+    keys = {}
+    for key in witnesses:
+        if key.alg != ALG_COSIGNATURE_V1:
+            raise NoteError(f"witness key {key.name!r} is not a cosignature key (type 0x04)")
+        keys[(key.name, key.key_id)] = key
+    return keys, witness_groups(keys.values())
+
+
 def gather(
     notes: Iterable[bytes],
     log_key: VerifierKey,
@@ -197,12 +210,7 @@ def gather(
     """
     if log_key.alg != ALG_ED25519:
         raise NoteError("the log key must be an Ed25519 note key (type 0x01)")
-    keys = {}
-    for key in witnesses:
-        if key.alg != ALG_COSIGNATURE_V1:
-            raise NoteError(f"witness key {key.name!r} is not a cosignature key (type 0x04)")
-        keys[(key.name, key.key_id)] = key
-    groups = witness_groups(keys.values())
+    keys, groups = _witness_table(witnesses)
     lines: dict[str, list[NoteSignature]] = {}
     for data in notes:
         try:
@@ -256,6 +264,44 @@ def _gather_text(
     names = tuple(sorted(cosigned))
     note = Note(text, (log_line, *(line for n in names for line in cosigned[n]))).encode()
     return GatheredCheckpoint(checkpoint, note, names, len(set(groups.values())))
+
+
+def cosigned_by_witness(
+    notes: Iterable[bytes],
+    origin: str,
+    witnesses: Iterable[VerifierKey],
+    counts: Counts | None = None,
+    above: int = -1,
+) -> dict[str, bytes]:
+    """Each witness (by the name standing for it, :func:`witness_groups`) -> the largest note of
+    ``origin`` among ``notes`` that carries a cosignature line of it that verifies (and that
+    ``counts`` allows). The log's signature is NOT checked: a cosignature signs the checkpoint's
+    text, so a witness's word on a tree is read even by one that cannot check the key that
+    signed the tree (a follower whose key chain lacks a rotation, PROTOCOL 10.7). A note of a
+    size at most ``above`` is passed over before any signature is checked.
+
+    Never raises for what ``notes`` hold (a malformed note or line is skipped); NoteError only
+    for a witness key not of type 0x04."""
+    keys, groups = _witness_table(witnesses)
+    largest: dict[str, tuple[int, bytes]] = {}
+    for data in notes:
+        try:
+            note = parse_note(data)
+            checkpoint = parse_checkpoint(note.text)
+        except NoteError:
+            continue
+        if checkpoint.origin != origin or checkpoint.size <= above:
+            continue
+        for sig in note.signatures:
+            known = keys.get((sig.name, sig.key_id))
+            if known is None or not verify_signature(note.text, sig, known):
+                continue
+            if counts is not None and not counts(sig, known, checkpoint):
+                continue
+            group = groups[sig.name]
+            if checkpoint.size > largest.get(group, (-1, b""))[0]:
+                largest[group] = (checkpoint.size, data)
+    return {group: data for group, (_, data) in largest.items()}
 
 
 def newest(gathered: Iterable[GatheredCheckpoint], min_witnesses: int = 0) -> GatheredCheckpoint | None:

@@ -21,8 +21,11 @@ from vledger.broker.redis_server import connect
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.broker.tallies import TallyBoard
+from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import NoteError
-from vledger.node.note import ALG_ED25519, Note, SignerKey, VerifierKey, parse_verifier_key, sign
+from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, VerifierKey, parse_verifier_key, sign
+from vledger.node.record import decode_record
+from vledger.node.store import ChainStore
 from vledger.node.tally_body import Snapshot
 from vledger.node.witness import Cosigned, check_cosigned, witness_key, witness_name
 from vledger.tests.integration.cluster import LocalCluster, entry, wait_until
@@ -182,3 +185,66 @@ def test_an_observer_counts_an_admin_s_rotation_and_flags_nothing(start_cluster:
     tally = wait_until(counted, WAIT, "observer-1's tally of the ledger past the rotation").tally
     assert height < size - 1 and tally["flagged"] == 0 and tally["records"] == size, tally
     assert not [key for key in _repl(cluster).open_alerts() if key.endswith("|not_admin_author")]
+
+
+def _fork_past(honest: list[bytes], at: int, count: int, old: SignerKey, directory: Path) -> tuple[list[bytes], bytes]:
+    """What a home put back from a copy older than its rotation writes (outsider o13 F1): the
+    honest records below ``at``, then ``count`` others; their bytes and a checkpoint of the fork
+    signed by the old key, which a chain without the rotation verifies."""
+    with ChainStore(directory, origin="ingest-1") as fork:
+        fork.append_records([decode_record(data, PROTOCOL_LIMITS) for data in honest[:at]])
+        for n in range(count):
+            fork.append(entry(LEDGER, "vote", {"n": f"fork-{n}"}, "writer1"))
+        body = Checkpoint(ORIGIN, fork.size(LEDGER), fork.root(LEDGER)).body()
+        return [r.encode() for r in fork.range(LEDGER, at)], Note(body, (sign(body, old),)).encode()
+
+
+def test_a_replica_put_back_before_a_rotation_never_stores_the_old_key_s_fork_and_catches_up(
+    start_cluster: Any, tmp_path: Path
+) -> None:
+    """Outsider o13 F2 (PROTOCOL 10.7): replica-2 put back from a copy older than `rotate-key`
+    read from Redis a fork its home (put back from an older copy too) had signed with the OLD key
+    past the rotation; its key chain verified it: it stored the fork, cosigned it, and stuck.
+    Now the witnesses' notes by the new key, which its chain cannot check, hold it back: it
+    stores nothing of the fork, and once the home answers again it takes the true chain."""
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2, replication={"heartbeat_ms": 200})
+    common = ["--config", str(cluster.config_path), "--key", str(_keys(cluster) / "admin.key_secret")]
+    cluster.cli("ledger", "create", LEDGER, "--kinds", "vote", "--difficulty", "0", *common)
+    old = SignerKey(ORIGIN, ALG_ED25519, load_signing_key(signing_key_paths(_keys(cluster), "ingest-1")[0]).seed)
+    before = _put(cluster, 3)
+    _wait_cosigned(cluster, old.verifier(), before)
+    assert cluster.stop_node("replica-2") == 0
+    copy = tmp_path / "replica-2-copy"
+    shutil.copytree(cluster.store_dir("replica-2"), copy, symlinks=True)
+    cluster.start_node("replica-2")
+
+    rotated = json.loads(cluster.cli("ledger", "rotate-key", LEDGER, "--json", *common).stdout)
+    assert rotated["height"] == before
+    total = _put(cluster, 4)
+    _wait_cosigned(cluster, parse_verifier_key(rotated["checkpoint_key"]), total)  # both witnesses' notes
+    honest = list(cluster.admin().records(LEDGER))
+
+    # The home down, replica-2 put back; Redis's stream and latest checkpoint are the fork's.
+    assert cluster.stop_node("ingest-1") == 0
+    assert cluster.stop_node("replica-2") == 0
+    shutil.rmtree(cluster.store_dir("replica-2"))
+    shutil.copytree(copy, cluster.store_dir("replica-2"), symlinks=True)
+    forked, fork_note = _fork_past(honest, before, 3, old, tmp_path / "fork")
+    ledger = _repl(cluster)
+    ledger.rewind(LEDGER, before)
+    ledger.append_checked(LEDGER, "ingest-1", before, forked, fork_note)
+
+    started = cluster.log_text("replica-2").count("replica-2: caught up:")
+    cluster.start_node("replica-2")
+    wait_until(
+        lambda: cluster.log_text("replica-2").count("replica-2: caught up:") > started, WAIT, "replica-2's catch-up"
+    )
+    replica = cluster.admin("replica-2")
+    assert int(replica.call("size", {"ledger": LEDGER})["size"]) == before  # the fork waits, unstored
+
+    cluster.start_node("ingest-1")
+    wait_until(
+        lambda: int(replica.call("size", {"ledger": LEDGER})["size"]) >= total, WAIT, "replica-2 holds the true chain"
+    )
+    assert list(replica.records(LEDGER))[: len(honest)] == honest
+    _wait_cosigned(cluster, parse_verifier_key(rotated["checkpoint_key"]), total, ["replica-2"])  # it witnesses again

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
+from vledger.broker.replication import ReplicationLedger
 from vledger.config.settings import Limits
-from vledger.ingest.cosignatures import KnownCosignatures
+from vledger.ingest.cosignatures import KnownCosignatures, WitnessedNotes
 from vledger.ingest.epochs import EpochBook
 from vledger.node.checkpoint_log import COSIGNED
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
@@ -79,3 +81,37 @@ def test_a_promoted_standby_s_checkpoints_are_gathered_by_the_epochs_and_a_fence
         # The old home's note of the same size past the handover (signed while cut off) is dropped.
         texts = [parse_note(g.note).text for g in known.gathered(LEDGER, fenced)]
         assert texts == [parse_note(epoch_2).text]
+
+
+def test_witnessed_notes_read_each_other_witness_s_larger_note_in_one_round_trip(redis_client: Any) -> None:
+    """A follower's view of what the witnesses cosigned (PROTOCOL 10.7): per ledger, each other
+    witness's note above the size it holds whose line verifies, whatever key signed the tree; its
+    own note is never read (a store put back republishes its old one), nor counted in the quorum."""
+    witnesses = {
+        f"replica-{i}": SignerKey(f"{CLUSTER}/witness/replica-{i}", ALG_COSIGNATURE_V1, bytes([i]) * 32)
+        for i in (1, 2, 3)
+    }
+    rotated = HomeSigner(CLUSTER, secrets.token_bytes(32))  # a key no reader's chain knows
+    replication = ReplicationLedger(redis_client)
+
+    def publish(ledger: str, witness: str, size: int, signer: SignerKey | None = None) -> bytes:
+        note = parse_note(rotated.sign(ledger, size, bytes([size]) * 32).note)
+        line = cosign(note.text, signer or witnesses[witness], T0 // 1000).note_signature()
+        cosigned = note.with_signatures(line).encode()
+        replication.publish_cosignature(ledger, witness, size, cosigned)
+        return cosigned
+
+    one = publish(LEDGER, "replica-1", 9)
+    publish(LEDGER, "replica-2", 5)  # not above what the reader holds
+    publish(
+        LEDGER, "replica-3", 9, witnesses["replica-1"]
+    )  # replica-1's key under replica-3's name: no line of replica-3
+    other = publish("other", "replica-3", 3)
+    publish("other", "replica-1", 3)
+    witnessed = WitnessedNotes(CLUSTER, replication, {n: k.verifier() for n, k in witnesses.items()}, "replica-1")
+    found = witnessed({LEDGER: 6, "other": 0, "empty": 0})
+    # 2 others of 3 witnesses: a quorum of 2; replica-1's notes (the reader's own) are not read.
+    assert found == {LEDGER: ({}, 2), "other": ({f"{CLUSTER}/witness/replica-3": other}, 2)}
+    assert WitnessedNotes(CLUSTER, replication, {n: k.verifier() for n, k in witnesses.items()}, "replica-2")(
+        {LEDGER: 6}
+    ) == {LEDGER: ({f"{CLUSTER}/witness/replica-1": one}, 2)}

@@ -9,6 +9,7 @@ retired key signed past its rotation as evidence, raising retired_key against th
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
+from vledger.node.witness import SignedCheckpoint, WitnessSigner, witness_name
 
 LIMITS = Limits()
 T0 = 1_790_000_000_000
@@ -147,21 +149,27 @@ class _Pages:
 
     name = "redis"
 
-    def __init__(self, records: list[Record], notes: list[tuple[int, bytes]]) -> None:
+    def __init__(self, records: list[Record], notes: list[tuple[int, bytes]], name: str = "redis") -> None:
+        self.name = name
         self.records = records
         self.notes = notes
+        self.latest: dict[str, bytes] = {}  # as Redis's checkpoint key, read at start
 
     def fetch(self, ledger: str, start: int, count: int) -> Page:
         rows = [(r.height, r.encode()) for r in self.records[start : start + count]]
         return Page(rows, [note for size, note in self.notes if start < size <= start + len(rows)])
 
     def checkpoints(self) -> dict[str, bytes]:
-        return {}
+        return dict(self.latest)
 
 
 class _Replica:
     def __init__(
-        self, directory: Path, sources: list[_Pages] | None = None, checker: PageChecker | None = None
+        self,
+        directory: Path,
+        sources: list[_Pages] | None = None,
+        checker: PageChecker | None = None,
+        witnessed: Callable[[str], tuple[Mapping[str, bytes], int]] | None = None,
     ) -> None:
         self.store = ChainStore(directory, origin="replica-1")
         self.alerts: list[Alert] = []
@@ -178,6 +186,7 @@ class _Replica:
             on_evidence=lambda checkpoint, source, proof: self.evidence.append(checkpoint),
             batch=3,
             checker=checker,
+            witnessed=None if witnessed is None else (lambda held: {ledger: witnessed(ledger) for ledger in held}),
         )
         self.chains.pending = self.follower.pending
 
@@ -237,3 +246,125 @@ def test_a_catch_up_through_a_rotation_checks_each_later_note_with_the_new_key(
         assert list(replica.store.range(LEDGER)) == records
         assert [(a.what, a.source) for a in replica.alerts] == [("retired_key", "home")]
         assert [c.note for c in replica.store.checkpoints.all(LEDGER, EVIDENCE)] == [retired]
+
+
+WITNESSES = [WitnessSigner(witness_name(CLUSTER, f"replica-{i}"), bytes([i + 50]) * 32) for i in range(3)]
+
+
+def _rotated_and_forked(
+    tmp_path: Path, forked_records: int = 4
+) -> tuple[list[Record], list[tuple[int, bytes]], list[Record], bytes]:
+    """The true chain: 4 records, a rotation at 4, 5 more (a note by the key in force over every
+    size from 4 on); a fork of it from 4 as a home put back from a copy older than its rotation
+    makes: 4 other records under a note by the old key K0, which a chain without the rotation
+    takes for the home's."""
+    with _home(tmp_path / "home") as home:
+        keys = _keys(home)
+        keys.rotate(LEDGER, "admin", home.append)
+        _notes(home, 5, 5)
+        records = list(home.range(LEDGER))
+        notes = [(n, keys.sign(LEDGER, n, home.root(LEDGER, n)).note) for n in range(4, home.size(LEDGER) + 1)]
+    with _home(tmp_path / "fork") as fork:
+        _notes(fork, 4, forked_records)
+        forked = list(fork.range(LEDGER))
+        fork_note = _note(K0, fork.size(LEDGER), fork.root(LEDGER))
+    assert forked[:4] == records[:4] and forked[4] != records[4]
+    return records, notes, forked, fork_note
+
+
+def _witnessed(note: bytes, *witnesses: WitnessSigner) -> dict[str, bytes]:
+    """Each witness's note in Redis: ``note`` with its cosignature line."""
+    checkpoint = SignedCheckpoint(LEDGER, 0, b"", note)  # cosign reads the note only
+    return {w.name: w.cosign(checkpoint, 1_790_000_000) for w in witnesses}
+
+
+def _put_back(directory: Path, records: list[Record]) -> None:
+    """A copy of the replica's store from before the rotation: the first 4 records."""
+    with ChainStore(directory, origin="replica-1") as copy:
+        copy.append_records(records[:4])
+
+
+def test_a_copy_put_back_before_a_rotation_never_stores_a_fork_the_old_key_signed_and_takes_the_true_chain(
+    tmp_path: Path, checker: PageChecker | None
+) -> None:
+    """Outsider o13 F2 (PROTOCOL 10.7): a replica put back from a copy older than `rotate-key`
+    read from Redis a fork signed by the old key past the rotation, stored it and cosigned it.
+    A quorum of the witnesses' notes (by the new key, which its chain cannot check) now holds it
+    back: the fork waits, the next source's true chain brings the rotation, and the witnessed
+    note proves it. The fork's note is then the retired key's (kept, told, 13.8),
+    and each fork record is told against the source that gave it."""
+    records, notes, forked, fork_note = _rotated_and_forked(tmp_path)
+    size = len(records)
+    redis = _Pages(forked, [(len(forked), fork_note)])
+    redis.latest = {LEDGER: fork_note}  # the fork's home set it
+    peer = _Pages(records, notes, name="replica-2")
+    seen: list[str] = []
+
+    def witnessed(ledger: str) -> tuple[Mapping[str, bytes], int]:
+        seen.append(ledger)
+        return _witnessed(notes[-1][1], *WITNESSES[:2]), 2  # 2 of the 3 witnesses hold the true tree
+
+    _put_back(tmp_path / "replica", records)
+    replica = _Replica(tmp_path / "replica", [redis, peer], checker, witnessed)
+    with replica.store:
+        replica.follower.start()
+        assert seen == [LEDGER]
+        assert list(replica.store.range(LEDGER)) == records  # never a record of the fork
+        assert replica.follower.status() == {"current": True, "behind": {}}
+        replica.follower.refresh_witnessed(unsettled_only=True)  # the replica's each second
+        assert seen == [LEDGER]  # a current copy: Redis is not asked
+        checkpoint = replica.follower.checkpoint_of(LEDGER)
+        assert checkpoint is not None and checkpoint.size == size
+        assert [c.note for c in replica.store.checkpoints.all(LEDGER, EVIDENCE)] == [fork_note]
+        # The old key's note past the rotation names the home; each fork record the source that gave it.
+        assert sorted((a.what, a.source, a.height) for a in replica.alerts) == [
+            ("record_conflict", "redis", height) for height in range(4, 8)
+        ] + [("retired_key", "home", 7)]
+
+
+def test_a_copy_held_back_stores_nothing_while_no_source_brings_the_rotation(tmp_path: Path) -> None:
+    """Only the fork to fetch (the other sources down): it stays pending, the copy says it is
+    behind up to the witnessed size; once a source of the true chain answers, that is stored."""
+    records, notes, forked, fork_note = _rotated_and_forked(tmp_path)
+    redis = _Pages(forked, [(len(forked), fork_note)])
+    redis.latest = {LEDGER: fork_note}
+    _put_back(tmp_path / "replica", records)
+    replica = _Replica(tmp_path / "replica", [redis], None, lambda ledger: (_witnessed(notes[-1][1], *WITNESSES), 2))
+    with replica.store:
+        replica.follower.start()
+        assert replica.store.size(LEDGER) == 4
+        assert replica.follower.status() == {"current": False, "behind": {LEDGER: len(records) - 4}}
+        replica.follower.sources.append(_Pages(records, notes, name="ingest-1"))
+        replica.follower.catch_up_all()
+        assert list(replica.store.range(LEDGER)) == records
+
+
+def test_fewer_witnesses_than_a_quorum_hold_nothing_back(tmp_path: Path) -> None:
+    """One witness's note alone is no quorum of 2: the copy goes on as before (here it takes
+    the fork its chain verifies, which the witnesses then refuse to cosign)."""
+    records, notes, forked, fork_note = _rotated_and_forked(tmp_path)
+    redis = _Pages(forked, [(len(forked), fork_note)])
+    redis.latest = {LEDGER: fork_note}
+    _put_back(tmp_path / "replica", records)
+    replica = _Replica(tmp_path / "replica", [redis], None, lambda ledger: (_witnessed(notes[-1][1], WITNESSES[0]), 2))
+    with replica.store:
+        replica.follower.start()
+        assert list(replica.store.range(LEDGER)) == forked
+
+
+def test_a_fork_longer_than_the_witnessed_chain_is_dropped_once_it_reaches_their_notes(tmp_path: Path) -> None:
+    """The old key's fork goes past the size the witnesses cosigned (a quiet true chain): once
+    the pending run reaches their notes without the rotation they need, it is not their chain.
+    It is dropped, its source left for the next, and the true chain stored; held for ever, the
+    copy never asked another source."""
+    records, notes, forked, fork_note = _rotated_and_forked(tmp_path, forked_records=9)
+    assert len(forked) > len(records)
+    redis = _Pages(forked, [(len(forked), fork_note)])
+    redis.latest = {LEDGER: fork_note}
+    _put_back(tmp_path / "replica", records)
+    sources = [redis, _Pages(records, notes, name="replica-2")]
+    replica = _Replica(tmp_path / "replica", sources, None, lambda ledger: (_witnessed(notes[-1][1], *WITNESSES), 2))
+    with replica.store:
+        replica.follower.start()
+        assert list(replica.store.range(LEDGER)) == records
+        assert {(a.what, a.source) for a in replica.alerts} == {("record_conflict", "redis"), ("retired_key", "home")}

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vledger.node.cosigning import (
+    cosigned_by_witness,
     distinct_witnesses,
     gather,
     needed_witnesses,
@@ -74,6 +75,35 @@ def test_one_key_under_two_names_gathers_one_cosignature() -> None:
     found = gather(notes, HOME.verifier(), ORIGIN, [*KEYS, alias.verifier()])
     assert len(found) == 1 and len(found[0].witnesses) == 2 and WITNESSES[1].name in found[0].witnesses
     assert newest(found, 3) is None
+
+
+def test_each_witness_s_largest_cosigned_note_is_read_whatever_key_signed_the_tree() -> None:
+    """A follower whose key chain lacks a rotation reads the witnesses' word on a tree (PROTOCOL
+    10.7): the log line is not checked, each witness's own line is, one witness counts once."""
+    rotated = SignerKey(ORIGIN, ALG_ED25519, bytes([7]) * 32)  # a key the reader does not know
+    alias = SignerKey("local/witness/alias", ALG_COSIGNATURE_V1, WITNESSES[0].seed)
+    forged = bytearray(_cosigned(9, WITNESSES[2], rotated))
+    forged[-3] ^= 1  # r2's line no longer verifies: its older note stands
+    notes = [
+        _cosigned(7, WITNESSES[0], rotated),
+        _cosigned(6, WITNESSES[0]),
+        _cosigned(8, alias, rotated),  # r0's key under another name: r0 still
+        _cosigned(5, WITNESSES[2], rotated),
+        bytes(forged),
+        b"not a note",
+        _cosigned(9, WITNESSES[1]).replace(ORIGIN.encode(), b"local/other"),  # another ledger's text
+    ]
+    found = cosigned_by_witness(notes, ORIGIN, [*KEYS, alias.verifier()])
+    assert {name: note.split(b"\n")[1] for name, note in found.items()} == {
+        "local/witness/alias": b"8",  # the least name stands for the shared key (witness_groups)
+        WITNESSES[2].name: b"5",
+    }
+    assert cosigned_by_witness(notes, ORIGIN, KEYS, lambda line, key, checkpoint: checkpoint.size < 6) == {
+        WITNESSES[2].name: notes[3]
+    }
+    assert list(cosigned_by_witness(notes, ORIGIN, [*KEYS, alias.verifier()], above=7)) == ["local/witness/alias"]
+    with pytest.raises(NoteError):
+        cosigned_by_witness(notes, ORIGIN, [HOME.verifier()])
 
 
 def test_unusable_keys_are_refused() -> None:
