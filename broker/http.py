@@ -163,7 +163,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except redis.RedisError as e:
-        return _redis_unavailable(request, e)
+        if _redis_away(e):
+            return _redis_unavailable(request, e)
+        log.exception("%s %s failed", request.method, request.path[:200])
+        return error_response(500, "error", "internal error; the server logged it")
     except Exception as e:
         # Before VledgerError: a StoreError raised from a malformed file (a reader first opened
         # after the damage: "not a vledger store: ... malformed") is damage too, not store_error.
@@ -176,6 +179,17 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             return error_response(STATUS_OF_CODE.get(e.code, 400), e.code, e.message)
         log.exception("%s %s failed", request.method, request.path[:200])
         return error_response(500, "error", "internal error; the server logged it")
+
+
+# Replies of a server that is there but cannot serve now; any other error reply (WRONGTYPE, a
+# script's error) or a client-side DataError is damage or a bug: 500, its traceback logged.
+_AWAY_REPLIES = ("OOM", "READONLY", "NOPERM", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _redis_away(error: redis.RedisError) -> bool:
+    if isinstance(error, (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError)):
+        return True
+    return isinstance(error, redis.ResponseError) and str(error).startswith(_AWAY_REPLIES)
 
 
 def _redis_unavailable(request: web.Request, error: redis.RedisError) -> web.Response:

@@ -86,6 +86,7 @@ from ..node.errors import (
     RecordConflictError,
     RetiredKeyError,
     RotationError,
+    RuleError,
     StoreContradictsCheckpointError,
     TreeMismatchError,
     UnverifiedNoteError,
@@ -1659,13 +1660,22 @@ def own_copy_alerts(name: str, alerts: Mapping[str, Mapping[str, object]]) -> di
         height = alert.get("height")
         if node != name or not ledger or what in ("", STORE_DAMAGED, COSIGNED_NOT_HELD):
             continue
-        if alert.get("source") != name and operator_resolves(name, key, _follows_every_ledger):
+        if alert.get("source") != name and (operator_resolves(name, key, _follows_every_ledger) or what in _RULE_CODES):
             continue
         try:
             found[key] = int(str(height))
         except ValueError:
             continue
     return found
+
+
+def _codes(error: type[RuleError]) -> frozenset[str]:
+    return frozenset((error.code,)).union(*(_codes(sub) for sub in error.__subclasses__()))
+
+
+# An observer's flag of a record the home placed that breaks a domain rule (verifier/observer.py):
+# the record stays in the chain a checkpoint vouches for, so no checkpoint resolves the flag.
+_RULE_CODES = _codes(RuleError)
 
 
 def _follows_every_ledger(node: str, ledger: str) -> bool:

@@ -949,6 +949,8 @@ class ClusterChecks:
         leftover = False  # a replaced home's record past its handover, which the home rewrites
         leftover_next = -1  # the height a run of those (from the handover on) goes on at
         agreed: dict[str, set[int]] = {}  # copy -> the heights where it holds the stream's (the home's) record
+        differed: set[str] = set()  # the copies whose record differs somewhere in these entries
+        home_read = False  # whether the home's records were compared with these entries
         # The home first: where its store differs from the stream, the stream is wrong (the store
         # is the truth, and the home rewrites the stream from it), and the others are compared
         # with the home's record.
@@ -962,6 +964,7 @@ class ClusterChecks:
                 reader.down(self.settings.node_timeout_ms / 1000, e)
                 continue
             same = agreed.setdefault(node, set())
+            home_read = home_read or node == home
             for height, data, digest in _placed(held, first, digests):
                 expected = digests.get(height)
                 if expected is not None and digest != expected and node == home:
@@ -977,6 +980,7 @@ class ClusterChecks:
                         )  # fmt: skip
                     streamed[height], digests[height] = data, digest
                 elif expected is not None and digest != expected:
+                    differed.add(node)
                     conflict = told_apart(streamed[height], data)
                     self.raise_alert(
                         Alert(node, ledger, height, "record_conflict",
@@ -989,7 +993,9 @@ class ClusterChecks:
         self.checked += len(rows)
         # Each side judged on its own (o13 F6: one copy's finding in a batch kept the stream's
         # alerts there open for good, as a later batch never covers those heights again).
-        if not stream_faulty and not leftover:  # a clean check of these heights: the stream's alerts there resolve
+        # A clean check of these heights: the stream's alerts there resolve. Without the home's
+        # word, a copy that differs is as likely right as the stream (review r20 F2).
+        if not stream_faulty and not leftover and (home_read or not differed):
             self.refresh_open()  # a home's alert of the rewrite these entries come from included
             prefix = f"redis|{ledger}|"
             self._resolve_checked(
@@ -1002,12 +1008,15 @@ class ClusterChecks:
                 ]
             )
         # A copy that now holds the home's record where it held another than the stream (the
-        # stream rewritten by its home, or the copy repaired) is no longer in conflict.
+        # stream rewritten by its home, or the copy repaired) is no longer in conflict: only by the
+        # home's word (r20 F2), and only where no record of it in these entries differs (r20 F1).
         self._resolve_checked(
             [
                 f"{node}|{ledger}|record_conflict"
                 for node, heights in agreed.items()
-                if self.open.get(f"{node}|{ledger}|record_conflict", -1) in heights
+                if home_read
+                and node not in differed
+                and self.open.get(f"{node}|{ledger}|record_conflict", -1) in heights
             ]
         )
         return len(rows)

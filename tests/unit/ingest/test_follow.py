@@ -1857,3 +1857,24 @@ def test_a_copy_cut_and_changed_below_the_cut_stops_the_node_as_damaged(
     replica.follower.heal_cuts()
     assert len(damage) == 1 and "[tree_mismatch]" in damage[0]
     assert replica.store.size(LEDGER) == 30  # nothing fetched onto a prefix that fails its checks
+
+
+@pytest.mark.parametrize("what", ["not_granted", "not_admin_author", "already_voted"])
+def test_an_observer_s_flag_of_a_record_the_home_placed_is_not_carried_over(
+    make_replica: MakeReplica, chain: list[Record], what: str
+) -> None:
+    """review r20 F3: an observer runs this follower (ingest/replica.py) and flags a record of the
+    home's chain that breaks the rules (verifier/observer.py _flag: node itself, source the record's
+    origin). fix19a carried over every alert of a kind operator_resolves does not name, whatever its
+    source: after a restart the first verified checkpoint over the flagged record, which an honest
+    copy always holds, resolved the evidence against the home (a false all-clear)."""
+    source = MemorySource(HOME, {LEDGER: chain}, signed=[signed(chain[9])])
+    replica = make_replica()
+    held_up_to(replica, chain, 9)
+    key = f"{REPLICA}|{LEDGER}|{what}"
+    fields = {"id": "1-0", "node": REPLICA, "ledger": LEDGER, "what": what, "source": HOME, "height": "5"}
+    again = restarted(replica, source)
+    again.follower.carry_over(follow.own_copy_alerts(REPLICA, {key: fields}))
+    again.follower.start()
+    assert again.resolved == []  # the record is still there and still breaks the rules
+    again.store.close()

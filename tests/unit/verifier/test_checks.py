@@ -1174,3 +1174,45 @@ def test_its_own_sweep_checkpoints_key_of_another_type_stops_no_check_and_is_rep
     assert "fork" in open_kinds(found)
     found.save_checkpoints()
     assert client.type(found.checkpoints_key) == b"hash"
+
+
+def test_a_copy_s_record_conflict_stays_open_while_the_copy_still_differs_in_the_checked_batch(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """review r20 F1: the copy's record_conflict (raised at 5 against a forked stream) was resolved
+    when the rewritten stream showed the copy holding the home's record at 5, although the same
+    batch found the copy's record at 7 changed (link kept): raise_alert dropped the finding at 7
+    (the key open at 5) and _resolve_checked then closed the key: a false all-clear."""
+    chain = _records(tmp_path / "home", 10)
+    other = _records(tmp_path / "other", 10)
+    fork = chain[:5] + other[5:]
+    record = decode_record(chain[7], PROTOCOL_LIMITS)
+    forged = dataclasses.replace(record, content_bytes=decode_record(other[6], PROTOCOL_LIMITS).content_bytes)
+    tampered = dict(enumerate(chain))
+    tampered[7] = forged.encode()
+    copies = {"ingest-1": dict(enumerate(fork)), "replica-1": tampered}
+    checks, repl, nodes = _forked_stream_checks(redis_client, tmp_path, copies, fork)
+    assert f"replica-1|{LEDGER}|record_conflict" in repl.open_alerts()
+    nodes["ingest-1"].held = dict(enumerate(chain))  # the home repaired, the stream rewritten
+    _rewritten(checks, repl, chain, 5)
+    assert f"replica-1|{LEDGER}|record_conflict" in repl.open_alerts()  # its record at 7 still differs
+
+
+def test_the_stream_s_alert_stays_open_when_its_home_was_not_compared_and_a_copy_disagrees(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """review r20 F2: with the home away (its reader down), a chain-valid forged entry streamed
+    again (anyone with an ingest Redis password may rewind and XADD) closed the stream's
+    record_conflict that the home's check had raised, and blamed the honest copy instead: the
+    copies' disagreement no longer counts against the stream (fix19a), and the home was not asked."""
+    chain = _records(tmp_path / "home", 10)
+    real = decode_record(chain[7], PROTOCOL_LIMITS)
+    other = Entry.prepare(Content(LEDGER, "vote", {"n": 99}, "admin", "forged", 50), 0, PROTOCOL_LIMITS)
+    forged = other.place(7, real.prev, real.accepted, "ingest-1").encode()
+    streamed = [*chain[:7], forged]
+    copies = {"ingest-1": dict(enumerate(chain)), "replica-1": dict(enumerate(chain))}
+    checks, repl, nodes = _forked_stream_checks(redis_client, tmp_path, copies, streamed)
+    assert set(repl.open_alerts()) == {f"redis|{LEDGER}|record_conflict"}
+    nodes["ingest-1"].up = lambda: False  # type: ignore[method-assign]  # the home away
+    _rewritten(checks, repl, streamed, 5)  # the same forged entry streamed again
+    assert f"redis|{LEDGER}|record_conflict" in repl.open_alerts()
