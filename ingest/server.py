@@ -122,7 +122,9 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         domain=domain,
         accepted_floor=lambda: cache.accepted_floor(),  # noqa: PLW0108 (cache is made below)
     )
-    store.on_full = DiskFullAlerts(name, replication)  # a home's puts refused disk_full raise its alert
+    store.on_full = disk_alerts = DiskFullAlerts(name, replication)  # a home's puts refused disk_full raise its alert
+    if disk_alerts.adopt():
+        store.full_before()
     homes_admin = config.home_of(ADMIN_LEDGER).name == name
     # The accounts cache, started below once the admin ledger filled Redis. It enforces the
     # accounts of the admin ledger: its home's own store, or Redis's copy as far as the home's

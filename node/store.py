@@ -1008,6 +1008,11 @@ class ChainStore:
             log.error("disk full: %s: writes to the store fail until there is room (%s)", self.path.parent, error)
         return DiskFullError(f"disk full: {self.path.parent}: {error}")
 
+    def full_before(self) -> None:
+        """An earlier run left this node's ``disk_full`` alert open: the next commit that
+        succeeds reports the room back (:attr:`on_full`), as one after a full disk in this run."""
+        self._full = True
+
     def found_damaged(self, message: str) -> StoreDamagedError:
         """Damage another reader of this store's file found (the outbox process, which ends with
         EXIT_STORE_DAMAGED), said in ``message``: as :meth:`damaged`, the first call calls

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from vledger.broker.alert_journal import AlertJournal
-from vledger.broker.replication import ReplicationLedger
+from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.disk_alerts import DiskFullAlerts
 from vledger.node.errors import DiskFullError
@@ -78,3 +78,26 @@ def test_a_home_on_a_full_disk_raises_disk_full_once_a_ledger_and_resolves_it_wh
         # Resolved on the committer's thread right after the put is answered.
         wait_until(lambda: not [k for k in replication.open_alerts() if k.endswith("|disk_full")], 10, "resolved")
     assert os.path.exists(disk / "alerts.sqlite3")
+
+
+def test_the_disk_full_alerts_an_earlier_run_left_open_close_at_this_run_s_first_stored_put(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    """Review r20 F6: the open keys were kept in memory only, so after the usual cure (room made,
+    the node restarted) nothing ever closed them, where PROTOCOL 10.5 says a store that writes
+    again does. Another node's alert and this node's start-up one (no ledger) are not taken."""
+    replication = ReplicationLedger(redis_client, node=NODE, raisers=[NODE], journal=None)
+    for ledger in LEDGERS:  # the earlier run's
+        replication.alert(Alert(NODE, ledger, 3, DiskFullError.code, "disk full: earlier run", source=NODE))
+    replication.alert(Alert(NODE, "", 0, DiskFullError.code, "disk full at start", source=NODE))
+    with ChainStore(tmp_path / "store", origin=NODE) as store:
+        store.on_full = alerts = DiskFullAlerts(NODE, replication)
+        assert alerts.adopt()
+        store.full_before()
+        genesis = LedgerRules(("note",), 0).genesis_content("notes", "alice", "genesis", 0)
+        store.create_ledger(Entry.prepare(genesis, 0, PROTOCOL_LIMITS))
+        wait_until(
+            lambda: sorted(k for k in replication.open_alerts() if k.endswith("|disk_full")) == [f"{NODE}||disk_full"],
+            10,
+            "the ledgers' alerts resolved, the start-up one left to its owner",
+        )
