@@ -35,9 +35,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
+from aiohttp import HttpVersion10, web
 from aiohttp import __version__ as aiohttp_version
-from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -131,6 +132,32 @@ def json_response(value: Any, *, cache: str = "no-cache", status: int = 200) -> 
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Set on a request whose line named no HTTP version (HTTP/0.9): aiohttp served it, its answer
+# headed "HTTP/0.9 200 OK" with headers, which that version has neither of (outsider34 #8).
+_HTTP09 = web.RequestKey("vledger.http09", bool)
+HTTP09_REFUSED = "HTTP/0.9 is not served (a request line without a version): send HTTP/1.0 or HTTP/1.1"
+
+
+def _as_http10(made: Callable[..., BaseRequest]) -> Callable[..., BaseRequest]:
+    """A request factory as ``made``, but a request of HTTP/0.9 is made one of HTTP/1.0 that
+    closes its connection, marked for :func:`_refuse_http09`: an answer written in a version
+    with a status line, the only refusal HTTP can say."""
+
+    def request_of(message: RawRequestMessage, *args: Any) -> BaseRequest:
+        if message.version >= HttpVersion10:
+            return made(message, *args)
+        request = made(message._replace(version=HttpVersion10, should_close=True), *args)
+        request[_HTTP09] = True
+        return request
+
+    return request_of
+
+
+@web.middleware
+async def _refuse_http09(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.get(_HTTP09):
+        return error_response(400, "bad_request", HTTP09_REFUSED)
+    return await handler(request)
 
 
 @web.middleware
@@ -513,6 +540,7 @@ class HttpThread:
     ) -> None:
         self.app = app
         app[BOUND_TO_LOOPBACK] = _loopback_name(host)
+        app.middlewares.insert(0, _refuse_http09)  # before any route or middleware reads it
         self.host = host
         self.port = port
         self.guard = ConnectionGuard(settings or HttpSettings(), name)
@@ -542,6 +570,7 @@ class HttpThread:
         await self._runner.setup()
         server = self._runner.server
         assert server is not None  # setup made it
+        server.request_factory = _as_http10(server.request_factory)
         # Not a TCPSite: it would build aiohttp's own handler, which has no head deadline or caps.
         self._listener = await self._loop.create_server(
             lambda: GuardedHandler(server, loop=self._loop, guard=self.guard),
