@@ -49,7 +49,7 @@ from ..broker.replication import (
 from ..broker.signing import admin_checkpoint_key
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
-from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
+from ..node.errors import DiskFullError, RecordError, SettingsError, StoreDamagedError, StoreError
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.store import HASH_FILL_AT, ChainStore, fill_phase
 from ..node.storefile import damaged_file, no_room
@@ -76,7 +76,7 @@ SHUTDOWN_LINGER_MS = 2000  # answers still queued in ZeroMQ get this long to go 
 NODE_REDIS_TIMEOUT = 2.0
 
 
-DISK_FULL = "disk_full"  # the alert of a node whose disk has no room (PROTOCOL 10.5)
+DISK_FULL = DiskFullError.code  # the alert of a node whose disk has no room (PROTOCOL 10.5)
 ROOM_RETRY_S = 2.0  # how often a node that cannot start for want of room tries again
 _OPEN_FAILS = (StoreError, RecordError, sqlite3.DatabaseError)  # what an open raises of a file it finds damaged
 
