@@ -31,10 +31,12 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
+import redis
 from aiohttp import HttpVersion10, web
 from aiohttp import __version__ as aiohttp_version
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
@@ -78,6 +80,12 @@ STATUS_OF_CODE: Mapping[str, int] = {
     "tree_mismatch": 500,
 }
 _REASON_CODE = {404: "not_found", 405: "bad_request", 413: "too_large"}
+# What a route reads from Redis (tallies, alerts, heights, epochs) failed to arrive: Redis was
+# stopped, paused or too loaded to answer within the client's timeout, or refused the read.
+# The moment's, not a bug's: 503 `unavailable`, retried, never 500 (ob32's /tally under load).
+UNAVAILABLE_STATUS = 503
+REDIS_WARN_SECONDS = 60.0  # at most one log line a minute while Redis stays away, not one a request
+_redis_warned_at = [-REDIS_WARN_SECONDS]
 
 # The text format PROTOCOL 15.3 names, which generate_latest writes (its names escaped to
 # underscores, as 0.0.4 has them): CONTENT_TYPE_LATEST followed the library (1.0.0 in 0.26).
@@ -181,6 +189,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(status, code, message)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
+    except redis.RedisError as e:
+        return _redis_unavailable(request, e)
     except Exception as e:
         # Before VledgerError: a StoreError raised from a malformed file (a reader first opened
         # after the damage: "not a vledger store: ... malformed") is damage too, not store_error.
@@ -193,6 +203,19 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             return error_response(STATUS_OF_CODE.get(e.code, 400), e.code, e.message)
         log.exception("%s %s failed", request.method, request.path[:200])
         return error_response(500, "error", "internal error; the server logged it")
+
+
+def _redis_unavailable(request: web.Request, error: redis.RedisError) -> web.Response:
+    """503 ``unavailable`` for a read Redis did not answer; its reason is logged, not shown."""
+    now = time.monotonic()
+    if now - _redis_warned_at[0] >= REDIS_WARN_SECONDS:
+        _redis_warned_at[0] = now
+        log.warning(
+            "%s %s: Redis unavailable (%s: %s)", request.method, request.path[:200], type(error).__name__, error
+        )
+    failed = "did not answer in time" if isinstance(error, redis.TimeoutError) else "could not be read"
+    message = f"Redis, which holds what this route reads, {failed}: retry later"
+    return error_response(UNAVAILABLE_STATUS, "unavailable", message, {"Retry-After": "1"})
 
 
 def address_key(peer: Any) -> str:

@@ -1015,19 +1015,31 @@ class ReplicationLedger:
         for answer in (latest, cosigned):
             if isinstance(answer, Exception):
                 raise answer
-        if isinstance(proof, redis.exceptions.NoPermissionError):
-            proof = (
-                None  # a Redis user made before ``epoch_proof`` was (keygen --cluster adds it): the rest still proves
-            )
-        elif isinstance(proof, Exception):
-            raise proof
+        # NOPERM: a Redis user made before ``epoch_proof`` was (keygen --cluster adds it): the rest still proves.
+        proof = None if isinstance(proof, redis.exceptions.NoPermissionError) else self._kept_proof(ledger, proof)
         kept = [note for note in (latest, proof, *cosigned) if note is not None]
         return [bytes(note) for note in kept]
 
     def epoch_proof(self, ledger: str) -> bytes | None:
         """The proof of its epoch the newest epoch's home kept (:meth:`keep_epoch_proof`; unchecked)."""
-        note = self.client.get(self.epoch_proof_key(ledger))
+        try:
+            note = self.client.get(self.epoch_proof_key(ledger))
+        except redis.exceptions.ResponseError as e:
+            note = self._kept_proof(ledger, e)
         return bytes(note) if note is not None else None
+
+    def _kept_proof(self, ledger: str, answer: Any) -> Any:
+        """The GET of ``ledger``'s kept proof, none while the key is of another type (the admin's
+        user can make it a hash): every reader of the notes that may prove an epoch failed on
+        it (a promotion, a node's look for a newer epoch, the verifier's, ``repl status``),
+        though the witnesses' notes and the latest checkpoint may prove it all the same. Its
+        home sets it again (the outbox's heartbeat: ``redis_key_damaged``). Other errors raise."""
+        if not isinstance(answer, Exception):
+            return answer
+        if not wrong_type(answer):
+            raise answer
+        log.warning("Redis key %s is of another type (%s): read as no kept proof", self.epoch_proof_key(ledger), answer)
+        return None
 
     def keep_epoch_proof(self, ledger: str, note: bytes) -> None:
         """A home of an epoch from 2 on: keep ``note``, its checkpoint of that epoch a witness

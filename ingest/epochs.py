@@ -19,7 +19,15 @@ from ..broker.replication import REDIS_ERRORS, LastRead, ReplicationLedger
 from ..broker.signing import home_checkpoint_publics
 from ..config.cluster import ClusterConfig, NodeConfig
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.epoch import EPOCH_KIND, EpochHistory, check_promotion, epoch_payload, epoch_proven_by, proven_epoch
+from ..node.epoch import (
+    EPOCH_KIND,
+    EpochHistory,
+    check_promotion,
+    epoch_payload,
+    epoch_proven_by,
+    handover_request_id,
+    proven_epoch,
+)
 from ..node.errors import BadGenesisError, NoSuchLedgerError, PromotionRefusedError, VledgerError
 from ..node.note import VerifierKey, parse_checkpoint, parse_note
 from ..node.record import Content, Entry, Record, decode_record
@@ -479,10 +487,13 @@ class Promotion:
         Redis's entry is a claim any ingest node's Redis user may write (review18 3): one past
         ``number`` that no witnessed note proves (:func:`proven_epoch`, as :class:`Homes` takes
         epochs) is replaced, by a compare-and-set on exactly that entry, so that of two
-        promotions that both found it, one wins. One of ``number`` itself is respected unproven:
-        it is what another promotion of this epoch writes before its handover is cosigned."""
+        promotions that both found it, one wins. One of ``number`` itself is respected unproven
+        only if it names a node that could open this epoch (:meth:`_may_open`): it is what
+        another promotion of it writes before its handover is cosigned. One naming any other
+        node is no promotion (fix18a: a made-up ``"<next epoch> <other node>"`` refused every
+        failover), and is replaced so."""
         named = self.replication.promote(ledger, number, self.name)
-        if named is not None and named[0] > number:
+        if named is not None and (named[0] > number or not self._may_open(history, named[1])):
             proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.homes.witnesses())
             if proof is not None:
                 raise PromotionRefusedError(
@@ -495,6 +506,18 @@ class Promotion:
             named = self.replication.promote(ledger, number, self.name, replacing=named)
         if named is not None:
             raise PromotionRefusedError(f"Redis names epoch {named[0]} of {ledger!r} at {named[1]} already")
+
+    def _may_open(self, history: EpochHistory, node: str) -> bool:
+        """Whether ``node`` could be another promotion of the next epoch of ``history``'s ledger:
+        a promotion passes step 1 only on the node whose checkpoint key the genesis pins as
+        ``standby_key`` (:meth:`_handover`), and only that key signs the new epoch's checkpoints,
+        which a witness must cosign. ``node``'s key files (``<node>.sign.pub``, its rotated keys)
+        must hold it: a node without them could place no handover any witness cosigns."""
+        try:
+            publics = home_checkpoint_publics(self.config.keys_dir, node)
+        except VledgerError:
+            return False  # not a node name, or no key file of it to check: no promotion of ours
+        return any(home_key(self.config.name, history.ledger, public) == history.standby_key for public in publics)
 
     def _handover(self, ledger: str, author: str, now_ms: int) -> tuple[Entry, EpochHistory, int, int]:
         """The handover entry, the epochs it follows, the size held and the size a witness
@@ -521,7 +544,8 @@ class Promotion:
         if acknowledged and store.root(ledger, acknowledged) != root:
             raise PromotionRefusedError(f"{self.name}'s tree of {ledger!r} at {acknowledged} is not the cosigned one")
         number = history.current.number + 1
-        content = Content(ledger, EPOCH_KIND, epoch_payload(number, self.name, key), author, f"epoch-{number}", now_ms)
+        request_id = handover_request_id(number, lambda taken: store.find_request(ledger, author, taken) is not None)
+        content = Content(ledger, EPOCH_KIND, epoch_payload(number, self.name, key), author, request_id, now_ms)
         entry = Entry.prepare(content, store.rules(ledger).difficulty, PROTOCOL_LIMITS)
         # The rules the committer will judge the record by, on the head it will most likely
         # follow: whatever would refuse it there refuses the promotion before Redis is written.

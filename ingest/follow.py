@@ -76,7 +76,7 @@ from ..broker.feed import FeedCheckpoints, FeedMessage, FeedRecord
 from ..broker.replication import COSIGNED_NOT_HELD, STORE_DAMAGED, Alert
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, IMPORTED_COSIGNED, IMPORTED_SIGNED
-from ..node.conflict import hash_of
+from ..node.conflict import hash_of, told_apart
 from ..node.epoch import EPOCH_KIND, epoch_claim
 from ..node.errors import (
     BadEpochError,
@@ -1382,17 +1382,23 @@ class Follower:
         open_key = f"{self.name}|{ledger}|{error.code}"
         self._open[open_key] = (max(height, self._open.get(open_key, (-1, ""))[0]), resolved_by)
         log.warning("%s: refused %s height %d from %s: %s: %s", self.name, ledger, height, source, error.code, error)
+        detail = str(error)
         if expected is None:
             self._settle(ledger)
             held = self.store.get(ledger, height)
             expected = held.hash.hex() if held is not None else ""
+            if held is not None and offered and found is None and held.encode() != offered:
+                # Named as the verifier names them: a record changed with its link kept showed
+                # the same hash twice (sm31, as outsider o11 found of the verifier's).
+                conflict = told_apart(held.encode(), offered)
+                expected, found, detail = conflict.expected, conflict.found, conflict.said(detail)
         self.on_alert(
             Alert(
                 node=self.name,
                 ledger=ledger,
                 height=height,
                 what=error.code,
-                detail=str(error),
+                detail=detail,
                 source=source,
                 expected=expected,
                 found=found if found is not None else hash_of(offered) if offered else "",

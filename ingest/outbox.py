@@ -27,6 +27,7 @@ home's checkpoints it verified.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
 import threading
@@ -40,13 +41,14 @@ from ..broker.replication import REDIS_ERRORS, Alert, LastRead, ReplicationLedge
 from ..config.cluster import ReplicationSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import SIGNED, CheckpointLog
-from ..node.conflict import hash_of
+from ..node.conflict import hash_of, told_apart
 from ..node.epoch import epoch_proof, proven_epoch
 from ..node.errors import StoreDamagedError, VledgerError
 from ..node.ledger import LedgerRules
 from ..node.node_keys import node_of_witness
 from ..node.note import VerifierKey
 from ..node.record import Record, decode_record
+from ..node.storefile import disk_full
 from ..node.tree import Frontier
 from ..node.witness import HomeSigner, SignedCheckpoint
 from .epochs import LOOK_FOR_EPOCH_SECONDS, ReadEpochs
@@ -142,6 +144,7 @@ class Outbox:
         self._pass_lock = threading.Lock()
         self._gap = settings.outbox_interval_ms / 1000
         self._passed_at = -math.inf  # when the last pass began, on whichever thread
+        self.full_said = False  # a pass found the disk full, logged once (pass_failed) until one succeeds
         self._later = later  # how much longer than _gap the thread waits for a committing thread's pass
         self._signed_max: dict[str, int] = {}  # ledger -> the largest size sign() kept or found kept
         # Records are encoded on the outbox's thread (or come encoded: committed_rows), not the committer's.
@@ -168,7 +171,8 @@ class Outbox:
         self._look_at: dict[str, float] = {}
         self._never_hands_over: set[str] = set()  # held ledgers whose genesis pins no standby key: no look
         self._refusals: set[str] = set()  # ledgers Redis's ACL refused this node a write of (logged once)
-        self._proof_kept: dict[str, int] = {}  # ledger -> the epoch of its own whose witnessed proof it kept
+        # ledger -> the epoch of its own whose witnessed proof it kept, and that proof
+        self._proof_kept: dict[str, tuple[int, bytes]] = {}
         self._epochs = ReadEpochs(None, store)  # the ledgers' epochs as the store holds them
         # Redis's epochs hash, as last read while any ingest user made it another type: a claim
         # either way (_replaced), and a read that failed stopped every heartbeat's sync (review17 2).
@@ -329,9 +333,21 @@ class Outbox:
                         # Unless its file is damaged: reported (an alert, and the node or outbox
                         # process ends with EXIT_STORE_DAMAGED); tried again, it would fail for ever.
                         return
-                    log.exception("outbox: publishing failed; the next heartbeat tries again")
+                    self.pass_failed(e)
+                else:
+                    self.full_said = False
             if stopping and not self._queue:
                 return
+
+    def pass_failed(self, error: BaseException) -> None:
+        """Log a pass that failed: a full disk (its checkpoint rows not kept) in one line, once
+        until a pass succeeds, not a traceback each heartbeat (op33; the node raises disk_full
+        from its puts); anything else with its traceback."""
+        if not disk_full(error):
+            log.exception("outbox: publishing failed; the next heartbeat tries again")
+        elif not self.full_said:
+            self.full_said = True
+            log.error("outbox: disk full, publishing waits for room; the next heartbeat tries again: %s", error)
 
     def _await(self, seconds: float) -> None:
         """Wait up to ``seconds`` for work (:meth:`committed` wakes it)."""
@@ -568,7 +584,7 @@ class Outbox:
         history = self._epochs.history(ledger)
         if history is None or history.current.number < 2 or history.current.home != self.name:
             return
-        if self._proof_kept.get(ledger) == history.current.number:
+        if self._proof_kept.get(ledger, (0, b""))[0] == history.current.number:
             return
         witnesses = tuple(self.witnesses())
         cosigned = self.replication.cosignatures(ledger, _witness_nodes(witnesses))
@@ -580,7 +596,26 @@ class Outbox:
         except redis.exceptions.NoPermissionError as e:
             # A Redis user made before the key was: the rest of the sync goes on; keygen --cluster adds it.
             log.warning("outbox: the proof of %s's epoch %d cannot be kept: %s", ledger, history.current.number, e)
-        self._proof_kept[ledger] = history.current.number
+        self._proof_kept[ledger] = history.current.number, note
+
+    def _keep_epoch_proofs(self, owned: Iterable[str]) -> None:
+        """:meth:`_keep_epoch_proof` of each of ``owned``, and a proof kept found of another type
+        set again, with ``redis_key_damaged`` (PROTOCOL 10.5): kept once per epoch, a key the
+        admin's user made a hash stayed so, and every reader read none there."""
+        assert self.replication is not None
+        owned = list(owned)
+        for ledger in owned:
+            self._keep_epoch_proof(ledger)
+        kept = {self.replication.epoch_proof_key(ledger): ledger for ledger in owned if ledger in self._proof_kept}
+        try:
+            damaged = self.replication.wrong_typed(list(kept))
+        except redis.exceptions.NoPermissionError:
+            return  # a Redis user made before the key was, as above
+        for key, error in damaged.items():
+            note = self._proof_kept[kept[key]][1]
+            # SET replaces a key of any type (this user may not DEL it: a SET alone, PROTOCOL 10.10).
+            write = functools.partial(self.replication.keep_epoch_proof, kept[key], note)
+            self.replication.replace_damaged(key, error, write, delete=False)
 
     def _first_foreign(self, ledger: str, low: int, high: int) -> int | None:
         """The first height from ``low`` to ``high`` at which the stream's entry is not the
@@ -624,6 +659,14 @@ class Outbox:
         entry = self.replication.read(ledger, height, 1, stop=height + 1)
         held = self.store.get(ledger, height)
         found = hash_of(entry[0].data) if entry else "missing"
+        expected = held.hash.hex() if held is not None else ""
+        sentence = (
+            f"the stream's entry is not {self.name}'s record at this height: the home rewrote the stream from its store"
+        )
+        if entry and held is not None:
+            # As the verifier names them: a record changed with its link kept showed one hash twice (sm31).
+            conflict = told_apart(held.encode(), entry[0].data)
+            expected, found, sentence = conflict.expected, conflict.found, conflict.said(sentence)
         replaced = self._replaced_home_of(ledger, height, entry[0].data) if entry else None
         if replaced is not None:
             log.info("outbox: the stream of %s holds %s at %d, %s's record past the handover: the fenced home's"
@@ -632,9 +675,8 @@ class Outbox:
             log.warning("outbox: the stream of %s holds %s at %d, not this node's record: rewriting it from the"
                         " store", ledger, found, height)  # fmt: skip
             self.replication.alert(
-                Alert("redis", ledger, height, "record_conflict", f"the stream's entry is not {self.name}'s record "
-                      "at this height: the home rewrote the stream from its store", source=self.name,
-                      expected=held.hash.hex() if held is not None else "", found=found)
+                Alert("redis", ledger, height, "record_conflict", sentence, source=self.name, expected=expected,
+                      found=found)
             )  # fmt: skip
         self.replication.rewind(ledger, height)  # after the alert: a reader of the true entries sees it
         self._rewritten[ledger] = min(height, self._rewritten.get(ledger, height))
@@ -757,8 +799,7 @@ class Outbox:
                         self._refusals.discard(ledger)
                     except redis.exceptions.NoPermissionError as e:
                         self._refused(ledger, e)
-                for ledger in owned:
-                    self._keep_epoch_proof(ledger)
+                self._keep_epoch_proofs(owned)
             if self.stream:  # a Redis that lost its latest checkpoints gets them back
                 # Not those of a ledger another home was proven to hold: its latest is that home's.
                 checkpoints = {ledger: c.note for ledger, c in self.checkpoints.items() if ledger not in self._left}

@@ -419,7 +419,9 @@ class OutboxProcess(Outbox):
                 self._sign_lock.release()
         except Exception as e:  # as the thread's pass: the store has it all, the heartbeat ships it
             if self._store.damaged(e) is None:
-                log.exception("outbox: publishing failed; the next heartbeat tries again")
+                self.pass_failed(e)
+        else:
+            self.full_said = False
         finally:
             self._pass_lock.release()
         return True

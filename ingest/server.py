@@ -42,6 +42,7 @@ from .accounts import CachedAccounts, RegistryAdmin
 from .admin_ledger import AdminLedger, StoreAdminSource
 from .content_check import ContentChecker
 from .cosignatures import KnownCosignatures, largest_cosigned, tallied_heights
+from .disk_alerts import DiskFullAlerts
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, earlier_epoch, handed_over, standby_ledgers
 from .home_start import published_without, start_check
 from .key_chains import HomeKeys, KeyChains
@@ -121,6 +122,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         domain=domain,
         accepted_floor=lambda: cache.accepted_floor(),  # noqa: PLW0108 (cache is made below)
     )
+    store.on_full = DiskFullAlerts(name, replication)  # a home's puts refused disk_full raise its alert
     homes_admin = config.home_of(ADMIN_LEDGER).name == name
     # The accounts cache, started below once the admin ledger filled Redis. It enforces the
     # accounts of the admin ledger: its home's own store, or Redis's copy as far as the home's

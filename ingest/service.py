@@ -37,6 +37,7 @@ from ..node.errors import (
     BadGenesisError,
     BadRequestError,
     BlobError,
+    FieldError,
     ForbiddenError,
     KeyMaterialError,
     NoSuchLedgerError,
@@ -52,7 +53,7 @@ from ..node.key_rotation import ROTATION_KIND, KeyChain
 from ..node.ledger import LedgerRules
 from ..node.note import MAX_SIGNATURES, parse_checkpoint, parse_note
 from ..node.outside import MAX_OUTSIDE_WITNESSES, outside_witnesses
-from ..node.record import GENESIS_KIND, Checked, Entry, Record
+from ..node.record import GENESIS_KIND, NODE_REQUEST_PREFIXES, Checked, Entry, Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine, check_new_rules
 from ..node.rules.files import FilesState, may_read
@@ -557,6 +558,11 @@ class IngestService:
         )
         if entry.content.author != caller.account:
             raise ForbiddenError("a record's author must be the account of the key that sends it")
+        if entry.content.request_id.startswith(NODE_REQUEST_PREFIXES):
+            raise FieldError(
+                f"request id {entry.content.request_id!r}: ids starting {' or '.join(NODE_REQUEST_PREFIXES)} are "
+                "the node's, for the records it places for ledger.promote and ledger.rekey"
+            )
         if entry.content.ledger == ADMIN_LEDGER:
             raise ForbiddenError(f"the {ADMIN_LEDGER!r} ledger is written by its home node for the admin commands")
         home = self.home_of(entry.content.ledger)

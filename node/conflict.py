@@ -30,6 +30,10 @@ class Conflict:
     found: str
     how: str  # how they differ, to end the alert's detail with ("" where the hashes say it)
 
+    def said(self, sentence: str) -> str:
+        """An alert's detail: ``sentence``, ended with :attr:`how` where the hashes do not say it."""
+        return f"{sentence}: {self.how}" if self.how else sentence
+
 
 def told_apart(expected: bytes, found: bytes) -> Conflict:
     """``expected`` and ``found`` (two records' bytes that differ) as an alert names them: each

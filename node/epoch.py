@@ -65,6 +65,19 @@ def epoch_payload(number: int, home: str, key: VerifierKey) -> dict[str, object]
     return {"epoch": number, "home": home, "key": key.encode()}
 
 
+def handover_request_id(number: int, taken: Callable[[str], bool]) -> str:
+    """The request id of the handover record that opens epoch ``number`` (PROTOCOL 10.9 step 4):
+    ``epoch-<number>``, or, when ``taken`` says its author's records of the ledger hold that id
+    already, ``epoch-<number>.<n>`` for the least ``n`` >= 2 they do not. Clients may not use
+    the prefix (NODE_REQUEST_PREFIXES), but a record written before that rule, or a forged one,
+    would otherwise refuse every promotion to that epoch request_conflict, for good (ho32)."""
+    request_id, n = f"epoch-{number}", 1
+    while taken(request_id):
+        n += 1
+        request_id = f"epoch-{number}.{n}"
+    return request_id
+
+
 def epoch_claim(checkpoint: Checkpoint) -> tuple[int, str | None]:
     """The epoch a checkpoint states: (1, None) without an epoch line, else its number and home.
 

@@ -39,6 +39,10 @@ HASH_SIZE = 32
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]+")
+# Request ids a node makes for the records it places for an admin's command: a handover's
+# (`epoch-`, 10.9) and a checkpoint key rotation's (`rotate-`, 13.8). A client's write may not
+# start with them (PROTOCOL 6): one of its records could otherwise hold the id first.
+NODE_REQUEST_PREFIXES = ("epoch-", "rotate-")
 
 CONTENT_KEYS = ("author", "kind", "ledger", "payload", "request_id", "ts", "v")
 RECORD_KEYS = ("accepted", "checksum", "content", "height", "link", "nonce", "origin", "prev")

@@ -631,6 +631,11 @@ class ChainStore:
         self.on_damaged: Callable[[StoreDamagedError], None] | None = None
         self._damaged: StoreDamagedError | None = None
         self._full = False  # the last commit found the disk full (logged once: full_disk)
+        # Called on the committer's thread, after the appends are answered, each time a group
+        # commit found the disk full (the error; the first height of each ledger it would have
+        # written), and once with (None, {}) when a commit succeeds after that: a home raises and
+        # resolves its disk_full alert (PROTOCOL 10.5). Must not raise.
+        self.on_full: Callable[[DiskFullError | None, Mapping[str, int]], None] | None = None
         self.limits = limits or Limits()
         self.settings = settings or StoreSettings()
         self.origin = check_node_name(origin, self.limits) if origin is not None else None
@@ -1397,8 +1402,14 @@ class ChainStore:
             for job, _ in done:
                 job.future.set_exception(error)
             self.checkpoints.handed_done(handed or deferred, committed=False)
+            if isinstance(error, DiskFullError) and self.on_full is not None:
+                first: dict[str, int] = {}
+                for record in staged.records:
+                    first[record.content.ledger] = min(first.get(record.content.ledger, record.height), record.height)
+                self.on_full(error, first)
             return
-        if self._full:
+        room = self._full
+        if room:
             self._full = False
             log.warning("disk space back: %s: the store writes again", self.path.parent)
         if answer_first:
@@ -1458,6 +1469,8 @@ class ChainStore:
         for job, result in done:
             if not (answer_first and job.early):
                 job.future.set_result(result)
+        if room and self.on_full is not None:
+            self.on_full(None, {})
 
     def _fill_hashes(self, heads: Mapping[str, _Head]) -> dict[str, int]:
         """Write the hashes above the filled marks (those held in memory and this group's),

@@ -9,13 +9,14 @@ never taken from a node's word.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..broker.keys import fingerprint
+from ..node.ledger import LedgerRules
 from ..node.record import Record
-from ..node.rules.admin import ADMIN_LEDGER, ENDS_GRANTS, AdminState, removal_ends_grants
-from ..node.rules.engine import RulesEngine
+from ..node.rules.admin import ADMIN_LEDGER, ANY_KIND, ENDS_GRANTS, AdminState, removal_ends_grants
+from ..node.rules.engine import RulesEngine, grant_closes
 from .client_output import print_json, table
 
 
@@ -122,16 +123,60 @@ def grant_table(records: Iterable[Record]) -> list[tuple[str, str, list[str]]]:
     return held.domain.tally().grants
 
 
-def print_grants(rows: list[tuple[str, str, list[str]]], *, as_json: bool) -> None:
+def inert_grants(
+    rows: Iterable[tuple[str, str, list[str]]], rules_of: Callable[[str], LedgerRules | None]
+) -> dict[tuple[str, str], str]:
+    """Why each grant of ``rows`` that no rule applies closes nothing, by its ledger's genesis
+    rules (``rules_of``; None: unknown, e.g. a ledger not created yet, whose creation the grant
+    closes the kind for). A resources ledger's ``issue`` and ``transfer`` (7.3), or a kind the
+    genesis does not list: ``grant add`` refuses both now, but the admin ledger keeps those a
+    raw client or ``--before-create`` recorded, and listing them as in force misled (gr32).
+    ``*`` closes the other kinds, so it applies."""
+    inert: dict[tuple[str, str], str] = {}
+    for ledger, kind, _ in rows:
+        rules = rules_of(ledger) if kind != ANY_KIND else None
+        if rules is None:
+            continue
+        if kind not in rules.kinds:
+            inert[ledger, kind] = f"{ledger}'s genesis lists no kind {kind!r}"
+        elif not grant_closes(rules, kind):
+            inert[ledger, kind] = f"no grant closes {kind!r} on a {rules.rules.get('type')} ledger (7.3)"
+    return inert
+
+
+def print_grants(
+    rows: list[tuple[str, str, list[str]]], *, as_json: bool, inert: Mapping[tuple[str, str], str] | None = None
+) -> None:
+    """The grants in force, then those recorded that close nothing (``inert``: why, by ledger and kind)."""
+    inert = inert or {}
     if as_json:
         print_json(
-            {"grants": [{"ledger": ledger, "kind": kind, "accounts": accounts} for ledger, kind, accounts in rows]}
+            {
+                "grants": [
+                    {
+                        "ledger": ledger,
+                        "kind": kind,
+                        "accounts": accounts,
+                        "applies": (ledger, kind) not in inert,
+                        "inert": inert.get((ledger, kind), ""),
+                    }
+                    for ledger, kind, accounts in rows
+                ]
+            }
         )
         return
-    if not rows:
-        print("no grants: every kind of every ledger is open to writers")
-        return
-    table(
-        ("ledger", "kind", "accounts"),
-        [(ledger, kind, ", ".join(accounts) or "(nobody)") for ledger, kind, accounts in rows],
-    )
+    applied = [row for row in rows if (row[0], row[1]) not in inert]
+    idle = [row for row in rows if (row[0], row[1]) in inert]
+    if not applied:
+        print("no grants in force: every kind of every ledger is open to writers")
+    else:
+        table(
+            ("ledger", "kind", "accounts"),
+            [(ledger, kind, ", ".join(accounts) or "(nobody)") for ledger, kind, accounts in applied],
+        )
+    if idle:
+        print("\nrecorded, but no rule applies them (they close nothing; grant revoke removes one):")
+        table(
+            ("ledger", "kind", "accounts", "why"),
+            [(ledger, kind, ", ".join(accounts) or "(nobody)", inert[ledger, kind]) for ledger, kind, accounts in idle],
+        )

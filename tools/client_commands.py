@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import getpass
 import os
 import sys
@@ -50,7 +51,7 @@ from ..node.rules.moving_kinds import held_by_others, kind_holders, refuse_other
 from ..node.rules.votes import ElectionState
 from ..node.sealed import is_sealed, seal, unseal
 from . import client_payloads as build
-from .admin_log import grant_table, print_grants, print_log
+from .admin_log import grant_table, inert_grants, print_grants, print_log
 from .args import (
     OTP_ENV,
 )
@@ -598,8 +599,23 @@ def _refuse_idle_grant(session: Session, ledger: str, kind: str) -> None:
 
 
 def cmd_grant_list(session: Session, args: argparse.Namespace) -> int:
-    print_grants(grant_table(_admin_records(session)), as_json=args.json)
+    rows = grant_table(_admin_records(session))
+    rules_of = functools.cache(functools.partial(_rules_or_none, session))
+    print_grants(rows, as_json=args.json, inert=inert_grants(rows, rules_of))
     return EXIT_OK
+
+
+def _rules_or_none(session: Session, ledger: str) -> LedgerRules | None:
+    """``ledger``'s genesis rules, None when it does not exist (yet) or cannot be read now (said
+    on stderr: its grants are then listed as in force, unjudged)."""
+    try:
+        return session.rules(ledger)
+    except RemoteError as e:
+        if e.code != "no_such_ledger":
+            print(f"vledger: warning: could not read ledger {ledger}'s rules ({e.message})", file=sys.stderr)
+    except NodeUnavailableError as e:
+        print(f"vledger: warning: could not read ledger {ledger}'s rules ({e.message})", file=sys.stderr)
+    return None
 
 
 def _admin_records(session: Session) -> list[Record]:

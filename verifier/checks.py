@@ -61,7 +61,7 @@ from ..broker.replication import (
 )
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.conflict import Conflict, told_apart
+from ..node.conflict import told_apart
 from ..node.epoch import EPOCH_KIND
 from ..node.errors import NodeUnavailableError, RecordError, RemoteError, SignatureError, VledgerError
 from ..node.note import VerifierKey
@@ -958,7 +958,7 @@ class ClusterChecks:
                         conflict = told_apart(data, streamed[height])
                         self.raise_alert(
                             Alert("redis", ledger, height, "record_conflict",
-                                  _detail(f"the stream's record differs from {home}'s", conflict), source=home,
+                                  conflict.said(f"the stream's record differs from {home}'s"), source=home,
                                   expected=conflict.expected, found=conflict.found)
                         )  # fmt: skip
                     streamed[height], digests[height] = data, digest
@@ -966,7 +966,7 @@ class ClusterChecks:
                     conflict = told_apart(streamed[height], data)
                     self.raise_alert(
                         Alert(node, ledger, height, "record_conflict",
-                              _detail("this node's record differs from the stream's", conflict),
+                              conflict.said("this node's record differs from the stream's"),
                               source="redis", expected=conflict.expected, found=conflict.found)
                     )  # fmt: skip
         self.replication.client.xack(key, GROUP, *[r[2] for r in rows])
@@ -1796,10 +1796,6 @@ def _hash_at(reader: NodeReader, ledger: str, height: int) -> bytes | None:
         return reader.hash_at(ledger, height)
     except RecordError:
         return b""
-
-
-def _detail(sentence: str, conflict: Conflict) -> str:
-    return f"{sentence}: {conflict.how}" if conflict.how else sentence
 
 
 def _where(source: str) -> str:

@@ -35,6 +35,7 @@ from ..node.cosigning import stale_since
 from ..node.errors import (
     FieldError,
     KeyMaterialError,
+    NotAdminAuthorError,
     NotGrantedError,
     SignatureError,
     TallyMismatchError,
@@ -163,13 +164,14 @@ class TallyKeeper:
         return None if count is None else count.head
 
     def refuses_grant(self, record: Record) -> bool:
-        """Whether the grant rule refuses ``record``, the ledger's next, by the admin records fed so far."""
+        """Whether the grant rule (or 16.7's, for a handover or key rotation) refuses ``record``,
+        the ledger's next, by the admin records fed so far."""
         state = self.engine.state(record.content.ledger)
         if state is None:
             return False
         try:
             check_grant(self.engine.grants(), record, state.rules)
-        except NotGrantedError:
+        except (NotGrantedError, NotAdminAuthorError):
             return True
         return False
 

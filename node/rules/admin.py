@@ -147,6 +147,9 @@ class Grants:
     # (ledger, kind) -> the accepted time of its first grant: closed from then on
     _closed: dict[tuple[str, str], int] = field(default_factory=dict)
     last_accepted: int = -1  # the latest admin record applied (any kind)
+    # account -> accepted times of the account records that made it an enabled admin or not, and which
+    _admins: dict[str, tuple[list[int], list[bool]]] = field(default_factory=dict)
+    opened: int | None = None  # the admin ledger's genesis' accepted time (None: no genesis read)
 
     def add(self, ledger: str, kind: str, account: str, granted: bool, accepted: int) -> None:
         times, states = self._events.setdefault((ledger, kind, account), ([], []))
@@ -164,6 +167,25 @@ class Grants:
             return False
         times, states = events
         index = len(times) if before is None else bisect.bisect_left(times, before)
+        return index > 0 and states[index - 1]
+
+    def set_admin(self, account: str, admin: bool, accepted: int) -> None:
+        """``account`` is an enabled admin (``admin``) or not from its record accepted at ``accepted``."""
+        times, states = self._admins.setdefault(account, ([], []))
+        times.append(accepted)
+        states.append(admin)
+
+    def places_machinery(self, author: str, accepted: int) -> bool:
+        """Whether ``author`` may be the author of a record of MACHINERY_KINDS accepted at
+        ``accepted`` (PROTOCOL 16.7): an enabled admin by the admin records accepted before it,
+        or any author before the admin ledger's genesis (no record said who was an admin then)."""
+        if self.opened is None or accepted <= self.opened:
+            return True
+        events = self._admins.get(author)
+        if events is None:
+            return False
+        times, states = events
+        index = bisect.bisect_left(times, accepted)
         return index > 0 and states[index - 1]
 
     def held_by(self, account: str) -> list[tuple[str, str]]:
@@ -318,6 +340,7 @@ class AdminState(Domain):
                 # In force for every record accepted after the genesis.
                 self.grants.add(row[0], row[1], row[2], True, genesis.accepted)
         self.grants.last_accepted = max(self.grants.last_accepted, genesis.accepted)
+        self.grants.opened = genesis.accepted
 
     def plan(self, record: Record) -> Plan:
         fields = check_admin_payload(record)
@@ -347,6 +370,8 @@ class AdminState(Domain):
                 state = self.accounts.setdefault(name, {"role": "", "enabled": False, "keys": []})
                 if kind == "account":
                     state["role"], state["enabled"] = payload["role"], payload["enabled"]
+                    admin = payload["op"] != "remove" and payload["role"] == "admin" and payload["enabled"] is True
+                    self.grants.set_admin(name, admin, record.accepted)
                 state["keys"] = sorted(payload["keys"])
                 if kind == "account" and payload["op"] == "remove":
                     del self.accounts[name]

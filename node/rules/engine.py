@@ -198,10 +198,23 @@ class Violation(NamedTuple):
 def check_grant(grants: Grants | None, record: Record, rules: LedgerRules | None = None) -> None:
     """Raise NotGrantedError when the grant rule (node/rules/admin.py) refuses ``record`` by
     ``grants`` (None: no grant table, nothing refused), of a kind a grant closes on a ledger of
-    ``rules`` (:func:`grant_closes`; None: every kind a grant may close)."""
+    ``rules`` (:func:`grant_closes`; None: every kind a grant may close); NotAdminAuthorError
+    for a handover or key rotation (MACHINERY_KINDS) whose author was no enabled admin then."""
     if record.height == 0 or grants is None:
         return
     content = record.content
+    # A handover or a key rotation only an admin's command places (16.7); on the admin ledger
+    # every record's author is judged already (_check_admin_author).
+    if (
+        content.kind in MACHINERY_KINDS
+        and content.ledger != ADMIN_LEDGER
+        and not grants.places_machinery(content.author, record.accepted)
+    ):
+        refuse(
+            NotAdminAuthorError,
+            record,
+            f"a {content.kind!r} record by {content.author!r}, no enabled admin by the admin records before it",
+        )
     if not grants.allows(content.ledger, content.kind, content.author, record.accepted) and (
         rules is None or grant_closes(rules, content.kind)
     ):

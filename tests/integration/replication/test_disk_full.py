@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis, wait_until
+from vledger.node.errors import RemoteError
+from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, put_args, wait_until
 from vledger.tests.integration.replication.test_witnessed import LEDGER, WAIT, put, repl, size, wait_cosigned
 
 ROOM = 384 * 1024  # bytes the tmpfs holds beyond the store at the move: a few hundred records' worth
@@ -82,6 +83,53 @@ def test_a_replica_on_a_full_disk_says_so_runs_on_and_recovers_once_there_is_roo
         assert cluster.node("replica-1").running() and cluster.node("replica-1").starts == starts
         assert "Traceback" not in cluster.log_text("replica-1")
         cluster.stop_node("replica-1")
+
+
+def test_a_home_on_a_full_disk_refuses_puts_disk_full_raises_its_alert_and_resolves_it(start_cluster: Any) -> None:
+    """op33: the home's puts were answered disk_full, but only a follower raised the alert. The
+    home raises ``<home>|<ledger>|disk_full`` (its journal on the same full disk: Redis takes it)
+    and resolves it once a put is stored again."""
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=1)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 5)
+    assert cluster.stop_node("ingest-1") == 0
+    with small_disk(cluster.store_dir("ingest-1")) as store:
+        cluster.start_node("ingest-1")
+        put(cluster, 1, phase="started")
+        filler = fill(store)
+        writer = cluster.client("writer1", follow=False)
+
+        def refused() -> RemoteError | None:  # a put may still find room in the WAL's frames: the next one
+            try:
+                writer.call("put", put_args(entry(LEDGER, "vote", {"x": "y" * 4000}, "writer1")))
+            except RemoteError as e:
+                assert e.code == "disk_full", e  # never acknowledged while there is no room
+                return e
+            return None
+
+        refusal = wait_until(refused, WAIT, "a put refused disk_full")
+        assert refusal.reason.startswith(f"disk full: {store}"), refusal
+        key = f"ingest-1|{LEDGER}|disk_full"
+        alert = wait_until(lambda: repl(cluster).open_alerts().get(key), WAIT, "ingest-1's disk_full alert")
+        assert alert["detail"].startswith(f"disk full: {store}") and alert["source"] == "ingest-1", alert
+        assert cluster.node("ingest-1").running()
+
+        filler.unlink()  # room again: the next put is stored and the alert closes
+        stored = wait_until(lambda: _stored(writer), WAIT, "a put stored again")
+        assert stored["height"] >= 6
+        wait_until(lambda: key not in repl(cluster).open_alerts(), WAIT, "ingest-1 resolving its disk_full")
+        assert "Traceback" not in cluster.log_text("ingest-1")
+        cluster.stop_node("ingest-1")
+
+
+def _stored(writer: Any) -> dict[str, Any] | None:
+    try:
+        receipt: dict[str, Any] = writer.call("put", put_args(entry(LEDGER, "vote", {"after": 1}, "writer1")))
+    except RemoteError as e:
+        if e.code != "disk_full":
+            raise
+        return None
+    return receipt
 
 
 @pytest.mark.parametrize("node", ["replica-1", "ingest-1"])

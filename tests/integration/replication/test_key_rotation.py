@@ -20,8 +20,10 @@ from typing import Any
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
+from vledger.broker.tallies import TallyBoard
 from vledger.node.errors import NoteError
 from vledger.node.note import ALG_ED25519, Note, SignerKey, VerifierKey, parse_verifier_key, sign
+from vledger.node.tally_body import Snapshot
 from vledger.node.witness import Cosigned, check_cosigned, witness_key, witness_name
 from vledger.tests.integration.cluster import LocalCluster, entry, wait_until
 
@@ -158,3 +160,25 @@ def test_a_star_grant_of_the_ledger_s_data_does_not_stop_its_key_rotation(start_
     assert rotated["height"] == size
     (made,) = sorted(_keys(cluster).glob("ingest-1.ckpt-*.sign"))
     assert load_signing_key(made).public.raw == parse_verifier_key(rotated["checkpoint_key"]).public_key
+
+
+def test_an_observer_counts_an_admin_s_rotation_and_flags_nothing(start_cluster: Any) -> None:
+    """ho32: observers judge who wrote a ``checkpoint_key`` record (PROTOCOL 16.7), by the admin
+    ledger they hold: the one the home placed for the admin's `ledger rotate-key` is no
+    ``not_admin_author``; the observer signs the ledger's tally past it with nothing flagged."""
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=1, observers=1)
+    common = ["--config", str(cluster.config_path), "--key", str(_keys(cluster) / "admin.key_secret")]
+    cluster.cli("ledger", "create", LEDGER, "--kinds", "vote", "--difficulty", "0", *common)
+    _put(cluster, 2)
+    height = json.loads(cluster.cli("ledger", "rotate-key", LEDGER, "--json", *common).stdout)["height"]
+    size = _put(cluster, 2)
+    board = TallyBoard(connect(cluster.cluster_redis_url))
+
+    def counted() -> Snapshot | None:
+        published = board.latest(LEDGER, ["observer-1"])["observer-1"]
+        snapshot = Snapshot.decode(published.body) if published is not None else None
+        return snapshot if snapshot is not None and snapshot.height == size - 1 else None
+
+    tally = wait_until(counted, WAIT, "observer-1's tally of the ledger past the rotation").tally
+    assert height < size - 1 and tally["flagged"] == 0 and tally["records"] == size, tally
+    assert not [key for key in _repl(cluster).open_alerts() if key.endswith("|not_admin_author")]

@@ -27,8 +27,8 @@ from vledger.ingest.follow import Follower, Page
 from vledger.ingest.page_check import PageChecker
 from vledger.ingest.service import Caller, IngestService
 from vledger.node.checkpoint_log import EVIDENCE
-from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload
-from vledger.node.errors import PromotionRefusedError, RequestConflictError, UnknownKindError
+from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload, handover_request_id
+from vledger.node.errors import PromotionRefusedError, StoreError, UnknownKindError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import VerifierKey
 from vledger.node.record import Content, Entry, Record
@@ -553,19 +553,23 @@ def test_a_handover_that_cannot_be_placed_is_undone_and_the_standby_is_no_home(
 ) -> None:
     """Outsider 32 R1: Redis named the standby (10.9 step 3) and the standby took itself for the
     home at once; its handover record then failed (step 4) and it answered writes on a fork.
-    Here the store refuses the record for its request id, which a record of the ledger took (as
-    a race might): Redis names the old epoch again, and the standby is no home."""
+    Here the store fails to place the record (a store error): Redis names the old epoch again,
+    and the standby is no home."""
     config = _home_and_standby(tmp_path)
     redis = ReplicationLedger(redis_client)
     redis_client.hset(redis.ledgers_key, LEDGER, HOME)  # as the home's outbox announced it
-    with _standby_store(tmp_path, RULES, taken="epoch-2") as store:
+
+    def failing(entry: Entry) -> Record:
+        raise StoreError("disk I/O error")
+
+    with _standby_store(tmp_path, RULES) as store:
         promotion, homes = _promotion(config, store, redis)
-        with pytest.raises(RequestConflictError):
-            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        with pytest.raises(StoreError):
+            promotion.promote(LEDGER, "admin", T0 + 100, failing)
         assert redis.epochs() == {} and redis.ledgers()[LEDGER] == HOME
         homes.refresh()
         assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((1, HOME), HOME)
-        assert store.size(LEDGER) == 6
+        assert store.size(LEDGER) == 5
         assert "could not place the handover record of votes (epoch 2" in caplog.text
         assert "promoted to home" not in caplog.text
 
@@ -574,6 +578,23 @@ def test_a_handover_that_cannot_be_placed_is_undone_and_the_standby_is_no_home(
     redis_client.hset(redis.epochs_key, LEDGER, "3 ingest-3")
     assert not redis.unpromote(LEDGER, 2, STANDBY, (1, HOME)) and redis.epochs()[LEDGER] == (3, "ingest-3")
     assert redis.unpromote(LEDGER, 3, "ingest-3", (2, STANDBY)) and redis.epochs()[LEDGER] == (2, STANDBY)
+
+
+def test_a_request_id_epoch_2_already_held_blocks_no_promotion(tmp_path: Path, redis_client: Any) -> None:
+    """ho32: the handover's request id was always ``epoch-<e>``: a record of the ledger by the
+    same admin under that id (written before clients were refused the prefix) made every
+    promotion to that epoch fail request_conflict, for good. The node picks the next free id."""
+    config = _home_and_standby(tmp_path)
+    redis = ReplicationLedger(redis_client)
+    redis_client.hset(redis.ledgers_key, LEDGER, HOME)
+    with _standby_store(tmp_path, RULES, taken="epoch-2") as store:
+        promotion, _ = _promotion(config, store, redis)
+        promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        handover = store.get(LEDGER, 6)
+        assert handover is not None and handover.content.kind == EPOCH_KIND
+        assert handover.content.request_id == "epoch-2.2" and redis.epochs()[LEDGER] == (2, STANDBY)
+    assert handover_request_id(3, lambda taken: False) == "epoch-3"
+    assert handover_request_id(3, {"epoch-3", "epoch-3.2"}.__contains__) == "epoch-3.3"
 
 
 def test_a_handover_that_breaks_a_rule_is_refused_before_redis_names_the_standby(
@@ -593,15 +614,19 @@ def test_a_handover_that_breaks_a_rule_is_refused_before_redis_names_the_standby
         assert "could not place" not in caplog.text and homes.home_of(LEDGER).name == HOME
 
 
-@pytest.mark.parametrize("claim", ["x", "999 ingest-3", "0999 ingest-3", "7 ingest 3"])
+@pytest.mark.parametrize("claim", ["x", "999 ingest-3", "0999 ingest-3", "7 ingest 3", "2 ingest-1", "2 ingest-3"])
 def test_an_epochs_entry_nothing_proves_blocks_no_promotion(
     tmp_path: Path, redis_client: Any, caplog: pytest.LogCaptureFixture, claim: str
 ) -> None:
     """review18 3: every ingest node's Redis user may HSET ``{ledgers}:epochs``. A value that is no
     ``<epoch> <home>`` failed the promotion's script; a made-up high epoch refused every
     promotion, though no witnessed note proves it. The first counts as no entry; the second is
-    replaced by a compare-and-set on exactly it."""
+    replaced by a compare-and-set on exactly it. So is one of the very epoch the standby opens
+    naming a node whose keys are not the pinned standby key (fix18a: the old home, or a node of
+    no key file): no promotion of it could be cosigned."""
     config = _home_and_standby(tmp_path)
+    config.keys_dir.mkdir(parents=True, exist_ok=True)
+    signing_key_paths(config.keys_dir, HOME)[1].write_text(SigningKey(bytes(range(32))).public.pem())
     redis = ReplicationLedger(redis_client)
     redis_client.hset(redis.epochs_key, LEDGER, claim)
     with _standby_store(tmp_path, RULES) as store:
@@ -615,11 +640,14 @@ def test_an_epochs_entry_nothing_proves_blocks_no_promotion(
 def test_an_epochs_entry_of_the_same_epoch_or_a_proven_one_refuses_the_promotion(
     tmp_path: Path, redis_client: Any, chains: tuple[list[Record], list[Record]]
 ) -> None:
-    """What stays of the compare-and-set (10.9): an entry of the epoch the standby would open is
-    another promotion of it under way (one winner per epoch), and one past it that a witnessed
-    note proves is a handover this store lacks; the replacement takes only the entry it found."""
+    """What stays of the compare-and-set (10.9): an entry of the epoch the standby would open,
+    naming a node whose key files hold the pinned standby key, is another promotion of it under
+    way (one winner per epoch), and one past it that a witnessed note proves is a handover this
+    store lacks; the replacement takes only the entry it found."""
     handed, _ = chains
     config = _home_and_standby(tmp_path)
+    config.keys_dir.mkdir(parents=True, exist_ok=True)  # ingest-3 holds the standby's key as well
+    signing_key_paths(config.keys_dir, "ingest-3")[1].write_text(SigningKey(bytes(range(1, 33))).public.pem())
     redis = ReplicationLedger(redis_client)
     with _standby_store(tmp_path, RULES) as store:
         promotion, _ = _promotion(config, store, redis)

@@ -445,6 +445,24 @@ def test_a_conflicting_record_at_a_held_height_raises_a_record_conflict_alert(
     assert len(replica.alerts) == 1  # reported once
 
 
+def test_a_record_changed_with_its_link_kept_is_named_by_its_leaf_hash(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
+    """sm31: a follower's record_conflict named both records by the link they claim, the same one
+    for a record whose content was changed and its link kept: the alert showed no difference.
+    Named as the verifier's are (node/conflict.py): their leaf hashes, and what differs."""
+    replica = make_replica(MemorySource("redis", {LEDGER: chain}))
+    held_up_to(replica, chain, 3)
+    changed = dataclasses.replace(chain[2], content_bytes=chain[3].content_bytes)
+    replica.follower.receive([live(changed, sender=PEER)])
+    assert replica.store.get(LEDGER, 2) == chain[2]
+    (alert,) = replica.alerts
+    assert (alert.height, alert.what, alert.source) == (2, "record_conflict", PEER)
+    assert alert.expected == "leaf:" + leaf_hash(chain[2].encode()).hex() != alert.found
+    assert alert.found == "leaf:" + leaf_hash(changed.encode()).hex()
+    assert alert.detail.endswith(": the same link, another content (expected and found: their leaf hashes)")
+
+
 @pytest.mark.parametrize("true_checkpoint_at", [3, 4], ids=["checkpointed-at-its-height", "checkpointed-above-it"])
 def test_a_minted_record_at_head_plus_one_is_never_stored_and_reported_once_the_true_one_is(
     make_replica: MakeReplica, chain: list[Record], true_checkpoint_at: int

@@ -7,6 +7,7 @@ servers of the tests' own that they stop and start.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sqlite3
 import tempfile
@@ -20,7 +21,7 @@ import pytest
 import redis
 
 from vledger.broker.redis_server import RedisServer, connect, free_port
-from vledger.broker.replication import ReplicationLedger, StreamRecord
+from vledger.broker.replication import REDIS_KEY_DAMAGED, ReplicationLedger, StreamRecord
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import PROTOCOL_LIMITS as LIMITS
@@ -33,6 +34,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, decode_record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
+from vledger.node.tree import leaf_hash
 from vledger.node.witness import (
     CheckpointKeys,
     HomeSigner,
@@ -359,6 +361,29 @@ def test_a_stream_that_lags_the_store_with_a_foreign_tail_is_rewritten_from_its_
     assert [(a["node"], a["height"]) for a in alerts] == [("redis", "4")]
 
 
+def test_a_streamed_record_changed_with_its_link_kept_is_named_by_its_leaf_hash(
+    tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    """sm31: the home's record_conflict against the stream named both records by the link they
+    claim, the same for a record whose content was changed and its link kept: the alert showed
+    one hash twice. Named as the verifier's are (node/conflict.py): leaf hashes, what differs."""
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as store:
+        append(store, LEDGER, 10)
+        repl = ReplicationLedger(redis_client)
+        held = dict(store.range_raw(LEDGER, 0, 11))
+    ours = decode_record(held[4], LIMITS)  # the tail of a stream behind the store: what the home checks
+    changed = dataclasses.replace(ours, content_bytes=decode_record(held[3], LIMITS).content_bytes).encode()
+    repl.add([StreamRecord(LEDGER, h, changed if h == 4 else held[h], HOME) for h in range(5)])
+    home = homes(redis_client)
+    wait_until(caught_up(home.repl, home.store), "the stream rewritten and filled")
+    assert [r.data for r in home.repl.read(LEDGER, 0, 100)] == [held[h] for h in sorted(held)]
+    (alert,) = [a for a in home.repl.alerts() if a["what"] == "record_conflict"]
+    assert (alert["node"], alert["height"]) == ("redis", "4")
+    assert alert["expected"] == "leaf:" + leaf_hash(held[4]).hex() != alert["found"]
+    assert alert["found"] == "leaf:" + leaf_hash(changed).hex()
+    assert alert["detail"].endswith(": the same link, another content (expected and found: their leaf hashes)")
+
+
 def test_a_stream_whose_tail_was_deleted_is_rewound_filled_and_alerted(
     tmp_path: Path, redis_client: Any, homes: Callable[..., Home]
 ) -> None:
@@ -551,6 +576,20 @@ def test_the_new_home_keeps_its_epoch_s_witnessed_checkpoint_where_no_witness_wr
         wait_until(lambda: redis_client.get(repl.epoch_proof_key(LEDGER)) == witnessed, "the proof kept")
         _delete_cosignatures(redis_client, repl)
         assert witnessed in repl.epoch_notes(LEDGER)
+        # Made a hash (the admin's user may), it failed every read of the notes that prove an
+        # epoch (a promotion, each node's look for a handover, the verifier's, repl status), and
+        # its home had kept it once for the epoch: read as none, its home sets it again (wt31).
+        key = repl.epoch_proof_key(LEDGER)
+        pipe = redis_client.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, "x", "1")
+        pipe.execute()
+        assert witnessed not in repl.epoch_notes(LEDGER) or redis_client.type(key) == b"string"
+        wait_until(lambda: redis_client.type(key) == b"string", "the proof set again")
+        assert repl.epoch_proof(LEDGER) == witnessed and witnessed in repl.epoch_notes(LEDGER)
+        raised = [(a["node"], a["ledger"], a["what"], a["raised_by"]) for a in repl.alerts()]
+        assert raised == [("redis", key, REDIS_KEY_DAMAGED, STANDBY)]
+        assert repl.own_open_alerts() == {}  # resolved once written anew
     finally:
         outbox.stop()
         store.close()

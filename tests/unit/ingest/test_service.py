@@ -483,3 +483,23 @@ def test_a_range_over_a_hole_carries_no_checkpoint_whose_last_record_is_in_the_h
     assert page(0, 3) == ([0, 1, 2], None)  # size 5 ends past these
     assert page(0, 7) == ([0, 1, 2, 6], None)  # was 5: record 4 is in the hole
     assert page(0, 8) == ([0, 1, 2, 6, 7], 8)  # record 7 is given
+
+
+@pytest.mark.parametrize("request_id", ["epoch-2", "rotate-0000abcd", "epoch-"])
+def test_a_put_may_not_take_a_request_id_the_node_makes_for_its_own_records(
+    tmp_path: Path, store: ChainStore, request_id: str
+) -> None:
+    """ho32: the node places a handover as ``epoch-<e>`` and a key rotation as ``rotate-<id>``
+    for the admin who asks (PROTOCOL 6, 10.9): a record of the author's under such an id took
+    it first. Refused bad_field, nothing written; another id of the same shape passes."""
+    service = _service(tmp_path, store, inline_commit_max=1)
+    taken = Entry.prepare(dataclasses.replace(_entry(1).content, request_id=request_id), 0, PROTOCOL_LIMITS)
+    reply = service.handle(KEY, _put(1, taken))
+    assert isinstance(reply, bytes)
+    error = msgpack.unpackb(reply, raw=False)["error"]
+    assert error["code"] == "bad_field" and request_id in error["message"]
+    assert store.size(LEDGER) == 1
+    fine = Entry.prepare(dataclasses.replace(_entry(1).content, request_id="my-epoch-2"), 0, PROTOCOL_LIMITS)
+    pending = _pending(service.handle(KEY, _put(2, fine)))
+    service.flush()
+    assert _answer(pending)["result"]["height"] == 1

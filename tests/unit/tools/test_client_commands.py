@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ from vledger.node.errors import (
 )
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry, Record, decode_content, decode_record
+from vledger.node.rules.admin import ADMIN_LEDGER, admin_genesis_rules
 from vledger.node.rules.engine import RulesEngine, check_new_rules
 from vledger.node.sealed import MAX_INFO_BYTES, is_sealed, seal, siv_encrypt, unseal
 from vledger.node.store import ChainStore
@@ -1493,6 +1495,45 @@ def test_a_grant_that_would_change_nothing_is_refused_before_anything_is_sent(
     for kind in ("note", "*"):
         assert vledger("grant", "add", "credits", kind, "bob")[0] == 0
     assert node.grants == [("credits", "note", "bob"), ("credits", "*", "bob")]
+
+
+def _admin_ledger(node: SimulatedNode, grants: list[tuple[str, str, str]]) -> None:
+    """The admin ledger in the node's store, as its home writes it: alice imported, then ``grants``."""
+    store, serial = node.store, iter(range(1, 100))
+    store.create_ledger(
+        Entry.prepare(admin_genesis_rules().genesis_content(ADMIN_LEDGER, "alice", "g", T0), 0, PROTOCOL_LIMITS)
+    )
+    imported = {"account": "alice", "op": "import", "role": "admin", "enabled": True, "keys": [], "via": ""}
+    rows = [("account", imported)] + [
+        ("grant", {"ledger": ledger, "kind": kind, "account": account, "via": ""}) for ledger, kind, account in grants
+    ]
+    for kind, payload in rows:
+        content = Content(ADMIN_LEDGER, kind, payload, "alice", f"a{next(serial)}", T0)
+        store.append(Entry.prepare(content, 0, PROTOCOL_LIMITS))
+
+
+def test_grant_list_shows_the_grants_no_rule_applies_as_inert(vledger: Run, node: SimulatedNode) -> None:
+    """gr32: `grant list` showed a raw client's grant of `transfer` on a resources ledger (7.3:
+    no grant closes it), or one of a kind the genesis lacks, as in force: they close nothing.
+    `*` there closes the other kinds, and a grant on a ledger not created yet closes its kind
+    once it is: both are in force."""
+    create(vledger, "notes")
+    create(vledger, "credits", "issue,transfer,note", RESOURCES_RULES)
+    granted = [("credits", "transfer", "bob"), ("credits", "*", "carol"), ("credits", "note", "bob")]
+    _admin_ledger(node, [*granted, ("notes", "foo", "bob"), ("notes", "note", "dan"), ("later", "donation", "eve")])
+    code, out, err = vledger("grant", "list")
+    assert code == 0, err
+    listed, _, inert = out.partition("recorded, but no rule applies them")
+    for ledger, kind, account in (("credits", "*", "carol"), ("credits", "note", "bob"), ("notes", "note", "dan")):
+        assert re.search(rf"^{ledger} +{re.escape(kind)} +{account}$", listed, re.MULTILINE), out
+    assert re.search(r"^later +donation +eve$", listed, re.MULTILINE), out
+    assert "transfer" not in listed and "foo" not in listed
+    assert re.search(r"^credits +transfer +bob +no grant closes 'transfer' on a resources ledger", inert, re.MULTILINE)
+    assert re.search(r"^notes +foo +bob +notes's genesis lists no kind 'foo'", inert, re.MULTILINE), out
+    grants = {(g["ledger"], g["kind"]): (g["applies"], g["inert"]) for g in vledger.json("grant", "list")["grants"]}
+    assert grants[("credits", "transfer")] == (False, "no grant closes 'transfer' on a resources ledger (7.3)")
+    assert grants[("notes", "foo")][0] is False
+    assert grants[("credits", "*")] == grants[("later", "donation")] == grants[("notes", "note")] == (True, "")
 
 
 def test_user_add_of_a_name_that_holds_units_or_issues_is_refused_unless_reused(

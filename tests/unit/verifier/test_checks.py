@@ -1082,6 +1082,32 @@ def test_a_shared_hash_of_another_type_stops_no_check_and_is_alerted_until_it_re
     assert "fork" in open_kinds(found) and "redis_key_damaged" not in open_kinds(found)
 
 
+def test_a_fork_on_the_ledger_whose_stream_is_of_another_type_is_a_fork(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    # wt31 left it open that r17 #1's repro gave `truncated`, not `fork`, for a copy forked on
+    # the very ledger whose stream was damaged: the repro's second tick came before the heads
+    # check was due (its clock stood still), and these fakes' sweeps find truncations anyway
+    # (their pages are empty). Without the damage it gave the same. The heads check names the
+    # fork while the stream is of another type, and it stays open once the stream is back.
+    found, nodes, clock = checks
+    client = found.replication.client
+    key = found.replication.stream_key(LEDGER)
+    client.delete(key)
+    client.set(key, "x")
+    clock.now += 100
+    found.tick(block_ms=1)
+    nodes["replica-1"].hashes[-1] = b"\xff" * 32
+    clock.now += 100
+    found.tick(block_ms=1)
+    assert {"fork", "redis_key_damaged"} <= open_kinds(found)
+    client.delete(key)  # its home replaces it (an empty stream here: these fakes hold no records)
+    clock.now += 100
+    found.tick(block_ms=1)
+    assert client.type(key) == b"stream"
+    assert "fork" in open_kinds(found) and "redis_key_damaged" not in open_kinds(found)
+
+
 def test_its_own_sweep_checkpoints_key_of_another_type_stops_no_check_and_is_replaced(
     checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
 ) -> None:

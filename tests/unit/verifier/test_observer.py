@@ -14,6 +14,8 @@ from vledger.broker.replication import Alert
 from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import ObserverSettings
 from vledger.config.settings import Limits
+from vledger.node.key_rotation import ROTATION_KIND
+from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.rules.admin import ADMIN_LEDGER, admin_genesis_rules
 from vledger.node.store import ChainStore
@@ -324,3 +326,36 @@ def test_a_record_granted_by_an_admin_record_still_on_its_way_waits_for_it_and_i
     clock.now += 1
     watcher.turn()
     assert [(a.height, a.what) for a in alerts] == [(len(votes), "not_granted")] and board.heights()[-1] == len(votes)
+
+
+def test_a_key_rotation_by_no_admin_is_flagged_and_one_by_an_admin_counted(store: ChainStore) -> None:
+    """ho32: a home that placed a ``checkpoint_key`` record by a writer (only ingest refused such
+    puts) passed every checker. The observer's engine flags it not_admin_author (PROTOCOL 16.7),
+    once ``grant_wait_ms`` has passed since it was accepted, as an ungranted record; an admin's passes."""
+    admin_genesis = admin_genesis_rules().genesis_content(ADMIN_LEDGER, "root", "admin-0", 0)
+    store.create_ledger(Entry.prepare(admin_genesis, 0, LIMITS))
+    root = {"account": "root", "op": "import", "role": "admin", "enabled": True, "keys": []}
+    store.append(_admin_entry("account", root, 1))
+    writer = {"account": "w9", "op": "add", "role": "writer", "enabled": True, "keys": ["k"]}
+    store.append(_admin_entry("account", writer, 2))
+    rules = LedgerRules((ROTATION_KIND, "note"), 0, {})
+    store.create_ledger(Entry.prepare(rules.genesis_content("keys", "root", "keys-0", 0), 0, LIMITS))
+    for author in ("root", "w9"):  # the store has no rules engine: the writer's gets past it
+        content = Content("keys", ROTATION_KIND, {"new": "a key"}, author, f"rotate-{author}", 0)
+        store.append(Entry.prepare(content, 0, LIMITS))
+    alerts: list[Alert] = []
+    settings = ObserverSettings(tally_interval_ms=1000)
+    watcher = Observer(
+        "observer-1",
+        store,
+        Board(),
+        SIGNER,
+        settings,
+        alerts.append,
+        clock=Clock(),
+        wall_ms=lambda: now_ms() + settings.grant_wait_ms,
+        admin_current=lambda: True,
+    )  # type: ignore[arg-type]
+    watcher.turn()
+    assert [(a.ledger, a.height, a.what) for a in alerts] == [("keys", 2, "not_admin_author")]
+    assert "'w9'" in alerts[0].detail

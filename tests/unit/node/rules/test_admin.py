@@ -71,6 +71,20 @@ def writer(tmp_path: Path) -> Iterator[Writer]:
     store.close()
 
 
+def _smuggled(
+    writer: Writer, tmp_path: Path, ledger: str, kind: str, payload: dict[str, Any], author: str
+) -> list[Any]:
+    """Close ``writer``'s store, append a record to ``ledger`` past the rules (a store without
+    an engine, as a home that does not judge it would), and return the admin ledger's records
+    and ``ledger``'s, in that order, as an observer's audit reads them."""
+    writer.store.close()
+    raw = ChainStore(tmp_path / "store", origin="ingest-1")
+    raw.append(Writer(raw).entry(ledger, kind, payload, author))
+    records = [*raw.range(ADMIN_LEDGER), *raw.range(ledger)]
+    raw.close()
+    return records
+
+
 def now() -> int:
     return time.time_ns() // 1_000_000
 
@@ -214,15 +228,9 @@ def test_a_replay_that_audits_grants_agrees_with_the_committer_and_flags_an_inje
     writer.grant("notes", "note", "x", revoke=True)
     writer.grant("notes", "note", "y")
     writer.put("notes", "note", {"text": "granted too"}, "y")
-    store = writer.store
     # Inject a record by an author without a grant, past the rules (a store without an engine).
-    store.close()
-    raw = ChainStore(tmp_path / "store", origin="ingest-1")
-    raw.append(Writer(raw).entry("notes", "note", {"text": "smuggled"}, "x"))
-    records = [*raw.range(ADMIN_LEDGER), *raw.range("notes")]
-    raw.close()
-    auditor = RulesEngine(audit_grants=True)
-    violations = auditor.replay(records)
+    records = _smuggled(writer, tmp_path, "notes", "note", {"text": "smuggled"}, "x")
+    violations = RulesEngine(audit_grants=True).replay(records)
     assert [(v.ledger, v.height, v.error.code) for v in violations] == [("notes", 4, "not_granted")]
     assert RulesEngine().replay(records) == []  # without auditing, the same chain passes
 
@@ -413,13 +421,9 @@ def test_a_replay_flags_a_record_written_under_a_removed_account_s_grant(writer:
     writer.put("notes", "note", {"text": "granted"}, "w9")
     _account(writer, "w9", "remove")
     _account(writer, "w9", "add", "k2")
-    writer.store.close()
     # A record by the new w9 written past the rules (a store without an engine), as a home
     # that still judged by the name alone would have placed it.
-    raw = ChainStore(tmp_path / "store", origin="ingest-1")
-    raw.append(Writer(raw).entry("notes", "note", {"text": "inherited"}, "w9"))
-    records = [*raw.range(ADMIN_LEDGER), *raw.range("notes")]
-    raw.close()
+    records = _smuggled(writer, tmp_path, "notes", "note", {"text": "inherited"}, "w9")
     violations = RulesEngine(audit_grants=True).replay(records)
     assert [(v.ledger, v.height, v.error.code) for v in violations] == [("notes", 2, "not_granted")]
 
@@ -521,3 +525,44 @@ def test_a_replay_flags_admin_records_whose_author_the_admin_ledger_never_made_a
     violations = RulesEngine(audit_grants=True).replay(records)
     assert [(v.height, v.error.code) for v in violations] == [(h, "not_admin_author") for h in (4, 5, 6, 7, 10)]
     assert RulesEngine().replay(records) == []  # the committer's own replay judges no author
+
+
+def _admin_payload(name: str, op: str, enabled: bool) -> dict[str, Any]:
+    return {"account": name, "op": op, "role": "admin", "enabled": enabled, "keys": [f"{name}-key"], "via": ""}
+
+
+def test_a_key_rotation_by_no_admin_is_refused_by_the_committer_and_flagged_by_an_audit(
+    writer: Writer, tmp_path: Path
+) -> None:
+    """ho32: only ingest refused a ``checkpoint_key`` or ``epoch`` put by anyone; a home that
+    wrote one by a writer (or an admin disabled by then) passed every checker. The rule is the
+    engine's (PROTOCOL 16.7): judged by the admin records accepted before the record, so a
+    rotation by an admin disabled later stays valid."""
+    writer.create("keys", LedgerRules((ROTATION_KIND, "note"), 0, {}))
+    _account(writer, "w9", "add", "k1")  # a writer, never an admin
+    writer.put(ADMIN_LEDGER, "account", _admin_payload("boss", "add", True), "root")
+    rotation = {"new": "a key"}  # the key chain judges the payload (13.8), not these rules
+    writer.put("keys", ROTATION_KIND, rotation, "boss")
+    with pytest.raises(NotAdminAuthorError) as refused:
+        writer.put("keys", ROTATION_KIND, rotation, "w9")
+    assert refused.value.ledger == "keys" and "'w9'" in refused.value.reason
+    writer.put(ADMIN_LEDGER, "account", _admin_payload("boss", "disable", False), "root")
+    with pytest.raises(NotAdminAuthorError):
+        writer.put("keys", ROTATION_KIND, rotation, "boss")
+    writer.put("keys", "note", {"text": "any writer"}, "w9")  # other kinds: the grant rule only
+    # A rotation by the writer placed past the rules (a store without an engine), as a forging home would.
+    records = _smuggled(writer, tmp_path, "keys", ROTATION_KIND, rotation, "w9")
+    violations = RulesEngine(audit_grants=True).replay(records)
+    assert [(v.ledger, v.height, v.error.code) for v in violations] == [("keys", 3, "not_admin_author")]
+
+
+def test_who_places_a_handover_or_rotation_is_judged_by_time() -> None:
+    grants = Grants()
+    assert grants.places_machinery("anyone", 5)  # no admin ledger read: nothing to judge by
+    grants.opened = 10
+    grants.set_admin("boss", True, 20)
+    grants.set_admin("boss", False, 30)
+    assert grants.places_machinery("anyone", 10)  # not after the admin ledger's genesis
+    assert not grants.places_machinery("boss", 20) and grants.places_machinery("boss", 21)
+    assert grants.places_machinery("boss", 30) and not grants.places_machinery("boss", 31)
+    assert not grants.places_machinery("anyone", 11)
