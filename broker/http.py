@@ -115,11 +115,30 @@ protocol_log = logging.getLogger(__name__ + ".protocol")
 protocol_log.addFilter(_OneLineRefusals())
 
 
-def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    """The one error shape: ``{"error": {"code": code, "message": message}}``, never cached."""
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    kind: type[web.Response] = web.Response,
+) -> web.Response:
+    """The one error shape: ``{"error": {"code": code, "message": message}}``, never cached
+    (a ``kind`` of response, web.Response's subclass, when given)."""
     body = {"error": {"code": code, "message": message}}
     shown = {"Cache-Control": "no-store", "Server": SERVER, "X-Content-Type-Options": "nosniff", **(headers or {})}
-    return web.json_response(body, status=status, headers=shown)
+    return kind(text=json.dumps(body), status=status, headers=shown, content_type="application/json")
+
+
+class _Lingering(web.Response):
+    """A refusal of a request that could not be read, after which its connection lingers
+    (GuardedHandler._linger) rather than closes with the client's bytes unread."""
+
+    linger: Callable[[], None] | None = None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await super().write_eof(data)
+        if self.linger is not None:
+            self.linger()
 
 
 async def _plain_headers(_: web.Request, response: web.StreamResponse) -> None:
@@ -397,6 +416,8 @@ class GuardedHandler(web.RequestHandler):
         self._heads_before = 0
         self._stalled: asyncio.Transport | None = None  # our transport, while the client does not read
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._draining = False  # a request could not be read: what follows is dropped
+        self._lingering: asyncio.Transport | None = None  # our transport, after that request's refusal
 
     def handle_error(
         self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
@@ -411,11 +432,35 @@ class GuardedHandler(web.RequestHandler):
         # Whatever path it named (unparsed): a refusal that says nothing may be read by any origin.
         public = {"Access-Control-Allow-Origin": "*"}
         if isinstance(exc, BadHttpMethod):
-            response = error_response(405, "bad_request", NOT_READ_VERB, {"Allow": ALLOWED, **public})
+            response = error_response(405, "bad_request", NOT_READ_VERB, {"Allow": ALLOWED, **public}, _Lingering)
         else:
-            response = error_response(400, "bad_request", "the request is not HTTP/1.1 this server can read", public)
+            read = "the request is not HTTP/1.1 this server can read"
+            response = error_response(400, "bad_request", read, public, _Lingering)
+        assert isinstance(response, _Lingering)  # the kind asked for
         response.force_close()
+        self._draining = True  # the rest of it is not parsed: read and dropped
+        response.linger = self._linger
         return response
+
+    def _linger(self) -> None:
+        """After the refusal of a request that could not be read: half-close the connection,
+        drop what the client still sends, and close it once the client has (or after
+        REFUSAL_LINGER). Closed at once, with the rest of a 2 MB header unread, the kernel
+        reset it and the client lost the 400 (outsider34 #8), as a refused connection would."""
+        tcp = self.transport
+        if not isinstance(tcp, asyncio.Transport) or len(self._guard.lingering) >= REFUSALS_LINGERING:
+            return  # aiohttp closes it as before
+        self._guard.lingering.add(tcp)
+        self._lingering = tcp
+        self.transport = None  # aiohttp's loop then ends without closing it
+        tcp.resume_reading()  # read (and drop) what it sends, even if aiohttp paused it
+        try:
+            if tcp.can_write_eof():
+                tcp.write_eof()
+        except OSError:  # the client is gone already: nothing to linger for
+            tcp.close()
+            return
+        self._timers.call_later(REFUSAL_LINGER, tcp.close)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         address = address_key(transport.get_extra_info("peername"))
@@ -459,8 +504,8 @@ class GuardedHandler(web.RequestHandler):
             self.force_close()
 
     def data_received(self, data: bytes) -> None:
-        if self._refused is not None:
-            return  # read and dropped: the 503 is on its way, the connection closing
+        if self._refused is not None or self._draining:
+            return  # read and dropped: the 503 (or the 400) is on its way, the connection closing
         if self._head_timer is None and data and not self._request_in_progress:
             self._start_head_timer()
         super().data_received(data)
@@ -536,6 +581,9 @@ class GuardedHandler(web.RequestHandler):
             self._guard.lingering.discard(self._refused)
             self._refused = None
             return  # aiohttp never saw this connection
+        if self._lingering is not None:
+            self._guard.lingering.discard(self._lingering)
+            self._lingering = None
         if self._address is not None:
             self._guard.release(self._address)
             self._address = None

@@ -100,6 +100,19 @@ def test_a_request_line_without_a_version_is_refused_400_in_http_1_0_and_closed(
             assert _get(kept) == (200, b"ok")
 
 
+def test_a_2_mb_header_gets_its_400_whole_not_a_reset() -> None:
+    # outsider34 #8: the 400 was written and the connection closed with the rest of the header
+    # unread, so the kernel reset it: a client still sending got ECONNRESET and no answer.
+    with _server() as server, _connect(server) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 2_000_000 + b"\r\n\r\n")
+        head, _, body = _answer_until_closed(conn).partition(b"\r\n\r\n")  # no ConnectionResetError
+        assert head.startswith(b"HTTP/1.0 400 "), head
+        assert json.loads(body)["error"]["code"] == "bad_request"
+        _wait(lambda: not server.guard.lingering and server.guard.open == 0)  # closed, its place given back
+        with _connect(server) as again:  # the server goes on as before
+            assert _get(again) == (200, b"ok")
+
+
 # --- the head deadline, the idle timeout and the connection caps ([http]) ------------------------
 
 HEAD_S = 0.4  # the head deadline of the servers below
