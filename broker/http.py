@@ -37,9 +37,10 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import redis
+from aiohttp import HttpVersion10, web
 from aiohttp import __version__ as aiohttp_version
-from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -114,11 +115,30 @@ protocol_log = logging.getLogger(__name__ + ".protocol")
 protocol_log.addFilter(_OneLineRefusals())
 
 
-def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    """The one error shape: ``{"error": {"code": code, "message": message}}``, never cached."""
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    kind: type[web.Response] = web.Response,
+) -> web.Response:
+    """The one error shape: ``{"error": {"code": code, "message": message}}``, never cached
+    (a ``kind`` of response, web.Response's subclass, when given)."""
     body = {"error": {"code": code, "message": message}}
     shown = {"Cache-Control": "no-store", "Server": SERVER, "X-Content-Type-Options": "nosniff", **(headers or {})}
-    return web.json_response(body, status=status, headers=shown)
+    return kind(text=json.dumps(body), status=status, headers=shown, content_type="application/json")
+
+
+class _Lingering(web.Response):
+    """A refusal of a request that could not be read, after which its connection lingers
+    (GuardedHandler._linger) rather than closes with the client's bytes unread."""
+
+    linger: Callable[[], None] | None = None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await super().write_eof(data)
+        if self.linger is not None:
+            self.linger()
 
 
 async def _plain_headers(_: web.Request, response: web.StreamResponse) -> None:
@@ -139,6 +159,32 @@ def json_response(value: Any, *, cache: str = "no-cache", status: int = 200) -> 
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Set on a request whose line named no HTTP version (HTTP/0.9): aiohttp served it, its answer
+# headed "HTTP/0.9 200 OK" with headers, which that version has neither of (outsider34 #8).
+_HTTP09 = web.RequestKey("vledger.http09", bool)
+HTTP09_REFUSED = "HTTP/0.9 is not served (a request line without a version): send HTTP/1.0 or HTTP/1.1"
+
+
+def _as_http10(made: Callable[..., BaseRequest]) -> Callable[..., BaseRequest]:
+    """A request factory as ``made``, but a request of HTTP/0.9 is made one of HTTP/1.0 that
+    closes its connection, marked for :func:`_refuse_http09`: an answer written in a version
+    with a status line, the only refusal HTTP can say."""
+
+    def request_of(message: RawRequestMessage, *args: Any) -> BaseRequest:
+        if message.version >= HttpVersion10:
+            return made(message, *args)
+        request = made(message._replace(version=HttpVersion10, should_close=True), *args)
+        request[_HTTP09] = True
+        return request
+
+    return request_of
+
+
+@web.middleware
+async def _refuse_http09(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.get(_HTTP09):
+        return error_response(400, "bad_request", HTTP09_REFUSED)
+    return await handler(request)
 
 
 @web.middleware
@@ -384,6 +430,8 @@ class GuardedHandler(web.RequestHandler):
         self._heads_before = 0
         self._stalled: asyncio.Transport | None = None  # our transport, while the client does not read
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._draining = False  # a request could not be read: what follows is dropped
+        self._lingering: asyncio.Transport | None = None  # our transport, after that request's refusal
 
     def handle_error(
         self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
@@ -398,11 +446,35 @@ class GuardedHandler(web.RequestHandler):
         # Whatever path it named (unparsed): a refusal that says nothing may be read by any origin.
         public = {"Access-Control-Allow-Origin": "*"}
         if isinstance(exc, BadHttpMethod):
-            response = error_response(405, "bad_request", NOT_READ_VERB, {"Allow": ALLOWED, **public})
+            response = error_response(405, "bad_request", NOT_READ_VERB, {"Allow": ALLOWED, **public}, _Lingering)
         else:
-            response = error_response(400, "bad_request", "the request is not HTTP/1.1 this server can read", public)
+            read = "the request is not HTTP/1.1 this server can read"
+            response = error_response(400, "bad_request", read, public, _Lingering)
+        assert isinstance(response, _Lingering)  # the kind asked for
         response.force_close()
+        self._draining = True  # the rest of it is not parsed: read and dropped
+        response.linger = self._linger
         return response
+
+    def _linger(self) -> None:
+        """After the refusal of a request that could not be read: half-close the connection,
+        drop what the client still sends, and close it once the client has (or after
+        REFUSAL_LINGER). Closed at once, with the rest of a 2 MB header unread, the kernel
+        reset it and the client lost the 400 (outsider34 #8), as a refused connection would."""
+        tcp = self.transport
+        if not isinstance(tcp, asyncio.Transport) or len(self._guard.lingering) >= REFUSALS_LINGERING:
+            return  # aiohttp closes it as before
+        self._guard.lingering.add(tcp)
+        self._lingering = tcp
+        self.transport = None  # aiohttp's loop then ends without closing it
+        tcp.resume_reading()  # read (and drop) what it sends, even if aiohttp paused it
+        try:
+            if tcp.can_write_eof():
+                tcp.write_eof()
+        except OSError:  # the client is gone already: nothing to linger for
+            tcp.close()
+            return
+        self._timers.call_later(REFUSAL_LINGER, tcp.close)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         address = address_key(transport.get_extra_info("peername"))
@@ -446,8 +518,8 @@ class GuardedHandler(web.RequestHandler):
             self.force_close()
 
     def data_received(self, data: bytes) -> None:
-        if self._refused is not None:
-            return  # read and dropped: the 503 is on its way, the connection closing
+        if self._refused is not None or self._draining:
+            return  # read and dropped: the 503 (or the 400) is on its way, the connection closing
         if self._head_timer is None and data and not self._request_in_progress:
             self._start_head_timer()
         super().data_received(data)
@@ -523,6 +595,9 @@ class GuardedHandler(web.RequestHandler):
             self._guard.lingering.discard(self._refused)
             self._refused = None
             return  # aiohttp never saw this connection
+        if self._lingering is not None:
+            self._guard.lingering.discard(self._lingering)
+            self._lingering = None
         if self._address is not None:
             self._guard.release(self._address)
             self._address = None
@@ -550,6 +625,7 @@ class HttpThread:
     ) -> None:
         self.app = app
         app[BOUND_TO_LOOPBACK] = _loopback_name(host)
+        app.middlewares.insert(0, _refuse_http09)  # before any route or middleware reads it
         self.host = host
         self.port = port
         self.guard = ConnectionGuard(settings or HttpSettings(), name)
@@ -579,6 +655,7 @@ class HttpThread:
         await self._runner.setup()
         server = self._runner.server
         assert server is not None  # setup made it
+        server.request_factory = _as_http10(server.request_factory)
         # Not a TCPSite: it would build aiohttp's own handler, which has no head deadline or caps.
         self._listener = await self._loop.create_server(
             lambda: GuardedHandler(server, loop=self._loop, guard=self.guard),

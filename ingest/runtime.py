@@ -20,6 +20,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -48,10 +49,10 @@ from ..broker.replication import (
 from ..broker.signing import admin_checkpoint_key
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig
 from ..config.settings import BrokerSettings
-from ..node.errors import RecordError, SettingsError, StoreDamagedError, StoreError
+from ..node.errors import DiskFullError, RecordError, SettingsError, StoreDamagedError, StoreError
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.store import HASH_FILL_AT, ChainStore, fill_phase
-from ..node.storefile import damaged_file
+from ..node.storefile import damaged_file, no_room
 from .admin_ledger import ADMIN_CACHE_CONFLICT
 from .admin_peers import AdminPeers
 from .alert_keeper import AlertKeeper
@@ -75,6 +76,8 @@ SHUTDOWN_LINGER_MS = 2000  # answers still queued in ZeroMQ get this long to go 
 NODE_REDIS_TIMEOUT = 2.0
 
 
+DISK_FULL = DiskFullError.code  # the alert of a node whose disk has no room (PROTOCOL 10.5)
+ROOM_RETRY_S = 2.0  # how often a node that cannot start for want of room tries again
 _OPEN_FAILS = (StoreError, RecordError, sqlite3.DatabaseError)  # what an open raises of a file it finds damaged
 
 
@@ -239,6 +242,7 @@ class Startable(Protocol):
 
 
 S = TypeVar("S", bound=Startable)
+T = TypeVar("T")
 
 
 @contextmanager
@@ -365,7 +369,8 @@ class NodeRuntime:
             return ReplicationLedger(connect(self.redis_access, timeout=NODE_REDIS_TIMEOUT), **options)
         first = self._alert_journal is None
         if self._alert_journal is None:
-            self._alert_journal = AlertJournal(self.config.store_dir(self.name) / ALERT_JOURNAL, self.name)
+            path = self.config.store_dir(self.name) / ALERT_JOURNAL
+            self._alert_journal = self._with_room(path.parent, "alert journal", lambda: AlertJournal(path, self.name))
             self.closing(self._alert_journal.close)  # after the keeper and every part made later stopped
         client = connect(self.redis_access, timeout=NODE_REDIS_TIMEOUT)
         replication = ReplicationLedger(client, journal=self._alert_journal, **options)
@@ -381,11 +386,52 @@ class NodeRuntime:
         # (no hash index, hash_fill_at=None: nothing to fill, phase 0).
         fill_at = options.get("hash_fill_at", HASH_FILL_AT)
         options.setdefault("hash_fill_phase", 0 if fill_at is None else fill_phase(self.name, fill_at))
-        store = open_node_store(self.name, self.config.store_dir(self.name), replication, **options)
+        directory = self.config.store_dir(self.name)
+        store = self._with_room(
+            directory, "store", lambda: open_node_store(self.name, directory, replication, **options), replication
+        )
         self.closing(store.close)
         store.on_damaged = functools.partial(self._store_damaged, replication)
         self._store = store
         return store
+
+    def _with_room(
+        self, directory: Path, what: str, open_: Callable[[], T], replication: ReplicationLedger | None = None
+    ) -> T:
+        """``open_()``'s result (``what`` the node opens in ``directory``), waited for while it
+        fails for want of room on the disk (:func:`no_room`). A node started on a full disk
+        crash-looped with a traceback every few seconds and never said so (outsider34 #1:
+        SQLite says "disk I/O error" when it cannot make a -wal or -shm). Now it logs one
+        "disk full:" line, raises the node's ``disk_full`` alert (through ``replication``, else
+        straight to Redis: the alert journal may be what does not open), tries again every
+        ROOM_RETRY_S and, once it opens, resolves the alert and starts. Anything else raises."""
+        alert: Alert | None = None
+        while True:
+            try:
+                opened = open_()
+            except (sqlite3.Error, OSError, StoreError) as e:
+                if not no_room(directory, e):
+                    raise
+                if alert is None:
+                    log.error("disk full: %s: node %s cannot open its %s: it starts once there is room (%s)",
+                              directory, self.name, what, e)  # fmt: skip
+                    replication = replication or self._without_journal()
+                    alert = Alert(self.name, "", 0, DISK_FULL, f"disk full: {directory}: {e}", source=self.name)
+                    raise_alert(replication, alert)
+                time.sleep(ROOM_RETRY_S)
+                continue
+            if alert is not None and replication is not None:
+                log.warning("disk space back: %s: node %s opened its %s", directory, self.name, what)
+                try:
+                    replication.resolve_node(self.name, "", [DISK_FULL])
+                except REDIS_ERRORS as e:
+                    log.warning("node %s: Redis unavailable (%s): its %s alert stays open", self.name, e, DISK_FULL)
+            return opened
+
+    def _without_journal(self) -> ReplicationLedger:
+        """A ReplicationLedger that raises this node's alerts in Redis only."""
+        client = connect(self.redis_access, timeout=NODE_REDIS_TIMEOUT)
+        return ReplicationLedger(client, node=self.name, raisers=sorted(self.config.nodes))
 
     def _store_damaged(self, replication: ReplicationLedger, error: StoreDamagedError) -> None:
         """The store's file was found damaged while the node runs (ChainStore.damaged, on

@@ -626,6 +626,32 @@ def disk_full(error: BaseException) -> bool:
     return isinstance(cause, OSError) and cause.errno in _FULL_ERRNOS
 
 
+# Below this much free space, an I/O error opening a file is the disk's being full: SQLite says
+# "disk I/O error" (SQLITE_IOERR), not SQLITE_FULL, when it cannot make or grow a -wal or -shm.
+LOW_ROOM_BYTES = 1 << 20
+_OPEN_IO_CODES = frozenset((sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN))
+
+
+def no_room(directory: Path, error: BaseException) -> bool:
+    """Whether ``error``, raised opening a file in ``directory``, comes of its disk having no
+    room: :func:`disk_full`, or an I/O error (SQLite's SQLITE_IOERR or SQLITE_CANTOPEN, an
+    OSError) while the disk has less than LOW_ROOM_BYTES free for an unprivileged writer."""
+    if disk_full(error):
+        return True
+    cause = _cause(error, (sqlite3.Error, OSError))
+    if isinstance(cause, sqlite3.Error):
+        code = getattr(cause, "sqlite_errorcode", None)
+        if not (isinstance(code, int) and code & 0xFF in _OPEN_IO_CODES):
+            return False
+    elif not isinstance(cause, OSError):
+        return False
+    try:
+        room = os.statvfs(directory)
+    except OSError:
+        return False
+    return room.f_bavail * room.f_frsize < LOW_ROOM_BYTES
+
+
 def iter_pages(
     conn: sqlite3.Connection, ledger: str, start: int, stop: int | None, page_size: int
 ) -> Iterator[tuple[int, bytes]]:

@@ -595,6 +595,10 @@ def tile_path(level: int, index: int, width: int = TILE_WIDTH) -> str:
 
 
 _TILE_PATH = re.compile(r"tile/(0|[1-9][0-9]?)/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?")
+# Digits in any grouping: an index past the largest is told so however it is written
+# (tile/0/<27 digits> said "not a tile path" where the grouped form said "at most 2**63 - 1").
+_TILE_DIGITS = re.compile(r"tile/[0-9]+/((?:x?[0-9]+/)*x?[0-9]+)(?:\.p/[0-9]+)?")
+TILE_INDEX_LIMIT = "a tile index is at most 2**63 - 1"
 
 
 def parse_tile_path(path: str) -> tuple[int, int, int]:
@@ -606,6 +610,9 @@ def parse_tile_path(path: str) -> tuple[int, int, int]:
     """
     match = _TILE_PATH.fullmatch(path)
     if match is None:
+        digits = _TILE_DIGITS.fullmatch(path)
+        if digits is not None and int(digits.group(1).replace("x", "").replace("/", "")) > MAX_TREE_SIZE:
+            raise BadRequestError(f"{path[:100]!r}: {TILE_INDEX_LIMIT}")
         raise BadRequestError(f"{path[:100]!r} is not a tile path (tile/<L>/<N>[.p/<W>])")
     level = int(match.group(1))
     groups = match.group(2).split("/")
@@ -616,5 +623,5 @@ def parse_tile_path(path: str) -> tuple[int, int, int]:
     if level > MAX_TILE_LEVEL or (match.group(3) and width >= TILE_WIDTH):
         raise BadRequestError(f"{path[:100]!r}: tile level 0..63, partial width 1..255")
     if index > MAX_TREE_SIZE:  # as every number in a path (PROTOCOL 15): not a tile past the tree
-        raise BadRequestError(f"{path[:100]!r}: a tile index is at most 2**63 - 1")
+        raise BadRequestError(f"{path[:100]!r}: {TILE_INDEX_LIMIT}")
     return level, index, width

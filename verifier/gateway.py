@@ -384,10 +384,7 @@ class Gateway:
         self._admin_key = admin_checkpoint_key(config)
         self._node_keys: tuple[float, NodeKeys | None, dict[str, KeyHistory]] | None = None
         self._outside: dict[str, OutsideWitnesses | None] = {}  # the outside witnesses each genesis lists
-        # A genesis that pins no key: none, but the admin ledger's, whose genesis pins none by rule
-        # (16.1): its home's key, which the anchors' admin line carries (15.5), so its head is public.
-        admin_key = self._admin_key
-        self._chains = KeyChains(_GatewayRows(self), lambda ledger: admin_key if ledger == ADMIN_LEDGER else None)
+        self._chains = self._key_chains()
         self._epochs = ReadEpochs(config.name, _GatewayRows(self))  # a ledger with a standby's epochs (10.9)
         self._checkpoints: dict[tuple[str, int | None, bool], tuple[float, ServedCheckpoint]] = {}
         # ledger -> when its tallies were read, under which latest ids and key histories, and the report
@@ -597,6 +594,13 @@ class Gateway:
                 self._readers.append(reader)
         return reader
 
+    def _key_chains(self) -> KeyChains:
+        """Key chains read anew from the store. A genesis that pins no key has none, but the admin
+        ledger's, whose genesis pins none by rule (16.1): its home's key, which the anchors' admin
+        line carries (15.5), so its head is public."""
+        admin_key = self._admin_key
+        return KeyChains(_GatewayRows(self), lambda ledger: admin_key if ledger == ADMIN_LEDGER else None)
+
     def _drop_reader(self, reader: StoreReader) -> None:
         """Close a view of a store file that is no longer the store's: `vledger repair` moved
         it aside (kept as evidence, maybe damaged) and put a rebuilt one in its place, or an
@@ -621,7 +625,7 @@ class Gateway:
                 self._voters.clear()
                 self._outside.clear()
                 self._node_keys = None
-                self._chains = KeyChains(_GatewayRows(self), lambda ledger: None)
+                self._chains = self._key_chains()  # the admin key too: else its head was 404 until a restart
                 self._epochs = ReadEpochs(self.config.name, _GatewayRows(self))
         if first:
             log.warning("the store of %s at %s was replaced: reading the new one", self.node.name, self.store_dir)

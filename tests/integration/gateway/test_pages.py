@@ -2056,6 +2056,42 @@ def test_the_pages_say_what_failed_when_the_gateway_refuses_its_store_or_cannot_
         server.server_close()
 
 
+def test_a_charity_ledger_the_gateway_refuses_stays_in_the_menu_marked_refused_with_its_code_and_message(
+    browser: Any, cluster: LocalCluster, anchors: str
+) -> None:
+    """outsider34 #4: /api/ledgers lists a damaged copy's ledger with `refused` and no type, and
+    charity.html's menu dropped it without a word: a donor saw no sign the fund exists."""
+    real = cluster.gateway_url("replica-1")
+
+    def answer(path: str) -> tuple[int, str, bytes]:
+        if path.startswith("/api/events"):
+            return 404, "application/json", b"{}"
+        if path.startswith(f"/api/ledgers/{FUND}"):
+            return 503, "application/json", json.dumps(DAMAGED).encode()
+        if path == "/api/ledgers":
+            listed = _json(real + "api/ledgers")
+            for entry in listed["ledgers"]:
+                if entry["ledger"] == FUND:  # as the gateway lists a ledger it refuses (15.2)
+                    entry.update(size=None, root=None, type=None, signed=False, refused=DAMAGED["error"])
+            return 200, "application/json", json.dumps(listed).encode()
+        return Lying.answer(real, lambda *_: None, path)
+
+    server, url = serve(answer)
+    options = "return Array.from(document.querySelectorAll('#ledger option'), (o) => o.value + ' ' + o.textContent)"
+    try:
+        fresh(browser, f"{url}charity.html#anchors={anchors}")
+        offered = wait_until(
+            lambda: [o for o in browser.execute_script(options) if o.startswith(f"{FUND} ")], WAIT, "the fund offered"
+        )
+        assert offered == [f"{FUND} {FUND}: REFUSED by this gateway: {DAMAGED['error']['message']} [store_damaged]"]
+        fresh(browser, f"{url}charity.html?ledger={FUND}#anchors={anchors}")
+        said = wait_text(browser, "#summary", "[store_damaged]", "the charity page saying the fund's refusal")
+        assert said.startswith("NOT verified: ") and DAMAGED["error"]["message"] in said, said
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_the_voter_page_says_records_no_witnessed_checkpoint_covers_yet_are_pending_not_failed(
     browser: Any, cluster: LocalCluster, election: Election, anchors: str
 ) -> None:

@@ -130,3 +130,36 @@ def _stored(writer: Any) -> dict[str, Any] | None:
             raise
         return None
     return receipt
+
+
+@pytest.mark.parametrize("node", ["replica-1", "ingest-1"])
+def test_a_node_started_on_a_full_disk_says_so_waits_and_starts_once_there_is_room(
+    start_cluster: Any, node: str
+) -> None:
+    # outsider34 #1: SQLite says "disk I/O error" (not SQLITE_FULL) when it cannot make the
+    # alert journal's or the store's -shm: the node exited 1 with a traceback every few seconds
+    # under supervisord, never said "disk full", and raised no alert. A replica and a home alike.
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=1)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 5)
+    wait_cosigned(cluster, cluster.replica_names, size(cluster))
+    assert cluster.stop_node(node) == 0
+    with small_disk(cluster.store_dir(node)) as store:
+        for leftover in store.glob("*-shm"):  # as after a reboot: SQLite makes them anew at open
+            leftover.unlink()
+        filler = fill(store)
+        cluster._launch(node)
+        key = f"{node}||disk_full"
+        alert = wait_until(lambda: repl(cluster).open_alerts().get(key), WAIT, f"{node}'s disk_full alert")
+        assert alert["detail"].startswith(f"disk full: {store}"), alert
+        assert cluster.node(node).running()  # it waits, not crash-loops
+        log = cluster.log_text(node)
+        assert log.count("disk full: ") == 1 and "Traceback" not in log, log[-4000:]
+
+        filler.unlink()  # room again: it starts by itself, and closes its alert
+        cluster.wait_ready(node)
+        wait_until(lambda: key not in repl(cluster).open_alerts(), WAIT, f"{node} resolving its disk_full")
+        put(cluster, 3, phase="after")
+        wait_cosigned(cluster, cluster.replica_names, size(cluster))
+        assert "Traceback" not in cluster.log_text(node)
+        cluster.stop_node(node)

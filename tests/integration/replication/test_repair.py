@@ -10,11 +10,14 @@ import contextlib
 import hashlib
 import json
 import sqlite3
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from vledger.broker.node_lock import node_lock
 from vledger.config.supervisor import EXIT_NODE_RUNNING, EXIT_STORE_DAMAGED
+from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.node.storefile import DB_NAME
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis, wait_until
 from vledger.tests.integration.replication.test_witnessed import (
@@ -234,3 +237,28 @@ def test_a_second_process_on_a_running_nodes_store_exits_at_once_and_a_repair_wa
     assert refused.returncode == 1 and "runs on its store" in refused.stderr, refused.stdout + refused.stderr
     assert leftovers(cluster, "replica-1") == [] and fingerprint(cluster, "replica-1") == after
     cluster.start_node("replica-1")  # the lock went with the process that held it
+
+
+def _admin_head(url: str) -> int:
+    """The HTTP status of the gateway's admin checkpoint (404 while it names no key or no head)."""
+    try:
+        with urllib.request.urlopen(f"{url}ledgers/{ADMIN_LEDGER}/checkpoint", timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_the_gateway_serves_the_admin_ledger_s_head_again_after_its_node_s_store_is_repaired(
+    start_cluster: Any,
+) -> None:
+    # outsider34 #2: the gateway read the repaired store anew but forgot the admin ledger's key
+    # (its genesis pins none, 16.1): its head was 404 "pins no checkpoint key" until a restart.
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2, gateways=["replica-1"])
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))  # an admin record to sign a head over
+    url = cluster.gateway_url("replica-1")
+    wait_until(lambda: _admin_head(url) == 200, WAIT, "the admin ledger's head served")
+    assert cluster.stop_node("replica-1") == 0
+    done = repair(cluster, "replica-1", "--force")
+    assert done.returncode == 0, done.stderr
+    cluster.start_node("replica-1")
+    wait_until(lambda: _admin_head(url) == 200, WAIT, "the admin ledger's head served from the repaired store")

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from vledger.broker.http import (
     ASKED_OF_AIOHTTP,
     BOUND_TO_LOOPBACK,
+    HTTP09_REFUSED,
     ConnectionGuard,
     HttpThread,
     address_key,
@@ -76,6 +77,40 @@ def test_the_filter_reads_aiohttp_s_parse_error() -> None:
     for f in protocol_log.filters:
         assert isinstance(f, logging.Filter) and f.filter(record)
     assert record.levelno == logging.DEBUG and record.exc_info is None
+
+
+def _answer_until_closed(conn: socket.socket) -> bytes:
+    answer = b""
+    while chunk := conn.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_a_request_line_without_a_version_is_refused_400_in_http_1_0_and_closed() -> None:
+    # outsider34 #8: "GET /healthz" (HTTP/0.9) was answered "HTTP/0.9 200 OK" with headers, a
+    # status line and headers that version has not: now a refusal any HTTP client reads.
+    with _server() as server, _connect(server) as conn:
+        conn.sendall(b"GET /\r\n\r\n")
+        head, _, body = _answer_until_closed(conn).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 400 "), head
+        assert json.loads(body)["error"] == {"code": "bad_request", "message": HTTP09_REFUSED}
+        with _connect(server) as old, _connect(server) as kept:  # HTTP/1.0 and 1.1 are served as before
+            old.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert _answer_until_closed(old).startswith(b"HTTP/1.0 200 ")
+            assert _get(kept) == (200, b"ok")
+
+
+def test_a_2_mb_header_gets_its_400_whole_not_a_reset() -> None:
+    # outsider34 #8: the 400 was written and the connection closed with the rest of the header
+    # unread, so the kernel reset it: a client still sending got ECONNRESET and no answer.
+    with _server() as server, _connect(server) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 2_000_000 + b"\r\n\r\n")
+        head, _, body = _answer_until_closed(conn).partition(b"\r\n\r\n")  # no ConnectionResetError
+        assert head.startswith(b"HTTP/1.0 400 "), head
+        assert json.loads(body)["error"]["code"] == "bad_request"
+        _wait(lambda: not server.guard.lingering and server.guard.open == 0)  # closed, its place given back
+        with _connect(server) as again:  # the server goes on as before
+            assert _get(again) == (200, b"ok")
 
 
 # --- the head deadline, the idle timeout and the connection caps ([http]) ------------------------

@@ -200,6 +200,7 @@ class _Runtime:
 
     store = NodeRuntime.store
     _store_damaged = NodeRuntime._store_damaged
+    _with_room = NodeRuntime._with_room
 
     def __init__(self, directory: Path) -> None:
         self.name = NAME

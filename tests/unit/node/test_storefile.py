@@ -392,3 +392,24 @@ def test_making_a_store_private_again_keeps_the_locks_of_this_process_s_open_con
         subprocess.run([sys.executable, "-c", other, str(path)], check=True, timeout=60)
         assert storefile.wal_of(path).exists()  # still in use here: no other process's to remove
         assert held.execute("SELECT x FROM t").fetchall() == [(1,)]
+
+
+def _sqlite_error(code: int) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError("disk I/O error")
+    error.sqlite_errorcode = code  # as SQLite sets it
+    return error
+
+
+def test_an_io_error_at_open_is_no_room_only_while_the_disk_is_all_but_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # outsider34 #1: SQLite says "disk I/O error" (SQLITE_IOERR_SHMSIZE and kin), not SQLITE_FULL,
+    # for a -shm it cannot make on a full disk: only the free space tells it from a failing disk.
+    wrapped = StoreError("cannot open the store")
+    wrapped.__cause__ = _sqlite_error(sqlite3.SQLITE_IOERR | (19 << 8))
+    assert not storefile.no_room(tmp_path, wrapped)  # room enough: a disk fault, not a full disk
+    assert storefile.no_room(tmp_path, _sqlite_error(sqlite3.SQLITE_FULL))
+    full = os.statvfs_result((4096, 4096, 100, 0, 0, 10, 0, 0, 0, 255))
+    monkeypatch.setattr(storefile.os, "statvfs", lambda _: full)
+    assert storefile.no_room(tmp_path, wrapped) and storefile.no_room(tmp_path, OSError(5, "EIO"))
+    assert not storefile.no_room(tmp_path, _sqlite_error(sqlite3.SQLITE_CORRUPT))  # damage is damage

@@ -319,6 +319,19 @@ def test_tile_paths_that_are_not_canonical_are_refused(path: str) -> None:
         tree.parse_tile_path(path)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "tile/0/x009/x223/x372/x036/x854/x775/808",
+        "tile/0/999999999999999999999999999",  # outsider34: it said "not a tile path"
+        "tile/0/x9999999999999999999/000.p/5",
+    ],
+)
+def test_a_tile_index_past_the_largest_is_told_so_however_it_is_grouped(path: str) -> None:
+    with pytest.raises(BadRequestError, match=r"a tile index is at most 2\*\*63 - 1"):
+        tree.parse_tile_path(path)
+
+
 def test_tile_widths_follow_the_spec_example() -> None:
     # tlog-tiles: a tree of 70,000 leaves has 273 full level-0 tiles, a partial one of 112,
     # one full level-1 tile, a partial one of 17, and a partial level-2 tile of width 1.
