@@ -1021,6 +1021,18 @@ class ClusterChecks:
         )
         return len(rows)
 
+    def _conflict_over(self, ledger: str, node: str, height: int) -> None:
+        """``node``'s head of ``ledger`` at ``height`` is the home's record, and each record names
+        its predecessor's hash: its copy holds the home's records up to there, so its
+        ``record_conflict`` with the stream at or below ``height`` is over. A check of the stream's
+        entries resolves it only with the home's word in hand (review r20 F2); a home restarted
+        to rewrite the stream is often still marked down for that check, and the heights are
+        never checked again."""
+        key = f"{node}|{ledger}|record_conflict"
+        at = self.open.get(key)
+        if at is not None and at <= height:
+            self._resolve_checked([key])
+
     def _resolve_checked(self, fixed: list[str]) -> None:
         """Resolve this verifier's open alerts ``fixed``, whose cause a check of the stream's
         entries found gone: not opened again as vanished (:meth:`_reopen_vanished`)."""
@@ -1142,6 +1154,8 @@ class ClusterChecks:
                     continue
                 if head is not None and not agrees:  # one whose head is the home's record needs no proof
                     heads[node] = head
+                elif head is not None:
+                    self._conflict_over(ledger, node, head[0])
             if heads:  # only copies the home did not vouch for need a checkpoint
                 self._learn_checkpoint(ledger, state, self._round_notes().get(ledger), now)
                 home_compared = home_head is not None and not state.home_contradicts
