@@ -271,6 +271,26 @@ def test_a_record_written_without_a_grant_is_flagged_once_the_admin_ledger_is_cu
     assert board.last().tally["flagged"] == 1 and board.last().tally["registered"] == election.registered + 1
 
 
+def _grant_waiting_observer(store: ChainStore) -> tuple[Observer, Board, Clock, list[Alert], list[int]]:
+    """An observer that waits up to 10 s for a grant on its way, on a wall clock the test moves
+    (``wall[0]``, ms), its admin copy current."""
+    board, clock, alerts = Board(), Clock(), []
+    wall = [now_ms()]
+    settings = ObserverSettings(tally_interval_ms=1000, grant_wait_ms=10_000)
+    watcher = Observer(
+        "observer-1",
+        store,
+        board,
+        SIGNER,
+        settings,
+        alerts.append,
+        clock=clock,
+        wall_ms=lambda: wall[0],
+        admin_current=lambda: True,
+    )  # type: ignore[arg-type]
+    return watcher, board, clock, alerts, wall
+
+
 def test_an_ungranted_record_accepted_far_ahead_is_flagged_once_grant_wait_ms_passed_since_first_seen(
     tmp_path: Path,
 ) -> None:
@@ -293,24 +313,11 @@ def test_an_ungranted_record_accepted_far_ahead_is_flagged_once_grant_wait_ms_pa
         accepted[0] += years_ms
         smuggled = Content(LEDGER, "register", {"voter_id": "smuggled"}, election.author, "smuggled-1", 0)
         home.append(Entry.prepare(smuggled, 0, LIMITS))
-        board, clock, alerts = Board(), Clock(), []
-        settings = ObserverSettings(tally_interval_ms=1000, grant_wait_ms=10_000)
-        wall = [now_ms()]
-        watcher = Observer(
-            "observer-1",
-            home,
-            board,
-            SIGNER,
-            settings,
-            alerts.append,
-            clock=clock,
-            wall_ms=lambda: wall[0],
-            admin_current=lambda: True,
-        )  # type: ignore[arg-type]
+        watcher, board, clock, alerts, wall = _grant_waiting_observer(home)
         watcher.turn()  # first seen: it may still wait for a grant on its way
         size = home.size(LEDGER)
         assert alerts == [] and board.heights() == []
-        wall[0] += settings.grant_wait_ms - 1
+        wall[0] += watcher.grant_wait_ms - 1
         clock.now += 2
         watcher.turn()
         assert alerts == [] and board.heights() == []  # its count waits before it: nothing signed
@@ -347,20 +354,7 @@ def test_a_record_granted_by_an_admin_record_still_on_its_way_waits_for_it_and_i
         home.close()
     assert admin[-1].accepted < votes[1].accepted  # the clerk held the grant when it registered voters
     store.append_records([*admin[:-1], *votes])
-    board, clock, alerts = Board(), Clock(), []
-    wall = [now_ms()]
-    settings = ObserverSettings(tally_interval_ms=1000, grant_wait_ms=10_000)
-    watcher = Observer(
-        "observer-1",
-        store,
-        board,
-        SIGNER,
-        settings,
-        alerts.append,
-        clock=clock,
-        wall_ms=lambda: wall[0],
-        admin_current=lambda: True,
-    )  # type: ignore[arg-type]
+    watcher, board, clock, alerts, wall = _grant_waiting_observer(store)
     watcher.turn()
     assert alerts == [] and board.heights() == []  # nothing flagged, nothing of the election signed
     store.append_record(admin[-1])
