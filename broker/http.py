@@ -232,8 +232,23 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 _AWAY_REPLIES = ("OOM", "READONLY", "NOPERM", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
+# redis-py raises these replies as their own classes, the code stripped from the message
+# (review r21 F2): the text check alone never matched them.
+_AWAY_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.NoPermissionError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
+
+
 def _redis_away(error: redis.RedisError) -> bool:
-    if isinstance(error, (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError)):
+    if isinstance(error, _AWAY_ERRORS):
         return True
     return isinstance(error, redis.ResponseError) and str(error).startswith(_AWAY_REPLIES)
 

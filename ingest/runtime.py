@@ -420,8 +420,9 @@ class NodeRuntime:
                     raise_alert(replication, alert)
                 time.sleep(ROOM_RETRY_S)
                 continue
-            if alert is not None and replication is not None:
+            if alert is not None:
                 log.warning("disk space back: %s: node %s opened its %s", directory, self.name, what)
+            if replication is not None:  # also an earlier run's, which waited and was restarted (review r21 F4)
                 try:
                     replication.resolve_node(self.name, "", [DISK_FULL])
                 except REDIS_ERRORS as e:

@@ -1021,16 +1021,24 @@ class ClusterChecks:
         )
         return len(rows)
 
-    def _conflict_over(self, ledger: str, node: str, height: int) -> None:
-        """``node``'s head of ``ledger`` at ``height`` is the home's record, and each record names
-        its predecessor's hash: its copy holds the home's records up to there, so its
-        ``record_conflict`` with the stream at or below ``height`` is over. A check of the stream's
-        entries resolves it only with the home's word in hand (review r20 F2); a home restarted
-        to rewrite the stream is often still marked down for that check, and the heights are
-        never checked again."""
+    def _conflict_over(self, ledger: str, node: str, end: int, reader: NodeReader) -> None:
+        """A clean sweep just verified ``node``'s copy of ``ledger`` as a chain up to ``end``: where
+        its record there is the home's, each record naming its predecessor's hash, the copy holds
+        the home's records up to there, so its ``record_conflict`` with the stream at or below
+        ``end`` is over. A check of the stream's entries resolves it only with the home's word in
+        hand (review r20 F2); a home restarted to rewrite the stream is often still marked down for
+        that check, and the heights are never checked again. Head agreement alone proves nothing
+        of a copy whose record below was changed with its successor's link kept (review r21 F1)."""
         key = f"{node}|{ledger}|record_conflict"
         at = self.open.get(key)
-        if at is not None and at <= height:
+        home = self._reference(ledger, node)
+        if at is None or at > end or home is None or node == self.ledgers[ledger].home:
+            return
+        try:
+            same = _hash_at(reader, ledger, end) == home.hash_at(ledger, end)
+        except (NodeUnavailableError, RemoteError):
+            return  # the next clean sweep asks again
+        if same:
             self._resolve_checked([key])
 
     def _resolve_checked(self, fixed: list[str]) -> None:
@@ -1154,8 +1162,6 @@ class ClusterChecks:
                     continue
                 if head is not None and not agrees:  # one whose head is the home's record needs no proof
                     heads[node] = head
-                elif head is not None:
-                    self._conflict_over(ledger, node, head[0])
             if heads:  # only copies the home did not vouch for need a checkpoint
                 self._learn_checkpoint(ledger, state, self._round_notes().get(ledger), now)
                 home_compared = home_head is not None and not state.home_contradicts
@@ -1675,6 +1681,7 @@ class ClusterChecks:
         if held.claimed > end:
             self._unconfirmed_claim(ledger, node, end, held.claimed, reader)
         self.resolve(node, ledger, CHAIN_FAULTS)
+        self._conflict_over(ledger, node, end, reader)
 
     def _still_served(self, ledger: str, node: str, reader: NodeReader) -> bool:
         """Before a sweep's short end is called a truncation: whether the node still serves the

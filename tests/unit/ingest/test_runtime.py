@@ -12,8 +12,15 @@ from typing import Any
 
 import pytest
 
-from vledger.broker.replication import ReplicationLedger
-from vledger.ingest.runtime import ACCOUNTS_FAILING, STORE_DAMAGED, NodeRuntime, open_node_store, problem_alerts
+from vledger.broker.replication import Alert, ReplicationLedger, raise_alert
+from vledger.ingest.runtime import (
+    ACCOUNTS_FAILING,
+    DISK_FULL,
+    STORE_DAMAGED,
+    NodeRuntime,
+    open_node_store,
+    problem_alerts,
+)
 from vledger.node.errors import StoreDamagedError, StoreError
 from vledger.node.store import ChainStore, fill_phase
 from vledger.node.storefile import DB_NAME
@@ -237,3 +244,20 @@ def test_a_node_raises_accounts_failing_with_the_reason_and_resolves_it(redis_cl
     assert alert["detail"].endswith("(RuntimeError: x)")
     report(None)
     assert replication.own_open_alerts() == {}
+
+
+def test_a_node_restarted_after_room_was_made_resolves_the_disk_full_an_earlier_run_raised(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """Review r21 F4: the earlier run waited in _with_room with its alert raised; restarted once
+    room was made, this run opened at once and never resolved it."""
+    replication = ReplicationLedger(redis_client, node=NAME)
+    # What the earlier run raised while it waited (NodeRuntime._with_room).
+    raise_alert(replication, Alert(NAME, "", 0, DISK_FULL, f"disk full: {tmp_path}: disk I/O error", source=NAME))
+    assert f"{NAME}||{DISK_FULL}" in replication.own_open_alerts()
+    runtime = _Runtime(tmp_path / NAME)
+    store = runtime.store(replication)  # room now: opens at once
+    try:
+        assert f"{NAME}||{DISK_FULL}" not in replication.own_open_alerts()
+    finally:
+        store.close()

@@ -1216,3 +1216,47 @@ def test_the_stream_s_alert_stays_open_when_its_home_was_not_compared_and_a_copy
     nodes["ingest-1"].up = lambda: False  # type: ignore[method-assign]  # the home away
     _rewritten(checks, repl, streamed, 5)  # the same forged entry streamed again
     assert f"redis|{LEDGER}|record_conflict" in repl.open_alerts()
+
+
+def test_a_copy_s_changed_record_below_an_agreeing_head_keeps_its_record_conflict(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """Review r21 F1: a copy whose record at 7 was changed with record 8's link kept still has the
+    home's head: head agreement says nothing of the prefix of a copy whose chain is broken."""
+    chain = _records(tmp_path / "home", 10)
+    other = _records(tmp_path / "other", 10)
+    copies = {"ingest-1": dict(enumerate(chain)), "replica-1": dict(enumerate(chain))}
+    copies["replica-1"][7] = other[7]  # changed behind its back; record 8 still links to the home's 7
+    checks, repl, _ = _forked_stream_checks(redis_client, tmp_path, copies, chain)
+    assert f"replica-1|{LEDGER}|record_conflict" in repl.open_alerts()
+    checks.compare_heads()  # its head (9) is the home's record
+    assert f"replica-1|{LEDGER}|record_conflict" in repl.open_alerts()
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_a_copy_s_record_conflict_with_a_forked_stream_closes_only_at_its_clean_sweep(
+    redis_client: Any, tmp_path: Path, tampered: bool
+) -> None:
+    """The case 9902736 fixed: the stream forked at 5 (the copy honest), the home repaired and the
+    stream rewritten while the home was still marked down: the copy's conflict closes once a
+    clean sweep of it ends on the home's record; a copy whose record at 7 was also changed
+    (its successor's link kept: its head is still the home's) never has it closed."""
+    chain = _records(tmp_path / "home", 10)
+    other = _records(tmp_path / "other", 10)
+    fork = chain[:5] + other[5:]
+    copy = dict(enumerate(chain))
+    if tampered:
+        copy[7] = other[7]
+    copies = {"ingest-1": dict(enumerate(fork)), "replica-1": copy}
+    checks, repl, nodes = _forked_stream_checks(redis_client, tmp_path, copies, fork)
+    assert f"replica-1|{LEDGER}|record_conflict" in repl.open_alerts()
+    nodes["ingest-1"].held = dict(enumerate(chain))
+    nodes["ingest-1"].up = lambda: False  # type: ignore[method-assign]  # still marked down
+    _rewritten(checks, repl, chain, 5)
+    del nodes["ingest-1"].up  # back
+    assert f"replica-1|{LEDGER}|record_conflict" in repl.open_alerts()
+    for _ in range(10):
+        checks.compare_heads()
+        checks.sweep(budget_seconds=1.0)
+        checks._clock.now += 3600  # type: ignore[attr-defined]
+    assert (f"replica-1|{LEDGER}|record_conflict" in repl.open_alerts()) is tampered
