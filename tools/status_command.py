@@ -37,7 +37,7 @@ from typing import Any, TypeGuard
 
 import redis
 
-from ..broker.accounts import AccountRegistry
+from ..broker.accounts import AccountRegistry, heartbeat_window
 from ..broker.client import Client
 from ..broker.keys import KeyPair
 from ..broker.redis_server import connect, shown_url
@@ -622,7 +622,10 @@ class StatusReader:
         redis_error = None
         accounts_version = None
         try:
-            ledgers = list(read_status(self.replication, roles, self.checker))
+            # As repl status judges them (o15: a node removed from the cluster file kept its rows,
+            # "unknown", its lag growing for good, and the summary still said every ledger replicated).
+            silent_after = heartbeat_window(self.config.settings.broker.accounts_poll_ms / 1000)
+            ledgers = list(read_status(self.replication, roles, self.checker, silent_after=silent_after))
             open_alerts = self.replication.open_alerts()
             accounts_version = self._accounts_version()
         except redis.exceptions.RedisError as e:

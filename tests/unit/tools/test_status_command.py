@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from vledger.broker.accounts import AccountRegistry
 from vledger.broker.redis_server import RedisServer, free_port, free_ports
 from vledger.broker.replication import Alert, ReplicationLedger, StreamRecord
 from vledger.broker.signing import load_signing_key, new_signing_key, signing_key_paths
@@ -605,3 +606,22 @@ def test_the_cosignatures_that_verify_are_shown_as_repl_status_shows_them(
     _, out, err = run(capsys, "status", "--config", config, "--key", keys / "admin.key_secret", "--json")
     (election,) = [entry for entry in json.loads(out)["ledgers"] if entry["ledger"] == ELECTION]
     assert election["cosigned"] == {"replica-1": 10}, err  # replica-2's is by another key: not counted
+
+
+def test_a_node_removed_from_the_cluster_file_and_stopped_has_no_rows(
+    capsys: pytest.CaptureFixture[str], config: Path, redis_client: Any
+) -> None:
+    """Outsider o15: after README's "Removing a replica or an observer", `vledger status` kept a
+    row of each ledger for it ("unknown", its lag growing for good) where `repl status` did not."""
+    repl = ReplicationLedger(redis_client)
+    repl.add([StreamRecord(ELECTION, h, f"record {h}".encode(), "ingest-1") for h in range(4)])
+    registry = AccountRegistry(redis_client)
+    for name in ("replica-1", "replica-4"):
+        repl.advance(name, ELECTION, 3)
+        registry.record_applied(name, 1)
+    registry.record_stopped("replica-4")  # stopped and not in the cluster file
+    key = config.parent / "keys" / "admin.key_secret"
+    _, out, err = run(capsys, "status", "--config", config, "--key", key, "--json")
+    (election,) = [entry for entry in json.loads(out)["ledgers"] if entry["ledger"] == ELECTION]
+    shown = {row["node"] for row in election["nodes"]}
+    assert "replica-1" in shown and "replica-4" not in shown, err
