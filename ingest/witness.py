@@ -36,7 +36,7 @@ from dataclasses import replace
 from ..broker.replication import COSIGNED_NOT_HELD, REDIS_ERRORS, Alert, ReplicationLedger
 from ..config.cluster import ReplicationSettings
 from ..node.checkpoint_log import COSIGNED, SIGNED, KeptCheckpoint
-from ..node.cosigning import recosign_due_ms
+from ..node.cosigning import MAX_CLOCK_SKEW_MS, recosign_due_ms
 from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
 from ..node.note import open_note, parse_checkpoint, parse_note
@@ -47,7 +47,7 @@ from ..node.witness import (
     SignedCheckpoint,
     WitnessSigner,
     check_extends,
-    newest_cosignature_ms,
+    last_cosignature_ms,
 )
 from .worker import Worker
 
@@ -385,8 +385,13 @@ class Witness:
         if ledger in self._blocked and not self._holds(last):
             return
         now = self._clock()
-        newest = newest_cosignature_ms(last.note, self.signer.name)
-        if newest is not None and now * 1000 - newest < self.recosign_due_ms:
+        # The line written last, not the largest, and one dated beyond the clock skew ahead is due
+        # too: written while this host's clock ran ahead, it stayed the newest until the clock
+        # caught up (a day: outsider o15, the witness_clock alert open all along), keeping no
+        # head fresh meanwhile (11.4).
+        newest = last_cosignature_ms(last.note, self.signer.name)
+        ahead = newest is not None and newest - now * 1000 > MAX_CLOCK_SKEW_MS
+        if newest is not None and now * 1000 - newest < self.recosign_due_ms and not ahead:
             return
         if not self._holds(last):
             return

@@ -180,15 +180,16 @@ class WitnessSigner:
         return Note(note.text, (*others, *mine[:1], line)).encode()
 
 
-def newest_cosignature_ms(note: bytes, name: str) -> int | None:
-    """The newest time (ms) at which witness ``name`` cosigned ``note`` (its lines unverified: a
-    witness reading its own note back), None when it has no such line."""
+def last_cosignature_ms(note: bytes, name: str) -> int | None:
+    """The time (ms) of witness ``name``'s last line on ``note`` (unverified), the one it wrote
+    last: its note carries its first line, then its newest (PROTOCOL 10.7). Not the largest: a
+    line written while its clock ran ahead stays the largest after the clock is set right."""
     times = [
         Cosignature.from_note_signature(s).timestamp * 1000
         for s in parse_note(note).signatures
         if s.name == name and len(s.signature) == COSIGNATURE_BYTES
     ]
-    return max(times, default=None)
+    return times[-1] if times else None
 
 
 def witness_key(name: str, public_key: bytes) -> VerifierKey:

@@ -555,3 +555,21 @@ def test_a_cosigning_turn_that_meets_a_damaged_store_tells_the_store(tmp_path: P
 
         Cosigner(Failing())._turn()  # type: ignore[arg-type]
         assert len(heard) == 1 and "the store's file is damaged" in str(heard[0])
+
+
+def test_a_line_dated_ahead_by_a_clock_set_back_is_cosigned_again_at_once(copies: Any) -> None:
+    """Outsider o15: a witness run a day ahead, its clock then set right, kept a quiet ledger's
+    line dated a day ahead as its newest (not "old" by its clock) until the clock caught up: the
+    witness_clock alert stayed open, and the line kept no head fresh (11.4). A line within the
+    clock skew ahead (a clock stepped back a little) is no cause to cosign again."""
+    copy = copies(10)
+    clock = [1_800_000_000.0 + 86_400]
+    witness, _ = _cosigned_once(copy, clock)
+    clock[0] -= 86_400  # set right
+    witness.verified(copy.checkpoint(9))
+    witness.turn()
+    assert _own_times(copy.repl.cosignatures(LEDGER)["replica-1"]) == [1_800_086_400, 1_800_000_000]
+    clock[0] -= 30  # stepped back within the skew: nothing due
+    witness.verified(copy.checkpoint(9))
+    witness.turn()
+    assert witness.cosigned == 2
