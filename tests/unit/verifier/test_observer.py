@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -76,9 +76,30 @@ def store(tmp_path: Path) -> Iterator[ChainStore]:
     opened.close()
 
 
-def observer(store: ChainStore, board: Board, clock: Clock, alerts: list[Alert], interval_ms: int = 1000) -> Observer:
-    settings = ObserverSettings(tally_interval_ms=interval_ms)
-    return Observer("observer-1", store, board, SIGNER, settings, alerts.append, clock=clock)  # type: ignore[arg-type]
+def observer(
+    store: ChainStore,
+    board: Board,
+    clock: Clock,
+    alerts: list[Alert],
+    interval_ms: int = 1000,
+    *,
+    settings: ObserverSettings | None = None,
+    wall_ms: Callable[[], int] = now_ms,
+    admin_current: Callable[[], bool] | None = None,
+) -> Observer:
+    """Observer ``observer-1`` of ``store`` (``settings``: a tally each ``interval_ms`` by default)."""
+    settings = settings if settings is not None else ObserverSettings(tally_interval_ms=interval_ms)
+    return Observer(
+        "observer-1",
+        store,
+        board,  # type: ignore[arg-type]
+        SIGNER,
+        settings,
+        alerts.append,
+        clock=clock,
+        wall_ms=wall_ms,
+        admin_current=admin_current,
+    )
 
 
 def test_snapshots_come_at_most_once_an_interval_and_the_last_one_is_at_the_head(store: ChainStore) -> None:
@@ -251,17 +272,15 @@ def test_a_record_written_without_a_grant_is_flagged_once_the_admin_ledger_is_cu
     current = [False]
     settings = ObserverSettings(tally_interval_ms=1000)
     # The smuggled record is accepted after the last admin record: judged once grant_wait_ms passed.
-    watcher = Observer(
-        "observer-1",
+    watcher = observer(
         store,
         board,
-        SIGNER,
-        settings,
-        alerts.append,
-        clock=clock,
+        clock,
+        alerts,
+        settings=settings,
         wall_ms=lambda: now_ms() + settings.grant_wait_ms,
         admin_current=lambda: current[0],
-    )  # type: ignore[arg-type]
+    )
     watcher.turn()
     assert alerts == [] and board.heights() == [] and board.heights(ADMIN_LEDGER) == [2]  # admin only, for now
     current[0] = True
@@ -277,17 +296,9 @@ def _grant_waiting_observer(store: ChainStore) -> tuple[Observer, Board, Clock, 
     board, clock, alerts = Board(), Clock(), []
     wall = [now_ms()]
     settings = ObserverSettings(tally_interval_ms=1000, grant_wait_ms=10_000)
-    watcher = Observer(
-        "observer-1",
-        store,
-        board,
-        SIGNER,
-        settings,
-        alerts.append,
-        clock=clock,
-        wall_ms=lambda: wall[0],
-        admin_current=lambda: True,
-    )  # type: ignore[arg-type]
+    watcher = observer(
+        store, board, clock, alerts, settings=settings, wall_ms=lambda: wall[0], admin_current=lambda: True
+    )
     return watcher, board, clock, alerts, wall
 
 
@@ -391,17 +402,15 @@ def test_a_key_rotation_by_no_admin_is_flagged_and_one_by_an_admin_counted(store
         store.append(Entry.prepare(content, 0, LIMITS))
     alerts: list[Alert] = []
     settings = ObserverSettings(tally_interval_ms=1000)
-    watcher = Observer(
-        "observer-1",
+    watcher = observer(
         store,
         Board(),
-        SIGNER,
-        settings,
-        alerts.append,
-        clock=Clock(),
+        Clock(),
+        alerts,
+        settings=settings,
         wall_ms=lambda: now_ms() + settings.grant_wait_ms,
         admin_current=lambda: True,
-    )  # type: ignore[arg-type]
+    )
     watcher.turn()
     assert [(a.ledger, a.height, a.what) for a in alerts] == [("keys", 2, "not_admin_author")]
     assert "'w9'" in alerts[0].detail
