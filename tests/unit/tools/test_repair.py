@@ -16,7 +16,7 @@ import pytest
 from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal
 from vledger.broker.node_lock import NODE_LOCK, node_lock
 from vledger.broker.replication import STORE_DAMAGED, Alert, ReplicationLedger
-from vledger.config.cluster import cluster_from_mapping
+from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import Limits
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
 from vledger.node.errors import RepairRefusedError
@@ -72,6 +72,20 @@ def _target(records: list[Record]) -> LedgerRepair:
 def _cosigned(size: int, root: bytes, *names: str) -> list[bytes]:
     checkpoint = HOME.sign(LEDGER, size, root)
     return [WITNESSES[name].cosign(checkpoint, 1_790_000_000) for name in names] or [checkpoint.note]
+
+
+def _home_and_replica(tmp_path: Path, replica: str, port: int) -> ClusterConfig:
+    """A cluster file of ingest-1 and ``replica`` (on ``port``), in ``tmp_path``."""
+    return cluster_from_mapping(
+        {
+            "cluster": {"name": CLUSTER, "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
+                replica: {"role": "replica", "port": port},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
 
 
 def test_the_quorum_checkpoint_is_the_largest_a_quorum_cosigned(tmp_path: Path) -> None:
@@ -282,16 +296,7 @@ def test_a_node_started_between_the_swap_s_renames_leaves_the_verified_copy_in_p
     """Review r19 6: a node started (supervisord's autorestart) between the swap's two renames
     makes its store directory anew, with its lock; the second rename failed and the repair removed
     the verified copy, although the old store was already at .broken-<stamp>."""
-    config = cluster_from_mapping(
-        {
-            "cluster": {"name": CLUSTER, "default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
-                "replica-3": {"role": "replica", "port": 7013},
-            },
-        },
-        tmp_path / "cluster.toml",
-    )
+    config = _home_and_replica(tmp_path, "replica-3", 7013)
     store = config.store_dir("replica-3")
     _chain(store, 3)  # the store under repair
     real_rename = os.rename
@@ -317,16 +322,7 @@ def test_a_second_repair_with_restart_is_refused_before_it_stops_or_starts_the_n
 ) -> None:
     """Reviewer r6: refused only when it reached the copy, a second `repair --restart` had
     already stopped (a no-op) and then started the node on the store the first was replacing."""
-    config = cluster_from_mapping(
-        {
-            "cluster": {"name": CLUSTER, "default_home": "ingest-1"},
-            "nodes": {
-                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
-                "replica-1": {"role": "replica", "port": 7011},
-            },
-        },
-        tmp_path / "cluster.toml",
-    )
+    config = _home_and_replica(tmp_path, "replica-1", 7011)
     (tmp_path / "cluster.toml").write_text("")
     monkeypatch.setattr(repair_module, "load_cluster", lambda path: config)
     monkeypatch.setattr(repair_module, "load_client_keys", lambda path: None)
