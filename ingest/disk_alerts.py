@@ -50,8 +50,11 @@ class DiskFullAlerts:
         except REDIS_ERRORS as e:
             log.warning("%s: open disk_full alerts not read, Redis unavailable (%s)", self.name, e)
             return False
-        mine = {key for key, alert in held.items() if alert.get("what") == DiskFullError.code and alert.get("ledger")}
-        self._open |= {key for key in mine if key.startswith(f"{self.name}|")}
+        self._open |= {
+            key
+            for key, alert in held.items()
+            if alert.get("node") == self.name and alert.get("what") == DiskFullError.code and alert.get("ledger")
+        }
         return bool(self._open)
 
     def _resolve(self) -> None:
