@@ -257,6 +257,8 @@ def test_the_gateway_serves_the_admin_ledger_s_head_again_after_its_node_s_store
     cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))  # an admin record to sign a head over
     url = cluster.gateway_url("replica-1")
     wait_until(lambda: _admin_head(url) == 200, WAIT, "the admin ledger's head served")
+    for ledger in (LEDGER, ADMIN_LEDGER):  # the repair rebuilds each from a checkpoint a quorum cosigned
+        wait_cosigned(cluster, cluster.replica_names, 1, ledger)
     assert cluster.stop_node("replica-1") == 0
     done = repair(cluster, "replica-1", "--force")
     assert done.returncode == 0, done.stderr
