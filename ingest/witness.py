@@ -39,7 +39,7 @@ from ..node.checkpoint_log import COSIGNED, SIGNED, KeptCheckpoint
 from ..node.cosigning import MAX_CLOCK_SKEW_MS, recosign_due_ms
 from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
-from ..node.note import open_note, parse_checkpoint, parse_note
+from ..node.note import open_note, parse_checkpoint, parse_note, verify_signature
 from ..node.store import ChainStore
 from ..node.witness import (
     CheckpointKeys,
@@ -178,6 +178,12 @@ class Witness:
         # names: resolved once the store holds that one (carry_over).
         self._carried: dict[str, tuple[int, bytes]] = {}
         self._signer_changed = False  # a new key to cosign the last checkpoints with again (16.6)
+        # Ledgers whose own published note (Redis) was compared with the store's last cosigned row
+        # in this run: a store lost or rebuilt below it no longer knows what this witness vouched for.
+        self._asked: set[str] = set()
+        # Of those, the ledgers whose last cosigned is that note and whose store is still shorter than
+        # it (wiped, repaired, put back): blocked without an alert while it catches up.
+        self._adopted: set[str] = set()
         self._keys_checked_at = -float("inf")
         self.cosigned = 0
 
@@ -213,7 +219,11 @@ class Witness:
             if last is None:
                 continue
             self._last[ledger] = last
-            if self._of_current_epoch(last):
+            # Redis's note first: republishing the store's row would set back a larger one a store
+            # rebuilt below it lost (review r22 F1); unasked (Redis away), nothing is republished.
+            asked = self._published_last(ledger)
+            last = self._last[ledger]
+            if asked and self._of_current_epoch(last):
                 self._unpublished[ledger] = last
             else:
                 log.info("%s: the last cosignature of %s (size %d) is of a replaced home: not republished",
@@ -310,6 +320,10 @@ class Witness:
 
     def _holds(self, last: KeptCheckpoint) -> bool:
         """Whether the store still holds ``last``; if not, the ledger is blocked and reported once."""
+        if last.ledger in self._adopted:
+            if self.store.size(last.ledger) < last.size:
+                return False  # still catching up to its own published note: nothing said yet
+            self._adopted.discard(last.ledger)
         try:
             check_holds(self.store, last)
         except StoreContradictsCheckpointError as e:
@@ -349,8 +363,46 @@ class Witness:
             if self._resolve_held(ledger, size):
                 del self._carried[ledger]
 
+    def _published_last(self, ledger: str) -> bool:
+        """Before this run's first cosignature of ``ledger``: the note this witness published last
+        (Redis), when its own line verifies with its key and it is larger than the store's last
+        cosigned row, becomes the last cosigned (kept as a row), so that a store lost, or rebuilt
+        by a repair below it, never leads it to cosign another tree (review r22 F1). False while
+        Redis does not answer: nothing is cosigned before it is asked."""
+        if ledger in self._asked:
+            return True
+        try:
+            note = self.replication.cosignatures(ledger, [self.name]).get(self.name)
+        except REDIS_ERRORS as e:
+            log.warning("%s: its published cosignature of %s not read (%s): not cosigning yet", self.name, ledger, e)
+            return False
+        self._asked.add(ledger)
+        if note is None:
+            return True
+        try:
+            parsed = parse_note(note)
+            checkpoint = parse_checkpoint(parsed.text)
+        except NoteError:
+            return True
+        mine = self.signer.key.verifier()
+        if checkpoint.origin.rpartition("/")[2] != ledger or not any(
+            verify_signature(parsed.text, line, mine) for line in parsed.signatures
+        ):
+            return True
+        last = self._last.get(ledger)
+        if last is not None and last.size >= checkpoint.size:
+            return True
+        self.store.checkpoints.keep(ledger, COSIGNED, checkpoint.size, checkpoint.root, note)
+        self._last[ledger] = KeptCheckpoint(ledger, COSIGNED, checkpoint.size, checkpoint.root, note, 0)
+        self._adopted.add(ledger)
+        log.warning("%s: its store lacked its published cosignature of %s at %d: taken as the last one",
+                    self.name, ledger, checkpoint.size)  # fmt: skip
+        return True
+
     def _cosign(self, checkpoint: SignedCheckpoint) -> None:
         ledger = checkpoint.ledger
+        if not self._published_last(ledger):
+            return
         last = self._last.get(ledger)
         if last is not None:
             if checkpoint.size == last.size:

@@ -176,7 +176,9 @@ def stale_since(fresh_ms: int | None, now_ms: int, recosign_ms: int, after_ms: i
     is judged too. With no witness trusted (``needed`` 0) nothing is judged."""
     if needed == 0:
         return False
-    return fresh_ms is None or now_ms - fresh_ms > recosign_ms + after_ms
+    # A fresh_ms dated beyond the skew ahead says nothing of when those lines were made (clocks run or
+    # steered ahead): no head is kept fresh by it (PROTOCOL 10.5, review r22 F2).
+    return fresh_ms is None or now_ms - fresh_ms > recosign_ms + after_ms or fresh_ms - now_ms > MAX_CLOCK_SKEW_MS
 
 
 def _witness_table(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from .cosigning import Counts
+from .cosigning import MAX_CLOCK_SKEW_MS, Counts
 from .errors import (
     BadGenesisError,
     CosignatureError,
@@ -174,7 +174,15 @@ class WitnessSigner:
         the new one that it still does (``vouched_ms``): re-cosigning a quiet ledger must not
         reset the clock of an observer stuck behind it."""
         note = parse_note(cosigned)
-        mine = [s for s in note.signatures if (s.name, s.key_id) == (self.key.name, self.key.key_id)]
+        # A first line dated beyond the skew ahead of this one (written while the clock ran ahead)
+        # is dropped too: every reader takes a witness's largest T as its newest (11.4), so kept it
+        # would keep the head "fresh" until that date whatever happens since (review r22 F2).
+        mine = [
+            s
+            for s in note.signatures
+            if (s.name, s.key_id) == (self.key.name, self.key.key_id)
+            and (Cosignature.from_note_signature(s).timestamp - timestamp) * 1000 <= MAX_CLOCK_SKEW_MS
+        ]
         others = tuple(s for s in note.signatures if (s.name, s.key_id) != (self.key.name, self.key.key_id))
         line = cosign(note.text, self.key, timestamp).note_signature()
         return Note(note.text, (*others, *mine[:1], line)).encode()

@@ -891,7 +891,8 @@ const RECOSIGN_INTERVAL_MS = 300000;
 function headStale(head, nowMs = Date.now()) {
   if (head.size === null || !head.needed) return false;
   if (head.fresh === null || head.fresh === undefined) return true;
-  return nowMs - head.fresh > head.recosign + STALE_AFTER_MS;
+  // A time beyond the skew ahead says nothing of when it was made (11.4; review r22 F2).
+  return nowMs - head.fresh > head.recosign + STALE_AFTER_MS || head.fresh - nowMs > MAX_CLOCK_SKEW_MS;
 }
 
 // The warning a page adds to its verdict for a stale head (headStale), "" for one that is not.
