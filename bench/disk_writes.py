@@ -14,6 +14,7 @@ of the process (the host's cost inside the syscalls).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -29,7 +30,7 @@ from .fixtures import ORIGIN, entries, open_ledger, scratch_dir
 from .ingest import SMALL_WRITE
 
 SIZES = (8_240, 4_120, 2_096, 300)  # 2 frames of 4 KB pages (24-byte headers), 1, 2 of 1 KB pages, a record
-PREALLOCATED = 64 << 20  # each in-place file: more than a run writes, so no write extends it
+PREALLOCATED = 16 << 20  # each in-place file, written over from its start again when a run reaches its end
 GROW_PUTS = 1_500  # a fresh store's first lone puts extend its log (docs/INTERNALS.md): done before timing
 
 Op = Callable[[], None]
@@ -43,7 +44,7 @@ def _in_place(path: Path, size: int, stack: ExitStack) -> Op:
     os.write(fd, b"\1" * PREALLOCATED)  # real blocks, not a hole: an overwrite journals no metadata
     os.fsync(fd)
     data = b"\2" * size
-    offsets = iter(range(0, PREALLOCATED - size, size))
+    offsets = itertools.cycle(range(0, PREALLOCATED - size + 1, size))
 
     def op() -> None:
         os.pwrite(fd, data, next(offsets))
