@@ -5,6 +5,7 @@ followers raised the alert). Real Redis; the alert journal on the same full disk
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +102,33 @@ def test_the_disk_full_alerts_an_earlier_run_left_open_close_at_this_run_s_first
             10,
             "the ledgers' alerts resolved, the start-up one left to its owner",
         )
+
+
+def test_a_journal_on_a_full_disk_is_said_unwritable_once_and_written_again_only_once_a_row_is(
+    disk: Path, redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outsider o15 #5a: the read before each raise (is it an alert an operator resolved?) said
+    "alert journal ... is written again", and the raise's write "... cannot be written", in turns
+    while the disk stayed full (5 times in 30 s)."""
+    journal = AlertJournal(disk / "alerts.sqlite3", NODE)
+    replication = ReplicationLedger(redis_client, node=NODE, raisers=[NODE], journal=journal)
+    replication.alert(Alert(NODE, "notes", 1, "disk_full", "before the disk filled", source=NODE))
+    filler = fill(disk)
+    with caplog.at_level(logging.WARNING, logger="vledger.broker.replication"):
+        for n in range(5):
+            replication.alert(Alert(NODE, f"ledger-{n}", n, "disk_full", "the disk is full", source=NODE))
+        replication.alert(Alert(NODE, "notes", 2, "disk_full", "raised again", source=NODE))  # a row there: read
+        assert all(f"{NODE}|ledger-{n}|disk_full" in replication.open_alerts() for n in range(5))  # Redis has them
+        lines = [r.getMessage() for r in caplog.records]
+        assert sum("cannot be written" in line for line in lines) == 1, lines
+        assert not [line for line in lines if "written again" in line]
+
+        filler.unlink()  # room again: the next raise writes its row, and says so once
+        replication.alert(Alert(NODE, "orders", 7, "disk_full", "after", source=NODE))
+        replication.alert(Alert(NODE, "orders", 8, "disk_full", "after", source=NODE))
+        lines = [r.getMessage() for r in caplog.records]
+        assert [line for line in lines if "journal" in line and "written" in line] == [
+            f"alert journal of {NODE} cannot be written (database or disk is full): its alerts go to Redis only",
+            f"alert journal of {NODE} is written again",
+        ]
+    assert f"{NODE}|orders|disk_full" in journal.open_alerts()
