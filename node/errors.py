@@ -855,3 +855,9 @@ class NodeUnavailableError(VledgerError):
     """A node did not answer in time, or answered with something that is not a reply."""
 
     code = "unavailable"
+
+
+class NodeNotListeningError(NodeUnavailableError):
+    """A node did not answer, and nothing accepts a TCP connection at its endpoints: it is down,
+    or not serving yet (one started on a full disk waits for room before it listens). No key
+    decides that (anyone sees a closed port): it says nothing of whether an account exists."""
