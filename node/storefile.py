@@ -673,9 +673,11 @@ def _room_for(directory: Path, size: int) -> bool:
         os.fsync(fd)
     except OSError as e:
         return e.errno not in _FULL_ERRNOS
-    finally:
-        os.close(fd)
-        os.unlink(name)
+    finally:  # a failing disk may fail these too: the probe's answer stands, its error is not the open's
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
     return True
 
 
