@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from vledger.node.errors import IndexMismatchError, StoreError
 from vledger.node.record import Record
 from vledger.node.store import HASH_FILL_AT, ChainStore, fill_phase
 from vledger.node.storefile import _BY_RUN_HASH, BY_HASH, DB_NAME, HashRun, StoreReader, hash_runs
-from vledger.tests.integration.replication.test_disk_full import fill, small_disk
+from vledger.tests.integration.replication.test_disk_full import fill
 
 
 @pytest.fixture
@@ -403,22 +402,11 @@ def _sqlite_error(code: int) -> sqlite3.OperationalError:
     return error
 
 
-@pytest.fixture
-def small_disk_dir(tmp_path: Path) -> Iterator[Path]:
-    """A real tmpfs of a few hundred KiB (root only), unmounted after the test."""
-    directory = tmp_path / "disk"
-    directory.mkdir()
-    with small_disk(directory) as mounted:
-        yield mounted
-
-
-def test_an_io_error_at_open_is_no_room_only_while_the_disk_is_all_but_full(
-    tmp_path: Path, small_disk_dir: Path
-) -> None:
+def test_an_io_error_at_open_is_no_room_only_while_the_disk_is_all_but_full(tmp_path: Path, tmpfs_disk: Path) -> None:
     # outsider34 #1: SQLite says "disk I/O error" (SQLITE_IOERR_SHMSIZE and kin), not SQLITE_FULL,
     # for a -shm it cannot make on a full disk. Review r21 F7: low free space alone is no proof:
     # another fault on a nearly full disk made the node wait for room for ever, the cause hidden.
-    disk = small_disk_dir
+    disk = tmpfs_disk
     wrapped = StoreError("cannot open the store")
     wrapped.__cause__ = _sqlite_error(sqlite3.SQLITE_IOERR | (19 << 8))
     assert not storefile.no_room(tmp_path, wrapped)  # room enough: a disk fault, not a full disk
