@@ -82,6 +82,11 @@ def test_a_write_concern_no_replica_can_meet_is_refused_before_the_record_is_wri
     assert cluster.own_size("ingest-1", LEDGER) == before  # nothing written: the same request is new below
     retry = writer.call("put", _put_args(e))
     assert retry["height"] == before and retry["duplicate"] is False
+    wait_until(  # the module's next tests read the replicas: this test leaves them holding what it wrote
+        lambda: all(cluster.own_size(name, LEDGER) > before for name in cluster.replica_names),
+        30,
+        "every replica holding the put written without w",
+    )
 
 
 def test_a_replica_answers_reads_and_refers_writes_to_the_home_node(cluster: LocalCluster) -> None:
