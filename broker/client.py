@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import zmq
 
-from ..node.errors import BadRequestError, NodeNotListeningError, NodeUnavailableError, RemoteError
+from ..node.errors import BadRequestError, NodeUnavailableError, RemoteError
 from ..node.record import Entry
 from ..node.wire import encode_request
 from .curve import curve_client, process_context
@@ -79,18 +79,21 @@ LISTEN_PROBE_S = 1.0  # at most this long for a TCP connect to a silent node's e
 
 
 def _silent(node: NodeAddress, message: str, patience: float) -> NodeUnavailableError:
-    """The error of ``node``'s silence: NodeNotListeningError when nothing accepts a TCP
+    """The error of ``node``'s silence, ``listening`` False when nothing accepts a TCP
     connection at any of its endpoints. A node that refuses a key answers nothing either, so
     "no answer" sent every user to their key, also of a node that was down or waiting for room
     on a full disk before it listens (outsider o15 #5c); a closed port tells that apart, and
     reveals nothing of accounts."""
     addresses = [address for address in map(_tcp_address, (node.endpoint, *node.also)) if address is not None]
     wait = min(LISTEN_PROBE_S, patience)
-    if not addresses or any(_accepts(address, wait) for address in addresses):
+    if not addresses:
         return NodeUnavailableError(message)
-    return NodeNotListeningError(
+    if any(_accepts(address, wait) for address in addresses):
+        return NodeUnavailableError(message, listening=True)
+    return NodeUnavailableError(
         f"{message}, and nothing accepts a connection at {', '.join(map(str, (node.endpoint, *node.also)))}: "
-        "the node is down or not serving yet (one started on a full disk waits for room before it listens)"
+        "the node is down or not serving yet (one started on a full disk waits for room before it listens)",
+        listening=False,
     )
 
 

@@ -30,7 +30,6 @@ from ..config.cluster import load_cluster
 from ..node.errors import (
     BadPublicKeyError,
     NameHoldsUnitsError,
-    NodeNotListeningError,
     NodeUnavailableError,
     NoSuchLedgerError,
     NoteKeyError,
@@ -106,11 +105,11 @@ def with_session(verb: SessionVerb) -> Callable[[argparse.Namespace], int]:
                 session = pool.session(options)
                 session.second_factor(otp, ask)
                 return verb(session, args)
-        except NodeNotListeningError as e:
-            e.add_note("`vledger status` shows which nodes are down; a node's log says why it does not serve")
-            raise
         except NodeUnavailableError as e:
-            e.add_note("a node that refuses a key says nothing: check that your key was added, or the node's log")
+            if e.listening is False:  # a closed port: not a refused key
+                e.add_note("`vledger status` shows which nodes are down; a node's log says why it does not serve")
+            else:
+                e.add_note("a node that refuses a key says nothing: check that your key was added, or the node's log")
             raise
 
     return run
