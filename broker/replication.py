@@ -1202,15 +1202,19 @@ class ReplicationLedger:
     def _journaled(self, write: Callable[[], T]) -> T | None:
         """``write``'s result, or None when the alert journal could not be written (its disk full,
         outsider o13: the node that knew the cause died raising its alert): the alert still goes
-        to Redis, which then alone keeps it. Said once until the journal is written again."""
+        to Redis, which then alone keeps it. Said once until the journal is written again: a
+        row changed, not a call that only read (outsider o15 #5a: on a full disk the read before
+        each raise said "written again", and the raise "cannot be written", in turns)."""
+        journal = self.journal
         try:
+            before = journal.changes if journal is not None and self._journal_failing else 0
             done = write()
         except sqlite3.Error as e:
             if not self._journal_failing:
                 self._journal_failing = True
                 log.error("alert journal of %s cannot be written (%s): its alerts go to Redis only", self.node, e)
             return None
-        if self._journal_failing:
+        if self._journal_failing and journal is not None and journal.changes > before:
             self._journal_failing = False
             log.warning("alert journal of %s is written again", self.node)
         return done

@@ -852,6 +852,15 @@ class RemoteError(VledgerError):
 
 
 class NodeUnavailableError(VledgerError):
-    """A node did not answer in time, or answered with something that is not a reply."""
+    """A node did not answer in time, or answered with something that is not a reply.
+
+    ``listening`` False: nothing accepted a TCP connection at its endpoints either, so it is
+    down or not serving yet (one started on a full disk waits for room before it listens), not
+    refusing a key. No key decides that (anyone sees a closed port): it says nothing of whether
+    an account exists. None: not looked at."""
 
     code = "unavailable"
+
+    def __init__(self, message: str, *, listening: bool | None = None) -> None:
+        super().__init__(message)
+        self.listening = listening
