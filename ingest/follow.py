@@ -206,6 +206,9 @@ class _Ledger:
     # (see page_check.Checked.subtrees): the tree grows by them instead of their leaves.
     subtrees: dict[int, bytes] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)  # where each pending record came from
+    # The pending run's genesis and checkpoint_key records, kept aside: the key chains walk
+    # these (Follower.key_records), never the whole run, which a hold may make long (10.7).
+    rotations: list[Record] = field(default_factory=list)
     hops: int = NOT_RELAYED  # the fewest hops among the pending records that came from a feed
     chain: ChainVerifier | None = None  # positioned after the last pending record
     # The runs being stored, oldest first, each standing on the one before: the pending run
@@ -1107,6 +1110,8 @@ class Follower:
                 return BAD
             state.chain = chain
             state.pending.append(record)
+            if height == 0 or record.content.kind == ROTATION_KIND:
+                state.rotations.append(record)
             state.data.append(data)
             state.leaves.append(leaf if leaf is not None else leaf_hash(data))
             state.sources.append(source)
@@ -1184,6 +1189,13 @@ class Follower:
         """The records held above the store, verified as the chain's next, not stored yet."""
         state = self.ledgers.get(ledger)
         return [] if state is None else list(state.pending)
+
+    def key_records(self, ledger: str) -> list[Record]:
+        """Of the pending records, those a key chain follows (KeyChains.pending): the genesis
+        and the ``checkpoint_key`` records. Walking the whole run instead cost each note checked
+        while a run is held back (10.7) a pass over it: quadratic in the run (review r21 F5)."""
+        state = self.ledgers.get(ledger)
+        return [] if state is None else list(state.rotations)
 
     def _check_rotation(self, ledger: str, record: Record) -> None:
         """A ``checkpoint_key`` record must be a valid rotation of the key chain held so far
@@ -1281,6 +1293,8 @@ class Follower:
         if not self._make_room(ledger):
             return set()
         records, state.pending = state.pending[:count], state.pending[count:]
+        if state.rotations:
+            state.rotations = [record for record in state.rotations if record.height >= covered.size]
         data, state.data = state.data[:count], state.data[count:]
         leaves, state.leaves = state.leaves[:count], state.leaves[count:]
         sources, state.sources = state.sources[:count], state.sources[count:]
@@ -1464,6 +1478,7 @@ class Follower:
                 if len(state.suspects) < MAX_SUSPECTS:
                     state.suspects[record.height] = (record.link, source, data)
         state.pending, state.data, state.leaves, state.sources = [], [], [], []
+        state.rotations = []
         state.subtrees.clear()
         state.chain, state.hops = None, NOT_RELAYED
 

@@ -188,7 +188,7 @@ class _Replica:
             checker=checker,
             witnessed=None if witnessed is None else (lambda held: {ledger: witnessed(ledger) for ledger in held}),
         )
-        self.chains.pending = self.follower.pending
+        self.chains.pending = self.follower.key_records
 
     def feed(self, records: list[Record], note: bytes) -> None:
         self.follower.receive([FeedRecord(LEDGER, r.height, 1, "home", r.encode()) for r in records])
