@@ -454,8 +454,7 @@ class Follower:
             for ledger, state in sorted(self.ledgers.items())
             if state.fault is None
             and (not unsettled_only or state.pending or state.ahead or self._head(ledger) < self.target(ledger))
-            and self.store.size(ledger) > 0
-            and self._may_rotate(ledger)
+            and self._may_rotate(ledger)  # one not held yet too: a copy started empty is before every rotation
         }
         found = self.witnessed(held) if held else None
         if found is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.unit.ingest.test_key_chains import (
+    K0,
     LEDGER,
     ORIGIN,
     WITNESSES,
@@ -24,6 +25,7 @@ from tests.unit.ingest.test_key_chains import (
     _Pages,
     _put_back,
     _Replica,
+    _rotated_and_forked,
     _witnessed,
 )
 from vledger.ingest.follow import Page
@@ -115,6 +117,26 @@ def test_a_quorum_note_whose_root_the_run_has_not_drops_it_as_a_rotated_fork_of_
         replica.follower.catch_up_all()
         assert list(replica.store.range(LEDGER)) == records
         assert "replica-1|ledger-a|held_back" in replica.resolved
+
+
+def test_a_fresh_copy_never_stores_a_fork_the_old_key_signed(tmp_path: Path) -> None:
+    """r21 F2: the hold read the witnesses' notes only of ledgers the copy held records of: a new
+    replica, or one whose store was wiped, catching up from a home put back before its rotation
+    (the fork under the old key K0, which the home's configured key verifies) stored the fork,
+    though a quorum of witnesses said otherwise. An empty copy is held back too, then stores
+    the true chain from an honest source."""
+    records, notes, forked, fork_note = _rotated_and_forked(tmp_path)
+    redis = _Pages(forked, [(len(forked), fork_note)])
+    redis.latest = {LEDGER: fork_note}
+    replica = _Replica(tmp_path / "replica", [redis], None, lambda ledger: (_witnessed(notes[-1][1], *WITNESSES), 2))
+    replica.chains.fallback = lambda ledger: K0.verifier()  # a real replica's: the home's configured <home>.sign.pub
+    with replica.store:
+        replica.follower.start()
+        assert replica.store.size(LEDGER) == 0, "the fork was stored"
+        assert [(a.what, a.source) for a in replica.alerts] == [("held_back", "replica-1")]
+        replica.follower.sources.append(_Pages(records, notes, name="ingest-1"))
+        replica.follower.catch_up_all()
+        assert list(replica.store.range(LEDGER)) == records
 
 
 class _Watched(_Pages):
