@@ -112,7 +112,7 @@ MAX_SUSPECTS = 10_000  # dropped pending records kept per ledger, to name their 
 MAX_WAITING_CHECKPOINTS = 1024  # verified checkpoints above the store's size kept per ledger
 # Records of a run held back (PROTOCOL 10.7) kept in memory, about 1 KiB each: past them the run
 # is verified and hashed as it comes, its rotations kept, and fetched again once released.
-MAX_HELD_RECORDS = 100_000
+MAX_HELD_RECORDS = 20_000
 CHAIN_FAULTS = frozenset(("bad_link", "height_gap"))  # a row that does not follow the one before it
 ANY_HEIGHT = 1 << 63
 # Who resolves an alert this follower raised (PROTOCOL 10.5): a refused record once the home's
