@@ -178,3 +178,44 @@ def _root(records: list[Record], directory: Path) -> bytes:
     with ChainStore(directory, origin="tree") as store:
         store.append_records(records)
         return store.root(LEDGER)
+
+
+class _Failing(_Pages):
+    """A source that stops answering once it served a page reaching ``upto``, until told again."""
+
+    def __init__(self, records: list[Record], notes: list[tuple[int, bytes]], upto: int) -> None:
+        super().__init__(records, notes, name="ingest-1")
+        self.upto = upto
+        self.down = False
+
+    def fetch(self, ledger: str, start: int, count: int) -> Page:
+        if self.down:
+            raise OSError("down")
+        page = super().fetch(ledger, start, count)
+        self.down = bool(page.rows) and page.rows[-1][0] >= self.upto
+        return page
+
+
+def test_a_rotation_passed_over_and_proven_is_followed_while_the_run_is_fetched_again(tmp_path: Path) -> None:
+    """The records a released run passed over are fetched again, here from another source whose
+    chain, the same up to the rotation, brings another rotation there (a holder of the retired
+    key rotating on a fork of its own): the rotation the witnesses' notes proved stays in the
+    key chain meanwhile, so that one is refused (bad_rotation) and nothing past the true
+    prefix is stored; followed for the fork, its checkpoints by its own key would store it."""
+    records, notes = _rotated(tmp_path / "home", before=6)  # the rotation at height 10
+    fork, fork_notes = _rotated(tmp_path / "fork", before=6, seed=SEED_X)
+    assert fork[:10] == records[:10] and fork[10] != records[10]
+    _put_back(tmp_path / "replica", records)
+    true = _Failing(records, _sized(notes, 10), upto=11)
+    forger = _Pages(fork, _sized(fork_notes, 10))
+    replica = _Replica(
+        tmp_path / "replica", [true, forger], None, lambda ledger: (_witnessed(notes[-1], *WITNESSES), 2), max_held=2
+    )
+    with replica.store:
+        replica.follower.start()
+        assert list(replica.store.range(LEDGER)) == records[: replica.store.size(LEDGER)]
+        assert replica.store.size(LEDGER) <= 10
+        assert ("bad_rotation", "redis", 10) in [(a.what, a.source, a.height) for a in replica.alerts]
+        true.down, true.upto = False, len(records)
+        replica.follower.catch_up_all()
+        assert list(replica.store.range(LEDGER)) == records
