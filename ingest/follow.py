@@ -439,10 +439,13 @@ class Follower:
 
     def refresh_witnessed(self, *, unsettled_only: bool = False) -> None:
         """Read, through the ``witnessed`` hook, what the cluster's witnesses cosigned last of each
-        ledger held whose key may rotate (13.8): when a quorum of those notes are of sizes above
-        what this copy holds and signed by a key its key chain does not know (a rotation it does
-        not hold names it), it stores nothing more of the ledger until its pending run holds that
-        rotation and one of those notes verifies (:meth:`_held_back`). Called at start, and by the
+        ledger whose key may rotate (13.8), or whose genesis this copy does not hold yet (an empty
+        copy, new or wiped, would take the retired key's fork too: review r21 F2): when a quorum
+        of those notes are of sizes above what this copy holds and signed by a key its key chain
+        does not know (a rotation it does not hold names it), it stores nothing more of the ledger
+        until fewer than a quorum stand against its pending run: they verify along the rotation it
+        brought, or are of its tree (:meth:`_held_back`); a ledger held back is judged again
+        against the notes read now (released if they are gone). Called at start, and by the
         replica every few moments with ``unsettled_only``: then only for the ledgers with records
         pending, behind a target or held back (a current copy holds every rotation it heard of,
         and reading every ledger's notes each second cost Redis as many keys as witnesses). A
