@@ -334,6 +334,15 @@ class StoreContradictsCheckpointError(RecordError):
     code = "store_contradicts_checkpoint"
 
 
+class HeldBackError(RecordError):
+    """A follower holds a ledger's records back: a quorum of the other witnesses' notes are of
+    sizes above what it holds, by a key its key chain does not know, and every source it asked
+    gave it all it had without the rotation that names that key, or gave a tree those notes
+    contradict (docs/PROTOCOL.md section 10.7). Raised as an alert about its own copy."""
+
+    code = "held_back"
+
+
 class FencedError(RecordError):
     """A home of an earlier epoch: its checkpoint past the handover record, or a write to it,
     is refused; the node that holds the newer epoch says which home replaced it (10.9)."""
