@@ -456,6 +456,14 @@ def _council_in_redis(
     return store, replication, checkpoint
 
 
+def _listing(home: HomeSigner, outside: list[WitnessSigner]) -> LedgerRules:
+    """The rules of a "council" that pins ``home``'s key and lists ``outside``, a quorum of 1."""
+    pinned = home.key("council").verifier().encode()
+    return LedgerRules(
+        ("note",), 0, {"checkpoint_key": pinned, "witnesses": [w.key.verifier().encode() for w in outside], "quorum": 1}
+    )
+
+
 def test_the_genesis_outside_witnesses_count_once_the_stream_s_genesis_is_the_head_s(
     tmp_path: Path, redis_client: Any
 ) -> None:
@@ -465,15 +473,7 @@ def test_the_genesis_outside_witnesses_count_once_the_stream_s_genesis_is_the_he
     config, signers = _cluster(tmp_path, replicas=3)
     home = signers["ingest-1"]
     outside = [WitnessSigner(f"example.org/w{i}", bytes([40 + i]) * 32) for i in (1, 2)]
-    rules = LedgerRules(
-        ("note",),
-        0,
-        {
-            "checkpoint_key": home.key("council").verifier().encode(),
-            "witnesses": [w.key.verifier().encode() for w in outside],
-            "quorum": 1,
-        },
-    )
+    rules = _listing(home, outside)
     store, replication, checkpoint = _council_in_redis(tmp_path, redis_client, home, rules)
     size = checkpoint.size
     for name, behind_s in (("replica-1", 5), ("replica-2", 400), ("replica-3", 400)):
@@ -510,15 +510,7 @@ def test_a_genesis_naming_an_outside_witness_as_the_cluster_s_own_lends_the_head
     outside = [
         WitnessSigner(name, bytes([60 + i]) * 32) for i, name in enumerate(("example.org/w1", "local/witness/x"))
     ]
-    rules = LedgerRules(
-        ("note",),
-        0,
-        {
-            "checkpoint_key": home.key("council").verifier().encode(),
-            "witnesses": [w.key.verifier().encode() for w in outside],
-            "quorum": 1,
-        },
-    )
+    rules = _listing(home, outside)
     store, replication, checkpoint = _council_in_redis(tmp_path, redis_client, home, rules)
     for name in ("replica-1", "replica-2", "replica-3"):
         cosignature = _witness(tmp_path, name).cosign(checkpoint, NOW // 1000 - 5)
