@@ -78,7 +78,7 @@ import redis
 from ..node.errors import RecordError, RedisServerError, StoreDamagedError, StoreError
 from ..node.json_values import parse_json
 from .alert_journal import AlertJournal
-from .redis_keys import NAMESPACE, group_key, is_ledger_name, ledger_key, wrong_type_message
+from .redis_keys import NAMESPACE, glob_escape, group_key, is_ledger_name, ledger_key, wrong_type_message
 from .redis_pipeline import Command, pipelined
 from .redis_server import shown_url
 
@@ -487,11 +487,6 @@ def _stream_id(value: str) -> tuple[int, int]:
     return (int(found[1]), int(found[2] or 0)) if found else (-1, -1)
 
 
-def _glob_escape(text: str) -> str:
-    # A key pattern of SCAN matches ``*?[]\`` as a glob does: the braces of a tag are plain.
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
 def _unparsed_xrange(client: Any) -> Any:
     """A client beside ``client`` (the same connection pool) whose XRANGE answers each entry
     as Redis sends it, (id, [field, value, ...]), not as redis-py's parser makes it, a tuple
@@ -626,7 +621,7 @@ class ReplicationLedger:
             prefix = self.open_alerts_key_of("x")[:-1]
             found = set()
             for pattern in (prefix, self.alerts_key_of("x")[:-1], self.evidence_key_of("x")[:-1]):
-                for raw in self.client.scan_iter(match=_glob_escape(pattern) + "*", count=500):
+                for raw in self.client.scan_iter(match=glob_escape(pattern) + "*", count=500):
                     found.add(_text(raw)[len(pattern) :])
             nodes = sorted(found)
         return [None, *dict.fromkeys(nodes)]
@@ -825,7 +820,7 @@ class ReplicationLedger:
         user may run)."""
         if self._raisers is not None:
             return list(dict.fromkeys([*self._raisers, *([self.node] if self.node else [])]))
-        found = self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500)
+        found = self.client.scan_iter(match=glob_escape(prefix) + "*", count=500)
         return sorted({_text(raw)[len(prefix) :] for raw in found})
 
     def _witness_names(self, ledger: str, witnesses: Iterable[str] | None) -> list[str]:
@@ -994,7 +989,7 @@ class ReplicationLedger:
         prefix, suffix = f"{self.namespace}:{{", "}:chain"
         streams: set[str] = set()
         for raw in self.client.scan_iter(
-            match=_glob_escape(prefix) + "*" + _glob_escape(suffix), count=count, _type="stream"
+            match=glob_escape(prefix) + "*" + glob_escape(suffix), count=count, _type="stream"
         ):
             key = _text(raw)
             ledger = key[len(prefix) : -len(suffix)]

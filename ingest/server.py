@@ -257,6 +257,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             replication,
             config.replication,
             on_alert=lambda alert: raise_alert(replication, alert),
+            cluster=config.name,
         )
     )
     metrics = NodeMetrics(node)

@@ -460,6 +460,13 @@ class RepairRefusedError(VledgerError):
     code = "repair_refused"
 
 
+class ForgetRefusedError(VledgerError):
+    """``vledger repl forget`` deletes nothing: the node is still in the cluster file, or its
+    heartbeat in Redis is recent or unreadable (it may still run); the sentence says which."""
+
+    code = "forget_refused"
+
+
 class AccountError(VledgerError):
     """An account operation failed. Precise on purpose: the server decides what a client may learn."""
 
