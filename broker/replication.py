@@ -1539,7 +1539,7 @@ class ReplicationLedger:
 
     def alerts(self, count: int = 100) -> list[dict[str, str]]:
         """The latest alerts of every raiser, oldest first, each with its stream id as ``id``
-        and ``raised_by`` as :meth:`open_alerts` gives it."""
+        and ``raised_by`` as :meth:`open_entries` gives it."""
         raisers = self.raisers()
         pipe = self.client.pipeline(transaction=False)
         for node in raisers:

@@ -276,9 +276,7 @@ def test_open_alerts_are_a_problem_and_listed_by_key_and_raiser() -> None:
     key = "replica-1|election-2026|bad_link"
     entries = [{**alert, "key": key, "raised_by": raiser} for raiser in ("replica-1", "verifier-1")]
     status = status_of(open_alerts=entries)
-    assert status.problems == (
-        f"2 open alerts: {key} [raised by replica-1], {key} [raised by verifier-1]",
-    )
+    assert status.problems == (f"2 open alerts: {key} [raised by replica-1], {key} [raised by verifier-1]",)
     assert status_json(status)["open_alerts"] == entries
 
 
