@@ -1315,8 +1315,10 @@ class AccountCache:
         newest records await their checkpoint), else say we are alive."""
         if self.upkeep is not None:
             self.upkeep()
-        # Its report failed, or keys left out of it while they settle are to be judged: again.
-        unreported = self._stated is not None and (self._unbacked is None or bool(self._ended))
+        # Its report failed, keys left out of it while they settle are to be judged, or it names
+        # entries (whoever removes them need not move the version: o16 7, its alert stayed open
+        # until the next change of the accounts): again.
+        unreported = self._stated is not None and (self._unbacked is None or bool(self._unbacked) or bool(self._ended))
         if unreported or self._unapplied or self._unproven_since is not None or self.registry.version() != self.version:
             self.refresh()
             if self._behind:  # not applied, yet alive: an admin's command names it in pending

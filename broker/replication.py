@@ -1384,20 +1384,31 @@ class ReplicationLedger:
             return kept
         return {**kept, **held}
 
-    def open_alerts(self) -> dict[str, dict[str, str]]:
-        """The alerts not resolved yet, by ``<node>|<ledger>|<what>``, from every raiser's open
-        alerts, a node's with ``raised_by``: the node in whose keys it is, the one thing about
-        an alert its writer cannot choose (none: the shared keys, the admin's, and alerts of
-        the older layout). Where raisers share a key (a follower and the verifier can), the
-        one raised last is shown (by its stream id, none past the server's clock:
-        :meth:`open_by_raiser`)."""
-        found: dict[str, dict[str, str]] = {}
+    def open_entries(self) -> list[dict[str, Any]]:
+        """Every raiser's open alerts, each its own entry: the fields its raiser's hash holds
+        (:meth:`open_by_raiser`), ``key`` (``<node>|<ledger>|<what>``) and ``raised_by`` (the
+        node in whose keys it is, the one thing about an alert its writer cannot choose; none
+        for the shared keys, the admin's, and alerts of the older layout), ordered by key, then
+        raiser. Where raisers share a key (a follower and the verifier can) each is shown: no
+        raiser's entry stands for, hides or closes another's, since any node's Redis user may
+        write any key, with any id and detail, in its own hash (outsider o16 2: ingest-2's
+        "benign: nothing to do" under the verifier's key, with a later id, was all readers
+        showed of it)."""
+        found = []
         for node, alerts in self.open_by_raiser():
             for key, alert in alerts.items():
-                shown = {**alert, "raised_by": node} if node else alert
-                kept = found.get(key)
-                if kept is None or _stream_id(_alert_id(shown)) > _stream_id(_alert_id(kept)):
-                    found[key] = shown
+                fields = {k: v for k, v in alert.items() if k not in ("key", "raised_by")}
+                found.append({**fields, "key": key, **({"raised_by": node} if node else {})})
+        found.sort(key=lambda entry: (entry["key"], entry.get("raised_by", "")))
+        return found
+
+    def open_alerts(self) -> dict[str, dict[str, Any]]:
+        """The keys of the open alerts, each with one raiser's entry (:meth:`open_entries`, the
+        first by raiser name where raisers share it), for a caller that looks a key up; whatever
+        shows alerts to someone shows :meth:`open_entries`, every raiser's."""
+        found: dict[str, dict[str, Any]] = {}
+        for entry in self.open_entries():
+            found.setdefault(entry["key"], {k: v for k, v in entry.items() if k != "key"})
         return found
 
     def resolve(self, keys: Iterable[str]) -> int:
@@ -1527,7 +1538,7 @@ class ReplicationLedger:
 
     def alerts(self, count: int = 100) -> list[dict[str, str]]:
         """The latest alerts of every raiser, oldest first, each with its stream id as ``id``
-        and ``raised_by`` as :meth:`open_alerts` gives it."""
+        and ``raised_by`` as :meth:`open_entries` gives it."""
         raisers = self.raisers()
         pipe = self.client.pipeline(transaction=False)
         for node in raisers:

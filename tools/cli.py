@@ -245,8 +245,8 @@ def _add_verify(commands: Subparsers) -> None:
         "ledger's genesis. Exit 0 if all is valid, 1 naming the ledger, height and failure otherwise; "
         "with --require-checkpoint or a --witness key, also 1 when a ledger has records past its largest "
         "checkpoint that verified (a copy whose tail was cut with its checkpoint lines looks whole). "
-        "With --cluster, report the running cluster's open alerts (the verifier's findings) instead: "
-        "exit 1 while there is one.",
+        "With --cluster, report the running cluster's open alerts (the verifier's findings) instead, "
+        "each with the node that raised it (two raisers of one key: two alerts): exit 1 while there is one.",
     )
     what = verify.add_mutually_exclusive_group(required=True)
     what.add_argument("path", type=Path, nargs="?", metavar="PATH", help="a store directory or an export file")

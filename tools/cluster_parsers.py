@@ -440,9 +440,10 @@ alerts (read from Redis) are empty:
                   "copies": [{"copy": "node|ledger", "sweeps": int, "records": int,
                               "age_s": float or null (since its last complete sweep; null: none yet)}],
                   "oldest": one of "copies" (a copy never swept first, else the oldest sweep) or null}],
-   "open_alerts": {"node|ledger|what": {"id", "node", "ledger", "height", "what", "detail", "source",
-                   "expected", "found", "raised_by" (the node whose keys hold it; absent for the
-                   admin's shared keys)} (strings, as `vledger verify --cluster --json` gives them)}}
+   "open_alerts": [{"key": "node|ledger|what", "id", "node", "ledger", "height", "what", "detail",
+                    "source", "expected", "found", "raised_by" (the node whose keys hold it; absent
+                    for the admin's shared keys)}] (strings, as `vledger verify --cluster --json`
+                   gives them; by key, then raiser: two raisers of one key are two entries)}
 
 Exit codes: 0 every node answers, every replica and observer is current, no ledger is
 behind in Redis, no alert is open (and with --run-dir every program is RUNNING); 1 Redis
