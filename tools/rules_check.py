@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..config.cluster import ObserverSettings
 from ..node.ledger import LedgerRules
 from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER, MACHINERY_KINDS
@@ -34,8 +33,6 @@ from ..node.rules.engine import PlainState, Violation, domain_type
 if TYPE_CHECKING:  # imported when a ledger is read again (judge_rules): it brings the Redis client
     from ..verifier.tally import TallyKeeper
 
-# As long as an observer waits for the admin records accepted before a record the grant rule refuses.
-GRANT_WAIT_MS = ObserverSettings().grant_wait_ms
 # The heights 0..n-1 of each ledger named, each ledger's in height order (ledgers may interleave).
 ReadRecords = Callable[[Mapping[str, int]], Iterable[Record]]
 
@@ -76,12 +73,16 @@ def judge_rules(
     if not admin_records and not judged:
         # Nothing a rule can refuse (a store of plain ledgers): not read again, every record passes.
         return {ledger: RulesVerdict(judged=count) for ledger, count in others.items()}, False
-    # Its import costs a tenth of a second at start-up (the Redis client): only when it counts.
+    # Their imports cost a tenth of a second at start-up (the Redis client, the cluster file's
+    # settings): made only when a record is read again.
+    from ..config.cluster import ObserverSettings  # noqa: PLC0415
     from ..verifier.tally import TallyKeeper  # noqa: PLC0415
 
     keeper = TallyKeeper()
+    # As long as an observer waits for the admin records accepted before a record the grant rule refuses.
+    wait = ObserverSettings().grant_wait_ms
     if admin_records:
-        _feed(keeper, read({ADMIN_LEDGER: admin_records}), verdicts, now_ms())
+        _feed(keeper, read({ADMIN_LEDGER: admin_records}), verdicts, now_ms(), wait)
     grants = keeper.engine.grants()
     closed = {ledger for ledger, _, _ in grants.table()} if grants is not None else set()
     for ledger, count in others.items():
@@ -90,7 +91,7 @@ def judge_rules(
         elif ledger not in judged:
             verdicts[ledger] = RulesVerdict(judged=count)
     if judged:
-        _feed(keeper, read(judged), verdicts, now_ms())
+        _feed(keeper, read(judged), verdicts, now_ms(), wait)
     for ledger, verdict in verdicts.items():
         state = keeper.engine.state(ledger)
         if state is not None and not isinstance(state.domain, PlainState):
@@ -106,12 +107,14 @@ def _may_refuse(rules: LedgerRules, granted: bool) -> bool:
     return granted or domain_type(rules) is not PlainState or not MACHINERY_KINDS.isdisjoint(rules.kinds)
 
 
-def _feed(keeper: TallyKeeper, records: Iterable[Record], verdicts: dict[str, RulesVerdict], now: int) -> None:
+def _feed(
+    keeper: TallyKeeper, records: Iterable[Record], verdicts: dict[str, RulesVerdict], now: int, wait: int
+) -> None:
     for record in records:
         verdict = verdicts.setdefault(record.ledger, RulesVerdict())
         if verdict.waiting is not None:
             continue
-        if _grant_unproven(keeper, record, now):
+        if _grant_unproven(keeper, record, now, wait):
             verdict.waiting = record.height
             continue
         violation = keeper.feed(record)
@@ -120,14 +123,14 @@ def _feed(keeper: TallyKeeper, records: Iterable[Record], verdicts: dict[str, Ru
         verdict.judged = record.height + 1
 
 
-def _grant_unproven(keeper: TallyKeeper, record: Record, now: int) -> bool:
+def _grant_unproven(keeper: TallyKeeper, record: Record, now: int, wait: int) -> bool:
     """The observer's wait (Observer._grant_unproven) as a copy read once at ``now`` sees it: the
     grant rule refuses ``record`` by the admin records held, none of them accepted at or after
-    it, and it was accepted within grant_wait_ms of now. One stamped further ahead is judged now,
+    it, and it was accepted within ``wait`` (grant_wait_ms) of now. One stamped further ahead is judged now,
     as an observer judges it grant_wait_ms after it first saw it."""
     return (
         record.ledger != ADMIN_LEDGER
         and record.accepted > keeper.admin_accepted
-        and abs(now - record.accepted) < GRANT_WAIT_MS
+        and abs(now - record.accepted) < wait
         and keeper.refuses_grant(record)
     )
