@@ -141,12 +141,16 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str
     return code, capsys.readouterr().out
 
 
+def verify_json(capsys: pytest.CaptureFixture[str], directory: Path) -> tuple[int, dict[str, Any]]:
+    code, out = run(capsys, "verify", directory, "--json")
+    return code, json.loads(out)
+
+
 def test_a_forged_store_fails_verify_with_each_code_the_observers_flag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     directory, election = forged_store(tmp_path / "s")
-    code, out = run(capsys, "verify", directory, "--json")
-    value = json.loads(out)
+    code, value = verify_json(capsys, directory)
     assert code == 1 and value["ok"] is False and value["rules"] == {"checked": True, "grants_judged": True}
     found = {
         entry["ledger"]: [(v["height"], v["code"]) for v in entry["rules"]["violations"]]
@@ -199,9 +203,8 @@ def test_an_honest_store_passes_and_states_each_tally_as_the_observers_count_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     directory, election = honest_store(tmp_path / "s")
-    code, out = run(capsys, "verify", directory, "--json")
-    value = json.loads(out)
-    assert code == 0 and value["ok"] is True, out
+    code, value = verify_json(capsys, directory)
+    assert code == 0 and value["ok"] is True, value
     tallies = {entry["ledger"]: entry["rules"]["tally"] for entry in value["ledgers"]}
     poll = tallies["poll"]
     assert poll["counts"] == dict(election.counts)  # the voters' stories, not the engine, say so
