@@ -271,8 +271,8 @@ def verify_store(
         raise UsageError(f"a chunk of heights is a power of two, not {chunk}")
     with still_store(directory) as still:
         result = Verification(witness_keys=len({key.name for key in witnesses}), wal_read=still.wal_read)
-        _verify_still_store(still.directory, wanted, limits, workers, chunk, executor, fork, witnesses, result)
-        if rules:
+        _verify_still_store(still.directory, wanted, limits, workers, chunk, executor, fork, witnesses, result, rules)
+        if rules and not result.rules:  # not judged beside the chunks (_verify_still_store): here, alone
             with contextlib.closing(StoreReader(still.directory, still=True)) as reader:
                 _judge_store(reader, result, limits)
     return result
@@ -288,8 +288,13 @@ def _verify_still_store(
     fork: bool,
     witnesses: Sequence[VerifierKey],
     result: Verification,
+    rules: bool = False,
 ) -> None:
-    """:func:`verify_store` of the folder to open the store from (node/still_store.py), into ``result``."""
+    """:func:`verify_store` of the folder to open the store from (node/still_store.py), into
+    ``result``. With ``rules`` and workers, the rules judge every record the store holds on a
+    worker while the others check the chunks (:func:`judge_store_rules`): taken when every
+    ledger verified whole (a ledger's rules read its records in order, one process, so on the
+    calling process after the chunks they added their time to a domain ledger's check)."""
     witness_table = witness_keys_table(witnesses)
     workers = usable_cores() if workers is None else workers
     # SQLite forbids carrying a connection into a forked child: the workers start before the
@@ -308,6 +313,7 @@ def _verify_still_store(
             take_ownership()  # the pool's semaphores are named by this process; a killed one's removed
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_worker_context(fork)))
             pool.submit(os.getpid)  # starts the workers now (with fork, all at the first call)
+        judged = pool.submit(judge_store_rules, directory, counts, limits) if rules and pool is not None else None
         reader = stack.enter_context(contextlib.closing(StoreReader(directory, still=True)))
         # The stored tree rows' own connection: read a level at a time beside the records' pages.
         tree_rows = stack.enter_context(contextlib.closing(connect(reader.path, readonly=True, still=True)))
@@ -347,6 +353,8 @@ def _verify_still_store(
         if not kept:
             _no_tree_kept(tree_rows, result)
         _check_checkpoint_rows(tree_rows, result, counts, wanted)
+        if judged is not None:
+            _take_judged(judged, result, counts)
 
 
 def _judge_store(reader: StoreReader, result: Verification, limits: Limits) -> None:
@@ -365,6 +373,38 @@ def _judge_store(reader: StoreReader, result: Verification, limits: Limits) -> N
                 yield decode_record(data, limits)
 
     judge(result, lambda ledger: _genesis_rules(reader, ledger, limits), read, admin)
+
+
+def judge_store_rules(
+    directory: Path, counts: Mapping[str, int], limits: Limits
+) -> tuple[dict[str, RulesVerdict | None], bool]:
+    """A worker's job: :func:`_judge_store` of ``counts[ledger]`` records of each ledger (all the
+    store holds, before they verified): each ledger's verdict, and whether grants were judged."""
+    result = Verification([LedgerReport(ledger, records=count) for ledger, count in counts.items()])
+    with contextlib.closing(StoreReader(directory, still=True)) as reader:
+        _judge_store(reader, result, limits)
+    return {report.ledger: report.rules for report in result.reports}, result.grants_judged
+
+
+def _take_judged(
+    judged: Future[tuple[dict[str, RulesVerdict | None], bool]], result: Verification, counts: Mapping[str, int]
+) -> None:
+    """The verdicts of :func:`judge_store_rules` into ``result`` when they judged what verified:
+    every ledger's records whole, the admin ledger's among them when it was selected (the worker
+    read it as verified). Else ``result`` is left unjudged, for the records that did verify to be
+    judged alone, and so when the worker failed."""
+    whole = all(r.error is None and r.records == counts.get(r.ledger) for r in result.reports)
+    if not whole or result.error is not None:
+        judged.cancel()
+        return
+    try:
+        verdicts, result.grants_judged = judged.result()
+    except Exception as e:  # a worker that died: judged again in this process
+        log.warning("the rules' worker failed (%s); judging in this process", e)
+        return
+    result.rules = True
+    for report in result.reports:
+        report.rules = verdicts.get(report.ledger)
 
 
 def _verified_count(records: Iterable[object]) -> int:

@@ -7,8 +7,10 @@ chain signed and linked, as a forging home's would, and only the rules can tell 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from vledger.node.sealed import new_seal_key, seal
 from vledger.node.store import ChainStore
 from vledger.tests.unit.verifier.chains import AUTHOR, Election, plan_election, write_election, write_entries
 from vledger.tools import cli
-from vledger.tools.verification import verify_path
+from vledger.tools.verification import Verification, verify_path, verify_store
 from vledger.verifier.tally import TallyKeeper
 
 LIMITS = Limits()
@@ -248,3 +250,44 @@ def test_a_copy_without_an_admin_ledger_says_grants_were_not_judged(tmp_path: Pa
         resources(store, True, serial)
     result = verify_path(tmp_path / "s", None, LIMITS)
     assert result.rules and not result.grants_judged and not result.ok
+
+
+def verdicts(result: Verification) -> dict[str, Any]:
+    return {
+        r.ledger: None
+        if r.rules is None
+        else (
+            r.rules.judged,
+            [(v.height, v.error.code, v.error.reason) for v in r.rules.violations],
+            r.rules.waiting,
+            r.rules.tally,
+        )
+        for r in result.reports
+    }
+
+
+def test_rules_judged_beside_the_chunks_are_those_judged_alone_and_a_broken_chain_is_not_judged(
+    tmp_path: Path,
+) -> None:
+    """With workers, the rules judge every record the store holds on one of them while the chunks
+    are checked: taken only when every ledger verified whole; else the ledgers that did are judged
+    alone (the worker judged the broken one's records too)."""
+    directory, _ = forged_store(tmp_path / "s")
+    alone = verify_store(directory, None, LIMITS, workers=1, rules=True)
+    with ThreadPoolExecutor(2) as pool:
+        beside = verify_store(directory, None, LIMITS, workers=2, chunk=8, executor=pool, rules=True)
+        assert verdicts(beside) == verdicts(alone) and beside.grants_judged and not beside.ok
+        # A changed byte in the poll's record 30: the chain's failure is its verdict.
+        with sqlite3.connect(directory / "chain.sqlite3") as conn:
+            conn.execute(
+                "UPDATE records SET data = CAST(substr(data, 1, 40) || X'00' || substr(data, 42) AS BLOB) "
+                "WHERE ledger = 'poll' AND height = 30"
+            )
+        conn.close()
+        broken = verify_store(directory, None, LIMITS, workers=2, chunk=8, executor=pool, rules=True)
+    [poll] = [r for r in broken.reports if r.ledger == "poll"]
+    assert poll.error is not None and poll.error_height == 30
+    assert poll.rules is None
+    assert {k: v for k, v in verdicts(broken).items() if k != "poll"} == {
+        k: v for k, v in verdicts(alone).items() if k != "poll"
+    }
