@@ -72,7 +72,7 @@ from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line, 
 from ..node.key_rotation import ROTATION_KIND, KeyChain, chain_of, pinned_checkpoint_key
 from ..node.ledger import LedgerRules
 from ..node.note import Checkpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint, verify_signature
-from ..node.record import ZERO_LINK, Record, decode_record
+from ..node.record import ZERO_LINK, Record, decode_record, record_of_checked
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.still_store import still_store
 
@@ -370,7 +370,7 @@ def _judge_store(reader: StoreReader, result: Verification, limits: Limits) -> N
     def read(counts: Mapping[str, int]) -> Iterator[Record]:
         for ledger, count in counts.items():
             for _, data in reader.iter_raw(ledger, 0, count):
-                yield decode_record(data, limits)
+                yield _record_again(data, limits)
 
     judge(result, lambda ledger: _genesis_rules(reader, ledger, limits), read, admin)
 
@@ -405,6 +405,18 @@ def _take_judged(
     result.rules = True
     for report in result.reports:
         report.rules = verdicts.get(report.ledger)
+
+
+def _record_again(data: bytes, limits: Limits) -> Record:
+    """The record of bytes read again to judge them: bytes that verified decode to the same
+    record without the checks (record_of_checked, ~5 us a record less than decode_record, a
+    seventh of the rules' time); bytes that do not decode so are decoded with the checks, which
+    raise their failure. Read before they verified (judge_store_rules), bytes that then fail
+    are judged for nothing: their ledger's verdict is the chain's failure."""
+    try:
+        return record_of_checked(data)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return decode_record(data, limits)
 
 
 def _verified_count(records: Iterable[object]) -> int:
