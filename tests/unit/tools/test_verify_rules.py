@@ -106,12 +106,15 @@ def honest_store(directory: Path) -> tuple[Path, Election]:
 
 
 def forged_store(directory: Path) -> tuple[Path, Election]:
-    """The honest store's ledgers with records breaking each rule family, and a grant and an admin
-    author broken: a registration by an account without the grant, a checkpoint key rotation by no admin."""
+    """The honest store's ledgers with records breaking each rule family, and a grant and admin
+    authors broken: a grant mallory wrote herself on the admin ledger, her registration without
+    a grant, a checkpoint key rotation by no admin."""
     serial = [0]
     election = plan_election("poll", 40, BEFORE, breakers=True)
     with ChainStore(directory, origin="ingest-1", clock=clock_from(BEFORE)) as store:
         admin_ledger(store, [("poll", "register", AUTHOR)], serial)
+        own = {"ledger": "poll", "kind": "register", "account": "mallory", "via": ""}
+        write_entries(store, [entry(ADMIN_LEDGER, "grant", own, "mallory", serial=serial)])
         write_election(store, election, BEFORE)
         write_entries(store, [entry("poll", "register", {"voter_id": "sneaky"}, "mallory", serial=serial)])
         resources(store, True, serial)
@@ -166,6 +169,7 @@ def test_a_forged_store_fails_verify_with_each_code_the_observers_flag(
         "credits": ["not_issuer", "insufficient_funds"],
         "relief": ["unknown_fund", "insufficient_funds"],
         "keys": ["not_admin_author"],
+        "admin": ["not_admin_author"],
     }
     # Each ledger's chain verified: the rules alone fail it, its error the first record flagged.
     for entry in value["ledgers"]:
@@ -176,7 +180,7 @@ def test_a_forged_store_fails_verify_with_each_code_the_observers_flag(
     assert code == 1
     assert "credits: FAILED the rules: 2 records the observers flag and do not count" in text
     assert "keys: FAILED the rules" in text and "[not_admin_author]" in text
-    assert "verification FAILED: 4 of 5 ledgers" in text
+    assert "verification FAILED: 5 of 5 ledgers" in text
 
 
 def test_an_export_of_the_forged_store_fails_alike(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
