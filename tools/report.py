@@ -234,8 +234,8 @@ def _ledger_json(report: LedgerReport, require_checkpoint: bool = False) -> dict
 def _rules_json(report: LedgerReport) -> dict[str, Any] | None:
     """What the observers' rules found in the ledger (null: not judged): the heights judged, each
     record flagged (the first LISTED_VIOLATIONS; ``flagged`` counts them all), the height its
-    judging waits at for a grant on its way (or null) and the tally they count (PROTOCOL 11.2;
-    null for a ledger without domain rules)."""
+    judging waits at for a grant on its way (or null) and the tally they count with its
+    ``counted`` hash (PROTOCOL 11.2; null for a ledger without domain rules)."""
     if report.rules is None:
         return None
     rules = report.rules
@@ -245,6 +245,7 @@ def _rules_json(report: LedgerReport) -> dict[str, Any] | None:
         "violations": [_error_json(v.error, v.height, None) for v in rules.violations[:LISTED_VIOLATIONS]],
         "waiting": rules.waiting,
         "tally": None if rules.tally is None else jsonable(rules.tally),
+        "counted": None if rules.counted is None else rules.counted.hex(),
     }
 
 

@@ -45,6 +45,7 @@ class RulesVerdict:
     violations: list[Violation] = field(default_factory=list)  # the records flagged, in height order
     waiting: int | None = None  # the height whose grant may be in flight: judged once grant_wait_ms passed
     tally: dict[str, Any] | None = None  # the observers' tally map (PROTOCOL 11.2), for a ledger read again
+    counted: bytes | None = None  # with it, the snapshot's ``counted`` (11.2): the records it counts, hashed
 
 
 def _now_ms() -> int:
@@ -95,7 +96,8 @@ def judge_rules(
     for ledger, verdict in verdicts.items():
         state = keeper.engine.state(ledger)
         if state is not None and not isinstance(state.domain, PlainState):
-            verdict.tally = keeper.snapshot("", ledger, 0).tally
+            snapshot = keeper.snapshot("", ledger, 0)
+            verdict.tally, verdict.counted = snapshot.tally, snapshot.counted
     if ADMIN_LEDGER not in counts:
         verdicts.pop(ADMIN_LEDGER, None)
     return verdicts, grants is not None

@@ -127,8 +127,8 @@ def forged_store(directory: Path) -> tuple[Path, Election]:
     return directory, election
 
 
-def observers_flags(directory: Path) -> dict[str, list[tuple[int, str]]]:
-    """What an observer's keeper flags in the store, admin ledger first (verifier/observer.py's order)."""
+def observe(directory: Path) -> tuple[TallyKeeper, dict[str, list[tuple[int, str]]]]:
+    """An observer's keeper fed the store, admin ledger first (verifier/observer.py's order), and what it flags."""
     keeper = TallyKeeper()
     flags: dict[str, list[tuple[int, str]]] = {}
     with ChainStore(directory, origin="reader") as store:
@@ -138,7 +138,11 @@ def observers_flags(directory: Path) -> dict[str, list[tuple[int, str]]]:
                 violation = keeper.feed(record)
                 if violation is not None:
                     flags.setdefault(ledger, []).append((violation.height, violation.error.code))
-    return flags
+    return keeper, flags
+
+
+def observers_flags(directory: Path) -> dict[str, list[tuple[int, str]]]:
+    return observe(directory)[1]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str]:
@@ -220,6 +224,10 @@ def test_an_honest_store_passes_and_states_each_tally_as_the_observers_count_it(
         election.withdrawn,
     )
     assert tallies["credits"]["balances"] == {"ana": 70, "ben": 30}
+    # The hash an observer's signed snapshot states of the records it counted, recounted here alone.
+    keeper, _ = observe(directory)
+    [poll_entry] = [entry for entry in value["ledgers"] if entry["ledger"] == "poll"]
+    assert poll_entry["rules"]["counted"] == keeper.snapshot("o", "poll", 0).counted.hex()
     assert tallies["relief"]["funds"]["zakat"]["balance"] == 300
     code, text = run(capsys, "verify", directory)
     assert code == 0 and "verified: OK (4 ledgers" in text
