@@ -50,7 +50,7 @@ from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, counter_collector, gauge_collector, redis_check, store_collector
 from .outbox_process import OutboxProcess
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
-from .runtime import NodeRuntime, redis_lost_alert, store_options
+from .runtime import NodeRuntime, missing_factor_alerts, redis_lost_alert, store_options
 from .second_factor import cluster_second_factors
 from .service import IngestService
 from .standby import StandbyFollow, standby_report
@@ -132,6 +132,10 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     cache = runtime.account_cache(
         registry, StoreAdminSource(store) if homes_admin else runtime.signed_admin(registry), replication
     )
+    # Whether an admin is enrolled is the admin ledger's word, not Redis's: any ingest node's
+    # password deletes a factor there (outsider o16).
+    factors.enrolled = cache.second_factor_enrolled
+    factors.on_missing = missing_factor_alerts(name, replication)
     # A store that no longer holds a checkpoint this home signed is refused writes, ledger by
     # ledger, and said so at once: it is never "fixed" by signing what it holds now.
     # So is one that does not hold a checkpoint it signed that Redis still has (its latest, and
