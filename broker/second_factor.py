@@ -65,10 +65,10 @@ return 1
 
 # KEYS: failures    ARGV: window in seconds. A count kept longer than the window (no expiry,
 # or a longer one: only a Redis writer's hand makes either) is cut back to the window, so that
-# one write locks an account's codes out for a window at most, not for good.
+# one write locks an account's codes out for a window at most, not for good. (``LT`` takes a
+# key without an expiry for one that never expires.)
 _FAILURES = """
-local ttl = redis.call('TTL', KEYS[1])
-if ttl == -1 or ttl > tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1], 'LT')
 return tonumber(redis.call('GET', KEYS[1])) or 0
 """
 
