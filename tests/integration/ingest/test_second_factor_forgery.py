@@ -20,7 +20,10 @@ import pytest
 from vledger.broker import redis_acl
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.config.cluster import RedisAccess
+from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node import totp
+from vledger.node.record import decode_record
+from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, remote_error
 
 DEADLINE = 30.0
@@ -36,6 +39,8 @@ def cluster(redis_server: RedisServer) -> Iterator[LocalCluster]:
 
 @pytest.fixture(scope="module")
 def enrollment(cluster: LocalCluster) -> dict[str, Any]:
+    # A second admin, never enrolled (outside production it needs no code): the one who resets.
+    cluster.add_account("deputy", "admin")
     enrolled: dict[str, Any] = cluster.admin().call("totp.enroll", {})
     return enrolled
 
@@ -134,6 +139,23 @@ def test_a_factor_deleted_through_an_ingest_node_s_password_is_refused_and_raise
     # Nor may it enroll itself afresh, as o16 did (the ledger then showed two enrollments, no reset).
     again = remote_error(cluster.admin().call, "totp.enroll", {})
     assert again.code == "second_factor_required"
+    missing = missing_alerts(cluster)
+    assert missing and all(ADMIN in a["detail"] for a in missing)
+
+    # The way back: another admin resets it (a first enrollment is refused: the ledger has one).
+    deputy = cluster.client("deputy")
+    assert remote_error(deputy.call, "totp.enroll", {"account": ADMIN}).code == "already_enrolled"
+    reset = deputy.call("totp.reset", {"account": ADMIN})
+    records = [decode_record(data, PROTOCOL_LIMITS) for data in cluster.admin().records(ADMIN_LEDGER)]
+    ops = [r.content.payload["op"] for r in records if r.content.kind == "totp"]
+    assert ops == ["enroll", "reset"]
+    for node, code in zip(cluster.node_names, reset["recovery_codes"], strict=False):
+        assert cluster.client(ADMIN, node).call("account.list", {"otp": code})["accounts"], node
+    assert missing_alerts(cluster) == []  # found again: resolved
+
+
+def missing_alerts(cluster: LocalCluster) -> list[dict[str, Any]]:
+    """The open ``second_factor_missing`` alerts of every ingest node."""
     plain = connect(cluster.cluster_redis_url)
     try:
         raised = [
@@ -143,5 +165,4 @@ def test_a_factor_deleted_through_an_ingest_node_s_password_is_refused_and_raise
         ]
     finally:
         plain.close()
-    missing = [a for a in raised if a.get("what") == "second_factor_missing"]
-    assert missing and all(ADMIN in a["detail"] for a in missing)
+    return [a for a in raised if a.get("what") == "second_factor_missing"]
