@@ -87,7 +87,7 @@ class SecondFactors:
         state = self.store.state(account)
         if state is None and self.enrolled(account):
             self._missing_now(account, True)
-            log.error("second factor refused: account %s is enrolled on the admin ledger, Redis lacks its factor", account)
+            log.error("second factor refused: account %s is enrolled on the admin ledger, not in Redis", account)
             raise SecondFactorRequiredError(REQUIRED) if otp is None else BadSecondFactorError(BAD)
         if state is not None and self._missing:
             self._missing_now(account, False)
@@ -137,7 +137,13 @@ class SecondFactors:
         token, sealed = totp.new_session(), state[0]
         digest, expires = totp.session_digest(token), int(self.clock() * 1000) + totp.SESSION_SECONDS * 1000
         mac = totp.session_mac(self._mac_key(account), digest, account, key, expires, sealed)
-        fields = {"account": account, "key": key, "secret": sealed, "expires": str(expires), "mac": mac}
+        fields: dict[str, bytes | str] = {
+            "account": account,
+            "key": key,
+            "secret": sealed,
+            "expires": str(expires),
+            "mac": mac,
+        }
         self.store.open_session(digest, fields, totp.SESSION_SECONDS)
         log.info("account %s opened a second-factor session for %d s", account, totp.SESSION_SECONDS)
         return {"session": token, "expires_ms": totp.SESSION_SECONDS * 1000}

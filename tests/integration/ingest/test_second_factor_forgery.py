@@ -22,6 +22,7 @@ from vledger.broker.redis_server import RedisServer, connect
 from vledger.config.cluster import RedisAccess
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node import totp
+from vledger.node.errors import RemoteError
 from vledger.node.record import decode_record
 from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, remote_error
@@ -129,8 +130,8 @@ def test_a_factor_deleted_through_an_ingest_node_s_password_is_refused_and_raise
     while True:  # the other node proves the enrollment's record from the home's checkpoint
         try:
             cluster.client(ADMIN, other).call("account.list")
-        except Exception as e:  # noqa: BLE001 (RemoteError: checked below)
-            assert getattr(e, "code", None) == "second_factor_required", e
+        except RemoteError as e:
+            assert e.code == "second_factor_required", e
             break
         assert time.monotonic() < deadline, "an enrolled admin whose factor Redis lost was let in without a code"
         time.sleep(0.2)
