@@ -172,12 +172,12 @@ class SecondFactors:
 
     def _missing_now(self, account: str, missing: bool) -> None:
         """Note whether ``account``'s factor is missing from Redis; tell ``on_missing`` of a change."""
+        # Told under the lock: two threads' raise and resolve reach Redis in the order they happened.
         with self._missing_lock:
             before = set(self._missing)
             (self._missing.add if missing else self._missing.discard)(account)
-            now = sorted(self._missing)
-        if set(now) != before and self.on_missing is not None:
-            self.on_missing(now)
+            if self._missing != before and self.on_missing is not None:
+                self.on_missing(sorted(self._missing))
 
     def _secret(self, account: str, sealed: bytes) -> str:
         if self.key is None:
