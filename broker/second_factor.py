@@ -32,6 +32,7 @@ checked against), consuming a recovery code is one SREM. Nothing here logs a sec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..node.errors import AccountError, AlreadyEnrolledError, NotEnrolledError
@@ -144,6 +145,13 @@ class SecondFactorStore:
     def use_recovery(self, account: str, digest: str) -> bool:
         """Consume the recovery code whose digest is ``digest``: True once, False after."""
         return bool(self.client.srem(self._recovery_prefix + account, digest))
+
+    def drop_recovery(self, account: str, keep: Callable[[str], bool]) -> int:
+        """Remove the account's recovery digests that ``keep`` refuses; how many."""
+        key = self._recovery_prefix + account
+        members = [bytes(m).decode("utf-8", "replace") for m in self.client.smembers(key)]
+        dropped = [m for m in members if not keep(m)]
+        return int(self.client.srem(key, *dropped)) if dropped else 0
 
     def recovery_left(self, account: str) -> int:
         return int(self.client.scard(self._recovery_prefix + account))

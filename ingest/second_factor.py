@@ -30,7 +30,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..broker.seal_keys import read_seal_key
@@ -147,6 +147,23 @@ class SecondFactors:
         self.store.open_session(digest, fields, totp.SESSION_SECONDS)
         log.info("account %s opened a second-factor session for %d s", account, totp.SESSION_SECONDS)
         return {"session": token, "expires_ms": totp.SESSION_SECONDS * 1000}
+
+    def drop_old_recovery_codes(self, accounts: Iterable[str]) -> dict[str, int]:
+        """Remove the recovery digests of the older form (a plain SHA-256) of ``accounts``, which
+        no node accepts since any Redis writer could make one (outsider o16), saying so in the
+        log: their owners get new codes with a reset. Account -> how many, where any."""
+        dropped = {}
+        for account in accounts:
+            count = self.store.drop_recovery(account, totp.is_recovery_digest)
+            if count:
+                dropped[account] = count
+                log.warning(
+                    "account %s: %d recovery code(s) of an older form dropped; no node accepts them: "
+                    "reset its second factor for new ones (vledger admin totp reset)",
+                    account,
+                    count,
+                )
+        return dropped
 
     def _session_holds(self, digest: str, account: str, key: str, sealed: bytes) -> bool:
         """Whether the session of ``digest`` is one a node opened for ``account`` and ``key``

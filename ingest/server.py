@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import __version__
-from ..broker.accounts import AccountCache
+from ..broker.accounts import AccountCache, Role
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert, store_damaged_alert
 from ..broker.signing import (
     admin_checkpoint_key,
@@ -195,6 +195,11 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
     runtime.closing(lambda: executor.shutdown(wait=True))
     runtime.started(cache)
+    if homes_admin:
+        try:  # once: the older recovery digests are of a running cluster before this version
+            factors.drop_old_recovery_codes(a.name for a in cache.snapshot.accounts.values() if a.role is Role.ADMIN)
+        except REDIS_ERRORS as e:
+            log.warning("ingest node %s: older recovery codes not looked for, Redis unavailable (%s)", name, e)
     # Only once the cache started: it loads the key rotations, and a witness's rotated key
     # (witness_keys_now) may be what cosigned the note proving this home was replaced.
     homes.refresh()

@@ -63,6 +63,9 @@ _SESSION_CONTEXT = b"vledger-totp-session:"
 _SEAL_CONTEXT = b"vledger-totp-secret:"
 _RECOVERY_CONTEXT = b"vledger-recovery-code:"
 _MAC_KEY_CONTEXT = b"vledger-totp-mac-key"
+# What a recovery digest of this form starts with: the older form (a plain SHA-256, which
+# anyone who wrote Redis could make) does not, so the admin home drops those at its start.
+RECOVERY_FORM = "hmac-sha256:"
 _SESSION_MAC_CONTEXT = b"vledger-totp-session-mac:"
 
 
@@ -173,13 +176,19 @@ def _framed(*parts: bytes) -> bytes:
 
 
 def recovery_digest(mac: bytes, account: str, code: str) -> str:
-    """The HMAC-SHA256 (hex) under ``mac`` (:func:`mac_key`) that stands for a recovery code
+    """The HMAC-SHA256 (``hmac-sha256:`` and hex) under ``mac`` (:func:`mac_key`) that stands for a recovery code
     of ``account``; raises ValueError if ``code`` is not spelt as one. 80 random bits need no
     slow hash: the digest of a guess is as hard to find as the code."""
     plain = normalize_recovery(code)
     if plain is None:
         raise ValueError("not a recovery code")
-    return hmac.new(mac, _RECOVERY_CONTEXT + _framed(account.encode(), plain.encode()), hashlib.sha256).hexdigest()
+    digest = hmac.new(mac, _RECOVERY_CONTEXT + _framed(account.encode(), plain.encode()), hashlib.sha256)
+    return RECOVERY_FORM + digest.hexdigest()
+
+
+def is_recovery_digest(text: str) -> bool:
+    """Whether ``text`` is of the form :func:`recovery_digest` makes (not the older one)."""
+    return text.startswith(RECOVERY_FORM)
 
 
 def session_mac(mac: bytes, digest: str, account: str, key: str, expires_ms: int, sealed: bytes) -> str:

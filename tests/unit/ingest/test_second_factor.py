@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import stat
 import threading
@@ -344,3 +345,21 @@ def test_an_account_enrolled_on_the_admin_ledger_whose_factor_redis_lost_is_refu
     again = factors.enroll("alice", ENROLL)
     factors.check("alice", code(again, offset=1))
     assert told == [["alice"], []]
+
+
+def test_recovery_codes_of_the_older_form_are_refused_and_dropped_at_the_admin_home_s_start(
+    redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    factors = gate(redis_client, production=True)
+    enrollment = factors.enroll("alice", ENROLL)
+    old_code = "aaaa-bbbb-cccc-dddd"  # as a cluster before the MAC kept it: a plain SHA-256
+    older = hashlib.sha256(b"vledger-recovery-code:alice\0aaaabbbbccccdddd").hexdigest()
+    redis_client.sadd("vledger:{totp}:recovery:alice", older)
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", old_code)
+    with caplog.at_level(logging.WARNING):
+        assert factors.drop_old_recovery_codes(["alice", "bob"]) == {"alice": 1}
+    assert "reset" in caplog.text and old_code not in caplog.text and older not in caplog.text
+    assert factors.store.recovery_left("alice") == totp.RECOVERY_CODES  # the current ones stay
+    assert factors.drop_old_recovery_codes(["alice"]) == {}
+    factors.check("alice", enrollment.recovery_codes[0])

@@ -61,7 +61,7 @@ def test_an_enrollment_gives_an_otpauth_uri_and_ten_distinct_recovery_codes() ->
     assert len(set(enrollment.recovery_codes)) == totp.RECOVERY_CODES
     for code, digest in zip(enrollment.recovery_codes, enrollment.recovery_digests, strict=True):
         assert len(code) == 19 and code.count("-") == 3
-        assert totp.recovery_digest(MAC, "alice", code) == digest
+        assert totp.recovery_digest(MAC, "alice", code) == digest and totp.is_recovery_digest(digest)
         assert code not in digest
 
 
