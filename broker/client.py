@@ -88,8 +88,11 @@ def _silent(node: NodeAddress, message: str, patience: float) -> NodeUnavailable
     wait = min(LISTEN_PROBE_S, patience)
     if not addresses:
         return NodeUnavailableError(message)
-    if any(_accepts(address, wait) for address in addresses):
+    found = [_accepts(address, wait) for address in addresses]
+    if any(found):
         return NodeUnavailableError(message, listening=True)
+    if None in found:  # a connect that timed out: a full accept queue drops SYNs too (review r23)
+        return NodeUnavailableError(message)
     return NodeUnavailableError(
         f"{message}, and nothing accepts a connection at {', '.join(map(str, (node.endpoint, *node.also)))}: "
         "the node is down or not serving yet (one started on a full disk waits for room before it listens)",
@@ -107,9 +110,12 @@ def _tcp_address(endpoint: str) -> tuple[str, int] | None:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
-def _accepts(address: tuple[str, int], wait: float) -> bool:
+def _accepts(address: tuple[str, int], wait: float) -> bool | None:
+    """True: a connection was accepted; False: refused or unreachable; None: no answer in time."""
     try:
         socket.create_connection(address, timeout=wait).close()
+    except TimeoutError:
+        return None
     except OSError:
         return False
     return True

@@ -247,6 +247,11 @@ class _Ledger:
     # key chain follows them until the run is fetched up to them again (Follower.key_records).
     proven: list[Record] = field(default_factory=list)
     served: int = -1  # the highest height a source gave that stood on the chain (what target() may claim)
+    # The links of a held run at each page it passed over (``passed_links``), and once a quorum's
+    # notes proved it (_release), ``pins``: what it is fetched again as, whatever source serves it,
+    # until stored; a run dropped keeps them (review r23 F1: a fork fetched again was stored).
+    passed_links: dict[int, bytes] = field(default_factory=dict)
+    pins: dict[int, bytes] = field(default_factory=dict)
 
     def top(self, size: int) -> int:
         """The last height of the pending run (with what a hold passed over) on ``size`` records."""
@@ -562,8 +567,9 @@ class Follower:
                         if not page.rows or page.rows[0][0] != start:
                             break  # this source lacks them (or was trimmed past them): ask the next
                         outcome = self._offer(ledger, page.rows, source.name, NOT_RELAYED, checked)
-                        if outcome != OK:
-                            self._discard(ahead)  # they stood on rows that were not taken
+                        if outcome != OK or state.top(self._size(ledger)) < page.rows[-1][0]:
+                            # they stood on rows that were not taken, or a hold released cut the run back
+                            self._discard(ahead)
                         if outcome == BAD:
                             self._drop_pending(state)  # what this source gave cannot be trusted: ask the next
                             break
@@ -1304,12 +1310,37 @@ class Follower:
             state.heard_from.pop(size, None)
         if not state.pending and not state.ahead:
             return set()
+        if state.pins:
+            state.pins = {height: link for height, link in state.pins.items() if height >= base}
+            unlike = next(
+                (
+                    height
+                    for height, link in state.pins.items()
+                    if not state.passed
+                    and height < base + len(state.pending)
+                    and state.pending[height - base].link != link
+                ),
+                None,
+            )
+            if unlike is not None:
+                i = unlike - base
+                error = RecordConflictError(
+                    f"height {unlike}: not the record of the run a quorum of the witnesses' notes proved there"
+                )
+                self._alert(ledger, unlike, error, state.sources[i], state.data[i])
+                dropped = set(state.sources)
+                self._drop_pending(state, suspect=True)
+                return dropped
         if state.ahead:
             held = self._held_back(ledger, state, base)
             if held is not None:
                 return held  # nothing past a rotation this copy does not hold: the run waits, or goes
         top = base + len(state.pending)  # the size of the tree with the run
         sizes = sorted(size for size in state.waiting if size <= top)
+        if any(height >= top for height in state.pins):
+            # Stored only up to a pin the run matched: the records below it are the proven ones.
+            limit = max((height + 1 for height in state.pins if height < top), default=base)
+            sizes = [size for size in sizes if size <= limit]
         if not sizes:
             return set()  # no checkpoint reaches into the run yet: it waits
         if state.storing:
@@ -1481,6 +1512,7 @@ class Follower:
         keep = self.max_held
         if len(state.pending) <= keep:
             return
+        state.passed_links[state.pending[-1].height] = state.pending[-1].link
         state.passed += len(state.pending) - keep
         state.passed_sources.update(state.sources[keep:])
         del state.pending[keep:], state.data[keep:], state.leaves[keep:], state.sources[keep:]
@@ -1496,6 +1528,11 @@ class Follower:
         proven = {witness: note for witness, note in state.ahead.items() if witness not in still}
         by_proof = len(state.ahead) - len(still) + self._matched(state, still) >= state.quorum
         state.ahead = {}
+        if by_proof:
+            state.pins.update(state.passed_links)
+            if state.pending:
+                state.pins[state.pending[-1].height] = state.pending[-1].link
+        state.passed_links.clear()
         if state.passed:
             # Those taken after the ones passed over go too: all is fetched again after the kept.
             del state.pending[self.max_held :], state.data[self.max_held :]
@@ -1683,6 +1720,7 @@ class Follower:
         state.hold_tree, state.passed = None, 0
         state.hold_roots.clear()
         state.passed_sources.clear()
+        state.passed_links.clear()
         state.subtrees.clear()
         state.chain, state.hops = None, NOT_RELAYED
 

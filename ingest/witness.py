@@ -184,6 +184,12 @@ class Witness:
         # Of those, the ledgers whose last cosigned is that note and whose store is still shorter than
         # it (wiped, repaired, put back): blocked without an alert while it catches up.
         self._adopted: set[str] = set()
+        # Of those, the size the follower last verified below it: the same size again is the home
+        # resting there (a heartbeat), not a catch-up on its way, and the silence ends (review r23).
+        self._below: dict[str, int] = {}
+        # Redis failed a read of an own note in this start or turn: the other ledgers wait for the
+        # next turn rather than a timeout each (review r23: N ledgers, N timeouts, at start).
+        self._redis_failed = False
         self._keys_checked_at = -float("inf")
         self.cosigned = 0
 
@@ -214,6 +220,7 @@ class Witness:
         of the ledger's current epoch (10.9): one of an epoch whose home was replaced since (a
         promotion) stays only what later cosignatures must extend. Redis's cosignature key of
         the ledger then waits for this witness's first of the new home's checkpoints."""
+        self._redis_failed = False
         for ledger in self.store.checkpoints.ledgers(COSIGNED):
             last = self.store.checkpoints.latest(ledger, COSIGNED)
             if last is None:
@@ -288,6 +295,7 @@ class Witness:
         with self._newest_lock:
             newest, self._newest = self._newest, {}
             again, self._signer_changed = self._signer_changed, False
+        self._redis_failed = False
         if again:
             self._cosign_again()
         for checkpoint in newest.values():
@@ -371,9 +379,12 @@ class Witness:
         Redis does not answer: nothing is cosigned before it is asked."""
         if ledger in self._asked:
             return True
+        if self._redis_failed:
+            return False
         try:
             note = self.replication.cosignatures(ledger, [self.name]).get(self.name)
         except REDIS_ERRORS as e:
+            self._redis_failed = True
             log.warning("%s: its published cosignature of %s not read (%s): not cosigning yet", self.name, ledger, e)
             return False
         self._asked.add(ledger)
@@ -409,6 +420,10 @@ class Witness:
                 self._cosign_quiet(checkpoint, last)
                 return
             if checkpoint.size < last.size:
+                if ledger in self._adopted and self._below.get(ledger) == checkpoint.size:
+                    self._adopted.discard(ledger)  # its home rests below its own note: say so
+                    self._holds(last)
+                self._below[ledger] = checkpoint.size
                 return  # older than what this witness vouched for already
             if not self._holds(last):
                 return
