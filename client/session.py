@@ -399,7 +399,7 @@ class Reader:
         if not heights:
             return verify_witnessed(note, keys, node_keys=node_keys), [], node_keys
         size = parse_checkpoint(parse_note(note).text).size
-        chain = KeyChain(ledger, (keys.log_key,))
+        chain = keys.key_chain(ledger)
         rotations = []
         for height in heights:
             record = self._checked(self.record(ledger, height))
