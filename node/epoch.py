@@ -60,6 +60,14 @@ class Epoch:
         return () if self.number == 1 else (f"{EPOCH_LINE} {self.number} {self.home}",)
 
 
+def epoch_key(number: int, checkpoint_key: VerifierKey, standby_key: VerifierKey) -> VerifierKey:
+    """The pinned key that signs every checkpoint of epoch ``number``: a handover moves to the
+    other pinned key (EpochHistory.next_epoch), so the genesis home's key signs the odd epochs
+    and the standby's the even ones. What a checker holding only the genesis (a receipt's,
+    14.3) can check of an epoch line."""
+    return checkpoint_key if number % 2 else standby_key
+
+
 def epoch_payload(number: int, home: str, key: VerifierKey) -> dict[str, object]:
     """The payload of the handover record that opens epoch ``number`` with ``home`` signing with ``key``."""
     return {"epoch": number, "home": home, "key": key.encode()}
@@ -231,9 +239,14 @@ class EpochHistory:
         number, home = epoch_claim(checkpoint)
         epoch = self.epoch(number)
         if epoch is None:
-            if signer not in self.pinned() or checkpoint.size <= self.current.height + 1:
+            if (
+                self.checkpoint_key is None
+                or self.standby_key is None
+                or signer != epoch_key(number, self.checkpoint_key, self.standby_key)
+                or checkpoint.size <= self.current.height + 1
+            ):
                 raise BadEpochError(
-                    f"a checkpoint of epoch {number} signed by a key the genesis does not pin, or holding"
+                    f"a checkpoint of epoch {number} not signed by that epoch's pinned key, or holding"
                     f" no record past epoch {self.current.number}",
                     ledger=self.ledger,
                 )

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config.settings import PROTOCOL_LIMITS
-from .epoch import STANDBY_KEY_FIELD, epoch_claim, require_witness
+from .epoch import STANDBY_KEY_FIELD, epoch_claim, epoch_key, require_witness
 from .errors import (
     BadChecksumError,
     BadEpochError,
@@ -382,18 +382,25 @@ def _checked_checkpoint(
     """verify_ledger_checkpoint, with the key that signed."""
     if chain is None:
         chain = keys.key_chain(keys.log_key.name.rpartition("/")[2])
+    ledger = keys.log_key.name.rpartition("/")[2]
     try:
         verified = chain.check(note, keys.witnesses, keys.quorum)
-        return verified, chain.key_for_size(verified.checkpoint.size)
+        signer = chain.key_for_size(verified.checkpoint.size)
     except UnverifiedNoteError:
         if keys.standby_key is None:
             raise
-    verified = verify_checkpoint(note, keys.standby_key, keys.witnesses, keys.quorum, origin=keys.log_key.name)
-    if epoch_claim(verified.checkpoint)[0] < 2:
-        raise BadEpochError(
-            "a checkpoint signed by the standby key without an epoch line", ledger=keys.log_key.name.rpartition("/")[2]
-        )
-    return verified, keys.standby_key
+        verified = verify_checkpoint(note, keys.standby_key, keys.witnesses, keys.quorum, origin=keys.log_key.name)
+        signer = keys.standby_key
+        if epoch_claim(verified.checkpoint)[0] < 2:
+            raise BadEpochError("a checkpoint signed by the standby key without an epoch line", ledger=ledger) from None
+    if keys.standby_key is not None:
+        number = epoch_claim(verified.checkpoint)[0]
+        if signer != epoch_key(number, keys.log_key, keys.standby_key):
+            raise BadEpochError(
+                f"a checkpoint of epoch {number} not signed by that epoch's pinned key (10.9: the keys alternate)",
+                ledger=ledger,
+            )
+    return verified, signer
 
 
 def _witnessed_if_standby(
