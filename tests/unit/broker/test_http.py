@@ -25,6 +25,7 @@ from vledger.broker.http import (
     ASKED_OF_AIOHTTP,
     BOUND_TO_LOOPBACK,
     HTTP09_REFUSED,
+    HTTP2_REFUSED,
     ConnectionGuard,
     HttpThread,
     address_key,
@@ -98,6 +99,31 @@ def test_a_request_line_without_a_version_is_refused_400_in_http_1_0_and_closed(
             old.sendall(b"GET / HTTP/1.0\r\n\r\n")
             assert _answer_until_closed(old).startswith(b"HTTP/1.0 200 ")
             assert _get(kept) == (200, b"ok")
+
+
+def test_a_request_line_of_http_2_is_refused_505_in_http_1_1_and_closed() -> None:
+    # outsider o16 nit 8: "GET /healthz HTTP/2.0" was answered "HTTP/2.0 200 OK" in HTTP/1 framing.
+    with _server() as server, _connect(server) as conn:
+        conn.sendall(b"GET / HTTP/2.0\r\nHost: t\r\n\r\n")
+        head, _, body = _answer_until_closed(conn).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 505 "), head
+        assert json.loads(body)["error"] == {"code": "bad_request", "message": HTTP2_REFUSED}
+        with _connect(server) as later:  # HTTP/1.x past 1.1: aiohttp's parser refuses it, 400
+            later.sendall(b"GET / HTTP/1.2\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert b" 400 " in _answer_until_closed(later).split(b"\r\n", 1)[0]
+
+
+def test_a_percent_escape_in_a_path_is_refused_on_every_route() -> None:
+    # outsider o16 nit 8: /ledgers/%7a%61%6b%61%74/checkpoint was served as /ledgers/zakat/...:
+    # a second spelling of a resource; a query's escapes are the route's to judge.
+    with _server() as server, _connect(server) as conn:
+        conn.sendall(b"GET /%6f HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        head, _, body = _answer_until_closed(conn).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        assert json.loads(body)["error"]["code"] == "bad_request"
+        with _connect(server) as kept:
+            kept.sendall(b"GET /?x=%41 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert _answer_until_closed(kept).startswith(b"HTTP/1.1 200 ")
 
 
 def test_a_2_mb_header_gets_its_400_whole_not_a_reset() -> None:
