@@ -199,7 +199,8 @@ async def _refuse_http09(request: web.Request, handler: Handler) -> web.StreamRe
     if request.get(_HTTP2):
         return error_response(505, "bad_request", HTTP2_REFUSED)
     if "%" in request.raw_path.partition("?")[0]:
-        return error_response(400, "bad_request", f"{request.raw_path[:100]!r}: a path is spelt without percent-escapes")
+        message = f"{request.raw_path[:100]!r}: a path is spelt without percent-escapes"
+        return error_response(400, "bad_request", message)
     return await handler(request)
 
 

@@ -19,10 +19,10 @@ from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
 from vledger.broker.signing import generate_checkpoint_key, load_checkpoint_keys, remove_checkpoint_key
 from vledger.config.settings import Limits
+from vledger.ingest.epochs import EpochBook
 from vledger.ingest.follow import Follower, Page
 from vledger.ingest.key_chains import HomeKeys, KeyChains
 from vledger.ingest.page_check import PageChecker
-from vledger.ingest.epochs import EpochBook
 from vledger.node import tree
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.epoch import EpochKeys
