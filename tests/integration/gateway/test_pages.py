@@ -1584,7 +1584,9 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
         outside.name,
     )
     assert got == wanted
-    shown = "home refused standby standby refused refused refused refused refused refused home standby"
+    shown = (
+        "home refused standby standby refused refused refused refused refused refused home refused refused home standby"
+    )
     assert wanted == shown.split()
 
 
