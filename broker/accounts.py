@@ -1044,6 +1044,7 @@ class AccountCache:
         self._pubsub: Any = None
         self._grants: Grants | None = None
         self._key_rotations: tuple[dict[str, Any], ...] = ()
+        self._second_factors: frozenset[str] = frozenset()
         self._admin_size = 0
         self._catch_up_lock = threading.Lock()
         self._next_catch_up = 0.0
@@ -1079,6 +1080,11 @@ class AccountCache:
         """The cached admin ledger's ``key_rotation`` payloads (each with its ``accepted``), a
         new tuple after each change (node/node_key_rotation.py makes the nodes' keys of them)."""
         return self._key_rotations
+
+    def second_factor_enrolled(self, account: str) -> bool:
+        """Whether the admin ledger, as proven here, records ``account`` as enrolled in a
+        second factor (False while no admin ledger is proven: the bootstrap has only Redis)."""
+        return account in self._second_factors
 
     def accepted_floor(self) -> int:
         """The least accepted time a record placed now may have (PROTOCOL 16.2)."""
@@ -1241,6 +1247,7 @@ class AccountCache:
         engine = _replayed(records, self.node)
         self._grants = engine.grants()
         self._key_rotations = tuple(engine.key_rotations())
+        self._second_factors = engine.admin_second_factors() or frozenset()
         self._stated = engine.admin_accounts() or {}
         self._admin_size = len(records)
         return True
@@ -1315,8 +1322,10 @@ class AccountCache:
         newest records await their checkpoint), else say we are alive."""
         if self.upkeep is not None:
             self.upkeep()
-        # Its report failed, or keys left out of it while they settle are to be judged: again.
-        unreported = self._stated is not None and (self._unbacked is None or bool(self._ended))
+        # Its report failed, keys left out of it while they settle are to be judged, or it names
+        # entries (whoever removes them need not move the version: o16 7, its alert stayed open
+        # until the next change of the accounts): again.
+        unreported = self._stated is not None and (self._unbacked is None or bool(self._unbacked) or bool(self._ended))
         if unreported or self._unapplied or self._unproven_since is not None or self.registry.version() != self.version:
             self.refresh()
             if self._behind:  # not applied, yet alive: an admin's command names it in pending

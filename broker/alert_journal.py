@@ -163,6 +163,13 @@ class AlertJournal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def changes(self) -> int:
+        """How many rows this journal's writes changed so far: a call that moved it wrote; a
+        read, or a resolve that found nothing open, did not (ReplicationLedger._journaled)."""
+        with self._lock:
+            return self._db.total_changes
+
     def open_alerts(self) -> dict[str, tuple[dict[str, Any], int]]:
         """Every open alert: key -> (its fields and stream ``id``, when this node raised it, ms)."""
         with self._lock:

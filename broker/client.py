@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,46 @@ class _Connection:
 
     def close(self) -> None:
         self.socket.close(linger=0)
+
+
+LISTEN_PROBE_S = 1.0  # at most this long for a TCP connect to a silent node's endpoint (a dropped SYN)
+
+
+def _silent(node: NodeAddress, message: str, patience: float) -> NodeUnavailableError:
+    """The error of ``node``'s silence, ``listening`` False when nothing accepts a TCP
+    connection at any of its endpoints. A node that refuses a key answers nothing either, so
+    "no answer" sent every user to their key, also of a node that was down or waiting for room
+    on a full disk before it listens (outsider o15 #5c); a closed port tells that apart, and
+    reveals nothing of accounts."""
+    addresses = [address for address in map(_tcp_address, (node.endpoint, *node.also)) if address is not None]
+    wait = min(LISTEN_PROBE_S, patience)
+    if not addresses:
+        return NodeUnavailableError(message)
+    if any(_accepts(address, wait) for address in addresses):
+        return NodeUnavailableError(message, listening=True)
+    return NodeUnavailableError(
+        f"{message}, and nothing accepts a connection at {', '.join(map(str, (node.endpoint, *node.also)))}: "
+        "the node is down or not serving yet (one started on a full disk waits for room before it listens)",
+        listening=False,
+    )
+
+
+def _tcp_address(endpoint: str) -> tuple[str, int] | None:
+    """(host, port) of a ``tcp://`` endpoint; None for another transport or a wildcard."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
+    if not host or host == "*" or not port.isdigit():
+        return None
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _accepts(address: tuple[str, int], wait: float) -> bool:
+    try:
+        socket.create_connection(address, timeout=wait).close()
+    except OSError:
+        return False
+    return True
 
 
 class Client:
@@ -212,9 +253,8 @@ class Client:
         try:
             _send(connection.socket, data)
         except zmq.Again:
-            raise NodeUnavailableError(
-                f"{node.endpoint}: no endpoint of the node accepted its key {node.key[:8]}... within {self.timeout:g} s"
-            ) from None
+            refused = f"no endpoint of the node accepted its key {node.key[:8]}... within {self.timeout:g} s"
+            raise _silent(node, f"{node.endpoint}: {refused}", self.timeout) from None
         return request_id
 
     def _receive(self, connection: _Connection) -> dict[str, Any]:
@@ -224,7 +264,9 @@ class Client:
             # Forget the connection: a late reply must not be read as the answer to a later request.
             connection.close()
             self._connections.pop(connection.node.endpoint, None)
-            raise NodeUnavailableError(f"{connection.node}: no answer within {self.timeout:g} s") from None
+            raise _silent(
+                connection.node, f"{connection.node}: no answer within {self.timeout:g} s", self.timeout
+            ) from None
         try:
             reply = msgpack.unpackb(data, raw=False)
         except (ValueError, msgpack.UnpackException) as e:

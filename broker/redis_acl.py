@@ -328,7 +328,8 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
     # Every ingest node checks admins' codes (ledger.create is sent to a ledger's home): it moves
     # an account's last step, counts failures, uses up recovery codes, opens and checks sessions.
     # Only the admin ledger's home enrolls, resets and forgets a second factor and records the
-    # host's enrollments.
+    # host's enrollments. Since every ingest node writes the rest, no node trusts those
+    # on Redis's word alone: a MAC under a host key, or the admin ledger (outsider o16, 16.5).
     second_factor = tuple(f"~{totp}:{key}" for key in ("account:*", "recovery:*", "failures:*", "session:*"))
     if admin_home:
         second_factor += (f"~{totp}:unrecorded",)

@@ -60,6 +60,12 @@ def ledger_key(namespace: str, ledger: str, what: str) -> str:
     return f"{namespace}:{{{ledger}}}:{what}"
 
 
+def glob_escape(text: str) -> str:
+    """``text`` as a SCAN pattern matches it: a pattern matches ``*?[]\\`` as a glob does (the
+    braces of a tag are plain)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 def group_key(namespace: str, group: str, rest: str = "") -> str:
     """A cluster-wide key of ``group``: ``<ns>:{<group>}`` or ``<ns>:{<group>}:<rest>``."""
     return f"{namespace}:{{{group}}}" + (f":{rest}" if rest else "")

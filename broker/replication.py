@@ -78,7 +78,7 @@ import redis
 from ..node.errors import RecordError, RedisServerError, StoreDamagedError, StoreError
 from ..node.json_values import parse_json
 from .alert_journal import AlertJournal
-from .redis_keys import NAMESPACE, group_key, is_ledger_name, ledger_key, wrong_type_message
+from .redis_keys import NAMESPACE, glob_escape, group_key, is_ledger_name, ledger_key, wrong_type_message
 from .redis_pipeline import Command, pipelined
 from .redis_server import shown_url
 
@@ -487,11 +487,6 @@ def _stream_id(value: str) -> tuple[int, int]:
     return (int(found[1]), int(found[2] or 0)) if found else (-1, -1)
 
 
-def _glob_escape(text: str) -> str:
-    # A key pattern of SCAN matches ``*?[]\`` as a glob does: the braces of a tag are plain.
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
 def _unparsed_xrange(client: Any) -> Any:
     """A client beside ``client`` (the same connection pool) whose XRANGE answers each entry
     as Redis sends it, (id, [field, value, ...]), not as redis-py's parser makes it, a tuple
@@ -626,7 +621,7 @@ class ReplicationLedger:
             prefix = self.open_alerts_key_of("x")[:-1]
             found = set()
             for pattern in (prefix, self.alerts_key_of("x")[:-1], self.evidence_key_of("x")[:-1]):
-                for raw in self.client.scan_iter(match=_glob_escape(pattern) + "*", count=500):
+                for raw in self.client.scan_iter(match=glob_escape(pattern) + "*", count=500):
                     found.add(_text(raw)[len(pattern) :])
             nodes = sorted(found)
         return [None, *dict.fromkeys(nodes)]
@@ -825,7 +820,7 @@ class ReplicationLedger:
         user may run)."""
         if self._raisers is not None:
             return list(dict.fromkeys([*self._raisers, *([self.node] if self.node else [])]))
-        found = self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500)
+        found = self.client.scan_iter(match=glob_escape(prefix) + "*", count=500)
         return sorted({_text(raw)[len(prefix) :] for raw in found})
 
     def _witness_names(self, ledger: str, witnesses: Iterable[str] | None) -> list[str]:
@@ -994,7 +989,7 @@ class ReplicationLedger:
         prefix, suffix = f"{self.namespace}:{{", "}:chain"
         streams: set[str] = set()
         for raw in self.client.scan_iter(
-            match=_glob_escape(prefix) + "*" + _glob_escape(suffix), count=count, _type="stream"
+            match=glob_escape(prefix) + "*" + glob_escape(suffix), count=count, _type="stream"
         ):
             key = _text(raw)
             ledger = key[len(prefix) : -len(suffix)]
@@ -1202,15 +1197,19 @@ class ReplicationLedger:
     def _journaled(self, write: Callable[[], T]) -> T | None:
         """``write``'s result, or None when the alert journal could not be written (its disk full,
         outsider o13: the node that knew the cause died raising its alert): the alert still goes
-        to Redis, which then alone keeps it. Said once until the journal is written again."""
+        to Redis, which then alone keeps it. Said once until the journal is written again: a
+        row changed, not a call that only read (outsider o15 #5a: on a full disk the read before
+        each raise said "written again", and the raise "cannot be written", in turns)."""
+        journal = self.journal
         try:
+            before = journal.changes if journal is not None and self._journal_failing else 0
             done = write()
         except sqlite3.Error as e:
             if not self._journal_failing:
                 self._journal_failing = True
                 log.error("alert journal of %s cannot be written (%s): its alerts go to Redis only", self.node, e)
             return None
-        if self._journal_failing:
+        if self._journal_failing and journal is not None and journal.changes > before:
             self._journal_failing = False
             log.warning("alert journal of %s is written again", self.node)
         return done
@@ -1385,20 +1384,31 @@ class ReplicationLedger:
             return kept
         return {**kept, **held}
 
-    def open_alerts(self) -> dict[str, dict[str, str]]:
-        """The alerts not resolved yet, by ``<node>|<ledger>|<what>``, from every raiser's open
-        alerts, a node's with ``raised_by``: the node in whose keys it is, the one thing about
-        an alert its writer cannot choose (none: the shared keys, the admin's, and alerts of
-        the older layout). Where raisers share a key (a follower and the verifier can), the
-        one raised last is shown (by its stream id, none past the server's clock:
-        :meth:`open_by_raiser`)."""
-        found: dict[str, dict[str, str]] = {}
+    def open_entries(self) -> list[dict[str, Any]]:
+        """Every raiser's open alerts, each its own entry: the fields its raiser's hash holds
+        (:meth:`open_by_raiser`), ``key`` (``<node>|<ledger>|<what>``) and ``raised_by`` (the
+        node in whose keys it is, the one thing about an alert its writer cannot choose; none
+        for the shared keys, the admin's, and alerts of the older layout), ordered by key, then
+        raiser. Where raisers share a key (a follower and the verifier can) each is shown: no
+        raiser's entry stands for, hides or closes another's, since any node's Redis user may
+        write any key, with any id and detail, in its own hash (outsider o16 2: ingest-2's
+        "benign: nothing to do" under the verifier's key, with a later id, was all readers
+        showed of it)."""
+        found = []
         for node, alerts in self.open_by_raiser():
             for key, alert in alerts.items():
-                shown = {**alert, "raised_by": node} if node else alert
-                kept = found.get(key)
-                if kept is None or _stream_id(_alert_id(shown)) > _stream_id(_alert_id(kept)):
-                    found[key] = shown
+                fields = {k: v for k, v in alert.items() if k not in ("key", "raised_by")}
+                found.append({**fields, "key": key, **({"raised_by": node} if node else {})})
+        found.sort(key=lambda entry: (entry["key"], entry.get("raised_by", "")))
+        return found
+
+    def open_alerts(self) -> dict[str, dict[str, Any]]:
+        """The keys of the open alerts, each with one raiser's entry (:meth:`open_entries`, the
+        first by raiser name where raisers share it), for a caller that looks a key up; whatever
+        shows alerts to someone shows :meth:`open_entries`, every raiser's."""
+        found: dict[str, dict[str, Any]] = {}
+        for entry in self.open_entries():
+            found.setdefault(entry["key"], {k: v for k, v in entry.items() if k != "key"})
         return found
 
     def resolve(self, keys: Iterable[str]) -> int:
@@ -1528,7 +1538,7 @@ class ReplicationLedger:
 
     def alerts(self, count: int = 100) -> list[dict[str, str]]:
         """The latest alerts of every raiser, oldest first, each with its stream id as ``id``
-        and ``raised_by`` as :meth:`open_alerts` gives it."""
+        and ``raised_by`` as :meth:`open_entries` gives it."""
         raisers = self.raisers()
         pipe = self.client.pipeline(transaction=False)
         for node in raisers:

@@ -7,15 +7,22 @@ the unrecorded set together: one Redis Cluster slot; broker/redis_keys.py):
 * ``ns:{totp}:account:<account>``: a hash: ``secret``, the account's TOTP secret sealed with the
   cluster's second-factor key (vledger.node.totp.seal_secret; never the secret itself), and
   ``last``, the last time step a code of it was accepted (-1: none yet);
-* ``ns:{totp}:recovery:<account>``: the set of the salted digests of its unused recovery codes;
+* ``ns:{totp}:recovery:<account>``: the set of the digests (HMACs under a key only the ingest
+  nodes' hosts hold, vledger.node.totp.recovery_digest) of its unused recovery codes;
 * ``ns:{totp}:unrecorded``: accounts enrolled on a host (``vledger admin bootstrap --totp``)
   whose enrollment the admin ledger's home has not recorded yet;
 * ``ns:{totp}:failures:<account>``: how many wrong six-digit codes it sent since the first of
   them, expiring that many seconds after the first (vledger.node.totp.FAILURE_WINDOW_SECONDS);
 * ``ns:{totp}:session:<digest>``: a second-factor session (``totp.session``) by the SHA-256 of
   its token (vledger.node.totp.session_digest), a hash of the ``account`` and the CURVE
-  ``key`` it was opened for and the ``secret`` (sealed) its code was checked against,
-  expiring with the session (vledger.node.totp.SESSION_SECONDS).
+  ``key`` it was opened for, the ``secret`` (sealed) its code was checked against, when it
+  ``expires`` (ms) and the ``mac`` of all these (vledger.node.totp.session_mac), expiring
+  with the session (vledger.node.totp.SESSION_SECONDS).
+
+Every ingest node's Redis user writes these keys: what the nodes trust of them is what a host
+key vouches for (the sealed secret, recovery digests and session MACs) or the admin ledger
+states (whether an account is enrolled, ingest/second_factor.py). A Redis writer can still
+deny service (lock an account's codes out, delete its factor): docs/PROTOCOL.md 16.5.
 
 Every step that must not happen twice is one atomic Redis operation, because two ingest
 nodes may receive the same code at once: accepting a time step is a Lua script that moves
@@ -25,6 +32,7 @@ checked against), consuming a recovery code is one SREM. Nothing here logs a sec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..node.errors import AccountError, AlreadyEnrolledError, NotEnrolledError
@@ -33,6 +41,7 @@ from .redis_keys import group_key
 ENROLL = "enroll"  # a first second factor: refused if the account has one
 RESET = "reset"  # a new second factor in place of the account's: refused if it has none
 REPLACE = "replace"  # either (the host's bootstrap: the way back in)
+SESSION_FIELDS = ("account", "key", "secret", "expires", "mac")
 
 # KEYS: hash, recovery set, unrecorded set, failures    ARGV: sealed secret, mode, account, digests...
 _ENROLL = """
@@ -53,6 +62,15 @@ if fields[1] ~= ARGV[1] then return 0 end
 if tonumber(fields[2]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'last', ARGV[2])
 return 1
+"""
+
+# KEYS: failures    ARGV: window in seconds. A count kept longer than the window (no expiry,
+# or a longer one: only a Redis writer's hand makes either) is cut back to the window, so that
+# one write locks an account's codes out for a window at most, not for good. (``LT`` takes a
+# key without an expiry for one that never expires.)
+_FAILURES = """
+redis.call('EXPIRE', KEYS[1], ARGV[1], 'LT')
+return tonumber(redis.call('GET', KEYS[1])) or 0
 """
 
 # KEYS: failures    ARGV: window in seconds
@@ -76,6 +94,7 @@ class SecondFactorStore:
         self._enroll = client.register_script(_ENROLL)
         self._use_step = client.register_script(_USE_STEP)
         self._failed = client.register_script(_FAILED)
+        self._failures = client.register_script(_FAILURES)
 
     def _keys(self, account: str) -> list[str]:
         return [
@@ -111,9 +130,10 @@ class SecondFactorStore:
         one was accepted already (a replay, on this node or another) or the secret changed."""
         return bool(self._use_step(keys=[self._prefix + account], args=[sealed, str(step)]))
 
-    def failures(self, account: str) -> int:
-        """How many wrong codes the account sent in its current failure window."""
-        return int(self.client.get(self._failures_prefix + account) or 0)
+    def failures(self, account: str, window_seconds: int) -> int:
+        """How many wrong codes the account sent in its current failure window (at most
+        ``window_seconds`` long, whatever was written there)."""
+        return int(self._failures(keys=[self._failures_prefix + account], args=[str(window_seconds)]))
 
     def failed(self, account: str, window_seconds: int) -> int:
         """Count one more wrong code (the window starts at the first); the count."""
@@ -126,24 +146,31 @@ class SecondFactorStore:
         """Consume the recovery code whose digest is ``digest``: True once, False after."""
         return bool(self.client.srem(self._recovery_prefix + account, digest))
 
+    def drop_recovery(self, account: str, keep: Callable[[str], bool]) -> int:
+        """Remove the account's recovery digests that ``keep`` refuses; how many."""
+        key = self._recovery_prefix + account
+        members = [bytes(m).decode("utf-8", "replace") for m in self.client.smembers(key)]
+        dropped = [m for m in members if not keep(m)]
+        return int(self.client.srem(key, *dropped)) if dropped else 0
+
     def recovery_left(self, account: str) -> int:
         return int(self.client.scard(self._recovery_prefix + account))
 
-    def open_session(self, digest: str, account: str, key: str, sealed: bytes, seconds: int) -> None:
-        """Keep the session whose token has ``digest`` for ``seconds``: good for ``account``
-        sending with ``key`` while its sealed secret is still ``sealed``."""
+    def open_session(self, digest: str, fields: dict[str, bytes | str], seconds: int) -> None:
+        """Keep the session whose token has ``digest`` for ``seconds``: its ``fields`` (account,
+        key, secret, expires, mac: what vledger.ingest.second_factor checks)."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self._session_prefix + digest, mapping={"account": account, "key": key, "secret": sealed})
+        pipe.hset(self._session_prefix + digest, mapping=fields)
         pipe.expire(self._session_prefix + digest, seconds)
         pipe.execute()
 
-    def session_holds(self, digest: str, account: str, key: str, sealed: bytes) -> bool:
-        """Whether the session whose token has ``digest`` is open for ``account`` and ``key``
-        and was opened under the secret ``sealed`` (a reset since ends it)."""
-        fields = self.client.hmget(self._session_prefix + digest, ["account", "key", "secret"])
-        if any(field is None for field in fields):
-            return False
-        return (bytes(fields[0]), bytes(fields[1]), bytes(fields[2])) == (account.encode(), key.encode(), sealed)
+    def session(self, digest: str) -> dict[str, bytes] | None:
+        """The fields of the session whose token has ``digest``, None when none is kept (or
+        one lacks a field): checked by the caller, since anyone who writes Redis may write them."""
+        values = self.client.hmget(self._session_prefix + digest, SESSION_FIELDS)
+        if any(value is None for value in values):
+            return None
+        return {name: bytes(value) for name, value in zip(SESSION_FIELDS, values, strict=True)}
 
     def forget(self, account: str) -> bool:
         """Remove the account's second factor (the account was removed); whether it had one."""

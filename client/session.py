@@ -842,7 +842,7 @@ class Session(Reader):
         if not isinstance(raw, bytes):
             raise NoteKeyError(f"ledger {ledger!r} pins no checkpoint key and its home states none")
         log_key = home_key(self.config.name, ledger, raw)
-        outside = outside_witnesses(ledger, self.rules(ledger).rules)
+        outside = outside_witnesses(ledger, self.rules(ledger).rules, self.config.name)
         return ReceiptKeys(
             log_key, tuple(witness_keys(self.config).values()), witnesses, genesis, outside, admin_key=admin_key
         )
@@ -889,7 +889,7 @@ class Session(Reader):
         rules = self._pin_checkpoint_key(ledger, rules)
         genesis = rules.genesis_content(ledger, self.account, *self._request(request_id, ts))
         LedgerRules.from_genesis(genesis, self.config.settings.limits)  # refuse bad rules before the work
-        outside_witnesses(ledger, rules.rules)  # and outside witnesses the home would refuse (13.9)
+        outside_witnesses(ledger, rules.rules, self.config.name)  # and outside witnesses the home would refuse (13.9)
         entry = Entry.prepare(genesis, rules.difficulty, self.config.settings.limits)
         receipt = self._send("ledger.create", entry, self.ledger_node(ledger), keep_grants=keep_grants)
         self._rules[ledger] = rules

@@ -348,13 +348,17 @@ class RegistryAdmin:
             raise NoSuchAccountError(f"no account {account!r}")
         if held.role is not Role.ADMIN:
             raise BadRequestError(f"account {account!r} is not an admin: only admins have a second factor")
-        enrolled = self.factors.store.state(account) is not None
+        in_redis = self.factors.store.state(account) is not None
+        # The admin ledger's word too: a factor deleted from Redis (any ingest node's password)
+        # was enrolled again as a first one, with no reset on the ledger (outsider o16).
+        enrolled = in_redis or self.factors.enrolled(account)
         if command == "totp.enroll" and enrolled:
             raise AlreadyEnrolledError(f"account {account!r} has a second factor already: reset it instead")
         if command == "totp.reset" and not enrolled:
             raise NotEnrolledError(f"account {account!r} has no second factor to reset: enroll it instead")
         op = command.removeprefix("totp.")
-        enrollment = self.factors.enroll(account, ENROLL if op == "enroll" else RESET)
+        # A reset of a factor Redis lost puts a first one there: it is the ledger's reset all the same.
+        enrollment = self.factors.enroll(account, RESET if in_redis else ENROLL)
         height = self._record("totp", {"account": account, "op": op, "via": via}, author)
         return {
             "account": account,

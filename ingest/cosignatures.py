@@ -102,9 +102,14 @@ class KnownCosignatures:
         keys = self._outside_keys.get(ledger)
         if keys is None:
             try:
-                listed = outside_witnesses(ledger, self.store.rules(ledger).rules)
+                rules = self.store.rules(ledger).rules
             except VledgerError:
                 return ()  # no genesis here yet: asked again next time
+            try:
+                listed = outside_witnesses(ledger, rules, self.cluster)
+            except VledgerError as e:  # a chain may hold one (section 4 does not check it): none counts
+                log.warning("the genesis of %s lists outside witnesses that cannot be used: %s", ledger, e)
+                listed = None
             keys = self._outside_keys[ledger] = listed.keys if listed is not None else ()
         return keys
 

@@ -82,6 +82,7 @@ from ..node.errors import (
     BadEpochError,
     EquivocationError,
     FencedError,
+    HeldBackError,
     NoteError,
     RecordConflictError,
     RetiredKeyError,
@@ -93,6 +94,7 @@ from ..node.errors import (
     VledgerError,
 )
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain
+from ..node.ledger import LedgerRules
 from ..node.note import Note, origin_for, parse_checkpoint, parse_note
 from ..node.record import Record, RecordColumns, decode_record, record_of_checked, records_of_columns
 from ..node.store import KEPT_LEAVES, ChainStore, GrownTree, Receipt, grow_kept_by
@@ -108,6 +110,9 @@ NOT_RELAYED = 255  # the hop count given to what catch-up fetched: never republi
 MAX_REMEMBERED_ALERTS = 10_000  # findings already reported, not reported again
 MAX_SUSPECTS = 10_000  # dropped pending records kept per ledger, to name their source later
 MAX_WAITING_CHECKPOINTS = 1024  # verified checkpoints above the store's size kept per ledger
+# Records of a run held back (PROTOCOL 10.7) kept in memory, about 1 KiB each: past them the run
+# is verified and hashed as it comes, its rotations kept, and fetched again once released.
+MAX_HELD_RECORDS = 20_000
 CHAIN_FAULTS = frozenset(("bad_link", "height_gap"))  # a row that does not follow the one before it
 ANY_HEIGHT = 1 << 63
 # Who resolves an alert this follower raised (PROTOCOL 10.5): a refused record once the home's
@@ -118,6 +123,8 @@ ANY_HEIGHT = 1 << 63
 # verified checkpoint at or above it has the copy's root; evidence against the home
 # (equivocation), never: the operator's.
 BY_RECORD, BY_CHECKPOINT, BY_COPY, BY_OPERATOR = "record", "checkpoint", "copy", "operator"
+# A hold's alert (held_back, PROTOCOL 10.7): closed once the ledger is held back no more.
+BY_HOLD = "hold"
 OK, RETRY, BAD = "ok", "retry", "bad"  # what offering rows to the pending run came to
 # Kinds whose records change how the next checkpoint is checked (the key chain, 13.8; the
 # epochs, 10.9): a run holding one is never left in flight (a genesis neither: height 0).
@@ -206,6 +213,9 @@ class _Ledger:
     # (see page_check.Checked.subtrees): the tree grows by them instead of their leaves.
     subtrees: dict[int, bytes] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)  # where each pending record came from
+    # The pending run's genesis and checkpoint_key records, kept aside: the key chains walk
+    # these (Follower.key_records), never the whole run, which a hold may make long (10.7).
+    rotations: list[Record] = field(default_factory=list)
     hops: int = NOT_RELAYED  # the fewest hops among the pending records that came from a feed
     chain: ChainVerifier | None = None  # positioned after the last pending record
     # The runs being stored, oldest first, each standing on the one before: the pending run
@@ -225,6 +235,22 @@ class _Ledger:
     # ``quorum`` of them stand, nothing more is stored (Follower._held_back, PROTOCOL 10.7).
     ahead: dict[str, bytes] = field(default_factory=dict)
     quorum: int = 0
+    # While held: the tree of the stored records and the run (those kept and those passed over),
+    # and its root at each size of those notes it reached (Follower._held_back).
+    hold_tree: Frontier | None = None
+    hold_roots: dict[int, bytes] = field(default_factory=dict)
+    # Records of the held run verified past the pending ones (MAX_HELD_RECORDS), not kept: the
+    # run goes on after them (``chain``), and they are fetched again once it is released.
+    passed: int = 0
+    passed_sources: set[str] = field(default_factory=set)
+    # Rotations a released run held past what it kept, which the witnesses' notes proved: the
+    # key chain follows them until the run is fetched up to them again (Follower.key_records).
+    proven: list[Record] = field(default_factory=list)
+    served: int = -1  # the highest height a source gave that stood on the chain (what target() may claim)
+
+    def top(self, size: int) -> int:
+        """The last height of the pending run (with what a hold passed over) on ``size`` records."""
+        return size - 1 + len(self.pending) + self.passed
 
 
 class Follower:
@@ -253,6 +279,7 @@ class Follower:
         stopping: Callable[[], bool] = lambda: False,
         checker: PageChecker | None = None,
         witnessed: Callable[[Mapping[str, int]], Mapping[str, tuple[Mapping[str, bytes], int]] | None] | None = None,
+        max_held: int = MAX_HELD_RECORDS,
     ) -> None:
         self.name = name
         self.store = store
@@ -275,6 +302,7 @@ class Follower:
         # its witnesses cosigned last (witness -> note, each one's line verified, the log's
         # signature not) and how many witnesses make a quorum; None: unknown now (Redis down).
         self.witnessed = witnessed
+        self.max_held = max(max_held, 1)  # records of a held run kept in memory (see _pass_over)
         self._fetcher: ThreadPoolExecutor | None = None  # fetches the next catch-up page (made when first needed)
         self.ledgers: dict[str, _Ledger] = {}
         self.caught_up = False  # the start-up catch-up reached every checkpoint heard of
@@ -289,9 +317,21 @@ class Follower:
         """The highest height this follower knows the home placed (checkpointed, or held here)."""
         state = self.ledgers.get(ledger)
         checkpointed = state.best.height if state is not None and state.best is not None else -1
-        # A quorum of witnesses holds what their notes state, past a rotation this copy lacks.
-        witnessed = max((_claimed_height(note) for note in state.ahead.values()), default=-1) if state else -1
+        # A quorum of witnesses holds what their notes state, past a rotation this copy lacks; but
+        # their notes are read unchecked, so they claim no more than some source served (r21 F3:
+        # a note of size 2**40 said this copy lacked 1.1e12 records).
+        witnessed = min(self._witnessed_height(ledger), state.served) if state is not None else -1
         return max(checkpointed, witnessed, self._head(ledger))
+
+    def _witnessed_height(self, ledger: str) -> int:
+        """The largest height the notes holding ``ledger`` back claim (-1: not held back)."""
+        state = self.ledgers.get(ledger)
+        return max((_claimed_height(note) for note in state.ahead.values()), default=-1) if state else -1
+
+    def _goal(self, ledger: str) -> int:
+        """The height a catch-up fetches up to: the target, and while held back the notes'
+        (asking a source for more than it holds costs a page that comes back short)."""
+        return max(self.target(ledger), self._witnessed_height(ledger))
 
     def behind(self) -> dict[str, int]:
         """Per ledger, how many records this node lacks of the highest checkpoint, counted
@@ -325,7 +365,8 @@ class Follower:
         no earlier run is left to see it vouched for (outsider 25, H1)."""
         for key, height in alerts.items():
             if key.startswith(f"{self.name}|"):
-                self._open[key] = (max(height, self._open.get(key, (-1, ""))[0]), BY_COPY)
+                by = BY_HOLD if key.endswith(f"|{HeldBackError.code}") else BY_COPY
+                self._open[key] = (max(height, self._open.get(key, (-1, ""))[0]), by)
 
     # --- a store cut behind this follower's back ---------------------------------------
 
@@ -390,15 +431,21 @@ class Follower:
                 log.warning("%s: cannot ask %s for its checkpoints: %s", self.name, source.name, e)
         self.refresh_witnessed()  # before any record is stored: a copy put back may predate a rotation
         self.catch_up_all()
+        for ledger, state in self.ledgers.items():
+            if not state.ahead:
+                self._hold_ended(ledger)  # an earlier run's hold (carry_over)
         self.caught_up = True
         log.info("%s: caught up: %s", self.name, self._summary())
 
     def refresh_witnessed(self, *, unsettled_only: bool = False) -> None:
         """Read, through the ``witnessed`` hook, what the cluster's witnesses cosigned last of each
-        ledger held whose key may rotate (13.8): when a quorum of those notes are of sizes above
-        what this copy holds and signed by a key its key chain does not know (a rotation it does
-        not hold names it), it stores nothing more of the ledger until its pending run holds that
-        rotation and one of those notes verifies (:meth:`_held_back`). Called at start, and by the
+        ledger whose key may rotate (13.8), or whose genesis this copy does not hold yet (an empty
+        copy, new or wiped, would take the retired key's fork too: review r21 F2): when a quorum
+        of those notes are of sizes above what this copy holds and signed by a key its key chain
+        does not know (a rotation it does not hold names it), it stores nothing more of the ledger
+        until fewer than a quorum stand against its pending run: they verify along the rotation it
+        brought, or are of its tree (:meth:`_held_back`); a ledger held back is judged again
+        against the notes read now (released if they are gone). Called at start, and by the
         replica every few moments with ``unsettled_only``: then only for the ledgers with records
         pending, behind a target or held back (a current copy holds every rotation it heard of,
         and reading every ledger's notes each second cost Redis as many keys as witnesses). A
@@ -410,8 +457,7 @@ class Follower:
             for ledger, state in sorted(self.ledgers.items())
             if state.fault is None
             and (not unsettled_only or state.pending or state.ahead or self._head(ledger) < self.target(ledger))
-            and self.store.size(ledger) > 0
-            and self._may_rotate(ledger)
+            and self._may_rotate(ledger)  # one not held yet too: a copy started empty is before every rotation
         }
         found = self.witnessed(held) if held else None
         if found is None:
@@ -419,6 +465,15 @@ class Follower:
         for ledger, size in held.items():
             state = self._state(ledger)
             notes, state.quorum = found.get(ledger, ({}, 0))
+            if state.ahead:
+                # Held back: the run is judged again against the notes read now (_held_back), and
+                # released there, each note that verifies now a checkpoint to store it under.
+                state.ahead = {witness: note for witness, note in notes.items() if (_claimed_size(note) or 0) > size}
+                if state.ahead and state.quorum > 0:
+                    self._flush(ledger)
+                else:
+                    self._release(ledger, state, self._size(ledger), {})
+                continue
             ahead = {witness: note for witness, note in notes.items() if self._beyond_keys(ledger, note, size)}
             if 0 < state.quorum <= len(ahead) and not state.ahead:
                 log.warning(
@@ -434,8 +489,8 @@ class Follower:
 
     def catch_up_all(self) -> None:
         for ledger in sorted(self.ledgers):
-            if self._head(ledger) < self.target(ledger):
-                self.catch_up(ledger, self.target(ledger) + 1)
+            if self._head(ledger) < self._goal(ledger):
+                self.catch_up(ledger, self._goal(ledger) + 1)
 
     def catch_up_overdue(self, owed: Mapping[str, int]) -> dict[str, int]:
         """The safety net beside a live feed, called every few moments: fetch each ledger up
@@ -453,12 +508,12 @@ class Follower:
         before: the feed is not keeping up with it (its queue drops), and the stream's pages
         cost less a record than the feed's messages."""
         for ledger in sorted(self.ledgers):
-            target = self.target(ledger)
-            received = self._head(ledger) + len(self.ledgers[ledger].pending)
+            target = self._goal(ledger)
+            received = self.ledgers[ledger].top(self._size(ledger))
             stop = target if target - received >= self.batch else min(owed.get(ledger, -1), target)
             if self._head(ledger) < stop:
                 self.catch_up(ledger, stop + 1)
-        return {ledger: self.target(ledger) for ledger in self.ledgers}
+        return {ledger: self._goal(ledger) for ledger in self.ledgers}
 
     def catch_up(self, ledger: str, stop: int) -> bool:
         """Fetch ``ledger`` from the sources in turn until it holds every height below ``stop``.
@@ -482,7 +537,7 @@ class Follower:
             following: _Following | None = None
             try:
                 with _CyclicGcPaused() as collector:  # see _CyclicGcPaused
-                    while (start := self._head(ledger) + 1 + len(state.pending)) < stop and not self.stopping():
+                    while (start := state.top(self._size(ledger)) + 1) < stop and not self.stopping():
                         collector.between_pages()
                         taken = ahead.popleft().result() if ahead else None
                         if taken is None:
@@ -520,6 +575,8 @@ class Follower:
             self._settle(ledger)  # stored (or failed, then asked again) before the next source
             if self._head(ledger) + 1 >= stop:
                 return True
+        if state.ahead and not self.stopping():
+            self._held_back_alert(ledger)
         if self._head(ledger) + 1 < stop:
             log.info(
                 "%s: %s stays at %d: no checkpoint covers height %d yet",
@@ -705,7 +762,7 @@ class Follower:
                     continue
                 self._offer(ledger, run, sender, hops)
                 run = []
-            top = self._head(ledger) + len(state.pending)
+            top = state.top(self._size(ledger))
             if record.height <= self._head(ledger):
                 self._check_duplicate(state, record)
             elif record.height <= top:
@@ -758,7 +815,7 @@ class Follower:
                 return False
             except UnverifiedNoteError as e:
                 claimed = _claimed_height(note)
-                if claimed > self._head(ledger) + len(state.pending) and self._may_be_rotated(ledger, note):
+                if claimed > state.top(self._size(ledger)) and self._may_be_rotated(ledger, note):
                     # Perhaps a key a rotation this copy does not hold yet names (13.8): the
                     # records up to it are fetched (each verified), and its next heartbeat is
                     # checked again. Nothing is stored under it meanwhile.
@@ -1066,11 +1123,11 @@ class Follower:
         state = self._state(ledger)
         leaves = checked.leaves if checked is not None else []
         passed = len(leaves)
-        top = self._head(ledger) + len(state.pending)  # grows by one with each row taken below
+        top = state.top(self._size(ledger))  # grows by one with each row taken below
         begin = 0
         if checked is not None and passed:
             begin = self._take_checked(ledger, state, rows, checked, top, source, hops)
-            top = self._head(ledger) + len(state.pending)
+            top = state.top(self._size(ledger))
         for index in range(begin, len(rows)):
             height, data = rows[index]
             if height <= top:
@@ -1107,11 +1164,14 @@ class Follower:
                 return BAD
             state.chain = chain
             state.pending.append(record)
+            if height == 0 or record.content.kind == ROTATION_KIND:
+                state.rotations.append(record)
             state.data.append(data)
             state.leaves.append(leaf if leaf is not None else leaf_hash(data))
             state.sources.append(source)
             state.hops = min(state.hops, hops)
             top += 1
+        state.served = max(state.served, top)
         dropped = self._flush(ledger)
         if source in dropped:
             return BAD  # the home's checkpoint contradicts what this source gave: ask the next one
@@ -1185,10 +1245,31 @@ class Follower:
         state = self.ledgers.get(ledger)
         return [] if state is None else list(state.pending)
 
+    def key_records(self, ledger: str) -> list[Record]:
+        """Of the pending records, those a key chain follows (KeyChains.pending): the genesis
+        and the ``checkpoint_key`` records. Walking the whole run instead cost each note checked
+        while a run is held back (10.7) a pass over it: quadratic in the run (review r21 F5)."""
+        state = self.ledgers.get(ledger)
+        if state is None:
+            return []
+        if not state.proven:
+            return list(state.rotations)
+        # Those a released run passed over (see _release) until it is fetched up to them again.
+        top = state.top(self._size(ledger))
+        return [*state.rotations, *(record for record in state.proven if record.height > top)]
+
     def _check_rotation(self, ledger: str, record: Record) -> None:
         """A ``checkpoint_key`` record must be a valid rotation of the key chain held so far
         (13.8); raises RotationError [bad_rotation] otherwise, StandbyRotationError
         [standby_rotation] on a ledger whose genesis pins a standby key (10.9)."""
+        proven = next((r for r in self._state(ledger).proven if r.height == record.height), None)
+        if proven is not None:
+            # The key chain follows it already (key_records): the run must bring that very one.
+            if proven.encode() != record.encode():
+                raise RotationError(
+                    "not the rotation the witnesses' notes proved at this height", ledger=ledger, height=record.height
+                )
+            return
         chained = self._chained()
         if chained is not None:
             chain = chained.chain_of(ledger)
@@ -1229,7 +1310,7 @@ class Follower:
         for size in [size for size in state.waiting if size <= base]:
             del state.waiting[size]
             state.heard_from.pop(size, None)
-        if not state.pending:
+        if not state.pending and not state.ahead:
             return set()
         if state.ahead:
             held = self._held_back(ledger, state, base)
@@ -1289,6 +1370,10 @@ class Follower:
         if not self._make_room(ledger):
             return set()
         records, state.pending = state.pending[:count], state.pending[count:]
+        if state.rotations:
+            state.rotations = [record for record in state.rotations if record.height >= covered.size]
+        if state.proven:
+            state.proven = [record for record in state.proven if record.height >= covered.size]
         data, state.data = state.data[:count], state.data[count:]
         leaves, state.leaves = state.leaves[:count], state.leaves[count:]
         sources, state.sources = state.sources[:count], state.sources[count:]
@@ -1335,27 +1420,109 @@ class Follower:
     def _held_back(self, ledger: str, state: _Ledger, base: int) -> set[str] | None:
         """Whether the pending run waits for a rotation it does not hold yet (None: it does not):
         a quorum of the witnesses' notes (``state.ahead``, :meth:`refresh_witnessed`) are still
-        signed by a key the key chain with the pending run does not name. Meanwhile a checkpoint
-        the old key signs verifies here, also one past the rotation (a home put back from a copy
-        older than its ``rotate-key`` signs its fork so) and would store the fork: nothing is
-        stored. A run that reaches the sizes of a quorum of those notes without the rotation is
-        not their chain: it is dropped as :meth:`_flush` drops a contradicted one (its sources
-        returned), else it would wait for ever on a fork longer than the true chain.
+        signed by a key the key chain with the pending run does not name, and are not of a tree
+        this run has. Meanwhile a checkpoint the old key signs verifies here, also one past the
+        rotation (a home put back from a copy older than its ``rotate-key`` signs its fork so)
+        and would store the fork: nothing is stored.
+
+        The run's tree is compared with each note it reaches: one of its root there is the
+        witnesses' word for this run (review r21 F3: their notes are read unchecked, so a quorum
+        of witness keys alone held an honest run back, or had it dropped, by a note of a key
+        nobody holds). A run that reaches a quorum of notes whose root it has not is not their
+        chain: it is dropped as :meth:`_flush` drops a contradicted one (its sources returned),
+        else it would wait for ever on a fork longer than the true chain. A run kept waiting
+        past MAX_HELD_RECORDS is passed over rather than kept (:meth:`_pass_over`).
 
         Once the run holds the rotation, those notes verify: each waits like any checkpoint (its
         home's line alone), to store the run once its tree has their root; the checkpoints waiting
         are checked again along the chain (the retired key's past its rotation is evidence, 13.8)."""
+        tree = self._hold_tree(ledger, state, base)
         still = {witness: note for witness, note in state.ahead.items() if self._beyond_keys(ledger, note, base)}
-        if len(still) >= state.quorum:
+        against = differs = 0
+        for note in still.values():
+            claimed = _claimed_tree(note)
+            if claimed is None or claimed[0] > tree.size:
+                against += 1  # not reached yet
+            elif state.hold_roots.get(claimed[0]) != claimed[1]:
+                against += 1  # a root not noted (a note changed to a size passed) is none of this run's either
+                differs += 1
+        if against >= state.quorum:
             state.ahead = still
-            top = base + len(state.pending)
-            if sum(1 for note in still.values() if (_claimed_size(note) or 0) <= top) < state.quorum:
+            if differs < state.quorum:
+                self._pass_over(state)
                 return set()
-            dropped = set(state.sources)
+            dropped = set(state.sources) | state.passed_sources
             self._drop_pending(state, suspect=True)  # told once the true records are stored
             return dropped
+        self._release(ledger, state, base, still)
+        return None
+
+    def _hold_tree(self, ledger: str, state: _Ledger, base: int) -> Frontier:
+        """The tree of the stored records and the held run, grown by the pending records it has
+        not taken yet, its root noted at each size of the notes holding the run back that it
+        passes: a few hashes a record, once (the run's tree at the notes' sizes, grown afresh at
+        each flush, cost a pass over the run each time)."""
+        tree = state.hold_tree
+        if tree is None:
+            if state.storing:
+                tree = state.storing[-1].frontier.copy()
+            else:
+                tree = self.store.frontier(ledger) if base else Frontier()
+            state.hold_tree = tree
+            state.hold_roots.clear()
+        start = tree.size - base - state.passed  # the first pending record it lacks
+        if start < len(state.pending):
+            sizes = sorted({size for note in state.ahead.values() if (size := _claimed_size(note)) is not None})
+            end = base + state.passed + len(state.pending)
+            for size in [*(size for size in sizes if tree.size < size <= end), end]:
+                tree.grow(state.leaves[tree.size - base - state.passed : size - base - state.passed])
+                if size in sizes:
+                    state.hold_roots[size] = tree.root()
+        return tree
+
+    def _pass_over(self, state: _Ledger) -> None:
+        """Keep at most ``max_held`` records of a held run (about 1 KiB each in memory): those past
+        it are verified (its chain goes on after them), their tree grown and rotations kept, and
+        are forgotten; fetched again once the run is released (review r21 F5: a fresh copy of a
+        ledger of a million records rotated near its head held a gigabyte). The records taken
+        after them (``pending[max_held:]``) stand at heights ``passed`` above their index."""
+        keep = self.max_held
+        if len(state.pending) <= keep:
+            return
+        state.passed += len(state.pending) - keep
+        state.passed_sources.update(state.sources[keep:])
+        del state.pending[keep:], state.data[keep:], state.leaves[keep:], state.sources[keep:]
+        state.subtrees.clear()  # the run's tree is grown from its leaves once released
+
+    def _release(self, ledger: str, state: _Ledger, base: int, still: Mapping[str, bytes]) -> None:
+        """The hold ends: fewer than a quorum of the notes stand against the run. The notes that
+        verify now wait as checkpoints (their home line alone), those waiting are checked again
+        along the key chain the run brings. Records passed over are fetched again from the last
+        one kept: their rotations stay in the key chain (``state.proven``) if a quorum of the
+        notes proved the run (verified, or its root), so a fork of the retired key fetched
+        meanwhile is refused as before."""
         proven = {witness: note for witness, note in state.ahead.items() if witness not in still}
+        by_proof = len(state.ahead) - len(still) + self._matched(state, still) >= state.quorum
         state.ahead = {}
+        if state.passed:
+            # Those taken after the ones passed over go too: all is fetched again after the kept.
+            del state.pending[self.max_held :], state.data[self.max_held :]
+            del state.leaves[self.max_held :], state.sources[self.max_held :]
+            state.subtrees.clear()
+            kept = base + len(state.pending)  # the height after the last record kept
+            passed = [record for record in state.rotations if record.height >= kept]
+            state.rotations = [record for record in state.rotations if record.height < kept]
+            if by_proof:
+                state.proven = sorted([*state.proven, *passed], key=lambda record: record.height)
+            state.chain = None
+            if state.pending:
+                last, rules = state.pending[-1], self._chain_rules(ledger, state)
+                state.chain = ChainVerifier.after(ledger, last.height, last.link, rules, PROTOCOL_LIMITS)
+            state.passed = 0
+            state.passed_sources.clear()
+        state.hold_tree = None
+        state.hold_roots.clear()
+        self._hold_ended(ledger)
         for size, waiting in list(state.waiting.items()):
             try:
                 self.keys.check(ledger, waiting.note)
@@ -1377,7 +1544,55 @@ class Follower:
             if checkpoint.size > base and checkpoint.size not in state.waiting:
                 state.waiting[checkpoint.size] = checkpoint
                 state.heard_from[checkpoint.size] = witness
-        return None
+
+    def _matched(self, state: _Ledger, notes: Mapping[str, bytes]) -> int:
+        """How many of ``notes`` are of a tree the held run has (its root at their size)."""
+        return sum(
+            1
+            for note in notes.values()
+            if (claimed := _claimed_tree(note)) is not None and state.hold_roots.get(claimed[0]) == claimed[1]
+        )
+
+    def _chain_rules(self, ledger: str, state: _Ledger) -> LedgerRules:
+        """The ledger's rules for the pending run: its genesis's when it holds it, else the store's."""
+        if state.pending and state.pending[0].height == 0:
+            return LedgerRules.from_genesis(state.pending[0].content, PROTOCOL_LIMITS)
+        return self.store.rules(ledger)
+
+    def _hold_ended(self, ledger: str) -> None:
+        """Close this ledger's held_back alert (raised again if it is held back again)."""
+        self._alerted = {key for key in self._alerted if not (key[0] == ledger and key[2] == HeldBackError.code)}
+        self._resolve(ledger, BY_HOLD, ANY_HEIGHT)
+
+    def _held_back_alert(self, ledger: str) -> None:
+        """Every source was asked and the run is still held back: say so (the notes kept in the
+        alert), so that a quorum of witness keys holding a follower back is seen, whoever is
+        wrong (review r21 F3). Once a catch-up, at the height the run reached."""
+        state = self._state(ledger)
+        top = state.top(self._size(ledger))
+        largest = max(state.ahead.values(), key=lambda note: _claimed_size(note) or 0)
+        claimed = _claimed_tree(largest)
+        size, root = claimed if claimed is not None else (0, b"")
+        found = state.hold_roots.get(size)
+        error = HeldBackError(
+            f"{self.name}: {len(state.ahead)} of the other witnesses ({', '.join(sorted(state.ahead))}; a quorum is "
+            f"{state.quorum}) cosigned ledger {ledger!r} up to size {size} with a key its key chain does not know, "
+            f"and its sources gave it {top + 1} records without the rotation that names that key"
+            + ("" if found is None else ", whose tree at that size has another root")
+            + ": it stores none of them until it holds that rotation or the witnesses' notes change",
+            ledger=ledger,
+            height=top,
+        )
+        self._alert(
+            ledger,
+            max(top, 0),
+            error,
+            self.name,
+            b"",
+            expected=root.hex(),
+            found="" if found is None else found.hex(),
+            resolved_by=BY_HOLD,
+        )
 
     def _judge_stored(self, ledger: str, contradicted: list[SignedCheckpoint]) -> None:
         """Judge ``contradicted``, checkpoints inside the run just handed over whose root its tree
@@ -1472,6 +1687,10 @@ class Follower:
                 if len(state.suspects) < MAX_SUSPECTS:
                     state.suspects[record.height] = (record.link, source, data)
         state.pending, state.data, state.leaves, state.sources = [], [], [], []
+        state.rotations = []
+        state.hold_tree, state.passed = None, 0
+        state.hold_roots.clear()
+        state.passed_sources.clear()
         state.subtrees.clear()
         state.chain, state.hops = None, NOT_RELAYED
 
@@ -1708,6 +1927,15 @@ def _home_lines(data: bytes, origin: str) -> bytes:
 
 def _size_of(checkpoint: SignedCheckpoint) -> int:
     return checkpoint.size
+
+
+def _claimed_tree(note: bytes) -> tuple[int, bytes] | None:
+    """The size and root a checkpoint note states, read without checking it; None if unreadable."""
+    try:
+        checkpoint = parse_checkpoint(parse_note(note).text)
+    except NoteError:
+        return None
+    return checkpoint.size, checkpoint.root
 
 
 def _claimed_height(note: bytes) -> int:

@@ -86,7 +86,8 @@ class KeyChains:
     does not hold yet (None: none known). ``pending(ledger)`` gives records a follower holds
     above its store, verified as the chain's next but not stored yet: a rotation among them
     is followed too (it must still be valid), so a checkpoint that the new key signed over
-    them can be checked before they are stored.
+    them can be checked before they are stored. Only a genesis and the rotations among them
+    matter: a follower gives those alone (Follower.key_records), whatever the run's length.
     """
 
     def __init__(

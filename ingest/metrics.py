@@ -347,7 +347,7 @@ def store_collector(
 
 def alerts_collector(replication: ReplicationLedger) -> Callable[[], Iterable[Any]]:
     def collect() -> Iterator[Any]:
-        yield GaugeMetricFamily("vledger_alerts_open", "alerts not resolved", value=len(replication.open_alerts()))
+        yield GaugeMetricFamily("vledger_alerts_open", "alerts not resolved", value=len(replication.open_entries()))
 
     return collect
 

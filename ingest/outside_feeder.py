@@ -98,10 +98,12 @@ class WitnessFeeder:
         settings: ReplicationSettings,
         on_alert: Callable[[Alert], None],
         *,
+        cluster: str,
         post: Post = post_add_checkpoint,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.home = home
+        self.cluster = cluster  # its witnesses' names are no outside witness's (13.9)
         self.store = store
         self.latest = latest
         self.urls = dict(urls)
@@ -188,7 +190,7 @@ class WitnessFeeder:
             if ledger in self._outside:
                 return self._outside[ledger]
         try:
-            found = outside_witnesses(ledger, self.store.rules(ledger).rules)
+            found = outside_witnesses(ledger, self.store.rules(ledger).rules, self.cluster)
         except VledgerError as e:  # the genesis was checked when stored: a ledger from before the rule
             log.error("witness feeder: %s lists no usable outside witnesses: %s", ledger, e)
             found = None

@@ -413,7 +413,7 @@ def _run_follower(
             histories=lambda: runtime.gates.histories,
         ),
     )
-    chains.pending = follower.pending  # a rotation not stored yet names the key of the checkpoint over it
+    chains.pending = follower.key_records  # a rotation not stored yet names the key of the checkpoint over it
     earlier = own_open_alerts_of(replication, name)
     follower.carry_over(own_copy_alerts(name, earlier))
     witness.carry_over(earlier)

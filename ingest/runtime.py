@@ -171,6 +171,33 @@ def unbacked_alerts(node: str, replication: ReplicationLedger) -> Callable[[list
     return report
 
 
+SECOND_FACTOR_MISSING = "second_factor_missing"  # an enrolled admin's factor gone from Redis (10.5)
+
+
+def missing_factor_alerts(node: str, replication: ReplicationLedger) -> Callable[[list[str]], None]:
+    """What node ``node`` does with the accounts the admin ledger records as enrolled whose
+    second factor Redis lacks (someone who writes Redis deleted it: their admin commands are
+    refused meanwhile, ingest/second_factor.py): raise ``second_factor_missing`` on the admin
+    ledger naming them, or resolve it once each was found again (``[]``). Redis down costs
+    the alert (the node's log keeps the finding)."""
+
+    def report(missing: list[str]) -> None:
+        try:
+            if not missing:
+                replication.resolve_node(node, ADMIN_LEDGER, [SECOND_FACTOR_MISSING])
+                return
+            detail = (
+                f"the admin ledger records a second factor for {', '.join(missing)}, which Redis lacks: "
+                "their admin commands are refused until an admin resets it (vledger admin totp reset) "
+                "or a host enrolls it again (vledger admin bootstrap --totp)"
+            )
+            replication.alert(Alert(node, ADMIN_LEDGER, 0, SECOND_FACTOR_MISSING, detail, source="redis"))
+        except REDIS_ERRORS as e:
+            log.error("node %s: second_factor_missing for %s not recorded in Redis (%s)", node, missing, e)
+
+    return report
+
+
 REDIS_LOST = "redis_lost"  # the alert of what Redis lost while the admin home ran (10.5)
 
 

@@ -15,13 +15,22 @@ sends six). Only its SHA-256 is kept, in Redis, so every ingest node checks it; 
 the key, so anyone else who saw it (a node) cannot send it as the admin without the admin's
 key too, which a code guards against already; it opens no other session, so one code never
 buys more than its two minutes; and a reset of the account's second factor ends it.
+
+Any ingest node's Redis password writes the ``{totp}`` keys (outsider o16), so a node trusts
+none of them on Redis's word: a session and a recovery code count only with an HMAC under a
+key derived from the host's second-factor key (vledger.node.totp.mac_key), a sealed secret
+only if it opens for its account; and an account the admin ledger records as enrolled but
+whose factor Redis lacks is refused (and ``second_factor_missing`` raised), never let in as
+one without a factor.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..broker.seal_keys import read_seal_key
@@ -51,12 +60,23 @@ class SecondFactors:
         production: bool,
         issuer: str,
         clock: Callable[[], float] = time.time,
+        enrolled: Callable[[str], bool] = lambda account: False,
+        on_missing: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.store = store
         self.key = key  # None: this node holds no second-factor key and can check no code
+        self._mac = totp.mac_key(key) if key is not None else None
         self.production = production
         self.issuer = issuer
         self.clock = clock
+        # Whether the admin ledger (as this node proved it) records the account as enrolled: Redis
+        # alone said so, and any ingest node's password deletes an account's factor there.
+        self.enrolled = enrolled
+        # Told the accounts enrolled on the admin ledger whose factor Redis lacks (a node raises
+        # second_factor_missing), and [] once each was seen there again.
+        self.on_missing = on_missing
+        self._missing: set[str] = set()
+        self._missing_lock = threading.Lock()
 
     def check(self, account: str, otp: str | None, key: str = "") -> None:
         """Let ``account``, sending with CURVE key ``key``, go on, or raise
@@ -65,6 +85,12 @@ class SecondFactors:
         refused from then on, on every node. A session token is good until it expires, for
         the account and key that opened it."""
         state = self.store.state(account)
+        if state is None and self.enrolled(account):
+            self._missing_now(account, True)
+            log.error("second factor refused: account %s is enrolled on the admin ledger, not in Redis", account)
+            raise SecondFactorRequiredError(REQUIRED) if otp is None else BadSecondFactorError(BAD)
+        if state is not None and self._missing:
+            self._missing_now(account, False)
         if otp is None:
             if self.production or state is not None:
                 raise SecondFactorRequiredError(REQUIRED)
@@ -74,12 +100,12 @@ class SecondFactors:
             raise BadSecondFactorError(BAD)
         sealed, last = state
         if totp.is_session(otp):
-            if not key or not self.store.session_holds(totp.session_digest(otp), account, key, sealed):
+            if not key or not self._session_holds(totp.session_digest(otp), account, key, sealed):
                 log.info("second factor refused: account %s sent an unknown, expired or foreign session", account)
                 raise BadSecondFactorError(BAD)
             return
         if totp.is_code(otp):
-            if self.store.failures(account) >= totp.MAX_CODE_FAILURES:
+            if self.store.failures(account, totp.FAILURE_WINDOW_SECONDS) >= totp.MAX_CODE_FAILURES:
                 log.warning("second factor refused: account %s sent too many wrong codes; waiting", account)
                 raise BadSecondFactorError(BAD)
             step = totp.matching_step(self._secret(account, sealed), otp, self.clock(), after=last)
@@ -90,7 +116,7 @@ class SecondFactors:
             self.store.succeeded(account)
             return
         try:
-            digest = totp.recovery_digest(account, otp)
+            digest = totp.recovery_digest(self._mac_key(account), account, otp)
         except ValueError:
             raise BadSecondFactorError(BAD) from None
         if not self.store.use_recovery(account, digest):
@@ -108,10 +134,67 @@ class SecondFactors:
         state = self.store.state(account)
         if totp.is_session(otp) or state is None:
             raise BadSecondFactorError(BAD)
-        token = totp.new_session()
-        self.store.open_session(totp.session_digest(token), account, key, state[0], totp.SESSION_SECONDS)
+        token, sealed = totp.new_session(), state[0]
+        digest, expires = totp.session_digest(token), int(self.clock() * 1000) + totp.SESSION_SECONDS * 1000
+        mac = totp.session_mac(self._mac_key(account), digest, account, key, expires, sealed)
+        fields: dict[str, bytes | str] = {
+            "account": account,
+            "key": key,
+            "secret": sealed,
+            "expires": str(expires),
+            "mac": mac,
+        }
+        self.store.open_session(digest, fields, totp.SESSION_SECONDS)
         log.info("account %s opened a second-factor session for %d s", account, totp.SESSION_SECONDS)
         return {"session": token, "expires_ms": totp.SESSION_SECONDS * 1000}
+
+    def drop_old_recovery_codes(self, accounts: Iterable[str]) -> dict[str, int]:
+        """Remove the recovery digests of the older form (a plain SHA-256) of ``accounts``, which
+        no node accepts since any Redis writer could make one (outsider o16), saying so in the
+        log: their owners get new codes with a reset. Account -> how many, where any."""
+        dropped = {}
+        for account in accounts:
+            count = self.store.drop_recovery(account, totp.is_recovery_digest)
+            if count:
+                dropped[account] = count
+                log.warning(
+                    "account %s: %d recovery code(s) of an older form dropped; no node accepts them: "
+                    "reset its second factor for new ones (vledger admin totp reset)",
+                    account,
+                    count,
+                )
+        return dropped
+
+    def _session_holds(self, digest: str, account: str, key: str, sealed: bytes) -> bool:
+        """Whether the session of ``digest`` is one a node opened for ``account`` and ``key``
+        under the secret ``sealed`` (a reset since ends it), and has not expired: its MAC says
+        so, whatever Redis's expiry (a Redis writer may lengthen that)."""
+        fields = self.store.session(digest)
+        if fields is None:
+            return False
+        self._secret(account, sealed)  # a secret moved here from another account does not open
+        try:
+            expires = int(fields["expires"])
+        except ValueError:
+            return False
+        mac = totp.session_mac(self._mac_key(account), digest, account, key, expires, sealed)
+        held = (fields["account"], fields["key"], fields["secret"]) == (account.encode(), key.encode(), sealed)
+        return held and hmac.compare_digest(fields["mac"], mac.encode()) and self.clock() * 1000 < expires
+
+    def _mac_key(self, account: str) -> bytes:
+        if self._mac is None:
+            log.error("account %s sent a second factor, but this node holds no second-factor key", account)
+            raise BadSecondFactorError(BAD)
+        return self._mac
+
+    def _missing_now(self, account: str, missing: bool) -> None:
+        """Note whether ``account``'s factor is missing from Redis; tell ``on_missing`` of a change."""
+        # Told under the lock: two threads' raise and resolve reach Redis in the order they happened.
+        with self._missing_lock:
+            before = set(self._missing)
+            (self._missing.add if missing else self._missing.discard)(account)
+            if self._missing != before and self.on_missing is not None:
+                self.on_missing(sorted(self._missing))
 
     def _secret(self, account: str, sealed: bytes) -> str:
         if self.key is None:
@@ -129,7 +212,7 @@ class SecondFactors:
         AlreadyEnrolledError / NotEnrolledError, or BadRequestError without a key."""
         if self.key is None:
             raise BadRequestError("this node holds no second-factor key (vledger keygen --cluster makes one)")
-        enrollment = totp.new_enrollment(account, self.issuer)
+        enrollment = totp.new_enrollment(account, self.issuer, self._mac_key(account))
         sealed = totp.seal_secret(self.key, account, enrollment.secret)
         self.store.enroll(account, sealed, enrollment.recovery_digests, mode)
         log.info("account %s: second factor %s", account, "enrolled" if mode != "reset" else "reset")

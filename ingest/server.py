@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import __version__
-from ..broker.accounts import AccountCache
+from ..broker.accounts import AccountCache, Role
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert, store_damaged_alert
 from ..broker.signing import (
     admin_checkpoint_key,
@@ -50,7 +50,7 @@ from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, counter_collector, gauge_collector, redis_check, store_collector
 from .outbox_process import OutboxProcess
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
-from .runtime import NodeRuntime, redis_lost_alert, store_options
+from .runtime import NodeRuntime, missing_factor_alerts, redis_lost_alert, store_options
 from .second_factor import cluster_second_factors
 from .service import IngestService
 from .standby import StandbyFollow, standby_report
@@ -132,6 +132,10 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     cache = runtime.account_cache(
         registry, StoreAdminSource(store) if homes_admin else runtime.signed_admin(registry), replication
     )
+    # Whether an admin is enrolled is the admin ledger's word, not Redis's: any ingest node's
+    # password deletes a factor there (outsider o16).
+    factors.enrolled = cache.second_factor_enrolled
+    factors.on_missing = missing_factor_alerts(name, replication)
     # A store that no longer holds a checkpoint this home signed is refused writes, ledger by
     # ledger, and said so at once: it is never "fixed" by signing what it holds now.
     # So is one that does not hold a checkpoint it signed that Redis still has (its latest, and
@@ -191,6 +195,11 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-admin")
     runtime.closing(lambda: executor.shutdown(wait=True))
     runtime.started(cache)
+    if homes_admin:
+        try:  # once: the older recovery digests are of a running cluster before this version
+            factors.drop_old_recovery_codes(a.name for a in cache.snapshot.accounts.values() if a.role is Role.ADMIN)
+        except REDIS_ERRORS as e:
+            log.warning("ingest node %s: older recovery codes not looked for, Redis unavailable (%s)", name, e)
     # Only once the cache started: it loads the key rotations, and a witness's rotated key
     # (witness_keys_now) may be what cosigned the note proving this home was replaced.
     homes.refresh()
@@ -257,6 +266,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             replication,
             config.replication,
             on_alert=lambda alert: raise_alert(replication, alert),
+            cluster=config.name,
         )
     )
     metrics = NodeMetrics(node)

@@ -116,6 +116,10 @@ class ReplicaWaiter(Protocol):
 
     def wait(self, receipt: Receipt, replicas: int, timeout_ms: int) -> Future[tuple[Receipt, list[str]]]: ...
 
+    def never_met(self, replicas: int) -> str | None:
+        """Why ``replicas`` witnesses can never cosign here (too few count), or None."""
+        ...
+
 
 class CheckpointServer(Protocol):
     """The checkpoints a node serves beside its records (docs/PROTOCOL.md section 10.7)."""
@@ -653,6 +657,9 @@ class IngestService:
             raise refusal
         if replicas > 0 and watch is None:
             raise BadRequestError("this node does not track replication: a put here takes no w")
+        never = watch.never_met(replicas) if replicas > 0 and watch is not None else None
+        if never is not None:
+            raise BadRequestError(f"{never}: the record is not written")
         if wake:
             durable: Future[Any] = self.store.submit_entry(entry, wake=True)
             receipt_of: Callable[[Any], Receipt] = _as_receipt

@@ -136,6 +136,20 @@ class CosignatureWatch(Worker):
             self._settle(ledger)
         return future
 
+    def never_met(self, replicas: int) -> str | None:
+        """Why a write concern of ``replicas`` can never be met here, or None when it can: more
+        than the witnesses that count (replicas other than the home, one a key). A put asking
+        for it is refused before it is written (outsider o15 #3: it was written, then answered
+        replication_timeout after write_timeout_ms)."""
+        histories = self.histories() if self.histories is not None else {}
+        countable = len({self._current_key(name, histories) for name in self.witnesses if name not in self.ignored})
+        if replicas <= countable:
+            return None
+        return (
+            f"w={replicas} can never be met here: only {countable} witnesses count for w "
+            "(replicas other than the home; observers cosign but are not counted)"
+        )
+
     def _stopped(self) -> None:
         with self._lock:
             for ledger in self._ledgers.values():
@@ -318,20 +332,14 @@ class CosignatureWatch(Worker):
     def _fail(self, waiter: _Waiter, holders: list[str] | None = None) -> None:
         receipt = waiter.receipt
         holders = holders or []
-        histories = self.histories() if self.histories is not None else {}
-        countable = len({self._current_key(name, histories) for name in self.witnesses if name not in self.ignored})
-        # "2 of the 5 asked for" reads as two slow witnesses; with three replicas it never could be 5.
-        never = (
-            f"; w={waiter.replicas} can never be met here: only {countable} witnesses count for w "
-            "(replicas other than the home; observers cosign but are not counted)"
-            if waiter.replicas > countable
-            else ""
-        )
+        # "2 of the 5 asked for" reads as two slow witnesses; with three replicas it never could be
+        # 5 (a put asking that is refused, but witnesses may have come to share a key since).
+        never = self.never_met(waiter.replicas)
         waiter.future.set_exception(
             ReplicationTimeoutError(
                 f"the record is durable on {self.home} (ledger {receipt.ledger!r} height {receipt.height}), "
                 f"but {len(holders)} of the {waiter.replicas} witnesses asked for cosigned a checkpoint "
-                f"covering it within {waiter.timeout_ms} ms{never}",
+                f"covering it within {waiter.timeout_ms} ms{'; ' + never if never else ''}",
                 ledger=receipt.ledger,
                 height=receipt.height,
                 hash=receipt.hash,

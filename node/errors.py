@@ -334,6 +334,15 @@ class StoreContradictsCheckpointError(RecordError):
     code = "store_contradicts_checkpoint"
 
 
+class HeldBackError(RecordError):
+    """A follower holds a ledger's records back: a quorum of the other witnesses' notes are of
+    sizes above what it holds, by a key its key chain does not know, and every source it asked
+    gave it all it had without the rotation that names that key, or gave a tree those notes
+    contradict (docs/PROTOCOL.md section 10.7). Raised as an alert about its own copy."""
+
+    code = "held_back"
+
+
 class FencedError(RecordError):
     """A home of an earlier epoch: its checkpoint past the handover record, or a write to it,
     is refused; the node that holds the newer epoch says which home replaced it (10.9)."""
@@ -449,6 +458,13 @@ class RepairRefusedError(VledgerError):
     consistent with it, a fetched record that does not verify, or the node still runs."""
 
     code = "repair_refused"
+
+
+class ForgetRefusedError(VledgerError):
+    """``vledger repl forget`` deletes nothing: the node is still in the cluster file, or its
+    heartbeat in Redis is recent or unreadable (it may still run); the sentence says which."""
+
+    code = "forget_refused"
 
 
 class AccountError(VledgerError):
@@ -860,6 +876,15 @@ class RemoteError(VledgerError):
 
 
 class NodeUnavailableError(VledgerError):
-    """A node did not answer in time, or answered with something that is not a reply."""
+    """A node did not answer in time, or answered with something that is not a reply.
+
+    ``listening`` False: nothing accepted a TCP connection at its endpoints either, so it is
+    down or not serving yet (one started on a full disk waits for room before it listens), not
+    refusing a key. No key decides that (anyone sees a closed port): it says nothing of whether
+    an account exists. None: not looked at."""
 
     code = "unavailable"
+
+    def __init__(self, message: str, *, listening: bool | None = None) -> None:
+        super().__init__(message)
+        self.listening = listening

@@ -51,14 +51,18 @@ class OutsideWitnesses:
         return next((k for k in self.keys if k.name == name), None)
 
 
-def outside_witnesses(ledger: str, rules: Mapping[str, Any], cluster: str | None = None) -> OutsideWitnesses | None:
-    """The outside witnesses a genesis' ``rules`` map lists, or None when it lists none.
+def outside_witnesses(ledger: str, rules: Mapping[str, Any], cluster: str | None) -> OutsideWitnesses | None:
+    """The outside witnesses a genesis' ``rules`` map lists, or None when it lists none: of
+    cluster ``cluster``'s ledger, which every reader that counts them knows (its cluster file,
+    or the pinned checkpoint key's name ``<cluster>/<ledger>``); None only where none is known
+    and nothing is counted (a check of the fields alone).
 
     Raises BadGenesisError [bad_genesis] when ``witnesses`` is not a list of 1 to
     MAX_OUTSIDE_WITNESSES vkey strings of type 0x04 with distinct names and distinct public
     keys, when one has the public key of the pinned checkpoint key, when ``quorum`` is not an
-    integer 1..len(witnesses), or when one of the two fields is there without the other; with
-    ``cluster``, also when one is named as a witness of that cluster (``<cluster>/witness/...``).
+    integer 1..len(witnesses), or when one of the two fields is there without the other; and
+    when one is named as a witness of ``cluster`` (``<cluster>/witness/...``): cosigners are
+    told apart by name, so its lines would count as that witness's (review r19 4).
     """
     where: dict[str, Any] = {"ledger": ledger, "height": 0}
     listed, quorum = rules.get(WITNESSES_FIELD), rules.get(QUORUM_FIELD)

@@ -276,8 +276,9 @@ def keys_from_genesis(
         raise ReceiptError(
             f"the genesis of {ledger!r} pins no checkpoint key (rules.{PINNED_KEY_FIELD}); give the key explicitly"
         )
-    standby = pinned_key(ledger, rules, key.name.rpartition("/")[0], STANDBY_KEY_FIELD)
-    return ReceiptKeys(key, tuple(witnesses), quorum, record, outside_witnesses(ledger, rules.rules), standby)
+    cluster = key.name.rpartition("/")[0]
+    standby = pinned_key(ledger, rules, cluster, STANDBY_KEY_FIELD)
+    return ReceiptKeys(key, tuple(witnesses), quorum, record, outside_witnesses(ledger, rules.rules, cluster), standby)
 
 
 @dataclass(frozen=True, slots=True)

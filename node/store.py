@@ -1654,6 +1654,13 @@ class ChainStore:
         self._check_size(entry)
         verify_entry(entry, self.rules(entry.content.ledger))
 
+    def next_accepted(self, ledger: str) -> int:
+        """The accepted time a record of ``ledger``, which this store holds, placed now would have
+        at the least: what a check of it before placing must judge it by (PROTOCOL 16.2), not the
+        clock alone, which may be behind the admin records this node applied."""
+        head = self.head(ledger)
+        return self._accepted(ledger, 0 if head is None else head.accepted)
+
     def _accepted(self, ledger: str, head_accepted: int) -> int:
         """The accepted time of the next record of ``ledger`` (see __init__ on the admin ledger)."""
         accepted = max(self._clock(), head_accepted)

@@ -59,6 +59,7 @@ import itertools
 import json
 import os
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -626,16 +627,20 @@ def disk_full(error: BaseException) -> bool:
     return isinstance(cause, OSError) and cause.errno in _FULL_ERRNOS
 
 
-# Below this much free space, an I/O error opening a file is the disk's being full: SQLite says
+# Below this much free space, an I/O error opening a file may be the disk's being full: SQLite says
 # "disk I/O error" (SQLITE_IOERR), not SQLITE_FULL, when it cannot make or grow a -wal or -shm.
 LOW_ROOM_BYTES = 1 << 20
+# What a probe writes to tell a full disk from another fault on a nearly full one: twice a -shm's
+# first 32 KiB, without which SQLite cannot open the store.
+ROOM_PROBE_BYTES = 64 * 1024
 _OPEN_IO_CODES = frozenset((sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN))
 
 
 def no_room(directory: Path, error: BaseException) -> bool:
     """Whether ``error``, raised opening a file in ``directory``, comes of its disk having no
     room: :func:`disk_full`, or an I/O error (SQLite's SQLITE_IOERR or SQLITE_CANTOPEN, an
-    OSError) while the disk has less than LOW_ROOM_BYTES free for an unprivileged writer."""
+    OSError) while the disk has less than LOW_ROOM_BYTES free for an unprivileged writer and a
+    write of ROOM_PROBE_BYTES in ``directory`` fails for want of room (:func:`_room_for`)."""
     if disk_full(error):
         return True
     cause = _cause(error, (sqlite3.Error, OSError))
@@ -649,7 +654,31 @@ def no_room(directory: Path, error: BaseException) -> bool:
         room = os.statvfs(directory)
     except OSError:
         return False
-    return room.f_bavail * room.f_frsize < LOW_ROOM_BYTES
+    return room.f_bavail * room.f_frsize < LOW_ROOM_BYTES and not _room_for(directory, ROOM_PROBE_BYTES)
+
+
+def _room_for(directory: Path, size: int) -> bool:
+    """Whether ``size`` bytes can be written in ``directory`` now (a probe file, removed at
+    once). Free space alone made any fault opening the store on a nearly full disk "no room"
+    (review r21 F7: a store path taken by a directory, EIO from a failing disk): the node
+    waited for room for ever with the cause hidden. Only ENOSPC, EDQUOT or EFBIG say no."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".room-probe-", dir=directory)
+    except OSError as e:
+        return e.errno not in _FULL_ERRNOS
+    try:
+        left = memoryview(bytes(size))
+        while left:  # a write short of the disk's last bytes is no error: the next one is ENOSPC
+            left = left[os.write(fd, left) :]
+        os.fsync(fd)
+    except OSError as e:
+        return e.errno not in _FULL_ERRNOS
+    finally:  # a failing disk may fail these too: the probe's answer stands, its error is not the open's
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+    return True
 
 
 def iter_pages(

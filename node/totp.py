@@ -14,19 +14,24 @@ docs/PROTOCOL.md 16.5 states the rules; in short:
 * after :data:`MAX_CODE_FAILURES` wrong codes in :data:`FAILURE_WINDOW_SECONDS`, codes are
   refused unread until the window ends (recovery codes are not: they cannot be guessed);
 * a recovery code is 80 random bits spelt ``xxxx-xxxx-xxxx-xxxx`` (lower-case base32), kept
-  only as a salted SHA-256 (:func:`recovery_digest`), good once;
+  only as an HMAC-SHA256 under a key derived from the cluster's second-factor key
+  (:func:`recovery_digest`, :func:`mac_key`), bound to its account, good once: any ingest
+  node's Redis password writes the set, and a plain hash let it mint a code (outsider o16);
 * the secret is stored sealed with AES-SIV (vledger.node.sealed) under a cluster key, bound
   to its account by the associated data, so a sealed secret moved to another account does
   not open;
 * a second-factor session (``totp.session``) is 160 random bits spelt as 32 lower-case base32
   characters, kept only as a SHA-256 (:func:`session_digest`): a code traded for it lets one
-  invocation of the client send several admin commands for one code.
+  invocation of the client send several admin commands for one code. What Redis keeps of it
+  (account, CURVE key, expiry, sealed secret) carries an HMAC under the same derived key
+  (:func:`session_mac`), so a Redis writer cannot make one of a copied sealed secret.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import re
 from dataclasses import dataclass
@@ -57,6 +62,11 @@ _SESSION = re.compile(r"[a-z2-7]{32}")
 _SESSION_CONTEXT = b"vledger-totp-session:"
 _SEAL_CONTEXT = b"vledger-totp-secret:"
 _RECOVERY_CONTEXT = b"vledger-recovery-code:"
+_MAC_KEY_CONTEXT = b"vledger-totp-mac-key"
+# What a recovery digest of this form starts with: the older form (a plain SHA-256, which
+# anyone who wrote Redis could make) does not, so the admin home drops those at its start.
+RECOVERY_FORM = "hmac-sha256:"
+_SESSION_MAC_CONTEXT = b"vledger-totp-session-mac:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +80,10 @@ class Enrollment:
     recovery_digests: tuple[str, ...]
 
 
-def new_enrollment(account: str, issuer: str, randomness: bytes | None = None) -> Enrollment:
-    """A fresh secret and recovery codes for ``account``; ``randomness`` (tests only) replaces
-    the OS's: ``SECRET_BYTES + RECOVERY_CODES * RECOVERY_BYTES`` bytes."""
+def new_enrollment(account: str, issuer: str, mac: bytes, *, randomness: bytes | None = None) -> Enrollment:
+    """A fresh secret and recovery codes for ``account``, their digests under ``mac`` (see
+    :func:`mac_key`); ``randomness`` (tests only) replaces the OS's: ``SECRET_BYTES +
+    RECOVERY_CODES * RECOVERY_BYTES`` bytes."""
     size = SECRET_BYTES + RECOVERY_CODES * RECOVERY_BYTES
     data = os.urandom(size) if randomness is None else randomness
     if len(data) != size:
@@ -87,7 +98,7 @@ def new_enrollment(account: str, issuer: str, randomness: bytes | None = None) -
         secret,
         provisioning_uri(secret, account, issuer),
         tuple(codes),
-        tuple(recovery_digest(account, code) for code in codes),
+        tuple(recovery_digest(mac, account, code) for code in codes),
     )
 
 
@@ -152,14 +163,40 @@ def session_digest(token: str) -> str:
     return hashlib.sha256(_SESSION_CONTEXT + token.encode("ascii")).hexdigest()
 
 
-def recovery_digest(account: str, code: str) -> str:
-    """The salted SHA-256 (hex) that stands for a recovery code; raises ValueError if ``code``
-    is not spelt as one. 80 random bits need no slow hash: the digest of a guess is as hard to
-    find as the code."""
+def mac_key(seal_key: bytes) -> bytes:
+    """The key of recovery digests and session MACs, derived from the cluster's second-factor
+    key (a host file on the ingest nodes, never in Redis): whoever writes Redis without it
+    can neither mint a recovery code nor make a session."""
+    return hmac.new(seal_key, _MAC_KEY_CONTEXT, hashlib.sha256).digest()
+
+
+def _framed(*parts: bytes) -> bytes:
+    # Each part with its length first: no two tuples of parts give the same bytes.
+    return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
+
+
+def recovery_digest(mac: bytes, account: str, code: str) -> str:
+    """The HMAC-SHA256 (``hmac-sha256:`` and hex) under ``mac`` (:func:`mac_key`) that stands for a recovery code
+    of ``account``; raises ValueError if ``code`` is not spelt as one. 80 random bits need no
+    slow hash: the digest of a guess is as hard to find as the code."""
     plain = normalize_recovery(code)
     if plain is None:
         raise ValueError("not a recovery code")
-    return hashlib.sha256(_RECOVERY_CONTEXT + account.encode() + b"\0" + plain.encode()).hexdigest()
+    digest = hmac.new(mac, _RECOVERY_CONTEXT + _framed(account.encode(), plain.encode()), hashlib.sha256)
+    return RECOVERY_FORM + digest.hexdigest()
+
+
+def is_recovery_digest(text: str) -> bool:
+    """Whether ``text`` is of the form :func:`recovery_digest` makes (not the older one)."""
+    return text.startswith(RECOVERY_FORM)
+
+
+def session_mac(mac: bytes, digest: str, account: str, key: str, expires_ms: int, sealed: bytes) -> str:
+    """The HMAC-SHA256 (hex) under ``mac`` that vouches for the session of token digest
+    ``digest``: good for ``account`` sending with CURVE ``key`` until ``expires_ms``, while
+    its sealed secret is ``sealed`` (a reset ends it)."""
+    parts = (digest.encode(), account.encode(), key.encode(), str(expires_ms).encode(), sealed)
+    return hmac.new(mac, _SESSION_MAC_CONTEXT + _framed(*parts), hashlib.sha256).hexdigest()
 
 
 def seal_secret(key: bytes, account: str, secret: str) -> bytes:

@@ -67,3 +67,15 @@ def redis_client(redis_server: RedisServer) -> Iterator[Any]:
     yield client
     client.flushall()
     client.close()
+
+
+@pytest.fixture
+def tmpfs_disk(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a real tmpfs of a few hundred KiB (root only: skipped otherwise), for the
+    disk-full tests; unmounted after the test."""
+    from vledger.tests.integration.replication.test_disk_full import small_disk  # a cluster's imports: only here
+
+    directory = tmp_path / "disk"
+    directory.mkdir()
+    with small_disk(directory) as mounted:
+        yield mounted

@@ -50,10 +50,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         if args.keys:
             raise UsageError(f"keys are for resolve: 'alerts list' takes none, not {' '.join(args.keys)}")
         alerts = repl.alerts(args.count)
-        # The stream keeps every alert ever raised; the open hash names, by stream id, those
-        # still open. Without the mark a resolved alert reads like a current one.
-        open_ids = {(alert.get("raised_by"), alert.get("id")) for alert in repl.open_alerts().values()}
-        listed = [(alert, (alert.get("raised_by"), alert.get("id")) in open_ids) for alert in alerts]
+        # The stream keeps every alert ever raised; each raiser's open hash names, by stream id,
+        # those still open. Without the mark a resolved alert reads like a current one.
+        held = {(entry.get("raised_by"), entry.get("id")): entry for entry in repl.open_entries()}
+        listed = [_as_held(alert, held.get((alert.get("raised_by"), alert.get("id")))) for alert in alerts]
         _print_alerts(listed, args.json)
         if not alerts and not args.json:  # silence would look like a command that did nothing
             print("no open alerts; waiting for new ones" if args.follow else "no alerts", flush=True)
@@ -69,6 +69,32 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         raise _redis_failed(config, e) from None
     finally:
         repl.client.close()
+
+
+def _as_held(alert: dict[str, str], held: dict[str, Any] | None) -> tuple[dict[str, str], bool]:
+    """A stream entry and whether it is open: one its raiser's open hash holds (by its id) is
+    shown with the fields that hash holds now, as `vledger status`, `verify --cluster` and the
+    gateway show it. A raiser writes both, and may rewrite its own hash: one alert, one text
+    (outsider o16 3: the stream said "forged by o16", the others the hash's sentence)."""
+    if held is None:
+        return alert, False
+    return {**alert, **{k: shown_value(v) for k, v in held.items() if k not in ("key", "raised_by", "id")}}, True
+
+
+def shown_value(value: Any) -> str:
+    """An open alert's field as text: a raiser writes its open hash's JSON, any JSON value."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def open_alert_line(entry: dict[str, Any]) -> str:
+    """One open alert (an entry of ReplicationLedger.open_entries) as `vledger status` and
+    `vledger verify --cluster` print it: its key, height, raiser and detail. The raiser is named
+    whoever the key names: an alert is its raiser's claim (PROTOCOL 10.5), and a key held by two
+    raisers is two lines."""
+    raiser = f" [raised by {entry['raised_by']}]" if entry.get("raised_by") else ""
+    height = shown_value(entry["height"]) if "height" in entry else "?"
+    detail = shown_value(entry["detail"]) if "detail" in entry else ""
+    return f"  {entry['key']}  height {height}{raiser}: {detail}"
 
 
 def _resolve(repl: ReplicationLedger, args: argparse.Namespace) -> int:
@@ -144,7 +170,7 @@ def verify_cluster(path: Path, as_json: bool) -> int:
     config = load_cluster(path)
     repl = _replication(config)
     try:
-        open_alerts = repl.open_alerts()
+        open_alerts = repl.open_entries()
     except REDIS_ERRORS as e:
         raise _redis_failed(config, e) from None
     finally:
@@ -154,9 +180,9 @@ def verify_cluster(path: Path, as_json: bool) -> int:
     elif not open_alerts:
         print(f"cluster {config.name}: no open alert")
     else:
-        print(f"cluster {config.name}: {len(open_alerts)} open alerts")
-        for key, alert in sorted(open_alerts.items()):
-            print(f"  {key}  height {alert.get('height')}: {alert.get('detail')}")
+        print(f"cluster {config.name}: {len(open_alerts)} open alert{'s' if len(open_alerts) != 1 else ''}")
+        for entry in open_alerts:
+            print(open_alert_line(entry))
     return EXIT_ALERTS if open_alerts else EXIT_OK
 
 

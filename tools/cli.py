@@ -76,7 +76,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     # Witness keys ask for what is witnessed: records no checkpoint covers are not.
     required = args.require_checkpoint or bool(args.witness)
     result = verify_path(
-        args.path, args.ledger, Limits(), fork=True, witnesses=args.witness, require_checkpoint=required
+        args.path,
+        args.ledger,
+        Limits(),
+        fork=True,
+        witnesses=args.witness,
+        require_checkpoint=required,
+        rules=not args.no_rules,
     )
     print_verification(str(args.path), result, as_json=args.json)
     return _exit_code(result.ok)
@@ -245,8 +251,11 @@ def _add_verify(commands: Subparsers) -> None:
         "ledger's genesis. Exit 0 if all is valid, 1 naming the ledger, height and failure otherwise; "
         "with --require-checkpoint or a --witness key, also 1 when a ledger has records past its largest "
         "checkpoint that verified (a copy whose tail was cut with its checkpoint lines looks whole). "
-        "With --cluster, report the running cluster's open alerts (the verifier's findings) instead: "
-        "exit 1 while there is one.",
+        "The observers' rules judge the records that verified, after the copy's admin ledger: a record "
+        "they flag (a second vote, a write without a grant) fails its ledger with their code, and each "
+        "counted ledger's tally is printed as they sign it. With --cluster, report the running "
+        "cluster's open alerts (the verifier's findings, the observers' flags among them) instead, "
+        "each with the node that raised it (two raisers of one key: two alerts): exit 1 while there is one.",
     )
     what = verify.add_mutually_exclusive_group(required=True)
     what.add_argument("path", type=Path, nargs="?", metavar="PATH", help="a store directory or an export file")
@@ -264,6 +273,11 @@ def _add_verify(commands: Subparsers) -> None:
         action="store_true",
         help="exit 1 when a ledger has records past its largest checkpoint that verified "
         "(implied by --witness); without it they are only reported",
+    )
+    verify.add_argument(
+        "--no-rules",
+        action="store_true",
+        help="check the records, trees and signatures only, not the observers' rules (nor count)",
     )
     add_json_option(verify)
 

@@ -106,7 +106,10 @@ def with_session(verb: SessionVerb) -> Callable[[argparse.Namespace], int]:
                 session.second_factor(otp, ask)
                 return verb(session, args)
         except NodeUnavailableError as e:
-            e.add_note("a node that refuses a key says nothing: check that it runs and that your key was added")
+            if e.listening is False:  # a closed port: not a refused key
+                e.add_note("`vledger status` shows which nodes are down; a node's log says why it does not serve")
+            else:
+                e.add_note("a node that refuses a key says nothing: check that your key was added, or the node's log")
             raise
 
     return run

@@ -316,6 +316,28 @@ def add_repl_commands(commands: Subparsers) -> None:
     status.add_argument(
         "--watch", type=seconds, metavar="SECONDS", help="print again every SECONDS until interrupted (Ctrl-C)"
     )
+    forget = add_command(
+        actions,
+        "forget",
+        Deferred("repl_forget", "cmd_repl_forget"),
+        "delete the Redis keys of a node taken out of the cluster",
+        "Delete what NODE wrote in the cluster's Redis, once README's \"Removing a replica or an\n"
+        'observer" took it out of the cluster file and stopped it: per ledger its held height,\n'
+        "cosigned note and tallies, its accounts report (the heartbeat), its open alerts and its\n"
+        "sweep (PROTOCOL 10.10 names each key). Its alerts stream and evidence are kept unless\n"
+        "--history. Refused (forget_refused, nothing deleted) while the cluster file names NODE or\n"
+        "its heartbeat is recent or unreadable: it may still run.",
+    )
+    forget.formatter_class = argparse.RawDescriptionHelpFormatter
+    forget.epilog = (
+        'With --json: {"node", "deleted": [keys], "kept": [keys]}.\n\n'
+        "Exit codes: 0 its keys deleted (or none found); 1 refused, Redis unreachable or an\n"
+        "invalid configuration; 2 usage (not a node name)."
+    )
+    forget.add_argument("node", metavar="NODE", help="the node's name, no longer in the cluster file")
+    forget.add_argument("--history", action="store_true", help="delete its alerts stream and evidence too")
+    add_config_option(forget)
+    add_json_option(forget)
 
 
 # --- repair.py --------------------------------------------------------------------------
@@ -418,9 +440,10 @@ alerts (read from Redis) are empty:
                   "copies": [{"copy": "node|ledger", "sweeps": int, "records": int,
                               "age_s": float or null (since its last complete sweep; null: none yet)}],
                   "oldest": one of "copies" (a copy never swept first, else the oldest sweep) or null}],
-   "open_alerts": {"node|ledger|what": {"id", "node", "ledger", "height", "what", "detail", "source",
-                   "expected", "found", "raised_by" (the node whose keys hold it; absent for the
-                   admin's shared keys)} (strings, as `vledger verify --cluster --json` gives them)}}
+   "open_alerts": [{"key": "node|ledger|what", "id", "node", "ledger", "height", "what", "detail",
+                    "source", "expected", "found", "raised_by" (the node whose keys hold it; absent
+                    for the admin's shared keys)}] (strings, as `vledger verify --cluster --json`
+                   gives them; by key, then raiser: two raisers of one key are two entries)}
 
 Exit codes: 0 every node answers, every replica and observer is current, no ledger is
 behind in Redis, no alert is open (and with --run-dir every program is RUNNING); 1 Redis

@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..node.errors import RecordError, VledgerError
+from ..node.json_values import jsonable
 
 if TYPE_CHECKING:  # the commands' modules are imported when their command runs (see cli.COMMANDS)
     from .cluster_demo import ClusterDemoRun
@@ -19,14 +20,17 @@ if TYPE_CHECKING:  # the commands' modules are imported when their command runs 
 
 # A ledger entry's error code when records no checkpoint vouches for fail the run (PROTOCOL 12.6).
 UNVOUCHED = "unvouched"
+# Records a rule flags, shown a ledger: a forged ledger may hold millions; the count says how many.
+SHOWN_VIOLATIONS = 20
+LISTED_VIOLATIONS = 1000  # in --json
 
 
 def print_verification(source: str, result: Verification, *, as_json: bool) -> None:
     if as_json:
         _print_json(verification_json(result))
         return
-    for line in [*_report_lines(source, result), *_cosignature_lines(result), *_unvouched_lines(result),
-                 _verdict(result)]:  # fmt: skip
+    for line in [*_report_lines(source, result), *_rules_lines(result), *_cosignature_lines(result),
+                 *_unvouched_lines(result), _verdict(result)]:  # fmt: skip
         print(line)
 
 
@@ -195,6 +199,9 @@ def verification_json(result: Verification) -> dict[str, Any]:
             "checked": sum(r.cosigned for r in result.reports),
             "unchecked": sum(r.unchecked for r in result.reports),
         },
+        # Whether the observers' rules judged the records (not with --no-rules), and whether an
+        # admin ledger in the copy judged grants and admin authors too.
+        "rules": {"checked": result.rules, "grants_judged": result.grants_judged},
     }
 
 
@@ -203,6 +210,9 @@ def _ledger_json(report: LedgerReport, require_checkpoint: bool = False) -> dict
     as they fail the run (``"ok"`` false, the error ``unvouched``): the entry said true while
     the run exited 1 for that very ledger (outsider o8)."""
     error = _error_json(report.error, report.error_height, report.error_line) if report.error is not None else None
+    flagged = report.rules.violations if report.rules is not None else []
+    if error is None and flagged:  # the first record the observers flag, as a chain's first failure
+        error = _error_json(flagged[0].error, flagged[0].height, None)
     if error is None and require_checkpoint and report.unvouched:
         error = {"code": UNVOUCHED, "height": report.vouched, "line": None, "message": _unvouched_what(report)}
     return {
@@ -217,6 +227,25 @@ def _ledger_json(report: LedgerReport, require_checkpoint: bool = False) -> dict
         "cosignatures": {"checked": report.cosigned, "unchecked": report.unchecked},
         "ok": error is None,
         "error": error,
+        "rules": _rules_json(report),
+    }
+
+
+def _rules_json(report: LedgerReport) -> dict[str, Any] | None:
+    """What the observers' rules found in the ledger (null: not judged): the heights judged, each
+    record flagged (the first LISTED_VIOLATIONS; ``flagged`` counts them all), the height its
+    judging waits at for a grant on its way (or null) and the tally they count with its
+    ``counted`` hash (PROTOCOL 11.2; null for a ledger without domain rules)."""
+    if report.rules is None:
+        return None
+    rules = report.rules
+    return {
+        "judged": rules.judged,
+        "flagged": len(rules.violations),
+        "violations": [_error_json(v.error, v.height, None) for v in rules.violations[:LISTED_VIOLATIONS]],
+        "waiting": rules.waiting,
+        "tally": None if rules.tally is None else jsonable(rules.tally),
+        "counted": None if rules.counted is None else rules.counted.hex(),
     }
 
 
@@ -239,6 +268,8 @@ def _report_lines(source: str, result: Verification) -> list[str]:
             if report.cosigned:
                 checked += f" ({report.cosigned} cosignature{'' if report.cosigned == 1 else 's'} verified)"
             lines.append(f"{report.ledger}: OK, {report.records} records{checked}, head {_head(report)}")
+        elif report.error is None:  # its records verified; the rules' lines say what they flag
+            lines.append(f"{report.ledger}: {report.records} records verified, head {_head(report)}")
         else:
             lines.append(_failure_line(report))
     if result.wal_read is not None:
@@ -250,6 +281,41 @@ def _report_lines(source: str, result: Verification) -> list[str]:
         lines.append(f"{source}: Merkle tree NOT checked: {result.tree_unchecked}")
     if result.error is not None:
         lines.append(f"{source}: FAILED [{result.error.code}]: {result.error.message}")
+    return lines
+
+
+def _rules_lines(result: Verification) -> list[str]:
+    """What the observers' rules found, ledger by ledger: the records they flag (not counted), a
+    grant they still wait for, the tally they count; and what was not judged."""
+    if not result.rules:
+        return ["rules NOT judged (--no-rules): a record the observers flag passes"] if result.reports else []
+    lines = []
+    for report in result.reports:
+        rules = report.rules
+        if rules is None:
+            continue
+        if rules.violations:
+            count = len(rules.violations)
+            lines.append(
+                f"{report.ledger}: FAILED the rules: {count} record{'' if count == 1 else 's'} the observers flag "
+                f"and do not count"
+            )
+            lines.extend(
+                f"  height {v.height} [{v.error.code}]: {_reason(v.error)}" for v in rules.violations[:SHOWN_VIOLATIONS]
+            )
+            if count > SHOWN_VIOLATIONS:
+                lines.append(f"  ... and {count - SHOWN_VIOLATIONS} more (--json lists {LISTED_VIOLATIONS})")
+        if rules.waiting is not None:
+            lines.append(
+                f"{report.ledger}: rules judged up to height {rules.waiting}: the grant rule refuses it by the admin "
+                "records this copy holds, and it was accepted after them within grant_wait_ms of now: the "
+                "observers wait for a grant on its way (verify again later, or with a newer admin ledger)"
+            )
+        if rules.tally is not None:
+            tally = json.dumps(jsonable(rules.tally), ensure_ascii=False, sort_keys=True)
+            lines.append(f"{report.ledger}: tally of its {rules.judged} heights, as the observers count it: {tally}")
+    if not result.grants_judged and any(r.rules is not None for r in result.reports):
+        lines.append("grants and admin authors NOT judged: the copy holds no admin ledger")
     return lines
 
 

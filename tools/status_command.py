@@ -53,6 +53,7 @@ from ..node.errors import (
     VledgerError,
 )
 from ..node.json_values import error_json
+from .alert_commands import open_alert_line, shown_value
 from .args import KEY_ENV, config_file
 from .client_output import table
 from .client_session import load_client_keys
@@ -153,7 +154,7 @@ class ClusterStatus:
     nodes: tuple[NodeStatus, ...]
     ledgers: tuple[LedgerStatus, ...]
     verifiers: tuple[VerifierStatus, ...]
-    open_alerts: dict[str, dict[str, Any]]
+    open_alerts: tuple[dict[str, Any], ...]  # ReplicationLedger.open_entries: every raiser's, each its own
     supervisord: SupervisordState | None
     problems: tuple[str, ...]
     redis_error: str | None = None  # Redis did not answer: ledgers and alerts are unknown
@@ -175,7 +176,7 @@ def cluster_status(
     roles: Mapping[str, str],
     answers: Mapping[str, NodeAnswer],
     ledgers: Sequence[LedgerStatus],
-    open_alerts: Mapping[str, dict[str, Any]],
+    open_alerts: Sequence[dict[str, Any]],
     supervisord: SupervisordState | None,
     now_ms: int,
     redis_error: str | None = None,
@@ -227,7 +228,7 @@ def cluster_status(
         nodes,
         tuple(ledgers),
         verifiers,
-        dict(open_alerts),
+        tuple(open_alerts),
         supervisord,
         tuple(problems),
         redis_error,
@@ -290,7 +291,7 @@ def _verifier_status(name: str, answer: NodeAnswer, now_ms: int) -> VerifierStat
 def _problems(
     nodes: Sequence[NodeStatus],
     ledgers: Sequence[LedgerStatus],
-    open_alerts: Mapping[str, dict[str, Any]],
+    open_alerts: Sequence[dict[str, Any]],
     supervisord: SupervisordState | None,
 ) -> list[str]:
     problems = []
@@ -304,11 +305,11 @@ def _problems(
         ]
     for node in nodes:
         # A node whose store did not open said why before it exited (PROTOCOL 10.5).
-        damaged = open_alerts.get(f"{node.node}||{StoreDamagedError.code}")
+        damaged = _own_store_damaged(node.node, open_alerts)
         if not node.up and damaged is not None:
             problems.append(
                 f"{node.node} does not answer hello: its store is damaged ({StoreDamagedError.code}): "
-                f"{damaged.get('detail', '')}"
+                f"{shown_value(damaged.get('detail', ''))}"
             )
         elif not node.up:
             problems.append(f"{node.node} does not answer hello: {node.error}")
@@ -331,9 +332,21 @@ def _problems(
     ]
     if open_alerts:
         problems.append(
-            f"{len(open_alerts)} open alert{'s' if len(open_alerts) != 1 else ''}: {', '.join(sorted(open_alerts))}"
+            f"{len(open_alerts)} open alert{'s' if len(open_alerts) != 1 else ''}: "
+            + ", ".join(_named(entry) for entry in open_alerts)
         )
     return problems
+
+
+def _own_store_damaged(node: str, open_alerts: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``store_damaged`` alert ``node`` raised about its own store, if open: only the node
+    raises it (PROTOCOL 10.5), and another node's claim under that key is not its word."""
+    key = f"{node}||{StoreDamagedError.code}"
+    return next((e for e in open_alerts if e["key"] == key and e.get("raised_by") == node), None)
+
+
+def _named(entry: dict[str, Any]) -> str:
+    return f"{entry['key']} [raised by {entry['raised_by']}]" if entry.get("raised_by") else str(entry["key"])
 
 
 def _unready(unready: Mapping[str, str]) -> str:
@@ -405,7 +418,7 @@ def status_json(status: ClusterStatus) -> dict[str, Any]:
             }
             for v in status.verifiers
         ],
-        "open_alerts": status.open_alerts,
+        "open_alerts": list(status.open_alerts),
         # Exit 1 is a failure: README's error object too, where a script reads ["error"]["code"].
         **(error_json(RedisServerError.code, status.redis_error) if status.redis_error is not None else {}),
     }
@@ -514,8 +527,8 @@ def print_status(status: ClusterStatus) -> None:
         print("Open alerts: none")
     else:
         print(f"Open alerts: {len(status.open_alerts)}")
-        for key, alert in sorted(status.open_alerts.items()):
-            print(f"  {key}  height {alert.get('height', '?')}: {alert.get('detail', '')}")
+        for entry in status.open_alerts:
+            print(open_alert_line(entry))
     print()
     if status.ok:
         print("OK: every node up and current, every ledger replicated to its head, no open alert.")
@@ -618,7 +631,7 @@ class StatusReader:
         }
         roles = {name: node.role for name, node in self.config.nodes.items()}
         ledgers: list[LedgerStatus] = []
-        open_alerts: dict[str, dict[str, Any]] = {}
+        open_alerts: list[dict[str, Any]] = []
         redis_error = None
         accounts_version = None
         try:
@@ -626,7 +639,7 @@ class StatusReader:
             # "unknown", its lag growing for good, and the summary still said every ledger replicated).
             silent_after = heartbeat_window(self.config.settings.broker.accounts_poll_ms / 1000)
             ledgers = list(read_status(self.replication, roles, self.checker, silent_after=silent_after))
-            open_alerts = self.replication.open_alerts()
+            open_alerts = self.replication.open_entries()
             accounts_version = self._accounts_version()
         except redis.exceptions.RedisError as e:
             redis_error = str(e) or type(e).__name__

@@ -348,7 +348,7 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
         best = max(verified, key=lambda head: head[0].size or 0)
         # The outside witnesses the genesis lists are trusted too (11.4, as the gateway and the
         # pages count them), once the genesis the stream holds is proven in the head's tree.
-        outside = _proven_outside(replication, ledger, best[1])
+        outside = _proven_outside(replication, config.name, ledger, best[1])
         if outside:
             witnesses = [*witnesses, *outside]
             heads = verified_heads(witnesses)
@@ -391,16 +391,19 @@ def ledger_head(config: ClusterConfig, client: Any, ledger: str) -> LedgerHead:
     return LedgerHead(None, problem="no checkpoint in Redis verifies (" + "; ".join(dict.fromkeys(problems)) + ")")
 
 
-def _proven_outside(replication: ReplicationLedger, ledger: str, head: Checkpoint) -> tuple[VerifierKey, ...]:
+def _proven_outside(
+    replication: ReplicationLedger, cluster: str, ledger: str, head: Checkpoint
+) -> tuple[VerifierKey, ...]:
     """The outside witnesses (13.9) the genesis in the Redis stream lists, once that genesis is
     proven to be the one of ``head``'s tree: the stream's records up to its size make its root.
     Anyone with the stream's password could write a genesis listing witnesses of their own,
     which would then keep a frozen view fresh; so one not proven (a stream trimmed or forged, a
-    head larger than the stream) lists none, and the cluster's witnesses alone judge the head.
+    head larger than the stream) lists none, and the cluster's witnesses alone judge the head;
+    nor does one that names an outside witness as one of ``cluster``'s witnesses (13.9).
     Reading the stream only when its genesis lists some keeps the common case one read."""
     rows = _StreamRows(replication)
     try:
-        if outside_witnesses(ledger, rows.rules(ledger).rules) is None:
+        if outside_witnesses(ledger, rows.rules(ledger).rules, cluster) is None:
             return ()
         # The list counted is decoded from the very genesis bytes hashed below: a stream swapped
         # between two reads would otherwise lend a forged genesis' witnesses the real root.
@@ -408,7 +411,7 @@ def _proven_outside(replication: ReplicationLedger, ledger: str, head: Checkpoin
         tree = Frontier()
         for height, data in rows.range_raw(ledger, 0, head.size):
             if height == 0:
-                listed = outside_witnesses(ledger, genesis_rules(data).rules)
+                listed = outside_witnesses(ledger, genesis_rules(data).rules, cluster)
             tree.append(leaf_hash(data))
     except VledgerError as e:
         log.info("the outside witnesses of %s are not counted: %s", ledger, e)

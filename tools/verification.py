@@ -72,7 +72,8 @@ from ..node.export import ExportedCheckpoint, StoredRecord, decode_export_line, 
 from ..node.key_rotation import ROTATION_KIND, KeyChain, chain_of, pinned_checkpoint_key
 from ..node.ledger import LedgerRules
 from ..node.note import Checkpoint, VerifierKey, parse_checkpoint, parse_note, verify_checkpoint, verify_signature
-from ..node.record import ZERO_LINK, Record, decode_record
+from ..node.record import ZERO_LINK, Record, decode_record, record_of_checked
+from ..node.rules.admin import ADMIN_LEDGER
 from ..node.still_store import still_store
 
 # level_rows: the node's own reader of a tree level (its open check, check_tree): shared, not copied.
@@ -92,6 +93,7 @@ from ..node.verify import ChainVerifier
 from .hash_index import IndexScan, IndexSum, add_record_page, first_difference, new_key, runs_wrong, scan_index
 from .paths import export_file, store_dir
 from .progress import Progress
+from .rules_check import ReadRecords, RulesVerdict, judge_rules
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +116,18 @@ class LedgerReport:
     cosigned: int = 0  # cosignature lines of its checkpoints that verified with a witness key given
     unchecked: int = 0  # cosignature lines by a witness no key given names: not checked
     index: IndexSum | None = None  # (store) the sum of its records below the hash index's mark, once verified
+    rules: RulesVerdict | None = None  # what the observers' rules found in its records that verified (None: not run)
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        """Its records verified, and none breaks a rule the observers flag."""
+        return self.error is None and (self.rules is None or not self.rules.violations)
 
     @property
     def unvouched(self) -> int:
         """Its records past its largest checkpoint that verified: a copy cut there, checkpoint
-        lines and all, would verify as well (outsider26 I4). 0 for a ledger that failed."""
-        return max(self.records - self.vouched, 0) if self.ok else 0
+        lines and all, would verify as well (outsider26 I4). 0 for a ledger whose chain failed."""
+        return max(self.records - self.vouched, 0) if self.error is None else 0
 
     def vouch(self, size: int) -> None:
         self.checkpoints += 1
@@ -163,6 +167,8 @@ class Verification:
     # checkpoint that verified fails the whole: the tail of a backup may be gone, lines and all.
     require_checkpoint: bool = False
     wal_read: tuple[str, int] | None = None  # (store) the -wal whose commits were read: its name and size, printed
+    rules: bool = False  # whether the observers' rules were run over the records that verified
+    grants_judged: bool = False  # with them, whether an admin ledger judged grants and admin authors
 
     @property
     def ok(self) -> bool:
@@ -181,17 +187,20 @@ def verify_path(
     fork: bool = False,
     witnesses: Sequence[VerifierKey] = (),
     require_checkpoint: bool = False,
+    rules: bool = True,
 ) -> Verification:
     """``vledger verify PATH``: a store directory or an export file, checked from every genesis.
     ``fork``: see :func:`verify_store`; ``witnesses``: see :func:`check_cosignatures`;
     ``require_checkpoint``: a ledger with records past its largest checkpoint that verified
-    fails the result. Raises UsageError for a path that is neither."""
+    fails the result; ``rules``: the observers' rules judge the records that verified
+    (tools/rules_check.py), a record they flag fails its ledger. Raises UsageError for a path
+    that is neither."""
     if not path.exists():
         raise UsageError(f"{path}: no such store directory or export file")
     if path.is_dir():
-        result = verify_store(store_dir(path), wanted, limits, fork=fork, witnesses=witnesses)
+        result = verify_store(store_dir(path), wanted, limits, fork=fork, witnesses=witnesses, rules=rules)
     else:
-        result = verify_file(export_file(path), wanted, limits, witnesses)
+        result = verify_file(export_file(path), wanted, limits, witnesses, rules=rules)
     result.require_checkpoint = require_checkpoint
     log.info("verified %s: ok=%s", path, result.ok)
     return result
@@ -244,6 +253,7 @@ def verify_store(
     executor: Executor | None = None,
     fork: bool = False,
     witnesses: Sequence[VerifierKey] = (),
+    rules: bool = False,
 ) -> Verification:
     """Check every record of the selected ledgers from genesis; one ledger's failure stops only it.
 
@@ -253,14 +263,18 @@ def verify_store(
     forked from this process when ``fork`` is asked for and it runs one thread (the command
     line's case: they start in milliseconds), else from a forkserver. Each ledger's
     checkpoints, stored tree rows and edge are checked against the tree of its records (see
-    the module's docstring): the first that differs is the ledger's TreeMismatchError. Raises
-    StoreError for what is not a store, UsageError for a ``chunk`` that is not a power of two.
+    the module's docstring): the first that differs is the ledger's TreeMismatchError. With
+    ``rules``, the observers' rules then judge the records that verified (:func:`_judge_store`).
+    Raises StoreError for what is not a store, UsageError for a ``chunk`` that is not a power of two.
     """
     if chunk < 1 or chunk & (chunk - 1):
         raise UsageError(f"a chunk of heights is a power of two, not {chunk}")
     with still_store(directory) as still:
         result = Verification(witness_keys=len({key.name for key in witnesses}), wal_read=still.wal_read)
-        _verify_still_store(still.directory, wanted, limits, workers, chunk, executor, fork, witnesses, result)
+        _verify_still_store(still.directory, wanted, limits, workers, chunk, executor, fork, witnesses, result, rules)
+        if rules and not result.rules:  # not judged beside the chunks (_verify_still_store): here, alone
+            with contextlib.closing(StoreReader(still.directory, still=True)) as reader:
+                _judge_store(reader, result, limits)
     return result
 
 
@@ -274,8 +288,13 @@ def _verify_still_store(
     fork: bool,
     witnesses: Sequence[VerifierKey],
     result: Verification,
+    rules: bool = False,
 ) -> None:
-    """:func:`verify_store` of the folder to open the store from (node/still_store.py), into ``result``."""
+    """:func:`verify_store` of the folder to open the store from (node/still_store.py), into
+    ``result``. With ``rules`` and workers, the rules judge every record the store holds on a
+    worker while the others check the chunks (:func:`judge_store_rules`): taken when every
+    ledger verified whole (a ledger's rules read its records in order, one process, so on the
+    calling process after the chunks they added their time to a domain ledger's check)."""
     witness_table = witness_keys_table(witnesses)
     workers = usable_cores() if workers is None else workers
     # SQLite forbids carrying a connection into a forked child: the workers start before the
@@ -294,6 +313,7 @@ def _verify_still_store(
             take_ownership()  # the pool's semaphores are named by this process; a killed one's removed
             pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=_worker_context(fork)))
             pool.submit(os.getpid)  # starts the workers now (with fork, all at the first call)
+        judged = pool.submit(judge_store_rules, directory, counts, limits) if rules and pool is not None else None
         reader = stack.enter_context(contextlib.closing(StoreReader(directory, still=True)))
         # The stored tree rows' own connection: read a level at a time beside the records' pages.
         tree_rows = stack.enter_context(contextlib.closing(connect(reader.path, readonly=True, still=True)))
@@ -333,6 +353,91 @@ def _verify_still_store(
         if not kept:
             _no_tree_kept(tree_rows, result)
         _check_checkpoint_rows(tree_rows, result, counts, wanted)
+        if judged is not None:
+            _take_judged(judged, result, counts)
+
+
+def _judge_store(reader: StoreReader, result: Verification, limits: Limits) -> None:
+    """The observers' rules over the records of ``result``'s ledgers that verified, after the
+    store's admin ledger (its records that verify, read again when it was not selected)."""
+    if ADMIN_LEDGER not in reader.ledgers():
+        admin = 0
+    elif (report := next((r for r in result.reports if r.ledger == ADMIN_LEDGER), None)) is not None:
+        admin = report.records
+    else:
+        admin = _verified_count(scan_ledger(reader, ADMIN_LEDGER, limits))
+
+    def read(counts: Mapping[str, int]) -> Iterator[Record]:
+        for ledger, count in counts.items():
+            for _, data in reader.iter_raw(ledger, 0, count):
+                yield _record_again(data, limits)
+
+    judge(result, lambda ledger: _genesis_rules(reader, ledger, limits), read, admin)
+
+
+def judge_store_rules(
+    directory: Path, counts: Mapping[str, int], limits: Limits
+) -> tuple[dict[str, RulesVerdict | None], bool]:
+    """A worker's job: :func:`_judge_store` of ``counts[ledger]`` records of each ledger (all the
+    store holds, before they verified): each ledger's verdict, and whether grants were judged."""
+    result = Verification([LedgerReport(ledger, records=count) for ledger, count in counts.items()])
+    with contextlib.closing(StoreReader(directory, still=True)) as reader:
+        _judge_store(reader, result, limits)
+    return {report.ledger: report.rules for report in result.reports}, result.grants_judged
+
+
+def _take_judged(
+    judged: Future[tuple[dict[str, RulesVerdict | None], bool]], result: Verification, counts: Mapping[str, int]
+) -> None:
+    """The verdicts of :func:`judge_store_rules` into ``result`` when they judged what verified:
+    every ledger's records whole, the admin ledger's among them when it was selected (the worker
+    read it as verified). Else ``result`` is left unjudged, for the records that did verify to be
+    judged alone, and so when the worker failed."""
+    whole = all(r.error is None and r.records == counts.get(r.ledger) for r in result.reports)
+    if not whole or result.error is not None:
+        judged.cancel()
+        return
+    try:
+        verdicts, result.grants_judged = judged.result()
+    except Exception as e:  # a worker that died: judged again in this process
+        log.warning("the rules' worker failed (%s); judging in this process", e)
+        return
+    result.rules = True
+    for report in result.reports:
+        report.rules = verdicts.get(report.ledger)
+
+
+def _record_again(data: bytes, limits: Limits) -> Record:
+    """The record of bytes read again to judge them: bytes that verified decode to the same
+    record without the checks (record_of_checked, ~5 us a record less than decode_record, a
+    seventh of the rules' time); bytes that do not decode so are decoded with the checks, which
+    raise their failure. Read before they verified (judge_store_rules), bytes that then fail
+    are judged for nothing: their ledger's verdict is the chain's failure."""
+    try:
+        return record_of_checked(data)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return decode_record(data, limits)
+
+
+def _verified_count(records: Iterable[object]) -> int:
+    """How many of ``records`` (a verifying iterator) verified before its first failure."""
+    count = 0
+    with contextlib.suppress(VledgerError):
+        for _ in records:
+            count += 1
+    return count
+
+
+def judge(
+    result: Verification, rules_of: Callable[[str], LedgerRules | None], read: ReadRecords, admin_records: int
+) -> None:
+    """Set each ledger's verdict of the observers' rules (tools/rules_check.py) in ``result``: the
+    records of each ledger whose chain verified, after ``admin_records`` of the admin ledger."""
+    counts = {report.ledger: report.records for report in result.reports if report.error is None}
+    verdicts, result.grants_judged = judge_rules(counts, rules_of, read, admin_records=admin_records)
+    result.rules = True
+    for report in result.reports:
+        report.rules = verdicts.get(report.ledger)
 
 
 def _gap_named(conn: sqlite3.Connection, error: RecordError) -> RecordError:
@@ -1194,11 +1299,44 @@ def _locate(error: RecordError, ledger: str, height: int) -> RecordError:
 # --- export files -------------------------------------------------------------------------
 
 
-def verify_file(path: Path, wanted: str | None, limits: Limits, witnesses: Sequence[VerifierKey] = ()) -> Verification:
+def verify_file(
+    path: Path, wanted: str | None, limits: Limits, witnesses: Sequence[VerifierKey] = (), *, rules: bool = False
+) -> Verification:
     """Check an export file line by line, every ledger from its genesis (its checkpoints'
-    cosignatures by ``witnesses`` too)."""
+    cosignatures by ``witnesses`` too); with ``rules``, the observers' rules then judge the
+    records that verified, read again from the file (:func:`_judge_file`)."""
     with path.open("rb") as f:
-        return ExportChecker(limits, wanted, witnesses=witnesses).check_lines(iter_lines(f, limits))
+        checker = ExportChecker(limits, wanted, witnesses=witnesses)
+        result = checker.check_lines(iter_lines(f, limits))
+        if rules and result.error is None:
+            _judge_file(f, checker, result, limits)
+        return result
+
+
+def _judge_file(f: BinaryIO, checker: ExportChecker, result: Verification, limits: Limits) -> None:
+    """:func:`judge` of an export's ledgers, after the file's admin ledger (its records that verify,
+    checked again alone when it was not selected)."""
+    admin = checker.reports.get(ADMIN_LEDGER)
+    if admin is None:
+        f.seek(0)
+        try:
+            admin = ExportChecker(limits, ADMIN_LEDGER).check_lines(iter_lines(f, limits)).reports[0]
+        except NoSuchLedgerError:
+            admin = LedgerReport(ADMIN_LEDGER)  # none in the file: grants and admin authors are not judged
+
+    def read(counts: Mapping[str, int]) -> Iterator[Record]:
+        f.seek(0)
+        left = dict(counts)
+        for number, line in iter_lines(f, limits):
+            ledger = line_ledger(line)
+            if ledger is None or not left.get(ledger):
+                continue
+            decoded = decode_export_line(line, number, limits)
+            if isinstance(decoded, StoredRecord):
+                left[ledger] -= 1
+                yield decoded.record
+
+    judge(result, checker.rules_of, read, admin.records)
 
 
 def iter_lines(f: BinaryIO, limits: Limits) -> Iterator[tuple[int, bytes]]:
@@ -1388,6 +1526,11 @@ class ExportChecker:
         if (ledger, line.note) not in self._counted:  # a line given twice is one checkpoint
             self._counted.add((ledger, line.note))
             report.vouch(checkpoint.size)
+
+    def rules_of(self, ledger: str) -> LedgerRules | None:
+        """The rules of ``ledger``'s genesis, once it verified (None before)."""
+        verifier = self._verifiers.get(ledger)
+        return None if verifier is None else verifier.rules
 
     def _report(self, ledger: str) -> LedgerReport | None:
         if self.wanted is not None and ledger != self.wanted:

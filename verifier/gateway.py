@@ -1302,11 +1302,11 @@ class Gateway:
         if self._flagged is None or now - self._flagged[0] >= CHECKPOINT_SECONDS:
             flagged: dict[str, set[int]] = {}
             try:
-                alerts = ReplicationLedger(self._redis(), raisers=sorted(self.config.nodes)).open_alerts()
+                alerts = ReplicationLedger(self._redis(), raisers=sorted(self.config.nodes)).open_entries()
             except (redis.RedisError, OSError):
-                alerts = {}  # the store's own checks still hold
-            for key, alert in alerts.items():
-                node, _, named = key.partition("|")
+                alerts = []  # the store's own checks still hold
+            for alert in alerts:  # every raiser's: one raiser's alert of a key hides no other's height
+                node, _, named = alert["key"].partition("|")
                 what = named.rpartition("|")[2]
                 at = str(alert.get("height", ""))
                 if node == self.node.name and what in DAMAGE_ALERTS and at.isascii() and at.isdigit():
@@ -1559,11 +1559,11 @@ class Gateway:
                         replication.ledgers_key, e)  # fmt: skip
             ledgers = sorted(self.reader.ledgers())
         held = {ledger: replication.held(ledger) for ledger in ledgers}
-        alerts = replication.open_alerts()
+        alerts = replication.open_entries()
         return {
             "cluster": self.config.name,
             "ledgers": {ledger: {**self.home(ledger), "held": held[ledger]} for ledger in ledgers},
-            "alerts": [{"key": key, **value} for key, value in sorted(alerts.items())],
+            "alerts": alerts,
             "logs": {name: self._log_tail(name) for name in sorted(self.config.nodes)},
         }
 

@@ -324,6 +324,9 @@ class AdminState(Domain):
         self.grants = Grants()
         self.accounts: dict[str, dict[str, Any]] = {}
         self.rotations: dict[str, list[Mapping[str, Any]]] = {}
+        # The accounts a ``totp`` record enrolled since their last ``account`` record that added
+        # or removed them: what a node asks before taking Redis's word that one has no factor.
+        self.second_factors: set[str] = set()
         self.changes = 0
         self.creator = genesis.content.author
         self.importing = True  # only imports since the genesis (16.7)
@@ -373,6 +376,8 @@ class AdminState(Domain):
                     admin = payload["op"] != "remove" and payload["role"] == "admin" and payload["enabled"] is True
                     self.grants.set_admin(name, admin, record.accepted)
                 state["keys"] = sorted(payload["keys"])
+                if kind == "account" and payload["op"] in ("add", "import", "remove"):
+                    self.second_factors.discard(name)  # a removal forgets the factor (16.5)
                 if kind == "account" and payload["op"] == "remove":
                     del self.accounts[name]
                     # A name can be added again for another person: the removed account's
@@ -381,6 +386,8 @@ class AdminState(Domain):
                         self.grants.end_all(name, record.accepted)
             elif kind == "key_rotation":
                 self.rotations.setdefault(payload["node"], []).append(dict(payload, accepted=record.accepted))
+            elif kind == "totp":
+                self.second_factors.add(fields.account("account"))
 
         return Plan(commit)
 

@@ -265,6 +265,14 @@ class RulesEngine:
             return None
         return {name: dict(state, keys=list(state["keys"])) for name, state in held.domain.accounts.items()}
 
+    def admin_second_factors(self) -> frozenset[str] | None:
+        """The accounts this engine's admin ledger records as enrolled in a second factor (a
+        ``totp`` record since the account was last added), or None without an admin ledger."""
+        held = self._ledgers.get(ADMIN_LEDGER)
+        if held is None or not isinstance(held.domain, AdminState):
+            return None
+        return frozenset(held.domain.second_factors)
+
     def check(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """Raise the first rule ``record`` breaks as the ledger's next record; change nothing.
 

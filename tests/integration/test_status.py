@@ -93,6 +93,12 @@ def node(found: dict[str, Any], name: str) -> dict[str, Any]:
     return match  # type: ignore[no-any-return]
 
 
+def _open(found: dict[str, Any], key: str) -> dict[str, Any]:
+    """The one open alert under ``key`` in a `vledger status --json` report (a list of entries)."""
+    (alert,) = [entry for entry in found["open_alerts"] if entry["key"] == key]
+    return alert
+
+
 def test_all_up_and_current_exits_0(cluster: LocalCluster) -> None:
     # The replica and observer report their heights, the verifier sweeps every copy: then all is well.
     # Its status exits 0 as soon as nothing is wrong; the verifier checks the new records soon after.
@@ -118,7 +124,7 @@ def test_all_up_and_current_exits_0(cluster: LocalCluster) -> None:
     assert {c["copy"] for c in verifier["copies"]} == {
         f"{n}|{ledger}" for n in ("ingest-1", "replica-1", "observer-1") for ledger in (LEDGER, "admin")
     }
-    assert found["open_alerts"] == {}
+    assert found["open_alerts"] == []
 
     code, out = status(cluster)
     assert code == EXIT_OK
@@ -134,7 +140,7 @@ def test_an_open_alert_exits_3_and_is_listed(cluster: LocalCluster) -> None:
         repl.alert(alert)
         code, found = report(cluster)
         assert code == EXIT_PROBLEM, found
-        assert found["open_alerts"][alert.key]["detail"] == "a test's alert"
+        assert _open(found, alert.key)["detail"] == "a test's alert"
         assert f"1 open alert: {alert.key}" in found["problems"]
         code, out = status(cluster)
         assert code == EXIT_PROBLEM
@@ -199,7 +205,7 @@ def test_a_replica_whose_store_was_damaged_while_stopped_says_so_and_is_not_rest
     assert "store_damaged: [tree_mismatch]" in done.stderr and "level 4, index 0" in done.stderr, done.stderr
     code, found = report(cluster)
     assert code == EXIT_PROBLEM
-    alert = found["open_alerts"]["replica-1||store_damaged"]
+    alert = _open(found, "replica-1||store_damaged")
     assert alert["detail"].startswith("[tree_mismatch] ") and str(db) in alert["detail"]
     assert any(
         p.startswith("replica-1 does not answer hello: its store is damaged (store_damaged): [tree_mismatch]")
@@ -244,7 +250,7 @@ def test_a_follower_whose_store_is_damaged_while_it_runs_raises_the_alert_and_ex
     assert "its store is damaged while it runs" in cluster.log_text(name)
     code, found = report(cluster)
     assert code == EXIT_PROBLEM
-    alert = found["open_alerts"][f"{name}||store_damaged"]
+    alert = _open(found, f"{name}||store_damaged")
     assert alert["detail"].startswith("[store_error] ") and str(db) in alert["detail"], alert
     assert "malformed" in alert["detail"] or "not a database" in alert["detail"], alert
     assert any(
@@ -325,7 +331,7 @@ def test_a_record_changed_to_text_under_a_running_home_is_never_published_and_is
         assert [r.height for r in repl.read(LEDGER, 0, 1000)] == list(range(height))  # nothing from the page on
         code, found = report(cluster)
         assert code == EXIT_PROBLEM
-        alert = found["open_alerts"]["ingest-1||store_damaged"]
+        alert = _open(found, "ingest-1||store_damaged")
         # The node's alert follows its outbox process's (the same key), which its log keeps.
         assert "the outbox process" in alert["detail"] and str(db) in alert["detail"], alert
         said = f"data column holds a text value, not blob (ledger '{LEDGER}' at {height})"
@@ -363,7 +369,7 @@ def test_a_home_whose_store_is_damaged_while_it_runs_refuses_the_put_and_exits_6
         code, found = report(cluster)
         # The stopped verifier alone makes it exit EXIT_PROBLEM: the home must be among the problems.
         assert code == EXIT_PROBLEM and any(p.startswith("ingest-1 ") for p in found["problems"]), found["problems"]
-        alert = found["open_alerts"]["ingest-1||store_damaged"]
+        alert = _open(found, "ingest-1||store_damaged")
         assert alert["detail"].startswith("[store_error] ") and str(directory / DB_NAME) in alert["detail"], alert
         shutil.rmtree(directory)
         backup.rename(directory)

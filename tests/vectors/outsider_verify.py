@@ -1632,7 +1632,7 @@ def verify_receipt(
         epochs = [line.split(" ") for line in extensions if line.split(" ", 1)[0] == "vledger-epoch"]
         if len(epochs) != 1 or len(epochs[0]) != 3 or not epochs[0][1].isdigit() or int(epochs[0][1]) < 2:
             raise VerifyError("bad_epoch", "signed by the standby key without an epoch line") from None
-    outside = genesis_outside(genesis) if genesis is not None else None
+    outside = genesis_outside(genesis, log_key.name.rpartition("/")[0]) if genesis is not None else None
     if outside is not None:  # 7, the outside witnesses a genesis lists and their quorum (13.9)
         checkpoint["outside"] = verify_checkpoint(
             receipt["checkpoint"], signer, outside[0], outside[1], origin=log_key.name
@@ -1741,8 +1741,9 @@ def genesis_key_text(genesis: bytes) -> str:
     return genesis_rules(record, content)["rules"]["checkpoint_key"]
 
 
-def genesis_outside(genesis: bytes) -> "tuple[list[NoteKey], int] | None":
-    """Section 3: the outside witnesses (type 0x04 keys) and quorum a genesis lists, or None."""
+def genesis_outside(genesis: bytes, cluster: str) -> "tuple[list[NoteKey], int] | None":
+    """Section 3: the outside witnesses (type 0x04 keys) and quorum a genesis of ``cluster``'s
+    lists, or None."""
     record, content = parse_record(genesis)
     rules = genesis_rules(record, content)["rules"]
     listed, quorum = rules.get("witnesses"), rules.get("quorum")
@@ -1758,6 +1759,8 @@ def genesis_outside(genesis: bytes) -> "tuple[list[NoteKey], int] | None":
             raise VerifyError("bad_genesis", exc.message, 0) from None
         if key.type != TYPE_COSIGNATURE or any(k.name == key.name or k.public == key.public for k in keys):
             raise VerifyError("bad_genesis", "rules.witnesses: a key not of type 0x04, or a repeated name or key", 0)
+        if key.name.startswith(cluster + "/witness/"):
+            raise VerifyError("bad_genesis", f"rules.witnesses: {key.name} is named as a witness of the cluster", 0)
         keys.append(key)
     pinned = rules.get("checkpoint_key")
     if type(pinned) is str and any(k.public == parse_vkey(pinned).public for k in keys):

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from vledger.broker import accounts as accounts_module
-from vledger.broker.accounts import AccountCache, AccountRegistry
+from vledger.broker.accounts import ACCOUNTS_TAG, AccountCache, AccountRegistry
 from vledger.broker.admin_copy import AdminCopy
 from vledger.broker.keys import new_keypair
+from vledger.broker.redis_keys import group_key
 from vledger.broker.redis_server import RedisServer, connect
 from vledger.config.settings import Limits
 from vledger.node.record import Content, Entry
@@ -135,5 +136,29 @@ def test_a_key_no_record_let_in_is_reported_at_once(registry: AccountRegistry, a
         registry.add_key("mallory", new_keypair().public)
         cache.refresh()
         assert any(found and found[0].startswith("mallory (") for found in reports)
+    finally:
+        cache.stop()
+
+
+def test_an_unbacked_entry_removed_by_hand_is_cleared_at_the_next_poll_with_no_new_version(
+    registry: AccountRegistry, admin: StoreAdmin
+) -> None:
+    # Outsider o16 7: junk HDEL'd from Redis's accounts (no INCR of the version, no announce)
+    # kept every node's unbacked_account open until the next honest change of the accounts.
+    reports: list[list[str]] = []
+    cache = _cache(registry, admin, reports)
+    try:
+        key = new_keypair().public
+        registry.add_account("mallory", "admin")
+        registry.add_key("mallory", key)
+        cache.refresh()
+        assert reports and reports[-1][0].startswith("mallory (")
+        version = registry.version()
+        client = registry.client
+        client.hdel(group_key("vledger", ACCOUNTS_TAG, "keys"), key)
+        client.srem(group_key("vledger", ACCOUNTS_TAG, "names"), "mallory")
+        client.delete(group_key("vledger", ACCOUNTS_TAG, "account:mallory"))
+        wait_until(lambda: reports[-1] == [], DEADLINE, "the unbacked entry cleared at a poll")
+        assert registry.version() == version
     finally:
         cache.stop()

@@ -16,6 +16,7 @@ import zmq
 from vledger.broker.client import Client, NodeAddress
 from vledger.broker.curve import AllowList, CurveServer, stop_authenticator
 from vledger.broker.keys import KeyPair, new_keypair
+from vledger.broker.redis_server import free_port
 from vledger.node.errors import NodeUnavailableError
 
 TIMEOUT = 0.3  # seconds: the client's patience in these tests
@@ -72,8 +73,9 @@ def test_a_silent_node_costs_a_call_its_timeout_then_a_new_connection_answers(
     server, node, keys = served
     with Client(node, keys, timeout=TIMEOUT) as client:
         started = time.monotonic()
-        with pytest.raises(NodeUnavailableError, match="no answer within"):
+        with pytest.raises(NodeUnavailableError, match="no answer within") as silent:
             client.call("hello")
+        assert silent.value.listening is True  # its port is open
         waited = time.monotonic() - started
         assert TIMEOUT * 0.9 <= waited < TIMEOUT + 2.0
         assert server.read == 1  # it was sent, and read, but not answered
@@ -92,3 +94,21 @@ def test_a_reply_of_another_id_is_never_taken_for_a_calls_own(served: tuple[Serv
         assert client.call("ver") == {"cmd": "ver"}
         assert client.call_many([("hello", {}), ("ver", {})], window=2) == [{"cmd": "hello"}, {"cmd": "ver"}]
         assert client.call("hello") == {"cmd": "hello"}
+
+
+def test_a_node_nothing_listens_for_is_told_from_one_that_refuses_the_key(
+    served: tuple[Server, NodeAddress, KeyPair],
+) -> None:
+    # outsider o15 #5c: a home waiting for room on a full disk (it listens only once its store
+    # opens) got the hint to check one's key. A closed port says the node is down or not serving
+    # yet; a refused key, as an unknown one, is still no answer (nothing said of accounts).
+    _, node, keys = served
+    closed = NodeAddress(f"tcp://127.0.0.1:{free_port()}", node.key)
+    with Client(closed, keys, timeout=TIMEOUT) as client, pytest.raises(NodeUnavailableError) as down:
+        client.call("hello")
+    assert down.value.code == "unavailable" and down.value.listening is False
+    assert f"nothing accepts a connection at {closed.endpoint}: the node is down or not serving yet" in str(down.value)
+    stranger = Client(node, new_keypair(), timeout=TIMEOUT)  # a key the server does not allow
+    with stranger, pytest.raises(NodeUnavailableError, match="no answer within") as refused:
+        stranger.call("hello")
+    assert refused.value.listening is True, refused.value

@@ -7,6 +7,7 @@ The server takes its users from the ACL file ``write_passwords`` makes (as ``vle
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from vledger.broker.second_factor import ENROLL, REPLACE, SecondFactorStore
 from vledger.broker.tallies import TallyBoard
 from vledger.config.cluster import RedisAccess
 from vledger.node.errors import ApplyTimeoutError, SettingsError
+from vledger.tools import cli
 
 NOPERM = redis.exceptions.NoPermissionError
 KEY_A, KEY_B = (zmq.curve_keypair()[0].decode() for _ in range(2))
@@ -790,3 +792,58 @@ def test_a_node_cannot_silence_forge_or_trim_another_node_s_alerts_or_evidence(a
     assert reader.evidence() == {"replica-2|votes|4": {"checkpoint": "the home's note"}}  # not a field of its name
     assert acl.repl("verifier").open_alerts().keys() == shown.keys()  # a node reads every raiser's
     assert ReplicationLedger(acl.client("gateway"), raisers=sorted(NODES)).open_alerts().keys() == shown.keys()
+
+
+def _cluster_file(acl: AclServer, directory: Path) -> Path:
+    """A cluster file of NODES on ``acl``'s server, whose ``vledger`` commands sign in as the admin's user."""
+    nodes = "".join(
+        f'[nodes.{name}]\nrole = "{role}"\nport = {7400 + 3 * i}\n'
+        + (f"pub_port = {7401 + 3 * i}\n" if role in ("ingest", "replica") else "")
+        for i, (name, role) in enumerate(sorted(NODES.items()))
+    )
+    path = directory / "cluster.toml"
+    path.write_text(
+        f'[cluster]\nredis = "{acl.server.url}"\ndefault_home = "ingest-1"\n'
+        f'[redis]\npasswords = "{acl.passwords_dir}"\n{nodes}'
+    )
+    return path
+
+
+def test_a_node_s_alert_under_the_verifier_s_key_hides_rewrites_and_closes_nothing_of_it(
+    acl: AclServer, short_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outsider o16 2 and 3: with ingest-2's password only, an alert under the verifier's key in
+    ingest-2's own keys, with a later stream id and "nothing to do", was all `vledger status`,
+    `verify --cluster` and the gateway showed of the verifier's (no raiser named), and `vledger
+    alerts` marked the verifier's closed. Each raiser's alert is its own entry, named by it."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    verifier = acl.repl("verifier")
+    found = Alert("redis", "poll", 0, "unlisted_ledger", "deleted from it by a Redis user", source="ingest-1")
+    raised = verifier.alert(found)
+    intruder = acl.client("ingest-2")
+    benign = {**found.fields(), "detail": "benign: archived by the operator on purpose; nothing to do"}
+    later = intruder.xadd(verifier.alerts_key_of("ingest-2"), benign).decode()
+    intruder.hset(verifier.open_alerts_key_of("ingest-2"), found.key, json.dumps({**benign, "id": later}))
+    both = [("ingest-2", later, benign["detail"]), ("verifier-1", raised, found.detail)]
+    for reader in ("admin", "gateway", "verifier", "replica"):
+        shown = ReplicationLedger(acl.client(reader), raisers=sorted(NODES)).open_entries()
+        assert [(e["raised_by"], e["id"], e["detail"]) for e in shown] == both
+        assert {e["key"] for e in shown} == {found.key}
+    config = str(_cluster_file(acl, short_tmp))
+    assert cli.main(["verify", "--cluster", config]) == 1
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert f"  {found.key}  height 0 [raised by verifier-1]: {found.detail}\n" in out
+    assert f"  {found.key}  height 0 [raised by ingest-2]: {benign['detail']}\n" in out
+    assert cli.main(["verify", "--cluster", config, "--json"]) == 1
+    listed = json.loads(capsys.readouterr().out)["open_alerts"]
+    assert [(e["key"], e["raised_by"], e["detail"]) for e in listed] == [(found.key, r, d) for r, _, d in both]
+    assert cli.main(["alerts", "--config", config, "--json"]) == 0
+    marked = [(a["raised_by"], a["id"], a["open"]) for a in json.loads(capsys.readouterr().out)["alerts"]]
+    assert marked == [("verifier-1", raised, True), ("ingest-2", later, True)]  # by id: the verifier's first
+    # Only the raiser (or the operator) closes its own: ingest-2 resolving closes ingest-2's alone.
+    assert ReplicationLedger(intruder, node="ingest-2").resolve([found.key]) == 1
+    assert [(e["raised_by"], e["detail"]) for e in verifier.open_entries()] == [("verifier-1", found.detail)]
+    assert cli.main(["alerts", "--config", config]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [[raised, "open"], [later, "closed"]]

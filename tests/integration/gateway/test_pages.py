@@ -1440,6 +1440,29 @@ return [v.distinctWitnesses(keys), [...groups], inForce, age.since, age.fresh, o
     assert outside.startswith("1 of the outside witnesses the genesis lists cosigned") and "[no_quorum]" in outside
 
 
+def test_the_pages_refuse_a_genesis_naming_an_outside_witness_as_the_cluster_s_own(browser: Any) -> None:
+    """fix19c left the pages out: a genesis listing ``<cluster>/witness/...`` as an outside witness
+    had its lines counted by the cluster witness's name. bad_genesis, as the receipt check says
+    (13.9, section 3); another cluster's witness name is an outside one."""
+    with scripts_page() as page:
+        browser.get(page)
+        got = browser.execute_script(
+            """
+const v = window.vledger;
+const log = { name: "local/fund" };
+const named = (name) => ({ name, publicKey: new Uint8Array(32).fill(1) });
+const judged = (name) => {
+  try { return [...v.outsideOf("fund", { quorum: 1 }, [named("example.org/w1"), named(name)], log).names]; }
+  catch (e) { return e.message; }
+};
+return [judged("local/witness/replica-1"), judged("other/witness/replica-1")];
+"""
+        )
+    posing, elsewhere = got
+    assert "local/witness/replica-1" in posing and posing.endswith("[bad_genesis]"), posing
+    assert elsewhere == ["example.org/w1", "other/witness/replica-1"]
+
+
 def _rows(browser: Any) -> list[str]:
     script = "return Array.from(document.querySelectorAll('#observers td.counts'), (e) => e.innerText)"
     return list(browser.execute_script(script)) or [""]

@@ -155,6 +155,12 @@ def test_a_node_started_on_a_full_disk_says_so_waits_and_starts_once_there_is_ro
         assert cluster.node(node).running()  # it waits, not crash-loops
         log = cluster.log_text(node)
         assert log.count("disk full: ") == 1 and "Traceback" not in log, log[-4000:]
+        if node == "ingest-1":  # outsider o15 #5c: its writers were told to check their key
+            key = str(cluster.directory / "keys" / "admin.key_secret")
+            write = ["put", LEDGER, "vote", "--payload", '{"waiting": 1}', "--config", str(cluster.config_path)]
+            refused = cluster.cli(*write, "--key", key, "--timeout", "2", check=False)
+            assert refused.returncode != 0 and "nothing accepts a connection at" in refused.stderr, refused.stderr
+            assert "your key" not in refused.stderr and "vledger status" in refused.stderr, refused.stderr
 
         filler.unlink()  # room again: it starts by itself, and closes its alert
         cluster.wait_ready(node)

@@ -3,7 +3,8 @@
 Stopped, taken out of the cluster file, the nodes and the verifier restarted one at a time: no
 alert is raised, ``vledger repl status`` no longer lists it (its held keys stay in Redis, where
 no one writes them: they had kept its rows, their lag growing for good), and the cluster is
-current without it.
+current without it. Then ``vledger repl forget`` deletes its keys (fix19a left them for good),
+and refuses a member.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from vledger.broker.accounts import AccountRegistry
+from vledger.broker.redis_server import connect
+from vledger.broker.replication import ReplicationLedger
+from vledger.node.rules.admin import ADMIN_LEDGER
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, genesis, wait_until
 from vledger.tests.integration.replication.test_alerts_closed import open_alerts
 from vledger.tests.integration.replication.test_witnessed import LEDGER, WAIT, put, size, wait_cosigned
@@ -61,3 +66,17 @@ def test_a_replica_removed_as_readme_says_raises_nothing_and_is_no_longer_listed
     assert open_alerts(cluster) == []
     every = json.loads(cluster.cli("alerts", "--config", str(cluster.config_path), "--json").stdout)["alerts"]
     assert [a for a in every if REMOVED in (a["node"], a["source"], a.get("raised_by"))] == []
+
+    client = connect(cluster.cluster_redis_url)
+    repl, registry = ReplicationLedger(client), AccountRegistry(client)
+    held = [repl.held_key(ledger, REMOVED) for ledger in (LEDGER, ADMIN_LEDGER)]
+    its = [*held, repl.cosig_key(LEDGER, REMOVED), registry.applied_key(REMOVED)]
+    assert all(client.exists(key) for key in its)  # what README's steps left behind
+    refused = cluster.cli("repl", "forget", "replica-1", "--config", str(cluster.config_path), "--json", check=False)
+    assert refused.returncode == 1 and json.loads(refused.stdout)["error"]["code"] == "forget_refused"
+    done = cluster.cli("repl", "forget", REMOVED, "--config", str(cluster.config_path), "--json")
+    assert set(its) <= set(json.loads(done.stdout)["deleted"])
+    assert not any(client.exists(key) for key in its)
+    assert client.exists(repl.held_key(LEDGER, "replica-1")) and client.exists(registry.applied_key("replica-1"))
+    code, report = _repl_status(cluster)
+    assert code == 0 and REMOVED not in {n["node"] for item in report["ledgers"] for n in item["nodes"]}

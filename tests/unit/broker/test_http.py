@@ -138,6 +138,39 @@ def test_a_2_mb_header_gets_its_400_whole_not_a_reset() -> None:
             assert _get(again) == (200, b"ok")
 
 
+@pytest.mark.parametrize(
+    ("head", "limit"),
+    [
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 2_000_000 + b"\r\n\r\n",
+            "a line of its head is over 8,190 bytes",
+        ),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", "a line of its head is over 8,190 bytes"),
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-%d: 1\r\n" % n for n in range(200)) + b"\r\n",
+            "more than 128 header lines",
+        ),
+    ],
+    ids=["header-line", "request-line", "header-lines"],
+)
+def test_a_head_over_a_limit_is_refused_naming_the_limit(head: bytes, limit: str) -> None:
+    # outsider o15 #5b: the 400 said only "the request is not HTTP/1.1 this server can read";
+    # PROTOCOL 15 names the limits (8,190 bytes a line, 128 header lines).
+    with _server() as server, _connect(server) as conn:
+        conn.sendall(head)
+        head_, _, body = _answer_until_closed(conn).partition(b"\r\n\r\n")
+        assert head_.startswith(b"HTTP/1.0 400 "), head_
+        error = json.loads(body)["error"]
+        assert error["code"] == "bad_request" and error["message"].endswith(limit), error
+
+
+def test_a_malformed_head_within_the_limits_names_none() -> None:
+    with _server() as server, _connect(server) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n")
+        error = json.loads(_answer_until_closed(conn).partition(b"\r\n\r\n")[2])["error"]
+        assert error["message"] == "the request is not HTTP/1.1 this server can read", error
+
+
 # --- the head deadline, the idle timeout and the connection caps ([http]) ------------------------
 
 HEAD_S = 0.4  # the head deadline of the servers below

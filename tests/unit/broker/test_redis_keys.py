@@ -167,6 +167,7 @@ def _exercise(client: Any) -> None:
     factors.enroll("root", b"sealed", ("d1", "d2"), ENROLL)
     factors.use_step("root", b"sealed", 5)
     factors.failed("root", 60)
+    factors.failures("root", 60)
     factors.forget("root")
 
 

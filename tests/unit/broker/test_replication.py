@@ -452,7 +452,7 @@ def test_an_open_alert_that_is_not_json_is_still_resolved(
     assert resolved[(None, "replica-2|x|bad_link")] == "" and resolved[(None, kept.key)] != ""
 
 
-def test_an_open_alerts_id_past_the_servers_clock_ranks_last_and_is_noted_for_its_raiser_alone(
+def test_an_open_alerts_id_past_the_servers_clock_is_shown_empty_and_noted_for_its_raiser_alone(
     redis_client: Any,
 ) -> None:
     # Each raiser writes its own open hash's JSON, id included: an id no stream of this server
@@ -463,9 +463,9 @@ def test_an_open_alerts_id_past_the_servers_clock_ranks_last_and_is_noted_for_it
     raised = honest.alert(alert)
     forged = {"id": "9999999999999-0", "height": "0", "node": "ingest-1", "ledger": LEDGER, "what": "lag"}
     redis_client.hset(honest.open_alerts_key_of("replica-3"), alert.key, json.dumps(forged))
-    reader = ReplicationLedger(redis_client, raisers=["replica-1", "replica-3"])
-    shown = reader.open_alerts()[alert.key]
-    assert (shown["raised_by"], shown["id"], shown["what"]) == ("replica-1", raised, "equivocation")
+    reader = ReplicationLedger(redis_client, raisers=["replica-3", "replica-1"])
+    shown = [(e["key"], e["raised_by"], e["id"], e["what"]) for e in reader.open_entries()]
+    assert shown == [(alert.key, "replica-1", raised, "equivocation"), (alert.key, "replica-3", "", "lag")]
     theirs = dict(reader.open_by_raiser())["replica-3"][alert.key]
     assert theirs == {**forged, "id": ""}  # shown, but with no id: no stream made it
     assert reader.resolve_as_operator([alert.key]) == 1 and reader.open_alerts() == {}
@@ -512,6 +512,29 @@ def test_open_alerts_are_read_by_a_user_whose_acl_predates_time(redis_client: An
         redis_client.execute_command("ACL", "DELUSER", "no-time")
 
 
+def test_each_raisers_alert_of_one_key_is_its_own_entry_whatever_id_or_fields_another_wrote(
+    redis_client: Any,
+) -> None:
+    # Outsider o16 2: a node raising the verifier's key in its own keys with a later id (any
+    # Redis user's stream makes one) showed in its place. And the JSON is its raiser's to write:
+    # a "key" or "raised_by" field in it names neither the entry's key nor its raiser.
+    verifier = ReplicationLedger(redis_client, node="verifier-1")
+    found = Alert("redis", LEDGER, 0, "unlisted_ledger", "deleted from the ledgers hash", source="ingest-1")
+    raised = verifier.alert(found)
+    later = ReplicationLedger(redis_client, node="ingest-2").alert(
+        Alert("redis", LEDGER, 0, "unlisted_ledger", "benign: nothing to do", source="ingest-1")
+    )
+    disguised = {"id": "", "key": found.key, "raised_by": "verifier-1", "detail": "benign too"}
+    redis_client.hset(verifier.open_alerts_key_of("replica-1"), "replica-1|x|lag", json.dumps(disguised))
+    reader = ReplicationLedger(redis_client, raisers=["verifier-1", "replica-1", "ingest-2"])
+    shown = [(e["key"], e["raised_by"], e["id"], e["detail"]) for e in reader.open_entries()]
+    assert shown == [
+        (found.key, "ingest-2", later, "benign: nothing to do"),
+        (found.key, "verifier-1", raised, "deleted from the ledgers hash"),
+        ("replica-1|x|lag", "replica-1", "", "benign too"),
+    ]
+
+
 def test_an_append_not_of_the_latest_checkpoint_carries_it_on_its_entry_only(repl: ReplicationLedger) -> None:
     # A refill's earlier chunks (ingest/outbox.py _fill) carry older checkpoints: the ledger's
     # latest never steps back to them, which readers would report (rollback, PROTOCOL 10.5).
@@ -546,9 +569,8 @@ def test_an_open_alerts_id_of_digits_int_refuses_is_no_stream_id_not_a_crash(red
     forged = {"id": forged_id, "height": "0", "node": "ingest-1", "ledger": LEDGER, "what": "lag"}
     redis_client.hset(honest.open_alerts_key_of("replica-3"), alert.key, json.dumps(forged))
     reader = ReplicationLedger(redis_client, raisers=["replica-1", "replica-3"])
-    shown = reader.open_alerts()[alert.key]
-    assert (shown["raised_by"], shown["id"], shown["what"]) == ("replica-1", raised, "equivocation")
-    assert dict(reader.open_by_raiser())["replica-3"][alert.key]["what"] == "lag"
+    shown = [(e["raised_by"], e["id"], e["what"]) for e in reader.open_entries()]
+    assert shown == [("replica-1", raised, "equivocation"), ("replica-3", forged_id, "lag")]
     assert [a["what"] for a in reader.alerts()] == ["equivocation"]
 
 

@@ -23,9 +23,9 @@ from vledger.client.write import Write
 from vledger.config.cluster import ClusterConfig, load_cluster
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
-from vledger.node.errors import FencedError, NodeUnavailableError, ProofError, RemoteError
+from vledger.node.errors import BadGenesisError, FencedError, NodeUnavailableError, ProofError, RemoteError
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import VerifiedCheckpoint, verify_checkpoint
+from vledger.node.note import ALG_COSIGNATURE_V1, SignerKey, VerifiedCheckpoint, verify_checkpoint
 from vledger.node.record import REQUEST_ID_PATTERN, Content, Entry
 from vledger.node.rules.votes import electronic_id
 from vledger.node.store import ChainStore
@@ -706,6 +706,24 @@ class _Hellos:
         return None
 
 
+class Creating:
+    """A home that states no checkpoint key (its genesis pins none) and logs what it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: object = None) -> Any:
+        self.sent.append(cmd)
+        if cmd == "hello":
+            return {}
+        if cmd == "whoami":
+            return {"account": "admin", "role": "admin", "key": "k"}
+        raise AssertionError(f"not sent here: {cmd}")
+
+    def close(self) -> None:
+        return None
+
+
 def test_ledger_create_lists_the_rotation_kind_only_for_a_ledger_without_a_standby(
     standby_session: tuple[Session, HomeGone],
 ) -> None:
@@ -719,3 +737,19 @@ def test_ledger_create_lists_the_rotation_kind_only_for_a_ledger_without_a_stand
     assert {"checkpoint_key", "standby_key"} <= set(with_standby.rules)
     alone = session._pin_checkpoint_key("other", rules)
     assert alone.kinds == ("checkpoint_key", "register") and "standby_key" not in alone.rules
+
+
+def test_a_create_naming_an_outside_witness_as_the_cluster_s_own_is_refused_before_it_is_sent(
+    three_nodes: ClusterConfig,
+) -> None:
+    """fix19c left the client out: it checked a new genesis's outside witnesses (13.9) without
+    the cluster's name, so one named ``<cluster>/witness/...``, which the home refuses, was sent
+    (its proof of work done for nothing). Refused here as the home would: bad_genesis, nothing sent."""
+    config = three_nodes
+    posing = SignerKey(f"{config.name}/witness/replica-1", ALG_COSIGNATURE_V1, bytes([5]) * 32)
+    cluster = Creating()
+    session = Session(config, config.node("ingest-3"), cluster)
+    rules = LedgerRules(("note",), 0, {"witnesses": [posing.verifier().encode()], "quorum": 1})
+    with pytest.raises(BadGenesisError, match="named as a witness of cluster"):
+        session.create_ledger("notes", rules)
+    assert "ledger.create" not in cluster.sent

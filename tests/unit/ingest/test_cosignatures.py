@@ -7,6 +7,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from vledger.broker.replication import ReplicationLedger
 from vledger.config.settings import Limits
 from vledger.ingest.cosignatures import KnownCosignatures, WitnessedNotes
@@ -46,6 +48,30 @@ def test_outside_cosignatures_are_gathered_with_the_keys_the_genesis_lists(tmp_p
             # The latest kept of the witness is gathered; the impostor's line (the listed name,
             # another key) verifies with no listed key and is dropped.
             assert [(g.checkpoint.size, g.witnesses) for g in known.gathered(LEDGER, latest)] == found
+
+
+def test_a_genesis_naming_an_outside_witness_as_the_cluster_s_own_lists_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """fix19c left the ingest node's list out: an outside witness named ``<cluster>/witness/...``
+    was gathered under that name, the cluster witness's, whose line says its store holds the
+    records (a ledger created before the home refused such a genesis, or a copy of a forging
+    home's). None of that genesis's outside witnesses counts here, as at the gateway; logged."""
+    posing = SignerKey(f"{CLUSTER}/witness/replica-1", ALG_COSIGNATURE_V1, secrets.token_bytes(32))
+    with ChainStore(tmp_path, origin="home", clock=lambda: T0) as store:
+        listed = [LISTED.verifier().encode(), posing.verifier().encode()]
+        rules = {"checkpoint_key": LOG_KEY.encode(), "witnesses": listed, "quorum": 1}
+        store.create_ledger(
+            Entry.prepare(LedgerRules(("n",), 0, rules).genesis_content(LEDGER, "a", "g", T0), 0, Limits())
+        )
+        known = KnownCosignatures(CLUSTER, store, None, {}, lambda ledger: LOG_KEY)
+        assert known.outside_names(LEDGER) == frozenset()
+        assert "lists outside witnesses that cannot be used" in caplog.text and posing.name in caplog.text
+        signed = HOME.sign(LEDGER, 1, store.root(LEDGER, 1))
+        note = parse_note(signed.note)
+        cosigned = note.with_signatures(cosign(note.text, posing, T0 // 1000).note_signature()).encode()
+        store.checkpoints.keep(LEDGER, outside_kind(posing.name), 1, signed.root, cosigned)
+        assert [(g.checkpoint.size, g.witnesses) for g in known.gathered(LEDGER, signed.note)] == [(1, ())]
 
 
 def test_a_promoted_standby_s_checkpoints_are_gathered_by_the_epochs_and_a_fenced_home_s_are_not(

@@ -5,8 +5,8 @@ followers raised the alert). Real Redis; the alert journal on the same full disk
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.tests.integration.cluster import wait_until
-from vledger.tests.integration.replication.test_disk_full import fill, small_disk
+from vledger.tests.integration.replication.test_disk_full import fill
 
 NODE = "ingest-1"
 LEDGERS = ("notes", "orders")
@@ -33,25 +33,17 @@ def _entry(ledger: str, n: int) -> Entry:
     return Entry.prepare(content, 0, PROTOCOL_LIMITS)
 
 
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "disk"
-    directory.mkdir()
-    with small_disk(directory) as mounted:
-        yield mounted
-
-
 def test_a_home_on_a_full_disk_raises_disk_full_once_a_ledger_and_resolves_it_when_a_put_is_stored(
-    disk: Path, redis_client: Any
+    tmpfs_disk: Path, redis_client: Any
 ) -> None:
-    journal = AlertJournal(disk / "alerts.sqlite3", NODE)
+    journal = AlertJournal(tmpfs_disk / "alerts.sqlite3", NODE)
     replication = ReplicationLedger(redis_client, node=NODE, raisers=[NODE], journal=journal)
-    with ChainStore(disk / "store", origin=NODE) as store:
+    with ChainStore(tmpfs_disk / "store", origin=NODE) as store:
         store.on_full = DiskFullAlerts(NODE, replication)
         for ledger in LEDGERS:
             genesis = LedgerRules(("note",), 0).genesis_content(ledger, "alice", "genesis", 0)
             store.create_ledger(Entry.prepare(genesis, 0, PROTOCOL_LIMITS))
-        filler = fill(disk)
+        filler = fill(tmpfs_disk)
         refused = []
         for n in range(1, 400):  # until the WAL can grow no more
             futures = [store.submit_entry(_entry(ledger, n)) for ledger in LEDGERS]
@@ -67,7 +59,7 @@ def test_a_home_on_a_full_disk_raises_disk_full_once_a_ledger_and_resolves_it_wh
         alerts = replication.open_alerts()
         assert sorted(k for k in alerts if k.endswith("|disk_full")) == KEYS, alerts
         for key in KEYS:
-            assert alerts[key]["detail"].startswith(f"disk full: {disk / 'store'}"), alerts[key]
+            assert alerts[key]["detail"].startswith(f"disk full: {tmpfs_disk / 'store'}"), alerts[key]
             assert alerts[key]["source"] == NODE and alerts[key]["height"] == str(store.size(key.split("|")[1]))
         raised = [e for e in redis_client.xrange(replication.alerts_key) if e[1][b"what"] == b"disk_full"]
         assert len(raised) == len(LEDGERS)  # a retry raises nothing new
@@ -77,7 +69,7 @@ def test_a_home_on_a_full_disk_raises_disk_full_once_a_ledger_and_resolves_it_wh
         assert receipt.height == store.size("notes") - 1
         # Resolved on the committer's thread right after the put is answered.
         wait_until(lambda: not [k for k in replication.open_alerts() if k.endswith("|disk_full")], 10, "resolved")
-    assert os.path.exists(disk / "alerts.sqlite3")
+    assert os.path.exists(tmpfs_disk / "alerts.sqlite3")
 
 
 def test_the_disk_full_alerts_an_earlier_run_left_open_close_at_this_run_s_first_stored_put(
@@ -101,3 +93,33 @@ def test_the_disk_full_alerts_an_earlier_run_left_open_close_at_this_run_s_first
             10,
             "the ledgers' alerts resolved, the start-up one left to its owner",
         )
+
+
+def test_a_journal_on_a_full_disk_is_said_unwritable_once_and_written_again_only_once_a_row_is(
+    tmpfs_disk: Path, redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outsider o15 #5a: the read before each raise (is it an alert an operator resolved?) said
+    "alert journal ... is written again", and the raise's write "... cannot be written", in turns
+    while the disk stayed full (5 times in 30 s)."""
+    journal = AlertJournal(tmpfs_disk / "alerts.sqlite3", NODE)
+    replication = ReplicationLedger(redis_client, node=NODE, raisers=[NODE], journal=journal)
+    replication.alert(Alert(NODE, "notes", 1, "disk_full", "before the disk filled", source=NODE))
+    filler = fill(tmpfs_disk)
+    with caplog.at_level(logging.WARNING, logger="vledger.broker.replication"):
+        for n in range(5):
+            replication.alert(Alert(NODE, f"ledger-{n}", n, "disk_full", "the disk is full", source=NODE))
+        replication.alert(Alert(NODE, "notes", 2, "disk_full", "raised again", source=NODE))  # a row there: read
+        assert all(f"{NODE}|ledger-{n}|disk_full" in replication.open_alerts() for n in range(5))  # Redis has them
+        lines = [r.getMessage() for r in caplog.records]
+        assert sum("cannot be written" in line for line in lines) == 1, lines
+        assert not [line for line in lines if "written again" in line]
+
+        filler.unlink()  # room again: the next raise writes its row, and says so once
+        replication.alert(Alert(NODE, "orders", 7, "disk_full", "after", source=NODE))
+        replication.alert(Alert(NODE, "orders", 8, "disk_full", "after", source=NODE))
+        lines = [r.getMessage() for r in caplog.records]
+        assert [line for line in lines if "journal" in line and "written" in line] == [
+            f"alert journal of {NODE} cannot be written (database or disk is full): its alerts go to Redis only",
+            f"alert journal of {NODE} is written again",
+        ]
+    assert f"{NODE}|orders|disk_full" in journal.open_alerts()

@@ -28,10 +28,12 @@ from vledger.ingest.page_check import PageChecker
 from vledger.ingest.service import Caller, IngestService
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload, handover_request_id
-from vledger.node.errors import PromotionRefusedError, StoreError, UnknownKindError
+from vledger.node.errors import NotAdminAuthorError, PromotionRefusedError, StoreError, UnknownKindError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import VerifierKey
 from vledger.node.record import Content, Entry, Record
+from vledger.node.rules.admin import Grants
+from vledger.node.rules.engine import check_grant
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
 from vledger.node.tree import Frontier, leaf_hash
@@ -527,9 +529,10 @@ def test_a_standby_s_note_with_no_handover_among_the_records_held_is_refused_not
     assert witness.held() == handed and witness.alerts == []
 
 
-def _standby_store(directory: Path, rules: LedgerRules, *, taken: str | None = None) -> ChainStore:
+def _standby_store(directory: Path, rules: LedgerRules, *, taken: str | None = None, **kwargs: Any) -> ChainStore:
     """The standby's copy of a ledger of ``rules``: the home's genesis and 4 notes, and with
-    ``taken`` a fifth, by the admin, under that request id."""
+    ``taken`` a fifth, by the admin, under that request id; ``kwargs`` the standby store's
+    (its clock, its accepted floor)."""
     home = ChainStore(directory / "home", origin=HOME, clock=lambda: T0)
     with home:
         home.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "create", T0), 0, PROTOCOL_LIMITS))
@@ -538,14 +541,54 @@ def _standby_store(directory: Path, rules: LedgerRules, *, taken: str | None = N
             content = Content(LEDGER, "note", {"n": i}, author, request_id, T0 + i)
             home.submit_entry(Entry.prepare(content, 0, PROTOCOL_LIMITS)).result()
         records = list(home.range(LEDGER))
-    store = ChainStore(directory / "standby", origin=STANDBY)
+    store = ChainStore(directory / "standby", origin=STANDBY, **kwargs)
     store.append_records(records)
     return store
 
 
-def _promotion(config: ClusterConfig, store: ChainStore, redis: ReplicationLedger) -> tuple[Promotion, Homes]:
+def _promotion(
+    config: ClusterConfig, store: ChainStore, redis: ReplicationLedger, grants: Grants | None = None
+) -> tuple[Promotion, Homes]:
     homes = Homes(config, EpochBook(CLUSTER, store), redis, witnesses=_witness_keys)
-    return Promotion(config, STANDBY, homes, redis, {}, STANDBY_KEY.public_key), homes
+    return Promotion(config, STANDBY, homes, redis, {}, STANDBY_KEY.public_key, grants=lambda: grants), homes
+
+
+def test_a_standby_whose_clock_is_behind_the_admin_home_s_takes_a_new_admin_s_promotion(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    """r20 F5: the standby checked its handover by its own clock before placing it; a clock
+    behind the admin home's by more than the admin's age judged an honest admin's promotion
+    not_admin_author. It judges it at the time the store places it, past every admin record the
+    node applied (16.2's floor): the record observers then read is after the admin's making, so
+    their rule (by ``accepted``) passes it. A forging author is still refused."""
+    grants = Grants()
+    grants.opened = T0 - 5_000  # the admin ledger, by the admin home's clock
+    grants.set_admin("boss", True, T0 + 1_000)  # a new admin, stamped ahead of the standby's clock
+    grants.last_accepted = T0 + 1_000
+    config = _home_and_standby(tmp_path)
+    redis = ReplicationLedger(redis_client)
+    redis_client.hset(redis.ledgers_key, LEDGER, HOME)
+    slow = {"clock": lambda: T0 + 10, "accepted_floor": lambda: grants.last_accepted + 1}
+    with _standby_store(tmp_path, RULES, **slow) as store:
+        promotion, _ = _promotion(config, store, redis, grants)
+        with pytest.raises(NotAdminAuthorError):  # never an admin: refused, Redis untouched
+            promotion.promote(LEDGER, "mallory", T0 + 10, store.append)
+        assert redis.epochs() == {} and store.size(LEDGER) == 5
+        promotion.promote(LEDGER, "boss", T0 + 10, store.append)
+        handover = store.get(LEDGER, 5)
+        assert handover is not None and handover.content.kind == EPOCH_KIND
+        assert handover.accepted == T0 + 1_001 and redis.epochs()[LEDGER] == (2, STANDBY)
+        check_grant(grants, handover)  # what every observer judges it by
+        grants.set_admin("boss", False, T0 + 3_000)  # disabled: a forged handover after it is flagged
+        with pytest.raises(NotAdminAuthorError):
+            check_grant(grants, _at(handover, T0 + 3_001))
+
+
+def _at(record: Record, accepted: int) -> Record:
+    """``record`` as a home would have placed it at ``accepted``."""
+    return Entry(record.content, record.content_bytes, record.checksum, record.nonce).place(
+        record.height, record.prev, accepted, record.origin
+    )
 
 
 def test_a_handover_that_cannot_be_placed_is_undone_and_the_standby_is_no_home(

@@ -20,7 +20,7 @@ from vledger.broker.replication import Alert
 from vledger.broker.signing import generate_checkpoint_key, load_checkpoint_keys, remove_checkpoint_key
 from vledger.config.settings import Limits
 from vledger.ingest.epochs import EpochBook
-from vledger.ingest.follow import Follower, Page
+from vledger.ingest.follow import MAX_HELD_RECORDS, Follower, Page
 from vledger.ingest.key_chains import HomeKeys, KeyChains
 from vledger.ingest.page_check import PageChecker
 from vledger.node import tree
@@ -178,10 +178,12 @@ class _Replica:
         sources: list[_Pages] | None = None,
         checker: PageChecker | None = None,
         witnessed: Callable[[str], tuple[Mapping[str, bytes], int]] | None = None,
+        max_held: int = MAX_HELD_RECORDS,
         epochs: bool = False,
     ) -> None:
         self.store = ChainStore(directory, origin="replica-1")
         self.alerts: list[Alert] = []
+        self.resolved: list[str] = []
         self.evidence: list[Any] = []
         self.chains = KeyChains(self.store, lambda ledger: None)
         keys: CheckpointKeys = self.chains.keys(CLUSTER)
@@ -195,12 +197,14 @@ class _Replica:
             home_of=lambda ledger: "home",
             on_stored=lambda records, hops: None,
             on_alert=self.alerts.append,
+            on_resolve=lambda keys, upto: self.resolved.extend(keys),
             on_evidence=lambda checkpoint, source, proof: self.evidence.append(checkpoint),
             batch=3,
             checker=checker,
             witnessed=None if witnessed is None else (lambda held: {ledger: witnessed(ledger) for ledger in held}),
+            max_held=max_held,
         )
-        self.chains.pending = self.follower.pending
+        self.chains.pending = self.follower.key_records
 
     def feed(self, records: list[Record], note: bytes) -> None:
         self.follower.receive([FeedRecord(LEDGER, r.height, 1, "home", r.encode()) for r in records])
@@ -359,7 +363,9 @@ def test_a_copy_put_back_before_a_rotation_never_stores_a_fork_the_old_key_signe
 
 def test_a_copy_held_back_stores_nothing_while_no_source_brings_the_rotation(tmp_path: Path) -> None:
     """Only the fork to fetch (the other sources down): it stays pending, the copy says it is
-    behind up to the witnessed size; once a source of the true chain answers, that is stored."""
+    behind up to what its sources served (the witnesses' notes are read unchecked: they alone
+    claim nothing, review r21 F3) and raises held_back about itself, every source asked; once a
+    source of the true chain answers, that is stored and the alert closed."""
     records, notes, forked, fork_note = _rotated_and_forked(tmp_path)
     redis = _Pages(forked, [(len(forked), fork_note)])
     redis.latest = {LEDGER: fork_note}
@@ -368,10 +374,12 @@ def test_a_copy_held_back_stores_nothing_while_no_source_brings_the_rotation(tmp
     with replica.store:
         replica.follower.start()
         assert replica.store.size(LEDGER) == 4
-        assert replica.follower.status() == {"current": False, "behind": {LEDGER: len(records) - 4}}
+        assert replica.follower.status() == {"current": False, "behind": {LEDGER: len(forked) - 4}}
+        assert [(a.what, a.source, a.height) for a in replica.alerts] == [("held_back", "replica-1", len(forked) - 1)]
         replica.follower.sources.append(_Pages(records, notes, name="ingest-1"))
         replica.follower.catch_up_all()
         assert list(replica.store.range(LEDGER)) == records
+        assert "replica-1|ledger-a|held_back" in replica.resolved
 
 
 def test_fewer_witnesses_than_a_quorum_hold_nothing_back(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import msgpack
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.config.cluster import NodeConfig
 from vledger.ingest import metrics as metrics_module
 from vledger.ingest.loop import Waiting
@@ -256,3 +257,13 @@ def test_the_command_label_is_the_one_the_service_parsed_when_it_says() -> None:
     metered.handle("key", b"\xc1")
     assert _sample(metrics, "vledger_requests_total", {"command": "hello", "code": "ok"}) == 1
     assert _sample(metrics, "vledger_requests_total", {"command": "malformed", "code": "ok"}) == 1
+
+
+def test_open_alerts_are_counted_one_per_raiser_of_a_key(redis_client: Any) -> None:
+    # Outsider o16 2: two raisers of one key counted (and were shown) as one, the later's.
+    alert = Alert("replica-1", "votes", 3, "bad_link", "refused")
+    for node in ("replica-1", "verifier-1"):
+        ReplicationLedger(redis_client, node=node).alert(alert)
+    reader = ReplicationLedger(redis_client, raisers=["replica-1", "verifier-1"])
+    (family,) = metrics_module.alerts_collector(reader)()
+    assert [sample.value for sample in family.samples] == [2]

@@ -83,6 +83,7 @@ class Home:
             replication,
             ReplicationSettings(),
             self.alerts.append,
+            cluster=CLUSTER,
             post=self.post,
             clock=self.clock,
         )
@@ -140,6 +141,23 @@ def test_the_home_feeds_each_checkpoint_with_a_proof_from_the_last_cosigned(home
     assert kept is not None
     assert verify_checkpoint(kept.note, LOG_KEY, (home.witness_key(),), 1).checkpoint.size == 11
     assert home.feeder.counts.cosigned == 2 and not home.alerts
+
+
+def test_a_genesis_naming_an_outside_witness_as_the_cluster_s_own_is_fed_to_no_witness(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """fix19c left the feeder out: it fed, and kept under ``outside:<name>``, a witness that a
+    genesis (made before the home refused it, 13.9) names ``<cluster>/witness/...``, whose lines
+    count by name as that cluster witness's. It uses none of that genesis's outside witnesses."""
+    posing = TlogWitness(f"{CLUSTER}/witness/replica-1", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()})
+    home = Home(tmp_path / "home", posing)
+    try:
+        home.grow(3)
+        home.feeder.turn()
+        assert home.posted == [] and home.kept() == [] and posing.answers == []
+        assert "lists no usable outside witnesses" in caplog.text and posing.name in caplog.text
+    finally:
+        home.store.close()
 
 
 def test_a_quiet_ledger_is_fed_again_after_the_interval_its_first_cosignature_kept(
@@ -304,7 +322,7 @@ def test_an_unreachable_witness_is_named_until_it_cosigns_again_and_the_others_g
         # A new run of the home takes the open alert as its own, and closes it once w3 cosigns.
         home.feeder = WitnessFeeder(
             "ingest-1", home.store, lambda: home.latest, home.feeder.urls, replication, ReplicationSettings(),
-            raised, post=home.post, clock=home.clock,
+            raised, cluster=CLUSTER, post=home.post, clock=home.clock,
         )  # fmt: skip
         home.down = set()
         home.feeder.start()  # its threads, one per witness

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import stat
 import threading
@@ -117,7 +118,7 @@ def test_after_too_many_wrong_codes_even_the_right_one_waits_but_recovery_codes_
     factors.check("alice", enrollment.recovery_codes[0])
     redis_client.delete(failures)  # the window ended
     factors.check("alice", right)
-    assert factors.store.failures("alice") == 0
+    assert factors.store.failures("alice", totp.FAILURE_WINDOW_SECONDS) == 0
 
 
 def test_a_code_used_on_one_node_is_refused_on_another(redis_client: Any) -> None:
@@ -161,7 +162,7 @@ def test_each_recovery_code_is_good_once(redis_client: Any) -> None:
     assert factors.store.recovery_left("alice") == totp.RECOVERY_CODES - 1
     with pytest.raises(BadSecondFactorError):
         factors.check("bob", second)  # another account's code
-    other = totp.new_enrollment("alice", "x").recovery_codes[0]
+    other = totp.new_enrollment("alice", "x", totp.mac_key(KEY)).recovery_codes[0]
     with pytest.raises(BadSecondFactorError):
         factors.check("alice", other)  # spelt right, never issued
     factors.check("alice", second)
@@ -283,3 +284,82 @@ def test_a_session_without_a_code_is_none(redis_client: Any) -> None:
     factors = gate(redis_client)  # outside production, bob needs no code: there is nothing to reuse
     factors.check("bob", None, "key-b")
     assert factors.open_session("bob", "key-b", None) == {"session": None, "expires_ms": 0}
+
+
+def test_a_session_is_good_until_the_expiry_its_mac_vouches_for_whatever_redis_keeps(redis_client: Any) -> None:
+    clock = Clock()
+    factors = gate(redis_client, production=True, clock=clock)
+    enrollment = factors.enroll("alice", ENROLL)
+    token = factors.open_session("alice", "key-a", code(enrollment))["session"]
+    stored = f"vledger:{{totp}}:session:{totp.session_digest(token)}"
+    redis_client.persist(stored)  # a Redis writer keeps it past its two minutes
+    clock.now += totp.SESSION_SECONDS - 1
+    factors.check("alice", token, "key-a")
+    clock.now += 1
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", token, "key-a")
+    redis_client.hset(stored, "expires", str(int(clock.now * 1000) + 60_000))  # nor a later expiry written in
+    clock.now -= 1
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", token, "key-a")
+    redis_client.delete(stored)
+
+
+def test_a_sealed_secret_copied_to_another_account_opens_no_code_nor_session(redis_client: Any) -> None:
+    factors = gate(redis_client, production=True)
+    alice = factors.enroll("alice", ENROLL)
+    factors.enroll("bob", ENROLL)
+    token = factors.open_session("alice", "key-a", code(alice))["session"]
+    sealed = redis_client.hget("vledger:{totp}:account:alice", "secret")
+    redis_client.hset("vledger:{totp}:account:bob", mapping={"secret": sealed, "last": -1})
+    with pytest.raises(BadSecondFactorError):
+        factors.check("bob", code(alice, offset=1), "key-a")  # alice's code, in bob's slot
+    with pytest.raises(BadSecondFactorError):
+        factors.check("bob", token, "key-a")
+
+
+def test_an_account_enrolled_on_the_admin_ledger_whose_factor_redis_lost_is_refused_and_told(
+    redis_client: Any,
+) -> None:
+    told: list[list[str]] = []
+    factors = SecondFactors(
+        SecondFactorStore(redis_client),
+        KEY,
+        production=False,
+        issuer="vledger test",
+        clock=Clock(),
+        enrolled=lambda account: account == "alice",
+        on_missing=told.append,
+    )
+    enrollment = factors.enroll("alice", ENROLL)
+    factors.check("alice", code(enrollment))
+    redis_client.delete("vledger:{totp}:account:alice")
+    answers = []
+    for otp in (None, code(enrollment, offset=1), enrollment.recovery_codes[0]):
+        with pytest.raises((SecondFactorRequiredError, BadSecondFactorError)) as refused:
+            factors.check("alice", otp)
+        answers.append(str(refused.value))
+    assert answers == [REQUIRED, BAD, BAD]  # the answers of any other refusal: they say nothing more
+    assert told == [["alice"]]  # once, not at each refusal
+    factors.check("bob", None)  # an account the ledger does not record goes on as before (no production)
+    again = factors.enroll("alice", ENROLL)
+    factors.check("alice", code(again, offset=1))
+    assert told == [["alice"], []]
+
+
+def test_recovery_codes_of_the_older_form_are_refused_and_dropped_at_the_admin_home_s_start(
+    redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    factors = gate(redis_client, production=True)
+    enrollment = factors.enroll("alice", ENROLL)
+    old_code = "aaaa-bbbb-cccc-dddd"  # as a cluster before the MAC kept it: a plain SHA-256
+    older = hashlib.sha256(b"vledger-recovery-code:alice\0aaaabbbbccccdddd").hexdigest()
+    redis_client.sadd("vledger:{totp}:recovery:alice", older)
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", old_code)
+    with caplog.at_level(logging.WARNING):
+        assert factors.drop_old_recovery_codes(["alice", "bob"]) == {"alice": 1}
+    assert "reset" in caplog.text and old_code not in caplog.text and older not in caplog.text
+    assert factors.store.recovery_left("alice") == totp.RECOVERY_CODES  # the current ones stay
+    assert factors.drop_old_recovery_codes(["alice"]) == {}
+    factors.check("alice", enrollment.recovery_codes[0])

@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.cluster import ClusterConfig, IngestSettings, ReplicationSettings, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
@@ -34,6 +35,8 @@ from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
 from vledger.node.wire import Args, encode_request
 from vledger.node.witness import HomeSigner, witness_name
+from vledger.tests.integration.cluster import wait_until
+from vledger.tests.unit.ingest.test_write_concern import make_watch
 
 NODE = "ingest-1"
 LEDGER = "orders"
@@ -521,3 +524,27 @@ def test_a_put_may_not_take_a_request_id_the_node_makes_for_its_own_records(
     pending = _pending(service.handle(KEY, _put(2, fine)))
     service.flush()
     assert _answer(pending)["result"]["height"] == 1
+
+
+def test_a_put_whose_w_can_never_be_met_is_refused_before_it_is_written(
+    tmp_path: Path, store: ChainStore, redis_client: Any
+) -> None:
+    # outsider o15 #3: the node itself said "w=4 can never be met here", yet only after writing the
+    # record and waiting write_timeout_ms, and answered replication_timeout.
+    config = _config(tmp_path, inline_commit_max=1)
+    watch = make_watch(ReplicationLedger(redis_client), store.checkpoints, [])  # 3 replicas count, not observer-1
+    service = IngestService(config, config.nodes[NODE], store, OneAccount(), NoAdmin(), {}, replicas=watch)
+    entry = _entry(1)
+    args = {"content": entry.content_bytes, "nonce": entry.nonce}
+    reply = service.handle(KEY, encode_request(7, "put", {**args, "w": 4}))
+    assert isinstance(reply, bytes), "taken, to be written and time out"
+    error = msgpack.unpackb(reply, raw=False)["error"]
+    assert error["code"] == "bad_request", error
+    assert "w=4 can never be met here: only 3 witnesses count for w" in error["message"]
+    assert "not written" in error["message"]
+    service.flush()
+    assert store.size(LEDGER) == 1  # nothing was written
+    within = _pending(service.handle(KEY, encode_request(8, "put", {**args, "w": 3})))
+    service.flush()
+    wait_until(lambda: store.size(LEDGER) == 2, TIMEOUT, "the put of a w that can be met written")
+    assert not within.future.done()  # waiting for its witnesses, none of which runs here

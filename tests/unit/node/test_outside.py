@@ -44,10 +44,12 @@ def _rules(**fields: Any) -> dict[str, Any]:
 
 
 def test_a_genesis_lists_outside_witnesses_and_a_quorum() -> None:
-    listed = outside_witnesses(LEDGER, _rules(witnesses=[W1.verifier().encode(), W2.verifier().encode()], quorum=2))
+    listed = outside_witnesses(
+        LEDGER, _rules(witnesses=[W1.verifier().encode(), W2.verifier().encode()], quorum=2), CLUSTER
+    )
     assert listed is not None and listed.quorum == 2
     assert listed.keys == (W1.verifier(), W2.verifier()) and listed.key(W2.name) == W2.verifier()
-    assert outside_witnesses(LEDGER, _rules()) is None  # a genesis from before the rule
+    assert outside_witnesses(LEDGER, _rules(), CLUSTER) is None  # a genesis from before the rule
 
 
 @pytest.mark.parametrize(
@@ -69,7 +71,7 @@ def test_a_genesis_lists_outside_witnesses_and_a_quorum() -> None:
 )
 def test_a_genesis_with_unusable_outside_witnesses_is_refused(fields: dict[str, Any], why: str) -> None:
     with pytest.raises(BadGenesisError, match=why):
-        outside_witnesses(LEDGER, _rules(**fields))
+        outside_witnesses(LEDGER, _rules(**fields), CLUSTER)
 
 
 def test_an_outside_witness_named_as_a_witness_of_the_cluster_is_refused_where_the_cluster_is_known() -> None:
@@ -124,7 +126,9 @@ def test_other_statuses_are_refusals_with_a_printable_reason() -> None:
 
 
 def test_witnessed_needs_the_genesis_quorum_of_outside_cosignatures() -> None:
-    listed = outside_witnesses(LEDGER, _rules(witnesses=[W1.verifier().encode(), W2.verifier().encode()], quorum=2))
+    listed = outside_witnesses(
+        LEDGER, _rules(witnesses=[W1.verifier().encode(), W2.verifier().encode()], quorum=2), CLUSTER
+    )
     assert listed is not None
     one = read_reply(_ok(W1), NOTE, W1.verifier())
     assert isinstance(one, Cosigned)

@@ -34,6 +34,7 @@ ORIGIN = f"local/{LEDGER}"
 HOME = SignerKey(ORIGIN, ALG_ED25519, bytes(range(32)))
 OTHER_HOME = SignerKey(ORIGIN, ALG_ED25519, bytes(range(1, 33)))  # a forked view's signer
 WITNESSES = [SignerKey(f"local/witness/r{i}", ALG_COSIGNATURE_V1, bytes([i + 7]) * 32) for i in range(3)]
+OUTSIDE = [SignerKey(f"witness.example/w{i}", ALG_COSIGNATURE_V1, bytes([i + 70]) * 32) for i in range(2)]
 T0 = 1_790_000_000_000
 
 
@@ -246,8 +247,8 @@ def _outsider() -> Any:
     return module
 
 
-def test_a_genesis_with_outside_witnesses_asks_their_quorum(kit: Any) -> None:
-    outside = WITNESSES[1:]  # listed in the genesis; WITNESSES[0] stays a cluster witness
+def _outside_genesis(kit: Any, outside: list[SignerKey]) -> list[Record]:
+    """A chain of 4 records whose genesis lists ``outside`` as outside witnesses, a quorum of 2."""
     rules = {"checkpoint_key": HOME.verifier().encode(), "witnesses": [w.verifier().encode() for w in outside]}
     genesis = Entry.prepare(
         LedgerRules(("note",), 4, {**rules, "quorum": 2}).genesis_content(LEDGER, "admin", "c-2", T0), 4, kit.limits
@@ -255,6 +256,12 @@ def test_a_genesis_with_outside_witnesses_asks_their_quorum(kit: Any) -> None:
     records = [genesis.place(0, ZERO_LINK, T0 + 5, "node-1")]
     for i in range(1, 4):
         records.append(kit.extend(records[-1], kit.entry(i, 4, ledger=LEDGER, kind="note")))
+    return records
+
+
+def test_a_genesis_with_outside_witnesses_asks_their_quorum(kit: Any) -> None:
+    outside = OUTSIDE  # listed in the genesis; WITNESSES[0] stays a cluster witness
+    records = _outside_genesis(kit, outside)
     leaves = [tree.leaf_hash(r.encode()) for r in records]
     root = tree.root_at(4, hash_at_of(leaves))
     proof = tree.inclusion_proof(2, 4, hash_at_of(leaves))
@@ -262,7 +269,7 @@ def test_a_genesis_with_outside_witnesses_asks_their_quorum(kit: Any) -> None:
     assert keys.outside is not None and keys.outside.quorum == 2
     ov = _outsider()
     log_key = ov.parse_vkey(HOME.verifier().encode())
-    for cosigners, missing in (([WITNESSES[0], outside[0]], outside[1].name), (WITNESSES, None)):
+    for cosigners, missing in (([WITNESSES[0], outside[0]], outside[1].name), ([WITNESSES[0], *outside], None)):
         receipt = Receipt.of(records[2].encode(), proof, _note(4, root, witnesses=cosigners))
         if missing is None:
             assert verify_receipt(receipt, keys).outside == (outside[0].name, outside[1].name)
@@ -277,3 +284,28 @@ def test_a_genesis_with_outside_witnesses_asks_their_quorum(kit: Any) -> None:
         assert refused.value.code == "no_quorum"
         # Given only the key, no outside quorum is asked (14.3 step 5).
         verify_receipt(receipt, ReceiptKeys(HOME.verifier()))
+
+
+def test_a_genesis_naming_an_outside_witness_as_the_cluster_s_own_checks_no_receipt(kit: Any) -> None:
+    """fix19c left the receipt check out: an outside witness named ``<cluster>/witness/...`` (the
+    cluster of the pinned key's name ``local/ledger-a``) counted, by name, as that cluster
+    witness's cosignature. The genesis is bad_genesis wherever its outside witnesses are used (3),
+    for the receipt check as for the outsider's; another cluster's witness name is an outside one."""
+    posing = SignerKey("local/witness/r1", ALG_COSIGNATURE_V1, bytes([99]) * 32)
+    records = _outside_genesis(kit, [OUTSIDE[0], posing])
+    with pytest.raises(VledgerError) as e:
+        keys_from_genesis(records[0].encode(), LEDGER)
+    assert e.value.code == "bad_genesis" and "local/witness/r1" in e.value.message
+    leaves = [tree.leaf_hash(r.encode()) for r in records]
+    receipt = Receipt.of(
+        records[2].encode(),
+        tree.inclusion_proof(2, 4, hash_at_of(leaves)),
+        _note(4, tree.root_at(4, hash_at_of(leaves)), witnesses=[WITNESSES[0], OUTSIDE[0], posing]),
+    )
+    ov = _outsider()
+    with pytest.raises(ov.VerifyError) as refused:
+        ov.verify_receipt(receipt.encode(), ov.parse_vkey(HOME.verifier().encode()), genesis=records[0].encode())
+    assert refused.value.code == "bad_genesis"
+    elsewhere = SignerKey("other/witness/r1", ALG_COSIGNATURE_V1, bytes([99]) * 32)
+    listed = keys_from_genesis(_outside_genesis(kit, [OUTSIDE[0], elsewhere])[0].encode(), LEDGER).outside
+    assert listed is not None and [k.name for k in listed.keys] == [OUTSIDE[0].name, elsewhere.name]

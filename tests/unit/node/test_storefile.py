@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 import sqlite3
@@ -23,6 +24,7 @@ from vledger.node.errors import IndexMismatchError, StoreError
 from vledger.node.record import Record
 from vledger.node.store import HASH_FILL_AT, ChainStore, fill_phase
 from vledger.node.storefile import _BY_RUN_HASH, BY_HASH, DB_NAME, HashRun, StoreReader, hash_runs
+from vledger.tests.integration.replication.test_disk_full import fill
 
 
 @pytest.fixture
@@ -400,16 +402,25 @@ def _sqlite_error(code: int) -> sqlite3.OperationalError:
     return error
 
 
-def test_an_io_error_at_open_is_no_room_only_while_the_disk_is_all_but_full(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_io_error_at_open_is_no_room_only_while_the_disk_is_all_but_full(tmp_path: Path, tmpfs_disk: Path) -> None:
     # outsider34 #1: SQLite says "disk I/O error" (SQLITE_IOERR_SHMSIZE and kin), not SQLITE_FULL,
-    # for a -shm it cannot make on a full disk: only the free space tells it from a failing disk.
+    # for a -shm it cannot make on a full disk. Review r21 F7: low free space alone is no proof:
+    # another fault on a nearly full disk made the node wait for room for ever, the cause hidden.
+    disk = tmpfs_disk
     wrapped = StoreError("cannot open the store")
     wrapped.__cause__ = _sqlite_error(sqlite3.SQLITE_IOERR | (19 << 8))
     assert not storefile.no_room(tmp_path, wrapped)  # room enough: a disk fault, not a full disk
     assert storefile.no_room(tmp_path, _sqlite_error(sqlite3.SQLITE_FULL))
-    full = os.statvfs_result((4096, 4096, 100, 0, 0, 10, 0, 0, 0, 255))
-    monkeypatch.setattr(storefile.os, "statvfs", lambda _: full)
-    assert storefile.no_room(tmp_path, wrapped) and storefile.no_room(tmp_path, OSError(5, "EIO"))
-    assert not storefile.no_room(tmp_path, _sqlite_error(sqlite3.SQLITE_CORRUPT))  # damage is damage
+
+    (disk / DB_NAME).mkdir()  # a fault that is not the room: the store's file name taken by a directory
+    with pytest.raises(StoreError) as raised:  # from SQLite's SQLITE_CANTOPEN
+        storefile.connect(disk / DB_NAME)
+    room = os.statvfs(disk)
+    assert 128 * 1024 < room.f_bavail * room.f_frsize < storefile.LOW_ROOM_BYTES  # room for a store's first pages
+    assert not storefile.no_room(disk, raised.value), raised.value
+    assert not storefile.no_room(disk, wrapped) and not storefile.no_room(disk, OSError(errno.EIO, "EIO"))
+
+    fill(disk)  # really full: the same errors are now the disk's having no room
+    assert storefile.no_room(disk, wrapped) and storefile.no_room(disk, OSError(errno.EIO, "EIO"))
+    assert not storefile.no_room(disk, _sqlite_error(sqlite3.SQLITE_CORRUPT))  # damage is damage
+    assert sorted(p.name for p in disk.iterdir()) == [DB_NAME, "filler"]  # no probe left behind

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import urllib.parse
 
 import pytest
@@ -11,6 +12,7 @@ from vledger.node.sealed import new_seal_key
 
 # RFC 6238 Appendix B: the SHA-1 test key, "12345678901234567890" in base32
 RFC_SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+MAC = totp.mac_key(new_seal_key())
 FIXED_RANDOMNESS = bytes(range(totp.SECRET_BYTES + totp.RECOVERY_CODES * totp.RECOVERY_BYTES))
 
 
@@ -48,7 +50,7 @@ def test_what_is_not_six_ascii_digits_is_not_a_code(text: str) -> None:
 
 
 def test_an_enrollment_gives_an_otpauth_uri_and_ten_distinct_recovery_codes() -> None:
-    enrollment = totp.new_enrollment("alice", "vledger prod", FIXED_RANDOMNESS)
+    enrollment = totp.new_enrollment("alice", "vledger prod", MAC, randomness=FIXED_RANDOMNESS)
     uri = urllib.parse.urlsplit(enrollment.uri)
     query = urllib.parse.parse_qs(uri.query)
     assert (uri.scheme, uri.netloc) == ("otpauth", "totp")
@@ -59,24 +61,41 @@ def test_an_enrollment_gives_an_otpauth_uri_and_ten_distinct_recovery_codes() ->
     assert len(set(enrollment.recovery_codes)) == totp.RECOVERY_CODES
     for code, digest in zip(enrollment.recovery_codes, enrollment.recovery_digests, strict=True):
         assert len(code) == 19 and code.count("-") == 3
-        assert totp.recovery_digest("alice", code) == digest
+        assert totp.recovery_digest(MAC, "alice", code) == digest and totp.is_recovery_digest(digest)
         assert code not in digest
 
 
 def test_fresh_enrollments_differ() -> None:
-    first, second = totp.new_enrollment("alice", "x"), totp.new_enrollment("alice", "x")
+    first, second = totp.new_enrollment("alice", "x", MAC), totp.new_enrollment("alice", "x", MAC)
     assert first.secret != second.secret
     assert not set(first.recovery_codes) & set(second.recovery_codes)
 
 
-def test_a_recovery_code_is_read_in_any_case_and_spacing_and_is_salted_by_its_account() -> None:
-    code = totp.new_enrollment("alice", "x", FIXED_RANDOMNESS).recovery_codes[0]
-    digest = totp.recovery_digest("alice", code)
-    assert totp.recovery_digest("alice", code.upper().replace("-", " ")) == digest
-    assert totp.recovery_digest("bob", code) != digest
+def test_a_recovery_code_is_read_in_any_case_and_spacing_and_is_bound_to_its_account_and_key() -> None:
+    code = totp.new_enrollment("alice", "x", MAC, randomness=FIXED_RANDOMNESS).recovery_codes[0]
+    digest = totp.recovery_digest(MAC, "alice", code)
+    assert totp.recovery_digest(MAC, "alice", code.upper().replace("-", " ")) == digest
+    assert totp.recovery_digest(MAC, "bob", code) != digest
+    # Without the host's key no digest of a code of one's choosing can be made (outsider o16).
+    assert totp.recovery_digest(totp.mac_key(new_seal_key()), "alice", code) != digest
+    plain = code.replace("-", "")
+    assert hashlib.sha256(b"vledger-recovery-code:alice\0" + plain.encode()).hexdigest() != digest
     for bad in ("", "123456", code[:-1], code + "a", code.replace(code[0], "1")):
         with pytest.raises(ValueError):
-            totp.recovery_digest("alice", bad)
+            totp.recovery_digest(MAC, "alice", bad)
+
+
+def test_a_session_mac_binds_every_field() -> None:
+    sealed = totp.seal_secret(new_seal_key(), "alice", "A" * 32)
+    fields = ("d" * 64, "alice", "key-a", 1_000, sealed)
+    mac = totp.session_mac(MAC, *fields)
+    for i, other in enumerate(("e" * 64, "bob", "key-b", 1_001, sealed + b"x")):
+        changed = list(fields)
+        changed[i] = other
+        assert totp.session_mac(MAC, *changed) != mac, i  # type: ignore[arg-type]
+    assert totp.session_mac(totp.mac_key(new_seal_key()), *fields) != mac
+    # Framed: moving a byte from one field to the next is another MAC.
+    assert totp.session_mac(MAC, "d" * 64, "alicek", "ey-a", 1_000, sealed) != mac
 
 
 def test_a_sealed_secret_opens_only_with_its_key_and_for_its_account() -> None:

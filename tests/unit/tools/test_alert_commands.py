@@ -138,3 +138,36 @@ def test_following_with_json_prints_one_object_a_line_for_each_batch_of_new_aler
     assert [a["what"] for a in lines[0]["alerts"]] == ["bad_checksum"]
     followed = [(a["node"], a["height"], a["open"]) for line in lines[1:] for a in line["alerts"]]
     assert followed == [("replica-1", 7, True), ("replica-2", 8, True)]
+
+
+def test_an_open_alert_reads_the_same_in_the_list_as_in_verify_cluster(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    redis_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Outsider o16 3: a raiser writes its stream entry and its open hash's JSON; `alerts` showed
+    # the entry's detail ("forged by o16"), status and verify --cluster the hash's: one alert,
+    # two texts. An open one reads as its open hash holds it, everywhere; a value that is no
+    # JSON object reads alike too (verify said "height None: None", status "height ?: ").
+    raiser = ReplicationLedger(redis_client, node="ingest-1")
+    alert = Alert("replica-1", "zakat", 3, "bad_checksum", "record 3 of replica-1's copy does not hash")
+    raised = raiser.alert(alert)
+    redis_client.xadd(raiser.alerts_key, {**alert.fields(), "detail": "forged by o16"})
+    held = json.loads(redis_client.hget(raiser.open_alerts_key, alert.key))
+    redis_client.hset(raiser.open_alerts_key, alert.key, json.dumps({**held, "height": 4}))
+    redis_client.hset(raiser.open_alerts_key, "replica-2|zakat|lag", b"not json")
+    config = write_config(tmp_path, redis_server.url)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert cli.main(["verify", "--cluster", str(config)]) == 1
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"  {alert.key}  height 4 [raised by ingest-1]: {alert.detail}",
+        "  replica-2|zakat|lag  height ? [raised by ingest-1]: ",
+    ]
+    assert cli.main(["alerts", "--config", str(config), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["alerts"]
+    assert [(a["id"], a["open"], a["height"], a["detail"]) for a in listed] == [
+        (raised, True, 4, alert.detail),
+        (listed[1]["id"], False, 3, "forged by o16"),  # an entry no open hash names: as the stream has it
+    ]

@@ -151,8 +151,19 @@ def test_verify_json_has_the_documented_shape(tmp_path: Path, capsys: pytest.Cap
         "cosignatures",
         "ok",
         "error",
+        "rules",
     }
     assert entry["records"] == 5 and entry["ok"] is True and entry["error"] is None
+    # A plain ledger: every record judged by the observers' rules, none flagged, no tally of a domain.
+    assert entry["rules"] == {
+        "judged": 5,
+        "flagged": 0,
+        "violations": [],
+        "waiting": None,
+        "tally": None,
+        "counted": None,
+    }
+    assert report["rules"] == {"checked": True, "grants_judged": False}
     assert len(entry["head"]) == 64
 
 

@@ -93,9 +93,8 @@ def test_hello_imports_the_client_and_no_server(tmp_path: Path, silent_ports: tu
     ensure_cluster_keys(load_cluster(config))
     key = str(tmp_path / "keys" / "admin.key_secret")
     code, stderr, modules = run_main("hello", "--config", str(config), "--key", key, "--timeout", "0.2")
-    assert (code, stderr.splitlines()[-1]) == (
-        1,
-        f"vledger: error: unavailable: tcp://127.0.0.1:{silent_port}: no answer within 0.2 s",
+    assert code == 1 and stderr.splitlines()[-1].startswith(
+        f"vledger: error: unavailable: tcp://127.0.0.1:{silent_port}: no answer within 0.2 s, and nothing accepts"
     )
     assert "zmq" in modules and "vledger.client.session" in modules
     assert imported(modules, SERVER_LIBRARIES) == []

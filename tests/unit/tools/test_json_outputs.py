@@ -103,6 +103,7 @@ LOCAL: dict[str, tuple[list[str], int]] = {
     "repair": (["repair", "replica-1", "--config", "{config}", "--timeout", "1"], 1),
     "alerts": (["alerts", "--config", "{config}"], 1),
     "repl status": (["repl", "status", "--config", "{config}"], 1),
+    "repl forget": (["repl", "forget", "replica-9", "--config", "{config}"], 1),
     "status": (["status", "--config", "{config}", "--key", "{tmp}/keys/admin.key_secret"], 1),
     "tally": (["tally", "notes", "--config", "{config}"], 1),
     "admin bootstrap": (
@@ -216,7 +217,16 @@ def test_each_other_command_prints_one_object(
     out, err = capsys.readouterr()
     assert code == status, err
     shown = one_object(out, code, err)
-    if command in ("repair", "alerts", "admin bootstrap", "admin migrate-keys", "tally", "repl status", "status"):
+    redis_commands = (
+        "repair",
+        "alerts",
+        "admin bootstrap",
+        "admin migrate-keys",
+        "tally",
+        "repl status",
+        "repl forget",
+    )
+    if command in (*redis_commands, "status"):
         assert shown["error"]["code"] == "redis_server", shown  # not a traceback (admin bootstrap's was)
 
 

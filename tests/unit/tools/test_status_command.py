@@ -89,7 +89,7 @@ def status_of(
     node_answers: dict[str, NodeAnswer] | None = None,
     *,
     held: int = 42,
-    open_alerts: dict[str, dict[str, Any]] | None = None,
+    open_alerts: list[dict[str, Any]] | None = None,
     supervisord: SupervisordState | None = None,
     accounts_version: int | None = 7,
 ) -> ClusterStatus:
@@ -99,7 +99,7 @@ def status_of(
         ROLES,
         answers() if node_answers is None else node_answers,
         ledgers(held),
-        open_alerts or {},
+        open_alerts or [],
         supervisord,
         NOW_MS,
         accounts_version=accounts_version,
@@ -196,12 +196,19 @@ def test_a_node_down_with_its_store_damaged_alert_says_why() -> None:
     down = NodeAnswer("replica-1", None, error="no answer")
     detail = "[tree_mismatch] /data/replica-1/store.db: ledger 'e': the stored tree's node at level 4, index 1 ..."
     alert = {"id": "1-0", "node": "replica-1", "ledger": "", "height": "0", "what": "store_damaged", "detail": detail}
-    status = status_of(answers(replica_1=down), open_alerts={"replica-1||store_damaged": alert})
+    key = "replica-1||store_damaged"
+    status = status_of(answers(replica_1=down), open_alerts=[{**alert, "key": key, "raised_by": "replica-1"}])
     assert status.problems == (
         f"replica-1 does not answer hello: its store is damaged (store_damaged): {detail}",
-        "1 open alert: replica-1||store_damaged",
+        "1 open alert: replica-1||store_damaged [raised by replica-1]",
     )
     assert status.exit_code == EXIT_PROBLEM
+    # Only the node raises it about its own store: another node's claim is no reason of its.
+    forged = {**alert, "key": key, "raised_by": "ingest-1", "detail": "forged"}
+    assert status_of(answers(replica_1=down), open_alerts=[forged]).problems == (
+        "replica-1 does not answer hello: no answer",
+        "1 open alert: replica-1||store_damaged [raised by ingest-1]",
+    )
 
 
 def test_a_node_missing_from_the_answers_counts_as_down() -> None:
@@ -264,11 +271,13 @@ def test_a_ledger_behind_in_redis_is_a_problem_even_if_every_node_answers() -> N
     assert status.problems == ("election-2026: replica-1 behind the head 42 (as Redis last heard)",)
 
 
-def test_open_alerts_are_a_problem_and_listed_by_key() -> None:
+def test_open_alerts_are_a_problem_and_listed_by_key_and_raiser() -> None:
     alert = {"id": "1-0", "node": "replica-1", "ledger": ELECTION, "height": "7", "what": "bad_link", "detail": "x"}
-    status = status_of(open_alerts={"replica-1|election-2026|bad_link": alert})
-    assert status.problems == ("1 open alert: replica-1|election-2026|bad_link",)
-    assert status_json(status)["open_alerts"] == {"replica-1|election-2026|bad_link": alert}
+    key = "replica-1|election-2026|bad_link"
+    entries = [{**alert, "key": key, "raised_by": raiser} for raiser in ("replica-1", "verifier-1")]
+    status = status_of(open_alerts=entries)
+    assert status.problems == (f"2 open alerts: {key} [raised by replica-1], {key} [raised by verifier-1]",)
+    assert status_json(status)["open_alerts"] == entries
 
 
 def test_a_verifier_that_answers_hello_but_not_status_is_a_problem() -> None:
@@ -371,22 +380,24 @@ def test_the_json_object_and_its_ledgers_as_repl_status_gives_them() -> None:
     (verifier,) = report["verifiers"]
     assert set(verifier) == {"node", "up", "checked", "swept", "copies", "oldest"}
     assert verifier["oldest"] == {"copy": "replica-1|election-2026", "sweeps": 1, "records": 43, "age_s": 9.0}
-    assert report["open_alerts"] == {}
+    assert report["open_alerts"] == []
     assert status_json(status_of())["supervisord"] is None
 
 
 def test_the_text_shows_each_part_and_the_problems(capsys: pytest.CaptureFixture[str]) -> None:
     down = NodeAnswer("replica-1", None, error="no answer within 1 s")
-    alert = {"height": "7", "detail": "the link does not match"}
-    print_status(status_of(answers(replica_1=down), open_alerts={"replica-1|election-2026|bad_link": alert}))
+    alert = {"key": "replica-1|election-2026|bad_link", "height": "7", "detail": "the link does not match"}
+    print_status(status_of(answers(replica_1=down), open_alerts=[{**alert, "raised_by": "verifier-1"}]))
     out = capsys.readouterr().out
     assert out.startswith("cluster test: 3 of 4 nodes up\n")
     assert "Redis redis://:***@127.0.0.1:6390/0: 1 ledger" in out and "s3cret" not in out
     assert "Verifier verifier-1: 120 records checked, 3,400 re-verified by sweeps" in out
-    assert "Open alerts: 1\n  replica-1|election-2026|bad_link  height 7: the link does not match" in out
+    assert (
+        "Open alerts: 1\n  replica-1|election-2026|bad_link  height 7 [raised by verifier-1]: the link does not match"
+    ) in out
     assert out.rstrip().endswith(
         "Problems (2):\n  replica-1 does not answer hello: no answer within 1 s\n"
-        "  1 open alert: replica-1|election-2026|bad_link"
+        "  1 open alert: replica-1|election-2026|bad_link [raised by verifier-1]"
     )
     print_status(status_of())
     assert capsys.readouterr().out.rstrip().endswith("no open alert.")
@@ -457,7 +468,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str
 def test_nodes_down_cost_the_timeout_once_and_exit_3(
     capsys: pytest.CaptureFixture[str], config: Path, redis_client: Any
 ) -> None:
-    ReplicationLedger(redis_client).alert(Alert("replica-1", ELECTION, 3, "bad_link", "a changed byte"))
+    found = Alert("replica-1", ELECTION, 3, "bad_link", "a changed byte")
+    ReplicationLedger(redis_client, node="verifier-1").alert(found)
+    # Another node's own keys, the same key, raised later: it shows beside the verifier's, not instead.
+    ReplicationLedger(redis_client, node="ingest-2").alert(Alert("replica-1", ELECTION, 9, "bad_link", "benign"))
     key = config.parent / "keys" / "admin.key_secret"
     started = time.monotonic()
     code, out, err = run(capsys, "status", "--config", config, "--key", key, "--json")
@@ -468,8 +482,15 @@ def test_nodes_down_cost_the_timeout_once_and_exit_3(
     report = json.loads(out)
     assert len(report["nodes"]) == 8 and not any(n["up"] for n in report["nodes"])
     assert all("no answer within 1 s" in n["error"] for n in report["nodes"])
-    assert report["open_alerts"]["replica-1|election-2026|bad_link"]["detail"] == "a changed byte"
-    assert "1 open alert: replica-1|election-2026|bad_link" in report["problems"]
+    shown = [(a["key"], a["raised_by"], a["height"], a["detail"]) for a in report["open_alerts"]]
+    assert shown == [(found.key, "ingest-2", "9", "benign"), (found.key, "verifier-1", "3", "a changed byte")]
+    assert f"2 open alerts: {found.key} [raised by ingest-2], {found.key} [raised by verifier-1]" in report["problems"]
+    code, out, err = run(capsys, "status", "--config", config, "--key", key)
+    assert code == EXIT_PROBLEM, err
+    assert (
+        f"Open alerts: 2\n  {found.key}  height 9 [raised by ingest-2]: benign\n"
+        f"  {found.key}  height 3 [raised by verifier-1]: a changed byte\n"
+    ) in out
 
 
 def test_the_key_comes_from_the_environment(
@@ -570,7 +591,7 @@ class FakeReader:
 def test_watch_prints_a_round_each_interval_and_exits_with_the_last_code(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    alerted = status_of(open_alerts={"replica-1|election-2026|bad_link": {"height": "7"}})
+    alerted = status_of(open_alerts=[{"key": "replica-1|election-2026|bad_link", "height": "7"}])
     reader = FakeReader(alerted, status_of())
     sleep = Rounds(2)
     code = status_command.watch_status(reader, as_json=True, interval=2.5, sleep=sleep)  # type: ignore[arg-type]

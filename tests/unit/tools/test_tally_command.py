@@ -456,6 +456,14 @@ def _council_in_redis(
     return store, replication, checkpoint
 
 
+def _listing(home: HomeSigner, outside: list[WitnessSigner]) -> LedgerRules:
+    """The rules of a "council" that pins ``home``'s key and lists ``outside``, a quorum of 1."""
+    pinned = home.key("council").verifier().encode()
+    return LedgerRules(
+        ("note",), 0, {"checkpoint_key": pinned, "witnesses": [w.key.verifier().encode() for w in outside], "quorum": 1}
+    )
+
+
 def test_the_genesis_outside_witnesses_count_once_the_stream_s_genesis_is_the_head_s(
     tmp_path: Path, redis_client: Any
 ) -> None:
@@ -465,15 +473,7 @@ def test_the_genesis_outside_witnesses_count_once_the_stream_s_genesis_is_the_he
     config, signers = _cluster(tmp_path, replicas=3)
     home = signers["ingest-1"]
     outside = [WitnessSigner(f"example.org/w{i}", bytes([40 + i]) * 32) for i in (1, 2)]
-    rules = LedgerRules(
-        ("note",),
-        0,
-        {
-            "checkpoint_key": home.key("council").verifier().encode(),
-            "witnesses": [w.key.verifier().encode() for w in outside],
-            "quorum": 1,
-        },
-    )
+    rules = _listing(home, outside)
     store, replication, checkpoint = _council_in_redis(tmp_path, redis_client, home, rules)
     size = checkpoint.size
     for name, behind_s in (("replica-1", 5), ("replica-2", 400), ("replica-3", 400)):
@@ -496,6 +496,29 @@ def test_the_genesis_outside_witnesses_count_once_the_stream_s_genesis_is_the_he
     for witness in outside:
         replication.publish_outside_cosignature("council", witness.key.name, size, witness.cosign(forged, NOW // 1000))
     assert ledger_head(config, redis_client, "council").needed == 2
+    store.close()
+
+
+def test_a_genesis_naming_an_outside_witness_as_the_cluster_s_own_lends_the_head_no_outside_witness(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    # fix19c left `vledger tally` out: a genesis listing an outside witness named as one of the
+    # cluster's (local/witness/...) had both its keys counted among the trusted (5, k 3), the
+    # posing one by the cluster witness's name. None of that genesis's outside witnesses counts.
+    config, signers = _cluster(tmp_path, replicas=3)
+    home = signers["ingest-1"]
+    outside = [
+        WitnessSigner(name, bytes([60 + i]) * 32) for i, name in enumerate(("example.org/w1", "local/witness/x"))
+    ]
+    rules = _listing(home, outside)
+    store, replication, checkpoint = _council_in_redis(tmp_path, redis_client, home, rules)
+    for name in ("replica-1", "replica-2", "replica-3"):
+        cosignature = _witness(tmp_path, name).cosign(checkpoint, NOW // 1000 - 5)
+        replication.publish_cosignature("council", name, checkpoint.size, cosignature)
+    for witness in outside:
+        cosignature = witness.cosign(checkpoint, NOW // 1000 - 5)
+        replication.publish_outside_cosignature("council", witness.key.name, checkpoint.size, cosignature)
+    assert ledger_head(config, redis_client, "council").needed == 2  # the cluster's 3 alone
     store.close()
 
 

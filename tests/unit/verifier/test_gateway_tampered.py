@@ -349,3 +349,28 @@ def test_the_cluster_state_says_the_store_the_gateway_refuses(config: ClusterCon
             assert said["ingest-1"].get("gateway_store") is None
     finally:
         gateway.close()
+
+
+def test_another_raiser_s_later_alert_of_the_key_hides_neither_the_height_to_check_nor_the_alert(
+    config: ClusterConfig, redis_client: Any
+) -> None:
+    # Outsider o16 2: another node's alert under the key, with a later stream id, stood for the
+    # node's own: its height 0 was all the gateway checked before serving the checkpoint, and all
+    # /api/cluster showed. Each raiser's alert is its own entry, each one's height checked.
+    forge(config, 3)
+    alert = Alert("replica-1", LEDGER, 3, "bad_checksum", "the record's checksum is not its content's")
+    ReplicationLedger(redis_client, node="replica-1").alert(alert)
+    benign = Alert("replica-1", LEDGER, 0, "bad_checksum", "benign: nothing to do")
+    ReplicationLedger(redis_client, node="ingest-1").alert(benign)
+    gateway = Gateway(config, "replica-1", redis_client=redis_client)
+    try:
+        with HttpThread(build_app(gateway, readiness(gateway)), "127.0.0.1", 0) as server:
+            url = f"http://127.0.0.1:{server.port}"
+            assert refused_damaged(f"{url}/ledgers/{LEDGER}/checkpoint")
+            shown = json.loads(get(f"{url}/api/cluster")[2])["alerts"]
+            assert [(a["key"], a["raised_by"], a["height"], a["detail"]) for a in shown] == [
+                (alert.key, "ingest-1", "0", benign.detail),
+                (alert.key, "replica-1", "3", alert.detail),
+            ]
+    finally:
+        gateway.close()

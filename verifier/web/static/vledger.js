@@ -528,7 +528,7 @@ async function ledgerKeys(ledger, anchors) {
     const log = typeof rules.checkpoint_key === "string" ? await parseVkey(rules.checkpoint_key) : adminKey(ledger, rules, anchors);
     const listed = await Promise.all((Array.isArray(rules.witnesses) ? rules.witnesses : []).map(parseVkey));
     return { log, anchored: true, standby: await standbyKey(rules),
-             witnesses: [...anchors.witnesses, ...listed], outside: outsideOf(ledger, rules, listed),
+             witnesses: [...anchors.witnesses, ...listed], outside: outsideOf(ledger, rules, listed, log),
              recosign: anchors.recosign === null || anchors.recosign === undefined ? RECOSIGN_INTERVAL_MS : anchors.recosign };
   }
   const info = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}`);
@@ -542,8 +542,9 @@ async function ledgerKeys(ledger, anchors) {
   // well cosign its old view anew with a witness key it states; one frozen states the true one.
   const stated = Number(shown.recosign_interval_ms);
   // The admin ledger's key the gateway states (its log_key): its word, as every key here.
-  return { log: await parseVkey(unpinned ? shown.log_key : pinned), witnesses: [...cluster, ...listed], anchored: false,
-           standby: await standbyKey(info.genesis.rules), outside: outsideOf(ledger, info.genesis.rules, listed),
+  const log = await parseVkey(unpinned ? shown.log_key : pinned);
+  return { log, witnesses: [...cluster, ...listed], anchored: false,
+           standby: await standbyKey(info.genesis.rules), outside: outsideOf(ledger, info.genesis.rules, listed, log),
            recosign: Number.isSafeInteger(stated) && stated > 0 ? stated : RECOSIGN_INTERVAL_MS };
 }
 
@@ -560,11 +561,18 @@ function adminKey(ledger, rules, anchors) {
 const standbyKey = (rules) => typeof rules.standby_key === "string" ? parseVkey(rules.standby_key) : null;
 
 // The outside witnesses a genesis' rules list (13.9, section 3): {names, quorum}, null for none;
-// throws for a list without a quorum from 1 to its length (nothing could then be witnessed).
-function outsideOf(ledger, rules, listed) {
+// throws for a list without a quorum from 1 to its length (nothing could then be witnessed), and
+// for one named as a witness of the cluster of `log` (the ledger's key, <cluster>/<ledger>):
+// cosigners are told apart by name, so its lines would count as that cluster witness's.
+function outsideOf(ledger, rules, listed, log) {
   if (!listed.length && rules.quorum == null) return null;
   if (!listed.length || !Number.isInteger(rules.quorum) || rules.quorum < 1 || rules.quorum > listed.length) {
     throw new Error(`the genesis of ${ledger} lists outside witnesses without a quorum of them [bad_genesis]`);
+  }
+  const own = `${log.name.slice(0, log.name.lastIndexOf("/"))}/witness/`;
+  const posing = listed.find((key) => key.name.startsWith(own));
+  if (posing) {
+    throw new Error(`the genesis of ${ledger} lists ${posing.name}, named as a witness of the cluster, as an outside witness [bad_genesis]`);
   }
   return { names: new Set(listed.map((k) => k.name)), quorum: rules.quorum };
 }
@@ -1097,5 +1105,5 @@ window.vledger = {
   heldWitnessRotations, witnessEntry, linesInForce,
   provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, quorumSinceMs, STALE_AFTER_MS,
   quorumFreshMs, headStale, RECOSIGN_INTERVAL_MS, vouched, staleHeadText, headRecheck, distinctWitnesses, neededWitnesses,
-  witnessGroups, witnessedEnough,
+  witnessGroups, witnessedEnough, outsideOf,
 };

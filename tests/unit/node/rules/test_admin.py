@@ -566,3 +566,22 @@ def test_who_places_a_handover_or_rotation_is_judged_by_time() -> None:
     assert not grants.places_machinery("boss", 20) and grants.places_machinery("boss", 21)
     assert grants.places_machinery("boss", 30) and not grants.places_machinery("boss", 31)
     assert not grants.places_machinery("anyone", 11)
+
+
+def test_the_admin_ledger_says_which_accounts_are_enrolled_in_a_second_factor(writer: Writer) -> None:
+    """What a node asks before taking Redis's word that an admin has no factor (PROTOCOL 16.5):
+    a ``totp`` record since the account was last added; a removal forgets it."""
+    engine = RulesEngine()
+    assert engine.admin_second_factors() is None  # no admin ledger: Redis is all there is
+    _ledgers(writer)
+    _account(writer, "w9", "add", "k1")
+    writer.put(ADMIN_LEDGER, "totp", {"account": "w9", "op": "enroll", "via": "k"}, "root")
+    writer.put(ADMIN_LEDGER, "totp", {"account": "w9", "op": "reset", "via": "k"}, "root")
+    _account(writer, "w8", "add", "k2")
+    assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
+    assert engine.admin_second_factors() == frozenset({"w9"})
+    _account(writer, "w9", "remove")
+    _account(writer, "w9", "add", "k3")  # another person: enrolled in nothing
+    again = RulesEngine()
+    again.replay(writer.store.range(ADMIN_LEDGER))
+    assert again.admin_second_factors() == frozenset()

@@ -1,0 +1,76 @@
+"""``vledger repl forget NODE``: delete the Redis keys of a node taken out of the cluster.
+
+README's "Removing a replica or an observer" stops the node and takes it out of the cluster
+file; its keys in Redis stay (broker/node_forget.py names them). This command deletes them,
+once nothing says the node still runs: it refuses (``forget_refused``, nothing deleted) a node
+the cluster file still lists, and one whose heartbeat (its accounts report,
+``vledger:{accounts}:applied:<node>``) is more recent than the window in which a live node
+reports (``heartbeat_window``), or unreadable (a key of another type: nothing says it is
+down). A node that never reported is taken as stopped: Redis cannot tell, and the cluster
+file no longer names it.
+
+Exit codes: 0 its keys deleted (or none found); 1 refused, Redis unreachable or an invalid
+configuration; 2 usage (not a node name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..broker.accounts import AccountRegistry, heartbeat_window
+from ..broker.node_forget import forget_keys, node_keys
+from ..broker.redis_server import connect
+from ..broker.replication import REDIS_ERRORS, redis_failed
+from ..config.cluster import ClusterConfig, load_cluster
+from ..node.errors import ForgetRefusedError, UsageError
+from ..node.record import NAME_PATTERN
+from .args import config_file
+from .repl_commands import EXIT_OK, REDIS_TIMEOUT
+
+
+def cmd_repl_forget(args: argparse.Namespace) -> int:
+    node: str = args.node
+    if NAME_PATTERN.fullmatch(node) is None:
+        raise UsageError(f"{node!r} is not a node name ({NAME_PATTERN.pattern})")
+    config = load_cluster(config_file(args.config))
+    access = config.redis_access("admin")
+    client = connect(access, timeout=REDIS_TIMEOUT)
+    try:
+        _refuse_if_present(config, AccountRegistry(client), node)
+        found = node_keys(client, node)
+        deleted = found.state + (found.history if args.history else ())
+        forget_keys(client, deleted)
+    except REDIS_ERRORS as e:
+        raise redis_failed(access.url, e) from None
+    finally:
+        client.close()
+    kept = () if args.history else found.history
+    _print(node, deleted, kept, args.json)
+    return EXIT_OK
+
+
+def _refuse_if_present(config: ClusterConfig, registry: AccountRegistry, node: str) -> None:
+    """Raise ForgetRefusedError while anything says ``node`` is a member that may still run."""
+    if node in config.nodes:
+        raise ForgetRefusedError(
+            f"{node} is in the cluster file: take its [nodes.{node}] entry out first (README, "
+            '"Removing a replica or an observer")'
+        )
+    window = heartbeat_window(config.settings.broker.accounts_poll_ms / 1000)
+    if registry.live_nodes([node], window):
+        age = registry.silence([node]).get(node)
+        said = "is unreadable (a key of another type)" if age is None else f"is {age:.0f} s old"
+        raise ForgetRefusedError(
+            f"{node}'s heartbeat ({registry.applied_key(node)}) {said}, within {window:.0f} s: "
+            "it may still run; stop it first"
+        )
+
+
+def _print(node: str, deleted: tuple[str, ...], kept: tuple[str, ...], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"node": node, "deleted": list(deleted), "kept": list(kept)}), flush=True)
+        return
+    print(f"{node}: {len(deleted)} keys deleted" + "".join(f"\n  {key}" for key in deleted))
+    if kept:
+        print(f"kept its alerts stream and evidence (--history deletes them): {', '.join(kept)}")
