@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import redis
-from aiohttp import HttpVersion10, web
+from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp import __version__ as aiohttp_version
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
@@ -163,14 +163,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # headed "HTTP/0.9 200 OK" with headers, which that version has neither of (outsider34 #8).
 _HTTP09 = web.RequestKey("vledger.http09", bool)
 HTTP09_REFUSED = "HTTP/0.9 is not served (a request line without a version): send HTTP/1.0 or HTTP/1.1"
+# Likewise a request line naming HTTP/2 or later in HTTP/1 framing: answered "HTTP/2.0 200 OK"
+# in HTTP/1 framing, which no client of that version reads (outsider o16, nit 8).
+_HTTP2 = web.RequestKey("vledger.http2", bool)
+HTTP2_REFUSED = "HTTP/2 and later are not served on this port: send HTTP/1.0 or HTTP/1.1"
 
 
 def _as_http10(made: Callable[..., BaseRequest]) -> Callable[..., BaseRequest]:
-    """A request factory as ``made``, but a request of HTTP/0.9 is made one of HTTP/1.0 that
-    closes its connection, marked for :func:`_refuse_http09`: an answer written in a version
-    with a status line, the only refusal HTTP can say."""
+    """A request factory as ``made``, but a request of HTTP/0.9 is made one of HTTP/1.0, and one
+    naming a major version from 2 on one of HTTP/1.1, that closes its connection, marked for
+    :func:`_refuse_http09`: an answer written in a version with a status line the client may
+    read, the only refusal HTTP can say. (aiohttp's parser refuses HTTP/1.x past 1.1 itself.)"""
 
     def request_of(message: RawRequestMessage, *args: Any) -> BaseRequest:
+        if message.version.major >= 2:
+            request = made(message._replace(version=HttpVersion11, should_close=True), *args)
+            request[_HTTP2] = True
+            return request
         if message.version >= HttpVersion10:
             return made(message, *args)
         request = made(message._replace(version=HttpVersion10, should_close=True), *args)
@@ -182,8 +191,16 @@ def _as_http10(made: Callable[..., BaseRequest]) -> Callable[..., BaseRequest]:
 
 @web.middleware
 async def _refuse_http09(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse the versions :func:`_as_http10` marked, and a percent-escape in a path (PROTOCOL
+    15): no route's name needs one, and a decoded one gave a resource a second spelling
+    (``/ledgers/%7a%61%6b%61%74/checkpoint`` served as ``/ledgers/zakat/checkpoint``)."""
     if request.get(_HTTP09):
         return error_response(400, "bad_request", HTTP09_REFUSED)
+    if request.get(_HTTP2):
+        return error_response(505, "bad_request", HTTP2_REFUSED)
+    if "%" in request.raw_path.partition("?")[0]:
+        message = f"{request.raw_path[:100]!r}: a path is spelt without percent-escapes"
+        return error_response(400, "bad_request", message)
     return await handler(request)
 
 

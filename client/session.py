@@ -47,7 +47,7 @@ from ..node.errors import (
     VledgerError,
     WrongLedgerError,
 )
-from ..node.key_rotation import ROTATION_KIND, KeyChain
+from ..node.key_rotation import ROTATION_KIND, hands_over
 from ..node.ledger import LedgerRules
 from ..node.node_keys import NodeKeys, node_keys_of, node_of_witness, parse_node_keys
 from ..node.note import VerifiedCheckpoint, parse_checkpoint, parse_note
@@ -399,7 +399,7 @@ class Reader:
         if not heights:
             return verify_witnessed(note, keys, node_keys=node_keys), [], node_keys
         size = parse_checkpoint(parse_note(note).text).size
-        chain = KeyChain(ledger, (keys.log_key,))
+        chain = keys.key_chain(ledger)
         rotations = []
         for height in heights:
             record = self._checked(self.record(ledger, height))
@@ -916,8 +916,9 @@ class Session(Reader):
             vkey = home_key(cluster, ledger, key).encode()
         except VledgerError as e:
             raise NodeUnavailableError(f"hello: the home's checkpoint key is not one: {e.message}") from None
-        # A ledger that pins its key may rotate it (13.8): the rotation's kind is one of its kinds.
-        kinds = tuple(sorted({*rules.kinds, ROTATION_KIND}))
+        # A ledger that pins its key may rotate it (13.8): the rotation's kind is one of its kinds,
+        # unless it pins a standby key too: such a ledger never rotates (10.9).
+        kinds = rules.kinds if hands_over(rules) else tuple(sorted({*rules.kinds, ROTATION_KIND}))
         return dataclasses.replace(rules, kinds=kinds, rules={**rules.rules, PINNED_KEY_FIELD: vkey})
 
     def rotate_key(self, ledger: str) -> dict[str, Any]:

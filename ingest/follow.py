@@ -77,7 +77,7 @@ from ..broker.replication import COSIGNED_NOT_HELD, STORE_DAMAGED, Alert, operat
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, IMPORTED_COSIGNED, IMPORTED_SIGNED
 from ..node.conflict import hash_of, told_apart
-from ..node.epoch import EPOCH_KIND, epoch_claim
+from ..node.epoch import EPOCH_KIND, EpochKeys, epoch_claim
 from ..node.errors import (
     BadEpochError,
     EquivocationError,
@@ -1266,7 +1266,8 @@ class Follower:
 
     def _check_rotation(self, ledger: str, record: Record) -> None:
         """A ``checkpoint_key`` record must be a valid rotation of the key chain held so far
-        (13.8); raises RotationError [bad_rotation] otherwise."""
+        (13.8); raises RotationError [bad_rotation] otherwise, StandbyRotationError
+        [standby_rotation] on a ledger whose genesis pins a standby key (10.9)."""
         proven = next((r for r in self._state(ledger).proven if r.height == record.height), None)
         if proven is not None:
             # The key chain follows it already (key_records): the run must bring that very one.
@@ -1275,11 +1276,18 @@ class Follower:
                     "not the rotation the witnesses' notes proved at this height", ledger=ledger, height=record.height
                 )
             return
-        if isinstance(self.keys, ChainedCheckpointKeys):
-            chain = self.keys.chain_of(ledger)
+        chained = self._chained()
+        if chained is not None:
+            chain = chained.chain_of(ledger)
             if chain is None:
                 raise RotationError("no checkpoint key is known to rotate", ledger=ledger, height=record.height)
             chain.after(record)
+
+    def _chained(self) -> ChainedCheckpointKeys | None:
+        """The key chains this follower checks by, also under the epochs of the ledgers that
+        hand over (a standby's or a replica's EpochKeys): a rotation there is checked too."""
+        keys = self.keys.base if isinstance(self.keys, EpochKeys) else self.keys
+        return keys if isinstance(keys, ChainedCheckpointKeys) else None
 
     def _chain_after_head(self, ledger: str) -> ChainVerifier:
         """A verifier that expects the record after the store's head (or a genesis)."""

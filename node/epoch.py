@@ -60,6 +60,14 @@ class Epoch:
         return () if self.number == 1 else (f"{EPOCH_LINE} {self.number} {self.home}",)
 
 
+def epoch_key(number: int, checkpoint_key: VerifierKey, standby_key: VerifierKey) -> VerifierKey:
+    """The pinned key that signs every checkpoint of epoch ``number``: a handover moves to the
+    other pinned key (EpochHistory.next_epoch), so the genesis home's key signs the odd epochs
+    and the standby's the even ones. What a checker holding only the genesis (a receipt's,
+    14.3) can check of an epoch line."""
+    return checkpoint_key if number % 2 else standby_key
+
+
 def epoch_payload(number: int, home: str, key: VerifierKey) -> dict[str, object]:
     """The payload of the handover record that opens epoch ``number`` with ``home`` signing with ``key``."""
     return {"epoch": number, "home": home, "key": key.encode()}
@@ -165,8 +173,9 @@ class EpochHistory:
 
         Raises BadEpochError [bad_epoch] when the genesis pins no standby key, the payload is
         not exactly ``epoch``, ``home``, ``key``, the number is not one more than the current
-        epoch's, the home is not the record's origin or is the current home, or the key is not
-        one of the two the genesis pins.
+        epoch's, the home is not the record's origin or is the current home, the key is not
+        one of the two the genesis pins, is the current epoch's key, or signed an earlier epoch
+        as another home's.
         """
         where: Where = {"ledger": self.ledger, "height": record.height}
         if self.standby_key is None or self.checkpoint_key is None:
@@ -191,7 +200,23 @@ class EpochHistory:
         pinned = {k.encode(): k for k in self.pinned()}
         if key not in pinned:
             raise BadEpochError("the epoch's key is not one of the keys the genesis pins", **where)
-        return Epoch(number, home, pinned[key], record.height)
+        # The replaced home keeps its key: were it the new epoch's, it would sign valid
+        # checkpoints of that epoch (outsider o16 F5). Likewise a key is one home's for good:
+        # the home of an earlier epoch that signed with it could sign for any later holder.
+        chosen = pinned[key]
+        if chosen == self.current.key:
+            raise BadEpochError(
+                f"the epoch's key is the one epoch {self.current.number} signs with, which its home"
+                f" {self.current.home!r} holds: a handover moves to the other pinned key",
+                **where,
+            )
+        earlier = next((e for e in self.epochs if e.key == chosen and e.home != home), None)
+        if earlier is not None:
+            raise BadEpochError(
+                f"the epoch's key signed epoch {earlier.number} as the key of {earlier.home!r}, not of {home!r}",
+                **where,
+            )
+        return Epoch(number, home, chosen, record.height)
 
     def epoch_at(self, size: int) -> Epoch:
         """The epoch whose home signs the checkpoint of ``size`` records: the last one opened
@@ -214,9 +239,14 @@ class EpochHistory:
         number, home = epoch_claim(checkpoint)
         epoch = self.epoch(number)
         if epoch is None:
-            if signer not in self.pinned() or checkpoint.size <= self.current.height + 1:
+            if (
+                self.checkpoint_key is None
+                or self.standby_key is None
+                or signer != epoch_key(number, self.checkpoint_key, self.standby_key)
+                or checkpoint.size <= self.current.height + 1
+            ):
                 raise BadEpochError(
-                    f"a checkpoint of epoch {number} signed by a key the genesis does not pin, or holding"
+                    f"a checkpoint of epoch {number} not signed by that epoch's pinned key, or holding"
                     f" no record past epoch {self.current.number}",
                     ledger=self.ledger,
                 )

@@ -811,6 +811,14 @@ class RotationError(RecordError):
     code = "bad_rotation"
 
 
+class StandbyRotationError(RotationError, RuleError):
+    """A record of kind ``checkpoint_key`` on a ledger whose genesis pins a standby key: its
+    checkpoint keys are the two its genesis pins, and it never rotates (docs/PROTOCOL.md 10.9,
+    13.8). A rule breaker as well, so an observer's replay reports it where it stands."""
+
+    code = "standby_rotation"
+
+
 class RetiredKeyError(NoteError):
     """A checkpoint signed by a key of the ledger's key chain that is not the one in force at
     its size: a retired key past its rotation, or a new key before it (section 13.8). The

@@ -22,15 +22,18 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .epoch import STANDBY_KEY_FIELD
 from .errors import (
     NoteError,
     NoteKeyError,
     RetiredKeyError,
     RotationError,
+    StandbyRotationError,
     UnverifiedNoteError,
     WrongOriginError,
 )
@@ -86,6 +89,23 @@ def pinned_checkpoint_key(ledger: str, rules: LedgerRules) -> VerifierKey | None
     return pinned_key(ledger, rules, cluster)
 
 
+def hands_over(rules: LedgerRules) -> bool:
+    """Whether a genesis of ``rules`` pins a standby key (10.9): such a ledger's checkpoints are
+    signed by the two keys it pins, and no rotation names a third (13.8)."""
+    return STANDBY_KEY_FIELD in rules.rules
+
+
+def refuse_standby_rotation(record: Record) -> StandbyRotationError:
+    """The error of a rotation record on a ledger that hands over (:func:`hands_over`): a
+    rotation there would move the key in force while 10.9 says no other key than the two
+    pinned ever signs its checkpoints, and a checker reading 13.8 alone would follow it."""
+    return StandbyRotationError(
+        "the genesis pins a standby_key: the ledger's checkpoint keys are the two it pins, and it never rotates",
+        ledger=record.content.ledger,
+        height=record.height,
+    )
+
+
 def may_rotate(data: bytes) -> bool:
     """False when the record bytes ``data`` cannot be a rotation (its kind's name is not in
     them): lets a scan skip decoding nearly every record."""
@@ -100,6 +120,8 @@ class KeyChain:
     ledger: str
     keys: tuple[VerifierKey, ...]
     heights: tuple[int, ...] = ()
+    # Its genesis pins a standby key (:func:`hands_over`): every rotation record is refused.
+    standby: bool = False
 
     @property
     def origin(self) -> str:
@@ -115,7 +137,7 @@ class KeyChain:
         """The chain of a ledger with no rotation yet, or None when its genesis pins no key.
         Raises BadGenesisError for a pinned value that is not a key of the ledger's origin."""
         key = pinned_checkpoint_key(ledger, rules)
-        return None if key is None else cls(ledger, (key,))
+        return None if key is None else cls(ledger, (key,), standby=hands_over(rules))
 
     def key_for_size(self, size: int) -> VerifierKey:
         """The key in force for a checkpoint of ``size`` records: the one named by the last
@@ -126,13 +148,16 @@ class KeyChain:
         """This chain once ``record`` (of this ledger, above every rotation held) is read: the
         same chain unless it is a rotation, which must be valid.
 
-        Raises RotationError [bad_rotation] for a rotation record whose payload is not exactly
+        Raises StandbyRotationError [standby_rotation] for any rotation record of a ledger whose
+        genesis pins a standby key, RotationError [bad_rotation] for one whose payload is not exactly
         ``key`` and ``signature``, whose key is not a vkey (type 0x01) of this origin or was in
         force before, whose signature is not the canonical base64 of 64 bytes, or does not
         verify with the key in force at its height over :func:`rotation_message`.
         """
         if record.content.kind != ROTATION_KIND:
             return self
+        if self.standby:
+            raise refuse_standby_rotation(record)
         height, ledger = record.height, self.ledger
         if self.heights and height <= self.heights[-1]:
             raise RotationError(f"a rotation at height {height} after one at {self.heights[-1]}", ledger=ledger)
@@ -165,7 +190,7 @@ class KeyChain:
                 ledger=ledger,
                 height=height,
             )
-        return KeyChain(ledger, (*self.keys, new), (*self.heights, height))
+        return dataclasses.replace(self, keys=(*self.keys, new), heights=(*self.heights, height))
 
     def following(self, records: Iterable[Record]) -> KeyChain:
         """This chain after each of ``records`` in height order (see :meth:`after`)."""

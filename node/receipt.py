@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config.settings import PROTOCOL_LIMITS
-from .epoch import STANDBY_KEY_FIELD, epoch_claim, require_witness
+from .epoch import STANDBY_KEY_FIELD, epoch_claim, epoch_key, require_witness
 from .errors import (
     BadChecksumError,
     BadEpochError,
@@ -227,6 +227,11 @@ class ReceiptKeys:
         these stale (outsider o8 J4)."""
         return (*self.witnesses, *(self.outside.keys if self.outside is not None else ()))
 
+    def key_chain(self, ledger: str) -> KeyChain:
+        """The key chain of ``ledger`` before any rotation: the genesis key, which no rotation
+        may follow when the genesis pins a standby key too (13.8, 10.9)."""
+        return KeyChain(ledger, (self.log_key,), standby=self.standby_key is not None)
+
     def following(self, node_keys: NodeKeys | None) -> tuple[ReceiptKeys, dict[str, KeyHistory]]:
         """These keys with the witnesses' later generations that ``node_keys`` (a receipt's) and
         the keys' own :attr:`node_keys` prove (none without evidence or without ``admin_key``),
@@ -312,7 +317,7 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     log_key = keys.log_key
     if not log_key.name.endswith("/" + receipt.ledger):
         raise WrongOriginError(f"the checkpoint key {log_key.name!r} is not a key of ledger {receipt.ledger!r}")
-    chain = KeyChain(receipt.ledger, (log_key,))
+    chain = keys.key_chain(receipt.ledger)
     indexes = [r.index for r in receipt.rotations]
     if indexes != sorted(set(indexes)):
         raise ReceiptError("receipt: rotations must be in increasing index order")
@@ -377,19 +382,26 @@ def _checked_checkpoint(
 ) -> tuple[VerifiedCheckpoint, VerifierKey]:
     """verify_ledger_checkpoint, with the key that signed."""
     if chain is None:
-        chain = KeyChain(keys.log_key.name.rpartition("/")[2], (keys.log_key,))
+        chain = keys.key_chain(keys.log_key.name.rpartition("/")[2])
+    ledger = keys.log_key.name.rpartition("/")[2]
     try:
         verified = chain.check(note, keys.witnesses, keys.quorum)
-        return verified, chain.key_for_size(verified.checkpoint.size)
+        signer = chain.key_for_size(verified.checkpoint.size)
     except UnverifiedNoteError:
         if keys.standby_key is None:
             raise
-    verified = verify_checkpoint(note, keys.standby_key, keys.witnesses, keys.quorum, origin=keys.log_key.name)
-    if epoch_claim(verified.checkpoint)[0] < 2:
-        raise BadEpochError(
-            "a checkpoint signed by the standby key without an epoch line", ledger=keys.log_key.name.rpartition("/")[2]
-        )
-    return verified, keys.standby_key
+        verified = verify_checkpoint(note, keys.standby_key, keys.witnesses, keys.quorum, origin=keys.log_key.name)
+        signer = keys.standby_key
+        if epoch_claim(verified.checkpoint)[0] < 2:
+            raise BadEpochError("a checkpoint signed by the standby key without an epoch line", ledger=ledger) from None
+    if keys.standby_key is not None:
+        number = epoch_claim(verified.checkpoint)[0]
+        if signer != epoch_key(number, keys.log_key, keys.standby_key):
+            raise BadEpochError(
+                f"a checkpoint of epoch {number} not signed by that epoch's pinned key (10.9: the keys alternate)",
+                ledger=ledger,
+            )
+    return verified, signer
 
 
 def _witnessed_if_standby(

@@ -176,7 +176,7 @@ class LedgerCheckpoint:
                 log.info("no checkpoint key of %s from its genesis yet: %s", self.ledger, e)
                 return None
             if self.keys is not None:
-                self.chain = KeyChain(self.ledger, (self.keys.log_key,))
+                self.chain = self.keys.key_chain(self.ledger)
         if self.keys is None or self.keys.standby_key is None:
             return self.keys
         return replace(self.keys, witnesses=tuple(self._witnesses()))  # read each time: a witness key may rotate

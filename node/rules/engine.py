@@ -44,7 +44,7 @@ from ..errors import (
     RuleError,
     RulesOutOfSyncError,
 )
-from ..key_rotation import ROTATION_KIND
+from ..key_rotation import ROTATION_KIND, hands_over, refuse_standby_rotation
 from ..ledger import LedgerRules
 from ..record import Record
 from . import Domain, Plan, Ref, refuse, where
@@ -379,7 +379,10 @@ class RulesEngine:
                 refuse(BadEpochError, record, "a handover needs a genesis that pins checkpoint_key and standby_key")
             epoch = held.epochs.next_epoch(record)
         # A checkpoint key rotation (PROTOCOL 13.8) is the log's, not the domain's: the key
-        # chain checks it, and it changes no tally.
+        # chain checks it, and it changes no tally. On a ledger that hands over it is no
+        # rotation at all (10.9), which needs no key chain to see: a rule breaker.
+        if record.content.kind == ROTATION_KIND and hands_over(held.rules):
+            raise refuse_standby_rotation(record)
         plan = Plan(lambda: None) if record.content.kind == ROTATION_KIND else held.domain.plan(record)
         head = Ref.of(record)
         epochs = held.epochs

@@ -872,6 +872,8 @@ def verify_lines(lines) -> "list[dict]":
             elif content["kind"] == ROTATION_KIND:
                 if state[5] is None:
                     raise VerifyError("bad_rotation", "the genesis pins no checkpoint key", record["height"])
+                if state[5]["standby"] is not None:  # 13.8: a ledger with a standby never rotates
+                    raise VerifyError("standby_rotation", "the genesis pins a standby key", record["height"])
                 state[5]["chain"].rotate(record["height"], content)
             elif state[5] is not None and state[5]["standby"] is not None:
                 follow_epochs(state[5], record, content)
@@ -908,7 +910,7 @@ def follow_epochs(pinned: dict, record: dict, content: dict) -> None:
     handover, which opens none) changes nothing."""
     if content["kind"] != "epoch":
         return
-    number, home, _key, height = pinned["epochs"][-1]
+    number, home, current_key, height = pinned["epochs"][-1]
     payload = content["payload"]
     if (
         type(payload) is dict
@@ -918,6 +920,8 @@ def follow_epochs(pinned: dict, record: dict, content: dict) -> None:
         and payload["home"] == record["origin"]
         and payload["home"] != home
         and payload["key"] in (pinned["checkpoint"], pinned["standby"])
+        and payload["key"] != current_key  # the replaced home keeps its key: not the new epoch's
+        and all(h == payload["home"] for _n, h, k, _h in pinned["epochs"] if k == payload["key"])
         and record["height"] > height
     ):
         pinned["epochs"].append((payload["epoch"], payload["home"], payload["key"], record["height"]))

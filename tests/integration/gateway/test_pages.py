@@ -1561,6 +1561,9 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
         (standby, (), (witness,), False),
         (standby, ("vledger-epoch 1 ingest-2",), (witness,), False),
         (standby, (*epoch_2, "vledger-epoch 3 ingest-1"), (witness,), False),
+        (standby, ("vledger-epoch 3 ingest-1",), (witness,), False),  # epoch 3 is the genesis key's (10.9)
+        (home, epoch_2, (witness,), False),  # the replaced home's key, epoch 2's line (outsider o16 F5)
+        (home, ("vledger-epoch 3 ingest-1",), (), False),
         (stranger, epoch_2, (witness,), False),
         (home, (), (witness,), True),
         (home, (), (outside,), True),
@@ -1604,7 +1607,9 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
         outside.name,
     )
     assert got == wanted
-    shown = "home refused standby standby refused refused refused refused refused refused home standby"
+    shown = (
+        "home refused standby standby refused refused refused refused refused refused home refused refused home standby"
+    )
     assert wanted == shown.split()
 
 

@@ -25,6 +25,7 @@ from vledger.broker.http import (
     ASKED_OF_AIOHTTP,
     BOUND_TO_LOOPBACK,
     HTTP09_REFUSED,
+    HTTP2_REFUSED,
     ConnectionGuard,
     HttpThread,
     address_key,
@@ -86,18 +87,42 @@ def _answer_until_closed(conn: socket.socket) -> bytes:
     return answer
 
 
-def test_a_request_line_without_a_version_is_refused_400_in_http_1_0_and_closed() -> None:
-    # outsider34 #8: "GET /healthz" (HTTP/0.9) was answered "HTTP/0.9 200 OK" with headers, a
-    # status line and headers that version has not: now a refusal any HTTP client reads.
+@pytest.mark.parametrize(
+    ("request_line", "status_line", "message"),
+    [
+        # outsider34 #8: "GET /healthz" (HTTP/0.9) was answered "HTTP/0.9 200 OK" with headers, a
+        # status line and headers that version has not: now a refusal any HTTP client reads.
+        (b"GET /", b"HTTP/1.0 400 ", HTTP09_REFUSED),
+        # outsider o16 nit 8: "GET /healthz HTTP/2.0" was answered "HTTP/2.0 200 OK" in HTTP/1 framing.
+        (b"GET / HTTP/2.0", b"HTTP/1.1 505 ", HTTP2_REFUSED),
+    ],
+    ids=["http-0.9", "http-2"],
+)
+def test_a_request_line_of_a_version_not_served_is_refused_in_http_1_and_closed(
+    request_line: bytes, status_line: bytes, message: str
+) -> None:
     with _server() as server, _connect(server) as conn:
-        conn.sendall(b"GET /\r\n\r\n")
+        conn.sendall(request_line + b"\r\nHost: t\r\n\r\n")
         head, _, body = _answer_until_closed(conn).partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.0 400 "), head
-        assert json.loads(body)["error"] == {"code": "bad_request", "message": HTTP09_REFUSED}
+        assert head.startswith(status_line), head
+        assert json.loads(body)["error"] == {"code": "bad_request", "message": message}
         with _connect(server) as old, _connect(server) as kept:  # HTTP/1.0 and 1.1 are served as before
             old.sendall(b"GET / HTTP/1.0\r\n\r\n")
             assert _answer_until_closed(old).startswith(b"HTTP/1.0 200 ")
             assert _get(kept) == (200, b"ok")
+
+
+def test_a_percent_escape_in_a_path_is_refused_on_every_route() -> None:
+    # outsider o16 nit 8: /ledgers/%7a%61%6b%61%74/checkpoint was served as /ledgers/zakat/...:
+    # a second spelling of a resource; a query's escapes are the route's to judge.
+    with _server() as server, _connect(server) as conn:
+        conn.sendall(b"GET /%6f HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        head, _, body = _answer_until_closed(conn).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        assert json.loads(body)["error"]["code"] == "bad_request"
+        with _connect(server) as kept:
+            kept.sendall(b"GET /?x=%41 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert _answer_until_closed(kept).startswith(b"HTTP/1.1 200 ")
 
 
 def test_a_2_mb_header_gets_its_400_whole_not_a_reset() -> None:

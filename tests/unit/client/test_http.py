@@ -22,8 +22,12 @@ from vledger.node.errors import NodeUnavailableError, RemoteError, UsageError
 SEEN: list[str] = []
 
 
-async def answer(request: web.Request) -> web.StreamResponse:
+async def _seen(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    # Every request's path as sent, also one the HTTP layer refuses before any route (15).
     SEEN.append(request.raw_path)
+
+
+async def answer(request: web.Request) -> web.StreamResponse:
     path = request.path
     if path == "/api/ledgers/refused/records/1":
         return web.json_response({"error": {"code": "not_found", "message": "no record"}}, status=404)
@@ -57,6 +61,7 @@ async def answer(request: web.Request) -> web.StreamResponse:
 def url() -> Iterator[str]:
     app = web.Application()
     app.router.add_get("/{tail:.*}", answer)
+    app.on_response_prepare.append(_seen)
     with HttpThread(app, "127.0.0.1", 0) as server:
         yield f"http://127.0.0.1:{server.port}"
 
@@ -107,8 +112,9 @@ def test_writes_and_bad_arguments_are_refused_before_sending(url: str) -> None:
 
 
 def test_names_are_quoted_into_one_path_segment(url: str) -> None:
-    with pytest.raises(RemoteError):
+    with pytest.raises(RemoteError) as refused:  # a gateway refuses any percent-escape in a path (15)
         GatewayConnection(url).call("size", {"ledger": "../../etc/passwd?x=1"})
+    assert refused.value.code == "bad_request"
     assert SEEN[-1] == "/api/ledgers/..%2F..%2Fetc%2Fpasswd%3Fx%3D1"
 
 

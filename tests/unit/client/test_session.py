@@ -690,6 +690,22 @@ def test_a_note_is_kept_for_a_while_and_only_for_the_configured_standby(
     assert pinned.record(LEDGER, 1).height == 1 and cluster.asked(home) == ["get", "get"]
 
 
+class _Hellos:
+    """Nodes that answer only ``hello``, each with its own checkpoint key."""
+
+    def __init__(self) -> None:
+        self.asked: list[object] = []
+
+    def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: object = None) -> Any:
+        assert cmd == "hello"
+        self.asked.append(node)
+        key = HomeSigner("local", bytes([len(self.asked)]) * 32).key(LEDGER).public_key
+        return {"checkpoint_key": key, "cluster": "local"}
+
+    def close(self) -> None:
+        return None
+
+
 class Creating:
     """A home that states no checkpoint key (its genesis pins none) and logs what it is sent."""
 
@@ -706,6 +722,21 @@ class Creating:
 
     def close(self) -> None:
         return None
+
+
+def test_ledger_create_lists_the_rotation_kind_only_for_a_ledger_without_a_standby(
+    standby_session: tuple[Session, HomeGone],
+) -> None:
+    """Outsider o16 F4: a ledger with a standby never rotates (10.9, 13.8), so its genesis does
+    not list ``checkpoint_key`` (it listed it: cast,checkpoint_key,epoch,...); one without a
+    standby still may rotate."""
+    session = Session(standby_session[0].config, standby_session[0].node, _Hellos())
+    rules = LedgerRules(("register",), 0, {})
+    with_standby = session._pin_checkpoint_key(LEDGER, rules)
+    assert with_standby.kinds == (EPOCH_KIND, "register")
+    assert {"checkpoint_key", "standby_key"} <= set(with_standby.rules)
+    alone = session._pin_checkpoint_key("other", rules)
+    assert alone.kinds == ("checkpoint_key", "register") and "standby_key" not in alone.rules
 
 
 def test_a_create_naming_an_outside_witness_as_the_cluster_s_own_is_refused_before_it_is_sent(

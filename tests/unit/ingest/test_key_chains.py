@@ -19,10 +19,13 @@ from vledger.broker.feed import FeedCheckpoints, FeedRecord
 from vledger.broker.replication import Alert
 from vledger.broker.signing import generate_checkpoint_key, load_checkpoint_keys, remove_checkpoint_key
 from vledger.config.settings import Limits
+from vledger.ingest.epochs import EpochBook
 from vledger.ingest.follow import MAX_HELD_RECORDS, Follower, Page
 from vledger.ingest.key_chains import HomeKeys, KeyChains
 from vledger.ingest.page_check import PageChecker
+from vledger.node import tree
 from vledger.node.checkpoint_log import EVIDENCE
+from vledger.node.epoch import EpochKeys
 from vledger.node.errors import NoteKeyError, PayloadTooLargeError, RotationError
 from vledger.node.key_rotation import ROTATION_KIND, rotation_payload
 from vledger.node.ledger import LedgerRules
@@ -30,7 +33,8 @@ from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
 from vledger.node.record import Content, Entry, Record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import DB_NAME
-from vledger.node.witness import SignedCheckpoint, WitnessSigner, witness_name
+from vledger.node.witness import CheckpointKeys, SignedCheckpoint, WitnessSigner, witness_name
+from vledger.tests.unit.node.tree_oracle import hash_at_of
 
 LIMITS = Limits()
 T0 = 1_790_000_000_000
@@ -39,11 +43,15 @@ LEDGER = "ledger-a"
 ORIGIN = f"{CLUSTER}/{LEDGER}"
 SEED0, SEED1 = bytes(range(32)), bytes(range(1, 33))
 K0, K1 = SignerKey(ORIGIN, ALG_ED25519, SEED0), SignerKey(ORIGIN, ALG_ED25519, SEED1)
+K2 = SignerKey(ORIGIN, ALG_ED25519, bytes(range(2, 34)))
 
 
-def _home(directory: Path, *, pin: bool = True, notes: int = 3) -> ChainStore:
+def _home(directory: Path, *, pin: bool = True, notes: int = 3, standby: bool = False) -> ChainStore:
     store = ChainStore(directory, origin="home", clock=lambda: T0)
-    rules = LedgerRules((ROTATION_KIND, "note"), 0, {"checkpoint_key": K0.verifier().encode()} if pin else {})
+    pinned = {"checkpoint_key": K0.verifier().encode()} if pin else {}
+    if standby:  # a genesis pinning a standby's key (10.9), written when create still listed the kind
+        pinned["standby_key"] = K2.verifier().encode()
+    rules = LedgerRules((ROTATION_KIND, "epoch", "note") if standby else (ROTATION_KIND, "note"), 0, pinned)
     store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "create-1", T0), 0, LIMITS))
     _notes(store, 1, notes)
     return store
@@ -171,17 +179,21 @@ class _Replica:
         checker: PageChecker | None = None,
         witnessed: Callable[[str], tuple[Mapping[str, bytes], int]] | None = None,
         max_held: int = MAX_HELD_RECORDS,
+        epochs: bool = False,
     ) -> None:
         self.store = ChainStore(directory, origin="replica-1")
         self.alerts: list[Alert] = []
         self.resolved: list[str] = []
         self.evidence: list[Any] = []
         self.chains = KeyChains(self.store, lambda ledger: None)
+        keys: CheckpointKeys = self.chains.keys(CLUSTER)
+        if epochs:  # as a replica or standby follows (ingest/replica.py ledger_checkpoint_keys)
+            keys = EpochKeys(CLUSTER, self.chains.current, EpochBook(CLUSTER, self.store).history, base=keys)
         self.follower = Follower(
             "replica-1",
             self.store,
             sources or [],
-            keys=self.chains.keys(CLUSTER),
+            keys=keys,
             home_of=lambda ledger: "home",
             on_stored=lambda records, hops: None,
             on_alert=self.alerts.append,
@@ -228,6 +240,29 @@ def test_a_follower_refuses_a_rotation_the_key_in_force_did_not_sign(tmp_path: P
         replica.feed([*records, forged], _note(K0, len(records) + 1, bytes(32)))
         assert replica.store.size(LEDGER) < len(records) + 1
         assert "bad_rotation" in [a.what for a in replica.alerts]
+
+
+def test_a_follower_under_epochs_refuses_any_rotation_of_a_ledger_with_a_standby(tmp_path: Path) -> None:
+    """Outsider o16 F4: a rotation signed by the key in force, on a ledger whose genesis pins a
+    standby key, is refused [standby_rotation] by a replica or standby (EpochKeys), whose run
+    under a true checkpoint of the home's key was stored with it unchecked before."""
+    with _home(tmp_path / "home", standby=True) as home:
+        records = list(home.range(LEDGER))
+    forged = Entry.prepare(
+        Content(LEDGER, ROTATION_KIND, rotation_payload(K0, K1.verifier()), "admin", "rot", T0), 0, LIMITS
+    ).place(len(records), records[-1].link, T0 + 99, "home")
+    run = [*records, forged]
+    replica = _Replica(tmp_path / "replica", epochs=True)
+    with replica.store:
+        replica.feed(run, _note(K0, len(run), _root(run)))
+        assert replica.store.size(LEDGER) < len(run)
+        assert "standby_rotation" in [a.what for a in replica.alerts]
+        replica.feed(records, _note(K0, len(records), _root(records)))  # the honest run: stored
+        assert replica.store.size(LEDGER) == len(records)
+
+
+def _root(records: list[Record]) -> bytes:
+    return tree.root_at(len(records), hash_at_of([tree.leaf_hash(r.encode()) for r in records]))
 
 
 def test_a_catch_up_through_a_rotation_checks_each_later_note_with_the_new_key(

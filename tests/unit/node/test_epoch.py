@@ -154,8 +154,9 @@ def test_a_copy_behind_the_handover_accepts_the_new_epoch_for_now_and_checks_it_
         ({**epoch_payload(2, STANDBY, STANDBY_KEY), "x": 1}, STANDBY, True),  # an unknown field
         ({"epoch": True, "home": STANDBY, "key": STANDBY_KEY.encode()}, STANDBY, True),  # not an integer
         (epoch_payload(2, STANDBY, STANDBY_KEY), STANDBY, False),  # the genesis pins no standby
+        (epoch_payload(2, STANDBY, HOME_KEY), STANDBY, True),  # keeps the key the replaced home holds
     ],
-    ids=["skip", "origin", "same-home", "unpinned-key", "extra-field", "bool", "no-standby"],
+    ids=["skip", "origin", "same-home", "unpinned-key", "extra-field", "bool", "no-standby", "current-key"],
 )
 def test_a_bad_handover_record_is_refused_by_the_rules_engine(
     payload: dict[str, Any], origin: str, standby: bool
@@ -183,6 +184,47 @@ def test_the_rules_engine_follows_the_epochs_and_reports_a_bad_one_in_a_replay()
     back = _next(again, EPOCH_KIND, epoch_payload(3, HOME, HOME_KEY), HOME)
     assert engine.replay([back]) == []
     assert engine.epochs(LEDGER).current == Epoch(3, HOME, HOME_KEY, 6)
+
+
+def test_a_forged_handover_keeping_the_current_key_opens_no_epoch_for_any_checker() -> None:
+    """Outsider o16 F5: a handover record naming the new home but the key the replaced home
+    holds would let that home sign valid checkpoints of the new epoch. The chain's checkers
+    (followers, witnesses, `vledger verify`, observers) refuse the record [bad_epoch] and then
+    any checkpoint of that epoch by that key; honest epochs alternate the two pinned keys."""
+    records = _chain(_rules(), 4)
+    forged = _next(records[-1], EPOCH_KIND, epoch_payload(2, STANDBY, HOME_KEY), STANDBY)
+    history = EpochHistory(CLUSTER, records[0], _rules())
+    refused = history.feed([*records, forged])
+    assert [(e.code, e.height) for e in refused] == [("bad_epoch", 4)]
+    assert "the one epoch 1 signs with" in refused[0].message
+    assert history.current.number == 1
+    # The replaced home's key signing the new epoch's line: refused, held or not yet held.
+    line = (f"vledger-epoch 2 {STANDBY}",)
+    with pytest.raises(VledgerError) as caught:
+        history.verify(HOME_SIGNER.sign(LEDGER, 9, ROOT, line).note)
+    assert caught.value.code == "bad_epoch"
+    behind = EpochHistory(CLUSTER, records[0], _rules())
+    with pytest.raises(VledgerError) as caught:
+        behind.verify(HOME_SIGNER.sign(LEDGER, 9, ROOT, line).note)
+    assert caught.value.code == "bad_epoch"
+    # Observers (the rules engine) report it where it stands.
+    assert [(v.height, v.error.code) for v in RulesEngine().replay([*records, forged])] == [(4, "bad_epoch")]
+
+
+def test_past_epoch_2_a_key_stays_its_first_home_s() -> None:
+    """Epoch 3 signs with the genesis home's key again (not the current one): only the genesis
+    home may open it, since it holds that key and could sign for any other home of epoch 3."""
+    records, history = _handed_over(4)
+    third = _next(records[-1], EPOCH_KIND, epoch_payload(3, "ingest-3", HOME_KEY), "ingest-3")
+    with pytest.raises(VledgerError) as caught:
+        history.next_epoch(third)
+    assert caught.value.code == "bad_epoch" and "ingest-1" in caught.value.message
+    same = _next(records[-1], EPOCH_KIND, epoch_payload(3, "ingest-3", STANDBY_KEY), "ingest-3")
+    with pytest.raises(VledgerError) as caught:
+        history.next_epoch(same)  # the standby key, which epoch 2's home holds
+    assert caught.value.code == "bad_epoch"
+    back = _next(records[-1], EPOCH_KIND, epoch_payload(3, HOME, HOME_KEY), HOME)
+    assert history.next_epoch(back) == Epoch(3, HOME, HOME_KEY, 5)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,10 @@ from vledger.node.errors import (
     ReceiptError,
     RetiredKeyError,
     RotationError,
+    RuleError,
+    StandbyRotationError,
     UnverifiedNoteError,
+    VledgerError,
 )
 from vledger.node.key_rotation import (
     ROTATION_KIND,
@@ -29,6 +32,7 @@ from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
 from vledger.node.receipt import Receipt, RotationProof, keys_from_genesis, parse_receipt, verify_receipt
 from vledger.node.record import ZERO_LINK, Entry, Record
+from vledger.node.rules.engine import RulesEngine
 from vledger.tests.unit.node.tree_oracle import hash_at_of
 
 LEDGER = "ledger-a"
@@ -253,3 +257,52 @@ def test_the_rules_engine_passes_over_a_rotation_in_an_election(kit: Any) -> Non
     assert engine.replay(records) == []
     state = engine.state(LEDGER)
     assert state is not None and state.next_height == len(records)
+
+
+def _standby_ledger(kit: Any, rotation: bool = True) -> list[Record]:
+    """A genesis pinning K0 and a standby key (10.9) that lists the rotation kind (as geneses
+    written before 13.8's rule on such ledgers do), notes 1..3, then a rotation to K1 at 4
+    signed by K0: valid by 13.8's first rules alone (outsider o16 F4)."""
+    rules = LedgerRules(
+        kinds=(ROTATION_KIND, "epoch", "note"),
+        difficulty=0,
+        rules={"checkpoint_key": K0.verifier().encode(), "standby_key": K2.verifier().encode()},
+    )
+    entry = Entry.prepare(rules.genesis_content(LEDGER, "admin", "create-1", T0), 0, kit.limits)
+    records = [entry.place(0, ZERO_LINK, T0 + 5, "node-1")]
+    for _ in range(3):
+        _append(kit, records)
+    if rotation:
+        _rotate(kit, records, K0, K1)
+    _append(kit, records)
+    return records
+
+
+def test_a_ledger_with_a_standby_never_rotates_for_any_checker(kit: Any) -> None:
+    """PROTOCOL 13.8, 10.9: a rotation record on a ledger whose genesis pins a standby key is
+    refused [standby_rotation] by the key chain (followers, exports, the gateway), by a receipt's
+    check, and by the rules engine (observers, the home); the key in force stays K0."""
+    records = _standby_ledger(kit)
+    rules = LedgerRules.from_genesis(records[0].content, _LIMITS)
+    with pytest.raises(StandbyRotationError) as caught:
+        chain_of(LEDGER, rules, records[1:])
+    assert (caught.value.code, caught.value.height) == ("standby_rotation", 4)
+    assert isinstance(caught.value, RotationError) and isinstance(caught.value, RuleError)
+    # The receipt's check, from the genesis alone: the rotation is refused, not followed.
+    keys = keys_from_genesis(records[0].encode(), LEDGER)
+    with pytest.raises(VledgerError) as refused:
+        verify_receipt(_receipt(records, 5, K1, (4,)), keys)
+    assert refused.value.code == "standby_rotation"
+    # Observers replay with the rules engine: the record is a rule breaker, at its height.
+    violations = RulesEngine().replay(records)
+    assert [(v.height, v.error.code) for v in violations] == [(4, "standby_rotation")]
+    # An honest ledger with a standby (no rotation) passes all three; one without a standby rotates.
+    honest = _standby_ledger(kit, rotation=False)
+    assert chain_of(LEDGER, rules, honest[1:]) == KeyChain(LEDGER, (K0.verifier(),), standby=True)
+    assert verify_receipt(_receipt(honest, 4, K0, ()), keys).record == honest[4]
+    assert RulesEngine().replay(honest) == []
+    plain = [_genesis(kit)]
+    _append(kit, plain)
+    _rotate(kit, plain, K0, K1)
+    assert RulesEngine().replay(plain) == []
+    assert _chain(plain).current == K1.verifier()

@@ -137,6 +137,12 @@ def test_a_receipt_of_the_standby_s_epoch_verifies_with_only_the_genesis(kit: An
     with pytest.raises(VledgerError) as e:
         verify_receipt(_receipt(records, 3, OTHER_HOME), keys)  # the standby's key, but no epoch line
     assert e.value.code == "bad_epoch"
+    # Outsider o16 F5: the keys alternate (epoch 2 is the standby's), so the genesis alone says
+    # the home's key signs no checkpoint of epoch 2: the replaced home cannot pass one off.
+    with pytest.raises(VledgerError) as e:
+        verify_receipt(_receipt(records, 3, HOME, ("vledger-epoch 2 node-2",)), keys)
+    assert e.value.code == "bad_epoch"
+    assert verify_receipt(_receipt(records, 3, HOME, ("vledger-epoch 3 n",)), keys).record == records[3]
 
 
 def test_a_checkpoint_of_the_standby_s_key_counts_only_with_a_witness_s_cosignature(kit: Any) -> None:

@@ -11,9 +11,11 @@ import pytest
 
 from vledger.config.settings import Limits
 from vledger.node.checkpoint_log import COSIGNED, IMPORTED_COSIGNED, IMPORTED_SIGNED, SIGNED
+from vledger.node.epoch import epoch_payload
 from vledger.node.export import ExportedCheckpoint, decode_export_line, encode_checkpoint_line
+from vledger.node.key_rotation import rotation_payload
 from vledger.node.ledger import LedgerRules
-from vledger.node.record import Content, Entry
+from vledger.node.record import ZERO_LINK, Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_key
@@ -312,3 +314,59 @@ def test_a_tail_cut_with_its_checkpoint_lines_is_reported_and_fails_when_asked(
     assert cli.main(["verify", store]) == 0
     assert "votes: 3 records past its largest checkpoint (size 3)" in capsys.readouterr().out
     assert cli.main(["verify", store, "--require-checkpoint"]) == 1
+
+
+HOME, STANDBY = HomeSigner("local", SEED), HomeSigner("local", SEED[::-1])
+
+
+def _standby_export(
+    directory: Path, out: Path, sixth: Content, origin: str, epoch_line: tuple[str, ...], signer: HomeSigner
+) -> Path:
+    """An export of a ledger whose genesis pins the home's key and a standby's (10.9), listing
+    the rotation kind as geneses written before 13.8's rule did: notes 1..3, then ``sixth``'s
+    record at 4 placed by ``origin``, a note at 5, and ``signer``'s checkpoint of size 6."""
+    pinned = {
+        "checkpoint_key": home_key("local", LEDGER, PUBLIC).encode(),
+        "standby_key": STANDBY.key(LEDGER).verifier().encode(),
+    }
+    rules = LedgerRules(kinds=("checkpoint_key", "epoch", "note"), difficulty=0, rules=pinned)
+    records = [
+        Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, LIMITS).place(0, ZERO_LINK, 1, "node-1")
+    ]
+    contents = [Content(LEDGER, "note", {"n": i}, "admin", f"r{i}", 1) for i in range(1, 4)]
+    for i, (content, by) in enumerate([*((c, "node-1") for c in contents), (sixth, origin)], 1):
+        records.append(Entry.prepare(content, 0, LIMITS).place(i, records[-1].link, 1, by))
+    note = Content(LEDGER, "note", {"n": 5}, "admin", "r5", 1)
+    records.append(Entry.prepare(note, 0, LIMITS).place(5, records[-1].link, 1, origin))
+    with ChainStore(directory, origin="node-1") as store:
+        store.append_records(records)
+        signed = signer.sign(LEDGER, 6, store.root(LEDGER, 6), epoch_line)
+        store.checkpoints.keep(LEDGER, "signed", 6, signed.root, signed.note)
+    export_store(directory, None, out, LIMITS)
+    return out
+
+
+def test_verify_refuses_a_rotation_on_a_ledger_with_a_standby(tmp_path: Path) -> None:
+    """Outsider o16 F4: `vledger verify` followed a rotation signed by the key in force on a
+    ledger that hands over; such a ledger never rotates [standby_rotation]."""
+    home = HOME.key(LEDGER)
+    new = HomeSigner("local", bytes(range(2, 34))).key(LEDGER).verifier()
+    rotation = Content(LEDGER, "checkpoint_key", rotation_payload(home, new), "admin", "rot", 1)
+    report = verify_file(
+        _standby_export(tmp_path / "s", tmp_path / "e.jsonl", rotation, "node-1", (), HOME), None, LIMITS
+    )
+    error = report.reports[0].error
+    assert error is not None and (error.code, getattr(error, "height", None)) == ("standby_rotation", 4), error
+
+
+def test_verify_refuses_the_replaced_home_s_checkpoint_of_a_handover_that_kept_its_key(tmp_path: Path) -> None:
+    """Outsider o16 F5: a handover record naming node-2 but keeping the home's key opens no
+    epoch, so the home's checkpoint stating epoch 2 is refused [bad_epoch]."""
+    kept = Content(LEDGER, "epoch", epoch_payload(2, "node-2", home_key("local", LEDGER, PUBLIC)), "admin", "e", 1)
+    out = _standby_export(tmp_path / "s", tmp_path / "e.jsonl", kept, "node-2", ("vledger-epoch 2 node-2",), HOME)
+    error = verify_file(out, None, LIMITS).reports[0].error
+    assert error is not None and error.code == "bad_epoch", error
+    honest = Content(LEDGER, "epoch", epoch_payload(2, "node-2", STANDBY.key(LEDGER).verifier()), "admin", "e", 1)
+    line = ("vledger-epoch 2 node-2",)
+    out = _standby_export(tmp_path / "t", tmp_path / "f.jsonl", honest, "node-2", line, STANDBY)
+    assert verify_file(out, None, LIMITS).ok

@@ -89,11 +89,16 @@ class StoreNode:
 
 
 def _store(path: Path, votes: list[int], rotate_at: int | None = None) -> ChainStore:
-    """A home's ledger pinning K0, then ``votes`` (and, at height ``rotate_at``, the rotation to K1)."""
+    """A home's ledger pinning K0 and the standby's KS, then ``votes``; or, with ``rotate_at``,
+    one pinning K0 alone (a ledger with a standby never rotates, 13.8) and the rotation to K1
+    at that height."""
     store = ChainStore(path, origin="ingest-1")
-    kinds = ("vote",) if rotate_at is None else ("vote", ROTATION_KIND)  # a ledger that cannot rotate, or one that may
-    pinned = {"checkpoint_key": K0.verifier().encode(), "standby_key": KS.verifier().encode()}  # may hand over
-    rules = LedgerRules(kinds=(*kinds, "epoch"), difficulty=0, rules=pinned)
+    if rotate_at is None:  # a ledger that cannot rotate but may hand over
+        rules = LedgerRules(
+            ("vote", "epoch"), 0, {"checkpoint_key": K0.verifier().encode(), "standby_key": KS.verifier().encode()}
+        )
+    else:
+        rules = LedgerRules(("vote", ROTATION_KIND), 0, {"checkpoint_key": K0.verifier().encode()})
     store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, PROTOCOL_LIMITS))
     for i, n in enumerate(votes):
         if store.size(LEDGER) == rotate_at:

@@ -587,14 +587,28 @@ function outsideOf(ledger, rules, listed, log) {
 // Returns verifyCheckpointNote's {checkpoint, logOk, cosigned} and the key that signed it ({logKey}).
 async function verifyLedgerNote(note, logKey, keys) {
   const seen = await verifyCheckpointNote(note, logKey, keys.witnesses);
-  if (seen.logOk) return witnessedEnough({ ...seen, logKey }, keys, false);
+  if (seen.logOk) {
+    // 10.9: the pinned keys alternate, epoch 2 is the standby's: the genesis key (the replaced
+    // home's) passes for no checkpoint of an even epoch (outsider o16 F5).
+    if (keys.standby && epochOf(note) % 2n === 0n) throw new Error("a checkpoint of an even epoch not signed by the standby key [bad_epoch]");
+    return witnessedEnough({ ...seen, logKey }, keys, false);
+  }
   if (!keys.standby) return { ...seen, logKey };
   const standby = await verifyCheckpointNote(note, keys.standby, keys.witnesses);
   if (!standby.logOk) return { ...seen, logKey };
-  const epochs = parseNote(note).text.split("\n").slice(3).filter((line) => line.split(" ")[0] === "vledger-epoch");
-  const epoch = epochs.length === 1 && /^vledger-epoch ([1-9][0-9]{0,19}) [a-z0-9][a-z0-9._-]{0,63}$/.exec(epochs[0]);
-  if (!epoch || BigInt(epoch[1]) < 2n) throw new Error("a checkpoint signed by the standby key without one epoch line of an epoch from 2");
+  if (epochOf(note) % 2n !== 0n) throw new Error("a checkpoint signed by the standby key without one epoch line of an even epoch [bad_epoch]");
   return witnessedEnough({ ...standby, logKey: keys.standby }, keys, true);
+}
+
+// The epoch a checkpoint note states (10.9): 1n without an epoch line (one whose first word is
+// "vledger-epoch"), else its one line's number; throws [bad_checkpoint] for more than one, or one
+// of another form.
+function epochOf(note) {
+  const epochs = parseNote(note).text.split("\n").slice(3).filter((line) => line.split(" ")[0] === "vledger-epoch");
+  if (!epochs.length) return 1n;
+  const epoch = epochs.length === 1 && /^vledger-epoch ([1-9][0-9]{0,19}) [a-z0-9][a-z0-9._-]{0,63}$/.exec(epochs[0]);
+  if (!epoch || BigInt(epoch[1]) < 2n) throw new Error("an epoch line that is not one line of an epoch from 2 [bad_checkpoint]");
+  return BigInt(epoch[1]);
 }
 
 // `seen` (a note its key signed) once its valid cosignatures are what verifyLedgerNote asks:
@@ -634,6 +648,7 @@ async function proveIncluded(ledger, record, index, checkpoint) {
 async function checkedCheckpoint(ledger, keys) {
   const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
   const rotations = (shown.rotations || []).map((r) => ({ index: r.index, record: bytesOfBase64(r.record) }));
+  if (keys.standby && rotations.length) throw new Error(`${ledger} pins a standby key: it never rotates (13.8) [standby_rotation]`);
   const seen = await verifyLedgerNote(shown.note, await followKeyChain(keys.log, rotations, ledger), keys);
   if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
   const n = shown.node_keys;
