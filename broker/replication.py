@@ -1543,8 +1543,12 @@ class ReplicationLedger:
         pipe = self.client.pipeline(transaction=False)
         for node in raisers:
             pipe.xrevrange(self.alerts_key_of(node), count=count)
+        pipe.time()
+        *replies, clock = pipe.execute(raise_on_error=False)
+        seconds, micros = divmod(time.time_ns() // 1000, 1_000_000) if isinstance(clock, Exception) else clock
+        now = (int(seconds) * 1000 + int(micros) // 1000, 2**64)
         merged = []
-        for node, entries in zip(raisers, pipe.execute(raise_on_error=False), strict=True):
+        for node, entries in zip(raisers, replies, strict=True):
             if isinstance(entries, redis.exceptions.ResponseError) and wrong_type(entries):
                 # One stream of another type hides no other raiser's alerts (N1); its raiser
                 # (or the admin, for the shared one) writes it anew at its next alert.
@@ -1554,9 +1558,13 @@ class ReplicationLedger:
             if isinstance(entries, Exception):
                 raise entries
             for key, fields in entries:
-                alert = {"id": _text(key), **{_text(k): _text(v) for k, v in fields.items()}}
-                merged.append({**alert, "raised_by": node} if node else alert)
-        merged.sort(key=lambda alert: _stream_id(alert["id"]))
+                # The stream's id and the raiser's name last: a field its writer named ``id``
+                # (a future one sorted last, hid every other raiser's alert) or ``raised_by`` is not theirs.
+                alert = {_text(k): _text(v) for k, v in fields.items() if _text(k) not in ("id", "raised_by")}
+                merged.append({**alert, "id": _text(key), **({"raised_by": node} if node else {})})
+        # A raiser may XADD its own stream with an explicit id past the server's clock: ranked
+        # as the oldest, it pushes no other raiser's alert out of the latest ``count``.
+        merged.sort(key=lambda alert: _stream_id(alert["id"]) if _stream_id(alert["id"]) <= now else (-1, -1))
         return merged[-count:] if count > 0 else []
 
 

@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from ..broker.seal_keys import read_seal_key
 from ..broker.second_factor import SecondFactorStore
 from ..config.cluster import ClusterConfig
@@ -77,6 +79,14 @@ class SecondFactors:
         self.on_missing = on_missing
         self._missing: set[str] = set()
         self._missing_lock = threading.Lock()
+        # What this node saw itself, which no Redis writer can take back: its own refused codes
+        # (a DEL of the shared count lifted the guess limit), the latest step it accepted of each
+        # sealed secret (HSET last -1 replayed a seen code), the recovery codes it used up (an
+        # SADD put one back). Across nodes Redis's word still rules: N nodes, N times 5 guesses.
+        self._seen_lock = threading.Lock()
+        self._refused: dict[str, list[float]] = {}
+        self._accepted: dict[tuple[str, bytes], int] = {}
+        self._used: set[tuple[str, str]] = set()
 
     def check(self, account: str, otp: str | None, key: str = "") -> None:
         """Let ``account``, sending with CURVE key ``key``, go on, or raise
@@ -84,6 +94,16 @@ class SecondFactors:
         code that is not good now). A good code is used up: the same code, or an older one, is
         refused from then on, on every node. A session token is good until it expires, for
         the account and key that opened it."""
+        try:
+            self._check(account, otp, key)
+        except (ValueError, ResponseError) as e:
+            # A factor's keys spoiled in Redis (a step that is no number, a count of another
+            # type): only a Redis writer's hand makes them; refused like any bad code, not a crash
+            # (review r24 F6).
+            log.error("second factor refused: account %s's keys in Redis are damaged (%s)", account, type(e).__name__)
+            raise BadSecondFactorError(BAD) from None
+
+    def _check(self, account: str, otp: str | None, key: str) -> None:
         state = self.store.state(account)
         if state is None and self.enrolled(account):
             self._missing_now(account, True)
@@ -105,23 +125,36 @@ class SecondFactors:
                 raise BadSecondFactorError(BAD)
             return
         if totp.is_code(otp):
-            if self.store.failures(account, totp.FAILURE_WINDOW_SECONDS) >= totp.MAX_CODE_FAILURES:
+            now = self.clock()
+            failures = max(self.store.failures(account, totp.FAILURE_WINDOW_SECONDS), self._refused_here(account, now))
+            if failures >= totp.MAX_CODE_FAILURES:
                 log.warning("second factor refused: account %s sent too many wrong codes; waiting", account)
                 raise BadSecondFactorError(BAD)
-            step = totp.matching_step(self._secret(account, sealed), otp, self.clock(), after=last)
+            with self._seen_lock:
+                after = max(last, self._accepted.get((account, sealed), -1))
+            step = totp.matching_step(self._secret(account, sealed), otp, now, after=after)
             if step is None or not self.store.use_step(account, sealed, step):
+                with self._seen_lock:
+                    self._refused.setdefault(account, []).append(now)
                 failures = self.store.failed(account, totp.FAILURE_WINDOW_SECONDS)
                 log.info("second factor refused: account %s sent a wrong or used code (%d so far)", account, failures)
                 raise BadSecondFactorError(BAD)
+            with self._seen_lock:
+                self._accepted[(account, sealed)] = step
+                self._refused.pop(account, None)
             self.store.succeeded(account)
             return
         try:
-            digest = totp.recovery_digest(self._mac_key(account), account, otp)
+            digest = totp.recovery_digest(self._mac_key(account), account, otp, sealed)
         except ValueError:
             raise BadSecondFactorError(BAD) from None
-        if not self.store.use_recovery(account, digest):
+        with self._seen_lock:
+            used_here = (account, digest) in self._used
+        if used_here or not self.store.use_recovery(account, digest):
             log.info("second factor refused: account %s sent an unknown or used recovery code", account)
             raise BadSecondFactorError(BAD)
+        with self._seen_lock:
+            self._used.add((account, digest))
         log.warning("account %s used a recovery code (%d left)", account, self.store.recovery_left(account))
 
     def open_session(self, account: str, key: str, otp: str | None) -> dict[str, Any]:
@@ -164,6 +197,13 @@ class SecondFactors:
                     count,
                 )
         return dropped
+
+    def _refused_here(self, account: str, now: float) -> int:
+        """How many six-digit codes of ``account`` this node refused in the window ending now."""
+        with self._seen_lock:
+            kept = [t for t in self._refused.get(account, []) if now - t < totp.FAILURE_WINDOW_SECONDS]
+            self._refused[account] = kept
+            return len(kept)
 
     def _session_holds(self, digest: str, account: str, key: str, sealed: bytes) -> bool:
         """Whether the session of ``digest`` is one a node opened for ``account`` and ``key``
@@ -212,8 +252,7 @@ class SecondFactors:
         AlreadyEnrolledError / NotEnrolledError, or BadRequestError without a key."""
         if self.key is None:
             raise BadRequestError("this node holds no second-factor key (vledger keygen --cluster makes one)")
-        enrollment = totp.new_enrollment(account, self.issuer, self._mac_key(account))
-        sealed = totp.seal_secret(self.key, account, enrollment.secret)
+        enrollment, sealed = totp.new_enrollment(account, self.issuer, self._mac_key(account), self.key)
         self.store.enroll(account, sealed, enrollment.recovery_digests, mode)
         log.info("account %s: second factor %s", account, "enrolled" if mode != "reset" else "reset")
         return enrollment

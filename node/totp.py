@@ -80,10 +80,13 @@ class Enrollment:
     recovery_digests: tuple[str, ...]
 
 
-def new_enrollment(account: str, issuer: str, mac: bytes, *, randomness: bytes | None = None) -> Enrollment:
+def new_enrollment(
+    account: str, issuer: str, mac: bytes, seal_key: bytes, *, randomness: bytes | None = None
+) -> tuple[Enrollment, bytes]:
     """A fresh secret and recovery codes for ``account``, their digests under ``mac`` (see
-    :func:`mac_key`); ``randomness`` (tests only) replaces the OS's: ``SECRET_BYTES +
-    RECOVERY_CODES * RECOVERY_BYTES`` bytes."""
+    :func:`mac_key`) bound to the secret sealed under ``seal_key`` (also returned): a reset
+    ends the old codes even where a Redis writer puts their digests back. ``randomness``
+    (tests only) replaces the OS's: ``SECRET_BYTES + RECOVERY_CODES * RECOVERY_BYTES`` bytes."""
     size = SECRET_BYTES + RECOVERY_CODES * RECOVERY_BYTES
     data = os.urandom(size) if randomness is None else randomness
     if len(data) != size:
@@ -94,12 +97,13 @@ def new_enrollment(account: str, issuer: str, mac: bytes, *, randomness: bytes |
         chunk = data[SECRET_BYTES + i * RECOVERY_BYTES : SECRET_BYTES + (i + 1) * RECOVERY_BYTES]
         text = base64.b32encode(chunk).decode("ascii").lower()
         codes.append("-".join(text[j : j + 4] for j in range(0, 16, 4)))
+    sealed = seal_secret(seal_key, account, secret)
     return Enrollment(
         secret,
         provisioning_uri(secret, account, issuer),
         tuple(codes),
-        tuple(recovery_digest(mac, account, code) for code in codes),
-    )
+        tuple(recovery_digest(mac, account, code, sealed) for code in codes),
+    ), sealed
 
 
 def provisioning_uri(secret: str, account: str, issuer: str) -> str:
@@ -175,14 +179,15 @@ def _framed(*parts: bytes) -> bytes:
     return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
 
 
-def recovery_digest(mac: bytes, account: str, code: str) -> str:
+def recovery_digest(mac: bytes, account: str, code: str, sealed: bytes) -> str:
     """The HMAC-SHA256 (``hmac-sha256:`` and hex) under ``mac`` (:func:`mac_key`) that stands for a recovery code
     of ``account``; raises ValueError if ``code`` is not spelt as one. 80 random bits need no
     slow hash: the digest of a guess is as hard to find as the code."""
     plain = normalize_recovery(code)
     if plain is None:
         raise ValueError("not a recovery code")
-    digest = hmac.new(mac, _RECOVERY_CONTEXT + _framed(account.encode(), plain.encode()), hashlib.sha256)
+    framed = _framed(account.encode(), plain.encode(), hashlib.sha256(sealed).digest())
+    digest = hmac.new(mac, _RECOVERY_CONTEXT + framed, hashlib.sha256)
     return RECOVERY_FORM + digest.hexdigest()
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..broker.redis_server import connect
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger, redis_failed
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, redis_failed, stream_order
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import NotFoundError, RedisServerError, UsageError
 from .args import config_file
@@ -54,6 +54,16 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         # those still open. Without the mark a resolved alert reads like a current one.
         held = {(entry.get("raised_by"), entry.get("id")): entry for entry in repl.open_entries()}
         listed = [_as_held(alert, held.get((alert.get("raised_by"), alert.get("id")))) for alert in alerts]
+        # Every open alert, even one that newer entries of another raiser pushed past --count.
+        shown = {(alert.get("raised_by"), alert.get("id")) for alert in alerts}
+        listed = [
+            *(
+                ({"id": "", **{k: shown_value(v) for k, v in e.items() if k != "key"}}, True)
+                for i, e in held.items()
+                if i not in shown
+            ),
+            *listed,
+        ]
         _print_alerts(listed, args.json)
         if not alerts and not args.json:  # silence would look like a command that did nothing
             print("no open alerts; waiting for new ones" if args.follow else "no alerts", flush=True)
@@ -62,7 +72,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             # the server's clock makes all their ids, so one id past what was listed fits all.
             streams = [*repl.alert_streams, *(repl.alerts_key_of(node) for node in sorted(config.nodes))]
             seconds, micros = repl.client.time()  # not "$": that is each XREAD's own now
-            since = alerts[-1]["id"] if alerts else f"{int(seconds) * 1000 + int(micros) // 1000}-0"
+            now = f"{int(seconds) * 1000 + int(micros) // 1000}-0"
+            # Never past the server's clock: a raiser's future id would blind --follow to every stream.
+            since = min((alerts[-1]["id"], now), key=stream_order) if alerts else now
             _follow(repl, dict.fromkeys(streams, since), args.json)
         return EXIT_OK
     except REDIS_ERRORS as e:
@@ -126,7 +138,7 @@ def _follow(repl: ReplicationLedger, last: dict[str, str], as_json: bool) -> Non
             for entry_id, fields in entries:
                 last[_text(stream)] = _text(entry_id)
                 # Just raised: open (an alert is only ever resolved after it is raised).
-                alert = {"id": _text(entry_id), **{_text(k): _text(v) for k, v in fields.items()}}
+                alert = {**{_text(k): _text(v) for k, v in fields.items()}, "id": _text(entry_id)}
                 batch.append(({**alert, "raised_by": raisers.get(_text(stream), "")}, True))
         if batch:
             _print_alerts(batch, as_json)

@@ -12,6 +12,7 @@ from vledger.node.sealed import new_seal_key
 
 # RFC 6238 Appendix B: the SHA-1 test key, "12345678901234567890" in base32
 RFC_SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+SEAL = new_seal_key()
 MAC = totp.mac_key(new_seal_key())
 FIXED_RANDOMNESS = bytes(range(totp.SECRET_BYTES + totp.RECOVERY_CODES * totp.RECOVERY_BYTES))
 
@@ -50,7 +51,7 @@ def test_what_is_not_six_ascii_digits_is_not_a_code(text: str) -> None:
 
 
 def test_an_enrollment_gives_an_otpauth_uri_and_ten_distinct_recovery_codes() -> None:
-    enrollment = totp.new_enrollment("alice", "vledger prod", MAC, randomness=FIXED_RANDOMNESS)
+    enrollment, sealed = totp.new_enrollment("alice", "vledger prod", MAC, SEAL, randomness=FIXED_RANDOMNESS)
     uri = urllib.parse.urlsplit(enrollment.uri)
     query = urllib.parse.parse_qs(uri.query)
     assert (uri.scheme, uri.netloc) == ("otpauth", "totp")
@@ -61,28 +62,30 @@ def test_an_enrollment_gives_an_otpauth_uri_and_ten_distinct_recovery_codes() ->
     assert len(set(enrollment.recovery_codes)) == totp.RECOVERY_CODES
     for code, digest in zip(enrollment.recovery_codes, enrollment.recovery_digests, strict=True):
         assert len(code) == 19 and code.count("-") == 3
-        assert totp.recovery_digest(MAC, "alice", code) == digest and totp.is_recovery_digest(digest)
+        assert totp.recovery_digest(MAC, "alice", code, sealed) == digest and totp.is_recovery_digest(digest)
         assert code not in digest
 
 
 def test_fresh_enrollments_differ() -> None:
-    first, second = totp.new_enrollment("alice", "x", MAC), totp.new_enrollment("alice", "x", MAC)
+    first, second = totp.new_enrollment("alice", "x", MAC, SEAL)[0], totp.new_enrollment("alice", "x", MAC, SEAL)[0]
     assert first.secret != second.secret
     assert not set(first.recovery_codes) & set(second.recovery_codes)
 
 
 def test_a_recovery_code_is_read_in_any_case_and_spacing_and_is_bound_to_its_account_and_key() -> None:
-    code = totp.new_enrollment("alice", "x", MAC, randomness=FIXED_RANDOMNESS).recovery_codes[0]
-    digest = totp.recovery_digest(MAC, "alice", code)
-    assert totp.recovery_digest(MAC, "alice", code.upper().replace("-", " ")) == digest
-    assert totp.recovery_digest(MAC, "bob", code) != digest
+    enrollment, sealed = totp.new_enrollment("alice", "x", MAC, SEAL, randomness=FIXED_RANDOMNESS)
+    code = enrollment.recovery_codes[0]
+    digest = totp.recovery_digest(MAC, "alice", code, sealed)
+    assert totp.recovery_digest(MAC, "alice", code, sealed + b"x") != digest  # another enrollment's
+    assert totp.recovery_digest(MAC, "alice", code.upper().replace("-", " "), sealed) == digest
+    assert totp.recovery_digest(MAC, "bob", code, sealed) != digest
     # Without the host's key no digest of a code of one's choosing can be made (outsider o16).
-    assert totp.recovery_digest(totp.mac_key(new_seal_key()), "alice", code) != digest
+    assert totp.recovery_digest(totp.mac_key(new_seal_key()), "alice", code, sealed) != digest
     plain = code.replace("-", "")
     assert hashlib.sha256(b"vledger-recovery-code:alice\0" + plain.encode()).hexdigest() != digest
     for bad in ("", "123456", code[:-1], code + "a", code.replace(code[0], "1")):
         with pytest.raises(ValueError):
-            totp.recovery_digest(MAC, "alice", bad)
+            totp.recovery_digest(MAC, "alice", bad, sealed)
 
 
 def test_a_session_mac_binds_every_field() -> None:

@@ -167,7 +167,8 @@ def test_an_open_alert_reads_the_same_in_the_list_as_in_verify_cluster(
     ]
     assert cli.main(["alerts", "--config", str(config), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["alerts"]
-    assert [(a["id"], a["open"], a["height"], a["detail"]) for a in listed] == [
+    assert [(a["id"], a["open"], a.get("height"), a.get("detail")) for a in listed] == [
+        ("", True, None, None),  # open in ingest-1's hash, no stream entry: listed all the same (r24)
         (raised, True, 4, alert.detail),
-        (listed[1]["id"], False, 3, "forged by o16"),  # an entry no open hash names: as the stream has it
+        (listed[2]["id"], False, 3, "forged by o16"),  # an entry no open hash names: as the stream has it
     ]

@@ -1,0 +1,78 @@
+"""What a Redis writer (any ingest node's password, no second-factor.seal) must not do to an
+admin's second factor, beyond denying service (PROTOCOL 16.5; review r24 F1-F3): lift the guess
+limit, make a used code or recovery code good again, bring back recovery codes a reset ended."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vledger.broker.second_factor import ENROLL, RESET, SecondFactorStore
+from vledger.ingest.second_factor import SecondFactors
+from vledger.node import totp
+from vledger.node.errors import BadSecondFactorError
+from vledger.node.sealed import new_seal_key
+
+NOW = 1_800_000_000.0
+KEY = new_seal_key()
+ACCOUNT = "vledger:{totp}:account:alice"
+RECOVERY = "vledger:{totp}:recovery:alice"
+FAILURES = "vledger:{totp}:failures:alice"
+
+
+def gate(client: Any) -> SecondFactors:
+    return SecondFactors(SecondFactorStore(client), KEY, production=True, issuer="t", clock=lambda: NOW)
+
+
+def code(enrollment: totp.Enrollment, offset: int = 0) -> str:
+    return totp.code_at(enrollment.secret, totp.step_at(NOW) + offset)
+
+
+def test_a_redis_writer_deleting_the_failure_count_does_not_lift_the_guess_limit(redis_client: Any) -> None:
+    # 16.5: "After 5 six-digit codes refused within 15 minutes ... refused unread". The count is
+    # a Redis key every ingest user may DEL: a holder of an admin's CURVE key and a node's Redis
+    # password guesses without limit (3 in a million a guess: ~333k guesses, minutes to hours).
+    factors = gate(redis_client)
+    enrollment = factors.enroll("alice", ENROLL)
+    right = code(enrollment)
+    wrong = f"{(int(right) + 1) % 10**6:06d}"
+    for _ in range(totp.MAX_CODE_FAILURES):
+        with pytest.raises(BadSecondFactorError):
+            factors.check("alice", wrong)
+        redis_client.delete(FAILURES)  # the writer, between guesses
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", right)  # the 6th guess of the window: must be refused unread
+
+
+def test_a_code_once_accepted_is_refused_again_even_when_redis_last_moves_back(redis_client: Any) -> None:
+    # 16.5: "A code is thus good once". `last` is Redis's word alone: HSET last -1 replays a seen
+    # code (a code typed on a shared screen, logged by a proxy...) for its 90 s.
+    factors = gate(redis_client)
+    enrollment = factors.enroll("alice", ENROLL)
+    seen = code(enrollment)
+    factors.check("alice", seen)
+    redis_client.hset(ACCOUNT, "last", -1)  # the writer
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", seen)
+
+
+def test_a_used_recovery_code_is_refused_again_even_when_its_digest_is_put_back(redis_client: Any) -> None:
+    factors = gate(redis_client)
+    enrollment = factors.enroll("alice", ENROLL)
+    digests = [bytes(m) for m in redis_client.smembers(RECOVERY)]
+    factors.check("alice", enrollment.recovery_codes[0])
+    redis_client.sadd(RECOVERY, *digests)  # the writer copied the set before (it is readable)
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", enrollment.recovery_codes[0])
+
+
+def test_old_recovery_codes_stay_dead_after_a_reset_even_when_put_back(redis_client: Any) -> None:
+    # Weaker writer: only the recovery set (no secret rollback), the reset's new secret kept.
+    factors = gate(redis_client)
+    lost = factors.enroll("alice", ENROLL)
+    old_digests = [bytes(m) for m in redis_client.smembers(RECOVERY)]
+    factors.enroll("alice", RESET)
+    redis_client.sadd(RECOVERY, *old_digests)
+    with pytest.raises(BadSecondFactorError):
+        factors.check("alice", lost.recovery_codes[2])

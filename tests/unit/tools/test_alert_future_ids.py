@@ -1,0 +1,77 @@
+"""One node's Redis password must not hide other raisers' alerts from `vledger alerts` (list and
+--follow) with an `id` field, or a stream id in the future, in its own stream entries (review r24 F4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vledger.broker.redis_server import RedisServer
+from vledger.broker.replication import Alert, ReplicationLedger
+from vledger.tools import alert_commands, cli
+
+FUTURE = "99999999999999-0"  # a stream id some 3,000 years ahead
+
+
+def write_config(directory: Path, redis_url: str) -> Path:
+    path = directory / "cluster.toml"
+    path.write_text(
+        f'[cluster]\nredis = "{redis_url}"\ndefault_home = "ingest-1"\n'
+        '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\npub_port = 7392\n'
+    )
+    return path
+
+
+def forge(redis_client: Any, count: int, explicit: bool) -> None:
+    # ingest-2's own user may XADD any fields, with any id above its last, to its own stream
+    # (~{alerts}:log:ingest-2): an `id` field, or a stream id itself in the future.
+    forger = ReplicationLedger(redis_client, node="ingest-2")
+    for i in range(count):
+        fields = Alert("ingest-2", "zakat", i, "lag", "benign: nothing to do").fields()
+        redis_client.xadd(
+            forger.alerts_key, {**fields, "id": FUTURE}, id=f"99999999999999-{i + 1}" if explicit else "*"
+        )
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_a_raiser_s_future_id_hides_no_other_raiser_s_open_alert_from_the_list(
+    explicit: bool,
+    tmp_path: Path,
+    redis_server: RedisServer,
+    redis_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    verifier = ReplicationLedger(redis_client, node="verifier")
+    real = verifier.alert(Alert("ingest-1", "zakat", 7, "tampered", "record 7 does not hash"))
+    forge(redis_client, 5, explicit)
+    config = write_config(tmp_path, redis_server.url)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert cli.main(["alerts", "--config", str(config), "--json", "--count", "5"]) == 0
+    listed = json.loads(capsys.readouterr().out)["alerts"]
+    assert (real, True) in [(a["id"], a["open"]) for a in listed]  # the verifier's open alert is listed
+    if not explicit:
+        assert FUTURE not in [a["id"] for a in listed]  # an id is the stream's, not a field a raiser wrote
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_a_raiser_s_future_id_does_not_start_follow_in_the_future(
+    explicit: bool,
+    tmp_path: Path,
+    redis_server: RedisServer,
+    redis_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    followed: list[dict[str, str]] = []
+    monkeypatch.setattr(alert_commands, "_follow", lambda repl, last, as_json: followed.append(last))
+    forge(redis_client, 1, explicit)
+    config = write_config(tmp_path, redis_server.url)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert cli.main(["alerts", "--config", str(config), "--follow"]) == 0
+    seconds, _ = redis_client.time()
+    # XREAD from a future id waits for ids past it: every raiser's new alerts went unseen.
+    assert all(int(since.split("-")[0]) <= (int(seconds) + 1) * 1000 for since in followed[0].values())
