@@ -302,7 +302,10 @@ def _add_import(commands: Subparsers) -> None:
         cmd_import,
         SUMMARIES["import"],
         "Verify the whole export file against the store first; only if everything "
-        "verifies, append the records the store does not hold yet. Otherwise nothing is written.",
+        "verifies, append the records the store does not hold yet. Otherwise nothing is written. "
+        "It verifies what a replica does (records, chain, checkpoints), not the observers' rules: "
+        "a ledger's records are its home's, rule breakers included; `vledger verify` of the store "
+        "judges those.",
     )
     imp.add_argument("file", type=Path, metavar="FILE", help="an export file")
     imp.add_argument("--store", type=Path, metavar="DIR", required=True, help="the store to import into")
