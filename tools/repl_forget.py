@@ -9,6 +9,9 @@ reports (``heartbeat_window``), or unreadable (a key of another type: nothing sa
 down). A node that never reported is taken as stopped: Redis cannot tell, and the cluster
 file no longer names it.
 
+It also closes, as ``vledger alerts resolve`` does, the open alerts other nodes raised about it
+(``<node>|...``: a verifier's ``lagging`` of it would stay open for good).
+
 Exit codes: 0 its keys deleted (or none found); 1 refused, Redis unreachable or an invalid
 configuration; 2 usage (not a node name).
 """
@@ -21,7 +24,7 @@ import json
 from ..broker.accounts import AccountRegistry, heartbeat_window
 from ..broker.node_forget import forget_keys, node_keys
 from ..broker.redis_server import connect
-from ..broker.replication import REDIS_ERRORS, redis_failed
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, redis_failed
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import ForgetRefusedError, UsageError
 from ..node.record import NAME_PATTERN
@@ -41,13 +44,24 @@ def cmd_repl_forget(args: argparse.Namespace) -> int:
         found = node_keys(client, node)
         deleted = found.state + (found.history if args.history else ())
         forget_keys(client, deleted)
+        resolved = _resolve_about(ReplicationLedger(client), node)
     except REDIS_ERRORS as e:
         raise redis_failed(access.url, e) from None
     finally:
         client.close()
     kept = () if args.history else found.history
-    _print(node, deleted, kept, args.json)
+    _print(node, deleted, kept, resolved, args.json)
     return EXIT_OK
+
+
+def _resolve_about(repl: ReplicationLedger, node: str) -> list[str]:
+    """Close, as the operator does (noted, so the verifier does not open them again), the other
+    raisers' open alerts about ``node`` (keys ``<node>|...``): the verifier's ``lagging`` of a
+    replica stopped before it was taken out stayed open for good, since nobody checks it any
+    more (outsider o17). Their streams keep them."""
+    about = sorted({entry["key"] for entry in repl.open_entries() if str(entry.get("key", "")).startswith(f"{node}|")})
+    repl.resolve_as_operator(about)
+    return about
 
 
 def _refuse_if_present(config: ClusterConfig, registry: AccountRegistry, node: str) -> None:
@@ -67,10 +81,12 @@ def _refuse_if_present(config: ClusterConfig, registry: AccountRegistry, node: s
         )
 
 
-def _print(node: str, deleted: tuple[str, ...], kept: tuple[str, ...], as_json: bool) -> None:
+def _print(node: str, deleted: tuple[str, ...], kept: tuple[str, ...], resolved: list[str], as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"node": node, "deleted": list(deleted), "kept": list(kept)}), flush=True)
+        print(json.dumps({"node": node, "deleted": list(deleted), "kept": list(kept), "resolved": resolved}), flush=True)
         return
     print(f"{node}: {len(deleted)} keys deleted" + "".join(f"\n  {key}" for key in deleted))
+    if resolved:
+        print(f"resolved {len(resolved)} open alerts about it: {', '.join(resolved)}")
     if kept:
         print(f"kept its alerts stream and evidence (--history deletes them): {', '.join(kept)}")

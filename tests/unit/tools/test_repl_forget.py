@@ -11,7 +11,7 @@ import pytest
 
 from vledger.broker.accounts import AccountRegistry
 from vledger.broker.redis_server import RedisServer
-from vledger.broker.replication import ReplicationLedger
+from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.tallies import TallyBoard
 from vledger.tests.unit.tools.test_repl_commands import ELECTION, ZAKAT, run, write_config
 from vledger.tools.repl_commands import EXIT_FAILED, EXIT_OK
@@ -68,7 +68,7 @@ def test_a_removed_node_s_keys_are_deleted_exactly_its_history_when_asked(
     before = _keys(redis_client)
     code, out, err = run(capsys, "repl", "forget", REMOVED, "--config", config, "--json")
     assert code == EXIT_OK, err
-    assert json.loads(out) == {"node": REMOVED, "deleted": state, "kept": history}
+    assert json.loads(out) == {"node": REMOVED, "deleted": state, "kept": history, "resolved": []}
     assert _keys(redis_client) == before - set(state)
     code, out, err = run(capsys, "repl", "forget", REMOVED, "--config", config, "--history")
     assert code == EXIT_OK, err
@@ -76,7 +76,7 @@ def test_a_removed_node_s_keys_are_deleted_exactly_its_history_when_asked(
     assert _keys(redis_client) == before - set(state) - set(history)
     assert {*others_state, *others_history} <= _keys(redis_client)
     code, out, _ = run(capsys, "repl", "forget", REMOVED, "--config", config, "--json")  # nothing left: done
-    assert code == EXIT_OK and json.loads(out) == {"node": REMOVED, "deleted": [], "kept": []}
+    assert code == EXIT_OK and json.loads(out) == {"node": REMOVED, "deleted": [], "kept": [], "resolved": []}
 
 
 def test_a_member_or_a_node_that_may_still_run_is_refused_and_nothing_deleted(
@@ -103,3 +103,22 @@ def test_a_member_or_a_node_that_may_still_run_is_refused_and_nothing_deleted(
 def test_what_is_no_node_name_is_a_usage_error(capsys: pytest.CaptureFixture[str], config: Path, name: str) -> None:
     code, _, err = run(capsys, "repl", "forget", name, "--config", config)
     assert code == 2 and "not a node name" in err, err
+
+
+def test_other_raisers_open_alerts_about_the_forgotten_node_are_resolved_as_the_operator_does(
+    capsys: pytest.CaptureFixture[str], config: Path, redis_client: Any
+) -> None:
+    """Outsider o17: the verifier's `lagging` of a replica stopped before it was taken out stayed
+    open for good (the restarted verifier no longer checks it; forget deleted only its own keys),
+    so `vledger status` kept exiting 3. Forget closes those, noted as an operator's resolve (the
+    verifier does not open them again); an alert about a member stays open."""
+    verifier = ReplicationLedger(redis_client, node="verifier-1")
+    verifier.alert(Alert(REMOVED, ZAKAT, 3, "lagging", "3 behind"))
+    verifier.alert(Alert("replica-1", ZAKAT, 3, "lagging", "3 behind"))
+    about = f"{REMOVED}|{ZAKAT}|lagging"
+    code, out, err = run(capsys, "repl", "forget", REMOVED, "--config", config, "--json")
+    assert code == EXIT_OK, err
+    assert json.loads(out)["resolved"] == [about]
+    open_keys = [entry["key"] for entry in ReplicationLedger(redis_client).open_entries()]
+    assert open_keys == [f"replica-1|{ZAKAT}|lagging"]
+    assert ReplicationLedger(redis_client).operator_resolved([("verifier-1", about)])
