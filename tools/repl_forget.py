@@ -83,7 +83,8 @@ def _refuse_if_present(config: ClusterConfig, registry: AccountRegistry, node: s
 
 def _print(node: str, deleted: tuple[str, ...], kept: tuple[str, ...], resolved: list[str], as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"node": node, "deleted": list(deleted), "kept": list(kept), "resolved": resolved}), flush=True)
+        found = {"node": node, "deleted": list(deleted), "kept": list(kept), "resolved": resolved}
+        print(json.dumps(found), flush=True)
         return
     print(f"{node}: {len(deleted)} keys deleted" + "".join(f"\n  {key}" for key in deleted))
     if resolved:
