@@ -187,7 +187,7 @@ def missing_alerts(cluster: LocalCluster) -> list[dict[str, Any]]:
 
 
 def test_a_reset_is_not_undone_by_writing_the_old_factor_back_through_an_ingest_node_s_password(
-    cluster: LocalCluster, thief: Any
+    cluster: LocalCluster, enrollment: dict[str, Any], thief: Any
 ) -> None:
     # 16.5: a reset ends the old factor. The thief of the lost phone and paper, holding a node's
     # Redis password, copied the sealed secret and recovery digests before the reset, and puts
@@ -224,6 +224,33 @@ def test_a_reset_is_not_undone_by_writing_the_old_factor_back_through_an_ingest_
     for node, code in zip(cluster.node_names, fresh["recovery_codes"], strict=False):
         assert cluster.client(ADMIN, node).call("account.list", {"otp": code})["accounts"], node
     assert missing_alerts(cluster) == []
+
+
+def test_an_old_factor_written_back_as_a_host_s_enrollment_is_not_recorded(
+    cluster: LocalCluster, enrollment: dict[str, Any], thief: Any
+) -> None:
+    # With the home's or the admin's Redis password too, which write `:unrecorded`: the old
+    # factor marked as a host's bootstrap --totp. The home records none whose sealed secret a
+    # record named before (a host seals a new random secret), so it stays refused.
+    deputy = cluster.client("deputy")
+    lost = deputy.call("totp.reset", {"account": ADMIN})
+    old_sealed = thief.hget(ACCOUNT_KEY, "secret")
+    deputy.call("totp.reset", {"account": ADMIN})
+    plain = connect(cluster.cluster_redis_url)
+    try:
+        before = len(list(cluster.admin().records(ADMIN_LEDGER)))
+        plain.hset(ACCOUNT_KEY, mapping={"secret": old_sealed, "last": -1})
+        plain.sadd("vledger:{totp}:unrecorded", ADMIN)
+        deadline = time.monotonic() + DEADLINE
+        while plain.smembers("vledger:{totp}:unrecorded"):  # the home's poll looked at it
+            assert time.monotonic() < deadline, "the home never looked at the host's enrollment"
+            time.sleep(0.2)
+    finally:
+        plain.close()
+    assert len(list(cluster.admin().records(ADMIN_LEDGER))) == before
+    assert "recorded before" in cluster.log_text(cluster.node_names[0])
+    refused = remote_error(cluster.client(ADMIN).call, "account.list", {"otp": lost["recovery_codes"][0]})
+    assert refused.code == "bad_second_factor"
 
 
 def secret_of(uri: str) -> str:
