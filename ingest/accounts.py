@@ -26,6 +26,7 @@ from ..broker.keys import check_public_key
 from ..broker.replication import REDIS_ERRORS
 from ..broker.second_factor import ENROLL, RESET
 from ..config.cluster import FOLLOWER_ROLES
+from ..node import totp
 from ..node.errors import (
     AccountError,
     AccountExistsError,
@@ -43,7 +44,6 @@ from ..node.errors import (
 )
 from ..node.node_key_rotation import NO_SIGN_KEY, KeyHistory, sign_key_problem
 from ..node.note import ed25519_public_key
-from ..node import totp
 from ..node.rules.admin import ADMIN_LEDGER, MACHINERY_KINDS, SEALED_SHA256, grant_problem
 from ..node.wire import Args
 from .admin_ledger import AdminLedger, account_payload
