@@ -93,6 +93,9 @@ class SecondFactors:
         self._refused: dict[str, list[float]] = {}
         self._accepted: dict[tuple[str, bytes], int] = {}
         self._used: set[tuple[str, str]] = set()
+        # The sealed secrets (their SHA-256) this node's enrollments replaced: never good again
+        # here, whatever the ledger as proven here names yet (or a record of before the field).
+        self._retired: set[tuple[str, str]] = set()
 
     def check(self, account: str, otp: str | None, key: str = "") -> None:
         """Let ``account``, sending with CURVE key ``key``, go on, or raise
@@ -216,8 +219,12 @@ class SecondFactors:
     def _recorded(self, account: str, sealed: bytes) -> bool:
         """Whether ``sealed`` is the secret the admin ledger last recorded for ``account``, or
         the ledger names none (no record yet, or one from before records named it)."""
+        digest = totp.sealed_sha256(sealed)
+        with self._seen_lock:
+            if (account, digest) in self._retired:
+                return False
         recorded = self.recorded_seal(account)
-        return recorded is None or hmac.compare_digest(recorded, totp.sealed_sha256(sealed))
+        return recorded is None or hmac.compare_digest(recorded, digest)
 
     def _refused_here(self, account: str, now: float) -> int:
         """How many six-digit codes of ``account`` this node refused in the window ending now."""
@@ -274,7 +281,11 @@ class SecondFactors:
         if self.key is None:
             raise BadRequestError("this node holds no second-factor key (vledger keygen --cluster makes one)")
         enrollment, sealed = totp.new_enrollment(account, self.issuer, self._mac_key(account), self.key)
+        before = self.store.state(account)
         self.store.enroll(account, sealed, enrollment.recovery_digests, mode)
+        if before is not None and before[0] != sealed:
+            with self._seen_lock:
+                self._retired.add((account, totp.sealed_sha256(before[0])))
         log.info("account %s: second factor %s", account, "enrolled" if mode != "reset" else "reset")
         return enrollment
 
