@@ -255,3 +255,18 @@ def test_an_old_factor_written_back_as_a_host_s_enrollment_is_not_recorded(
 
 def secret_of(uri: str) -> str:
     return pyotp.parse_uri(uri).secret
+
+
+def test_vledger_verify_accepts_the_admin_ledger_s_totp_records_naming_their_sealed_secret(
+    cluster: LocalCluster, enrollment: dict[str, Any]
+) -> None:
+    # The rules an outsider replays (vledger verify, observers): a `totp` record's sealed_sha256 (16.1).
+    records = [decode_record(data, PROTOCOL_LIMITS) for data in cluster.admin().records(ADMIN_LEDGER)]
+    assert all("sealed_sha256" in r.content.payload for r in records if r.content.kind == "totp")
+    home = cluster.node_names[0]
+    assert cluster.stop_node(home) == 0
+    try:
+        verified = cluster.verify_store(home)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    finally:
+        cluster.start_node(home)
