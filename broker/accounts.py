@@ -1044,7 +1044,8 @@ class AccountCache:
         self._pubsub: Any = None
         self._grants: Grants | None = None
         self._key_rotations: tuple[dict[str, Any], ...] = ()
-        self._second_factors: frozenset[str] = frozenset()
+        self._second_factors: Mapping[str, str | None] = {}
+        self._seals: frozenset[str] = frozenset()
         self._admin_size = 0
         self._catch_up_lock = threading.Lock()
         self._next_catch_up = 0.0
@@ -1085,6 +1086,16 @@ class AccountCache:
         """Whether the admin ledger, as proven here, records ``account`` as enrolled in a
         second factor (False while no admin ledger is proven: the bootstrap has only Redis)."""
         return account in self._second_factors
+
+    def second_factor_seal(self, account: str) -> str | None:
+        """The SHA-256 (hex) of the sealed secret the admin ledger, as proven here, last recorded
+        for ``account`` (PROTOCOL 16.1 ``sealed_sha256``), or None: no such record, or one made
+        before records named it."""
+        return self._second_factors.get(account)
+
+    def second_factor_seal_recorded(self, sealed_sha256: str) -> bool:
+        """Whether a ``totp`` record of the admin ledger, as proven here, ever named ``sealed_sha256``."""
+        return sealed_sha256 in self._seals
 
     def accepted_floor(self) -> int:
         """The least accepted time a record placed now may have (PROTOCOL 16.2)."""
@@ -1247,7 +1258,8 @@ class AccountCache:
         engine = _replayed(records, self.node)
         self._grants = engine.grants()
         self._key_rotations = tuple(engine.key_rotations())
-        self._second_factors = engine.admin_second_factors() or frozenset()
+        self._second_factors = engine.admin_second_factors() or {}
+        self._seals = engine.admin_recorded_seals()
         self._stated = engine.admin_accounts() or {}
         self._admin_size = len(records)
         return True

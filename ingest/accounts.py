@@ -26,6 +26,7 @@ from ..broker.keys import check_public_key
 from ..broker.replication import REDIS_ERRORS
 from ..broker.second_factor import ENROLL, RESET
 from ..config.cluster import FOLLOWER_ROLES
+from ..node import totp
 from ..node.errors import (
     AccountError,
     AccountExistsError,
@@ -43,7 +44,7 @@ from ..node.errors import (
 )
 from ..node.node_key_rotation import NO_SIGN_KEY, KeyHistory, sign_key_problem
 from ..node.note import ed25519_public_key
-from ..node.rules.admin import ADMIN_LEDGER, MACHINERY_KINDS, grant_problem
+from ..node.rules.admin import ADMIN_LEDGER, MACHINERY_KINDS, SEALED_SHA256, grant_problem
 from ..node.wire import Args
 from .admin_ledger import AdminLedger, account_payload
 from .second_factor import SecondFactors
@@ -359,7 +360,8 @@ class RegistryAdmin:
         op = command.removeprefix("totp.")
         # A reset of a factor Redis lost puts a first one there: it is the ledger's reset all the same.
         enrollment = self.factors.enroll(account, RESET if in_redis else ENROLL)
-        height = self._record("totp", {"account": account, "op": op, "via": via}, author)
+        payload = {"account": account, "op": op, "via": via, SEALED_SHA256: enrollment.sealed_sha256}
+        height = self._record("totp", payload, author)
         return {
             "account": account,
             "uri": enrollment.uri,
@@ -367,24 +369,49 @@ class RegistryAdmin:
             "height": height,
         }
 
+    def record_host_enrollments(self) -> None:
+        """:meth:`_record_host_enrollments` between commands (the accounts cache's poll, every
+        few seconds): until recorded, a host's enrollment is refused where the ledger names
+        another factor, and Redis's word where it names none (review r24 F7). Skipped while a
+        command runs (it records them first itself); never raises (the poll must go on)."""
+        if not self._changing.acquire(blocking=False):
+            return
+        try:
+            self._record_host_enrollments()
+        except Exception:
+            log.exception("the enrollments made on a host are not recorded now; the next poll tries again")
+        finally:
+            self._changing.release()
+
     def _record_host_enrollments(self) -> None:
         """Record on the admin ledger the enrollments made on a host since the last command
-        (``vledger admin bootstrap --totp`` reaches Redis, not the ledger): author and
-        account the enrolled admin, ``via`` empty."""
+        or poll (``vledger admin bootstrap --totp`` reaches Redis, not the ledger): author and
+        account the enrolled admin, ``via`` empty, ``sealed_sha256`` the secret Redis holds."""
         if self.factors is None or self.ledger is None:
             return
         accounts = self._accounts().accounts
         for account in self.factors.store.unrecorded():
             held = accounts.get(account)
+            state = self.factors.store.state(account)
+            sealed = totp.sealed_sha256(state[0]) if state is not None else ""
             # Anyone who writes Redis can name any account there: a record would then be authored
             # by an account that never ran anything. Only an enabled admin holding a factor is
             # what a host's bootstrap --totp enrolls.
-            if held is None or held.role is not Role.ADMIN or not held.enabled or not self.factors.store.state(account):
+            if held is None or held.role is not Role.ADMIN or not held.enabled or state is None:
                 log.warning(
                     "an enrollment on a host of %.80r, no enabled admin with a second factor: not recorded", account
                 )
+            elif self.cache.second_factor_seal_recorded(sealed):
+                # A host seals a new random secret: one the ledger named before is an old factor a
+                # Redis writer put back (and marked as a host's), which a record would make good again.
+                log.error(
+                    "an enrollment on a host of %.80r holds a sealed secret the admin ledger recorded before "
+                    "(put back in Redis): not recorded",
+                    account,
+                )
             else:
-                self.ledger.append("totp", {"account": account, "op": "enroll", "via": ""}, account)
+                payload = {"account": account, "op": "enroll", "via": "", SEALED_SHA256: sealed}
+                self.ledger.append("totp", payload, account)
             self.factors.store.recorded(account)
 
     def _account_change(self, command: str, args: Args, author: str, via: str) -> tuple[dict[str, Any], int]:

@@ -171,7 +171,8 @@ def unbacked_alerts(node: str, replication: ReplicationLedger) -> Callable[[list
     return report
 
 
-SECOND_FACTOR_MISSING = "second_factor_missing"  # an enrolled admin's factor gone from Redis (10.5)
+# An enrolled admin's factor gone from Redis, or not the one the ledger records (10.5).
+SECOND_FACTOR_MISSING = "second_factor_missing"
 
 
 def missing_factor_alerts(node: str, replication: ReplicationLedger) -> Callable[[list[str]], None]:
@@ -187,7 +188,8 @@ def missing_factor_alerts(node: str, replication: ReplicationLedger) -> Callable
                 replication.resolve_node(node, ADMIN_LEDGER, [SECOND_FACTOR_MISSING])
                 return
             detail = (
-                f"the admin ledger records a second factor for {', '.join(missing)}, which Redis lacks: "
+                f"the admin ledger records a second factor for {', '.join(missing)}, which Redis lacks "
+                "(or holds another one, put back or not yet recorded): "
                 "their admin commands are refused until an admin resets it (vledger admin totp reset) "
                 "or a host enrolls it again (vledger admin bootstrap --totp)"
             )

@@ -19,9 +19,10 @@ buys more than its two minutes; and a reset of the account's second factor ends 
 Any ingest node's Redis password writes the ``{totp}`` keys (outsider o16), so a node trusts
 none of them on Redis's word: a session and a recovery code count only with an HMAC under a
 key derived from the host's second-factor key (vledger.node.totp.mac_key), a sealed secret
-only if it opens for its account; and an account the admin ledger records as enrolled but
-whose factor Redis lacks is refused (and ``second_factor_missing`` raised), never let in as
-one without a factor.
+only if it opens for its account and is the one the account's latest ``totp`` record on the
+admin ledger names (its ``sealed_sha256``); and an account the admin ledger records as
+enrolled but whose factor Redis lacks, or holds another one, is refused (and
+``second_factor_missing`` raised), never let in as one without a factor or with an old one.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class SecondFactors:
         issuer: str,
         clock: Callable[[], float] = time.time,
         enrolled: Callable[[str], bool] = lambda account: False,
+        recorded_seal: Callable[[str], str | None] = lambda account: None,
         on_missing: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.store = store
@@ -74,6 +76,10 @@ class SecondFactors:
         # Whether the admin ledger (as this node proved it) records the account as enrolled: Redis
         # alone said so, and any ingest node's password deletes an account's factor there.
         self.enrolled = enrolled
+        # The SHA-256 of the sealed secret the account's latest ``totp`` record names (None: no
+        # record, or one made before records named it): the only one taken from Redis, where a
+        # writer who copied an older one puts it back after a reset (review r24 F3).
+        self.recorded_seal = recorded_seal
         # Told the accounts enrolled on the admin ledger whose factor Redis lacks (a node raises
         # second_factor_missing), and [] once each was seen there again.
         self.on_missing = on_missing
@@ -87,6 +93,9 @@ class SecondFactors:
         self._refused: dict[str, list[float]] = {}
         self._accepted: dict[tuple[str, bytes], int] = {}
         self._used: set[tuple[str, str]] = set()
+        # The sealed secrets (their SHA-256) this node's enrollments replaced: never good again
+        # here, whatever the ledger as proven here names yet (or a record of before the field).
+        self._retired: set[tuple[str, str]] = set()
 
     def check(self, account: str, otp: str | None, key: str = "") -> None:
         """Let ``account``, sending with CURVE key ``key``, go on, or raise
@@ -108,6 +117,15 @@ class SecondFactors:
         if state is None and self.enrolled(account):
             self._missing_now(account, True)
             log.error("second factor refused: account %s is enrolled on the admin ledger, not in Redis", account)
+            raise SecondFactorRequiredError(REQUIRED) if otp is None else BadSecondFactorError(BAD)
+        if state is not None and not self._recorded(account, state[0]):
+            # Not the factor the ledger's latest record enrolled: an older one put back, or
+            # one a host enrolled that the home has not recorded yet (seconds, its next poll).
+            self._missing_now(account, True)
+            log.error(
+                "second factor refused: account %s's sealed secret in Redis is not the one the admin ledger records",
+                account,
+            )
             raise SecondFactorRequiredError(REQUIRED) if otp is None else BadSecondFactorError(BAD)
         if state is not None and self._missing:
             self._missing_now(account, False)
@@ -165,7 +183,7 @@ class SecondFactors:
         if otp is None:
             return {"session": None, "expires_ms": 0}
         state = self.store.state(account)
-        if totp.is_session(otp) or state is None:
+        if totp.is_session(otp) or state is None or not self._recorded(account, state[0]):
             raise BadSecondFactorError(BAD)
         token, sealed = totp.new_session(), state[0]
         digest, expires = totp.session_digest(token), int(self.clock() * 1000) + totp.SESSION_SECONDS * 1000
@@ -197,6 +215,16 @@ class SecondFactors:
                     count,
                 )
         return dropped
+
+    def _recorded(self, account: str, sealed: bytes) -> bool:
+        """Whether ``sealed`` is the secret the admin ledger last recorded for ``account``, or
+        the ledger names none (no record yet, or one from before records named it)."""
+        digest = totp.sealed_sha256(sealed)
+        with self._seen_lock:
+            if (account, digest) in self._retired:
+                return False
+        recorded = self.recorded_seal(account)
+        return recorded is None or hmac.compare_digest(recorded, digest)
 
     def _refused_here(self, account: str, now: float) -> int:
         """How many six-digit codes of ``account`` this node refused in the window ending now."""
@@ -253,7 +281,11 @@ class SecondFactors:
         if self.key is None:
             raise BadRequestError("this node holds no second-factor key (vledger keygen --cluster makes one)")
         enrollment, sealed = totp.new_enrollment(account, self.issuer, self._mac_key(account), self.key)
+        before = self.store.state(account)
         self.store.enroll(account, sealed, enrollment.recovery_digests, mode)
+        if before is not None and before[0] != sealed:
+            with self._seen_lock:
+                self._retired.add((account, totp.sealed_sha256(before[0])))
         log.info("account %s: second factor %s", account, "enrolled" if mode != "reset" else "reset")
         return enrollment
 

@@ -135,6 +135,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # Whether an admin is enrolled is the admin ledger's word, not Redis's: any ingest node's
     # password deletes a factor there (outsider o16).
     factors.enrolled = cache.second_factor_enrolled
+    factors.recorded_seal = cache.second_factor_seal  # and which factor: a reset's old one written back opens not
     factors.on_missing = missing_factor_alerts(name, replication)
     # A store that no longer holds a checkpoint this home signed is refused writes, ledger by
     # ledger, and said so at once: it is never "fixed" by signing what it holds now.
@@ -332,6 +333,16 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         # The ledgers its own store holds first: Redis's hash may hold any name an ingest user put there.
         tallied_by=lambda node, sign: tallied_heights(tallies, [*store.ledgers(), *replication.ledgers()], node, sign),
     )
+    if admin_ledger is not None:
+        refill = admin_ledger.refill
+
+        def upkeep() -> None:
+            refill()
+            # A host's enrollment recorded within a poll, not at the next admin command: until
+            # then its factor is Redis's word, or refused where the ledger names another (r24 F7).
+            admin.record_host_enrollments()
+
+        cache.upkeep = upkeep
 
     def signing_key_now(ledger: str) -> VerifierKey | None:
         # A standby promoted signs its epochs with its own key (10.9); any other home along the

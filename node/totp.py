@@ -78,6 +78,7 @@ class Enrollment:
     uri: str
     recovery_codes: tuple[str, ...]
     recovery_digests: tuple[str, ...]
+    sealed_sha256: str  # what the admin ledger's ``totp`` record names (:func:`sealed_sha256`)
 
 
 def new_enrollment(
@@ -103,6 +104,7 @@ def new_enrollment(
         provisioning_uri(secret, account, issuer),
         tuple(codes),
         tuple(recovery_digest(mac, account, code, sealed) for code in codes),
+        sealed_sha256(sealed),
     ), sealed
 
 
@@ -207,6 +209,12 @@ def session_mac(mac: bytes, digest: str, account: str, key: str, expires_ms: int
 def seal_secret(key: bytes, account: str, secret: str) -> bytes:
     """The secret sealed (AES-SIV) under ``key``, bound to ``account``."""
     return siv_encrypt(key, secret.encode("ascii"), _SEAL_CONTEXT + account.encode())
+
+
+def sealed_sha256(sealed: bytes) -> str:
+    """The SHA-256 (hex) of a sealed secret, as the admin ledger's ``totp`` record names it: it
+    tells which enrollment Redis holds and, without the key, nothing of the secret."""
+    return hashlib.sha256(sealed).hexdigest()
 
 
 def open_secret(key: bytes, account: str, sealed: bytes) -> str:

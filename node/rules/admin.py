@@ -32,7 +32,8 @@ chain. Records (docs/PROTOCOL.md section 16), payloads with exactly these fields
   of each ledger the replaced key had signed (an observer's): a tally signed by that key counts
   only at a height no larger, of a ledger listed (PROTOCOL 11.3, 16.6).
 * ``totp`` ``{"account", "op", "via"}``: ``op`` ``enroll`` or ``reset``: that account's
-  second factor changed (never the secret).
+  second factor changed (never the secret). An optional ``sealed_sha256`` (64 lower-case hex
+  digits) is the SHA-256 of the new sealed secret as Redis keeps it (PROTOCOL 16.5).
 
 **The grant rule** (:meth:`Grants.allows`). A kind of a ledger is *open* (any account may
 write it, as before grants existed) until the admin ledger grants it, or ``*`` of that
@@ -51,6 +52,7 @@ committer. Pure: no I/O.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +85,12 @@ ENDS_GRANTS = "ends_grants"
 ACCOUNT_OPS = frozenset(("add", "remove", "enable", "disable", "import"))
 KEY_OPS = frozenset(("add", "revoke"))
 TOTP_OPS = frozenset(("enroll", "reset"))
+# The optional field of a ``totp`` record (PROTOCOL 16.1): the SHA-256 (hex) of the sealed secret
+# it enrolled, as Redis keeps it. A node takes from Redis only the sealed secret the account's
+# latest ``totp`` record names: a Redis writer who copied an older one cannot put it back after a
+# reset (review r24 F3). Records made before the field name none: Redis's word, as before.
+SEALED_SHA256 = "sealed_sha256"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def is_name(value: object) -> bool:
@@ -247,6 +255,8 @@ def check_admin_payload(record: Record) -> Fields:
         keys = (*keys, ENDS_GRANTS)
     if kind == "key_rotation":
         keys = (*keys, *(stated for stated in ROTATION_STATES if stated in payload))
+    if kind == "totp" and SEALED_SHA256 in payload:
+        keys = (*keys, SEALED_SHA256)
     fields = Fields(record, *keys)
     fields.text("via", allow_empty=True)
     if kind in ("grant", "revoke"):
@@ -284,11 +294,17 @@ def check_admin_payload(record: Record) -> Fields:
                 fields.fail(f"{ENDS_GRANTS} must be true (a removal that ends no grant omits it)")
         if kind == "key":
             fields.text("key")
+        if kind == "totp" and SEALED_SHA256 in payload and not _is_sha256(payload[SEALED_SHA256]):
+            fields.fail(f"{SEALED_SHA256} must be 64 lower-case hex digits")
         if kind in ("account", "key") and (
             not isinstance(payload["keys"], list) or not all(isinstance(k, str) for k in payload["keys"])
         ):
             fields.fail("keys must be a list of strings")
     return fields
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and _SHA256_HEX.fullmatch(value) is not None
 
 
 def is_import(record: Record) -> bool:
@@ -325,8 +341,13 @@ class AdminState(Domain):
         self.accounts: dict[str, dict[str, Any]] = {}
         self.rotations: dict[str, list[Mapping[str, Any]]] = {}
         # The accounts a ``totp`` record enrolled since their last ``account`` record that added
-        # or removed them: what a node asks before taking Redis's word that one has no factor.
-        self.second_factors: set[str] = set()
+        # or removed them: what a node asks before taking Redis's word that one has no factor;
+        # each with the sealed secret's SHA-256 its latest ``totp`` record names (None: a record
+        # of before the field), the only one a node takes from Redis.
+        self.second_factors: dict[str, str | None] = {}
+        # Every ``sealed_sha256`` any ``totp`` record named: a host's enrollment holding one of
+        # them is an old factor put back in Redis, which the home does not record (16.5).
+        self.seals: set[str] = set()
         self.changes = 0
         self.creator = genesis.content.author
         self.importing = True  # only imports since the genesis (16.7)
@@ -377,7 +398,7 @@ class AdminState(Domain):
                     self.grants.set_admin(name, admin, record.accepted)
                 state["keys"] = sorted(payload["keys"])
                 if kind == "account" and payload["op"] in ("add", "import", "remove"):
-                    self.second_factors.discard(name)  # a removal forgets the factor (16.5)
+                    self.second_factors.pop(name, None)  # a removal forgets the factor (16.5)
                 if kind == "account" and payload["op"] == "remove":
                     del self.accounts[name]
                     # A name can be added again for another person: the removed account's
@@ -387,7 +408,9 @@ class AdminState(Domain):
             elif kind == "key_rotation":
                 self.rotations.setdefault(payload["node"], []).append(dict(payload, accepted=record.accepted))
             elif kind == "totp":
-                self.second_factors.add(fields.account("account"))
+                self.second_factors[fields.account("account")] = payload.get(SEALED_SHA256)
+                if SEALED_SHA256 in payload:
+                    self.seals.add(payload[SEALED_SHA256])
 
         return Plan(commit)
 

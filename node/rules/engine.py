@@ -265,13 +265,22 @@ class RulesEngine:
             return None
         return {name: dict(state, keys=list(state["keys"])) for name, state in held.domain.accounts.items()}
 
-    def admin_second_factors(self) -> frozenset[str] | None:
+    def admin_second_factors(self) -> dict[str, str | None] | None:
         """The accounts this engine's admin ledger records as enrolled in a second factor (a
-        ``totp`` record since the account was last added), or None without an admin ledger."""
+        ``totp`` record since the account was last added), each with the ``sealed_sha256`` of
+        its latest ``totp`` record (None: a record without it), or None without an admin ledger."""
         held = self._ledgers.get(ADMIN_LEDGER)
         if held is None or not isinstance(held.domain, AdminState):
             return None
-        return frozenset(held.domain.second_factors)
+        return dict(held.domain.second_factors)
+
+    def admin_recorded_seals(self) -> frozenset[str]:
+        """Every ``sealed_sha256`` a ``totp`` record of this engine's admin ledger named (none
+        without an admin ledger)."""
+        held = self._ledgers.get(ADMIN_LEDGER)
+        if held is None or not isinstance(held.domain, AdminState):
+            return frozenset()
+        return frozenset(held.domain.seals)
 
     def check(self, record: Record, rules: LedgerRules) -> dict[str, Any]:
         """Raise the first rule ``record`` breaks as the ledger's next record; change nothing.

@@ -33,6 +33,7 @@ from vledger.ingest.accounts import RegistryAdmin
 from vledger.ingest.admin_ledger import AdminLedger, StoreAdminSource
 from vledger.ingest.second_factor import SecondFactors
 from vledger.ingest.service import Caller
+from vledger.node import totp
 from vledger.node.errors import AdminLedgerExistsError, BadRequestError, LastAdminError, NotGrantedError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, VerifierKey, origin_for, parse_checkpoint, parse_note
@@ -682,6 +683,37 @@ def test_a_host_enrollment_is_recorded_only_for_an_enabled_admin_with_a_factor(
         ]
         assert totp == [("root", "root")]
         assert factors.store.unrecorded() == []
+    finally:
+        cache.stop()
+        store.close()
+
+
+def test_a_host_enrollment_is_recorded_at_the_home_s_poll_naming_its_sealed_secret_once(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """r24 F7: recorded between commands (the accounts cache's poll calls record_host_enrollments),
+    each naming its sealed secret; F3: one whose sealed secret a record named before (an old
+    factor written back and marked as a host's) is not recorded, and Redis's mark is cleared."""
+    registry = AccountRegistry(redis_client)
+    registry.bootstrap_admin("root", new_keypair().public)
+    store = ChainStore(tmp_path / "ingest-1", origin="ingest-1", domain=RulesEngine())
+    cache = AccountCache(registry, "ingest-1", admin=StoreAdminSource(store)).start()
+    factors = SecondFactors(SecondFactorStore(redis_client), bytes(64), production=False, issuer="vledger test")
+    admin = RegistryAdmin(registry, cache, ["ingest-1"], 2000, AdminLedger(store, registry), factors)
+
+    def recorded() -> list[str]:
+        return [r.content.payload["sealed_sha256"] for r in store.range(ADMIN_LEDGER) if r.content.kind == "totp"]
+
+    try:
+        admin.apply("account.add", Args({"account": "clerk", "role": "writer"}), ROOT)
+        for sealed in (b"sealed-1", b"sealed-2"):  # a host's bootstrap --totp, twice (the way back in)
+            factors.store.enroll("root", sealed, (), REPLACE)
+            admin.record_host_enrollments()
+            cache.refresh()
+        assert recorded() == [totp.sealed_sha256(b"sealed-1"), totp.sealed_sha256(b"sealed-2")]
+        factors.store.enroll("root", b"sealed-1", (), REPLACE)  # the old one put back, marked as a host's
+        admin.record_host_enrollments()
+        assert len(recorded()) == 2 and factors.store.unrecorded() == []
     finally:
         cache.stop()
         store.close()

@@ -184,3 +184,89 @@ def missing_alerts(cluster: LocalCluster) -> list[dict[str, Any]]:
     finally:
         plain.close()
     return [a for a in raised if a.get("what") == "second_factor_missing"]
+
+
+def test_a_reset_is_not_undone_by_writing_the_old_factor_back_through_an_ingest_node_s_password(
+    cluster: LocalCluster, enrollment: dict[str, Any], thief: Any
+) -> None:
+    # 16.5: a reset ends the old factor. The thief of the lost phone and paper, holding a node's
+    # Redis password, copied the sealed secret and recovery digests before the reset, and puts
+    # them back after it: the latest totp record names another sealed secret, so no node opens it.
+    deputy = cluster.client("deputy")
+    recovery_key = "vledger:{totp}:recovery:" + ADMIN
+    lost = deputy.call("totp.reset", {"account": ADMIN})
+    old_sealed, old_digests = thief.hget(ACCOUNT_KEY, "secret"), list(thief.smembers(recovery_key))
+    fresh = deputy.call("totp.reset", {"account": ADMIN})
+    fresh_sealed = thief.hget(ACCOUNT_KEY, "secret")
+    records = [decode_record(data, PROTOCOL_LIMITS) for data in cluster.admin().records(ADMIN_LEDGER)]
+    assert records[-1].content.payload["sealed_sha256"] == hashlib.sha256(fresh_sealed).hexdigest()
+    thief.hset(ACCOUNT_KEY, mapping={"secret": old_sealed, "last": -1})
+    thief.sadd(recovery_key, *old_digests)
+    stolen = iter(lost["recovery_codes"])
+    for node in cluster.node_names:
+        deadline = time.monotonic() + DEADLINE
+        while True:  # the other node proves the reset's record from the home's checkpoint
+            try:
+                cluster.client(ADMIN, node).call("account.list", {"otp": next(stolen)})
+            except RemoteError as e:
+                assert e.code == "bad_second_factor", e
+                break
+            assert time.monotonic() < deadline, f"{node}: the old factor written back after a reset was let in"
+            time.sleep(0.2)
+        phone = totp.code_at(secret_of(lost["uri"]), totp.step_at(time.time()))
+        refused = remote_error(cluster.client(ADMIN, node).call, "account.list", {"otp": phone})
+        assert refused.code == "bad_second_factor", node
+    missing = missing_alerts(cluster)
+    assert {a["node"] for a in missing} == set(cluster.node_names), missing
+    assert all(ADMIN in a["detail"] for a in missing)
+
+    thief.hset(ACCOUNT_KEY, mapping={"secret": fresh_sealed, "last": -1})  # the reset's own factor again
+    for node, code in zip(cluster.node_names, fresh["recovery_codes"], strict=False):
+        assert cluster.client(ADMIN, node).call("account.list", {"otp": code})["accounts"], node
+    assert missing_alerts(cluster) == []
+
+
+def test_an_old_factor_written_back_as_a_host_s_enrollment_is_not_recorded(
+    cluster: LocalCluster, enrollment: dict[str, Any], thief: Any
+) -> None:
+    # With the home's or the admin's Redis password too, which write `:unrecorded`: the old
+    # factor marked as a host's bootstrap --totp. The home records none whose sealed secret a
+    # record named before (a host seals a new random secret), so it stays refused.
+    deputy = cluster.client("deputy")
+    lost = deputy.call("totp.reset", {"account": ADMIN})
+    old_sealed = thief.hget(ACCOUNT_KEY, "secret")
+    deputy.call("totp.reset", {"account": ADMIN})
+    plain = connect(cluster.cluster_redis_url)
+    try:
+        before = len(list(cluster.admin().records(ADMIN_LEDGER)))
+        plain.hset(ACCOUNT_KEY, mapping={"secret": old_sealed, "last": -1})
+        plain.sadd("vledger:{totp}:unrecorded", ADMIN)
+        deadline = time.monotonic() + DEADLINE
+        while plain.smembers("vledger:{totp}:unrecorded"):  # the home's poll looked at it
+            assert time.monotonic() < deadline, "the home never looked at the host's enrollment"
+            time.sleep(0.2)
+    finally:
+        plain.close()
+    assert len(list(cluster.admin().records(ADMIN_LEDGER))) == before
+    assert "recorded before" in cluster.log_text(cluster.node_names[0])
+    refused = remote_error(cluster.client(ADMIN).call, "account.list", {"otp": lost["recovery_codes"][0]})
+    assert refused.code == "bad_second_factor"
+
+
+def secret_of(uri: str) -> str:
+    return pyotp.parse_uri(uri).secret
+
+
+def test_vledger_verify_accepts_the_admin_ledger_s_totp_records_naming_their_sealed_secret(
+    cluster: LocalCluster, enrollment: dict[str, Any]
+) -> None:
+    # The rules an outsider replays (vledger verify, observers): a `totp` record's sealed_sha256 (16.1).
+    records = [decode_record(data, PROTOCOL_LIMITS) for data in cluster.admin().records(ADMIN_LEDGER)]
+    assert all("sealed_sha256" in r.content.payload for r in records if r.content.kind == "totp")
+    home = cluster.node_names[0]
+    assert cluster.stop_node(home) == 0
+    try:
+        verified = cluster.verify_store(home)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    finally:
+        cluster.start_node(home)

@@ -11,7 +11,7 @@ import pytest
 from vledger.broker.second_factor import ENROLL, RESET, SecondFactorStore
 from vledger.ingest.second_factor import SecondFactors
 from vledger.node import totp
-from vledger.node.errors import BadSecondFactorError
+from vledger.node.errors import BadSecondFactorError, SecondFactorRequiredError
 from vledger.node.sealed import new_seal_key
 
 NOW = 1_800_000_000.0
@@ -21,8 +21,9 @@ RECOVERY = "vledger:{totp}:recovery:alice"
 FAILURES = "vledger:{totp}:failures:alice"
 
 
-def gate(client: Any) -> SecondFactors:
-    return SecondFactors(SecondFactorStore(client), KEY, production=True, issuer="t", clock=lambda: NOW)
+def gate(client: Any, **ledger: Any) -> SecondFactors:
+    """A node's check; ``ledger``: what it asks of the admin ledger (enrolled, recorded_seal) and on_missing."""
+    return SecondFactors(SecondFactorStore(client), KEY, production=True, issuer="t", clock=lambda: NOW, **ledger)
 
 
 def code(enrollment: totp.Enrollment, offset: int = 0) -> str:
@@ -76,3 +77,66 @@ def test_old_recovery_codes_stay_dead_after_a_reset_even_when_put_back(redis_cli
     redis_client.sadd(RECOVERY, *old_digests)
     with pytest.raises(BadSecondFactorError):
         factors.check("alice", lost.recovery_codes[2])
+
+
+def test_a_reset_after_a_lost_factor_is_not_undone_by_writing_the_old_factor_back(redis_client: Any) -> None:
+    # 16.5: after a reset "the old secret, its used steps and its recovery codes are gone". The
+    # AD binds the sealed secret to its account, not to its enrollment: an old sealed secret (and
+    # old recovery digests) of the same account, read from Redis before the reset, opened again.
+    # The admin ledger's `totp` records name the sealed secret each enrolled (`recorded` stands
+    # for the home's record here; tests/unit/node/rules/test_admin.py folds the real records).
+    recorded: dict[str, str] = {}
+    missing: list[list[str]] = []
+    # Another node than the home that enrolls: it knows of the reset by the ledger alone.
+    factors = gate(
+        redis_client,
+        enrolled=lambda account: account in recorded,
+        recorded_seal=recorded.get,
+        on_missing=missing.append,
+    )
+    home = gate(redis_client)
+    lost = home.enroll("alice", ENROLL)  # the phone / paper the thief now holds
+    recorded["alice"] = lost.sealed_sha256
+    old_sealed = redis_client.hget(ACCOUNT, "secret")
+    old_digests = [bytes(m) for m in redis_client.smembers(RECOVERY)]
+    new = home.enroll("alice", RESET)  # another admin resets alice's lost factor
+    recorded["alice"] = new.sealed_sha256
+    redis_client.hset(ACCOUNT, mapping={"secret": old_sealed, "last": -1})  # the writer
+    redis_client.sadd(RECOVERY, *old_digests)
+    for otp in (code(lost), lost.recovery_codes[1]):
+        with pytest.raises(BadSecondFactorError):
+            factors.check("alice", otp)
+    with pytest.raises(SecondFactorRequiredError):
+        factors.check("alice", None)
+    with pytest.raises(BadSecondFactorError):
+        factors.open_session("alice", "k" * 40, code(lost))
+    assert missing == [["alice"]]  # second_factor_missing: the ledger's factor is not Redis's
+    again = home.enroll("alice", RESET)  # put right by a reset: its factor works, the alert ends
+    recorded["alice"] = again.sealed_sha256
+    factors.check("alice", code(again))
+    assert missing == [["alice"], []]
+
+
+def test_the_node_that_reset_a_factor_never_takes_the_old_one_back_even_before_the_ledger_names_it(
+    redis_client: Any,
+) -> None:
+    # Review r24's case as written: no ledger behind the node (or its records of before
+    # sealed_sha256). The node that made the reset remembers the sealed secret it replaced.
+    factors = gate(redis_client)
+    lost = factors.enroll("alice", ENROLL)  # the phone / paper the thief now holds
+    old_sealed = redis_client.hget(ACCOUNT, "secret")
+    old_digests = [bytes(m) for m in redis_client.smembers(RECOVERY)]
+    factors.enroll("alice", RESET)  # another admin resets alice's lost factor
+    redis_client.hset(ACCOUNT, mapping={"secret": old_sealed, "last": -1})  # the writer
+    redis_client.sadd(RECOVERY, *old_digests)
+    for otp in (code(lost), lost.recovery_codes[1]):
+        with pytest.raises(BadSecondFactorError):
+            factors.check("alice", otp)
+
+
+def test_a_factor_recorded_before_records_named_their_sealed_secret_is_taken_on_redis_word(redis_client: Any) -> None:
+    # Upgrading (16.5): a `totp` record of before `sealed_sha256` names none, so the factor
+    # Redis holds is checked as before (until the account's next reset records one).
+    factors = gate(redis_client, enrolled=lambda account: True, recorded_seal=lambda account: None)
+    enrollment = factors.enroll("alice", ENROLL)
+    factors.check("alice", code(enrollment))

@@ -579,9 +579,32 @@ def test_the_admin_ledger_says_which_accounts_are_enrolled_in_a_second_factor(wr
     writer.put(ADMIN_LEDGER, "totp", {"account": "w9", "op": "reset", "via": "k"}, "root")
     _account(writer, "w8", "add", "k2")
     assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
-    assert engine.admin_second_factors() == frozenset({"w9"})
+    assert engine.admin_second_factors() == {"w9": None}  # records of before sealed_sha256: Redis's word
     _account(writer, "w9", "remove")
     _account(writer, "w9", "add", "k3")  # another person: enrolled in nothing
     again = RulesEngine()
     again.replay(writer.store.range(ADMIN_LEDGER))
-    assert again.admin_second_factors() == frozenset()
+    assert again.admin_second_factors() == {}
+
+
+def test_the_latest_totp_record_names_the_one_sealed_secret_a_node_takes(writer: Writer) -> None:
+    """16.5: a node takes from Redis only the sealed secret the account's latest ``totp`` record
+    names (``sealed_sha256``); every one ever named is known, so the home records no host
+    enrollment that puts an old one back; a bad ``sealed_sha256`` is no record (bad_payload)."""
+    _ledgers(writer)
+    _account(writer, "w9", "add", "k1")
+    first, second = "a" * 64, "0123456789abcdef" * 4
+    writer.put(ADMIN_LEDGER, "totp", {"account": "w9", "op": "enroll", "via": "k", "sealed_sha256": first}, "root")
+    writer.put(ADMIN_LEDGER, "totp", {"account": "w9", "op": "reset", "via": "k", "sealed_sha256": second}, "root")
+    for bad in ("A" * 64, "a" * 63, 7, ""):
+        with pytest.raises(BadPayloadError):
+            payload = {"account": "w9", "op": "reset", "via": "k", "sealed_sha256": bad}
+            writer.put(ADMIN_LEDGER, "totp", payload, "root")
+    engine = RulesEngine()
+    assert engine.replay(writer.store.range(ADMIN_LEDGER)) == []
+    assert engine.admin_second_factors() == {"w9": second}
+    assert engine.admin_recorded_seals() == frozenset({first, second})
+    writer.put(ADMIN_LEDGER, "totp", {"account": "w9", "op": "reset", "via": "k"}, "root")  # an older node's
+    again = RulesEngine()
+    again.replay(writer.store.range(ADMIN_LEDGER))
+    assert again.admin_second_factors() == {"w9": None}
