@@ -116,8 +116,9 @@ OPERATOR_RESOLVED = frozenset(
 
 
 RECORD_CONFLICT = "record_conflict"
-# A raiser's open alerts key of another type than a hash (PROTOCOL 10.5): shown by readers in its
-# alerts' place until that node writes the key again or an operator deletes it.
+# A raiser's open alerts key of another type than a hash, or past OPEN_ALERTS_CAP fields (PROTOCOL
+# 10.5): shown by readers in its alerts' place until it is a hash within the cap again (that node
+# writes one of another type anew at its next alert) or an operator deletes it.
 ALERT_KEYS_DAMAGED = "alert_keys_damaged"
 # The most fields a reader reads of one raiser's open hash (PROTOCOL 10.5). A node holds one
 # open alert per ledger and kind it has a cause for, far fewer on any cluster we run; but its own
