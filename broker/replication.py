@@ -116,9 +116,17 @@ OPERATOR_RESOLVED = frozenset(
 
 
 RECORD_CONFLICT = "record_conflict"
-# A raiser's open alerts key of another type than a hash (PROTOCOL 10.5): shown by readers in its
-# alerts' place until that node writes the key again or an operator deletes it.
+# A raiser's open alerts key of another type than a hash, or past OPEN_ALERTS_CAP fields (PROTOCOL
+# 10.5): shown by readers in its alerts' place until it is a hash within the cap again (that node
+# writes one of another type anew at its next alert) or an operator deletes it.
 ALERT_KEYS_DAMAGED = "alert_keys_damaged"
+# The most fields a reader reads of one raiser's open hash (PROTOCOL 10.5). A node holds one
+# open alert per ledger and kind it has a cause for, far fewer on any cluster we run; but its own
+# Redis user may fill its hash with any number, and every reader (the gateway each second,
+# status, verify --cluster, the verifier) read them all: 1M fields (60 MB) took 21-26 s and
+# 7-9 s of CPU each time (review r24 F5). Past this a hash is shown as one ALERT_KEYS_DAMAGED
+# alert naming its size, unread: 10,000 alerts (2 MB in Redis) read in 0.08-0.1 s of CPU.
+OPEN_ALERTS_CAP = 10_000
 # A shared key (``{ledgers}``, ``{ledgers}:epochs``) of another type: raised by the verifier
 # against ``redis``, the key's name as its ``ledger`` (PROTOCOL 10.5).
 REDIS_KEY_DAMAGED = "redis_key_damaged"
@@ -1321,14 +1329,17 @@ class ReplicationLedger:
                 raise
             return self.replace_wrong_type(name, e, write)
 
-    def _own_open_hash(self) -> dict[str, str]:
-        """This node's open hash, none where the key is of another type (its next put replaces it)."""
+    def _own_open_fields(self, keys: list[str]) -> dict[str, str]:
+        """These fields of this node's open hash, none where the key is of another type (its
+        next put replaces it). HMGET, not the whole hash: the node's own Redis user may fill it
+        with any number of other fields (1M: 7-9 s of CPU a read, review r24 F5)."""
         try:
-            return {_text(k): _text(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+            values = self.client.hmget(self.open_alerts_key, keys)
         except redis.exceptions.ResponseError as e:
             if not wrong_type(e):
                 raise
             return {}
+        return {key: _text(value) for key, value in zip(keys, values, strict=True) if value is not None}
 
     def open_by_raiser(self, report_damaged: bool = True) -> list[tuple[str | None, dict[str, dict[str, Any]]]]:
         """Every raiser's open alerts (:meth:`raisers`, None: the shared keys), as its hash holds
@@ -1336,32 +1347,41 @@ class ReplicationLedger:
         JSON, id included, and no stream of this server made that id (PROTOCOL 10.5). Left as it
         was, it would rank above every alert raised since, and an operator's note of it would
         cover them. A raiser whose open key is of another type (its own Redis user can make it
-        a stream) holds none; with ``report_damaged``, an ALERT_KEYS_DAMAGED alert about it
-        stands in the shared keys' place instead: one node's key must not hide every raiser's
-        alerts from the operator, the gateway and the verifier (review16 2b)."""
+        a stream) or holds more than OPEN_ALERTS_CAP fields (read by none: review r24 F5) holds
+        none; with ``report_damaged``, an ALERT_KEYS_DAMAGED alert about it stands in the shared
+        keys' place instead: one node's key must not hide every raiser's alerts from the
+        operator, the gateway and the verifier (review16 2b), nor stall them."""
         raisers = self.raisers()
+        sizes, clock = self._open_sizes(raisers)
         pipe = self.client.pipeline(transaction=False)
-        for node in raisers:
+        read = [node for node in raisers if not isinstance(sizes[node], (Exception, int))]
+        for node in read:
             pipe.hgetall(self.open_alerts_key_of(node))
-        pipe.time()
-        *replies, clock = pipe.execute(raise_on_error=False)
+        replies: dict[str | None, Any] = {**sizes, **dict(zip(read, pipe.execute(raise_on_error=False), strict=True))}
         damaged: dict[str, dict[str, Any]] = {}
-        for i, (node, reply) in enumerate(zip(raisers, replies, strict=True)):
-            if not isinstance(reply, Exception):
+        for node in raisers:
+            reply = replies[node]
+            if isinstance(reply, int):
+                problem = f"{reply} open alerts, more than the {OPEN_ALERTS_CAP} a reader reads"
+            elif isinstance(reply, Exception):
+                if not (node and isinstance(reply, redis.exceptions.ResponseError) and wrong_type(reply)):
+                    raise reply
+                problem = str(reply)
+            else:
                 continue
-            if not (node and isinstance(reply, redis.exceptions.ResponseError) and wrong_type(reply)):
-                raise reply
-            log.warning("the open alerts of %s are not readable (%s): shown as %s", node, reply, ALERT_KEYS_DAMAGED)
-            replies[i] = {}
-            found_alert = Alert(node, "", 0, ALERT_KEYS_DAMAGED, f"{self.open_alerts_key_of(node)}: {reply}", "redis")
+            log.warning("the open alerts of %s are not read (%s): shown as %s", node, problem, ALERT_KEYS_DAMAGED)
+            replies[node] = {}
+            found_alert = Alert(
+                str(node), "", 0, ALERT_KEYS_DAMAGED, f"{self.open_alerts_key_of(node)}: {problem}", "redis"
+            )
             damaged[found_alert.key] = {"id": "", **found_alert.fields()}
         # An ACL file written before TIME was the gateway's refuses it (until `vledger keygen
         # --cluster` runs again): this host's clock then, a cluster's hosts keep theirs close.
         seconds, micros = divmod(time.time_ns() // 1000, 1_000_000) if isinstance(clock, Exception) else clock
         now = (int(seconds) * 1000 + int(micros) // 1000, 2**64)  # every id of this millisecond or before
         found = []
-        for node, fields in zip(raisers, replies, strict=True):
-            alerts = {_text(k): _json_map(v) for k, v in fields.items()}
+        for node in raisers:
+            alerts = {_text(k): _json_map(v) for k, v in replies[node].items()}
             for alert in alerts.values():
                 if _stream_id(_alert_id(alert)) > now:
                     alert["id"] = ""
@@ -1369,6 +1389,25 @@ class ReplicationLedger:
         if damaged and report_damaged:
             found.append((None, damaged))
         return found
+
+    def _open_sizes(self, raisers: list[str | None]) -> tuple[dict[str | None, Exception | int | None], Any]:
+        """Of each raiser's open hash, its field count where past OPEN_ALERTS_CAP, the error of
+        one that is not a hash, else None (to be read); and the server's TIME (or its error).
+        The shared keys (None) are the admin's alone to write: read whole. A user whose ACL file
+        predates HLEN (until `vledger keygen --cluster`) reads every hash whole, as it did."""
+        pipe = self.client.pipeline(transaction=False)
+        nodes = [node for node in raisers if node]
+        for node in nodes:
+            pipe.hlen(self.open_alerts_key_of(node))
+        pipe.time()
+        *lengths, clock = pipe.execute(raise_on_error=False)
+        sizes: dict[str | None, Exception | int | None] = dict.fromkeys(raisers)
+        for node, length in zip(nodes, lengths, strict=True):
+            if isinstance(length, redis.exceptions.NoPermissionError):
+                continue
+            if isinstance(length, Exception) or length > OPEN_ALERTS_CAP:
+                sizes[node] = length
+        return sizes, clock
 
     def own_open_alerts(self) -> dict[str, dict[str, Any]]:
         """This client's node's open alerts (key -> the alert's fields), as its own hash holds
@@ -1451,7 +1490,7 @@ class ReplicationLedger:
         kept = journal.open_alerts()
         if not kept:
             return []
-        held = self._own_open_hash()
+        held = self._own_open_fields(list(kept))
         lost = [key for key, (alert, _) in kept.items() if held.get(key) != json.dumps(alert, sort_keys=True)]
         try:
             notes = self.operator_resolved((self.node, key) for key in lost)

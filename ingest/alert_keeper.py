@@ -3,8 +3,8 @@
 Every ``alerts_recheck_ms`` (and once at start) it puts back what the node's alert journal
 (broker/alert_journal.py) holds open and Redis lost: a ``FLUSHALL``, a Redis restarted
 without its files, or an insider deleting the node's alert keys. One read of the journal a
-pass, and one HGETALL of the node's open hash while it holds any alert: nothing on a
-record's path.
+pass, and one HMGET of the fields it holds open while it holds any (not the whole hash:
+the node's own Redis user may fill it with a million others): nothing on a record's path.
 """
 
 from __future__ import annotations

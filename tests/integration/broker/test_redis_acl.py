@@ -21,7 +21,7 @@ import zmq
 from vledger.broker import redis_acl
 from vledger.broker.accounts import AccountRegistry
 from vledger.broker.redis_server import RedisServer, connect, find_redis_server
-from vledger.broker.replication import Alert, ReplicationLedger
+from vledger.broker.replication import OPEN_ALERTS_CAP, Alert, ReplicationLedger
 from vledger.broker.second_factor import ENROLL, REPLACE, SecondFactorStore
 from vledger.broker.tallies import TallyBoard
 from vledger.config.cluster import RedisAccess
@@ -383,6 +383,23 @@ def test_a_node_replaces_its_own_alert_keys_made_of_another_type_and_no_other(ac
         shown = acl.repl(reader).open_alerts()
         assert shown[alert.key]["raised_by"] == repl.node
         assert other.rpartition(":")[2] + "||alert_keys_damaged" in shown
+
+
+def test_every_reader_may_size_a_raisers_open_hash_and_reads_none_past_the_cap(acl: AclServer) -> None:
+    """review r24 F5: a node's own user filled its open hash with 1M fields, and every reader
+    read them all. Each reader's user may HLEN it (else it falls back to reading it whole)."""
+    ingest = acl.repl("ingest")
+    pipe = ingest.client.pipeline(transaction=False)
+    for start in range(0, OPEN_ALERTS_CAP + 1, 5000):
+        pipe.hset(
+            ingest.open_alerts_key,
+            mapping={f"x|{i}|lag": "{}" for i in range(start, min(OPEN_ALERTS_CAP + 1, start + 5000))},
+        )
+    pipe.execute()
+    for reader in ("admin", "gateway", "verifier", "replica", "observer"):
+        repl = acl.repl(reader)
+        assert repl.client.hlen(ingest.open_alerts_key) == OPEN_ALERTS_CAP + 1
+        assert f"{ingest.node}||alert_keys_damaged" in repl.open_alerts()
 
 
 def test_the_users_that_write_a_shared_key_replace_it_made_of_another_type(acl: AclServer) -> None:

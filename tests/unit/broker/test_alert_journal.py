@@ -22,7 +22,7 @@ import redis
 from vledger.broker import alert_journal
 from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal, carry_journal, journal_open_alert
 from vledger.broker.redis_server import connect
-from vledger.broker.replication import Alert, ReplicationLedger, raise_alert, stream_order
+from vledger.broker.replication import OPEN_ALERTS_CAP, Alert, ReplicationLedger, raise_alert, stream_order
 
 NODE = "verifier-1"
 LEDGER = "ledger-a"
@@ -65,6 +65,30 @@ def test_a_flushall_loses_no_open_alert(raiser: ReplicationLedger, redis_client:
     logged = {alert["id"]: alert for alert in raiser.alerts()}
     assert {alert["id"] for alert in raiser.open_alerts().values()} <= set(logged)
     assert raiser.reassert() == []
+
+
+def _calls(redis_client: Any, command: str) -> int:
+    return int(redis_client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_a_reassert_reads_only_the_journals_fields_of_an_open_hash_filled_past_the_cap(
+    raiser: ReplicationLedger, redis_client: Any
+) -> None:
+    # Review r24 F5: the node's own Redis user can fill its open hash with 1M fields; each pass
+    # of its alert keeper read them all (HGETALL, 7-9 s of CPU). It reads the journal's alone.
+    raiser.alert(LAGGING)
+    raiser.alert(FORK)
+    before = {key: {k: v for k, v in alert.items() if k != "id"} for key, alert in raiser.own_open_alerts().items()}
+    pipe = redis_client.pipeline(transaction=False)
+    for start in range(0, OPEN_ALERTS_CAP, 5000):
+        pipe.hset(raiser.open_alerts_key, mapping={f"x|{i}|lag": "{}" for i in range(start, start + 5000)})
+    pipe.hdel(raiser.open_alerts_key, FORK.key)
+    pipe.execute()
+    read_whole = _calls(redis_client, "hgetall")
+    assert raiser.reassert() == [FORK.key]
+    assert _calls(redis_client, "hgetall") == read_whole
+    mine = {key: alert for key, alert in raiser.own_open_alerts().items() if not key.startswith("x|")}
+    assert {key: {k: v for k, v in alert.items() if k != "id"} for key, alert in mine.items()} == before
 
 
 def test_deleted_or_rewritten_alert_keys_come_back(raiser: ReplicationLedger, redis_client: Any) -> None:

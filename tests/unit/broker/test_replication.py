@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vledger.broker.replication import (
+    OPEN_ALERTS_CAP,
     REDIS_KEY_DAMAGED,
     Alert,
     ReplicationLedger,
@@ -489,6 +490,50 @@ def test_one_raisers_open_key_of_another_type_hides_no_other_raisers_alerts(redi
     assert dict(reader.open_by_raiser())["replica-1"] == {}
     assert reader.resolve_as_operator([alert.key]) == 1
     assert list(reader.open_alerts()) == ["replica-1||alert_keys_damaged"]
+
+
+def test_a_raisers_open_hash_past_the_cap_is_not_read_but_shown_as_one_entry(redis_client: Any) -> None:
+    # Review r24 F5: a node's own Redis user filled its open hash with 1M fields; every reader
+    # (the gateway each second, status, verify --cluster, the verifier) then read 60 MB, 21-26 s.
+    honest = ReplicationLedger(redis_client, node="verifier-1")
+    alert = Alert("ingest-1", LEDGER, 3, "signed_fork", "two roots", source="redis")
+    honest.alert(alert)
+    huge, full = honest.open_alerts_key_of("replica-1"), honest.open_alerts_key_of("replica-2")
+    pipe = redis_client.pipeline(transaction=False)
+    for key, size in ((huge, OPEN_ALERTS_CAP + 1), (full, OPEN_ALERTS_CAP)):
+        for start in range(0, size, 5000):
+            pipe.hset(key, mapping={f"x|{i}|lag": '{"id": "1-0"}' for i in range(start, min(size, start + 5000))})
+    pipe.execute()
+    reader = ReplicationLedger(redis_client, raisers=["verifier-1", "replica-1", "replica-2"])
+    by_raiser = dict(reader.open_by_raiser())
+    assert by_raiser["replica-1"] == {} and len(by_raiser["replica-2"]) == OPEN_ALERTS_CAP
+    shown = reader.open_alerts()
+    assert shown[alert.key]["raised_by"] == "verifier-1"
+    damaged = shown["replica-1||alert_keys_damaged"]
+    assert (damaged["node"], damaged["source"], damaged["id"]) == ("replica-1", "redis", "")
+    assert huge in damaged["detail"] and f"{OPEN_ALERTS_CAP + 1} " in damaged["detail"]
+    assert "replica-2||alert_keys_damaged" not in shown
+    # The operator's resolution of another raiser's alert still works; the stand-in stays.
+    assert reader.resolve_as_operator([alert.key]) == 1
+    assert "replica-1||alert_keys_damaged" in reader.open_alerts() and alert.key not in reader.open_alerts()
+
+
+def test_a_reader_whose_acl_predates_hlen_reads_every_open_hash(redis_client: Any) -> None:
+    # An ACL file written before readers were granted HLEN (until `vledger keygen --cluster`):
+    # alerts are still shown, read whole as before, not a refusal.
+    honest = ReplicationLedger(redis_client, node="replica-1")
+    raised = honest.alert(Alert("ingest-1", LEDGER, 3, "bad_link", "refused"))
+    redis_client.execute_command("ACL", "SETUSER", "no-hlen", "on", ">pw", "~*", "+@all", "-hlen")
+    kwargs = redis_client.connection_pool.connection_kwargs
+    user = redis.Redis(host=kwargs["host"], port=kwargs["port"], username="no-hlen", password="pw")
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            user.hlen(honest.open_alerts_key)
+        shown = ReplicationLedger(user, raisers=["replica-1"]).open_alerts()
+        assert shown["ingest-1|" + LEDGER + "|bad_link"]["id"] == raised
+    finally:
+        user.close()
+        redis_client.execute_command("ACL", "DELUSER", "no-hlen")
 
 
 def test_open_alerts_are_read_by_a_user_whose_acl_predates_time(redis_client: Any) -> None:

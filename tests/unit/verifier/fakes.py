@@ -38,6 +38,9 @@ class NoRedis:
     def hgetall(self, key: str) -> Any:
         raise ConnectionError("redis is down")
 
+    def hlen(self, key: str) -> Any:  # open alerts are sized before they are read
+        raise ConnectionError("redis is down")
+
     def mget(self, keys: list[str]) -> Any:
         raise ConnectionError("redis is down")
 

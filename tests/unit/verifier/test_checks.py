@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from vledger.broker.replication import Alert, ReplicationLedger, StreamRecord
+from vledger.broker.replication import OPEN_ALERTS_CAP, Alert, ReplicationLedger, StreamRecord
 from vledger.config.cluster import VerifierSettings, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node import tree
@@ -543,6 +543,27 @@ def test_a_followers_own_store_contradicts_checkpoint_it_resolves_is_not_put_bac
     found.refresh_open()
     assert sorted(repl.open_alerts()) == sorted([homes.key, about_another.key])
     assert repl.open_alerts()[about_another.key]["reopened_from"] == "replica-1"
+
+
+def test_an_operators_alert_hidden_in_an_open_hash_past_the_cap_is_put_back_and_the_hash_named(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    """review r24 F5: a raiser's hash past OPEN_ALERTS_CAP is not read (every reader stalled on
+    1M fields); the equivocation it held is not hidden so, but put back by the verifier."""
+    found, _, _ = checks
+    repl = found.replication
+    key = f"replica-1|{LEDGER}|equivocation"
+    theirs = repl.open_alerts_key_of("replica-3")
+    repl.client.hset(theirs, key, json.dumps({"id": "1-0", "what": "equivocation", "detail": "two roots"}))
+    found.refresh_open()
+    pipe = repl.client.pipeline(transaction=False)
+    for start in range(0, OPEN_ALERTS_CAP, 5000):
+        pipe.hset(theirs, mapping={f"x|{i}|lag": "{}" for i in range(start, min(OPEN_ALERTS_CAP, start + 5000))})
+    pipe.execute()
+    found.refresh_open()
+    put_back = repl.open_alerts()[key]
+    assert (put_back["reopened_from"], put_back["detail"]) == ("replica-3", "two roots")
+    assert "replica-3||alert_keys_damaged" in repl.open_alerts()
 
 
 def test_an_open_alert_whose_what_is_no_text_does_not_stop_the_verifier(
