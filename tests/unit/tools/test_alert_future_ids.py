@@ -75,3 +75,24 @@ def test_a_raiser_s_future_id_does_not_start_follow_in_the_future(
     seconds, _ = redis_client.time()
     # XREAD from a future id waits for ids past it: every raiser's new alerts went unseen.
     assert all(int(since.split("-")[0]) <= (int(seconds) + 1) * 1000 for since in followed[0].values())
+
+
+def test_an_open_alert_whose_id_names_no_stream_entry_is_listed_open(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    redis_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Outsider o17 5: an entry written with HSET alone into a raiser's open hash (its id names no
+    stream entry) was missing from `vledger alerts` while status, verify --cluster and
+    /api/cluster showed it open: an open alert reads the same everywhere (PROTOCOL 10.5)."""
+    ingest = ReplicationLedger(redis_client, node="ingest-2")
+    key = "replica-1|zakat|bad_checksum"
+    fields = {**Alert("replica-1", "zakat", 3, "bad_checksum", "only in the hash").fields(), "id": "1-0"}
+    redis_client.hset(ingest.open_alerts_key_of("ingest-2"), key, json.dumps(fields))
+    config = write_config(tmp_path, redis_server.url)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert cli.main(["alerts", "--config", str(config), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["alerts"]
+    assert [(a["detail"], a["open"], a.get("raised_by")) for a in listed] == [("only in the hash", True, "ingest-2")]
