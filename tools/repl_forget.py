@@ -24,7 +24,7 @@ import json
 from ..broker.accounts import AccountRegistry, heartbeat_window
 from ..broker.node_forget import forget_keys, node_keys
 from ..broker.redis_server import connect
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger, redis_failed
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, operator_resolves, redis_failed
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import ForgetRefusedError, UsageError
 from ..node.record import NAME_PATTERN
@@ -59,7 +59,17 @@ def _resolve_about(repl: ReplicationLedger, node: str) -> list[str]:
     raisers' open alerts about ``node`` (keys ``<node>|...``): the verifier's ``lagging`` of a
     replica stopped before it was taken out stayed open for good, since nobody checks it any
     more (outsider o17). Their streams keep them."""
-    about = sorted({entry["key"] for entry in repl.open_entries() if str(entry.get("key", "")).startswith(f"{node}|")})
+    if node == "redis":  # the alerts' stand-in for shared keys and the stream (PROTOCOL 10.5): no node
+        return []
+    about = sorted(
+        {
+            entry["key"]
+            for entry in repl.open_entries()
+            if str(entry.get("key", "")).startswith(f"{node}|")
+            # Evidence only an operator closes (an equivocation of its ledgers) stays: forget is no resolve.
+            and not operator_resolves(entry.get("raised_by"), entry["key"], lambda _node, _ledger: False)
+        }
+    )
     repl.resolve_as_operator(about)
     return about
 

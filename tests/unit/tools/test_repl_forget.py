@@ -122,3 +122,27 @@ def test_other_raisers_open_alerts_about_the_forgotten_node_are_resolved_as_the_
     open_keys = [entry["key"] for entry in ReplicationLedger(redis_client).open_entries()]
     assert open_keys == [f"replica-1|{ZAKAT}|lagging"]
     assert ReplicationLedger(redis_client).operator_resolved([("verifier-1", about)])
+
+
+# Review r25 F3: `redis` is the alerts' stand-in for shared keys and the stream (no node), and
+# evidence only an operator closes stays open: a forget is no resolve of it.
+def test_forgetting_redis_closes_no_alert_about_a_shared_key(
+    capsys: pytest.CaptureFixture[str], config: Path, redis_client: Any
+) -> None:
+    verifier = ReplicationLedger(redis_client, node="verifier-1")
+    verifier.alert(Alert("redis", "vledger:{ledgers}", 0, "redis_key_damaged", "of another type"))
+    code, out, _ = run(capsys, "repl", "forget", "redis", "--config", config, "--json")
+    assert code != 0 or json.loads(out)["resolved"] == [], out
+    assert [e["key"] for e in ReplicationLedger(redis_client).open_entries()] == [
+        "redis|vledger:{ledgers}|redis_key_damaged"
+    ]
+
+
+def test_forgetting_a_node_leaves_the_operator_s_evidence_against_it_open(
+    capsys: pytest.CaptureFixture[str], config: Path, redis_client: Any
+) -> None:
+    verifier = ReplicationLedger(redis_client, node="verifier-1")
+    verifier.alert(Alert(REMOVED, ZAKAT, 3, "equivocation", "two roots at 3"))
+    code, out, err = run(capsys, "repl", "forget", REMOVED, "--config", config, "--json")
+    assert code == 0, err
+    assert [e["key"] for e in ReplicationLedger(redis_client).open_entries()] == [f"{REMOVED}|{ZAKAT}|equivocation"]
