@@ -143,6 +143,6 @@ def test_forgetting_a_node_leaves_the_operator_s_evidence_against_it_open(
 ) -> None:
     verifier = ReplicationLedger(redis_client, node="verifier-1")
     verifier.alert(Alert(REMOVED, ZAKAT, 3, "equivocation", "two roots at 3"))
-    code, out, err = run(capsys, "repl", "forget", REMOVED, "--config", config, "--json")
+    code, _, err = run(capsys, "repl", "forget", REMOVED, "--config", config, "--json")
     assert code == 0, err
     assert [e["key"] for e in ReplicationLedger(redis_client).open_entries()] == [f"{REMOVED}|{ZAKAT}|equivocation"]
