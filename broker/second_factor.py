@@ -10,7 +10,8 @@ the unrecorded set together: one Redis Cluster slot; broker/redis_keys.py):
 * ``ns:{totp}:recovery:<account>``: the set of the digests (HMACs under a key only the ingest
   nodes' hosts hold, vledger.node.totp.recovery_digest) of its unused recovery codes;
 * ``ns:{totp}:unrecorded``: accounts enrolled on a host (``vledger admin bootstrap --totp``)
-  whose enrollment the admin ledger's home has not recorded yet;
+  whose enrollment the admin ledger's home has not recorded yet, each member ``<account>
+  <mark>`` (vledger.node.totp.host_mark; a bare ``<account>`` is of before the mark);
 * ``ns:{totp}:failures:<account>``: how many wrong six-digit codes it sent since the first of
   them, expiring that many seconds after the first (vledger.node.totp.FAILURE_WINDOW_SECONDS);
 * ``ns:{totp}:session:<digest>``: a second-factor session (``totp.session``) by the SHA-256 of
@@ -51,7 +52,7 @@ if not exists and ARGV[2] == 'reset' then return 'not_enrolled' end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'last', '-1')
 for i = 4, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
-if ARGV[2] == 'replace' then redis.call('SADD', KEYS[3], ARGV[3]) end
+if ARGV[2] == 'replace' then redis.call('SADD', KEYS[3], ARGV[3]) end  -- the account and its mark
 return 'ok'
 """
 
@@ -104,12 +105,13 @@ class SecondFactorStore:
             self._failures_prefix + account,
         ]
 
-    def enroll(self, account: str, sealed: bytes, digests: tuple[str, ...], mode: str) -> None:
+    def enroll(self, account: str, sealed: bytes, digests: tuple[str, ...], mode: str, mark: str = "") -> None:
         """Give ``account`` this sealed secret and these recovery digests, forgetting any it had
         (and its used steps). ``mode`` :data:`ENROLL` raises AlreadyEnrolledError when it has
         one, :data:`RESET` NotEnrolledError when it has none, :data:`REPLACE` takes either and
-        marks the account as enrolled on a host (not yet on the admin ledger)."""
-        status = self._enroll(keys=self._keys(account), args=[sealed, mode, account, *digests])
+        marks the account as enrolled on a host (not yet on the admin ledger), with ``mark``."""
+        member = f"{account} {mark}" if mark else account
+        status = self._enroll(keys=self._keys(account), args=[sealed, mode, member, *digests])
         status = status.decode() if isinstance(status, bytes) else str(status)
         if status == "already_enrolled":
             raise AlreadyEnrolledError(f"account {account!r} has a second factor already: reset it instead")
@@ -174,15 +176,30 @@ class SecondFactorStore:
 
     def forget(self, account: str) -> bool:
         """Remove the account's second factor (the account was removed); whether it had one."""
+        members = self._members().get(account, [])
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(self._prefix + account, self._recovery_prefix + account, self._failures_prefix + account)
-        pipe.srem(self._unrecorded, account)
-        removed, _ = pipe.execute()
+        if members:
+            pipe.srem(self._unrecorded, *members)
+        removed, *_ = pipe.execute()
         return bool(removed)
 
     def unrecorded(self) -> list[str]:
         """The accounts enrolled on a host since the admin ledger last recorded them, sorted."""
-        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in self.client.smembers(self._unrecorded))
+        return sorted(self._members())
+
+    def marks(self, account: str) -> list[str]:
+        """The marks (vledger.node.totp.host_mark) beside ``account`` in the unrecorded set."""
+        return [member.partition(" ")[2] for member in self._members().get(account, []) if " " in member]
 
     def recorded(self, account: str) -> None:
-        self.client.srem(self._unrecorded, account)
+        members = self._members().get(account, [])
+        if members:
+            self.client.srem(self._unrecorded, *members)
+
+    def _members(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for raw in self.client.smembers(self._unrecorded):
+            member = raw.decode() if isinstance(raw, bytes) else str(raw)
+            found.setdefault(member.partition(" ")[0], []).append(member)
+        return found

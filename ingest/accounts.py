@@ -401,6 +401,15 @@ class RegistryAdmin:
                 log.warning(
                     "an enrollment on a host of %.80r, no enabled admin with a second factor: not recorded", account
                 )
+            elif not self.factors.host_marked(account, state[0]):
+                # Only the admin home's and the admin's Redis users write the set, but a password is
+                # not a host: a mark under the key of `second-factor.seal` says a host made it, for
+                # this very sealed secret, within the hour (review r25 F1).
+                log.error(
+                    "an enrollment on a host of %.80r carries no mark of a host for the sealed secret Redis "
+                    "holds (written by a Redis user, or over an hour old): not recorded",
+                    account,
+                )
             elif self.cache.second_factor_seal_recorded(sealed):
                 # A host seals a new random secret: one the ledger named before is an old factor a
                 # Redis writer put back (and marked as a host's), which a record would make good again.

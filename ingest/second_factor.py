@@ -37,7 +37,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from ..broker.seal_keys import read_seal_key
-from ..broker.second_factor import SecondFactorStore
+from ..broker.second_factor import REPLACE, SecondFactorStore
 from ..config.cluster import ClusterConfig
 from ..node import totp
 from ..node.errors import BadRequestError, BadSecondFactorError, SecondFactorRequiredError, SettingsError
@@ -280,14 +280,25 @@ class SecondFactors:
         AlreadyEnrolledError / NotEnrolledError, or BadRequestError without a key."""
         if self.key is None:
             raise BadRequestError("this node holds no second-factor key (vledger keygen --cluster makes one)")
-        enrollment, sealed = totp.new_enrollment(account, self.issuer, self._mac_key(account), self.key)
+        mac = self._mac_key(account)
+        enrollment, sealed = totp.new_enrollment(account, self.issuer, mac, self.key)
         before = self.store.state(account)
-        self.store.enroll(account, sealed, enrollment.recovery_digests, mode)
+        mark = totp.host_mark(mac, account, sealed, int(self.clock() * 1000)) if mode == REPLACE else ""
+        self.store.enroll(account, sealed, enrollment.recovery_digests, mode, mark)
         if before is not None and before[0] != sealed:
             with self._seen_lock:
                 self._retired.add((account, totp.sealed_sha256(before[0])))
         log.info("account %s: second factor %s", account, "enrolled" if mode != "reset" else "reset")
         return enrollment
+
+    def host_marked(self, account: str, sealed: bytes) -> bool:
+        """Whether a host holding the cluster's second-factor key marked ``sealed`` as its
+        enrollment of ``account`` lately (vledger.node.totp.host_mark): only such an enrollment
+        is the admin ledger's home's to record (review r25 F1)."""
+        if self._mac is None:
+            return False
+        now_ms = int(self.clock() * 1000)
+        return any(totp.host_mark_holds(self._mac, account, sealed, m, now_ms) for m in self.store.marks(account))
 
 
 def second_factor_issuer(config: ClusterConfig) -> str:

@@ -67,6 +67,10 @@ _MAC_KEY_CONTEXT = b"vledger-totp-mac-key"
 # anyone who wrote Redis could make) does not, so the admin home drops those at its start.
 RECOVERY_FORM = "hmac-sha256:"
 _SESSION_MAC_CONTEXT = b"vledger-totp-session-mac:"
+_HOST_MARK_CONTEXT = b"vledger-totp-host-enrollment:"
+# How long a host's enrollment mark is good for the admin ledger's home to record (its accounts
+# poll runs every few seconds): an old mark a Redis writer kept cannot be played again later.
+HOST_MARK_SECONDS = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +208,27 @@ def session_mac(mac: bytes, digest: str, account: str, key: str, expires_ms: int
     its sealed secret is ``sealed`` (a reset ends it)."""
     parts = (digest.encode(), account.encode(), key.encode(), str(expires_ms).encode(), sealed)
     return hmac.new(mac, _SESSION_MAC_CONTEXT + _framed(*parts), hashlib.sha256).hexdigest()
+
+
+def host_mark(mac: bytes, account: str, sealed: bytes, at_ms: int) -> str:
+    """The mark ``<at_ms> <hex HMAC>`` a host's ``vledger admin bootstrap --totp`` leaves beside
+    the account in ``{totp}:unrecorded``: under ``mac`` (:func:`mac_key`, which a Redis password
+    does not give), it binds the account, the sealed secret it wrote and when, so the home records
+    only an enrollment a host made (review r25 F1: a marked old secret was recorded again)."""
+    parts = (account.encode(), sealed_sha256(sealed).encode(), str(at_ms).encode())
+    return f"{at_ms} " + hmac.new(mac, _HOST_MARK_CONTEXT + _framed(*parts), hashlib.sha256).hexdigest()
+
+
+def host_mark_holds(mac: bytes, account: str, sealed: bytes, mark: str, now_ms: int) -> bool:
+    """Whether ``mark`` is :func:`host_mark` of these, made within HOST_MARK_SECONDS of ``now_ms``
+    (and not dated past it beyond a minute)."""
+    at, _, _ = mark.partition(" ")
+    if not at.isdigit() or len(at) > 16:
+        return False
+    at_ms = int(at)
+    if not -60_000 <= now_ms - at_ms <= HOST_MARK_SECONDS * 1000:
+        return False
+    return hmac.compare_digest(host_mark(mac, account, sealed, at_ms), mark)
 
 
 def seal_secret(key: bytes, account: str, secret: str) -> bytes:

@@ -77,6 +77,14 @@ from .witness_clock import WITNESS_CLOCK, WitnessClocks, ahead_detail
 # The field of an alert the verifier put back into its own open hash from another raiser's:
 # that raiser's name (PROTOCOL 10.5).
 REOPENED = "reopened_from"
+# The most alerts of other raisers this verifier puts back one by one into its own open hash
+# (_reopen_vanished). Any node's Redis user may open and delete operator-only alerts in its own
+# hash as often as it likes: put back without a bound they took the verifier's hash past
+# OPEN_ALERTS_CAP, and every reader then read none of its alerts, its own findings among them
+# (review r25 F2). Past it, one ``alerts_deleted`` alert per raiser counts the rest (their stream
+# keeps each); far below OPEN_ALERTS_CAP, which the verifier's own findings have besides.
+PUT_BACK_CAP = 1_000
+ALERTS_DELETED = "alerts_deleted"
 
 log = logging.getLogger(__name__)
 
@@ -512,21 +520,47 @@ class ClusterChecks:
         own = {key: alert for (raiser, key), alert in found.items() if raiser == self.replication.node}
         vanished = [name for name in self._operator_open if name not in found]
         resolved = self.replication.operator_resolved(vanished) if vanished else {}
+        room = PUT_BACK_CAP - sum(1 for alert in own.values() if REOPENED in alert)
+        uncounted: dict[str, int] = {}
         for name in vanished:
             alert = self._operator_open.pop(name)
             done = resolved.get(name)
             if done is not None and stream_order(done) >= stream_order(alert.get("id")):
                 continue  # the operator resolved it (or a later one of that raiser under its key)
             raiser, key = name
-            log.warning("open alert %s of %s was deleted without an operator's resolution: opened again", key, raiser)
             if raiser != self.replication.node:
+                if room <= 0 and key not in own:
+                    uncounted[raiser or ""] = uncounted.get(raiser or "", 0) + 1
+                    continue
+                room -= key not in own
                 alert = {**alert, REOPENED: raiser or ""}
+            log.warning("open alert %s of %s was deleted without an operator's resolution: opened again", key, raiser)
             self.replication.reopen(key, alert)
             found[(self.replication.node, key)] = own[key] = alert
+        for raiser, count in sorted(uncounted.items()):
+            stand_in = self._alerts_deleted(raiser, count, own)
+            own[stand_in.key] = stand_in.fields()
         for name, alert in found.items():
             if operator_resolves(*name, self._follows):
                 self._operator_open[name] = alert
         return own
+
+    def _alerts_deleted(self, raiser: str, count: int, own: dict[str, Any]) -> Alert:
+        """The one alert that counts ``raiser``'s operator-only alerts deleted without an operator's
+        resolution past PUT_BACK_CAP (added to those it counted before, while it is open)."""
+        name = raiser or "redis"
+        key = f"{name}||{ALERTS_DELETED}"
+        before = own.get(key)
+        total = count + (_int(before.get("height")) if before is not None else 0)
+        log.warning("%d more alerts only an operator resolves were deleted from %s's open hash: counted", count, name)
+        alert = Alert(
+            name, "", total, ALERTS_DELETED,
+            f"{total} alerts only an operator resolves were deleted from {name}'s open alerts without an "
+            f"operator's resolution, past the {PUT_BACK_CAP} this verifier puts back one by one: {name}'s "
+            "alert stream keeps each (vledger alerts)",
+        )  # fmt: skip
+        self.replication.alert(alert)
+        return alert
 
     def _follows(self, node: str, ledger: str) -> bool:
         """Whether ``node`` follows ``ledger`` into a copy of its own, whose faults it resolves

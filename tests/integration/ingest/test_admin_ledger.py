@@ -660,6 +660,11 @@ def test_the_last_admin_able_to_send_a_command_is_kept(
     assert {a.name: a for a in registry.list_accounts()}["root"].enabled is False
 
 
+def _host_mark(account: str, sealed: bytes) -> str:
+    """The mark a host's bootstrap --totp leaves beside its enrollment, under the test key bytes(64)."""
+    return totp.host_mark(totp.mac_key(bytes(64)), account, sealed, int(time.time() * 1000))
+
+
 def test_a_host_enrollment_is_recorded_only_for_an_enabled_admin_with_a_factor(
     redis_client: Any, tmp_path: Path
 ) -> None:
@@ -673,7 +678,7 @@ def test_a_host_enrollment_is_recorded_only_for_an_enabled_admin_with_a_factor(
     admin = RegistryAdmin(registry, cache, ["ingest-1"], 2000, AdminLedger(store, registry), factors)
     try:
         admin.apply("account.add", Args({"account": "clerk", "role": "writer"}), ROOT)
-        factors.store.enroll("root", b"sealed", (), REPLACE)  # what a host's bootstrap --totp does
+        factors.store.enroll("root", b"sealed", (), REPLACE, _host_mark("root", b"sealed"))  # a host's bootstrap --totp
         redis_client.sadd("vledger:{totp}:unrecorded", "clerk", "mallory")  # written by hand
         admin.apply("account.add", Args({"account": "auditor", "role": "observer"}), ROOT)
         totp = [
@@ -707,11 +712,12 @@ def test_a_host_enrollment_is_recorded_at_the_home_s_poll_naming_its_sealed_secr
     try:
         admin.apply("account.add", Args({"account": "clerk", "role": "writer"}), ROOT)
         for sealed in (b"sealed-1", b"sealed-2"):  # a host's bootstrap --totp, twice (the way back in)
-            factors.store.enroll("root", sealed, (), REPLACE)
+            factors.store.enroll("root", sealed, (), REPLACE, _host_mark("root", sealed))
             admin.record_host_enrollments()
             cache.refresh()
         assert recorded() == [totp.sealed_sha256(b"sealed-1"), totp.sealed_sha256(b"sealed-2")]
-        factors.store.enroll("root", b"sealed-1", (), REPLACE)  # the old one put back, marked as a host's
+        # The old one put back, marked as a host's (even with a mark a host made: r25 F1 refuses one without).
+        factors.store.enroll("root", b"sealed-1", (), REPLACE, _host_mark("root", b"sealed-1"))
         admin.record_host_enrollments()
         assert len(recorded()) == 2 and factors.store.unrecorded() == []
     finally:

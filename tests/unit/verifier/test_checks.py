@@ -24,6 +24,7 @@ from vledger.node.store import ChainStore
 from vledger.verifier.checks import (
     LIST_LEDGERS_SECONDS,
     MAX_UNLISTED_LEDGERS,
+    PUT_BACK_CAP,
     SCAN_STREAMS_SECONDS,
     UNLISTED_GRACE_SECONDS,
     ClusterChecks,
@@ -1281,3 +1282,27 @@ def test_a_copy_s_record_conflict_with_a_forked_stream_closes_only_at_its_clean_
         checks.sweep(budget_seconds=1.0)
         checks._clock.now += 3600  # type: ignore[attr-defined]
     assert (f"replica-1|{LEDGER}|record_conflict" in repl.open_alerts()) is tampered
+
+
+# Review r25 F2: one raiser's Redis user, opening and deleting operator-only alerts in its own hash
+# (each batch within the reader's cap), made the verifier put them all back into its own hash,
+# past OPEN_ALERTS_CAP: every reader then read none of the verifier's alerts, its own findings
+# among them. Past PUT_BACK_CAP one alert per raiser counts the rest.
+def test_a_raiser_cannot_push_the_verifier_s_own_hash_past_the_cap_by_put_backs(checks: Any) -> None:
+    found, _, _ = checks
+    repl = found.replication
+    repl.node = "verifier"  # as runtime.replication() makes it: the verifier raises into its own hash
+    genuine = Alert("ingest-1", LEDGER, 7, "equivocation", "two roots at 7 (the verifier's own finding)")
+    repl.alert(genuine)
+    theirs = repl.open_alerts_key_of("replica-3")
+    half = OPEN_ALERTS_CAP // 2 + 1
+    for batch in range(2):
+        fields = {f"ingest-1|junk{batch}-{i}|equivocation": json.dumps({"id": "1-0"}) for i in range(half)}
+        repl.client.hset(theirs, mapping=fields)
+        found.refresh_open()  # seen open (the hash is within the cap)
+        repl.client.delete(theirs)  # replica-3's user may HDEL every field of its own hash
+        found.refresh_open()  # each put back into the verifier's own hash
+    assert genuine.key in repl.open_alerts(), "the verifier's own equivocation is no longer shown"
+    counted = repl.open_alerts()["replica-3||alerts_deleted"]
+    assert int(counted["height"]) == 2 * half - PUT_BACK_CAP  # the rest counted, not put back
+    assert len(repl.client.hkeys(repl.open_alerts_key)) <= PUT_BACK_CAP + 2
