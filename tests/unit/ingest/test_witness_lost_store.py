@@ -25,6 +25,19 @@ def _cosigned_roots(repl: Any) -> tuple[int, bytes] | None:
     return c.size, c.root
 
 
+def _cosigns_no_fork_of(cosigned: tuple[int, bytes], again: Copy) -> None:
+    """The witness on its new store, shown the home's rewritten tree at 12, never publishes a
+    cosignature that does not extend ``cosigned``."""
+    try:
+        again.witness.verified(HOME.sign(LEDGER, 12, again.store.root(LEDGER, 12)))
+        again.witness.turn()
+        now = _cosigned_roots(again.repl)
+        assert now is not None
+        _never_two_trees(cosigned, now, again.store)
+    finally:
+        again.store.close()
+
+
 def _never_two_trees(first: tuple[int, bytes], later: tuple[int, bytes], proof_source: ChainStore) -> None:
     """The witness's later cosigned checkpoint must extend its earlier one."""
     (size1, root1), (size2, root2) = first, later
@@ -50,15 +63,7 @@ def test_a_witness_whose_store_was_lost_never_cosigns_a_fork_of_what_it_publishe
     # The disk is replaced; the node starts on a new store, which its follower fills from the home,
     # which now serves (and signs with its own key) its rewritten tail. Redis still holds the
     # witness's own note of the true tree at 10.
-    again = Copy(tmp_path / "disk-2", forked, 12, redis_client)
-    again.witness.verified(HOME.sign(LEDGER, 12, again.store.root(LEDGER, 12)))
-    again.witness.turn()
-    now = _cosigned_roots(again.repl)
-    assert now is not None
-    try:
-        _never_two_trees(cosigned, now, again.store)
-    finally:
-        again.store.close()
+    _cosigns_no_fork_of(cosigned, Copy(tmp_path / "disk-2", forked, 12, redis_client))
 
 
 def test_a_witness_repaired_below_what_it_cosigned_never_cosigns_a_fork_of_it(
@@ -88,12 +93,4 @@ def test_a_witness_repaired_below_what_it_cosigned_never_cosigns_a_fork_of_it(
         for row in rows:
             store.checkpoints.keep(LEDGER, COSIGNED, row.size, row.root, row.note)
         store.append_records(forked[6:12])  # then caught up from the home's rewritten tail
-    again = Copy(repaired, [], 0, redis_client)
-    again.witness.verified(HOME.sign(LEDGER, 12, again.store.root(LEDGER, 12)))
-    again.witness.turn()
-    now = _cosigned_roots(again.repl)
-    assert now is not None
-    try:
-        _never_two_trees(cosigned, now, again.store)
-    finally:
-        again.store.close()
+    _cosigns_no_fork_of(cosigned, Copy(repaired, [], 0, redis_client))

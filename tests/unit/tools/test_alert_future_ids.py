@@ -11,18 +11,16 @@ import pytest
 
 from vledger.broker.redis_server import RedisServer
 from vledger.broker.replication import Alert, ReplicationLedger
+from vledger.tests.unit.tools.test_alert_commands import write_config
 from vledger.tools import alert_commands, cli
 
 FUTURE = "99999999999999-0"  # a stream id some 3,000 years ahead
 
 
-def write_config(directory: Path, redis_url: str) -> Path:
-    path = directory / "cluster.toml"
-    path.write_text(
-        f'[cluster]\nredis = "{redis_url}"\ndefault_home = "ingest-1"\n'
-        '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\npub_port = 7392\n'
-    )
-    return path
+@pytest.fixture
+def config(tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    return write_config(tmp_path, redis_server.url)
 
 
 def forge(redis_client: Any, count: int, explicit: bool) -> None:
@@ -39,17 +37,13 @@ def forge(redis_client: Any, count: int, explicit: bool) -> None:
 @pytest.mark.parametrize("explicit", [False, True])
 def test_a_raiser_s_future_id_hides_no_other_raiser_s_open_alert_from_the_list(
     explicit: bool,
-    tmp_path: Path,
-    redis_server: RedisServer,
+    config: Path,
     redis_client: Any,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     verifier = ReplicationLedger(redis_client, node="verifier")
     real = verifier.alert(Alert("ingest-1", "zakat", 7, "tampered", "record 7 does not hash"))
     forge(redis_client, 5, explicit)
-    config = write_config(tmp_path, redis_server.url)
-    monkeypatch.delenv("REDIS_URL", raising=False)
     assert cli.main(["alerts", "--config", str(config), "--json", "--count", "5"]) == 0
     listed = json.loads(capsys.readouterr().out)["alerts"]
     assert (real, True) in [(a["id"], a["open"]) for a in listed]  # the verifier's open alert is listed
@@ -60,17 +54,13 @@ def test_a_raiser_s_future_id_hides_no_other_raiser_s_open_alert_from_the_list(
 @pytest.mark.parametrize("explicit", [False, True])
 def test_a_raiser_s_future_id_does_not_start_follow_in_the_future(
     explicit: bool,
-    tmp_path: Path,
-    redis_server: RedisServer,
+    config: Path,
     redis_client: Any,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     followed: list[dict[str, str]] = []
     monkeypatch.setattr(alert_commands, "_follow", lambda repl, last, as_json: followed.append(last))
     forge(redis_client, 1, explicit)
-    config = write_config(tmp_path, redis_server.url)
-    monkeypatch.delenv("REDIS_URL", raising=False)
     assert cli.main(["alerts", "--config", str(config), "--follow"]) == 0
     seconds, _ = redis_client.time()
     # XREAD from a future id waits for ids past it: every raiser's new alerts went unseen.
@@ -78,10 +68,8 @@ def test_a_raiser_s_future_id_does_not_start_follow_in_the_future(
 
 
 def test_an_open_alert_whose_id_names_no_stream_entry_is_listed_open(
-    tmp_path: Path,
-    redis_server: RedisServer,
+    config: Path,
     redis_client: Any,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Outsider o17 5: an entry written with HSET alone into a raiser's open hash (its id names no
@@ -91,8 +79,6 @@ def test_an_open_alert_whose_id_names_no_stream_entry_is_listed_open(
     key = "replica-1|zakat|bad_checksum"
     fields = {**Alert("replica-1", "zakat", 3, "bad_checksum", "only in the hash").fields(), "id": "1-0"}
     redis_client.hset(ingest.open_alerts_key_of("ingest-2"), key, json.dumps(fields))
-    config = write_config(tmp_path, redis_server.url)
-    monkeypatch.delenv("REDIS_URL", raising=False)
     assert cli.main(["alerts", "--config", str(config), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["alerts"]
     assert [(a["detail"], a["open"], a.get("raised_by")) for a in listed] == [("only in the hash", True, "ingest-2")]
