@@ -96,6 +96,9 @@ STORE_CONTRADICTS = "store_contradicts_checkpoint"
 # that signed another tree at that size is vouched for while the witness still holds the
 # home's signature on the first (review 11 C). Only the witness resolves it (ingest/witness.py).
 COSIGNED_NOT_HELD = "cosigned_not_held"
+# The verifier's one alert per raiser that counts the operator-only alerts deleted from that
+# raiser's hash past the ones it puts back one by one (verifier/checks.py PUT_BACK_CAP).
+ALERTS_DELETED = "alerts_deleted"
 # The alerts only an operator resolves (PROTOCOL 10.5): a signed contradiction, a node that
 # accused itself of a store its own checkpoints contradict, a witness's cosignature or a file
 # that is not what it should be, observers that disagree or are never compared.
@@ -111,7 +114,7 @@ OPERATOR_RESOLVED = frozenset(
         "bad_blob",
         "tally_mismatch",
         "tally_uncompared",
-        "alerts_deleted",  # the verifier's stand-in for put-backs past its cap (verifier/checks.py)
+        ALERTS_DELETED,
     )
 )
 

@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from redis.exceptions import ResponseError
 
@@ -115,18 +115,11 @@ class SecondFactors:
     def _check(self, account: str, otp: str | None, key: str) -> None:
         state = self.store.state(account)
         if state is None and self.enrolled(account):
-            self._missing_now(account, True)
-            log.error("second factor refused: account %s is enrolled on the admin ledger, not in Redis", account)
-            raise SecondFactorRequiredError(REQUIRED) if otp is None else BadSecondFactorError(BAD)
+            self._refuse_missing(account, otp, " is enrolled on the admin ledger, not in Redis")
         if state is not None and not self._recorded(account, state[0]):
             # Not the factor the ledger's latest record enrolled: an older one put back, or
             # one a host enrolled that the home has not recorded yet (seconds, its next poll).
-            self._missing_now(account, True)
-            log.error(
-                "second factor refused: account %s's sealed secret in Redis is not the one the admin ledger records",
-                account,
-            )
-            raise SecondFactorRequiredError(REQUIRED) if otp is None else BadSecondFactorError(BAD)
+            self._refuse_missing(account, otp, "'s sealed secret in Redis is not the one the admin ledger records")
         if state is not None and self._missing:
             self._missing_now(account, False)
         if otp is None:
@@ -254,6 +247,13 @@ class SecondFactors:
             log.error("account %s sent a second factor, but this node holds no second-factor key", account)
             raise BadSecondFactorError(BAD)
         return self._mac
+
+    def _refuse_missing(self, account: str, otp: str | None, why: str) -> NoReturn:
+        """Refuse ``account``, whose factor the admin ledger records is not in Redis (``why``), as
+        any refusal reads, and report it missing (second_factor_missing)."""
+        self._missing_now(account, True)
+        log.error("second factor refused: account %s%s", account, why)
+        raise SecondFactorRequiredError(REQUIRED) if otp is None else BadSecondFactorError(BAD)
 
     def _missing_now(self, account: str, missing: bool) -> None:
         """Note whether ``account``'s factor is missing from Redis; tell ``on_missing`` of a change."""

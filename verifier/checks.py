@@ -52,6 +52,7 @@ import zmq
 from ..broker.client import Client
 from ..broker.redis_keys import group_key, is_ledger_name
 from ..broker.replication import (
+    ALERTS_DELETED,
     REDIS_ERRORS,
     REDIS_KEY_DAMAGED,
     Alert,
@@ -84,7 +85,6 @@ REOPENED = "reopened_from"
 # (review r25 F2). Past it, one ``alerts_deleted`` alert per raiser counts the rest (their stream
 # keeps each); far below OPEN_ALERTS_CAP, which the verifier's own findings have besides.
 PUT_BACK_CAP = 1_000
-ALERTS_DELETED = "alerts_deleted"
 
 log = logging.getLogger(__name__)
 
