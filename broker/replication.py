@@ -215,7 +215,8 @@ def operator_resolves(raiser: str | None, key: str, follows: Callable[[str, str]
     return not (what == STORE_CONTRADICTS and raiser is not None and raiser == node and follows(node, ledger))
 
 
-def _copies_nothing(node: str, ledger: str) -> bool:
+def copies_nothing(node: str, ledger: str) -> bool:
+    """``follows`` for :func:`operator_resolves` where no node's own copy is in question."""
     return False
 
 
@@ -227,7 +228,7 @@ def operator_final(raiser: str | None, key: str) -> bool:
     the outbox resolves from what only its process remembers (the rewrite it began), so an
     outbox that restarted since would never resolve it, and which it raises again at the next
     entry that is not its record."""
-    return operator_resolves(raiser, key, _copies_nothing) or (
+    return operator_resolves(raiser, key, copies_nothing) or (
         key.startswith("redis|") and key.rpartition("|")[2] == RECORD_CONFLICT
     )
 

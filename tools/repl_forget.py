@@ -24,7 +24,7 @@ import json
 from ..broker.accounts import AccountRegistry, heartbeat_window
 from ..broker.node_forget import forget_keys, node_keys
 from ..broker.redis_server import connect
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger, operator_resolves, redis_failed
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, copies_nothing, operator_resolves, redis_failed
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import ForgetRefusedError, UsageError
 from ..node.record import NAME_PATTERN
@@ -67,7 +67,7 @@ def _resolve_about(repl: ReplicationLedger, node: str) -> list[str]:
             for entry in repl.open_entries()
             if str(entry.get("key", "")).startswith(f"{node}|")
             # Evidence only an operator closes (an equivocation of its ledgers) stays: forget is no resolve.
-            and not operator_resolves(entry.get("raised_by"), entry["key"], lambda _node, _ledger: False)
+            and not operator_resolves(entry.get("raised_by"), entry["key"], copies_nothing)
         }
     )
     repl.resolve_as_operator(about)

@@ -30,7 +30,7 @@ def test_a_store_row_above_the_store_is_reported(
     forked: list[Record],
     redis_client: Any,
 ) -> None:
-    """The baseline (passes): the row kept, the store cut to a shorter other tree: reported at start."""
+    """The baseline: the row kept, the store cut to a shorter other tree: reported at start."""
     _cosigned_10(tmp_path / "a", chain, redis_client)
     with ChainStore(tmp_path / "a") as store:
         rows = store.checkpoints.all(LEDGER, COSIGNED)
