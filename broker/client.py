@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 # pyzmq's compiled send, without the Python wrapper of zmq.Socket.send (which only adds the
 # DRAFT routing_id and group arguments, unused here): one call a request.
 _send = zmq.backend.Socket.send
+_NOBLOCK = int(zmq.NOBLOCK)
+_POLLOUT = int(zmq.POLLOUT)
+SEND_POLL_S = 0.1  # a send that found no way to the node looks again this often, to its deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,6 @@ class _Connection:
             # Requests go only to an endpoint whose handshake succeeded (the one serving this
             # key), never queued behind one that refuses it; no such endpoint: the send times out.
             self.socket.immediate = True
-            self.socket.sndtimeo = max(1, int(timeout * 1000))
         for endpoint in (node.endpoint, *node.also):
             self.socket.connect(endpoint)
 
@@ -152,8 +154,6 @@ class Client:
         self.timeout = timeout
         for connection in self._connections.values():
             connection.socket.rcvtimeo = max(1, int(timeout * 1000))
-            if connection.node.also:
-                connection.socket.sndtimeo = max(1, int(timeout * 1000))
 
     def __enter__(self) -> Client:
         return self
@@ -257,11 +257,30 @@ class Client:
         if len(data) > self.max_message_bytes:
             raise BadRequestError(f"{cmd}: request is {len(data)} bytes, over {self.max_message_bytes}")
         try:
-            _send(connection.socket, data)
+            _send(connection.socket, data, _NOBLOCK)
         except zmq.Again:
-            refused = f"no endpoint of the node accepted its key {node.key[:8]}... within {self.timeout:g} s"
-            raise _silent(node, f"{node.endpoint}: {refused}", self.timeout) from None
+            self._send_when_possible(connection, node, data)
         return request_id
+
+    def _send_when_possible(self, connection: _Connection, node: NodeAddress, data: bytes) -> None:
+        """Send ``data`` once the socket has a way to the node, or raise NodeUnavailableError at
+        the client's timeout. A socket has none when every handshake was refused: the endpoints of
+        a rotating node (``immediate``), or a node that came back under another key, whose refusal
+        ends the connection for good. The wait is ours, by the monotonic clock: libzmq's blocking
+        send waited for ever without a send timeout, and a CI run hung 26 min in one."""
+        deadline = time.monotonic() + self.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            connection.socket.poll(max(1, int(min(left, SEND_POLL_S) * 1000)), _POLLOUT)
+            try:
+                _send(connection.socket, data, _NOBLOCK)
+                return
+            except zmq.Again:
+                continue
+        # A socket without a way to the node stays so: the next call connects afresh.
+        connection.close()
+        self._connections.pop(node.endpoint, None)
+        refused = f"no endpoint of the node accepted its key {node.key[:8]}... within {self.timeout:g} s"
+        raise _silent(node, f"{node.endpoint}: {refused}", self.timeout)
 
     def _receive(self, connection: _Connection) -> dict[str, Any]:
         try:

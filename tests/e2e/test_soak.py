@@ -30,7 +30,7 @@ from vledger.tests.e2e.helpers import (
 )
 from vledger.tests.integration.cluster import now_ms
 
-pytestmark = [pytest.mark.soak, pytest.mark.slow]
+pytestmark = [pytest.mark.soak, pytest.mark.slow, pytest.mark.timeout(0)]  # a soak runs for many minutes
 
 TOPOLOGY = Topology(replicas=3)
 MINUTES = float(os.environ.get("VLEDGER_SOAK_MINUTES", "10"))

@@ -17,7 +17,7 @@ from vledger.broker.client import Client, NodeAddress
 from vledger.broker.curve import AllowList, CurveServer, stop_authenticator
 from vledger.broker.keys import KeyPair, new_keypair
 from vledger.broker.redis_server import free_port
-from vledger.node.errors import NodeUnavailableError
+from vledger.node.errors import CurveError, NodeUnavailableError
 
 TIMEOUT = 0.3  # seconds: the client's patience in these tests
 STOP_WAIT = 5.0
@@ -112,3 +112,55 @@ def test_a_node_nothing_listens_for_is_told_from_one_that_refuses_the_key(
     with stranger, pytest.raises(NodeUnavailableError, match="no answer within") as refused:
         stranger.call("hello")
     assert refused.value.listening is True, refused.value
+
+
+def test_a_node_that_now_refuses_the_key_costs_a_call_its_timeout_not_a_hang() -> None:
+    # A client that was answered keeps its connection; the node then comes back on its port
+    # refusing the client's key (the account removed, or a node restarting that does not know it
+    # yet). Its ZAP refusal ends that connection for good: libzmq does not reconnect, and the
+    # socket has no way to the node. Its next send waited in libzmq for ever (no send timeout),
+    # as one CI run did for 26 min in a cluster fixture's hello loop.
+    ctx: zmq.Context[Any] = zmq.Context()
+    server_keys, client_keys = new_keypair(), new_keypair()
+    first = Server(CurveServer(server_keys, "tcp://127.0.0.1:*", AllowList([client_keys.public]), ctx=ctx))
+    first.answering.set()
+    servers = [first]
+    thread = threading.Thread(target=first.run, daemon=True)
+    thread.start()
+    node = NodeAddress(first.server.connect_endpoint, server_keys.public)
+    others = AllowList([new_keypair().public])
+    try:
+        with Client(node, client_keys, timeout=TIMEOUT) as client:
+            assert client.call("hello") == {"cmd": "hello"}
+            monitor = client._connections[node.endpoint].socket.get_monitor_socket()
+            first.stopping.set()
+            thread.join(STOP_WAIT)
+            first.server.close()
+            deadline = time.monotonic() + 10
+            while True:  # libzmq lets the port go in its I/O thread, after close returns
+                try:
+                    servers.append(Server(CurveServer(server_keys, node.endpoint, others, ctx=ctx)))
+                    break
+                except CurveError:
+                    assert time.monotonic() < deadline, "the first server's port was never let go"
+                    time.sleep(0.01)
+            while True:  # until the new server has refused the client's key
+                assert monitor.poll(max(1, int((deadline - time.monotonic()) * 1000))), "no refusal seen"
+                if zmq.utils.monitor.recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    break
+            monitor.close()
+            socket = client._connections[node.endpoint].socket
+            while socket.poll(10, zmq.POLLOUT):  # until the socket has taken the connection's end in
+                assert time.monotonic() < deadline, "the refused connection still takes messages"
+            started = time.monotonic()
+            with pytest.raises(NodeUnavailableError, match="accepted its key") as refused:
+                client.call("hello")
+            assert time.monotonic() - started < TIMEOUT + 2.0
+            assert refused.value.listening is True  # its port is open: a key matter, not a down node
+            assert client._connections == {}  # the next call connects afresh
+    finally:
+        for server in servers:
+            server.stopping.set()
+            server.server.close()
+        stop_authenticator(ctx)
+        ctx.destroy(linger=0)
