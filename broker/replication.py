@@ -1451,15 +1451,20 @@ class ReplicationLedger:
         """This client's node's open alerts (key -> the alert's fields), as its own hash holds
         them, and those its journal holds open that Redis lost (:meth:`reassert` puts them
         back): what an earlier run raised, which a later run may take as its own to resolve.
-        With a journal, Redis not answering gives the journal's alone; without, raises it."""
+        With a journal, Redis not answering gives the journal's alone; without, raises it. The
+        hash is read as every reader reads it (:meth:`_read_open`): one of another type, or
+        past OPEN_ALERTS_CAP fields (its own Redis user may fill it: review r25 F4), gives the
+        journal's alone, with a WARNING."""
         kept = {key: alert for key, (alert, _) in self.journal.open_alerts().items()} if self.journal else {}
         try:
-            held = {_text(k): _json_map(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+            held, problems, _ = self._read_open([self.node])
         except REDIS_ERRORS:
             if self.journal is None:
                 raise
             return kept
-        return {**kept, **held}
+        for problem in problems.values():
+            log.warning("its own open alerts are not read (%s): its journal's alone are taken", problem)
+        return {**kept, **{_text(k): _json_map(v) for k, v in held.get(self.node, {}).items()}}
 
     def open_entries(self) -> list[dict[str, Any]]:
         """Every raiser's open alerts, each its own entry: the fields its raiser's hash holds
