@@ -466,6 +466,25 @@ class Alert:
         }
 
 
+# The alert fields that are numbers (PROTOCOL 10.5), text in a raiser's stream and open hash as
+# every field there: the JSON outputs give them as integers (`vledger alerts --json`, `status
+# --json`, `verify --cluster --json`, /api/cluster: outsider23, o17). A raiser writes any value:
+# one of more than 19 digits, no height nor time, stays its text (int() of 4,301 digits raises).
+NUMERIC_ALERT_FIELDS = ("height", "at_ms")
+_ALERT_NUMBER = re.compile(r"-?[0-9]{1,19}")
+
+
+def numbered(alert: dict[str, Any]) -> dict[str, Any]:
+    """``alert`` (an open entry or a stream entry) with its NUMERIC_ALERT_FIELDS as integers
+    where they are decimal text; any other value as its raiser wrote it."""
+    numbers = {
+        name: int(value)
+        for name in NUMERIC_ALERT_FIELDS
+        if isinstance(value := alert.get(name), str) and _ALERT_NUMBER.fullmatch(value)
+    }
+    return {**alert, **numbers}
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
