@@ -176,8 +176,9 @@ _ACCOUNTS_REPORT = ("hset", "publish")
 _STREAM_READ = ("xrange", "xrevrange", "xread", "xlen", "exists")
 # The witnesses' cosignatures of a ledger, a key per witness, in one read (ReplicationLedger.cosignatures).
 _COSIGNATURES_READ = ("mget",)
-# HLEN: a raiser's open hash is sized before it is read (ReplicationLedger.open_by_raiser).
-_ALERTS = ("xadd", "hset", "hdel", "hgetall", "hlen", "xrevrange")
+# HRANDFIELD: a raiser's open hash is read at most OPEN_ALERTS_CAP + 1 fields at a time
+# (ReplicationLedger.open_by_raiser).
+_ALERTS = ("xadd", "hset", "hdel", "hgetall", "hrandfield", "xrevrange")
 # The account changes' scripts (broker/accounts.py), run by an ingest node for the admin.
 _ACCOUNTS_WRITE = ("sadd", "srem", "del", "incr", "hset", "hdel", "publish", "rpush")
 # Admins' second factors (broker/second_factor.py): its scripts and calls, and a
@@ -235,15 +236,15 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     ),
     # The public gateway faces the internet: if it is taken over, it must not be able to
     # change what it shows, so it has read commands only (no EVAL: a script could write).
-    # TIME: the server's clock, past which no alert's stream id can be, and HLEN: an open hash too
-    # large to read (ReplicationLedger.open_by_raiser).
+    # TIME: the server's clock, past which no alert's stream id can be, and HRANDFIELD: an open
+    # hash read at most OPEN_ALERTS_CAP + 1 fields at a time (ReplicationLedger.open_by_raiser).
     "gateway": (
         "ping",
         "select",
         "get",
         "hget",
         "hgetall",
-        "hlen",
+        "hrandfield",
         "hkeys",
         "smembers",
         "time",

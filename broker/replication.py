@@ -129,8 +129,10 @@ ALERT_KEYS_DAMAGED = "alert_keys_damaged"
 # Redis user may fill its hash with any number, and every reader (the gateway each second,
 # status, verify --cluster, the verifier) read them all: 1M fields (60 MB) took 21-26 s and
 # 7-9 s of CPU each time (review r24 F5). Past this a hash is shown as one ALERT_KEYS_DAMAGED
-# alert naming its size, unread: 10,000 alerts (2 MB in Redis) read in 0.08-0.1 s of CPU.
+# alert, its alerts unread; a reader takes one field more, to know (a hash sized first could grow
+# before it was read: r25 F4). 10,000 alerts (2 MB in Redis) read in 0.08-0.1 s of CPU.
 OPEN_ALERTS_CAP = 10_000
+_PAST_CAP = f"more than the {OPEN_ALERTS_CAP} open alerts a reader reads"
 # A shared key (``{ledgers}``, ``{ledgers}:epochs``) of another type: raised by the verifier
 # against ``redis``, the key's name as its ``ledger`` (PROTOCOL 10.5).
 REDIS_KEY_DAMAGED = "redis_key_damaged"
@@ -462,6 +464,25 @@ class Alert:
             "found": self.found,
             "at_ms": str(time.time_ns() // 1_000_000),
         }
+
+
+# The alert fields that are numbers (PROTOCOL 10.5), text in a raiser's stream and open hash as
+# every field there: the JSON outputs give them as integers (`vledger alerts --json`, `status
+# --json`, `verify --cluster --json`, /api/cluster: outsider23, o17). A raiser writes any value:
+# one of more than 19 digits, no height nor time, stays its text (int() of 4,301 digits raises).
+NUMERIC_ALERT_FIELDS = ("height", "at_ms")
+_ALERT_NUMBER = re.compile(r"-?[0-9]{1,19}")
+
+
+def numbered(alert: dict[str, Any]) -> dict[str, Any]:
+    """``alert`` (an open entry or a stream entry) with its NUMERIC_ALERT_FIELDS as integers
+    where they are decimal text; any other value as its raiser wrote it."""
+    numbers = {
+        name: int(value)
+        for name in NUMERIC_ALERT_FIELDS
+        if isinstance(value := alert.get(name), str) and _ALERT_NUMBER.fullmatch(value)
+    }
+    return {**alert, **numbers}
 
 
 def _text(value: Any) -> str:
@@ -1357,28 +1378,12 @@ class ReplicationLedger:
         keys' place instead: one node's key must not hide every raiser's alerts from the
         operator, the gateway and the verifier (review16 2b), nor stall them."""
         raisers = self.raisers()
-        sizes, clock = self._open_sizes(raisers)
-        pipe = self.client.pipeline(transaction=False)
-        read = [node for node in raisers if not isinstance(sizes[node], (Exception, int))]
-        for node in read:
-            pipe.hgetall(self.open_alerts_key_of(node))
-        replies: dict[str | None, Any] = {**sizes, **dict(zip(read, pipe.execute(raise_on_error=False), strict=True))}
+        held, problems, clock = self._read_open(raisers)
         damaged: dict[str, dict[str, Any]] = {}
-        for node in raisers:
-            reply = replies[node]
-            if isinstance(reply, int):
-                problem = f"{reply} open alerts, more than the {OPEN_ALERTS_CAP} a reader reads"
-            elif isinstance(reply, Exception):
-                if not (node and isinstance(reply, redis.exceptions.ResponseError) and wrong_type(reply)):
-                    raise reply
-                problem = str(reply)
-            else:
-                continue
-            log.warning("the open alerts of %s are not read (%s): shown as %s", node, problem, ALERT_KEYS_DAMAGED)
-            replies[node] = {}
-            found_alert = Alert(
-                str(node), "", 0, ALERT_KEYS_DAMAGED, f"{self.open_alerts_key_of(node)}: {problem}", "redis"
-            )
+        for raiser, problem in problems.items():
+            log.warning("the open alerts of %s are not read (%s): shown as %s", raiser, problem, ALERT_KEYS_DAMAGED)
+            key = self.open_alerts_key_of(raiser)
+            found_alert = Alert(raiser, "", 0, ALERT_KEYS_DAMAGED, f"{key}: {problem}", "redis")
             damaged[found_alert.key] = {"id": "", **found_alert.fields()}
         # An ACL file written before TIME was the gateway's refuses it (until `vledger keygen
         # --cluster` runs again): this host's clock then, a cluster's hosts keep theirs close.
@@ -1386,7 +1391,7 @@ class ReplicationLedger:
         now = (int(seconds) * 1000 + int(micros) // 1000, 2**64)  # every id of this millisecond or before
         found = []
         for node in raisers:
-            alerts = {_text(k): _json_map(v) for k, v in replies[node].items()}
+            alerts = {_text(k): _json_map(v) for k, v in held.get(node, {}).items()}
             for alert in alerts.values():
                 if _stream_id(_alert_id(alert)) > now:
                     alert["id"] = ""
@@ -1395,38 +1400,90 @@ class ReplicationLedger:
             found.append((None, damaged))
         return found
 
-    def _open_sizes(self, raisers: list[str | None]) -> tuple[dict[str | None, Exception | int | None], Any]:
-        """Of each raiser's open hash, its field count where past OPEN_ALERTS_CAP, the error of
-        one that is not a hash, else None (to be read); and the server's TIME (or its error).
-        The shared keys (None) are the admin's alone to write: read whole. A user whose ACL file
-        predates HLEN (until `vledger keygen --cluster`) reads every hash whole, as it did."""
+    def _read_open(self, raisers: list[str | None]) -> tuple[dict[str | None, dict[Any, Any]], dict[str, str], Any]:
+        """Each raiser's open hash as read, and why those not read were not (another type, or
+        more than OPEN_ALERTS_CAP fields); and the server's TIME (or its error). One pipeline:
+        ``HRANDFIELD key CAP+1 WITHVALUES`` answers at most CAP+1 distinct fields, so a raiser
+        that grows its hash while it is read is never read past the cap (review r25 F4: sized by
+        HLEN, then read whole by HGETALL, it was read whole once grown between the two). The
+        shared keys (None) are the admin's alone to write: read whole. A user whose ACL file
+        predates HRANDFIELD (until `vledger keygen --cluster`) reads as it did before it."""
         pipe = self.client.pipeline(transaction=False)
-        nodes = [node for node in raisers if node]
+        for node in raisers:
+            if node:
+                pipe.hrandfield(self.open_alerts_key_of(node), OPEN_ALERTS_CAP + 1, withvalues=True)
+            else:
+                pipe.hgetall(self.open_alerts_key_of(node))
+        pipe.time()
+        *replies, clock = pipe.execute(raise_on_error=False)
+        held: dict[str | None, dict[Any, Any]] = {}
+        problems: dict[str, str] = {}
+        unsized = []
+        for node, reply in zip(raisers, replies, strict=True):
+            if node and isinstance(reply, redis.exceptions.NoPermissionError):
+                unsized.append(node)
+            elif node and isinstance(reply, redis.exceptions.ResponseError) and wrong_type(reply):
+                problems[node] = str(reply)
+            elif isinstance(reply, Exception):
+                raise reply
+            elif node:
+                fields = iter(reply)  # field, value, field, value...
+                alerts = dict(zip(fields, fields, strict=True))
+                if len(alerts) > OPEN_ALERTS_CAP:
+                    problems[node] = _PAST_CAP
+                else:
+                    held[node] = alerts
+            else:
+                held[node] = reply
+        if unsized:
+            self._read_sized(unsized, held, problems)
+        return held, problems, clock
+
+    def _read_sized(self, nodes: list[str], held: dict[str | None, dict[Any, Any]], problems: dict[str, str]) -> None:
+        """The read of a user whose ACL file predates HRANDFIELD: each hash sized by HLEN, then
+        read whole with HGETALL where within OPEN_ALERTS_CAP (one grown between the two is read
+        whole: review r25 F4), or read whole unsized where the ACL file predates HLEN too."""
+        pipe = self.client.pipeline(transaction=False)
         for node in nodes:
             pipe.hlen(self.open_alerts_key_of(node))
-        pipe.time()
-        *lengths, clock = pipe.execute(raise_on_error=False)
-        sizes: dict[str | None, Exception | int | None] = dict.fromkeys(raisers)
-        for node, length in zip(nodes, lengths, strict=True):
-            if isinstance(length, redis.exceptions.NoPermissionError):
-                continue
-            if isinstance(length, Exception) or length > OPEN_ALERTS_CAP:
-                sizes[node] = length
-        return sizes, clock
+        read = []
+        for node, length in zip(nodes, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(length, int) and length > OPEN_ALERTS_CAP:
+                problems[node] = _PAST_CAP
+            elif isinstance(length, Exception) and not isinstance(length, redis.exceptions.NoPermissionError):
+                if not wrong_type(length):
+                    raise length
+                problems[node] = str(length)
+            else:
+                read.append(node)
+        for node in read:
+            pipe.hgetall(self.open_alerts_key_of(node))
+        for node, reply in zip(read, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, Exception):
+                if not wrong_type(reply):
+                    raise reply
+                problems[node] = str(reply)
+            else:
+                held[node] = reply
 
     def own_open_alerts(self) -> dict[str, dict[str, Any]]:
         """This client's node's open alerts (key -> the alert's fields), as its own hash holds
         them, and those its journal holds open that Redis lost (:meth:`reassert` puts them
         back): what an earlier run raised, which a later run may take as its own to resolve.
-        With a journal, Redis not answering gives the journal's alone; without, raises it."""
+        With a journal, Redis not answering gives the journal's alone; without, raises it. The
+        hash is read as every reader reads it (:meth:`_read_open`): one of another type, or
+        past OPEN_ALERTS_CAP fields (its own Redis user may fill it: review r25 F4), gives the
+        journal's alone, with a WARNING."""
         kept = {key: alert for key, (alert, _) in self.journal.open_alerts().items()} if self.journal else {}
         try:
-            held = {_text(k): _json_map(v) for k, v in self.client.hgetall(self.open_alerts_key).items()}
+            held, problems, _ = self._read_open([self.node])
         except REDIS_ERRORS:
             if self.journal is None:
                 raise
             return kept
-        return {**kept, **held}
+        for problem in problems.values():
+            log.warning("its own open alerts are not read (%s): its journal's alone are taken", problem)
+        return {**kept, **{_text(k): _json_map(v) for k, v in held.get(self.node, {}).items()}}
 
     def open_entries(self) -> list[dict[str, Any]]:
         """Every raiser's open alerts, each its own entry: the fields its raiser's hash holds

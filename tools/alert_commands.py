@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from ..broker.redis_server import connect
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger, redis_failed, stream_order
+from ..broker.replication import REDIS_ERRORS, ReplicationLedger, numbered, redis_failed, stream_order
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import NotFoundError, RedisServerError, UsageError
 from .args import config_file
@@ -144,11 +143,6 @@ def _follow(repl: ReplicationLedger, last: dict[str, str], as_json: bool) -> Non
             _print_alerts(batch, as_json)
 
 
-# The alert fields that are always numbers (PROTOCOL 10.5): --json gives them as integers, as
-# every other --json output does. ``expected`` and ``found`` stay text: most kinds hold hex there.
-_NUMERIC_FIELDS = ("height", "at_ms")
-
-
 def _print_alerts(alerts: list[tuple[dict[str, str], bool]], as_json: bool) -> None:
     """Each alert with whether it is open: a line each, or with ``as_json`` one object
     ``{"alerts": [...]}`` on one line (as --help says: JSON Lines failed ``json.load``, outsider26 I2)."""
@@ -160,8 +154,7 @@ def _print_alerts(alerts: list[tuple[dict[str, str], bool]], as_json: bool) -> N
 
 
 def _alert_json(alert: dict[str, str], is_open: bool) -> dict[str, Any]:
-    numbers = {k: int(v) for k in _NUMERIC_FIELDS if re.fullmatch(r"-?[0-9]+", v := alert.get(k, ""))}
-    return dict(sorted({**alert, **numbers, "open": is_open}.items()))
+    return dict(sorted(numbered({**alert, "open": is_open}).items()))
 
 
 def _print_alert(alert: dict[str, str], is_open: bool) -> None:
@@ -188,7 +181,8 @@ def verify_cluster(path: Path, as_json: bool) -> int:
     finally:
         repl.client.close()
     if as_json:
-        print(json.dumps({"cluster": config.name, "open_alerts": open_alerts, "ok": not open_alerts}, sort_keys=True))
+        listed = [numbered(entry) for entry in open_alerts]
+        print(json.dumps({"cluster": config.name, "open_alerts": listed, "ok": not open_alerts}, sort_keys=True))
     elif not open_alerts:
         print(f"cluster {config.name}: no open alert")
     else:

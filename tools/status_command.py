@@ -41,7 +41,7 @@ from ..broker.accounts import AccountRegistry, heartbeat_window
 from ..broker.client import Client
 from ..broker.keys import KeyPair
 from ..broker.redis_server import connect, shown_url
-from ..broker.replication import ReplicationLedger
+from ..broker.replication import ReplicationLedger, numbered
 from ..client.session import node_address, now_ms
 from ..config.cluster import FOLLOWER_ROLES, ROLES, ClusterConfig, NodeConfig, load_cluster
 from ..node.errors import (
@@ -418,7 +418,7 @@ def status_json(status: ClusterStatus) -> dict[str, Any]:
             }
             for v in status.verifiers
         ],
-        "open_alerts": list(status.open_alerts),
+        "open_alerts": [numbered(entry) for entry in status.open_alerts],
         # Exit 1 is a failure: README's error object too, where a script reads ["error"]["code"].
         **(error_json(RedisServerError.code, status.redis_error) if status.redis_error is not None else {}),
     }

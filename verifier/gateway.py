@@ -55,7 +55,7 @@ from prometheus_client.registry import Collector
 
 from ..broker.http import HttpThread, add_health_routes, from_this_host, json_errors, json_response, plain_headers
 from ..broker.redis_server import connect
-from ..broker.replication import ReplicationLedger, wrong_type
+from ..broker.replication import ReplicationLedger, numbered, wrong_type
 from ..broker.signing import admin_checkpoint_key, witness_keys
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig
@@ -1559,7 +1559,7 @@ class Gateway:
                         replication.ledgers_key, e)  # fmt: skip
             ledgers = sorted(self.reader.ledgers())
         held = {ledger: replication.held(ledger) for ledger in ledgers}
-        alerts = replication.open_entries()
+        alerts = [numbered(entry) for entry in replication.open_entries()]
         return {
             "cluster": self.config.name,
             "ledgers": {ledger: {**self.home(ledger), "held": held[ledger]} for ledger in ledgers},

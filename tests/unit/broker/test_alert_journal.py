@@ -91,6 +91,21 @@ def test_a_reassert_reads_only_the_journals_fields_of_an_open_hash_filled_past_t
     assert {key: {k: v for k, v in alert.items() if k != "id"} for key, alert in mine.items()} == before
 
 
+def test_a_node_reads_its_own_open_hash_filled_past_the_cap_as_every_reader_does(
+    raiser: ReplicationLedger, redis_client: Any
+) -> None:
+    # Review r25 F4: each start (own_open_alerts: its follower, witness, disk and witness-feeder
+    # alerts) read the whole hash its own Redis user may fill; past the cap it takes its journal's.
+    raiser.alert(LAGGING)
+    pipe = redis_client.pipeline(transaction=False)
+    for start in range(0, OPEN_ALERTS_CAP + 5000, 5000):
+        pipe.hset(raiser.open_alerts_key, mapping={f"x|{i}|lag": "{}" for i in range(start, start + 5000)})
+    pipe.execute()
+    read_whole = _calls(redis_client, "hgetall")
+    assert list(raiser.own_open_alerts()) == [LAGGING.key]
+    assert _calls(redis_client, "hgetall") == read_whole
+
+
 def test_deleted_or_rewritten_alert_keys_come_back(raiser: ReplicationLedger, redis_client: Any) -> None:
     # An insider with the node's Redis password deletes its keys, or rewrites an alert to say less.
     raiser.alert(LAGGING)

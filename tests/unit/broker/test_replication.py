@@ -511,29 +511,95 @@ def test_a_raisers_open_hash_past_the_cap_is_not_read_but_shown_as_one_entry(red
     assert shown[alert.key]["raised_by"] == "verifier-1"
     damaged = shown["replica-1||alert_keys_damaged"]
     assert (damaged["node"], damaged["source"], damaged["id"]) == ("replica-1", "redis", "")
-    assert huge in damaged["detail"] and f"{OPEN_ALERTS_CAP + 1} " in damaged["detail"]
+    assert damaged["detail"] == f"{huge}: more than the {OPEN_ALERTS_CAP} open alerts a reader reads"
     assert "replica-2||alert_keys_damaged" not in shown
     # The operator's resolution of another raiser's alert still works; the stand-in stays.
     assert reader.resolve_as_operator([alert.key]) == 1
     assert "replica-1||alert_keys_damaged" in reader.open_alerts() and alert.key not in reader.open_alerts()
 
 
-def test_a_reader_whose_acl_predates_hlen_reads_every_open_hash(redis_client: Any) -> None:
-    # An ACL file written before readers were granted HLEN (until `vledger keygen --cluster`):
-    # alerts are still shown, read whole as before, not a refusal.
+class _GrowingRaiser:
+    """A reader's client past whose every round trip a raiser grows its open hash ``key`` to
+    ``grown`` fields (once), keeping each reply the reader got: review r25 F4's race, made to
+    happen every time."""
+
+    def __init__(self, client: Any, key: str, grown: int) -> None:
+        self.client, self.key, self.grown = client, key, grown
+        self.replies: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        inner = self.client.pipeline(transaction=transaction)
+        owner = self
+
+        class Pipe:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(inner, name)
+
+            def execute(self, raise_on_error: bool = True) -> list[Any]:
+                replies: list[Any] = inner.execute(raise_on_error=raise_on_error)
+                owner.replies.extend(replies)
+                owner.grow()
+                return replies
+
+        return Pipe()
+
+    def grow(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for start in range(0, self.grown, 5000):
+            pipe.hset(self.key, mapping={f"x|{i}|lag": "{}" for i in range(start, min(self.grown, start + 5000))})
+        pipe.execute()
+
+
+def _fields_read(reply: Any) -> int:
+    """How many hash fields a reply carries: HGETALL's map, HRANDFIELD WITHVALUES's flat list."""
+    if isinstance(reply, dict):
+        return len(reply)
+    return len(reply) // 2 if isinstance(reply, list) else 0
+
+
+def test_a_raiser_growing_its_open_hash_while_it_is_read_is_never_read_past_the_cap(redis_client: Any) -> None:
+    # Review r25 F4: a reader sized the hash (HLEN, within the cap) and then read it whole
+    # (HGETALL); a raiser that grew it in between was read whole, 20 s for 1M fields.
+    raiser = ReplicationLedger(redis_client, node="replica-1")
+    raiser.alert(Alert("ingest-1", LEDGER, 3, "bad_link", "refused"))
+    client = _GrowingRaiser(redis_client, raiser.open_alerts_key, 2 * OPEN_ALERTS_CAP)
+    reader = ReplicationLedger(client, raisers=["replica-1"])
+    first = dict(reader.open_by_raiser())["replica-1"]
+    assert len(first) <= OPEN_ALERTS_CAP
+    shown = reader.open_alerts()
+    assert max(_fields_read(reply) for reply in client.replies) <= OPEN_ALERTS_CAP + 1
+    damaged = shown["replica-1||alert_keys_damaged"]
+    assert damaged["detail"].endswith(f"more than the {OPEN_ALERTS_CAP} open alerts a reader reads")
+
+
+@pytest.mark.parametrize(("refused", "past_the_cap_read"), [("-hrandfield", False), ("-hrandfield -hlen", True)])
+def test_a_reader_whose_acl_predates_hrandfield_reads_as_before(
+    redis_client: Any, refused: str, past_the_cap_read: bool
+) -> None:
+    # An ACL file written before readers were granted HRANDFIELD (until `vledger keygen
+    # --cluster`): alerts are still shown, not a refusal; a hash past the cap is sized by HLEN
+    # and not read, or read whole where the file predates HLEN too.
     honest = ReplicationLedger(redis_client, node="replica-1")
     raised = honest.alert(Alert("ingest-1", LEDGER, 3, "bad_link", "refused"))
-    redis_client.execute_command("ACL", "SETUSER", "no-hlen", "on", ">pw", "~*", "+@all", "-hlen")
+    huge = honest.open_alerts_key_of("replica-2")
+    redis_client.hset(huge, mapping={f"x|{i}|lag": "{}" for i in range(OPEN_ALERTS_CAP + 1)})
+    redis_client.execute_command("ACL", "SETUSER", "old-acl", "on", ">pw", "~*", "+@all", *refused.split())
     kwargs = redis_client.connection_pool.connection_kwargs
-    user = redis.Redis(host=kwargs["host"], port=kwargs["port"], username="no-hlen", password="pw")
+    user = redis.Redis(host=kwargs["host"], port=kwargs["port"], username="old-acl", password="pw")
     try:
         with pytest.raises(redis.exceptions.NoPermissionError):
-            user.hlen(honest.open_alerts_key)
-        shown = ReplicationLedger(user, raisers=["replica-1"]).open_alerts()
+            user.hrandfield(honest.open_alerts_key, 1)
+        reader = ReplicationLedger(user, raisers=["replica-1", "replica-2"])
+        assert len(dict(reader.open_by_raiser())["replica-2"]) == (OPEN_ALERTS_CAP + 1 if past_the_cap_read else 0)
+        shown = reader.open_alerts()
         assert shown["ingest-1|" + LEDGER + "|bad_link"]["id"] == raised
+        assert ("replica-2||alert_keys_damaged" in shown) is not past_the_cap_read
     finally:
         user.close()
-        redis_client.execute_command("ACL", "DELUSER", "no-hlen")
+        redis_client.execute_command("ACL", "DELUSER", "old-acl")
 
 
 def test_open_alerts_are_read_by_a_user_whose_acl_predates_time(redis_client: Any) -> None:

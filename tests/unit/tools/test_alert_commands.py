@@ -165,6 +165,9 @@ def test_an_open_alert_reads_the_same_in_the_list_as_in_verify_cluster(
         f"  {alert.key}  height 4 [raised by ingest-1]: {alert.detail}",
         "  replica-2|zakat|lag  height ? [raised by ingest-1]: ",
     ]
+    assert cli.main(["verify", "--cluster", str(config), "--json"]) == 1
+    verified = json.loads(capsys.readouterr().out)["open_alerts"]
+    assert [(a.get("height"), a.get("detail")) for a in verified] == [(4, alert.detail), (None, None)]
     assert cli.main(["alerts", "--config", str(config), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["alerts"]
     assert [(a["id"], a["open"], a.get("height"), a.get("detail")) for a in listed] == [
@@ -172,3 +175,28 @@ def test_an_open_alert_reads_the_same_in_the_list_as_in_verify_cluster(
         (raised, True, 4, alert.detail),
         (listed[2]["id"], False, 3, "forged by o16"),  # an entry no open hash names: as the stream has it
     ]
+
+
+def test_a_raisers_height_of_thousands_of_digits_is_listed_as_written(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    redis_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A raiser writes its alerts' JSON, any height: int() of 4,301 digits or more raises
+    # (Python's limit), and `alerts --json` failed for every raiser's alerts. Past 19 digits, no
+    # height nor time of an honest raiser's, it is the raiser's text.
+    raiser = ReplicationLedger(redis_client, node="ingest-1")
+    alert = Alert("replica-1", "zakat", 3, "bad_checksum", "record 3 does not hash")
+    raiser.alert(alert)
+    held = json.loads(redis_client.hget(raiser.open_alerts_key, alert.key))
+    redis_client.hset(raiser.open_alerts_key, alert.key, json.dumps({**held, "height": "9" * 5000, "at_ms": "-1"}))
+    config = write_config(tmp_path, redis_server.url)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert cli.main(["alerts", "--config", str(config), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["alerts"]
+    assert [(a["height"], a["at_ms"]) for a in listed if a["open"]] == [("9" * 5000, -1)]
+    assert cli.main(["verify", "--cluster", str(config), "--json"]) == 1
+    (verified,) = json.loads(capsys.readouterr().out)["open_alerts"]
+    assert (verified["height"], verified["at_ms"]) == ("9" * 5000, -1)

@@ -38,7 +38,7 @@ class NoRedis:
     def hgetall(self, key: str) -> Any:
         raise ConnectionError("redis is down")
 
-    def hlen(self, key: str) -> Any:  # open alerts are sized before they are read
+    def hrandfield(self, key: str, count: int, withvalues: bool = False) -> Any:  # how open alerts are read
         raise ConnectionError("redis is down")
 
     def mget(self, keys: list[str]) -> Any:

@@ -369,8 +369,10 @@ def test_another_raiser_s_later_alert_of_the_key_hides_neither_the_height_to_che
             assert refused_damaged(f"{url}/ledgers/{LEDGER}/checkpoint")
             shown = json.loads(get(f"{url}/api/cluster")[2])["alerts"]
             assert [(a["key"], a["raised_by"], a["height"], a["detail"]) for a in shown] == [
-                (alert.key, "ingest-1", "0", benign.detail),
-                (alert.key, "replica-1", "3", alert.detail),
+                (alert.key, "ingest-1", 0, benign.detail),
+                (alert.key, "replica-1", 3, alert.detail),
             ]
+            # Numbers as numbers, as every raiser's and every other JSON output's (outsider o17).
+            assert all(isinstance(a["at_ms"], int) for a in shown)
     finally:
         gateway.close()
