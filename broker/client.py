@@ -65,7 +65,8 @@ class _Connection:
         # A reply is waited for inside libzmq's recv (the GIL released), not by a poll first:
         # pyzmq's Socket.poll builds a Poller each call, and a recv that found nothing raised
         # zmq.Again before it; under pipelined puts a client waited so about once a reply.
-        self.socket.rcvtimeo = max(1, int(timeout * 1000))
+        # The first wait ends at LISTEN_CHECK_S, to tell a node nothing listens for at once.
+        self.socket.rcvtimeo = _first_wait_ms(timeout)
         if node.also:
             # Requests go only to an endpoint whose handshake succeeded (the one serving this
             # key), never queued behind one that refuses it; no such endpoint: the send times out.
@@ -78,6 +79,13 @@ class _Connection:
 
 
 LISTEN_PROBE_S = 1.0  # at most this long for a TCP connect to a silent node's endpoint (a dropped SYN)
+# A reply not come by then: is anything listening? A client of a node that is down learnt it
+# only at its timeout, 10 s by default (outsider o17); one listening is waited for to the timeout.
+LISTEN_CHECK_S = 1.0
+
+
+def _first_wait_ms(timeout: float) -> int:
+    return max(1, int(min(timeout, LISTEN_CHECK_S) * 1000))
 
 
 def _silent(node: NodeAddress, message: str, patience: float) -> NodeUnavailableError:
@@ -153,7 +161,7 @@ class Client:
         (a caller with an overall deadline gives each call only the time left)."""
         self.timeout = timeout
         for connection in self._connections.values():
-            connection.socket.rcvtimeo = max(1, int(timeout * 1000))
+            connection.socket.rcvtimeo = _first_wait_ms(timeout)
 
     def __enter__(self) -> Client:
         return self
@@ -276,22 +284,15 @@ class Client:
                 return
             except zmq.Again:
                 continue
-        # A socket without a way to the node stays so: the next call connects afresh.
-        connection.close()
-        self._connections.pop(node.endpoint, None)
+        self._forget(connection)  # a socket without a way to the node stays so
         refused = f"no endpoint of the node accepted its key {node.key[:8]}... within {self.timeout:g} s"
         raise _silent(node, f"{node.endpoint}: {refused}", self.timeout)
 
     def _receive(self, connection: _Connection) -> dict[str, Any]:
         try:
-            data = connection.socket.recv()  # waits up to the socket's rcvtimeo (self.timeout)
+            data = connection.socket.recv()  # waits up to the socket's rcvtimeo (the first wait)
         except zmq.Again:
-            # Forget the connection: a late reply must not be read as the answer to a later request.
-            connection.close()
-            self._connections.pop(connection.node.endpoint, None)
-            raise _silent(
-                connection.node, f"{connection.node}: no answer within {self.timeout:g} s", self.timeout
-            ) from None
+            data = self._receive_late(connection)
         try:
             reply = msgpack.unpackb(data, raw=False)
         except (ValueError, msgpack.UnpackException) as e:
@@ -299,6 +300,34 @@ class Client:
         if not isinstance(reply, dict):
             raise NodeUnavailableError(f"{connection.node}: a reply that is not a map")
         return reply
+
+    def _receive_late(self, connection: _Connection) -> bytes:
+        """A reply not come within the first wait: none at once if nothing listens at any of the
+        node's endpoints; else waited for to the client's timeout. NodeUnavailableError without one."""
+        node = connection.node
+        waited = _first_wait_ms(self.timeout) / 1000
+        if waited < self.timeout:
+            started = time.monotonic()
+            down = _silent(node, f"{node}: no answer within {waited:g} s", self.timeout - waited)
+            left = self.timeout - waited - (time.monotonic() - started)
+            if down.listening is False or left <= 0:
+                self._forget(connection)
+                raise down
+            connection.socket.rcvtimeo = max(1, int(left * 1000))
+            try:
+                return bytes(connection.socket.recv())
+            except zmq.Again:
+                pass
+            finally:
+                connection.socket.rcvtimeo = _first_wait_ms(self.timeout)
+        self._forget(connection)
+        raise _silent(node, f"{node}: no answer within {self.timeout:g} s", self.timeout)
+
+    def _forget(self, connection: _Connection) -> None:
+        """Close ``connection`` and connect afresh next time: a late reply on it must not be read
+        as the answer to a later request."""
+        connection.close()
+        self._connections.pop(connection.node.endpoint, None)
 
     # --- conveniences ---------------------------------------------------------------
 

@@ -33,6 +33,7 @@ class Server:
     stopping: threading.Event = field(default_factory=threading.Event)
     stray: threading.Event = field(default_factory=threading.Event)
     read: int = 0
+    slowness: float = 0.0  # seconds the server takes before it answers (a node under load)
 
     def run(self) -> None:
         socket = self.server.socket
@@ -42,6 +43,7 @@ class Server:
             identity, data = socket.recv_multipart()
             self.read += 1
             if self.answering.is_set():
+                time.sleep(self.slowness)
                 request = msgpack.unpackb(data)
                 if self.stray.is_set():
                     late = {"id": request["id"] + 1000, "ok": True, "result": {"cmd": "late"}}
@@ -109,7 +111,9 @@ def test_a_node_nothing_listens_for_is_told_from_one_that_refuses_the_key(
     assert down.value.code == "unavailable" and down.value.listening is False
     assert f"nothing accepts a connection at {closed.endpoint}: the node is down or not serving yet" in str(down.value)
     stranger = Client(node, new_keypair(), timeout=TIMEOUT)  # a key the server does not allow
-    with stranger, pytest.raises(NodeUnavailableError, match="no answer within") as refused:
+    # Sent before the refusal came back (no answer), or after it (the socket had no way left): a
+    # matter of scheduling, seen under load; either way its port is open.
+    with stranger, pytest.raises(NodeUnavailableError, match=r"no answer within|accepted its key") as refused:
         stranger.call("hello")
     assert refused.value.listening is True, refused.value
 
@@ -164,3 +168,24 @@ def test_a_node_that_now_refuses_the_key_costs_a_call_its_timeout_not_a_hang() -
             server.server.close()
         stop_authenticator(ctx)
         ctx.destroy(linger=0)
+
+
+def test_a_client_of_a_node_nothing_listens_for_is_told_before_its_timeout(
+    served: tuple[Server, NodeAddress, KeyPair],
+) -> None:
+    # outsider o17: told only at the client's timeout, 10 s by default, that nothing listened.
+    # Past the first second without a reply the client looks; a node that listens is waited for.
+    server, node, keys = served
+    closed = NodeAddress(f"tcp://127.0.0.1:{free_port()}", node.key)
+    patience = 30.0
+    with Client(closed, keys, timeout=patience) as client:
+        started = time.monotonic()
+        with pytest.raises(NodeUnavailableError, match="nothing accepts a connection") as down:
+            client.call("hello")
+        assert time.monotonic() - started < patience / 2
+        assert down.value.listening is False and "no answer within 1 s" in str(down.value)
+    server.answering.set()
+    server.slowness = 1.5  # past the first wait: the client looks, finds it listening, waits on
+    with Client(node, keys, timeout=patience) as client:
+        assert client.call("hello") == {"cmd": "hello"}
+        assert server.read == 1
