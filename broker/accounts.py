@@ -1046,6 +1046,7 @@ class AccountCache:
         self._key_rotations: tuple[dict[str, Any], ...] = ()
         self._second_factors: Mapping[str, str | None] = {}
         self._seals: frozenset[str] = frozenset()
+        self._factor_times: Mapping[str, int] = {}
         self._admin_size = 0
         self._catch_up_lock = threading.Lock()
         self._next_catch_up = 0.0
@@ -1092,6 +1093,11 @@ class AccountCache:
         for ``account`` (PROTOCOL 16.1 ``sealed_sha256``), or None: no such record, or one made
         before records named it."""
         return self._second_factors.get(account)
+
+    def second_factor_recorded_at(self, account: str) -> int:
+        """The accepted time of the admin ledger's latest ``totp`` record of ``account``, as
+        proven here (-1: none)."""
+        return self._factor_times.get(account, -1)
 
     def second_factor_seal_recorded(self, sealed_sha256: str) -> bool:
         """Whether a ``totp`` record of the admin ledger, as proven here, ever named ``sealed_sha256``."""
@@ -1260,6 +1266,7 @@ class AccountCache:
         self._key_rotations = tuple(engine.key_rotations())
         self._second_factors = engine.admin_second_factors() or {}
         self._seals = engine.admin_recorded_seals()
+        self._factor_times = engine.admin_factor_times()
         self._stated = engine.admin_accounts() or {}
         self._admin_size = len(records)
         return True

@@ -176,9 +176,9 @@ _ACCOUNTS_REPORT = ("hset", "publish")
 _STREAM_READ = ("xrange", "xrevrange", "xread", "xlen", "exists")
 # The witnesses' cosignatures of a ledger, a key per witness, in one read (ReplicationLedger.cosignatures).
 _COSIGNATURES_READ = ("mget",)
-# HRANDFIELD: a raiser's open hash is read at most OPEN_ALERTS_CAP + 1 fields at a time
-# (ReplicationLedger.open_by_raiser).
-_ALERTS = ("xadd", "hset", "hdel", "hgetall", "hrandfield", "xrevrange")
+# HRANDFIELD: a raiser's open hash is read at most OPEN_ALERTS_CAP + 1 fields at a time, and
+# MEMORY USAGE: not read past OPEN_ALERTS_BYTES (ReplicationLedger.open_by_raiser).
+_ALERTS = ("xadd", "hset", "hdel", "hgetall", "hrandfield", "memory|usage", "xrevrange")
 # The account changes' scripts (broker/accounts.py), run by an ingest node for the admin.
 _ACCOUNTS_WRITE = ("sadd", "srem", "del", "incr", "hset", "hdel", "publish", "rpush")
 # Admins' second factors (broker/second_factor.py): its scripts and calls, and a
@@ -245,6 +245,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         "hget",
         "hgetall",
         "hrandfield",
+        "memory|usage",
         "hkeys",
         "smembers",
         "time",

@@ -133,6 +133,11 @@ ALERT_KEYS_DAMAGED = "alert_keys_damaged"
 # before it was read: r25 F4). 10,000 alerts (2 MB in Redis) read in 0.08-0.1 s of CPU.
 OPEN_ALERTS_CAP = 10_000
 _PAST_CAP = f"more than the {OPEN_ALERTS_CAP} open alerts a reader reads"
+# The most bytes (Redis's MEMORY USAGE) of one raiser's open hash a reader reads: the field cap
+# alone let 10,000 fields of 50 KB through, 500 MB that each reader read whole (5.7-8.7 s and
+# 1.5 GB a read, review r26). 10,000 alerts are some 2 MB: past this a hash is shown as one past
+# the field cap is, unread.
+OPEN_ALERTS_BYTES = 8 * 2**20
 # A shared key (``{ledgers}``, ``{ledgers}:epochs``) of another type: raised by the verifier
 # against ``redis``, the key's name as its ``ledger`` (PROTOCOL 10.5).
 REDIS_KEY_DAMAGED = "redis_key_damaged"
@@ -1408,6 +1413,8 @@ class ReplicationLedger:
         HLEN, then read whole by HGETALL, it was read whole once grown between the two). The
         shared keys (None) are the admin's alone to write: read whole. A user whose ACL file
         predates HRANDFIELD (until `vledger keygen --cluster`) reads as it did before it."""
+        problems = self._past_bytes(raisers)
+        raisers = [node for node in raisers if node not in problems]
         pipe = self.client.pipeline(transaction=False)
         for node in raisers:
             if node:
@@ -1417,7 +1424,6 @@ class ReplicationLedger:
         pipe.time()
         *replies, clock = pipe.execute(raise_on_error=False)
         held: dict[str | None, dict[Any, Any]] = {}
-        problems: dict[str, str] = {}
         unsized = []
         for node, reply in zip(raisers, replies, strict=True):
             if node and isinstance(reply, redis.exceptions.NoPermissionError):
@@ -1438,6 +1444,21 @@ class ReplicationLedger:
         if unsized:
             self._read_sized(unsized, held, problems)
         return held, problems, clock
+
+    def _past_bytes(self, raisers: list[str | None]) -> dict[str, str]:
+        """Of the raisers' open hashes, those past OPEN_ALERTS_BYTES (MEMORY USAGE, every field
+        counted: a size, never the fields), each with what it holds; they are not read. A hash
+        grown between this and the read is read (HRANDFIELD still stops at the field cap), as
+        is every hash of a user whose ACL file predates MEMORY USAGE."""
+        nodes = [node for node in raisers if node]
+        pipe = self.client.pipeline(transaction=False)
+        for node in nodes:
+            pipe.memory_usage(self.open_alerts_key_of(node), samples=0)
+        return {
+            node: f"{used} bytes, more than the {OPEN_ALERTS_BYTES} of open alerts a reader reads"
+            for node, used in zip(nodes, pipe.execute(raise_on_error=False), strict=True)
+            if isinstance(used, int) and used > OPEN_ALERTS_BYTES
+        }
 
     def _read_sized(self, nodes: list[str], held: dict[str | None, dict[Any, Any]], problems: dict[str, str]) -> None:
         """The read of a user whose ACL file predates HRANDFIELD: each hash sized by HLEN, then

@@ -401,13 +401,13 @@ class RegistryAdmin:
                 log.warning(
                     "an enrollment on a host of %.80r, no enabled admin with a second factor: not recorded", account
                 )
-            elif not self.factors.host_marked(account, state[0]):
+            elif not self.factors.host_marked(account, state[0], self.cache.second_factor_recorded_at(account)):
                 # Only the admin home's and the admin's Redis users write the set, but a password is
                 # not a host: a mark under the key of `second-factor.seal` says a host made it, for
                 # this very sealed secret, within the hour (review r25 F1).
                 log.error(
                     "an enrollment on a host of %.80r carries no mark of a host for the sealed secret Redis "
-                    "holds (written by a Redis user, or over an hour old): not recorded",
+                    "holds (written by a Redis user, over an hour old, or older than its latest record): not recorded",
                     account,
                 )
             elif self.cache.second_factor_seal_recorded(sealed):

@@ -291,14 +291,16 @@ class SecondFactors:
         log.info("account %s: second factor %s", account, "enrolled" if mode != "reset" else "reset")
         return enrollment
 
-    def host_marked(self, account: str, sealed: bytes) -> bool:
+    def host_marked(self, account: str, sealed: bytes, after_ms: int = -1) -> bool:
         """Whether a host holding the cluster's second-factor key marked ``sealed`` as its
-        enrollment of ``account`` lately (vledger.node.totp.host_mark): only such an enrollment
-        is the admin ledger's home's to record (review r25 F1)."""
+        enrollment of ``account`` lately, at ``after_ms`` (the account's latest ``totp`` record)
+        or later (vledger.node.totp.host_mark): only such an enrollment is the admin ledger's
+        home's to record (review r25 F1; r26: one marked before that record is one it replaced)."""
         if self._mac is None:
             return False
         now_ms = int(self.clock() * 1000)
-        return any(totp.host_mark_holds(self._mac, account, sealed, m, now_ms) for m in self.store.marks(account))
+        marks = self.store.marks(account)
+        return any(totp.host_mark_holds(self._mac, account, sealed, m, now_ms, after_ms) for m in marks)
 
 
 def second_factor_issuer(config: ClusterConfig) -> str:

@@ -273,12 +273,16 @@ class EpochHistory:
             )
         return epoch
 
-    def verify(self, data: bytes, *, witnesses: Iterable[VerifierKey] = (), quorum: int = 0) -> VerifiedCheckpoint:
+    def verify(
+        self, data: bytes, *, witnesses: Iterable[VerifierKey] = (), quorum: int = 0, holds: bool = False
+    ) -> VerifiedCheckpoint:
         """Open a checkpoint note signed by one of the pinned keys (13.5 with that key as the
         log's) and check its epoch as :meth:`check` does; returns the verified checkpoint.
+        ``holds``: this history was fed every record up to the checkpoint's size (an export's or
+        a store's check), so an epoch past those it holds was opened by no record (10.9 rule 1).
 
         Raises the note errors of verify_checkpoint (unverified_note when neither pinned key
-        signed it), and those of :meth:`check`.
+        signed it), and those of :meth:`check`; BadEpochError [bad_epoch] for that epoch.
         """
         witnesses = tuple(witnesses)
         keys = self.pinned() or ((self.current.key,) if self.current.key is not None else ())
@@ -289,7 +293,12 @@ class EpochHistory:
             except UnverifiedNoteError as e:
                 last = e
                 continue
-            self.check(verified.checkpoint, key)
+            if self.check(verified.checkpoint, key) is None and holds:
+                raise BadEpochError(
+                    f"a checkpoint of epoch {epoch_claim(verified.checkpoint)[0]} of size"
+                    f" {verified.checkpoint.size}, whose records open no such epoch",
+                    ledger=self.ledger,
+                )
             return verified
         raise last or UnverifiedNoteError(f"no checkpoint key of ledger {self.ledger!r} to check with")
 

@@ -219,14 +219,15 @@ def host_mark(mac: bytes, account: str, sealed: bytes, at_ms: int) -> str:
     return f"{at_ms} " + hmac.new(mac, _HOST_MARK_CONTEXT + _framed(*parts), hashlib.sha256).hexdigest()
 
 
-def host_mark_holds(mac: bytes, account: str, sealed: bytes, mark: str, now_ms: int) -> bool:
+def host_mark_holds(mac: bytes, account: str, sealed: bytes, mark: str, now_ms: int, after_ms: int = -1) -> bool:
     """Whether ``mark`` is :func:`host_mark` of these, made within HOST_MARK_SECONDS of ``now_ms``
-    (and not dated past it beyond a minute)."""
+    (and not dated past it beyond a minute), and not before ``after_ms`` (the account's latest
+    record: an enrollment it replaced, or saw replaced, is no new one, review r26)."""
     at, _, _ = mark.partition(" ")
     if not at.isdigit() or len(at) > 16:
         return False
     at_ms = int(at)
-    if not -60_000 <= now_ms - at_ms <= HOST_MARK_SECONDS * 1000:
+    if at_ms < after_ms or not -60_000 <= now_ms - at_ms <= HOST_MARK_SECONDS * 1000:
         return False
     return hmac.compare_digest(host_mark(mac, account, sealed, at_ms), mark)
 

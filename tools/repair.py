@@ -239,7 +239,7 @@ def copy_ledger(
         )
     if epochs is not None:
         try:
-            epochs.verify(target.note)  # signed by its epoch's pinned key, and not fenced
+            epochs.verify(target.note, holds=True)  # signed by its epoch's pinned key, not fenced, opened
         except VledgerError as e:
             raise RepairRefusedError(
                 f"the checkpoint of {target.ledger!r} at {target.size} is not of its epoch by the records"

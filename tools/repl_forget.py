@@ -2,7 +2,8 @@
 
 README's "Removing a replica or an observer" stops the node and takes it out of the cluster
 file; its keys in Redis stay (broker/node_forget.py names them). This command deletes them,
-once nothing says the node still runs: it refuses (``forget_refused``, nothing deleted) a node
+once nothing says the node still runs (its open hash kept, holding only the alerts only an
+operator closes, when it raised some): it refuses (``forget_refused``, nothing deleted) a node
 the cluster file still lists, and one whose heartbeat (its accounts report,
 ``vledger:{accounts}:applied:<node>``) is more recent than the window in which a live node
 reports (``heartbeat_window``), or unreadable (a key of another type: nothing says it is
@@ -20,11 +21,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
+
+import redis
 
 from ..broker.accounts import AccountRegistry, heartbeat_window
 from ..broker.node_forget import forget_keys, node_keys
 from ..broker.redis_server import connect
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger, copies_nothing, operator_resolves, redis_failed
+from ..broker.replication import (
+    REDIS_ERRORS,
+    ReplicationLedger,
+    copies_nothing,
+    operator_resolves,
+    redis_failed,
+    wrong_type,
+)
 from ..config.cluster import ClusterConfig, load_cluster
 from ..node.errors import ForgetRefusedError, UsageError
 from ..node.record import NAME_PATTERN
@@ -42,16 +53,46 @@ def cmd_repl_forget(args: argparse.Namespace) -> int:
     try:
         _refuse_if_present(config, AccountRegistry(client), node)
         found = node_keys(client, node)
-        deleted = found.state + (found.history if args.history else ())
+        repl = ReplicationLedger(client)
+        evidence = _own_evidence(client, repl, node, found.state)
+        deleted = tuple(key for key in found.state if not (evidence and key == repl.open_alerts_key_of(node)))
+        deleted += found.history if args.history else ()
         forget_keys(client, deleted)
-        resolved = _resolve_about(ReplicationLedger(client), node)
+        resolved = _resolve_about(repl, node)
     except REDIS_ERRORS as e:
         raise redis_failed(access.url, e) from None
     finally:
         client.close()
-    kept = () if args.history else found.history
+    kept: tuple[str, ...] = (repl.open_alerts_key_of(node),) if evidence else ()
+    kept += () if args.history else found.history
     _print(node, deleted, kept, resolved, args.json)
     return EXIT_OK
+
+
+def _own_evidence(client: Any, repl: ReplicationLedger, node: str, state: tuple[str, ...]) -> bool:
+    """Delete from ``node``'s own open hash every alert but those only an operator closes (its
+    ``equivocation``: ``node`` is the witness that holds the evidence, PROTOCOL 10.5), which
+    stay open there: deleting the hash closed them with no operator's note (review r26).
+    Whether any stayed (the hash is then kept)."""
+    key = repl.open_alerts_key_of(node)
+    if key not in state:
+        return False
+    try:
+        fields = [_text(field) for field in client.hkeys(key)]
+    except redis.exceptions.ResponseError as e:
+        if not wrong_type(e):
+            raise
+        return False  # of another type: no alert of the node's, deleted
+    gone = [field for field in fields if not operator_resolves(node, field, copies_nothing)]
+    if len(gone) == len(fields):
+        return False
+    if gone:
+        client.hdel(key, *gone)
+    return True
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _resolve_about(repl: ReplicationLedger, node: str) -> list[str]:

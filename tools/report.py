@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the commands' modules are imported when their command runs 
 UNVOUCHED = "unvouched"
 # Records a rule flags, shown a ledger: a forged ledger may hold millions; the count says how many.
 SHOWN_VIOLATIONS = 20
-LISTED_VIOLATIONS = 1000  # in --json
+LISTED_VIOLATIONS = 1000  # in --json: as many as a rules verdict keeps (tools/rules_check.py)
 
 
 def print_verification(source: str, result: Verification, *, as_json: bool) -> None:
@@ -241,7 +241,7 @@ def _rules_json(report: LedgerReport) -> dict[str, Any] | None:
     rules = report.rules
     return {
         "judged": rules.judged,
-        "flagged": len(rules.violations),
+        "flagged": rules.flagged,
         "violations": [_error_json(v.error, v.height, None) for v in rules.violations[:LISTED_VIOLATIONS]],
         "waiting": rules.waiting,
         "tally": None if rules.tally is None else jsonable(rules.tally),
@@ -295,7 +295,7 @@ def _rules_lines(result: Verification) -> list[str]:
         if rules is None:
             continue
         if rules.violations:
-            count = len(rules.violations)
+            count = rules.flagged
             lines.append(
                 f"{report.ledger}: FAILED the rules: {count} record{'' if count == 1 else 's'} the observers flag "
                 f"and do not count"

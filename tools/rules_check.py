@@ -29,9 +29,15 @@ from ..node.ledger import LedgerRules
 from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER, MACHINERY_KINDS
 from ..node.rules.engine import PlainState, Violation, domain_type
+from .report import LISTED_VIOLATIONS
 
 if TYPE_CHECKING:  # imported when a ledger is read again (judge_rules): it brings the Redis client
     from ..verifier.tally import TallyKeeper
+
+# The flagged records a verdict keeps (their codes and sentences: `--json` lists as many, the text
+# the first 20); the rest are counted (RulesVerdict.flagged). Each kept one held its raised error's
+# traceback, the replay's frames and records: some 4 KB a record, 472 MB for 100,000 (review r26).
+KEPT_VIOLATIONS = LISTED_VIOLATIONS
 
 # The heights 0..n-1 of each ledger named, each ledger's in height order (ledgers may interleave).
 ReadRecords = Callable[[Mapping[str, int]], Iterable[Record]]
@@ -42,7 +48,8 @@ class RulesVerdict:
     """What the rules found in one ledger, as its observers would."""
 
     judged: int = 0  # heights judged from the genesis (every record when none waits)
-    violations: list[Violation] = field(default_factory=list)  # the records flagged, in height order
+    violations: list[Violation] = field(default_factory=list)  # the first KEPT_VIOLATIONS flagged, in height order
+    flagged: int = 0  # every record flagged
     waiting: int | None = None  # the height whose grant may be in flight: judged once grant_wait_ms passed
     tally: dict[str, Any] | None = None  # the observers' tally map (PROTOCOL 11.2), for a ledger read again
     counted: bytes | None = None  # with it, the snapshot's ``counted`` (11.2): the records it counts, hashed
@@ -121,7 +128,9 @@ def _feed(
             continue
         violation = keeper.feed(record)
         if violation is not None:
-            verdict.violations.append(violation)
+            verdict.flagged += 1
+            if len(verdict.violations) < KEPT_VIOLATIONS:
+                verdict.violations.append(violation._replace(error=violation.error.with_traceback(None)))
         verdict.judged = record.height + 1
 
 

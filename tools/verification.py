@@ -899,7 +899,7 @@ class _StoreTree(_Growth):
         if STANDBY_KEY_FIELD in rules.rules:
             history = EpochHistory.from_genesis(records[0], rules)
             history.feed(records[1:])
-            history.verify(note)
+            history.verify(note, holds=True)  # it holds every record up to the checkpoint's size
             return
         chain = chain_of(self.ledger, rules, records[1:])
         if chain is not None:
@@ -1516,7 +1516,7 @@ class ExportChecker:
             history = self._epochs.get(ledger)
             chain = self._chains.get(ledger)
             if history is not None:
-                history.verify(line.note)  # either pinned key, as its epoch says (10.9)
+                history.verify(line.note, holds=True)  # either pinned key, as its epoch says (10.9)
             elif chain is not None:  # the key in force at its size (13.8); retired_key for another of the chain's
                 chain.check(line.note)
             check_cosignatures(line.note, checkpoint.origin, self._witnesses, report, number)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -85,6 +86,16 @@ REOPENED = "reopened_from"
 # (review r25 F2). Past it, one ``alerts_deleted`` alert per raiser counts the rest (their stream
 # keeps each); far below OPEN_ALERTS_CAP, which the verifier's own findings have besides.
 PUT_BACK_CAP = 1_000
+# What of another raiser's alert a put-back keeps: an alert's fields (PROTOCOL 10.5), each cut
+# past its length here. Its raiser writes its JSON as it likes: copied verbatim, 1,000 put-backs
+# of 40 KB details were 40 MB of the verifier's own hash, which every reader read whole (review r26).
+# Cut so, PUT_BACK_CAP of them stay under 3 MB, within what a reader reads (OPEN_ALERTS_BYTES).
+PUT_BACK_FIELDS = ("id", "node", "ledger", "height", "what", "detail", "source", "expected", "found", "at_ms")
+PUT_BACK_CHARS = 200  # a name, height, id or hash: an honest one is far shorter
+PUT_BACK_DETAIL_CHARS = 1_000  # the sentence
+# The longest key of another raiser's alert put back one by one (a node's and a ledger's name and
+# a kind); a longer one, which no node raises, is only counted (``alerts_deleted``).
+PUT_BACK_KEY_CHARS = 256
 
 log = logging.getLogger(__name__)
 
@@ -529,11 +540,11 @@ class ClusterChecks:
                 continue  # the operator resolved it (or a later one of that raiser under its key)
             raiser, key = name
             if raiser != self.replication.node:
-                if room <= 0 and key not in own:
+                if (room <= 0 or len(key) > PUT_BACK_KEY_CHARS) and key not in own:
                     uncounted[raiser or ""] = uncounted.get(raiser or "", 0) + 1
                     continue
                 room -= key not in own
-                alert = {**alert, REOPENED: raiser or ""}
+                alert = {**_put_back_fields(alert), REOPENED: raiser or ""}
             log.warning("open alert %s of %s was deleted without an operator's resolution: opened again", key, raiser)
             self.replication.reopen(key, alert)
             found[(self.replication.node, key)] = own[key] = alert
@@ -1937,6 +1948,20 @@ def _where(source: str) -> str:
     if source == "stream":
         return "its stream key exists in Redis"
     return f"node {source} holds it (its ledger.list)"
+
+
+def _put_back_fields(alert: dict[str, Any]) -> dict[str, Any]:
+    """``alert`` (as another raiser wrote it) as a put-back keeps it: PUT_BACK_FIELDS, each as
+    written unless longer than PUT_BACK_CHARS (``detail``: PUT_BACK_DETAIL_CHARS; a value that is
+    no text: its JSON), then that text cut there (said by a trailing ``...``)."""
+    kept = {}
+    for name in PUT_BACK_FIELDS:
+        if name not in alert:
+            continue
+        value, most = alert[name], PUT_BACK_DETAIL_CHARS if name == "detail" else PUT_BACK_CHARS
+        text = value if isinstance(value, str) else json.dumps(value)
+        kept[name] = value if len(text) <= most else text[:most] + "..."
+    return kept
 
 
 def _int(value: Any) -> int:

@@ -348,6 +348,9 @@ class AdminState(Domain):
         # Every ``sealed_sha256`` any ``totp`` record named: a host's enrollment holding one of
         # them is an old factor put back in Redis, which the home does not record (16.5).
         self.seals: set[str] = set()
+        # The accepted time of each account's latest ``totp`` record: a host's enrollment marked
+        # before it is one that record replaced or saw replaced, put back in Redis (review r26).
+        self.factor_times: dict[str, int] = {}
         self.changes = 0
         self.creator = genesis.content.author
         self.importing = True  # only imports since the genesis (16.7)
@@ -409,6 +412,7 @@ class AdminState(Domain):
                 self.rotations.setdefault(payload["node"], []).append(dict(payload, accepted=record.accepted))
             elif kind == "totp":
                 self.second_factors[fields.account("account")] = payload.get(SEALED_SHA256)
+                self.factor_times[fields.account("account")] = record.accepted
                 if SEALED_SHA256 in payload:
                     self.seals.add(payload[SEALED_SHA256])
 

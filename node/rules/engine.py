@@ -274,6 +274,14 @@ class RulesEngine:
             return None
         return dict(held.domain.second_factors)
 
+    def admin_factor_times(self) -> dict[str, int]:
+        """The accepted time of each account's latest ``totp`` record of this engine's admin
+        ledger (none without an admin ledger)."""
+        held = self._ledgers.get(ADMIN_LEDGER)
+        if held is None or not isinstance(held.domain, AdminState):
+            return {}
+        return dict(held.domain.factor_times)
+
     def admin_recorded_seals(self) -> frozenset[str]:
         """Every ``sealed_sha256`` a ``totp`` record of this engine's admin ledger named (none
         without an admin ledger)."""

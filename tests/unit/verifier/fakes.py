@@ -41,6 +41,9 @@ class NoRedis:
     def hrandfield(self, key: str, count: int, withvalues: bool = False) -> Any:  # how open alerts are read
         raise ConnectionError("redis is down")
 
+    def memory_usage(self, key: str, samples: int | None = None) -> Any:  # each open hash sized first
+        raise ConnectionError("redis is down")
+
     def mget(self, keys: list[str]) -> Any:
         raise ConnectionError("redis is down")
 
