@@ -1,0 +1,94 @@
+"""A witness's rotation states what its replaced key cosigned of every ledger, whichever node homes
+it (docs/PROTOCOL.md 16.6, outsider o19 F1).
+
+Two ingest nodes: ``near`` is homed on ingest-1 (the admin home, which writes the rotation
+record), ``far`` on ingest-2, whose checkpoint key is rotated (13.8) before anything else. The
+admin home checks each ledger's witness notes with that ledger's own key chain, not its own
+key: the ``key_rotation`` records of the observer and of the replica list both ledgers at the
+sizes their replaced keys cosigned. So a receipt of ``far`` saved before the rotations, cosigned
+by both replaced keys, still verifies with quorum 2 once the rotations are given as node keys
+(``vledger receipt keys``), which is what 14.3 and 15.5 tell a verifier to do. Before the fix,
+``far`` was left out (its notes were checked with ingest-1's key) and that receipt was no_quorum.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from vledger.broker.redis_server import connect
+from vledger.broker.replication import ReplicationLedger
+from vledger.config.settings import PROTOCOL_LIMITS as LIMITS
+from vledger.node.note import parse_checkpoint, parse_note
+from vledger.node.record import decode_record
+from vledger.tests.integration.cluster import LocalCluster, entry, wait_until
+
+NEAR, FAR = "near", "far"
+OBSERVER, REPLICA = "observer-1", "replica-1"
+WAIT = 30.0
+
+
+def _put(cluster: LocalCluster, ledger: str, count: int, tag: str) -> int:
+    cluster.client("writer1").put_many([entry(ledger, "vote", {tag: n}, "writer1") for n in range(count)])
+    return int(cluster.admin().call("size", {"ledger": ledger})["size"])
+
+
+def _rotation(cluster: LocalCluster, height: int) -> dict[str, Any]:
+    data = cluster.admin().call("get", {"ledger": "admin", "height": height})["record"]
+    record = decode_record(data, LIMITS)
+    assert record.content.kind == "key_rotation"
+    return dict(record.content.payload)
+
+
+def test_a_witness_rotation_lists_the_ledgers_of_every_home_and_an_older_receipt_keeps_its_quorum(
+    start_cluster: Any, tmp_path: Path
+) -> None:
+    cluster: LocalCluster = start_cluster(
+        nodes=2,
+        replicas=1,
+        observers=1,
+        homes={FAR: "ingest-2"},
+        replication={"heartbeat_ms": 200},
+    )
+    keys = cluster.directory / "keys"
+    common = ["--config", str(cluster.config_path), "--key", str(keys / "admin.key_secret")]
+    for ledger in (NEAR, FAR):
+        cluster.cli("ledger", "create", ledger, "--kinds", "vote", "--difficulty", "0", *common)
+    # far's checkpoint key rotates on its home: its later checkpoints are signed by a key that
+    # no key file of the admin home holds, only far's chain names it.
+    cluster.cli("ledger", "rotate-key", FAR, "--json", *common)
+    sizes = {NEAR: _put(cluster, NEAR, 3, "before"), FAR: _put(cluster, FAR, 3, "before")}
+    replication = ReplicationLedger(connect(cluster.cluster_redis_url))
+
+    def cosigned_all() -> bool:
+        for ledger, size in sizes.items():
+            notes = replication.cosignatures(ledger, [OBSERVER, REPLICA])
+            if sorted(notes) != [OBSERVER, REPLICA]:
+                return False
+            if any(parse_checkpoint(parse_note(n).text).size != size for n in notes.values()):
+                return False
+        return True
+
+    wait_until(cosigned_all, WAIT, "both witnesses' notes of both ledgers at their heads")
+    # A receipt of far saved now: cosigned by both witnesses' keys that are about to be replaced.
+    old_receipt = tmp_path / "far.receipt"
+    cluster.cli("receipt", "get", FAR, str(sizes[FAR] - 1), "--quorum", "2", "-o", str(old_receipt), *common)
+    genesis = tmp_path / "far-genesis.bin"
+    genesis.write_bytes(cluster.admin().call("get", {"ledger": FAR, "height": 0})["record"])
+
+    # The observer's rotation and the replica's: each states both ledgers, at the heads they cosigned.
+    for node in (OBSERVER, REPLICA):
+        rotated = json.loads(cluster.cli("key", "rotate", node, "--window", "2", "--json", *common).stdout)
+        stated = _rotation(cluster, rotated["height"])
+        assert stated["cosigned"].get(NEAR) == sizes[NEAR], (node, stated)
+        assert stated["cosigned"].get(FAR) == sizes[FAR], (node, stated)
+
+    # The receipt saved before: with the rotations as node keys, both replaced keys still count.
+    printed = cluster.cli("receipt", "keys", "--config", str(cluster.config_path)).stdout.split()
+    assert "--node-keys" in printed, printed
+    checked = cluster.cli(
+        "receipt", "verify", "--genesis", str(genesis), *printed, "--quorum", "2", str(old_receipt), check=False
+    )
+    assert checked.returncode == 0 and checked.stdout.startswith("valid: "), checked.stdout + checked.stderr
+    assert OBSERVER in checked.stdout and REPLICA in checked.stdout, checked.stdout
