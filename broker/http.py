@@ -167,6 +167,8 @@ HTTP09_REFUSED = "HTTP/0.9 is not served (a request line without a version): sen
 # in HTTP/1 framing, which no client of that version reads (outsider o16, nit 8).
 _HTTP2 = web.RequestKey("vledger.http2", bool)
 HTTP2_REFUSED = "HTTP/2 and later are not served on this port: send HTTP/1.0 or HTTP/1.1"
+# The refusals made before any route (PROTOCOL 15) carry it whatever their path.
+ANY_ORIGIN = {"Access-Control-Allow-Origin": "*"}
 
 
 def _as_http10(made: Callable[..., BaseRequest]) -> Callable[..., BaseRequest]:
@@ -194,13 +196,15 @@ async def _refuse_http09(request: web.Request, handler: Handler) -> web.StreamRe
     """Refuse the versions :func:`_as_http10` marked, and a percent-escape in a path (PROTOCOL
     15): no route's name needs one, and a decoded one gave a resource a second spelling
     (``/ledgers/%7a%61%6b%61%74/checkpoint`` served as ``/ledgers/zakat/checkpoint``)."""
+    # Refused before any route, as a head that cannot be parsed (GuardedHandler.handle_error):
+    # a refusal that says nothing may be read by any origin, whatever its path (outsider o19 F6).
     if request.get(_HTTP09):
-        return error_response(400, "bad_request", HTTP09_REFUSED)
+        return error_response(400, "bad_request", HTTP09_REFUSED, ANY_ORIGIN)
     if request.get(_HTTP2):
-        return error_response(505, "bad_request", HTTP2_REFUSED)
+        return error_response(505, "bad_request", HTTP2_REFUSED, ANY_ORIGIN)
     if "%" in request.raw_path.partition("?")[0]:
         message = f"{request.raw_path[:100]!r}: a path is spelt without percent-escapes"
-        return error_response(400, "bad_request", message)
+        return error_response(400, "bad_request", message, ANY_ORIGIN)
     return await handler(request)
 
 
@@ -481,7 +485,7 @@ class GuardedHandler(web.RequestHandler):
         # As aiohttp logs it: _OneLineRefusals makes it one DEBUG line (anyone may send them).
         self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
         # Whatever path it named (unparsed): a refusal that says nothing may be read by any origin.
-        public = {"Access-Control-Allow-Origin": "*"}
+        public = ANY_ORIGIN
         if isinstance(exc, BadHttpMethod):
             response = error_response(405, "bad_request", NOT_READ_VERB, {"Allow": ALLOWED, **public}, _Lingering)
         else:

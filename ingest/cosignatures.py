@@ -20,13 +20,13 @@ from ..broker.tallies import TallyBoard
 from ..node.checkpoint_log import COSIGNED
 from ..node.cosigning import GatheredCheckpoint, cosigned_by_witness, distinct_witnesses, gather, needed_witnesses
 from ..node.epoch import EpochHistory, gather_in_epochs
-from ..node.errors import NoteError, SignatureError, VledgerError
+from ..node.errors import QuorumError, SignatureError, VledgerError
 from ..node.node_key_rotation import KeyHistory
 from ..node.note import ALG_ED25519, VerifierKey, origin_for
 from ..node.outside import outside_kind, outside_witnesses
 from ..node.store import ChainStore
 from ..node.tally_body import Snapshot
-from ..node.witness import check_cosigned, cosignatures_in_force, witness_key, witness_name
+from ..node.witness import CheckpointKeys, cosignatures_in_force, witness_key, witness_name
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class WitnessedNotes:
 def largest_cosigned(
     replication: ReplicationLedger,
     cluster: str,
-    key_of: Callable[[str], VerifierKey | None],
+    keys: CheckpointKeys,
     node: str,
     sign_hex: str,
 ) -> dict[str, int]:
@@ -176,22 +176,27 @@ def largest_cosigned(
     ``sign_hex`` (hex), from Redis's ``vledger:{<ledger>}:cosig:<node>`` of every ledger a home
     announced: what a ``key_rotation`` of that key states as ``cosigned`` (PROTOCOL 16.6).
 
-    Each note must verify with the ledger's checkpoint key now (``key_of``) and carry that key's
-    cosignature line; one that does not (or none) leaves its ledger out, and the replaced key's
-    cosignatures of that ledger then count nowhere: the bound errs toward counting too little,
-    never more than the witness showed it cosigned. Raises the Redis errors (REDIS_ERRORS).
+    Each note's log signature must verify with that ledger's own checkpoint key in force at its
+    size or epoch (``keys``: the key chain its genesis pins, 13.8, and its epochs, 10.9; whatever
+    node homes it, not this node's key) and the note must carry that key's cosignature line;
+    one that does not (or none) leaves its ledger out, and the replaced key's cosignatures of that
+    ledger then count nowhere: the bound errs toward counting too little, never more than the
+    witness showed it cosigned on a checkpoint its home signed. Raises the Redis errors (REDIS_ERRORS).
     """
     witness = witness_key(witness_name(cluster, node), bytes.fromhex(sign_hex))
     sizes: dict[str, int] = {}
     for ledger in sorted(replication.ledgers()):
         note = replication.cosignatures(ledger, [node]).get(node)
-        log_key = key_of(ledger)
-        if note is None or log_key is None:
+        if note is None:
             continue
         try:
-            sizes[ledger] = check_cosigned(note, ledger, cluster, log_key, witness).size
-        except NoteError as e:
+            checkpoint = keys.check(ledger, note)
+            if not cosigned_by_witness([note], origin_for(cluster, ledger), [witness]):
+                raise QuorumError(f"its note of {ledger} carries no line by {witness.name}+{witness.key_id:08x}")
+        except VledgerError as e:
             log.warning("rotation of %s: its cosignature of %s is not counted (%s: %s)", node, ledger, e.code, e)
+            continue
+        sizes[ledger] = checkpoint.size
     return sizes
 
 

@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..broker.replication import ReplicationLedger
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.errors import NoteKeyError, RotationError, VledgerError
+from ..node.errors import NoteKeyError, NotFoundError, RotationError, VledgerError
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain, may_rotate, rotation_payload
 from ..node.ledger import LedgerRules
 from ..node.note import ALG_ED25519, Checkpoint, Note, SignerKey, VerifierKey, origin_for, sign
@@ -163,6 +164,89 @@ class KeyChains:
             chain = self.stored(ledger)
         except VledgerError:
             return None
+        return None if chain is None else chain.current
+
+
+class StreamRows:
+    """A ledger's records as the Redis stream holds them, for :class:`KeyChains`: from the
+    genesis, or not at all (a trimmed stream raises NotFoundError). Every ingest node may write
+    any ledger's stream: what is read from it is trusted only as far as a key the reader
+    already trusts signs it (:class:`ClusterChains`)."""
+
+    PAGE = 1000
+
+    def __init__(self, replication: ReplicationLedger) -> None:
+        self.replication = replication
+
+    def size(self, ledger: str) -> int:
+        return self.replication.last_height(ledger) + 1
+
+    def rules(self, ledger: str) -> LedgerRules:
+        genesis = self.replication.read(ledger, 0, 1)
+        if not genesis or genesis[0].height != 0:
+            raise NotFoundError(f"the Redis stream of {ledger!r} no longer holds its genesis")
+        return LedgerRules.from_genesis(decode_record(genesis[0].data, PROTOCOL_LIMITS).content, PROTOCOL_LIMITS)
+
+    def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        at = start
+        while stop is None or at < stop:
+            rows, _ = self.replication.read_rows(ledger, at, self.PAGE)
+            for height, data in rows:
+                if stop is not None and height >= stop:
+                    return
+                if height != at:
+                    raise NotFoundError(f"the Redis stream of {ledger!r} no longer holds height {at}")
+                yield height, data
+                at += 1
+            if len(rows) < self.PAGE:
+                return
+
+
+class ClusterChains:
+    """The key chain (13.8) of any ledger of the cluster, wherever it is homed: for a node that
+    must check notes of ledgers it does not hold (the admin home, writing what a witness's
+    replaced key had cosigned, PROTOCOL 16.6). Any thread.
+
+    A ledger ``store`` holds is read there (its genesis and rotations were checked when stored;
+    ``configured(ledger)``, its home's key file's key, where the genesis pins none). Any other
+    is read from the Redis ``stream``, which every ingest node may write: its chain counts only
+    when its genesis pins ``configured(ledger)``, the operator's trust (each rotation after it
+    is signed by the key before, 13.8); a stream trimmed past its genesis, or pinning another
+    key, leaves that key alone, which a rotated key's notes then fail (errs toward trusting
+    less). None when no key is known.
+    """
+
+    def __init__(self, store: ChainRows, stream: ChainRows, configured: Callable[[str], VerifierKey | None]) -> None:
+        self.store = store
+        self.configured = configured
+        self.held = KeyChains(store, configured)
+        self.streamed = KeyChains(stream, lambda ledger: None)
+
+    def chain(self, ledger: str) -> KeyChain | None:
+        """The ledger's chain as far as the store (or else the stream) holds it."""
+        if self.store.size(ledger) > 0:
+            try:
+                return self.held.stored(ledger)
+            except VledgerError:
+                return None  # a rotation the store holds that is no valid one: nothing to trust
+        configured = self.configured(ledger)
+        if configured is None:
+            return None
+        try:
+            chain = self.streamed.stored(ledger)
+        except VledgerError:
+            chain = None
+        if chain is None or chain.keys[0].public_key != configured.public_key:
+            return KeyChain(ledger, (configured,))
+        return chain
+
+    def keys(self, cluster: str) -> ChainedCheckpointKeys:
+        """Checkpoint keys that follow these chains."""
+        return ChainedCheckpointKeys(cluster, self.chain)
+
+    def current(self, ledger: str) -> VerifierKey | None:
+        """The key in force past what the store (or the stream) holds (None: none known)."""
+        chain = self.chain(ledger)
         return None if chain is None else chain.current
 
 

@@ -53,7 +53,7 @@ from .blob_copy import BlobFetcher, FileRules
 from .cosignatures import KnownCosignatures, WitnessedNotes
 from .epochs import EpochBook
 from .follow import NOT_RELAYED, Follower, Page, own_copy_alerts
-from .key_chains import KeyChains
+from .key_chains import ClusterChains, KeyChains
 from .members import EndpointKeys, now_ms
 from .metrics import (
     MeteredService,
@@ -165,22 +165,31 @@ def _ingest_sign_keys(config: ClusterConfig) -> dict[str, bytes]:
     return configured
 
 
+def configured_home_keys(config: ClusterConfig) -> Callable[[str], VerifierKey | None]:
+    """Ledger -> its home's configured ``<home>.sign.pub`` as its checkpoint key (None: no such file)."""
+    configured = _ingest_sign_keys(config)
+
+    def key_of(ledger: str) -> VerifierKey | None:
+        public = configured.get(config.home_of(ledger).name)
+        return home_key(config.name, ledger, public) if public is not None else None
+
+    return key_of
+
+
 def checkpoint_keys(config: ClusterConfig, store: ChainStore) -> KeyChains:
     """Each ledger's checkpoint key chain (13.8): from the key its genesis pins, once this store
     holds the genesis, along its rotation records; else (no genesis here yet, or one that pins
     none) its home's configured ``<home>.sign.pub``."""
-    configured = _ingest_sign_keys(config)
-
-    def fallback(ledger: str) -> VerifierKey | None:
-        public = configured.get(config.home_of(ledger).name)
-        return home_key(config.name, ledger, public) if public is not None else None
-
-    return KeyChains(store, fallback)
+    return KeyChains(store, configured_home_keys(config))
 
 
-def ledger_checkpoint_keys(config: ClusterConfig, chains: KeyChains, epochs: EpochBook | None) -> CheckpointKeys:
+def ledger_checkpoint_keys(
+    config: ClusterConfig, chains: KeyChains | ClusterChains, epochs: EpochBook | None
+) -> CheckpointKeys:
     """What a follower checks checkpoints with: each ledger's key chain (13.8) and, with
-    ``epochs``, a ledger whose genesis pins a standby key by its epochs (10.9)."""
+    ``epochs``, a ledger whose genesis pins a standby key by its epochs (10.9); before its
+    genesis is held (or never, on the admin home: ClusterChains), a checkpoint with an epoch
+    line by the configured standby's key file's key."""
     chained = chains.keys(config.name)
     if epochs is None:
         return chained

@@ -45,11 +45,12 @@ from .cosignatures import KnownCosignatures, largest_cosigned, tallied_heights
 from .disk_alerts import DiskFullAlerts
 from .epochs import EpochBook, Homes, HomesRefresh, Promotion, earlier_epoch, handed_over, standby_ledgers
 from .home_start import published_without, start_check
-from .key_chains import HomeKeys, KeyChains
+from .key_chains import ClusterChains, HomeKeys, KeyChains, StreamRows
 from .members import EndpointKeys, now_ms
 from .metrics import MeteredService, NodeMetrics, counter_collector, gauge_collector, redis_check, store_collector
 from .outbox_process import OutboxProcess
 from .outside_feeder import FEEDER_METRICS, WitnessFeeder
+from .replica import configured_home_keys, ledger_checkpoint_keys
 from .runtime import NodeRuntime, missing_factor_alerts, redis_lost_alert, store_options
 from .second_factor import cluster_second_factors
 from .service import IngestService
@@ -314,6 +315,11 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # The authenticated socket of the process's one Context, where the ZAP handler runs; closed
     # first at the end, with a linger: answers still queued in ZeroMQ go out.
     server = runtime.request_server(broker, metrics)
+    # The checkpoint keys of every ledger of the cluster, held here or not: a witness's rotation
+    # states what its replaced key had cosigned of each (16.6).
+    any_ledger_keys = ledger_checkpoint_keys(
+        config, ClusterChains(store, StreamRows(replication), configured_home_keys(config)), book
+    )
     # The observers' tallies, read when an observer's key rotates (its record states what it tallied, 16.6).
     tallies = TallyBoard(replication.client, replication.namespace)
     admin = RegistryAdmin(
@@ -329,7 +335,9 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         {n.name: n.role for n in config.nodes.values()},
         # A lambda: MemberGates replaces its histories at each change, never changes them in place.
         history_of=lambda node: runtime.gates.histories.get(node),  # noqa: PLW0108
-        cosigned_by=functools.partial(largest_cosigned, replication, config.name, chains.current),
+        # Each ledger's notes checked with that ledger's own key chain and epochs (13.8, 10.9),
+        # whichever node homes it, from this store or else the Redis stream (outsider o19 F1).
+        cosigned_by=functools.partial(largest_cosigned, replication, config.name, any_ledger_keys),
         # The ledgers its own store holds first: Redis's hash may hold any name an ingest user put there.
         tallied_by=lambda node, sign: tallied_heights(tallies, [*store.ledgers(), *replication.ledgers()], node, sign),
     )

@@ -33,7 +33,6 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -45,7 +44,7 @@ from ..broker.signing import load_verify_key, newest_witness_keys, signing_key_p
 from ..broker.tallies import TallyBoard
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
-from ..ingest.key_chains import KeyChains
+from ..ingest.key_chains import KeyChains, StreamRows
 from ..node.cosigning import (
     GatheredCheckpoint,
     distinct_witnesses,
@@ -59,7 +58,6 @@ from ..node.epoch import epoch_claim
 from ..node.errors import (
     BadEpochError,
     NoSuchLedgerError,
-    NotFoundError,
     RedisServerError,
     UsageError,
     VledgerError,
@@ -401,7 +399,7 @@ def _proven_outside(
     head larger than the stream) lists none, and the cluster's witnesses alone judge the head;
     nor does one that names an outside witness as one of ``cluster``'s witnesses (13.9).
     Reading the stream only when its genesis lists some keeps the common case one read."""
-    rows = _StreamRows(replication)
+    rows = StreamRows(replication)
     try:
         if outside_witnesses(ledger, rows.rules(ledger).rules, cluster) is None:
             return ()
@@ -482,7 +480,7 @@ class _RedisChain:
         if not self._read:
             self._read = True
             try:
-                self._chain = KeyChains(_StreamRows(self.replication), lambda ledger: None).stored(self.ledger)
+                self._chain = KeyChains(StreamRows(self.replication), lambda ledger: None).stored(self.ledger)
             except VledgerError:
                 self._chain = None
         chain = self._chain
@@ -494,39 +492,6 @@ class _RedisChain:
 def genesis_rules(data: bytes) -> LedgerRules:
     """The rules a genesis record's bytes state."""
     return LedgerRules.from_genesis(decode_record(data, PROTOCOL_LIMITS).content, PROTOCOL_LIMITS)
-
-
-class _StreamRows:
-    """A ledger's records as the Redis stream holds them, for ingest/key_chains.py: from the
-    genesis, or not at all (a trimmed stream raises)."""
-
-    PAGE = 1000
-
-    def __init__(self, replication: ReplicationLedger) -> None:
-        self.replication = replication
-
-    def size(self, ledger: str) -> int:
-        return self.replication.last_height(ledger) + 1
-
-    def rules(self, ledger: str) -> LedgerRules:
-        genesis = self.replication.read(ledger, 0, 1)
-        if not genesis or genesis[0].height != 0:
-            raise NotFoundError(f"the Redis stream of {ledger!r} no longer holds its genesis")
-        return genesis_rules(genesis[0].data)
-
-    def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        at = start
-        while stop is None or at < stop:
-            rows, _ = self.replication.read_rows(ledger, at, self.PAGE)
-            for height, data in rows:
-                if stop is not None and height >= stop:
-                    return
-                if height != at:
-                    raise NotFoundError(f"the Redis stream of {ledger!r} no longer holds height {at}")
-                yield height, data
-                at += 1
-            if len(rows) < self.PAGE:
-                return
 
 
 def tally_report(

@@ -106,6 +106,9 @@ def test_a_request_line_of_a_version_not_served_is_refused_in_http_1_and_closed(
         head, _, body = _answer_until_closed(conn).partition(b"\r\n\r\n")
         assert head.startswith(status_line), head
         assert json.loads(body)["error"] == {"code": "bad_request", "message": message}
+        # Refused before any route, as a head that cannot be parsed: readable by any origin (PROTOCOL 15,
+        # outsider o19 F6: these two lacked the header the unparsable head's 400 has).
+        assert b"\r\nAccess-Control-Allow-Origin: *" in head, head
         with _connect(server) as old, _connect(server) as kept:  # HTTP/1.0 and 1.1 are served as before
             old.sendall(b"GET / HTTP/1.0\r\n\r\n")
             assert _answer_until_closed(old).startswith(b"HTTP/1.0 200 ")
@@ -120,6 +123,7 @@ def test_a_percent_escape_in_a_path_is_refused_on_every_route() -> None:
         head, _, body = _answer_until_closed(conn).partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400 "), head
         assert json.loads(body)["error"]["code"] == "bad_request"
+        assert b"\r\nAccess-Control-Allow-Origin: *" in head, head  # before any route, as above
         with _connect(server) as kept:
             kept.sendall(b"GET /?x=%41 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             assert _answer_until_closed(kept).startswith(b"HTTP/1.1 200 ")
@@ -132,6 +136,7 @@ def test_a_2_mb_header_gets_its_400_whole_not_a_reset() -> None:
         conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 2_000_000 + b"\r\n\r\n")
         head, _, body = _answer_until_closed(conn).partition(b"\r\n\r\n")  # no ConnectionResetError
         assert head.startswith(b"HTTP/1.0 400 "), head
+        assert b"\r\nAccess-Control-Allow-Origin: *" in head, head
         assert json.loads(body)["error"]["code"] == "bad_request"
         _wait(lambda: not server.guard.lingering and server.guard.open == 0)  # closed, its place given back
         with _connect(server) as again:  # the server goes on as before

@@ -11,10 +11,11 @@ import pytest
 
 from vledger.broker.replication import ReplicationLedger
 from vledger.config.settings import Limits
-from vledger.ingest.cosignatures import KnownCosignatures, WitnessedNotes
+from vledger.ingest.cosignatures import KnownCosignatures, WitnessedNotes, largest_cosigned
 from vledger.ingest.epochs import EpochBook
+from vledger.ingest.key_chains import ClusterChains
 from vledger.node.checkpoint_log import COSIGNED
-from vledger.node.epoch import EPOCH_KIND, epoch_payload
+from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_COSIGNATURE_V1, SignerKey, cosign, parse_note
 from vledger.node.outside import outside_kind
@@ -141,3 +142,46 @@ def test_witnessed_notes_read_each_other_witness_s_larger_note_in_one_round_trip
     assert WitnessedNotes(CLUSTER, replication, {n: k.verifier() for n, k in witnesses.items()}, "replica-2")(
         {LEDGER: 6}
     ) == {LEDGER: ({f"{CLUSTER}/witness/replica-1": one}, 2)}
+
+
+def test_a_rotation_states_each_ledger_s_cosigned_size_by_that_ledger_s_own_key_whatever_its_home(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    """largest_cosigned (PROTOCOL 16.6, outsider o19 F1): the admin home checks a ledger homed
+    elsewhere by that ledger's own chain (here read from another node's rows, as from its Redis
+    stream) and a promoted standby's note by the standby's key; a note its own key signed, or
+    without the replaced key's line, leaves its ledger out."""
+    replaced = SignerKey(f"{CLUSTER}/witness/observer-1", ALG_COSIGNATURE_V1, secrets.token_bytes(32))
+    other = SignerKey(replaced.name, ALG_COSIGNATURE_V1, secrets.token_bytes(32))
+    admin_home = HomeSigner(CLUSTER, secrets.token_bytes(32))  # the key the admin home used for every ledger
+    standby = HomeSigner(CLUSTER, secrets.token_bytes(32))
+    replication = ReplicationLedger(redis_client)
+    with (
+        ChainStore(tmp_path / "ingest-2", origin="ingest-2", clock=lambda: T0) as elsewhere,
+        ChainStore(tmp_path / "admin-home", origin="ingest-1", clock=lambda: T0) as here,
+    ):
+        rules = LedgerRules(("n",), 0, {"checkpoint_key": LOG_KEY.encode()})
+        elsewhere.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "a", "g", T0), 0, Limits()))
+        for i in range(1, 4):
+            elsewhere.append(Entry.prepare(Content(LEDGER, "n", {"i": i}, "Zoe.1", f"r{i}", T0 + i), 0, Limits()))
+
+        def publish(
+            ledger: str, signer: HomeSigner, size: int, by: SignerKey | None, extensions: tuple[str, ...] = ()
+        ) -> None:
+            note = parse_note(signer.sign(ledger, size, bytes([size]) * 32, extensions).note)
+            lines = () if by is None else (cosign(note.text, by, T0 // 1000).note_signature(),)
+            replication.publish_cosignature(ledger, "observer-1", size, note.with_signatures(*lines).encode())
+
+        publish(LEDGER, HOME, 4, replaced)
+        publish("taken", standby, 9, replaced, ("vledger-epoch 2 ingest-3",))
+        publish("mine", admin_home, 5, replaced)  # not the ledger's key: the old check's
+        publish("bare", HOME, 6, other)  # a line by another key of that witness only
+        redis_client.hset(
+            replication.ledgers_key,
+            mapping={LEDGER: "ingest-2", "taken": "ingest-3", "mine": "ingest-2", "bare": "ingest-2"},
+        )
+        chains = ClusterChains(here, elsewhere, lambda ledger: home_key(CLUSTER, ledger, HOME.key(ledger).public_key))
+        standby_of = {"taken": home_key(CLUSTER, "taken", standby.key("taken").public_key)}
+        keys = EpochKeys(CLUSTER, chains.current, lambda ledger: None, standby_of.get, base=chains.keys(CLUSTER))
+        stated = largest_cosigned(replication, CLUSTER, keys, "observer-1", replaced.public_key.hex())
+        assert stated == {LEDGER: 4, "taken": 9}

@@ -21,13 +21,13 @@ from vledger.broker.signing import generate_checkpoint_key, load_checkpoint_keys
 from vledger.config.settings import Limits
 from vledger.ingest.epochs import EpochBook
 from vledger.ingest.follow import MAX_HELD_RECORDS, Follower, Page
-from vledger.ingest.key_chains import HomeKeys, KeyChains
+from vledger.ingest.key_chains import ClusterChains, HomeKeys, KeyChains
 from vledger.ingest.page_check import PageChecker
 from vledger.node import tree
 from vledger.node.checkpoint_log import EVIDENCE
 from vledger.node.epoch import EpochKeys
-from vledger.node.errors import NoteKeyError, PayloadTooLargeError, RotationError
-from vledger.node.key_rotation import ROTATION_KIND, rotation_payload
+from vledger.node.errors import NoteError, NoteKeyError, PayloadTooLargeError, RotationError
+from vledger.node.key_rotation import ROTATION_KIND, KeyChain, rotation_payload
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
 from vledger.node.record import Content, Entry, Record
@@ -144,6 +144,39 @@ def test_a_chain_follows_a_copy_cut_back_and_refilled_past_where_it_was_read(tmp
         copy.append_records(rotated[4:])
         after = chains.stored(LEDGER)
         assert after is not None and after.heights == (4,) and after.current.public_key == K1.public_key
+
+
+def test_a_ledger_held_elsewhere_is_checked_along_the_chain_the_stream_holds_from_the_configured_key(
+    tmp_path: Path,
+) -> None:
+    # The admin home checks witness notes of a ledger another ingest node homes (16.6, outsider
+    # o19 F1): read from the stream (here the home's own rows), its rotation followed, but only
+    # from a genesis pinning the home's key file's key; what the node holds is read there.
+    with _home(tmp_path / "home") as home, ChainStore(tmp_path / "admin-home") as here:
+        _keys(home).rotate(LEDGER, "admin", home.append)
+        _notes(home, 5, 2)
+        root = b"\x07" * 32
+        after = _note(K1, 7, root)  # signed past the rotation (height 4) by the new key
+        retired = _note(K0, 7, root)
+        chains = ClusterChains(here, home, lambda ledger: K0.verifier())
+        chain = chains.chain(LEDGER)
+        assert chain is not None and chain.heights == (4,) and chains.current(LEDGER) == K1.verifier()
+        keys = chains.keys(CLUSTER)
+        assert keys.check(LEDGER, after).size == 7
+        with pytest.raises(NoteError):  # the retired key past its rotation
+            keys.check(LEDGER, retired)
+        # A stream whose genesis pins a key other than the configured one proves nothing: the
+        # configured key alone, which did not sign the note.
+        forged = ClusterChains(here, home, lambda ledger: K2.verifier())
+        assert forged.chain(LEDGER) == KeyChain(LEDGER, (K2.verifier(),))
+        with pytest.raises(NoteError):
+            forged.keys(CLUSTER).check(LEDGER, after)
+        assert ClusterChains(here, home, lambda ledger: None).chain(LEDGER) is None
+        # Held here (a copy of the same records): the store's chain, whatever the stream holds.
+        here.append_records(list(home.range(LEDGER)))
+        with ChainStore(tmp_path / "empty") as empty:
+            held = ClusterChains(here, empty, lambda ledger: K2.verifier())
+            assert held.keys(CLUSTER).check(LEDGER, after).size == 7
 
 
 def _note(key: SignerKey, size: int, root: bytes) -> bytes:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from Crypto.Cipher import AES
 
 from vledger.broker.client import NodeAddress
 from vledger.broker.keys import generate, load_public
@@ -448,6 +449,26 @@ def test_seal_key_files_are_private_and_never_replaced(tmp_path: Path) -> None:
     short.chmod(0o600)
     with pytest.raises(KeyMaterialError, match="exactly 64 bytes"):
         read_seal_key(short)
+
+
+def test_a_seal_key_file_is_the_64_raw_key_bytes_that_aes_siv_takes_as_they_are(tmp_path: Path) -> None:
+    # PROTOCOL 8 (outsider o19 F7): the file is K1 || K2 raw, no header or newline; an outside
+    # reader's AES-SIV of those bytes and one AD component seals a donor to the same id.
+    path = tmp_path / "seal.key"
+    write_seal_key(path)
+    raw = path.read_bytes()
+    assert len(raw) == 64 and read_seal_key(path) == raw
+    padded = "Zoë".encode() + b"\x80" + bytes(64 - len("Zoë".encode()) - 1)
+    siv = AES.new(raw, AES.MODE_SIV)
+    siv.update(b"zakat")
+    ciphertext, tag = siv.encrypt_and_digest(padded)
+    outside = "S2-" + base64.b32encode(tag + ciphertext).decode("ascii").rstrip("=").lower()
+    assert seal(raw, "Zoë", "zakat") == outside
+    with_newline = tmp_path / "newline.key"
+    with_newline.write_bytes(raw + b"\n")
+    with_newline.chmod(0o600)
+    with pytest.raises(KeyMaterialError):
+        read_seal_key(with_newline)
 
 
 def test_donor_info_is_sealed_with_the_ledger_as_context(tmp_path: Path) -> None:
