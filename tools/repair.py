@@ -17,6 +17,10 @@ command trusts no source and no Redis entry; it trusts the cluster's key directo
 3. **The source.** The first other node whose tree at that size has that root, proven by the
    inclusion proof of its record ``size - 1`` (``get`` and ``proof.inclusion``): a home whose
    tail was rewritten fails here and is never copied from.
+   **The outside witnesses.** When the genesis (proven by its inclusion in that checkpoint's
+   tree) lists outside witnesses (PROTOCOL 13.9), the largest checkpoint a quorum of them
+   cosigned must be that checkpoint or be tied to it by a consistency proof from some node; else
+   the repair refuses (tools/outside_quorum.py).
 4. **The copy.** Records ``0 .. size - 1`` by ``range`` pages into a fresh store in a
    directory beside NODE's, each verified as the chain's next (section 4), their Merkle root
    checked against the checkpoint; the genesis must pin the home's key (or none). Any failure
