@@ -260,20 +260,11 @@ def check_outside(
     if not heads:
         report.warnings.append("not checked: no checkpoint its home's key signed, in Redis or on a node that answered")
         return report
-    head = heads[0].checkpoint
-    report.head = head.size
-    listed, why = None, []
-    for node in nodes:
-        try:
-            listed = proven_outside(sources, node, ledger, head.size, head.root, config.name)
-        except VledgerError as e:
-            why.append(f"{node}: {e.code}: {getattr(e, 'reason', e.message)}")
-            continue
-        break
-    else:
-        report.warnings.append(
-            "not checked: no node proved its genesis under the home's checkpoint (" + "; ".join(why) + ")"
-        )
+    report.head = heads[0].checkpoint.size
+    try:
+        listed = _listed(sources, nodes, ledger, heads, config.name)
+    except ProofError as e:
+        report.warnings.append(f"not checked: no node proved its genesis under a checkpoint of its home ({e.message})")
         return report
     if listed is None:
         return None
@@ -290,6 +281,32 @@ def check_outside(
         return report
     _check_copies(report, sources, nodes, seen.checkpoint.checkpoint)
     return report
+
+
+PROOF_TRIES = 4  # checkpoints, largest first, a node that holds fewer records is asked to prove its genesis in
+
+
+def _listed(
+    sources: Sources, nodes: Sequence[str], ledger: str, heads: Sequence[GatheredCheckpoint], cluster: str
+) -> OutsideWitnesses | None:
+    """The outside witnesses the genesis lists, from the first of ``nodes`` that proves it in one
+    of the largest ``heads`` it holds (a follower behind the newest: in an older one). Raises
+    ProofError naming why each node failed."""
+    why = []
+    for node in nodes:
+        for held in heads[:PROOF_TRIES]:
+            try:
+                return proven_outside(sources, node, ledger, held.checkpoint.size, held.checkpoint.root, cluster)
+            except RemoteError as e:
+                if e.code == "bad_tree_size":
+                    continue  # it holds fewer records: an older checkpoint
+                why.append(f"{node}: {e.code}: {e.reason}")
+            except VledgerError as e:
+                why.append(f"{node}: {e.code}: {e.message}")
+            break
+        else:
+            why.append(f"{node}: holds none of the {min(len(heads), PROOF_TRIES)} largest checkpoints")
+    raise ProofError("; ".join(why) or "no node holds the ledger")
 
 
 def _check_copies(report: OutsideReport, sources: Sources, nodes: Sequence[str], checkpoint: Checkpoint) -> None:
