@@ -192,6 +192,7 @@ class OutsideReport:
         return {
             "ledger": self.ledger,
             "ok": self.ok,
+            "checked": bool(self.quorum),
             "quorum": self.quorum,
             "listed": list(self.listed),
             "size": None if held is None else held.checkpoint.size,
@@ -206,7 +207,9 @@ class OutsideReport:
     def lines(self) -> list[str]:
         """The report as text: a verdict line, then one indented line per copy and warning."""
         held, ledger = self.checkpoint, self.ledger
-        if held is None:
+        if not self.quorum:
+            said = f"{ledger}: outside witnesses NOT checked"
+        elif held is None:
             said = (
                 f"{ledger}: no checkpoint a quorum of outside witnesses cosigned ({self.quorum} of {len(self.listed)})"
             )
@@ -233,7 +236,7 @@ def check_outside(
     config: ClusterConfig, replication: ReplicationLedger, sources: Sources, ledger: str, home: str
 ) -> OutsideReport | None:
     """What the outside witnesses of ``ledger`` witnessed, and whether every copy the nodes hold
-    is consistent with it (PROTOCOL 11.5); None when its genesis lists none. Redis's errors
+    is consistent with it (PROTOCOL 11.6); None when its genesis lists none. Redis's errors
     propagate (the caller names the server)."""
     report = OutsideReport(ledger, home)
     origin = origin_for(config.name, ledger)
