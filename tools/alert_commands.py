@@ -1,4 +1,4 @@
-"""Alerts: read them, follow them, resolve them, and ``vledger verify --cluster``.
+"""Alerts: read them, follow them, resolve them.
 
 * ``vledger alerts --config FILE [--follow] [--json] [--count N]`` lists the alerts of every
   raiser's stream (``vledger:{alerts}:log:<node>``, and the admin's ``vledger:{alerts}``),
@@ -7,14 +7,14 @@
   ``--json`` one object ``{"alerts": [...]}``, and with ``--follow`` one more a line for each
   batch of new ones;
   ``vledger alerts resolve --config FILE KEY... | --all`` closes open ones.
-* ``vledger verify --cluster FILE`` lists the open alerts and exits 1 while there is one.
+* ``vledger verify --cluster FILE`` (tools/cluster_verify.py) lists the open alerts, each as
+  :func:`open_alert_line` prints it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from ..broker.redis_server import connect
@@ -168,28 +168,6 @@ def _print_alert(alert: dict[str, str], is_open: bool) -> None:
         f"{alert.get('ledger', '?')} height {alert.get('height', '?')}{source}: {alert.get('detail', '')}",
         flush=True,
     )
-
-
-def verify_cluster(path: Path, as_json: bool) -> int:
-    """``vledger verify --cluster``: the open alerts; exit 1 while there is one."""
-    config = load_cluster(path)
-    repl = _replication(config)
-    try:
-        open_alerts = repl.open_entries()
-    except REDIS_ERRORS as e:
-        raise _redis_failed(config, e) from None
-    finally:
-        repl.client.close()
-    if as_json:
-        listed = [numbered(entry) for entry in open_alerts]
-        print(json.dumps({"cluster": config.name, "open_alerts": listed, "ok": not open_alerts}, sort_keys=True))
-    elif not open_alerts:
-        print(f"cluster {config.name}: no open alert")
-    else:
-        print(f"cluster {config.name}: {len(open_alerts)} open alert{'s' if len(open_alerts) != 1 else ''}")
-        for entry in open_alerts:
-            print(open_alert_line(entry))
-    return EXIT_ALERTS if open_alerts else EXIT_OK
 
 
 def _text(value: Any) -> str:

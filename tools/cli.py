@@ -26,6 +26,7 @@ from ..node.json_values import error_json
 from .args import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
+    KEY_ENV,
     SUMMARIES,
     Subparsers,
     add_command,
@@ -67,9 +68,10 @@ def _exit_code(ok: bool) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.cluster is not None:  # "" when --cluster is given bare: the configuration config_file finds
-        from .alert_commands import verify_cluster  # noqa: PLC0415 - see COMMANDS
+        from .cluster_verify import verify_cluster  # noqa: PLC0415 - see COMMANDS
 
-        return verify_cluster(config_file(Path(args.cluster) if args.cluster else None, option="--cluster"), args.json)
+        path = config_file(Path(args.cluster) if args.cluster else None, option="--cluster")
+        return verify_cluster(path, args.json, args.key, args.timeout)
     # One thread: the workers start at once.
     from .verification import verify_path  # noqa: PLC0415 - see COMMANDS
 
@@ -255,7 +257,9 @@ def _add_verify(commands: Subparsers) -> None:
         "they flag (a second vote, a write without a grant) fails its ledger with their code, and each "
         "counted ledger's tally is printed as they sign it. With --cluster, report the running "
         "cluster's open alerts (the verifier's findings, the observers' flags among them) instead, "
-        "each with the node that raised it (two raisers of one key: two alerts): exit 1 while there is one.",
+        "each with the node that raised it (two raisers of one key: two alerts), and for each ledger whose "
+        "genesis lists outside witnesses how far a quorum of them cosigned it and whether every copy holds "
+        "that tree (asking the nodes): exit 1 while there is an open alert or such a ledger fails.",
     )
     what = verify.add_mutually_exclusive_group(required=True)
     what.add_argument("path", type=Path, nargs="?", metavar="PATH", help="a store directory or an export file")
@@ -278,6 +282,20 @@ def _add_verify(commands: Subparsers) -> None:
         "--no-rules",
         action="store_true",
         help="check the records, trees and signatures only, not the observers' rules (nor count)",
+    )
+    verify.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help=f"with --cluster: the secret key that asks the nodes (default: ${KEY_ENV}, else a node's key of the "
+        "cluster's key directory)",
+    )
+    verify.add_argument(
+        "--timeout",
+        type=positive,
+        default=5,
+        metavar="SECONDS",
+        help="with --cluster: how long one node's answer may take (5)",
     )
     add_json_option(verify)
 

@@ -17,6 +17,10 @@ command trusts no source and no Redis entry; it trusts the cluster's key directo
 3. **The source.** The first other node whose tree at that size has that root, proven by the
    inclusion proof of its record ``size - 1`` (``get`` and ``proof.inclusion``): a home whose
    tail was rewritten fails here and is never copied from.
+   **The outside witnesses.** When the genesis (proven by its inclusion in that checkpoint's
+   tree) lists outside witnesses (PROTOCOL 13.9), the largest checkpoint a quorum of them
+   cosigned must be that checkpoint or be tied to it by a consistency proof from some node; else
+   the repair refuses (tools/outside_quorum.py).
 4. **The copy.** Records ``0 .. size - 1`` by ``range`` pages into a fresh store in a
    directory beside NODE's, each verified as the chain's next (section 4), their Merkle root
    checked against the checkpoint; the genesis must pin the home's key (or none). Any failure
@@ -48,7 +52,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +82,9 @@ from ..ingest.store_sources import (
 )
 from ..node.blobs import BlobStore
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
+from ..node.cosigning import GatheredCheckpoint
 from ..node.epoch import EpochHistory
-from ..node.errors import NodeRunningError, RepairRefusedError, SupervisorError, VledgerError
+from ..node.errors import NodeRunningError, ProofError, RepairRefusedError, SupervisorError, VledgerError
 from ..node.json_values import error_json
 from ..node.note import VerifierKey, origin_for
 from ..node.record import Record
@@ -92,6 +97,7 @@ from ..verifier.node_keys import witness_histories_now
 from .args import config_file
 from .client_output import print_json
 from .client_session import load_client_keys
+from .outside_quorum import outside_notes, prove_extends, proven_outside, witnessed
 from .paths import input_file
 from .progress import Progress
 from .supervise import Supervisor, layout_for
@@ -111,6 +117,21 @@ class LedgerRepair:
     witnesses: tuple[str, ...]
     source: str
     note: bytes
+    # The outside witnesses the genesis lists (PROTOCOL 13.9): how many must cosign (0: it lists
+    # none), and the largest checkpoint that many cosigned, proven consistent with this one.
+    outside_quorum: int = 0
+    outside: GatheredCheckpoint | None = None
+
+    def outside_json(self) -> dict[str, Any] | None:
+        if not self.outside_quorum:
+            return None
+        held = self.outside
+        return {
+            "quorum": self.outside_quorum,
+            "size": None if held is None else held.checkpoint.size,
+            "root": None if held is None else held.checkpoint.root.hex(),
+            "witnesses": [] if held is None else list(held.witnesses),
+        }
 
 
 @dataclass(slots=True)
@@ -142,6 +163,7 @@ class RepairResult:
                     "root": r.root.hex(),
                     "witnesses": list(r.witnesses),
                     "source": r.source,
+                    "outside": r.outside_json(),
                 }
                 for r in self.ledgers
             ],
@@ -489,8 +511,58 @@ class Repair:
             candidates = sorted(others, key=lambda n: (n == home, others.index(n)))
             source = choose_source(sources, candidates, ledger, size, root)
             cosigners = tuple(sorted(node for node, key in witnesses.items() if key.name in chosen.witnesses))
-            targets.append(LedgerRepair(ledger, home, size, root, cosigners, source, chosen.note))
+            target = LedgerRepair(ledger, home, size, root, cosigners, source, chosen.note)
+            targets.append(self._held_to_outside(sources, replication, target, log_key, others))
         return targets
+
+    def _held_to_outside(
+        self,
+        sources: Sources,
+        replication: ReplicationLedger,
+        target: LedgerRepair,
+        log_key: Sequence[VerifierKey],
+        others: Sequence[str],
+    ) -> LedgerRepair:
+        """``target`` with what the outside witnesses its genesis lists cosigned (13.9): the
+        largest checkpoint a quorum of them cosigned must be consistent with it (a consistency
+        proof between the two, from any node); else RepairRefusedError. A copy the cluster's
+        witnesses vouch for is not enough when witnesses run by others vouched for another tree:
+        the cluster's could be the operator's own, whom they are there to check."""
+        ledger, size, root = target.ledger, target.size, target.root
+        try:
+            listed = proven_outside(sources, target.source, ledger, size, root, self.config.name)
+        except VledgerError as e:
+            raise RepairRefusedError(
+                f"ledger {ledger!r}: the genesis {target.source} sent is not the quorum checkpoint's "
+                f"(size {size}): {e.code}: {e.message}"
+            ) from None
+        if listed is None:
+            return target
+        origin = origin_for(self.config.name, ledger)
+        notes = [*replication.outside_cosignatures(ledger).values()]
+        notes.extend(outside_notes(sources, others, ledger, listed.quorum))
+        held = witnessed(notes, log_key, origin, listed).checkpoint
+        target = replace(target, outside_quorum=listed.quorum)
+        if held is None:
+            return target  # nothing they cosigned to contradict (yet)
+        theirs = (held.checkpoint.size, held.checkpoint.root)
+        if theirs == (size, root):
+            return replace(target, outside=held)
+        older, newer = sorted([(size, root), theirs])
+        try:
+            if older[0] == newer[0]:
+                raise ProofError("two roots at one size")
+            prove_extends(sources, [target.source, *others], ledger, older, newer)
+        except ProofError as e:
+            raise RepairRefusedError(
+                f"ledger {ledger!r}: the checkpoint a quorum of the cluster's witnesses cosigned (size {size}, "
+                f"root {root.hex()[:16]}...) is not proven consistent with the one {len(held.witnesses)} of its "
+                f"outside witnesses cosigned (size {theirs[0]}, root {theirs[1].hex()[:16]}..., "
+                f"{', '.join(held.witnesses)}; the genesis asks {listed.quorum}): {e.message}. A copy of it could "
+                "contradict what witnesses outside the cluster vouched for: nothing copied (a fork between "
+                "them is an operator's to resolve; `vledger verify --cluster` names the copies that disagree)"
+            ) from None
+        return replace(target, outside=held)
 
     def run(self) -> RepairResult:
         """The repair, under the node's repair lock (see :func:`repair_lock`)."""
@@ -666,6 +738,14 @@ def _print(result: RepairResult) -> None:
             f"  {r.ledger}: {r.size:,} records from {r.source}, tree root {r.root.hex()[:16]}..., the checkpoint "
             f"{len(r.witnesses)} witnesses cosigned ({', '.join(r.witnesses)})"
         )
+        if r.outside_quorum and r.outside is None:
+            print(f"    outside witnesses: none of their quorum of {r.outside_quorum} cosigned a checkpoint yet")
+        elif r.outside is not None:
+            print(
+                f"    outside witnesses: consistent with the checkpoint at {r.outside.checkpoint.size:,} that "
+                f"{len(r.outside.witnesses)} of them cosigned ({', '.join(r.outside.witnesses)}; the genesis asks "
+                f"{r.outside_quorum})"
+            )
     print(f"  carried over from the old store: {result.carried} checkpoints, {result.blobs} blobs")
     for path in result.cleared:
         print(f"  removed {path}: the unfinished copy of an interrupted repair")
