@@ -177,9 +177,11 @@ def _children(pid: int) -> list[int]:
 
 
 @contextmanager
-def _node(directory: Path, nodes: str = "") -> Iterator[_RunningNode]:
+def _node(directory: Path, nodes: str = "", *, settings: str = "", code: Path | None = None) -> Iterator[_RunningNode]:
     """A cluster in ``directory`` of one ingest node, answering hello, and of ``nodes`` (more
     ``[nodes.NAME]`` tables, for the caller to start: their keys are made with the node's).
+    ``settings``: more tables of the cluster file (``[replication]``, ...); ``code``: a folder
+    holding the ``vledger`` package the node runs instead of this one (bench/lone_put_ab.py).
 
     The node's ports are picked right before it starts (after the keys and the admin, which
     take two interpreters' start-up), and picked afresh, for at most BIND_ATTEMPTS starts,
@@ -189,8 +191,10 @@ def _node(directory: Path, nodes: str = "") -> Iterator[_RunningNode]:
     with RedisServer(directory / "redis") as redis:
         config = directory / "cluster.toml"
         port, pub_port = free_ports(2)  # placeholders until the node starts
-        config.write_text(CLUSTER.format(redis=redis.url, node=NODE, port=port, pub_port=pub_port) + nodes)
+        config.write_text(CLUSTER.format(redis=redis.url, node=NODE, port=port, pub_port=pub_port) + nodes + settings)
         env = {**os.environ, "REDIS_URL": redis.url, "PYTHONUNBUFFERED": "1"}
+        if code is not None:  # first on the path: the vledger imported is the one in ``code``
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(code), os.environ.get("PYTHONPATH"))))
         keys = directory / "keys"
         _vledger(env, "keygen", "--cluster", str(config))
         _vledger(
