@@ -9,6 +9,7 @@ read, and only records whose bytes hold the kind's name are decoded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -16,7 +17,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..broker.replication import ReplicationLedger
+import redis
+
+from ..broker.replication import ReplicationLedger, wrong_type
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NoteKeyError, NotFoundError, RotationError, VledgerError
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain, may_rotate, rotation_payload
@@ -171,7 +174,8 @@ class StreamRows:
     """A ledger's records as the Redis stream holds them, for :class:`KeyChains`: from the
     genesis, or not at all (a trimmed stream raises NotFoundError). Every ingest node may write
     any ledger's stream: what is read from it is trusted only as far as a key the reader
-    already trusts signs it (:class:`ClusterChains`)."""
+    already trusts signs it (:class:`ClusterChains`), and a stream that cannot be read (an
+    entry with no record, a key of another type) is NotFoundError, never another exception."""
 
     PAGE = 1000
 
@@ -179,10 +183,12 @@ class StreamRows:
         self.replication = replication
 
     def size(self, ledger: str) -> int:
-        return self.replication.last_height(ledger) + 1
+        with _unreadable(ledger):
+            return self.replication.last_height(ledger) + 1
 
     def rules(self, ledger: str) -> LedgerRules:
-        genesis = self.replication.read(ledger, 0, 1)
+        with _unreadable(ledger):
+            genesis = self.replication.read(ledger, 0, 1)
         if not genesis or genesis[0].height != 0:
             raise NotFoundError(f"the Redis stream of {ledger!r} no longer holds its genesis")
         return LedgerRules.from_genesis(decode_record(genesis[0].data, PROTOCOL_LIMITS).content, PROTOCOL_LIMITS)
@@ -190,7 +196,8 @@ class StreamRows:
     def range_raw(self, ledger: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         at = start
         while stop is None or at < stop:
-            rows, _ = self.replication.read_rows(ledger, at, self.PAGE)
+            with _unreadable(ledger):
+                rows, _ = self.replication.read_rows(ledger, at, self.PAGE)
             for height, data in rows:
                 if stop is not None and height >= stop:
                     return
@@ -200,6 +207,20 @@ class StreamRows:
                 at += 1
             if len(rows) < self.PAGE:
                 return
+
+
+@contextlib.contextmanager
+def _unreadable(ledger: str) -> Iterator[None]:
+    """An entry any ingest node's user wrote that is no record, or the key SET to another type:
+    NotFoundError (the stream proves nothing); Redis's other errors propagate."""
+    try:
+        yield
+    except (KeyError, ValueError, TypeError) as e:
+        raise NotFoundError(f"the Redis stream of {ledger!r} holds an entry that is no record ({e!r})") from None
+    except redis.exceptions.ResponseError as e:
+        if not wrong_type(e):
+            raise
+        raise NotFoundError(f"the Redis key of {ledger!r}'s stream is of another type") from None
 
 
 class ClusterChains:

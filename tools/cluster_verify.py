@@ -36,11 +36,12 @@ def verify_cluster(path: Path, as_json: bool, key: Path | None = None, timeout: 
     reports: list[OutsideReport] | None = None
     try:
         open_alerts = repl.open_entries()
-        ledgers = sorted(repl.ledgers_or_streams().items())
+        # A ledger {ledgers} no longer names (every ingest node's user may HDEL there) is checked all the same.
+        ledgers = sorted({**dict.fromkeys(repl.stream_ledgers(), ""), **repl.ledgers_or_streams()}.items())
         if keys is not None:
             sources = Sources(config, keys, timeout)
             try:
-                homes = ((ledger, home or config.home_of(ledger).name) for ledger, home in ledgers)
+                homes = ((ledger, trusted_home(config, ledger, home)) for ledger, home in ledgers)
                 reports = [r for ledger, home in homes if (r := check_outside(config, repl, sources, ledger, home))]
             finally:
                 sources.close()
@@ -71,6 +72,15 @@ def verify_cluster(path: Path, as_json: bool, key: Path | None = None, timeout: 
     if unchecked is not None:
         print(f"outside witnesses NOT checked: {unchecked}")
     return EXIT_OK if ok else EXIT_ALERTS
+
+
+def trusted_home(config: ClusterConfig, ledger: str, announced: str) -> str:
+    """The home whose keys check ``ledger``: the one Redis announces only when it is the cluster
+    file's home or standby (10.9), else the cluster file's. Every ingest node's Redis user may
+    write {ledgers}: a node named there could make the check its own keys' (none verifying,
+    the ledger NOT checked and the exit 0)."""
+    configured, standby = config.home_of(ledger).name, config.standby_of(ledger)
+    return announced if announced in (configured, standby and standby.name) else configured
 
 
 NO_KEY = f"no key to ask the nodes with (give --key FILE or set ${KEY_ENV}; the key directory holds no node's key)"

@@ -266,6 +266,9 @@ def check_outside(
     report.head = heads[0].checkpoint.size
     try:
         listed = _listed(sources, nodes, ledger, heads, config.name)
+    except StoreContradictsCheckpointError as e:
+        report.error = e
+        return report
     except ProofError as e:
         report.warnings.append(f"not checked: no node proved its genesis under a checkpoint of its home ({e.message})")
         return report
@@ -292,14 +295,20 @@ PROOF_TRIES = 4  # checkpoints, largest first, a node that holds fewer records i
 def _listed(
     sources: Sources, nodes: Sequence[str], ledger: str, heads: Sequence[GatheredCheckpoint], cluster: str
 ) -> OutsideWitnesses | None:
-    """The outside witnesses the genesis lists, from the first of ``nodes`` that proves it in one
-    of the largest ``heads`` it holds (a follower behind the newest: in an older one). Raises
-    ProofError naming why each node failed."""
+    """The outside witnesses the genesis lists, as every one of ``nodes`` that proves its genesis
+    in one of the largest ``heads`` it holds (a follower behind the newest: in an older one)
+    proves it. Raises ProofError naming why each node failed when none proves it, and
+    StoreContradictsCheckpointError when two prove different genesis: the first alone would let
+    a standby's key (10.9), or a home's, sign a tree whose genesis lists none, and the ledger
+    go unchecked while its home does not answer (review r27)."""
     why = []
+    proven: dict[str, OutsideWitnesses | None] = {}
     for node in nodes:
         for held in heads[:PROOF_TRIES]:
             try:
-                return proven_outside(sources, node, ledger, held.checkpoint.size, held.checkpoint.root, cluster)
+                proven[node] = proven_outside(
+                    sources, node, ledger, held.checkpoint.size, held.checkpoint.root, cluster
+                )
             except RemoteError as e:
                 if e.code == "bad_tree_size":
                     continue  # it holds fewer records: an older checkpoint
@@ -309,7 +318,19 @@ def _listed(
             break
         else:
             why.append(f"{node}: holds none of the {min(len(heads), PROOF_TRIES)} largest checkpoints")
-    raise ProofError("; ".join(why) or "no node holds the ledger")
+    if not proven:
+        raise ProofError("; ".join(why) or "no node holds the ledger")
+    found = list(dict.fromkeys(proven.values()))
+    if len(found) > 1:
+        said = "; ".join(
+            f"{node}: {'none' if listed is None else ', '.join(k.name for k in listed.keys)}"
+            for node, listed in proven.items()
+        )
+        raise StoreContradictsCheckpointError(
+            f"the nodes prove genesis listing different outside witnesses under checkpoints of its keys ({said})",
+            ledger=ledger,
+        )
+    return found[0]
 
 
 def _check_copies(report: OutsideReport, sources: Sources, nodes: Sequence[str], checkpoint: Checkpoint) -> None:

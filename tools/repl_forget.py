@@ -69,30 +69,37 @@ def cmd_repl_forget(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+FORGET_SCAN = 1_000  # fields of the node's open hash read (HSCAN) and deleted (HDEL) a step
+
+
 def _own_evidence(client: Any, repl: ReplicationLedger, node: str, state: tuple[str, ...]) -> bool:
     """Delete from ``node``'s own open hash every alert but those only an operator closes (its
     ``equivocation``: ``node`` is the witness that holds the evidence, PROTOCOL 10.5), which
     stay open there: deleting the hash closed them with no operator's note (review r26).
-    Whether any stayed (the hash is then kept)."""
+    Whether any stayed (the hash is then kept). The hash is the node's own user's to fill: read
+    a step at a time (HSCAN), and a field that is no text is no alert of it (it goes)."""
     key = repl.open_alerts_key_of(node)
     if key not in state:
         return False
+    kept = False
     try:
-        fields = [_text(field) for field in client.hkeys(key)]
+        gone: list[bytes] = []
+        for field, _ in client.hscan_iter(key, count=FORGET_SCAN):  # (NOVALUES: Redis 7.4 on)
+            raw = field if isinstance(field, bytes) else str(field).encode()
+            if operator_resolves(node, raw.decode(errors="replace"), copies_nothing):
+                kept = True
+                continue
+            gone.append(raw)
+            if len(gone) >= FORGET_SCAN:
+                client.hdel(key, *gone)
+                gone = []
     except redis.exceptions.ResponseError as e:
         if not wrong_type(e):
             raise
         return False  # of another type: no alert of the node's, deleted
-    gone = [field for field in fields if not operator_resolves(node, field, copies_nothing)]
-    if len(gone) == len(fields):
-        return False
-    if gone:
+    if kept and gone:
         client.hdel(key, *gone)
-    return True
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return kept
 
 
 def _resolve_about(repl: ReplicationLedger, node: str) -> list[str]:
