@@ -168,3 +168,4 @@ def test_keygen_labels_redis_passwords_and_the_acl_file_secret_never_public(
     ]
     assert redis_lines and all("public" not in line and "secret" in line for line in redis_lines), lines
     assert all(" public " in line for line in lines if line.split()[1].endswith(".key")), lines
+    assert all(line.startswith(("created ", "kept ")) for line in lines), lines
