@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ..broker.admin_copy import PeerCopies, PeerCopy
@@ -55,11 +55,12 @@ def admin_holders(config: ClusterConfig, name: str) -> list[str]:
 class AdminPeers:
     """Asks :func:`admin_holders` for their admin ledger (a ``SignedAdminSource``'s ``peers``):
     each node's newest checkpoint note within ``config.ingest.start_check_ms``, then the records
-    it covers, page by page, each request within FETCH_TIMEOUT. ``keys``: the node's key pair now
-    (it rotates)."""
+    it covers, page by page, each request within FETCH_TIMEOUT. ``keys``: the node's key pairs to
+    try now, in order (it rotates; before it read its key history, its newest generation on disk
+    and the one before: ClientKeys.candidates), the next only when nobody answered the one before."""
 
     def __init__(
-        self, config: ClusterConfig, name: str, keys: Callable[[], KeyPair], admin_key: VerifierKey | None
+        self, config: ClusterConfig, name: str, keys: Callable[[], Sequence[KeyPair]], admin_key: VerifierKey | None
     ) -> None:
         self.config = config
         self.name = name
@@ -72,10 +73,13 @@ class AdminPeers:
         holders = self.holders
         if not holders or self.admin_key is None:  # nothing they send could be proven here
             return PeerCopies(tuple(holders), (), ())
-        keys = self.keys()
-        deadline = time.monotonic() + self.config.ingest.start_check_ms / 1000
-        with ThreadPoolExecutor(max_workers=len(holders), thread_name_prefix=f"{self.name}-admin-peers") as pool:
-            answers = list(pool.map(lambda node: self._ask(node, keys, deadline), holders))
+        answers: list[PeerCopy | bool | None] = [None] * len(holders)
+        for keys in self.keys():
+            deadline = time.monotonic() + self.config.ingest.start_check_ms / 1000
+            with ThreadPoolExecutor(max_workers=len(holders), thread_name_prefix=f"{self.name}-admin-peers") as pool:
+                answers = list(pool.map(lambda node, k=keys, d=deadline: self._ask(node, k, d), holders))
+            if any(answer is not None for answer in answers):
+                break
         answered = tuple(node for node, answer in zip(holders, answers, strict=True) if answer is not None)
         copies = tuple(answer for answer in answers if isinstance(answer, PeerCopy))
         home_none = any(node == self.home and answer is True for node, answer in zip(holders, answers, strict=True))

@@ -206,6 +206,9 @@ class _Ledger:
     waiting: dict[int, SignedCheckpoint] = field(default_factory=dict)
     # Who sent each waiting checkpoint, by size: named with the evidence if it is judged a lie.
     heard_from: dict[int, str] = field(default_factory=dict)
+    # A waiting checkpoint another note of the home's key of its size replaced, by size, with
+    # who sent it: held against the store's tree once the store reaches its size (o18 F3).
+    rivals: dict[int, tuple[SignedCheckpoint, str]] = field(default_factory=dict)
     pending: list[Record] = field(default_factory=list)  # verified as a chain after the store's head
     data: list[bytes] = field(default_factory=list)  # the bytes of each pending record, as received
     leaves: list[bytes] = field(default_factory=list)  # the Merkle leaf hash of each pending record
@@ -875,6 +878,33 @@ class Follower:
                 farthest = max(state.waiting)
                 del state.waiting[farthest]
                 state.heard_from.pop(farthest, None)
+        elif state.waiting[checkpoint.size].root != checkpoint.root:
+            # Two notes of one size signed with the home's key (its key stolen, outsider o18 F3):
+            # the one taken first kept the copy waiting on a tree no source serves until the next
+            # write. The newer waits now; once the records are stored under it, the other is held
+            # against their tree (an equivocation when it is not theirs). Each comes again with
+            # its source's next heartbeat, so the true one is never left out for long.
+            rival = state.rivals[checkpoint.size] = (
+                state.waiting[checkpoint.size],
+                state.heard_from.get(checkpoint.size, source),
+            )
+            if len(state.rivals) > MAX_WAITING_CHECKPOINTS:  # as many as the checkpoints waiting, the nearest
+                del state.rivals[max(state.rivals)]
+            log.warning(
+                "%s: %s: two checkpoints of size %d signed with its home's key, roots %s (from %s) and %s "
+                "(from %s): the records are stored under the one their tree has, the other is evidence",
+                self.name,
+                ledger,
+                checkpoint.size,
+                rival[0].root.hex()[:16],
+                rival[1],
+                checkpoint.root.hex()[:16],
+                source,
+            )
+            state.waiting[checkpoint.size] = checkpoint
+            state.heard_from[checkpoint.size] = source
+            if state.best is rival[0]:
+                state.best = checkpoint
         self._flush(ledger, passing)
         if catch_up and self._head(ledger) < checkpoint.height:
             self.catch_up(ledger, checkpoint.size)
@@ -1084,9 +1114,14 @@ class Follower:
 
     def _vouched(self, checkpoint: SignedCheckpoint) -> None:
         """``checkpoint`` verified and this store has its root at its size: the home vouches for
-        this copy up to there, so its own faults below are gone."""
-        self._state(checkpoint.ledger).vouched = checkpoint
+        this copy up to there, so its own faults below are gone. A rival note of a size it now
+        holds is held against its tree (:meth:`_take_checkpoint`)."""
+        state = self._state(checkpoint.ledger)
+        state.vouched = checkpoint
         self._resolve(checkpoint.ledger, BY_COPY, checkpoint.height)
+        for size in sorted(s for s in state.rivals if s <= checkpoint.size):
+            rival, source = state.rivals.pop(size)
+            self._compare_held(rival, source)
         self.on_verified(checkpoint)
 
     def _check_duplicate(self, state: _Ledger, record: FeedRecord) -> None:

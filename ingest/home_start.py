@@ -30,7 +30,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,20 +298,33 @@ def signed_above(keys: CheckpointKeys, ledger: str, notes: Iterable[bytes], held
 def start_check(
     config: ClusterConfig,
     name: str,
-    keys: KeyPair,
+    keys: KeyPair | Sequence[KeyPair],
     store: ChainStore,
     own: CheckpointKeys,
     replication: ReplicationLedger,
     clock: float | None = None,
 ) -> tuple[StartCheck, StartOutcome]:
-    """The home's start-up check (see the module's docstring). Raises StoreDamagedError when
-    the admin ledger is behind a checkpoint this home signed and cannot be healed."""
+    """The home's start-up check (see the module's docstring), asked with ``keys`` (the node's
+    CURVE key pairs, its newest generation first: :func:`~.node_key_rotation.start_keys`). Raises
+    StoreDamagedError when the admin ledger is behind a checkpoint this home signed and cannot be
+    healed."""
     try:
         announced = replication.ledgers()
     except REDIS_ERRORS:
         announced = {}
     ledgers = homed_ledgers(config, name, store, announced)
-    check = ask_cluster(config, name, keys, ledgers, replication, config.ingest.start_check_ms / 1000)
+    # Its newest key generation first: before its key history is read, the node does not know
+    # which one the others admit (PROTOCOL 16.6); the one before it only when nobody answered.
+    candidates = [keys] if isinstance(keys, KeyPair) else list(keys)
+    check = ask_cluster(config, name, candidates[0], ledgers, replication, config.ingest.start_check_ms / 1000)
+    used = candidates[0]
+    for older in candidates[1:]:
+        if not ledgers or check.answered or not check.asked:
+            break
+        log.info("ingest node %s: no node answered its newest key %s: asked again with %s", name,
+                 used.fingerprint, older.fingerprint)  # fmt: skip
+        check = ask_cluster(config, name, older, ledgers, replication, config.ingest.start_check_ms / 1000)
+        used = older
     if ledgers and check.asked and not check.answered:
         log.warning(
             "ingest node %s: no other node answered within %d ms: it starts on its store and Redis alone "
@@ -330,7 +343,7 @@ def start_check(
         )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock if clock is not None else time.time()))
     starting = _Starting(config, name, store, own, replication, check, StartOutcome(), stamp)
-    sources = Sources(config, keys, FETCH_TIMEOUT)
+    sources = Sources(config, used, FETCH_TIMEOUT)
     # One budget for every heal of this start: a slow source (a page of one record each
     # FETCH_TIMEOUT) must not hold the node's start for ever; what came in time stays.
     sources.deadline = time.monotonic() + config.ingest.start_heal_ms / 1000

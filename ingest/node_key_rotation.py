@@ -31,7 +31,7 @@ from typing import Any
 
 import zmq
 
-from ..broker.keys import KeyPair, generation_name, key_paths, load_secret
+from ..broker.keys import SECRET_SUFFIX, KeyPair, generation_name, key_paths, load_secret, newest_generation
 from ..config.cluster import NodeConfig
 from ..node.errors import KeyMaterialError
 from ..node.node_key_rotation import KeyHistory
@@ -58,6 +58,26 @@ def load_generation(
             f"{node}: key generation {generation} on disk is {keys.fingerprint}, not the key the admin ledger names"
         )
     return keys
+
+
+def start_keys(keys_dir: Path, node: str, passphrase: str | None, first: KeyPair) -> list[KeyPair]:
+    """The key pairs node ``node`` may connect with before it read its key history (a home's
+    start check, ingest/home_start.py): its newest generation on disk first, then the one before
+    it (``first`` for generation 0). A rotation writes the new key's files before its record, so
+    the newest is in force unless that record was never written; once a window ended the others
+    refuse every older key (outsider o18 F1: the start check asked with the replaced key and
+    nobody answered). A file that cannot be read is skipped with a warning."""
+    newest = newest_generation(keys_dir, node, SECRET_SUFFIX)
+    pairs: list[KeyPair] = []
+    for generation in (newest, newest - 1) if newest > 0 else (0,):
+        if generation == 0:
+            pairs.append(first)
+            continue
+        try:
+            pairs.append(load_secret(key_paths(keys_dir, generation_name(node, generation))[1], passphrase))
+        except (OSError, KeyMaterialError) as e:
+            log.warning("node %s: key generation %d unreadable, not used at start: %s", node, generation, e)
+    return pairs or [first]
 
 
 def serving_generations(history: KeyHistory | None, now: int) -> tuple[int, int | None]:
@@ -210,7 +230,16 @@ class ClientKeys:
         self._passphrase = passphrase
         self.current = keys
         self.generation = 0
+        self.histories_read = False  # until then, which generation is in force is the disk's guess
         self._listeners: list[Callable[[KeyPair], None]] = []
+
+    def candidates(self) -> list[KeyPair]:
+        """The pairs to connect with, in order: the one in force once the node read its key
+        history; before that (a start, asking the others for the admin ledger that holds the
+        history), :func:`start_keys`."""
+        if self.histories_read:
+            return [self.current]
+        return start_keys(self.keys_dir, self.node, self._passphrase, self.current)
 
     def follow(self, listener: Callable[[KeyPair], None]) -> KeyPair:
         """Tell ``listener`` of every change from now on; returns the pair in force now."""
@@ -221,6 +250,7 @@ class ClientKeys:
         """Take the key histories: a newer generation is loaded and handed to the listeners. One
         that cannot be loaded is logged and the node keeps its key: the others refuse it from
         the window's end on, and the log says why."""
+        self.histories_read = True
         history = histories.get(self.node)
         if history is None:
             return

@@ -535,7 +535,7 @@ class NodeRuntime:
         the copies of the nodes that hold it, asked at its start (Redis's silence proves nothing)."""
         kept = KeptAdminCopy(self.config.store_dir(self.name) / KEPT_ADMIN_COPY)
         admin_key = admin_checkpoint_key(self.config)
-        peers = AdminPeers(self.config, self.name, lambda: self.client_keys.current, admin_key)
+        peers = AdminPeers(self.config, self.name, self.client_keys.candidates, admin_key)
         return SignedAdminSource(registry.client, admin_key, registry.namespace, kept=kept, peers=peers)
 
     def request_server(self, settings: BrokerSettings, metrics: NodeMetrics | None = None) -> CurveServer:

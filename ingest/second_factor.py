@@ -50,6 +50,13 @@ REQUIRED = (
     "admin (vledger admin totp enroll ACCOUNT) or on a node's host (vledger admin bootstrap --totp)"
 )
 BAD = "the one-time code is wrong, expired or already used (a code is good once: wait for the next one)"
+# Said only to an admin whose key passed and whose account the admin ledger records enrolled
+# (a caller learns nothing of any other account): no code can be right until it is enrolled again.
+MISSING = (
+    "your second factor, which the admin ledger records, is missing from Redis (it lost its data?) or is not the "
+    "one recorded, so no code can be checked: enroll it again, on a node's host (vledger admin bootstrap --totp) "
+    "or by another admin (vledger admin totp enroll ACCOUNT); `vledger alerts` shows second_factor_missing"
+)
 
 
 class SecondFactors:
@@ -250,10 +257,11 @@ class SecondFactors:
 
     def _refuse_missing(self, account: str, otp: str | None, why: str) -> NoReturn:
         """Refuse ``account``, whose factor the admin ledger records is not in Redis (``why``), as
-        any refusal reads, and report it missing (second_factor_missing)."""
+        the caller's own factor missing (outsider o18 F7: "wrong, expired or already used" sent the
+        admin after its code), and report it missing (second_factor_missing)."""
         self._missing_now(account, True)
         log.error("second factor refused: account %s%s", account, why)
-        raise SecondFactorRequiredError(REQUIRED) if otp is None else BadSecondFactorError(BAD)
+        raise SecondFactorRequiredError(MISSING) if otp is None else BadSecondFactorError(MISSING)
 
     def _missing_now(self, account: str, missing: bool) -> None:
         """Note whether ``account``'s factor is missing from Redis; tell ``on_missing`` of a change."""

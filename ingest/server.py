@@ -183,7 +183,8 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     try:
         # Before accounts are rebuilt or a record placed: how far the cluster says its ledgers
         # went, a store put back from a copy healed (or refused), never a second tree signed.
-        check, start = start_check(config, name, runtime.keys, store, own, replication)
+        # With the key it will connect with: after a rotation's window the others refuse the first one.
+        check, start = start_check(config, name, runtime.client_keys.candidates(), store, own, replication)
         if admin_ledger is not None:
             admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
             cache.upkeep = admin_ledger.refill  # and again whenever Redis loses it while this node runs

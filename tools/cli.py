@@ -27,6 +27,7 @@ from .args import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
     KEY_ENV,
+    OTP_ENV,
     SUMMARIES,
     Subparsers,
     add_command,
@@ -115,8 +116,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.records is not None:
             raise UsageError("--records is for --store; a cluster demo takes --voters")
         say = functools.partial(print, flush=True)  # before the progress lines on stderr
+        from .client_commands import ask_otp  # noqa: PLC0415
+
         cluster_run = run_cluster_demo(
-            config_file(args.cluster, option="--cluster"), args.voters or DEFAULT_VOTERS, args.difficulty, say
+            config_file(args.cluster, option="--cluster"),
+            args.voters or DEFAULT_VOTERS,
+            args.difficulty,
+            say,
+            # As every admin command takes it (README "second factor"): `make run` again once the admin enrolled one.
+            otp=args.otp or os.environ.get(OTP_ENV) or None,
+            ask=ask_otp if sys.stdin.isatty() else None,
         )
         print_cluster_demo(cluster_run)
         return _exit_code(cluster_run.ok)
@@ -349,6 +358,12 @@ def _add_demo(commands: Subparsers) -> None:
     where.add_argument("--store", type=Path, metavar="DIR", help="a local store directory")
     demo.add_argument("--voters", type=positive, metavar="N", help=f"new voters in a cluster demo ({DEFAULT_VOTERS})")
     demo.add_argument("--records", type=positive, metavar="N", help=f"records to append to a store ({DEFAULT_RECORDS})")
+    demo.add_argument(
+        "--otp",
+        metavar="CODE",
+        help=f"with --cluster, the admin's one-time code or recovery code once it has a second factor (default: "
+        f"${OTP_ENV}; asked on a terminal when a node wants one)",
+    )
     # A lower difficulty is for tests only: it applies to new ledgers and weakens the demo.
     demo.add_argument("--difficulty", type=difficulty, default=DEFAULT_DIFFICULTY, help=argparse.SUPPRESS)
 

@@ -383,7 +383,13 @@ def _domain(chain: ChainReadBack, kind: type[_D]) -> _D:
 class ClusterDemo:
     """One run against a running cluster, as its admin: one pinned session per ingest node."""
 
-    def __init__(self, config: ClusterConfig, difficulty: int) -> None:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        difficulty: int,
+        otp: str | None = None,
+        ask: Callable[[], str] | None = None,
+    ) -> None:
         self.config = config
         self.difficulty = difficulty
         self.limits = config.settings.limits
@@ -399,6 +405,7 @@ class ClusterDemo:
             )
             self.clients[node.name] = client
             self.sessions[node.name] = Session(config, node, client, pinned=True)
+        share_second_factor(list(self.sessions.values()), otp, ask)
         self.notes: list[str] = []
         self.homes: dict[str, str] = {}  # ledger -> its home, once a handover made it another than the file's
 
@@ -755,8 +762,28 @@ def _verifier_view(
     return VerifierView(name, list(status.get("open_alerts", [])), len(copies), swept, checked)
 
 
+def share_second_factor(sessions: Sequence[Session], otp: str | None, ask: Callable[[], str] | None) -> None:
+    """The admin's one-time code ``otp`` for every session: traded on the first for a
+    second-factor session (PROTOCOL 16.5), which any ingest node takes, since a code works once
+    and the demo sends admin commands to every home. No code: a node that wants one asks
+    (``ask``), or its refusal says how to give one."""
+    if not sessions:
+        return
+    first, *rest = sessions
+    first.second_factor(otp, ask)
+    if otp is not None:
+        first.second_factor_session()
+    for session in rest:
+        session.second_factor(first.otp if otp is not None else None, ask)
+
+
 def run_cluster_demo(
-    config_path: Path, voters: int, difficulty: int, say: Callable[[str], None] = print
+    config_path: Path,
+    voters: int,
+    difficulty: int,
+    say: Callable[[str], None] = print,
+    otp: str | None = None,
+    ask: Callable[[], str] | None = None,
 ) -> ClusterDemoRun:
-    with ClusterDemo(load_cluster(config_path), difficulty) as demo:
+    with ClusterDemo(load_cluster(config_path), difficulty, otp, ask) as demo:
         return demo.run(voters, say)

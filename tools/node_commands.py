@@ -116,7 +116,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     else:
         for what, entries in (("created", made), ("kept   ", kept)):
             for entry in entries:
-                public = f"  public {entry['public']}" if entry["public"] else "  (secret, 0600)"
+                # A Redis password or the ACL file is a secret too: "secret", what it is, never "public".
+                kind = f"{entry['secret']}, " if entry.get("secret") else ""
+                public = f"  public {entry['public']}" if entry["public"] else f"  (secret {kind}0600)"
                 print(f"{what} {directory / entry['file']}{public}")
         for name, done in (bundles or {}).items():
             print(f"bundle  {args.bundles / name}  {len(done.files)} files: what {name} alone reads")
@@ -173,9 +175,9 @@ def ensure_cluster_keys(
         )
         for user in [*redis_acl.users(nodes), *(redis_acl.SERVER_USERS if servers else ())]:
             path = redis_acl.password_path(directory, user)
-            entry = {"name": user, "file": str(path), "public": "Redis password (0600)"}
+            entry = {"name": user, "file": str(path), "public": "", "secret": "Redis password"}
             (made if user in written else kept).append(entry)
-        made.append({"name": "redis-acl", "file": str(written["acl"]), "public": "Redis ACL file (0600)"})
+        made.append({"name": "redis-acl", "file": str(written["acl"]), "public": "", "secret": "Redis ACL file"})
     seal_path = config.second_factor_key_path()
     entry = {"name": seal_path.name, "file": seal_path.name, "public": ""}
     try:

@@ -10,7 +10,9 @@ ingest-2. Real node processes, a real redis-server; the attacker uses plain Redi
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,5 +199,30 @@ def test_a_node_no_holder_answers_admits_no_account_and_says_so_until_one_does(
         _unforge(redis_as_attacker, "mallory", mallory.public)
         if not cluster.node("replica-1").running():
             cluster.start_node("replica-1", timeout=DEADLINE)
+        cluster.start_node("ingest-1", timeout=DEADLINE)
+        cluster.wait_ready("ingest-2", DEADLINE)
+
+
+def test_a_node_whose_key_rotated_proves_the_holders_copy_with_its_new_key(
+    cluster: LocalCluster,
+    redis_as_attacker: Any,  # noqa: F811
+) -> None:
+    """Outsider o18 F1, the same mistake here: before it read its key history (the admin ledger
+    it is proving), ingest-2 asked the holders with its replaced key, which every node refuses
+    once the window ended: nobody answered and it admitted no account. Last in the module: it
+    leaves ingest-2 on its new key."""
+    _replica_caught_up(cluster)
+    common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
+    rotated = json.loads(cluster.cli("key", "rotate", "ingest-2", "--window", "2", "--json", *common).stdout)
+    wait_until(lambda: time.time() * 1000 > rotated["until"] + 500, 10, "the window's end")
+    cluster.node("ingest-2").public_key = rotated["curve"]  # the test's clients reach it with its new key
+    cluster._admins.pop("ingest-2", None)
+    assert cluster.stop_node("ingest-1") == 0  # replica-1 alone holds the admin ledger
+    assert cluster.stop_node("ingest-2") == 0
+    redis_as_attacker.delete(NOTE, RECORDS)
+    try:
+        _start_without_copy(cluster, "ingest-2")
+        wait_until(lambda: _answers(cluster, ADMIN, "ingest-2"), DEADLINE, "replica-1's copy proven on ingest-2")
+    finally:
         cluster.start_node("ingest-1", timeout=DEADLINE)
         cluster.wait_ready("ingest-2", DEADLINE)

@@ -309,3 +309,31 @@ def test_a_stream_whose_tail_is_not_the_home_s_records_is_rewritten_not_appended
     # main: the store's records were appended after the fork's two: a stream no link joins.
     assert wait_until(streamed, WAIT, "the stream holds the home's records") == honest
     assert "not this node's record: rewriting it from the store" in cluster.log_text(HOME)
+
+
+def test_a_home_whose_curve_key_rotated_is_answered_at_start_and_heals_a_put_back_store(start_cluster: Any) -> None:
+    # Outsider o18 F1: after the window the start check asked with the replaced key, which every
+    # node refuses; nobody answered and a store put back while Redis lost its data forked.
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 5)
+    common = ["--config", str(cluster.config_path), "--key", str(cluster.directory / "keys" / "admin.key_secret")]
+    rotated = json.loads(cluster.cli("key", "rotate", HOME, "--window", "2", "--json", *common).stdout)
+    wait_until(lambda: time.time() * 1000 > rotated["until"] + 500, 10, "the window's end")
+    # The test's clients reach the home with its new key from now on (the client library reads the key directory).
+    cluster.node(HOME).public_key = rotated["curve"]
+    cluster._admins.pop(HOME, None)
+    copy = _backup(cluster)
+    log = cluster.log_text(HOME).rsplit("--- start", 1)[-1]
+    assert "no other node answered" not in log, log[-2000:]
+    assert re.search(r"start check of \d+ ledgers: 2 of 2 nodes answered", log), log[-2000:]
+    put(cluster, 5, phase="after the copy")
+    total = size(cluster)
+    wait_cosigned(cluster, cluster.replica_names, total)
+    honest = list(cluster.admin().records(LEDGER))
+
+    _put_back(cluster, copy, lose_redis=True)
+    cluster.start_node(HOME)
+    assert size(cluster) == total
+    assert list(cluster.admin().records(LEDGER)) == honest
+    assert f"{LEDGER} healed to {total} records from replica-" in cluster.log_text(HOME)

@@ -581,6 +581,25 @@ def test_a_checkpoint_of_another_tree_at_a_held_size_is_evidence_against_the_hom
     assert replica.verified[-1] == signed(chain[2])  # and a witness may cosign it
 
 
+def test_a_forged_note_one_size_ahead_gives_way_to_the_home_s_true_note_of_that_size(
+    make_replica: MakeReplica, chain: list[Record]
+) -> None:
+    # Outsider o18 F3: with the home's key, a note of the next size with another root, taken first,
+    # kept the follower waiting on it ("no checkpoint covers height N yet") until the next write.
+    replica = make_replica(MemorySource("redis", {LEDGER: chain}))
+    held_up_to(replica, chain, 4)
+    lie = HomeSigner(CLUSTER, HOME_KEY.seed).sign(LEDGER, 7, b"\x42" * 32)
+    replica.follower.receive([heads(lie, sender=PEER)])
+    replica.follower.receive([live(chain[5]), live(chain[6])])
+    assert replica.heights() == list(range(5))  # nothing vouches for 5 and 6 yet
+    replica.follower.receive([heads(signed(chain[6]))])  # the home's true note of size 7
+    assert replica.heights() == list(range(7))
+    assert replica.follower.checkpoint_of(LEDGER) == signed(chain[6])
+    # Two notes of one size signed with the home's key: the one its tree does not have is evidence.
+    assert [(a.height, a.what) for a in replica.alerts] == [(6, "equivocation")]
+    assert lie.note in [c.note for c in replica.store.checkpoints.all(LEDGER, EVIDENCE)]
+
+
 # --- no source is trusted --------------------------------------------------------------------------
 
 

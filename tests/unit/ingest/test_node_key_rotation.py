@@ -16,7 +16,7 @@ from vledger.broker.redis_server import free_port
 from vledger.config.cluster import NodeConfig
 from vledger.config.settings import BrokerSettings
 from vledger.ingest.members import now_ms
-from vledger.ingest.node_key_rotation import ClientKeys, RotatingKeys, serving_generations
+from vledger.ingest.node_key_rotation import ClientKeys, RotatingKeys, serving_generations, start_keys
 from vledger.ingest.outbox_process import FeedProxy, FeedPusher
 from vledger.node.node_key_rotation import KeyHistory, key_histories
 
@@ -46,6 +46,23 @@ def test_a_node_restarted_after_two_rotations_serves_the_newest_on_its_endpoint(
 # --- the feed and the node's client key, on real CURVE sockets ----------------------------------
 
 DEADLINE = 10.0
+
+
+def test_the_start_check_asks_with_the_newest_key_generation_on_disk_then_the_one_before(tmp_path: Path) -> None:
+    # Outsider o18 F1: it asked with generation 0, which the others refuse once a window ended.
+    first = generate(tmp_path, "ingest-1")
+    assert start_keys(tmp_path, "ingest-1", None, first) == [first]
+    one = generate(tmp_path, "ingest-1@1")
+    assert [k.public for k in start_keys(tmp_path, "ingest-1", None, first)] == [one.public, first.public]
+    two = generate(tmp_path, "ingest-1@2")
+    assert [k.public for k in start_keys(tmp_path, "ingest-1", None, first)] == [two.public, one.public]
+    (tmp_path / "ingest-1@2.key_secret").write_text("junk")  # unreadable: the one before alone
+    assert [k.public for k in start_keys(tmp_path, "ingest-1", None, first)] == [one.public]
+    # The node's client keys: the disk's guess until it read its key history, then the one in force.
+    own = ClientKeys("ingest-1", tmp_path, None, first)
+    assert [k.public for k in own.candidates()] == [one.public]
+    own.update(_history("ingest-1", first, one, now_ms() - 1))
+    assert own.candidates() == [own.current] and own.current.public == one.public
 
 
 def _feed_node(tmp_path: Path) -> tuple[NodeConfig, Path]:

@@ -17,7 +17,7 @@ from vledger.node.rules.engine import RulesEngine
 from vledger.node.rules.resources import ResourcesState
 from vledger.node.rules.votes import ElectionState, electronic_id
 from vledger.node.sealed import seal
-from vledger.tools import cli
+from vledger.tools import cli, cluster_demo
 from vledger.tools.cluster_demo import (
     ELECTION,
     LEDGERS,
@@ -29,6 +29,7 @@ from vledger.tools.cluster_demo import (
     next_voter_numbers,
     plan_batch,
     plan_voters,
+    share_second_factor,
 )
 from vledger.tools.demo import CHOICES
 from vledger.tools.progress import Progress
@@ -182,3 +183,49 @@ def test_progress_off_a_terminal_can_write_plain_lines() -> None:
         "records [########################] 4/4 (0.2/s, ETA 0:00)",  # at close
     ]
     assert "\r" not in stream.getvalue()
+
+
+# --- the admin's second factor (outsider o18 F4) -------------------------------------------
+
+
+def test_demo_takes_otp_from_the_flag_or_vledger_otp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    given: list[str | None] = []
+
+    class Ran:
+        ok = True
+
+    def fake_run(path: Path, voters: int, difficulty: int, say: object, otp: str | None = None, **_: object) -> Ran:
+        given.append(otp)
+        return Ran()
+
+    monkeypatch.setattr(cluster_demo, "run_cluster_demo", fake_run)
+    monkeypatch.setattr(cli, "print_cluster_demo", lambda run: None)
+    config = tmp_path / "cluster.toml"
+    config.write_text("")
+    monkeypatch.delenv("VLEDGER_OTP", raising=False)
+    assert cli.main(["demo", "--cluster", str(config), "--otp", "123456"]) == 0
+    monkeypatch.setenv("VLEDGER_OTP", "654321")
+    assert cli.main(["demo", "--cluster", str(config)]) == 0
+    assert given == ["123456", "654321"]
+
+
+def test_one_code_is_traded_for_a_session_every_ingest_node_takes() -> None:
+    class FakeSession:
+        def __init__(self) -> None:
+            self.otp: str | None = None
+            self.traded = 0
+
+        def second_factor(self, otp: str | None, ask: object) -> None:
+            self.otp = otp
+
+        def second_factor_session(self) -> None:
+            self.traded += 1
+            self.otp = "session-token"
+
+    sessions = [FakeSession(), FakeSession()]
+    share_second_factor(sessions, "123456", None)  # type: ignore[arg-type]
+    assert [s.otp for s in sessions] == ["session-token", "session-token"]
+    assert [s.traded for s in sessions] == [1, 0]  # a code works once: only the first node sees it
+    untouched = [FakeSession()]
+    share_second_factor(untouched, None, None)  # type: ignore[arg-type]
+    assert untouched[0].otp is None and untouched[0].traded == 0

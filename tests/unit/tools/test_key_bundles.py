@@ -155,3 +155,17 @@ def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "redis/vledger-gateway.redis_password" in shown["bundles"]["gateway"]["files"]
     assert cli.main(["keygen", "--bundles", str(out), "replica-9"]) == 2
     assert "--bundles needs --cluster" in capsys.readouterr().err
+
+
+def test_keygen_labels_redis_passwords_and_the_acl_file_secret_never_public(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Outsider o18 F8: "public Redis password (0600)" on a secret.
+    assert cli.main(["keygen", "--cluster", str(cluster_file(tmp_path, "redis://127.0.0.1:6379/0"))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    redis_lines = [
+        line for line in lines if ".redis_password" in line or line.rstrip().endswith("(0600)") or ".acl" in line
+    ]
+    assert redis_lines and all("public" not in line and "secret" in line for line in redis_lines), lines
+    assert all(" public " in line for line in lines if line.split()[1].endswith(".key")), lines
+    assert all(line.startswith(("created ", "kept ")) for line in lines), lines
