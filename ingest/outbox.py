@@ -151,7 +151,7 @@ class Outbox:
         self._queue: collections.deque[tuple[Sequence[Record | Row], int, list[SignedCheckpoint]]] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        # Ends the wait for the gap before a pass: set by stop, and when a pass is wanted now (_urgent).
+        # Ends the wait for the gap before a pass: set by stop, and when the gap is made shorter (_gap_end).
         self._nudge = threading.Event()
         self._thread: threading.Thread | None = None
         self._reported: dict[str, int] = {}  # ledger -> the height Redis knows this node holds
@@ -313,17 +313,12 @@ class Outbox:
             # A pass costs Redis round trips, a publish and a signature, whatever it carries: a
             # lone writer's puts wait for the next pass together instead of one pass each (their
             # acknowledgements do not wait for it, and the pass competes with them for the CPU).
-            # The gap is waited first, on _nudge (stop, or a pass wanted now: _urgent): a put
+            # The gap is waited first, on _nudge (stop, or a gap made shorter: _gap_end): a put
             # committed meanwhile (committed) sets _wake and wakes no thread, where the first put
             # after a pass woke this one only for it to go back to sleep, taking the GIL from the
-            # request loop as that put ended. ``_later`` more while a committing thread may run
-            # the pass itself (OutboxProcess).
-            while (
-                not self._stop.is_set()
-                and not self._urgent()
-                and self._clock() < self._passed_at + self._gap + self._later
-            ):
-                self._nudge.wait(self._passed_at + self._gap + self._later - self._clock())
+            # request loop as that put ended.
+            while not self._stop.is_set() and self._clock() < self._gap_end():
+                self._nudge.wait(self._gap_end() - self._clock())
                 self._nudge.clear()  # then the loop's test again: a nudge set meanwhile is not lost
             due = min(self._due.values(), default=math.inf)
             self._await(max(0.0, min(next_beat, due) - self._clock()))
@@ -358,9 +353,11 @@ class Outbox:
             self.full_said = True
             log.error("outbox: disk full, publishing waits for room; the next heartbeat tries again: %s", error)
 
-    def _urgent(self) -> bool:
-        """Whether a pass is wanted before the gap ends (OutboxProcess: a put's write concern waits for it)."""
-        return False
+    def _gap_end(self) -> float:
+        """When the thread's next pass may begin: ``_later`` past the gap while a committing
+        thread may run the pass itself (OutboxProcess, which also makes it sooner for a put's
+        write concern)."""
+        return self._passed_at + self._gap + self._later
 
     def _await(self, seconds: float) -> None:
         """Wait up to ``seconds`` for work (:meth:`committed` wakes it)."""

@@ -254,13 +254,24 @@ def test_a_put_whose_write_concern_waits_passes_at_once_on_the_committing_thread
         put_alone(home.store)
         before = kept_size(home.store)
         assert before < home.store.size(LEDGER)  # w=0: no pass within the gap
+        passed = home.outbox._passed_at
+        wait_until(lambda: time.monotonic() >= passed + outbox_process.HURRIED_PASS_GAP_SECONDS, "a hurried pass due")
         home.outbox.hurry(LEDGER, home.store.size(LEDGER))  # the next put's height
         put_alone(home.store)
         assert kept_size(home.store) == home.store.size(LEDGER)  # signed and kept before flush returned
         assert home.outbox._hurried == {}
+        hurried_at = home.outbox._passed_at
         wait_until(lambda: streamed(replication) == stored(home.store), "the stream holds the store")
         put_alone(home.store)  # w=0 again: it waits for the gap
         assert kept_size(home.store) == home.store.size(LEDGER) - 1
+        # Hurried again at once: its pass waits HURRIED_PASS_GAP_SECONDS after the last, on the
+        # outbox thread (no later commit comes), not outbox_interval_ms.
+        home.outbox.hurry(LEDGER, home.store.size(LEDGER))
+        put_alone(home.store)
+        assert time.monotonic() < hurried_at + 60  # far from outbox_interval_ms's end
+        wait_until(lambda: kept_size(home.store) == home.store.size(LEDGER), "the hurried pass")
+        assert home.outbox._passed_at >= hurried_at + outbox_process.HURRIED_PASS_GAP_SECONDS
+        assert home.outbox._hurried == {}
     finally:
         home.close()
 
