@@ -70,8 +70,8 @@ class ReplicationSettings:
     # An ingest node's outbox sends at most this often: what a lone writer commits meanwhile goes to
     # Redis and the feed in one round trip, off the request path (0: after every group commit). A
     # follower's relay sends each stored run at once (ingest/replica.py, relay_settings). A put
-    # whose write concern waits (w >= 1) has its pass at once (OutboxProcess.hurry), so the
-    # interval delays only w=0 records, by up to itself: replication lag (figure 5a, <= 50 ms).
+    # whose write concern waits (w >= 1) has its pass 5 ms after the last at most (OutboxProcess.hurry:
+    # at once for a lone writer), so the interval delays only w=0 records: replication lag (5a).
     # 5 -> 10 (p37; p27 and p36 measured it): a lone writer's node ~70 us CPU a put less (half
     # the passes, each ~290 us: a checkpoint signed, its row kept, the heights piped), p50 ~0.1 ms
     # less at load; bench/lone_put_ab.py, and `bench --only lag` for the lag, p37's commit.
