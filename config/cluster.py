@@ -69,11 +69,13 @@ class ReplicationSettings:
     checkpoint_interval_ms: int = 0  # a home signs each ledger at most this often (0: after every batch)
     # An ingest node's outbox sends at most this often: what a lone writer commits meanwhile goes to
     # Redis and the feed in one round trip, off the request path (0: after every group commit). A
-    # follower's relay sends each stored run at once (ingest/replica.py, relay_settings). 10 was
-    # tried: a lone writer's put p50 30-60 us less and its node ~70 us CPU a put less (fewer passes,
-    # each a checkpoint signed and handed to the next commit), but every record waits up to 5 ms
-    # more for its pass, which is replication lag (figure 5a): kept at 5 (/tmp/p27 A/B, p27).
-    outbox_interval_ms: int = 5
+    # follower's relay sends each stored run at once (ingest/replica.py, relay_settings). A put
+    # whose write concern waits (w >= 1) has its pass 5 ms after the last at most (OutboxProcess.hurry:
+    # at once for a lone writer), so the interval delays only w=0 records: replication lag (5a).
+    # 5 -> 10 (p37; p27 and p36 measured it): a lone writer's node ~70 us CPU a put less (half
+    # the passes, each ~290 us: a checkpoint signed, its row kept, the heights piped), p50 ~0.1 ms
+    # less at load; bench/lone_put_ab.py, and `bench --only lag` for the lag, p37's commit.
+    outbox_interval_ms: int = 10
     # Records per XRANGE or range request when catching up (a range request is also capped by
     # the node's page_size), and per chunk the outbox ships. 3000 was tried: no gain on a quiet
     # machine (`bench --only catchup`, 3 interleaved pairs: 30.3k/32.5k/33.4k rec/s against

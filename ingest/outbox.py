@@ -151,6 +151,8 @@ class Outbox:
         self._queue: collections.deque[tuple[Sequence[Record | Row], int, list[SignedCheckpoint]]] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        # Ends the wait for the gap before a pass: set by stop, and when the gap is made shorter (_gap_end).
+        self._nudge = threading.Event()
         self._thread: threading.Thread | None = None
         self._reported: dict[str, int] = {}  # ledger -> the height Redis knows this node holds
         # ledger -> the highest height this outbox put in the stream itself (appended or filled
@@ -285,6 +287,7 @@ class Outbox:
     def stop(self) -> None:
         """Publish what is queued, then stop."""
         self._stop.set()
+        self._nudge.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
@@ -310,12 +313,13 @@ class Outbox:
             # A pass costs Redis round trips, a publish and a signature, whatever it carries: a
             # lone writer's puts wait for the next pass together instead of one pass each (their
             # acknowledgements do not wait for it, and the pass competes with them for the CPU).
-            # The gap is waited first, on _stop: a put committed meanwhile (committed) sets _wake
-            # and wakes no thread, where the first put after a pass woke this one only for it
-            # to go back to sleep, taking the GIL from the request loop as that put ended.
-            # ``_later`` more while a committing thread may run the pass itself (OutboxProcess).
-            while not self._stop.is_set() and self._clock() < self._passed_at + self._gap + self._later:
-                self._stop.wait(self._passed_at + self._gap + self._later - self._clock())
+            # The gap is waited first, on _nudge (stop, or a gap made shorter: _gap_end): a put
+            # committed meanwhile (committed) sets _wake and wakes no thread, where the first put
+            # after a pass woke this one only for it to go back to sleep, taking the GIL from the
+            # request loop as that put ended.
+            while not self._stop.is_set() and self._clock() < self._gap_end():
+                self._nudge.wait(self._gap_end() - self._clock())
+                self._nudge.clear()  # then the loop's test again: a nudge set meanwhile is not lost
             due = min(self._due.values(), default=math.inf)
             self._await(max(0.0, min(next_beat, due) - self._clock()))
             with self._pass_lock:
@@ -348,6 +352,12 @@ class Outbox:
         elif not self.full_said:
             self.full_said = True
             log.error("outbox: disk full, publishing waits for room; the next heartbeat tries again: %s", error)
+
+    def _gap_end(self) -> float:
+        """When the thread's next pass may begin: ``_later`` past the gap while a committing
+        thread may run the pass itself (OutboxProcess, which also makes it sooner for a put's
+        write concern)."""
+        return self._passed_at + self._gap + self._later
 
     def _await(self, seconds: float) -> None:
         """Wait up to ``seconds`` for work (:meth:`committed` wakes it)."""

@@ -311,6 +311,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             owns=lambda ledger: homes.home_of(ledger).name == name,
             handed_over=functools.partial(handed_over, book, name, witnesses=witness_keys_now),
             earlier_epoch=functools.partial(earlier_epoch, book, name),
+            hurry=outbox.hurry,
         )
     )
     # The authenticated socket of the process's one Context, where the ZAP handler runs; closed

@@ -102,8 +102,12 @@ class CosignatureWatch(Worker):
         owns: Callable[[str], bool] = lambda ledger: True,
         handed_over: Callable[[str, bytes], bool] = lambda ledger, note: False,
         earlier_epoch: Callable[[str, bytes, VerifierKey], bool] = lambda ledger, note, key: False,
+        hurry: Callable[[str, int], None] = lambda ledger, height: None,
     ) -> None:
         super().__init__(f"write-concern-{home}")
+        # Asks the outbox for the pass that signs and ships a waiter's record now, not at the end
+        # of outbox_interval_ms (OutboxProcess.hurry): the witnesses cosign only what it ships.
+        self.hurry = hurry
         self.home = home
         self.replication = replication
         self.checkpoints = checkpoints
@@ -134,6 +138,8 @@ class CosignatureWatch(Worker):
             ledger.waiters.append(waiter)
             self._dirty.add(receipt.ledger)
             self._settle(ledger)
+        if not future.done():
+            self.hurry(receipt.ledger, receipt.height)
         return future
 
     def never_met(self, replicas: int) -> str | None:

@@ -223,6 +223,81 @@ def test_a_due_pass_runs_on_the_committing_thread_before_its_appends_are_answere
         home.close()
 
 
+def _quiet_home(
+    short_tmp: Path, redis_server: RedisServer, feed_keys: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> Home:
+    """A home whose passes come only when asked: no heartbeat, no gap's end, no grace, during a test."""
+    monkeypatch.setattr(outbox_process, "INLINE_PASS_GRACE_SECONDS", 3600.0)
+    settings = ReplicationSettings(heartbeat_ms=600_000, outbox_interval_ms=600_000, catch_up_batch=16)
+    home = Home(short_tmp / "store", redis_server, feed_keys, settings)
+    # The start's pass (it signs the head and syncs Redis) is over before the test begins.
+    wait_until(lambda: home.outbox._passed_at > 0 and not home.outbox._pass_lock.locked(), "the first pass")
+    return home
+
+
+def kept_size(store: ChainStore) -> int:
+    kept = store.checkpoints.latest(LEDGER, SIGNED)
+    return kept.size if kept is not None else 0
+
+
+def test_a_put_whose_write_concern_waits_passes_at_once_on_the_committing_thread(
+    short_tmp: Path, redis_server: RedisServer, redis_client: Any, feed_keys: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within the gap a lone writer's w=0 put waits for the next pass; one whose write concern
+    waits (CosignatureWatch.wait calls hurry from its answer's callback, before on_commit) has its
+    pass on its own thread before flush returns, and its records reach the stream without the
+    gap's end: a longer outbox_interval_ms never makes a w >= 1 put wait longer."""
+    home = _quiet_home(short_tmp, redis_server, feed_keys, monkeypatch)
+    try:
+        replication = ReplicationLedger(redis_client)
+        append(home.store, 1)  # the genesis
+        put_alone(home.store)
+        before = kept_size(home.store)
+        assert before < home.store.size(LEDGER)  # w=0: no pass within the gap
+        passed = home.outbox._passed_at
+        wait_until(lambda: time.monotonic() >= passed + outbox_process.HURRIED_PASS_GAP_SECONDS, "a hurried pass due")
+        home.outbox.hurry(LEDGER, home.store.size(LEDGER))  # the next put's height
+        put_alone(home.store)
+        assert kept_size(home.store) == home.store.size(LEDGER)  # signed and kept before flush returned
+        assert home.outbox._hurried == {}
+        hurried_at = home.outbox._passed_at
+        wait_until(lambda: streamed(replication) == stored(home.store), "the stream holds the store")
+        put_alone(home.store)  # w=0 again: it waits for the gap
+        assert kept_size(home.store) == home.store.size(LEDGER) - 1
+        # Hurried again at once: its pass waits HURRIED_PASS_GAP_SECONDS after the last, on the
+        # outbox thread (no later commit comes), not outbox_interval_ms.
+        home.outbox.hurry(LEDGER, home.store.size(LEDGER))
+        put_alone(home.store)
+        assert time.monotonic() < hurried_at + 60  # far from outbox_interval_ms's end
+        wait_until(lambda: kept_size(home.store) == home.store.size(LEDGER), "the hurried pass")
+        assert home.outbox._passed_at >= hurried_at + outbox_process.HURRIED_PASS_GAP_SECONDS
+        assert home.outbox._hurried == {}
+    finally:
+        home.close()
+
+
+def test_a_hurry_after_its_commit_wakes_the_outbox_thread_and_one_passed_already_asks_nothing(
+    short_tmp: Path, redis_server: RedisServer, redis_client: Any, feed_keys: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's committer thread runs on_commit before its answers (a large round): the
+    hurry then comes after the heights were noted, and the outbox thread passes at once."""
+    home = _quiet_home(short_tmp, redis_server, feed_keys, monkeypatch)
+    try:
+        append(home.store, 30)  # woken committer: on_commit, then the answers
+        head = home.store.size(LEDGER) - 1
+        assert kept_size(home.store) <= head
+        home.outbox.hurry(LEDGER, head)
+        wait_until(lambda: kept_size(home.store) == head + 1, "the outbox thread's pass")
+        assert home.outbox._hurried == {}
+        passed = home.outbox._passed_at
+        home.outbox.hurry(LEDGER, head)  # handed over already: no pass for it
+        home.outbox.hurry(LEDGER, 3)
+        assert home.outbox._hurried == {}
+        assert home.outbox._passed_at == passed
+    finally:
+        home.close()
+
+
 def test_the_outbox_process_runs_nicer_than_its_node(home: Home, redis_client: Any) -> None:
     """Its passes must not take the core from the node's request thread (OUTBOX_NICENESS)."""
     replication = ReplicationLedger(redis_client)

@@ -146,6 +146,22 @@ def test_cosignatures_made_before_the_wait_count_at_once(
     ]
 
 
+def test_a_waiter_asks_the_outbox_for_its_pass_at_once(
+    repl: ReplicationLedger, kept: CheckpointLog, alerts: list[Alert]
+) -> None:
+    """The witnesses cosign only what the home's outbox ships, once an outbox_interval_ms: a put
+    with w >= 1 has its pass now (OutboxProcess.hurry), not at the end of the interval."""
+    hurried: list[tuple[str, int]] = []
+    watch = make_watch(repl, kept, alerts, hurry=lambda ledger, height: hurried.append((ledger, height))).start()
+    try:
+        future = watch.wait(receipt(5), replicas=1, timeout_ms=10_000)
+        assert hurried == [(LEDGER, 5)]
+        cosign(repl, "replica-1", signed(kept, 6))
+        assert future.result(timeout=DEADLINE)[1] == ["replica-1"]
+    finally:
+        watch.stop()
+
+
 def test_holder_reports_and_channel_messages_prove_nothing(
     watch: CosignatureWatch, repl: ReplicationLedger, redis_client: Any, alerts: list[Alert]
 ) -> None:
