@@ -1115,13 +1115,17 @@ class Follower:
     def _vouched(self, checkpoint: SignedCheckpoint) -> None:
         """``checkpoint`` verified and this store has its root at its size: the home vouches for
         this copy up to there, so its own faults below are gone. A rival note of a size it now
-        holds is held against its tree (:meth:`_take_checkpoint`)."""
+        holds is judged as one it holds: its epoch, then its tree (:meth:`_take_checkpoint`)."""
         state = self._state(checkpoint.ledger)
         state.vouched = checkpoint
         self._resolve(checkpoint.ledger, BY_COPY, checkpoint.height)
         for size in sorted(s for s in state.rivals if s <= checkpoint.size):
             rival, source = state.rivals.pop(size)
-            self._compare_held(rival, source)
+            # As any note of a size the store holds: its epoch first (10.7). A fenced home's note
+            # held against the tree without it found no proof of the same epoch and blamed the
+            # copy, which then stored no more of the ledger (review r28).
+            if self._of_stored_epochs(rival, source):
+                self._compare_held(rival, source)
         self.on_verified(checkpoint)
 
     def _check_duplicate(self, state: _Ledger, record: FeedRecord) -> None:

@@ -765,16 +765,18 @@ def _verifier_view(
 def share_second_factor(sessions: Sequence[Session], otp: str | None, ask: Callable[[], str] | None) -> None:
     """The admin's one-time code ``otp`` for every session: traded on the first for a
     second-factor session (PROTOCOL 16.5), which any ingest node takes, since a code works once
-    and the demo sends admin commands to every home. No code: a node that wants one asks
-    (``ask``), or its refusal says how to give one."""
+    and the demo sends admin commands to every home. No code: the first node that wants one
+    asks (``ask``) and it is traded the same way, or its refusal says how to give one."""
     if not sessions:
         return
     first, *rest = sessions
     first.second_factor(otp, ask)
-    if otp is not None:
+    if otp is not None or ask is not None:
+        # A code typed on the terminal too: kept as the code, the next admin command would send
+        # it used up, a guess counted against the admin each time (five lock it out: review r28).
         first.second_factor_session()
     for session in rest:
-        session.second_factor(first.otp if otp is not None else None, ask)
+        session.second_factor(first.otp, ask)
 
 
 def run_cluster_demo(
