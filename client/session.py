@@ -193,6 +193,7 @@ class Reader:
         self._rules: dict[str, LedgerRules] = {}
         self.otp: str | None = None  # the admin's one-time code, sent with each request
         self.ask_otp: Callable[[], str] | None = None  # where to get another one (a terminal)
+        self._in_session = False  # the code was traded for a session: trade a new one too
         self._admin_copy: tuple[int, NodeKeys | None] | None = None  # (admin checkpoint size, its evidence)
         self._epoch_homes: dict[str, set[str]] = {}  # ledger -> the homes of its epochs proven so far (10.9)
 
@@ -224,7 +225,7 @@ class Reader:
             raise
         token = result.get("session")
         if isinstance(token, str):
-            self.otp = token
+            self.otp, self._in_session = token, True
 
     def call(self, cmd: str, args: dict[str, Any] | None = None, *, node: NodeAddress | None = None) -> dict[str, Any]:
         """One request's result map; raises RemoteError for a refusal. An admin command refused
@@ -239,6 +240,12 @@ class Reader:
             if e.code not in SECOND_FACTOR_CODES or self.ask_otp is None:
                 raise
             self.otp = self.ask_otp()
+            if self._in_session:
+                # The session ran out: the typed code opens another, else it would be sent again
+                # with each later command, used up, each refusal a guess counted (review r28).
+                token = self.client.call("totp.session", {"otp": self.otp}, node=node).get("session")
+                if isinstance(token, str):
+                    self.otp = token
             result = self.client.call(cmd, {**sent, "otp": self.otp}, node=node)
         if not isinstance(result, dict):
             raise NodeUnavailableError(f"{cmd}: the node's result is not a map")

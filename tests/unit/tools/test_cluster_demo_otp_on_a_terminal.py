@@ -78,3 +78,24 @@ def test_demo_on_a_terminal_asks_one_code_and_burns_no_guess(commands: int) -> N
     assert all(len(node.done) == commands for node in nodes)
     assert gate.failures == 0, "the demo sent a used code: each one a guess counted against the admin"
     assert len(asked) == 1, f"{len(asked)} codes asked of the admin for one demo run"
+
+
+def test_a_session_that_ran_out_is_opened_again_with_the_one_code_typed() -> None:
+    # Review r28: a verb's session expired (two minutes), the code typed then was kept as the
+    # code and sent again with each later command: used up, refused, each refusal a guess.
+    gate = Gate()
+    reader = Reader(Node(gate))  # type: ignore[arg-type]
+    asked: list[str] = []
+
+    def ask() -> str:
+        asked.append(gate.next_code())
+        return asked[-1]
+
+    reader.second_factor(ask(), ask)
+    reader.second_factor_session()
+    reader.call("account.add", {})
+    gate.sessions.clear()  # the session ran out
+    for _ in range(totp.MAX_CODE_FAILURES + 2):
+        reader.call("account.add", {})
+    assert gate.failures == 0, "a used code was sent again: each one a guess counted against the admin"
+    assert len(asked) == 2  # the first code, and one when the session ran out
