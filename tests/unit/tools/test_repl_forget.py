@@ -146,3 +146,35 @@ def test_forgetting_a_node_leaves_the_operator_s_evidence_against_it_open(
     code, _, err = run(capsys, "repl", "forget", REMOVED, "--config", config, "--json")
     assert code == 0, err
     assert [e["key"] for e in ReplicationLedger(redis_client).open_entries()] == [f"{REMOVED}|{ZAKAT}|equivocation"]
+
+
+def test_forgetting_a_witness_keeps_the_evidence_it_raised_itself_open(
+    capsys: pytest.CaptureFixture[str], config: Path, redis_client: Any
+) -> None:
+    """An `equivocation` alert's `node` is the witness that holds the evidence (PROTOCOL 10.5),
+    so it lives in the witness's own hash; a forget is no resolve of it (10.10): it stays open,
+    while the witness's own state (`lagging`) goes."""
+    witness = ReplicationLedger(redis_client, node=REMOVED)
+    witness.alert(Alert(REMOVED, ZAKAT, 3, "equivocation", "two roots at 3", source="ingest-1"))
+    witness.alert(Alert(REMOVED, ZAKAT, 5, "lagging", "behind"))
+    code, out, err = run(capsys, "repl", "forget", REMOVED, "--config", config, "--json")
+    assert code == EXIT_OK, err
+    open_keys = [e["key"] for e in ReplicationLedger(redis_client).open_entries()]
+    assert f"{REMOVED}|{ZAKAT}|equivocation" in open_keys, (open_keys, json.loads(out))
+    assert f"{REMOVED}|{ZAKAT}|lagging" not in open_keys
+
+
+def test_forgetting_a_witness_whose_hash_holds_a_field_of_no_text(
+    capsys: pytest.CaptureFixture[str], config: Path, redis_client: Any
+) -> None:
+    """The hash is the witness's own Redis user's to write, and a witness is often taken out
+    because it misbehaves: a field name that is no UTF-8 is no alert and goes, and the forget
+    still keeps the evidence open (it died with a UnicodeDecodeError, nothing deleted)."""
+    witness = ReplicationLedger(redis_client, node=REMOVED)
+    witness.alert(Alert(REMOVED, ZAKAT, 3, "equivocation", "two roots at 3", source="ingest-1"))
+    redis_client.hset(witness.open_alerts_key_of(REMOVED), b"\xff\xfe|x|lagging", b"{}")
+    code, _out, err = run(capsys, "repl", "forget", REMOVED, "--config", config, "--json")
+    assert code == EXIT_OK, err
+    open_keys = [e["key"] for e in ReplicationLedger(redis_client).open_entries()]
+    assert f"{REMOVED}|{ZAKAT}|equivocation" in open_keys
+    assert redis_client.hlen(witness.open_alerts_key_of(REMOVED)) == 1
