@@ -275,15 +275,27 @@ class Client:
         the client's timeout. A socket has none when every handshake was refused: the endpoints of
         a rotating node (``immediate``), or a node that came back under another key, whose refusal
         ends the connection for good. The wait is ours, by the monotonic clock: libzmq's blocking
-        send waited for ever without a send timeout, and a CI run hung 26 min in one."""
-        deadline = time.monotonic() + self.timeout
+        send waited for ever without a send timeout, and a CI run hung 26 min in one. As a reply
+        (:meth:`_receive_late`), a way not found within LISTEN_CHECK_S is looked into: nothing
+        listening at any endpoint is said then, not at the timeout (a rotated node's socket is
+        ``immediate``: it has no way to a node that is down, review r29)."""
+        started = time.monotonic()
+        deadline = started + self.timeout
+        looked = False
         while (left := deadline - time.monotonic()) > 0:
             connection.socket.poll(max(1, int(min(left, SEND_POLL_S) * 1000)), _POLLOUT)
             try:
                 _send(connection.socket, data, _NOBLOCK)
                 return
             except zmq.Again:
-                continue
+                pass
+            if not looked and time.monotonic() - started >= LISTEN_CHECK_S:
+                looked = True
+                waited = f"{node.endpoint}: no way to the node within {LISTEN_CHECK_S:g} s"
+                down = _silent(node, waited, deadline - time.monotonic())
+                if down.listening is False:
+                    self._forget(connection)
+                    raise down
         self._forget(connection)  # a socket without a way to the node stays so
         refused = f"no endpoint of the node accepted its key {node.key[:8]}... within {self.timeout:g} s"
         raise _silent(node, f"{node.endpoint}: {refused}", self.timeout)

@@ -204,8 +204,12 @@ class Reader:
 
     def second_factor(self, otp: str | None, ask: Callable[[], str] | None) -> None:
         """The one-time code this verb's requests carry, and where to ask for one when a node
-        refuses without a good one (None: the refusal is the caller's)."""
+        refuses without a good one (None: the refusal is the caller's). A session token given
+        as the code (another Reader's, the demo's; --otp TOKEN) is one too when it runs out: the
+        code typed then opens another, never kept and sent again used up (review r29)."""
         self.otp, self.ask_otp = otp, ask
+        if otp is not None and totp.is_session(otp):
+            self._in_session = True
 
     def second_factor_session(self) -> None:
         """Trade the verb's one-time code for a second-factor session (PROTOCOL 16.5,
@@ -240,9 +244,11 @@ class Reader:
             if e.code not in SECOND_FACTOR_CODES or self.ask_otp is None:
                 raise
             self.otp = self.ask_otp()
-            if self._in_session:
+            if self._in_session and cmd != "totp.session":
                 # The session ran out: the typed code opens another, else it would be sent again
                 # with each later command, used up, each refusal a guess counted (review r28).
+                # Not for totp.session itself, which would then be sent with that session, which
+                # opens none (a shell's second `ledger create`, review r29): the code opens it.
                 token = self.client.call("totp.session", {"otp": self.otp}, node=node).get("session")
                 if isinstance(token, str):
                     self.otp = token
