@@ -106,6 +106,10 @@ class ReplicationSettings:
     # head this often (a count of each ledger's rows: a scan, ~7 ms CPU for 100,000 records).
     cut_check_ms: int = 1000
     hole_check_ms: int = 30_000
+    # A verified checkpoint above a follower's head whose next record no source served for this
+    # long is set aside (PROTOCOL 10.7 "Storing"): the follower serves what its store proves again
+    # (a note the home's stolen key signed past its tree held it behind for ever: outsider o18 F3).
+    unserved_note_ms: int = 30_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

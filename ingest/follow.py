@@ -141,6 +141,11 @@ CATCH_UP_IN_FLIGHT = 4
 PROVING_KINDS = (COSIGNED, IMPORTED_SIGNED, IMPORTED_COSIGNED)
 _HEIGHT_OF: Callable[[tuple[int, bytes]], int] = operator.itemgetter(0)  # a page row's height, in C
 GC_PAUSE_SECONDS = 1.0  # the longest catch-up holds the cyclic collector off (see _CyclicGcPaused)
+# How long catch-ups may find no source serving the height after a ledger's head, toward a
+# verified checkpoint above it, before that checkpoint is set aside (PROTOCOL 10.7 "Storing",
+# [replication] unserved_note_ms): a note the home's stolen key signed past its tree held the
+# copy behind, serving that note, for ever on a quiet ledger (outsider o18 F3).
+UNSERVED_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +214,15 @@ class _Ledger:
     # A waiting checkpoint another note of the home's key of its size replaced, by size, with
     # who sent it: held against the store's tree once the store reaches its size (o18 F3).
     rivals: dict[int, tuple[SignedCheckpoint, str]] = field(default_factory=dict)
+    # Waiting checkpoints no source served the records of for the follower's ``unserved_after``
+    # (their notes): still waiting, so a run that reaches one is stored under it, but no longer
+    # the ledger's target nor its best (what it serves and relays). See Follower._unserved.
+    aside: set[bytes] = field(default_factory=set)
+    # The head at which catch-ups found no source serving the next height, and when (monotonic
+    # seconds) each waiting note above it was first found so there: emptied once a source serves
+    # past the head or the head moves (Follower._unserved).
+    unserved_head: int = -1
+    unserved: dict[bytes, float] = field(default_factory=dict)
     pending: list[Record] = field(default_factory=list)  # verified as a chain after the store's head
     data: list[bytes] = field(default_factory=list)  # the bytes of each pending record, as received
     leaves: list[bytes] = field(default_factory=list)  # the Merkle leaf hash of each pending record
@@ -288,6 +302,8 @@ class Follower:
         checker: PageChecker | None = None,
         witnessed: Callable[[Mapping[str, int]], Mapping[str, tuple[Mapping[str, bytes], int]] | None] | None = None,
         max_held: int = MAX_HELD_RECORDS,
+        unserved_after: float = UNSERVED_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.store = store
@@ -311,6 +327,8 @@ class Follower:
         # signature not) and how many witnesses make a quorum; None: unknown now (Redis down).
         self.witnessed = witnessed
         self.max_held = max(max_held, 1)  # records of a held run kept in memory (see _pass_over)
+        self.unserved_after = unserved_after  # see _unserved
+        self.clock = clock
         self._fetcher: ThreadPoolExecutor | None = None  # fetches the next catch-up page (made when first needed)
         self.ledgers: dict[str, _Ledger] = {}
         self.caught_up = False  # the start-up catch-up reached every checkpoint heard of
@@ -594,7 +612,51 @@ class Follower:
                 self._head(ledger),
                 self._head(ledger) + 1,
             )
+            self._unserved(ledger, state)
         return False
+
+    def _unserved(self, ledger: str, state: _Ledger) -> None:
+        """A catch-up asked every source and none served the height after the head: a checkpoint
+        waiting above it that catch-ups found so for ``unserved_after`` at one head is set aside
+        (PROTOCOL 10.7 "Storing"). An honest home serves what it signed (it signs only records
+        already durable), so such a note is its stolen key's or a home's gone down since it
+        signed; either way this copy serves and cosigns what its store proves, not a target no
+        source reaches (o18 F3: behind for ever on a quiet ledger, serving the forged note). A
+        note set aside still waits: a run that reaches it is stored under it, and another note
+        of its size replaces it as any rival (then judged against the stored tree)."""
+        if state.pending or state.passed or state.ahead or state.fault is not None or self.stopping():
+            state.unserved.clear()  # a source served something, a hold decides, or a stop cut the ask short
+            return
+        head, now, size = self._head(ledger), self.clock(), self._size(ledger)
+        if state.unserved_head != head:
+            state.unserved.clear()
+            state.unserved_head = head
+        # Each note its own time: a new one (another size, or a rival) is not set aside at once.
+        notes = [c for s, c in sorted(state.waiting.items()) if s > size and c.note not in state.aside]
+        due = [c for c in notes if now - state.unserved.setdefault(c.note, now) >= self.unserved_after]
+        if not due:
+            return
+        state.aside.update(c.note for c in due)
+        state.best = self._proven_best(state)
+        log.warning(
+            "%s: %s: no source served height %d for %.0f s, toward checkpoint(s) of size %s signed with its home's "
+            "key: set aside (the home's key may sign trees it does not serve); this copy serves its checkpoint of "
+            "size %d",
+            self.name,
+            ledger,
+            head + 1,
+            now - min(state.unserved[c.note] for c in due),
+            ", ".join(str(c.size) for c in due),
+            state.best.size if state.best is not None else 0,
+        )
+
+    @staticmethod
+    def _proven_best(state: _Ledger) -> SignedCheckpoint | None:
+        """The largest checkpoint that is not set aside: one waiting, or the last the store proved."""
+        kept = [c for c in state.waiting.values() if c.note not in state.aside]
+        if state.vouched is not None:
+            kept.append(state.vouched)
+        return max(kept, key=_size_of, default=None)
 
     def _fetch(self, source: Source, ledger: str, start: int, stop: int, following: _Following | None) -> Page:
         """The page at ``start``: the one being fetched on the fetch thread if it starts there
@@ -840,7 +902,7 @@ class Follower:
         if checkpoint.size == 0:
             return True  # the empty tree: nothing to store, nothing to contradict
         previous = state.best
-        if state.best is None or checkpoint.size > state.best.size:
+        if (state.best is None or checkpoint.size > state.best.size) and checkpoint.note not in state.aside:
             state.best = checkpoint
         if any(checkpoint in run.covered for run in state.storing):
             return True  # its run's commit decides: vouched once stored, waits again if it fails
@@ -1118,6 +1180,8 @@ class Follower:
         holds is judged as one it holds: its epoch, then its tree (:meth:`_take_checkpoint`)."""
         state = self._state(checkpoint.ledger)
         state.vouched = checkpoint
+        if state.best is None or checkpoint.size > state.best.size:
+            state.best = checkpoint  # a note set aside that a run reached after all (_unserved)
         self._resolve(checkpoint.ledger, BY_COPY, checkpoint.height)
         for size in sorted(s for s in state.rivals if s <= checkpoint.size):
             rival, source = state.rivals.pop(size)
@@ -1355,6 +1419,10 @@ class Follower:
         for size in [size for size in state.waiting if size <= base]:
             del state.waiting[size]
             state.heard_from.pop(size, None)
+        if state.aside or state.unserved:  # those no longer waiting (stored under, replaced by a rival, dropped)
+            notes = {c.note for c in state.waiting.values()}
+            state.aside &= notes
+            state.unserved = {note: since for note, since in state.unserved.items() if note in notes}
         if not state.pending and not state.ahead:
             return set()
         if state.pins:

@@ -408,6 +408,7 @@ def _run_follower(
         batch=config.replication.catch_up_batch,
         stopping=runtime.stopping.is_set,
         checker=checker,
+        unserved_after=config.replication.unserved_note_ms / 1000,
         witnessed=WitnessedNotes(
             config.name,
             replication,

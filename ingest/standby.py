@@ -112,6 +112,7 @@ class StandbyFollow:
             on_resolve=lambda keys, upto: resolve_alerts(replication, keys, upto),
             batch=config.replication.catch_up_batch,
             stopping=self.stopping.is_set,
+            unserved_after=config.replication.unserved_note_ms / 1000,
         )
         self.restarts = Restarts(f"{name}: the standby follow")
         self._thread: threading.Thread | None = None

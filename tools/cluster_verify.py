@@ -14,7 +14,7 @@ from typing import Any
 from ..broker.keys import KeyPair, generation_name, key_paths, newest_generation
 from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, numbered, redis_failed
-from ..config.cluster import ClusterConfig, load_cluster
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..ingest.store_sources import Sources
 from .alert_commands import EXIT_ALERTS, EXIT_OK, open_alert_line
 from .args import KEY_ENV
@@ -41,6 +41,8 @@ def verify_cluster(path: Path, as_json: bool, key: Path | None = None, timeout: 
         if keys is not None:
             sources = Sources(config, keys, timeout)
             try:
+                if ledgers:  # every node that may hold a copy, at once: N down cost one timeout, not N
+                    sources.probe(sorted(n.name for n in config.nodes.values() if n.role in HOLDER_ROLES))
                 homes = ((ledger, trusted_home(config, ledger, home)) for ledger, home in ledgers)
                 reports = [r for ledger, home in homes if (r := check_outside(config, repl, sources, ledger, home))]
             finally:
@@ -82,6 +84,8 @@ def trusted_home(config: ClusterConfig, ledger: str, announced: str) -> str:
     configured, standby = config.home_of(ledger).name, config.standby_of(ledger)
     return announced if announced in (configured, standby and standby.name) else configured
 
+
+HOLDER_ROLES = frozenset(("ingest", *FOLLOWER_ROLES))  # who outside_quorum.holders may ask
 
 NO_KEY = f"no key to ask the nodes with (give --key FILE or set ${KEY_ENV}; the key directory holds no node's key)"
 

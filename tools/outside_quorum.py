@@ -265,8 +265,9 @@ def check_outside(
         return report
     report.head = heads[0].checkpoint.size
     try:
-        listed = _listed(sources, nodes, ledger, heads, config.name)
-    except StoreContradictsCheckpointError as e:
+        standby = config.standby_of(ledger)
+        listed = _listed(sources, nodes, ledger, heads, config.name, standby.name if standby is not None else None)
+    except (StoreContradictsCheckpointError, QuorumError) as e:
         report.error = e
         return report
     except ProofError as e:
@@ -293,14 +294,21 @@ PROOF_TRIES = 4  # checkpoints, largest first, a node that holds fewer records i
 
 
 def _listed(
-    sources: Sources, nodes: Sequence[str], ledger: str, heads: Sequence[GatheredCheckpoint], cluster: str
+    sources: Sources,
+    nodes: Sequence[str],
+    ledger: str,
+    heads: Sequence[GatheredCheckpoint],
+    cluster: str,
+    standby: str | None = None,
 ) -> OutsideWitnesses | None:
     """The outside witnesses the genesis lists, as every one of ``nodes`` that proves its genesis
     in one of the largest ``heads`` it holds (a follower behind the newest: in an older one)
     proves it. Raises ProofError naming why each node failed when none proves it, and
     StoreContradictsCheckpointError when two prove different genesis: the first alone would let
     a standby's key (10.9), or a home's, sign a tree whose genesis lists none, and the ledger
-    go unchecked while its home does not answer (review r27)."""
+    go unchecked while its home does not answer (review r27). Raises QuorumError [no_quorum] when
+    ``standby`` alone proves it: its host holds a key that signs the ledger's checkpoints (10.9),
+    so its proof alone is the word of whoever holds that key (r27 F5 rest): nothing is decided."""
     why = []
     proven: dict[str, OutsideWitnesses | None] = {}
     for node in nodes:
@@ -320,6 +328,12 @@ def _listed(
             why.append(f"{node}: holds none of the {min(len(heads), PROOF_TRIES)} largest checkpoints")
     if not proven:
         raise ProofError("; ".join(why) or "no node holds the ledger")
+    if standby is not None and set(proven) == {standby}:
+        raise QuorumError(
+            f"ledger {ledger!r}: its genesis was proven only by its standby {standby}, whose host holds a key that "
+            "signs its checkpoints and could sign a tree of its own: the outside witnesses it lists are not decided "
+            f"until its home, a replica or an observer proves it too ({'; '.join(why) or 'no other node holds it'})"
+        )
     found = list(dict.fromkeys(proven.values()))
     if len(found) > 1:
         said = "; ".join(
