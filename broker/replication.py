@@ -114,6 +114,7 @@ OPERATOR_RESOLVED = frozenset(
         "bad_blob",
         "tally_mismatch",
         "tally_uncompared",
+        "tally_recount",
         ALERTS_DELETED,
     )
 )

@@ -53,7 +53,16 @@ from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_recei
 from ..node.record import Record
 from ..node.rules.votes import check_electronic_id
 from ..node.tally_body import STALE_AFTER_MS, Snapshot
-from ..verifier.tally import AGREE, RECOSIGN_MS, STILL_COUNTING, Verdict, check_published, judge, observer_histories
+from ..verifier.tally import (
+    AGREE,
+    MISMATCH,
+    RECOSIGN_MS,
+    STILL_COUNTING,
+    Verdict,
+    check_published,
+    judge,
+    observer_histories,
+)
 from .anchors_file import read_anchors
 from .http import GatewayConnection
 from .session import Reader, Session, open_session
@@ -643,6 +652,17 @@ class Client:
             verdict = judge(valid, [name for name in sorted(self.trust.observers) if name not in ahead])
             if ahead and verdict.status == AGREE:
                 verdict = Verdict(STILL_COUNTING, verdict.height)
+        # The gateway's word that a verifier's recount contradicts a trusted observer's tally (an
+        # open tally_recount alert, 11.4): unsigned, it can only take an agreement away, never make one.
+        served = shown.get("verdict")
+        recount = served.get("recount") if isinstance(served, dict) else None
+        named = (
+            tuple(sorted({n for n in recount if isinstance(n, str) and n in self.trust.observers}))
+            if isinstance(recount, list)
+            else ()
+        )
+        if named:
+            verdict = Verdict(MISMATCH, verdict.height, tuple(sorted({*verdict.differing, *named})), named)
         return TallyCheck(election, tuple(counts), verdict, ahead, size)
 
     def _verified_size(self, ledger: str) -> int | None:

@@ -109,9 +109,11 @@ from .tally import (
     ahead_observers,
     head_stale,
     observer_keys,
+    open_recounts,
     read_tallies,
     snapshot_fields,
     stale_observers,
+    with_recounts,
 )
 
 log = logging.getLogger(__name__)
@@ -1455,6 +1457,10 @@ class Gateway:
         report = read_tallies(board, ledger, self.observer_keys, histories, pages=LOOK_PAGES, page=LOOK_PAGE)
         if all(t.checked is None for t in report.observers) and ledger not in self.reader.ledgers():
             raise NoSuchLedgerError(f"no ledger {ledger!r} on {self.node.name}")
+        # A verifier's recount that contradicts an observer's tally makes the verdict a mismatch
+        # while its alert is open (o21 F4: one observer's stolen key published invented balances,
+        # and with one observer nothing compared them). Read with the report: cached as long.
+        report = with_recounts(report, open_recounts(self._redis(), self.config, ledger))
         if len(self._tally_reports) > len(self.reader.ledgers()):
             self._tally_reports.clear()  # ledgers gone: never more entries than there are ledgers
         self._tally_reports[ledger] = (at, under, report)

@@ -47,6 +47,7 @@ from .tally import (
     read_tallies,
     signature_failures,
 )
+from .tally_recount import TallyRecount, recount_alert, recount_differs
 from .tally_uncompared import UncomparedClock
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,9 @@ class TallyWatch:
         self._clocks: dict[str, UncomparedClock] = {}
         # ledger -> (the latest ids and key set it was read with, the report): read again once either changes
         self._reports: dict[str, tuple[tuple[object, ...], TallyReport]] = {}
+        # The verifier's own count, each observer's latest tally held against it (o21 F4); the
+        # verifier process sets it once its node readers exist.
+        self.recount: TallyRecount | None = None
 
     def keys(self, max_age_s: float = KEYS_FOR_S) -> tuple[dict[str, VerifyKey | None], Mapping[str, KeyHistory]]:
         """The observers' key files and, for those whose key rotated, their proven generations,
@@ -198,7 +202,22 @@ class TallyWatch:
         verdict = self._clocks.setdefault(ledger, UncomparedClock(self._uncompared_s)).look(report, size, self._clock())
         if report.verdict.status == MISMATCH:
             verdict = mismatch_alert(ledger, report.verdict, report.compared)
-        return [*bad, *([verdict] if verdict is not None else [])]
+        return [*bad, *([verdict] if verdict is not None else []), *self._recounted(ledger, report)]
+
+    def _recounted(self, ledger: str, report: TallyReport) -> list[Alert]:
+        """The ``tally_recount`` alert of each observer whose latest tally the verifier's own count
+        of the same records contradicts (verifier/tally_recount.py; none without a recount)."""
+        if self.recount is None:
+            return []
+        alerts = []
+        for tally in report.observers:
+            snapshot = tally.checked.snapshot if tally.checked is not None else None
+            if snapshot is None:
+                continue
+            recount = self.recount.at(ledger, snapshot.height)
+            if recount is not None and recount_differs(recount, snapshot):
+                alerts.append(recount_alert(tally.observer, recount, snapshot))
+        return alerts
 
     def _confirmed_bad_signatures(self, ledger: str, report: TallyReport) -> tuple[TallyReport, list[Alert]]:
         """``report``, read again if the keys were, and its ``bad_signature`` alerts whose

@@ -202,7 +202,7 @@ def test_signed_tallies_verify_with_the_served_keys(cluster: LocalCluster, elect
         shown = get_json_once_there(f"{gateway}api/ledgers/{ELECTION}/tally")
         # Judged against the checkpoint served as `vledger tally` judges against the head (11.4).
         current = {"checkpoint_size": head + 1, "stale": [], "ahead": [], "behind": False, "head_stale": False}
-        verdict = {"status": "agree", "height": head, "differing": [], **current}
+        verdict = {"status": "agree", "height": head, "differing": [], "recount": [], **current}
         if shown is None or set(shown["verdict"]) != {*verdict, "fresh_ms"}:
             return None
         # A majority of the witnesses vouched for the served checkpoint by now (10.7, 11.4).
