@@ -698,7 +698,7 @@ def test_an_epochs_entry_of_the_same_epoch_or_a_proven_one_refuses_the_promotion
         with pytest.raises(PromotionRefusedError, match="Redis names epoch 2 of 'votes' at ingest-3"):
             promotion.promote(LEDGER, "admin", T0 + 100, store.append)
         redis_client.hset(redis.epochs_key, LEDGER, "3 ingest-3")
-        proof = _witnessed(_checkpoint(handed, STANDBY_SIGNER, ("vledger-epoch 3 ingest-3",)))
+        proof = _witnessed(_checkpoint(handed, HOME_SIGNER, ("vledger-epoch 3 ingest-3",)))
         redis_client.set(redis.epoch_proof_key(LEDGER), proof)
         with pytest.raises(PromotionRefusedError, match="a witnessed note proves epoch 3 of 'votes' at ingest-3"):
             promotion.promote(LEDGER, "admin", T0 + 100, store.append)
@@ -750,3 +750,60 @@ def test_an_old_home_takes_the_handover_the_other_nodes_notes_prove_when_redis_h
         homes._look_at = 0.0  # Redis read again, still empty: the proven epoch stays
         homes.refresh()
         assert homes.home_of(LEDGER).name == STANDBY
+
+
+def test_the_genesis_home_named_standby_fails_back_into_epoch_3_once_the_admin_confirms_its_key(
+    tmp_path: Path, redis_client: Any, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """A failback (10.9): after epoch 2, the cluster file names the old home the standby (and
+    epoch 2's home the home). Its promotion was refused for good: the genesis does not pin its
+    key as standby_key. Epoch 3 signs with the key the genesis pins as checkpoint_key, which is
+    the old home's: it opens epoch 3, once the admin confirms that key was not stolen (it gives
+    that key the pen again)."""
+    handed, _ = chains
+    swapped = cluster_from_mapping(
+        {
+            "cluster": {"name": CLUSTER, "default_home": STANDBY},
+            "nodes": {
+                HOME: {"role": "ingest", "port": 7001, "pub_port": 7101},
+                STANDBY: {"role": "ingest", "port": 7002, "pub_port": 7102},
+                "replica-1": {"role": "replica", "port": 7011},
+            },
+            "ledgers": {LEDGER: {"home": STANDBY, "standby": HOME}},
+        },
+        tmp_path / "cluster.toml",
+    )
+    redis = ReplicationLedger(redis_client)
+    redis_client.hset(redis.ledgers_key, LEDGER, STANDBY)
+    with ChainStore(tmp_path / "old-home", origin=HOME) as store:
+        store.append_records(handed)  # it came back and followed epoch 2 as the standby
+        book = EpochBook(CLUSTER, store)
+        store.on_commit = book.stored  # as the node wires it
+        homes = Homes(swapped, book, redis, witnesses=_witness_keys)
+        promotion = Promotion(swapped, HOME, homes, redis, {}, HOME_KEY.public_key)
+        with pytest.raises(PromotionRefusedError, match="was not stolen"):
+            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        assert redis.epochs() == {} and store.size(LEDGER) == len(handed)
+        # Another node with the file naming it standby holds neither key of epoch 3.
+        wrong_key = Promotion(swapped, HOME, homes, redis, {}, STANDBY_KEY.public_key)
+        with pytest.raises(PromotionRefusedError, match="pins as checkpoint_key, which is not ingest-1's"):
+            wrong_key.promote(LEDGER, "admin", T0 + 100, store.append, key_not_stolen=True)
+        promotion.promote(LEDGER, "admin", T0 + 100, store.append, key_not_stolen=True)
+        handover = store.get(LEDGER, len(handed))
+        assert handover is not None and (handover.content.kind, handover.origin) == (EPOCH_KIND, HOME)
+        assert handover.content.payload == epoch_payload(3, HOME, HOME_KEY)
+        assert handover.content.request_id == "epoch-3"
+        assert redis.epochs()[LEDGER] == (3, HOME) and homes.home_of(LEDGER).name == HOME
+        history = EpochBook(CLUSTER, store).history(LEDGER)  # what any copy reads from the record
+        assert history is not None and (history.current.number, history.current.key) == (3, HOME_KEY)
+        with pytest.raises(PromotionRefusedError, match="home of 'votes' already"):
+            promotion.promote(LEDGER, "admin", T0 + 200, store.append, key_not_stolen=True)
+    # Without the file naming it the standby, the old home is refused as before.
+    with ChainStore(tmp_path / "unswapped", origin=HOME) as store:
+        store.append_records(handed)
+        config = _home_and_standby(tmp_path)
+        homes = Homes(config, EpochBook(CLUSTER, store), redis, witnesses=_witness_keys)
+        with pytest.raises(PromotionRefusedError, match="not the standby"):
+            Promotion(config, HOME, homes, redis, {}, HOME_KEY.public_key).promote(
+                LEDGER, "admin", T0 + 100, store.append, key_not_stolen=True
+            )
