@@ -99,6 +99,13 @@ class EpochBook:
                         log.warning("%s", error.message)
                     self.changes += 1
 
+    def forget(self, ledger: str) -> None:
+        """Records of ``ledger`` were removed from the store (a tail set aside): its epochs are
+        read from the store again when next asked."""
+        with self._lock:
+            self._histories.pop(ledger, None)
+            self.changes += 1
+
     def _handovers(self, ledger: str) -> Iterable[Record]:
         for _, data in self.store.range_raw(ledger, 1):
             if _EPOCH_MARK in data:

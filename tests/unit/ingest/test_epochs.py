@@ -8,7 +8,9 @@ checkpoints are real notes signed by either key over the real Merkle roots.
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +28,8 @@ from vledger.ingest.epochs import EpochBook, Homes, Promotion, ReadEpochs
 from vledger.ingest.follow import Follower, Page
 from vledger.ingest.page_check import PageChecker
 from vledger.ingest.service import Caller, IngestService
-from vledger.node.checkpoint_log import EVIDENCE
+from vledger.ingest.standby import first_difference
+from vledger.node.checkpoint_log import EVIDENCE, SIGNED
 from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload, handover_request_id
 from vledger.node.errors import NotAdminAuthorError, PromotionRefusedError, StoreError, UnknownKindError
 from vledger.node.ledger import LedgerRules
@@ -807,3 +810,59 @@ def test_the_genesis_home_named_standby_fails_back_into_epoch_3_once_the_admin_c
             Promotion(config, HOME, homes, redis, {}, HOME_KEY.public_key).promote(
                 LEDGER, "admin", T0 + 100, store.append, key_not_stolen=True
             )
+
+
+def test_a_former_home_s_tail_past_the_handover_is_set_aside_in_a_file_and_the_chain_follows_on(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """The old home's w=0 writes placed while cut off (10.9: they are not the ledger's) and its
+    own checkpoint of them: moved to a file beside the store (0600), the signed row kept as
+    evidence (its start check would else find a store that lost what it signed), and the store
+    takes the new home's chain from the handover on; it opens again as a whole store."""
+    handed, cut_off = chains
+    with ChainStore(tmp_path / "old-home", origin=HOME) as store:
+        store.append_records(cut_off)
+        tail = _checkpoint(cut_off, HOME_SIGNER)
+        store.checkpoints.keep(LEDGER, SIGNED, tail.size, tail.root, tail.note)
+        assert store.set_aside(LEDGER, 7) is None and store.set_aside(LEDGER, 0) is None  # nothing, or all
+        aside = store.set_aside(LEDGER, 5, clock=lambda: T0 / 1000)
+        assert aside is not None and (aside.kept, aside.count) == (5, 2)
+        assert aside.path.parent == tmp_path / "old-home" and aside.path.name.startswith("set-aside-votes-5-")
+        assert aside.path.stat().st_mode & 0o777 == 0o600
+        kept = json.loads(aside.path.read_text())
+        assert [base64.b64decode(r) for r in kept["records"]] == [r.encode() for r in cut_off[5:]]
+        assert [base64.b64decode(n) for n in kept["checkpoints"]] == [tail.note]
+        assert store.size(LEDGER) == 5 and store.root(LEDGER) == _root(handed[:5])
+        assert store.checkpoints.at(LEDGER, SIGNED, tail.size) == []
+        assert [c.note for c in store.checkpoints.at(LEDGER, EVIDENCE, tail.size)] == [tail.note]
+        store.append_records(handed[5:])  # the new home's chain, from its handover on
+        assert store.root(LEDGER) == _root(handed)
+    with ChainStore(tmp_path / "old-home", origin=HOME) as store:
+        assert store.size(LEDGER) == len(handed) and store.root(LEDGER) == _root(handed)
+
+
+class _Down:
+    name = "ingest-9"
+
+    def fetch(self, ledger: str, start: int, count: int) -> Page:
+        raise OSError("no answer")
+
+    def checkpoints(self) -> dict[str, bytes]:
+        return {}
+
+
+def test_where_a_former_home_s_records_leave_the_chain_is_found_by_halves(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """first_difference: the lowest height whose record the chain does not hold (another
+    record there, or none), the store's size when it holds only the chain's, None when no
+    source answered (compared again later, nothing set aside)."""
+    handed, cut_off = chains
+    with ChainStore(tmp_path / "old-home", origin=HOME) as store:
+        store.append_records(cut_off)
+        assert first_difference(store, [_Down(), Pages(handed, [])], LEDGER) == 5
+        assert first_difference(store, [Pages(handed[:5], [])], LEDGER) == 5  # the chain ends below its tail
+        assert first_difference(store, [_Down()], LEDGER) is None
+    with ChainStore(tmp_path / "standby", origin=STANDBY) as store:
+        store.append_records(handed[:7])
+        assert first_difference(store, [Pages(handed, [])], LEDGER) == 7
