@@ -835,7 +835,12 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
     return AfterSecondFactor(lambda: service._append(entry, wake=True))
 
 
-@command("ledger.promote", ADMINS, "ledger", "make this node, the ledger's standby, its home in a new epoch (10.9)")
+@command(
+    "ledger.promote",
+    ADMINS,
+    "ledger [key_not_stolen]",
+    "make this node, the ledger's standby, its home in a new epoch (10.9)",
+)
 def _ledger_promote(service: IngestService, caller: Caller, args: Args) -> object:
     ledger = args.text("ledger", max_length=64)
     key_not_stolen = args.flag("key_not_stolen")  # a failback's confirmation (10.9)
