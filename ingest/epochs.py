@@ -194,9 +194,9 @@ class Homes:
     with no promotion and no handover record (outsider F6).
     A ledger this store does not hold (whose writes such a node only sends on: ``not_home``
     names its home) has no genesis here to check by: its home is the cluster file's until a
-    witness's note in Redis proves a handover to its cluster-file standby, as for ``vledger repl
-    status`` (node/epoch.py epoch_proven_by: signed by the standby's checkpoint key file,
-    ``<standby>.sign.pub``, stating a later epoch, cosigned by a witness); a claim nothing proves
+    witness's note in Redis proves a handover, as for ``vledger repl status`` (node/epoch.py
+    newest_witnessed_epoch: signed by the cluster-file standby's or home's checkpoint key file,
+    ``<node>.sign.pub``, stating an epoch from 2, cosigned by a witness); a claim nothing proves
     (or with no key file at hand) leaves it there, and the client's own fallback to the
     standby (PROTOCOL 10.9) reaches a new home all the same.
 

@@ -164,6 +164,7 @@ class StandbyFollow:
             followed = self.following()
             if not followed <= self._compared:
                 self._compare(followed)
+            followed &= self._compared  # a former home's tail first goes aside
             if messages:
                 self.follower.receive(_narrowed(messages, followed))
             if time.monotonic() >= next_check:

@@ -382,27 +382,6 @@ def newest_witnessed_epoch(
     return best
 
 
-def epoch_proven_by(
-    number: int, home: str, keys: Iterable[VerifierKey], notes: Iterable[bytes], witnesses: Iterable[VerifierKey]
-) -> tuple[int, str] | None:
-    """:func:`proven_epoch` from its parts, for a checker that holds no genesis: the newest
-    epoch past ``number`` (whose home is ``home``) that a note among ``notes`` signed by one of
-    ``keys`` (the pinned keys epoch ``number`` does not sign with; ``vledger repl status``
-    takes the standby's key file) and cosigned by one of ``witnesses`` proves, as (number,
-    home). None when none does."""
-    keys, witnesses = tuple(keys), tuple(witnesses)
-    best: tuple[int, str] | None = None
-    for note in notes:
-        for key in keys:
-            try:
-                claimed, named = _witnessed_claim(note, key, witnesses)
-            except VledgerError:
-                continue
-            if named is not None and named != home and claimed > max(number, best[0] if best else 0):
-                best = (claimed, named)
-    return best
-
-
 def epoch_proof(history: EpochHistory, notes: Iterable[bytes], witnesses: Iterable[VerifierKey]) -> bytes | None:
     """The first of ``notes`` that proves ``history``'s current epoch to a home it replaced
     (:func:`proven_epoch`): a checkpoint signed by the key the current epoch signs with,

@@ -10,9 +10,10 @@ once they verify with the keys in the cluster's key directory (``<home>.sign.pub
 replaced home's), so the COSIGNED column is what a ``put``'s ``w`` counts.
 
 A ledger's **home** is the cluster file's, until a handover is proven: a witness's note in
-Redis, cosigned by that witness's key file and signed by the standby's key file, stating a
-later epoch and another home (node/epoch.py's epoch_proven_by; this command reads no genesis,
-so the standby's key file stands for the key it pins). The home and epoch that
+Redis, cosigned by that witness's key file and signed by the standby's or the home's key file,
+stating an epoch from 2 (node/epoch.py's newest_witnessed_epoch; this command reads no genesis,
+so the key files stand for the keys it pins; the newest epoch names the home, a failback's
+epoch 3 the genesis home again). The home and epoch that
 ``vledger:{ledgers}`` and its ``epochs`` hash name are claims every ingest node's Redis user
 may write: one that differs from the proven home is shown as **claimed, unproven**, and
 nothing is counted by it.

@@ -22,7 +22,6 @@ from vledger.node.epoch import (
     epoch_claim,
     epoch_payload,
     epoch_proof,
-    epoch_proven_by,
     gather_in_epochs,
     newest_witnessed_epoch,
     proven_epoch,
@@ -366,20 +365,22 @@ def test_a_failback_s_epoch_3_is_proven_by_the_genesis_home_s_key_to_whoever_lac
 
 
 def test_an_epoch_is_proven_from_its_parts_without_a_genesis() -> None:
-    """epoch_proven_by, what vledger repl status proves a handover with (the standby's key file,
-    no genesis): the same rule as proven_epoch. A note of another home than the one held, of a
-    later epoch, by one of the keys given, cosigned by a witness given; the newest of several."""
+    """newest_witnessed_epoch, what vledger repl status proves a handover with (the key files of
+    the cluster file's standby and home, no genesis): a note of an epoch from 2, by one of the
+    keys given, cosigned by a witness given; the newest of several, whatever its home."""
     line = (f"vledger-epoch 2 {STANDBY}",)
     trusted = [WITNESS.verifier()]
     notes = [_witnessed(STANDBY_SIGNER, 9, line), b"not a note"]
-    assert epoch_proven_by(1, HOME, [STANDBY_KEY], notes, trusted) == (2, STANDBY)
-    assert epoch_proven_by(1, HOME, [STANDBY_KEY], [STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note], trusted) is None
-    assert epoch_proven_by(1, HOME, [STANDBY_KEY], notes, []) is None  # cosigned by no witness given
-    assert epoch_proven_by(1, HOME, [HOME_KEY], notes, trusted) is None  # not signed by the key given
-    assert epoch_proven_by(2, HOME, [STANDBY_KEY], notes, trusted) is None  # not past the epoch held
-    assert epoch_proven_by(1, STANDBY, [STANDBY_KEY], notes, trusted) is None  # names the home held
+    assert newest_witnessed_epoch(notes, [STANDBY_KEY], trusted) == (2, STANDBY)
+    alone = [STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note]
+    assert newest_witnessed_epoch(alone, [STANDBY_KEY], trusted) is None
+    assert newest_witnessed_epoch(notes, [STANDBY_KEY], []) is None  # cosigned by no witness given
+    assert newest_witnessed_epoch(notes, [HOME_KEY], trusted) is None  # not signed by the key given
+    assert newest_witnessed_epoch(notes, [STANDBY_KEY], trusted, above=2) is None  # not past the epoch held
+    assert newest_witnessed_epoch(notes, [STANDBY_KEY], trusted, excluding=STANDBY) is None  # names the home held
+    assert newest_witnessed_epoch([_witnessed(STANDBY_SIGNER, 9)], [STANDBY_KEY], trusted) is None  # epoch 1
     later = _witnessed(STANDBY_SIGNER, 12, ("vledger-epoch 4 ingest-3",))
-    assert epoch_proven_by(1, HOME, [STANDBY_KEY], [*notes, later], trusted) == (4, "ingest-3")
+    assert newest_witnessed_epoch([*notes, later], [STANDBY_KEY], trusted) == (4, "ingest-3")
 
 
 def test_an_outside_witness_alone_proves_no_epoch_to_a_node_or_the_verifier() -> None:
