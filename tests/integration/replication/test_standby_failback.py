@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ def test_the_old_home_comes_back_as_standby_sets_its_tail_aside_and_fails_back_i
         replication={"write_timeout_ms": 3000},
         verifiers=1,
         verifier={"lag_alert_ms": 1000, "heads_interval_ms": 200},
+        gateways=["replica-1"],
     )
     rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
     cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
@@ -163,6 +165,13 @@ def test_the_old_home_comes_back_as_standby_sets_its_tail_aside_and_fails_back_i
         wait_until(lambda name=name: _size(cluster, name) == 12, WAIT, f"{name} holds epoch 3")
         held = _links(cluster, name)
         assert {rid: held.get(rid) for rid in acknowledged} == acknowledged, name
+    # The client library follows the new home: asked of the file's home (ingest-2, fenced), it reads
+    # epoch 3's size from ingest-1. The gateway (a replica's store) names epoch 3's home.
+    shown = cluster.cli("size", LEDGER, *common, "--json")
+    assert json.loads(shown.stdout)["size"] == 12
+    with urllib.request.urlopen(f"{cluster.gateway_url('replica-1')}api/ledgers/{LEDGER}", timeout=10) as answer:
+        info = json.loads(answer.read())
+    assert (info["home"], info["epoch"]) == ("ingest-1", 3), info
     # The verifier, started again on the edited file, takes epoch 3's home and raises nothing.
     cluster.restart_node("verifier-1")
     verifier = cluster.admin("verifier-1")
