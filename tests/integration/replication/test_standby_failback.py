@@ -184,12 +184,17 @@ def test_the_old_home_comes_back_as_standby_sets_its_tail_aside_and_fails_back_i
         "the verifier checks epoch 3's copies",
     )
 
-    def quiet() -> bool:
-        entries = [e for e in redis.open_entries() if e.get("ledger") == LEDGER and e["key"] != raised_key]
-        return not entries
-
     raised_key = f"ingest-1|{LEDGER}|record_conflict"
-    wait_until(quiet, WAIT, "no alert of the ledger but the tail set aside")
+    others: list[dict[str, Any]] = []
+
+    def quiet() -> bool:
+        others[:] = [e for e in redis.open_entries() if e.get("ledger") == LEDGER and e["key"] != raised_key]
+        return not others
+
+    try:
+        wait_until(quiet, WAIT, "no alert of the ledger but the tail set aside")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {others}") from None
     # A receipt of epoch 3, cosigned by both replicas, verifies offline from the genesis.
     receipt_file, genesis_file = tmp_path / "epoch3.receipt", tmp_path / "genesis.receipt"
     cluster.cli(
