@@ -24,9 +24,10 @@ from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import SigningKey, signing_key_paths
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.ingest.epochs import EpochBook, Homes, Promotion, ReadEpochs
+from vledger.ingest.epochs import EpochBook, Homes, Promotion, ReadEpochs, earlier_epoch
 from vledger.ingest.follow import Follower, Page
 from vledger.ingest.page_check import PageChecker
+from vledger.ingest.server import _signing_key
 from vledger.ingest.service import Caller, IngestService
 from vledger.ingest.standby import first_difference
 from vledger.node.checkpoint_log import EVIDENCE, SIGNED
@@ -866,3 +867,23 @@ def test_where_a_former_home_s_records_leave_the_chain_is_found_by_halves(
     with ChainStore(tmp_path / "standby", origin=STANDBY) as store:
         store.append_records(handed[:7])
         assert first_difference(store, [Pages(handed, [])], LEDGER) == 7
+
+
+def test_a_failed_back_home_checks_a_witness_s_epoch_2_note_with_epoch_2_s_key(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """The write concern of the home of epoch 3 checks each witness's note in Redis with the key
+    it was signed with: a witness's last note of epoch 2 (before it cosigned epoch 3) was checked
+    with this home's own key, did not verify, and was reported a forgery (bad_cosignature). Its
+    epoch's key, as the store's records name it, checks it (then earlier_epoch counts it)."""
+    handed, _ = chains
+    back = _place(handed[-1], EPOCH_KIND, epoch_payload(3, HOME, HOME_KEY), HOME)
+    with ChainStore(tmp_path / "failed-back", origin=HOME) as store:
+        store.append_records([*handed, back])
+        book = EpochBook(CLUSTER, store)
+        key_of = functools.partial(_signing_key, CLUSTER, None, HOME_KEY.public_key, book)
+        second = _witnessed(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2))
+        third = _witnessed(_checkpoint([*handed, back], HOME_SIGNER, ("vledger-epoch 3 ingest-1",)))
+        assert key_of(LEDGER, second) == STANDBY_KEY
+        assert key_of(LEDGER, third) == HOME_KEY
+        assert earlier_epoch(book, HOME, LEDGER, second, STANDBY_KEY)
