@@ -4,6 +4,7 @@ swapped), sets aside the records it placed past the handover (w=0 writes of its 
 follows the new home's chain, and is promoted back (epoch 3, with its own pinned key) once the
 admin confirms its key was not stolen. Nothing acknowledged with w>=1 is lost on any copy, the
 verifier raises nothing of its own, and a receipt of epoch 3 verifies offline from the genesis.
+ingest-2, kept the standby, survives a second outage (epoch 4).
 """
 
 from __future__ import annotations
@@ -206,6 +207,20 @@ def test_the_old_home_comes_back_as_standby_sets_its_tail_aside_and_fails_back_i
     trusted = [arg for vkey in witnesses["witnesses"].values() for arg in ("--witness", vkey)]
     verified = cluster.cli("receipt", "verify", str(receipt_file), "--genesis", str(genesis_file), *trusted)
     assert "valid: record" in verified.stdout, verified.stdout + verified.stderr
-    for name in ("ingest-1", *cluster.replica_names):
+    # A second outage is survived: ingest-2, which its own file still names the standby and which
+    # followed epoch 3, takes over again (epoch 4, the standby's key), nothing acknowledged lost.
+    cluster.kill_node("ingest-1")
+    fourth = wait_until(
+        lambda: _promoted(cluster, "ingest-2", refusals, key_not_stolen=True), WAIT, "ingest-2 promoted again"
+    )
+    assert fourth["height"] == 12
+    assert put("ingest-2", 30)["height"] == 13
+    assert redis.epochs()[LEDGER] == (4, "ingest-2")
+    for name in ("ingest-2", *cluster.replica_names):
+        wait_until(lambda name=name: cluster.own_size(name, LEDGER) == 14, WAIT, f"{name} holds epoch 4")
+        held = _links(cluster, name)
+        assert {rid: held.get(rid) for rid in acknowledged} == acknowledged, name
+    for name in ("ingest-2", *cluster.replica_names):
         assert cluster.stop_node(name) == 0
-        assert cluster.verify_store(name).returncode == 0
+    for name in ("ingest-1", "ingest-2", *cluster.replica_names):
+        assert cluster.verify_store(name).returncode == 0, name
