@@ -858,6 +858,24 @@ class ReplicationLedger:
         """:func:`wrong_typed_keys` on this client."""
         return wrong_typed_keys(self.client, keys)
 
+    def read_back(self, keys: Sequence[str]) -> tuple[dict[str, Exception], list[str]]:
+        """Of the string ``keys``: those of another type, each with its WRONGTYPE error (as
+        :func:`wrong_typed_keys`), and those Redis does not hold; one pipelined GET each."""
+        if not keys:
+            return {}, []
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        damaged, missing = {}, []
+        for key, value in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(value, Exception):
+                if not wrong_type(value):
+                    raise value
+                damaged[key] = value
+            elif value is None:
+                missing.append(key)
+        return damaged, missing
+
     def _nodes_keyed(self, prefix: str) -> list[str]:
         """The nodes whose per-node keys ``<prefix><node>`` are read: those of :meth:`raisers`
         (a process passes its cluster's), else every one found (SCAN, which only the admin's
