@@ -5,8 +5,8 @@ Everything comes from the keys of vledger.broker.replication: the ledgers
 ledger's latest checkpoint and each witness's cosignature. No node is asked: the command
 works while nodes are down, and says what Redis last heard from them. Held heights are
 hints anyone who reaches Redis can write; the checkpoint and cosignatures are shown only
-once they verify with the keys in the cluster's key directory (``<home>.sign.pub``,
-``<witness>.sign.pub``) and state the ledger's newest proven epoch (PROTOCOL 10.9: never a
+once they verify with the keys in the cluster's key directory (``<home>.sign.pub``, or a key
+the ledger's rotation records in its Redis stream name from it, ``<witness>.sign.pub``) and state the ledger's newest proven epoch (PROTOCOL 10.9: never a
 replaced home's), so the COSIGNED column is what a ``put``'s ``w`` counts.
 
 A ledger's **home** is the cluster file's, until a handover is proven: a witness's note in
