@@ -6,8 +6,9 @@ ledger's latest checkpoint and each witness's cosignature. No node is asked: the
 works while nodes are down, and says what Redis last heard from them. Held heights are
 hints anyone who reaches Redis can write; the checkpoint and cosignatures are shown only
 once they verify with the keys in the cluster's key directory (``<home>.sign.pub``, or a key
-the ledger's rotation records in its Redis stream name from it, ``<witness>.sign.pub``) and state the ledger's newest proven epoch (PROTOCOL 10.9: never a
-replaced home's), so the COSIGNED column is what a ``put``'s ``w`` counts.
+the ledger's rotation records in its Redis stream name from it, ``<witness>.sign.pub``) and
+state the ledger's newest proven epoch (PROTOCOL 10.9: never a replaced home's), so the
+COSIGNED column is what a ``put``'s ``w`` counts.
 
 A ledger's **home** is the cluster file's, until a handover is proven: a witness's note in
 Redis, cosigned by that witness's key file and signed by the standby's or the home's key file,
