@@ -90,7 +90,8 @@ class TallyRecount:
 
     def _feed(self, ledger: str, stop: int | None, budget: int) -> int:
         """Count ``ledger``'s next records, up to height ``stop`` (None: as far as a copy serves)
-        and ``budget`` records; how many were counted."""
+        and ``budget`` records; how many were counted. The count is kept at ``stop`` (None: at the
+        last record counted): a snapshot costs the whole tally map, never taken at each record."""
         fed = 0
         while fed < budget:
             start = self.keeper.next_height(ledger)
@@ -102,16 +103,32 @@ class TallyRecount:
             except VledgerError as e:
                 log.info("recount of %s: no copy serves height %d (%s)", ledger, start, e)
                 break
-            if not datas:
+            if not datas or not self._count_all(ledger, datas, stop):
                 break
-            for data in datas:
-                if not self._count(ledger, data):
-                    return fed
-                fed += 1
-                if stop is not None and self.keeper.next_height(ledger) > stop:
-                    break
+            fed += len(datas)
         self.fed += fed
+        if fed and (stop is None or self.keeper.next_height(ledger) == stop + 1):
+            self._keep(ledger)
         return fed
+
+    def _count_all(self, ledger: str, datas: list[bytes], stop: int | None) -> bool:
+        """Count ``datas`` in order, none past ``stop``; False when the recount stops short of them."""
+        for data in datas:
+            if stop is not None and self.keeper.next_height(ledger) > stop:
+                return False
+            if not self._count(ledger, data):
+                return False
+        return True
+
+    def _keep(self, ledger: str) -> None:
+        """Keep the count at the last height fed (the last KEPT_HEIGHTS such)."""
+        head = self.keeper.head(ledger)
+        if head is None:
+            return
+        kept = self._kept.setdefault(ledger, {})
+        kept[head.height] = self.keeper.snapshot("", ledger, 0)
+        while len(kept) > KEPT_HEIGHTS:
+            del kept[min(kept)]
 
     def _count(self, ledger: str, data: bytes) -> bool:
         """Count one record, the ledger's next; False when the recount of it stops here (for now)."""
@@ -127,10 +144,6 @@ class TallyRecount:
             return False
         chain.advance(record, rules)
         self.keeper.feed(record)
-        kept = self._kept.setdefault(ledger, {})
-        kept[record.height] = self.keeper.snapshot("", ledger, 0)
-        while len(kept) > KEPT_HEIGHTS:
-            del kept[min(kept)]
         return True
 
     def _grant_unproven(self, record: Record) -> bool:

@@ -90,8 +90,8 @@ def test_the_recount_is_the_observers_count_fed_once_and_bounded_per_look(store:
     assert counted.head == next(iter(store.range(LEDGER, 5, 6))).link
     assert recount.fed == 6  # every record once
     before = len(asked)
-    assert recount.at(LEDGER, 4) is not None and recount.at(LEDGER, 5) == counted  # kept: no read
-    assert len(asked) == before
+    assert recount.at(LEDGER, 5) == counted and len(asked) == before  # kept: no read
+    assert recount.at(LEDGER, 4) is None and len(asked) == before  # passed, never asked: not kept, no replay
 
 
 def _publish(config: ClusterConfig, watch: TallyWatch, observer: str, snapshot: Snapshot) -> None:
