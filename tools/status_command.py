@@ -181,6 +181,7 @@ def cluster_status(
     now_ms: int,
     redis_error: str | None = None,
     accounts_version: int | None = None,
+    standbys: Mapping[str, str] | None = None,
 ) -> ClusterStatus:
     """The cluster's status from what was read (pure).
 
@@ -188,7 +189,8 @@ def cluster_status(
     answered (a node missing here counts as not answering); ``now_ms`` the clock that dates
     the verifiers' sweeps (milliseconds since 1970, as theirs); ``redis_error`` why Redis
     could not be read (``ledgers`` and ``open_alerts`` are then empty and unknown);
-    ``accounts_version`` Redis's accounts version (None: not read), 0 when it holds no account.
+    ``accounts_version`` Redis's accounts version (None: not read), 0 when it holds no account;
+    ``standbys`` ledger -> the standby the cluster file names (its hello must say it follows it).
     """
     order = {role: index for index, role in enumerate(ROLES)}
     names = sorted(roles, key=lambda name: (order.get(roles[name], len(ROLES)), name))
@@ -208,6 +210,7 @@ def cluster_status(
     down = {node.node for node in nodes if not node.up}
     ledgers = [marked_down(ledger, down) for ledger in ledgers]
     problems = _problems(nodes, ledgers, open_alerts, supervisord)
+    problems += _unfollowed(nodes, ledgers, standbys or {})
     # A follower that says it lacks records of a ledger is behind in the ledger table too (after
     # the problems: its own line there says so), so that one output never says both "behind" and
     # "current" of it (outsider 25, H2: its held key, set each heartbeat, lags the cut it saw).
@@ -335,6 +338,26 @@ def _problems(
             f"{len(open_alerts)} open alert{'s' if len(open_alerts) != 1 else ''}: "
             + ", ".join(_named(entry) for entry in open_alerts)
         )
+    return problems
+
+
+def _unfollowed(nodes: Sequence[NodeStatus], ledgers: Sequence[LedgerStatus], standbys: Mapping[str, str]) -> list[str]:
+    """The ledgers (of those Redis lists) whose cluster-file standby answers hello without
+    following them: a node reads its cluster file at its start, so a ledger named there since is
+    not followed until it restarts, and a promotion then finds it holding nothing (outsider o21
+    F1: status said OK meanwhile). A standby that became the home is no longer asked to."""
+    up = {node.node: node for node in nodes if node.up}
+    problems = []
+    for ledger in ledgers:
+        standby = standbys.get(ledger.ledger)
+        node = up.get(standby) if standby is not None else None
+        if node is None or ledger.home == node.node:
+            continue
+        if node.standby is None or ledger.ledger not in node.standby.ledgers:
+            problems.append(
+                f"{ledger.ledger}: its standby {node.node} does not follow it ({node.node} read its cluster file"
+                f" before the file named it so): restart {node.node}"
+            )
     return problems
 
 
@@ -657,6 +680,7 @@ class StatusReader:
             self.clock(),
             redis_error,
             accounts_version,
+            dict(self.config.standbys),
         )
 
     def _accounts_version(self) -> int | None:
