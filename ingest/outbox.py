@@ -498,9 +498,8 @@ class Outbox:
             )
             log.warning("outbox: Redis refuses this node's writes of %s (%s): its stream stays behind until"
                         " Redis's ACL lets it: %s", ledger, error, advice)  # fmt: skip
-            head = self.store.head(ledger)
             alert = Alert(
-                self.name, ledger, head.height if head is not None else 0, "stream_refused",
+                self.name, ledger, max(self.store.size(ledger) - 1, 0), "stream_refused",
                 f"Redis refuses {self.name}'s writes of {ledger}'s stream, checkpoint and epoch proof (its ACL"
                 f" predates the cluster file that names {self.name} a home of it): {advice}",
             )  # fmt: skip

@@ -59,7 +59,16 @@ from .client_output import table
 from .client_session import load_client_keys
 from .cluster_parsers import HELLO_TIMEOUT
 from .paths import input_file
-from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, Checker, LedgerStatus, marked_behind, marked_down, read_status
+from .repl_commands import (
+    EXIT_LAGGING,
+    REDIS_TIMEOUT,
+    Checker,
+    LedgerStatus,
+    marked_behind,
+    marked_down,
+    read_status,
+    unfollowed_standby,
+)
 from .repl_commands import print_status as print_ledgers
 from .repl_commands import status_json as ledgers_json
 from .supervise import Supervisor, layout_for
@@ -343,21 +352,18 @@ def _problems(
 
 def _unfollowed(nodes: Sequence[NodeStatus], ledgers: Sequence[LedgerStatus], standbys: Mapping[str, str]) -> list[str]:
     """The ledgers (of those Redis lists) whose cluster-file standby answers hello without
-    following them: a node reads its cluster file at its start, so a ledger named there since is
-    not followed until it restarts, and a promotion then finds it holding nothing (outsider o21
-    F1: status said OK meanwhile). A standby that became the home is no longer asked to."""
+    following them (:func:`unfollowed_standby`; outsider o21 F1: status said OK meanwhile). A
+    standby that became the home is no longer asked to."""
     up = {node.node: node for node in nodes if node.up}
     problems = []
     for ledger in ledgers:
-        standby = standbys.get(ledger.ledger)
-        node = up.get(standby) if standby is not None else None
+        node = up.get(standbys.get(ledger.ledger, ""))
         if node is None or ledger.home == node.node:
             continue
-        if node.standby is None or ledger.ledger not in node.standby.ledgers:
-            problems.append(
-                f"{ledger.ledger}: its standby {node.node} does not follow it ({node.node} read its cluster file"
-                f" before the file named it so): restart {node.node}"
-            )
+        listed = {"standby": {"ledgers": list(node.standby.ledgers)}} if node.standby is not None else {}
+        problem = unfollowed_standby(ledger.ledger, node.node, listed)
+        if problem is not None:
+            problems.append(problem)
     return problems
 
 
