@@ -2,7 +2,9 @@
 reads the file only at its start, so it does not follow the ledger. `vledger status` and
 `vledger verify --cluster` said OK meanwhile, and its promotion was refused "not the standby in
 the cluster file" with nothing saying why. They now say so, and what to run; restarted, it
-follows the ledger and they are OK again."""
+follows the ledger and they are OK again. Promoted under Redis users made before the file named
+it (no new redis.acl), Redis refuses its writes of the ledger's stream: that is an alert with the
+steps to run, and status is not OK, where it said OK with the stream behind the head."""
 
 from __future__ import annotations
 
@@ -46,3 +48,17 @@ def test_a_standby_named_after_it_started_is_said_not_to_follow_until_restarted(
     assert not [p for p in json.loads(status.stdout)["problems"] if p.startswith(said)]
     verify = cluster.cli("verify", "--cluster", str(cluster.config_path), "--json", *key, check=False)
     assert json.loads(verify.stdout)["standbys_not_following"] == []
+
+    assert cluster.stop_node("ingest-1") == 0
+    promote_args = ("ledger", "promote", LEDGER, "ingest-2", "--node", "ingest-2", *common)
+    wait_until(lambda: cluster.cli(*promote_args, check=False).returncode == 0, WAIT, "the promotion")
+    cluster.client("writer1", "ingest-2").put_many([entry(LEDGER, "vote", {"n": n}, "writer1") for n in range(3, 5)])
+    alert_key = f"ingest-2|{LEDGER}|stream_refused"
+
+    def refused() -> dict[str, Any] | None:
+        shown = json.loads(cluster.cli("status", *common, "--json", check=False).stdout)
+        return next((a for a in shown["open_alerts"] if a["key"] == alert_key), None)
+
+    alert = wait_until(refused, WAIT, "the stream_refused alert")
+    assert "vledger keygen --cluster" in alert["detail"] and "ACL LOAD as Redis's own admin" in alert["detail"]
+    assert cluster.cli("status", *common, check=False).returncode == 3
