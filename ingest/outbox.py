@@ -836,8 +836,11 @@ class Outbox:
                             last = self._repair(ledger, heads[ledger][0] + 1)
                         if last < heads[ledger][0]:
                             self._fill(ledger, last, heads[ledger][0])
+                            # Only a write that passed ends a refusal: a stream with nothing to
+                            # add proves nothing, and the checkpoint set below may be refused again
+                            # (its alert then raised and resolved at every heartbeat).
+                            self._allowed(ledger)
                         self._rewrite_done(ledger, max(last, heads[ledger][0]), heads[ledger][0])
-                        self._allowed(ledger)
                     except redis.exceptions.NoPermissionError as e:
                         self._refused(ledger, e)
                 self._keep_epoch_proofs(owned)
