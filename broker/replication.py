@@ -78,7 +78,15 @@ import redis
 from ..node.errors import RecordError, RedisServerError, StoreDamagedError, StoreError
 from ..node.json_values import parse_json
 from .alert_journal import AlertJournal
-from .redis_keys import NAMESPACE, glob_escape, group_key, is_ledger_name, ledger_key, wrong_type_message
+from .redis_keys import (
+    NAMESPACE,
+    glob_escape,
+    group_key,
+    is_ledger_name,
+    ledger_key,
+    refused_login_message,
+    wrong_type_message,
+)
 from .redis_pipeline import Command, pipelined
 from .redis_server import shown_url
 
@@ -256,6 +264,8 @@ def redis_failed(url: str, error: Exception) -> RedisServerError:
     answer: one key is of another type, not the server away (outsider 31, N1)."""
     if wrong_type(error):
         return RedisServerError(f"Redis at {shown_url(url)}: {wrong_type_message(error)}")
+    if isinstance(error, redis.exceptions.AuthenticationError):
+        return RedisServerError(f"Redis at {shown_url(url)} {refused_login_message(error)}")
     return RedisServerError(f"Redis at {shown_url(url)} does not answer: {error}")
 
 

@@ -817,3 +817,21 @@ def test_a_wrongtype_reply_is_said_to_be_a_key_of_another_type_not_a_redis_that_
         assert "does not answer" not in str(failed) and "is of another type (WRONGTYPE)" in str(failed)
         assert "secret" not in str(failed)
     assert "does not answer" in str(redis_failed("redis://127.0.0.1:1", redis.exceptions.ConnectionError("refused")))
+
+
+def test_a_refused_login_is_said_to_be_refused_naming_the_user_not_a_redis_that_does_not_answer(
+    redis_server: Any,
+) -> None:
+    # Outsider o21 F6: a node added across hosts, its user not in the redis.acl Redis loaded,
+    # exited "Redis does not answer: invalid username-password pair": Redis had answered.
+    from vledger.broker.replication import redis_failed
+    from vledger.tools.cli import _redis_failure
+
+    client = redis.Redis.from_url(redis_server.url, username="vledger-node-observer-9", password="hunter2-secret")
+    with pytest.raises(redis.exceptions.AuthenticationError) as refused:
+        client.ping()
+    for failed in (redis_failed(redis_server.url, refused.value), _redis_failure(refused.value)):
+        assert failed is not None and failed.code == "redis_server"
+        assert "does not answer" not in str(failed)
+        assert "refused the login of 'vledger-node-observer-9'" in str(failed) and "redis.acl" in str(failed)
+        assert "hunter2" not in str(failed)
