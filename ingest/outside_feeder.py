@@ -34,6 +34,7 @@ from ..node.cosigning import MAX_CLOCK_SKEW_MS
 from ..node.errors import VledgerError, WitnessRefusedError, WitnessUnreachableError
 from ..node.note import VerifierKey, add_checkpoint_request, with_newest
 from ..node.outside import (
+    QUORUM_NOTE,
     Conflict,
     Cosigned,
     OutsideWitnesses,
@@ -41,6 +42,7 @@ from ..node.outside import (
     WitnessReply,
     outside_kind,
     outside_witnesses,
+    quorum_note,
     read_reply,
 )
 from ..node.store import ChainStore
@@ -123,6 +125,13 @@ class WitnessFeeder:
         # (ledger, witness) whose witness_unreachable this home raised and has not resolved:
         # the alert's key names no witness, so it stays open while any of a ledger's is down.
         self._unreachable: dict[tuple[str, str], Alert] = {}
+        # Per ledger, the largest checkpoint a quorum of its outside witnesses cosigned (13.9): its
+        # size, and its note while not yet in Redis. One thread at a time publishes them, each the
+        # newest when it starts, so none sets back a larger one another thread published.
+        self._quorum_size: dict[str, int] = {}
+        self._quorum_unpublished: dict[str, tuple[int, bytes]] = {}
+        self._quorum_lock = threading.Lock()  # the two above
+        self._quorum_publishing = threading.Lock()
         self._lock = threading.Lock()  # the state the witnesses' threads share: all but _state
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -255,8 +264,58 @@ class WitnessFeeder:
             self._unpublished[(ledger, key.name)] = (checkpoint.size, note)
         self._add("cosigned")
         log.info("witness feeder: %s cosigned %s at size %d", key.name, ledger, checkpoint.size)
+        self._join_quorum(ledger)
         self._judge_clock(key.name, ledger, got.cosignature.timestamp)
         self._reachable(ledger, key.name)
+
+    def _join_quorum(self, ledger: str) -> None:
+        """The largest checkpoint of ``ledger`` a quorum of its outside witnesses cosigned, if it
+        grew, from the store's rows: one witness lagging (or refusing, or down) while the others
+        cosign newer sizes must leave the quorum's checkpoint readable, not hide it behind notes
+        that each carry one line of a different size (outsider o20 F1)."""
+        outside = self._witnesses(ledger)
+        if outside is None:
+            return
+        kinds = [outside_kind(key.name) for key in outside.keys]
+        with self._quorum_lock:
+            above = self._quorum_size.get(ledger, -1)
+        rows = self.store.checkpoints.shared(ledger, kinds, outside.quorum, above=above)
+        if not rows:
+            return
+        try:
+            note = quorum_note(row.note for row in rows)
+        except VledgerError as e:  # rows of one size and root hold one text: the store was changed
+            log.error("witness feeder: the cosignatures of %s at size %d do not join: %s", ledger, rows[0].size, e)
+            return
+        with self._quorum_lock:
+            if rows[0].size <= self._quorum_size.get(ledger, -1):
+                return  # another witness's thread found it (or a larger one) meanwhile
+            self._quorum_size[ledger] = rows[0].size
+            self._quorum_unpublished[ledger] = (rows[0].size, note)
+        log.info("witness feeder: %d outside witnesses cosigned %s at size %d", len(rows), ledger, rows[0].size)
+
+    def _publish_quorum(self) -> None:
+        """Set each ledger's quorum note not yet in Redis (QUORUM_NOTE of its outside hash)."""
+        if not self._quorum_publishing.acquire(blocking=False):
+            return  # another thread publishes; what it leaves, the next turn does
+        try:
+            with self._quorum_lock:
+                waiting = sorted(self._quorum_unpublished.items())
+                if self.replication is None:
+                    self._quorum_unpublished.clear()
+                    return
+            for ledger, got in waiting:
+                try:
+                    self.replication.publish_outside_cosignature(ledger, QUORUM_NOTE, *got)
+                except REDIS_ERRORS as e:
+                    log.warning("witness feeder: the quorum's note of %s not published, Redis unavailable (%s)",
+                                ledger, e)  # fmt: skip
+                    return
+                with self._quorum_lock:  # a larger one found meanwhile waits its turn
+                    if self._quorum_unpublished.get(ledger) == got:
+                        del self._quorum_unpublished[ledger]
+        finally:
+            self._quorum_publishing.release()
 
     def _judge_clock(self, witness: str, ledger: str, timestamp: int) -> None:
         """Log, once until it is right again, an outside witness whose cosignature is dated more
@@ -368,6 +427,10 @@ class WitnessFeeder:
         publishes only its own witnesses': each witness's notes then reach Redis in the order
         it cosigned them, where another thread's HSET of a note taken before could land after
         a newer one and set the witness back until it cosigns again."""
+        self._publish_notes(names)
+        self._publish_quorum()
+
+    def _publish_notes(self, names: tuple[str, ...] | None) -> None:
         with self._lock:
             waiting = [(at, got) for at, got in self._unpublished.items() if names is None or at[1] in names]
             if self.replication is None:
