@@ -210,3 +210,51 @@ def test_a_head_its_outside_witnesses_vouch_for_is_fresh_while_the_cluster_s_wit
         assert reader.checkpoint(VOTES).checkpoint.size == 5
     head = ledger_head(config, connect(cluster.cluster_redis_url), VOTES)
     assert (head.size, head.needed) == (5, 2) and head.fresh_ms is not None
+
+
+def test_one_outside_witness_lagging_leaves_what_the_quorum_cosigned_witnessed(
+    start_cluster: Callable[..., LocalCluster], witnesses: tuple[TlogWitness, TlogWitness], tmp_path: Path
+) -> None:
+    # Outsider o20 F1: 2 of 2 listed; once one stopped cosigning while the other cosigned newer
+    # sizes, every reader said no quorum ever cosigned the ledger (verify --cluster no_quorum,
+    # receipt get not_found, the gateway's checkpoint and receipts short of the quorum), though
+    # the home's store held the sizes both cosigned.
+    first, second = witnesses
+    cluster = start_cluster(nodes=1, replicas=1, outside_witnesses={w.name: w.url for w in witnesses},
+                            gateways=["ingest-1"])  # fmt: skip
+    public = load_verify_key(signing_key_paths(cluster.directory / "keys", "ingest-1")[1]).raw
+    for witness in witnesses:
+        witness.trust(f"{CLUSTER}/{AUDIT}", home_key(CLUSTER, AUDIT, public).encode())
+    admin = cluster.admin()
+    rules = {"checkpoint_key": home_key(CLUSTER, AUDIT, public).encode(), "witnesses": [first.vkey, second.vkey]}
+    admin.create_ledger(genesis(AUDIT, ADMIN, ["vote"], {**rules, "quorum": 2}))
+    for n in range(3):
+        admin.put(entry(AUDIT, "vote", {"n": n}, ADMIN))
+    origin = f"{CLUSTER}/{AUDIT}"
+    for witness in witnesses:
+        wait_until(lambda w=witness: w.latest.get(origin, (0, b""))[0] == 4, WAIT, f"{witness.name} cosigns 4")
+    repl = ReplicationLedger(connect(cluster.cluster_redis_url))
+    wait_until(lambda: {first.name, second.name} <= set(repl.outside_cosignatures(AUDIT)), WAIT, "both published")
+    second.stop()  # it lags from now on: the home's requests find no one
+    for n in range(3, 6):
+        admin.put(entry(AUDIT, "vote", {"n": n}, ADMIN))
+    wait_until(lambda: first.latest.get(origin, (0, b""))[0] == 7, WAIT, f"{first.name} cosigns 7")
+    wait_until(lambda: b"\n7\n" in repl.outside_cosignatures(AUDIT)[first.name], WAIT, "its note of 7 published")
+
+    assert admin.call("checkpoint", {"ledger": AUDIT, "outside": 2})["size"] == 4
+    done = cluster.cli("verify", "--cluster", str(cluster.config_path), "--json", check=False)
+    report = next(r for r in json.loads(done.stdout)["outside"] if r["ledger"] == AUDIT)
+    assert report["ok"] and report["size"] == 4 and report["head"] == 7, report
+    assert set(report["witnesses"]) == {first.name, second.name}
+    out = tmp_path / "audit.receipt"
+    _cli(cluster, "receipt", "get", AUDIT, "2", "--wait", "5", "-o", str(out))
+    (tmp_path / "audit.genesis").write_bytes(admin.call("get", {"ledger": AUDIT, "height": 0})["record"])
+    done = cluster.cli("receipt", "verify", str(out), "--genesis", str(tmp_path / "audit.genesis"))
+    assert "2 outside witnesses cosigned" in done.stdout, done.stdout
+    with urllib.request.urlopen(f"{cluster.gateway_url('ingest-1')}api/ledgers/{AUDIT}/checkpoint") as answer:
+        shown = json.load(answer)
+    assert shown["size"] == 4 and {first.name, second.name} <= set(shown["cosigned_by"]), shown
+    served = tmp_path / "served.receipt"
+    with urllib.request.urlopen(f"{cluster.gateway_url('ingest-1')}api/ledgers/{AUDIT}/receipts/1") as answer:
+        served.write_bytes(answer.read())
+    cluster.cli("receipt", "verify", str(served), "--genesis", str(tmp_path / "audit.genesis"))
