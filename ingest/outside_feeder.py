@@ -292,7 +292,7 @@ class WitnessFeeder:
                 return  # another witness's thread found it (or a larger one) meanwhile
             self._quorum_size[ledger] = rows[0].size
             self._quorum_unpublished[ledger] = (rows[0].size, note)
-        log.info("witness feeder: %d outside witnesses cosigned %s at size %d", len(rows), ledger, rows[0].size)
+        log.debug("witness feeder: %d outside witnesses cosigned %s at size %d", len(rows), ledger, rows[0].size)
 
     def _publish_quorum(self) -> None:
         """Set each ledger's quorum note not yet in Redis (QUORUM_NOTE of its outside hash)."""

@@ -20,6 +20,7 @@ from vledger.broker.signing import load_signing_key, load_verify_key, signing_ke
 from vledger.client import Client
 from vledger.config.cluster import load_cluster
 from vledger.node.note import add_checkpoint_request
+from vledger.node.outside import QUORUM_NOTE
 from vledger.node.receipt import Receipt
 from vledger.node.witness import HomeSigner, home_key
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, remote_error, wait_until
@@ -92,7 +93,7 @@ def test_a_home_feeds_outside_witnesses_and_receipts_need_their_quorum(
     # is past it, the retry from that size brings the 422.
     wait_until(lambda: 409 in forked.answers and 422 in forked.answers, WAIT, "the forked witness's 409 and 422")
     assert forked.latest[f"{CLUSTER}/{AUDIT}"][0] == 2
-    assert set(repl.outside_cosignatures(VOTES)) == {honest.name}
+    assert set(repl.outside_cosignatures(VOTES)) == {honest.name, QUORUM_NOTE}  # 1 of 1: the quorum's too
     # The public gateway serves the outside cosignature with the keys and quorum the genesis lists.
     try:
         with urllib.request.urlopen(f"{cluster.gateway_url('ingest-1')}api/ledgers/{VOTES}/checkpoint") as answer:
@@ -163,7 +164,7 @@ def test_a_witness_that_trickles_its_answers_holds_back_only_itself_and_is_named
     wait_until(lambda: slow.latest.get(f"{CLUSTER}/{VOTES}", (0, b""))[0] == 9, WAIT, "the slow witness cosigns")
     wait_until(lambda: unreachable() is None, WAIT, "the alert closes")
     # The home publishes the note after the answer closed the alert (last CI saw it read in between).
-    both = {honest.name, slow.name}
+    both = {honest.name, slow.name, QUORUM_NOTE}
     wait_until(lambda: set(repl.outside_cosignatures(VOTES)) == both, WAIT, "both cosignatures are published")
 
 
