@@ -158,9 +158,10 @@ def wrong_type(error: Exception) -> bool:
     return "WRONGTYPE" in str(error)
 
 
-def wrong_typed_keys(client: Any, keys: Sequence[str]) -> dict[str, Exception]:
+def wrong_typed_keys(client: Any, keys: Sequence[str], missing: list[str] | None = None) -> dict[str, Exception]:
     """Those of the string ``keys`` that are of another type, each with its WRONGTYPE error: a
-    reader's MGET reads them as none, so their owner finds them only so (any other error raises)."""
+    reader's MGET reads them as none, so their owner finds them only so (any other error raises).
+    Those that do not exist are added to ``missing`` when given (Redis lost them)."""
     if not keys:
         return {}
     pipe = client.pipeline(transaction=False)
@@ -172,6 +173,8 @@ def wrong_typed_keys(client: Any, keys: Sequence[str]) -> dict[str, Exception]:
             if not wrong_type(value):
                 raise value
             found[key] = value
+        elif value is None and missing is not None:
+            missing.append(key)
     return found
 
 
@@ -849,9 +852,22 @@ class ReplicationLedger:
         pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
         pipe.execute()
 
-    def wrong_typed(self, keys: Sequence[str]) -> dict[str, Exception]:
+    def wrong_typed(self, keys: Sequence[str], missing: list[str] | None = None) -> dict[str, Exception]:
         """:func:`wrong_typed_keys` on this client."""
-        return wrong_typed_keys(self.client, keys)
+        return wrong_typed_keys(self.client, keys, missing)
+
+    def outside_fields(self, ledgers: Sequence[str]) -> dict[str, set[str]]:
+        """Per ledger, the fields its outside hash holds, in one round trip (a hash of another
+        type reads as none: its home replaces it at its next note)."""
+        pipe = self.client.pipeline(transaction=False)
+        for ledger in ledgers:
+            pipe.hkeys(self.outside_key(ledger))
+        found: dict[str, set[str]] = {}
+        for ledger, value in zip(ledgers, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(value, Exception) and not wrong_type(value):
+                raise value
+            found[ledger] = set() if isinstance(value, Exception) else {_text(k) for k in value}
+        return found
 
     def _nodes_keyed(self, prefix: str) -> list[str]:
         """The nodes whose per-node keys ``<prefix><node>`` are read: those of :meth:`raisers`

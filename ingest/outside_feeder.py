@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 Post = Callable[[str, bytes, float], WitnessReply]
 FIRST_BACKOFF_SECONDS = 1.0
 POLL_SECONDS = 0.2  # how often the thread looks for a newer signed checkpoint
+LOST_CHECK_SECONDS = 5.0  # how often a thread looks whether Redis still holds the notes it set
 MAX_TRIES = 2  # per checkpoint and witness: the request, and once more after a 409
 UNREACHABLE_AFTER = 2  # failures in a row at a ledger before the alert: one blip is no news
 UNREACHABLE = WitnessUnreachableError.code
@@ -132,6 +133,10 @@ class WitnessFeeder:
         self._quorum_unpublished: dict[str, tuple[int, bytes]] = {}
         self._quorum_lock = threading.Lock()  # the two above
         self._quorum_publishing = threading.Lock()
+        # What this home last set in Redis, (ledger, field) -> (size, note), the quorum note's
+        # field QUORUM_NOTE among them: put back when Redis is found to have lost it.
+        self._published: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self._checked_at: dict[tuple[str, ...] | None, float] = {}  # per thread: when it last looked
         self._lock = threading.Lock()  # the state the witnesses' threads share: all but _state
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -314,6 +319,8 @@ class WitnessFeeder:
                 with self._quorum_lock:  # a larger one found meanwhile waits its turn
                     if self._quorum_unpublished.get(ledger) == got:
                         del self._quorum_unpublished[ledger]
+                with self._lock:
+                    self._published[(ledger, QUORUM_NOTE)] = got
         finally:
             self._quorum_publishing.release()
 
@@ -427,8 +434,37 @@ class WitnessFeeder:
         publishes only its own witnesses': each witness's notes then reach Redis in the order
         it cosigned them, where another thread's HSET of a note taken before could land after
         a newer one and set the witness back until it cosigns again."""
+        self._put_back_lost(names)
         self._publish_notes(names)
         self._publish_quorum()
+
+    def _put_back_lost(self, names: tuple[str, ...] | None) -> None:
+        """At most every LOST_CHECK_SECONDS: the notes of ``names`` (and the quorum notes) this
+        home set in Redis and Redis no longer holds (it lost its data, or someone deleted them)
+        are set again from what it published, where waiting for the witnesses' next cosignature
+        left a quiet ledger read as cosigned by no outside witness, stale, for up to a recosign
+        interval (outsider o20 F3). Nothing is there to set back."""
+        if self.replication is None or self._clock() < self._checked_at.get(names, 0.0) + LOST_CHECK_SECONDS:
+            return
+        self._checked_at[names] = self._clock()
+        with self._lock:
+            mine = {at: got for at, got in self._published.items() if names is None or at[1] in (*names, QUORUM_NOTE)}
+        if not mine:
+            return
+        try:
+            held = self.replication.outside_fields(sorted({ledger for ledger, _ in mine}))
+        except REDIS_ERRORS as e:
+            log.debug("witness feeder: the outside notes not read back, Redis unavailable (%s)", e)
+            return
+        lost = [at for at in mine if at[1] not in held.get(at[0], set())]
+        for ledger, name in lost:
+            log.info("witness feeder: the note of %s by %s is gone from Redis: set again", ledger, name)
+            if name == QUORUM_NOTE:
+                with self._quorum_lock:
+                    self._quorum_unpublished.setdefault(ledger, mine[(ledger, name)])
+            else:
+                with self._lock:
+                    self._unpublished.setdefault((ledger, name), mine[(ledger, name)])
 
     def _publish_notes(self, names: tuple[str, ...] | None) -> None:
         with self._lock:
@@ -447,3 +483,4 @@ class WitnessFeeder:
             with self._lock:  # a newer one of that witness and ledger, set meanwhile, waits its turn
                 if self._unpublished.get((ledger, witness)) == (size, note):
                     del self._unpublished[(ledger, witness)]
+                self._published[(ledger, witness)] = (size, note)

@@ -18,7 +18,7 @@ from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import Limits
 from vledger.ingest.cosignatures import KnownCosignatures
-from vledger.ingest.outside_feeder import WitnessFeeder
+from vledger.ingest.outside_feeder import LOST_CHECK_SECONDS, WitnessFeeder
 from vledger.node.checkpoint_log import SIGNED
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import (
@@ -461,5 +461,11 @@ def test_a_lagging_witness_leaves_the_checkpoint_its_quorum_cosigned_readable(
         home.feeder.turn()
         assert quorum_sizes() == (9, 9)
         assert forged_notes(replication.outside_cosignatures(LEDGER), outside, ORIGIN) == []
+        # Outsider o20 F3: Redis lost its data; the home sets its notes again at its next look.
+        published = replication.outside_cosignatures(LEDGER)
+        redis_client.flushdb()
+        home.clock.now += LOST_CHECK_SECONDS
+        home.feeder.turn()
+        assert replication.outside_cosignatures(LEDGER) == published
     finally:
         home.store.close()
