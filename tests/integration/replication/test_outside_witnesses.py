@@ -252,10 +252,15 @@ def test_one_outside_witness_lagging_leaves_what_the_quorum_cosigned_witnessed(
     (tmp_path / "audit.genesis").write_bytes(admin.call("get", {"ledger": AUDIT, "height": 0})["record"])
     done = cluster.cli("receipt", "verify", str(out), "--genesis", str(tmp_path / "audit.genesis"))
     assert "2 outside witnesses cosigned" in done.stdout, done.stdout
-    with urllib.request.urlopen(f"{cluster.gateway_url('ingest-1')}api/ledgers/{AUDIT}/checkpoint") as answer:
+    gateway = cluster.gateway_url("ingest-1")
+    with urllib.request.urlopen(f"{gateway}api/ledgers/{AUDIT}/checkpoint") as answer:
         shown = json.load(answer)
     assert shown["size"] == 4 and {first.name, second.name} <= set(shown["cosigned_by"]), shown
     served = tmp_path / "served.receipt"
     with urllib.request.urlopen(f"{cluster.gateway_url('ingest-1')}api/ledgers/{AUDIT}/receipts/1") as answer:
         served.write_bytes(answer.read())
     cluster.cli("receipt", "verify", str(served), "--genesis", str(tmp_path / "audit.genesis"))
+    # The HTTP client asks the gateway for that many cosignatures: the quorum's checkpoint too.
+    with Client.http(gateway, genesis={AUDIT: (tmp_path / "audit.genesis").read_bytes()}) as client:
+        assert client.checkpoint(AUDIT).checkpoint.size == 4
+        assert client.record(AUDIT, 2).record.ledger == AUDIT
