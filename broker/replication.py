@@ -158,10 +158,9 @@ def wrong_type(error: Exception) -> bool:
     return "WRONGTYPE" in str(error)
 
 
-def wrong_typed_keys(client: Any, keys: Sequence[str], missing: list[str] | None = None) -> dict[str, Exception]:
+def wrong_typed_keys(client: Any, keys: Sequence[str]) -> dict[str, Exception]:
     """Those of the string ``keys`` that are of another type, each with its WRONGTYPE error: a
-    reader's MGET reads them as none, so their owner finds them only so (any other error raises).
-    Those that do not exist are added to ``missing`` when given (Redis lost them)."""
+    reader's MGET reads them as none, so their owner finds them only so (any other error raises)."""
     if not keys:
         return {}
     pipe = client.pipeline(transaction=False)
@@ -173,8 +172,6 @@ def wrong_typed_keys(client: Any, keys: Sequence[str], missing: list[str] | None
             if not wrong_type(value):
                 raise value
             found[key] = value
-        elif value is None and missing is not None:
-            missing.append(key)
     return found
 
 
@@ -852,9 +849,9 @@ class ReplicationLedger:
         pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
         pipe.execute()
 
-    def wrong_typed(self, keys: Sequence[str], missing: list[str] | None = None) -> dict[str, Exception]:
+    def wrong_typed(self, keys: Sequence[str]) -> dict[str, Exception]:
         """:func:`wrong_typed_keys` on this client."""
-        return wrong_typed_keys(self.client, keys, missing)
+        return wrong_typed_keys(self.client, keys)
 
     def outside_fields(self, ledgers: Sequence[str]) -> dict[str, set[str]]:
         """Per ledger, the fields its outside hash holds, in one round trip (a hash of another

@@ -241,16 +241,14 @@ class Witness:
 
     def _replace_damaged(self) -> None:
         """At most every OWN_KEYS_CHECK_SECONDS: this witness's cosignature keys found of another
-        type are published again (SET replaces them), with ``redis_key_damaged`` raised and resolved;
-        those found gone are published again too (of the ledger's current epoch, as at start)."""
+        type are published again (SET replaces them), with ``redis_key_damaged`` raised and resolved."""
         now = self._clock()
         if now < self._keys_checked_at + OWN_KEYS_CHECK_SECONDS:
             return
         self._keys_checked_at = now
         ledgers = {self.replication.cosig_key(ledger, self.name): ledger for ledger in self._last}
-        missing: list[str] = []
         try:
-            for key, error in self.replication.wrong_typed(list(ledgers), missing).items():
+            for key, error in self.replication.wrong_typed(list(ledgers)).items():
                 kept = self._last[ledgers[key]]
                 write = functools.partial(self.replication.publish_cosignature, kept.ledger, self.name, kept.size,
                                           kept.note)  # fmt: skip
@@ -258,16 +256,6 @@ class Witness:
                 self._unpublished.pop(kept.ledger, None)
         except REDIS_ERRORS as e:
             log.warning("%s: its cosignature keys not read back, Redis unavailable (%s)", self.name, e)
-            return
-        # Gone (Redis lost its data, or someone deleted them): put back at once, where waiting for
-        # the next cosignature left a quiet ledger read as cosigned by no one, stale, for up to a
-        # recosign interval (outsider o20 F3). Nothing is there to set back.
-        for key in missing:
-            kept = self._last[ledgers[key]]
-            if kept.ledger not in self._unpublished and self._of_current_epoch(kept):
-                log.info("%s: its cosignature of %s (size %d) is gone from Redis: published again",
-                         self.name, kept.ledger, kept.size)  # fmt: skip
-                self._unpublished[kept.ledger] = kept
 
     def _of_current_epoch(self, kept: KeptCheckpoint) -> bool:
         """Whether the cosigned note ``kept`` states the ledger's current epoch (its number and

@@ -21,7 +21,7 @@ from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.settings import Limits
 from vledger.ingest.follow import Follower, own_copy_alerts
-from vledger.ingest.witness import OWN_KEYS_CHECK_SECONDS, Cosigner, Witness, check_published, self_check
+from vledger.ingest.witness import Cosigner, Witness, check_published, self_check
 from vledger.node.checkpoint_log import COSIGNED, SIGNED
 from vledger.node.epoch import EPOCH_LINE, Epoch, EpochHistory
 from vledger.node.ledger import LedgerRules
@@ -237,24 +237,6 @@ def test_a_witness_started_again_goes_on_from_its_newest_line_of_a_quiet_ledger(
     again.verified(copy.checkpoint(9))
     again.turn()
     assert _own_times(copy.repl.cosignatures(LEDGER)["replica-1"]) == [1_800_000_000, 1_800_000_594]
-
-
-def test_a_cosignature_redis_lost_is_published_again_within_seconds_with_its_newest_line(copies: Any) -> None:
-    """Outsider o20 F3: Redis lost its data while the ledger was quiet: readers saw it cosigned by
-    no witness, stale, until the witness cosigned again (up to the recosign interval); a running
-    witness now finds its key gone at its next look (OWN_KEYS_CHECK_SECONDS) and publishes it."""
-    copy = copies(10)
-    clock = [1_800_000_000.0]
-    witness, _ = _cosigned_once(copy, clock)
-    clock[0] += 297
-    witness.verified(copy.checkpoint(9))
-    witness.turn()
-    published = copy.repl.cosignatures(LEDGER)["replica-1"]
-    copy.repl.client.flushdb()  # Redis lost everything
-    clock[0] += OWN_KEYS_CHECK_SECONDS
-    witness.turn()
-    assert copy.repl.cosignatures(LEDGER)["replica-1"] == published and witness.cosigned == 2  # not cosigned anew
-    assert copy.alerts == []
 
 
 def test_a_live_quiet_ledger_s_newest_line_is_never_older_than_the_interval(copies: Any) -> None:
