@@ -908,12 +908,14 @@ class Session(Reader):
         self._rules[ledger] = rules
         return receipt
 
-    def promote(self, ledger: str, node: str) -> dict[str, Any]:
+    def promote(self, ledger: str, node: str, *, key_not_stolen: bool = False) -> dict[str, Any]:
         """Make ``node``, the ledger's standby, its home in a new epoch (PROTOCOL 10.9): the
         receipt of the handover record it placed. The node refuses [promotion_refused] while it
-        lacks a record a witness cosigned."""
+        lacks a record a witness cosigned, and a failback (an epoch from 3: ``node`` was a home
+        before) unless ``key_not_stolen`` confirms its key was not stolen."""
         address = None if node == self.node.name else node_address(self.config, node)
-        receipt: dict[str, Any] = self.call("ledger.promote", {"ledger": ledger}, node=address)
+        args: dict[str, Any] = {"ledger": ledger, **({"key_not_stolen": True} if key_not_stolen else {})}
+        receipt: dict[str, Any] = self.call("ledger.promote", args, node=address)
         reply_field(receipt, "height", int)
         return receipt
 

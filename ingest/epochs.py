@@ -9,6 +9,7 @@ be handover records are decoded) and is told of every record stored after that.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -23,9 +24,10 @@ from ..node.epoch import (
     EPOCH_KIND,
     EpochHistory,
     check_promotion,
+    epoch_key,
     epoch_payload,
-    epoch_proven_by,
     handover_request_id,
+    newest_witnessed_epoch,
     proven_epoch,
 )
 from ..node.errors import BadGenesisError, NoSuchLedgerError, PromotionRefusedError, VledgerError
@@ -96,6 +98,13 @@ class EpochBook:
                     for error in history.feed([record]):
                         log.warning("%s", error.message)
                     self.changes += 1
+
+    def forget(self, ledger: str) -> None:
+        """Records of ``ledger`` were removed from the store (a tail set aside): its epochs are
+        read from the store again when next asked."""
+        with self._lock:
+            self._histories.pop(ledger, None)
+            self.changes += 1
 
     def _handovers(self, ledger: str) -> Iterable[Record]:
         for _, data in self.store.range_raw(ledger, 1):
@@ -185,9 +194,9 @@ class Homes:
     with no promotion and no handover record (outsider F6).
     A ledger this store does not hold (whose writes such a node only sends on: ``not_home``
     names its home) has no genesis here to check by: its home is the cluster file's until a
-    witness's note in Redis proves a handover to its cluster-file standby, as for ``vledger repl
-    status`` (node/epoch.py epoch_proven_by: signed by the standby's checkpoint key file,
-    ``<standby>.sign.pub``, stating a later epoch, cosigned by a witness); a claim nothing proves
+    witness's note in Redis proves a handover, as for ``vledger repl status`` (node/epoch.py
+    newest_witnessed_epoch: signed by the cluster-file standby's or home's checkpoint key file,
+    ``<node>.sign.pub``, stating an epoch from 2, cosigned by a witness); a claim nothing proves
     (or with no key file at hand) leaves it there, and the client's own fallback to the
     standby (PROTOCOL 10.9) reaches a new home all the same.
 
@@ -347,7 +356,12 @@ class Homes:
         if not keys:
             return None
         home = self.config.home_of(ledger).name
-        return epoch_proven_by(1, home, keys, self.replication.epoch_notes(ledger), self.witnesses())
+        with contextlib.suppress(VledgerError):  # the home's key file too: it signs a failback's epoch 3
+            keys += [
+                home_key(self.config.name, ledger, public)
+                for public in home_checkpoint_publics(self.config.keys_dir, home)
+            ]
+        return newest_witnessed_epoch(self.replication.epoch_notes(ledger), keys, self.witnesses())
 
     def named(self, ledger: str, epoch: int, home: str) -> None:
         """Redis now names ``home`` for ``epoch`` (this node promoted itself)."""
@@ -459,14 +473,27 @@ class Promotion:
         self.public = public
         self.grants = grants
 
-    def promote(self, ledger: str, author: str, now_ms: int, place: Callable[[Entry], _Placed]) -> _Placed:
+    def promote(
+        self,
+        ledger: str,
+        author: str,
+        now_ms: int,
+        place: Callable[[Entry], _Placed],
+        *,
+        key_not_stolen: bool = False,
+    ) -> _Placed:
         """Make this node the home of ``ledger`` in its next epoch: what ``place`` returns for
-        the handover entry, which it must place and return once durable.
+        the handover entry, which it must place and return once durable. ``key_not_stolen``:
+        the admin confirmed that this node's checkpoint key was not stolen, which a failback
+        (an epoch from 3, whose key signed an earlier epoch of this node's) needs: it gives
+        that key the pen again.
 
         Raises NoSuchLedgerError [no_such_ledger] when no ledger has that name: this store
         holds none of it and no home announced it in Redis (``vledger:{ledgers}``);
         PromotionRefusedError [promotion_refused] when this node is not the ledger's standby,
-        its genesis pins another standby key, this store holds fewer records than a witness
+        the key the next epoch signs with (epoch_key: the genesis pins ``standby_key`` for an
+        even epoch, ``checkpoint_key`` for an odd one) is not this node's, a failback was not
+        confirmed (``key_not_stolen``), this store holds fewer records than a witness
         cosigned (or another tree at that size), or Redis names another home for this epoch, or a
         later epoch a witnessed note proves (see :meth:`_name`); the error of the
         rule the handover record would break (bad_epoch, not_granted, payload_too_large, ...),
@@ -480,7 +507,7 @@ class Promotion:
         note proves, which no node takes (Homes), this one included: it goes on answering the
         ledger's writes not_home, naming the home its store holds, until a promotion succeeds.
         """
-        entry, history, held, acknowledged = self._handover(ledger, author, now_ms)
+        entry, history, held, acknowledged = self._handover(ledger, author, now_ms, key_not_stolen)
         number = history.current.number + 1
         try:
             self._refuse_proven(ledger, history)
@@ -541,17 +568,23 @@ class Promotion:
 
     def _may_open(self, history: EpochHistory, node: str) -> bool:
         """Whether ``node`` could be another promotion of the next epoch of ``history``'s ledger:
-        a promotion passes step 1 only on the node whose checkpoint key the genesis pins as
-        ``standby_key`` (:meth:`_handover`), and only that key signs the new epoch's checkpoints,
-        which a witness must cosign. ``node``'s key files (``<node>.sign.pub``, its rotated keys)
-        must hold it: a node without them could place no handover any witness cosigns."""
+        a promotion passes step 1 only on the node whose checkpoint key the genesis pins as the
+        next epoch's (``standby_key`` for an even epoch, ``checkpoint_key`` for an odd one:
+        :meth:`_handover`), and only that key signs the new epoch's checkpoints, which a witness
+        must cosign. ``node``'s key files (``<node>.sign.pub``, its rotated keys) must hold it: a
+        node without them could place no handover any witness cosigns."""
         try:
             publics = home_checkpoint_publics(self.config.keys_dir, node)
         except VledgerError:
             return False  # not a node name, or no key file of it to check: no promotion of ours
-        return any(home_key(self.config.name, history.ledger, public) == history.standby_key for public in publics)
+        if history.checkpoint_key is None or history.standby_key is None:
+            return False
+        wanted = epoch_key(history.current.number + 1, history.checkpoint_key, history.standby_key)
+        return any(home_key(self.config.name, history.ledger, public) == wanted for public in publics)
 
-    def _handover(self, ledger: str, author: str, now_ms: int) -> tuple[Entry, EpochHistory, int, int]:
+    def _handover(
+        self, ledger: str, author: str, now_ms: int, key_not_stolen: bool = False
+    ) -> tuple[Entry, EpochHistory, int, int]:
         """The handover entry, the epochs it follows, the size held and the size a witness
         cosigned, once every check passed (see :meth:`promote`)."""
         self._check_exists(ledger)
@@ -562,11 +595,27 @@ class Promotion:
         if history is None:
             raise PromotionRefusedError(f"{self.name} holds no record of {ledger!r}")
         key = home_key(self.config.name, ledger, self.public)
-        if history.standby_key != key:
-            raise PromotionRefusedError(f"the genesis of {ledger!r} does not pin {self.name}'s key as standby_key")
         if history.current.home == self.name:
             raise PromotionRefusedError(
                 f"{self.name} is the home of {ledger!r} already (epoch {history.current.number})"
+            )
+        number = history.current.number + 1
+        if history.checkpoint_key is None or history.standby_key is None:
+            raise PromotionRefusedError(f"the genesis of {ledger!r} pins no standby_key: it never hands over")
+        # The keys alternate (10.9): the standby's signs epoch 2, the genesis home's epoch 3 (a
+        # failback), and so on; each key stays its node's.
+        field = "standby_key" if number % 2 == 0 else "checkpoint_key"
+        if epoch_key(number, history.checkpoint_key, history.standby_key) != key:
+            raise PromotionRefusedError(
+                f"epoch {number} of {ledger!r} signs with the key its genesis pins as {field},"
+                f" which is not {self.name}'s"
+            )
+        if number >= 3 and not key_not_stolen:
+            earlier = next((e.number for e in history.epochs if e.key == key), number - 2)
+            raise PromotionRefusedError(
+                f"{self.name} held the pen of {ledger!r} in epoch {earlier}: a failback gives its key the pen again."
+                " Confirm that key was not stolen (key_not_stolen, `vledger ledger promote --key-not-stolen`);"
+                " if it was, do not fail back: make a new ledger"
             )
         acknowledged, root = self.acknowledged(ledger, history)
         store = self.book.store
@@ -575,7 +624,6 @@ class Promotion:
         check_promotion(ledger, self.name, held, acknowledged)
         if acknowledged and store.root(ledger, acknowledged) != root:
             raise PromotionRefusedError(f"{self.name}'s tree of {ledger!r} at {acknowledged} is not the cosigned one")
-        number = history.current.number + 1
         request_id = handover_request_id(number, lambda taken: store.find_request(ledger, author, taken) is not None)
         content = Content(ledger, EPOCH_KIND, epoch_payload(number, self.name, key), author, request_id, now_ms)
         entry = Entry.prepare(content, store.rules(ledger).difficulty, PROTOCOL_LIMITS)

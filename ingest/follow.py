@@ -438,6 +438,25 @@ class Follower:
         self._alerted.discard((cut.ledger, cut.held - 1, error.code, self.name))
         self._alert(cut.ledger, cut.held - 1, error, self.name, b"", expected="", resolved_by=BY_COPY)
 
+    def set_aside(self, ledger: str, kept: int, home: str) -> None:
+        """Move this store's records of ``ledger`` from ``kept`` on into a file beside it
+        (ChainStore.set_aside) and follow the chain from there: a former home's records past the
+        handover that ``home``'s chain does not hold (10.9, a failback). An alert
+        [record_conflict] at ``kept`` names them and the file; an operator resolves it."""
+        self._settle(ledger)
+        aside = self.store.set_aside(ledger, kept)
+        if aside is None:
+            return
+        state = self._state(ledger)
+        self._drop_pending(state)
+        state.vouched, state.fault = None, None
+        error = RecordConflictError(
+            f"{self.name}: its {aside.count} records of {ledger!r} from height {kept} on are not on the chain of"
+            f" {home}, its home now (placed here past the handover, e.g. acknowledged with w=0 while cut off):"
+            f" set aside in {aside.path}, kept for an operator; it follows the chain from height {kept}"
+        )
+        self._alert(ledger, kept, error, home, b"", expected="", found="", resolved_by=BY_OPERATOR)
+
     # --- catching up ----------------------------------------------------------------
 
     def start(self) -> None:

@@ -8,6 +8,7 @@ cleanly: no new requests, the ones in flight answered, the store's queue committ
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -30,10 +31,10 @@ from ..broker.signing import (
 from ..broker.tallies import TallyBoard
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.checkpoint_log import SIGNED
-from ..node.epoch import EPOCH_LINE
-from ..node.errors import StoreContradictsCheckpointError, StoreDamagedError, StoreError
+from ..node.epoch import EPOCH_LINE, epoch_claim
+from ..node.errors import StoreContradictsCheckpointError, StoreDamagedError, StoreError, VledgerError
 from ..node.key_rotation import ChainedCheckpointKeys
-from ..node.note import VerifierKey
+from ..node.note import VerifierKey, parse_checkpoint, parse_note
 from ..node.record import Record
 from ..node.rules.admin import ADMIN_LEDGER
 from ..node.rules.engine import RulesEngine
@@ -78,12 +79,21 @@ def _settle_heap() -> None:
 
 
 def _signing_key(
-    cluster: str, chains: ChainedCheckpointKeys, public: bytes, ledger: str, note: bytes
+    cluster: str, chains: ChainedCheckpointKeys, public: bytes, book: EpochBook, ledger: str, note: bytes
 ) -> VerifierKey | None:
-    """The key this home signed the checkpoint ``note`` with: a checkpoint of a later epoch
-    (10.9), which only a promoted standby signs, with its own node key; else the key in force at
-    its size along the ledger's key chain (13.8)."""
+    """The key the checkpoint ``note`` (a witness's cosigned one) was signed with: a checkpoint
+    of a later epoch (10.9) with that epoch's pinned key as this store's records name it (a
+    witness's last note of epoch 2, when this home failed back into epoch 3, is epoch 2's home's:
+    checked with this home's own key, it was reported a forgery), else, an epoch this store does
+    not hold, with this home's own node key (only a promoted standby signs those); else the key
+    in force at its size along the ledger's key chain (13.8)."""
     if (EPOCH_LINE + " ").encode() in note:
+        history = book.history(ledger) if book.store.size(ledger) > 0 else None
+        if history is not None:
+            with contextlib.suppress(VledgerError, ValueError):
+                epoch = history.epoch(epoch_claim(parse_checkpoint(parse_note(note).text))[0])
+                if epoch is not None and epoch.key is not None:
+                    return epoch.key
         return home_key(cluster, ledger, public)
     return chains.key_for(ledger, note)
 
@@ -304,7 +314,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             store.checkpoints,
             cluster=config.name,
             witnesses=witnesses,
-            log_key_of=functools.partial(_signing_key, config.name, own, public),
+            log_key_of=functools.partial(_signing_key, config.name, own, public, book),
             on_alert=lambda alert: raise_alert(replication, alert),
             ignored=[n.name for n in config.nodes_of("observer")],
             histories=lambda: runtime.gates.histories,  # a witness's rotated keys (PROTOCOL 16.6)

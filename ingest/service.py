@@ -835,9 +835,15 @@ def _ledger_create(service: IngestService, caller: Caller, args: Args) -> object
     return AfterSecondFactor(lambda: service._append(entry, wake=True))
 
 
-@command("ledger.promote", ADMINS, "ledger", "make this node, the ledger's standby, its home in a new epoch (10.9)")
+@command(
+    "ledger.promote",
+    ADMINS,
+    "ledger [key_not_stolen]",
+    "make this node, the ledger's standby, its home in a new epoch (10.9)",
+)
 def _ledger_promote(service: IngestService, caller: Caller, args: Args) -> object:
     ledger = args.text("ledger", max_length=64)
+    key_not_stolen = args.flag("key_not_stolen")  # a failback's confirmation (10.9)
     promotion = service.promotion
     if promotion is None:
         raise ForbiddenError(f"node {service.node.name} takes over no ledger")
@@ -847,7 +853,7 @@ def _ledger_promote(service: IngestService, caller: Caller, args: Args) -> objec
         return later.then(later.future.result())  # durable (or refused) before promote goes on
 
     def promote() -> object:
-        return promotion.promote(ledger, caller.account, int(time.time() * 1000), place)
+        return promotion.promote(ledger, caller.account, int(time.time() * 1000), place, key_not_stolen=key_not_stolen)
 
     # Redis round trips and the wait for the handover's fsync: in the executor, after the code.
     return AfterSecondFactor(promote)

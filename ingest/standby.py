@@ -19,14 +19,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from ..broker.feed import FeedCheckpoints, FeedMessage, FeedSource, Subscriber
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
+from ..node.errors import VledgerError
 from ..node.store import ChainStore
 from .epochs import EpochBook, Homes
-from .follow import Follower, Page
+from .follow import Follower, Page, Source
 from .members import MemberGates
 from .replica import (
     HEADS_EVERY,
@@ -116,6 +117,12 @@ class StandbyFollow:
         )
         self.restarts = Restarts(f"{name}: the standby follow")
         self._thread: threading.Thread | None = None
+        # The ledgers whose store was compared with the chain once another node was their home:
+        # a former home's tail past the handover is set aside before it follows (10.9 failback).
+        self._compared: set[str] = set()
+        # The sources a former home's records are compared with, the home first: the stream may
+        # still hold what the former home wrote there itself.
+        self._compare_with = [*sources[1:][::-1], self.stream]
 
     @staticmethod
     def _feed(gates: MemberGates, home: str) -> FeedSource:
@@ -150,11 +157,15 @@ class StandbyFollow:
 
     def _follow(self) -> None:
         """Catch up, then follow the feed (and the targets Redis holds) until stopped."""
+        self._compare(self.following())
         self.follower.start()
         next_check = time.monotonic() + HEADS_EVERY
         while not self.stopping.is_set():
             messages = self.subscriber.receive(RECEIVE_SLICE_MS, RECEIVE_BATCH)
             followed = self.following()
+            if not followed <= self._compared:
+                self._compare(followed)
+            followed &= self._compared  # a former home's tail first goes aside
             if messages:
                 self.follower.receive(_narrowed(messages, followed))
             if time.monotonic() >= next_check:
@@ -163,6 +174,28 @@ class StandbyFollow:
                 for ledger in sorted(followed):
                     if self.follower.target(ledger) > store_head(self.follower.store, ledger):
                         self.follower.catch_up(ledger, self.follower.target(ledger) + 1)
+
+    def _compare(self, followed: set[str]) -> None:
+        """Set aside, for each of ``followed`` not compared yet, the records this store holds past
+        where the chain's differ, when its own records name this node the ledger's home: a former
+        home, named standby after a handover (10.9, a failback), that placed records past it while
+        cut off (written with w=0: not the ledger's). They go to a file beside the store and an
+        alert [record_conflict] names them; the chain is then followed from there. A ledger whose
+        sources could not be asked is compared again at the next look."""
+        store = self.follower.store
+        for ledger in sorted(followed - self._compared):
+            history = self.homes.book.history(ledger) if store.size(ledger) > 0 else None
+            if history is None or history.current.home != self.name:
+                self._compared.add(ledger)  # a standby's copy: every record came from its homes
+                continue
+            kept = first_difference(store, self._compare_with, ledger)
+            if kept is None:
+                log.warning("%s: no source answered to compare its records of %s with: again later", self.name, ledger)
+                continue
+            self._compared.add(ledger)
+            if kept < store.size(ledger):
+                self.follower.set_aside(ledger, kept, self.homes.home_of(ledger).name)
+                self.homes.book.forget(ledger)
 
     def _refresh_targets(self, followed: set[str]) -> None:
         """Take the checkpoints Redis holds of ``followed`` as targets (see redis_checkpoints)."""
@@ -173,6 +206,49 @@ class StandbyFollow:
             return
         for ledger, note, source in notes:
             self.follower.take_checkpoint(ledger, note, source, catch_up=False)
+
+
+def first_difference(store: ChainStore, sources: Sequence[Source], ledger: str) -> int | None:
+    """The lowest height from 1 at which ``store``'s record of ``ledger`` is not the chain's (the
+    chain's record there is another, or the chain holds none there), ``store``'s size when none
+    is, None when no source answered. Each height is asked of ``sources`` in order, the first
+    that gives its record counting: records link, so a search by halves asks a few heights.
+    Nothing here is trusted beyond where to cut: what is kept is checked against the new home's
+    checkpoints as it is followed (a contradiction is an alert), what is set aside stays in a file.
+    """
+    size = store.size(ledger)
+
+    def differs(height: int) -> bool | None:
+        answered = False
+        for source in sources:
+            try:
+                page = source.fetch(ledger, height, 1)
+            except (VledgerError, OSError) as e:
+                log.debug("%s of %s at %d: %s", source.name, ledger, height, e)
+                continue
+            answered = True
+            theirs = next((data for at, data in page.rows if at == height), None)
+            if theirs is not None:
+                ours = next((data for _, data in store.range_raw(ledger, height, height + 1)), None)
+                return theirs != ours
+        return True if answered else None  # no source holds it: the chain ends below it
+
+    top = differs(size - 1) if size > 1 else False
+    if top is None:
+        return None
+    if not top:
+        return size
+    low, high = 1, size - 1  # the record at ``high`` differs; each below ``low`` is the chain's
+    while low < high:
+        middle = (low + high) // 2
+        found = differs(middle)
+        if found is None:
+            return None
+        if found:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def standby_report(ledgers: Iterable[str], restarts: int) -> dict[str, Any]:

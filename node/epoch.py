@@ -329,27 +329,44 @@ def proven_epoch(
     history: EpochHistory, notes: Iterable[bytes], witnesses: Iterable[VerifierKey]
 ) -> tuple[int, str] | None:
     """The newest epoch past ``history``'s current one that a note among ``notes`` proves, as
-    (number, home): a checkpoint of the ledger signed by the pinned key that the current epoch
-    does not sign with, stating an epoch past the current one and another home, and cosigned
-    by at least one of ``witnesses`` (the cluster's witness keys; :func:`require_witness`). A
-    witness cosigns a checkpoint of a new epoch only once its store holds the handover record
-    that opens it; the other key alone proves nothing, since its holder (the standby's host)
-    could sign any epoch line and move the ledger to itself with no promotion (outsider F6).
-    Nor does a claim in Redis (``vledger:{ledgers}:epochs``), which every ingest node's Redis
-    user may write. None when no note proves one; a note that does not verify raises nothing."""
+    (number, home): a checkpoint of the ledger signed by the pinned key of that epoch (the keys
+    alternate, :func:`epoch_key`: epoch 2's is the one the genesis home does not sign with),
+    stating an epoch past the current one and another home, and cosigned by at least one of
+    ``witnesses`` (the cluster's witness keys; :func:`require_witness`). A witness cosigns a
+    checkpoint of a new epoch only once its store holds the handover record that opens it; a
+    pinned key alone proves nothing, since its holder (the standby's host) could sign any epoch
+    line and move the ledger to itself with no promotion (outsider F6). Nor does a claim in
+    Redis (``vledger:{ledgers}:epochs``), which every ingest node's Redis user may write. A note
+    naming the current home proves nothing to it (its store lacks the epochs between). None
+    when no note proves one; a note that does not verify raises nothing."""
     current = history.current
-    others = [key for key in history.pinned() if key != current.key]
-    return epoch_proven_by(current.number, current.home, others, notes, witnesses)
+    if history.checkpoint_key is None or history.standby_key is None:
+        return None
+    pinned = (history.checkpoint_key, history.standby_key)
+    return newest_witnessed_epoch(
+        notes, history.pinned(), witnesses, pinned=pinned, above=current.number, excluding=current.home
+    )
 
 
-def epoch_proven_by(
-    number: int, home: str, keys: Iterable[VerifierKey], notes: Iterable[bytes], witnesses: Iterable[VerifierKey]
+def newest_witnessed_epoch(
+    notes: Iterable[bytes],
+    keys: Iterable[VerifierKey],
+    witnesses: Iterable[VerifierKey],
+    *,
+    pinned: tuple[VerifierKey, VerifierKey] | None = None,
+    above: int = 1,
+    excluding: str | None = None,
 ) -> tuple[int, str] | None:
-    """:func:`proven_epoch` from its parts, for a checker that holds no genesis: the newest
-    epoch past ``number`` (whose home is ``home``) that a note among ``notes`` signed by one of
-    ``keys`` (the pinned keys epoch ``number`` does not sign with; ``vledger repl status``
-    takes the standby's key file) and cosigned by one of ``witnesses`` proves, as (number,
-    home). None when none does."""
+    """The newest epoch past ``above`` (from 2) that a note among ``notes`` proves, as (number,
+    home), whatever its home but ``excluding``: a checkpoint signed by one of ``keys``, stating
+    that epoch, cosigned by one of ``witnesses`` (:func:`require_witness`); with ``pinned`` (the
+    genesis' checkpoint_key and standby_key), only by the key that epoch signs with
+    (:func:`epoch_key`: the keys alternate).
+    What a checker holding no records but the genesis (the verifier) or none (``vledger repl
+    status``, with the cluster file's home's and standby's key files) takes for the home: after
+    a failback (epoch 3) the home is the genesis home again, which a rule "another home than
+    epoch 1's" never found. None when no note proves one; a note that does not verify raises
+    nothing."""
     keys, witnesses = tuple(keys), tuple(witnesses)
     best: tuple[int, str] | None = None
     for note in notes:
@@ -358,7 +375,9 @@ def epoch_proven_by(
                 claimed, named = _witnessed_claim(note, key, witnesses)
             except VledgerError:
                 continue
-            if named is not None and named != home and claimed > max(number, best[0] if best else 0):
+            if named is None or named == excluding or (pinned is not None and key != epoch_key(claimed, *pinned)):
+                continue
+            if claimed > max(above, best[0] if best else 0):
                 best = (claimed, named)
     return best
 

@@ -23,10 +23,12 @@ the whole stored tree against the records' bytes (or builds it, for a store from
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -39,7 +41,7 @@ from typing import Any, Protocol
 
 from ..config.settings import PROTOCOL_LIMITS, Limits, StoreSettings
 from .blobs import BlobStore
-from .checkpoint_log import CheckpointLog, HandedRow
+from .checkpoint_log import COSIGNED, EVIDENCE, SIGNED, CheckpointLog, HandedRow
 from .errors import (
     BadGenesisError,
     BadLinkError,
@@ -97,6 +99,33 @@ from .verify import ChainVerifier, verify_entry
 from .wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """Records of ``ledger`` from ``kept`` on (``count`` of them) moved out of a store into ``path``."""
+
+    ledger: str
+    kept: int
+    count: int
+    path: Path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file ``path``, 0600, synced with its directory (its records are
+    the only copy once the store lets them go). Raises OSError (FileExistsError: it exists)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
 
 READ_CACHE_SECONDS = 1.0  # a read connection's page cache is dropped this often (see _reader)
 # The most flush() waits for a signed checkpoint row that holds the commit lock (it takes
@@ -834,27 +863,86 @@ class ChainStore:
             if cut is None:
                 return None
             self._cut([cut])
-            if cut.kept:
-                head = self._check_head(ledger)  # the heads first: a reader's size then has its tree
-                if self.keep_tree:
-                    frontier, edge = check_tree(self._write, self.path, ledger, self.settings.read_page_size)
-                    self._check_past_edge(ledger, edge)
-                    if frontier.size != head.height + 1:
-                        raise TreeMismatchError(
-                            f"{self.path}: ledger {ledger!r}: the tree has {frontier.size} leaves for "
-                            f"{head.height + 1} records"
-                        )
-                    self._frontiers[ledger] = frontier
-            else:
-                self._heads = {name: head for name, head in self._heads.items() if name != ledger}
-                self._frontiers.pop(ledger, None)
-            marks = dict(self._filled)
-            if marks.get(ledger, 0) > cut.kept:
-                marks[ledger] = cut.kept
-            self._filled = marks if cut.kept else {name: mark for name, mark in marks.items() if name != ledger}
-            self._tail = {h: at for h, at in self._tail.items() if at[0] != ledger or at[1] < cut.kept}
-            self._read_domain_again(ledger)
+            self._build_on_cut(ledger, cut)
             return cut
+
+    def set_aside(self, ledger: str, kept: int, clock: Callable[[], float] = time.time) -> SetAside | None:
+        """Move ``ledger``'s records from height ``kept`` on out of the store into a file beside
+        it (``set-aside-<ledger>-<kept>-<time>.json``, 0600, written and synced before a row
+        goes), then build on the first ``kept`` as :meth:`roll_back` does. The checkpoints this
+        store signed or holds cosigned past ``kept`` become evidence rows (they go into the file
+        too): its own signatures of a tail the ledger does not hold, which its start checks would
+        otherwise take for a store that lost what it signed. What a former home, named standby,
+        does with records it placed past a handover (PROTOCOL 10.9: a failback): they are not the
+        ledger's, and no write of theirs is dropped unseen. None when it holds none from there.
+
+        Only a follower's store, between its runs (none of ``ledger`` queued). Raises OSError
+        when the file cannot be written (nothing removed then), and the errors of roll_back's
+        checks."""
+        if not 0 < kept < self.size(ledger):
+            return None
+        with self._committing:
+            held = self.size(ledger)
+            rows = list(self.range_raw(ledger, kept))
+            signed = self._write.execute(
+                "SELECT kind, size, note FROM checkpoints WHERE ledger = ? AND size > ? AND kind IN (?, ?)",
+                (ledger, kept, SIGNED, COSIGNED),
+            ).fetchall()
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+            path = self.path.with_name(f"set-aside-{ledger}-{kept}-{stamp}.json")
+            document = {
+                "ledger": ledger,
+                "from_height": kept,
+                "records": [base64.b64encode(data).decode() for _, data in rows],
+                "checkpoints": [base64.b64encode(note).decode() for _, _, note in signed],
+            }
+            write_private(path, json.dumps(document, indent=1).encode())
+            conn = self._write
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cut = Cut(ledger, kept, held, 0)
+                cut_back(conn, cut, self.settings.read_page_size)
+                conn.execute(
+                    "INSERT OR IGNORE INTO checkpoints (ledger, kind, size, root, note, at_ms) SELECT ledger, ?, size,"
+                    " root, note, at_ms FROM checkpoints WHERE ledger = ? AND size > ? AND kind IN (?, ?)",
+                    (EVIDENCE, ledger, kept, SIGNED, COSIGNED),
+                )
+                conn.execute(
+                    "DELETE FROM checkpoints WHERE ledger = ? AND size > ? AND kind IN (?, ?)",
+                    (ledger, kept, SIGNED, COSIGNED),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self._build_on_cut(ledger, cut)
+        log.warning("%s: %d records of %s from height %d set aside in %s", self.path, len(rows), ledger, kept, path)
+        return SetAside(ledger, kept, len(rows), path)
+
+    def _build_on_cut(self, ledger: str, cut: Cut) -> None:
+        """After ``cut`` removed rows of ``ledger`` (under the commit lock): check what is left as
+        an open does and build on it."""
+        if cut.kept:
+            head = self._check_head(ledger)  # the heads first: a reader's size then has its tree
+            if self.keep_tree:
+                frontier, edge = check_tree(self._write, self.path, ledger, self.settings.read_page_size)
+                self._check_past_edge(ledger, edge)
+                if frontier.size != head.height + 1:
+                    raise TreeMismatchError(
+                        f"{self.path}: ledger {ledger!r}: the tree has {frontier.size} leaves for "
+                        f"{head.height + 1} records"
+                    )
+                self._frontiers[ledger] = frontier
+        else:
+            self._heads = {name: head for name, head in self._heads.items() if name != ledger}
+            self._frontiers.pop(ledger, None)
+        marks = dict(self._filled)
+        if marks.get(ledger, 0) > cut.kept:
+            marks[ledger] = cut.kept
+        self._filled = marks if cut.kept else {name: mark for name, mark in marks.items() if name != ledger}
+        self._tail = {h: at for h, at in self._tail.items() if at[0] != ledger or at[1] < cut.kept}
+        self._read_domain_again(ledger)
 
     def _check_head(self, ledger: str) -> _Head:
         """Check ``ledger``'s genesis, head and the record below it (see :meth:`_load_heads`) and

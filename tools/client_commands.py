@@ -207,7 +207,7 @@ def _exists(session: Session, ledger: str) -> bool:
 
 
 def cmd_ledger_promote(session: Session, args: argparse.Namespace) -> int:
-    print_receipt(session.promote(args.ledger, args.node), as_json=args.json)
+    print_receipt(session.promote(args.ledger, args.node, key_not_stolen=args.key_not_stolen), as_json=args.json)
     return EXIT_OK
 
 

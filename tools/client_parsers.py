@@ -233,6 +233,12 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
     )
     promote.add_argument("ledger", type=ledger_name, metavar="LEDGER", help="the ledger to hand over")
     promote.add_argument("node", type=ledger_name, metavar="NODE", help="its standby ingest node")
+    promote.add_argument(
+        "--key-not-stolen",
+        action="store_true",
+        help="a failback (NODE was the ledger's home before: epoch 3 and later) gives NODE's checkpoint key "
+        "the pen again: confirm that key was not stolen (a host outage, not a theft); if it was, make a new ledger",
+    )
     rotate = _verb(
         ledger,
         "rotate-key",

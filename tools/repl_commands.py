@@ -10,9 +10,10 @@ once they verify with the keys in the cluster's key directory (``<home>.sign.pub
 replaced home's), so the COSIGNED column is what a ``put``'s ``w`` counts.
 
 A ledger's **home** is the cluster file's, until a handover is proven: a witness's note in
-Redis, cosigned by that witness's key file and signed by the standby's key file, stating a
-later epoch and another home (node/epoch.py's epoch_proven_by; this command reads no genesis,
-so the standby's key file stands for the key it pins). The home and epoch that
+Redis, cosigned by that witness's key file and signed by the standby's or the home's key file,
+stating an epoch from 2 (node/epoch.py's newest_witnessed_epoch; this command reads no genesis,
+so the key files stand for the keys it pins; the newest epoch names the home, a failback's
+epoch 3 the genesis home again). The home and epoch that
 ``vledger:{ledgers}`` and its ``epochs`` hash name are claims every ingest node's Redis user
 may write: one that differs from the proven home is shown as **claimed, unproven**, and
 nothing is counted by it.
@@ -62,7 +63,7 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import LastRead, ReplicationLedger, count_distribution
 from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
-from ..node.epoch import epoch_claim, epoch_proven_by
+from ..node.epoch import epoch_claim, newest_witnessed_epoch
 from ..node.errors import NoteError, RedisServerError, VledgerError
 from ..node.node_key_rotation import KeyHistory
 from ..node.note import VerifierKey, parse_checkpoint, parse_note
@@ -363,20 +364,23 @@ class Checker:
     def proven_epoch(self, ledger: str, notes: Mapping[str, bytes]) -> Epoch | None:
         """The newest epoch past the first of ``ledger`` that a witness's note among ``notes``
         (witness -> note, Redis's ``cosig`` hash) proves, as (number, home): signed by the key
-        file of the cluster file's standby of the ledger, stating a later epoch and another home
-        than the cluster file's (node/epoch.py's epoch_proven_by), and cosigned by a witness
-        (PROTOCOL 10.9, 14.3 step 7: the standby's key counts only with a witness's cosignature).
+        file of the cluster file's standby or home of the ledger, stating an epoch from 2
+        (node/epoch.py's newest_witnessed_epoch), and cosigned by a witness (PROTOCOL 10.9, 14.3
+        step 7: an epoch counts only with a witness's cosignature).
         None when none does, or the ledger has no standby or its key file is missing."""
         standby = self.config.standby_of(ledger)
         if standby is None or not notes:
             return None
-        keys = self._home_keys(ledger, standby.name)
+        # Both key files: the standby's signs an even epoch, the home's an odd one from 3 (a
+        # failback, the file then naming the two the other way round). Which key may sign which
+        # epoch needs the genesis, which this command does not read: the witness checked it.
+        keys = [*self._home_keys(ledger, standby.name), *self._home_keys(ledger, self.config.home_of(ledger).name)]
         if self._witness_files is None:
             self._witness_files = tuple(witness_keys(self.config).values())
         histories = self._histories()
         now_ms = time.time_ns() // 1_000_000
         witnesses = (*self._witness_files, *witness_keys_in_force(self.config.name, histories, histories, now_ms))
-        return epoch_proven_by(1, self.config.home_of(ledger).name, keys, notes.values(), witnesses)
+        return newest_witnessed_epoch(notes.values(), keys, witnesses)
 
 
 def of_newest_epoch(note: bytes, epoch: Epoch | None) -> bool:

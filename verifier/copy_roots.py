@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.epoch import EpochHistory, epoch_claim, proven_epoch
+from ..node.epoch import EpochHistory, epoch_claim, newest_witnessed_epoch
 from ..node.errors import NodeUnavailableError, ProofError, ReceiptError, RemoteError, VledgerError
 from ..node.key_rotation import ROTATION_KIND, KeyChain
 from ..node.ledger import LedgerRules
@@ -192,8 +192,9 @@ class LedgerCheckpoint:
         proven_epoch over the notes this verifier takes (:func:`verify_ledger_checkpoint`: one the
         standby's key signed only with a witness's verified cosignature). None when none does,
         the genesis is not at hand or pins no standby key. The verifier holds no records, so
-        its history is the genesis' alone: a later epoch is proven only by the standby's key,
-        an epoch past 2 only as one of that key's (a home handed back is not proven here)."""
+        its history is the genesis' alone: epoch ``e`` is proven by a note the key of ``e``
+        signed (the keys alternate: the standby's for an even one, the genesis home's for an
+        odd one, a failback), whatever home it names."""
         keys = self._known_keys()
         if keys is None or keys.standby_key is None or keys.genesis is None:
             return None
@@ -211,7 +212,11 @@ class LedgerCheckpoint:
                 continue
             taken.append(note)
         # The cluster's witnesses only: an outside one checks no handover record (PROTOCOL 10.9).
-        return proven_epoch(history, taken, keys.witnesses)
+        # Whatever its home: a failback's epoch 3 is the genesis home's again.
+        if history.checkpoint_key is None or history.standby_key is None:
+            return None
+        pinned = (history.checkpoint_key, history.standby_key)
+        return newest_witnessed_epoch(taken, history.pinned(), keys.witnesses, pinned=pinned)
 
     def offer(self, note: bytes, source: str = "redis") -> bool:
         """Keep ``note`` if it is a checkpoint larger than the one held and verifies with the

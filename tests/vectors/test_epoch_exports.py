@@ -119,3 +119,29 @@ def test_a_checkpoint_line_not_of_its_epoch_fails_alike(
 ) -> None:
     data = _export(_chain(), {6: checkpoint})
     assert _both(tmp_path, data) == ((code, height), (code, height))
+
+
+EPOCH_3 = ("vledger-epoch 3 ingest-1",)
+
+
+def _failed_back() -> list[Record]:
+    """_chain, then the failback: the handover to ingest-1 at 7 (epoch 3, the genesis key), 8..9 by ingest-1."""
+    records = _chain()
+    records.append(
+        _next(records[-1], EPOCH_KIND, epoch_payload(3, "ingest-1", HOME.key(LEDGER).verifier()), "ingest-1")
+    )
+    for i in range(8, 10):
+        records.append(_next(records[-1], "note", {"n": i}, "ingest-1"))
+    return records
+
+
+def test_a_failback_s_epoch_3_verifies_under_the_genesis_key_and_fences_epoch_2(tmp_path: Path) -> None:
+    """A failback (10.9): epoch 3 is the genesis home's again, under its pinned key, with its
+    line; both verifiers take it, and refuse epoch 2's home past its handover (fenced), the
+    genesis key without the line (epoch 1, fenced since the handover at 4) and the standby's key
+    stating epoch 3 (bad_epoch)."""
+    records = _failed_back()
+    checkpoints = {4: (HOME, ()), 7: (STANDBY, EPOCH_2), 8: (HOME, EPOCH_3), 10: (HOME, EPOCH_3)}
+    assert _both(tmp_path, _export(records, checkpoints)) == (None, None)
+    for checkpoint, code in (((STANDBY, EPOCH_2), "fenced"), ((HOME, ()), "fenced"), ((STANDBY, EPOCH_3), "bad_epoch")):
+        assert _both(tmp_path, _export(records, {9: checkpoint})) == ((code, 8), (code, 8)), (checkpoint, code)

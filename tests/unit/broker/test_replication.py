@@ -293,6 +293,18 @@ def test_streams_are_trimmed_to_about_their_maximum_length(redis_client: Any) ->
     assert repl.last_height(LEDGER) == 999
 
 
+def test_appended_runs_are_trimmed_to_about_the_maximum_length(redis_client: Any) -> None:
+    """The outbox's append trims with the run's last entry only (p38): still trimmed."""
+    repl = ReplicationLedger(redis_client, stream_max_len=10)
+    for start in range(0, 1000, 100):
+        run = [f"{LEDGER} {h}".encode() for h in range(start, start + 100)]
+        assert repl.append(LEDGER, HOME, start, run) == start + 99
+    assert redis_client.xlen(repl.stream_key(LEDGER)) < 1000  # approximate: whole stream nodes go
+    first = repl.read(LEDGER, 0, 1)
+    assert first and first[0].height > 0
+    assert repl.last_height(LEDGER) == 999
+
+
 def test_a_namespace_sees_only_its_own_keys(redis_client: Any, repl: ReplicationLedger) -> None:
     other = ReplicationLedger(redis_client, namespace="elsewhere")
     repl.add(records(LEDGER, range(3)))

@@ -8,7 +8,9 @@ checkpoints are real notes signed by either key over the real Merkle roots.
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +24,13 @@ from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import SigningKey, signing_key_paths
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.ingest.epochs import EpochBook, Homes, Promotion, ReadEpochs
+from vledger.ingest.epochs import EpochBook, Homes, Promotion, ReadEpochs, earlier_epoch
 from vledger.ingest.follow import Follower, Page
 from vledger.ingest.page_check import PageChecker
+from vledger.ingest.server import _signing_key
 from vledger.ingest.service import Caller, IngestService
-from vledger.node.checkpoint_log import EVIDENCE
+from vledger.ingest.standby import first_difference
+from vledger.node.checkpoint_log import EVIDENCE, SIGNED
 from vledger.node.epoch import EPOCH_KIND, EpochKeys, epoch_payload, handover_request_id
 from vledger.node.errors import NotAdminAuthorError, PromotionRefusedError, StoreError, UnknownKindError
 from vledger.node.ledger import LedgerRules
@@ -698,7 +702,7 @@ def test_an_epochs_entry_of_the_same_epoch_or_a_proven_one_refuses_the_promotion
         with pytest.raises(PromotionRefusedError, match="Redis names epoch 2 of 'votes' at ingest-3"):
             promotion.promote(LEDGER, "admin", T0 + 100, store.append)
         redis_client.hset(redis.epochs_key, LEDGER, "3 ingest-3")
-        proof = _witnessed(_checkpoint(handed, STANDBY_SIGNER, ("vledger-epoch 3 ingest-3",)))
+        proof = _witnessed(_checkpoint(handed, HOME_SIGNER, ("vledger-epoch 3 ingest-3",)))
         redis_client.set(redis.epoch_proof_key(LEDGER), proof)
         with pytest.raises(PromotionRefusedError, match="a witnessed note proves epoch 3 of 'votes' at ingest-3"):
             promotion.promote(LEDGER, "admin", T0 + 100, store.append)
@@ -750,3 +754,136 @@ def test_an_old_home_takes_the_handover_the_other_nodes_notes_prove_when_redis_h
         homes._look_at = 0.0  # Redis read again, still empty: the proven epoch stays
         homes.refresh()
         assert homes.home_of(LEDGER).name == STANDBY
+
+
+def test_the_genesis_home_named_standby_fails_back_into_epoch_3_once_the_admin_confirms_its_key(
+    tmp_path: Path, redis_client: Any, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """A failback (10.9): after epoch 2, the cluster file names the old home the standby (and
+    epoch 2's home the home). Its promotion was refused for good: the genesis does not pin its
+    key as standby_key. Epoch 3 signs with the key the genesis pins as checkpoint_key, which is
+    the old home's: it opens epoch 3, once the admin confirms that key was not stolen (it gives
+    that key the pen again)."""
+    handed, _ = chains
+    swapped = cluster_from_mapping(
+        {
+            "cluster": {"name": CLUSTER, "default_home": STANDBY},
+            "nodes": {
+                HOME: {"role": "ingest", "port": 7001, "pub_port": 7101},
+                STANDBY: {"role": "ingest", "port": 7002, "pub_port": 7102},
+                "replica-1": {"role": "replica", "port": 7011},
+            },
+            "ledgers": {LEDGER: {"home": STANDBY, "standby": HOME}},
+        },
+        tmp_path / "cluster.toml",
+    )
+    redis = ReplicationLedger(redis_client)
+    redis_client.hset(redis.ledgers_key, LEDGER, STANDBY)
+    with ChainStore(tmp_path / "old-home", origin=HOME) as store:
+        store.append_records(handed)  # it came back and followed epoch 2 as the standby
+        book = EpochBook(CLUSTER, store)
+        store.on_commit = book.stored  # as the node wires it
+        homes = Homes(swapped, book, redis, witnesses=_witness_keys)
+        promotion = Promotion(swapped, HOME, homes, redis, {}, HOME_KEY.public_key)
+        with pytest.raises(PromotionRefusedError, match="was not stolen"):
+            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        assert redis.epochs() == {} and store.size(LEDGER) == len(handed)
+        # Another node with the file naming it standby holds neither key of epoch 3.
+        wrong_key = Promotion(swapped, HOME, homes, redis, {}, STANDBY_KEY.public_key)
+        with pytest.raises(PromotionRefusedError, match="pins as checkpoint_key, which is not ingest-1's"):
+            wrong_key.promote(LEDGER, "admin", T0 + 100, store.append, key_not_stolen=True)
+        promotion.promote(LEDGER, "admin", T0 + 100, store.append, key_not_stolen=True)
+        handover = store.get(LEDGER, len(handed))
+        assert handover is not None and (handover.content.kind, handover.origin) == (EPOCH_KIND, HOME)
+        assert handover.content.payload == epoch_payload(3, HOME, HOME_KEY)
+        assert handover.content.request_id == "epoch-3"
+        assert redis.epochs()[LEDGER] == (3, HOME) and homes.home_of(LEDGER).name == HOME
+        history = EpochBook(CLUSTER, store).history(LEDGER)  # what any copy reads from the record
+        assert history is not None and (history.current.number, history.current.key) == (3, HOME_KEY)
+        with pytest.raises(PromotionRefusedError, match="home of 'votes' already"):
+            promotion.promote(LEDGER, "admin", T0 + 200, store.append, key_not_stolen=True)
+    # Without the file naming it the standby, the old home is refused as before.
+    with ChainStore(tmp_path / "unswapped", origin=HOME) as store:
+        store.append_records(handed)
+        config = _home_and_standby(tmp_path)
+        homes = Homes(config, EpochBook(CLUSTER, store), redis, witnesses=_witness_keys)
+        with pytest.raises(PromotionRefusedError, match="not the standby"):
+            Promotion(config, HOME, homes, redis, {}, HOME_KEY.public_key).promote(
+                LEDGER, "admin", T0 + 100, store.append, key_not_stolen=True
+            )
+
+
+def test_a_former_home_s_tail_past_the_handover_is_set_aside_in_a_file_and_the_chain_follows_on(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """The old home's w=0 writes placed while cut off (10.9: they are not the ledger's) and its
+    own checkpoint of them: moved to a file beside the store (0600), the signed row kept as
+    evidence (its start check would else find a store that lost what it signed), and the store
+    takes the new home's chain from the handover on; it opens again as a whole store."""
+    handed, cut_off = chains
+    with ChainStore(tmp_path / "old-home", origin=HOME) as store:
+        store.append_records(cut_off)
+        tail = _checkpoint(cut_off, HOME_SIGNER)
+        store.checkpoints.keep(LEDGER, SIGNED, tail.size, tail.root, tail.note)
+        assert store.set_aside(LEDGER, 7) is None and store.set_aside(LEDGER, 0) is None  # nothing, or all
+        aside = store.set_aside(LEDGER, 5, clock=lambda: T0 / 1000)
+        assert aside is not None and (aside.kept, aside.count) == (5, 2)
+        assert aside.path.parent == tmp_path / "old-home" and aside.path.name.startswith("set-aside-votes-5-")
+        assert aside.path.stat().st_mode & 0o777 == 0o600
+        kept = json.loads(aside.path.read_text())
+        assert [base64.b64decode(r) for r in kept["records"]] == [r.encode() for r in cut_off[5:]]
+        assert [base64.b64decode(n) for n in kept["checkpoints"]] == [tail.note]
+        assert store.size(LEDGER) == 5 and store.root(LEDGER) == _root(handed[:5])
+        assert store.checkpoints.at(LEDGER, SIGNED, tail.size) == []
+        assert [c.note for c in store.checkpoints.at(LEDGER, EVIDENCE, tail.size)] == [tail.note]
+        store.append_records(handed[5:])  # the new home's chain, from its handover on
+        assert store.root(LEDGER) == _root(handed)
+    with ChainStore(tmp_path / "old-home", origin=HOME) as store:
+        assert store.size(LEDGER) == len(handed) and store.root(LEDGER) == _root(handed)
+
+
+class _Down:
+    name = "ingest-9"
+
+    def fetch(self, ledger: str, start: int, count: int) -> Page:
+        raise OSError("no answer")
+
+    def checkpoints(self) -> dict[str, bytes]:
+        return {}
+
+
+def test_where_a_former_home_s_records_leave_the_chain_is_found_by_halves(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """first_difference: the lowest height whose record the chain does not hold (another
+    record there, or none), the store's size when it holds only the chain's, None when no
+    source answered (compared again later, nothing set aside)."""
+    handed, cut_off = chains
+    with ChainStore(tmp_path / "old-home", origin=HOME) as store:
+        store.append_records(cut_off)
+        assert first_difference(store, [_Down(), Pages(handed, [])], LEDGER) == 5
+        assert first_difference(store, [Pages(handed[:5], [])], LEDGER) == 5  # the chain ends below its tail
+        assert first_difference(store, [_Down()], LEDGER) is None
+    with ChainStore(tmp_path / "standby", origin=STANDBY) as store:
+        store.append_records(handed[:7])
+        assert first_difference(store, [Pages(handed, [])], LEDGER) == 7
+
+
+def test_a_failed_back_home_checks_a_witness_s_epoch_2_note_with_epoch_2_s_key(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """The write concern of the home of epoch 3 checks each witness's note in Redis with the key
+    it was signed with: a witness's last note of epoch 2 (before it cosigned epoch 3) was checked
+    with this home's own key, did not verify, and was reported a forgery (bad_cosignature). Its
+    epoch's key, as the store's records name it, checks it (then earlier_epoch counts it)."""
+    handed, _ = chains
+    back = _place(handed[-1], EPOCH_KIND, epoch_payload(3, HOME, HOME_KEY), HOME)
+    with ChainStore(tmp_path / "failed-back", origin=HOME) as store:
+        store.append_records([*handed, back])
+        book = EpochBook(CLUSTER, store)
+        key_of = functools.partial(_signing_key, CLUSTER, None, HOME_KEY.public_key, book)
+        second = _witnessed(_checkpoint(handed, STANDBY_SIGNER, EPOCH_2))
+        third = _witnessed(_checkpoint([*handed, back], HOME_SIGNER, ("vledger-epoch 3 ingest-1",)))
+        assert key_of(LEDGER, second) == STANDBY_KEY
+        assert key_of(LEDGER, third) == HOME_KEY
+        assert earlier_epoch(book, HOME, LEDGER, second, STANDBY_KEY)

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -121,6 +122,8 @@ def test_the_standby_follow_runs_again_after_a_bug_and_counts_it(tmp_path: Path)
     standby.follower.store = ChainStore(tmp_path / "store")  # a bug is no damage: it runs again
     standby.restarts = Restarts("ingest-2: the standby follow", first=0.001, most=0.002)
     standby.ledgers = ["votes", "election-2026"]
+    standby.homes = SimpleNamespace(home_of=lambda ledger: SimpleNamespace(name="ingest-1"))
+    standby._compared = set(standby.ledgers)  # compared with the chain already (no former home's tail here)
     standby._thread = None
     assert standby.report() == {"ledgers": ["election-2026", "votes"], "follow_restarts": 0}
     standby.start()
@@ -155,6 +158,7 @@ def test_the_standby_follow_ends_on_a_damaged_store_which_reports_it(
         standby.follower = Damaged(failures=0, stopping=standby.stopping)
         standby.follower.store = store
         standby.restarts = Restarts("ingest-2: the standby follow", first=0.001, most=0.002)
+        standby.ledgers, standby._compared = [], set()
         standby._thread = None
         standby.start()
         standby._thread.join(timeout=10)

@@ -22,8 +22,8 @@ from vledger.node.epoch import (
     epoch_claim,
     epoch_payload,
     epoch_proof,
-    epoch_proven_by,
     gather_in_epochs,
+    newest_witnessed_epoch,
     proven_epoch,
 )
 from vledger.node.errors import VledgerError
@@ -331,21 +331,56 @@ def test_the_new_home_keeps_as_its_epoch_s_proof_only_a_witnessed_checkpoint_of_
     assert proven_epoch(before, [witnessed], trusted) == (2, STANDBY)  # what the kept note proves
 
 
+def test_a_failback_s_epoch_3_is_proven_by_the_genesis_home_s_key_to_whoever_lacks_it() -> None:
+    """A failback (10.9): epoch 3 is the genesis home's again, signed with its key. The verifier,
+    which holds the genesis alone, and ``vledger repl status``, which holds two key files, took
+    a handover only to "another home than epoch 1's" signed by the standby's key: after a
+    failback they kept naming epoch 2's home, or the cluster file's. The newest witnessed epoch,
+    signed by its own pinned key (the keys alternate), names its home, whichever it is."""
+    genesis_only = EpochHistory(CLUSTER, _chain(_rules(), 4)[0], _rules())
+    trusted = [WITNESS.verifier()]
+    pinned = (HOME_KEY, STANDBY_KEY)
+    second = _witnessed(STANDBY_SIGNER, 9, (f"vledger-epoch 2 {STANDBY}",))
+    third = _witnessed(HOME_SIGNER, 12, (f"vledger-epoch 3 {HOME}",))
+    keys = genesis_only.pinned()
+    assert newest_witnessed_epoch([second, third], keys, trusted, pinned=pinned) == (3, HOME)
+    assert newest_witnessed_epoch([third, second], keys, trusted, pinned=pinned) == (3, HOME)
+    assert newest_witnessed_epoch([second], keys, trusted, pinned=pinned) == (2, STANDBY)
+    # Signed by the key of no such epoch: the standby's key signs the even ones only.
+    wrong = _witnessed(STANDBY_SIGNER, 12, (f"vledger-epoch 3 {HOME}",))
+    assert newest_witnessed_epoch([wrong], keys, trusted, pinned=pinned) is None
+    assert newest_witnessed_epoch([HOME_SIGNER.sign(LEDGER, 12, ROOT, ("vledger-epoch 3 ingest-1",)).note],
+                                  keys, trusted, pinned=pinned) is None  # fmt: skip
+    assert newest_witnessed_epoch([_witnessed(HOME_SIGNER, 12)], keys, trusted, pinned=pinned) is None  # epoch 1
+    # Without the genesis (repl status: the two key files), the witness vouched for the key.
+    assert newest_witnessed_epoch([second, third], [STANDBY_KEY, HOME_KEY], trusted) == (3, HOME)
+    # A node: its own home named again proves nothing to the store that lacks epoch 2 ...
+    assert proven_epoch(genesis_only, [third], trusted) is None
+    assert proven_epoch(genesis_only, [second, third], trusted) == (2, STANDBY)
+    # ... and to epoch 2's home, epoch 3 is the genesis home's, signed with its key.
+    _, handed = _handed_over()
+    assert proven_epoch(handed, [second, third, wrong], trusted) == (3, HOME)
+    fourth = _witnessed(STANDBY_SIGNER, 15, (f"vledger-epoch 4 {STANDBY}",))
+    assert proven_epoch(handed, [fourth], trusted) is None  # names epoch 2's home, the one held
+
+
 def test_an_epoch_is_proven_from_its_parts_without_a_genesis() -> None:
-    """epoch_proven_by, what vledger repl status proves a handover with (the standby's key file,
-    no genesis): the same rule as proven_epoch. A note of another home than the one held, of a
-    later epoch, by one of the keys given, cosigned by a witness given; the newest of several."""
+    """newest_witnessed_epoch, what vledger repl status proves a handover with (the key files of
+    the cluster file's standby and home, no genesis): a note of an epoch from 2, by one of the
+    keys given, cosigned by a witness given; the newest of several, whatever its home."""
     line = (f"vledger-epoch 2 {STANDBY}",)
     trusted = [WITNESS.verifier()]
     notes = [_witnessed(STANDBY_SIGNER, 9, line), b"not a note"]
-    assert epoch_proven_by(1, HOME, [STANDBY_KEY], notes, trusted) == (2, STANDBY)
-    assert epoch_proven_by(1, HOME, [STANDBY_KEY], [STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note], trusted) is None
-    assert epoch_proven_by(1, HOME, [STANDBY_KEY], notes, []) is None  # cosigned by no witness given
-    assert epoch_proven_by(1, HOME, [HOME_KEY], notes, trusted) is None  # not signed by the key given
-    assert epoch_proven_by(2, HOME, [STANDBY_KEY], notes, trusted) is None  # not past the epoch held
-    assert epoch_proven_by(1, STANDBY, [STANDBY_KEY], notes, trusted) is None  # names the home held
+    assert newest_witnessed_epoch(notes, [STANDBY_KEY], trusted) == (2, STANDBY)
+    alone = [STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note]
+    assert newest_witnessed_epoch(alone, [STANDBY_KEY], trusted) is None
+    assert newest_witnessed_epoch(notes, [STANDBY_KEY], []) is None  # cosigned by no witness given
+    assert newest_witnessed_epoch(notes, [HOME_KEY], trusted) is None  # not signed by the key given
+    assert newest_witnessed_epoch(notes, [STANDBY_KEY], trusted, above=2) is None  # not past the epoch held
+    assert newest_witnessed_epoch(notes, [STANDBY_KEY], trusted, excluding=STANDBY) is None  # names the home held
+    assert newest_witnessed_epoch([_witnessed(STANDBY_SIGNER, 9)], [STANDBY_KEY], trusted) is None  # epoch 1
     later = _witnessed(STANDBY_SIGNER, 12, ("vledger-epoch 4 ingest-3",))
-    assert epoch_proven_by(1, HOME, [STANDBY_KEY], [*notes, later], trusted) == (4, "ingest-3")
+    assert newest_witnessed_epoch([*notes, later], [STANDBY_KEY], trusted) == (4, "ingest-3")
 
 
 def test_an_outside_witness_alone_proves_no_epoch_to_a_node_or_the_verifier() -> None:

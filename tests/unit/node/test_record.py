@@ -29,6 +29,7 @@ from vledger.node.record import (
     Content,
     Entry,
     Record,
+    checked_of,
     checksum_of,
     decode_content,
     decode_record,
@@ -212,6 +213,34 @@ def test_decode_content_gives_the_same_error_every_time(field: str, value: Any) 
         found.append((type(info.value), str(info.value)))
     assert found[0] == found[1]
     assert issubclass(found[0][0], (FieldError, NonCanonicalError))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        content().encode(LIMITS),
+        content(payload={}).encode(LIMITS),
+        canonical.encode({**canonical.decode(content().encode(LIMITS)), "v": 2}),
+        canonical.encode({**canonical.decode(content().encode(LIMITS)), "ledger": "Ledger"}),
+        pack({"v": 1}),
+        b"\xc1",
+        content(payload={"text": "x" * LIMITS.max_content_bytes}).encode(Limits(max_content_bytes=2**20)),
+    ],
+)
+def test_checked_of_is_what_from_wire_takes_from_the_content(data: bytes) -> None:
+    """The content-check process's answer (checked_of) builds the very entry Entry.from_wire
+    builds, and a content either refuses is refused by both with one error."""
+    try:
+        inline: Entry | tuple[type[VledgerError], str] = Entry.from_wire(data, 7, LIMITS)
+    except VledgerError as e:
+        inline = (type(e), str(e))
+    try:
+        checked = checked_of(data, LIMITS)
+    except VledgerError as e:
+        assert inline == (type(e), str(e))
+        return
+    assert checked[-2:] == (len(data), hashlib.sha256(data).digest())
+    assert Entry.from_checked(data, 7, checked, LIMITS) == inline
 
 
 def test_a_name_seen_before_is_still_held_to_the_length_limit() -> None:

@@ -732,6 +732,7 @@ def test_an_epochs_hash_made_a_string_shows_the_epoch_the_notes_prove(
     failed on it. It names no claim then; the witnessed note proves the handover as before."""
     _, new, replica_1, _ = with_standby(config)
     stream(repl, ELECTION, "ingest-2", 12)
+    assert repl.promote(ELECTION, 2, "ingest-2") is None  # as the promotions write Redis
     epoch_2 = new.sign(ELECTION, 12, bytes(range(2, 34)), ("vledger-epoch 2 ingest-2",))
     repl.set_checkpoints({ELECTION: epoch_2.note})
     repl.publish_cosignature(ELECTION, "replica-1", 12, replica_1.cosign(epoch_2, 1_790_000_000))
@@ -792,3 +793,32 @@ def test_a_fenced_home_is_shown_fenced_and_counted_in_no_replication_count(
         f"Fenced (a proven handover replaced them as home; their copies are not counted): {ELECTION} (ingest-1)" in out
     )
     assert "Every replica and observer holds every ledger up to its head." in out
+
+
+def test_after_the_file_swaps_home_and_standby_the_newest_witnessed_epoch_names_the_home(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """A failback (10.9): the operator swaps the ledger's home and standby in the cluster file
+    once ingest-2 took over. The command took a handover only from a note of the standby's key
+    file naming another home than the file's: with the file swapped it showed epoch 2 as epoch
+    1 of its home, and never epoch 3, the genesis home's again (signed by the home's key file).
+    Either key file's witnessed note counts; the newest epoch names the home."""
+    old, new, replica_1, _ = with_standby(config)
+    text = config.read_text()
+    config.write_text(
+        text.replace('home = "ingest-1"\nstandby = "ingest-2"', 'home = "ingest-2"\nstandby = "ingest-1"')
+    )
+    stream(repl, ELECTION, "ingest-2", 12)
+    assert repl.promote(ELECTION, 2, "ingest-2") is None  # as the promotions write Redis
+    epoch_2 = new.sign(ELECTION, 12, bytes(range(2, 34)), ("vledger-epoch 2 ingest-2",))
+    repl.set_checkpoints({ELECTION: epoch_2.note})
+    repl.publish_cosignature(ELECTION, "replica-1", 12, replica_1.cosign(epoch_2, 1_790_000_000))
+    election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
+    assert (election["home"], election["epoch"]) == ("ingest-2", 2)
+    assert repl.promote(ELECTION, 3, "ingest-1") is None
+    epoch_3 = old.sign(ELECTION, 14, bytes(range(3, 35)), ("vledger-epoch 3 ingest-1",))
+    repl.set_checkpoints({ELECTION: epoch_3.note})
+    repl.publish_cosignature(ELECTION, "replica-1", 14, replica_1.cosign(epoch_3, 1_790_000_000))
+    election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
+    assert (election["home"], election["epoch"], election["claimed"]) == ("ingest-1", 3, None)
+    assert election["cosigned"] == {"replica-1": 14}

@@ -543,6 +543,30 @@ def test_a_handover_whose_epochs_entry_was_deleted_is_found_from_the_witnesses_n
     assert _taken(cluster) == (size, cluster.stores["ingest-1"].root(LEDGER, size))
 
 
+def test_a_failback_s_epoch_3_names_the_genesis_home_again(cluster: Cluster) -> None:
+    """A failback (10.9): epoch 3 is the genesis home's again, signed with the genesis key. The
+    verifier took a later epoch only from the standby's key naming another home than the
+    genesis', and so kept epoch 2's home (or the cluster file's, swapped by then) as the home
+    and the home of epoch 3 as no copy. A witnessed note of epoch 3 by its own key is taken;
+    one the standby's key signed stating epoch 3 proves nothing (the keys alternate)."""
+    size = cluster.size
+    clock = [1000.0]
+    cluster.checks._clock = lambda: clock[0]
+    cluster.cosigned_by_witness(_cosigned(_epoch_note(cluster.stores["ingest-1"], size, "standby-1")))
+    clock[0] += 10
+    cluster.checks.refresh_ledgers()
+    assert cluster.checks.ledgers[LEDGER].epoch == (2, "standby-1")
+    cluster.cosigned_by_witness(_cosigned(_made_up_note(size + 2, KS, (3, "ingest-1"))))  # not epoch 3's key
+    clock[0] += 10
+    cluster.checks.refresh_ledgers()
+    assert cluster.checks.ledgers[LEDGER].epoch == (2, "standby-1")
+    cluster.cosigned_by_witness(_cosigned(_made_up_note(size + 2, K0, (3, "ingest-1"))))
+    clock[0] += 10
+    cluster.checks.refresh_ledgers()
+    state = cluster.checks.ledgers[LEDGER]
+    assert (state.epoch, state.home) == ((3, "ingest-1"), "ingest-1")
+
+
 def test_a_signed_note_of_the_size_held_with_another_root_is_a_signed_fork_against_the_signer(
     cluster: Cluster,
 ) -> None:
