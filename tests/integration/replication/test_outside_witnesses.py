@@ -264,3 +264,12 @@ def test_one_outside_witness_lagging_leaves_what_the_quorum_cosigned_witnessed(
     with Client.http(gateway, genesis={AUDIT: (tmp_path / "audit.genesis").read_bytes()}) as client:
         assert client.checkpoint(AUDIT).checkpoint.size == 4
         assert client.record(AUDIT, 2).record.ledger == AUDIT
+    # repair holds a copy to it (it said none of the quorum had cosigned anything: its guard was off).
+    replica = cluster.admin("replica-1")
+    wait_until(lambda: replica.call("size", {"ledger": AUDIT})["size"] == 7, WAIT, "replica-1 holds 7")
+    assert cluster.stop_node("replica-1") == 0
+    done = cluster.cli("repair", "replica-1", "--config", str(cluster.config_path), "--json", "--force",
+                       "--timeout", "4", check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [audit] = [r for r in json.loads(done.stdout)["ledgers"] if r["ledger"] == AUDIT]
+    assert audit["outside"]["quorum"] == 2 and audit["outside"]["size"] == 4, audit
