@@ -18,7 +18,8 @@ ingest        append to and repair its ledgers' streams (``{*}:chain``), name ho
               below) keep the latest checkpoint (``{*}:checkpoint``) and, a home of an epoch from
               2 on, its witnessed checkpoint of it (``{*}:epoch_proof``), and read every ledger's;
               read the witnesses' cosignatures (``{*}:cosig:*``, channel
-              ``cosigned``), keep its outside witnesses' verified ones (``{*}:outside``); advance
+              ``cosigned``), keep its outside witnesses' verified ones (``{*}:outside``: of the
+              ledgers it may home, as checkpoints; every ledger's read); advance
               held heights, raise and resolve its own alerts (see Alerts below); read the
               accounts and the admin ledger's cache (``{accounts}:admin:records``: grants);
               check and use admins' second factors (``{totp}:account:*``, ``:recovery:*``,
@@ -112,8 +113,7 @@ the older layout are the admin's, and read by nobody.
 **What ACLs still cannot say.** Some keys stay shared by every node of a role, which may
 overwrite, delete or trim what another node wrote there:
 
-- what every ingest node writes: every ledger's stream (``{*}:chain``) and outside witnesses'
-  cosignatures (``{*}:outside``), the homes
+- what every ingest node writes: every ledger's stream (``{*}:chain``), the homes
   (``{ledgers}``) and the epochs (``{ledgers}:epochs``). So an ingest node broken into may add
   entries to another node's ledger's stream or name itself its
   home or the home of a newer epoch. Followers store a record only under a checkpoint its home
@@ -360,7 +360,7 @@ def _keys(ns: str, node: str = "", *, admin_home: bool = False) -> dict[str, tup
             f"%R~{checkpoint}",  # written only in the selectors of the ledgers it may home (_selectors)
             f"%R~{epoch_proof}",
             f"%R~{cosig}",
-            f"~{outside}",
+            f"%R~{outside}",  # written only in the selectors of the ledgers it may home (_selectors)
             # The admin home reads an observer's tallies when it writes its rotation (PROTOCOL 16.6).
             *(tallies_read if admin_home else ()),
             *second_factor,
@@ -420,7 +420,8 @@ def _channels(ns: str) -> dict[str, tuple[str, ...]]:
 # it run there: the commands the script runs are checked again, against every selector.
 # An ingest node sets the latest checkpoint and the epoch proof of the ledgers it may home
 # only (``checkpoints``: their names, or ALL_LEDGERS for the default home's): SET alone on those
-# two keys, and the append's script (EVALSHA), which names the ledger's stream and checkpoint
+# two keys, HSET (and DEL) alone on their outside witnesses' cosignatures, and the append's
+# script (EVALSHA), which names the ledger's stream and checkpoint
 # and sets the checkpoint, on those keys. Its root rules read every ledger's.
 def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> dict[str, tuple[str, ...]]:
     own_held, own_cosig = f"~{ns}:{{*}}:held:{node}", f"~{ns}:{{*}}:cosig:{node}"
@@ -442,6 +443,9 @@ def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> di
     for ledger in sorted(checkpoints):
         keys = f"~{ns}:{{{ledger}}}:checkpoint ~{ns}:{{{ledger}}}:epoch_proof"
         homed += [f"(+evalsha +eval ~{ns}:{{{ledger}}}:chain ~{ns}:{{{ledger}}}:checkpoint)", f"(+set {keys})"]
+        # Its outside witnesses' cosignatures (PROTOCOL 13.9), and DEL for a hash the admin's
+        # user made another type (ReplicationLedger.replace_damaged).
+        homed.append(f"(+hset +del ~{ns}:{{{ledger}}}:outside)")
     return {
         "ingest": tuple(homed),
         # and its own sweep checkpoints, which the admin's user can SET (outsider 31, N1).

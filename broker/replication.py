@@ -867,6 +867,19 @@ class ReplicationLedger:
         """:func:`wrong_typed_keys` on this client."""
         return wrong_typed_keys(self.client, keys)
 
+    def outside_fields(self, ledgers: Sequence[str]) -> dict[str, set[str]]:
+        """Per ledger, the fields its outside hash holds, in one round trip (a hash of another
+        type reads as none: its home replaces it at its next note)."""
+        pipe = self.client.pipeline(transaction=False)
+        for ledger in ledgers:
+            pipe.hkeys(self.outside_key(ledger))
+        found: dict[str, set[str]] = {}
+        for ledger, value in zip(ledgers, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(value, Exception) and not wrong_type(value):
+                raise value
+            found[ledger] = set() if isinstance(value, Exception) else {_text(k) for k in value}
+        return found
+
     def _nodes_keyed(self, prefix: str) -> list[str]:
         """The nodes whose per-node keys ``<prefix><node>`` are read: those of :meth:`raisers`
         (a process passes its cluster's), else every one found (SCAN, which only the admin's

@@ -865,3 +865,26 @@ def test_a_node_s_alert_under_the_verifier_s_key_hides_rewrites_and_closes_nothi
     assert cli.main(["alerts", "--config", config]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [[raised, "open"], [later, "closed"]]
+
+
+def test_only_the_nodes_that_may_home_a_ledger_write_its_outside_cosignatures(acl: AclServer) -> None:
+    # Outsider o20 F4: any ingest node's user overwrote any ledger's outside witnesses' notes
+    # (PROTOCOL 13.9: only the home's user writes them), as the checkpoint keys are kept.
+    default_home, other = acl.repl("ingest-1"), acl.repl("ingest-2")
+    for ledger in ("votes", "funds", "parish"):
+        default_home.publish_outside_cosignature(ledger, "w.example/w1", 2, b"note 2")
+    with pytest.raises(NOPERM):
+        other.publish_outside_cosignature("votes", "w.example/w1", 1, b"junk")
+    for write in (lambda: other.client.delete(other.outside_key("votes")),
+                  lambda: other.client.hdel(other.outside_key("votes"), "w.example/w1")):  # fmt: skip
+        with pytest.raises(NOPERM):
+            write()
+    assert other.outside_cosignatures("votes") == {"w.example/w1": b"note 2"}  # it still reads them
+    for ledger in ("funds", "parish"):  # its own, and the one it stands by for
+        other.publish_outside_cosignature(ledger, "w.example/w1", 3, b"note 3")
+        assert default_home.outside_cosignatures(ledger) == {"w.example/w1": b"note 3"}
+    acl.client("admin").set(other.outside_key("funds"), b"not a hash")  # replaced by its home
+    other.publish_outside_cosignature("funds", "w.example/w1", 4, b"note 4")
+    assert other.outside_cosignatures("funds") == {"w.example/w1": b"note 4"}
+    with pytest.raises(NOPERM):
+        acl.client("replica").hset(other.outside_key("funds"), "w.example/w1", b"junk")

@@ -23,6 +23,7 @@ from vledger.broker.redis_server import connect
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.broker.tallies import TallyBoard
+from vledger.client import Client
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.node.errors import NoteError, RemoteError
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, VerifierKey, parse_verifier_key, sign
@@ -293,3 +294,31 @@ def test_a_home_without_the_rotated_key_in_force_refuses_the_ledger_s_writes(sta
     cluster.start_node("ingest-1")
     assert _put(cluster, 1) == size + 1
     wait_until(lambda: key not in _repl(cluster).open_alerts(), WAIT, "the alert resolved")
+
+
+def test_the_http_client_follows_a_rotated_key_through_a_gateway(start_cluster: Any) -> None:
+    """Outsider o20 F2: after `vledger ledger rotate-key`, Client.http (with the genesis) raised
+    UnverifiedNoteError on every read of the ledger: it dropped the rotations the gateway's
+    checkpoint answer carries, where `receipt verify` and the pages follow the key chain (13.8)."""
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=1, gateways=["ingest-1"])
+    common = ["--config", str(cluster.config_path), "--key", str(_keys(cluster) / "admin.key_secret")]
+    cluster.cli("ledger", "create", LEDGER, "--kinds", "vote", "--difficulty", "0", *common)
+    genesis = cluster.admin().call("get", {"ledger": LEDGER, "height": 0})["record"]
+    _put(cluster, 2)
+    new = parse_verifier_key(
+        json.loads(cluster.cli("ledger", "rotate-key", LEDGER, "--json", *common).stdout)["checkpoint_key"]
+    )
+    size = _put(cluster, 2)
+    _wait_cosigned(cluster, new, size)
+    witness = witness_key(
+        witness_name(CLUSTER, "replica-1"), load_verify_key(_keys(cluster) / "replica-1.sign.pub").raw
+    )
+    gateway = cluster.gateway_url("ingest-1")
+
+    def read() -> int:
+        with Client.http(gateway, genesis={LEDGER: genesis}, witnesses=[witness], quorum=1) as client:
+            verified = client.checkpoint(LEDGER)
+            assert client.record(LEDGER, size - 1).record.ledger == LEDGER
+            return verified.checkpoint.size
+
+    assert wait_until(lambda: read() == size, WAIT, "the gateway serves the new key's checkpoint")
