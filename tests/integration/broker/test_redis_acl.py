@@ -18,7 +18,7 @@ import pytest
 import redis
 import zmq
 
-from vledger.broker import redis_acl
+from vledger.broker import redis_acl, redis_functions
 from vledger.broker.accounts import AccountRegistry
 from vledger.broker.redis_server import RedisServer, connect, find_redis_server
 from vledger.broker.replication import OPEN_ALERTS_CAP, Alert, ReplicationLedger
@@ -75,6 +75,13 @@ class AclServer:
         self.clients.append(client)
         return client
 
+    def loader(self) -> Any:
+        """A client of the loader user (redis_acl.LOADER_USER), as `vledger redis-functions` signs in."""
+        path = redis_acl.password_path(self.passwords_dir, redis_acl.LOADER_USER)
+        client = connect(RedisAccess(self.server.url, redis_acl.LOADER_USER, path), timeout=5.0)
+        self.clients.append(client)
+        return client
+
     def repl(self, role: str) -> ReplicationLedger:
         """A ReplicationLedger as that node's (or the service's) process makes it: alerts of its own name."""
         return ReplicationLedger(self.client(role), node=_node(role), raisers=sorted(NODES))
@@ -89,6 +96,7 @@ def acl(short_tmp: Path, redis_server: RedisServer) -> Iterator[AclServer]:
         short_tmp / "data", executable=find_redis_server(), acl_file=written["acl"], auth=("vledger-admin", admin)
     ) as server:
         served = AclServer(server, passwords)
+        redis_functions.load(served.loader())  # as whatever starts the server loads it
         yield served
         for client in served.clients:
             client.close()
