@@ -91,6 +91,11 @@ local function hset_own(key, ...)
   return 'replaced'
 end
 
+-- Whether this library is loaded, asked by anyone that may call a function (no key): its version.
+register('ping', READ, function(KEYS, ARGV)
+  return VERSION
+end)
+
 -- ===== broker/replication.py =====
 -- SET the node's height only if it grows: a late or repeated report never lowers it. A value
 -- that is no height (not a number, or past 2**63 - 1: written by hand with the node's Redis

@@ -85,15 +85,34 @@ def missing(error: BaseException) -> FunctionsMissingError:
     return FunctionsMissingError(message)
 
 
-def loaded(client: Any) -> bool:
-    """Whether Redis holds this code's library (FUNCTION LIST, which the loader user may run)."""
-    found = client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME)
-    for library in found or ():
+def libraries(client: Any, pattern: str = LIBRARY_PREFIX + "*") -> list[str]:
+    """The names of the libraries Redis holds that match ``pattern`` (FUNCTION LIST, which the
+    loader user may run): every vledger version's by default."""
+    names = []
+    for library in client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", pattern) or ():
         fields = library if isinstance(library, dict) else dict(zip(library[::2], library[1::2], strict=False))
         name = fields.get(b"library_name", fields.get("library_name"))
-        if (name.decode() if isinstance(name, bytes) else name) == LIBRARY_NAME:
-            return True
-    return False
+        names.append(name.decode() if isinstance(name, bytes) else str(name))
+    return sorted(names)
+
+
+def loaded(client: Any) -> bool:
+    """Whether Redis holds this code's library (FUNCTION LIST, which the loader user may run)."""
+    return LIBRARY_NAME in libraries(client, LIBRARY_NAME)
+
+
+def present(client: Any) -> bool:
+    """Whether Redis holds this code's library, asked as any user that may call its functions
+    (FCALL_RO of its ``ping``, no key); other errors (Redis away, NOPERM) are raised."""
+    try:
+        RedisFunction(client, "ping")()
+    except FunctionsMissingError:
+        return False
+    except redis.exceptions.ResponseError as e:
+        if is_missing(e):
+            return False
+        raise
+    return True
 
 
 def load(client: Any) -> None:
@@ -143,3 +162,22 @@ def reloaded(replies: Sequence[Any], client: Any) -> bool:
             load(client)
             return True
     return False
+
+
+def keep_loaded(client: Any, stop: threading.Event, interval: float) -> None:
+    """Load the library now and whenever Redis lost it (looked at every ``interval`` seconds),
+    until ``stop`` is set: what ``vledger redis-functions --keep`` runs beside the server. A
+    Redis away or refusing is logged (once until it answers again) and asked again."""
+    failing = ""
+    while not stop.is_set():
+        try:
+            if not loaded(client):
+                load(client)
+            if failing:
+                logger.info("Redis answers again")
+            failing = ""
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError) as e:
+            if str(e) != failing:
+                logger.warning("cannot load the functions library %s yet: %s; trying again", LIBRARY_NAME, e)
+            failing = str(e)
+        stop.wait(interval)
