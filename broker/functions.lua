@@ -184,10 +184,10 @@ end)
 -- KEYS: stream, checkpoint (none: the note goes on the entry only)
 -- ARGV: first height, max length, origin, checkpoint, records...
 register('append', WRITE, function(KEYS, ARGV)
+  local first = bounded(ARGV[1], 0, 2^53, 'first height')
   local last = -1
   local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
   if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
-  local first = bounded(ARGV[1], 0, 2^53, 'first height')
   local bottom = nil
   for i = 5, #ARGV do
     local height = first + i - 5
@@ -518,8 +518,8 @@ register('tally_read', READ, function(KEYS, ARGV)
     return error({err = 'ERR vledger: tally_read reads with XRANGE or XREVRANGE, not ' .. tostring(ARGV[1])})
   end
   local count = bounded(ARGV[4], 1, 1000, 'count')
-  local got = redis.call(ARGV[1], KEYS[1], ARGV[2], ARGV[3], 'COUNT', count)
   local budget, total, kept = bounded(ARGV[5], 0, 4194304, 'byte budget'), 0, {}
+  local got = redis.call(ARGV[1], KEYS[1], ARGV[2], ARGV[3], 'COUNT', count)
   for _, entry in ipairs(got) do
     local size = 0
     for _, value in ipairs(entry[2]) do
