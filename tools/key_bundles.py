@@ -120,12 +120,13 @@ def bundle(config: ClusterConfig, name: str) -> Bundle:
                 files[PurePosixPath(file)] = (passwords / file, True)
         return files
     public = name != FUNCTIONS  # the loader reads its password alone
+    secrets: list[Path] = []
     if name == FUNCTIONS:
         if passwords is None:
             raise UsageError(f"{config.path}: no [redis] passwords, so Redis has no loader user to give a folder")
-        user, secrets = redis_acl.LOADER_USER, []
+        user = redis_acl.LOADER_USER
     elif name == GATEWAY:
-        user, secrets = redis_acl.user_name("gateway"), []
+        user = redis_acl.user_name("gateway")
     elif name in config.nodes:
         node = config.node(name)
         user, secrets = redis_acl.user_name(node.role, name), node_secrets(config, name)
