@@ -1,7 +1,7 @@
 """Accounts in Redis, shared by every ingest node, and each node's live copy of them.
 
 Layout, for namespace ``ns`` (``vledger`` by default), every key with the hash tag
-``{accounts}``, since the scripts below touch them together (one Redis Cluster slot;
+``{accounts}``, since the functions below touch them together (one Redis Cluster slot;
 broker/redis_keys.py):
 
 * ``ns:{accounts}:account:<name>``: a hash per account: ``role`` (admin, writer, observer, replica)
@@ -20,12 +20,12 @@ broker/redis_keys.py):
 * ``ns:{accounts}:admin:records``: the admin ledger's record bytes, index = height (docs/PROTOCOL.md
   16.4): the accounts above are a cache of it, and nodes read their grants from it.
 
-Every change is one Lua script: it checks, writes, bumps the version and PUBLISHes the new
-version on channel ``ns:accounts``, all atomically. An :class:`AccountCache` on each node
-reloads on that message, polls the version as a safety net (a message can be lost while a
-connection is down), hands the new allow-list to its callback, then records the version
-it applied, so that :meth:`AccountRegistry.wait_applied` can tell an admin when every
-node enforces a change.
+Every change is one call of a Redis function (broker/functions.lua): it checks, writes, bumps
+the version and PUBLISHes the new version on channel ``ns:accounts``, all atomically. An
+:class:`AccountCache` on each node reloads on that message, polls the version as a safety net
+(a message can be lost while a connection is down), hands the new allow-list to its callback,
+then records the version it applied, so that :meth:`AccountRegistry.wait_applied` can tell an
+admin when every node enforces a change.
 
 Errors here are precise (no_such_account, account_exists, ...). A server must map them to
 what the asker may know: a non-admin must not learn whether an account exists.
@@ -142,7 +142,7 @@ class AccountsSnapshot:
     accounts: Mapping[str, Account]
     owners: Mapping[str, str]  # Z85 public key -> account name
     # Redis's entries left out as malformed (a key that is none, a name or role that is not valid),
-    # each named for a log line and an alert: written by hand, never by a script (see snapshot_from_reply).
+    # each named for a log line and an alert: written by hand, never by a function (see snapshot_from_reply).
     malformed: tuple[str, ...] = ()
     # Redis's keys of another type, read as empty (their names): this snapshot lacks what they held.
     spoiled: tuple[str, ...] = ()
@@ -192,7 +192,7 @@ def _text(value: Any) -> str:
 
 def admin_record_digest(data: bytes) -> str:
     """One admin record's part of :func:`admin_records_digest` (SHA-1, hex)."""
-    # SHA-1: the one hash Redis's scripts offer; what matters is a second preimage of the home's
+    # SHA-1: the one hash Redis's Lua offers; what matters is a second preimage of the home's
     # own records, which no one can make (a collision, two lists made alike by their author, is no harm).
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
@@ -207,7 +207,7 @@ def admin_records_digest(record_digests: Sequence[str]) -> str:
 
 
 def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
-    """The snapshot script's answer as an AccountsSnapshot (kept pure for the unit tests).
+    """The snapshot function's answer as an AccountsSnapshot (kept pure for the unit tests).
 
     Every value is wire input: anyone whose Redis user writes ``{accounts}`` can put anything
     there, and one key that was none ended every node's accounts thread (outsider o8 J6), so
@@ -231,7 +231,7 @@ def snapshot_from_reply(reply: Any) -> AccountsSnapshot:
     accounts = {}
     for raw_name, raw_role, raw_enabled in rows:
         name = _wire_text(raw_name)
-        if raw_role is None:  # a name without its hash: written by hand, never by a script
+        if raw_role is None:  # a name without its hash: written by hand, never by a function
             _warn_once(f"account {name[:64]!r} has no role in Redis; ignored")
             continue
         role = _wire_text(raw_role)
@@ -254,7 +254,7 @@ NOT_A_LIST = -1  # what admin_size answers for a cache key of another type (writ
 # A node's applied key or field that cannot be read (of another type, no number): not a report.
 UNREADABLE = object()
 NO_VERSION = -1  # what a version that is no count reads as: never a node's, so every node reloads
-_MAX_VERSION_DIGITS = 15  # the Lua scripts' bound too: exact in a double, far from INCR's overflow
+_MAX_VERSION_DIGITS = 15  # the Lua functions' bound too: exact in a double, far from INCR's overflow
 _warned: set[str] = set()
 
 
@@ -361,8 +361,8 @@ class AccountRegistry:
         self.namespace = namespace
         self.channel = f"{namespace}:accounts"
         self.applied_channel = f"{namespace}:accounts:applied"
-        # The snapshot and lookup scripts build an account's key from this prefix: with the
-        # tag in it, those keys are in the slot of the keys the scripts are given.
+        # The snapshot and lookup functions build an account's key from this prefix: with the
+        # tag in it, those keys are in the slot of the keys the functions are given.
         self._account_prefix = group_key(namespace, ACCOUNTS_TAG, "account:")
         self._names = group_key(namespace, ACCOUNTS_TAG, "names")
         self._owners = group_key(namespace, ACCOUNTS_TAG, "keys")
