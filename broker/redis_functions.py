@@ -135,9 +135,9 @@ class RedisFunction:
     ``function(keys=[...], args=[...])``."""
 
     def __init__(self, client: Any, name: str) -> None:
+        function_name(name)  # a name the library lacks fails here, at construction
         self.client = client
         self.name = name
-        self.read_only = FUNCTIONS[name]
 
     def __call__(self, *, keys: Sequence[str] = (), args: Sequence[Any] = ()) -> Any:
         try:
