@@ -10,7 +10,7 @@ name, which only that observer's Redis user writes (broker/redis_acl.py):
 * ``vledger:{<ledger>}:tally:latest:<observer>``: a string, the stream id of its latest
   entry (what a reader polls to see a new one without reading its body).
 
-Both are written by one script (they share the ledger's hash tag: one slot), so the latest
+Both are written by one function call (they share the ledger's hash tag: one slot), so the latest
 id never names an entry that is not in the stream. A reader takes the observer of an entry
 from the key's name, never from what the entry says: an observer writes only its own keys,
 but may put anything in them (a body another observer signed, say), which the signature
@@ -111,7 +111,7 @@ class TallyBoard:
         scripts: bool = True,
     ) -> None:
         """Entries are read at most MAX_READ_BYTES a read, a larger one alone without its fields:
-        through tally_read, or with ``scripts`` False, for a user that may run no script (the
+        through tally_read, or with ``scripts`` False, for a user that may call no function (the
         gateway's), by a reply read that stops there (broker/bounded_range.py)."""
         self.client = client
         self.namespace = namespace
@@ -208,7 +208,7 @@ class TallyBoard:
 
     def _latest_entries(self, ledger: str, ids: dict[str, str]) -> list[Any]:
         """The entry of each observer's id in ``ids`` as tally_read gives it (or the error), in one round
-        trip with scripts, else one each."""
+        trip with functions, else one each."""
         if not self.scripts:
             return [self._bounded_or_error(ledger, observer, entry_id) for observer, entry_id in ids.items()]
         pipe = self.client.pipeline(transaction=False)
