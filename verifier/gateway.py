@@ -1449,7 +1449,7 @@ class Gateway:
         common height) and checks every signature, and anyone may
         ask /tally or /funds as fast as they like (outsider o6 H9: 0.5 s of the gateway's CPU an
         anonymous request). The verdict is judged anew each time (_judged)."""
-        # Its user runs no script (broker/redis_acl.py): each read stops at the bytes a scripted one takes.
+        # Its user calls no function (broker/redis_acl.py): each read stops at the bytes tally_read takes.
         board = TallyBoard(self._redis(), stream_max_len=self.config.observers.tally_stream_max_len, scripts=False)
         histories = self.node_keys()[1]  # an observer whose key rotated (16.6)
         at = time.monotonic()

@@ -15,9 +15,6 @@ class FakeRedis:
     def __init__(self, notes: dict[bytes, bytes]) -> None:
         self.notes = notes
 
-    def register_script(self, script: str) -> None:
-        return None
-
     def hgetall(self, key: str) -> dict[bytes, bytes]:
         return self.notes
 
@@ -31,9 +28,6 @@ class FakeRedis:
 
 class NoRedis:
     """A Redis that is down: the gateway serves the store's notes alone."""
-
-    def register_script(self, script: str) -> None:
-        return None
 
     def hgetall(self, key: str) -> Any:
         raise ConnectionError("redis is down")
