@@ -540,3 +540,21 @@ register('tally_read', READ, function(KEYS, ARGV)
   return kept
 end)
 
+
+-- --- a raiser's open alerts (broker/replication.py ReplicationLedger._read_open) ------------
+-- KEYS[1] a raiser's open hash    ARGV: fields (its cap + 1), bytes (its cap)
+-- Sized and read in one step (review r29): sized in one call and read in the next, a hash its
+-- raiser grew between the two (a RENAME toggled in a loop) was read past the byte cap. Past
+-- ARGV[2] bytes (MEMORY USAGE, every field up to ARGV[1] sampled) the size alone is answered,
+-- else at most ARGV[1] distinct fields with their values (HRANDFIELD; another type: its error).
+register('read_open', READ, function(KEYS, ARGV)
+  local fields = bounded(ARGV[1], 1, 10001, 'field count')
+  local budget = bounded(ARGV[2], 1, 67108864, 'byte budget')
+  -- A user whose ACL file predates either command is told NOPERM, and reads as before.
+  if not (redis.acl_check_cmd('MEMORY', 'USAGE', KEYS[1]) and redis.acl_check_cmd('HRANDFIELD', KEYS[1], ARGV[1])) then
+    return redis.error_reply('NOPERM an ACL file older than HRANDFIELD or MEMORY USAGE')
+  end
+  local used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', fields)
+  if used and used > budget then return used end
+  return redis.pcall('HRANDFIELD', KEYS[1], fields, 'WITHVALUES')
+end)

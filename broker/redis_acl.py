@@ -248,12 +248,14 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
     ),
     # The public gateway faces the internet: if it is taken over, it must not be able to
     # change what it shows, so it has read commands only (no FCALL: a function could write;
-    # it reads tallies through broker/bounded_range.py).
+    # it reads tallies through broker/bounded_range.py), and FCALL_RO, which runs only the
+    # library's functions flagged no-writes, for read_open (an open hash sized and read at once).
     # TIME: the server's clock, past which no alert's stream id can be, and HRANDFIELD: an open
     # hash read at most OPEN_ALERTS_CAP + 1 fields at a time (ReplicationLedger.open_by_raiser).
     "gateway": (
         "ping",
         "select",
+        "fcall_ro",
         "get",
         "hget",
         "hgetall",

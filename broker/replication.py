@@ -148,6 +148,10 @@ _PAST_CAP = f"more than the {OPEN_ALERTS_CAP} open alerts a reader reads"
 # 1.5 GB a read, review r26). 10,000 alerts are some 2 MB: past this a hash is shown as one past
 # the field cap is, unread.
 OPEN_ALERTS_BYTES = 8 * 2**20
+# One raiser's open hash is sized and read in one step, the library's read_open (FCALL_RO,
+# broker/functions.lua): sized in one round trip and read in the next, a hash its raiser grew
+# between the two (an O(1) RENAME toggled in a loop; MEMORY USAGE of a missing key is nil) was
+# read past the byte cap, 500 MB a read (review r29).
 # A shared key (``{ledgers}``, ``{ledgers}:epochs``) of another type: raised by the verifier
 # against ``redis``, the key's name as its ``ledger`` (PROTOCOL 10.5).
 REDIS_KEY_DAMAGED = "redis_key_damaged"
@@ -350,6 +354,10 @@ def _json_map(raw: Any) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _past_bytes_problem(used: int) -> str:
+    return f"{used} bytes, more than the {OPEN_ALERTS_BYTES} of open alerts a reader reads"
 
 
 def _alert_id(alert: dict[str, Any]) -> str:
@@ -1266,38 +1274,71 @@ class ReplicationLedger:
         that grows its hash while it is read is never read past the cap (review r25 F4: sized by
         HLEN, then read whole by HGETALL, it was read whole once grown between the two). The
         shared keys (None) are the admin's alone to write: read whole. A user whose ACL file
-        predates HRANDFIELD (until `vledger keygen --cluster`) reads as it did before it."""
-        problems = self._past_bytes(raisers)
-        raisers = [node for node in raisers if node not in problems]
+        predates HRANDFIELD (until `vledger keygen --cluster`) reads as it did before it. Each
+        hash is sized and read in one step (the library's read_open); a user whose ACL file
+        predates it, or a Redis that lost the library, sizes them all first, then reads
+        (:meth:`_read_apart`)."""
         pipe = self.client.pipeline(transaction=False)
         for node in raisers:
             if node:
-                pipe.hrandfield(self.open_alerts_key_of(node), OPEN_ALERTS_CAP + 1, withvalues=True)
+                key = self.open_alerts_key_of(node)
+                bounds = [OPEN_ALERTS_CAP + 1, OPEN_ALERTS_BYTES]
+                pipe.execute_command(*redis_functions.command("read_open", [key], bounds))
             else:
                 pipe.hgetall(self.open_alerts_key_of(node))
         pipe.time()
         *replies, clock = pipe.execute(raise_on_error=False)
         held: dict[str | None, dict[Any, Any]] = {}
-        unsized = []
+        problems: dict[str, str] = {}
+        apart = []
         for node, reply in zip(raisers, replies, strict=True):
-            if node and isinstance(reply, redis.exceptions.NoPermissionError):
-                unsized.append(node)
-            elif node and isinstance(reply, redis.exceptions.ResponseError) and wrong_type(reply):
-                problems[node] = str(reply)
-            elif isinstance(reply, Exception):
-                raise reply
-            elif node:
-                fields = iter(reply)  # field, value, field, value...
-                alerts = dict(zip(fields, fields, strict=True))
-                if len(alerts) > OPEN_ALERTS_CAP:
-                    problems[node] = _PAST_CAP
-                else:
-                    held[node] = alerts
+            if node and (isinstance(reply, redis.exceptions.NoPermissionError) or redis_functions.is_missing(reply)):
+                apart.append(node)
+            elif node and isinstance(reply, int):
+                problems[node] = _past_bytes_problem(reply)
             else:
-                held[node] = reply
+                self._take_open(node, reply, held, problems)
+        if apart:
+            self._read_apart(apart, held, problems)
+        return held, problems, clock
+
+    def _read_apart(self, raisers: list[str], held: dict[str | None, dict[Any, Any]], problems: dict[str, str]) -> None:
+        """The read where read_open cannot run (an ACL file before it, the library lost): the
+        hashes sized in one round trip and read in the next (a hash grown between the two is
+        read: HRANDFIELD still stops at the field cap)."""
+        past = self._past_bytes(list(raisers))
+        problems.update(past)
+        raisers = [node for node in raisers if node not in past]
+        pipe = self.client.pipeline(transaction=False)
+        for node in raisers:
+            pipe.hrandfield(self.open_alerts_key_of(node), OPEN_ALERTS_CAP + 1, withvalues=True)
+        unsized = []
+        for node, reply in zip(raisers, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, redis.exceptions.NoPermissionError):
+                unsized.append(node)
+            else:
+                self._take_open(node, reply, held, problems)
         if unsized:
             self._read_sized(unsized, held, problems)
-        return held, problems, clock
+
+    @staticmethod
+    def _take_open(
+        node: str | None, reply: Any, held: dict[str | None, dict[Any, Any]], problems: dict[str, str]
+    ) -> None:
+        """One raiser's read hash into ``held``, or why it is not read into ``problems``."""
+        if node and isinstance(reply, redis.exceptions.ResponseError) and wrong_type(reply):
+            problems[node] = str(reply)
+        elif isinstance(reply, Exception):
+            raise reply
+        elif node:
+            fields = iter(reply)  # field, value, field, value...
+            alerts = dict(zip(fields, fields, strict=True))
+            if len(alerts) > OPEN_ALERTS_CAP:
+                problems[node] = _PAST_CAP
+            else:
+                held[node] = alerts
+        else:
+            held[node] = reply
 
     def _past_bytes(self, raisers: list[str | None]) -> dict[str, str]:
         """Of the raisers' open hashes, those past OPEN_ALERTS_BYTES (MEMORY USAGE, every field
@@ -1312,7 +1353,7 @@ class ReplicationLedger:
             # 2M fields at each read, review r27): exact for a hash a reader reads, bounded else.
             pipe.memory_usage(self.open_alerts_key_of(node), samples=OPEN_ALERTS_CAP + 1)
         return {
-            node: f"{used} bytes, more than the {OPEN_ALERTS_BYTES} of open alerts a reader reads"
+            node: _past_bytes_problem(used)
             for node, used in zip(nodes, pipe.execute(raise_on_error=False), strict=True)
             if isinstance(used, int) and used > OPEN_ALERTS_BYTES
         }

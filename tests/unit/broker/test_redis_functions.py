@@ -22,7 +22,7 @@ def test_the_library_and_every_function_carry_the_version_of_its_text() -> None:
     with pytest.raises(KeyError):
         redis_functions.function_name("eval")
     reads = {name for name, read_only in redis_functions.FUNCTIONS.items() if read_only}
-    assert reads == {"ping", "snapshot", "lookup", "admin_records_digest", "tally_read"}
+    assert reads == {"ping", "snapshot", "lookup", "admin_records_digest", "tally_read", "read_open"}
     assert redis_functions.command("snapshot", ["k"], ["a"])[0] == "FCALL_RO"
     assert redis_functions.command("append", ["k"], ["a"])[:3] == ("FCALL", redis_functions.function_name("append"), 1)
 

@@ -38,6 +38,9 @@ class NoRedis:
     def memory_usage(self, key: str, samples: int | None = None) -> Any:  # each open hash sized first
         raise ConnectionError("redis is down")
 
+    def eval_ro(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:  # or sized and read in one step
+        raise ConnectionError("redis is down")
+
     def mget(self, keys: list[str]) -> Any:
         raise ConnectionError("redis is down")
 
