@@ -207,3 +207,30 @@ def wrong_type_message(error: Exception) -> str:
         f"a Redis key this command reads or writes is of another type (WRONGTYPE): someone with a Redis"
         f" password that may write it changed it; its writer replaces it, or an admin deletes it ({error})"
     )
+
+
+def refused_login_message(error: Exception) -> str:
+    """What a refused sign-in (an AuthenticationError: Redis answered, no user or password it
+    knows) says: the user, never the password, and what gives Redis that user (outsider o21 F6:
+    "does not answer" sent an operator looking for a server that was up)."""
+    user = _login_user(error)
+    who = f"the login of {user!r}" if user is not None else "this process's login"
+    return (
+        f"refused {who} ({error}): Redis has loaded no such user, or another password for it; give the"
+        " Redis host the redis.acl `vledger keygen --cluster` writes and restart redis-server there"
+        " (the password file under [redis] passwords is the one this host must hold)"
+    )
+
+
+def _login_user(error: BaseException) -> str | None:
+    """The user name the connection that was refused signed in as, found on its traceback
+    (redis-py's exception names none): the innermost frame of a redis-py connection."""
+    user = None
+    trace = error.__traceback__
+    while trace is not None:
+        holder = trace.tb_frame.f_locals.get("self")
+        name = getattr(holder, "username", None) if type(holder).__module__.startswith("redis.") else None
+        if isinstance(name, str) and name:
+            user = name
+        trace = trace.tb_next
+    return user

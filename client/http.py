@@ -196,9 +196,17 @@ class GatewayConnection:
         note = answer.get("note")
         if not isinstance(note, str):
             raise NodeUnavailableError(f"{self.base_url}: a checkpoint answer without its note")
+        # The ledger's key rotations below its size (13.8), as heights: the reader fetches each
+        # record and its inclusion proof and follows the chain from the genesis key, as a node's
+        # answer is followed (without them every read of a rotated ledger failed: outsider o20 F2).
+        rotations = answer.get("rotations", [])
+        heights = [r.get("index") for r in rotations if isinstance(r, dict)] if isinstance(rotations, list) else None
+        if heights is None or len(heights) != len(rotations) or not all(type(h) is int and h >= 0 for h in heights):
+            raise NodeUnavailableError(f"{self.base_url}: a checkpoint answer whose rotations are not indexed records")
         # The witnesses' rotated keys as the gateway proves them (16.6): checked by the reader.
         node_keys = answer.get("node_keys")
-        return {"checkpoint": note.encode("utf-8"), **({"node_keys": node_keys} if node_keys is not None else {})}
+        carried = {"node_keys": node_keys} if node_keys is not None else {}
+        return {"checkpoint": note.encode("utf-8"), "rotations": heights, **carried}
 
     def _inclusion(self, args: dict[str, Any]) -> dict[str, Any]:
         query = {"index": _number(args.get("index"), "index"), "size": _number(args.get("size"), "size")}

@@ -23,7 +23,7 @@ from ..node.epoch import EpochHistory, gather_in_epochs
 from ..node.errors import QuorumError, SignatureError, VledgerError
 from ..node.node_key_rotation import KeyHistory
 from ..node.note import ALG_ED25519, VerifierKey, origin_for
-from ..node.outside import outside_kind, outside_witnesses
+from ..node.outside import OutsideWitnesses, outside_kind, outside_witnesses, quorum_note
 from ..node.store import ChainStore
 from ..node.tally_body import Snapshot
 from ..node.witness import CheckpointKeys, cosignatures_in_force, witness_key, witness_name
@@ -62,7 +62,10 @@ class KnownCosignatures:
         self.replication = replication
         self.witnesses = tuple(witnesses.values())
         self.key_of = key_of
-        self._outside_keys: dict[str, tuple[VerifierKey, ...]] = {}
+        self._outside_keys: dict[str, OutsideWitnesses | None] = {}
+        # Per ledger, the largest checkpoint a quorum of its outside witnesses cosigned, joined
+        # from this store's rows (a home's): (size, note); rows only grow, so only larger are read.
+        self._quorum: dict[str, tuple[int, bytes | None]] = {}
 
     def gathered(self, ledger: str, latest: bytes) -> list[GatheredCheckpoint]:
         """Each checkpoint of ``ledger`` among ``latest``, Redis's and this store's cosigned notes,
@@ -71,11 +74,16 @@ class KnownCosignatures:
         if log_key is None:
             return []
         notes = [latest]
-        outside = self._outside(ledger)
+        listed = self._listed(ledger)
+        outside = listed.keys if listed is not None else ()
         for kind in (COSIGNED, *(outside_kind(key.name) for key in outside)):
             kept = self.store.checkpoints.latest(ledger, kind)
             if kept is not None:
                 notes.append(kept.note)
+        if listed is not None:
+            joined = self._joined(ledger, listed)
+            if joined is not None:
+                notes.append(joined)
         if self.replication is not None:
             try:
                 notes.extend(self.replication.cosignatures(ledger).values())
@@ -99,19 +107,40 @@ class KnownCosignatures:
 
     def _outside(self, ledger: str) -> tuple[VerifierKey, ...]:
         """The outside witness keys ``ledger``'s genesis lists (none when it lists none)."""
-        keys = self._outside_keys.get(ledger)
-        if keys is None:
+        listed = self._listed(ledger)
+        return listed.keys if listed is not None else ()
+
+    def _listed(self, ledger: str) -> OutsideWitnesses | None:
+        """The outside witnesses ``ledger``'s genesis lists and their quorum (None: it lists none)."""
+        if ledger in self._outside_keys:
+            return self._outside_keys[ledger]
+        try:
+            rules = self.store.rules(ledger).rules
+        except VledgerError:
+            return None  # no genesis here yet: asked again next time
+        try:
+            listed = outside_witnesses(ledger, rules, self.cluster)
+        except VledgerError as e:  # a chain may hold one (section 4 does not check it): none counts
+            log.warning("the genesis of %s lists outside witnesses that cannot be used: %s", ledger, e)
+            listed = None
+        self._outside_keys[ledger] = listed
+        return listed
+
+    def _joined(self, ledger: str, listed: OutsideWitnesses) -> bytes | None:
+        """The note of the largest checkpoint a quorum of ``listed`` cosigned, their lines joined
+        from this store's rows (a home keeps each witness's, 13.9), or None. Each witness's newest
+        note alone may carry a size none other cosigned (one lags): the quorum's stays found."""
+        size, note = self._quorum.get(ledger, (-1, None))
+        kinds = [outside_kind(key.name) for key in listed.keys]
+        rows = self.store.checkpoints.shared(ledger, kinds, listed.quorum, above=size)
+        if rows:
             try:
-                rules = self.store.rules(ledger).rules
-            except VledgerError:
-                return ()  # no genesis here yet: asked again next time
-            try:
-                listed = outside_witnesses(ledger, rules, self.cluster)
-            except VledgerError as e:  # a chain may hold one (section 4 does not check it): none counts
-                log.warning("the genesis of %s lists outside witnesses that cannot be used: %s", ledger, e)
-                listed = None
-            keys = self._outside_keys[ledger] = listed.keys if listed is not None else ()
-        return keys
+                note = quorum_note(row.note for row in rows)
+            except VledgerError as e:  # one size and root hold one text: the rows were changed
+                log.warning("the outside cosignatures of %s at size %d do not join: %s", ledger, rows[0].size, e)
+                return note
+            self._quorum[ledger] = (rows[0].size, note)
+        return note
 
 
 class WitnessedNotes:

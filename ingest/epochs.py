@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from ..broker.replication import REDIS_ERRORS, LastRead, ReplicationLedger
 from ..broker.signing import home_checkpoint_publics
-from ..config.cluster import ClusterConfig, NodeConfig
+from ..config.cluster import ClusterConfig, NodeConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.epoch import (
     EPOCH_KIND,
@@ -536,7 +536,7 @@ class Promotion:
 
         Checked whatever Redis's epochs entry says (review r19 1): a store put back from a copy
         older than this node's own handover finds its own ``"<e> <node>"`` there, which the
-        script of :meth:`_name` takes as this very promotion, and would open epoch ``e`` again
+        promote function that :meth:`_name` calls takes as this very promotion, and would open epoch ``e`` again
         on another tree than the one a witness cosigned (records acknowledged in it then lost)."""
         proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.homes.witnesses())
         if proof is not None:
@@ -590,7 +590,7 @@ class Promotion:
         self._check_exists(ledger)
         standby = self.config.standby_of(ledger)
         if standby is None or standby.name != self.name:
-            raise PromotionRefusedError(f"{self.name} is not the standby of {ledger!r} in the cluster file")
+            raise PromotionRefusedError(self._not_standby(ledger))
         history = self.book.history(ledger) if self.book.store.size(ledger) > 0 else None
         if history is None:
             raise PromotionRefusedError(f"{self.name} holds no record of {ledger!r}")
@@ -638,6 +638,26 @@ class Promotion:
             history.next_epoch(record)
             check_grant(self.grants(), record)
         return entry, history, held, acknowledged
+
+    def _not_standby(self, ledger: str) -> str:
+        """Why this node, which the cluster file it started with does not name ``ledger``'s
+        standby, refuses its promotion. The file is read again (outsider o21 F1: a ledger named
+        on every host after its standby started was refused "not the standby" for as long as its
+        home was dead, with nothing saying why): a node follows only the ledgers its file named
+        at its start, so one the file names now needs a restart first, and is told so."""
+        said = f"{self.name} is not the standby of {ledger!r} in the cluster file"
+        try:
+            now = load_cluster(self.config.path).standby_of(ledger)
+        except (VledgerError, OSError, ValueError) as e:
+            log.debug("the cluster file %s could not be read again: %s", self.config.path, e)
+            return said
+        if now is None or now.name != self.name:
+            return said
+        return (
+            f"the cluster file {self.config.path} named {self.name} the standby of {ledger!r} after it started:"
+            f" restart {self.name} (a standby follows the ledgers its cluster file names at its start), let it"
+            f" catch up (`vledger hello --node {self.name}` lists it as standby of {ledger!r}), then promote"
+        )
 
     def _undo(self, ledger: str, number: int, before: tuple[int, str], error: BaseException) -> None:
         """Put back in Redis the epoch ``before`` that a promotion to ``number`` replaced, whose

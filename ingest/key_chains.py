@@ -20,6 +20,7 @@ from typing import Protocol
 import redis
 
 from ..broker.replication import ReplicationLedger, wrong_type
+from ..broker.signing import checkpoint_key_name
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.errors import NoteKeyError, NotFoundError, RotationError, VledgerError
 from ..node.key_rotation import ROTATION_KIND, ChainedCheckpointKeys, KeyChain, may_rotate, rotation_payload
@@ -77,6 +78,7 @@ class RowsRead:
 
 # Nothing ever to read of a ledger (its genesis allows no record that matters, and never changes).
 NOTHING_TO_READ = RowsRead(MAX_HEIGHT)
+MISSING_RECHECK_S = 5.0  # HomeKeys.missing reads a ledger's chain again after this long
 
 
 def _digest(data: bytes) -> bytes:
@@ -322,9 +324,15 @@ class HomeKeys(HomeSigner):
         seeds: Iterable[bytes] = (),
         make_seed: Callable[[], bytes] | None = None,
         drop_seed: Callable[[bytes], None] | None = None,
+        home: str = "home",
+        on_missing: Callable[[str, str | None], None] | None = None,
     ) -> None:
         super().__init__(cluster, seed)
         self.chains = chains
+        self.home = home  # this node's name: its rotated key files are named after it
+        self._missing: dict[str, tuple[float, str | None]] = {}  # ledger -> when :meth:`missing` looked, and why
+        # Told each ledger's first finding and each change of it (its alert raised, or resolved).
+        self._on_missing = on_missing
         self._seeds = {SignerKey("k", ALG_ED25519, s).public_key: s for s in (seed, *seeds)}
         self._make_seed = make_seed  # writes a new key file (0600) and gives its seed
         self._drop_seed = drop_seed  # removes the key file of a made seed's raw public key
@@ -349,6 +357,35 @@ class HomeKeys(HomeSigner):
         if signer is None:
             signer = self._signers[wanted.name, wanted.public_key] = SignerKey(wanted.name, ALG_ED25519, seed)
         return signer
+
+    def missing(self, ledger: str) -> str | None:
+        """Why this home could sign no checkpoint of ``ledger``'s next records: the key in force
+        is a rotated one (13.8) of which it holds no private key (its ``.ckpt-`` file gone: a key
+        folder put back from a copy made before the rotation, outsider o21 F2); None when it
+        holds it, or the chain names no rotation (its node key then signs, or the checks of the
+        write refuse it). Read again at most every :data:`MISSING_RECHECK_S` per ledger: it is
+        asked at each write."""
+        now = time.monotonic()
+        known = self._missing.get(ledger)
+        if known is not None and now - known[0] < MISSING_RECHECK_S:
+            return known[1]
+        try:
+            chain = self.chains.stored(ledger)
+        except VledgerError:
+            chain = None
+        why = None
+        if chain is not None and len(chain.keys) > 1 and chain.current.public_key not in self._seeds:
+            wanted = chain.current
+            why = (
+                f"this home holds no private key of {ledger!r}'s checkpoint key in force, {wanted.name}+"
+                f"{wanted.key_id:08x}: its key file {checkpoint_key_name(self.home, wanted.public_key)}.sign"
+                " (which `vledger ledger rotate-key` wrote on this host only) is not in its key directory; put it"
+                " back from a copy and restart the node: until then the ledger's writes are refused"
+            )
+        self._missing[ledger] = (now, why)
+        if self._on_missing is not None and (known is None or known[1] != why):
+            self._on_missing(ledger, why)
+        return why
 
     def sign(self, ledger: str, size: int, root: bytes, extensions: tuple[str, ...] = ()) -> SignedCheckpoint:
         """The checkpoint of ``ledger`` at ``size`` with ``root``, signed by the key in force there;

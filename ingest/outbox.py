@@ -476,7 +476,7 @@ class Outbox:
                 note = checkpoint.note if checkpoint is not None and checkpoint.height == run[-1][1] else b""
                 try:
                     self._append(ledger, run[0][1], [data for _, _, data, _ in run], note)
-                    self._refusals.discard(ledger)
+                    self._allowed(ledger)
                 except redis.exceptions.NoPermissionError as e:
                     self._refused(ledger, e)
         except REDIS_ERRORS as e:
@@ -485,14 +485,45 @@ class Outbox:
     def _refused(self, ledger: str, error: Exception) -> None:
         """Redis's ACL refuses this node a write of ``ledger`` (a ``redis.acl`` written before the
         cluster file named this node its home or standby: ``vledger keygen --cluster`` again):
-        that ledger's stream stays behind, logged once until a write of it passes; the other
-        ledgers go on (a pause of all of Redis for one ledger's refusal stalled every stream)."""
+        that ledger's stream stays behind, logged and raised as ``stream_refused`` once until a
+        write of it passes (:meth:`_allowed`); the other ledgers go on (a pause of all of Redis for
+        one ledger's refusal stalled every stream). An alert, not a log line alone: the stream,
+        what every follower and reader takes records from, stayed behind the head while `vledger
+        status` said OK (outsider o21 F1)."""
         if ledger not in self._refusals:
+            advice = (
+                "give Redis the redis.acl `vledger keygen --cluster` writes (run it on the operator's machine,"
+                " copy redis.acl to the Redis host, restart redis-server there or run ACL LOAD as Redis's"
+                " own admin user: no vledger user may)"
+            )
             log.warning("outbox: Redis refuses this node's writes of %s (%s): its stream stays behind until"
-                        " redis.acl is written anew (vledger keygen --cluster, then ACL LOAD)",
-                        ledger, error)  # fmt: skip
+                        " Redis's ACL lets it: %s", ledger, error, advice)  # fmt: skip
+            alert = Alert(
+                self.name, ledger, max(self.store.size(ledger) - 1, 0), "stream_refused",
+                f"Redis refuses {self.name}'s writes of {ledger}'s stream, checkpoint and epoch proof (its ACL"
+                f" predates the cluster file that names {self.name} a home of it): {advice}",
+            )  # fmt: skip
+            try:
+                assert self.replication is not None
+                self.replication.alert(alert)
+            except REDIS_ERRORS as e:
+                log.warning("outbox: the stream_refused alert of %s could not be raised: %s", ledger, e)
         self._refusals.add(ledger)
         self._streamed.pop(ledger, None)
+
+    def _allowed(self, ledger: str) -> None:
+        """A write of ``ledger`` passed: a refusal of it (:meth:`_refused`) is over, its alert resolved."""
+        if ledger not in self._refusals:
+            return
+        self._refusals.discard(ledger)
+        try:
+            assert self.replication is not None
+            if self.replication.resolve([f"{self.name}|{ledger}|stream_refused"]):
+                log.info("outbox: Redis takes this node's writes of %s again: its stream_refused alert is resolved",
+                         ledger)  # fmt: skip
+        except REDIS_ERRORS as e:
+            self._refusals.add(ledger)  # resolved at a later pass
+            log.debug("outbox: the stream_refused alert of %s could not be resolved yet: %s", ledger, e)
 
     def _append(self, ledger: str, first: int, records: list[bytes], checkpoint: bytes) -> None:
         """Append a run to the stream; if the stream ends below ``first`` (a Redis outage or a
@@ -809,8 +840,11 @@ class Outbox:
                             last = self._repair(ledger, heads[ledger][0] + 1)
                         if last < heads[ledger][0]:
                             self._fill(ledger, last, heads[ledger][0])
+                            # Only a write that passed ends a refusal: a stream with nothing to
+                            # add proves nothing, and the checkpoint set below may be refused again
+                            # (its alert then raised and resolved at every heartbeat).
+                            self._allowed(ledger)
                         self._rewrite_done(ledger, max(last, heads[ledger][0]), heads[ledger][0])
-                        self._refusals.discard(ledger)
                     except redis.exceptions.NoPermissionError as e:
                         self._refused(ledger, e)
                 self._keep_epoch_proofs(owned)

@@ -34,6 +34,7 @@ from ..node.cosigning import MAX_CLOCK_SKEW_MS
 from ..node.errors import VledgerError, WitnessRefusedError, WitnessUnreachableError
 from ..node.note import VerifierKey, add_checkpoint_request, with_newest
 from ..node.outside import (
+    QUORUM_NOTE,
     Conflict,
     Cosigned,
     OutsideWitnesses,
@@ -41,6 +42,7 @@ from ..node.outside import (
     WitnessReply,
     outside_kind,
     outside_witnesses,
+    quorum_note,
     read_reply,
 )
 from ..node.store import ChainStore
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 Post = Callable[[str, bytes, float], WitnessReply]
 FIRST_BACKOFF_SECONDS = 1.0
 POLL_SECONDS = 0.2  # how often the thread looks for a newer signed checkpoint
+LOST_CHECK_SECONDS = 5.0  # how often a thread looks whether Redis still holds the notes it set
 MAX_TRIES = 2  # per checkpoint and witness: the request, and once more after a 409
 UNREACHABLE_AFTER = 2  # failures in a row at a ledger before the alert: one blip is no news
 UNREACHABLE = WitnessUnreachableError.code
@@ -123,6 +126,17 @@ class WitnessFeeder:
         # (ledger, witness) whose witness_unreachable this home raised and has not resolved:
         # the alert's key names no witness, so it stays open while any of a ledger's is down.
         self._unreachable: dict[tuple[str, str], Alert] = {}
+        # Per ledger, the largest checkpoint a quorum of its outside witnesses cosigned (13.9): its
+        # size, and its note while not yet in Redis. One thread at a time publishes them, each the
+        # newest when it starts, so none sets back a larger one another thread published.
+        self._quorum_size: dict[str, int] = {}
+        self._quorum_unpublished: dict[str, tuple[int, bytes]] = {}
+        self._quorum_lock = threading.Lock()  # the two above
+        self._quorum_publishing = threading.Lock()
+        # What this home last set in Redis, (ledger, field) -> (size, note), the quorum note's
+        # field QUORUM_NOTE among them: put back when Redis is found to have lost it.
+        self._published: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self._checked_at: dict[tuple[str, ...] | None, float] = {}  # per thread: when it last looked
         self._lock = threading.Lock()  # the state the witnesses' threads share: all but _state
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -255,8 +269,60 @@ class WitnessFeeder:
             self._unpublished[(ledger, key.name)] = (checkpoint.size, note)
         self._add("cosigned")
         log.info("witness feeder: %s cosigned %s at size %d", key.name, ledger, checkpoint.size)
+        self._join_quorum(ledger)
         self._judge_clock(key.name, ledger, got.cosignature.timestamp)
         self._reachable(ledger, key.name)
+
+    def _join_quorum(self, ledger: str) -> None:
+        """The largest checkpoint of ``ledger`` a quorum of its outside witnesses cosigned, if it
+        grew, from the store's rows: one witness lagging (or refusing, or down) while the others
+        cosign newer sizes must leave the quorum's checkpoint readable, not hide it behind notes
+        that each carry one line of a different size (outsider o20 F1)."""
+        outside = self._witnesses(ledger)
+        if outside is None:
+            return
+        kinds = [outside_kind(key.name) for key in outside.keys]
+        with self._quorum_lock:
+            above = self._quorum_size.get(ledger, -1)
+        rows = self.store.checkpoints.shared(ledger, kinds, outside.quorum, above=above)
+        if not rows:
+            return
+        try:
+            note = quorum_note(row.note for row in rows)
+        except VledgerError as e:  # rows of one size and root hold one text: the store was changed
+            log.error("witness feeder: the cosignatures of %s at size %d do not join: %s", ledger, rows[0].size, e)
+            return
+        with self._quorum_lock:
+            if rows[0].size <= self._quorum_size.get(ledger, -1):
+                return  # another witness's thread found it (or a larger one) meanwhile
+            self._quorum_size[ledger] = rows[0].size
+            self._quorum_unpublished[ledger] = (rows[0].size, note)
+        log.debug("witness feeder: %d outside witnesses cosigned %s at size %d", len(rows), ledger, rows[0].size)
+
+    def _publish_quorum(self) -> None:
+        """Set each ledger's quorum note not yet in Redis (QUORUM_NOTE of its outside hash)."""
+        if not self._quorum_publishing.acquire(blocking=False):
+            return  # another thread publishes; what it leaves, the next turn does
+        try:
+            with self._quorum_lock:
+                waiting = sorted(self._quorum_unpublished.items())
+                if self.replication is None:
+                    self._quorum_unpublished.clear()
+                    return
+            for ledger, got in waiting:
+                try:
+                    self.replication.publish_outside_cosignature(ledger, QUORUM_NOTE, *got)
+                except REDIS_ERRORS as e:
+                    log.warning("witness feeder: the quorum's note of %s not published, Redis unavailable (%s)",
+                                ledger, e)  # fmt: skip
+                    return
+                with self._quorum_lock:  # a larger one found meanwhile waits its turn
+                    if self._quorum_unpublished.get(ledger) == got:
+                        del self._quorum_unpublished[ledger]
+                with self._lock:
+                    self._published[(ledger, QUORUM_NOTE)] = got
+        finally:
+            self._quorum_publishing.release()
 
     def _judge_clock(self, witness: str, ledger: str, timestamp: int) -> None:
         """Log, once until it is right again, an outside witness whose cosignature is dated more
@@ -368,6 +434,39 @@ class WitnessFeeder:
         publishes only its own witnesses': each witness's notes then reach Redis in the order
         it cosigned them, where another thread's HSET of a note taken before could land after
         a newer one and set the witness back until it cosigns again."""
+        self._put_back_lost(names)
+        self._publish_notes(names)
+        self._publish_quorum()
+
+    def _put_back_lost(self, names: tuple[str, ...] | None) -> None:
+        """At most every LOST_CHECK_SECONDS: the notes of ``names`` (and the quorum notes) this
+        home set in Redis and Redis no longer holds (it lost its data, or someone deleted them)
+        are set again from what it published, where waiting for the witnesses' next cosignature
+        left a quiet ledger read as cosigned by no outside witness, stale, for up to a recosign
+        interval (outsider o20 F3). Nothing is there to set back."""
+        if self.replication is None or self._clock() < self._checked_at.get(names, 0.0) + LOST_CHECK_SECONDS:
+            return
+        self._checked_at[names] = self._clock()
+        with self._lock:
+            mine = {at: got for at, got in self._published.items() if names is None or at[1] in (*names, QUORUM_NOTE)}
+        if not mine:
+            return
+        try:
+            held = self.replication.outside_fields(sorted({ledger for ledger, _ in mine}))
+        except REDIS_ERRORS as e:
+            log.debug("witness feeder: the outside notes not read back, Redis unavailable (%s)", e)
+            return
+        lost = [at for at in mine if at[1] not in held.get(at[0], set())]
+        for ledger, name in lost:
+            log.info("witness feeder: the note of %s by %s is gone from Redis: set again", ledger, name)
+            if name == QUORUM_NOTE:
+                with self._quorum_lock:
+                    self._quorum_unpublished.setdefault(ledger, mine[(ledger, name)])
+            else:
+                with self._lock:
+                    self._unpublished.setdefault((ledger, name), mine[(ledger, name)])
+
+    def _publish_notes(self, names: tuple[str, ...] | None) -> None:
         with self._lock:
             waiting = [(at, got) for at, got in self._unpublished.items() if names is None or at[1] in names]
             if self.replication is None:
@@ -384,3 +483,4 @@ class WitnessFeeder:
             with self._lock:  # a newer one of that witness and ledger, set meanwhile, waits its turn
                 if self._unpublished.get((ledger, witness)) == (size, note):
                     del self._unpublished[(ledger, witness)]
+                self._published[(ledger, witness)] = (size, note)

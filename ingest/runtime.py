@@ -105,7 +105,9 @@ def open_node_store(node: str, directory: Path, replication: ReplicationLedger, 
         if replication.resolve_node(node, "", [STORE_DAMAGED]):
             log.info("node %s: its store opens again: its %s alert is resolved", node, STORE_DAMAGED)
     except REDIS_ERRORS as e:
-        log.warning("node %s: Redis unavailable (%s): an open %s alert of it stays open", node, e, STORE_DAMAGED)
+        # Not "stays open": a node new to the cluster has none (outsider o21 F6).
+        log.warning("node %s: Redis unavailable (%s): a %s alert an earlier start may have left open is not"
+                    " resolved", node, e, STORE_DAMAGED)  # fmt: skip
     return store
 
 
@@ -455,7 +457,8 @@ class NodeRuntime:
                 try:
                     replication.resolve_node(self.name, "", [DISK_FULL])
                 except REDIS_ERRORS as e:
-                    log.warning("node %s: Redis unavailable (%s): its %s alert stays open", self.name, e, DISK_FULL)
+                    log.warning("node %s: Redis unavailable (%s): a %s alert an earlier start may have left open"
+                                " is not resolved", self.name, e, DISK_FULL)  # fmt: skip
             return opened
 
     def _without_journal(self) -> ReplicationLedger:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..broker.accounts import AccountCache, Role
-from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert, store_damaged_alert
+from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_alert, store_damaged_alert
 from ..broker.signing import (
     admin_checkpoint_key,
     generate_checkpoint_key,
@@ -32,7 +32,13 @@ from ..broker.tallies import TallyBoard
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..node.checkpoint_log import SIGNED
 from ..node.epoch import EPOCH_LINE, epoch_claim
-from ..node.errors import StoreContradictsCheckpointError, StoreDamagedError, StoreError, VledgerError
+from ..node.errors import (
+    CheckpointKeyMissingError,
+    StoreContradictsCheckpointError,
+    StoreDamagedError,
+    StoreError,
+    VledgerError,
+)
 from ..node.key_rotation import ChainedCheckpointKeys
 from ..node.note import VerifierKey, parse_checkpoint, parse_note
 from ..node.record import Record
@@ -163,6 +169,8 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         [key.seed for key in load_checkpoint_keys(config.keys_dir, name, passphrase)],
         make_seed=lambda: generate_checkpoint_key(config.keys_dir, name, passphrase).seed,
         drop_seed=lambda public_key: remove_checkpoint_key(config.keys_dir, name, public_key),
+        home=name,
+        on_missing=functools.partial(_checkpoint_key_alert, replication, name),
     )
     own = chains.keys(config.name)
     witnesses = witness_keys(config)
@@ -428,3 +436,19 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         log.info("ingest node %s is the standby of %s", name, ", ".join(followed))
     _settle_heap()
     runtime.serve(server, MeteredService(service, metrics))
+
+
+def _checkpoint_key_alert(replication: ReplicationLedger, name: str, ledger: str, why: str | None) -> None:
+    """A home that lacks the private key in force for ``ledger`` (``why``) raises
+    ``no_checkpoint_key`` against itself (outsider o21 F2: the alerts blamed the replicas as
+    lagging); one that holds it resolves it (a file put back, the node restarted)."""
+    key = f"{name}|{ledger}|{CheckpointKeyMissingError.code}"
+    if why is None:
+        try:
+            if replication.resolve([key]):
+                log.info("%s holds the checkpoint key in force for %s again: its alert is resolved", name, ledger)
+        except REDIS_ERRORS as e:
+            log.warning("the %s alert could not be resolved in Redis: %s", key, e)
+        return
+    log.error("%s refuses the writes of %s: %s", name, ledger, why)
+    raise_alert(replication, Alert(name, ledger, 0, CheckpointKeyMissingError.code, why, source=name))

@@ -37,6 +37,7 @@ from ..node.errors import (
     BadGenesisError,
     BadRequestError,
     BlobError,
+    CheckpointKeyMissingError,
     FieldError,
     ForbiddenError,
     KeyMaterialError,
@@ -655,6 +656,10 @@ class IngestService:
         watch = self.replicas
         if refusal is not None:
             raise refusal
+        keyless = self.keys.missing(entry.content.ledger) if self.keys is not None else None
+        if keyless is not None:
+            # Acknowledged, its records would reach no copy: no checkpoint of them could be signed.
+            raise CheckpointKeyMissingError(keyless)
         if replicas > 0 and watch is None:
             raise BadRequestError("this node does not track replication: a put here takes no w")
         never = watch.never_met(replicas) if replicas > 0 and watch is not None else None

@@ -192,10 +192,12 @@ class StandbyFollow:
             if kept is None:
                 log.warning("%s: no source answered to compare its records of %s with: again later", self.name, ledger)
                 continue
-            self._compared.add(ledger)
             if kept < store.size(ledger):
+                # Compared only once set aside: a file that could not be written (its error
+                # restarts the follow loop) is tried again, not followed past (review r30).
                 self.follower.set_aside(ledger, kept, self.homes.home_of(ledger).name)
                 self.homes.book.forget(ledger)
+            self._compared.add(ledger)
 
     def _refresh_targets(self, followed: set[str]) -> None:
         """Take the checkpoints Redis holds of ``followed`` as targets (see redis_checkpoints)."""
@@ -211,27 +213,35 @@ class StandbyFollow:
 def first_difference(store: ChainStore, sources: Sequence[Source], ledger: str) -> int | None:
     """The lowest height from 1 at which ``store``'s record of ``ledger`` is not the chain's (the
     chain's record there is another, or the chain holds none there), ``store``'s size when none
-    is, None when no source answered. Each height is asked of ``sources`` in order, the first
-    that gives its record counting: records link, so a search by halves asks a few heights.
+    is, None when no source answered. Each height is asked of ``sources`` in order (the home
+    first), the first that answers counting (one that holds nothing there too; a trimmed stream,
+    whose page begins above it, does not answer): records link, so a search by halves asks a few
+    heights.
     Nothing here is trusted beyond where to cut: what is kept is checked against the new home's
     checkpoints as it is followed (a contradiction is an alert), what is set aside stays in a file.
     """
     size = store.size(ledger)
 
     def differs(height: int) -> bool | None:
-        answered = False
         for source in sources:
             try:
                 page = source.fetch(ledger, height, 1)
             except (VledgerError, OSError) as e:
                 log.debug("%s of %s at %d: %s", source.name, ledger, height, e)
                 continue
-            answered = True
+            if page.rows and page.rows[0][0] > height:
+                continue  # a trimmed stream: it cannot say what the chain holds there
+            # The first source that answers decides, "none there" too: a later one (a replica,
+            # the stream, which any ingest node's Redis user writes) that gave this store's own
+            # record above the home's chain kept a whole tail that the search by halves then
+            # never looked below (review r30). Cutting too low only sets aside records the
+            # chain serves again as this node follows it; too high leaves a fork in its store.
             theirs = next((data for at, data in page.rows if at == height), None)
-            if theirs is not None:
-                ours = next((data for _, data in store.range_raw(ledger, height, height + 1)), None)
-                return theirs != ours
-        return True if answered else None  # no source holds it: the chain ends below it
+            if theirs is None:
+                return True  # the chain ends below it
+            ours = next((data for _, data in store.range_raw(ledger, height, height + 1)), None)
+            return theirs != ours
+        return None
 
     top = differs(size - 1) if size > 1 else False
     if top is None:

@@ -61,6 +61,7 @@ class Sources:
         self.deadline: float | None = None  # time.monotonic() past which no call waits (a heal's budget)
         self._clients: dict[str, Client] = {}
         self._down: set[str] = set()
+        self.hellos: dict[str, dict[str, Any]] = {}  # what each node :meth:`probe` asked answered
 
     def client(self, name: str) -> Client:
         client = self._clients.get(name)
@@ -110,7 +111,9 @@ class Sources:
             client = clients[name]
             try:
                 client.set_timeout(self.time_left(name, "hello"))
-                client.call("hello", {})
+                answer = client.call("hello", {})
+                if isinstance(answer, dict):
+                    self.hellos[name] = answer
             except NodeUnavailableError:
                 return False
             except VledgerError:

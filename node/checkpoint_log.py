@@ -395,6 +395,32 @@ class CheckpointLog:
         """Every row of ``kind`` at exactly ``size`` (one for a consistent signer)."""
         return self._all("WHERE ledger = ? AND kind = ? AND size = ? ORDER BY at_ms", (ledger, kind, size))
 
+    def shared(self, ledger: str, kinds: Sequence[str], count: int, *, above: int = -1) -> list[KeptCheckpoint]:
+        """The rows of the largest checkpoint (size and root) above ``above`` that at least ``count``
+        of ``kinds`` hold a row of, one per kind (its first); none when no checkpoint has that many.
+        Outside witnesses cosign at their own pace: a quorum of them may meet only below the
+        newest each cosigned (PROTOCOL 13.9), in rows the newest notes say nothing of."""
+        if not kinds or count < 1:
+            return []
+        marks = ", ".join("?" * len(kinds))
+        try:
+            with self._lock:
+                found = self._conn.execute(
+                    f"SELECT size, root FROM checkpoints WHERE ledger = ? AND kind IN ({marks}) AND size > ? "
+                    "GROUP BY size, root HAVING COUNT(DISTINCT kind) >= ? ORDER BY size DESC LIMIT 1",
+                    (ledger, *kinds, above, count),
+                ).fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot read the checkpoints: {e}") from e
+        if found is None:
+            return []
+        size, root = found[0], bytes(found[1])
+        # One row per kind at a size and root (the table's key): each witness's first cosignature.
+        return self._all(
+            f"WHERE ledger = ? AND kind IN ({marks}) AND size = ? AND root = ? ORDER BY kind",
+            (ledger, *kinds, size, root),
+        )
+
     def ledgers(self, kind: str) -> list[str]:
         """The ledgers with rows of ``kind``."""
         try:

@@ -734,6 +734,14 @@ class NoteError(VledgerError):
     code = "bad_note"
 
 
+class CheckpointKeyMissingError(VledgerError):
+    """A home that holds no private key of the checkpoint key in force for a ledger (its rotated
+    key file ``<home>.ckpt-<digest>.sign`` is not in its key directory): it could sign no
+    checkpoint of what it acknowledged, so it refuses the ledger's writes (outsider o21 F2)."""
+
+    code = "no_checkpoint_key"
+
+
 class NoteKeyError(NoteError):
     """A verifier key (vkey) or signer key string that is not one: its syntax, its algorithm,
     its key length, or a key id that does not match its name and key; or a set of keys that

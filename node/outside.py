@@ -11,11 +11,11 @@ node/errors.py otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BadGenesisError, CosignatureError, NoteKeyError, QuorumError, WitnessRequestError
+from .errors import BadGenesisError, CosignatureError, NoteError, NoteKeyError, QuorumError, WitnessRequestError
 from .note import (
     ALG_COSIGNATURE_V1,
     SIZE_CONTENT_TYPE,
@@ -28,6 +28,7 @@ from .note import (
     parse_verifier_key,
     verify_checkpoint,
     verify_signature,
+    with_newest,
 )
 from .witness import witness_name
 
@@ -35,6 +36,9 @@ WITNESSES_FIELD = "witnesses"  # genesis rules: the outside witnesses' cosignatu
 QUORUM_FIELD = "quorum"  # genesis rules: how many of them make a checkpoint witnessed
 MAX_OUTSIDE_WITNESSES = 32
 OUTSIDE_KIND_PREFIX = "outside:"  # checkpoint log rows: an outside witness's verified cosignature
+# The field of the Redis hash vledger:{<ledger>}:outside beside the witnesses' own: the largest
+# checkpoint a quorum of them cosigned, their lines together (no key name holds a "+", 13.2).
+QUORUM_NOTE = "+quorum"
 MAX_REPLY_BYTES = 64 * 1024  # a reply body read past this is not a witness's (100 lines fit in 20 KiB)
 
 
@@ -119,6 +123,20 @@ def check_witnessed(
         return verify_checkpoint(data, log_key, outside.keys, outside.quorum, origin=origin)
     except QuorumError as e:
         raise QuorumError(f"outside witnesses (the genesis asks {outside.quorum}): {e.message}") from None
+
+
+def quorum_note(notes: Iterable[bytes]) -> bytes:
+    """One note of a checkpoint with every signature line of ``notes`` (each the checkpoint with
+    one outside witness's cosignature, as a home keeps them, 13.9), each line once: what a quorum
+    of them cosigned, readable where the witnesses' newest notes have moved past it. Raises
+    NoteError when there is no note or their texts differ."""
+    found = list(notes)
+    if not found:
+        raise NoteError("no note to join")
+    joined = found[0]
+    for note in found[1:]:
+        joined = with_newest(joined, note)
+    return joined
 
 
 def outside_kind(witness: str) -> str:

@@ -411,8 +411,12 @@ def _witnessed_if_standby(
     cosigned it (neither a trusted witness key nor an outside witness of the genesis), whatever
     the quorum asked (10.9, 14.3 step 7). That key is held by a node that is no home until a
     handover, which only the records show: a witness checks it (10.9's rules) before it cosigns,
-    while the key alone, over a tree of its own making, would prove any record."""
-    if keys.standby_key is None or signer != keys.standby_key or signer == keys.log_key:
+    while the key alone, over a tree of its own making, would prove any record. Likewise any
+    checkpoint stating an epoch from 2, whichever key signed it: a failback's epoch 3 is the
+    genesis key's, which may be the key epoch 2 fenced (a stolen one, 10.9), and only the
+    records show whether a handover opened that epoch."""
+    by_standby = keys.standby_key is not None and signer == keys.standby_key and signer != keys.log_key
+    if not by_standby and epoch_claim(verified.checkpoint)[0] < 2:
         return
     listed = None if keys.outside is None else len(keys.outside.keys)
     require_witness(verified, outside, trusted=len(keys.witnesses), listed=listed)

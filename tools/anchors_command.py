@@ -38,7 +38,11 @@ def _stores(config: ClusterConfig, given: Path | None) -> list[Path]:
         return [given]
     found = [config.store_dir(name) for name in sorted(config.nodes) if is_store(config.store_dir(name))]
     if not found:
-        raise UsageError(f"no store under {config.data_dir}: give --store DIR")
+        # The operator's machine of a cluster on several hosts holds none (outsider o21 F9).
+        raise UsageError(
+            f"no store under {config.data_dir}: give --store DIR (run it on a node's host, with --store that"
+            " node's store directory, an ingest node's or a replica's that holds every ledger, or a copy of one)"
+        )
     return found
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..broker.logs import LEVELS, configure_logging
-from ..broker.redis_keys import wrong_type_message
+from ..broker.redis_keys import refused_login_message, wrong_type_message
 from ..config.settings import DEFAULT_DIFFICULTY, Limits
 from ..node.errors import NodeRunningError, RedisServerError, RemoteError, StoreDamagedError, UsageError, VledgerError
 from ..node.identifiers import escape
@@ -380,6 +380,7 @@ COMMANDS: dict[str, Callable[[Subparsers], None]] = {
     "observer": _add_node_commands,
     "verifier": _add_node_commands,
     "gateway": _add_node_commands,
+    "redis-functions": _add_node_commands,
     "keygen": _add_node_commands,
     "admin": _add_admin_commands,
     "hello": _add_client_commands,
@@ -537,6 +538,8 @@ def _redis_failure(error: Exception) -> RedisServerError | None:
     unanswered = isinstance(error, (client.ConnectionError, client.TimeoutError))
     if "WRONGTYPE" in str(error):  # Redis answered: one key is of another type (outsider 31, N1)
         return RedisServerError(f"Redis refused: {wrong_type_message(error)}")
+    if isinstance(error, client.AuthenticationError):  # a ConnectionError, yet Redis answered (o21 F6)
+        return RedisServerError(f"Redis {refused_login_message(error)}")
     return RedisServerError(f"Redis {'does not answer' if unanswered else 'refused'}: {error}")
 
 

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import functools
 import getpass
+import hashlib
 import os
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from ..broker.keys import check_public_key, load_public
 from ..broker.seal_keys import read_seal_key, write_seal_key
+from ..broker.signing import CHECKPOINT_KEY_INFIX
 from ..client.session import Session, reply_field
 from ..client.write import Write
 from ..config.cluster import load_cluster
@@ -41,7 +43,7 @@ from ..node.errors import (
     UsageError,
 )
 from ..node.ledger import LedgerRules
-from ..node.note import VerifiedCheckpoint
+from ..node.note import VerifiedCheckpoint, parse_verifier_key
 from ..node.outside import QUORUM_FIELD, WITNESSES_FIELD
 from ..node.receipt import ReceiptKeys
 from ..node.record import Record
@@ -214,6 +216,18 @@ def cmd_ledger_promote(session: Session, args: argparse.Namespace) -> int:
 def cmd_ledger_rotate_key(session: Session, args: argparse.Namespace) -> int:
     result = session.rotate_key(args.ledger)
     print_receipt(result, as_json=args.json, checkpoint_key=result.get("key"))
+    key = result.get("key")
+    if isinstance(key, str):
+        # Outsider o21 F2: that file was on the home's host alone, and a key folder refreshed
+        # from `keygen --bundles` lost it; the home then refuses the ledger's writes.
+        file = f"*{CHECKPOINT_KEY_INFIX}{hashlib.sha256(parse_verifier_key(key).public_key).hexdigest()[:16]}.sign"
+        print(
+            f"vledger: the home wrote the new private key {file} (and its .sign.pub) in its own key directory,"
+            " on its host only: copy both into the operator's key folder ([cluster] keys), so that"
+            " `vledger keygen --cluster FILE --bundles DIR` carries them, and keep them when a key folder is"
+            " replaced: a home without it refuses the ledger's writes (no_checkpoint_key)",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

@@ -1,7 +1,8 @@
-"""``vledger verify --cluster FILE [--key FILE]``: the running cluster's open alerts, then, for each
-ledger whose genesis lists outside witnesses (PROTOCOL 13.9), how far a quorum of them witnessed
-it and whether every copy holds that tree (tools/outside_quorum.py, PROTOCOL 11.5); exit 1 while
-there is an open alert or such a ledger fails.
+"""``vledger verify --cluster FILE [--key FILE]``: the running cluster's open alerts, the ledgers
+whose cluster-file standby does not follow them, then, for each ledger whose genesis lists
+outside witnesses (PROTOCOL 13.9), how far a quorum of them witnessed it and whether every copy
+holds that tree (tools/outside_quorum.py, PROTOCOL 11.5, 11.6); exit 1 while there is an open
+alert, such a standby, or such a ledger fails.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .args import KEY_ENV
 from .client_session import load_client_keys
 from .outside_quorum import OutsideReport, check_outside
 from .paths import input_file
+from .repl_commands import unfollowed_standby
 
 
 def verify_cluster(path: Path, as_json: bool, key: Path | None = None, timeout: float = 5.0) -> int:
@@ -34,6 +36,7 @@ def verify_cluster(path: Path, as_json: bool, key: Path | None = None, timeout: 
     access = config.redis_access("admin")
     repl = ReplicationLedger(connect(access, timeout=5.0))
     reports: list[OutsideReport] | None = None
+    unfollowed: list[dict[str, str]] = []
     try:
         open_alerts = repl.open_entries()
         # A ledger {ledgers} no longer names (every ingest node's user may HDEL there) is checked all the same.
@@ -43,7 +46,8 @@ def verify_cluster(path: Path, as_json: bool, key: Path | None = None, timeout: 
             try:
                 if ledgers:  # every node that may hold a copy, at once: N down cost one timeout, not N
                     sources.probe(sorted(n.name for n in config.nodes.values() if n.role in HOLDER_ROLES))
-                homes = ((ledger, trusted_home(config, ledger, home)) for ledger, home in ledgers)
+                homes = [(ledger, trusted_home(config, ledger, home)) for ledger, home in ledgers]
+                unfollowed = _unfollowed(config, homes, sources.hellos)
                 reports = [r for ledger, home in homes if (r := check_outside(config, repl, sources, ledger, home))]
             finally:
                 sources.close()
@@ -52,9 +56,10 @@ def verify_cluster(path: Path, as_json: bool, key: Path | None = None, timeout: 
     finally:
         repl.client.close()
     unchecked = NO_KEY if reports is None and ledgers else None
-    ok = not open_alerts and all(r.ok for r in reports or ())
+    ok = not open_alerts and not unfollowed and all(r.ok for r in reports or ())
     if as_json:
         answer: dict[str, Any] = {"cluster": config.name, "open_alerts": [numbered(e) for e in open_alerts], "ok": ok}
+        answer["standbys_not_following"] = [{k: v for k, v in u.items() if k != "line"} for u in unfollowed]
         answer["outside"] = None if reports is None else [r.as_json() for r in reports]
         if unchecked is not None:
             answer["outside_unchecked"] = unchecked
@@ -66,6 +71,8 @@ def verify_cluster(path: Path, as_json: bool, key: Path | None = None, timeout: 
         print(f"cluster {config.name}: {len(open_alerts)} open alert{'s' if len(open_alerts) != 1 else ''}")
         for entry in open_alerts:
             print(open_alert_line(entry))
+    for entry in unfollowed:
+        print(entry["line"])
     for report in reports or ():
         print("\n".join(report.lines()))
     failed = [r.ledger for r in reports or () if not r.ok]
@@ -74,6 +81,23 @@ def verify_cluster(path: Path, as_json: bool, key: Path | None = None, timeout: 
     if unchecked is not None:
         print(f"outside witnesses NOT checked: {unchecked}")
     return EXIT_OK if ok else EXIT_ALERTS
+
+
+def _unfollowed(
+    config: ClusterConfig, homes: list[tuple[str, str]], hellos: dict[str, dict[str, Any]]
+) -> list[dict[str, str]]:
+    """Each ledger whose cluster-file standby answered hello without following it (not its home
+    now): ``{"ledger", "standby", "line"}`` (repl_commands.unfollowed_standby; outsider o21 F1:
+    verify exited 0 meanwhile)."""
+    found = []
+    for ledger, home in homes:
+        standby = config.standby_of(ledger)
+        if standby is None or standby.name == home:
+            continue
+        line = unfollowed_standby(ledger, standby.name, hellos.get(standby.name))
+        if line is not None:
+            found.append({"ledger": ledger, "standby": standby.name, "line": line})
+    return found
 
 
 def trusted_home(config: ClusterConfig, ledger: str, announced: str) -> str:

@@ -32,7 +32,7 @@ from ..node.errors import (
     VledgerError,
 )
 from ..node.note import Checkpoint, VerifierKey, origin_for
-from ..node.outside import OutsideWitnesses, outside_witnesses
+from ..node.outside import QUORUM_NOTE, OutsideWitnesses, outside_witnesses
 from ..node.record import decode_record
 from ..node.tree import leaf_hash, verify_consistency, verify_inclusion
 from ..node.verify import ChainVerifier
@@ -129,7 +129,11 @@ def forged_notes(in_redis: Mapping[str, bytes], outside: OutsideWitnesses, origi
     bad = []
     for name, note in sorted(in_redis.items()):
         key = outside.key(name)
-        if key is None:
+        if name == QUORUM_NOTE:  # the home's join of a quorum's lines (13.9): each of them must verify
+            got = len(cosigned_by_witness([note], origin, outside.keys))
+            if got < outside.quorum:
+                bad.append(f"{name} (the cosignatures of {got} of the listed witnesses verify, not {outside.quorum})")
+        elif key is None:
             bad.append(f"{name} (no witness the genesis lists)")
         elif not cosigned_by_witness([note], origin, [key]):
             bad.append(f"{name} (its cosignature does not verify)")

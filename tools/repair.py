@@ -84,7 +84,14 @@ from ..node.blobs import BlobStore
 from ..node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
 from ..node.cosigning import GatheredCheckpoint
 from ..node.epoch import EpochHistory
-from ..node.errors import NodeRunningError, ProofError, RepairRefusedError, SupervisorError, VledgerError
+from ..node.errors import (
+    NodeRunningError,
+    ProofError,
+    RepairRefusedError,
+    SettingsError,
+    SupervisorError,
+    VledgerError,
+)
 from ..node.json_values import error_json
 from ..node.note import VerifierKey, origin_for
 from ..node.record import Record
@@ -597,7 +604,15 @@ class Repair:
         config, name = self.config, self.node
         sources = Sources(config, self.keys, self.timeout)
         access = config.redis_access("admin")
-        redis = connect(access, timeout=REDIS_TIMEOUT)
+        try:
+            redis = connect(access, timeout=REDIS_TIMEOUT)
+        except SettingsError as e:
+            # Outsider o21 F8: it must run on the node's host, whose folder lacks that password.
+            raise SettingsError(
+                f"{e.message}: `vledger repair` reads Redis as vledger-admin, whose password stays with the"
+                f" operator: run it on {name}'s host with a cluster file whose [redis] passwords names a folder"
+                " holding vledger-admin.redis_password (brought for the repair, taken away after)"
+            ) from None
         try:
             replication = ReplicationLedger(redis)
             try:

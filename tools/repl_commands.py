@@ -682,3 +682,22 @@ def cmd_repl_status(args: argparse.Namespace) -> int:
         )
     finally:
         client.close()
+
+
+def unfollowed_standby(ledger: str, standby: str, hello: Mapping[str, Any] | None) -> str | None:
+    """What ``vledger status`` and ``verify --cluster`` say of ``ledger``, whose cluster-file
+    standby ``standby`` answered ``hello`` (None: it did not answer, said elsewhere): None when
+    its hello lists the ledger among those it follows (PROTOCOL 10.9), else why not and what to
+    run. A node reads its cluster file at its start only: a ledger named there since is not
+    followed until it restarts, and a promotion then finds it holding nothing (outsider o21 F1).
+    The caller skips a standby that became the ledger's home."""
+    if hello is None:
+        return None
+    follows = hello.get("standby")
+    listed = follows.get("ledgers") if isinstance(follows, Mapping) else None
+    if isinstance(listed, list) and ledger in listed:
+        return None
+    return (
+        f"{ledger}: its standby {standby} does not follow it ({standby} read its cluster file before the file"
+        f" named it so): restart {standby}"
+    )

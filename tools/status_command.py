@@ -59,7 +59,16 @@ from .client_output import table
 from .client_session import load_client_keys
 from .cluster_parsers import HELLO_TIMEOUT
 from .paths import input_file
-from .repl_commands import EXIT_LAGGING, REDIS_TIMEOUT, Checker, LedgerStatus, marked_behind, marked_down, read_status
+from .repl_commands import (
+    EXIT_LAGGING,
+    REDIS_TIMEOUT,
+    Checker,
+    LedgerStatus,
+    marked_behind,
+    marked_down,
+    read_status,
+    unfollowed_standby,
+)
 from .repl_commands import print_status as print_ledgers
 from .repl_commands import status_json as ledgers_json
 from .supervise import Supervisor, layout_for
@@ -181,6 +190,7 @@ def cluster_status(
     now_ms: int,
     redis_error: str | None = None,
     accounts_version: int | None = None,
+    standbys: Mapping[str, str] | None = None,
 ) -> ClusterStatus:
     """The cluster's status from what was read (pure).
 
@@ -188,7 +198,8 @@ def cluster_status(
     answered (a node missing here counts as not answering); ``now_ms`` the clock that dates
     the verifiers' sweeps (milliseconds since 1970, as theirs); ``redis_error`` why Redis
     could not be read (``ledgers`` and ``open_alerts`` are then empty and unknown);
-    ``accounts_version`` Redis's accounts version (None: not read), 0 when it holds no account.
+    ``accounts_version`` Redis's accounts version (None: not read), 0 when it holds no account;
+    ``standbys`` ledger -> the standby the cluster file names (its hello must say it follows it).
     """
     order = {role: index for index, role in enumerate(ROLES)}
     names = sorted(roles, key=lambda name: (order.get(roles[name], len(ROLES)), name))
@@ -208,6 +219,7 @@ def cluster_status(
     down = {node.node for node in nodes if not node.up}
     ledgers = [marked_down(ledger, down) for ledger in ledgers]
     problems = _problems(nodes, ledgers, open_alerts, supervisord)
+    problems += _unfollowed(nodes, ledgers, standbys or {})
     # A follower that says it lacks records of a ledger is behind in the ledger table too (after
     # the problems: its own line there says so), so that one output never says both "behind" and
     # "current" of it (outsider 25, H2: its held key, set each heartbeat, lags the cut it saw).
@@ -341,6 +353,23 @@ def _problems(
             f"{len(open_alerts)} open alert{'s' if len(open_alerts) != 1 else ''}: "
             + ", ".join(_named(entry) for entry in open_alerts)
         )
+    return problems
+
+
+def _unfollowed(nodes: Sequence[NodeStatus], ledgers: Sequence[LedgerStatus], standbys: Mapping[str, str]) -> list[str]:
+    """The ledgers (of those Redis lists) whose cluster-file standby answers hello without
+    following them (:func:`unfollowed_standby`; outsider o21 F1: status said OK meanwhile). A
+    standby that became the home is no longer asked to."""
+    up = {node.node: node for node in nodes if node.up}
+    problems = []
+    for ledger in ledgers:
+        node = up.get(standbys.get(ledger.ledger, ""))
+        if node is None or ledger.home == node.node:
+            continue
+        listed = {"standby": {"ledgers": list(node.standby.ledgers)}} if node.standby is not None else {}
+        problem = unfollowed_standby(ledger.ledger, node.node, listed)
+        if problem is not None:
+            problems.append(problem)
     return problems
 
 
@@ -663,6 +692,7 @@ class StatusReader:
             self.clock(),
             redis_error,
             accounts_version,
+            dict(self.config.standbys),
         )
 
     def _accounts_version(self) -> int | None:

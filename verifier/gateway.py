@@ -1188,9 +1188,10 @@ class Gateway:
         """The checkpoint served for ``ledger``: among the store's latest signed and cosigned
         checkpoints and the witnesses' notes in Redis, every line checked on its own with the
         pinned key and the cluster's witness keys (forged lines dropped), the one with the most
-        cosignatures, the largest of those; with ``witnesses``, the largest with at least that many
-        (``own_witnesses``: of the cluster's own witnesses, not the outside ones, 13.9, which do
-        not say that their store holds the records).
+        cosignatures, the largest of those (of a ledger whose genesis lists outside witnesses,
+        among those a quorum of them cosigned when there is one); with ``witnesses``, the largest
+        with at least that many, so too (``own_witnesses``: of the cluster's own witnesses, not
+        the outside ones, 13.9, which do not say that their store holds the records).
 
         Raises NotFoundError when the ledger pins no checkpoint key or no checkpoint verifies
         (yet), NoSuchLedgerError for a ledger this store does not hold.
@@ -1244,10 +1245,17 @@ class Gateway:
         def counted(g: GatheredCheckpoint) -> int:
             return sum(w in own for w in g.witnesses) if own_witnesses else len(g.witnesses)
 
+        # A ledger whose genesis lists outside witnesses: readers count their quorum (13.9), so
+        # the checkpoint they cosigned is served while one of them lags behind the others (each
+        # then carries lines of a size the other did not cosign: outsider o20 F1).
+        listed = {key.name for key in outside.keys} if outside is not None else set()
+        needed = outside.quorum if outside is not None else 0
+        quorum = [g for g in gathered if needed and len(listed.intersection(g.witnesses)) >= needed]
         if witnesses is None:
-            best = max(gathered, key=lambda g: (len(g.witnesses), g.checkpoint.size), default=None)
+            best = max(quorum or gathered, key=lambda g: (len(g.witnesses), g.checkpoint.size), default=None)
         else:
-            best = next((g for g in gathered if counted(g) >= witnesses), None)
+            enough = [g for g in quorum if counted(g) >= witnesses]
+            best = next((g for g in enough or gathered if counted(g) >= witnesses), None)
         if best is None:
             more = "" if witnesses is None else f" with {witnesses} cosignatures"
             raise NotFoundError(f"no checkpoint of {ledger!r}{more} on {self.node.name} yet")
@@ -1443,7 +1451,7 @@ class Gateway:
         common height) and checks every signature, and anyone may
         ask /tally or /funds as fast as they like (outsider o6 H9: 0.5 s of the gateway's CPU an
         anonymous request). The verdict is judged anew each time (_judged)."""
-        # Its user runs no script (broker/redis_acl.py): each read stops at the bytes a scripted one takes.
+        # Its user calls no function (broker/redis_acl.py): each read stops at the bytes tally_read takes.
         board = TallyBoard(self._redis(), stream_max_len=self.config.observers.tally_stream_max_len, scripts=False)
         histories = self.node_keys()[1]  # an observer whose key rotated (16.6)
         at = time.monotonic()

@@ -17,12 +17,15 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths
 from vledger.broker.tallies import TallyBoard
+from vledger.client import Client
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.node.errors import NoteError
+from vledger.node.errors import NoteError, RemoteError
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, VerifierKey, parse_verifier_key, sign
 from vledger.node.record import decode_record
 from vledger.node.store import ChainStore
@@ -255,3 +258,74 @@ def test_a_replica_put_back_before_a_rotation_never_stores_the_old_key_s_fork_an
     )
     assert list(replica.records(LEDGER))[: len(honest)] == honest
     _wait_cosigned(cluster, parse_verifier_key(rotated["checkpoint_key"]), total, ["replica-2"])  # it witnesses again
+
+
+def test_a_home_without_the_rotated_key_in_force_refuses_the_ledger_s_writes(start_cluster: Any) -> None:
+    """Outsider o21 F2: the rotated key file exists on the home's host alone; a key folder put
+    back from an older copy (or a `--bundles` folder) lost it, and the restarted home
+    acknowledged w=0 writes it could never sign a checkpoint of (a NoteKeyError traceback each
+    heartbeat, no record reached any copy, and the alerts blamed the replicas as lagging). It
+    refuses that ledger's writes, saying which key file it lacks, raises an alert naming itself,
+    and takes writes again (the alert resolved) once the file is back."""
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=1, replication={"heartbeat_ms": 200})
+    common = ["--config", str(cluster.config_path), "--key", str(_keys(cluster) / "admin.key_secret")]
+    cluster.cli("ledger", "create", LEDGER, "--kinds", "vote", "--difficulty", "0", *common)
+    _put(cluster, 2)
+    rotated = cluster.cli("ledger", "rotate-key", LEDGER, *common)
+    size = _put(cluster, 2)
+    assert cluster.stop_node("ingest-1") == 0
+    aside = cluster.directory / "aside"
+    aside.mkdir()
+    moved = sorted(_keys(cluster).glob("ingest-1.ckpt-*"))
+    assert len(moved) == 2  # the .sign and its .sign.pub
+    # The admin was told where that file is, and to keep it (the bundles do not have it otherwise).
+    assert f"*{moved[0].name.removeprefix('ingest-1').removesuffix('.pub')} (and its .sign.pub)" in rotated.stderr
+    for path in moved:
+        path.rename(aside / path.name)
+    cluster.start_node("ingest-1")
+
+    with pytest.raises(RemoteError) as refused:
+        _put(cluster, 1)
+    assert refused.value.code == "no_checkpoint_key"
+    assert (
+        "ingest-1.ckpt-" in refused.value.message
+        and int(cluster.admin().call("size", {"ledger": LEDGER})["size"]) == size
+    )
+    key = f"ingest-1|{LEDGER}|no_checkpoint_key"
+    alert = wait_until(lambda: _repl(cluster).open_alerts().get(key), WAIT, "the home's alert naming itself")
+    assert alert.get("raised_by") == "ingest-1"
+
+    assert cluster.stop_node("ingest-1") == 0
+    for path in moved:
+        (aside / path.name).rename(path)
+    cluster.start_node("ingest-1")
+    assert _put(cluster, 1) == size + 1
+    wait_until(lambda: key not in _repl(cluster).open_alerts(), WAIT, "the alert resolved")
+
+
+def test_the_http_client_follows_a_rotated_key_through_a_gateway(start_cluster: Any) -> None:
+    """Outsider o20 F2: after `vledger ledger rotate-key`, Client.http (with the genesis) raised
+    UnverifiedNoteError on every read of the ledger: it dropped the rotations the gateway's
+    checkpoint answer carries, where `receipt verify` and the pages follow the key chain (13.8)."""
+    cluster: LocalCluster = start_cluster(nodes=1, replicas=1, gateways=["ingest-1"])
+    common = ["--config", str(cluster.config_path), "--key", str(_keys(cluster) / "admin.key_secret")]
+    cluster.cli("ledger", "create", LEDGER, "--kinds", "vote", "--difficulty", "0", *common)
+    genesis = cluster.admin().call("get", {"ledger": LEDGER, "height": 0})["record"]
+    _put(cluster, 2)
+    new = parse_verifier_key(
+        json.loads(cluster.cli("ledger", "rotate-key", LEDGER, "--json", *common).stdout)["checkpoint_key"]
+    )
+    size = _put(cluster, 2)
+    _wait_cosigned(cluster, new, size)
+    witness = witness_key(
+        witness_name(CLUSTER, "replica-1"), load_verify_key(_keys(cluster) / "replica-1.sign.pub").raw
+    )
+    gateway = cluster.gateway_url("ingest-1")
+
+    def read() -> int:
+        with Client.http(gateway, genesis={LEDGER: genesis}, witnesses=[witness], quorum=1) as client:
+            verified = client.checkpoint(LEDGER)
+            assert client.record(LEDGER, size - 1).record.ledger == LEDGER
+            return verified.checkpoint.size
+
+    assert wait_until(lambda: read() == size, WAIT, "the gateway serves the new key's checkpoint")

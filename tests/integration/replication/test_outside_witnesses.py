@@ -20,6 +20,7 @@ from vledger.broker.signing import load_signing_key, load_verify_key, signing_ke
 from vledger.client import Client
 from vledger.config.cluster import load_cluster
 from vledger.node.note import add_checkpoint_request
+from vledger.node.outside import QUORUM_NOTE
 from vledger.node.receipt import Receipt
 from vledger.node.witness import HomeSigner, home_key
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, remote_error, wait_until
@@ -92,7 +93,7 @@ def test_a_home_feeds_outside_witnesses_and_receipts_need_their_quorum(
     # is past it, the retry from that size brings the 422.
     wait_until(lambda: 409 in forked.answers and 422 in forked.answers, WAIT, "the forked witness's 409 and 422")
     assert forked.latest[f"{CLUSTER}/{AUDIT}"][0] == 2
-    assert set(repl.outside_cosignatures(VOTES)) == {honest.name}
+    assert set(repl.outside_cosignatures(VOTES)) == {honest.name, QUORUM_NOTE}  # 1 of 1: the quorum's too
     # The public gateway serves the outside cosignature with the keys and quorum the genesis lists.
     try:
         with urllib.request.urlopen(f"{cluster.gateway_url('ingest-1')}api/ledgers/{VOTES}/checkpoint") as answer:
@@ -163,7 +164,7 @@ def test_a_witness_that_trickles_its_answers_holds_back_only_itself_and_is_named
     wait_until(lambda: slow.latest.get(f"{CLUSTER}/{VOTES}", (0, b""))[0] == 9, WAIT, "the slow witness cosigns")
     wait_until(lambda: unreachable() is None, WAIT, "the alert closes")
     # The home publishes the note after the answer closed the alert (last CI saw it read in between).
-    both = {honest.name, slow.name}
+    both = {honest.name, slow.name, QUORUM_NOTE}
     wait_until(lambda: set(repl.outside_cosignatures(VOTES)) == both, WAIT, "both cosignatures are published")
 
 
@@ -210,3 +211,65 @@ def test_a_head_its_outside_witnesses_vouch_for_is_fresh_while_the_cluster_s_wit
         assert reader.checkpoint(VOTES).checkpoint.size == 5
     head = ledger_head(config, connect(cluster.cluster_redis_url), VOTES)
     assert (head.size, head.needed) == (5, 2) and head.fresh_ms is not None
+
+
+def test_one_outside_witness_lagging_leaves_what_the_quorum_cosigned_witnessed(
+    start_cluster: Callable[..., LocalCluster], witnesses: tuple[TlogWitness, TlogWitness], tmp_path: Path
+) -> None:
+    # Outsider o20 F1: 2 of 2 listed; once one stopped cosigning while the other cosigned newer
+    # sizes, every reader said no quorum ever cosigned the ledger (verify --cluster no_quorum,
+    # receipt get not_found, the gateway's checkpoint and receipts short of the quorum), though
+    # the home's store held the sizes both cosigned.
+    first, second = witnesses
+    cluster = start_cluster(nodes=1, replicas=1, outside_witnesses={w.name: w.url for w in witnesses},
+                            gateways=["ingest-1"])  # fmt: skip
+    public = load_verify_key(signing_key_paths(cluster.directory / "keys", "ingest-1")[1]).raw
+    for witness in witnesses:
+        witness.trust(f"{CLUSTER}/{AUDIT}", home_key(CLUSTER, AUDIT, public).encode())
+    admin = cluster.admin()
+    rules = {"checkpoint_key": home_key(CLUSTER, AUDIT, public).encode(), "witnesses": [first.vkey, second.vkey]}
+    admin.create_ledger(genesis(AUDIT, ADMIN, ["vote"], {**rules, "quorum": 2}))
+    for n in range(3):
+        admin.put(entry(AUDIT, "vote", {"n": n}, ADMIN))
+    origin = f"{CLUSTER}/{AUDIT}"
+    for witness in witnesses:
+        wait_until(lambda w=witness: w.latest.get(origin, (0, b""))[0] == 4, WAIT, f"{witness.name} cosigns 4")
+    repl = ReplicationLedger(connect(cluster.cluster_redis_url))
+    wait_until(lambda: {first.name, second.name} <= set(repl.outside_cosignatures(AUDIT)), WAIT, "both published")
+    second.stop()  # it lags from now on: the home's requests find no one
+    for n in range(3, 6):
+        admin.put(entry(AUDIT, "vote", {"n": n}, ADMIN))
+    wait_until(lambda: first.latest.get(origin, (0, b""))[0] == 7, WAIT, f"{first.name} cosigns 7")
+    wait_until(lambda: b"\n7\n" in repl.outside_cosignatures(AUDIT)[first.name], WAIT, "its note of 7 published")
+
+    assert admin.call("checkpoint", {"ledger": AUDIT, "outside": 2})["size"] == 4
+    done = cluster.cli("verify", "--cluster", str(cluster.config_path), "--json", check=False)
+    report = next(r for r in json.loads(done.stdout)["outside"] if r["ledger"] == AUDIT)
+    assert report["ok"] and report["size"] == 4 and report["head"] == 7, report
+    assert set(report["witnesses"]) == {first.name, second.name}
+    out = tmp_path / "audit.receipt"
+    _cli(cluster, "receipt", "get", AUDIT, "2", "--wait", "5", "-o", str(out))
+    (tmp_path / "audit.genesis").write_bytes(admin.call("get", {"ledger": AUDIT, "height": 0})["record"])
+    done = cluster.cli("receipt", "verify", str(out), "--genesis", str(tmp_path / "audit.genesis"))
+    assert "2 outside witnesses cosigned" in done.stdout, done.stdout
+    gateway = cluster.gateway_url("ingest-1")
+    with urllib.request.urlopen(f"{gateway}api/ledgers/{AUDIT}/checkpoint") as answer:
+        shown = json.load(answer)
+    assert shown["size"] == 4 and {first.name, second.name} <= set(shown["cosigned_by"]), shown
+    served = tmp_path / "served.receipt"
+    with urllib.request.urlopen(f"{cluster.gateway_url('ingest-1')}api/ledgers/{AUDIT}/receipts/1") as answer:
+        served.write_bytes(answer.read())
+    cluster.cli("receipt", "verify", str(served), "--genesis", str(tmp_path / "audit.genesis"))
+    # The HTTP client asks the gateway for that many cosignatures: the quorum's checkpoint too.
+    with Client.http(gateway, genesis={AUDIT: (tmp_path / "audit.genesis").read_bytes()}) as client:
+        assert client.checkpoint(AUDIT).checkpoint.size == 4
+        assert client.record(AUDIT, 2).record.ledger == AUDIT
+    # repair holds a copy to it (it said none of the quorum had cosigned anything: its guard was off).
+    replica = cluster.admin("replica-1")
+    wait_until(lambda: replica.call("size", {"ledger": AUDIT})["size"] == 7, WAIT, "replica-1 holds 7")
+    assert cluster.stop_node("replica-1") == 0
+    done = cluster.cli("repair", "replica-1", "--config", str(cluster.config_path), "--json", "--force",
+                       "--timeout", "4", check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [audit] = [r for r in json.loads(done.stdout)["ledgers"] if r["ledger"] == AUDIT]
+    assert audit["outside"]["quorum"] == 2 and audit["outside"]["size"] == 4, audit

@@ -887,3 +887,39 @@ def test_a_failed_back_home_checks_a_witness_s_epoch_2_note_with_epoch_2_s_key(
         assert key_of(LEDGER, second) == STANDBY_KEY
         assert key_of(LEDGER, third) == HOME_KEY
         assert earlier_epoch(book, HOME, LEDGER, second, STANDBY_KEY)
+
+
+def test_a_node_named_standby_after_it_started_says_to_restart_it(tmp_path: Path, redis_client: Any) -> None:
+    """Outsider o21 F1: a ledger named in the cluster file on every host after its standby
+    started was refused "not the standby of ... in the cluster file" at every promotion, for
+    85 s, with its home dead: the running standby never read the new file, and follows only the
+    ledgers its file named at its start. The file is read again then: the refusal says what to do."""
+    started = cluster_from_mapping(
+        {
+            "cluster": {"name": CLUSTER, "default_home": HOME},
+            "nodes": {
+                HOME: {"role": "ingest", "port": 7001, "pub_port": 7101},
+                STANDBY: {"role": "ingest", "port": 7002, "pub_port": 7102},
+                "replica-1": {"role": "replica", "port": 7011},
+            },
+        },
+        tmp_path / "cluster.toml",
+    )
+    redis = ReplicationLedger(redis_client)
+    redis_client.hset(redis.ledgers_key, LEDGER, HOME)
+    with _standby_store(tmp_path, RULES) as store:
+        promotion, _ = _promotion(started, store, redis)
+        (tmp_path / "cluster.toml").write_text("not toml [")  # unreadable now: the refusal as it was
+        with pytest.raises(PromotionRefusedError, match=f"{STANDBY} is not the standby of 'votes' in the cluster"):
+            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        (tmp_path / "cluster.toml").write_text(
+            f'[cluster]\nname = "{CLUSTER}"\ndefault_home = "{HOME}"\n'
+            f'[nodes.{HOME}]\nrole = "ingest"\nport = 7001\npub_port = 7101\n'
+            f'[nodes.{STANDBY}]\nrole = "ingest"\nport = 7002\npub_port = 7102\n'
+            '[nodes.replica-1]\nrole = "replica"\nport = 7011\n'
+            f'[ledgers.{LEDGER}]\nhome = "{HOME}"\nstandby = "{STANDBY}"\n'
+        )
+        with pytest.raises(PromotionRefusedError) as refused:
+            promotion.promote(LEDGER, "admin", T0 + 100, store.append)
+        assert f"named {STANDBY} the standby of 'votes' after it started: restart {STANDBY}" in refused.value.message
+        assert redis.epochs() == {} and store.size(LEDGER) == 5

@@ -306,6 +306,15 @@ def test_a_ledger_redis_refuses_this_node_leaves_the_others_streaming(
     append(home.store, OTHER, 3)
     wait_until(lambda: streamed(home.repl, OTHER) == in_store(home.store, OTHER), "and goes on")
     assert streamed(home.repl, LEDGER) == []
+    # Said as an alert of its own, with a command its operator can run (outsider o21 F1: only a
+    # log line, advising the ACL LOAD no vledger user may run, while `vledger status` said OK).
+    key = f"{HOME}|{LEDGER}|stream_refused"
+    alert = home.repl.open_alerts()[key]
+    assert "vledger keygen --cluster" in alert["detail"] and "redis-server" in alert["detail"]
+    assert OTHER not in str(home.repl.open_alerts())
+    monkeypatch.setattr(home.repl, "append_checked", real)  # Redis given the new redis.acl
+    wait_until(lambda: streamed(home.repl, LEDGER) == in_store(home.store, LEDGER), "streamed once allowed")
+    wait_until(lambda: key not in home.repl.open_alerts(), "its alert resolved")
 
 
 def test_stop_sends_what_is_queued_first(redis_client: Any, homes: Callable[..., Home]) -> None:

@@ -17,7 +17,8 @@ import redis
 from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import Limits
-from vledger.ingest.outside_feeder import WitnessFeeder
+from vledger.ingest.cosignatures import KnownCosignatures
+from vledger.ingest.outside_feeder import LOST_CHECK_SECONDS, WitnessFeeder
 from vledger.node.checkpoint_log import SIGNED
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import (
@@ -28,11 +29,12 @@ from vledger.node.note import (
     parse_verifier_key,
     verify_checkpoint,
 )
-from vledger.node.outside import WitnessReply, outside_kind
+from vledger.node.outside import QUORUM_NOTE, OutsideWitnesses, WitnessReply, check_witnessed, outside_kind
 from vledger.node.record import Content, Entry
 from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, SignedCheckpoint, home_key
 from vledger.tests.tlog_witness import TlogWitness
+from vledger.tools.outside_quorum import forged_notes, witnessed
 
 LIMITS = Limits()
 T0 = 1_790_000_000_000
@@ -60,10 +62,11 @@ class Home:
         witness: TlogWitness,
         replication: ReplicationLedger | None = None,
         others: tuple[TlogWitness, ...] = (),
+        quorum: int = 1,
     ) -> None:
         self.store = ChainStore(directory, origin="home", clock=lambda: T0)
         listed = [witness.vkey, *(other.vkey for other in others)]
-        rules = {"checkpoint_key": LOG_KEY.encode(), "witnesses": listed, "quorum": 1}
+        rules = {"checkpoint_key": LOG_KEY.encode(), "witnesses": listed, "quorum": quorum}
         self.store.create_ledger(
             Entry.prepare(LedgerRules(("note",), 0, rules).genesis_content(LEDGER, "a", "g", T0), 0, LIMITS)
         )
@@ -413,5 +416,56 @@ def test_an_outside_witness_whose_clock_runs_ahead_is_logged_once_until_it_is_ri
             home.feeder.turn()
             assert any("dated within the clock skew again" in r.getMessage() for r in caplog.records)
         assert home.kept() == [3, 5, 7]  # kept all the same: counting is freshness's business, not this log's
+    finally:
+        home.store.close()
+
+
+def test_a_lagging_witness_leaves_the_checkpoint_its_quorum_cosigned_readable(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    # Outsider o20 F1: with 2 of 2, once w2 lagged each witness's newest note carried a size the
+    # other had not cosigned, and every reader said no quorum ever cosigned: the home's store held
+    # sizes both cosigned, in separate rows. The home now publishes (and serves) the quorum's note.
+    def made(name: str) -> TlogWitness:
+        return TlogWitness(f"witness.example/{name}", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()})
+
+    first, second = made("w1"), made("w2")
+    replication = ReplicationLedger(redis_client)
+    home = Home(tmp_path / "home", first, replication, (second,), quorum=2)
+    outside = OutsideWitnesses((parse_verifier_key(first.vkey), parse_verifier_key(second.vkey)), 2)
+    known = KnownCosignatures(CLUSTER, home.store, None, {}, lambda ledger: LOG_KEY)
+
+    def quorum_sizes() -> tuple[int | None, int | None]:
+        """The quorum's size as a reader of Redis finds it, and as the home's checkpoint command does."""
+        seen = witnessed(replication.outside_cosignatures(LEDGER).values(), [LOG_KEY], ORIGIN, outside).checkpoint
+        names = {first.name, second.name}
+        served = [g for g in known.gathered(LEDGER, home.latest[LEDGER].note) if names <= set(g.witnesses)]
+        return (seen.checkpoint.size if seen is not None else None, served[0].checkpoint.size if served else None)
+
+    try:
+        home.grow(3)
+        home.feeder.turn()
+        assert quorum_sizes() == (3, 3)
+        home.down = {second.name}
+        home.grow(7)
+        home.feeder.turn()
+        home.grow(9)
+        home.clock.now += 5
+        home.feeder.turn()
+        newest = replication.outside_cosignatures(LEDGER)
+        assert check_witnessed(newest[QUORUM_NOTE], LOG_KEY, outside).checkpoint.size == 3
+        assert verify_checkpoint(newest[first.name], LOG_KEY, outside.keys, 1).checkpoint.size == 9
+        assert quorum_sizes() == (3, 3)  # the quorum's size stays while w2 lags
+        home.down = set()
+        home.clock.now += 5
+        home.feeder.turn()
+        assert quorum_sizes() == (9, 9)
+        assert forged_notes(replication.outside_cosignatures(LEDGER), outside, ORIGIN) == []
+        # Outsider o20 F3: Redis lost its data; the home sets its notes again at its next look.
+        published = replication.outside_cosignatures(LEDGER)
+        redis_client.flushdb()
+        home.clock.now += LOST_CHECK_SECONDS
+        home.feeder.turn()
+        assert replication.outside_cosignatures(LEDGER) == published
     finally:
         home.store.close()

@@ -261,3 +261,21 @@ def test_a_node_restarted_after_room_was_made_resolves_the_disk_full_an_earlier_
         assert f"{NAME}||{DISK_FULL}" not in replication.own_open_alerts()
     finally:
         store.close()
+
+
+def test_a_new_node_redis_refuses_is_not_said_to_hold_an_open_alert(
+    redis_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Outsider o21 F6: a brand-new node whose Redis user was refused logged "an open
+    # store_damaged alert of it stays open", of an alert it never had.
+    import redis
+
+    replication = ReplicationLedger(redis_client)
+
+    def refused(*args: Any, **kwargs: Any) -> int:
+        raise redis.exceptions.AuthenticationError("invalid username-password pair or user is disabled.")
+
+    replication.resolve_node = refused  # type: ignore[method-assign]
+    open_node_store(NAME, tmp_path / NAME, replication).close()
+    assert "stays open" not in caplog.text
+    assert f"a {STORE_DAMAGED} alert an earlier start may have left open is not resolved" in caplog.text

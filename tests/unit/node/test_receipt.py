@@ -167,6 +167,12 @@ def test_a_checkpoint_of_the_standby_s_key_counts_only_with_a_witness_s_cosignat
     assert e.value.code == "no_quorum"
     assert verify_receipt(cosigned_by(OTHER_HOME, WITNESSES[:1], epoch), keys).record == records[3]
     assert verify_receipt(cosigned_by(HOME, []), keys).record == records[3]  # the home's key: q = 0 is the caller's
+    # A failback's epoch 3 is the genesis key's, which epoch 2 may have fenced as stolen: that
+    # key alone could state epoch 3 over a tree of its own, so it too counts only witnessed.
+    with pytest.raises(VledgerError) as e:
+        verify_receipt(cosigned_by(HOME, [], ("vledger-epoch 3 node-1",)), keys)
+    assert e.value.code == "no_quorum"
+    assert verify_receipt(cosigned_by(HOME, WITNESSES[:1], ("vledger-epoch 3 node-1",)), keys).record == records[3]
     # An outside witness the genesis lists counts as a witness for the standby's key too.
     outside = SignerKey("example.org/w1", ALG_COSIGNATURE_V1, bytes([42]) * 32)
     listed = {**STANDBY_PINNED, "witnesses": [outside.verifier().encode()], "quorum": 1}

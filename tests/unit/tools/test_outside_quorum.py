@@ -86,6 +86,7 @@ class _Nodes:
 
     def __init__(self, held: dict[str, list[bytes] | None]) -> None:
         self.held = held
+        self.hellos: dict[str, dict[str, Any]] = {}  # what a probe heard: none here
 
     def call(self, node: str, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
         records = self.held[node]

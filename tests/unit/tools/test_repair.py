@@ -380,3 +380,21 @@ def test_with_no_journal_redis_s_alert_counts_only_if_the_node_s_start_check_fai
     assert refused is not None and refused.startswith("[tree_mismatch] ") and "right edge" in refused, refused
     ReplicationLedger(redis_client, raisers=["ingest-1"]).resolve_as_operator(["ingest-1||store_damaged"])
     assert refused_at_start(store, "ingest-1", ReplicationLedger(redis_client), origin="ingest-1") is None
+
+
+def test_a_repair_without_the_admin_s_redis_password_says_where_to_get_it(tmp_path: Path) -> None:
+    """Outsider o21 F8: run where it must be, on the node's host, repair failed `bad_settings:
+    .../vledger-admin.redis_password: cannot read`, a password the README keeps with the
+    operator, and nothing said which cluster file to run it with."""
+    import dataclasses
+
+    from vledger.node.errors import SettingsError
+
+    config = _home_and_replica(tmp_path, "replica-1", 7011)
+    (tmp_path / "host-keys").mkdir()  # the node's folder: its own password, not the admin's
+    config = dataclasses.replace(config, redis=dataclasses.replace(config.redis, passwords_dir=tmp_path / "host-keys"))
+    repair = repair_module.Repair(config, "replica-1", None, clock=lambda: 1_790_000_000.0)  # type: ignore[arg-type]
+    with pytest.raises(SettingsError) as refused:
+        repair._planned(config.store_dir("replica-1"))
+    said = refused.value.message
+    assert "vledger-admin.redis_password" in said and "[redis] passwords" in said and "on replica-1's host" in said

@@ -149,6 +149,38 @@ def test_a_standby_s_follow_restarts_show_in_the_table_and_the_json_but_are_no_p
     assert status_json(quiet)["nodes"][0]["standby"]["follow_restarts"] == 0
 
 
+def test_a_standby_the_cluster_file_names_that_does_not_follow_its_ledger_is_a_problem() -> None:
+    """Outsider o21 F1: a ledger named in the cluster file after its standby started is not
+    followed (the node reads the file at its start), and status said OK: a promotion then finds
+    the standby holding nothing. Its hello says which ledgers it follows; the file names more."""
+    roles = {**ROLES, "ingest-2": "ingest"}
+
+    def status(standby: dict[str, Any] | None) -> ClusterStatus:
+        extra = {} if standby is None else {"standby": standby}
+        node_answers = {**answers(), "ingest-2": NodeAnswer("ingest-2", hello("ingest-2", "ingest", **extra))}
+        return cluster_status(
+            "test",
+            URL,
+            roles,
+            node_answers,
+            ledgers(),
+            [],
+            None,
+            NOW_MS,
+            standbys={ELECTION: "ingest-2", "gone": "ingest-2"},
+        )
+
+    following = status({"ledgers": [ELECTION], "follow_restarts": 0})
+    assert following.ok, following.problems
+    for hello_standby in (None, {"ledgers": ["other"], "follow_restarts": 0}):
+        stale = status(hello_standby)
+        assert stale.exit_code == EXIT_PROBLEM
+        assert stale.problems == (
+            f"{ELECTION}: its standby ingest-2 does not follow it (ingest-2 read its cluster file before the file"
+            " named it so): restart ingest-2",
+        )  # not "gone": no such ledger in Redis
+
+
 def test_a_node_that_answers_hello_but_fails_its_readyz_is_not_ready_and_a_problem() -> None:
     # Outsider o13: left on a rotated Redis password, replica-3 was "up current" with exit 0 while
     # it published nothing; only its /readyz said ok:false.

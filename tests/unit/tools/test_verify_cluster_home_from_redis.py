@@ -56,6 +56,7 @@ class _Nodes:
 
     def __init__(self, records: list[bytes], note: bytes) -> None:
         self.records, self.note = records, note
+        self.hellos: dict[str, dict[str, Any]] = {}  # what a probe heard: none here
 
     def call(self, node: str, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
         leaves = [leaf_hash(r) for r in self.records]

@@ -591,7 +591,9 @@ async function verifyLedgerNote(note, logKey, keys) {
     // 10.9: the pinned keys alternate, epoch 2 is the standby's: the genesis key (the replaced
     // home's) passes for no checkpoint of an even epoch (outsider o16 F5).
     if (keys.standby && epochOf(note) % 2n === 0n) throw new Error("a checkpoint of an even epoch not signed by the standby key [bad_epoch]");
-    return witnessedEnough({ ...seen, logKey }, keys, false);
+    // A later epoch's note (a failback's epoch 3 is the genesis key's, which epoch 2 may have
+    // fenced as stolen) counts, as the standby's key does, only with a witness's cosignature.
+    return witnessedEnough({ ...seen, logKey }, keys, epochOf(note) > 1n);
   }
   if (!keys.standby) return { ...seen, logKey };
   const standby = await verifyCheckpointNote(note, keys.standby, keys.witnesses);
@@ -612,9 +614,9 @@ function epochOf(note) {
 }
 
 // `seen` (a note its key signed) once its valid cosignatures are what verifyLedgerNote asks:
-// the genesis' quorum of outside witnesses, and one witness at least for the standby's key
-// (`byStandby`); throws [no_quorum] otherwise.
-function witnessedEnough(seen, keys, byStandby) {
+// the genesis' quorum of outside witnesses, and one witness at least for the standby's key or an
+// epoch from 2 (`needsWitness`); throws [no_quorum] otherwise.
+function witnessedEnough(seen, keys, needsWitness) {
   const valid = new Set(seen.cosigned.filter((c) => c.ok).map((c) => c.name));
   if (keys.outside) {
     // Outside witnesses, not names: two names sharing a key are one (13.5 step 1, review r13 #9).
@@ -625,9 +627,9 @@ function witnessedEnough(seen, keys, byStandby) {
         `${keys.outside.quorum} (13.9) [no_quorum]`);
     }
   }
-  if (byStandby && !valid.size) {
-    throw new Error("a checkpoint signed by the standby key that no witness cosigned: nothing shows the handover " +
-      "that would make it a home's (10.9) [no_quorum]");
+  if (needsWitness && !valid.size) {
+    throw new Error("a checkpoint of an epoch from 2 (or signed by the standby key) that no witness cosigned: " +
+      "nothing shows the handover that would make its key a home's (10.9) [no_quorum]");
   }
   return seen;
 }
