@@ -124,6 +124,7 @@ OPERATOR_RESOLVED = frozenset(
         "bad_blob",
         "tally_mismatch",
         "tally_uncompared",
+        "tally_recount",
         ALERTS_DELETED,
     )
 )
@@ -701,6 +702,24 @@ class ReplicationLedger:
     def wrong_typed(self, keys: Sequence[str]) -> dict[str, Exception]:
         """:func:`wrong_typed_keys` on this client."""
         return wrong_typed_keys(self.client, keys)
+
+    def read_back(self, keys: Sequence[str]) -> tuple[dict[str, Exception], list[str]]:
+        """Of the string ``keys``: those of another type, each with its WRONGTYPE error (as
+        :func:`wrong_typed_keys`), and those Redis does not hold; one pipelined GET each."""
+        if not keys:
+            return {}, []
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        damaged, missing = {}, []
+        for key, value in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(value, Exception):
+                if not wrong_type(value):
+                    raise value
+                damaged[key] = value
+            elif value is None:
+                missing.append(key)
+        return damaged, missing
 
     def outside_fields(self, ledgers: Sequence[str]) -> dict[str, set[str]]:
         """Per ledger, the fields its outside hash holds, in one round trip (a hash of another
