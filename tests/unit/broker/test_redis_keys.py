@@ -111,7 +111,7 @@ class _Pipe:
             return method
 
         def queued(*args: Any, **kwargs: Any) -> Any:
-            self._keys.append(str(args[0]))
+            self._keys.extend(str(a) for a in args[:1])  # TIME names no key
             return method(*args, **kwargs)
 
         return queued
@@ -170,6 +170,7 @@ def test_every_script_and_transaction_touches_one_slot(redis_client: Any, monkey
     _exercise(recorder)
     TallyBoard(recorder).latest(LEDGER, ["observer-1"])  # the reads' pipeline of tally_read
     TallyBoard(recorder).history(LEDGER, "observer-1")
+    ReplicationLedger(recorder, raisers=["replica-1"]).open_by_raiser()  # read_open
     called = {name.rpartition(redis_functions.LIBRARY_NAME + "_")[2] for name in recorder.calls}
     assert called == set(redis_functions.FUNCTIONS), "a function of the library was never run"
     for name, calls in recorder.calls.items():
