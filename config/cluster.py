@@ -572,3 +572,33 @@ def _redis_url(url: str, where: str) -> str:
     """``url``, once :func:`check_redis_url` read it (a bad sentinel:// URL fails at load, not at first use)."""
     check_redis_url(url, f"{where}: cluster.redis")
     return url
+
+
+class ConfiguredStandbys:
+    """Whether the cluster file names a node a ledger's standby, read again when the running
+    config does not and the file changed since (PROTOCOL 10.9: a handover opening epoch 3 or
+    later counts for a witness, the verifier and `vledger repl status` only when their own file
+    names its home the standby, the operator's swap on every host). A witness meets such a
+    record after the operator swapped the file and promoted, without a restart: one ``stat``
+    then tells whether reading the file again can change the answer."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.path = config.path
+        self._standbys = dict(config.standbys)
+        self._seen: tuple[int, ...] | None = None  # the file's stat when last read; None: not read since start
+
+    def names(self, ledger: str, node: str) -> bool:
+        if self._standbys.get(ledger) == node:
+            return True
+        try:
+            stat = self.path.stat()
+            seen = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)  # a swap keeps the size
+            if seen == self._seen:
+                return False
+            self._standbys = dict(load_cluster(self.path).standbys)
+            self._seen = seen
+        except (OSError, ValueError, SettingsError):
+            # An unreadable or half-written file: the standbys read last still stand, and the
+            # next meeting reads it again (its stat is not marked seen).
+            return False
+        return self._standbys.get(ledger) == node

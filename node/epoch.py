@@ -24,6 +24,7 @@ from .cosigning import Counts, GatheredCheckpoint, gather
 from .errors import (
     BadEpochError,
     CheckpointError,
+    FailbackUnconfiguredError,
     FencedError,
     PromotionRefusedError,
     QuorumError,
@@ -450,14 +451,19 @@ class EpochKeys(CheckpointKeys):
         epochs_of: Callable[[str], EpochHistory | None],
         standby_key_of: Callable[[str], VerifierKey | None] = lambda ledger: None,
         base: CheckpointKeys | None = None,
+        standby_named: Callable[[str, str], bool] = lambda ledger, node: False,
     ) -> None:
         """``standby_key_of(ledger)``: the configured standby's key, which checks a checkpoint
         of a later epoch before this checker holds the genesis that pins it. ``base`` checks
-        the ledgers without a standby (default: their one key), e.g. along key chains (13.8)."""
+        the ledgers without a standby (default: their one key), e.g. along key chains (13.8).
+        ``standby_named(ledger, node)``: whether this checker's cluster file names ``node`` the
+        ledger's standby, which a failback needs (:meth:`confirm`; default: never, so a
+        checker that was given no file takes no epoch past 2 from a run)."""
         super().__init__(cluster, key_of)
         self.epochs_of = epochs_of
         self.standby_key_of = standby_key_of
         self.base = base
+        self.standby_named = standby_named
 
     def check(self, ledger: str, data: bytes) -> SignedCheckpoint:
         """As CheckpointKeys.check; for a ledger with a standby also EpochHistory.verify's
@@ -483,7 +489,9 @@ class EpochKeys(CheckpointKeys):
         """Check ``checkpoint`` by the epochs of the stored records followed by ``run``: a
         checkpoint that claimed an epoch ahead of the store must now find it in the run (with
         the genesis, when the run starts with it). Raises BadEpochError or FencedError as
-        EpochHistory.check, and the genesis' BadGenesisError."""
+        EpochHistory.check, and the genesis' BadGenesisError; FailbackUnconfiguredError
+        [failback_unconfigured] when the run opens an epoch from 3 whose home the cluster file
+        does not name the ledger's standby (``standby_named``)."""
         history = self.epochs_of(checkpoint.ledger)
         claim = epoch_claim(_body(checkpoint))[0]
         if history is None and run and run[0].height == 0:
@@ -506,6 +514,29 @@ class EpochKeys(CheckpointKeys):
                 ledger=checkpoint.ledger,
                 height=checkpoint.height,
             )
+        opened = ahead.current
+        if opened.number > history.current.number and not may_open(opened, checkpoint.ledger, self.standby_named):
+            raise FailbackUnconfiguredError(
+                f"a handover opening epoch {opened.number} at {opened.home!r}, which this node's cluster file"
+                f" does not name the standby of {checkpoint.ledger!r}: only the operator's swap of the file on"
+                " every host (home and standby) gives a pinned key the pen again (a thief of it could place"
+                " this record); not stored",
+                ledger=checkpoint.ledger,
+                height=opened.height,
+            )
+
+
+def may_open(epoch: Epoch, ledger: str, standby_named: Callable[[str, str], bool]) -> bool:
+    """Whether a checker whose cluster file answers ``standby_named(ledger, node)`` takes
+    ``epoch`` (PROTOCOL 10.9, "A failback"): epochs 1 and 2 always (the genesis pins epoch 2's
+    key to its standby); epoch 3 and later only when the file names its home the standby. The
+    genesis pins that key too, but it held the pen before and was handed over from, perhaps
+    because it was stolen: ``--key-not-stolen`` is asked of the promoting node alone, which a
+    thief holding the key and a Redis password never asks. Only the newest epoch a run opens
+    (the one its checkpoint states) is held to it, so that a copy catching up over epochs 3 and
+    4 while the file names epoch 4's home stores both: a thief of one key signs no checkpoint
+    of the other key's epochs, and one of its own key's after them is held to the file."""
+    return epoch.number < 3 or standby_named(ledger, epoch.home)
 
 
 def _body(checkpoint: SignedCheckpoint) -> Checkpoint:

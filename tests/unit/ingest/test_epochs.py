@@ -12,7 +12,7 @@ import base64
 import functools
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,13 @@ class Pages:
 
 
 class Witness:
-    def __init__(self, directory: Path, sources: list[Pages] | None = None, checker: PageChecker | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        sources: list[Pages] | None = None,
+        checker: PageChecker | None = None,
+        standby_named: Callable[[str, str], bool] = lambda ledger, node: False,
+    ) -> None:
         self.store = ChainStore(directory)
         self.book = EpochBook(CLUSTER, self.store)
         self.alerts: list[Alert] = []
@@ -130,7 +136,13 @@ class Witness:
             "replica-1",
             self.store,
             sources or [],
-            keys=EpochKeys(CLUSTER, lambda ledger: HOME_KEY, self.book.history, lambda ledger: STANDBY_KEY),
+            keys=EpochKeys(
+                CLUSTER,
+                lambda ledger: HOME_KEY,
+                self.book.history,
+                lambda ledger: STANDBY_KEY,
+                standby_named=standby_named,  # the cluster file's word on a failback (10.9)
+            ),
             home_of=lambda ledger: HOME,
             on_stored=lambda records, hops: self.book.stored(records),
             on_alert=self.alerts.append,
