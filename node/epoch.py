@@ -357,12 +357,14 @@ def newest_witnessed_epoch(
     pinned: tuple[VerifierKey, VerifierKey] | None = None,
     above: int = 1,
     excluding: str | None = None,
+    allowed: Callable[[int, str], bool] = lambda number, home: True,
 ) -> tuple[int, str] | None:
     """The newest epoch past ``above`` (from 2) that a note among ``notes`` proves, as (number,
     home), whatever its home but ``excluding``: a checkpoint signed by one of ``keys``, stating
     that epoch, cosigned by one of ``witnesses`` (:func:`require_witness`); with ``pinned`` (the
     genesis' checkpoint_key and standby_key), only by the key that epoch signs with
-    (:func:`epoch_key`: the keys alternate).
+    (:func:`epoch_key`: the keys alternate); only an epoch ``allowed(number, home)`` says the
+    cluster file allows (:func:`may_open`: a failback's home named the standby).
     What a checker holding no records but the genesis (the verifier) or none (``vledger repl
     status``, with the cluster file's home's and standby's key files) takes for the home: after
     a failback (epoch 3) the home is the genesis home again, which a rule "another home than
@@ -377,6 +379,8 @@ def newest_witnessed_epoch(
             except VledgerError:
                 continue
             if named is None or named == excluding or (pinned is not None and key != epoch_key(claimed, *pinned)):
+                continue
+            if not allowed(claimed, named):
                 continue
             if claimed > max(above, best[0] if best else 0):
                 best = (claimed, named)
@@ -515,7 +519,9 @@ class EpochKeys(CheckpointKeys):
                 height=checkpoint.height,
             )
         opened = ahead.current
-        if opened.number > history.current.number and not may_open(opened, checkpoint.ledger, self.standby_named):
+        if opened.number > history.current.number and not may_open(
+            checkpoint.ledger, opened.number, opened.home, self.standby_named
+        ):
             raise FailbackUnconfiguredError(
                 f"a handover opening epoch {opened.number} at {opened.home!r}, which this node's cluster file"
                 f" does not name the standby of {checkpoint.ledger!r}: only the operator's swap of the file on"
@@ -526,17 +532,18 @@ class EpochKeys(CheckpointKeys):
             )
 
 
-def may_open(epoch: Epoch, ledger: str, standby_named: Callable[[str, str], bool]) -> bool:
-    """Whether a checker whose cluster file answers ``standby_named(ledger, node)`` takes
-    ``epoch`` (PROTOCOL 10.9, "A failback"): epochs 1 and 2 always (the genesis pins epoch 2's
-    key to its standby); epoch 3 and later only when the file names its home the standby. The
+def may_open(ledger: str, number: int, home: str, standby_named: Callable[[str, str], bool]) -> bool:
+    """Whether a checker whose cluster file answers ``standby_named(ledger, node)`` takes epoch
+    ``number`` of ``ledger`` at ``home`` (PROTOCOL 10.9, "A failback"): epochs 1 and 2 always
+    (the genesis pins epoch 2's key to its standby); epoch 3 and later only when the file names
+    ``home`` the standby. The
     genesis pins that key too, but it held the pen before and was handed over from, perhaps
     because it was stolen: ``--key-not-stolen`` is asked of the promoting node alone, which a
     thief holding the key and a Redis password never asks. Only the newest epoch a run opens
     (the one its checkpoint states) is held to it, so that a copy catching up over epochs 3 and
     4 while the file names epoch 4's home stores both: a thief of one key signs no checkpoint
     of the other key's epochs, and one of its own key's after them is held to the file."""
-    return epoch.number < 3 or standby_named(ledger, epoch.home)
+    return number < 3 or standby_named(ledger, home)
 
 
 def _body(checkpoint: SignedCheckpoint) -> Checkpoint:
