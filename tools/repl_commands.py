@@ -367,8 +367,8 @@ class Checker:
         file of the cluster file's standby or home of the ledger, stating an epoch from 2
         (node/epoch.py's newest_witnessed_epoch), and cosigned by a witness (PROTOCOL 10.9, 14.3
         step 7: an epoch counts only with a witness's cosignature); an epoch from 3 only when the
-        cluster file names its home the standby (node/epoch.py's may_open: a failback's, as the
-        witnesses take its handover). None when none does, or the ledger has no standby or its
+        cluster file allows it (node/epoch.py's may_open: a failback's, as the witnesses take its
+        handover; the file is read at this command's start). None when none does, or the ledger has no standby or its
         key file is missing."""
         standby = self.config.standby_of(ledger)
         if standby is None or not notes:
@@ -386,12 +386,8 @@ class Checker:
             notes.values(),
             keys,
             witnesses,
-            allowed=lambda number, home: may_open(ledger, number, home, self._standby_named),
+            allowed=lambda number, home: may_open(ledger, number, home, self.config.allows_epoch),
         )
-
-    def _standby_named(self, ledger: str, node: str) -> bool:
-        standby = self.config.standby_of(ledger)  # read at this command's start: nothing to read again
-        return standby is not None and standby.name == node
 
 
 def of_newest_epoch(note: bytes, epoch: Epoch | None) -> bool:

@@ -63,7 +63,7 @@ from ..broker.replication import (
     stream_order,
     wrong_type,
 )
-from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, ConfiguredStandbys, NodeConfig, VerifierSettings
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, ConfiguredFailbacks, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.conflict import told_apart
 from ..node.epoch import EPOCH_KIND
@@ -451,7 +451,7 @@ class ClusterChecks:
         self._witness_keys = witness_keys
         self.pool = pool  # worker processes that check the sweeps' pages (None: this process alone)
         self.config = config
-        self._standbys = ConfiguredStandbys(config)
+        self._failbacks = ConfiguredFailbacks(config)
         self.replication = replication
         self.readers = readers
         self.settings = settings or config.verifier
@@ -1392,7 +1392,7 @@ class ClusterChecks:
                 lambda: self._genesis(ledger),
                 lambda: self._fallback_key(ledger),
                 self._witness_keys,
-                self._standbys.names,  # a failback's epoch counts once the file names its home (10.9)
+                self._failbacks.allows,  # a failback's epoch counts once the file allows it (10.9)
             )
             state.checkpoint.enter(state.epoch)
         return state.checkpoint

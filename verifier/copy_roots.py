@@ -105,15 +105,15 @@ class LedgerCheckpoint:
         genesis: Callable[[], bytes | None],
         fallback: Callable[[], VerifierKey | None],
         witnesses: Callable[[], Iterable[VerifierKey]] = tuple,
-        standby_named: Callable[[str, str], bool] = lambda ledger, node: False,
+        failback_allowed: Callable[[str, int, str], bool] = lambda ledger, number, home: False,
     ) -> None:
-        """``standby_named(ledger, node)``: whether the verifier's cluster file names ``node``
-        the ledger's standby, which an epoch from 3 needs (:meth:`proven_epoch`)."""
+        """``failback_allowed(ledger, number, home)``: whether the verifier's cluster file lets
+        ``home`` open epoch ``number`` from 3 (:meth:`proven_epoch`)."""
         self.ledger = ledger
         self._genesis = genesis
         self._fallback = fallback
         self._witnesses = witnesses
-        self._standby_named = standby_named
+        self._failback_allowed = failback_allowed
         self.keys: ReceiptKeys | None = None
         self.chain: KeyChain | None = None  # the key chain as far as rotations were proven
         self.rotatable = False  # its genesis pins a key and lists the rotation's kind
@@ -199,7 +199,7 @@ class LedgerCheckpoint:
         its history is the genesis' alone: epoch ``e`` is proven by a note the key of ``e``
         signed (the keys alternate: the standby's for an even one, the genesis home's for an
         odd one, a failback), whatever home it names; an epoch from 3 only when the cluster file
-        names that home the standby (node/epoch.py's may_open, as witnesses take its handover)."""
+        allows it (node/epoch.py's may_open, as witnesses take its handover)."""
         keys = self._known_keys()
         if keys is None or keys.standby_key is None or keys.genesis is None:
             return None
@@ -226,7 +226,7 @@ class LedgerCheckpoint:
             history.pinned(),
             keys.witnesses,
             pinned=pinned,
-            allowed=lambda number, home: may_open(self.ledger, number, home, self._standby_named),
+            allowed=lambda number, home: may_open(self.ledger, number, home, self._failback_allowed),
         )
 
     def offer(self, note: bytes, source: str = "redis") -> bool:

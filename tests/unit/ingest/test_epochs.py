@@ -127,7 +127,7 @@ class Witness:
         directory: Path,
         sources: list[Pages] | None = None,
         checker: PageChecker | None = None,
-        standby_named: Callable[[str, str], bool] = lambda ledger, node: False,
+        failback_allowed: Callable[[str, int, str], bool] = lambda ledger, number, home: False,
     ) -> None:
         self.store = ChainStore(directory)
         self.book = EpochBook(CLUSTER, self.store)
@@ -141,7 +141,7 @@ class Witness:
                 lambda ledger: HOME_KEY,
                 self.book.history,
                 lambda ledger: STANDBY_KEY,
-                standby_named=standby_named,  # the cluster file's word on a failback (10.9)
+                failback_allowed=failback_allowed,  # the cluster file's word on a failback (10.9)
             ),
             home_of=lambda ledger: HOME,
             on_stored=lambda records, hops: self.book.stored(records),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vledger.config.cluster import ConfiguredStandbys, load_cluster
+from vledger.config.cluster import ConfiguredFailbacks, load_cluster
 from vledger.node.epoch import EPOCH_KIND, epoch_payload
 from vledger.node.record import Record
 from vledger.tests.unit.ingest.test_epochs import (  # noqa: F401 (chains: the fixture)
@@ -40,7 +40,7 @@ def _reopened(handed: list[Record]) -> list[Record]:
     return [*handed, reopened, _place(reopened, "note", {"epoch 3": 1}, HOME)]
 
 
-def _cluster_file(path: Path, home: str, standby: str) -> Path:
+def _cluster_file(path: Path, home: str, standby: str, epoch: int | None = None) -> Path:
     path.write_text(
         f"""[cluster]
 name = "test"
@@ -63,6 +63,7 @@ port = 7011
 [ledgers.{LEDGER}]
 home = "{home}"
 standby = "{standby}"
+{"" if epoch is None else f"epoch = {epoch}"}
 """,
         encoding="utf-8",
     )
@@ -83,7 +84,7 @@ def test_the_stolen_genesis_key_alone_cannot_reopen_epoch_3_on_a_witness(
     thief = _reopened(handed)
     notes = [_checkpoint(handed, STANDBY_SIGNER, EPOCH_2), _checkpoint(thief, HOME_SIGNER, EPOCH_3)]
     config = load_cluster(_cluster_file(tmp_path / "cluster.toml", home=HOME, standby=STANDBY))
-    witness = Witness(tmp_path / "replica", [Pages(thief, notes)], standby_named=ConfiguredStandbys(config).names)
+    witness = Witness(tmp_path / "replica", [Pages(thief, notes)], failback_allowed=ConfiguredFailbacks(config).allows)
     try:
         witness.send(handed, _checkpoint(handed, STANDBY_SIGNER, EPOCH_2), STANDBY)
         assert witness.held() == handed
@@ -106,8 +107,8 @@ def test_the_operator_s_failback_is_stored_once_the_file_is_swapped_without_a_re
     failback = _reopened(handed)
     notes = [_checkpoint(handed, STANDBY_SIGNER, EPOCH_2), _checkpoint(failback, HOME_SIGNER, EPOCH_3)]
     path = _cluster_file(tmp_path / "cluster.toml", home=HOME, standby=STANDBY)
-    standbys = ConfiguredStandbys(load_cluster(path))  # read at the witness's start
-    witness = Witness(tmp_path / "replica", [Pages(failback, notes)], standby_named=standbys.names)
+    failbacks = ConfiguredFailbacks(load_cluster(path))  # read at the witness's start
+    witness = Witness(tmp_path / "replica", [Pages(failback, notes)], failback_allowed=failbacks.allows)
     try:
         witness.send(handed, _checkpoint(handed, STANDBY_SIGNER, EPOCH_2), STANDBY)
         _cluster_file(path, home=STANDBY, standby=HOME)  # the operator's swap, then the promote
@@ -132,7 +133,7 @@ def test_a_copy_catching_up_over_epochs_3_and_4_holds_the_newest_to_the_file(
     four = [*three, fourth, _place(fourth, "note", {"epoch 4": 1}, STANDBY)]
     notes = [_checkpoint(four, STANDBY_SIGNER, ("vledger-epoch 4 ingest-2",))]
     config = load_cluster(_cluster_file(tmp_path / "cluster.toml", home=HOME, standby=STANDBY))
-    witness = Witness(tmp_path / "replica", [Pages(four, notes)], standby_named=ConfiguredStandbys(config).names)
+    witness = Witness(tmp_path / "replica", [Pages(four, notes)], failback_allowed=ConfiguredFailbacks(config).allows)
     try:
         witness.send(handed, _checkpoint(handed, STANDBY_SIGNER, EPOCH_2), STANDBY)
         witness.follower.catch_up(LEDGER, len(four))
@@ -142,16 +143,39 @@ def test_a_copy_catching_up_over_epochs_3_and_4_holds_the_newest_to_the_file(
         witness.store.close()
 
 
-def test_configured_standbys_read_the_file_again_only_when_it_changed(tmp_path: Path) -> None:
+def test_configured_failbacks_read_the_file_again_only_when_it_changed(tmp_path: Path) -> None:
     path = _cluster_file(tmp_path / "cluster.toml", home=HOME, standby=STANDBY)
-    standbys = ConfiguredStandbys(load_cluster(path))
-    assert standbys.names(LEDGER, STANDBY)
-    assert not standbys.names(LEDGER, HOME)
+    failbacks = ConfiguredFailbacks(load_cluster(path))
+    assert failbacks.allows(LEDGER, 4, STANDBY)
+    assert not failbacks.allows(LEDGER, 3, HOME)
     _cluster_file(path, home=STANDBY, standby=HOME)  # the same size: the stat's times and inode tell
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    assert standbys.names(LEDGER, HOME)
-    assert not standbys.names(LEDGER, STANDBY)
+    assert failbacks.allows(LEDGER, 3, HOME)
+    assert not failbacks.allows(LEDGER, 4, STANDBY)
     path.write_text("[cluster\n", encoding="utf-8")  # half written: the last reading stands
-    assert standbys.names(LEDGER, HOME)
-    assert not standbys.names("other", HOME)
+    assert failbacks.allows(LEDGER, 3, HOME)
+    assert not failbacks.allows("other", 3, HOME)
+
+
+def test_a_file_swapped_back_keeps_the_failback_it_states(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """After a failback the operator swaps the file back (home ingest-1, standby ingest-2, so that
+    ingest-2 follows as the standby again) and states `epoch = 3`: a witness catching up from
+    scratch still stores epoch 3, which the file's standby alone no longer allows."""
+    handed, _ = chains
+    failback = _reopened(handed)
+    notes = [_checkpoint(failback, HOME_SIGNER, EPOCH_3)]
+    path = _cluster_file(tmp_path / "cluster.toml", home=HOME, standby=STANDBY, epoch=3)
+    config = load_cluster(path)
+    assert config.allows_epoch(LEDGER, 3, HOME) and not config.allows_epoch(LEDGER, 5, HOME)
+    witness = Witness(
+        tmp_path / "replica", [Pages(failback, notes)], failback_allowed=ConfiguredFailbacks(config).allows
+    )
+    try:
+        witness.send(handed, _checkpoint(handed, STANDBY_SIGNER, EPOCH_2), STANDBY)
+        witness.follower.catch_up(LEDGER, len(failback))
+        assert witness.held() == failback
+    finally:
+        witness.store.close()
