@@ -804,7 +804,16 @@ def test_the_genesis_home_named_standby_fails_back_into_epoch_3_once_the_admin_c
         wrong_key = Promotion(swapped, HOME, homes, redis, {}, STANDBY_KEY.public_key)
         with pytest.raises(PromotionRefusedError, match="pins as checkpoint_key, which is not ingest-1's"):
             wrong_key.promote(LEDGER, "admin", T0 + 100, store.append, key_not_stolen=True)
-        promotion.promote(LEDGER, "admin", T0 + 100, store.append, key_not_stolen=True)
+        # Epoch 2's home still answers hello: it would go on acknowledging w>=1 puts that a
+        # witness may cosign before it stores the handover, lost from epoch 3 (review r30 F4).
+        asked: list[str] = []
+        alive = Promotion(swapped, HOME, homes, redis, {}, HOME_KEY.public_key, answers=lambda n: not asked.append(n))
+        with pytest.raises(
+            PromotionRefusedError, match="ingest-2, the home of epoch 2 of 'votes', still answers: stop"
+        ):
+            alive.promote(LEDGER, "admin", T0 + 100, store.append, key_not_stolen=True)
+        assert asked == [STANDBY] and redis.epochs() == {} and store.size(LEDGER) == len(handed)
+        promotion.promote(LEDGER, "admin", T0 + 100, store.append, key_not_stolen=True)  # it answers no more
         handover = store.get(LEDGER, len(handed))
         assert handover is not None and (handover.content.kind, handover.origin) == (EPOCH_KIND, HOME)
         assert handover.content.payload == epoch_payload(3, HOME, HOME_KEY)
