@@ -122,6 +122,7 @@ OPERATOR_RESOLVED = frozenset(
         "bad_blob",
         "tally_mismatch",
         "tally_uncompared",
+        "failback_unconfigured",  # a handover of epoch 3+ no cluster file allows: perhaps a thief's
         ALERTS_DELETED,
     )
 )
