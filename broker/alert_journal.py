@@ -48,7 +48,7 @@ def _now_ms() -> int:
 
 def _height(text: str) -> int:
     """The height of an alert as the journal holds it; -1 (closed by any resolve up to a height,
-    as Redis's script closes it) for one that has none."""
+    as Redis's function closes it) for one that has none."""
     try:
         alert = json.loads(text)
         return int(alert["height"]) if isinstance(alert, dict) else -1

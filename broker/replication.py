@@ -77,7 +77,9 @@ import redis
 
 from ..node.errors import RecordError, RedisServerError, StoreDamagedError, StoreError
 from ..node.json_values import parse_json
+from . import redis_functions
 from .alert_journal import AlertJournal
+from .redis_functions import RedisFunction
 from .redis_keys import (
     NAMESPACE,
     glob_escape,
@@ -122,6 +124,7 @@ OPERATOR_RESOLVED = frozenset(
         "bad_blob",
         "tally_mismatch",
         "tally_uncompared",
+        "tally_recount",
         "failback_unconfigured",  # a handover of epoch 3+ no cluster file allows: perhaps a thief's
         ALERTS_DELETED,
     )
@@ -147,6 +150,10 @@ _PAST_CAP = f"more than the {OPEN_ALERTS_CAP} open alerts a reader reads"
 # 1.5 GB a read, review r26). 10,000 alerts are some 2 MB: past this a hash is shown as one past
 # the field cap is, unread.
 OPEN_ALERTS_BYTES = 8 * 2**20
+# One raiser's open hash is sized and read in one step, the library's read_open (FCALL_RO,
+# broker/functions.lua): sized in one round trip and read in the next, a hash its raiser grew
+# between the two (an O(1) RENAME toggled in a loop; MEMORY USAGE of a missing key is nil) was
+# read past the byte cap, 500 MB a read (review r29).
 # A shared key (``{ledgers}``, ``{ledgers}:epochs``) of another type: raised by the verifier
 # against ``redis``, the key's name as its ``ledger`` (PROTOCOL 10.5).
 REDIS_KEY_DAMAGED = "redis_key_damaged"
@@ -270,177 +277,8 @@ def redis_failed(url: str, error: Exception) -> RedisServerError:
     return RedisServerError(f"Redis at {shown_url(url)} does not answer: {error}")
 
 
-# SET the node's height only if it grows: a late or repeated report never lowers it. A value
-# that is no height (not a number, or past 2**63 - 1: written by hand with the node's Redis
-# password) counts as none, so it cannot hold the node's reports back for ever.
-# KEYS: the node's held key    ARGV: node, height, ledger, channel (a channel is no key: no slot of its own)
-_ADVANCE = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1
-if current > 9223372036854775807 or current < -1 then current = -1 end
-local height = tonumber(ARGV[2])
-if height > current then
-  redis.call('SET', KEYS[1], ARGV[2])
-  redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[2])
-  return height
-end
-return current
-"""
-
-# SET the node's height to what its store holds, whatever was there: the outbox's report at its
-# start and each heartbeat (PROTOCOL 10.3), which puts right a height written by hand or left
-# by a store since repaired to fewer records. Announced only when it changes.
-# KEYS: the node's held key    ARGV: node, height, ledger, channel
-_SET_HELD = """
-if redis.call('GET', KEYS[1]) ~= ARGV[2] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. ARGV[3] .. ' ' .. ARGV[2])
-end
-return tonumber(ARGV[2])
-"""
-
-# Close a raiser's open alerts raised at heights up to ARGV[1] (PROTOCOL 10.5): an alert of one
-# of these keys raised since at a greater height (its cause past what resolved the older one:
-# another part of the node, or an earlier run, raised it) stays open. A value that is no JSON
-# object with a height, which the raiser's own user wrote, is closed.
-# KEYS: the open hash    ARGV: upto, fields...
-_RESOLVE_UP_TO = """
-local upto = tonumber(ARGV[1])
-local closed = 0
-for i = 2, #ARGV do
-  local raw = redis.call('HGET', KEYS[1], ARGV[i])
-  if raw then
-    local ok, alert = pcall(cjson.decode, raw)
-    local height = ok and type(alert) == 'table' and tonumber(alert['height']) or nil
-    if height == nil or height <= upto then
-      closed = closed + redis.call('HDEL', KEYS[1], ARGV[i])
-    end
-  end
-end
-return closed
-"""
-
-# Append a run of heights to a ledger's stream only where it continues the stream: heights
-# the stream has are skipped, and a gap stops the run. Returns the stream's last height, so
-# the caller sees at once what the stream lacks (after a Redis restart that lost its tail),
-# and the first height of the run the stream holds with other bytes or lacks (-1: none),
-# where the caller must rewrite the stream from its store.
-# A promotion (PROTOCOL 10.9) names a ledger's home in a new epoch, never an older or equal one
-# of another home: two promotions of one epoch cannot both win. Returns nil, or what is named.
-# An entry that is no "<epoch> <home>" is none (any ingest user may write one: review18 3); one
-# the caller found no witnessed note proves (ARGV[4], ARGV[5]: its epoch and home, "" for none)
-# is replaced, only while it is still exactly that one.
-_PROMOTE = """
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-local wanted = ARGV[2] .. ' ' .. ARGV[3]
-local number, home = nil, nil
-if current then number, home = string.match(current, '^(%d+) (%S+)$') end
-local unproven = ARGV[4] ~= '' and number ~= nil and tonumber(number) == tonumber(ARGV[4]) and home == ARGV[5]
-if number and current ~= wanted and tonumber(number) >= tonumber(ARGV[2]) and not unproven then
-    return current
-end
-redis.call('HSET', KEYS[1], ARGV[1], wanted)
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-return false
-"""
-
-# Undoes a promotion whose handover record was not placed (10.9 step 4), only while Redis still
-# names this epoch at this home: a later promotion's entry is never touched. ARGV: ledger, the
-# "<epoch> <home>" the promotion wrote, the entry before it ("" for none: epoch 1), the home
-# before it (put back in the home map only where it names the promoted node). Returns 1 if undone.
-_UNPROMOTE = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
-if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[5] then redis.call('HSET', KEYS[2], ARGV[1], ARGV[4]) end
-return 1
-"""
-
-# KEYS: stream, checkpoint (none: the note goes on the entry only)
-# ARGV: first height, max length, origin, checkpoint, records...
-_APPEND = """
-local last = -1
-local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
-local first = tonumber(ARGV[1])
-local bottom = nil
-for i = 5, #ARGV do
-  local height = first + i - 5
-  if height <= last then
-    local held = redis.call('XRANGE', KEYS[1], height .. '-1', height .. '-1')
-    local same = false
-    if #held > 0 then
-      local fields = held[1][2]
-      for j = 1, #fields, 2 do
-        if fields[j] == 'record' then same = fields[j + 1] == ARGV[i] end
-      end
-    else
-      -- Trimmed from the stream's front (MAXLEN): nothing there disagrees with the caller.
-      if bottom == nil then
-        bottom = tonumber(string.match(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1], '^(%d+)'))
-      end
-      same = height < bottom
-    end
-    if not same then return {last, height} end
-  else
-    if height ~= last + 1 then return {last, -1} end
-    local added
-    -- Trimmed by the run's last entry only: MAXLEN on each XADD cost Redis a sixth of its
-    -- time a record (p38); trimmed whole stream nodes at a time (~), it ends the run as short.
-    if i < #ARGV then
-      added = redis.pcall('XADD', KEYS[1], height .. '-1', 'record', ARGV[i], 'origin', ARGV[3])
-    elseif ARGV[4] ~= '' then
-      added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1',
-                          'record', ARGV[i], 'origin', ARGV[3], 'checkpoint', ARGV[4])
-    else
-      added = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], height .. '-1', 'record', ARGV[i], 'origin', ARGV[3])
-    end
-    if type(added) == 'table' and added.err then
-      -- The stream's last id is above its last entry: entries were deleted from its tail (XDEL
-      -- does not lower the last id), and nothing can be appended until the caller rewinds it.
-      if string.find(added.err, 'equal or smaller', 1, true) then return {last, height} end
-      return redis.error_reply(added.err)
-    end
-    if i == #ARGV and ARGV[4] ~= '' and #KEYS > 1 then redis.call('SET', KEYS[2], ARGV[4]) end
-    last = height
-  end
-end
-return {last, -1}
-"""
-
-# Cut a ledger's stream back to below height ARGV[1] (the home rewrites it from its store):
-# its entries from there are deleted, its last id set back so those ids can be added again,
-# and every consumer group that read past it goes back too, so it reads the true ones.
-# Redis 7.2 on and Valkey refuse to set the last id below a deleted one (max_deleted_entry_id):
-# there the stream is made again from the entries it keeps, and its groups with it (each at
-# its delivered id or below the cut; their pending lists start empty). Rare: a repair only.
-_REWIND = """
-local height = tonumber(ARGV[1])
-local below = '0-0'
-if height > 0 then below = (height - 1) .. '-1' end
-local gone = redis.call('XRANGE', KEYS[1], height .. '-1', '+')
-for _, entry in ipairs(gone) do redis.call('XDEL', KEYS[1], entry[1]) end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local groups = {}
-for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local name, delivered
-  for j = 1, #group, 2 do
-    if group[j] == 'name' then name = group[j + 1] end
-    if group[j] == 'last-delivered-id' then delivered = group[j + 1] end
-  end
-  if tonumber(string.match(delivered, '^(%d+)')) >= height then delivered = below end
-  table.insert(groups, {name, delivered})
-end
-local set = redis.pcall('XSETID', KEYS[1], below)
-if type(set) == 'table' and set.err then
-  local kept = redis.call('XRANGE', KEYS[1], '-', '+')
-  redis.call('DEL', KEYS[1])
-  for _, entry in ipairs(kept) do redis.call('XADD', KEYS[1], entry[1], unpack(entry[2])) end
-  for _, group in ipairs(groups) do redis.call('XGROUP', 'CREATE', KEYS[1], group[1], group[2], 'MKSTREAM') end
-  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('XSETID', KEYS[1], below) end
-else
-  for _, group in ipairs(groups) do redis.call('XGROUP', 'SETID', KEYS[1], group[1], group[2]) end
-end
-return #gone
-"""
+# The Lua steps (advance, set_held, resolve_up_to, promote, unpromote, append, rewind) are
+# functions of broker/functions.lua, called by name (broker/redis_functions.py).
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,6 +358,10 @@ def _json_map(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _past_bytes_problem(used: int) -> str:
+    return f"{used} bytes, more than the {OPEN_ALERTS_BYTES} of open alerts a reader reads"
+
+
 def _alert_id(alert: dict[str, Any]) -> str:
     found = alert.get("id", "")
     return found if isinstance(found, str) else ""
@@ -593,13 +435,12 @@ class ReplicationLedger:
         self.stream_max_len = stream_max_len
         self.node = node
         self._raisers = None if raisers is None else tuple(dict.fromkeys(raisers))
-        self._advance = client.register_script(_ADVANCE)
-        self._set_held = client.register_script(_SET_HELD)
-        self._resolve_up_to = client.register_script(_RESOLVE_UP_TO)
-        self._append = client.register_script(_APPEND)
-        self._rewind = client.register_script(_REWIND)
-        self._promote = client.register_script(_PROMOTE)
-        self._unpromote = client.register_script(_UNPROMOTE)
+        self._advance = RedisFunction(client, "advance")
+        self._set_held = RedisFunction(client, "set_held")
+        self._resolve_up_to = RedisFunction(client, "resolve_up_to")
+        self._rewind = RedisFunction(client, "rewind")
+        self._promote = RedisFunction(client, "promote")
+        self._unpromote = RedisFunction(client, "unpromote")
         self._raw = _unparsed_xrange(client)
 
     # --- keys -----------------------------------------------------------------------
@@ -762,49 +603,44 @@ class ReplicationLedger:
         keys = [self.stream_key(ledger), *([self.checkpoint_key(ledger)] if latest else [])]
         args: list[str | bytes | int] = [first, self.stream_max_len, origin, checkpoint, *records]
         for tries_left in (1, 0):
-            # EVALSHA itself: a pipeline holding a Script object asks SCRIPT EXISTS first, a
-            # round trip more on every pass of the outbox. A Redis that does not hold the script
-            # (new, restarted) answers NOSCRIPT and ran nothing of it: load it, send again.
+            # One round trip for the outbox's pass. A Redis that lacks the functions (new,
+            # restarted without its data) ran nothing of them: the library is loaded where this
+            # client may (no access control) and all is sent again, else FunctionsMissingError.
             commands: list[Command] = [
                 ("HSETNX", self.ledgers_key, ledger, origin),
-                ("EVALSHA", self._append.sha, len(keys), *keys, *args),
+                redis_functions.command("append", keys, args),
             ]
             if held is not None:
                 commands.append(
-                    ("EVALSHA", self._advance.sha, 1, self.held_key(ledger, origin), origin, held, ledger,
-                     self.held_channel)
-                )  # fmt: skip
-            try:
-                named, *replies = pipelined(self.client, commands, raise_on_error=False)
-                if isinstance(replies[0], redis.exceptions.ResponseError) and wrong_type(replies[0]):
-                    # The admin's user can SET a ledger's stream: every append of every ledger of
-                    # this home failed on it, taken for Redis away. The home owns the stream and
-                    # its store holds every record: an empty stream, which the caller fills.
-                    self.replace_damaged(self.stream_key(ledger), replies[0], lambda: None)
-                    return self.append_checked(ledger, origin, first, records, checkpoint, held=held, latest=latest)
-                advanced = replies[1] if held is not None else None
-                if isinstance(advanced, redis.exceptions.ResponseError) and wrong_type(advanced):
-                    assert held is not None
-                    replies[1] = self._replace_held(origin, ledger, held, advanced)
-                if isinstance(named, redis.exceptions.ResponseError) and wrong_type(named):
-                    # Any ingest node's Redis user may make the hash a string: every append of
-                    # every home failed on it for good (outsider 31, N1). Its entries are homes'
-                    # claims the verifier does not take as proof; each home names its own again.
-                    write = functools.partial(self._name_home, ledger, origin)
-                    named = self.replace_wrong_type(self.ledgers_key, named, write)
-                for reply in (named, *replies):
-                    if isinstance(reply, redis.exceptions.ResponseError):
-                        raise reply
-                last, conflict = replies[0]
-            except redis.exceptions.NoScriptError:
+                    redis_functions.command(
+                        "advance", [self.held_key(ledger, origin)], [origin, held, ledger, self.held_channel]
+                    )
+                )
+            named, *replies = pipelined(self.client, commands, raise_on_error=False)
+            if redis_functions.reloaded(replies, self.client):
                 if not tries_left:
-                    raise
-                # Sent again whole: what of it ran (one script was there) runs again to the same
-                # end (the append skips the heights the stream holds; a height never goes down).
-                self._append.sha = self.client.script_load(_APPEND)
-                if held is not None:
-                    self._advance.sha = self.client.script_load(_ADVANCE)
-                continue
+                    raise redis_functions.missing(replies[0])
+                continue  # sent again whole: the HSETNX and what ran of it run again to the same end
+            if isinstance(replies[0], redis.exceptions.ResponseError) and wrong_type(replies[0]):
+                # The admin's user can SET a ledger's stream: every append of every ledger of
+                # this home failed on it, taken for Redis away. The home owns the stream and
+                # its store holds every record: an empty stream, which the caller fills.
+                self.replace_damaged(self.stream_key(ledger), replies[0], lambda: None)
+                return self.append_checked(ledger, origin, first, records, checkpoint, held=held, latest=latest)
+            advanced = replies[1] if held is not None else None
+            if isinstance(advanced, redis.exceptions.ResponseError) and wrong_type(advanced):
+                assert held is not None
+                replies[1] = self._replace_held(origin, ledger, held, advanced)
+            if isinstance(named, redis.exceptions.ResponseError) and wrong_type(named):
+                # Any ingest node's Redis user may make the hash a string: every append of
+                # every home failed on it for good (outsider 31, N1). Its entries are homes'
+                # claims the verifier does not take as proof; each home names its own again.
+                write = functools.partial(self._name_home, ledger, origin)
+                named = self.replace_wrong_type(self.ledgers_key, named, write)
+            for reply in (named, *replies):
+                if isinstance(reply, redis.exceptions.ResponseError):
+                    raise reply
+            last, conflict = replies[0]
             return int(last), None if int(conflict) < 0 else int(conflict)
         raise AssertionError("unreachable: the second try returns or raises")
 
@@ -867,6 +703,24 @@ class ReplicationLedger:
     def wrong_typed(self, keys: Sequence[str]) -> dict[str, Exception]:
         """:func:`wrong_typed_keys` on this client."""
         return wrong_typed_keys(self.client, keys)
+
+    def read_back(self, keys: Sequence[str]) -> tuple[dict[str, Exception], list[str]]:
+        """Of the string ``keys``: those of another type, each with its WRONGTYPE error (as
+        :func:`wrong_typed_keys`), and those Redis does not hold; one pipelined GET each."""
+        if not keys:
+            return {}, []
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        damaged, missing = {}, []
+        for key, value in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(value, Exception):
+                if not wrong_type(value):
+                    raise value
+                damaged[key] = value
+            elif value is None:
+                missing.append(key)
+        return damaged, missing
 
     def outside_fields(self, ledgers: Sequence[str]) -> dict[str, set[str]]:
         """Per ledger, the fields its outside hash holds, in one round trip (a hash of another
@@ -1440,38 +1294,71 @@ class ReplicationLedger:
         that grows its hash while it is read is never read past the cap (review r25 F4: sized by
         HLEN, then read whole by HGETALL, it was read whole once grown between the two). The
         shared keys (None) are the admin's alone to write: read whole. A user whose ACL file
-        predates HRANDFIELD (until `vledger keygen --cluster`) reads as it did before it."""
-        problems = self._past_bytes(raisers)
-        raisers = [node for node in raisers if node not in problems]
+        predates HRANDFIELD (until `vledger keygen --cluster`) reads as it did before it. Each
+        hash is sized and read in one step (the library's read_open); a user whose ACL file
+        predates it, or a Redis that lost the library, sizes them all first, then reads
+        (:meth:`_read_apart`)."""
         pipe = self.client.pipeline(transaction=False)
         for node in raisers:
             if node:
-                pipe.hrandfield(self.open_alerts_key_of(node), OPEN_ALERTS_CAP + 1, withvalues=True)
+                key = self.open_alerts_key_of(node)
+                bounds = [OPEN_ALERTS_CAP + 1, OPEN_ALERTS_BYTES]
+                pipe.execute_command(*redis_functions.command("read_open", [key], bounds))
             else:
                 pipe.hgetall(self.open_alerts_key_of(node))
         pipe.time()
         *replies, clock = pipe.execute(raise_on_error=False)
         held: dict[str | None, dict[Any, Any]] = {}
-        unsized = []
+        problems: dict[str, str] = {}
+        apart = []
         for node, reply in zip(raisers, replies, strict=True):
-            if node and isinstance(reply, redis.exceptions.NoPermissionError):
-                unsized.append(node)
-            elif node and isinstance(reply, redis.exceptions.ResponseError) and wrong_type(reply):
-                problems[node] = str(reply)
-            elif isinstance(reply, Exception):
-                raise reply
-            elif node:
-                fields = iter(reply)  # field, value, field, value...
-                alerts = dict(zip(fields, fields, strict=True))
-                if len(alerts) > OPEN_ALERTS_CAP:
-                    problems[node] = _PAST_CAP
-                else:
-                    held[node] = alerts
+            if node and (isinstance(reply, redis.exceptions.NoPermissionError) or redis_functions.is_missing(reply)):
+                apart.append(node)
+            elif node and isinstance(reply, int):
+                problems[node] = _past_bytes_problem(reply)
             else:
-                held[node] = reply
+                self._take_open(node, reply, held, problems)
+        if apart:
+            self._read_apart(apart, held, problems)
+        return held, problems, clock
+
+    def _read_apart(self, raisers: list[str], held: dict[str | None, dict[Any, Any]], problems: dict[str, str]) -> None:
+        """The read where read_open cannot run (an ACL file before it, the library lost): the
+        hashes sized in one round trip and read in the next (a hash grown between the two is
+        read: HRANDFIELD still stops at the field cap)."""
+        past = self._past_bytes(list(raisers))
+        problems.update(past)
+        raisers = [node for node in raisers if node not in past]
+        pipe = self.client.pipeline(transaction=False)
+        for node in raisers:
+            pipe.hrandfield(self.open_alerts_key_of(node), OPEN_ALERTS_CAP + 1, withvalues=True)
+        unsized = []
+        for node, reply in zip(raisers, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, redis.exceptions.NoPermissionError):
+                unsized.append(node)
+            else:
+                self._take_open(node, reply, held, problems)
         if unsized:
             self._read_sized(unsized, held, problems)
-        return held, problems, clock
+
+    @staticmethod
+    def _take_open(
+        node: str | None, reply: Any, held: dict[str | None, dict[Any, Any]], problems: dict[str, str]
+    ) -> None:
+        """One raiser's read hash into ``held``, or why it is not read into ``problems``."""
+        if node and isinstance(reply, redis.exceptions.ResponseError) and wrong_type(reply):
+            problems[node] = str(reply)
+        elif isinstance(reply, Exception):
+            raise reply
+        elif node:
+            fields = iter(reply)  # field, value, field, value...
+            alerts = dict(zip(fields, fields, strict=True))
+            if len(alerts) > OPEN_ALERTS_CAP:
+                problems[node] = _PAST_CAP
+            else:
+                held[node] = alerts
+        else:
+            held[node] = reply
 
     def _past_bytes(self, raisers: list[str | None]) -> dict[str, str]:
         """Of the raisers' open hashes, those past OPEN_ALERTS_BYTES (MEMORY USAGE, every field
@@ -1486,7 +1373,7 @@ class ReplicationLedger:
             # 2M fields at each read, review r27): exact for a hash a reader reads, bounded else.
             pipe.memory_usage(self.open_alerts_key_of(node), samples=OPEN_ALERTS_CAP + 1)
         return {
-            node: f"{used} bytes, more than the {OPEN_ALERTS_BYTES} of open alerts a reader reads"
+            node: _past_bytes_problem(used)
             for node, used in zip(nodes, pipe.execute(raise_on_error=False), strict=True)
             if isinstance(used, int) and used > OPEN_ALERTS_BYTES
         }

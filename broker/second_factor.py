@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..node.errors import AccountError, AlreadyEnrolledError, NotEnrolledError
+from .redis_functions import RedisFunction
 from .redis_keys import group_key
 
 ENROLL = "enroll"  # a first second factor: refused if the account has one
@@ -44,42 +45,8 @@ RESET = "reset"  # a new second factor in place of the account's: refused if it 
 REPLACE = "replace"  # either (the host's bootstrap: the way back in)
 SESSION_FIELDS = ("account", "key", "secret", "expires", "mac")
 
-# KEYS: hash, recovery set, unrecorded set, failures    ARGV: sealed secret, mode, account, digests...
-_ENROLL = """
-local exists = redis.call('HEXISTS', KEYS[1], 'secret') == 1
-if exists and ARGV[2] == 'enroll' then return 'already_enrolled' end
-if not exists and ARGV[2] == 'reset' then return 'not_enrolled' end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
-redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'last', '-1')
-for i = 4, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
-if ARGV[2] == 'replace' then redis.call('SADD', KEYS[3], ARGV[3]) end  -- the account and its mark
-return 'ok'
-"""
-
-# KEYS: hash    ARGV: sealed secret the code was checked against, step
-_USE_STEP = """
-local fields = redis.call('HMGET', KEYS[1], 'secret', 'last')
-if fields[1] ~= ARGV[1] then return 0 end
-if tonumber(fields[2]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'last', ARGV[2])
-return 1
-"""
-
-# KEYS: failures    ARGV: window in seconds. A count kept longer than the window (no expiry,
-# or a longer one: only a Redis writer's hand makes either) is cut back to the window, so that
-# one write locks an account's codes out for a window at most, not for good. (``LT`` takes a
-# key without an expiry for one that never expires.)
-_FAILURES = """
-redis.call('EXPIRE', KEYS[1], ARGV[1], 'LT')
-return tonumber(redis.call('GET', KEYS[1])) or 0
-"""
-
-# KEYS: failures    ARGV: window in seconds
-_FAILED = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return count
-"""
+# The atomic steps (totp_enroll, totp_use_step, totp_failures, totp_failed) are functions of
+# broker/functions.lua (broker/redis_functions.py).
 
 
 class SecondFactorStore:
@@ -92,10 +59,10 @@ class SecondFactorStore:
         self._unrecorded = group_key(namespace, "totp", "unrecorded")
         self._failures_prefix = group_key(namespace, "totp", "failures:")
         self._session_prefix = group_key(namespace, "totp", "session:")
-        self._enroll = client.register_script(_ENROLL)
-        self._use_step = client.register_script(_USE_STEP)
-        self._failed = client.register_script(_FAILED)
-        self._failures = client.register_script(_FAILURES)
+        self._enroll = RedisFunction(client, "totp_enroll")
+        self._use_step = RedisFunction(client, "totp_use_step")
+        self._failed = RedisFunction(client, "totp_failed")
+        self._failures = RedisFunction(client, "totp_failures")
 
     def _keys(self, account: str) -> list[str]:
         return [

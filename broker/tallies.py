@@ -10,7 +10,7 @@ name, which only that observer's Redis user writes (broker/redis_acl.py):
 * ``vledger:{<ledger>}:tally:latest:<observer>``: a string, the stream id of its latest
   entry (what a reader polls to see a new one without reading its body).
 
-Both are written by one script (they share the ledger's hash tag: one slot), so the latest
+Both are written by one function call (they share the ledger's hash tag: one slot), so the latest
 id never names an entry that is not in the stream. A reader takes the observer of an entry
 from the key's name, never from what the entry says: an observer writes only its own keys,
 but may put anything in them (a body another observer signed, say), which the signature
@@ -31,8 +31,9 @@ from typing import Any
 
 import redis
 
-from .accounts import ReadOnlyScript
+from . import redis_functions
 from .bounded_range import bounded_range
+from .redis_functions import RedisFunction
 from .redis_keys import NAMESPACE, ledger_key
 
 HISTORY_PAGE = 500
@@ -54,39 +55,14 @@ def _is_stream_id(text: str) -> bool:
     return _STREAM_ID.fullmatch(text) is not None and all(int(part) <= _ID_PART_MAX for part in text.split("-"))
 
 
-# The entry and the latest id in one step: the latest never names an entry not yet in the stream.
-_PUBLISH = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-  'height', ARGV[2], 'body', ARGV[3], 'signature', ARGV[4])
-redis.call('SET', KEYS[2], id)
-return id
-"""
-
-
-# A range of a stream, cut short once its entries' fields reach ARGV[5] bytes (a command's COUNT
-# bounds entries, not bytes), each field counted as RESP sends it, "$<length>\r\n...\r\n": an
-# entry of a million empty fields is no small one. An entry larger alone is returned without its
-# fields (oversized), so that a reader still moves past it; those bytes never leave Redis. A user
-# that may run no script reads the same way through broker/bounded_range.py.
-_READ = """
-local got = redis.call(ARGV[1], KEYS[1], ARGV[2], ARGV[3], 'COUNT', ARGV[4])
-local budget, total, kept = tonumber(ARGV[5]), 0, {}
-for _, entry in ipairs(got) do
-  local size = 0
-  for _, value in ipairs(entry[2]) do size = size + #value + #tostring(#value) + 5 end
-  if size > budget then
-    entry[2], size = {}, 0
-  end
-  if #kept > 0 and total + size > budget then break end
-  total = total + size
-  kept[#kept + 1] = entry
-end
-return kept
-"""
+# The entry and the latest id in one step (tally_publish), and a range read bounded in bytes
+# (tally_read: at most MAX_READ_BYTES, each field counted as RESP sends it; an entry larger
+# alone comes without its fields, oversized) are functions of broker/functions.lua. A user
+# that may run no function reads the same way through broker/bounded_range.py.
 
 
 def _range(command: str, start: str, end: str, count: int) -> list[str]:
-    """_READ's arguments: ``command`` (XRANGE or XREVRANGE) from ``start`` to ``end``, ``count`` entries."""
+    """tally_read's arguments: ``command`` (XRANGE or XREVRANGE) from ``start`` to ``end``, ``count`` entries."""
     return [command, start, end, str(count), str(MAX_READ_BYTES)]
 
 
@@ -108,8 +84,8 @@ def _text(value: Any) -> str:
 
 
 def _published(observer: str, entry_id: Any, fields: dict[bytes, bytes] | list[bytes]) -> Published | None:
-    """An entry's fields (as XRANGE or _READ gives them), or None for an entry of another shape
-    (a reader reports it as missing); with no fields, one _READ found oversized."""
+    """An entry's fields (as XRANGE or tally_read gives them), or None for an entry of another shape
+    (a reader reports it as missing); with no fields, one tally_read found oversized."""
     if isinstance(fields, list):
         if not fields:
             return Published(_text(entry_id), observer, -1, b"", b"", oversized=True)
@@ -135,15 +111,15 @@ class TallyBoard:
         scripts: bool = True,
     ) -> None:
         """Entries are read at most MAX_READ_BYTES a read, a larger one alone without its fields:
-        through _READ, or with ``scripts`` False, for a user that may run no script (the
+        through tally_read, or with ``scripts`` False, for a user that may call no function (the
         gateway's), by a reply read that stops there (broker/bounded_range.py)."""
         self.client = client
         self.namespace = namespace
         self.stream_max_len = stream_max_len
         self.stream_max_bytes = stream_max_bytes
         self.scripts = scripts
-        self._publish = client.register_script(_PUBLISH)
-        self._read = ReadOnlyScript(client, _READ)  # EVALSHA_RO: the readers' users only read these keys
+        self._publish = RedisFunction(client, "tally_publish")
+        self._read = RedisFunction(client, "tally_read")  # FCALL_RO: the readers' users only read these keys
 
     def stream_key(self, ledger: str, observer: str) -> str:
         """``observer``'s stream of snapshots of ``ledger``: only its Redis user writes it."""
@@ -193,8 +169,7 @@ class TallyBoard:
         if not readable:
             return found
         replies = self._latest_entries(ledger, readable)
-        if self.scripts and any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
-            self.client.script_load(_READ)  # Redis lost it
+        if self.scripts and redis_functions.reloaded(replies, self.client):  # Redis lost the library
             replies = self._latest_entries(ledger, readable)
         for observer, entries in zip(readable, replies, strict=True):
             good = isinstance(entries, list) and entries
@@ -232,14 +207,14 @@ class TallyBoard:
         return bounded_range(self.client, command, key, start, end, count, MAX_READ_BYTES)
 
     def _latest_entries(self, ledger: str, ids: dict[str, str]) -> list[Any]:
-        """The entry of each observer's id in ``ids`` as _READ gives it (or the error), in one round
-        trip with scripts, else one each."""
+        """The entry of each observer's id in ``ids`` as tally_read gives it (or the error), in one round
+        trip with functions, else one each."""
         if not self.scripts:
             return [self._bounded_or_error(ledger, observer, entry_id) for observer, entry_id in ids.items()]
         pipe = self.client.pipeline(transaction=False)
         for observer, entry_id in ids.items():
             key = self.stream_key(ledger, observer)
-            pipe.evalsha_ro(self._read.sha, 1, key, *_range("XRANGE", entry_id, entry_id, 1))
+            pipe.execute_command(*redis_functions.command("tally_read", [key], _range("XRANGE", entry_id, entry_id, 1)))
         return list(pipe.execute(raise_on_error=False))
 
     def _bounded_or_error(self, ledger: str, observer: str, entry_id: str) -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -53,7 +53,16 @@ from ..node.receipt import Receipt, ReceiptKeys, keys_from_genesis, verify_recei
 from ..node.record import Record
 from ..node.rules.votes import check_electronic_id
 from ..node.tally_body import STALE_AFTER_MS, Snapshot
-from ..verifier.tally import AGREE, RECOSIGN_MS, STILL_COUNTING, Verdict, check_published, judge, observer_histories
+from ..verifier.tally import (
+    AGREE,
+    MISMATCH,
+    RECOSIGN_MS,
+    STILL_COUNTING,
+    Verdict,
+    check_published,
+    judge,
+    observer_histories,
+)
 from .anchors_file import read_anchors
 from .http import GatewayConnection
 from .session import Reader, Session, open_session
@@ -130,6 +139,20 @@ class TallyCheck:
     def full(self) -> bool:
         """Whether every trusted observer signed the agreed snapshot (none is ahead)."""
         return self.verdict.status == "agree" and not self.ahead
+
+
+def recounted(verdict: Verdict, served: object, trusted: Collection[str]) -> Verdict:
+    """``verdict`` with the gateway's word (its verdict's ``recount``, PROTOCOL 11.4, 15.2) that a
+    verifier's recount contradicts a ``trusted`` observer's tally: a mismatch naming them. That word
+    is not signed: it can only take an agreement away, never make one (o21 F4: one observer alone
+    agreed with itself on invented balances)."""
+    said = served.get("recount") if isinstance(served, dict) else None
+    if not isinstance(said, list):
+        return verdict
+    named = tuple(sorted({n for n in said if isinstance(n, str) and n in trusted}))
+    if not named:
+        return verdict
+    return Verdict(MISMATCH, verdict.height, tuple(sorted({*verdict.differing, *named})), named)
 
 
 @dataclass(frozen=True, slots=True)
@@ -643,6 +666,7 @@ class Client:
             verdict = judge(valid, [name for name in sorted(self.trust.observers) if name not in ahead])
             if ahead and verdict.status == AGREE:
                 verdict = Verdict(STILL_COUNTING, verdict.height)
+        verdict = recounted(verdict, shown.get("verdict"), self.trust.observers)
         return TallyCheck(election, tuple(counts), verdict, ahead, size)
 
     def _verified_size(self, ledger: str) -> int | None:

@@ -5,6 +5,8 @@ One program per process, in start order:
 * ``redis``, when the configuration's Redis URL names this host (127.0.0.1, localhost, ::1):
   the redis-server given in the layout on the URL's port, bound to 127.0.0.1, append-only,
   its data in ``<run>/redis``. A Redis elsewhere is not run here.
+* ``redis-functions`` beside it: ``vledger redis-functions --keep``, which loads vledger's
+  functions library as the loader user, and again whenever that Redis lost it (no node's user may).
 * one program per node of ``[nodes]``, named as the node: ``vledger --log-level info <role>
   --config <config> --node <name>``: ingest nodes, then replicas (the verifier and
   observers join the same way, by their role).
@@ -36,6 +38,7 @@ MAX_SOCKET_PATH = 96
 # below), so no other user can talk to it; one could at worst take the name first.
 FALLBACK_SOCKET_DIR = Path("/tmp")  # noqa: S108
 REDIS_PROGRAM = "redis"
+FUNCTIONS_PROGRAM = "redis-functions"  # loads vledger's functions library into that Redis, and again when it lost it
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_REDIS_PORT = 6379
 STOP_WAIT_SECONDS = 20
@@ -131,9 +134,11 @@ def cluster_programs(cluster: ClusterConfig, layout: SupervisorLayout) -> list[P
         if cluster.redis.passwords_dir is not None:  # access control: the users keygen --cluster wrote
             redis += ("--aclfile", str(cluster.redis.passwords_dir / "redis.acl"))
         programs.append(Program(REDIS_PROGRAM, REDIS_PROGRAM, redis, 100, python=False))
+        loader = (*layout.vledger, "--log-level", "info", FUNCTIONS_PROGRAM, "--config", str(cluster.path), "--keep")
+        programs.append(Program(FUNCTIONS_PROGRAM, FUNCTIONS_PROGRAM, loader, 150, python=True))
     for node in sorted(cluster.nodes.values(), key=lambda n: n.name):
-        if node.name == REDIS_PROGRAM:
-            raise SettingsError(f"{cluster.path}: a node may not be called {REDIS_PROGRAM!r} (a supervised program)")
+        if node.name in (REDIS_PROGRAM, FUNCTIONS_PROGRAM):
+            raise SettingsError(f"{cluster.path}: a node may not be called {node.name!r} (a supervised program)")
         command = (
             *layout.vledger,
             "--log-level", "info",

@@ -361,7 +361,7 @@ class AdminLedger:
         """Rewrite (alerted) a list of the store's length whose bytes are not the store's: an
         entry set there by hand (LSET) froze every other node's accounts until the home's next
         start, its length alone looking healthy (review r14 F2). At most once every
-        BYTES_CHECK_SECONDS, by a digest call to Redis per BYTES_CHECK_PAGE entries: one script
+        BYTES_CHECK_SECONDS, by a digest call to Redis per BYTES_CHECK_PAGE entries: one call
         over the whole list at every poll blocked Redis O(N) (22 ms at 10k records, every 5 s:
         review r15 F-C), and only the home's Redis user can LSET there. The store's records are
         read once each, as they come."""

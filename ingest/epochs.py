@@ -541,7 +541,7 @@ class Promotion:
 
         Checked whatever Redis's epochs entry says (review r19 1): a store put back from a copy
         older than this node's own handover finds its own ``"<e> <node>"`` there, which the
-        script of :meth:`_name` takes as this very promotion, and would open epoch ``e`` again
+        promote function that :meth:`_name` calls takes as this very promotion, and would open epoch ``e`` again
         on another tree than the one a witness cosigned (records acknowledged in it then lost)."""
         proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.homes.witnesses())
         if proof is not None:

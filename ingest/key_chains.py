@@ -273,6 +273,32 @@ class ClusterChains:
         return None if chain is None else chain.current
 
 
+class StreamedKeys:
+    """The rotated checkpoint keys (13.8) of ledgers as their Redis streams hold them, for the
+    operator's tools that hold no store (``repl status``, ``status``, ``verify --cluster``):
+    ``vledger ledger rotate-key`` writes the new key's file on the home's host alone, so a key
+    directory elsewhere lacks it, while the rotation record proves it from the genesis (o21 F3:
+    every such tool said "no checkpoint that verifies" of a rotated ledger, and status OK).
+    A chain counts only from a key the caller trusts (a key file's), each rotation signed by the
+    key before; a stream trimmed past its genesis, or that cannot be read, adds nothing. Read
+    incrementally (:class:`KeyChains`): a tool's ``--watch`` reads each record once."""
+
+    def __init__(self, replication: ReplicationLedger) -> None:
+        self._chains = KeyChains(StreamRows(replication), lambda ledger: None)
+
+    def after(self, ledger: str, trusted: Iterable[VerifierKey]) -> list[VerifierKey]:
+        """The keys ``ledger``'s rotations named that are not among ``trusted``, when its
+        stream's chain starts at one of ``trusted``; else []. Redis's errors count as nothing read."""
+        try:
+            chain = self._chains.stored(ledger)
+        except (VledgerError, redis.exceptions.RedisError, OSError):
+            return []
+        known = {key.public_key for key in trusted}
+        if chain is None or chain.keys[0].public_key not in known:
+            return []
+        return [key for key in chain.keys[1:] if key.public_key not in known]
+
+
 def _follow(chain: KeyChain | None, pinned: bool, record: Record) -> KeyChain | None:
     """``chain`` after ``record``; a rotation where the genesis pins no key is RotationError."""
     if record.content.kind != ROTATION_KIND:

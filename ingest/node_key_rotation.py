@@ -39,6 +39,16 @@ from .members import now_ms
 
 log = logging.getLogger(__name__)
 
+# A key taken after errors said it could not be (its files not there yet) is said at WARNING, the
+# default level, so that the log's last word on it is not those errors (o21 F11); else at INFO.
+TAKEN_AFTER = ", after the errors above"
+
+
+def taken_level(after_errors: bool) -> int:
+    """The level to log a rotated key taken at (see TAKEN_AFTER)."""
+    return logging.WARNING if after_errors else logging.INFO
+
+
 REBIND_ATTEMPTS = 250  # a port the old listener still holds, tried again for up to 5 s
 REBIND_PAUSE = 0.02
 
@@ -121,6 +131,7 @@ class RotatingKeys:
         self._lock = threading.Lock()
         self._socket: Any = None
         self._call_soon: Callable[[Callable[[], None]], None] | None = None
+        self._failed = False  # an error logged since a generation was last taken (taken_level)
 
     def attach(self, socket: Any, call_soon: Callable[[Callable[[], None]], None]) -> None:
         """Serve ``socket`` (bound to the node's endpoint), running each step through
@@ -172,16 +183,20 @@ class RotatingKeys:
                 self._socket.unbind(endpoint)
             self._bind(endpoint, keys)
         except (KeyMaterialError, zmq.ZMQError) as e:
+            self._failed = True
             log.error("node %s: cannot serve key generation %d on %s: %s", self.node.name, generation, endpoint, e)
             return
         self.rotation_serving = generation
-        log.info("node %s: key generation %d (%s) served on %s", self.node.name, generation, keys.fingerprint, endpoint)
+        log.log(taken_level(self._failed), "node %s: key generation %d (%s) served on %s%s", self.node.name,
+                generation, keys.fingerprint, endpoint, TAKEN_AFTER if self._failed else "")  # fmt: skip
+        self._failed = False
 
     def _switch_main(self, generation: int) -> None:
         endpoint = self.endpoint
         try:
             keys: KeyPair | None = self.keys_of(generation)
         except KeyMaterialError as e:
+            self._failed = True
             log.error("node %s: cannot load key generation %d: %s", self.node.name, generation, e)
             keys = None
         # The old key's window is over: its listener (and every connection it accepted) goes,
@@ -205,10 +220,13 @@ class RotatingKeys:
                 retry.daemon = True
                 retry.start()
                 return
+            self._failed = True
             log.error("node %s: cannot bind %s with key generation %d: %s", self.node.name, endpoint, generation, e)
             return
-        log.info("node %s: key generation %d (%s) now on %s; the old key is refused",
-                 self.node.name, generation, keys.fingerprint, endpoint)  # fmt: skip
+        after = TAKEN_AFTER if self._failed else ""
+        log.log(taken_level(self._failed), "node %s: key generation %d (%s) now on %s; the old key is refused%s",
+                self.node.name, generation, keys.fingerprint, endpoint, after)  # fmt: skip
+        self._failed = False
 
     def _bind(self, endpoint: str, keys: KeyPair) -> None:
         # Options in force when bind() runs are the listener's own (libzmq copies them).
@@ -231,6 +249,7 @@ class ClientKeys:
         self.current = keys
         self.generation = 0
         self.histories_read = False  # until then, which generation is in force is the disk's guess
+        self._failed = False  # an error logged since a generation was last taken (taken_level)
         self._listeners: list[Callable[[KeyPair], None]] = []
 
     def candidates(self) -> list[KeyPair]:
@@ -260,10 +279,12 @@ class ClientKeys:
         try:
             keys = load_generation(self.keys_dir, self.node, self._passphrase, history, generation)
         except KeyMaterialError as e:
+            self._failed = True
             log.error("node %s: cannot connect with its key generation %d: %s", self.node, generation, e)
             return
         self.current, self.generation = keys, generation
-        log.info("node %s: connects to the others with its key generation %d (%s)", self.node, generation,
-                 keys.fingerprint)  # fmt: skip
+        log.log(taken_level(self._failed), "node %s: connects to the others with its key generation %d (%s)%s",
+                self.node, generation, keys.fingerprint, TAKEN_AFTER if self._failed else "")  # fmt: skip
+        self._failed = False
         for listener in self._listeners:
             listener(keys)

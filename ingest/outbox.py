@@ -649,7 +649,11 @@ class Outbox:
             self._keep_epoch_proof(ledger)
         kept = {self.replication.epoch_proof_key(ledger): ledger for ledger in owned if ledger in self._proof_kept}
         try:
-            damaged = self.replication.wrong_typed(list(kept))
+            damaged, missing = self.replication.read_back(list(kept))
+            # Gone (Redis lost its data): kept again from the note held, not once per epoch only (o21
+            # F5: `repl status` named the fenced home until a witness cosigned that epoch again).
+            for key in missing:
+                self.replication.keep_epoch_proof(kept[key], self._proof_kept[kept[key]][1])
         except redis.exceptions.NoPermissionError:
             return  # a Redis user made before the key was, as above
         for key, error in damaged.items():

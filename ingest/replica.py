@@ -63,6 +63,7 @@ from .metrics import (
     redis_check,
     store_collector,
 )
+from .node_key_rotation import TAKEN_AFTER, taken_level
 from .outbox import Outbox
 from .page_check import PageChecker
 from .runtime import NodeRuntime, store_options
@@ -510,6 +511,7 @@ def witness_key_follower(
     is missing, unreadable or holds another key is logged, and the witness keeps its key: its
     cosignatures then stop counting at the window's end, which the write concern shows."""
     current = [sign_hex]
+    failed = [False]  # an error logged since the key last taken
 
     def follow(histories: Mapping[str, KeyHistory]) -> None:
         history = histories.get(name)
@@ -520,9 +522,11 @@ def witness_key_follower(
         try:
             signing = load_signing_key(path, passphrase)
         except VledgerError as e:
+            failed[0] = True
             log.error("node %s: cannot load its Ed25519 key generation %d: %s", name, newest.number, e)
             return
         if signing.public.public_hex != newest.sign:
+            failed[0] = True
             log.error("node %s: %s is not the Ed25519 key the admin ledger names for generation %d",
                       name, path.name, newest.number)  # fmt: skip
             return
@@ -530,7 +534,9 @@ def witness_key_follower(
         if signs_with is not None:
             signs_with(signing)
         current[0] = newest.sign
-        log.info("node %s: cosigns with its Ed25519 key generation %d (%s)", name, newest.number, newest.sign[:16])
+        log.log(taken_level(failed[0]), "node %s: cosigns with its Ed25519 key generation %d (%s)%s", name,
+                newest.number, newest.sign[:16], TAKEN_AFTER if failed[0] else "")  # fmt: skip
+        failed[0] = False
 
     return follow
 

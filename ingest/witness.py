@@ -241,14 +241,25 @@ class Witness:
 
     def _replace_damaged(self) -> None:
         """At most every OWN_KEYS_CHECK_SECONDS: this witness's cosignature keys found of another
-        type are published again (SET replaces them), with ``redis_key_damaged`` raised and resolved."""
+        type are published again (SET replaces them), with ``redis_key_damaged`` raised and resolved;
+        and those found gone (Redis lost its data, or someone deleted them) are published again
+        from what it holds, when of the ledger's current epoch as at a start (o21 F5: a quiet
+        ledger's key came back only at the next recosign, and every reader said STALE for minutes)."""
         now = self._clock()
         if now < self._keys_checked_at + OWN_KEYS_CHECK_SECONDS:
             return
         self._keys_checked_at = now
         ledgers = {self.replication.cosig_key(ledger, self.name): ledger for ledger in self._last}
         try:
-            for key, error in self.replication.wrong_typed(list(ledgers)).items():
+            damaged, missing = self.replication.read_back(list(ledgers))
+            for key in missing:
+                kept = self._last[ledgers[key]]
+                if kept.ledger in self._unpublished or not self._of_current_epoch(kept):
+                    continue
+                log.info("%s: its cosignature of %s (size %d) is gone from Redis: published again",
+                         self.name, kept.ledger, kept.size)  # fmt: skip
+                self._unpublished[kept.ledger] = kept
+            for key, error in damaged.items():
                 kept = self._last[ledgers[key]]
                 write = functools.partial(self.replication.publish_cosignature, kept.ledger, self.name, kept.size,
                                           kept.note)  # fmt: skip

@@ -139,6 +139,7 @@ SUMMARIES: dict[str, str] = {
     "observer": "run an observer node",
     "verifier": "run the verifier",
     "gateway": "serve a node's store over public read-only HTTP",
+    "redis-functions": "load vledger's functions library into Redis (as the loader user)",
     "keygen": "create CURVE key pairs",
     "admin": "the first admin, and the admin ledger",
     "hello": "greet a node: its name, version, your account",

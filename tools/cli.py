@@ -380,6 +380,7 @@ COMMANDS: dict[str, Callable[[Subparsers], None]] = {
     "observer": _add_node_commands,
     "verifier": _add_node_commands,
     "gateway": _add_node_commands,
+    "redis-functions": _add_node_commands,
     "keygen": _add_node_commands,
     "admin": _add_admin_commands,
     "hello": _add_client_commands,

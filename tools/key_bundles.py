@@ -18,6 +18,8 @@ NODE           every public file (``*.key``, ``*.sign.pub``: a node admits the c
 ``redis``      ``redis.acl`` (digests, no password) and, behind Sentinel, the replication
                user's password (the data servers sign in to each other with it)
 ``sentinel``   behind Sentinel: the Sentinels' password for the data servers
+``redis-functions``  the loader user's password alone (``vledger redis-functions``: it loads the
+               functions library into Redis; no node's user may)
 =============  ==================================================================================
 
 What each process reads: ingest/runtime.py (``NodeRuntime.open``: its ``.key_secret``),
@@ -52,7 +54,8 @@ from ..node.errors import UsageError
 GATEWAY = "gateway"
 REDIS = "redis"
 SENTINEL = "sentinel"
-SERVICE_BUNDLES = (GATEWAY, REDIS, SENTINEL)
+FUNCTIONS = "redis-functions"  # the loader of the functions library (vledger redis-functions)
+SERVICE_BUNDLES = (GATEWAY, REDIS, SENTINEL, FUNCTIONS)
 
 # A bundle's file: where it goes in the bundle (a relative path) -> (where it is now, secret).
 Bundle = dict[PurePosixPath, tuple[Path, bool]]
@@ -88,12 +91,14 @@ def replicated(config: ClusterConfig) -> bool:
 
 
 def bundle_names(config: ClusterConfig) -> list[str]:
-    """The folders :func:`write_bundles` makes: a node's, the gateway's, and with access control Redis's."""
+    """The folders :func:`write_bundles` makes: a node's, the gateway's, and with access control
+    Redis's (and the Sentinels') and the functions loader's."""
     names = [*sorted(config.nodes), GATEWAY]
     if config.redis.passwords_dir is not None:
         names.append(REDIS)
         if replicated(config):
             names.append(SENTINEL)
+        names.append(FUNCTIONS)
     return names
 
 
@@ -114,14 +119,20 @@ def bundle(config: ClusterConfig, name: str) -> Bundle:
             if (passwords / file).is_file():
                 files[PurePosixPath(file)] = (passwords / file, True)
         return files
-    if name == GATEWAY:
-        user, secrets = redis_acl.user_name("gateway"), []
+    public = name != FUNCTIONS  # the loader reads its password alone
+    secrets: list[Path] = []
+    if name == FUNCTIONS:
+        if passwords is None:
+            raise UsageError(f"{config.path}: no [redis] passwords, so Redis has no loader user to give a folder")
+        user = redis_acl.LOADER_USER
+    elif name == GATEWAY:
+        user = redis_acl.user_name("gateway")
     elif name in config.nodes:
         node = config.node(name)
         user, secrets = redis_acl.user_name(node.role, name), node_secrets(config, name)
     else:
         raise UsageError(f"{name!r} is neither a node of {config.path} nor one of {', '.join(SERVICE_BUNDLES)}")
-    for path in public_files(config):
+    for path in public_files(config) if public else ():
         files[PurePosixPath(path.name)] = (path, False)
     for path in secrets:
         files[PurePosixPath(path.name)] = (path, True)

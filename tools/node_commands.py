@@ -7,9 +7,11 @@ import getpass
 import json
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable
 
-from ..broker import redis_acl
+from ..broker import redis_acl, redis_functions
 from ..broker.accounts import AccountRegistry, bootstrap_admin
 from ..broker.keys import generate, load_public
 from ..broker.redis_keys import migrate
@@ -87,6 +89,36 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_redis_functions(args: argparse.Namespace) -> int:
+    """Load vledger's functions library into the cluster's Redis as the loader user (its password
+    file beside the ACL file; no user without access control); with --keep, stay and load it again
+    whenever Redis lost it, until SIGTERM or SIGINT."""
+    config = load_cluster(config_file(args.config))
+    access = config.redis_access("functions")  # redis_acl.LOADER_USER, or none without access control
+    client = connect(access, timeout=5.0)
+    try:
+        if args.keep:
+            stop = threading.Event()
+            handlers = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+            log.info("keeping the functions library %s loaded in Redis", redis_functions.LIBRARY_NAME)
+            try:
+                redis_functions.keep_loaded(client, stop, args.interval)
+            finally:
+                for number, handler in handlers.items():
+                    signal.signal(number, handler)
+            return 0
+        try:
+            there = redis_functions.loaded(client)
+            if not there:
+                redis_functions.load(client)
+        except REDIS_ERRORS as e:
+            raise redis_failed(access.url, e) from None
+    finally:
+        client.close()
+    print(f"{'kept' if there else 'loaded'} {redis_functions.LIBRARY_NAME}")
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     """One key pair by name, or with --cluster every node's pair that the configuration names."""
     if args.bundles is not None and args.cluster is None:
@@ -138,7 +170,7 @@ def ensure_cluster_keys(
     ``<name>.sign`` and ``<name>.sign.pub``.
 
     With ``[redis] passwords``, each Redis user's password file that is missing is made (a
-    user per node, the gateway's and the admin's: broker/redis_acl.py; behind Sentinel, a
+    user per node, the gateway's, the admin's and the functions loader's: broker/redis_acl.py; behind Sentinel, a
     ``sentinel://`` URL, also the replica's and the Sentinels' users of the data servers) and
     the ACL file written again from them.
 
@@ -173,7 +205,7 @@ def ensure_cluster_keys(
         written = redis_acl.write_passwords(
             directory, nodes, admin_homes=(admin_home,), checkpoints=writers, servers=servers
         )
-        for user in [*redis_acl.users(nodes), *(redis_acl.SERVER_USERS if servers else ())]:
+        for user in [*redis_acl.users(nodes), redis_acl.LOADER_USER, *(redis_acl.SERVER_USERS if servers else ())]:
             path = redis_acl.password_path(directory, user)
             entry = {"name": user, "file": str(path), "public": "", "secret": "Redis password"}
             (made if user in written else kept).append(entry)

@@ -20,6 +20,7 @@ from typing import Any
 from ..broker.replication import ReplicationLedger
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
 from ..config.settings import PROTOCOL_LIMITS
+from ..ingest.key_chains import StreamedKeys
 from ..ingest.store_sources import Sources, epoch_log_keys, source_root
 from ..node.cosigning import GatheredCheckpoint, cosigned_by_witness, gather, newest
 from ..node.errors import (
@@ -250,6 +251,8 @@ def check_outside(
     except VledgerError as e:
         report.warnings.append(f"not checked: {e.message}")
         return report
+    # A rotated key's file is on the home's host alone; the rotation records in Redis prove it (o21 F3).
+    log_keys += StreamedKeys(replication).after(ledger, log_keys)
     notes = [
         *replication.checkpoints([ledger]).values(),
         *replication.cosignatures(ledger, sorted(config.nodes)).values(),

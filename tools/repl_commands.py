@@ -5,9 +5,10 @@ Everything comes from the keys of vledger.broker.replication: the ledgers
 ledger's latest checkpoint and each witness's cosignature. No node is asked: the command
 works while nodes are down, and says what Redis last heard from them. Held heights are
 hints anyone who reaches Redis can write; the checkpoint and cosignatures are shown only
-once they verify with the keys in the cluster's key directory (``<home>.sign.pub``,
-``<witness>.sign.pub``) and state the ledger's newest proven epoch (PROTOCOL 10.9: never a
-replaced home's), so the COSIGNED column is what a ``put``'s ``w`` counts.
+once they verify with the keys in the cluster's key directory (``<home>.sign.pub``, or a key
+the ledger's rotation records in its Redis stream name from it, ``<witness>.sign.pub``) and
+state the ledger's newest proven epoch (PROTOCOL 10.9: never a replaced home's), so the
+COSIGNED column is what a ``put``'s ``w`` counts.
 
 A ledger's **home** is the cluster file's, until a handover is proven: a witness's note in
 Redis, cosigned by that witness's key file and signed by the standby's or the home's key file,
@@ -63,6 +64,7 @@ from ..broker.redis_server import connect, shown_url
 from ..broker.replication import LastRead, ReplicationLedger, count_distribution
 from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
+from ..ingest.key_chains import StreamedKeys
 from ..node.epoch import epoch_claim, may_open, newest_witnessed_epoch
 from ..node.errors import NoteError, RedisServerError, VledgerError
 from ..node.node_key_rotation import KeyHistory
@@ -119,6 +121,8 @@ class LedgerStatus:
     checkpoint: int | None = None  # the size of the latest checkpoint that verifies
     epoch: int = 1  # the newest epoch proven (10.9)
     claimed: Epoch | None = None  # the epoch and home Redis names, when not the proven ones
+    # Redis holds a checkpoint of the newest epoch that no key of its home verifies (o21 F3).
+    unverified_note: bool = False
 
     @property
     def head_from(self) -> str:
@@ -259,6 +263,7 @@ class Checker:
         self._read: tuple[float, dict[str, KeyHistory]] | None = None  # (monotonic time, histories)
         self._rotations = ProvenRotations.of_redis(config, client)
         self._witness_files: tuple[VerifierKey, ...] | None = None  # the followers' key files' keys
+        self._streamed = None if client is None else StreamedKeys(ReplicationLedger(client))
 
     def _histories(self) -> dict[str, KeyHistory]:
         """The key generations of the witnesses whose key rotated; {} when Redis cannot say.
@@ -285,13 +290,18 @@ class Checker:
         return self._raw[node]
 
     def _home_keys(self, ledger: str, home: str) -> list[VerifierKey]:
-        """Every checkpoint key ``home`` has (its node key, each rotated one: PROTOCOL 13.8). A
-        status counts what they signed; which of them was in force is the witnesses' check."""
+        """Every checkpoint key ``home`` has (its node key, each rotated one: PROTOCOL 13.8): the
+        key directory's, and those the ledger's rotation records in Redis name from one of them
+        (a rotated key's file is on the home's host alone: o21 F3). A status counts what they
+        signed; which of them was in force is the witnesses' check."""
         try:
             publics = home_checkpoint_publics(self.config.keys_dir, home)
         except VledgerError:
             return []
-        return [home_key(self.config.name, ledger, public) for public in publics]
+        keys = [home_key(self.config.name, ledger, public) for public in publics]
+        if self._streamed is not None:
+            keys += self._streamed.after(ledger, keys)
+        return keys
 
     def witnessed(
         self, replication: ReplicationLedger, ledger: str, nodes: Sequence[str], note: bytes | None
@@ -458,6 +468,9 @@ def read_status(
             claimed,
             seen.replaced,
         )
+        note = notes.get(name)
+        if note is not None and seen.checkpoint is None and of_newest_epoch(note, seen.proven):
+            status = replace(status, unverified_note=True)
         statuses.append(marked_down(status, down))
     return statuses
 

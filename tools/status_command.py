@@ -342,6 +342,12 @@ def _problems(
         for ledger in ledgers
         if ledger.lagging
     ]
+    problems += [
+        f"{ledger.ledger}: Redis's latest checkpoint verifies with no key of its home {ledger.home} (its key file, "
+        "or a rotated key the ledger's records in Redis name): its checkpoints are not checked"
+        for ledger in ledgers
+        if ledger.unverified_note
+    ]
     if open_alerts:
         problems.append(
             f"{len(open_alerts)} open alert{'s' if len(open_alerts) != 1 else ''}: "

@@ -41,6 +41,7 @@ from typing import Any
 import redis
 from supervisor.xmlrpc import SupervisorTransport
 
+from ..broker import redis_functions
 from ..broker.accounts import ACCOUNT_COMMANDS, AccountRegistry, Role, bootstrap_admin
 from ..broker.client import Client
 from ..broker.keys import load_public
@@ -50,6 +51,7 @@ from ..client.session import node_address
 from ..config.cluster import ClusterConfig, load_cluster
 from ..config.supervisor import (
     EXIT_STORE_DAMAGED,
+    FUNCTIONS_PROGRAM,
     REDIS_PROGRAM,
     Program,
     SupervisorLayout,
@@ -214,9 +216,10 @@ class Starter:
         self._supervisord()
         names = ", ".join(p.name for p in self.programs)
         print(f"  waiting for {names} to answer (up to {self.timeout:g} s)")
-        self._wait([p for p in self.programs if p.name == REDIS_PROGRAM])
+        first = (REDIS_PROGRAM, FUNCTIONS_PROGRAM)  # the admin's bootstrap calls the functions
+        self._wait([p for p in self.programs if p.name in first])
         self._admin()
-        self._wait([p for p in self.programs if p.name != REDIS_PROGRAM])
+        self._wait([p for p in self.programs if p.name not in first])
         print(f"cluster {self.config.name} is up ({time.monotonic() - started:.1f} s); logs in {self.layout.log_dir}")
 
     def _ports_free(self) -> None:
@@ -332,6 +335,9 @@ class Starter:
         if program.name == REDIS_PROGRAM:
             client = redis_client(self.config)
             return (lambda: _pings(client)), client.close
+        if program.name == FUNCTIONS_PROGRAM:
+            client = redis_client(self.config)
+            return (lambda: _has_functions(client)), client.close
         if program.role in ("ingest", "replica", "observer", "verifier"):
             keys = load_client_keys(self.config.secret_key_path(ADMIN_KEY))
             node = Client(node_address(self.config, program.name), keys, timeout=ANSWER_TIMEOUT)
@@ -397,6 +403,13 @@ def _greets(client: Client, name: str) -> bool:
         return False
 
 
+def _has_functions(client: Any) -> bool:
+    try:
+        return redis_functions.present(client)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError):
+        return False
+
+
 def _healthy(url: str) -> bool:
     try:
         # url is the configuration's http://host:port/ (NodeConfig.gateway_url), never outside text
@@ -409,6 +422,8 @@ def _healthy(url: str) -> bool:
 def _what(name: str, config: ClusterConfig) -> str:
     if name == REDIS_PROGRAM:
         return f"answers PING at {config.redis_url}"
+    if name == FUNCTIONS_PROGRAM:
+        return f"loaded the functions library into {config.redis_url}"
     if name not in config.nodes:
         return "answers GET /healthz"
     return f"answers hello at {config.node(name).endpoint}"

@@ -77,6 +77,7 @@ from ..verifier.tally import (
     AGREE,
     EXIT_OK,
     MISMATCH,
+    TALLY_RECOUNT,
     Checked,
     LedgerHead,
     TallyReport,
@@ -88,8 +89,10 @@ from ..verifier.tally import (
     mismatch_alert,
     observer_histories,
     observer_keys,
+    open_recounts,
     read_tallies,
     stale_observers,
+    with_recounts,
 )
 from .args import config_file
 from .client_payloads import money_text
@@ -247,7 +250,13 @@ def report_lines(report: TallyReport) -> list[str]:
         lines += tally_lines(first.tally)
         lines.append(f"  counted: {first.counted.hex()}")
     elif verdict.status == MISMATCH:
-        lines.append(f"MISMATCH at height {verdict.height}: {_mismatch_text(report)}")
+        if verdict.recount:
+            lines.append(
+                f"MISMATCH: the verifier's own count of the same records contradicts the tally of "
+                f"{', '.join(verdict.recount)} (its open {TALLY_RECOUNT} alert: `vledger alerts` shows it)"
+            )
+        if len(report.compared) > 1 and set(verdict.differing) - set(verdict.recount):
+            lines.append(f"MISMATCH at height {verdict.height}: {_mismatch_text(report)}")
         for name, snapshot in report.compared.items():
             lines.append(f"  {name}: counted {snapshot.counted.hex()[:16]}…")
             lines += tally_lines(snapshot.tally, "    ")
@@ -517,6 +526,8 @@ def tally_report(
         raise NoSuchLedgerError(f"no ledger {ledger!r} in the cluster")
     if report.verdict.status == MISMATCH:
         report = replace(report, alert=raise_mismatch(ReplicationLedger(client), report))
+    # One observer agrees with itself: a verifier's recount that contradicts it is a mismatch (o21 F4).
+    report = with_recounts(report, open_recounts(client, config, ledger))
     # The head is read after the tallies, and once more when someone is ahead of it: an honest
     # observer is ahead only of a checkpoint the home had not yet written to Redis.
     head = ledger_head(config, client, ledger)

@@ -1404,6 +1404,23 @@ class ClusterChecks:
             if reader is not None and reader.up():
                 yield reader
 
+    def recount_read(self, ledger: str, start: int, limit: int) -> list[bytes]:
+        """Up to ``limit`` records of ``ledger`` from ``start``, from the first copy that answers
+        with any (the home's first), for the verifier's recount of the observers' tallies
+        (verifier/tally_recount.py, which verifies them as a chain); [] when none does."""
+        state = self.ledgers.get(ledger)
+        if state is None:
+            return []
+        for reader in self._copies_up(state):
+            try:
+                records = reader.page(ledger, start, limit)
+            except VledgerError as e:
+                reader.down(self.settings.node_timeout_ms / 1000, e)
+                continue
+            if records:
+                return records
+        return []
+
     def _genesis(self, ledger: str) -> bytes | None:
         """``ledger``'s genesis as the stream has it, else as its home serves it, else as a holder does
         (a copy forked at its genesis pins another key, under which no note of the home verifies)."""

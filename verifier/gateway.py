@@ -42,7 +42,7 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -109,9 +109,11 @@ from .tally import (
     ahead_observers,
     head_stale,
     observer_keys,
+    open_recounts,
     read_tallies,
     snapshot_fields,
     stale_observers,
+    with_recounts,
 )
 
 log = logging.getLogger(__name__)
@@ -1449,7 +1451,7 @@ class Gateway:
         common height) and checks every signature, and anyone may
         ask /tally or /funds as fast as they like (outsider o6 H9: 0.5 s of the gateway's CPU an
         anonymous request). The verdict is judged anew each time (_judged)."""
-        # Its user runs no script (broker/redis_acl.py): each read stops at the bytes a scripted one takes.
+        # Its user calls no function (broker/redis_acl.py): each read stops at the bytes tally_read takes.
         board = TallyBoard(self._redis(), stream_max_len=self.config.observers.tally_stream_max_len, scripts=False)
         histories = self.node_keys()[1]  # an observer whose key rotated (16.6)
         at = time.monotonic()
@@ -1463,6 +1465,10 @@ class Gateway:
         report = read_tallies(board, ledger, self.observer_keys, histories, pages=LOOK_PAGES, page=LOOK_PAGE)
         if all(t.checked is None for t in report.observers) and ledger not in self.reader.ledgers():
             raise NoSuchLedgerError(f"no ledger {ledger!r} on {self.node.name}")
+        # A verifier's recount that contradicts an observer's tally makes the verdict a mismatch
+        # while its alert is open (o21 F4: one observer's stolen key published invented balances,
+        # and with one observer nothing compared them). Read with the report: cached as long.
+        report = with_recounts(report, open_recounts(self._redis(), self.config, ledger))
         if len(self._tally_reports) > len(self.reader.ledgers()):
             self._tally_reports.clear()  # ledgers gone: never more entries than there are ledgers
         self._tally_reports[ledger] = (at, under, report)
@@ -1658,6 +1664,34 @@ def tally_json(
 
 
 STALE = "stale"  # the gateway's verdict on a count the ledger's checkpoint left behind (PROTOCOL 15.2)
+
+# What of an open alert /api/cluster shows the public (PROTOCOL 15.2): its code, node, ledger and
+# height as names and a number, never its raiser's sentences. Any node's Redis user writes its own
+# alerts' fields as it likes; a name holds no sentence and no address with a scheme.
+PUBLIC_ALERT_FIELDS = ("id", "what", "node", "ledger", "height", "raised_by", "at_ms")
+_ALERT_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_ALERT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ALERT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+UNNAMED = "?"  # a field that is no code, name or number, as the public sees it
+
+
+def public_alert(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """``entry`` (an open alert, as ``numbered``) as the public sees it: PUBLIC_ALERT_FIELDS only,
+    each a code, a name or a number, else UNNAMED (its ``raised_by`` is where Redis keeps it)."""
+    shown: dict[str, Any] = {}
+    for name in PUBLIC_ALERT_FIELDS:
+        value = entry.get(name)
+        if name in ("height", "at_ms"):
+            shown[name] = value if type(value) is int else None
+        elif name == "raised_by":
+            shown[name] = (
+                value if value is None or (isinstance(value, str) and _ALERT_NAME.fullmatch(value)) else UNNAMED
+            )
+        else:
+            pattern = {"what": _ALERT_CODE, "id": _ALERT_ID}.get(name, _ALERT_NAME)
+            ok = isinstance(value, str) and (value == "" or pattern.fullmatch(value))
+            shown[name] = value if ok else UNNAMED
+    return shown
 
 
 def verdict_json(report: TallyReport) -> dict[str, Any]:
@@ -1870,7 +1904,10 @@ def build_app(gateway: Gateway, checks: dict[str, Callable[[], str | None]] | No
             state["nodes"][gateway.node.name]["gateway_store"] = gateway.known_damage()
             gateway._cluster_cache = cached = (now, state)
         if not from_this_host(request):  # the logs are the local operator's (broker/http.py)
-            return json_response({**cached[1], "logs": {}})
+            # So are the alerts' words: a raiser writes its own alerts as it likes (o21: a replica's
+            # Redis user posted "DO NOT TRUST, use gateway evil.example" to the public dashboard).
+            alerts = [public_alert(entry) for entry in cached[1]["alerts"]]
+            return json_response({**cached[1], "alerts": alerts, "logs": {}})
         return json_response(cached[1])
 
     async def events(request: web.Request) -> web.StreamResponse:

@@ -45,6 +45,7 @@ from ..node.witness import home_key
 from .checks import ClusterChecks, NodeReader, Stopped
 from .node_keys import ProvenRotations, rotated_witness_keys_now
 from .sweep import PagePool
+from .tally_recount import TallyRecount
 from .tally_watch import TallyWatch
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,8 @@ def run_verifier(config: ClusterConfig, name: str, passphrase: str | None = None
             tally_cleared=tallies.cleared,
             stopping=runtime.stopping,
         )
+        # The verifier counts each ledger itself from the copies it reads (o21 F4).
+        tallies.recount = TallyRecount(checks.recount_read, config.observers.grant_wait_ms)
         metrics = NodeMetrics(runtime.node)
         metrics.collect_with(alerts_collector(replication))
         for series, text, read in (

@@ -23,11 +23,14 @@ compares the snapshots at one height.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..broker.replication import Alert
+import redis
+
+from ..broker.replication import Alert, ReplicationLedger, wrong_type
 from ..broker.signing import VerifyKey, load_verify_key, signing_key_paths
 from ..broker.tallies import HISTORY_PAGE, MAX_READ_BYTES, Published, TallyBoard
 from ..config.cluster import ClusterConfig, ReplicationSettings
@@ -57,6 +60,7 @@ from ..node.tally_body import STALE_AFTER_MS, Snapshot
 RECOSIGN_MS = ReplicationSettings().recosign_interval_ms  # the default recosign_interval_ms (PROTOCOL 10.7)
 
 AGREE, MISMATCH, STILL_COUNTING = "agree", "mismatch", "still_counting"
+TALLY_RECOUNT = "tally_recount"  # the verifier's alert of a tally its own count contradicts (11.4)
 # A report's outcome as a process's exit code (``vledger tally``): agree, a problem, still counting,
 # an observer stale (behind the ledger's signed checkpoint and silent for longer than the grace).
 EXIT_OK, EXIT_FAILED, EXIT_COUNTING, EXIT_STALE = 0, 1, 3, 4
@@ -298,10 +302,18 @@ class Verdict:
     status: str  # AGREE, MISMATCH or STILL_COUNTING
     height: int | None = None
     differing: tuple[str, ...] = ()
+    # The observers a verifier's open ``tally_recount`` alert names (:func:`with_recounts`): their
+    # tally is not its count of the same records, and the verdict is a mismatch while it is open.
+    recount: tuple[str, ...] = ()
 
     def json(self) -> dict[str, Any]:
         """As `vledger tally --json` and the gateway's tally and funds answers show it."""
-        return {"status": self.status, "height": self.height, "differing": list(self.differing)}
+        return {
+            "status": self.status,
+            "height": self.height,
+            "differing": list(self.differing),
+            "recount": list(self.recount),
+        }
 
 
 def agreeing_groups(snapshots: Mapping[str, Snapshot], observers: Iterable[str]) -> list[tuple[str, ...]]:
@@ -370,6 +382,53 @@ def mismatch_alert(ledger: str, verdict: Verdict, compared: Mapping[str, Snapsho
         expected=compared[agreeing[0]].counted.hex() if agreeing else "",
         found=", ".join(compared[name].counted.hex() for name in verdict.differing),
     )
+
+
+def open_recounts(client: Any, config: ClusterConfig, ledger: str) -> dict[str, int]:
+    """Observer -> the height of the open ``tally_recount`` alert (PROTOCOL 11.4) a verifier of
+    ``config`` raised about its tally of ``ledger`` (verifier/tally_recount.py). Only a verifier's
+    own hash counts: any node's Redis user writes its own as it likes, and a replica's claim would
+    stop every verdict. A hash of another type, or a field that is no alert, counts nothing;
+    Redis's other errors pass. One HGET per observer and verifier (the gateway's user has no HMGET)."""
+    observers = [node.name for node in config.nodes_of("observer")]
+    replication = ReplicationLedger(client)
+    found: dict[str, int] = {}
+    for verifier in (node.name for node in config.nodes_of("verifier")):
+        key = replication.open_alerts_key_of(verifier)
+        for observer in observers:
+            try:
+                raw = client.hget(key, f"{observer}|{ledger}|{TALLY_RECOUNT}")
+            except redis.exceptions.ResponseError as e:
+                if not wrong_type(e):
+                    raise
+                break
+            if raw is None:
+                continue
+            try:
+                height = json.loads(raw).get("height")
+            except (ValueError, AttributeError, UnicodeDecodeError):
+                continue
+            # Text in the hash, as every alert field (10.5); one that is no height counts the alert all the same.
+            at = (
+                int(height)
+                if isinstance(height, str) and height.isascii() and height.isdigit() and len(height) < 20
+                else -1
+            )
+            found[observer] = max(found.get(observer, -1), at)
+    return found
+
+
+def with_recounts(report: TallyReport, recounts: Mapping[str, int]) -> TallyReport:
+    """``report`` with the observers of ``recounts`` (:func:`open_recounts`) named: its verdict a
+    mismatch while a verifier's ``tally_recount`` alert of one is open, however the observers
+    compare among themselves (one observer alone agrees with itself: o21 F4)."""
+    if not recounts:
+        return report
+    named = tuple(sorted(recounts))
+    verdict = report.verdict
+    height = verdict.height if verdict.height is not None else max(recounts.values())
+    differing = tuple(sorted({*verdict.differing, *named}))
+    return replace(report, verdict=Verdict(MISMATCH, height, differing, named))
 
 
 def signature_failures(report: TallyReport) -> list[Checked]:

@@ -47,6 +47,7 @@ from .tally import (
     read_tallies,
     signature_failures,
 )
+from .tally_recount import TallyRecount, recount_alert, recount_differs
 from .tally_uncompared import UncomparedClock
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,10 @@ class TallyWatch:
         self._clocks: dict[str, UncomparedClock] = {}
         # ledger -> (the latest ids and key set it was read with, the report): read again once either changes
         self._reports: dict[str, tuple[tuple[object, ...], TallyReport]] = {}
+        # The verifier's own count, each observer's latest tally held against it (o21 F4); the
+        # verifier process sets it once its node readers exist.
+        self.recount: TallyRecount | None = None
+        self._keyless: set[str] = set()  # the observers without a key file, as last said
 
     def keys(self, max_age_s: float = KEYS_FOR_S) -> tuple[dict[str, VerifyKey | None], Mapping[str, KeyHistory]]:
         """The observers' key files and, for those whose key rotated, their proven generations,
@@ -135,10 +140,34 @@ class TallyWatch:
             except (*REDIS_ERRORS, VledgerError) as e:
                 log.info("the observers' rotated keys cannot be read (%s): their key files alone", e)
                 histories = {} if self._keys is None else self._keys[2]
+            keys = self._without_key_files(keys, histories)
             if self._keys is not None and (keys, histories) != self._keys[1:]:
                 self._key_set += 1
             self._keys = (now, keys, histories)
         return self._keys[1], self._keys[2]
+
+    def _without_key_files(
+        self, keys: dict[str, VerifyKey | None], histories: Mapping[str, KeyHistory]
+    ) -> dict[str, VerifyKey | None]:
+        """``keys`` less the observers with no key file (and no proven rotation): one being removed
+        from the cluster (README: its key files deleted from every host) signs nothing anyone may
+        check, which is no forgery: each of its entries was raised ``bad_signature`` until `vledger
+        repl forget` (o21 F10), and it was waited for at every comparison. Said once a name."""
+        kept = {}
+        for name, key in keys.items():
+            if key is None and name not in histories:
+                if name not in self._keyless:
+                    self._keyless.add(name)
+                    log.warning(
+                        "observer %s has no key file in %s: its tallies are neither checked nor compared "
+                        "(a node being removed: `vledger repl forget` it once the cluster file no longer names it)",
+                        name,
+                        self.config.keys_dir,
+                    )
+                continue
+            self._keyless.discard(name)
+            kept[name] = key
+        return kept
 
     def cleared(self, ledger: str, open_alerts: Mapping[str, Mapping[str, Any]]) -> list[str]:
         """The observers of ``ledger`` whose entries raised as ``bad_signature`` all verify with the
@@ -198,7 +227,22 @@ class TallyWatch:
         verdict = self._clocks.setdefault(ledger, UncomparedClock(self._uncompared_s)).look(report, size, self._clock())
         if report.verdict.status == MISMATCH:
             verdict = mismatch_alert(ledger, report.verdict, report.compared)
-        return [*bad, *([verdict] if verdict is not None else [])]
+        return [*bad, *([verdict] if verdict is not None else []), *self._recounted(ledger, report)]
+
+    def _recounted(self, ledger: str, report: TallyReport) -> list[Alert]:
+        """The ``tally_recount`` alert of each observer whose latest tally the verifier's own count
+        of the same records contradicts (verifier/tally_recount.py; none without a recount)."""
+        if self.recount is None:
+            return []
+        alerts = []
+        for tally in report.observers:
+            snapshot = tally.checked.snapshot if tally.checked is not None else None
+            if snapshot is None:
+                continue
+            recount = self.recount.at(ledger, snapshot.height)
+            if recount is not None and recount_differs(recount, snapshot):
+                alerts.append(recount_alert(tally.observer, recount, snapshot))
+        return alerts
 
     def _confirmed_bad_signatures(self, ledger: str, report: TallyReport) -> tuple[TallyReport, list[Alert]]:
         """``report``, read again if the keys were, and its ``bad_signature`` alerts whose

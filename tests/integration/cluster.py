@@ -46,7 +46,7 @@ from typing import Any, Self
 import msgpack
 import zmq
 
-from vledger.broker import redis_acl
+from vledger.broker import redis_acl, redis_functions
 from vledger.broker.client import Client, NodeAddress
 from vledger.broker.curve import HANDSHAKE_EVENTS, curve_client, process_context, wait_for_event
 from vledger.broker.feed import FeedCheckpoints, FeedRecord, FeedSource, Subscriber
@@ -120,6 +120,9 @@ def apply_acl(server_url: str, nodes: Mapping[str, str] | None = None) -> None:
     try:
         passwords = redis_acl.read_passwords(directory, nodes)
         redis_acl.apply(client, passwords, nodes, admin_homes=homes, checkpoints=writers)
+        # The nodes' users may only call the functions: the tests' default user loads them, as the
+        # loader would (a server restarted without its data lost them with the users).
+        redis_functions.load(client)
     finally:
         client.close()
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import redis
 
-from vledger.broker import redis_acl
+from vledger.broker import redis_acl, redis_functions
 from vledger.broker.redis_server import find_redis_server, free_ports
 from vledger.tests.integration.cluster import wait_until
 
@@ -185,6 +185,15 @@ http_port = {verifier_http}
             anonymous.get("vledger:{accounts}:version")
         anonymous.close()
 
+    # The functions library, loaded as compose's redis-functions service does: from its own folder
+    # (the loader's password alone), through the Sentinel; Redis hands it to its replica too.
+    (short_tmp / "redis-functions.toml").write_text(text.format(keys="bundles/redis-functions"))
+    assert "loaded vledger_" in cli("redis-functions", "--config", short_tmp / "redis-functions.toml").stdout
+    copy = redis.Redis("127.0.0.1", replica, username=redis_acl.LOADER_USER, socket_timeout=2,
+                       password=redis_acl.read_password(bundles / "redis-functions" / "redis" / (
+                           f"{redis_acl.LOADER_USER}{redis_acl.PASSWORD_SUFFIX}")))  # fmt: skip
+    wait_until(lambda: redis_functions.loaded(copy), START_S, "the replica to hold the library")
+    copy.close()
     cli("admin", "bootstrap", "--config", operator, "--account", "admin", "--key", short_tmp / "keys" / "admin.key")
     # Each process: a cluster file naming its own folder as the key directory, and nothing else.
     for name in (*NODES, "gateway"):

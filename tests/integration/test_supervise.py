@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from vledger.broker import redis_functions
 from vledger.broker.client import Client
-from vledger.broker.redis_server import find_redis_server, free_ports
+from vledger.broker.redis_server import connect, find_redis_server, free_ports
 from vledger.client.session import node_address
 from vledger.config.cluster import load_cluster
 from vledger.node.errors import NodeUnavailableError, RedisServerError
@@ -137,7 +138,7 @@ def tally(output: str) -> dict[str, int]:
 def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
     out = check(cli("supervise", "--config", config, "start"), config)
     assert "supervisord started" in out and "cluster supervised is up" in out
-    for name in ("redis", "ingest-1", "ingest-2"):
+    for name in ("redis", "redis-functions", "ingest-1", "ingest-2"):
         assert re.search(rf"^  {name} +RUNNING", out, re.MULTILINE), out
     assert "keys created: ingest-1, ingest-2, admin" in out
     # Redis runs with access control: a client without the password of a user gets nothing.
@@ -147,8 +148,14 @@ def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
     anonymous.close()
     status = check(cli("supervise", "--config", config, "status"), config)
     assert [line.split()[:2] for line in status.splitlines()] == [
-        ["ingest-1", "RUNNING"], ["ingest-2", "RUNNING"], ["redis", "RUNNING"]
+        ["ingest-1", "RUNNING"], ["ingest-2", "RUNNING"], ["redis", "RUNNING"], ["redis-functions", "RUNNING"]
     ]  # fmt: skip
+    # The supervised loader loaded the functions library; a node's user may call it, never send a script.
+    node = connect(load_cluster(config).redis_access("ingest", "ingest-1"), timeout=5.0)
+    assert redis_functions.present(node)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        node.execute_command("EVAL", "return 1", 0)
+    node.close()
 
     out = check(cli("demo", "--cluster", config, "--voters", "20", "--difficulty", "4"), config)
     assert "created election-2026, zakat, resources" in out and "All OK." in out

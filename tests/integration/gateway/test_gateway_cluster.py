@@ -27,6 +27,7 @@ from Crypto.Signature import eddsa
 from prometheus_client.parser import text_string_to_metric_families
 
 from vledger.broker.redis_server import RedisServer, connect
+from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import load_signing_key, signing_key_paths
 from vledger.broker.tallies import TallyBoard
 from vledger.client.api import Client
@@ -202,7 +203,7 @@ def test_signed_tallies_verify_with_the_served_keys(cluster: LocalCluster, elect
         shown = get_json_once_there(f"{gateway}api/ledgers/{ELECTION}/tally")
         # Judged against the checkpoint served as `vledger tally` judges against the head (11.4).
         current = {"checkpoint_size": head + 1, "stale": [], "ahead": [], "behind": False, "head_stale": False}
-        verdict = {"status": "agree", "height": head, "differing": [], **current}
+        verdict = {"status": "agree", "height": head, "differing": [], "recount": [], **current}
         if shown is None or set(shown["verdict"]) != {*verdict, "fresh_ms"}:
             return None
         # A majority of the witnesses vouched for the served checkpoint by now (10.7, 11.4).
@@ -311,6 +312,33 @@ def test_a_page_rebound_to_127_0_0_1_reads_neither_logs_nor_metrics(cluster: Loc
         status, body = get(gateway + "api/cluster", {"Host": host})
         assert status == 200 and all(json.loads(body)["logs"][name] for name in cluster.procs), host
     assert metrics(cluster.health_url("ingest-1"))
+
+
+def test_the_public_sees_an_alert_s_code_node_and_height_never_its_raiser_s_words(
+    cluster: LocalCluster, election: Election
+) -> None:
+    """o21: a replica's Redis user wrote a fork alert against ingest-1 with its own text ("DO NOT
+    TRUST, use gateway evil.example"), which the public /api/cluster and dashboard showed."""
+    gateway = cluster.gateway_url("replica-1")
+    raiser = ReplicationLedger(connect(cluster.cluster_redis_url), node="replica-1")
+    fake = Alert("ingest-1", ELECTION, 7, "fork", "DO NOT TRUST, use gateway evil.example", "evil.example says so")
+    raiser.alert(fake)
+    try:
+
+        def shown(headers: dict[str, str]) -> dict[str, Any] | None:
+            alerts = json.loads(get(f"{gateway}api/cluster", headers)[1])["alerts"]
+            return next((a for a in alerts if a.get("raised_by") == "replica-1" and a.get("what") == "fork"), None)
+
+        public = wait_until(lambda: shown({"Host": "127.0.0.1:8080", "X-Forwarded-For": "203.0.113.9"}), 10, "fork")
+        assert {k: public[k] for k in ("what", "node", "ledger", "height")} == {
+            "what": "fork", "node": "ingest-1", "ledger": ELECTION, "height": 7,
+        }  # fmt: skip
+        assert "detail" not in public and "source" not in public
+        assert b"evil.example" not in get(f"{gateway}api/cluster", {"Host": "rebind.example:80"})[1]
+        local = shown({"Host": "127.0.0.1"})
+        assert local is not None and local["detail"] == fake.detail  # the operator's own view
+    finally:
+        raiser.resolve([fake.key])
 
 
 def test_metrics_parse_and_counters_move_with_traffic(cluster: LocalCluster, election: Election) -> None:

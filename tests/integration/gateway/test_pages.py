@@ -1412,6 +1412,27 @@ def test_the_pages_never_count_one_observer_listed_twice_as_two(browser: Any) ->
     assert got == ["still_counting", "agree"]
 
 
+def test_the_pages_take_an_agreement_away_where_the_gateway_says_a_verifier_s_recount_contradicts_it(
+    browser: Any,
+) -> None:
+    """o21 F4: one observer alone agrees with itself; the gateway's verdict names the observers a
+    verifier's tally_recount alert contradicts, and the pages show no agreement then. A name the
+    answer does not list, or no list at all, changes nothing (unsigned: it only takes away)."""
+    with scripts_page() as page:
+        browser.get(page)
+        got = browser.execute_script(
+            "const s = { observer: 'observer-1', ledger: 'fund', height: 9, head: 'h', tally: {}, counted: 'c' };"
+            "const c = [{ observer: 'observer-1', ok: true, snapshot: s, unproven: '' }];"
+            "const v = (served) => window.vledger.checkedVerdict(c, 1, () => false, served);"
+            "return [v(null).status, v({ recount: ['observer-9', 5] }).status, v({ recount: ['observer-1'] })];"
+        )
+    assert got == [
+        "agree",
+        "agree",
+        {"status": "mismatch", "height": 9, "differing": ["observer-1"], "recount": ["observer-1"]},
+    ]
+
+
 def test_the_pages_count_two_names_sharing_one_key_as_one_witness(browser: Any) -> None:
     """Review r13 #9: w3 is w1's key under another name (13.5 step 1: one witness, as Python's
     witness_groups says). Its lines were a second witness's times toward a head's majority, and

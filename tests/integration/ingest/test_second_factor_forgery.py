@@ -17,6 +17,7 @@ from typing import Any
 
 import pyotp
 import pytest
+import redis
 
 from vledger.broker import redis_acl
 from vledger.broker.redis_server import RedisServer, connect
@@ -88,7 +89,12 @@ def test_a_session_forged_from_the_sealed_secret_or_a_true_session_is_refused(
         "redis.call('HSET', KEYS[2], 'account', ARGV[1], 'key', ARGV[2], 'secret', s) "
         "return redis.call('EXPIRE', KEYS[2], 120)"
     )
-    assert thief.eval(copy, 2, ACCOUNT_KEY, forged, ADMIN, admin_key) == 1
+    with pytest.raises(redis.exceptions.NoPermissionError):  # no node's user sends a script (o18 F2)
+        thief.eval(copy, 2, ACCOUNT_KEY, forged, ADMIN, admin_key)
+    # The same by plain commands, which its user may run: copied, not made atomic, and as refused.
+    secret = thief.hget(ACCOUNT_KEY, "secret")
+    thief.hset(forged, mapping={"account": ADMIN, "key": admin_key, "secret": secret})
+    assert thief.expire(forged, 120)
     refused = remote_error(cluster.client(ADMIN, cluster.node_names[1]).call, "account.list", {"otp": token})
     assert refused.code == "bad_second_factor"
     # A true session's fields (its MAC too) copied under another token: the MAC names its token.

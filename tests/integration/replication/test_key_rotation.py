@@ -109,6 +109,13 @@ def test_a_key_rotated_on_a_running_cluster(start_cluster: Any, tmp_path: Path) 
     found = _wait_cosigned(cluster, new, size)
     assert all(c.size > height for c in found.values())
     assert [a for a in _repl(cluster).alerts(1000) if a["node"] == "replica-2"] == []
+    # o21 F3: an operator's key directory lacks the new key's public file (it is written on the
+    # home's host alone); repl status checks the checkpoints along the stream's rotation record.
+    for public in _keys(cluster).glob("ingest-1.ckpt-*.sign.pub"):
+        public.unlink()
+    shown = json.loads(cluster.cli("repl", "status", "--config", str(cluster.config_path), "--json").stdout)
+    (keyed,) = [entry for entry in shown["ledgers"] if entry["ledger"] == LEDGER]
+    assert keyed["checkpoint"] is not None and keyed["checkpoint"] > height, keyed
 
     # A receipt of a record past the rotation (with 2 cosignatures), then the home restarted:
     # which key is in force comes from its chain, and it signs with the new key again.

@@ -23,6 +23,7 @@ from vledger.tests.integration.cluster import ADMIN, FORGING_OBSERVERS, LocalClu
 LEDGER = "council"
 OBSERVERS = ("observer-1", "observer-2", "observer-3")
 KEY = f"vledger-tally|{LEDGER}|tally_mismatch"
+RECOUNT_KEY = f"observer-1|{LEDGER}|tally_recount"
 ALERT_SECONDS = 20.0  # the verifier compares every 5 s; the tallies may first need a common height
 
 
@@ -70,12 +71,21 @@ def test_a_forged_tally_is_the_verifier_s_alert_naming_the_minority_only(cluster
         done = cluster.cli("tally", LEDGER, "--config", str(cluster.config_path), "--json", check=False)
         assert done.returncode == 1
         assert json.loads(done.stdout)["verdict"]["differing"] == ["observer-1"]
+        # o21 F4: the verifier's own count of the copies contradicts observer-1's, whoever else signs.
+        recount = wait_until(lambda: replication.open_alerts().get(RECOUNT_KEY), ALERT_SECONDS, "tally_recount")
+        assert (recount["raised_by"], recount["height"], recount["source"]) == ("verifier-1", "5", "vledger-verifier")
+        assert (recount["expected"], recount["found"]) == (honest_count, "68" * 32)
+        done = cluster.cli("tally", LEDGER, "--config", str(cluster.config_path), "--json", check=False)
+        assert json.loads(done.stdout)["verdict"]["recount"] == ["observer-1"]
     finally:
         for name, published in honest.items():
             board.client.set(board.latest_key(LEDGER, name), published.entry_id)
     # Only an operator resolves it; with the observers agreeing again it stays resolved.
-    cluster.cli("alerts", "resolve", KEY, "--config", str(cluster.config_path))
+    cluster.cli("alerts", "resolve", KEY, RECOUNT_KEY, "--config", str(cluster.config_path))
     assert KEY not in replication.open_alerts()
+    assert RECOUNT_KEY not in replication.open_alerts()
+    done = cluster.cli("tally", LEDGER, "--config", str(cluster.config_path), "--json", check=False)
+    assert json.loads(done.stdout)["verdict"]["status"] == "agree", done.stdout
 
 
 def test_with_two_against_each_other_no_observer_is_the_reference(cluster: LocalCluster) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import zmq
 
-from vledger.broker import replication
+from vledger.broker import redis_functions, replication
 from vledger.broker.accounts import AccountRegistry
 from vledger.broker.redis_keys import NAMESPACE, hash_slot, migrate, new_name
 from vledger.broker.redis_pipeline import pipelined
@@ -57,47 +57,38 @@ def test_new_names(old: str, new: str | None) -> None:
 
 
 class _Recorder:
-    """The real client, with every script call's keys and every transaction's keys written down."""
+    """The real client, with every function call's keys and every transaction's keys written down."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.scripts: dict[str, list[list[str]]] = {}  # script text -> the key lists it was called with
-        self.prefixes: dict[str, list[str]] = {}  # script text -> ARGV it builds key names from
+        self.calls: dict[str, list[list[str]]] = {}  # function name -> the key lists it was called with
+        self.prefixes: dict[str, list[str]] = {}  # function name -> ARGV it builds key names from
         self.transactions: list[list[str]] = []
-        self.texts: dict[str, str] = {}  # a registered script's sha -> its text
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
 
-    def register_script(self, text: str) -> Any:
-        script = self.client.register_script(text)
-        self.scripts.setdefault(text, [])
-        self.texts[script.sha] = text
-        recorder = self
+    def record(self, command: tuple[Any, ...]) -> None:
+        """An FCALL / FCALL_RO (as redis_functions.command makes it): its function's keys and key prefixes."""
+        if str(command[0]).upper() in ("FCALL", "FCALL_RO"):
+            name, count = str(command[1]), int(command[2])
+            self.calls.setdefault(name, []).append([str(k) for k in command[3 : 3 + count]])
+            rest = (
+                command[3 + count :] if str(command[0]).upper() == "FCALL_RO" else ()
+            )  # a writer's ARGV names channels
+            self.prefixes.setdefault(name, []).extend(str(a) for a in rest if str(a).startswith(NAMESPACE))
 
-        class Recorded:  # the Script's call, and its sha for an EVALSHA sent in a pipeline
-            sha = script.sha
-
-            def __call__(self, keys: list[str], args: list[Any], client: Any = None) -> Any:
-                recorder.scripts[text].append([str(k) for k in keys])
-                target = client._pipe if isinstance(client, _Pipe) else client
-                return script(keys=keys, args=args, client=target)
-
-        return Recorded()
-
-    def evalsha_ro(self, sha: str, numkeys: int, *rest: Any) -> Any:
-        self.scripts.setdefault(sha, []).append([str(k) for k in rest[:numkeys]])
-        self.prefixes.setdefault(sha, []).extend(str(a) for a in rest[numkeys:] if str(a).startswith(NAMESPACE))
-        return self.client.evalsha_ro(sha, numkeys, *rest)
+    def execute_command(self, *command: Any, **options: Any) -> Any:
+        self.record(command)
+        return self.client.execute_command(*command, **options)
 
     def pipeline(self, transaction: bool = True) -> Any:
         return _Pipe(self, self.client.pipeline(transaction=transaction), transaction)
 
     def pipelined(self, commands: list[Any], raise_on_error: bool = True) -> list[Any]:
-        """redis_pipeline.pipelined through this recorder: each EVALSHA's keys written down."""
+        """redis_pipeline.pipelined through this recorder: each function call's keys written down."""
         for command in commands:
-            if command[0] == "EVALSHA":
-                self.scripts[self.texts[command[1]]].append([str(k) for k in command[3 : 3 + command[2]]])
+            self.record(command)
         return pipelined(self.client, commands, raise_on_error=raise_on_error)
 
 
@@ -107,13 +98,13 @@ class _Pipe:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._pipe, name)
-        if name == "evalsha":  # a registered script sent by its sha: its keys, as for a call
+        if name == "execute_command":  # a function call in a pipeline (TallyBoard's reads)
 
-            def evalsha(sha: str, numkeys: int, *rest: Any) -> Any:
-                self._recorder.scripts[self._recorder.texts[sha]].append([str(k) for k in rest[:numkeys]])
-                return method(sha, numkeys, *rest)
+            def execute_command(*command: Any) -> Any:
+                self._recorder.record(command)
+                return method(*command)
 
-            return evalsha
+            return execute_command
         if name in ("execute", "publish"):  # a channel is no key
             if name == "execute" and self._transaction:
                 self._recorder.transactions.append(self._keys)
@@ -158,6 +149,7 @@ def _exercise(client: Any) -> None:
     registry.record_stopped("ingest-1")
     registry.record_alive("ingest-1")
     registry.rewrite_admin_records([b"genesis"])
+    registry.admin_records_digest(0, 0)
     registry.repair_version()
     client.set("vledger:{accounts}:account:root", "spoiled")  # the repair touches an account's hash too
     assert registry.repair_account_types() == ["vledger:{accounts}:account:root"]
@@ -169,17 +161,21 @@ def _exercise(client: Any) -> None:
     factors.failed("root", 60)
     factors.failures("root", 60)
     factors.forget("root")
+    assert redis_functions.present(client)  # ping: no key
 
 
 def test_every_script_and_transaction_touches_one_slot(redis_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     recorder = _Recorder(redis_client)
     monkeypatch.setattr(replication, "pipelined", lambda client, commands, **kw: client.pipelined(commands, **kw))
     _exercise(recorder)
-    assert recorder.scripts and all(recorder.scripts.values()), "a registered script was never run"
-    for text, calls in recorder.scripts.items():
+    TallyBoard(recorder).latest(LEDGER, ["observer-1"])  # the reads' pipeline of tally_read
+    TallyBoard(recorder).history(LEDGER, "observer-1")
+    called = {name.rpartition(redis_functions.LIBRARY_NAME + "_")[2] for name in recorder.calls}
+    assert called == set(redis_functions.FUNCTIONS), "a function of the library was never run"
+    for name, calls in recorder.calls.items():
         for keys in calls:
-            slots = {hash_slot(k) for k in keys} | {hash_slot(p + "x") for p in recorder.prefixes.get(text, [])}
-            assert len(slots) == 1, f"keys {keys} of script {text[:60]!r} are in slots {slots}"
+            slots = {hash_slot(k) for k in keys} | {hash_slot(p + "x") for p in recorder.prefixes.get(name, [])}
+            assert len(slots) == 1 or keys == [], f"keys {keys} of function {name} are in slots {slots}"
     assert recorder.transactions
     for keys in recorder.transactions:
         assert len({hash_slot(k) for k in keys}) == 1, f"a MULTI over {keys}"

@@ -124,21 +124,28 @@ def test_append_continues_the_stream_and_says_where_it_ends(repl: ReplicationLed
     ]
 
 
-def test_an_append_asks_redis_once_and_loads_its_script_when_redis_lost_it(repl: ReplicationLedger) -> None:
-    """An outbox pass appends in one round trip (no SCRIPT EXISTS before it), and a Redis that
-    lost its scripts (restarted, flushed) gets the script again without losing the append."""
+def test_an_append_asks_redis_once_and_loads_its_functions_when_redis_lost_them(repl: ReplicationLedger) -> None:
+    """An outbox pass appends in one round trip (FCALL, nothing asked before it), and a Redis
+    without access control that lost the library (restarted, FUNCTION FLUSH) gets it again from
+    this client without losing the append (with access control the loader loads it:
+    tests/integration/broker/test_redis_acl.py)."""
 
     def calls(command: str) -> int:
         stats = repl.client.info("commandstats")
         return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
-    repl.client.script_flush()
-    assert repl.append_checked(LEDGER, HOME, 0, [b"r0"]) == (0, None)  # NOSCRIPT, loaded, sent again
-    exists, loads, evals = calls("script|exists"), calls("script|load"), calls("evalsha")
+    def scripts() -> int:
+        return sum(calls(name) for name in ("eval", "evalsha", "eval_ro", "evalsha_ro", "script|load", "script|exists"))
+
+    before = scripts()
+    repl.client.function_flush()
+    assert repl.append_checked(LEDGER, HOME, 0, [b"r0"]) == (0, None)  # not found, loaded, sent again
+    loads, fcalls = calls("function|load"), calls("fcall")
     assert repl.append_checked(LEDGER, HOME, 1, [b"r1"]) == (1, None)
     assert repl.append_checked(LEDGER, HOME, 2, [b"r2"]) == (2, None)
-    assert (calls("script|exists"), calls("script|load"), calls("evalsha")) == (exists, loads, evals + 2)
-    repl.client.script_flush()
+    assert (calls("function|load"), calls("fcall")) == (loads, fcalls + 2)
+    assert scripts() == before
+    repl.client.function_flush()
     assert repl.append_checked(LEDGER, HOME, 3, [b"r3"]) == (3, None)
     assert [r.data for r in repl.read(LEDGER, 0, 10)] == [b"r0", b"r1", b"r2", b"r3"]
 
@@ -147,17 +154,17 @@ def test_an_append_tells_the_held_height_in_its_own_round_trip(
     repl: ReplicationLedger, held_channel: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An outbox pass's append carries its node's held height (advance's rule: it only grows,
-    each growth announced) without a round trip of its own, and a Redis that lost its
-    scripts gets both again without losing the append or the height."""
+    each growth announced) without a round trip of its own, and a Redis that lost the
+    functions library gets both again without losing the append or the height."""
 
     def calls(command: str) -> int:
         stats = repl.client.info("commandstats")
         return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
-    repl.client.script_flush()
-    assert repl.append_checked(LEDGER, HOME, 0, [b"r0", b"r1"], held=1) == (1, None)  # NOSCRIPT: both loaded
+    repl.client.function_flush()
+    assert repl.append_checked(LEDGER, HOME, 0, [b"r0", b"r1"], held=1) == (1, None)  # not found: loaded
     assert repl.held(LEDGER) == {HOME: 1}
-    evals, loads = calls("evalsha"), calls("script|load")
+    evals, loads = calls("fcall"), calls("function|load")
     alone: list[tuple[Any, ...]] = []  # commands sent on their own, outside a pipeline
     execute_command = repl.client.execute_command
     monkeypatch.setattr(
@@ -166,7 +173,7 @@ def test_an_append_tells_the_held_height_in_its_own_round_trip(
     assert repl.append_checked(LEDGER, HOME, 2, [b"r2"], held=2) == (2, None)
     monkeypatch.undo()
     assert alone == []  # one pipeline: HSETNX, the append and the advance
-    assert (calls("evalsha"), calls("script|load")) == (evals + 2, loads)
+    assert (calls("fcall"), calls("function|load")) == (evals + 2, loads)
     assert repl.append_checked(LEDGER, HOME, 2, [b"r2"], held=0) == (2, None)  # a late height never lowers it
     assert repl.append_checked(LEDGER, HOME, 3, [b"r3"]) == (3, None)  # no height: none told
     assert repl.held(LEDGER) == {HOME: 2}

@@ -25,6 +25,7 @@ import pytest
 from vledger.broker.http import HttpThread
 from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths, witness_keys
 from vledger.client import Client, Write
+from vledger.client.api import recounted
 from vledger.client.http import GatewayConnection
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import Limits
@@ -52,6 +53,7 @@ from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, home_key, witness_name
 from vledger.tests.unit.verifier.fakes import NoRedis
 from vledger.verifier.gateway import Gateway, build_app
+from vledger.verifier.tally import AGREE, MISMATCH, STILL_COUNTING, Verdict
 
 LIMITS = Limits()
 SEED = bytes(range(32))
@@ -458,3 +460,21 @@ def test_the_anchors_recosign_interval_is_the_one_a_head_is_judged_by(
         Client.http(served["url"], anchors=timed, recosign_interval_ms=600_000)
     with pytest.raises(SettingsError, match="positive"):
         Client.http(served["url"], anchors=plain, recosign_interval_ms=0)
+
+
+RECOUNT_TRUSTED = ("observer-1", "observer-2")  # o21 F4: the gateway's word of a verifier's recount
+
+
+def test_a_recount_named_by_the_gateway_takes_an_agreement_away() -> None:
+    agreed = Verdict(AGREE, 9)
+    assert recounted(agreed, {"status": "mismatch", "recount": ["observer-1"]}, RECOUNT_TRUSTED) == Verdict(
+        MISMATCH, 9, ("observer-1",), ("observer-1",)
+    )
+    still = Verdict(STILL_COUNTING, None)
+    assert recounted(still, {"recount": ["observer-2"]}, RECOUNT_TRUSTED).status == MISMATCH
+
+
+def test_a_name_the_client_does_not_trust_or_no_list_changes_nothing() -> None:
+    agreed = Verdict(AGREE, 9)
+    for served in (None, {}, {"recount": "observer-1"}, {"recount": ["observer-9", 5, None]}, ["observer-1"]):
+        assert recounted(agreed, served, RECOUNT_TRUSTED) == agreed

@@ -60,8 +60,12 @@ def test_every_process_is_a_program_redis_first(tmp_path: Path) -> None:
     config = cluster(tmp_path, nodes={"ingest-1": 7101, "ingest-2": 7102, "ingest-3": 7103})
     run_dir = tmp_path / "run"
     programs = programs_of(parsed(supervisord_conf(config, layout(run_dir)), run_dir))
-    assert set(programs) == {"redis", "ingest-1", "ingest-2", "ingest-3"}
-    assert programs["redis"].priority < programs["ingest-1"].priority
+    assert set(programs) == {"redis", "redis-functions", "ingest-1", "ingest-2", "ingest-3"}
+    assert programs["redis"].priority < programs["redis-functions"].priority < programs["ingest-1"].priority
+    # The loader of the functions library, as its own user: no node's may (broker/redis_functions.py).
+    loader = shlex.split(programs["redis-functions"].command)
+    assert loader == [*VLEDGER, "--log-level", "info", "redis-functions", "--config", str(config.path), "--keep"]
+    assert programs["redis-functions"].autorestart is RestartUnconditionally
     redis = shlex.split(programs["redis"].command)
     assert redis == [str(REDIS), "--port", "6390", "--bind", "127.0.0.1", "--appendonly", "yes",
                      "--dir", str(run_dir / "redis")]  # fmt: skip
@@ -161,7 +165,7 @@ def test_a_node_with_a_gateway_port_gets_its_gateway_program_last(tmp_path: Path
     config = cluster_from_mapping(data, tmp_path / "cluster.toml")
     run_dir = tmp_path / "run"
     programs = programs_of(parsed(supervisord_conf(config, layout(run_dir)), run_dir))
-    assert set(programs) == {"redis", "ingest-1", "replica-1", "gateway-replica-1"}
+    assert set(programs) == {"redis", "redis-functions", "ingest-1", "replica-1", "gateway-replica-1"}
     gateway = shlex.split(programs["gateway-replica-1"].command)
     assert gateway == [*VLEDGER, "--log-level", "info", "gateway", "--config", str(config.path),
                        "--node", "replica-1", "--logs", str(run_dir / "logs")]  # fmt: skip

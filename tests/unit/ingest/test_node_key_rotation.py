@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 
 from vledger.broker.curve import AllowList
@@ -246,3 +249,25 @@ def test_the_client_key_is_the_newest_generation_from_the_record_on(tmp_path: Pa
     other = ClientKeys("replica-1", keys_dir, None, old)
     other.update(_history("replica-1", old, new_keypair(), now_ms() + 60_000))
     assert other.current == old
+
+
+def test_a_rotated_key_taken_after_errors_says_so_at_the_default_level(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """o21 F11: `vledger key rotate` logged ERRORs until the key files arrived; the key taken then
+    was said at INFO only, below the default level, so the log's last word stayed the errors."""
+    keys_dir, elsewhere = tmp_path / "keys", tmp_path / "operator"
+    keys_dir.mkdir()
+    elsewhere.mkdir()
+    old, new = generate(keys_dir, "replica-1"), generate(elsewhere, "replica-1@1")
+    own = ClientKeys("replica-1", keys_dir, None, old)
+    history = _history("replica-1", old, new, now_ms() + 60_000)
+    with caplog.at_level(logging.INFO, logger="vledger"):
+        own.update(history)
+        assert own.current == old and [r.levelno for r in caplog.records] == [logging.ERROR]
+        for path in elsewhere.iterdir():
+            shutil.copy2(path, keys_dir / path.name)
+        own.update(history)
+    assert own.current == new
+    taken = caplog.records[-1]
+    assert taken.levelno == logging.WARNING and "after the errors above" in taken.getMessage()

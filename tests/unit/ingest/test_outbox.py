@@ -599,6 +599,9 @@ def test_the_new_home_keeps_its_epoch_s_witnessed_checkpoint_where_no_witness_wr
         raised = [(a["node"], a["ledger"], a["what"], a["raised_by"]) for a in repl.alerts()]
         assert raised == [("redis", key, REDIS_KEY_DAMAGED, STANDBY)]
         assert repl.own_open_alerts() == {}  # resolved once written anew
+        # Gone (Redis lost its data, o21 F5): kept again at once, not once per epoch only.
+        redis_client.delete(key)
+        wait_until(lambda: redis_client.get(key) == witnessed, "the proof kept again")
     finally:
         outbox.stop()
         store.close()

@@ -20,6 +20,7 @@ from vledger.broker.feed import FeedCheckpoints
 from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import new_signing_key
 from vledger.config.settings import Limits
+from vledger.ingest import witness as witness_module
 from vledger.ingest.follow import Follower, own_copy_alerts
 from vledger.ingest.witness import Cosigner, Witness, check_published, self_check
 from vledger.node.checkpoint_log import COSIGNED, SIGNED
@@ -320,6 +321,21 @@ def test_after_a_restart_it_republishes_and_goes_on_from_what_it_cosigned(copies
     again.witness.turn()
     assert again.published() == 10 and again.alerts == []
     again.store.close()
+
+
+def test_a_running_witness_puts_back_its_cosignature_redis_lost_at_its_next_look(
+    copies: Any, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # o21 F5: on a quiet ledger the key came back only at the next recosign (300 s), and every
+    # reader of the ledger's head said STALE meanwhile.
+    copy = copies(10)
+    copy.witness.verified(copy.checkpoint(8))
+    copy.witness.turn()
+    assert copy.published() == 8
+    redis_client.flushdb()  # Redis lost everything; nothing new is verified
+    monkeypatch.setattr(witness_module, "OWN_KEYS_CHECK_SECONDS", 0.0)
+    copy.witness.turn()
+    assert copy.published() == 8 and copy.alerts == []
 
 
 def test_after_a_promotion_a_restart_republishes_no_cosignature_of_the_replaced_home(

@@ -15,7 +15,7 @@ from vledger.broker import redis_acl
 from vledger.config.cluster import load_cluster
 from vledger.node.errors import UsageError
 from vledger.tools import cli
-from vledger.tools.key_bundles import GATEWAY, REDIS, SENTINEL, bundle, bundle_names, write_bundles
+from vledger.tools.key_bundles import FUNCTIONS, GATEWAY, REDIS, SENTINEL, bundle, bundle_names, write_bundles
 from vledger.tools.node_commands import ensure_cluster_keys
 
 CONFIG = """
@@ -68,7 +68,7 @@ def test_each_node_gets_every_public_file_and_its_own_secrets_only(tmp_path: Pat
     ensure_cluster_keys(config)
     out = tmp_path / "bundles"
     written = write_bundles(config, out)
-    assert list(written) == [*sorted(config.nodes), GATEWAY, REDIS, SENTINEL] == bundle_names(config)
+    assert list(written) == [*sorted(config.nodes), GATEWAY, REDIS, SENTINEL, FUNCTIONS] == bundle_names(config)
     assert all(done.extra == [] for done in written.values())
     publics = {p.name for p in config.keys_dir.iterdir() if p.name.endswith((".key", ".sign.pub"))}
     assert "admin.key" in publics and "replica-10.sign.pub" in publics
@@ -95,6 +95,10 @@ def test_each_node_gets_every_public_file_and_its_own_secrets_only(tmp_path: Pat
     # Redis: the ACL file and the password its servers sign in to each other with; the Sentinels theirs.
     assert secrets_in(out / REDIS) == {"redis.acl", "vledger-replication.redis_password"}
     assert secrets_in(out / SENTINEL) == {"vledger-sentinel.redis_password"}
+    # The functions loader: its password alone, where [redis] passwords puts it (no public file either).
+    assert {p.relative_to(out / FUNCTIONS).as_posix() for p in (out / FUNCTIONS).rglob("*") if p.is_file()} == {
+        "redis/vledger-functions.redis_password"
+    }
     # admin.key_secret and the admin's Redis password stay in the operator's key directory.
     everywhere = {p.name for p in out.rglob("*")}
     assert "admin.key_secret" not in everywhere and "vledger-admin.redis_password" not in everywhere
@@ -114,7 +118,7 @@ def test_the_acl_file_of_a_sentinel_set_has_its_servers_users_and_a_single_serve
     ensure_cluster_keys(single)
     text = (single.keys_dir / "redis" / redis_acl.ACL_FILE).read_text()
     assert redis_acl.REPLICATION_USER not in text and redis_acl.SENTINEL_USER not in text
-    assert bundle_names(single)[-2:] == [GATEWAY, REDIS]
+    assert bundle_names(single)[-3:] == [GATEWAY, REDIS, FUNCTIONS]
 
 
 def test_a_second_run_brings_the_folders_up_to_date_and_removes_nothing(tmp_path: Path) -> None:

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from pathlib import Path
 from typing import Any, cast
 
+from vledger.broker.redis_server import RedisServer
+from vledger.broker.replication import ReplicationLedger
+from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
+from vledger.config.cluster import load_cluster
+from vledger.config.settings import Limits
+from vledger.ingest.key_chains import HomeKeys, KeyChains
 from vledger.node.errors import NodeUnavailableError, RemoteError
-from vledger.node.note import ALG_COSIGNATURE_V1, Checkpoint, SignerKey, cosign, parse_note
+from vledger.node.key_rotation import ROTATION_KIND
+from vledger.node.ledger import LedgerRules
+from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, SignerKey, cosign, parse_note
 from vledger.node.outside import OutsideWitnesses
+from vledger.node.record import Content, Entry
+from vledger.node.store import ChainStore
 from vledger.node.tree import Frontier, inclusion_proof, leaf_hash
 from vledger.node.witness import HomeSigner, home_key
 from vledger.tools.outside_quorum import (
@@ -18,6 +29,7 @@ from vledger.tools.outside_quorum import (
     SILENT,
     OutsideReport,
     _check_copies,
+    check_outside,
     forged_notes,
     signed,
     witnessed,
@@ -85,6 +97,8 @@ class _Nodes:
         def hash_at(level: int, index: int) -> bytes:
             return _subtree(leaves, level, index)
 
+        if cmd == "checkpoint":
+            return {}  # none of its own to give: Redis's are read first
         if cmd == "get":
             if args["height"] >= len(records):
                 raise RemoteError("bad_request", "past the head", {})
@@ -133,3 +147,41 @@ def test_each_copy_is_held_to_the_outside_quorum_s_tree() -> None:
     assert down.ok and down.warnings == [] and down.copies["replica-1"] == HOLDS
     nobody = _copies({"ingest-1": None, "replica-1": RECORDS[:3]})
     assert nobody.ok and "not compared" in nobody.warnings[0]
+
+
+def test_a_rotated_ledger_s_checkpoints_are_found_along_the_chain_redis_s_stream_holds(
+    tmp_path: Path, redis_server: RedisServer, redis_client: Any
+) -> None:
+    """o21 F3: after `vledger ledger rotate-key`, verify --cluster said "not checked: no checkpoint
+    its home's key signed" of a ledger that lists no outside witness (its new key's file is on the
+    home's host alone); the rotation record in the stream proves it, and the ledger is none of
+    this check's (None)."""
+    config_path = tmp_path / "cluster.toml"
+    config_path.write_text(
+        f'[cluster]\nname = "{CLUSTER}"\nredis = "{redis_server.url}"\ndefault_home = "ingest-1"\n'
+        '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\npub_port = 7392\n'
+        '[nodes.replica-1]\nrole = "replica"\nport = 7398\n'
+    )
+    config = load_cluster(config_path)
+    config.keys_dir.mkdir(parents=True, exist_ok=True)
+    generate_signing_key(config.keys_dir, "ingest-1")
+    seed = load_signing_key(signing_key_paths(config.keys_dir, "ingest-1")[0]).seed
+    pinned = SignerKey(ORIGIN, ALG_ED25519, seed).verifier()
+    limits = Limits()
+    with ChainStore(tmp_path / "home", origin="ingest-1", clock=lambda: 1_790_000_000_000) as store:
+        rules = LedgerRules((ROTATION_KIND, "vote"), 0, {"checkpoint_key": pinned.encode()})
+        store.create_ledger(Entry.prepare(rules.genesis_content(LEDGER, "admin", "g", 1), 0, limits))
+        keys = HomeKeys(CLUSTER, seed, KeyChains(store, lambda ledger: None), make_seed=lambda: bytes(range(32)))
+        keys.rotate(LEDGER, "admin", store.append)
+        store.append(Entry.prepare(Content(LEDGER, "vote", {"n": 1}, "admin", "r1", 2), 0, limits))
+        size = store.size(LEDGER)
+        note = keys.sign(LEDGER, size, store.root(LEDGER, size)).note
+        records = [data for _, data in store.range_raw(LEDGER)]
+    repl = ReplicationLedger(redis_client)
+    redis_client.hset(repl.ledgers_key, LEDGER, "ingest-1")
+    redis_client.set(repl.checkpoint_key(LEDGER), note)
+    sources = cast(Any, _Nodes({"ingest-1": records, "replica-1": records}))
+    unproven = check_outside(config, repl, sources, LEDGER, "ingest-1")  # the stream holds nothing yet
+    assert unproven is not None and unproven.warnings[0].startswith("not checked: no checkpoint its home's key")
+    repl.append(LEDGER, "ingest-1", 0, records)
+    assert check_outside(config, repl, sources, LEDGER, "ingest-1") is None

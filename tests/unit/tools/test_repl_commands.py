@@ -20,17 +20,24 @@ from vledger.broker.redis_server import RedisServer, connect, free_port, shown_u
 from vledger.broker.replication import ReplicationLedger, StreamRecord
 from vledger.broker.signing import generate_signing_key, load_signing_key, new_signing_key, signing_key_paths
 from vledger.config.cluster import load_cluster
+from vledger.config.settings import Limits
+from vledger.ingest.key_chains import HomeKeys, KeyChains
 from vledger.node import tree
 from vledger.node.errors import RedisServerError
+from vledger.node.key_rotation import ROTATION_KIND
+from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_ED25519, Checkpoint, Note, SignerKey, sign
+from vledger.node.record import Content, Entry
 from vledger.node.rules.admin import ADMIN_LEDGER
+from vledger.node.store import ChainStore
 from vledger.node.witness import HomeSigner, WitnessSigner, witness_name
-from vledger.tools import cli, repl_commands
+from vledger.tools import cli, repl_commands, status_command
 from vledger.tools.repl_commands import EXIT_FAILED, EXIT_LAGGING, EXIT_OK, ledger_status
 
 ROLES = {"ingest-1": "ingest", "ingest-2": "ingest", "replica-1": "replica", "replica-2": "replica"}
 ELECTION = "election-2026"
 ZAKAT = "zakat"
+T0 = 1_790_000_000_000
 
 
 def write_config(directory: Path, redis_url: str) -> Path:
@@ -505,6 +512,49 @@ def test_a_watch_keeps_counting_a_rotated_witness_when_redis_s_admin_checkpoint_
     # A status started now never proved the rotation: the set-back copy is all it has.
     fresh = repl_commands.Checker(load_cluster(config), repl.client)
     assert fresh.witnessed(repl, ELECTION, ["replica-1"], latest.note).cosigned == {}
+
+
+def test_a_rotated_ledger_s_checkpoints_verify_along_the_chain_its_stream_holds(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger, tmp_path: Path
+) -> None:
+    """o21 F3: after `vledger ledger rotate-key`, the new key's file is on the home's host alone;
+    repl status said "no checkpoint that verifies" (and status OK) for good. The rotation record
+    in Redis's stream, signed by the key file's key the genesis pins, proves the new key."""
+    keys = config.parent / "keys"
+    for name in ("ingest-1", "replica-1"):
+        generate_signing_key(keys, name)
+    seed = load_signing_key(signing_key_paths(keys, "ingest-1")[0]).seed
+    pinned = SignerKey(f"test/{ELECTION}", ALG_ED25519, seed).verifier()
+    store = ChainStore(tmp_path / "home", origin="ingest-1", clock=lambda: T0)
+    rules = LedgerRules((ROTATION_KIND, "note"), 0, {"checkpoint_key": pinned.encode()})
+    store.create_ledger(Entry.prepare(rules.genesis_content(ELECTION, "admin", "create-1", T0), 0, Limits()))
+    home = HomeKeys("test", seed, KeyChains(store, lambda ledger: None), make_seed=lambda: bytes(range(32)))
+    home.rotate(ELECTION, "admin", store.append)
+    for i in range(3):
+        store.append(Entry.prepare(Content(ELECTION, "note", {"n": i}, "Zoe.1", f"r-{i}", T0 + i), 0, Limits()))
+    size = store.size(ELECTION)
+    note = home.sign(ELECTION, size, store.root(ELECTION, size))
+    repl.set_checkpoints({ELECTION: note.note})
+    witness = WitnessSigner(
+        witness_name("test", "replica-1"), load_signing_key(signing_key_paths(keys, "replica-1")[0]).seed
+    )
+    repl.publish_cosignature(ELECTION, "replica-1", size, witness.cosign(note, 1_790_000_000))
+    # Before the stream holds the rotation nothing proves the new key: status says so, not OK.
+    rows = [data for _, data in store.range_raw(ELECTION)]
+    repl.append(ELECTION, "ingest-1", 0, rows[:1])
+    (unproven,) = repl_commands.read_status(repl, ROLES, repl_commands.Checker(load_cluster(config), repl.client))
+    assert (unproven.checkpoint, unproven.cosigned, unproven.unverified_note) == (None, {}, True)
+    problems = status_command.cluster_status("test", "redis://x", ROLES, {}, [unproven], [], None, 0).problems
+    assert any(
+        p.startswith(f"{ELECTION}: Redis's latest checkpoint verifies with no key of its home") for p in problems
+    )
+    repl.append(ELECTION, "ingest-1", 1, rows[1:])
+    out = run(capsys, "repl", "status", "--config", config, "--json")[1]
+    election = ledger(json.loads(out), ELECTION)
+    assert (election["checkpoint"], election["cosigned"]) == (size, {"replica-1": size})
+    out = run(capsys, "repl", "status", "--config", config)[1]
+    assert f"{ELECTION}  size {size}: 1 cosignature (replica-1)" in out
+    store.close()
 
 
 def test_catching_up_turns_the_exit_code_to_0(

@@ -15,9 +15,6 @@ class FakeRedis:
     def __init__(self, notes: dict[bytes, bytes]) -> None:
         self.notes = notes
 
-    def register_script(self, script: str) -> None:
-        return None
-
     def hgetall(self, key: str) -> dict[bytes, bytes]:
         return self.notes
 
@@ -32,9 +29,6 @@ class FakeRedis:
 class NoRedis:
     """A Redis that is down: the gateway serves the store's notes alone."""
 
-    def register_script(self, script: str) -> None:
-        return None
-
     def hgetall(self, key: str) -> Any:
         raise ConnectionError("redis is down")
 
@@ -42,6 +36,9 @@ class NoRedis:
         raise ConnectionError("redis is down")
 
     def memory_usage(self, key: str, samples: int | None = None) -> Any:  # each open hash sized first
+        raise ConnectionError("redis is down")
+
+    def eval_ro(self, script: str, numkeys: int, *keys_and_args: Any) -> Any:  # or sized and read in one step
         raise ConnectionError("redis is down")
 
     def mget(self, keys: list[str]) -> Any:

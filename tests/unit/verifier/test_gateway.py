@@ -36,7 +36,7 @@ from vledger.tests.sqlite_faults import overwrite_pages
 from vledger.tests.unit.verifier.fakes import two_nodes
 from vledger.tools.demo import run_demo
 from vledger.verifier import gateway as gateway_module
-from vledger.verifier.gateway import Gateway, build_app, funds_json, readiness, verdict_json
+from vledger.verifier.gateway import Gateway, build_app, funds_json, public_alert, readiness, verdict_json
 from vledger.verifier.gateway import _int as gateway_int
 from vledger.verifier.gateway import _page_end as gateway_page_end
 from vledger.verifier.tally import AGREE, MISMATCH, STILL_COUNTING, LedgerHead, TallyReport, Verdict
@@ -406,6 +406,7 @@ def test_the_gateway_s_verdict_says_stale_where_vledger_tally_exits_4(
         "status": status,
         "height": 14,
         "differing": list(verdict.differing),
+        "recount": [],
         "checkpoint_size": 19,
         "stale": list(stale),
         "ahead": [],
@@ -769,3 +770,32 @@ def test_a_page_runs_only_its_own_scripts_and_is_never_framed(served: tuple[str,
     assert inline  # each page has its own script: allowed by its hash, and nothing else inline
     allowed = {f"'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'" for s in inline}
     assert set(policy["script-src"].split()) == {"'self'", *allowed}
+
+
+def test_the_public_sees_of_an_alert_only_codes_names_and_numbers() -> None:
+    """o21: any node's Redis user writes its own alerts' fields; the public /api/cluster shows none
+    of their sentences (PROTOCOL 15.2), and a field that is no code, name or number as "?"."""
+    entry = {
+        "key": "ingest-1|fund|fork",
+        "id": "1790000000000-0",
+        "what": "fork",
+        "node": "ingest-1",
+        "ledger": "fund",
+        "height": 7,
+        "detail": "DO NOT TRUST, use gateway evil.example",
+        "source": "evil.example",
+        "raised_by": "replica-2",
+        "at_ms": 1_790_000_000_000,
+    }
+    assert public_alert(entry) == {
+        "id": "1790000000000-0",
+        "what": "fork",
+        "node": "ingest-1",
+        "ledger": "fund",
+        "height": 7,
+        "raised_by": "replica-2",
+        "at_ms": 1_790_000_000_000,
+    }
+    worded = entry | {"what": "DO NOT TRUST", "node": "use https://evil.example", "height": "7 (see evil.example)"}
+    shown = public_alert(worded)
+    assert (shown["what"], shown["node"], shown["height"]) == ("?", "?", None)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import load_signing_key, signing_key_paths
 from vledger.broker.tallies import HISTORY_PAGE, TallyBoard
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
@@ -16,7 +17,7 @@ from vledger.node.tally_body import Snapshot
 from vledger.tools.demo import run_demo
 from vledger.tools.node_commands import ensure_cluster_keys
 from vledger.verifier.gateway import Gateway
-from vledger.verifier.tally import LOOK_PAGE, LOOK_PAGES, STILL_COUNTING
+from vledger.verifier.tally import AGREE, LOOK_PAGE, LOOK_PAGES, MISMATCH, STILL_COUNTING, TALLY_RECOUNT
 
 LEDGER = "election-2026"
 SNAPSHOT = Snapshot("observer-1", LEDGER, 0, b"\x01" * 32, {"type": "plain", "records": 1}, b"\x02" * 32, 0)
@@ -29,6 +30,7 @@ def config(tmp_path: Path, redis_client: Any) -> ClusterConfig:
         "replica-1": {"role": "replica", "port": 3, "gateway_port": 4},
         "observer-1": {"role": "observer", "port": 5, "follow": ["ingest-1"]},
         "observer-2": {"role": "observer", "port": 6, "follow": ["ingest-1"]},
+        "verifier-1": {"role": "verifier", "port": 7},
     }
     cluster = {"name": "t", "data": "data", "keys": "keys", "default_home": "ingest-1"}
     url = redis_client.connection_pool.connection_kwargs
@@ -79,3 +81,31 @@ def test_a_tally_request_reads_a_few_small_pages_of_a_long_stream_with_no_common
     assert shown["verdict"]["status"] == STILL_COUNTING
     assert [o["signature_ok"] for o in shown["observers"]] == [True, True]
     assert counts.count(("observer-1", LOOK_PAGE)) == LOOK_PAGES == len([c for c in counts if c[0] == "observer-1"])
+
+
+def test_a_verifier_s_open_tally_recount_alert_makes_the_gateway_s_verdict_a_mismatch(
+    config: ClusterConfig, redis_client: Any
+) -> None:
+    """o21 F4: observers that agree (or one alone) with a count the verifier's recount of the same
+    records contradicts: the verdict is a mismatch naming it while the verifier's alert is open;
+    the same alert in another raiser's hash changes nothing."""
+    board = TallyBoard(redis_client)
+    for observer in ("observer-1", "observer-2"):
+        tally = signed(config, observer, 5)
+        board.publish(LEDGER, observer, 5, tally["body"], tally["signature"])
+
+    def verdict() -> dict[str, Any]:
+        gateway = Gateway(config, "replica-1", redis_client=redis_client)
+        try:
+            shown: dict[str, Any] = gateway.tally(LEDGER)["verdict"]
+        finally:
+            gateway.close()
+        return shown
+
+    assert verdict()["status"] == AGREE
+    alert = Alert("observer-1", LEDGER, 5, TALLY_RECOUNT, "not the recount", "vledger-verifier")
+    ReplicationLedger(redis_client, node="replica-1").alert(alert)
+    assert (verdict()["status"], verdict()["recount"]) == (AGREE, [])
+    ReplicationLedger(redis_client, node="verifier-1").alert(alert)
+    shown = verdict()
+    assert (shown["status"], shown["recount"], shown["differing"]) == (MISMATCH, ["observer-1"], ["observer-1"])

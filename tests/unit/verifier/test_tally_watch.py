@@ -268,6 +268,22 @@ def test_an_entry_whose_signature_fails_is_a_bad_signature_alert_naming_its_obse
     assert watch(LEDGER, 10) == []
 
 
+def test_an_observer_whose_key_files_were_deleted_is_left_out_not_raised_as_a_forger(
+    config: ClusterConfig, watched: tuple[TallyWatch, Clock]
+) -> None:
+    """o21 F10: removing observer-2 (README: its key files deleted from every host) raised
+    bad_signature ("no public signing key") on each of its ledgers until `repl forget` could run."""
+    watch, clock = watched
+    board = watch.board
+    publish(config, board, "observer-1", 9)
+    publish(config, board, "observer-2", 9)
+    signing_key_paths(config.keys_dir, "observer-2")[1].unlink()
+    for _ in range(3):
+        clock.now += KEY_LAG_S + 60
+        assert watch(LEDGER, 10) == []
+    assert list(watch.keys()[0]) == ["observer-1"]
+
+
 def test_a_junk_entry_replaced_before_each_look_is_raised_a_look_after_the_first(
     config: ClusterConfig, watched: tuple[TallyWatch, Clock]
 ) -> None:

@@ -1002,10 +1002,18 @@ function tallyVerdict(signed, wanted, ahead = 0) {
 // are judged apart, and while any is, the others never agree (with `listed` observers wanted in
 // all). Only the ahead ones were kept apart: a gateway stating a made-up key_rotation of an
 // honest observer made it unproven, and a stolen key's body alone "agreed" (review r9).
-function checkedVerdict(checked, listed, isAhead) {
+// `served` is the gateway's own verdict: its `recount` names the observers whose tally a verifier's
+// recount of the same records contradicts (an open tally_recount alert, PROTOCOL 11.4). Unsigned,
+// it can only take an agreement away: one observer alone agrees with itself (o21 F4).
+function checkedVerdict(checked, listed, isAhead, served = null) {
   const signed = checked.filter((c) => c.ok && !isAhead(c)).map((c) => c.snapshot);
   const apart = checked.filter((c) => isAhead(c) || c.unproven).length;
-  return tallyVerdict(signed, listed - apart, apart);
+  const v = tallyVerdict(signed, listed - apart, apart);
+  const named = new Set(checked.map((c) => c.observer));
+  const said = served && Array.isArray(served.recount) ? served.recount : [];
+  const recount = [...new Set(said.filter((o) => typeof o === "string" && named.has(o)))].sort();
+  if (!recount.length) return { ...v, recount };
+  return { status: "mismatch", height: v.height, differing: [...new Set([...v.differing, ...recount])].sort(), recount };
 }
 
 // The observers the anchors list that signed no tally the gateway served: left out of its answer,
