@@ -125,6 +125,7 @@ OPERATOR_RESOLVED = frozenset(
         "tally_mismatch",
         "tally_uncompared",
         "tally_recount",
+        "failback_unconfigured",  # a handover of epoch 3+ no cluster file allows: perhaps a thief's
         ALERTS_DELETED,
     )
 )

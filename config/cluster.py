@@ -278,6 +278,9 @@ class ClusterConfig:
     nodes: dict[str, NodeConfig]
     homes: dict[str, str]  # ledger -> its home ingest node
     standbys: dict[str, str] = dataclasses.field(default_factory=dict)  # ledger -> its standby (PROTOCOL 10.9)
+    # ledger -> its `epoch`: the newest epoch from 3 the operator opened, kept by a file whose
+    # `home` and `standby` were swapped back since (PROTOCOL 10.9, a failback)
+    epochs: dict[str, int] = dataclasses.field(default_factory=dict)
     # [cluster] production: every admin command needs a second factor (docs/PROTOCOL.md 16.5)
     production: bool = False
     settings: Settings = dataclasses.field(default_factory=Settings)
@@ -320,6 +323,13 @@ class ClusterConfig:
         """The ingest node that may take ``ledger`` over from its home (PROTOCOL 10.9), if any."""
         name = self.standbys.get(ledger)
         return None if name is None else self.nodes[name]
+
+    def allows_epoch(self, ledger: str, number: int, home: str) -> bool:
+        """Whether this file lets ``home`` open epoch ``number`` (from 3: a failback) of
+        ``ledger`` (PROTOCOL 10.9): it names ``home`` the ledger's standby (the swap before the
+        promotion), or states an ``epoch`` of the ledger at least ``number`` (an epoch made,
+        kept once the file is swapped back)."""
+        return self.standbys.get(ledger) == home or number <= self.epochs.get(ledger, 0)
 
     def ingest_nodes(self) -> list[NodeConfig]:
         return [n for n in self.nodes.values() if n.role == "ingest"]
@@ -469,16 +479,25 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
     default_home = _text(cluster, "default_home", f"{where}: cluster")
     homes: dict[str, str] = {}
     standbys: dict[str, str] = {}
+    epochs: dict[str, int] = {}
     for ledger, spec in _table(data, "ledgers", where).items():
         at = f"{where}: ledgers.{_name(ledger, f'{where}: ledgers')}"
         if not isinstance(spec, dict):
             raise SettingsError(f"{at}: must be a table")
-        _check_keys(spec, ("home", "standby"), at)
+        _check_keys(spec, ("home", "standby", "epoch"), at)
         homes[ledger] = _text(spec, "home", at)
         if "standby" in spec:
             standbys[ledger] = _text(spec, "standby", at)
             if standbys[ledger] == homes[ledger]:
                 raise SettingsError(f"{at}.standby: the standby must be another node than the home")
+        if "epoch" in spec:
+            epoch = spec["epoch"]
+            if type(epoch) is not int or not 3 <= epoch < 2**63 or ledger not in standbys:
+                raise SettingsError(
+                    f"{at}.epoch: expected the number (from 3) of the newest epoch a failback opened,"
+                    f" beside a standby, got {epoch!r}"
+                )
+            epochs[ledger] = epoch
     for at, home in (
         [(f"{where}: cluster.default_home", default_home)]
         + [(f"{where}: ledgers.{ledger}.home", home) for ledger, home in homes.items()]
@@ -512,6 +531,7 @@ def cluster_from_mapping(data: dict[str, Any], path: Path) -> ClusterConfig:
         nodes=nodes,
         homes=homes,
         standbys=standbys,
+        epochs=epochs,
         production=production,
         settings=Settings(
             limits=build_settings(Limits, settings_table.get("limits", {}), f"{where}: settings.limits"),
@@ -572,3 +592,33 @@ def _redis_url(url: str, where: str) -> str:
     """``url``, once :func:`check_redis_url` read it (a bad sentinel:// URL fails at load, not at first use)."""
     check_redis_url(url, f"{where}: cluster.redis")
     return url
+
+
+class ConfiguredFailbacks:
+    """Whether the cluster file lets a node open an epoch from 3 of a ledger (a failback,
+    PROTOCOL 10.9): :meth:`ClusterConfig.allows_epoch`, read again when the running config does
+    not allow it and the file changed since. A witness, the verifier and `vledger repl status`
+    take such a handover only so: the operator's swap on every host, not the pinned key alone.
+    A witness meets the record after the operator swapped the file and promoted, without a
+    restart: one ``stat`` then tells whether reading the file again can change the answer."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.path = config.path
+        self._config = config
+        self._seen: tuple[int, ...] | None = None  # the file's stat when last read; None: not read since start
+
+    def allows(self, ledger: str, number: int, home: str) -> bool:
+        if self._config.allows_epoch(ledger, number, home):
+            return True
+        try:
+            stat = self.path.stat()
+            seen = (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)  # a swap keeps the size
+            if seen == self._seen:
+                return False
+            self._config = load_cluster(self.path)
+            self._seen = seen
+        except (OSError, ValueError, SettingsError):
+            # An unreadable or half-written file: the one read last still stands, and the next
+            # meeting reads it again (its stat is not marked seen).
+            return False
+        return self._config.allows_epoch(ledger, number, home)

@@ -451,7 +451,9 @@ class Promotion:
 
     ``witnesses``: every witness's cosignature key by node name; ``public``: this node's raw
     checkpoint key, the one the genesis must pin as ``standby_key``; ``grants``: the grant
-    table its records are placed by (the committer's, PROTOCOL 16.2).
+    table its records are placed by (the committer's, PROTOCOL 16.2); ``answers(node)``:
+    whether that node answers ``hello`` (a short timeout), which a failback's current home may
+    not (:meth:`_handover`).
     """
 
     def __init__(
@@ -463,8 +465,10 @@ class Promotion:
         witnesses: Mapping[str, VerifierKey],
         public: bytes,
         grants: Callable[[], Grants | None] = lambda: None,
+        answers: Callable[[str], bool] = lambda node: False,
     ) -> None:
         self.config = config
+        self.answers = answers
         self.name = name
         self.homes = homes
         self.book = homes.book
@@ -493,7 +497,8 @@ class Promotion:
         PromotionRefusedError [promotion_refused] when this node is not the ledger's standby,
         the key the next epoch signs with (epoch_key: the genesis pins ``standby_key`` for an
         even epoch, ``checkpoint_key`` for an odd one) is not this node's, a failback was not
-        confirmed (``key_not_stolen``), this store holds fewer records than a witness
+        confirmed (``key_not_stolen``) or the current epoch's home of a failback still answers
+        ``hello``, this store holds fewer records than a witness
         cosigned (or another tree at that size), or Redis names another home for this epoch, or a
         later epoch a witnessed note proves (see :meth:`_name`); the error of the
         rule the handover record would break (bad_epoch, not_granted, payload_too_large, ...),
@@ -616,6 +621,17 @@ class Promotion:
                 f"{self.name} held the pen of {ledger!r} in epoch {earlier}: a failback gives its key the pen again."
                 " Confirm that key was not stolen (key_not_stolen, `vledger ledger promote --key-not-stolen`);"
                 " if it was, do not fail back: make a new ledger"
+            )
+        if number >= 3 and self.answers(history.current.home):
+            # A failback is planned, its current home alive: that home goes on acknowledging
+            # w>=1 puts until it reads the witnessed epoch, and a witness that cosigned one above
+            # the handover before it stored the handover refuses the new epoch's record there
+            # (review r30 F4): acknowledged, and not on the new chain. Stopped, it acknowledges
+            # nothing past what this store is then checked to hold.
+            raise PromotionRefusedError(
+                f"{history.current.home}, the home of epoch {history.current.number} of {ledger!r}, still answers:"
+                f" stop it first (it would go on acknowledging writes the handover may lose), then promote"
+                f" {self.name}; start it again afterwards as the standby"
             )
         acknowledged, root = self.acknowledged(ledger, history)
         store = self.book.store

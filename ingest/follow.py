@@ -81,6 +81,7 @@ from ..node.epoch import EPOCH_KIND, EpochKeys, epoch_claim
 from ..node.errors import (
     BadEpochError,
     EquivocationError,
+    FailbackUnconfiguredError,
     FencedError,
     HeldBackError,
     NoteError,
@@ -1515,7 +1516,10 @@ class Follower:
             # A checkpoint that claimed an epoch ahead of the store must find its handover in the run.
             self.keys.confirm(covered, state.pending[:count])
         except (BadEpochError, FencedError) as e:
-            self._alert(ledger, covered.height, e, self.home_of(ledger), b"", resolved_by=BY_CHECKPOINT)
+            # A failback the cluster file does not allow may be a thief's (10.9): the home's next
+            # checkpoint getting through says nothing of it, so it stays open for an operator.
+            by = BY_OPERATOR if isinstance(e, FailbackUnconfiguredError) else BY_CHECKPOINT
+            self._alert(ledger, covered.height, e, self.home_of(ledger), b"", resolved_by=by)
             for size in sizes:
                 del state.waiting[size]
             dropped = set(state.sources[:count])

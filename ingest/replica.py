@@ -39,7 +39,7 @@ from ..broker.feed import FeedSource, Subscriber
 from ..broker.keys import generation_name
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, raise_alert
 from ..broker.signing import SigningKey, load_signing_key, load_verify_key, signing_key_paths, witness_keys
-from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig, ReplicationSettings
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, ConfiguredFailbacks, NodeConfig, ReplicationSettings
 from ..node.checkpoint_log import COSIGNED
 from ..node.epoch import EpochKeys
 from ..node.errors import VledgerError
@@ -201,7 +201,8 @@ def ledger_checkpoint_keys(
         public = None if standby is None else configured.get(standby.name)
         return home_key(config.name, ledger, public) if public is not None else None
 
-    return EpochKeys(config.name, chains.current, epochs.history, standby_key_of, base=chained)
+    failbacks = ConfiguredFailbacks(config)  # a failback's epoch counts only once the file allows it (10.9)
+    return EpochKeys(config.name, chains.current, epochs.history, standby_key_of, chained, failbacks.allows)
 
 
 class FollowerCheckpoints:

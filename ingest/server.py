@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..broker.accounts import AccountCache, Role
+from ..broker.client import Client
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_alert, store_damaged_alert
 from ..broker.signing import (
     admin_checkpoint_key,
@@ -34,6 +35,7 @@ from ..node.checkpoint_log import SIGNED
 from ..node.epoch import EPOCH_LINE, epoch_claim
 from ..node.errors import (
     CheckpointKeyMissingError,
+    NodeUnavailableError,
     StoreContradictsCheckpointError,
     StoreDamagedError,
     StoreError,
@@ -62,6 +64,7 @@ from .runtime import NodeRuntime, missing_factor_alerts, redis_lost_alert, store
 from .second_factor import cluster_second_factors
 from .service import IngestService
 from .standby import StandbyFollow, standby_report
+from .store_sources import listening
 from .witness import check_published, contradiction_alert, self_check
 from .write_concern import CosignatureWatch
 
@@ -82,6 +85,32 @@ def _settle_heap() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+FAILBACK_ANSWER_TIMEOUT = 2.0  # seconds a failback waits for its current home's hello (Promotion)
+
+
+def _answers(runtime: NodeRuntime, node: str) -> bool:
+    """Whether ``node`` answers ``hello`` asked with this node's client keys within
+    FAILBACK_ANSWER_TIMEOUT (a failback's current home, Promotion: PROTOCOL 10.9 step 1). A
+    refusal is an answer too: the node runs. Nobody holding its port, no answer in time, or no
+    key of it to ask with, is none (logged: the promotion goes on, as for a stopped home)."""
+    try:
+        address = runtime.gates.address_of(node)
+        endpoint = runtime.config.node(node).endpoint
+    except VledgerError as e:
+        log.warning("cannot ask %s whether it still runs: %s", node, e)
+        return False
+    if not listening(endpoint, FAILBACK_ANSWER_TIMEOUT):
+        return False
+    with Client(address, runtime.client_keys.current, timeout=FAILBACK_ANSWER_TIMEOUT, follow=False) as client:
+        try:
+            client.hello()
+        except NodeUnavailableError:
+            return False
+        except VledgerError:
+            return True
+    return True
 
 
 def _signing_key(
@@ -419,7 +448,16 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         second_factor=factors,
         homes=homes.home_of,
         replaced=functools.partial(homes.replaced, name=name),
-        promotion=Promotion(config, name, homes, replication, witnesses, public, grants=domain.grants),
+        promotion=Promotion(
+            config,
+            name,
+            homes,
+            replication,
+            witnesses,
+            public,
+            grants=domain.grants,
+            answers=functools.partial(_answers, runtime),
+        ),
         status=standby_fields,
         content_check=content_check,
     )

@@ -131,8 +131,10 @@ class StandbyFollow:
 
     def report(self) -> dict[str, Any]:
         """What ``hello`` and ``/readyz`` say of it (PROTOCOL 6, 15.3): the ledgers it is the
-        standby of and how often its follow ran again after a bug (it counts since the node started)."""
-        return standby_report(self.ledgers, self.restarts.count)
+        standby of, those another node is home of now (:meth:`following`: once promoted, a
+        ledger is among those ``hello`` names it home of instead), and how often its follow ran
+        again after a bug (it counts since the node started)."""
+        return standby_report(self.following(), self.restarts.count)
 
     def following(self) -> set[str]:
         """The ledgers it follows now: those another node is home of."""

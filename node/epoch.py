@@ -24,6 +24,7 @@ from .cosigning import Counts, GatheredCheckpoint, gather
 from .errors import (
     BadEpochError,
     CheckpointError,
+    FailbackUnconfiguredError,
     FencedError,
     PromotionRefusedError,
     QuorumError,
@@ -356,12 +357,14 @@ def newest_witnessed_epoch(
     pinned: tuple[VerifierKey, VerifierKey] | None = None,
     above: int = 1,
     excluding: str | None = None,
+    allowed: Callable[[int, str], bool] = lambda number, home: True,
 ) -> tuple[int, str] | None:
     """The newest epoch past ``above`` (from 2) that a note among ``notes`` proves, as (number,
     home), whatever its home but ``excluding``: a checkpoint signed by one of ``keys``, stating
     that epoch, cosigned by one of ``witnesses`` (:func:`require_witness`); with ``pinned`` (the
     genesis' checkpoint_key and standby_key), only by the key that epoch signs with
-    (:func:`epoch_key`: the keys alternate).
+    (:func:`epoch_key`: the keys alternate); only an epoch ``allowed(number, home)`` says the
+    cluster file allows (:func:`may_open`: a failback the file allows).
     What a checker holding no records but the genesis (the verifier) or none (``vledger repl
     status``, with the cluster file's home's and standby's key files) takes for the home: after
     a failback (epoch 3) the home is the genesis home again, which a rule "another home than
@@ -376,6 +379,8 @@ def newest_witnessed_epoch(
             except VledgerError:
                 continue
             if named is None or named == excluding or (pinned is not None and key != epoch_key(claimed, *pinned)):
+                continue
+            if not allowed(claimed, named):
                 continue
             if claimed > max(above, best[0] if best else 0):
                 best = (claimed, named)
@@ -450,14 +455,19 @@ class EpochKeys(CheckpointKeys):
         epochs_of: Callable[[str], EpochHistory | None],
         standby_key_of: Callable[[str], VerifierKey | None] = lambda ledger: None,
         base: CheckpointKeys | None = None,
+        failback_allowed: Callable[[str, int, str], bool] = lambda ledger, number, home: False,
     ) -> None:
         """``standby_key_of(ledger)``: the configured standby's key, which checks a checkpoint
         of a later epoch before this checker holds the genesis that pins it. ``base`` checks
-        the ledgers without a standby (default: their one key), e.g. along key chains (13.8)."""
+        the ledgers without a standby (default: their one key), e.g. along key chains (13.8).
+        ``failback_allowed(ledger, number, home)``: whether this checker's cluster file lets
+        ``home`` open epoch ``number`` from 3 (:meth:`confirm`, :func:`may_open`; default: never,
+        so a checker that was given no file takes no epoch past 2 from a run)."""
         super().__init__(cluster, key_of)
         self.epochs_of = epochs_of
         self.standby_key_of = standby_key_of
         self.base = base
+        self.failback_allowed = failback_allowed
 
     def check(self, ledger: str, data: bytes) -> SignedCheckpoint:
         """As CheckpointKeys.check; for a ledger with a standby also EpochHistory.verify's
@@ -483,7 +493,9 @@ class EpochKeys(CheckpointKeys):
         """Check ``checkpoint`` by the epochs of the stored records followed by ``run``: a
         checkpoint that claimed an epoch ahead of the store must now find it in the run (with
         the genesis, when the run starts with it). Raises BadEpochError or FencedError as
-        EpochHistory.check, and the genesis' BadGenesisError."""
+        EpochHistory.check, and the genesis' BadGenesisError; FailbackUnconfiguredError
+        [failback_unconfigured] when the run opens an epoch from 3 that the cluster file does
+        not allow (``failback_allowed``)."""
         history = self.epochs_of(checkpoint.ledger)
         claim = epoch_claim(_body(checkpoint))[0]
         if history is None and run and run[0].height == 0:
@@ -506,6 +518,32 @@ class EpochKeys(CheckpointKeys):
                 ledger=checkpoint.ledger,
                 height=checkpoint.height,
             )
+        opened = ahead.current
+        if opened.number > history.current.number and not may_open(
+            checkpoint.ledger, opened.number, opened.home, self.failback_allowed
+        ):
+            raise FailbackUnconfiguredError(
+                f"a handover opening epoch {opened.number} at {opened.home!r}, which this node's cluster file"
+                f" does not name the standby of {checkpoint.ledger!r} (nor states its epoch = {opened.number}):"
+                " only the operator's swap of the file on every host gives a pinned key the pen again (a"
+                " thief of it could place this record); not stored",
+                ledger=checkpoint.ledger,
+                height=opened.height,
+            )
+
+
+def may_open(ledger: str, number: int, home: str, failback_allowed: Callable[[str, int, str], bool]) -> bool:
+    """Whether a checker whose cluster file answers ``failback_allowed(ledger, number, home)``
+    (config/cluster.py's allows_epoch) takes epoch ``number`` of ``ledger`` at ``home``
+    (PROTOCOL 10.9, "A failback"): epochs 1 and 2 always (the genesis pins epoch 2's key to
+    its standby); epoch 3 and later only when the file allows it. The
+    genesis pins that key too, but it held the pen before and was handed over from, perhaps
+    because it was stolen: ``--key-not-stolen`` is asked of the promoting node alone, which a
+    thief holding the key and a Redis password never asks. Only the newest epoch a run opens
+    (the one its checkpoint states) is held to it, so that a copy catching up over epochs 3 and
+    4 while the file names epoch 4's home stores both: a thief of one key signs no checkpoint
+    of the other key's epochs, and one of its own key's after them is held to the file."""
+    return number < 3 or failback_allowed(ledger, number, home)
 
 
 def _body(checkpoint: SignedCheckpoint) -> Checkpoint:

@@ -575,6 +575,15 @@ class BadEpochError(RuleError):
     code = "bad_epoch"
 
 
+class FailbackUnconfiguredError(BadEpochError):
+    """A handover record opening epoch 3 or later (a failback) whose home the checker's own
+    cluster file does not name the ledger's standby: the genesis pins the key, but only the
+    operator's swap of the file on every host says the key was given the pen again, and not
+    taken by a thief of it (10.9). The run is not stored, nothing past it cosigned."""
+
+    code = "failback_unconfigured"
+
+
 class BadDomainRulesError(BadGenesisError, RuleError):
     """The genesis ``rules`` map is not a valid domain (election, charity, ...) description.
 

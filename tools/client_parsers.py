@@ -237,7 +237,9 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
         "--key-not-stolen",
         action="store_true",
         help="a failback (NODE was the ledger's home before: epoch 3 and later) gives NODE's checkpoint key "
-        "the pen again: confirm that key was not stolen (a host outage, not a theft); if it was, make a new ledger",
+        "the pen again: confirm that key was not stolen (a host outage, not a theft); if it was, make a new ledger. "
+        "Stop the current home first (refused while it answers), and swap home and standby in the cluster file "
+        "on every host (witnesses take epoch 3 only so)",
     )
     rotate = _verb(
         ledger,

@@ -65,7 +65,7 @@ from ..broker.replication import LastRead, ReplicationLedger, count_distribution
 from ..broker.signing import home_checkpoint_publics, load_verify_key, signing_key_paths, witness_keys
 from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, load_cluster
 from ..ingest.key_chains import StreamedKeys
-from ..node.epoch import epoch_claim, newest_witnessed_epoch
+from ..node.epoch import epoch_claim, may_open, newest_witnessed_epoch
 from ..node.errors import NoteError, RedisServerError, VledgerError
 from ..node.node_key_rotation import KeyHistory
 from ..node.note import VerifierKey, parse_checkpoint, parse_note
@@ -376,8 +376,10 @@ class Checker:
         (witness -> note, Redis's ``cosig`` hash) proves, as (number, home): signed by the key
         file of the cluster file's standby or home of the ledger, stating an epoch from 2
         (node/epoch.py's newest_witnessed_epoch), and cosigned by a witness (PROTOCOL 10.9, 14.3
-        step 7: an epoch counts only with a witness's cosignature).
-        None when none does, or the ledger has no standby or its key file is missing."""
+        step 7: an epoch counts only with a witness's cosignature); an epoch from 3 only when the
+        cluster file allows it (node/epoch.py's may_open: a failback's, as the witnesses take its
+        handover; the file is read at this command's start). None when none does, or the ledger has no standby or its
+        key file is missing."""
         standby = self.config.standby_of(ledger)
         if standby is None or not notes:
             return None
@@ -390,7 +392,12 @@ class Checker:
         histories = self._histories()
         now_ms = time.time_ns() // 1_000_000
         witnesses = (*self._witness_files, *witness_keys_in_force(self.config.name, histories, histories, now_ms))
-        return newest_witnessed_epoch(notes.values(), keys, witnesses)
+        return newest_witnessed_epoch(
+            notes.values(),
+            keys,
+            witnesses,
+            allowed=lambda number, home: may_open(ledger, number, home, self.config.allows_epoch),
+        )
 
 
 def of_newest_epoch(note: bytes, epoch: Epoch | None) -> bool:

@@ -63,7 +63,7 @@ from ..broker.replication import (
     stream_order,
     wrong_type,
 )
-from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, NodeConfig, VerifierSettings
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, ConfiguredFailbacks, NodeConfig, VerifierSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.conflict import told_apart
 from ..node.epoch import EPOCH_KIND
@@ -451,6 +451,7 @@ class ClusterChecks:
         self._witness_keys = witness_keys
         self.pool = pool  # worker processes that check the sweeps' pages (None: this process alone)
         self.config = config
+        self._failbacks = ConfiguredFailbacks(config)
         self.replication = replication
         self.readers = readers
         self.settings = settings or config.verifier
@@ -1387,7 +1388,11 @@ class ClusterChecks:
         """The ledger's LedgerCheckpoint, made on first use and taking its proven epoch's notes."""
         if state.checkpoint is None:
             state.checkpoint = LedgerCheckpoint(
-                ledger, lambda: self._genesis(ledger), lambda: self._fallback_key(ledger), self._witness_keys
+                ledger,
+                lambda: self._genesis(ledger),
+                lambda: self._fallback_key(ledger),
+                self._witness_keys,
+                self._failbacks.allows,  # a failback's epoch counts once the file allows it (10.9)
             )
             state.checkpoint.enter(state.epoch)
         return state.checkpoint

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ..config.settings import PROTOCOL_LIMITS
-from ..node.epoch import EpochHistory, epoch_claim, newest_witnessed_epoch
+from ..node.epoch import EpochHistory, epoch_claim, may_open, newest_witnessed_epoch
 from ..node.errors import NodeUnavailableError, ProofError, ReceiptError, RemoteError, VledgerError
 from ..node.key_rotation import ROTATION_KIND, KeyChain
 from ..node.ledger import LedgerRules
@@ -105,11 +105,15 @@ class LedgerCheckpoint:
         genesis: Callable[[], bytes | None],
         fallback: Callable[[], VerifierKey | None],
         witnesses: Callable[[], Iterable[VerifierKey]] = tuple,
+        failback_allowed: Callable[[str, int, str], bool] = lambda ledger, number, home: False,
     ) -> None:
+        """``failback_allowed(ledger, number, home)``: whether the verifier's cluster file lets
+        ``home`` open epoch ``number`` from 3 (:meth:`proven_epoch`)."""
         self.ledger = ledger
         self._genesis = genesis
         self._fallback = fallback
         self._witnesses = witnesses
+        self._failback_allowed = failback_allowed
         self.keys: ReceiptKeys | None = None
         self.chain: KeyChain | None = None  # the key chain as far as rotations were proven
         self.rotatable = False  # its genesis pins a key and lists the rotation's kind
@@ -194,7 +198,8 @@ class LedgerCheckpoint:
         the genesis is not at hand or pins no standby key. The verifier holds no records, so
         its history is the genesis' alone: epoch ``e`` is proven by a note the key of ``e``
         signed (the keys alternate: the standby's for an even one, the genesis home's for an
-        odd one, a failback), whatever home it names."""
+        odd one, a failback), whatever home it names; an epoch from 3 only when the cluster file
+        allows it (node/epoch.py's may_open, as witnesses take its handover)."""
         keys = self._known_keys()
         if keys is None or keys.standby_key is None or keys.genesis is None:
             return None
@@ -216,7 +221,13 @@ class LedgerCheckpoint:
         if history.checkpoint_key is None or history.standby_key is None:
             return None
         pinned = (history.checkpoint_key, history.standby_key)
-        return newest_witnessed_epoch(taken, history.pinned(), keys.witnesses, pinned=pinned)
+        return newest_witnessed_epoch(
+            taken,
+            history.pinned(),
+            keys.witnesses,
+            pinned=pinned,
+            allowed=lambda number, home: may_open(self.ledger, number, home, self._failback_allowed),
+        )
 
     def offer(self, note: bytes, source: str = "redis") -> bool:
         """Keep ``note`` if it is a checkpoint larger than the one held and verifies with the

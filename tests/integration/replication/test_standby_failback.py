@@ -2,9 +2,12 @@
 (epoch 2); the old home comes back named the ledger's standby in the cluster file (the two
 swapped), sets aside the records it placed past the handover (w=0 writes of its cut-off time),
 follows the new home's chain, and is promoted back (epoch 3, with its own pinned key) once the
-admin confirms its key was not stolen. Nothing acknowledged with w>=1 is lost on any copy, the
-verifier raises nothing of its own, and a receipt of epoch 3 verifies offline from the genesis.
-ingest-2, kept the standby, survives a second outage (epoch 4).
+admin confirms its key was not stolen and epoch 2's home is stopped; the witnesses, which run
+on with the file they started with, take epoch 3 only because the file they read again names
+ingest-1 the standby. Nothing acknowledged with w>=1 is lost on any copy, the verifier raises
+nothing of its own, and a receipt of epoch 3 verifies offline from the genesis. ingest-2, named
+the standby again (the file swapped back, stating `epoch = 3`), survives a second outage
+(epoch 4).
 """
 
 from __future__ import annotations
@@ -139,18 +142,33 @@ def test_the_old_home_comes_back_as_standby_sets_its_tail_aside_and_fails_back_i
         result: dict[str, Any] = json.loads(done.stdout)
         return result
 
+    # Refused while epoch 2's home runs: it would go on acknowledging w>=1 puts that a witness may
+    # cosign before it stores the handover (review r30 F4). The operator stops it first.
+    error = remote_error(cluster.admin("ingest-1").call, "ledger.promote", {"ledger": LEDGER, "key_not_stolen": True})
+    assert error.code == "promotion_refused" and "ingest-2, the home of epoch 2" in str(error), error
+    assert "stop it first" in str(error)
+    assert cluster.stop_node("ingest-2") == 0
     third = wait_until(failed_back, WAIT, "ingest-1 promoted back")
     assert third["height"] == 10
     record = decode_record(cluster.admin("ingest-1").call("get", {"ledger": LEDGER, "height": 10})["record"], LIMITS)
     assert (record.content.kind, record.origin, record.content.payload["epoch"]) == (EPOCH_KIND, "ingest-1", 3)
     assert record.content.payload["key"] == rules[PINNED_KEY_FIELD]  # the genesis home's own pinned key
+    hello = cluster.admin("ingest-1").call("hello")  # the home, no longer listed as its standby
+    assert LEDGER in hello["ledgers"] and LEDGER not in hello["standby"]["ledgers"], hello
     after = put("ingest-1", 20)
     assert after["height"] == 11
     note = cluster.admin("ingest-1").call("range", {"ledger": LEDGER, "start": 11, "limit": 1})["checkpoint"]
     assert epoch_claim(parse_checkpoint(parse_note(note).text)) == (3, "ingest-1")
-    # ingest-2 is fenced as ingest-1 was, once it read the witnessed epoch 3 (every second):
-    # its writes are answered not_home naming the new home. (Its own file still names it the
-    # standby: it follows epoch 3, as a second outage needs.)
+    # The witnesses stored epoch 3 (w=2): the file they read again named ingest-1 the standby.
+    # The operator swaps it back, stating the failback made (`epoch = 3`: else a witness that
+    # catches up from scratch, the verifier and repl status would take epoch 3 for a thief's),
+    # and starts ingest-2 again as the standby, for a second outage. It is fenced as ingest-1
+    # was, from its start (the witnessed epoch 3): its writes are answered not_home naming the
+    # new home, and it follows epoch 3.
+    back = text.replace('home = "ingest-1"\nstandby = "ingest-2"', 'home = "ingest-1"\nstandby = "ingest-2"\nepoch = 3')
+    assert back != text
+    cluster.config_path.write_text(back)
+    cluster.start_node("ingest-2")
     wait_until(lambda: LEDGER not in cluster.admin("ingest-2").call("hello")["ledgers"], WAIT, "ingest-2 fenced")
     stale = remote_error(
         cluster.client("writer1", "ingest-2", follow=False).call,
@@ -207,7 +225,7 @@ def test_the_old_home_comes_back_as_standby_sets_its_tail_aside_and_fails_back_i
     trusted = [arg for vkey in witnesses["witnesses"].values() for arg in ("--witness", vkey)]
     verified = cluster.cli("receipt", "verify", str(receipt_file), "--genesis", str(genesis_file), *trusted)
     assert "valid: record" in verified.stdout, verified.stdout + verified.stderr
-    # A second outage is survived: ingest-2, which its own file still names the standby and which
+    # A second outage is survived: ingest-2, which the file names the standby again and which
     # followed epoch 3, takes over again (epoch 4, the standby's key), nothing acknowledged lost.
     cluster.kill_node("ingest-1")
     fourth = wait_until(

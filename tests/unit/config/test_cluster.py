@@ -114,6 +114,13 @@ def test_a_node_may_bind_another_address_than_the_one_others_dial() -> None:
         ({"cluster__production": "yes"}, "cluster.production: expected true or false, got 'yes'"),
         ({"ledgers": {"votes": {"home": "in-1", "standby": "in-1"}}}, "votes.standby: the standby must be another"),
         ({"ledgers": {"votes": {"home": "in-1", "standby": "rep-1"}}}, "votes.standby: 'rep-1' is not an ingest node"),
+        ({"ledgers": {"votes": {"home": "in-1", "standby": "in-2", "epoch": 2}}}, "votes.epoch: expected the number"),
+        ({"ledgers": {"votes": {"home": "in-1", "standby": "in-2", "epoch": "3"}}}, "votes.epoch: expected the number"),
+        (
+            {"ledgers": {"votes": {"home": "in-1", "standby": "in-2", "epoch": True}}},
+            "votes.epoch: expected the number",
+        ),
+        ({"ledgers": {"votes": {"home": "in-1", "epoch": 3}}}, "votes.epoch: expected the number"),
         (
             {"ingest": {"max_file_bytes": 2000, "max_partial_upload_bytes": 1999}},
             "ingest.max_partial_upload_bytes: 1999 is below max_file_bytes (2000)",
@@ -187,6 +194,9 @@ def test_a_ledger_may_name_a_standby_ingest_node() -> None:
     cluster = load(config(ledgers={"votes": {"home": "in-1", "standby": "in-2"}}))
     assert cluster.standby_of("votes").name == "in-2"
     assert cluster.standby_of("other") is None
+    assert cluster.allows_epoch("votes", 3, "in-2") and not cluster.allows_epoch("votes", 3, "in-1")
+    stated = load(config(ledgers={"votes": {"home": "in-1", "standby": "in-2", "epoch": 3}}))
+    assert stated.allows_epoch("votes", 3, "in-1") and not stated.allows_epoch("votes", 5, "in-1")
 
 
 def test_a_standby_with_no_witness_to_prove_its_epoch_is_refused() -> None:

@@ -133,6 +133,11 @@ def test_the_standby_follow_runs_again_after_a_bug_and_counts_it(tmp_path: Path)
     assert standby.follower.starts == 3 and standby.restarts.count == 2
     # What hello and /readyz say of it (PROTOCOL 6, 15.3), not only the metric.
     assert standby.report() == {"ledgers": ["election-2026", "votes"], "follow_restarts": 2}
+    # Promoted, it is the home of votes: no longer its standby (it listed it so still, fix27).
+    standby.homes = SimpleNamespace(
+        home_of=lambda ledger: SimpleNamespace(name="ingest-2" if ledger == "votes" else "x")
+    )
+    assert standby.report() == {"ledgers": ["election-2026"], "follow_restarts": 2}
     standby.follower.store.close()
 
 

@@ -853,7 +853,7 @@ def test_after_the_file_swaps_home_and_standby_the_newest_witnessed_epoch_names_
     file naming another home than the file's: with the file swapped it showed epoch 2 as epoch
     1 of its home, and never epoch 3, the genesis home's again (signed by the home's key file).
     Either key file's witnessed note counts; the newest epoch names the home."""
-    old, new, replica_1, _ = with_standby(config)
+    old, new, replica_1, replica_2 = with_standby(config)
     text = config.read_text()
     config.write_text(
         text.replace('home = "ingest-1"\nstandby = "ingest-2"', 'home = "ingest-2"\nstandby = "ingest-1"')
@@ -863,6 +863,7 @@ def test_after_the_file_swaps_home_and_standby_the_newest_witnessed_epoch_names_
     epoch_2 = new.sign(ELECTION, 12, bytes(range(2, 34)), ("vledger-epoch 2 ingest-2",))
     repl.set_checkpoints({ELECTION: epoch_2.note})
     repl.publish_cosignature(ELECTION, "replica-1", 12, replica_1.cosign(epoch_2, 1_790_000_000))
+    repl.publish_cosignature(ELECTION, "replica-2", 12, replica_2.cosign(epoch_2, 1_790_000_000))
     election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
     assert (election["home"], election["epoch"]) == ("ingest-2", 2)
     assert repl.promote(ELECTION, 3, "ingest-1") is None
@@ -871,4 +872,9 @@ def test_after_the_file_swaps_home_and_standby_the_newest_witnessed_epoch_names_
     repl.publish_cosignature(ELECTION, "replica-1", 14, replica_1.cosign(epoch_3, 1_790_000_000))
     election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
     assert (election["home"], election["epoch"], election["claimed"]) == ("ingest-1", 3, None)
-    assert election["cosigned"] == {"replica-1": 14}
+    assert election["cosigned"] == {"replica-1": 14}  # replica-2's is of epoch 2, below
+    # The file as it was before the swap: epoch 3 is no failback the operator made (review r30
+    # F1: the stolen genesis key's, as witnesses refuse it), and epoch 2 stays the newest.
+    config.write_text(text)
+    election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
+    assert (election["home"], election["epoch"]) == ("ingest-2", 2)

@@ -547,8 +547,10 @@ def test_a_failback_s_epoch_3_names_the_genesis_home_again(cluster: Cluster) -> 
     """A failback (10.9): epoch 3 is the genesis home's again, signed with the genesis key. The
     verifier took a later epoch only from the standby's key naming another home than the
     genesis', and so kept epoch 2's home (or the cluster file's, swapped by then) as the home
-    and the home of epoch 3 as no copy. A witnessed note of epoch 3 by its own key is taken;
-    one the standby's key signed stating epoch 3 proves nothing (the keys alternate)."""
+    and the home of epoch 3 as no copy. A witnessed note of epoch 3 by its own key is taken,
+    once the verifier's cluster file names its home the standby (review r30 F1: else it is the
+    stolen genesis key's, which witnesses refuse too); one the standby's key signed stating
+    epoch 3 proves nothing (the keys alternate)."""
     size = cluster.size
     clock = [1000.0]
     cluster.checks._clock = lambda: clock[0]
@@ -563,8 +565,40 @@ def test_a_failback_s_epoch_3_names_the_genesis_home_again(cluster: Cluster) -> 
     cluster.cosigned_by_witness(_cosigned(_made_up_note(size + 2, K0, (3, "ingest-1"))))
     clock[0] += 10
     cluster.checks.refresh_ledgers()
+    assert cluster.checks.ledgers[LEDGER].epoch == (2, "standby-1")  # the file names no failback
+    _failback_file(cluster.checks.config.path)  # the operator's swap, read again without a restart
+    clock[0] += 10
+    cluster.checks.refresh_ledgers()
     state = cluster.checks.ledgers[LEDGER]
     assert (state.epoch, state.home) == ((3, "ingest-1"), "ingest-1")
+
+
+def _failback_file(path: Path) -> None:
+    """The cluster file of a failback to ingest-1: its home and standby swapped."""
+    path.write_text(
+        """[cluster]
+name = "test"
+default_home = "ingest-1"
+[nodes.ingest-1]
+role = "ingest"
+port = 7001
+pub_port = 7101
+[nodes.standby-1]
+role = "ingest"
+port = 7002
+pub_port = 7102
+[nodes.replica-1]
+role = "replica"
+port = 7011
+[nodes.replica-2]
+role = "replica"
+port = 7012
+[ledgers.votes]
+home = "standby-1"
+standby = "ingest-1"
+""",
+        encoding="utf-8",
+    )
 
 
 def test_a_signed_note_of_the_size_held_with_another_root_is_a_signed_fork_against_the_signer(
