@@ -422,6 +422,7 @@ CODES = {
     "NotGrantableError": "not_grantable",
     "NodeKeyInUseError": "node_key_in_use",
     "BadEpochError": "bad_epoch",
+    "FailbackUnconfiguredError": "failback_unconfigured",
     "StandbyRotationError": "standby_rotation",
 }
 
