@@ -20,13 +20,12 @@ from typing import Any
 
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import ReplicationLedger
-from vledger.broker.signing import load_verify_key, signing_key_paths
 from vledger.node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD, epoch_claim
 from vledger.node.errors import RemoteError
 from vledger.node.note import parse_checkpoint, parse_note
 from vledger.node.record import decode_record
 from vledger.node.store import ChainStore
-from vledger.node.witness import PINNED_KEY_FIELD, home_key
+from vledger.node.witness import PINNED_KEY_FIELD
 from vledger.tests.integration.cluster import (
     ADMIN,
     LIMITS,
@@ -37,19 +36,7 @@ from vledger.tests.integration.cluster import (
     remote_error,
     wait_until,
 )
-
-LEDGER = "votes"
-CLUSTER = "test"
-WAIT = 60.0
-
-
-def _vkey(cluster: LocalCluster, node: str) -> str:
-    public = load_verify_key(signing_key_paths(cluster.directory / "keys", node)[1]).raw
-    return home_key(CLUSTER, LEDGER, public).encode()
-
-
-def _size(cluster: LocalCluster, node: str) -> int:
-    return int(cluster.admin(node).call("size", {"ledger": LEDGER})["size"])
+from vledger.tests.integration.replication.test_standby import LEDGER, WAIT, _size, _vkey
 
 
 def _links(cluster: LocalCluster, node: str) -> dict[str, bytes]:

@@ -22,7 +22,7 @@ import pytest
 from vledger.broker.redis_server import RedisServer
 from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
-from vledger.config.cluster import load_cluster
+from vledger.config.cluster import ClusterConfig, load_cluster
 from vledger.config.settings import Limits
 from vledger.node.errors import NodeUnavailableError, RemoteError
 from vledger.node.ledger import LedgerRules
@@ -82,16 +82,12 @@ class _Nodes:
         pass
 
 
-def test_a_standby_cannot_drop_a_ledger_from_the_outside_check_while_its_home_is_down(
-    tmp_path: Path,
-    redis_server: RedisServer,
-    redis_client: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def standby_cluster(tmp_path: Path, redis_url: str) -> tuple[ClusterConfig, dict[str, bytes]]:
+    """A cluster file of ingest-1 home of LEDGER, ingest-2 its standby and replica-1, and the
+    two ingest nodes' checkpoint keys made: the file as loaded, and each key's seed."""
     path = tmp_path / "cluster.toml"
     path.write_text(
-        f'[cluster]\nredis = "{redis_server.url}"\ndefault_home = "ingest-1"\n'
+        f'[cluster]\nredis = "{redis_url}"\ndefault_home = "ingest-1"\n'
         '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\npub_port = 7392\n'
         '[nodes.ingest-2]\nrole = "ingest"\nport = 7394\npub_port = 7396\n'
         '[nodes.replica-1]\nrole = "replica"\nport = 7398\npub_port = 7400\n'
@@ -103,6 +99,17 @@ def test_a_standby_cannot_drop_a_ledger_from_the_outside_check_while_its_home_is
     for node in ("ingest-1", "ingest-2"):
         generate_signing_key(config.keys_dir, node)
         seeds[node] = load_signing_key(signing_key_paths(config.keys_dir, node)[0]).seed
+    return config, seeds
+
+
+def test_a_standby_cannot_drop_a_ledger_from_the_outside_check_while_its_home_is_down(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    redis_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config, seeds = standby_cluster(tmp_path, redis_server.url)
     honest = _records({"witnesses": [OUTSIDE_WITNESS.verifier().encode()], "quorum": 1}, 4)
     forked = _records({}, 6)  # a genesis that lists no outside witness
     home_note = HomeSigner(config.name, seeds["ingest-1"]).sign(LEDGER, 4, _root(honest)).note
@@ -116,12 +123,12 @@ def test_a_standby_cannot_drop_a_ledger_from_the_outside_check_while_its_home_is
     monkeypatch.delenv("REDIS_URL", raising=False)
 
     # Honest, the home up: its genesis asks 1 outside witness, none cosigned: FAILS (no_quorum).
-    assert cluster_verify.verify_cluster(path, as_json=True) == 1
+    assert cluster_verify.verify_cluster(config.path, as_json=True) == 1
     assert json.loads(capsys.readouterr().out)["outside"][0]["error"]["code"] == "no_quorum"
 
     # The standby's note of its own tree in the outside hash (an ingest user's HSET), the home down.
     redis_client.hset(repl.outside_key(LEDGER), "witness.example/w1", fork_note)
     nodes["ingest-1"] = None
-    status = cluster_verify.verify_cluster(path, as_json=True)
+    status = cluster_verify.verify_cluster(config.path, as_json=True)
     said = json.loads(capsys.readouterr().out)["outside"]
     assert status == 1, said

@@ -15,8 +15,6 @@ import pytest
 
 from vledger.broker.redis_server import RedisServer
 from vledger.broker.replication import ReplicationLedger
-from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
-from vledger.config.cluster import load_cluster
 from vledger.node.witness import HomeSigner
 from vledger.tests.unit.tools.test_verify_cluster_genesis_first_prover import (
     LEDGER,
@@ -24,6 +22,7 @@ from vledger.tests.unit.tools.test_verify_cluster_genesis_first_prover import (
     _Nodes,
     _records,
     _root,
+    standby_cluster,
 )
 from vledger.tools import cluster_verify
 
@@ -37,20 +36,7 @@ def test_a_genesis_only_the_standby_proves_decides_nothing(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path = tmp_path / "cluster.toml"
-    path.write_text(
-        f'[cluster]\nredis = "{redis_server.url}"\ndefault_home = "ingest-1"\n'
-        '[nodes.ingest-1]\nrole = "ingest"\nport = 7390\npub_port = 7392\n'
-        '[nodes.ingest-2]\nrole = "ingest"\nport = 7394\npub_port = 7396\n'
-        '[nodes.replica-1]\nrole = "replica"\nport = 7398\npub_port = 7400\n'
-        f'[ledgers.{LEDGER}]\nhome = "ingest-1"\nstandby = "ingest-2"\n'
-    )
-    config = load_cluster(path)
-    config.keys_dir.mkdir(parents=True, exist_ok=True)
-    seeds = {}
-    for node in ("ingest-1", "ingest-2"):
-        generate_signing_key(config.keys_dir, node)
-        seeds[node] = load_signing_key(signing_key_paths(config.keys_dir, node)[0]).seed
+    config, seeds = standby_cluster(tmp_path, redis_server.url)
     honest = _records({"witnesses": [OUTSIDE_WITNESS.verifier().encode()], "quorum": 1}, 4)
     forked = _records({}, 6)  # a genesis that lists no outside witness
     standby_tree = forked if served.startswith("its own") else honest
@@ -66,7 +52,7 @@ def test_a_genesis_only_the_standby_proves_decides_nothing(
     monkeypatch.setattr(cluster_verify, "Sources", lambda config, keys, timeout: _Nodes(nodes))
     monkeypatch.delenv("REDIS_URL", raising=False)
 
-    status = cluster_verify.verify_cluster(path, as_json=True)
+    status = cluster_verify.verify_cluster(config.path, as_json=True)
     said = json.loads(capsys.readouterr().out)["outside"]
     assert status == 1, said
     assert [r["ledger"] for r in said] == [LEDGER]
