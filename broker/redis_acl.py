@@ -290,6 +290,12 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         "set",
         *_SECOND_FACTOR,
         *_TRANSACTION,
+        # An operator's way out of a function (or script) that loops without writing: Redis
+        # lets these through while it answers BUSY, kills only what wrote nothing (so nothing
+        # half-done stays), and reaches only what ran past busy-reply-threshold (5 s), which
+        # none of the library's bounded functions does.
+        "function|kill",
+        "script|kill",
     ),
 }
 
