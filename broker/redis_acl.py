@@ -147,7 +147,9 @@ count as read: a reader's ``%R~`` keys take them). No node's user, nor the admin
 ``FLUSH`` / ``RESTORE``: one password could otherwise make Redis run a loop that never ends,
 for everyone (a script that wrote cannot be killed; outsider o18 F2), and each function bounds
 its loops by its arguments. The library is loaded by a user of its own, :data:`LOADER_USER`,
-which may do nothing else (broker/redis_functions.py).
+which may do nothing else (broker/redis_functions.py) but may load any code: its password is
+as strong as the Redis host's administrator. The admin's user may ``FUNCTION KILL`` and
+``SCRIPT KILL`` a loop that wrote nothing, the operator's way out.
 
 Pure apart from :func:`write_passwords` (files) and :func:`apply` (a Redis client).
 """

@@ -5,7 +5,10 @@ Nodes never send a script: their Redis users may run FCALL / FCALL_RO of these f
 script that wrote cannot be SCRIPT KILLed: Redis stayed BUSY for everyone until a restart,
 outsider o18 F2). The library is loaded by the loader user (:data:`LOADER_USER`), whose password
 is on the Redis host only: by ``vledger redis-functions`` (supervised beside a local Redis, a
-service of its own in docker-compose.yml), which loads it again whenever Redis lost it.
+service of its own in docker-compose.yml), which loads it again whenever Redis lost it or holds
+other code under its name. That user may load any code (FUNCTION LOAD REPLACE: an ACL cannot
+forbid the argument), a function that writes then loops too, which a ``ping`` of ours cannot
+tell: the loader compares the code itself (:func:`ensure`, outsider o22 F1).
 
 The library's name and every function's carry :data:`VERSION`, a digest of the file: function
 names are global in Redis, so two code versions' libraries coexist while a cluster is upgraded
