@@ -152,7 +152,7 @@ def load(client: Any) -> None:
 def ensure(client: Any) -> str:
     """Load this code's library unless Redis holds it with exactly this code, as the loader
     user: "kept", "loaded" (Redis held none of its name) or "replaced" (Redis held other code
-    under its name, which only the loader's password, or Redis's own administrator, can load:
+    under its name, which only the loader's password, or whoever runs the Redis host, can load:
     tampering, logged as an ERROR; outsider o22 F1)."""
     code = loaded_code(client)
     if code == LIBRARY:
@@ -164,8 +164,8 @@ def ensure(client: Any) -> str:
     digest = hashlib.sha256(code.encode()).hexdigest()[:16]
     logger.error(
         "Redis held other code under the functions library name %s (%d characters, SHA-256 %s...), "
-        "not this version's: tampered with by someone holding the loader's Redis password (%s) or Redis's "
-        "own administrator (FUNCTION LOAD REPLACE); this code's library is loaded again, but the nodes may "
+        "not this version's: tampered with by someone holding the loader's Redis password (%s) or the Redis "
+        "host (FUNCTION LOAD REPLACE); this code's library is loaded again, but the nodes may "
         "have run that code meanwhile: change the loader's password (README, Redis access control)",
         LIBRARY_NAME,
         len(code),
