@@ -39,6 +39,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS open_alerts (key TEXT PRIMARY KEY, alert TEXT NOT NULL, raised_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL,
     event TEXT NOT NULL, key TEXT NOT NULL, alert TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS operator_only (key TEXT PRIMARY KEY);
 """
 
 
@@ -182,6 +183,12 @@ class AlertJournal:
                     found[key] = (alert, raised_ms)
         return found
 
+    def operator_only(self) -> set[str]:
+        """The keys of the open alerts that only an operator resolves, whatever their kind (raised
+        so: Alert.operator_only), in this run or an earlier one."""
+        with self._lock:
+            return {key for (key,) in self._db.execute("SELECT key FROM operator_only").fetchall()}
+
     def open_alert(self, key: str) -> dict[str, Any] | None:
         """The fields (and stream ``id``) of the alert open under ``key``, None when none is."""
         with self._lock:
@@ -193,14 +200,17 @@ class AlertJournal:
             rows = self._db.execute("SELECT at_ms, event, key, alert FROM history ORDER BY seq").fetchall()
         return [(at_ms, event, key, json.loads(text)) for at_ms, event, key, text in rows]
 
-    def raised(self, key: str, alert: dict[str, Any], event: str = "raised") -> dict[str, Any]:
+    def raised(
+        self, key: str, alert: dict[str, Any], event: str = "raised", *, operator_only: bool = False
+    ) -> dict[str, Any]:
         """``alert`` (its fields, and its stream ``id`` or "" before Redis gave one) is open
         under ``key``; ``event`` says how: ``raised``, or ``reopened`` (the verifier's, of an
         alert deleted without an operator's resolution, kept as it was). Raised while an alert
         is open under ``key`` already, it keeps that one's ``at_ms``: its raiser found the cause
         again (the verifier, after Redis lost the alert), and when the cause was first seen is
         what an operator needs (PROTOCOL 10.5; a wipe gave bad_checksum a new time, outsider
-        o11). Returns ``alert`` as kept."""
+        o11). ``operator_only``: only an operator resolves it, whatever its kind (Alert.operator_only),
+        until it is resolved. Returns ``alert`` as kept."""
         now = _now_ms()
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
@@ -214,6 +224,8 @@ class AlertJournal:
                 " SET alert = excluded.alert, raised_ms = CASE WHEN ? THEN excluded.raised_ms ELSE raised_ms END",
                 (key, text, now, event == "raised"),
             )
+            if operator_only:
+                self._db.execute("INSERT OR IGNORE INTO operator_only (key) VALUES (?)", (key,))
             self._note(now, event, key, text)
         log.warning("alert %s by %s: %s %s", event, self.raiser, key, text)
         return alert
@@ -272,6 +284,7 @@ class AlertJournal:
                 if row is None or (upto is not None and _height(row[0]) > upto):
                     continue
                 self._db.execute("DELETE FROM open_alerts WHERE key = ?", (key,))
+                self._db.execute("DELETE FROM operator_only WHERE key = ?", (key,))
                 log.warning("alert resolved by %s (%s's): %s", by, self.raiser, key)
                 self._note(now, f"resolved by {by}", key, row[0])
                 closed += 1

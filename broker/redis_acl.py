@@ -147,7 +147,9 @@ count as read: a reader's ``%R~`` keys take them). No node's user, nor the admin
 ``FLUSH`` / ``RESTORE``: one password could otherwise make Redis run a loop that never ends,
 for everyone (a script that wrote cannot be killed; outsider o18 F2), and each function bounds
 its loops by its arguments. The library is loaded by a user of its own, :data:`LOADER_USER`,
-which may do nothing else (broker/redis_functions.py).
+which may do nothing else (broker/redis_functions.py) but may load any code: its password is
+as strong as the Redis host's administrator. The admin's user may ``FUNCTION KILL`` and
+``SCRIPT KILL`` a loop that wrote nothing, the operator's way out.
 
 Pure apart from :func:`write_passwords` (files) and :func:`apply` (a Redis client).
 """
@@ -290,6 +292,12 @@ _COMMANDS: dict[str, tuple[str, ...]] = {
         "set",
         *_SECOND_FACTOR,
         *_TRANSACTION,
+        # An operator's way out of a function (or script) that loops without writing: Redis
+        # lets these through while it answers BUSY, kills only what wrote nothing (so nothing
+        # half-done stays), and reaches only what ran past busy-reply-threshold (5 s), which
+        # none of the library's bounded functions does.
+        "function|kill",
+        "script|kill",
     ),
 }
 

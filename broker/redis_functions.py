@@ -5,7 +5,10 @@ Nodes never send a script: their Redis users may run FCALL / FCALL_RO of these f
 script that wrote cannot be SCRIPT KILLed: Redis stayed BUSY for everyone until a restart,
 outsider o18 F2). The library is loaded by the loader user (:data:`LOADER_USER`), whose password
 is on the Redis host only: by ``vledger redis-functions`` (supervised beside a local Redis, a
-service of its own in docker-compose.yml), which loads it again whenever Redis lost it.
+service of its own in docker-compose.yml), which loads it again whenever Redis lost it or holds
+other code under its name. That user may load any code (FUNCTION LOAD REPLACE: an ACL cannot
+forbid the argument), a function that writes then loops too, which a ``ping`` of ours cannot
+tell: the loader compares the code itself (:func:`ensure`, outsider o22 F1).
 
 The library's name and every function's carry :data:`VERSION`, a digest of the file: function
 names are global in Redis, so two code versions' libraries coexist while a cluster is upgraded
@@ -30,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
+from .redis_acl import LOADER_USER
 
 logger = logging.getLogger(__name__)
 
@@ -85,20 +90,42 @@ def missing(error: BaseException) -> FunctionsMissingError:
     return FunctionsMissingError(message)
 
 
+def _listed(client: Any, pattern: str, *, code: bool = False) -> dict[str, str]:
+    """FUNCTION LIST (which the loader user may run) of the libraries matching ``pattern``:
+    name -> code (with ``code``, WITHCODE) or "" (without)."""
+    found: dict[str, str] = {}
+    for library in (
+        client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", pattern, *(("WITHCODE",) if code else ())) or ()
+    ):
+        fields = library if isinstance(library, dict) else dict(zip(library[::2], library[1::2], strict=False))
+        name, text = (fields.get(k.encode(), fields.get(k)) for k in ("library_name", "library_code"))
+        found[_text(name)] = _text(text) if code else ""
+    return found
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def libraries(client: Any, pattern: str = LIBRARY_PREFIX + "*") -> list[str]:
     """The names of the libraries Redis holds that match ``pattern`` (FUNCTION LIST, which the
     loader user may run): every vledger version's by default."""
-    names = []
-    for library in client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", pattern) or ():
-        fields = library if isinstance(library, dict) else dict(zip(library[::2], library[1::2], strict=False))
-        name = fields.get(b"library_name", fields.get("library_name"))
-        names.append(name.decode() if isinstance(name, bytes) else str(name))
-    return sorted(names)
+    return sorted(_listed(client, pattern))
+
+
+def loaded_code(client: Any) -> str | None:
+    """The code Redis holds under this version's library name (``FUNCTION LIST LIBRARYNAME
+    <name> WITHCODE``, which the loader user may run), None when it holds none by that name."""
+    # LIBRARYNAME is a pattern, matched here by name: LIBRARY_NAME has no glob characters, but
+    # only the library of exactly this name is ours.
+    return _listed(client, LIBRARY_NAME, code=True).get(LIBRARY_NAME)
 
 
 def loaded(client: Any) -> bool:
-    """Whether Redis holds this code's library (FUNCTION LIST, which the loader user may run)."""
-    return LIBRARY_NAME in libraries(client, LIBRARY_NAME)
+    """Whether Redis holds this code's library with exactly this code: a library of its name
+    but other code (loaded with the loader's password, outsider o22 F1) is not it, though its
+    ``ping`` may answer the same version."""
+    return loaded_code(client) == LIBRARY
 
 
 def present(client: Any) -> bool:
@@ -120,6 +147,32 @@ def load(client: Any) -> None:
     loaders at once do no harm. Other versions' libraries are kept (a rolling upgrade)."""
     client.execute_command("FUNCTION", "LOAD", "REPLACE", LIBRARY)
     logger.info("Redis functions library %s loaded", LIBRARY_NAME)
+
+
+def ensure(client: Any) -> str:
+    """Load this code's library unless Redis holds it with exactly this code, as the loader
+    user: "kept", "loaded" (Redis held none of its name) or "replaced" (Redis held other code
+    under its name, which only the loader's password, or whoever runs the Redis host, can load:
+    tampering, logged as an ERROR; outsider o22 F1)."""
+    code = loaded_code(client)
+    if code == LIBRARY:
+        return "kept"
+    load(client)
+    if code is None:
+        return "loaded"
+    # Not the code itself: it is someone else's text, of any size.
+    digest = hashlib.sha256(code.encode()).hexdigest()[:16]
+    logger.error(
+        "Redis held other code under the functions library name %s (%d characters, SHA-256 %s...), "
+        "not this version's: tampered with by someone holding the loader's Redis password (%s) or the Redis "
+        "host (FUNCTION LOAD REPLACE); this code's library is loaded again, but the nodes may "
+        "have run that code meanwhile: change the loader's password (README, Redis access control)",
+        LIBRARY_NAME,
+        len(code),
+        digest,
+        LOADER_USER,
+    )
+    return "replaced"
 
 
 def may_load(client: Any) -> bool:
@@ -165,14 +218,14 @@ def reloaded(replies: Sequence[Any], client: Any) -> bool:
 
 
 def keep_loaded(client: Any, stop: threading.Event, interval: float) -> None:
-    """Load the library now and whenever Redis lost it (looked at every ``interval`` seconds),
-    until ``stop`` is set: what ``vledger redis-functions --keep`` runs beside the server. A
-    Redis away or refusing is logged (once until it answers again) and asked again."""
+    """Load the library now and whenever Redis lost it or holds other code under its name
+    (:func:`ensure`, looked at every ``interval`` seconds), until ``stop`` is set: what
+    ``vledger redis-functions --keep`` runs beside the server. A Redis away or refusing is
+    logged (once until it answers again) and asked again."""
     failing = ""
     while not stop.is_set():
         try:
-            if not loaded(client):
-                load(client)
+            ensure(client)
             if failing:
                 logger.info("Redis answers again")
             failing = ""

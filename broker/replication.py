@@ -70,7 +70,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
@@ -304,6 +304,10 @@ class Alert:
     source: str = ""  # where the faulty data came from, when it came from elsewhere
     expected: str = ""
     found: str = ""
+    # Only an operator resolves this one, whatever its kind says (a former home's record_conflict
+    # about the tail it set aside, 10.9: its key is a follower's refusal's, which comes back while
+    # its cause remains). Not a field of the alert: its raiser's journal keeps it (operator_only).
+    operator_only: bool = field(default=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -1107,7 +1111,8 @@ class ReplicationLedger:
             if journal is not None:  # first: a Redis that is away or refuses loses nothing
                 self._journaled(functools.partial(self._close_if_operator_resolved, journal, alert.key))
                 # Raised again while open (its cause stays), it keeps its first at_ms (10.5).
-                kept = self._journaled(functools.partial(journal.raised, alert.key, {"id": "", **fields}))
+                raised = functools.partial(journal.raised, operator_only=alert.operator_only)
+                kept = self._journaled(functools.partial(raised, alert.key, {"id": "", **fields}))
                 if kept is not None:
                     fields["at_ms"] = kept["at_ms"]
             opened = self._put(alert.key, fields)
@@ -1480,8 +1485,9 @@ class ReplicationLedger:
         file; or someone with the node's Redis password deleted or rewrote it), as a new entry
         of its stream; returns their keys (PROTOCOL 10.5). An alert an operator resolved (noted
         in ``{alerts}:resolved`` with its stream id or a later one) is not put back but closed
-        in the journal, if only an operator resolves its kind or an earlier run raised it: one
-        this run raised and resolves itself comes back while its cause remains."""
+        in the journal, if only an operator resolves its kind or that alert (Alert.operator_only),
+        or an earlier run raised it: one this run raised and resolves itself comes back while its
+        cause remains."""
         if self.journal is None:
             return []
         with self._alerts_lock:
@@ -1493,6 +1499,7 @@ class ReplicationLedger:
             return []
         held = self._own_open_fields(list(kept))
         lost = [key for key, (alert, _) in kept.items() if held.get(key) != json.dumps(alert, sort_keys=True)]
+        operator_only = journal.operator_only()
         try:
             notes = self.operator_resolved((self.node, key) for key in lost)
         except redis.exceptions.NoPermissionError as e:  # an ACL file from before this read: keygen --cluster
@@ -1503,7 +1510,8 @@ class ReplicationLedger:
             alert, raised_ms = kept[key]
             note = notes.get((self.node, key))
             by_operator = note is not None and _alert_id(alert) and _stream_id(note) >= _stream_id(_alert_id(alert))
-            if by_operator and (operator_final(self.node, key) or raised_ms < journal.started_ms):
+            final = operator_final(self.node, key) or key in operator_only or raised_ms < journal.started_ms
+            if by_operator and final:
                 journal.resolved([key], by="operator")
                 continue
             fields = {k: str(v) for k, v in alert.items() if k != "id"}

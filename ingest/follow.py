@@ -456,6 +456,8 @@ class Follower:
             f" {home}, its home now (placed here past the handover, e.g. acknowledged with w=0 while cut off):"
             f" set aside in {aside.path}, kept for an operator; it follows the chain from height {kept}"
         )
+        # Each set-aside is new evidence (a file of its own), never a repeat of one already told.
+        self._alerted.discard((ledger, kept, error.code, home))
         self._alert(ledger, kept, error, home, b"", expected="", found="", resolved_by=BY_OPERATOR)
 
     # --- catching up ----------------------------------------------------------------
@@ -1921,6 +1923,7 @@ class Follower:
                 source=source,
                 expected=expected,
                 found=found if found is not None else hash_of(offered) if offered else "",
+                operator_only=resolved_by == BY_OPERATOR,
             )
         )
 

@@ -99,12 +99,16 @@ def add_node_commands(commands: Subparsers) -> None:
         SUMMARIES["redis-functions"],
         "Load vledger's Redis Functions library (the atomic steps every node calls with FCALL) into the "
         "cluster's Redis, signed in as the loader user (vledger-functions, its password beside the ACL "
-        "file): no node's user may load one. With --keep, stay and load it again whenever Redis lost it "
-        "(restarted without its data, FUNCTION FLUSH, a new server), until SIGTERM or SIGINT: "
-        "`vledger supervise` runs it so beside a local Redis.",
+        "file): no node's user may load one. It compares the code Redis holds under the library's name "
+        "with its own and loads its own over other code (logged as an ERROR: someone with the loader's "
+        "password tampered with it). With --keep, stay and do so again whenever Redis lost the library "
+        "(restarted without its data, FUNCTION FLUSH, a new server) or holds other code, until SIGTERM "
+        "or SIGINT: `vledger supervise` runs it so beside a local Redis.",
     )
     functions.add_argument("--config", type=Path, required=True, metavar="FILE", help="the cluster configuration")
-    functions.add_argument("--keep", action="store_true", help="stay, and load the library again when Redis lost it")
+    functions.add_argument(
+        "--keep", action="store_true", help="stay, and load the library again when Redis lost it or holds other code"
+    )
     functions.add_argument(
         "--interval", type=float, default=1.0, metavar="SECONDS", help="with --keep: how often to look (default 1)"
     )

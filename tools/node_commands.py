@@ -91,8 +91,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 def cmd_redis_functions(args: argparse.Namespace) -> int:
     """Load vledger's functions library into the cluster's Redis as the loader user (its password
-    file beside the ACL file; no user without access control); with --keep, stay and load it again
-    whenever Redis lost it, until SIGTERM or SIGINT."""
+    file beside the ACL file; no user without access control), unless Redis holds it with exactly
+    this code; with --keep, stay and load it again whenever Redis lost it or holds other code
+    under its name, until SIGTERM or SIGINT."""
     config = load_cluster(config_file(args.config))
     access = config.redis_access("functions")  # redis_acl.LOADER_USER, or none without access control
     client = connect(access, timeout=5.0)
@@ -108,14 +109,12 @@ def cmd_redis_functions(args: argparse.Namespace) -> int:
                     signal.signal(number, handler)
             return 0
         try:
-            there = redis_functions.loaded(client)
-            if not there:
-                redis_functions.load(client)
+            done = redis_functions.ensure(client)  # "replaced": other code had its name, logged as an ERROR
         except REDIS_ERRORS as e:
             raise redis_failed(access.url, e) from None
     finally:
         client.close()
-    print(f"{'kept' if there else 'loaded'} {redis_functions.LIBRARY_NAME}")
+    print(f"{done} {redis_functions.LIBRARY_NAME}")
     return 0
 
 

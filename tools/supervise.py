@@ -336,7 +336,10 @@ class Starter:
             client = redis_client(self.config)
             return (lambda: _pings(client)), client.close
         if program.name == FUNCTIONS_PROGRAM:
-            client = redis_client(self.config)
+            # As the loader, whose password is on this host (it runs here): only its user may
+            # read the code Redis holds, and a library of our name with other code is not ours.
+            access = dataclasses.replace(self.config.redis_access("functions"), url=self.config.redis_url)
+            client = connect(access, timeout=ANSWER_TIMEOUT)
             return (lambda: _has_functions(client)), client.close
         if program.role in ("ingest", "replica", "observer", "verifier"):
             keys = load_client_keys(self.config.secret_key_path(ADMIN_KEY))
@@ -405,7 +408,7 @@ def _greets(client: Client, name: str) -> bool:
 
 def _has_functions(client: Any) -> bool:
     try:
-        return redis_functions.present(client)
+        return redis_functions.loaded(client)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError):
         return False
 

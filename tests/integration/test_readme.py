@@ -139,6 +139,8 @@ def make_run() -> Iterator[MakeRunCluster]:
     directory = Path(tempfile.mkdtemp(prefix="vlr-", dir="/tmp"))  # short: supervisord's socket path
     cluster = MakeRunCluster(directory, make_run_config(directory), environment(directory))
     shutil.copy(README, directory / "README.md")
+    # As in the repository after `make install`: a block may call .venv/bin/... (a fresh shell's way).
+    (directory / ".venv").symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
     try:
         for step in (["supervise", "--config", "config/cluster.toml", "start"],
                      ["demo", "--cluster", "config/cluster.toml", "--voters", "20", "--difficulty", "8"]):  # fmt: skip

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -1015,3 +1016,80 @@ def test_two_versions_of_the_library_live_side_by_side(acl: AclServer) -> None:
     repl = acl.repl("ingest")
     assert repl.append("votes", "ingest-1", 0, [b"r0", b"r1"]) == 1
     assert redis_functions.loaded(loader)
+
+
+def test_the_loader_user_replaces_a_library_of_its_name_that_another_loaded(
+    acl: AclServer,
+    short_tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """o22 F1: with the loader's password, one replaced the library by code of the same name
+    (FUNCTION LOAD REPLACE: an ACL cannot forbid the argument) and `--keep` left it there. The
+    loader, as its own user, reads the loaded code and loads its own again, saying so loudly."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    loader = acl.loader()
+    tampered = redis_functions.LIBRARY + "-- o22 tampered\n"
+    loader.execute_command("FUNCTION", "LOAD", "REPLACE", tampered)
+    assert redis_functions.loaded_code(loader) == tampered
+    assert not redis_functions.loaded(loader)
+    assert redis_functions.ensure(loader) == "replaced"
+    assert redis_functions.loaded_code(loader) == redis_functions.LIBRARY
+    assert redis_functions.ensure(loader) == "kept"
+    # `vledger redis-functions` (no --keep) as the loader user, signed in from the cluster file.
+    config = str(_cluster_file(acl, short_tmp))
+    loader.execute_command("FUNCTION", "LOAD", "REPLACE", tampered)
+    with caplog.at_level(logging.ERROR, logger="vledger.broker.redis_functions"):
+        assert cli.main(["redis-functions", "--config", config]) == 0
+    assert capsys.readouterr().out == f"replaced {redis_functions.LIBRARY_NAME}\n"
+    assert any("tampered" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+    assert redis_functions.loaded(loader)
+    assert cli.main(["redis-functions", "--config", config]) == 0
+    assert capsys.readouterr().out == f"kept {redis_functions.LIBRARY_NAME}\n"
+
+
+_READ_LOOP_LIBRARY = (
+    "#!lua name=o22loop\n"
+    "redis.register_function{function_name='o22loop', callback=function() while true do end end, flags={'no-writes'}}"
+)
+
+
+def test_the_admin_may_kill_a_function_that_loops_without_writing(acl: AclServer) -> None:
+    """An operator's way out of a read-only loop (one the loader's password loaded): the admin's
+    user may run FUNCTION KILL and SCRIPT KILL, which Redis refuses for a function that wrote, so
+    nothing half-done can be left behind. No other user may, and no node's user may kill."""
+    acl.loader().execute_command("FUNCTION", "LOAD", "REPLACE", _READ_LOOP_LIBRARY)
+    admin = acl.client("admin")
+    with pytest.raises(redis.exceptions.ResponseError, match="NOTBUSY"):
+        admin.execute_command("SCRIPT", "KILL")
+    for role in [*NODES, "gateway"]:
+        for command in (("FUNCTION", "KILL"), ("SCRIPT", "KILL")):
+            with pytest.raises(NOPERM):
+                acl.client(role).execute_command(*command)
+    caller = acl.client("replica")
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            caller.execute_command("FCALL_RO", "o22loop", 0)
+        except redis.exceptions.RedisError as e:
+            outcome.append(e)
+
+    looping = threading.Thread(target=call, daemon=True)
+    looping.start()
+    deadline = time.monotonic() + 20  # Redis answers BUSY once the function ran past busy-reply-threshold (5 s)
+    while True:
+        try:
+            admin.ping()
+        except redis.exceptions.TimeoutError:
+            pass  # queued behind the function until it ran past the threshold
+        except redis.exceptions.ResponseError as e:
+            assert "BUSY" in str(e)
+            break
+        assert time.monotonic() < deadline, "Redis never answered BUSY"
+        time.sleep(0.1)
+    assert admin.execute_command("FUNCTION", "KILL") in (b"OK", "OK", True)
+    looping.join(10)
+    assert not looping.is_alive() and outcome and "killed" in str(outcome[0]).lower()
+    assert admin.ping()

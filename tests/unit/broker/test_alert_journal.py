@@ -199,8 +199,16 @@ def test_a_restart_keeps_the_open_alerts(
         Alert("replica-1", LEDGER, 3, "record_conflict", "this node's record differs", source="redis"),
         # The outbox's against the stream: it resolves it from memory a restarted outbox lacks.
         Alert("redis", LEDGER, 3, "record_conflict", "the home rewrote the stream", source="ingest-1"),
+        # A former home's about the tail it set aside (o22 F3): its own key, as a refusal's.
+        Alert(NODE, LEDGER, 3, "record_conflict", "set aside in a file", source="ingest-1", operator_only=True),
     ],
-    ids=["signed_fork", "admin_cache_conflict", "record_conflict_on_a_copy", "record_conflict_on_the_stream"],
+    ids=[
+        "signed_fork",
+        "admin_cache_conflict",
+        "record_conflict_on_a_copy",
+        "record_conflict_on_the_stream",
+        "record_conflict_set_aside",
+    ],
 )
 def test_an_operators_resolution_is_final_for_the_kinds_only_an_operator_resolves(
     raiser: ReplicationLedger, operator: ReplicationLedger, alert: Alert

@@ -3,6 +3,7 @@ on a real redis-server whose default user may load it (the tests' Redis: no acce
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -52,3 +53,52 @@ def test_the_loader_loads_the_library_again_whenever_redis_lost_it(redis_client:
         stop.set()
         keeper.join(5)
     assert not keeper.is_alive()
+
+
+def _tampered(marker: str = "-- tampered") -> str:
+    """The library under this version's name, with other code: what a holder of the loader's
+    password loads by FUNCTION LOAD REPLACE (outsider o22 F1)."""
+    return redis_functions.LIBRARY + marker + "\n"
+
+
+def test_the_loader_replaces_a_library_of_its_name_whose_code_is_not_its_own(
+    redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """o22 F1: a library of this version's name but other code (a function that writes, then
+    loops) was left in place, since the loader looked at its name alone; its ``ping`` still
+    answers the version, so no node can tell. The loader compares the code and loads its own
+    again, with an ERROR line that names the tampering."""
+    redis_functions.load(redis_client)
+    redis_client.execute_command("FUNCTION", "LOAD", "REPLACE", _tampered())
+    assert redis_functions.RedisFunction(redis_client, "ping")() == redis_functions.VERSION.encode()
+    assert redis_functions.LIBRARY_NAME in redis_functions.libraries(redis_client)
+    assert not redis_functions.loaded(redis_client)  # there by name, not with this code
+    stop = threading.Event()
+    keeper = threading.Thread(target=redis_functions.keep_loaded, args=(redis_client, stop, 0.02), daemon=True)
+    with caplog.at_level(logging.ERROR, logger="vledger.broker.redis_functions"):
+        keeper.start()
+        try:
+            for marker in ("-- tampered", "-- tampered again"):
+                redis_client.execute_command("FUNCTION", "LOAD", "REPLACE", _tampered(marker))
+                deadline = time.monotonic() + 10
+                while not redis_functions.loaded(redis_client):
+                    assert time.monotonic() < deadline, "the loader left the tampered library in place"
+                    time.sleep(0.01)
+        finally:
+            stop.set()
+            keeper.join(5)
+    assert not keeper.is_alive()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and all(redis_functions.LIBRARY_NAME in e and "tampered" in e for e in errors)
+    assert redis_functions.loaded_code(redis_client) == redis_functions.LIBRARY
+
+
+def test_ensure_says_whether_it_kept_loaded_or_replaced_the_library(redis_client: Any) -> None:
+    """What `vledger redis-functions` (no --keep) runs: the same comparison of the code."""
+    redis_client.function_flush()
+    assert redis_functions.loaded_code(redis_client) is None
+    assert redis_functions.ensure(redis_client) == "loaded"
+    assert redis_functions.ensure(redis_client) == "kept"
+    redis_client.execute_command("FUNCTION", "LOAD", "REPLACE", _tampered())
+    assert redis_functions.ensure(redis_client) == "replaced"
+    assert redis_functions.loaded_code(redis_client) == redis_functions.LIBRARY

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 from vledger.ingest.standby import first_difference
 from vledger.node.record import Record
@@ -93,3 +94,51 @@ def test_a_set_aside_that_failed_is_tried_again_at_the_next_look(
         StandbyFollow._compare(fake, {LEDGER})  # type: ignore[arg-type]
         assert set_aside_calls == [5, 5], "the tail was never set aside after the first failure"
         assert store.size(LEDGER) == 5
+
+
+def test_an_operator_s_resolution_of_the_set_aside_alert_stays_until_a_new_set_aside(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]], redis_client: Any
+) -> None:
+    """Outsider o22 F3: `vledger alerts resolve` closed the former home's record_conflict about
+    the tail it set aside (PROTOCOL 10.5: an operator resolves it, once the file was looked at),
+    and its alert keeper opened it again within a second, for good: a record_conflict of its own
+    key is otherwise a follower's refusal, which comes back while its cause remains. The set-aside
+    alert is the operator's to close: it stays closed, after a restart too, until a new set-aside."""
+    from vledger.broker.alert_journal import ALERT_JOURNAL, AlertJournal
+    from vledger.broker.replication import ReplicationLedger, raise_alert
+    from vledger.ingest.follow import Follower
+    from vledger.tests.unit.ingest.test_follow import KEYS
+
+    _, cut_off = chains
+    path = tmp_path / "journal" / ALERT_JOURNAL
+    operator = ReplicationLedger(redis_client, raisers=[HOME])
+    key = f"{HOME}|{LEDGER}|record_conflict"
+    with ChainStore(tmp_path / "old-home", origin=HOME) as store:
+        store.append_records(cut_off)
+        with AlertJournal(path, HOME) as journal:
+            raiser = ReplicationLedger(redis_client, node=HOME, raisers=[HOME], journal=journal)
+            follower = Follower(
+                HOME,
+                store,
+                [],
+                keys=KEYS,
+                home_of=lambda ledger: "ingest-2",
+                on_stored=lambda records, hops: None,
+                on_alert=lambda alert: raise_alert(raiser, alert),
+            )
+            follower.set_aside(LEDGER, 5, "ingest-2")
+            assert set(raiser.open_alerts()) == {key}
+            assert operator.resolve_as_operator([key]) == 1
+            assert raiser.reassert() == []  # what the node's alert keeper runs every second
+            assert raiser.open_alerts() == {} and journal.open_alerts() == {}
+            # New evidence: another tail set aside (the store took more of its own meanwhile).
+            store.append_records(cut_off[5:])
+            follower.set_aside(LEDGER, 6, "ingest-2")
+            raised_again = raiser.open_alerts()[key]["id"]
+            assert raiser.reassert() == [] and set(raiser.open_alerts()) == {key}
+            assert operator.resolve_as_operator([key]) == 1
+        # Resolved while the node was down, or just before it stopped: not put back at its start.
+        with AlertJournal(path, HOME) as journal:
+            restarted = ReplicationLedger(redis_client, node=HOME, raisers=[HOME], journal=journal)
+            assert restarted.reassert() == [] and restarted.open_alerts() == {}
+            assert operator.operator_resolved([(HOME, key)]) == {(HOME, key): raised_again}

@@ -8,9 +8,11 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from vledger.broker import redis_functions
 from vledger.broker.accounts import ACCOUNT_COMMANDS, _raise
 from vledger.broker.redis_server import find_redis_server, free_ports
 from vledger.config.cluster import load_cluster
@@ -134,3 +136,15 @@ def test_the_refusals_of_a_bootstrap_name_commands_that_exist() -> None:
                 [commands] = [a for a in found._actions if isinstance(a, argparse._SubParsersAction)]
                 assert word in commands.choices, f"{named}: no {word!r} in {found.prog}"
                 found = commands.choices[word]
+
+
+def test_start_waits_for_the_library_with_this_code_not_one_of_its_name(redis_client: Any) -> None:
+    """o22 F1: a library of this version's name but other code answers ``ping`` as ours does;
+    `supervise start` waits (before the nodes start) until the loader put this code back."""
+    redis_client.function_flush()
+    assert not supervise._has_functions(redis_client)
+    redis_client.execute_command("FUNCTION", "LOAD", "REPLACE", redis_functions.LIBRARY + "-- tampered\n")
+    assert redis_functions.present(redis_client)  # what the probe asked before
+    assert not supervise._has_functions(redis_client)
+    redis_functions.load(redis_client)
+    assert supervise._has_functions(redis_client)
