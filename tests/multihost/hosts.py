@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-from vledger.broker import redis_acl
+from vledger.broker import redis_acl, redis_functions
 from vledger.broker.keys import load_secret
 from vledger.broker.redis_server import connect, find_redis_server
 from vledger.config.cluster import load_cluster
@@ -173,7 +173,9 @@ class HostsCluster(SupervisedCluster):
         wait_until(self._sentinels_ready, START_S, "three Sentinels that know the primary, its replica and each other")
 
     def apply_acl(self) -> None:
-        """Every Redis server gets the users whose passwords ``keygen --cluster`` wrote."""
+        """Every Redis server gets the users whose passwords ``keygen --cluster`` wrote, and the
+        primary the functions library (as `vledger redis-functions` loads it; its replica and a
+        promoted one hold it by replication)."""
         directory = self.config.redis.passwords_dir
         assert directory is not None
         nodes = self.config.redis_users()
@@ -185,6 +187,8 @@ class HostsCluster(SupervisedCluster):
                 redis_acl.apply(
                     client, passwords, nodes, admin_homes=(self.config.home_of("admin").name,), checkpoints=writers
                 )
+                if host == REDIS_HOSTS[0]:
+                    redis_functions.load(client)
             finally:
                 client.close()
 
