@@ -58,7 +58,9 @@ def _size(cluster: LocalCluster, node: str) -> int:
     return int(cluster.admin(node).call("size", {"ledger": LEDGER})["size"])
 
 
-def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_cluster: Any, tmp_path: Path) -> None:
+def standby_cluster(start_cluster: Any) -> LocalCluster:
+    """Two ingest nodes, two replicas, a verifier and a gateway on replica-1, and LEDGER homed on
+    ingest-1 with ingest-2 its standby, its genesis pinning both nodes' checkpoint keys."""
     cluster: LocalCluster = start_cluster(
         nodes=2,
         replicas=2,
@@ -70,6 +72,11 @@ def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_clus
     )
     rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
     cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
+    return cluster
+
+
+def test_the_standby_takes_over_under_load_and_the_old_home_is_fenced(start_cluster: Any, tmp_path: Path) -> None:
+    cluster = standby_cluster(start_cluster)
     # Where an operator looks (hello, so vledger status; /readyz), the standby shows what it
     # follows and how often its follow restarted after a bug (PROTOCOL 6, 15.3); the home shows none.
     standby = {"ledgers": [LEDGER], "follow_restarts": 0}

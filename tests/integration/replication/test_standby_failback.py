@@ -20,23 +20,21 @@ from typing import Any
 
 from vledger.broker.redis_server import connect
 from vledger.broker.replication import ReplicationLedger
-from vledger.node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD, epoch_claim
+from vledger.node.epoch import EPOCH_KIND, epoch_claim
 from vledger.node.errors import RemoteError
 from vledger.node.note import parse_checkpoint, parse_note
 from vledger.node.record import decode_record
 from vledger.node.store import ChainStore
-from vledger.node.witness import PINNED_KEY_FIELD
 from vledger.tests.integration.cluster import (
     ADMIN,
     LIMITS,
     LocalCluster,
     entry,
-    genesis,
     put_args,
     remote_error,
     wait_until,
 )
-from vledger.tests.integration.replication.test_standby import LEDGER, WAIT, _size, _vkey
+from vledger.tests.integration.replication.test_standby import LEDGER, WAIT, _size, _vkey, standby_cluster
 
 
 def _links(cluster: LocalCluster, node: str) -> dict[str, bytes]:
@@ -58,17 +56,7 @@ def _promoted(cluster: LocalCluster, node: str, refusals: list[str], **args: Any
 def test_the_old_home_comes_back_as_standby_sets_its_tail_aside_and_fails_back_into_epoch_3(
     start_cluster: Any, tmp_path: Path
 ) -> None:
-    cluster: LocalCluster = start_cluster(
-        nodes=2,
-        replicas=2,
-        standbys={LEDGER: "ingest-2"},
-        replication={"write_timeout_ms": 3000},
-        verifiers=1,
-        verifier={"lag_alert_ms": 1000, "heads_interval_ms": 200},
-        gateways=["replica-1"],
-    )
-    rules = {PINNED_KEY_FIELD: _vkey(cluster, "ingest-1"), STANDBY_KEY_FIELD: _vkey(cluster, "ingest-2")}
-    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, [EPOCH_KIND, "vote"], rules))
+    cluster = standby_cluster(start_cluster)
     acknowledged: dict[str, bytes] = {}  # request id -> link of each put answered with w >= 1
 
     def put(node: str, n: int, w: int = 2) -> dict[str, Any]:
@@ -139,7 +127,7 @@ def test_the_old_home_comes_back_as_standby_sets_its_tail_aside_and_fails_back_i
     assert third["height"] == 10
     record = decode_record(cluster.admin("ingest-1").call("get", {"ledger": LEDGER, "height": 10})["record"], LIMITS)
     assert (record.content.kind, record.origin, record.content.payload["epoch"]) == (EPOCH_KIND, "ingest-1", 3)
-    assert record.content.payload["key"] == rules[PINNED_KEY_FIELD]  # the genesis home's own pinned key
+    assert record.content.payload["key"] == _vkey(cluster, "ingest-1")  # the genesis home's own pinned key
     hello = cluster.admin("ingest-1").call("hello")  # the home, no longer listed as its standby
     assert LEDGER in hello["ledgers"] and LEDGER not in hello["standby"]["ledgers"], hello
     after = put("ingest-1", 20)
