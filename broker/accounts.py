@@ -64,7 +64,7 @@ from ..node.rules.admin import Grants
 from ..node.rules.engine import RulesEngine
 from .admin_copy import NO_ADMIN_LEDGER, AdminSource
 from .keys import check_public_key, fingerprint
-from .redis_functions import RedisFunction
+from .redis_functions import FunctionsMissingError, RedisFunction
 from .redis_keys import group_key
 
 logger = logging.getLogger(__name__)
@@ -905,6 +905,27 @@ class AccountCache:
                 self._reported(self.registry.record_applied(self.node, snapshot.version, self._enforced()))
             return snapshot.version
 
+    def _load_without_functions(self) -> None:
+        """At start while Redis lacks the functions library (its accounts are read by one of
+        them): enforce the accounts of the admin ledger as far as this node proves it without them
+        (Redis's copy and its own kept copy, PROTOCOL 16.4), none while it proves none (nor Redis's
+        bootstrap entries, which only a function reads whole). Nothing is recorded as applied and
+        no unbacked entry is judged: the accounts thread loads again once the library is back."""
+        with self._reload_lock:
+            self._load_admin()
+            stated = self._stated
+            snapshot = AccountsSnapshot.empty() if stated is None else ledger_snapshot(0, stated)
+            with self._changed:
+                self._snapshot = snapshot
+            try:
+                self._hand_over(snapshot)
+            finally:
+                with self._changed:
+                    self._changed.notify_all()
+                if self.admin is not None:
+                    self.admin.keep()
+        self._unapplied = True  # recorded as applied by the first load that reads Redis's accounts
+
     def _settling(self, before: AccountsSnapshot, after: AccountsSnapshot) -> frozenset[str]:
         """The keys ``before`` let in that ``after`` no longer does as it did, noted now, with
         those noted less than _ENDED_GRACE ago: Redis's entries may still hold them a moment."""
@@ -1108,6 +1129,12 @@ class AccountCache:
         self._pubsub = _subscribe(self.registry.client, self.registry.channel)
         try:
             self.refresh()
+        except FunctionsMissingError:
+            # As while it runs, not an exit: what it proves of the admin ledger without them,
+            # and the thread loads again until the loader put the library back (fix31).
+            self._pubsub.close()
+            self._pubsub = None
+            self._load_without_functions()
         except BaseException:
             self._pubsub.close()
             self._pubsub = None

@@ -19,6 +19,7 @@ from typing import Any
 from .. import __version__
 from ..broker.accounts import AccountCache, Role
 from ..broker.client import Client
+from ..broker.redis_functions import FunctionsMissingError
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_alert, store_damaged_alert
 from ..broker.signing import (
     admin_checkpoint_key,
@@ -143,6 +144,17 @@ def _published(replication: ReplicationLedger, ledger: str) -> list[bytes]:
     ]
 
 
+def _sync_admin_cache(name: str, admin_ledger: AdminLedger) -> None:
+    """Fill or rebuild Redis's cache of the admin ledger at start (AdminLedger.sync). While Redis
+    lacks the functions library the home starts all the same, as it goes on when the library is
+    lost while it runs: its accounts thread's upkeep (AdminLedger.refill) fills the cache once the
+    loader put the library back (fix31: the node exited here)."""
+    try:
+        admin_ledger.sync()
+    except FunctionsMissingError as e:
+        log.warning("ingest node %s: Redis's admin ledger cache is filled once the library is loaded (%s)", name, e)
+
+
 def run_ingest(config: ClusterConfig, name: str, passphrase: str | None = None) -> None:
     with NodeRuntime.open(config, name, ("ingest",), passphrase) as runtime:
         _run_ingest(runtime, passphrase)
@@ -233,7 +245,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         # With the key it will connect with: after a rotation's window the others refuse the first one.
         check, start = start_check(config, name, runtime.client_keys.candidates(), store, own, replication)
         if admin_ledger is not None:
-            admin_ledger.sync()  # Redis is a cache of the admin ledger: fill or rebuild it first
+            _sync_admin_cache(name, admin_ledger)  # Redis is a cache of the admin ledger: fill or rebuild it first
             cache.upkeep = admin_ledger.refill  # and again whenever Redis loses it while this node runs
     except StoreDamagedError as e:
         log.error("ingest node %s: its store is behind the cluster and not healed, the node stops: %s", name, e.message)
