@@ -602,13 +602,20 @@ class ConfiguredFailbacks:
     A witness meets the record after the operator swapped the file and promoted, without a
     restart: one ``stat`` then tells whether reading the file again can change the answer."""
 
-    def __init__(self, config: ClusterConfig) -> None:
-        self.path = config.path
+    def __init__(self, config: ClusterConfig | None, path: Path | None = None) -> None:
+        """``config`` as the process read it, or None with ``path``: the file read at the first
+        question (an ingest node's outbox process, which has no config of its own)."""
+        if config is not None:
+            self.path = config.path
+        elif path is not None:
+            self.path = path
+        else:
+            raise ValueError("ConfiguredFailbacks needs a config or its file's path")
         self._config = config
         self._seen: tuple[int, ...] | None = None  # the file's stat when last read; None: not read since start
 
     def allows(self, ledger: str, number: int, home: str) -> bool:
-        if self._config.allows_epoch(ledger, number, home):
+        if self._config is not None and self._config.allows_epoch(ledger, number, home):
             return True
         try:
             stat = self.path.stat()

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from ..broker.replication import REDIS_ERRORS, LastRead, ReplicationLedger
 from ..broker.signing import home_checkpoint_publics
-from ..config.cluster import ClusterConfig, NodeConfig, load_cluster
+from ..config.cluster import ClusterConfig, ConfiguredFailbacks, NodeConfig, load_cluster
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.epoch import (
     EPOCH_KIND,
@@ -27,6 +27,7 @@ from ..node.epoch import (
     epoch_key,
     epoch_payload,
     handover_request_id,
+    may_open,
     newest_witnessed_epoch,
     proven_epoch,
 )
@@ -215,11 +216,15 @@ class Homes:
         replication: ReplicationLedger | None,
         *,
         witnesses: Callable[[], Iterable[VerifierKey]],
+        failback_allowed: Callable[[str, int, str], bool] | None = None,
     ) -> None:
         self.config = config
         self.book = book
         self.replication = replication
         self.witnesses = witnesses  # read at each proof: a witness's key may rotate (16.6)
+        # Whether the cluster file lets a home open an epoch from 3 (a failback, 10.9): as the
+        # witnesses and the verifier ask it (default: this config's file, read again once swapped).
+        self.failback_allowed = failback_allowed or ConfiguredFailbacks(config).allows
         self._named: dict[str, tuple[int, str]] = {}  # what refresh() found proven (or not held)
         self._read: dict[str, tuple[int, str]] = {}  # what Redis named at the last refresh()
         # Of another type (any ingest user may SET it), the hash reads as it last did and the notes
@@ -279,7 +284,7 @@ class Homes:
         found: dict[str, tuple[int, str]] = {}
         for ledger, given in notes.items():
             history = self.book.history(ledger) if self.book.store.size(ledger) > 0 else None
-            epoch = proven_epoch(history, given, self.witnesses()) if history is not None else None
+            epoch = self._proven_epoch(history, given) if history is not None else None
             if epoch is not None and epoch[0] > self._named.get(ledger, (0, ""))[0]:
                 log.warning("the other nodes' notes prove epoch %d of %s at %s, which Redis does not: taken",
                             epoch[0], ledger, epoch[1])  # fmt: skip
@@ -305,7 +310,7 @@ class Homes:
                 history = self.book.history(ledger)
                 if history is None or epoch[0] <= history.current.number:
                     continue  # no newer epoch than the store's: the store's records name the home
-                found = proven_epoch(history, self.replication.epoch_notes(ledger), self.witnesses())
+                found = self._proven_epoch(history, self.replication.epoch_notes(ledger))
             if found is not None:
                 proven[ledger] = found
             elif (ledger, *epoch) not in self._unproven:
@@ -334,7 +339,7 @@ class Homes:
             claimed = named.get(ledger)
             if history is None or (claimed is not None and claimed[0] > history.current.number):
                 continue  # a claim, which _proven checked
-            epoch = proven_epoch(history, self.replication.epoch_notes(ledger), self.witnesses())
+            epoch = self._proven_epoch(history, self.replication.epoch_notes(ledger))
             if epoch is not None:
                 log.warning("Redis names no epoch of %s past %d, but a witnessed note proves epoch %d at %s: taken",
                             ledger, history.current.number, epoch[0], epoch[1])  # fmt: skip
@@ -361,7 +366,17 @@ class Homes:
                 home_key(self.config.name, ledger, public)
                 for public in home_checkpoint_publics(self.config.keys_dir, home)
             ]
-        return newest_witnessed_epoch(self.replication.epoch_notes(ledger), keys, self.witnesses())
+        return newest_witnessed_epoch(
+            self.replication.epoch_notes(ledger),
+            keys,
+            self.witnesses(),
+            allowed=lambda number, home: may_open(ledger, number, home, self.failback_allowed),
+        )
+
+    def _proven_epoch(self, history: EpochHistory, notes: Iterable[bytes]) -> tuple[int, str] | None:
+        """:func:`~vledger.node.epoch.proven_epoch` with the cluster's witnesses and this file's
+        failback rule: an epoch from 3 the file does not allow is no home's (fix31)."""
+        return proven_epoch(history, notes, self.witnesses(), failback_allowed=self.failback_allowed)
 
     def named(self, ledger: str, epoch: int, home: str) -> None:
         """Redis now names ``home`` for ``epoch`` (this node promoted itself)."""
@@ -543,7 +558,9 @@ class Promotion:
         older than this node's own handover finds its own ``"<e> <node>"`` there, which the
         promote function that :meth:`_name` calls takes as this very promotion, and would open epoch ``e`` again
         on another tree than the one a witness cosigned (records acknowledged in it then lost)."""
-        proof = proven_epoch(history, self.replication.epoch_notes(ledger), self.homes.witnesses())
+        # Whatever the file allows: a refusal is the safe side (a promotion is asked again).
+        notes = self.replication.epoch_notes(ledger)
+        proof = proven_epoch(history, notes, self.homes.witnesses(), failback_allowed=lambda *_: True)
         if proof is not None:
             raise PromotionRefusedError(
                 f"a witnessed note proves epoch {proof[0]} of {ledger!r} at {proof[1]}, which this store lacks"
@@ -737,19 +754,26 @@ class Promotion:
 
 
 def handed_over(
-    book: EpochBook, node: str, ledger: str, note: bytes, *, witnesses: Callable[[], Iterable[VerifierKey]]
+    book: EpochBook,
+    node: str,
+    ledger: str,
+    note: bytes,
+    *,
+    witnesses: Callable[[], Iterable[VerifierKey]],
+    failback_allowed: Callable[[str, int, str], bool],
 ) -> bool:
     """Whether ``node``'s store (``book``) or ``note`` proves that another node homes a newer
     epoch of ``ledger`` than ``node``'s own (10.9): the store holds the handover record, or
     ``note`` is a checkpoint of a later epoch signed by the pinned key ``node`` does not sign
-    with and cosigned by one of ``witnesses()`` (proven_epoch). What a home's write concern
-    asks before it calls a note a forgery."""
+    with and cosigned by one of ``witnesses()``, of an epoch from 3 only as ``failback_allowed``
+    (the cluster file) allows (proven_epoch). What a home's write concern asks before it calls a
+    note a forgery."""
     history = book.history(ledger) if book.store.size(ledger) > 0 else None
     if history is None:
         return False
     if history.current.home != node:
         return True
-    proof = proven_epoch(history, [note], witnesses())
+    proof = proven_epoch(history, [note], witnesses(), failback_allowed=failback_allowed)
     return proof is not None and proof[1] != node
 
 

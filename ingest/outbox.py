@@ -114,6 +114,7 @@ class Outbox:
         epochs: Callable[[str, int], tuple[str, ...] | None] = lambda ledger, size: (),
         owns: Callable[[str], bool] = lambda ledger: True,
         witnesses: Callable[[], Iterable[VerifierKey]] = lambda: (),
+        failback_allowed: Callable[[str, int, str], bool] = lambda ledger, number, home: False,
         clock: Callable[[], float] = time.monotonic,
         later: float = 0.0,
     ) -> None:
@@ -133,6 +134,9 @@ class Outbox:
         # The cluster's witness keys in force: a note in Redis proves another home's epoch only
         # with one's cosignature (10.9; none given: only the store's handover record proves it).
         self.witnesses = witnesses
+        # Whether the cluster file lets a home open an epoch from 3 (10.9, config/cluster.py's
+        # ConfiguredFailbacks): a note of one it does not allow proves no handover (default: none does).
+        self.failback_allowed = failback_allowed
         self.refused = dict(refused or {})  # ledgers whose store contradicts a checkpoint signed before
         self.checkpoints: dict[str, SignedCheckpoint] = {}  # the latest of each ledger, sent every heartbeat
         self._interval = settings.checkpoint_interval_ms / 1000
@@ -613,7 +617,7 @@ class Outbox:
             return left  # proven before (a signature does not expire), and not handed back since
         witnesses = tuple(self.witnesses())
         notes = self.replication.epoch_notes(ledger, _witness_nodes(witnesses))
-        proof = proven_epoch(history, notes, witnesses)
+        proof = proven_epoch(history, notes, witnesses, failback_allowed=self.failback_allowed)
         return proof if proof is not None and proof[1] != self.name else None
 
     def _keep_epoch_proof(self, ledger: str) -> None:

@@ -53,7 +53,7 @@ from ..broker.feed import Publisher, encode_checkpoints, encode_record
 from ..broker.logs import LEVELS, configure_logging
 from ..broker.redis_server import connect
 from ..broker.replication import ReplicationLedger, raise_alert, store_damaged_alert
-from ..config.cluster import RedisAccess, ReplicationSettings
+from ..config.cluster import ConfiguredFailbacks, RedisAccess, ReplicationSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..config.supervisor import EXIT_STORE_DAMAGED
 from ..node.checkpoint_log import CheckpointLog
@@ -135,6 +135,7 @@ class ShipperSetup:
     log_level: int
     witnesses: tuple[str, ...] = ()  # the witness keys in force (vkeys), until a heartbeat brings newer ones
     refused: tuple[str, ...] = ()  # the ledgers the node refuses: their longer streams are left alone
+    cluster_file: Path | None = None  # read for a failback's epoch from 3 (ConfiguredFailbacks); None: none allowed
 
 
 class StoreView:
@@ -357,7 +358,9 @@ class OutboxProcess(Outbox):
         epochs: Callable[[str, int], tuple[str, ...] | None] = lambda ledger, size: (),
         owns: Callable[[str], bool] = lambda ledger: True,
         witnesses: Callable[[], Iterable[VerifierKey]] = lambda: (),
+        cluster_file: Path | None = None,
     ) -> None:
+        self._cluster_file = cluster_file  # the outbox process's failback rule reads it (10.9)
         super().__init__(
             name,
             store,
@@ -533,6 +536,7 @@ class OutboxProcess(Outbox):
             logging.getLogger("vledger").getEffectiveLevel(),
             self._witness_vkeys(),
             tuple(sorted(self.refused)),
+            self._cluster_file,
         )
         context = multiprocessing.get_context("spawn")  # never fork a process with threads and sockets
         ours, theirs = context.Pipe(duplex=False)
@@ -753,8 +757,18 @@ def ship(setup: ShipperSetup, pipe: Connection) -> None:
     refused = {
         ledger: StoreContradictsCheckpointError("refused by its node", ledger=ledger) for ledger in setup.refused
     }
+    # The node's own rule for a failback's epoch (10.9), read from its cluster file here.
+    allowed = ConfiguredFailbacks(None, setup.cluster_file).allows if setup.cluster_file is not None else None
     outbox = ShippingOutbox(
-        pipe, setup.name, view, pusher, replication, settings, witness_keys=setup.witnesses, refused=refused
+        pipe,
+        setup.name,
+        view,
+        pusher,
+        replication,
+        settings,
+        witness_keys=setup.witnesses,
+        refused=refused,
+        **({"failback_allowed": allowed} if allowed is not None else {}),
     )
     # A damaged file is the node's store_damaged, raised here as the node raises it (PROTOCOL 10.5).
     view.on_damaged = lambda error: raise_alert(replication, store_damaged_alert(setup.name, StoreError(error.message)))

@@ -31,7 +31,7 @@ from ..broker.signing import (
     witness_keys,
 )
 from ..broker.tallies import TallyBoard
-from ..config.cluster import FOLLOWER_ROLES, ClusterConfig
+from ..config.cluster import FOLLOWER_ROLES, ClusterConfig, ConfiguredFailbacks
 from ..node.checkpoint_log import SIGNED
 from ..node.epoch import EPOCH_LINE, epoch_claim
 from ..node.errors import (
@@ -226,7 +226,10 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
     # line; writes go to the home of the newest epoch this store names, or Redis names and a
     # witnessed note proves (never Redis's word, nor the standby key's alone).
     book = EpochBook(config.name, store)
-    homes = Homes(config, book, replication, witnesses=witness_keys_now)
+    # A failback's epoch from 3 counts only as this node's cluster file allows (10.9), as the
+    # witnesses and the verifier take it: one rule for Homes, the outbox and the write concern.
+    failbacks = ConfiguredFailbacks(config)
+    homes = Homes(config, book, replication, witnesses=witness_keys_now, failback_allowed=failbacks.allows)
     admin_ledger = (
         AdminLedger(
             store,
@@ -304,6 +307,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
         epochs=lambda ledger, size: None if homes.home_of(ledger).name != name else book.signing(ledger, size, name),
         owns=lambda ledger: homes.home_of(ledger).name == name,
         witnesses=witness_keys_now,
+        cluster_file=config.path,
     )
 
     def committed(records: list[Record]) -> None:
@@ -368,7 +372,9 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             ignored=[n.name for n in config.nodes_of("observer")],
             histories=lambda: runtime.gates.histories,  # a witness's rotated keys (PROTOCOL 16.6)
             owns=lambda ledger: homes.home_of(ledger).name == name,
-            handed_over=functools.partial(handed_over, book, name, witnesses=witness_keys_now),
+            handed_over=functools.partial(
+                handed_over, book, name, witnesses=witness_keys_now, failback_allowed=failbacks.allows
+            ),
             earlier_epoch=functools.partial(earlier_epoch, book, name),
             hurry=outbox.hurry,
         )

@@ -327,7 +327,11 @@ def require_witness(
 
 
 def proven_epoch(
-    history: EpochHistory, notes: Iterable[bytes], witnesses: Iterable[VerifierKey]
+    history: EpochHistory,
+    notes: Iterable[bytes],
+    witnesses: Iterable[VerifierKey],
+    *,
+    failback_allowed: Callable[[str, int, str], bool],
 ) -> tuple[int, str] | None:
     """The newest epoch past ``history``'s current one that a note among ``notes`` proves, as
     (number, home): a checkpoint of the ledger signed by the pinned key of that epoch (the keys
@@ -338,14 +342,24 @@ def proven_epoch(
     pinned key alone proves nothing, since its holder (the standby's host) could sign any epoch
     line and move the ledger to itself with no promotion (outsider F6). Nor does a claim in
     Redis (``vledger:{ledgers}:epochs``), which every ingest node's Redis user may write. A note
-    naming the current home proves nothing to it (its store lacks the epochs between). None
-    when no note proves one; a note that does not verify raises nothing."""
+    naming the current home proves nothing to it (its store lacks the epochs between). An epoch
+    from 3 counts only when ``failback_allowed(ledger, number, home)`` (the checker's cluster
+    file, :func:`may_open`), as witnesses, the verifier and ``vledger repl status`` take it: a
+    thief of the home's pinned key with one compromised witness moved the ledger's writes on
+    ingest nodes that read the note (fix31). None when no note proves one; a note that does not
+    verify raises nothing."""
     current = history.current
     if history.checkpoint_key is None or history.standby_key is None:
         return None
     pinned = (history.checkpoint_key, history.standby_key)
     return newest_witnessed_epoch(
-        notes, history.pinned(), witnesses, pinned=pinned, above=current.number, excluding=current.home
+        notes,
+        history.pinned(),
+        witnesses,
+        pinned=pinned,
+        above=current.number,
+        excluding=current.home,
+        allowed=lambda number, home: may_open(history.ledger, number, home, failback_allowed),
     )
 
 

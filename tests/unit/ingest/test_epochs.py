@@ -24,7 +24,7 @@ from vledger.broker.replication import Alert, ReplicationLedger
 from vledger.broker.signing import SigningKey, signing_key_paths
 from vledger.config.cluster import ClusterConfig, cluster_from_mapping
 from vledger.config.settings import PROTOCOL_LIMITS
-from vledger.ingest.epochs import EpochBook, Homes, Promotion, ReadEpochs, earlier_epoch
+from vledger.ingest.epochs import EpochBook, Homes, Promotion, ReadEpochs, earlier_epoch, handed_over
 from vledger.ingest.follow import Follower, Page
 from vledger.ingest.page_check import PageChecker
 from vledger.ingest.server import _signing_key
@@ -257,8 +257,8 @@ class _NamedEpochs:
         return list(self.notes)
 
 
-def _home_and_standby(tmp_path: Path) -> ClusterConfig:
-    """A cluster of two ingest nodes: LEDGER's home and its standby."""
+def _home_and_standby(tmp_path: Path, ledger: dict[str, object] | None = None) -> ClusterConfig:
+    """A cluster of two ingest nodes: LEDGER's home and its standby (or ``ledger``'s table)."""
     return cluster_from_mapping(
         {
             "cluster": {"name": CLUSTER, "default_home": HOME},
@@ -267,7 +267,7 @@ def _home_and_standby(tmp_path: Path) -> ClusterConfig:
                 STANDBY: {"role": "ingest", "port": 7002, "pub_port": 7102},
                 "replica-1": {"role": "replica", "port": 7011},  # a standby's epoch needs a witness (10.9)
             },
-            "ledgers": {LEDGER: {"home": HOME, "standby": STANDBY}},
+            "ledgers": {LEDGER: ledger or {"home": HOME, "standby": STANDBY}},
         },
         tmp_path / "cluster.toml",
     )
@@ -832,6 +832,43 @@ def test_the_genesis_home_named_standby_fails_back_into_epoch_3_once_the_admin_c
             Promotion(config, HOME, homes, redis, {}, HOME_KEY.public_key).promote(
                 LEDGER, "admin", T0 + 100, store.append, key_not_stolen=True
             )
+
+
+def test_a_witnessed_note_of_epoch_3_the_cluster_file_does_not_allow_moves_no_home(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """A thief of the genesis home's pinned key signs a checkpoint of epoch 3 at that home, and one
+    compromised witness cosigns it into Redis (honest witnesses cosign no epoch from 3 their file
+    does not allow, 10.9): an ingest node whose cluster file names no such failback (the home is
+    not the standby, no ``epoch = 3``) keeps epoch 2's home, as the witnesses, the verifier and
+    `repl status` do; the file swapped for the failback takes it (fix31)."""
+    handed, _ = chains
+    back = _witnessed(_checkpoint(handed, HOME_SIGNER, (f"vledger-epoch 3 {HOME}",)))
+    config = _home_and_standby(tmp_path)  # names STANDBY the standby, states no epoch
+    with ChainStore(tmp_path / "epoch-2-home", origin=STANDBY) as store:
+        store.append_records(handed)  # epoch 2's home (or any node that holds the handover)
+        book = EpochBook(CLUSTER, store)
+        redis = _NamedEpochs({LEDGER: (3, HOME)})  # any ingest node's Redis user may name it
+        redis.notes.append(back)
+        homes = Homes(config, book, redis, witnesses=_witness_keys)  # type: ignore[arg-type]
+        homes.refresh()
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+        redis.named.clear()  # and looked for without a claim in Redis, and in the others' answers
+        homes._look_at = 0.0
+        homes.refresh()
+        homes.take_notes({LEDGER: [back]})
+        assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((2, STANDBY), STANDBY)
+        # Nor does epoch 2's home's write concern take the note for its own handover.
+        allowed = homes.failback_allowed
+        assert not handed_over(book, STANDBY, LEDGER, back, witnesses=_witness_keys, failback_allowed=allowed)
+        # The swap for the failback (the genesis home named standby), or the file swapped back with `epoch = 3`.
+        for spec in ({"home": STANDBY, "standby": HOME}, {"home": HOME, "standby": STANDBY, "epoch": 3}):
+            swapped = _home_and_standby(tmp_path, spec)
+            homes = Homes(swapped, book, _NamedEpochs({}), witnesses=_witness_keys)  # type: ignore[arg-type]
+            homes.take_notes({LEDGER: [back]})
+            assert (homes.epoch_of(LEDGER), homes.home_of(LEDGER).name) == ((3, HOME), HOME)
+            allowed = homes.failback_allowed
+            assert handed_over(book, STANDBY, LEDGER, back, witnesses=_witness_keys, failback_allowed=allowed)
 
 
 def test_a_former_home_s_tail_past_the_handover_is_set_aside_in_a_file_and_the_chain_follows_on(

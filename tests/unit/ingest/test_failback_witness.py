@@ -187,3 +187,14 @@ def test_a_file_swapped_back_keeps_the_failback_it_states(
         assert witness.held() == failback
     finally:
         witness.store.close()
+
+
+def test_the_outbox_process_s_failback_rule_reads_the_node_s_file_at_its_first_question(tmp_path: Path) -> None:
+    """An ingest node's outbox process has no config of its own: its rule reads the node's
+    cluster file when first asked, and again once the file is swapped (fix31)."""
+    path = _cluster_file(tmp_path / "cluster.toml", home=HOME, standby=STANDBY)
+    failbacks = ConfiguredFailbacks(None, path)
+    assert not failbacks.allows(LEDGER, 3, HOME) and failbacks.allows(LEDGER, 3, STANDBY)
+    _cluster_file(path, home=STANDBY, standby=HOME)  # the operator's swap
+    assert failbacks.allows(LEDGER, 3, HOME)
+    assert not ConfiguredFailbacks(None, tmp_path / "none.toml").allows(LEDGER, 3, HOME)  # no file: none

@@ -554,6 +554,40 @@ def test_a_home_replaced_learns_it_from_the_kept_proof_when_a_witness_emptied_it
     assert_left_alone(home, new_stream)
 
 
+def test_epoch_2_s_home_leaves_its_stream_for_a_witnessed_epoch_3_only_as_its_cluster_file_allows(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    """A thief of the genesis home's key signs epoch 3 at that home and one compromised witness
+    cosigns it: epoch 2's home's outbox (its own process, which reads the node's cluster file)
+    keeps its stream and checkpoints unless the file allows that failback (10.9, fix31)."""
+    with ChainStore(tmp_path / "home-0", origin=HOME, clock=lambda: T0) as old:
+        handed_over_chain(old, 10)
+        records = list(old.range(LEDGER))
+    with ChainStore(tmp_path / "new-home", origin=STANDBY, clock=lambda: T0) as store:
+        store.append_records(records)
+        payload = epoch_payload(2, STANDBY, STANDBY_SIGNER.key(LEDGER).verifier())
+        content = Content(LEDGER, EPOCH_KIND, payload, "admin", "promote-1", T0 + 100)
+        store.submit_entry(Entry.prepare(content, 0, LIMITS)).result()
+        repl = ReplicationLedger(redis_client, node=STANDBY)
+        back = HomeSigner(CLUSTER, SIGNER.seed).sign(LEDGER, 11, bytes(32), (f"vledger-epoch 3 {HOME}",))
+        repl.publish_cosignature(LEDGER, "replica-1", 11, WITNESS.cosign(back, T0 // 1000))
+        asked: list[tuple[str, int, str]] = []
+        for allowed, expected in ((lambda *a: bool(asked.append(a)), None), (lambda *a: True, (3, HOME))):
+            outbox = Outbox(
+                STANDBY,
+                store,
+                None,
+                repl,
+                SETTINGS,
+                witnesses=lambda: [WITNESS.key.verifier()],
+                failback_allowed=allowed,
+            )
+            assert outbox._handover(LEDGER) == expected
+        assert asked == [(LEDGER, 3, HOME)]
+        default = Outbox(STANDBY, store, None, repl, SETTINGS, witnesses=lambda: [WITNESS.key.verifier()])
+        assert default._handover(LEDGER) is None  # given no file: no failback counts
+
+
 def test_the_new_home_keeps_its_epoch_s_witnessed_checkpoint_where_no_witness_writes(
     tmp_path: Path, redis_client: Any
 ) -> None:

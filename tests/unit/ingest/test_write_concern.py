@@ -488,8 +488,11 @@ def book(tmp_path: Path) -> Iterator[EpochBook]:
 
 
 def proof_of_handover(book: EpochBook) -> Callable[[str, bytes], bool]:
-    """handed_over as the node wires it: its store's epochs, the witness keys in force."""
-    return functools.partial(handed_over, book, HOME, witnesses=lambda: witness_verifiers().values())
+    """handed_over as the node wires it: its store's epochs, the witness keys in force, a cluster
+    file that allows no failback (epochs from 3)."""
+    return functools.partial(
+        handed_over, book, HOME, witnesses=lambda: witness_verifiers().values(), failback_allowed=lambda *_: False
+    )
 
 
 def test_a_home_woken_from_a_hang_reports_no_cosignature_of_the_epoch_that_replaced_it(

@@ -28,7 +28,7 @@ from vledger.node.epoch import (
 )
 from vledger.node.errors import VledgerError
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import ALG_COSIGNATURE_V1, Checkpoint, Note, SignerKey, cosign, parse_note
+from vledger.node.note import ALG_COSIGNATURE_V1, Checkpoint, Note, SignerKey, VerifierKey, cosign, parse_note
 from vledger.node.record import ZERO_LINK, Content, Entry, Record
 from vledger.node.rules.engine import RulesEngine
 from vledger.node.witness import HomeSigner
@@ -42,6 +42,20 @@ OTHER_SIGNER = HomeSigner(CLUSTER, bytes(range(2, 34)))
 HOME_KEY = HOME_SIGNER.key(LEDGER).verifier()
 STANDBY_KEY = STANDBY_SIGNER.key(LEDGER).verifier()
 ROOT = hashlib.sha256(b"a root").digest()
+
+
+def _ANY(ledger: str, number: int, home: str) -> bool:  # a cluster file that allows every failback
+    return True
+
+
+def _NEVER(ledger: str, number: int, home: str) -> bool:  # one that allows none
+    return False
+
+
+def _proven(history: EpochHistory, notes: list[bytes], witnesses: list[VerifierKey]) -> tuple[int, str] | None:
+    return proven_epoch(history, notes, witnesses, failback_allowed=_ANY)
+
+
 T0 = 1_790_000_000_000
 
 
@@ -293,23 +307,32 @@ def test_only_a_witnessed_checkpoint_signed_by_the_other_pinned_key_proves_a_new
     line = (f"vledger-epoch 2 {STANDBY}",)
     trusted = [WITNESS.verifier()]
     witnessed = _witnessed(STANDBY_SIGNER, 9, line)
-    assert proven_epoch(history, [b"not a note", witnessed], trusted) == (2, STANDBY)
+    assert _proven(history, [b"not a note", witnessed], trusted) == (2, STANDBY)
     alone = STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note
-    assert proven_epoch(history, [alone], trusted) is None  # the standby key's word: no witness saw a handover
-    assert proven_epoch(history, [witnessed], []) is None  # cosigned by no witness this node trusts
+    assert _proven(history, [alone], trusted) is None  # the standby key's word: no witness saw a handover
+    assert _proven(history, [witnessed], []) is None  # cosigned by no witness this node trusts
     stranger = SignerKey("local/witness/r1", ALG_COSIGNATURE_V1, bytes([42]) * 32).verifier()
-    assert proven_epoch(history, [witnessed], [stranger]) is None  # the witness's name, another key: forged
-    assert proven_epoch(history, [_witnessed(HOME_SIGNER, 9, line)], trusted) is None  # its own epoch's key
-    assert proven_epoch(history, [_witnessed(OTHER_SIGNER, 9, line)], trusted) is None  # pinned by no genesis
-    assert proven_epoch(history, [_witnessed(STANDBY_SIGNER, 9)], trusted) is None  # states epoch 1
+    assert _proven(history, [witnessed], [stranger]) is None  # the witness's name, another key: forged
+    assert _proven(history, [_witnessed(HOME_SIGNER, 9, line)], trusted) is None  # its own epoch's key
+    assert _proven(history, [_witnessed(OTHER_SIGNER, 9, line)], trusted) is None  # pinned by no genesis
+    assert _proven(history, [_witnessed(STANDBY_SIGNER, 9)], trusted) is None  # states epoch 1
     unpinned = EpochHistory(CLUSTER, _chain(_rules(False), 1)[0], _rules(False))
-    assert proven_epoch(unpinned, [witnessed], trusted) is None
+    assert _proven(unpinned, [witnessed], trusted) is None
     _, handed = _handed_over()  # a copy that holds epoch 2: only epoch 3 of the home's key is newer
-    assert proven_epoch(handed, [witnessed], trusted) is None
+    assert _proven(handed, [witnessed], trusted) is None
     back = (f"vledger-epoch 3 {HOME}",)
-    assert proven_epoch(handed, [_witnessed(HOME_SIGNER, 9, back)], trusted) == (3, HOME)
+    assert _proven(handed, [_witnessed(HOME_SIGNER, 9, back)], trusted) == (3, HOME)
+    # Epoch 3 only as the checker's cluster file allows it (a failback, 10.9): else a thief of the
+    # home's key with one compromised witness moved the ledger's writes (fix31).
+    asked: list[tuple[str, int, str]] = []
+    refused = proven_epoch(
+        handed, [_witnessed(HOME_SIGNER, 9, back)], trusted, failback_allowed=lambda *a: bool(asked.append(a))
+    )
+    assert refused is None and asked == [(LEDGER, 3, HOME)]
+    assert proven_epoch(handed, [witnessed], trusted, failback_allowed=_NEVER) is None
+    assert proven_epoch(history, [witnessed], trusted, failback_allowed=_NEVER) == (2, STANDBY)  # epoch 2: pinned
     # The rule holds both ways: the old home's key alone hands nothing back either.
-    assert proven_epoch(handed, [HOME_SIGNER.sign(LEDGER, 9, ROOT, back).note], trusted) is None
+    assert _proven(handed, [HOME_SIGNER.sign(LEDGER, 9, ROOT, back).note], trusted) is None
 
 
 def test_the_new_home_keeps_as_its_epoch_s_proof_only_a_witnessed_checkpoint_of_that_epoch() -> None:
@@ -328,7 +351,10 @@ def test_the_new_home_keeps_as_its_epoch_s_proof_only_a_witnessed_checkpoint_of_
     assert epoch_proof(handed, [_witnessed(HOME_SIGNER, 9, line)], trusted) is None  # not the epoch's key
     before = EpochHistory(CLUSTER, _chain(_rules(), 4)[0], _rules())
     assert epoch_proof(before, [witnessed], trusted) is None  # epoch 1: nothing to prove
-    assert proven_epoch(before, [witnessed], trusted) == (2, STANDBY)  # what the kept note proves
+    assert _proven(before, [witnessed], trusted) == (
+        2,
+        STANDBY,
+    )  # what the kept note proves
 
 
 def test_a_failback_s_epoch_3_is_proven_by_the_genesis_home_s_key_to_whoever_lacks_it() -> None:
@@ -355,13 +381,13 @@ def test_a_failback_s_epoch_3_is_proven_by_the_genesis_home_s_key_to_whoever_lac
     # Without the genesis (repl status: the two key files), the witness vouched for the key.
     assert newest_witnessed_epoch([second, third], [STANDBY_KEY, HOME_KEY], trusted) == (3, HOME)
     # A node: its own home named again proves nothing to the store that lacks epoch 2 ...
-    assert proven_epoch(genesis_only, [third], trusted) is None
-    assert proven_epoch(genesis_only, [second, third], trusted) == (2, STANDBY)
+    assert _proven(genesis_only, [third], trusted) is None
+    assert _proven(genesis_only, [second, third], trusted) == (2, STANDBY)
     # ... and to epoch 2's home, epoch 3 is the genesis home's, signed with its key.
     _, handed = _handed_over()
-    assert proven_epoch(handed, [second, third, wrong], trusted) == (3, HOME)
+    assert _proven(handed, [second, third, wrong], trusted) == (3, HOME)
     fourth = _witnessed(STANDBY_SIGNER, 15, (f"vledger-epoch 4 {STANDBY}",))
-    assert proven_epoch(handed, [fourth], trusted) is None  # names epoch 2's home, the one held
+    assert _proven(handed, [fourth], trusted) is None  # names epoch 2's home, the one held
 
 
 def test_an_epoch_is_proven_from_its_parts_without_a_genesis() -> None:
@@ -400,9 +426,9 @@ def test_an_outside_witness_alone_proves_no_epoch_to_a_node_or_the_verifier() ->
     line = (f"vledger-epoch 2 {STANDBY}",)
     note = parse_note(STANDBY_SIGNER.sign(LEDGER, 9, ROOT, line).note)
     by_outside = Note(note.text, (*note.signatures, cosign(note.text, outside, T0 // 1000).note_signature())).encode()
-    assert proven_epoch(history, [by_outside], [WITNESS.verifier()]) is None
-    assert proven_epoch(history, [by_outside], []) is None
-    assert proven_epoch(history, [_witnessed(STANDBY_SIGNER, 9, line)], [WITNESS.verifier()]) == (2, STANDBY)
+    assert _proven(history, [by_outside], [WITNESS.verifier()]) is None
+    assert _proven(history, [by_outside], []) is None
+    assert _proven(history, [_witnessed(STANDBY_SIGNER, 9, line)], [WITNESS.verifier()]) == (2, STANDBY)
 
 
 @pytest.mark.parametrize("number", ["9" * 5000, "1" + "0" * 20, "01", "1", "x"])
