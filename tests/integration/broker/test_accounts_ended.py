@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from vledger.broker import accounts as accounts_module
+from vledger.broker import redis_functions
 from vledger.broker.accounts import ACCOUNTS_TAG, AccountCache, AccountRegistry
 from vledger.broker.admin_copy import AdminCopy
 from vledger.broker.keys import new_keypair
@@ -160,5 +161,33 @@ def test_an_unbacked_entry_removed_by_hand_is_cleared_at_the_next_poll_with_no_n
         client.delete(group_key("vledger", ACCOUNTS_TAG, "account:mallory"))
         wait_until(lambda: reports[-1] == [], DEADLINE, "the unbacked entry cleared at a poll")
         assert registry.version() == version
+    finally:
+        cache.stop()
+
+
+def test_a_node_started_while_redis_lacks_the_functions_library_enforces_what_it_proves(
+    registry: AccountRegistry, admin: StoreAdmin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis's accounts are read by a function: started while Redis lacks the library, a node
+    exited (fix31). It now enforces the accounts the admin ledger proves without it, judges no
+    entry of Redis's unbacked meanwhile, and loads Redis's accounts once the library is back."""
+    key = _node_account(registry, admin, "replica-4")
+    intruder = new_keypair().public  # an entry no record backs
+    registry.add_account("intruder", "replica")
+    registry.add_key("intruder", intruder)
+
+    def missing() -> None:
+        raise redis_functions.FunctionsMissingError("Redis lacks the functions library")
+
+    monkeypatch.setattr(registry, "snapshot", missing)
+    reports: list[list[str]] = []
+    cache = _cache(registry, admin, reports)
+    try:
+        assert cache.lookup(key) is not None and cache.lookup(intruder) is None
+        assert reports == []  # Redis's entries were not read: nothing judged
+        monkeypatch.undo()  # the loader put the library back
+        wait_until(lambda: cache.version == registry.version(), DEADLINE, "Redis's accounts loaded")
+        assert cache.lookup(key) is not None and cache.lookup(intruder) is None
+        wait_until(lambda: reports and reports[-1], DEADLINE, "the unbacked entry reported")
     finally:
         cache.stop()
