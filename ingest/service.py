@@ -484,7 +484,8 @@ class IngestService:
         inline = len(queued.entries) <= self.settings.inline_commit_max
         try:
             # The round's own future, which its replies already wait on: the store completes it.
-            self.store.submit_entries(queued.entries, wake=not inline, future=queued.future)
+            # hashed: _entry made each by Entry.from_wire or from_checked, which hash its bytes.
+            self.store.submit_entries(queued.entries, wake=not inline, future=queued.future, hashed=True)
         except VledgerError as e:  # the store is closed: every put of the round is answered so
             queued.future.set_exception(e)
             return

@@ -95,7 +95,7 @@ from .storefile import (
     tree_kept,
 )
 from .tree import Frontier, leaf_hash
-from .verify import ChainVerifier, verify_entry
+from .verify import ChainVerifier, verify_entry, verify_hashed_entry
 from .wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 
 log = logging.getLogger(__name__)
@@ -386,6 +386,7 @@ class _Job:
     entries: Sequence[Entry] = ()
     grown: GrownTree | None = None
     receipts: bool = True  # False: a run taken whole on its head answers [] (see submit_records)
+    hashed: bool = False  # entries whose checksums the node computed from their bytes (see submit_entries)
     early: bool = False  # queued by flush's own caller (wake=False): answered before the bookkeeping
 
     @property
@@ -1140,6 +1141,7 @@ class ChainStore:
         *,
         wake: bool = True,
         future: Future[list[Receipt | Exception]] | None = None,
+        hashed: bool = False,
     ) -> Future[list[Receipt | Exception]]:
         """Queue clients' entries under one future, each placed on its own: one refused does
         not keep the others out. The future resolves once the group commit that placed them is
@@ -1151,10 +1153,14 @@ class ChainStore:
         One future for many entries, not one each: a request loop that queues a round of puts
         (``wake=False``, then :meth:`flush`) pays for one future, and one queue lock, a round.
         ``future``: the caller's own, not yet running, to be completed instead of a new one (a
-        request loop that handed it to its replies before the round was queued). Raises
-        StoreClosedError once the store is closed.
+        request loop that handed it to its replies before the round was queued). ``hashed=True``
+        says the caller made each entry's checksum itself, the SHA-256 of its ``content_bytes``
+        (Entry.from_wire, Entry.from_checked: a request loop's puts), so it is not hashed again
+        here; the kind and the proof of work are checked as ever. Raises StoreClosedError once
+        the store is closed.
         """
-        return self._submit(_Job(None, (), future or Future(), entries=tuple(entries), early=not wake), wake)
+        job = _Job(None, (), future or Future(), entries=tuple(entries), early=not wake, hashed=hashed)
+        return self._submit(job, wake)
 
     def submit_record(self, record: Record) -> Future[Receipt]:
         """Queue a placed record (replication, import) that must extend its ledger's head.
@@ -1396,7 +1402,7 @@ class ChainStore:
             if not job.future.set_running_or_notify_cancel():
                 continue
             if job.entries:
-                done.append((job, self._place_each(job.entries, heads, requests, staged)))
+                done.append((job, self._place_each(job.entries, heads, requests, staged, job.hashed)))
                 continue
             try:
                 if job.entry is not None:
@@ -1631,6 +1637,7 @@ class ChainStore:
         heads: dict[str, _Head],
         requests: _Requests,
         staged: _Staged,
+        hashed: bool = False,
     ) -> list[Receipt | Exception]:
         """Place each entry on its own (see :meth:`submit_entries`): its receipt, or the
         exception that refused it; a bug fails its entry loudly, not the committer.
@@ -1645,6 +1652,7 @@ class ChainStore:
         origin, domain, ready = self.origin, self._domain, self._domain_ready
         earlier, placed, max_bytes = requests.earlier, requests.placed, self.limits.max_content_bytes
         floor = self._accepted_floor
+        verify = verify_hashed_entry if hashed else verify_entry
         now = -1  # the round's clock, and the floor an admin record placed here sets; -1: not read yet
         for entry in entries:
             content = entry.content
@@ -1664,7 +1672,7 @@ class ChainStore:
                     now = -1  # an admin record placed raises _after_admin
                 else:
                     rules = head.rules
-                    verify_entry(entry, rules)
+                    verify(entry, rules)
                     if now < 0:
                         now = max(self._clock(), self._after_admin)
                     # _accepted's time for a ledger other than the admin ledger.

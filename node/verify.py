@@ -62,12 +62,25 @@ def verify_entry(entry: Entry, rules: LedgerRules, height: int | None = None) ->
     _verify_work(entry.content, entry.content_bytes, entry.checksum, entry.nonce, rules, height)
 
 
+def verify_hashed_entry(entry: Entry, rules: LedgerRules) -> None:
+    """Kind and proof of work of an entry whose checksum this node computed from its content
+    bytes itself (Entry.from_wire, Entry.from_checked): hashing them again proves nothing, and
+    cost the committer a SHA-256 a put (p39)."""
+    _verify_kind_and_work(entry.content, entry.checksum, entry.nonce, rules, None)
+
+
 def _verify_work(
     content: Content, content_bytes: bytes, checksum: bytes, nonce: int, rules: LedgerRules, height: int | None
 ) -> None:
     # The fields of an entry or a record, passed one by one: no Entry is built to check a record.
     if checksum_of(content_bytes) != checksum:
         raise BadChecksumError("checksum does not match the content", ledger=content.ledger, height=height)
+    _verify_kind_and_work(content, checksum, nonce, rules, height)
+
+
+def _verify_kind_and_work(
+    content: Content, checksum: bytes, nonce: int, rules: LedgerRules, height: int | None
+) -> None:
     if height != 0 and content.kind not in rules.kinds:
         raise UnknownKindError(
             f"kind {content.kind!r} is not one of this ledger's kinds {list(rules.kinds)}",

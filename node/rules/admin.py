@@ -215,7 +215,9 @@ class Grants:
     def closed(self, ledger: str, kind: str, before: int | None = None) -> bool:
         """Whether ``kind`` of ``ledger`` is closed (granted to someone) before ``before``; a
         kind of MACHINERY_KINDS never is."""
-        if kind in MACHINERY_KINDS:
+        # No kind granted anywhere (most clusters, most of the time): no key tuples to make and
+        # look up, once a put on the committer (p39).
+        if not self._closed or kind in MACHINERY_KINDS:
             return False
         for key in ((ledger, kind), (ledger, ANY_KIND)):
             since = self._closed.get(key)

@@ -323,7 +323,9 @@ class RulesEngine:
         the records before it (PROTOCOL 16.7): what a node that took accounts from elsewhere
         than the admin ledger would have let happen."""
         held = self._ledgers.get(record.content.ledger) if record.height > 0 else None
-        if held is None or not isinstance(held.domain, AdminState):
+        # A plain ledger's record (most puts) by its type first: isinstance against the Domain
+        # ABC cost the committer 0.1 us a put more (p39).
+        if held is None or type(held.domain) is PlainState or not isinstance(held.domain, AdminState):
             return
         problem = held.domain.author_problem(record)
         if problem is not None:

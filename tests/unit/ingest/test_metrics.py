@@ -155,6 +155,38 @@ def test_a_round_of_waiting_replies_is_counted_and_timed_as_each_reply_would_be(
         assert _sample(metrics, "vledger_put_seconds_count", {}) == 2
 
 
+@pytest.mark.parametrize("refused", [(), (2,), (1, 3)])
+def test_a_round_of_puts_alone_is_counted_and_timed_as_each_reply_would_be(refused: tuple[int, ...]) -> None:
+    # A round of pipelined puts only (MeteredService.sent's own way when none is refused): the
+    # same counts and put times as each reply counted alone, with or without refusals among them.
+    round_done: Future[Any] = Future()
+    together, one_by_one = _metrics(), _metrics()
+    answers: dict[int, list[Any]] = {}
+
+    def then(request_id: int) -> Any:
+        if request_id in refused:
+            return lambda r: (_ for _ in ()).throw(NoSuchLedgerError("no ledger 'x'"))
+        return lambda r: r
+
+    for metrics in (together, one_by_one):
+        metered = MeteredService(_Service(), metrics)
+        answers[id(metrics)] = []
+        for request_id in (1, 2, 3):
+            metered.service = _Pending(Pending(request_id, round_done, then(request_id)))
+            answers[id(metrics)].append(metered.handle("key", encode_request(request_id, "put", {})))
+    round_done.set_result({"height": 3})
+    metered_together = MeteredService(_Service(), together)
+    metered_together.sent(answers[id(together)], metered_together.replies(answers[id(together)]))
+    for answer in answers[id(one_by_one)]:
+        answer.reply()
+    for metrics in (together, one_by_one):
+        ok = _sample(metrics, "vledger_requests_total", {"command": "put", "code": "ok"})
+        assert ok == 3 - len(refused)
+        no_ledger = _sample(metrics, "vledger_requests_total", {"command": "put", "code": "no_such_ledger"})
+        assert no_ledger == (len(refused) or None)
+        assert _sample(metrics, "vledger_put_seconds_count", {}) == 3
+
+
 def test_a_lone_waiting_reply_sent_is_counted_and_timed_as_its_reply_alone_would_be() -> None:
     # A lone writer's put goes out alone (MeteredService.sent's own way for one reply): it is
     # counted by its code and, a put, timed once, as answer.reply() counts it; an error too.

@@ -27,6 +27,7 @@ from vledger.config.cluster import ClusterConfig, IngestSettings, ReplicationSet
 from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.outbox import Outbox
 from vledger.ingest.service import Caller, IngestService, Pending
+from vledger.node import verify as verify_module
 from vledger.node.errors import NoSuchLedgerError, StoreDamagedError, StoreError
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import ALG_COSIGNATURE_V1, SignerKey, parse_checkpoint, parse_note
@@ -127,6 +128,21 @@ def test_a_lone_put_is_durable_when_flush_returns_on_the_calling_thread(tmp_path
     assert threads == {threading.get_ident()}
     answer = _answer(pending)
     assert answer["id"] == 7 and answer["ok"] and answer["result"]["height"] == 1
+
+
+def test_a_round_of_puts_is_not_hashed_again_when_placed(
+    tmp_path: Path, store: ChainStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service makes each put's entry from its bytes (Entry.from_wire or from_checked, which
+    hash the content), so the store places its round without a second SHA-256 of each (p39)."""
+    service = _service(tmp_path, store, inline_commit_max=1)
+    pendings = [_pending(service.handle(KEY, _put(7 + i, _entry(1 + i)))) for i in range(3)]
+    hashed: list[bytes] = []
+    checksum_of = verify_module.checksum_of
+    monkeypatch.setattr(verify_module, "checksum_of", lambda data: hashed.append(data) or checksum_of(data))
+    service.flush()
+    assert [_answer(p)["result"]["height"] for p in pendings] == [1, 2, 3]
+    assert hashed == []
 
 
 def test_a_lone_put_answered_in_flush_is_seen_by_the_next_request(tmp_path: Path, store: ChainStore) -> None:

@@ -17,8 +17,10 @@ import pytest
 from vledger.config.settings import Limits, StoreSettings
 from vledger.node import checkpoint_log, work
 from vledger.node import store as store_module
+from vledger.node import verify as verify_module
 from vledger.node.checkpoint_log import COSIGNED, EVIDENCE, SIGNED
 from vledger.node.errors import (
+    BadChecksumError,
     BadGenesisError,
     BadLinkError,
     DiskFullError,
@@ -571,6 +573,39 @@ def test_flush_during_a_commit_on_another_thread_leaves_the_queue_to_the_committ
     assert not first.done() and not any(f.done() for f in later)
     clock.released.set()
     assert [r.height for r in results([first, *later])] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("hashed", [False, True])
+def test_a_run_of_hashed_entries_is_not_hashed_again(
+    open_store: OpenStore, kit: Any, monkeypatch: pytest.MonkeyPatch, hashed: bool
+) -> None:
+    """submit_entries(hashed=True): the caller (the request loop, whose Entry.from_wire and
+    from_checked hash each content) made the checksums, so placing hashes no content again;
+    kind and proof of work are still checked. Without it every checksum is checked."""
+    store = open_store()
+    store.create_ledger(kit.genesis_entry(8))
+    good = [kit.entry(i, 8) for i in range(1, 4)]
+    lazy_nonce = next(n for n in range(10_000) if not work.meets_difficulty(kit.entry(10, 8).checksum, n, 8))
+    no_work = dataclasses.replace(kit.entry(10, 8), nonce=lazy_nonce)
+    hashed_contents: list[bytes] = []
+    checksum_of = verify_module.checksum_of
+    monkeypatch.setattr(verify_module, "checksum_of", lambda data: hashed_contents.append(data) or checksum_of(data))
+
+    out = store.submit_entries([good[0], no_work, good[1], good[2]], hashed=hashed).result(DEADLINE)
+
+    assert isinstance(out[1], InsufficientWorkError)
+    assert [r.height for r in out if isinstance(r, Receipt)] == [1, 2, 3]
+    assert hashed_contents == ([] if hashed else [e.content_bytes for e in (good[0], no_work, good[1], good[2])])
+
+
+def test_a_run_of_entries_unhashed_refuses_a_wrong_checksum(open_store: OpenStore, kit: Any) -> None:
+    """A caller that did not hash the entries (the default) has each checksum checked."""
+    store = open_store()
+    store.create_ledger(kit.genesis_entry(0))
+    wrong = dataclasses.replace(kit.entry(1, 0), checksum=bytes(32))
+    out = store.submit_entries([wrong, kit.entry(2, 0)]).result(DEADLINE)
+    assert isinstance(out[0], BadChecksumError)
+    assert isinstance(out[1], Receipt) and out[1].height == 1
 
 
 def test_a_run_of_entries_places_each_on_its_own_under_one_future(open_store: OpenStore, kit: Any) -> None:
