@@ -580,7 +580,8 @@ _DEFAULT_USER = "user default on resetpass ~* &* +@all"
 # may load a function that never ends. Its password file is written beside the ACL file, on the
 # Redis host, for whatever loads the library there (``vledger redis-functions``).
 LOADER_USER = "vledger-functions"
-LOADER_RULES = ("reset", "on", "-@all", "+ping", "+select", "+function|load", "+function|list")
+# FUNCTION DELETE: a library of another name that registers our function names (review r31 #1).
+LOADER_RULES = ("reset", "on", "-@all", "+ping", "+select", "+function|load", "+function|list", "+function|delete")
 REPLICATION_USER = "vledger-replication"
 SENTINEL_USER = "vledger-sentinel"
 SERVER_USERS: dict[str, tuple[str, ...]] = {

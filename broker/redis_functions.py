@@ -107,6 +107,21 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def _holders_of_our_names(client: Any) -> list[str]:
+    """The libraries but ours that register a function named as one of this version's."""
+    held: list[str] = []
+    for library in client.execute_command("FUNCTION", "LIST") or ():
+        fields = library if isinstance(library, dict) else dict(zip(library[::2], library[1::2], strict=False))
+        name = _text(fields.get(b"library_name", fields.get("library_name")))
+        functions = fields.get(b"functions", fields.get("functions")) or ()
+        for function in functions:
+            info = function if isinstance(function, dict) else dict(zip(function[::2], function[1::2], strict=False))
+            if name != LIBRARY_NAME and _text(info.get(b"name", info.get("name"))).startswith(LIBRARY_NAME + "_"):
+                held.append(name)
+                break
+    return held
+
+
 def libraries(client: Any, pattern: str = LIBRARY_PREFIX + "*") -> list[str]:
     """The names of the libraries Redis holds that match ``pattern`` (FUNCTION LIST, which the
     loader user may run): every vledger version's by default."""
@@ -155,8 +170,21 @@ def ensure(client: Any) -> str:
     under its name, which only the loader's password, or whoever runs the Redis host, can load:
     tampering, logged as an ERROR; outsider o22 F1)."""
     code = loaded_code(client)
-    if code == LIBRARY:
+    foreign = _holders_of_our_names(client)
+    if code == LIBRARY and not foreign:
         return "kept"
+    for library in foreign:
+        # Function names are global: another library holding ours makes every node call its
+        # code, and FUNCTION LOAD of ours fails while it does (review r31 #1).
+        logger.error(
+            "Redis library %s registers this version's function names (%s*): tampered with by someone"
+            " holding the loader's Redis password (%s) or the Redis host; deleted, and ours loaded again;"
+            " change the loader's password (README, Redis access control)",
+            library,
+            LIBRARY_NAME + "_",
+            LOADER_USER,
+        )
+        client.execute_command("FUNCTION", "DELETE", library)
     load(client)
     if code is None:
         return "loaded"
