@@ -65,7 +65,7 @@ from ..ingest.key_chains import KeyChains
 from ..node import tree
 from ..node.cosigning import GatheredCheckpoint, gather, needed_witnesses
 from ..node.currency import amount_text, minor_unit_digits
-from ..node.epoch import gather_in_epochs
+from ..node.epoch import gather_in_epochs, meets_epoch_rule
 from ..node.errors import (
     BadRequestError,
     NoSuchLedgerError,
@@ -1241,6 +1241,10 @@ class Gateway:
         # node lags) was answered "no checkpoint yet" although the store's own verified one was there.
         gathered = [g for g in gathered if g.checkpoint.size <= store_size]
         own = {key.name for key in (*self.witness_keys.values(), *rotated)}
+        # The epoch rule (13.5 step 3): a checkpoint of an epoch from 2 counts for a reader only
+        # with a cluster witness's line, never an outside one's alone (outsider o24 F0, F5):
+        # serving one without would answer every receipt and page check no_quorum.
+        gathered = [g for g in gathered if meets_epoch_rule(g.checkpoint, g.witnesses, own)]
 
         def counted(g: GatheredCheckpoint) -> int:
             return sum(w in own for w in g.witnesses) if own_witnesses else len(g.witnesses)

@@ -2198,3 +2198,27 @@ def test_the_dashboard_checks_the_admin_ledger_s_checkpoint_with_the_anchors_adm
     fresh(browser, f"{cluster.gateway_url('replica-1')}dashboard.html#anchors={anchors}")
     row = wait_text(browser, "tr[data-ledger='admin']", "✓ ", "the admin ledger's checkpoint checked with the anchors")
     assert f"✓ {admin.split('+', 1)[0]}" in row and "pins no checkpoint key" not in row, row
+
+
+def test_the_pages_count_no_outside_witness_toward_an_epoch_from_2(browser: Any) -> None:
+    """Outsider o24 F0: an outside witness (generic tlog-witness software, 13.9) holds no records
+    and applies none of 10.9, so its line never makes a checkpoint of an epoch from 2 count
+    (13.5 step 3), only toward the outside quorum; a cluster witness's does."""
+    with scripts_page() as page:
+        browser.get(page)
+        got = browser.execute_script(
+            """
+const v = window.vledger;
+const key = (name, byte) => ({ name, publicKey: new Uint8Array(32).fill(byte) });
+const keys = { witnesses: [key("town/witness/r1", 1), key("ow.example/w1", 2)],
+               outside: { names: new Set(["ow.example/w1"]), quorum: 1 } };
+const seen = (names) => ({ cosigned: names.map((name) => ({ name, ok: true })) });
+const judge = (names) => {
+  try { v.witnessedEnough(seen(names), keys, true); return "counted"; } catch (e) { return e.message; }
+};
+return [judge(["ow.example/w1"]), judge(["town/witness/r1", "ow.example/w1"])];
+"""
+        )
+    outside_only, both = got
+    assert "no cluster witness cosigned" in outside_only and "[no_quorum]" in outside_only
+    assert both == "counted"
