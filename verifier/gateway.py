@@ -675,13 +675,16 @@ class Gateway:
         while every route of that ledger answered store_damaged (outsider o11): a forged tree's."""
         try:
             served = self._served(ledger)
+            # The checkpoint served (``checkpoint``), which a reader pairs this entry with: the one
+            # proving records may be larger (the cluster's, past the outside quorum's; outsider o24 F6).
+            shown = None if served is None else self.checkpoint(ledger).gathered.checkpoint
         except StoreDamagedError as e:
             return {"ledger": ledger, "size": None, "root": None, "type": None, "signed": False, "refused": e.to_wire()}
-        if served is None:
+        if shown is None:
             stored = self.reader.tree(ledger)
             size, root = stored.size, stored.root()
         else:
-            size, root = served.gathered.checkpoint.size, served.gathered.checkpoint.root
+            size, root = shown.size, shown.root
         genesis = self.reader.get(ledger, 0)
         rules = decode_record(genesis, PROTOCOL_LIMITS).content.payload if genesis is not None else {}
         kind = rules.get("rules", {}).get("type") if isinstance(rules.get("rules"), dict) else None
@@ -764,7 +767,9 @@ class Gateway:
             raise self.contradiction(ledger, f"{what} ({e})", generation, 0, again) from e
 
     def inclusion(self, ledger: str, index: int, size: int | None) -> dict[str, Any]:
-        """Leaf ``index``'s inclusion proof in the tree of ``size`` leaves (default: the whole tree).
+        """Leaf ``index``'s inclusion proof in the tree of ``size`` leaves (default: the served
+        checkpoint's size, so that a client pairing it with ``checkpoint`` verifies it, outsider
+        o24 B4; the whole tree while none is served).
 
         The arguments are checked as the CURVE command's (PROTOCOL 14.1), with its codes: a size
         past the tree or an index not below the size is TreeSizeError (bad_tree_size), never
@@ -772,6 +777,10 @@ class Gateway:
         """
         stored = self._tree(ledger)
         at = stored.size if size is None else size
+        # No checkpoint to serve (none pinned or verified yet): the store's tree.
+        with contextlib.suppress(NotFoundError):
+            if size is None:
+                at = min(self.checkpoint(ledger).gathered.checkpoint.size, stored.size)
         if at > stored.size:
             raise TreeSizeError(f"ledger {ledger!r}: size {at} is past the {stored.size} records of {self.node.name}")
         if index >= at:
