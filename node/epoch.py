@@ -8,7 +8,9 @@ pinned key it signs checkpoints with from then on. Every checkpoint of a size pa
 record carries the extension line ``vledger-epoch <number> <home>`` and is signed by that
 key; a checkpoint of an earlier epoch past the handover comes from a **fenced** home and is
 refused. The key is authorised by the genesis alone, so receipts still verify offline from
-it; which of the two pinned keys holds the pen is the chain's, and so every witness's, to say.
+it and a cluster witness's cosignature (the epoch rule, PROTOCOL 13.5 step 3: never an outside
+witness's, which holds no records); which of the two pinned keys holds the pen is the chain's,
+and so every witness's, to say.
 
 Pure: records, checkpoints and keys in, an Epoch out, an error of node/errors.py otherwise.
 """

@@ -1565,7 +1565,8 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
     making: the pages took it, shown green), nor the genesis key's stating epoch 3 with none
     (a failback's, which a fenced stolen key could claim), without an epoch line, with epoch 1's, or with two,
     nor a key the genesis does not pin; and, when the genesis lists outside witnesses, only a
-    note its quorum of them cosigned (13.9: the pages never asked for it)."""
+    note its quorum of them cosigned (13.9: the pages never asked for it), and an outside witness's
+    line never as the cluster witness's an epoch from 2 needs (outsider o24 F0)."""
     home, standby, stranger = (HomeSigner("t", bytes(range(i, 32 + i))) for i in (0, 1, 2))
     witness, untrusted, outside = (
         SignerKey(name, ALG_COSIGNATURE_V1, bytes([i]) * 32)
@@ -1594,7 +1595,10 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
         (stranger, epoch_2, (witness,), False),
         (home, (), (witness,), True),
         (home, (), (outside,), True),
+        # Outsider o24 F0: an outside witness's line never makes an epoch from 2 count (13.5 step 3).
         (standby, epoch_2, (outside,), True),
+        (home, ("vledger-epoch 5 ingest-1",), (outside,), True),
+        (standby, epoch_2, (witness, outside), True),
     ]
     notes = []
     for signer, lines, cosigners, _ in signed:
@@ -1634,7 +1638,7 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
         outside.name,
     )
     assert got == wanted
-    assert wanted == ["home", "refused", "standby", "standby", *["refused"] * 9, "home", "standby"]
+    assert wanted == ["home", "refused", "standby", "standby", *["refused"] * 9, "home", *["refused"] * 2, "standby"]
 
 
 @contextlib.contextmanager
