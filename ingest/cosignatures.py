@@ -101,6 +101,12 @@ class KnownCosignatures:
             return gather_in_epochs(notes, history, trusted, counts)
         return gather(notes, log_key, origin_for(self.cluster, ledger), trusted, counts)
 
+    def cluster_names(self) -> frozenset[str]:
+        """The names of the cluster's witnesses' keys (a rotated one's in force too, 16.6): the
+        cosigners the epoch rule counts (PROTOCOL 13.5 step 3), never an outside witness."""
+        rotated = tuple(self.rotated()) if self.rotated is not None else ()
+        return frozenset(key.name for key in (*self.witnesses, *rotated))
+
     def outside_names(self, ledger: str) -> frozenset[str]:
         """The names of the outside witnesses ``ledger``'s genesis lists (none when it lists none)."""
         return frozenset(key.name for key in self._outside(ledger))

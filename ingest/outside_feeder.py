@@ -17,6 +17,16 @@ from one second up to ``witness_backoff_max_ms``; each request ends within
 ``witness_timeout_ms``, all of it. Each witness is fed by a thread of its own, so one that is
 slow or silent holds back only its own cosignatures; two failures in a row at a ledger raise
 ``witness_unreachable``, which this home resolves once that witness cosigns that ledger again.
+
+Cluster witnesses first (outsider o24 F5): what is fed is the largest checkpoint this home
+signed that a majority of the cluster's witnesses cosigned, their lines read from Redis at that
+moment and kept (a bounded map per ledger); an outside witness's kept note, and so the quorum
+note joined from them, carries those lines beside its own. Fed the newest signed instead, a
+slower outside witness's size was one whose cluster lines were gone from Redis (each witness
+keeps its newest note only) by the time it answered, and every anchored reader refused the
+served checkpoint (no_quorum, and for an epoch from 2 the epoch rule). When the cluster's
+witnesses cosign nothing newer for ``witness_timeout_ms`` (down, or none), the newest signed is
+fed, as before.
 """
 
 from __future__ import annotations
@@ -24,15 +34,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..broker.witness_http import post_add_checkpoint
 from ..config.cluster import ReplicationSettings
+from ..node.checkpoint_log import SIGNED
 from ..node.cosigning import MAX_CLOCK_SKEW_MS
 from ..node.errors import VledgerError, WitnessRefusedError, WitnessUnreachableError
-from ..node.note import VerifierKey, add_checkpoint_request, with_newest
+from ..node.note import (
+    Note,
+    NoteSignature,
+    VerifierKey,
+    add_checkpoint_request,
+    parse_checkpoint,
+    parse_note,
+    verify_signature,
+    with_newest,
+)
 from ..node.outside import (
     QUORUM_NOTE,
     Conflict,
@@ -57,6 +77,7 @@ POLL_SECONDS = 0.2  # how often the thread looks for a newer signed checkpoint
 LOST_CHECK_SECONDS = 5.0  # how often a thread looks whether Redis still holds the notes it set
 MAX_TRIES = 2  # per checkpoint and witness: the request, and once more after a 409
 UNREACHABLE_AFTER = 2  # failures in a row at a ledger before the alert: one blip is no news
+CLUSTER_SIZES_KEPT = 32  # per ledger: the checkpoints whose cluster cosignature lines are kept to feed
 UNREACHABLE = WitnessUnreachableError.code
 
 
@@ -104,8 +125,12 @@ class WitnessFeeder:
         cluster: str,
         post: Post = post_add_checkpoint,
         clock: Callable[[], float] = time.monotonic,
+        witnesses: Callable[[], Iterable[VerifierKey]] = lambda: (),
     ) -> None:
+        """``witnesses()``: the cluster's witness keys now (a rotated one's in force too, 16.6);
+        none: the newest signed checkpoint is fed, as to a cluster with no witness."""
         self.home = home
+        self.witnesses = witnesses
         self.cluster = cluster  # its witnesses' names are no outside witness's (13.9)
         self.store = store
         self.latest = latest
@@ -137,6 +162,12 @@ class WitnessFeeder:
         # field QUORUM_NOTE among them: put back when Redis is found to have lost it.
         self._published: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._checked_at: dict[tuple[str, ...] | None, float] = {}  # per thread: when it last looked
+        # Per ledger, (size, root) -> (the home's signed note, witness name -> its first verified
+        # cosignature line): the cluster's lines of the checkpoints to feed (CLUSTER_SIZES_KEPT
+        # largest); and per ledger the (size, root) to feed by them and since when it stood
+        # still with the home past it, to feed the newest signed once they stop cosigning.
+        self._cluster: dict[str, dict[tuple[int, bytes], tuple[bytes, dict[str, NoteSignature]]]] = {}
+        self._cluster_best: dict[str, tuple[tuple[int, bytes] | None, float]] = {}
         self._lock = threading.Lock()  # the state the witnesses' threads share: all but _state
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -184,13 +215,103 @@ class WitnessFeeder:
             outside = self._witnesses(ledger)
             if outside is None:
                 continue
+            fed = self._to_feed(checkpoint)
+            if fed is None:
+                continue
             for key in outside.keys:
                 url = self.urls.get(key.name)
                 if url is None:
                     self._note_unlisted(key.name)
                 elif names is None or key.name in names:
-                    self._feed(checkpoint, key, url)
+                    self._feed(fed, key, url)
         self._publish(names)
+
+    def _to_feed(self, latest: SignedCheckpoint) -> SignedCheckpoint | None:
+        """What to feed of ``latest``'s ledger: the largest checkpoint this home signed, up to
+        ``latest``, that a majority of the cluster's witnesses cosigned (their lines kept, so
+        that the outside witnesses' notes of it carry them); ``latest`` when there are no cluster
+        witnesses, no Redis, or none cosigned anything newer for ``witness_timeout_ms``; None
+        to wait (they have not cosigned yet)."""
+        keys = tuple(self.witnesses())
+        if not keys or self.replication is None:
+            return latest
+        ledger = latest.ledger
+        self._hear_cluster(ledger, keys)
+        needed = len({key.name for key in keys}) // 2 + 1
+        now = self._clock()
+        with self._lock:
+            held = self._cluster.get(ledger, {})
+            enough = [at for at, (_, lines) in held.items() if len(lines) >= needed and at[0] <= latest.size]
+            best = max(enough, default=None)
+            note = held[best][0] if best is not None else None
+            # Since when the cluster's checkpoint to feed stood still while the home signed past it.
+            before, since = self._cluster_best.get(ledger, (best, now))
+            if best != before or best == (latest.size, latest.root):
+                since = now
+            self._cluster_best[ledger] = (best, since)
+        if best == (latest.size, latest.root):
+            return latest
+        if now - since >= self.timeout:
+            return latest  # the cluster's witnesses cosign nothing newer: the outside ones are not held back
+        if best is None or note is None:
+            return None
+        return SignedCheckpoint(ledger, best[0], best[1], note)
+
+    def _hear_cluster(self, ledger: str, keys: tuple[VerifierKey, ...]) -> None:
+        """Keep the verified lines of the cluster witnesses' newest notes in Redis (each the
+        witness's only one there) that are of a checkpoint this home signed."""
+        assert self.replication is not None
+        try:
+            notes = self.replication.cosignatures(ledger)
+        except REDIS_ERRORS as e:
+            log.debug("witness feeder: the cluster's cosignatures of %s unread (%s)", ledger, e)
+            return
+        table = {(key.name, key.key_id): key for key in keys}
+        for data in notes.values():
+            try:
+                note = parse_note(data)
+                checkpoint = parse_checkpoint(note.text)
+            except VledgerError:
+                continue  # nothing in Redis is believed: the witness's own report, not ours
+            at = (checkpoint.size, checkpoint.root)
+            with self._lock:
+                entry = self._cluster.get(ledger, {}).get(at)
+            if entry is None:
+                signed = [row for row in self.store.checkpoints.at(ledger, SIGNED, at[0]) if row.root == at[1]]
+                if not signed or parse_note(signed[0].note).text != note.text:
+                    continue
+                entry = (signed[0].note, {})
+            lines = {
+                sig.name: sig
+                for sig in note.signatures
+                if sig.name not in entry[1]
+                and (key := table.get((sig.name, sig.key_id))) is not None
+                and verify_signature(note.text, sig, key)
+            }
+            if not lines:
+                continue
+            with self._lock:
+                held = self._cluster.setdefault(ledger, {})
+                kept = held.setdefault(at, entry)
+                for name, sig in lines.items():
+                    kept[1].setdefault(name, sig)
+                for old in sorted(held)[:-CLUSTER_SIZES_KEPT]:
+                    del held[old]
+
+    def _with_cluster_lines(self, checkpoint: SignedCheckpoint, note: bytes) -> bytes:
+        """``note`` (of ``checkpoint``) with the cluster witnesses' lines kept of it, if any."""
+        with self._lock:
+            entry = self._cluster.get(checkpoint.ledger, {}).get((checkpoint.size, checkpoint.root))
+            lines = tuple(sig for _, sig in sorted(entry[1].items())) if entry is not None else ()
+        if not lines:
+            return note
+        try:
+            parsed = parse_note(note)
+            return with_newest(Note(parsed.text, (parsed.signatures[0], *lines)).encode(), note)
+        except VledgerError as e:  # one size and root hold one text: cannot happen but with a changed store
+            log.error("witness feeder: the cluster's lines of %s at %d do not join: %s", checkpoint.ledger,
+                      checkpoint.size, e)  # fmt: skip
+            return note
 
     def _note_unlisted(self, witness: str) -> None:
         with self._lock:
@@ -259,7 +380,10 @@ class WitnessFeeder:
         if first is not None and (first.size, first.root) == (checkpoint.size, checkpoint.root):
             note = with_newest(first.note, got.note)
         else:
-            self.store.checkpoints.keep(ledger, kind, checkpoint.size, checkpoint.root, got.note)
+            # Kept with the cluster witnesses' lines of that checkpoint: the quorum note joined from
+            # these rows then carries them, whatever sizes the witnesses' newest notes moved to.
+            note = self._with_cluster_lines(checkpoint, got.note)
+            self.store.checkpoints.keep(ledger, kind, checkpoint.size, checkpoint.root, note)
         state.size = checkpoint.size
         state.backoff = 0.0
         state.retry_at = 0.0

@@ -333,6 +333,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             config.replication,
             on_alert=lambda alert: raise_alert(replication, alert),
             cluster=config.name,
+            witnesses=witness_keys_now,  # their lines ride in the outside witnesses' notes (13.9)
         )
     )
     metrics = NodeMetrics(node)

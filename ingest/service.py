@@ -32,7 +32,7 @@ from ..config.settings import PROTOCOL_LIMITS
 from ..node import tree
 from ..node.blobs import check_digest
 from ..node.cosigning import GatheredCheckpoint, newest
-from ..node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD
+from ..node.epoch import EPOCH_KIND, STANDBY_KEY_FIELD, meets_epoch_rule
 from ..node.errors import (
     BadGenesisError,
     BadRequestError,
@@ -144,6 +144,10 @@ class CosignatureSource(Protocol):
 
     def outside_names(self, ledger: str) -> frozenset[str]:
         """The names of the outside witnesses ``ledger``'s genesis lists (13.9)."""
+        ...
+
+    def cluster_names(self) -> frozenset[str]:
+        """The names of the cluster's witnesses' keys: those the epoch rule counts (13.5 step 3)."""
         ...
 
 
@@ -714,6 +718,12 @@ class IngestService:
             raise NotFoundError(f"no checkpoint of ledger {ledger!r} on node {self.node.name} yet")
         if self.cosignatures is not None:
             gathered = self.cosignatures.gathered(ledger, latest)
+            if witnesses > 0:
+                # A reader asking for cosignatures takes a checkpoint of an epoch from 2 only with a
+                # cluster witness's (the epoch rule, 13.5 step 3): an outside one's alone is no
+                # answer to it, though it counts toward ``witnesses`` (outsider o24 F0).
+                own = self.cosignatures.cluster_names()
+                gathered = [g for g in gathered if meets_epoch_rule(g.checkpoint, g.witnesses, own)]
         else:
             checkpoint = parse_checkpoint(parse_note(latest).text)  # this node signed or verified it
             gathered = [GatheredCheckpoint(checkpoint, latest, ())]

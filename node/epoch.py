@@ -8,7 +8,9 @@ pinned key it signs checkpoints with from then on. Every checkpoint of a size pa
 record carries the extension line ``vledger-epoch <number> <home>`` and is signed by that
 key; a checkpoint of an earlier epoch past the handover comes from a **fenced** home and is
 refused. The key is authorised by the genesis alone, so receipts still verify offline from
-it; which of the two pinned keys holds the pen is the chain's, and so every witness's, to say.
+it and a cluster witness's cosignature (the epoch rule, PROTOCOL 13.5 step 3: never an outside
+witness's, which holds no records); which of the two pinned keys holds the pen is the chain's,
+and so every witness's, to say.
 
 Pure: records, checkpoints and keys in, an Epoch out, an error of node/errors.py otherwise.
 """
@@ -16,7 +18,7 @@ Pure: records, checkpoints and keys in, an Epoch out, an error of node/errors.py
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..config.settings import PROTOCOL_LIMITS
@@ -304,26 +306,48 @@ class EpochHistory:
         raise last or UnverifiedNoteError(f"no checkpoint key of ledger {self.ledger!r} to check with")
 
 
-def require_witness(
-    verified: VerifiedCheckpoint, outside: Sequence[str] = (), *, trusted: int, listed: int | None = None
-) -> None:
-    """The witness rule (10.9, 14.3 step 7) for a checkpoint signed by a pinned key that no
-    record the checker holds gives the pen (the standby's, before a handover it holds): it
-    counts only once a witness cosigned it, a trusted witness key (``verified.witnesses``, of
-    the ``trusted`` keys given) or an outside witness the genesis lists (``outside``, of
-    ``listed``; None: it lists none). A witness checks 10.9's rules by its records before it
-    cosigns; the key alone, over a tree of its own making, would prove any record, and any
-    epoch that no handover record opened.
+def require_witness(verified: VerifiedCheckpoint, *, trusted: int, outside: Iterable[str] = ()) -> None:
+    """The witness rule (10.9, stated once in 13.5 step 3) for a checkpoint of an epoch from 2,
+    or signed by a pinned key that no record the checker holds gives the pen (the standby's,
+    before a handover it holds): it counts only once a cluster witness cosigned it, a trusted
+    witness key (``verified.witnesses``, of the ``trusted`` keys given). A cluster witness holds
+    the records and applies 10.9's rules before it cosigns; the key alone, over a tree of its
+    own making, would prove any record, and any epoch that no handover record opened. An
+    outside witness (13.9, named in ``outside``: never counted here, whatever key it was given
+    as) runs generic tlog-witness software that holds no records and applies none of 10.9: it
+    cosigns any tree consistent with the last it saw, a thief's forked epoch included
+    (outsider o24 F0).
 
-    Raises QuorumError [no_quorum] when no witness cosigned it."""
-    if verified.witnesses or outside:
+    Raises QuorumError [no_quorum] when no cluster witness cosigned it, saying to give the
+    cluster's witness keys when none were given."""
+    names = set(outside)
+    if any(name not in names for name in verified.witnesses):
         return
+    if trusted == 0:
+        raise QuorumError(
+            "a checkpoint of an epoch from 2 (or signed by the standby key) counts only with a cosignature by one"
+            " of the cluster's witnesses, and no cluster witness key was given: give the publisher's anchors"
+            " (--anchors) or the cluster's witness keys (--witness); the genesis alone, or an outside witness's"
+            " cosignature, does not show its epoch's handover"
+        )
     raise QuorumError(
-        "a checkpoint signed by the standby key counts only with a witness's cosignature "
-        f"(none of {trusted} trusted witness keys"
-        + ("" if listed is None else f" nor of the {listed} outside witnesses")
-        + " cosigned it): nothing else shows its epoch's handover"
+        "a checkpoint of an epoch from 2 (or signed by the standby key) counts only with a cosignature by one"
+        f" of the cluster's witnesses (none of the {trusted} trusted witness keys cosigned it; an outside"
+        " witness's does not count): nothing else shows its epoch's handover"
     )
+
+
+def meets_epoch_rule(checkpoint: Checkpoint, cosigners: Iterable[str], cluster: Iterable[str]) -> bool:
+    """Whether ``checkpoint``, whose verified cosignatures are by ``cosigners`` (names), passes
+    the epoch rule (13.5 step 3) for a reader that holds no records: one stating an epoch from 2
+    needs a cosignature by one of the ``cluster`` witnesses' names (an outside witness's never
+    counts there). What a server filters its served notes by, so that every reader takes them
+    (outsider o24 F0, F5); a malformed epoch line passes for no reader."""
+    try:
+        number = epoch_claim(checkpoint)[0]
+    except CheckpointError:
+        return False
+    return number < 2 or not set(cluster).isdisjoint(cosigners)
 
 
 def proven_epoch(

@@ -333,7 +333,7 @@ def verify_receipt(data: bytes | Receipt, keys: ReceiptKeys) -> VerifiedReceipt:
     verified, signer = _checked_checkpoint(receipt.checkpoint, keys, chain)
     verified = check_cosignatures_in_force(verified, histories, keys.quorum)
     outside = _outside_cosigners(receipt.checkpoint, keys, signer)
-    _witnessed_if_standby(verified, outside, keys, signer)
+    _witnessed_if_standby(verified, keys, signer)
     checkpoint = verified.checkpoint
     verify_inclusion(leaf_hash(receipt.record), receipt.index, checkpoint.size, receipt.proof, checkpoint.root)
     for rotation in receipt.rotations:
@@ -355,7 +355,8 @@ def verify_witnessed(
     keys, histories = keys.following(node_keys)
     verified, signer = _checked_checkpoint(note, keys, chain)
     verified = check_cosignatures_in_force(verified, histories, keys.quorum)
-    _witnessed_if_standby(verified, _outside_cosigners(note, keys, signer), keys, signer)
+    _outside_cosigners(note, keys, signer)
+    _witnessed_if_standby(verified, keys, signer)
     return verified
 
 
@@ -363,17 +364,15 @@ def verify_ledger_checkpoint(note: bytes, keys: ReceiptKeys, chain: KeyChain | N
     """13.5 with the key in force at the checkpoint's size along ``chain`` (13.8; default: the
     ledger's genesis key alone), else (10.9) the standby key the genesis pins, whose
     checkpoints must state an epoch after the first and, whatever ``keys.quorum``, carry a
-    verified cosignature by a ``keys.witnesses`` key or an outside witness the genesis lists
-    (14.3 step 7, the rule verify_witnessed and verify_receipt apply; the outside witnesses'
-    own quorum is not asked here). What a checker that holds no records (the verifier) takes a
-    checkpoint by. Raises verify_checkpoint's errors, RetiredKeyError [retired_key] for a key
-    of the chain not in force at that size, BadEpochError [bad_epoch] for the standby's key
-    without an epoch line, and QuorumError [no_quorum] for the standby's key uncosigned."""
+    verified cosignature by a ``keys.witnesses`` key, a cluster witness's (13.5 step 3, the
+    rule verify_witnessed and verify_receipt apply; an outside witness's never counts there,
+    and the outside witnesses' own quorum is not asked here). What a checker that holds no
+    records (the verifier) takes a checkpoint by. Raises verify_checkpoint's errors,
+    RetiredKeyError [retired_key] for a key of the chain not in force at that size,
+    BadEpochError [bad_epoch] for the standby's key without an epoch line, and QuorumError
+    [no_quorum] for the standby's key uncosigned."""
     verified, signer = _checked_checkpoint(note, keys, chain)
-    outside: tuple[str, ...] = ()
-    if keys.outside is not None and signer == keys.standby_key and not verified.witnesses:
-        outside = verify_checkpoint(note, signer, keys.outside.keys, origin=keys.log_key.name).witnesses
-    _witnessed_if_standby(verified, outside, keys, signer)
+    _witnessed_if_standby(verified, keys, signer)
     return verified
 
 
@@ -404,22 +403,20 @@ def _checked_checkpoint(
     return verified, signer
 
 
-def _witnessed_if_standby(
-    verified: VerifiedCheckpoint, outside: tuple[str, ...], keys: ReceiptKeys, signer: VerifierKey
-) -> None:
-    """Raise QuorumError [no_quorum] when the standby's key signed ``verified`` and no witness
-    cosigned it (neither a trusted witness key nor an outside witness of the genesis), whatever
-    the quorum asked (10.9, 14.3 step 7). That key is held by a node that is no home until a
-    handover, which only the records show: a witness checks it (10.9's rules) before it cosigns,
-    while the key alone, over a tree of its own making, would prove any record. Likewise any
-    checkpoint stating an epoch from 2, whichever key signed it: a failback's epoch 3 is the
-    genesis key's, which may be the key epoch 2 fenced (a stolen one, 10.9), and only the
-    records show whether a handover opened that epoch."""
+def _witnessed_if_standby(verified: VerifiedCheckpoint, keys: ReceiptKeys, signer: VerifierKey) -> None:
+    """Raise QuorumError [no_quorum] when the standby's key signed ``verified``, or it states an
+    epoch from 2 whichever key signed it, and no cluster witness (a ``keys.witnesses`` key, never
+    an outside witness of the genesis) cosigned it, whatever the quorum asked (13.5 step 3, 10.9).
+    That key is held by a node that is no home until a handover, and a failback's epoch 3 is the
+    genesis key's, which may be the key epoch 2 fenced (a stolen one): only the records show
+    whether a handover opened that epoch, and only a cluster witness holds them and applies
+    10.9's rules before it cosigns. An outside witness cosigns any tree consistent with the last
+    it saw: it cosigned a thief's forged epoch 5 (outsider o24 F0)."""
     by_standby = keys.standby_key is not None and signer == keys.standby_key and signer != keys.log_key
     if not by_standby and epoch_claim(verified.checkpoint)[0] < 2:
         return
-    listed = None if keys.outside is None else len(keys.outside.keys)
-    require_witness(verified, outside, trusted=len(keys.witnesses), listed=listed)
+    outside = () if keys.outside is None else tuple(key.name for key in keys.outside.keys)
+    require_witness(verified, trusted=len(keys.witnesses), outside=outside)
 
 
 def _outside_cosigners(note: bytes, keys: ReceiptKeys, signer: VerifierKey) -> tuple[str, ...]:

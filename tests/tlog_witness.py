@@ -125,6 +125,7 @@ class TlogWitness:
         # Seconds between the bytes of a hostile answer (None: honest): a 200 whose headers say
         # 100000 bytes, then one byte at a time, for as long as the client listens.
         self.trickle: float | None = None
+        self.delay = 0.0  # seconds it takes before each answer over HTTP: a witness across a WAN
         self.trickled = 0  # requests it answered so
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -223,6 +224,8 @@ class TlogWitness:
             return await self._trickle(request, self.trickle)
         if len(body) > MAX_BODY:
             return web.Response(status=400, text="too large\n")
+        if self.delay:
+            await asyncio.sleep(self.delay)
         status, content_type, answer = self.add_checkpoint(body)
         return web.Response(status=status, body=answer, headers={"Content-Type": content_type})
 

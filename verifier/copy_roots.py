@@ -11,9 +11,10 @@ in its own tree of ``size`` leaves (:func:`copy_root`): the root they lead to is
 tree at that size, which must be the checkpoint's. Nothing is believed because of where it
 came from: a note counts once its signature verifies, a rotation record once it is a valid
 rotation and included in the checkpoint's tree. A note the standby's pinned key signed counts
-only with a verified cosignature of a witness (the cluster's witness keys, or an outside
-witness its genesis lists), whatever the quorum (PROTOCOL 10.9, 14.3 step 7: the shared
-verify_ledger_checkpoint): that key alone could sign a tree of its own making. A note
+only with a verified cosignature of a cluster witness (the cluster's witness keys; never an
+outside witness its genesis lists, which holds no records), whatever the quorum (PROTOCOL
+13.5 step 3, the epoch rule: the shared verify_ledger_checkpoint): that key alone could sign a
+tree of its own making. A note
 counts only if it states the ledger's newest epoch the verifier holds proven (PROTOCOL 10.9;
 epoch 1 until one is, :meth:`LedgerCheckpoint.proven_epoch`): the verifier holds no records,
 so it cannot tell a fenced home's note past the handover, or one the standby's key signed

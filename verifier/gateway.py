@@ -65,7 +65,7 @@ from ..ingest.key_chains import KeyChains
 from ..node import tree
 from ..node.cosigning import GatheredCheckpoint, gather, needed_witnesses
 from ..node.currency import amount_text, minor_unit_digits
-from ..node.epoch import gather_in_epochs
+from ..node.epoch import gather_in_epochs, meets_epoch_rule
 from ..node.errors import (
     BadRequestError,
     NoSuchLedgerError,
@@ -675,13 +675,16 @@ class Gateway:
         while every route of that ledger answered store_damaged (outsider o11): a forged tree's."""
         try:
             served = self._served(ledger)
+            # The checkpoint served (``checkpoint``), which a reader pairs this entry with: the one
+            # proving records may be larger (the cluster's, past the outside quorum's; outsider o24 F6).
+            shown = None if served is None else self.checkpoint(ledger).gathered.checkpoint
         except StoreDamagedError as e:
             return {"ledger": ledger, "size": None, "root": None, "type": None, "signed": False, "refused": e.to_wire()}
-        if served is None:
+        if shown is None:
             stored = self.reader.tree(ledger)
             size, root = stored.size, stored.root()
         else:
-            size, root = served.gathered.checkpoint.size, served.gathered.checkpoint.root
+            size, root = shown.size, shown.root
         genesis = self.reader.get(ledger, 0)
         rules = decode_record(genesis, PROTOCOL_LIMITS).content.payload if genesis is not None else {}
         kind = rules.get("rules", {}).get("type") if isinstance(rules.get("rules"), dict) else None
@@ -764,7 +767,9 @@ class Gateway:
             raise self.contradiction(ledger, f"{what} ({e})", generation, 0, again) from e
 
     def inclusion(self, ledger: str, index: int, size: int | None) -> dict[str, Any]:
-        """Leaf ``index``'s inclusion proof in the tree of ``size`` leaves (default: the whole tree).
+        """Leaf ``index``'s inclusion proof in the tree of ``size`` leaves (default: the served
+        checkpoint's size, so that a client pairing it with ``checkpoint`` verifies it, outsider
+        o24 B4; the whole tree while none is served).
 
         The arguments are checked as the CURVE command's (PROTOCOL 14.1), with its codes: a size
         past the tree or an index not below the size is TreeSizeError (bad_tree_size), never
@@ -772,6 +777,10 @@ class Gateway:
         """
         stored = self._tree(ledger)
         at = stored.size if size is None else size
+        # No checkpoint to serve (none pinned or verified yet): the store's tree.
+        with contextlib.suppress(NotFoundError):
+            if size is None:
+                at = min(self.checkpoint(ledger).gathered.checkpoint.size, stored.size)
         if at > stored.size:
             raise TreeSizeError(f"ledger {ledger!r}: size {at} is past the {stored.size} records of {self.node.name}")
         if index >= at:
@@ -1241,6 +1250,10 @@ class Gateway:
         # node lags) was answered "no checkpoint yet" although the store's own verified one was there.
         gathered = [g for g in gathered if g.checkpoint.size <= store_size]
         own = {key.name for key in (*self.witness_keys.values(), *rotated)}
+        # The epoch rule (13.5 step 3): a checkpoint of an epoch from 2 counts for a reader only
+        # with a cluster witness's line, never an outside one's alone (outsider o24 F0, F5):
+        # serving one without would answer every receipt and page check no_quorum.
+        gathered = [g for g in gathered if meets_epoch_rule(g.checkpoint, g.witnesses, own)]
 
         def counted(g: GatheredCheckpoint) -> int:
             return sum(w in own for w in g.witnesses) if own_witnesses else len(g.witnesses)

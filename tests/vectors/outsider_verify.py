@@ -1637,8 +1637,11 @@ def verify_receipt(
         checkpoint["outside"] = verify_checkpoint(
             receipt["checkpoint"], signer, outside[0], outside[1], origin=log_key.name
         )["witnesses"]
-    if signer is not chain.in_force(checkpoint["size"]) and not (checkpoint["witnesses"] or checkpoint.get("outside")):
-        raise VerifyError("no_quorum", "signed by the standby key, and no witness cosigned it")  # 7, 10.9
+    _, _, _, extensions = parse_checkpoint(parse_note(receipt["checkpoint"])[0])
+    later = any(line.split(" ", 1)[0] == "vledger-epoch" for line in extensions)  # an epoch from 2
+    if (signer is not chain.in_force(checkpoint["size"]) or later) and not checkpoint["witnesses"]:
+        # 13.5 step 3, the epoch rule: a cluster witness's cosignature; an outside one's never counts there
+        raise VerifyError("no_quorum", "an epoch from 2, and no cluster witness cosigned it")
     verify_inclusion(  # 8
         leaf_hash(receipt["record"]), receipt["index"], checkpoint["size"], receipt["proof"], checkpoint["root"]
     )

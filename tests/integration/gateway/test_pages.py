@@ -1565,7 +1565,8 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
     making: the pages took it, shown green), nor the genesis key's stating epoch 3 with none
     (a failback's, which a fenced stolen key could claim), without an epoch line, with epoch 1's, or with two,
     nor a key the genesis does not pin; and, when the genesis lists outside witnesses, only a
-    note its quorum of them cosigned (13.9: the pages never asked for it)."""
+    note its quorum of them cosigned (13.9: the pages never asked for it), and an outside witness's
+    line never as the cluster witness's an epoch from 2 needs (outsider o24 F0)."""
     home, standby, stranger = (HomeSigner("t", bytes(range(i, 32 + i))) for i in (0, 1, 2))
     witness, untrusted, outside = (
         SignerKey(name, ALG_COSIGNATURE_V1, bytes([i]) * 32)
@@ -1594,7 +1595,10 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
         (stranger, epoch_2, (witness,), False),
         (home, (), (witness,), True),
         (home, (), (outside,), True),
+        # Outsider o24 F0: an outside witness's line never makes an epoch from 2 count (13.5 step 3).
         (standby, epoch_2, (outside,), True),
+        (home, ("vledger-epoch 5 ingest-1",), (outside,), True),
+        (standby, epoch_2, (witness, outside), True),
     ]
     notes = []
     for signer, lines, cosigners, _ in signed:
@@ -1634,7 +1638,7 @@ def test_the_pages_take_a_later_epoch_s_checkpoint_by_the_standby_key_as_a_recei
         outside.name,
     )
     assert got == wanted
-    assert wanted == ["home", "refused", "standby", "standby", *["refused"] * 9, "home", "standby"]
+    assert wanted == ["home", "refused", "standby", "standby", *["refused"] * 9, "home", *["refused"] * 2, "standby"]
 
 
 @contextlib.contextmanager
@@ -2198,3 +2202,27 @@ def test_the_dashboard_checks_the_admin_ledger_s_checkpoint_with_the_anchors_adm
     fresh(browser, f"{cluster.gateway_url('replica-1')}dashboard.html#anchors={anchors}")
     row = wait_text(browser, "tr[data-ledger='admin']", "✓ ", "the admin ledger's checkpoint checked with the anchors")
     assert f"✓ {admin.split('+', 1)[0]}" in row and "pins no checkpoint key" not in row, row
+
+
+def test_the_pages_count_no_outside_witness_toward_an_epoch_from_2(browser: Any) -> None:
+    """Outsider o24 F0: an outside witness (generic tlog-witness software, 13.9) holds no records
+    and applies none of 10.9, so its line never makes a checkpoint of an epoch from 2 count
+    (13.5 step 3), only toward the outside quorum; a cluster witness's does."""
+    with scripts_page() as page:
+        browser.get(page)
+        got = browser.execute_script(
+            """
+const v = window.vledger;
+const key = (name, byte) => ({ name, publicKey: new Uint8Array(32).fill(byte) });
+const keys = { witnesses: [key("town/witness/r1", 1), key("ow.example/w1", 2)],
+               outside: { names: new Set(["ow.example/w1"]), quorum: 1 } };
+const seen = (names) => ({ cosigned: names.map((name) => ({ name, ok: true })) });
+const judge = (names) => {
+  try { v.witnessedEnough(seen(names), keys, true); return "counted"; } catch (e) { return e.message; }
+};
+return [judge(["ow.example/w1"]), judge(["town/witness/r1", "ow.example/w1"])];
+"""
+        )
+    outside_only, both = got
+    assert "no cluster witness cosigned" in outside_only and "[no_quorum]" in outside_only
+    assert both == "counted"

@@ -5,8 +5,11 @@ alert, and a receipt of that ledger short of the genesis quorum is refused offli
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,9 +22,10 @@ from vledger.broker.replication import ReplicationLedger
 from vledger.broker.signing import load_signing_key, load_verify_key, signing_key_paths, witness_keys
 from vledger.client import Client
 from vledger.config.cluster import load_cluster
+from vledger.node.errors import VledgerError
 from vledger.node.note import add_checkpoint_request
 from vledger.node.outside import QUORUM_NOTE
-from vledger.node.receipt import Receipt
+from vledger.node.receipt import Receipt, keys_from_genesis, verify_witnessed
 from vledger.node.witness import HomeSigner, home_key
 from vledger.tests.integration.cluster import ADMIN, LocalCluster, entry, genesis, remote_error, wait_until
 from vledger.tests.tlog_witness import TlogWitness
@@ -273,3 +277,57 @@ def test_one_outside_witness_lagging_leaves_what_the_quorum_cosigned_witnessed(
     assert done.returncode == 0, done.stdout + done.stderr
     [audit] = [r for r in json.loads(done.stdout)["ledgers"] if r["ledger"] == AUDIT]
     assert audit["outside"]["quorum"] == 2 and audit["outside"]["size"] == 4, audit
+
+
+def test_a_slower_outside_witness_leaves_every_served_checkpoint_verifying_with_the_anchors(
+    start_cluster: Callable[..., LocalCluster],
+) -> None:
+    """Outsider o24 F5: with an outside witness merely ~2 s slower than the cluster's, the
+    gateway served, while the ledger was written, the outside quorum's (older) size with no
+    cluster witness line, and `receipt verify --anchors` of real receipts said no_quorum. Every
+    checkpoint served under writes now verifies with a majority of the cluster's witnesses and
+    the genesis' outside quorum, as a reader with the anchors asks."""
+    slow = TlogWitness("witness.example/slow", secrets.token_bytes(32), {}).start()
+    slow.delay = 1.5
+    try:
+        cluster = start_cluster(nodes=1, replicas=2, outside_witnesses={slow.name: slow.url}, gateways=["replica-1"])
+        public = load_verify_key(signing_key_paths(cluster.directory / "keys", "ingest-1")[1]).raw
+        vkey = home_key(CLUSTER, VOTES, public)
+        slow.trust(f"{CLUSTER}/{VOTES}", vkey.encode())
+        admin = cluster.admin()
+        rules = {"checkpoint_key": vkey.encode(), "witnesses": [slow.vkey], "quorum": 1}
+        admin.create_ledger(genesis(VOTES, ADMIN, ["vote"], rules))
+        cluster_keys = list(witness_keys(load_cluster(cluster.config_path)).values())
+        majority = len(cluster_keys) // 2 + 1
+        keys = keys_from_genesis(admin.call("get", {"ledger": VOTES, "height": 0})["record"], VOTES, cluster_keys)
+        keys = dataclasses.replace(keys, quorum=majority)
+        url = f"{cluster.gateway_url('replica-1')}ledgers/{VOTES}/checkpoint"
+        stop = threading.Event()
+
+        def write() -> None:
+            n = 0
+            while not stop.wait(0.25):
+                admin_writer.put(entry(VOTES, "vote", {"n": n}, ADMIN))
+                n += 1
+
+        admin_writer = cluster.admin()
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        origin = f"{CLUSTER}/{VOTES}"
+        wait_until(lambda: slow.latest.get(origin, (0, b""))[0] > 1, WAIT, "the slow witness cosigns the ledger")
+        sizes, refused = [], []
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url) as answer:
+                note = answer.read()
+            try:
+                sizes.append(verify_witnessed(note, keys).checkpoint.size)
+            except VledgerError as e:
+                refused.append(f"{e.code}: {e.message}")
+            time.sleep(0.4)
+        stop.set()
+        writer.join(10)
+        assert not refused, refused
+        assert len(sizes) >= 10 and sizes[-1] > sizes[0], sizes  # it was written meanwhile
+    finally:
+        slow.stop()

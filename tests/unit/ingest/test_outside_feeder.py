@@ -22,9 +22,13 @@ from vledger.ingest.outside_feeder import LOST_CHECK_SECONDS, WitnessFeeder
 from vledger.node.checkpoint_log import SIGNED
 from vledger.node.ledger import LedgerRules
 from vledger.node.note import (
+    ALG_COSIGNATURE_V1,
     Cosignature,
+    Note,
+    SignerKey,
     VerifierKey,
     add_checkpoint_request,
+    cosign,
     parse_note,
     parse_verifier_key,
     verify_checkpoint,
@@ -63,6 +67,7 @@ class Home:
         replication: ReplicationLedger | None = None,
         others: tuple[TlogWitness, ...] = (),
         quorum: int = 1,
+        cluster_witnesses: tuple[VerifierKey, ...] = (),
     ) -> None:
         self.store = ChainStore(directory, origin="home", clock=lambda: T0)
         listed = [witness.vkey, *(other.vkey for other in others)]
@@ -89,6 +94,7 @@ class Home:
             cluster=CLUSTER,
             post=self.post,
             clock=self.clock,
+            witnesses=lambda: cluster_witnesses,
         )
 
     def spec_witness(self, body: bytes) -> WitnessReply:
@@ -467,5 +473,68 @@ def test_a_lagging_witness_leaves_the_checkpoint_its_quorum_cosigned_readable(
         home.clock.now += LOST_CHECK_SECONDS
         home.feeder.turn()
         assert replication.outside_cosignatures(LEDGER) == published
+    finally:
+        home.store.close()
+
+
+def test_a_slower_outside_witness_s_quorum_note_carries_the_cluster_witnesses_lines(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    """Outsider o24 F5: an outside witness 2 s slower than the cluster's cosigned a size whose
+    cluster lines were gone from Redis by then (each witness keeps only its newest note), so the
+    served checkpoint of a ledger being written carried no cluster line: `receipt verify
+    --anchors` said no_quorum. The home feeds what a majority of the cluster's witnesses cosigned
+    and keeps their lines in the outside notes: every quorum note verifies with the anchors'
+    majority, while the ledger grows at every answer."""
+    replication = ReplicationLedger(redis_client)
+    cluster = [SignerKey(f"{CLUSTER}/witness/replica-{i}", ALG_COSIGNATURE_V1, bytes([i + 9]) * 32) for i in range(3)]
+    keys = tuple(w.verifier() for w in cluster)
+    witness = TlogWitness("witness.example/w1", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()})
+    home = Home(tmp_path / "home", witness, replication, cluster_witnesses=keys)
+    outside = OutsideWitnesses((parse_verifier_key(witness.vkey),), 1)
+    by_node = {w.name.rpartition("/")[2]: w.verifier() for w in cluster}
+    known = KnownCosignatures(CLUSTER, home.store, replication, by_node, lambda ledger: LOG_KEY)
+
+    def cosigned_by_the_cluster(checkpoint: SignedCheckpoint, witnesses: list[SignerKey]) -> None:
+        text = parse_note(checkpoint.note).text
+        for i, w in enumerate(witnesses):
+            lines = (parse_note(checkpoint.note).signatures[0], cosign(text, w, 1_790_000_000 + i).note_signature())
+            replication.publish_cosignature(
+                LEDGER, w.name.rpartition("/")[2], checkpoint.size, Note(text, lines).encode()
+            )
+
+    def slow(body: bytes) -> WitnessReply:
+        # While the outside witness takes its time, the ledger grows and the cluster cosigns on.
+        cosigned_by_the_cluster(home.grow(home.store.size(LEDGER) + 2), cluster)
+        return home.spec_witness(body)
+
+    def anchored(note: bytes) -> int:
+        """The size a reader with the anchors (a majority of the cluster's witnesses) and the
+        genesis' outside quorum takes ``note`` at (raises as it would refuse it)."""
+        check_witnessed(note, LOG_KEY, outside)
+        return verify_checkpoint(note, LOG_KEY, keys, 2).checkpoint.size
+
+    home.answer = slow
+    try:
+        cosigned_by_the_cluster(home.grow(3), cluster)
+        sizes = []
+        for _ in range(4):
+            home.clock.now += 1
+            home.feeder.turn()
+            quorum = replication.outside_cosignatures(LEDGER)[QUORUM_NOTE]
+            sizes.append(anchored(quorum))
+            served = [g for g in known.gathered(LEDGER, home.latest[LEDGER].note) if witness.name in g.witnesses]
+            assert anchored(served[0].note) == sizes[-1]
+        assert sizes == [3, 5, 7, 9] and home.store.size(LEDGER) == 11
+        # Only one of the three cosigned the newest: no majority there, the last one with it is fed.
+        cosigned_by_the_cluster(home.grow(13), cluster[:1])
+        home.answer = home.spec_witness
+        home.clock.now += 1
+        home.feeder.turn()
+        assert witness.latest[ORIGIN][0] == 11 and anchored(replication.outside_cosignatures(LEDGER)[QUORUM_NOTE]) == 11
+        # The cluster's witnesses cosign nothing newer for witness_timeout_ms: the newest signed is fed.
+        home.clock.now += 5
+        home.feeder.turn()
+        assert witness.latest[ORIGIN][0] == 13 and not home.alerts
     finally:
         home.store.close()

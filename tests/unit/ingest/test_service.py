@@ -28,9 +28,10 @@ from vledger.config.settings import PROTOCOL_LIMITS
 from vledger.ingest.outbox import Outbox
 from vledger.ingest.service import Caller, IngestService, Pending
 from vledger.node import verify as verify_module
+from vledger.node.cosigning import GatheredCheckpoint
 from vledger.node.errors import NoSuchLedgerError, StoreDamagedError, StoreError
 from vledger.node.ledger import LedgerRules
-from vledger.node.note import ALG_COSIGNATURE_V1, SignerKey, parse_checkpoint, parse_note
+from vledger.node.note import ALG_COSIGNATURE_V1, Checkpoint, SignerKey, parse_checkpoint, parse_note
 from vledger.node.record import Content, Entry, decode_record
 from vledger.node.store import ChainStore
 from vledger.node.storefile import StoreReader
@@ -564,3 +565,48 @@ def test_a_put_whose_w_can_never_be_met_is_refused_before_it_is_written(
     service.flush()
     wait_until(lambda: store.size(LEDGER) == 2, TIMEOUT, "the put of a w that can be met written")
     assert not within.future.done()  # waiting for its witnesses, none of which runs here
+
+
+class _LatestNote:
+    def latest(self, ledger: str) -> bytes:
+        return b"the home's latest"
+
+
+class _Gathered:
+    """A CosignatureSource: a ledger with outside witness ow.example/w1 and cluster witness replica-1."""
+
+    def __init__(self, gathered: list[GatheredCheckpoint]) -> None:
+        self._gathered = gathered
+
+    def gathered(self, ledger: str, latest: bytes) -> list[GatheredCheckpoint]:
+        return self._gathered
+
+    def outside_names(self, ledger: str) -> frozenset[str]:
+        return frozenset({"ow.example/w1"})
+
+    def cluster_names(self) -> frozenset[str]:
+        return frozenset({"local/witness/replica-1"})
+
+
+def test_a_checkpoint_asked_with_cosignatures_follows_the_epoch_rule(tmp_path: Path, store: ChainStore) -> None:
+    """Outsider o24 F0 (13.5 step 3): an outside witness's line alone makes no checkpoint of an
+    epoch from 2 count, so a reader asking for cosignatures is not served one (it would refuse
+    it, and a client with quorum 0 asking again for 1 cosignature got it again)."""
+    lines = ("vledger-epoch 2 ingest-2",)
+    outside_only = GatheredCheckpoint(Checkpoint(f"local/{LEDGER}", 5, bytes(32), lines), b"5", ("ow.example/w1",))
+    both = ("local/witness/replica-1", "ow.example/w1")
+    cosigned = GatheredCheckpoint(Checkpoint(f"local/{LEDGER}", 4, bytes(32), lines), b"4", both)
+    config = _config(tmp_path, 0)
+    service = IngestService(
+        config,
+        config.nodes[NODE],
+        store,
+        OneAccount(),
+        NoAdmin(),
+        {},
+        checkpoints=_LatestNote(),  # type: ignore[arg-type]
+        cosignatures=_Gathered([outside_only, cosigned]),
+    )
+    assert service.cosigned_checkpoint(LEDGER).checkpoint.size == 5  # no cosignature asked: the latest
+    assert service.cosigned_checkpoint(LEDGER, 1).checkpoint.size == 4
+    assert service.cosigned_checkpoint(LEDGER, 2, outside=1).checkpoint.size == 4

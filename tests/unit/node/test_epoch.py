@@ -23,6 +23,7 @@ from vledger.node.epoch import (
     epoch_payload,
     epoch_proof,
     gather_in_epochs,
+    meets_epoch_rule,
     newest_witnessed_epoch,
     proven_epoch,
 )
@@ -438,3 +439,16 @@ def test_an_epoch_line_whose_number_is_none_is_refused_not_a_crash(number: str) 
     with pytest.raises(VledgerError) as caught:
         epoch_claim(checkpoint)
     assert caught.value.code == "bad_checkpoint"
+
+
+def test_the_epoch_rule_counts_a_cluster_witness_never_an_outside_one_alone() -> None:
+    """Outsider o24 F0/F5 (13.5 step 3): what a server filters its served notes by, so that no
+    reader is served a checkpoint of an epoch from 2 that only an outside witness cosigned."""
+    cluster = {"local/witness/replica-1"}
+    epoch_5 = Checkpoint(f"{CLUSTER}/{LEDGER}", 5, bytes(32), ("vledger-epoch 5 ingest-1",))
+    assert not meets_epoch_rule(epoch_5, ["ow.example/w1"], cluster)
+    assert not meets_epoch_rule(epoch_5, [], cluster)
+    assert meets_epoch_rule(epoch_5, ["ow.example/w1", "local/witness/replica-1"], cluster)
+    assert meets_epoch_rule(Checkpoint(f"{CLUSTER}/{LEDGER}", 5, bytes(32), ()), ["ow.example/w1"], cluster)
+    two_lines = Checkpoint(f"{CLUSTER}/{LEDGER}", 5, bytes(32), ("vledger-epoch 2 a", "vledger-epoch 3 b"))
+    assert not meets_epoch_rule(two_lines, sorted(cluster), cluster)

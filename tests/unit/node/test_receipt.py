@@ -145,7 +145,7 @@ def test_a_receipt_of_the_standby_s_epoch_verifies_with_only_the_genesis(kit: An
     assert verify_receipt(_receipt(records, 3, HOME, ("vledger-epoch 3 n",)), keys).record == records[3]
 
 
-def test_a_checkpoint_of_the_standby_s_key_counts_only_with_a_witness_s_cosignature(kit: Any) -> None:
+def test_a_checkpoint_of_the_standby_s_key_counts_only_with_a_cluster_witness_s_cosignature(kit: Any) -> None:
     # PROTOCOL 10.9, 14.3 step 7: the standby's key alone could sign a tree of its own making,
     # with a handover record and any record in it; only a witness, holding the records, shows
     # that its epoch was opened. So whatever the quorum asked, one cosignature must verify.
@@ -184,8 +184,27 @@ def test_a_checkpoint_of_the_standby_s_key_counts_only_with_a_witness_s_cosignat
     records[0] = genesis
     for i in range(1, 5):
         records[i] = kit.extend(records[i - 1], kit.entry(i, 4, ledger=LEDGER, kind="note"))
-    keys = keys_from_genesis(genesis.encode(), LEDGER, (), 0)
-    assert verify_receipt(cosigned_by(OTHER_HOME, [outside], epoch), keys).outside == (outside.name,)
+    # Outsider o24 F0: an outside witness runs generic tlog-witness software that holds no records
+    # and applies none of 10.9: it cosigns any tree consistent with the last it saw. So its line
+    # never makes an epoch from 2 count (13.5 step 3), whatever key signed it; only toward the
+    # outside quorum. With the genesis alone (no cluster witness key) such a receipt is refused
+    # with a message that says to give the anchors.
+    alone = keys_from_genesis(genesis.encode(), LEDGER, (), 0)
+    for signer, extension in ((OTHER_HOME, epoch), (HOME, ("vledger-epoch 5 node-1",))):
+        with pytest.raises(VledgerError) as e:
+            verify_receipt(cosigned_by(signer, [outside], extension), alone)
+        assert e.value.code == "no_quorum" and "--anchors" in e.value.message
+    keys = keys_from_genesis(genesis.encode(), LEDGER, [w.verifier() for w in WITNESSES], 0)
+    with pytest.raises(VledgerError) as e:  # cluster keys known: the outside line still does not count
+        verify_receipt(cosigned_by(HOME, [outside], ("vledger-epoch 5 node-1",)), keys)
+    assert e.value.code == "no_quorum" and "outside" in e.value.message
+    # Given as a --witness key by mistake, an outside witness's line still does not count here.
+    mistaken = dataclasses.replace(keys, witnesses=(*keys.witnesses, outside.verifier()))
+    with pytest.raises(VledgerError) as e:
+        verify_receipt(cosigned_by(HOME, [outside], ("vledger-epoch 5 node-1",)), mistaken)
+    assert e.value.code == "no_quorum"
+    both = cosigned_by(OTHER_HOME, [WITNESSES[0], outside], epoch)
+    assert verify_receipt(both, keys).outside == (outside.name,)
 
 
 def test_the_quorum_and_the_witness_keys(chain: list[Record]) -> None:

@@ -15,11 +15,22 @@ from vledger.broker.signing import generate_signing_key, load_verify_key, signin
 from vledger.config.cluster import load_cluster
 from vledger.node import tree
 from vledger.node.anchors import Anchors
+from vledger.node.ledger import LedgerRules
 from vledger.node.node_keys import decode_node_keys, encode_node_keys, parse_node_keys
-from vledger.node.note import ALG_COSIGNATURE_V1, ALG_ED25519, Checkpoint, Note, SignerKey, parse_verifier_key, sign
+from vledger.node.note import (
+    ALG_COSIGNATURE_V1,
+    ALG_ED25519,
+    Checkpoint,
+    Note,
+    SignerKey,
+    cosign,
+    parse_verifier_key,
+    sign,
+)
 from vledger.node.receipt import Receipt
+from vledger.node.record import ZERO_LINK, Entry
 from vledger.tests.unit.node.conftest import ChainKit
-from vledger.tests.unit.node.test_receipt import LEDGER, ORIGIN, OTHER_HOME, WITNESSES, _chain, _receipt
+from vledger.tests.unit.node.test_receipt import HOME, LEDGER, ORIGIN, OTHER_HOME, T0, WITNESSES, _chain, _receipt
 from vledger.tests.unit.node.tree_oracle import hash_at_of
 from vledger.tools import cli
 from vledger.tools.args import vkey_arg
@@ -307,3 +318,41 @@ def test_a_voters_answer_of_another_form_is_bad_receipt_and_a_receipt_file_is_re
     ):
         with pytest.raises(ReceiptError):
             parse_voter_receipts(bad)
+
+
+def test_an_epoch_5_forged_with_the_genesis_key_and_an_outside_witness_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outsider o24 F0: a thief of the genesis home's key appended a handover to epoch 5 and a
+    record, signed the tree stating `vledger-epoch 5`, got the genesis-listed outside witness (a
+    generic tlog-witness, which applies none of 10.9) to cosign, and `receipt verify --genesis`
+    said valid. An outside witness's line counts only toward the outside quorum (13.5 step 3):
+    with the genesis alone the receipt is refused, saying to give the anchors; with them, too."""
+    kit = ChainKit()
+    outside = SignerKey("ow.example/w1", ALG_COSIGNATURE_V1, bytes([42]) * 32)
+    rules = {
+        "checkpoint_key": HOME.verifier().encode(),
+        "standby_key": OTHER_HOME.verifier().encode(),
+        "witnesses": [outside.verifier().encode()],
+        "quorum": 1,
+    }
+    genesis = Entry.prepare(
+        LedgerRules(kinds=("epoch", "note"), difficulty=4, rules=rules).genesis_content(LEDGER, "admin", "c", T0),
+        4,
+        kit.limits,
+    ).place(0, ZERO_LINK, T0, "n")
+    records = [genesis]
+    for i in range(1, 5):
+        records.append(kit.extend(records[-1], kit.entry(i, 4, ledger=LEDGER, kind="note")))
+    leaves = [tree.leaf_hash(r.encode()) for r in records]
+    size = len(records)
+    body = Checkpoint(ORIGIN, size, tree.root_at(size, hash_at_of(leaves)), ("vledger-epoch 5 ingest-1",)).body()
+    note = Note(body, (sign(body, HOME), cosign(body, outside, 1_790_000_000).note_signature())).encode()
+    forged = Receipt.of(records[3].encode(), tree.inclusion_proof(3, size, hash_at_of(leaves)), note)
+    receipt, genesis_file = _files(tmp_path, records, forged, "forged-epoch5")
+    argv = ["receipt", "verify", str(receipt), "--genesis", str(genesis_file), "--json"]
+    assert cli.main(argv) == 1
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["code"] == "no_quorum" and "--anchors" in error["message"]
+    assert cli.main([*argv, "--anchors", str(_anchors(tmp_path, records[0].link))]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "no_quorum"

@@ -291,3 +291,23 @@ def test_redis_down_is_logged_once_a_minute_a_ledger_not_once_a_read(
         f"checkpoint of {LEDGER}: Redis unavailable (redis is down); serving what the store holds"
     ) == 1
     gateway.close()
+
+
+def test_the_index_and_a_proof_without_size_are_of_the_served_checkpoint(cluster: dict[str, Any]) -> None:
+    """Outsider o24 F6/B4 (15.2): `/api/ledgers` listed a size past the checkpoint served, and an
+    inclusion proof without `size` was of the store's tree, a root a client pairing it with the
+    served checkpoint cannot verify. Both are now the served checkpoint's (the most cosigned)."""
+    gateway, thread = serve(cluster, NoRedis())
+    with thread as server:
+        url = f"http://127.0.0.1:{server.port}"
+        shown = json.loads(get(f"{url}/api/ledgers/{LEDGER}/checkpoint")[2])
+        listed = {e["ledger"]: e for e in json.loads(get(f"{url}/api/ledgers")[2])["ledgers"]}[LEDGER]
+        assert (listed["size"], listed["root"], listed["signed"]) == (shown["size"], shown["root"], True)
+        assert shown["size"] == COSIGNED_AT
+        proof = json.loads(get(f"{url}/api/ledgers/{LEDGER}/proof/inclusion?index=3")[2])
+        assert (proof["size"], proof["root"]) == (COSIGNED_AT, shown["root"])
+        status, _, body = get(f"{url}/api/ledgers/{LEDGER}/proof/inclusion?index={COSIGNED_AT}")
+        assert status == 404 and json.loads(body)["error"]["code"] == "bad_tree_size"
+        at = json.loads(get(f"{url}/api/ledgers/{LEDGER}/proof/inclusion?index={COSIGNED_AT}&size={RECORDS}")[2])
+        assert at["size"] == RECORDS  # a size asked for is still answered: the store's tree, unchecked past it
+    gateway.close()

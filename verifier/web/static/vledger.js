@@ -580,7 +580,7 @@ function outsideOf(ledger, rules, listed, log) {
 // A ledger's checkpoint note checked as a receipt's is (14.3 step 7): signed by `logKey`, the key
 // in force at its size; else, for a ledger whose genesis pins a standby key (`keys.standby`), by
 // that key, and then it must state an epoch from 2 (10.9) in its one epoch line and carry at
-// least one valid cosignature by a witness of `keys`: the standby's key is held by a node that is
+// least one valid cosignature by a cluster witness of `keys` (never an outside one, 13.5 step 3): the standby's key is held by a node that is
 // no home until a handover, which only the records show, and a witness checks it before it
 // cosigns (the key alone could sign a tree of its own making, with any record in it). With
 // outside witnesses in the genesis (`keys.outside`), its quorum of them must have cosigned (13.9).
@@ -614,8 +614,8 @@ function epochOf(note) {
 }
 
 // `seen` (a note its key signed) once its valid cosignatures are what verifyLedgerNote asks:
-// the genesis' quorum of outside witnesses, and one witness at least for the standby's key or an
-// epoch from 2 (`needsWitness`); throws [no_quorum] otherwise.
+// the genesis' quorum of outside witnesses, and one cluster witness at least (not an outside one,
+// 13.5 step 3) for the standby's key or an epoch from 2 (`needsWitness`); throws [no_quorum] otherwise.
 function witnessedEnough(seen, keys, needsWitness) {
   const valid = new Set(seen.cosigned.filter((c) => c.ok).map((c) => c.name));
   if (keys.outside) {
@@ -627,9 +627,13 @@ function witnessedEnough(seen, keys, needsWitness) {
         `${keys.outside.quorum} (13.9) [no_quorum]`);
     }
   }
-  if (needsWitness && !valid.size) {
-    throw new Error("a checkpoint of an epoch from 2 (or signed by the standby key) that no witness cosigned: " +
-      "nothing shows the handover that would make its key a home's (10.9) [no_quorum]");
+  // Only a cluster witness counts here (13.5 step 3): it holds the records and applies 10.9's
+  // rules before it cosigns; an outside witness runs generic tlog-witness software that cosigns
+  // any tree consistent with the last it saw, a thief's forged epoch included (outsider o24 F0).
+  const outsideNames = keys.outside ? keys.outside.names : new Set();
+  if (needsWitness && ![...valid].some((name) => !outsideNames.has(name))) {
+    throw new Error("a checkpoint of an epoch from 2 (or signed by the standby key) that no cluster witness cosigned " +
+      "(an outside witness's cosignature does not count): nothing shows the handover that would make its key a home's (10.9) [no_quorum]");
   }
   return seen;
 }
