@@ -31,6 +31,7 @@ from ..client.write import Write
 from ..config.cluster import load_cluster
 from ..node.errors import (
     BadPublicKeyError,
+    BadRequestError,
     NameHoldsUnitsError,
     NodeUnavailableError,
     NoSuchLedgerError,
@@ -209,7 +210,13 @@ def _exists(session: Session, ledger: str) -> bool:
 
 
 def cmd_ledger_promote(session: Session, args: argparse.Namespace) -> int:
-    print_receipt(session.promote(args.ledger, args.node, key_not_stolen=args.key_not_stolen), as_json=args.json)
+    # NODE is the node promoted: a --node naming another is a typo, never a promotion of that node.
+    if args.node is not None and args.node != args.standby:
+        raise BadRequestError(
+            f"ledger promote: NODE is the node promoted ({args.standby!r}) and --node names another "
+            f"({args.node!r}): give --node {args.standby} or leave --node out"
+        )
+    print_receipt(session.promote(args.ledger, args.standby, key_not_stolen=args.key_not_stolen), as_json=args.json)
     return EXIT_OK
 
 
