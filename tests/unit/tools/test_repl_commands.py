@@ -394,6 +394,8 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "home",
         "epoch",
         "claimed",
+        "refused",
+        "unproven",
         "head",
         "head_from",
         "stream_head",
@@ -878,3 +880,73 @@ def test_after_the_file_swaps_home_and_standby_the_newest_witnessed_epoch_names_
     config.write_text(text)
     election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
     assert (election["home"], election["epoch"]) == ("ingest-2", 2)
+
+
+def test_an_epoch_the_file_does_not_allow_a_lagging_standby_and_an_unverified_note_exit_non_zero(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """Outsider o24 F1: after a failback (file epoch = 3) and a second outage (ingest-2 promoted,
+    epoch 4), the README's swap left `epoch = 3`: ingest-1, the standby, stored nothing past the
+    handover, while repl status exited 0 printing "no checkpoint that verifies", "shown:
+    ingest-2 (epoch 1)" (never epoch 1's home), a standby 150 behind and "Every replica and
+    observer holds every ledger up to its head". It names the witnessed epoch 4 the file does
+    not allow (and what to state), exits 4 while it or a claim is unproven, 3 while the
+    standby lags, 0 once the file states epoch 4 and the standby caught up."""
+    _, new, replica_1, replica_2 = with_standby(config)
+    text = config.read_text()
+    config.write_text(
+        text.replace('home = "ingest-1"\nstandby = "ingest-2"', 'home = "ingest-2"\nstandby = "ingest-1"\nepoch = 3')
+    )
+    stream(repl, ELECTION, "ingest-2", 497)
+    assert repl.promote(ELECTION, 4, "ingest-2") is None  # as the promotion of epoch 4 wrote Redis
+    epoch_4 = new.sign(ELECTION, 497, bytes(range(4, 36)), ("vledger-epoch 4 ingest-2",))
+    repl.set_checkpoints({ELECTION: epoch_4.note})
+    for witness, signer in (("replica-1", replica_1), ("replica-2", replica_2)):
+        repl.publish_cosignature(ELECTION, witness, 497, signer.cosign(epoch_4, 1_790_000_000))
+        repl.set_held(witness, ELECTION, 496)
+    repl.set_held("ingest-2", ELECTION, 496)
+    repl.set_held("ingest-1", ELECTION, 346)  # stopped at the handover it refused
+    code, out, _ = run(capsys, "repl", "status", "--config", config, "--json")
+    election = ledger(json.loads(out), ELECTION)
+    assert code == repl_commands.EXIT_UNPROVEN
+    assert election["refused"] == {"epoch": 4, "home": "ingest-2"}
+    assert node(election, "ingest-1")["lagging"] is True and "ingest-1" in election["lagging"]
+    code, out, _ = run(capsys, "repl", "status", "--config", config)
+    assert code == repl_commands.EXIT_UNPROVEN
+    assert "(epoch 1)" not in out and "Every replica and observer holds" not in out
+    assert f"{ELECTION}  a witness cosigned epoch 4 at ingest-2" in out and "epoch = 4" in out, out
+    assert f"Behind: {ELECTION} (ingest-1)" in out
+    (status,) = repl_commands.read_status(repl, ROLES, repl_commands.Checker(load_cluster(config), repl.client))
+    problems = status_command.cluster_status("test", "redis://x", ROLES, {}, [status], [], None, 0).problems
+    assert any("epoch = 4" in problem for problem in problems), problems  # vledger status says it too
+    # The file states the epoch made: proven, the standby's lag alone is left (exit 3), then none.
+    config.write_text(config.read_text().replace("epoch = 3", "epoch = 4"))
+    code, out, _ = run(capsys, "repl", "status", "--config", config, "--json")
+    election = ledger(json.loads(out), ELECTION)
+    assert (code, election["home"], election["epoch"], election["refused"]) == (EXIT_LAGGING, "ingest-2", 4, None)
+    assert election["checkpoint"] == 497
+    repl.set_held("ingest-1", ELECTION, 496)
+    code, out, _ = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_OK and out.rstrip().endswith("Every replica and observer holds every ledger up to its head.")
+
+
+def test_a_checkpoint_in_redis_that_no_key_verifies_or_a_claimed_home_exits_4(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """o24 F1: "no checkpoint that verifies" of a ledger whose checkpoint Redis holds, and a home
+    Redis names that nothing proves, were printed under exit 0."""
+    keys = config.parent / "keys"
+    generate_signing_key(keys, "ingest-2")
+    stream(repl, ZAKAT, "ingest-2", 5)
+    for name in ("ingest-2", "replica-1", "replica-2"):
+        repl.advance(name, ZAKAT, 4)
+    stranger = HomeSigner("test", new_signing_key().seed)
+    repl.set_checkpoints({ZAKAT: stranger.sign(ZAKAT, 5, bytes(range(32))).note})
+    code, out, _ = run(capsys, "repl", "status", "--config", config)
+    assert code == repl_commands.EXIT_UNPROVEN and "zakat  no checkpoint that verifies" in out, out
+    home = HomeSigner("test", load_signing_key(signing_key_paths(keys, "ingest-2")[0]).seed)
+    repl.set_checkpoints({ZAKAT: home.sign(ZAKAT, 5, bytes(range(32))).note})
+    assert run(capsys, "repl", "status", "--config", config)[0] == EXIT_OK
+    repl.client.hset(repl.ledgers_key, ZAKAT, "replica-1")
+    code, out, _ = run(capsys, "repl", "status", "--config", config)
+    assert code == repl_commands.EXIT_UNPROVEN and "Claimed, unproven" in out
