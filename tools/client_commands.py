@@ -111,8 +111,15 @@ def with_session(verb: SessionVerb) -> Callable[[argparse.Namespace], int]:
         except NodeUnavailableError as e:
             if e.listening is False:  # a closed port: not a refused key
                 e.add_note("`vledger status` shows which nodes are down; a node's log says why it does not serve")
-            else:
+            elif e.listening:  # its port takes connections: a refused key, or a node too busy to answer
                 e.add_note("a node that refuses a key says nothing: check that your key was added, or the node's log")
+            else:
+                # No connection either way (dropped packets): a host cut off says nothing too (o24 F3).
+                e.add_note(
+                    "neither a node cut off from you by the network nor one that refuses a key says anything: "
+                    "check the network to it (`vledger status` shows which nodes answer), that your key was "
+                    "added, or the node's log"
+                )
             raise
 
     return run

@@ -37,8 +37,10 @@ expected to hold it; a verifier holds nothing and is shown only if Redis names i
 A held height is what Redis last heard, also of a node that has stopped since: a node whose
 heartbeat in Redis (the accounts cache's ``seen``, every ``accounts_poll_ms``) is older than
 :func:`~vledger.broker.accounts.heartbeat_window`, or ``0`` (it stopped cleanly), is shown
-**down** (STATE column, ``"down"`` in JSON), never current; ``vledger status`` marks down the
-nodes that do not answer its hello.
+**down** (STATE column, ``"down"`` in JSON), never current; so is a ledger's home while the
+verifier's ``home_unreachable`` alert of it is open (it answered none of the verifier's reads
+for ``lag_alert_ms``: a home cut off from its clients but not from Redis sends heartbeats all
+the same); ``vledger status`` marks down the nodes that do not answer its hello.
 
 Exit codes: 0 every replica and observer (and standby) holds every ledger up to its head, and
 every ledger's home is up; 1 Redis cannot be reached or answers with an error (``vledger: error:
@@ -91,6 +93,7 @@ from .watching import watch_rounds
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_LAGGING = 3
+HOME_UNREACHABLE = "home_unreachable"  # the verifier's alert of a home that answers none of its reads
 EXIT_UNPROVEN = 4  # what Redis holds of a ledger proves nothing this command can check (o24 F1)
 REDIS_TIMEOUT = 2.0  # seconds: a Redis that does not answer fails the command, it does not hang it
 UNKNOWN_ROLE = "unknown"  # a node Redis names that the configuration does not
@@ -468,6 +471,11 @@ def read_status(
     if silent_after is not None:
         silence = AccountRegistry(replication.client).silence(sorted(roles))
         down = {name for name, age in silence.items() if age is not None and age > silent_after}
+    # A home the verifier found answering none of its reads (home_unreachable, PROTOCOL 10.6):
+    # down, though its heartbeat in Redis goes on (cut off from its clients, not from Redis: o24 F3).
+    unreachable = {
+        tuple(key.split("|")[:2]) for key in replication.open_alerts() if key.endswith(f"|{HOME_UNREACHABLE}")
+    }
     homes = replication.ledgers_or_streams()  # "": none named (the hash of another type)
     names = sorted(homes)
     lasts = replication.last_heights(names)
@@ -506,7 +514,7 @@ def read_status(
         status = replace(status, noted=note is not None, refused=seen.refused)
         if note is not None and seen.checkpoint is None and of_newest_epoch(note, seen.proven):
             status = replace(status, unverified_note=True)
-        statuses.append(marked_down(status, down))
+        statuses.append(marked_down(status, down | ({status.home} if (status.home, name) in unreachable else set())))
     return statuses
 
 

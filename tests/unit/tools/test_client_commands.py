@@ -1650,3 +1650,25 @@ def test_promote_refuses_a_node_option_naming_another_node(vledger: Run, node: S
         assert code == 0, err
         sent = [where for name, _, where in node.calls if name == "ledger.promote"]
         assert len(sent) == 1 and sent[0] is not None and sent[0].endpoint.endswith(":7391"), sent
+
+
+@pytest.mark.parametrize(
+    ("listening", "hint"),
+    [
+        (None, "neither a node cut off from you by the network nor one that refuses a key says anything"),
+        (True, "a node that refuses a key says nothing: check that your key was added"),
+        (False, "`vledger status` shows which nodes are down"),
+    ],
+)
+def test_a_silent_node_s_hint_names_a_network_cut_when_no_connection_was_made(
+    vledger: Run, node: SimulatedNode, listening: bool | None, hint: str
+) -> None:
+    """o24 F3: a home whose inbound packets were dropped got "check that your key was added"
+    alone; a connection that could not be made (neither accepted nor refused) may be the network."""
+
+    def silent(args: dict[str, Any]) -> Any:
+        raise NodeUnavailableError("tcp://127.0.0.1:7390: no answer within 10 s", listening=listening)
+
+    node.override["hello"] = silent
+    code, _, err = vledger("hello")
+    assert code == 1 and hint in err, err

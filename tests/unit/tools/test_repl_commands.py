@@ -17,7 +17,7 @@ import pytest
 
 from vledger.broker.accounts import AccountRegistry, heartbeat_window
 from vledger.broker.redis_server import RedisServer, connect, free_port, shown_url
-from vledger.broker.replication import ReplicationLedger, StreamRecord
+from vledger.broker.replication import Alert, ReplicationLedger, StreamRecord
 from vledger.broker.signing import generate_signing_key, load_signing_key, new_signing_key, signing_key_paths
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
@@ -950,3 +950,23 @@ def test_a_checkpoint_in_redis_that_no_key_verifies_or_a_claimed_home_exits_4(
     repl.client.hset(repl.ledgers_key, ZAKAT, "replica-1")
     code, out, _ = run(capsys, "repl", "status", "--config", config)
     assert code == repl_commands.EXIT_UNPROVEN and "Claimed, unproven" in out
+
+
+def test_a_home_the_verifier_finds_unreachable_is_down_though_its_heartbeat_goes_on(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """o24 F3: a home cut off from its clients (not from Redis: its heartbeats go on) left repl
+    status at exit 0 for 60+ s, though the README says it exits 3 for a home down. The verifier's
+    home_unreachable alert of it (PROTOCOL 10.6) shows it down until it is resolved."""
+    stream(repl, ZAKAT, "ingest-2", 5)
+    for name in ("ingest-2", "replica-1", "replica-2"):
+        repl.advance(name, ZAKAT, 4)
+    assert run(capsys, "repl", "status", "--config", config)[0] == EXIT_OK
+    verifier = ReplicationLedger(repl.client, node="verifier-1")
+    verifier.alert(Alert("ingest-2", ZAKAT, 5, "home_unreachable", "answered none of this verifier's reads for 31 s"))
+    code, out, _ = run(capsys, "repl", "status", "--config", config, "--json")
+    zakat = ledger(json.loads(out), ZAKAT)
+    assert code == EXIT_LAGGING and node(zakat, "ingest-2")["down"] is True
+    assert not node(zakat, "replica-1")["down"]
+    verifier.resolve([f"ingest-2|{ZAKAT}|home_unreachable"])
+    assert run(capsys, "repl", "status", "--config", config)[0] == EXIT_OK
