@@ -663,9 +663,11 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
         for status in claims:
             assert status.claimed is not None
             number, home = status.claimed
+            # Not "(epoch 1)" with no handover proven: the file's home may never have been epoch 1's (o24 F1).
+            shown = f"epoch {status.epoch}" if status.epoch > 1 else "the cluster file's home, no handover proven"
             print(
                 f"  {status.ledger:<{width}}  Redis names {home} the home (epoch {number}); "
-                f"shown: {status.home} (epoch {status.epoch})"
+                f"shown: {status.home} ({shown})"
             )
     print()
     behind = [f"{s.ledger} ({', '.join(s.lagging)})" for s in statuses if s.lagging]

@@ -765,7 +765,10 @@ def test_a_home_or_epoch_only_redis_names_is_shown_as_a_claim_until_a_cosigned_n
         assert (election["head"], election["checkpoint"], election["cosigned"]) == (9, None, {"replica-2": 10})
     out = run(capsys, "repl", "status", "--config", config)[1]
     assert "Claimed, unproven" in out
-    assert "election-2026  Redis names ingest-2 the home (epoch 2); shown: ingest-1 (epoch 1)" in out
+    assert (
+        "election-2026  Redis names ingest-2 the home (epoch 2); shown: ingest-1 (the cluster file's home, no "
+        "handover proven)"
+    ) in out
     assert [ELECTION, "9", "11", "ingest-1", "home"] in [line.split()[:5] for line in out.splitlines()]
     # The standby's checkpoint of epoch 2, cosigned by replica-1's key: proven.
     epoch_2 = new.sign(ELECTION, 12, bytes(range(2, 34)), ("vledger-epoch 2 ingest-2",))
