@@ -635,8 +635,10 @@ def test_help_documents_the_json_shape_and_exit_codes(capsys: pytest.CaptureFixt
         '"lagging"',
         '"counts"',
         "Exit codes",
-        "3 some replica or observer lags",
+        "3 some replica, observer or standby lags",
         "or a ledger's home is down",
+        '"refused"',
+        "4, before 3, a ledger is unproven",
     ):
         assert words in out
     code, out, _ = run(capsys, "--help")
