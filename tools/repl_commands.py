@@ -473,9 +473,10 @@ def read_status(
         down = {name for name, age in silence.items() if age is not None and age > silent_after}
     # A home the verifier found answering none of its reads (home_unreachable, PROTOCOL 10.6):
     # down, though its heartbeat in Redis goes on (cut off from its clients, not from Redis: o24 F3).
-    unreachable = {
-        tuple(key.split("|")[:2]) for key in replication.open_alerts() if key.endswith(f"|{HOME_UNREACHABLE}")
-    }
+    # Only the configuration's verifiers' (no SCAN; another node's user may write its own hash).
+    verifiers = sorted(name for name, role in roles.items() if role == "verifier")
+    alerts = ReplicationLedger(replication.client, raisers=verifiers).open_alerts() if verifiers else {}
+    unreachable = {tuple(key.split("|")[:2]) for key in alerts if key.endswith(f"|{HOME_UNREACHABLE}")}
     homes = replication.ledgers_or_streams()  # "": none named (the hash of another type)
     names = sorted(homes)
     lasts = replication.last_heights(names)

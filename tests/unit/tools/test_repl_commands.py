@@ -962,10 +962,15 @@ def test_a_home_the_verifier_finds_unreachable_is_down_though_its_heartbeat_goes
 ) -> None:
     """o24 F3: a home cut off from its clients (not from Redis: its heartbeats go on) left repl
     status at exit 0 for 60+ s, though the README says it exits 3 for a home down. The verifier's
-    home_unreachable alert of it (PROTOCOL 10.6) shows it down until it is resolved."""
+    home_unreachable alert of it (PROTOCOL 10.6) shows it down until it is resolved; the same
+    alert in the hash of a node that is no verifier of the configuration does not."""
+    config.write_text(config.read_text() + '\n[nodes.verifier-1]\nrole = "verifier"\nport = 7121\n')
     stream(repl, ZAKAT, "ingest-2", 5)
     for name in ("ingest-2", "replica-1", "replica-2"):
         repl.advance(name, ZAKAT, 4)
+    assert run(capsys, "repl", "status", "--config", config)[0] == EXIT_OK
+    stranger = ReplicationLedger(repl.client, node="replica-1")
+    stranger.alert(Alert("ingest-2", ZAKAT, 5, "home_unreachable", "made up by replica-1's Redis user"))
     assert run(capsys, "repl", "status", "--config", config)[0] == EXIT_OK
     verifier = ReplicationLedger(repl.client, node="verifier-1")
     verifier.alert(Alert("ingest-2", ZAKAT, 5, "home_unreachable", "answered none of this verifier's reads for 31 s"))
