@@ -1187,8 +1187,7 @@ class ClusterChecks:
                     home.down(self.settings.node_timeout_ms / 1000, e)
                 except NodeUnavailableError as e:
                     home.down(self.settings.node_timeout_ms / 1000, e)
-            if home is not None:
-                self._home_heard(ledger, state, answered, now)
+            self._home_heard(ledger, state, home is not None and answered, now, asked=home is not None)
             if home_head is not None:
                 state.home_reached(home_head[0], now, self.settings.lag_alert_ms / 1000)
                 if state.home in state.copies:
@@ -1226,11 +1225,20 @@ class ClusterChecks:
                 self._check_roots(ledger, state, heads, home_compared=home_compared)
             self._signed_forks(ledger, state)
 
-    def _home_heard(self, ledger: str, state: LedgerState, answered: bool, now: float) -> None:
+    def _home_heard(self, ledger: str, state: LedgerState, answered: bool, now: float, *, asked: bool) -> None:
         """Raise ``home_unreachable`` once the home has answered none of this verifier's reads
         for ``lag_alert_ms`` (a read it skips while the home's reader rests counts as none), and
         resolve it at its next answer. What Redis hears of the home proves nothing here: a home
-        cut off from its clients, not from Redis, goes on with its heartbeats (o24 F3)."""
+        cut off from its clients, not from Redis, goes on with its heartbeats (o24 F3). Such an
+        alert of a node that is no longer the home (a handover since, also one made while this
+        verifier was stopped: its open alerts are read back at its start) is resolved: its
+        silence stops no write of the ledger any more."""
+        for key in [key for key in self.open if key.endswith(f"|{ledger}|home_unreachable")]:
+            node = key.split("|", 1)[0]
+            if node != state.home:
+                self.resolve(node, ledger, ("home_unreachable",))
+        if not asked:
+            return
         if answered:
             state.home_silent_since = None
             self.resolve(state.home, ledger, ("home_unreachable",))

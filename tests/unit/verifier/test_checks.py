@@ -1355,3 +1355,17 @@ def test_a_home_that_answers_no_read_for_lag_alert_ms_is_home_unreachable_until_
     nodes["ingest-1"] = live
     found.compare_heads()
     assert "home_unreachable" not in open_kinds(found)
+
+
+def test_a_home_unreachable_alert_of_a_node_no_longer_the_home_is_resolved(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    """A failback made while the epoch-2 home was stopped (its alert raised), with the file
+    swapped back after it: the replaced-home rule (the file's home) names no node, and the
+    alert of the node that is no longer the home stayed open for good (seen in the failback test)."""
+    found, _, _ = checks
+    found.raise_alert(Alert("ingest-2", LEDGER, 10, "home_unreachable", "raised while ingest-2 was the home"))
+    found.raise_alert(Alert("ingest-2", "other", 3, "home_unreachable", "of another ledger it is still home of"))
+    found.compare_heads()
+    assert f"ingest-2|{LEDGER}|home_unreachable" not in found.replication.open_alerts()
+    assert "ingest-2|other|home_unreachable" in found.replication.open_alerts()  # no ledger of this verifier's
