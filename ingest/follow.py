@@ -1521,7 +1521,10 @@ class Follower:
             # A failback the cluster file does not allow may be a thief's (10.9): the home's next
             # checkpoint getting through says nothing of it, so it stays open for an operator.
             by = BY_OPERATOR if isinstance(e, FailbackUnconfiguredError) else BY_CHECKPOINT
-            self._alert(ledger, covered.height, e, self.home_of(ledger), b"", resolved_by=by)
+            # Raised at the handover's height: each later checkpoint of that epoch meets the same
+            # refusal, and at its own height was a new alert each time (o24 F2: 56 in 35 s).
+            at = e.height if by == BY_OPERATOR and e.height is not None else covered.height
+            self._alert(ledger, at, e, self.home_of(ledger), b"", resolved_by=by)
             for size in sizes:
                 del state.waiting[size]
             dropped = set(state.sources[:count])

@@ -31,6 +31,7 @@ from ..client.write import Write
 from ..config.cluster import load_cluster
 from ..node.errors import (
     BadPublicKeyError,
+    BadRequestError,
     NameHoldsUnitsError,
     NodeUnavailableError,
     NoSuchLedgerError,
@@ -110,8 +111,15 @@ def with_session(verb: SessionVerb) -> Callable[[argparse.Namespace], int]:
         except NodeUnavailableError as e:
             if e.listening is False:  # a closed port: not a refused key
                 e.add_note("`vledger status` shows which nodes are down; a node's log says why it does not serve")
-            else:
+            elif e.listening:  # its port takes connections: a refused key, or a node too busy to answer
                 e.add_note("a node that refuses a key says nothing: check that your key was added, or the node's log")
+            else:
+                # No connection either way (dropped packets): a host cut off says nothing too (o24 F3).
+                e.add_note(
+                    "neither a node cut off from you by the network nor one that refuses a key says anything: "
+                    "check the network to it (`vledger status` shows which nodes answer), that your key was "
+                    "added, or the node's log"
+                )
             raise
 
     return run
@@ -209,7 +217,13 @@ def _exists(session: Session, ledger: str) -> bool:
 
 
 def cmd_ledger_promote(session: Session, args: argparse.Namespace) -> int:
-    print_receipt(session.promote(args.ledger, args.node, key_not_stolen=args.key_not_stolen), as_json=args.json)
+    # NODE is the node promoted: a --node naming another is a typo, never a promotion of that node.
+    if args.node is not None and args.node != args.standby:
+        raise BadRequestError(
+            f"ledger promote: NODE is the node promoted ({args.standby!r}) and --node names another "
+            f"({args.node!r}): give --node {args.standby} or leave --node out"
+        )
+    print_receipt(session.promote(args.ledger, args.standby, key_not_stolen=args.key_not_stolen), as_json=args.json)
     return EXIT_OK
 
 

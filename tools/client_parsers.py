@@ -232,7 +232,8 @@ def _add_ledger_verbs(commands: Subparsers) -> None:
         "signs the ledger's checkpoints from then on, and the old home is fenced.",
     )
     promote.add_argument("ledger", type=ledger_name, metavar="LEDGER", help="the ledger to hand over")
-    promote.add_argument("node", type=ledger_name, metavar="NODE", help="its standby ingest node")
+    # Not "node": the global --node option has that name, and would silently take its place.
+    promote.add_argument("standby", type=ledger_name, metavar="NODE", help="its standby ingest node")
     promote.add_argument(
         "--key-not-stolen",
         action="store_true",

@@ -270,11 +270,18 @@ REPL_JSON_SHAPE = """\
 With --json, one JSON object (with --watch, one per line and round; a round that cannot
 read Redis prints its error on stderr instead, and the watch goes on):
 
-  {"redis": URL (password hidden), "current": bool (no replica or observer lags or is down),
+  {"redis": URL (password hidden), "current": bool (no replica, observer or standby lags or
+   is down, and no home is down),
    "ledgers": [{"ledger": str, "home": node (the cluster file's, or the proven epoch's),
                 "epoch": int (the newest proven: 1 until a handover is proven),
                 "claimed": null, or {"epoch": int, "home": node}: what Redis names
                            when it is not the proven epoch and home (claimed, unproven),
+                "refused": null, or {"epoch": int, "home": node}: a newer epoch a witness's
+                           note proves that this cluster file does not allow (an epoch from 3
+                           whose home it does not name the standby, nor states the epoch of:
+                           state `epoch = N` on every host if you promoted it),
+                "unproven": bool (a claim, a refused epoch, or a checkpoint in Redis of
+                            which none verifies: nothing shown is proven; exit 4),
                 "head": int (-1: no record yet), "head_from": "checkpoint" (the latest
                 checkpoint that verifies, size - 1) or "home" (none verifies: the
                 home's held height or the stream's last, whichever is higher),
@@ -282,12 +289,14 @@ read Redis prints its error on stderr instead, and the watch goes on):
                 "nodes": [{"node": str, "role": "ingest"|"replica"|"observer"|...|"unknown",
                            "held": int or null (never reported),
                            "lag": int or null (head - held; null when unverified),
-                           "lagging": bool,
+                           "lagging": bool (a replica, an observer, or the ledger's standby
+                                      while it is not the home, holding less than the head),
                            "cosigned": int or null (the size its verified cosignature is of),
                            "unverified": bool (held above the head: a claim nothing signed
                                            confirms; anyone who reaches Redis can write it),
                            "down": bool (its heartbeat in Redis is older than 30 s, or
-                                    6 accounts polls: "held" is what it last said),
+                                    6 accounts polls: "held" is what it last said; the home
+                                    too while the verifier's home_unreachable of it is open),
                            "fenced": bool (the home a proven handover replaced: its copy,
                                      whose records past the handover are not the ledger's,
                                      is not counted; no lag)}],
@@ -301,10 +310,11 @@ records are held by that many nodes (the home included), fewest holders first; o
 configuration's ingest, replica and observer nodes count (a held height is still a claim),
 never a fenced home.
 
-Exit codes: 0 every replica and observer holds every ledger up to its head and every
-ledger's home is up; 1 Redis unreachable or an invalid configuration; 2 usage;
-3 some replica or observer lags (one that never reported counts as lagging) or is down,
-or a ledger's home is down (its writes stop).
+Exit codes: 0 every replica and observer (and standby) holds every ledger up to its head
+and every ledger's home is up; 1 Redis unreachable or an invalid configuration; 2 usage;
+3 some replica, observer or standby lags (one that never reported counts as lagging) or is
+down, or a ledger's home is down (its writes stop: its heartbeat stopped, or the verifier's
+home_unreachable of it is open); 4, before 3, a ledger is unproven ("unproven" above).
 With --watch the command runs until interrupted and exits with the last round's code."""
 
 
@@ -451,7 +461,8 @@ alerts (read from Redis) are empty:
                          {"ledgers": [names], "follow_restarts": int (its follow ran again
                           after a bug, since the node started: see its log)},
               "process": {"state": str, "pid": int or null} or null (not supervised here)}],
-   "ledgers": [as in `vledger repl status --json`: {"ledger", "home", "epoch", "claimed", "head", "head_from",
+   "ledgers": [as in `vledger repl status --json`: {"ledger", "home", "epoch", "claimed", "refused", "unproven",
+               "head", "head_from",
                "stream_head", "home_held", "nodes": [{"node", "role", "held", "lag", "lagging",
                "cosigned", "unverified", "down" (here: it does not answer hello; "held" is what
                it last said), "fenced"}], "counts": [{"holders", "records"}], "lagging": [node],

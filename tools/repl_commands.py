@@ -29,22 +29,29 @@ from it would show every honest node behind. A held height above the head is sho
 configuration knows is shown but counted nowhere. A node's **lag** is head - held.
 Replicas and observers (the roles that follow the feeds and keep a store,
 config.cluster.FOLLOWER_ROLES) hold every ledger: one **lags** when it holds less than the
-head, including one that never reported. An ingest node that is not the ledger's home is
-shown but never expected to hold it; a verifier holds nothing and is shown only if Redis
-names it.
+head, including one that never reported; so does the ledger's **standby** (the cluster
+file's, while it is neither the home nor fenced), whose promotion waits until it holds what a
+witness cosigned. Another ingest node that is not the ledger's home is shown but never
+expected to hold it; a verifier holds nothing and is shown only if Redis names it.
 
 A held height is what Redis last heard, also of a node that has stopped since: a node whose
 heartbeat in Redis (the accounts cache's ``seen``, every ``accounts_poll_ms``) is older than
 :func:`~vledger.broker.accounts.heartbeat_window`, or ``0`` (it stopped cleanly), is shown
-**down** (STATE column, ``"down"`` in JSON), never current; ``vledger status`` marks down the
-nodes that do not answer its hello.
+**down** (STATE column, ``"down"`` in JSON), never current; so is a ledger's home while the
+verifier's ``home_unreachable`` alert of it is open (it answered none of the verifier's reads
+for ``lag_alert_ms``: a home cut off from its clients but not from Redis sends heartbeats all
+the same); ``vledger status`` marks down the nodes that do not answer its hello.
 
-Exit codes: 0 every replica and observer holds every ledger up to its head, and every
-ledger's home is up; 1 Redis cannot be reached or answers with an error (``vledger: error:
-redis_server: ...``), or the configuration is invalid; 2 usage; 3 some replica or observer
-lags or is down, or a ledger's home is down (the code
-`vledger supervise status` gives for a process that is not running), so that a script can
-wait with ``until vledger repl status --config F >/dev/null; do sleep 1; done``.
+Exit codes: 0 every replica and observer (and standby) holds every ledger up to its head, and
+every ledger's home is up; 1 Redis cannot be reached or answers with an error (``vledger: error:
+redis_server: ...``), or the configuration is invalid; 2 usage; 3 some replica, observer or
+standby lags or is down, or a ledger's home is down as Redis last heard of it (its heartbeat
+stopped; the code `vledger supervise status` gives for a process that is not running), so that a
+script can wait with ``until vledger repl status --config F >/dev/null; do sleep 1; done``; 4
+(before 3) what Redis holds of a ledger is **unproven**: a home or epoch it names that no
+witnessed note proves (claimed), an epoch a witness's note proves that this cluster file does
+not allow (``refused``: state its ``epoch`` in the file, PROTOCOL 10.9), or a latest checkpoint
+that no key verifies ("no checkpoint that verifies" while Redis holds one).
 """
 
 from __future__ import annotations
@@ -86,6 +93,8 @@ from .watching import watch_rounds
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_LAGGING = 3
+HOME_UNREACHABLE = "home_unreachable"  # the verifier's alert of a home that answers none of its reads
+EXIT_UNPROVEN = 4  # what Redis holds of a ledger proves nothing this command can check (o24 F1)
 REDIS_TIMEOUT = 2.0  # seconds: a Redis that does not answer fails the command, it does not hang it
 UNKNOWN_ROLE = "unknown"  # a node Redis names that the configuration does not
 SHOWN_ROLES = ("ingest", *FOLLOWER_ROLES)  # the configured nodes listed even if they never reported
@@ -123,6 +132,11 @@ class LedgerStatus:
     claimed: Epoch | None = None  # the epoch and home Redis names, when not the proven ones
     # Redis holds a checkpoint of the newest epoch that no key of its home verifies (o21 F3).
     unverified_note: bool = False
+    # Redis holds a checkpoint of the ledger (of any epoch): with none that verifies, nothing shown is proven.
+    noted: bool = False
+    # The newest epoch a witness's note proves that this cluster file does not allow (10.9: an
+    # epoch from 3 whose home it does not name the standby of, nor states the epoch of).
+    refused: Epoch | None = None
 
     @property
     def head_from(self) -> str:
@@ -146,6 +160,13 @@ class LedgerStatus:
     @property
     def cosigned(self) -> dict[str, int]:
         return {n.node: n.cosigned for n in self.nodes if n.cosigned is not None}
+
+    @property
+    def unproven(self) -> bool:
+        """Whether what Redis holds of the ledger is not what it shows: a home or epoch it names
+        that no witnessed note proves, a witnessed epoch this file does not allow, or a checkpoint
+        none of which verifies. Its heads and counts then prove nothing (o24 F1: exit 0 meanwhile)."""
+        return self.claimed is not None or self.refused is not None or (self.noted and self.checkpoint is None)
 
     @property
     def fenced(self) -> bool:
@@ -179,6 +200,7 @@ def ledger_status(
     epoch: int = 1,
     claimed: Epoch | None = None,
     replaced: str | None = None,
+    standby: str | None = None,
 ) -> LedgerStatus:
     """The status of one ledger from what Redis holds (pure: the tests feed it directly).
 
@@ -187,7 +209,9 @@ def ledger_status(
     the latest verified checkpoint and ``cosigned`` witness -> the size it verifiably cosigned;
     ``epoch`` the newest proven epoch, ``claimed`` Redis's epoch and home when they are not it,
     ``replaced`` the home that epoch's handover fenced: shown, never counted (its records past the
-    handover are not the ledger's, and this command cannot tell where that is).
+    handover are not the ledger's, and this command cannot tell where that is); ``standby`` the
+    ingest node that follows the ledger to take it over: it lags as a replica does (o24 F1: 150
+    behind, shown with exit 0), since its promotion waits until it holds what a witness cosigned.
     The head is the largest of those checkpoints' size - 1, else the home's held height or the
     stream's last.
     """
@@ -209,7 +233,8 @@ def ledger_status(
         fenced = name == replaced
         unverified = height is not None and height > head and not fenced
         lag = None if height is None or unverified or fenced else head - height
-        lagging = role in FOLLOWER_ROLES and head >= 0 and (height is None or height < head)
+        follows = role in FOLLOWER_ROLES or (name == standby and name != home and not fenced)
+        lagging = follows and head >= 0 and (height is None or height < head)
         nodes.append(NodeHeight(name, role, height, lag, lagging, cosigned.get(name), unverified, fenced=fenced))
     # Only the configuration's nodes that hold ledgers count: a name no node of it wrote holds nothing;
     # nor a follower's claim above the head (unverified: its own Redis user may write any number there),
@@ -245,6 +270,8 @@ class Witnessed:
     checkpoint: int | None  # the size of the latest checkpoint of that epoch that verifies
     cosigned: dict[str, int]  # witness -> the size of its cosignature of that epoch that verifies
     replaced: str | None  # the cluster file's home once a handover to another is proven: fenced
+    refused: Epoch | None = None  # a newer epoch a witness's note proves, which the file does not allow
+    standby: str | None = None  # the file's standby while it is not the home: it follows the ledger
 
 
 class Checker:
@@ -311,16 +338,24 @@ class Checker:
         checkpoint in Redis) and the witnesses' notes counts in that epoch. Redis's errors pass through."""
         witnessed = replication.cosignatures(ledger, nodes)
         kept = replication.epoch_proof(ledger)  # the new home's copy, which no witness's user can delete (10.9)
-        proven = self.proven_epoch(ledger, {**witnessed, **({"": kept} if kept is not None else {})})
+        notes = {**witnessed, **({"": kept} if kept is not None else {})}
+        proven = self.proven_epoch(ledger, notes)
+        # The same notes judged without the file's word on failbacks: a newer epoch there is one
+        # the witnesses took (their files allowed it) that this file does not (o24 F1).
+        newest = self.proven_epoch(ledger, notes, judged=False)
         first = self.config.home_of(ledger).name
         epoch, home = proven or (1, first)
+        standby = self.config.standby_of(ledger)
+        replaced = first if home != first else None
         return Witnessed(
             epoch,
             home,
             proven,
             self.checkpoint(ledger, home, note, proven),
             self.cosigned(ledger, home, witnessed, proven),
-            first if home != first else None,
+            replaced,
+            newest if newest is not None and newest[0] > epoch else None,
+            standby.name if standby is not None and standby.name not in (home, replaced) else None,
         )
 
     def checkpoint(self, ledger: str, home: str, note: bytes | None, epoch: Epoch | None = None) -> int | None:
@@ -371,14 +406,15 @@ class Checker:
                 continue
         return None
 
-    def proven_epoch(self, ledger: str, notes: Mapping[str, bytes]) -> Epoch | None:
+    def proven_epoch(self, ledger: str, notes: Mapping[str, bytes], *, judged: bool = True) -> Epoch | None:
         """The newest epoch past the first of ``ledger`` that a witness's note among ``notes``
         (witness -> note, Redis's ``cosig`` hash) proves, as (number, home): signed by the key
         file of the cluster file's standby or home of the ledger, stating an epoch from 2
         (node/epoch.py's newest_witnessed_epoch), and cosigned by a witness (PROTOCOL 10.9, 14.3
         step 7: an epoch counts only with a witness's cosignature); an epoch from 3 only when the
         cluster file allows it (node/epoch.py's may_open: a failback's, as the witnesses take its
-        handover; the file is read at this command's start). None when none does, or the ledger has no standby or its
+        handover; the file is read at this command's start; not with ``judged`` false, which
+        shows what the witnesses proved). None when none does, or the ledger has no standby or its
         key file is missing."""
         standby = self.config.standby_of(ledger)
         if standby is None or not notes:
@@ -396,7 +432,7 @@ class Checker:
             notes.values(),
             keys,
             witnesses,
-            allowed=lambda number, home: may_open(ledger, number, home, self.config.allows_epoch),
+            allowed=lambda number, home: not judged or may_open(ledger, number, home, self.config.allows_epoch),
         )
 
 
@@ -435,6 +471,12 @@ def read_status(
     if silent_after is not None:
         silence = AccountRegistry(replication.client).silence(sorted(roles))
         down = {name for name, age in silence.items() if age is not None and age > silent_after}
+    # A home the verifier found answering none of its reads (home_unreachable, PROTOCOL 10.6):
+    # down, though its heartbeat in Redis goes on (cut off from its clients, not from Redis: o24 F3).
+    # Only the configuration's verifiers' (no SCAN; another node's user may write its own hash).
+    verifiers = sorted(name for name, role in roles.items() if role == "verifier")
+    alerts = ReplicationLedger(replication.client, raisers=verifiers).open_alerts() if verifiers else {}
+    unreachable = {tuple(key.split("|")[:2]) for key in alerts if key.endswith(f"|{HOME_UNREACHABLE}")}
     homes = replication.ledgers_or_streams()  # "": none named (the hash of another type)
     names = sorted(homes)
     lasts = replication.last_heights(names)
@@ -444,7 +486,7 @@ def read_status(
     statuses = []
     for name in names:
         if checker is None:
-            seen = Witnessed(1, homes[name], None, None, {}, None)
+            seen = Witnessed(1, homes[name], None, None, {}, None, None, None)
         else:
             seen = checker.witnessed(replication, name, sorted(roles), notes.get(name))
         named = epochs.get(name) or (1, homes[name] or seen.home)
@@ -467,11 +509,13 @@ def read_status(
             seen.epoch,
             claimed,
             seen.replaced,
+            seen.standby,
         )
         note = notes.get(name)
+        status = replace(status, noted=note is not None, refused=seen.refused)
         if note is not None and seen.checkpoint is None and of_newest_epoch(note, seen.proven):
             status = replace(status, unverified_note=True)
-        statuses.append(marked_down(status, down))
+        statuses.append(marked_down(status, down | ({status.home} if (status.home, name) in unreachable else set())))
     return statuses
 
 
@@ -488,6 +532,8 @@ def status_json(statuses: list[LedgerStatus], url: str) -> dict[str, Any]:
                 "home": s.home,
                 "epoch": s.epoch,
                 "claimed": None if s.claimed is None else {"epoch": s.claimed[0], "home": s.claimed[1]},
+                "refused": None if s.refused is None else {"epoch": s.refused[0], "home": s.refused[1]},
+                "unproven": s.unproven,
                 "head": s.head,
                 "head_from": s.head_from,
                 "stream_head": s.stream_head,
@@ -521,9 +567,17 @@ def _number(value: int | None) -> str:
 
 
 def current(statuses: list[LedgerStatus]) -> bool:
-    """Whether every replica and observer holds every ledger up to its head, and they and each
-    ledger's home are up."""
+    """Whether every replica and observer (and each standby) holds every ledger up to its head,
+    and they and each ledger's home are up."""
     return not any(s.lagging or s.down for s in statuses)
+
+
+def exit_code(statuses: list[LedgerStatus]) -> int:
+    """4 when a ledger's state is unproven (:attr:`LedgerStatus.unproven`: its heads prove
+    nothing), else 3 when a copy lags or a node is down, else 0."""
+    if any(s.unproven for s in statuses):
+        return EXIT_UNPROVEN
+    return EXIT_OK if current(statuses) else EXIT_LAGGING
 
 
 def _state(node: NodeHeight) -> str:
@@ -587,7 +641,22 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
     print("Latest checkpoint and the witnesses whose cosignature of it (or a later one) verifies:")
     for status in statuses:
         print(f"  {status.ledger:<{width}}  {_cosignatures(status)}")
-    claims = [s for s in statuses if s.claimed is not None]
+    refused = [s for s in statuses if s.refused is not None]
+    if refused:
+        print()
+        print("Witnessed, but not allowed by this cluster file (PROTOCOL 10.9: a handover of epoch 3 or later")
+        print("counts only where the file names its home the standby or states an epoch at least its number;")
+        print("a node whose file is this one refuses it, failback_unconfigured):")
+        for status in refused:
+            assert status.refused is not None
+            number, home = status.refused
+            print(
+                f"  {status.ledger:<{width}}  a witness cosigned epoch {number} at {home}: if you promoted it, "
+                f"state `epoch = {number}` in [ledgers.{status.ledger}] on every host; shown meanwhile: the "
+                f"cluster file's {status.home}, nothing counted by it"
+            )
+    # A claim that is the refused epoch is said above, with what to do.
+    claims = [s for s in statuses if s.claimed is not None and s.claimed != s.refused]
     if claims:
         print()
         print("Claimed, unproven (Redis names another home than the one shown; no witness-cosigned")
@@ -595,9 +664,11 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
         for status in claims:
             assert status.claimed is not None
             number, home = status.claimed
+            # Not "(epoch 1)" with no handover proven: the file's home may never have been epoch 1's (o24 F1).
+            shown = f"epoch {status.epoch}" if status.epoch > 1 else "the cluster file's home, no handover proven"
             print(
                 f"  {status.ledger:<{width}}  Redis names {home} the home (epoch {number}); "
-                f"shown: {status.home} (epoch {status.epoch})"
+                f"shown: {status.home} ({shown})"
             )
     print()
     behind = [f"{s.ledger} ({', '.join(s.lagging)})" for s in statuses if s.lagging]
@@ -614,9 +685,12 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
         print(f"Down (their held heights are what they last said): {'; '.join(down)}")
     if behind:
         print(f"Behind: {'; '.join(behind)}")
-    elif down:  # not "every replica holds": one that is down holds nothing current
+    unproven = [s.ledger for s in statuses if s.unproven]
+    if unproven:  # not "every replica holds": their heads and counts prove nothing
+        print(f"Unproven (what Redis holds of them is not shown by a checkpoint that verifies): {', '.join(unproven)}")
+    if behind or down or unproven:
         return
-    elif claims_above:
+    if claims_above:
         # Not "every replica holds": a height above the head is a claim nothing signed shows.
         print(f"No replica or observer is behind; above the head, unverified: {'; '.join(claims_above)}")
     else:
@@ -634,7 +708,7 @@ def show_status(
     checker: Checker | None = None,
     silent_after: float | None = None,
 ) -> int:
-    """One round: read, print, and the exit code it makes (0 or 3; RedisServerError if Redis
+    """One round: read, print, and the exit code it makes (0, 3 or 4; RedisServerError if Redis
     fails); ``silent_after`` as :func:`read_status` takes it."""
     try:
         statuses = read_status(replication, roles, checker, silent_after=silent_after)
@@ -645,7 +719,7 @@ def show_status(
     else:
         print_status(statuses, url)
         sys.stdout.flush()
-    return EXIT_OK if current(statuses) else EXIT_LAGGING
+    return exit_code(statuses)
 
 
 def watch_status(

@@ -343,6 +343,13 @@ def _problems(
         if ledger.lagging
     ]
     problems += [
+        f"{ledger.ledger}: a witness cosigned epoch {ledger.refused[0]} at {ledger.refused[1]}, which this cluster "
+        f"file does not allow: if you promoted it, state `epoch = {ledger.refused[0]}` in [ledgers.{ledger.ledger}] "
+        "on every host (PROTOCOL 10.9)"
+        for ledger in ledgers
+        if ledger.refused is not None
+    ]
+    problems += [
         f"{ledger.ledger}: Redis's latest checkpoint verifies with no key of its home {ledger.home} (its key file, "
         "or a rotated key the ledger's records in Redis name): its checkpoints are not checked"
         for ledger in ledgers

@@ -146,8 +146,9 @@ HOLDER_ROLES = ("replica", "observer")  # roles that hold every ledger; an inges
 # A node's answers to a read of a ledger it does not hold (docs/PROTOCOL.md 6.1).
 NOT_HELD = frozenset(("not_home", "no_such_ledger"))
 # A home's alerts that its replacement (10.9) explains: a copy no longer the ledger's is not
-# behind it, nor a fork of it. Its chain faults (a record rewritten in its store) stay open.
-REPLACED_RESOLVES = ("lagging", "fork")
+# behind it, nor a fork of it, and its silence stops no write of it (home_unreachable). Its
+# chain faults (a record rewritten in its store) stay open.
+REPLACED_RESOLVES = ("lagging", "fork", "home_unreachable")
 
 
 class Stopped(Exception):
@@ -385,6 +386,9 @@ class LedgerState:
     # Redis's {ledgers} hash gets none before its stream exists: the verifier creates no key for a
     # name a node or a stream key gave it (it would find that key again after every restart).
     grouped: bool = True
+    # Since when the home has answered none of this verifier's reads (None: it answered the
+    # last): past lag_alert_ms it is home_unreachable (o24 F3: its Redis heartbeats go on).
+    home_silent_since: float | None = None
 
     def judge_anew(self) -> None:
         """Forget what was decided against the checkpoint or home held: either changed."""
@@ -625,6 +629,7 @@ class ClusterChecks:
             if state.home != home:  # its standby was promoted (PROTOCOL 10.9): the new home's is the truth
                 state.home = home
                 state.home_contradicts, state.home_checked = False, None  # decided of the home before
+                state.home_silent_since = None
                 if home not in state.copies:
                     state.copies[home] = CopyState(
                         LedgerSweep(home, ledger, _checkpoint(saved.get(f"{home}|{ledger}")), self.pool)
@@ -1172,11 +1177,17 @@ class ClusterChecks:
             self._watch_latest(ledger, state)
             home = self.readers.get(state.home)
             home_head: tuple[int, bytes] | None = None
+            answered = False
             if home is not None and home.up():
                 try:
                     home_head = home.head(ledger)
-                except (NodeUnavailableError, RemoteError) as e:
+                    answered = True
+                except RemoteError as e:  # a refusal is an answer: the home is reachable
+                    answered = True
                     home.down(self.settings.node_timeout_ms / 1000, e)
+                except NodeUnavailableError as e:
+                    home.down(self.settings.node_timeout_ms / 1000, e)
+            self._home_heard(ledger, state, home is not None and answered, now, asked=home is not None)
             if home_head is not None:
                 state.home_reached(home_head[0], now, self.settings.lag_alert_ms / 1000)
                 if state.home in state.copies:
@@ -1213,6 +1224,38 @@ class ClusterChecks:
                 home_compared = home_head is not None and not state.home_contradicts
                 self._check_roots(ledger, state, heads, home_compared=home_compared)
             self._signed_forks(ledger, state)
+
+    def _home_heard(self, ledger: str, state: LedgerState, answered: bool, now: float, *, asked: bool) -> None:
+        """Raise ``home_unreachable`` once the home has answered none of this verifier's reads
+        for ``lag_alert_ms`` (a read it skips while the home's reader rests counts as none), and
+        resolve it at its next answer. What Redis hears of the home proves nothing here: a home
+        cut off from its clients, not from Redis, goes on with its heartbeats (o24 F3). Such an
+        alert of a node that is no longer the home (a handover since, also one made while this
+        verifier was stopped: its open alerts are read back at its start) is resolved: its
+        silence stops no write of the ledger any more."""
+        for key in [key for key in self.open if key.endswith(f"|{ledger}|home_unreachable")]:
+            node = key.split("|", 1)[0]
+            if node != state.home:
+                self.resolve(node, ledger, ("home_unreachable",))
+        if not asked:
+            return
+        if answered:
+            state.home_silent_since = None
+            self.resolve(state.home, ledger, ("home_unreachable",))
+            return
+        if state.home_silent_since is None:
+            state.home_silent_since = now
+            return
+        silent = now - state.home_silent_since
+        if silent < self.settings.lag_alert_ms / 1000:
+            return
+        height = state.reached[-1][0] + 1 if state.reached else 0  # the first it was not seen holding
+        self.raise_alert(
+            Alert(state.home, ledger, height, "home_unreachable", f"{state.home}, the home of {ledger}, has answered "
+                  f"none of this verifier's reads for {silent:.0f} s (stopped, or cut off from the network: its Redis "
+                  "heartbeats may go on): writes of the ledger fail or wait until it answers again, or its standby "
+                  "is promoted", source=state.home, expected="", found="")
+        )  # fmt: skip
 
     def _watch_latest(self, ledger: str, state: LedgerState) -> None:
         """Redis's latest checkpoint of ``ledger`` against the largest it held before, verified

@@ -6,6 +6,9 @@ nodes, a real verifier and Redis."""
 
 from __future__ import annotations
 
+import json
+import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -39,3 +42,30 @@ def test_a_copy_that_never_answered_the_verifier_is_lagging_without_a_height_mad
         "it does not answer, and has not said it holds any record of it since this verifier started: what it "
         "holds is unknown; ingest-1 has held height 5 for "
     ), alert["detail"]
+
+
+def test_a_home_that_answers_nobody_is_home_unreachable_while_redis_has_not_missed_it(cluster: LocalCluster) -> None:
+    """Outsider o24 F3: a home cut off from its clients (its Redis heartbeats going on) or killed
+    left `repl status` and `verify --cluster` at exit 0 for 60+ s, no verifier alert saying the
+    home was down. Frozen (SIGSTOP) for less than Redis's heartbeat window (30 s), the home
+    answers no read: the verifier raises home_unreachable within lag_alert_ms and a few node
+    timeouts, `verify --cluster` exits 1 and `repl status` 3 naming it down; thawed, it closes."""
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    cluster.client("writer1").put_many([entry(LEDGER, "vote", {"n": i}, "writer1") for i in range(5)])
+    config = str(cluster.config_path)
+    wait_until(lambda: cluster.cli("repl", "status", "--config", config, check=False).returncode == 0, 30, "current")
+    replication = ReplicationLedger(connect(cluster.cluster_redis_url))
+    key = f"ingest-1|{LEDGER}|home_unreachable"
+    frozen = time.monotonic()
+    cluster.signal_node("ingest-1", signal.SIGSTOP)
+    try:
+        alert = wait_until(lambda: replication.open_alerts().get(key), 20, "ingest-1's home_unreachable alert")
+        assert time.monotonic() - frozen < 20  # far inside the 30 s Redis would take to miss its heartbeat
+        assert "has answered none of this verifier's reads" in alert["detail"], alert
+        assert cluster.cli("verify", "--cluster", config, check=False).returncode == 1
+        shown = cluster.cli("repl", "status", "--config", config, "--json", check=False)
+        (votes,) = [s for s in json.loads(shown.stdout)["ledgers"] if s["ledger"] == LEDGER]
+        assert shown.returncode == 3 and [n["down"] for n in votes["nodes"] if n["node"] == "ingest-1"] == [True]
+    finally:
+        cluster.signal_node("ingest-1", signal.SIGCONT)
+    wait_until(lambda: key not in replication.open_alerts(), 30, "the alert closed once the home answers")

@@ -198,3 +198,27 @@ def test_the_outbox_process_s_failback_rule_reads_the_node_s_file_at_its_first_q
     _cluster_file(path, home=STANDBY, standby=HOME)  # the operator's swap
     assert failbacks.allows(LEDGER, 3, HOME)
     assert not ConfiguredFailbacks(None, tmp_path / "none.toml").allows(LEDGER, 3, HOME)  # no file: none
+
+
+def test_a_refused_failback_is_one_alert_however_many_checkpoints_of_its_epoch_come(
+    tmp_path: Path, chains: tuple[list[Record], list[Record]]
+) -> None:
+    """Outsider o24 F2: a copy whose file does not allow the epoch a live home writes in raised a
+    new failback_unconfigured for each checkpoint of that epoch (56 alert entries in 35 s at 1.5
+    writes/s, each closing the previous one): one alert per ledger and epoch while it lasts."""
+    handed, _ = chains
+    thief = _reopened(handed)
+    for i in range(4):
+        thief.append(_place(thief[-1], "note", {"more": i}, HOME))
+    config = load_cluster(_cluster_file(tmp_path / "cluster.toml", home=HOME, standby=STANDBY))
+    witness = Witness(tmp_path / "replica", failback_allowed=ConfiguredFailbacks(config).allows)
+    try:
+        witness.send(handed, _checkpoint(handed, STANDBY_SIGNER, EPOCH_2), STANDBY)
+        for size in range(len(handed) + 2, len(thief) + 1):  # the home's checkpoints, one by one
+            witness.send(thief[len(handed) : size], _checkpoint(thief[:size], HOME_SIGNER, EPOCH_3), HOME)
+        assert witness.held() == handed
+        refused = [a for a in witness.alerts if a.what == "failback_unconfigured"]
+        assert len(refused) == 1, [(a.height, a.detail) for a in refused]
+        assert refused[0].height == len(handed)  # the handover refused, not each checkpoint past it
+    finally:
+        witness.store.close()

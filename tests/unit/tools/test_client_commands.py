@@ -1633,3 +1633,42 @@ def test_holdings_come_from_the_observers_agreed_count_and_a_replay_only_without
     assert read("bob") == ([Holding("credits", "credits", 8, False)], [counted, 0])  # named after the count: replayed
     board.publish("credits", "observer-2", counted - 1, b"junk", b"")  # they no longer agree: replayed
     assert read("carol") == ([Holding("credits", "credits", 1, False)], [0])
+
+
+def test_promote_refuses_a_node_option_naming_another_node(vledger: Run, node: SimulatedNode) -> None:
+    """`ledger promote L NODE --node X`: NODE is the node promoted, so an X naming another is a
+    typo that must not promote X (outsider44 F7); the same node twice, or NODE alone, goes to NODE."""
+    node.override["ledger.promote"] = lambda args: {"ledger": "far", "height": 9, "hash": b"\x01", "checksum": b"\x02"}
+    for argv in (["far", "ingest-2", "--node", "ingest-1"], ["far", "bogus", "--node", "ingest-1"]):
+        node.calls.clear()
+        code, _, err = vledger("ledger", "promote", *argv)
+        assert code == 1 and "bad_request" in err and f"--node {argv[1]}" in err, err
+        assert node.sent("ledger.promote") == []
+    for argv in (["far", "ingest-2"], ["far", "ingest-2", "--node", "ingest-2"]):
+        node.calls.clear()
+        code, _, err = vledger("ledger", "promote", *argv)
+        assert code == 0, err
+        sent = [where for name, _, where in node.calls if name == "ledger.promote"]
+        assert len(sent) == 1 and sent[0] is not None and sent[0].endpoint.endswith(":7391"), sent
+
+
+@pytest.mark.parametrize(
+    ("listening", "hint"),
+    [
+        (None, "neither a node cut off from you by the network nor one that refuses a key says anything"),
+        (True, "a node that refuses a key says nothing: check that your key was added"),
+        (False, "`vledger status` shows which nodes are down"),
+    ],
+)
+def test_a_silent_node_s_hint_names_a_network_cut_when_no_connection_was_made(
+    vledger: Run, node: SimulatedNode, listening: bool | None, hint: str
+) -> None:
+    """o24 F3: a home whose inbound packets were dropped got "check that your key was added"
+    alone; a connection that could not be made (neither accepted nor refused) may be the network."""
+
+    def silent(args: dict[str, Any]) -> Any:
+        raise NodeUnavailableError("tcp://127.0.0.1:7390: no answer within 10 s", listening=listening)
+
+    node.override["hello"] = silent
+    code, _, err = vledger("hello")
+    assert code == 1 and hint in err, err

@@ -17,7 +17,7 @@ import pytest
 
 from vledger.broker.accounts import AccountRegistry, heartbeat_window
 from vledger.broker.redis_server import RedisServer, connect, free_port, shown_url
-from vledger.broker.replication import ReplicationLedger, StreamRecord
+from vledger.broker.replication import Alert, ReplicationLedger, StreamRecord
 from vledger.broker.signing import generate_signing_key, load_signing_key, new_signing_key, signing_key_paths
 from vledger.config.cluster import load_cluster
 from vledger.config.settings import Limits
@@ -394,6 +394,8 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "home",
         "epoch",
         "claimed",
+        "refused",
+        "unproven",
         "head",
         "head_from",
         "stream_head",
@@ -633,8 +635,10 @@ def test_help_documents_the_json_shape_and_exit_codes(capsys: pytest.CaptureFixt
         '"lagging"',
         '"counts"',
         "Exit codes",
-        "3 some replica or observer lags",
+        "3 some replica, observer or standby lags",
         "or a ledger's home is down",
+        '"refused"',
+        "4, before 3, a ledger is unproven",
     ):
         assert words in out
     code, out, _ = run(capsys, "--help")
@@ -763,7 +767,10 @@ def test_a_home_or_epoch_only_redis_names_is_shown_as_a_claim_until_a_cosigned_n
         assert (election["head"], election["checkpoint"], election["cosigned"]) == (9, None, {"replica-2": 10})
     out = run(capsys, "repl", "status", "--config", config)[1]
     assert "Claimed, unproven" in out
-    assert "election-2026  Redis names ingest-2 the home (epoch 2); shown: ingest-1 (epoch 1)" in out
+    assert (
+        "election-2026  Redis names ingest-2 the home (epoch 2); shown: ingest-1 (the cluster file's home, no "
+        "handover proven)"
+    ) in out
     assert [ELECTION, "9", "11", "ingest-1", "home"] in [line.split()[:5] for line in out.splitlines()]
     # The standby's checkpoint of epoch 2, cosigned by replica-1's key: proven.
     epoch_2 = new.sign(ELECTION, 12, bytes(range(2, 34)), ("vledger-epoch 2 ingest-2",))
@@ -878,3 +885,98 @@ def test_after_the_file_swaps_home_and_standby_the_newest_witnessed_epoch_names_
     config.write_text(text)
     election = ledger(json.loads(run(capsys, "repl", "status", "--config", config, "--json")[1]), ELECTION)
     assert (election["home"], election["epoch"]) == ("ingest-2", 2)
+
+
+def test_an_epoch_the_file_does_not_allow_a_lagging_standby_and_an_unverified_note_exit_non_zero(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """Outsider o24 F1: after a failback (file epoch = 3) and a second outage (ingest-2 promoted,
+    epoch 4), the README's swap left `epoch = 3`: ingest-1, the standby, stored nothing past the
+    handover, while repl status exited 0 printing "no checkpoint that verifies", "shown:
+    ingest-2 (epoch 1)" (never epoch 1's home), a standby 150 behind and "Every replica and
+    observer holds every ledger up to its head". It names the witnessed epoch 4 the file does
+    not allow (and what to state), exits 4 while it or a claim is unproven, 3 while the
+    standby lags, 0 once the file states epoch 4 and the standby caught up."""
+    _, new, replica_1, replica_2 = with_standby(config)
+    text = config.read_text()
+    config.write_text(
+        text.replace('home = "ingest-1"\nstandby = "ingest-2"', 'home = "ingest-2"\nstandby = "ingest-1"\nepoch = 3')
+    )
+    stream(repl, ELECTION, "ingest-2", 497)
+    assert repl.promote(ELECTION, 4, "ingest-2") is None  # as the promotion of epoch 4 wrote Redis
+    epoch_4 = new.sign(ELECTION, 497, bytes(range(4, 36)), ("vledger-epoch 4 ingest-2",))
+    repl.set_checkpoints({ELECTION: epoch_4.note})
+    for witness, signer in (("replica-1", replica_1), ("replica-2", replica_2)):
+        repl.publish_cosignature(ELECTION, witness, 497, signer.cosign(epoch_4, 1_790_000_000))
+        repl.set_held(witness, ELECTION, 496)
+    repl.set_held("ingest-2", ELECTION, 496)
+    repl.set_held("ingest-1", ELECTION, 346)  # stopped at the handover it refused
+    code, out, _ = run(capsys, "repl", "status", "--config", config, "--json")
+    election = ledger(json.loads(out), ELECTION)
+    assert code == repl_commands.EXIT_UNPROVEN
+    assert election["refused"] == {"epoch": 4, "home": "ingest-2"}
+    assert node(election, "ingest-1")["lagging"] is True and "ingest-1" in election["lagging"]
+    code, out, _ = run(capsys, "repl", "status", "--config", config)
+    assert code == repl_commands.EXIT_UNPROVEN
+    assert "(epoch 1)" not in out and "Every replica and observer holds" not in out
+    assert f"{ELECTION}  a witness cosigned epoch 4 at ingest-2" in out and "epoch = 4" in out, out
+    assert f"Behind: {ELECTION} (ingest-1)" in out
+    (status,) = repl_commands.read_status(repl, ROLES, repl_commands.Checker(load_cluster(config), repl.client))
+    problems = status_command.cluster_status("test", "redis://x", ROLES, {}, [status], [], None, 0).problems
+    assert any("epoch = 4" in problem for problem in problems), problems  # vledger status says it too
+    # The file states the epoch made: proven, the standby's lag alone is left (exit 3), then none.
+    config.write_text(config.read_text().replace("epoch = 3", "epoch = 4"))
+    code, out, _ = run(capsys, "repl", "status", "--config", config, "--json")
+    election = ledger(json.loads(out), ELECTION)
+    assert (code, election["home"], election["epoch"], election["refused"]) == (EXIT_LAGGING, "ingest-2", 4, None)
+    assert election["checkpoint"] == 497
+    repl.set_held("ingest-1", ELECTION, 496)
+    code, out, _ = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_OK and out.rstrip().endswith("Every replica and observer holds every ledger up to its head.")
+
+
+def test_a_checkpoint_in_redis_that_no_key_verifies_or_a_claimed_home_exits_4(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """o24 F1: "no checkpoint that verifies" of a ledger whose checkpoint Redis holds, and a home
+    Redis names that nothing proves, were printed under exit 0."""
+    keys = config.parent / "keys"
+    generate_signing_key(keys, "ingest-2")
+    stream(repl, ZAKAT, "ingest-2", 5)
+    for name in ("ingest-2", "replica-1", "replica-2"):
+        repl.advance(name, ZAKAT, 4)
+    stranger = HomeSigner("test", new_signing_key().seed)
+    repl.set_checkpoints({ZAKAT: stranger.sign(ZAKAT, 5, bytes(range(32))).note})
+    code, out, _ = run(capsys, "repl", "status", "--config", config)
+    assert code == repl_commands.EXIT_UNPROVEN and "zakat  no checkpoint that verifies" in out, out
+    home = HomeSigner("test", load_signing_key(signing_key_paths(keys, "ingest-2")[0]).seed)
+    repl.set_checkpoints({ZAKAT: home.sign(ZAKAT, 5, bytes(range(32))).note})
+    assert run(capsys, "repl", "status", "--config", config)[0] == EXIT_OK
+    repl.client.hset(repl.ledgers_key, ZAKAT, "replica-1")
+    code, out, _ = run(capsys, "repl", "status", "--config", config)
+    assert code == repl_commands.EXIT_UNPROVEN and "Claimed, unproven" in out
+
+
+def test_a_home_the_verifier_finds_unreachable_is_down_though_its_heartbeat_goes_on(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """o24 F3: a home cut off from its clients (not from Redis: its heartbeats go on) left repl
+    status at exit 0 for 60+ s, though the README says it exits 3 for a home down. The verifier's
+    home_unreachable alert of it (PROTOCOL 10.6) shows it down until it is resolved; the same
+    alert in the hash of a node that is no verifier of the configuration does not."""
+    config.write_text(config.read_text() + '\n[nodes.verifier-1]\nrole = "verifier"\nport = 7121\n')
+    stream(repl, ZAKAT, "ingest-2", 5)
+    for name in ("ingest-2", "replica-1", "replica-2"):
+        repl.advance(name, ZAKAT, 4)
+    assert run(capsys, "repl", "status", "--config", config)[0] == EXIT_OK
+    stranger = ReplicationLedger(repl.client, node="replica-1")
+    stranger.alert(Alert("ingest-2", ZAKAT, 5, "home_unreachable", "made up by replica-1's Redis user"))
+    assert run(capsys, "repl", "status", "--config", config)[0] == EXIT_OK
+    verifier = ReplicationLedger(repl.client, node="verifier-1")
+    verifier.alert(Alert("ingest-2", ZAKAT, 5, "home_unreachable", "answered none of this verifier's reads for 31 s"))
+    code, out, _ = run(capsys, "repl", "status", "--config", config, "--json")
+    zakat = ledger(json.loads(out), ZAKAT)
+    assert code == EXIT_LAGGING and node(zakat, "ingest-2")["down"] is True
+    assert not node(zakat, "replica-1")["down"]
+    verifier.resolve([f"ingest-2|{ZAKAT}|home_unreachable"])
+    assert run(capsys, "repl", "status", "--config", config)[0] == EXIT_OK
