@@ -16,9 +16,10 @@ Three checks, each catching what the others cannot:
   word is not the last one: before a copy that differs from it is named, the home's own tree
   is held against that checkpoint, and a home that contradicts what its key signed is named
   (``store_contradicts_checkpoint``), the copies then judged by the checkpoint alone. A copy that
-  still lacks a height the home reached more than ``lag_alert_ms`` ago is **lagging**: a copy
-  that trails a busy home by a second, however many records that is, raises nothing, and
-  neither does a copy catching up.
+  still lacks a height the home reached more than ``lag_alert_ms`` ago, and was first seen
+  lacking it that long ago, is **lagging**: a copy that trails a busy home by a second, however
+  many records that is, raises nothing, and neither does a copy catching up, or one just cut
+  short (its ``truncated`` alert names that).
 * **Sweeps** (vledger.verifier.sweep): every copy re-verified from genesis, paced, resumable.
   They catch a record rewritten in a node's own store (only its link betrays it), a deleted
   or swapped record, and a chain cut short (a copy that ends below a height it answered
