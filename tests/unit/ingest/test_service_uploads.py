@@ -55,9 +55,11 @@ def store(tmp_path: Path, engine: RulesEngine) -> Iterator[ChainStore]:
         yield opened
 
 
-@pytest.fixture
-def service(tmp_path: Path, store: ChainStore, engine: RulesEngine) -> IngestService:
-    config = _config(tmp_path, inline_commit_max=1)
+@pytest.fixture(params=[1, 0], ids=["inline", "committer thread"])
+def service(tmp_path: Path, store: ChainStore, engine: RulesEngine, request: pytest.FixtureRequest) -> IngestService:
+    """A node whose lone put is committed on the request thread, or on the store's committer
+    thread (inline_commit_max 0), which then releases the claim while the request thread sweeps."""
+    config = _config(tmp_path, inline_commit_max=request.param)
     ingest = IngestSettings(max_partial_uploads=2, partial_upload_expiry_ms=EXPIRY_MS)
     config = dataclasses.replace(config, ingest=ingest)
     return IngestService(config, config.nodes[NODE], store, Writers(), NoAdmin(), {}, domain=engine)
@@ -99,6 +101,8 @@ def test_a_record_arriving_as_its_upload_expires_keeps_its_blob(service: IngestS
     # Another account's chunk in the same round sweeps before the round is committed.
     assert upload(service, MALLORY, b"x" * 10)["ok"]
     service.flush()
+    while not pending.future.done():  # the committer thread's round: the request thread sweeps on
+        service.uploads.expire()
     assert _answer(pending)["ok"]
     assert service.store.blobs.intact(digest)
     assert service.file_recorded(digest) is True
