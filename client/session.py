@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -74,6 +75,8 @@ log = logging.getLogger(__name__)
 PROVEN_RUN = 256  # records of a range per inclusion proof: one proof ties the run's chain of links
 RECEIPT_POLL_SECONDS = 0.2  # how often a receipt asks again for a checkpoint that covers its record
 SECOND_FACTOR_CODES = frozenset(("second_factor_required", "bad_second_factor"))
+# A node's refusal of a session for the caller's role (ingest/service.py _dispatch), its role captured.
+_SESSION_REFUSED = re.compile(r"the (\S+) role may not use 'totp\.session'")
 _MS_MASK = (1 << 48) - 1  # 12 hex digits of milliseconds: until the year 10889
 # The reads of one ledger (PROTOCOL 6.1) that any holder of it answers alike: a silent home's go to its standby.
 LEDGER_READS = frozenset(("get", "range", "head", "size", "checkpoint", "proof.inclusion", "proof.consistency"))
@@ -211,14 +214,18 @@ class Reader:
         if otp is not None and totp.is_session(otp):
             self._in_session = True
 
-    def second_factor_session(self) -> None:
+    def second_factor_session(self, verb: str | None = None) -> None:
         """Trade the verb's one-time code for a second-factor session (PROTOCOL 16.5,
         ``totp.session``) that its later requests carry instead: a verb that sends several
         admin commands then needs one code, not one per command. The session is this
         object's only (never stored), good for the caller's key alone, for two minutes; a
         request refused past them asks for a code again as ever. Nothing changes when no
         code was needed, or the node has no sessions (an older node: a code per command).
-        A session token given as the code is carried as it is: a session cannot open another."""
+        A session token given as the code is carried as it is: a session cannot open another.
+
+        ``verb``: the admin command the session is for. A role that may not open a session may
+        not use that command either (both are the admin's): the refusal names it, not
+        ``totp.session``, a step the caller never asked for (outsider o23 LOW 1)."""
         if self.otp is not None and totp.is_session(self.otp):
             return
         try:
@@ -226,6 +233,9 @@ class Reader:
         except RemoteError as e:
             if e.code == "unknown_command":
                 return
+            role = _SESSION_REFUSED.fullmatch(e.reason) if e.code == "forbidden" and verb is not None else None
+            if role is not None:
+                raise RemoteError(e.code, f"the {role[1]} role may not use {verb!r}", e.details) from e
             raise
         token = result.get("session")
         if isinstance(token, str):

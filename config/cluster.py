@@ -38,9 +38,10 @@ class IngestSettings:
     throttle_burst: int = 4000
     file_chunk_bytes: int = 256 * 1024
     max_file_bytes: int = 64 * 1024 * 1024
-    # Partial uploads are disk an account holds on a node before any record pays for it: at most
-    # this many files and bytes per account (at least max_file_bytes, or the largest file could
-    # never arrive), each dropped once untouched for partial_upload_expiry_ms.
+    # Uploads no file record names yet, partial or complete, are disk an account holds on a node
+    # before any record pays for it: at most this many files and bytes per account (at least
+    # max_file_bytes, or the largest file could never arrive), each dropped once untouched for
+    # partial_upload_expiry_ms (ingest/uploads.py).
     max_partial_uploads: int = 4
     max_partial_upload_bytes: int = 128 * 1024 * 1024
     partial_upload_expiry_ms: int = 3_600_000

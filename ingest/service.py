@@ -413,7 +413,7 @@ class IngestService:
         # The engine is the store's; its committer thread writes it. The reads here (is a file
         # readable) are single dict and set lookups, which CPython makes atomic.
         self.domain = domain
-        self.uploads = Uploads(store.directory / "uploads", store.blobs, config.ingest)
+        self.uploads = Uploads(store.directory / "uploads", store.blobs, config.ingest, recorded=self.file_recorded)
         # A replica's: queue a blob to be copied again from another node (PROTOCOL 7.4); with it,
         # every download checks the copy's SHA-256 before its first byte is sent.
         self.refetch = refetch
@@ -610,30 +610,56 @@ class IngestService:
             raise self._not_home(ledger, "held")
         raise NoSuchLedgerError(f"no ledger {ledger!r}")
 
-    def _check_file_record(self, entry: Entry) -> None:
-        """A file record on a files ledger must name a blob its author uploaded here, of that size."""
+    def _check_file_record(self, entry: Entry) -> str | None:
+        """A file record on a files ledger must name a blob its author uploaded here, of that size.
+
+        Returns the SHA-256 of the upload it claimed (Uploads.claim: its blob does not expire
+        meanwhile), which the caller releases once the record was placed or refused; None when
+        the record claims no upload."""
         if entry.content.kind != FILE_KIND or self.store.size(entry.content.ledger) == 0:
-            return
+            return None
         if self.store.rules(entry.content.ledger).rules.get("type") != "files":
-            return
+            return None
         payload = entry.content.payload
         sha256, size = payload.get("sha256"), payload.get("size")
         if not isinstance(sha256, str) or not isinstance(size, int):
-            return  # the ledger's rules refuse the payload with a precise error
+            return None  # the ledger's rules refuse the payload with a precise error
         # The author must have uploaded these bytes: knowing a file's hash must not be enough
         # to become one of its uploaders (who, on an "uploader" ledger, may read it).
         try:
             check_digest(sha256)
         except BlobError:
-            return  # the ledger's rules refuse it as bad_payload
-        if not self.uploads.completed(entry.content.author, sha256):
+            return None  # the ledger's rules refuse it as bad_payload
+        if not self.uploads.claim(entry.content.author, sha256):
             raise NotFoundError("upload the file (file.upload) before recording it")
         try:
             held = self.store.blobs.path_of(sha256).stat().st_size
-        except (BlobError, FileNotFoundError):
+        except FileNotFoundError:
+            self.uploads.release(sha256)
             raise NotFoundError("upload the file (file.upload) before recording it") from None
         if held != size:
+            self.uploads.release(sha256)
             raise BadRequestError(f"the uploaded file is {held} bytes, the record says {size}")
+        return sha256
+
+    def file_recorded(self, sha256: str) -> bool | None:
+        """Whether a file record of a ledger this node holds names ``sha256``, by the rules'
+        state; None when that cannot be told (no rules here, or a files ledger they are reading
+        again). The uploads' sweep deletes an unrecorded upload's blob only on False."""
+        if self.domain is None:
+            return None
+        unknown = False
+        for ledger in self.store.ledgers():
+            state = self.domain.state(ledger)
+            if state is None:
+                try:
+                    unknown = unknown or self.store.rules(ledger).rules.get("type") == "files"
+                except NoSuchLedgerError:
+                    continue
+                continue
+            if isinstance(state.domain, FilesState) and state.domain.file(sha256) is not None:
+                return True
+        return None if unknown else False
 
     def readable_file(self, sha256: str, caller: Caller) -> bool:
         """Whether ``caller`` may read the file: as a files ledger here that records it allows, or
@@ -942,8 +968,17 @@ def _put_checked(service: IngestService, caller: Caller, args: Args, checked: Ch
         raise ForbiddenError("a checkpoint key rotation goes through ledger.rekey")
     if entry.content.kind == EPOCH_KIND:  # admin-only as a rotation is: no grant governs it (16.2)
         raise ForbiddenError("a handover goes through ledger.promote")
-    service._check_file_record(entry)
-    return service._append(entry, replicas)
+    claimed = service._check_file_record(entry)
+    if claimed is None:
+        return service._append(entry, replicas)
+    try:
+        later = service._append(entry, replicas)
+    except BaseException:
+        service.uploads.release(claimed)
+        raise
+    # Held until the record is placed (the rules' state names the file then) or refused.
+    later.future.add_done_callback(lambda _: service.uploads.release(claimed))
+    return later
 
 
 @command("get", EVERYONE, "ledger height | hash", "one record's bytes")

@@ -285,8 +285,9 @@ class NotFoundError(RequestError):
 
 
 class UploadQuotaError(RequestError):
-    """An account's partial uploads on a node would pass ``max_partial_uploads`` files or
-    ``max_partial_upload_bytes`` bytes; completing or abandoning one frees its share."""
+    """An account's uploads no file record names on a node, partial or complete, would pass
+    ``max_partial_uploads`` files or ``max_partial_upload_bytes`` bytes; recording one, or its
+    expiry, frees its share."""
 
     code = "upload_quota"
 

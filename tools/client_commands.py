@@ -183,7 +183,7 @@ def cmd_ledger_create(session: Session, args: argparse.Namespace) -> int:
         if not args.keep_grants:
             refuse_other_holders(grant_table(_admin_records(session)), args.ledger, rules.rules, session.account)
         # The grants and the genesis are admin commands each: one code for them all (PROTOCOL 16.5).
-        session.second_factor_session()
+        session.second_factor_session("ledger.create")
         # Before the genesis (16.2 judges each record by the grants before it): never open for a moment.
         granted = grant_moving_kinds(session, args.ledger, closing, session.account)
     receipt = session.create_ledger(args.ledger, rules, args.request_id, args.ts, keep_grants=args.keep_grants)

@@ -16,9 +16,10 @@ Three checks, each catching what the others cannot:
   word is not the last one: before a copy that differs from it is named, the home's own tree
   is held against that checkpoint, and a home that contradicts what its key signed is named
   (``store_contradicts_checkpoint``), the copies then judged by the checkpoint alone. A copy that
-  still lacks a height the home reached more than ``lag_alert_ms`` ago is **lagging**: a copy
-  that trails a busy home by a second, however many records that is, raises nothing, and
-  neither does a copy catching up.
+  still lacks a height the home reached more than ``lag_alert_ms`` ago, and was first seen
+  lacking it that long ago, is **lagging**: a copy that trails a busy home by a second, however
+  many records that is, raises nothing, and neither does a copy catching up, or one just cut
+  short (its ``truncated`` alert names that).
 * **Sweeps** (vledger.verifier.sweep): every copy re-verified from genesis, paced, resumable.
   They catch a record rewritten in a node's own store (only its link betrays it), a deleted
   or swapped record, and a chain cut short (a copy that ends below a height it answered
@@ -356,9 +357,25 @@ class CopyState:
     # end; -1: none yet). Unlike its height in Redis, which anyone who reaches Redis can write,
     # this is the node's own word over its CURVE key: the evidence a copy was cut short.
     said: int = -1
+    # When the copy was first seen lacking a record the home held (None: not behind when last
+    # judged), and the height it was judged at: a copy found lower than that lacks a record it
+    # held, behind since then. Its lag counts from here, never from the age of the record it
+    # lacks (o23: a copy cut 0.4 s before was "lagging" at once, "held for 128 s").
+    behind_since: float | None = None
+    judged: int = -1
 
     def answered(self, height: int) -> None:
         self.said = max(self.said, height)
+
+    def behind(self, height: int, home_head: int, now: float) -> float | None:
+        """When this copy, at ``height`` now, was first seen behind a home at ``home_head``
+        (None: it is not behind)."""
+        if height >= home_head:
+            self.behind_since = None
+        elif self.behind_since is None or height < self.judged:
+            self.behind_since = now
+        self.judged = height
+        return self.behind_since
 
 
 @dataclass(slots=True)
@@ -1573,23 +1590,33 @@ class ClusterChecks:
         self, ledger: str, state: LedgerState, node: str, height: int | None, now: float, how: str = ""
     ) -> bool:
         """Raise ``node``'s lagging alert if ``height`` (None: it never said, so below anything)
-        is below what the home held ``lag_alert_ms`` ago."""
-        due, reached = state.due(now, self.settings.lag_alert_ms / 1000)
-        if (-1 if height is None else height) >= due:
+        is below what the home held ``lag_alert_ms`` ago and the copy was first seen behind the
+        home at least that long ago. False once it holds what the home held then (its alert is
+        resolved); True while it does not, raised or not yet (an alert open stays)."""
+        window = self.settings.lag_alert_ms / 1000
+        due, reached = state.due(now, window)
+        known = -1 if height is None else height
+        home_head = state.reached[-1][0] if state.reached else -1
+        copy = state.copies.get(node)
+        first_seen = copy.behind(known, home_head, now) if copy is not None else None
+        if known >= due:
             return False
+        # Behind since the later of: the home held the height the copy lacks, the copy was seen lacking it.
+        behind = max(state.since(known, now), now if first_seen is None else first_seen)
+        if now - behind < window:
+            return True
         if height is None:
             # Said as what is known, no height of it (outsider o11: "lacks height 0" of a node
             # that had never answered, a height invented); found empty, at the first height.
             self.raise_alert(
                 Alert(node, ledger, 0, "lagging", "it does not answer, and has not said it holds any record of it "
                       f"since this verifier started: what it holds is unknown; {state.home} has held height {due} "
-                      f"for {now - reached:.0f} s", source=state.home, expected=str(due), found="")
+                      f"for {now - max(reached, behind):.0f} s", source=state.home, expected=str(due), found="")
             )  # fmt: skip
             return True
-        behind = state.since(height, now)
         self.raise_alert(
-            Alert(node, ledger, height + 1, "lagging", f"{how} height {height + 1}, which {state.home} "
-                  f"has held for {now - behind:.0f} s", source=state.home, expected=str(due), found=str(height))
+            Alert(node, ledger, height + 1, "lagging", f"{how} height {height + 1}, which {state.home} holds: "
+                  f"behind it for {now - behind:.0f} s", source=state.home, expected=str(due), found=str(height))
         )  # fmt: skip
         return True
 

@@ -1250,6 +1250,28 @@ def test_creating_an_election_needs_one_code_for_its_grants_and_genesis(vledger:
     assert {args.get("otp") for name, args, _ in node.calls if name in ("grant.add", "ledger.create")} == {"654321"}
 
 
+def test_a_writer_s_ledger_create_is_refused_naming_ledger_create(vledger: Run, node: SimulatedNode) -> None:
+    """Outsider o23 LOW 1: refused as "the writer role may not use 'totp.session'", a step the
+    writer never asked for (a second factor problem, it read). Only the admin may open a
+    session, as only the admin may create a ledger: the refusal names the verb."""
+
+    def refuse(args: dict[str, Any]) -> Any:  # the node's role check, before any handler
+        raise RemoteError("forbidden", "the writer role may not use 'totp.session'", {})
+
+    node.override["totp.session"] = refuse
+    code, out, _ = vledger("ledger", "create", "alice-ledger", "--rules", json.dumps(CHARITY_RULES), "--json")
+    assert code != 0
+    assert json.loads(out)["error"] == {"code": "forbidden", "message": "the writer role may not use 'ledger.create'"}
+    assert node.sent("grant.add") == [] and node.sent("ledger.create") == []
+
+    def revoked(args: dict[str, Any]) -> Any:
+        raise RemoteError("forbidden", "this key may not use this node", {})
+
+    node.override["totp.session"] = revoked
+    code, out, _ = vledger("ledger", "create", "alice-ledger", "--rules", json.dumps(CHARITY_RULES), "--json")
+    assert json.loads(out)["error"]["message"] == "this key may not use this node"  # any other refusal as sent
+
+
 def test_a_refusal_for_the_second_factor_is_the_caller_s_without_a_terminal(vledger: Run, node: SimulatedNode) -> None:
     def refuse(args: dict[str, Any]) -> Any:
         raise RemoteError("second_factor_required", "admin commands need a one-time code here", {})

@@ -158,6 +158,51 @@ def test_a_copy_behind_is_lagging_only_after_lag_alert_ms_and_resolves_once_caug
     assert open_kinds(found) == set()
 
 
+def test_a_copy_cut_short_on_a_quiet_ledger_is_lagging_only_once_behind_for_lag_alert_ms(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    """Outsider o23 LOW 2: a copy cut 0.4 s before was reported lagging at once, "which ingest-1
+    has held for 128 s": the record's age, not how long the copy had been behind."""
+    found, nodes, clock = checks
+    home, copy = nodes["ingest-1"], nodes["replica-1"]
+    copy.hashes = list(home.hashes)
+    found.compare_heads()
+    clock.now += 128  # a quiet ledger: nothing new, the copy holds every record
+    found.compare_heads()
+    copy.hashes = home.hashes[:8]  # its last 3 records lost
+    clock.now += 0.4
+    found.compare_heads()
+    assert open_kinds(found) == set()  # behind for 0.4 s, not 128
+    clock.now += LAG_MS / 1000 - 1
+    found.compare_heads()
+    assert open_kinds(found) == set()
+    clock.now += 2
+    found.compare_heads()
+    (alert,) = found.replication.alerts()
+    assert (alert["what"], alert["height"], alert["found"]) == ("lagging", "8", "7")
+    assert alert["detail"] == f"it lacks height 8, which ingest-1 holds: behind it for {LAG_MS / 1000 + 1:.0f} s"
+    copy.hashes = list(home.hashes)
+    found.compare_heads()
+    assert open_kinds(found) == set()
+
+
+def test_a_copy_cut_further_while_behind_counts_its_lag_from_the_cut(
+    checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
+) -> None:
+    found, nodes, clock = checks
+    found.compare_heads()  # replica-1 at 5 of the home's 10
+    clock.now += LAG_MS / 1000 - 5
+    found.compare_heads()
+    nodes["replica-1"].hashes = nodes["replica-1"].hashes[:3]  # cut: it lacks height 3 since now
+    clock.now += 10  # behind the home for 35 s, but lacking height 3 for only 10
+    found.compare_heads()
+    assert open_kinds(found) == set()
+    clock.now += LAG_MS / 1000
+    found.compare_heads()
+    (alert,) = found.replication.alerts()
+    assert alert["height"] == "3" and alert["detail"].endswith(f"behind it for {LAG_MS / 1000:.0f} s")
+
+
 def test_a_head_that_differs_from_the_homes_record_at_its_height_is_a_fork(
     checks: tuple[ClusterChecks, dict[str, FakeNode], Clock],
 ) -> None:
