@@ -236,7 +236,7 @@ class WitnessFeeder:
         if not keys or self.replication is None:
             return latest
         ledger = latest.ledger
-        self._hear_cluster(ledger, keys)
+        self._hear_cluster(ledger, keys, latest.size)
         needed = len({key.name for key in keys}) // 2 + 1
         now = self._clock()
         with self._lock:
@@ -257,9 +257,10 @@ class WitnessFeeder:
             return None
         return SignedCheckpoint(ledger, best[0], best[1], note)
 
-    def _hear_cluster(self, ledger: str, keys: tuple[VerifierKey, ...]) -> None:
+    def _hear_cluster(self, ledger: str, keys: tuple[VerifierKey, ...], largest: int) -> None:
         """Keep the verified lines of the cluster witnesses' newest notes in Redis (each the
-        witness's only one there) that are of a checkpoint this home signed."""
+        witness's only one there) that are of a checkpoint this home signed, up to ``largest``
+        (its newest)."""
         assert self.replication is not None
         try:
             notes = self.replication.cosignatures(ledger)
@@ -274,6 +275,10 @@ class WitnessFeeder:
             except VledgerError:
                 continue  # nothing in Redis is believed: the witness's own report, not ours
             at = (checkpoint.size, checkpoint.root)
+            if at[0] > largest:
+                # Never fed, and a junk size from 2**63 is no SQLite integer: its OverflowError
+                # failed every turn, every ledger after this one unfed (review r32).
+                continue
             with self._lock:
                 entry = self._cluster.get(ledger, {}).get(at)
             if entry is None:
@@ -298,11 +303,18 @@ class WitnessFeeder:
                 for old in sorted(held)[:-CLUSTER_SIZES_KEPT]:
                     del held[old]
 
-    def _with_cluster_lines(self, checkpoint: SignedCheckpoint, note: bytes) -> bytes:
-        """``note`` (of ``checkpoint``) with the cluster witnesses' lines kept of it, if any."""
+    def _cluster_lines(self, checkpoint: SignedCheckpoint) -> dict[str, NoteSignature]:
+        """The cluster witnesses' lines held now of ``checkpoint`` (a copy), by witness name."""
         with self._lock:
             entry = self._cluster.get(checkpoint.ledger, {}).get((checkpoint.size, checkpoint.root))
-            lines = tuple(sig for _, sig in sorted(entry[1].items())) if entry is not None else ()
+            return dict(entry[1]) if entry is not None else {}
+
+    def _with_cluster_lines(self, checkpoint: SignedCheckpoint, note: bytes, fed: Mapping[str, NoteSignature]) -> bytes:
+        """``note`` (of ``checkpoint``) with the cluster witnesses' lines of it: those held when it
+        was fed (``fed``: the other witnesses' threads may have evicted them while this one waited
+        on a slow answer) and those held now, if any."""
+        held = {**self._cluster_lines(checkpoint), **fed}
+        lines = tuple(sig for _, sig in sorted(held.items()))
         if not lines:
             return note
         try:
@@ -348,6 +360,9 @@ class WitnessFeeder:
         if state.size == size and self._clock() < state.recosign_at:
             return  # cosigned already, and not long ago: a quiet ledger is asked again after recosign_interval
         old = state.size
+        # The cluster's lines of what is fed, taken now: a slow answer may come after 32 larger
+        # sizes the other threads heard pushed them out of _cluster (review r32).
+        fed = self._cluster_lines(checkpoint)
         for _ in range(MAX_TRIES):
             if old > size:
                 self._refused(checkpoint, key, state, 409, f"it cosigned size {old}, past the {size} signed here")
@@ -366,11 +381,18 @@ class WitnessFeeder:
             if isinstance(outcome, Refused):
                 self._refused(checkpoint, key, state, outcome.status, outcome.reason or "no reason given")
                 return
-            self._cosigned(checkpoint, key, state, outcome)
+            self._cosigned(checkpoint, key, state, outcome, fed)
             return
         self._back_off(state)  # two 409s in a row: the witness moves under us; later
 
-    def _cosigned(self, checkpoint: SignedCheckpoint, key: VerifierKey, state: _WitnessState, got: Cosigned) -> None:
+    def _cosigned(
+        self,
+        checkpoint: SignedCheckpoint,
+        key: VerifierKey,
+        state: _WitnessState,
+        got: Cosigned,
+        fed: Mapping[str, NoteSignature],
+    ) -> None:
         ledger = checkpoint.ledger
         kind = outside_kind(key.name)
         # The store keeps the witness's first cosignature of a checkpoint (a row per size and root);
@@ -382,7 +404,7 @@ class WitnessFeeder:
         else:
             # Kept with the cluster witnesses' lines of that checkpoint: the quorum note joined from
             # these rows then carries them, whatever sizes the witnesses' newest notes moved to.
-            note = self._with_cluster_lines(checkpoint, got.note)
+            note = self._with_cluster_lines(checkpoint, got.note, fed)
             self.store.checkpoints.keep(ledger, kind, checkpoint.size, checkpoint.root, note)
         state.size = checkpoint.size
         state.backoff = 0.0

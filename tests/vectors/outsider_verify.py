@@ -1639,7 +1639,9 @@ def verify_receipt(
         )["witnesses"]
     _, _, _, extensions = parse_checkpoint(parse_note(receipt["checkpoint"])[0])
     later = any(line.split(" ", 1)[0] == "vledger-epoch" for line in extensions)  # an epoch from 2
-    if (signer is not chain.in_force(checkpoint["size"]) or later) and not checkpoint["witnesses"]:
+    listed = {key.name for key in outside[0]} if outside is not None else set()
+    cluster = [name for name in checkpoint["witnesses"] if name not in listed]  # whatever key it was given as
+    if (signer is not chain.in_force(checkpoint["size"]) or later) and not cluster:
         # 13.5 step 3, the epoch rule: a cluster witness's cosignature; an outside one's never counts there
         raise VerifyError("no_quorum", "an epoch from 2, and no cluster witness cosigned it")
     verify_inclusion(  # 8
