@@ -290,7 +290,9 @@ read Redis prints its error on stderr instead, and the watch goes on):
                                     6 accounts polls: "held" is what it last said),
                            "fenced": bool (the home a proven handover replaced: its copy,
                                      whose records past the handover are not the ledger's,
-                                     is not counted; no lag)}],
+                                     is not counted; no lag),
+                           "impossible": bool (held above all the home holds: written by
+                                         hand, down or not; counted nowhere)}],
                 "counts": [{"holders": int, "records": int}],
                 "lagging": [node names],
                 "checkpoint": int or null (the size of the latest checkpoint that verifies),
