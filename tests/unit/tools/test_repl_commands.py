@@ -424,6 +424,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "unverified": False,
         "down": False,
         "fenced": False,
+        "impossible": False,
     }
     assert node(election, "ingest-2") == {
         "node": "ingest-2",
