@@ -431,7 +431,8 @@ def read_status(
     *,
     silent_after: float | None = None,
 ) -> list[LedgerStatus]:
-    """Every ledger Redis knows of, by name (Redis's errors pass through). With ``checker``,
+    """Every ledger Redis knows of, by name (Redis's errors pass through), but one only the
+    ledgers hash names (no stream entry, held height nor checkpoint backs it). With ``checker``,
     each ledger's home is the cluster file's or a proven epoch's (:meth:`Checker.proven_epoch`),
     and the home and epoch Redis names are a claim when they differ; without one (no keys to
     check with), the home is the one Redis names. With ``silent_after``, a node of ``roles``
@@ -453,13 +454,18 @@ def read_status(
     epochs = LastRead(replication.epochs_key, replication.epochs)() if checker is not None else {}
     statuses = []
     for name in names:
+        held = replication.held(name)
+        if lasts[name] < 0 and not held and name not in notes:
+            # Named by the hash alone, which any ingest node's Redis user may add to: no record in
+            # its stream (a genesis is a ledger's first), no node holding it, no checkpoint:
+            # ``ghost`` was listed as a ledger (outsider43 M1).
+            continue
         if checker is None:
             seen = Witnessed(1, homes[name], None, None, {}, None)
         else:
             seen = checker.witnessed(replication, name, sorted(roles), notes.get(name))
         named = epochs.get(name) or (1, homes[name] or seen.home)
         claimed = None if named == (seen.epoch, seen.home) or (named[0] == 1 and named[1] == seen.home) else named
-        held = replication.held(name)
         strangers = set(held) - set(roles) - judged
         if silent_after is not None and strangers:
             ages = AccountRegistry(replication.client).silence(sorted(strangers))

@@ -903,3 +903,18 @@ def test_a_held_height_past_the_head_of_a_down_node_is_flagged_impossible_and_co
     code, shown, err = run(capsys, "repl", "status", "--config", config, "--json")
     replica = node(ledger(json.loads(shown), ZAKAT), "replica-2")
     assert (replica["held"], replica["impossible"], replica["down"]) == (999999, True, True)
+
+
+def test_a_ledger_only_the_ledgers_hash_names_or_no_ledger_name_is_not_listed(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """outsider43 M1: any ingest node's Redis user may HSET ``ghost`` and ``<script>x</script>``
+    into ``{ledgers}``; both were listed as ledgers ("no checkpoint that verifies")."""
+    stream(repl, ZAKAT, "ingest-2", 5)
+    repl.advance("ingest-2", ZAKAT, 4)
+    repl.client.hset(repl.ledgers_key, mapping={"ghost": "ingest-2", "<script>x</script>": "ingest-1"})
+    _, out, err = run(capsys, "repl", "status", "--config", config, "--json")
+    assert [entry["ledger"] for entry in json.loads(out)["ledgers"]] == [ZAKAT], out + err
+    repl.advance("replica-1", "ghost", 0)  # a node says it holds it: shown (and judged) as any other
+    _, out, err = run(capsys, "repl", "status", "--config", config, "--json")
+    assert [entry["ledger"] for entry in json.loads(out)["ledgers"]] == ["ghost", ZAKAT], out + err
