@@ -112,6 +112,12 @@ def add_node_commands(commands: Subparsers) -> None:
     functions.add_argument(
         "--interval", type=float, default=1.0, metavar="SECONDS", help="with --keep: how often to look (default 1)"
     )
+    functions.add_argument(
+        "--prune",
+        action="store_true",
+        help="then delete every vledger_* library but this version's (run it once every node runs this code: "
+        "until then an older version's functions, bugs included, stay callable by every node's Redis user)",
+    )
 
     keygen = add_command(
         commands,
