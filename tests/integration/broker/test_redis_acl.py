@@ -1070,7 +1070,7 @@ def test_prune_deletes_every_other_version_s_library_which_a_node_could_still_ca
     assert cli.main(["redis-functions", "--config", config, "--prune"]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == [f"deleted vledger_{old_version}"]
     assert redis_functions.libraries(loader) == [redis_functions.LIBRARY_NAME]
-    with pytest.raises(redis.exceptions.ResponseError, match="(?i)function not found"):
+    with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)function not found"):
         ingest.execute_command("FCALL_RO", f"vledger_{old_version}_ping", 0)
     assert acl.repl("ingest").append("votes", "ingest-1", 0, [b"r0"]) == 0  # this version's still there
     # --prune runs once, not beside --keep: a usage error (exit 2), nothing done.
