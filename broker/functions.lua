@@ -238,17 +238,32 @@ end)
 -- Cut a ledger's stream back to below height ARGV[1] (the home rewrites it from its store):
 -- its entries from there are deleted, its last id set back so those ids can be added again,
 -- and every consumer group that read past it goes back too, so it reads the true ones.
+-- Every ingest user may XADD any number of entries without MAXLEN and create any number of
+-- groups (review r31 #3: one call over 1M entries blocked Redis 4.4 s, unkillably, as it had
+-- written), so a call deletes at most ARGV[2] (1 to 10,000) entries, from the top, and answers
+-- {deleted, left}: left counts the entries still at or above the cut (up to ARGV[2]), and the
+-- caller calls again until none is left. Only that last call sets the last id and the groups
+-- back, and only when there are at most ARGV[2] groups (else an error, before it wrote).
 -- Redis 7.2 on and Valkey refuse to set the last id below a deleted one (max_deleted_entry_id):
--- there the stream is made again from the entries it keeps, and its groups with it (each at
+-- there the stream is made again from its newest ARGV[2] entries below the cut (older ones go,
+-- as a MAXLEN trim's would: readers take them from the home), and its groups with it (each at
 -- its delivered id or below the cut; their pending lists start empty). Rare: a repair only.
--- Its loops run over the stream's own entries (at most its MAXLEN) and consumer groups.
 register('rewind', WRITE, function(KEYS, ARGV)
   local height = bounded(ARGV[1], 0, 2^53, 'height')
+  local count = bounded(ARGV[2], 1, 10000, 'count')
   local below = '0-0'
   if height > 0 then below = (height - 1) .. '-1' end
-  local gone = redis.call('XRANGE', KEYS[1], height .. '-1', '+')
-  for _, entry in ipairs(gone) do redis.call('XDEL', KEYS[1], entry[1]) end
-  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  local gone = redis.call('XREVRANGE', KEYS[1], '+', height .. '-1', 'COUNT', count + 1)
+  local last = #gone <= count  -- this call deletes every entry left from the cut on
+  if last and redis.call('EXISTS', KEYS[1]) == 1 and #redis.call('XINFO', 'GROUPS', KEYS[1]) > count then
+    return redis.error_reply('ERR vledger: consumer groups out of range: more than ' .. count)
+  end
+  local deleted = math.min(#gone, count)
+  for i = 1, deleted do redis.call('XDEL', KEYS[1], gone[i][1]) end
+  if not last then
+    return {deleted, #redis.call('XREVRANGE', KEYS[1], '+', height .. '-1', 'COUNT', count)}
+  end
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {deleted, 0} end
   local groups = {}
   for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
     local name, delivered
@@ -261,15 +276,15 @@ register('rewind', WRITE, function(KEYS, ARGV)
   end
   local set = redis.pcall('XSETID', KEYS[1], below)
   if type(set) == 'table' and set.err then
-    local kept = redis.call('XRANGE', KEYS[1], '-', '+')
+    local kept = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', count)
     redis.call('DEL', KEYS[1])
-    for _, entry in ipairs(kept) do redis.call('XADD', KEYS[1], entry[1], unpack(entry[2])) end
+    for i = #kept, 1, -1 do redis.call('XADD', KEYS[1], kept[i][1], unpack(kept[i][2])) end
     for _, group in ipairs(groups) do redis.call('XGROUP', 'CREATE', KEYS[1], group[1], group[2], 'MKSTREAM') end
     if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('XSETID', KEYS[1], below) end
   else
     for _, group in ipairs(groups) do redis.call('XGROUP', 'SETID', KEYS[1], group[1], group[2]) end
   end
-  return #gone
+  return {deleted, 0}
 end)
 
 

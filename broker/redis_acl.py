@@ -118,7 +118,11 @@ overwrite, delete or trim what another node wrote there:
   entries to another node's ledger's stream or name itself its
   home or the home of a newer epoch. Followers store a record only under a checkpoint its home
   signed (10.7); a home rewrites its stream from its store when it finds an entry not its own
-  (``record_conflict``); and a node takes a newer epoch than its store holds only when a
+  (``record_conflict``) and puts back its field of ``{ledgers}`` when it names another node
+  (``home_rewritten``: no ACL reaches a field, so per-node keys would be the only bar, and
+  every reader already takes homes from the cluster file or a witnessed epoch, lists no name
+  there that no genesis backs, and ``vledger repair`` notes what it did not take); and a node
+  takes a newer epoch than its store holds only when a
   checkpoint of that epoch, signed by the pinned key its own epoch does not sign with and
   cosigned by a witness, proves it (10.9: ingest/epochs.py Homes, the outbox, the write
   concern; that key alone is the standby host's). The verifier, ``vledger repl status`` and

@@ -203,6 +203,20 @@ def ensure(client: Any) -> str:
     return "replaced"
 
 
+def prune(client: Any) -> list[str]:
+    """Delete every ``vledger_*`` library but this version's (FUNCTION DELETE, which the loader
+    user may run); returns their names. Function names carry their version, so an older
+    library's functions stay callable by every node's user after an upgrade, its bugs with them
+    (a fixed ``rewind`` or ``read_open`` bypassed by calling the old one: review r31 #5). Run
+    once every node runs this code: a node still on an older version finds its functions gone
+    and retries until it is upgraded (``FunctionsMissingError``)."""
+    old = [name for name in libraries(client) if name != LIBRARY_NAME]
+    for name in old:
+        client.execute_command("FUNCTION", "DELETE", name)
+        logger.info("Redis functions library %s deleted (not this version's)", name)
+    return old
+
+
 def may_load(client: Any) -> bool:
     """Whether ``client`` signs in as no user: a Redis without access control, where any client may
     load the library (with access control only the loader user may, and a node never tries)."""

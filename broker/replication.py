@@ -69,7 +69,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -112,6 +112,10 @@ ALERTS_DELETED = "alerts_deleted"
 # The alerts only an operator resolves (PROTOCOL 10.5): a signed contradiction, a node that
 # accused itself of a store its own checkpoints contradict, a witness's cosignature or a file
 # that is not what it should be, observers that disagree or are never compared.
+# A home found its ledger's field of ``{ledgers}`` naming another node and put it back: raised by
+# that home against ``redis`` (outsider43 M1: an ingest password re-homed another home's ledger).
+HOME_REWRITTEN = "home_rewritten"
+
 OPERATOR_RESOLVED = frozenset(
     (
         "equivocation",
@@ -126,6 +130,7 @@ OPERATOR_RESOLVED = frozenset(
         "tally_uncompared",
         "tally_recount",
         "failback_unconfigured",  # a handover of epoch 3+ no cluster file allows: perhaps a thief's
+        HOME_REWRITTEN,  # the field is put back at once: the alert is the evidence
         ALERTS_DELETED,
     )
 )
@@ -276,6 +281,10 @@ def redis_failed(url: str, error: Exception) -> RedisServerError:
         return RedisServerError(f"Redis at {shown_url(url)} {refused_login_message(error)}")
     return RedisServerError(f"Redis at {shown_url(url)} does not answer: {error}")
 
+
+# Entries a rewind deletes a call (functions.lua takes at most 10,000): a record is up to
+# ~64 KiB, and the function holds the entries it deletes in memory.
+REWIND_BATCH = 1_000
 
 # The Lua steps (advance, set_held, resolve_up_to, promote, unpromote, append, rewind) are
 # functions of broker/functions.lua, called by name (broker/redis_functions.py).
@@ -650,8 +659,17 @@ class ReplicationLedger:
 
     def rewind(self, ledger: str, height: int) -> int:
         """Delete the stream's entries from ``height`` on, so that they can be added again, and
-        set back the consumer groups that read past it; returns how many were deleted."""
-        return int(self._rewind(keys=[self.stream_key(ledger)], args=[height]))
+        set back the consumer groups that read past it; returns how many were deleted.
+
+        In calls of at most :data:`REWIND_BATCH` entries each: any ingest user may add a million
+        entries to a stream, and one call over them all blocked Redis for seconds (review r31 #3).
+        Between calls Redis serves everyone else."""
+        deleted = 0
+        while True:
+            done, left = self._rewind(keys=[self.stream_key(ledger)], args=[height, REWIND_BATCH])
+            deleted += int(done)
+            if not int(left):
+                return deleted
 
     def checkpoints(self, ledgers: Iterable[str] | None = None) -> dict[str, bytes]:
         """Each announced ledger's latest checkpoint (or each of ``ledgers``'), as its home wrote it
@@ -904,9 +922,11 @@ class ReplicationLedger:
 
     def ledgers(self) -> dict[str, str]:
         """Every ledger a home node announced, with its home (the hash's marks of a replacement,
-        :data:`REPLACED_FIELD`, left out)."""
+        :data:`REPLACED_FIELD`, left out, and every field that is no ledger's name: any ingest
+        node's Redis user may HSET ``ghost`` or ``<script>x</script>`` there, which the public
+        gateway listed, outsider43 M1). A claim still: which ledgers exist a genesis proves."""
         found = {_text(k): _text(v) for k, v in self.client.hgetall(self.ledgers_key).items()}
-        return {name: home for name, home in found.items() if not name.startswith(_MARK)}
+        return {name: home for name, home in found.items() if is_ledger_name(name)}
 
     def stream_ledgers(self, count: int = 1000) -> set[str]:
         """The ledgers whose stream key ``vledger:{<ledger>}:chain`` exists (SCAN, ``count`` keys a
@@ -1190,6 +1210,36 @@ class ReplicationLedger:
         if replaced is not None and replaced != relisted:
             log.info("Redis's ledgers hash was replaced (%s): naming this node's ledgers in it again", _text(replaced))
             self._name_homes(names, origin, relisted=_text(replaced))
+
+    def reclaim_homes(
+        self, ledgers: Iterable[str], origin: str, claimed: Mapping[str, tuple[int, str]]
+    ) -> dict[str, str]:
+        """A home's heartbeat, for ``ledgers``, the ones it homes (proven: its store, 10.9): each
+        whose field in ``{ledgers}`` names another node is put back to ``origin``; returns ledger
+        -> the node it named. Any ingest node's Redis user may HSET a field (no ACL reaches a
+        field), and a ledger re-homed so stayed so for good: ``vledger repair`` took its home from
+        there and refused it (outsider43 M1). A field naming the node ``claimed`` (``{ledgers}:epochs``)
+        names the home of a newer epoch is left: a promotion writes both, and whether it is
+        proven is the outbox's to find (:meth:`~vledger.ingest.outbox.Outbox._replaced`), not this
+        step's. A missing field is left too: the verifier's ``unlisted_ledger`` is that HDEL's
+        evidence, and the home's next append names it again (HSETNX)."""
+        names = list(ledgers)
+        if not names:
+            return {}
+        try:
+            found = self.client.hmget(self.ledgers_key, names)
+        except redis.exceptions.ResponseError as e:
+            if not wrong_type(e):
+                raise
+            return {}  # name_homes replaces it
+        taken = {
+            ledger: _text(home)
+            for ledger, home in zip(names, found, strict=True)
+            if home is not None and _text(home) != origin and claimed.get(ledger, (0, ""))[1] != _text(home)
+        }
+        if taken:
+            self.client.hset(self.ledgers_key, mapping=dict.fromkeys(taken, origin))
+        return taken
 
     def _name_homes(
         self, ledgers: list[str], origin: str, *, replaced: bool = False, complete: bool = False, relisted: str = ""

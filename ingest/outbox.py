@@ -37,7 +37,7 @@ from typing import Protocol
 
 import redis
 
-from ..broker.replication import REDIS_ERRORS, Alert, LastRead, ReplicationLedger
+from ..broker.replication import HOME_REWRITTEN, REDIS_ERRORS, Alert, LastRead, ReplicationLedger
 from ..config.cluster import ReplicationSettings
 from ..config.settings import PROTOCOL_LIMITS
 from ..node.checkpoint_log import SIGNED, CheckpointLog
@@ -807,6 +807,25 @@ class Outbox:
             self._streamed_to(ledger, last)
             self._rewrite_done(ledger, last)
 
+    def _reclaim_homes(
+        self, owned: Sequence[str], heads: Mapping[str, tuple[int, bytes]], named: Mapping[str, tuple[int, str]]
+    ) -> None:
+        """Put back each of ``owned``'s fields in ``{ledgers}`` that names another node, as the
+        stream is put back (outsider43 M1: a re-homed ledger stayed so for good, and `vledger
+        repair` took that home); the finding is an alert against ``redis`` that an operator
+        resolves: the field is right again at once, so nothing else would show it happened."""
+        assert self.replication is not None
+        for ledger, named_home in sorted(self.replication.reclaim_homes(owned, self.name, named).items()):
+            log.warning("outbox: Redis's ledgers hash named %s the home of %s, not this node: put back", named_home,
+                        ledger)  # fmt: skip
+            self.replication.alert(
+                Alert("redis", ledger, heads[ledger][0], HOME_REWRITTEN,
+                      f"vledger:{{ledgers}} named {named_home} the home of {ledger}, whose home is {self.name} (its"
+                      " store, and the cluster file or a witnessed epoch): someone with an ingest node's Redis"
+                      " password wrote it; the home put itself back", source=self.name, expected=self.name,
+                      found=named_home)
+            )  # fmt: skip
+
     def _rewrite_done(self, ledger: str, last: int, store_head: int | None = None) -> None:
         """The stream holds this node's records up to ``last``: once that is past where a
         rewrite began (or is the store's head: there was nothing to put there), the home
@@ -833,6 +852,7 @@ class Outbox:
                 # Its entries put back when the hash was of another type (replaced): a ledger
                 # that gets no record was never named again once the hash was lost so (outsider 31, N1).
                 self.replication.name_homes(owned, self.name)
+                self._reclaim_homes(owned, heads, named)
                 for ledger, streamed in self.replication.last_heights(owned).items():
                     try:
                         last = streamed

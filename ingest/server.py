@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import __version__
-from ..broker.accounts import AccountCache, Role
+from ..broker.accounts import AccountCache, AccountRegistry, Role, heartbeat_window
 from ..broker.client import Client
 from ..broker.redis_functions import FunctionsMissingError
 from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger, raise_alert, store_damaged_alert
@@ -91,11 +91,40 @@ def _settle_heap() -> None:
 FAILBACK_ANSWER_TIMEOUT = 2.0  # seconds a failback waits for its current home's hello (Promotion)
 
 
-def _answers(runtime: NodeRuntime, node: str) -> bool:
-    """Whether ``node`` answers ``hello`` asked with this node's client keys within
-    FAILBACK_ANSWER_TIMEOUT (a failback's current home, Promotion: PROTOCOL 10.9 step 1). A
-    refusal is an answer too: the node runs. Nobody holding its port, no answer in time, or no
-    key of it to ask with, is none (logged: the promotion goes on, as for a stopped home)."""
+def _answers(runtime: NodeRuntime, node: str, redis_client: Any = None) -> bool:
+    """Whether ``node`` still runs, for a failback's current home (Promotion: PROTOCOL 10.9
+    step 1): it answers ``hello`` asked with this node's client keys within
+    FAILBACK_ANSWER_TIMEOUT (a refusal is an answer too), or, with ``redis_client``, its
+    heartbeat in Redis (the accounts cache's ``seen``) is younger than heartbeat_window. One
+    2 s hello alone took a slow host (2 cores under load) or one cut off from the standby only
+    for stopped, and it went on acknowledging puts the handover may lose (review r31); such a
+    host still reports to Redis. A home stopped cleanly says so there at once, a killed one's
+    heartbeat ages out in that window. No key of it to ask with, or Redis unreadable: the hello
+    decides (logged)."""
+    if _hello_answers(runtime, node):
+        return True
+    if redis_client is None:
+        return False
+    try:
+        age = AccountRegistry(redis_client).silence([node]).get(node)
+    except REDIS_ERRORS as e:
+        log.warning("cannot read %s's heartbeat in Redis: %s", node, e)
+        return False
+    window = heartbeat_window(runtime.config.settings.broker.accounts_poll_ms / 1000)
+    if age is not None and age <= window:
+        log.warning(
+            "%s does not answer hello, but its heartbeat in Redis is %.1f s old (under %.0f s): taken as running",
+            node,
+            age,
+            window,
+        )
+        return True
+    return False
+
+
+def _hello_answers(runtime: NodeRuntime, node: str) -> bool:
+    """Whether ``node`` answers ``hello`` within FAILBACK_ANSWER_TIMEOUT. Nobody holding its port,
+    no answer in time, or no key of it to ask with, is none (the last logged)."""
     try:
         address = runtime.gates.address_of(node)
         endpoint = runtime.config.node(node).endpoint
@@ -475,7 +504,7 @@ def _run_ingest(runtime: NodeRuntime, passphrase: str | None) -> None:
             witnesses,
             public,
             grants=domain.grants,
-            answers=functools.partial(_answers, runtime),
+            answers=functools.partial(_answers, runtime, redis_client=replication.client),
         ),
         status=standby_fields,
         content_check=content_check,

@@ -112,6 +112,12 @@ def add_node_commands(commands: Subparsers) -> None:
     functions.add_argument(
         "--interval", type=float, default=1.0, metavar="SECONDS", help="with --keep: how often to look (default 1)"
     )
+    functions.add_argument(
+        "--prune",
+        action="store_true",
+        help="then delete every vledger_* library but this version's (run it once every node runs this code: "
+        "until then an older version's functions, bugs included, stay callable by every node's Redis user)",
+    )
 
     keygen = add_command(
         commands,
@@ -299,7 +305,9 @@ read Redis prints its error on stderr instead, and the watch goes on):
                                     too while the verifier's home_unreachable of it is open),
                            "fenced": bool (the home a proven handover replaced: its copy,
                                      whose records past the handover are not the ledger's,
-                                     is not counted; no lag)}],
+                                     is not counted; no lag),
+                           "impossible": bool (held above all the home holds: written by
+                                         hand, down or not; counted nowhere)}],
                 "counts": [{"holders": int, "records": int}],
                 "lagging": [node names],
                 "checkpoint": int or null (the size of the latest checkpoint that verifies),

@@ -93,11 +93,13 @@ def cmd_redis_functions(args: argparse.Namespace) -> int:
     """Load vledger's functions library into the cluster's Redis as the loader user (its password
     file beside the ACL file; no user without access control), unless Redis holds it with exactly
     this code; with --keep, stay and load it again whenever Redis lost it or holds other code
-    under its name, until SIGTERM or SIGINT."""
+    under its name, until SIGTERM or SIGINT; with --prune, then delete every other version's."""
     config = load_cluster(config_file(args.config))
     access = config.redis_access("functions")  # redis_acl.LOADER_USER, or none without access control
     client = connect(access, timeout=5.0)
     try:
+        if args.keep and args.prune:
+            raise UsageError("--prune deletes the other versions' libraries once: give it without --keep")
         if args.keep:
             stop = threading.Event()
             handlers = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -110,11 +112,14 @@ def cmd_redis_functions(args: argparse.Namespace) -> int:
             return 0
         try:
             done = redis_functions.ensure(client)  # "replaced": other code had its name, logged as an ERROR
+            pruned = redis_functions.prune(client) if args.prune else []
         except REDIS_ERRORS as e:
             raise redis_failed(access.url, e) from None
     finally:
         client.close()
     print(f"{done} {redis_functions.LIBRARY_NAME}")
+    for name in pruned:
+        print(f"deleted {name}")
     return 0
 
 

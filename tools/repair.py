@@ -154,6 +154,7 @@ class RepairResult:
     cleared: list[Path] = field(default_factory=list)  # scratch copies interrupted repairs left, removed
     # Why a store that holds every checkpoint was rebuilt without --force: its node refused it at start.
     refused: str | None = None
+    said: list[str] = field(default_factory=list)  # what Redis claimed that the repair did not take
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -179,6 +180,7 @@ class RepairResult:
             "restarted": self.restarted,
             "cleared": [str(path) for path in self.cleared],
             "refused_at_start": self.refused,
+            "notes": list(self.said),
         }
 
 
@@ -198,17 +200,35 @@ def answers(config: ClusterConfig, name: str, keys: KeyPair, timeout: float = AN
 # --- which ledgers, which checkpoint -------------------------------------------------------------------
 
 
-def ledgers_of(config: ClusterConfig, name: str, announced: Mapping[str, str], stored: set[str]) -> dict[str, str]:
-    """ledger -> its home for every ledger NODE should hold: the home Redis announces (after a
-    handover, PROTOCOL 10.9, the promoted standby), else the configuration's. An ingest node
-    holds the ledgers it is home or standby of."""
+def ledgers_of(
+    config: ClusterConfig, name: str, announced: Mapping[str, str], stored: set[str], said: list[str] | None = None
+) -> dict[str, str]:
+    """ledger -> its home for every ledger NODE should hold: the configuration's, or its standby
+    when Redis announces that one (after a handover, PROTOCOL 10.9; the checkpoint a quorum
+    cosigned and the records under it decide the epoch: epoch_log_keys takes both keys). Any
+    ingest node's Redis user may name any node there (outsider43 M1: re-homed to ingest-2, the
+    repair checked the ledger's checkpoints with ingest-2's key and refused it, "no checkpoint
+    cosigned by a quorum"): a home Redis names that is neither is not taken, and ``said`` gets
+    a sentence saying so. An ingest node holds the ledgers it is home or standby of."""
     role = config.node(name).role
-    wanted = set(stored)
-    for ledger, home in announced.items():
+    homes: dict[str, str] = {}
+    for ledger in sorted({*stored, *announced}):
+        configured = config.home_of(ledger).name
         standby = config.standby_of(ledger)
-        if role in FOLLOWER_ROLES or name in (home, config.home_of(ledger).name, standby and standby.name):
+        claimed = announced.get(ledger) or ""
+        homes[ledger] = claimed if claimed and standby is not None and claimed == standby.name else configured
+        if claimed and claimed not in (configured, standby and standby.name) and said is not None:
+            said.append(
+                f"{ledger}: Redis (vledger:{{ledgers}}) names {claimed} its home, which the cluster file makes "
+                f"neither its home nor its standby: taken from the cluster file, {configured} (any ingest node's "
+                "Redis password may write that hash; its home puts its field back and raises home_rewritten)"
+            )
+    wanted = set(stored)
+    for ledger in announced:
+        standby = config.standby_of(ledger)
+        if role in FOLLOWER_ROLES or name in (config.home_of(ledger).name, standby and standby.name):
             wanted.add(ledger)
-    return {ledger: announced.get(ledger) or config.home_of(ledger).name for ledger in sorted(wanted)}
+    return {ledger: homes[ledger] for ledger in sorted(wanted)}
 
 
 # --- the source and the copy ----------------------------------------------------------------------------
@@ -481,6 +501,8 @@ class Repair:
     timeout: float = 10.0
     show_progress: bool | None = None  # None: on a terminal
     clock: Callable[[], float] = time.time
+    # What the repair found Redis claiming and did not take (outsider43 M1), printed with its result.
+    said: list[str] = field(default_factory=list)
 
     def plan(self, sources: Sources, replication: ReplicationLedger) -> list[LedgerRepair]:
         config, name = self.config, self.node
@@ -490,7 +512,8 @@ class Repair:
         if quorum > len(witnesses):
             raise RepairRefusedError(f"a quorum of {quorum} needs as many witnesses; the cluster has {len(witnesses)}")
         self.quorum = quorum
-        ledgers = ledgers_of(config, name, replication.ledgers_or_streams(), stored_ledgers(store))
+        stored = stored_ledgers(store)
+        ledgers = ledgers_of(config, name, replication.ledgers_or_streams(), stored, self.said)
         if not ledgers:
             raise RepairRefusedError(f"{name} holds no ledger the cluster knows of: nothing to rebuild")
         others = [n.name for n in config.nodes.values() if n.name != name and n.role != "verifier"]
@@ -510,9 +533,21 @@ class Repair:
                     note = sources.call(other, "checkpoint", {"ledger": ledger}).get("checkpoint")
                     if isinstance(note, bytes):
                         notes.append(note)
-            chosen = quorum_checkpoint(
-                ledger, notes, log_key, origin_for(config.name, ledger), witnesses, quorum, rotated, counts
-            )
+            try:
+                chosen = quorum_checkpoint(
+                    ledger, notes, log_key, origin_for(config.name, ledger), witnesses, quorum, rotated, counts
+                )
+            except RepairRefusedError:
+                if ledger in stored or ledger in config.homes:
+                    raise
+                # Only Redis names it (any ingest password may add a name there: outsider43 M1), the
+                # node holds none of it, and no checkpoint backs it: nothing to rebuild; a ledger
+                # made since is fetched by the node itself once it runs.
+                self.said.append(
+                    f"{ledger}: named in Redis only, held by no store of {name} and backed by no checkpoint a "
+                    "quorum cosigned: skipped"
+                )
+                continue
             size, root = chosen.checkpoint.size, chosen.checkpoint.root
             # Followers first: the home is the one node whose copy nothing else checked before it served.
             candidates = sorted(others, key=lambda n: (n == home, others.index(n)))
@@ -619,6 +654,10 @@ class Repair:
                 targets = self.plan(sources, replication)
             except REDIS_ERRORS as e:
                 raise redis_failed(access.url, e) from None
+            except RepairRefusedError as e:
+                if not self.said:
+                    raise
+                raise RepairRefusedError(f"{e.message}; note: {'; '.join(self.said)}") from None
             refused = None
             if not self.force and already_holds(store, targets):
                 refused = refused_at_start(store, name, replication, **store_options(config, name))
@@ -632,6 +671,7 @@ class Repair:
                     )
             result = self._rebuild(store, targets, sources)
             result.refused = refused
+            result.said = list(self.said)
             return result
         finally:
             sources.close()
@@ -746,6 +786,8 @@ def _restart_start(config: ClusterConfig, supervisor: Supervisor, name: str, key
 
 def _print(result: RepairResult) -> None:
     print(f"{result.node}: store rebuilt at {result.store}")
+    for sentence in result.said:
+        print(f"  note: {sentence}")
     if result.refused is not None:
         print(f"  its records held every checkpoint, but {result.node} refused the store at start: {result.refused}")
     for r in result.ledgers:

@@ -25,7 +25,10 @@ cosigned). Without one (no key file, no checkpoint yet), it is the home's held h
 the stream's last entry, whichever is higher. Never another node's held height: anyone who
 reaches Redis can write one (HSET ``vledger:{L}:held replica-3 99999``), and a head taken
 from it would show every honest node behind. A held height above the head is shown as
-**unverified** (no lag, not lagging, not counted above the head), and a name no
+**unverified** (no lag, not lagging, not counted above the head); one above what the home
+itself holds (its held height, the stream's last, the head) is **impossible**: no node holds a
+record its home lacks, so only a write by hand put it there (outsider43 LOW 3: a down replica's
+held key set to 999999), shown so whether the node is down or not, and counted nowhere. A name no
 configuration knows is shown but counted nowhere. A node's **lag** is head - held.
 Replicas and observers (the roles that follow the feeds and keep a store,
 config.cluster.FOLLOWER_ROLES) hold every ledger: one **lags** when it holds less than the
@@ -117,6 +120,7 @@ class NodeHeight:
     unverified: bool = False  # it claims more than the head: nothing signed shows those records exist
     down: bool = False  # no sign of life: ``held`` is what it said before it stopped
     fenced: bool = False  # the home a proven handover replaced: its copy is no copy of the ledger (10.9)
+    impossible: bool = False  # above all the home holds: a held key written by hand (never counted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +226,7 @@ def ledger_status(
     else:
         head = max(stream_last, held.get(home, -1))
     names = {name for name, role in roles.items() if role in SHOWN_ROLES} | set(held) | {home} | set(cosigned)
+    most = max(head, stream_last, held.get(home, -1))  # what the home holds, by anything it wrote
 
     def order(name: str) -> tuple[int, str]:
         return (0 if name == home else _ROLE_ORDER.get(roles.get(name, UNKNOWN_ROLE), 3), name)
@@ -232,10 +237,15 @@ def ledger_status(
         height = held.get(name)
         fenced = name == replaced
         unverified = height is not None and height > head and not fenced
+        impossible = unverified and name != home and height is not None and height > most
         lag = None if height is None or unverified or fenced else head - height
         follows = role in FOLLOWER_ROLES or (name == standby and name != home and not fenced)
         lagging = follows and head >= 0 and (height is None or height < head)
-        nodes.append(NodeHeight(name, role, height, lag, lagging, cosigned.get(name), unverified, fenced=fenced))
+        nodes.append(
+            NodeHeight(
+                name, role, height, lag, lagging, cosigned.get(name), unverified, fenced=fenced, impossible=impossible
+            )
+        )
     # Only the configuration's nodes that hold ledgers count: a name no node of it wrote holds nothing;
     # nor a follower's claim above the head (unverified: its own Redis user may write any number there),
     # nor a fenced home's (PROTOCOL 10.9: no copy of the ledger, as for the verifier).
@@ -457,7 +467,8 @@ def read_status(
     *,
     silent_after: float | None = None,
 ) -> list[LedgerStatus]:
-    """Every ledger Redis knows of, by name (Redis's errors pass through). With ``checker``,
+    """Every ledger Redis knows of, by name (Redis's errors pass through), but one only the
+    ledgers hash names (no stream entry, held height nor checkpoint backs it). With ``checker``,
     each ledger's home is the cluster file's or a proven epoch's (:meth:`Checker.proven_epoch`),
     and the home and epoch Redis names are a claim when they differ; without one (no keys to
     check with), the home is the one Redis names. With ``silent_after``, a node of ``roles``
@@ -485,13 +496,18 @@ def read_status(
     epochs = LastRead(replication.epochs_key, replication.epochs)() if checker is not None else {}
     statuses = []
     for name in names:
+        held = replication.held(name)
+        if lasts[name] < 0 and not held and name not in notes:
+            # Named by the hash alone, which any ingest node's Redis user may add to: no record in
+            # its stream (a genesis is a ledger's first), no node holding it, no checkpoint:
+            # ``ghost`` was listed as a ledger (outsider43 M1).
+            continue
         if checker is None:
             seen = Witnessed(1, homes[name], None, None, {}, None, None, None)
         else:
             seen = checker.witnessed(replication, name, sorted(roles), notes.get(name))
         named = epochs.get(name) or (1, homes[name] or seen.home)
         claimed = None if named == (seen.epoch, seen.home) or (named[0] == 1 and named[1] == seen.home) else named
-        held = replication.held(name)
         strangers = set(held) - set(roles) - judged
         if silent_after is not None and strangers:
             ages = AccountRegistry(replication.client).silence(sorted(strangers))
@@ -547,6 +563,7 @@ def status_json(statuses: list[LedgerStatus], url: str) -> dict[str, Any]:
                         "lagging": n.lagging,
                         "cosigned": n.cosigned,
                         "unverified": n.unverified,
+                        "impossible": n.impossible,
                         "down": n.down,
                         "fenced": n.fenced,
                     }
@@ -583,6 +600,8 @@ def exit_code(statuses: list[LedgerStatus]) -> int:
 def _state(node: NodeHeight) -> str:
     if node.fenced:  # what it holds past the handover is not the ledger's, whatever the height
         return "fenced"
+    if node.impossible:  # written by hand, down or not: what it "last said" never was
+        return "impossible"
     if node.down:  # what it held when it stopped is no longer current, whatever it was
         return "down"
     if node.unverified:
@@ -673,12 +692,19 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
     print()
     behind = [f"{s.ledger} ({', '.join(s.lagging)})" for s in statuses if s.lagging]
     claims_above = [
-        f"{s.ledger} ({', '.join(n.node for n in s.nodes if n.unverified)})"
+        f"{s.ledger} ({', '.join(n.node for n in s.nodes if n.unverified and not n.impossible)})"
         for s in statuses
-        if any(n.unverified for n in s.nodes)
+        if any(n.unverified and not n.impossible for n in s.nodes)
+    ]
+    impossible = [
+        f"{s.ledger} ({', '.join(n.node for n in s.nodes if n.impossible)})"
+        for s in statuses
+        if any(n.impossible for n in s.nodes)
     ]
     down = [f"{s.ledger} ({', '.join(s.down)})" for s in statuses if s.down]
     fenced = [f"{s.ledger} ({', '.join(n.node for n in s.nodes if n.fenced)})" for s in statuses if s.fenced]
+    if impossible:
+        print(f"Impossible (held heights past all the home holds, counted nowhere): {'; '.join(impossible)}")
     if fenced:
         print(f"Fenced (a proven handover replaced them as home; their copies are not counted): {'; '.join(fenced)}")
     if down:
@@ -693,6 +719,8 @@ def print_status(statuses: list[LedgerStatus], url: str) -> None:
     if claims_above:
         # Not "every replica holds": a height above the head is a claim nothing signed shows.
         print(f"No replica or observer is behind; above the head, unverified: {'; '.join(claims_above)}")
+    elif impossible:  # named above; not "every replica holds": one of them says what it cannot hold
+        return
     else:
         print("Every replica and observer holds every ledger up to its head.")
 

@@ -1577,7 +1577,7 @@ class Gateway:
         # Every configured node's alerts (the gateway's user may not SCAN for them).
         replication = ReplicationLedger(self._redis(), raisers=sorted(self.config.nodes))
         try:
-            ledgers = sorted(replication.ledgers())
+            ledgers = sorted(self._genesis_backed(replication.ledgers()))
         except redis.exceptions.ResponseError as e:
             if not wrong_type(e):
                 raise
@@ -1593,6 +1593,19 @@ class Gateway:
             "alerts": alerts,
             "logs": {name: self._log_tail(name) for name in sorted(self.config.nodes)},
         }
+
+    def _genesis_backed(self, announced: Iterable[str]) -> list[str]:
+        """Of the ledgers Redis's ``{ledgers}`` names, those this gateway's copy holds a genesis
+        of (its node verified it as it followed the home): any ingest node's Redis user may add
+        a field there, and ``ghost`` was listed to the public (outsider43 M1). With the copy
+        unreadable (damaged: its answers say so), Redis's names (ledger names only) as before."""
+        try:
+            held = set(self.reader.ledgers())
+        except Exception as e:
+            if self.note_damaged(e) is None:
+                raise
+            return list(announced)
+        return [ledger for ledger in announced if ledger in held]
 
     def _log_tail(self, program: str) -> list[str]:
         """The last lines of ``<logs>/<program>.log``; ``program`` is a node name of the configuration."""

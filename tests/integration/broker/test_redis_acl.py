@@ -1053,6 +1053,30 @@ def test_the_loader_user_replaces_a_library_of_its_name_that_another_loaded(
     assert capsys.readouterr().out == f"kept {redis_functions.LIBRARY_NAME}\n"
 
 
+def test_prune_deletes_every_other_version_s_library_which_a_node_could_still_call(
+    acl: AclServer, short_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """review r31 #5: after an upgrade the old version's library stays, and every node's user may
+    FCALL its functions (an ACL cannot name a function), so a bug fixed since stays usable.
+    `vledger redis-functions --prune` deletes every vledger_* library but its own version's."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    loader = acl.loader()
+    old_version = "0123456789abcdef"
+    old = redis_functions._SOURCE.replace("@VERSION@", old_version)
+    loader.execute_command("FUNCTION", "LOAD", "REPLACE", old)
+    ingest = acl.client("ingest")
+    assert ingest.execute_command("FCALL_RO", f"vledger_{old_version}_ping", 0) == old_version.encode()
+    config = str(_cluster_file(acl, short_tmp))
+    assert cli.main(["redis-functions", "--config", config, "--prune"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [f"deleted vledger_{old_version}"]
+    assert redis_functions.libraries(loader) == [redis_functions.LIBRARY_NAME]
+    with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)function not found"):
+        ingest.execute_command("FCALL_RO", f"vledger_{old_version}_ping", 0)
+    assert acl.repl("ingest").append("votes", "ingest-1", 0, [b"r0"]) == 0  # this version's still there
+    # --prune runs once, not beside --keep: a usage error (exit 2), nothing done.
+    assert cli.main(["redis-functions", "--config", config, "--prune", "--keep"]) == 2
+
+
 _READ_LOOP_LIBRARY = (
     "#!lua name=o22loop\n"
     "redis.register_function{function_name='o22loop', callback=function() while true do end end, flags={'no-writes'}}"

@@ -341,6 +341,22 @@ def test_the_public_sees_an_alert_s_code_node_and_height_never_its_raiser_s_word
         raiser.resolve([fake.key])
 
 
+def test_the_cluster_view_lists_no_ledger_only_the_homes_hash_names(cluster: LocalCluster, election: Election) -> None:
+    """outsider43 M1: any ingest node's Redis user may HSET ``vledger:{ledgers}``; the public
+    /api/cluster (and the dashboard) listed ``ghost`` and ``<script>x</script>`` as ledgers.
+    Only a ledger name that the gateway's copy holds a genesis of is listed."""
+    gateway = cluster.gateway_url("replica-1")
+    writer = ReplicationLedger(connect(cluster.cluster_redis_url))
+    forged = {"ghost": "ingest-1", "<script>x</script>": "ingest-1"}
+    writer.client.hset(writer.ledgers_key, mapping=forged)
+    try:
+        for headers in ({"Host": "gw.example.org"}, {"Host": "127.0.0.1"}):
+            listed = json.loads(get(f"{gateway}api/cluster", headers)[1])["ledgers"]
+            assert ELECTION in listed and not set(forged) & set(listed), listed
+    finally:
+        writer.client.hdel(writer.ledgers_key, *forged)
+
+
 def test_metrics_parse_and_counters_move_with_traffic(cluster: LocalCluster, election: Election) -> None:
     ingest = cluster.health_url("ingest-1")
     before = metrics(ingest)

@@ -264,3 +264,38 @@ def test_the_gateway_serves_the_admin_ledger_s_head_again_after_its_node_s_store
     assert done.returncode == 0, done.stderr
     cluster.start_node("replica-1")
     wait_until(lambda: _admin_head(url) == 200, WAIT, "the admin ledger's head served from the repaired store")
+
+
+def test_a_ledger_re_homed_in_redis_is_repaired_under_its_true_home_which_then_puts_itself_back(
+    start_cluster: Any,
+) -> None:
+    """outsider43 M1: an ingest node's Redis user HSET `vledger:{ledgers}` L ingest-2 (home
+    ingest-1) and added `ghost`: `vledger repair` took ingest-2 for L's home and refused ("no
+    checkpoint cosigned by a quorum"), and the field stayed so with no alert. The repair takes
+    the cluster file's home and says what Redis claimed; ghost, which nothing backs, is
+    skipped; the home, back up, puts its field back and raises home_rewritten."""
+    cluster: LocalCluster = start_cluster(nodes=2, replicas=2)
+    cluster.admin().create_ledger(genesis(LEDGER, ADMIN, ["vote"]))
+    put(cluster, 20)
+    wait_cosigned(cluster, cluster.replica_names, size(cluster))
+    for name in ("replica-1", "ingest-1"):  # the home down: nothing puts the field back meanwhile
+        assert cluster.stop_node(name) == 0
+    _rewrite_tail(cluster, "replica-1", 10)
+    redis = repl(cluster)
+    redis.client.hset(redis.ledgers_key, mapping={LEDGER: "ingest-2", "ghost": "ingest-2"})
+
+    done = repair(cluster, "replica-1", "--timeout", "4")  # ingest-1 is stopped: each read of it waits 4 s
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    [ledger] = [r for r in result["ledgers"] if r["ledger"] == LEDGER]
+    assert ledger["home"] == "ingest-1" and ledger["source"] == "replica-2"
+    assert [r["ledger"] for r in result["ledgers"] if r["ledger"] == "ghost"] == []
+    notes = " ".join(result["notes"])
+    assert f"{LEDGER}: Redis (vledger:{{ledgers}}) names ingest-2 its home" in notes, notes
+    assert "ghost: named in Redis only" in notes, notes
+    assert cluster.verify_store("replica-1").returncode == 0
+
+    cluster.start_node("ingest-1")
+    wait_until(lambda: redis.ledgers().get(LEDGER) == "ingest-1", WAIT, "the home's field put back")
+    alert = repl(cluster).open_alerts()[f"redis|{LEDGER}|home_rewritten"]
+    assert (alert["raised_by"], alert["found"]) == ("ingest-1", "ingest-2")

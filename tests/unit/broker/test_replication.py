@@ -12,6 +12,7 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vledger.broker import redis_functions
 from vledger.broker.replication import (
     OPEN_ALERTS_CAP,
     REDIS_KEY_DAMAGED,
@@ -195,6 +196,39 @@ def test_a_stream_entry_that_is_not_the_callers_record_is_found_and_rewound(repl
     assert [r.data for r in repl.read(LEDGER, 0, 10)] == [b"r0", b"r1", b"r2", b"r3", b"r4"]
     again = repl.client.xreadgroup("verifier", "v", {repl.stream_key(LEDGER): ">"})
     assert [fields[b"record"] for _, fields in again[0][1]] == [b"r3", b"r4"]
+
+
+def test_a_rewind_is_bounded_a_call_and_the_caller_loops(repl: ReplicationLedger) -> None:
+    """Any ingest user may add a million entries to a stream: one call of ``rewind`` deleted
+    them all and blocked Redis for seconds (review r31 #3). A call deletes at most its COUNT
+    (checked: 1 to 10,000) from the top and says how many are left; the last one sets the
+    last id and the groups back, refusing more groups than its COUNT; the caller loops."""
+    key = repl.stream_key(LEDGER)
+    repl.append(LEDGER, HOME, 0, [b"r%d" % h for h in range(3)])
+    pipe = repl.client.pipeline(transaction=False)
+    for height in range(3, 2503):
+        pipe.xadd(key, {"record": b"junk", "origin": HOME}, id=f"{height}-1")
+    pipe.execute()
+    repl.client.xgroup_create(key, "verifier", id="2400-1")
+
+    def call(*args: object) -> Any:
+        return repl.client.execute_command(*redis_functions.command("rewind", [key], list(args)))
+
+    assert call(3, 10) == [10, 10]  # 2,490 left: counted up to the COUNT
+    assert repl.client.xlen(key) == 2493 and repl.last_height(LEDGER) == 2492
+    for bad in (0, 10_001, "x"):
+        with pytest.raises(redis.exceptions.ResponseError, match="count out of range"):
+            call(3, bad)
+    assert repl.rewind(LEDGER, 3) == 2490
+    assert repl.client.xlen(key) == 3
+    assert repl.client.xinfo_groups(key)[0]["last-delivered-id"] == b"2-1"  # set back below the cut
+    assert repl.append_checked(LEDGER, HOME, 3, [b"r3"]) == (3, None)
+    # More groups than the COUNT: the last call refuses before it deletes anything.
+    for n in range(11):
+        repl.client.xgroup_create(key, f"g{n}", id="0")
+    with pytest.raises(redis.exceptions.ResponseError, match="consumer groups out of range"):
+        call(3, 10)
+    assert repl.client.xlen(key) == 4
 
 
 def test_append_after_a_trim_or_a_lost_tail(repl: ReplicationLedger) -> None:

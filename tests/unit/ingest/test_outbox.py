@@ -21,7 +21,13 @@ import pytest
 import redis
 
 from vledger.broker.redis_server import RedisServer, connect, free_port
-from vledger.broker.replication import REDIS_KEY_DAMAGED, ReplicationLedger, StreamRecord
+from vledger.broker.replication import (
+    REDIS_KEY_DAMAGED,
+    ReplicationLedger,
+    StreamRecord,
+    copies_nothing,
+    operator_resolves,
+)
 from vledger.broker.signing import SigningKey, new_signing_key
 from vledger.config.cluster import ReplicationSettings
 from vledger.config.settings import PROTOCOL_LIMITS as LIMITS
@@ -246,6 +252,32 @@ def test_a_homes_entry_in_a_ledgers_hash_made_a_string_is_put_back_at_the_next_h
     wait_until(lambda: home.repl.ledgers() == {LEDGER: HOME, OTHER: HOME}, "both ledgers named again")
     append(home.store, LEDGER, 2)
     wait_until(caught_up(home.repl, home.store), "the stream grows again")
+
+
+def test_a_ledger_re_homed_in_the_ledgers_hash_is_put_back_with_an_alert(
+    redis_client: Any, homes: Callable[..., Home]
+) -> None:
+    """outsider43 M1: any ingest node's Redis user may HSET ``{ledgers}`` L ingest-2 (home
+    ingest-1): it stayed so for good, with no alert, and `vledger repair` took that home. The
+    home puts its field back at its heartbeat and raises ``home_rewritten``, which an operator
+    resolves; a field naming the node Redis's epochs name (a promotion's) is left alone."""
+    home = homes(redis_client)
+    append(home.store, LEDGER, 3)
+    append(home.store, OTHER, 2)
+    wait_until(caught_up(home.repl, home.store), "the streams hold the store")
+    redis_client.hset(home.repl.ledgers_key, mapping={LEDGER: "ingest-2", "ghost": "ingest-2", "<b>": HOME})
+    wait_until(lambda: home.repl.ledgers().get(LEDGER) == HOME, "the home's field put back")
+    assert home.repl.ledgers() == {LEDGER: HOME, OTHER: HOME, "ghost": "ingest-2"}  # "<b>" is no ledger's name
+    [alert] = [a for a in home.repl.alerts() if a["what"] == "home_rewritten"]
+    assert (alert["node"], alert["ledger"], alert["found"], alert["expected"]) == ("redis", LEDGER, "ingest-2", HOME)
+    assert operator_resolves(HOME, f"redis|{LEDGER}|home_rewritten", copies_nothing)
+    redis_client.hset(home.repl.epochs_key, OTHER, "2 ingest-2")
+    # OTHER as a promotion writes it (both hashes), LEDGER re-homed again: one heartbeat sees both.
+    redis_client.hset(home.repl.ledgers_key, mapping={OTHER: "ingest-2", LEDGER: "ingest-3"})
+    wait_until(lambda: home.repl.ledgers().get(LEDGER) == HOME, "put back again")
+    assert home.repl.ledgers()[OTHER] == "ingest-2"
+    raised = [(a["ledger"], a["found"]) for a in home.repl.alerts() if a["what"] == "home_rewritten"]
+    assert raised == [(LEDGER, "ingest-2"), (LEDGER, "ingest-3")]
 
 
 def test_an_epochs_hash_made_a_string_stops_no_heartbeat(redis_client: Any, homes: Callable[..., Home]) -> None:

@@ -254,6 +254,32 @@ def test_a_handed_over_ledger_is_rebuilt_under_epoch_2_and_never_under_a_fenced_
     assert ledgers_of(config, "replica-1", {LEDGER: ""}, set()) == {LEDGER: "ingest-1"}
 
 
+def test_a_home_redis_alone_names_is_not_taken_and_the_repair_says_so(tmp_path: Path) -> None:
+    """outsider43 M1: any ingest node's Redis user may HSET {ledgers} L ingest-2; repair took
+    ingest-2 for L's home, checked its checkpoints with ingest-2's key and refused ("no
+    checkpoint cosigned by a quorum"). The cluster file's home (or its standby) is taken, and
+    the repair notes what Redis claimed; an ingest node Redis alone names holds nothing of it."""
+    config = cluster_from_mapping(
+        {
+            "cluster": {"name": CLUSTER, "default_home": "ingest-1"},
+            "nodes": {
+                "ingest-1": {"role": "ingest", "port": 7001, "pub_port": 7101},
+                "ingest-2": {"role": "ingest", "port": 7002, "pub_port": 7102},
+                "ingest-3": {"role": "ingest", "port": 7003, "pub_port": 7103},
+                "replica-1": {"role": "replica", "port": 7011},
+            },
+            "ledgers": {LEDGER: {"home": "ingest-1", "standby": "ingest-2"}},
+        },
+        tmp_path / "cluster.toml",
+    )
+    said: list[str] = []
+    announced = {LEDGER: "ingest-3", "other": "ingest-2"}
+    assert ledgers_of(config, "replica-1", announced, set(), said) == {LEDGER: "ingest-1", "other": "ingest-1"}
+    assert len(said) == 2 and said[1].startswith(f"{LEDGER}: Redis (vledger:{{ledgers}}) names ingest-3 its home")
+    assert ledgers_of(config, "ingest-3", announced, set()) == {}  # not its to hold
+    assert ledgers_of(config, "ingest-2", announced, set()) == {LEDGER: "ingest-1"}  # its standby
+
+
 def test_a_repair_removes_what_an_interrupted_one_left_and_refuses_to_run_twice(tmp_path: Path) -> None:
     """Outsider 21, F8: a repair killed mid-copy left its full scratch copy for good, one a run."""
     store = tmp_path / "replica-3"

@@ -367,7 +367,9 @@ def test_a_claim_above_the_head_is_named_not_taken_for_every_replica_holding(
     code, out, err = run(capsys, "repl", "status", "--config", config)
     assert code == EXIT_OK, err
     assert "Every replica and observer holds" not in out
-    assert out.rstrip().endswith("No replica or observer is behind; above the head, unverified: zakat (replica-2)")
+    # Past all the home holds (no checkpoint: the head is the home's): impossible (outsider43 LOW 3).
+    impossible = "Impossible (held heights past all the home holds, counted nowhere): zakat (replica-2)"
+    assert out.rstrip().endswith(impossible)
 
 
 def test_a_lagging_replica_exits_3_and_the_json_says_who(
@@ -424,6 +426,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "unverified": False,
         "down": False,
         "fenced": False,
+        "impossible": False,
     }
     assert node(election, "ingest-2") == {
         "node": "ingest-2",
@@ -435,6 +438,7 @@ def test_a_lagging_replica_exits_3_and_the_json_says_who(
         "unverified": False,
         "down": False,
         "fenced": False,
+        "impossible": False,
     }
     assert node(election, "observer-9")["role"] == "unknown"
     assert election["counts"] == [  # observer-9, a name the configuration lacks, is counted nowhere
@@ -980,3 +984,39 @@ def test_a_home_the_verifier_finds_unreachable_is_down_though_its_heartbeat_goes
     assert not node(zakat, "replica-1")["down"]
     verifier.resolve([f"ingest-2|{ZAKAT}|home_unreachable"])
     assert run(capsys, "repl", "status", "--config", config)[0] == EXIT_OK
+
+
+def test_a_held_height_past_the_head_of_a_down_node_is_flagged_impossible_and_counted_nowhere(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """outsider43 LOW 3: a down replica's held key set to 999999 by its own Redis user was
+    shown "down" like any stopped node's, and the text gave no sign the height was impossible.
+    A held height past the head is flagged (state, JSON and the summary) down or not, and no
+    replication count takes it."""
+    registry, silent_ms, _ = zakat_held_by_nodes_alive(repl)
+    repl.client.set(repl.held_key(ZAKAT, "replica-2"), 999999)
+    repl.client.hset(registry.applied_key("replica-2"), "seen", silent_ms)
+    code, out, err = run(capsys, "repl", "status", "--config", config)
+    assert code == EXIT_LAGGING, out + err
+    (row,) = [line for line in out.splitlines() if line.split()[:1] == ["replica-2"]]
+    assert row.split() == ["replica-2", "replica", "999999", "-", "-", "impossible"]
+    assert "zakat  5 on 2 nodes" in out  # the home and replica-1, never replica-2
+    assert "Impossible (held heights past all the home holds, counted nowhere): zakat (replica-2)" in out
+    code, shown, err = run(capsys, "repl", "status", "--config", config, "--json")
+    replica = node(ledger(json.loads(shown), ZAKAT), "replica-2")
+    assert (replica["held"], replica["impossible"], replica["down"]) == (999999, True, True)
+
+
+def test_a_ledger_only_the_ledgers_hash_names_or_no_ledger_name_is_not_listed(
+    capsys: pytest.CaptureFixture[str], config: Path, repl: ReplicationLedger
+) -> None:
+    """outsider43 M1: any ingest node's Redis user may HSET ``ghost`` and ``<script>x</script>``
+    into ``{ledgers}``; both were listed as ledgers ("no checkpoint that verifies")."""
+    stream(repl, ZAKAT, "ingest-2", 5)
+    repl.advance("ingest-2", ZAKAT, 4)
+    repl.client.hset(repl.ledgers_key, mapping={"ghost": "ingest-2", "<script>x</script>": "ingest-1"})
+    _, out, err = run(capsys, "repl", "status", "--config", config, "--json")
+    assert [entry["ledger"] for entry in json.loads(out)["ledgers"]] == [ZAKAT], out + err
+    repl.advance("replica-1", "ghost", 0)  # a node says it holds it: shown (and judged) as any other
+    _, out, err = run(capsys, "repl", "status", "--config", config, "--json")
+    assert [entry["ledger"] for entry in json.loads(out)["ledgers"]] == ["ghost", ZAKAT], out + err

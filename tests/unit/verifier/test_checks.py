@@ -846,7 +846,8 @@ def test_junk_names_hset_into_redis_s_ledgers_hash_make_no_stream_and_are_capped
     assert taken - {LEDGER} == set(sorted(junk)[:MAX_UNLISTED_LEDGERS])
     assert [k for k in redis_client.scan_iter(match="vledger:{*}:chain")] == [repl.stream_key(LEDGER).encode()]
     assert caplog.text.count("names no node, stream or cluster file gives") == 1, caplog.text
-    assert f"{1000 - MAX_UNLISTED_LEDGERS + len(invalid)} not checked" in caplog.text
+    # Names that are no ledger's are left out as Redis's hash is read (outsider43 M1): not counted.
+    assert f"{1000 - MAX_UNLISTED_LEDGERS} not checked" in caplog.text
     saved = {_field.decode() for _field in redis_client.hkeys("vledger:{sweep}:verifier-1")}
     assert saved == {f"{node}|{LEDGER}" for node in nodes}  # a restart finds no junk name there
     repl.add([StreamRecord(LEDGER, 0, b"r0", "ingest-1")])
