@@ -24,7 +24,7 @@ import zmq
 from vledger.broker import redis_acl, redis_functions
 from vledger.broker.accounts import AccountRegistry
 from vledger.broker.redis_server import RedisServer, connect, find_redis_server
-from vledger.broker.replication import OPEN_ALERTS_CAP, REDIS_ERRORS, Alert, ReplicationLedger
+from vledger.broker.replication import OPEN_ALERTS_CAP, RECENT_COSIGNATURES, REDIS_ERRORS, Alert, ReplicationLedger
 from vledger.broker.second_factor import ENROLL, REPLACE, SecondFactorStore
 from vledger.broker.tallies import TallyBoard
 from vledger.config.cluster import RedisAccess
@@ -469,6 +469,11 @@ def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) 
         witness.keep_evidence(f"{role}-1", "votes", 2, {"note": "other"})
         assert isinstance(witness.set_checkpoints({"votes": b"forged"})["votes"], NOPERM)
     assert home.cosignatures("votes") == {"replica-1": b"cosigned note", "observer-1": b"cosigned note"}
+    # and their recent notes (a list each: the outside feeder's, PROTOCOL 13.9), behind the newest
+    assert home.recent_cosignatures("votes", ["replica-1", "observer-1", "replica-2"]) == {
+        "replica-1": [b"cosigned note", b"cosigned note"],
+        "observer-1": [b"cosigned note", b"cosigned note"],
+    }
     assert ReplicationLedger(acl.client("admin")).evidence() == {
         f"{role}-1|votes|2": {"note": "other"} for role in ("replica", "observer")
     }
@@ -796,11 +801,18 @@ def test_a_node_cannot_silence_forge_or_trim_another_node_s_alerts_or_evidence(a
         lambda: intruder.advance("replica-2", "votes", 99),  # another node's held height
         lambda: client.set(intruder.held_key("votes", "replica-2"), "99"),
         lambda: client.set(intruder.cosig_key("votes", "replica-2"), "x"),  # another witness's cosignature
+        lambda: client.lpush(intruder.cosig_recent_key("votes", "replica-2"), "x"),  # and its recent ones
+        lambda: client.ltrim(intruder.cosig_recent_key("votes", "replica-2"), 0, 0),
     ):
-        with pytest.raises(NOPERM, match="key|'set' command" if role == "verifier" else "key"):
+        # (LPUSH and LTRIM: no ingest node's or verifier's command at all)
+        list_commands = "|'lpush' command|'ltrim' command"
+        with pytest.raises(NOPERM, match=("key|'set' command" if role == "verifier" else "key") + list_commands):
             write()
     with pytest.raises(NOPERM):
         client.delete(intruder.cosig_key("votes", "replica-2"))
+    with pytest.raises(NOPERM):
+        client.delete(intruder.cosig_recent_key("votes", "replica-2"))
+    assert intruder.recent_cosignatures("votes", ["replica-2"]) == {"replica-2": [b"replica-2's cosigned note"] * 2}
     assert intruder.cosignatures("votes") == {"replica-2": b"replica-2's cosigned note"}  # read, untouched
     assert victim.advance("replica-2", "votes", 5) == 5
     if role != "verifier":  # a node that holds copies says how far, in its own key
@@ -1097,3 +1109,22 @@ def test_the_admin_may_kill_a_function_that_loops_without_writing(acl: AclServer
     looping.join(10)
     assert not looping.is_alive() and outcome and "killed" in str(outcome[0]).lower()
     assert admin.ping()
+
+
+@pytest.mark.parametrize("role", ["replica", "observer"])
+def test_a_witness_keeps_its_few_newest_cosignatures_and_replaces_a_damaged_list(acl: AclServer, role: str) -> None:
+    """A witness's recent notes (ReplicationLedger.publish_cosignature, PROTOCOL 13.9): pushed
+    with its newest, RECENT_COSIGNATURES kept; made a string by the admin's user, the list is
+    replaced at its next note (its own user may DEL it) and the note is set all the same."""
+    witness, node = acl.repl(role), f"{role}-1"
+    for size in range(1, RECENT_COSIGNATURES + 3):
+        witness.publish_cosignature("votes", node, size, b"note %d" % size)
+    newest = RECENT_COSIGNATURES + 2
+    expected = [b"note %d" % size for size in range(newest, 2, -1)]
+    assert witness.recent_cosignatures("votes", [node]) == {node: [b"note %d" % newest, *expected]}
+    acl.client("admin").set(witness.cosig_recent_key("votes", node), "junk")
+    assert witness.recent_cosignatures("votes", [node]) == {node: [b"note %d" % newest]}  # junk reads as none
+    witness.publish_cosignature("votes", node, newest + 1, b"next")
+    assert witness.recent_cosignatures("votes", [node]) == {node: [b"next", b"next"]}
+    witness.publish_cosignature("votes", node, newest + 2, b"quiet", recent=False)  # no outside witness
+    assert witness.recent_cosignatures("votes", [node]) == {node: [b"quiet", b"next"]}
