@@ -30,7 +30,8 @@ ingest        append to and repair its ledgers' streams (``{*}:chain``), name ho
               observer's tallies (``{*}:tallies:*``, ``{*}:tally:latest:*``: what an observer's
               rotated key had tallied, PROTOCOL 16.6)
 replica       read streams, homes, epochs, checkpoints, epoch proofs and outside cosignatures; as a witness
-              publish its cosignatures (``{*}:cosig:<node>``, channel ``cosigned``) and keep its own
+              publish its cosignatures (``{*}:cosig:<node>``, its recent ones in
+              ``{*}:cosig:<node>:recent``, channel ``cosigned``) and keep its own
               evidence (``{evidence}:<node>``); advance held heights; raise and resolve its own
               alerts (see Alerts below); read the accounts
 observer      what a replica may, and publish its own signed tallies (``{*}:tallies:<node>``,

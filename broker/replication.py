@@ -450,6 +450,7 @@ class ReplicationLedger:
         self._promote = RedisFunction(client, "promote")
         self._unpromote = RedisFunction(client, "unpromote")
         self._raw = _unparsed_xrange(client)
+        self._recent_refused = False  # a redis.acl from before the recent cosignatures: logged once
 
     # --- keys -----------------------------------------------------------------------
 
@@ -728,7 +729,19 @@ class ReplicationLedger:
         pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
         # One transaction: each command runs whatever another's error, so only the list's
         # WRONGTYPE is taken apart from the rest (the note and the hint are set all the same).
-        results = pipe.execute(raise_on_error=False)
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except redis.exceptions.NoPermissionError as e:
+            if not recent:
+                raise
+            # A redis.acl written before the lists grants no LPUSH there, and Redis discards the
+            # whole transaction: the newest note goes alone (its home feeds by the newest notes).
+            if not self._recent_refused:
+                self._recent_refused = True
+                log.warning("%s: Redis refused its recent cosignatures of %s (%s): the newest alone is published"
+                            " until `vledger keygen --cluster` writes redis.acl anew", witness, ledger, e)  # fmt: skip
+            self.publish_cosignature(ledger, witness, size, note, recent=False)
+            return
         listed = results[1:3] if recent else []
         for result in (results[0], results[-1]):
             if isinstance(result, Exception):

@@ -20,13 +20,14 @@ slow or silent holds back only its own cosignatures; two failures in a row at a 
 
 Cluster witnesses first (outsider o24 F5): what is fed is the largest checkpoint this home
 signed that a majority of the cluster's witnesses cosigned, their lines read from Redis at that
-moment and kept (a bounded map per ledger); an outside witness's kept note, and so the quorum
+moment (each witness's newest note and its recent ones, ``{L}:cosig:<w>:recent``: review r32 #5)
+and kept (a bounded map per ledger); an outside witness's kept note, and so the quorum
 note joined from them, carries those lines beside its own. Fed the newest signed instead, a
-slower outside witness's size was one whose cluster lines were gone from Redis (each witness
-keeps its newest note only) by the time it answered, and every anchored reader refused the
-served checkpoint (no_quorum, and for an epoch from 2 the epoch rule). When the cluster's
-witnesses cosign nothing newer for ``witness_timeout_ms`` (down, or none), the newest signed is
-fed, as before.
+slower outside witness's size was one whose cluster lines were gone from Redis by the time it
+answered, and every anchored reader refused the served checkpoint (no_quorum, and for an epoch
+from 2 the epoch rule). When no newer checkpoint gathers a majority for ``witness_timeout_ms``
+(witnesses down, slow, or skipping different sizes under load), the largest with the most
+cluster lines past what the outside witness cosigned is fed, else the newest signed.
 """
 
 from __future__ import annotations

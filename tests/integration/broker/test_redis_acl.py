@@ -1128,3 +1128,32 @@ def test_a_witness_keeps_its_few_newest_cosignatures_and_replaces_a_damaged_list
     assert witness.recent_cosignatures("votes", [node]) == {node: [b"next", b"next"]}
     witness.publish_cosignature("votes", node, newest + 2, b"quiet", recent=False)  # no outside witness
     assert witness.recent_cosignatures("votes", [node]) == {node: [b"quiet", b"next"]}
+
+
+def test_under_a_redis_acl_from_before_the_recent_lists_a_witness_still_publishes_its_newest(
+    short_tmp: Path, redis_server: RedisServer
+) -> None:
+    """Redis discards a whole MULTI one of whose commands the user may not run: under a redis.acl
+    written before ``{*}:cosig:<node>:recent``, every cosignature of a ledger with outside
+    witnesses would have stayed unpublished (no ``w``, no handover proof) until the file was
+    written anew. The newest note goes alone."""
+    passwords = short_tmp / "keys" / "redis"
+    written = redis_acl.write_passwords(passwords, NODES, admin_homes=("ingest-1",), checkpoints=WRITERS)
+    text = Path(written["acl"]).read_text()
+    before = text.replace(" (+lpush +ltrim +del ~vledger:{*}:cosig:replica-1:recent)", "")
+    assert before != text
+    Path(written["acl"]).write_text(before)
+    admin = redis_acl.read_password(redis_acl.password_path(passwords, redis_acl.user_name("admin")))
+    with RedisServer(
+        short_tmp / "data", executable=find_redis_server(), acl_file=written["acl"], auth=("vledger-admin", admin)
+    ) as server:
+        served = AclServer(server, passwords)
+        try:
+            witness = served.repl("replica")
+            witness.publish_cosignature("votes", "replica-1", 2, b"cosigned note")
+            witness.publish_cosignature("votes", "replica-1", 3, b"newer note")
+            assert served.repl("ingest").cosignatures("votes") == {"replica-1": b"newer note"}
+            assert served.repl("ingest").recent_cosignatures("votes", ["replica-1"]) == {"replica-1": [b"newer note"]}
+        finally:
+            for client in served.clients:
+                client.close()
