@@ -255,8 +255,8 @@ class WitnessFeeder:
         with self._lock:
             held = {at: entry for at, entry in self._cluster.get(ledger, {}).items() if at[0] <= latest.size}
             best = max((at for at, (_, lines) in held.items() if len(lines) >= needed), default=None)
-            # Most lines first, then the largest: a majority's, when there is one, is that.
-            most = max(((len(lines), at) for at, (_, lines) in held.items() if at[0] > done), default=None)
+            # Most lines first (a majority being as good as all), then the largest: ``best`` when past ``done``.
+            most = max(((min(len(lines), needed), at) for at, (_, lines) in held.items() if at[0] > done), default=None)
             # Since when the cluster's checkpoint to feed stood still while the home signed past it.
             before, since = self._cluster_best.get(ledger, (best, now))
             if best != before or best == (latest.size, latest.root):

@@ -137,3 +137,38 @@ def test_nothing_is_read_for_a_ledger_its_witnesses_cosigned_or_another_thread_s
         assert replication.reads == 1 and len(home.posted) == 2
     finally:
         home.store.close()
+
+
+def test_on_the_timeout_a_majority_s_largest_checkpoint_beats_an_older_one_all_cosigned(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    """The outside witness was down while the cluster's checkpoint stood still: back, it is fed
+    the largest a majority cosigned (7, two lines), not an older one with all three (5)."""
+    replication = ReplicationLedger(redis_client)
+    home, witness = made(tmp_path, replication)
+    try:
+        at4 = home.grow(4)
+        for w in CLUSTER_KEYS:
+            replication.publish_cosignature(LEDGER, node(w), 4, cosigned(at4, w))
+        home.feeder.turn()
+        assert witness.latest[ORIGIN][0] == 4
+
+        def down(body: bytes) -> Any:
+            raise TimeoutError("no answer within the deadline")
+
+        home.answer = down
+        at5 = home.grow(5)
+        at7 = home.grow(7)
+        home.grow(9)
+        for w in CLUSTER_KEYS:
+            replication.publish_cosignature(LEDGER, node(w), 5, cosigned(at5, w))
+        for w in CLUSTER_KEYS[:2]:
+            replication.publish_cosignature(LEDGER, node(w), 7, cosigned(at7, w))
+        home.clock.now += 1
+        home.feeder.turn()
+        home.answer = home.spec_witness
+        home.clock.now += 6  # past witness_timeout_ms and the back-off
+        home.feeder.turn()
+        assert witness.latest[ORIGIN][0] == 7
+    finally:
+        home.store.close()
