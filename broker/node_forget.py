@@ -2,7 +2,8 @@
 
 A replica or an observer taken out of the cluster file leaves behind the keys its Redis user
 wrote (docs/PROTOCOL.md 10.10): per ledger its held height (``:held:<node>``), its cosigned
-note (``:cosig:<node>``) and its tallies (``:tallies:<node>``, ``:tally:latest:<node>``); its
+note (``:cosig:<node>``) and its recent ones (``:cosig:<node>:recent``) and its tallies
+(``:tallies:<node>``, ``:tally:latest:<node>``); its
 accounts report, the heartbeat (``vledger:{accounts}:applied:<node>``); its open alerts
 (``vledger:{alerts}:open:<node>``) and, a verifier's, its sweep (``vledger:{sweep}:<node>``).
 Nobody writes them again, and the readers that find nodes by SCAN (``vledger alerts``, a
@@ -42,6 +43,7 @@ def node_keys(client: Any, node: str, namespace: str = NAMESPACE) -> NodeKeys:
     AccountError otherwise) in ``client``'s Redis, each sorted. SCAN: the admin's user's."""
     applied = AccountRegistry(client, namespace).applied_key(node)
     state = [key for kind in LEDGER_KINDS for key in _ledger_keys(client, namespace, kind, node)]
+    state += _ledger_keys(client, namespace, "cosig", node, ":recent")
     state += [applied, group_key(namespace, "alerts", f"open:{node}"), group_key(namespace, "sweep", node)]
     history = [group_key(namespace, "alerts", f"log:{node}"), group_key(namespace, "evidence", node)]
     return NodeKeys(_existing(client, state), _existing(client, history))
@@ -52,14 +54,14 @@ def forget_keys(client: Any, keys: tuple[str, ...]) -> int:
     return sum(int(client.delete(key)) for key in keys)
 
 
-def _ledger_keys(client: Any, namespace: str, kind: str, node: str) -> list[str]:
-    prefix, suffix = f"{namespace}:{{", f"}}:{kind}:{node}"
+def _ledger_keys(client: Any, namespace: str, kind: str, node: str, tail: str = "") -> list[str]:
+    prefix, suffix = f"{namespace}:{{", f"}}:{kind}:{node}{tail}"
     found = []
     for raw in client.scan_iter(match=glob_escape(prefix) + "*" + glob_escape(suffix), count=SCAN_COUNT):
         key = raw.decode() if isinstance(raw, bytes) else str(raw)
         ledger = key[len(prefix) : -len(suffix)]
         # ``*`` may span another kind's name: only this node's key of a ledger counts.
-        if is_ledger_name(ledger) and key == ledger_key(namespace, ledger, f"{kind}:{node}"):
+        if is_ledger_name(ledger) and key == ledger_key(namespace, ledger, f"{kind}:{node}{tail}"):
             found.append(key)
     return found
 

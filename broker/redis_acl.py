@@ -30,7 +30,8 @@ ingest        append to and repair its ledgers' streams (``{*}:chain``), name ho
               observer's tallies (``{*}:tallies:*``, ``{*}:tally:latest:*``: what an observer's
               rotated key had tallied, PROTOCOL 16.6)
 replica       read streams, homes, epochs, checkpoints, epoch proofs and outside cosignatures; as a witness
-              publish its cosignatures (``{*}:cosig:<node>``, channel ``cosigned``) and keep its own
+              publish its cosignatures (``{*}:cosig:<node>``, its recent ones in
+              ``{*}:cosig:<node>:recent``, channel ``cosigned``) and keep its own
               evidence (``{evidence}:<node>``); advance held heights; raise and resolve its own
               alerts (see Alerts below); read the accounts
 observer      what a replica may, and publish its own signed tallies (``{*}:tallies:<node>``,
@@ -95,9 +96,11 @@ kept by whoever proved it (10.9).
 
 **Cosignatures** as well: witness W's latest cosigned note of a ledger is ``{*}:cosig:W``, a
 string only W's user sets and every node reads (the names read are the reader's cluster's
-nodes, never a list found in Redis). So a witness broken into can neither delete nor set back
-another witness's cosignature; it can only publish an older note of its own, or junk, which
-counts nowhere (whoever counts a cosignature verifies it, docs/PROTOCOL.md 10.3).
+nodes, never a list found in Redis), and its few newest ``{*}:cosig:W:recent``, a list only
+W's user pushes to and trims (and deletes, when of another type), read as the cosignatures are.
+So a witness broken into can neither delete nor set back another witness's cosignature; it can
+only publish an older note of its own, or junk, which counts nowhere (whoever counts a
+cosignature verifies it, docs/PROTOCOL.md 10.3).
 
 **Tallies** as well: observer O adds its signed snapshots of a ledger to its own stream
 ``{*}:tallies:O`` (``XADD`` alone, in a selector of those keys, whose ``MAXLEN`` trims that
@@ -452,10 +455,14 @@ def _channels(ns: str) -> dict[str, tuple[str, ...]]:
 # and sets the checkpoint, on those keys. Its root rules read every ledger's.
 def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> dict[str, tuple[str, ...]]:
     own_held, own_cosig = f"~{ns}:{{*}}:held:{node}", f"~{ns}:{{*}}:cosig:{node}"
+    # Its recent cosigned notes (a list, ReplicationLedger.publish_cosignature): LPUSH and LTRIM
+    # alone there, and DEL for one the admin's user made another type. Read as ``{*}:cosig:*``.
+    own_recent = f"(+lpush +ltrim +del ~{ns}:{{*}}:cosig:{node}:recent)"
     stream, latest = f"~{ns}:{{*}}:tallies:{node}", f"~{ns}:{{*}}:tally:latest:{node}"
     own_tallies = (
         f"(+fcall {stream} {latest})",
         f"(+set {own_held} {own_cosig} {latest})",
+        own_recent,
         # DEL too, for a stream the admin's user made another type (verifier/observer.py): XADD
         # with MAXLEN 0 empties it already.
         f"(+xadd +del {stream})",
@@ -481,7 +488,7 @@ def _selectors(ns: str, node: str = "", checkpoints: Collection[str] = ()) -> di
             own_applied,
             f"(+del ~{ns}:{{sweep}}:{node})",
         ),
-        "replica": (f"(+set {own_held} {own_cosig})", own_applied),
+        "replica": (f"(+set {own_held} {own_cosig})", own_recent, own_applied),
         "observer": (*own_tallies, own_applied),
     }
 

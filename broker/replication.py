@@ -263,6 +263,10 @@ def operator_final(raiser: str | None, key: str) -> bool:
 
 # What the replication paths survive and retry: Redis away, and Redis refusing (an error
 # reply: out of memory at maxmemory, READONLY, NOPERM). The store has everything meanwhile.
+# Per witness and ledger, how many of its newest cosigned notes Redis keeps (publish_cosignature):
+# a home finds there a size a majority of the cluster's witnesses cosigned, where their newest
+# notes alone, one size apart under steady writes, were never seen at one (review r32 #5).
+RECENT_COSIGNATURES = 8
 REDIS_ERRORS = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
@@ -455,6 +459,7 @@ class ReplicationLedger:
         self._promote = RedisFunction(client, "promote")
         self._unpromote = RedisFunction(client, "unpromote")
         self._raw = _unparsed_xrange(client)
+        self._recent_refused = False  # a redis.acl from before the recent cosignatures: logged once
 
     # --- keys -----------------------------------------------------------------------
 
@@ -482,6 +487,11 @@ class ReplicationLedger:
     def cosig_key(self, ledger: str, witness: str) -> str:
         """``witness``'s latest cosigned note of ``ledger``: a key of its own, which only its Redis user writes."""
         return ledger_key(self.namespace, ledger, f"cosig:{witness}")
+
+    def cosig_recent_key(self, ledger: str, witness: str) -> str:
+        """``witness``'s RECENT_COSIGNATURES newest cosigned notes of ``ledger``, newest first (a
+        list): a key of its own, which only its Redis user writes (a node's name has no colon)."""
+        return ledger_key(self.namespace, ledger, f"cosig:{witness}:recent")
 
     def epoch_proof_key(self, ledger: str) -> str:
         return ledger_key(self.namespace, ledger, "epoch_proof")
@@ -715,12 +725,50 @@ class ReplicationLedger:
 
     # --- cosignatures and evidence -------------------------------------------------------
 
-    def publish_cosignature(self, ledger: str, witness: str, size: int, note: bytes) -> None:
-        """Make ``note`` (a checkpoint with ``witness``'s cosignature) its latest for ``ledger``."""
+    def publish_cosignature(self, ledger: str, witness: str, size: int, note: bytes, *, recent: bool = True) -> None:
+        """Make ``note`` (a checkpoint with ``witness``'s cosignature) its latest for ``ledger``,
+        and, ``recent``, the newest of its RECENT_COSIGNATURES kept in :meth:`cosig_recent_key`
+        (a ledger whose genesis lists outside witnesses: its home feeds them a checkpoint a
+        majority of the cluster's witnesses cosigned, found there, ingest/outside_feeder.py). A
+        list of another type is deleted and written again (the admin's user can SET it)."""
+        recent_key = self.cosig_recent_key(ledger, witness)
+
+        def push() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.lpush(recent_key, note)
+            pipe.ltrim(recent_key, 0, RECENT_COSIGNATURES - 1)
+            pipe.execute()
+
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self.cosig_key(ledger, witness), note)
+        if recent:
+            pipe.lpush(recent_key, note)
+            pipe.ltrim(recent_key, 0, RECENT_COSIGNATURES - 1)
         pipe.publish(self.cosigned_channel, f"{witness} {ledger} {size}")
-        pipe.execute()
+        # One transaction: each command runs whatever another's error, so only the list's
+        # WRONGTYPE is taken apart from the rest (the note and the hint are set all the same).
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except redis.exceptions.NoPermissionError as e:
+            if not recent:
+                raise
+            # A redis.acl written before the lists grants no LPUSH there, and Redis discards the
+            # whole transaction: the newest note goes alone (its home feeds by the newest notes).
+            if not self._recent_refused:
+                self._recent_refused = True
+                log.warning("%s: Redis refused its recent cosignatures of %s (%s): the newest alone is published"
+                            " until `vledger keygen --cluster` writes redis.acl anew", witness, ledger, e)  # fmt: skip
+            self.publish_cosignature(ledger, witness, size, note, recent=False)
+            return
+        listed = results[1:3] if recent else []
+        for result in (results[0], results[-1]):
+            if isinstance(result, Exception):
+                raise result
+        damaged = next((r for r in listed if isinstance(r, Exception)), None)
+        if damaged is not None and not wrong_type(damaged):
+            raise damaged
+        if damaged is not None:
+            self.replace_damaged(recent_key, damaged, push)
 
     def wrong_typed(self, keys: Sequence[str]) -> dict[str, Exception]:
         """:func:`wrong_typed_keys` on this client."""
@@ -764,7 +812,8 @@ class ReplicationLedger:
         if self._raisers is not None:
             return list(dict.fromkeys([*self._raisers, *([self.node] if self.node else [])]))
         found = self.client.scan_iter(match=glob_escape(prefix) + "*", count=500)
-        return sorted({_text(raw)[len(prefix) :] for raw in found})
+        # A node's name has no colon: ``<prefix><node>:recent`` is a witness's recent notes (a list).
+        return sorted({name for raw in found if ":" not in (name := _text(raw)[len(prefix) :])})
 
     def _witness_names(self, ledger: str, witnesses: Iterable[str] | None) -> list[str]:
         """Whose cosignature keys of ``ledger`` are read: ``witnesses`` if given, else
@@ -781,6 +830,32 @@ class ReplicationLedger:
             return {}
         notes = self.client.mget([self.cosig_key(ledger, name) for name in names])
         return {name: bytes(note) for name, note in zip(names, notes, strict=True) if note is not None}
+
+    def recent_cosignatures(self, ledger: str, witnesses: Iterable[str]) -> dict[str, list[bytes]]:
+        """witness -> its latest note (:meth:`cosignatures`) and the RECENT_COSIGNATURES it says
+        it cosigned last (newest first, :meth:`cosig_recent_key`), of each of ``witnesses`` that
+        has any, in one round trip. Unchecked, as :meth:`cosignatures`; a list of another type
+        reads as none, and no more than RECENT_COSIGNATURES are read of a longer one."""
+        names = list(dict.fromkeys(witnesses))
+        if not names:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget([self.cosig_key(ledger, name) for name in names])
+        for name in names:
+            pipe.lrange(self.cosig_recent_key(ledger, name), 0, RECENT_COSIGNATURES - 1)
+        newest, *lists = pipe.execute(raise_on_error=False)
+        if isinstance(newest, Exception):
+            raise newest
+        found: dict[str, list[bytes]] = {}
+        for name, note, value in zip(names, newest, lists, strict=True):
+            if isinstance(value, Exception) and not wrong_type(value):
+                raise value
+            held = [] if isinstance(value, Exception) else [bytes(item) for item in value]
+            if note is not None:
+                held.insert(0, bytes(note))
+            if held:
+                found[name] = held
+        return found
 
     def witness_notes(
         self, ledgers: Iterable[str], witnesses: Iterable[str]

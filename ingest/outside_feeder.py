@@ -20,13 +20,14 @@ slow or silent holds back only its own cosignatures; two failures in a row at a 
 
 Cluster witnesses first (outsider o24 F5): what is fed is the largest checkpoint this home
 signed that a majority of the cluster's witnesses cosigned, their lines read from Redis at that
-moment and kept (a bounded map per ledger); an outside witness's kept note, and so the quorum
+moment (each witness's newest note and its recent ones, ``{L}:cosig:<w>:recent``: review r32 #5)
+and kept (a bounded map per ledger); an outside witness's kept note, and so the quorum
 note joined from them, carries those lines beside its own. Fed the newest signed instead, a
-slower outside witness's size was one whose cluster lines were gone from Redis (each witness
-keeps its newest note only) by the time it answered, and every anchored reader refused the
-served checkpoint (no_quorum, and for an epoch from 2 the epoch rule). When the cluster's
-witnesses cosign nothing newer for ``witness_timeout_ms`` (down, or none), the newest signed is
-fed, as before.
+slower outside witness's size was one whose cluster lines were gone from Redis by the time it
+answered, and every anchored reader refused the served checkpoint (no_quorum, and for an epoch
+from 2 the epoch rule). When no newer checkpoint gathers a majority for ``witness_timeout_ms``
+(witnesses down, slow, or skipping different sizes under load), the largest with the most
+cluster lines past what the outside witness cosigned is fed, else the newest signed.
 """
 
 from __future__ import annotations
@@ -215,35 +216,47 @@ class WitnessFeeder:
             outside = self._witnesses(ledger)
             if outside is None:
                 continue
-            fed = self._to_feed(checkpoint)
-            if fed is None:
-                continue
+            mine: list[tuple[VerifierKey, str]] = []
             for key in outside.keys:
                 url = self.urls.get(key.name)
                 if url is None:
                     self._note_unlisted(key.name)
                 elif names is None or key.name in names:
-                    self._feed(fed, key, url)
+                    mine.append((key, url))
+            if not mine:
+                continue  # none of this thread's witnesses serves it: nothing read for it (review r32 #4)
+            fed = self._to_feed(checkpoint, [key.name for key, _ in mine])
+            if fed is None:
+                continue
+            for key, url in mine:
+                self._feed(fed, key, url)
         self._publish(names)
 
-    def _to_feed(self, latest: SignedCheckpoint) -> SignedCheckpoint | None:
-        """What to feed of ``latest``'s ledger: the largest checkpoint this home signed, up to
-        ``latest``, that a majority of the cluster's witnesses cosigned (their lines kept, so
-        that the outside witnesses' notes of it carry them); ``latest`` when there are no cluster
-        witnesses, no Redis, or none cosigned anything newer for ``witness_timeout_ms``; None
-        to wait (they have not cosigned yet)."""
+    def _to_feed(self, latest: SignedCheckpoint, witnesses: list[str]) -> SignedCheckpoint | None:
+        """What to feed ``witnesses`` (outside ones, of this thread) of ``latest``'s ledger: the
+        largest checkpoint this home signed, up to ``latest``, that a majority of the cluster's
+        witnesses cosigned (their lines kept, so that the outside witnesses' notes of it carry
+        them); ``latest`` when there are no cluster witnesses, no Redis, or each of
+        ``witnesses`` cosigned it already (a quiet ledger's recosign: Redis is not read). When
+        the cluster's witnesses cosigned nothing newer for ``witness_timeout_ms``: of the
+        checkpoints past what ``witnesses`` cosigned, the largest with the most cluster lines
+        (one line is what the epoch rule asks), else ``latest``. None to wait (they have not
+        cosigned yet)."""
         keys = tuple(self.witnesses())
         if not keys or self.replication is None:
             return latest
         ledger = latest.ledger
-        self._hear_cluster(ledger, keys, latest.size)
+        done = min(self._state_of(ledger, name).size for name in witnesses)
+        if done >= latest.size:
+            return latest
         needed = len({key.name for key in keys}) // 2 + 1
+        self._hear_cluster(ledger, keys, latest.size, needed)
         now = self._clock()
         with self._lock:
-            held = self._cluster.get(ledger, {})
-            enough = [at for at, (_, lines) in held.items() if len(lines) >= needed and at[0] <= latest.size]
-            best = max(enough, default=None)
-            note = held[best][0] if best is not None else None
+            held = {at: entry for at, entry in self._cluster.get(ledger, {}).items() if at[0] <= latest.size}
+            best = max((at for at, (_, lines) in held.items() if len(lines) >= needed), default=None)
+            # Most lines first (a majority being as good as all), then the largest: ``best`` when past ``done``.
+            most = max(((min(len(lines), needed), at) for at, (_, lines) in held.items() if at[0] > done), default=None)
             # Since when the cluster's checkpoint to feed stood still while the home signed past it.
             before, since = self._cluster_best.get(ledger, (best, now))
             if best != before or best == (latest.size, latest.root):
@@ -252,31 +265,42 @@ class WitnessFeeder:
         if best == (latest.size, latest.root):
             return latest
         if now - since >= self.timeout:
-            return latest  # the cluster's witnesses cosign nothing newer: the outside ones are not held back
-        if best is None or note is None:
+            # The cluster's witnesses cosign nothing newer: the outside ones are not held back,
+            # but fed, under load too (witnesses at other sizes), a checkpoint with lines if any.
+            if most is None:
+                return latest
+            return SignedCheckpoint(ledger, most[1][0], most[1][1], held[most[1]][0])
+        if best is None:
             return None
-        return SignedCheckpoint(ledger, best[0], best[1], note)
+        return SignedCheckpoint(ledger, best[0], best[1], held[best][0])
 
-    def _hear_cluster(self, ledger: str, keys: tuple[VerifierKey, ...], largest: int) -> None:
-        """Keep the verified lines of the cluster witnesses' newest notes in Redis (each the
-        witness's only one there) that are of a checkpoint this home signed, up to ``largest``
-        (its newest)."""
+    def _hear_cluster(self, ledger: str, keys: tuple[VerifierKey, ...], largest: int, needed: int) -> None:
+        """Keep the verified lines of the cluster witnesses' notes in Redis, each one's newest
+        and its recent ones (RECENT_COSIGNATURES: one witness a checkpoint behind another is seen
+        at the other's size there, review r32 #5), that are of a checkpoint this home signed, up
+        to ``largest`` (its newest) and from the largest ``needed`` of them cosigned (a smaller
+        one is never fed)."""
         assert self.replication is not None
+        prefix = f"{self.cluster}/witness/"
+        nodes = sorted({key.name[len(prefix) :] for key in keys if key.name.startswith(prefix)})
         try:
-            notes = self.replication.cosignatures(ledger)
+            found = self.replication.recent_cosignatures(ledger, nodes)
         except REDIS_ERRORS as e:
             log.debug("witness feeder: the cluster's cosignatures of %s unread (%s)", ledger, e)
             return
+        with self._lock:
+            held = self._cluster.get(ledger, {})
+            floor = max((at[0] for at, (_, got) in held.items() if len(got) >= needed and at[0] <= largest), default=0)
         table = {(key.name, key.key_id): key for key in keys}
-        for data in notes.values():
+        for data in dict.fromkeys(data for notes in found.values() for data in notes):
             try:
                 note = parse_note(data)
                 checkpoint = parse_checkpoint(note.text)
             except VledgerError:
                 continue  # nothing in Redis is believed: the witness's own report, not ours
             at = (checkpoint.size, checkpoint.root)
-            if at[0] > largest:
-                # Never fed, and a junk size from 2**63 is no SQLite integer: its OverflowError
+            if not floor <= at[0] <= largest:
+                # Never fed; and a junk size from 2**63 is no SQLite integer: its OverflowError
                 # failed every turn, every ledger after this one unfed (review r32).
                 continue
             with self._lock:

@@ -40,6 +40,7 @@ from ..node.cosigning import MAX_CLOCK_SKEW_MS, recosign_due_ms
 from ..node.epoch import EpochHistory, epoch_claim
 from ..node.errors import NoteError, StoreContradictsCheckpointError, VledgerError
 from ..node.note import open_note, parse_checkpoint, parse_note, verify_signature
+from ..node.outside import WITNESSES_FIELD
 from ..node.store import ChainStore
 from ..node.witness import (
     CheckpointKeys,
@@ -262,7 +263,7 @@ class Witness:
             for key, error in damaged.items():
                 kept = self._last[ledgers[key]]
                 write = functools.partial(self.replication.publish_cosignature, kept.ledger, self.name, kept.size,
-                                          kept.note)  # fmt: skip
+                                          kept.note, recent=self._outside_listed(kept.ledger))  # fmt: skip
                 self.replication.replace_damaged(key, error, write, delete=False)
                 self._unpublished.pop(kept.ledger, None)
         except REDIS_ERRORS as e:
@@ -494,10 +495,21 @@ class Witness:
             kept = KeptCheckpoint(ledger, COSIGNED, last.size, last.root, again, int(self._clock() * 1000))
             self._last[ledger] = self._unpublished[ledger] = kept
 
+    def _outside_listed(self, ledger: str) -> bool:
+        """Whether ``ledger``'s genesis lists outside witnesses: its home then looks among this
+        witness's recent notes for a checkpoint a majority cosigned (PROTOCOL 13.9), which the
+        other ledgers leave out of Redis."""
+        try:
+            return WITNESSES_FIELD in self.store.rules(ledger).rules
+        except VledgerError:
+            return False
+
     def _publish(self) -> None:
         for ledger, kept in list(self._unpublished.items()):
             try:
-                self.replication.publish_cosignature(ledger, self.name, kept.size, kept.note)
+                self.replication.publish_cosignature(
+                    ledger, self.name, kept.size, kept.note, recent=self._outside_listed(ledger)
+                )
             except REDIS_ERRORS as e:
                 log.warning("%s: cosignature of %s not published, Redis unavailable (%s)", self.name, ledger, e)
                 return

@@ -24,7 +24,7 @@ import zmq
 from vledger.broker import redis_acl, redis_functions
 from vledger.broker.accounts import AccountRegistry
 from vledger.broker.redis_server import RedisServer, connect, find_redis_server
-from vledger.broker.replication import OPEN_ALERTS_CAP, REDIS_ERRORS, Alert, ReplicationLedger
+from vledger.broker.replication import OPEN_ALERTS_CAP, RECENT_COSIGNATURES, REDIS_ERRORS, Alert, ReplicationLedger
 from vledger.broker.second_factor import ENROLL, REPLACE, SecondFactorStore
 from vledger.broker.tallies import TallyBoard
 from vledger.config.cluster import RedisAccess
@@ -469,6 +469,11 @@ def test_witnesses_cosign_and_the_home_reads_their_cosignatures(acl: AclServer) 
         witness.keep_evidence(f"{role}-1", "votes", 2, {"note": "other"})
         assert isinstance(witness.set_checkpoints({"votes": b"forged"})["votes"], NOPERM)
     assert home.cosignatures("votes") == {"replica-1": b"cosigned note", "observer-1": b"cosigned note"}
+    # and their recent notes (a list each: the outside feeder's, PROTOCOL 13.9), behind the newest
+    assert home.recent_cosignatures("votes", ["replica-1", "observer-1", "replica-2"]) == {
+        "replica-1": [b"cosigned note", b"cosigned note"],
+        "observer-1": [b"cosigned note", b"cosigned note"],
+    }
     assert ReplicationLedger(acl.client("admin")).evidence() == {
         f"{role}-1|votes|2": {"note": "other"} for role in ("replica", "observer")
     }
@@ -796,11 +801,18 @@ def test_a_node_cannot_silence_forge_or_trim_another_node_s_alerts_or_evidence(a
         lambda: intruder.advance("replica-2", "votes", 99),  # another node's held height
         lambda: client.set(intruder.held_key("votes", "replica-2"), "99"),
         lambda: client.set(intruder.cosig_key("votes", "replica-2"), "x"),  # another witness's cosignature
+        lambda: client.lpush(intruder.cosig_recent_key("votes", "replica-2"), "x"),  # and its recent ones
+        lambda: client.ltrim(intruder.cosig_recent_key("votes", "replica-2"), 0, 0),
     ):
-        with pytest.raises(NOPERM, match="key|'set' command" if role == "verifier" else "key"):
+        # (LPUSH and LTRIM: no ingest node's or verifier's command at all)
+        list_commands = "|'lpush' command|'ltrim' command"
+        with pytest.raises(NOPERM, match=("key|'set' command" if role == "verifier" else "key") + list_commands):
             write()
     with pytest.raises(NOPERM):
         client.delete(intruder.cosig_key("votes", "replica-2"))
+    with pytest.raises(NOPERM):
+        client.delete(intruder.cosig_recent_key("votes", "replica-2"))
+    assert intruder.recent_cosignatures("votes", ["replica-2"]) == {"replica-2": [b"replica-2's cosigned note"] * 2}
     assert intruder.cosignatures("votes") == {"replica-2": b"replica-2's cosigned note"}  # read, untouched
     assert victim.advance("replica-2", "votes", 5) == 5
     if role != "verifier":  # a node that holds copies says how far, in its own key
@@ -1121,3 +1133,51 @@ def test_the_admin_may_kill_a_function_that_loops_without_writing(acl: AclServer
     looping.join(10)
     assert not looping.is_alive() and outcome and "killed" in str(outcome[0]).lower()
     assert admin.ping()
+
+
+@pytest.mark.parametrize("role", ["replica", "observer"])
+def test_a_witness_keeps_its_few_newest_cosignatures_and_replaces_a_damaged_list(acl: AclServer, role: str) -> None:
+    """A witness's recent notes (ReplicationLedger.publish_cosignature, PROTOCOL 13.9): pushed
+    with its newest, RECENT_COSIGNATURES kept; made a string by the admin's user, the list is
+    replaced at its next note (its own user may DEL it) and the note is set all the same."""
+    witness, node = acl.repl(role), f"{role}-1"
+    for size in range(1, RECENT_COSIGNATURES + 3):
+        witness.publish_cosignature("votes", node, size, b"note %d" % size)
+    newest = RECENT_COSIGNATURES + 2
+    expected = [b"note %d" % size for size in range(newest, 2, -1)]
+    assert witness.recent_cosignatures("votes", [node]) == {node: [b"note %d" % newest, *expected]}
+    acl.client("admin").set(witness.cosig_recent_key("votes", node), "junk")
+    assert witness.recent_cosignatures("votes", [node]) == {node: [b"note %d" % newest]}  # junk reads as none
+    witness.publish_cosignature("votes", node, newest + 1, b"next")
+    assert witness.recent_cosignatures("votes", [node]) == {node: [b"next", b"next"]}
+    witness.publish_cosignature("votes", node, newest + 2, b"quiet", recent=False)  # no outside witness
+    assert witness.recent_cosignatures("votes", [node]) == {node: [b"quiet", b"next"]}
+
+
+def test_under_a_redis_acl_from_before_the_recent_lists_a_witness_still_publishes_its_newest(
+    short_tmp: Path, redis_server: RedisServer
+) -> None:
+    """Redis discards a whole MULTI one of whose commands the user may not run: under a redis.acl
+    written before ``{*}:cosig:<node>:recent``, every cosignature of a ledger with outside
+    witnesses would have stayed unpublished (no ``w``, no handover proof) until the file was
+    written anew. The newest note goes alone."""
+    passwords = short_tmp / "keys" / "redis"
+    written = redis_acl.write_passwords(passwords, NODES, admin_homes=("ingest-1",), checkpoints=WRITERS)
+    text = Path(written["acl"]).read_text()
+    before = text.replace(" (+lpush +ltrim +del ~vledger:{*}:cosig:replica-1:recent)", "")
+    assert before != text
+    Path(written["acl"]).write_text(before)
+    admin = redis_acl.read_password(redis_acl.password_path(passwords, redis_acl.user_name("admin")))
+    with RedisServer(
+        short_tmp / "data", executable=find_redis_server(), acl_file=written["acl"], auth=("vledger-admin", admin)
+    ) as server:
+        served = AclServer(server, passwords)
+        try:
+            witness = served.repl("replica")
+            witness.publish_cosignature("votes", "replica-1", 2, b"cosigned note")
+            witness.publish_cosignature("votes", "replica-1", 3, b"newer note")
+            assert served.repl("ingest").cosignatures("votes") == {"replica-1": b"newer note"}
+            assert served.repl("ingest").recent_cosignatures("votes", ["replica-1"]) == {"replica-1": [b"newer note"]}
+        finally:
+            for client in served.clients:
+                client.close()

@@ -32,6 +32,7 @@ def _written_by(client: Any, node: str) -> tuple[list[str], list[str]]:
     for ledger in (ZAKAT, ELECTION):
         repl.advance(node, ledger, 3)
     client.set(repl.cosig_key(ZAKAT, node), b"a note")
+    client.lpush(repl.cosig_recent_key(ZAKAT, node), b"a note")
     client.xadd(board.stream_key(ELECTION, node), {"body": b"b"})
     client.set(board.latest_key(ELECTION, node), b"1-0")
     registry.record_applied(node, 1)
@@ -43,6 +44,7 @@ def _written_by(client: Any, node: str) -> tuple[list[str], list[str]]:
         repl.held_key(ZAKAT, node),
         repl.held_key(ELECTION, node),
         repl.cosig_key(ZAKAT, node),
+        repl.cosig_recent_key(ZAKAT, node),
         board.stream_key(ELECTION, node),
         board.latest_key(ELECTION, node),
         registry.applied_key(node),
