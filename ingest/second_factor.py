@@ -56,6 +56,8 @@ BAD = (
     "once: wait for the next one; after 5 wrong codes six-digit codes are refused for up to 15 minutes: use a "
     "recovery code meanwhile)"
 )
+# totp.reset of the caller's own account [forbidden]: refused before the code is read (16.5).
+OWN_RESET = "an admin's second factor is reset by another admin, or on a node's host (vledger admin bootstrap --totp)"
 # Said only to an admin whose key passed and whose account the admin ledger records enrolled
 # (a caller learns nothing of any other account): no code can be right until it is enrolled again.
 MISSING = (
