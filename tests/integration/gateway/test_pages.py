@@ -2139,6 +2139,49 @@ DAMAGED = {
 }
 
 
+def test_the_charity_page_says_failed_when_a_record_s_proof_does_not_verify(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """Outsider45: a tampered inclusion proof showed only as its row's "✗ the proof does not lead
+    to the root", the summary above keeping its balance and "checked here with the publisher's
+    anchors". The page now says Verification FAILED, as vote.html does."""
+    real = cluster.gateway_url("replica-1")
+
+    def lie(path: str, body: Any) -> Any:
+        if not path.startswith(f"/api/ledgers/{FUND}/proof/inclusion") or not body.get("proof"):
+            return None
+        first = bytes.fromhex(body["proof"][0])
+        return {**body, "proof": [bytes([first[0] ^ 1]).hex() + first[1:].hex(), *body["proof"][1:]]}
+
+    with Lying(real, lie) as lying:
+        fresh(browser, f"{lying.url}charity.html?ledger={FUND}#anchors={anchors}")
+        proven = wait_text(browser, "#proven", "Verification FAILED", "the page-level failure")
+        assert "do NOT lead to the checkpoint" in proven, proven
+        summary = wait_text(browser, "#summary", "Verification FAILED", "the summary's failure")
+        assert browser.execute_script("return document.getElementById('summary').className") == "bad", summary
+
+
+def test_the_pages_name_their_controls_announce_their_verdict_and_have_an_icon(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """Outsider45: the pages' inputs had no accessible name, the verdict no live region for a
+    screen reader, and every page logged a 404 for /favicon.ico."""
+    gateway = cluster.gateway_url("replica-1")
+    for page, verdict in (("vote", "verdict"), ("tally", "verdict"), ("charity", "summary"), ("dashboard", None)):
+        fresh(browser, f"{gateway}{page}.html#anchors={anchors}")
+        wait_until(lambda: browser.execute_script("return !!document.getElementById('anchors-file')"), WAIT, page)
+        unnamed = browser.execute_script(
+            "return Array.from(document.querySelectorAll('input, select'))"
+            ".filter((e) => !e.getAttribute('aria-label') && !(e.labels && e.labels.length)).map((e) => e.id)"
+        )
+        assert unnamed == [], (page, unnamed)
+        if verdict is not None:
+            live = browser.execute_script(f"return document.getElementById('{verdict}').getAttribute('aria-live')")
+            assert live == "polite", page
+        icon = browser.execute_script("const l = document.querySelector('link[rel=icon]'); return l && l.href")
+        assert icon and _status(icon) == 200, (page, icon)
+
+
 def test_the_pages_say_what_failed_when_the_gateway_refuses_its_store_or_cannot_be_reached(
     browser: Any, cluster: LocalCluster, election: Election, anchors: str
 ) -> None:

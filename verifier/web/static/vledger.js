@@ -449,7 +449,7 @@ function anchorsBar(changed) {
   const bar = el("section", { id: "anchors" });
   const show = () => {
     const s = anchorState;
-    const pick = el("input", { id: "anchors-file", type: "file", accept: ".txt,text/plain" });
+    const pick = el("input", { id: "anchors-file", type: "file", accept: ".txt,text/plain", "aria-label": "the publisher's anchors file" });
     pick.addEventListener("change", async () => {
       const file = pick.files[0];
       if (!file) return;
