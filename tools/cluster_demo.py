@@ -303,7 +303,7 @@ class ReceiptView:
     data: bytes  # the receipt file's bytes (docs/PROTOCOL.md 14.2)
     size: int  # the checkpoint it stands in
     witnesses: tuple[str, ...]
-    verified: str | None  # None: verified offline with only the genesis; else why not
+    verified: str | None  # None: verified offline with the genesis and the keys (receipt keys); else why not
 
 
 @dataclass(frozen=True, slots=True)
