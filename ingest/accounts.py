@@ -47,7 +47,7 @@ from ..node.note import ed25519_public_key
 from ..node.rules.admin import ADMIN_LEDGER, MACHINERY_KINDS, SEALED_SHA256, grant_problem
 from ..node.wire import Args
 from .admin_ledger import AdminLedger, account_payload
-from .second_factor import SecondFactors
+from .second_factor import OWN_RESET, SecondFactors
 from .service import Caller
 
 # A rotation's window (PROTOCOL 16.6): long enough for every client to learn the new key,
@@ -340,10 +340,7 @@ class RegistryAdmin:
         else:
             account = check_account_name(args.text("account", max_length=64))
             if account == author:
-                raise ForbiddenError(
-                    "an admin's second factor is reset by another admin, or on a node's host "
-                    "(vledger admin bootstrap --totp)"
-                )
+                raise ForbiddenError(OWN_RESET)
         held = self._accounts().accounts.get(account)
         if held is None:
             raise NoSuchAccountError(f"no account {account!r}")

@@ -49,7 +49,15 @@ REQUIRED = (
     "authenticator app or one of your recovery codes; an admin without a second factor is enrolled by another "
     "admin (vledger admin totp enroll ACCOUNT) or on a node's host (vledger admin bootstrap --totp)"
 )
-BAD = "the one-time code is wrong, expired or already used (a code is good once: wait for the next one)"
+# One sentence for every refusal (PROTOCOL 16.5): it names the lockout too, since a locked-out
+# admin told only to wait for the next code was refused again for up to 15 minutes (outsider45).
+BAD = (
+    "the one-time code is wrong, expired or already used, or too many wrong codes were sent (a code is good "
+    "once: wait for the next one; after 5 wrong codes six-digit codes are refused for up to 15 minutes: use a "
+    "recovery code meanwhile)"
+)
+# totp.reset of the caller's own account [forbidden]: refused before the code is read (16.5).
+OWN_RESET = "an admin's second factor is reset by another admin, or on a node's host (vledger admin bootstrap --totp)"
 # Said only to an admin whose key passed and whose account the admin ledger records enrolled
 # (a caller learns nothing of any other account): no code can be right until it is enrolled again.
 MISSING = (

@@ -78,6 +78,7 @@ from .epochs import Promotion
 from .key_chains import HomeKeys
 from .loop import Waiting
 from .round_future import RoundFuture
+from .second_factor import OWN_RESET
 from .throttle import Throttle
 from .uploads import Uploads
 
@@ -1130,6 +1131,13 @@ def _admin_command(name: str, args_doc: str, summary: str) -> None:
         # One node orders the admin ledger, so one node runs every change (PROTOCOL 16.3).
         if service.config.home_of(ADMIN_LEDGER).name != service.node.name:
             raise service._not_home(ADMIN_LEDGER, "written")
+        # A refusal that needs neither Redis nor the code comes before it, so that it does not
+        # use the code up (a recovery code is good once ever, outsider45): an admin resetting
+        # its own factor. A named account that does not exist (no_such_account) or is no admin
+        # (bad_request) is told only after the code: the accounts are read in the executor, and
+        # a holder of the key alone learns nothing of other accounts (PROTOCOL 16.5).
+        if name == "totp.reset" and args.optional_text("account", max_length=64) == caller.account:
+            raise ForbiddenError(OWN_RESET)
         return AfterSecondFactor(lambda: service.admin.apply(name, args, caller))
 
     command(name, ADMINS, args_doc, summary)(run)

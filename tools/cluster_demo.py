@@ -26,6 +26,7 @@ by pure functions (:func:`plan_voters`, :func:`plan_batch`), written by :class:`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import random
 import time
@@ -41,7 +42,6 @@ from ..broker.keys import new_keypair
 from ..broker.redis_server import connect
 from ..broker.replication import REDIS_ERRORS, ReplicationLedger, count_distribution
 from ..broker.seal_keys import read_seal_key, write_seal_key
-from ..broker.signing import witness_keys
 from ..client.session import Session, new_request_id, node_address, now_ms, reply_field
 from ..client.write import Write
 from ..config.cluster import ClusterConfig, load_cluster
@@ -64,6 +64,7 @@ from .client_session import load_client_keys
 from .demo import CHOICES, NAMES, SITES, prepare_entries, worker_count
 from .moving_kinds import MOVING_KINDS, grant_moving_kinds, moving_kinds
 from .progress import Progress
+from .receipt_commands import receipt_keys_of
 from .repl_commands import Checker
 from .tally_command import tally_report
 from .verification import Verification, verify_path
@@ -302,7 +303,7 @@ class ReceiptView:
     data: bytes  # the receipt file's bytes (docs/PROTOCOL.md 14.2)
     size: int  # the checkpoint it stands in
     witnesses: tuple[str, ...]
-    verified: str | None  # None: verified offline with only the genesis; else why not
+    verified: str | None  # None: verified offline with the genesis and the keys (receipt keys); else why not
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,10 +488,14 @@ class ClusterDemo:
     def _receipt(self, chain: ChainReadBack) -> ReceiptView:
         """The receipt of the election's last record (a voter's), fetched as ``vledger receipt get`` does
         (under a checkpoint a majority of the witnesses cosigned, when there are witnesses), then checked
-        as ``vledger receipt verify --genesis`` does: the file, the genesis record and the witness keys."""
+        as ``vledger receipt verify --genesis G $(vledger receipt keys)`` does: the file, the genesis
+        record, the witness keys, the admin ledger's key and the node keys that bound the replaced
+        ones (14.3). With the witness keys alone, a receipt cosigned by witnesses whose keys rotated
+        was refused no_quorum: nothing proved their later keys (outsider45)."""
         session = self.session(chain.ledger)
         index = chain.head.height
-        witnesses = witness_keys(self.config)
+        given = receipt_keys_of(self.config)
+        witnesses = given.witnesses
         quorum = len(witnesses) // 2 + 1 if witnesses else 0  # a majority of the witnesses, as repair asks
         deadline = time.monotonic() + TIMEOUT
         receipt = session.receipt(chain.ledger, index, session.checkpoint_keys(chain.ledger, quorum), deadline)
@@ -499,6 +504,8 @@ class ClusterDemo:
         kind = session.record(chain.ledger, index).content.kind
         try:
             keys = keys_from_genesis(genesis, chain.ledger, witnesses.values(), quorum)
+            if given.admin_key is not None:
+                keys = dataclasses.replace(keys, admin_key=given.admin_key, node_keys=given.node_keys)
             verified = verify_receipt(parse_receipt(data), keys)
         except VledgerError as e:
             return ReceiptView(chain.ledger, index, kind, data, 0, (), f"{e.code}: {e.message}")

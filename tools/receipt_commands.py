@@ -279,25 +279,10 @@ def cmd_receipt_keys(args: argparse.Namespace) -> int:
     UsageError for a ``--store`` that is not a store.
     """
     config = load_cluster(config_file(args.config))
-    admin = admin_checkpoint_key(config)
-    first, newest = witness_keys(config), newest_witness_keys(config)
-    proven = _proven_rotations(config, args.store, admin, first)
-    witnesses: dict[str, VerifierKey] = {}
-    for node in sorted(newest):
-        generations = newest_generation(config.keys_dir, node, PUBLIC_SUFFIX)
-        if node in first and proven[0].get(node, 0) >= generations:
-            witnesses[node] = first[node]
-        else:
-            witnesses[node] = newest[node]
-            if generations:
-                print(
-                    f"vledger: {node}: generation {generations} is in the key directory, and no store proves its "
-                    f"{generations} rotations under an admin checkpoint: its newest key is given, so receipts its "
-                    "replaced keys cosigned do not count it (give --store DIR of a node holding the admin ledger)",
-                    file=sys.stderr,
-                )
-    bound = {node for node, key in witnesses.items() if key is first.get(node) and proven[0].get(node)}
-    evidence = None if not bound or proven[1] is None else proven[1](bound)
+    found = receipt_keys_of(config, args.store)
+    for note in found.notes:
+        print(f"vledger: {note}", file=sys.stderr)
+    witnesses, admin, evidence = found.witnesses, found.admin_key, found.node_keys
     if args.json:
         print_json(
             {
@@ -314,6 +299,44 @@ def cmd_receipt_keys(args: argparse.Namespace) -> int:
     if evidence is not None:
         print(f"--node-keys {encode_node_keys(evidence)}")
     return EXIT_OK
+
+
+class CheckingKeys(NamedTuple):
+    """What ``vledger receipt keys`` prints (PROTOCOL 14.3): the witness keys by node, the admin
+    ledger's checkpoint key, the node keys bounding the replaced keys given, and a note for each
+    witness given by its newest key because no store proves its rotations."""
+
+    witnesses: dict[str, VerifierKey]
+    admin_key: VerifierKey | None
+    node_keys: NodeKeys | None
+    notes: list[str]
+
+
+def receipt_keys_of(config: ClusterConfig, store: Path | None = None) -> CheckingKeys:
+    """The keys ``vledger receipt keys`` gives (cmd_receipt_keys says which), read from the key
+    directory and a store (``store``, else the configuration's); what ``make run``'s offline
+    receipt check uses too: after a witness's key rotated, its generation-0 key alone with a
+    quorum was refused no_quorum (outsider45). Raises as cmd_receipt_keys."""
+    admin = admin_checkpoint_key(config)
+    first, newest = witness_keys(config), newest_witness_keys(config)
+    proven = _proven_rotations(config, store, admin, first)
+    witnesses: dict[str, VerifierKey] = {}
+    notes = []
+    for node in sorted(newest):
+        generations = newest_generation(config.keys_dir, node, PUBLIC_SUFFIX)
+        if node in first and proven[0].get(node, 0) >= generations:
+            witnesses[node] = first[node]
+        else:
+            witnesses[node] = newest[node]
+            if generations:
+                notes.append(
+                    f"{node}: generation {generations} is in the key directory, and no store proves its "
+                    f"{generations} rotations under an admin checkpoint: its newest key is given, so receipts its "
+                    "replaced keys cosigned do not count it (give --store DIR of a node holding the admin ledger)"
+                )
+    bound = {node for node, key in witnesses.items() if key is first.get(node) and proven[0].get(node)}
+    evidence = None if not bound or proven[1] is None else proven[1](bound)
+    return CheckingKeys(witnesses, admin, evidence, notes)
 
 
 def _proven_rotations(

@@ -173,7 +173,10 @@ def print_cluster_demo(run: ClusterDemoRun) -> None:
             if r.verified is None
             else f"REFUSED: {r.verified}"
         )
-        print(f"  checked offline with only the genesis record (vledger receipt verify --genesis): {verdict}")
+        print(
+            "  checked offline with the genesis record and the cluster's keys "
+            f"(vledger receipt verify --genesis G $(vledger receipt keys)): {verdict}"
+        )
 
     print("\nEach node's store verified read-only, from every genesis (as vledger verify does):")
     for node, path, result in run.stores:

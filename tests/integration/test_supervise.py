@@ -167,7 +167,7 @@ def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
     assert counted is not None, out
     assert sum(counts.values()) == int(counted[1]) == 20 - int(counted[2])
     assert out.count(": OK,") == 4  # each ledger of each node's store verified, the admin ledger too
-    # Each ledger's latest checkpoint is shown, and one voter's receipt verified with only the genesis.
+    # Each ledger's latest checkpoint is shown, and one voter's receipt verified with the genesis and the keys.
     assert (
         len(
             re.findall(
@@ -179,7 +179,7 @@ def test_start_demo_survive_a_kill_and_stop(config: Path) -> None:
         == 3
     ), out
     assert re.search(r'^  \{"v":1,"ledger":"election-2026","index":\d+,', out, re.MULTILINE), out
-    assert "(vledger receipt verify --genesis): valid: in the tree of size" in out, out
+    assert "(vledger receipt verify --genesis G $(vledger receipt keys)): valid: in the tree of size" in out, out
 
     # Again on a running cluster: it says so, starts what an operator stopped, and nothing fails.
     conf_path = config.parent / "run" / "supervisord.conf"

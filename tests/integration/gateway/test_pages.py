@@ -52,6 +52,7 @@ from vledger.node.note import (
     SignerKey,
     cosign,
     generate_signer_key,
+    key_id,
     parse_note,
     sign,
 )
@@ -1867,6 +1868,95 @@ def test_a_replaced_witness_key_s_later_line_never_keeps_a_frozen_view_fresh_on_
             assert "STALE: The checkpoint verified here holds" in checks and f"at {stamp}" in checks, checks
 
 
+def test_every_page_counts_the_cosignatures_of_3_of_5_witnesses_whose_keys_rotated(
+    browser: Any, redis_server: RedisServer
+) -> None:
+    """Outsider45: after `vledger key rotate` of 3 of 5 witnesses, tally.html, charity.html and
+    dashboard.html, opened with the publisher's anchors, checked the checkpoint with the anchored
+    generation-0 keys alone: the 3 rotated witnesses' lines by their new keys were not counted and
+    every live checkpoint was STALE ("fewer than 3 of the trusted witnesses vouched"), a false
+    tamper alarm, while vote.html proved the rotations with the anchors' admin key and counted
+    them (PROTOCOL 15.5). Every page now shares vote.html's rule (vledger.witnessedNote)."""
+    with LocalCluster(
+        redis_server.url, nodes=1, replicas=3, observers=2, gateways=["replica-1"], observing=FORGING_OBSERVERS
+    ) as rotated:
+        planned = plan_election(ELECTION, 4, now_ms(), seed=11, author="writer1")
+        rules = rotated.pinned(ELECTION, planned.rules)
+        rotated.admin().create_ledger(Entry.prepare(rules.genesis_content(ELECTION, ADMIN, "g", now_ms()), 0, Limits()))
+        writer = rotated.client("writer1")
+        for phase in planned.phases:
+            writer.put_many(phase)
+        fund = rotated.pinned(
+            FUND,
+            LedgerRules(("donation", "disbursement"), 0, {"type": "charity", "currency": "SAR", "funds": ["zakat"]}),
+        )
+        rotated.admin().create_ledger(Entry.prepare(fund.genesis_content(FUND, ADMIN, "g", now_ms()), 0, Limits()))
+        keys = rotated.directory / "keys"
+        common = ["--config", str(rotated.config_path), "--key", str(keys / "admin.key_secret")]
+        moved = ("replica-1", "observer-1", "replica-2")
+        for node in moved:
+            rotated.cli("key", "rotate", node, "--window", "2", *common)
+        writer.put(entry(ELECTION, "register", {"voter_id": "after-the-rotations"}, "writer1"))
+        payload = {"donor": seal(new_seal_key(), "d"), "fund": "zakat", "amount": 10_000, "source": "s", "purpose": "p"}
+        writer.put(entry(FUND, "donation", payload, "writer1"))
+        gateway = rotated.gateway_url("replica-1")
+        newest = {
+            f"test/witness/{n}": key_id(
+                f"test/witness/{n}",
+                ALG_COSIGNATURE_V1,
+                bytes.fromhex(load_verify_key(signing_key_paths(keys, f"{n}@1")[1]).public_hex),
+            )
+            for n in moved
+        }
+        sizes = {ledger: int(rotated.admin().call("size", {"ledger": ledger})["size"]) for ledger in (ELECTION, FUND)}
+
+        def by_new_keys(ledger: str) -> bool:
+            # The checkpoint served covers the writes, all 5 cosigned it and the 3 rotated ones by
+            # their new keys only (the page must follow the node keys to count them).
+            with urllib.request.urlopen(f"{gateway}api/ledgers/{ledger}/checkpoint", timeout=10) as answer:
+                served = json.loads(answer.read())
+            lines = parse_note(served["note"].encode()).signatures[1:]
+            return (
+                served["size"] >= sizes[ledger]
+                and len(served["cosigned_by"]) == 5
+                and served["node_keys"] is not None
+                and served["fresh_ms"] is not None
+                and {line.name for line in lines if line.name in newest} == set(newest)
+                and all(line.key_id == newest[line.name] for line in lines if line.name in newest)
+            )
+
+        for ledger in (ELECTION, FUND):
+            wait_until(functools.partial(by_new_keys, ledger), 5 * WAIT, f"{ledger}'s checkpoint by the new keys")
+        printed = rotated.cli(
+            "anchors", "--config", str(rotated.config_path), "--store", str(rotated.store_dir("ingest-1"))
+        ).stdout
+        assert "\nadmin test/admin+" in printed
+        anchored = base64.urlsafe_b64encode(printed.encode()).decode().rstrip("=")
+
+        browser.get(f"{gateway}tally.html?ledger={ELECTION}#anchors={anchored}")
+        cosigned = wait_text(browser, "#cosigned", "last vouched for it at", "the rotated witnesses' lines counted")
+        assert "STALE" not in cosigned and "STALE" not in text_of(browser, "#verdict"), cosigned
+
+        fresh(browser, f"{gateway}charity.html?ledger={FUND}#anchors={anchored}")
+        proven = wait_text(browser, "#proven", "cosigned by 5 witness(es)", "the charity page's checkpoint")
+        assert "with the publisher's anchors" in proven, proven
+        summary = wait_text(browser, "#summary", "Balance", "the fund's balance")
+        assert "STALE" not in summary, summary
+
+        fresh(browser, f"{gateway}dashboard.html#anchors={anchored}")
+        row = wait_text(browser, f"tr[data-ledger='{ELECTION}']", " s ago", "the dashboard's row of the election")
+        assert "STALE" not in row and "NOT counted" not in row and "✗" not in row, row
+        for node in moved:
+            assert f"✓ test/witness/{node} (key of generation 1)" in row, row
+
+        eid = planned.eids[0]
+        fresh(browser, f"{gateway}vote.html?eid={eid}#anchors={anchored}")
+        verdict = wait_text(browser, "#verdict", f"records of {eid}", "the voter page")
+        assert verdict.startswith("Verified") and "STALE" not in verdict and "NOT counted" not in verdict, verdict
+        assert text_of(browser, "#checks").count("with its key of generation 1: valid") >= 3
+        shot(browser, "pages-rotated-witnesses")
+
+
 def test_the_tally_and_charity_pages_judge_an_observer_s_rotated_keys_as_vledger_tally_does(
     browser: Any, redis_server: RedisServer
 ) -> None:
@@ -2047,6 +2137,49 @@ def fresh(browser: Any, url: str) -> None:
 DAMAGED = {
     "error": {"code": "store_damaged", "message": "ledger 'x' on replica-1: its records do not lead to its tree"}
 }
+
+
+def test_the_charity_page_says_failed_when_a_record_s_proof_does_not_verify(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """Outsider45: a tampered inclusion proof showed only as its row's "✗ the proof does not lead
+    to the root", the summary above keeping its balance and "checked here with the publisher's
+    anchors". The page now says Verification FAILED, as vote.html does."""
+    real = cluster.gateway_url("replica-1")
+
+    def lie(path: str, body: Any) -> Any:
+        if not path.startswith(f"/api/ledgers/{FUND}/proof/inclusion") or not body.get("proof"):
+            return None
+        first = bytes.fromhex(body["proof"][0])
+        return {**body, "proof": [bytes([first[0] ^ 1]).hex() + first[1:].hex(), *body["proof"][1:]]}
+
+    with Lying(real, lie) as lying:
+        fresh(browser, f"{lying.url}charity.html?ledger={FUND}#anchors={anchors}")
+        proven = wait_text(browser, "#proven", "Verification FAILED", "the page-level failure")
+        assert "do NOT lead to the checkpoint" in proven, proven
+        summary = wait_text(browser, "#summary", "Verification FAILED", "the summary's failure")
+        assert browser.execute_script("return document.getElementById('summary').className") == "bad", summary
+
+
+def test_the_pages_name_their_controls_announce_their_verdict_and_have_an_icon(
+    browser: Any, cluster: LocalCluster, election: Election, anchors: str
+) -> None:
+    """Outsider45: the pages' inputs had no accessible name, the verdict no live region for a
+    screen reader, and every page logged a 404 for /favicon.ico."""
+    gateway = cluster.gateway_url("replica-1")
+    for page, verdict in (("vote", "verdict"), ("tally", "verdict"), ("charity", "summary"), ("dashboard", None)):
+        fresh(browser, f"{gateway}{page}.html#anchors={anchors}")
+        wait_until(lambda: browser.execute_script("return !!document.getElementById('anchors-file')"), WAIT, page)
+        unnamed = browser.execute_script(
+            "return Array.from(document.querySelectorAll('input, select'))"
+            ".filter((e) => !e.getAttribute('aria-label') && !(e.labels && e.labels.length)).map((e) => e.id)"
+        )
+        assert unnamed == [], (page, unnamed)
+        if verdict is not None:
+            live = browser.execute_script(f"return document.getElementById('{verdict}').getAttribute('aria-live')")
+            assert live == "polite", page
+        icon = browser.execute_script("const l = document.querySelector('link[rel=icon]'); return l && l.href")
+        assert icon and _status(icon) == 200, (page, icon)
 
 
 def test_the_pages_say_what_failed_when_the_gateway_refuses_its_store_or_cannot_be_reached(

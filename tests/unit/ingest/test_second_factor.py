@@ -114,6 +114,9 @@ def test_after_too_many_wrong_codes_even_the_right_one_waits_but_recovery_codes_
     with pytest.raises(BadSecondFactorError) as waiting:
         factors.check("alice", right)
     assert str(waiting.value) == BAD  # the same answer: a guesser cannot tell it was right
+    # ...which says the lockout, for every refusal alike (outsider45: "wait for the next one"
+    # sent a locked-out admin after the next code, refused again for up to 15 minutes).
+    assert "too many wrong codes" in BAD and "15 minutes" in BAD and "recovery code" in BAD, BAD
     failures = "vledger:{totp}:failures:alice"
     assert 0 < redis_client.ttl(failures) <= totp.FAILURE_WINDOW_SECONDS  # counted from the first
     factors.check("alice", enrollment.recovery_codes[0])

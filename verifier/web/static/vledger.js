@@ -449,7 +449,7 @@ function anchorsBar(changed) {
   const bar = el("section", { id: "anchors" });
   const show = () => {
     const s = anchorState;
-    const pick = el("input", { id: "anchors-file", type: "file", accept: ".txt,text/plain" });
+    const pick = el("input", { id: "anchors-file", type: "file", accept: ".txt,text/plain", "aria-label": "the publisher's anchors file" });
     pick.addEventListener("change", async () => {
       const file = pick.files[0];
       if (!file) return;
@@ -646,21 +646,84 @@ async function proveIncluded(ledger, record, index, checkpoint) {
   await verifyInclusion(await leafHash(record), index, checkpoint.size, answer.proof.map(bytesOfHex), checkpoint.root);
 }
 
-// The gateway's checkpoint of `ledger`, checked with `keys` (ledgerKeys): signed by the key in
-// force at its size, along the rotation records it lists (13.8: each signed by the key before it
-// and proven in its tree) or by the standby's key in an epoch from 2 (verifyLedgerNote), and each
-// cosignature by a key of `keys`. Returns verifyLedgerNote's {checkpoint, logOk, cosigned, logKey}
-// and the answer's node keys (14.2, 16.6) as parseReceipt gives them (`nodeKeys`, null for none).
-async function checkedCheckpoint(ledger, keys) {
+// The gateway's checkpoint of `ledger`, checked with `keys` (ledgerKeys) as witnessedNote checks
+// a note: signed by the key in force at its size, along the rotation records it lists (13.8: each
+// signed by the key before it and proven in its tree) or by the standby's key in an epoch from 2
+// (verifyLedgerNote), each cosignature by a key of `keys` or a later generation of one that the
+// answer's node keys (14.2, 16.6) carry and `anchors`' admin key proves. Returns witnessedNote's
+// result and the answer's node keys as parseReceipt gives them (`nodeKeys`, null for none).
+async function checkedCheckpoint(ledger, keys, anchors = null) {
   const shown = await getJSON(`/api/ledgers/${encodeURIComponent(ledger)}/checkpoint`);
   const rotations = (shown.rotations || []).map((r) => ({ index: r.index, record: bytesOfBase64(r.record) }));
   if (keys.standby && rotations.length) throw new Error(`${ledger} pins a standby key: it never rotates (13.8) [standby_rotation]`);
-  const seen = await verifyLedgerNote(shown.note, await followKeyChain(keys.log, rotations, ledger), keys);
-  if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
   const n = shown.node_keys;
   const nodeKeys = n && typeof n.checkpoint === "string" ? { checkpoint: n.checkpoint, rotations: parseProven(n.rotations, "node keys") } : null;
+  const seen = await witnessedNote(shown.note, await followKeyChain(keys.log, rotations, ledger), keys, nodeKeys, anchors, ledger);
+  if (seen.logOk) for (const r of rotations) await proveIncluded(ledger, r.record, r.index, seen.checkpoint);
   return { ...seen, nodeKeys, recosign: keys.recosign, needed: neededWitnesses(distinctWitnesses(keys.witnesses)),
     groups: witnessGroups(keys.witnesses) };
+}
+
+// Which witness keys count on a checkpoint note, the one rule of every page (PROTOCOL 15.5, 14.3
+// steps 6 and 7, 16.6), as `vledger receipt verify` follows them (ReceiptKeys.following): the
+// keys the page holds (`keys.witnesses`, ledgerKeys': the anchors' generation 0, or the gateway's
+// newest) and, once the node keys (`nodeKeys`, of a receipt or a checkpoint answer) are proven by
+// the admin key of `anchors` (provenRotations), the later generations of those witnesses they
+// state. tally.html, charity.html and dashboard.html checked with the held keys alone, so after 3
+// of 5 witnesses rotated every live checkpoint was STALE there, a false alarm (outsider45).
+// Returns {rotations (provenRotations'), later (its later keys of held witnesses,
+// heldWitnessRotations), unheld (those of them the page does not hold), witnesses (the keys a
+// note is checked with: the held ones, and the unheld ones when proven)}.
+async function witnessKeysOf(keys, logKey, nodeKeys, anchors) {
+  const rotations = nodeKeys ? await provenRotations({ nodeKeys, logKey }, anchors) : { proven: false, problem: "", later: [] };
+  const later = heldWitnessRotations(rotations.later, keys.witnesses);
+  const held = new Set(keys.witnesses.map((k) => `${k.name} ${hexOf(k.keyId)}`));
+  const unheld = later.filter((l) => !held.has(`${l.key.name} ${hexOf(l.key.keyId)}`));
+  return { rotations, later, unheld, witnesses: rotations.proven ? [...keys.witnesses, ...unheld.map((l) => l.key)] : keys.witnesses };
+}
+
+// A ledger's checkpoint `note` checked by verifyLedgerNote with the witness keys witnessKeysOf
+// says count (`logKey` the key in force at its size, `keys` ledgerKeys'), and each cosignature
+// judged as 14.3 step 7 says: a line by the newest generation's key counts; a replaced key's
+// stamped at or after its rotation's until is refused [bad_cosignature], and not counted on a
+// checkpoint larger than the `cosigned` that rotation states; without proof, a line by a later
+// key the node keys state is verified, shown and NOT counted (the held keys' count as before).
+// Returns verifyLedgerNote's {checkpoint, logOk, cosigned, logKey} and: `rotations`
+// (provenRotations'), `later` (the later keys of held witnesses), `judged` ([{c, generation (of
+// a key the page does not hold, else null), index (its rotation's admin record, else null),
+// status: "counted" | "skipped" | "refused" | "invalid" | "unproven", reason}]), `counted` and
+// `uncounted` (lines), `refused` (a line fails the note), `witnesses` (the names whose line
+// counted) and `inForce` (linesInForce of the counted lines: each witness's oldest and newest
+// time, 11.4's since_ms and fresh_ms).
+async function witnessedNote(note, logKey, keys, nodeKeys, anchors, ledger) {
+  const w = await witnessKeysOf(keys, logKey, nodeKeys, anchors);
+  const seen = await verifyLedgerNote(note, logKey, { ...keys, witnesses: w.witnesses });
+  const own = { ...w.rotations, later: w.later };
+  const size = seen.checkpoint.size, judged = [], entries = [], witnesses = new Set();
+  let counted = 0, uncounted = 0, refused = false;
+  for (const c of seen.cosigned) {
+    const l = w.unheld.find((x) => x.key === c.key);
+    const { rotated, i } = witnessEntry(c, own);
+    const out = cosignatureOutOfForce(c.time, size, ledger, rotated, i);
+    const one = { c, generation: l ? l.generation : null, index: l ? l.index : null, status: "counted", reason: "" };
+    judged.push(one);
+    if (!c.ok) { one.status = "invalid"; refused = true; continue; }
+    if (out.refused) { Object.assign(one, { status: "refused", reason: out.refused }); refused = true; continue; }
+    if (out.skipped) { Object.assign(one, { status: "skipped", reason: out.skipped }); uncounted += 1; continue; }
+    counted += 1;
+    witnesses.add(c.name);
+    entries.push({ c, rotated, i });
+  }
+  if (!w.rotations.proven && w.unheld.length) {
+    const found = await verifyCheckpointNote(note, seen.logKey, w.unheld.map((l) => l.key));
+    for (const c of found.cosigned) {
+      const l = w.unheld.find((x) => x.key === c.key);
+      judged.push({ c, generation: l.generation, index: l.index, status: "unproven", reason: w.rotations.problem });
+      uncounted += 1;
+    }
+  }
+  return { ...seen, rotations: w.rotations, later: w.later, judged, counted, uncounted, refused, witnesses,
+    inForce: linesInForce(entries, size, ledger, witnessGroups(keys.witnesses)) };
 }
 
 // The rotations of `ledger`'s witnesses and observers that the node keys of its checkpoint
@@ -668,9 +731,9 @@ async function checkedCheckpoint(ledger, keys) {
 // (ledgerKeys); none when the answer does not verify.
 async function statedLaterKeys(ledger, anchors) {
   try {
-    const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors));
+    const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors), anchors);
     if (!seen.logOk) return { proven: false, problem: "", later: [] };
-    return await provenRotations(seen, anchors);
+    return seen.rotations;
   } catch (e) {
     return { proven: false, problem: "", later: [] };
   }
@@ -875,8 +938,9 @@ function quorumFreshMs(times, needed) {
 // fewer vouched: stale); `needed`; and `recosign`, the interval it is judged by (ledgerKeys).
 function vouched(seen, rotations = { proven: false, later: [] }) {
   const { origin, size } = seen.checkpoint;
+  // witnessedNote's lines that count, when it judged them (every page's checkpoint, 15.5).
   const entries = seen.cosigned.filter((c) => c.ok).map((c) => witnessEntry(c, rotations));
-  const times = [...linesInForce(entries, size, origin.slice(origin.lastIndexOf("/") + 1), seen.groups).values()];
+  const times = [...(seen.inForce || linesInForce(entries, size, origin.slice(origin.lastIndexOf("/") + 1), seen.groups)).values()];
   return { size, since: quorumSinceMs(times.map((t) => Number(t.oldest) * 1000), seen.needed),
     fresh: quorumFreshMs(times.map((t) => Number(t.newest) * 1000), seen.needed), needed: seen.needed,
     recosign: seen.recosign };
@@ -892,10 +956,10 @@ function vouched(seen, rotations = { proven: false, later: [] }) {
 async function checkedHead(ledger, anchors) {
   let rotations = { proven: false, problem: "", later: [] };
   try {
-    const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors));
-    if (seen.logOk) rotations = await provenRotations(seen, anchors);
-    if (!seen.logOk || seen.cosigned.some((c) => !c.ok)) throw new Error("its signatures did NOT verify");
-    return { ...vouched(seen, rotations), rotations };
+    const seen = await checkedCheckpoint(ledger, await ledgerKeys(ledger, anchors), anchors);
+    if (seen.logOk) rotations = seen.rotations;
+    if (!seen.logOk || seen.cosigned.some((c) => !c.ok) || seen.refused) throw new Error("its signatures did NOT verify");
+    return { ...vouched(seen), rotations, witnesses: seen.witnesses };
   } catch (e) {
     return { size: null, since: null, fresh: null, needed: 0, recosign: RECOSIGN_INTERVAL_MS, problem: e.message, rotations };
   }
@@ -1114,7 +1178,7 @@ window.vledger = {
   parseVkey, parseNote, parseCheckpoint, verifyCheckpointNote, parseReceipt, statedWitnessKeys, decodeMsgpack, followKeyChain,
   getJSON, failedText, onEvents, el, fillLedgers, amountText, minorUnitDigits,
   parseAnchors, loadAnchors, currentAnchors, anchorsBar, anchoredGenesis,
-  ledgerKeys, verifyLedgerNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, checkedVerdict, statedLaterKeys,
+  ledgerKeys, verifyLedgerNote, witnessKeysOf, witnessedNote, proveIncluded, checkedCheckpoint, checkTallies, tallyVerdict, checkedVerdict, statedLaterKeys,
   withheldObservers, withheldText,
   heldWitnessRotations, witnessEntry, linesInForce,
   provenRotations, outOfForce, cosignatureOutOfForce, checkedHead, cosignedText, staleObservers, quorumSinceMs, STALE_AFTER_MS,
