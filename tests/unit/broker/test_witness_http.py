@@ -167,18 +167,23 @@ class Crowded:
 
 def test_a_witness_slow_to_accept_has_only_what_is_left_for_its_tls_handshake() -> None:
     # review r12, 8: the connection and then the handshake had the whole timeout each.
-    crowded = Crowded(after=0.2)
-    crowd = {sock.getsockname()[1] for sock in crowded.crowd}
-    try:
-        started = time.monotonic()
-        with pytest.raises(TimeoutError):
-            post_add_checkpoint(f"https://127.0.0.1:{crowded.port}", b"old 0\n\n", 2.0)
-        took = time.monotonic() - started
-        [at] = [at for port, at in dict(crowded.accepted).items() if port not in crowd]
-        assert at - started > 0.8  # it did take the client's connection late: its SYN was sent again
-        assert took < 2.5
-    finally:
-        crowded.close()
+    # The premise, a client SYN the full queue dropped, is the kernel's: on a loaded host a crowd's
+    # SYN may still be in flight when the client's arrives (one CI run), so the scene is set again.
+    for _ in range(5):
+        crowded = Crowded(after=0.2)
+        crowd = {sock.getsockname()[1] for sock in crowded.crowd}
+        try:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                post_add_checkpoint(f"https://127.0.0.1:{crowded.port}", b"old 0\n\n", 2.0)
+            took = time.monotonic() - started
+            [at] = [at for port, at in dict(crowded.accepted).items() if port not in crowd]
+        finally:
+            crowded.close()
+        if at - started > 0.8:  # it did take the client's connection late: its SYN was sent again
+            assert took < 2.5
+            return
+    pytest.fail("the kernel took the client's connection at once in 5 tries: no late accept to test")
 
 
 NAME = "witness.test"  # a witness's name, resolved by the resolver each test puts in place
