@@ -84,7 +84,7 @@ from ..node.key_rotation import KeyChain
 from ..node.ledger import LedgerRules
 from ..node.node_key_rotation import KeyHistory
 from ..node.node_keys import NodeKeys
-from ..node.note import VerifierKey
+from ..node.note import Checkpoint, VerifierKey
 from ..node.outside import OutsideWitnesses, outside_witnesses
 from ..node.receipt import Receipt, RotationProof
 from ..node.record import NAME_PATTERN, Record, decode_record
@@ -677,7 +677,7 @@ class Gateway:
             served = self._served(ledger)
             # The checkpoint served (``checkpoint``), which a reader pairs this entry with: the one
             # proving records may be larger (the cluster's, past the outside quorum's; outsider o24 F6).
-            shown = None if served is None else self.checkpoint(ledger).gathered.checkpoint
+            shown = None if served is None else self._shown(ledger)
         except StoreDamagedError as e:
             return {"ledger": ledger, "size": None, "root": None, "type": None, "signed": False, "refused": e.to_wire()}
         if shown is None:
@@ -690,6 +690,15 @@ class Gateway:
         kind = rules.get("rules", {}).get("type") if isinstance(rules.get("rules"), dict) else None
         signed = served is not None
         return {"ledger": ledger, "size": size, "root": root.hex(), "type": kind, "signed": signed, "refused": None}
+
+    def _shown(self, ledger: str) -> Checkpoint | None:
+        """The checkpoint ``checkpoint`` serves of ``ledger``, or None when it has none this moment:
+        its cache ages apart from :meth:`_served`'s, and one ledger's race must not fail the whole
+        index (review r32)."""
+        try:
+            return self.checkpoint(ledger).gathered.checkpoint
+        except NotFoundError:
+            return None
 
     def ledger_info(self, ledger: str) -> dict[str, Any]:
         self._served(ledger)  # a store that contradicts the served checkpoint has no root to show

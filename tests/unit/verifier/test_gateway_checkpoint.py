@@ -22,6 +22,7 @@ import pytest
 from vledger.broker.http import HttpThread
 from vledger.broker.signing import generate_signing_key, load_signing_key, signing_key_paths
 from vledger.config.settings import Limits
+from vledger.node.errors import NotFoundError
 from vledger.node.ledger import LedgerRules
 from vledger.node.record import Content, Entry
 from vledger.node.rules.votes import electronic_id
@@ -310,4 +311,24 @@ def test_the_index_and_a_proof_without_size_are_of_the_served_checkpoint(cluster
         assert status == 404 and json.loads(body)["error"]["code"] == "bad_tree_size"
         at = json.loads(get(f"{url}/api/ledgers/{LEDGER}/proof/inclusion?index={COSIGNED_AT}&size={RECORDS}")[2])
         assert at["size"] == RECORDS  # a size asked for is still answered: the store's tree, unchecked past it
+    gateway.close()
+
+
+def test_a_ledger_whose_served_checkpoint_is_gone_a_moment_leaves_the_index_whole(
+    cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review r32: the index asks ``checkpoint`` apart from ``_served`` (their caches age apart);
+    a NotFoundError there failed the whole `/api/ledgers` for one ledger's race."""
+    gateway = Gateway(cluster["config"], "replica-1", redis_client=NoRedis())
+
+    checkpoint = gateway.checkpoint
+
+    def gone_for_the_index(ledger: str, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:  # _served's own read: still there
+            return checkpoint(ledger, *args, **kwargs)
+        raise NotFoundError(f"no checkpoint of {ledger} this moment")
+
+    monkeypatch.setattr(gateway, "checkpoint", gone_for_the_index)
+    [entry] = [e for e in gateway.ledgers() if e["ledger"] == LEDGER]
+    assert (entry["size"], entry["signed"], entry["refused"]) == (RECORDS, True, None)  # the store's tree
     gateway.close()
