@@ -46,6 +46,29 @@ CLUSTER, LEDGER = "test", "votes"
 ORIGIN = f"{CLUSTER}/{LEDGER}"
 HOME = HomeSigner(CLUSTER, secrets.token_bytes(32))
 LOG_KEY = home_key(CLUSTER, LEDGER, HOME.key(LEDGER).public_key)
+
+# The cluster's own witnesses of the outside-feeder tests, and the note each publishes in Redis.
+CLUSTER_WITNESSES = tuple(
+    SignerKey(f"{CLUSTER}/witness/replica-{i}", ALG_COSIGNATURE_V1, bytes([i + 9]) * 32) for i in range(3)
+)
+
+
+def cluster_cosigned(checkpoint: SignedCheckpoint, by: SignerKey, at: int = 1_790_000_000) -> bytes:
+    """``checkpoint``'s note with ``by``'s cosignature line, as a cluster witness publishes it."""
+    text = parse_note(checkpoint.note).text
+    return Note(text, (parse_note(checkpoint.note).signatures[0], cosign(text, by, at).note_signature())).encode()
+
+
+def witness_node(by: SignerKey) -> str:
+    return by.name.rpartition("/")[2]
+
+
+def publish_cluster_cosignature(
+    replication: ReplicationLedger, checkpoint: SignedCheckpoint, by: SignerKey, at: int = 1_790_000_000
+) -> None:
+    replication.publish_cosignature(LEDGER, witness_node(by), checkpoint.size, cluster_cosigned(checkpoint, by, at))
+
+
 URL = "http://witness.invalid"
 
 
@@ -487,21 +510,17 @@ def test_a_slower_outside_witness_s_quorum_note_carries_the_cluster_witnesses_li
     and keeps their lines in the outside notes: every quorum note verifies with the anchors'
     majority, while the ledger grows at every answer."""
     replication = ReplicationLedger(redis_client)
-    cluster = [SignerKey(f"{CLUSTER}/witness/replica-{i}", ALG_COSIGNATURE_V1, bytes([i + 9]) * 32) for i in range(3)]
+    cluster = list(CLUSTER_WITNESSES)
     keys = tuple(w.verifier() for w in cluster)
     witness = TlogWitness("witness.example/w1", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()})
     home = Home(tmp_path / "home", witness, replication, cluster_witnesses=keys)
     outside = OutsideWitnesses((parse_verifier_key(witness.vkey),), 1)
-    by_node = {w.name.rpartition("/")[2]: w.verifier() for w in cluster}
+    by_node = {witness_node(w): w.verifier() for w in cluster}
     known = KnownCosignatures(CLUSTER, home.store, replication, by_node, lambda ledger: LOG_KEY)
 
     def cosigned_by_the_cluster(checkpoint: SignedCheckpoint, witnesses: list[SignerKey]) -> None:
-        text = parse_note(checkpoint.note).text
         for i, w in enumerate(witnesses):
-            lines = (parse_note(checkpoint.note).signatures[0], cosign(text, w, 1_790_000_000 + i).note_signature())
-            replication.publish_cosignature(
-                LEDGER, w.name.rpartition("/")[2], checkpoint.size, Note(text, lines).encode()
-            )
+            publish_cluster_cosignature(replication, checkpoint, w, 1_790_000_000 + i)
 
     def slow(body: bytes) -> WitnessReply:
         # While the outside witness takes its time, the ledger grows and the cluster cosigns on.

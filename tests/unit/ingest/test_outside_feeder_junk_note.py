@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from vledger.broker.replication import ReplicationLedger
-from vledger.node.note import ALG_COSIGNATURE_V1, SignerKey
 from vledger.node.witness import HomeSigner
 from vledger.tests.tlog_witness import TlogWitness
-from vledger.tests.unit.ingest.test_outside_feeder import CLUSTER, LEDGER, LOG_KEY, ORIGIN, Home
+from vledger.tests.unit.ingest.test_outside_feeder import CLUSTER, CLUSTER_WITNESSES, LEDGER, LOG_KEY, ORIGIN, Home
 
 
 def test_a_witness_s_note_of_a_size_past_2_63_leaves_the_feeder_feeding(tmp_path: Path, redis_client: Any) -> None:
     replication = ReplicationLedger(redis_client)
-    cluster = [SignerKey(f"{CLUSTER}/witness/replica-{i}", ALG_COSIGNATURE_V1, bytes([i + 9]) * 32) for i in range(3)]
+    cluster = CLUSTER_WITNESSES
     outside = TlogWitness("witness.example/w1", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()})
     home = Home(tmp_path / "home", outside, replication, cluster_witnesses=tuple(w.verifier() for w in cluster))
     try:

@@ -17,34 +17,35 @@ from typing import Any
 
 from vledger.broker.replication import ReplicationLedger
 from vledger.node.note import (
-    ALG_COSIGNATURE_V1,
-    Note,
     SignerKey,
-    cosign,
-    parse_note,
     parse_verifier_key,
     verify_checkpoint,
 )
 from vledger.node.outside import QUORUM_NOTE, OutsideWitnesses, check_witnessed
 from vledger.node.witness import SignedCheckpoint
 from vledger.tests.tlog_witness import TlogWitness
-from vledger.tests.unit.ingest.test_outside_feeder import CLUSTER, LEDGER, LOG_KEY, ORIGIN, Home
+from vledger.tests.unit.ingest.test_outside_feeder import (
+    CLUSTER_WITNESSES,
+    LEDGER,
+    LOG_KEY,
+    ORIGIN,
+    Home,
+    publish_cluster_cosignature,
+)
 
 
 def test_witnesses_that_cosign_every_checkpoint_a_checkpoint_apart_leave_the_quorum_note_anchored(
     tmp_path: Path, redis_client: Any
 ) -> None:
     replication = ReplicationLedger(redis_client)
-    cluster = [SignerKey(f"{CLUSTER}/witness/replica-{i}", ALG_COSIGNATURE_V1, bytes([i + 9]) * 32) for i in range(3)]
+    cluster = CLUSTER_WITNESSES
     keys = tuple(w.verifier() for w in cluster)
     witness = TlogWitness("witness.example/w1", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()})
     home = Home(tmp_path / "home", witness, replication, cluster_witnesses=keys)
     outside = OutsideWitnesses((parse_verifier_key(witness.vkey),), 1)
 
     def cosigned(checkpoint: SignedCheckpoint, by: SignerKey) -> None:
-        text = parse_note(checkpoint.note).text
-        lines = (parse_note(checkpoint.note).signatures[0], cosign(text, by, 1_790_000_000).note_signature())
-        replication.publish_cosignature(LEDGER, by.name.rpartition("/")[2], checkpoint.size, Note(text, lines).encode())
+        publish_cluster_cosignature(replication, checkpoint, by)
 
     try:
         signed: list[SignedCheckpoint] = []

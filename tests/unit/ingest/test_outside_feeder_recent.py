@@ -8,25 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from vledger.broker.replication import ReplicationLedger
-from vledger.node.note import ALG_COSIGNATURE_V1, Note, SignerKey, cosign, parse_note, verify_checkpoint
+from vledger.node.note import ALG_COSIGNATURE_V1, SignerKey, parse_note, verify_checkpoint
 from vledger.node.outside import QUORUM_NOTE
-from vledger.node.witness import HomeSigner, SignedCheckpoint
+from vledger.node.witness import HomeSigner
 from vledger.tests.tlog_witness import TlogWitness
-from vledger.tests.unit.ingest.test_outside_feeder import CLUSTER, LEDGER, LOG_KEY, ORIGIN, Home
+from vledger.tests.unit.ingest.test_outside_feeder import (
+    CLUSTER,
+    CLUSTER_WITNESSES,
+    LEDGER,
+    LOG_KEY,
+    ORIGIN,
+    Home,
+    cluster_cosigned,
+    witness_node,
+)
 
-CLUSTER_KEYS = [SignerKey(f"{CLUSTER}/witness/replica-{i}", ALG_COSIGNATURE_V1, bytes([i + 9]) * 32) for i in range(3)]
-KEYS = tuple(w.verifier() for w in CLUSTER_KEYS)
-
-
-def cosigned(checkpoint: SignedCheckpoint, by: SignerKey) -> bytes:
-    text = parse_note(checkpoint.note).text
-    return Note(
-        text, (parse_note(checkpoint.note).signatures[0], cosign(text, by, 1_790_000_000).note_signature())
-    ).encode()
-
-
-def node(by: SignerKey) -> str:
-    return by.name.rpartition("/")[2]
+KEYS = tuple(w.verifier() for w in CLUSTER_WITNESSES)
 
 
 class CountingReplication(ReplicationLedger):
@@ -54,24 +51,34 @@ def test_on_the_timeout_the_largest_checkpoint_with_the_most_cluster_lines_is_fe
     home, witness = made(tmp_path, replication)
     try:
         at4 = home.grow(4)
-        for w in CLUSTER_KEYS:
-            replication.publish_cosignature(LEDGER, node(w), 4, cosigned(at4, w))
+        for w in CLUSTER_WITNESSES:
+            replication.publish_cosignature(LEDGER, witness_node(w), 4, cluster_cosigned(at4, w))
         home.feeder.turn()
         assert witness.latest[ORIGIN][0] == 4
         at5, at6, at7 = home.grow(5), home.grow(6), home.grow(7)
         home.grow(8)
         # replica-0 cosigned 5 and 6 (one line each), replica-1 6 (two at 6), replica-2 nothing
         # past 4 but a note of 7 under replica-1's key, which counts for nothing but its own line.
-        replication.publish_cosignature(LEDGER, node(CLUSTER_KEYS[0]), 5, cosigned(at5, CLUSTER_KEYS[0]))
-        replication.publish_cosignature(LEDGER, node(CLUSTER_KEYS[0]), 6, cosigned(at6, CLUSTER_KEYS[0]))
-        replication.publish_cosignature(LEDGER, node(CLUSTER_KEYS[1]), 6, cosigned(at6, CLUSTER_KEYS[1]))
-        replication.publish_cosignature(LEDGER, node(CLUSTER_KEYS[1]), 7, cosigned(at7, CLUSTER_KEYS[1]))
+        replication.publish_cosignature(
+            LEDGER, witness_node(CLUSTER_WITNESSES[0]), 5, cluster_cosigned(at5, CLUSTER_WITNESSES[0])
+        )
+        replication.publish_cosignature(
+            LEDGER, witness_node(CLUSTER_WITNESSES[0]), 6, cluster_cosigned(at6, CLUSTER_WITNESSES[0])
+        )
+        replication.publish_cosignature(
+            LEDGER, witness_node(CLUSTER_WITNESSES[1]), 6, cluster_cosigned(at6, CLUSTER_WITNESSES[1])
+        )
+        replication.publish_cosignature(
+            LEDGER, witness_node(CLUSTER_WITNESSES[1]), 7, cluster_cosigned(at7, CLUSTER_WITNESSES[1])
+        )
         home.clock.now += 1
         home.feeder.turn()
         assert witness.latest[ORIGIN][0] == 6  # a majority (2 of 3) cosigned 6: fed at once
         at9 = home.grow(9)
         home.grow(10)
-        replication.publish_cosignature(LEDGER, node(CLUSTER_KEYS[2]), 9, cosigned(at9, CLUSTER_KEYS[2]))
+        replication.publish_cosignature(
+            LEDGER, witness_node(CLUSTER_WITNESSES[2]), 9, cluster_cosigned(at9, CLUSTER_WITNESSES[2])
+        )
         home.clock.now += 1
         home.feeder.turn()
         assert witness.latest[ORIGIN][0] == 6  # no majority past 6: it waits
@@ -96,12 +103,19 @@ def test_junk_in_a_witness_s_recent_notes_counts_nowhere(tmp_path: Path, redis_c
     try:
         home.grow(3)
         at4 = home.grow(4)
-        replication.publish_cosignature(LEDGER, node(CLUSTER_KEYS[0]), 4, cosigned(at4, CLUSTER_KEYS[0]))
-        mallory = SignerKey(CLUSTER_KEYS[1].name, ALG_COSIGNATURE_V1, bytes(32))  # replica-1's name, not its key
+        replication.publish_cosignature(
+            LEDGER, witness_node(CLUSTER_WITNESSES[0]), 4, cluster_cosigned(at4, CLUSTER_WITNESSES[0])
+        )
+        mallory = SignerKey(CLUSTER_WITNESSES[1].name, ALG_COSIGNATURE_V1, bytes(32))  # replica-1's name, not its key
         other_root = HomeSigner(CLUSTER, secrets.token_bytes(32)).sign(LEDGER, 4, bytes(32))
         huge = HomeSigner(CLUSTER, secrets.token_bytes(32)).sign(LEDGER, 2**63, bytes(32))
-        recent = replication.cosig_recent_key(LEDGER, node(CLUSTER_KEYS[2]))
-        for junk in (b"garbage", cosigned(at4, mallory), cosigned(other_root, CLUSTER_KEYS[1]), huge.note):
+        recent = replication.cosig_recent_key(LEDGER, witness_node(CLUSTER_WITNESSES[2]))
+        for junk in (
+            b"garbage",
+            cluster_cosigned(at4, mallory),
+            cluster_cosigned(other_root, CLUSTER_WITNESSES[1]),
+            huge.note,
+        ):
             redis_client.lpush(recent, junk)
         home.clock.now += 1
         home.feeder.turn()
@@ -111,7 +125,7 @@ def test_junk_in_a_witness_s_recent_notes_counts_nowhere(tmp_path: Path, redis_c
         home.feeder.turn()
         assert witness.latest[ORIGIN][0] == 4  # the timeout: the one with a line
         quorum = replication.outside_cosignatures(LEDGER)[QUORUM_NOTE]
-        assert [s.name for s in parse_note(quorum).signatures if "/witness/" in s.name] == [CLUSTER_KEYS[0].name]
+        assert [s.name for s in parse_note(quorum).signatures if "/witness/" in s.name] == [CLUSTER_WITNESSES[0].name]
     finally:
         home.store.close()
 
@@ -124,8 +138,8 @@ def test_nothing_is_read_for_a_ledger_its_witnesses_cosigned_or_another_thread_s
     home, witness = made(tmp_path, replication)
     try:
         at3 = home.grow(3)
-        for w in CLUSTER_KEYS:
-            replication.publish_cosignature(LEDGER, node(w), 3, cosigned(at3, w))
+        for w in CLUSTER_WITNESSES:
+            replication.publish_cosignature(LEDGER, witness_node(w), 3, cluster_cosigned(at3, w))
         home.feeder.turn((witness.name,))
         assert witness.latest[ORIGIN][0] == 3 and replication.reads == 1
         home.feeder.turn(("witness.example/another",))  # a thread whose witnesses the ledger lists not
@@ -148,8 +162,8 @@ def test_on_the_timeout_a_majority_s_largest_checkpoint_beats_an_older_one_all_c
     home, witness = made(tmp_path, replication)
     try:
         at4 = home.grow(4)
-        for w in CLUSTER_KEYS:
-            replication.publish_cosignature(LEDGER, node(w), 4, cosigned(at4, w))
+        for w in CLUSTER_WITNESSES:
+            replication.publish_cosignature(LEDGER, witness_node(w), 4, cluster_cosigned(at4, w))
         home.feeder.turn()
         assert witness.latest[ORIGIN][0] == 4
 
@@ -160,10 +174,10 @@ def test_on_the_timeout_a_majority_s_largest_checkpoint_beats_an_older_one_all_c
         at5 = home.grow(5)
         at7 = home.grow(7)
         home.grow(9)
-        for w in CLUSTER_KEYS:
-            replication.publish_cosignature(LEDGER, node(w), 5, cosigned(at5, w))
-        for w in CLUSTER_KEYS[:2]:
-            replication.publish_cosignature(LEDGER, node(w), 7, cosigned(at7, w))
+        for w in CLUSTER_WITNESSES:
+            replication.publish_cosignature(LEDGER, witness_node(w), 5, cluster_cosigned(at5, w))
+        for w in CLUSTER_WITNESSES[:2]:
+            replication.publish_cosignature(LEDGER, witness_node(w), 7, cluster_cosigned(at7, w))
         home.clock.now += 1
         home.feeder.turn()
         home.answer = home.spec_witness

@@ -13,30 +13,33 @@ from pathlib import Path
 from typing import Any
 
 from vledger.broker.replication import ReplicationLedger
-from vledger.node.note import ALG_COSIGNATURE_V1, Note, SignerKey, cosign, parse_note, verify_checkpoint
+from vledger.node.note import verify_checkpoint
 from vledger.node.outside import WitnessReply, outside_kind
 from vledger.node.witness import SignedCheckpoint
 from vledger.tests.tlog_witness import TlogWitness
-from vledger.tests.unit.ingest.test_outside_feeder import CLUSTER, LEDGER, LOG_KEY, ORIGIN, Home
+from vledger.tests.unit.ingest.test_outside_feeder import (
+    CLUSTER_WITNESSES,
+    LEDGER,
+    LOG_KEY,
+    ORIGIN,
+    Home,
+    publish_cluster_cosignature,
+)
 
 
 def test_a_slow_witness_s_row_keeps_the_cluster_lines_while_another_thread_hears_33_sizes(
     tmp_path: Path, redis_client: Any
 ) -> None:
     replication = ReplicationLedger(redis_client)
-    cluster = [SignerKey(f"{CLUSTER}/witness/replica-{i}", ALG_COSIGNATURE_V1, bytes([i + 9]) * 32) for i in range(3)]
+    cluster = CLUSTER_WITNESSES
     keys = tuple(w.verifier() for w in cluster)
     slow = TlogWitness("witness.example/w1", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()})
     fast = TlogWitness("witness.example/w2", secrets.token_bytes(32), {ORIGIN: LOG_KEY.encode()})
     home = Home(tmp_path / "home", slow, replication, others=(fast,), quorum=1, cluster_witnesses=keys)
 
     def cosigned_by_the_cluster(checkpoint: SignedCheckpoint) -> None:
-        text = parse_note(checkpoint.note).text
         for i, w in enumerate(cluster):
-            lines = (parse_note(checkpoint.note).signatures[0], cosign(text, w, 1_790_000_000 + i).note_signature())
-            replication.publish_cosignature(
-                LEDGER, w.name.rpartition("/")[2], checkpoint.size, Note(text, lines).encode()
-            )
+            publish_cluster_cosignature(replication, checkpoint, w, 1_790_000_000 + i)
 
     def slowly(body: bytes) -> WitnessReply:
         # The slow witness's thread waits on its answer; the fast one's thread turns meanwhile
