@@ -42,7 +42,7 @@ from ..broker.replication import REDIS_ERRORS, Alert, ReplicationLedger
 from ..broker.witness_http import post_add_checkpoint
 from ..config.cluster import ReplicationSettings
 from ..node.checkpoint_log import SIGNED
-from ..node.cosigning import MAX_CLOCK_SKEW_MS
+from ..node.cosigning import MAX_CLOCK_SKEW_MS, needed_witnesses
 from ..node.errors import VledgerError, WitnessRefusedError, WitnessUnreachableError
 from ..node.note import (
     Note,
@@ -249,7 +249,7 @@ class WitnessFeeder:
         done = min(self._state_of(ledger, name).size for name in witnesses)
         if done >= latest.size:
             return latest
-        needed = len({key.name for key in keys}) // 2 + 1
+        needed = needed_witnesses(len({key.name for key in keys}))  # a majority of them
         self._hear_cluster(ledger, keys, latest.size, needed)
         now = self._clock()
         with self._lock:
